@@ -1,0 +1,41 @@
+"""Options and objects shared by sub-commands: data dir, image store, kernels, runtimes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hypernetes.runtime.images import ImageStore
+from hypernetes.runtime.kernels import KernelRegistry
+from hypernetes.runtime.paths import agent_binary, default_data_dir
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, default=None,
+        help=f"where images, kernels and sandboxes live (default: {default_data_dir()})",
+    )
+    parser.add_argument(
+        "--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+        help="allow plain HTTP to this registry (loopback registries always are); repeatable",
+    )
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    path: Path = args.data_dir or default_data_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def image_store(args: argparse.Namespace) -> ImageStore:
+    return ImageStore(data_dir(args) / "images", insecure_registries=args.insecure_registry)
+
+
+def kernel_registry(args: argparse.Namespace) -> KernelRegistry:
+    return KernelRegistry(data_dir(args) / "kernels", agent_binary())
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"hypernetes: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,422 @@
+"""The `hypervm` runtime: every pod is a QEMU micro-VM whose PID 1 is our guest agent.
+
+A sandbox is one directory under ROOT/hypervm/<id>/ (QEMU's sockets and pid file, the console
+tail, the container logs) plus one QEMU process and one agent channel. Whatever happens, removing
+a sandbox kills its QEMU and deletes that directory; nothing else on the host is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypernetes.runtime import guestproto as gp
+from hypernetes.runtime.accel import PROBE_TIMEOUT, choose_accel
+from hypernetes.runtime.agentclient import (
+    AgentClient,
+    AgentError,
+    AgentUnavailable,
+    GuestProcess,
+    ProcessSpec,
+)
+from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
+from hypernetes.runtime.interface import (
+    ContainerNotFound,
+    ContainerSpec,
+    ContainerState,
+    ContainerStatus,
+    ExecSpec,
+    ExitStatus,
+    ImagePullFailed,
+    LogLine,
+    PodRuntimeError,
+    PodSpec,
+    Process,
+    Runtime,
+    SandboxFailed,
+    SandboxNotFound,
+    SandboxState,
+    SandboxStatus,
+    StartFailed,
+)
+from hypernetes.runtime.kernels import Kernel, KernelNotFound, KernelRegistry
+from hypernetes.runtime.logs import LogWriter, read_logs
+from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig
+from hypernetes.runtime.sizing import vm_size
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+CONTAINER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BOOT_TIMEOUT_TCG = 90.0  # a loaded 2-core host under TCG needs this much, rarely
+BOOT_TIMEOUT_KVM = 20.0
+START_TIMEOUT = 60.0
+SHUTDOWN_MARGIN = 15.0  # beyond the grace period, for sync and power-off
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    image: Image
+    process: ProcessSpec
+    disk_serial: str
+    status: ContainerStatus
+    log: LogWriter
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    main: GuestProcess | None = None
+    reaper: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Sandbox:
+    pod: PodSpec
+    dir: Path
+    vm: QemuVM
+    client: AgentClient
+    containers: dict[str, _Container]
+    state: SandboxState = SandboxState.CREATING
+    message: str = ""
+    created_at: float = field(default_factory=time.time)
+    watcher: asyncio.Task[None] | None = None
+
+
+class HyperVM(Runtime):
+    name = "hypervm"
+
+    def __init__(self, root: Path, images: ImageStore, kernels: KernelRegistry,
+                 accel: str | None = None, die_with_parent: bool = False) -> None:
+        self.root = root / "hypervm"
+        self.images = images
+        self.kernels = kernels
+        self._accel_override = accel
+        self._accel: str | None = None
+        self._die_with_parent = die_with_parent
+        self._sandboxes: dict[str, _Sandbox] = {}
+
+    # --- accelerator ---------------------------------------------------------------------------
+
+    async def accel(self) -> str:
+        if self._accel is None:
+            self._accel = await choose_accel(
+                self._accel_override, self.root / "accel.json", self._probe_kvm
+            )
+        return self._accel
+
+    async def _probe_kvm(self) -> bool:
+        kernel = self.kernels.default()
+        probe_dir = self.root / ".kvm-probe"
+        shutil.rmtree(probe_dir, ignore_errors=True)
+        vm = QemuVM(VMConfig(name="hn-kvm-probe", dir=probe_dir, kernel=kernel.image,
+                             initrd=kernel.initrd, vcpus=1, memory_mib=64, accel="kvm",
+                             acpi=kernel.acpi, cmdline=kernel.cmdline, die_with_parent=True))
+        client = AgentClient("kvm-probe")
+        try:
+            await vm.start()
+            await client.connect(str(vm.cfg.ctl_socket), PROBE_TIMEOUT, vm.alive)
+            return True
+        except (AgentUnavailable, OSError):
+            return False
+        finally:
+            await client.close()
+            await vm.kill()
+            shutil.rmtree(probe_dir, ignore_errors=True)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def create_sandbox(self, pod: PodSpec) -> SandboxStatus:
+        if not SANDBOX_ID.match(pod.id):
+            raise PodRuntimeError(f"invalid sandbox id {pod.id!r}")
+        if pod.id in self._sandboxes:
+            raise PodRuntimeError(f"sandbox {pod.id} already exists")
+        if not pod.containers:
+            raise PodRuntimeError("a pod needs at least one container")
+        names = [c.name for c in pod.containers]
+        if len(set(names)) != len(names) or not all(CONTAINER_NAME.match(n) for n in names):
+            raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
+        try:
+            kernel = self.kernels.get(pod.kernel)
+        except KernelNotFound as e:
+            raise SandboxFailed(str(e)) from e
+        size = vm_size(pod.containers)
+        images = await self._pull(pod)
+        disks: dict[str, Disk] = {}
+        for image in images.values():
+            if image.id not in disks:
+                disks[image.id] = Disk(image.disk, f"img{len(disks)}")
+        containers = {
+            c.name: self._prepare(pod, c, images[c.name], disks[images[c.name].id].serial)
+            for c in pod.containers
+        }
+
+        sandbox_dir = self.root / pod.id
+        shutil.rmtree(sandbox_dir, ignore_errors=True)
+        sandbox_dir.mkdir(parents=True)
+        for c in containers.values():
+            c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
+        accel = await self.accel()
+        vm = QemuVM(VMConfig(
+            name=f"hn-{pod.id}", dir=sandbox_dir, kernel=kernel.image, initrd=kernel.initrd,
+            vcpus=size.vcpus, memory_mib=size.memory_mib, accel=accel, acpi=kernel.acpi,
+            cmdline=kernel.cmdline, disks=list(disks.values()),
+            die_with_parent=self._die_with_parent,
+        ))
+        client = AgentClient(f"agent-{pod.id}")
+        sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers)
+        self._sandboxes[pod.id] = sandbox
+        try:
+            await self._boot(sandbox, kernel, accel)
+        except BaseException:
+            await self._destroy(sandbox)
+            raise
+        sandbox.state = SandboxState.READY
+        sandbox.watcher = asyncio.create_task(self._watch(sandbox))
+        return self._status(sandbox)
+
+    async def _pull(self, pod: PodSpec) -> dict[str, Image]:
+        images: dict[str, Image] = {}
+        for c in pod.containers:
+            try:
+                images[c.name] = await asyncio.to_thread(self.images.ensure, c.image)
+            except ImageError as e:
+                raise ImagePullFailed(str(e)) from e
+        return images
+
+    def _prepare(self, pod: PodSpec, spec: ContainerSpec, image: Image, serial: str) -> _Container:
+        cfg = image.config
+        if spec.command is not None:
+            argv = [*spec.command, *(spec.args or ())]
+        else:
+            argv = [*cfg.entrypoint, *(spec.args if spec.args is not None else cfg.cmd)]
+        if not argv:
+            raise StartFailed(f"container {spec.name}: no command given and image has none")
+        try:
+            uid, gid, groups = resolve_user(image, spec.user or cfg.user or "0")
+        except ImageError as e:
+            raise StartFailed(f"container {spec.name}: {e}") from e
+        env = dict(kv.split("=", 1) for kv in cfg.env if "=" in kv)
+        env.setdefault("PATH", DEFAULT_PATH)
+        env["HOSTNAME"] = pod.hostname or pod.name
+        env.update(spec.env)
+        process = ProcessSpec(
+            args=argv, env=[f"{k}={v}" for k, v in env.items()],
+            cwd=spec.working_dir or cfg.working_dir or "/", uid=uid, gid=gid, groups=groups,
+            terminal=spec.tty, stdin=spec.stdin,
+        )
+        status = ContainerStatus(name=spec.name, image=spec.image, image_id=image.digest)
+        return _Container(spec, image, process, serial, status, log=None)  # type: ignore[arg-type]
+
+    async def _boot(self, sandbox: _Sandbox, kernel: Kernel, accel: str) -> None:
+        vm, client, pod = sandbox.vm, sandbox.client, sandbox.pod
+        try:
+            await vm.start()
+        except OSError as e:
+            raise SandboxFailed(f"cannot start QEMU: {e}") from e
+        timeout = BOOT_TIMEOUT_KVM if accel == "kvm" else BOOT_TIMEOUT_TCG
+        try:
+            await client.connect(str(vm.cfg.ctl_socket), timeout, vm.alive)
+            net = pod.network
+            setup = gp.TLV().add_str(gp.TAG_HOSTNAME, (pod.hostname or pod.name)[:63])
+            setup.add_u64(gp.TAG_TIME_NS, time.time_ns()).add(gp.TAG_RANDOM_SEED, os.urandom(64))
+            setup.add_strs(gp.TAG_DNS_SERVER, net.dns_servers).add_strs(gp.TAG_DNS_SEARCH, net.dns_search)
+            setup.add_strs(gp.TAG_HOSTS_LINE, ["127.0.0.1\tlocalhost", "::1\tlocalhost", *net.hosts])
+            if net.mac:
+                iface = gp.TLV().add_str(gp.TAG_MAC, net.mac).add_u32(gp.TAG_MTU, net.mtu)
+                setup.add_tlv(gp.TAG_IFACE, iface.add_strs(gp.TAG_ADDRESS, net.addresses))
+                if net.gateway:
+                    route = gp.TLV().add_str(gp.TAG_DEST, "0.0.0.0/0")
+                    setup.add_tlv(gp.TAG_ROUTE, route.add_str(gp.TAG_GATEWAY, net.gateway))
+            await client.request(gp.MSG_SETUP, setup)
+        except (AgentUnavailable, AgentError) as e:
+            raise SandboxFailed(self._explain(sandbox, f"guest did not come up: {e}")) from e
+
+    def _explain(self, sandbox: _Sandbox, what: str) -> str:
+        vm = sandbox.vm
+        parts = [what]
+        if vm.exited.is_set():
+            parts.append(f"QEMU exited with status {vm.returncode}")
+            if err := vm.qemu_errors():
+                parts.append(f"QEMU said: {err}")
+        if tail := vm.console_tail(5):
+            parts.append(f"guest console: {tail}")
+        return "; ".join(parts)
+
+    async def _watch(self, sandbox: _Sandbox) -> None:
+        """A VM that ends on its own (panic, OOM of the VMM, kill -9) fails its containers."""
+        await sandbox.vm.exited.wait()
+        if sandbox.state is SandboxState.READY:
+            sandbox.state = SandboxState.FAILED
+            sandbox.message = self._explain(sandbox, "the VM ended unexpectedly")
+        await sandbox.client.close("VM exited")
+        for c in sandbox.containers.values():
+            self._mark_lost(c, sandbox.message or "the VM stopped")
+
+    def _mark_lost(self, c: _Container, message: str) -> None:
+        if c.status.state in (ContainerState.RUNNING, ContainerState.CREATED) and c.main is None:
+            c.status.state = ContainerState.EXITED
+            c.status.reason, c.status.message = "VMExited", message
+            c.done.set()
+
+    async def start_container(self, sandbox_id: str, name: str, attach: bool = False) -> Process | None:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, name)
+        if c.status.state is not ContainerState.CREATED:
+            raise PodRuntimeError(f"container {name} was already started")
+        if sandbox.state is not SandboxState.READY:
+            raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
+        proc = sandbox.client.new_process(c.log.write, attach, c.spec.stdin)
+        tlv = gp.TLV().add_str(gp.TAG_CONTAINER_ID, name).add_str(gp.TAG_IMAGE_DISK, c.disk_serial)
+        tlv.add_tlv(gp.TAG_PROCESS, c.process.encode(proc.id))
+        tlv.add_u64(gp.TAG_MEMORY_LIMIT, c.spec.memory_limit or 0)
+        try:
+            await sandbox.client.start(gp.MSG_CREATE, tlv, proc, START_TIMEOUT)
+        except AgentError as e:
+            c.status.state, c.status.reason, c.status.message = ContainerState.EXITED, "StartError", str(e)
+            c.status.exit = ExitStatus(code=128)
+            c.log.flush_partial()
+            c.done.set()
+            raise StartFailed(f"container {name}: {e}") from e
+        except AgentUnavailable as e:
+            raise SandboxFailed(self._explain(sandbox, str(e))) from e
+        c.main = proc
+        c.status.state, c.status.pid, c.status.started_at = ContainerState.RUNNING, proc.pid, time.time()
+        c.reaper = asyncio.create_task(self._reap(c, proc))
+        return proc if attach else None
+
+    async def _reap(self, c: _Container, proc: GuestProcess) -> None:
+        status = await proc.wait()
+        c.log.flush_partial()
+        c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
+        if status.code is None and status.signal is None:
+            c.status.reason = "VMExited"
+            c.status.message = proc.client.disconnect_reason
+        else:
+            c.status.reason = "Completed" if status.code == 0 else "Error"
+        c.done.set()
+
+    async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, container)
+        if c.status.state is not ContainerState.RUNNING:
+            raise PodRuntimeError(f"container {container} is not running")
+        uid, gid, groups = c.process.uid, c.process.gid, c.process.groups
+        if spec.user is not None:
+            try:
+                uid, gid, groups = resolve_user(c.image, spec.user)
+            except ImageError as e:
+                raise StartFailed(str(e)) from e
+        env = dict(kv.split("=", 1) for kv in c.process.env)
+        env.update(spec.env)
+        pspec = ProcessSpec(
+            args=list(spec.command), env=[f"{k}={v}" for k, v in env.items()],
+            cwd=spec.working_dir or c.process.cwd, uid=uid, gid=gid, groups=groups,
+            terminal=spec.tty, stdin=spec.stdin, rows=spec.rows, cols=spec.cols,
+        )
+        proc = sandbox.client.new_process(None, attach=True, stdin=spec.stdin)
+        tlv = gp.TLV().add_str(gp.TAG_CONTAINER_ID, container).add_tlv(gp.TAG_PROCESS, pspec.encode(proc.id))
+        try:
+            await sandbox.client.start(gp.MSG_EXEC, tlv, proc, START_TIMEOUT)
+        except AgentError as e:
+            raise StartFailed(f"exec in {container}: {e}") from e
+        except AgentUnavailable as e:
+            raise SandboxFailed(self._explain(sandbox, str(e))) from e
+        return proc
+
+    async def stop_sandbox(self, sandbox_id: str, grace_seconds: int | None = None) -> None:
+        sandbox = self._get(sandbox_id)
+        grace = sandbox.pod.termination_grace_seconds if grace_seconds is None else grace_seconds
+        if sandbox.vm.alive() and sandbox.client.state.value == "running":
+            sandbox.state = SandboxState.STOPPED
+            tlv = gp.TLV().add_u32(gp.TAG_GRACE_MS, max(0, grace) * 1000)
+            with contextlib.suppress(AgentUnavailable, AgentError):
+                await sandbox.client.request(gp.MSG_SHUTDOWN, tlv, timeout=grace + SHUTDOWN_MARGIN)
+            # After ACK the guest syncs and powers off; a guest that does not is killed.
+            await sandbox.vm.wait(SHUTDOWN_MARGIN)
+        sandbox.state = SandboxState.STOPPED
+        await sandbox.vm.kill()
+        for c in sandbox.containers.values():
+            self._mark_lost(c, "the sandbox was stopped")
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            # Nothing known in memory; still clear what a crashed process may have left.
+            _kill_leftover(self.root / sandbox_id)
+            shutil.rmtree(self.root / sandbox_id, ignore_errors=True)
+            return
+        if sandbox.vm.alive():
+            await self.stop_sandbox(sandbox_id, grace_seconds=0)
+        await self._destroy(sandbox)
+
+    async def _destroy(self, sandbox: _Sandbox) -> None:
+        await sandbox.client.close("sandbox removed")
+        await sandbox.vm.kill()
+        if sandbox.watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await sandbox.watcher
+        for c in sandbox.containers.values():
+            if c.log is not None:
+                c.log.close()
+            c.done.set()
+        _kill_leftover(sandbox.dir)
+        shutil.rmtree(sandbox.dir, ignore_errors=True)
+        self._sandboxes.pop(sandbox.pod.id, None)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def _get(self, sandbox_id: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise SandboxNotFound(f"no sandbox {sandbox_id}")
+        return sandbox
+
+    def _container(self, sandbox: _Sandbox, name: str) -> _Container:
+        c = sandbox.containers.get(name)
+        if c is None:
+            raise ContainerNotFound(f"no container {name} in pod {sandbox.pod.name}")
+        return c
+
+    def _status(self, sandbox: _Sandbox) -> SandboxStatus:
+        return SandboxStatus(
+            id=sandbox.pod.id, name=sandbox.pod.name, namespace=sandbox.pod.namespace,
+            state=sandbox.state, runtime=self.name, message=sandbox.message,
+            containers=[c.status for c in sandbox.containers.values()],
+            created_at=sandbox.created_at,
+        )
+
+    async def status(self, sandbox_id: str) -> SandboxStatus:
+        return self._status(self._get(sandbox_id))
+
+    async def list_sandboxes(self) -> list[SandboxStatus]:
+        return [self._status(s) for s in self._sandboxes.values()]
+
+    async def logs(self, sandbox_id: str, container: str, follow: bool = False) -> AsyncIterator[LogLine]:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, container)
+        async for line in read_logs(c.log.path, follow, c.done):
+            yield line
+
+    async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
+        c = self._container(self._get(sandbox_id), container)
+        await c.done.wait()
+        return c.status
+
+
+def _kill_leftover(sandbox_dir: Path) -> None:
+    """Kill a QEMU whose pid file is in `sandbox_dir`, if that pid really is that QEMU."""
+    try:
+        pid = int((sandbox_dir / "qemu.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if str(sandbox_dir).encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)

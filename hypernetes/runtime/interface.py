@@ -1,0 +1,219 @@
+"""The pod sandbox interface every runtime implements (`hypervm`, `gvisor`).
+
+The node agent drives pods only through `Runtime`; nothing above this room knows whether a pod
+is a QEMU micro-VM or a gVisor sandbox. Shapes follow the CRI loosely: a sandbox holds the pod's
+containers, each container has one main process, exec adds more.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+class PodRuntimeError(Exception):
+    """Base of runtime errors; str() is a one-line message fit for a pod status or event."""
+
+    reason = "RuntimeError"
+
+
+class SandboxNotFound(PodRuntimeError):
+    reason = "SandboxNotFound"
+
+
+class ContainerNotFound(PodRuntimeError):
+    reason = "ContainerNotFound"
+
+
+class SandboxFailed(PodRuntimeError):
+    """The VM or sandbox could not start or died; the message says what was seen."""
+
+    reason = "SandboxFailed"
+
+
+class StartFailed(PodRuntimeError):
+    """The container's process could not be started (bad command, user, workdir...)."""
+
+    reason = "StartError"
+
+
+class ImagePullFailed(PodRuntimeError):
+    reason = "ErrImagePull"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    command: tuple[str, ...] | None = None  # replaces the image's entrypoint
+    args: tuple[str, ...] | None = None  # replaces the image's cmd
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str | None = None
+    user: str | None = None  # "name", "uid", "uid:gid"; None = the image's user
+    tty: bool = False
+    stdin: bool = False
+    cpu_limit_millis: int | None = None
+    memory_limit: int | None = None  # bytes
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """What the guest is told about its network (filled in by the network room later)."""
+
+    mac: str | None = None
+    addresses: tuple[str, ...] = ()
+    gateway: str | None = None
+    mtu: int = 1500
+    dns_servers: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    id: str  # sandbox id: unique, [a-z0-9-], e.g. the pod uid
+    name: str
+    namespace: str = "default"
+    containers: tuple[ContainerSpec, ...] = ()
+    hostname: str | None = None
+    kernel: str | None = None  # a registered kernel name; None = the default
+    termination_grace_seconds: int = 30
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+
+class ContainerState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None = None
+    signal: int | None = None
+
+    @property
+    def shell_code(self) -> int:
+        """The `docker run` convention: the code, or 128+N for signal N."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.code if self.code is not None else 255
+
+
+@dataclass
+class ContainerStatus:
+    name: str
+    state: ContainerState = ContainerState.CREATED
+    image: str = ""
+    image_id: str = ""
+    pid: int | None = None
+    exit: ExitStatus | None = None
+    reason: str = ""
+    message: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class SandboxState(enum.Enum):
+    CREATING = "creating"
+    READY = "ready"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass
+class SandboxStatus:
+    id: str
+    name: str
+    namespace: str
+    state: SandboxState
+    runtime: str
+    message: str = ""
+    containers: list[ContainerStatus] = field(default_factory=list)
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    working_dir: str | None = None
+    user: str | None = None
+    tty: bool = False
+    stdin: bool = False
+    rows: int = 24
+    cols: int = 80
+
+
+class Stream(enum.Enum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class Process(abc.ABC):
+    """A running process the caller is attached to: its output, stdin, signals, exit."""
+
+    @abc.abstractmethod
+    def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        """Output chunks until the process's streams end."""
+
+    @abc.abstractmethod
+    async def write_stdin(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def close_stdin(self) -> None: ...
+
+    @abc.abstractmethod
+    async def resize(self, rows: int, cols: int) -> None: ...
+
+    @abc.abstractmethod
+    async def signal(self, signum: int) -> None: ...
+
+    @abc.abstractmethod
+    async def wait(self) -> ExitStatus: ...
+
+
+class Runtime(abc.ABC):
+    """A pod sandbox implementation. Every method is safe to call again after a failure."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def create_sandbox(self, pod: PodSpec) -> SandboxStatus:
+        """Pull what is missing, boot the sandbox; containers are created, not started."""
+
+    @abc.abstractmethod
+    async def start_container(self, sandbox_id: str, name: str, attach: bool = False) -> Process | None:
+        """Start a container's main process; with attach, return a handle on its stdio."""
+
+    @abc.abstractmethod
+    async def stop_sandbox(self, sandbox_id: str, grace_seconds: int | None = None) -> None:
+        """SIGTERM, wait the grace period, SIGKILL, then end the sandbox."""
+
+    @abc.abstractmethod
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        """Stop if needed and release everything it held; unknown ids are not an error."""
+
+    @abc.abstractmethod
+    async def status(self, sandbox_id: str) -> SandboxStatus: ...
+
+    @abc.abstractmethod
+    async def list_sandboxes(self) -> list[SandboxStatus]: ...
+
+    @abc.abstractmethod
+    async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process: ...
+
+    @abc.abstractmethod
+    def logs(self, sandbox_id: str, container: str, follow: bool = False) -> AsyncIterator[LogLine]:
+        """The container's kept log, oldest first; with follow, then new lines as they come."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: str  # RFC 3339 with nanoseconds, as the CRI log format
+    stream: Stream
+    data: bytes  # one line, without its newline (or a partial line if `partial`)
+    partial: bool = False

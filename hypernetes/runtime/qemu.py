@@ -1,0 +1,211 @@
+"""One QEMU `-M microvm` process: its command line, its life, its QMP monitor, its console.
+
+The VM's files live in one directory (sockets, pid file, QEMU's own stderr, the console tail),
+so that removing a sandbox is removing that directory after the process is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qemu.qmp import QMPClient
+
+log = logging.getLogger(__name__)
+
+QEMU = os.environ.get("HYPERNETES_QEMU", "qemu-system-x86_64")
+CONSOLE_TAIL = 64 * 1024  # bytes of guest console kept for error messages
+QEMU_LOG_LIMIT = 1024 * 1024
+
+# Kernel arguments for every guest: hvc0 console, fast exit on reboot/panic, skip slow probes.
+BASE_CMDLINE = (
+    "console=hvc0 reboot=t panic=-1 quiet loglevel=3 i8042.noaux i8042.nomux i8042.nopnp "
+    "i8042.dumbkbd tsc=reliable no_timer_check cryptomgr.notests rcupdate.rcu_expedited=1 "
+    "random.trust_cpu=on 8250.nr_uarts=0 nomodule"
+)
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: Path
+    serial: str
+    readonly: bool = True
+    cache: str = "writeback"
+
+
+@dataclass
+class VMConfig:
+    name: str
+    dir: Path
+    kernel: Path
+    initrd: Path
+    vcpus: int
+    memory_mib: int
+    accel: str = "tcg"
+    acpi: bool = False
+    cmdline: str = ""
+    disks: list[Disk] = field(default_factory=list)
+    die_with_parent: bool = False
+
+    @property
+    def ctl_socket(self) -> Path:
+        return self.dir / "ctl.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.dir / "qmp.sock"
+
+    @property
+    def console_socket(self) -> Path:
+        return self.dir / "console.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "qemu.pid"
+
+
+def command_line(cfg: VMConfig) -> list[str]:
+    machine = "microvm,x-option-roms=off,isa-serial=off,rtc=off"
+    if not cfg.acpi:
+        machine += ",acpi=off"  # QEMU then lists the virtio-mmio devices on the cmdline
+    cpu = "host" if cfg.accel == "kvm" else "max"
+    args = [
+        QEMU, "-name", cfg.name, "-M", machine, "-accel", cfg.accel, "-cpu", cpu,
+        "-m", str(cfg.memory_mib), "-smp", str(cfg.vcpus),
+        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        # Defence in depth for the VMM itself: no new processes, no privilege changes.
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-kernel", str(cfg.kernel), "-initrd", str(cfg.initrd),
+        "-append", f"{BASE_CMDLINE} {cfg.cmdline}".strip(),
+        "-device", "virtio-serial-device,max_ports=2",
+        "-chardev", f"socket,id=con,path={cfg.console_socket},server=on,wait=off",
+        "-device", "virtconsole,chardev=con",
+        "-chardev", f"socket,id=ctl,path={cfg.ctl_socket},server=on,wait=off",
+        "-device", "virtserialport,chardev=ctl,name=hn.agent",
+        "-object", "rng-random,filename=/dev/urandom,id=rng0",
+        "-device", "virtio-rng-device,rng=rng0",
+        "-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off",
+        "-pidfile", str(cfg.pidfile),
+    ]
+    for i, disk in enumerate(cfg.disks):
+        ro = "on" if disk.readonly else "off"
+        args += [
+            "-drive", f"file={disk.path},if=none,id=disk{i},format=raw,readonly={ro},cache={disk.cache}",
+            "-device", f"virtio-blk-device,drive=disk{i},serial={disk.serial}",
+        ]
+    return args
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class QemuVM:
+    def __init__(self, cfg: VMConfig) -> None:
+        self.cfg = cfg
+        self.proc: asyncio.subprocess.Process | None = None
+        self.exited = asyncio.Event()
+        self.returncode: int | None = None
+        self.console: deque[bytes] = deque()
+        self._console_size = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.cfg.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cfg.dir / "qemu.log", "wb") as errlog:
+            self.proc = await asyncio.create_subprocess_exec(
+                *command_line(self.cfg),
+                stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.cfg.die_with_parent else None,
+            )
+        self._tasks.append(asyncio.create_task(self._watch()))
+        self._tasks.append(asyncio.create_task(self._read_console()))
+
+    def alive(self) -> bool:
+        return self.proc is not None and not self.exited.is_set()
+
+    async def _watch(self) -> None:
+        assert self.proc is not None
+        self.returncode = await self.proc.wait()
+        self.exited.set()
+
+    async def _read_console(self) -> None:
+        """Keep the last CONSOLE_TAIL bytes the guest printed, to explain a failed boot."""
+        for _ in range(250):
+            if self.exited.is_set():
+                return
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.cfg.console_socket))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                await asyncio.sleep(0.02)
+        else:
+            return
+        try:
+            while chunk := await reader.read(4096):
+                self.console.append(chunk)
+                self._console_size += len(chunk)
+                while self._console_size > CONSOLE_TAIL:
+                    self._console_size -= len(self.console.popleft())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def console_tail(self, lines: int = 10) -> str:
+        text = b"".join(self.console).decode("utf-8", errors="replace")
+        kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        return " | ".join("".join(c if c.isprintable() else "?" for c in ln) for ln in kept)
+
+    def qemu_errors(self) -> str:
+        try:
+            with open(self.cfg.dir / "qemu.log", "rb") as f:
+                data = f.read(QEMU_LOG_LIMIT)
+        except FileNotFoundError:
+            return ""
+        return " ".join(data.decode(errors="replace").split())[-500:]
+
+    async def qmp(self, command: str, arguments: dict[str, object] | None = None,
+                  timeout: float = 5.0) -> object:
+        client = QMPClient(self.cfg.name)
+        try:
+            await asyncio.wait_for(client.connect(str(self.cfg.qmp_socket)), timeout)
+            return await asyncio.wait_for(client.execute(command, arguments), timeout)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+    async def wait(self, timeout: float | None) -> bool:
+        try:
+            await asyncio.wait_for(self.exited.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def kill(self) -> None:
+        """Make sure the process is gone: QMP quit, then SIGKILL."""
+        if self.proc is None:
+            return
+        if not self.exited.is_set():
+            with contextlib.suppress(Exception):
+                await self.qmp("quit", timeout=2.0)
+            if not await self.wait(3.0):
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.wait(None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
