@@ -332,8 +332,9 @@ class AgentClient:
                 raise gp.ProtocolError("WINDOW without BYTES")
             await proc._credit(nbytes)
         elif frame.type == gp.MSG_EXIT:
+            status = parse_exit(gp.TLV.decode(frame.payload))
             del self._processes[frame.id]
-            await proc._finish(parse_exit(gp.TLV.decode(frame.payload)))
+            await proc._finish(status)
 
 
 def parse_exit(tlv: gp.TLV) -> ExitStatus:

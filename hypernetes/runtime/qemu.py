@@ -165,7 +165,10 @@ class QemuVM:
 
     def console_tail(self, lines: int = 10) -> str:
         text = b"".join(self.console).decode("utf-8", errors="replace")
-        kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        kept = [ln for ln in text.splitlines() if ln.strip()]
+        # A panic's first line says why; the stack trace after it rarely helps a user.
+        panic = [ln for ln in kept if "Kernel panic" in ln][:1]
+        kept = panic or kept[-lines:]
         return " | ".join("".join(c if c.isprintable() else "?" for c in ln) for ln in kept)
 
     def qemu_errors(self) -> str:

@@ -1,0 +1,51 @@
+# Hypernetes: set up a Debian 12 machine, build the guest, run the demo and the tests.
+# `make demo` is the README's first command, `make test` its second.
+
+PYTHON ?= python3
+VENV ?= .venv
+KERNEL_DIR ?= /var/cache/hypernetes/kernels
+export HYPERNETES_KERNEL_DIR := $(KERNEL_DIR)
+
+APT_PACKAGES = qemu-system-x86 qemu-utils linux-source-6.1 linux-image-cloud-amd64 \
+	busybox-static musl-tools erofs-utils e2fsprogs nftables iproute2 docker-registry skopeo \
+	umoci crun runsc flex bison bc libelf-dev libssl-dev cpio xz-utils make gcc kmod
+
+.PHONY: setup apt venv guest kernel demo test check lint bench clean
+
+setup: apt venv guest kernel
+
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $(APT_PACKAGES); fi
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+guest:
+	$(MAKE) -C guest
+
+kernel:
+	guest/kernel/build.sh $(KERNEL_DIR)
+
+demo: setup
+	$(VENV)/bin/python tools/demo.py
+
+test: setup
+	$(VENV)/bin/pytest -m "" -q
+
+check: lint
+	$(VENV)/bin/pytest -m "not slow" -q
+
+lint:
+	$(VENV)/bin/ruff check hypernetes tests bench tools
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(VENV)/bin/python bench/startup.py
+
+clean:
+	$(MAKE) -C guest clean
