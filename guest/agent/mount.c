@@ -1,0 +1,356 @@
+/* Filesystems for the agent and its containers. */
+#include "mount.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define RAMFS_MAGIC_ 0x858458f6
+#define TMPFS_MAGIC_ 0x01021994
+
+static int do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
+		    const char *data, struct hn_err *e)
+{
+	if (mount(src, dst, type, flags, data) < 0)
+		return hn_fail(e, errno, "mount %s on %s (%s): %s", src ? src : "none", dst,
+			       type ? type : "bind", strerror(errno));
+	return 0;
+}
+
+/* pivot_root refuses a root that is the initramfs itself (it has no parent mount), so PID 1
+ * first moves a bind mount of / onto /, like switch_root does. */
+static int make_root_pivotable(struct hn_err *e)
+{
+	struct statfs st;
+	int rc;
+
+	if (statfs("/", &st) < 0)
+		return hn_fail(e, errno, "statfs /: %s", strerror(errno));
+	if (st.f_type != RAMFS_MAGIC_ && st.f_type != TMPFS_MAGIC_)
+		return 0;
+	if (mkdir("/.hn-root", 0700) < 0 && errno != EEXIST)
+		return hn_fail(e, errno, "mkdir /.hn-root: %s", strerror(errno));
+	rc = do_mount("/", "/.hn-root", NULL, MS_BIND, NULL, e);
+	if (rc < 0)
+		return rc;
+	if (chdir("/.hn-root") < 0)
+		return hn_fail(e, errno, "chdir /.hn-root: %s", strerror(errno));
+	rc = do_mount(".", "/", NULL, MS_MOVE, NULL, e);
+	if (rc < 0)
+		return rc;
+	if (chroot(".") < 0 || chdir("/") < 0)
+		return hn_fail(e, errno, "chroot into the bound root: %s", strerror(errno));
+	rmdir("/.hn-root"); /* the now-unused mount point, visible through the bind */
+	return 0;
+}
+
+int mount_boot(void)
+{
+	static const struct {
+		const char *src, *dst, *type;
+		unsigned long flags;
+		const char *data;
+	} m[] = {
+		{"devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"},
+		{"proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL},
+		{"sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL},
+		{"devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+		{"tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
+		{"tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"},
+		{"cgroup2", HN_CGROUP_DIR, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL},
+	};
+	struct hn_err e;
+	int rc = make_root_pivotable(&e);
+
+	if (rc < 0) {
+		hn_log("%s", e.msg);
+		return rc;
+	}
+	for (size_t i = 0; i < HN_ARRAY_LEN(m); i++) {
+		if (hn_mkdir_p(m[i].dst, 0755) < 0) {
+			hn_log("mkdir %s: %s", m[i].dst, strerror(errno));
+			return -errno;
+		}
+		rc = do_mount(m[i].src, m[i].dst, m[i].type, m[i].flags, m[i].data, &e);
+		if (rc == -EBUSY)
+			continue; /* already mounted (e.g. devtmpfs by the kernel) */
+		if (rc < 0) {
+			hn_log("%s", e.msg);
+			return rc;
+		}
+	}
+	if (symlink("pts/ptmx", "/dev/ptmx") < 0 && errno == EEXIST) {
+		/* devtmpfs has a /dev/ptmx node for the initial devpts instance; use ours */
+		if (unlink("/dev/ptmx") < 0 || symlink("pts/ptmx", "/dev/ptmx") < 0)
+			hn_log("/dev/ptmx -> pts/ptmx: %s", strerror(errno));
+	}
+	/* containers get memory.max (and pids accounting) in their own cgroups */
+	if (hn_write_file(HN_CGROUP_DIR "/cgroup.subtree_control", "+memory", 7, 0, 0) < 0)
+		hn_log("enable memory controller: %s", strerror(errno));
+	if (hn_write_file(HN_CGROUP_DIR "/cgroup.subtree_control", "+pids", 5, 0, 0) < 0)
+		hn_log("enable pids controller: %s", strerror(errno));
+	if (hn_mkdir_p(HN_IMAGES_DIR, 0700) < 0 || hn_mkdir_p(HN_CONTAINERS_DIR, 0700) < 0)
+		return -errno;
+	return 0;
+}
+
+int mount_find_disk(const char *serial, char *dev, size_t cap, struct hn_err *e)
+{
+	DIR *d = opendir("/sys/block");
+	struct dirent *de;
+	int rc = hn_fail(e, ENODEV, "no virtio disk with serial \"%s\"", serial);
+
+	if (!d)
+		return hn_fail(e, errno, "opendir /sys/block: %s", strerror(errno));
+	while ((de = readdir(d)) != NULL) {
+		char path[300], line[64];
+		struct stat st;
+		unsigned maj, min;
+		if (strncmp(de->d_name, "vd", 2))
+			continue;
+		snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
+		if (hn_read_line(path, line, sizeof(line)) < 0 || strcmp(line, serial))
+			continue;
+		snprintf(dev, cap, "/dev/%s", de->d_name);
+		rc = 0;
+		if (stat(dev, &st) == 0)
+			break;
+		/* devtmpfs normally has it; if not, make the node from sysfs */
+		snprintf(path, sizeof(path), "/sys/block/%s/dev", de->d_name);
+		if (hn_read_line(path, line, sizeof(line)) < 0 || sscanf(line, "%u:%u", &maj, &min) != 2 ||
+		    mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)
+			rc = hn_fail(e, errno ? errno : ENODEV, "no device node for %s", dev);
+		break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int is_mountpoint(const char *path)
+{
+	char parent[4200];
+	struct stat a, b;
+
+	snprintf(parent, sizeof(parent), "%s/..", path);
+	if (stat(path, &a) < 0 || stat(parent, &b) < 0)
+		return 0;
+	return a.st_dev != b.st_dev;
+}
+
+int mount_image(const char *serial, char *dir, size_t cap, struct hn_err *e)
+{
+	char dev[64];
+	int rc;
+
+	snprintf(dir, cap, HN_IMAGES_DIR "/%s", serial);
+	if (is_mountpoint(dir))
+		return 0;
+	rc = mount_find_disk(serial, dev, sizeof(dev), e);
+	if (rc < 0)
+		return rc;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return hn_fail(e, errno, "mkdir %s: %s", dir, strerror(errno));
+	return do_mount(dev, dir, "erofs", MS_RDONLY | MS_NODEV, NULL, e);
+}
+
+int mount_overlay(const char *id, const char *image_dir, char *merged, size_t cap, struct hn_err *e)
+{
+	char base[128], upper[160], work[160], opts[600];
+	int rc;
+
+	snprintf(base, sizeof(base), HN_CONTAINERS_DIR "/%s", id);
+	snprintf(upper, sizeof(upper), "%s/upper", base);
+	snprintf(work, sizeof(work), "%s/work", base);
+	snprintf(merged, cap, "%s/merged", base);
+	if (mkdir(base, 0700) < 0)
+		return hn_fail(e, errno, "mkdir %s: %s", base, strerror(errno));
+	/* own tmpfs, so REMOVE frees the container's writes with one unmount */
+	rc = do_mount("tmpfs", base, "tmpfs", MS_NOSUID, "mode=0700", e);
+	if (rc < 0)
+		goto fail_dir;
+	if (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0 || mkdir(merged, 0755) < 0) {
+		rc = hn_fail(e, errno, "mkdir under %s: %s", base, strerror(errno));
+		goto fail_tmpfs;
+	}
+	snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", image_dir, upper, work);
+	rc = do_mount("overlay", merged, "overlay", 0, opts, e);
+	if (rc == 0)
+		return 0;
+fail_tmpfs:
+	umount2(base, MNT_DETACH);
+fail_dir:
+	rmdir(base);
+	return rc;
+}
+
+void mount_overlay_drop(const char *id)
+{
+	char base[128], merged[160];
+
+	snprintf(base, sizeof(base), HN_CONTAINERS_DIR "/%s", id);
+	snprintf(merged, sizeof(merged), "%s/merged", base);
+	if (umount2(merged, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		hn_log("umount %s: %s", merged, strerror(errno));
+	if (umount2(base, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		hn_log("umount %s: %s", base, strerror(errno));
+	if (rmdir(base) < 0 && errno != ENOENT)
+		hn_log("rmdir %s: %s", base, strerror(errno));
+}
+
+static int mkdir_in(const char *root, const char *rel, mode_t mode, char *out, size_t cap,
+		    struct hn_err *e)
+{
+	int n = snprintf(out, cap, "%s%s", root, rel);
+	int rc;
+
+	if (n < 0 || (size_t)n >= cap)
+		return hn_fail(e, ENAMETOOLONG, "path too long: %s", rel);
+	rc = hn_mkdir_p(out, mode);
+	if (rc < 0)
+		return hn_fail(e, -rc, "mkdir %s: %s", rel, strerror(-rc));
+	return 0;
+}
+
+/* Make sure <root>/etc/<name> is a regular file we can bind over (a symlink there would make
+ * the bind follow it). */
+static int bind_etc(const char *root, const char *name, struct hn_err *e)
+{
+	char src[128], dst[4200];
+	struct stat st;
+	int fd;
+
+	snprintf(src, sizeof(src), "/run/hn/etc/%s", name);
+	if (stat(src, &st) < 0)
+		return 0;
+	snprintf(dst, sizeof(dst), "%s/etc/%s", root, name);
+	if (lstat(dst, &st) == 0 && !S_ISREG(st.st_mode) && unlink(dst) < 0 && errno != EISDIR)
+		return hn_fail(e, errno, "replace /etc/%s: %s", name, strerror(errno));
+	fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return hn_fail(e, errno, "create /etc/%s: %s", name, strerror(errno));
+	close(fd);
+	return do_mount(src, dst, NULL, MS_BIND, NULL, e);
+}
+
+static int make_dev(const char *root, struct hn_err *e)
+{
+	static const struct {
+		const char *name;
+		unsigned maj, min;
+	} nodes[] = {{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
+		     {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+	static const struct {
+		const char *target, *name;
+	} links[] = {{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		     {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}};
+	char dev[4200], p[4300];
+	int rc = mkdir_in(root, "/dev", 0755, dev, sizeof(dev), e);
+
+	if (rc == 0)
+		rc = do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536k", e);
+	for (size_t i = 0; rc == 0 && i < HN_ARRAY_LEN(nodes); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dev, nodes[i].name);
+		if (mknod(p, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0 ||
+		    chmod(p, 0666) < 0) /* mknod's mode is cut by the umask */
+			rc = hn_fail(e, errno, "mknod /dev/%s: %s", nodes[i].name, strerror(errno));
+	}
+	for (size_t i = 0; rc == 0 && i < HN_ARRAY_LEN(links); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dev, links[i].name);
+		if (symlink(links[i].target, p) < 0)
+			rc = hn_fail(e, errno, "symlink /dev/%s: %s", links[i].name, strerror(errno));
+	}
+	if (rc == 0) {
+		snprintf(p, sizeof(p), "%s/pts", dev);
+		if (mkdir(p, 0755) < 0)
+			rc = hn_fail(e, errno, "mkdir /dev/pts: %s", strerror(errno));
+	}
+	if (rc == 0)
+		rc = do_mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC,
+			      "newinstance,ptmxmode=0666,mode=0620,gid=5", e);
+	if (rc == 0) {
+		snprintf(p, sizeof(p), "%s/shm", dev);
+		if (mkdir(p, 01777) < 0)
+			rc = hn_fail(e, errno, "mkdir /dev/shm: %s", strerror(errno));
+	}
+	if (rc == 0)
+		rc = do_mount("shm", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", e);
+	return rc;
+}
+
+int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, struct hn_err *e)
+{
+	char p[4200];
+	int rc;
+
+	/* nothing done here may propagate back to the agent's namespace */
+	rc = do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, e);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct rootfs_mount *m = &mounts[i];
+		unsigned long fl = m->readonly ? MS_RDONLY : 0;
+		int tmpfs = !strcmp(m->source, "tmpfs");
+		rc = mkdir_in(root, m->target, 0755, p, sizeof(p), e);
+		if (rc == 0)
+			rc = do_mount(m->source, p, m->fstype, fl | (tmpfs ? MS_NOSUID | MS_NODEV : 0),
+				      tmpfs ? "mode=0777" : NULL, e);
+	}
+	if (rc == 0)
+		rc = mkdir_in(root, "/proc", 0555, p, sizeof(p), e);
+	if (rc == 0)
+		rc = do_mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e);
+	if (rc == 0)
+		rc = mkdir_in(root, "/sys", 0555, p, sizeof(p), e);
+	if (rc == 0)
+		rc = do_mount("sysfs", p, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, e);
+	if (rc == 0)
+		rc = make_dev(root, e);
+	if (rc == 0)
+		rc = mkdir_in(root, "/etc", 0755, p, sizeof(p), e);
+	if (rc == 0)
+		rc = bind_etc(root, "hosts", e);
+	if (rc == 0)
+		rc = bind_etc(root, "resolv.conf", e);
+	if (rc == 0)
+		rc = bind_etc(root, "hostname", e);
+	if (rc < 0)
+		return rc;
+	/* pivot_root(".", "."): the old root ends up on top of the new one, then goes away */
+	if (chdir(root) < 0)
+		return hn_fail(e, errno, "chdir %s: %s", root, strerror(errno));
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return hn_fail(e, errno, "pivot_root: %s", strerror(errno));
+	if (umount2(".", MNT_DETACH) < 0)
+		return hn_fail(e, errno, "detach old root: %s", strerror(errno));
+	if (chdir("/") < 0)
+		return hn_fail(e, errno, "chdir /: %s", strerror(errno));
+	return 0;
+}
+
+void mount_teardown(void)
+{
+	const char *dirs[] = {HN_CONTAINERS_DIR, HN_IMAGES_DIR};
+
+	for (size_t i = 0; i < HN_ARRAY_LEN(dirs); i++) {
+		DIR *d = opendir(dirs[i]);
+		struct dirent *de;
+		if (!d)
+			continue;
+		while ((de = readdir(d)) != NULL) {
+			char p[600];
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(p, sizeof(p), "%s/%s/merged", dirs[i], de->d_name);
+			umount2(p, MNT_DETACH);
+			snprintf(p, sizeof(p), "%s/%s", dirs[i], de->d_name);
+			umount2(p, MNT_DETACH);
+		}
+		closedir(d);
+	}
+}
