@@ -1,0 +1,90 @@
+"""Resolve a reference on its registry and fetch the image's blobs into the blob store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+from .blobs import BlobStore
+from .errors import DigestMismatch, UnsupportedImage
+from .manifest import MAX_CONFIG_BYTES, Descriptor, Index, Manifest, choose_platform, parse_document
+from .progress import ProgressCallback, ProgressEvent, short
+from .reference import Reference
+from .registry import RegistryClient
+
+
+@dataclass(frozen=True)
+class Resolved:
+    top_digest: str  # what the tag points at: an index or a manifest
+    manifest_digest: str  # the linux/amd64 manifest
+    manifest: Manifest
+    blobs: tuple[str, ...]  # every document and blob of the image (for prune)
+
+
+def resolve(client: RegistryClient, ref: Reference, blobs: BlobStore) -> Resolved:
+    """Fetch the manifest (via the index if there is one) and keep the documents."""
+    body, content_type, top = client.get_manifest(ref.path, ref.object)
+    doc = parse_document(body, content_type)
+    blobs.put(body, top)
+    docs = [top]
+    digest = top
+    if isinstance(doc, Index):
+        desc = choose_platform(doc)
+        body, content_type, digest = client.get_manifest(ref.path, desc.digest)
+        if len(body) != desc.size:
+            raise DigestMismatch(
+                f"manifest {desc.digest}: {len(body)} bytes, the index declares {desc.size}"
+            )
+        doc = parse_document(body, content_type)
+        if isinstance(doc, Index):
+            raise UnsupportedImage("nested image indexes are not supported")
+        blobs.put(body, digest)
+        docs.append(digest)
+    manifest = doc
+    all_blobs = (*docs, manifest.config.digest, *(layer.digest for layer in manifest.layers))
+    return Resolved(top, digest, manifest, all_blobs)
+
+
+def fetch_blobs(
+    client: RegistryClient,
+    ref: Reference,
+    manifest: Manifest,
+    blobs: BlobStore,
+    progress: ProgressCallback | None,
+    fetched: list[str],
+) -> None:
+    """Download the config and each missing layer, verified; `fetched` collects new digests."""
+    if manifest.config.size > MAX_CONFIG_BYTES:
+        raise UnsupportedImage(
+            f"image config is {manifest.config.size} bytes, more than {MAX_CONFIG_BYTES} allowed"
+        )
+    name = str(ref)
+    for desc in (manifest.config, *manifest.layers):
+        item = short(desc.digest)
+        if blobs.has(desc.digest):
+            if progress and desc is not manifest.config:
+                progress(ProgressEvent(name, "exists", item, desc.size, desc.size))
+            continue
+        on_bytes: Callable[[int], None] | None = None
+        if progress and desc is not manifest.config:
+            def on_bytes(n: int, item: str = item, total: int = desc.size) -> None:
+                assert progress is not None
+                progress(ProgressEvent(name, "download", item, n, total))
+
+            progress(ProgressEvent(name, "download", item, 0, desc.size))
+        blobs.ingest(desc.digest, _filler(client, ref, desc, on_bytes), desc.size)
+        fetched.append(desc.digest)
+
+
+def _filler(
+    client: RegistryClient,
+    ref: Reference,
+    desc: Descriptor,
+    on_bytes: Callable[[int], None] | None,
+) -> Callable[[IO[bytes]], None]:
+    def fill(out: IO[bytes]) -> None:
+        client.fetch_blob(ref.path, desc, out, on_bytes)
+
+    return fill
+

@@ -1,0 +1,82 @@
+"""Shared fixtures. Each section belongs to one room; keep them small and session-scoped
+when they start real services."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypernetes.runtime.images import ImageStore
+from tests.support.imagebuild import ImageSpec, OciLayout, busybox_image
+from tests.support.registry import Registry, have_registry, start_registry
+
+# -- images: a real registry and images built from busybox ---------------------------------
+
+
+class ImageFactory:
+    """Builds OCI layouts under `workdir` and pushes them to `registry` with skopeo."""
+
+    def __init__(self, workdir: Path, registry: Registry) -> None:
+        self.workdir = workdir
+        self.registry = registry
+        self._n = 0
+        self._busybox: str | None = None
+
+    def layout(self) -> tuple[OciLayout, Path]:
+        self._n += 1
+        path = self.workdir / f"layout-{self._n}"
+        return OciLayout(path), path
+
+    def push(self, spec: ImageSpec, dest: str, *, v2s2: bool = False) -> str:
+        """Push `spec` as `registry/dest`; returns the full reference."""
+        layout, path = self.layout()
+        layout.add(spec, "t")
+        self.registry.push(path, "t", dest, v2s2=v2s2)
+        return f"{self.registry.host}/{dest}"
+
+    def push_index(self, specs: list[ImageSpec], dest: str) -> str:
+        layout, path = self.layout()
+        layout.add_index(specs, "t")
+        self.registry.push(path, "t", dest, all_images=True)
+        return f"{self.registry.host}/{dest}"
+
+    @property
+    def busybox(self) -> str:
+        """The standard busybox test image (pushed once per session)."""
+        if self._busybox is None:
+            self._busybox = self.push(busybox_image(), "test/busybox:1")
+        return self._busybox
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian's docker-registry on 127.0.0.1:<free port>, plain HTTP, no auth."""
+    if not have_registry():
+        pytest.skip("docker-registry and skopeo are not installed")
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def image_factory(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> ImageFactory:
+    return ImageFactory(tmp_path_factory.mktemp("layouts"), registry)
+
+
+@pytest.fixture(scope="session")
+def busybox_ref(image_factory: ImageFactory) -> str:
+    """`127.0.0.1:PORT/test/busybox:1`: busybox + applets, /etc/passwd, /etc/group, /tmp."""
+    return image_factory.busybox
+
+
+@pytest.fixture
+def image_store(tmp_path: Path) -> ImageStore:
+    """An empty ImageStore under tmp_path (loopback registries are reachable over HTTP)."""
+    return ImageStore(tmp_path / "image-store")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
