@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -133,11 +134,77 @@ static void exec_path(char **argv, char **envp, struct hn_err *e)
 		strerror(eacces ? EACCES : ENOENT));
 }
 
-static __attribute__((noreturn)) void child(const struct spawn_req *r, int st, const int fds[3])
+/* Passes the pty master to the agent over the spawn's socketpair (SCM_RIGHTS). */
+static int send_fd(int sock, int fd)
+{
+	char byte = 0, ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
+			    .msg_controllen = sizeof(ctrl)};
+	struct cmsghdr *c;
+
+	memset(ctrl, 0, sizeof(ctrl));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+static int recv_fd(int sock)
+{
+	char byte, ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
+			    .msg_controllen = sizeof(ctrl)};
+	struct cmsghdr *c;
+	int fd;
+
+	if (recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+		return -errno;
+	c = CMSG_FIRSTHDR(&mh);
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -EBADMSG;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+/* The pty comes from the container's own devpts instance, so that ttyname(), `tty` and ps see
+ * /dev/pts/N inside the container; the master goes to the agent. Returns the slave. */
+static int child_pty(int sock, const struct msg_process *p, struct hn_err *e)
+{
+	struct winsize ws = {.ws_row = (unsigned short)p->rows, .ws_col = (unsigned short)p->cols};
+	char name[64];
+	int m, s, rc;
+
+	m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0)
+		return hn_fail(e, errno, "open /dev/ptmx: %s", strerror(errno));
+	if (unlockpt(m) < 0 || ptsname_r(m, name, sizeof(name)) != 0)
+		return hn_fail(e, errno, "unlockpt/ptsname: %s", strerror(errno));
+	s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (s < 0)
+		return hn_fail(e, errno, "open %s: %s", name, strerror(errno));
+	if (fchown(s, p->uid, (gid_t)-1) < 0)
+		return hn_fail(e, errno, "chown %s: %s", name, strerror(errno));
+	if (p->rows && p->cols && ioctl(m, TIOCSWINSZ, &ws) < 0)
+		return hn_fail(e, errno, "TIOCSWINSZ: %s", strerror(errno));
+	rc = send_fd(sock, m);
+	if (rc < 0)
+		return hn_fail(e, -rc, "send pty master: %s", strerror(-rc));
+	close(m);
+	close(sock);
+	return s;
+}
+
+static __attribute__((noreturn)) void child(const struct spawn_req *r, int st, const int stdio[3])
 {
 	const struct msg_process *p = r->proc;
 	gid_t groups[MSG_MAX_GROUPS];
 	struct hn_err e = {0};
+	int fds[3] = {stdio[0], stdio[1], stdio[2]};
 	sigset_t none;
 
 	/* the agent blocks SIGCHLD (signalfd) and ignores SIGPIPE; both survive exec */
@@ -148,6 +215,13 @@ static __attribute__((noreturn)) void child(const struct spawn_req *r, int st, c
 		hn_fail(&e, errno, "setsid: %s", strerror(errno)), child_fail(st, &e);
 	if (r->create && mount_rootfs(r->root, r->mounts, r->nmounts, &e) < 0)
 		child_fail(st, &e);
+	if (p->terminal) {
+		/* stdio[0] is the socket to the agent; the pty is made inside the container */
+		int s = child_pty(stdio[0], p, &e);
+		if (s < 0)
+			child_fail(st, &e);
+		fds[0] = fds[1] = fds[2] = s;
+	}
 	for (int i = 0; i < 3; i++)
 		if (dup2(fds[i], i) < 0)
 			hn_fail(&e, errno, "dup2: %s", strerror(errno)), child_fail(st, &e);
@@ -298,33 +372,17 @@ static void close_fds(int *fds, size_t n)
 		}
 }
 
-/* Makes the stdio fds: parent[] = agent ends (out, err, in), child[] = process's 0, 1, 2. */
+/* Makes the stdio fds: parent[] = agent ends (out, err, in), child[] = process's 0, 1, 2.
+ * For a terminal, only a socketpair: parent[0] and child[0] are its ends, over which the child
+ * sends the master of the pty it opens inside the container (see child_pty). */
 static int make_stdio(const struct msg_process *mp, int parent[3], int child[3], struct hn_err *e)
 {
 	int pp[2];
 
 	if (mp->terminal) {
-		struct winsize ws = {.ws_row = (unsigned short)mp->rows, .ws_col = (unsigned short)mp->cols};
-		char name[64];
-		int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), s;
-		if (m < 0)
-			return hn_fail(e, errno, "open /dev/ptmx: %s", strerror(errno));
-		if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof(name)) != 0 ||
-		    (s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
-			int err = errno;
-			close(m);
-			return hn_fail(e, err, "pty slave: %s", strerror(err));
-		}
-		if (mp->rows && mp->cols && ioctl(m, TIOCSWINSZ, &ws) < 0)
-			hn_log("TIOCSWINSZ: %s", strerror(errno));
-		parent[0] = m;
-		parent[1] = -1;
-		parent[2] = mp->stdin_open ? fcntl(m, F_DUPFD_CLOEXEC, 3) : -1;
-		child[0] = s;
-		child[1] = fcntl(s, F_DUPFD_CLOEXEC, 3);
-		child[2] = fcntl(s, F_DUPFD_CLOEXEC, 3);
-		if (child[1] < 0 || child[2] < 0 || (mp->stdin_open && parent[2] < 0))
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pp) < 0)
 			goto fail;
+		parent[0] = pp[0], child[0] = pp[1];
 		return 0;
 	}
 	if (pipe2(pp, O_CLOEXEC) < 0)
@@ -348,6 +406,23 @@ fail:
 	close_fds(parent, 3);
 	close_fds(child, 3);
 	return -e->code;
+}
+
+/* After a successful terminal spawn: trade the socket for the pty master it carried. */
+static int take_pty(const struct msg_process *mp, int parent[3], struct hn_err *e)
+{
+	int m = recv_fd(parent[0]);
+
+	if (m < 0)
+		return hn_fail(e, -m, "receive pty master: %s", strerror(-m));
+	close(parent[0]);
+	parent[0] = m;
+	if (mp->stdin_open) {
+		parent[2] = fcntl(m, F_DUPFD_CLOEXEC, 3);
+		if (parent[2] < 0)
+			return hn_fail(e, errno, "dup pty master: %s", strerror(errno));
+	}
+	return 0;
 }
 
 int proc_spawn(const struct spawn_req *r, pid_t *pid, struct hn_err *e)
@@ -383,6 +458,10 @@ int proc_spawn(const struct spawn_req *r, pid_t *pid, struct hn_err *e)
 	close_fds(child_fds, 3); /* or the agent would hold the pipes open and never see EOF */
 	rc = wait_status(st[0], pid, e);
 	close(st[0]);
+	if (rc == 0 && r->proc->terminal && take_pty(r->proc, parent, e) < 0) {
+		rc = -e->code;
+		kill(*pid, SIGKILL);
+	}
 	if (rc < 0) {
 		if (*pid > 0 && waitpid(*pid, NULL, __WALL) < 0)
 			hn_log("reap failed process %d: %s", (int)*pid, strerror(errno));
