@@ -127,6 +127,7 @@ def test_tampered_blob_is_rejected_and_nothing_kept(
     assert str(info.value).endswith("; refusing it")
     assert not image_store.blobs.has(layer["digest"])
     assert not image_store.blobs.has(manifest["config"]["digest"])  # type: ignore[index]
+    assert list(image_store.blobs.digests()) == []
     assert list(image_store.tmp.iterdir()) == []
     assert image_store.list() == [] and image_store.get(ref) is None
 

@@ -6,6 +6,7 @@ Everything is deterministic (fixed mtimes, sorted JSON), so digests are stable p
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -117,6 +118,7 @@ class LayerBuilder:
         return self._buf.getvalue()
 
 
+@functools.cache
 def busybox_base() -> bytes:
     """The uncompressed base layer: busybox, applet symlinks, /etc/passwd and /etc/group."""
     b = LayerBuilder()
@@ -301,3 +303,50 @@ def evil_hardlink(host_file: Path) -> bytes:
 
 def evil_hardlink_via_symlink(host_dir: Path, name: str) -> bytes:
     return LayerBuilder().symlink("s", str(host_dir)).hardlink("stolen", f"s/{name}").tar()
+
+
+# -- inspecting built erofs disks ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ErofsInode:
+    kind: str  # "regular file", "directory", "symlink file", "char dev", "block dev", "FIFO file"
+    uid: int
+    gid: int
+    perm: int  # dump.erofs in erofs-utils 1.5 prints rwx bits only (no setuid/setgid)
+    links: int
+    mtime: str
+
+
+def erofs_stat(disk: Path, path: str) -> ErofsInode | None:
+    """One inode of an erofs image, as erofs-utils' dump.erofs reads it."""
+    import re
+    import subprocess
+
+    proc = subprocess.run(["dump.erofs", f"--path={path}", str(disk)],
+                          capture_output=True, text=True, check=False)
+    out = proc.stdout
+    m = re.search(r"Size: \d+\s+On-disk size: \d+\s+(.+)\n", out)
+    if proc.returncode != 0 or m is None:
+        return None
+    ids = re.search(r"Uid: (\d+)\s+Gid: (\d+)\s+Access: (\d+)", out)
+    links = re.search(r"Links: (\d+)", out)
+    ts = re.search(r"Timestamp: (.+)", out)
+    assert ids and links and ts, out
+    return ErofsInode(m.group(1).strip(), int(ids.group(1)), int(ids.group(2)),
+                      int(ids.group(3), 8), int(links.group(1)), ts.group(1).strip())
+
+
+def mount_erofs(disk: Path, where: Path) -> bool:
+    """Loop-mount read-only (needs root and the erofs module); False if not possible."""
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "erofs", "-o", "loop,ro", str(disk), str(where)],
+                          capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def umount(where: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", str(where)], capture_output=True, check=False)

@@ -68,5 +68,14 @@ class DiskBuildError(ImageError):
     """mkfs.erofs failed or is missing."""
 
 
+class StoreError(ImageError):
+    """The local image store failed (disk full, permissions, corrupt files)."""
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StoreError:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return cls(f"image store error: {(exc.strerror or str(exc)).lower()}{where}")
+
+
 class UnknownUser(ImageError):
     """A container user or group name that the image's /etc/passwd or /etc/group lacks."""

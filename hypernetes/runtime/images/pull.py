@@ -22,11 +22,20 @@ class Resolved:
     blobs: tuple[str, ...]  # every document and blob of the image (for prune)
 
 
-def resolve(client: RegistryClient, ref: Reference, blobs: BlobStore) -> Resolved:
-    """Fetch the manifest (via the index if there is one) and keep the documents."""
+def _keep(blobs: BlobStore, body: bytes, digest: str, fetched: list[str]) -> None:
+    if not blobs.has(digest):
+        blobs.put(body, digest)
+        fetched.append(digest)
+
+
+def resolve(
+    client: RegistryClient, ref: Reference, blobs: BlobStore, fetched: list[str]
+) -> Resolved:
+    """Fetch the manifest (via the index if there is one) and keep the documents;
+    `fetched` collects the digests this added to the store."""
     body, content_type, top = client.get_manifest(ref.path, ref.object)
     doc = parse_document(body, content_type)
-    blobs.put(body, top)
+    _keep(blobs, body, top, fetched)
     docs = [top]
     digest = top
     if isinstance(doc, Index):
@@ -39,7 +48,7 @@ def resolve(client: RegistryClient, ref: Reference, blobs: BlobStore) -> Resolve
         doc = parse_document(body, content_type)
         if isinstance(doc, Index):
             raise UnsupportedImage("nested image indexes are not supported")
-        blobs.put(body, digest)
+        _keep(blobs, body, digest, fetched)
         docs.append(digest)
     manifest = doc
     all_blobs = (*docs, manifest.config.digest, *(layer.digest for layer in manifest.layers))

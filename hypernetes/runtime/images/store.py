@@ -31,7 +31,7 @@ from .archive import import_path
 from .auth import RegistryAuth
 from .blobs import BlobStore, fsync_dir
 from .erofs import build_erofs
-from .errors import ImageError, ImageNotFound, InvalidReference
+from .errors import ImageError, ImageNotFound, InvalidReference, StoreError
 from .image import Candidate, Image, ImageMeta, load_meta
 from .manifest import MAX_CONFIG_BYTES, parse_config
 from .progress import ProgressCallback, ProgressEvent, short
@@ -163,7 +163,7 @@ class ImageStore:
                 with client:
                     if progress:
                         progress(ProgressEvent(str(parsed), "resolve"))
-                    resolved = resolve(client, parsed, self.blobs)
+                    resolved = resolve(client, parsed, self.blobs, fetched)
                     if self._load(resolved.manifest.config.digest) is None:
                         fetch_blobs(client, parsed, resolved.manifest, self.blobs, progress,
                                     fetched)
@@ -178,6 +178,9 @@ class ImageStore:
             except ImageError as exc:
                 self._discard(gc_fd, fetched)
                 raise exc.prefixed(f"pull {ref}") from exc
+            except OSError as exc:
+                self._discard(gc_fd, fetched)
+                raise StoreError.from_os_error(exc).prefixed(f"pull {ref}") from exc
 
     def import_archive(
         self,
@@ -199,6 +202,9 @@ class ImageStore:
             except ImageError as exc:
                 self._discard(gc_fd, fetched)
                 raise exc.prefixed(f"import {path}") from exc
+            except OSError as exc:
+                self._discard(gc_fd, fetched)
+                raise StoreError.from_os_error(exc).prefixed(f"import {path}") from exc
 
     def _discard(self, gc_fd: int, fetched: list[str]) -> None:
         """After a failed pull: drop blobs it downloaded that no image uses, if no other pull
@@ -209,10 +215,11 @@ class ImageStore:
             fcntl.flock(gc_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return
-        keep = self._referenced_blobs()
-        for digest in fetched:
-            if digest not in keep:
-                self.blobs.remove(digest)
+        with contextlib.suppress(OSError):  # never hide the error that got us here
+            keep = self._referenced_blobs()
+            for digest in fetched:
+                if digest not in keep:
+                    self.blobs.remove(digest)
 
     def _install(self, c: Candidate, progress: ProgressCallback | None) -> Image:
         image_id = c.manifest.config.digest
