@@ -283,3 +283,39 @@ def test_disk_is_reproducible(tmp_path: Path) -> None:
         [image] = ImageStore(tmp_path / f"s{n}").import_archive(tmp_path / "layout")
         disks.append(image.disk.read_bytes())
     assert disks[0] == disks[1]
+
+
+def test_limits(tmp_path: Path) -> None:
+    rootfs = tmp_path / "r" / "rootfs"
+    rootfs.parent.mkdir()
+    deep = "/".join(["d"] * 200) + "/f"
+    with pytest.raises(UnsafeLayer, match="too deep or too long"):
+        apply_layers(rootfs, LayerBuilder().file(deep, "x").tar())
+    tar = LayerBuilder().file("a", "x").file("b", "x").file("c", "x").tar()
+    blob = tmp_path / "r" / "blob"
+    blob.write_bytes(tar)
+    with LayerApplier(tmp_path / "r2", max_entries=2) as applier, \
+            pytest.raises(UnsafeLayer, match="more than 2 entries"):
+        applier.apply(blob, ib.digest_of(tar))
+
+
+def test_whiteout_of_missing_path_creates_nothing(tmp_path: Path) -> None:
+    rootfs = tmp_path / "r" / "rootfs"
+    rootfs.parent.mkdir()
+    apply_layers(rootfs, LayerBuilder().whiteout("no/such/dir/file").tar())
+    assert os.listdir(rootfs) == []
+
+
+def test_unprivileged_unpack_keeps_what_it_can(tmp_path: Path) -> None:
+    rootfs = tmp_path / "r" / "rootfs"
+    rootfs.parent.mkdir()
+    tar = (LayerBuilder().dir("ro", 0o555).file("ro/f", "x", 0o400, uid=1000)
+           .device("null", True, 1, 3).fifo("p").tar())
+    blob = tmp_path / "r" / "blob"
+    blob.write_bytes(tar)
+    with LayerApplier(rootfs, privileged=False) as applier:
+        applier.apply(blob, ib.digest_of(tar))
+    assert (rootfs / "ro" / "f").read_text() == "x"
+    assert stat.S_IMODE(os.stat(rootfs / "ro").st_mode) == 0o755  # owner may still write
+    assert os.stat(rootfs / "ro" / "f").st_uid == os.geteuid()
+    assert not (rootfs / "null").exists() and (rootfs / "p").exists()

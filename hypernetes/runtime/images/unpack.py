@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,11 @@ from .progress import short
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+MAX_DEPTH = 128
+MAX_ENTRIES = 2_000_000
+MAX_BYTES = 64 << 30
+# Errors about our own disk, not about the layer's content.
+_STORE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -83,6 +89,9 @@ def _clean(name: str, layer: str) -> Parts:
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
         raise UnsafeLayer(f"layer {layer}: path {name!r} escapes the root filesystem ('..')")
+    # Bounded depth keeps every recursive walk (whiteouts, rmtree) far from Python's limit.
+    if len(parts) > MAX_DEPTH or any(len(p.encode(errors="surrogateescape")) > 255 for p in parts):
+        raise UnsafeLayer(f"layer {layer}: path {name[:80]!r}... is too deep or too long")
     return parts
 
 
@@ -113,8 +122,19 @@ def _remove(name: str, dir_fd: int) -> None:
 class LayerApplier:
     """Applies layers in order to one rootfs directory (which it owns while building)."""
 
-    def __init__(self, rootfs: Path, *, privileged: bool | None = None) -> None:
+    def __init__(
+        self,
+        rootfs: Path,
+        *,
+        privileged: bool | None = None,
+        max_entries: int = MAX_ENTRIES,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
         self.rootfs = rootfs
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries = 0
+        self._bytes = 0
         # Ownership and device nodes need root; without it we keep what we can.
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         rootfs.mkdir(parents=True, exist_ok=True)
@@ -145,9 +165,17 @@ class LayerApplier:
                 with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
                     for member in tar:
                         self._apply_member(tar, member)
-            except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile) as exc:
+                stream.drain()
+            except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile,
+                    zlib.error) as exc:
                 raise UnsafeLayer(f"layer {self._layer}: not a valid tar archive: {exc}") from None
-            stream.drain()
+            except OSError as exc:
+                if exc.errno in _STORE_ERRNOS:
+                    raise  # our disk's problem, not the layer's
+                where = f" {exc.filename!r}" if exc.filename else ""
+                raise UnsafeLayer(
+                    f"layer {self._layer}: cannot unpack{where}: {(exc.strerror or str(exc)).lower()}"
+                ) from None
         # Directory mtimes last: creating their children changed them.
         for parts, mtime in sorted(self._dir_times, key=lambda t: -len(t[0])):
             self._set_times(parts, mtime)
@@ -198,6 +226,14 @@ class LayerApplier:
     def _apply_member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = _clean(m.name, self._layer)
         self.newest_mtime = max(self.newest_mtime, int(m.mtime))
+        self._entries += 1
+        if m.isreg():
+            self._bytes += m.size
+        if self._entries > self.max_entries or self._bytes > self.max_bytes:
+            raise UnsafeLayer(
+                f"layer {self._layer}: the image unpacks to more than {self.max_entries} entries "
+                f"or {self.max_bytes} bytes"
+            )
         if any(p.startswith(".wh..wh.") and p != OPAQUE for p in parts):
             return  # AUFS bookkeeping (.wh..wh.plnk etc.): not content
         if not parts:
@@ -206,19 +242,31 @@ class LayerApplier:
                 self._dir_times.append(((), int(m.mtime)))
             return
         parent_parts, name = parts[:-1], parts[-1]
+        if name.startswith(WHITEOUT) and name != OPAQUE:
+            self._whiteout(parent_parts, name, m.name)
+            return
         parent = self._open_dir(parent_parts, create=True)
         try:
             if name == OPAQUE:
                 self._opaque(parent, parent_parts)
-            elif name.startswith(WHITEOUT):
-                hidden = name[len(WHITEOUT) :]
-                if hidden in ("", ".", ".."):
-                    raise UnsafeLayer(f"layer {self._layer}: invalid whiteout {m.name!r}")
-                if (*parent_parts, hidden) not in self._touched:
-                    _remove(hidden, parent)
             else:
                 self._create(tar, m, parent, parts)
                 self._touched.add(parts)
+        finally:
+            os.close(parent)
+
+    def _whiteout(self, parent_parts: Parts, name: str, raw: str) -> None:
+        hidden = name[len(WHITEOUT) :]
+        if hidden in ("", ".", ".."):
+            raise UnsafeLayer(f"layer {self._layer}: invalid whiteout {raw!r}")
+        if (*parent_parts, hidden) in self._touched:
+            return  # this layer's own entry: the whiteout is for lower layers only
+        try:
+            parent = self._open_dir(parent_parts, create=False)
+        except FileNotFoundError:
+            return  # nothing below to hide
+        try:
+            _remove(hidden, parent)
         finally:
             os.close(parent)
 
@@ -317,9 +365,14 @@ class LayerApplier:
     # -- metadata ----------------------------------------------------------------------------
 
     def _set_fd_meta(self, fd: int, m: tarfile.TarInfo) -> None:
+        mode = m.mode & 0o7777
         if self.privileged:
             os.fchown(fd, m.uid, m.gid)
-        os.fchmod(fd, m.mode & 0o7777)  # after chown, which clears setuid/setgid
+        else:
+            # Without CAP_DAC_OVERRIDE we must still be able to fill directories and let
+            # mkfs.erofs read every file.
+            mode |= 0o700 if m.isdir() else 0o600
+        os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
         for key, value in m.pax_headers.items():
             if key.startswith("SCHILY.xattr."):
                 try:
