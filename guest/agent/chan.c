@@ -39,6 +39,7 @@ static struct {
 } ch = {.lfd = {.fd = -1}};
 
 static void update_events(void);
+static void chan_write(struct loop_fd *f);
 
 static size_t outq_len(void)
 {
@@ -94,6 +95,20 @@ static void log_sink(const char *line, size_t len)
 	busy = 0;
 }
 
+/* Moves the first `n` queued bytes behind the rest. */
+static int rotate_queue(size_t n)
+{
+	uint8_t *tmp = malloc(n);
+
+	if (!tmp)
+		return -ENOMEM;
+	memcpy(tmp, ch.out.p + ch.outhead, n);
+	memmove(ch.out.p + ch.outhead, ch.out.p + ch.outhead + n, outq_len() - n);
+	memcpy(ch.out.p + ch.out.len - n, tmp, n);
+	free(tmp);
+	return 0;
+}
+
 static void process_input(void)
 {
 	size_t off = 0;
@@ -112,10 +127,17 @@ static void process_input(void)
 		if (n == 0)
 			break;
 		if (!ch.greeted) {
+			/* frames queued while no host was connected (output, EXITs) go after the reply
+			 * to the first request, so that a new host hears READY first */
+			size_t before = outq_len();
+			ch.on_frame(&h, payload);
+			if (before > 0 && rotate_queue(before) < 0)
+				hn_log("out of memory reordering the output queue");
 			ch.greeted = 1;
-			update_events();
+			chan_write(&ch.lfd);
+		} else {
+			ch.on_frame(&h, payload);
 		}
-		ch.on_frame(&h, payload);
 		off += (size_t)n;
 	}
 	if (off > 0) {

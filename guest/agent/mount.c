@@ -300,6 +300,13 @@ int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, 
 		if (rc == 0)
 			rc = do_mount(m->source, p, m->fstype, fl | (tmpfs ? MS_NOSUID | MS_NODEV : 0),
 				      tmpfs ? "mode=0777" : NULL, e);
+		/* a disk another container has mounted read-write has a read-write superblock:
+		 * mount that, then make this one mount read-only */
+		if (rc == -EBUSY && m->readonly) {
+			rc = do_mount(m->source, p, m->fstype, 0, NULL, e);
+			if (rc == 0)
+				rc = do_mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL, e);
+		}
 	}
 	if (rc == 0)
 		rc = mkdir_in(root, "/proc", 0555, p, sizeof(p), e);

@@ -251,6 +251,8 @@ static __attribute__((noreturn)) void helper(const struct spawn_req *r, int st, 
 	long pid;
 	int rc;
 
+	/* this copy of the agent must never write to the control port */
+	hn_set_log_sink(NULL);
 	/* join the cgroup first: every descendant is then accounted there */
 	snprintf(path, sizeof(path), "%s/cgroup.procs", r->cgroup);
 	rc = hn_write_file(path, "0", 1, 0, 0);
