@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from tests.support.registry import (
     start_registry,
 )
 
-pytestmark = pytest.mark.skipif(not have_registry(), reason="docker-registry/skopeo missing")
+pytestmark = pytest.mark.skipif(
+    not have_registry() or shutil.which("openssl") is None,
+    reason="docker-registry, skopeo or openssl missing",
+)
 USER, PASSWORD = "alice", "s3cret"
 
 
