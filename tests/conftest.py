@@ -4,12 +4,15 @@ when they start real services."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
+from hypernetes.runtime.kernels import KernelRegistry
+from tests.guests import build
 from tests.support.imagebuild import ImageSpec, OciLayout, busybox_image
 from tests.support.registry import Registry, have_registry, start_registry
 
@@ -80,3 +83,36 @@ def image_store(tmp_path: Path) -> ImageStore:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+# -- runtime: real pod VMs under the machine's accelerator (TCG here) -------------------------
+
+
+@pytest.fixture(scope="session")
+def kernels(tmp_path_factory: pytest.TempPathFactory) -> KernelRegistry:
+    """The registry with our built kernel and a freshly built agent."""
+    return KernelRegistry(tmp_path_factory.mktemp("kernels"), build("hn-agent", "guest"))
+
+
+@pytest.fixture
+async def hypervm(tmp_path: Path, kernels: KernelRegistry) -> AsyncIterator[HyperVM]:
+    """A HyperVM runtime on a fresh data dir; asserts that nothing is left after each test."""
+    runtime = HyperVM(tmp_path / "rt", ImageStore(tmp_path / "images"), kernels, die_with_parent=True)
+    yield runtime
+    for sandbox in await runtime.list_sandboxes():
+        await runtime.remove_sandbox(sandbox.id)
+    assert not [p for p in (tmp_path / "rt" / "hypervm").glob("*") if p.name != "accel.json"]
+    assert not qemu_processes_under(tmp_path)
+
+
+def qemu_processes_under(path: Path) -> list[int]:
+    """Pids of QEMU processes whose command line mentions `path`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and str(path).encode() in cmdline:
+            found.append(int(proc.name))
+    return found

@@ -132,6 +132,9 @@ async def _attach(proc: Process, spec: ContainerSpec) -> int:
         background.add(fut)
         fut.add_done_callback(background.discard)
 
+    def spawn_signal(signum: int) -> None:
+        spawn(proc.signal(signum))
+
     restore: list[Any] = []
     if spec.tty and sys.stdin.isatty():
         restore = termios.tcgetattr(sys.stdin.fileno())
@@ -147,7 +150,7 @@ async def _attach(proc: Process, spec: ContainerSpec) -> int:
     else:
         # Without a terminal, docker run proxies signals to the container.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(signum, lambda s=signum: spawn(proc.signal(s)))
+            loop.add_signal_handler(signum, spawn_signal, signum)
     if spec.stdin:
         tasks.append(asyncio.create_task(_pump_stdin(proc)))
     try:
