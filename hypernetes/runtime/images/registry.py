@@ -215,6 +215,13 @@ class RegistryClient:
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise Unauthorized(f"registry {self.host} sent a bad token realm {realm!r}")
+        realm_host = realm.split("://", 1)[1].split("/", 1)[0]
+        if (realm.startswith("http://") and self._credentials is not None
+                and not self._insecure and not is_loopback(realm_host)):
+            raise Unauthorized(
+                f"registry {self.host} wants our credentials sent to {realm} over plain HTTP; "
+                "refusing (list the registry as insecure to allow it)"
+            )
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]

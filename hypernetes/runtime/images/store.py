@@ -94,9 +94,12 @@ class ImageStore:
         self.tmp = self.root / "tmp"
         self.locks = self.root / "locks"
         self.refs_path = self.root / "refs.json"
-        for d in (self.images_dir, self.tmp, self.locks):
-            d.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(self.root / "blobs", self.tmp)
+        try:
+            for d in (self.images_dir, self.tmp, self.locks):
+                d.mkdir(parents=True, exist_ok=True)
+            self.blobs = BlobStore(self.root / "blobs", self.tmp)
+        except OSError as exc:
+            raise StoreError.from_os_error(exc) from exc
 
     # -- locks and refs ---------------------------------------------------------------------
 
