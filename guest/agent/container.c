@@ -45,7 +45,8 @@ static int make_cgroup(struct container *c, uint64_t memory_limit, struct hn_err
 	snprintf(val, sizeof(val), "%llu", (unsigned long long)memory_limit);
 	rc = hn_write_file(path, val, strlen(val), 0, 0);
 	if (rc < 0) {
-		rmdir(c->cgroup);
+		if (rmdir(c->cgroup) < 0)
+			hn_log("rmdir %s: %s", c->cgroup, strerror(errno));
 		return hn_fail(e, -rc, "set %s: %s", path, strerror(-rc));
 	}
 	return 0;

@@ -301,7 +301,8 @@ int main(void)
 	sigaddset(&set, SIGCHLD);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		hn_fatal("sigprocmask: %s", strerror(errno));
-	signal(SIGPIPE, SIG_IGN);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		hn_fatal("ignore SIGPIPE: %s", strerror(errno));
 	if (loop_init() < 0)
 		hn_fatal("epoll: %s", strerror(errno));
 	sigfd.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

@@ -48,7 +48,9 @@ static int make_root_pivotable(struct hn_err *e)
 		return rc;
 	if (chroot(".") < 0 || chdir("/") < 0)
 		return hn_fail(e, errno, "chroot into the bound root: %s", strerror(errno));
-	rmdir("/.hn-root"); /* the now-unused mount point, visible through the bind */
+	/* the now-unused mount point, visible through the bind */
+	if (rmdir("/.hn-root") < 0)
+		hn_log("rmdir /.hn-root: %s", strerror(errno));
 	return 0;
 }
 
@@ -185,9 +187,11 @@ int mount_overlay(const char *id, const char *image_dir, char *merged, size_t ca
 	if (rc == 0)
 		return 0;
 fail_tmpfs:
-	umount2(base, MNT_DETACH);
+	if (umount2(base, MNT_DETACH) < 0)
+		hn_log("umount %s: %s", base, strerror(errno));
 fail_dir:
-	rmdir(base);
+	if (rmdir(base) < 0)
+		hn_log("rmdir %s: %s", base, strerror(errno));
 	return rc;
 }
 
@@ -353,10 +357,13 @@ void mount_teardown(void)
 			char p[600];
 			if (de->d_name[0] == '.')
 				continue;
+			/* best effort on the way to power-off: EINVAL just means "not mounted" */
 			snprintf(p, sizeof(p), "%s/%s/merged", dirs[i], de->d_name);
-			umount2(p, MNT_DETACH);
+			if (umount2(p, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+				hn_log("umount %s: %s", p, strerror(errno));
 			snprintf(p, sizeof(p), "%s/%s", dirs[i], de->d_name);
-			umount2(p, MNT_DETACH);
+			if (umount2(p, MNT_DETACH) < 0 && errno != EINVAL)
+				hn_log("umount %s: %s", p, strerror(errno));
 		}
 		closedir(d);
 	}

@@ -209,8 +209,8 @@ static __attribute__((noreturn)) void child(const struct spawn_req *r, int st, c
 
 	/* the agent blocks SIGCHLD (signalfd) and ignores SIGPIPE; both survive exec */
 	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	signal(SIGPIPE, SIG_DFL);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || signal(SIGPIPE, SIG_DFL) == SIG_ERR)
+		hn_fail(&e, errno, "reset signals: %s", strerror(errno)), child_fail(st, &e);
 	if (setsid() < 0)
 		hn_fail(&e, errno, "setsid: %s", strerror(errno)), child_fail(st, &e);
 	if (r->create && mount_rootfs(r->root, r->mounts, r->nmounts, &e) < 0)
