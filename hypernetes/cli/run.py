@@ -1,7 +1,8 @@
 """`hypernetes run`: a one-off pod VM without a control plane, like `docker run`.
 
 Streams the container's output and exits with its exit code (128+N when killed by signal N);
-125 when the pod could not be made, 126 when the command could not be started.
+125 when the pod could not be made, 126 when the command could not be started, 127 when it was
+not found (the `docker run` conventions).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -32,6 +34,7 @@ from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 EXIT_POD_FAILED = 125
 EXIT_START_FAILED = 126
+EXIT_NOT_FOUND = 127
 
 
 def register(sub: Any) -> None:
@@ -114,7 +117,7 @@ async def _run(runtime: Runtime, pod: PodSpec, spec: ContainerSpec) -> int:
         assert proc is not None
         return await _attach(proc, spec)
     except StartFailed as e:
-        return fail(str(e), EXIT_START_FAILED)
+        return fail(str(e), EXIT_NOT_FOUND if e.errno == errno.ENOENT else EXIT_START_FAILED)
     except PodRuntimeError as e:
         return fail(str(e), EXIT_POD_FAILED)
     finally:

@@ -283,7 +283,7 @@ class HyperVM(Runtime):
             c.status.exit = ExitStatus(code=128)
             c.log.flush_partial()
             c.done.set()
-            raise StartFailed(f"container {name}: {e}") from e
+            raise StartFailed(f"container {name}: {e}", e.errno) from e
         except AgentUnavailable as e:
             raise SandboxFailed(self._explain(sandbox, str(e))) from e
         c.main = proc
@@ -325,7 +325,7 @@ class HyperVM(Runtime):
         try:
             await sandbox.client.start(gp.MSG_EXEC, tlv, proc, START_TIMEOUT)
         except AgentError as e:
-            raise StartFailed(f"exec in {container}: {e}") from e
+            raise StartFailed(f"exec in {container}: {e}", e.errno) from e
         except AgentUnavailable as e:
             raise SandboxFailed(self._explain(sandbox, str(e))) from e
         return proc

@@ -38,6 +38,10 @@ class StartFailed(PodRuntimeError):
 
     reason = "StartError"
 
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno  # from the guest, when it said: ENOENT means "command not found"
+
 
 class ImagePullFailed(PodRuntimeError):
     reason = "ErrImagePull"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
@@ -12,6 +14,8 @@ from .manifest import MAX_CONFIG_BYTES, Descriptor, Index, Manifest, choose_plat
 from .progress import ProgressCallback, ProgressEvent, short
 from .reference import Reference
 from .registry import RegistryClient
+
+PARALLEL_DOWNLOADS = 3
 
 
 @dataclass(frozen=True)
@@ -63,27 +67,42 @@ def fetch_blobs(
     progress: ProgressCallback | None,
     fetched: list[str],
 ) -> None:
-    """Download the config and each missing layer, verified; `fetched` collects new digests."""
+    """Download the config, then the missing layers (a few at a time, like Docker), each
+    verified; `fetched` collects the digests added to the store."""
     if manifest.config.size > MAX_CONFIG_BYTES:
         raise UnsupportedImage(
             f"image config is {manifest.config.size} bytes, more than {MAX_CONFIG_BYTES} allowed"
         )
     name = str(ref)
-    for desc in (manifest.config, *manifest.layers):
+    lock = threading.Lock()  # progress renderers and `fetched` are not thread-safe
+
+    def report(event: ProgressEvent) -> None:
+        if progress is not None:
+            with lock:
+                progress(event)
+
+    def fetch(desc: Descriptor, is_layer: bool) -> None:
         item = short(desc.digest)
         if blobs.has(desc.digest):
-            if progress and desc is not manifest.config:
-                progress(ProgressEvent(name, "exists", item, desc.size, desc.size))
-            continue
+            if is_layer:
+                report(ProgressEvent(name, "exists", item, desc.size, desc.size))
+            return
         on_bytes: Callable[[int], None] | None = None
-        if progress and desc is not manifest.config:
-            def on_bytes(n: int, item: str = item, total: int = desc.size) -> None:
-                assert progress is not None
-                progress(ProgressEvent(name, "download", item, n, total))
+        if is_layer and progress is not None:
+            def on_bytes(n: int) -> None:
+                report(ProgressEvent(name, "download", item, n, desc.size))
 
-            progress(ProgressEvent(name, "download", item, 0, desc.size))
+            report(ProgressEvent(name, "download", item, 0, desc.size))
         blobs.ingest(desc.digest, _filler(client, ref, desc, on_bytes), desc.size)
-        fetched.append(desc.digest)
+        with lock:
+            fetched.append(desc.digest)
+
+    fetch(manifest.config, False)
+    unique = list({layer.digest: layer for layer in manifest.layers}.values())
+    with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS, thread_name_prefix="pull") as pool:
+        futures = [pool.submit(fetch, layer, True) for layer in unique]
+    for future in futures:  # all have finished; report the first failure in layer order
+        future.result()
 
 
 def _filler(
