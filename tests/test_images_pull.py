@@ -240,3 +240,18 @@ def test_progress_on_a_real_terminal(busybox_ref: str, tmp_path: Path) -> None:
         os.close(master)
     text = output.decode()
     assert "downloading" in text and f"{busybox_ref}: ready" in text
+
+
+def test_many_layers_with_repeats(image_store: ImageStore, image_factory: ImageFactory,
+                                  tmp_path: Path) -> None:
+    """Layers download in parallel; a layer listed twice (common for empty layers) is fetched
+    once and applied twice, in order."""
+    a, b = marker("first"), marker("second")
+    ref = image_factory.push(busybox_image([a, b, a, marker("x"), marker("last")]), "test/many:1")
+    events: list[ProgressEvent] = []
+    image = image_store.pull(ref, events.append)
+    assert len(image.layers) == 6 and len(set(image.layers)) == 5
+    downloads = {e.item for e in events if e.phase == "download"}
+    assert len(downloads) == 5
+    assert [e.current for e in events if e.phase == "unpack"] == [1, 2, 3, 4, 5, 6]
+    assert (extract(image.disk, tmp_path / "t") / "marker").read_text() == "last"
