@@ -128,6 +128,10 @@ static int addr_add(unsigned ifindex, const struct msg_cidr *c)
 	r.u.ifa.ifa_family = (unsigned char)c->family;
 	r.u.ifa.ifa_prefixlen = (unsigned char)c->prefix;
 	r.u.ifa.ifa_index = ifindex;
+	/* the host assigned the address: skip IPv6 duplicate detection, which would leave it
+	 * unusable ("tentative") for the first second or two */
+	if (c->family == AF_INET6)
+		r.u.ifa.ifa_flags = IFA_F_NODAD;
 	nl_attr(&r, IFA_LOCAL, c->addr, addr_len(c->family));
 	nl_attr(&r, IFA_ADDRESS, c->addr, addr_len(c->family));
 	if (c->family == AF_INET && c->prefix < 31) {
