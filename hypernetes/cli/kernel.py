@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.cli.common import add_data_dir, fail, kernel_registry
-from hypernetes.runtime.kernels import KernelNotFound
+from hypernetes.runtime.kernels import KernelError
 
 
 def register(sub: Any) -> None:
@@ -43,6 +43,6 @@ def _handle(args: argparse.Namespace) -> int:
         else:
             registry.unregister(args.name)
             print(f"removed {args.name}")
-    except (KernelNotFound, ValueError, OSError) as e:
+    except (KernelError, ValueError, OSError) as e:
         return fail(str(e))
     return 0

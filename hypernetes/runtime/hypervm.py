@@ -236,6 +236,7 @@ class HyperVM(Runtime):
                     setup.add_tlv(gp.TAG_ROUTE, route.add_str(gp.TAG_GATEWAY, net.gateway))
             await client.request(gp.MSG_SETUP, setup)
         except (AgentUnavailable, AgentError) as e:
+            await vm.wait(2.0)  # a dead channel usually means QEMU is exiting: say why
             raise SandboxFailed(self._explain(sandbox, f"guest did not come up: {e}")) from e
 
     def _explain(self, sandbox: _Sandbox, what: str) -> str:

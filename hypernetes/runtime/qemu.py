@@ -19,6 +19,8 @@ from pathlib import Path
 from qemu.qmp import QMPClient
 
 log = logging.getLogger(__name__)
+# qemu.qmp logs every failed connect at ERROR; a VM that already exited is not an error to us.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 QEMU = os.environ.get("HYPERNETES_QEMU", "qemu-system-x86_64")
 CONSOLE_TAIL = 64 * 1024  # bytes of guest console kept for error messages
