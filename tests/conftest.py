@@ -58,7 +58,7 @@ class ImageFactory:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """Debian's docker-registry on 127.0.0.1:<free port>, plain HTTP, no auth."""
     if not have_registry():
-        pytest.skip("docker-registry and skopeo are not installed")
+        pytest.fail("docker-registry and skopeo are not installed: run `make setup`")
     reg = start_registry(tmp_path_factory.mktemp("registry"))
     yield reg
     reg.stop()

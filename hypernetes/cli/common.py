@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hypernetes.runtime.images import ImageStore
+from hypernetes.runtime.images import ImageStore, RegistryAuth
 from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.paths import agent_binary, default_data_dir
 
@@ -15,6 +15,10 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=None,
         help=f"where images, kernels and sandboxes live (default: {default_data_dir()})",
+    )
+    parser.add_argument(
+        "--registry-auth", type=Path, default=None, metavar="FILE",
+        help="docker-style auth file (config.json with \"auths\") for registry credentials",
     )
     parser.add_argument(
         "--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
@@ -29,7 +33,8 @@ def data_dir(args: argparse.Namespace) -> Path:
 
 
 def image_store(args: argparse.Namespace) -> ImageStore:
-    return ImageStore(data_dir(args) / "images", insecure_registries=args.insecure_registry)
+    auth = RegistryAuth.from_docker_config(args.registry_auth) if args.registry_auth else None
+    return ImageStore(data_dir(args) / "images", insecure_registries=args.insecure_registry, auth=auth)
 
 
 def kernel_registry(args: argparse.Namespace) -> KernelRegistry:
