@@ -253,12 +253,15 @@ class HyperVM(Runtime):
     async def _watch(self, sandbox: _Sandbox) -> None:
         """A VM that ends on its own (panic, OOM of the VMM, kill -9) fails its containers."""
         await sandbox.vm.exited.wait()
-        if sandbox.state is SandboxState.READY:
-            sandbox.state = SandboxState.FAILED
-            sandbox.message = self._explain(sandbox, "the VM ended unexpectedly")
+        self._vm_ended(sandbox)
         await sandbox.client.close("VM exited")
         for c in sandbox.containers.values():
             self._mark_lost(c, sandbox.message or "the VM stopped")
+
+    def _vm_ended(self, sandbox: _Sandbox) -> None:
+        if sandbox.state is SandboxState.READY:
+            sandbox.state = SandboxState.FAILED
+            sandbox.message = self._explain(sandbox, "the VM ended unexpectedly")
 
     def _mark_lost(self, c: _Container, message: str) -> None:
         if c.status.state in (ContainerState.RUNNING, ContainerState.CREATED) and c.main is None:
@@ -289,18 +292,22 @@ class HyperVM(Runtime):
             raise SandboxFailed(self._explain(sandbox, str(e))) from e
         c.main = proc
         c.status.state, c.status.pid, c.status.started_at = ContainerState.RUNNING, proc.pid, time.time()
-        c.reaper = asyncio.create_task(self._reap(c, proc))
+        c.reaper = asyncio.create_task(self._reap(sandbox, c, proc))
         return proc if attach else None
 
-    async def _reap(self, c: _Container, proc: GuestProcess) -> None:
+    async def _reap(self, sandbox: _Sandbox, c: _Container, proc: GuestProcess) -> None:
         status = await proc.wait()
-        c.log.flush_partial()
-        c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
         if status.code is None and status.signal is None:
+            # The channel dropped before the guest said how the process ended: the VM is
+            # probably going down; report it together with why, not a bare "ready".
+            if await sandbox.vm.wait(5.0):
+                self._vm_ended(sandbox)
             c.status.reason = "VMExited"
-            c.status.message = proc.client.disconnect_reason
+            c.status.message = sandbox.message or proc.client.disconnect_reason
         else:
             c.status.reason = "Completed" if status.code == 0 else "Error"
+        c.log.flush_partial()
+        c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
         c.done.set()
 
     async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process:
