@@ -1,0 +1,189 @@
+"""Choosing a node for a pod: filters that say why a node cannot take it, scores among the rest.
+
+Pure functions over API objects (dicts), so they are tested without a cluster. Messages follow
+upstream's FailedScheduling wording, e.g.
+`0/3 nodes are available: 1 Insufficient memory, 2 node(s) didn't match Pod's node affinity/selector.`
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hypernetes.scheduler.resources import Resources, node_allocatable, pod_vm_size
+
+Obj = dict[str, Any]
+
+BIN_PACKING = "binpack"  # MostAllocated: fill nodes up, keep whole nodes free for big VMs
+SPREADING = "spread"  # LeastAllocated: balance load across nodes
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node: Obj
+    used: Resources  # sum of the VM sizes of pods bound to the node and not finished
+
+    @property
+    def name(self) -> str:
+        return str(self.node["metadata"]["name"])
+
+
+def node_infos(nodes: Iterable[Obj], pods: Iterable[Obj]) -> list[NodeInfo]:
+    used: dict[str, Resources] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        phase = (pod.get("status") or {}).get("phase")
+        if node and phase not in ("Succeeded", "Failed"):
+            used[node] = used.get(node, Resources()) + pod_vm_size(pod)
+    return [NodeInfo(n, used.get(n["metadata"]["name"], Resources())) for n in nodes]
+
+
+# --- filters: return None if the node fits, else the reason (upstream's wording) ---------------
+
+
+def _fits_resources(pod: Obj, info: NodeInfo) -> str | None:
+    need = pod_vm_size(pod)
+    free = node_allocatable(info.node) - info.used
+    if need.pods > free.pods:
+        return "Too many pods"
+    if need.millicpu > free.millicpu:
+        return "Insufficient cpu"
+    if need.memory > free.memory:
+        return "Insufficient memory"
+    return None
+
+
+def _node_ready(pod: Obj, info: NodeInfo) -> str | None:
+    for cond in (info.node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return None if cond.get("status") == "True" else "node(s) were not ready"
+    return "node(s) were not ready"
+
+
+def _node_name(pod: Obj, info: NodeInfo) -> str | None:
+    wanted = (pod.get("spec") or {}).get("nodeName")
+    return None if not wanted or wanted == info.name else "node(s) didn't match the requested node name"
+
+
+def _match_expression(expr: Obj, values: Mapping[str, str]) -> bool:
+    key, op, vals = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+    present = key in values
+    if op == "In":
+        return present and values[key] in vals
+    if op == "NotIn":
+        return not present or values[key] not in vals
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and vals:
+        try:
+            have, limit = int(values[key]), int(vals[0])
+        except ValueError:
+            return False
+        return have > limit if op == "Gt" else have < limit
+    return False
+
+
+def _term_matches(term: Obj, node: Obj) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    fields = {"metadata.name": node["metadata"]["name"]}
+    return all(_match_expression(e, labels) for e in term.get("matchExpressions") or []) and all(
+        _match_expression(e, fields) for e in term.get("matchFields") or []
+    )
+
+
+def _selector_and_affinity(pod: Obj, info: NodeInfo) -> str | None:
+    spec = pod.get("spec") or {}
+    labels = info.node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+        return "node(s) didn't match Pod's node affinity/selector"
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if terms and not any(_term_matches(t, info.node) for t in terms):
+        return "node(s) didn't match Pod's node affinity/selector"
+    return None
+
+
+def _tolerates(taint: Obj, tolerations: list[Obj]) -> bool:
+    for tol in tolerations:
+        if tol.get("effect") and tol["effect"] != taint.get("effect"):
+            continue
+        if tol.get("operator") == "Exists":
+            if not tol.get("key") or tol["key"] == taint.get("key"):
+                return True
+        elif tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def _taints(pod: Obj, info: NodeInfo) -> str | None:
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    taints = list((info.node.get("spec") or {}).get("taints") or [])
+    if (info.node.get("spec") or {}).get("unschedulable"):
+        taints.append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+    for taint in taints:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(taint, tolerations):
+            return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    return None
+
+
+FILTERS: tuple[Callable[[Obj, NodeInfo], str | None], ...] = (
+    _node_name,
+    _node_ready,
+    _taints,
+    _selector_and_affinity,
+    _fits_resources,
+)
+
+
+def feasible(pod: Obj, infos: Iterable[NodeInfo]) -> tuple[list[NodeInfo], Counter[str]]:
+    fits, reasons = [], Counter[str]()
+    for info in infos:
+        for check in FILTERS:
+            reason = check(pod, info)
+            if reason is not None:
+                reasons[reason] += 1
+                break
+        else:
+            fits.append(info)
+    return fits, reasons
+
+
+def unschedulable_message(total: int, reasons: Counter[str]) -> str:
+    parts = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: kv[0]))
+    return (
+        f"0/{total} nodes are available: {parts}. preemption: 0/{total} nodes are available: "
+        f"{total} Preemption is not helpful for scheduling."
+    )
+
+
+# --- scores ---------------------------------------------------------------------------------------
+
+
+def _utilisation(pod: Obj, info: NodeInfo) -> float:
+    """Fraction of the node's CPU and memory in use after placing the pod (0..1, averaged)."""
+    alloc = node_allocatable(info.node)
+    after = info.used + pod_vm_size(pod)
+    cpu = after.millicpu / alloc.millicpu if alloc.millicpu else 1.0
+    mem = after.memory / alloc.memory if alloc.memory else 1.0
+    return (cpu + mem) / 2
+
+
+def _preferred_affinity(pod: Obj, info: NodeInfo) -> int:
+    preferred = (((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ) or []
+    return sum(
+        int(p.get("weight", 0)) for p in preferred if _term_matches(p.get("preference") or {}, info.node)
+    )
+
+
+def choose(pod: Obj, fits: list[NodeInfo], strategy: str = BIN_PACKING) -> NodeInfo:
+    """The best node: preferred affinity first, then packing or spreading, then name for ties."""
+    sign = 1.0 if strategy == BIN_PACKING else -1.0
+    return max(fits, key=lambda i: (_preferred_affinity(pod, i), sign * _utilisation(pod, i), i.name))

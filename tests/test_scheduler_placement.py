@@ -1,0 +1,111 @@
+"""Placement logic on API objects: filters with upstream's reasons, VM-size accounting, scores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypernetes.runtime.sizing import GUEST_OVERHEAD, MiB
+from hypernetes.scheduler.placement import (
+    SPREADING,
+    choose,
+    feasible,
+    node_infos,
+    unschedulable_message,
+)
+from hypernetes.scheduler.resources import pod_vm_size
+
+
+def node(
+    name: str,
+    cpu: str = "4",
+    memory: str = "8Gi",
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    ready: bool = True,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"taints": taints or []},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def pod(
+    cpu: str | None = None, memory: str | None = None, node_name: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    limits = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
+    p: dict[str, Any] = {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "x", "resources": {"limits": limits}}], **spec},
+    }
+    if node_name:
+        p["spec"]["nodeName"] = node_name
+        p["status"] = {"phase": "Running"}
+    return p
+
+
+def test_vm_size_counts_whole_vcpus_and_overhead() -> None:
+    size = pod_vm_size(pod(cpu="1500m", memory="256Mi"))
+    assert size.millicpu == 2000
+    assert size.memory == 256 * MiB + GUEST_OVERHEAD
+
+
+def test_insufficient_memory_counts_bound_vms_with_overhead() -> None:
+    # 1Gi node; three 256Mi pods already bound cost 3 * (256 + 32) = 864Mi; 256+32 more does not fit.
+    nodes = [node("n1", memory="1Gi")]
+    bound = [pod(memory="256Mi", node_name="n1") for _ in range(3)]
+    fits, reasons = feasible(pod(memory="256Mi"), node_infos(nodes, bound))
+    assert not fits and reasons == {"Insufficient memory": 1}
+    fits, _ = feasible(pod(memory="96Mi"), node_infos(nodes, bound))
+    assert [f.name for f in fits] == ["n1"]
+
+
+def test_reasons_and_message() -> None:
+    nodes = [
+        node("a", labels={"disk": "hdd"}),
+        node("b", cpu="1", labels={"disk": "ssd"}),
+        node(
+            "c", labels={"disk": "ssd"}, taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]
+        ),
+        node("d", labels={"disk": "ssd"}, ready=False),
+    ]
+    p = pod(cpu="2", nodeSelector={"disk": "ssd"})
+    fits, reasons = feasible(p, node_infos(nodes, []))
+    assert not fits
+    assert unschedulable_message(4, reasons).startswith(
+        "0/4 nodes are available: 1 Insufficient cpu, "
+        "1 node(s) didn't match Pod's node affinity/selector, "
+        "1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were not ready. "
+        "preemption: 0/4 nodes are available: 4 Preemption is not helpful"
+    )
+
+
+def test_tolerations_affinity_and_node_name() -> None:
+    tainted = node("t", taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
+    tol = [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+    assert feasible(pod(tolerations=tol), node_infos([tainted], []))[0]
+    assert feasible(pod(tolerations=[{"operator": "Exists"}]), node_infos([tainted], []))[0]
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]}
+                ]
+            }
+        }
+    }
+    infos = node_infos([node("x", labels={"zone": "z1"}), node("y", labels={"zone": "z2"})], [])
+    assert [f.name for f in feasible(pod(affinity=affinity), infos)[0]] == ["x"]
+    named = pod()
+    named["spec"]["nodeName"] = "y"
+    assert [f.name for f in feasible(named, infos)[0]] == ["y"]
+
+
+def test_binpacking_by_default_spreading_as_option() -> None:
+    nodes = [node("empty"), node("busy")]
+    infos = node_infos(nodes, [pod(cpu="2", memory="2Gi", node_name="busy")])
+    assert choose(pod(cpu="1"), infos).name == "busy"
+    assert choose(pod(cpu="1"), infos, SPREADING).name == "empty"
