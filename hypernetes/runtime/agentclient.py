@@ -274,6 +274,21 @@ class AgentClient:
         self._processes[proc.id] = proc
         return proc
 
+    def adopt_process(self, process_id: int, sink: OutputSink | None) -> GuestProcess:
+        """Re-attach a process started by an earlier client of the same VM (agent restart)."""
+        proc = GuestProcess(self, process_id, sink, attach=False, stdin=False)
+        self._processes[process_id] = proc
+        self._next_process = max(self._next_process, process_id + 1)
+        return proc
+
+    def reserve_process_ids(self, next_id: int) -> None:
+        """Never reuse a process id an earlier client issued: the guest may still know it."""
+        self._next_process = max(self._next_process, next_id)
+
+    @property
+    def next_process_id(self) -> int:
+        return self._next_process
+
     async def start(self, mtype: int, tlv: gp.TLV, proc: GuestProcess, timeout: float) -> None:
         """Send CREATE or EXEC for `proc`; on ACK record the guest pid."""
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hypernetes.runtime import guestproto as gp
 from hypernetes.runtime.accel import PROBE_TIMEOUT, choose_accel
@@ -26,6 +28,14 @@ from hypernetes.runtime.agentclient import (
     AgentUnavailable,
     GuestProcess,
     ProcessSpec,
+)
+from hypernetes.runtime.hypervm_state import (
+    pod_from_dict,
+    pod_to_dict,
+    read_state,
+    status_from_dict,
+    status_to_dict,
+    write_state,
 )
 from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
 from hypernetes.runtime.interface import (
@@ -49,7 +59,7 @@ from hypernetes.runtime.interface import (
 )
 from hypernetes.runtime.kernels import Kernel, KernelNotFound, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, read_logs
-from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig
+from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, running_qemu
 from hypernetes.runtime.sizing import vm_size
 
 log = logging.getLogger(__name__)
@@ -179,6 +189,7 @@ class HyperVM(Runtime):
             raise
         sandbox.state = SandboxState.READY
         sandbox.watcher = asyncio.create_task(self._watch(sandbox))
+        self._save(sandbox)
         return self._status(sandbox)
 
     async def _pull(self, pod: PodSpec) -> dict[str, Image]:
@@ -293,6 +304,7 @@ class HyperVM(Runtime):
         c.main = proc
         c.status.state, c.status.pid, c.status.started_at = ContainerState.RUNNING, proc.pid, time.time()
         c.reaper = asyncio.create_task(self._reap(sandbox, c, proc))
+        self._save(sandbox)
         return proc if attach else None
 
     async def _reap(self, sandbox: _Sandbox, c: _Container, proc: GuestProcess) -> None:
@@ -309,6 +321,8 @@ class HyperVM(Runtime):
         c.log.flush_partial()
         c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
         c.done.set()
+        if sandbox.state is SandboxState.READY:
+            self._save(sandbox)
 
     async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process:
         sandbox = self._get(sandbox_id)
@@ -329,6 +343,7 @@ class HyperVM(Runtime):
             terminal=spec.tty, stdin=spec.stdin, rows=spec.rows, cols=spec.cols,
         )
         proc = sandbox.client.new_process(None, attach=True, stdin=spec.stdin)
+        self._save(sandbox)  # the process id is now taken for the life of the VM
         tlv = gp.TLV().add_str(gp.TAG_CONTAINER_ID, container).add_tlv(gp.TAG_PROCESS, pspec.encode(proc.id))
         try:
             await sandbox.client.start(gp.MSG_EXEC, tlv, proc, START_TIMEOUT)
@@ -378,6 +393,93 @@ class HyperVM(Runtime):
         shutil.rmtree(sandbox.dir, ignore_errors=True)
         self._sandboxes.pop(sandbox.pod.id, None)
 
+    # --- adoption: surviving a node agent restart ------------------------------------------------
+
+    def _save(self, sandbox: _Sandbox) -> None:
+        write_state(sandbox.dir, {
+            "pod": pod_to_dict(sandbox.pod),
+            "created_at": sandbox.created_at,
+            "next_process_id": sandbox.client.next_process_id,
+            "containers": {
+                name: {
+                    "image_id": c.image.id, "disk_serial": c.disk_serial,
+                    "process": dataclasses.asdict(c.process),
+                    "process_id": c.main.id if c.main is not None else None,
+                    "status": status_to_dict(c.status),
+                }
+                for name, c in sandbox.containers.items()
+            },
+        })
+
+    async def adopt(self) -> list[SandboxStatus]:
+        """Find the VMs an earlier process left running and take them over.
+
+        Sandboxes whose VM is gone are removed: their containers' fate is unknown, and the node
+        agent re-creates pods from the API's state.
+        """
+        adopted = []
+        for directory in sorted(self.root.glob("*")) if self.root.exists() else []:
+            if not SANDBOX_ID.match(directory.name) or directory.name in self._sandboxes:
+                continue
+            state = read_state(directory)
+            pid = running_qemu(directory)
+            if state is None or pid is None:
+                _kill_leftover(directory)
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            try:
+                adopted.append(await self._adopt_one(directory, state, pid))
+            except (AgentUnavailable, PodRuntimeError, KeyError, TypeError, ValueError, OSError) as e:
+                log.warning("cannot adopt sandbox %s: %s; removing it", directory.name, e)
+                _kill_leftover(directory)
+                shutil.rmtree(directory, ignore_errors=True)
+        return adopted
+
+    async def _adopt_one(self, directory: Path, state: dict[str, Any], pid: int) -> SandboxStatus:
+        pod = pod_from_dict(state["pod"])
+        vm = QemuVM(VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(),
+                             vcpus=0, memory_mib=0))
+        await vm.attach(pid)
+        client = AgentClient(f"agent-{pod.id}")
+        await client.connect(str(vm.cfg.ctl_socket), BOOT_TIMEOUT_KVM, vm.alive)
+        client.reserve_process_ids(int(state["next_process_id"]))
+        containers: dict[str, _Container] = {}
+        for name, rec in state["containers"].items():
+            image = self.images.get(rec["image_id"])
+            if image is None:
+                raise PodRuntimeError(f"image {rec['image_id']} of container {name} is gone")
+            proc_spec = ProcessSpec(**{**rec["process"], "groups": tuple(rec["process"]["groups"])})
+            spec = next(c for c in pod.containers if c.name == name)
+            c = _Container(spec, image, proc_spec, rec["disk_serial"], status_from_dict(rec["status"]),
+                           LogWriter(directory / "logs" / f"{name}.log"))
+            containers[name] = c
+        sandbox = _Sandbox(pod, directory, vm, client, containers, state=SandboxState.READY,
+                           created_at=float(state["created_at"]))
+        self._sandboxes[pod.id] = sandbox
+        for name, rec in state["containers"].items():
+            c = containers[name]
+            if c.status.state is ContainerState.RUNNING and rec["process_id"] is not None:
+                c.main = client.adopt_process(int(rec["process_id"]), c.log.write)
+                c.reaper = asyncio.create_task(self._reap(sandbox, c, c.main))
+            elif c.status.state is ContainerState.EXITED:
+                c.done.set()
+        sandbox.watcher = asyncio.create_task(self._watch(sandbox))
+        log.info("adopted sandbox %s (QEMU pid %d)", pod.id, pid)
+        return self._status(sandbox)
+
+    async def detach_all(self) -> None:
+        """Let go of every VM without stopping it (node agent shutdown); `adopt` takes them back."""
+        for sandbox in list(self._sandboxes.values()):
+            if sandbox.watcher is not None:
+                sandbox.watcher.cancel()
+            for c in sandbox.containers.values():
+                if c.reaper is not None:
+                    c.reaper.cancel()
+                c.log.close()
+            await sandbox.client.close("node agent detached")
+            await sandbox.vm.detach()
+        self._sandboxes.clear()
+
     # --- queries -------------------------------------------------------------------------------
 
     def _get(self, sandbox_id: str) -> _Sandbox:
@@ -420,11 +522,7 @@ class HyperVM(Runtime):
 
 def _kill_leftover(sandbox_dir: Path) -> None:
     """Kill a QEMU whose pid file is in `sandbox_dir`, if that pid really is that QEMU."""
-    try:
-        pid = int((sandbox_dir / "qemu.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if str(sandbox_dir).encode() in cmdline:
+    pid = running_qemu(sandbox_dir)
+    if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)

@@ -116,6 +116,7 @@ class QemuVM:
     def __init__(self, cfg: VMConfig) -> None:
         self.cfg = cfg
         self.proc: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
         self.exited = asyncio.Event()
         self.returncode: int | None = None
         self.console: deque[bytes] = deque()
@@ -131,11 +132,29 @@ class QemuVM:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if self.cfg.die_with_parent else None,
             )
+        self.pid = self.proc.pid
         self._tasks.append(asyncio.create_task(self._watch()))
         self._tasks.append(asyncio.create_task(self._read_console()))
 
+    async def attach(self, pid: int) -> None:
+        """Take over a QEMU started by an earlier process (node agent restart).
+
+        It is not our child, so its exit is seen through a pidfd; its exit status is unknown.
+        """
+        self.pid = pid
+        pidfd = os.pidfd_open(pid)
+        loop = asyncio.get_running_loop()
+
+        def on_exit() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self.exited.set()
+
+        loop.add_reader(pidfd, on_exit)
+        self._tasks.append(asyncio.create_task(self._read_console()))
+
     def alive(self) -> bool:
-        return self.proc is not None and not self.exited.is_set()
+        return self.pid is not None and not self.exited.is_set()
 
     async def _watch(self) -> None:
         assert self.proc is not None
@@ -200,17 +219,35 @@ class QemuVM:
 
     async def kill(self) -> None:
         """Make sure the process is gone: QMP quit, then SIGKILL."""
-        if self.proc is None:
+        if self.pid is None:
             return
         if not self.exited.is_set():
             with contextlib.suppress(Exception):
                 await self.qmp("quit", timeout=2.0)
             if not await self.wait(3.0):
                 with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
+                    os.kill(self.pid, signal.SIGKILL)
                 await self.wait(None)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def detach(self) -> None:
+        """Stop watching the VM but leave it running (the node agent is going away)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def running_qemu(directory: Path) -> int | None:
+    """The pid of the QEMU whose pid file is in `directory`, if that pid really is that QEMU."""
+    try:
+        pid = int((directory / "qemu.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if str(directory).encode() in cmdline else None

@@ -1,0 +1,72 @@
+"""What a hypervm sandbox writes to disk so that a restarted node agent can adopt its VM.
+
+`state.json` in the sandbox directory: the pod spec, the VM's kernel and disks, and per
+container the process id the guest knows it by and the status so far. Written atomically after
+every change that matters for adoption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hypernetes.runtime.interface import (
+    ContainerSpec,
+    ContainerState,
+    ContainerStatus,
+    ExitStatus,
+    NetworkConfig,
+    PodSpec,
+)
+
+STATE_FILE = "state.json"
+
+
+def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
+    return dataclasses.asdict(pod)
+
+
+def pod_from_dict(data: dict[str, Any]) -> PodSpec:
+    containers = tuple(
+        ContainerSpec(**{**c, **{k: _tuple(c.get(k)) for k in ("command", "args")},
+                         "env": tuple(tuple(kv) for kv in c.get("env", ()))})
+        for c in data["containers"]
+    )
+    net: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("network") or {}).items()
+    }
+    network = NetworkConfig(**net)
+    fields = {k: v for k, v in data.items() if k not in ("containers", "network")}
+    return PodSpec(**fields, containers=containers, network=network)
+
+
+def _tuple(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def status_to_dict(status: ContainerStatus) -> dict[str, Any]:
+    d = dataclasses.asdict(status)
+    d["state"] = status.state.value
+    return d
+
+
+def status_from_dict(data: dict[str, Any]) -> ContainerStatus:
+    exit_ = ExitStatus(**data["exit"]) if data.get("exit") else None
+    return ContainerStatus(**{**data, "state": ContainerState(data["state"]), "exit": exit_})
+
+
+def write_state(directory: Path, state: dict[str, Any]) -> None:
+    tmp = directory / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, directory / STATE_FILE)
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
