@@ -215,7 +215,7 @@ async def test_adopt_after_agent_restart(hypervm: HyperVM, busybox_ref: str, tmp
     assert not qemu_processes_under(tmp_path)
 
 
-async def test_adopt_drops_sandboxes_whose_vm_died(hypervm: HyperVM, busybox_ref: str, tmp_path: Path) -> None:
+async def test_adopt_drops_dead_vms(hypervm: HyperVM, busybox_ref: str, tmp_path: Path) -> None:
     spec = pod("p14", ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600")))
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("p14", "main")
