@@ -1,0 +1,633 @@
+"""The `gvisor` runtime: every pod is one runsc sandbox (gVisor, ptrace platform by default).
+
+Layout under ROOT/gvisor/:
+
+    state/                      runsc --root (its .state and .lock files)
+    rootfs/<image hex>/         images unpacked once, shared read-only (gvisor_rootfs.py)
+    pause/pause                 the pod's root container
+    sandboxes/<id>/             bundles (pause/, <container>/), etc/ files, logs/, runsc errors
+
+A pod's root container is a tiny pause process, not its first container: runsc ends the whole
+sandbox when the root container's process exits, and a pod's containers must live and die on
+their own. Each container joins that sandbox through the CRI annotations runsc understands, with
+its own read-only rootfs under a memory overlay. Whatever happens, removing a sandbox kills its
+runsc processes and deletes its directory, its runsc state and its cgroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypernetes.runtime import ocispec
+from hypernetes.runtime.gvisor_process import SandboxProcess, set_winsize
+from hypernetes.runtime.gvisor_rootfs import RootfsError, ensure_pause, ensure_rootfs
+from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
+from hypernetes.runtime.interface import (
+    ContainerNotFound,
+    ContainerSpec,
+    ContainerState,
+    ContainerStatus,
+    ExecSpec,
+    ExitStatus,
+    ImagePullFailed,
+    LogLine,
+    PodRuntimeError,
+    PodSpec,
+    Process,
+    Runtime,
+    SandboxFailed,
+    SandboxNotFound,
+    SandboxState,
+    SandboxStatus,
+    StartFailed,
+    Stream,
+)
+from hypernetes.runtime.logs import LogWriter, read_logs
+from hypernetes.runtime.runsc import RUNSC_FAILED, Runsc, RunscError, decode_exit, last_error
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+CONTAINER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BOOT_TIMEOUT = 30.0
+START_TIMEOUT = 30.0
+KILL_TIMEOUT = 10.0
+# The sentry, gofers and the in-memory overlays are charged to the pod's cgroup.
+SANDBOX_OVERHEAD = 64 * 1024 * 1024
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    image: Image
+    id: str  # runsc's container id: <sandbox>_<name> (sandbox ids have no "_")
+    process: ocispec.ProcessConfig
+    status: ContainerStatus
+    log: LogWriter
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    main: SandboxProcess | None = None
+    tty: int | None = None  # pty master from --console-socket, until started
+
+
+@dataclass
+class _Sandbox:
+    pod: PodSpec
+    dir: Path
+    containers: dict[str, _Container]
+    cgroup: str
+    state: SandboxState = SandboxState.CREATING
+    message: str = ""
+    created_at: float = field(default_factory=time.time)
+    run: asyncio.subprocess.Process | None = None  # `runsc run` of the pause container
+    watcher: asyncio.Task[None] | None = None
+    execs: set[SandboxProcess] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    calls: int = 0
+
+    def errlog(self, what: str) -> Path:
+        self.calls += 1
+        return self.dir / "errors" / f"{what}-{self.calls}.json"
+
+
+class GVisor(Runtime):
+    name = "gvisor"
+
+    def __init__(self, root: Path, images: ImageStore, *, platform: str = "ptrace",
+                 die_with_parent: bool = False, ignore_cgroups: bool = False) -> None:
+        self.root = root / "gvisor"
+        self.images = images
+        self.runsc = Runsc(self.root / "state", platform, ignore_cgroups)
+        self._die_with_parent = die_with_parent
+        self._cgroups = not ignore_cgroups
+        # Pods of two runtimes on one host (tests, benchmarks) must not share cgroup names.
+        self._cgroup_prefix = "gvisor-" + hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+        self._sandboxes: dict[str, _Sandbox] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def create_sandbox(self, pod: PodSpec) -> SandboxStatus:
+        if not SANDBOX_ID.match(pod.id):
+            raise PodRuntimeError(f"invalid sandbox id {pod.id!r}")
+        if pod.id in self._sandboxes:
+            raise PodRuntimeError(f"sandbox {pod.id} already exists")
+        if not pod.containers:
+            raise PodRuntimeError("a pod needs at least one container")
+        names = [c.name for c in pod.containers]
+        if len(set(names)) != len(names) or not all(CONTAINER_NAME.match(n) for n in names):
+            raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
+        if not Runsc.available():
+            raise SandboxFailed("runsc not found: install Debian's runsc package")
+        images = await self._pull(pod)
+        rootfs = await self._unpack(images)
+        pause = await asyncio.to_thread(ensure_pause, self.root)
+        processes = {c.name: self._process(pod, c, images[c.name]) for c in pod.containers}
+
+        sandbox_dir = self.root / "sandboxes" / pod.id
+        await self._cleanup(pod.id, sandbox_dir)  # a previous crash's leftovers
+        sandbox_dir.mkdir(parents=True)
+        containers = {
+            c.name: _Container(
+                c, images[c.name], f"{pod.id}_{c.name}", processes[c.name],
+                ContainerStatus(name=c.name, image=c.image, image_id=images[c.name].digest),
+                LogWriter(sandbox_dir / "logs" / f"{c.name}.log"),
+            )
+            for c in pod.containers
+        }
+        sandbox = _Sandbox(pod, sandbox_dir, containers, f"/hypernetes/{self._cgroup_prefix}-{pod.id}")
+        self._sandboxes[pod.id] = sandbox
+        try:
+            mounts = self._etc_files(sandbox)
+            await self._boot(sandbox, pause)
+            for c in containers.values():
+                await self._create(sandbox, c, rootfs[c.image.id], mounts)
+        except BaseException:
+            await self._destroy(sandbox)
+            raise
+        sandbox.state = SandboxState.READY
+        sandbox.watcher = asyncio.create_task(self._watch(sandbox))
+        return self._status(sandbox)
+
+    async def _pull(self, pod: PodSpec) -> dict[str, Image]:
+        images: dict[str, Image] = {}
+        for c in pod.containers:
+            try:
+                images[c.name] = await asyncio.to_thread(self.images.ensure, c.image)
+            except ImageError as e:
+                raise ImagePullFailed(str(e)) from e
+        return images
+
+    async def _unpack(self, images: dict[str, Image]) -> dict[str, Path]:
+        rootfs: dict[str, Path] = {}
+        for image in images.values():
+            if image.id not in rootfs:
+                try:
+                    rootfs[image.id] = await asyncio.to_thread(
+                        ensure_rootfs, self.root / "rootfs", image.id, image.disk)
+                except RootfsError as e:
+                    raise ImagePullFailed(f"image {image.short_id}: {e}") from e
+        return rootfs
+
+    def _process(self, pod: PodSpec, spec: ContainerSpec, image: Image) -> ocispec.ProcessConfig:
+        """argv, env, user and cwd exactly as the hypervm runtime derives them."""
+        cfg = image.config
+        if spec.command is not None:
+            argv = [*spec.command, *(spec.args or ())]
+        else:
+            argv = [*cfg.entrypoint, *(spec.args if spec.args is not None else cfg.cmd)]
+        if not argv:
+            raise StartFailed(f"container {spec.name}: no command given and image has none")
+        try:
+            uid, gid, groups = resolve_user(image, spec.user or cfg.user or "0")
+        except ImageError as e:
+            raise StartFailed(f"container {spec.name}: {e}") from e
+        env = dict(kv.split("=", 1) for kv in cfg.env if "=" in kv)
+        env.setdefault("PATH", DEFAULT_PATH)
+        env["HOSTNAME"] = pod.hostname or pod.name
+        env.update(spec.env)
+        return ocispec.ProcessConfig(
+            args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
+            cwd=spec.working_dir or cfg.working_dir or "/", uid=uid, gid=gid, groups=groups,
+            terminal=spec.tty,
+        )
+
+    def _etc_files(self, sandbox: _Sandbox) -> tuple[ocispec.BindMount, ...]:
+        pod, net = sandbox.pod, sandbox.pod.network
+        etc = sandbox.dir / "etc"
+        etc.mkdir()
+        hostname = (pod.hostname or pod.name)[:63]
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost", f"127.0.1.1\t{hostname}", *net.hosts]
+        resolv = [f"nameserver {s}" for s in net.dns_servers]
+        if net.dns_search:
+            resolv.append("search " + " ".join(net.dns_search))
+        files = {"hosts": hosts, "hostname": [hostname], "resolv.conf": resolv}
+        for name, lines in files.items():
+            (etc / name).write_text("".join(f"{line}\n" for line in lines))
+        return tuple(ocispec.BindMount(etc / name, f"/etc/{name}") for name in files)
+
+    def _write_bundle(self, sandbox: _Sandbox, name: str, spec: dict[str, Any]) -> Path:
+        bundle = sandbox.dir / "bundles" / name
+        bundle.mkdir(parents=True, exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        return bundle
+
+    def _resources(self, sandbox: _Sandbox) -> ocispec.Resources:
+        """The pod's limits, as a Kubernetes pod cgroup: a resource is capped only if every
+        container caps it. runsc also sizes the sandbox's memory from this cgroup."""
+        specs = [c.spec for c in sandbox.containers.values()]
+        cpu = sum(s.cpu_limit_millis or 0 for s in specs)
+        memory = sum(s.memory_limit or 0 for s in specs)
+        return ocispec.Resources(
+            cpu_millis=cpu if all(s.cpu_limit_millis for s in specs) else None,
+            memory=memory + SANDBOX_OVERHEAD if all(s.memory_limit for s in specs) else None,
+            cgroups_path=sandbox.cgroup if self._cgroups else None,
+        )
+
+    async def _boot(self, sandbox: _Sandbox, pause: Path) -> None:
+        pod = sandbox.pod
+        spec = ocispec.container(ocispec.ContainerConfig(
+            root=pause, process=ocispec.ProcessConfig(args=("/pause",)),
+            hostname=(pod.hostname or pod.name)[:63],
+            annotations={ocispec.CONTAINER_TYPE: "sandbox", ocispec.SANDBOX_ID: pod.id},
+            resources=self._resources(sandbox),
+        ))
+        bundle = self._write_bundle(sandbox, "pause", spec)
+        errors = sandbox.errlog("run")
+        errors.parent.mkdir(exist_ok=True)
+        try:
+            # `run` (not create+start) keeps runsc attached: its sandbox gets PDEATHSIG from it,
+            # so with die_with_parent the whole pod goes if this process dies.
+            sandbox.run = await self.runsc.spawn(
+                "run", f"--bundle={bundle}", pod.id, log=errors, die_with_parent=self._die_with_parent)
+        except RunscError as e:
+            raise SandboxFailed(str(e)) from e
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while (state := await self.runsc.state_of(pod.id)) != "running":
+            if sandbox.run.returncode is not None or state == "stopped":
+                await sandbox.run.wait()
+                why = last_error(errors) or f"runsc run exited with status {sandbox.run.returncode}"
+                raise SandboxFailed(f"the sandbox did not start: {why}")
+            if time.monotonic() > deadline:
+                raise SandboxFailed(f"the sandbox did not start within {BOOT_TIMEOUT:.0f}s")
+            await asyncio.sleep(0.01)
+
+    async def _create(self, sandbox: _Sandbox, c: _Container, rootfs: Path,
+                      mounts: tuple[ocispec.BindMount, ...]) -> None:
+        spec = ocispec.container(ocispec.ContainerConfig(
+            root=rootfs, process=c.process, hostname=(sandbox.pod.hostname or sandbox.pod.name)[:63],
+            annotations={ocispec.CONTAINER_TYPE: "container", ocispec.SANDBOX_ID: sandbox.pod.id},
+            mounts=mounts,
+        ))
+        bundle = self._write_bundle(sandbox, c.spec.name, spec)
+        args = ["create", f"--bundle={bundle}"]
+        with contextlib.ExitStack() as stack:
+            console: socket.socket | None = None
+            if c.spec.tty:
+                # A short path: ROOT may be deeper than a Unix socket path allows.
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hn-gvisor-"))
+                console = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                console.bind(f"{tmp}/console")
+                console.listen(1)
+                args.append(f"--console-socket={tmp}/console")
+            try:
+                await self.runsc.call(*args, c.id)
+            except RunscError as e:
+                raise SandboxFailed(f"container {c.spec.name}: {e}") from e
+            if console is not None:
+                c.tty = _receive_fd(console)
+                set_winsize(c.tty, 24, 80)
+
+    async def _watch(self, sandbox: _Sandbox) -> None:
+        """A sandbox that ends on its own (killed, crashed) fails its containers."""
+        assert sandbox.run is not None
+        code = await sandbox.run.wait()
+        if sandbox.state is SandboxState.READY:
+            sandbox.state = SandboxState.FAILED
+            sandbox.message = f"the sandbox ended unexpectedly (runsc exited with status {code})"
+            log.warning("sandbox %s: %s", sandbox.pod.id, sandbox.message)
+        for c in sandbox.containers.values():
+            self._mark_lost(c, sandbox.message or "the sandbox stopped")
+
+    def _mark_lost(self, c: _Container, message: str) -> None:
+        if c.status.state in (ContainerState.RUNNING, ContainerState.CREATED) and c.main is None:
+            c.status.state = ContainerState.EXITED
+            c.status.reason, c.status.message = "SandboxExited", message
+            c.done.set()
+
+    async def start_container(self, sandbox_id: str, name: str, attach: bool = False) -> Process | None:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, name)
+        if c.status.state is not ContainerState.CREATED:
+            raise PodRuntimeError(f"container {name} was already started")
+        if sandbox.state is not SandboxState.READY:
+            raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
+        proc = SandboxProcess(self.runsc, c.id, c.log.write, attach)
+        errors = sandbox.errlog(f"start-{name}")
+        with contextlib.ExitStack() as fds:
+            if c.tty is not None:
+                stdio: list[int] = [os.open(os.devnull, os.O_RDWR)] * 3
+                fds.callback(os.close, stdio[0])
+            else:
+                stdin_r, stdin_w = os.pipe() if c.spec.stdin else (os.open(os.devnull, os.O_RDONLY), -1)
+                out_r, out_w = os.pipe()
+                err_r, err_w = os.pipe()
+                for fd in (stdin_r, out_w, err_w):
+                    fds.callback(os.close, fd)
+                readers = [(out_r, Stream.STDOUT), (err_r, Stream.STDERR)]
+                stdio = [stdin_r, out_w, err_w]
+            try:
+                runsc = await self.runsc.spawn("start", c.id, log=errors, stdin=stdio[0],
+                                               stdout=stdio[1], stderr=stdio[2])
+                code = await asyncio.wait_for(runsc.wait(), START_TIMEOUT)
+            except (RunscError, TimeoutError) as e:
+                code, why = RUNSC_FAILED, str(e) or "runsc start timed out"
+            else:
+                why = last_error(errors) or f"runsc start exited with status {code}"
+        if code != 0:
+            if c.tty is None:
+                for fd in (out_r, err_r, *([stdin_w] if stdin_w >= 0 else [])):
+                    os.close(fd)
+            c.status.state, c.status.reason, c.status.message = ContainerState.EXITED, "StartError", why
+            c.status.exit = ExitStatus(code=128)
+            c.log.flush_partial()
+            c.done.set()
+            raise StartFailed(f"container {name}: {why}")
+        if c.tty is not None:
+            proc.pump(os.dup(c.tty), Stream.STDOUT)
+            proc.set_stdin(c.tty if c.spec.stdin else None, tty=c.tty)
+            c.tty = None
+        else:
+            for fd, stream in readers:
+                proc.pump(fd, stream)
+            proc.set_stdin(stdin_w if stdin_w >= 0 else None)
+        c.main = proc
+        c.status.state, c.status.started_at = ContainerState.RUNNING, time.time()
+        self._spawn_task(sandbox, self._reap(sandbox, c, proc))
+        return proc if attach else None
+
+    async def _reap(self, sandbox: _Sandbox, c: _Container, proc: SandboxProcess) -> None:
+        status = ExitStatus()
+        try:
+            out = await self.runsc.call("wait", c.id, timeout=None)
+            status = decode_exit(int(json.loads(out)["exitStatus"]))
+        except (RunscError, ValueError, KeyError, TypeError) as e:
+            log.debug("container %s: runsc wait: %s", c.id, e)
+        await proc.finish(status)
+        c.log.flush_partial()
+        c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
+        if status.code is None and status.signal is None:
+            c.status.reason = "SandboxExited"
+            c.status.message = sandbox.message or "the sandbox stopped"
+        else:
+            c.status.reason = "Completed" if status.code == 0 else "Error"
+        c.done.set()
+
+    def _spawn_task(self, sandbox: _Sandbox, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        sandbox.tasks.add(task)
+        task.add_done_callback(sandbox.tasks.discard)
+
+    # --- exec ----------------------------------------------------------------------------------
+
+    async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, container)
+        if c.status.state is not ContainerState.RUNNING:
+            raise PodRuntimeError(f"container {container} is not running")
+        if not spec.command:
+            raise StartFailed(f"exec in {container}: empty command")
+        uid, gid, groups = c.process.uid, c.process.gid, c.process.groups
+        if spec.user is not None:
+            try:
+                uid, gid, groups = resolve_user(c.image, spec.user)
+            except ImageError as e:
+                raise StartFailed(str(e)) from e
+        env = dict(kv.split("=", 1) for kv in c.process.env)
+        env.update(spec.env)
+        pconf = ocispec.ProcessConfig(
+            args=spec.command, env=tuple(f"{k}={v}" for k, v in env.items()),
+            cwd=spec.working_dir or c.process.cwd, uid=uid, gid=gid, groups=groups,
+            terminal=spec.tty, rows=spec.rows, cols=spec.cols,
+        )
+        sandbox.calls += 1
+        base = sandbox.dir / "exec" / str(sandbox.calls)
+        base.mkdir(parents=True)
+        (base / "process.json").write_text(json.dumps(ocispec.process(pconf)))
+        proc = SandboxProcess(self.runsc, c.id, None, attach=True)
+        runsc = await self._spawn_exec(sandbox, c, proc, spec, base)
+        pid_file = base / "pid"
+        deadline = time.monotonic() + START_TIMEOUT
+        while not pid_file.exists() and runsc.returncode is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        with contextlib.suppress(OSError, ValueError):
+            proc.pid = int(pid_file.read_text())
+        if proc.pid is None:
+            with contextlib.suppress(ProcessLookupError):
+                runsc.kill()
+            await runsc.wait()
+            proc.abort()
+            why = last_error(base / "errors.json") or f"runsc exec exited with status {runsc.returncode}"
+            shutil.rmtree(base, ignore_errors=True)
+            raise StartFailed(f"exec in {container}: {why}")
+        sandbox.execs.add(proc)
+        self._spawn_task(sandbox, self._reap_exec(sandbox, proc, runsc, base))
+        return proc
+
+    async def _spawn_exec(self, sandbox: _Sandbox, c: _Container, proc: SandboxProcess,
+                          spec: ExecSpec, base: Path) -> asyncio.subprocess.Process:
+        args = ["exec", f"--internal-pid-file={base / 'pid'}", f"--process={base / 'process.json'}", c.id]
+        with contextlib.ExitStack() as fds:
+            if spec.tty:
+                master, slave = os.openpty()
+                fds.callback(os.close, slave)
+                set_winsize(master, spec.rows, spec.cols)
+                stdio = [slave] * 3
+                proc.pump(os.dup(master), Stream.STDOUT)
+                proc.set_stdin(master if spec.stdin else None, tty=master)
+            else:
+                stdin_r, stdin_w = os.pipe() if spec.stdin else (os.open(os.devnull, os.O_RDONLY), -1)
+                out_r, out_w = os.pipe()
+                err_r, err_w = os.pipe()
+                for fd in (stdin_r, out_w, err_w):
+                    fds.callback(os.close, fd)
+                stdio = [stdin_r, out_w, err_w]
+                proc.pump(out_r, Stream.STDOUT)
+                proc.pump(err_r, Stream.STDERR)
+                proc.set_stdin(stdin_w if stdin_w >= 0 else None)
+            try:
+                return await self.runsc.spawn(*args, log=base / "errors.json", stdin=stdio[0],
+                                              stdout=stdio[1], stderr=stdio[2])
+            except RunscError as e:
+                proc.abort()
+                raise StartFailed(f"exec in {c.spec.name}: {e}") from e
+
+    async def _reap_exec(self, sandbox: _Sandbox, proc: SandboxProcess,
+                         runsc: asyncio.subprocess.Process, base: Path) -> None:
+        code = await runsc.wait()
+        await proc.finish(decode_exit(code) if code >= 0 else ExitStatus())
+        sandbox.execs.discard(proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+    # --- stop and remove -----------------------------------------------------------------------
+
+    async def stop_sandbox(self, sandbox_id: str, grace_seconds: int | None = None) -> None:
+        sandbox = self._get(sandbox_id)
+        grace = sandbox.pod.termination_grace_seconds if grace_seconds is None else grace_seconds
+        was_ready = sandbox.state is SandboxState.READY
+        if sandbox.state in (SandboxState.READY, SandboxState.CREATING):
+            sandbox.state = SandboxState.STOPPED
+        running = [c for c in sandbox.containers.values() if c.status.state is ContainerState.RUNNING]
+        if was_ready and running and grace > 0:
+            for c in running:
+                with contextlib.suppress(RunscError):
+                    await self.runsc.kill(c.id, 15)
+            waits = [asyncio.create_task(c.done.wait()) for c in running]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for task in pending:
+                task.cancel()
+        await self._kill(sandbox)
+        for c in sandbox.containers.values():
+            self._mark_lost(c, "the sandbox was stopped")
+
+    async def _kill(self, sandbox: _Sandbox) -> None:
+        """SIGKILL everything, then let runsc delete its containers and the sandbox."""
+        if sandbox.run is not None and sandbox.run.returncode is None:
+            with contextlib.suppress(RunscError):
+                await self.runsc.kill(sandbox.pod.id, 9)
+            try:
+                await asyncio.wait_for(sandbox.run.wait(), KILL_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    sandbox.run.kill()
+                await sandbox.run.wait()
+        for c in sandbox.containers.values():
+            await self.runsc.delete(c.id)
+        await self.runsc.delete(sandbox.pod.id)
+        # Containers and execs see EOF or are cut after DRAIN_TIMEOUT by their reapers.
+        if sandbox.tasks:
+            await asyncio.wait(set(sandbox.tasks), timeout=KILL_TIMEOUT)
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            # Nothing known in memory; still clear what a crashed process may have left.
+            if SANDBOX_ID.match(sandbox_id):
+                await self._cleanup(sandbox_id, self.root / "sandboxes" / sandbox_id)
+            return
+        if sandbox.state is not SandboxState.STOPPED or (sandbox.run and sandbox.run.returncode is None):
+            await self.stop_sandbox(sandbox_id, grace_seconds=0)
+        await self._destroy(sandbox)
+
+    async def _destroy(self, sandbox: _Sandbox) -> None:
+        sandbox.state = SandboxState.STOPPED if sandbox.state is not SandboxState.FAILED else sandbox.state
+        await self._kill(sandbox)
+        if sandbox.watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await sandbox.watcher
+        for task in list(sandbox.tasks):
+            task.cancel()
+        await asyncio.gather(*sandbox.tasks, return_exceptions=True)
+        for proc in list(sandbox.execs):
+            proc.abort()
+        for c in sandbox.containers.values():
+            if c.main is not None:
+                c.main.abort()
+            if c.tty is not None:
+                os.close(c.tty)
+                c.tty = None
+            c.log.close()
+            c.done.set()
+        await self._cleanup(sandbox.pod.id, sandbox.dir)
+        self._sandboxes.pop(sandbox.pod.id, None)
+
+    async def _cleanup(self, sandbox_id: str, sandbox_dir: Path) -> None:
+        """Remove whatever runsc and we made for this sandbox id, known to us or not."""
+        state = self.runsc.state
+        suffix = f"_sandbox:{sandbox_id}.state"
+        ids = [p.name[: -len(suffix)] for p in state.glob(f"*{suffix}")] if state.is_dir() else []
+        for cid in sorted(ids, key=lambda i: i == sandbox_id):  # the sandbox's root last
+            await self.runsc.delete(cid)
+        _kill_leftovers(sandbox_dir)
+        for p in state.glob(f"*_sandbox:{sandbox_id}.*") if state.is_dir() else []:
+            p.unlink(missing_ok=True)
+        _remove_cgroup(f"/hypernetes/{self._cgroup_prefix}-{sandbox_id}")
+        shutil.rmtree(sandbox_dir, ignore_errors=True)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def _get(self, sandbox_id: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise SandboxNotFound(f"no sandbox {sandbox_id}")
+        return sandbox
+
+    def _container(self, sandbox: _Sandbox, name: str) -> _Container:
+        c = sandbox.containers.get(name)
+        if c is None:
+            raise ContainerNotFound(f"no container {name} in pod {sandbox.pod.name}")
+        return c
+
+    def _status(self, sandbox: _Sandbox) -> SandboxStatus:
+        return SandboxStatus(
+            id=sandbox.pod.id, name=sandbox.pod.name, namespace=sandbox.pod.namespace,
+            state=sandbox.state, runtime=self.name, message=sandbox.message,
+            containers=[c.status for c in sandbox.containers.values()],
+            created_at=sandbox.created_at,
+        )
+
+    async def status(self, sandbox_id: str) -> SandboxStatus:
+        return self._status(self._get(sandbox_id))
+
+    async def list_sandboxes(self) -> list[SandboxStatus]:
+        return [self._status(s) for s in self._sandboxes.values()]
+
+    async def logs(self, sandbox_id: str, container: str, follow: bool = False) -> AsyncIterator[LogLine]:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, container)
+        async for line in read_logs(c.log.path, follow, c.done):
+            yield line
+
+    async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
+        c = self._container(self._get(sandbox_id), container)
+        await c.done.wait()
+        return c.status
+
+
+def _receive_fd(console: socket.socket) -> int:
+    """The pty master runsc sent over the console socket during `runsc create`."""
+    console.settimeout(5.0)
+    try:
+        conn, _ = console.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    except OSError as e:
+        raise SandboxFailed(f"no terminal from runsc: {e}") from e
+    if not fds:
+        raise SandboxFailed("no terminal from runsc: nothing received on the console socket")
+    return fds[0]
+
+
+def runsc_processes_under(path: Path) -> list[int]:
+    """Pids of runsc processes (runsc, runsc-gofer, runsc-sandbox) whose command line mentions `path`."""
+    found = []
+    needle = str(path).encode() + b"/"
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"runsc") and needle in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def _kill_leftovers(sandbox_dir: Path) -> None:
+    # Bundles, logs and exec specs live under the sandbox dir: every runsc process of this pod
+    # but `runsc wait` (which ends with the sandbox) names it on its command line.
+    for pid in runsc_processes_under(sandbox_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, 9)
+
+
+def _remove_cgroup(path: str) -> None:
+    """runsc removes its cgroups on delete; after a crash they may stay (empty) behind."""
+    if not CGROUP_ROOT.is_dir():
+        return
+    for controller in CGROUP_ROOT.iterdir():
+        with contextlib.suppress(OSError):
+            (controller / path.lstrip("/")).rmdir()
