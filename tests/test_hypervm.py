@@ -226,3 +226,17 @@ async def test_adopt_drops_dead_vms(hypervm: HyperVM, busybox_ref: str, tmp_path
     again = HyperVM(hypervm.root.parent, hypervm.images, hypervm.kernels, die_with_parent=True)
     assert await again.adopt() == []
     assert not (hypervm.root / "p14").exists()
+
+
+async def test_restart_container_in_place(hypervm: HyperVM, busybox_ref: str) -> None:
+    """A restarted container gets a fresh writable layer and log; the previous log stays."""
+    script = "test -e /tmp/mark && echo second || { touch /tmp/mark; echo first; exit 3; }; sleep 600"
+    spec = pod("p15", ContainerSpec(name="main", image=busybox_ref, command=("sh", "-c", script)))
+    await hypervm.create_sandbox(spec)
+    await hypervm.start_container("p15", "main")
+    assert (await asyncio.wait_for(hypervm.wait_container("p15", "main"), 60)).exit == ExitStatus(code=3)
+    await hypervm.restart_container("p15", "main")
+    assert (await hypervm.status("p15")).containers[0].state is ContainerState.RUNNING
+    await asyncio.sleep(1)
+    assert [ln.data async for ln in hypervm.logs("p15", "main")] == [b"first"]  # fresh layer: no mark
+    assert [ln.data async for ln in hypervm.logs("p15", "main", previous=True)] == [b"first"]

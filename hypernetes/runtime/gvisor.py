@@ -486,6 +486,14 @@ class GVisor(Runtime):
 
     async def _kill(self, sandbox: _Sandbox) -> None:
         """SIGKILL everything, then let runsc delete its containers and the sandbox."""
+        running = [c for c in sandbox.containers.values() if c.main is not None and not c.done.is_set()]
+        if running and sandbox.run is not None and sandbox.run.returncode is None:
+            # Containers first: a `runsc wait` still waiting on one blocks `runsc run` from
+            # tearing the sandbox down when the pause container dies (10 s seen).
+            for c in running:
+                with contextlib.suppress(RunscError):
+                    await self.runsc.kill(c.id, 9, all_processes=True)
+            await asyncio.wait([asyncio.create_task(c.done.wait()) for c in running], timeout=KILL_TIMEOUT)
         if sandbox.run is not None and sandbox.run.returncode is None:
             with contextlib.suppress(RunscError):
                 await self.runsc.kill(sandbox.pod.id, 9)
@@ -576,9 +584,12 @@ class GVisor(Runtime):
     async def list_sandboxes(self) -> list[SandboxStatus]:
         return [self._status(s) for s in self._sandboxes.values()]
 
-    async def logs(self, sandbox_id: str, container: str, follow: bool = False) -> AsyncIterator[LogLine]:
+    async def logs(self, sandbox_id: str, container: str, follow: bool = False,
+                   previous: bool = False) -> AsyncIterator[LogLine]:
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, container)
+        if previous:
+            raise PodRuntimeError(f"container {container} has no previous instance")
         async for line in read_logs(c.log.path, follow, c.done):
             yield line
 

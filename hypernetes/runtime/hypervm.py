@@ -508,16 +508,52 @@ class HyperVM(Runtime):
     async def list_sandboxes(self) -> list[SandboxStatus]:
         return [self._status(s) for s in self._sandboxes.values()]
 
-    async def logs(self, sandbox_id: str, container: str, follow: bool = False) -> AsyncIterator[LogLine]:
+    async def logs(self, sandbox_id: str, container: str, follow: bool = False,
+                   previous: bool = False) -> AsyncIterator[LogLine]:
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, container)
+        if previous:
+            prev = _previous_log(c.log.path)
+            if not prev.exists():
+                raise PodRuntimeError(f'previous terminated container "{container}" not found')
+            async for line in read_logs(prev, follow=False):
+                yield line
+            return
         async for line in read_logs(c.log.path, follow, c.done):
             yield line
+
+    async def restart_container(self, sandbox_id: str, name: str) -> None:
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, name)
+        if c.status.state is not ContainerState.EXITED:
+            raise PodRuntimeError(f"container {name} has not exited")
+        try:
+            await sandbox.client.request(gp.MSG_REMOVE, gp.TLV().add_str(gp.TAG_CONTAINER_ID, name))
+        except AgentError as e:
+            log.info("remove of exited container %s: %s", name, e)  # it may never have started
+        except AgentUnavailable as e:
+            raise SandboxFailed(self._explain(sandbox, str(e))) from e
+        c.log.close()
+        prev = _previous_log(c.log.path)
+        prev.unlink(missing_ok=True)
+        prev.with_name(prev.name + ".1").unlink(missing_ok=True)
+        os.replace(c.log.path, prev)
+        rotated = c.log.path.with_name(c.log.path.name + ".1")
+        if rotated.exists():
+            os.replace(rotated, prev.with_name(prev.name + ".1"))
+        c.log = LogWriter(c.log.path)
+        c.main, c.done = None, asyncio.Event()
+        c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
+        await self.start_container(sandbox_id, name)
 
     async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
         c = self._container(self._get(sandbox_id), container)
         await c.done.wait()
         return c.status
+
+
+def _previous_log(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".log") + ".previous.log")
 
 
 def _kill_leftover(sandbox_dir: Path) -> None:

@@ -211,8 +211,19 @@ class Runtime(abc.ABC):
     async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process: ...
 
     @abc.abstractmethod
-    def logs(self, sandbox_id: str, container: str, follow: bool = False) -> AsyncIterator[LogLine]:
-        """The container's kept log, oldest first; with follow, then new lines as they come."""
+    def logs(self, sandbox_id: str, container: str, follow: bool = False,
+             previous: bool = False) -> AsyncIterator[LogLine]:
+        """The container's kept log, oldest first; with follow, then new lines as they come.
+        With previous, the log of the instance before the last restart."""
+
+    @abc.abstractmethod
+    async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
+        """Wait until the container's current instance has exited."""
+
+    async def restart_container(self, sandbox_id: str, name: str) -> None:
+        """Start a fresh instance of an exited container: a new writable layer and a new log;
+        the previous instance's log stays readable with `logs(previous=True)`."""
+        raise PodRuntimeError(f"the {self.name} runtime cannot restart containers in place")
 
 
 @dataclass(frozen=True)
