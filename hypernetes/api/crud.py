@@ -1,0 +1,511 @@
+"""Resource requests: get, list, watch, create, update, patch, delete and deletecollection on
+every kind the schema package declares, with upstream's semantics for resourceVersion,
+generation, selectors, limit/continue, dryRun, fieldManager and Status errors.
+
+Kind-specific knowledge (validation, defaults, patch merge keys, Table columns) comes from
+`hypernetes.api.schema`; this module is generic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import copy
+import json
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from hypernetes.api import apply, deletion, objects, schema
+from hypernetes.api.routing import (
+    JSON_CT,
+    PARTIAL_CT,
+    PARTIAL_LIST_CT,
+    TABLE_CT,
+    Target,
+    dry_run,
+    field_manager,
+    read_body,
+    respond,
+    truthy,
+    wants,
+)
+from hypernetes.api.selectors import Selectors, parse_field_selector, parse_label_selector
+from hypernetes.api.status import (
+    STALE,
+    ApiError,
+    already_exists,
+    bad_request,
+    conflict,
+    forbidden,
+    invalid,
+    method_not_allowed,
+    not_found,
+    too_old,
+    unsupported_media_type,
+)
+from hypernetes.api.tables import render_table
+from hypernetes.api.watch import WatchCaches, WatchRequest, error_line, initial_lines
+from hypernetes.api.watch import stream as stream_watch
+from hypernetes.store.interface import (
+    Compacted,
+    KeyExists,
+    KeyNotFound,
+    KeyValue,
+    RevisionConflict,
+    Store,
+)
+
+JSON = dict[str, Any]
+Mutate = Callable[[JSON], Awaitable[JSON]]
+
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+               "application/strategic-merge-patch+json")
+APPLY_TYPE = "application/apply-patch+yaml"
+MAX_LIMIT = 10000
+
+
+def _continue_token(rev: int, key: str) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rev, "start": key}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _parse_continue(token: str) -> tuple[int, str]:
+    try:
+        d = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return int(d["rv"]), str(d["start"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
+                          "(version meta.k8s.io/v1)") from None
+
+
+class Resources:
+    """The resource handlers; one per server, sharing the store and the watch caches."""
+
+    def __init__(self, store: Store, caches: WatchCaches, *, bookmark_every: float = 60.0) -> None:
+        self.store, self.caches = store, caches
+        self.bookmark_every = bookmark_every
+
+    # -- keys and reads ------------------------------------------------------------------------
+
+    @staticmethod
+    def key(t: Target, name: str | None = None) -> str:
+        name = name or t.name
+        assert name is not None
+        return objects.object_key(t.group, t.resource, t.namespace if t.kind.namespaced else None, name)
+
+    async def _get_kv(self, t: Target) -> KeyValue:
+        kv = await self.store.get(self.key(t))
+        if kv is None:
+            raise not_found(t.resource, t.name or "", t.group)
+        return kv
+
+    async def _check_namespace(self, t: Target) -> None:
+        """Objects can only be created in a namespace that exists and is not terminating."""
+        if not t.kind.namespaced or t.namespace is None:
+            return
+        kv = await self.store.get(objects.object_key("", "namespaces", None, t.namespace))
+        if kv is None:
+            raise not_found("namespaces", t.namespace)
+        if deletion.terminating(json.loads(kv.value)):
+            raise forbidden(
+                f'{t.resource} "{t.name or ""}" is forbidden: unable to create new content in namespace '
+                f'{t.namespace} because it is being terminated',
+                {"name": t.name or "", "kind": t.resource, "causes": [{
+                    "reason": "NamespaceTerminating", "field": "metadata.namespace",
+                    "message": f"namespace {t.namespace} is being terminated"}]})
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def _render_one(self, request: web.Request, t: Target, obj: JSON, status: int = 200) -> web.Response:
+        accept = request.headers.get("Accept")
+        if wants(accept, "Table"):
+            table = render_table(t.kind, [obj], request.query.get("includeObject"))
+            return respond(table, status, TABLE_CT)
+        if wants(accept, "PartialObjectMetadata"):
+            return respond(objects.partial_metadata(obj), status, PARTIAL_CT)
+        return respond(obj, status, accept=accept)
+
+    def _event_renderer(self, request: web.Request, t: Target) -> tuple[Callable[[JSON], JSON], bool]:
+        accept = request.headers.get("Accept")
+        if wants(accept, "Table"):
+            include = request.query.get("includeObject")
+            return (lambda o: render_table(t.kind, [o], include)), False
+        if wants(accept, "PartialObjectMetadata"):
+            return objects.partial_metadata, False
+        return (lambda o: o), True
+
+    # -- verbs ---------------------------------------------------------------------------------
+
+    async def get(self, request: web.Request, t: Target) -> web.StreamResponse:
+        kv = await self._get_kv(t)
+        return self._render_one(request, t, objects.decode(kv))
+
+    def _selectors(self, request: web.Request, t: Target) -> Selectors:
+        q = request.query
+        return Selectors(parse_label_selector(q.get("labelSelector")),
+                         parse_field_selector(q.get("fieldSelector"), t.group, t.kind.kind))
+
+    async def list_(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        sel = self._selectors(request, t)
+        try:
+            limit = max(0, min(int(q.get("limit") or 0), MAX_LIMIT))
+        except ValueError:
+            raise bad_request(f"invalid limit: {q.get('limit')!r}") from None
+        prefix = objects.key_prefix(t.group, t.resource, t.namespace if t.kind.namespaced else None)
+        revision, start = 0, ""
+        if q.get("continue"):
+            revision, start = _parse_continue(q["continue"])
+            if not start.startswith(prefix):
+                raise bad_request("continue key is not valid: it belongs to another list")
+        elif q.get("resourceVersion") not in (None, "", "0") and q.get("resourceVersionMatch") == "Exact":
+            revision = self._rv(q["resourceVersion"])
+        items, rev, more_key = await self._list_page(prefix, sel, start, limit, revision, t)
+        meta: JSON = {"resourceVersion": str(rev)}
+        if more_key:
+            meta["continue"] = _continue_token(rev, more_key)
+        accept = request.headers.get("Accept")
+        if wants(accept, "Table"):
+            table = render_table(t.kind, items, q.get("includeObject"))
+            table["metadata"] = meta
+            return respond(table, 200, TABLE_CT)
+        if wants(accept, "PartialObjectMetadataList"):
+            body = {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
+                    "items": [objects.partial_metadata(o) for o in items]}
+            return respond(body, 200, PARTIAL_LIST_CT)
+        body = {"kind": t.kind.kind + "List", "apiVersion": t.kind.api_version, "metadata": meta,
+                "items": items}
+        return respond(body, 200, accept=accept)
+
+    @staticmethod
+    def _rv(value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise bad_request(f'invalid resource version "{value}"') from None
+
+    async def _list_page(self, prefix: str, sel: Selectors, start: str, limit: int, revision: int,
+                         t: Target) -> tuple[list[JSON], int, str]:
+        """Up to `limit` matching objects after key `start`, all read at one revision; the key to
+        continue after ("" at the end). Filtering pages fill up by reading further, as upstream."""
+        name = sel.fields.exact_name()
+        if name is not None and not start and (not t.kind.namespaced or t.namespace):
+            # `fieldSelector=metadata.name=X` (kubectl delete/wait): one key, not a scan. A list (not
+            # a get) so that the returned revision is the one the key was read at.
+            try:
+                res = await self.store.list(prefix + name, limit=1, revision=revision)
+            except Compacted:
+                raise self._expired_continue(prefix, start) from None
+            rev = res.revision
+            objs = [objects.decode(kv, None) for kv in res.items if kv.key == prefix + name]
+            return [o for o in objs if sel.matches(o)], rev, ""
+        items: list[JSON] = []
+        rev = revision
+        while True:
+            want = (limit - len(items)) if limit else 0
+            batch = max(want, 100) if (limit and not sel.empty) else want
+            try:
+                res = await self.store.list(prefix, start_after=start, limit=batch, revision=rev)
+            except Compacted:
+                raise self._expired_continue(prefix, start) from None
+            rev = res.revision
+            for i, kv in enumerate(res.items):
+                obj = objects.decode(kv)
+                if sel.matches(obj):
+                    items.append(obj)
+                    if limit and len(items) >= limit:
+                        last = kv.key
+                        more = res.more or i < len(res.items) - 1
+                        return items, rev, last if more else ""
+            if not res.more or not res.items:
+                return items, rev, ""
+            start = res.items[-1].key
+
+    def _expired_continue(self, prefix: str, start: str) -> ApiError:
+        err = ApiError(410, "Expired",
+                       "The provided continue parameter is too old to display a consistent list "
+                       "result. You can start a new list without the continue parameter, or use "
+                       "the continue token in this response to retrieve the remainder of the "
+                       "results. Continuing with the provided token results in an inconsistent "
+                       "list - objects that were created, modified, or deleted between the time "
+                       "the first chunk was returned and now may show up in the list.")
+        err.details = None
+        return err
+
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        sel = self._selectors(request, t)
+        if t.name:  # the deprecated `GET .../pods/NAME?watch=true`
+            sel = Selectors(sel.labels, parse_field_selector(
+                f"metadata.name={t.name}" + (f",{q['fieldSelector']}" if q.get("fieldSelector") else ""),
+                t.group, t.kind.kind))
+        ns = t.namespace if t.kind.namespaced else None
+        prefix = objects.key_prefix(t.group, t.resource, None)
+        key_prefix = objects.key_prefix(t.group, t.resource, ns)
+        rv = q.get("resourceVersion")
+        send_initial = q.get("sendInitialEvents")
+        initial: list[JSON] = []
+        if rv in (None, "", "0") or truthy(send_initial):
+            if send_initial is not None and not truthy(send_initial) and rv in (None, ""):
+                after = await self.store.current_revision()
+            else:
+                items, after, _ = await self._list_page(key_prefix, sel, "", 0,
+                                                        0 if rv in (None, "", "0") else self._rv(rv), t)
+                initial = items
+        else:
+            after = self._rv(rv)
+        try:
+            timeout = float(q["timeoutSeconds"]) if "timeoutSeconds" in q else 1800 * (1 + random.random())
+        except ValueError:
+            raise bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']!r}") from None
+        render, plain = self._event_renderer(request, t)
+        av, kind = t.kind.api_version, t.kind.kind
+        bookmark = None
+        if truthy(q.get("allowWatchBookmarks")):
+            def bookmark(r: int) -> JSON:
+                return {"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": str(r)}}
+        wr = WatchRequest(prefix, key_prefix, after, initial, sel.matches, render, bookmark, timeout,
+                          self.bookmark_every, initial_events_end=truthy(send_initial), plain=plain)
+        resp = web.StreamResponse(status=200)
+        table = not plain and wants(request.headers.get("Accept"), "Table")
+        resp.headers["Content-Type"] = TABLE_CT if table else JSON_CT
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        if wr.initial or wr.initial_events_end:
+            await resp.write(initial_lines(wr))
+        try:
+            await stream_watch(resp, self.caches, wr)
+        except Compacted as e:
+            await resp.write(error_line(too_old(e.requested, e.compacted).status()))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _check_type(self, t: Target, obj: JSON) -> None:
+        av, kind = obj.get("apiVersion"), obj.get("kind")
+        if av and av != t.kind.api_version:
+            raise bad_request(f"the API version in the data ({av}) does not match the expected API "
+                              f"version ({t.kind.api_version})")
+        if kind and kind != t.kind.kind:
+            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind "
+                              f"({t.kind.kind})")
+        meta = obj.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        ns = (meta or {}).get("namespace")
+        if t.kind.namespaced and ns and t.namespace and ns != t.namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace "
+                              "sent on the request")
+
+    def _validate(self, t: Target, obj: JSON, old: JSON | None) -> None:
+        errors = schema.validate(t.kind, obj, old)
+        if errors:
+            causes = [{"reason": e.type, "message": e.message, "field": e.field} for e in errors]
+            raise invalid(t.kind.kind, (obj.get("metadata") or {}).get("name") or "", t.group, causes)
+
+    async def create(self, request: web.Request, t: Target) -> web.StreamResponse:
+        if t.kind.namespaced and t.namespace is None:
+            raise method_not_allowed("POST")
+        obj = await read_body(request)
+        self._check_type(t, obj)
+        obj = await self.prepare_create(t, obj, field_manager(request))
+        return await self.commit_create(request, t, obj)
+
+    async def prepare_create(self, t: Target, obj: JSON, manager: str) -> JSON:
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and not meta.get("generateName"):
+            raise invalid(t.kind.kind, "", t.group, [{
+                "reason": "FieldValueRequired", "field": "metadata.name",
+                "message": "Required value: name or generateName is required"}])
+        objects.stamp_create(obj, api_version=t.kind.api_version, kind=t.kind.kind,
+                             namespace=t.namespace if t.kind.namespaced else None)
+        t = Target(t.kind, t.namespace, meta["name"], None)
+        await self._check_namespace(t)
+        if t.kind.kind == "Namespace":
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            obj.setdefault("status", {})["phase"] = "Active"
+        schema.apply_defaults(t.kind, obj)
+        self._validate(t, obj, None)
+        apply.record_update(obj, None, manager, t.kind.api_version)
+        return obj
+
+    async def commit_create(self, request: web.Request, t: Target, obj: JSON) -> web.StreamResponse:
+        name = obj["metadata"]["name"]
+        if dry_run(request):
+            if await self.store.get(self.key(t, name)) is not None:
+                raise already_exists(t.resource, name, t.group)
+            return self._render_one(request, t, obj, 201)
+        try:
+            rev = await self.store.create(self.key(t, name), objects.encode(obj))
+        except KeyExists:
+            raise already_exists(t.resource, name, t.group) from None
+        obj["metadata"]["resourceVersion"] = str(rev)
+        return self._render_one(request, t, obj, 201)
+
+    async def update(self, request: web.Request, t: Target) -> web.StreamResponse:
+        body = await read_body(request, protobuf_ok=True)
+        self._check_type(t, body)
+        name = (body.get("metadata") or {}).get("name")
+        if name and name != t.name:
+            raise bad_request(f"the name of the object ({name}) does not match the name on the URL "
+                              f"({t.name})")
+        body.setdefault("metadata", {})["name"] = t.name
+        manager = field_manager(request)
+
+        async def mutate(cur: JSON) -> JSON:
+            new = copy.deepcopy(body)
+            rv = new["metadata"].get("resourceVersion")
+            if rv and rv != cur["metadata"]["resourceVersion"]:
+                raise conflict(t.resource, t.name or "", t.group, STALE)
+            return new
+
+        return await self.update_with(request, t, mutate, manager, conditional=bool(
+            body["metadata"].get("resourceVersion")))
+
+    async def patch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        raw = await request.read()
+        manager = field_manager(request)
+        if ctype == APPLY_TYPE:
+            if not request.query.get("fieldManager"):
+                raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: "
+                               "Required value: is required for apply patch")
+            return await apply.server_side_apply(self, request, t, raw, manager,
+                                                 force=truthy(request.query.get("force")))
+        if ctype not in PATCH_TYPES:
+            raise unsupported_media_type(ctype)
+
+        async def mutate(cur: JSON) -> JSON:
+            try:
+                new = schema.apply_patch(t.kind, copy.deepcopy(cur), raw, ctype)
+            except schema.PatchError as e:
+                raise ApiError(422 if "invalid" in str(e).lower() else 400, "BadRequest"
+                               if "invalid" not in str(e).lower() else "Invalid", str(e)) from None
+            rv = (new.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != cur["metadata"]["resourceVersion"]:
+                raise conflict(t.resource, t.name or "", t.group, STALE)
+            return new
+
+        return await self.update_with(request, t, mutate, manager, conditional=False)
+
+    async def update_with(self, request: web.Request, t: Target, mutate: Mutate, manager: str,
+                          *, conditional: bool, operation: str = "Update") -> web.StreamResponse:
+        obj = await self.update_object(t, mutate, manager, conditional=conditional,
+                                       operation=operation, dry_run=dry_run(request))
+        return self._render_one(request, t, obj)
+
+    async def update_object(self, t: Target, mutate: Mutate, manager: str, *, conditional: bool,
+                            operation: str = "Update", dry_run: bool = False) -> JSON:
+        """Read, mutate, write with compare-and-swap; unconditional changes retry on a race.
+        Returns the object as stored (or as it would be, for a dry run)."""
+        for _ in range(20):
+            kv = await self._get_kv(t)
+            cur = objects.decode(kv)
+            new = await mutate(copy.deepcopy(cur))
+            new = self.prepare_update(t, cur, new, manager, operation)
+            if new == cur or dry_run:
+                return new  # a no-op writes nothing (the resourceVersion stays), as upstream
+            try:
+                if deletion.finished(t.kind.kind, new):
+                    gone = await self.store.delete(kv.key, kv.mod_revision)
+                    new["metadata"]["resourceVersion"] = str(gone.mod_revision)
+                else:
+                    rev = await self.store.update(kv.key, objects.encode(new), kv.mod_revision)
+                    new["metadata"]["resourceVersion"] = str(rev)
+            except (RevisionConflict, KeyNotFound):
+                if conditional:
+                    raise conflict(t.resource, t.name or "", t.group, STALE) from None
+                continue
+            return new
+        raise conflict(t.resource, t.name or "", t.group, "too many concurrent updates")
+
+    def prepare_update(self, t: Target, cur: JSON, new: JSON, manager: str, operation: str) -> JSON:
+        if t.sub == "status":
+            # the status subresource changes status only
+            merged = copy.deepcopy(cur)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        elif t.sub == "finalize":
+            merged = copy.deepcopy(cur)
+            merged.setdefault("spec", {})["finalizers"] = (new.get("spec") or {}).get("finalizers") or []
+            new = merged
+        elif "status" in t.kind.subresources or t.kind.kind == "Namespace":
+            # the main resource cannot change status when a status subresource exists
+            if "status" in cur:
+                new["status"] = copy.deepcopy(cur["status"])
+            else:
+                new.pop("status", None)
+        objects.stamp_update(new, cur)
+        new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+        schema.apply_defaults(t.kind, new)
+        self._validate(Target(t.kind, t.namespace, t.name, None), new, cur)
+        if operation == "Update":
+            apply.record_update(new, cur, manager, t.kind.api_version, t.sub or "")
+        return new
+
+    async def delete(self, request: web.Request, t: Target) -> web.StreamResponse:
+        body: JSON | None = None
+        if request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise bad_request("DeleteOptions: invalid JSON body") from None
+        opts = deletion.parse_options(body, dict(request.query))
+        if dry_run(request):
+            opts = deletion.DeleteOptions(opts.grace, opts.propagation, opts.uid, opts.resource_version, True)
+        obj = await self.delete_one(t, opts)
+        return self._render_one(request, t, obj)
+
+    async def delete_one(self, t: Target, opts: deletion.DeleteOptions) -> JSON:
+        for _ in range(20):
+            kv = await self._get_kv(t)
+            cur = objects.decode(kv)
+            deletion.check_preconditions(cur, opts, t.resource, t.group)
+            plan = deletion.plan(t.kind.kind, cur, opts)
+            if opts.dry_run:
+                return plan.obj
+            try:
+                if plan.remove:
+                    gone = await self.store.delete(kv.key, kv.mod_revision)
+                    out = copy.deepcopy(plan.obj)
+                    out["metadata"]["resourceVersion"] = str(gone.mod_revision)
+                    return out
+                if plan.obj == cur:
+                    return cur
+                rev = await self.store.update(kv.key, objects.encode(plan.obj), kv.mod_revision)
+            except (RevisionConflict, KeyNotFound):
+                continue
+            plan.obj["metadata"]["resourceVersion"] = str(rev)
+            return plan.obj
+        raise conflict(t.resource, t.name or "", t.group, "too many concurrent updates")
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.StreamResponse:
+        sel = self._selectors(request, t)
+        opts = deletion.parse_options(None, dict(request.query))
+        if dry_run(request):
+            opts = deletion.DeleteOptions(opts.grace, opts.propagation, None, None, True)
+        prefix = objects.key_prefix(t.group, t.resource, t.namespace if t.kind.namespaced else None)
+        items, rev, _ = await self._list_page(prefix, sel, "", 0, 0, t)
+        out = []
+        for obj in items:
+            meta = obj["metadata"]
+            one = Target(t.kind, meta.get("namespace"), meta["name"], None)
+            try:
+                out.append(await self.delete_one(one, opts))
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        body = {"kind": t.kind.kind + "List", "apiVersion": t.kind.api_version,
+                "metadata": {"resourceVersion": str(rev)}, "items": out}
+        return respond(body)

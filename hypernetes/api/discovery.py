@@ -1,0 +1,217 @@
+"""Discovery and OpenAPI: /api, /apis (aggregated v2/v2beta1 when asked, legacy otherwise),
+/api/v1 and /apis/G/V (APIResourceList), /apis/G (APIGroup), /version, /openapi/v2 and
+/openapi/v3 (index + one document per group version). All derived from the schema package's
+KINDS, computed once per server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from typing import Any
+
+from aiohttp import web
+
+from hypernetes import __version__ as hn_version
+from hypernetes.api import schema
+from hypernetes.api.routing import parse_accept, respond
+from hypernetes.api.status import no_such_path, not_acceptable
+
+JSON = dict[str, Any]
+
+K8S_VERSION = (1, 32)  # the Kubernetes API level we follow
+AGG_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+AGG_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+SUB_KINDS = {"exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions",
+             "binding": "Binding", "eviction": "Eviction", "scale": "Scale", "proxy": "PodProxyOptions"}
+SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
+             "finalize": ["update"], "log": ["get"], "exec": ["create", "get"],
+             "attach": ["create", "get"], "binding": ["create"], "eviction": ["create"]}
+
+
+def _aggregated_version(wanted: str | None) -> str | None:
+    """"v2"/"v2beta1" if the Accept header prefers aggregated discovery, else None."""
+    for mt in parse_accept(wanted):
+        if mt.params.get("as") == "APIGroupDiscoveryList" and mt.params.get("g") == "apidiscovery.k8s.io":
+            if mt.params.get("v") in ("v2", "v2beta1"):
+                return mt.params["v"]
+            continue
+        return None
+    return None
+
+
+def _sub_kind(kind: schema.Kind, sub: str) -> JSON:
+    if sub == "scale":
+        return {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    if sub in SUB_KINDS:
+        return {"group": "" if sub != "eviction" else "policy", "version": "v1", "kind": SUB_KINDS[sub]}
+    return {"group": kind.group, "version": kind.version, "kind": kind.kind}
+
+
+class Discovery:
+    def __init__(self) -> None:
+        self.kinds = list(schema.KINDS)
+        self.group_versions: dict[str, list[schema.Kind]] = {}
+        for k in self.kinds:
+            self.group_versions.setdefault(k.api_version, []).append(k)
+        self._openapi_v3: dict[str, bytes] = {}
+        self._openapi_hash: dict[str, str] = {}
+
+    # -- aggregated ----------------------------------------------------------------------------
+
+    def _agg_resource(self, k: schema.Kind) -> JSON:
+        r: JSON = {"resource": k.plural,
+                   "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                   "scope": "Namespaced" if k.namespaced else "Cluster",
+                   "singularResource": k.singular, "verbs": sorted(k.verbs)}
+        if k.short_names:
+            r["shortNames"] = list(k.short_names)
+        if k.categories:
+            r["categories"] = list(k.categories)
+        subs = [{"subresource": s, "responseKind": _sub_kind(k, s), "verbs": SUB_VERBS.get(s, ["get"])}
+                for s in k.subresources]
+        if subs:
+            r["subresources"] = subs
+        return r
+
+    def aggregated(self, legacy: bool, version: str) -> JSON:
+        groups: dict[str, list[str]] = {}
+        for gv in self.group_versions:
+            group = gv.split("/")[0] if "/" in gv else ""
+            if (group == "") == legacy:
+                groups.setdefault(group, []).append(gv)
+        items = []
+        for group, gvs in groups.items():
+            versions = [{"version": gv.split("/")[-1], "freshness": "Current",
+                         "resources": [self._agg_resource(k) for k in self.group_versions[gv]]}
+                        for gv in gvs]
+            meta: JSON = {"creationTimestamp": None}
+            if group:
+                meta["name"] = group
+            items.append({"metadata": meta, "versions": versions})
+        return {"kind": "APIGroupDiscoveryList", "apiVersion": f"apidiscovery.k8s.io/{version}",
+                "metadata": {}, "items": items}
+
+    # -- legacy --------------------------------------------------------------------------------
+
+    def resource_list(self, gv: str) -> JSON:
+        kinds = self.group_versions.get(gv)
+        if kinds is None:
+            raise no_such_path()
+        resources = []
+        for k in kinds:
+            r: JSON = {"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+                       "kind": k.kind, "verbs": sorted(k.verbs)}
+            if k.short_names:
+                r["shortNames"] = list(k.short_names)
+            if k.categories:
+                r["categories"] = list(k.categories)
+            resources.append(r)
+            for s in k.subresources:
+                sk = _sub_kind(k, s)
+                sub: JSON = {"name": f"{k.plural}/{s}", "singularName": "", "namespaced": k.namespaced,
+                             "kind": sk["kind"], "verbs": SUB_VERBS.get(s, ["get"])}
+                if sk["group"] != k.group:
+                    sub["group"], sub["version"] = sk["group"], sk["version"]
+                resources.append(sub)
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+    def api_group(self, group: str) -> JSON:
+        gvs = [gv for gv in self.group_versions if gv.split("/")[0] == group and "/" in gv]
+        if not gvs:
+            raise no_such_path()
+        versions = [{"groupVersion": gv, "version": gv.split("/")[1]} for gv in gvs]
+        return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
+                "preferredVersion": versions[0]}
+
+    def group_list(self) -> JSON:
+        groups = []
+        seen: set[str] = set()
+        for gv in self.group_versions:
+            if "/" in gv and (g := gv.split("/")[0]) not in seen:
+                seen.add(g)
+                groups.append({k: v for k, v in self.api_group(g).items() if k not in ("kind", "apiVersion")})
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+    # -- OpenAPI -------------------------------------------------------------------------------
+
+    def openapi_doc(self, gv: str) -> bytes:
+        cached = self._openapi_v3.get(gv)
+        if cached is None:
+            doc: JSON = {"openapi": "3.0.0", "info": {"title": "Kubernetes",
+                                                      "version": f"v{K8S_VERSION[0]}.{K8S_VERSION[1]}.0"},
+                         "paths": {}, "components": {"schemas": {}}}
+            for k in self.group_versions[gv]:
+                part = schema.openapi_v3(k)
+                doc["paths"].update(part.get("paths") or {})
+                doc["components"]["schemas"].update((part.get("components") or {}).get("schemas") or {})
+            cached = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+            self._openapi_v3[gv] = cached
+            self._openapi_hash[gv] = hashlib.sha512(cached).hexdigest()[:128].upper()
+        return cached
+
+    @staticmethod
+    def openapi_path(gv: str) -> str:
+        return f"api/{gv}" if "/" not in gv else f"apis/{gv}"
+
+    def openapi_index(self) -> JSON:
+        paths = {}
+        for gv in self.group_versions:
+            self.openapi_doc(gv)
+            p = self.openapi_path(gv)
+            paths[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={self._openapi_hash[gv]}"}
+        return {"paths": paths}
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def api(self, request: web.Request) -> web.Response:
+        v = _aggregated_version(request.headers.get("Accept"))
+        if v:
+            return respond(self.aggregated(True, v), content_type=AGG_V2 if v == "v2" else AGG_V2BETA1)
+        host = request.host or "127.0.0.1"
+        return respond({"kind": "APIVersions", "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+
+    async def apis(self, request: web.Request) -> web.Response:
+        v = _aggregated_version(request.headers.get("Accept"))
+        if v:
+            return respond(self.aggregated(False, v), content_type=AGG_V2 if v == "v2" else AGG_V2BETA1)
+        return respond(self.group_list())
+
+    async def core_version(self, request: web.Request) -> web.Response:
+        return respond(self.resource_list(request.match_info["version"]))
+
+    async def group(self, request: web.Request) -> web.Response:
+        return respond(self.api_group(request.match_info["group"]))
+
+    async def group_version(self, request: web.Request) -> web.Response:
+        return respond(self.resource_list(f"{request.match_info['group']}/{request.match_info['version']}"))
+
+    async def version(self, request: web.Request) -> web.Response:
+        major, minor = K8S_VERSION
+        return respond({"major": str(major), "minor": str(minor),
+                        "gitVersion": f"v{major}.{minor}.0-hypernetes",
+                        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+                        "goVersion": f"python{platform.python_version()}", "compiler": "cpython",
+                        "platform": f"linux/{platform.machine()}", "hypernetesVersion": hn_version})
+
+    async def openapi_v3_index(self, request: web.Request) -> web.Response:
+        return respond(self.openapi_index())
+
+    async def openapi_v3_doc(self, request: web.Request) -> web.Response:
+        p = request.match_info["path"]
+        gv = p[len("api/"):] if p.startswith("api/") else p[len("apis/"):] if p.startswith("apis/") else ""
+        if gv not in self.group_versions:
+            raise no_such_path()
+        resp = web.Response(body=self.openapi_doc(gv), content_type="application/json")
+        if request.query.get("hash") == self._openapi_hash.get(gv):
+            resp.headers["Cache-Control"] = "public, immutable"  # the hash names this exact document
+        return resp
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        types = [mt.type for mt in parse_accept(request.headers.get("Accept"))]
+        if types and not any(t in ("application/json", "*/*") for t in types):
+            # kubectl asks v2 in protobuf only when v3 is missing: we always serve v3
+            raise not_acceptable(request.headers.get("Accept", ""))
+        return respond(schema.openapi_v2())

@@ -1,0 +1,160 @@
+"""Decoding the Kubernetes protobuf envelope for the few kinds kubectl's generators send that way
+(`kubectl create namespace|configmap|secret|serviceaccount`). kubectl does not retry with JSON
+after a 415, so without this those commands cannot work.
+
+Envelope: b"k8s\\x00" + runtime.Unknown{1: TypeMeta{1: apiVersion, 2: kind}, 2: raw,
+3: contentEncoding, 4: contentType}; `raw` is the typed message (field numbers from
+k8s.io/api/core/v1/generated.proto and apimachinery's meta/v1/generated.proto).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from hypernetes.api.status import ApiError, bad_request
+
+JSON = dict[str, Any]
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+MAGIC = b"k8s\x00"
+
+# A message spec: field number -> (json name, type, spec of sub-message or None).
+# Types: "str", "bytes" (base64 in JSON), "int", "bool", "msg", "time",
+# "[str]"/"[msg]" (repeated), "{str}"/"{bytes}" (map<string, string|bytes>).
+Spec = dict[int, tuple[str, str, Any]]
+
+OWNER_REF: Spec = {1: ("kind", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None),
+                   5: ("apiVersion", "str", None), 6: ("controller", "bool", None),
+                   7: ("blockOwnerDeletion", "bool", None)}
+OBJECT_META: Spec = {
+    1: ("name", "str", None), 2: ("generateName", "str", None), 3: ("namespace", "str", None),
+    5: ("uid", "str", None), 6: ("resourceVersion", "str", None), 7: ("generation", "int", None),
+    11: ("labels", "{str}", None), 12: ("annotations", "{str}", None),
+    13: ("ownerReferences", "[msg]", OWNER_REF), 14: ("finalizers", "[str]", None)}
+OBJECT_REF: Spec = {1: ("kind", "str", None), 2: ("namespace", "str", None), 3: ("name", "str", None),
+                    4: ("uid", "str", None), 5: ("apiVersion", "str", None),
+                    6: ("resourceVersion", "str", None), 7: ("fieldPath", "str", None)}
+
+KINDS: dict[tuple[str, str], Spec] = {
+    ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META),
+                          2: ("spec", "msg", {1: ("finalizers", "[str]", None)}),
+                          3: ("status", "msg", {1: ("phase", "str", None)})},
+    ("v1", "ConfigMap"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "{str}", None),
+                          3: ("binaryData", "{bytes}", None), 4: ("immutable", "bool", None)},
+    ("v1", "Secret"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "{bytes}", None),
+                       3: ("type", "str", None), 4: ("stringData", "{str}", None),
+                       5: ("immutable", "bool", None)},
+    ("v1", "ServiceAccount"): {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "[msg]", OBJECT_REF),
+                               3: ("imagePullSecrets", "[msg]", {1: ("name", "str", None)}),
+                               4: ("automountServiceAccountToken", "bool", None)},
+}
+UNKNOWN: Spec = {1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
+                 2: ("raw", "raw", None), 3: ("contentEncoding", "str", None),
+                 4: ("contentType", "str", None)}
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise _Malformed("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
+    """The raw (field number, value) pairs of one message; varints as int, the rest as bytes."""
+    out: list[tuple[int, int | bytes]] = []
+    i = 0
+    while i < len(buf):
+        tag, i = _varint(buf, i)
+        num, wire = tag >> 3, tag & 7
+        if wire == 0:
+            v, i = _varint(buf, i)
+            out.append((num, v))
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if i + n > len(buf):
+                raise _Malformed("truncated field")
+            out.append((num, buf[i:i + n]))
+            i += n
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            out.append((num, buf[i:i + n]))
+            i += n
+        else:
+            raise _Malformed(f"unsupported wire type {wire}")
+    return out
+
+
+def _bytes(v: int | bytes) -> bytes:
+    if not isinstance(v, bytes):
+        raise _Malformed("expected a length-delimited field")
+    return v
+
+
+def _time(buf: bytes) -> str:
+    seconds = 0
+    for num, v in _fields(buf):
+        if num == 1 and isinstance(v, int):
+            seconds = v
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _message(buf: bytes, spec: Spec) -> JSON:
+    obj: JSON = {}
+    for num, v in _fields(buf):
+        if num not in spec:
+            continue  # fields we do not model are server-set or unused by the generators
+        name, typ, sub = spec[num]
+        if typ == "str":
+            obj[name] = _bytes(v).decode()
+        elif typ == "raw":
+            obj[name] = _bytes(v)
+        elif typ == "bytes":
+            obj[name] = base64.b64encode(_bytes(v)).decode()
+        elif typ in ("int", "bool"):
+            if not isinstance(v, int):
+                raise _Malformed(f"{name}: expected a varint")
+            obj[name] = bool(v) if typ == "bool" else v
+        elif typ == "time":
+            obj[name] = _time(_bytes(v))
+        elif typ == "msg":
+            obj[name] = _message(_bytes(v), sub)
+        elif typ == "[str]":
+            obj.setdefault(name, []).append(_bytes(v).decode())
+        elif typ == "[msg]":
+            obj.setdefault(name, []).append(_message(_bytes(v), sub))
+        elif typ in ("{str}", "{bytes}"):
+            entry = dict(_fields(_bytes(v)))
+            key, val = _bytes(entry.get(1, b"")).decode(), _bytes(entry.get(2, b""))
+            obj.setdefault(name, {})[key] = val.decode() if typ == "{str}" else base64.b64encode(val).decode()
+    return obj
+
+
+def decode_protobuf(body: bytes) -> JSON:
+    """The JSON form of a protobuf-encoded object; 415 for kinds this server cannot decode."""
+    if not body.startswith(MAGIC):
+        raise bad_request("protobuf body without the k8s envelope")
+    try:
+        unknown = _message(body[len(MAGIC):], UNKNOWN)
+        tm = unknown.get("typeMeta") or {}
+        api_version, kind = tm.get("apiVersion", ""), tm.get("kind", "")
+        spec = KINDS.get((api_version, kind))
+        if spec is None:
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"protobuf is supported for {', '.join(k for _, k in KINDS)} only "
+                           f"(got {api_version} {kind}); send JSON (kubectl create -f / apply -f)")
+        obj = _message(unknown.get("raw", b""), spec)
+    except _Malformed as e:
+        raise bad_request(f"malformed protobuf body: {e}") from None
+    return {"apiVersion": api_version, "kind": kind, **obj}

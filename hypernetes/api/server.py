@@ -1,0 +1,259 @@
+"""The API server: an aiohttp application and its TLS listener.
+
+    app = create_app(store, authenticator=..., authorizer=..., pod_proxy=None)
+    runner = await serve(app, "127.0.0.1", 6443, tls)     # ... await runner.cleanup()
+
+Every request goes through one middleware: authenticate (401 Status), then the route, which
+authorizes (403 Status) once it knows what is addressed; errors become metav1.Status bodies and
+every request is counted in /metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hypernetes.api import objects
+from hypernetes.api.authn import Authenticator, UserInfo
+from hypernetes.api.authz import Attributes, Authorizer, forbidden_message
+from hypernetes.api.crud import Resources
+from hypernetes.api.discovery import Discovery
+from hypernetes.api.metrics import Metrics
+from hypernetes.api.routing import Target, error_response, parse_target, truthy, verb_of
+from hypernetes.api.status import (
+    ApiError,
+    forbidden,
+    internal,
+    method_not_allowed,
+    no_such_path,
+    unauthorized,
+)
+from hypernetes.api.subresources import PodProxy, Subresources
+from hypernetes.api.watch import WatchCaches
+from hypernetes.auth.ca import TLSFiles
+from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version"))
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+USER = web.RequestKey("user", UserInfo)
+METRIC = web.RequestKey("metric", tuple[str, str, str])
+
+
+class CountingStore(Store):
+    """Counts store operations for /metrics; otherwise the wrapped store."""
+
+    def __init__(self, inner: Store, metrics: Metrics) -> None:
+        self.inner, self._ops = inner, metrics.store_ops
+
+    async def get(self, key: str) -> KeyValue | None:
+        self._ops["get"] += 1
+        return await self.inner.get(key)
+
+    async def list(self, prefix: str, *, start_after: str = "", limit: int = 0,
+                   revision: int = 0) -> ListResult:
+        self._ops["list"] += 1
+        return await self.inner.list(prefix, start_after=start_after, limit=limit, revision=revision)
+
+    async def create(self, key: str, value: bytes) -> int:
+        self._ops["create"] += 1
+        return await self.inner.create(key, value)
+
+    async def update(self, key: str, value: bytes, expected_revision: int) -> int:
+        self._ops["update"] += 1
+        return await self.inner.update(key, value, expected_revision)
+
+    async def delete(self, key: str, expected_revision: int = 0) -> KeyValue:
+        self._ops["delete"] += 1
+        return await self.inner.delete(key, expected_revision)
+
+    def watch(self, prefix: str, from_revision: int) -> AsyncIterator[Event]:
+        self._ops["watch"] += 1
+        return self.inner.watch(prefix, from_revision)
+
+    async def current_revision(self) -> int:
+        return await self.inner.current_revision()
+
+    async def compact(self, revision: int) -> None:
+        self._ops["compact"] += 1
+        await self.inner.compact(revision)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass
+class ApiServer:
+    store: Store
+    authenticator: Authenticator
+    authorizer: Authorizer
+    caches: WatchCaches
+    resources: Resources
+    subresources: Subresources
+    discovery: Discovery
+    metrics: Metrics
+
+    async def authorize(self, user: UserInfo, attrs: Attributes) -> None:
+        decision = await self.authorizer.authorize(attrs)
+        if not decision.allowed:
+            details = None
+            if attrs.resource_request:
+                details = {"name": attrs.name, "kind": attrs.resource}
+                if attrs.api_group:
+                    details["group"] = attrs.api_group
+            raise forbidden(forbidden_message(attrs) + (f": {decision.reason}" if decision.reason else ""),
+                            details)
+
+    async def resource(self, request: web.Request) -> web.StreamResponse:
+        mi = request.match_info
+        t = parse_target(mi.get("group", ""), mi["version"], mi["tail"])
+        watch = "watch" in request.query and truthy(request.query.get("watch"))
+        verb = verb_of(request.method, t, watch)
+        if t.sub in ("exec", "attach"):
+            verb = "create"  # upstream authorizes these connect requests as create (since 1.30)
+        request[METRIC] = (verb.upper() if t.sub not in ("exec", "attach", "log") else "CONNECT",
+                             t.resource, t.sub or "")
+        user = request[USER]
+        await self.authorize(user, Attributes(user, verb, True, request.path, t.group, t.kind.version,
+                                              t.resource, t.sub or "", t.namespace or "", t.name or ""))
+        if t.sub:
+            return await self.subresources.handle(request, t)
+        return await self._dispatch(request, t, verb)
+
+    async def _dispatch(self, request: web.Request, t: Target, verb: str) -> web.StreamResponse:
+        if verb not in t.kind.verbs:
+            raise method_not_allowed(request.method)
+        r = self.resources
+        handlers: dict[str, Callable[[web.Request, Target], Awaitable[web.StreamResponse]]] = {
+            "get": r.get, "list": r.list_, "watch": r.watch, "create": r.create, "update": r.update,
+            "patch": r.patch, "delete": r.delete, "deletecollection": r.delete_collection}
+        handler = handlers.get(verb)
+        if handler is None or (verb == "create" and t.name):
+            raise method_not_allowed(request.method)
+        return await handler(request, t)
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics.render(), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    @staticmethod
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/plain")
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        raise no_such_path()
+
+    # -- the middleware ------------------------------------------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.monotonic()
+        resp: web.StreamResponse
+        try:
+            if request.path not in PUBLIC_PATHS:
+                user = await self.authenticator.authenticate(request.headers)
+                if user is None:
+                    raise unauthorized()
+                request[USER] = user
+                if not request.path.startswith(("/api/", "/apis/")) or request.path.count("/") <= 3:
+                    await self.authorize(user, Attributes(user, request.method.lower(), False, request.path))
+            resp = await handler(request)
+        except ApiError as e:
+            resp = error_response(e)
+        except web.HTTPNotFound:
+            resp = error_response(no_such_path())
+        except web.HTTPMethodNotAllowed:
+            resp = error_response(method_not_allowed(request.method))
+        except web.HTTPException:
+            raise
+        except Exception as e:
+            log.exception("%s %s failed", request.method, request.path)
+            resp = error_response(internal(str(e)))
+        verb, resource, sub = request.get(METRIC, (request.method, "", ""))
+        self.metrics.observe(verb, resource, sub, resp.status, time.monotonic() - start)
+        return resp
+
+
+APP_KEY = web.AppKey("hypernetes.api", ApiServer)
+
+
+def create_app(store: Store, *, authenticator: Authenticator, authorizer: Authorizer,
+               pod_proxy: PodProxy | None, bookmark_every: float = 60.0,
+               watch_queue_limit: int = 1000) -> web.Application:
+    """The API server application over `store`. Default namespaces are created on startup."""
+    metrics = Metrics()
+    counted = CountingStore(store, metrics)
+    caches = WatchCaches(counted, queue_limit=watch_queue_limit)
+    resources = Resources(counted, caches, bookmark_every=bookmark_every)
+    server = ApiServer(counted, authenticator, authorizer, caches, resources,
+                       Subresources(resources, pod_proxy), Discovery(), metrics)
+    metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
+    app = web.Application(middlewares=[server.middleware], client_max_size=3 * 1024 * 1024)
+    app[APP_KEY] = server
+    d = server.discovery
+    app.router.add_get("/healthz", server.ok)
+    app.router.add_get("/livez", server.ok)
+    app.router.add_get("/readyz", server.ok)
+    app.router.add_get("/version", d.version)
+    app.router.add_get("/metrics", server.metrics_text)
+    app.router.add_get("/api", d.api)
+    app.router.add_get("/apis", d.apis)
+    app.router.add_get("/api/{version}", d.core_version)
+    app.router.add_get("/apis/{group}", d.group)
+    app.router.add_get("/apis/{group}/{version}", d.group_version)
+    app.router.add_route("*", "/api/{version}/{tail:.+}", server.resource)
+    app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", server.resource)
+    app.router.add_get("/openapi/v2", d.openapi_v2)
+    app.router.add_get("/openapi/v3", d.openapi_v3_index)
+    app.router.add_get("/openapi/v3/{path:.+}", d.openapi_v3_doc)
+    app.router.add_route("*", "/{tail:.*}", server.not_found)
+    app.on_startup.append(_bootstrap)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _bootstrap(app: web.Application) -> None:
+    server = app[APP_KEY]
+    from hypernetes.api import schema
+    kind = schema.kind_for("", "v1", "namespaces")
+    assert kind is not None
+    for name in DEFAULT_NAMESPACES:
+        t = Target(kind, None, name, None)
+        if await server.store.get(server.resources.key(t)) is not None:
+            continue
+        obj = await server.resources.prepare_create(t, {"metadata": {"name": name}}, "hypernetes")
+        with contextlib.suppress(KeyExists):  # another server process made it
+            await server.store.create(server.resources.key(t), objects.encode(obj))
+
+
+async def _cleanup(app: web.Application) -> None:
+    await app[APP_KEY].caches.close()
+
+
+def server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    return ctx
+
+
+async def serve(app: web.Application, host: str, port: int, tls: TLSFiles) -> web.AppRunner:
+    """Listen with TLS on host:port (0 = any free port; see `bound_port`). Stop with
+    `await runner.cleanup()`."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(tls), backlog=512)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    return int(runner.addresses[0][1])

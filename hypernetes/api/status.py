@@ -1,0 +1,124 @@
+"""metav1.Status errors: every failure the API returns is one of these, as upstream words them.
+
+kubectl prints `message` verbatim and branches on `reason`/`code` (apply decides create vs patch
+on a 404 NotFound), so the wording follows kube-apiserver's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class ApiError(Exception):
+    """An error that becomes a metav1.Status response."""
+
+    def __init__(self, code: int, reason: str, message: str, details: JSON | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+    def status(self) -> JSON:
+        return status_body(self.code, self.reason, self.message, self.details)
+
+
+def status_body(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:
+    body: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                  "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+def success(details: JSON | None = None) -> JSON:
+    body: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    if details:
+        body["details"] = details
+    return body
+
+
+def _details(resource: str, name: str, group: str) -> JSON:
+    d: JSON = {"name": name, "kind": resource}
+    if group:
+        d["group"] = group
+    return d
+
+
+def qualified(resource: str, group: str) -> str:
+    """`pods` or `deployments.apps`: how upstream names a resource in messages."""
+    return f"{resource}.{group}" if group else resource
+
+
+def not_found(resource: str, name: str, group: str = "") -> ApiError:
+    return ApiError(404, "NotFound", f'{qualified(resource, group)} "{name}" not found',
+                    _details(resource, name, group))
+
+
+def already_exists(resource: str, name: str, group: str = "") -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{qualified(resource, group)} "{name}" already exists',
+                    _details(resource, name, group))
+
+
+def conflict(resource: str, name: str, group: str, why: str) -> ApiError:
+    return ApiError(409, "Conflict",
+                    f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {why}',
+                    _details(resource, name, group))
+
+
+STALE = "the object has been modified; please apply your changes to the latest version and try again"
+
+
+def invalid(kind: str, name: str, group: str, causes: list[JSON]) -> ApiError:
+    summary = ", ".join(f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"])
+                        for c in causes)
+    if len(causes) > 1:
+        summary = f"[{summary}]"
+    details: JSON = {"name": name, "kind": kind, "causes": causes}
+    if group:
+        details["group"] = group
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def forbidden(message: str, details: JSON | None = None) -> ApiError:
+    return ApiError(403, "Forbidden", message, details)
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def method_not_allowed(method: str) -> ApiError:
+    return ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
+                    f"requested resource ({method})")
+
+
+def not_acceptable(accept: str) -> ApiError:
+    return ApiError(406, "NotAcceptable", f"only the following media types are accepted: "
+                    f"application/json, application/yaml (asked for {accept})")
+
+
+def unsupported_media_type(content_type: str) -> ApiError:
+    return ApiError(415, "UnsupportedMediaType",
+                    f'the body of the request was in an unknown format - accepted media types '
+                    f'include: application/json, application/yaml, application/vnd.kubernetes.protobuf '
+                    f'(got "{content_type}")')
+
+
+def gone(message: str) -> ApiError:
+    return ApiError(410, "Expired", message)
+
+
+def no_such_path() -> ApiError:
+    return ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def internal(message: str) -> ApiError:
+    return ApiError(500, "InternalError", f"Internal error occurred: {message}")
+
+
+def too_old(requested: int, oldest: int) -> ApiError:
+    return gone(f"too old resource version: {requested} ({oldest})")

@@ -1,0 +1,377 @@
+"""Subresources other than status/finalize (which crud.py treats as restricted updates):
+pods/log, pods/exec and pods/attach (proxied to the node agent through `PodProxy`),
+pods/binding, pods/eviction, and the scale subresource of deployments and replicasets.
+
+exec/attach speak the WebSocket channel protocol kubectl and the Python client use
+(`v5.channel.k8s.io`, `v4.channel.k8s.io`): binary messages whose first byte is the channel,
+0 stdin, 1 stdout, 2 stderr, 3 error (a metav1.Status, with the exit code), 4 resize
+(`{"Width":W,"Height":H}`), and in v5 255 "close" (payload: the channel closed, 0 = stdin EOF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from hypernetes.api import deletion, objects
+from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
+from hypernetes.api.status import ApiError, bad_request, conflict, not_found, success, unsupported_media_type
+
+if TYPE_CHECKING:
+    from hypernetes.api.crud import Resources
+
+JSON = dict[str, Any]
+log = logging.getLogger(__name__)
+
+CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+class PodProxyError(Exception):
+    """The node agent cannot serve the request (pod not running, no such container, ...);
+    the message is shown to the user."""
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    follow: bool = False
+    tail_lines: int | None = None
+    since_seconds: int | None = None
+    since_time: str | None = None
+    timestamps: bool = False
+    previous: bool = False
+    limit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class TerminalSize:
+    width: int
+    height: int
+
+
+class StreamIO:
+    """The client's side of an exec/attach session, as the node agent sees it."""
+
+    def __init__(self, ws: web.WebSocketResponse, *, stdin: bool, stdout: bool, stderr: bool,
+                 tty: bool) -> None:
+        self._ws = ws
+        self.stdin, self.stdout, self.stderr, self.tty = stdin, stdout, stderr, tty
+        self._stdin: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.resize: asyncio.Queue[TerminalSize] = asyncio.Queue()
+        self._eof = not stdin
+
+    async def read_stdin(self) -> bytes | None:
+        """The next chunk of stdin; None at EOF (or when stdin was not asked for)."""
+        if self._eof:
+            return None
+        data = await self._stdin.get()
+        if data is None:
+            self._eof = True
+        return data
+
+    async def write_stdout(self, data: bytes) -> None:
+        if self.stdout and data:
+            await self._send(STDOUT, data)
+
+    async def write_stderr(self, data: bytes) -> None:
+        if data:
+            # with a TTY stderr is merged into stdout; kubectl drops channel 2 then
+            await self._send(STDOUT if self.tty else STDERR, data)
+
+    async def _send(self, channel: int, data: bytes) -> None:
+        if not self._ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await self._ws.send_bytes(bytes([channel]) + data)
+
+    def feed(self, channel: int, payload: bytes) -> None:
+        if channel == STDIN and not self._eof:
+            self._stdin.put_nowait(payload)
+        elif channel == RESIZE:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                size = json.loads(payload)
+                self.resize.put_nowait(TerminalSize(int(size["Width"]), int(size["Height"])))
+        elif channel == CLOSE and payload[:1] == bytes([STDIN]):
+            self._stdin.put_nowait(None)
+
+    def close_stdin(self) -> None:
+        self._stdin.put_nowait(None)
+
+
+class PodProxy(Protocol):
+    """What the node agent provides for a pod's streams (the apiserver → kubelet proxy)."""
+
+    def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        """The container's log; with follow=True until the container exits. PodProxyError if the
+        log cannot be read."""
+        ...
+
+    async def exec(self, pod: JSON, container: str, command: list[str], io: StreamIO) -> int:
+        """Run `command` in the container; return its exit code."""
+        ...
+
+    async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
+        """Attach to the container's main process; return its exit code when it ends."""
+        ...
+
+
+def exit_status(code: int) -> JSON:
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: exit status {code}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+def _container(pod: JSON, wanted: str | None) -> str:
+    spec = pod.get("spec") or {}
+    names = [c.get("name", "") for c in spec.get("containers") or []]
+    names_all = names + [c.get("name", "") for c in spec.get("initContainers") or []] + \
+        [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
+    name = pod["metadata"]["name"]
+    if wanted:
+        if wanted not in names_all:
+            raise bad_request(f"container {wanted} is not valid for pod {name}")
+        return wanted
+    if len(names) == 1:
+        return str(names[0])
+    raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                      f"[{' '.join(names)}]")
+
+
+def _int(q: Any, name: str) -> int | None:
+    v = q.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise bad_request(f"invalid {name}: {v!r}") from None
+
+
+class Subresources:
+    def __init__(self, resources: Resources, proxy: PodProxy | None) -> None:
+        self.res, self.proxy = resources, proxy
+
+    async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
+        sub, method = t.sub, request.method
+        if sub in ("status", "finalize"):
+            if method == "GET":
+                return await self.res.get(request, t)
+            if method == "PUT":
+                return await self.res.update(request, t)
+            if method == "PATCH":
+                return await self.res.patch(request, t)
+        elif sub == "scale":
+            return await self.scale(request, t)
+        elif sub == "binding" and method == "POST":
+            return await self.binding(request, t)
+        elif sub == "eviction" and method == "POST":
+            return await self.eviction(request, t)
+        elif sub == "log" and method == "GET":
+            return await self.logs(request, t)
+        elif sub in ("exec", "attach") and method in ("GET", "POST"):
+            return await self.stream(request, t)
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
+                       f"requested resource ({method} {t.resource}/{sub})")
+
+    async def _pod(self, t: Target) -> JSON:
+        kv = await self.res.store.get(self.res.key(t))
+        if kv is None:
+            raise not_found(t.resource, t.name or "", t.group)
+        return objects.decode(kv)
+
+    def _need_proxy(self) -> PodProxy:
+        if self.proxy is None:
+            raise ApiError(503, "ServiceUnavailable", "no node agent is connected to serve pod streams")
+        return self.proxy
+
+    async def logs(self, request: web.Request, t: Target) -> web.StreamResponse:
+        pod = await self._pod(t)
+        q = request.query
+        container = _container(pod, q.get("container"))
+        opts = LogOptions(follow=truthy(q.get("follow")), tail_lines=_int(q, "tailLines"),
+                          since_seconds=_int(q, "sinceSeconds"), since_time=q.get("sinceTime"),
+                          timestamps=truthy(q.get("timestamps")), previous=truthy(q.get("previous")),
+                          limit_bytes=_int(q, "limitBytes"))
+        proxy = self._need_proxy()
+        chunks = proxy.logs(pod, container, opts)
+        try:
+            first = await anext(chunks, None)  # errors before any output become a Status
+        except PodProxyError as e:
+            raise bad_request(str(e)) from None
+        resp = web.StreamResponse(status=200)
+        resp.headers["Content-Type"] = "text/plain"
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            if first:
+                await resp.write(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+        except PodProxyError as e:
+            log.info("log stream of %s/%s ended: %s", t.namespace, t.name, e)
+        except ConnectionResetError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await chunks.aclose()  # type: ignore[attr-defined]
+        return resp
+
+    async def stream(self, request: web.Request, t: Target) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise bad_request("Upgrade request required: exec and attach are served over WebSocket "
+                              "(v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported")
+        pod = await self._pod(t)
+        q = request.query
+        container = _container(pod, q.get("container"))
+        command = q.getall("command", [])
+        if t.sub == "exec" and not command:
+            raise bad_request("you must specify at least 1 command")
+        stdin, stdout, stderr, tty = (truthy(q.get(k)) for k in ("stdin", "stdout", "stderr", "tty"))
+        if not (stdin or stdout or stderr):
+            raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
+        if tty and stderr:
+            stderr = False  # a TTY merges stderr into stdout, as upstream
+        proxy = self._need_proxy()
+        ws = web.WebSocketResponse(protocols=CHANNEL_PROTOCOLS, autoping=True)
+        await ws.prepare(request)
+        v5 = ws.ws_protocol == "v5.channel.k8s.io"
+        io = StreamIO(ws, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
+        reader = asyncio.create_task(self._read_client(ws, io, v5))
+        try:
+            if t.sub == "exec":
+                code = await proxy.exec(pod, container, command, io)
+            else:
+                code = await proxy.attach(pod, container, io)
+            status = exit_status(code)
+        except PodProxyError as e:
+            status = {"metadata": {}, "status": "Failure", "message": str(e), "reason": "InternalError",
+                      "code": 500}
+        except Exception as e:
+            log.exception("%s in %s/%s failed", t.sub, t.namespace, t.name)
+            status = {"metadata": {}, "status": "Failure", "message": f"{t.sub} failed: {e}",
+                      "reason": "InternalError", "code": 500}
+        finally:
+            reader.cancel()
+        if not ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
+                await ws.close()
+        return ws
+
+    @staticmethod
+    async def _read_client(ws: web.WebSocketResponse, io: StreamIO, v5: bool) -> None:
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY and msg.data:
+                    ch = msg.data[0]
+                    if ch == CLOSE and not v5:
+                        continue
+                    io.feed(ch, msg.data[1:])
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        finally:
+            io.close_stdin()
+
+    async def binding(self, request: web.Request, t: Target) -> web.StreamResponse:
+        body = await read_body(request)
+        target = body.get("target") or {}
+        node = target.get("name")
+        if not node:
+            raise ApiError(422, "Invalid", 'Binding "" is invalid: target.name: Required value')
+        ns = (body.get("metadata") or {}).get("namespace")
+        if ns and ns != t.namespace:
+            raise bad_request("the namespace of the provided object does not match the namespace sent "
+                              "on the request")
+        pod_t = Target(t.kind, t.namespace, t.name, None)
+
+        async def bind(cur: JSON) -> JSON:
+            if cur["metadata"].get("deletionTimestamp"):
+                raise conflict(t.resource, t.name or "", t.group, "pod is being deleted, cannot be assigned "
+                               "to a host")
+            current = (cur.get("spec") or {}).get("nodeName")
+            if current:
+                raise conflict(t.resource, t.name or "", t.group,
+                               f"pod {t.name} is already assigned to node \"{current}\"")
+            cur.setdefault("spec", {})["nodeName"] = node
+            annotations = (body.get("metadata") or {}).get("annotations")
+            if annotations:
+                cur["metadata"].setdefault("annotations", {}).update(annotations)
+            return cur
+
+        await self.res.update_with(request, pod_t, bind, field_manager(request), conditional=False)
+        return respond(success(), 201)
+
+    async def eviction(self, request: web.Request, t: Target) -> web.StreamResponse:
+        body = await read_body(request)
+        opts = deletion.parse_options(body.get("deleteOptions"), dict(request.query))
+        await self.res.delete_one(Target(t.kind, t.namespace, t.name, None), opts)
+        return respond(success(), 201)
+
+    # -- scale (autoscaling/v1 Scale) -----------------------------------------------------------
+
+    @staticmethod
+    def _scale_of(obj: JSON) -> JSON:
+        meta = obj["metadata"]
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        labels = ((spec.get("selector") or {}).get("matchLabels") or {})
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                                   "creationTimestamp") if k in meta},
+                "spec": {"replicas": spec.get("replicas", 1)},
+                "status": {"replicas": status.get("replicas", 0),
+                           "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))}}
+
+    async def scale(self, request: web.Request, t: Target) -> web.StreamResponse:
+        obj_t = Target(t.kind, t.namespace, t.name, None)
+        if request.method == "GET":
+            return respond(self._scale_of(await self._pod(obj_t)))
+        if request.method not in ("PUT", "PATCH"):
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on scale")
+        raw = await request.read()
+        ctype = (request.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+
+        async def set_replicas(cur: JSON) -> JSON:
+            scale = self._scale_of(cur)
+            if request.method == "PUT" or ctype == "application/json":
+                new = json.loads(raw or b"{}")
+            elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                new = merge_patch(copy.deepcopy(scale), json.loads(raw or b"{}"))
+            else:
+                raise unsupported_media_type(ctype)
+            rv = (new.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != cur["metadata"]["resourceVersion"]:
+                raise conflict(t.resource, t.name or "", t.group, "the object has been modified; please "
+                               "apply your changes to the latest version and try again")
+            replicas = (new.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise ApiError(422, "Invalid", f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: '
+                               f"Invalid value: {replicas}: must be greater than or equal to 0")
+            cur.setdefault("spec", {})["replicas"] = replicas
+            return cur
+
+        obj = await self.res.update_object(obj_t, set_replicas, field_manager(request), conditional=False,
+                                           dry_run=dry_run(request))
+        return respond(self._scale_of(obj))
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(target, dict):
+        target = {}
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        else:
+            target[k] = merge_patch(target.get(k), v)
+    return target

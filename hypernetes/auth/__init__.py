@@ -1,0 +1,1 @@
+"""Identities, tenants, tokens, authorization, and the cluster CA and certificates."""

@@ -1,0 +1,124 @@
+"""A real API server for tests: TLS on 127.0.0.1 (random port), the cluster CA and admin token
+from `auth.ca`, a kubeconfig for the real kubectl, and the official Python client.
+
+The server runs its own event loop in a thread, so tests can call kubectl and the (blocking)
+Python client directly, and async tests can talk to it from their own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from hypernetes.api.authn import ADMIN, TokenAuthenticator
+from hypernetes.api.authz import AllowAll, Authorizer
+from hypernetes.api.server import APP_KEY, ApiServer, bound_port, create_app, serve
+from hypernetes.api.subresources import PodProxy
+from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
+from hypernetes.store.interface import Store
+from tests.support import schema_shim
+from tests.support.memstore import MemoryStore
+
+T = TypeVar("T")
+KUBECTL_DIR = Path("/usr/lib/google-cloud-sdk/bin")
+
+
+def kubectl_path(version: str) -> Path:
+    return KUBECTL_DIR / f"kubectl.{version}"
+
+
+class ApiServerThread:
+    def __init__(self, workdir: Path, *, store_factory: Callable[[], Awaitable[Store]] | None = None,
+                 pod_proxy: PodProxy | None = None, authorizer: Authorizer | None = None,
+                 **app_kw: Any) -> None:
+        schema_shim.install()
+        self.workdir = workdir
+        self.ca: ClusterCA = ensure_ca(workdir / "pki")
+        self.token = self.ca.admin_token
+        self._store_factory = store_factory or self._memory
+        self._proxy, self._authorizer, self._app_kw = pod_proxy, authorizer or AllowAll(), app_kw
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="apiserver", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.store: Store | None = None
+        self.port = 0
+
+    @staticmethod
+    async def _memory() -> Store:
+        return MemoryStore()
+
+    def start(self) -> ApiServerThread:
+        self._thread.start()
+        self.call(self._start())
+        self.kubeconfig = self.workdir / "admin.kubeconfig"
+        write_kubeconfig(self.kubeconfig, self.url, self.ca.ca_cert, self.token)
+        return self
+
+    async def _start(self) -> None:
+        self.store = await self._store_factory()
+        self.app = create_app(self.store, authenticator=TokenAuthenticator({self.token: ADMIN}),
+                              authorizer=self._authorizer, pod_proxy=self._proxy, **self._app_kw)
+        self._runner = await serve(self.app, "127.0.0.1", 0, self.ca.server)
+        self.port = bound_port(self._runner)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def server(self) -> ApiServer:
+        return self.app[APP_KEY]
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run `coro` on the server's loop (e.g. to compact its store) and wait for it."""
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            if self.store is not None:
+                await self.store.close()
+        self.call(_stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, version: str = "1.32", input: str | None = None,
+                check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        home = self.workdir / f"home-{version}"
+        home.mkdir(exist_ok=True)
+        env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(self.kubeconfig)}
+        proc = subprocess.run([str(kubectl_path(version)), *args], input=input, capture_output=True,
+                              text=True, env=env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def kubectl_popen(self, *args: str, version: str = "1.32") -> subprocess.Popen[str]:
+        home = self.workdir / f"home-{version}"
+        home.mkdir(exist_ok=True)
+        env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(self.kubeconfig)}
+        return subprocess.Popen([str(kubectl_path(version)), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True, env=env)
+
+    def python_client(self) -> Any:
+        import kubernetes.client as kc
+        cfg = kc.Configuration()
+        cfg.host = self.url
+        cfg.ssl_ca_cert = str(self.ca.ca_cert)
+        cfg.api_key = {"authorization": self.token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        return kc.ApiClient(cfg)
