@@ -522,6 +522,15 @@ class HyperVM(Runtime):
         async for line in read_logs(c.log.path, follow, c.done):
             yield line
 
+    async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
+        c = self._container(self._get(sandbox_id), name)
+        if c.main is None or c.status.state is not ContainerState.RUNNING:
+            raise PodRuntimeError(f"container {name} is not running")
+        try:
+            await c.main.signal(signum)
+        except (AgentError, AgentUnavailable) as e:
+            raise PodRuntimeError(f"signal {signum} to {name}: {e}") from e
+
     async def restart_container(self, sandbox_id: str, name: str) -> None:
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, name)

@@ -220,10 +220,29 @@ class Runtime(abc.ABC):
     async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
         """Wait until the container's current instance has exited."""
 
+    async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
+        """Deliver a signal to a container's main process (from outside its PID namespace, so
+        even a PID 1 without handlers is killed by SIGKILL)."""
+        raise PodRuntimeError(f"the {self.name} runtime cannot signal containers")
+
+    async def probe(self, sandbox_id: str, spec: ProbeSpec) -> tuple[bool, str]:
+        """Run a tcpSocket or httpGet probe from inside the pod's network namespace."""
+        raise PodRuntimeError(f"the {self.name} runtime cannot run {spec.kind} probes")
+
     async def restart_container(self, sandbox_id: str, name: str) -> None:
         """Start a fresh instance of an exited container: a new writable layer and a new log;
         the previous instance's log stays readable with `logs(previous=True)`."""
         raise PodRuntimeError(f"the {self.name} runtime cannot restart containers in place")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    kind: str  # "tcp" | "http"
+    port: int
+    host: str = "127.0.0.1"
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 1.0
 
 
 @dataclass(frozen=True)

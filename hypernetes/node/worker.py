@@ -1,0 +1,364 @@
+"""One pod on this node, from bound to gone: the kubelet's pod worker, for VM pods.
+
+Creates the sandbox, starts containers, restarts them per restartPolicy with back-off, runs
+probes, reports status and events, and on deletion stops the VM with the grace period and then
+finalizes the Pod object. Everything it says about the pod goes through `NodeAPI`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hypernetes.node.podspec import ConfigError, pod_spec, sandbox_id
+from hypernetes.node.podstatus import ContainerRecord, pod_status, terminated_state
+from hypernetes.node.probes import ProbeRunner
+from hypernetes.runtime.interface import (
+    ContainerState,
+    ImagePullFailed,
+    PodRuntimeError,
+    Runtime,
+    SandboxFailed,
+    SandboxNotFound,
+    StartFailed,
+)
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET = 600.0  # running this long forgives earlier crashes, as kubelet does
+CONFIG_RETRY = 10.0
+
+
+class NodeAPI(Protocol):
+    """What a pod worker needs from the API server."""
+
+    async def lookup(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+
+    async def update_pod_status(self, pod: Obj, status: Obj) -> Obj | None:
+        """Write pods/status; return the updated pod, or None if it is gone."""
+
+    async def event(self, pod: Obj, type_: str, reason: str, message: str) -> None: ...
+
+    async def finalize_pod(self, pod: Obj) -> None:
+        """Delete the pod object for good (grace 0, uid precondition): its VM is gone."""
+
+
+@dataclass
+class _Backoff:
+    delay: float = 0.0
+    last_start: float = 0.0
+
+    def next(self) -> float:
+        if self.last_start and time.monotonic() - self.last_start > BACKOFF_RESET:
+            self.delay = 0.0
+        self.delay = BACKOFF_START if not self.delay else min(self.delay * 2, BACKOFF_MAX)
+        return self.delay
+
+
+class PodWorker:
+    def __init__(self, pod: Obj, runtime: Runtime, api: NodeAPI, host_ip: str) -> None:
+        self.pod = pod
+        self.runtime = runtime
+        self.api = api
+        self.host_ip = host_ip
+        self.id = sandbox_id(pod)
+        self.changed = asyncio.Event()
+        containers = (pod.get("spec") or {}).get("containers") or []
+        self.records = {c["name"]: ContainerRecord(c["name"], c["image"]) for c in containers}
+        self.backoff = {c["name"]: _Backoff() for c in containers}
+        self.sandbox_ready = False
+        self.start_time: float | None = None
+        self.message = ""
+        self._last_status: Obj | None = None
+        self.probes: ProbeRunner | None = None
+        self._restarts: set[asyncio.Task[None]] = set()
+
+    # --- inputs ----------------------------------------------------------------------------------
+
+    def update(self, pod: Obj) -> None:
+        self.pod = pod
+        self.changed.set()
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    @property
+    def name(self) -> str:
+        return f"{self.pod['metadata'].get('namespace')}/{self.pod['metadata']['name']}"
+
+    # --- the worker --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if await self._create():
+                await self._supervise()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pod worker %s failed", self.name)
+            raise
+        finally:
+            if self.probes is not None:
+                await self.probes.stop()
+        await self._terminate()
+
+    async def adopt(self) -> None:
+        """Continue a pod whose sandbox survived a node agent restart."""
+        status = await self.runtime.status(self.id)
+        self.sandbox_ready = True
+        self.start_time = status.created_at
+        for cs in status.containers:
+            rec = self.records.get(cs.name)
+            if rec is not None:
+                rec.runtime, rec.waiting = cs, ("", "")
+                rec.container_id = f"{self.runtime.name}://{self.id}/{cs.name}"
+                old: Obj = next((s for s in (self.pod.get("status") or {}).get("containerStatuses") or []
+                            if s.get("name") == cs.name), {})
+                rec.restart_count = int(old.get("restartCount", 0))
+                rec.last_terminated = (old.get("lastState") or {}).get("terminated")
+        await self._supervise()
+        await self._terminate()
+
+    async def _create(self) -> bool:
+        """Make the sandbox and start the containers; False if the pod was deleted meanwhile."""
+        self.start_time = time.time()
+        while not self.deleting:
+            try:
+                objects = await self._referenced_objects()
+                spec = pod_spec(self.pod, _lookup_in(objects))
+                break
+            except ConfigError as e:
+                await self._waiting_all(e.reason, str(e))
+                await self.api.event(self.pod, "Warning", "Failed", f"Error: {e}")
+                await self._sleep_or_change(CONFIG_RETRY)
+        else:
+            return False
+        for rec in self.records.values():
+            await self.api.event(self.pod, "Normal", "Pulling", f'Pulling image "{rec.image}"')
+        pull_backoff = _Backoff()
+        while True:
+            try:
+                await self.runtime.create_sandbox(spec)
+                break
+            except ImagePullFailed as e:
+                await self._waiting_all("ErrImagePull", str(e))
+                await self.api.event(self.pod, "Warning", "Failed", f"Failed to pull image: {e}")
+                delay = pull_backoff.next()
+                await self._waiting_all("ImagePullBackOff", f"Back-off pulling image: {e}")
+                await self.api.event(self.pod, "Normal", "BackOff", "Back-off pulling image")
+            except PodRuntimeError as e:
+                await self._waiting_all("CreateContainerError", str(e))
+                await self.api.event(self.pod, "Warning", "FailedCreatePodSandBox",
+                                     f"Failed to create pod sandbox: {e}")
+                delay = pull_backoff.next()
+            if await self._sleep_or_change(delay) and self.deleting:
+                return False
+        self.sandbox_ready = True
+        for rec in self.records.values():
+            await self.api.event(self.pod, "Normal", "Pulled", f'Container image "{rec.image}" is ready')
+        self.probes = ProbeRunner(self.pod, self.runtime, self.id, self._on_probe)
+        for name in self.records:
+            await self._start(name)
+        return True
+
+    async def _referenced_objects(self) -> dict[tuple[str, str, str], Obj]:
+        ns = self.pod["metadata"].get("namespace", "default")
+        wanted: set[tuple[str, str]] = set()
+        for c in (self.pod.get("spec") or {}).get("containers") or []:
+            for src in c.get("envFrom") or []:
+                for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                    if key in src:
+                        wanted.add((kind, src[key].get("name", "")))
+            for env in c.get("env") or []:
+                vf = env.get("valueFrom") or {}
+                for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                    if key in vf:
+                        wanted.add((kind, vf[key].get("name", "")))
+        found = {}
+        for kind, name in wanted:
+            obj = await self.api.lookup(kind, ns, name)
+            if obj is not None:
+                found[(kind, ns, name)] = obj
+        return found
+
+    async def _start(self, name: str) -> None:
+        rec = self.records[name]
+        rec.container_id = f"{self.runtime.name}://{self.id}/{name}"
+        try:
+            if rec.runtime is None:
+                await self.runtime.start_container(self.id, name)
+            else:
+                await self.runtime.restart_container(self.id, name)
+            await self.api.event(self.pod, "Normal", "Created", f"Created container {name}")
+            await self.api.event(self.pod, "Normal", "Started", f"Started container {name}")
+        except StartFailed as e:
+            await self.api.event(self.pod, "Warning", "Failed", f"Error: {e}")
+        except (SandboxFailed, SandboxNotFound) as e:
+            self.message = str(e)
+        self.backoff[name].last_start = time.monotonic()
+        await self._refresh()
+        rec.started = rec.runtime is not None and rec.runtime.state is ContainerState.RUNNING
+        if self.probes is not None:
+            self.probes.container_started(name)
+        await self._report()
+
+    async def _refresh(self) -> None:
+        try:
+            status = await self.runtime.status(self.id)
+        except SandboxNotFound:
+            return
+        self.message = status.message or self.message
+        for cs in status.containers:
+            rec = self.records.get(cs.name)
+            if rec is not None:
+                rec.runtime = cs
+                if cs.state in (ContainerState.RUNNING, ContainerState.EXITED):
+                    rec.waiting = ("", "")
+
+    async def _supervise(self) -> None:
+        """Wait for container exits, restart per policy with back-off, until the pod is deleted."""
+        policy = (self.pod.get("spec") or {}).get("restartPolicy", "Always")
+        waiters: dict[str, asyncio.Task[Any]] = {}
+        try:
+            while not self.deleting:
+                for name, rec in self.records.items():
+                    running = rec.runtime is not None and rec.runtime.state is ContainerState.RUNNING
+                    if running and name not in waiters:
+                        waiters[name] = asyncio.create_task(self.runtime.wait_container(self.id, name))
+                change = asyncio.create_task(self.changed.wait())
+                done, _ = await asyncio.wait([change, *waiters.values()], return_when=asyncio.FIRST_COMPLETED)
+                change.cancel()
+                self.changed.clear()
+                for name in [n for n, t in waiters.items() if t in done]:
+                    waiters.pop(name)
+                    await self._exited(name, policy)
+                if not waiters and not self._restart_pending(policy):
+                    await self._report()
+                    await self._sleep_or_change(None)  # finished: wait for deletion
+                await self._report()
+        finally:
+            for t in waiters.values():
+                t.cancel()
+
+    def _restart_pending(self, policy: str) -> bool:
+        return any(r.waiting[0] == "CrashLoopBackOff" for r in self.records.values())
+
+    async def _exited(self, name: str, policy: str) -> None:
+        await self._refresh()
+        rec = self.records[name]
+        if rec.runtime is None or rec.runtime.state is not ContainerState.EXITED:
+            return
+        rec.ready = False
+        exit_ = rec.runtime.exit
+        failed = exit_ is None or exit_.signal is not None or exit_.code != 0
+        if self.deleting or policy == "Never" or (policy == "OnFailure" and not failed):
+            await self._report()
+            return
+        if self.message and rec.runtime.reason == "VMExited":
+            await self._report()
+            return  # the VM is gone: nothing to restart in; deletion/re-creation is above us
+        rec.last_terminated = terminated_state(rec.runtime)
+        delay = self.backoff[name].next()
+        rec.waiting = ("CrashLoopBackOff", f"back-off {delay:.0f}s restarting failed container={name} "
+                       f"pod={self.pod['metadata']['name']}_{self.pod['metadata'].get('namespace')}"
+                       f"({self.pod['metadata'].get('uid')})")
+        await self.api.event(self.pod, "Warning", "BackOff", "Back-off restarting failed container "
+                             f"{name} in pod {self.pod['metadata']['name']}")
+        await self._report()
+        self._spawn_restart(name, delay)
+
+    def _spawn_restart(self, name: str, delay: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if not self.deleting:
+                self.records[name].restart_count += 1
+                await self._start(name)
+                self.changed.set()
+
+        task = asyncio.create_task(later())
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _on_probe(self, name: str, kind: str, ok: bool, message: str) -> None:
+        rec = self.records[name]
+        if kind == "readiness":
+            if rec.ready != ok:
+                rec.ready = ok
+                await self._report()
+        elif kind == "startup":
+            rec.started = ok
+            await self._report()
+        elif kind == "liveness" and not ok:
+            await self.api.event(self.pod, "Warning", "Unhealthy", f"Liveness probe failed: {message}")
+            await self.api.event(self.pod, "Normal", "Killing",
+                                 f"Container {name} failed liveness probe, will be restarted")
+            with contextlib.suppress(PodRuntimeError):
+                await self.runtime.signal_container(self.id, name, signal.SIGKILL)
+        if not ok and kind != "liveness":
+            what = f"{kind.capitalize()} probe failed: {message}"
+            await self.api.event(self.pod, "Warning", "Unhealthy", what)
+
+    # --- termination -------------------------------------------------------------------------------
+
+    async def _terminate(self) -> None:
+        if not self.deleting:
+            return
+        grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        for name, rec in self.records.items():
+            if rec.runtime is not None and rec.runtime.state is ContainerState.RUNNING:
+                await self.api.event(self.pod, "Normal", "Killing", f"Stopping container {name}")
+        with contextlib.suppress(SandboxNotFound):
+            await self.runtime.stop_sandbox(self.id, None if grace is None else int(grace))
+        await self.runtime.remove_sandbox(self.id)
+        await self.api.finalize_pod(self.pod)
+
+    # --- reporting ---------------------------------------------------------------------------------
+
+    async def _waiting_all(self, reason: str, message: str) -> None:
+        for rec in self.records.values():
+            rec.waiting = (reason, message)
+        await self._report()
+
+    async def _report(self) -> None:
+        status = pod_status(self.pod, list(self.records.values()), pod_ip=None, host_ip=self.host_ip,
+                            start_time=self.start_time, sandbox_ready=self.sandbox_ready,
+                            message=self.message)
+        if status == self._last_status:
+            return
+        updated = await self.api.update_pod_status(self.pod, status)
+        if updated is not None:
+            self.pod = {**updated, "metadata": {**updated["metadata"],
+                                                **_deletion_fields(self.pod, updated)}}
+        self._last_status = status
+
+    async def _sleep_or_change(self, seconds: float | None) -> bool:
+        """Sleep, waking early on a pod update; True if woken by an update."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), seconds)
+            self.changed.clear()
+            return True
+        return False
+
+
+def _lookup_in(objects: dict[tuple[str, str, str], Obj]) -> Callable[[str, str, str], Obj | None]:
+    def lookup(kind: str, namespace: str, name: str) -> Obj | None:
+        return objects.get((kind, namespace, name))
+
+    return lookup
+
+
+def _deletion_fields(old: Obj, new: Obj) -> Obj:
+    """Never forget a deletion we have seen, even if a status reply raced with it."""
+    keys = ("deletionTimestamp", "deletionGracePeriodSeconds")
+    return {k: old["metadata"][k] for k in keys if k in old["metadata"] and k not in new["metadata"]}
+
