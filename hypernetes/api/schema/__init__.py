@@ -38,4 +38,51 @@ Contract (implemented in the modules of this package; the server relies on these
         # application/merge-patch+json, application/json-patch+json; raises PatchError(msg)
     def table(kind: Kind, objs: list[dict], wide: bool) -> dict     # meta.k8s.io/v1 Table body
     def openapi_v3(kind: Kind) -> dict  and  openapi_v2() -> dict
+
+Implemented as above, plus (all optional for the server):
+    validate(..., subresource="status"|"binding"|"scale") skips the spec's update rules.
+    FieldError type "FieldValueUnknown" marks fields the schema does not know: kube-apiserver
+        answers those with 400 "strict decoding error" under fieldValidation=Strict, warns under
+        Warn and drops them under Ignore (drop_unknown_fields(kind, obj)).
+    table(kind, objs, wide=True, now=None): pass wide=True always, kubectl hides priority-1
+        columns itself (`-o wide` sends the same request). `metadata` is left for the server.
+    openapi_v3(target) takes a Kind or an index path ("api/v1", "apis/apps/v1"; KeyError if not
+        served); openapi_v3_index() is GET /openapi/v3; *_bytes() are cached serializations.
+Data: data/k8s-v1.32.json (upstream v1.32 schemas, see data/NOTICE and tools/vendor_schemas.py).
 """
+
+from hypernetes.api.schema.defaults import apply_defaults
+from hypernetes.api.schema.errors import FieldError, PatchError
+from hypernetes.api.schema.kinds import KINDS, Kind, group_versions, kind_by_name, kind_for
+from hypernetes.api.schema.openapi import (
+    openapi_v2,
+    openapi_v2_bytes,
+    openapi_v3,
+    openapi_v3_bytes,
+    openapi_v3_index,
+    v3_paths,
+)
+from hypernetes.api.schema.patch import apply_patch
+from hypernetes.api.schema.table import table
+from hypernetes.api.schema.validation import drop_unknown_fields, validate
+
+__all__ = [
+    "KINDS",
+    "FieldError",
+    "Kind",
+    "PatchError",
+    "apply_defaults",
+    "apply_patch",
+    "drop_unknown_fields",
+    "group_versions",
+    "kind_by_name",
+    "kind_for",
+    "openapi_v2",
+    "openapi_v2_bytes",
+    "openapi_v3",
+    "openapi_v3_bytes",
+    "openapi_v3_index",
+    "table",
+    "v3_paths",
+    "validate",
+]

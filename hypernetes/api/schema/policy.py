@@ -1,0 +1,87 @@
+"""What Hypernetes adds on top of the upstream schemas: the enum values upstream validates in
+code, and the short list of fields it accepts in its schema but Hypernetes does not support.
+
+Both tables are keyed by (definition, property), so a rule holds wherever the type appears
+(a Pod's spec and a Deployment's pod template alike).
+"""
+
+from __future__ import annotations
+
+_C = "io.k8s.api.core.v1."
+_APPS = "io.k8s.api.apps.v1."
+_BATCH = "io.k8s.api.batch.v1."
+_META = "io.k8s.apimachinery.pkg.apis.meta.v1."
+
+ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
+    (_C + "PodSpec", "restartPolicy"): ("Always", "OnFailure", "Never"),
+    (_C + "PodSpec", "dnsPolicy"): ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"),
+    (_C + "PodSpec", "preemptionPolicy"): ("PreemptLowerPriority", "Never"),
+    (_C + "Container", "imagePullPolicy"): ("Always", "IfNotPresent", "Never"),
+    (_C + "Container", "terminationMessagePolicy"): ("File", "FallbackToLogsOnError"),
+    (_C + "Container", "restartPolicy"): ("Always",),
+    (_C + "ContainerPort", "protocol"): ("SCTP", "TCP", "UDP"),
+    (_C + "ServicePort", "protocol"): ("SCTP", "TCP", "UDP"),
+    (_C + "EndpointPort", "protocol"): ("SCTP", "TCP", "UDP"),
+    (_C + "HTTPGetAction", "scheme"): ("HTTP", "HTTPS"),
+    (_C + "Toleration", "operator"): ("Equal", "Exists"),
+    (_C + "Toleration", "effect"): ("NoExecute", "NoSchedule", "PreferNoSchedule"),
+    (_C + "Taint", "effect"): ("NoExecute", "NoSchedule", "PreferNoSchedule"),
+    (_C + "PodSecurityContext", "fsGroupChangePolicy"): ("Always", "OnRootMismatch"),
+    (_C + "SeccompProfile", "type"): ("Localhost", "RuntimeDefault", "Unconfined"),
+    (_C + "EmptyDirVolumeSource", "medium"): ("", "Memory", "HugePages"),
+    (_C + "NodeSelectorRequirement", "operator"): ("DoesNotExist", "Exists", "Gt", "In", "Lt", "NotIn"),
+    (_C + "TopologySpreadConstraint", "whenUnsatisfiable"): ("DoNotSchedule", "ScheduleAnyway"),
+    (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"),
+    (_C + "ServiceSpec", "sessionAffinity"): ("ClientIP", "None"),
+    (_C + "ServiceSpec", "externalTrafficPolicy"): ("Cluster", "Local"),
+    (_C + "ServiceSpec", "internalTrafficPolicy"): ("Cluster", "Local"),
+    (_C + "ServiceSpec", "ipFamilyPolicy"): ("PreferDualStack", "RequireDualStack", "SingleStack"),
+    (_C + "PodStatus", "phase"): ("Failed", "Pending", "Running", "Succeeded", "Unknown"),
+    (_C + "PodCondition", "status"): ("False", "True", "Unknown"),
+    (_C + "NodeCondition", "status"): ("False", "True", "Unknown"),
+    (_C + "NamespaceStatus", "phase"): ("Active", "Terminating"),
+    (_C + "Event", "type"): ("Normal", "Warning"),
+    (_META + "LabelSelectorRequirement", "operator"): ("DoesNotExist", "Exists", "In", "NotIn"),
+    (_APPS + "DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
+    (_BATCH + "JobSpec", "completionMode"): ("Indexed", "NonIndexed"),
+    (_BATCH + "JobSpec", "podReplacementPolicy"): ("Failed", "TerminatingOrFailed"),
+    (_BATCH + "JobCondition", "status"): ("False", "True", "Unknown"),
+}
+
+# Volume sources a pod VM can be given: disks we build (emptyDir, PVC block devices) and files we
+# write into the guest (configMap, secret, projected, downwardAPI). Host paths would break tenant
+# isolation; the network and cloud filesystems are not wired into the VM.
+SUPPORTED_VOLUMES = ("configMap", "downwardAPI", "emptyDir", "persistentVolumeClaim", "projected", "secret")
+
+# (definition, field) -> why it is rejected. Presence (any non-null value) is rejected.
+UNSUPPORTED: dict[tuple[str, str], str] = {
+    (_C + "PodSpec", "ephemeralContainers"): "no ephemeralcontainers subresource (use kubectl exec)",
+    (_C + "PodSpec", "resourceClaims"): "no dynamic resource allocation",
+    (_C + "PodSpec", "schedulingGates"): "the scheduler does not hold pods at gates",
+    (_C + "PodSpec", "resources"): "pod-level resources are not supported; size the VM per container",
+    (_C + "Container", "resizePolicy"): "in-place resize of a running VM is not supported",
+    (_C + "PodSecurityContext", "windowsOptions"): "pods are Linux VMs",
+    (_C + "SecurityContext", "windowsOptions"): "pods are Linux VMs",
+    (_C + "VolumeProjection", "clusterTrustBundle"): "no ClusterTrustBundle API",
+    (_C + "ServiceSpec", "externalIPs"): "tenants may not claim addresses outside their network",
+    (_BATCH + "JobSpec", "podFailurePolicy"): "the job controller counts failures by backoffLimit only",
+    (_BATCH + "JobSpec", "successPolicy"): "the job controller succeeds by completions only",
+    (_BATCH + "JobSpec", "backoffLimitPerIndex"): "the job controller counts failures by backoffLimit only",
+    (_BATCH + "JobSpec", "maxFailedIndexes"): "the job controller counts failures by backoffLimit only",
+    (_BATCH + "JobSpec", "managedBy"): "jobs are reconciled by the built-in controller only",
+}
+
+# (definition, field) -> the values that are supported (others are rejected, but only when set).
+SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    (_C + "PodOS", "name"): ("linux",),
+    # tenant networks live in per-tenant router namespaces: no node ports, no cloud load balancers
+    (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName"),
+    # containers live inside the VM: mounts cannot propagate to or from the host
+    (_C + "VolumeMount", "mountPropagation"): ("None",),
+}
+
+
+def volume_unsupported(field: str) -> str | None:
+    if field == "name" or field in SUPPORTED_VOLUMES:
+        return None
+    return "supported volume types: " + ", ".join(SUPPORTED_VOLUMES)

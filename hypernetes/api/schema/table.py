@@ -1,0 +1,81 @@
+"""table(kind, objs): the meta.k8s.io/v1 Table kube-apiserver returns to `kubectl get`, with the
+columns of upstream's printers (pkg/printers/internalversion/printers.go) for each kind.
+
+kubectl asks for the same Table with or without `-o wide` and hides priority-1 columns itself,
+so the server should pass wide=True (as kube-apiserver does); wide=False leaves them out.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from hypernetes.api.schema.kinds import Kind
+from hypernetes.api.schema.printers import PRINTERS, Column, Context
+
+JSON = dict[str, Any]
+
+_DEFAULT_COLUMNS = (
+    Column("Name", "string", "name", "Name must be unique within a namespace."),
+    Column(
+        "Created At",
+        "date",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    ),
+)
+
+
+def _default_row(obj: JSON, ctx: Context) -> list[Any]:
+    meta = obj.get("metadata") or {}
+    return [meta.get("name", ""), meta.get("creationTimestamp", "")]
+
+
+def table(kind: Kind, objs: list[JSON], wide: bool = True, *, now: datetime | None = None) -> JSON:
+    """A Table of `objs`; `metadata` (resourceVersion, continue) is the server's to fill."""
+    printer = PRINTERS.get(kind.kind)
+    columns, row_fn = printer if printer else (_DEFAULT_COLUMNS, _default_row)
+    ctx = Context(now or datetime.now(UTC))
+    keep = [i for i, c in enumerate(columns) if wide or c.priority == 0]
+    rows = []
+    for obj in objs:
+        cells = row_fn(obj, ctx)
+        row: JSON = {"cells": [cells[i] for i in keep], "object": partial_metadata(obj)}
+        conditions = _row_conditions(kind, obj)
+        if conditions:
+            row["conditions"] = conditions
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {},
+        "columnDefinitions": [columns[i].definition() for i in keep],
+        "rows": rows,
+    }
+
+
+def partial_metadata(obj: JSON) -> JSON:
+    """The row's `object`: kubectl reads namespace, labels and names for -A, -L, -o name from it."""
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata") or {},
+    }
+
+
+def _row_conditions(kind: Kind, obj: JSON) -> list[JSON]:
+    if kind.kind != "Pod":
+        return []
+    phase = (obj.get("status") or {}).get("phase")
+    if phase == "Succeeded":
+        return [
+            {
+                "type": "Completed",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "The pod has completed successfully.",
+            }
+        ]
+    if phase == "Failed":
+        return [{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]
+    return []
