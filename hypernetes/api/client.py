@@ -11,6 +11,7 @@ A `namespace` of None addresses cluster-scoped kinds or all namespaces.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -82,7 +83,7 @@ class ApiClient:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, url_path: str, body: Obj | list[Any] | None = None,
+    async def request(self, method: str, url_path: str, body: Obj | builtins.list[Any] | None = None,
                       params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Obj:
         url = self.server + url_path + (f"?{urlencode(params)}" if params else "")
@@ -128,7 +129,7 @@ class ApiClient:
         url = path(api_version, plural, meta.get("namespace"), meta["name"], subresource)
         return await self.request("PUT", url, obj)
 
-    async def patch(self, api_version: str, plural: str, name: str, patch: Obj | list[Any],
+    async def patch(self, api_version: str, plural: str, name: str, patch: Obj | builtins.list[Any],
                     namespace: str | None = None, *, subresource: str | None = None,
                     content_type: str = MERGE_PATCH) -> Obj:
         url = path(api_version, plural, namespace, name, subresource)
