@@ -81,11 +81,22 @@ process = seq(field(gp.TAG_PROCESS_ID, intish), field(gp.TAG_ARG, text), field(g
               field(gp.TAG_GROUP, intish), field(gp.TAG_TERMINAL, boolb),
               field(gp.TAG_STDIN, boolb), field(gp.TAG_ROWS, intish), field(gp.TAG_COLS, intish),
               field(77, text), max_size=14)
-mount = seq(field(gp.TAG_SOURCE, names), field(gp.TAG_TARGET, paths), field(gp.TAG_FSTYPE, names),
-            field(gp.TAG_READONLY, boolb))
+sources = st.one_of(names, st.from_regex(r"pod:[a-z0-9-]{0,66}", fullmatch=True).map(str.encode),
+                    st.sampled_from([b"pod:", b"pod:A", b"pod:a/b", b"pod:" + b"a" * 64]))
+subpaths = st.one_of(st.from_regex(r"[a-z./]{0,12}", fullmatch=True).map(str.encode),
+                     st.sampled_from([b"..", b"a/../b", b"/abs", b"./a", b"a//b/", b""]), text)
+mount = seq(field(gp.TAG_SOURCE, sources), field(gp.TAG_TARGET, paths), field(gp.TAG_FSTYPE, names),
+            field(gp.TAG_READONLY, boolb), field(gp.TAG_SUBPATH, subpaths),
+            field(gp.TAG_SIZE_LIMIT, u64b))
 create = seq(field(gp.TAG_CONTAINER_ID, names), field(gp.TAG_IMAGE_DISK, names),
              field(gp.TAG_PROCESS, process), field(gp.TAG_MOUNT, mount),
-             field(gp.TAG_MEMORY_LIMIT, u64b))
+             field(gp.TAG_MEMORY_LIMIT, u64b), field(gp.TAG_FSGROUP, intish))
+headers = st.one_of(st.from_regex(r"[A-Za-z-]{0,8}:[ a-z]{0,8}", fullmatch=True).map(str.encode),
+                    st.sampled_from([b"X: a\r\nY: b", b": v", b"Bad Name: v", b"Host: x"]), text)
+probe = seq(field(gp.TAG_PROBE_KIND, st.one_of(st.sampled_from([b"tcp", b"http", b"udp", b""]), text)),
+            field(gp.TAG_PORT, intish), field(gp.TAG_HOST, st.one_of(addrs, st.just(b"127.0.0.1"))),
+            field(gp.TAG_PATH, paths), field(gp.TAG_TIMEOUT_MS, intish),
+            field(gp.TAG_HEADER, headers))
 execm = seq(field(gp.TAG_CONTAINER_ID, names), field(gp.TAG_PROCESS, process))
 iface = seq(field(gp.TAG_MAC, macs), field(gp.TAG_ADDRESS, addrs), field(gp.TAG_MTU, intish))
 route = seq(field(gp.TAG_DEST, addrs), field(gp.TAG_GATEWAY, addrs))
@@ -97,8 +108,8 @@ small = seq(field(gp.TAG_PROCESS_ID, intish), field(gp.TAG_SIGNAL, intish),
             field(gp.TAG_ROWS, intish), field(gp.TAG_COLS, intish),
             field(gp.TAG_CONTAINER_ID, names), field(gp.TAG_GRACE_MS, intish))
 any_tlv = seq(st.tuples(st.integers(0, 65535), st.binary(max_size=16)).map(lambda t: tlv(*t)))
-payloads = st.one_of(create, execm, setup, small, any_tlv, st.binary(max_size=200))
-types = st.one_of(st.sampled_from(sorted(set(range(1, 9)) | set(range(32, 42)))),
+payloads = st.one_of(create, execm, setup, small, probe, any_tlv, st.binary(max_size=200))
+types = st.one_of(st.sampled_from(sorted(set(range(1, 9)) | set(range(32, 43)))),
                   st.integers(0, 65535))
 
 
@@ -161,6 +172,13 @@ def test_edge_cases(harness: Path) -> None:
             + tlv(gp.TAG_ADDRESS, b"10.0.0.2/24") * 17),
         tlv(gp.TAG_RANDOM_SEED, b"\0" * 4097),
         tlv(gp.TAG_ROUTE, tlv(gp.TAG_DEST, b"0.0.0.0/0") + tlv(gp.TAG_GATEWAY, b"fd00::1")),
+        tlv(gp.TAG_PROBE_KIND, b"http") + tlv(gp.TAG_PORT, b"\0\0\0\x50")
+        + tlv(gp.TAG_HEADER, b"X-A: b") * 65,  # one HEADER past MSG_MAX_HEADERS
+        tlv(gp.TAG_PROBE_KIND, b"http") + tlv(gp.TAG_PORT, b"\0\0\0\x50")
+        + tlv(gp.TAG_PATH, b"/" + b"a" * 2048),
+        cid + tlv(gp.TAG_PROCESS, ok_proc) + tlv(gp.TAG_MOUNT, tlv(gp.TAG_SOURCE, b"pod:" + b"v" * 63)
+                                                   + tlv(gp.TAG_TARGET, b"/d")
+                                                   + tlv(gp.TAG_SUBPATH, b"a/" * 2047)),
     ]
     out = run_harness(harness, cases)
     assert "parses ok" in out
@@ -175,3 +193,21 @@ def test_valid_requests_parse(harness: Path) -> None:
     out = run_harness(harness, [create])
     ok = int(out.split(" parses ok")[0].rsplit(" ", 1)[1])
     assert ok >= 2  # the CREATE and EXEC parsers both accept it (EXEC ignores IMAGE_DISK)
+
+
+def test_valid_probe_and_volume_requests_parse(harness: Path) -> None:
+    proc = gp.TLV().add_u32(gp.TAG_PROCESS_ID, 1).add_str(gp.TAG_ARG, "true")
+    vol = (gp.TLV().add_str(gp.TAG_SOURCE, "pod:cache-1").add_str(gp.TAG_TARGET, "/data")
+           .add_str(gp.TAG_SUBPATH, "a/b").add_u64(gp.TAG_SIZE_LIMIT, 1 << 20))
+    create = (gp.TLV().add_str(gp.TAG_CONTAINER_ID, "c1").add_str(gp.TAG_IMAGE_DISK, "img0")
+              .add_tlv(gp.TAG_PROCESS, proc).add_tlv(gp.TAG_MOUNT, vol).add_u32(gp.TAG_FSGROUP, 2000))
+    probe = (gp.TLV().add_str(gp.TAG_PROBE_KIND, "http").add_u32(gp.TAG_PORT, 8080)
+             .add_str(gp.TAG_PATH, "/healthz").add_str(gp.TAG_HEADER, "X-Probe: 1")
+             .add_u32(gp.TAG_TIMEOUT_MS, 500))
+    one = run_harness(harness, [create.encode()])
+    two = run_harness(harness, [create.encode(), probe.encode()])
+
+    def ok(out: str) -> int:
+        return int(out.split(" parses ok")[0].rsplit(" ", 1)[1])
+
+    assert ok(two) >= ok(one) + 1  # the PROBE parser accepts the PROBE

@@ -58,10 +58,27 @@ static void drop_cgroup(struct container *c)
 		hn_log("rmdir %s: %s", c->cgroup, strerror(errno));
 }
 
+/* proc with fsgroup appended to its supplementary groups (kubelet's fsGroup), in buf. */
+static const struct msg_process *with_fsgroup(const struct msg_process *in, struct msg_process *out,
+					      uint32_t buf[MSG_MAX_GROUPS + 1], int has, uint32_t gid)
+{
+	if (!has)
+		return in;
+	*out = *in;
+	memcpy(buf, in->groups, in->ngroups * sizeof(*buf));
+	out->groups = buf;
+	for (size_t i = 0; i < in->ngroups; i++)
+		if (in->groups[i] == gid)
+			return out;
+	buf[out->ngroups++] = gid;
+	return out;
+}
+
 int container_create(const struct msg_create *m, pid_t *pid, struct hn_err *e)
 {
 	struct rootfs_mount mounts[MSG_MAX_MOUNTS];
-	char devs[MSG_MAX_MOUNTS][64];
+	uint32_t groups[MSG_MAX_GROUPS + 1];
+	struct msg_process proc;
 	char image[128], merged[160];
 	struct container *c;
 	int rc;
@@ -75,23 +92,19 @@ int container_create(const struct msg_create *m, pid_t *pid, struct hn_err *e)
 	rc = mount_image(m->image_disk, image, sizeof(image), e);
 	if (rc < 0)
 		return rc;
+	/* disks and pod volumes are mounted once per VM, in the agent's namespace; the container
+	 * binds them (or a sub-path of them) */
 	for (size_t i = 0; i < m->nmounts; i++) {
-		const struct msg_mount *mm = &m->mounts[i];
-		mounts[i].target = mm->target;
-		mounts[i].fstype = mm->fstype;
-		mounts[i].readonly = mm->readonly;
-		mounts[i].source = mm->source;
-		if (!strcmp(mm->source, "tmpfs"))
-			continue;
-		rc = mount_find_disk(mm->source, devs[i], sizeof(devs[i]), e);
+		rc = mount_volume(&m->mounts[i], m->has_fsgroup ? &m->fsgroup : NULL, &mounts[i], e);
 		if (rc < 0)
 			return rc;
-		mounts[i].source = devs[i];
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return hn_fail(e, ENOMEM, "out of memory");
 	snprintf(c->id, sizeof(c->id), "%s", m->container_id);
+	c->has_fsgroup = m->has_fsgroup;
+	c->fsgroup = m->fsgroup;
 	rc = mount_overlay(c->id, image, merged, sizeof(merged), e);
 	if (rc < 0)
 		goto fail_free;
@@ -99,7 +112,8 @@ int container_create(const struct msg_create *m, pid_t *pid, struct hn_err *e)
 	if (rc < 0)
 		goto fail_overlay;
 
-	struct spawn_req r = {.proc = &m->proc, .container = c, .cgroup = c->cgroup, .create = 1,
+	struct spawn_req r = {.proc = with_fsgroup(&m->proc, &proc, groups, m->has_fsgroup, m->fsgroup),
+			      .container = c, .cgroup = c->cgroup, .create = 1,
 			      .root = merged, .mounts = mounts, .nmounts = m->nmounts};
 	rc = proc_spawn(&r, pid, e);
 	if (rc < 0)
@@ -122,14 +136,16 @@ fail_free:
 int container_exec(const struct msg_exec *m, pid_t *pid, struct hn_err *e)
 {
 	struct container *c = find(m->container_id);
+	uint32_t groups[MSG_MAX_GROUPS + 1];
+	struct msg_process proc;
 	int rc;
 
 	if (!c || c->removing)
 		return hn_fail(e, ENOENT, "no container %s", m->container_id);
 	if (c->init_pid == 0)
 		return hn_fail(e, ESRCH, "container %s is not running", m->container_id);
-	struct spawn_req r = {.proc = &m->proc, .container = c, .cgroup = c->cgroup,
-			      .ns_pid = c->init_pid};
+	struct spawn_req r = {.proc = with_fsgroup(&m->proc, &proc, groups, c->has_fsgroup, c->fsgroup),
+			      .container = c, .cgroup = c->cgroup, .ns_pid = c->init_pid};
 	rc = proc_spawn(&r, pid, e);
 	if (rc == 0)
 		c->nprocs++;

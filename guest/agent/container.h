@@ -17,6 +17,8 @@ struct container {
 	char id[MSG_MAX_CONTAINER_ID + 1];
 	char cgroup[128];
 	pid_t init_pid; /* global pid of PID 1 of its namespace; 0 once reaped */
+	int has_fsgroup; /* CREATE's FSGROUP: also a supplementary group of every EXEC */
+	uint32_t fsgroup;
 	size_t nprocs;  /* processes whose EXIT is not sent yet */
 	int removing;
 	uint32_t remove_req;

@@ -4,7 +4,7 @@
  * copied into an exactly-sized heap block (so any overread trips ASan) and fed to:
  *   - the frame header decoder and the stream splitter (all inputs also form one stream),
  *   - the generic TLV walker and every typed accessor,
- *   - every request parser, on the payload of the input read as a frame and on the raw input,
+ *   - every request parser (PROBE included), on the payload of the input read as a frame and on the raw input,
  *   - the address and MAC parsers, on the input as a C string.
  * It exits 0 at the end of stdin; any memory error or UB aborts with a sanitizer report. */
 #include <stdio.h>
@@ -63,6 +63,8 @@ static void parse_all(const uint8_t *p, size_t len)
 	struct msg_resize rz;
 	struct msg_remove rm;
 	struct msg_shutdown sd;
+	struct msg_probe pr;
+	int rc;
 
 	walk_tlv(p, len, 0);
 	count(msg_parse_setup(p, len, &a, &s, &e));
@@ -79,6 +81,22 @@ static void parse_all(const uint8_t *p, size_t len)
 	count(msg_parse_remove(p, len, &a, &rm, &e));
 	msg_arena_free(&a);
 	count(msg_parse_shutdown(p, len, &sd, &e));
+	rc = msg_parse_probe(p, len, &a, &pr, &e);
+	count(rc);
+	for (size_t i = 0; rc == 0 && i < pr.nheaders; i++)
+		(void)strlen(pr.headers[i]);
+	if (rc == 0)
+		(void)strlen(pr.path), (void)strlen(pr.host);
+	msg_arena_free(&a);
+	/* the MOUNT fields the agent acts on, after a successful CREATE */
+	rc = msg_parse_create(p, len, &a, &c, &e);
+	for (size_t i = 0; rc == 0 && i < c.nmounts; i++) {
+		(void)strlen(c.mounts[i].name);
+		(void)strlen(c.mounts[i].fstype);
+		if (c.mounts[i].subpath)
+			(void)strlen(c.mounts[i].subpath);
+	}
+	msg_arena_free(&a);
 }
 
 static void one_input(const uint8_t *p, size_t len)

@@ -19,6 +19,7 @@
 #include "mount.h"
 #include "msg.h"
 #include "net.h"
+#include "probe.h"
 #include "process.h"
 #include "util.h"
 
@@ -213,6 +214,15 @@ static void on_frame(const struct frame_hdr *h, const uint8_t *payload)
 			reply_error(h->id, &e);
 		break;
 	}
+	case MSG_PROBE: {
+		struct msg_probe m;
+		rc = msg_parse_probe(payload, h->len, &arena, &m, &e);
+		if (rc == 0)
+			rc = probe_start(&m, h->id, &e);
+		if (rc < 0) /* on success the probe replies when it ends */
+			reply_error(h->id, &e);
+		break;
+	}
 	case MSG_SHUTDOWN: {
 		struct msg_shutdown m;
 		rc = msg_parse_shutdown(payload, h->len, &m, &e);
@@ -318,6 +328,7 @@ int main(void)
 
 	for (;;) {
 		int t = min_timeout(chan_timeout_ms(), min_timeout(proc_timeout_ms(), container_timeout_ms()));
+		t = min_timeout(t, probe_timeout_ms());
 		if (shutdown_state.active)
 			t = min_timeout(t, 50);
 		rc = loop_run_once(t);
@@ -326,6 +337,7 @@ int main(void)
 		chan_tick();
 		proc_tick();
 		container_tick();
+		probe_tick();
 		shutdown_tick();
 	}
 }

@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -209,6 +210,207 @@ void mount_overlay_drop(const char *id)
 		hn_log("rmdir %s: %s", base, strerror(errno));
 }
 
+/* ---- volumes (agent side) ---- */
+
+static int mount_disk(const struct msg_mount *m, char *dir, size_t cap, struct hn_err *e)
+{
+	struct statvfs sv;
+	char dev[64];
+	int rc;
+
+	snprintf(dir, cap, HN_DISKS_DIR "/%s", m->name);
+	if (is_mountpoint(dir)) {
+		if (m->readonly)
+			return 0;
+		if (statvfs(dir, &sv) < 0)
+			return hn_fail(e, errno, "statvfs %s: %s", dir, strerror(errno));
+		if (!(sv.f_flag & ST_RDONLY))
+			return 0;
+		/* first mounted for a read-only use: this writable one makes it read-write (the
+		 * read-only binds made so far stay read-only) */
+		if (mount(NULL, dir, NULL, MS_REMOUNT, NULL) < 0)
+			return hn_fail(e, errno, "disk %s is mounted read-only and cannot be made writable: %s",
+				       m->name, strerror(errno));
+		return 0;
+	}
+	rc = mount_find_disk(m->name, dev, sizeof(dev), e);
+	if (rc < 0)
+		return rc;
+	rc = hn_mkdir_p(dir, 0755);
+	if (rc < 0)
+		return hn_fail(e, -rc, "mkdir %s: %s", dir, strerror(-rc));
+	return do_mount(dev, dir, m->fstype, m->readonly ? MS_RDONLY : 0, NULL, e);
+}
+
+static int mount_pod_volume(const struct msg_mount *m, char *dir, size_t cap, struct hn_err *e)
+{
+	char opts[64];
+	int rc;
+
+	snprintf(dir, cap, HN_VOLUMES_DIR "/%s", m->name);
+	if (is_mountpoint(dir))
+		return 0; /* the first MOUNT of a pod volume fixed its size */
+	rc = hn_mkdir_p(dir, 0755);
+	if (rc < 0)
+		return hn_fail(e, -rc, "mkdir %s: %s", dir, strerror(-rc));
+	if (m->size_limit)
+		snprintf(opts, sizeof(opts), "mode=0777,size=%llu", (unsigned long long)m->size_limit);
+	else
+		snprintf(opts, sizeof(opts), "mode=0777");
+	return do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e);
+}
+
+static int chmod_fd(int fd, mode_t mode)
+{
+	char p[40];
+
+	/* O_PATH fds take neither fchmod nor fchmodat(AT_EMPTY_PATH) on this kernel */
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+	return chmod(p, mode);
+}
+
+/* kubelet's fsGroup on one directory: group-owned by gid, setgid, group rwx. */
+static int apply_fsgroup(int fd, uint32_t gid, const char *what, struct hn_err *e)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return hn_fail(e, errno, "stat %s: %s", what, strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	if (fchownat(fd, "", (uid_t)-1, (gid_t)gid, AT_EMPTY_PATH) < 0)
+		return hn_fail(e, errno, "fsGroup: chown %s to group %u: %s", what, gid, strerror(errno));
+	if (chmod_fd(fd, (st.st_mode & 07777) | S_ISGID | S_IRWXG) < 0)
+		return hn_fail(e, errno, "fsGroup: chmod %s: %s", what, strerror(errno));
+	return 0;
+}
+
+/* Walks sub-path components from root without following any symlink; missing ones are made
+ * (with the volume root's mode) when writable. Returns an O_PATH fd or -errno. */
+static int open_subpath(int root, const char *volume, const char *subpath, int writable,
+			int *is_file, struct hn_err *e)
+{
+	struct stat st;
+	mode_t mode;
+	const char *c = subpath;
+	int fd = root, nfd;
+
+	if (fstat(root, &st) < 0)
+		return hn_fail(e, errno, "stat volume %s: %s", volume, strerror(errno));
+	mode = st.st_mode & 07777;
+	*is_file = 0;
+	while (*c) {
+		char comp[256];
+		const char *next;
+		size_t n;
+		while (*c == '/')
+			c++;
+		next = strchr(c, '/');
+		n = next ? (size_t)(next - c) : strlen(c);
+		if (n == 0 || (n == 1 && c[0] == '.')) {
+			c += n;
+			continue;
+		}
+		if (*is_file) {
+			nfd = hn_fail(e, ENOTDIR, "sub-path %s of volume %s: a file is in the way", subpath, volume);
+			goto fail;
+		}
+		if (n >= sizeof(comp)) {
+			nfd = hn_fail(e, ENAMETOOLONG, "sub-path %s: component too long", subpath);
+			goto fail;
+		}
+		memcpy(comp, c, n);
+		comp[n] = '\0';
+		c += n;
+		nfd = openat(fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (nfd < 0 && errno == ENOENT) {
+			if (!writable) {
+				nfd = hn_fail(e, ENOENT, "sub-path %s does not exist in read-only volume %s",
+					      subpath, volume);
+				goto fail;
+			}
+			if (mkdirat(fd, comp, 0700) < 0 && errno != EEXIST) {
+				nfd = hn_fail(e, errno, "create sub-path %s in volume %s: %s", subpath, volume,
+					      strerror(errno));
+				goto fail;
+			}
+			nfd = openat(fd, comp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			if (nfd >= 0 && chmod_fd(nfd, mode) < 0) /* the umask would cut mkdirat's mode */
+				hn_log("chmod sub-path %s: %s", subpath, strerror(errno));
+		}
+		if (nfd < 0) {
+			nfd = hn_fail(e, errno, "open sub-path %s in volume %s: %s", subpath, volume,
+				      strerror(errno));
+			goto fail;
+		}
+		if (fd != root)
+			close(fd);
+		fd = nfd;
+		if (fstat(fd, &st) < 0) {
+			nfd = hn_fail(e, errno, "stat sub-path %s: %s", subpath, strerror(errno));
+			goto fail;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			nfd = hn_fail(e, ELOOP, "sub-path %s of volume %s: %s is a symlink (not followed)",
+				      subpath, volume, comp);
+			goto fail;
+		}
+		if (S_ISREG(st.st_mode))
+			*is_file = 1;
+		else if (!S_ISDIR(st.st_mode)) {
+			nfd = hn_fail(e, ENOTDIR, "sub-path %s of volume %s: %s is not a directory or file",
+				      subpath, volume, comp);
+			goto fail;
+		}
+	}
+	if (fd == root) /* only "." components: the volume itself */
+		fd = fcntl(root, F_DUPFD_CLOEXEC, 3);
+	return fd;
+fail:
+	if (fd != root)
+		close(fd);
+	return nfd;
+}
+
+int mount_volume(const struct msg_mount *m, const uint32_t *fsgroup, struct rootfs_mount *r,
+		 struct hn_err *e)
+{
+	struct statvfs sv;
+	int rc, root, fd, writable;
+
+	memset(r, 0, sizeof(*r));
+	r->target = m->target;
+	r->readonly = m->readonly;
+	r->size_limit = m->size_limit;
+	r->subpath = m->subpath;
+	if (m->kind == SOURCE_TMPFS)
+		return 0; /* made by the container itself, private to it */
+	rc = m->kind == SOURCE_POD ? mount_pod_volume(m, r->dirbuf, sizeof(r->dirbuf), e)
+				   : mount_disk(m, r->dirbuf, sizeof(r->dirbuf), e);
+	if (rc < 0)
+		return rc;
+	r->dir = r->dirbuf;
+	if (statvfs(r->dir, &sv) < 0)
+		return hn_fail(e, errno, "statvfs %s: %s", r->dir, strerror(errno));
+	writable = !m->readonly && !(sv.f_flag & ST_RDONLY);
+	root = open(r->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return hn_fail(e, errno, "open %s: %s", r->dir, strerror(errno));
+	if (fsgroup && writable)
+		rc = apply_fsgroup(root, *fsgroup, m->source, e);
+	if (rc == 0 && m->subpath) {
+		fd = open_subpath(root, m->source, m->subpath, writable, &r->is_file, e);
+		if (fd < 0)
+			rc = fd;
+		else if (fsgroup && writable)
+			rc = apply_fsgroup(fd, *fsgroup, m->subpath, e);
+		if (fd >= 0)
+			close(fd);
+	}
+	close(root);
+	return rc;
+}
+
 static int mkdir_in(const char *root, const char *rel, mode_t mode, char *out, size_t cap,
 		    struct hn_err *e)
 {
@@ -289,6 +491,76 @@ static int make_dev(const char *root, struct hn_err *e)
 	return rc;
 }
 
+/* A bind's mount point: a directory, or for a file sub-path an empty file. */
+static int make_target(const char *root, const struct rootfs_mount *m, char *p, size_t cap,
+		       struct hn_err *e)
+{
+	char parent[4200];
+	const char *slash;
+	int fd, rc;
+
+	if (!m->is_file)
+		return mkdir_in(root, m->target, 0755, p, cap, e);
+	slash = strrchr(m->target, '/');
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - m->target), m->target);
+	rc = mkdir_in(root, parent, 0755, p, cap, e);
+	if (rc < 0)
+		return rc;
+	if (snprintf(p, cap, "%s%s", root, m->target) >= (int)cap)
+		return hn_fail(e, ENAMETOOLONG, "path too long: %s", m->target);
+	fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0 && errno != EISDIR)
+		return hn_fail(e, errno, "create %s: %s", m->target, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+static int mount_one(const char *root, const struct rootfs_mount *m, struct hn_err *e)
+{
+	unsigned long ro = m->readonly ? MS_RDONLY : 0;
+	char p[4200], src[40], opts[64];
+	struct statvfs sv;
+	unsigned long keep = 0;
+	int rc = make_target(root, m, p, sizeof(p), e), fd, is_file;
+
+	if (rc < 0)
+		return rc;
+	if (!m->dir) {
+		if (m->size_limit)
+			snprintf(opts, sizeof(opts), "mode=0777,size=%llu", (unsigned long long)m->size_limit);
+		else
+			snprintf(opts, sizeof(opts), "mode=0777");
+		return do_mount("tmpfs", p, "tmpfs", ro | MS_NOSUID | MS_NODEV, opts, e);
+	}
+	/* the same walk as the agent's, without creating: no symlink is followed */
+	fd = open(m->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return hn_fail(e, errno, "open %s: %s", m->dir, strerror(errno));
+	if (m->subpath) {
+		int sub = open_subpath(fd, m->dir, m->subpath, 0, &is_file, e);
+		close(fd);
+		if (sub < 0)
+			return sub;
+		fd = sub;
+	}
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+	rc = do_mount(src, p, NULL, MS_BIND, NULL, e);
+	close(fd);
+	if (rc < 0 || !m->readonly)
+		return rc;
+	/* a bind-remount sets every per-mount flag: keep nosuid/nodev/noexec of the source */
+	if (statvfs(p, &sv) == 0) {
+		if (sv.f_flag & ST_NOSUID)
+			keep |= MS_NOSUID;
+		if (sv.f_flag & ST_NODEV)
+			keep |= MS_NODEV;
+		if (sv.f_flag & ST_NOEXEC)
+			keep |= MS_NOEXEC;
+	}
+	return do_mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL, e);
+}
+
 int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, struct hn_err *e)
 {
 	char p[4200];
@@ -296,22 +568,8 @@ int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, 
 
 	/* nothing done here may propagate back to the agent's namespace */
 	rc = do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, e);
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		const struct rootfs_mount *m = &mounts[i];
-		unsigned long fl = m->readonly ? MS_RDONLY : 0;
-		int tmpfs = !strcmp(m->source, "tmpfs");
-		rc = mkdir_in(root, m->target, 0755, p, sizeof(p), e);
-		if (rc == 0)
-			rc = do_mount(m->source, p, m->fstype, fl | (tmpfs ? MS_NOSUID | MS_NODEV : 0),
-				      tmpfs ? "mode=0777" : NULL, e);
-		/* a disk another container has mounted read-write has a read-write superblock:
-		 * mount that, then make this one mount read-only */
-		if (rc == -EBUSY && m->readonly) {
-			rc = do_mount(m->source, p, m->fstype, 0, NULL, e);
-			if (rc == 0)
-				rc = do_mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL, e);
-		}
-	}
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = mount_one(root, &mounts[i], e);
 	if (rc == 0)
 		rc = mkdir_in(root, "/proc", 0555, p, sizeof(p), e);
 	if (rc == 0)
@@ -346,7 +604,7 @@ int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, 
 
 void mount_teardown(void)
 {
-	const char *dirs[] = {HN_CONTAINERS_DIR, HN_IMAGES_DIR};
+	const char *dirs[] = {HN_CONTAINERS_DIR, HN_IMAGES_DIR, HN_DISKS_DIR, HN_VOLUMES_DIR};
 
 	for (size_t i = 0; i < HN_ARRAY_LEN(dirs); i++) {
 		DIR *d = opendir(dirs[i]);

@@ -11,6 +11,8 @@
 #define HN_RUN_DIR "/run/hn"
 #define HN_IMAGES_DIR "/run/hn/images"
 #define HN_CONTAINERS_DIR "/run/hn/c"
+#define HN_DISKS_DIR "/run/hn/disks"     /* volume disks, each mounted once per VM */
+#define HN_VOLUMES_DIR "/run/hn/volumes" /* pod volumes: one tmpfs each */
 #define HN_CGROUP_DIR "/sys/fs/cgroup"
 
 /* PID 1 boot: makes / pivotable, mounts /proc /sys /dev /dev/pts /dev/shm /run cgroup2. */
@@ -26,19 +28,31 @@ int mount_overlay(const char *id, const char *image_dir, char *merged, size_t ca
 /* Detaches the container's overlay and tmpfs and removes its directory. */
 void mount_overlay_drop(const char *id);
 
-/* One extra mount resolved by the agent (disk serial -> /dev path) before fork. */
+/* One volume of a container, prepared by the agent before fork (mount_volume). */
 struct rootfs_mount {
-	const char *source; /* "tmpfs" or a /dev path */
+	const char *dir;     /* the mounted source (agent namespace path), or NULL: a fresh tmpfs */
+	const char *subpath; /* NULL, or a sub-path of dir that mount_volume has checked */
+	int is_file;         /* the sub-path is a regular file */
 	const char *target;
-	const char *fstype;
 	int readonly;
+	uint64_t size_limit; /* fresh tmpfs only; 0 = none */
+	char dirbuf[128];
 };
+
+/* Agent side of one MOUNT: mounts its source once per VM if needed (a disk under
+ * HN_DISKS_DIR/<serial>, a pod volume's tmpfs under HN_VOLUMES_DIR/<name>), resolves SUBPATH
+ * without following symlinks (creating it when the volume is writable), applies fsgroup (may be
+ * NULL) to a writable volume's root and sub-path directory, and fills r. The container binds
+ * it: a bind needs a mount of the container's own (copied) namespace, so the container walks
+ * the sub-path again, the same way. */
+int mount_volume(const struct msg_mount *m, const uint32_t *fsgroup, struct rootfs_mount *r,
+		 struct hn_err *e);
 
 /* Runs in the container's first process, in its fresh mount + PID namespaces: volumes, /proc,
  * /sys, /dev, the etc files, then pivot_root into merged. */
 int mount_rootfs(const char *merged, const struct rootfs_mount *mounts, size_t n, struct hn_err *e);
 
-/* Shutdown: detach every container and image mount. */
+/* Shutdown: detach every container, image, disk and pod volume mount. */
 void mount_teardown(void);
 
 #endif

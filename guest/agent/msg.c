@@ -263,6 +263,40 @@ static int valid_target(const char *s)
 	return 1;
 }
 
+/* Relative, no ".." component: a sub-path inside a volume. */
+static int valid_subpath(const char *s)
+{
+	const char *c = s;
+
+	if (s[0] == '/')
+		return 0;
+	while (*c) {
+		const char *next;
+		size_t n;
+		while (*c == '/')
+			c++;
+		next = strchr(c, '/');
+		n = next ? (size_t)(next - c) : strlen(c);
+		if (n == 2 && c[0] == '.' && c[1] == '.')
+			return 0;
+		c += n;
+	}
+	return 1;
+}
+
+/* [a-z0-9-]{1,63}: a pod volume's name. */
+static int valid_volume_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > MSG_MAX_VOLUME_NAME)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-'))
+			return 0;
+	return 1;
+}
+
 static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_mount *m,
 		       struct hn_err *e)
 {
@@ -275,7 +309,7 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 	while ((rc = tlv_next(&it, &t)) > 0) {
 		switch (t.tag) {
 		case TAG_SOURCE:
-			rc = get_str(a, &t, MSG_MAX_SERIAL, &m->source, e, "SOURCE");
+			rc = get_str(a, &t, MSG_MAX_SOURCE, &m->source, e, "SOURCE");
 			break;
 		case TAG_TARGET:
 			rc = get_str(a, &t, MSG_MAX_PATH, &m->target, e, "TARGET");
@@ -286,6 +320,14 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 		case TAG_READONLY:
 			rc = get_bool(&t, &m->readonly, e, "READONLY");
 			break;
+		case TAG_SUBPATH:
+			rc = get_str(a, &t, MSG_MAX_PATH, &m->subpath, e, "SUBPATH");
+			break;
+		case TAG_SIZE_LIMIT:
+			rc = tlv_u64(&t, &m->size_limit) < 0
+				     ? hn_fail(e, EINVAL, "SIZE_LIMIT: expected an 8-byte u64")
+				     : 0;
+			break;
 		default:
 			rc = 0;
 		}
@@ -294,12 +336,34 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 	}
 	if (rc < 0)
 		return hn_fail(e, EBADMSG, "MOUNT: malformed TLV");
-	if (!m->source || !hn_valid_name(m->source, MSG_MAX_SERIAL))
-		return hn_fail(e, EINVAL, "MOUNT: SOURCE must be \"tmpfs\" or a disk serial");
+	if (!m->source)
+		return hn_fail(e, EINVAL, "MOUNT: SOURCE is required");
+	if (!strncmp(m->source, "pod:", 4)) {
+		m->kind = SOURCE_POD;
+		m->name = m->source + 4;
+		if (!valid_volume_name(m->name))
+			return hn_fail(e, EINVAL, "MOUNT: pod volume names must match [a-z0-9-]{1,63}");
+	} else if (!strcmp(m->source, "tmpfs")) {
+		m->kind = SOURCE_TMPFS;
+		m->name = m->source;
+	} else if (hn_valid_name(m->source, MSG_MAX_SERIAL)) {
+		m->kind = SOURCE_DISK;
+		m->name = m->source;
+	} else {
+		return hn_fail(e, EINVAL, "MOUNT: SOURCE must be \"tmpfs\", \"pod:<name>\" or a disk serial");
+	}
 	if (!m->target || !valid_target(m->target))
 		return hn_fail(e, EINVAL, "MOUNT: TARGET must be an absolute path without . or ..");
+	if (m->subpath && !m->subpath[0])
+		m->subpath = NULL; /* Kubernetes: an empty subPath is the whole volume */
+	if (m->subpath && !valid_subpath(m->subpath))
+		return hn_fail(e, EINVAL, "MOUNT: SUBPATH must be relative without .. components");
+	if (m->subpath && m->kind == SOURCE_TMPFS)
+		return hn_fail(e, EINVAL, "MOUNT: SUBPATH needs a disk or pod volume SOURCE");
 	if (!m->fstype)
-		m->fstype = strcmp(m->source, "tmpfs") ? "ext4" : "tmpfs";
+		m->fstype = m->kind == SOURCE_DISK ? "ext4" : "tmpfs";
+	if (m->kind != SOURCE_DISK && strcmp(m->fstype, "tmpfs"))
+		return hn_fail(e, EINVAL, "MOUNT: FSTYPE of a tmpfs or pod volume must be tmpfs");
 	for (const char *c = m->fstype; *c; c++)
 		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
 			return hn_fail(e, EINVAL, "MOUNT: bad FSTYPE");
@@ -344,6 +408,12 @@ int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct m
 			break;
 		case TAG_MOUNT:
 			rc = parse_mount(t.val, t.len, a, &m->mounts[im++], e);
+			break;
+		case TAG_FSGROUP:
+			rc = get_u32(&t, &m->fsgroup, e, "FSGROUP");
+			m->has_fsgroup = 1;
+			if (rc == 0 && m->fsgroup == (uint32_t)-1)
+				rc = hn_fail(e, EINVAL, "FSGROUP: 4294967295 is invalid");
 			break;
 		case TAG_PROCESS:
 			rc = parse_process(t.val, t.len, a, &m->proc, e);
@@ -654,5 +724,106 @@ int msg_parse_shutdown(const uint8_t *p, size_t len, struct msg_shutdown *m, str
 		return hn_fail(e, EBADMSG, "SHUTDOWN: malformed TLV");
 	if (m->grace_ms > MSG_MAX_GRACE_MS)
 		m->grace_ms = MSG_MAX_GRACE_MS;
+	return 0;
+}
+
+/* Printable ASCII without spaces: safe in a request line. */
+static int valid_http_path(const char *s)
+{
+	if (s[0] != '/')
+		return 0;
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* "Name: value": a token name, then a value without CR, LF or other control bytes (tab ok). */
+static int valid_header(const char *s)
+{
+	const char *colon = strchr(s, ':');
+
+	if (!colon || colon == s)
+		return 0;
+	for (const char *c = s; c < colon; c++)
+		if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || strchr("()<>@,;\\\"/[]?={}", *c))
+			return 0;
+	for (const char *c = colon + 1; *c; c++)
+		if (((unsigned char)*c < ' ' && *c != '\t') || (unsigned char)*c == 0x7f)
+			return 0;
+	return 1;
+}
+
+int msg_parse_probe(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_probe *m,
+		    struct hn_err *e)
+{
+	static const uint16_t tags[] = {TAG_HEADER};
+	const char *kind = NULL;
+	size_t n;
+	struct tlv_iter it;
+	struct tlv t;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	m->host = "127.0.0.1";
+	m->path = "/";
+	m->timeout_ms = MSG_DEFAULT_PROBE_TIMEOUT_MS;
+	rc = count_tags(p, len, tags, &n, 1, e, "PROBE");
+	if (rc < 0)
+		return rc;
+	if (n > MSG_MAX_HEADERS)
+		return hn_fail(e, E2BIG, "PROBE: more than %d HEADER fields", MSG_MAX_HEADERS);
+	m->headers = arena_alloc(a, n + 1, sizeof(char *));
+	if (!m->headers)
+		return hn_fail(e, ENOMEM, "PROBE: out of memory");
+	tlv_iter_init(&it, p, len);
+	while (tlv_next(&it, &t) > 0) {
+		const char *s = NULL;
+		switch (t.tag) {
+		case TAG_PROBE_KIND:
+			rc = get_str(a, &t, 8, &kind, e, "PROBE_KIND");
+			break;
+		case TAG_PORT:
+			rc = get_u32(&t, &m->port, e, "PORT");
+			break;
+		case TAG_HOST:
+			rc = get_str(a, &t, 15, &m->host, e, "HOST");
+			break;
+		case TAG_PATH:
+			rc = get_str(a, &t, MSG_MAX_PROBE_PATH, &m->path, e, "PATH");
+			if (rc == 0 && !valid_http_path(m->path))
+				rc = hn_fail(e, EINVAL, "PATH: must start with / and be printable ASCII without spaces");
+			break;
+		case TAG_TIMEOUT_MS:
+			rc = get_u32(&t, &m->timeout_ms, e, "TIMEOUT_MS");
+			break;
+		case TAG_HEADER:
+			rc = get_str(a, &t, MSG_MAX_LINE, &s, e, "HEADER");
+			if (rc == 0 && !valid_header(s))
+				rc = hn_fail(e, EINVAL, "HEADER: expected \"Name: value\" without control characters");
+			m->headers[m->nheaders++] = s;
+			break;
+		default:
+			rc = 0;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	if (!kind)
+		return hn_fail(e, EINVAL, "PROBE: PROBE_KIND is required");
+	if (!strcmp(kind, "tcp"))
+		m->kind = PROBE_TCP;
+	else if (!strcmp(kind, "http"))
+		m->kind = PROBE_HTTP;
+	else
+		return hn_fail(e, EINVAL, "PROBE: PROBE_KIND must be \"tcp\" or \"http\"");
+	if (m->port < 1 || m->port > 65535)
+		return hn_fail(e, EINVAL, "PROBE: PORT must be 1..65535");
+	if (inet_pton(AF_INET, m->host, m->addr) != 1)
+		return hn_fail(e, EINVAL, "PROBE: HOST must be an IPv4 address");
+	if (m->timeout_ms == 0)
+		m->timeout_ms = MSG_DEFAULT_PROBE_TIMEOUT_MS;
+	if (m->timeout_ms > MSG_MAX_PROBE_TIMEOUT_MS)
+		return hn_fail(e, EINVAL, "PROBE: TIMEOUT_MS must be at most %d", MSG_MAX_PROBE_TIMEOUT_MS);
 	return 0;
 }

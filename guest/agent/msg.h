@@ -25,6 +25,12 @@
 #define MSG_MAX_CONTAINER_ID 64
 #define MSG_MAX_SERIAL 20 /* virtio-blk serials are at most 20 bytes */
 #define MSG_MAX_GRACE_MS 600000
+#define MSG_MAX_VOLUME_NAME 63 /* "pod:<name>", name [a-z0-9-]{1,63} */
+#define MSG_MAX_SOURCE (4 + MSG_MAX_VOLUME_NAME)
+#define MSG_MAX_HEADERS 64
+#define MSG_MAX_PROBE_PATH 2048
+#define MSG_MAX_PROBE_TIMEOUT_MS 600000
+#define MSG_DEFAULT_PROBE_TIMEOUT_MS 1000
 
 /* Every string and array of one parsed message lives in its arena; msg_arena_free drops all. */
 struct msg_arena {
@@ -54,10 +60,16 @@ struct msg_process {
 	uint32_t rows, cols;
 };
 
+enum msg_source_kind { SOURCE_TMPFS, SOURCE_DISK, SOURCE_POD };
+
 struct msg_mount {
-	const char *source; /* "tmpfs" or a disk serial */
-	const char *target; /* absolute, no ".." component, not "/" */
+	const char *source; /* "tmpfs", a disk serial, or "pod:<name>" */
+	enum msg_source_kind kind;
+	const char *name;    /* the disk serial or the pod volume's name (after "pod:") */
+	const char *target;  /* absolute, no ".." component, not "/" */
 	const char *fstype;
+	const char *subpath; /* NULL, or relative without ".." components (disk and pod only) */
+	uint64_t size_limit; /* tmpfs and pod volumes; 0 = none */
 	int readonly;
 };
 
@@ -65,6 +77,8 @@ struct msg_create {
 	const char *container_id;
 	const char *image_disk;
 	uint64_t memory_limit;
+	uint32_t fsgroup;
+	int has_fsgroup;
 	struct msg_mount *mounts;
 	size_t nmounts;
 	struct msg_process proc;
@@ -125,6 +139,19 @@ struct msg_shutdown {
 	uint32_t grace_ms;
 };
 
+enum msg_probe_kind { PROBE_TCP = 1, PROBE_HTTP = 2 };
+
+struct msg_probe {
+	enum msg_probe_kind kind;
+	uint8_t addr[4];  /* IPv4, network order */
+	const char *host; /* as given (or "127.0.0.1"): for messages and the Host header */
+	uint32_t port;
+	const char *path; /* http: starts with '/', printable ASCII without spaces */
+	uint32_t timeout_ms;
+	const char **headers; /* http: "Name: value", no CR/LF */
+	size_t nheaders;
+};
+
 /* Each returns 0, or -errno with e set (EINVAL/EBADMSG/E2BIG/ENOMEM). */
 int msg_parse_setup(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_setup *m, struct hn_err *e);
 int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_create *m, struct hn_err *e);
@@ -133,6 +160,7 @@ int msg_parse_signal(const uint8_t *p, size_t len, struct msg_signal *m, struct 
 int msg_parse_resize(const uint8_t *p, size_t len, struct msg_resize *m, struct hn_err *e);
 int msg_parse_remove(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_remove *m, struct hn_err *e);
 int msg_parse_shutdown(const uint8_t *p, size_t len, struct msg_shutdown *m, struct hn_err *e);
+int msg_parse_probe(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_probe *m, struct hn_err *e);
 
 /* "10.0.0.2/24", "fd00::2/64"; with want_prefix=0 a bare address (prefix = full length). */
 int msg_parse_cidr(const char *s, int want_prefix, struct msg_cidr *c);

@@ -202,7 +202,7 @@ static int child_pty(int sock, const struct msg_process *p, struct hn_err *e)
 static __attribute__((noreturn)) void child(const struct spawn_req *r, int st, const int stdio[3])
 {
 	const struct msg_process *p = r->proc;
-	gid_t groups[MSG_MAX_GROUPS];
+	gid_t groups[MSG_MAX_GROUPS + 1]; /* + a CREATE's FSGROUP */
 	struct hn_err e = {0};
 	int fds[3] = {stdio[0], stdio[1], stdio[2]};
 	sigset_t none;

@@ -63,6 +63,7 @@
 #define MSG_REMOVE 39       /* CONTAINER_ID: SIGKILL what is left, unmount, forget */
 #define MSG_SHUTDOWN 40     /* GRACE_MS: SIGTERM all, wait, SIGKILL, sync, ACK, power off */
 #define MSG_PING 41         /* -> ACK */
+#define MSG_PROBE 42        /* tcp/http probe from the pod's network namespace -> ACK(STATUS_CODE) */
 
 /* TLV tags */
 #define TAG_VERSION 1       /* u32 */
@@ -92,8 +93,8 @@
 #define TAG_IMAGE_DISK 33   /* str: virtio-blk serial of the read-only erofs image disk */
 #define TAG_PROCESS 34      /* nested: the process to start */
 #define TAG_MEMORY_LIMIT 35 /* u64 bytes, 0 = none: the container cgroup's memory.max */
-#define TAG_MOUNT 36        /* nested, repeated: SOURCE, TARGET, FSTYPE, READONLY */
-#define TAG_SOURCE 37       /* str: a disk serial, or "tmpfs" */
+#define TAG_MOUNT 36        /* nested, repeated: SOURCE, TARGET, FSTYPE, READONLY, SUBPATH, SIZE_LIMIT */
+#define TAG_SOURCE 37       /* str: a disk serial, "tmpfs", or "pod:<name>" (a pod volume) */
 #define TAG_TARGET 38       /* str: absolute path inside the container */
 #define TAG_READONLY 39     /* bool */
 #define TAG_FSTYPE 40       /* str */
@@ -111,5 +112,16 @@
 #define TAG_COLS 58         /* u32 */
 #define TAG_SIGNAL 59       /* u32 */
 #define TAG_GRACE_MS 60     /* u32 */
+
+#define TAG_SUBPATH 61      /* str, in MOUNT: relative, no "..": mount only that part of SOURCE */
+#define TAG_SIZE_LIMIT 62   /* u64 bytes, in MOUNT, 0 = none: tmpfs size of a tmpfs/pod volume */
+#define TAG_FSGROUP 63      /* u32, in CREATE: group owning writable volumes, added to groups */
+#define TAG_PROBE_KIND 64   /* str: "tcp" or "http" */
+#define TAG_PORT 65         /* u32: 1..65535 */
+#define TAG_HOST 66         /* str: IPv4 address, default 127.0.0.1 */
+#define TAG_PATH 67         /* str: http request path, default "/" */
+#define TAG_TIMEOUT_MS 68   /* u32: default 1000 */
+#define TAG_HEADER 69       /* str, repeated: http request header "Name: value" */
+#define TAG_STATUS_CODE 70  /* u32: http status code, in the ACK of an http PROBE */
 
 #endif

@@ -38,6 +38,7 @@ MSG_STDIN = 38
 MSG_REMOVE = 39
 MSG_SHUTDOWN = 40
 MSG_PING = 41
+MSG_PROBE = 42
 
 TAG_VERSION = 1
 TAG_AGENT = 2
@@ -82,6 +83,16 @@ TAG_ROWS = 57
 TAG_COLS = 58
 TAG_SIGNAL = 59
 TAG_GRACE_MS = 60
+TAG_SUBPATH = 61
+TAG_SIZE_LIMIT = 62
+TAG_FSGROUP = 63
+TAG_PROBE_KIND = 64
+TAG_PORT = 65
+TAG_HOST = 66
+TAG_PATH = 67
+TAG_TIMEOUT_MS = 68
+TAG_HEADER = 69
+TAG_STATUS_CODE = 70
 
 GUEST_MESSAGES = frozenset(
     {MSG_READY, MSG_ACK, MSG_ERROR, MSG_STDOUT, MSG_STDERR, MSG_EXIT, MSG_WINDOW, MSG_LOG}
@@ -250,3 +261,17 @@ class TLV:
 
     def encode(self) -> bytes:
         return b"".join(_TLV.pack(t, len(v)) + v for t, v in self.fields)
+
+
+# --- PROBE -----------------------------------------------------------------------------------------
+
+PROBE_TCP = "tcp"
+PROBE_HTTP = "http"
+
+
+def probe_status_code(reply: TLV) -> int:
+    """The STATUS_CODE of an http PROBE's ACK, bounded to what an HTTP status line can carry."""
+    code = reply.u32(TAG_STATUS_CODE)
+    if code is None or not 100 <= code <= 999:
+        raise ProtocolError(f"http PROBE answered with status code {code}")
+    return code
