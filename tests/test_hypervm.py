@@ -240,3 +240,23 @@ async def test_restart_container_in_place(hypervm: HyperVM, busybox_ref: str) ->
     await asyncio.sleep(1)
     assert [ln.data async for ln in hypervm.logs("p15", "main")] == [b"first"]  # fresh layer: no mark
     assert [ln.data async for ln in hypervm.logs("p15", "main", previous=True)] == [b"first"]
+
+
+async def test_probes_from_inside_the_pod(hypervm: HyperVM, busybox_ref: str) -> None:
+    from hypernetes.runtime.interface import ProbeSpec
+
+    script = "echo ok > /tmp/ok; httpd -f -p 8080 -h /tmp"
+    spec = pod("p16", ContainerSpec(name="main", image=busybox_ref, command=("sh", "-c", script)))
+    await hypervm.create_sandbox(spec)
+    await hypervm.start_container("p16", "main")
+    for _ in range(50):
+        ok, _msg = await hypervm.probe("p16", ProbeSpec("tcp", 8080))
+        if ok:
+            break
+        await asyncio.sleep(0.2)
+    assert ok
+    assert await hypervm.probe("p16", ProbeSpec("http", 8080, path="/ok")) == (True, "")
+    ok, msg = await hypervm.probe("p16", ProbeSpec("http", 8080, path="/missing"))
+    assert not ok and "statuscode: 404" in msg
+    ok, msg = await hypervm.probe("p16", ProbeSpec("tcp", 9999))
+    assert not ok and "connection refused" in msg

@@ -49,6 +49,7 @@ from hypernetes.runtime.interface import (
     LogLine,
     PodRuntimeError,
     PodSpec,
+    ProbeSpec,
     Process,
     Runtime,
     SandboxFailed,
@@ -102,8 +103,14 @@ class _Sandbox:
 class HyperVM(Runtime):
     name = "hypervm"
 
-    def __init__(self, root: Path, images: ImageStore, kernels: KernelRegistry,
-                 accel: str | None = None, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        images: ImageStore,
+        kernels: KernelRegistry,
+        accel: str | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
         self.root = root / "hypervm"
         self.images = images
         self.kernels = kernels
@@ -116,18 +123,27 @@ class HyperVM(Runtime):
 
     async def accel(self) -> str:
         if self._accel is None:
-            self._accel = await choose_accel(
-                self._accel_override, self.root / "accel.json", self._probe_kvm
-            )
+            self._accel = await choose_accel(self._accel_override, self.root / "accel.json", self._probe_kvm)
         return self._accel
 
     async def _probe_kvm(self) -> bool:
         kernel = self.kernels.default()
         probe_dir = self.root / ".kvm-probe"
         shutil.rmtree(probe_dir, ignore_errors=True)
-        vm = QemuVM(VMConfig(name="hn-kvm-probe", dir=probe_dir, kernel=kernel.image,
-                             initrd=kernel.initrd, vcpus=1, memory_mib=64, accel="kvm",
-                             acpi=kernel.acpi, cmdline=kernel.cmdline, die_with_parent=True))
+        vm = QemuVM(
+            VMConfig(
+                name="hn-kvm-probe",
+                dir=probe_dir,
+                kernel=kernel.image,
+                initrd=kernel.initrd,
+                vcpus=1,
+                memory_mib=64,
+                accel="kvm",
+                acpi=kernel.acpi,
+                cmdline=kernel.cmdline,
+                die_with_parent=True,
+            )
+        )
         client = AgentClient("kvm-probe")
         try:
             await vm.start()
@@ -173,12 +189,21 @@ class HyperVM(Runtime):
         for c in containers.values():
             c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
         accel = await self.accel()
-        vm = QemuVM(VMConfig(
-            name=f"hn-{pod.id}", dir=sandbox_dir, kernel=kernel.image, initrd=kernel.initrd,
-            vcpus=size.vcpus, memory_mib=size.memory_mib, accel=accel, acpi=kernel.acpi,
-            cmdline=kernel.cmdline, disks=list(disks.values()),
-            die_with_parent=self._die_with_parent,
-        ))
+        vm = QemuVM(
+            VMConfig(
+                name=f"hn-{pod.id}",
+                dir=sandbox_dir,
+                kernel=kernel.image,
+                initrd=kernel.initrd,
+                vcpus=size.vcpus,
+                memory_mib=size.memory_mib,
+                accel=accel,
+                acpi=kernel.acpi,
+                cmdline=kernel.cmdline,
+                disks=list(disks.values()),
+                die_with_parent=self._die_with_parent,
+            )
+        )
         client = AgentClient(f"agent-{pod.id}")
         sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers)
         self._sandboxes[pod.id] = sandbox
@@ -218,9 +243,14 @@ class HyperVM(Runtime):
         env["HOSTNAME"] = pod.hostname or pod.name
         env.update(spec.env)
         process = ProcessSpec(
-            args=argv, env=[f"{k}={v}" for k, v in env.items()],
-            cwd=spec.working_dir or cfg.working_dir or "/", uid=uid, gid=gid, groups=groups,
-            terminal=spec.tty, stdin=spec.stdin,
+            args=argv,
+            env=[f"{k}={v}" for k, v in env.items()],
+            cwd=spec.working_dir or cfg.working_dir or "/",
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            terminal=spec.tty,
+            stdin=spec.stdin,
         )
         status = ContainerStatus(name=spec.name, image=spec.image, image_id=image.digest)
         return _Container(spec, image, process, serial, status, log=None)  # type: ignore[arg-type]
@@ -338,9 +368,16 @@ class HyperVM(Runtime):
         env = dict(kv.split("=", 1) for kv in c.process.env)
         env.update(spec.env)
         pspec = ProcessSpec(
-            args=list(spec.command), env=[f"{k}={v}" for k, v in env.items()],
-            cwd=spec.working_dir or c.process.cwd, uid=uid, gid=gid, groups=groups,
-            terminal=spec.tty, stdin=spec.stdin, rows=spec.rows, cols=spec.cols,
+            args=list(spec.command),
+            env=[f"{k}={v}" for k, v in env.items()],
+            cwd=spec.working_dir or c.process.cwd,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            terminal=spec.tty,
+            stdin=spec.stdin,
+            rows=spec.rows,
+            cols=spec.cols,
         )
         proc = sandbox.client.new_process(None, attach=True, stdin=spec.stdin)
         self._save(sandbox)  # the process id is now taken for the life of the VM
@@ -396,20 +433,24 @@ class HyperVM(Runtime):
     # --- adoption: surviving a node agent restart ------------------------------------------------
 
     def _save(self, sandbox: _Sandbox) -> None:
-        write_state(sandbox.dir, {
-            "pod": pod_to_dict(sandbox.pod),
-            "created_at": sandbox.created_at,
-            "next_process_id": sandbox.client.next_process_id,
-            "containers": {
-                name: {
-                    "image_id": c.image.id, "disk_serial": c.disk_serial,
-                    "process": dataclasses.asdict(c.process),
-                    "process_id": c.main.id if c.main is not None else None,
-                    "status": status_to_dict(c.status),
-                }
-                for name, c in sandbox.containers.items()
+        write_state(
+            sandbox.dir,
+            {
+                "pod": pod_to_dict(sandbox.pod),
+                "created_at": sandbox.created_at,
+                "next_process_id": sandbox.client.next_process_id,
+                "containers": {
+                    name: {
+                        "image_id": c.image.id,
+                        "disk_serial": c.disk_serial,
+                        "process": dataclasses.asdict(c.process),
+                        "process_id": c.main.id if c.main is not None else None,
+                        "status": status_to_dict(c.status),
+                    }
+                    for name, c in sandbox.containers.items()
+                },
             },
-        })
+        )
 
     async def adopt(self) -> list[SandboxStatus]:
         """Find the VMs an earlier process left running and take them over.
@@ -437,8 +478,9 @@ class HyperVM(Runtime):
 
     async def _adopt_one(self, directory: Path, state: dict[str, Any], pid: int) -> SandboxStatus:
         pod = pod_from_dict(state["pod"])
-        vm = QemuVM(VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(),
-                             vcpus=0, memory_mib=0))
+        vm = QemuVM(
+            VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0, memory_mib=0)
+        )
         await vm.attach(pid)
         client = AgentClient(f"agent-{pod.id}")
         await client.connect(str(vm.cfg.ctl_socket), BOOT_TIMEOUT_KVM, vm.alive)
@@ -450,11 +492,24 @@ class HyperVM(Runtime):
                 raise PodRuntimeError(f"image {rec['image_id']} of container {name} is gone")
             proc_spec = ProcessSpec(**{**rec["process"], "groups": tuple(rec["process"]["groups"])})
             spec = next(c for c in pod.containers if c.name == name)
-            c = _Container(spec, image, proc_spec, rec["disk_serial"], status_from_dict(rec["status"]),
-                           LogWriter(directory / "logs" / f"{name}.log"))
+            c = _Container(
+                spec,
+                image,
+                proc_spec,
+                rec["disk_serial"],
+                status_from_dict(rec["status"]),
+                LogWriter(directory / "logs" / f"{name}.log"),
+            )
             containers[name] = c
-        sandbox = _Sandbox(pod, directory, vm, client, containers, state=SandboxState.READY,
-                           created_at=float(state["created_at"]))
+        sandbox = _Sandbox(
+            pod,
+            directory,
+            vm,
+            client,
+            containers,
+            state=SandboxState.READY,
+            created_at=float(state["created_at"]),
+        )
         self._sandboxes[pod.id] = sandbox
         for name, rec in state["containers"].items():
             c = containers[name]
@@ -496,8 +551,12 @@ class HyperVM(Runtime):
 
     def _status(self, sandbox: _Sandbox) -> SandboxStatus:
         return SandboxStatus(
-            id=sandbox.pod.id, name=sandbox.pod.name, namespace=sandbox.pod.namespace,
-            state=sandbox.state, runtime=self.name, message=sandbox.message,
+            id=sandbox.pod.id,
+            name=sandbox.pod.name,
+            namespace=sandbox.pod.namespace,
+            state=sandbox.state,
+            runtime=self.name,
+            message=sandbox.message,
             containers=[c.status for c in sandbox.containers.values()],
             created_at=sandbox.created_at,
         )
@@ -508,8 +567,9 @@ class HyperVM(Runtime):
     async def list_sandboxes(self) -> list[SandboxStatus]:
         return [self._status(s) for s in self._sandboxes.values()]
 
-    async def logs(self, sandbox_id: str, container: str, follow: bool = False,
-                   previous: bool = False) -> AsyncIterator[LogLine]:
+    async def logs(
+        self, sandbox_id: str, container: str, follow: bool = False, previous: bool = False
+    ) -> AsyncIterator[LogLine]:
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, container)
         if previous:
@@ -530,6 +590,30 @@ class HyperVM(Runtime):
             await c.main.signal(signum)
         except (AgentError, AgentUnavailable) as e:
             raise PodRuntimeError(f"signal {signum} to {name}: {e}") from e
+
+    async def probe(self, sandbox_id: str, spec: ProbeSpec) -> tuple[bool, str]:
+        sandbox = self._get(sandbox_id)
+        tlv = gp.TLV().add_str(gp.TAG_PROBE_KIND, spec.kind).add_u32(gp.TAG_PORT, spec.port)
+        tlv.add_str(gp.TAG_HOST, spec.host).add_u32(gp.TAG_TIMEOUT_MS, int(spec.timeout * 1000))
+        if spec.kind == "http":
+            tlv.add_str(gp.TAG_PATH, spec.path).add_strs(
+                gp.TAG_HEADER, [f"{k}: {v}" for k, v in spec.headers]
+            )
+        try:
+            reply = await sandbox.client.request(gp.MSG_PROBE, tlv, timeout=spec.timeout + 10)
+        except AgentError as e:
+            return False, str(e)
+        except AgentUnavailable as e:
+            raise SandboxFailed(self._explain(sandbox, str(e))) from e
+        if spec.kind != "http":
+            return True, ""
+        try:
+            code = gp.probe_status_code(reply)
+        except gp.ProtocolError as e:
+            return False, f"guest sent a bad probe result: {e}"
+        if 200 <= code < 400:
+            return True, ""
+        return False, f"HTTP probe failed with statuscode: {code}"
 
     async def restart_container(self, sandbox_id: str, name: str) -> None:
         sandbox = self._get(sandbox_id)

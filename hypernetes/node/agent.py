@@ -1,0 +1,294 @@
+"""The node agent: registers its Node, heartbeats through a Lease, runs the pods bound to it.
+
+One `PodWorker` per pod (by uid). On start it adopts the VMs an earlier agent left running and
+removes sandboxes whose pod is gone. It also serves logs and exec for its pods (`NodePodProxy`),
+which the API server calls for `kubectl logs` and `kubectl exec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import socket
+import time
+import uuid
+from typing import Any
+
+from hypernetes import __version__
+from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.node.podspec import sandbox_id
+from hypernetes.node.podstatus import rfc3339
+from hypernetes.node.worker import PodWorker
+from hypernetes.runtime.interface import Runtime
+from hypernetes.runtime.sizing import MiB
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+LEASE_SECONDS = 40
+HEARTBEAT = 10.0
+SYSTEM_RESERVED_MEMORY = 512 * MiB  # for the host, the agent and QEMU's own overhead
+
+
+def host_ip() -> str:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the route's source
+        return str(s.getsockname()[0])
+    return "127.0.0.1"
+
+
+def machine_capacity() -> tuple[int, int]:
+    cpus = os.cpu_count() or 1
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return cpus, mem_kib * 1024
+
+
+class ClientNodeAPI:
+    """`NodeAPI` over the API server, for pod workers."""
+
+    def __init__(self, client: ApiClient, node_name: str) -> None:
+        self.client = client
+        self.node_name = node_name
+
+    async def lookup(self, kind: str, namespace: str, name: str) -> Obj | None:
+        plural = {"ConfigMap": "configmaps", "Secret": "secrets"}[kind]
+        return await self.client.get_or_none("v1", plural, name, namespace)
+
+    async def update_pod_status(self, pod: Obj, status: Obj) -> Obj | None:
+        meta = pod["metadata"]
+        for _ in range(5):
+            try:
+                return await self.client.patch("v1", "pods", meta["name"], {"status": status},
+                                               meta.get("namespace"), subresource="status")
+            except ApiException as e:
+                if e.status == 404:
+                    return None
+                if e.status != 409:
+                    log.warning("status of pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
+                    return None
+        return None
+
+    async def event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        now = rfc3339()
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                         "namespace": meta.get("namespace")},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                               "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message[:1024], "type": type_,
+            "source": {"component": "kubelet", "host": self.node_name},
+            "reportingComponent": "kubelet", "reportingInstance": self.node_name,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        with contextlib.suppress(ApiException):
+            await self.client.create("v1", "events", event)
+
+    async def finalize_pod(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                "preconditions": {"uid": meta.get("uid")}}
+        with contextlib.suppress(ApiException):
+            await self.client.delete("v1", "pods", meta["name"], meta.get("namespace"), body)
+
+
+class NodeAgent:
+    def __init__(self, client: ApiClient, runtime: Runtime, node_name: str | None = None,
+                 labels: dict[str, str] | None = None) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.name = node_name or socket.gethostname().lower()
+        self.labels = labels or {}
+        self.ip = host_ip()
+        self.api = ClientNodeAPI(client, self.name)
+        self.workers: dict[str, PodWorker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    # --- Node and Lease ----------------------------------------------------------------------------
+
+    def node_object(self) -> Obj:
+        cpus, memory = machine_capacity()
+        allocatable_mem = max(memory - SYSTEM_RESERVED_MEMORY, 0)
+        now = rfc3339()
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.name, "labels": {
+                "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "hypernetes.io/runtime": self.runtime.name, **self.labels}},
+            "spec": {},
+            "status": {
+                "capacity": {"cpu": str(cpus), "memory": f"{memory // 1024}Ki", "pods": "110"},
+                "allocatable": {"cpu": str(cpus), "memory": f"{allocatable_mem // 1024}Ki", "pods": "110"},
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                     "message": f"hypernetes node agent is posting ready status ({self.runtime.name})",
+                     "lastHeartbeatTime": now, "lastTransitionTime": now},
+                    *({"type": t, "status": "False", "reason": f"KubeletHas{r}", "message": m,
+                       "lastHeartbeatTime": now, "lastTransitionTime": now}
+                      for t, r, m in (("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory"),
+                                      ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                                      ("PIDPressure", "SufficientPID", "kubelet has sufficient PID"))),
+                ],
+                "addresses": [{"type": "InternalIP", "address": self.ip},
+                              {"type": "Hostname", "address": self.name}],
+                "nodeInfo": {
+                    "machineID": _machine_id(), "systemUUID": _machine_id(), "bootID": _boot_id(),
+                    "kernelVersion": platform.release(), "osImage": _os_image(),
+                    "containerRuntimeVersion": f"{self.runtime.name}://{__version__}",
+                    "kubeletVersion": "v1.32.0-hypernetes", "kubeProxyVersion": "",
+                    "operatingSystem": "linux", "architecture": "amd64",
+                },
+            },
+        }
+
+    async def register(self) -> None:
+        node = self.node_object()
+        existing = await self.client.get_or_none("v1", "nodes", self.name)
+        if existing is None:
+            try:
+                created = await self.client.create("v1", "nodes", node)
+                await self.client.patch("v1", "nodes", self.name, {"status": node["status"]},
+                                        subresource="status")
+                log.info("registered node %s", created["metadata"]["name"])
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        patch = {"metadata": {"labels": node["metadata"]["labels"]}}
+        await self.client.patch("v1", "nodes", self.name, patch)
+        await self.client.patch("v1", "nodes", self.name, {"status": node["status"]}, subresource="status")
+
+    async def heartbeat(self) -> None:
+        lease_ns = "kube-node-lease"
+        while not self._stopping:
+            now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                     "metadata": {"name": self.name, "namespace": lease_ns},
+                     "spec": {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS,
+                              "renewTime": now}}
+            try:
+                try:
+                    await self.client.patch("coordination.k8s.io/v1", "leases", self.name,
+                                            {"spec": lease["spec"]}, lease_ns)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    await self.client.create("coordination.k8s.io/v1", "leases", lease, lease_ns)
+                conditions = self.node_object()["status"]["conditions"]
+                await self.client.patch("v1", "nodes", self.name, {"status": {"conditions": conditions}},
+                                        subresource="status")
+            except (ApiException, OSError) as e:
+                log.warning("heartbeat: %s", e)
+            await asyncio.sleep(HEARTBEAT)
+
+    # --- pods --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.register()
+        heartbeat = asyncio.create_task(self.heartbeat())
+        try:
+            adopted = await self._adopt()
+            async for ev in self.client.informer("v1", "pods", field_selector=f"spec.nodeName={self.name}"):
+                if ev.type == "SYNC":
+                    await self._sync(ev.object.get("items") or [], adopted)
+                    adopted = {}
+                elif ev.type == "DELETED":
+                    self._gone(ev.object)
+                else:
+                    self._seen(ev.object)
+        finally:
+            heartbeat.cancel()
+
+    async def _adopt(self) -> dict[str, Any]:
+        adopt = getattr(self.runtime, "adopt", None)
+        if adopt is None:
+            return {}
+        return {s.id: s for s in await adopt()}
+
+    async def _sync(self, pods: list[Obj], adopted: dict[str, Any]) -> None:
+        live = {sandbox_id(p) for p in pods}
+        for pod in pods:
+            self._seen(pod, adopting=sandbox_id(pod) in adopted)
+        for sid in set(adopted) - live:
+            log.info("removing sandbox %s: its pod is gone", sid)
+            await self.runtime.remove_sandbox(sid)
+        for uid in [u for u in self.workers if u not in live]:
+            self._gone(self.workers[uid].pod)
+
+    def _seen(self, pod: Obj, adopting: bool = False) -> None:
+        uid = sandbox_id(pod)
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.update(pod)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") and not adopting and not pod["metadata"].get("deletionTimestamp"):
+            return  # finished before this agent started: nothing to run
+        worker = PodWorker(pod, self.runtime, self.api, self.ip)
+        self.workers[uid] = worker
+        task = asyncio.create_task(worker.adopt() if adopting else worker.run(), name=f"pod-{uid}")
+        self._tasks[uid] = task
+        task.add_done_callback(self._done)
+
+    def _gone(self, pod: Obj) -> None:
+        """The pod object is deleted: its worker must stop the VM right away."""
+        worker = self.workers.get(sandbox_id(pod))
+        if worker is None:
+            return
+        meta = dict(pod["metadata"])
+        meta.setdefault("deletionTimestamp", rfc3339())
+        meta["deletionGracePeriodSeconds"] = 0
+        worker.update({**pod, "metadata": meta})
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        uid = task.get_name().removeprefix("pod-")
+        self.workers.pop(uid, None)
+        self._tasks.pop(uid, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pod worker %s ended with %r", uid, task.exception())
+
+    async def shutdown(self, stop_pods: bool) -> None:
+        """Stop the agent; with stop_pods the VMs go too, else they keep running for adoption."""
+        self._stopping = True
+        for task in self._tasks.values():
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if stop_pods:
+            for sandbox in await self.runtime.list_sandboxes():
+                await self.runtime.remove_sandbox(sandbox.id)
+        else:
+            detach = getattr(self.runtime, "detach_all", None)
+            if detach is not None:
+                await detach()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _machine_id() -> str:
+    return _read("/etc/machine-id")
+
+
+def _boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id")
+
+
+def _os_image() -> str:
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return "Linux"
