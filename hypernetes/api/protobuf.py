@@ -117,7 +117,8 @@ def _message(buf: bytes, spec: Spec) -> JSON:
             continue  # fields we do not model are server-set or unused by the generators
         name, typ, sub = spec[num]
         if typ == "str":
-            obj[name] = _bytes(v).decode()
+            if v:  # Go's JSON omits empty strings (omitempty); protobuf always sends them
+                obj[name] = _bytes(v).decode()
         elif typ == "raw":
             obj[name] = _bytes(v)
         elif typ == "bytes":
