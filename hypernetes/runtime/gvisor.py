@@ -410,12 +410,7 @@ class GVisor(Runtime):
         (base / "process.json").write_text(json.dumps(ocispec.process(pconf)))
         proc = SandboxProcess(self.runsc, c.id, None, attach=True)
         runsc = await self._spawn_exec(sandbox, c, proc, spec, base)
-        pid_file = base / "pid"
-        deadline = time.monotonic() + START_TIMEOUT
-        while not pid_file.exists() and runsc.returncode is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        with contextlib.suppress(OSError, ValueError):
-            proc.pid = int(pid_file.read_text())
+        proc.pid = await _read_pid(base / "pid", runsc)
         if proc.pid is None:
             with contextlib.suppress(ProcessLookupError):
                 runsc.kill()
@@ -494,6 +489,10 @@ class GVisor(Runtime):
                 with contextlib.suppress(RunscError):
                     await self.runsc.kill(c.id, 9, all_processes=True)
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in running], timeout=KILL_TIMEOUT)
+        # Sub-containers are deleted before the pause dies: otherwise `runsc run` spends 10 s
+        # on them while tearing the sandbox down.
+        for c in sandbox.containers.values():
+            await self.runsc.delete(c.id)
         if sandbox.run is not None and sandbox.run.returncode is None:
             with contextlib.suppress(RunscError):
                 await self.runsc.kill(sandbox.pod.id, 9)
@@ -503,8 +502,6 @@ class GVisor(Runtime):
                 with contextlib.suppress(ProcessLookupError):
                     sandbox.run.kill()
                 await sandbox.run.wait()
-        for c in sandbox.containers.values():
-            await self.runsc.delete(c.id)
         await self.runsc.delete(sandbox.pod.id)
         # Containers and execs see EOF or are cut after DRAIN_TIMEOUT by their reapers.
         if sandbox.tasks:
@@ -597,6 +594,18 @@ class GVisor(Runtime):
         c = self._container(self._get(sandbox_id), container)
         await c.done.wait()
         return c.status
+
+
+async def _read_pid(path: Path, runsc: asyncio.subprocess.Process) -> int | None:
+    """The pid `runsc exec` writes once the process runs; None if runsc ended without one."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        ended = runsc.returncode is not None
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text())  # empty while runsc is still writing it
+        if ended or time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.005)
 
 
 def _receive_fd(console: socket.socket) -> int:
