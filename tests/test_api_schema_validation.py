@@ -10,12 +10,18 @@ import pytest
 from hypernetes.api import schema
 from hypernetes.api.schema import errors as E
 
-POD = schema.kind_by_name("v1", "Pod")
-NS = schema.kind_by_name("v1", "Namespace")
-DEPLOY = schema.kind_by_name("apps/v1", "Deployment")
-JOB = schema.kind_by_name("batch/v1", "Job")
-SVC = schema.kind_by_name("v1", "Service")
-assert POD and NS and DEPLOY and JOB and SVC
+
+def _kind(api_version: str, name: str) -> schema.Kind:
+    k = schema.kind_by_name(api_version, name)
+    assert k is not None
+    return k
+
+
+POD = _kind("v1", "Pod")
+NS = _kind("v1", "Namespace")
+DEPLOY = _kind("apps/v1", "Deployment")
+JOB = _kind("batch/v1", "Job")
+SVC = _kind("v1", "Service")
 
 
 def pod() -> dict[str, Any]:
@@ -37,7 +43,10 @@ def pod() -> dict[str, Any]:
                     "envFrom": [{"configMapRef": {"name": "cfg"}}],
                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
                     "livenessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 5},
-                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": "256Mi"},
+                    },
                     "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
                 },
                 {"name": "sidecar", "image": "busybox", "command": ["sleep", "inf"]},
@@ -93,9 +102,7 @@ def errs(kind: schema.Kind, obj: dict[str, Any], old: dict[str, Any] | None = No
     return {(e.type, e.field) for e in schema.validate(kind, obj, old)}
 
 
-@pytest.mark.parametrize(
-    ("kind", "make"), [(POD, pod), (DEPLOY, deployment), (JOB, job), (SVC, service)]
-)
+@pytest.mark.parametrize(("kind", "make"), [(POD, pod), (DEPLOY, deployment), (JOB, job), (SVC, service)])
 def test_realistic_manifests_are_valid_before_and_after_defaults(kind: schema.Kind, make: Any) -> None:
     obj = make()
     assert schema.validate(kind, obj) == []
@@ -199,7 +206,9 @@ def test_pod_update_rules() -> None:
 
 
 def test_namespace_scope() -> None:
-    assert errs(NS, {"metadata": {"name": "team-a", "namespace": "x"}}) == {(E.FORBIDDEN, "metadata.namespace")}
+    assert errs(NS, {"metadata": {"name": "team-a", "namespace": "x"}}) == {
+        (E.FORBIDDEN, "metadata.namespace")
+    }
     assert errs(NS, {"metadata": {"name": "team.a"}}) == {(E.INVALID, "metadata.name")}
     p = pod()
     del p["metadata"]["namespace"]

@@ -26,6 +26,14 @@ def _d(parent: JSON, key: str) -> JSON:
     return v
 
 
+def _sd(parent: JSON, key: str, value: str) -> str:
+    """setdefault for strings: Go's zero value "" means unset too (protobuf bodies carry it)."""
+    cur = parent.get(key)
+    if cur is None or cur == "":
+        parent[key] = cur = value
+    return str(cur)
+
+
 def _l(v: Any) -> list[Any]:
     return v if isinstance(v, list) else []
 
@@ -86,16 +94,16 @@ def _probe(p: Any) -> None:
 def _handler(h: JSON) -> None:
     get = h.get("httpGet")
     if isinstance(get, dict):
-        get.setdefault("path", "/")
-        get.setdefault("scheme", "HTTP")
+        _sd(get, "path", "/")
+        _sd(get, "scheme", "HTTP")
 
 
 def _container(c: JSON, *, pod: bool, host_network: bool) -> None:
     image = c.get("image")
     if isinstance(image, str) and image:
-        c.setdefault("imagePullPolicy", pull_policy(image))
-    c.setdefault("terminationMessagePath", "/dev/termination-log")
-    c.setdefault("terminationMessagePolicy", "File")
+        _sd(c, "imagePullPolicy", pull_policy(image))
+    _sd(c, "terminationMessagePath", "/dev/termination-log")
+    _sd(c, "terminationMessagePolicy", "File")
     res = _d(c, "resources")
     for field in ("limits", "requests"):
         q = res.get(field)
@@ -109,13 +117,13 @@ def _container(c: JSON, *, pod: bool, host_network: bool) -> None:
         for name, v in res["limits"].items():
             req.setdefault(name, v)
     for port in _dicts(c.get("ports")):
-        port.setdefault("protocol", "TCP")
+        _sd(port, "protocol", "TCP")
         if host_network and "containerPort" in port:
             port.setdefault("hostPort", port["containerPort"])
     for env in _dicts(c.get("env")):
         ref = env.get("valueFrom", {}).get("fieldRef") if isinstance(env.get("valueFrom"), dict) else None
         if isinstance(ref, dict):
-            ref.setdefault("apiVersion", "v1")
+            _sd(ref, "apiVersion", "v1")
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         _probe(c.get(probe))
     life = c.get("lifecycle")
@@ -136,7 +144,7 @@ def _volume(v: JSON) -> None:
         v.get("downwardAPI", {}).get("items") if isinstance(v.get("downwardAPI"), dict) else []
     ):
         if isinstance(item.get("fieldRef"), dict):
-            item["fieldRef"].setdefault("apiVersion", "v1")
+            _sd(item["fieldRef"], "apiVersion", "v1")
     proj = v.get("projected")
     if isinstance(proj, dict):
         for source in _dicts(proj.get("sources")):
@@ -147,16 +155,16 @@ def _volume(v: JSON) -> None:
             if isinstance(dapi, dict):
                 for item in _dicts(dapi.get("items")):
                     if isinstance(item.get("fieldRef"), dict):
-                        item["fieldRef"].setdefault("apiVersion", "v1")
+                        _sd(item["fieldRef"], "apiVersion", "v1")
 
 
 def pod_spec_defaults(spec: JSON, *, pod: bool) -> None:
     """SetDefaults_PodSpec for every pod spec, plus SetDefaults_Pod and the ServiceAccount
     admission when `pod` (a Pod rather than a template)."""
-    spec.setdefault("restartPolicy", "Always")
-    spec.setdefault("dnsPolicy", "ClusterFirst")
+    _sd(spec, "restartPolicy", "Always")
+    _sd(spec, "dnsPolicy", "ClusterFirst")
     spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("schedulerName", "default-scheduler")
+    _sd(spec, "schedulerName", "default-scheduler")
     _d(spec, "securityContext")
     host_network = spec.get("hostNetwork") is True
     for field in ("initContainers", "containers"):
@@ -166,14 +174,45 @@ def pod_spec_defaults(spec: JSON, *, pod: bool) -> None:
         _volume(v)
     if pod:
         spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+        _sd(spec, "serviceAccountName", spec.get("serviceAccount") or "default")
     # v1 still carries the deprecated serviceAccount, mirrored from serviceAccountName
     if spec.get("serviceAccountName"):
         spec["serviceAccount"] = spec["serviceAccountName"]
 
 
 def _pod(obj: JSON) -> None:
-    pod_spec_defaults(_d(obj, "spec"), pod=True)
+    spec = _d(obj, "spec")
+    pod_spec_defaults(spec, pod=True)
+    # what the pod registry sets at creation: a pod starts Pending, with its QoS class
+    status = _d(obj, "status")
+    _sd(status, "phase", "Pending")
+    _sd(status, "qosClass", qos_class(spec))
+
+
+def qos_class(spec: JSON) -> str:
+    """Guaranteed (every container's cpu and memory limits equal its requests), BestEffort (no
+    requests or limits at all) or Burstable."""
+    containers = _dicts(spec.get("containers")) + _dicts(spec.get("initContainers"))
+    reqs = [
+        r.get("requests") or {} for r in (c.get("resources") or {} for c in containers) if isinstance(r, dict)
+    ]
+    lims = [
+        r.get("limits") or {} for r in (c.get("resources") or {} for c in containers) if isinstance(r, dict)
+    ]
+    if not any(reqs) and not any(lims):
+        return "BestEffort"
+    for req, lim in zip(reqs, lims, strict=True):
+        for res in ("cpu", "memory"):
+            if res not in lim or _quantity(req.get(res, lim[res])) != _quantity(lim[res]):
+                return "Burstable"
+    return "Guaranteed"
+
+
+def _quantity(v: Any) -> Any:
+    try:
+        return formats.parse_quantity(v)[0]
+    except ValueError:
+        return v
 
 
 def _template(obj: JSON) -> JSON:
@@ -194,18 +233,18 @@ def _namespace(obj: JSON) -> None:
         _d(meta, "labels").setdefault("kubernetes.io/metadata.name", name)
     spec = _d(obj, "spec")
     spec.setdefault("finalizers", ["kubernetes"])
-    _d(obj, "status").setdefault("phase", "Active")
+    _sd(_d(obj, "status"), "phase", "Active")
 
 
 def _deployment(obj: JSON) -> None:
     spec = _template(obj)
     spec.setdefault("replicas", 1)
     strategy = _d(spec, "strategy")
-    strategy.setdefault("type", "RollingUpdate")
+    _sd(strategy, "type", "RollingUpdate")
     if strategy["type"] == "RollingUpdate":
         ru = _d(strategy, "rollingUpdate")
-        ru.setdefault("maxUnavailable", "25%")
-        ru.setdefault("maxSurge", "25%")
+        _sd(ru, "maxUnavailable", "25%")
+        _sd(ru, "maxSurge", "25%")
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
 
@@ -229,7 +268,7 @@ def _job(obj: JSON) -> None:
         spec["completions"] = 1
     spec.setdefault("parallelism", 1)
     spec.setdefault("backoffLimit", 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6)
-    spec.setdefault("completionMode", "NonIndexed")
+    _sd(spec, "completionMode", "NonIndexed")
     spec.setdefault("suspend", False)
     spec.setdefault(
         "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
@@ -247,19 +286,19 @@ def _job(obj: JSON) -> None:
 
 def _service(obj: JSON) -> None:
     spec = _d(obj, "spec")
-    stype = spec.setdefault("type", "ClusterIP")
-    spec.setdefault("sessionAffinity", "None")
+    stype = _sd(spec, "type", "ClusterIP")
+    _sd(spec, "sessionAffinity", "None")
     if spec["sessionAffinity"] == "ClientIP":
         cfg = _d(_d(spec, "sessionAffinityConfig"), "clientIP")
         cfg.setdefault("timeoutSeconds", 10800)
     for p in _dicts(spec.get("ports")):
-        p.setdefault("protocol", "TCP")
+        _sd(p, "protocol", "TCP")
         if p.get("targetPort") in (None, 0, "") and "port" in p:
             p["targetPort"] = p["port"]
     if stype in ("NodePort", "LoadBalancer"):
-        spec.setdefault("externalTrafficPolicy", "Cluster")
+        _sd(spec, "externalTrafficPolicy", "Cluster")
     if stype != "ExternalName":
-        spec.setdefault("internalTrafficPolicy", "Cluster")
+        _sd(spec, "internalTrafficPolicy", "Cluster")
     if stype == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)
 
@@ -267,11 +306,11 @@ def _service(obj: JSON) -> None:
 def _endpoints(obj: JSON) -> None:
     for ss in _dicts(obj.get("subsets")):
         for p in _dicts(ss.get("ports")):
-            p.setdefault("protocol", "TCP")
+            _sd(p, "protocol", "TCP")
 
 
 def _secret(obj: JSON) -> None:
-    obj.setdefault("type", "Opaque")
+    _sd(obj, "type", "Opaque")
     # v1 conversion folds the write-only stringData into data
     sd = obj.pop("stringData", None)
     if isinstance(sd, dict) and sd:

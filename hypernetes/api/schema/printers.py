@@ -263,6 +263,480 @@ def pod_row(pod: JSON, ctx: Context) -> list[Any]:
     ]
 
 
+# -- workloads ---------------------------------------------------------------------------------
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def selector_string(sel: Any) -> str:
+    """metav1.LabelSelectorAsSelector(...).String(): requirements sorted by key."""
+    if not isinstance(sel, dict):
+        return "<none>"
+    reqs: list[tuple[str, str]] = []
+    for k, v in _d(sel.get("matchLabels")).items():
+        reqs.append((k, f"{k}={v}"))
+    for r in _l(sel.get("matchExpressions")):
+        r = _d(r)
+        key, op, values = (
+            str(r.get("key", "")),
+            r.get("operator"),
+            sorted(str(x) for x in _l(r.get("values"))),
+        )
+        if op == "In":
+            reqs.append((key, f"{key} in ({','.join(values)})"))
+        elif op == "NotIn":
+            reqs.append((key, f"{key} notin ({','.join(values)})"))
+        elif op == "Exists":
+            reqs.append((key, key))
+        elif op == "DoesNotExist":
+            reqs.append((key, f"!{key}"))
+    return ",".join(text for _, text in sorted(reqs, key=lambda r: r[0]))
+
+
+def format_labels(labels: Any) -> str:
+    """labels.FormatLabels: "k=v,..." sorted, or <none>."""
+    items = sorted(_d(labels).items())
+    return ",".join(f"{k}={v}" for k, v in items) if items else "<none>"
+
+
+def _containers_images(obj: JSON) -> list[str]:
+    containers = [
+        _d(c) for c in _l(_d(_d(_d(obj.get("spec")).get("template")).get("spec")).get("containers"))
+    ]
+    return [
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+    ]
+
+
+_CONTAINERS = Column("Containers", "string", "", "Names of each container in the template.", 1)
+_IMAGES = Column("Images", "string", "", "Images referenced by each container in the template.", 1)
+_SELECTOR = Column("Selector", "string", "", "Label selector for pods.", 1)
+
+DEPLOYMENT_COLUMNS = (
+    _NAME,
+    Column("Ready", "string", "", "Number of the pod with ready state"),
+    Column(
+        "Up-to-date",
+        "integer",
+        "",
+        "Total number of non-terminated pods targeted by this deployment "
+        "that have the desired template spec.",
+    ),
+    Column(
+        "Available",
+        "integer",
+        "",
+        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+    ),
+    _AGE,
+    _CONTAINERS,
+    _IMAGES,
+    _SELECTOR,
+)
+
+
+def deployment_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    desired = spec.get("replicas", 1)
+    return [
+        _name(obj),
+        f"{_int(status.get('readyReplicas'))}/{_int(desired)}",
+        _int(status.get("updatedReplicas")),
+        _int(status.get("availableReplicas")),
+        age_of(obj, ctx),
+        *_containers_images(obj),
+        selector_string(spec.get("selector")),
+    ]
+
+
+REPLICASET_COLUMNS = (
+    _NAME,
+    Column("Desired", "integer", "", "Replicas is the number of desired pods."),
+    Column("Current", "integer", "", "Replicas is the most recently observed number of replicas."),
+    Column("Ready", "integer", "", "The number of ready replicas for this replica set."),
+    _AGE,
+    _CONTAINERS,
+    _IMAGES,
+    _SELECTOR,
+)
+
+
+def replicaset_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    return [
+        _name(obj),
+        _int(spec.get("replicas", 1)),
+        _int(status.get("replicas")),
+        _int(status.get("readyReplicas")),
+        age_of(obj, ctx),
+        *_containers_images(obj),
+        selector_string(spec.get("selector")),
+    ]
+
+
+JOB_COLUMNS = (
+    _NAME,
+    Column("Status", "string", "", "Status of the job."),
+    Column("Completions", "string", "", "The number of pods which reached phase Succeeded."),
+    Column("Duration", "string", "", "Time required to complete the job."),
+    _AGE,
+    _CONTAINERS,
+    _IMAGES,
+    _SELECTOR,
+)
+
+
+def job_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    succeeded = _int(status.get("succeeded"))
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{_int(spec['completions'])}"
+    elif _int(spec.get("parallelism")) > 1:
+        completions = f"{succeeded}/1 of {_int(spec['parallelism'])}"
+    else:
+        completions = f"{succeeded}/1"
+    start, end = _time(status.get("startTime")), _time(status.get("completionTime"))
+    duration = ""
+    if start is not None:
+        duration = human_duration(((end or ctx.now) - start).total_seconds())
+    meta = _d(obj.get("metadata"))
+    if _condition_true(status, "Complete"):
+        state = "Complete"
+    elif _condition_true(status, "Failed"):
+        state = "Failed"
+    elif meta.get("deletionTimestamp"):
+        state = "Terminating"
+    elif _condition_true(status, "Suspended"):
+        state = "Suspended"
+    elif _condition_true(status, "FailureTarget"):
+        state = "FailureTarget"
+    elif _condition_true(status, "SuccessCriteriaMet"):
+        state = "SuccessCriteriaMet"
+    else:
+        state = "Running"
+    return [
+        _name(obj),
+        state,
+        completions,
+        duration,
+        age_of(obj, ctx),
+        *_containers_images(obj),
+        selector_string(spec.get("selector")),
+    ]
+
+
+# -- services and endpoints --------------------------------------------------------------------
+
+SERVICE_COLUMNS = (
+    _NAME,
+    Column("Type", "string", "", "type determines how the Service is exposed."),
+    Column("Cluster-IP", "string", "", "clusterIP is the IP address of the service."),
+    Column(
+        "External-IP",
+        "string",
+        "",
+        "externalIPs is a list of IP addresses for which nodes in the "
+        "cluster will also accept traffic for this service.",
+    ),
+    Column("Port(s)", "string", "", "The list of ports that are exposed by this service."),
+    _AGE,
+    Column(
+        "Selector",
+        "string",
+        "",
+        "Route service traffic to pods with label keys and values matching this selector.",
+        1,
+    ),
+)
+
+
+def _external_ip(spec: JSON, status: JSON) -> str:
+    stype = spec.get("type") or "ClusterIP"
+    external = [str(x) for x in _l(spec.get("externalIPs"))]
+    if stype in ("ClusterIP", "NodePort"):
+        return ",".join(external) if external else "<none>"
+    if stype == "LoadBalancer":
+        ingress = [_d(i) for i in _l(_d(status.get("loadBalancer")).get("ingress"))]
+        lb = [str(i.get("ip") or i.get("hostname")) for i in ingress if i.get("ip") or i.get("hostname")]
+        if lb or external:
+            return ",".join(lb + external)
+        return "<pending>"
+    if stype == "ExternalName":
+        return str(spec.get("externalName", ""))
+    return "<unknown>"
+
+
+def service_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec = _d(obj.get("spec"))
+    ips = _l(spec.get("clusterIPs"))
+    cluster_ip = str(ips[0]) if ips else spec.get("clusterIP") or "<none>"
+    ports = []
+    for p in _l(spec.get("ports")):
+        p = _d(p)
+        proto = p.get("protocol") or "TCP"
+        ports.append(
+            f"{p.get('port')}:{p['nodePort']}/{proto}" if p.get("nodePort") else f"{p.get('port')}/{proto}"
+        )
+    selector = _d(spec.get("selector"))
+    return [
+        _name(obj),
+        spec.get("type") or "ClusterIP",
+        cluster_ip,
+        _external_ip(spec, _d(obj.get("status"))),
+        ",".join(ports) or "<none>",
+        age_of(obj, ctx),
+        format_labels(selector),
+    ]
+
+
+ENDPOINTS_COLUMNS = (
+    _NAME,
+    Column("Endpoints", "string", "", "Endpoints is the list of endpoints in the service."),
+    _AGE,
+)
+
+
+def _host_port(ip: str, port: Any) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def format_endpoints(obj: JSON) -> str:
+    subsets = [_d(s) for s in _l(obj.get("subsets"))]
+    if not subsets:
+        return "<none>"
+    shown: list[str] = []
+    count, more = 0, False
+    for ss in subsets:
+        addrs = [str(_d(a).get("ip", "")) for a in _l(ss.get("addresses"))]
+        ports: list[JSON | None] = [_d(p) for p in _l(ss.get("ports"))]
+        for port in ports or [None]:  # headless services may have no ports
+            count += len(addrs)
+            for ip in addrs:
+                if len(shown) == 3:
+                    more = True
+                    break
+                shown.append(ip if port is None else _host_port(ip, port.get("port")))
+    text = ",".join(shown)
+    return f"{text} + {count - 3} more..." if more else text
+
+
+def endpoints_row(obj: JSON, ctx: Context) -> list[Any]:
+    return [_name(obj), format_endpoints(obj), age_of(obj, ctx)]
+
+
+# -- cluster -----------------------------------------------------------------------------------
+
+NODE_COLUMNS = (
+    _NAME,
+    Column("Status", "string", "", "The status of the node"),
+    Column("Roles", "string", "", "The roles of the node"),
+    _AGE,
+    Column("Version", "string", "", "Kubelet Version reported by the node."),
+    Column("Internal-IP", "string", "", "List of addresses reachable to the node.", 1),
+    Column("External-IP", "string", "", "List of addresses reachable to the node.", 1),
+    Column(
+        "OS-Image",
+        "string",
+        "",
+        "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+        1,
+    ),
+    Column(
+        "Kernel-Version",
+        "string",
+        "",
+        "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+        1,
+    ),
+    Column(
+        "Container-Runtime",
+        "string",
+        "",
+        "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+        1,
+    ),
+)
+
+
+def node_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status, meta = _d(obj.get("spec")), _d(obj.get("status")), _d(obj.get("metadata"))
+    states = []
+    for c in _l(status.get("conditions")):
+        c = _d(c)
+        if c.get("type") == "Ready":
+            states = ["Ready" if c.get("status") == "True" else "NotReady"]
+    states = states or ["Unknown"]
+    if spec.get("unschedulable"):
+        states.append("SchedulingDisabled")
+    roles: set[str] = set()
+    for k, v in _d(meta.get("labels")).items():
+        if k.startswith("node-role.kubernetes.io/") and k[len("node-role.kubernetes.io/") :]:
+            roles.add(k[len("node-role.kubernetes.io/") :])
+        elif k == "kubernetes.io/role" and v:
+            roles.add(str(v))
+    info = _d(status.get("nodeInfo"))
+
+    def address(kind: str) -> str:
+        for a in _l(status.get("addresses")):
+            if _d(a).get("type") == kind:
+                return str(_d(a).get("address", ""))
+        return "<none>"
+
+    return [
+        _name(obj),
+        ",".join(states),
+        ",".join(sorted(roles)) or "<none>",
+        age_of(obj, ctx),
+        info.get("kubeletVersion", ""),
+        address("InternalIP"),
+        address("ExternalIP"),
+        info.get("osImage") or "<unknown>",
+        info.get("kernelVersion") or "<unknown>",
+        info.get("containerRuntimeVersion") or "<unknown>",
+    ]
+
+
+NAMESPACE_COLUMNS = (
+    _NAME,
+    Column("Status", "string", "", "The status of the namespace"),
+    _AGE,
+)
+
+
+def namespace_row(obj: JSON, ctx: Context) -> list[Any]:
+    return [_name(obj), _d(obj.get("status")).get("phase", ""), age_of(obj, ctx)]
+
+
+EVENT_COLUMNS = (
+    Column(
+        "Last Seen", "string", "", "The time at which the most recent occurrence of this event was recorded."
+    ),
+    Column(
+        "Type", "string", "", "Type of this event (Normal, Warning), new types could be added in the future"
+    ),
+    Column(
+        "Reason",
+        "string",
+        "",
+        "This should be a short, machine understandable string that gives the "
+        "reason for the transition into the object's current status.",
+    ),
+    Column("Object", "string", "", "The object that this event is about."),
+    Column(
+        "Subobject",
+        "string",
+        "",
+        "If referring to a piece of an object instead of an entire object, "
+        "this string should contain a valid JSON/Go field access statement.",
+        1,
+    ),
+    Column("Source", "string", "", "The component reporting this event.", 1),
+    Column("Message", "string", "", "A human-readable description of the status of this operation."),
+    Column("First Seen", "string", "", "The time at which the event was first recorded.", 1),
+    Column("Count", "string", "", "The number of times this event has occurred.", 1),
+    Column("Name", "string", "name", _NAME.description, 1),
+)
+
+
+def event_row(obj: JSON, ctx: Context) -> list[Any]:
+    first = (
+        since(obj.get("firstTimestamp"), ctx)
+        if obj.get("firstTimestamp")
+        else since(obj.get("eventTime"), ctx)
+    )
+    last = since(obj.get("lastTimestamp"), ctx) if obj.get("lastTimestamp") else first
+    count = _int(obj.get("count"))
+    series = obj.get("series")
+    if isinstance(series, dict):
+        last = since(series.get("lastObservedTime"), ctx)
+        count = _int(series.get("count"))
+    elif count == 0:
+        count = 1
+    io = _d(obj.get("involvedObject"))
+    kind = str(io.get("kind", "")).lower()
+    target = f"{kind}/{io['name']}" if io.get("name") else kind
+    src = _d(obj.get("source"))
+    component = src.get("component") or obj.get("reportingComponent") or ""
+    instance = src.get("host") or obj.get("reportingInstance") or ""
+    source = f"{component}, {instance}" if instance else component
+    return [
+        last,
+        obj.get("type", ""),
+        obj.get("reason", ""),
+        target,
+        io.get("fieldPath", ""),
+        source,
+        str(obj.get("message", "")).strip(),
+        first,
+        count,
+        _name(obj),
+    ]
+
+
+# -- config ------------------------------------------------------------------------------------
+
+CONFIGMAP_COLUMNS = (_NAME, Column("Data", "string", "", "Data contains the configuration data."), _AGE)
+
+
+def configmap_row(obj: JSON, ctx: Context) -> list[Any]:
+    return [_name(obj), len(_d(obj.get("data"))) + len(_d(obj.get("binaryData"))), age_of(obj, ctx)]
+
+
+SECRET_COLUMNS = (
+    _NAME,
+    Column("Type", "string", "", "Used to facilitate programmatic handling of secret data."),
+    Column("Data", "string", "", "Data contains the secret data."),
+    _AGE,
+)
+
+
+def secret_row(obj: JSON, ctx: Context) -> list[Any]:
+    return [_name(obj), obj.get("type") or "Opaque", len(_d(obj.get("data"))), age_of(obj, ctx)]
+
+
+SERVICEACCOUNT_COLUMNS = (
+    _NAME,
+    Column(
+        "Secrets",
+        "string",
+        "",
+        "Secrets is a list of the secrets in the same namespace that pods "
+        "running using this ServiceAccount are allowed to use.",
+    ),
+    _AGE,
+)
+
+
+def serviceaccount_row(obj: JSON, ctx: Context) -> list[Any]:
+    return [_name(obj), len(_l(obj.get("secrets"))), age_of(obj, ctx)]
+
+
+LEASE_COLUMNS = (
+    _NAME,
+    Column("Holder", "string", "", "holderIdentity contains the identity of the holder of a current lease."),
+    _AGE,
+)
+
+
+def lease_row(obj: JSON, ctx: Context) -> list[Any]:
+    return [_name(obj), _d(obj.get("spec")).get("holderIdentity") or "", age_of(obj, ctx)]
+
+
 PRINTERS: dict[str, tuple[tuple[Column, ...], Row]] = {
     "Pod": (POD_COLUMNS, pod_row),
+    "Deployment": (DEPLOYMENT_COLUMNS, deployment_row),
+    "ReplicaSet": (REPLICASET_COLUMNS, replicaset_row),
+    "Job": (JOB_COLUMNS, job_row),
+    "Service": (SERVICE_COLUMNS, service_row),
+    "Endpoints": (ENDPOINTS_COLUMNS, endpoints_row),
+    "Node": (NODE_COLUMNS, node_row),
+    "Namespace": (NAMESPACE_COLUMNS, namespace_row),
+    "Event": (EVENT_COLUMNS, event_row),
+    "ConfigMap": (CONFIGMAP_COLUMNS, configmap_row),
+    "Secret": (SECRET_COLUMNS, secret_row),
+    "ServiceAccount": (SERVICEACCOUNT_COLUMNS, serviceaccount_row),
+    "Lease": (LEASE_COLUMNS, lease_row),
 }
