@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hypernetes import __version__
-from hypernetes.cli import image, kernel, run
+from hypernetes.cli import image, kernel, run, up
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-tenant, Kubernetes-compatible container platform: every pod is a micro-VM.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+    up.register(sub)
     run.register(sub)
     image.register(sub)
     kernel.register(sub)

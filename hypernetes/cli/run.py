@@ -67,11 +67,13 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
     if args.runtime == "gvisor":
         from hypernetes.runtime.gvisor import GVisor
 
-        return GVisor(root, image_store(args), die_with_parent=True)
+        return GVisor(root, image_store(args), die_with_parent=args.command_name == "run")
     from hypernetes.runtime.hypervm import HyperVM
 
+    # A one-off `run` takes its VM down with it; `up` leaves VMs for the next agent to adopt.
+    one_off = args.command_name == "run"
     return HyperVM(root, image_store(args), kernel_registry(args), accel=args.accel,
-                   die_with_parent=True)
+                   die_with_parent=one_off)
 
 
 def container_spec(args: argparse.Namespace) -> ContainerSpec:

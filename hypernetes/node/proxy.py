@@ -28,13 +28,20 @@ Obj = dict[str, Any]
 
 
 class LogOptions(Protocol):
-    follow: bool
-    tail_lines: int | None
-    since_seconds: int | None
-    since_time: str | None
-    timestamps: bool
-    previous: bool
-    limit_bytes: int | None
+    @property
+    def follow(self) -> bool: ...
+    @property
+    def tail_lines(self) -> int | None: ...
+    @property
+    def since_seconds(self) -> int | None: ...
+    @property
+    def since_time(self) -> str | None: ...
+    @property
+    def timestamps(self) -> bool: ...
+    @property
+    def previous(self) -> bool: ...
+    @property
+    def limit_bytes(self) -> int | None: ...
 
 
 class TerminalSize(Protocol):
