@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +44,7 @@ async def gvisor(tmp_path: Path) -> AsyncIterator[GVisor]:
     assert not list((tmp_path / "rt" / "gvisor" / "sandboxes").glob("*"))
     assert not list((tmp_path / "rt" / "gvisor" / "state").glob("*"))
     assert not leftover_processes(tmp_path)
+    assert not list(Path("/sys/fs/cgroup").glob("*" + runtime.cgroup_of("*")))
 
 
 def leftover_processes(path: Path) -> list[str]:
@@ -79,9 +82,17 @@ def test_exit_status_decoding() -> None:
     assert decode_exit(255) == ExitStatus(code=255)
 
 
-def test_pause_binary_is_a_static_elf(tmp_path: Path) -> None:
-    binary = pause_elf()
-    assert binary[:4] == b"\x7fELF" and len(binary) == 129
+def test_pause_binary_runs_until_killed(tmp_path: Path) -> None:
+    binary = tmp_path / "pause"
+    binary.write_bytes(pause_elf())
+    binary.chmod(0o755)
+    proc = subprocess.Popen([binary])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.3)
+    finally:
+        proc.kill()
+    assert proc.wait() == -signal.SIGKILL
 
 
 # --- real runsc ----------------------------------------------------------------------------------
@@ -332,6 +343,10 @@ async def test_memory_limit_sizes_the_sandbox(gvisor: GVisor, busybox_ref: str) 
     assert status == ExitStatus(code=0)
     total_kib = int(out.split()[1])
     assert 128 * 1024 <= total_kib <= 256 * 1024
+    # The host enforces it too: the pod's cgroup (v1 on this host) holds the limit + overhead.
+    memory_cg = Path("/sys/fs/cgroup/memory" + gvisor.cgroup_of("p16"))
+    if memory_cg.is_dir():
+        assert int((memory_cg / "memory.limit_in_bytes").read_text()) == total_kib * 1024
 
 
 @needs_runsc
@@ -343,3 +358,50 @@ def test_rootfs_is_extracted_once(tmp_path: Path, image_store: ImageStore, busyb
     stamp = first.stat().st_ino
     assert ensure_rootfs(tmp_path / "cache", image.id, image.disk).stat().st_ino == stamp
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == [first.name]
+
+
+CRASHING_AGENT = """
+import asyncio, sys
+from pathlib import Path
+from hypernetes.runtime.gvisor import GVisor
+from hypernetes.runtime.images import ImageStore
+from hypernetes.runtime.interface import ContainerSpec, ExecSpec, PodSpec
+
+async def main() -> None:
+    root, ref = Path(sys.argv[1]), sys.argv[2]
+    rt = GVisor(root / "rt", ImageStore(root / "images"), die_with_parent=True)
+    spec = PodSpec(id="orphan", name="orphan",
+                   containers=(ContainerSpec(name="main", image=ref, command=("sleep", "600")),))
+    await rt.create_sandbox(spec)
+    await rt.start_container("orphan", "main")
+    await rt.exec("orphan", "main", ExecSpec(command=("sleep", "600")))
+    print("ready", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@needs_runsc
+@pytest.mark.slow
+async def test_die_with_parent_then_cleanup(tmp_path: Path, busybox_ref: str) -> None:
+    """An agent killed with SIGKILL takes its pods along; a new one clears their files."""
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_AGENT, str(tmp_path), busybox_ref,
+        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent,
+    )
+    assert agent.stdout is not None
+    assert await asyncio.wait_for(agent.stdout.readline(), 60) == b"ready\n"
+    assert leftover_processes(tmp_path)
+    agent.kill()
+    await agent.wait()
+    deadline = time.monotonic() + 15
+    while leftover_processes(tmp_path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not leftover_processes(tmp_path)
+
+    rt = GVisor(tmp_path / "rt", ImageStore(tmp_path / "images"))
+    assert (rt.root / "sandboxes" / "orphan").exists()
+    await rt.remove_sandbox("orphan")
+    assert not (rt.root / "sandboxes" / "orphan").exists()
+    assert not list((rt.root / "state").glob("*"))

@@ -116,8 +116,12 @@ class GVisor(Runtime):
         self._die_with_parent = die_with_parent
         self._cgroups = not ignore_cgroups
         # Pods of two runtimes on one host (tests, benchmarks) must not share cgroup names.
-        self._cgroup_prefix = "gvisor-" + hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+        self._cgroup_prefix = "hypernetes-gvisor-" + hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
         self._sandboxes: dict[str, _Sandbox] = {}
+
+    def cgroup_of(self, sandbox_id: str) -> str:
+        # Top level, no shared parent: runsc creates and removes it whole, nothing stays behind.
+        return f"/{self._cgroup_prefix}-{sandbox_id}"
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class GVisor(Runtime):
             )
             for c in pod.containers
         }
-        sandbox = _Sandbox(pod, sandbox_dir, containers, f"/hypernetes/{self._cgroup_prefix}-{pod.id}")
+        sandbox = _Sandbox(pod, sandbox_dir, containers, self.cgroup_of(pod.id))
         self._sandboxes[pod.id] = sandbox
         try:
             mounts = self._etc_files(sandbox)
@@ -550,7 +554,7 @@ class GVisor(Runtime):
         _kill_leftovers(sandbox_dir)
         for p in state.glob(f"*_sandbox:{sandbox_id}.*") if state.is_dir() else []:
             p.unlink(missing_ok=True)
-        _remove_cgroup(f"/hypernetes/{self._cgroup_prefix}-{sandbox_id}")
+        _remove_cgroup(self.cgroup_of(sandbox_id))
         shutil.rmtree(sandbox_dir, ignore_errors=True)
 
     # --- queries -------------------------------------------------------------------------------
