@@ -70,3 +70,66 @@ def test_unsupported_field_is_a_clear_422(api: ApiServerThread) -> None:  # noqa
 def test_explain_reads_our_openapi(api: ApiServerThread) -> None:  # noqa: F811
     out = api.kubectl("explain", "pods.spec.containers.ports").stdout
     assert "containerPort" in out and "<integer> -required-" in out
+
+
+BEFORE = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shapes, labels: {app: shapes, tier: a}}
+spec:
+  selector: {matchLabels: {app: shapes}}
+  template:
+    metadata: {labels: {app: shapes}}
+    spec:
+      volumes: [{name: data, emptyDir: {}}, {name: old, emptyDir: {}}]
+      containers:
+      - name: web
+        image: nginx:1.27
+        args: [-a, -b]
+        ports: [{containerPort: 80}, {containerPort: 443}]
+        env: [{name: A, value: "1"}, {name: B, value: "1"}]
+        volumeMounts: [{name: data, mountPath: /data}]
+"""
+
+AFTER = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shapes, labels: {app: shapes}}
+spec:
+  strategy: {type: Recreate}
+  selector: {matchLabels: {app: shapes}}
+  template:
+    metadata: {labels: {app: shapes}}
+    spec:
+      volumes: [{name: data, configMap: {name: cfg}}]
+      containers:
+      - name: log
+        image: busybox
+      - name: web
+        image: nginx:1.28
+        args: [-c]
+        ports: [{containerPort: 443}]
+        env: [{name: C, value: "3"}, {name: B, value: "2"}]
+        volumeMounts: [{name: data, mountPath: /data}]
+"""
+
+
+def test_apply_removals_and_reorders_through_strategic_merge(api: ApiServerThread) -> None:  # noqa: F811
+    """kubectl computes the three-way patch (deletions, $setElementOrder, $retainKeys); the
+    server must apply it so that the live object ends up as the file says."""
+    import json
+
+    api.kubectl("apply", "-f", "-", input=BEFORE)
+    assert "configured" in api.kubectl("apply", "-f", "-", input=AFTER).stdout
+    d = json.loads(api.kubectl("get", "deploy", "shapes", "-o", "json").stdout)
+    assert d["metadata"]["labels"] == {"app": "shapes"}
+    assert d["spec"]["strategy"] == {"type": "Recreate"}
+    spec = d["spec"]["template"]["spec"]
+    assert spec["volumes"] == [{"name": "data", "configMap": {"name": "cfg", "defaultMode": 420}}]
+    assert [c["name"] for c in spec["containers"]] == ["log", "web"]
+    web = spec["containers"][1]
+    assert web["image"] == "nginx:1.28" and web["args"] == ["-c"]
+    assert web["ports"] == [{"containerPort": 443, "protocol": "TCP"}]
+    assert web["env"] == [{"name": "C", "value": "3"}, {"name": "B", "value": "2"}]
+    assert "unchanged" in api.kubectl("apply", "-f", "-", input=AFTER).stdout
+    api.kubectl("delete", "deploy", "shapes")

@@ -275,3 +275,22 @@ def test_drop_unknown_fields() -> None:
     schema.drop_unknown_fields(POD, p)
     assert schema.validate(POD, p) == []
     assert "bogus" not in p["spec"]
+
+
+def test_subresource_bodies_and_times() -> None:
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "web"},
+        "target": {"name": "node-1"},
+    }
+    assert schema.validate_body("io.k8s.api.core.v1.Binding", binding) == []
+    assert {
+        (e.type, e.field) for e in schema.validate_body("io.k8s.api.core.v1.Binding", {"metadata": {}})
+    } == {(E.REQUIRED, "target")}
+    p = pod()
+    p["status"] = {"phase": "Running", "startTime": "2026-11-25T11:54Z"}
+    assert errs(POD, p) == {(E.INVALID, "status.startTime")}
+    p["status"]["startTime"] = "2026-11-25T11:54:50.123456789Z"
+    p["status"]["containerStatuses"] = [{"name": "web"}]  # status is not held to OpenAPI's required lists
+    assert errs(POD, p) == set()

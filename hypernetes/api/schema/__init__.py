@@ -46,6 +46,7 @@ Implemented as above, plus (all optional for the server):
         Warn and drops them under Ignore (drop_unknown_fields(kind, obj)).
     table(kind, objs, wide=True, now=None): pass wide=True always, kubectl hides priority-1
         columns itself (`-o wide` sends the same request). `metadata` is left for the server.
+    validate_body(definition, obj): schema check of subresource bodies (Binding, Eviction, Scale).
     openapi_v3(target) takes a Kind or an index path ("api/v1", "apis/apps/v1"; KeyError if not
         served); openapi_v3_index() is GET /openapi/v3; *_bytes() are cached serializations.
 Data: data/k8s-v1.32.json (upstream v1.32 schemas, see data/NOTICE and tools/vendor_schemas.py).
@@ -64,7 +65,7 @@ from hypernetes.api.schema.openapi import (
 )
 from hypernetes.api.schema.patch import apply_patch
 from hypernetes.api.schema.table import table
-from hypernetes.api.schema.validation import drop_unknown_fields, validate
+from hypernetes.api.schema.validation import drop_unknown_fields, validate, validate_body
 
 __all__ = [
     "KINDS",
@@ -85,4 +86,5 @@ __all__ = [
     "table",
     "v3_paths",
     "validate",
+    "validate_body",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from typing import Any
 
@@ -129,12 +130,17 @@ def _policy(defn: str, field: str, v: Any, path: str, errs: list[FieldError]) ->
         )
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
 def _is_time(v: str) -> bool:
+    if not _RFC3339.fullmatch(v):
+        return False
     try:
         datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
         return False
-    return "T" in v
+    return True
 
 
 def _is_base64(v: str) -> bool:

@@ -58,6 +58,14 @@ def validate(kind: Kind, obj: JSON, old: JSON | None = None, *, subresource: str
     return errs
 
 
+def validate_body(definition: str, obj: JSON) -> Errs:
+    """Schema check of a subresource body by definition name: "io.k8s.api.core.v1.Binding",
+    "io.k8s.api.policy.v1.Eviction", "io.k8s.api.autoscaling.v1.Scale", DeleteOptions, ..."""
+    errs: Errs = []
+    structural.check({"$ref": definition}, obj, "", errs)
+    return errs
+
+
 def drop_unknown_fields(kind: Kind, obj: JSON) -> None:
     """Remove fields the schema does not know, in place: for fieldValidation=Ignore (and Warn,
     after reporting them)."""
