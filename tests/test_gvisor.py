@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import signal
@@ -258,11 +259,33 @@ async def test_large_output_in_order(gvisor: GVisor, busybox_ref: str) -> None:
 async def test_bad_command_is_clear(gvisor: GVisor, busybox_ref: str) -> None:
     spec = pod("p6", ContainerSpec(name="main", image=busybox_ref, command=("/nonexistent",)))
     await gvisor.create_sandbox(spec)
-    with pytest.raises(StartFailed, match="nonexistent: no such file"):
+    with pytest.raises(StartFailed, match="nonexistent: no such file") as failed:
         await gvisor.start_container("p6", "main")
+    assert failed.value.errno == errno.ENOENT
     st = await gvisor.status("p6")
     assert st.containers[0].reason == "StartError"
     assert st.containers[0].exit == ExitStatus(code=128)
+
+
+@needs_runsc
+@pytest.mark.slow
+async def test_restart_in_place_and_signal(gvisor: GVisor, busybox_ref: str) -> None:
+    script = "test -e /tmp/mark && echo STALE; touch /tmp/mark; echo run; exec sleep 600"
+    spec = pod("p17", ContainerSpec(name="main", image=busybox_ref, command=("sh", "-c", script)))
+    await gvisor.create_sandbox(spec)
+    await gvisor.start_container("p17", "main")
+    await gvisor.signal_container("p17", "main", signal.SIGTERM)
+    first = await asyncio.wait_for(gvisor.wait_container("p17", "main"), 30)
+    assert first.exit == ExitStatus(signal=signal.SIGTERM)
+
+    await gvisor.restart_container("p17", "main")
+    st = (await gvisor.status("p17")).containers[0]
+    assert st.state is ContainerState.RUNNING and st.exit is None
+    await gvisor.signal_container("p17", "main", signal.SIGKILL)
+    await asyncio.wait_for(gvisor.wait_container("p17", "main"), 30)
+    # A fresh writable layer (no STALE) and a fresh log; the last one kept as "previous".
+    assert [ln.data async for ln in gvisor.logs("p17", "main")] == [b"run"]
+    assert [ln.data async for ln in gvisor.logs("p17", "main", previous=True)] == [b"run"]
 
 
 @needs_runsc

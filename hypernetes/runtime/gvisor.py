@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -81,6 +82,7 @@ class _Container:
     status: ContainerStatus
     log: LogWriter
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    rootfs: Path = Path()
     main: SandboxProcess | None = None
     tty: int | None = None  # pty master from --console-socket, until started
 
@@ -91,6 +93,7 @@ class _Sandbox:
     dir: Path
     containers: dict[str, _Container]
     cgroup: str
+    mounts: tuple[ocispec.BindMount, ...] = ()
     state: SandboxState = SandboxState.CREATING
     message: str = ""
     created_at: float = field(default_factory=time.time)
@@ -156,10 +159,11 @@ class GVisor(Runtime):
         sandbox = _Sandbox(pod, sandbox_dir, containers, self.cgroup_of(pod.id))
         self._sandboxes[pod.id] = sandbox
         try:
-            mounts = self._etc_files(sandbox)
+            sandbox.mounts = self._etc_files(sandbox)
             await self._boot(sandbox, pause)
             for c in containers.values():
-                await self._create(sandbox, c, rootfs[c.image.id], mounts)
+                c.rootfs = rootfs[c.image.id]
+                await self._create(sandbox, c)
         except BaseException:
             await self._destroy(sandbox)
             raise
@@ -270,12 +274,11 @@ class GVisor(Runtime):
                 raise SandboxFailed(f"the sandbox did not start within {BOOT_TIMEOUT:.0f}s")
             await asyncio.sleep(0.01)
 
-    async def _create(self, sandbox: _Sandbox, c: _Container, rootfs: Path,
-                      mounts: tuple[ocispec.BindMount, ...]) -> None:
+    async def _create(self, sandbox: _Sandbox, c: _Container) -> None:
         spec = ocispec.container(ocispec.ContainerConfig(
-            root=rootfs, process=c.process, hostname=(sandbox.pod.hostname or sandbox.pod.name)[:63],
+            root=c.rootfs, process=c.process, hostname=(sandbox.pod.hostname or sandbox.pod.name)[:63],
             annotations={ocispec.CONTAINER_TYPE: "container", ocispec.SANDBOX_ID: sandbox.pod.id},
-            mounts=mounts,
+            mounts=sandbox.mounts,
         ))
         bundle = self._write_bundle(sandbox, c.spec.name, spec)
         args = ["create", f"--bundle={bundle}"]
@@ -350,7 +353,7 @@ class GVisor(Runtime):
             c.status.exit = ExitStatus(code=128)
             c.log.flush_partial()
             c.done.set()
-            raise StartFailed(f"container {name}: {why}")
+            raise StartFailed(f"container {name}: {why}", _errno_of(why))
         if c.tty is not None:
             proc.pump(os.dup(c.tty), Stream.STDOUT)
             proc.set_stdin(c.tty if c.spec.stdin else None, tty=c.tty)
@@ -422,7 +425,7 @@ class GVisor(Runtime):
             proc.abort()
             why = last_error(base / "errors.json") or f"runsc exec exited with status {runsc.returncode}"
             shutil.rmtree(base, ignore_errors=True)
-            raise StartFailed(f"exec in {container}: {why}")
+            raise StartFailed(f"exec in {container}: {why}", _errno_of(why))
         sandbox.execs.add(proc)
         self._spawn_task(sandbox, self._reap_exec(sandbox, proc, runsc, base))
         return proc
@@ -590,14 +593,68 @@ class GVisor(Runtime):
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, container)
         if previous:
-            raise PodRuntimeError(f"container {container} has no previous instance")
+            prev = _previous_log(c.log.path)
+            if not prev.exists():
+                raise PodRuntimeError(f'previous terminated container "{container}" not found')
+            async for line in read_logs(prev, follow=False):
+                yield line
+            return
         async for line in read_logs(c.log.path, follow, c.done):
             yield line
+
+    async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
+        c = self._container(self._get(sandbox_id), name)
+        if c.main is None or c.status.state is not ContainerState.RUNNING:
+            raise PodRuntimeError(f"container {name} is not running")
+        try:
+            await c.main.signal(signum)
+        except RunscError as e:
+            raise PodRuntimeError(f"signal {signum} to {name}: {e}") from e
+
+    async def restart_container(self, sandbox_id: str, name: str) -> None:
+        """runsc deletes the exited container and creates it again from its bundle: a new
+        memory overlay over the same rootfs, so nothing written by the last instance stays."""
+        sandbox = self._get(sandbox_id)
+        c = self._container(sandbox, name)
+        if c.status.state is not ContainerState.EXITED:
+            raise PodRuntimeError(f"container {name} has not exited")
+        if sandbox.state is not SandboxState.READY:
+            raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
+        await self.runsc.delete(c.id)
+        c.log.close()
+        prev = _previous_log(c.log.path)
+        prev.unlink(missing_ok=True)
+        prev.with_name(prev.name + ".1").unlink(missing_ok=True)
+        os.replace(c.log.path, prev)
+        rotated = c.log.path.with_name(c.log.path.name + ".1")
+        if rotated.exists():
+            os.replace(rotated, prev.with_name(prev.name + ".1"))
+        c.log = LogWriter(c.log.path)
+        c.main, c.done = None, asyncio.Event()
+        c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
+        await self._create(sandbox, c)
+        await self.start_container(sandbox_id, name)
 
     async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
         c = self._container(self._get(sandbox_id), container)
         await c.done.wait()
         return c.status
+
+
+def _previous_log(path: Path) -> Path:
+    """Where the last instance's log goes on restart (the same name as in hypervm)."""
+    return path.with_name(path.name.removesuffix(".log") + ".previous.log")
+
+
+_ERRNOS = {"no such file or directory": errno.ENOENT, "permission denied": errno.EACCES,
+           "exec format error": errno.ENOEXEC, "not a directory": errno.ENOTDIR}
+
+
+def _errno_of(message: str) -> int:
+    """runsc reports a failed exec as text ("failed to load X: no such file or directory");
+    the CLI and node agent want the errno (ENOENT = command not found)."""
+    tail = message.rsplit(": ", 1)[-1].strip().lower()
+    return _ERRNOS.get(tail, 0)
 
 
 async def _read_pid(path: Path, runsc: asyncio.subprocess.Process) -> int | None:
