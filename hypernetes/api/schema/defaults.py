@@ -19,11 +19,12 @@ JSON = dict[str, Any]
 
 
 def _d(parent: JSON, key: str) -> JSON:
-    """parent[key] as a dict, created if missing (or null)."""
+    """parent[key] as a dict, created if missing (or null). A value of another type is left for
+    validation to report: defaults then go to a scratch dict."""
     v = parent.get(key)
-    if not isinstance(v, dict):
+    if v is None:
         v = parent[key] = {}
-    return v
+    return v if isinstance(v, dict) else {}
 
 
 def _sd(parent: JSON, key: str, value: str) -> str:
@@ -193,17 +194,14 @@ def qos_class(spec: JSON) -> str:
     """Guaranteed (every container's cpu and memory limits equal its requests), BestEffort (no
     requests or limits at all) or Burstable."""
     containers = _dicts(spec.get("containers")) + _dicts(spec.get("initContainers"))
-    reqs = [
-        r.get("requests") or {} for r in (c.get("resources") or {} for c in containers) if isinstance(r, dict)
-    ]
-    lims = [
-        r.get("limits") or {} for r in (c.get("resources") or {} for c in containers) if isinstance(r, dict)
-    ]
+    res = [c["resources"] if isinstance(c.get("resources"), dict) else {} for c in containers]
+    reqs = [r["requests"] if isinstance(r.get("requests"), dict) else {} for r in res]
+    lims = [r["limits"] if isinstance(r.get("limits"), dict) else {} for r in res]
     if not any(reqs) and not any(lims):
         return "BestEffort"
     for req, lim in zip(reqs, lims, strict=True):
-        for res in ("cpu", "memory"):
-            if res not in lim or _quantity(req.get(res, lim[res])) != _quantity(lim[res]):
+        for name in ("cpu", "memory"):
+            if name not in lim or _quantity(req.get(name, lim[name])) != _quantity(lim[name]):
                 return "Burstable"
     return "Guaranteed"
 

@@ -27,7 +27,7 @@ _DEFAULT_COLUMNS = (
 
 
 def _default_row(obj: JSON, ctx: Context) -> list[Any]:
-    meta = obj.get("metadata") or {}
+    meta = _dict(obj.get("metadata"))
     return [meta.get("name", ""), meta.get("creationTimestamp", "")]
 
 
@@ -59,14 +59,14 @@ def partial_metadata(obj: JSON) -> JSON:
     return {
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": obj.get("metadata") or {},
+        "metadata": _dict(obj.get("metadata")),
     }
 
 
 def _row_conditions(kind: Kind, obj: JSON) -> list[JSON]:
     if kind.kind != "Pod":
         return []
-    phase = (obj.get("status") or {}).get("phase")
+    phase = _dict(obj.get("status")).get("phase")
     if phase == "Succeeded":
         return [
             {
@@ -79,3 +79,7 @@ def _row_conditions(kind: Kind, obj: JSON) -> list[JSON]:
     if phase == "Failed":
         return [{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]
     return []
+
+
+def _dict(v: Any) -> JSON:
+    return v if isinstance(v, dict) else {}

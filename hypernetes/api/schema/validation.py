@@ -175,7 +175,7 @@ def _selector(sel: Any, path: str, errs: Errs, *, required: bool = True) -> None
         return
     s = _d(sel)
     if required and not s.get("matchLabels") and not s.get("matchExpressions"):
-        errs.append(E.invalid(path, s, "empty selector is invalid for deployment"))
+        errs.append(E.invalid(path, s, "empty selector is not valid: it would select every pod"))
     validate_labels(_d(s.get("matchLabels")), f"{path}.matchLabels", errs)
     for i, r in enumerate(_l(s.get("matchExpressions"))):
         r = _d(r)
