@@ -109,6 +109,7 @@ def _object(
 
 
 def _policy(defn: str, field: str, v: Any, path: str, errs: list[FieldError]) -> None:
+    # "" is Go's zero value: unset, as upstream treats it (e.g. a toleration's empty operator)
     why = policy.UNSUPPORTED.get((defn, field))
     if why is None and defn == "io.k8s.api.core.v1.Volume":
         why = policy.volume_unsupported(field)
@@ -116,11 +117,11 @@ def _policy(defn: str, field: str, v: Any, path: str, errs: list[FieldError]) ->
         errs.append(E.not_supported(path, field, detail=f"{E.UNSUPPORTED_BY_US}: {why}"))
         return
     allowed = policy.ENUMS.get((defn, field))
-    if allowed is not None and isinstance(v, str) and v not in allowed:
+    if allowed is not None and isinstance(v, str) and v and v not in allowed:
         errs.append(E.not_supported(path, v, allowed))
         return
     ours = policy.SUPPORTED_VALUES.get((defn, field))
-    if ours is not None and isinstance(v, str) and v not in ours:
+    if ours is not None and isinstance(v, str) and v and v not in ours:
         errs.append(
             E.not_supported(
                 path,
