@@ -48,10 +48,15 @@ async def gvisor(tmp_path: Path) -> AsyncIterator[GVisor]:
     assert not list(Path("/sys/fs/cgroup").glob("*" + runtime.cgroup_of("*")))
 
 
+def ps_runsc(path: Path) -> list[str]:
+    """runsc, runsc-gofer and runsc-sandbox processes whose command line names `path`, by `ps`."""
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if line.startswith("runsc") and f"{path}/" in line]
+
+
 def leftover_processes(path: Path) -> list[str]:
-    """runsc, runsc-gofer and runsc-sandbox processes that belong to `path`."""
-    return [Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            for pid in runsc_processes_under(path) if Path(f"/proc/{pid}").exists()]
+    """What `ps` and the runtime's own /proc scan both find of `path`'s runsc processes."""
+    return ps_runsc(path) + [str(p) for p in runsc_processes_under(path) if Path(f"/proc/{p}").exists()]
 
 
 def pod(name: str, *containers: ContainerSpec, **kw: object) -> PodSpec:
@@ -102,7 +107,8 @@ def test_pause_binary_runs_until_killed(tmp_path: Path) -> None:
 @needs_runsc
 @pytest.mark.slow
 async def test_echo_exit_code_streams_env_user(gvisor: GVisor, busybox_ref: str) -> None:
-    script = "echo out; echo err >&2; echo $GREETING; pwd; id; echo $HOSTNAME; exit 7"
+    script = ("echo out; echo err >&2; echo $GREETING; pwd; id; echo $HOSTNAME;"
+              " cat /proc/sys/kernel/hostname; grep -c localhost /etc/hosts; exit 7")
     spec = pod("p1", ContainerSpec(
         name="main", image=busybox_ref, command=("sh", "-c", script),
         env=(("GREETING", "hello gvisor"),), working_dir="/tmp", user="app",
@@ -112,7 +118,7 @@ async def test_echo_exit_code_streams_env_user(gvisor: GVisor, busybox_ref: str)
     lines = out.decode().splitlines()
     assert lines[:3] == ["out", "hello gvisor", "/tmp"]
     assert lines[3].startswith("uid=1000(app) gid=1000(app)")
-    assert lines[4] == "p1"
+    assert lines[4:7] == ["p1", "p1", "2"]
     assert err == b"err\n"
     st = await gvisor.status("p1")
     assert st.state is SandboxState.READY and st.runtime == "gvisor"
@@ -327,7 +333,10 @@ async def test_remove_leaves_nothing(gvisor: GVisor, busybox_ref: str, tmp_path:
     await gvisor.start_container("p15", "a")
     await gvisor.start_container("p15", "b")
     exec_proc = await gvisor.exec("p15", "a", ExecSpec(command=("sleep", "600")))
-    assert leftover_processes(tmp_path)
+    running = ps_runsc(tmp_path)
+    # run (pause), exec, the sandbox and one gofer per container at least.
+    assert {line.split()[0] for line in running} >= {"runsc", "runsc-sandbox", "runsc-gofer"}
+    assert len(running) >= 6
     await gvisor.remove_sandbox("p15")
     assert await asyncio.wait_for(exec_proc.wait(), 10) is not None
     assert not leftover_processes(tmp_path)

@@ -498,8 +498,8 @@ class GVisor(Runtime):
             await asyncio.wait([asyncio.create_task(c.done.wait()) for c in running], timeout=KILL_TIMEOUT)
         # Sub-containers are deleted before the pause dies: otherwise `runsc run` spends 10 s
         # on them while tearing the sandbox down.
-        for c in sandbox.containers.values():
-            await self.runsc.delete(c.id)
+        # ~1.4 s each (runsc polls for the container's end), so all at once.
+        await asyncio.gather(*(self.runsc.delete(c.id) for c in sandbox.containers.values()))
         if sandbox.run is not None and sandbox.run.returncode is None:
             with contextlib.suppress(RunscError):
                 await self.runsc.kill(sandbox.pod.id, 9)
