@@ -79,6 +79,8 @@ def _normalise(files: Mapping[str, Source]) -> dict[str, Entry]:
             entry = File(source)
         else:
             entry = source
+        if isinstance(entry, File | Dir) and not 0 <= entry.mode <= 0o7777:
+            raise ValueError(f"bad mode {entry.mode:#o} for initrd path {name!r}")
         if path in entries:
             raise ValueError(f"duplicate initrd path {name!r}")
         entries[path] = entry
@@ -94,10 +96,10 @@ def _normalise(files: Mapping[str, Source]) -> dict[str, Entry]:
 
 
 def _archive_path(name: str) -> str:
-    path = PurePosixPath(name.lstrip("/"))
-    if not path.parts or any(part in ("", ".", "..") for part in path.parts):
+    parts = name.lstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"bad initrd path {name!r}")
-    return str(path)
+    return "/".join(parts)
 
 
 def _archive(entries: Mapping[str, Entry]) -> Iterator[bytes]:

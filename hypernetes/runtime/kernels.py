@@ -47,6 +47,7 @@ LOAD_LIST = "lib/modules/hn-load.list"  # read by modload.c
 INITRD_FORMAT = "hn-initrd-1"  # bump when the initrd layout changes, to rebuild cached ones
 METADATA_FORMAT = 1
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")  # becomes a path in the initrd
 MAX_CMDLINE = 1024  # x86 allows 2048 in all; leave room for the runtime's own arguments
 
 # (config symbol, module name, required): what the agent needs from the guest kernel.
@@ -117,14 +118,15 @@ class KernelRegistry:
             raise KernelNotFound(
                 f"the default guest kernel is not built (no vmlinux or bzImage and config in "
                 f"{base}): run `make kernel`, or point {KERNEL_DIR_ENV} at a build")
-        kconfig = parse_config(config.read_text())
+        text = config.read_text()
+        kconfig = parse_config(text)
         acpi = _check_config(self.DEFAULT, kconfig)
         needed = [module for sym, module, _ in DRIVERS if kconfig.get(sym) == "m"]
         if needed:
             raise KernelError(f"the default kernel in {found} has modules ({', '.join(needed)});"
                               " it must have everything built in")
         version = (bzimage_version(found / "bzImage") if (found / "bzImage").is_file()
-                   else None) or config_version(config.read_text())
+                   else None) or config_version(text)
         initrd = self._initrd(self.root / ".default", None, [], None)
         return Kernel(self.DEFAULT, image, initrd, acpi, "", version)
 
@@ -134,8 +136,11 @@ class KernelRegistry:
         meta = self._load(name)
         home = self.root / name
         modules = [_Module(m["path"], m["sha256"]) for m in meta["modules"]]
+        image = home / meta["image"]
+        if not image.is_file():
+            raise KernelError(f"kernel {name!r} is damaged: {image} is missing; register it again")
         initrd = self._initrd(home, home / "modules", modules, meta["version"])
-        return Kernel(name, home / meta["image"], initrd, meta["acpi"], meta["cmdline"],
+        return Kernel(name, image, initrd, meta["acpi"], meta["cmdline"],
                       meta["version"])
 
     def names(self) -> builtins.list[str]:
@@ -168,7 +173,14 @@ class KernelRegistry:
             raise KernelError(f"kernel {name!r} is already registered; unregister it first")
         _check_cmdline(cmdline)
         kind = image_kind(image)
-        version = modules_dir.name if modules_dir else image_version(image)
+        version = image_version(image)
+        if modules_dir is not None:
+            if version is not None and modules_dir.name != version:
+                # The kernel refuses modules built for another version (vermagic).
+                raise KernelError(f"{modules_dir} is not for {image}, which is {version}")
+            version = _version(modules_dir.name)
+            if version is None:
+                raise KernelError(f"{modules_dir} is not named after a kernel version")
         if config is None:
             if version is None:
                 raise KernelError(f"cannot tell the version of {image}; pass its config")
@@ -189,11 +201,6 @@ class KernelRegistry:
                     f"kernel {name!r} has {', '.join(wanted)} as modules: pass modules_dir "
                     f"(the kernel's /lib/modules/<version> directory)")
             modules = resolve_modules(modules_dir, wanted)
-            if not acpi and "virtio_mmio" in wanted:
-                # QEMU passes the devices as virtio_mmio.device= on the kernel command line;
-                # only a built-in virtio_mmio reads it (kmod's modprobe would, modload does not).
-                raise KernelError(f"kernel {name!r} has no ACPI and a modular virtio_mmio: "
-                                  "it cannot find microvm's devices")
         self.root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
@@ -266,7 +273,10 @@ class KernelRegistry:
         out = home / f"initrd-{key.hexdigest()[:16]}.img"
         if out.is_file():
             return out
-        build_initrd(out, files)
+        try:
+            build_initrd(out, files)
+        except OSError as e:  # a module copy gone from the registration
+            raise KernelError(f"cannot build the initrd in {home}: {e}") from e
         # Drop initrds of older agents. QEMU reads the initrd once at start-up, so a VM that
         # is already running does not need its file any more.
         for old in home.glob("initrd-*.img"):
@@ -296,7 +306,11 @@ def image_kind(image: Path) -> str:
     if head[0x202:0x206] == b"HdrS":
         return "bzimage"
     if head[:4] == b"\x7fELF":
-        if not _has_pvh_note(image.read_bytes()):
+        try:
+            pvh = _has_pvh_note(image.read_bytes())
+        except (struct.error, IndexError):  # truncated or malformed headers
+            pvh = False
+        if not pvh:
             raise KernelError(f"{image} is an ELF kernel without a PVH entry note "
                               "(CONFIG_PVH): QEMU cannot boot it; use its bzImage")
         return "elf"
@@ -307,7 +321,7 @@ def image_version(image: Path) -> str | None:
     if image_kind(image) == "bzimage":
         return bzimage_version(image)
     match = re.search(rb"Linux version (\S+)", image.read_bytes())
-    return match.group(1).decode(errors="replace") if match else None
+    return _version(match.group(1).decode(errors="replace")) if match else None
 
 
 def bzimage_version(image: Path) -> str | None:
@@ -321,12 +335,16 @@ def bzimage_version(image: Path) -> str | None:
             return None
         f.seek(pointer + 0x200)
         text = f.read(256).split(b"\0")[0].split(b" ")[0]
-    return text.decode(errors="replace") or None
+    return _version(text.decode(errors="replace"))
 
 
 def config_version(text: str) -> str | None:
     match = re.search(r"^# Linux/\S+ (\S+) Kernel Configuration$", text, re.MULTILINE)
-    return match.group(1) if match else None
+    return _version(match.group(1)) if match else None
+
+
+def _version(text: str) -> str | None:
+    return text if VERSION_RE.fullmatch(text) else None
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -376,6 +394,10 @@ def _check_config(name: str, config: Mapping[str, str]) -> bool:
     if not acpi and config.get("VIRTIO_MMIO_CMDLINE_DEVICES") != "y":
         raise KernelError(f"kernel {name!r} has neither CONFIG_ACPI nor "
                           "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES: it cannot find virtio-mmio devices")
+    if not acpi and config.get("VIRTIO_MMIO") != "y":
+        # Without ACPI, QEMU lists the devices as virtio_mmio.device= on the kernel command
+        # line; only a built-in virtio_mmio reads that (kmod's modprobe would, modload does not).
+        raise KernelError(f"kernel {name!r} has no ACPI, so its virtio_mmio must be built in")
     return acpi
 
 
@@ -495,8 +517,9 @@ def _check_meta(meta: Any) -> None:
         raise ValueError("bad image")
     if not isinstance(meta["acpi"], bool) or not isinstance(meta["cmdline"], str):
         raise TypeError("bad acpi or cmdline")
-    if not isinstance(meta["version"], str | None):
-        raise TypeError("bad version")
+    if meta["version"] is not None and (not isinstance(meta["version"], str)
+                                        or not VERSION_RE.fullmatch(meta["version"])):
+        raise ValueError("bad version")
     for module in meta["modules"]:
         if not isinstance(module["path"], str) or not _good_rel(module["path"]):
             raise ValueError(f"bad module path {module['path']!r}")
