@@ -340,11 +340,17 @@ class GVisor(Runtime):
             try:
                 runsc = await self.runsc.spawn("start", c.id, log=errors, stdin=stdio[0],
                                                stdout=stdio[1], stderr=stdio[2])
-                code = await asyncio.wait_for(runsc.wait(), START_TIMEOUT)
-            except (RunscError, TimeoutError) as e:
-                code, why = RUNSC_FAILED, str(e) or "runsc start timed out"
+            except RunscError as e:
+                code, why = RUNSC_FAILED, str(e)
             else:
-                why = last_error(errors) or f"runsc start exited with status {code}"
+                try:
+                    code = await asyncio.wait_for(runsc.wait(), START_TIMEOUT)
+                    why = last_error(errors) or f"runsc start exited with status {code}"
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        runsc.kill()
+                    await runsc.wait()
+                    code, why = RUNSC_FAILED, f"runsc start did not finish within {START_TIMEOUT:.0f}s"
         if code != 0:
             if c.tty is None:
                 for fd in (out_r, err_r, *([stdin_w] if stdin_w >= 0 else [])):
