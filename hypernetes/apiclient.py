@@ -164,6 +164,11 @@ class ApiClient:
                 return None
             raise
 
+    async def delete_collection(self, api_version: str, plural: str, namespace: str | None = None, *,
+                                label_selector: str = "", body: Obj | None = None) -> Obj:
+        params = {"labelSelector": label_selector} if label_selector else None
+        return await self.request("DELETE", path(api_version, plural, namespace), body, params=params)
+
     async def watch(self, api_version: str, plural: str, namespace: str | None = None, *,
                     resource_version: str = "", label_selector: str = "", field_selector: str = "",
                     timeout_seconds: int = 300, bookmarks: bool = True) -> AsyncIterator[WatchEvent]:

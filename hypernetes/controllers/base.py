@@ -1,0 +1,137 @@
+"""What every controller shares: the worker loop over a rate-limited work queue, expectations
+(so a burst of events does not create too many pods), and a few write helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.controllers.informer import Informer, InformerFactory, key_of
+from hypernetes.controllers.queue import WorkQueue
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+class Controller:
+    """Subclasses set `name`, register handlers on informers in __init__ and implement
+    `reconcile(key)`; an exception requeues the key with back-off."""
+
+    name = "controller"
+    workers = 2
+
+    def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
+        self.client, self.informers = client, informers
+        self.queue = WorkQueue()
+        self._watched: list[Informer] = []
+
+    def informer(self, api_version: str, plural: str) -> Informer:
+        inf = self.informers.get(api_version, plural)
+        self._watched.append(inf)
+        return inf
+
+    def enqueue(self, obj: Obj) -> None:
+        self.queue.add(key_of(obj))
+
+    async def reconcile(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        await self.informers.wait_synced(self._watched)
+        workers = [asyncio.create_task(self._worker(), name=f"{self.name} worker")
+                   for _ in range(self.workers)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            self.queue.shutdown()
+            for w in workers:
+                w.cancel()
+
+    async def _worker(self) -> None:
+        while (key := await self.queue.get()) is not None:
+            try:
+                await self.reconcile(key)
+                self.queue.forget(key)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as e:
+                # conflicts are routine (our cache was behind): retry quietly
+                level = logging.DEBUG if e.status in (404, 409) else logging.WARNING
+                log.log(level, "%s: sync %s: %s", self.name, key, e)
+                self.queue.add_rate_limited(key)
+            except Exception:
+                log.exception("%s: sync %s failed", self.name, key)
+                self.queue.add_rate_limited(key)
+            finally:
+                self.queue.done(key)
+
+
+class Expectations:
+    """Per controller key: how many creations and which deletions it still waits to observe.
+    A controller only creates or deletes again once its expectations are met (or expired, in
+    case an event was lost), as upstream's ControllerExpectations."""
+
+    TTL = 300.0
+
+    def __init__(self) -> None:
+        self._adds: dict[str, int] = {}
+        self._dels: dict[str, set[str]] = {}
+        self._stamp: dict[str, float] = {}
+
+    def satisfied(self, key: str) -> bool:
+        if key not in self._stamp:
+            return True
+        if self._adds.get(key, 0) <= 0 and not self._dels.get(key):
+            return True
+        return time.monotonic() - self._stamp[key] > self.TTL
+
+    def expect(self, key: str, adds: int = 0, deletes: Iterable[str] = ()) -> None:
+        self._adds[key] = adds
+        self._dels[key] = set(deletes)
+        self._stamp[key] = time.monotonic()
+
+    def created(self, key: str, n: int = 1) -> None:
+        """A creation was observed, or will never happen (a failed create)."""
+        if key in self._adds:
+            self._adds[key] -= n
+
+    def deleted(self, key: str, uid: str) -> None:
+        if key in self._dels:
+            self._dels[key].discard(uid)
+
+    def forget(self, key: str) -> None:
+        self._adds.pop(key, None)
+        self._dels.pop(key, None)
+        self._stamp.pop(key, None)
+
+
+async def update_status(client: ApiClient, api_version: str, plural: str, obj: Obj,
+                        status: Obj) -> Obj | None:
+    """Write a status we computed in full (PUT .../status), retrying once on a stale
+    resourceVersion. None if the object is gone."""
+    for attempt in range(2):
+        body = {**obj, "status": status}
+        try:
+            out: Obj = await client.replace(api_version, plural, body, subresource="status")
+            return out
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            if e.status != 409 or attempt:
+                raise
+            meta = obj["metadata"]
+            fresh = await client.get_or_none(api_version, plural, meta["name"], meta.get("namespace"))
+            if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+                return None
+            obj = fresh
+    return None
+
+
+def namespace_terminating(e: ApiException) -> bool:
+    """A create refused because the namespace is being deleted: nothing to retry."""
+    causes = (e.body.get("details") or {}).get("causes") or []
+    return e.status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in causes)

@@ -1,0 +1,49 @@
+"""The controller manager: every controller on one asyncio loop, sharing one set of informers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from hypernetes.apiclient import ApiClient
+from hypernetes.controllers.base import Controller
+from hypernetes.controllers.informer import InformerFactory
+from hypernetes.controllers.namespace import NamespaceController
+from hypernetes.controllers.replicaset import ReplicaSetController
+from hypernetes.controllers.serviceaccount import ServiceAccountController
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS: dict[str, type[Controller]] = {
+    c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController)
+}
+
+
+class ControllerManager:
+    """`await ControllerManager(client).run()` runs until cancelled. `only` picks controllers by
+    name (see CONTROLLERS); each is reachable as `manager[name]` to tune it before `run`."""
+
+    def __init__(self, client: ApiClient, only: Iterable[str] | None = None) -> None:
+        self.client = client
+        self.informers = InformerFactory(client)
+        names = list(only) if only is not None else list(CONTROLLERS)
+        unknown = set(names) - set(CONTROLLERS)
+        if unknown:
+            raise ValueError(f"unknown controllers: {', '.join(sorted(unknown))}")
+        self.controllers = {n: CONTROLLERS[n](client, self.informers) for n in names}
+
+    def __getitem__(self, name: str) -> Controller:
+        return self.controllers[name]
+
+    async def run(self) -> None:
+        self.informers.start()
+        tasks = [asyncio.create_task(c.run(), name=f"controller {n}") for n, c in self.controllers.items()]
+        log.info("controllers running: %s", ", ".join(self.controllers))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.informers.stop()
