@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
-from tests.support.apifixtures import KUBECTL_VERSIONS, api  # noqa: F401
+from tests.support.apifixtures import KUBECTL_VERSIONS, running_api
 from tests.support.apiserver import ApiServerThread
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+    yield from running_api(tmp_path_factory)
 
 POD = """
 apiVersion: v1
@@ -96,8 +102,8 @@ def test_label_annotate_and_selectors(api: ApiServerThread) -> None:
     assert names == ["pod/sel-0", "pod/sel-2"]
     p = api.kubectl("get", "pods", "--field-selector", "spec.bogus=x", check=False)
     assert p.returncode == 1 and "field label not supported: spec.bogus" in p.stderr
-    annotations = json.loads(api.kubectl("get", "pod", "sel-1", "-o", "json").stdout)["metadata"]["annotations"]
-    assert annotations == {"note": "hello"}
+    pod = json.loads(api.kubectl("get", "pod", "sel-1", "-o", "json").stdout)
+    assert pod["metadata"]["annotations"] == {"note": "hello"}
     assert "deleted" in api.kubectl("delete", "pods", "-l", "app=sel").stdout
     assert api.kubectl("get", "pods", "-l", "app=sel", "-o", "name").stdout == ""
 

@@ -6,12 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from hypernetes.api.client import ApiClient, ApiException
-from tests.support.apifixtures import api  # noqa: F401
+from tests.support.apifixtures import running_api
 from tests.support.apiserver import ApiServerThread
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+    yield from running_api(tmp_path_factory)
 
 
 def client(api: ApiServerThread) -> ApiClient:
@@ -33,7 +39,7 @@ def test_kubectl_get_watch_prints_rows(api: ApiServerThread) -> None:
         time.sleep(1.5)
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=10)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert lines[0].split()[0] == "NAME"
     assert sum(1 for ln in lines if ln.startswith("NAME")) == 1, out
@@ -63,7 +69,8 @@ async def test_resume_and_410_after_compaction(api: ApiServerThread) -> None:
         await c.create("v1", "secrets", {"metadata": {"name": "b"}}, namespace="resume")
         await c.patch("v1", "secrets", "a", {"metadata": {"labels": {"l": "1"}}}, namespace="resume")
         events = []
-        async for ev in c.watch("v1", "secrets", namespace="resume", resource_version=a["metadata"]["resourceVersion"],
+        rv = a["metadata"]["resourceVersion"]
+        async for ev in c.watch("v1", "secrets", namespace="resume", resource_version=rv,
                                 timeout_seconds=1, bookmarks=False):
             events.append((ev.type, ev.object["metadata"]["name"]))
         assert events == [("ADDED", "b"), ("MODIFIED", "a")]
@@ -117,7 +124,7 @@ async def test_fanout_to_100_watchers(api: ApiServerThread) -> None:
             async for ev in c.watch("v1", "configmaps", namespace="fan", resource_version=rv,
                                     timeout_seconds=30, bookmarks=False):
                 arrivals.setdefault(ev.object["metadata"]["name"], []).append(time.monotonic())
-                if len(arrivals.get(f"w{writes - 1}", [])) and ev.object["metadata"]["name"] == f"w{writes - 1}":
+                if ev.object["metadata"]["name"] == f"w{writes - 1}":
                     return
 
         tasks = [asyncio.create_task(watcher()) for _ in range(n)]

@@ -1,0 +1,149 @@
+"""pods/log, pods/exec (WebSocket v5/v4 channels), pods/binding, graceful pod deletion and the
+scale subresource, with the real kubectl and Python client. The node agent is not written yet:
+a small in-test PodProxy plays its part (echo, cat, exit codes, stderr, tty resize)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
+from tests.support.apifixtures import running_api
+from tests.support.apiserver import ApiServerThread
+
+JSON = dict[str, Any]
+
+
+class ScriptedProxy:
+    """Runs a few commands the way a container would, without a VM."""
+
+    def __init__(self) -> None:
+        self.resizes: list[tuple[int, int]] = []
+
+    async def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        if container == "broken":
+            raise PodProxyError(f'container "{container}" is waiting to start')
+        lines = [f"line {i} of {container}\n".encode() for i in range(5)]
+        if options.tail_lines is not None:
+            lines = lines[-options.tail_lines:]
+        for line in lines:
+            yield line
+        if options.follow:
+            await asyncio.sleep(0.2)
+            yield b"followed\n"
+
+    async def exec(self, pod: JSON, container: str, command: list[str], io: StreamIO) -> int:
+        if command[0] == "echo":
+            await io.write_stdout((" ".join(command[1:]) + "\n").encode())
+            return 0
+        if command[0] == "cat":
+            while (data := await io.read_stdin()) is not None:
+                await io.write_stdout(data)
+            return 0
+        if command[0] == "fail":
+            await io.write_stderr(b"going down\n")
+            return int(command[1])
+        if command[0] == "size":
+            size = await asyncio.wait_for(io.resize.get(), 5)
+            self.resizes.append((size.width, size.height))
+            await io.write_stdout(f"{size.width}x{size.height} tty={io.tty}\n".encode())
+            return 0
+        raise PodProxyError(f"executable file not found: {command[0]}")
+
+    async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
+        await io.write_stdout(b"attached\n")
+        return 0
+
+
+@pytest.fixture(scope="module")
+def proxy() -> ScriptedProxy:
+    return ScriptedProxy()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, proxy: ScriptedProxy) -> Iterator[ApiServerThread]:
+    for server in running_api(tmp_path_factory, pod_proxy=proxy):
+        server.kubectl("run", "box", "--image=busybox")
+        yield server
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.32", "1.33"])
+def test_exec_echo_and_exit_code(api: ApiServerThread, version: str) -> None:
+    assert api.kubectl("exec", "box", "--", "echo", "hi", "there", version=version).stdout == "hi there\n"
+    p = api.kubectl("exec", "box", "--", "fail", "3", version=version, check=False)
+    assert p.returncode == 3
+    assert "going down" in p.stderr and "command terminated with exit code 3" in p.stderr
+    p = api.kubectl("exec", "box", "--", "nothing", version=version, check=False)
+    assert p.returncode != 0 and "executable file not found: nothing" in p.stderr
+
+
+def test_exec_stdin(api: ApiServerThread) -> None:
+    p = api.kubectl("exec", "-i", "box", "--", "cat", input="abc\ndef\n")
+    assert p.stdout == "abc\ndef\n"
+
+
+def test_exec_tty_resize(api: ApiServerThread, proxy: ScriptedProxy) -> None:
+    # kubectl sends its terminal size on channel 4 when stdin is a terminal; `script` gives it one
+    proc = subprocess.run(
+        ["script", "-qec", f"stty cols 91 rows 17; {api.kubectl_cmdline('exec', '-it', 'box', '--', 'size')}",
+         "/dev/null"], capture_output=True, text=True, timeout=60, env=api.kubectl_env())
+    assert "91x17 tty=True" in proc.stdout, proc.stdout + proc.stderr
+    assert (91, 17) in proxy.resizes
+
+
+def test_logs(api: ApiServerThread) -> None:
+    assert api.kubectl("logs", "box").stdout == "".join(f"line {i} of box\n" for i in range(5))
+    assert api.kubectl("logs", "box", "--tail=2").stdout == "line 3 of box\nline 4 of box\n"
+    assert api.kubectl("logs", "-f", "box").stdout.endswith("followed\n")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_python_client_exec_and_logs(api: ApiServerThread) -> None:
+    # the client's websocket leaves its socket to the garbage collector: collect it here
+    from kubernetes import client as kc
+    from kubernetes.stream import stream
+    v1 = kc.CoreV1Api(api.python_client())
+    out = stream(v1.connect_get_namespaced_pod_exec, "box", "default", command=["echo", "py"],
+                 stderr=True, stdin=False, stdout=True, tty=False)
+    assert out == "py\n"
+    assert v1.read_namespaced_pod_log("box", "default", tail_lines=1) == "line 4 of box\n"
+    del out
+    gc.collect()
+
+
+def test_binding_and_graceful_delete(api: ApiServerThread) -> None:
+    from kubernetes import client as kc
+    v1 = kc.CoreV1Api(api.python_client())
+    api.kubectl("run", "bound", "--image=busybox")
+    body = kc.V1Binding(metadata=kc.V1ObjectMeta(name="bound"),
+                        target=kc.V1ObjectReference(api_version="v1", kind="Node", name="node-1"))
+    v1.create_namespaced_pod_binding("bound", "default", body, _preload_content=False)
+    assert v1.read_namespaced_pod("bound", "default").spec.node_name == "node-1"
+    with pytest.raises(kc.ApiException) as err:
+        v1.create_namespaced_pod_binding("bound", "default", body, _preload_content=False)
+    assert err.value.status == 409
+    # a scheduled pod waits for its node agent: deletionTimestamp, then gone on a delete with grace 0
+    api.kubectl("delete", "pod", "bound", "--wait=false")
+    pod = json.loads(api.kubectl("get", "pod", "bound", "-o", "json").stdout)
+    assert pod["metadata"]["deletionTimestamp"] and pod["metadata"]["deletionGracePeriodSeconds"] == 30
+    waiter = api.kubectl_popen("delete", "pod", "bound", "--timeout=30s")
+    time.sleep(1.0)
+    assert waiter.poll() is None  # kubectl waits for the pod to go
+    v1.delete_namespaced_pod("bound", "default", grace_period_seconds=0)  # the node agent's confirmation
+    _, err_ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err_
+    assert api.kubectl("get", "pod", "bound", check=False).returncode == 1
+
+
+def test_scale_subresource(api: ApiServerThread) -> None:
+    api.kubectl("create", "deployment", "web", "--image=nginx", "--replicas=1")
+    assert "deployment.apps/web scaled" in api.kubectl("scale", "deployment", "web", "--replicas=4").stdout
+    dep = json.loads(api.kubectl("get", "deployment", "web", "-o", "json").stdout)
+    assert dep["spec"]["replicas"] == 4 and dep["metadata"]["generation"] == 2
