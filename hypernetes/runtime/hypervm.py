@@ -58,7 +58,7 @@ from hypernetes.runtime.interface import (
     SandboxStatus,
     StartFailed,
 )
-from hypernetes.runtime.kernels import Kernel, KernelNotFound, KernelRegistry
+from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, read_logs
 from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, running_qemu
 from hypernetes.runtime.sizing import vm_size
@@ -170,7 +170,7 @@ class HyperVM(Runtime):
             raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
         try:
             kernel = self.kernels.get(pod.kernel)
-        except KernelNotFound as e:
+        except KernelError as e:
             raise SandboxFailed(str(e)) from e
         size = vm_size(pod.containers)
         images = await self._pull(pod)

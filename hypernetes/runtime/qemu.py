@@ -30,7 +30,7 @@ QEMU_LOG_LIMIT = 1024 * 1024
 BASE_CMDLINE = (
     "console=hvc0 reboot=t panic=-1 quiet loglevel=3 i8042.noaux i8042.nomux i8042.nopnp "
     "i8042.dumbkbd tsc=reliable no_timer_check cryptomgr.notests rcupdate.rcu_expedited=1 "
-    "random.trust_cpu=on 8250.nr_uarts=0 nomodule"
+    "random.trust_cpu=on 8250.nr_uarts=0"
 )
 
 PR_SET_PDEATHSIG = 1
@@ -75,11 +75,33 @@ class VMConfig:
         return self.dir / "qemu.pid"
 
 
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate, which a TCG guest's TSC runs at.
+
+    Under TCG the guest calibrates its TSC against the emulated PIT, and on a busy host that
+    sometimes fails ("could not calculate TSC khz") and the boot hangs; telling the kernel the rate
+    (`tsc_early_khz=`) skips that calibration.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/sys/devices/system/cpu/cpu0/tsc_freq_khz").read_text())
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/proc/cpuinfo").read_text()
+        if " constant_tsc" in text:
+            for line in text.splitlines():
+                if line.startswith("cpu MHz"):
+                    return int(float(line.split(":")[1]) * 1000)
+    return None
+
+
 def command_line(cfg: VMConfig) -> list[str]:
     machine = "microvm,x-option-roms=off,isa-serial=off,rtc=off"
     if not cfg.acpi:
         machine += ",acpi=off"  # QEMU then lists the virtio-mmio devices on the cmdline
     cpu = "host" if cfg.accel == "kvm" else "max"
+    cmdline = f"{BASE_CMDLINE} {cfg.cmdline}".strip()
+    khz = host_tsc_khz() if cfg.accel == "tcg" else None
+    if khz:
+        cmdline += f" tsc_early_khz={khz}"
     args = [
         QEMU, "-name", cfg.name, "-M", machine, "-accel", cfg.accel, "-cpu", cpu,
         "-m", str(cfg.memory_mib), "-smp", str(cfg.vcpus),
@@ -87,7 +109,7 @@ def command_line(cfg: VMConfig) -> list[str]:
         # Defence in depth for the VMM itself: no new processes, no privilege changes.
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-kernel", str(cfg.kernel), "-initrd", str(cfg.initrd),
-        "-append", f"{BASE_CMDLINE} {cfg.cmdline}".strip(),
+        "-append", cmdline,
         "-device", "virtio-serial-device,max_ports=2",
         "-chardev", f"socket,id=con,path={cfg.console_socket},server=on,wait=off",
         "-device", "virtconsole,chardev=con",
