@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
+from hypernetes.controllers.deployment import DeploymentController
 from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.replicaset import ReplicaSetController
@@ -16,7 +17,8 @@ from hypernetes.controllers.serviceaccount import ServiceAccountController
 log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
-    c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController)
+    c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
+                        DeploymentController)
 }
 
 
