@@ -35,7 +35,8 @@ class FakeKubelet:
     pods with a grace period 0 delete, as the node agent does once the VM is gone.
 
     Pod annotations steer it: `fake.hypernetes.io/ready-delay` (seconds until Ready),
-    `.../ready: "false"` (never Ready), `.../exit-code` (finish after `.../run-seconds`)."""
+    `.../ready: "false"` (never Ready), `.../exit-code` (finish after `.../run-seconds`),
+    `.../termination-delay` (seconds a deleted pod takes to stop)."""
 
     NODE = "fake-node"
 
@@ -76,6 +77,7 @@ class FakeKubelet:
         ns, name = meta["namespace"], meta["name"]
         notes = meta.get("annotations") or {}
         if meta.get("deletionTimestamp"):
+            await asyncio.sleep(float(notes.get(FAKE + "termination-delay", 0)))
             await self.client.delete("v1", "pods", name, ns, {"gracePeriodSeconds": 0,
                                                               "preconditions": {"uid": meta["uid"]}})
             return

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.deployment import DeploymentController
+from hypernetes.controllers.garbagecollector import GarbageCollector
 from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.replicaset import ReplicaSetController
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
     c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
-                        DeploymentController)
+                        DeploymentController, GarbageCollector)
 }
 
 

@@ -1,0 +1,156 @@
+"""`hypernetes up`: a whole single-host cluster in one process.
+
+API server (HTTPS, cluster CA made on first start), scheduler, controllers and this host's node
+agent, on the embedded SQLite store under the data dir. Writes DATA/admin.kubeconfig. Stops on
+SIGINT/SIGTERM; pod VMs keep running and are adopted by the next `up` on the same dir unless
+--stop-pods is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hypernetes.api.authn import ADMIN, TokenAuthenticator
+from hypernetes.api.authz import GroupAuthorizer
+from hypernetes.api.server import create_app, serve
+from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
+from hypernetes.apiclient import ApiClient
+from hypernetes.auth.ca import ensure_ca, write_kubeconfig
+from hypernetes.cli.common import add_data_dir, data_dir, fail
+from hypernetes.cli.run import make_runtime
+from hypernetes.node.agent import NodeAgent
+from hypernetes.node.proxy import NodePodProxy
+from hypernetes.runtime.interface import PodRuntimeError
+from hypernetes.scheduler.loop import Scheduler
+from hypernetes.scheduler.placement import BIN_PACKING, SPREADING
+from hypernetes.store import open_store
+
+log = logging.getLogger("hypernetes.up")
+Obj = dict[str, Any]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "up", help="run a whole single-host cluster in the foreground",
+        description="Run the API server, scheduler, controllers and a node agent in one process; "
+        "writes DATA/admin.kubeconfig. Ctrl-C stops it; running again on the same data dir continues.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address the API server listens on")
+    p.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
+    p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
+    p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
+    p.add_argument("--store", default=None, help="state store URL (default: sqlite:///DATA/state.db)")
+    p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
+    p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
+    p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
+    add_data_dir(p)
+    p.set_defaults(handler=handle)
+
+
+class ProxyAdapter:
+    """The node's pod proxy as the API server expects it: runtime errors become PodProxyErrors."""
+
+    def __init__(self, inner: NodePodProxy) -> None:
+        self.inner = inner
+
+    async def logs(self, pod: Obj, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.inner.logs(pod, container, options):
+                yield chunk
+        except PodRuntimeError as e:
+            raise PodProxyError(str(e)) from e
+
+    async def exec(self, pod: Obj, container: str, command: list[str], io: StreamIO) -> int:
+        try:
+            return await self.inner.exec(pod, container, command, io)
+        except PodRuntimeError as e:
+            raise PodProxyError(str(e)) from e
+
+    async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
+        try:
+            return await self.inner.attach(pod, container, io)
+        except PodRuntimeError as e:
+            raise PodProxyError(str(e)) from e
+
+
+def _controllers(client: ApiClient) -> Any:
+    """The controller manager's run() coroutine, once the controllers room provides it."""
+    try:
+        from hypernetes import controllers
+    except ImportError:
+        return None
+    manager = getattr(controllers, "ControllerManager", None)
+    return None if manager is None else manager(client).run()
+
+
+def handle(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        logging.getLogger("hypernetes").setLevel(logging.INFO)
+        logging.getLogger().handlers[0].setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    try:
+        return asyncio.run(_up(args))
+    except OSError as e:
+        return fail(str(e))
+
+
+async def _up(args: argparse.Namespace) -> int:
+    data = data_dir(args)
+    hosts = ["127.0.0.1", "localhost", socket.gethostname()]
+    if args.host not in ("0.0.0.0", "::"):
+        hosts.append(args.host)
+    ca = ensure_ca(data / "pki", hosts=hosts)
+    store = open_store(args.store or f"sqlite:///{data / 'state.db'}")
+    runtime = make_runtime(args) if not args.no_node else None
+    proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
+    app = create_app(store, authenticator=TokenAuthenticator({ca.admin_token: ADMIN}),
+                     authorizer=GroupAuthorizer(), pod_proxy=proxy)
+    runner = await serve(app, args.host, args.port, ca.server)
+    url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    kubeconfig = data / "admin.kubeconfig"
+    write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
+    client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
+    node = NodeAgent(client, runtime, args.node_name) if runtime is not None else None
+    tasks = [asyncio.create_task(Scheduler(client, args.scheduling).run(), name="scheduler")]
+    manager = _controllers(client)
+    if manager is not None:
+        tasks.append(asyncio.create_task(manager, name="controllers"))
+    if node is not None:
+        tasks.append(asyncio.create_task(node.run(), name="node-agent"))
+    print(f"hypernetes is up: {url}\n  export KUBECONFIG={kubeconfig}\n  kubectl get nodes",
+          file=sys.stderr, flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not waiter and task.exception() is not None:
+            log.error("%s failed: %r", task.get_name(), task.exception())
+            code = 1
+    print("hypernetes: stopping", file=sys.stderr, flush=True)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if node is not None:
+        await node.shutdown(stop_pods=args.stop_pods)
+    await client.close()
+    await runner.cleanup()
+    await store.close()
+    waiter.cancel()
+    return code
+
