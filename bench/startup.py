@@ -39,6 +39,7 @@ from hypernetes.runtime.initrd import build_initrd  # noqa: E402
 from hypernetes.runtime.interface import ContainerSpec, PodSpec, Runtime  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
+from hypernetes.runtime.qemu import host_tsc_khz  # noqa: E402
 from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:bench"
@@ -145,7 +146,7 @@ def plain_qemu_command(kernel: Path, initrd: Path) -> list[str]:
     return [
         "qemu-system-x86_64",
         "-M",
-        "microvm,x-option-roms=off,rtc=off",
+        "microvm,x-option-roms=off,rtc=on",
         "-accel",
         "tcg",
         "-cpu",
@@ -165,7 +166,7 @@ def plain_qemu_command(kernel: Path, initrd: Path) -> list[str]:
         "-initrd",
         str(initrd),
         "-append",
-        "console=ttyS0 reboot=t panic=-1 quiet",
+        f"console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz={host_tsc_khz()}",
     ]
 
 
@@ -282,7 +283,7 @@ def main() -> int:
         if shutil.which("crun"):
             bundle = crun_bundle(data, work)
             peers.append(("crun", lambda i: crun_command(bundle, i)))
-        init = b"#!/bin/busybox sh\n/bin/busybox echo first\n/bin/busybox poweroff -f\n"
+        init = b"#!/bin/busybox sh\n/bin/busybox echo first\n/bin/busybox reboot -f\n"
         plain_initrd = build_initrd(work / "plain.gz", {"init": init, "bin/busybox": Path("/bin/busybox")})
         if deb is not None:
             peers.append(("qemu-plain-debian-kernel", lambda i: plain_qemu_command(deb[0], plain_initrd)))
@@ -295,7 +296,6 @@ def main() -> int:
             rows.append(summarize(name, times))
 
         from hypernetes.runtime.gvisor import GVisor
-
         from hypernetes.runtime.hypervm import HyperVM
 
         store = ImageStore(data / "images")

@@ -1,4 +1,4 @@
-"""`hypernetes up`: a whole single-host cluster in one process.
+"""The cluster `hypernetes up` runs: a whole single-host cluster in one process.
 
 API server (HTTPS, cluster CA made on first start), scheduler, controllers and this host's node
 agent, on the embedded SQLite store under the data dir. Writes DATA/admin.kubeconfig. Stops on
@@ -24,36 +24,16 @@ from hypernetes.api.server import create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from hypernetes.apiclient import ApiClient
 from hypernetes.auth.ca import ensure_ca, write_kubeconfig
-from hypernetes.cli.common import add_data_dir, data_dir, fail
+from hypernetes.cli.common import data_dir, fail
 from hypernetes.cli.run import make_runtime
 from hypernetes.node.agent import NodeAgent
 from hypernetes.node.proxy import NodePodProxy
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
-from hypernetes.scheduler.placement import BIN_PACKING, SPREADING
 from hypernetes.store import open_store
 
 log = logging.getLogger("hypernetes.up")
 Obj = dict[str, Any]
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "up", help="run a whole single-host cluster in the foreground",
-        description="Run the API server, scheduler, controllers and a node agent in one process; "
-        "writes DATA/admin.kubeconfig. Ctrl-C stops it; running again on the same data dir continues.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address the API server listens on")
-    p.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
-    p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
-    p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
-    p.add_argument("--store", default=None, help="state store URL (default: sqlite:///DATA/state.db)")
-    p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
-    p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
-    p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
-    add_data_dir(p)
-    p.set_defaults(handler=handle)
 
 
 class ProxyAdapter:

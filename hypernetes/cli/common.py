@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hypernetes.runtime.images import ImageStore, RegistryAuth
-from hypernetes.runtime.kernels import KernelRegistry
-from hypernetes.runtime.paths import agent_binary, default_data_dir
+from hypernetes.runtime.paths import default_data_dir
+
+if TYPE_CHECKING:
+    from hypernetes.runtime.images import ImageStore
+    from hypernetes.runtime.kernels import KernelRegistry
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -33,11 +36,16 @@ def data_dir(args: argparse.Namespace) -> Path:
 
 
 def image_store(args: argparse.Namespace) -> ImageStore:
+    from hypernetes.runtime.images import ImageStore, RegistryAuth
+
     auth = RegistryAuth.from_docker_config(args.registry_auth) if args.registry_auth else None
     return ImageStore(data_dir(args) / "images", insecure_registries=args.insecure_registry, auth=auth)
 
 
 def kernel_registry(args: argparse.Namespace) -> KernelRegistry:
+    from hypernetes.runtime.kernels import KernelRegistry
+    from hypernetes.runtime.paths import agent_binary
+
     return KernelRegistry(data_dir(args) / "kernels", agent_binary())
 
 

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.cli.common import add_data_dir, fail, image_store
-from hypernetes.runtime.images import ImageError
-from hypernetes.runtime.images.progress import terminal_progress
 
 
 def register(sub: Any) -> None:
@@ -32,6 +30,8 @@ def register(sub: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from hypernetes.runtime.images import ImageError, terminal_progress
+
     store = image_store(args)
     try:
         if args.image_command == "pull":

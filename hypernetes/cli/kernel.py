@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.cli.common import add_data_dir, fail, kernel_registry
-from hypernetes.runtime.kernels import KernelError
 
 
 def register(sub: Any) -> None:
@@ -31,6 +30,8 @@ def register(sub: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from hypernetes.runtime.kernels import KernelError
+
     registry = kernel_registry(args)
     try:
         if args.kernel_command == "ls":
