@@ -98,13 +98,21 @@ class FakeKubelet:
             await asyncio.sleep(ready_delay)
             await self._set_status(pod, "Running", ip, ready=True)
         if FAKE + "exit-code" in notes:
-            await asyncio.sleep(float(notes.get(FAKE + "run-seconds", 0.2)))
             code = int(notes[FAKE + "exit-code"])
+            run = float(notes.get(FAKE + "run-seconds", 0.2))
+            restarts = 0
+            while code != 0 and spec.get("restartPolicy") == "OnFailure" and restarts < 20:
+                await asyncio.sleep(run)  # the container fails and is restarted in place
+                restarts += 1
+                if not await self._set_status(pod, "Running", ip, ready=False, restarts=restarts):
+                    return
+            await asyncio.sleep(run)
             await self._set_status(pod, "Succeeded" if code == 0 else "Failed", ip, ready=False,
                                    exit_code=code)
 
     async def _set_status(self, pod: Obj, phase: str, ip: str, *, ready: bool,
-                          exit_code: int | None = None) -> None:
+                          exit_code: int | None = None, restarts: int = 0) -> bool:
+        """False once the pod is gone."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         containers = (pod.get("spec") or {}).get("containers") or []
         state: Obj = {"running": {"startedAt": now}} if exit_code is None else {
@@ -118,12 +126,18 @@ class FakeKubelet:
                            for t, s in (("PodScheduled", "True"), ("Initialized", "True"),
                                         ("ContainersReady", flag), ("Ready", flag))],
             "containerStatuses": [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
-                                   "ready": ready, "restartCount": 0, "started": exit_code is None,
+                                   "ready": ready, "restartCount": restarts, "started": exit_code is None,
                                    "state": state} for c in containers],
         }
         m = pod["metadata"]
-        await self.client.patch("v1", "pods", m["name"], {"status": status}, m["namespace"],
-                                subresource="status")
+        try:
+            await self.client.patch("v1", "pods", m["name"], {"status": status}, m["namespace"],
+                                    subresource="status")
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
 
 class ControllersThread:
@@ -208,9 +222,15 @@ def wait_for(pred: Callable[[], T | None], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
+def quick_backoff(manager: ControllerManager) -> None:
+    """Failed job pods are replaced after 0.2 s, 0.4 s ... instead of 10 s, 20 s ..."""
+    if "job" in manager.controllers:
+        manager["job"].backoff_base = 0.2  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="module")
 def controllers(api: ApiServerThread) -> Iterator[ControllersThread]:  # noqa: F811
-    h = ControllersThread(api).start()
+    h = ControllersThread(api, tune=quick_backoff).start()
     try:
         yield h
     finally:

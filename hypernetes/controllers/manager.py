@@ -11,6 +11,7 @@ from hypernetes.controllers.base import Controller
 from hypernetes.controllers.deployment import DeploymentController
 from hypernetes.controllers.garbagecollector import GarbageCollector
 from hypernetes.controllers.informer import InformerFactory
+from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.replicaset import ReplicaSetController
 from hypernetes.controllers.serviceaccount import ServiceAccountController
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
     c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
-                        DeploymentController, GarbageCollector)
+                        DeploymentController, JobController, GarbageCollector)
 }
 
 
