@@ -36,7 +36,7 @@ class FakeKubelet:
 
     Pod annotations steer it: `fake.hypernetes.io/ready-delay` (seconds until Ready),
     `.../ready: "false"` (never Ready), `.../exit-code` (finish after `.../run-seconds`),
-    `.../termination-delay` (seconds a deleted pod takes to stop)."""
+    `.../termination-delay` (seconds a deleted pod takes to stop), `.../ignore` (left alone)."""
 
     NODE = "fake-node"
 
@@ -76,6 +76,8 @@ class FakeKubelet:
         meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
         ns, name = meta["namespace"], meta["name"]
         notes = meta.get("annotations") or {}
+        if notes.get(FAKE + "ignore") == "true":
+            return  # a pod no node has picked up (yet)
         if meta.get("deletionTimestamp"):
             await asyncio.sleep(float(notes.get(FAKE + "termination-delay", 0)))
             await self.client.delete("v1", "pods", name, ns, {"gracePeriodSeconds": 0,

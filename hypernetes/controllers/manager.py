@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.deployment import DeploymentController
+from hypernetes.controllers.endpoints import EndpointsController
 from hypernetes.controllers.garbagecollector import GarbageCollector
 from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.job import JobController
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
     c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
-                        DeploymentController, JobController, GarbageCollector)
+                        DeploymentController, JobController, EndpointsController, GarbageCollector)
 }
 
 
