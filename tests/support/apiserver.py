@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import subprocess
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
@@ -50,6 +52,8 @@ class ApiServerThread:
         self._runner: web.AppRunner | None = None
         self.store: Store | None = None
         self.port = 0
+        self._py_clients: list[Any] = []
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
     @staticmethod
     async def _memory() -> Store:
@@ -66,8 +70,13 @@ class ApiServerThread:
         self.store = await self._store_factory()
         self.app = create_app(self.store, authenticator=TokenAuthenticator({self.token: ADMIN}),
                               authorizer=self._authorizer, pod_proxy=self._proxy, **self._app_kw)
+        self.app.on_response_prepare.append(self._track)
         self._runner = await serve(self.app, "127.0.0.1", 0, self.ca.server)
         self.port = bound_port(self._runner)
+
+    async def _track(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.transport is not None:
+            self._transports.add(request.transport)
 
     @property
     def url(self) -> str:
@@ -83,9 +92,16 @@ class ApiServerThread:
         return fut.result(timeout)
 
     def stop(self) -> None:
+        for c in self._py_clients:
+            c.close()
         async def _stop() -> None:
             if self._runner is not None:
                 await self._runner.cleanup()
+            await asyncio.sleep(0.1)
+            # a client that holds a connection open without reading (its TLS close_notify never
+            # answered) would outlive the loop: cut those
+            for t in list(self._transports):
+                t.abort()
             if self.store is not None:
                 await self.store.close()
         self.call(_stop())
@@ -107,6 +123,14 @@ class ApiServerThread:
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
+    def kubectl_env(self, version: str = "1.32") -> dict[str, str]:
+        home = self.workdir / f"home-{version}"
+        home.mkdir(exist_ok=True)
+        return {**os.environ, "HOME": str(home), "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl_cmdline(self, *args: str, version: str = "1.32") -> str:
+        return " ".join(shlex.quote(a) for a in (str(kubectl_path(version)), *args))
+
     def kubectl_popen(self, *args: str, version: str = "1.32") -> subprocess.Popen[str]:
         home = self.workdir / f"home-{version}"
         home.mkdir(exist_ok=True)
@@ -121,4 +145,6 @@ class ApiServerThread:
         cfg.ssl_ca_cert = str(self.ca.ca_cert)
         cfg.api_key = {"authorization": self.token}
         cfg.api_key_prefix = {"authorization": "Bearer"}
-        return kc.ApiClient(cfg)
+        client = kc.ApiClient(cfg)
+        self._py_clients.append(client)  # closed (with their sockets) in stop()
+        return client
