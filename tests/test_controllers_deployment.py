@@ -118,6 +118,8 @@ def test_create_and_rollout_status(api: ApiServerThread, controllers: Controller
     assert cond["Progressing"]["message"] == f'ReplicaSet "web-{h}" has successfully progressed.'
     row = api.kubectl("get", "deploy", "web", "-n", ns).stdout.splitlines()[1].split()
     assert row[:4] == ["web", "3/3", "3", "3"], row
+    described = api.kubectl("describe", "deploy", "web", "-n", ns).stdout
+    assert f"Scaled up replica set web-{h} from 0 to 3" in described, described
 
 
 def test_rolling_update_within_surge_and_unavailable(api: ApiServerThread,  # noqa: F811

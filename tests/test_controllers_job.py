@@ -78,6 +78,8 @@ def test_completions_and_parallelism(api: ApiServerThread, controllers: Controll
         assert not meta.get("finalizers")  # counted, so no longer tracked
     row = api.kubectl("get", "job", "work", "-n", ns).stdout.splitlines()[1].split()
     assert row[1] == "Complete" and row[2] == "4/4", row
+    described = api.kubectl("describe", "job", "work", "-n", ns).stdout
+    assert "SuccessfulCreate" in described and "Job completed" in described, described
 
 
 def test_backoff_limit_never(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811

@@ -56,6 +56,8 @@ def test_scale_up_status_and_kubectl(api: ApiServerThread, controllers: Controll
         assert p["metadata"]["labels"] == {"app": "web", "tier": "x"}
     out = api.kubectl("get", "rs", "web", "-n", ns).stdout.split("\n")[1].split()
     assert out[:4] == ["web", "3", "3", "3"], out
+    described = api.kubectl("describe", "rs", "web", "-n", ns).stdout
+    assert "SuccessfulCreate" in described and f"Created pod: {pods[0]['metadata']['name']}" in described
     # a deleted pod is replaced
     victim = pods[0]["metadata"]["name"]
     api.kubectl("delete", "pod", victim, "-n", ns)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.controllers.events import EventRecorder
 from hypernetes.controllers.informer import Informer, InformerFactory, key_of
 from hypernetes.controllers.queue import WorkQueue
 
@@ -27,6 +28,7 @@ class Controller:
     def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
         self.client, self.informers = client, informers
         self.queue = WorkQueue()
+        self.events = EventRecorder(client, f"{self.name}-controller")
         self._watched: list[Informer] = []
 
     def informer(self, api_version: str, plural: str) -> Informer:

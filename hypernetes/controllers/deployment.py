@@ -160,7 +160,9 @@ class DeploymentController(Controller):
             await self._write_status(d, status)
             raise
         self.rs.written(created)
-        log.info("deployment %s: created replica set %s", key_of(d), m.name(created))
+        if r.replicas(created):
+            await self.events.normal(d, "ScalingReplicaSet", f"Scaled up replica set {m.name(created)} "
+                                     f"from 0 to {r.replicas(created)}")
         await self._set_revision(d, str(new_revision))
         if r.progress_deadline(d) is not None:
             status = copy.deepcopy(d.get("status") or {})
@@ -182,7 +184,9 @@ class DeploymentController(Controller):
         want["spec"]["replicas"] = count
         out = await self._write_rs(want)
         if r.replicas(rs) != count:
-            log.info("deployment %s: scaled %s from %d to %d", key_of(d), m.name(rs), r.replicas(rs), count)
+            verb = "up" if count > r.replicas(rs) else "down"
+            await self.events.normal(d, "ScalingReplicaSet", f"Scaled {verb} replica set {m.name(rs)} "
+                                     f"from {r.replicas(rs)} to {count}")
         return r.replicas(rs) != count, out
 
     async def _set_revision(self, d: Obj, rev: str) -> None:

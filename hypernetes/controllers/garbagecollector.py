@@ -60,7 +60,13 @@ class GarbageCollector(Controller):
         self._monitored: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
-        await self._monitor()
+        while True:  # discovery must work once before there is a graph to build
+            try:
+                await self._monitor()
+                break
+            except (ApiException, OSError) as e:
+                log.warning("garbage collector: discovery failed, retrying: %s", e)
+                await asyncio.sleep(1.0)
         rediscover = asyncio.create_task(self._rediscover())
         try:
             await super().run()

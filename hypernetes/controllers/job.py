@@ -249,11 +249,16 @@ class JobController(Controller):
             results = await asyncio.gather(*(self.client.create("v1", "pods", pod, m.namespace(job))
                                              for _ in range(n)), return_exceptions=True)
             done += n
+            for res in results:
+                if isinstance(res, dict):
+                    await self.events.normal(job, "SuccessfulCreate", f"Created pod: {m.name(res)}")
             errors = [e for e in results if isinstance(e, BaseException)]
             if errors:
                 self.expectations.created(key, len(errors) + count - done)
-                if isinstance(errors[0], ApiException) and namespace_terminating(errors[0]):
-                    return
+                if isinstance(errors[0], ApiException):
+                    if namespace_terminating(errors[0]):
+                        return
+                    await self.events.warning(job, "FailedCreate", f"Error creating: {errors[0].message}")
                 raise errors[0]
             batch *= 2
 
@@ -271,6 +276,8 @@ class JobController(Controller):
                 self.expectations.deleted(key, m.uid(p))
                 if e.status not in (404, 409):
                     raise
+                continue
+            await self.events.normal(job, "SuccessfulDelete", f"Deleted pod: {m.name(p)}")
 
     async def _untrack(self, key: str, pods: list[Obj]) -> None:
         for p in pods:
@@ -316,9 +323,11 @@ class JobController(Controller):
             m.set_condition(status, m.condition("Failed", "True", ending["reason"], ending["message"]))
         status["active"] = 0
         status["ready"] = 0
-        log.info("job %s: %s", key_of(job), "complete" if ending["type"] == "SuccessCriteriaMet"
-                 else f"failed ({ending['reason']})")
         out = await self._write(job, status)
+        if ending["type"] == "SuccessCriteriaMet":
+            await self.events.normal(out, "Completed", "Job completed")
+        else:
+            await self.events.warning(out, ending["reason"], ending["message"])
         if (job.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
             await self._ttl(key_of(out), out)
 

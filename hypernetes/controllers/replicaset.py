@@ -114,7 +114,7 @@ class ReplicaSetController(Controller):
         if diff > 0:
             victims = pods_to_delete(pods, min(diff, BURST))
             self.expectations.expect(key, deletes=[m.uid(p) for p in victims])
-            results = await asyncio.gather(*(self._delete_pod(key, p) for p in victims),
+            results = await asyncio.gather(*(self._delete_pod(key, rs, p) for p in victims),
                                            return_exceptions=True)
             for r in results:
                 if isinstance(r, BaseException):
@@ -133,6 +133,9 @@ class ReplicaSetController(Controller):
             results = await asyncio.gather(
                 *(self.client.create("v1", "pods", pod, m.namespace(rs)) for _ in range(n)),
                 return_exceptions=True)
+            for res in results:
+                if isinstance(res, dict):
+                    await self.events.normal(rs, "SuccessfulCreate", f"Created pod: {m.name(res)}")
             errors = [r for r in results if isinstance(r, BaseException)]
             done += n
             if errors:
@@ -141,13 +144,13 @@ class ReplicaSetController(Controller):
                 if isinstance(err, ApiException):
                     if namespace_terminating(err):
                         return None
-                    return f"pods \"{m.name(rs)}-\" is forbidden: {err.message}" \
-                        if err.status == 403 else err.message
+                    await self.events.warning(rs, "FailedCreate", f"Error creating: {err.message}")
+                    return err.message
                 raise err
             batch *= 2
         return None
 
-    async def _delete_pod(self, key: str, pod: Obj) -> None:
+    async def _delete_pod(self, key: str, rs: Obj, pod: Obj) -> None:
         try:
             out = await self.client.delete("v1", "pods", m.name(pod), m.namespace(pod),
                                            {"preconditions": {"uid": m.uid(pod)}})
@@ -158,6 +161,8 @@ class ReplicaSetController(Controller):
             return
         if out is None:
             self.expectations.deleted(key, m.uid(pod))
+        else:
+            await self.events.normal(rs, "SuccessfulDelete", f"Deleted pod: {m.name(pod)}")
 
     async def _update_status(self, rs: Obj, pods: list[Obj], error: str | None) -> None:
         spec = rs.get("spec") or {}
