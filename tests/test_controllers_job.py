@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+from hypernetes.controllers.jobindex import INDEX_KEY as INDEX
+from hypernetes.controllers.jobindex import format_ranges, parse_ranges
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 from tests.test_controllers_base import FAKE, ControllersThread, Obj, controllers, wait_for  # noqa: F401
@@ -137,3 +139,26 @@ def test_ttl_after_finished(api: ApiServerThread, controllers: ControllersThread
     make_job(api, "brief", ns, "ttlSecondsAfterFinished: 1", f'"{FAKE}exit-code": "0"')
     wait_for(lambda: controllers.get("batch/v1", "jobs", "brief", ns) is None, timeout=30, what="job deleted")
     wait_for(lambda: not controllers.pods(ns), what="its pod collected")
+
+
+def test_indexed_completions(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+    ns = controllers.namespace("job-indexed")
+    make_job(api, "idx", ns, "completionMode: Indexed\n  completions: 3\n  parallelism: 2",
+             f'"{FAKE}exit-code": "0", "{FAKE}run-seconds": "0.2"')
+    api.kubectl("wait", "--for=condition=complete", "job/idx", "-n", ns, "--timeout=60s", timeout=90)
+    status = job_status(controllers, ns, "idx")
+    assert status["completedIndexes"] == "0-2" and status["succeeded"] == 3
+    pods = sorted(controllers.pods(ns), key=lambda p: int(p["metadata"]["labels"][INDEX]))
+    assert [p["metadata"]["annotations"][INDEX] for p in pods] == ["0", "1", "2"]
+    for i, p in enumerate(pods):
+        assert p["metadata"]["name"].startswith(f"idx-{i}-")
+        assert p["spec"]["hostname"] == f"idx-{i}"
+        env = p["spec"]["containers"][0]["env"]
+        assert env == [{"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+            "apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX}']"}}}]
+
+
+def test_index_ranges() -> None:
+    assert format_ranges({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    assert parse_ranges("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+    assert parse_ranges("") == set() and format_ranges(set()) == ""

@@ -21,6 +21,7 @@ from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller, Expectations, namespace_terminating, update_status
 from hypernetes.controllers.claim import claim, fresh_owner_check
 from hypernetes.controllers.informer import Handler, InformerFactory, key_of
+from hypernetes.controllers.jobindex import format_ranges, indexed, parse_ranges, pod_index, template_for
 from hypernetes.controllers.replicaset import pods_to_delete
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,14 @@ class JobController(Controller):
             self._record_failures(key, len(new_ok), len(new_failed))
         active = [p for p in pods if m.pod_active(p)]
         succeeded = int(status.get("succeeded") or 0) + len(uncounted.get("succeeded") or [])
+        if indexed(job):  # an index counts once, however many of its pods succeeded
+            done = parse_ranges(status.get("completedIndexes"))
+            done.update(i for i in map(pod_index, new_ok) if i is not None and i < int(spec["completions"]))
+            if done:
+                status["completedIndexes"] = format_ranges(done)
+            succeeded = len(done)
         failed = int(status.get("failed") or 0) + len(uncounted.get("failed") or [])
+        terminating = sum(1 for p in pods if m.deleting(p) and m.pod_phase(p) not in ("Succeeded", "Failed"))
         suspended = bool(spec.get("suspend"))
         if not status.get("startTime") and not suspended:
             status["startTime"] = m.rfc3339()
@@ -156,13 +164,12 @@ class JobController(Controller):
             await self._delete_pods(key, job, active)
             active = []
         else:
-            active = await self._manage(key, job, active, succeeded)
+            active = await self._manage(key, job, active, succeeded, terminating)
         self._set_suspended(status, suspended and ending is None)
 
         status["active"] = len(active)
         status["ready"] = sum(1 for p in active if m.pod_ready(p))
-        status["terminating"] = sum(1 for p in pods if m.deleting(p) and m.pod_phase(p) not in
-                                    ("Succeeded", "Failed"))
+        status["terminating"] = terminating
         job = await self._write(job, status)
         job = await self._count(job, pods)
         if ending is not None and not self._still_running(pods):
@@ -217,7 +224,8 @@ class JobController(Controller):
         delay = min(self.backoff_base * float(2 ** (count - 1)), self.backoff_max)
         return at + delay - time.monotonic()
 
-    async def _manage(self, key: str, job: Obj, active: list[Obj], succeeded: int) -> list[Obj]:
+    async def _manage(self, key: str, job: Obj, active: list[Obj], succeeded: int,
+                      terminating: int) -> list[Obj]:
         """Create or delete pods towards the wanted number running; the active pods after."""
         spec = job.get("spec") or {}
         parallelism = int(spec.get("parallelism", 1))
@@ -226,28 +234,72 @@ class JobController(Controller):
             want = len(active) if succeeded > 0 else parallelism
         else:
             want = max(min(parallelism, int(completions) - succeeded), 0)
-        if len(active) > want:
-            victims = pods_to_delete(active, len(active) - want)
+        victims = self._surplus(job, active, want)
+        if victims:
             await self._delete_pods(key, job, victims)
             gone = {m.uid(p) for p in victims}
             return [p for p in active if m.uid(p) not in gone]
-        if len(active) < want and self.expectations.satisfied(key):
+        # podReplacementPolicy Failed: a replacement waits until its predecessor is gone
+        busy = len(active) + (terminating if spec.get("podReplacementPolicy") == "Failed" else 0)
+        if busy < want and self.expectations.satisfied(key):
             left = self._backoff_left(key)
             if left > 0:
                 self.queue.add_after(key, left)
                 return active
-            await self._create(key, job, want - len(active))
+            await self._create(key, job, self._next_indexes(job, active, want - busy))
         return active
 
-    async def _create(self, key: str, job: Obj, count: int) -> None:
+    @staticmethod
+    def _surplus(job: Obj, active: list[Obj], want: int) -> list[Obj]:
+        """Active pods to delete: beyond `want`; for indexed jobs also pods of a done or invalid
+        index and second pods of one index."""
+        if not indexed(job):
+            return pods_to_delete(active, len(active) - want) if len(active) > want else []
+        done = parse_ranges((job.get("status") or {}).get("completedIndexes"))
+        completions = int((job.get("spec") or {}).get("completions") or 0)
+        seen: set[int] = set()
+        extra, keep = [], []
+        for p in sorted(active, key=lambda p: (pod_index(p) or 0, not m.pod_ready(p))):
+            i = pod_index(p)
+            if i is None or i >= completions or i in done or i in seen:
+                extra.append(p)
+            else:
+                seen.add(i)
+                keep.append(p)
+        if len(keep) > want:  # parallelism went down: the highest indexes wait
+            extra += sorted(keep, key=lambda p: pod_index(p) or 0)[want:]
+        return extra
+
+    @staticmethod
+    def _next_indexes(job: Obj, active: list[Obj], count: int) -> list[int | None]:
+        """What to create: `count` pods, for indexed jobs the lowest indexes not done nor running."""
+        if not indexed(job):
+            return [None] * count
+        done = parse_ranges((job.get("status") or {}).get("completedIndexes"))
+        running = {pod_index(p) for p in active}
+        free = [i for i in range(int((job.get("spec") or {}).get("completions") or 0))
+                if i not in done and i not in running]
+        out: list[int | None] = list(free[:count])
+        return out
+
+    def _pod(self, job: Obj, index: int | None) -> Obj:
+        if index is None:
+            return m.pod_from_template((job.get("spec") or {}).get("template") or {}, job,
+                                       finalizers=[TRACKING])
+        return m.pod_from_template(template_for(job, index), job, finalizers=[TRACKING],
+                                   generate_name=f"{m.name(job)}-{index}-")
+
+    async def _create(self, key: str, job: Obj, indexes: list[int | None]) -> None:
+        count = len(indexes)
+        if not count:
+            return
         self.expectations.expect(key, adds=count)
-        template = (job.get("spec") or {}).get("template") or {}
         done, batch = 0, 1
         while done < count:  # slow start, as the ReplicaSet controller
             n = min(batch, count - done)
-            pod = m.pod_from_template(template, job, finalizers=[TRACKING])
-            results = await asyncio.gather(*(self.client.create("v1", "pods", pod, m.namespace(job))
-                                             for _ in range(n)), return_exceptions=True)
+            results = await asyncio.gather(*(self.client.create("v1", "pods", self._pod(job, i),
+                                                                m.namespace(job))
+                                             for i in indexes[done:done + n]), return_exceptions=True)
             done += n
             for res in results:
                 if isinstance(res, dict):
@@ -307,6 +359,8 @@ class JobController(Controller):
             n = len(uncounted.get(field) or [])
             if n:
                 status[field] = int(status.get(field) or 0) + n
+        if indexed(job):
+            status["succeeded"] = len(parse_ranges(status.get("completedIndexes")))
         status["uncountedTerminatedPods"] = {}
         return await self._write(job, status)
 
