@@ -56,20 +56,32 @@ def test_run_get_delete(api: ApiServerThread, version: str) -> None:
     assert f'Error from server (NotFound): pods "{name}" not found' in gone.stderr
 
 
-def test_apply_twice_with_a_change(api: ApiServerThread) -> None:
-    out = api.kubectl("apply", "-f", "-", input=POD.format(name="web", image="nginx:1.27")).stdout
-    assert "pod/web created" in out
-    again = api.kubectl("apply", "-f", "-", input=POD.format(name="web", image="nginx:1.27")).stdout
-    assert "pod/web unchanged" in again
-    changed = api.kubectl("apply", "-f", "-", input=POD.format(name="web", image="nginx:1.28")).stdout
-    assert "pod/web configured" in changed
-    pod = yaml.safe_load(api.kubectl("get", "pod", "web", "-o", "yaml").stdout)
-    assert pod["spec"]["containers"][0]["image"] == "nginx:1.28"
-    assert pod["spec"]["containers"][0]["ports"] == [{"containerPort": 80, "protocol": "TCP"}] \
-        or pod["spec"]["containers"][0]["ports"] == [{"containerPort": 80}]
+@pytest.mark.parametrize("version", KUBECTL_VERSIONS)
+def test_apply_twice_with_a_change(api: ApiServerThread, version: str) -> None:
+    name = f"web-{version.replace('.', '')}"
+
+    def apply(image: str) -> str:
+        return api.kubectl("apply", "-f", "-", input=POD.format(name=name, image=image), version=version).stdout
+
+    assert f"pod/{name} created" in apply("nginx:1.27")
+    assert f"pod/{name} unchanged" in apply("nginx:1.27")
+    assert f"pod/{name} configured" in apply("nginx:1.28")
+    pod = yaml.safe_load(api.kubectl("get", "pod", name, "-o", "yaml").stdout)
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "nginx:1.28"
+    assert container["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
     assert pod["metadata"]["generation"] == 2
     assert "kubectl.kubernetes.io/last-applied-configuration" in pod["metadata"]["annotations"]
-    api.kubectl("delete", "pod", "web")
+    api.kubectl("delete", "pod", name)
+
+
+@pytest.mark.parametrize("version", KUBECTL_VERSIONS)
+def test_bad_manifest_names_the_field(api: ApiServerThread, version: str) -> None:
+    bad = POD.format(name="bad", image="nginx").replace("containerPort: 80", "containerPort: 99999")
+    p = api.kubectl("apply", "-f", "-", input=bad, version=version, check=False)
+    assert p.returncode == 1
+    assert 'The Pod "bad" is invalid: spec.containers[0].ports[0].containerPort: Invalid value: 99999' \
+        in p.stderr
 
 
 def test_create_in_missing_namespace(api: ApiServerThread) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from hypernetes import __version__ as hn_version
-from hypernetes.api import schema
+from hypernetes.api import openapiv2pb, schema
 from hypernetes.api.routing import parse_accept, respond
 from hypernetes.api.status import no_such_path, not_acceptable
 
@@ -57,6 +57,7 @@ class Discovery:
             self.group_versions.setdefault(k.api_version, []).append(k)
         self._openapi_v3: dict[str, bytes] = {}
         self._openapi_hash: dict[str, str] = {}
+        self._openapi_v2_pb: bytes | None = None
 
     # -- aggregated ----------------------------------------------------------------------------
 
@@ -211,7 +212,13 @@ class Discovery:
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         types = [mt.type for mt in parse_accept(request.headers.get("Accept"))]
+        if any("protobuf" in t for t in types):
+            # kubectl 1.27/1.28 validate and compute patches from this (newer ones use v3)
+            if self._openapi_v2_pb is None:
+                self._openapi_v2_pb = openapiv2pb.document(schema.openapi_v2())
+            resp = web.Response(body=self._openapi_v2_pb)
+            resp.headers["Content-Type"] = openapiv2pb.MEDIA_TYPE
+            return resp
         if types and not any(t in ("application/json", "*/*") for t in types):
-            # kubectl asks v2 in protobuf only when v3 is missing: we always serve v3
             raise not_acceptable(request.headers.get("Accept", ""))
         return respond(schema.openapi_v2())
