@@ -61,7 +61,8 @@ def test_apply_twice_with_a_change(api: ApiServerThread, version: str) -> None:
     name = f"web-{version.replace('.', '')}"
 
     def apply(image: str) -> str:
-        return api.kubectl("apply", "-f", "-", input=POD.format(name=name, image=image), version=version).stdout
+        manifest = POD.format(name=name, image=image)
+        return api.kubectl("apply", "-f", "-", input=manifest, version=version).stdout
 
     assert f"pod/{name} created" in apply("nginx:1.27")
     assert f"pod/{name} unchanged" in apply("nginx:1.27")

@@ -57,7 +57,8 @@ async def test_restart_keeps_state_and_watch_resumes(tmp_path: Path) -> None:
     api = sqlite_server(tmp_path)
     try:
         async with ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert) as c:
-            cm = await c.create("v1", "configmaps", {"metadata": {"name": "kept"}, "data": {"a": "1"}}, "default")
+            cm = await c.create("v1", "configmaps", {"metadata": {"name": "kept"}, "data": {"a": "1"}},
+                                "default")
             rv = cm["metadata"]["resourceVersion"]
     finally:
         api.stop()
@@ -65,7 +66,8 @@ async def test_restart_keeps_state_and_watch_resumes(tmp_path: Path) -> None:
     try:
         async with ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert) as c:
             again = await c.get("v1", "configmaps", "kept", "default")
-            assert again["metadata"]["resourceVersion"] == rv and again["metadata"]["uid"] == cm["metadata"]["uid"]
+            assert again["metadata"]["resourceVersion"] == rv
+            assert again["metadata"]["uid"] == cm["metadata"]["uid"]
             await c.patch("v1", "configmaps", "kept", {"data": {"a": "2"}}, "default")
             events = [e async for e in c.watch("v1", "configmaps", "default", resource_version=rv,
                                                timeout_seconds=1, bookmarks=False)]
