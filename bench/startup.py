@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hypernetes.runtime.images import ImageStore  # noqa: E402
-from hypernetes.runtime.initrd import build_initrd  # noqa: E402
+from hypernetes.runtime.initrd import File, build_initrd  # noqa: E402
 from hypernetes.runtime.interface import ContainerSpec, PodSpec, Runtime  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
@@ -194,38 +194,37 @@ def pids_matching(needle: str) -> list[int]:
     return found
 
 
-async def idle_pss(runtime: Runtime, name: str, needle: str) -> dict[str, object]:
-    spec = PodSpec(
-        id=name,
-        name=name,
-        containers=(
-            ContainerSpec(
+async def idle_pss(runtime: Runtime, prefix: str, count: int) -> dict[str, object]:
+    """Mean PSS per pod of `count` idle pods running at once (shared pages split among them)."""
+    names = [f"{prefix}-{count}-{i}" for i in range(count)]
+    try:
+        for name in names:
+            container = ContainerSpec(
                 name="main",
                 image=IMAGE,
                 command=("sh", "-c", "echo up; exec sleep 600"),
                 memory_limit=96 << 20,
-            ),
-        ),
-    )
-    await runtime.create_sandbox(spec)
-    try:
-        proc = await runtime.start_container(name, "main", attach=True)
-        assert proc is not None
-        async for _stream, data in proc.output():
-            if b"up" in data:
-                break
-        await asyncio.sleep(3)  # let the guest settle into idle
-        pids = pids_matching(needle)
+            )
+            await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(container,)))
+            proc = await runtime.start_container(name, "main", attach=True)
+            assert proc is not None
+            async for _stream, data in proc.output():
+                if b"up" in data:
+                    break
+        await asyncio.sleep(3)  # let the guests settle into idle
+        per_pod = [pss_kib(pids_matching(name)) for name in names]
         row: dict[str, object] = {
             "bench": "idle_pss",
             "peer": runtime.name,
-            "processes": len(pids),
-            "pss_mib": round(pss_kib(pids) / 1024, 1),
+            "pods": count,
+            "processes_per_pod": len(pids_matching(names[0])),
+            "pss_mib_per_pod": round(statistics.mean(per_pod) / 1024, 1),
         }
         print(json.dumps(row), flush=True)
         return row
     finally:
-        await runtime.remove_sandbox(name)
+        for name in names:
+            await runtime.remove_sandbox(name)
 
 
 def machine() -> dict[str, str]:
@@ -284,7 +283,9 @@ def main() -> int:
             bundle = crun_bundle(data, work)
             peers.append(("crun", lambda i: crun_command(bundle, i)))
         init = b"#!/bin/busybox sh\n/bin/busybox echo first\n/bin/busybox reboot -f\n"
-        plain_initrd = build_initrd(work / "plain.gz", {"init": init, "bin/busybox": Path("/bin/busybox")})
+        plain_initrd = build_initrd(
+            work / "plain.gz", {"init": File(init, 0o755), "bin/busybox": Path("/bin/busybox")}
+        )
         if deb is not None:
             peers.append(("qemu-plain-debian-kernel", lambda i: plain_qemu_command(deb[0], plain_initrd)))
         ours = kernels.default()
@@ -299,13 +300,14 @@ def main() -> int:
         from hypernetes.runtime.hypervm import HyperVM
 
         store = ImageStore(data / "images")
-        runtimes: list[tuple[Runtime, str]] = [
-            (HyperVM(data / "runtime", store, kernels, accel="tcg"), "hn-pss-hypervm"),
-            (GVisor(data / "runtime", store), "pss-gvisor"),
+        runtimes: list[Runtime] = [
+            HyperVM(data / "runtime", store, kernels, accel="tcg"),
+            GVisor(data / "runtime", store),
         ]
-        for runtime, name in runtimes:
-            if runtime.name not in args.skip:
-                rows.append(asyncio.run(idle_pss(runtime, name, name)))
+        for runtime in runtimes:
+            for count in (1, 4):
+                if runtime.name not in args.skip:
+                    rows.append(asyncio.run(idle_pss(runtime, f"pss{runtime.name}", count)))
     print("\n| peer | p50 s | p90 s | failed/runs |\n|---|---|---|---|", file=sys.stderr)
     for row in rows:
         if row["bench"] == "start":
@@ -317,7 +319,8 @@ def main() -> int:
     for row in rows:
         if row["bench"] == "idle_pss":
             print(
-                f"| idle PSS {row['peer']} | {row['pss_mib']} MiB | {row['processes']} processes |",
+                f"| idle PSS {row['peer']} x{row['pods']} | {row['pss_mib_per_pod']} MiB/pod | "
+                f"{row['processes_per_pod']} processes/pod |",
                 file=sys.stderr,
             )
     return 0
