@@ -204,3 +204,34 @@ async def test_watch_cache_fans_out_one_store_watch_and_drops_slow_watchers() ->
     for s, c in subs:
         caches.release(s, c)
     await caches.close()
+
+
+# -- cluster CA ----------------------------------------------------------------------------------------
+
+def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object) -> None:
+    import ipaddress
+    import stat
+    from pathlib import Path
+
+    from cryptography import x509
+
+    from hypernetes.auth.ca import ensure_ca, write_kubeconfig
+    d = Path(str(tmp_path)) / "pki"
+    first = ensure_ca(d)
+    cert = x509.load_pem_x509_certificate(first.server.cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert stat.S_IMODE(first.ca_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((d / "admin.token").stat().st_mode) == 0o600
+    again = ensure_ca(d)
+    assert again.admin_token == first.admin_token
+    assert again.server.cert.read_bytes() == first.server.cert.read_bytes()
+    more = ensure_ca(d, hosts=["api.example.test", "10.1.2.3"])
+    assert more.ca_cert.read_bytes() == first.ca_cert.read_bytes()
+    san = x509.load_pem_x509_certificate(more.server.cert.read_bytes()).extensions \
+        .get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "api.example.test" in san.get_values_for_type(x509.DNSName)
+    kc = Path(str(tmp_path)) / "admin.kubeconfig"
+    write_kubeconfig(kc, "https://127.0.0.1:6443", more.ca_cert, more.admin_token)
+    assert stat.S_IMODE(kc.stat().st_mode) == 0o600 and more.admin_token in kc.read_text()
