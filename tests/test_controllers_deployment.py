@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+from hypernetes.controllers import rollout as r
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 from tests.test_controllers_base import FAKE, ControllersThread, Obj, controllers, wait_for  # noqa: F401
@@ -241,3 +242,34 @@ def test_proportional_scaling_during_a_rollout(api: ApiServerThread,  # noqa: F8
     api.kubectl("scale", "deployment/web", "-n", ns, "--replicas=8")
     wait_for(lambda: [rs["spec"]["replicas"] for rs in replica_sets(controllers, ns)] == [7, 3],
              what="8 + 2 split proportionally")
+
+
+def _d(replicas: int, surge: int | str, unavailable: int | str) -> Obj:
+    return {"metadata": {"name": "d"}, "spec": {"replicas": replicas, "strategy": {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}}
+
+
+def _rs(replicas: int, available: int = 0) -> Obj:
+    return {"metadata": {"name": "rs"}, "spec": {"replicas": replicas},
+            "status": {"availableReplicas": available}}
+
+
+def test_fenceposts_and_new_replica_set_size() -> None:
+    assert r.fenceposts(_d(10, "25%", "25%")) == (3, 2)  # surge rounds up, unavailable down
+    assert r.fenceposts(_d(3, 0, 0)) == (0, 1)  # both zero would never progress
+    assert r.fenceposts(_d(4, 1, "0%")) == (1, 0)
+    new, old = _rs(0), _rs(4, 4)
+    assert r.new_rs_replicas(_d(4, 1, 1), [old, new], new) == 1
+    assert r.new_rs_replicas(_d(4, "50%", 0), [old, new], new) == 2
+    assert r.new_rs_replicas(_d(4, 1, 1), [_rs(5), new], new) == 0  # already at replicas + surge
+    assert r.available(_rs(2, 4)) == 2  # never more than it is scaled to
+
+
+def test_template_hash_is_stable_and_ignores_the_hash_label() -> None:
+    t = {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    h = r.template_hash(t)
+    assert h == r.template_hash(json.loads(json.dumps(t))) and h != r.template_hash(t, 1)
+    assert set(h) <= set("bcdfghjklmnpqrstvwxz2456789")
+    labelled = {**t, "metadata": {"labels": {"app": "web", "pod-template-hash": h}}}
+    assert r.equal_ignore_hash(t, labelled)
+    assert not r.equal_ignore_hash(t, {**t, "spec": {"containers": [{"name": "c", "image": "y"}]}})
