@@ -14,9 +14,9 @@ import pytest
 
 from hypernetes.api.authn import UserInfo
 from hypernetes.api.authz import GroupAuthorizer
-from hypernetes.api.client import ApiClient, ApiException
+from hypernetes.api.client import ApiException
 from tests.support.apifixtures import running_api
-from tests.support.apiserver import ApiServerThread
+from tests.support.apiserver import ApiServerThread, async_client
 
 JSON = dict[str, Any]
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
@@ -59,8 +59,7 @@ def lines(body: Any) -> list[JSON]:
     return [json.loads(line) for line in body.splitlines()]
 
 
-def client(api: ApiServerThread) -> ApiClient:
-    return ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert)
+client = async_client
 
 
 # -- authentication, authorization, errors -------------------------------------------------------

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hypernetes.api.client import ApiClient, ApiException
+from hypernetes.api.client import ApiException
 from hypernetes.store import open_store
 from hypernetes.store.interface import Store
-from tests.support.apiserver import ApiServerThread
+from tests.support.apiserver import ApiServerThread, async_client
 
 POD = """
 apiVersion: v1
@@ -56,7 +56,7 @@ def test_kubectl_on_sqlite(tmp_path: Path, version: str) -> None:
 async def test_restart_keeps_state_and_watch_resumes(tmp_path: Path) -> None:
     api = sqlite_server(tmp_path)
     try:
-        async with ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert) as c:
+        async with async_client(api) as c:
             cm = await c.create("v1", "configmaps", {"metadata": {"name": "kept"}, "data": {"a": "1"}},
                                 "default")
             rv = cm["metadata"]["resourceVersion"]
@@ -64,7 +64,7 @@ async def test_restart_keeps_state_and_watch_resumes(tmp_path: Path) -> None:
         api.stop()
     api = sqlite_server(tmp_path)  # same data directory: same CA, token and database
     try:
-        async with ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert) as c:
+        async with async_client(api) as c:
             again = await c.get("v1", "configmaps", "kept", "default")
             assert again["metadata"]["resourceVersion"] == rv
             assert again["metadata"]["uid"] == cm["metadata"]["uid"]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from hypernetes.api.client import ApiClient, ApiException
+from hypernetes.api.client import ApiException
 from tests.support.apifixtures import running_api
-from tests.support.apiserver import ApiServerThread
+from tests.support.apiserver import ApiServerThread, async_client
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
     yield from running_api(tmp_path_factory)
 
 
-def client(api: ApiServerThread) -> ApiClient:
-    return ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert)
+client = async_client
 
 
 def cm(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:

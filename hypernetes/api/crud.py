@@ -447,7 +447,12 @@ class Resources:
         objects.stamp_update(new, cur)
         new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
         schema.apply_defaults(t.kind, new)
-        self._validate(Target(t.kind, t.namespace, t.name, None), new, cur)
+        old = cur
+        if t.sub == "binding":
+            # binding is the one way to set spec.nodeName, which pod updates may not change
+            old = copy.deepcopy(cur)
+            old.setdefault("spec", {})["nodeName"] = (new.get("spec") or {}).get("nodeName")
+        self._validate(Target(t.kind, t.namespace, t.name, None), new, old)
         if operation == "Update":
             apply.record_update(new, cur, manager, t.kind.api_version, t.sub or "")
         return new

@@ -1,5 +1,5 @@
 """Decoding the Kubernetes protobuf envelope for the few kinds kubectl's generators send that way
-(`kubectl create namespace|configmap|secret|serviceaccount`). kubectl does not retry with JSON
+(`kubectl create namespace|configmap|secret|serviceaccount|deployment`). kubectl does not retry with JSON
 after a 415, so without this those commands cannot work.
 
 Envelope: b"k8s\\x00" + runtime.Unknown{1: TypeMeta{1: apiVersion, 2: kind}, 2: raw,
@@ -20,8 +20,9 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
 
 # A message spec: field number -> (json name, type, spec of sub-message or None).
-# Types: "str", "bytes" (base64 in JSON), "int", "bool", "msg", "time",
-# "[str]"/"[msg]" (repeated), "{str}"/"{bytes}" (map<string, string|bytes>).
+# Types: "str", "bytes" (base64 in JSON), "int", "bool" ("int?"/"bool?": omitted when zero), "msg",
+# "time", "[str]"/"[msg]" (repeated), "{str}"/"{bytes}"/"{qty}" (map<string, string|bytes|Quantity>).
+# Only the fields kubectl's generators set are modelled; the rest are skipped.
 Spec = dict[int, tuple[str, str, Any]]
 
 OWNER_REF: Spec = {1: ("kind", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None),
@@ -29,14 +30,39 @@ OWNER_REF: Spec = {1: ("kind", "str", None), 3: ("name", "str", None), 4: ("uid"
                    7: ("blockOwnerDeletion", "bool", None)}
 OBJECT_META: Spec = {
     1: ("name", "str", None), 2: ("generateName", "str", None), 3: ("namespace", "str", None),
-    5: ("uid", "str", None), 6: ("resourceVersion", "str", None), 7: ("generation", "int", None),
+    5: ("uid", "str", None), 6: ("resourceVersion", "str", None), 7: ("generation", "int?", None),
     11: ("labels", "{str}", None), 12: ("annotations", "{str}", None),
     13: ("ownerReferences", "[msg]", OWNER_REF), 14: ("finalizers", "[str]", None)}
 OBJECT_REF: Spec = {1: ("kind", "str", None), 2: ("namespace", "str", None), 3: ("name", "str", None),
                     4: ("uid", "str", None), 5: ("apiVersion", "str", None),
                     6: ("resourceVersion", "str", None), 7: ("fieldPath", "str", None)}
 
+LABEL_SELECTOR: Spec = {1: ("matchLabels", "{str}", None), 2: ("matchExpressions", "[msg]", {
+    1: ("key", "str", None), 2: ("operator", "str", None), 3: ("values", "[str]", None)})}
+QUANTITIES = "{qty}"
+CONTAINER: Spec = {
+    1: ("name", "str", None), 2: ("image", "str", None), 3: ("command", "[str]", None),
+    4: ("args", "[str]", None), 5: ("workingDir", "str", None),
+    6: ("ports", "[msg]", {1: ("name", "str", None), 2: ("hostPort", "int?", None),
+                           3: ("containerPort", "int", None), 4: ("protocol", "str", None),
+                           5: ("hostIP", "str", None)}),
+    7: ("env", "[msg]", {1: ("name", "str", None), 2: ("value", "str", None)}),
+    8: ("resources", "msg", {1: ("limits", QUANTITIES, None), 2: ("requests", QUANTITIES, None)}),
+    14: ("imagePullPolicy", "str", None), 16: ("stdin", "bool?", None), 17: ("stdinOnce", "bool?", None),
+    18: ("tty", "bool?", None)}
+POD_SPEC: Spec = {2: ("containers", "[msg]", CONTAINER), 3: ("restartPolicy", "str", None),
+                  6: ("dnsPolicy", "str", None), 7: ("nodeSelector", "{str}", None),
+                  8: ("serviceAccountName", "str", None)}
+DEPLOYMENT_SPEC: Spec = {
+    1: ("replicas", "int", None), 2: ("selector", "msg", LABEL_SELECTOR),
+    3: ("template", "msg", {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}),
+    4: ("strategy", "msg", {1: ("type", "str", None)}), 5: ("minReadySeconds", "int?", None),
+    6: ("revisionHistoryLimit", "int", None), 7: ("paused", "bool?", None),
+    9: ("progressDeadlineSeconds", "int", None)}
+
 KINDS: dict[tuple[str, str], Spec] = {
+    ("apps/v1", "Deployment"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", DEPLOYMENT_SPEC),
+                                3: ("status", "msg", {})},
     ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META),
                           2: ("spec", "msg", {1: ("finalizers", "[str]", None)}),
                           3: ("status", "msg", {1: ("phase", "str", None)})},
@@ -96,6 +122,11 @@ def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     return out
 
 
+def _signed(v: int) -> int:
+    """int32/int64 fields are two's complement varints."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 def _bytes(v: int | bytes) -> bytes:
     if not isinstance(v, bytes):
         raise _Malformed("expected a length-delimited field")
@@ -123,10 +154,11 @@ def _message(buf: bytes, spec: Spec) -> JSON:
             obj[name] = _bytes(v)
         elif typ == "bytes":
             obj[name] = base64.b64encode(_bytes(v)).decode()
-        elif typ in ("int", "bool"):
+        elif typ in ("int", "bool", "int?", "bool?"):
             if not isinstance(v, int):
                 raise _Malformed(f"{name}: expected a varint")
-            obj[name] = bool(v) if typ == "bool" else v
+            if v or not typ.endswith("?"):  # "?": Go omits the zero value (omitempty, not a pointer)
+                obj[name] = bool(v) if typ.startswith("bool") else _signed(v)
         elif typ == "time":
             obj[name] = _time(_bytes(v))
         elif typ == "msg":
@@ -135,6 +167,10 @@ def _message(buf: bytes, spec: Spec) -> JSON:
             obj.setdefault(name, []).append(_bytes(v).decode())
         elif typ == "[msg]":
             obj.setdefault(name, []).append(_message(_bytes(v), sub))
+        elif typ == QUANTITIES:  # map<string, Quantity{1: string}>
+            entry = dict(_fields(_bytes(v)))
+            qty = dict(_fields(_bytes(entry.get(2, b""))))
+            obj.setdefault(name, {})[_bytes(entry.get(1, b"")).decode()] = _bytes(qty.get(1, b"")).decode()
         elif typ in ("{str}", "{bytes}"):
             entry = dict(_fields(_bytes(v)))
             key, val = _bytes(entry.get(1, b"")).decode(), _bytes(entry.get(2, b""))

@@ -291,8 +291,6 @@ class Subresources:
         if ns and ns != t.namespace:
             raise bad_request("the namespace of the provided object does not match the namespace sent "
                               "on the request")
-        pod_t = Target(t.kind, t.namespace, t.name, None)
-
         async def bind(cur: JSON) -> JSON:
             if cur["metadata"].get("deletionTimestamp"):
                 raise conflict(t.resource, t.name or "", t.group, "pod is being deleted, cannot be assigned "
@@ -307,7 +305,7 @@ class Subresources:
                 cur["metadata"].setdefault("annotations", {}).update(annotations)
             return cur
 
-        await self.res.update_with(request, pod_t, bind, field_manager(request), conditional=False)
+        await self.res.update_with(request, t, bind, field_manager(request), conditional=False)
         return respond(success(), 201)
 
     async def eviction(self, request: web.Request, t: Target) -> web.StreamResponse:

@@ -8,12 +8,13 @@ Python client directly, and async tests can talk to it from their own loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import subprocess
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from hypernetes.api.authn import ADMIN, TokenAuthenticator, UserInfo
 from hypernetes.api.authz import AllowAll, Authorizer
+from hypernetes.api.client import ApiClient
 from hypernetes.api.server import APP_KEY, ApiServer, bound_port, create_app, serve
 from hypernetes.api.subresources import PodProxy
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
@@ -149,3 +151,15 @@ class ApiServerThread:
         client = kc.ApiClient(cfg)
         self._py_clients.append(client)  # closed (with their sockets) in stop()
         return client
+
+
+@contextlib.asynccontextmanager
+async def async_client(api: ApiServerThread) -> AsyncIterator[ApiClient]:
+    """The shared async client, closed so that its TLS connections finish closing before the
+    test's event loop ends (else their sockets are reported unclosed)."""
+    c = ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert)
+    try:
+        yield c
+    finally:
+        await c.close()
+        await asyncio.sleep(0.25)
