@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from hypernetes.api.authn import UserInfo
-from hypernetes.api.authz import GroupAuthorizer
+from hypernetes.api.authz import Attributes, Decision, GroupAuthorizer
 from hypernetes.api.client import ApiException
 from tests.support.apifixtures import running_api
 from tests.support.apiserver import ApiServerThread, async_client
@@ -81,11 +81,41 @@ def test_forbidden_for_users_outside_the_allowed_groups(tmp_path_factory: pytest
         server.call(_forbidden(server))
 
 
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[Attributes] = []
+
+    async def authorize(self, attrs: Attributes) -> Decision:
+        self.seen.append(attrs)
+        return Decision(True)
+
+
+def test_authorizer_sees_upstream_attributes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    rec = Recorder()
+    for server in running_api(tmp_path_factory, authorizer=rec):
+        server.call(_requests(Raw(server)))
+    got = [(a.verb, a.resource_request, a.resource, a.subresource, a.namespace, a.name, a.path)
+           for a in rec.seen if a.user.name == "admin"]
+    assert ("watch", True, "pods", "", "", "", "/api/v1/pods") in got
+    assert ("get", False, "", "", "", "", "/apis/apps/v1") in got
+    assert ("create", True, "pods", "exec", "default", "p", "/api/v1/namespaces/default/pods/p/exec") in got
+    assert not any(a.path == "/api/v1/pods" and not a.resource_request for a in rec.seen)
+
+
+async def _requests(raw: Raw) -> None:
+    await raw("GET", "/api/v1/pods?watch=1&timeoutSeconds=0")
+    await raw("GET", "/apis/apps/v1")
+    await raw("GET", "/api/v1/namespaces/default/pods/p/exec?command=ls&stdout=1")
+
+
 async def _forbidden(server: ApiServerThread) -> None:
     code, _, body = await Raw(server, "bob-token")("GET", "/api/v1/namespaces/default/pods")
     assert code == 403 and body["reason"] == "Forbidden"
     assert body["message"].startswith('pods is forbidden: User "bob" cannot list resource "pods" '
                                       'in API group "" in the namespace "default"')
+    code, _, body = await Raw(server, "bob-token")("GET", "/api/v1/pods")
+    assert code == 403 and body["message"].startswith(
+        'pods is forbidden: User "bob" cannot list resource "pods" in API group "" at the cluster scope')
     code, _, _ = await Raw(server, "bob-token")("GET", "/api")
     assert code == 403
     code, _, _ = await Raw(server)("GET", "/api/v1/namespaces/default/pods")

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version"))
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RESOURCE_ROUTES = frozenset(("/api/{version}/{tail}", "/apis/{group}/{version}/{tail}"))
 USER = web.RequestKey("user", UserInfo)
 METRIC = web.RequestKey("metric", tuple[str, str, str])
 
@@ -163,7 +164,9 @@ class ApiServer:
                 if user is None:
                     raise unauthorized()
                 request[USER] = user
-                if not request.path.startswith(("/api/", "/apis/")) or request.path.count("/") <= 3:
+                if request.match_info.route.resource is None or \
+                        request.match_info.route.resource.canonical not in RESOURCE_ROUTES:
+                    # discovery, OpenAPI, metrics: authorized by path; resources once parsed
                     await self.authorize(user, Attributes(user, request.method.lower(), False, request.path))
             resp = await handler(request)
         except ApiError as e:
