@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,3 +156,33 @@ def test_namespace_deletion_terminates(api: ApiServerThread) -> None:
     assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["deletionTimestamp"]
     p = api.kubectl("run", "late", "--image=nginx", "-n", "doomed", check=False)
     assert p.returncode == 1 and "because it is being terminated" in p.stderr
+
+
+def test_wait_for_condition_sees_a_status_update(api: ApiServerThread) -> None:
+    api.kubectl("run", "waiter", "--image=nginx")
+    waiting = api.kubectl_popen("wait", "--for=condition=Ready", "pod/waiter", "--timeout=30s")
+    time.sleep(1.5)
+    status = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    api.kubectl("patch", "pod", "waiter", "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert "pod/waiter condition met" in out
+    assert "Running" in api.kubectl("get", "pod", "waiter").stdout
+
+
+def test_other_everyday_commands(api: ApiServerThread) -> None:
+    api.kubectl("create", "namespace", "daily")
+    api.kubectl("run", "p1", "--image=nginx", "-n", "daily")
+    api.kubectl("create", "deployment", "d1", "--image=nginx", "-n", "daily")
+    out = api.kubectl("get", "all", "-n", "daily").stdout
+    assert "pod/p1" in out and "deployment.apps/d1" in out
+    api.kubectl("patch", "pod", "p1", "-n", "daily", "--type=json",
+                "-p", '[{"op":"add","path":"/metadata/labels/extra","value":"1"}]')
+    assert "extra=1" in api.kubectl("get", "pod", "p1", "-n", "daily", "--show-labels").stdout
+    manifest = api.kubectl("get", "pod", "p1", "-n", "daily", "-o", "yaml").stdout
+    out = api.kubectl("replace", "--force", "-f", "-", input=manifest).stdout
+    assert 'pod "p1" deleted' in out and "pod/p1 replaced" in out
+    columns = "custom-columns=N:.metadata.name,I:.spec.containers[0].image"
+    cols = api.kubectl("get", "pods", "-n", "daily", "-o", columns, "--sort-by=.metadata.name").stdout
+    assert cols.split() == ["N", "I", "p1", "nginx"]
+    assert "deleted" in api.kubectl("delete", "all", "--all", "-n", "daily").stdout
