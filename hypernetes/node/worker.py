@@ -156,7 +156,9 @@ class PodWorker:
                 delay = pull_backoff.next()
                 await self._waiting_all("ImagePullBackOff", f"Back-off pulling image: {e}")
                 await self.api.event(self.pod, "Normal", "BackOff", "Back-off pulling image")
-            except PodRuntimeError as e:
+            except (PodRuntimeError, OSError) as e:
+                if isinstance(e, OSError):
+                    log.exception("creating the sandbox of %s", self.name)
                 await self._waiting_all("CreateContainerError", str(e))
                 await self.api.event(self.pod, "Warning", "FailedCreatePodSandBox",
                                      f"Failed to create pod sandbox: {e}")

@@ -198,7 +198,7 @@ class AgentClient:
             if version != gp.PROTO_VERSION:
                 raise AgentUnavailable(f"agent speaks protocol {version}, host speaks {gp.PROTO_VERSION}")
             self.agent_version = tlv.string(gp.TAG_AGENT, 128) or ""
-        except (AgentUnavailable, AgentError, gp.ProtocolError) as e:
+        except (AgentUnavailable, AgentError, gp.ProtocolError, OSError) as e:
             await self.close(str(e))
             raise AgentUnavailable(str(e)) from e
 

@@ -60,7 +60,7 @@ from hypernetes.runtime.interface import (
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, read_logs
-from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, running_qemu
+from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, running_qemu
 from hypernetes.runtime.sizing import vm_size
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ class HyperVM(Runtime):
             await client.close()
             await vm.kill()
             shutil.rmtree(probe_dir, ignore_errors=True)
+            remove_socket_dir(probe_dir)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -650,8 +651,10 @@ def _previous_log(path: Path) -> Path:
 
 
 def _kill_leftover(sandbox_dir: Path) -> None:
-    """Kill a QEMU whose pid file is in `sandbox_dir`, if that pid really is that QEMU."""
+    """Kill a QEMU whose pid file is in `sandbox_dir`, if that pid really is that QEMU, and drop
+    its socket directory."""
     pid = running_qemu(sandbox_dir)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
+    remove_socket_dir(sandbox_dir)

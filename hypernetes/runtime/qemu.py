@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
+import shutil
 import signal
 from collections import deque
 from dataclasses import dataclass, field
@@ -60,20 +62,37 @@ class VMConfig:
     die_with_parent: bool = False
 
     @property
+    def sock_dir(self) -> Path:
+        return socket_dir(self.dir)
+
+    @property
     def ctl_socket(self) -> Path:
-        return self.dir / "ctl.sock"
+        return self.sock_dir / "ctl.sock"
 
     @property
     def qmp_socket(self) -> Path:
-        return self.dir / "qmp.sock"
+        return self.sock_dir / "qmp.sock"
 
     @property
     def console_socket(self) -> Path:
-        return self.dir / "console.sock"
+        return self.sock_dir / "console.sock"
 
     @property
     def pidfile(self) -> Path:
         return self.dir / "qemu.pid"
+
+
+def socket_dir(vm_dir: Path) -> Path:
+    """A short directory for a VM's Unix sockets: socket paths are limited to 107 bytes, and a
+    sandbox directory under a data dir with a pod uid in it is often longer than that."""
+    base = os.environ.get("HYPERNETES_RUN_DIR") or (
+        "/run/hypernetes" if os.geteuid() == 0 else f"/tmp/hypernetes-{os.geteuid()}")
+    digest = hashlib.sha256(str(vm_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(base) / digest
+
+
+def remove_socket_dir(vm_dir: Path) -> None:
+    shutil.rmtree(socket_dir(vm_dir), ignore_errors=True)
 
 
 def host_tsc_khz() -> int | None:
@@ -161,6 +180,7 @@ class QemuVM:
 
     async def start(self) -> None:
         self.cfg.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.sock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.cfg.dir / "qemu.log", "wb") as errlog:
             self.proc = await asyncio.create_subprocess_exec(
                 *command_line(self.cfg),
@@ -207,6 +227,9 @@ class QemuVM:
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 await asyncio.sleep(0.02)
+            except OSError as e:
+                log.warning("%s: cannot read the guest console: %s", self.cfg.name, e)
+                return
         else:
             return
         try:

@@ -1,0 +1,180 @@
+"""`hypernetes up` end to end with the real kubectl: pods are real VMs under TCG, images come from
+the real local registry, and the cluster is restarted mid-way to check adoption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import qemu_processes_under
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.{}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    def __init__(self, data: Path, port: int) -> None:
+        self.data, self.port = data, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data.parent / "up.log"
+
+    def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(REPO / ".venv/bin/hypernetes"), "up", "--data-dir", str(self.data), "--port",
+                 str(self.port), "--node-name", "node1"], stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (self.data / "admin.kubeconfig").exists():
+                ok = subprocess.run(self.kubectl_args("get", "nodes", "node1"), capture_output=True)
+                if ok.returncode == 0:
+                    return
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.5)
+        raise AssertionError(f"cluster did not come up: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=60)
+
+    def kubectl_args(self, *args: str, version: str = "32") -> list[str]:
+        return [KUBECTL.format(version), "--kubeconfig", str(self.data / "admin.kubeconfig"), *args]
+
+    def kubectl(self, *args: str, version: str = "32", input: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.kubectl_args(*args, version=version), capture_output=True, text=True,
+                                input=input, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}\n{self.log.read_text()[-2000:]}")
+        return result
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def wait_for(self, what: str, check: Any, timeout: float = 180) -> Any:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            time.sleep(1)
+        raise AssertionError(f"timed out waiting for {what}; last: {last}\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster") / "data", free_port())
+    c.start()
+    yield c
+    c.stop()
+    # remaining pods are adopted on restart, so the test stops them itself at the end
+    for pid in qemu_processes_under(c.data):
+        os.kill(pid, signal.SIGKILL)
+
+
+def pod_manifest(name: str, image: str, command: str, **extra: Any) -> str:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "main", "image": image, "command": ["sh", "-c", command],
+                                    "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}],
+                    "terminationGracePeriodSeconds": 5, **extra}}
+    return json.dumps(pod)
+
+
+def phase(cluster: Cluster, name: str) -> str:
+    return str(cluster.get("pod", name)["status"].get("phase"))
+
+
+def test_pod_lifecycle_logs_exec_delete(cluster: Cluster, busybox_ref: str) -> None:
+    cluster.kubectl("apply", "-f", "-", input=pod_manifest(
+        "hello", busybox_ref, "echo hello from $(hostname); while true; do sleep 1; done"))
+    cluster.wait_for("hello running", lambda: phase(cluster, "hello") == "Running")
+    wide = cluster.kubectl("get", "pods", "-o", "wide").stdout
+    assert "hello" in wide and "Running" in wide and "node1" in wide
+    assert cluster.wait_for("logs", lambda: "hello from hello" in cluster.kubectl("logs", "hello").stdout)
+    out = cluster.kubectl("exec", "hello", "--", "sh", "-c", "echo exec-ok; cat /proc/cpuinfo | grep -c processor")
+    assert out.stdout.split() == ["exec-ok", "1"]
+    for version in ("27", "33"):
+        assert "Running" in cluster.kubectl("get", "pod", "hello", version=version).stdout
+    # apply twice with a change: the image field is mutable, an annotation too
+    changed = json.loads(pod_manifest("hello", busybox_ref, "echo hello from $(hostname); while true; do sleep 1; done"))
+    changed["metadata"]["annotations"] = {"note": "second"}
+    assert "configured" in cluster.kubectl("apply", "-f", "-", input=json.dumps(changed)).stdout
+    assert qemu_processes_under(cluster.data)
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "hello")
+    assert time.monotonic() - started < 60
+    assert cluster.kubectl("get", "pod", "hello", check=False).returncode != 0
+    assert not qemu_processes_under(cluster.data), "delete returned before the VM was gone"
+
+
+def test_failed_pull_and_crash_loop_and_unschedulable(cluster: Cluster, busybox_ref: str) -> None:
+    registry = busybox_ref.split("/")[0]
+    cluster.kubectl("apply", "-f", "-", input=pod_manifest("nopull", f"{registry}/does/not:exist", "true"))
+    cluster.kubectl("apply", "-f", "-", input=pod_manifest("crasher", busybox_ref, "echo crashing; exit 3"))
+    huge = json.loads(pod_manifest("huge", busybox_ref, "true"))
+    huge["spec"]["containers"][0]["resources"]["limits"]["memory"] = "900Gi"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(huge))
+
+    def waiting_reason(name: str) -> str:
+        statuses = cluster.get("pod", name)["status"].get("containerStatuses") or [{}]
+        return str(statuses[0].get("state", {}).get("waiting", {}).get("reason", ""))
+
+    cluster.wait_for("ErrImagePull", lambda: waiting_reason("nopull") in ("ErrImagePull", "ImagePullBackOff"))
+    cluster.wait_for("CrashLoopBackOff", lambda: waiting_reason("crasher") == "CrashLoopBackOff")
+    crasher = cluster.get("pod", "crasher")["status"]["containerStatuses"][0]
+    assert crasher["lastState"]["terminated"]["exitCode"] == 3
+    events = cluster.wait_for("FailedScheduling", lambda: [
+        e for e in cluster.get("events", "--field-selector", "involvedObject.name=huge")["items"]
+        if e["reason"] == "FailedScheduling"])
+    assert "Insufficient memory" in events[0]["message"]
+    describe = cluster.kubectl("describe", "pod", "nopull").stdout
+    assert "Failed" in describe and "does/not" in describe
+    cluster.kubectl("delete", "pod", "nopull", "crasher", "huge", "--wait=true")
+
+
+def test_deployment_rollout_and_job(cluster: Cluster, busybox_ref: str) -> None:
+    cluster.kubectl("create", "deployment", "web", f"--image={busybox_ref}", "--replicas=2", "--",
+                    "sh", "-c", "while true; do sleep 1; done")
+    cluster.kubectl("rollout", "status", "deployment/web", "--timeout=240s", timeout=260)
+    assert cluster.get("deployment", "web")["status"]["readyReplicas"] == 2
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+           "spec": {"completions": 2, "parallelism": 1, "template": {"spec": {
+               "restartPolicy": "Never",
+               "containers": [{"name": "main", "image": busybox_ref, "command": ["sh", "-c", "echo done"]}]}}}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
+    cluster.kubectl("wait", "--for=condition=complete", "job/once", "--timeout=240s", timeout=260)
+    cluster.kubectl("delete", "deployment", "web")
+    cluster.kubectl("delete", "job", "once")
+
+
+def test_restart_adopts_running_pods(cluster: Cluster, busybox_ref: str) -> None:
+    cluster.kubectl("apply", "-f", "-", input=pod_manifest("survivor", busybox_ref, "while true; do sleep 1; done"))
+    cluster.wait_for("survivor running", lambda: phase(cluster, "survivor") == "Running")
+    before = qemu_processes_under(cluster.data)
+    cluster.stop()
+    assert qemu_processes_under(cluster.data) == before, "stopping the cluster must leave VMs running"
+    cluster.start()
+    assert cluster.kubectl("exec", "survivor", "--", "echo", "adopted").stdout.strip() == "adopted"
+    assert qemu_processes_under(cluster.data) == before
+    cluster.kubectl("delete", "pod", "survivor")
+    assert not qemu_processes_under(cluster.data)
