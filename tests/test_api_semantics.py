@@ -4,6 +4,7 @@ dryRun, limit/continue, Table and metadata renderings, discovery and OpenAPI, se
 
 from __future__ import annotations
 
+import io
 import json
 import ssl
 from collections.abc import Iterator
@@ -37,11 +38,12 @@ class Raw:
         self.token = api.token if token is None else token
 
     async def __call__(self, method: str, path: str, body: Any = None, *, ctype: str = "application/json",
-                       accept: str = "application/json", raw: bytes | None = None) -> tuple[int, str, Any]:
+                       accept: str = "application/json", raw: bytes | None = None,
+                       stream: io.BytesIO | None = None) -> tuple[int, str, Any]:
         headers = {"Accept": accept, "Content-Type": ctype}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        data: Any = raw if raw is not None else (json.dumps(body).encode() if body is not None else stream)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ctx)) as s, \
                 s.request(method, self.api.url + path, data=data, headers=headers) as resp:
             text = await resp.text()
@@ -378,3 +380,20 @@ async def test_server_side_apply_ownership(api: ApiServerThread) -> None:
         with pytest.raises(ApiException) as err:
             await c.request("PATCH", path, cfg, None, apply_ct)
         assert err.value.status == 422
+
+
+async def test_hostile_bodies_are_400(api: ApiServerThread) -> None:
+    raw = Raw(api)
+    code, _, body = await raw("POST", CM, raw=b"[" * 100000 + b"]" * 100000)
+    assert code == 400 and body["reason"] == "BadRequest"
+    code, _, body = await raw("POST", CM, raw=b"a: &a [*a, *a]", ctype="application/yaml")
+    assert code in (400, 422)
+    code, _, body = await raw("POST", CM, raw=b"{}" + b" " * (1024 * 1024 - 2))  # within limits
+    assert code == 422
+    code, _, body = await raw("POST", CM, stream=io.BytesIO(b"{}" + b" " * (4 * 1024 * 1024)))
+    assert code == 413 and body["reason"] == "RequestEntityTooLarge"
+
+    code, _, body = await raw("GET", CM + "?continue=bm90IGEgdG9rZW4")
+    assert code == 400 and body["reason"] == "BadRequest"
+    code, _, body = await raw("GET", CM + "?labelSelector=a%20in%20(b")
+    assert code == 400

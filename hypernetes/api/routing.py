@@ -167,12 +167,12 @@ async def read_body(request: web.Request, *, protobuf_ok: bool = True) -> JSON:
     if ctype in (JSON_CT, "*/*", ""):
         try:
             obj = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise bad_request(f"couldn't get version/kind; json parse error: {e}") from None
     elif ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
         try:
             obj = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, RecursionError) as e:
             raise bad_request(f"error converting YAML to JSON: {e}") from None
     else:
         raise unsupported_media_type(ctype)

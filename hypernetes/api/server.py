@@ -175,8 +175,12 @@ class ApiServer:
             resp = error_response(no_such_path())
         except web.HTTPMethodNotAllowed:
             resp = error_response(method_not_allowed(request.method))
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            # aiohttp's own refusals (413 body too large, ...) as Status objects too
+            reason = {413: "RequestEntityTooLarge"}.get(e.status, e.reason.replace(" ", ""))
+            resp = error_response(ApiError(e.status, reason, e.text or e.reason))
         except Exception as e:
             log.exception("%s %s failed", request.method, request.path)
             resp = error_response(internal(str(e)))
