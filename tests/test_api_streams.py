@@ -16,7 +16,7 @@ import pytest
 
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from tests.support.apifixtures import running_api
-from tests.support.apiserver import ApiServerThread
+from tests.support.apiserver import ApiServerThread, kubectl_path
 
 JSON = dict[str, Any]
 
@@ -74,7 +74,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, proxy: ScriptedProxy) -> Itera
         yield server
 
 
-@pytest.mark.parametrize("version", ["1.30", "1.32", "1.33"])
+@pytest.mark.parametrize("version", ["1.27", "1.29", "1.30", "1.32", "1.33"])
 def test_exec_echo_and_exit_code(api: ApiServerThread, version: str) -> None:
     assert api.kubectl("exec", "box", "--", "echo", "hi", "there", version=version).stdout == "hi there\n"
     p = api.kubectl("exec", "box", "--", "fail", "3", version=version, check=False)
@@ -84,18 +84,31 @@ def test_exec_echo_and_exit_code(api: ApiServerThread, version: str) -> None:
     assert p.returncode != 0 and "executable file not found: nothing" in p.stderr
 
 
-def test_exec_stdin(api: ApiServerThread) -> None:
-    p = api.kubectl("exec", "-i", "box", "--", "cat", input="abc\ndef\n")
+@pytest.mark.parametrize("version", ["1.27", "1.32"])
+def test_exec_stdin(api: ApiServerThread, version: str) -> None:
+    big = "".join(f"line {i}\n" for i in range(20000))  # 200 kB: more than one frame each way
+    p = api.kubectl("exec", "-i", "box", "--", "cat", input=big, version=version)
+    assert p.stdout == big
+    p = api.kubectl("exec", "-i", "box", "--", "cat", input="abc\ndef\n", version=version)
     assert p.stdout == "abc\ndef\n"
 
 
-def test_exec_tty_resize(api: ApiServerThread, proxy: ScriptedProxy) -> None:
-    # kubectl sends its terminal size on channel 4 when stdin is a terminal; `script` gives it one
-    proc = subprocess.run(
-        ["script", "-qec", f"stty cols 91 rows 17; {api.kubectl_cmdline('exec', '-it', 'box', '--', 'size')}",
-         "/dev/null"], capture_output=True, text=True, timeout=60, env=api.kubectl_env())
+@pytest.mark.parametrize("version", ["1.27", "1.32"])
+def test_exec_tty_resize(api: ApiServerThread, proxy: ScriptedProxy, version: str) -> None:
+    # kubectl sends its terminal size (channel 4, or SPDY's resize stream) when stdin is a
+    # terminal; `script` gives it one
+    cmd = api.kubectl_cmdline("exec", "-it", "box", "--", "size", version=version)
+    proc = subprocess.run(["script", "-qec", f"stty cols 91 rows 17; {cmd}", "/dev/null"],
+                          capture_output=True, text=True, timeout=60, env=api.kubectl_env(version))
     assert "91x17 tty=True" in proc.stdout, proc.stdout + proc.stderr
     assert (91, 17) in proxy.resizes
+
+
+def test_exec_over_spdy_when_websockets_are_off(api: ApiServerThread) -> None:
+    env = {**api.kubectl_env(), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+    p = subprocess.run([str(kubectl_path("1.33")), "exec", "-i", "box", "--", "cat"], input="spdy\n",
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout == "spdy\n", p.stderr
 
 
 def test_logs(api: ApiServerThread) -> None:

@@ -15,13 +15,13 @@ import contextlib
 import copy
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from hypernetes.api import deletion, objects
+from hypernetes.api import deletion, objects, spdy
 from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
 from hypernetes.api.status import ApiError, bad_request, conflict, not_found, success, unsupported_media_type
 
@@ -60,9 +60,9 @@ class TerminalSize:
 class StreamIO:
     """The client's side of an exec/attach session, as the node agent sees it."""
 
-    def __init__(self, ws: web.WebSocketResponse, *, stdin: bool, stdout: bool, stderr: bool,
-                 tty: bool) -> None:
-        self._ws = ws
+    def __init__(self, send: Callable[[int, bytes], Awaitable[None]], *, stdin: bool, stdout: bool,
+                 stderr: bool, tty: bool) -> None:
+        self._send_raw = send  # (channel, data) onto the transport: WebSocket or SPDY
         self.stdin, self.stdout, self.stderr, self.tty = stdin, stdout, stderr, tty
         self._stdin: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.resize: asyncio.Queue[TerminalSize] = asyncio.Queue()
@@ -87,9 +87,8 @@ class StreamIO:
             await self._send(STDOUT if self.tty else STDERR, data)
 
     async def _send(self, channel: int, data: bytes) -> None:
-        if not self._ws.closed:
-            with contextlib.suppress(ConnectionResetError):
-                await self._ws.send_bytes(bytes([channel]) + data)
+        with contextlib.suppress(ConnectionResetError):
+            await self._send_raw(channel, data)
 
     def feed(self, channel: int, payload: bytes) -> None:
         if channel == STDIN and not self._eof:
@@ -226,9 +225,12 @@ class Subresources:
         return resp
 
     async def stream(self, request: web.Request, t: Target) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() != "websocket":
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if upgrade != "websocket" and not spdy.is_spdy_upgrade(request):
             raise bad_request("Upgrade request required: exec and attach are served over WebSocket "
-                              "(v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported")
+                              "(v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1 (v4.channel.k8s.io)")
+        if spdy.is_spdy_upgrade(request) and spdy.chosen_protocol(request) is None:
+            raise ApiError(403, "Forbidden", "SPDY exec needs the v4.channel.k8s.io protocol")
         pod = await self._pod(t)
         q = request.query
         container = _container(pod, q.get("container"))
@@ -241,24 +243,37 @@ class Subresources:
         if tty and stderr:
             stderr = False  # a TTY merges stderr into stdout, as upstream
         proxy = self._need_proxy()
+
+        async def run(io: StreamIO) -> JSON:
+            try:
+                if t.sub == "exec":
+                    return exit_status(await proxy.exec(pod, container, command, io))
+                return exit_status(await proxy.attach(pod, container, io))
+            except PodProxyError as e:
+                return {"metadata": {}, "status": "Failure", "message": str(e), "reason": "InternalError",
+                        "code": 500}
+            except Exception as e:
+                log.exception("%s in %s/%s failed", t.sub, t.namespace, t.name)
+                return {"metadata": {}, "status": "Failure", "message": f"{t.sub} failed: {e}",
+                        "reason": "InternalError", "code": 500}
+
+        if spdy.is_spdy_upgrade(request):
+            return await spdy.serve_spdy(request, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty, run=run,
+                                         make_io=lambda session, streams: _spdy_io(
+                                             session, streams, stdin=stdin, stdout=stdout, stderr=stderr,
+                                             tty=tty))
         ws = web.WebSocketResponse(protocols=CHANNEL_PROTOCOLS, autoping=True)
         await ws.prepare(request)
         v5 = ws.ws_protocol == "v5.channel.k8s.io"
-        io = StreamIO(ws, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
+
+        async def send(channel: int, data: bytes) -> None:
+            if not ws.closed:
+                await ws.send_bytes(bytes([channel]) + data)
+
+        io = StreamIO(send, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
         reader = asyncio.create_task(self._read_client(ws, io, v5))
         try:
-            if t.sub == "exec":
-                code = await proxy.exec(pod, container, command, io)
-            else:
-                code = await proxy.attach(pod, container, io)
-            status = exit_status(code)
-        except PodProxyError as e:
-            status = {"metadata": {}, "status": "Failure", "message": str(e), "reason": "InternalError",
-                      "code": 500}
-        except Exception as e:
-            log.exception("%s in %s/%s failed", t.sub, t.namespace, t.name)
-            status = {"metadata": {}, "status": "Failure", "message": f"{t.sub} failed: {e}",
-                      "reason": "InternalError", "code": 500}
+            status = await run(io)
         finally:
             reader.cancel()
         if not ws.closed:
@@ -359,6 +374,46 @@ class Subresources:
         obj = await self.res.update_object(obj_t, set_replicas, field_manager(request), conditional=False,
                                            dry_run=dry_run(request))
         return respond(self._scale_of(obj))
+
+
+def _spdy_io(session: spdy.SpdyServerSession, streams: dict[str, spdy.SpdyStream], *, stdin: bool,
+             stdout: bool, stderr: bool, tty: bool) -> StreamIO:
+    """A StreamIO over SPDY streams: channels map to the client's streams by type."""
+    by_channel = {STDOUT: streams.get("stdout"), STDERR: streams.get("stderr")}
+
+    async def send(channel: int, data: bytes) -> None:
+        stream = by_channel.get(channel)
+        if stream is not None:
+            session.send(stream.id, data)
+
+    io = StreamIO(send, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
+
+    async def pump(stream: spdy.SpdyStream, channel: int) -> None:
+        decoder, pending = json.JSONDecoder(), ""
+        while (chunk := await stream.data.get()) is not None:
+            if channel == STDIN:
+                io.feed(STDIN, chunk)
+                continue
+            pending += chunk.decode(errors="replace")  # resize: a stream of JSON objects
+            while pending.strip():
+                try:
+                    size, end = decoder.raw_decode(pending.lstrip())
+                except ValueError:
+                    break
+                pending = pending.lstrip()[end:]
+                io.feed(RESIZE, json.dumps(size).encode())
+        if channel == STDIN:
+            io.close_stdin()
+
+    for name, channel in (("stdin", STDIN), ("resize", RESIZE)):
+        if name in streams:
+            task = asyncio.create_task(pump(streams[name], channel))
+            _PUMPS.add(task)
+            task.add_done_callback(_PUMPS.discard)
+    return io
+
+
+_PUMPS: set[asyncio.Task[None]] = set()
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
