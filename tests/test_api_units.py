@@ -235,3 +235,22 @@ def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object)
     kc = Path(str(tmp_path)) / "admin.kubeconfig"
     write_kubeconfig(kc, "https://127.0.0.1:6443", more.ca_cert, more.admin_token)
     assert stat.S_IMODE(kc.stat().st_mode) == 0o600 and more.admin_token in kc.read_text()
+
+
+# -- event expiry --------------------------------------------------------------------------------------
+
+async def test_events_expire_after_their_ttl() -> None:
+    from hypernetes.api import eventttl
+    from tests.support import schema_shim
+    schema_shim.install()
+    store = MemoryStore()
+    old = {"metadata": {"name": "old", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+           "lastTimestamp": "2026-01-01T00:10:00Z"}
+    recent = {"metadata": {"name": "recent", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+              "lastTimestamp": "2026-01-01T00:59:00Z"}
+    for ev in (old, recent):
+        await store.create(f"/registry/events/ns/{ev['metadata']['name']}", json.dumps(ev).encode())  # type: ignore[index]
+    await store.create("/registry/configmaps/ns/old", json.dumps(old).encode())
+    assert await eventttl.sweep(store, 3600, now=datetime(2026, 1, 1, 1, 30, tzinfo=UTC)) == 1
+    left = await store.list("/registry/")
+    assert [kv.key for kv in left.items] == ["/registry/configmaps/ns/old", "/registry/events/ns/recent"]

@@ -10,6 +10,7 @@ every request is counted in /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hypernetes.api import objects
+from hypernetes.api import eventttl, objects
 from hypernetes.api.authn import Authenticator, UserInfo
 from hypernetes.api.authz import Attributes, Authorizer, forbidden_message
 from hypernetes.api.crud import Resources
@@ -190,12 +191,15 @@ class ApiServer:
 
 
 APP_KEY = web.AppKey("hypernetes.api", ApiServer)
+EVENT_TTL = web.AppKey("hypernetes.api.event_ttl", float)
+SWEEPER = web.AppKey("hypernetes.api.event_sweeper", asyncio.Task[None])
 
 
 def create_app(store: Store, *, authenticator: Authenticator, authorizer: Authorizer,
                pod_proxy: PodProxy | None, bookmark_every: float = 60.0,
-               watch_queue_limit: int = 1000) -> web.Application:
-    """The API server application over `store`. Default namespaces are created on startup."""
+               watch_queue_limit: int = 1000, event_ttl: float = 3600.0) -> web.Application:
+    """The API server application over `store`. Default namespaces are created on startup;
+    events older than `event_ttl` seconds are deleted (0: never)."""
     metrics = Metrics()
     counted = CountingStore(store, metrics)
     caches = WatchCaches(counted, queue_limit=watch_queue_limit)
@@ -205,6 +209,7 @@ def create_app(store: Store, *, authenticator: Authenticator, authorizer: Author
     metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
     app = web.Application(middlewares=[server.middleware], client_max_size=3 * 1024 * 1024)
     app[APP_KEY] = server
+    app[EVENT_TTL] = event_ttl
     d = server.discovery
     app.router.add_get("/healthz", server.ok)
     app.router.add_get("/livez", server.ok)
@@ -239,9 +244,16 @@ async def _bootstrap(app: web.Application) -> None:
         obj = await server.resources.prepare_create(t, {"metadata": {"name": name}}, "hypernetes")
         with contextlib.suppress(KeyExists):  # another server process made it
             await server.store.create(server.resources.key(t), objects.encode(obj))
+    if app[EVENT_TTL] > 0:
+        app[SWEEPER] = asyncio.create_task(eventttl.run(server.store, app[EVENT_TTL]), name="event-ttl")
 
 
 async def _cleanup(app: web.Application) -> None:
+    task = app.get(SWEEPER)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await app[APP_KEY].caches.close()
 
 
