@@ -149,6 +149,7 @@ def test_indexed_completions(api: ApiServerThread, controllers: ControllersThrea
     status = job_status(controllers, ns, "idx")
     assert status["completedIndexes"] == "0-2" and status["succeeded"] == 3
     pods = sorted(controllers.pods(ns), key=lambda p: int(p["metadata"]["labels"][INDEX]))
+    # one pod per index, none twice
     assert [p["metadata"]["annotations"][INDEX] for p in pods] == ["0", "1", "2"]
     for i, p in enumerate(pods):
         assert p["metadata"]["name"].startswith(f"idx-{i}-")

@@ -98,6 +98,10 @@ def test_session(sqlite_api: ApiServerThread, ctrl: ControllersThread, version: 
     assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "shop:1"
     assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
 
+    assert "restarted" in k("rollout", "restart", "deployment/shop")
+    assert "successfully rolled out" in k("rollout", "status", "deployment/shop", "--timeout=60s")
+    assert len(ctrl.items("apps/v1", "replicasets", ns)) == 3
+
     k("scale", "deployment/shop", "--replicas=1")
     wait_for(lambda: len([p for p in ctrl.pods(ns, "app=shop") if not p["metadata"].get("deletionTimestamp")])
              == 1, what="scaled to 1")

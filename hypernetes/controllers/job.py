@@ -164,7 +164,7 @@ class JobController(Controller):
             await self._delete_pods(key, job, active)
             active = []
         else:
-            active = await self._manage(key, job, active, succeeded, terminating)
+            active = await self._manage(key, job, status, active, succeeded, terminating)
         self._set_suspended(status, suspended and ending is None)
 
         status["active"] = len(active)
@@ -224,9 +224,11 @@ class JobController(Controller):
         delay = min(self.backoff_base * float(2 ** (count - 1)), self.backoff_max)
         return at + delay - time.monotonic()
 
-    async def _manage(self, key: str, job: Obj, active: list[Obj], succeeded: int,
+    async def _manage(self, key: str, job: Obj, status: Obj, active: list[Obj], succeeded: int,
                       terminating: int) -> list[Obj]:
         """Create or delete pods towards the wanted number running; the active pods after."""
+        if not self.expectations.satisfied(key):
+            return active  # earlier creations or deletions not seen yet: counts would be off
         spec = job.get("spec") or {}
         parallelism = int(spec.get("parallelism", 1))
         completions = spec.get("completions")
@@ -234,28 +236,28 @@ class JobController(Controller):
             want = len(active) if succeeded > 0 else parallelism
         else:
             want = max(min(parallelism, int(completions) - succeeded), 0)
-        victims = self._surplus(job, active, want)
+        done = parse_ranges(status.get("completedIndexes"))  # this sync's, not the cached one
+        victims = self._surplus(job, done, active, want)
         if victims:
             await self._delete_pods(key, job, victims)
             gone = {m.uid(p) for p in victims}
             return [p for p in active if m.uid(p) not in gone]
         # podReplacementPolicy Failed: a replacement waits until its predecessor is gone
         busy = len(active) + (terminating if spec.get("podReplacementPolicy") == "Failed" else 0)
-        if busy < want and self.expectations.satisfied(key):
+        if busy < want:
             left = self._backoff_left(key)
             if left > 0:
                 self.queue.add_after(key, left)
                 return active
-            await self._create(key, job, self._next_indexes(job, active, want - busy))
+            await self._create(key, job, self._next_indexes(job, done, active, want - busy))
         return active
 
     @staticmethod
-    def _surplus(job: Obj, active: list[Obj], want: int) -> list[Obj]:
+    def _surplus(job: Obj, done: set[int], active: list[Obj], want: int) -> list[Obj]:
         """Active pods to delete: beyond `want`; for indexed jobs also pods of a done or invalid
         index and second pods of one index."""
         if not indexed(job):
             return pods_to_delete(active, len(active) - want) if len(active) > want else []
-        done = parse_ranges((job.get("status") or {}).get("completedIndexes"))
         completions = int((job.get("spec") or {}).get("completions") or 0)
         seen: set[int] = set()
         extra, keep = [], []
@@ -271,11 +273,10 @@ class JobController(Controller):
         return extra
 
     @staticmethod
-    def _next_indexes(job: Obj, active: list[Obj], count: int) -> list[int | None]:
+    def _next_indexes(job: Obj, done: set[int], active: list[Obj], count: int) -> list[int | None]:
         """What to create: `count` pods, for indexed jobs the lowest indexes not done nor running."""
         if not indexed(job):
             return [None] * count
-        done = parse_ranges((job.get("status") or {}).get("completedIndexes"))
         running = {pod_index(p) for p in active}
         free = [i for i in range(int((job.get("spec") or {}).get("completions") or 0))
                 if i not in done and i not in running]
@@ -319,17 +320,20 @@ class JobController(Controller):
         if not pods:
             return
         self.expectations.expect(key, deletes=[m.uid(p) for p in pods])
-        await self._untrack(key, pods)
+        failure: ApiException | None = None
         for p in pods:
             try:
+                await self._untrack(key, [p])
                 await self.client.delete("v1", "pods", m.name(p), m.namespace(p),
                                          {"preconditions": {"uid": m.uid(p)}})
             except ApiException as e:
-                self.expectations.deleted(key, m.uid(p))
+                self.expectations.deleted(key, m.uid(p))  # no deletion to wait for
                 if e.status not in (404, 409):
-                    raise
+                    failure = failure or e
                 continue
             await self.events.normal(job, "SuccessfulDelete", f"Deleted pod: {m.name(p)}")
+        if failure is not None:
+            raise failure
 
     async def _untrack(self, key: str, pods: list[Obj]) -> None:
         for p in pods:
