@@ -241,8 +241,6 @@ def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object)
 
 async def test_events_expire_after_their_ttl() -> None:
     from hypernetes.api import eventttl
-    from tests.support import schema_shim
-    schema_shim.install()
     store = MemoryStore()
     old = {"metadata": {"name": "old", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
            "lastTimestamp": "2026-01-01T00:10:00Z"}

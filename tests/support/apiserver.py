@@ -28,7 +28,6 @@ from hypernetes.api.server import APP_KEY, ApiServer, bound_port, create_app, se
 from hypernetes.api.subresources import PodProxy
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
 from hypernetes.store.interface import Store
-from tests.support import schema_shim
 from tests.support.memstore import MemoryStore
 
 T = TypeVar("T")
@@ -43,7 +42,6 @@ class ApiServerThread:
     def __init__(self, workdir: Path, *, store_factory: Callable[[], Awaitable[Store]] | None = None,
                  pod_proxy: PodProxy | None = None, authorizer: Authorizer | None = None,
                  extra_users: dict[str, UserInfo] | None = None, **app_kw: Any) -> None:
-        schema_shim.install()
         self.workdir = workdir
         self.ca: ClusterCA = ensure_ca(workdir / "pki")
         self.token = self.ca.admin_token
