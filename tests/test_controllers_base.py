@@ -317,3 +317,14 @@ async def test_informer_keeps_our_newer_write(api: ApiServerThread) -> None:  # 
             await asyncio.sleep(0.05)
         assert inf.get("default/inf") is None and inf.list("default") == []
         task.cancel()
+
+
+def test_manager_metrics(controllers: ControllersThread) -> None:
+    controllers.namespace("metrics")
+    wait_for(lambda: controllers.get("v1", "serviceaccounts", "default", "metrics"), what="default sa")
+    text = controllers.manager.metrics()
+    assert "# TYPE hypernetes_controller_syncs_total counter" in text
+    syncs = next(ln for ln in text.splitlines()
+                 if ln.startswith('hypernetes_controller_syncs_total{controller="serviceaccount"}'))
+    assert int(syncs.split()[-1]) >= 1
+    assert 'hypernetes_controller_queue_depth{controller="garbagecollector"}' in text

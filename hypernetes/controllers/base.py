@@ -30,6 +30,8 @@ class Controller:
         self.queue = WorkQueue()
         self.events = EventRecorder(client, f"{self.name}-controller")
         self._watched: list[Informer] = []
+        self.syncs = self.sync_errors = 0  # for the manager's metrics
+        self.sync_seconds = 0.0
 
     def informer(self, api_version: str, plural: str) -> Informer:
         inf = self.informers.get(api_version, plural)
@@ -55,6 +57,7 @@ class Controller:
 
     async def _worker(self) -> None:
         while (key := await self.queue.get()) is not None:
+            start = time.monotonic()
             try:
                 await self.reconcile(key)
                 self.queue.forget(key)
@@ -64,11 +67,15 @@ class Controller:
                 # conflicts are routine (our cache was behind): retry quietly
                 level = logging.DEBUG if e.status in (404, 409) else logging.WARNING
                 log.log(level, "%s: sync %s: %s", self.name, key, e)
+                self.sync_errors += 1
                 self.queue.add_rate_limited(key)
             except Exception:
                 log.exception("%s: sync %s failed", self.name, key)
+                self.sync_errors += 1
                 self.queue.add_rate_limited(key)
             finally:
+                self.syncs += 1
+                self.sync_seconds += time.monotonic() - start
                 self.queue.done(key)
 
 

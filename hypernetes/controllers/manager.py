@@ -41,6 +41,23 @@ class ControllerManager:
     def __getitem__(self, name: str) -> Controller:
         return self.controllers[name]
 
+    def metrics(self) -> str:
+        """Prometheus text exposition of every controller's syncs, errors and queue depth."""
+        series = (
+            ("hypernetes_controller_syncs_total", "counter", "Keys synced.", lambda c: c.syncs),
+            ("hypernetes_controller_sync_errors_total", "counter", "Syncs that failed and were requeued.",
+             lambda c: c.sync_errors),
+            ("hypernetes_controller_sync_seconds_total", "counter", "Time spent syncing.",
+             lambda c: c.sync_seconds),
+            ("hypernetes_controller_queue_depth", "gauge", "Keys waiting to be synced.",
+             lambda c: len(c.queue)),
+        )
+        lines = []
+        for metric, kind, text, value in series:
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+            lines += [f'{metric}{{controller="{n}"}} {value(c)}' for n, c in self.controllers.items()]
+        return "\n".join(lines) + "\n"
+
     async def run(self) -> None:
         self.informers.start()
         tasks = [asyncio.create_task(c.run(), name=f"controller {n}") for n, c in self.controllers.items()]
