@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from hypernetes.controllers.replicaset import pods_to_delete
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 from tests.test_controllers_base import ControllersThread, Obj, controllers, wait_for  # noqa: F401
@@ -116,3 +117,22 @@ def test_burst_creates_exactly_replicas(api: ApiServerThread, controllers: Contr
     assert len(controllers.pods(ns)) == 25
     out = json.loads(api.kubectl("get", "rs", "many", "-n", ns, "-o", "json").stdout)
     assert out["status"]["replicas"] == 25
+
+
+def _pod(name: str, *, node: str = "n1", phase: str = "Running", ready: bool = True,
+         created: str = "2024-01-01T00:00:00Z", restarts: int = 0) -> Obj:
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"nodeName": node} if node else {},
+            "status": {"phase": phase,
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                       "lastTransitionTime": created}],
+                       "containerStatuses": [{"name": "c", "restartCount": restarts}]}}
+
+
+def test_scale_down_ranking() -> None:
+    pods = [_pod("old-ready"), _pod("new-ready", created="2024-01-02T00:00:00Z"),
+            _pod("crashy", restarts=5), _pod("not-ready", ready=False),
+            _pod("pending", phase="Pending", ready=False),
+            _pod("unscheduled", node="", phase="Pending", ready=False)]
+    order = [p["metadata"]["name"] for p in pods_to_delete(pods, len(pods))]
+    assert order == ["unscheduled", "pending", "not-ready", "new-ready", "crashy", "old-ready"]
