@@ -397,3 +397,12 @@ async def test_hostile_bodies_are_400(api: ApiServerThread) -> None:
     assert code == 400 and body["reason"] == "BadRequest"
     code, _, body = await raw("GET", CM + "?labelSelector=a%20in%20(b")
     assert code == 400
+
+
+async def test_reapplying_the_same_config_writes_nothing(api: ApiServerThread) -> None:
+    async with client(api) as c:
+        path = CM + "/same"
+        cfg = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same"}, "data": {"a": "1"}}
+        first = await c.request("PATCH", path, cfg, {"fieldManager": "m"}, "application/apply-patch+yaml")
+        again = await c.request("PATCH", path, cfg, {"fieldManager": "m"}, "application/apply-patch+yaml")
+        assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]

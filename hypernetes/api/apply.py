@@ -25,7 +25,6 @@ from aiohttp import web
 
 from hypernetes.api import objects, schema
 from hypernetes.api.status import ApiError, bad_request, not_found
-from hypernetes.store.interface import KeyExists
 
 if TYPE_CHECKING:
     from hypernetes.api.crud import Resources
@@ -260,15 +259,18 @@ async def server_side_apply(res: Resources, request: web.Request, t: Target, raw
             raise _conflict_error(conflicts, t.kind.api_version)
         taken = {p for _, p in conflicts}
         mine_before: set[Path] = set()
-        out = []
+        mine_entry: JSON | None = None
+        out: list[JSON] = []
+        at = -1  # where this manager's entry goes: its old place, so a no-op apply changes nothing
         for e in entries:
             paths = from_fields_v1(e.get("fieldsV1") or {})
             if _same(e, manager, "Apply", sub):
-                mine_before = paths
+                mine_before, mine_entry, at = paths, e, len(out)
                 continue
             paths -= taken
             if paths:
-                out.append({**e, "fieldsV1": to_fields_v1(paths)})
+                out.append(e if paths == from_fields_v1(e.get("fieldsV1") or {})
+                           else {**e, "fieldsV1": to_fields_v1(paths)})
         patch = {k: v for k, v in applied.items() if k != "metadata"}
         patch["metadata"] = {k: v for k, v in applied["metadata"].items() if k in _META_TRACKED}
         new = schema.apply_patch(t.kind, copy.deepcopy(cur), json.dumps(patch).encode(),
@@ -276,14 +278,13 @@ async def server_side_apply(res: Resources, request: web.Request, t: Target, raw
         others -= taken
         for p in sorted(mine_before - fields - others, key=len, reverse=True):
             _remove(new, p)
-        out.append(_entry(manager, "Apply", t.kind.api_version, fields, sub))
+        mine = mine_entry if mine_entry is not None and mine_before == fields \
+            else _entry(manager, "Apply", t.kind.api_version, fields, sub)
+        out.insert(at if at >= 0 else len(out), mine)
         _set_entries(new, out)
         return new
 
-    try:
-        return await res.update_with(request, t, mutate, manager, conditional=False, operation="Apply")
-    except KeyExists:  # pragma: no cover - update_with never creates
-        raise
+    return await res.update_with(request, t, mutate, manager, conditional=False, operation="Apply")
 
 
 def _conflict_error(conflicts: list[tuple[str, Path]], api_version: str) -> ApiError:
