@@ -79,9 +79,7 @@ def test_session(sqlite_api: ApiServerThread, ctrl: ControllersThread, version: 
     def k(*args: str, input: str | None = None) -> str:
         return sqlite_api.kubectl(*args, "-n", ns, version=version, timeout=90, input=input).stdout
     sqlite_api.kubectl("create", "namespace", ns, version=version)
-    # kubectl 1.27 validates against the protobuf /openapi/v2, which the server does not serve
-    validate = ["--validate=false"] if version == "1.27" else []
-    k("apply", *validate, "-f", "-", input=APP.format(fake=FAKE))
+    k("apply", "-f", "-", input=APP.format(fake=FAKE))
     assert "successfully rolled out" in k("rollout", "status", "deployment/shop", "--timeout=60s")
     assert "condition met" in k("wait", "--for=condition=complete", "job/migrate", "--timeout=60s")
     def addresses() -> list[str]:
