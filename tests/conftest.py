@@ -113,6 +113,7 @@ def qemu_processes_under(path: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
+        # A zombie has an empty cmdline, so only live QEMUs match.
         if b"qemu-system" in cmdline and str(path).encode() in cmdline:
             found.append(int(proc.name))
     return found

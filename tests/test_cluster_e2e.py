@@ -132,7 +132,7 @@ def test_failed_pull_and_crash_loop_and_unschedulable(cluster: Cluster, busybox_
     cluster.kubectl("apply", "-f", "-", input=pod_manifest("nopull", f"{registry}/does/not:exist", "true"))
     cluster.kubectl("apply", "-f", "-", input=pod_manifest("crasher", busybox_ref, "echo crashing; exit 3"))
     huge = json.loads(pod_manifest("huge", busybox_ref, "true"))
-    huge["spec"]["containers"][0]["resources"]["limits"]["memory"] = "900Gi"
+    huge["spec"]["containers"][0]["resources"]["limits"] = {"memory": "900Gi"}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(huge))
 
     def waiting_reason(name: str) -> str:
@@ -170,11 +170,13 @@ def test_deployment_rollout_and_job(cluster: Cluster, busybox_ref: str) -> None:
 def test_restart_adopts_running_pods(cluster: Cluster, busybox_ref: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=pod_manifest("survivor", busybox_ref, "while true; do sleep 1; done"))
     cluster.wait_for("survivor running", lambda: phase(cluster, "survivor") == "Running")
-    before = qemu_processes_under(cluster.data)
+    uid = cluster.get("pod", "survivor")["metadata"]["uid"]
+    vm = qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid)
+    assert len(vm) == 1
     cluster.stop()
-    assert qemu_processes_under(cluster.data) == before, "stopping the cluster must leave VMs running"
+    assert qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid) == vm, "VMs must outlive `up`"
     cluster.start()
     assert cluster.kubectl("exec", "survivor", "--", "echo", "adopted").stdout.strip() == "adopted"
-    assert qemu_processes_under(cluster.data) == before
+    assert qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid) == vm
     cluster.kubectl("delete", "pod", "survivor")
-    assert not qemu_processes_under(cluster.data)
+    assert not qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid)

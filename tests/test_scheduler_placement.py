@@ -47,10 +47,11 @@ def pod(
     return p
 
 
-def test_vm_size_counts_whole_vcpus_and_overhead() -> None:
+def test_vm_size_counts_cpu_asked_and_memory_with_overhead() -> None:
     size = pod_vm_size(pod(cpu="1500m", memory="256Mi"))
-    assert size.millicpu == 2000
+    assert size.millicpu == 1500
     assert size.memory == 256 * MiB + GUEST_OVERHEAD
+    assert pod_vm_size(pod()).millicpu == 100
 
 
 def test_insufficient_memory_counts_bound_vms_with_overhead() -> None:

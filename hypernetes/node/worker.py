@@ -81,6 +81,7 @@ class PodWorker:
         self._last_status: Obj | None = None
         self.probes: ProbeRunner | None = None
         self._restarts: set[asyncio.Task[None]] = set()
+        self._handled: set[str] = set()  # containers whose current instance's exit was acted on
 
     # --- inputs ----------------------------------------------------------------------------------
 
@@ -195,6 +196,7 @@ class PodWorker:
 
     async def _start(self, name: str) -> None:
         rec = self.records[name]
+        self._handled.discard(name)
         rec.container_id = f"{self.runtime.name}://{self.id}/{name}"
         try:
             if rec.runtime is None:
@@ -234,9 +236,16 @@ class PodWorker:
         try:
             while not self.deleting:
                 for name, rec in self.records.items():
-                    running = rec.runtime is not None and rec.runtime.state is ContainerState.RUNNING
-                    if running and name not in waiters:
+                    state = rec.runtime.state if rec.runtime is not None else None
+                    if state is ContainerState.RUNNING and name not in waiters:
                         waiters[name] = asyncio.create_task(self.runtime.wait_container(self.id, name))
+                    elif state is ContainerState.EXITED and name not in self._handled and name not in waiters:
+                        await self._exited(name, policy)  # it ended before we started waiting
+                pending = self._restart_pending(policy)
+                if not waiters and not pending:
+                    await self._report()
+                    await self._sleep_or_change(None)  # finished: wait for deletion
+                    continue
                 change = asyncio.create_task(self.changed.wait())
                 done, _ = await asyncio.wait([change, *waiters.values()], return_when=asyncio.FIRST_COMPLETED)
                 change.cancel()
@@ -244,9 +253,6 @@ class PodWorker:
                 for name in [n for n, t in waiters.items() if t in done]:
                     waiters.pop(name)
                     await self._exited(name, policy)
-                if not waiters and not self._restart_pending(policy):
-                    await self._report()
-                    await self._sleep_or_change(None)  # finished: wait for deletion
                 await self._report()
         finally:
             for t in waiters.values():
@@ -257,6 +263,7 @@ class PodWorker:
 
     async def _exited(self, name: str, policy: str) -> None:
         await self._refresh()
+        self._handled.add(name)
         rec = self.records[name]
         if rec.runtime is None or rec.runtime.state is not ContainerState.EXITED:
             return

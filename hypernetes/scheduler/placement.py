@@ -44,15 +44,13 @@ def node_infos(nodes: Iterable[Obj], pods: Iterable[Obj]) -> list[NodeInfo]:
 
 
 def _fits_resources(pod: Obj, info: NodeInfo) -> str | None:
+    """Every resource that does not fit, as upstream's NodeResourcesFit lists them."""
     need = pod_vm_size(pod)
     free = node_allocatable(info.node) - info.used
-    if need.pods > free.pods:
-        return "Too many pods"
-    if need.millicpu > free.millicpu:
-        return "Insufficient cpu"
-    if need.memory > free.memory:
-        return "Insufficient memory"
-    return None
+    short = [reason for lacking, reason in ((need.pods > free.pods, "Too many pods"),
+                                            (need.millicpu > free.millicpu, "Insufficient cpu"),
+                                            (need.memory > free.memory, "Insufficient memory")) if lacking]
+    return "\n".join(short) or None
 
 
 def _node_ready(pod: Obj, info: NodeInfo) -> str | None:
@@ -147,7 +145,7 @@ def feasible(pod: Obj, infos: Iterable[NodeInfo]) -> tuple[list[NodeInfo], Count
         for check in FILTERS:
             reason = check(pod, info)
             if reason is not None:
-                reasons[reason] += 1
+                reasons.update(reason.split("\n"))
                 break
         else:
             fits.append(info)

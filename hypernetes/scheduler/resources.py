@@ -1,8 +1,10 @@
-"""What a pod costs a node: the exact size of its VM, overhead included.
+"""What a pod costs a node: the exact memory of its VM (overhead included) and its CPU.
 
-A pod on Hypernetes is a VM, so a node gives it whole vCPUs and its memory limits plus the guest
-overhead (`runtime/sizing.py`), not the containers' requests. Scheduling on that size means a
-node never promises more than its VMs can really take.
+Memory cannot be overcommitted safely (a VM's RAM is really taken), so a pod costs exactly its
+VM's memory: the containers' memory limits plus the guest overhead (`runtime/sizing.py`). CPU is
+time-shared: a VM's vCPUs are host threads, so a pod costs the CPU its containers ask for (limits,
+or requests when no limit is set) and DEFAULT_POD_MILLICPU when they ask for none, not
+whole vCPUs; otherwise a 2-core node would hold two pods.
 """
 
 from __future__ import annotations
@@ -36,14 +38,19 @@ def _limits(container: dict[str, Any]) -> tuple[int | None, int | None]:
     return cpu, mem
 
 
+DEFAULT_POD_MILLICPU = 100
+
+
 def pod_vm_size(pod: dict[str, Any]) -> Resources:
-    """The VM this pod becomes: vCPUs (in millicores) and memory including guest overhead."""
+    """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead."""
     specs = []
+    millicpu = 0
     for c in (pod.get("spec") or {}).get("containers") or []:
         cpu, mem = _limits(c)
+        millicpu += cpu or 0
         specs.append(ContainerSpec(name=c.get("name", ""), image="", cpu_limit_millis=cpu, memory_limit=mem))
     size = vm_size(specs)
-    return Resources(millicpu=size.vcpus * 1000, memory=size.memory, pods=1)
+    return Resources(millicpu=millicpu or DEFAULT_POD_MILLICPU, memory=size.memory, pods=1)
 
 
 def node_allocatable(node: dict[str, Any]) -> Resources:
