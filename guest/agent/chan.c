@@ -3,8 +3,21 @@
  * virtio_console semantics that shape this file: while no host process has the socket open,
  * the port polls readable+HUP and read() returns 0, and writes would block. So "read returned
  * 0" means "host not connected": the port leaves epoll and is polled on a short timer until the
- * host connects. A new connection starts a new conversation: the agent writes nothing until it
- * has read the host's first frame, and bytes queued for an earlier connection are dropped. */
+ * host connects (a write QEMU takes before the guest learns of the disconnect is discarded). A new connection starts
+ * a new conversation: the agent writes nothing until it has read the host's first frame.
+ *
+ * Reconnects (a restarted node agent adopting the VM) lose no output the agent still holds
+ * (what it had handed to QEMU and the old host never read is gone). While no host listens the
+ * process output readers are paused (as under back-pressure: processes block on a full pipe) and
+ * the queue is kept, minus what only meant something to the old conversation: replies (their ids
+ * are the old host's) and WINDOW credits. The queue tracks frame boundaries and keeps the written
+ * part of the head frame, so a frame that was partly written when the host went away goes again
+ * whole to the next host (the old one could not use a part), never just its rest.
+ * On the new connection the reply to the first frame (READY) goes first; the kept frames follow
+ * once the host sends its next frame, or CHAN_HOLD_MS after READY, whichever comes first: a host
+ * re-registers the process ids it adopts only after READY, and would drop output for ids it does
+ * not know yet. Deferred replies (REMOVE, PROBE, SHUTDOWN) check chan_conversation() so a reply
+ * to an old request never reaches a new host. */
 #include "chan.h"
 
 #include <dirent.h>
@@ -22,6 +35,7 @@
 
 #define RECONNECT_POLL_MS 20
 #define WRITE_CHUNK 32768 /* virtio_console takes at most 32 KiB per write() */
+#define CHAN_HOLD_MS 1000 /* longest wait for the new host's second frame before flushing */
 
 static struct {
 	struct loop_fd lfd;
@@ -33,6 +47,16 @@ static struct {
 	size_t inlen;
 	struct buf out;
 	size_t outhead;
+	/* frame boundaries: head_done bytes of the frame at the head (head_len bytes in all, header
+	 * included) are written, and still in out.p just before outhead; 0 at a frame boundary */
+	size_t head_done, head_len;
+	uint16_t head_type;
+	uint32_t head_id;
+	/* after a reconnect: only hold_allow bytes (the first reply) go out until released */
+	int hold;
+	size_t hold_allow;
+	int64_t hold_until;
+	uint32_t conv; /* conversation number, bumped on every disconnect */
 	int paused;
 	chan_frame_fn on_frame;
 	chan_pressure_fn on_pressure;
@@ -46,17 +70,62 @@ static size_t outq_len(void)
 	return ch.out.len - ch.outhead;
 }
 
+/* Process output is read only while a host has spoken on the current connection and the queue
+ * is short (with hysteresis between the two marks). */
 static void check_pressure(void)
 {
 	size_t n = outq_len();
+	int want = ch.paused;
 
-	if (!ch.paused && n > CHAN_OUTQ_HIGH) {
-		ch.paused = 1;
-		ch.on_pressure(1);
-	} else if (ch.paused && n < CHAN_OUTQ_LOW) {
-		ch.paused = 0;
-		ch.on_pressure(0);
+	if (!ch.connected || !ch.greeted || n > CHAN_OUTQ_HIGH)
+		want = 1;
+	else if (n < CHAN_OUTQ_LOW)
+		want = 0;
+	if (want != ch.paused && ch.on_pressure) {
+		ch.paused = want;
+		ch.on_pressure(want);
 	}
+}
+
+/* Bytes that may be written now. */
+static size_t writable_len(void)
+{
+	size_t n = outq_len();
+
+	if (!ch.connected || !ch.greeted)
+		return 0;
+	if (ch.hold && n > ch.hold_allow)
+		n = ch.hold_allow;
+	return n;
+}
+
+/* Marks w more bytes at the head as written, following frame boundaries. */
+static void consumed(size_t w)
+{
+	if (ch.hold)
+		ch.hold_allow -= w < ch.hold_allow ? w : ch.hold_allow;
+	while (w > 0) {
+		size_t rest, k;
+		if (ch.head_done == 0) {
+			struct frame_hdr h;
+			frame_hdr_decode(ch.out.p + ch.outhead, &h); /* whole frames are queued */
+			ch.head_len = PROTO_HEADER_SIZE + h.len;
+			ch.head_type = h.type;
+			ch.head_id = h.id;
+		}
+		rest = ch.head_len - ch.head_done;
+		k = w < rest ? w : rest;
+		ch.head_done += k;
+		ch.outhead += k;
+		w -= k;
+		if (ch.head_done == ch.head_len)
+			ch.head_done = 0;
+	}
+}
+
+uint32_t chan_conversation(void)
+{
+	return ch.conv;
 }
 
 int chan_paused(void)
@@ -64,31 +133,97 @@ int chan_paused(void)
 	return ch.paused;
 }
 
-static void drop_output(void)
+static const char *frame_name(uint16_t type)
 {
-	ch.out.len = 0;
+	switch (type) {
+	case MSG_STDOUT:
+		return "STDOUT";
+	case MSG_STDERR:
+		return "STDERR";
+	case MSG_EXIT:
+		return "EXIT";
+	case MSG_LOG:
+		return "LOG";
+	default:
+		return "reply";
+	}
+}
+
+/* Frames that mean something only to the conversation they were queued for. */
+static int stale_after_disconnect(uint16_t type)
+{
+	return type == MSG_READY || type == MSG_ACK || type == MSG_ERROR || type == MSG_WINDOW;
+}
+
+/* The host went away: keep the whole frames that still mean something to the next one. */
+static void keep_whole_frames(void)
+{
+	size_t r, w = 0, replies = 0, cut = ch.head_done;
+
+	if (cut > 0) {
+		/* the old host had at most a part of it, which it could not use: resending only the
+		 * rest would break the framing of the next connection, so the frame goes again whole */
+		ch.outhead -= cut;
+		ch.head_done = 0;
+	}
+	for (r = ch.outhead; r < ch.out.len;) {
+		struct frame_hdr h;
+		size_t n;
+		frame_hdr_decode(ch.out.p + r, &h);
+		n = PROTO_HEADER_SIZE + h.len;
+		if (stale_after_disconnect(h.type)) {
+			replies++; /* ids and credit of the old conversation */
+		} else {
+			memmove(ch.out.p + w, ch.out.p + r, n);
+			w += n;
+		}
+		r += n;
+	}
+	ch.out.len = w;
 	ch.outhead = 0;
-	check_pressure();
+	ch.hold = 0;
+	ch.hold_allow = 0;
+	if (cut > 0 && !stale_after_disconnect(ch.head_type))
+		hn_log("control port closed in the middle of a frame (%s of process %u, %zu of %zu bytes "
+		       "written): it goes again whole to the next host", frame_name(ch.head_type),
+		       ch.head_id, cut, ch.head_len);
+	if (replies > 0)
+		hn_log("%zu replies to the previous connection dropped", replies);
 }
 
 static void disconnected(void)
 {
-	if (ch.connected && ch.greeted)
-		hn_log("host end of the control port closed");
+	int was_talking = ch.connected && ch.greeted;
+
 	ch.connected = 0;
 	ch.greeted = 0;
 	ch.broken = 0;
 	ch.inlen = 0;
-	drop_output();
+	ch.conv++;
 	loop_del(&ch.lfd);
 	ch.next_poll = hn_now_ms() + RECONNECT_POLL_MS;
+	keep_whole_frames();
+	check_pressure();
+	if (was_talking)
+		hn_log("host end of the control port closed; %zu bytes of output kept", outq_len());
+}
+
+/* The new host has spoken again (or had time to): the kept frames may follow its first reply. */
+static void release_hold(void)
+{
+	if (!ch.hold)
+		return;
+	ch.hold = 0;
+	ch.hold_allow = 0;
+	chan_write(&ch.lfd);
 }
 
 static void log_sink(const char *line, size_t len)
 {
 	static int busy; /* a failing write logs too: do not recurse */
 
-	if (busy || !ch.connected || !ch.greeted || outq_len() > CHAN_OUTQ_HIGH * 2)
+	/* queued also while no host listens: the next one gets the lines after READY */
+	if (busy || outq_len() > CHAN_OUTQ_HIGH * 2)
 		return;
 	busy = 1;
 	chan_send(MSG_LOG, 0, line, len);
@@ -127,15 +262,22 @@ static void process_input(void)
 		if (n == 0)
 			break;
 		if (!ch.greeted) {
-			/* frames queued while no host was connected (output, EXITs) go after the reply
-			 * to the first request, so that a new host hears READY first */
+			/* frames kept while no host was connected (output, EXITs) go after the reply to
+			 * the first request, so that a new host hears READY first, and only once it
+			 * speaks again (or CHAN_HOLD_MS later): by then it knows its processes */
 			size_t before = outq_len();
 			ch.on_frame(&h, payload);
-			if (before > 0 && rotate_queue(before) < 0)
+			if (before > 0 && rotate_queue(before) < 0) {
 				hn_log("out of memory reordering the output queue");
+			} else if (before > 0) {
+				ch.hold = 1;
+				ch.hold_allow = outq_len() - before;
+				ch.hold_until = hn_now_ms() + CHAN_HOLD_MS;
+			}
 			ch.greeted = 1;
 			chan_write(&ch.lfd);
 		} else {
+			release_hold();
 			ch.on_frame(&h, payload);
 		}
 		off += (size_t)n;
@@ -170,9 +312,10 @@ static void chan_read(struct loop_fd *f)
 
 static void chan_write(struct loop_fd *f)
 {
-	while (outq_len() > 0) {
-		size_t n = outq_len() < WRITE_CHUNK ? outq_len() : WRITE_CHUNK;
-		ssize_t w = write(f->fd, ch.out.p + ch.outhead, n);
+	size_t n;
+
+	while ((n = writable_len()) > 0) {
+		ssize_t w = write(f->fd, ch.out.p + ch.outhead, n < WRITE_CHUNK ? n : WRITE_CHUNK);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -180,14 +323,16 @@ static void chan_write(struct loop_fd *f)
 				hn_log("control port write: %s", strerror(errno));
 			break;
 		}
-		ch.outhead += (size_t)w;
+		consumed((size_t)w);
 	}
 	if (ch.outhead == ch.out.len) {
 		ch.outhead = ch.out.len = 0;
-	} else if (ch.outhead > CHAN_OUTQ_LOW) {
-		memmove(ch.out.p, ch.out.p + ch.outhead, outq_len());
-		ch.out.len -= ch.outhead;
-		ch.outhead = 0;
+	} else if (ch.outhead - ch.head_done > CHAN_OUTQ_LOW) {
+		/* keep the written part of the head frame: a disconnect sends it again whole */
+		size_t start = ch.outhead - ch.head_done;
+		memmove(ch.out.p, ch.out.p + start, ch.out.len - start);
+		ch.out.len -= start;
+		ch.outhead = ch.head_done;
 	}
 	check_pressure();
 	update_events();
@@ -199,7 +344,7 @@ static void update_events(void)
 {
 	uint32_t ev = EPOLLIN;
 
-	if (ch.greeted && outq_len() > 0)
+	if (writable_len() > 0)
 		ev |= EPOLLOUT;
 	if (ch.connected && loop_set_events(&ch.lfd, ev) < 0)
 		hn_log("epoll mod control port: %s", strerror(errno));
@@ -271,6 +416,7 @@ int chan_open(int wait_ms, chan_frame_fn on_frame, chan_pressure_fn on_pressure)
 	if (loop_add(&ch.lfd) < 0)
 		return -errno;
 	hn_set_log_sink(log_sink);
+	check_pressure(); /* no process output is read before a host has spoken */
 	return 0;
 }
 
@@ -278,9 +424,14 @@ int chan_timeout_ms(void)
 {
 	int64_t d;
 
-	if (ch.connected || ch.lfd.fd < 0)
+	if (ch.lfd.fd < 0)
 		return -1;
-	d = ch.next_poll - hn_now_ms();
+	if (ch.connected && ch.hold)
+		d = ch.hold_until - hn_now_ms();
+	else if (!ch.connected)
+		d = ch.next_poll - hn_now_ms();
+	else
+		return -1;
 	return d < 0 ? 0 : (int)d;
 }
 
@@ -288,6 +439,8 @@ void chan_tick(void)
 {
 	struct pollfd p = {.fd = ch.lfd.fd, .events = POLLIN};
 
+	if (ch.connected && ch.hold && hn_now_ms() >= ch.hold_until)
+		release_hold();
 	if (ch.connected || ch.lfd.fd < 0 || hn_now_ms() < ch.next_poll)
 		return;
 	ch.next_poll = hn_now_ms() + RECONNECT_POLL_MS;
@@ -307,6 +460,8 @@ int chan_flush_blocking(int timeout_ms)
 {
 	int64_t deadline = hn_now_ms() + timeout_ms;
 
+	if (ch.connected && ch.greeted)
+		release_hold();
 	while (outq_len() > 0 && ch.connected && ch.greeted) {
 		struct pollfd p = {.fd = ch.lfd.fd, .events = POLLOUT};
 		int64_t left = deadline - hn_now_ms();

@@ -1,6 +1,7 @@
 /* The control channel: the "hn.agent" virtio-serial port, its frame reader and its output
- * queue. Output is queued and written as the port accepts it; a long queue pauses the process
- * output readers (back-pressure) instead of growing without bound. */
+ * queue. Output is queued and written as the port accepts it; a long queue, or no host to write
+ * to, pauses the process output readers (back-pressure) instead of growing without bound. Whole
+ * frames queued when a host goes away are kept for the next one (see chan.c). */
 #ifndef HN_CHAN_H
 #define HN_CHAN_H
 
@@ -21,6 +22,10 @@ int chan_open(int wait_ms, chan_frame_fn on_frame, chan_pressure_fn on_pressure)
 /* Queues one frame. Returns 0 or -ENOMEM. */
 int chan_send(uint16_t type, uint32_t id, const void *payload, size_t len);
 int chan_paused(void);
+/* Which conversation (host connection) this is: a request's reply that is sent later (REMOVE,
+ * PROBE, SHUTDOWN) is dropped when the number changed, as its id meant something only to the
+ * host that asked. */
+uint32_t chan_conversation(void);
 /* Timers: reconnect polling while the host end is closed. */
 int chan_timeout_ms(void);
 void chan_tick(void);

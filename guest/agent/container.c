@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "mount.h"
 #include "process.h"
 
@@ -157,7 +158,8 @@ static void finish_remove(struct container *c)
 	proc_disown(c);
 	mount_overlay_drop(c->id);
 	drop_cgroup(c);
-	reply_ack(c->remove_req, 0, 0);
+	if (c->remove_conv == chan_conversation())
+		reply_ack(c->remove_req, 0, 0);
 	for (struct container **pp = &containers; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;
@@ -176,6 +178,7 @@ int container_remove(const char *id, uint32_t req_id, struct hn_err *e)
 		return hn_fail(e, EALREADY, "container %s is being removed", id);
 	c->removing = 1;
 	c->remove_req = req_id;
+	c->remove_conv = chan_conversation();
 	c->remove_deadline = hn_now_ms() + CONTAINER_REMOVE_WAIT_MS;
 	/* SIGKILL to PID 1 of the namespace takes every process in it along */
 	proc_kill(c, SIGKILL);

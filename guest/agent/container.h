@@ -22,6 +22,7 @@ struct container {
 	size_t nprocs;  /* processes whose EXIT is not sent yet */
 	int removing;
 	uint32_t remove_req;
+	uint32_t remove_conv; /* chan_conversation() of the REMOVE */
 	int64_t remove_deadline;
 };
 

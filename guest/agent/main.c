@@ -36,6 +36,7 @@ static struct {
 	int active;
 	int killed; /* SIGKILL sent after the grace period */
 	uint32_t req;
+	uint32_t conv; /* chan_conversation() of the SHUTDOWN */
 	int64_t deadline;
 } shutdown_state;
 
@@ -86,7 +87,8 @@ static void reply_ready(uint32_t id)
 static __attribute__((noreturn)) void power_off(void)
 {
 	sync();
-	reply_ack(shutdown_state.req, 0, 0);
+	if (shutdown_state.conv == chan_conversation())
+		reply_ack(shutdown_state.req, 0, 0);
 	if (chan_flush_blocking(5000) < 0)
 		hn_log("shutdown: the ACK may not have reached the host");
 	mount_teardown();
@@ -118,6 +120,7 @@ static void start_shutdown(uint32_t id, uint32_t grace_ms)
 {
 	shutdown_state.active = 1;
 	shutdown_state.req = id;
+	shutdown_state.conv = chan_conversation();
 	shutdown_state.deadline = hn_now_ms() + grace_ms;
 	proc_kill(NULL, SIGTERM);
 	shutdown_tick();

@@ -31,6 +31,7 @@ struct probe {
 	struct probe *next;
 	struct loop_fd lfd;
 	uint32_t req;
+	uint32_t conv; /* chan_conversation() of the PROBE */
 	enum msg_probe_kind kind;
 	int state;
 	int64_t deadline;
@@ -75,7 +76,9 @@ static void finish(struct probe *p, int status_code, const struct hn_err *e)
 {
 	struct buf b = {0};
 
-	if (e) {
+	if (p->conv != chan_conversation()) {
+		/* the host that asked is gone: its request id means nothing to the next one */
+	} else if (e) {
 		send_error(p->req, e);
 	} else {
 		if (status_code == 0 || tlv_put_u32(&b, TAG_STATUS_CODE, (uint32_t)status_code) == 0)
@@ -273,6 +276,7 @@ int probe_start(const struct msg_probe *m, uint32_t req, struct hn_err *e)
 	if (!p)
 		return hn_fail(e, ENOMEM, "out of memory");
 	p->req = req;
+	p->conv = chan_conversation();
 	p->kind = m->kind;
 	p->deadline = hn_now_ms() + m->timeout_ms;
 	snprintf(p->target, sizeof(p->target), "%s:%u", m->host, m->port);

@@ -49,6 +49,7 @@ struct proc {
 	struct loop_fd out, err, in;
 	uint8_t *inbuf;
 	size_t inlen;
+	uint32_t stdin_conv; /* chan_conversation() of the last STDIN: WINDOW credit is its host's */
 	int in_eof;
 	int exited;
 	int status;
@@ -474,6 +475,7 @@ int proc_spawn(const struct spawn_req *r, pid_t *pid, struct hn_err *e)
 	p->pid = *pid;
 	p->c = r->container;
 	p->terminal = r->proc->terminal;
+	p->stdin_conv = chan_conversation();
 	init_lfd(&p->out, parent[0], &out_ops, p);
 	init_lfd(&p->err, parent[1], &out_ops, p);
 	init_lfd(&p->in, parent[2], &in_ops, p);
@@ -507,6 +509,8 @@ static void send_window(struct proc *p, size_t n)
 {
 	struct buf b = {0};
 
+	if (p->stdin_conv != chan_conversation())
+		return; /* credit for bytes an earlier host sent; the current one never had them */
 	if (tlv_put_u32(&b, TAG_BYTES, (uint32_t)n) == 0)
 		chan_send(MSG_WINDOW, p->id, b.p, b.len);
 	buf_free(&b);
@@ -635,6 +639,7 @@ void proc_stdin(uint32_t id, const uint8_t *data, size_t len)
 		hn_log("STDIN for unknown process %u dropped", id);
 		return;
 	}
+	p->stdin_conv = chan_conversation();
 	if (len == 0) {
 		p->in_eof = 1;
 		if (p->inlen == 0 && p->in.fd >= 0)
