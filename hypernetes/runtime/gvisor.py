@@ -57,7 +57,7 @@ from hypernetes.runtime.interface import (
     StartFailed,
     Stream,
 )
-from hypernetes.runtime.logs import LogWriter, read_logs
+from hypernetes.runtime.logs import LogWriter, new_instance, previous_log, read_logs
 from hypernetes.runtime.runsc import RUNSC_FAILED, Runsc, RunscError, decode_exit, last_error
 
 log = logging.getLogger(__name__)
@@ -599,7 +599,7 @@ class GVisor(Runtime):
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, container)
         if previous:
-            prev = _previous_log(c.log.path)
+            prev = previous_log(c.log.path)
             if not prev.exists():
                 raise PodRuntimeError(f'previous terminated container "{container}" not found')
             async for line in read_logs(prev, follow=False):
@@ -627,15 +627,7 @@ class GVisor(Runtime):
         if sandbox.state is not SandboxState.READY:
             raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
         await self.runsc.delete(c.id)
-        c.log.close()
-        prev = _previous_log(c.log.path)
-        prev.unlink(missing_ok=True)
-        prev.with_name(prev.name + ".1").unlink(missing_ok=True)
-        os.replace(c.log.path, prev)
-        rotated = c.log.path.with_name(c.log.path.name + ".1")
-        if rotated.exists():
-            os.replace(rotated, prev.with_name(prev.name + ".1"))
-        c.log = LogWriter(c.log.path)
+        c.log = new_instance(c.log)
         c.main, c.done = None, asyncio.Event()
         c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
         await self._create(sandbox, c)
@@ -646,10 +638,6 @@ class GVisor(Runtime):
         await c.done.wait()
         return c.status
 
-
-def _previous_log(path: Path) -> Path:
-    """Where the last instance's log goes on restart (the same name as in hypervm)."""
-    return path.with_name(path.name.removesuffix(".log") + ".previous.log")
 
 
 _ERRNOS = {"no such file or directory": errno.ENOENT, "permission denied": errno.EACCES,

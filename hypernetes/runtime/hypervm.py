@@ -59,7 +59,7 @@ from hypernetes.runtime.interface import (
     StartFailed,
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
-from hypernetes.runtime.logs import LogWriter, read_logs
+from hypernetes.runtime.logs import LogWriter, new_instance, previous_log, read_logs
 from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, running_qemu
 from hypernetes.runtime.sizing import vm_size
 
@@ -484,7 +484,6 @@ class HyperVM(Runtime):
         )
         await vm.attach(pid)
         client = AgentClient(f"agent-{pod.id}")
-        await client.connect(str(vm.cfg.ctl_socket), BOOT_TIMEOUT_KVM, vm.alive)
         client.reserve_process_ids(int(state["next_process_id"]))
         containers: dict[str, _Container] = {}
         for name, rec in state["containers"].items():
@@ -502,6 +501,16 @@ class HyperVM(Runtime):
                 LogWriter(directory / "logs" / f"{name}.log"),
             )
             containers[name] = c
+            if c.status.state is ContainerState.RUNNING and rec["process_id"] is not None:
+                # Known before connecting: the guest sends what it kept for these ids right away.
+                c.main = client.adopt_process(int(rec["process_id"]), c.log.write)
+        try:
+            await client.connect(str(vm.cfg.ctl_socket), BOOT_TIMEOUT_KVM, vm.alive)
+        except BaseException:
+            for c in containers.values():
+                c.log.close()
+            await vm.detach()
+            raise
         sandbox = _Sandbox(
             pod,
             directory,
@@ -512,10 +521,8 @@ class HyperVM(Runtime):
             created_at=float(state["created_at"]),
         )
         self._sandboxes[pod.id] = sandbox
-        for name, rec in state["containers"].items():
-            c = containers[name]
-            if c.status.state is ContainerState.RUNNING and rec["process_id"] is not None:
-                c.main = client.adopt_process(int(rec["process_id"]), c.log.write)
+        for c in containers.values():
+            if c.main is not None:
                 c.reaper = asyncio.create_task(self._reap(sandbox, c, c.main))
             elif c.status.state is ContainerState.EXITED:
                 c.done.set()
@@ -574,7 +581,7 @@ class HyperVM(Runtime):
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, container)
         if previous:
-            prev = _previous_log(c.log.path)
+            prev = previous_log(c.log.path)
             if not prev.exists():
                 raise PodRuntimeError(f'previous terminated container "{container}" not found')
             async for line in read_logs(prev, follow=False):
@@ -627,15 +634,7 @@ class HyperVM(Runtime):
             log.info("remove of exited container %s: %s", name, e)  # it may never have started
         except AgentUnavailable as e:
             raise SandboxFailed(self._explain(sandbox, str(e))) from e
-        c.log.close()
-        prev = _previous_log(c.log.path)
-        prev.unlink(missing_ok=True)
-        prev.with_name(prev.name + ".1").unlink(missing_ok=True)
-        os.replace(c.log.path, prev)
-        rotated = c.log.path.with_name(c.log.path.name + ".1")
-        if rotated.exists():
-            os.replace(rotated, prev.with_name(prev.name + ".1"))
-        c.log = LogWriter(c.log.path)
+        c.log = new_instance(c.log)
         c.main, c.done = None, asyncio.Event()
         c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
         await self.start_container(sandbox_id, name)
@@ -645,9 +644,6 @@ class HyperVM(Runtime):
         await c.done.wait()
         return c.status
 
-
-def _previous_log(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".log") + ".previous.log")
 
 
 def _kill_leftover(sandbox_dir: Path) -> None:

@@ -121,3 +121,22 @@ async def read_logs(path: Path, follow: bool, done: asyncio.Event | None = None)
             await asyncio.sleep(0.1)
     finally:
         f.close()
+
+
+def previous_log(path: Path) -> Path:
+    """Where a container's last instance's log goes when it restarts (`logs --previous`)."""
+    return path.with_name(path.name.removesuffix(".log") + ".previous.log")
+
+
+def new_instance(writer: LogWriter) -> LogWriter:
+    """Close a restarting container's log, keep it (and its rotation) as the previous
+    instance's, and return a fresh writer at the same path."""
+    writer.close()
+    prev = previous_log(writer.path)
+    for stale in (prev, prev.with_name(prev.name + ".1")):
+        stale.unlink(missing_ok=True)
+    os.replace(writer.path, prev)
+    rotated = writer.path.with_name(writer.path.name + ".1")
+    if rotated.exists():
+        os.replace(rotated, prev.with_name(prev.name + ".1"))
+    return LogWriter(writer.path, writer.max_bytes)
