@@ -4,6 +4,7 @@ dryRun, limit/continue, Table and metadata renderings, discovery and OpenAPI, se
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import ssl
@@ -406,3 +407,18 @@ async def test_reapplying_the_same_config_writes_nothing(api: ApiServerThread) -
         first = await c.request("PATCH", path, cfg, {"fieldManager": "m"}, "application/apply-patch+yaml")
         again = await c.request("PATCH", path, cfg, {"fieldManager": "m"}, "application/apply-patch+yaml")
         assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+
+async def test_large_responses_are_gzipped(api: ApiServerThread) -> None:
+    async with client(api) as c:
+        await c.create("v1", "namespaces", {"metadata": {"name": "big"}})
+        for i in range(4):
+            cm = {"metadata": {"name": f"b{i}"}, "data": {"x": "y" * 60000}}
+            await c.create("v1", "configmaps", cm, "big")
+    ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
+    headers = {"Authorization": f"Bearer {api.token}", "Accept-Encoding": "gzip"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s, \
+            s.get(api.url + "/api/v1/namespaces/big/configmaps", headers=headers) as resp:
+        assert resp.headers.get("Content-Encoding") == "gzip"
+        assert len((await resp.json())["items"]) == 4
+    await asyncio.sleep(0.2)

@@ -21,6 +21,7 @@ JSON_CT = "application/json"
 TABLE_CT = "application/json;as=Table;v=v1;g=meta.k8s.io"
 PARTIAL_CT = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
 PARTIAL_LIST_CT = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+GZIP_ABOVE = 128 * 1024  # kube-apiserver compresses responses above 128 KiB
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,11 @@ def respond(body: JSON, status: int = 200, content_type: str = JSON_CT,
     if content_type == JSON_CT and wants_yaml(accept):
         return web.Response(status=status, body=yaml.safe_dump(body, sort_keys=False).encode(),
                             content_type="application/yaml")
-    resp = web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode())
+    data = json.dumps(body, separators=(",", ":")).encode()
+    resp = web.Response(status=status, body=data)
     resp.headers["Content-Type"] = content_type
+    if len(data) > GZIP_ABOVE:
+        resp.enable_compression()  # gzip when the client accepts it (kubectl does), as upstream
     return resp
 
 
