@@ -49,10 +49,17 @@ async def run(rt: HyperVM, spec: PodSpec) -> tuple[ExitStatus, bytes, bytes]:
 
 async def test_exit_codes_streams_env_user(hypervm: HyperVM, busybox_ref: str) -> None:
     script = "echo out; echo err >&2; echo $GREETING; pwd; id; exit 7"
-    spec = pod("p1", ContainerSpec(
-        name="main", image=busybox_ref, command=("sh", "-c", script),
-        env=(("GREETING", "hello vm"),), working_dir="/tmp", user="app",
-    ))
+    spec = pod(
+        "p1",
+        ContainerSpec(
+            name="main",
+            image=busybox_ref,
+            command=("sh", "-c", script),
+            env=(("GREETING", "hello vm"),),
+            working_dir="/tmp",
+            user="app",
+        ),
+    )
     status, out, err = await run(hypervm, spec)
     assert status == ExitStatus(code=7)
     lines = out.decode().splitlines()
@@ -76,8 +83,11 @@ async def test_signal_exit_and_signal_delivery(hypervm: HyperVM, busybox_ref: st
 
 
 async def test_two_containers_share_network_and_image(hypervm: HyperVM, busybox_ref: str) -> None:
-    server = ContainerSpec(name="web", image=busybox_ref,
-                           command=("sh", "-c", "echo served > /tmp/index.html; httpd -f -p 8080 -h /tmp"))
+    server = ContainerSpec(
+        name="web",
+        image=busybox_ref,
+        command=("sh", "-c", "echo served > /tmp/index.html; httpd -f -p 8080 -h /tmp"),
+    )
     fetch = (
         "test -e /tmp/index.html && echo LEAK; for i in $(seq 50); do"
         " wget -q -O - http://127.0.0.1:8080/ 2>/dev/null && exit 0; sleep 0.2; done; exit 1"
@@ -284,3 +294,45 @@ async def test_probes_from_inside_the_pod(hypervm: HyperVM, busybox_ref: str) ->
     assert not ok and "statuscode: 404" in msg
     ok, msg = await hypervm.probe("p16", ProbeSpec("tcp", 9999))
     assert not ok and "connection refused" in msg
+
+
+async def test_volumes_emptydir_and_files(hypervm: HyperVM, busybox_ref: str) -> None:
+    from hypernetes.runtime.interface import MountSpec, VolumeFile, VolumeSpec
+
+    volumes = (
+        VolumeSpec("scratch", "emptyDir", size_limit=1 << 20),
+        VolumeSpec(
+            "config",
+            "files",
+            files=(VolumeFile("app.conf", b"mode=fast\n"), VolumeFile("keys/token", b"s3cret", 0o400)),
+        ),
+    )
+    writer = ContainerSpec(
+        name="writer",
+        image=busybox_ref,
+        command=("sh", "-c", "echo shared > /data/x; sleep 600"),
+        mounts=(MountSpec("scratch", "/data"),),
+    )
+    reader = ContainerSpec(
+        name="reader",
+        image=busybox_ref,
+        command=(
+            "sh",
+            "-c",
+            "while [ ! -e /in/x ]; do sleep 0.1; done; cat /in/x /etc/app/app.conf /token;"
+            " stat -c %a /token; (echo > /etc/app/new) 2>/dev/null || echo read-only;"
+            " dd if=/dev/zero of=/in/big bs=1M count=2 2>&1 | grep -o 'No space left'",
+        ),
+        mounts=(
+            MountSpec("scratch", "/in"),
+            MountSpec("config", "/etc/app"),
+            MountSpec("config", "/token", sub_path="keys/token"),
+        ),
+    )
+    spec = PodSpec(id="p17", name="p17", containers=(writer, reader), volumes=volumes)
+    await hypervm.create_sandbox(spec)
+    await hypervm.start_container("p17", "writer")
+    await hypervm.start_container("p17", "reader")
+    st = await asyncio.wait_for(hypervm.wait_container("p17", "reader"), 60)
+    out = [ln.data async for ln in hypervm.logs("p17", "reader")]
+    assert out == [b"shared", b"mode=fast", b"s3cret400", b"read-only", b"No space left"], (out, st)

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from hypernetes.runtime.interface import (
     ExitStatus,
     ImagePullFailed,
     LogLine,
+    MountSpec,
     PodRuntimeError,
     PodSpec,
     ProbeSpec,
@@ -57,6 +59,7 @@ from hypernetes.runtime.interface import (
     SandboxState,
     SandboxStatus,
     StartFailed,
+    VolumeSpec,
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, new_instance, previous_log, read_logs
@@ -184,9 +187,17 @@ class HyperVM(Runtime):
             for c in pod.containers
         }
 
+        _check_mounts(pod)
         sandbox_dir = self.root / pod.id
         shutil.rmtree(sandbox_dir, ignore_errors=True)
         sandbox_dir.mkdir(parents=True)
+        if any(v.kind == "files" for v in pod.volumes):
+            try:
+                volume_disk = await asyncio.to_thread(_build_volume_disk, sandbox_dir, pod.volumes)
+            except (OSError, subprocess.CalledProcessError, ValueError) as e:
+                shutil.rmtree(sandbox_dir, ignore_errors=True)
+                raise SandboxFailed(f"cannot build the pod's volume disk: {e}") from e
+            disks[VOLUME_DISK] = Disk(volume_disk, VOLUME_DISK)
         for c in containers.values():
             c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
         accel = await self.accel()
@@ -322,6 +333,11 @@ class HyperVM(Runtime):
         tlv = gp.TLV().add_str(gp.TAG_CONTAINER_ID, name).add_str(gp.TAG_IMAGE_DISK, c.disk_serial)
         tlv.add_tlv(gp.TAG_PROCESS, c.process.encode(proc.id))
         tlv.add_u64(gp.TAG_MEMORY_LIMIT, c.spec.memory_limit or 0)
+        volumes = {v.name: v for v in sandbox.pod.volumes}
+        for m in c.spec.mounts:
+            tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m))
+        if sandbox.pod.fs_group is not None:
+            tlv.add_u32(gp.TAG_FSGROUP, sandbox.pod.fs_group)
         try:
             await sandbox.client.start(gp.MSG_CREATE, tlv, proc, START_TIMEOUT)
         except AgentError as e:
@@ -644,6 +660,52 @@ class HyperVM(Runtime):
         await c.done.wait()
         return c.status
 
+
+
+VOLUME_DISK = "vol0"  # serial of the read-only disk holding the pod's file volumes
+
+
+def _check_mounts(pod: PodSpec) -> None:
+    names = {v.name for v in pod.volumes}
+    for c in pod.containers:
+        for m in c.mounts:
+            if m.volume not in names:
+                raise PodRuntimeError(f"container {c.name} mounts unknown volume {m.volume!r}")
+            if not m.path.startswith("/") or ".." in m.sub_path.split("/"):
+                raise PodRuntimeError(f"container {c.name}: bad mount {m.path!r} subPath {m.sub_path!r}")
+
+
+def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Path:
+    """One read-only erofs disk with a directory per file volume (configMap, secret, ...)."""
+    src = sandbox_dir / "volumes-src"
+    for v in volumes:
+        if v.kind != "files":
+            continue
+        root = src / v.name
+        root.mkdir(parents=True, mode=0o755)
+        for f in v.files:
+            target = (root / f.path).resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise ValueError(f"volume {v.name}: path {f.path!r} escapes the volume")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(f.data)
+            target.chmod(f.mode & 0o7777)
+    disk = sandbox_dir / "volumes.erofs"
+    subprocess.run(["mkfs.erofs", "--quiet", "--all-root", str(disk), str(src)], check=True, capture_output=True)
+    shutil.rmtree(src)
+    return disk
+
+
+def _mount_tlv(volume: VolumeSpec, m: MountSpec) -> gp.TLV:
+    tlv = gp.TLV().add_str(gp.TAG_TARGET, m.path)
+    if volume.kind == "emptyDir":
+        tlv.add_str(gp.TAG_SOURCE, f"pod:{volume.name}").add_u64(gp.TAG_SIZE_LIMIT, volume.size_limit)
+        if m.sub_path:
+            tlv.add_str(gp.TAG_SUBPATH, m.sub_path)
+        return tlv.add_bool(gp.TAG_READONLY, m.read_only)
+    sub = f"{volume.name}/{m.sub_path}".rstrip("/")
+    tlv.add_str(gp.TAG_SOURCE, VOLUME_DISK).add_str(gp.TAG_FSTYPE, "erofs").add_str(gp.TAG_SUBPATH, sub)
+    return tlv.add_bool(gp.TAG_READONLY, True)
 
 
 def _kill_leftover(sandbox_dir: Path) -> None:

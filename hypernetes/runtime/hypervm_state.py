@@ -18,29 +18,35 @@ from hypernetes.runtime.interface import (
     ContainerState,
     ContainerStatus,
     ExitStatus,
+    MountSpec,
     NetworkConfig,
     PodSpec,
+    VolumeSpec,
 )
 
 STATE_FILE = "state.json"
 
 
 def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
-    return dataclasses.asdict(pod)
+    # File volumes' contents are on the VM's volume disk already; adoption does not need them.
+    return dataclasses.asdict(dataclasses.replace(pod, volumes=tuple(
+        dataclasses.replace(v, files=()) for v in pod.volumes)))
 
 
 def pod_from_dict(data: dict[str, Any]) -> PodSpec:
     containers = tuple(
         ContainerSpec(**{**c, **{k: _tuple(c.get(k)) for k in ("command", "args")},
-                         "env": tuple(tuple(kv) for kv in c.get("env", ()))})
+                         "env": tuple(tuple(kv) for kv in c.get("env", ())),
+                         "mounts": tuple(MountSpec(**m) for m in c.get("mounts", ()))})
         for c in data["containers"]
     )
+    volumes = tuple(VolumeSpec(**{**v, "files": ()}) for v in data.get("volumes", ()))
     net: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("network") or {}).items()
     }
     network = NetworkConfig(**net)
-    fields = {k: v for k, v in data.items() if k not in ("containers", "network")}
-    return PodSpec(**fields, containers=containers, network=network)
+    fields = {k: v for k, v in data.items() if k not in ("containers", "network", "volumes")}
+    return PodSpec(**fields, containers=containers, network=network, volumes=volumes)
 
 
 def _tuple(value: Any) -> tuple[str, ...] | None:

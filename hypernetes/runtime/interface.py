@@ -48,6 +48,32 @@ class ImagePullFailed(PodRuntimeError):
 
 
 @dataclass(frozen=True)
+class VolumeFile:
+    path: str  # relative to the volume's root
+    data: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A pod volume: `emptyDir` (shared scratch space) or `files` (configMap, secret, projected,
+    downwardAPI: contents fixed when the pod starts, read-only)."""
+
+    name: str
+    kind: str  # "emptyDir" | "files"
+    files: tuple[VolumeFile, ...] = ()
+    size_limit: int = 0  # bytes, emptyDir sizeLimit; 0 = none
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    volume: str
+    path: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -60,6 +86,7 @@ class ContainerSpec:
     stdin: bool = False
     cpu_limit_millis: int | None = None
     memory_limit: int | None = None  # bytes
+    mounts: tuple[MountSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +112,8 @@ class PodSpec:
     kernel: str | None = None  # a registered kernel name; None = the default
     termination_grace_seconds: int = 30
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    volumes: tuple[VolumeSpec, ...] = ()
+    fs_group: int | None = None
 
 
 class ContainerState(enum.Enum):
