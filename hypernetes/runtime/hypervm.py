@@ -672,7 +672,7 @@ def _check_mounts(pod: PodSpec) -> None:
             if m.volume not in names:
                 raise PodRuntimeError(f"container {c.name} mounts unknown volume {m.volume!r}")
             if not m.path.startswith("/") or ".." in m.sub_path.split("/"):
-                raise PodRuntimeError(f"container {c.name}: bad mount {m.path!r} subPath {m.sub_path!r}")
+                raise PodRuntimeError(f"container {c.name}: bad mount {m.path!r} (subPath {m.sub_path!r})")
 
 
 def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Path:
@@ -691,7 +691,8 @@ def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Pa
             target.write_bytes(f.data)
             target.chmod(f.mode & 0o7777)
     disk = sandbox_dir / "volumes.erofs"
-    subprocess.run(["mkfs.erofs", "--quiet", "--all-root", str(disk), str(src)], check=True, capture_output=True)
+    command = ["mkfs.erofs", "--quiet", "--all-root", str(disk), str(src)]
+    subprocess.run(command, check=True, capture_output=True)
     shutil.rmtree(src)
     return disk
 
