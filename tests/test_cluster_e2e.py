@@ -39,8 +39,19 @@ class Cluster:
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(REPO / ".venv/bin/hypernetes"), "up", "--data-dir", str(self.data), "--port",
-                 str(self.port), "--node-name", "node1"], stdout=log, stderr=log)
+                [
+                    str(REPO / ".venv/bin/hypernetes"),
+                    "up",
+                    "--data-dir",
+                    str(self.data),
+                    "--port",
+                    str(self.port),
+                    "--node-name",
+                    "node1",
+                ],
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if (self.data / "admin.kubeconfig").exists():
@@ -59,10 +70,21 @@ class Cluster:
     def kubectl_args(self, *args: str, version: str = "32") -> list[str]:
         return [KUBECTL.format(version), "--kubeconfig", str(self.data / "admin.kubeconfig"), *args]
 
-    def kubectl(self, *args: str, version: str = "32", input: str | None = None, check: bool = True,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.kubectl_args(*args, version=version), capture_output=True, text=True,
-                                input=input, timeout=timeout)
+    def kubectl(
+        self,
+        *args: str,
+        version: str = "32",
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self.kubectl_args(*args, version=version),
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}\n{self.log.read_text()[-2000:]}")
         return result
@@ -93,10 +115,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def pod_manifest(name: str, image: str, command: str, **extra: Any) -> str:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-           "spec": {"containers": [{"name": "main", "image": image, "command": ["sh", "-c", command],
-                                    "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}],
-                    "terminationGracePeriodSeconds": 5, **extra}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": image,
+                    "command": ["sh", "-c", command],
+                    "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+                }
+            ],
+            "terminationGracePeriodSeconds": 5,
+            **extra,
+        },
+    }
     return json.dumps(pod)
 
 
@@ -105,18 +140,26 @@ def phase(cluster: Cluster, name: str) -> str:
 
 
 def test_pod_lifecycle_logs_exec_delete(cluster: Cluster, busybox_ref: str) -> None:
-    cluster.kubectl("apply", "-f", "-", input=pod_manifest(
-        "hello", busybox_ref, "echo hello from $(hostname); while true; do sleep 1; done"))
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=pod_manifest("hello", busybox_ref, "echo hello from $(hostname); while true; do sleep 1; done"),
+    )
     cluster.wait_for("hello running", lambda: phase(cluster, "hello") == "Running")
     wide = cluster.kubectl("get", "pods", "-o", "wide").stdout
     assert "hello" in wide and "Running" in wide and "node1" in wide
     assert cluster.wait_for("logs", lambda: "hello from hello" in cluster.kubectl("logs", "hello").stdout)
-    out = cluster.kubectl("exec", "hello", "--", "sh", "-c", "echo exec-ok; cat /proc/cpuinfo | grep -c processor")
+    out = cluster.kubectl(
+        "exec", "hello", "--", "sh", "-c", "echo exec-ok; cat /proc/cpuinfo | grep -c processor"
+    )
     assert out.stdout.split() == ["exec-ok", "1"]
     for version in ("27", "33"):
         assert "Running" in cluster.kubectl("get", "pod", "hello", version=version).stdout
     # apply twice with a change: the image field is mutable, an annotation too
-    changed = json.loads(pod_manifest("hello", busybox_ref, "echo hello from $(hostname); while true; do sleep 1; done"))
+    changed = json.loads(
+        pod_manifest("hello", busybox_ref, "echo hello from $(hostname); while true; do sleep 1; done")
+    )
     changed["metadata"]["annotations"] = {"note": "second"}
     assert "configured" in cluster.kubectl("apply", "-f", "-", input=json.dumps(changed)).stdout
     assert qemu_processes_under(cluster.data)
@@ -143,9 +186,14 @@ def test_failed_pull_and_crash_loop_and_unschedulable(cluster: Cluster, busybox_
     cluster.wait_for("CrashLoopBackOff", lambda: waiting_reason("crasher") == "CrashLoopBackOff")
     crasher = cluster.get("pod", "crasher")["status"]["containerStatuses"][0]
     assert crasher["lastState"]["terminated"]["exitCode"] == 3
-    events = cluster.wait_for("FailedScheduling", lambda: [
-        e for e in cluster.get("events", "--field-selector", "involvedObject.name=huge")["items"]
-        if e["reason"] == "FailedScheduling"])
+    events = cluster.wait_for(
+        "FailedScheduling",
+        lambda: [
+            e
+            for e in cluster.get("events", "--field-selector", "involvedObject.name=huge")["items"]
+            if e["reason"] == "FailedScheduling"
+        ],
+    )
     assert "Insufficient memory" in events[0]["message"]
     describe = cluster.kubectl("describe", "pod", "nopull").stdout
     assert "Failed" in describe and "does/not" in describe
@@ -153,14 +201,36 @@ def test_failed_pull_and_crash_loop_and_unschedulable(cluster: Cluster, busybox_
 
 
 def test_deployment_rollout_and_job(cluster: Cluster, busybox_ref: str) -> None:
-    cluster.kubectl("create", "deployment", "web", f"--image={busybox_ref}", "--replicas=2", "--",
-                    "sh", "-c", "while true; do sleep 1; done")
+    cluster.kubectl(
+        "create",
+        "deployment",
+        "web",
+        f"--image={busybox_ref}",
+        "--replicas=2",
+        "--",
+        "sh",
+        "-c",
+        "while true; do sleep 1; done",
+    )
     cluster.kubectl("rollout", "status", "deployment/web", "--timeout=240s", timeout=260)
     assert cluster.get("deployment", "web")["status"]["readyReplicas"] == 2
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
-           "spec": {"completions": 2, "parallelism": 1, "template": {"spec": {
-               "restartPolicy": "Never",
-               "containers": [{"name": "main", "image": busybox_ref, "command": ["sh", "-c", "echo done"]}]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once"},
+        "spec": {
+            "completions": 2,
+            "parallelism": 1,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "main", "image": busybox_ref, "command": ["sh", "-c", "echo done"]}
+                    ],
+                }
+            },
+        },
+    }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(job))
     cluster.kubectl("wait", "--for=condition=complete", "job/once", "--timeout=240s", timeout=260)
     cluster.kubectl("delete", "deployment", "web")
@@ -168,7 +238,9 @@ def test_deployment_rollout_and_job(cluster: Cluster, busybox_ref: str) -> None:
 
 
 def test_restart_adopts_running_pods(cluster: Cluster, busybox_ref: str) -> None:
-    cluster.kubectl("apply", "-f", "-", input=pod_manifest("survivor", busybox_ref, "while true; do sleep 1; done"))
+    cluster.kubectl(
+        "apply", "-f", "-", input=pod_manifest("survivor", busybox_ref, "while true; do sleep 1; done")
+    )
     cluster.wait_for("survivor running", lambda: phase(cluster, "survivor") == "Running")
     uid = cluster.get("pod", "survivor")["metadata"]["uid"]
     vm = qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid)
