@@ -252,3 +252,39 @@ def test_restart_adopts_running_pods(cluster: Cluster, busybox_ref: str) -> None
     assert qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid) == vm
     cluster.kubectl("delete", "pod", "survivor")
     assert not qemu_processes_under(cluster.data / "runtime" / "hypervm" / uid)
+
+
+def test_env_and_volumes_from_configmap_and_secret(cluster: Cluster, busybox_ref: str) -> None:
+    cluster.kubectl("create", "configmap", "settings", "--from-literal=mode=fast")
+    cluster.kubectl("create", "secret", "generic", "creds", "--from-literal=token=s3cret")
+    pod = json.loads(
+        pod_manifest(
+            "withvols",
+            busybox_ref,
+            "cat /etc/settings/mode; echo; cat /creds/token; echo; echo $MODE; "
+            "echo hi > /scratch/f && cat /scratch/f; sleep 600",
+        )
+    )
+    c = pod["spec"]["containers"][0]
+    c["env"] = [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}]
+    c["volumeMounts"] = [
+        {"name": "settings", "mountPath": "/etc/settings"},
+        {"name": "creds", "mountPath": "/creds", "readOnly": True},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]
+    pod["spec"]["volumes"] = [
+        {"name": "settings", "configMap": {"name": "settings"}},
+        {"name": "creds", "secret": {"secretName": "creds"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    logs = cluster.wait_for(
+        "volume contents",
+        lambda: (
+            cluster.kubectl("logs", "withvols", check=False).stdout
+            if "hi" in cluster.kubectl("logs", "withvols", check=False).stdout
+            else None
+        ),
+    )
+    assert logs.split() == ["fast", "s3cret", "fast", "hi"]
+    cluster.kubectl("delete", "pod", "withvols")

@@ -150,3 +150,50 @@ def test_status_shapes() -> None:
     ][0]
     assert cs["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}
     assert cs["lastState"] == {"terminated": {"exitCode": 2, "reason": "Error"}}
+
+
+def test_volumes_from_configmaps_secrets_and_downward_api() -> None:
+    from hypernetes.node.podspec import referenced_objects
+
+    pod = make_pod(
+        volumeMounts=[
+            {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True},
+            {"name": "all", "mountPath": "/all", "subPath": "x"},
+        ]
+    )
+    pod["spec"]["securityContext"]["fsGroup"] = 2000
+    pod["spec"]["volumes"] = [
+        {"name": "cfg", "configMap": {"name": "cfg", "items": [{"key": "MODE", "path": "mode.txt"}]}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
+        {
+            "name": "all",
+            "projected": {
+                "defaultMode": 0o440,
+                "sources": [
+                    {"secret": {"name": "sec"}},
+                    {
+                        "downwardAPI": {
+                            "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                        }
+                    },
+                ],
+            },
+        },
+    ]
+    spec = pod_spec(pod, lookup)
+    cfg, scratch, projected = spec.volumes
+    assert [(f.path, f.data, f.mode) for f in cfg.files] == [("mode.txt", b"fast", 0o644)]
+    assert scratch.kind == "emptyDir" and scratch.size_limit == 64 << 20
+    assert {(f.path, f.data, f.mode) for f in projected.files} == {
+        ("TOKEN", b"s3cret", 0o440),
+        ("labels", b'app="w"\n', 0o440),
+    }
+    assert spec.fs_group == 2000
+    assert [(m.volume, m.path, m.read_only, m.sub_path) for m in spec.containers[0].mounts] == [
+        ("cfg", "/etc/cfg", True, ""),
+        ("all", "/all", False, "x"),
+    ]
+    assert referenced_objects(pod) == {("ConfigMap", "cfg"), ("Secret", "sec")}
+    pod["spec"]["volumes"][0]["configMap"]["name"] = "missing"
+    with pytest.raises(ConfigError, match='configmap "missing" not found'):
+        pod_spec(pod, lookup)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from hypernetes.runtime.interface import ContainerSpec, PodSpec
+from hypernetes.runtime.interface import ContainerSpec, MountSpec, PodSpec, VolumeFile, VolumeSpec
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 Obj = dict[str, Any]
@@ -160,6 +160,10 @@ def container_spec(pod: Obj, container: Obj, lookup: Lookup) -> ContainerSpec:
         stdin=bool(container.get("stdin")),
         cpu_limit_millis=parse_cpu(cpu) if cpu else None,
         memory_limit=parse_memory(mem) if mem else None,
+        mounts=tuple(
+            MountSpec(m["name"], m["mountPath"], bool(m.get("readOnly")), m.get("subPath", ""))
+            for m in container.get("volumeMounts") or []
+        ),
     )
 
 
@@ -178,4 +182,108 @@ def pod_spec(pod: Obj, lookup: Lookup) -> PodSpec:
         hostname=spec.get("hostname") or meta["name"],
         kernel=(meta.get("annotations") or {}).get(KERNEL_ANNOTATION),
         termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
+        volumes=tuple(volume_spec(pod, v, lookup) for v in spec.get("volumes") or []),
+        fs_group=((spec.get("securityContext") or {}).get("fsGroup")),
     )
+
+
+def _key_files(obj: Obj | None, kind: str, ref: Obj, default_mode: int, namespace: str) -> list[VolumeFile]:
+    """The files a configMap or secret (volume or projected source) contributes."""
+    name = ref.get("name") or ref.get("secretName") or ""
+    if obj is None:
+        if ref.get("optional"):
+            return []
+        raise ConfigError(f'{kind.lower()} "{name}" not found')
+    data = {k: v.encode() for k, v in _data(obj, kind).items()}
+    if kind == "ConfigMap":
+        data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    items = ref.get("items")
+    if not items:
+        return [VolumeFile(k, v, default_mode) for k, v in sorted(data.items())]
+    files = []
+    for item in items:
+        if item["key"] not in data:
+            if ref.get("optional"):
+                continue
+            raise ConfigError(f"couldn't find key {item['key']} in {kind} {namespace}/{name}")
+        files.append(VolumeFile(item["path"], data[item["key"]], int(item.get("mode", default_mode))))
+    return files
+
+
+def _downward_files(pod: Obj, items: list[Obj], default_mode: int) -> list[VolumeFile]:
+    files = []
+    for item in items:
+        if "fieldRef" not in item:
+            raise ConfigError(f"downwardAPI item {item.get('path')}: only fieldRef is supported")
+        path = item["fieldRef"].get("fieldPath", "")
+        meta = pod.get("metadata") or {}
+        if path in ("metadata.labels", "metadata.annotations"):
+            values = meta.get(path.split(".")[1]) or {}
+            text = "".join(f'{k}="{v}"\n' for k, v in sorted(values.items()))
+        else:
+            text = _field_ref(pod, path)
+        files.append(VolumeFile(item["path"], text.encode(), int(item.get("mode", default_mode))))
+    return files
+
+
+def volume_spec(pod: Obj, volume: Obj, lookup: Lookup) -> VolumeSpec:
+    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    name = volume["name"]
+    if "emptyDir" in volume:
+        limit = (volume["emptyDir"] or {}).get("sizeLimit")
+        return VolumeSpec(name, "emptyDir", size_limit=parse_memory(str(limit)) if limit else 0)
+    files: list[VolumeFile] = []
+    if "configMap" in volume:
+        ref = volume["configMap"]
+        mode = int(ref.get("defaultMode", 0o644))
+        files = _key_files(lookup("ConfigMap", ns, ref.get("name", "")), "ConfigMap", ref, mode, ns)
+    elif "secret" in volume:
+        ref = volume["secret"]
+        mode = int(ref.get("defaultMode", 0o644))
+        files = _key_files(lookup("Secret", ns, ref.get("secretName", "")), "Secret", ref, mode, ns)
+    elif "downwardAPI" in volume:
+        ref = volume["downwardAPI"]
+        files = _downward_files(pod, ref.get("items") or [], int(ref.get("defaultMode", 0o644)))
+    elif "projected" in volume:
+        ref = volume["projected"]
+        mode = int(ref.get("defaultMode", 0o644))
+        for source in ref.get("sources") or []:
+            if "configMap" in source:
+                cm = source["configMap"]
+                files += _key_files(lookup("ConfigMap", ns, cm.get("name", "")), "ConfigMap", cm, mode, ns)
+            elif "secret" in source:
+                sec = source["secret"]
+                files += _key_files(lookup("Secret", ns, sec.get("name", "")), "Secret", sec, mode, ns)
+            elif "downwardAPI" in source:
+                files += _downward_files(pod, source["downwardAPI"].get("items") or [], mode)
+            # serviceAccountToken sources get a token once service-account tokens exist.
+    else:
+        raise ConfigError(f"volume {name}: this volume type is not supported")
+    return VolumeSpec(name, "files", files=tuple(files))
+
+
+def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
+    """(kind, name) of every ConfigMap and Secret the pod's env and volumes use."""
+    wanted: set[tuple[str, str]] = set()
+    spec = pod.get("spec") or {}
+    for c in spec.get("containers") or []:
+        for src in c.get("envFrom") or []:
+            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                if key in src:
+                    wanted.add((kind, src[key].get("name", "")))
+        for env in c.get("env") or []:
+            vf = env.get("valueFrom") or {}
+            for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                if key in vf:
+                    wanted.add((kind, vf[key].get("name", "")))
+    for v in spec.get("volumes") or []:
+        if "configMap" in v:
+            wanted.add(("ConfigMap", v["configMap"].get("name", "")))
+        if "secret" in v:
+            wanted.add(("Secret", v["secret"].get("secretName", "")))
+        for source in (v.get("projected") or {}).get("sources") or []:
+            if "configMap" in source:
+                wanted.add(("ConfigMap", source["configMap"].get("name", "")))
+            if "secret" in source:
+                wanted.add(("Secret", source["secret"].get("name", "")))
+    return wanted

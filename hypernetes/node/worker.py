@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypernetes.node.podspec import ConfigError, pod_spec, sandbox_id
+from hypernetes.node.podspec import ConfigError, pod_spec, referenced_objects, sandbox_id
 from hypernetes.node.podstatus import ContainerRecord, pod_status, terminated_state
 from hypernetes.node.probes import ProbeRunner
 from hypernetes.runtime.interface import (
@@ -176,19 +176,8 @@ class PodWorker:
 
     async def _referenced_objects(self) -> dict[tuple[str, str, str], Obj]:
         ns = self.pod["metadata"].get("namespace", "default")
-        wanted: set[tuple[str, str]] = set()
-        for c in (self.pod.get("spec") or {}).get("containers") or []:
-            for src in c.get("envFrom") or []:
-                for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
-                    if key in src:
-                        wanted.add((kind, src[key].get("name", "")))
-            for env in c.get("env") or []:
-                vf = env.get("valueFrom") or {}
-                for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
-                    if key in vf:
-                        wanted.add((kind, vf[key].get("name", "")))
         found = {}
-        for kind, name in wanted:
+        for kind, name in referenced_objects(self.pod):
             obj = await self.api.lookup(kind, ns, name)
             if obj is not None:
                 found[(kind, ns, name)] = obj
