@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ class ScriptedProxy:
 
     def __init__(self) -> None:
         self.resizes: list[tuple[int, int]] = []
+        self.echo: asyncio.Server | None = None
 
     async def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         if container == "broken":
@@ -60,6 +62,19 @@ class ScriptedProxy:
     async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
         await io.write_stdout(b"attached\n")
         return 0
+
+    async def port_forward(self, pod: JSON, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Port 80 of every pod is an upper-casing echo server on 127.0.0.1."""
+        if port != 80:
+            raise PodProxyError(f"connection refused on port {port}")
+        if self.echo is None:
+            async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                while data := await r.read(65536):
+                    w.write(data.upper())
+                    await w.drain()
+                w.close()
+            self.echo = await asyncio.start_server(serve, "127.0.0.1", 0)
+        return await asyncio.open_connection("127.0.0.1", self.echo.sockets[0].getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +178,48 @@ def test_scale_subresource(api: ApiServerThread) -> None:
     assert "deployment.apps/web scaled" in api.kubectl("scale", "deployment", "web", "--replicas=4").stdout
     dep = json.loads(api.kubectl("get", "deployment", "web", "-o", "json").stdout)
     assert dep["spec"]["replicas"] == 4 and dep["metadata"]["generation"] == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.32", "1.33"])
+def test_kubectl_port_forward(api: ApiServerThread, version: str) -> None:
+    status = {"status": {"phase": "Running"}}  # kubectl refuses to forward to a pod not running
+    api.kubectl("patch", "pod", "box", "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    local = _free_port()
+    proc = api.kubectl_popen("port-forward", "pod/box", f"{local}:80", version=version)
+    try:
+        assert proc.stdout is not None
+        assert "Forwarding from 127.0.0.1" in proc.stdout.readline()
+        for _ in range(2):  # two connections through one session
+            with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+                conn.sendall(b"hello pod\n" * 1000)
+                got = b""
+                while len(got) < 10000:
+                    chunk = conn.recv(65536)
+                    assert chunk, got[-100:]
+                    got += chunk
+                assert got == b"HELLO POD\n" * 1000
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_python_client_port_forward(api: ApiServerThread) -> None:
+    from kubernetes import client as kc
+    from kubernetes.stream import portforward
+    v1 = kc.CoreV1Api(api.python_client())
+    pf = portforward(v1.connect_get_namespaced_pod_portforward, "box", "default", ports="80")
+    sock = pf.socket(80)
+    sock.setblocking(True)
+    sock.sendall(b"abc")
+    assert sock.recv(3) == b"ABC"
+    sock.close()
+    pf.close()
+    del pf, sock
+    gc.collect()

@@ -24,6 +24,10 @@ PARTIAL_LIST_CT = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s
 GZIP_ABOVE = 128 * 1024  # kube-apiserver compresses responses above 128 KiB
 
 
+# Served for every kind that declares exec (pods) until the schema package declares them too.
+STREAMS_WITH_EXEC = ("attach", "portforward")
+
+
 @dataclass(frozen=True)
 class Target:
     """What a resource request addresses."""
@@ -61,7 +65,8 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     sub = segs[2] if len(segs) > 2 else None
     if kind.namespaced and name is not None and ns is None:
         raise no_such_path()  # a namespaced object is only addressed within its namespace
-    if sub is not None and sub not in kind.subresources:
+    if sub is not None and sub not in kind.subresources and not (
+            sub in STREAMS_WITH_EXEC and "exec" in kind.subresources):
         raise no_such_path()
     return Target(kind, ns, name, sub)
 

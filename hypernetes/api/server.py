@@ -119,9 +119,10 @@ class ApiServer:
         t = parse_target(mi.get("group", ""), mi["version"], mi["tail"])
         watch = "watch" in request.query and truthy(request.query.get("watch"))
         verb = verb_of(request.method, t, watch)
-        if t.sub in ("exec", "attach"):
+        connect = t.sub in ("exec", "attach", "portforward", "log")
+        if connect and t.sub != "log":
             verb = "create"  # upstream authorizes these connect requests as create (since 1.30)
-        request[METRIC] = (verb.upper() if t.sub not in ("exec", "attach", "log") else "CONNECT",
+        request[METRIC] = ("CONNECT" if connect else verb.upper(),
                              t.resource, t.sub or "")
         user = request[USER]
         await self.authorize(user, Attributes(user, verb, True, request.path, t.group, t.kind.version,

@@ -72,8 +72,10 @@ class SpdyStream:
 class SpdyServerSession:
     """The server side of one SPDY/3.1 connection: streams opened by the client."""
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    def __init__(self, write: Callable[[bytes], None],
+                 on_stream: Callable[[SpdyStream], None] | None = None) -> None:
         self._write = write
+        self._on_stream = on_stream
         self._buf = bytearray()
         self._inflate = zlib.decompressobj(zdict=DICTIONARY)
         self._deflate = zlib.compressobj(zdict=DICTIONARY)
@@ -122,6 +124,8 @@ class SpdyServerSession:
                 stream.data.put_nowait(None)
             self._control(SYN_REPLY, 0, struct.pack(">I", sid) + self._header_block({}))
             self.changed.set()
+            if self._on_stream is not None:
+                self._on_stream(stream)
         elif ftype == RST_STREAM:
             sid = int.from_bytes(body[0:4], "big") & 0x7FFFFFFF
             if (stream := self.streams.get(sid)) is not None:
@@ -192,10 +196,10 @@ class SpdyServerSession:
                 await asyncio.wait_for(self.changed.wait(), remaining)
 
 
-def chosen_protocol(request: web.Request) -> str | None:
+def chosen_protocol(request: web.Request, wanted: str = "v4.channel.k8s.io") -> str | None:
     offers = [p.strip() for h in request.headers.getall("X-Stream-Protocol-Version", [])
               for p in h.split(",")]
-    return "v4.channel.k8s.io" if "v4.channel.k8s.io" in offers else None
+    return wanted if wanted in offers else None
 
 
 def is_spdy_upgrade(request: web.Request) -> bool:
@@ -220,19 +224,28 @@ class _Upgraded(asyncio.Protocol):
         self.session.close()
 
 
+async def upgrade(request: web.Request, protocol: str,
+                  on_stream: Callable[[SpdyStream], None] | None = None,
+                  ) -> tuple[web.StreamResponse, SpdyServerSession]:
+    """Answer 101 and take the connection over as a SPDY session."""
+    resp = web.StreamResponse(status=101, headers={
+        "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": protocol})
+    transport = request.transport
+    assert transport is not None
+    session = SpdyServerSession(transport.write, on_stream)
+    await resp.prepare(request)  # the 101; from here on the connection speaks SPDY
+    transport.set_protocol(_Upgraded(session))
+    return resp, session
+
+
 async def serve_spdy(request: web.Request, *, stdin: bool, stdout: bool, stderr: bool, tty: bool,
                      run: Callable[[Any], Awaitable[dict[str, Any]]],
                      make_io: Callable[..., Any]) -> web.StreamResponse:
     """Upgrade `request` to SPDY, wait for the channel streams, call `run(io)` (which returns
     the v4 Status) and close. `make_io(...)` builds the StreamIO over the session."""
-    protocol = chosen_protocol(request)
-    resp = web.StreamResponse(status=101, headers={
-        "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": protocol or ""})
+    resp, session = await upgrade(request, chosen_protocol(request) or "")
     transport = request.transport
     assert transport is not None
-    session = SpdyServerSession(transport.write)
-    await resp.prepare(request)  # the 101; from here on the connection speaks SPDY
-    transport.set_protocol(_Upgraded(session))
     want = {"error"} | ({"stdin"} if stdin else set()) | ({"stdout"} if stdout else set()) | \
         ({"stderr"} if stderr and not tty else set()) | ({"resize"} if tty else set())
     try:

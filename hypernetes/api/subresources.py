@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from hypernetes.api import deletion, objects, spdy
+from hypernetes.api import deletion, objects, portforward, spdy
 from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
 from hypernetes.api.status import ApiError, bad_request, conflict, not_found, success, unsupported_media_type
 
@@ -178,6 +178,12 @@ class Subresources:
             return await self.logs(request, t)
         elif sub in ("exec", "attach") and method in ("GET", "POST"):
             return await self.stream(request, t)
+        elif sub == "portforward" and method in ("GET", "POST"):
+            pod = await self._pod(t)
+            proxy = self._need_proxy()
+            if not isinstance(proxy, portforward.PortForwarder):
+                raise ApiError(503, "ServiceUnavailable", "the node agent does not serve port-forward")
+            return await portforward.serve(request, pod, proxy)
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
                        f"requested resource ({method} {t.resource}/{sub})")
 
