@@ -223,3 +223,11 @@ def test_python_client_port_forward(api: ApiServerThread) -> None:
     pf.close()
     del pf, sock
     gc.collect()
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.32"])
+def test_kubectl_attach(api: ApiServerThread, version: str) -> None:
+    status = {"status": {"phase": "Running"}}
+    api.kubectl("patch", "pod", "box", "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    out = api.kubectl("attach", "box", version=version, timeout=30).stdout
+    assert "attached" in out
