@@ -28,6 +28,7 @@ class ScriptedProxy:
     def __init__(self) -> None:
         self.resizes: list[tuple[int, int]] = []
         self.echo: asyncio.Server | None = None
+        self.cancelled: list[str] = []
 
     async def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         if container == "broken":
@@ -52,6 +53,12 @@ class ScriptedProxy:
         if command[0] == "fail":
             await io.write_stderr(b"going down\n")
             return int(command[1])
+        if command[0] == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.append(command[1])
+                raise
         if command[0] == "size":
             size = await asyncio.wait_for(io.resize.get(), 5)
             self.resizes.append((size.width, size.height))
@@ -231,3 +238,16 @@ def test_kubectl_attach(api: ApiServerThread, version: str) -> None:
     api.kubectl("patch", "pod", "box", "--subresource=status", "--type=merge", "-p", json.dumps(status))
     out = api.kubectl("attach", "box", version=version, timeout=30).stdout
     assert "attached" in out
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.32"])
+def test_exec_is_cancelled_when_the_client_leaves(api: ApiServerThread, proxy: ScriptedProxy,
+                                                 version: str) -> None:
+    proc = api.kubectl_popen("exec", "box", "--", "hang", version, version=version)
+    time.sleep(1.5)
+    proc.kill()
+    proc.communicate(timeout=10)
+    deadline = time.monotonic() + 10
+    while version not in proxy.cancelled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert version in proxy.cancelled

@@ -224,6 +224,12 @@ class _Upgraded(asyncio.Protocol):
         self.session.close()
 
 
+async def _closed(session: SpdyServerSession) -> None:
+    while not session.closed:
+        session.changed.clear()
+        await session.changed.wait()
+
+
 async def upgrade(request: web.Request, protocol: str,
                   on_stream: Callable[[SpdyStream], None] | None = None,
                   ) -> tuple[web.StreamResponse, SpdyServerSession]:
@@ -240,6 +246,7 @@ async def upgrade(request: web.Request, protocol: str,
 
 async def serve_spdy(request: web.Request, *, stdin: bool, stdout: bool, stderr: bool, tty: bool,
                      run: Callable[[Any], Awaitable[dict[str, Any]]],
+                     until: Callable[..., Awaitable[dict[str, Any] | None]],
                      make_io: Callable[..., Any]) -> web.StreamResponse:
     """Upgrade `request` to SPDY, wait for the channel streams, call `run(io)` (which returns
     the v4 Status) and close. `make_io(...)` builds the StreamIO over the session."""
@@ -251,7 +258,9 @@ async def serve_spdy(request: web.Request, *, stdin: bool, stdout: bool, stderr:
     try:
         streams = await session.wait_streams(want, 30)
         io = make_io(session, streams)
-        status = await run(io)
+        status = await until(run(io), asyncio.ensure_future(_closed(session)))
+        if status is None:
+            return resp  # the client went away
         for name in ("stdout", "stderr"):
             if name in streams:
                 session.send(streams[name].id, b"", fin=True)

@@ -264,7 +264,8 @@ class Subresources:
                         "reason": "InternalError", "code": 500}
 
         if spdy.is_spdy_upgrade(request):
-            return await spdy.serve_spdy(request, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty, run=run,
+            return await spdy.serve_spdy(request, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
+                                         run=run, until=until_client_leaves,
                                          make_io=lambda session, streams: _spdy_io(
                                              session, streams, stdin=stdin, stdout=stdout, stderr=stderr,
                                              tty=tty))
@@ -278,10 +279,9 @@ class Subresources:
 
         io = StreamIO(send, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty)
         reader = asyncio.create_task(self._read_client(ws, io, v5))
-        try:
-            status = await run(io)
-        finally:
-            reader.cancel()
+        status = await until_client_leaves(run(io), reader)
+        if status is None:
+            return ws  # the client went away: the command was cancelled
         if not ws.closed:
             with contextlib.suppress(ConnectionResetError):
                 await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
@@ -380,6 +380,24 @@ class Subresources:
         obj = await self.res.update_object(obj_t, set_replicas, field_manager(request), conditional=False,
                                            dry_run=dry_run(request))
         return respond(self._scale_of(obj))
+
+
+async def until_client_leaves(work: Awaitable[JSON], gone: asyncio.Future[Any]) -> JSON | None:
+    """Run `work` (the exec/attach) unless the client leaves first (`gone` finishes): then cancel
+    it, so the node agent stops the process, as the kubelet does when the stream breaks."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        gone.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
 
 
 def _spdy_io(session: spdy.SpdyServerSession, streams: dict[str, spdy.SpdyStream], *, stdin: bool,
