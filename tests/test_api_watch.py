@@ -139,5 +139,4 @@ async def test_fanout_to_100_watchers(api: ApiServerThread) -> None:
         assert len(lat) == n * writes
         p99 = lat[int(len(lat) * 0.99) - 1]
         print(json.dumps({"watchers": n, "events": writes, "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
-                          "p99_ms": round(p99 * 1000, 1)}))
-        assert p99 < 0.25
+                          "p99_ms": round(p99 * 1000, 1)}))  # timing: bench/api_latency.py
