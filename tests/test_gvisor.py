@@ -24,13 +24,12 @@ from hypernetes.runtime.interface import (
     ExecSpec,
     ExitStatus,
     ImagePullFailed,
-    PodSpec,
-    Process,
     SandboxState,
     StartFailed,
     Stream,
 )
 from hypernetes.runtime.runsc import Runsc, decode_exit
+from tests.support.pods import collect, pod, run
 
 needs_runsc = pytest.mark.skipif(not Runsc.available(), reason="runsc is not installed")
 
@@ -59,23 +58,6 @@ def leftover_processes(path: Path) -> list[str]:
     return ps_runsc(path) + [str(p) for p in runsc_processes_under(path) if Path(f"/proc/{p}").exists()]
 
 
-def pod(name: str, *containers: ContainerSpec, **kw: object) -> PodSpec:
-    return PodSpec(id=name, name=name, containers=containers, **kw)  # type: ignore[arg-type]
-
-
-async def collect(proc: Process) -> tuple[bytes, bytes]:
-    out, err = bytearray(), bytearray()
-    async for stream, data in proc.output():
-        (out if stream is Stream.STDOUT else err).extend(data)
-    return bytes(out), bytes(err)
-
-
-async def run(rt: GVisor, spec: PodSpec) -> tuple[ExitStatus, bytes, bytes]:
-    await rt.create_sandbox(spec)
-    proc = await rt.start_container(spec.id, spec.containers[0].name, attach=True)
-    assert proc is not None
-    out, err = await asyncio.wait_for(collect(proc), 60)
-    return await proc.wait(), out, err
 
 
 # --- no sandbox needed ---------------------------------------------------------------------------

@@ -18,33 +18,16 @@ from hypernetes.runtime.interface import (
     ExitStatus,
     ImagePullFailed,
     PodSpec,
-    Process,
     SandboxFailed,
     StartFailed,
     Stream,
 )
 from tests.conftest import qemu_processes_under
+from tests.support.pods import collect, pod, run
 
 pytestmark = pytest.mark.slow
 
 
-def pod(name: str, *containers: ContainerSpec, **kw: object) -> PodSpec:
-    return PodSpec(id=name, name=name, containers=containers, **kw)  # type: ignore[arg-type]
-
-
-async def collect(proc: Process) -> tuple[bytes, bytes]:
-    out, err = bytearray(), bytearray()
-    async for stream, data in proc.output():
-        (out if stream is Stream.STDOUT else err).extend(data)
-    return bytes(out), bytes(err)
-
-
-async def run(rt: HyperVM, spec: PodSpec) -> tuple[ExitStatus, bytes, bytes]:
-    await rt.create_sandbox(spec)
-    proc = await rt.start_container(spec.id, spec.containers[0].name, attach=True)
-    assert proc is not None
-    out, err = await asyncio.wait_for(collect(proc), 120)
-    return await proc.wait(), out, err
 
 
 async def test_exit_codes_streams_env_user(hypervm: HyperVM, busybox_ref: str) -> None:
