@@ -3,6 +3,7 @@ the real local registry, and the cluster is restarted mid-way to check adoption.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -154,6 +155,26 @@ def test_pod_lifecycle_logs_exec_delete(cluster: Cluster, busybox_ref: str) -> N
         "exec", "hello", "--", "sh", "-c", "echo exec-ok; cat /proc/cpuinfo | grep -c processor"
     )
     assert out.stdout.split() == ["exec-ok", "1"]
+    piped = cluster.kubectl("exec", "-i", "hello", "--", "sha256sum", input="through stdin\n")
+    assert piped.stdout.split()[0] == hashlib.sha256(b"through stdin\n").hexdigest()
+    tty = subprocess.run(
+        [
+            "script",
+            "-qec",
+            " ".join(cluster.kubectl_args("exec", "-it", "hello", "--", "sh", "-c", "'tty; stty size'")),
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "/dev/pts/" in tty.stdout, tty.stdout + tty.stderr
+    with subprocess.Popen(
+        cluster.kubectl_args("logs", "-f", "hello"), stdout=subprocess.PIPE, text=True
+    ) as follow:
+        assert follow.stdout is not None
+        assert "hello from hello" in follow.stdout.readline()
+        follow.kill()
     for version in ("27", "33"):
         assert "Running" in cluster.kubectl("get", "pod", "hello", version=version).stdout
     # apply twice with a change: the image field is mutable, an annotation too
@@ -214,6 +235,12 @@ def test_deployment_rollout_and_job(cluster: Cluster, busybox_ref: str) -> None:
     )
     cluster.kubectl("rollout", "status", "deployment/web", "--timeout=240s", timeout=260)
     assert cluster.get("deployment", "web")["status"]["readyReplicas"] == 2
+    cluster.kubectl("set", "env", "deployment/web", "ROLLED=yes")
+    cluster.kubectl("rollout", "status", "deployment/web", "--timeout=240s", timeout=260)
+    cluster.kubectl("rollout", "undo", "deployment/web")
+    cluster.kubectl("rollout", "status", "deployment/web", "--timeout=240s", timeout=260)
+    template = cluster.get("deployment", "web")["spec"]["template"]["spec"]["containers"][0]
+    assert "ROLLED" not in json.dumps(template.get("env", []))
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
