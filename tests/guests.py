@@ -20,6 +20,6 @@ def default_kernel() -> Path:
 
 def build(target: str, directory: str) -> Path:
     """Build a guest binary with make (cheap when up to date) and return its path."""
-    subprocess.run(["make", "-s", "-C", str(REPO / directory), str(BUILD / target)],
+    subprocess.run(["make", "-s", "-C", str(REPO / directory), f"BUILD={BUILD}", str(BUILD / target)],
                    check=True, capture_output=True)
     return BUILD / target

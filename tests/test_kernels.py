@@ -16,7 +16,7 @@ import pytest
 from hypernetes.runtime import guestproto as gp
 from hypernetes.runtime.initrd import Dir, File, Symlink, build_initrd
 from hypernetes.runtime.kernels import (
-    DEFAULT_KERNEL_DIR,
+    KERNEL_CACHE_DIR,
     KERNEL_DIR_ENV,
     Kernel,
     KernelError,
@@ -26,7 +26,7 @@ from hypernetes.runtime.kernels import (
 )
 from tests.guests import BUILD, REPO, build
 
-DEFAULT_DIR = Path(os.environ.get(KERNEL_DIR_ENV) or DEFAULT_KERNEL_DIR)
+DEFAULT_DIR = Path(os.environ.get(KERNEL_DIR_ENV) or KERNEL_CACHE_DIR) / "default"
 DEBIAN_IMAGES = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64"))
 # What the Debian cloud kernel has as modules, and so must come in through the initrd.
 DEBIAN_MODULES = {"virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "erofs",

@@ -40,8 +40,8 @@ from hypernetes.runtime.initrd import Source, Symlink, build_initrd
 
 log = logging.getLogger(__name__)
 
-KERNEL_DIR_ENV = "HYPERNETES_KERNEL_DIR"
-DEFAULT_KERNEL_DIR = Path("/var/cache/hypernetes/kernels/default")
+KERNEL_DIR_ENV = "HYPERNETES_KERNEL_DIR"  # the build cache `make kernel` writes (its OUTDIR)
+KERNEL_CACHE_DIR = Path("/var/cache/hypernetes/kernels")
 AGENT_PATH = "/sbin/hn-agent"  # in the guest; guest/modload/modload.c execs this path
 LOAD_LIST = "lib/modules/hn-load.list"  # read by modload.c
 INITRD_FORMAT = "hn-initrd-1"  # bump when the initrd layout changes, to rebuild cached ones
@@ -108,7 +108,7 @@ class KernelRegistry:
     # ---- lookup
 
     def default(self) -> Kernel:
-        base = self._default_dir or Path(os.environ.get(KERNEL_DIR_ENV) or DEFAULT_KERNEL_DIR)
+        base = self._default_dir or Path(os.environ.get(KERNEL_DIR_ENV) or KERNEL_CACHE_DIR) / "default"
         # Resolve the `default` symlink now, so a kernel rebuild never changes a booting VM.
         found = base.resolve()
         # PVH vmlinux first: it skips the in-guest decompressor.
