@@ -57,7 +57,7 @@ from hypernetes.runtime.interface import (
     StartFailed,
     Stream,
 )
-from hypernetes.runtime.logs import LogWriter, new_instance, previous_log, read_logs
+from hypernetes.runtime.logs import LogWriter, container_logs, new_instance
 from hypernetes.runtime.runsc import RUNSC_FAILED, Runsc, RunscError, decode_exit, last_error
 
 log = logging.getLogger(__name__)
@@ -596,16 +596,8 @@ class GVisor(Runtime):
 
     async def logs(self, sandbox_id: str, container: str, follow: bool = False,
                    previous: bool = False) -> AsyncIterator[LogLine]:
-        sandbox = self._get(sandbox_id)
-        c = self._container(sandbox, container)
-        if previous:
-            prev = previous_log(c.log.path)
-            if not prev.exists():
-                raise PodRuntimeError(f'previous terminated container "{container}" not found')
-            async for line in read_logs(prev, follow=False):
-                yield line
-            return
-        async for line in read_logs(c.log.path, follow, c.done):
+        c = self._container(self._get(sandbox_id), container)
+        async for line in container_logs(c.log.path, c.done, follow, previous):
             yield line
 
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:

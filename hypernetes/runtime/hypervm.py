@@ -62,7 +62,7 @@ from hypernetes.runtime.interface import (
     VolumeSpec,
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
-from hypernetes.runtime.logs import LogWriter, new_instance, previous_log, read_logs
+from hypernetes.runtime.logs import LogWriter, container_logs, new_instance
 from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, running_qemu
 from hypernetes.runtime.sizing import vm_size
 
@@ -591,19 +591,10 @@ class HyperVM(Runtime):
     async def list_sandboxes(self) -> list[SandboxStatus]:
         return [self._status(s) for s in self._sandboxes.values()]
 
-    async def logs(
-        self, sandbox_id: str, container: str, follow: bool = False, previous: bool = False
-    ) -> AsyncIterator[LogLine]:
-        sandbox = self._get(sandbox_id)
-        c = self._container(sandbox, container)
-        if previous:
-            prev = previous_log(c.log.path)
-            if not prev.exists():
-                raise PodRuntimeError(f'previous terminated container "{container}" not found')
-            async for line in read_logs(prev, follow=False):
-                yield line
-            return
-        async for line in read_logs(c.log.path, follow, c.done):
+    async def logs(self, sandbox_id: str, container: str, follow: bool = False,
+                   previous: bool = False) -> AsyncIterator[LogLine]:
+        c = self._container(self._get(sandbox_id), container)
+        async for line in container_logs(c.log.path, c.done, follow, previous):
             yield line
 
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from hypernetes.runtime.interface import LogLine, Stream
+from hypernetes.runtime.interface import LogLine, PodRuntimeError, Stream
 
 MAX_LINE = 16 * 1024
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -140,3 +140,18 @@ def new_instance(writer: LogWriter) -> LogWriter:
     if rotated.exists():
         os.replace(rotated, prev.with_name(prev.name + ".1"))
     return LogWriter(writer.path, writer.max_bytes)
+
+
+async def container_logs(path: Path, done: asyncio.Event, follow: bool,
+                         previous: bool) -> AsyncIterator[LogLine]:
+    """A container's log as `Runtime.logs` serves it: the current instance (followed until it
+    exits), or with `previous` the one before the last restart."""
+    if not previous:
+        async for line in read_logs(path, follow, done):
+            yield line
+        return
+    prev = previous_log(path)
+    if not prev.exists():
+        raise PodRuntimeError(f'previous terminated container "{path.stem}" not found')
+    async for line in read_logs(prev, follow=False):
+        yield line
