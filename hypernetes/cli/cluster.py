@@ -94,12 +94,14 @@ async def _up(args: argparse.Namespace) -> int:
     proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
     app = create_app(store, authenticator=TokenAuthenticator({ca.admin_token: ADMIN}),
                      authorizer=GroupAuthorizer(), pod_proxy=proxy)
-    runner = await serve(app, args.host, args.port, ca.server)
     url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    kubeconfig = data / "admin.kubeconfig"
-    write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
     client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
     node = NodeAgent(client, runtime, args.node_name) if runtime is not None else None
+    if node is not None:
+        await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
+    runner = await serve(app, args.host, args.port, ca.server)
+    kubeconfig = data / "admin.kubeconfig"
+    write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
     tasks = [asyncio.create_task(Scheduler(client, args.scheduling).run(), name="scheduler")]
     manager = _controllers(client)
     if manager is not None:

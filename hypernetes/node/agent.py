@@ -110,6 +110,7 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._adopted: dict[str, Any] | None = None
 
     # --- Node and Lease ----------------------------------------------------------------------------
 
@@ -190,11 +191,18 @@ class NodeAgent:
 
     # --- pods --------------------------------------------------------------------------------------
 
+    async def adopt(self) -> None:
+        """Take over the VMs an earlier agent left running. Call before the API server serves
+        logs and exec, so that a request for a surviving pod finds its VM."""
+        if self._adopted is None:
+            self._adopted = await self._adopt()
+
     async def run(self) -> None:
         await self.register()
         heartbeat = asyncio.create_task(self.heartbeat())
         try:
-            adopted = await self._adopt()
+            await self.adopt()
+            adopted, self._adopted = self._adopted or {}, {}
             async for ev in self.client.informer("v1", "pods", field_selector=f"spec.nodeName={self.name}"):
                 if ev.type == "SYNC":
                     await self._sync(ev.object.get("items") or [], adopted)
