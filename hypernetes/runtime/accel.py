@@ -46,7 +46,7 @@ async def choose_accel(override: str | None, cache: Path,
     accel = "kvm" if ok else "tcg"
     log.info("KVM probe guest %s: using %s", "booted" if ok else "did not boot", accel)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # concurrent probes must not share it
     tmp.write_text(json.dumps({"boot_id": boot_id(), "accel": accel}))
     os.replace(tmp, cache)
     return accel

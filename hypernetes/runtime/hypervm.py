@@ -63,7 +63,7 @@ from hypernetes.runtime.interface import (
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, container_logs, new_instance
-from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, running_qemu
+from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, run_dir, running_qemu
 from hypernetes.runtime.sizing import vm_size
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class HyperVM(Runtime):
 
     async def accel(self) -> str:
         if self._accel is None:
-            self._accel = await choose_accel(self._accel_override, self.root / "accel.json", self._probe_kvm)
+            self._accel = await choose_accel(self._accel_override, run_dir() / "accel.json", self._probe_kvm)
         return self._accel
 
     async def _probe_kvm(self) -> bool:

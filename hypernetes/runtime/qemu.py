@@ -82,13 +82,17 @@ class VMConfig:
         return self.dir / "qemu.pid"
 
 
+def run_dir() -> Path:
+    """Host-wide runtime state that lives as long as the host's boot (sockets, the KVM verdict)."""
+    return Path(os.environ.get("HYPERNETES_RUN_DIR") or (
+        "/run/hypernetes" if os.geteuid() == 0 else f"/tmp/hypernetes-{os.geteuid()}"))
+
+
 def socket_dir(vm_dir: Path) -> Path:
     """A short directory for a VM's Unix sockets: socket paths are limited to 107 bytes, and a
     sandbox directory under a data dir with a pod uid in it is often longer than that."""
-    base = os.environ.get("HYPERNETES_RUN_DIR") or (
-        "/run/hypernetes" if os.geteuid() == 0 else f"/tmp/hypernetes-{os.geteuid()}")
     digest = hashlib.sha256(str(vm_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(base) / digest
+    return run_dir() / digest
 
 
 def remove_socket_dir(vm_dir: Path) -> None:
