@@ -28,7 +28,6 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,27 +37,25 @@ from hypernetes.runtime.gvisor_process import SandboxProcess, set_winsize
 from hypernetes.runtime.gvisor_rootfs import RootfsError, ensure_pause, ensure_rootfs
 from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
 from hypernetes.runtime.interface import (
-    ContainerNotFound,
     ContainerSpec,
     ContainerState,
     ContainerStatus,
     ExecSpec,
     ExitStatus,
     ImagePullFailed,
-    LogLine,
     PodRuntimeError,
     PodSpec,
     Process,
     Runtime,
     SandboxFailed,
-    SandboxNotFound,
     SandboxState,
     SandboxStatus,
     StartFailed,
     Stream,
 )
-from hypernetes.runtime.logs import LogWriter, container_logs, new_instance
+from hypernetes.runtime.logs import LogWriter, new_instance
 from hypernetes.runtime.runsc import RUNSC_FAILED, Runsc, RunscError, decode_exit, last_error
+from hypernetes.runtime.sandboxes import SandboxTable
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +105,7 @@ class _Sandbox:
         return self.dir / "errors" / f"{what}-{self.calls}.json"
 
 
-class GVisor(Runtime):
+class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
     name = "gvisor"
 
     def __init__(self, root: Path, images: ImageStore, *, platform: str = "ptrace",
@@ -568,38 +565,6 @@ class GVisor(Runtime):
 
     # --- queries -------------------------------------------------------------------------------
 
-    def _get(self, sandbox_id: str) -> _Sandbox:
-        sandbox = self._sandboxes.get(sandbox_id)
-        if sandbox is None:
-            raise SandboxNotFound(f"no sandbox {sandbox_id}")
-        return sandbox
-
-    def _container(self, sandbox: _Sandbox, name: str) -> _Container:
-        c = sandbox.containers.get(name)
-        if c is None:
-            raise ContainerNotFound(f"no container {name} in pod {sandbox.pod.name}")
-        return c
-
-    def _status(self, sandbox: _Sandbox) -> SandboxStatus:
-        return SandboxStatus(
-            id=sandbox.pod.id, name=sandbox.pod.name, namespace=sandbox.pod.namespace,
-            state=sandbox.state, runtime=self.name, message=sandbox.message,
-            containers=[c.status for c in sandbox.containers.values()],
-            created_at=sandbox.created_at,
-        )
-
-    async def status(self, sandbox_id: str) -> SandboxStatus:
-        return self._status(self._get(sandbox_id))
-
-    async def list_sandboxes(self) -> list[SandboxStatus]:
-        return [self._status(s) for s in self._sandboxes.values()]
-
-    async def logs(self, sandbox_id: str, container: str, follow: bool = False,
-                   previous: bool = False) -> AsyncIterator[LogLine]:
-        c = self._container(self._get(sandbox_id), container)
-        async for line in container_logs(c.log.path, c.done, follow, previous):
-            yield line
-
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
         c = self._container(self._get(sandbox_id), name)
         if c.main is None or c.status.state is not ContainerState.RUNNING:
@@ -625,10 +590,6 @@ class GVisor(Runtime):
         await self._create(sandbox, c)
         await self.start_container(sandbox_id, name)
 
-    async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
-        c = self._container(self._get(sandbox_id), container)
-        await c.done.wait()
-        return c.status
 
 
 

@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,14 +39,12 @@ from hypernetes.runtime.hypervm_state import (
 )
 from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
 from hypernetes.runtime.interface import (
-    ContainerNotFound,
     ContainerSpec,
     ContainerState,
     ContainerStatus,
     ExecSpec,
     ExitStatus,
     ImagePullFailed,
-    LogLine,
     MountSpec,
     PodRuntimeError,
     PodSpec,
@@ -55,15 +52,15 @@ from hypernetes.runtime.interface import (
     Process,
     Runtime,
     SandboxFailed,
-    SandboxNotFound,
     SandboxState,
     SandboxStatus,
     StartFailed,
     VolumeSpec,
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
-from hypernetes.runtime.logs import LogWriter, container_logs, new_instance
+from hypernetes.runtime.logs import LogWriter, new_instance
 from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, run_dir, running_qemu
+from hypernetes.runtime.sandboxes import SandboxTable
 from hypernetes.runtime.sizing import vm_size
 
 log = logging.getLogger(__name__)
@@ -103,7 +100,7 @@ class _Sandbox:
     watcher: asyncio.Task[None] | None = None
 
 
-class HyperVM(Runtime):
+class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
     name = "hypervm"
 
     def __init__(
@@ -561,42 +558,6 @@ class HyperVM(Runtime):
 
     # --- queries -------------------------------------------------------------------------------
 
-    def _get(self, sandbox_id: str) -> _Sandbox:
-        sandbox = self._sandboxes.get(sandbox_id)
-        if sandbox is None:
-            raise SandboxNotFound(f"no sandbox {sandbox_id}")
-        return sandbox
-
-    def _container(self, sandbox: _Sandbox, name: str) -> _Container:
-        c = sandbox.containers.get(name)
-        if c is None:
-            raise ContainerNotFound(f"no container {name} in pod {sandbox.pod.name}")
-        return c
-
-    def _status(self, sandbox: _Sandbox) -> SandboxStatus:
-        return SandboxStatus(
-            id=sandbox.pod.id,
-            name=sandbox.pod.name,
-            namespace=sandbox.pod.namespace,
-            state=sandbox.state,
-            runtime=self.name,
-            message=sandbox.message,
-            containers=[c.status for c in sandbox.containers.values()],
-            created_at=sandbox.created_at,
-        )
-
-    async def status(self, sandbox_id: str) -> SandboxStatus:
-        return self._status(self._get(sandbox_id))
-
-    async def list_sandboxes(self) -> list[SandboxStatus]:
-        return [self._status(s) for s in self._sandboxes.values()]
-
-    async def logs(self, sandbox_id: str, container: str, follow: bool = False,
-                   previous: bool = False) -> AsyncIterator[LogLine]:
-        c = self._container(self._get(sandbox_id), container)
-        async for line in container_logs(c.log.path, c.done, follow, previous):
-            yield line
-
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
         c = self._container(self._get(sandbox_id), name)
         if c.main is None or c.status.state is not ContainerState.RUNNING:
@@ -646,10 +607,6 @@ class HyperVM(Runtime):
         c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
         await self.start_container(sandbox_id, name)
 
-    async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
-        c = self._container(self._get(sandbox_id), container)
-        await c.done.wait()
-        return c.status
 
 
 
