@@ -49,6 +49,18 @@ ROOTS = [
     "io.k8s.api.batch.v1.JobList",
     "io.k8s.api.autoscaling.v1.Scale",
     "io.k8s.api.policy.v1.Eviction",
+    # identity and access reviews (tenants issue)
+    "io.k8s.api.authentication.v1.SelfSubjectReview",
+    "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
+    "io.k8s.api.authentication.v1.TokenRequest",
+    "io.k8s.api.authentication.v1.TokenReview",
+    "io.k8s.api.authorization.v1.SelfSubjectAccessReview",
+    "io.k8s.api.authorization.v1.SelfSubjectRulesReview",
+    "io.k8s.api.authorization.v1.SubjectAccessReview",
+    # persistent volumes (volumes issue)
+    *(f"io.k8s.api.core.v1.{k}{s}" for k in ("PersistentVolume", "PersistentVolumeClaim") for s in ("", "List")),
+    "io.k8s.api.storage.v1.StorageClass",
+    "io.k8s.api.storage.v1.StorageClassList",
     "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
     "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",

@@ -1,29 +1,16 @@
 """Authentication: who is calling. A pluggable step; the server asks each request's
-Authorization header through an `Authenticator`. The admin bearer token is implemented here;
-tenants' tokens (built-in or Keystone) plug in later through the same protocol."""
+Authorization header through an `Authenticator` (`hypernetes.auth.identity`). Static tokens (the
+admin's) and the union live here; tenants' tokens come from `hypernetes.auth` backends."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
+from hypernetes.auth.identity import ADMIN, Authenticator, AuthUnavailable, UserInfo
 
-@dataclass(frozen=True)
-class UserInfo:
-    name: str
-    uid: str = ""
-    groups: tuple[str, ...] = ()
-    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-ADMIN = UserInfo("admin", groups=("system:masters", "system:authenticated"))
-
-
-class Authenticator(Protocol):
-    async def authenticate(self, headers: Mapping[str, str]) -> UserInfo | None:
-        """The caller, or None when this authenticator does not recognise the credentials."""
+__all__ = ["ADMIN", "AuthUnavailable", "Authenticator", "TokenAuthenticator", "UnionAuthenticator",
+           "UserInfo", "bearer_token"]
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

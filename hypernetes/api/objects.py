@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hypernetes.store.interface import KeyValue
+from hypernetes.store.keys import key_prefix, object_key
+
+__all__ = ["key_prefix", "object_key"]
 
 JSON = dict[str, Any]
 
@@ -36,16 +39,6 @@ def parse_time(ts: str) -> datetime:
 def generated_name(prefix: str) -> str:
     # upstream truncates the prefix so the whole name fits 63 characters
     return prefix[:58] + "".join(secrets.choice(_ALPHABET) for _ in range(5))
-
-
-def key_prefix(group: str, plural: str, namespace: str | None) -> str:
-    """`/registry/pods/` (all namespaces), `/registry/pods/default/`, `/registry/apps/deployments/`."""
-    base = f"/registry/{group}/{plural}/" if group else f"/registry/{plural}/"
-    return f"{base}{namespace}/" if namespace else base
-
-
-def object_key(group: str, plural: str, namespace: str | None, name: str) -> str:
-    return key_prefix(group, plural, namespace) + name
 
 
 def encode(obj: JSON) -> bytes:

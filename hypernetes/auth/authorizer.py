@@ -1,0 +1,318 @@
+"""Authorization: may this caller do this verb on this resource, and, for lists and watches, which
+objects may it see.
+
+`TenantAuthorizer` is the multi-tenant rule set:
+
+- operators (`system:masters`) may do anything;
+- tenant users reach namespaced objects only in namespaces their tenant owns, with verbs by role
+  (viewer reads, member reads and writes workloads, admin also manages the tenant's namespaces
+  and users); lists and watches across namespaces, of namespaces, tenants and users are
+  *filtered* to what is theirs rather than refused;
+- service accounts act as their `hypernetes.io/role` annotation says, in their own namespace only;
+- node agents as upstream's NodeRestriction: their own Node and Lease, pods bound to them (and
+  their status), the configmaps, secrets and service accounts those pods use, and events.
+
+A `Decision` may carry a `scope`: the predicate a list or watch applies to every object.
+Decisions are made from the in-memory `Directory`, with a store read only for objects a node asks
+about.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hypernetes.auth.directory import GROUP, Directory, user_spec
+from hypernetes.auth.identity import MASTERS, UserInfo
+from hypernetes.store.keys import key_prefix, object_key
+
+JSON = dict[str, Any]
+Scope = Callable[[JSON], bool]
+
+READ = frozenset(("get", "list", "watch"))
+WRITE = frozenset(("create", "update", "patch", "delete", "deletecollection"))
+# Namespaced kinds a tenant works with (group, resource); writes need member.
+TENANT_KINDS = frozenset((
+    ("", "pods"), ("", "services"), ("", "endpoints"), ("", "configmaps"), ("", "secrets"),
+    ("", "serviceaccounts"), ("", "events"), ("", "persistentvolumeclaims"),
+    ("apps", "deployments"), ("apps", "replicasets"), ("batch", "jobs"), ("coordination.k8s.io", "leases"),
+    ("discovery.k8s.io", "endpointslices"),
+))
+# Subresources a member may write (status belongs to controllers and nodes; binding to the scheduler).
+MEMBER_SUBRESOURCES = frozenset(("exec", "attach", "portforward", "eviction", "scale", "token"))
+# What a node may read when a pod bound to it names the object.
+NODE_READABLE = frozenset((("", "configmaps"), ("", "secrets"), ("", "serviceaccounts"),
+                           ("", "persistentvolumeclaims")))
+# Review kinds every authenticated caller may create about itself.
+SELF_REVIEWS = frozenset((
+    ("authentication.k8s.io", "selfsubjectreviews"), ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews")))
+PUBLIC_READS = frozenset((("storage.k8s.io", "storageclasses"),))
+NON_RESOURCE_OK = ("/api", "/apis", "/openapi/", "/version", "/healthz", "/livez", "/readyz")
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """As upstream's authorizer.Attributes: resource requests carry group/resource/namespace;
+    others (discovery, /version, /openapi) only the path."""
+
+    user: UserInfo
+    verb: str  # get list watch create update patch delete deletecollection; or the HTTP verb
+    resource_request: bool
+    path: str
+    api_group: str = ""
+    api_version: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    scope: Scope | None = None  # lists/watches/gets see only objects this accepts
+
+
+ALLOW = Decision(True)
+
+
+def deny(reason: str = "no rule allows it") -> Decision:
+    return Decision(False, reason)
+
+
+class Authorizer(Protocol):
+    async def authorize(self, attrs: Attributes) -> Decision: ...
+
+
+class AllowAll:
+    async def authorize(self, attrs: Attributes) -> Decision:
+        return ALLOW
+
+
+class GroupAuthorizer:
+    """Allows members of any of `groups` (e.g. system:masters) and denies everyone else."""
+
+    def __init__(self, groups: tuple[str, ...] = (MASTERS,)) -> None:
+        self._groups = frozenset(groups)
+
+    async def authorize(self, attrs: Attributes) -> Decision:
+        if self._groups.intersection(attrs.user.groups):
+            return ALLOW
+        return deny()
+
+
+def _meta(obj: JSON) -> JSON:
+    m = obj.get("metadata")
+    return m if isinstance(m, dict) else {}
+
+
+def role_allows(role: str, verb: str, sub: str) -> bool:
+    """The verbs of a tenant role on the tenant's namespaced workloads."""
+    if sub in ("log",) or (sub and verb in READ):
+        return role in ("viewer", "member", "admin") and verb in READ
+    if sub:
+        return role in ("member", "admin") and sub in MEMBER_SUBRESOURCES
+    if verb in READ:
+        return role in ("viewer", "member", "admin")
+    return role in ("member", "admin") and verb in WRITE
+
+
+class TenantAuthorizer:
+    def __init__(self, directory: Directory) -> None:
+        self.d = directory
+
+    async def authorize(self, a: Attributes) -> Decision:
+        u = a.user
+        if u.operator:
+            return ALLOW
+        if not a.resource_request:
+            if a.verb == "get" and any(a.path == p or a.path.startswith(p.rstrip("/") + "/")
+                                       for p in NON_RESOURCE_OK):
+                return ALLOW
+            return deny()
+        if (a.api_group, a.resource) in SELF_REVIEWS and a.verb == "create":
+            return ALLOW
+        if (a.api_group, a.resource) in PUBLIC_READS and a.verb in READ:
+            return ALLOW
+        node = u.node
+        if node is not None:
+            return await self._node(a, node)
+        if not u.tenant or not u.role or not self.d.tenant_active(u.tenant):
+            return deny("the caller belongs to no active tenant")
+        if u.name.startswith("system:serviceaccount:"):
+            return await self._service_account(a)
+        return await self._tenant_user(a)
+
+    # -- tenant users ----------------------------------------------------------------------------
+
+    def _in_tenant(self, tenant: str) -> Scope:
+        d = self.d
+
+        def scope(obj: JSON) -> bool:
+            return d.namespace_owner(str(_meta(obj).get("namespace", ""))) == tenant
+        return scope
+
+    async def _tenant_user(self, a: Attributes) -> Decision:
+        u = a.user
+        gr = (a.api_group, a.resource)
+        if gr == ("", "namespaces"):
+            return await self._namespaces(a)
+        if gr == (GROUP, "tenants"):
+            if a.subresource or a.verb not in READ:
+                return deny("tenants are managed by operators")
+            if a.name:
+                return ALLOW if a.name == u.tenant else deny()
+            return Decision(True, scope=lambda o: _meta(o).get("name") == u.tenant)
+        if gr == (GROUP, "users"):
+            return await self._users(a)
+        if gr not in TENANT_KINDS:
+            return deny()
+        if not role_allows(u.role, a.verb, a.subresource):
+            return deny(f"role {u.role!r} does not allow it")
+        if a.namespace:
+            if await self.d.fetch_namespace_owner(a.namespace) != u.tenant:
+                return deny("the namespace belongs to no tenant of the caller")
+            return ALLOW
+        if a.verb in ("list", "watch"):
+            return Decision(True, scope=self._in_tenant(u.tenant))
+        return deny()
+
+    async def _namespaces(self, a: Attributes) -> Decision:
+        u = a.user
+        if a.subresource in ("status", "finalize") and a.verb not in READ:
+            return deny("namespace status belongs to the namespace controller")
+        if a.verb in ("list", "watch") and not a.name:
+            d = self.d
+            return Decision(True, scope=lambda o: d.namespace_owner(str(_meta(o).get("name"))) == u.tenant)
+        if a.verb == "create":
+            return ALLOW if u.role == "admin" else deny("only a tenant admin creates namespaces")
+        if await self.d.fetch_namespace_owner(a.name) != u.tenant:
+            return deny()
+        if a.verb in READ:
+            return ALLOW
+        return ALLOW if u.role == "admin" else deny("only a tenant admin changes namespaces")
+
+    async def _users(self, a: Attributes) -> Decision:
+        u = a.user
+        if u.role != "admin":
+            # anyone may read their own user object
+            own = a.verb == "get" and a.name == u.name
+            return ALLOW if own else deny("only a tenant admin manages users")
+        if a.subresource:
+            return deny()
+        if not a.name:
+            if a.verb in ("list", "watch"):
+                return Decision(True, scope=lambda o: user_spec(o).get("tenant") == u.tenant)
+            if a.verb == "create":
+                return ALLOW  # admission checks the new user's tenant is the caller's
+            return deny()
+        user = await self.d.fetch_user(a.name)
+        if user is None:
+            return ALLOW if a.verb == "create" else deny()
+        return ALLOW if user_spec(user).get("tenant") == u.tenant else deny()
+
+    # -- service accounts ------------------------------------------------------------------------
+
+    async def _service_account(self, a: Attributes) -> Decision:
+        u = a.user
+        own_ns = u.name.split(":")[2]
+        if (a.api_group, a.resource) not in TENANT_KINDS or not role_allows(u.role, a.verb, a.subresource):
+            return deny()
+        if a.namespace:
+            return ALLOW if a.namespace == own_ns else deny("a service account acts in its own namespace")
+        if a.verb in ("list", "watch"):
+            return Decision(True, scope=lambda o: _meta(o).get("namespace") == own_ns)
+        return deny()
+
+    # -- node agents (NodeRestriction) -----------------------------------------------------------
+
+    async def _node(self, a: Attributes, node: str) -> Decision:
+        gr, v = (a.api_group, a.resource), a.verb
+        if gr == ("", "nodes"):
+            if v in READ:
+                return ALLOW
+            if v in ("create", "update", "patch") and a.name == node:
+                return ALLOW
+            return deny("a node may change only its own Node object")
+        if gr == ("coordination.k8s.io", "leases"):
+            return ALLOW if a.namespace == "kube-node-lease" and a.name == node else deny()
+        if gr == ("", "events"):
+            return ALLOW if v in ("create", "update", "patch") else deny()
+        if gr == ("", "namespaces") and v in READ:
+            return ALLOW
+        if gr == ("", "pods"):
+            return await self._node_pods(a, node)
+        if gr in (("", "services"), ("", "endpoints")) and v in READ:
+            return ALLOW
+        if gr in NODE_READABLE and ((v == "get" and not a.subresource) or (a.subresource == "token" and v == "create")):
+            return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(
+                f"no pod bound to node {node} uses this {a.resource[:-1]}")
+        return deny()
+
+    async def _node_pods(self, a: Attributes, node: str) -> Decision:
+        def on_node(o: JSON) -> bool:
+            return (o.get("spec") or {}).get("nodeName") == node
+        if a.verb in ("list", "watch") and not a.name:
+            return Decision(True, scope=on_node)
+        if not a.name or a.subresource not in ("", "status", "log", "exec", "attach", "portforward"):
+            return deny()
+        if a.verb == "create" and not a.subresource:
+            return deny("a node may not create pods")
+        kv = await self.d.store.get(object_key("", "pods", a.namespace, a.name))
+        if kv is None:
+            return deny()
+        return ALLOW if on_node(json.loads(kv.value)) else deny(f"the pod is not bound to node {node}")
+
+    async def _node_uses(self, node: str, namespace: str, resource: str, name: str) -> bool:
+        """Does a pod bound to `node` in `namespace` refer to this object (upstream's node graph)."""
+        res = await self.d.store.list(key_prefix("", "pods", namespace))
+        for kv in res.items:
+            pod = json.loads(kv.value)
+            spec = pod.get("spec") or {}
+            if spec.get("nodeName") == node and name in pod_references(spec).get(resource, set()):
+                return True
+        return False
+
+
+def pod_references(spec: JSON) -> dict[str, set[str]]:
+    """The configmaps, secrets, service accounts and claims a pod spec names."""
+    refs: dict[str, set[str]] = {"configmaps": set(), "secrets": set(), "serviceaccounts": set(),
+                                 "persistentvolumeclaims": set()}
+    sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    refs["serviceaccounts"].add(str(sa))
+    for s in spec.get("imagePullSecrets") or []:
+        if isinstance(s, dict):
+            refs["secrets"].add(str(s.get("name")))
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if not isinstance(c, dict):
+            continue
+        for e in c.get("envFrom") or []:
+            for key, res in (("configMapRef", "configmaps"), ("secretRef", "secrets")):
+                if isinstance(e, dict) and isinstance(e.get(key), dict):
+                    refs[res].add(str(e[key].get("name")))
+        for e in c.get("env") or []:
+            vf = (e or {}).get("valueFrom") if isinstance(e, dict) else None
+            if isinstance(vf, dict):
+                for key, res in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+                    if isinstance(vf.get(key), dict):
+                        refs[res].add(str(vf[key].get("name")))
+    for v in spec.get("volumes") or []:
+        if not isinstance(v, dict):
+            continue
+        if isinstance(v.get("configMap"), dict):
+            refs["configmaps"].add(str(v["configMap"].get("name")))
+        if isinstance(v.get("secret"), dict):
+            refs["secrets"].add(str(v["secret"].get("secretName")))
+        if isinstance(v.get("persistentVolumeClaim"), dict):
+            refs["persistentvolumeclaims"].add(str(v["persistentVolumeClaim"].get("claimName")))
+        projected = v["projected"] if isinstance(v.get("projected"), dict) else {}
+        for p in projected.get("sources") or []:
+            if isinstance(p, dict):
+                for key, res in (("configMap", "configmaps"), ("secret", "secrets")):
+                    if isinstance(p.get(key), dict):
+                        refs[res].add(str(p[key].get("name")))
+    return refs

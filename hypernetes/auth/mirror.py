@@ -1,0 +1,111 @@
+"""An in-memory copy of every key under a store prefix, kept current by a watch.
+
+Authentication and authorization run on every request; reading tenants, users, namespaces and
+revocations from the store each time would cost several store round trips per request. A mirror
+costs one list at start and one watch, and answers lookups from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hypernetes.store.interface import Compacted, EventType, Store
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+
+
+class PrefixMirror:
+    """`mirror[name]` is the decoded value at `prefix + name`; names under deeper paths
+    (namespaced objects) keep their `ns/name` form."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store, self.prefix = store, prefix
+        self._items: dict[str, JSON] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[str, JSON | None], None]] = []
+        self.revision = 0
+
+    async def start(self) -> None:
+        await self._load()
+        self._task = asyncio.create_task(self._run(), name=f"mirror {self.prefix}")
+
+    async def _load(self) -> None:
+        res = await self.store.list(self.prefix)
+        self._items = {}
+        for kv in res.items:
+            self._put(kv.key, kv.value)
+        self.revision = res.revision
+
+    def _put(self, key: str, value: bytes) -> None:
+        name = key.removeprefix(self.prefix)
+        try:
+            obj = json.loads(value)
+        except ValueError:
+            log.warning("mirror %s: undecodable value at %s", self.prefix, key)
+            return
+        self._items[name] = obj
+        for fn in self._listeners:
+            fn(name, obj)
+
+    def _drop(self, key: str) -> None:
+        name = key.removeprefix(self.prefix)
+        self._items.pop(name, None)
+        for fn in self._listeners:
+            fn(name, None)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for ev in self.store.watch(self.prefix, self.revision):
+                    if ev.type is EventType.PUT:
+                        self._put(ev.kv.key, ev.kv.value)
+                    else:
+                        self._drop(ev.kv.key)
+                    self.revision = ev.revision
+            except Compacted:
+                await self._load()  # missed events: start over from a fresh list
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("mirror %s: watch failed; retrying", self.prefix)
+                await asyncio.sleep(1)
+
+    async def fetch(self, name: str) -> JSON | None:
+        """As get(), but a miss is read from the store: the watch may not yet carry a write
+        made a moment ago (a namespace created just before a pod in it)."""
+        obj = self._items.get(name)
+        if obj is not None:
+            return obj
+        kv = await self.store.get(self.prefix + name)
+        if kv is None:
+            return None
+        try:
+            found: JSON = json.loads(kv.value)
+        except ValueError:
+            return None
+        return found
+
+    def on_change(self, fn: Callable[[str, JSON | None], None]) -> None:
+        self._listeners.append(fn)
+
+    def get(self, name: str) -> JSON | None:
+        return self._items.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def items(self) -> Iterator[tuple[str, JSON]]:
+        return iter(list(self._items.items()))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
