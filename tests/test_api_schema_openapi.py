@@ -19,13 +19,17 @@ def test_index_lists_every_group_version_with_a_hash() -> None:
         "apis/apps/v1",
         "apis/batch/v1",
         "apis/coordination.k8s.io/v1",
+        "apis/authentication.k8s.io/v1",
+        "apis/authentication.k8s.io/v1beta1",
+        "apis/authorization.k8s.io/v1",
+        "apis/hypernetes.io/v1",
     }
     for path, entry in idx.items():
         url = entry["serverRelativeURL"]
         assert url.startswith(f"/openapi/v3/{path}?hash=") and len(url.split("=")[1]) == 128
 
 
-@pytest.mark.parametrize("k", schema.KINDS, ids=lambda k: k.kind)
+@pytest.mark.parametrize("k", [k for k in schema.KINDS if "patch" in k.verbs], ids=lambda k: k.kind)
 def test_every_kind_has_a_patch_op_kubectl_delegates_validation_to(k: schema.Kind) -> None:
     doc = schema.openapi_v3(k)
     assert doc["openapi"].startswith("3.0")

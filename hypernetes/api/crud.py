@@ -21,9 +21,11 @@ from aiohttp import web
 
 from hypernetes.api import apply, deletion, objects, schema
 from hypernetes.api.routing import (
+    CALLER,
     JSON_CT,
     PARTIAL_CT,
     PARTIAL_LIST_CT,
+    SCOPE,
     TABLE_CT,
     Target,
     dry_run,
@@ -50,6 +52,7 @@ from hypernetes.api.status import (
 from hypernetes.api.tables import render_table
 from hypernetes.api.watch import WatchCaches, WatchRequest, error_line, initial_lines
 from hypernetes.api.watch import stream as stream_watch
+from hypernetes.auth.admission import Denied, Invalid, TenantAdmission
 from hypernetes.store.interface import (
     Compacted,
     KeyExists,
@@ -85,9 +88,26 @@ def _parse_continue(token: str) -> tuple[int, str]:
 class Resources:
     """The resource handlers; one per server, sharing the store and the watch caches."""
 
-    def __init__(self, store: Store, caches: WatchCaches, *, bookmark_every: float = 60.0) -> None:
+    def __init__(self, store: Store, caches: WatchCaches, *, bookmark_every: float = 60.0,
+                 admission: TenantAdmission | None = None) -> None:
         self.store, self.caches = store, caches
         self.bookmark_every = bookmark_every
+        self.admission = admission
+
+    async def admit(self, t: Target, obj: JSON, old: JSON | None) -> None:
+        """Tenant admission for a write by the current caller (none for the server's own)."""
+        user = CALLER.get()
+        if self.admission is None or user is None:
+            return
+        try:
+            await self.admission.admit(user, t.kind.kind, t.namespace, obj, old)
+        except Denied as e:
+            meta = obj.get("metadata") or {}
+            raise forbidden(f'{t.resource} "{meta.get("name") or ""}" is forbidden: {e}',
+                            {"name": meta.get("name") or "", "kind": t.resource}) from None
+        except Invalid as e:
+            raise invalid(t.kind.kind, (obj.get("metadata") or {}).get("name") or "", t.group, [{
+                "reason": "FieldValueForbidden", "message": str(e), "field": e.field}]) from None
 
     # -- keys and reads ------------------------------------------------------------------------
 
@@ -146,8 +166,10 @@ class Resources:
 
     def _selectors(self, request: web.Request, t: Target) -> Selectors:
         q = request.query
+        scope = request.get(SCOPE)
         return Selectors(parse_label_selector(q.get("labelSelector")),
-                         parse_field_selector(q.get("fieldSelector"), t.group, t.kind.kind))
+                         parse_field_selector(q.get("fieldSelector"), t.group, t.kind.kind),
+                         scope if callable(scope) else None)
 
     async def list_(self, request: web.Request, t: Target) -> web.StreamResponse:
         q = request.query
@@ -242,7 +264,7 @@ class Resources:
         if t.name:  # the deprecated `GET .../pods/NAME?watch=true`
             sel = Selectors(sel.labels, parse_field_selector(
                 f"metadata.name={t.name}" + (f",{q['fieldSelector']}" if q.get("fieldSelector") else ""),
-                t.group, t.kind.kind))
+                t.group, t.kind.kind), sel.scope)
         ns = t.namespace if t.kind.namespaced else None
         prefix = objects.key_prefix(t.group, t.resource, None)
         key_prefix = objects.key_prefix(t.group, t.resource, ns)
@@ -332,6 +354,7 @@ class Resources:
             obj.setdefault("status", {})["phase"] = "Active"
         schema.apply_defaults(t.kind, obj)
         self._validate(t, obj, None)
+        await self.admit(t, obj, None)
         apply.record_update(obj, None, manager, t.kind.api_version)
         return obj
 
@@ -409,6 +432,8 @@ class Resources:
             cur = objects.decode(kv)
             new = await mutate(copy.deepcopy(cur))
             new = self.prepare_update(t, cur, new, manager, operation)
+            if not t.sub:
+                await self.admit(t, new, cur)
             if new == cur or dry_run:
                 return new  # a no-op writes nothing (the resourceVersion stays), as upstream
             try:

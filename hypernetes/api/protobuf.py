@@ -75,6 +75,25 @@ KINDS: dict[tuple[str, str], Spec] = {
                                3: ("imagePullSecrets", "[msg]", {1: ("name", "str", None)}),
                                4: ("automountServiceAccountToken", "bool", None)},
 }
+# reviews and token requests (k8s.io/api/authentication|authorization/v1/generated.proto)
+_RESOURCE_ATTRS: Spec = {1: ("namespace", "str", None), 2: ("verb", "str", None), 3: ("group", "str", None),
+                         4: ("version", "str", None), 5: ("resource", "str", None),
+                         6: ("subresource", "str", None), 7: ("name", "str", None)}
+_ACCESS_SPEC: Spec = {1: ("resourceAttributes", "msg", _RESOURCE_ATTRS),
+                      2: ("nonResourceAttributes", "msg", {1: ("path", "str", None), 2: ("verb", "str", None)})}
+_BOUND_REF: Spec = {1: ("kind", "str", None), 2: ("apiVersion", "str", None), 3: ("name", "str", None),
+                    4: ("uid", "str", None)}
+KINDS.update({
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
+    ("authentication.k8s.io/v1beta1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {1: ("metadata", "msg", OBJECT_META),
+                                                             2: ("spec", "msg", _ACCESS_SPEC)},
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {1: ("metadata", "msg", OBJECT_META),
+                                                            2: ("spec", "msg", {1: ("namespace", "str", None)})},
+    ("authentication.k8s.io/v1", "TokenRequest"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
+        1: ("audiences", "[str]", None), 3: ("boundObjectRef", "msg", _BOUND_REF),
+        4: ("expirationSeconds", "int", None)})},
+})
 UNKNOWN: Spec = {1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
                  2: ("raw", "raw", None), 3: ("contentEncoding", "str", None),
                  4: ("contentType", "str", None)}

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp import web
 from hypernetes.api import schema
 from hypernetes.api.protobuf import PROTOBUF, decode_protobuf
 from hypernetes.api.status import ApiError, bad_request, no_such_path, unsupported_media_type
+from hypernetes.auth.identity import UserInfo
 
 JSON = dict[str, Any]
 
@@ -23,6 +25,12 @@ PARTIAL_CT = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
 PARTIAL_LIST_CT = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
 GZIP_ABOVE = 128 * 1024  # kube-apiserver compresses responses above 128 KiB
 
+
+# The authenticated caller of the request being served (None: the server itself), for admission.
+CALLER: ContextVar[UserInfo | None] = ContextVar("caller", default=None)
+
+# What the authorizer lets this request see of a list or watch (None: everything it addresses).
+SCOPE = web.RequestKey("scope", object)
 
 # Served for every kind that declares exec (pods) until the schema package declares them too.
 STREAMS_WITH_EXEC = ("attach", "portforward")

@@ -202,11 +202,14 @@ def parse_field_selector(text: str | None, group: str, kind: str) -> FieldSelect
 class Selectors:
     labels: LabelSelector
     fields: FieldSelector
+    # the authorizer's limit on what this caller may see (a tenant's namespaces, a node's pods)
+    scope: Callable[[JSON], bool] | None = None
 
     def matches(self, obj: JSON) -> bool:
         meta = obj.get("metadata") or {}
-        return self.labels.matches(meta.get("labels")) and self.fields.matches(obj)
+        return (self.labels.matches(meta.get("labels")) and self.fields.matches(obj)
+                and (self.scope is None or self.scope(obj)))
 
     @property
     def empty(self) -> bool:
-        return self.labels.empty and self.fields.empty
+        return self.labels.empty and self.fields.empty and self.scope is None

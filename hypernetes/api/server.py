@@ -20,13 +20,25 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hypernetes.api import eventttl, objects
-from hypernetes.api.authn import Authenticator, UserInfo
-from hypernetes.api.authz import Attributes, Authorizer, forbidden_message
+from hypernetes.api import eventttl, objects, reviews, schema
+from hypernetes.api.audit import MUTATING, AuditLog
+from hypernetes.api.authn import Authenticator, AuthUnavailable, UserInfo
+from hypernetes.api.authz import Attributes, Authorizer, Decision, forbidden_message
 from hypernetes.api.crud import Resources
 from hypernetes.api.discovery import Discovery
+from hypernetes.api.identity import IdentityRoutes
 from hypernetes.api.metrics import Metrics
-from hypernetes.api.routing import Target, error_response, parse_target, truthy, verb_of
+from hypernetes.api.routing import (
+    CALLER,
+    SCOPE,
+    Target,
+    error_response,
+    parse_target,
+    read_body,
+    respond,
+    truthy,
+    verb_of,
+)
 from hypernetes.api.status import (
     ApiError,
     forbidden,
@@ -37,16 +49,20 @@ from hypernetes.api.status import (
 )
 from hypernetes.api.subresources import PodProxy, Subresources
 from hypernetes.api.watch import WatchCaches
+from hypernetes.auth.admission import TenantAdmission
+from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.ca import TLSFiles
+from hypernetes.auth.directory import Directory
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version"))
+PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version", "/hypernetes/v1/login"))
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESOURCE_ROUTES = frozenset(("/api/{version}/{tail}", "/apis/{group}/{version}/{tail}"))
 USER = web.RequestKey("user", UserInfo)
+AUDIT_TARGET = web.RequestKey("audit_target", tuple[str, str, str, str])
 METRIC = web.RequestKey("metric", tuple[str, str, str])
 
 
@@ -103,7 +119,10 @@ class ApiServer:
     discovery: Discovery
     metrics: Metrics
 
-    async def authorize(self, user: UserInfo, attrs: Attributes) -> None:
+    admission: TenantAdmission | None = None
+    audit: AuditLog | None = None
+
+    async def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
         decision = await self.authorizer.authorize(attrs)
         if not decision.allowed:
             details = None
@@ -113,6 +132,7 @@ class ApiServer:
                     details["group"] = attrs.api_group
             raise forbidden(forbidden_message(attrs) + (f": {decision.reason}" if decision.reason else ""),
                             details)
+        return decision
 
     async def resource(self, request: web.Request) -> web.StreamResponse:
         mi = request.match_info
@@ -125,11 +145,24 @@ class ApiServer:
         request[METRIC] = ("CONNECT" if connect else verb.upper(),
                              t.resource, t.sub or "")
         user = request[USER]
-        await self.authorize(user, Attributes(user, verb, True, request.path, t.group, t.kind.version,
-                                              t.resource, t.sub or "", t.namespace or "", t.name or ""))
+        request[AUDIT_TARGET] = (t.resource, t.sub or "", t.namespace or "", t.name or "")
+        decision = await self.authorize(user, Attributes(user, verb, True, request.path, t.group, t.kind.version,
+                                                         t.resource, t.sub or "", t.namespace or "", t.name or ""))
+        if decision.scope is not None:
+            request[SCOPE] = decision.scope
+        if t.kind in schema.REVIEW_KINDS:
+            if request.method != "POST":
+                raise method_not_allowed(request.method)
+            return respond(await reviews.answer(t.kind, await read_body(request), user, self.authorizer), 201)
         if t.sub:
             return await self.subresources.handle(request, t)
-        return await self._dispatch(request, t, verb)
+        lock = None
+        if verb == "create" and self.admission is not None and t.kind.kind in ("Pod", "Namespace"):
+            lock = await self.admission.lock_for(user, t.namespace)
+        if lock is None:
+            return await self._dispatch(request, t, verb)
+        async with lock:  # quota: no other create of this tenant between its check and its write
+            return await self._dispatch(request, t, verb)
 
     async def _dispatch(self, request: web.Request, t: Target, verb: str) -> web.StreamResponse:
         if verb not in t.kind.verbs:
@@ -162,10 +195,14 @@ class ApiServer:
         resp: web.StreamResponse
         try:
             if request.path not in PUBLIC_PATHS:
-                user = await self.authenticator.authenticate(request.headers)
+                try:
+                    user = await self.authenticator.authenticate(request.headers)
+                except AuthUnavailable as e:
+                    raise ApiError(503, "ServiceUnavailable", f"cannot authenticate: {e}") from None
                 if user is None:
                     raise unauthorized()
                 request[USER] = user
+                CALLER.set(user)
                 if request.match_info.route.resource is None or \
                         request.match_info.route.resource.canonical not in RESOURCE_ROUTES:
                     # discovery, OpenAPI, metrics: authorized by path; resources once parsed
@@ -188,7 +225,20 @@ class ApiServer:
             resp = error_response(internal(str(e)))
         verb, resource, sub = request.get(METRIC, (request.method, "", ""))
         self.metrics.observe(verb, resource, sub, resp.status, time.monotonic() - start)
+        if self.audit is not None and request.method in MUTATING:
+            self._audit(request, resp.status)
         return resp
+
+    def _audit(self, request: web.Request, code: int) -> None:
+        assert self.audit is not None
+        user = request.get(USER)
+        resource, sub, ns, name = request.get(AUDIT_TARGET, ("", "", "", ""))
+        tenant = user.tenant if user is not None and user.tenant else ""
+        if not tenant and ns and self.admission is not None:
+            tenant = self.admission.d.namespace_owner(ns) or ""
+        verb = request.get(METRIC, (request.method,))[0].lower()
+        self.audit.record(user=user, tenant=tenant, verb=verb, path=request.path, resource=resource,
+                          subresource=sub, namespace=ns, name=name, code=code, source=request.remote or "")
 
 
 APP_KEY = web.AppKey("hypernetes.api", ApiServer)
@@ -196,21 +246,42 @@ EVENT_TTL = web.AppKey("hypernetes.api.event_ttl", float)
 SWEEPER = web.AppKey("hypernetes.api.event_sweeper", asyncio.Task[None])
 
 
+@dataclass
+class Tenancy:
+    """The multi-tenant parts of a server: the directory its authorizer and admission read (started
+    with the app), tenant admission, the identity endpoints and the token issuer."""
+
+    directory: Directory
+    admission: TenantAdmission
+    identity: IdentityRoutes | None = None
+    issuer: BuiltinIdentity | None = None
+
+
+TENANCY = web.AppKey("hypernetes.api.tenancy", Tenancy)
+
+
 def create_app(store: Store, *, authenticator: Authenticator, authorizer: Authorizer,
                pod_proxy: PodProxy | None, bookmark_every: float = 60.0,
-               watch_queue_limit: int = 1000, event_ttl: float = 3600.0) -> web.Application:
+               watch_queue_limit: int = 1000, event_ttl: float = 3600.0,
+               tenancy: Tenancy | None = None, audit: AuditLog | None = None) -> web.Application:
     """The API server application over `store`. Default namespaces are created on startup;
     events older than `event_ttl` seconds are deleted (0: never)."""
     metrics = Metrics()
     counted = CountingStore(store, metrics)
     caches = WatchCaches(counted, queue_limit=watch_queue_limit)
-    resources = Resources(counted, caches, bookmark_every=bookmark_every)
+    admission = tenancy.admission if tenancy is not None else None
+    resources = Resources(counted, caches, bookmark_every=bookmark_every, admission=admission)
+    issuer = tenancy.issuer if tenancy is not None else None
     server = ApiServer(counted, authenticator, authorizer, caches, resources,
-                       Subresources(resources, pod_proxy), Discovery(), metrics)
+                       Subresources(resources, pod_proxy, issuer), Discovery(), metrics, admission, audit)
     metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
     app = web.Application(middlewares=[server.middleware], client_max_size=3 * 1024 * 1024)
     app[APP_KEY] = server
     app[EVENT_TTL] = event_ttl
+    if tenancy is not None:
+        app[TENANCY] = tenancy
+        if tenancy.identity is not None:
+            tenancy.identity.add_to(app)
     d = server.discovery
     app.router.add_get("/healthz", server.ok)
     app.router.add_get("/livez", server.ok)
@@ -235,6 +306,8 @@ def create_app(store: Store, *, authenticator: Authenticator, authorizer: Author
 
 async def _bootstrap(app: web.Application) -> None:
     server = app[APP_KEY]
+    if TENANCY in app:
+        await app[TENANCY].directory.start()
     from hypernetes.api import schema
     kind = schema.kind_for("", "v1", "namespaces")
     assert kind is not None
@@ -256,6 +329,11 @@ async def _cleanup(app: web.Application) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[APP_KEY].caches.close()
+    if TENANCY in app:
+        await app[TENANCY].directory.stop()
+    audit = app[APP_KEY].audit
+    if audit is not None:
+        audit.close()
 
 
 def server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:

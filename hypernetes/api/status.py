@@ -87,8 +87,8 @@ def forbidden(message: str, details: JSON | None = None) -> ApiError:
     return ApiError(403, "Forbidden", message, details)
 
 
-def unauthorized() -> ApiError:
-    return ApiError(401, "Unauthorized", "Unauthorized")
+def unauthorized(message: str = "Unauthorized") -> ApiError:
+    return ApiError(401, "Unauthorized", message)
 
 
 def method_not_allowed(method: str) -> ApiError:

@@ -24,6 +24,8 @@ from aiohttp import WSMsgType, web
 from hypernetes.api import deletion, objects, portforward, spdy
 from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
 from hypernetes.api.status import ApiError, bad_request, conflict, not_found, success, unsupported_media_type
+from hypernetes.api.tokenrequest import token_request
+from hypernetes.auth.builtin import BuiltinIdentity
 
 if TYPE_CHECKING:
     from hypernetes.api.crud import Resources
@@ -156,8 +158,10 @@ def _int(q: Any, name: str) -> int | None:
 
 
 class Subresources:
-    def __init__(self, resources: Resources, proxy: PodProxy | None) -> None:
+    def __init__(self, resources: Resources, proxy: PodProxy | None,
+                 token_issuer: BuiltinIdentity | None = None) -> None:
         self.res, self.proxy = resources, proxy
+        self.token_issuer = token_issuer
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         sub, method = t.sub, request.method
@@ -176,6 +180,10 @@ class Subresources:
             return await self.eviction(request, t)
         elif sub == "log" and method == "GET":
             return await self.logs(request, t)
+        elif sub == "token" and method == "POST":
+            body = await read_body(request)
+            answer = await token_request(self.res.store, self.token_issuer, t, body)
+            return respond(answer, 201)
         elif sub in ("exec", "attach") and method in ("GET", "POST"):
             return await self.stream(request, t)
         elif sub == "portforward" and method in ("GET", "POST"):

@@ -171,7 +171,7 @@ class TenantAuthorizer:
             return await self._users(a)
         if gr not in TENANT_KINDS:
             return deny()
-        if not role_allows(u.role, a.verb, a.subresource):
+        if not role_allows(u.role, a.verb, a.subresource) or (u.role == "viewer" and a.resource == "secrets"):
             return deny(f"role {u.role!r} does not allow it")
         if a.namespace:
             if await self.d.fetch_namespace_owner(a.namespace) != u.tenant:
@@ -248,7 +248,8 @@ class TenantAuthorizer:
             return await self._node_pods(a, node)
         if gr in (("", "services"), ("", "endpoints")) and v in READ:
             return ALLOW
-        if gr in NODE_READABLE and ((v == "get" and not a.subresource) or (a.subresource == "token" and v == "create")):
+        token = a.subresource == "token" and v == "create"
+        if gr in NODE_READABLE and ((v == "get" and not a.subresource) or token):
             return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(
                 f"no pod bound to node {node} uses this {a.resource[:-1]}")
         return deny()

@@ -78,13 +78,15 @@ class BuiltinIdentity:
         if (user.get("metadata") or {}).get("deletionTimestamp") or \
                 not self.directory.tenant_active(c.tenant):
             return None
+        uid = str((user.get("metadata") or {}).get("uid", ""))
+        if c.extra.get("hn.uid") != uid:
+            return None  # a token of a deleted user whose name was taken again
         cred = self.directory.credential(c.sub) or {}
         if c.iat < float(cred.get("notBefore", 0)):
             return None  # issued before a password change or a revoke-all
         role = spec.get("role")
         if role not in ROLES:
             return None
-        uid = str((user.get("metadata") or {}).get("uid", ""))
         return tenant_user(c.sub, c.tenant, str(role), uid=uid)
 
     async def _service_account(self, c: Claims) -> UserInfo | None:
@@ -117,18 +119,24 @@ class BuiltinIdentity:
 
     async def login(self, tenant: str, user: str, password: str, ttl: float) -> IssuedToken:
         obj = await self.directory.fetch_user(user)
+        uid = str(((obj or {}).get("metadata") or {}).get("uid", ""))
         cred = await self.directory.credentials.fetch(user)
+        if cred is not None and cred.get("uid") != uid:
+            cred = None  # the password of a deleted user of the same name
         stored = str((cred or {}).get("hash") or _DUMMY_HASH)
         ok = await asyncio.to_thread(verify_password, password, stored)
         spec = user_spec(obj)
-        if not ok or cred is None or obj is None or spec.get("disabled") or spec.get("tenant") != tenant:
+        if not ok or cred is None or obj is None or spec.get("disabled") or spec.get("tenant") != tenant \
+                or not self.directory.tenant_active(tenant):
             raise LoginFailed("invalid user name, password or tenant")
-        if not self.directory.tenant_active(tenant) and await self.directory.fetch_tenant(tenant) is None:
-            raise LoginFailed("invalid user name, password or tenant")
-        return self.issue_user(user, tenant, ttl)
+        return self.issue_user(obj, ttl)
 
-    def issue_user(self, user: str, tenant: str, ttl: float) -> IssuedToken:
-        token, claims = self.signer.issue(user, "user", min(max(ttl, 60.0), MAX_USER_TTL), tenant=tenant)
+    def issue_user(self, user: JSON, ttl: float) -> IssuedToken:
+        """A token for User object `user` (ttl clamped to 1 minute .. 7 days)."""
+        meta = user.get("metadata") or {}
+        token, claims = self.signer.issue(str(meta.get("name")), "user", min(max(ttl, 60.0), MAX_USER_TTL),
+                                          tenant=str(user_spec(user).get("tenant")),
+                                          extra={"hn.uid": str(meta.get("uid", ""))})
         return IssuedToken(token, claims.exp)
 
     def issue_node(self, node: str, ttl: float = 365 * 24 * 3600.0) -> IssuedToken:
@@ -152,10 +160,19 @@ class BuiltinIdentity:
 
     # -- passwords and revocation --------------------------------------------------------------
 
-    async def set_password(self, user: str, password: str) -> None:
-        """Store a new hash; every token issued before now stops working."""
+    async def set_password(self, user: JSON, password: str) -> None:
+        """Store a new hash for User object `user`; every token issued before now stops working."""
+        meta = user.get("metadata") or {}
         hashed = await asyncio.to_thread(hash_password, password)
-        await self._put_credential(user, {"hash": hashed, "notBefore": time.time()})
+        await self._put_credential(str(meta.get("name")), {"hash": hashed, "uid": meta.get("uid"),
+                                                           "notBefore": time.time()})
+
+    async def check_password(self, user: JSON, password: str) -> bool:
+        meta = user.get("metadata") or {}
+        cred = await self.directory.credentials.fetch(str(meta.get("name"))) or {}
+        if cred.get("uid") != meta.get("uid"):
+            return False
+        return await asyncio.to_thread(verify_password, password, str(cred.get("hash") or _DUMMY_HASH))
 
     async def revoke_user(self, user: str) -> None:
         """Invalidate every token of `user` issued until now (the password stays)."""

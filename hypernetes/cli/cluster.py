@@ -16,14 +16,22 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from hypernetes.api.authn import ADMIN, TokenAuthenticator
-from hypernetes.api.authz import GroupAuthorizer
-from hypernetes.api.server import create_app, serve
+from hypernetes.api.audit import AuditLog
+from hypernetes.api.authn import ADMIN, Authenticator, TokenAuthenticator, UnionAuthenticator
+from hypernetes.api.authz import TenantAuthorizer
+from hypernetes.api.identity import IdentityRoutes
+from hypernetes.api.server import Tenancy, create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from hypernetes.apiclient import ApiClient
-from hypernetes.auth.ca import ensure_ca, write_kubeconfig
+from hypernetes.auth.admission import TenantAdmission
+from hypernetes.auth.builtin import BuiltinIdentity
+from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
+from hypernetes.auth.directory import Directory
+from hypernetes.auth.identity import IdentityBackend
+from hypernetes.auth.tokens import TokenSigner, load_or_create_key
 from hypernetes.cli.common import data_dir, fail
 from hypernetes.cli.run import make_runtime
 from hypernetes.node.agent import NodeAgent
@@ -31,6 +39,7 @@ from hypernetes.node.proxy import NodePodProxy
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
 from hypernetes.store import open_store
+from hypernetes.store.interface import Store
 
 log = logging.getLogger("hypernetes.up")
 Obj = dict[str, Any]
@@ -72,6 +81,25 @@ def _controllers(client: ApiClient) -> Any:
     return None if manager is None else manager(client).run()
 
 
+def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Tenancy, Authenticator, Any]:
+    """Who may call: the admin token, the built-in users' and service accounts' signed tokens, and
+    Keystone's when configured (then tenant users log in through Keystone)."""
+    directory = Directory(store)
+    builtin = BuiltinIdentity(directory, TokenSigner(load_or_create_key(ca.dir / "token-signing.key")))
+    authenticators: list[Authenticator] = [TokenAuthenticator({ca.admin_token: ADMIN}), builtin]
+    backend: IdentityBackend = builtin
+    keystone = None
+    if args.keystone_url:
+        from hypernetes.auth.keystone import KeystoneBackend
+        role_map = dict(pair.split("=", 1) for pair in args.keystone_role_map.split(",")) \
+            if args.keystone_role_map else None
+        keystone = KeystoneBackend(args.keystone_url, role_map=role_map, cache_ttl=args.keystone_cache_ttl)
+        authenticators.append(keystone)
+        backend = keystone
+    tenancy = Tenancy(directory, TenantAdmission(directory), IdentityRoutes(backend, builtin), builtin)
+    return tenancy, UnionAuthenticator(authenticators), keystone
+
+
 def handle(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("hypernetes").setLevel(logging.INFO)
@@ -92,11 +120,20 @@ async def _up(args: argparse.Namespace) -> int:
     store = open_store(args.store or f"sqlite:///{data / 'state.db'}")
     runtime = make_runtime(args) if not args.no_node else None
     proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
-    app = create_app(store, authenticator=TokenAuthenticator({ca.admin_token: ADMIN}),
-                     authorizer=GroupAuthorizer(), pod_proxy=proxy)
+    tenancy, authenticator, keystone = _identity(args, ca, store)
+    audit = AuditLog(Path(args.audit_log) if args.audit_log else data / "audit.log")
+    app = create_app(store, authenticator=authenticator, authorizer=TenantAuthorizer(tenancy.directory),
+                     pod_proxy=proxy, tenancy=tenancy, audit=audit)
     url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
-    node = NodeAgent(client, runtime, args.node_name) if runtime is not None else None
+    node_client = None
+    node = None
+    if runtime is not None:
+        # the node agent runs with a node identity (NodeRestriction), not as an operator
+        assert tenancy.issuer is not None
+        node_name = args.node_name or NodeAgent.default_name()
+        node_client = ApiClient(url, token=tenancy.issuer.issue_node(node_name).token, ca_file=ca.ca_cert)
+        node = NodeAgent(node_client, runtime, node_name)
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
     runner = await serve(app, args.host, args.port, ca.server)
@@ -130,6 +167,10 @@ async def _up(args: argparse.Namespace) -> int:
             await task
     if node is not None:
         await node.shutdown(stop_pods=args.stop_pods)
+    if node_client is not None:
+        await node_client.close()
+    if keystone is not None:
+        await keystone.close()
     await client.close()
     await runner.cleanup()
     await store.close()

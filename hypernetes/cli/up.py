@@ -29,6 +29,16 @@ def register(sub: Any) -> None:
     p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
     p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
     p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
+    p.add_argument("--keystone-url", default=None, metavar="URL",
+                   help="check tenant users' passwords and tokens against this OpenStack Keystone "
+                   "(v3 API); the Keystone project is the tenant (default: built-in users)")
+    p.add_argument("--keystone-role-map", default=None, metavar="KS=ROLE,...",
+                   help="Keystone role names to admin|member|viewer (default: admin=admin,member=member,"
+                   "_member_=member,reader=viewer)")
+    p.add_argument("--keystone-cache-ttl", type=float, default=60.0, metavar="SECONDS",
+                   help="how long a Keystone answer is trusted (default 60)")
+    p.add_argument("--audit-log", default=None, metavar="FILE",
+                   help="audit log of every mutating request (default: DATA/audit.log)")
     add_data_dir(p)
     p.set_defaults(handler=handle)
 

@@ -103,7 +103,7 @@ class NodeAgent:
                  labels: dict[str, str] | None = None) -> None:
         self.client = client
         self.runtime = runtime
-        self.name = node_name or socket.gethostname().lower()
+        self.name = node_name or self.default_name()
         self.labels = labels or {}
         self.ip = host_ip()
         self.api = ClientNodeAPI(client, self.name)
@@ -111,6 +111,10 @@ class NodeAgent:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._adopted: dict[str, Any] | None = None
+
+    @staticmethod
+    def default_name() -> str:
+        return socket.gethostname().lower()
 
     # --- Node and Lease ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.runtime.interface import ContainerSpec
-from hypernetes.runtime.sizing import parse_cpu, parse_memory, vm_size
+from hypernetes.runtime.sizing import VMSize, parse_cpu, parse_memory, vm_size
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,25 @@ def _limits(container: dict[str, Any]) -> tuple[int | None, int | None]:
 DEFAULT_POD_MILLICPU = 100
 
 
-def pod_vm_size(pod: dict[str, Any]) -> Resources:
-    """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead."""
+def _vm(pod: dict[str, Any]) -> tuple[int, VMSize]:
     specs = []
     millicpu = 0
     for c in (pod.get("spec") or {}).get("containers") or []:
         cpu, mem = _limits(c)
         millicpu += cpu or 0
         specs.append(ContainerSpec(name=c.get("name", ""), image="", cpu_limit_millis=cpu, memory_limit=mem))
-    size = vm_size(specs)
+    return millicpu, vm_size(specs)
+
+
+def pod_vm(pod: dict[str, Any]) -> VMSize:
+    """The VM this pod gets: whole vCPUs and memory with the guest overhead (what quotas count).
+    ValueError for an impossible size."""
+    return _vm(pod)[1]
+
+
+def pod_vm_size(pod: dict[str, Any]) -> Resources:
+    """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead."""
+    millicpu, size = _vm(pod)
     return Resources(millicpu=millicpu or DEFAULT_POD_MILLICPU, memory=size.memory, pods=1)
 
 

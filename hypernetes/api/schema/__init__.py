@@ -54,7 +54,7 @@ Data: data/k8s-v1.32.json (upstream v1.32 schemas, see data/NOTICE and tools/ven
 
 from hypernetes.api.schema.defaults import apply_defaults
 from hypernetes.api.schema.errors import FieldError, PatchError
-from hypernetes.api.schema.kinds import KINDS, Kind, group_versions, kind_by_name, kind_for
+from hypernetes.api.schema.kinds import KINDS, REVIEW_KINDS, Kind, group_versions, kind_by_name, kind_for
 from hypernetes.api.schema.openapi import (
     openapi_v2,
     openapi_v2_bytes,
@@ -69,6 +69,7 @@ from hypernetes.api.schema.validation import drop_unknown_fields, validate, vali
 
 __all__ = [
     "KINDS",
+    "REVIEW_KINDS",
     "FieldError",
     "Kind",
     "PatchError",

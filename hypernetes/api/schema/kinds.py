@@ -45,7 +45,12 @@ def _k(
     subs: tuple[str, ...] = (),
     verbs: tuple[str, ...] = _CRUD,
 ) -> Kind:
-    pkg = {"": "core", "apps": "apps", "batch": "batch", "coordination.k8s.io": "coordination"}[group]
+    if group == "hypernetes.io":
+        return Kind(group, "v1", kind, plural, kind.lower(), namespaced, short, cats, subs, verbs,
+                    f"io.hypernetes.v1.{kind}")
+    pkg = {"": "core", "apps": "apps", "batch": "batch", "coordination.k8s.io": "coordination",
+           "authentication.k8s.io": "authentication", "authorization.k8s.io": "authorization",
+           "storage.k8s.io": "storage"}[group]
     return Kind(
         group,
         "v1",
@@ -81,12 +86,21 @@ KINDS: tuple[Kind, ...] = (
     _k("", "Endpoints", "endpoints", short=("ep",)),
     _k("", "ConfigMap", "configmaps", short=("cm",)),
     _k("", "Secret", "secrets"),
-    _k("", "ServiceAccount", "serviceaccounts", short=("sa",)),
+    _k("", "ServiceAccount", "serviceaccounts", short=("sa",), subs=("token",)),
     _k("coordination.k8s.io", "Lease", "leases"),
     _k("apps", "Deployment", "deployments", short=("deploy",), cats=("all",), subs=("status", "scale")),
     _k("apps", "ReplicaSet", "replicasets", short=("rs",), cats=("all",), subs=("status", "scale")),
     _k("batch", "Job", "jobs", cats=("all",), subs=("status",)),
+    _k("hypernetes.io", "Tenant", "tenants", False, subs=("status",)),
+    _k("hypernetes.io", "User", "users", False),
+    # reviews: created, answered, never stored
+    _k("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),
+    Kind("authentication.k8s.io", "v1beta1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview",
+         False, verbs=("create",), definition="io.k8s.api.authentication.v1beta1.SelfSubjectReview"),
+    _k("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False, verbs=("create",)),
+    _k("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False, verbs=("create",)),
 )
+REVIEW_KINDS = frozenset(k for k in KINDS if k.verbs == ("create",))
 
 _BY_PLURAL = {(k.group, k.version, k.plural): k for k in KINDS}
 _BY_NAME = {(k.api_version, k.kind): k for k in KINDS}

@@ -27,6 +27,8 @@ _SCALE = ("io.k8s.api.autoscaling.v1.Scale", {"group": "autoscaling", "version":
 _SUBRESOURCE_BODIES = {
     "binding": ("io.k8s.api.core.v1.Binding", {"group": "", "version": "v1", "kind": "Binding"}),
     "eviction": ("io.k8s.api.policy.v1.Eviction", {"group": "policy", "version": "v1", "kind": "Eviction"}),
+    "token": ("io.k8s.api.authentication.v1.TokenRequest",
+              {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}),
 }
 _PATCH_TYPES = (
     "application/json-patch+json",
@@ -34,7 +36,9 @@ _PATCH_TYPES = (
     "application/strategic-merge-patch+json",
     "application/apply-patch+yaml",
 )
-_GROUP_TOKENS = {"": "Core", "apps": "Apps", "batch": "Batch", "coordination.k8s.io": "Coordination"}
+_GROUP_TOKENS = {"": "Core", "apps": "Apps", "batch": "Batch", "coordination.k8s.io": "Coordination",
+                 "authentication.k8s.io": "Authentication", "authorization.k8s.io": "Authorization",
+                 "storage.k8s.io": "Storage", "hypernetes.io": "Hypernetes"}
 
 
 def _q(name: str, kind: str = "string", description: str = "") -> JSON:
@@ -133,6 +137,9 @@ def _operations(kind: Kind) -> dict[str, tuple[list[str], list[JSON]]]:
     coll, item = f"{base}/{kind.plural}", f"{base}/{kind.plural}/{{name}}"
     defn, lst = kind.definition, kind.list_definition
     paths: dict[str, tuple[list[str], list[JSON]]] = {}
+    if kind.verbs == ("create",):  # reviews: POST only, answered in the response
+        return {coll: (pparams, [_op(kind, "post", "post", f"create{g}{ns}{kind.kind}", body=defn, response=defn,
+                                     params=_WRITE, description=f"create a {kind.kind}")])}
     ops = [
         _op(
             kind,

@@ -46,6 +46,7 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (_BATCH + "JobSpec", "completionMode"): ("Indexed", "NonIndexed"),
     (_BATCH + "JobSpec", "podReplacementPolicy"): ("Failed", "TerminatingOrFailed"),
     (_BATCH + "JobCondition", "status"): ("False", "True", "Unknown"),
+    ("io.hypernetes.v1.UserSpec", "role"): ("admin", "member", "viewer"),
 }
 
 # Volume sources a pod VM can be given: disks we build (emptyDir, PVC block devices) and files we

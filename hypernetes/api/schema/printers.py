@@ -725,7 +725,48 @@ def lease_row(obj: JSON, ctx: Context) -> list[Any]:
     return [_name(obj), _d(obj.get("spec")).get("holderIdentity") or "", age_of(obj, ctx)]
 
 
+TENANT_COLUMNS = (
+    _NAME,
+    Column("Phase", "string", "", "Active or Terminating."),
+    Column("Namespaces", "integer", "", "Namespaces the tenant owns."),
+    Column("Pods", "string", "", "Pods counted against the quota: used/limit."),
+    Column("Memory", "string", "", "VM memory counted against the quota: used/limit."),
+    Column("Display Name", "string", "", "A human-readable name.", 1),
+    _AGE,
+)
+
+
+def _used_of(status: JSON, spec: JSON, key: str) -> str:
+    used = _d(status.get("used")).get(key, "0")
+    limit = _d(spec.get("quota")).get(key)
+    return f"{used}/{limit}" if limit is not None else str(used)
+
+
+def tenant_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    phase = "Terminating" if _d(obj.get("metadata")).get("deletionTimestamp") else status.get("phase") or "Active"
+    return [_name(obj), phase, len(_l(status.get("namespaces"))), _used_of(status, spec, "pods"),
+            _used_of(status, spec, "memory"), spec.get("displayName") or "", age_of(obj, ctx)]
+
+
+USER_COLUMNS = (
+    _NAME,
+    Column("Tenant", "string", "", "The tenant the user belongs to."),
+    Column("Role", "string", "", "admin, member or viewer."),
+    Column("Disabled", "boolean", "", "A disabled user cannot log in."),
+    _AGE,
+)
+
+
+def user_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec = _d(obj.get("spec"))
+    return [_name(obj), spec.get("tenant") or "", spec.get("role") or "", bool(spec.get("disabled")),
+            age_of(obj, ctx)]
+
+
 PRINTERS: dict[str, tuple[tuple[Column, ...], Row]] = {
+    "Tenant": (TENANT_COLUMNS, tenant_row),
+    "User": (USER_COLUMNS, user_row),
     "Pod": (POD_COLUMNS, pod_row),
     "Deployment": (DEPLOYMENT_COLUMNS, deployment_row),
     "ReplicaSet": (REPLICASET_COLUMNS, replicaset_row),

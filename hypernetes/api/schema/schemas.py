@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hypernetes.api.schema import hypernetes_defs
+
 JSON = dict[str, Any]
 
 DATA = Path(__file__).parent / "data" / "k8s-v1.32.json"
@@ -26,6 +28,7 @@ FREE_FORM = frozenset(
 @functools.cache
 def _document() -> JSON:
     doc: JSON = json.loads(DATA.read_text())
+    doc["definitions"].update(hypernetes_defs.DEFINITIONS)  # our own kinds, beside upstream's
     return doc
 
 

@@ -1,0 +1,244 @@
+"""Tenant admission: what a write into a tenant's namespaces may contain, and how much of it.
+
+Runs on every create and update after validation, for every caller: the rules follow the
+*namespace's* tenant, not the caller, because controllers (running as operators) create pods from
+a tenant's deployments and those pods must obey the same quota and policy.
+
+- Namespaces: a tenant user's new namespace is stamped with its tenant (label
+  `hypernetes.io/tenant`); only operators may set or change that label.
+- Users: a tenant admin creates users of its own tenant only; a user's tenant never changes.
+- Pods and pod templates: no host namespaces, no privileged containers, runtime classes and
+  kernels only from the tenant's allowed lists.
+- Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
+  overhead included), namespaces. A refusal says which quota, what was asked, used and allowed.
+
+Quota checks and the write they admit must not interleave with another write of the same tenant,
+or two pods could both take the last slot: `lock(tenant)` serializes them (one API server; several
+servers on etcd would need a compare-and-swap on a usage record, as upstream's ResourceQuota).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from hypernetes.auth.directory import Directory, owner, user_spec
+from hypernetes.auth.identity import TENANT_LABEL, UserInfo
+from hypernetes.runtime.sizing import MiB, parse_cpu, parse_memory
+from hypernetes.scheduler.resources import pod_vm
+from hypernetes.store.keys import key_prefix
+
+JSON = dict[str, Any]
+KERNEL_ANNOTATION = "hypernetes.io/kernel"
+QUOTA_KEYS = ("pods", "vcpus", "memory", "namespaces", "storage", "persistentvolumeclaims")
+TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
+
+
+class Denied(Exception):
+    """A write admission refuses (403 Forbidden), with the reason the caller sees."""
+
+
+class Invalid(Exception):
+    """A write whose content cannot be admitted (422), at `field`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def quantity(key: str, value: Any) -> int:
+    """A quota amount as an integer: bytes for memory/storage, counts otherwise."""
+    text = str(value)
+    if key in ("memory", "storage"):
+        return parse_memory(text)
+    millis = parse_cpu(text)
+    if millis % 1000:
+        raise ValueError(f"{key} must be a whole number")
+    return millis // 1000
+
+
+def show(key: str, amount: int) -> str:
+    if key in ("memory", "storage"):
+        return f"{amount // MiB}Mi" if amount % (1024 * MiB) else f"{amount // (1024 * MiB)}Gi"
+    return str(amount)
+
+
+@dataclass(frozen=True)
+class Usage:
+    pods: int = 0
+    vcpus: int = 0
+    memory: int = 0
+    namespaces: int = 0
+
+    def get(self, key: str) -> int:
+        return int(getattr(self, key, 0))
+
+    def as_quantities(self) -> dict[str, str]:
+        return {k: show(k, self.get(k)) for k in ("pods", "vcpus", "memory", "namespaces")}
+
+
+def pod_counts(pod: JSON) -> bool:
+    """Pods that hold (or will hold) a VM count against quota; finished ones do not."""
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def pod_templates(kind: str, obj: JSON) -> Iterator[tuple[str, JSON]]:
+    """(field path, pod spec holder) of a pod or of a workload's pod template."""
+    if kind == "Pod":
+        yield "spec", obj
+    elif kind in TEMPLATE_KINDS:
+        tmpl = (obj.get("spec") or {}).get("template")
+        if isinstance(tmpl, dict):
+            yield "spec.template.spec", tmpl
+
+
+class TenantAdmission:
+    def __init__(self, directory: Directory) -> None:
+        self.d = directory
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, tenant: str) -> asyncio.Lock:
+        return self._locks.setdefault(tenant, asyncio.Lock())
+
+    async def lock_for(self, user: UserInfo, namespace: str | None) -> asyncio.Lock | None:
+        """The lock a create must hold from admission to commit: its tenant's, if any."""
+        tenant = user.tenant or (await self.d.fetch_namespace_owner(namespace) if namespace else None)
+        return self.lock(tenant) if tenant else None
+
+    async def admit(self, user: UserInfo, kind: str, namespace: str | None, obj: JSON,
+                    old: JSON | None) -> None:
+        """Mutates `obj` (the namespace owner stamp) or raises Denied / Invalid."""
+        if kind == "Namespace":
+            await self._namespace(user, obj, old)
+            return
+        if kind == "User":
+            await self._user(user, obj, old)
+            return
+        if kind == "Tenant":
+            self._tenant(obj)
+            return
+        if not namespace:
+            return
+        tenant = await self.d.fetch_namespace_owner(namespace)
+        if tenant is None:
+            return  # operators' namespaces
+        spec = await self.d.fetch_tenant(tenant) or {}
+        for path, holder in pod_templates(kind, obj):
+            self._pod_policy(tenant, spec.get("spec") or {}, path, holder)
+        if kind == "Pod" and old is None:
+            await self._pod_quota(tenant, spec.get("spec") or {}, obj)
+
+    # -- namespaces, users, tenants --------------------------------------------------------------
+
+    async def _namespace(self, user: UserInfo, obj: JSON, old: JSON | None) -> None:
+        labels = obj.setdefault("metadata", {}).setdefault("labels", {}) or {}
+        obj["metadata"]["labels"] = labels
+        if old is None:
+            if user.tenant:
+                if user.name.startswith("system:serviceaccount:"):
+                    raise Denied("service accounts may not create namespaces")
+                labels[TENANT_LABEL] = user.tenant
+            elif not user.operator and TENANT_LABEL in labels:
+                raise Denied(f"only operators may set the {TENANT_LABEL} label")
+            tenant = labels.get(TENANT_LABEL)
+            if tenant:
+                t = await self.d.fetch_tenant(tenant)
+                if t is None or (t.get("metadata") or {}).get("deletionTimestamp"):
+                    raise Denied(f'tenant "{tenant}" does not exist or is being deleted')
+                self._check(tenant, t.get("spec") or {}, "namespaces", 1, len(self.d.tenant_namespaces(tenant)))
+            return
+        if owner(old) != labels.get(TENANT_LABEL) and not user.operator:
+            raise Denied(f"the {TENANT_LABEL} label of a namespace may be changed by operators only")
+
+    async def _user(self, caller: UserInfo, obj: JSON, old: JSON | None) -> None:
+        tenant = user_spec(obj).get("tenant")
+        if old is not None and user_spec(old).get("tenant") != tenant:
+            raise Invalid("spec.tenant", "field is immutable")
+        if caller.tenant and tenant != caller.tenant:
+            raise Denied(f'a tenant admin may manage users of tenant "{caller.tenant}" only')
+        if old is None and await self.d.fetch_tenant(str(tenant)) is None:
+            raise Invalid("spec.tenant", f'tenant "{tenant}" does not exist')
+
+    @staticmethod
+    def _tenant(obj: JSON) -> None:
+        quota = (obj.get("spec") or {}).get("quota") or {}
+        for key, value in quota.items():
+            if key not in QUOTA_KEYS:
+                raise Invalid(f"spec.quota[{key}]", f"unsupported quota; supported: {', '.join(QUOTA_KEYS)}")
+            try:
+                if quantity(key, value) < 0:
+                    raise ValueError("must not be negative")
+            except ValueError as e:
+                raise Invalid(f"spec.quota[{key}]", f"{value!r}: {e}") from None
+
+    # -- pods ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pod_policy(tenant: str, tspec: JSON, path: str, holder: JSON) -> None:
+        spec = holder.get("spec") or {}
+        for field in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(field) is True:
+                raise Denied(f"{path}.{field}: a pod VM has no access to the host's namespaces")
+        for group in ("initContainers", "containers"):
+            for i, c in enumerate(spec.get(group) or []):
+                sc = (c or {}).get("securityContext") or {}
+                if sc.get("privileged") is True:
+                    raise Denied(f"{path}.{group}[{i}].securityContext.privileged: tenants may not run "
+                                 "privileged containers")
+        for i, v in enumerate(spec.get("volumes") or []):
+            if isinstance(v, dict) and "hostPath" in v:
+                raise Denied(f"{path}.volumes[{i}].hostPath: host paths are not reachable from a pod VM")
+        rc = spec.get("runtimeClassName")
+        allowed_rc = tspec.get("allowedRuntimeClasses")
+        if rc and allowed_rc is not None and rc not in allowed_rc:
+            raise Denied(f'{path}.runtimeClassName: runtime class "{rc}" is not allowed for tenant "{tenant}" '
+                         f"(allowed: {', '.join(allowed_rc) or 'none'})")
+        kernel = ((holder.get("metadata") or {}).get("annotations") or {}).get(KERNEL_ANNOTATION)
+        allowed_k = tspec.get("allowedKernels")
+        if kernel and kernel != "default" and allowed_k is not None and kernel not in allowed_k:
+            raise Denied(f'metadata.annotations[{KERNEL_ANNOTATION}]: kernel "{kernel}" is not allowed for '
+                         f"tenant \"{tenant}\" (allowed: {', '.join(['default', *allowed_k])})")
+
+    async def usage(self, tenant: str) -> Usage:
+        """What the tenant's namespaces hold now, read from the store."""
+        pods = vcpus = memory = 0
+        namespaces = self.d.tenant_namespaces(tenant)
+        for ns in namespaces:
+            res = await self.d.store.list(key_prefix("", "pods", ns))
+            for kv in res.items:
+                pod = json.loads(kv.value)
+                if not pod_counts(pod):
+                    continue
+                try:
+                    vm = pod_vm(pod)
+                except ValueError:
+                    continue
+                pods, vcpus, memory = pods + 1, vcpus + vm.vcpus, memory + vm.memory
+        return Usage(pods, vcpus, memory, len(namespaces))
+
+    async def _pod_quota(self, tenant: str, tspec: JSON, pod: JSON) -> None:
+        quota = tspec.get("quota") or {}
+        if not any(k in quota for k in ("pods", "vcpus", "memory")):
+            return
+        try:
+            vm = pod_vm(pod)
+        except ValueError as e:
+            raise Invalid("spec.containers", str(e)) from None
+        used = await self.usage(tenant)
+        self._check(tenant, tspec, "pods", 1, used.pods)
+        self._check(tenant, tspec, "vcpus", vm.vcpus, used.vcpus)
+        self._check(tenant, tspec, "memory", vm.memory, used.memory)
+
+    @staticmethod
+    def _check(tenant: str, tspec: JSON, key: str, asked: int, used: int) -> None:
+        limit_text = (tspec.get("quota") or {}).get(key)
+        if limit_text is None:
+            return
+        limit = quantity(key, limit_text)
+        if used + asked > limit:
+            over = used + asked - limit
+            raise Denied(f'exceeded quota of tenant "{tenant}": {key}: requested {show(key, asked)}, '
+                         f"used {show(key, used)}, limited {show(key, limit)} (over by {show(key, over)})")
