@@ -26,7 +26,6 @@ from hypernetes.api.authn import Authenticator, AuthUnavailable, UserInfo
 from hypernetes.api.authz import Attributes, Authorizer, Decision, forbidden_message
 from hypernetes.api.crud import Resources
 from hypernetes.api.discovery import Discovery
-from hypernetes.api.identity import IdentityRoutes
 from hypernetes.api.metrics import Metrics
 from hypernetes.api.routing import (
     CALLER,
@@ -48,11 +47,10 @@ from hypernetes.api.status import (
     unauthorized,
 )
 from hypernetes.api.subresources import PodProxy, Subresources
+from hypernetes.api.tenancy import Tenancy
 from hypernetes.api.watch import WatchCaches
 from hypernetes.auth.admission import TenantAdmission
-from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.ca import TLSFiles
-from hypernetes.auth.directory import Directory
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store
 
 log = logging.getLogger(__name__)
@@ -246,17 +244,6 @@ EVENT_TTL = web.AppKey("hypernetes.api.event_ttl", float)
 SWEEPER = web.AppKey("hypernetes.api.event_sweeper", asyncio.Task[None])
 
 
-@dataclass
-class Tenancy:
-    """The multi-tenant parts of a server: the directory its authorizer and admission read (started
-    with the app), tenant admission, the identity endpoints and the token issuer."""
-
-    directory: Directory
-    admission: TenantAdmission
-    identity: IdentityRoutes | None = None
-    issuer: BuiltinIdentity | None = None
-
-
 TENANCY = web.AppKey("hypernetes.api.tenancy", Tenancy)
 
 
@@ -280,8 +267,7 @@ def create_app(store: Store, *, authenticator: Authenticator, authorizer: Author
     app[EVENT_TTL] = event_ttl
     if tenancy is not None:
         app[TENANCY] = tenancy
-        if tenancy.identity is not None:
-            tenancy.identity.add_to(app)
+        tenancy.identity.add_to(app)
     d = server.discovery
     app.router.add_get("/healthz", server.ok)
     app.router.add_get("/livez", server.ok)

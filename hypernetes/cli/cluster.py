@@ -20,18 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.api.audit import AuditLog
-from hypernetes.api.authn import ADMIN, Authenticator, TokenAuthenticator, UnionAuthenticator
-from hypernetes.api.authz import TenantAuthorizer
-from hypernetes.api.identity import IdentityRoutes
-from hypernetes.api.server import Tenancy, create_app, serve
+from hypernetes.api.authn import Authenticator
+from hypernetes.api.server import create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
+from hypernetes.api.tenancy import Tenancy, build_tenancy
 from hypernetes.apiclient import ApiClient
-from hypernetes.auth.admission import TenantAdmission
-from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
-from hypernetes.auth.directory import Directory
-from hypernetes.auth.identity import IdentityBackend
-from hypernetes.auth.tokens import TokenSigner, load_or_create_key
 from hypernetes.cli.common import data_dir, fail
 from hypernetes.cli.run import make_runtime
 from hypernetes.node.agent import NodeAgent
@@ -82,22 +76,16 @@ def _controllers(client: ApiClient) -> Any:
 
 
 def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Tenancy, Authenticator, Any]:
-    """Who may call: the admin token, the built-in users' and service accounts' signed tokens, and
-    Keystone's when configured (then tenant users log in through Keystone)."""
-    directory = Directory(store)
-    builtin = BuiltinIdentity(directory, TokenSigner(load_or_create_key(ca.dir / "token-signing.key")))
-    authenticators: list[Authenticator] = [TokenAuthenticator({ca.admin_token: ADMIN}), builtin]
-    backend: IdentityBackend = builtin
+    """Who may call: the admin token, the cluster's signed tokens (built-in users, service accounts,
+    nodes), and Keystone's when configured (then tenant users log in through Keystone)."""
     keystone = None
     if args.keystone_url:
         from hypernetes.auth.keystone import KeystoneBackend
         role_map = dict(pair.split("=", 1) for pair in args.keystone_role_map.split(",")) \
             if args.keystone_role_map else None
         keystone = KeystoneBackend(args.keystone_url, role_map=role_map, cache_ttl=args.keystone_cache_ttl)
-        authenticators.append(keystone)
-        backend = keystone
-    tenancy = Tenancy(directory, TenantAdmission(directory), IdentityRoutes(backend, builtin), builtin)
-    return tenancy, UnionAuthenticator(authenticators), keystone
+    tenancy, authenticator = build_tenancy(store, ca.dir, ca.admin_token, external=keystone)
+    return tenancy, authenticator, keystone
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -122,7 +110,7 @@ async def _up(args: argparse.Namespace) -> int:
     proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
     tenancy, authenticator, keystone = _identity(args, ca, store)
     audit = AuditLog(Path(args.audit_log) if args.audit_log else data / "audit.log")
-    app = create_app(store, authenticator=authenticator, authorizer=TenantAuthorizer(tenancy.directory),
+    app = create_app(store, authenticator=authenticator, authorizer=tenancy.authorizer,
                      pod_proxy=proxy, tenancy=tenancy, audit=audit)
     url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
@@ -130,7 +118,6 @@ async def _up(args: argparse.Namespace) -> int:
     node = None
     if runtime is not None:
         # the node agent runs with a node identity (NodeRestriction), not as an operator
-        assert tenancy.issuer is not None
         node_name = args.node_name or NodeAgent.default_name()
         node_client = ApiClient(url, token=tenancy.issuer.issue_node(node_name).token, ca_file=ca.ca_cert)
         node = NodeAgent(node_client, runtime, node_name)

@@ -21,11 +21,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from hypernetes.api.authn import ADMIN, TokenAuthenticator, UserInfo
+from hypernetes.api.authn import ADMIN, Authenticator, TokenAuthenticator, UnionAuthenticator, UserInfo
 from hypernetes.api.authz import AllowAll, Authorizer
 from hypernetes.api.client import ApiClient
 from hypernetes.api.server import APP_KEY, ApiServer, bound_port, create_app, serve
 from hypernetes.api.subresources import PodProxy
+from hypernetes.api.tenancy import Tenancy, build_tenancy
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
 from hypernetes.store.interface import Store
 from tests.support.memstore import MemoryStore
@@ -41,13 +42,16 @@ def kubectl_path(version: str) -> Path:
 class ApiServerThread:
     def __init__(self, workdir: Path, *, store_factory: Callable[[], Awaitable[Store]] | None = None,
                  pod_proxy: PodProxy | None = None, authorizer: Authorizer | None = None,
-                 extra_users: dict[str, UserInfo] | None = None, **app_kw: Any) -> None:
+                 extra_users: dict[str, UserInfo] | None = None, tenancy: bool = False,
+                 **app_kw: Any) -> None:
         self.workdir = workdir
         self.ca: ClusterCA = ensure_ca(workdir / "pki")
         self.token = self.ca.admin_token
         self._store_factory = store_factory or self._memory
         self._proxy, self._authorizer, self._app_kw = pod_proxy, authorizer or AllowAll(), app_kw
         self._users = {self.token: ADMIN, **(extra_users or {})}
+        self._with_tenancy = tenancy
+        self.tenancy: Tenancy | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="apiserver", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -69,7 +73,14 @@ class ApiServerThread:
 
     async def _start(self) -> None:
         self.store = await self._store_factory()
-        self.app = create_app(self.store, authenticator=TokenAuthenticator(self._users),
+        authenticator: Authenticator = TokenAuthenticator(self._users)
+        if self._with_tenancy:
+            # the multi-tenant server `hypernetes up` runs: tenant authorizer, admission, identity
+            self.tenancy, builtin = build_tenancy(self.store, self.workdir / "pki", self.token)
+            authenticator = UnionAuthenticator([authenticator, builtin])
+            self._authorizer = self.tenancy.authorizer
+            self._app_kw["tenancy"] = self.tenancy
+        self.app = create_app(self.store, authenticator=authenticator,
                               authorizer=self._authorizer, pod_proxy=self._proxy, **self._app_kw)
         self.app.on_response_prepare.append(self._track)
         self._runner = await serve(self.app, "127.0.0.1", 0, self.ca.server)
