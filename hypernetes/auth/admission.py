@@ -28,11 +28,12 @@ from typing import Any
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
 from hypernetes.runtime.sizing import MiB, parse_cpu, parse_memory
-from hypernetes.scheduler.resources import pod_vm
+from hypernetes.scheduler.resources import pod_vm, quota_usage
 from hypernetes.store.keys import key_prefix
 
 JSON = dict[str, Any]
 KERNEL_ANNOTATION = "hypernetes.io/kernel"
+TENANT_FINALIZER = "hypernetes.io/tenant"
 QUOTA_KEYS = ("pods", "vcpus", "memory", "namespaces", "storage", "persistentvolumeclaims")
 TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
 
@@ -80,11 +81,6 @@ class Usage:
         return {k: show(k, self.get(k)) for k in ("pods", "vcpus", "memory", "namespaces")}
 
 
-def pod_counts(pod: JSON) -> bool:
-    """Pods that hold (or will hold) a VM count against quota; finished ones do not."""
-    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-
-
 def pod_templates(kind: str, obj: JSON) -> Iterator[tuple[str, JSON]]:
     """(field path, pod spec holder) of a pod or of a workload's pod template."""
     if kind == "Pod":
@@ -119,6 +115,10 @@ class TenantAdmission:
             return
         if kind == "Tenant":
             self._tenant(obj)
+            if old is None:  # the tenant controller deletes its namespaces and users before it goes
+                finalizers = obj["metadata"].setdefault("finalizers", [])
+                if TENANT_FINALIZER not in finalizers:
+                    finalizers.append(TENANT_FINALIZER)
             return
         if not namespace:
             return
@@ -204,20 +204,13 @@ class TenantAdmission:
 
     async def usage(self, tenant: str) -> Usage:
         """What the tenant's namespaces hold now, read from the store."""
-        pods = vcpus = memory = 0
         namespaces = self.d.tenant_namespaces(tenant)
+        pods: list[JSON] = []
         for ns in namespaces:
             res = await self.d.store.list(key_prefix("", "pods", ns))
-            for kv in res.items:
-                pod = json.loads(kv.value)
-                if not pod_counts(pod):
-                    continue
-                try:
-                    vm = pod_vm(pod)
-                except ValueError:
-                    continue
-                pods, vcpus, memory = pods + 1, vcpus + vm.vcpus, memory + vm.memory
-        return Usage(pods, vcpus, memory, len(namespaces))
+            pods.extend(json.loads(kv.value) for kv in res.items)
+        count, vcpus, memory = quota_usage(pods)
+        return Usage(count, vcpus, memory, len(namespaces))
 
     async def _pod_quota(self, tenant: str, tspec: JSON, pod: JSON) -> None:
         quota = tspec.get("quota") or {}

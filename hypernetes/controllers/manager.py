@@ -16,12 +16,14 @@ from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.replicaset import ReplicaSetController
 from hypernetes.controllers.serviceaccount import ServiceAccountController
+from hypernetes.controllers.tenant import TenantController
 
 log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
     c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
-                        DeploymentController, JobController, EndpointsController, GarbageCollector)
+                        DeploymentController, JobController, EndpointsController, GarbageCollector,
+                        TenantController)
 }
 
 

@@ -9,6 +9,7 @@ whole vCPUs; otherwise a 2-core node would hold two pods.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,25 @@ def pod_vm_size(pod: dict[str, Any]) -> Resources:
     """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead."""
     millicpu, size = _vm(pod)
     return Resources(millicpu=millicpu or DEFAULT_POD_MILLICPU, memory=size.memory, pods=1)
+
+
+def holds_vm(pod: dict[str, Any]) -> bool:
+    """Pods that hold (or will hold) a VM count against quotas; finished ones do not."""
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def quota_usage(pods: Iterable[dict[str, Any]]) -> tuple[int, int, int]:
+    """(pods, vCPUs, memory bytes) the VMs of `pods` take, as tenant quotas count them."""
+    count = vcpus = memory = 0
+    for pod in pods:
+        if not holds_vm(pod):
+            continue
+        try:
+            vm = pod_vm(pod)
+        except ValueError:
+            continue  # refused at admission; never runs
+        count, vcpus, memory = count + 1, vcpus + vm.vcpus, memory + vm.memory
+    return count, vcpus, memory
 
 
 def node_allocatable(node: dict[str, Any]) -> Resources:
