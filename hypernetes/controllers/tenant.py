@@ -34,9 +34,13 @@ class TenantController(Controller):
         self.namespaces = self.informer("v1", "namespaces")
         self.pods = self.informer("v1", "pods")
         self.tenants.add_handler(Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new)))
-        self.namespaces.add_handler(Handler(add=self._ns, update=lambda old, new: (self._ns(old), self._ns(new)),
-                                            delete=self._ns))
-        self.pods.add_handler(Handler(add=self._pod, update=lambda old, new: self._pod(new), delete=self._pod))
+        self.namespaces.add_handler(Handler(add=self._ns, update=self._ns_moved, delete=self._ns))
+        self.pods.add_handler(Handler(add=self._pod, update=lambda old, new: self._pod(new),
+                                      delete=self._pod))
+
+    def _ns_moved(self, old: Obj, new: Obj) -> None:
+        self._ns(old)
+        self._ns(new)
 
     def _ns(self, ns: Obj) -> None:
         tenant = owner(ns)
@@ -80,8 +84,9 @@ class TenantController(Controller):
     async def _finalize(self, tenant: Obj, namespaces: list[Obj]) -> None:
         name = m.name(tenant)
         if (tenant.get("status") or {}).get("phase") != "Terminating":
-            await self._ignore_gone(self.client.patch(GROUP_VERSION, "tenants", name,
-                                                      {"status": {"phase": "Terminating"}}, subresource="status"))
+            terminating = {"status": {"phase": "Terminating"}}
+            await self._ignore_gone(self.client.patch(GROUP_VERSION, "tenants", name, terminating,
+                                                      subresource="status"))
         for ns in namespaces:
             if not m.deleting(ns):
                 await self._ignore_gone(self.client.delete("v1", "namespaces", m.name(ns)))
@@ -92,8 +97,9 @@ class TenantController(Controller):
             return  # namespaces are still finalizing; their deletion events bring us back
         finalizers = [f for f in (m.meta(tenant).get("finalizers") or []) if f != FINALIZER]
         if finalizers != (m.meta(tenant).get("finalizers") or []):
+            rv = m.meta(tenant).get("resourceVersion")
             await self._ignore_gone(self.client.patch(GROUP_VERSION, "tenants", name, {
-                "metadata": {"finalizers": finalizers, "resourceVersion": m.meta(tenant).get("resourceVersion")}}))
+                "metadata": {"finalizers": finalizers, "resourceVersion": rv}}))
             await self.events.normal(tenant, "Deleted", f"tenant {name}: namespaces and users deleted")
 
     @staticmethod
