@@ -16,6 +16,10 @@ from hypernetes.store.keys import object_key
 
 JSON = dict[str, Any]
 MIN_TTL, DEFAULT_TTL, MAX_TTL = 600, 3600, 48 * 3600
+# kube-apiserver's --service-account-extend-token-expiration: the admission-injected volume asks for
+# 3607 s; such pod-bound tokens are issued for a year, since a pod VM's files are written once at
+# boot and not refreshed. They still die with the pod (checked on every use).
+LEGACY_SECONDS, EXTENDED_TTL = 3607, 365 * 24 * 3600
 
 
 async def _get(store: Store, resource: str, namespace: str, name: str) -> JSON | None:
@@ -55,7 +59,8 @@ async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target,
     node = caller.node if caller is not None else None
     if node is not None and (pod is None or (pod.get("spec") or {}).get("nodeName") != node):
         raise forbidden(f"a node may ask for tokens bound to its own pods only (node {node})")
-    issued, aud = issuer.issue_service_account(ns, sa, float(min(ttl, MAX_TTL)), pod=pod, audiences=audiences)
+    lifetime = EXTENDED_TTL if (ttl == LEGACY_SECONDS and pod is not None) else min(ttl, MAX_TTL)
+    issued, aud = issuer.issue_service_account(ns, sa, float(lifetime), pod=pod, audiences=audiences)
     expires = dt.datetime.fromtimestamp(issued.expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},

@@ -27,9 +27,10 @@ from typing import Any
 
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
+from hypernetes.auth.podtoken import add_token_volume
 from hypernetes.runtime.sizing import MiB, parse_cpu, parse_memory
 from hypernetes.scheduler.resources import pod_vm, quota_usage
-from hypernetes.store.keys import key_prefix
+from hypernetes.store.keys import key_prefix, object_key
 
 JSON = dict[str, Any]
 KERNEL_ANNOTATION = "hypernetes.io/kernel"
@@ -122,6 +123,10 @@ class TenantAdmission:
             return
         if not namespace:
             return
+        if kind == "Pod" and old is None:
+            kv = await self.d.store.get(object_key("", "serviceaccounts", namespace, str(
+                (obj.get("spec") or {}).get("serviceAccountName") or "default")))
+            add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
         tenant = await self.d.fetch_namespace_owner(namespace)
         if tenant is None:
             return  # operators' namespaces

@@ -65,14 +65,14 @@ class ProxyAdapter:
             raise PodProxyError(str(e)) from e
 
 
-def _controllers(client: ApiClient) -> Any:
+def _controllers(client: ApiClient, root_ca: str) -> Any:
     """The controller manager's run() coroutine, once the controllers room provides it."""
     try:
         from hypernetes import controllers
     except ImportError:
         return None
     manager = getattr(controllers, "ControllerManager", None)
-    return None if manager is None else manager(client).run()
+    return None if manager is None else manager(client, root_ca=root_ca).run()
 
 
 def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Tenancy, Authenticator, Any]:
@@ -127,7 +127,7 @@ async def _up(args: argparse.Namespace) -> int:
     kubeconfig = data / "admin.kubeconfig"
     write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
     tasks = [asyncio.create_task(Scheduler(client, args.scheduling).run(), name="scheduler")]
-    manager = _controllers(client)
+    manager = _controllers(client, ca.ca_cert.read_text())
     if manager is not None:
         tasks.append(asyncio.create_task(manager, name="controllers"))
     if node is not None:

@@ -15,6 +15,7 @@ from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.replicaset import ReplicaSetController
+from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
 from hypernetes.controllers.tenant import TenantController
 
@@ -31,14 +32,18 @@ class ControllerManager:
     """`await ControllerManager(client).run()` runs until cancelled. `only` picks controllers by
     name (see CONTROLLERS); each is reachable as `manager[name]` to tune it before `run`."""
 
-    def __init__(self, client: ApiClient, only: Iterable[str] | None = None) -> None:
+    def __init__(self, client: ApiClient, only: Iterable[str] | None = None, *, root_ca: str = "") -> None:
+        """`root_ca`: the cluster CA (PEM) to publish in every namespace; "" publishes nothing."""
         self.client = client
         self.informers = InformerFactory(client)
-        names = list(only) if only is not None else list(CONTROLLERS)
-        unknown = set(names) - set(CONTROLLERS)
+        names = list(only) if only is not None else [*CONTROLLERS, RootCAPublisher.name]
+        unknown = set(names) - set(CONTROLLERS) - {RootCAPublisher.name}
         if unknown:
             raise ValueError(f"unknown controllers: {', '.join(sorted(unknown))}")
-        self.controllers = {n: CONTROLLERS[n](client, self.informers) for n in names}
+        self.controllers: dict[str, Controller] = {
+            n: CONTROLLERS[n](client, self.informers) for n in names if n in CONTROLLERS}
+        if RootCAPublisher.name in names:
+            self.controllers[RootCAPublisher.name] = RootCAPublisher(client, self.informers, root_ca)
 
     def __getitem__(self, name: str) -> Controller:
         return self.controllers[name]

@@ -58,6 +58,23 @@ class ClientNodeAPI:
         plural = {"ConfigMap": "configmaps", "Secret": "secrets"}[kind]
         return await self.client.get_or_none("v1", plural, name, namespace)
 
+    async def service_account_token(self, pod: Obj, expiration: int, audience: str) -> str | None:
+        meta = pod["metadata"]
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        body: Obj = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+            "expirationSeconds": expiration,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta.get("uid")}}}
+        if audience:
+            body["spec"]["audiences"] = [audience]
+        try:
+            answer = await self.client.create("v1", "serviceaccounts", body, meta.get("namespace"),
+                                              name=account, subresource="token")
+        except ApiException as e:
+            log.warning("token for pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
+            return None
+        token = (answer.get("status") or {}).get("token")
+        return token if isinstance(token, str) else None
+
     async def update_pod_status(self, pod: Obj, status: Obj) -> Obj | None:
         meta = pod["metadata"]
         for _ in range(5):

@@ -256,14 +256,28 @@ def volume_spec(pod: Obj, volume: Obj, lookup: Lookup) -> VolumeSpec:
                 files += _key_files(lookup("Secret", ns, sec.get("name", "")), "Secret", sec, mode, ns)
             elif "downwardAPI" in source:
                 files += _downward_files(pod, source["downwardAPI"].get("items") or [], mode)
-            # serviceAccountToken sources get a token once service-account tokens exist.
+            elif "serviceAccountToken" in source:
+                sat = source["serviceAccountToken"]
+                found = lookup(TOKEN_KIND, ns, token_key(sat))
+                if found is None:
+                    raise ConfigError("no service-account token could be obtained for this pod")
+                files.append(VolumeFile(sat.get("path") or "token", str(found["token"]).encode(), mode))
     else:
         raise ConfigError(f"volume {name}: this volume type is not supported")
     return VolumeSpec(name, "files", files=tuple(files))
 
 
+TOKEN_KIND = "ServiceAccountToken"  # a pseudo-kind: tokens the node asks for, by token_key
+
+
+def token_key(source: Obj) -> str:
+    """What distinguishes one projected token from another: lifetime and audience."""
+    return f"{int(source.get('expirationSeconds') or 3600)}|{source.get('audience') or ''}"
+
+
 def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
-    """(kind, name) of every ConfigMap and Secret the pod's env and volumes use."""
+    """(kind, name) of every ConfigMap and Secret the pod's env and volumes use, and
+    (TOKEN_KIND, token_key) of every service-account token it projects."""
     wanted: set[tuple[str, str]] = set()
     spec = pod.get("spec") or {}
     for c in spec.get("containers") or []:
@@ -286,4 +300,6 @@ def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
                 wanted.add(("ConfigMap", source["configMap"].get("name", "")))
             if "secret" in source:
                 wanted.add(("Secret", source["secret"].get("name", "")))
+            if "serviceAccountToken" in source:
+                wanted.add((TOKEN_KIND, token_key(source["serviceAccountToken"])))
     return wanted

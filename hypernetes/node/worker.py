@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypernetes.node.podspec import ConfigError, pod_spec, referenced_objects, sandbox_id
+from hypernetes.node.podspec import TOKEN_KIND, ConfigError, pod_spec, referenced_objects, sandbox_id
 from hypernetes.node.podstatus import ContainerRecord, pod_status, terminated_state
 from hypernetes.node.probes import ProbeRunner
 from hypernetes.runtime.interface import (
@@ -42,6 +42,9 @@ class NodeAPI(Protocol):
     """What a pod worker needs from the API server."""
 
     async def lookup(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+
+    async def service_account_token(self, pod: Obj, expiration: int, audience: str) -> str | None:
+        """A token of the pod's service account bound to the pod (TokenRequest), or None."""
 
     async def update_pod_status(self, pod: Obj, status: Obj) -> Obj | None:
         """Write pods/status; return the updated pod, or None if it is gone."""
@@ -178,7 +181,12 @@ class PodWorker:
         ns = self.pod["metadata"].get("namespace", "default")
         found = {}
         for kind, name in referenced_objects(self.pod):
-            obj = await self.api.lookup(kind, ns, name)
+            if kind == TOKEN_KIND:
+                seconds, _, audience = name.partition("|")
+                token = await self.api.service_account_token(self.pod, int(seconds), audience)
+                obj = {"token": token} if token else None
+            else:
+                obj = await self.api.lookup(kind, ns, name)
             if obj is not None:
                 found[(kind, ns, name)] = obj
         return found
