@@ -108,6 +108,9 @@ class TenantAdmission:
     async def admit(self, user: UserInfo, kind: str, namespace: str | None, obj: JSON,
                     old: JSON | None) -> None:
         """Mutates `obj` (the namespace owner stamp) or raises Denied / Invalid."""
+        node = user.node
+        if node is not None and kind in ("Node", "Lease") and (obj.get("metadata") or {}).get("name") != node:
+            raise Denied(f"node {node} may create or change only its own {kind}")
         if kind == "Namespace":
             await self._namespace(user, obj, old)
             return

@@ -237,9 +237,12 @@ class TenantAuthorizer:
                 return ALLOW
             if v in ("create", "update", "patch") and a.name == node:
                 return ALLOW
+            if v == "create" and not a.name and not a.subresource:
+                return ALLOW  # the name is in the body: admission checks it is the node's own
             return deny("a node may change only its own Node object")
         if gr == ("coordination.k8s.io", "leases"):
-            return ALLOW if a.namespace == "kube-node-lease" and a.name == node else deny()
+            own = a.name == node or (v == "create" and not a.name)  # admission checks a created name
+            return ALLOW if a.namespace == "kube-node-lease" and own else deny()
         if gr == ("", "events"):
             return ALLOW if v in ("create", "update", "patch") else deny()
         if gr == ("", "namespaces") and v in READ:
