@@ -31,14 +31,28 @@ class AuditLog:
                subresource: str, namespace: str, name: str, code: int, source: str) -> None:
         entry: dict[str, Any] = {
             "ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "user": user.name if user else None, "groups": list(user.groups) if user else [],
-            "tenant": tenant or None, "verb": verb, "path": path, "resource": resource,
-            "subresource": subresource or None, "namespace": namespace or None, "name": name or None,
-            "code": code, "result": "allowed" if code < 400 else ("denied" if code in (401, 403) else "failed"),
+            "user": user.name if user else None,
+            "groups": list(user.groups) if user else [],
+            "tenant": tenant or None,
+            "verb": verb,
+            "path": path,
+            "resource": resource,
+            "subresource": subresource or None,
+            "namespace": namespace or None,
+            "name": name or None,
+            "code": code,
+            "result": "allowed" if code < 400 else ("denied" if code in (401, 403) else "failed"),
             "source": source,
         }
-        self._handler.emit(logging.makeLogRecord({"msg": json.dumps(entry, separators=(",", ":")),
-                                                  "levelno": logging.INFO, "levelname": "INFO"}))
+        self._handler.emit(
+            logging.makeLogRecord(
+                {
+                    "msg": json.dumps(entry, separators=(",", ":")),
+                    "levelno": logging.INFO,
+                    "levelname": "INFO",
+                }
+            )
+        )
 
     def close(self) -> None:
         self._handler.close()

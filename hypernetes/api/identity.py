@@ -99,7 +99,9 @@ class IdentityRoutes:
         builtin = self._need_builtin()
         if token is None or not await builtin.revoke_token(token):
             raise bad_request("only a token issued by this cluster can be revoked here")
-        return respond({"kind": "Status", "apiVersion": "v1", "status": "Success", "message": "token revoked"})
+        return respond(
+            {"kind": "Status", "apiVersion": "v1", "status": "Success", "message": "token revoked"}
+        )
 
     def _need_builtin(self) -> BuiltinIdentity:
         if self.builtin is None:
@@ -112,8 +114,11 @@ class IdentityRoutes:
         builtin = self._need_builtin()
         user = await builtin.directory.fetch_user(name)
         tenant = user_spec(user).get("tenant")
-        allowed = caller.operator or (user is not None and caller.tenant == tenant and (
-            caller.role == "admin" or (self_ok and caller.name == name)))
+        allowed = caller.operator or (
+            user is not None
+            and caller.tenant == tenant
+            and (caller.role == "admin" or (self_ok and caller.name == name))
+        )
         if not allowed:
             raise forbidden(f'users "{name}" is forbidden: User "{caller.name}" cannot manage this user')
         if user is None:
@@ -138,17 +143,32 @@ class IdentityRoutes:
         if why:
             raise ApiError(422, "Invalid", why)
         builtin = self._need_builtin()
-        if not caller.operator and caller.role != "admin" and \
-                not await builtin.check_password(user, str(body.get("currentPassword") or "")):
+        if (
+            not caller.operator
+            and caller.role != "admin"
+            and not await builtin.check_password(user, str(body.get("currentPassword") or ""))
+        ):
             raise forbidden("the current password is wrong")
         await builtin.set_password(user, new)
-        return respond({"kind": "Status", "apiVersion": "v1", "status": "Success",
-                        "message": f'password of user "{name}" set; its earlier tokens are revoked'})
+        return respond(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Success",
+                "message": f'password of user "{name}" set; its earlier tokens are revoked',
+            }
+        )
 
     async def revoke(self, request: web.Request) -> web.Response:
         caller = _caller()
         name = request.match_info["name"]
         await self._managed_user(caller, name, self_ok=True)
         await self._need_builtin().revoke_user(name)
-        return respond({"kind": "Status", "apiVersion": "v1", "status": "Success",
-                        "message": f'every token of user "{name}" issued until now is revoked'})
+        return respond(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Success",
+                "message": f'every token of user "{name}" issued until now is revoked',
+            }
+        )

@@ -79,24 +79,48 @@ KINDS: dict[tuple[str, str], Spec] = {
 _RESOURCE_ATTRS: Spec = {1: ("namespace", "str", None), 2: ("verb", "str", None), 3: ("group", "str", None),
                          4: ("version", "str", None), 5: ("resource", "str", None),
                          6: ("subresource", "str", None), 7: ("name", "str", None)}
-_ACCESS_SPEC: Spec = {1: ("resourceAttributes", "msg", _RESOURCE_ATTRS),
-                      2: ("nonResourceAttributes", "msg", {1: ("path", "str", None), 2: ("verb", "str", None)})}
-_BOUND_REF: Spec = {1: ("kind", "str", None), 2: ("apiVersion", "str", None), 3: ("name", "str", None),
-                    4: ("uid", "str", None)}
-KINDS.update({
-    ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
-    ("authentication.k8s.io/v1beta1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
-    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {1: ("metadata", "msg", OBJECT_META),
-                                                             2: ("spec", "msg", _ACCESS_SPEC)},
-    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {1: ("metadata", "msg", OBJECT_META),
-                                                            2: ("spec", "msg", {1: ("namespace", "str", None)})},
-    ("authentication.k8s.io/v1", "TokenRequest"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", {
-        1: ("audiences", "[str]", None), 3: ("boundObjectRef", "msg", _BOUND_REF),
-        4: ("expirationSeconds", "int", None)})},
-})
-UNKNOWN: Spec = {1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
-                 2: ("raw", "raw", None), 3: ("contentEncoding", "str", None),
-                 4: ("contentType", "str", None)}
+_ACCESS_SPEC: Spec = {
+    1: ("resourceAttributes", "msg", _RESOURCE_ATTRS),
+    2: ("nonResourceAttributes", "msg", {1: ("path", "str", None), 2: ("verb", "str", None)}),
+}
+_BOUND_REF: Spec = {
+    1: ("kind", "str", None),
+    2: ("apiVersion", "str", None),
+    3: ("name", "str", None),
+    4: ("uid", "str", None),
+}
+KINDS.update(
+    {
+        ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
+        ("authentication.k8s.io/v1beta1", "SelfSubjectReview"): {1: ("metadata", "msg", OBJECT_META)},
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: ("spec", "msg", _ACCESS_SPEC),
+        },
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: ("spec", "msg", {1: ("namespace", "str", None)}),
+        },
+        ("authentication.k8s.io/v1", "TokenRequest"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: (
+                "spec",
+                "msg",
+                {
+                    1: ("audiences", "[str]", None),
+                    3: ("boundObjectRef", "msg", _BOUND_REF),
+                    4: ("expirationSeconds", "int", None),
+                },
+            ),
+        },
+    }
+)
+UNKNOWN: Spec = {
+    1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
+    2: ("raw", "raw", None),
+    3: ("contentEncoding", "str", None),
+    4: ("contentType", "str", None),
+}
 
 
 class _Malformed(Exception):
@@ -130,11 +154,11 @@ def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
             n, i = _varint(buf, i)
             if i + n > len(buf):
                 raise _Malformed("truncated field")
-            out.append((num, buf[i:i + n]))
+            out.append((num, buf[i : i + n]))
             i += n
         elif wire in (1, 5):
             n = 8 if wire == 1 else 4
-            out.append((num, buf[i:i + n]))
+            out.append((num, buf[i : i + n]))
             i += n
         else:
             raise _Malformed(f"unsupported wire type {wire}")
@@ -202,14 +226,17 @@ def decode_protobuf(body: bytes) -> JSON:
     if not body.startswith(MAGIC):
         raise bad_request("protobuf body without the k8s envelope")
     try:
-        unknown = _message(body[len(MAGIC):], UNKNOWN)
+        unknown = _message(body[len(MAGIC) :], UNKNOWN)
         tm = unknown.get("typeMeta") or {}
         api_version, kind = tm.get("apiVersion", ""), tm.get("kind", "")
         spec = KINDS.get((api_version, kind))
         if spec is None:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"protobuf is supported for {', '.join(k for _, k in KINDS)} only "
-                           f"(got {api_version} {kind}); send JSON (kubectl create -f / apply -f)")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"protobuf is supported for {', '.join(k for _, k in KINDS)} only "
+                f"(got {api_version} {kind}); send JSON (kubectl create -f / apply -f)",
+            )
         obj = _message(unknown.get("raw", b""), spec)
     except _Malformed as e:
         raise bad_request(f"malformed protobuf body: {e}") from None

@@ -72,12 +72,20 @@ def rules(user: UserInfo, in_namespace: bool) -> JSON:
     non_resource = [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi",
                                                           "/openapi/*", "/version", "/healthz", "/livez",
                                                           "/readyz"]}]
-    reviews = [{"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]},
-               {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
-                "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}]
+    reviews = [
+        {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]},
+        {
+            "verbs": ["create"],
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        },
+    ]
     if user.operator:
-        return {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+        return {
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        }
     out: list[JSON] = list(reviews)
     if user.role and in_namespace:
         by_group: dict[str, list[str]] = {}
@@ -90,6 +98,11 @@ def rules(user: UserInfo, in_namespace: bool) -> JSON:
             out.append({"verbs": verbs, "apiGroups": [g], "resources": rs})
         out.append({"verbs": sorted(READ), "apiGroups": [""], "resources": ["pods/log", "pods/status"]})
         if user.role in ("member", "admin"):
-            out.append({"verbs": ["create"], "apiGroups": [""],
-                        "resources": sorted(f"pods/{s}" for s in MEMBER_SUBRESOURCES - {"scale", "token"})})
+            out.append(
+                {
+                    "verbs": ["create"],
+                    "apiGroups": [""],
+                    "resources": sorted(f"pods/{s}" for s in MEMBER_SUBRESOURCES - {"scale", "token"}),
+                }
+            )
     return {"resourceRules": out, "nonResourceRules": non_resource, "incomplete": True}

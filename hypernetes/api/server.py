@@ -144,8 +144,21 @@ class ApiServer:
                              t.resource, t.sub or "")
         user = request[USER]
         request[AUDIT_TARGET] = (t.resource, t.sub or "", t.namespace or "", t.name or "")
-        decision = await self.authorize(user, Attributes(user, verb, True, request.path, t.group, t.kind.version,
-                                                         t.resource, t.sub or "", t.namespace or "", t.name or ""))
+        decision = await self.authorize(
+            user,
+            Attributes(
+                user,
+                verb,
+                True,
+                request.path,
+                t.group,
+                t.kind.version,
+                t.resource,
+                t.sub or "",
+                t.namespace or "",
+                t.name or "",
+            ),
+        )
         if decision.scope is not None:
             request[SCOPE] = decision.scope
         if t.kind in schema.REVIEW_KINDS:
@@ -167,16 +180,26 @@ class ApiServer:
             raise method_not_allowed(request.method)
         r = self.resources
         handlers: dict[str, Callable[[web.Request, Target], Awaitable[web.StreamResponse]]] = {
-            "get": r.get, "list": r.list_, "watch": r.watch, "create": r.create, "update": r.update,
-            "patch": r.patch, "delete": r.delete, "deletecollection": r.delete_collection}
+            "get": r.get,
+            "list": r.list_,
+            "watch": r.watch,
+            "create": r.create,
+            "update": r.update,
+            "patch": r.patch,
+            "delete": r.delete,
+            "deletecollection": r.delete_collection,
+        }
         handler = handlers.get(verb)
         if handler is None or (verb == "create" and t.name):
             raise method_not_allowed(request.method)
         return await handler(request, t)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
 
     @staticmethod
     async def ok(request: web.Request) -> web.Response:
@@ -201,8 +224,10 @@ class ApiServer:
                     raise unauthorized()
                 request[USER] = user
                 CALLER.set(user)
-                if request.match_info.route.resource is None or \
-                        request.match_info.route.resource.canonical not in RESOURCE_ROUTES:
+                if (
+                    request.match_info.route.resource is None
+                    or request.match_info.route.resource.canonical not in RESOURCE_ROUTES
+                ):
                     # discovery, OpenAPI, metrics: authorized by path; resources once parsed
                     await self.authorize(user, Attributes(user, request.method.lower(), False, request.path))
             resp = await handler(request)
@@ -235,8 +260,18 @@ class ApiServer:
         if not tenant and ns and self.admission is not None:
             tenant = self.admission.d.namespace_owner(ns) or ""
         verb = request.get(METRIC, (request.method,))[0].lower()
-        self.audit.record(user=user, tenant=tenant, verb=verb, path=request.path, resource=resource,
-                          subresource=sub, namespace=ns, name=name, code=code, source=request.remote or "")
+        self.audit.record(
+            user=user,
+            tenant=tenant,
+            verb=verb,
+            path=request.path,
+            resource=resource,
+            subresource=sub,
+            namespace=ns,
+            name=name,
+            code=code,
+            source=request.remote or "",
+        )
 
 
 APP_KEY = web.AppKey("hypernetes.api", ApiServer)
@@ -247,10 +282,18 @@ SWEEPER = web.AppKey("hypernetes.api.event_sweeper", asyncio.Task[None])
 TENANCY = web.AppKey("hypernetes.api.tenancy", Tenancy)
 
 
-def create_app(store: Store, *, authenticator: Authenticator, authorizer: Authorizer,
-               pod_proxy: PodProxy | None, bookmark_every: float = 60.0,
-               watch_queue_limit: int = 1000, event_ttl: float = 3600.0,
-               tenancy: Tenancy | None = None, audit: AuditLog | None = None) -> web.Application:
+def create_app(
+    store: Store,
+    *,
+    authenticator: Authenticator,
+    authorizer: Authorizer,
+    pod_proxy: PodProxy | None,
+    bookmark_every: float = 60.0,
+    watch_queue_limit: int = 1000,
+    event_ttl: float = 3600.0,
+    tenancy: Tenancy | None = None,
+    audit: AuditLog | None = None,
+) -> web.Application:
     """The API server application over `store`. Default namespaces are created on startup;
     events older than `event_ttl` seconds are deleted (0: never)."""
     metrics = Metrics()
@@ -259,8 +302,18 @@ def create_app(store: Store, *, authenticator: Authenticator, authorizer: Author
     admission = tenancy.admission if tenancy is not None else None
     resources = Resources(counted, caches, bookmark_every=bookmark_every, admission=admission)
     issuer = tenancy.issuer if tenancy is not None else None
-    server = ApiServer(counted, authenticator, authorizer, caches, resources,
-                       Subresources(resources, pod_proxy, issuer), Discovery(), metrics, admission, audit)
+    server = ApiServer(
+        counted,
+        authenticator,
+        authorizer,
+        caches,
+        resources,
+        Subresources(resources, pod_proxy, issuer),
+        Discovery(),
+        metrics,
+        admission,
+        audit,
+    )
     metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
     app = web.Application(middlewares=[server.middleware], client_max_size=3 * 1024 * 1024)
     app[APP_KEY] = server
@@ -295,6 +348,7 @@ async def _bootstrap(app: web.Application) -> None:
     if TENANCY in app:
         await app[TENANCY].directory.start()
     from hypernetes.api import schema
+
     kind = schema.kind_for("", "v1", "namespaces")
     assert kind is not None
     for name in DEFAULT_NAMESPACES:

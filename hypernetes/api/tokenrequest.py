@@ -40,7 +40,9 @@ async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target,
         raise ApiError(422, "Invalid", f"spec.expirationSeconds: may not specify a duration less than "
                        f"{MIN_TTL} seconds")
     audiences = spec.get("audiences") or None
-    if audiences is not None and not (isinstance(audiences, list) and all(isinstance(a, str) for a in audiences)):
+    if audiences is not None and not (
+        isinstance(audiences, list) and all(isinstance(a, str) for a in audiences)
+    ):
         raise bad_request("spec.audiences must be a list of strings")
     pod = None
     ref = spec.get("boundObjectRef")
@@ -53,8 +55,12 @@ async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target,
             raise not_found("pods", str(ref.get("name")))
         account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         if account != name:
-            raise ApiError(422, "Invalid", f'spec.boundObjectRef: pod "{meta.get("name")}" runs as service '
-                           f'account "{account}", not "{name}"')
+            raise ApiError(
+                422,
+                "Invalid",
+                f'spec.boundObjectRef: pod "{meta.get("name")}" runs as service '
+                f'account "{account}", not "{name}"',
+            )
     caller = CALLER.get()
     node = caller.node if caller is not None else None
     if node is not None and (pod is None or (pod.get("spec") or {}).get("nodeName") != node):
@@ -62,7 +68,10 @@ async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target,
     lifetime = EXTENDED_TTL if (ttl == LEGACY_SECONDS and pod is not None) else min(ttl, MAX_TTL)
     issued, aud = issuer.issue_service_account(ns, sa, float(lifetime), pod=pod, audiences=audiences)
     expires = dt.datetime.fromtimestamp(issued.expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
-            "spec": {**spec, "audiences": aud, "expirationSeconds": min(ttl, MAX_TTL)},
-            "status": {"token": issued.token, "expirationTimestamp": expires}}
+    return {
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
+        "spec": {**spec, "audiences": aud, "expirationSeconds": min(ttl, MAX_TTL)},
+        "status": {"token": issued.token, "expirationTimestamp": expires},
+    }

@@ -156,7 +156,8 @@ class TenantAdmission:
                 t = await self.d.fetch_tenant(tenant)
                 if t is None or (t.get("metadata") or {}).get("deletionTimestamp"):
                     raise Denied(f'tenant "{tenant}" does not exist or is being deleted')
-                self._check(tenant, t.get("spec") or {}, "namespaces", 1, len(self.d.tenant_namespaces(tenant)))
+                owned = len(self.d.tenant_namespaces(tenant))
+                self._check(tenant, t.get("spec") or {}, "namespaces", 1, owned)
             return
         if owner(old) != labels.get(TENANT_LABEL) and not user.operator:
             raise Denied(f"the {TENANT_LABEL} label of a namespace may be changed by operators only")
@@ -194,21 +195,27 @@ class TenantAdmission:
             for i, c in enumerate(spec.get(group) or []):
                 sc = (c or {}).get("securityContext") or {}
                 if sc.get("privileged") is True:
-                    raise Denied(f"{path}.{group}[{i}].securityContext.privileged: tenants may not run "
-                                 "privileged containers")
+                    raise Denied(
+                        f"{path}.{group}[{i}].securityContext.privileged: tenants may not run "
+                        "privileged containers"
+                    )
         for i, v in enumerate(spec.get("volumes") or []):
             if isinstance(v, dict) and "hostPath" in v:
                 raise Denied(f"{path}.volumes[{i}].hostPath: host paths are not reachable from a pod VM")
         rc = spec.get("runtimeClassName")
         allowed_rc = tspec.get("allowedRuntimeClasses")
         if rc and allowed_rc is not None and rc not in allowed_rc:
-            raise Denied(f'{path}.runtimeClassName: runtime class "{rc}" is not allowed for tenant "{tenant}" '
-                         f"(allowed: {', '.join(allowed_rc) or 'none'})")
+            raise Denied(
+                f'{path}.runtimeClassName: runtime class "{rc}" is not allowed for tenant "{tenant}" '
+                f"(allowed: {', '.join(allowed_rc) or 'none'})"
+            )
         kernel = ((holder.get("metadata") or {}).get("annotations") or {}).get(KERNEL_ANNOTATION)
         allowed_k = tspec.get("allowedKernels")
         if kernel and kernel != "default" and allowed_k is not None and kernel not in allowed_k:
-            raise Denied(f'metadata.annotations[{KERNEL_ANNOTATION}]: kernel "{kernel}" is not allowed for '
-                         f"tenant \"{tenant}\" (allowed: {', '.join(['default', *allowed_k])})")
+            raise Denied(
+                f'metadata.annotations[{KERNEL_ANNOTATION}]: kernel "{kernel}" is not allowed for '
+                f'tenant "{tenant}" (allowed: {", ".join(["default", *allowed_k])})'
+            )
 
     async def usage(self, tenant: str) -> Usage:
         """What the tenant's namespaces hold now, read from the store."""
@@ -241,5 +248,7 @@ class TenantAdmission:
         limit = quantity(key, limit_text)
         if used + asked > limit:
             over = used + asked - limit
-            raise Denied(f'exceeded quota of tenant "{tenant}": {key}: requested {show(key, asked)}, '
-                         f"used {show(key, used)}, limited {show(key, limit)} (over by {show(key, over)})")
+            raise Denied(
+                f'exceeded quota of tenant "{tenant}": {key}: requested {show(key, asked)}, '
+                f"used {show(key, used)}, limited {show(key, limit)} (over by {show(key, over)})"
+            )

@@ -32,14 +32,23 @@ class RootCAPublisher(Controller):
 
     async def reconcile(self, key: str) -> None:
         ns = self.namespaces.get(key)
-        if not self.ca_pem or ns is None or m.deleting(ns) or (ns.get("status") or {}).get("phase") == "Terminating":
+        if (
+            not self.ca_pem
+            or ns is None
+            or m.deleting(ns)
+            or (ns.get("status") or {}).get("phase") == "Terminating"
+        ):
             return
         want = {"ca.crt": self.ca_pem}
         cm = self.configmaps.get(f"{key}/{NAME}")
         try:
             if cm is None:
-                await self.client.create("v1", "configmaps", {
-                    "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME}, "data": want}, key)
+                await self.client.create(
+                    "v1",
+                    "configmaps",
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME}, "data": want},
+                    key,
+                )
             elif cm.get("data") != want:
                 await self.client.patch("v1", "configmaps", NAME, {"data": want}, key)
         except ApiException as e:

@@ -61,9 +61,9 @@ class ClientNodeAPI:
     async def service_account_token(self, pod: Obj, expiration: int, audience: str) -> str | None:
         meta = pod["metadata"]
         account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-        body: Obj = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
-            "expirationSeconds": expiration,
-            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta.get("uid")}}}
+        bound = {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta.get("uid")}
+        body: Obj = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                     "spec": {"expirationSeconds": expiration, "boundObjectRef": bound}}
         if audience:
             body["spec"]["audiences"] = [audience]
         try:

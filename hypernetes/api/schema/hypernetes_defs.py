@@ -30,50 +30,101 @@ def _obj(kind: str, description: str, spec: str | None, status: str | None) -> J
 
 
 def _list(kind: str) -> JSON:
-    return {"type": "object", "description": f"A list of {kind} objects.", "required": ["items"], "properties": {
-        "apiVersion": _s("APIVersion of this representation."),
-        "kind": _s("Kind of this list."),
-        "items": {"type": "array", "items": {"$ref": PREFIX + kind}, "description": f"The {kind} objects."},
-        "metadata": {"$ref": _META + "ListMeta", "description": "Standard list metadata."},
-    }, "x-kubernetes-group-version-kind": [{"group": "hypernetes.io", "kind": kind + "List", "version": "v1"}]}
+    return {
+        "type": "object",
+        "description": f"A list of {kind} objects.",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": _s("APIVersion of this representation."),
+            "kind": _s("Kind of this list."),
+            "items": {
+                "type": "array",
+                "items": {"$ref": PREFIX + kind},
+                "description": f"The {kind} objects.",
+            },
+            "metadata": {"$ref": _META + "ListMeta", "description": "Standard list metadata."},
+        },
+        "x-kubernetes-group-version-kind": [
+            {"group": "hypernetes.io", "kind": kind + "List", "version": "v1"}
+        ],
+    }
 
 
-_AMOUNTS = ("Amounts by name: pods, vcpus (whole vCPUs of the pods' VMs), memory (the VMs' memory, "
-            "guest overhead included), namespaces, storage, persistentvolumeclaims.")
+_AMOUNTS = (
+    "Amounts by name: pods, vcpus (whole vCPUs of the pods' VMs), memory (the VMs' memory, "
+    "guest overhead included), namespaces, storage, persistentvolumeclaims."
+)
 _RESOURCE_LIST: JSON = {"type": "object", "additionalProperties": {"$ref": _Q}, "description": _AMOUNTS}
 
 DEFINITIONS: dict[str, JSON] = {
-    PREFIX + "Tenant": _obj("Tenant", "A tenant: owns namespaces, users and their quota; its workloads are "
-                            "isolated from every other tenant's.", "TenantSpec", "TenantStatus"),
+    PREFIX + "Tenant": _obj(
+        "Tenant",
+        "A tenant: owns namespaces, users and their quota; its workloads are "
+        "isolated from every other tenant's.",
+        "TenantSpec",
+        "TenantStatus",
+    ),
     PREFIX + "TenantList": _list("Tenant"),
-    PREFIX + "TenantSpec": {"type": "object", "description": "What a tenant is allowed.", "properties": {
-        "displayName": _s("A human-readable name."),
-        "quota": {**_RESOURCE_LIST, "description": "Hard limits across all the tenant's namespaces. "
-                  + _AMOUNTS + " Absent: unlimited."},
-        "allowedRuntimeClasses": {"type": "array", "items": {"type": "string"},
-                                  "description": "Runtime classes pods may name (hypervm, gvisor); "
-                                                 "absent: any."},
-        "allowedKernels": {"type": "array", "items": {"type": "string"},
-                           "description": "Guest kernels (hypernetes.io/kernel) pods may pick; absent: any; "
-                                          "the node's default kernel is always allowed."},
-    }},
-    PREFIX + "TenantStatus": {"type": "object", "description": "Observed state of a tenant.", "properties": {
-        "phase": _s("Active or Terminating."),
-        "namespaces": {"type": "array", "items": {"type": "string"}, "description": "The namespaces it owns."},
-        "used": {**_RESOURCE_LIST, "description": "Current usage of what the quota limits."},
-    }},
-    PREFIX + "User": _obj("User", "A user of the built-in identity backend: a member of one tenant with "
-                          "one role. Passwords are set through the CLI and never appear in the object.",
-                          "UserSpec", None),
+    PREFIX + "TenantSpec": {
+        "type": "object",
+        "description": "What a tenant is allowed.",
+        "properties": {
+            "displayName": _s("A human-readable name."),
+            "quota": {
+                **_RESOURCE_LIST,
+                "description": "Hard limits across all the tenant's namespaces. "
+                + _AMOUNTS
+                + " Absent: unlimited.",
+            },
+            "allowedRuntimeClasses": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Runtime classes pods may name (hypervm, gvisor); absent: any.",
+            },
+            "allowedKernels": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Guest kernels (hypernetes.io/kernel) pods may pick; absent: any; "
+                "the node's default kernel is always allowed.",
+            },
+        },
+    },
+    PREFIX + "TenantStatus": {
+        "type": "object",
+        "description": "Observed state of a tenant.",
+        "properties": {
+            "phase": _s("Active or Terminating."),
+            "namespaces": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The namespaces it owns.",
+            },
+            "used": {**_RESOURCE_LIST, "description": "Current usage of what the quota limits."},
+        },
+    },
+    PREFIX + "User": _obj(
+        "User",
+        "A user of the built-in identity backend: a member of one tenant with "
+        "one role. Passwords are set through the CLI and never appear in the object.",
+        "UserSpec",
+        None,
+    ),
     PREFIX + "UserList": _list("User"),
-    PREFIX + "UserSpec": {"type": "object", "required": ["tenant", "role"], "description": "Who the user is.",
-                          "properties": {
-                              "tenant": _s("The tenant the user belongs to. Immutable."),
-                              "role": _s("admin (manages the tenant's users and namespaces), member (reads "
-                                         "and writes workloads) or viewer (reads)."),
-                              "displayName": _s("A human-readable name."),
-                              "disabled": {"type": "boolean",
-                                           "description": "A disabled user cannot log in; its tokens stop "
-                                                          "working."},
-                          }},
+    PREFIX + "UserSpec": {
+        "type": "object",
+        "required": ["tenant", "role"],
+        "description": "Who the user is.",
+        "properties": {
+            "tenant": _s("The tenant the user belongs to. Immutable."),
+            "role": _s(
+                "admin (manages the tenant's users and namespaces), member (reads "
+                "and writes workloads) or viewer (reads)."
+            ),
+            "displayName": _s("A human-readable name."),
+            "disabled": {
+                "type": "boolean",
+                "description": "A disabled user cannot log in; its tokens stop working.",
+            },
+        },
+    },
 }

@@ -95,9 +95,23 @@ KINDS: tuple[Kind, ...] = (
     _k("hypernetes.io", "User", "users", False),
     # reviews: created, answered, never stored
     _k("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),
-    Kind("authentication.k8s.io", "v1beta1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview",
-         False, verbs=("create",), definition="io.k8s.api.authentication.v1beta1.SelfSubjectReview"),
-    _k("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False, verbs=("create",)),
+    Kind(
+        "authentication.k8s.io",
+        "v1beta1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        False,
+        verbs=("create",),
+        definition="io.k8s.api.authentication.v1beta1.SelfSubjectReview",
+    ),
+    _k(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        False,
+        verbs=("create",),
+    ),
     _k("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False, verbs=("create",)),
 )
 REVIEW_KINDS = frozenset(k for k in KINDS if k.verbs == ("create",))

@@ -138,8 +138,23 @@ def _operations(kind: Kind) -> dict[str, tuple[list[str], list[JSON]]]:
     defn, lst = kind.definition, kind.list_definition
     paths: dict[str, tuple[list[str], list[JSON]]] = {}
     if kind.verbs == ("create",):  # reviews: POST only, answered in the response
-        return {coll: (pparams, [_op(kind, "post", "post", f"create{g}{ns}{kind.kind}", body=defn, response=defn,
-                                     params=_WRITE, description=f"create a {kind.kind}")])}
+        return {
+            coll: (
+                pparams,
+                [
+                    _op(
+                        kind,
+                        "post",
+                        "post",
+                        f"create{g}{ns}{kind.kind}",
+                        body=defn,
+                        response=defn,
+                        params=_WRITE,
+                        description=f"create a {kind.kind}",
+                    )
+                ],
+            )
+        }
     ops = [
         _op(
             kind,

@@ -744,9 +744,17 @@ def _used_of(status: JSON, spec: JSON, key: str) -> str:
 
 def tenant_row(obj: JSON, ctx: Context) -> list[Any]:
     spec, status = _d(obj.get("spec")), _d(obj.get("status"))
-    phase = "Terminating" if _d(obj.get("metadata")).get("deletionTimestamp") else status.get("phase") or "Active"
-    return [_name(obj), phase, len(_l(status.get("namespaces"))), _used_of(status, spec, "pods"),
-            _used_of(status, spec, "memory"), spec.get("displayName") or "", age_of(obj, ctx)]
+    deleting = _d(obj.get("metadata")).get("deletionTimestamp")
+    phase = "Terminating" if deleting else status.get("phase") or "Active"
+    return [
+        _name(obj),
+        phase,
+        len(_l(status.get("namespaces"))),
+        _used_of(status, spec, "pods"),
+        _used_of(status, spec, "memory"),
+        spec.get("displayName") or "",
+        age_of(obj, ctx),
+    ]
 
 
 USER_COLUMNS = (
@@ -760,8 +768,13 @@ USER_COLUMNS = (
 
 def user_row(obj: JSON, ctx: Context) -> list[Any]:
     spec = _d(obj.get("spec"))
-    return [_name(obj), spec.get("tenant") or "", spec.get("role") or "", bool(spec.get("disabled")),
-            age_of(obj, ctx)]
+    return [
+        _name(obj),
+        spec.get("tenant") or "",
+        spec.get("role") or "",
+        bool(spec.get("disabled")),
+        age_of(obj, ctx),
+    ]
 
 
 PRINTERS: dict[str, tuple[tuple[Column, ...], Row]] = {
