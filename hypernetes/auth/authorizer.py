@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypernetes.auth.directory import GROUP, Directory, user_spec
+from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
 from hypernetes.auth.identity import MASTERS, UserInfo
 from hypernetes.store.keys import key_prefix, object_key
 
@@ -186,8 +186,9 @@ class TenantAuthorizer:
         if a.subresource in ("status", "finalize") and a.verb not in READ:
             return deny("namespace status belongs to the namespace controller")
         if a.verb in ("list", "watch") and not a.name:
-            d = self.d
-            return Decision(True, scope=lambda o: d.namespace_owner(str(_meta(o).get("name"))) == u.tenant)
+            # the object's own label, not the directory: a watcher must see its new namespace's
+            # ADDED event even before the directory's copy has caught up
+            return Decision(True, scope=lambda o: owner(o) == u.tenant)
         if a.verb == "create":
             return ALLOW if u.role == "admin" else deny("only a tenant admin creates namespaces")
         if await self.d.fetch_namespace_owner(a.name) != u.tenant:
