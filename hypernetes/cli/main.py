@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hypernetes import __version__
-from hypernetes.cli import image, kernel, run, up
+from hypernetes.cli import image, kernel, login, run, tenant, up, user
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     image.register(sub)
     kernel.register(sub)
+    tenant.register(sub)
+    user.register(sub)
+    login.register(sub)
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=lambda _args: print(f"hypernetes {__version__}") or 0)
     return parser
