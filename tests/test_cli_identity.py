@@ -28,7 +28,6 @@ HN = [str(_ENTRY)] if _ENTRY.exists() else [sys.executable, "-m", "hypernetes.cl
 PASSWORD = "correct horse battery"
 # tenant users cannot reach POST/PUT /hypernetes/v1/* yet: the middleware authorizes those paths as
 # non-resource requests and the tenant authorizer allows only GETs there (see docs/tenants.md)
-IDENTITY_PATHS_BUG = "tenant users are refused POST/PUT on /hypernetes/v1/* by the non-resource authorizer"
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +317,6 @@ def test_logout_of_a_dead_token_just_forgets_it(api: ApiServerThread, env: dict[
     assert "not logged in" in hn(env, "logout", *login_args(api, "acme", "dee")).stderr
 
 
-@pytest.mark.xfail(reason=IDENTITY_PATHS_BUG, strict=True)
 def test_logout_revokes_the_cached_token(api: ApiServerThread, env: dict[str, str], tmp_path: Path) -> None:
     make_user(env, "eli", "acme", "member")
     cred = json.loads(ok(env, "login", *login_args(api, "acme", "eli"), "--password-stdin",
@@ -336,7 +334,6 @@ def test_logout_revokes_the_cached_token(api: ApiServerThread, env: dict[str, st
     assert "Unauthorized" in kubectl(env, kc, "get", "ns").stderr
 
 
-@pytest.mark.xfail(reason=IDENTITY_PATHS_BUG, strict=True)
 def test_tenant_admin_and_users_themselves(api: ApiServerThread, env: dict[str, str], tmp_path: Path) -> None:
     admin_kc = tmp_path / "ann.kubeconfig"
     ok(env, "kubeconfig", "--tenant", "acme", "--user", "ann", "-o", str(admin_kc))

@@ -54,6 +54,8 @@ class Invalid(Exception):
 def quantity(key: str, value: Any) -> int:
     """A quota amount as an integer: bytes for memory/storage, counts otherwise."""
     text = str(value)
+    if text.strip() in ("0", "0.0"):
+        return 0  # a quota of zero forbids the resource (the parsers below refuse a zero size)
     if key in ("memory", "storage"):
         return parse_memory(text)
     millis = parse_cpu(text)
@@ -63,7 +65,7 @@ def quantity(key: str, value: Any) -> int:
 
 
 def show(key: str, amount: int) -> str:
-    if key in ("memory", "storage"):
+    if key in ("memory", "storage") and amount:
         return f"{amount // MiB}Mi" if amount % (1024 * MiB) else f"{amount // (1024 * MiB)}Gi"
     return str(amount)
 
@@ -137,6 +139,10 @@ class TenantAdmission:
         for path, holder in pod_templates(kind, obj):
             self._pod_policy(tenant, spec.get("spec") or {}, path, holder)
         if kind == "Pod" and old is None:
+            # a new pod starts Pending whatever its body claims (upstream drops a created status):
+            # quotas skip finished pods, so one created as "Succeeded" would never count
+            qos = (obj.get("status") or {}).get("qosClass")
+            obj["status"] = {"phase": "Pending", **({"qosClass": qos} if qos else {})}
             await self._pod_quota(tenant, spec.get("spec") or {}, obj)
 
     # -- namespaces, users, tenants --------------------------------------------------------------
@@ -156,7 +162,7 @@ class TenantAdmission:
                 t = await self.d.fetch_tenant(tenant)
                 if t is None or (t.get("metadata") or {}).get("deletionTimestamp"):
                     raise Denied(f'tenant "{tenant}" does not exist or is being deleted')
-                owned = len(self.d.tenant_namespaces(tenant))
+                owned = len(await self.namespaces_of(tenant))
                 self._check(tenant, t.get("spec") or {}, "namespaces", 1, owned)
             return
         if owner(old) != labels.get(TENANT_LABEL) and not user.operator:
@@ -217,9 +223,17 @@ class TenantAdmission:
                 f'tenant "{tenant}" (allowed: {", ".join(["default", *allowed_k])})'
             )
 
+    async def namespaces_of(self, tenant: str) -> list[str]:
+        """The tenant's namespaces as the store has them now. Not the directory's copy: it follows
+        the store through a watch, so right after a create it may not hold the new namespace yet,
+        and the next create (under the same lock) would pass a full namespace quota."""
+        res = await self.d.store.list(key_prefix("", "namespaces", None))
+        found = (json.loads(kv.value) for kv in res.items)
+        return [str(ns["metadata"]["name"]) for ns in found if owner(ns) == tenant]
+
     async def usage(self, tenant: str) -> Usage:
         """What the tenant's namespaces hold now, read from the store."""
-        namespaces = self.d.tenant_namespaces(tenant)
+        namespaces = await self.namespaces_of(tenant)
         pods: list[JSON] = []
         for ns in namespaces:
             res = await self.d.store.list(key_prefix("", "pods", ns))
