@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from hypernetes.api.authn import bearer_token
-from hypernetes.api.routing import CALLER, read_body, respond
+from hypernetes.api.routing import AUDIT_TARGET, CALLER, read_body, respond
 from hypernetes.api.status import ApiError, bad_request, forbidden, not_found, unauthorized
 from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.directory import user_spec
@@ -83,6 +83,7 @@ class IdentityRoutes:
     async def login(self, request: web.Request) -> web.Response:
         body = await read_body(request, protobuf_ok=False)
         tenant, user, password = _str(body, "tenant"), _str(body, "user"), _str(body, "password")
+        request[AUDIT_TARGET] = ("login", "", "", f"{tenant}/{user}")  # who tried, even if it fails
         if self._throttled(user):
             raise ApiError(429, "TooManyRequests", "too many failed logins; try again in a minute")
         try:

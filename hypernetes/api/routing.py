@@ -29,6 +29,9 @@ GZIP_ABOVE = 128 * 1024  # kube-apiserver compresses responses above 128 KiB
 # The authenticated caller of the request being served (None: the server itself), for admission.
 CALLER: ContextVar[UserInfo | None] = ContextVar("caller", default=None)
 
+# (resource, subresource, namespace, name) a request addressed, for the audit log.
+AUDIT_TARGET = web.RequestKey("audit_target", tuple[str, str, str, str])
+
 # What the authorizer lets this request see of a list or watch (None: everything it addresses).
 SCOPE = web.RequestKey("scope", object)
 

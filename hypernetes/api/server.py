@@ -28,6 +28,7 @@ from hypernetes.api.crud import Resources
 from hypernetes.api.discovery import Discovery
 from hypernetes.api.metrics import Metrics
 from hypernetes.api.routing import (
+    AUDIT_TARGET,
     CALLER,
     SCOPE,
     Target,
@@ -62,7 +63,6 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESOURCE_ROUTES = frozenset(("/api/{version}/{tail}", "/apis/{group}/{version}/{tail}"))
 USER = web.RequestKey("user", UserInfo)
-AUDIT_TARGET = web.RequestKey("audit_target", tuple[str, str, str, str])
 METRIC = web.RequestKey("metric", tuple[str, str, str])
 
 
