@@ -187,6 +187,8 @@ def test_tenant_pod_vm_quota_policy_and_isolation(cluster: Cluster, busybox_ref:
         r = as_user(cluster, bob, *args, check=False)
         assert r.returncode != 0 and "forbidden" in r.stderr.lower(), (args, r.stdout, r.stderr)
     assert "acme-web" not in as_user(cluster, bob, "get", "pods", "-A").stdout
+    refused = as_user(cluster, bob, "create", "configmap", "x", "-n", "acme-web", check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
 
     # the audit log names who did what, including the refusals
     audit = [json.loads(line) for line in (cluster.data / "audit.log").read_text().splitlines()]
@@ -194,7 +196,9 @@ def test_tenant_pod_vm_quota_policy_and_isolation(cluster: Cluster, busybox_ref:
         e["user"] == "alice" and e["tenant"] == "acme" and e["resource"] == "pods" and e["name"] == "web"
         for e in audit
     )
-    assert any(e["user"] == "bob" and e["subresource"] == "exec" and e["code"] == 403 for e in audit)
+    assert any(e["user"] == "bob" and e["resource"] == "configmaps" and e["namespace"] == "acme-web"
+               and e["code"] == 403 and e["result"] == "denied" for e in audit)
+    assert not any(e["verb"] in ("get", "list", "watch") for e in audit)  # reads are not audited
 
     # deleting the tenant takes its namespaces, pods and VMs with it
     assert qemu_processes_under(cluster.data)

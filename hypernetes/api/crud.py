@@ -21,6 +21,7 @@ from aiohttp import web
 
 from hypernetes.api import apply, deletion, objects, schema
 from hypernetes.api.routing import (
+    AUDIT_TARGET,
     CALLER,
     JSON_CT,
     PARTIAL_CT,
@@ -336,6 +337,10 @@ class Resources:
             raise method_not_allowed("POST")
         obj = await read_body(request)
         self._check_type(t, obj)
+        target = request.get(AUDIT_TARGET)
+        if target is not None:  # the audit log names what a create asked for, even when refused
+            meta = obj.get("metadata") or {}
+            request[AUDIT_TARGET] = (*target[:3], str(meta.get("name") or meta.get("generateName") or ""))
         obj = await self.prepare_create(t, obj, field_manager(request))
         return await self.commit_create(request, t, obj)
 
