@@ -267,6 +267,8 @@ class TenantAuthorizer:
             return deny()
         if a.verb == "create" and not a.subresource:
             return deny("a node may not create pods")
+        if a.verb in ("update", "patch") and not a.subresource:
+            return deny("a node may change only the status of its pods")  # as upstream's NodeRestriction
         kv = await self.d.store.get(object_key("", "pods", a.namespace, a.name))
         if kv is None:
             return deny()

@@ -91,12 +91,13 @@ class TokenSigner:
 
     @staticmethod
     def looks_like_ours(token: str) -> bool:
-        return token.count(".") == 2 and token.startswith("eyJ") and len(token) <= MAX_TOKEN_BYTES
+        return token.count(".") == 2 and token.startswith("eyJ") and len(token) <= MAX_TOKEN_BYTES \
+            and token.isascii()
 
     def verify(self, token: str, *, now: float | None = None) -> Claims:
         """The claims of a genuine, unexpired token; TokenInvalid otherwise."""
-        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
-            raise TokenInvalid("not a token")
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2 or not token.isascii():
+            raise TokenInvalid("not a token")  # (compare_digest raises on non-ASCII str)
         header, body, sig = token.split(".")
         if header != self._header:
             raise TokenInvalid("unexpected header")  # pins alg: no "none", no key confusion
