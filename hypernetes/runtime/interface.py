@@ -55,14 +55,28 @@ class VolumeFile:
 
 
 @dataclass(frozen=True)
+class BlockDevice:
+    """A host file given to the VM as a virtio-blk disk (a persistent volume). The host never
+    mounts it; the guest agent mounts its filesystem, or hands the raw device to containers."""
+
+    path: str  # the host file
+    format: str = "raw"  # "raw" | "qcow2"
+    fs_type: str = ""  # "ext4", "xfs", ...: mounted in the guest; "" = a raw block device
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class VolumeSpec:
-    """A pod volume: `emptyDir` (shared scratch space) or `files` (configMap, secret, projected,
-    downwardAPI: contents fixed when the pod starts, read-only)."""
+    """A pod volume: `emptyDir` (shared scratch space: a per-pod scratch disk, or tmpfs for
+    medium "Memory"), `files` (configMap, secret, projected, downwardAPI: contents fixed when the
+    pod starts, read-only) or `block` (a persistent volume's disk)."""
 
     name: str
-    kind: str  # "emptyDir" | "files"
+    kind: str  # "emptyDir" | "files" | "block"
     files: tuple[VolumeFile, ...] = ()
     size_limit: int = 0  # bytes, emptyDir sizeLimit; 0 = none
+    medium: str = ""  # emptyDir: "" (disk) or "Memory" (tmpfs, counted in the VM's memory)
+    block: BlockDevice | None = None  # kind "block"
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,14 @@ class MountSpec:
     path: str
     read_only: bool = False
     sub_path: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A `block` volume without a filesystem, as a device node at `path` in the container."""
+
+    volume: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,7 @@ class ContainerSpec:
     cpu_limit_millis: int | None = None
     memory_limit: int | None = None  # bytes
     mounts: tuple[MountSpec, ...] = ()
+    devices: tuple[DeviceSpec, ...] = ()  # raw block volumes (volumeMode: Block)
 
 
 @dataclass(frozen=True)
