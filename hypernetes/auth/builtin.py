@@ -93,6 +93,9 @@ class BuiltinIdentity:
         k8s = c.extra.get("kubernetes.io")
         if not isinstance(k8s, dict):
             return None
+        aud = c.extra.get("aud")
+        if not isinstance(aud, list) or SA_AUDIENCE not in aud:
+            return None  # a token asked for another audience (a vault, another tenant's service) is not ours
         ns, sa = k8s.get("namespace"), k8s.get("serviceaccount")
         if not isinstance(ns, str) or not isinstance(sa, dict):
             return None
