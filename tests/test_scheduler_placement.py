@@ -7,10 +7,14 @@ from typing import Any
 from hypernetes.runtime.sizing import GUEST_OVERHEAD, MiB
 from hypernetes.scheduler.placement import (
     SPREADING,
+    UNBOUND_CLAIMS,
+    VOLUME_CONFLICT,
     choose,
     feasible,
     node_infos,
     unschedulable_message,
+    volume_filter,
+    volume_terms,
 )
 from hypernetes.scheduler.resources import pod_vm_size
 
@@ -110,3 +114,20 @@ def test_binpacking_by_default_spreading_as_option() -> None:
     infos = node_infos(nodes, [pod(cpu="2", memory="2Gi", node_name="busy")])
     assert choose(pod(cpu="1"), infos).name == "busy"
     assert choose(pod(cpu="1"), infos, SPREADING).name == "empty"
+
+
+def test_volume_topology_places_pods_where_their_volumes_are() -> None:
+    """A local PV's nodeAffinity pins every pod using it; an unbound claim places the pod nowhere."""
+    user = pod(volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}])
+    user["metadata"]["namespace"] = "ns"
+    claims = {"ns/data": {"spec": {"volumeName": "pv-1"}, "status": {"phase": "Bound"}}}
+    pv = {"metadata": {"name": "pv-1"}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}]}]}}}}
+    terms = volume_terms(user, claims, {"pv-1": pv})
+    assert isinstance(terms, list) and len(terms) == 1
+    nodes = [node(n, labels={"kubernetes.io/hostname": n}) for n in ("a", "b", "c")]
+    fits, reasons = feasible(user, node_infos(nodes, []), (volume_filter(terms),))
+    assert [f.name for f in fits] == ["b"] and reasons == {VOLUME_CONFLICT: 2}
+    assert volume_terms(user, {"ns/data": {"spec": {}, "status": {"phase": "Pending"}}}, {}) == UNBOUND_CLAIMS
+    assert "not found" in str(volume_terms(user, {}, {}))
+    assert volume_terms(pod(), {}, {}) == []  # no claims, no constraint

@@ -12,10 +12,20 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException, WatchEvent
-from hypernetes.scheduler.placement import BIN_PACKING, choose, feasible, node_infos, unschedulable_message
+from hypernetes.scheduler.placement import (
+    BIN_PACKING,
+    NodeInfo,
+    choose,
+    feasible,
+    node_infos,
+    unschedulable_message,
+    volume_filter,
+    volume_terms,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -39,6 +49,8 @@ class Scheduler:
         self.strategy = strategy
         self.pods: dict[str, Obj] = {}
         self.nodes: dict[str, Obj] = {}
+        self.claims: dict[str, Obj] = {}  # "ns/name"
+        self.volumes: dict[str, Obj] = {}  # persistent volumes by name
         self._wake = asyncio.Event()
         self._reported: dict[str, str] = {}  # pod key -> last FailedScheduling message
         self.bound = 0
@@ -65,6 +77,8 @@ class Scheduler:
         watchers = [
             asyncio.create_task(self._follow("pods", self.pods)),
             asyncio.create_task(self._follow("nodes", self.nodes)),
+            asyncio.create_task(self._follow("persistentvolumeclaims", self.claims)),
+            asyncio.create_task(self._follow("persistentvolumes", self.volumes)),
         ]
         try:
             while True:
@@ -94,9 +108,13 @@ class Scheduler:
 
     async def schedule_one(self, pod: Obj) -> str | None:
         infos = node_infos(self.nodes.values(), self.pods.values())
-        fits, reasons = feasible(pod, infos)
         meta = pod["metadata"]
         key = _key(pod)
+        terms = volume_terms(pod, self.claims, self.volumes)
+        if isinstance(terms, str):  # a claim is missing or unbound: no node can take the pod yet
+            fits, reasons = list[NodeInfo](), Counter({terms: len(infos)})
+        else:
+            fits, reasons = feasible(pod, infos, (volume_filter(terms),) if terms else ())
         if not fits:
             message = unschedulable_message(len(infos), reasons) if infos else "0/0 nodes are available."
             if self._reported.get(key) != message:

@@ -130,7 +130,8 @@ def _taints(pod: Obj, info: NodeInfo) -> str | None:
     return None
 
 
-FILTERS: tuple[Callable[[Obj, NodeInfo], str | None], ...] = (
+Filter = Callable[[Obj, NodeInfo], str | None]  # None if the node fits, else why not
+FILTERS: tuple[Filter, ...] = (
     _node_name,
     _node_ready,
     _taints,
@@ -139,10 +140,45 @@ FILTERS: tuple[Callable[[Obj, NodeInfo], str | None], ...] = (
 )
 
 
-def feasible(pod: Obj, infos: Iterable[NodeInfo]) -> tuple[list[NodeInfo], Counter[str]]:
+UNBOUND_CLAIMS = "pod has unbound immediate PersistentVolumeClaims"
+VOLUME_CONFLICT = "node(s) had volume node affinity conflict"
+
+
+def volume_terms(pod: Obj, claims: Mapping[str, Obj], volumes: Mapping[str, Obj]) -> list[list[Obj]] | str:
+    """The node selector terms of every persistent volume the pod uses (each PV's terms are ORed,
+    the PVs ANDed), or why the pod cannot be placed yet. `claims` by "ns/name", `volumes` by name."""
+    ns = pod["metadata"].get("namespace", "default")
+    terms: list[list[Obj]] = []
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        ref = v.get("persistentVolumeClaim") if isinstance(v, dict) else None
+        if not isinstance(ref, dict):
+            continue
+        claim = claims.get(f"{ns}/{ref.get('claimName')}")
+        if claim is None:
+            return f'persistentvolumeclaim "{ref.get("claimName")}" not found'
+        pv = volumes.get(str((claim.get("spec") or {}).get("volumeName") or ""))
+        if pv is None or (claim.get("status") or {}).get("phase") != "Bound":
+            return UNBOUND_CLAIMS
+        required = ((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}
+        if required.get("nodeSelectorTerms"):
+            terms.append(list(required["nodeSelectorTerms"]))
+    return terms
+
+
+def volume_filter(terms: list[list[Obj]]) -> Filter:
+    """A filter for the nodes every one of the pod's volumes can be attached on."""
+    def check(pod: Obj, info: NodeInfo) -> str | None:
+        ok = all(any(_term_matches(t, info.node) for t in pv_terms) for pv_terms in terms)
+        return None if ok else VOLUME_CONFLICT
+    return check
+
+
+def feasible(pod: Obj, infos: Iterable[NodeInfo],
+             extra: Iterable[Filter] = ()) -> tuple[list[NodeInfo], Counter[str]]:
     fits, reasons = [], Counter[str]()
+    checks = (*FILTERS, *extra)
     for info in infos:
-        for check in FILTERS:
+        for check in checks:
             reason = check(pod, info)
             if reason is not None:
                 reasons.update(reason.split("\n"))
