@@ -78,6 +78,7 @@ static const struct msg_process *with_fsgroup(const struct msg_process *in, stru
 int container_create(const struct msg_create *m, pid_t *pid, struct hn_err *e)
 {
 	struct rootfs_mount mounts[MSG_MAX_MOUNTS];
+	struct rootfs_device devices[MSG_MAX_DEVICES];
 	uint32_t groups[MSG_MAX_GROUPS + 1];
 	struct msg_process proc;
 	char image[128], merged[160];
@@ -100,6 +101,11 @@ int container_create(const struct msg_create *m, pid_t *pid, struct hn_err *e)
 		if (rc < 0)
 			return rc;
 	}
+	for (size_t i = 0; i < m->ndevices; i++) {
+		rc = mount_device(&m->devices[i], m->has_fsgroup ? &m->fsgroup : NULL, &devices[i], e);
+		if (rc < 0)
+			return rc;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return hn_fail(e, ENOMEM, "out of memory");
@@ -115,7 +121,8 @@ int container_create(const struct msg_create *m, pid_t *pid, struct hn_err *e)
 
 	struct spawn_req r = {.proc = with_fsgroup(&m->proc, &proc, groups, m->has_fsgroup, m->fsgroup),
 			      .container = c, .cgroup = c->cgroup, .create = 1,
-			      .root = merged, .mounts = mounts, .nmounts = m->nmounts};
+			      .root = merged, .mounts = mounts, .nmounts = m->nmounts,
+			      .devices = devices, .ndevices = m->ndevices};
 	rc = proc_spawn(&r, pid, e);
 	if (rc < 0)
 		goto fail_cgroup;

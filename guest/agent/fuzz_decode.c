@@ -95,7 +95,11 @@ static void parse_all(const uint8_t *p, size_t len)
 		(void)strlen(c.mounts[i].fstype);
 		if (c.mounts[i].subpath)
 			(void)strlen(c.mounts[i].subpath);
+		if (c.mounts[i].disk)
+			(void)strlen(c.mounts[i].disk);
 	}
+	for (size_t i = 0; rc == 0 && i < c.ndevices; i++)
+		(void)strlen(c.devices[i].serial), (void)strlen(c.devices[i].target);
 	msg_arena_free(&a);
 }
 

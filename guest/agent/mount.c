@@ -105,7 +105,10 @@ int mount_boot(void)
 	return 0;
 }
 
-int mount_find_disk(const char *serial, char *dev, size_t cap, struct hn_err *e)
+/* The block device of serial's disk (part 0) or of its partition `part`: its /dev path (the
+ * node made from sysfs if devtmpfs lacks it) and, if devno is not NULL, its number. */
+static int find_disk(const char *serial, uint32_t part, char *dev, size_t cap, dev_t *devno,
+		     struct hn_err *e)
 {
 	DIR *d = opendir("/sys/block");
 	struct dirent *de;
@@ -114,7 +117,7 @@ int mount_find_disk(const char *serial, char *dev, size_t cap, struct hn_err *e)
 	if (!d)
 		return hn_fail(e, errno, "opendir /sys/block: %s", strerror(errno));
 	while ((de = readdir(d)) != NULL) {
-		char path[300], line[64];
+		char path[700], line[64], name[300];
 		struct stat st;
 		unsigned maj, min;
 		if (strncmp(de->d_name, "vd", 2))
@@ -122,19 +125,38 @@ int mount_find_disk(const char *serial, char *dev, size_t cap, struct hn_err *e)
 		snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
 		if (hn_read_line(path, line, sizeof(line)) < 0 || strcmp(line, serial))
 			continue;
-		snprintf(dev, cap, "/dev/%s", de->d_name);
+		/* vd names end in a letter, so the kernel names partitions vdb1, vdb2, ... */
+		if (part)
+			snprintf(name, sizeof(name), "%s%u", de->d_name, part);
+		else
+			snprintf(name, sizeof(name), "%s", de->d_name);
+		if (part)
+			snprintf(path, sizeof(path), "/sys/block/%s/%s/dev", de->d_name, name);
+		else
+			snprintf(path, sizeof(path), "/sys/block/%s/dev", de->d_name);
+		if (hn_read_line(path, line, sizeof(line)) < 0 || sscanf(line, "%u:%u", &maj, &min) != 2) {
+			rc = part ? hn_fail(e, ENXIO, "disk \"%s\" has no partition %u", serial, part)
+				  : hn_fail(e, ENODEV, "no device number for disk \"%s\"", serial);
+			break;
+		}
+		snprintf(dev, cap, "/dev/%s", name);
+		if (devno)
+			*devno = makedev(maj, min);
 		rc = 0;
 		if (stat(dev, &st) == 0)
 			break;
 		/* devtmpfs normally has it; if not, make the node from sysfs */
-		snprintf(path, sizeof(path), "/sys/block/%s/dev", de->d_name);
-		if (hn_read_line(path, line, sizeof(line)) < 0 || sscanf(line, "%u:%u", &maj, &min) != 2 ||
-		    mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)
-			rc = hn_fail(e, errno ? errno : ENODEV, "no device node for %s", dev);
+		if (mknod(dev, S_IFBLK | 0600, makedev(maj, min)) < 0)
+			rc = hn_fail(e, errno, "no device node for %s: %s", dev, strerror(errno));
 		break;
 	}
 	closedir(d);
 	return rc;
+}
+
+int mount_find_disk(const char *serial, char *dev, size_t cap, struct hn_err *e)
+{
+	return find_disk(serial, 0, dev, cap, NULL, e);
 }
 
 static int is_mountpoint(const char *path)
@@ -242,6 +264,30 @@ static int mount_disk(const struct msg_mount *m, char *dir, size_t cap, struct h
 	return do_mount(dev, dir, m->fstype, m->readonly ? MS_RDONLY : 0, NULL, e);
 }
 
+/* A pod volume on a scratch disk (partition): a fresh filesystem the host made for this pod.
+ * Its root gets an emptyDir's mode 0777, and mkfs's empty lost+found is not part of one. */
+static int mount_scratch(const struct msg_mount *m, const char *dir, struct hn_err *e)
+{
+	char dev[80], lf[160];
+	int rc = find_disk(m->disk, m->partition, dev, sizeof(dev), NULL, e);
+
+	if (rc < 0)
+		return rc;
+	rc = do_mount(dev, dir, m->fstype, MS_NOSUID | MS_NODEV, NULL, e);
+	if (rc < 0)
+		return rc;
+	if (chmod(dir, 0777) < 0) {
+		rc = hn_fail(e, errno, "chmod %s: %s", dir, strerror(errno));
+		if (umount2(dir, MNT_DETACH) < 0) /* else the next MOUNT would take it as it is */
+			hn_log("umount %s: %s", dir, strerror(errno));
+		return rc;
+	}
+	snprintf(lf, sizeof(lf), "%s/lost+found", dir);
+	if (rmdir(lf) < 0 && errno != ENOENT)
+		hn_log("rmdir %s: %s", lf, strerror(errno));
+	return 0;
+}
+
 static int mount_pod_volume(const struct msg_mount *m, char *dir, size_t cap, struct hn_err *e)
 {
 	char opts[64];
@@ -253,6 +299,8 @@ static int mount_pod_volume(const struct msg_mount *m, char *dir, size_t cap, st
 	rc = hn_mkdir_p(dir, 0755);
 	if (rc < 0)
 		return hn_fail(e, -rc, "mkdir %s: %s", dir, strerror(-rc));
+	if (m->disk)
+		return mount_scratch(m, dir, e);
 	if (m->size_limit)
 		snprintf(opts, sizeof(opts), "mode=0777,size=%llu", (unsigned long long)m->size_limit);
 	else
@@ -411,6 +459,21 @@ int mount_volume(const struct msg_mount *m, const uint32_t *fsgroup, struct root
 	return rc;
 }
 
+int mount_device(const struct msg_device *d, const uint32_t *fsgroup, struct rootfs_device *r,
+		 struct hn_err *e)
+{
+	char dev[80];
+	int rc = find_disk(d->serial, 0, dev, sizeof(dev), &r->devno, e);
+
+	if (rc < 0)
+		return rc;
+	r->target = d->target;
+	/* mode bits do not stop root: a read-only claim is enforced by QEMU (readonly=on) */
+	r->mode = d->readonly ? 0440 : 0660;
+	r->gid = fsgroup ? (gid_t)*fsgroup : 0;
+	return 0;
+}
+
 static int mkdir_in(const char *root, const char *rel, mode_t mode, char *out, size_t cap,
 		    struct hn_err *e)
 {
@@ -561,7 +624,37 @@ static int mount_one(const char *root, const struct rootfs_mount *m, struct hn_e
 	return do_mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL, e);
 }
 
-int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, struct hn_err *e)
+/* A raw disk's node at its target, made after the container's /dev so that it may live there;
+ * whatever non-directory the image has at that path is replaced. */
+static int make_device(const char *root, const struct rootfs_device *d, struct hn_err *e)
+{
+	const char *slash = strrchr(d->target, '/');
+	char parent[4200], p[4200];
+	struct stat st;
+	int rc;
+
+	snprintf(parent, sizeof(parent), "%.*s", (int)(slash - d->target), d->target);
+	rc = mkdir_in(root, parent, 0755, p, sizeof(p), e);
+	if (rc < 0)
+		return rc;
+	if (snprintf(p, sizeof(p), "%s%s", root, d->target) >= (int)sizeof(p))
+		return hn_fail(e, ENAMETOOLONG, "path too long: %s", d->target);
+	if (lstat(p, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return hn_fail(e, EISDIR, "device %s: a directory is in the way", d->target);
+		if (unlink(p) < 0)
+			return hn_fail(e, errno, "device %s: remove what is there: %s", d->target,
+				       strerror(errno));
+	}
+	/* mknod's mode is cut by the umask */
+	if (mknod(p, S_IFBLK | d->mode, d->devno) < 0 || chmod(p, d->mode) < 0 ||
+	    lchown(p, 0, d->gid) < 0)
+		return hn_fail(e, errno, "mknod %s: %s", d->target, strerror(errno));
+	return 0;
+}
+
+int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n,
+		 const struct rootfs_device *devices, size_t ndevices, struct hn_err *e)
 {
 	char p[4200];
 	int rc;
@@ -588,6 +681,8 @@ int mount_rootfs(const char *root, const struct rootfs_mount *mounts, size_t n, 
 		rc = bind_etc(root, "resolv.conf", e);
 	if (rc == 0)
 		rc = bind_etc(root, "hostname", e);
+	for (size_t i = 0; rc == 0 && i < ndevices; i++)
+		rc = make_device(root, &devices[i], e);
 	if (rc < 0)
 		return rc;
 	/* pivot_root(".", "."): the old root ends up on top of the new one, then goes away */

@@ -4,6 +4,7 @@
 #define HN_MOUNT_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "msg.h"
 #include "util.h"
@@ -40,7 +41,8 @@ struct rootfs_mount {
 };
 
 /* Agent side of one MOUNT: mounts its source once per VM if needed (a disk under
- * HN_DISKS_DIR/<serial>, a pod volume's tmpfs under HN_VOLUMES_DIR/<name>), resolves SUBPATH
+ * HN_DISKS_DIR/<serial>, a pod volume under HN_VOLUMES_DIR/<name>: a tmpfs, or the filesystem
+ * of its scratch disk or partition), resolves SUBPATH
  * without following symlinks (creating it when the volume is writable), applies fsgroup (may be
  * NULL) to a writable volume's root and sub-path directory, and fills r. The container binds
  * it: a bind needs a mount of the container's own (copied) namespace, so the container walks
@@ -48,9 +50,22 @@ struct rootfs_mount {
 int mount_volume(const struct msg_mount *m, const uint32_t *fsgroup, struct rootfs_mount *r,
 		 struct hn_err *e);
 
+/* One raw disk of a container (DEVICE), resolved by the agent before fork (mount_device). */
+struct rootfs_device {
+	const char *target;
+	dev_t devno;
+	mode_t mode; /* 0660, 0440 when read-only */
+	gid_t gid;   /* fsGroup, else 0 */
+};
+
+/* Agent side of one DEVICE: finds the disk's device number by serial and fills r. */
+int mount_device(const struct msg_device *d, const uint32_t *fsgroup, struct rootfs_device *r,
+		 struct hn_err *e);
+
 /* Runs in the container's first process, in its fresh mount + PID namespaces: volumes, /proc,
- * /sys, /dev, the etc files, then pivot_root into merged. */
-int mount_rootfs(const char *merged, const struct rootfs_mount *mounts, size_t n, struct hn_err *e);
+ * /sys, /dev, the etc files, the device nodes, then pivot_root into merged. */
+int mount_rootfs(const char *merged, const struct rootfs_mount *mounts, size_t n,
+		 const struct rootfs_device *devices, size_t ndevices, struct hn_err *e);
 
 /* Shutdown: detach every container, image, disk and pod volume mount. */
 void mount_teardown(void);

@@ -302,7 +302,7 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 {
 	struct tlv_iter it;
 	struct tlv t;
-	int rc;
+	int rc, has_partition = 0;
 
 	memset(m, 0, sizeof(*m));
 	tlv_iter_init(&it, p, len);
@@ -310,6 +310,13 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 		switch (t.tag) {
 		case TAG_SOURCE:
 			rc = get_str(a, &t, MSG_MAX_SOURCE, &m->source, e, "SOURCE");
+			break;
+		case TAG_DISK:
+			rc = get_str(a, &t, MSG_MAX_SERIAL, &m->disk, e, "DISK");
+			break;
+		case TAG_PARTITION:
+			rc = get_u32(&t, &m->partition, e, "PARTITION");
+			has_partition = 1;
 			break;
 		case TAG_TARGET:
 			rc = get_str(a, &t, MSG_MAX_PATH, &m->target, e, "TARGET");
@@ -360,10 +367,16 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 		return hn_fail(e, EINVAL, "MOUNT: SUBPATH must be relative without .. components");
 	if (m->subpath && m->kind == SOURCE_TMPFS)
 		return hn_fail(e, EINVAL, "MOUNT: SUBPATH needs a disk or pod volume SOURCE");
+	if (m->disk && (m->kind != SOURCE_POD || !hn_valid_name(m->disk, MSG_MAX_SERIAL)))
+		return hn_fail(e, EINVAL, "MOUNT: DISK must be a disk serial, with a pod volume SOURCE");
+	if (has_partition && (!m->disk || m->partition > MSG_MAX_PARTITION))
+		return hn_fail(e, EINVAL, "MOUNT: PARTITION needs DISK and is at most %d", MSG_MAX_PARTITION);
 	if (!m->fstype)
-		m->fstype = m->kind == SOURCE_DISK ? "ext4" : "tmpfs";
-	if (m->kind != SOURCE_DISK && strcmp(m->fstype, "tmpfs"))
+		m->fstype = m->kind == SOURCE_DISK || m->disk ? "ext4" : "tmpfs";
+	if (m->kind != SOURCE_DISK && !m->disk && strcmp(m->fstype, "tmpfs"))
 		return hn_fail(e, EINVAL, "MOUNT: FSTYPE of a tmpfs or pod volume must be tmpfs");
+	if (m->disk && !strcmp(m->fstype, "tmpfs"))
+		return hn_fail(e, EINVAL, "MOUNT: FSTYPE of a pod volume on a disk cannot be tmpfs");
 	for (const char *c = m->fstype; *c; c++)
 		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9')))
 			return hn_fail(e, EINVAL, "MOUNT: bad FSTYPE");
@@ -372,25 +385,58 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 	return 0;
 }
 
-int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_create *m,
-		     struct hn_err *e)
+static int parse_device(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_device *m,
+			struct hn_err *e)
 {
-	static const uint16_t tags[] = {TAG_MOUNT, TAG_PROCESS};
-	size_t n[2], im = 0;
 	struct tlv_iter it;
 	struct tlv t;
 	int rc;
 
 	memset(m, 0, sizeof(*m));
-	rc = count_tags(p, len, tags, n, 2, e, "CREATE");
+	tlv_iter_init(&it, p, len);
+	while ((rc = tlv_next(&it, &t)) > 0) {
+		if (t.tag == TAG_SOURCE)
+			rc = get_str(a, &t, MSG_MAX_SERIAL, &m->serial, e, "DEVICE SOURCE");
+		else if (t.tag == TAG_TARGET)
+			rc = get_str(a, &t, MSG_MAX_PATH, &m->target, e, "DEVICE TARGET");
+		else if (t.tag == TAG_READONLY)
+			rc = get_bool(&t, &m->readonly, e, "DEVICE READONLY");
+		else
+			rc = 0;
+		if (rc < 0)
+			return rc;
+	}
+	if (rc < 0)
+		return hn_fail(e, EBADMSG, "DEVICE: malformed TLV");
+	if (!m->serial || !hn_valid_name(m->serial, MSG_MAX_SERIAL))
+		return hn_fail(e, EINVAL, "DEVICE: SOURCE must be a disk serial");
+	if (!m->target || !valid_target(m->target))
+		return hn_fail(e, EINVAL, "DEVICE: TARGET must be an absolute path without . or ..");
+	return 0;
+}
+
+int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_create *m,
+		     struct hn_err *e)
+{
+	static const uint16_t tags[] = {TAG_MOUNT, TAG_PROCESS, TAG_DEVICE};
+	size_t n[3], im = 0, id = 0;
+	struct tlv_iter it;
+	struct tlv t;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	rc = count_tags(p, len, tags, n, 3, e, "CREATE");
 	if (rc < 0)
 		return rc;
 	if (n[0] > MSG_MAX_MOUNTS)
 		return hn_fail(e, E2BIG, "CREATE: more than %d MOUNT fields", MSG_MAX_MOUNTS);
 	if (n[1] == 0)
 		return hn_fail(e, EINVAL, "CREATE: PROCESS is required");
+	if (n[2] > MSG_MAX_DEVICES)
+		return hn_fail(e, E2BIG, "CREATE: more than %d DEVICE fields", MSG_MAX_DEVICES);
 	m->mounts = arena_alloc(a, n[0] + 1, sizeof(*m->mounts));
-	if (!m->mounts)
+	m->devices = arena_alloc(a, n[2] + 1, sizeof(*m->devices));
+	if (!m->mounts || !m->devices)
 		return hn_fail(e, ENOMEM, "CREATE: out of memory");
 	tlv_iter_init(&it, p, len);
 	while (tlv_next(&it, &t) > 0) {
@@ -409,6 +455,9 @@ int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct m
 		case TAG_MOUNT:
 			rc = parse_mount(t.val, t.len, a, &m->mounts[im++], e);
 			break;
+		case TAG_DEVICE:
+			rc = parse_device(t.val, t.len, a, &m->devices[id++], e);
+			break;
 		case TAG_FSGROUP:
 			rc = get_u32(&t, &m->fsgroup, e, "FSGROUP");
 			m->has_fsgroup = 1;
@@ -425,6 +474,7 @@ int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct m
 			return rc;
 	}
 	m->nmounts = im;
+	m->ndevices = id;
 	if (!m->container_id || !hn_valid_name(m->container_id, MSG_MAX_CONTAINER_ID))
 		return hn_fail(e, EINVAL, "CREATE: CONTAINER_ID must match [a-zA-Z0-9_.-]{1,64}");
 	if (!m->image_disk || !hn_valid_name(m->image_disk, MSG_MAX_SERIAL))

@@ -13,6 +13,8 @@
 #define MSG_MAX_ENV 4096
 #define MSG_MAX_GROUPS 256
 #define MSG_MAX_MOUNTS 64
+#define MSG_MAX_DEVICES 64
+#define MSG_MAX_PARTITION 128 /* GPT's usual entry count */
 #define MSG_MAX_IFACES 16
 #define MSG_MAX_ADDRS 16
 #define MSG_MAX_ROUTES 128
@@ -69,7 +71,16 @@ struct msg_mount {
 	const char *target;  /* absolute, no ".." component, not "/" */
 	const char *fstype;
 	const char *subpath; /* NULL, or relative without ".." components (disk and pod only) */
-	uint64_t size_limit; /* tmpfs and pod volumes; 0 = none */
+	uint64_t size_limit; /* tmpfs and tmpfs pod volumes; 0 = none */
+	int readonly;
+	const char *disk;    /* pod volume on a disk: its serial (else NULL: a tmpfs) */
+	uint32_t partition;  /* with disk: 1..MSG_MAX_PARTITION, or 0 = the whole disk */
+};
+
+/* A raw disk as a block device node in the container (Kubernetes volumeDevices). */
+struct msg_device {
+	const char *serial;
+	const char *target; /* absolute, no "." or ".." component, not "/" */
 	int readonly;
 };
 
@@ -81,6 +92,8 @@ struct msg_create {
 	int has_fsgroup;
 	struct msg_mount *mounts;
 	size_t nmounts;
+	struct msg_device *devices;
+	size_t ndevices;
 	struct msg_process proc;
 };
 

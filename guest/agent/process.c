@@ -214,7 +214,7 @@ static __attribute__((noreturn)) void child(const struct spawn_req *r, int st, c
 		hn_fail(&e, errno, "reset signals: %s", strerror(errno)), child_fail(st, &e);
 	if (setsid() < 0)
 		hn_fail(&e, errno, "setsid: %s", strerror(errno)), child_fail(st, &e);
-	if (r->create && mount_rootfs(r->root, r->mounts, r->nmounts, &e) < 0)
+	if (r->create && mount_rootfs(r->root, r->mounts, r->nmounts, r->devices, r->ndevices, &e) < 0)
 		child_fail(st, &e);
 	if (p->terminal) {
 		/* stdio[0] is the socket to the agent; the pty is made inside the container */

@@ -25,6 +25,8 @@ struct spawn_req {
 	const char *root;
 	const struct rootfs_mount *mounts;
 	size_t nmounts;
+	const struct rootfs_device *devices;
+	size_t ndevices;
 	/* EXEC: join the namespaces of this (global) pid */
 	pid_t ns_pid;
 };

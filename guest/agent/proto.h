@@ -93,7 +93,8 @@
 #define TAG_IMAGE_DISK 33   /* str: virtio-blk serial of the read-only erofs image disk */
 #define TAG_PROCESS 34      /* nested: the process to start */
 #define TAG_MEMORY_LIMIT 35 /* u64 bytes, 0 = none: the container cgroup's memory.max */
-#define TAG_MOUNT 36        /* nested, repeated: SOURCE, TARGET, FSTYPE, READONLY, SUBPATH, SIZE_LIMIT */
+#define TAG_MOUNT 36        /* nested, repeated: SOURCE, TARGET, FSTYPE, READONLY, SUBPATH, SIZE_LIMIT,
+                               DISK, PARTITION */
 #define TAG_SOURCE 37       /* str: a disk serial, "tmpfs", or "pod:<name>" (a pod volume) */
 #define TAG_TARGET 38       /* str: absolute path inside the container */
 #define TAG_READONLY 39     /* bool */
@@ -123,5 +124,11 @@
 #define TAG_TIMEOUT_MS 68   /* u32: default 1000 */
 #define TAG_HEADER 69       /* str, repeated: http request header "Name: value" */
 #define TAG_STATUS_CODE 70  /* u32: http status code, in the ACK of an http PROBE */
+
+#define TAG_DISK 71         /* str, in MOUNT of a "pod:<name>": serial of the disk holding that pod
+                               volume's filesystem (a scratch disk), instead of a tmpfs */
+#define TAG_PARTITION 72    /* u32, in MOUNT with DISK: 1..128, a partition of DISK; 0 = the whole disk */
+#define TAG_DEVICE 73       /* nested, repeated, in CREATE: SOURCE (disk serial), TARGET, READONLY:
+                               the raw disk as a block device node in the container */
 
 #endif

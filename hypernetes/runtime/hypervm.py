@@ -1,8 +1,9 @@
 """The `hypervm` runtime: every pod is a QEMU micro-VM whose PID 1 is our guest agent.
 
 A sandbox is one directory under ROOT/hypervm/<id>/ (QEMU's sockets and pid file, the console
-tail, the container logs) plus one QEMU process and one agent channel. Whatever happens, removing
-a sandbox kills its QEMU and deletes that directory; nothing else on the host is made.
+tail, the container logs, its scratch disk) plus one QEMU process and one agent channel. Whatever
+happens, removing a sandbox kills its QEMU and deletes that directory; nothing else on the host is
+made. Persistent volumes are files someone else owns: the VM opens them, nothing here mounts them.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import re
 import shutil
+import stat
+import struct
 import subprocess
 import time
+import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ from hypernetes.runtime.agentclient import (
     ProcessSpec,
 )
 from hypernetes.runtime.hypervm_state import (
+    disk_from_dict,
+    disk_to_dict,
     pod_from_dict,
     pod_to_dict,
     read_state,
@@ -42,6 +50,7 @@ from hypernetes.runtime.interface import (
     ContainerSpec,
     ContainerState,
     ContainerStatus,
+    DeviceSpec,
     ExecSpec,
     ExitStatus,
     ImagePullFailed,
@@ -59,7 +68,15 @@ from hypernetes.runtime.interface import (
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, new_instance
-from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, remove_socket_dir, run_dir, running_qemu
+from hypernetes.runtime.qemu import (
+    Disk,
+    QemuVM,
+    VMConfig,
+    disk_slots,
+    remove_socket_dir,
+    run_dir,
+    running_qemu,
+)
 from hypernetes.runtime.sandboxes import SandboxTable
 from hypernetes.runtime.sizing import vm_size
 
@@ -98,6 +115,8 @@ class _Sandbox:
     message: str = ""
     created_at: float = field(default_factory=time.time)
     watcher: asyncio.Task[None] | None = None
+    # volume name -> (disk serial, partition or 0) for block volumes and disk emptyDirs
+    volume_disks: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
@@ -185,16 +204,31 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         }
 
         _check_mounts(pod)
+        volume_disks, block_disks = _block_disks(pod)
+        scratch = [v for v in pod.volumes if v.kind == "emptyDir" and v.medium != "Memory"]
+        has_files = any(v.kind == "files" for v in pod.volumes)
+        _check_disk_count(len(disks), has_files, len(block_disks), bool(scratch), kernel.acpi)
         sandbox_dir = self.root / pod.id
         shutil.rmtree(sandbox_dir, ignore_errors=True)
         sandbox_dir.mkdir(parents=True)
-        if any(v.kind == "files" for v in pod.volumes):
+        if has_files:
             try:
                 volume_disk = await asyncio.to_thread(_build_volume_disk, sandbox_dir, pod.volumes)
             except (OSError, subprocess.CalledProcessError, ValueError) as e:
                 shutil.rmtree(sandbox_dir, ignore_errors=True)
                 raise SandboxFailed(f"cannot build the pod's volume disk: {e}") from e
             disks[VOLUME_DISK] = Disk(volume_disk, VOLUME_DISK)
+        disks.update((d.serial, d) for d in block_disks)
+        if scratch:
+            path = sandbox_dir / "scratch.img"
+            sizes = [v.size_limit or DEFAULT_SCRATCH_SIZE for v in scratch]
+            try:
+                await asyncio.to_thread(_build_scratch_disk, path, sizes)
+            except (OSError, subprocess.CalledProcessError) as e:
+                shutil.rmtree(sandbox_dir, ignore_errors=True)
+                raise SandboxFailed(f"cannot build the pod's scratch disk: {_cmd_error(e)}") from e
+            disks[SCRATCH_DISK] = Disk(path, SCRATCH_DISK, readonly=False, cache=SCRATCH_CACHE)
+            volume_disks.update((v.name, (SCRATCH_DISK, i + 1)) for i, v in enumerate(scratch))
         for c in containers.values():
             c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
         accel = await self.accel()
@@ -214,7 +248,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             )
         )
         client = AgentClient(f"agent-{pod.id}")
-        sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers)
+        sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers, volume_disks=volume_disks)
         self._sandboxes[pod.id] = sandbox
         try:
             await self._boot(sandbox, kernel, accel)
@@ -332,7 +366,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         tlv.add_u64(gp.TAG_MEMORY_LIMIT, c.spec.memory_limit or 0)
         volumes = {v.name: v for v in sandbox.pod.volumes}
         for m in c.spec.mounts:
-            tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m))
+            tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m, sandbox.volume_disks.get(m.volume)))
+        for d in c.spec.devices:
+            tlv.add_tlv(gp.TAG_DEVICE, _device_tlv(volumes[d.volume], d, sandbox.volume_disks[d.volume]))
         if sandbox.pod.fs_group is not None:
             tlv.add_u32(gp.TAG_FSGROUP, sandbox.pod.fs_group)
         try:
@@ -452,6 +488,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             {
                 "pod": pod_to_dict(sandbox.pod),
                 "created_at": sandbox.created_at,
+                "disks": [disk_to_dict(d) for d in sandbox.vm.cfg.disks],
+                "volume_disks": sandbox.volume_disks,
                 "next_process_id": sandbox.client.next_process_id,
                 "containers": {
                     name: {
@@ -492,8 +530,12 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def _adopt_one(self, directory: Path, state: dict[str, Any], pid: int) -> SandboxStatus:
         pod = pod_from_dict(state["pod"])
+        disks = [disk_from_dict(d) for d in state.get("disks", ())]
+        volume_disks = {name: (str(serial), int(part))
+                        for name, (serial, part) in state.get("volume_disks", {}).items()}
         vm = QemuVM(
-            VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0, memory_mib=0)
+            VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0, memory_mib=0,
+                     disks=disks)
         )
         await vm.attach(pid)
         client = AgentClient(f"agent-{pod.id}")
@@ -532,6 +574,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             containers,
             state=SandboxState.READY,
             created_at=float(state["created_at"]),
+            volume_disks=volume_disks,
         )
         self._sandboxes[pod.id] = sandbox
         for c in containers.values():
@@ -611,16 +654,182 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
 
 VOLUME_DISK = "vol0"  # serial of the read-only disk holding the pod's file volumes
+SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per disk emptyDir
+# Filesystems a block volume may have: every kernel we boot has ext4 (kernels.DRIVERS), which
+# also mounts ext3 and ext2; nothing else is built in, nor loaded from a module.
+FS_TYPES = ("ext4", "ext3", "ext2")
+DEFAULT_SCRATCH_SIZE = 10 << 30  # an emptyDir without sizeLimit; sparse: costs what is written
+MIB = 1 << 20
+# A scratch disk dies with its VM, so the guest's flushes need not reach the host's disk.
+SCRATCH_CACHE = "unsafe"
 
 
 def _check_mounts(pod: PodSpec) -> None:
-    names = {v.name for v in pod.volumes}
+    volumes = {v.name: v for v in pod.volumes}
+    if len(volumes) != len(pod.volumes):
+        raise PodRuntimeError("volume names must be unique")
+    for v in pod.volumes:
+        if v.kind not in ("emptyDir", "files", "block") or v.medium not in ("", "Memory"):
+            raise PodRuntimeError(f"volume {v.name}: unknown kind {v.kind!r} or medium {v.medium!r}")
     for c in pod.containers:
         for m in c.mounts:
-            if m.volume not in names:
+            if m.volume not in volumes:
                 raise PodRuntimeError(f"container {c.name} mounts unknown volume {m.volume!r}")
             if not m.path.startswith("/") or ".." in m.sub_path.split("/"):
                 raise PodRuntimeError(f"container {c.name}: bad mount {m.path!r} (subPath {m.sub_path!r})")
+            block = volumes[m.volume].block
+            if volumes[m.volume].kind == "block" and block is not None and not block.fs_type:
+                raise PodRuntimeError(f"container {c.name}: volume {m.volume!r} is a raw block device "
+                                      "(volumeMode: Block): it goes in volumeDevices, not volumeMounts")
+        for d in c.devices:
+            dev = volumes.get(d.volume)
+            if dev is None or dev.kind != "block" or dev.block is None or dev.block.fs_type:
+                raise PodRuntimeError(f"container {c.name}: volumeDevices need a raw block volume "
+                                      f"(volumeMode: Block), {d.volume!r} is not one")
+            parts = d.path.split("/")
+            if not d.path.startswith("/") or d.path == "/" or "." in parts or ".." in parts:
+                raise PodRuntimeError(f"container {c.name}: bad devicePath {d.path!r}")
+
+
+def _block_disks(pod: PodSpec) -> tuple[dict[str, tuple[str, int]], list[Disk]]:
+    """The disks of the pod's block volumes (serials pv0, pv1, ...), each backing file checked
+    first, so that a missing or unformatted one fails here with a clear message."""
+    serials: dict[str, tuple[str, int]] = {}
+    disks: list[Disk] = []
+    seen: dict[str, str] = {}
+    for v in pod.volumes:
+        if v.kind != "block":
+            continue
+        b = v.block
+        if b is None:
+            raise SandboxFailed(f"volume {v.name}: a block volume without a device")
+        if b.format not in ("raw", "qcow2"):
+            raise SandboxFailed(f"volume {v.name}: unknown disk format {b.format!r} (raw or qcow2)")
+        if b.fs_type and b.fs_type not in FS_TYPES:
+            raise SandboxFailed(f"volume {v.name}: fsType {b.fs_type!r} is not supported by the "
+                                f"guest kernel (supported: {', '.join(FS_TYPES)})")
+        path = Path(b.path)
+        if not path.is_absolute():
+            raise SandboxFailed(f"volume {v.name}: backing file {b.path!r} is not an absolute path")
+        try:
+            key = str(path.resolve(strict=True))
+        except OSError as e:
+            raise SandboxFailed(f"volume {v.name}: backing file {path}: {e.strerror or e}") from e
+        if key in seen:
+            raise SandboxFailed(f"volumes {seen[key]} and {v.name} use the same backing file {path}")
+        seen[key] = v.name
+        cache = _check_backing_file(v.name, path, b.format, b.fs_type)
+        serial = f"pv{len(disks)}"
+        serials[v.name] = (serial, 0)
+        disks.append(Disk(path, serial, readonly=b.read_only, cache=cache, format=b.format, discard=True))
+    return serials, disks
+
+
+def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
+    """Fail clearly on a file QEMU or the guest could not use; return its cache mode: "none"
+    (O_DIRECT: no second copy in the host's page cache; flushes become fdatasync), or
+    "writeback" where the host filesystem has no O_DIRECT (tmpfs), flushes still fdatasync."""
+    try:
+        st = os.stat(path)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise SandboxFailed(f"volume {name}: backing file {path} is not a file or block device")
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(0x438)  # ext2/3/4 superblock (at 1024) magic
+            magic = f.read(2)
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+            cache = "none"
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            cache = "writeback"
+    except OSError as e:
+        raise SandboxFailed(f"volume {name}: backing file {path}: {e.strerror or e}") from e
+    if fmt == "qcow2" and head != b"QFI\xfb":
+        raise SandboxFailed(f"volume {name}: backing file {path} is not a qcow2 image")
+    if fmt == "raw" and fs_type.startswith("ext") and magic != b"\x53\xef":
+        raise SandboxFailed(f"volume {name}: backing file {path} holds no {fs_type} filesystem "
+                            "(no ext2/3/4 superblock): it is not formatted, or corrupt")
+    return cache
+
+
+def _check_disk_count(images: int, files: bool, blocks: int, scratch: bool, acpi: bool) -> None:
+    slots = disk_slots(acpi)
+    needed = images + files + blocks + scratch
+    if needed <= slots:
+        return
+    parts = [f"{images} image disk{'s' * (images != 1)}"]
+    if files:
+        parts.append("1 for configMap/secret/projected volumes")
+    if blocks:
+        parts.append(f"{blocks} persistent volume{'s' * (blocks != 1)}")
+    if scratch:
+        parts.append("1 scratch disk for emptyDirs")
+    raise SandboxFailed(
+        f"the pod needs {needed} virtio disks ({', '.join(parts)}) but a micro-VM "
+        f"{'with' if acpi else 'without'} ACPI has room for {slots} (virtio-mmio transports)")
+
+
+def _build_scratch_disk(path: Path, sizes: list[int]) -> None:
+    """A sparse disk with a GPT and one ext4 partition per emptyDir, each exactly its size (in
+    whole MiB, at least 1 MiB), so that a full emptyDir is ENOSPC in the guest. Made on the host
+    with mkfs on the file, never mounted here. No journal: the data dies with the VM."""
+    parts: list[tuple[int, int]] = []  # (offset, size) in bytes
+    offset = MIB  # partitions aligned on 1 MiB, as partitioning tools do
+    for size in sizes:
+        size = max(MIB, -(-size // MIB) * MIB)
+        parts.append((offset, size))
+        offset += size
+    total = offset + MIB  # the backup GPT lives in the last MiB
+    with open(path, "wb") as f:
+        f.truncate(total)
+    for start, size in parts:
+        # mkfs's discard punches the (already sparse) range, which lets it skip zeroing the
+        # inode tables: the file stays a few MiB however large the emptyDir
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+             "-E", f"offset={start},root_owner=0:0", str(path), f"{size // 1024}k"],
+            check=True, capture_output=True, timeout=120)
+    primary, backup = _gpt(total, parts)
+    with open(path, "r+b") as f:
+        f.write(primary)
+        f.seek(total - len(backup))
+        f.write(backup)
+
+
+def _gpt(total: int, parts: list[tuple[int, int]]) -> tuple[bytes, bytes]:
+    """A protective MBR, GPT header and entries (for the start of a disk of `total` bytes), and
+    the backup entries and header (for its end)."""
+    sector, nentries, entry_size = 512, 128, 128
+    last = total // sector - 1
+    entry_sectors = nentries * entry_size // sector
+    linux_fs = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
+    entries = bytearray(nentries * entry_size)
+    for i, (start, size) in enumerate(parts):
+        struct.pack_into("<16s16sQQQ72s", entries, i * entry_size, linux_fs, uuid.uuid4().bytes_le,
+                         start // sector, (start + size) // sector - 1, 0, "emptydir".encode("utf-16-le"))
+    disk_guid, entries_crc = uuid.uuid4().bytes_le, zlib.crc32(entries)
+
+    def header(my_lba: int, alt_lba: int, entries_lba: int) -> bytes:
+        h = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my_lba, alt_lba,
+                                  2 + entry_sectors, last - 1 - entry_sectors, disk_guid, entries_lba,
+                                  nentries, entry_size, entries_crc))
+        struct.pack_into("<I", h, 16, zlib.crc32(h))
+        return bytes(h).ljust(sector, b"\0")
+
+    mbr = bytearray(sector)
+    struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\0\2\0", 0xEE, b"\xff\xff\xff", 1, min(last, 0xFFFFFFFF))
+    mbr[510:512] = b"\x55\xaa"
+    primary = bytes(mbr) + header(1, last, 2) + bytes(entries)
+    backup = bytes(entries) + header(last, 1, last - entry_sectors)
+    return primary, backup
+
+
+def _cmd_error(e: OSError | subprocess.CalledProcessError) -> str:
+    if isinstance(e, subprocess.CalledProcessError):
+        return (e.stderr or b"").decode(errors="replace").strip() or str(e)
+    return str(e)
 
 
 def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Path:
@@ -645,16 +854,29 @@ def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Pa
     return disk
 
 
-def _mount_tlv(volume: VolumeSpec, m: MountSpec) -> gp.TLV:
+def _mount_tlv(volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None) -> gp.TLV:
     tlv = gp.TLV().add_str(gp.TAG_TARGET, m.path)
-    if volume.kind == "emptyDir":
-        tlv.add_str(gp.TAG_SOURCE, f"pod:{volume.name}").add_u64(gp.TAG_SIZE_LIMIT, volume.size_limit)
-        if m.sub_path:
-            tlv.add_str(gp.TAG_SUBPATH, m.sub_path)
-        return tlv.add_bool(gp.TAG_READONLY, m.read_only)
-    sub = f"{volume.name}/{m.sub_path}".rstrip("/")
-    tlv.add_str(gp.TAG_SOURCE, VOLUME_DISK).add_str(gp.TAG_FSTYPE, "erofs").add_str(gp.TAG_SUBPATH, sub)
-    return tlv.add_bool(gp.TAG_READONLY, True)
+    if volume.kind == "files":
+        sub = f"{volume.name}/{m.sub_path}".rstrip("/")
+        tlv.add_str(gp.TAG_SOURCE, VOLUME_DISK).add_str(gp.TAG_FSTYPE, "erofs").add_str(gp.TAG_SUBPATH, sub)
+        return tlv.add_bool(gp.TAG_READONLY, True)
+    if m.sub_path:
+        tlv.add_str(gp.TAG_SUBPATH, m.sub_path)
+    if volume.kind == "block" and volume.block is not None and disk is not None:
+        tlv.add_str(gp.TAG_SOURCE, disk[0]).add_str(gp.TAG_FSTYPE, volume.block.fs_type)
+        return tlv.add_bool(gp.TAG_READONLY, m.read_only or volume.block.read_only)
+    tlv.add_str(gp.TAG_SOURCE, f"pod:{volume.name}")  # emptyDir
+    if disk is not None:  # a partition of the scratch disk (medium ""), else a tmpfs
+        tlv.add_str(gp.TAG_DISK, disk[0]).add_u32(gp.TAG_PARTITION, disk[1])
+    else:
+        tlv.add_u64(gp.TAG_SIZE_LIMIT, volume.size_limit)
+    return tlv.add_bool(gp.TAG_READONLY, m.read_only)
+
+
+def _device_tlv(volume: VolumeSpec, d: DeviceSpec, disk: tuple[str, int]) -> gp.TLV:
+    read_only = volume.block is not None and volume.block.read_only
+    tlv = gp.TLV().add_str(gp.TAG_SOURCE, disk[0]).add_str(gp.TAG_TARGET, d.path)
+    return tlv.add_bool(gp.TAG_READONLY, read_only)
 
 
 def _kill_leftover(sandbox_dir: Path) -> None:

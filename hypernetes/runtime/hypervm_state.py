@@ -1,8 +1,8 @@
 """What a hypervm sandbox writes to disk so that a restarted node agent can adopt its VM.
 
-`state.json` in the sandbox directory: the pod spec, the VM's kernel and disks, and per
-container the process id the guest knows it by and the status so far. Written atomically after
-every change that matters for adoption.
+`state.json` in the sandbox directory: the pod spec, the VM's disks and which volume is on which
+disk, and per container the process id the guest knows it by and the status so far. Written
+atomically after every change that matters for adoption.
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.runtime.interface import (
+    BlockDevice,
     ContainerSpec,
     ContainerState,
     ContainerStatus,
+    DeviceSpec,
     ExitStatus,
     MountSpec,
     NetworkConfig,
     PodSpec,
     VolumeSpec,
 )
+from hypernetes.runtime.qemu import Disk
 
 STATE_FILE = "state.json"
 
@@ -37,16 +40,28 @@ def pod_from_dict(data: dict[str, Any]) -> PodSpec:
     containers = tuple(
         ContainerSpec(**{**c, **{k: _tuple(c.get(k)) for k in ("command", "args")},
                          "env": tuple(tuple(kv) for kv in c.get("env", ())),
-                         "mounts": tuple(MountSpec(**m) for m in c.get("mounts", ()))})
+                         "mounts": tuple(MountSpec(**m) for m in c.get("mounts", ())),
+                         "devices": tuple(DeviceSpec(**d) for d in c.get("devices", ()))})
         for c in data["containers"]
     )
-    volumes = tuple(VolumeSpec(**{**v, "files": ()}) for v in data.get("volumes", ()))
+    volumes = tuple(
+        VolumeSpec(**{**v, "files": (), "block": BlockDevice(**v["block"]) if v.get("block") else None})
+        for v in data.get("volumes", ())
+    )
     net: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("network") or {}).items()
     }
     network = NetworkConfig(**net)
     fields = {k: v for k, v in data.items() if k not in ("containers", "network", "volumes")}
     return PodSpec(**fields, containers=containers, network=network, volumes=volumes)
+
+
+def disk_to_dict(disk: Disk) -> dict[str, Any]:
+    return {**dataclasses.asdict(disk), "path": str(disk.path)}
+
+
+def disk_from_dict(data: dict[str, Any]) -> Disk:
+    return Disk(**{**data, "path": Path(data["path"])})
 
 
 def _tuple(value: Any) -> tuple[str, ...] | None:
