@@ -29,7 +29,7 @@ class TokenAuthenticator:
 
     async def authenticate(self, headers: Mapping[str, str]) -> UserInfo | None:
         token = bearer_token(headers)
-        if token is None:
+        if token is None or not token.isascii():  # headers decode as latin-1/surrogates: not ours
             return None
         for known, user in self._tokens.items():
             # constant-time compare: the token is a password
