@@ -37,9 +37,12 @@ class PrefixMirror:
 
     async def _load(self) -> None:
         res = await self.store.list(self.prefix)
-        self._items = {}
+        before = set(self._items)
         for kv in res.items:
             self._put(kv.key, kv.value)
+        # keys gone while the watch was broken: their listeners must hear of it too
+        for name in before - {kv.key.removeprefix(self.prefix) for kv in res.items}:
+            self._drop(self.prefix + name)
         self.revision = res.revision
 
     def _put(self, key: str, value: bytes) -> None:
