@@ -34,6 +34,7 @@ from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
 from hypernetes.store import open_store
 from hypernetes.store.interface import Store
+from hypernetes.volumes import LocalVolumes
 
 log = logging.getLogger("hypernetes.up")
 Obj = dict[str, Any]
@@ -120,7 +121,7 @@ async def _up(args: argparse.Namespace) -> int:
         # the node agent runs with a node identity (NodeRestriction), not as an operator
         node_name = args.node_name or NodeAgent.default_name()
         node_client = ApiClient(url, token=tenancy.issuer.issue_node(node_name).token, ca_file=ca.ca_cert)
-        node = NodeAgent(node_client, runtime, node_name)
+        node = NodeAgent(node_client, runtime, node_name, volumes=LocalVolumes(data / "volumes"))
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
     runner = await serve(app, args.host, args.port, ca.server)

@@ -2,7 +2,9 @@
 
 One `PodWorker` per pod (by uid). On start it adopts the VMs an earlier agent left running and
 removes sandboxes whose pod is gone. It also serves logs and exec for its pods (`NodePodProxy`),
-which the API server calls for `kubectl logs` and `kubectl exec`.
+which the API server calls for `kubectl logs` and `kubectl exec`. With a volume store it watches
+the local PersistentVolumes of this node and deletes the disk of one being deleted, once no pod
+here uses it, then removes its `local.hypernetes.io/backing-file` finalizer (docs/volumes.md).
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from typing import Any
 
 from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
-from hypernetes.node.podspec import sandbox_id
+from hypernetes.node.podspec import (
+    CLUSTER_KINDS,
+    LOCAL_DRIVER,
+    ConfigError,
+    pod_claims,
+    pv_node,
+    sandbox_id,
+)
 from hypernetes.node.podstatus import rfc3339
-from hypernetes.node.worker import PodWorker
+from hypernetes.node.worker import PodWorker, VolumeUsers
 from hypernetes.runtime.interface import Runtime
 from hypernetes.runtime.sizing import MiB
+from hypernetes.volumes.local import LocalVolumes, VolumeError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -31,6 +41,11 @@ Obj = dict[str, Any]
 LEASE_SECONDS = 40
 HEARTBEAT = 10.0
 SYSTEM_RESERVED_MEMORY = 512 * MiB  # for the host, the agent and QEMU's own overhead
+BACKING_FILE_FINALIZER = "local.hypernetes.io/backing-file"
+RECLAIM_RETRY = 30.0  # a failed disk deletion or finalizer removal is tried again this often
+PLURALS = {"ConfigMap": "configmaps", "Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims",
+           "PersistentVolume": "persistentvolumes", "Namespace": "namespaces"}
+RESIZE_CONDITIONS = ("FileSystemResizePending", "Resizing")
 
 
 def host_ip() -> str:
@@ -55,8 +70,30 @@ class ClientNodeAPI:
         self.node_name = node_name
 
     async def lookup(self, kind: str, namespace: str, name: str) -> Obj | None:
-        plural = {"ConfigMap": "configmaps", "Secret": "secrets"}[kind]
-        return await self.client.get_or_none("v1", plural, name, namespace)
+        ns = None if kind in CLUSTER_KINDS else namespace
+        try:
+            return await self.client.get_or_none("v1", PLURALS[kind], name, ns)
+        except (ApiException, OSError) as e:
+            # e.g. refused by the node authorizer: the pod waits and says why, it does not crash
+            raise ConfigError(f"cannot read {kind.lower()} {name!r}: {e}") from e
+
+    async def claim_resized(self, namespace: str, name: str, capacity: str) -> None:
+        for _ in range(5):
+            try:
+                pvc = await self.client.get("v1", "persistentvolumeclaims", name, namespace)
+                status = resized_claim_status(pvc, capacity)
+                if status is None:
+                    return
+                patch = {"metadata": {"resourceVersion": pvc["metadata"]["resourceVersion"]},
+                         "status": status}
+                await self.client.patch("v1", "persistentvolumeclaims", name, patch, namespace,
+                                        subresource="status")
+                log.info("claim %s/%s: capacity %s", namespace, name, capacity)
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    log.warning("status of claim %s/%s: %s", namespace, name, e)
+                    return
 
     async def service_account_token(self, pod: Obj, expiration: int, audience: str) -> str | None:
         meta = pod["metadata"]
@@ -115,19 +152,43 @@ class ClientNodeAPI:
             await self.client.delete("v1", "pods", meta["name"], meta.get("namespace"), body)
 
 
+def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
+    """The merge patch of a claim's status once its volume has grown to `capacity`: the new
+    capacity, without the resize conditions and the storage resize status (as kubelet leaves a
+    claim after NodeExpandVolume); None if the status says so already."""
+    status = pvc.get("status") or {}
+    conditions = status.get("conditions") or []
+    kept = [c for c in conditions if c.get("type") not in RESIZE_CONDITIONS]
+    allocated = status.get("allocatedResourceStatuses") or {}
+    if ((status.get("capacity") or {}).get("storage") == capacity and len(kept) == len(conditions)
+            and "storage" not in allocated):
+        return None
+    patch: Obj = {"capacity": {"storage": capacity}, "conditions": kept or None}
+    if "storage" in allocated:
+        patch["allocatedResourceStatuses"] = {"storage": None}
+    return patch
+
+
 class NodeAgent:
     def __init__(self, client: ApiClient, runtime: Runtime, node_name: str | None = None,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, volumes: LocalVolumes | None = None) -> None:
+        """`volumes`: this node's local volume store (DATA/volumes); without it pods with
+        persistent volume claims wait with an error and PVs are not reclaimed here."""
         self.client = client
         self.runtime = runtime
         self.name = node_name or self.default_name()
         self.labels = labels or {}
         self.ip = host_ip()
         self.api = ClientNodeAPI(client, self.name)
+        self.volumes = volumes
+        self.volume_users = VolumeUsers()
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._adopted: dict[str, Any] | None = None
+        self._pvs: dict[str, Obj] = {}  # this node's local PVs, by name
+        self._reclaim_wake = asyncio.Event()
+        self._pods_synced = asyncio.Event()
 
     @staticmethod
     def default_name() -> str:
@@ -220,7 +281,10 @@ class NodeAgent:
 
     async def run(self) -> None:
         await self.register()
-        heartbeat = asyncio.create_task(self.heartbeat())
+        background = [asyncio.create_task(self.heartbeat())]
+        if self.volumes is not None:
+            background += [asyncio.create_task(self._watch_volumes()),
+                           asyncio.create_task(self._reclaim_volumes(self.volumes))]
         try:
             await self.adopt()
             adopted, self._adopted = self._adopted or {}, {}
@@ -228,12 +292,14 @@ class NodeAgent:
                 if ev.type == "SYNC":
                     await self._sync(ev.object.get("items") or [], adopted)
                     adopted = {}
+                    self._pods_synced.set()
                 elif ev.type == "DELETED":
                     self._gone(ev.object)
                 else:
                     self._seen(ev.object)
         finally:
-            heartbeat.cancel()
+            for task in background:
+                task.cancel()
 
     async def _adopt(self) -> dict[str, Any]:
         adopt = getattr(self.runtime, "adopt", None)
@@ -260,7 +326,10 @@ class NodeAgent:
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed") and not adopting and not pod["metadata"].get("deletionTimestamp"):
             return  # finished before this agent started: nothing to run
-        worker = PodWorker(pod, self.runtime, self.api, self.ip)
+        worker = PodWorker(pod, self.runtime, self.api, self.ip, self.volumes, self.volume_users)
+        if adopting:
+            # its VM has its disks: known before the PV reclaimer runs (see _reclaim_volumes)
+            self.volume_users.hold(uid, worker.name, pod_claims(pod))
         self.workers[uid] = worker
         task = asyncio.create_task(worker.adopt() if adopting else worker.run(), name=f"pod-{uid}")
         self._tasks[uid] = task
@@ -282,6 +351,87 @@ class NodeAgent:
         self._tasks.pop(uid, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("pod worker %s ended with %r", uid, task.exception())
+        if not self._stopping:
+            self.volume_users.release(uid)
+            self._reclaim_wake.set()  # a volume being deleted may have waited for this pod
+
+    # --- local persistent volumes ------------------------------------------------------------------
+
+    def _ours(self, pv: Obj) -> bool:
+        csi = (pv.get("spec") or {}).get("csi") or {}
+        return csi.get("driver") == LOCAL_DRIVER and pv_node(pv) == self.name
+
+    async def _watch_volumes(self) -> None:
+        """Keep `_pvs`: all PVs are listed and watched, those of other nodes dropped here (PVs
+        carry no node label or field to select on)."""
+        while True:  # say once, not once a second, that this node may not read PVs
+            try:
+                await self.client.list("v1", "persistentvolumes", limit=1)
+                break
+            except (ApiException, OSError) as e:
+                log.warning("cannot list persistentvolumes (retrying in %.0f s): %s", RECLAIM_RETRY, e)
+                await asyncio.sleep(RECLAIM_RETRY)
+        async for ev in self.client.informer("v1", "persistentvolumes"):
+            if ev.type == "SYNC":
+                self._pvs = {pv["metadata"]["name"]: pv for pv in ev.object.get("items") or []
+                             if self._ours(pv)}
+            elif ev.type != "DELETED" and self._ours(ev.object):
+                self._pvs[ev.object["metadata"]["name"]] = ev.object
+            else:
+                self._pvs.pop(ev.object["metadata"]["name"], None)
+            self._reclaim_wake.set()
+
+    async def _reclaim_volumes(self, volumes: LocalVolumes) -> None:
+        # not before the pods are known: an adopted VM's disk must not go from under it
+        await self._pods_synced.wait()
+        while not self._stopping:
+            self._reclaim_wake.clear()
+            for pv in list(self._pvs.values()):
+                meta = pv["metadata"]
+                if meta.get("deletionTimestamp") and BACKING_FILE_FINALIZER in (meta.get("finalizers") or []):
+                    try:
+                        await self._reclaim(volumes, pv)
+                    except (ApiException, OSError) as e:
+                        log.warning("persistentvolume %s: %s", meta["name"], e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reclaim_wake.wait(), RECLAIM_RETRY)
+
+    async def _reclaim(self, volumes: LocalVolumes, pv: Obj) -> None:
+        """Delete a deleted PV's disk (unless a pod here still uses it), then its finalizer."""
+        name = pv["metadata"]["name"]
+        ref = (pv.get("spec") or {}).get("claimRef") or {}
+        claim = f"{ref.get('namespace')}/{ref.get('name')}" if ref.get("name") else None
+        handle = str(((pv.get("spec") or {}).get("csi") or {}).get("volumeHandle") or "")
+        if not self.volume_users.begin_delete(claim, str(pv["metadata"].get("uid") or "")):
+            assert claim is not None
+            log.info("persistentvolume %s is being deleted: its disk waits for pod(s) %s", name,
+                     ", ".join(self.volume_users.users(claim)))
+            return
+        try:
+            if handle:  # no handle, no disk: nothing was ever made for it
+                await asyncio.to_thread(volumes.delete, handle)
+        except VolumeError as e:
+            log.warning("persistentvolume %s: %s", name, e)
+            return
+        for _ in range(5):
+            finalizers = [f for f in pv["metadata"].get("finalizers") or [] if f != BACKING_FILE_FINALIZER]
+            patch = {"metadata": {"finalizers": finalizers or None,
+                                  "resourceVersion": pv["metadata"]["resourceVersion"]}}
+            try:
+                await self.client.patch("v1", "persistentvolumes", name, patch)
+                log.info("persistentvolume %s: disk %s deleted, finalizer removed", name, handle)
+                return
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                if e.status != 409:
+                    log.warning("persistentvolume %s: removing the %s finalizer: %s", name,
+                                BACKING_FILE_FINALIZER, e)
+                    return
+            fresh = await self.client.get_or_none("v1", "persistentvolumes", name)
+            if fresh is None or BACKING_FILE_FINALIZER not in (fresh["metadata"].get("finalizers") or []):
+                return
+            pv = fresh
 
     async def shutdown(self, stop_pods: bool) -> None:
         """Stop the agent; with stop_pods the VMs go too, else they keep running for adoption."""

@@ -1,7 +1,8 @@
-"""From a Kubernetes Pod object to the runtime's PodSpec: env resolution, $(VAR) expansion, users.
+"""From a Kubernetes Pod object to the runtime's PodSpec: env resolution, $(VAR) expansion, users,
+volumes (persistent volume claims resolved to their bound PV's disk, per docs/volumes.md).
 
-Lookups of ConfigMaps and Secrets go through a `Lookup` the caller provides (the node agent reads
-them from the API), so this module stays pure and testable.
+Lookups of ConfigMaps, Secrets, claims, PVs and the namespace go through a `Lookup` the caller
+provides (the node agent reads them from the API), so this module stays pure and testable.
 """
 
 from __future__ import annotations
@@ -9,14 +10,36 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from hypernetes.runtime.interface import ContainerSpec, MountSpec, PodSpec, VolumeFile, VolumeSpec
+from hypernetes.runtime.interface import (
+    BlockDevice,
+    ContainerSpec,
+    DeviceSpec,
+    MountSpec,
+    PodSpec,
+    VolumeFile,
+    VolumeSpec,
+)
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
+from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
 
 Obj = dict[str, Any]
-# (kind "ConfigMap" | "Secret", namespace, name) -> the object, or None if it does not exist
+# (kind, namespace, name) -> the object, or None if it does not exist; kinds: "ConfigMap",
+# "Secret", "PersistentVolumeClaim", and the cluster-scoped "PersistentVolume" and "Namespace"
+# (namespace "")
 Lookup = Callable[[str, str, str], Obj | None]
+# (volume handle, format) -> the disk file on this node
+BlockPath = Callable[[str, str], str]
+
+PVC_KIND = "PersistentVolumeClaim"
+PV_KIND = "PersistentVolume"
+NS_KIND = "Namespace"
+CLUSTER_KINDS = frozenset({PV_KIND, NS_KIND})
+LOCAL_DRIVER = "local.hypernetes.io"
+TENANT_LABEL = "hypernetes.io/tenant"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 KERNEL_ANNOTATION = "hypernetes.io/kernel"
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -26,6 +49,44 @@ class ConfigError(Exception):
     """The pod refers to something missing (CreateContainerConfigError upstream)."""
 
     reason = "CreateContainerConfigError"
+    event = "Failed"  # the reason of the Warning event the node reports
+
+    @property
+    def event_message(self) -> str:
+        return f"Error: {self}"
+
+
+class VolumeConfigError(ConfigError):
+    """A volume cannot be attached yet (unbound claim, missing PV, ...): as upstream, the pod
+    stays ContainerCreating and the node reports FailedMount events until it can."""
+
+    reason = "ContainerCreating"
+    event = "FailedMount"
+
+    @property
+    def event_message(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class ClaimDisk:
+    """A pod volume's persistent volume claim, resolved to its bound PV's disk on this node."""
+
+    volume: str  # the pod's volume name
+    namespace: str
+    claim: str
+    pv: str
+    pv_uid: str
+    handle: str
+    format: str  # "raw" | "qcow2"
+    fs_type: str  # "" for volumeMode Block
+    size: int  # bytes: the PV's capacity
+    read_only: bool
+
+    @property
+    def key(self) -> str:
+        """The claim, as `namespace/name`: what the node counts users of."""
+        return f"{self.namespace}/{self.claim}"
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -142,7 +203,10 @@ def _limit(container: Obj, what: str) -> str | None:
     return None if value is None else str(value)
 
 
-def container_spec(pod: Obj, container: Obj, lookup: Lookup) -> ContainerSpec:
+def container_spec(pod: Obj, container: Obj, lookup: Lookup,
+                   volumes: dict[str, VolumeSpec] | None = None) -> ContainerSpec:
+    """`volumes` (the pod's, by name) makes mounts of a read-only disk read-only and checks
+    volumeDevices name a raw block volume."""
     env = container_env(pod, container, lookup)
     env_map = dict(env)
     command = container.get("command")
@@ -161,10 +225,25 @@ def container_spec(pod: Obj, container: Obj, lookup: Lookup) -> ContainerSpec:
         cpu_limit_millis=parse_cpu(cpu) if cpu else None,
         memory_limit=parse_memory(mem) if mem else None,
         mounts=tuple(
-            MountSpec(m["name"], m["mountPath"], bool(m.get("readOnly")), m.get("subPath", ""))
+            MountSpec(m["name"], m["mountPath"],
+                      bool(m.get("readOnly")) or _read_only_disk(volumes, m["name"]), m.get("subPath", ""))
             for m in container.get("volumeMounts") or []
         ),
+        devices=tuple(_device(volumes, container["name"], d) for d in container.get("volumeDevices") or []),
     )
+
+
+def _read_only_disk(volumes: dict[str, VolumeSpec] | None, name: str) -> bool:
+    v = (volumes or {}).get(name)
+    return v is not None and v.block is not None and v.block.read_only
+
+
+def _device(volumes: dict[str, VolumeSpec] | None, container: str, d: Obj) -> DeviceSpec:
+    v = (volumes or {}).get(d.get("name", ""))
+    if v is None or v.block is None or v.block.fs_type:
+        raise VolumeConfigError(f'container {container}: volumeDevices "{d.get("name")}" must name a '
+                                "persistentVolumeClaim volume of volumeMode Block")
+    return DeviceSpec(v.name, d["devicePath"])
 
 
 def sandbox_id(pod: Obj) -> str:
@@ -172,17 +251,20 @@ def sandbox_id(pod: Obj) -> str:
     return str(pod["metadata"]["uid"]).lower()
 
 
-def pod_spec(pod: Obj, lookup: Lookup) -> PodSpec:
+def pod_spec(pod: Obj, lookup: Lookup, block_path: BlockPath | None = None) -> PodSpec:
+    """`block_path` locates persistent volumes' disks; without it a pod with a claim is refused."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
+    volumes = tuple(volume_spec(pod, v, lookup, block_path) for v in spec.get("volumes") or [])
+    by_name = {v.name: v for v in volumes}
     return PodSpec(
         id=sandbox_id(pod),
         name=meta["name"],
         namespace=meta.get("namespace", "default"),
-        containers=tuple(container_spec(pod, c, lookup) for c in spec.get("containers") or []),
+        containers=tuple(container_spec(pod, c, lookup, by_name) for c in spec.get("containers") or []),
         hostname=spec.get("hostname") or meta["name"],
         kernel=(meta.get("annotations") or {}).get(KERNEL_ANNOTATION),
         termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
-        volumes=tuple(volume_spec(pod, v, lookup) for v in spec.get("volumes") or []),
+        volumes=volumes,
         fs_group=((spec.get("securityContext") or {}).get("fsGroup")),
     )
 
@@ -226,12 +308,25 @@ def _downward_files(pod: Obj, items: list[Obj], default_mode: int) -> list[Volum
     return files
 
 
-def volume_spec(pod: Obj, volume: Obj, lookup: Lookup) -> VolumeSpec:
+def volume_spec(pod: Obj, volume: Obj, lookup: Lookup, block_path: BlockPath | None = None) -> VolumeSpec:
     ns = (pod.get("metadata") or {}).get("namespace", "default")
     name = volume["name"]
     if "emptyDir" in volume:
         limit = (volume["emptyDir"] or {}).get("sizeLimit")
-        return VolumeSpec(name, "emptyDir", size_limit=parse_memory(str(limit)) if limit else 0)
+        medium = (volume["emptyDir"] or {}).get("medium") or ""
+        if medium not in ("", "Memory"):
+            raise ConfigError(f'volume {name}: emptyDir medium "{medium}" is not supported ("" or "Memory")')
+        return VolumeSpec(name, "emptyDir", size_limit=parse_memory(str(limit)) if limit else 0,
+                          medium=medium)
+    if "persistentVolumeClaim" in volume:
+        disk = claim_disk(pod, volume, lookup)
+        if block_path is None:
+            raise VolumeConfigError(f'volume "{name}": this node has no volume store for persistent volumes')
+        try:
+            path = block_path(disk.handle, disk.format)
+        except VolumeError as e:
+            raise VolumeConfigError(f'volume "{name}": {e}') from e
+        return VolumeSpec(name, "block", block=BlockDevice(path, disk.format, disk.fs_type, disk.read_only))
     files: list[VolumeFile] = []
     if "configMap" in volume:
         ref = volume["configMap"]
@@ -267,6 +362,132 @@ def volume_spec(pod: Obj, volume: Obj, lookup: Lookup) -> VolumeSpec:
     return VolumeSpec(name, "files", files=tuple(files))
 
 
+def pv_node(pv: Obj) -> str | None:
+    """The node a local PV lives on: its required node affinity on kubernetes.io/hostname."""
+    terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {})
+             .get("nodeSelectorTerms") or [])
+    for term in terms:
+        for expr in (term or {}).get("matchExpressions") or []:
+            values = expr.get("values") or []
+            if expr.get("key") == HOSTNAME_LABEL and expr.get("operator") == "In" and len(values) == 1:
+                return str(values[0])
+    return None
+
+
+def storage_size(obj: Obj, where: str) -> int | None:
+    """`<where>.storage` (spec.capacity, status.capacity, ...) in bytes, None if absent."""
+    node: Any = obj
+    for part in where.split("."):
+        node = (node or {}).get(part) if isinstance(node, dict) else None
+    value = (node or {}).get("storage") if isinstance(node, dict) else None
+    if value is None:
+        return None
+    try:
+        return parse_memory(str(value))
+    except ValueError:
+        return None
+
+
+def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
+    """Resolve a `persistentVolumeClaim` pod volume through its claim and bound PV, checking what
+    upstream's kubelet checks (bound, the PV names the claim) and what local disks need (the PV
+    is a local.hypernetes.io volume of this node, of the namespace's tenant, in the right mode)."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    ns, name = meta.get("namespace", "default"), volume["name"]
+    source = volume["persistentVolumeClaim"] or {}
+    claim_name = source.get("claimName", "")
+
+    def fail(message: str) -> VolumeConfigError:
+        return VolumeConfigError(f'volume "{name}": {message}')
+
+    pvc = lookup(PVC_KIND, ns, claim_name)
+    if pvc is None:
+        raise fail(f'persistentvolumeclaim "{claim_name}" not found')
+    pv_name = (pvc.get("spec") or {}).get("volumeName") or ""
+    if (pvc.get("status") or {}).get("phase") != "Bound" or not pv_name:
+        raise fail(f'persistentvolumeclaim "{claim_name}" is not bound')
+    if (pvc.get("metadata") or {}).get("deletionTimestamp"):
+        raise fail(f'persistentvolumeclaim "{claim_name}" is being deleted')
+    pv = lookup(PV_KIND, "", pv_name)
+    if pv is None:
+        raise fail(f'persistentvolume "{pv_name}" bound to claim "{claim_name}" not found')
+    pv_meta, pv_spec = pv.get("metadata") or {}, pv.get("spec") or {}
+    ref = pv_spec.get("claimRef") or {}
+    pvc_uid = (pvc.get("metadata") or {}).get("uid")
+    if ref.get("namespace") != ns or ref.get("name") != claim_name or (
+            ref.get("uid") and pvc_uid and ref["uid"] != pvc_uid):
+        raise fail(f'persistentvolume "{pv_name}" is bound to another claim '
+                   f'({ref.get("namespace")}/{ref.get("name")})')
+    if pv_meta.get("deletionTimestamp"):
+        raise fail(f'persistentvolume "{pv_name}" is being deleted')
+    csi = pv_spec.get("csi") or {}
+    if csi.get("driver") != LOCAL_DRIVER:
+        raise fail(f'persistentvolume "{pv_name}" is not a {LOCAL_DRIVER} volume: only those can be '
+                   "attached to pod VMs")
+    node = pv_node(pv)
+    if node is None or node != spec.get("nodeName"):
+        where = f'on node "{node}"' if node else "on no node (no kubernetes.io/hostname node affinity)"
+        raise fail(f'volume node affinity conflict: persistentvolume "{pv_name}" is {where}, '
+                   f'this pod is on node "{spec.get("nodeName")}"')
+    namespace = lookup(NS_KIND, "", ns)
+    if namespace is None:
+        raise fail(f'namespace "{ns}" not found')
+    ns_tenant = ((namespace.get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL) or None
+    pv_tenant = (pv_meta.get("labels") or {}).get(TENANT_LABEL) or None
+    if ns_tenant != pv_tenant:
+        def who(t: str | None) -> str:
+            return f'tenant "{t}"' if t else "no tenant"
+        raise fail(f'persistentvolume "{pv_name}" belongs to {who(pv_tenant)}, '
+                   f'namespace "{ns}" to {who(ns_tenant)}')
+    mode = pv_spec.get("volumeMode") or "Filesystem"
+    claim_mode = (pvc.get("spec") or {}).get("volumeMode") or "Filesystem"
+    if mode not in ("Filesystem", "Block") or mode != claim_mode:
+        raise fail(f'persistentvolume "{pv_name}" has volumeMode {mode}, its claim {claim_mode}')
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        mounted = any(m.get("name") == name for m in c.get("volumeMounts") or [])
+        device = any(d.get("name") == name for d in c.get("volumeDevices") or [])
+        if mode == "Block" and mounted:
+            raise fail(f"container {c.get('name')}: volumeMode Block: use volumeDevices, not volumeMounts")
+        if mode == "Filesystem" and device:
+            raise fail(f"container {c.get('name')}: volumeMode Filesystem: use volumeMounts, "
+                       "not volumeDevices")
+    handle = str(csi.get("volumeHandle") or "")
+    fmt = str((csi.get("volumeAttributes") or {}).get("format") or "raw")
+    fs_type = "" if mode == "Block" else str(csi.get("fsType") or "ext4")
+    try:
+        check_handle(handle, fmt)
+    except VolumeError as e:
+        raise fail(f'persistentvolume "{pv_name}": {e}') from e
+    if fs_type and fs_type not in FS_TYPES:
+        raise fail(f'persistentvolume "{pv_name}": fsType {fs_type} is not supported '
+                   f"(supported: {', '.join(FS_TYPES)})")
+    size = storage_size(pv, "spec.capacity")
+    if not size:
+        raise fail(f'persistentvolume "{pv_name}" has no valid capacity.storage')
+    modes = set((pvc.get("spec") or {}).get("accessModes") or [])
+    read_only = bool(source.get("readOnly")) or modes == {"ReadOnlyMany"}
+    return ClaimDisk(name, ns, claim_name, pv_name, str(pv_meta.get("uid") or ""), handle, fmt, fs_type, size,
+                     read_only)
+
+
+def claim_disks(pod: Obj, lookup: Lookup) -> list[ClaimDisk]:
+    return [claim_disk(pod, v, lookup) for v in (pod.get("spec") or {}).get("volumes") or []
+            if "persistentVolumeClaim" in v]
+
+
+def pod_claims(pod: Obj) -> dict[str, bool]:
+    """The claims (`namespace/name`) a pod uses, each with whether its volume source says
+    readOnly: what can be known from the pod object alone."""
+    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    claims: dict[str, bool] = {}
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        source = v.get("persistentVolumeClaim")
+        if isinstance(source, dict):
+            key = f"{ns}/{source.get('claimName', '')}"
+            claims[key] = claims.get(key, True) and bool(source.get("readOnly"))
+    return claims
+
+
 TOKEN_KIND = "ServiceAccountToken"  # a pseudo-kind: tokens the node asks for, by token_key
 
 
@@ -276,8 +497,10 @@ def token_key(source: Obj) -> str:
 
 
 def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
-    """(kind, name) of every ConfigMap and Secret the pod's env and volumes use, and
-    (TOKEN_KIND, token_key) of every service-account token it projects."""
+    """(kind, name) of every ConfigMap, Secret and PersistentVolumeClaim the pod's env and volumes
+    use (and its Namespace, when it has claims: a PV must be of the namespace's tenant), and
+    (TOKEN_KIND, token_key) of every service-account token it projects. The claims' PVs are
+    known once the claims are read: `claim_volume_names`."""
     wanted: set[tuple[str, str]] = set()
     spec = pod.get("spec") or {}
     for c in spec.get("containers") or []:
@@ -302,4 +525,13 @@ def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
                 wanted.add(("Secret", source["secret"].get("name", "")))
             if "serviceAccountToken" in source:
                 wanted.add((TOKEN_KIND, token_key(source["serviceAccountToken"])))
+        if "persistentVolumeClaim" in v:
+            wanted.add((PVC_KIND, (v["persistentVolumeClaim"] or {}).get("claimName", "")))
+            wanted.add((NS_KIND, (pod.get("metadata") or {}).get("namespace", "default")))
     return wanted
+
+
+def claim_volume_names(claims: list[Obj]) -> set[tuple[str, str]]:
+    """(PV_KIND, name) of the PVs the given claims are bound to."""
+    return {(PV_KIND, str((c.get("spec") or {}).get("volumeName")))
+            for c in claims if (c.get("spec") or {}).get("volumeName")}

@@ -1,8 +1,9 @@
 """One pod on this node, from bound to gone: the kubelet's pod worker, for VM pods.
 
-Creates the sandbox, starts containers, restarts them per restartPolicy with back-off, runs
-probes, reports status and events, and on deletion stops the VM with the grace period and then
-finalizes the Pod object. Everything it says about the pod goes through `NodeAPI`.
+Makes (or grows) the pod's persistent volumes' disks, creates the sandbox, starts containers,
+restarts them per restartPolicy with back-off, runs probes, reports status and events, and on
+deletion stops the VM with the grace period and then finalizes the Pod object. Everything it says
+about the pod goes through `NodeAPI`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypernetes.node.podspec import TOKEN_KIND, ConfigError, pod_spec, referenced_objects, sandbox_id
+from hypernetes.node.podspec import (
+    CLUSTER_KINDS,
+    PV_KIND,
+    PVC_KIND,
+    TOKEN_KIND,
+    ClaimDisk,
+    ConfigError,
+    VolumeConfigError,
+    claim_disks,
+    claim_volume_names,
+    pod_spec,
+    referenced_objects,
+    sandbox_id,
+    storage_size,
+)
 from hypernetes.node.podstatus import ContainerRecord, pod_status, terminated_state
 from hypernetes.node.probes import ProbeRunner
 from hypernetes.runtime.interface import (
@@ -28,9 +43,11 @@ from hypernetes.runtime.interface import (
     SandboxNotFound,
     StartFailed,
 )
+from hypernetes.volumes.local import LocalVolumes, VolumeError
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+Objects = dict[tuple[str, str, str], Obj]  # (kind, namespace or "", name) -> object
 
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
@@ -54,6 +71,64 @@ class NodeAPI(Protocol):
     async def finalize_pod(self, pod: Obj) -> None:
         """Delete the pod object for good (grace 0, uid precondition): its VM is gone."""
 
+    async def claim_resized(self, namespace: str, name: str, capacity: str) -> None:
+        """The claim's filesystem has grown to its PV's capacity: set status.capacity and drop
+        FileSystemResizePending (what kubelet does after NodeExpandVolume)."""
+
+
+class MultiAttachError(VolumeConfigError):
+    event = "FailedAttachVolume"
+
+
+class VolumeUsers:
+    """Which pods on this node hold which claims (`namespace/name`), read-only or not. A disk is
+    attached read-write to one VM at a time: two guest kernels writing one ext4 would corrupt
+    it (pods sharing a volume upstream share one kernel's mount; ours are separate VMs). Shared by
+    the node's pod workers and its PV reclaimer, from the event loop only, so that a check and
+    what it allows happen with no await between them."""
+
+    def __init__(self) -> None:
+        self._holders: dict[str, dict[str, tuple[bool, str]]] = {}  # claim -> pod uid -> (ro, name)
+        # uids of PVs whose disk is being (or was) deleted here: never made again by a late pod
+        self._deleted: set[str] = set()
+
+    def acquire(self, uid: str, pod: str, disks: list[ClaimDisk]) -> None:
+        """Hold all of the pod's claims, or none (MultiAttachError)."""
+        for d in disks:
+            if d.pv_uid in self._deleted:
+                raise VolumeConfigError(f'volume "{d.volume}": persistentvolume "{d.pv}" is being deleted')
+            others = {u: h for u, h in self._holders.get(d.key, {}).items() if u != uid}
+            if others and not (d.read_only and all(ro for ro, _ in others.values())):
+                names = ", ".join(sorted(name for _, name in others.values()))
+                raise MultiAttachError(
+                    f'Multi-Attach error for volume "{d.pv}": volume is already used by pod(s) {names}; '
+                    "a local volume is attached read-write to one pod VM at a time")
+        self.hold(uid, pod, {d.key: d.read_only for d in disks})
+
+    def hold(self, uid: str, pod: str, claims: dict[str, bool]) -> None:
+        for key, ro in claims.items():
+            self._holders.setdefault(key, {})[uid] = (ro, pod)
+
+    def release(self, uid: str) -> None:
+        for key in list(self._holders):
+            self._holders[key].pop(uid, None)
+            if not self._holders[key]:
+                del self._holders[key]
+
+    def users(self, key: str) -> list[str]:
+        return sorted(name for _, name in self._holders.get(key, {}).values())
+
+    def sole(self, key: str, uid: str) -> bool:
+        return set(self._holders.get(key, {})) <= {uid}
+
+    def begin_delete(self, claim: str | None, pv_uid: str) -> bool:
+        """May the disk of a PV bound to `claim` be deleted now? Not while a pod here holds the
+        claim; once allowed, no pod may make that PV's disk again."""
+        if claim is not None and self._holders.get(claim):
+            return False
+        self._deleted.add(pv_uid)
+        return True
+
 
 @dataclass
 class _Backoff:
@@ -68,11 +143,14 @@ class _Backoff:
 
 
 class PodWorker:
-    def __init__(self, pod: Obj, runtime: Runtime, api: NodeAPI, host_ip: str) -> None:
+    def __init__(self, pod: Obj, runtime: Runtime, api: NodeAPI, host_ip: str,
+                 volumes: LocalVolumes | None = None, users: VolumeUsers | None = None) -> None:
         self.pod = pod
         self.runtime = runtime
         self.api = api
         self.host_ip = host_ip
+        self.volumes = volumes
+        self.users = users if users is not None else VolumeUsers()
         self.id = sandbox_id(pod)
         self.changed = asyncio.Event()
         containers = (pod.get("spec") or {}).get("containers") or []
@@ -117,7 +195,8 @@ class PodWorker:
         await self._terminate()
 
     async def adopt(self) -> None:
-        """Continue a pod whose sandbox survived a node agent restart."""
+        """Continue a pod whose sandbox survived a node agent restart. (The agent has noted the
+        claims it holds: `VolumeUsers.hold`.)"""
         status = await self.runtime.status(self.id)
         self.sandbox_ready = True
         self.start_time = status.created_at
@@ -139,11 +218,14 @@ class PodWorker:
         while not self.deleting:
             try:
                 objects = await self._referenced_objects()
-                spec = pod_spec(self.pod, _lookup_in(objects))
+                lookup = _lookup_in(objects)
+                block_path = None if self.volumes is None else self._block_path
+                spec = pod_spec(self.pod, lookup, block_path)
+                await self._prepare_volumes(claim_disks(self.pod, lookup), objects)
                 break
             except ConfigError as e:
                 await self._waiting_all(e.reason, str(e))
-                await self.api.event(self.pod, "Warning", "Failed", f"Error: {e}")
+                await self.api.event(self.pod, "Warning", e.event, e.event_message)
                 await self._sleep_or_change(CONFIG_RETRY)
         else:
             return False
@@ -177,19 +259,62 @@ class PodWorker:
             await self._start(name)
         return True
 
-    async def _referenced_objects(self) -> dict[tuple[str, str, str], Obj]:
+    async def _referenced_objects(self) -> Objects:
         ns = self.pod["metadata"].get("namespace", "default")
-        found = {}
-        for kind, name in referenced_objects(self.pod):
-            if kind == TOKEN_KIND:
-                seconds, _, audience = name.partition("|")
-                token = await self.api.service_account_token(self.pod, int(seconds), audience)
-                obj = {"token": token} if token else None
-            else:
-                obj = await self.api.lookup(kind, ns, name)
-            if obj is not None:
-                found[(kind, ns, name)] = obj
+        found: Objects = {}
+        wanted = referenced_objects(self.pod)
+        for _ in range(2):  # then the PVs the claims are bound to
+            for kind, name in wanted:
+                key = (kind, "" if kind in CLUSTER_KINDS else ns, name)
+                if kind == TOKEN_KIND:
+                    seconds, _, audience = name.partition("|")
+                    token = await self.api.service_account_token(self.pod, int(seconds), audience)
+                    obj = {"token": token} if token else None
+                else:
+                    obj = await self.api.lookup(kind, key[1], name)
+                if obj is not None:
+                    found[key] = obj
+            wanted = claim_volume_names([o for (k, _, _), o in found.items() if k == PVC_KIND])
         return found
+
+    def _block_path(self, handle: str, fmt: str) -> str:
+        assert self.volumes is not None
+        return str(self.volumes.path(handle, fmt))
+
+    async def _prepare_volumes(self, disks: list[ClaimDisk], objects: Objects) -> None:
+        """Hold the pod's claims, make their disks if new, grow them (and their filesystems) to
+        their PVs' capacity while no other VM here has them, and report the claims' capacity."""
+        if not disks:
+            return
+        if self.volumes is None:
+            raise VolumeConfigError("this node has no volume store for persistent volumes")
+        volumes = self.volumes
+        self.users.acquire(self.id, self.name, disks)
+        for d in disks:
+            try:
+                await asyncio.to_thread(volumes.ensure, d.handle, d.size, d.fs_type or "ext4", d.format,
+                                        not d.fs_type)
+                before = await asyncio.to_thread(volumes.capacity, d.handle, d.format)
+                if self.users.sole(d.key, self.id) and await asyncio.to_thread(
+                        volumes.grow, d.handle, d.size, d.fs_type, d.format):
+                    after = await asyncio.to_thread(volumes.capacity, d.handle, d.format)
+                    what = "disk and filesystem" if d.fs_type else "disk"
+                    await self.api.event(self.pod, "Normal", "VolumeResized",
+                                         f'volume "{d.volume}" ({d.pv}): {what} grown from '
+                                         f"{before} to {after} bytes")
+                else:
+                    after = before
+            except VolumeError as e:
+                self.users.release(self.id)
+                raise VolumeConfigError(f'volume "{d.volume}": {e}') from e
+            pvc = objects.get((PVC_KIND, d.namespace, d.claim)) or {}
+            reported = storage_size(pvc, "status.capacity")
+            pending = any(c.get("type") == "FileSystemResizePending"
+                          for c in (pvc.get("status") or {}).get("conditions") or [])
+            if after >= d.size and (reported != d.size or pending):
+                pv = objects.get((PV_KIND, "", d.pv)) or {}
+                capacity = str(((pv.get("spec") or {}).get("capacity") or {}).get("storage"))
+                await self.api.claim_resized(d.namespace, d.claim, capacity)
 
     async def _start(self, name: str) -> None:
         rec = self.records[name]
@@ -326,6 +451,7 @@ class PodWorker:
         with contextlib.suppress(SandboxNotFound):
             await self.runtime.stop_sandbox(self.id, None if grace is None else int(grace))
         await self.runtime.remove_sandbox(self.id)
+        self.users.release(self.id)  # the VM is gone, and its disks with it
         await self.api.finalize_pod(self.pod)
 
     # --- reporting ---------------------------------------------------------------------------------
@@ -356,7 +482,7 @@ class PodWorker:
         return False
 
 
-def _lookup_in(objects: dict[tuple[str, str, str], Obj]) -> Callable[[str, str, str], Obj | None]:
+def _lookup_in(objects: Objects) -> Callable[[str, str, str], Obj | None]:
     def lookup(kind: str, namespace: str, name: str) -> Obj | None:
         return objects.get((kind, namespace, name))
 
