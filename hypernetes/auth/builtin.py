@@ -36,6 +36,7 @@ from hypernetes.store.keys import CREDENTIALS, REVOKED, object_key
 
 JSON = dict[str, Any]
 MAX_USER_TTL = 7 * 24 * 3600.0
+VERIFIED_CACHE = 10000
 SA_AUDIENCE = "https://kubernetes.default.svc"
 # a dummy hash to spend the same time on unknown users as on wrong passwords
 _DUMMY_HASH = hash_password("not-a-real-password-0")
@@ -51,6 +52,9 @@ class BuiltinIdentity:
     def __init__(self, directory: Directory, signer: TokenSigner) -> None:
         self.directory, self.signer = directory, signer
         self.store = directory.store
+        # signature and claims of tokens seen before; everything that can end a token (expiry,
+        # revocation, the user, the tenant) is still checked on every request
+        self._verified: dict[str, Claims] = {}
 
     # -- authentication ------------------------------------------------------------------------
 
@@ -58,9 +62,17 @@ class BuiltinIdentity:
         token = bearer(headers)
         if token is None or not self.signer.looks_like_ours(token):
             return None
-        try:
-            claims = self.signer.verify(token)
-        except TokenInvalid:
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                claims = self.signer.verify(token)
+            except TokenInvalid:
+                return None
+            if len(self._verified) >= VERIFIED_CACHE:
+                self._verified.clear()  # crude but bounded; a re-verify costs ~15 µs
+            self._verified[token] = claims
+        elif time.time() >= claims.exp:
+            del self._verified[token]
             return None
         if self.directory.is_revoked(claims.jti):
             return None
