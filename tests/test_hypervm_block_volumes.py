@@ -248,6 +248,12 @@ async def test_adopted_sandbox_keeps_its_disks(hypervm: HyperVM, busybox_ref: st
         block("data", disk, fs_type="ext4"), VolumeSpec("scratch", "emptyDir", size_limit=8 << 20)))
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("ad", "first")
+    # QEMU's image lock: a second VM cannot open a volume another one is writing
+    other = PodSpec(id="ad2", name="ad2", containers=(late,), volumes=spec.volumes)
+    with pytest.raises(SandboxFailed) as failed:
+        await hypervm.create_sandbox(other)
+    assert str(failed.value).startswith("QEMU could not start the VM: ")
+    assert 'Failed to get "write" lock' in str(failed.value)
     await hypervm.detach_all()
 
     again = HyperVM(hypervm.root.parent, hypervm.images, hypervm.kernels, die_with_parent=True)

@@ -139,7 +139,10 @@ static int find_disk(const char *serial, uint32_t part, char *dev, size_t cap, d
 				  : hn_fail(e, ENODEV, "no device number for disk \"%s\"", serial);
 			break;
 		}
-		snprintf(dev, cap, "/dev/%s", name);
+		if ((size_t)snprintf(dev, cap, "/dev/%s", name) >= cap) {
+			rc = hn_fail(e, ENAMETOOLONG, "device name %s too long", name);
+			break;
+		}
 		if (devno)
 			*devno = makedev(maj, min);
 		rc = 0;

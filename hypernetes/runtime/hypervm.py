@@ -224,10 +224,12 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             sizes = [v.size_limit or DEFAULT_SCRATCH_SIZE for v in scratch]
             try:
                 await asyncio.to_thread(_build_scratch_disk, path, sizes)
+                cache = "none" if _direct_io(path) else "writeback"
             except (OSError, subprocess.CalledProcessError) as e:
                 shutil.rmtree(sandbox_dir, ignore_errors=True)
                 raise SandboxFailed(f"cannot build the pod's scratch disk: {_cmd_error(e)}") from e
-            disks[SCRATCH_DISK] = Disk(path, SCRATCH_DISK, readonly=False, cache=SCRATCH_CACHE)
+            # it dies with the VM: the guest's flushes need not reach the host's disk
+            disks[SCRATCH_DISK] = Disk(path, SCRATCH_DISK, readonly=False, cache=cache, flush=False)
             volume_disks.update((v.name, (SCRATCH_DISK, i + 1)) for i, v in enumerate(scratch))
         for c in containers.values():
             c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
@@ -321,6 +323,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             await client.request(gp.MSG_SETUP, setup)
         except (AgentUnavailable, AgentError) as e:
             await vm.wait(2.0)  # a dead channel usually means QEMU is exiting: say why
+            if vm.exited.is_set() and vm.returncode and (err := vm.qemu_errors()):
+                # QEMU refused its own configuration (a disk it cannot open or lock): that is why
+                raise SandboxFailed(f"QEMU could not start the VM: {err}") from e
             raise SandboxFailed(self._explain(sandbox, f"guest did not come up: {e}")) from e
 
     def _explain(self, sandbox: _Sandbox, what: str) -> str:
@@ -660,8 +665,6 @@ SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per 
 FS_TYPES = ("ext4", "ext3", "ext2")
 DEFAULT_SCRATCH_SIZE = 10 << 30  # an emptyDir without sizeLimit; sparse: costs what is written
 MIB = 1 << 20
-# A scratch disk dies with its VM, so the guest's flushes need not reach the host's disk.
-SCRATCH_CACHE = "unsafe"
 
 
 def _check_mounts(pod: PodSpec) -> None:
@@ -725,10 +728,21 @@ def _block_disks(pod: PodSpec) -> tuple[dict[str, tuple[str, int]], list[Disk]]:
     return serials, disks
 
 
+def _direct_io(path: Path) -> bool:
+    """Whether the file's filesystem takes O_DIRECT (tmpfs does not)."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        return False
+    return True
+
+
 def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
     """Fail clearly on a file QEMU or the guest could not use; return its cache mode: "none"
-    (O_DIRECT: no second copy in the host's page cache; flushes become fdatasync), or
-    "writeback" where the host filesystem has no O_DIRECT (tmpfs), flushes still fdatasync."""
+    (O_DIRECT: no second copy of a tenant's data in the host's page cache), or "writeback"
+    where the host filesystem has no O_DIRECT. Either way the guest's flushes are fdatasync."""
     try:
         st = os.stat(path)
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
@@ -737,13 +751,7 @@ def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
             head = f.read(4)
             f.seek(0x438)  # ext2/3/4 superblock (at 1024) magic
             magic = f.read(2)
-        try:
-            os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
-            cache = "none"
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            cache = "writeback"
+        cache = "none" if _direct_io(path) else "writeback"
     except OSError as e:
         raise SandboxFailed(f"volume {name}: backing file {path}: {e.strerror or e}") from e
     if fmt == "qcow2" and head != b"QFI\xfb":

@@ -57,7 +57,8 @@ class Disk:
     path: Path
     serial: str
     readonly: bool = True
-    cache: str = "writeback"  # "none" (O_DIRECT), "writeback" or "unsafe" (flushes ignored)
+    cache: str = "writeback"  # "none": O_DIRECT, no copy in the host's page cache; "writeback"
+    flush: bool = True  # the guest's flushes become fdatasync; False only for data that dies with the VM
     format: str = "raw"  # "raw" | "qcow2"
     discard: bool = False  # pass the guest's discards on: they punch holes in a sparse file
 
@@ -69,7 +70,7 @@ def _blockdev(disk: Disk, node: str) -> str:
         "driver": disk.format,
         "node-name": node,
         "read-only": disk.readonly,
-        "cache": {"direct": disk.cache == "none", "no-flush": disk.cache == "unsafe"},
+        "cache": {"direct": disk.cache == "none", "no-flush": not disk.flush},
         # QEMU's image lock: a second VM cannot open for writing what one is using
         "file": {"driver": "file", "filename": str(disk.path), "locking": "on"},
     }
@@ -192,7 +193,7 @@ def command_line(cfg: VMConfig) -> list[str]:
     ]
     for i, disk in enumerate(cfg.disks):
         # write-cache=on: the guest sees a volatile cache and sends flushes, which reach the host
-        # file as fdatasync (unless "unsafe"). An I/O error (a full host filesystem) is reported
+        # file as fdatasync (if disk.flush). An I/O error (a full host filesystem) is reported
         # to the guest instead of pausing the VM, which nothing would resume.
         device = f"virtio-blk-device,drive=disk{i},serial={disk.serial},write-cache=on"
         if not disk.readonly:
