@@ -225,7 +225,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             try:
                 await asyncio.to_thread(_build_scratch_disk, path, sizes)
                 cache = "none" if _direct_io(path) else "writeback"
-            except (OSError, subprocess.CalledProcessError) as e:
+            except (OSError, subprocess.SubprocessError) as e:
                 shutil.rmtree(sandbox_dir, ignore_errors=True)
                 raise SandboxFailed(f"cannot build the pod's scratch disk: {_cmd_error(e)}") from e
             # it dies with the VM: the guest's flushes need not reach the host's disk
@@ -373,7 +373,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         for m in c.spec.mounts:
             tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m, sandbox.volume_disks.get(m.volume)))
         for d in c.spec.devices:
-            tlv.add_tlv(gp.TAG_DEVICE, _device_tlv(volumes[d.volume], d, sandbox.volume_disks[d.volume]))
+            tlv.add_tlv(gp.TAG_DEVICE, _device_tlv(volumes[d.volume], d, sandbox.volume_disks.get(d.volume)))
         if sandbox.pod.fs_group is not None:
             tlv.add_u32(gp.TAG_FSGROUP, sandbox.pod.fs_group)
         try:
@@ -834,7 +834,7 @@ def _gpt(total: int, parts: list[tuple[int, int]]) -> tuple[bytes, bytes]:
     return primary, backup
 
 
-def _cmd_error(e: OSError | subprocess.CalledProcessError) -> str:
+def _cmd_error(e: OSError | subprocess.SubprocessError) -> str:
     if isinstance(e, subprocess.CalledProcessError):
         return (e.stderr or b"").decode(errors="replace").strip() or str(e)
     return str(e)
@@ -870,7 +870,9 @@ def _mount_tlv(volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None) -
         return tlv.add_bool(gp.TAG_READONLY, True)
     if m.sub_path:
         tlv.add_str(gp.TAG_SUBPATH, m.sub_path)
-    if volume.kind == "block" and volume.block is not None and disk is not None:
+    if volume.kind == "block":
+        if volume.block is None or disk is None:
+            raise PodRuntimeError(f"volume {volume.name} has no disk in this sandbox")
         tlv.add_str(gp.TAG_SOURCE, disk[0]).add_str(gp.TAG_FSTYPE, volume.block.fs_type)
         return tlv.add_bool(gp.TAG_READONLY, m.read_only or volume.block.read_only)
     tlv.add_str(gp.TAG_SOURCE, f"pod:{volume.name}")  # emptyDir
@@ -881,7 +883,9 @@ def _mount_tlv(volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None) -
     return tlv.add_bool(gp.TAG_READONLY, m.read_only)
 
 
-def _device_tlv(volume: VolumeSpec, d: DeviceSpec, disk: tuple[str, int]) -> gp.TLV:
+def _device_tlv(volume: VolumeSpec, d: DeviceSpec, disk: tuple[str, int] | None) -> gp.TLV:
+    if disk is None:
+        raise PodRuntimeError(f"volume {volume.name} has no disk in this sandbox")
     read_only = volume.block is not None and volume.block.read_only
     tlv = gp.TLV().add_str(gp.TAG_SOURCE, disk[0]).add_str(gp.TAG_TARGET, d.path)
     return tlv.add_bool(gp.TAG_READONLY, read_only)

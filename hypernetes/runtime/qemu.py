@@ -72,7 +72,8 @@ def _blockdev(disk: Disk, node: str) -> str:
         "read-only": disk.readonly,
         "cache": {"direct": disk.cache == "none", "no-flush": not disk.flush},
         # QEMU's image lock: a second VM cannot open for writing what one is using
-        "file": {"driver": "file", "filename": str(disk.path), "locking": "on"},
+        "file": {"driver": "host_device" if disk.path.is_block_device() else "file",
+                 "filename": str(disk.path), "locking": "on"},
     }
     if disk.discard:
         spec["discard"] = "unmap"
