@@ -194,19 +194,21 @@ async def test_raw_block_devices(hypervm: HyperVM, busybox_ref: str, tmp_path: P
     with open(rw, "wb") as f:
         f.truncate(8 << 20)
     ro.write_bytes(b"readonly-bytes".ljust(1 << 20, b"\0"))
+    # as uid 1000, through fsGroup: the nodes are group 2000, rw (or r for the read-only one)
     script = (
-        "ls -l /dev/xvda /mnt/dev/ro | cut -c1-10;"
+        "ls -l /dev/xvda /mnt/dev/ro | cut -c1-10; stat -c %g /dev/xvda;"
         " printf payload | dd of=/dev/xvda bs=512 seek=1 conv=fsync 2>/dev/null; echo w=$?;"
         " dd if=/dev/xvda bs=512 skip=1 count=1 2>/dev/null | head -c 7; echo;"
         " head -c 14 /mnt/dev/ro; echo; printf x | dd of=/mnt/dev/ro conv=fsync 2>/dev/null; echo wro=$?"
     )
     devices = (DeviceSpec("blk", "/dev/xvda"), DeviceSpec("blkro", "/mnt/dev/ro"))
-    c = sh("c", busybox_ref, script, devices=devices)
-    spec = PodSpec(id="rb", name="rb", containers=(c,),
+    c = sh("c", busybox_ref, script, devices=devices, user="1000:1000")
+    spec = PodSpec(id="rb", name="rb", containers=(c,), fs_group=2000,
                    volumes=(block("blk", rw), block("blkro", ro, read_only=True)))
     status, out = await output(hypervm, spec)
     assert status == ExitStatus(code=0)
-    assert out.splitlines() == ["brw-rw----", "br--r-----", "w=0", "payload", "readonly-bytes", "wro=1"], out
+    expected = ["brw-rw----", "br--r-----", "2000", "w=0", "payload", "readonly-bytes", "wro=1"]
+    assert out.splitlines() == expected, out
     await hypervm.remove_sandbox("rb")
     assert rw.read_bytes()[512:519] == b"payload"
     assert ro.read_bytes()[:14] == b"readonly-bytes" and ro.stat().st_size == 1 << 20
