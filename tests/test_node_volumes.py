@@ -518,20 +518,28 @@ class Node:
 
     def __init__(self, tmp: Path, kernels: KernelRegistry, image: str) -> None:
         (tmp / "api").mkdir()
+        self.tmp, self.kernels = tmp, kernels
         self.api = ApiServerThread(tmp / "api", tenancy=True).start()
         self.image = image
-        self.runtime = HyperVM(tmp / "rt", ImageStore(tmp / "images"), kernels, die_with_parent=True)
         self.volumes = LocalVolumes(tmp / "volumes")
         # the admin's token: the node authorizer does not grant nodes PVs yet (see docs/volumes.md)
         self.client = ApiClient(self.api.url, token=self.api.token, ca_file=self.api.ca.ca_cert)
+        self.start_agent()
+
+    def start_agent(self) -> None:
+        self.runtime = HyperVM(self.tmp / "rt", ImageStore(self.tmp / "images"), self.kernels,
+                               die_with_parent=True)
         self.agent = NodeAgent(self.client, self.runtime, "node1", volumes=self.volumes)
         self.task = asyncio.create_task(self.agent.run())
 
-    async def close(self) -> None:
-        await self.agent.shutdown(stop_pods=True)
+    async def stop_agent(self, stop_pods: bool) -> None:
+        await self.agent.shutdown(stop_pods=stop_pods)
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+    async def close(self) -> None:
+        await self.stop_agent(stop_pods=True)
         await self.client.close()
         self.api.stop()
 
@@ -614,6 +622,11 @@ async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelR
             "apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}})
         await client.create("v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": NS, "labels": {"hypernetes.io/tenant": "acme"}}})
+        if await client.get_or_none("storage.k8s.io/v1", "storageclasses", "local") is None:
+            await client.create("storage.k8s.io/v1", "storageclasses", {  # as the API server makes it
+                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local"},
+                "provisioner": "local.hypernetes.io", "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
+                "volumeBindingMode": "Immediate", "parameters": {"fsType": "ext4", "format": "raw"}})
         await node.bound_claim("data", "pv-data", "64Mi", "Filesystem", "raw")
         await node.bound_claim("raw", "pv-raw", "16Mi", "Block", "qcow2")
 
@@ -661,10 +674,14 @@ async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelR
                    for r, m in second), second
         await node.delete_pod("second")
 
-        # deleting PVs: their disks stay while the reader uses them, then go, and the finalizer
+        # deleting PVs while the node agent is down: the next agent adopts the reader's VM, and
+        # the disks stay while the reader uses them; then they go, and our finalizer with them
+        await node.stop_agent(stop_pods=False)
         for name in ("pv-data", "pv-raw"):
             await asyncio.to_thread(node.api.kubectl, "delete", "pv", name, "--wait=false")
+        node.start_agent()
         await asyncio.sleep(3)
+        assert "ready" in await node.output("reader")  # the same VM, adopted
         assert volumes.find("pv-data") is not None and volumes.find("pv-raw") is not None
         pv_data = await client.get("v1", "persistentvolumes", "pv-data")
         assert "local.hypernetes.io/backing-file" in pv_data["metadata"]["finalizers"]
