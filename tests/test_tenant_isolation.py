@@ -1200,8 +1200,6 @@ def test_quota_under_concurrent_creates(world: TenantWorld, round_: int) -> None
     assert len([n for n in world.names("operator", "/api/v1/pods") if n.split("/")[0] in mine]) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="admission enforces no storage or persistentvolumeclaims quota yet, "
-                   "though Tenant.spec.quota accepts both (docs/volumes.md: they count)")
 def test_quota_storage_and_claims(world: TenantWorld) -> None:
     h = world.http(world.fresh_tenant("initech5", {"quota": {"persistentvolumeclaims": "1",
                                                               "storage": "1Gi"}}))

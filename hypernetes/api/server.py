@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -60,6 +62,13 @@ log = logging.getLogger(__name__)
 IDENTITY_PATHS = "/hypernetes/v1/"
 PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version", "/hypernetes/v1/login"))
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# the default StorageClass (docs/volumes.md): one sparse disk file per volume on a node
+DEFAULT_STORAGE_CLASS: dict[str, Any] = {
+    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "local.hypernetes.io", "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
+    "volumeBindingMode": "Immediate", "parameters": {"fsType": "ext4", "format": "raw"},
+}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESOURCE_ROUTES = frozenset(("/api/{version}/{tail}", "/apis/{group}/{version}/{tail}"))
 USER = web.RequestKey("user", UserInfo)
@@ -170,7 +179,10 @@ class ApiServer:
         if t.sub:
             return await self.subresources.handle(request, t)
         lock = None
-        if verb == "create" and self.admission is not None and t.kind.kind in ("Pod", "Namespace"):
+        # quota: creates, and claims growing (update/patch), take the tenant's lock
+        quota_kinds = ("Pod", "Namespace", "PersistentVolumeClaim") if verb == "create" else \
+            ("PersistentVolumeClaim",) if verb in ("update", "patch") else ()
+        if self.admission is not None and t.kind.kind in quota_kinds:
             lock = await self.admission.lock_for(user, t.namespace)
         if lock is None:
             return await self._dispatch(request, t, verb)
@@ -351,12 +363,15 @@ async def _bootstrap(app: web.Application) -> None:
     from hypernetes.api import schema
 
     kind = schema.kind_for("", "v1", "namespaces")
-    assert kind is not None
-    for name in DEFAULT_NAMESPACES:
-        t = Target(kind, None, name, None)
+    classes = schema.kind_for("storage.k8s.io", "v1", "storageclasses")
+    assert kind is not None and classes is not None
+    wanted: list[tuple[Target, dict[str, Any]]] = [
+        (Target(kind, None, name, None), {"metadata": {"name": name}}) for name in DEFAULT_NAMESPACES]
+    wanted.append((Target(classes, None, "local", None), copy.deepcopy(DEFAULT_STORAGE_CLASS)))
+    for t, body in wanted:
         if await server.store.get(server.resources.key(t)) is not None:
             continue
-        obj = await server.resources.prepare_create(t, {"metadata": {"name": name}}, "hypernetes")
+        obj = await server.resources.prepare_create(t, body, "hypernetes")
         with contextlib.suppress(KeyExists):  # another server process made it
             await server.store.create(server.resources.key(t), objects.encode(obj))
     if app[EVENT_TTL] > 0:

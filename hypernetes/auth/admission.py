@@ -10,7 +10,14 @@ a tenant's deployments and those pods must obey the same quota and policy.
 - Pods and pod templates: no host namespaces, no privileged containers, runtime classes and
   kernels only from the tenant's allowed lists.
 - Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
-  overhead included), namespaces. A refusal says which quota, what was asked, used and allowed.
+  overhead included), namespaces, persistent volume claims and the storage they request (on
+  create, and when a bound claim grows). A refusal says which quota, what was asked, used and
+  allowed.
+- Persistent volumes, in every namespace (upstream's DefaultStorageClass,
+  StorageObjectInUseProtection and PersistentVolumeClaimResize admission plugins): a new claim
+  without a class gets the default class, claims and PVs get their protection finalizers, a
+  created status is dropped, and a claim may grow only if its class allows expansion. A node may
+  change a PV only by removing finalizers.
 
 Quota checks and the write they admit must not interleave with another write of the same tenant,
 or two pods could both take the last slot: `lock(tenant)` serializes them (one API server; several
@@ -28,7 +35,18 @@ from typing import Any
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
 from hypernetes.auth.podtoken import add_token_volume
-from hypernetes.runtime.sizing import MiB, parse_cpu, parse_memory
+from hypernetes.controllers.volumes import (
+    BETA_CLASS,
+    PV_PROTECTION,
+    PVC_PROTECTION,
+    claim_class,
+    claim_request,
+    default_class,
+    format_storage,
+    storage_bytes,
+    storage_usage,
+)
+from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.scheduler.resources import pod_vm, quota_usage
 from hypernetes.store.keys import key_prefix, object_key
 
@@ -56,7 +74,9 @@ def quantity(key: str, value: Any) -> int:
     text = str(value)
     if text.strip() in ("0", "0.0"):
         return 0  # a quota of zero forbids the resource (the parsers below refuse a zero size)
-    if key in ("memory", "storage"):
+    if key == "storage":
+        return storage_bytes(text)  # a Kubernetes quantity ("500M" is bytes, not docker's MiB)
+    if key == "memory":
         return parse_memory(text)
     millis = parse_cpu(text)
     if millis % 1000:
@@ -65,8 +85,9 @@ def quantity(key: str, value: Any) -> int:
 
 
 def show(key: str, amount: int) -> str:
-    if key in ("memory", "storage") and amount:
-        return f"{amount // MiB}Mi" if amount % (1024 * MiB) else f"{amount // (1024 * MiB)}Gi"
+    """Memory and storage in Gi, Mi or Ki when whole (else bytes), counts as they are."""
+    if key in ("memory", "storage"):
+        return format_storage(amount)
     return str(amount)
 
 
@@ -126,8 +147,13 @@ class TenantAdmission:
                 if TENANT_FINALIZER not in finalizers:
                     finalizers.append(TENANT_FINALIZER)
             return
+        if kind == "PersistentVolume":
+            self._volume(user, obj, old)
+            return
         if not namespace:
             return
+        if kind == "PersistentVolumeClaim":
+            await self._claim(obj, old)
         if kind == "Pod" and old is None:
             kv = await self.d.store.get(object_key("", "serviceaccounts", namespace, str(
                 (obj.get("spec") or {}).get("serviceAccountName") or "default")))
@@ -144,6 +170,8 @@ class TenantAdmission:
             qos = (obj.get("status") or {}).get("qosClass")
             obj["status"] = {"phase": "Pending", **({"qosClass": qos} if qos else {})}
             await self._pod_quota(tenant, spec.get("spec") or {}, obj)
+        if kind == "PersistentVolumeClaim":
+            await self._claim_quota(tenant, spec.get("spec") or {}, obj, old)
 
     # -- namespaces, users, tenants --------------------------------------------------------------
 
@@ -188,6 +216,79 @@ class TenantAdmission:
                     raise ValueError("must not be negative")
             except ValueError as e:
                 raise Invalid(f"spec.quota[{key}]", f"{value!r}: {e}") from None
+
+    # -- persistent volumes ----------------------------------------------------------------------
+
+    @staticmethod
+    def _volume(user: UserInfo, obj: JSON, old: JSON | None) -> None:
+        meta = obj.setdefault("metadata", {})
+        if old is None:
+            obj["status"] = {"phase": "Pending"}  # upstream drops a created status; the controller sets it
+            finalizers = meta.setdefault("finalizers", [])
+            if PV_PROTECTION not in finalizers:
+                finalizers.append(PV_PROTECTION)
+            return
+        if user.node is None:
+            return
+        # a node removes its backing-file finalizer and nothing else: a node that could relabel or
+        # re-point a PV could hand one tenant's disk to another
+        before, after = dict(old), dict(obj)
+        before_meta, after_meta = dict(old.get("metadata") or {}), dict(meta)
+        removed_only = set(after_meta.get("finalizers") or []) <= set(before_meta.get("finalizers") or [])
+        for md in (before_meta, after_meta):
+            for field in ("finalizers", "resourceVersion", "managedFields", "generation"):
+                md.pop(field, None)
+        before["metadata"], after["metadata"] = before_meta, after_meta
+        before.pop("status", None)
+        after.pop("status", None)
+        if before != after or not removed_only:
+            raise Denied(f"node {user.node} may only remove finalizers of a persistentvolume")
+
+    async def _class(self, name: str) -> JSON | None:
+        if not name:
+            return None
+        kv = await self.d.store.get(object_key("storage.k8s.io", "storageclasses", None, name))
+        return json.loads(kv.value) if kv is not None else None
+
+    async def _claim(self, obj: JSON, old: JSON | None) -> None:
+        meta = obj.setdefault("metadata", {})
+        if old is None:
+            obj["status"] = {"phase": "Pending"}  # a created status could claim to be Bound
+            finalizers = meta.setdefault("finalizers", [])
+            if PVC_PROTECTION not in finalizers:
+                finalizers.append(PVC_PROTECTION)
+            spec = obj.setdefault("spec", {})
+            if "storageClassName" not in spec and BETA_CLASS not in (meta.get("annotations") or {}):
+                res = await self.d.store.list(key_prefix("storage.k8s.io", "storageclasses", None))
+                default = default_class(json.loads(kv.value) for kv in res.items)
+                if default is not None:
+                    spec["storageClassName"] = default["metadata"]["name"]
+            return
+        if claim_request(obj) > claim_request(old):
+            cls = await self._class(claim_class(old))
+            if cls is None or cls.get("allowVolumeExpansion") is not True:
+                raise Denied("only dynamically provisioned pvc can be resized and the storageclass that "
+                             "provisions the pvc must support resize")
+
+    async def claim_usage(self, tenant: str) -> tuple[int, int]:
+        """(claims, storage bytes requested) in the tenant's namespaces, read from the store."""
+        claims: list[JSON] = []
+        for ns in await self.namespaces_of(tenant):
+            res = await self.d.store.list(key_prefix("", "persistentvolumeclaims", ns))
+            claims.extend(json.loads(kv.value) for kv in res.items)
+        return storage_usage(claims)
+
+    async def _claim_quota(self, tenant: str, tspec: JSON, obj: JSON, old: JSON | None) -> None:
+        quota = tspec.get("quota") or {}
+        if not any(k in quota for k in ("storage", "persistentvolumeclaims")):
+            return
+        grow = claim_request(obj) - (claim_request(old) if old is not None else 0)
+        if old is not None and grow <= 0:
+            return  # only a new claim or a growing one takes more
+        count, storage = await self.claim_usage(tenant)
+        if old is None:
+            self._check(tenant, tspec, "persistentvolumeclaims", 1, count)
+        self._check(tenant, tspec, "storage", grow, storage)
 
     # -- pods ------------------------------------------------------------------------------------
 

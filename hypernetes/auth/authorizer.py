@@ -9,8 +9,12 @@ objects may it see.
   and users); lists and watches across namespaces, of namespaces, tenants and users are
   *filtered* to what is theirs rather than refused;
 - service accounts act as their `hypernetes.io/role` annotation says, in their own namespace only;
+- tenant users read their tenant's PersistentVolumes (label `hypernetes.io/tenant`) and nothing
+  else of that kind: another tenant's PV is refused by name whether it exists or not, so PV names
+  cannot be probed;
 - node agents as upstream's NodeRestriction: their own Node and Lease, pods bound to them (and
-  their status), the configmaps, secrets and service accounts those pods use, and events.
+  their status), the configmaps, secrets, service accounts and claims those pods use (and the
+  claims' status), the PVs on the node or bound to those claims, and events.
 
 A `Decision` may carry a `scope`: the predicate a list or watch applies to every object.
 Decisions are made from the in-memory `Directory`, with a store read only for objects a node asks
@@ -25,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
-from hypernetes.auth.identity import MASTERS, UserInfo
+from hypernetes.auth.identity import MASTERS, TENANT_LABEL, UserInfo
+from hypernetes.controllers.volumes import pv_node
 from hypernetes.store.keys import key_prefix, object_key
 
 JSON = dict[str, Any]
@@ -169,6 +174,8 @@ class TenantAuthorizer:
             return Decision(True, scope=lambda o: _meta(o).get("name") == u.tenant)
         if gr == (GROUP, "users"):
             return await self._users(a)
+        if gr == ("", "persistentvolumes"):
+            return await self._tenant_volumes(a)
         if gr not in TENANT_KINDS:
             return deny()
         if not role_allows(u.role, a.verb, a.subresource) or (u.role == "viewer" and a.resource == "secrets"):
@@ -196,6 +203,24 @@ class TenantAuthorizer:
         if a.verb in READ:
             return ALLOW
         return ALLOW if u.role == "admin" else deny("only a tenant admin changes namespaces")
+
+    async def _volume(self, name: str) -> JSON | None:
+        kv = await self.d.store.get(object_key("", "persistentvolumes", None, name))
+        return json.loads(kv.value) if kv is not None else None
+
+    async def _tenant_volumes(self, a: Attributes) -> Decision:
+        u = a.user
+        if a.verb not in READ:
+            return deny("persistentvolumes are made by the volume controller and operators")
+
+        def own(o: JSON) -> bool:
+            return (_meta(o).get("labels") or {}).get(TENANT_LABEL) == u.tenant
+        if a.verb in ("list", "watch"):
+            return Decision(True, scope=own)  # with or without a name (a watch of one)
+        pv = await self._volume(a.name) if a.name else None
+        # one refusal for absent and foreign: a 404 would tell that a name is free
+        return ALLOW if pv is not None and own(pv) else deny("the persistentvolume belongs to no tenant "
+                                                              "of the caller")
 
     async def _users(self, a: Attributes) -> Decision:
         u = a.user
@@ -250,6 +275,13 @@ class TenantAuthorizer:
             return ALLOW
         if gr == ("", "pods"):
             return await self._node_pods(a, node)
+        if gr == ("", "persistentvolumes"):
+            return await self._node_volumes(a, node)
+        claim_status = gr == ("", "persistentvolumeclaims") and a.subresource == "status"
+        if claim_status and v in ("get", "update", "patch"):
+            # the node writes a claim's new capacity once it has grown the disk
+            return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(
+                f"no pod bound to node {node} uses this persistentvolumeclaim")
         if gr in (("", "services"), ("", "endpoints")) and v in READ:
             return ALLOW
         token = a.subresource == "token" and v == "create"
@@ -273,6 +305,27 @@ class TenantAuthorizer:
         if kv is None:
             return deny()
         return ALLOW if on_node(json.loads(kv.value)) else deny(f"the pod is not bound to node {node}")
+
+    async def _node_volumes(self, a: Attributes, node: str) -> Decision:
+        """Lists and watches: the PVs on the node. A get: those and the PVs bound to claims its pods
+        use. Updates: only PVs on the node (it removes its backing-file finalizer; admission checks
+        that it changes nothing else)."""
+        def on_node(o: JSON) -> bool:
+            return pv_node(o) == node
+        if a.verb in ("list", "watch"):
+            return Decision(True, scope=on_node)
+        if a.subresource or a.verb not in ("get", "update", "patch") or not a.name:
+            return deny()
+        pv = await self._volume(a.name)
+        if pv is None:
+            return deny()
+        if on_node(pv):
+            return ALLOW
+        ref = (pv.get("spec") or {}).get("claimRef") or {}
+        if a.verb == "get" and ref.get("name") and await self._node_uses(
+                node, str(ref.get("namespace") or ""), "persistentvolumeclaims", str(ref["name"])):
+            return ALLOW
+        return deny(f"the persistentvolume is not on node {node}")
 
     async def _node_uses(self, node: str, namespace: str, resource: str, name: str) -> bool:
         """Does a pod bound to `node` in `namespace` refer to this object (upstream's node graph)."""

@@ -18,13 +18,14 @@ from hypernetes.controllers.replicaset import ReplicaSetController
 from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
 from hypernetes.controllers.tenant import TenantController
+from hypernetes.controllers.volumes import VolumeController
 
 log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
     c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
                         DeploymentController, JobController, EndpointsController, GarbageCollector,
-                        TenantController)
+                        TenantController, VolumeController)
 }
 
 

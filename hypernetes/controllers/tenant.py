@@ -1,7 +1,7 @@
-"""The tenant controller: a Tenant's status (phase, the namespaces it owns, what its pods' VMs use
-against its quota), and its deletion: every namespace it owns and every user of it goes first
-(namespace deletion takes the pods' VMs with it), then the `hypernetes.io/tenant` finalizer that
-admission put on the Tenant is removed and the object goes."""
+"""The tenant controller: a Tenant's status (phase, the namespaces it owns, what its pods' VMs and
+its persistent volume claims use against its quota), and its deletion: every namespace it owns
+and every user of it goes first (namespace deletion takes the pods' VMs with it), then the
+`hypernetes.io/tenant` finalizer that admission put on the Tenant is removed and the object goes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.controllers.volumes import format_storage, storage_usage
 from hypernetes.scheduler.resources import quota_usage
 
 Obj = dict[str, Any]
@@ -33,10 +34,13 @@ class TenantController(Controller):
         self.users = self.informer(GROUP_VERSION, "users")
         self.namespaces = self.informer("v1", "namespaces")
         self.pods = self.informer("v1", "pods")
+        self.claims = self.informer("v1", "persistentvolumeclaims")
         self.tenants.add_handler(Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new)))
         self.namespaces.add_handler(Handler(add=self._ns, update=self._ns_moved, delete=self._ns))
-        self.pods.add_handler(Handler(add=self._pod, update=lambda old, new: self._pod(new),
-                                      delete=self._pod))
+        self.pods.add_handler(Handler(add=self._member, update=lambda old, new: self._member(new),
+                                      delete=self._member))
+        # claims count whatever their state: only their arrival, growth and departure matter
+        self.claims.add_handler(Handler(add=self._member, update=self._claim_changed, delete=self._member))
 
     def _ns_moved(self, old: Obj, new: Obj) -> None:
         self._ns(old)
@@ -47,10 +51,14 @@ class TenantController(Controller):
         if tenant:
             self.queue.add(tenant)
 
-    def _pod(self, pod: Obj) -> None:
-        ns = self.namespaces.get(m.namespace(pod))
+    def _member(self, obj: Obj) -> None:
+        ns = self.namespaces.get(m.namespace(obj))
         if ns is not None:
             self._ns(ns)
+
+    def _claim_changed(self, old: Obj, new: Obj) -> None:
+        if (old.get("spec") or {}).get("resources") != (new.get("spec") or {}).get("resources"):
+            self._member(new)
 
     def owned(self, tenant: str) -> list[Obj]:
         return [ns for ns in self.namespaces.list() if owner(ns) == tenant]
@@ -69,9 +77,11 @@ class TenantController(Controller):
         names = sorted(m.name(ns) for ns in namespaces)
         pods = [p for n in names for p in self.pods.list(n)]
         count, vcpus, memory = quota_usage(pods)
+        claims, storage = storage_usage(c for n in names for c in self.claims.list(n))
         status = {"phase": "Active", "namespaces": names,
                   "used": {"pods": str(count), "vcpus": str(vcpus), "memory": f"{memory // MiB}Mi",
-                           "namespaces": str(len(names))}}
+                           "namespaces": str(len(names)), "storage": format_storage(storage),
+                           "persistentvolumeclaims": str(claims)}}
         if tenant.get("status") == status:
             return
         try:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from hypernetes.api.schema import formats
+from hypernetes.api.schema import formats, volumes
 from hypernetes.api.schema.kinds import Kind
 
 JSON = dict[str, Any]
@@ -334,4 +334,7 @@ _DEFAULTS: dict[str, Callable[[JSON], None]] = {
     "Endpoints": _endpoints,
     "Secret": _secret,
     "Node": _node,
+    "PersistentVolumeClaim": volumes.claim_defaults,
+    "PersistentVolume": volumes.volume_defaults,
+    "StorageClass": volumes.storage_class_defaults,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 _C = "io.k8s.api.core.v1."
 _APPS = "io.k8s.api.apps.v1."
 _BATCH = "io.k8s.api.batch.v1."
+_STORAGE = "io.k8s.api.storage.v1."
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -40,6 +41,13 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (_C + "PodCondition", "status"): ("False", "True", "Unknown"),
     (_C + "NodeCondition", "status"): ("False", "True", "Unknown"),
     (_C + "NamespaceStatus", "phase"): ("Active", "Terminating"),
+    (_C + "PersistentVolumeClaimSpec", "volumeMode"): ("Block", "Filesystem"),
+    (_C + "PersistentVolumeSpec", "volumeMode"): ("Block", "Filesystem"),
+    (_C + "PersistentVolumeSpec", "persistentVolumeReclaimPolicy"): ("Delete", "Recycle", "Retain"),
+    (_C + "PersistentVolumeClaimStatus", "phase"): ("Bound", "Lost", "Pending"),
+    (_C + "PersistentVolumeStatus", "phase"): ("Available", "Bound", "Failed", "Pending", "Released"),
+    (_STORAGE + "StorageClass", "reclaimPolicy"): ("Delete", "Retain"),
+    (_STORAGE + "StorageClass", "volumeBindingMode"): ("Immediate", "WaitForFirstConsumer"),
     (_C + "Event", "type"): ("Normal", "Warning"),
     (_META + "LabelSelectorRequirement", "operator"): ("DoesNotExist", "Exists", "In", "NotIn"),
     (_APPS + "DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
@@ -54,8 +62,35 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
 # isolation; the network and cloud filesystems are not wired into the VM.
 SUPPORTED_VOLUMES = ("configMap", "downwardAPI", "emptyDir", "persistentVolumeClaim", "projected", "secret")
 
+# What a PersistentVolume can be: a local.hypernetes.io CSI volume (a disk file on one node, see
+# docs/volumes.md). The in-tree sources would be mounted on the host or need a cloud; none is wired.
+PV_SOURCES = (
+    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "fc", "flexVolume", "flocker",
+    "gcePersistentDisk", "glusterfs", "hostPath", "iscsi", "local", "nfs", "photonPersistentDisk",
+    "portworxVolume", "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume",
+)
+_PV_ONLY_CSI = "persistent volumes are local.hypernetes.io CSI volumes (spec.csi)"
+_NO_ATTRIBUTES_CLASS = "no VolumeAttributesClass API"
+_NO_SECRETS = "the local.hypernetes.io driver takes no secrets"
+
 # (definition, field) -> why it is rejected. Presence (any non-null value) is rejected.
 UNSUPPORTED: dict[tuple[str, str], str] = {
+    **{(_C + "PersistentVolumeSpec", source): _PV_ONLY_CSI for source in PV_SOURCES},
+    (_C + "PersistentVolumeSpec", "mountOptions"): "the guest mounts volumes with its own options",
+    (_C + "PersistentVolumeSpec", "volumeAttributesClassName"): _NO_ATTRIBUTES_CLASS,
+    (_C + "PersistentVolumeClaimSpec", "volumeAttributesClassName"): _NO_ATTRIBUTES_CLASS,
+    (_C + "PersistentVolumeClaimSpec", "dataSource"): "no volume snapshots, cloning or populators",
+    (_C + "PersistentVolumeClaimSpec", "dataSourceRef"): "no volume snapshots, cloning or populators",
+    (_C + "CSIPersistentVolumeSource", "controllerExpandSecretRef"): _NO_SECRETS,
+    (_C + "CSIPersistentVolumeSource", "controllerPublishSecretRef"): _NO_SECRETS,
+    (_C + "CSIPersistentVolumeSource", "nodeExpandSecretRef"): _NO_SECRETS,
+    (_C + "CSIPersistentVolumeSource", "nodePublishSecretRef"): _NO_SECRETS,
+    (_C + "CSIPersistentVolumeSource", "nodeStageSecretRef"): _NO_SECRETS,
+    (_C + "CSIPersistentVolumeSource", "readOnly"):
+        "set readOnly on the pod's volume, or give the claim only the ReadOnlyMany access mode",
+    (_STORAGE + "StorageClass", "mountOptions"): "the guest mounts volumes with its own options",
+    (_STORAGE + "StorageClass", "allowedTopologies"): "local volumes go to the Ready node with the "
+                                                      "least volume capacity",
     (_C + "PodSpec", "ephemeralContainers"): "no ephemeralcontainers subresource (use kubectl exec)",
     (_C + "PodSpec", "resourceClaims"): "no dynamic resource allocation",
     (_C + "PodSpec", "schedulingGates"): "the scheduler does not hold pods at gates",
@@ -79,6 +114,11 @@ SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName"),
     # containers live inside the VM: mounts cannot propagate to or from the host
     (_C + "VolumeMount", "mountPropagation"): ("None",),
+    (_C + "CSIPersistentVolumeSource", "driver"): ("local.hypernetes.io",),
+    # Recycle (rm -rf on the volume) is deprecated upstream; nothing here mounts a volume to do it
+    (_C + "PersistentVolumeSpec", "persistentVolumeReclaimPolicy"): ("Delete", "Retain"),
+    # the scheduler holds a pod until its claims are bound: binding cannot wait for the pod
+    (_STORAGE + "StorageClass", "volumeBindingMode"): ("Immediate",),
 }
 
 

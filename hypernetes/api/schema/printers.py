@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from hypernetes.api.schema.formats import canonical_quantity
+
 JSON = dict[str, Any]
 
 
@@ -777,6 +779,158 @@ def user_row(obj: JSON, ctx: Context) -> list[Any]:
     ]
 
 
+# -- storage -----------------------------------------------------------------------------------
+
+_MORE = "More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes"
+_BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
+
+
+def access_modes(modes: Any) -> str:
+    """upstream's GetAccessModesAsString: RWO,ROX,RWX,RWOP in that order, each once."""
+    have = set(_l(modes))
+    short = (("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"),
+             ("ReadWriteOncePod", "RWOP"))
+    return ",".join(abbr for mode, abbr in short if mode in have)
+
+
+def _storage_string(quantities: Any) -> str:
+    """resource.Quantity.String() of quantities["storage"]: canonical, "0" when absent."""
+    value = _d(quantities).get("storage")
+    if value is None:
+        return "0"
+    try:
+        return canonical_quantity(value)
+    except ValueError:
+        return str(value)
+
+
+def _class_of(obj: JSON) -> str:
+    """GetPersistentVolume(Claim)Class: the beta annotation wins over spec.storageClassName."""
+    beta = _d(_d(obj.get("metadata")).get("annotations")).get(_BETA_CLASS)
+    return str(beta if beta is not None else _d(obj.get("spec")).get("storageClassName") or "")
+
+
+def _phase(obj: JSON) -> str:
+    if _d(obj.get("metadata")).get("deletionTimestamp"):
+        return "Terminating"
+    return str(_d(obj.get("status")).get("phase") or "")
+
+
+PV_COLUMNS = (
+    _NAME,
+    Column("Capacity", "string", "", "capacity is the description of the persistent volume's resources and "
+           f"capacity. {_MORE}#capacity"),
+    Column("Access Modes", "string", "", f"accessModes contains all ways the volume can be mounted. {_MORE}"
+           "#access-modes"),
+    Column("Reclaim Policy", "string", "",
+           "persistentVolumeReclaimPolicy defines what happens to a persistent volume when released from "
+           "its claim. Valid options are Retain (default for manually created PersistentVolumes), Delete "
+           "(default for dynamically provisioned PersistentVolumes), and Recycle "
+           "(deprecated). Recycle must be supported by the volume plugin underlying this PersistentVolume. "
+           f"{_MORE}#reclaiming"),
+    Column("Status", "string", "", "phase indicates if a volume is available, bound to a claim, or released "
+           f"by a claim. {_MORE}#phase"),
+    Column("Claim", "string", "", "claimRef is part of a bi-directional binding between PersistentVolume and "
+           "PersistentVolumeClaim. Expected to be non-nil when bound. claim.VolumeName is the authoritative "
+           f"bind between PV and PVC. {_MORE}#binding"),
+    Column("StorageClass", "string", "", "StorageClass of the pv"),
+    Column("VolumeAttributesClass", "string", "", "VolumeAttributesClass of the pv"),
+    Column("Reason", "string", "", "reason is a brief CamelCase string that describes any failure and is "
+           "meant for machine parsing and tidy display in the CLI."),
+    _AGE,
+    Column("VolumeMode", "string", "", "volumeMode defines if a volume is intended to be used with a "
+           "formatted filesystem or to remain in raw block state. Value of Filesystem is implied when not "
+           "included in spec.", 1),
+)
+
+
+def pv_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec = _d(obj.get("spec"))
+    ref = spec.get("claimRef")
+    claim = f"{_d(ref).get('namespace') or ''}/{_d(ref).get('name') or ''}" if isinstance(ref, dict) else ""
+    return [
+        _name(obj),
+        _storage_string(spec.get("capacity")),
+        access_modes(spec.get("accessModes")),
+        spec.get("persistentVolumeReclaimPolicy") or "",
+        _phase(obj),
+        claim,
+        _class_of(obj),
+        spec.get("volumeAttributesClassName") or "<unset>",
+        _d(obj.get("status")).get("reason") or "",
+        age_of(obj, ctx),
+        spec.get("volumeMode") or "<unset>",
+    ]
+
+
+PVC_COLUMNS = (
+    _NAME,
+    Column("Status", "string", "", "phase represents the current phase of PersistentVolumeClaim."),
+    Column("Volume", "string", "", "volumeName is the binding reference to the PersistentVolume backing this "
+           "claim."),
+    Column("Capacity", "string", "", "capacity represents the actual resources of the underlying volume."),
+    Column("Access Modes", "string", "",
+           "accessModes contains the actual access modes the volume backing the PVC has. "
+           f"{_MORE}#access-modes-1"),
+    Column("StorageClass", "string", "", "StorageClass of the pvc"),
+    Column("VolumeAttributesClass", "string", "", "VolumeAttributesClass of the pvc"),
+    _AGE,
+    Column("VolumeMode", "string", "",
+           "volumeMode defines what type of volume is required by the claim. Value of Filesystem is "
+           "implied when not included in claim spec.", 1),
+)
+
+
+def pvc_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    volume = spec.get("volumeName") or ""
+    # capacity and modes are the bound volume's: blank until the claim names one
+    capacity = _storage_string(status.get("capacity")) if volume else ""
+    modes = access_modes(status.get("accessModes")) if volume else ""
+    return [
+        _name(obj),
+        _phase(obj),
+        volume,
+        capacity,
+        modes,
+        _class_of(obj),
+        spec.get("volumeAttributesClassName") or "<unset>",
+        age_of(obj, ctx),
+        spec.get("volumeMode") or "<unset>",
+    ]
+
+
+STORAGECLASS_COLUMNS = (
+    _NAME,
+    Column("Provisioner", "string", "", "provisioner indicates the type of the provisioner."),
+    Column("ReclaimPolicy", "string", "", "reclaimPolicy controls the reclaimPolicy for dynamically "
+           "provisioned PersistentVolumes of this storage class. Defaults to Delete."),
+    Column("VolumeBindingMode", "string", "",
+           "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  "
+           "When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable "
+           "the VolumeScheduling feature."),
+    Column("AllowVolumeExpansion", "string", "", "allowVolumeExpansion shows whether the storage class allow "
+           "volume expand."),
+    _AGE,
+)
+
+
+def storageclass_row(obj: JSON, ctx: Context) -> list[Any]:
+    notes = _d(_d(obj.get("metadata")).get("annotations"))
+    name = _name(obj)
+    if "true" in (notes.get("storageclass.kubernetes.io/is-default-class"),
+                  notes.get("storageclass.beta.kubernetes.io/is-default-class")):
+        name += " (default)"
+    return [
+        name,
+        obj.get("provisioner") or "",
+        obj.get("reclaimPolicy") or "Delete",
+        obj.get("volumeBindingMode") or "Immediate",
+        obj.get("allowVolumeExpansion") is True,  # a bool cell, as upstream: kubectl prints true/false
+        age_of(obj, ctx),
+    ]
+
+
 PRINTERS: dict[str, tuple[tuple[Column, ...], Row]] = {
     "Tenant": (TENANT_COLUMNS, tenant_row),
     "User": (USER_COLUMNS, user_row),
@@ -793,4 +947,7 @@ PRINTERS: dict[str, tuple[tuple[Column, ...], Row]] = {
     "Secret": (SECRET_COLUMNS, secret_row),
     "ServiceAccount": (SERVICEACCOUNT_COLUMNS, serviceaccount_row),
     "Lease": (LEASE_COLUMNS, lease_row),
+    "PersistentVolume": (PV_COLUMNS, pv_row),
+    "PersistentVolumeClaim": (PVC_COLUMNS, pvc_row),
+    "StorageClass": (STORAGECLASS_COLUMNS, storageclass_row),
 }

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hypernetes.api.schema import errors as E
-from hypernetes.api.schema import formats, structural
+from hypernetes.api.schema import formats, structural, volumes
 from hypernetes.api.schema.errors import FieldError
 from hypernetes.api.schema.kinds import Kind
 from hypernetes.api.schema.podspec import pod_spec_update, validate_labels, validate_pod_spec
@@ -523,6 +523,9 @@ _RULES: dict[str, Callable[[JSON, Errs], None]] = {
     "Node": _node,
     "Event": _event,
     "Lease": _lease,
+    "PersistentVolumeClaim": volumes.claim,
+    "PersistentVolume": volumes.volume,
+    "StorageClass": volumes.storage_class,
 }
 _UPDATES: dict[str, Callable[[JSON, JSON, str | None, Errs], None]] = {
     "Pod": _pod_update,
@@ -532,4 +535,7 @@ _UPDATES: dict[str, Callable[[JSON, JSON, str | None, Errs], None]] = {
     "Deployment": _selector_immutable,
     "ReplicaSet": _selector_immutable,
     "Job": _job_update,
+    "PersistentVolumeClaim": volumes.claim_update,
+    "PersistentVolume": volumes.volume_update,
+    "StorageClass": volumes.storage_class_update,
 }
