@@ -500,9 +500,11 @@ def test_node_reads_and_changes_only_its_volumes(world: TenantWorld) -> None:
     world.op("PATCH", f"{PVS}/acme-disk", {"metadata": {"finalizers": BOTH_FINALIZERS}}, headers=MERGE)
     for patch in ({"metadata": {"labels": {"hypernetes.io/tenant": "globex"}}},
                   {"metadata": {"finalizers": [*BOTH_FINALIZERS, "evil/keep"]}},
+                  {"metadata": {"finalizers": ["local.hypernetes.io/backing-file"]}},  # pv-protection
                   {"spec": {"claimRef": {"namespace": "globex-a", "name": "x"}}}):
         r = n1.patch(f"{PVS}/acme-disk", json=patch, headers=MERGE)
-        assert r.status_code == 403 and "may only remove finalizers" in r.text, r.text
+        assert r.status_code == 403, r.text
+        assert "may only remove the local.hypernetes.io/backing-file finalizer" in r.text, r.text
     r = n1.patch(f"{PVS}/acme-disk", json={"metadata": {"finalizers": ["kubernetes.io/pv-protection"]}},
                  headers=MERGE)
     assert r.status_code == 200, r.text

@@ -17,7 +17,7 @@ a tenant's deployments and those pods must obey the same quota and policy.
   StorageObjectInUseProtection and PersistentVolumeClaimResize admission plugins): a new claim
   without a class gets the default class, claims and PVs get their protection finalizers, a
   created status is dropped, and a claim may grow only if its class allows expansion. A node may
-  change a PV only by removing finalizers.
+  change a PV only by removing its `local.hypernetes.io/backing-file` finalizer.
 
 Quota checks and the write they admit must not interleave with another write of the same tenant,
 or two pods could both take the last slot: `lock(tenant)` serializes them (one API server; several
@@ -36,6 +36,7 @@ from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
 from hypernetes.auth.podtoken import add_token_volume
 from hypernetes.controllers.volumes import (
+    BACKING_FILE,
     BETA_CLASS,
     PV_PROTECTION,
     PVC_PROTECTION,
@@ -234,7 +235,8 @@ class TenantAdmission:
         # re-point a PV could hand one tenant's disk to another
         before, after = dict(old), dict(obj)
         before_meta, after_meta = dict(old.get("metadata") or {}), dict(meta)
-        removed_only = set(after_meta.get("finalizers") or []) <= set(before_meta.get("finalizers") or [])
+        had, has = set(before_meta.get("finalizers") or []), set(after_meta.get("finalizers") or [])
+        removed_only = has <= had and had - has <= {BACKING_FILE}
         for md in (before_meta, after_meta):
             for field in ("finalizers", "resourceVersion", "managedFields", "generation"):
                 md.pop(field, None)
@@ -242,7 +244,8 @@ class TenantAdmission:
         before.pop("status", None)
         after.pop("status", None)
         if before != after or not removed_only:
-            raise Denied(f"node {user.node} may only remove finalizers of a persistentvolume")
+            raise Denied(f"node {user.node} may only remove the {BACKING_FILE} finalizer of a "
+                         "persistentvolume")
 
     async def _class(self, name: str) -> JSON | None:
         if not name:
