@@ -491,6 +491,29 @@ def test_kubectl_nodes_and_volumes_forbidden(world: TenantWorld) -> None:
     assert "node-a" in world.kubectl("operator", "get", "nodes", "-o", "name").stdout  # the control
 
 
+def test_other_tenants_volumes_invisible(world: TenantWorld) -> None:
+    """PVs are cluster-scoped: a tenant lists only those labelled with it, and a get of another
+    tenant's PV is refused exactly like one of a name nobody uses (PV names carry claim uids)."""
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+          "metadata": {"name": "pvc-acme-secret", "labels": {"hypernetes.io/tenant": "acme"}},
+          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                   "csi": {"driver": "local.hypernetes.io", "volumeHandle": "pvc-acme-secret"},
+                   "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                       {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-a"]}]}]}}}}
+    world.op("POST", "/api/v1/persistentvolumes", pv)
+    assert "pvc-acme-secret" in world.names("acme-viewer", "/api/v1/persistentvolumes")  # the control
+    for who in ("globex-admin", "globex-member"):
+        assert "pvc-acme-secret" not in world.names(who, "/api/v1/persistentvolumes")
+        foreign = world.http(who).get("/api/v1/persistentvolumes/pvc-acme-secret")
+        absent = world.http(who).get("/api/v1/persistentvolumes/pvc-nobody")
+        assert_forbidden(foreign.status_code, foreign.json(), who)
+        assert foreign.json()["message"].replace("pvc-acme-secret", "X") == \
+            absent.json()["message"].replace("pvc-nobody", "X")
+    assert world.kubectl("globex-admin", "get", "pv", "-o", "name").stdout.split() == []
+    kubectl_forbidden(world.kubectl("globex-admin", "get", "pv", "pvc-acme-secret"))
+    kubectl_forbidden(world.kubectl("acme-admin", "delete", "pv", "pvc-acme-secret"))
+
+
 def test_tenants_only_own_visible_none_writable(world: TenantWorld) -> None:
     g = world.http("globex-admin")
     assert world.names("globex-admin", TENANTS) == {"globex"}
