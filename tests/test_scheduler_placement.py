@@ -131,3 +131,15 @@ def test_volume_topology_places_pods_where_their_volumes_are() -> None:
     assert volume_terms(user, {"ns/data": {"spec": {}, "status": {"phase": "Pending"}}}, {}) == UNBOUND_CLAIMS
     assert "not found" in str(volume_terms(user, {}, {}))
     assert volume_terms(pod(), {}, {}) == []  # no claims, no constraint
+
+
+def test_scheduler_caches_find_volumes_by_name() -> None:
+    """The loop's caches key cluster-scoped objects by bare name, as volume_terms looks PVs up."""
+    from hypernetes.scheduler.loop import _key
+
+    pv = {"metadata": {"name": "pv-1"}, "spec": {}}
+    claim = {"metadata": {"name": "data", "namespace": "ns"}, "spec": {"volumeName": "pv-1"},
+             "status": {"phase": "Bound"}}
+    user = pod(volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}])
+    user["metadata"]["namespace"] = "ns"
+    assert volume_terms(user, {_key(claim): claim}, {_key(pv): pv}) == []

@@ -35,8 +35,10 @@ RETRY_SECONDS = 10.0
 
 
 def _key(obj: Obj) -> str:
+    """"ns/name", or "name" for cluster-scoped objects (as volume_terms looks PVs up)."""
     meta = obj["metadata"]
-    return f"{meta.get('namespace', '')}/{meta['name']}"
+    ns = meta.get("namespace")
+    return f"{ns}/{meta['name']}" if ns else str(meta["name"])
 
 
 def _now() -> str:
