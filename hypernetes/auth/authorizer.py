@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
 from hypernetes.auth.identity import MASTERS, TENANT_LABEL, UserInfo
-from hypernetes.controllers.volumes import pv_node
 from hypernetes.store.keys import key_prefix, object_key
+from hypernetes.volumes.objects import pv_node
 
 JSON = dict[str, Any]
 Scope = Callable[[JSON], bool]

@@ -35,13 +35,13 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.volumes.objects import HOSTNAME_LABEL, pv_node
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 LOCAL_PROVISIONER = "local.hypernetes.io"
 TENANT_LABEL = "hypernetes.io/tenant"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 PV_PROTECTION = "kubernetes.io/pv-protection"
 BACKING_FILE = "local.hypernetes.io/backing-file"
@@ -128,18 +128,6 @@ def pv_class(pv: Obj) -> str:
 
 def pv_capacity(pv: Obj) -> int:
     return _quantity_of(_spec(pv).get("capacity"))
-
-
-def pv_node(pv: Obj) -> str | None:
-    """The node a local PV lives on: its required node affinity on kubernetes.io/hostname (the
-    node agent reads it the same way)."""
-    terms = ((_spec(pv).get("nodeAffinity") or {}).get("required") or {}).get("nodeSelectorTerms") or []
-    for term in terms:
-        for expr in (term or {}).get("matchExpressions") or []:
-            values = expr.get("values") or []
-            if expr.get("key") == HOSTNAME_LABEL and expr.get("operator") == "In" and len(values) == 1:
-                return str(values[0])
-    return None
 
 
 def tenant_of(obj: Obj) -> str | None:

@@ -21,19 +21,13 @@ from typing import Any
 
 from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
-from hypernetes.node.podspec import (
-    CLUSTER_KINDS,
-    LOCAL_DRIVER,
-    ConfigError,
-    pod_claims,
-    pv_node,
-    sandbox_id,
-)
+from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import rfc3339
 from hypernetes.node.worker import PodWorker, VolumeUsers
 from hypernetes.runtime.interface import Runtime
 from hypernetes.runtime.sizing import MiB
 from hypernetes.volumes.local import LocalVolumes, VolumeError
+from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]

@@ -24,6 +24,7 @@ from hypernetes.runtime.interface import (
 )
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
+from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
 Obj = dict[str, Any]
 # (kind, namespace, name) -> the object, or None if it does not exist; kinds: "ConfigMap",
@@ -37,9 +38,7 @@ PVC_KIND = "PersistentVolumeClaim"
 PV_KIND = "PersistentVolume"
 NS_KIND = "Namespace"
 CLUSTER_KINDS = frozenset({PV_KIND, NS_KIND})
-LOCAL_DRIVER = "local.hypernetes.io"
 TENANT_LABEL = "hypernetes.io/tenant"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 KERNEL_ANNOTATION = "hypernetes.io/kernel"
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -360,18 +359,6 @@ def volume_spec(pod: Obj, volume: Obj, lookup: Lookup, block_path: BlockPath | N
     else:
         raise ConfigError(f"volume {name}: this volume type is not supported")
     return VolumeSpec(name, "files", files=tuple(files))
-
-
-def pv_node(pv: Obj) -> str | None:
-    """The node a local PV lives on: its required node affinity on kubernetes.io/hostname."""
-    terms = ((((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {})
-             .get("nodeSelectorTerms") or [])
-    for term in terms:
-        for expr in (term or {}).get("matchExpressions") or []:
-            values = expr.get("values") or []
-            if expr.get("key") == HOSTNAME_LABEL and expr.get("operator") == "In" and len(values) == 1:
-                return str(values[0])
-    return None
 
 
 def storage_size(obj: Obj, where: str) -> int | None:

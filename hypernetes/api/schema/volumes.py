@@ -17,12 +17,11 @@ from typing import Any
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.errors import FieldError
+from hypernetes.volumes.objects import HOSTNAME_LABEL, LOCAL_DRIVER, pv_node
 
 JSON = dict[str, Any]
 Errs = list[FieldError]
 
-LOCAL_DRIVER = "local.hypernetes.io"
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 ACCESS_MODES = ("ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
 OUR_ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany")
 FS_TYPES = ("ext2", "ext3", "ext4")  # what resize2fs grows offline: the host never mounts a volume
@@ -143,17 +142,6 @@ def _canonical(quantities: Any) -> None:
 # -- volumes -----------------------------------------------------------------------------------
 
 
-def _node_of(spec: JSON) -> str | None:
-    terms = _l(_d(_d(spec.get("nodeAffinity")).get("required")).get("nodeSelectorTerms"))
-    for term in terms:
-        for expr in _l(_d(term).get("matchExpressions")):
-            expr = _d(expr)
-            values = _l(expr.get("values"))
-            if expr.get("key") == HOSTNAME_LABEL and expr.get("operator") == "In" and len(values) == 1:
-                return str(values[0])
-    return None
-
-
 def volume(obj: JSON, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     capacity = _d(spec.get("capacity"))
@@ -198,7 +186,7 @@ def volume(obj: JSON, errs: Errs) -> None:
             errs.append(E.not_supported(path, key, ("format",)))
         elif value not in FORMATS:
             errs.append(E.not_supported(path, value, FORMATS))
-    if _node_of(spec) is None:
+    if pv_node({"spec": spec}) is None:
         errs.append(E.required("spec.nodeAffinity", (
             "a local.hypernetes.io volume lives on one node: a required node selector term "
             f"{HOSTNAME_LABEL} In [<node>]")))
