@@ -522,14 +522,17 @@ class Node:
         self.api = ApiServerThread(tmp / "api", tenancy=True).start()
         self.image = image
         self.volumes = LocalVolumes(tmp / "volumes")
-        # the admin's token: the node authorizer does not grant nodes PVs yet (see docs/volumes.md)
         self.client = ApiClient(self.api.url, token=self.api.token, ca_file=self.api.ca.ca_cert)
+        # the agent runs as the node (NodeRestriction), the test as the operator
+        assert self.api.tenancy is not None
+        node_token = self.api.tenancy.issuer.issue_node("node1").token
+        self.node_client = ApiClient(self.api.url, token=node_token, ca_file=self.api.ca.ca_cert)
         self.start_agent()
 
     def start_agent(self) -> None:
         self.runtime = HyperVM(self.tmp / "rt", ImageStore(self.tmp / "images"), self.kernels,
                                die_with_parent=True)
-        self.agent = NodeAgent(self.client, self.runtime, "node1", volumes=self.volumes)
+        self.agent = NodeAgent(self.node_client, self.runtime, "node1", volumes=self.volumes)
         self.task = asyncio.create_task(self.agent.run())
 
     async def stop_agent(self, stop_pods: bool) -> None:
@@ -541,6 +544,7 @@ class Node:
     async def close(self) -> None:
         await self.stop_agent(stop_pods=True)
         await self.client.close()
+        await self.node_client.close()
         self.api.stop()
 
     async def bound_claim(self, name: str, pv_name: str, size: str, mode: str, fmt: str) -> None:
