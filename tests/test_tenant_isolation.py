@@ -1303,6 +1303,15 @@ def test_pod_policy_allows_what_the_tenant_may(world: TenantWorld, umbrella: str
     assert r.status_code == 201, r.text
 
 
+def test_tenants_may_not_pick_a_node(world: TenantWorld, umbrella: str) -> None:
+    """Placement is the scheduler's: a tenant naming a node would choose which host its VM shares."""
+    pod = PODS.body("pinned", "umbrella-a")
+    pod["spec"]["nodeName"] = "node-a"
+    r = world.http(umbrella).post(PODS.path("umbrella-a"), json=pod)
+    assert_forbidden(r.status_code, r.json())
+    assert "spec.nodeName: tenants may not choose a node" in r.json()["message"]
+
+
 def test_pod_policy_on_template_update(world: TenantWorld, umbrella: str) -> None:
     k = KIND["deployments"]
     r = world.http(umbrella).post(k.path("umbrella-a"), json=k.body("tmpl", "umbrella-a"))

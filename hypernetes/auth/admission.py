@@ -165,6 +165,9 @@ class TenantAdmission:
         spec = await self.d.fetch_tenant(tenant) or {}
         for path, holder in pod_templates(kind, obj):
             self._pod_policy(tenant, spec.get("spec") or {}, path, holder)
+        if kind == "Pod" and old is None and user.tenant and (obj.get("spec") or {}).get("nodeName"):
+            # placement is the scheduler's: a tenant must not pick the host its VM shares
+            raise Denied("spec.nodeName: tenants may not choose a node; the scheduler places pods")
         if kind == "Pod" and old is None:
             # a new pod starts Pending whatever its body claims (upstream drops a created status):
             # quotas skip finished pods, so one created as "Succeeded" would never count
