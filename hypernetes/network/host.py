@@ -1,0 +1,303 @@
+"""The declarative reconciler for one host's tenant networks.
+
+`TenantNetworkHost.apply(desired)` makes the host match `desired` and removes everything of its
+prefix that is not in it, so agent restart, pod churn, network deletion and a host reboot (all
+namespaces gone) are the same code path. Pods' ports are the one thing it never creates: a tap
+must be opened for the VM that reads it (`create_tap`), so apply only keeps the listed ones and
+deletes the rest.
+
+All calls block (netlink, nft subprocesses); from asyncio code run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import struct
+import threading
+from collections.abc import Sequence
+
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+from hypernetes.network import netns, nft
+from hypernetes.network.state import (
+    BRIDGE,
+    DEFAULT_LINK_POOL,
+    RESERVED_IFNAMES,
+    UPLINK,
+    LinkAddresses,
+    Network,
+    NetworkState,
+    link_addresses,
+    validate,
+    validate_ifname,
+    validate_mac,
+    validate_prefix,
+)
+
+_TUNSETIFF = 0x400454CA
+_IFF_TAP = 0x0002
+_IFF_NO_PI = 0x1000
+_IFF_VNET_HDR = 0x4000
+
+
+class NetworkApplyError(RuntimeError):
+    """Some networks could not be brought to the desired state; the others were."""
+
+    def __init__(self, errors: dict[str, BaseException]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{what}: {err}" for what, err in errors.items()))
+
+
+def _lookup(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def _set_addresses(ipr: IPRoute, index: int, wanted: set[tuple[str, int]]) -> None:
+    """Exactly these IPv4 addresses on the link: missing ones added, any other removed."""
+    have = {(a.get("address"), int(a["prefixlen"])) for a in ipr.get_addr(index=index, family=2)}
+    for address, plen in have - wanted:
+        ipr.addr("del", index=index, address=address, prefixlen=plen)
+    for address, plen in wanted - have:
+        ipr.addr("add", index=index, address=address, prefixlen=plen)
+
+
+class TenantNetworkHost:
+    """Host plumbing for tenant networks, confined to names starting with `prefix`.
+
+    host_netns: the namespace that plays the host (None: the one this process runs in; tests
+    pass one they made). management: CIDRs that pods must never reach, even with egress on
+    (the hosts' own network, the API servers).
+    """
+
+    def __init__(self, host_netns: str | None, prefix: str, *, link_pool: str = DEFAULT_LINK_POOL,
+                 management: Sequence[str] = ()) -> None:
+        validate_prefix(prefix)
+        self.host_netns = host_netns
+        self.prefix = prefix
+        self.link_pool = link_pool
+        self.management = tuple(management)
+        self._name_re = re.compile(rf"^{re.escape(prefix)}-(\d+)$")
+        self._lock = threading.Lock()
+
+    # -- names ---------------------------------------------------------------------------
+
+    def router_netns(self, network_id: int) -> str:
+        """The namespace holding the network's bridge, gateway, services and DNS."""
+        return f"{self.prefix}-{network_id}"
+
+    def host_ifname(self, network_id: int) -> str:
+        """The host end of the router's veth pair."""
+        return f"{self.prefix}-{network_id}"
+
+    def link(self, network_id: int) -> LinkAddresses:
+        return link_addresses(self.link_pool, network_id)
+
+    def _ours(self, name: str) -> bool:
+        return self._name_re.match(name) is not None
+
+    # -- apply ---------------------------------------------------------------------------
+
+    def apply(self, desired: NetworkState) -> None:
+        validate(desired, self.prefix, self.link_pool)
+        with self._lock:
+            self._apply(desired)
+
+    def _apply(self, desired: NetworkState) -> None:
+        names = {self.router_netns(n.id) for n in desired.networks}
+        errors: dict[str, BaseException] = {}
+        # Stale networks go first, so that the host ruleset never stops covering a live router.
+        netns.run_in_netns(self.host_netns, lambda: self._remove_host_links(names))
+        for ns in netns.list_netns():
+            if self._ours(ns) and ns not in names:
+                try:
+                    netns.delete(ns)
+                except netns.NetnsError as exc:
+                    errors[ns] = exc
+        links = {self.host_ifname(n.id): self.link(n.id) for n in desired.networks}
+        if desired.networks:
+            nft.apply(nft.host_ruleset(self.prefix, links, desired.networks, self.management),
+                      self.host_netns)
+        else:
+            nft.apply(nft.delete_tables([nft.host_table(self.prefix)]), self.host_netns)
+            if errors:
+                raise NetworkApplyError(errors)
+            return
+        for net in desired.networks:
+            try:
+                self._apply_router(net)
+            except Exception as exc:
+                errors[self.router_netns(net.id)] = exc
+        netns.run_in_netns(self.host_netns, lambda: self._host_links(desired.networks))
+        if errors:
+            raise NetworkApplyError(errors)
+
+    def _remove_host_links(self, keep: set[str]) -> None:
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                name = link.get("ifname")
+                if self._ours(name) and name not in keep:
+                    ipr.link("del", index=link["index"])
+
+    def _apply_router(self, net: Network) -> None:
+        ns = self.router_netns(net.id)
+        link = self.link(net.id)
+        netns.create(ns)
+        netns.run_in_netns(ns, _router_sysctls)
+        # Rules before links: a port is filtered from the moment it exists.
+        nft.apply(nft.router_ruleset(net, link), ns)
+        if not netns.run_in_netns(ns, lambda: _lookup_once(UPLINK) is not None):
+            # A veth end left on the host (its namespace deleted while a tap kept it alive) would
+            # block re-creating the pair.
+            netns.run_in_netns(self.host_netns, lambda: _delete_link(self.host_ifname(net.id)))
+        host_fd = netns.open_netns(self.host_netns)
+        try:
+            netns.run_in_netns(ns, lambda: self._router_links(net, link, host_fd))
+        finally:
+            os.close(host_fd)
+
+    def _router_links(self, net: Network, link: LinkAddresses, host_fd: int) -> None:
+        with IPRoute() as ipr:
+            ipr.link("set", index=_lookup(ipr, "lo"), state="up")
+            br = _lookup(ipr, BRIDGE)
+            if br is None:
+                ipr.link("add", ifname=BRIDGE, kind="bridge", address=net.gateway_mac, mtu=net.mtu)
+                br = _lookup(ipr, BRIDGE)
+            ipr.link("set", index=br, address=net.gateway_mac, mtu=net.mtu, state="up")
+            assert br is not None
+            _set_addresses(ipr, br, {(net.gateway, net.prefixlen), (net.snat_ip, net.prefixlen)})
+            up = _lookup(ipr, UPLINK)
+            if up is None:
+                ipr.link("add", ifname=UPLINK, kind="veth",
+                         peer={"ifname": self.host_ifname(net.id), "net_ns_fd": host_fd})
+                up = _lookup(ipr, UPLINK)
+            assert up is not None
+            ipr.link("set", index=up, mtu=net.mtu, state="up")
+            _set_addresses(ipr, up, {(link.router, link.prefixlen)})
+            ipr.route("replace", dst="0.0.0.0/0", gateway=link.host, oif=up)
+            # Ports: keep the desired ones on the bridge, delete everything else.
+            wanted = {p.ifname for p in net.pods}
+            for dev in ipr.get_links():
+                name = dev.get("ifname")
+                if name in RESERVED_IFNAMES:
+                    continue
+                if name not in wanted:
+                    ipr.link("del", index=dev["index"])
+                elif dev.get("master") != br:
+                    ipr.link("set", index=dev["index"], master=br, mtu=net.mtu, state="up")
+
+    def _host_links(self, nets: Sequence[Network]) -> None:
+        netns.write_sysctl("net/ipv4/ip_forward", "1")
+        with IPRoute() as ipr:
+            for net in nets:
+                name = self.host_ifname(net.id)
+                index = _lookup(ipr, name)
+                if index is None:
+                    continue  # its router failed; reported there
+                link = self.link(net.id)
+                netns.write_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1", optional=True)
+                ipr.link("set", index=index, mtu=net.mtu, state="up")
+                _set_addresses(ipr, index, {(link.host, link.prefixlen)})
+
+    # -- ports -----------------------------------------------------------------------------
+
+    def create_tap(self, network: Network, name: str, mac: str, *, vnet_hdr: bool = True) -> int:
+        """Open a tap named `name` with MAC `mac` on the network's bridge; return its fd.
+
+        The tap lives in the router namespace but the fd works from anywhere: give it to QEMU
+        (`-netdev tap,fd=N`, passing the fd; it is close-on-exec). The tap disappears when the
+        last fd on it closes. The pod must be in the state given to `apply` (or apply deletes the
+        port), with this name and MAC: the anti-spoofing rules are keyed on them.
+        """
+        validate_ifname(name)
+        validate_mac(mac)
+        flags = _IFF_TAP | _IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
+
+        def body() -> int:
+            # Opened inside the namespace: a tap is created in the namespace of its opener.
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+                with IPRoute() as ipr:
+                    br = _lookup(ipr, BRIDGE)
+                    if br is None:
+                        raise RuntimeError(f"network {network.id} is not set up on this host")
+                    index = _lookup(ipr, name)
+                    ipr.link("set", index=index, address=mac, mtu=network.mtu)
+                    ipr.link("set", index=index, master=br, state="up")
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        with self._lock:
+            return netns.run_in_netns(self.router_netns(network.id), body)
+
+    def attach_veth(self, network: Network, name: str, mac: str, peer_netns: str, *,
+                    ip: str | None = None, peer_ifname: str = "eth0") -> None:
+        """Put a veth port `name` on the bridge whose other end, `peer_ifname` with MAC `mac`,
+        is in `peer_netns`, and (with `ip`) give that end the pod's address and a default route
+        via the gateway. For sandboxes that take a namespace rather than a tap (gVisor), and
+        for tests that play pods without VMs."""
+        validate_ifname(name)
+        validate_mac(mac)
+
+        def router_side(peer_fd: int) -> None:
+            with IPRoute() as ipr:
+                br = _lookup(ipr, BRIDGE)
+                if br is None:
+                    raise RuntimeError(f"network {network.id} is not set up on this host")
+                old = _lookup(ipr, name)
+                if old is not None:
+                    ipr.link("del", index=old)
+                ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer_ifname, "net_ns_fd": peer_fd})
+                ipr.link("set", index=_lookup(ipr, name), master=br, mtu=network.mtu, state="up")
+
+        def pod_side() -> None:
+            with IPRoute() as ipr:
+                ipr.link("set", index=_lookup(ipr, "lo"), state="up")
+                index = _lookup(ipr, peer_ifname)
+                ipr.link("set", index=index, address=mac, mtu=network.mtu, state="up")
+                if ip is not None:
+                    ipr.addr("add", index=index, address=ip, prefixlen=network.prefixlen)
+                    ipr.route("replace", dst="0.0.0.0/0", gateway=network.gateway, oif=index)
+
+        with self._lock:
+            peer_fd = netns.open_netns(peer_netns)
+            try:
+                netns.run_in_netns(self.router_netns(network.id), lambda: router_side(peer_fd))
+            finally:
+                os.close(peer_fd)
+            netns.run_in_netns(peer_netns, pod_side)
+
+    def remove_port(self, network_id: int, name: str) -> None:
+        """Delete a pod's port (a tap still open by a VM, a veth with its peer); no-op if gone."""
+        ns = self.router_netns(network_id)
+        with self._lock:
+            if netns.exists(ns):
+                netns.run_in_netns(ns, lambda: _delete_link(name))
+
+
+def _router_sysctls() -> None:
+    netns.write_sysctl("net/ipv4/ip_forward", "1")
+    # Tenant networks are IPv4 only: no IPv6 addresses on the router for pods to talk to.
+    for scope in ("all", "default"):
+        netns.write_sysctl(f"net/ipv6/conf/{scope}/disable_ipv6", "1", optional=True)
+    # Bridged frames must not go through the inet hooks (the router's filter would drop pod-to-pod
+    # traffic); the bridge family's own rules check them.
+    for table in ("iptables", "ip6tables", "arptables"):
+        netns.write_sysctl(f"net/bridge/bridge-nf-call-{table}", "0", optional=True)
+
+
+def _lookup_once(ifname: str) -> int | None:
+    with IPRoute() as ipr:
+        return _lookup(ipr, ifname)
+
+
+def _delete_link(ifname: str) -> None:
+    with IPRoute() as ipr:
+        index = _lookup(ipr, ifname)
+        if index is not None:
+            ipr.link("del", index=index)
