@@ -11,14 +11,18 @@ All calls block (netlink, nft subprocesses); from asyncio code run them in a wor
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
+import socket
 import struct
 import threading
 from collections.abc import Sequence
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
+from pyroute2.conntrack import Conntrack, NFCTAttrTuple  # type: ignore[import-untyped]
+from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
 from hypernetes.network import netns, nft
 from hypernetes.network.state import (
@@ -36,6 +40,7 @@ from hypernetes.network.state import (
     validate_prefix,
 )
 
+_IPS_DST_NAT = 1 << 5  # conntrack status bit: the flow was DNAT'd
 _TUNSETIFF = 0x400454CA
 _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000
@@ -47,12 +52,22 @@ class NetworkApplyError(RuntimeError):
 
     def __init__(self, errors: dict[str, BaseException]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{what}: {err}" for what, err in errors.items()))
+        super().__init__("; ".join(f"{what}: {type(err).__name__}: {err}" for what, err in errors.items()))
 
 
 def _lookup(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return int(found[0]) if found else None
+
+
+def _delete(ipr: IPRoute, index: int) -> None:
+    """Delete a link that may vanish meanwhile: deleting a veth takes its peer with it, and a
+    namespace deleted by hand tears its links down asynchronously."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
 
 
 def _set_addresses(ipr: IPRoute, index: int, wanted: set[tuple[str, int]]) -> None:
@@ -132,14 +147,14 @@ class TenantNetworkHost:
                 errors[self.router_netns(net.id)] = exc
         netns.run_in_netns(self.host_netns, lambda: self._host_links(desired.networks))
         if errors:
-            raise NetworkApplyError(errors)
+            raise NetworkApplyError(errors) from next(iter(errors.values()))
 
     def _remove_host_links(self, keep: set[str]) -> None:
         with IPRoute() as ipr:
             for link in ipr.get_links():
                 name = link.get("ifname")
                 if self._ours(name) and name not in keep:
-                    ipr.link("del", index=link["index"])
+                    _delete(ipr, link["index"])
 
     def _apply_router(self, net: Network) -> None:
         ns = self.router_netns(net.id)
@@ -148,6 +163,7 @@ class TenantNetworkHost:
         netns.run_in_netns(ns, _router_sysctls)
         # Rules before links: a port is filtered from the moment it exists.
         nft.apply(nft.router_ruleset(net, link), ns)
+        netns.run_in_netns(ns, lambda: _forget_stale_udp(net, link))
         if not netns.run_in_netns(ns, lambda: _lookup_once(UPLINK) is not None):
             # A veth end left on the host (its namespace deleted while a tap kept it alive) would
             # block re-creating the pair.
@@ -167,6 +183,7 @@ class TenantNetworkHost:
                 br = _lookup(ipr, BRIDGE)
             ipr.link("set", index=br, address=net.gateway_mac, mtu=net.mtu, state="up")
             assert br is not None
+            netns.write_sysctl(f"net/ipv4/conf/{BRIDGE}/send_redirects", "0")
             _set_addresses(ipr, br, {(net.gateway, net.prefixlen), (net.snat_ip, net.prefixlen)})
             up = _lookup(ipr, UPLINK)
             if up is None:
@@ -184,7 +201,7 @@ class TenantNetworkHost:
                 if name in RESERVED_IFNAMES:
                     continue
                 if name not in wanted:
-                    ipr.link("del", index=dev["index"])
+                    _delete(ipr, dev["index"])
                 elif dev.get("master") != br:
                     ipr.link("set", index=dev["index"], master=br, mtu=net.mtu, state="up")
 
@@ -251,7 +268,7 @@ class TenantNetworkHost:
                     raise RuntimeError(f"network {network.id} is not set up on this host")
                 old = _lookup(ipr, name)
                 if old is not None:
-                    ipr.link("del", index=old)
+                    _delete(ipr, old)
                 ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer_ifname, "net_ns_fd": peer_fd})
                 ipr.link("set", index=_lookup(ipr, name), master=br, mtu=network.mtu, state="up")
 
@@ -285,10 +302,49 @@ def _router_sysctls() -> None:
     # Tenant networks are IPv4 only: no IPv6 addresses on the router for pods to talk to.
     for scope in ("all", "default"):
         netns.write_sysctl(f"net/ipv6/conf/{scope}/disable_ipv6", "1", optional=True)
+    # Service traffic is routed back out of the bridge it came in on; no ICMP redirects for that
+    # (they would also eat the ICMP rate limit meant for "port unreachable").
+    for scope in ("all", "default"):
+        netns.write_sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
     # Bridged frames must not go through the inet hooks (the router's filter would drop pod-to-pod
     # traffic); the bridge family's own rules check them.
     for table in ("iptables", "ip6tables", "arptables"):
         netns.write_sysctl(f"net/bridge/bridge-nf-call-{table}", "0", optional=True)
+
+
+def _forget_stale_udp(net: Network, link: LinkAddresses) -> None:
+    """Delete UDP flows DNAT'd to a backend that is no longer an endpoint of that service port.
+
+    New rules only steer new flows; a UDP client reusing its source port (a resolver, a game)
+    would otherwise keep talking to a gone endpoint until the conntrack entry times out. TCP flows
+    end on their own (kube-proxy does the same). Stateless, so an agent restart loses nothing.
+    """
+    backends: dict[tuple[str, int], set[tuple[str, int]]] = {}
+    for svc in net.services:
+        if svc.cluster_ip is None:
+            continue
+        for sp in svc.ports:
+            if sp.protocol != "UDP":
+                continue
+            eps = {(ep.ip, ep.port) for ep in sp.endpoints}
+            backends[(svc.cluster_ip, sp.port)] = eps
+            if sp.node_port:
+                backends[(link.router, sp.node_port)] = eps
+    # pyroute2's sync Conntrack closes its event loop after each call: one socket per call.
+    with Conntrack() as ct:
+        entries = list(ct.dump_entries(tuple_orig=NFCTAttrTuple(proto=socket.IPPROTO_UDP)))
+    for entry in entries:
+        if not entry.status & _IPS_DST_NAT:
+            continue
+        orig, reply = entry.tuple_orig, entry.tuple_reply
+        if (reply.saddr, reply.sport) in backends.get((orig.daddr, orig.dport), set()):
+            continue
+        try:
+            with Conntrack() as ct:
+                ct.delete(entry)
+        except NetlinkError as exc:
+            if exc.code != errno.ENOENT:  # expired meanwhile
+                raise
 
 
 def _lookup_once(ifname: str) -> int | None:
@@ -300,4 +356,4 @@ def _delete_link(ifname: str) -> None:
     with IPRoute() as ipr:
         index = _lookup(ipr, ifname)
         if index is not None:
-            ipr.link("del", index=index)
+            _delete(ipr, index)

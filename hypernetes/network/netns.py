@@ -44,6 +44,15 @@ def exists(name: str) -> bool:
     return netns_path(name).exists()
 
 
+def _mounted(name: str) -> bool:
+    """Whether the name is a namespace bound on its file, not a bare file that a crash between
+    iproute2's create and mount (or a copied /run) left behind: namespaces live on nsfs."""
+    try:
+        return os.stat(netns_path(name)).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except FileNotFoundError:
+        return False
+
+
 def _ip(*args: str) -> None:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -52,8 +61,10 @@ def _ip(*args: str) -> None:
 
 def create(name: str) -> bool:
     """Create the namespace unless it exists; True if it was created."""
-    if exists(name):
+    if _mounted(name):
         return False
+    if exists(name):
+        _ip("netns", "delete", name)  # unlinks a bare file too
     _ip("netns", "add", name)
     return True
 
