@@ -365,7 +365,7 @@ def test_reapply_rebuilds_and_removes_what_is_not_desired(lab: Lab) -> None:
     assert f"{lab.prefix}-77" not in host_addrs and "169.254.99.1" not in host_addrs
     assert f"{lab.prefix}-78" not in leftovers(lab.prefix) and f"{lab.prefix}-79" not in leftovers(lab.prefix)
     assert tcp_ask(a2, WORLD, 7000) == "world"
-    del a3
+    assert "eth0" not in sh("ip", "-o", "link", netns=a3).stdout  # the gone pod's veth, both ends
 
     # Network deletion: its namespace, host link and host rules go; the other stays.
     again.apply(NetworkState((b,)))
