@@ -7,6 +7,11 @@ a tenant's deployments and those pods must obey the same quota and policy.
 - Namespaces: a tenant user's new namespace is stamped with its tenant (label
   `hypernetes.io/tenant`); only operators may set or change that label.
 - Users: a tenant admin creates users of its own tenant only; a user's tenant never changes.
+- Networks: a tenant admin's network is its tenant's (spec.tenant), defaults filled (gateway,
+  egressNAT, serviceCIDR) and every field checked (422 with the field's path); only operators set
+  the default-network label. A namespace's `hypernetes.io/network` annotation must name a network
+  of the namespace's tenant. A pod's address annotations (`hypernetes.io/ip`, `.../mac`,
+  `.../network`) are the network controller's: other callers may not set or change them.
 - Pods and pod templates: no host namespaces, no privileged containers, runtime classes and
   kernels only from the tenant's allowed lists.
 - Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
@@ -27,7 +32,9 @@ servers on etcd would need a compare-and-swap on a usage record, as upstream's R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +42,13 @@ from typing import Any
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
 from hypernetes.auth.podtoken import add_token_volume
+from hypernetes.controllers.networks import (
+    DEFAULT_LABEL,
+    NETWORK_ANNOTATION,
+    POD_ANNOTATIONS,
+    apply_defaults,
+    validate_network,
+)
 from hypernetes.controllers.volumes import (
     BACKING_FILE,
     BETA_CLASS,
@@ -56,6 +70,7 @@ KERNEL_ANNOTATION = "hypernetes.io/kernel"
 TENANT_FINALIZER = "hypernetes.io/tenant"
 QUOTA_KEYS = ("pods", "vcpus", "memory", "namespaces", "storage", "persistentvolumeclaims")
 TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
+_LABEL_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class Denied(Exception):
@@ -151,8 +166,14 @@ class TenantAdmission:
         if kind == "PersistentVolume":
             self._volume(user, obj, old)
             return
+        if kind == "Network":
+            await self._network(user, obj, old)
+            return
         if not namespace:
             return
+        if not user.operator:
+            for path, holder in pod_templates(kind, obj):
+                self._pod_network_annotations(path, holder, old)
         if kind == "PersistentVolumeClaim":
             await self._claim(obj, old)
         if kind == "Pod" and old is None:
@@ -190,6 +211,7 @@ class TenantAdmission:
             elif not user.operator and TENANT_LABEL in labels:
                 raise Denied(f"only operators may set the {TENANT_LABEL} label")
             tenant = labels.get(TENANT_LABEL)
+            await self._namespace_network(obj, old)
             if tenant:
                 t = await self.d.fetch_tenant(tenant)
                 if t is None or (t.get("metadata") or {}).get("deletionTimestamp"):
@@ -199,6 +221,7 @@ class TenantAdmission:
             return
         if owner(old) != labels.get(TENANT_LABEL) and not user.operator:
             raise Denied(f"the {TENANT_LABEL} label of a namespace may be changed by operators only")
+        await self._namespace_network(obj, old)
 
     async def _user(self, caller: UserInfo, obj: JSON, old: JSON | None) -> None:
         tenant = user_spec(obj).get("tenant")
@@ -220,6 +243,73 @@ class TenantAdmission:
                     raise ValueError("must not be negative")
             except ValueError as e:
                 raise Invalid(f"spec.quota[{key}]", f"{value!r}: {e}") from None
+
+    # -- networks --------------------------------------------------------------------------------
+
+    async def _network(self, caller: UserInfo, obj: JSON, old: JSON | None) -> None:
+        meta, spec = obj.setdefault("metadata", {}), obj.setdefault("spec", {})
+        if old is None:
+            obj.pop("status", None)  # the controller and the nodes write it, as upstream drops it
+        name = str(meta.get("name") or "")
+        if old is None and not _LABEL_NAME.fullmatch(name):
+            raise Invalid("metadata.name", f"Invalid value: {name!r}: a network's name must be a DNS-1123 "
+                          "label (lower case alphanumerics and '-', at most 63 characters)")
+        if caller.tenant:
+            if old is None:
+                spec.setdefault("tenant", caller.tenant)
+            if spec.get("tenant") != caller.tenant:
+                raise Denied(f'a tenant admin may manage networks of tenant "{caller.tenant}" only')
+        labels = meta.setdefault("labels", {}) or {}
+        meta["labels"] = labels
+        old_labels = ((old or {}).get("metadata") or {}).get("labels") or {}
+        if not caller.operator and labels.get(DEFAULT_LABEL) != old_labels.get(DEFAULT_LABEL):
+            raise Denied(f"only operators may set the {DEFAULT_LABEL} label")
+        tenant = spec.get("tenant")
+        if tenant:
+            labels[TENANT_LABEL] = tenant  # for label selectors: kubectl get networks -l
+            if old is None:
+                t = await self.d.fetch_tenant(str(tenant))
+                if t is None or (t.get("metadata") or {}).get("deletionTimestamp"):
+                    raise Invalid("spec.tenant", f'tenant "{tenant}" does not exist or is being deleted')
+        elif not caller.operator:
+            raise Denied("only operators may create networks without a tenant")
+        with contextlib.suppress(KeyError, ValueError):  # a missing or bad cidr is reported below
+            apply_defaults(spec)
+        problems = validate_network(spec, (old or {}).get("spec") if old is not None else None)
+        if problems:
+            (field, first), rest = problems[0], problems[1:]
+            raise Invalid(field, first + "".join(f"; {f}: {msg}" for f, msg in rest))
+
+    async def _namespace_network(self, obj: JSON, old: JSON | None) -> None:
+        """A namespace may name a network of its own tenant (operators' namespaces: a network
+        without a tenant)."""
+        meta = obj.get("metadata") or {}
+        named = (meta.get("annotations") or {}).get(NETWORK_ANNOTATION)
+        before = (((old or {}).get("metadata") or {}).get("annotations") or {}).get(NETWORK_ANNOTATION)
+        if not named or named == before:
+            return
+        kv = await self.d.store.get(object_key("hypernetes.io", "networks", None, str(named)))
+        net = json.loads(kv.value) if kv is not None else None
+        tenant = owner(obj)
+        if net is None or ((net.get("spec") or {}).get("tenant") or None) != tenant:
+            whose = f'tenant "{tenant}"' if tenant else "the operators (no tenant)"
+            raise Invalid(f"metadata.annotations[{NETWORK_ANNOTATION}]",
+                          f'network "{named}" does not exist or does not belong to {whose}')
+
+    @staticmethod
+    def _pod_network_annotations(path: str, holder: JSON, old: JSON | None) -> None:
+        """A pod's address annotations are the network controller's: a caller who could set them
+        could take another pod's address (the controller trusts only its own records, but the
+        node might start the VM first)."""
+        notes = (holder.get("metadata") or {}).get("annotations") or {}
+        before: JSON = {}
+        if old is not None:
+            for _, old_holder in pod_templates(str(old.get("kind") or "Pod"), old):
+                before = (old_holder.get("metadata") or {}).get("annotations") or {}
+        for key in POD_ANNOTATIONS:
+            if notes.get(key) != before.get(key):
+                where = "metadata" if path == "spec" else path.removesuffix(".spec") + ".metadata"
+                raise Denied(f"{where}.annotations[{key}]: set by the network controller only")
 
     # -- persistent volumes ----------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ objects may it see.
   and users); lists and watches across namespaces, of namespaces, tenants and users are
   *filtered* to what is theirs rather than refused;
 - service accounts act as their `hypernetes.io/role` annotation says, in their own namespace only;
+- tenant users read their tenant's Networks (`spec.tenant`), admins also write them; IPAllocations
+  are operators' (nodes read both, and write Networks' status);
 - tenant users read their tenant's PersistentVolumes (label `hypernetes.io/tenant`) and nothing
   else of that kind: another tenant's PV is refused by name whether it exists or not, so PV names
   cannot be probed;
@@ -174,6 +176,8 @@ class TenantAuthorizer:
             return Decision(True, scope=lambda o: _meta(o).get("name") == u.tenant)
         if gr == (GROUP, "users"):
             return await self._users(a)
+        if gr == (GROUP, "networks"):
+            return await self._networks(a)
         if gr == ("", "persistentvolumes"):
             return await self._tenant_volumes(a)
         if gr not in TENANT_KINDS:
@@ -241,6 +245,29 @@ class TenantAuthorizer:
             return ALLOW if a.verb == "create" else deny()
         return ALLOW if user_spec(user).get("tenant") == u.tenant else deny()
 
+    async def _networks(self, a: Attributes) -> Decision:
+        """Every role reads its tenant's networks; admins create, change and delete them
+        (admission checks a new network's spec.tenant). Foreign and absent names get one refusal,
+        so names cannot be probed."""
+        u = a.user
+
+        def own(o: JSON) -> bool:
+            return ((o.get("spec") or {}).get("tenant") or None) == u.tenant
+        if a.subresource and a.verb not in READ:
+            return deny("network status belongs to the nodes")
+        if a.verb in ("list", "watch"):
+            return Decision(True, scope=own)
+        if a.verb == "create" and not a.subresource:
+            return ALLOW if u.role == "admin" else deny("only a tenant admin creates networks")
+        if not a.name:
+            return deny()
+        kv = await self.d.store.get(object_key(GROUP, "networks", None, a.name))
+        if kv is None or not own(json.loads(kv.value)):
+            return deny("the network belongs to no tenant of the caller")
+        if a.verb in READ:
+            return ALLOW
+        return ALLOW if u.role == "admin" else deny("only a tenant admin changes networks")
+
     # -- service accounts ------------------------------------------------------------------------
 
     async def _service_account(self, a: Attributes) -> Decision:
@@ -282,8 +309,11 @@ class TenantAuthorizer:
             # the node writes a claim's new capacity once it has grown the disk
             return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(
                 f"no pod bound to node {node} uses this persistentvolumeclaim")
-        if gr in (("", "services"), ("", "endpoints")) and v in READ:
-            return ALLOW
+        if gr in (("", "services"), ("", "endpoints"), (GROUP, "networks"), (GROUP, "ipallocations")) \
+                and v in READ:
+            return ALLOW  # a node builds every network its pods use and serves their services
+        if gr == (GROUP, "networks") and a.subresource == "status" and v in ("update", "patch"):
+            return ALLOW  # status.hosts: what each host built
         token = a.subresource == "token" and v == "create"
         if gr in NODE_READABLE and ((v == "get" and not a.subresource) or token):
             return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(

@@ -14,6 +14,7 @@ from hypernetes.controllers.garbagecollector import GarbageCollector
 from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
+from hypernetes.controllers.networks import NetworkController
 from hypernetes.controllers.replicaset import ReplicaSetController
 from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 CONTROLLERS: dict[str, type[Controller]] = {
     c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
                         DeploymentController, JobController, EndpointsController, GarbageCollector,
-                        TenantController, VolumeController)
+                        TenantController, VolumeController, NetworkController)
 }
 
 

@@ -128,3 +128,103 @@ DEFINITIONS: dict[str, JSON] = {
         },
     },
 }
+
+_COND = _META + "Condition"
+DEFINITIONS.update({
+    PREFIX + "Network": _obj(
+        "Network",
+        "A tenant network: one L2 segment of a tenant with its own router on every host, so two "
+        "tenants may use the same CIDR. Pods of a namespace get their addresses from the network "
+        "the namespace names (annotation hypernetes.io/network), else from their tenant's default "
+        "network.",
+        "NetworkSpec",
+        "NetworkStatus",
+    ),
+    PREFIX + "NetworkList": _list("Network"),
+    PREFIX + "NetworkSpec": {
+        "type": "object",
+        "required": ["cidr"],
+        "description": "The addresses of a network and how it reaches the outside.",
+        "properties": {
+            "tenant": _s("The tenant that owns the network; absent: an operators' network. Immutable."),
+            "cidr": _s("The pods' IPv4 subnet, e.g. 10.0.0.0/16; prefix /16 to /28. Immutable."),
+            "gateway": _s("The router's address on the network (pods' default route and DNS server). "
+                          "Default: the first host address of cidr. Immutable."),
+            "dnsServers": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Upstream resolvers (IPv4 addresses, at most 3) for names outside "
+                "cluster.local; absent: the host's.",
+            },
+            "egressNAT": {
+                "type": "boolean",
+                "description": "Whether pods reach outside the cluster, masqueraded behind the "
+                "host. Default: true.",
+            },
+            "serviceCIDR": _s("The range ClusterIPs of the network's Services come from. Default: "
+                              "10.96.0.0/16 (each network has its own, as each has its own router). "
+                              "Must not overlap cidr. Immutable."),
+        },
+    },
+    PREFIX + "NetworkStatus": {
+        "type": "object",
+        "description": "Observed state of a network.",
+        "properties": {
+            "phase": _s("Active (addresses are given out), or Terminating while it is being deleted; "
+                       "what the hosts built is in hosts."),
+            "allocatedIPs": {"type": "integer", "format": "int32",
+                             "description": "Pod addresses allocated from cidr."},
+            "allocatedClusterIPs": {"type": "integer", "format": "int32",
+                                    "description": "Service addresses allocated from serviceCIDR."},
+            "hosts": {
+                "type": "array",
+                "items": {"$ref": PREFIX + "NetworkHost"},
+                "description": "What each host has built for the network (written by the nodes).",
+            },
+            "conditions": {"type": "array", "items": {"$ref": _COND},
+                           "description": "Observations of the network's state."},
+        },
+    },
+    PREFIX + "NetworkHost": {
+        "type": "object",
+        "required": ["node"],
+        "description": "The network as one host built it.",
+        "properties": {
+            "node": _s("The node's name."),
+            "ready": {"type": "boolean", "description": "Router, bridge and rules are in place."},
+            "message": _s("Why it is not ready."),
+            "lastUpdateTime": {"$ref": _META + "Time", "description": "When the node last wrote this."},
+        },
+    },
+    PREFIX + "IPAllocation": _obj(
+        "IPAllocation",
+        "One address (or node port) taken: the record whose create-if-absent makes allocations "
+        "unique, as upstream's IPAddress objects. Named <network>.<ip with dashes> "
+        "(nodeport.<port> for a node port). Written by the network controller.",
+        "IPAllocationSpec",
+        None,
+    ),
+    PREFIX + "IPAllocationList": _list("IPAllocation"),
+    PREFIX + "IPAllocationSpec": {
+        "type": "object",
+        "required": ["owner"],
+        "description": "What is taken, and by whom.",
+        "properties": {
+            "network": _s("The network the address belongs to (absent for a node port)."),
+            "ip": _s("The address."),
+            "nodePort": {"type": "integer", "format": "int32", "description": "A node port, 30000-32767."},
+            "owner": {"$ref": PREFIX + "IPAllocationOwner", "description": "The object holding it."},
+        },
+    },
+    PREFIX + "IPAllocationOwner": {
+        "type": "object",
+        "required": ["kind", "name"],
+        "description": "The Pod or Service an allocation belongs to.",
+        "properties": {
+            "kind": _s("Pod or Service."),
+            "namespace": _s("Its namespace."),
+            "name": _s("Its name."),
+            "uid": _s("Its uid: a new object of the same name is another owner."),
+        },
+    },
+})

@@ -96,6 +96,8 @@ KINDS: tuple[Kind, ...] = (
     _k("batch", "Job", "jobs", cats=("all",), subs=("status",)),
     _k("hypernetes.io", "Tenant", "tenants", False, subs=("status",)),
     _k("hypernetes.io", "User", "users", False),
+    _k("hypernetes.io", "Network", "networks", False, short=("net",), subs=("status",)),
+    _k("hypernetes.io", "IPAllocation", "ipallocations", False, short=("ipa",)),
     # reviews: created, answered, never stored
     _k("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),
     Kind(

@@ -779,6 +779,49 @@ def user_row(obj: JSON, ctx: Context) -> list[Any]:
     ]
 
 
+NETWORK_COLUMNS = (
+    _NAME,
+    Column("Tenant", "string", "", "The tenant that owns the network; empty: operators'."),
+    Column("CIDR", "string", "", "The pods' subnet."),
+    Column("Gateway", "string", "", "The router's address on the network."),
+    Column("Egress", "boolean", "", "Whether pods reach outside the cluster (NAT)."),
+    Column("Service CIDR", "string", "", "The range of the network's ClusterIPs.", 1),
+    Column("IPs", "integer", "", "Pod addresses allocated.", 1),
+    _AGE,
+)
+
+
+def network_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    return [
+        _name(obj),
+        spec.get("tenant") or "",
+        spec.get("cidr") or "",
+        spec.get("gateway") or "",
+        spec.get("egressNAT") is not False,  # absent means the default, on
+        spec.get("serviceCIDR") or "",
+        _int(status.get("allocatedIPs")),
+        age_of(obj, ctx),
+    ]
+
+
+IPALLOCATION_COLUMNS = (
+    _NAME,
+    Column("Network", "string", "", "The network the address belongs to."),
+    Column("IP", "string", "", "The address, or the node port."),
+    Column("Owner", "string", "", "The object holding it: kind/namespace/name."),
+    _AGE,
+)
+
+
+def ipallocation_row(obj: JSON, ctx: Context) -> list[Any]:
+    spec = _d(obj.get("spec"))
+    o = _d(spec.get("owner"))
+    where = "/".join(str(x) for x in (o.get("kind"), o.get("namespace"), o.get("name")) if x)
+    return [_name(obj), spec.get("network") or "", spec.get("ip") or str(spec.get("nodePort") or ""),
+            where, age_of(obj, ctx)]
+
+
 # -- storage -----------------------------------------------------------------------------------
 
 _MORE = "More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes"
@@ -934,6 +977,8 @@ def storageclass_row(obj: JSON, ctx: Context) -> list[Any]:
 PRINTERS: dict[str, tuple[tuple[Column, ...], Row]] = {
     "Tenant": (TENANT_COLUMNS, tenant_row),
     "User": (USER_COLUMNS, user_row),
+    "Network": (NETWORK_COLUMNS, network_row),
+    "IPAllocation": (IPALLOCATION_COLUMNS, ipallocation_row),
     "Pod": (POD_COLUMNS, pod_row),
     "Deployment": (DEPLOYMENT_COLUMNS, deployment_row),
     "ReplicaSet": (REPLICASET_COLUMNS, replicaset_row),
