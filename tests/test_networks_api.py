@@ -126,6 +126,12 @@ def test_tenants_see_and_change_only_their_networks(world: TenantWorld) -> None:
     r = world.http("node-a").patch(f"{NETS}/acme-web/status", json={"status": {"hosts": [
         {"node": "node-a", "ready": True}]}}, headers={"Content-Type": "application/merge-patch+json"})
     assert r.status_code == 200, r.text
+    world.node_token("node-b")
+    r = world.http("node-b").patch(f"{NETS}/acme-web/status", json={"status": {"hosts": [
+        {"node": "node-b", "ready": False, "message": "building"}]}},
+        headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert r.status_code == 200, r.text
+    assert {h["node"]: h["ready"] for h in r.json()["status"]["hosts"]} == {"node-a": True, "node-b": False}
     assert world.http("acme-admin").delete(f"{NETS}/acme-web").status_code == 200
 
 

@@ -179,7 +179,12 @@ DEFINITIONS.update({
             "hosts": {
                 "type": "array",
                 "items": {"$ref": PREFIX + "NetworkHost"},
-                "description": "What each host has built for the network (written by the nodes).",
+                "description": "What each host has built for the network (written by the nodes; "
+                "a strategic merge patch changes one node's entry).",
+                "x-kubernetes-patch-merge-key": "node",
+                "x-kubernetes-patch-strategy": "merge",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["node"],
             },
             "conditions": {"type": "array", "items": {"$ref": _COND},
                            "description": "Observations of the network's state."},
