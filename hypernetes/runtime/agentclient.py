@@ -148,6 +148,9 @@ class GuestProcess(Process):
         return self._exit.result() if self._exit.done() else None
 
 
+HELLO_RESEND = 5.0  # seconds between HELLOs while waiting for the agent
+
+
 class AgentClient:
     def __init__(self, name: str = "agent") -> None:
         self.name = name
@@ -190,7 +193,7 @@ class AgentClient:
                     await asyncio.sleep(0.02)
             self.state = Runstate.RUNNING
             self._task = asyncio.create_task(self._read_loop(), name=f"{self.name}-reader")
-            reply = await self._await_reply(gp.MSG_HELLO, gp.TLV(), deadline - time.monotonic(), alive)
+            reply = await self._hello(deadline, alive)
             if reply.type != gp.MSG_READY:
                 raise AgentUnavailable(f"agent answered HELLO with message type {reply.type}")
             tlv = gp.TLV.decode(reply.payload)
@@ -201,6 +204,18 @@ class AgentClient:
         except (AgentUnavailable, AgentError, gp.ProtocolError, OSError) as e:
             await self.close(str(e))
             raise AgentUnavailable(str(e)) from e
+
+    async def _hello(self, deadline: float, alive: Callable[[], bool]) -> gp.Frame:
+        """HELLO until READY. A HELLO written just as an earlier host's connection closes can be
+        lost in the guest (the protocol has no acknowledgements), so it is sent again every few
+        seconds; HELLO is idempotent and late READYs for earlier ones are dropped."""
+        while True:
+            wait = min(HELLO_RESEND, deadline - time.monotonic())
+            try:
+                return await self._await_reply(gp.MSG_HELLO, gp.TLV(), wait, alive)
+            except AgentUnavailable:
+                if time.monotonic() >= deadline or self.state is not Runstate.RUNNING or not alive():
+                    raise
 
     async def close(self, reason: str = "closed") -> None:
         await self._disconnect(reason)
