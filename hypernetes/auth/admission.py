@@ -61,8 +61,8 @@ from hypernetes.controllers.volumes import (
     storage_bytes,
     storage_usage,
 )
+from hypernetes.runtime.podsize import pod_vm, quota_usage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
-from hypernetes.scheduler.resources import pod_vm, quota_usage
 from hypernetes.store.keys import key_prefix, object_key
 
 JSON = dict[str, Any]

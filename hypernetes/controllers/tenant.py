@@ -12,7 +12,7 @@ from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
 from hypernetes.controllers.volumes import format_storage, storage_usage
-from hypernetes.scheduler.resources import quota_usage
+from hypernetes.runtime.podsize import quota_usage
 
 Obj = dict[str, Any]
 GROUP_VERSION = "hypernetes.io/v1"
