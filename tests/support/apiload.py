@@ -27,26 +27,6 @@ from hypernetes.api.client import ApiClient
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@contextlib.contextmanager
-def server_process(workdir: Path, store_url: str = "memory") -> Iterator[tuple[str, str, Path]]:
-    """(url, token, ca file) of a server running in a child process."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.serve_api", str(workdir), store_url],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    with proc:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"API server did not start: {line!r}")
-        port = int(line.split()[1])
-        try:
-            yield f"https://127.0.0.1:{port}", (workdir / "pki" / "admin.token").read_text().strip(), \
-                workdir / "pki" / "ca.crt"
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
 @dataclass(frozen=True)
 class ServerProcess:
     url: str
@@ -57,12 +37,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def tenant_server_process(workdir: Path, store_url: str = "memory") -> Iterator[ServerProcess]:
-    """The multi-tenant server `hypernetes up` runs (tenant authenticator, authorizer, admission,
-    identity endpoints, audit log; no node, scheduler or controllers) in a child process."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.apiload", "serve", str(workdir), store_url],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+def _child_server(workdir: Path, store_url: str, tenancy: bool) -> Iterator[ServerProcess]:
+    """tests/support/serve_api.py in a child process, until the block ends."""
+    cmd = [sys.executable, "-m", "tests.support.serve_api", str(workdir), store_url]
+    proc = subprocess.Popen([*cmd, "--tenancy"] if tenancy else cmd, stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     with proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -78,31 +57,19 @@ def tenant_server_process(workdir: Path, store_url: str = "memory") -> Iterator[
             proc.wait(10)
 
 
-async def _serve_tenancy(workdir: Path, store_url: str) -> None:
-    import signal
+@contextlib.contextmanager
+def server_process(workdir: Path, store_url: str = "memory") -> Iterator[tuple[str, str, Path]]:
+    """(url, token, ca file) of a server (the admin alone) running in a child process."""
+    with _child_server(workdir, store_url, False) as srv:
+        yield srv.url, srv.admin_token, srv.ca
 
-    from hypernetes.api.audit import AuditLog
-    from hypernetes.api.server import bound_port, create_app, serve
-    from hypernetes.api.tenancy import build_tenancy
-    from hypernetes.auth.ca import ensure_ca
-    from hypernetes.store import open_store
-    from hypernetes.store.interface import Store
-    from tests.support.memstore import MemoryStore
 
-    ca = ensure_ca(workdir / "pki")
-    store: Store = MemoryStore() if store_url == "memory" else open_store(store_url)
-    tenancy, authenticator = build_tenancy(store, ca.dir, ca.admin_token)
-    app = create_app(store, authenticator=authenticator, authorizer=tenancy.authorizer, pod_proxy=None,
-                     tenancy=tenancy, audit=AuditLog(workdir / "audit.log"))
-    runner = await serve(app, "127.0.0.1", 0, ca.server)
-    print(f"READY {bound_port(runner)}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-    await store.close()
+@contextlib.contextmanager
+def tenant_server_process(workdir: Path, store_url: str = "memory") -> Iterator[ServerProcess]:
+    """The multi-tenant server `hypernetes up` runs (tenant authenticator, authorizer, admission,
+    identity endpoints, audit log; no node, scheduler or controllers) in a child process."""
+    with _child_server(workdir, store_url, True) as srv:
+        yield srv
 
 
 def process_cpu(pid: int) -> float:
@@ -344,10 +311,3 @@ def main() -> None:
                 request_latency(url, token, ca, rate=args.rate, seconds=args.seconds))}))
             print(json.dumps({"store": args.store, **asyncio.run(watch_fanout(url, token, ca))}))
 
-
-if __name__ == "__main__":
-    # `python -m tests.support.apiload serve WORKDIR [STORE_URL]`: the multi-tenant server
-    # (tenant_server_process); prints `READY <port>`, stops on SIGTERM/SIGINT
-    if len(sys.argv) < 3 or sys.argv[1] != "serve":
-        sys.exit("usage: python -m tests.support.apiload serve WORKDIR [STORE_URL]")
-    asyncio.run(_serve_tenancy(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "memory"))
