@@ -1,0 +1,70 @@
+"""What the API objects of tenant networks mean, shared by the network controller (which allocates)
+and the node agent (which builds): the names of the annotations and labels, and the rule that
+maps a namespace to its network. Pure functions of API objects; nothing here allocates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+Obj = dict[str, Any]
+
+GROUP_VERSION = "hypernetes.io/v1"
+TENANT_LABEL = "hypernetes.io/tenant"
+DEFAULT_LABEL = "hypernetes.io/default-network"  # "true" on a tenant's (or the cluster's) default
+NETWORK_ANNOTATION = "hypernetes.io/network"  # on a namespace: its network; on a pod: the one it is on
+IP_ANNOTATION = "hypernetes.io/ip"
+MAC_ANNOTATION = "hypernetes.io/mac"
+POD_ANNOTATIONS = (NETWORK_ANNOTATION, IP_ANNOTATION, MAC_ANNOTATION)
+CLUSTER_NETWORK = "default"
+# Network ids name router namespaces and pick link addresses on every host (and become VNIs);
+# 0 is never allocated, so an absent id can never be mistaken for one. The default link pool
+# (169.254.0.0/17) has room for 8192 /30s.
+NETWORK_IDS = range(1, 8192)
+
+
+def _meta(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _spec(obj: Obj | None) -> Obj:
+    spec = (obj or {}).get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _deleting(obj: Obj) -> bool:
+    return bool(_meta(obj).get("deletionTimestamp"))
+
+
+def network_id(net: Obj) -> int | None:
+    """The network's cluster-wide id (spec.id, set by the controller), or None if not yet set."""
+    value = _spec(net).get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value in NETWORK_IDS else None
+
+
+def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:
+    """The tenant's default network (for no tenant: the cluster network `default`)."""
+    for net in networks:
+        if tenant is None and _meta(net).get("name") == CLUSTER_NETWORK:
+            return net
+        if tenant is not None and (_meta(net).get("labels") or {}).get(DEFAULT_LABEL) == "true" \
+                and _spec(net).get("tenant") == tenant and not _deleting(net):
+            return net
+    return None
+
+
+def namespace_network(ns: Obj, networks: Iterable[Obj]) -> Obj | None:
+    """The namespace's network: the one its annotation names if that belongs to the namespace's
+    tenant (admission checks this; a network moved or deleted since is ignored), else the
+    tenant's default, else (operators' namespaces) the cluster network."""
+    nets = list(networks)
+    tenant = (_meta(ns).get("labels") or {}).get(TENANT_LABEL) or None
+    named = (_meta(ns).get("annotations") or {}).get(NETWORK_ANNOTATION)
+    if named:
+        for net in nets:
+            if _meta(net).get("name") == named and (_spec(net).get("tenant") or None) == tenant \
+                    and not _deleting(net):
+                return net
+    return default_network(tenant, nets)
