@@ -47,6 +47,10 @@ _IFF_NO_PI = 0x1000
 _IFF_VNET_HDR = 0x4000
 
 
+class NoBridgeError(RuntimeError):
+    """`open_tap` found no bridge of that name in its namespace (the tap is closed again)."""
+
+
 class NetworkApplyError(RuntimeError):
     """Some networks could not be brought to the desired state; the others were."""
 
@@ -230,24 +234,12 @@ class TenantNetworkHost:
         """
         validate_ifname(name)
         validate_mac(mac)
-        flags = _IFF_TAP | _IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
 
         def body() -> int:
-            # Opened inside the namespace: a tap is created in the namespace of its opener.
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
             try:
-                fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
-                with IPRoute() as ipr:
-                    br = _lookup(ipr, BRIDGE)
-                    if br is None:
-                        raise RuntimeError(f"network {network.id} is not set up on this host")
-                    index = _lookup(ipr, name)
-                    ipr.link("set", index=index, address=mac, mtu=network.mtu)
-                    ipr.link("set", index=index, master=br, state="up")
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+                return open_tap(name, mac, network.mtu, BRIDGE, vnet_hdr=vnet_hdr)
+            except NoBridgeError:
+                raise RuntimeError(f"network {network.id} is not set up on this host") from None
 
         with self._lock:
             return netns.run_in_netns(self.router_netns(network.id), body)
@@ -295,6 +287,30 @@ class TenantNetworkHost:
         with self._lock:
             if netns.exists(ns):
                 netns.run_in_netns(ns, lambda: _delete_link(name))
+
+
+def open_tap(name: str, mac: str, mtu: int, bridge: str, *, vnet_hdr: bool = True) -> int:
+    """Open a tap `name` (IFF_TAP | IFF_NO_PI, with IFF_VNET_HDR unless told not to) in the calling
+    thread's namespace, give it `mac` and `mtu`, put it up on `bridge` and return its fd.
+
+    A tap is created in the namespace of its opener: call this inside `netns.run_in_netns`. The
+    fd then works from anywhere, and the tap disappears when the last fd on it closes.
+    """
+    flags = _IFF_TAP | _IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+        with IPRoute() as ipr:
+            br = _lookup(ipr, bridge)
+            if br is None:
+                raise NoBridgeError(f"no bridge {bridge} in this namespace")
+            index = _lookup(ipr, name)
+            ipr.link("set", index=index, address=mac, mtu=mtu)
+            ipr.link("set", index=index, master=br, state="up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _router_sysctls() -> None:
