@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
@@ -28,7 +30,11 @@ from hypernetes.apiclient import ApiClient
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
 from hypernetes.cli.common import data_dir, fail
 from hypernetes.cli.run import make_runtime
+from hypernetes.network import TenantNetworkHost
+from hypernetes.network.dns import DnsServer
+from hypernetes.network.netns import local_subnets
 from hypernetes.node.agent import NodeAgent
+from hypernetes.node.network import PodNetworks
 from hypernetes.node.proxy import NodePodProxy
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
@@ -89,6 +95,24 @@ def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Te
     return tenancy, authenticator, keystone
 
 
+def _networks(args: argparse.Namespace, client: ApiClient, node_name: str) -> PodNetworks | None:
+    """This node's tenant networks, unless disabled or impossible here (they need root, nft and
+    a VM runtime: gVisor sandboxes take no tap)."""
+    if args.no_network:
+        return None
+    missing = [why for bad, why in ((os.geteuid() != 0, "root"), (shutil.which("nft") is None, "nft"),
+                                    (not os.path.exists("/dev/net/tun"), "/dev/net/tun"),
+                                    (args.runtime != "hypervm", "the hypervm runtime")) if bad]
+    if missing:
+        log.warning("tenant networks are off (they need %s): pods get no network", ", ".join(missing))
+        return None
+    management = args.network_management or local_subnets(args.network_netns, args.network_prefix)
+    host = TenantNetworkHost(args.network_netns, args.network_prefix, management=management)
+    log.info("tenant networks: prefix %s, pods never reach %s", args.network_prefix,
+             ", ".join(management) or "no management network")
+    return PodNetworks(client, host, node_name, dns=DnsServer(), mtu=args.network_mtu)
+
+
 def handle(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("hypernetes").setLevel(logging.INFO)
@@ -121,7 +145,8 @@ async def _up(args: argparse.Namespace) -> int:
         # the node agent runs with a node identity (NodeRestriction), not as an operator
         node_name = args.node_name or NodeAgent.default_name()
         node_client = ApiClient(url, token=tenancy.issuer.issue_node(node_name).token, ca_file=ca.ca_cert)
-        node = NodeAgent(node_client, runtime, node_name, volumes=LocalVolumes(data / "volumes"))
+        node = NodeAgent(node_client, runtime, node_name, volumes=LocalVolumes(data / "volumes"),
+                         networks=_networks(args, node_client, node_name))
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
     runner = await serve(app, args.host, args.port, ca.server)

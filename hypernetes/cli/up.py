@@ -39,6 +39,18 @@ def register(sub: Any) -> None:
                    help="how long a Keystone answer is trusted (default 60)")
     p.add_argument("--audit-log", default=None, metavar="FILE",
                    help="audit log of every mutating request (default: DATA/audit.log)")
+    p.add_argument("--no-network", action="store_true",
+                   help="no tenant networks: pod VMs get no network interface (default: on when root)")
+    p.add_argument("--network-prefix", default="hn", metavar="NAME",
+                   help="names of this host's router namespaces and links: NAME-<id> (default hn)")
+    p.add_argument("--network-netns", default=None, metavar="NETNS",
+                   help="build tenant networks against this network namespace instead of the host's "
+                   "own (for tests and trials)")
+    p.add_argument("--network-management", action="append", default=None, metavar="CIDR",
+                   help="a network pods must never reach, even with egress on (repeatable; default: "
+                   "the subnets of the host's own interfaces)")
+    p.add_argument("--network-mtu", type=int, default=1500, metavar="BYTES",
+                   help="MTU of tenant bridges, taps and pod interfaces (default 1500)")
     add_data_dir(p)
     p.set_defaults(handler=handle)
 

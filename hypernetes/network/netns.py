@@ -9,12 +9,15 @@ itself never leaves its own namespace.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 T = TypeVar("T")
 
@@ -118,3 +121,22 @@ def write_sysctl(key: str, value: str, *, optional: bool = False) -> None:
     except FileNotFoundError:
         if not optional:
             raise
+
+
+def local_subnets(name: str | None, exclude_prefix: str) -> list[str]:
+    """The IPv4 subnets of the namespace's own interfaces (not loopback, not links named
+    `<exclude_prefix>-…`): by default, the management networks pods must never reach."""
+    def read() -> list[str]:
+        with IPRoute() as ipr:
+            names = {link["index"]: link.get("ifname") or "" for link in ipr.get_links()}
+            out = []
+            for a in ipr.get_addr(family=2):
+                ifname = names.get(a["index"], "")
+                if ifname == "lo" or ifname.startswith(f"{exclude_prefix}-"):
+                    continue
+                net = ipaddress.IPv4Interface(f"{a.get('address')}/{a['prefixlen']}").network
+                if not net.is_loopback and str(net) not in out:
+                    out.append(str(net))
+            return out
+
+    return run_in_netns(name, read)

@@ -21,6 +21,7 @@ from typing import Any
 
 from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import rfc3339
 from hypernetes.node.worker import PodWorker, VolumeUsers
@@ -165,9 +166,11 @@ def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
 
 class NodeAgent:
     def __init__(self, client: ApiClient, runtime: Runtime, node_name: str | None = None,
-                 labels: dict[str, str] | None = None, volumes: LocalVolumes | None = None) -> None:
+                 labels: dict[str, str] | None = None, volumes: LocalVolumes | None = None,
+                 networks: PodNetworks | None = None) -> None:
         """`volumes`: this node's local volume store (DATA/volumes); without it pods with
-        persistent volume claims wait with an error and PVs are not reclaimed here."""
+        persistent volume claims wait with an error and PVs are not reclaimed here.
+        `networks`: this node's tenant networks; without it pod VMs have no network."""
         self.client = client
         self.runtime = runtime
         self.name = node_name or self.default_name()
@@ -175,6 +178,7 @@ class NodeAgent:
         self.ip = host_ip()
         self.api = ClientNodeAPI(client, self.name)
         self.volumes = volumes
+        self.networks = networks
         self.volume_users = VolumeUsers()
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -276,6 +280,8 @@ class NodeAgent:
     async def run(self) -> None:
         await self.register()
         background = [asyncio.create_task(self.heartbeat())]
+        if self.networks is not None:
+            background.append(asyncio.create_task(self.networks.run()))
         if self.volumes is not None:
             background += [asyncio.create_task(self._watch_volumes()),
                            asyncio.create_task(self._reclaim_volumes(self.volumes))]
@@ -320,7 +326,8 @@ class NodeAgent:
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed") and not adopting and not pod["metadata"].get("deletionTimestamp"):
             return  # finished before this agent started: nothing to run
-        worker = PodWorker(pod, self.runtime, self.api, self.ip, self.volumes, self.volume_users)
+        worker = PodWorker(pod, self.runtime, self.api, self.ip, self.volumes, self.volume_users,
+                           self.networks)
         if adopting:
             # its VM has its disks: known before the PV reclaimer runs (see _reclaim_volumes)
             self.volume_users.hold(uid, worker.name, pod_claims(pod))

@@ -14,9 +14,10 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from hypernetes.node.network import NetworkNotReady, PodNetworks, pod_address
 from hypernetes.node.podspec import (
     CLUSTER_KINDS,
     PV_KIND,
@@ -144,8 +145,12 @@ class _Backoff:
 
 class PodWorker:
     def __init__(self, pod: Obj, runtime: Runtime, api: NodeAPI, host_ip: str,
-                 volumes: LocalVolumes | None = None, users: VolumeUsers | None = None) -> None:
+                 volumes: LocalVolumes | None = None, users: VolumeUsers | None = None,
+                 networks: PodNetworks | None = None) -> None:
+        """`networks`: this node's tenant networks; without it the VM has no network interface."""
         self.pod = pod
+        self.networks = networks
+        self.pod_ip: str | None = None
         self.runtime = runtime
         self.api = api
         self.host_ip = host_ip
@@ -200,6 +205,8 @@ class PodWorker:
         status = await self.runtime.status(self.id)
         self.sandbox_ready = True
         self.start_time = status.created_at
+        if self.networks is not None and (addr := pod_address(self.pod)) is not None:
+            self.pod_ip = addr.ip  # its tap lives on in QEMU, and in the network state
         for cs in status.containers:
             rec = self.records.get(cs.name)
             if rec is not None:
@@ -234,8 +241,15 @@ class PodWorker:
         pull_backoff = _Backoff()
         while True:
             try:
+                if self.networks is not None:
+                    # a tap per attempt: a failed create closes the one it was given
+                    spec = replace(spec, network=await self.networks.attach(self.pod))
                 await self.runtime.create_sandbox(spec)
                 break
+            except NetworkNotReady as e:
+                await self._waiting_all(e.reason, str(e))
+                await self.api.event(self.pod, "Warning", e.event, e.event_message)
+                delay = CONFIG_RETRY
             except ImagePullFailed as e:
                 await self._waiting_all("ErrImagePull", str(e))
                 await self.api.event(self.pod, "Warning", "Failed", f"Failed to pull image: {e}")
@@ -252,6 +266,7 @@ class PodWorker:
             if await self._sleep_or_change(delay) and self.deleting:
                 return False
         self.sandbox_ready = True
+        self.pod_ip = spec.network.addresses[0].split("/")[0] if spec.network.addresses else None
         for rec in self.records.values():
             await self.api.event(self.pod, "Normal", "Pulled", f'Container image "{rec.image}" is ready')
         self.probes = ProbeRunner(self.pod, self.runtime, self.id, self._on_probe)
@@ -462,7 +477,7 @@ class PodWorker:
         await self._report()
 
     async def _report(self) -> None:
-        status = pod_status(self.pod, list(self.records.values()), pod_ip=None, host_ip=self.host_ip,
+        status = pod_status(self.pod, list(self.records.values()), pod_ip=self.pod_ip, host_ip=self.host_ip,
                             start_time=self.start_time, sandbox_ready=self.sandbox_ready,
                             message=self.message)
         if status == self._last_status:

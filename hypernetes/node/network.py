@@ -1,0 +1,489 @@
+"""This node's side of tenant networks: from API objects to the host's routers, taps and DNS.
+
+`PodNetworks` watches the Networks, Namespaces, Services and Endpoints of the cluster and the
+pods bound to this node, and keeps the host equal to what they say (`TenantNetworkHost.apply`):
+a router namespace for every network that has a pod here, every such pod's port, every service
+of those networks with its ready endpoints. The state is a pure function of the API objects
+(`build_state`), so an agent restart or a host reboot is just another apply; an adopted VM's tap
+survives because its pod is in the state from the first apply on.
+
+A pod worker calls `attach(pod)` before it starts the VM: once the pod has its address (set by
+the network controller) and the host has applied a state that holds it, it opens the pod's tap
+and returns the guest's `NetworkConfig` with the tap's fd, which the runtime hands to QEMU. The
+tap dies with QEMU; nothing needs detaching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.network import NetworkApplyError, TenantNetworkHost
+from hypernetes.network.dns import DnsServer, records_for
+from hypernetes.network.objects import (
+    GROUP_VERSION,
+    IP_ANNOTATION,
+    MAC_ANNOTATION,
+    NETWORK_ANNOTATION,
+    namespace_network,
+    network_id,
+)
+from hypernetes.network.state import Endpoint, Network, NetworkState, Pod, Protocol, Service, ServicePort
+from hypernetes.node.podspec import ConfigError
+from hypernetes.runtime.interface import NetworkConfig
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+DOMAIN = "cluster.local"
+DEBOUNCE = 0.05  # changes arriving together (a deployment's pods, a service and its endpoints) apply once
+RETRY = 5.0  # a failed apply is tried again this often
+ATTACH_TIMEOUT = 30.0
+MAX_NAMESERVERS, MAX_SEARCHES = 3, 6  # what the C library reads
+KINDS = ("networks", "namespaces", "services", "endpoints", "pods")
+
+
+class NetworkNotReady(ConfigError):
+    """The pod cannot be given its network yet; it stays ContainerCreating and retries."""
+
+    reason = "ContainerCreating"
+    event = "NetworkNotReady"
+
+    @property
+    def event_message(self) -> str:
+        return f"network is not ready: {self}"
+
+
+def tap_name(uid: str) -> str:
+    """The pod's port on its network's bridge: unique per pod, within IFNAMSIZ."""
+    return "tap" + uid.replace("-", "").lower()[:12]
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    network: str
+    ip: str
+    mac: str
+
+
+def pod_address(pod: Obj) -> PodAddress | None:
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    network, ip, mac = (notes.get(k) for k in (NETWORK_ANNOTATION, IP_ANNOTATION, MAC_ANNOTATION))
+    if not (network and ip and mac):
+        return None
+    return PodAddress(str(network), str(ip), str(mac))
+
+
+def _meta(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _spec(obj: Obj | None) -> Obj:
+    spec = (obj or {}).get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _finished(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _host_address(cidr: ipaddress.IPv4Network, gateway: str, ip: Any) -> bool:
+    try:
+        addr = ipaddress.IPv4Address(str(ip))
+    except ValueError:
+        return False
+    return addr in cidr and addr not in (cidr.network_address, cidr.broadcast_address) \
+        and str(addr) != gateway
+
+
+@dataclass
+class _Net:
+    """One network being built: its plumbing and what its DNS serves."""
+
+    name: str
+    spec: Network
+    pods: list[Pod] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    service_objs: list[Obj] = field(default_factory=list)
+    endpoint_objs: list[Obj] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What `build_state` makes of the API objects: the host's state, each network's DNS data
+    (by network id: its Services and Endpoints objects), and what had to be left out, and why."""
+
+    state: NetworkState
+    names: dict[int, str]  # network id -> Network name
+    dns: dict[int, tuple[list[Obj], list[Obj]]]
+    skipped: list[str]
+
+
+def _network_of(net: Obj, mtu: int) -> Network | None:
+    spec, nid = _spec(net), network_id(net)
+    try:
+        cidr = ipaddress.IPv4Network(str(spec.get("cidr")))
+        gateway = str(ipaddress.IPv4Address(str(spec.get("gateway"))))
+    except ValueError:
+        return None
+    if nid is None or cidr.prefixlen > 30:
+        return None
+    egress = spec.get("egressNAT", True) is not False
+    return Network(id=nid, cidr=str(cidr), gateway=gateway, mtu=mtu, egress=egress)
+
+
+def _service_ports(svc: Obj, ep: Obj | None, cidr: ipaddress.IPv4Network, gateway: str) -> list[ServicePort]:
+    """Each TCP/UDP port of the service with its ready endpoints. An Endpoints subset names its
+    ports as the service does and carries the resolved (possibly named) target port, which may
+    differ between subsets."""
+    spec = _spec(svc)
+    node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+    out = []
+    for p in spec.get("ports") or []:
+        proto: Protocol = "UDP" if p.get("protocol") == "UDP" else "TCP"
+        port = p.get("port")
+        if p.get("protocol", "TCP") not in ("TCP", "UDP") or not isinstance(port, int):
+            continue
+        endpoints: list[Endpoint] = []
+        for subset in (ep or {}).get("subsets") or []:
+            target = next((sp.get("port") for sp in subset.get("ports") or []
+                           if (sp.get("name") or "") == (p.get("name") or "")
+                           and (sp.get("protocol") or "TCP") == proto), None)
+            if not isinstance(target, int) or not 1 <= target <= 65535:
+                continue
+            for a in subset.get("addresses") or []:  # the ready ones; notReadyAddresses never
+                if _host_address(cidr, gateway, a.get("ip")):
+                    e = Endpoint(str(a["ip"]), target)
+                    if e not in endpoints:
+                        endpoints.append(e)
+        node_port = p.get("nodePort") if node_ports and isinstance(p.get("nodePort"), int) else None
+        out.append(ServicePort(proto, port, tuple(endpoints), node_port))
+    return out
+
+
+def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> Desired:
+    """The host state for this node's pods. Never raises for bad objects: whatever cannot be
+    realised (a network without its id yet, a duplicate address, a cluster IP inside the pod
+    cidr, a node port used twice) is left out and said in `skipped`, so one bad object never
+    stops the rest of the host's networks."""
+    networks = objs["networks"]
+    nets: dict[str, _Net] = {}
+    skipped: list[str] = []
+    seen: dict[str, set[str]] = {}
+    for pod in sorted(objs["pods"].values(), key=lambda p: str(_meta(p).get("uid"))):
+        addr = pod_address(pod)
+        if addr is None or _finished(pod) or _spec(pod).get("nodeName") != node:
+            continue
+        what = f"pod {_meta(pod).get('namespace')}/{_meta(pod).get('name')}"
+        net_obj = networks.get(addr.network)
+        base = _network_of(net_obj, mtu) if net_obj is not None else None
+        if base is None:
+            skipped.append(f"{what}: network {addr.network} does not exist or has no id yet")
+            continue
+        n = nets.setdefault(addr.network, _Net(addr.network, base))
+        cidr = ipaddress.IPv4Network(base.cidr)
+        taken = seen.setdefault(addr.network, set())
+        if not _host_address(cidr, base.gateway, addr.ip) or addr.ip in taken or addr.mac in taken \
+                or addr.mac == base.gateway_mac:
+            skipped.append(f"{what}: address {addr.ip} / {addr.mac} is invalid or taken in {addr.network}")
+            continue
+        taken |= {addr.ip, addr.mac}
+        n.pods.append(Pod(tap_name(str(_meta(pod).get("uid"))), addr.mac, addr.ip))
+    by_id: dict[int, _Net] = {}
+    for n in list(nets.values()):
+        if n.spec.id in by_id:  # an operator gave two networks one id: neither is safe to build
+            skipped.append(f"network {n.name}: id {n.spec.id} is also network {by_id[n.spec.id].name}'s")
+            nets.pop(n.name)
+            nets.pop(by_id[n.spec.id].name, None)
+            continue
+        by_id[n.spec.id] = n
+    node_ports: set[tuple[str, int | None]] = set()
+    for svc in sorted(objs["services"].values(), key=lambda s: str(_meta(s).get("uid"))):
+        ns, name = str(_meta(svc).get("namespace")), str(_meta(svc).get("name"))
+        ns_obj = objs["namespaces"].get(ns)
+        home = namespace_network(ns_obj, networks.values()) if ns_obj is not None else None
+        found = nets.get(str(_meta(home).get("name"))) if home is not None else None
+        if found is None:
+            continue  # its network has no pod on this node
+        n = found
+        ep = objs["endpoints"].get(f"{ns}/{name}")
+        n.service_objs.append(svc)
+        if ep is not None:
+            n.endpoint_objs.append(ep)
+        spec = _spec(svc)
+        if spec.get("type") == "ExternalName":
+            continue
+        cip = spec.get("clusterIP")
+        if cip == "None":
+            continue  # headless: DNS only
+        cidr = ipaddress.IPv4Network(n.spec.cidr)
+        try:
+            if not cip or ipaddress.IPv4Address(str(cip)) in cidr:
+                raise ValueError
+        except ValueError:
+            skipped.append(f"service {ns}/{name}: cluster IP {cip!r} is not usable in {n.name}")
+            continue
+        ports = _service_ports(svc, ep, cidr, n.spec.gateway)
+        keys = {(str(cip), p.protocol, p.port) for s in n.services for p in s.ports if s.cluster_ip}
+        ports = [p for p in ports if (str(cip), p.protocol, p.port) not in keys]
+        kept = []
+        for p in ports:
+            if p.node_port is not None:
+                if (p.protocol, p.node_port) in node_ports:
+                    skipped.append(f"service {ns}/{name}: node port {p.node_port} is used twice")
+                    p = ServicePort(p.protocol, p.port, p.endpoints, None)
+                else:
+                    node_ports.add((p.protocol, p.node_port))
+            kept.append(p)
+        n.services.append(Service(f"{ns}/{name}", str(cip), tuple(kept)))
+    built = tuple(Network(id=n.spec.id, cidr=n.spec.cidr, gateway=n.spec.gateway, mtu=n.spec.mtu,
+                          egress=n.spec.egress, pods=tuple(n.pods), services=tuple(n.services))
+                  for n in sorted(nets.values(), key=lambda n: n.spec.id))
+    return Desired(NetworkState(built), {n.spec.id: n.name for n in nets.values()},
+                   {n.spec.id: (n.service_objs, n.endpoint_objs) for n in nets.values()}, skipped)
+
+
+def guest_dns(pod: Obj, gateway: str, upstreams: list[str]) -> tuple[tuple[str, ...], tuple[str, ...],
+                                                                     tuple[str, ...]]:
+    """(nameservers, searches, options) for the pod's resolv.conf, after its dnsPolicy and
+    dnsConfig as upstream: ClusterFirst (the default) is the network's DNS server on the gateway
+    with the namespace search path and ndots:5; Default is the network's upstream resolvers (the
+    gateway forwards when it has none of its own); None is only what dnsConfig says."""
+    spec = _spec(pod)
+    ns = str(_meta(pod).get("namespace") or "default")
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    servers: list[str] = []
+    searches: list[str] = []
+    options: dict[str, str | None] = {}
+    if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+        servers = [gateway]
+        searches = [f"{ns}.svc.{DOMAIN}", f"svc.{DOMAIN}", DOMAIN]
+        options = {"ndots": "5"}
+    elif policy == "Default":
+        servers = list(upstreams) or [gateway]
+    cfg = spec.get("dnsConfig") or {}
+    for s in cfg.get("nameservers") or []:
+        if s not in servers:
+            servers.append(str(s))
+    for s in cfg.get("searches") or []:
+        if s not in searches:
+            searches.append(str(s))
+    for o in cfg.get("options") or []:
+        if o.get("name"):
+            options[str(o["name"])] = None if o.get("value") is None else str(o["value"])
+    opts = tuple(k if v is None else f"{k}:{v}" for k, v in options.items())
+    return tuple(servers[:MAX_NAMESERVERS]), tuple(searches[:MAX_SEARCHES]), opts
+
+
+def guest_hosts(pod: Obj, ip: str) -> tuple[str, ...]:
+    """/etc/hosts lines beyond localhost: the pod's own name, then its hostAliases, as kubelet."""
+    spec = _spec(pod)
+    hostname = str(spec.get("hostname") or _meta(pod).get("name"))
+    ns = str(_meta(pod).get("namespace") or "default")
+    names = [hostname]
+    if spec.get("subdomain"):
+        names.insert(0, f"{hostname}.{spec['subdomain']}.{ns}.svc.{DOMAIN}")
+    lines = [f"{ip}\t{' '.join(names)}"]
+    for alias in spec.get("hostAliases") or []:
+        hosts = [str(h) for h in alias.get("hostnames") or []]
+        if alias.get("ip") and hosts:
+            lines.append(f"{alias['ip']}\t{' '.join(hosts)}")
+    return tuple(lines)
+
+
+class PodNetworks:
+    """See the module docstring. `dns`: serve each network's DNS on its gateway (None: no DNS,
+    for tests of the plumbing alone). `mtu`: of every bridge, tap and guest interface."""
+
+    def __init__(self, client: ApiClient, host: TenantNetworkHost, node_name: str, *,
+                 dns: DnsServer | None = None, mtu: int = 1500) -> None:
+        self.client = client
+        self.host = host
+        self.node = node_name
+        self.dns = dns
+        self.mtu = mtu
+        self.objs: dict[str, dict[str, Obj]] = {k: {} for k in KINDS}
+        self._synced: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._applied_event = asyncio.Event()
+        self.applied: Desired | None = None
+        self.errors: dict[str, str] = {}  # router netns -> why its apply failed
+        self._served: set[int] = set()
+        self._reported: dict[str, tuple[bool, str]] = {}
+
+    # -- watching -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        watches = [
+            self._watch("networks", GROUP_VERSION, "networks"),
+            self._watch("namespaces", "v1", "namespaces"),
+            self._watch("services", "v1", "services"),
+            self._watch("endpoints", "v1", "endpoints"),
+            self._watch("pods", "v1", "pods", f"spec.nodeName={self.node}"),
+        ]
+        tasks = [asyncio.create_task(w) for w in watches]
+        try:
+            await self._reconcile()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.dns is not None:
+                for nid in list(self._served):
+                    await self.dns.stop_network(str(nid))
+
+    @staticmethod
+    def _key(obj: Obj) -> str:
+        meta = _meta(obj)
+        return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta.get("name"))
+
+    async def _watch(self, kind: str, api_version: str, plural: str, field_selector: str = "") -> None:
+        store = self.objs[kind]
+        async for ev in self.client.informer(api_version, plural, field_selector=field_selector):
+            if ev.type == "SYNC":
+                store.clear()
+                store.update({self._key(o): o for o in ev.object.get("items") or []})
+                self._synced.add(kind)
+            elif ev.type == "DELETED":
+                store.pop(self._key(ev.object), None)
+            else:
+                store[self._key(ev.object)] = ev.object
+            self._dirty.set()
+
+    # -- reconciling ----------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(DEBOUNCE)
+            self._dirty.clear()
+            if len(self._synced) < len(KINDS):
+                continue  # a partial view would delete the routers and taps of pods not yet seen
+            try:
+                await self._apply(build_state(self.objs, self.node, self.mtu))
+            except Exception:  # never let one bad round end the node's networking
+                log.exception("tenant networks: reconciling failed; retrying in %.0f s", RETRY)
+                asyncio.get_running_loop().call_later(RETRY, self._dirty.set)
+
+    async def _apply(self, desired: Desired) -> None:
+        for why in desired.skipped:
+            log.warning("tenant networks: left out %s", why)
+        unchanged = self.applied is not None and self.applied.state == desired.state
+        if not unchanged or self.errors:
+            errors: dict[str, str] = {}
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.host.apply, desired.state)
+            except NetworkApplyError as e:
+                errors = {k: f"{type(v).__name__}: {v}" for k, v in e.errors.items()}
+            except (ValueError, OSError, RuntimeError) as e:
+                errors = {"*": f"{type(e).__name__}: {e}"}
+            self.errors = errors
+            if errors:
+                log.warning("tenant networks: %s", "; ".join(f"{k}: {v}" for k, v in errors.items()))
+                asyncio.get_running_loop().call_later(RETRY, self._dirty.set)
+            log.debug("tenant networks: applied %d networks in %.0f ms", len(desired.state.networks),
+                      (time.monotonic() - started) * 1000)
+        self.applied = desired
+        await self._serve_dns(desired)
+        await self._report(desired)
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
+
+    def _failed(self, nid: int) -> str | None:
+        return self.errors.get(self.host.router_netns(nid)) or self.errors.get("*")
+
+    async def _serve_dns(self, desired: Desired) -> None:
+        if self.dns is None:
+            return
+        for net in desired.state.networks:
+            if self._failed(net.id):
+                continue
+            services, endpoints = desired.dns[net.id]
+            try:
+                self.dns.set_records(str(net.id), records_for(services, endpoints, DOMAIN))
+                upstreams = _spec(self.objs["networks"].get(desired.names[net.id])).get("dnsServers")
+                await self.dns.serve_network(str(net.id), self.host.router_netns(net.id), net.gateway,
+                                             upstreams=upstreams or None)
+                self._served.add(net.id)
+            except (ValueError, OSError) as e:
+                log.warning("tenant network %s: DNS: %s", desired.names[net.id], e)
+        for nid in self._served - {n.id for n in desired.state.networks}:
+            await self.dns.stop_network(str(nid))
+            self._served.discard(nid)
+
+    async def _report(self, desired: Desired) -> None:
+        """Each network's `status.hosts` entry for this node: built, or why not."""
+        for net in desired.state.networks:
+            name = desired.names[net.id]
+            failed = self._failed(net.id)
+            entry = (failed is None, failed or "")
+            if self._reported.get(name) == entry:
+                continue
+            host: Obj = {"node": self.node, "ready": entry[0],
+                         "lastUpdateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if failed:
+                host["message"] = failed[:1024]
+            try:
+                await self.client.patch(GROUP_VERSION, "networks", name, {"status": {"hosts": [host]}},
+                                        subresource="status",
+                                        content_type="application/strategic-merge-patch+json")
+                self._reported[name] = entry
+            except (ApiException, OSError) as e:
+                log.warning("tenant network %s: status: %s", name, e)
+        for name in set(self._reported) - set(desired.names.values()):
+            del self._reported[name]
+
+    # -- pods -----------------------------------------------------------------------------------
+
+    def _placed(self, ifname: str) -> Network | None:
+        if self.applied is None:
+            return None
+        for net in self.applied.state.networks:
+            if any(p.ifname == ifname for p in net.pods) and not self._failed(net.id):
+                return net
+        return None
+
+    async def attach(self, pod: Obj) -> NetworkConfig:
+        """The pod's guest network, with its tap opened (the caller owns `tap_fd`)."""
+        addr = pod_address(pod)
+        if addr is None:
+            raise NetworkNotReady("waiting for the pod's address from the network controller")
+        ifname = tap_name(str(_meta(pod).get("uid")))
+        deadline = time.monotonic() + ATTACH_TIMEOUT
+        while (net := self._placed(ifname)) is None:
+            waiter = self._applied_event
+            self._dirty.set()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = self._why_not(pod, addr)
+                raise NetworkNotReady(f"network {addr.network} is not set up on this node: {why}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), min(left, 1.0))
+        fd = await asyncio.to_thread(self.host.create_tap, net, ifname, addr.mac)
+        upstreams = [str(s) for s in _spec(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
+        servers, searches, options = guest_dns(pod, net.gateway, upstreams)
+        return NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,
+                             mtu=net.mtu, dns_servers=servers, dns_search=searches, dns_options=options,
+                             hosts=guest_hosts(pod, addr.ip), tap_fd=fd)
+
+    def _why_not(self, pod: Obj, addr: PodAddress) -> str:
+        if len(self._synced) < len(KINDS):
+            return "the node has not yet read the cluster's networks"
+        what = f"pod {_meta(pod).get('namespace')}/{_meta(pod).get('name')}"
+        for why in (self.applied.skipped if self.applied is not None else []):
+            if why.startswith(what):
+                return why
+        net = self.objs["networks"].get(addr.network)
+        nid = network_id(net) if net is not None else None
+        if nid is not None and (failed := self._failed(nid)):
+            return failed
+        return "the pod is not yet in this node's view of the cluster"
+
