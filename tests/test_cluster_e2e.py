@@ -31,8 +31,12 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, data: Path, port: int) -> None:
+    def __init__(self, data: Path, port: int, network_args: list[str] | None = None) -> None:
+        """`network_args`: the `up --network-*` options of a test that made its own host network
+        namespace; without them the cluster builds no tenant networks (tests touch nothing on the
+        real host's network)."""
         self.data, self.port = data, port
+        self.network_args = network_args or ["--no-network"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data.parent / "up.log"
 
@@ -49,6 +53,7 @@ class Cluster:
                     str(self.port),
                     "--node-name",
                     "node1",
+                    *self.network_args,
                 ],
                 stdout=log,
                 stderr=log,
