@@ -250,7 +250,7 @@ def test_service_rules() -> None:
     s["spec"]["ports"].append({"port": 0})
     assert errs(SVC, s) == {(E.REQUIRED, "spec.ports[1].name"), (E.INVALID, "spec.ports[1].port")}
     s = service()
-    s["spec"]["type"] = "NodePort"
+    s["spec"]["type"] = "LoadBalancer"
     assert errs(SVC, s) == {(E.NOT_SUPPORTED, "spec.type")}
     old = service()
     old["spec"]["clusterIP"] = "10.0.0.10"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,9 +168,67 @@ def test_cluster_ips_and_node_ports(env: Env) -> None:
     wait_for(lambda: not allocations(c, "Service", ns), what="service records released")
 
 
+def test_node_port_services(env: Env) -> None:
+    """A NodePort service gets a port from 30000-32767 (its record `nodeport.<port>`); a chosen
+    port someone holds gets a Warning event; turned ClusterIP, the port goes back."""
+    w, c = env
+    ns = "globex-a"
+
+    def np(name: str, **port: int) -> JSON:
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 80, **port}]}}
+
+    def node_port(name: str) -> int | None:
+        s = c.get("v1", "services", name, ns) or {}
+        return (s.get("spec", {}).get("ports") or [{}])[0].get("nodePort")
+    w.op("POST", f"/api/v1/namespaces/{ns}/services", np("np"))
+    port = int(wait_for(lambda: node_port("np"), what="np's node port"))
+    assert 30000 <= port <= 32767
+    rec = wait_for(lambda: c.get(*ALLOC, f"nodeport.{port}"), what="its record")
+    assert rec["spec"]["nodePort"] == port and rec["spec"]["owner"]["name"] == "np"
+    assert wait_for(lambda: (c.get("v1", "services", "np", ns) or {})["spec"].get("clusterIP"), what="its IP")
+    # a port the user chose that another service holds: accepted by the API, warned about
+    w.op("POST", f"/api/v1/namespaces/{ns}/services", np("np-clash", nodePort=port))
+
+    def warned() -> JSON | None:
+        return next((e for e in c.items("v1", "events", ns) if e["reason"] == "NodePortInUse"
+                     and e["involvedObject"]["name"] == "np-clash"), None)
+    assert str(port) in wait_for(warned, what="NodePortInUse event")["message"]
+    assert c.get(*ALLOC, f"nodeport.{port}")["spec"]["owner"]["name"] == "np"
+    # NodePort -> ClusterIP: the API wipes the node port, the controller releases its record
+    c.patch("v1", "services", "np", {"spec": {"type": "ClusterIP"}}, ns)
+    assert node_port("np") is None
+    # ... and np-clash, waiting for that port, now holds it
+    wait_for(lambda: (c.get(*ALLOC, f"nodeport.{port}") or {}).get("spec", {}).get("owner", {}).get("name")
+             == "np-clash", what="np-clash holds the port it chose")
+    for name in ("np", "np-clash"):
+        w.op("DELETE", f"/api/v1/namespaces/{ns}/services/{name}")
+    wait_for(lambda: not allocations(c, "Service", ns), what="records released")
+
+
+@pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
+def test_kubectl_shows_the_node_port(env: Env) -> None:
+    w, c = env
+    w.api.kubectl("-n", "acme-a", "apply", "-f", "-", input="""
+apiVersion: v1
+kind: Service
+metadata: {name: published}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
+""")
+    wait_for(lambda: c.get(*ALLOC, "nodeport.30080"), what="the node port's record")
+    out = w.api.kubectl("-n", "acme-a", "get", "svc", "published")
+    _, row = out.stdout.splitlines()
+    assert row.split()[1] == "NodePort" and "80:30080/TCP" in row.split(), out.stdout
+    w.api.kubectl("-n", "acme-a", "delete", "svc", "published")
+    wait_for(lambda: c.get(*ALLOC, "nodeport.30080") is None, what="the node port released")
+
+
 def test_node_ports_are_unique_records(env: Env) -> None:
-    """The API refuses type NodePort for now (policy.py); the allocation itself, as the service
-    path calls it: many at once, no port twice; records of services that do not exist go."""
+    """The allocation itself, as the service path calls it: many at once, no port twice; records
+    of services that do not exist go."""
     _, c = env
     ctl = c.manager["networks"]
     assert isinstance(ctl, NetworkController)
@@ -181,6 +240,93 @@ def test_node_ports_are_unique_records(env: Env) -> None:
     assert len(set(ports)) == 20 and all(30000 <= p <= 32767 for p in ports)
     # the owners do not exist: the records are released as orphans
     wait_for(lambda: not any(c.get(*ALLOC, f"nodeport.{p}") for p in ports), what="orphan ports released")
+
+
+def ids(c: ControllersThread) -> dict[str, int]:
+    return {n["metadata"]["name"]: n["spec"]["id"] for n in c.items(*NET) if "id" in n["spec"]}
+
+
+def id_records(c: ControllersThread) -> dict[int, JSON]:
+    return {a["spec"]["networkID"]: a for a in c.items(*ALLOC) if "networkID" in a["spec"]}
+
+
+def net(name: str, **spec: object) -> JSON:
+    return {"apiVersion": "hypernetes.io/v1", "kind": "Network", "metadata": {"name": name},
+            "spec": {"cidr": "10.0.0.0/16", **spec}}
+
+
+def test_network_ids(env: Env) -> None:
+    """Every network gets spec.id, unique in the cluster (record networkid.<id>): 30 created at
+    once; the same ids for a second controller with fresh caches; released with the network and
+    given again; fixed once set; an operator's taken choice gets an event and waits."""
+    w, c = env
+    for name in ("default", "acme", "globex"):
+        wait_for(lambda n=name: n in ids(c), what=f"{name}'s id")
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: w.op("POST", "/apis/hypernetes.io/v1/networks",
+                                     net(f"many-{i}", tenant="acme")), range(30)))
+    names = {f"many-{i}" for i in range(30)}
+    got = wait_for(lambda: x if names <= set(x := ids(c)) else None, what="30 ids")
+    assert len(set(got.values())) == len(got), got  # unique across every network
+    assert all(1 <= v <= 8191 for v in got.values())
+    records = wait_for(lambda: r if set(got.values()) <= set(r := id_records(c)) else None, what="records")
+    for name, value in got.items():
+        rec = records[value]
+        assert rec["metadata"]["name"] == f"networkid.{value}"
+        owner = rec["spec"]["owner"]
+        uid = c.get(*NET, name)["metadata"]["uid"]
+        assert (owner["kind"], owner["name"], owner["uid"]) == ("Network", name, uid)
+    assert set(records) == set(got.values())  # no leftovers from lost races
+
+    # a second controller, caches fresh, keeps them all (as a restarted one would)
+    other = ControllersThread(w.api, only=["networks"]).start()
+    try:
+        time.sleep(1.5)
+        assert ids(c) == got and set(id_records(c)) == set(got.values())
+    finally:
+        other.stop()
+
+    # fixed once set, even for operators
+    r = w.http("operator").patch("/apis/hypernetes.io/v1/networks/many-0", json={"spec": {"id": 8000}},
+                                 headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 422 and "spec.id" in r.text, r.text
+
+    # released with the network, then given again: lowest free first
+    gone = {f"many-{i}": got[f"many-{i}"] for i in range(5)}
+    for name in gone:
+        w.op("DELETE", f"/apis/hypernetes.io/v1/networks/{name}")
+    wait_for(lambda: not set(gone.values()) & set(id_records(c)), what="5 ids released")
+    held = set(ids(c).values())
+    expect = [v for v in range(1, 8192) if v not in held][:5]
+    assert set(gone.values()) <= set(range(1, max(expect) + 1))
+    for i in range(5):
+        w.op("POST", "/apis/hypernetes.io/v1/networks", net(f"again-{i}", tenant="acme"))
+    again = wait_for(lambda: x if all(f"again-{i}" in (x := ids(c)) for i in range(5)) else None,
+                     what="ids again")
+    assert sorted(again[f"again-{i}"] for i in range(5)) == expect
+    assert set(gone.values()) <= set(expect)
+
+    # an operator's choice another network holds: accepted, warned about, and it waits
+    taken = got["many-10"]
+    w.op("POST", "/apis/hypernetes.io/v1/networks", net("clash", id=taken))
+
+    def warned() -> JSON | None:
+        return next((e for e in c.items("v1", "events", "default") if e["reason"] == "NetworkIDInUse"
+                     and e["involvedObject"]["name"] == "clash"), None)
+    event = wait_for(warned, what="NetworkIDInUse event")
+    assert event["type"] == "Warning" and "many-10" in event["message"]
+    assert c.get(*NET, "clash")["spec"]["id"] == taken
+    assert id_records(c)[taken]["spec"]["owner"]["name"] == "many-10"
+    # the holder goes: the waiting network gets its record
+    w.op("DELETE", "/apis/hypernetes.io/v1/networks/many-10")
+    wait_for(lambda: (id_records(c).get(taken) or {}).get("spec", {}).get("owner", {}).get("name") == "clash",
+             what="clash holds its id")
+    # an operator's free choice is recorded as it is
+    w.op("POST", "/apis/hypernetes.io/v1/networks", net("chosen", id=8100))
+    rec = wait_for(lambda: id_records(c).get(8100), what="the chosen id's record")
+    assert rec["spec"]["owner"]["name"] == "chosen"
+    for name in [*names - set(gone) - {"many-10"}, *(f"again-{i}" for i in range(5)), "clash", "chosen"]:
+        w.op("DELETE", f"/apis/hypernetes.io/v1/networks/{name}")
 
 
 @pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")

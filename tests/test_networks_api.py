@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hypernetes.api.schema.validation import NODE_PORTS
+from hypernetes.controllers.networks import NODE_PORTS as CONTROLLER_NODE_PORTS
 from hypernetes.controllers.networks import mac_for, pod_hosts, validate_network
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
@@ -183,14 +185,107 @@ def test_kubectl_prints_networks(world: TenantWorld) -> None:
     out = world.kubectl("acme-member", "get", "networks")
     assert out.returncode == 0, out.stderr
     header, *rows = out.stdout.splitlines()
-    assert header.split() == ["NAME", "TENANT", "CIDR", "GATEWAY", "EGRESS", "AGE"]
+    assert header.split() == ["NAME", "TENANT", "ID", "CIDR", "GATEWAY", "EGRESS", "AGE"]
     row = next(r.split() for r in rows if r.startswith("acme-print "))
-    assert row[:5] == ["acme-print", "acme", "10.9.0.0/16", "10.9.0.1", "false"]
+    # no network controller runs here: the id is not given yet
+    assert row[:6] == ["acme-print", "acme", "<none>", "10.9.0.0/16", "10.9.0.1", "false"]
+    world.op("POST", NETS, network("op-print", "10.9.0.0/16", id=4321))
+    out = world.kubectl("operator", "get", "networks", "op-print", "--no-headers")
+    assert out.stdout.split()[:3] == ["op-print", "4321", "10.9.0.0/16"], out.stdout + out.stderr
     assert not any(r.startswith("globex") for r in rows)
     out = world.kubectl("operator", "get", "net", "acme-print", "-o", "wide")
     assert "SERVICE CIDR" in out.stdout and "10.96.0.0/16" in out.stdout, out.stdout + out.stderr
     out = world.kubectl("operator", "explain", "networks.spec.egressNAT")
     assert out.returncode == 0 and "masquerade" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_network_id_is_the_controllers_and_operators(world: TenantWorld) -> None:
+    merge = {"Content-Type": "application/merge-patch+json"}
+    # a tenant admin may not choose it, on create or later
+    code, body = post(world, "acme-admin", NETS, network("acme-chosen", id=77))
+    assert code == 403 and "spec.id" in body["message"], body
+    assert post(world, "acme-admin", NETS, network("acme-noid"))[0] == 201
+    r = world.http("acme-admin").patch(f"{NETS}/acme-noid", json={"spec": {"id": 77}}, headers=merge)
+    assert r.status_code == 403 and "spec.id" in r.text, r.text
+    # an operator may (as the controller does), within 1-8191
+    for bad in (0, 8192, -1):
+        code, body = post(world, "operator", NETS, network("op-bad", id=bad))
+        assert code == 422 and body["details"]["causes"][0]["field"] == "spec.id", body
+    code, body = post(world, "operator", NETS, network("op-bad", id="seven"))
+    assert code == 422 and "spec.id" in body["message"], body
+    r = world.http("operator").patch(f"{NETS}/acme-noid", json={"spec": {"id": 77}}, headers=merge)
+    assert r.status_code == 200 and r.json()["spec"]["id"] == 77, r.text
+    # then it is fixed: not changed, not removed (a PUT without it keeps it), even by operators
+    r = world.http("operator").patch(f"{NETS}/acme-noid", json={"spec": {"id": 78}}, headers=merge)
+    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "spec.id", r.text
+    cur = world.http("acme-admin").get(f"{NETS}/acme-noid").json()
+    del cur["spec"]["id"]
+    cur["spec"]["egressNAT"] = False
+    r = world.http("acme-admin").put(f"{NETS}/acme-noid", json=cur)
+    assert r.status_code == 200 and r.json()["spec"]["id"] == 77, r.text
+    # the tenant admin may still change what is theirs to change, id included as it is
+    r = world.http("acme-admin").patch(f"{NETS}/acme-noid", json={"spec": {"egressNAT": True, "id": 77}},
+                                       headers=merge)
+    assert r.status_code == 200, r.text
+
+
+def svc(name: str, stype: str = "NodePort", **spec: object) -> JSON:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"type": stype, "selector": {"a": "b"}, "ports": [{"port": 80}], **spec}}
+
+
+SVCS = "/api/v1/namespaces/acme-a/services"
+
+
+def test_node_port_services_are_admitted_with_upstreams_rules(world: TenantWorld) -> None:
+    assert NODE_PORTS == CONTROLLER_NODE_PORTS
+    code, body = post(world, "acme-member", SVCS, svc("np"))
+    assert code == 201, body
+    assert body["spec"]["externalTrafficPolicy"] == "Cluster"
+    assert body["spec"]["internalTrafficPolicy"] == "Cluster"
+    code, body = post(world, "acme-member", SVCS, svc("cip", "ClusterIP"))
+    assert code == 201 and "externalTrafficPolicy" not in body["spec"], body
+    assert body["spec"]["internalTrafficPolicy"] == "Cluster"
+    code, body = post(world, "acme-member", SVCS, svc("np-chosen", ports=[{"port": 80, "nodePort": 30080}]))
+    assert code == 201 and body["spec"]["ports"][0]["nodePort"] == 30080, body
+    for port in (80, 29999, 32768):
+        code, body = post(world, "acme-member", SVCS, svc("np-bad", ports=[{"port": 80, "nodePort": port}]))
+        assert code == 422, body
+        assert body["details"]["causes"][0]["field"] == "spec.ports[0].nodePort", body
+        assert "The range of valid ports is 30000-32767" in body["message"], body
+    code, body = post(world, "acme-member", SVCS, svc("np-dup", ports=[
+        {"name": "a", "port": 80, "nodePort": 30100}, {"name": "b", "port": 81, "nodePort": 30100}]))
+    assert code == 422 and body["details"]["causes"][0]["field"] == "spec.ports[1].nodePort", body
+    code, body = post(world, "acme-member", SVCS, svc("cip-np", "ClusterIP",
+                                                      ports=[{"port": 80, "nodePort": 30081}]))
+    assert code == 422 and body["details"]["causes"][0]["field"] == "spec.ports[0].nodePort", body
+    assert "may not be used when `type` is 'ClusterIP'" in body["message"]
+    code, body = post(world, "acme-member", SVCS, svc("cip-etp", "ClusterIP",
+                                                      externalTrafficPolicy="Cluster"))
+    assert code == 422 and body["details"]["causes"][0]["field"] == "spec.externalTrafficPolicy", body
+    code, body = post(world, "acme-member", SVCS, svc("lb", "LoadBalancer"))
+    assert code == 422 and body["details"]["causes"][0]["field"] == "spec.type", body
+    assert "NodePort" in body["message"] and "load balancer" in body["message"], body
+
+
+def test_a_node_port_service_turned_cluster_ip_loses_its_node_ports(world: TenantWorld) -> None:
+    """As upstream's dropTypeDependentFields: a type change the caller made without touching the
+    node ports wipes them (and externalTrafficPolicy); changing them too is refused."""
+    assert post(world, "acme-member", SVCS, svc("np-back", ports=[{"port": 80, "nodePort": 30090}]))[0] == 201
+    merge = {"Content-Type": "application/merge-patch+json"}
+    r = world.http("acme-member").patch(f"{SVCS}/np-back", json={"spec": {"type": "ClusterIP"}},
+                                        headers=merge)
+    assert r.status_code == 200, r.text
+    spec = r.json()["spec"]
+    assert spec["type"] == "ClusterIP" and "nodePort" not in spec["ports"][0], spec
+    assert "externalTrafficPolicy" not in spec, spec
+    assert post(world, "acme-member", SVCS, svc("np-keep", ports=[{"port": 80, "nodePort": 30091}]))[0] == 201
+    r = world.http("acme-member").patch(f"{SVCS}/np-keep", json={"spec": {
+        "type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30092}]}}, headers=merge)
+    assert r.status_code == 422 and "spec.ports[0].nodePort" in r.text, r.text
+    # and back: a NodePort service again (the controller gives it a port)
+    r = world.http("acme-member").patch(f"{SVCS}/np-back", json={"spec": {"type": "NodePort"}}, headers=merge)
+    assert r.status_code == 200 and r.json()["spec"]["externalTrafficPolicy"] == "Cluster", r.text
 
 
 def test_model_helpers() -> None:

@@ -9,9 +9,10 @@ a tenant's deployments and those pods must obey the same quota and policy.
 - Users: a tenant admin creates users of its own tenant only; a user's tenant never changes.
 - Networks: a tenant admin's network is its tenant's (spec.tenant), defaults filled (gateway,
   egressNAT, serviceCIDR) and every field checked (422 with the field's path); only operators set
-  the default-network label. A namespace's `hypernetes.io/network` annotation must name a network
-  of the namespace's tenant. A pod's address annotations (`hypernetes.io/ip`, `.../mac`,
-  `.../network`) are the network controller's: other callers may not set or change them.
+  the default-network label and the network id (spec.id, which an update without it keeps). A
+  namespace's `hypernetes.io/network` annotation must name a network of the namespace's tenant.
+  A pod's address annotations (`hypernetes.io/ip`, `.../mac`, `.../network`) are the network
+  controller's: other callers may not set or change them.
 - Pods and pod templates: no host namespaces, no privileged containers, runtime classes and
   kernels only from the tenant's allowed lists.
 - Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
@@ -42,13 +43,7 @@ from typing import Any
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
 from hypernetes.auth.podtoken import add_token_volume
-from hypernetes.controllers.networks import (
-    DEFAULT_LABEL,
-    NETWORK_ANNOTATION,
-    POD_ANNOTATIONS,
-    apply_defaults,
-    validate_network,
-)
+from hypernetes.controllers.networks import apply_defaults, validate_network
 from hypernetes.controllers.volumes import (
     BACKING_FILE,
     BETA_CLASS,
@@ -61,6 +56,7 @@ from hypernetes.controllers.volumes import (
     storage_bytes,
     storage_usage,
 )
+from hypernetes.network.objects import DEFAULT_LABEL, NETWORK_ANNOTATION, POD_ANNOTATIONS
 from hypernetes.runtime.podsize import pod_vm, quota_usage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.store.keys import key_prefix, object_key
@@ -264,6 +260,12 @@ class TenantAdmission:
         old_labels = ((old or {}).get("metadata") or {}).get("labels") or {}
         if not caller.operator and labels.get(DEFAULT_LABEL) != old_labels.get(DEFAULT_LABEL):
             raise Denied(f"only operators may set the {DEFAULT_LABEL} label")
+        old_id = ((old or {}).get("spec") or {}).get("id")
+        if old_id is not None and spec.get("id") is None:
+            spec["id"] = old_id  # kept as upstream keeps an allocated clusterIP on a PUT without it
+        if not caller.operator and spec.get("id") != old_id:
+            raise Denied("spec.id: a network's id is given by the network controller; only operators may "
+                         "choose it")
         tenant = spec.get("tenant")
         if tenant:
             labels[TENANT_LABEL] = tenant  # for label selectors: kubectl get networks -l

@@ -31,18 +31,31 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory, split_key
+from hypernetes.network.objects import (
+    CLUSTER_NETWORK,
+    DEFAULT_LABEL,
+    GROUP_VERSION,
+    IP_ANNOTATION,
+    MAC_ANNOTATION,
+    NETWORK_ANNOTATION,
+    NETWORK_IDS,
+    POD_ANNOTATIONS,
+    TENANT_LABEL,
+    default_network,
+    namespace_network,
+    network_id,
+    network_id_record,
+)
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
-GROUP_VERSION = "hypernetes.io/v1"
-TENANT_LABEL = "hypernetes.io/tenant"
-DEFAULT_LABEL = "hypernetes.io/default-network"  # "true" on a tenant's (or the cluster's) default
-NETWORK_ANNOTATION = "hypernetes.io/network"  # on a namespace: its network; on a pod: the one it is on
-IP_ANNOTATION = "hypernetes.io/ip"
-MAC_ANNOTATION = "hypernetes.io/mac"
-POD_ANNOTATIONS = (NETWORK_ANNOTATION, IP_ANNOTATION, MAC_ANNOTATION)
-CLUSTER_NETWORK = "default"
+__all__ = [  # the model's names, re-exported for admission and tests
+    "CLUSTER_NETWORK", "DEFAULT_LABEL", "GROUP_VERSION", "IP_ANNOTATION", "MAC_ANNOTATION",
+    "NETWORK_ANNOTATION", "NETWORK_IDS", "POD_ANNOTATIONS", "TENANT_LABEL", "NetworkController",
+    "apply_defaults", "mac_for", "network_spec", "pod_hosts", "validate_network",
+]
+
 DEFAULT_CIDR = "10.0.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
 NODE_PORTS = range(30000, 32768)
@@ -119,10 +132,17 @@ def validate_network(spec: Obj, old: Obj | None = None) -> list[tuple[str, str]]
     for i, d in enumerate(dns):
         if _v4(d) is None:
             errs.append((f"spec.dnsServers[{i}]", f"Invalid value: {d!r}: must be an IPv4 address"))
+    nid = spec.get("id")
+    if nid is not None and (not isinstance(nid, int) or isinstance(nid, bool) or nid not in NETWORK_IDS):
+        errs.append(("spec.id", f"Invalid value: {nid!r}: must be between {NETWORK_IDS.start} and "
+                                f"{NETWORK_IDS.stop - 1}, inclusive"))
     if old is not None:
         for f in ("tenant", "cidr", "gateway", "serviceCIDR"):
             if (old.get(f) or None) != (spec.get(f) or None):
                 errs.append((f"spec.{f}", "Invalid value: field is immutable"))
+        # set once (by the controller, or an operator at creation), then fixed for the network's life
+        if old.get("id") is not None and old.get("id") != nid:
+            errs.append(("spec.id", "Invalid value: field is immutable"))
     return errs
 
 
@@ -198,6 +218,8 @@ class NetworkController(Controller):
         self._taken: set[str] = set()
         # keys of pods and services waiting for an address of a full network: a release wakes them
         self._waiting: dict[str, set[str]] = {}
+        # (network uid, id) already warned about: NetworkIDInUse once, not on every status count
+        self._id_warned: set[tuple[str, int]] = set()
 
         def each(prefix: str) -> Handler:
             def add(o: Obj) -> None:
@@ -231,14 +253,23 @@ class NetworkController(Controller):
 
     def _released(self, a: Obj) -> None:
         self._allocation(a)
-        for key in self._waiting.pop(str(_spec(a).get("network") or "nodeport"), set()):
-            self.queue.add(key)
+        spec = _spec(a)
+        if spec.get("network") or spec.get("nodePort"):
+            for key in self._waiting.pop(str(spec.get("network") or "nodeport"), set()):
+                self.queue.add(key)
+        if spec.get("networkID") is not None:
+            # a network given this id by an operator while another held it may have it now
+            for net in self.networks.list():
+                if network_id(net) == spec["networkID"]:
+                    self.queue.add(f"network/{m.name(net)}")
 
     def _allocation(self, a: Obj) -> None:
         self._taken.discard(m.name(a))  # the informer holds it (or it is gone) from now on
         if _spec(a).get("network"):
             self.queue.add(f"network/{_spec(a)['network']}")  # its counts
         o = _spec(a).get("owner") or {}
+        if o.get("kind") == "Network" and o.get("name"):
+            self.queue.add(f"network/{o['name']}")  # its id
         kind = {"Pod": "pod", "Service": "service"}.get(str(o.get("kind")))
         if kind and o.get("namespace") and o.get("name"):
             self.queue.add(f"{kind}/{o['namespace']}/{o['name']}")
@@ -286,11 +317,7 @@ class NetworkController(Controller):
             await self._create_network(CLUSTER_NETWORK, None)
 
     def default_network(self, tenant: str | None) -> Obj | None:
-        for net in self.networks.list():
-            if m.labels(net).get(DEFAULT_LABEL) == "true" and (_spec(net).get("tenant") or None) == tenant \
-                    and not m.deleting(net):
-                return net
-        return None
+        return default_network(tenant, self.networks.list())
 
     def tenant_networks(self, tenant: str) -> list[Obj]:
         return [n for n in self.networks.list() if _spec(n).get("tenant") == tenant]
@@ -315,11 +342,14 @@ class NetworkController(Controller):
     async def _network(self, name: str) -> None:
         net = self.networks.get(name)
         if net is None:
-            # its records stay until their owners go: pods may still run with those addresses,
-            # and a network made again under the name must not hand them out twice
+            # its address records stay until their owners go: pods may still run with those
+            # addresses, and a network made again under the name must not hand them out twice.
+            # Its id goes back once it is really gone.
+            await self._release_network_ids(name)
             if name == CLUSTER_NETWORK:
                 await self._ensure_cluster_network()
             return
+        await self._network_id(net)
         ips = svc_ips = 0
         pods_cidr = ipaddress.IPv4Network(str(_spec(net)["cidr"]))
         for a in self.allocations.list():
@@ -341,20 +371,89 @@ class NetworkController(Controller):
                 if e.status != 404:
                     raise
 
+    # -- network ids -------------------------------------------------------------------------------
+
+    def _id_records(self, name: str) -> list[Obj]:
+        return [a for a in self.allocations.list() if _spec(a).get("networkID") is not None
+                and (_spec(a).get("owner") or {}).get("kind") == "Network"
+                and (_spec(a).get("owner") or {}).get("name") == name]
+
+    async def _release_network_ids(self, name: str) -> None:
+        records = self._id_records(name)
+        if not records:
+            return
+        live = await self.client.get_or_none(GROUP_VERSION, "networks", name)  # our cache may be behind
+        for a in records:
+            if live is None or (_spec(a).get("owner") or {}).get("uid") != m.uid(live):
+                await self._release(a)
+
+    async def _network_id(self, net: Obj) -> None:
+        """Give the network its cluster-wide id (spec.id), or record the one an operator chose:
+        the record `networkid.<id>` (create-if-absent) makes it unique. Ids of older networks of
+        the same name go back."""
+        name, uid = m.name(net), m.uid(net)
+        mine: list[Obj] = []
+        for a in self._id_records(name):
+            if (_spec(a).get("owner") or {}).get("uid") == uid:
+                mine.append(a)
+            else:
+                await self._release(a)
+        owner = {"kind": "Network", "name": name, "uid": uid}
+        value = network_id(net)
+        if value is not None:
+            record = network_id_record(value)
+            for a in mine:
+                if m.name(a) != record:  # taken for this network, but it was given another
+                    await self._release(a)
+            if any(m.name(a) == record for a in mine) or (
+                    self._free(record) and await self._take(record, {"networkID": value, "owner": owner})):
+                self._id_warned.discard((uid, value))
+                return
+            if self.allocations.get(record) is None and record in self._taken:
+                self.queue.add_after(f"network/{name}", 1.0)  # taken by this process a moment ago
+                return
+            if (uid, value) not in self._id_warned:
+                self._id_warned.add((uid, value))
+                holder = (_spec(self.allocations.get(record)).get("owner") or {}).get("name") or "another"
+                await self.events.warning({"apiVersion": GROUP_VERSION, "kind": "Network", **net},
+                                          "NetworkIDInUse", f"network id {value} is held by {holder}: "
+                                          "nodes do not build this network until it has an id of its own")
+            return
+        if _spec(net).get("id") is not None or m.deleting(net):
+            return  # an invalid id (validation refuses those); or on its way out: no new id
+        held = sorted(int(_spec(a)["networkID"]) for a in mine)
+        value = held[0] if held else await self._allocate_network_id(owner)
+        body = {"metadata": {"resourceVersion": m.meta(net).get("resourceVersion")}, "spec": {"id": value}}
+        try:
+            self.networks.written(await self.client.patch(GROUP_VERSION, "networks", name, body,
+                                                          content_type="application/merge-patch+json"))
+        except ApiException as e:
+            if e.status == 404:
+                return  # gone: the deletion event releases the record
+            if e.status != 409:
+                raise
+            self.queue.add_rate_limited(f"network/{name}")  # changed meanwhile: the record is reused
+            return
+        for a in mine:
+            if _spec(a).get("networkID") != value:
+                await self._release(a)
+
+    async def _allocate_network_id(self, owner: Obj) -> int:
+        """The lowest id neither recorded nor set on a network (an operator's choice not yet
+        recorded)."""
+        used = {network_id(n) for n in self.networks.list()}
+        for value in NETWORK_IDS:
+            record = network_id_record(value)
+            if value not in used and self._free(record) and await self._take(
+                    record, {"networkID": value, "owner": owner}):
+                return value
+        raise Exhausted(f"no free network id in {NETWORK_IDS.start}-{NETWORK_IDS.stop - 1}")
+
     def network_of(self, namespace: str) -> Obj | None:
-        """The namespace's network: the one its annotation names if it belongs to the namespace's
-        tenant (admission checks this; a network moved or deleted since is ignored), else the
-        tenant's default, else (operators' namespaces) the cluster's."""
+        """The namespace's network (objects.namespace_network: its annotation's if that is of the
+        namespace's tenant, else the tenant's default, else the cluster's)."""
         ns = self.namespaces.get(namespace)
-        if ns is None:
-            return None
-        tenant = m.labels(ns).get(TENANT_LABEL) or None
-        named = _annotations(ns).get(NETWORK_ANNOTATION)
-        if named:
-            net = self.networks.get(named)
-            if net is not None and (_spec(net).get("tenant") or None) == tenant and not m.deleting(net):
-                return net
-        return self.default_network(tenant) if tenant else self.networks.get(CLUSTER_NETWORK)
+        return None if ns is None else namespace_network(ns, self.networks.list())
 
     # -- allocation records ----------------------------------------------------------------------
 
@@ -478,6 +577,7 @@ class NetworkController(Controller):
             if not any(m.name(a) == name_ for a in mine) and not (
                     self._free(name_) and await self._take(name_, {"network": m.name(net), "ip": ip,
                                                                    "owner": self._owner("Service", svc)})):
+                self._waiting.setdefault(m.name(net), set()).add(f"service/{key}")  # until it is released
                 await self.events.warning(svc, "ClusterIPInUse",
                                           f"clusterIP {ip} is already allocated in network {m.name(net)}")
         ports = [dict(p) for p in spec.get("ports") or []]
@@ -490,6 +590,7 @@ class NetworkController(Controller):
                     port = int(p["nodePort"])
                     if port not in held and not (self._free(nodeport_name(port)) and await self._take(
                             nodeport_name(port), {"nodePort": port, "owner": self._owner("Service", svc)})):
+                        self._waiting.setdefault("nodeport", set()).add(f"service/{key}")  # taken when freed
                         await self.events.warning(svc, "NodePortInUse", f"node port {port} is taken")
                     continue
                 p["nodePort"] = spare.pop(0) if spare else await self._node_port(svc)

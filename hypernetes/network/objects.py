@@ -22,6 +22,7 @@ CLUSTER_NETWORK = "default"
 # 0 is never allocated, so an absent id can never be mistaken for one. The default link pool
 # (169.254.0.0/17) has room for 8192 /30s.
 NETWORK_IDS = range(1, 8192)
+NETWORK_ID_PREFIX = "networkid."  # the IPAllocation that makes a network id unique: networkid.<id>
 
 
 def _meta(obj: Obj) -> Obj:
@@ -42,6 +43,24 @@ def network_id(net: Obj) -> int | None:
     """The network's cluster-wide id (spec.id, set by the controller), or None if not yet set."""
     value = _spec(net).get("id")
     return value if isinstance(value, int) and not isinstance(value, bool) and value in NETWORK_IDS else None
+
+
+def network_id_record(value: int) -> str:
+    """The name of the IPAllocation holding network id `value`."""
+    return f"{NETWORK_ID_PREFIX}{value}"
+
+
+def holds_network_id(net: Obj, record: Obj | None) -> bool:
+    """Whether `record` (the IPAllocation named network_id_record(spec.id), or None if there is
+    none) gives the network its id: owned by this very network (kind, name and uid). A network
+    whose id another network holds (an operator chose a taken id) must not be built: two routers
+    would share names and link addresses."""
+    value = network_id(net)
+    if value is None or record is None or _meta(record).get("name") != network_id_record(value):
+        return False
+    owner = _spec(record).get("owner") or {}
+    return (owner.get("kind") == "Network" and owner.get("name") == _meta(net).get("name")
+            and owner.get("uid") == _meta(net).get("uid") and _spec(record).get("networkID") == value)
 
 
 def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:

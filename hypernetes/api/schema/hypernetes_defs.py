@@ -147,6 +147,10 @@ DEFINITIONS.update({
         "description": "The addresses of a network and how it reaches the outside.",
         "properties": {
             "tenant": _s("The tenant that owns the network; absent: an operators' network. Immutable."),
+            "id": {"type": "integer", "format": "int32",
+                   "description": "The network's cluster-wide number, 1-8191: the same on every host "
+                   "(router namespace names and link addresses derive from it). Given by the network "
+                   "controller when absent; only operators may choose it. Immutable once set."},
             "cidr": _s("The pods' IPv4 subnet, e.g. 10.0.0.0/16; prefix /16 to /28. Immutable."),
             "gateway": _s("The router's address on the network (pods' default route and DNS server). "
                           "Default: the first host address of cidr. Immutable."),
@@ -203,9 +207,10 @@ DEFINITIONS.update({
     },
     PREFIX + "IPAllocation": _obj(
         "IPAllocation",
-        "One address (or node port) taken: the record whose create-if-absent makes allocations "
-        "unique, as upstream's IPAddress objects. Named <network>.<ip with dashes> "
-        "(nodeport.<port> for a node port). Written by the network controller.",
+        "One address (or node port, or network id) taken: the record whose create-if-absent makes "
+        "allocations unique, as upstream's IPAddress objects. Named <network>.<ip with dashes> "
+        "(nodeport.<port> for a node port, networkid.<id> for a network id). Written by the network "
+        "controller.",
         "IPAllocationSpec",
         None,
     ),
@@ -218,16 +223,18 @@ DEFINITIONS.update({
             "network": _s("The network the address belongs to (absent for a node port)."),
             "ip": _s("The address."),
             "nodePort": {"type": "integer", "format": "int32", "description": "A node port, 30000-32767."},
+            "networkID": {"type": "integer", "format": "int32",
+                          "description": "A network id, 1-8191 (the owner is the Network)."},
             "owner": {"$ref": PREFIX + "IPAllocationOwner", "description": "The object holding it."},
         },
     },
     PREFIX + "IPAllocationOwner": {
         "type": "object",
         "required": ["kind", "name"],
-        "description": "The Pod or Service an allocation belongs to.",
+        "description": "The Pod, Service or Network an allocation belongs to.",
         "properties": {
-            "kind": _s("Pod or Service."),
-            "namespace": _s("Its namespace."),
+            "kind": _s("Pod, Service or Network."),
+            "namespace": _s("Its namespace (absent for a Network)."),
             "name": _s("Its name."),
             "uid": _s("Its uid: a new object of the same name is another owner."),
         },

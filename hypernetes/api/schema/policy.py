@@ -110,8 +110,9 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
 # (definition, field) -> the values that are supported (others are rejected, but only when set).
 SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     (_C + "PodOS", "name"): ("linux",),
-    # tenant networks live in per-tenant router namespaces: no node ports, no cloud load balancers
-    (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName"),
+    # node ports are published on every host and lead to the service's own network's router;
+    # there is no cloud load balancer to give LoadBalancer services an address
+    (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName", "NodePort"),
     # containers live inside the VM: mounts cannot propagate to or from the host
     (_C + "VolumeMount", "mountPropagation"): ("None",),
     (_C + "CSIPersistentVolumeSource", "driver"): ("local.hypernetes.io",),
@@ -119,6 +120,12 @@ SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     (_C + "PersistentVolumeSpec", "persistentVolumeReclaimPolicy"): ("Delete", "Retain"),
     # the scheduler holds a pod until its claims are bound: binding cannot wait for the pod
     (_STORAGE + "StorageClass", "volumeBindingMode"): ("Immediate",),
+}
+
+# (definition, field, value) -> why that value is refused: said after the supported values
+VALUE_REASONS: dict[tuple[str, str, str], str] = {
+    (_C + "ServiceSpec", "type", "LoadBalancer"):
+        "no load balancer provider gives these services an address; use NodePort",
 }
 
 

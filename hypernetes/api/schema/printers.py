@@ -782,6 +782,7 @@ def user_row(obj: JSON, ctx: Context) -> list[Any]:
 NETWORK_COLUMNS = (
     _NAME,
     Column("Tenant", "string", "", "The tenant that owns the network; empty: operators'."),
+    Column("ID", "string", "", "The network's cluster-wide id (spec.id); <none> until it is given."),
     Column("CIDR", "string", "", "The pods' subnet."),
     Column("Gateway", "string", "", "The router's address on the network."),
     Column("Egress", "boolean", "", "Whether pods reach outside the cluster (NAT)."),
@@ -796,6 +797,7 @@ def network_row(obj: JSON, ctx: Context) -> list[Any]:
     return [
         _name(obj),
         spec.get("tenant") or "",
+        str(nid) if isinstance(nid := spec.get("id"), int) and not isinstance(nid, bool) else "<none>",
         spec.get("cidr") or "",
         spec.get("gateway") or "",
         spec.get("egressNAT") is not False,  # absent means the default, on
@@ -808,7 +810,7 @@ def network_row(obj: JSON, ctx: Context) -> list[Any]:
 IPALLOCATION_COLUMNS = (
     _NAME,
     Column("Network", "string", "", "The network the address belongs to."),
-    Column("IP", "string", "", "The address, or the node port."),
+    Column("IP", "string", "", "The address, the node port, or the network id."),
     Column("Owner", "string", "", "The object holding it: kind/namespace/name."),
     _AGE,
 )
@@ -818,8 +820,8 @@ def ipallocation_row(obj: JSON, ctx: Context) -> list[Any]:
     spec = _d(obj.get("spec"))
     o = _d(spec.get("owner"))
     where = "/".join(str(x) for x in (o.get("kind"), o.get("namespace"), o.get("name")) if x)
-    return [_name(obj), spec.get("network") or "", spec.get("ip") or str(spec.get("nodePort") or ""),
-            where, age_of(obj, ctx)]
+    taken = spec.get("ip") or str(spec.get("nodePort") or spec.get("networkID") or "")
+    return [_name(obj), spec.get("network") or "", taken, where, age_of(obj, ctx)]
 
 
 # -- storage -----------------------------------------------------------------------------------

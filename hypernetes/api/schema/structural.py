@@ -122,11 +122,13 @@ def _policy(defn: str, field: str, v: Any, path: str, errs: list[FieldError]) ->
         return
     ours = policy.SUPPORTED_VALUES.get((defn, field))
     if ours is not None and isinstance(v, str) and v and v not in ours:
+        why = policy.VALUE_REASONS.get((defn, field, v))
         errs.append(
             E.not_supported(
                 path,
                 v,
-                detail=f"{E.UNSUPPORTED_BY_US}; supported values: " + ", ".join(f'"{x}"' for x in ours),
+                detail=f"{E.UNSUPPORTED_BY_US}; supported values: " + ", ".join(f'"{x}"' for x in ours)
+                + (f" ({why})" if why else ""),
             )
         )
 

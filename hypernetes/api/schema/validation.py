@@ -17,6 +17,10 @@ JSON = dict[str, Any]
 Errs = list[FieldError]
 
 _STANDARD_FINALIZERS = ("kubernetes", "orphan", "foregroundDeletion")
+# the cluster's node port range (the network controller's NODE_PORTS), as upstream's default
+# --service-node-port-range
+NODE_PORTS = range(30000, 32768)
+_NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 _MAX_ANNOTATIONS = 256 * 1024
 _MAX_DATA = 1024 * 1024  # ConfigMap and Secret payloads
 
@@ -35,7 +39,10 @@ def _fmt(path: str, value: Any, msgs: list[str], errs: Errs) -> None:
 
 def validate(kind: Kind, obj: JSON, old: JSON | None = None, *, subresource: str | None = None) -> Errs:
     """Every problem with `obj` as a `kind` (an update of `old` if given, through `subresource`
-    if given: "status" or "binding" skip the spec's update rules). Empty when valid."""
+    if given: "status" or "binding" skip the spec's update rules). Empty when valid.
+
+    An update first drops, in place, what upstream's PrepareForUpdate drops because the change
+    made it meaningless (a Service's node ports when its type no longer needs them)."""
     errs: Errs = []
     av, k = obj.get("apiVersion"), obj.get("kind")
     if av is not None and av != kind.api_version:
@@ -47,6 +54,9 @@ def validate(kind: Kind, obj: JSON, old: JSON | None = None, *, subresource: str
         return errs  # the rules below assume the types are right
     meta = _d(obj.get("metadata"))
     _metadata(kind, meta, errs)
+    prepare = _PREPARE_UPDATES.get(kind.kind)
+    if old is not None and prepare is not None and subresource != "status":
+        prepare(obj, old)
     rule = _RULES.get(kind.kind)
     if rule is not None:
         rule(obj, errs)
@@ -350,6 +360,7 @@ def _service(obj: JSON, errs: Errs) -> None:
         errs.append(E.required("spec.ports"))
     names: set[str] = set()
     seen: set[tuple[Any, Any]] = set()
+    node_ports: set[tuple[Any, Any]] = set()
     for i, p in enumerate(ports):
         p = _d(p)
         path = f"spec.ports[{i}]"
@@ -373,8 +384,21 @@ def _service(obj: JSON, errs: Errs) -> None:
             _fmt(f"{path}.targetPort", tp, formats.port_number(tp), errs)
         elif isinstance(tp, str):
             _fmt(f"{path}.targetPort", tp, formats.iana_svc_name(tp), errs)
-        if p.get("nodePort") and stype not in ("NodePort", "LoadBalancer"):
-            errs.append(E.forbidden(f"{path}.nodePort", "may not be used when `type` is 'ClusterIP'"))
+        node_port = p.get("nodePort")
+        if node_port and stype not in _NODE_PORT_TYPES:
+            errs.append(E.forbidden(f"{path}.nodePort", f"may not be used when `type` is '{stype}'"))
+        elif isinstance(node_port, int) and node_port:
+            # upstream's node port allocator refuses a port outside the range with this message
+            if node_port not in NODE_PORTS:
+                errs.append(E.invalid(f"{path}.nodePort", node_port, "provided port is not in the valid "
+                                      f"range. The range of valid ports is {NODE_PORTS[0]}-{NODE_PORTS[-1]}"))
+            key = (node_port, p.get("protocol") or "TCP")
+            if key in node_ports:
+                errs.append(E.duplicate(f"{path}.nodePort", node_port))
+            node_ports.add(key)
+    if spec.get("externalTrafficPolicy") and stype not in _NODE_PORT_TYPES:
+        errs.append(E.invalid("spec.externalTrafficPolicy", spec["externalTrafficPolicy"],
+                              "may only be set for externally-accessible services"))
     validate_labels(_d(spec.get("selector")), "spec.selector", errs)
     for i, ip in enumerate(_l(spec.get("clusterIPs"))):
         if isinstance(ip, str) and ip and ip != "None":
@@ -382,6 +406,36 @@ def _service(obj: JSON, errs: Errs) -> None:
     cip = spec.get("clusterIP")
     if isinstance(cip, str) and cip and cip != "None":
         _fmt("spec.clusterIP", cip, formats.ip_address(cip), errs)
+
+
+def _service_drop_type_dependent(new: JSON, old: JSON) -> None:
+    """Upstream's dropTypeDependentFields: a type change wipes what the old type allocated or
+    defaulted and the new type does not use, if the caller left it unchanged (so `kubectl patch
+    -p '{"spec":{"type":"ClusterIP"}}'` on a NodePort service works, and its ports go back)."""
+    nspec, ospec = _d(new.get("spec")), _d(old.get("spec"))
+    otype, ntype = ospec.get("type") or "ClusterIP", nspec.get("type") or "ClusterIP"
+    if otype == ntype:
+        return
+
+    def node_ports(spec: JSON) -> set[Any]:
+        return {_d(p).get("nodePort") for p in _l(spec.get("ports")) if _d(p).get("nodePort")}
+    if otype != "ExternalName" and ntype == "ExternalName":
+        if all(nspec.get(f) == ospec.get(f) for f in ("clusterIP", "clusterIPs")):
+            nspec.pop("clusterIP", None)
+            nspec.pop("clusterIPs", None)
+        for f in ("ipFamilies", "ipFamilyPolicy"):
+            if nspec.get(f) == ospec.get(f):
+                nspec.pop(f, None)
+    if otype in _NODE_PORT_TYPES and ntype not in _NODE_PORT_TYPES:
+        if node_ports(nspec) == node_ports(ospec):
+            for p in _l(nspec.get("ports")):
+                if isinstance(p, dict):
+                    p.pop("nodePort", None)
+        if nspec.get("externalTrafficPolicy") == ospec.get("externalTrafficPolicy"):
+            nspec.pop("externalTrafficPolicy", None)
+    if otype == "LoadBalancer" and ntype != "LoadBalancer" \
+            and nspec.get("allocateLoadBalancerNodePorts") == ospec.get("allocateLoadBalancerNodePorts"):
+        nspec.pop("allocateLoadBalancerNodePorts", None)
 
 
 def _service_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
@@ -526,6 +580,9 @@ _RULES: dict[str, Callable[[JSON, Errs], None]] = {
     "PersistentVolumeClaim": volumes.claim,
     "PersistentVolume": volumes.volume,
     "StorageClass": volumes.storage_class,
+}
+_PREPARE_UPDATES: dict[str, Callable[[JSON, JSON], None]] = {
+    "Service": _service_drop_type_dependent,
 }
 _UPDATES: dict[str, Callable[[JSON, JSON, str | None, Errs], None]] = {
     "Pod": _pod_update,
