@@ -34,7 +34,16 @@ from hypernetes.network.objects import (
     namespace_network,
     network_id,
 )
-from hypernetes.network.state import Endpoint, Network, NetworkState, Pod, Protocol, Service, ServicePort
+from hypernetes.network.state import (
+    Endpoint,
+    Network,
+    NetworkState,
+    Pod,
+    Protocol,
+    Service,
+    ServicePort,
+    validate_mac,
+)
 from hypernetes.node.podspec import ConfigError
 from hypernetes.runtime.interface import NetworkConfig
 
@@ -103,6 +112,14 @@ def _host_address(cidr: ipaddress.IPv4Network, gateway: str, ip: Any) -> bool:
         and str(addr) != gateway
 
 
+def _usable_mac(mac: str) -> bool:
+    try:
+        validate_mac(mac)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class _Net:
     """One network being built: its plumbing and what its DNS serves."""
@@ -133,7 +150,7 @@ def _network_of(net: Obj, mtu: int) -> Network | None:
         gateway = str(ipaddress.IPv4Address(str(spec.get("gateway"))))
     except ValueError:
         return None
-    if nid is None or cidr.prefixlen > 30:
+    if nid is None or cidr.prefixlen > 30 or not _host_address(cidr, "", gateway):
         return None
     egress = spec.get("egressNAT", True) is not False
     return Network(id=nid, cidr=str(cidr), gateway=gateway, mtu=mtu, egress=egress)
@@ -191,7 +208,7 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         cidr = ipaddress.IPv4Network(base.cidr)
         taken = seen.setdefault(addr.network, set())
         if not _host_address(cidr, base.gateway, addr.ip) or addr.ip in taken or addr.mac in taken \
-                or addr.mac == base.gateway_mac:
+                or addr.mac == base.gateway_mac or not _usable_mac(addr.mac):
             skipped.append(f"{what}: address {addr.ip} / {addr.mac} is invalid or taken in {addr.network}")
             continue
         taken |= {addr.ip, addr.mac}
@@ -231,10 +248,12 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             skipped.append(f"service {ns}/{name}: cluster IP {cip!r} is not usable in {n.name}")
             continue
         ports = _service_ports(svc, ep, cidr, n.spec.gateway)
-        keys = {(str(cip), p.protocol, p.port) for s in n.services for p in s.ports if s.cluster_ip}
-        ports = [p for p in ports if (str(cip), p.protocol, p.port) not in keys]
+        keys = {(s.cluster_ip, p.protocol, p.port) for s in n.services for p in s.ports if s.cluster_ip}
         kept = []
         for p in ports:
+            if (str(cip), p.protocol, p.port) in keys:
+                skipped.append(f"service {ns}/{name}: {cip} {p.protocol}/{p.port} is another service's")
+                continue
             if p.node_port is not None:
                 if (p.protocol, p.node_port) in node_ports:
                     skipped.append(f"service {ns}/{name}: node port {p.node_port} is used twice")
@@ -467,7 +486,10 @@ class PodNetworks:
                 raise NetworkNotReady(f"network {addr.network} is not set up on this node: {why}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), min(left, 1.0))
-        fd = await asyncio.to_thread(self.host.create_tap, net, ifname, addr.mac)
+        try:
+            fd = await asyncio.to_thread(self.host.create_tap, net, ifname, addr.mac)
+        except RuntimeError as e:  # the router went away meanwhile (its network deleted)
+            raise NetworkNotReady(f"network {addr.network}: {e}") from e
         upstreams = [str(s) for s in _spec(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
         servers, searches, options = guest_dns(pod, net.gateway, upstreams)
         return NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,
