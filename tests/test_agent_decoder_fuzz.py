@@ -100,10 +100,13 @@ probe = seq(field(gp.TAG_PROBE_KIND, st.one_of(st.sampled_from([b"tcp", b"http",
 execm = seq(field(gp.TAG_CONTAINER_ID, names), field(gp.TAG_PROCESS, process))
 iface = seq(field(gp.TAG_MAC, macs), field(gp.TAG_ADDRESS, addrs), field(gp.TAG_MTU, intish))
 route = seq(field(gp.TAG_DEST, addrs), field(gp.TAG_GATEWAY, addrs))
+dns_options = st.one_of(st.sampled_from([b"ndots:5", b"edns0", b"a b", b"x\ny", b"", b"\x7f", b"o" * 65]),
+                        text)
 setup = seq(field(gp.TAG_HOSTNAME, text), field(gp.TAG_TIME_NS, u64b),
             field(gp.TAG_RANDOM_SEED, st.binary(max_size=64)), field(gp.TAG_DNS_SERVER, addrs),
-            field(gp.TAG_DNS_SEARCH, text), field(gp.TAG_HOSTS_LINE, text),
-            field(gp.TAG_IFACE, iface), field(gp.TAG_ROUTE, route), max_size=12)
+            field(gp.TAG_DNS_SEARCH, text), field(gp.TAG_DNS_OPTION, dns_options),
+            field(gp.TAG_HOSTS_LINE, text), field(gp.TAG_IFACE, iface), field(gp.TAG_ROUTE, route),
+            max_size=12)
 small = seq(field(gp.TAG_PROCESS_ID, intish), field(gp.TAG_SIGNAL, intish),
             field(gp.TAG_ROWS, intish), field(gp.TAG_COLS, intish),
             field(gp.TAG_CONTAINER_ID, names), field(gp.TAG_GRACE_MS, intish))
@@ -171,6 +174,8 @@ def test_edge_cases(harness: Path) -> None:
         tlv(gp.TAG_IFACE, tlv(gp.TAG_MAC, b"52:54:00:12:34:56")
             + tlv(gp.TAG_ADDRESS, b"10.0.0.2/24") * 17),
         tlv(gp.TAG_RANDOM_SEED, b"\0" * 4097),
+        tlv(gp.TAG_DNS_OPTION, b"ndots:5") * 17,  # one DNS_OPTION past MSG_MAX_DNS
+        tlv(gp.TAG_DNS_OPTION, b"o" * 64) + tlv(gp.TAG_DNS_OPTION, b"o" * 65),
         tlv(gp.TAG_ROUTE, tlv(gp.TAG_DEST, b"0.0.0.0/0") + tlv(gp.TAG_GATEWAY, b"fd00::1")),
         tlv(gp.TAG_PROBE_KIND, b"http") + tlv(gp.TAG_PORT, b"\0\0\0\x50")
         + tlv(gp.TAG_HEADER, b"X-A: b") * 65,  # one HEADER past MSG_MAX_HEADERS
@@ -211,3 +216,22 @@ def test_valid_probe_and_volume_requests_parse(harness: Path) -> None:
         return int(out.split(" parses ok")[0].rsplit(" ", 1)[1])
 
     assert ok(two) >= ok(one) + 1  # the PROBE parser accepts the PROBE
+
+
+def test_dns_options_are_bounded_and_validated(harness: Path) -> None:
+    """A SETUP with good options parses; a space, a control character, an empty or an overlong
+    option, or one option too many, is rejected (counted by the parsers that accept SETUP)."""
+
+    def setup_ok(*options: bytes) -> int:
+        # A 12-byte unknown field first: read as a frame header it is oversized, so the harness
+        # also parses what follows it, which is exactly the options: SETUP is parsed twice.
+        payload = tlv(999, b"\0" * 6) + b"".join(tlv(gp.TAG_DNS_OPTION, o) for o in options)
+        out = run_harness(harness, [payload])
+        return int(out.split(" parses ok")[0].rsplit(" ", 1)[1])
+
+    base = setup_ok()
+    assert setup_ok(b"ndots:5", b"timeout:2", b"edns0", b"o" * 64) == base
+    assert setup_ok(*[b"edns0"] * 16) == base
+    for bad in ([b"nd ots:5"], [b"ndots:5\n"], [b""], [b"\x01"], [b"\xc3\xa9"], [b"o" * 65],
+                [b"edns0"] * 17):
+        assert setup_ok(*bad) == base - 2, bad

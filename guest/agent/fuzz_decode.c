@@ -67,7 +67,13 @@ static void parse_all(const uint8_t *p, size_t len)
 	int rc;
 
 	walk_tlv(p, len, 0);
-	count(msg_parse_setup(p, len, &a, &s, &e));
+	rc = msg_parse_setup(p, len, &a, &s, &e);
+	count(rc);
+	/* the strings write_resolv and write_etc use, after a successful SETUP */
+	for (size_t i = 0; rc == 0 && i < s.ndns_options; i++)
+		(void)strlen(s.dns_options[i]);
+	for (size_t i = 0; rc == 0 && i < s.ndns_search; i++)
+		(void)strlen(s.dns_search[i]);
 	msg_arena_free(&a);
 	count(msg_parse_create(p, len, &a, &c, &e));
 	if (c.proc.argv)

@@ -92,6 +92,17 @@ static int no_newline(const char *s)
 	return !strchr(s, '\n') && !strchr(s, '\r');
 }
 
+/* Non-empty, and only ASCII 0x21..0x7e: one word of a config line, nothing that ends or splits it. */
+static int printable_word(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+			return 0;
+	return 1;
+}
+
 int msg_parse_mac(const char *s, uint8_t mac[6])
 {
 	for (int i = 0; i < 6; i++) {
@@ -598,25 +609,27 @@ int msg_parse_setup(const uint8_t *p, size_t len, struct msg_arena *a, struct ms
 		    struct hn_err *e)
 {
 	static const uint16_t tags[] = {TAG_DNS_SERVER, TAG_DNS_SEARCH, TAG_HOSTS_LINE, TAG_IFACE,
-					TAG_ROUTE};
-	size_t n[5];
+					TAG_ROUTE, TAG_DNS_OPTION};
+	size_t n[6];
 	struct tlv_iter it;
 	struct tlv t;
 	int rc;
 
 	memset(m, 0, sizeof(*m));
-	rc = count_tags(p, len, tags, n, 5, e, "SETUP");
+	rc = count_tags(p, len, tags, n, 6, e, "SETUP");
 	if (rc < 0)
 		return rc;
 	if (n[0] > MSG_MAX_DNS || n[1] > MSG_MAX_DNS || n[2] > MSG_MAX_HOSTS_LINES ||
-	    n[3] > MSG_MAX_IFACES || n[4] > MSG_MAX_ROUTES)
+	    n[3] > MSG_MAX_IFACES || n[4] > MSG_MAX_ROUTES || n[5] > MSG_MAX_DNS)
 		return hn_fail(e, E2BIG, "SETUP: too many DNS, HOSTS_LINE, IFACE or ROUTE fields");
 	m->dns_servers = arena_alloc(a, n[0] + 1, sizeof(char *));
 	m->dns_search = arena_alloc(a, n[1] + 1, sizeof(char *));
 	m->hosts_lines = arena_alloc(a, n[2] + 1, sizeof(char *));
 	m->ifaces = arena_alloc(a, n[3] + 1, sizeof(*m->ifaces));
 	m->routes = arena_alloc(a, n[4] + 1, sizeof(*m->routes));
-	if (!m->dns_servers || !m->dns_search || !m->hosts_lines || !m->ifaces || !m->routes)
+	m->dns_options = arena_alloc(a, n[5] + 1, sizeof(char *));
+	if (!m->dns_servers || !m->dns_search || !m->hosts_lines || !m->ifaces || !m->routes ||
+	    !m->dns_options)
 		return hn_fail(e, ENOMEM, "SETUP: out of memory");
 
 	tlv_iter_init(&it, p, len);
@@ -656,6 +669,12 @@ int msg_parse_setup(const uint8_t *p, size_t len, struct msg_arena *a, struct ms
 			if (rc == 0 && (!s[0] || !no_newline(s) || strchr(s, ' ') || strchr(s, '\t')))
 				rc = hn_fail(e, EINVAL, "DNS_SEARCH: invalid domain");
 			m->dns_search[m->ndns_search++] = s;
+			break;
+		case TAG_DNS_OPTION:
+			rc = get_str(a, &t, MSG_MAX_DNS_OPTION, &s, e, "DNS_OPTION");
+			if (rc == 0 && !printable_word(s))
+				rc = hn_fail(e, EINVAL, "DNS_OPTION: not one word of printable ASCII");
+			m->dns_options[m->ndns_options++] = s;
 			break;
 		case TAG_HOSTS_LINE:
 			rc = get_str(a, &t, MSG_MAX_LINE, &s, e, "HOSTS_LINE");

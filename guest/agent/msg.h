@@ -19,6 +19,7 @@
 #define MSG_MAX_ADDRS 16
 #define MSG_MAX_ROUTES 128
 #define MSG_MAX_DNS 16
+#define MSG_MAX_DNS_OPTION 64 /* bytes of one resolv.conf option word ("ndots:5") */
 #define MSG_MAX_HOSTS_LINES 1024
 #define MSG_MAX_SEED 4096
 #define MSG_MAX_ARG_LEN 131072 /* the kernel's MAX_ARG_STRLEN */
@@ -126,6 +127,8 @@ struct msg_setup {
 	size_t ndns_servers;
 	const char **dns_search;
 	size_t ndns_search;
+	const char **dns_options; /* printable, no spaces: one word each of the "options" line */
+	size_t ndns_options;
 	const char **hosts_lines;
 	size_t nhosts_lines;
 	struct msg_iface *ifaces;

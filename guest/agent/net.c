@@ -194,6 +194,29 @@ static int find_iface(const uint8_t hw[6], char *name, size_t cap)
 	return rc;
 }
 
+/* The kernel marks a link operational (IFF_RUNNING) from its linkwatch work, which batches
+ * events and may run up to a second after the carrier came; containers started before that see
+ * the interface as down. Waits for it, bounded: a link without carrier must not stall SETUP. */
+#define LINK_RUNNING_WAIT_MS 2000
+
+static void wait_running(const char *name)
+{
+	struct ifreq ifr;
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%.*s", IFNAMSIZ - 1, name);
+	for (int waited = 0; waited < LINK_RUNNING_WAIT_MS; waited += 10) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+		if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0 || (ifr.ifr_flags & IFF_RUNNING))
+			break;
+		nanosleep(&ts, NULL);
+	}
+	close(s);
+}
+
 static int setup_iface(const struct msg_iface *f, struct hn_err *e)
 {
 	char name[IFNAMSIZ + 1];
@@ -214,6 +237,7 @@ static int setup_iface(const struct msg_iface *f, struct hn_err *e)
 			return hn_fail(e, -rc, "IFACE %s (%s): add address #%zu: %s", f->mac, name, i + 1,
 				       strerror(-rc));
 	}
+	wait_running(name);
 	return 0;
 }
 
@@ -294,6 +318,16 @@ static int write_resolv(const struct msg_setup *m)
 		for (size_t i = 0; i < m->ndns_search && rc == 0; i++)
 			if (buf_put(&b, " ", 1) < 0 ||
 			    buf_put(&b, m->dns_search[i], strlen(m->dns_search[i])) < 0)
+				rc = -ENOMEM;
+		if (rc == 0 && buf_put(&b, "\n", 1) < 0)
+			rc = -ENOMEM;
+	}
+	if (m->ndns_options > 0 && rc == 0) {
+		if (buf_put(&b, "options", 7) < 0)
+			rc = -ENOMEM;
+		for (size_t i = 0; i < m->ndns_options && rc == 0; i++)
+			if (buf_put(&b, " ", 1) < 0 ||
+			    buf_put(&b, m->dns_options[i], strlen(m->dns_options[i])) < 0)
 				rc = -ENOMEM;
 		if (rc == 0 && buf_put(&b, "\n", 1) < 0)
 			rc = -ENOMEM;

@@ -88,6 +88,7 @@
 #define TAG_ROUTE 26        /* nested, repeated: DEST, GATEWAY */
 #define TAG_DEST 27         /* str "0.0.0.0/0" */
 #define TAG_GATEWAY 28      /* str */
+#define TAG_DNS_OPTION 29   /* str, repeated: one resolv.conf "options" word, e.g. "ndots:5" */
 
 #define TAG_CONTAINER_ID 32 /* str [a-zA-Z0-9_.-]{1,64} */
 #define TAG_IMAGE_DISK 33   /* str: virtio-blk serial of the read-only erofs image disk */

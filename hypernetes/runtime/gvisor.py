@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -126,6 +127,14 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def create_sandbox(self, pod: PodSpec) -> SandboxStatus:
+        if pod.network.tap_fd is not None:
+            # Ours to close either way; runsc has no way to take a tap, so the pod gets no NIC
+            # (closing the fd makes the tap go away).
+            log.warning("sandbox %s: the gvisor runtime cannot use a tap; the pod has no network "
+                        "interface", pod.id)
+            with contextlib.suppress(OSError):
+                os.close(pod.network.tap_fd)
+            pod = dataclasses.replace(pod, network=dataclasses.replace(pod.network, tap_fd=None))
         if not SANDBOX_ID.match(pod.id):
             raise PodRuntimeError(f"invalid sandbox id {pod.id!r}")
         if pod.id in self._sandboxes:
@@ -220,6 +229,8 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         resolv = [f"nameserver {s}" for s in net.dns_servers]
         if net.dns_search:
             resolv.append("search " + " ".join(net.dns_search))
+        if net.dns_options:
+            resolv.append("options " + " ".join(net.dns_options))
         files = {"hosts": hosts, "hostname": [hostname], "resolv.conf": resolv}
         for name, lines in files.items():
             (etc / name).write_text("".join(f"{line}\n" for line in lines))

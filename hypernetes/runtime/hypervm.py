@@ -69,13 +69,16 @@ from hypernetes.runtime.interface import (
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, new_instance
 from hypernetes.runtime.qemu import (
+    MAC,
     Disk,
+    Nic,
     QemuVM,
     VMConfig,
     disk_slots,
     remove_socket_dir,
     run_dir,
     running_qemu,
+    vhost_usable,
 )
 from hypernetes.runtime.sandboxes import SandboxTable
 from hypernetes.runtime.sizing import vm_size
@@ -179,6 +182,16 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def create_sandbox(self, pod: PodSpec) -> SandboxStatus:
+        # The tap fd is ours from here on: closed once QEMU holds its copy, or on any failure,
+        # so that the tap never outlives the VM. The kept spec carries no fd number.
+        tap = _HandedFd(pod.network.tap_fd)
+        try:
+            return await self._create(dataclasses.replace(
+                pod, network=dataclasses.replace(pod.network, tap_fd=None)), tap)
+        finally:
+            tap.close()
+
+    async def _create(self, pod: PodSpec, tap: _HandedFd) -> SandboxStatus:
         if not SANDBOX_ID.match(pod.id):
             raise PodRuntimeError(f"invalid sandbox id {pod.id!r}")
         if pod.id in self._sandboxes:
@@ -188,6 +201,10 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         names = [c.name for c in pod.containers]
         if len(set(names)) != len(names) or not all(CONTAINER_NAME.match(n) for n in names):
             raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
+        if tap.fd is not None and not (pod.network.mac and MAC.match(pod.network.mac)):
+            raise PodRuntimeError(f"the pod's NIC needs a MAC address aa:bb:cc:dd:ee:ff, "
+                                  f"not {pod.network.mac!r}")
+        nics = 0 if tap.fd is None else 1
         try:
             kernel = self.kernels.get(pod.kernel)
         except KernelError as e:
@@ -207,7 +224,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         volume_disks, block_disks = _block_disks(pod)
         scratch = [v for v in pod.volumes if v.kind == "emptyDir" and v.medium != "Memory"]
         has_files = any(v.kind == "files" for v in pod.volumes)
-        _check_disk_count(len(disks), has_files, len(block_disks), bool(scratch), kernel.acpi)
+        _check_disk_count(len(disks), has_files, len(block_disks), bool(scratch), kernel.acpi, nics)
         sandbox_dir = self.root / pod.id
         shutil.rmtree(sandbox_dir, ignore_errors=True)
         sandbox_dir.mkdir(parents=True)
@@ -234,6 +251,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         for c in containers.values():
             c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
         accel = await self.accel()
+        nic = None
+        if tap.fd is not None and pod.network.mac:
+            nic = Nic(tap.fd, pod.network.mac, vhost=vhost_usable(accel))
         vm = QemuVM(
             VMConfig(
                 name=f"hn-{pod.id}",
@@ -246,6 +266,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 acpi=kernel.acpi,
                 cmdline=kernel.cmdline,
                 disks=list(disks.values()),
+                nic=nic,
                 die_with_parent=self._die_with_parent,
             )
         )
@@ -253,7 +274,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers, volume_disks=volume_disks)
         self._sandboxes[pod.id] = sandbox
         try:
-            await self._boot(sandbox, kernel, accel)
+            await self._boot(sandbox, kernel, accel, tap)
         except BaseException:
             await self._destroy(sandbox)
             raise
@@ -300,12 +321,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         status = ContainerStatus(name=spec.name, image=spec.image, image_id=image.digest)
         return _Container(spec, image, process, serial, status, log=None)  # type: ignore[arg-type]
 
-    async def _boot(self, sandbox: _Sandbox, kernel: Kernel, accel: str) -> None:
+    async def _boot(self, sandbox: _Sandbox, kernel: Kernel, accel: str, tap: _HandedFd) -> None:
         vm, client, pod = sandbox.vm, sandbox.client, sandbox.pod
         try:
             await vm.start()
         except OSError as e:
             raise SandboxFailed(f"cannot start QEMU: {e}") from e
+        tap.close()  # QEMU has its copy: the tap now goes away with the QEMU process
         timeout = BOOT_TIMEOUT_KVM if accel == "kvm" else BOOT_TIMEOUT_TCG
         try:
             await client.connect(str(vm.cfg.ctl_socket), timeout, vm.alive)
@@ -313,8 +335,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             setup = gp.TLV().add_str(gp.TAG_HOSTNAME, (pod.hostname or pod.name)[:63])
             setup.add_u64(gp.TAG_TIME_NS, time.time_ns()).add(gp.TAG_RANDOM_SEED, os.urandom(64))
             setup.add_strs(gp.TAG_DNS_SERVER, net.dns_servers).add_strs(gp.TAG_DNS_SEARCH, net.dns_search)
+            setup.add_strs(gp.TAG_DNS_OPTION, net.dns_options)
             setup.add_strs(gp.TAG_HOSTS_LINE, ["127.0.0.1\tlocalhost", "::1\tlocalhost", *net.hosts])
-            if net.mac:
+            if net.mac and vm.cfg.nic is not None:  # no NIC has the MAC otherwise: SETUP would fail
                 iface = gp.TLV().add_str(gp.TAG_MAC, net.mac).add_u32(gp.TAG_MTU, net.mtu)
                 setup.add_tlv(gp.TAG_IFACE, iface.add_strs(gp.TAG_ADDRESS, net.addresses))
                 if net.gateway:
@@ -762,8 +785,9 @@ def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
     return cache
 
 
-def _check_disk_count(images: int, files: bool, blocks: int, scratch: bool, acpi: bool) -> None:
-    slots = disk_slots(acpi)
+def _check_disk_count(images: int, files: bool, blocks: int, scratch: bool, acpi: bool,
+                      nics: int = 0) -> None:
+    slots = disk_slots(acpi, nics)
     needed = images + files + blocks + scratch
     if needed <= slots:
         return
@@ -774,9 +798,23 @@ def _check_disk_count(images: int, files: bool, blocks: int, scratch: bool, acpi
         parts.append(f"{blocks} persistent volume{'s' * (blocks != 1)}")
     if scratch:
         parts.append("1 scratch disk for emptyDirs")
+    nic = "; its network interface takes one more" if nics else ""
     raise SandboxFailed(
         f"the pod needs {needed} virtio disks ({', '.join(parts)}) but a micro-VM "
-        f"{'with' if acpi else 'without'} ACPI has room for {slots} (virtio-mmio transports)")
+        f"{'with' if acpi else 'without'} ACPI has room for {slots} (virtio-mmio transports{nic})")
+
+
+class _HandedFd:
+    """An fd the caller handed over (the pod's tap): closed exactly once, whoever gets there first."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _build_scratch_disk(path: Path, sizes: list[int]) -> None:

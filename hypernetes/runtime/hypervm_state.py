@@ -32,8 +32,11 @@ STATE_FILE = "state.json"
 
 def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
     # File volumes' contents are on the VM's volume disk already; adoption does not need them.
-    return dataclasses.asdict(dataclasses.replace(pod, volumes=tuple(
+    data = dataclasses.asdict(dataclasses.replace(pod, volumes=tuple(
         dataclasses.replace(v, files=()) for v in pod.volumes)))
+    # An fd number means nothing to the next process: the running QEMU holds the tap itself.
+    data["network"].pop("tap_fd", None)
+    return data
 
 
 def pod_from_dict(data: dict[str, Any]) -> PodSpec:
@@ -50,6 +53,7 @@ def pod_from_dict(data: dict[str, Any]) -> PodSpec:
     )
     net: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("network") or {}).items()
+        if k != "tap_fd"
     }
     network = NetworkConfig(**net)
     fields = {k: v for k, v in data.items() if k not in ("containers", "network", "volumes")}

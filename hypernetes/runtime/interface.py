@@ -114,7 +114,13 @@ class ContainerSpec:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """What the guest is told about its network (filled in by the network room later)."""
+    """The pod's network: its NIC (a tap the node agent opened) and what the guest is told.
+
+    `tap_fd` is handed over: `create_sandbox` owns it from the call on and closes it on success
+    and failure alike (QEMU keeps its own copy, so the tap lives exactly as long as the VM). It is
+    never persisted: after adoption it is None. Without a tap the pod has no NIC, only `lo`, and
+    `mac`/`addresses`/`gateway` are not applied; DNS and hosts still are.
+    """
 
     mac: str | None = None
     addresses: tuple[str, ...] = ()
@@ -123,6 +129,8 @@ class NetworkConfig:
     dns_servers: tuple[str, ...] = ()
     dns_search: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()  # resolv.conf "options" words, e.g. "ndots:5"
+    tap_fd: int | None = None
 
 
 @dataclass(frozen=True)

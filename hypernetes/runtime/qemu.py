@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 from collections import deque
@@ -41,15 +42,39 @@ PR_SET_PDEATHSIG = 1
 
 
 # microvm has a fixed set of virtio-mmio transports: 8 without ACPI, 24 with it (QEMU 7.2,
-# measured). Every virtio device takes one: the three below, then the disks.
+# measured). Every virtio device takes one: the three below, the NIC if any, then the disks.
 MMIO_TRANSPORTS = 8
 MMIO_TRANSPORTS_ACPI = 24
 FIXED_DEVICES = 3  # virtio-serial (console + control port), balloon, rng
+VHOST_NET = Path("/dev/vhost-net")
+MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
-def disk_slots(acpi: bool) -> int:
-    """How many virtio-blk disks a VM can have."""
-    return (MMIO_TRANSPORTS_ACPI if acpi else MMIO_TRANSPORTS) - FIXED_DEVICES
+def disk_slots(acpi: bool, nics: int = 0) -> int:
+    """How many virtio-blk disks a VM with `nics` virtio-net devices can have."""
+    return (MMIO_TRANSPORTS_ACPI if acpi else MMIO_TRANSPORTS) - FIXED_DEVICES - nics
+
+
+def vhost_usable(accel: str) -> bool:
+    """vhost-net moves the NIC's data path into the host kernel; it only pays off (and QEMU only
+    supports it properly) with KVM, and the device is absent on many hosts."""
+    return accel == "kvm" and VHOST_NET.exists()
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A virtio-net NIC on an open tap: QEMU inherits `fd` (same number) and uses it as is."""
+
+    fd: int
+    mac: str
+    vhost: bool = False
+
+    def __post_init__(self) -> None:
+        # The MAC lands in a QEMU option string: a comma in it would add options.
+        if not MAC.match(self.mac):
+            raise ValueError(f"bad MAC address {self.mac!r}")
+        if self.fd < 3:
+            raise ValueError(f"tap fd {self.fd} is one of the standard streams")
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class VMConfig:
     acpi: bool = False
     cmdline: str = ""
     disks: list[Disk] = field(default_factory=list)
+    nic: Nic | None = None
     die_with_parent: bool = False
 
     @property
@@ -192,6 +218,12 @@ def command_line(cfg: VMConfig) -> list[str]:
         "-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off",
         "-pidfile", str(cfg.pidfile),
     ]
+    if cfg.nic is not None:
+        # fd=: QEMU uses the inherited tap as is (it probes the vnet header itself) and runs no
+        # ifup script, so -sandbox spawn=deny stays on.
+        vhost = "on" if cfg.nic.vhost else "off"
+        args += ["-netdev", f"tap,id=net0,fd={cfg.nic.fd},vhost={vhost}",
+                 "-device", f"virtio-net-device,netdev=net0,mac={cfg.nic.mac}"]
     for i, disk in enumerate(cfg.disks):
         # write-cache=on: the guest sees a volatile cache and sends flushes, which reach the host
         # file as fdatasync (if disk.flush). An I/O error (a full host filesystem) is reported
@@ -228,6 +260,8 @@ class QemuVM:
                 stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if self.cfg.die_with_parent else None,
+                # the tap keeps its number in the child (and loses close-on-exec there only)
+                pass_fds=(self.cfg.nic.fd,) if self.cfg.nic is not None else (),
             )
         self.pid = self.proc.pid
         self._tasks.append(asyncio.create_task(self._watch()))
