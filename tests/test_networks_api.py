@@ -12,6 +12,7 @@ import pytest
 from hypernetes.api.schema.validation import NODE_PORTS
 from hypernetes.controllers.networks import NODE_PORTS as CONTROLLER_NODE_PORTS
 from hypernetes.controllers.networks import mac_for, pod_hosts, validate_network
+from hypernetes.network.objects import holds_network_id, network_id_record
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
 from tests.support.tenants import JSON, TenantWorld
@@ -293,5 +294,11 @@ def test_model_helpers() -> None:
     assert validate_network(ok) == []
     hosts = list(pod_hosts({"cidr": "10.0.0.0/28", "gateway": "10.0.0.1"}))
     assert hosts[0] == "10.0.0.2" and hosts[-1] == "10.0.0.14" and len(hosts) == 13
+    net = {"metadata": {"name": "n", "uid": "u1"}, "spec": {"id": 9}}
+    rec = {"metadata": {"name": "networkid.9"},
+           "spec": {"networkID": 9, "owner": {"kind": "Network", "name": "n", "uid": "u1"}}}
+    assert holds_network_id(net, rec) and network_id_record(9) == "networkid.9"
+    assert not holds_network_id({**net, "metadata": {"name": "n", "uid": "u2"}}, rec)  # a new "n"
+    assert not holds_network_id(net, None) and not holds_network_id({"metadata": net["metadata"]}, rec)
     mac = mac_for("some-uid")
     assert mac == mac_for("some-uid") and mac.startswith("02:") and mac != mac_for("other-uid")

@@ -10,9 +10,12 @@
   `hypernetes.io/network`, `hypernetes.io/ip` and `hypernetes.io/mac` before the node starts it.
 - Services of type ClusterIP/NodePort/LoadBalancer without a clusterIP get one from the network's
   serviceCIDR; node ports come from 30000-32767, unique in the cluster. Headless services get none.
+- Networks: every one gets `spec.id` (1-8191, unique in the cluster, lowest free first), which
+  hosts derive router names and link addresses from; an operator's choice is recorded as it is,
+  or warned about (NetworkIDInUse) while another network holds it.
 
-Uniqueness does not come from this process's memory: every address (and node port) taken is an
-`IPAllocation` object whose name is the address, and the store's create-if-absent refuses a
+Uniqueness does not come from this process's memory: every address (node port, network id) taken
+is an `IPAllocation` object whose name is the address, and the store's create-if-absent refuses a
 second one (409), as upstream's IPAddress objects. So two controllers, or a controller that
 restarted with a stale cache, still never hand out one address twice. An allocation is released
 (its object deleted) when its owner is gone or finished; the owner's uid tells a new object of
