@@ -3,7 +3,7 @@ against the same two VMs on a plain Linux bridge, and the node-side network setu
 
 Prints one JSON object per measurement (and Markdown tables for bench/RESULTS.md on stderr).
 
-Traffic peers (the same two hypervm pod VMs throughout, 1 vCPU and 128 MiB each, the runtime's
+Traffic peers (the same two hypervm pod VMs throughout, 1 vCPU and a 96 MiB limit each, the runtime's
 own accelerator choice; their taps are moved between namespaces to switch peer, so the guests,
 their kernels and QEMU processes are identical in every peer):
 
