@@ -213,25 +213,6 @@ def move_links(names: list[str], src: str, dst: str) -> None:
     netns.run_in_netns(dst, attach)
 
 
-def unclash_tap_mac(ns: str, name: str, pod_mac: str) -> bool:
-    """Give a tap that `create_tap` opened with the pod's own MAC another one (fe: instead of the
-    first octet, as libvirt does); True if it had to. A bridge port's own address is a local FDB
-    entry, so with the guest's MAC on its tap, frames to the guest end at the bridge itself
-    instead of going out of the tap: pod-to-pod traffic never arrives (the gateway still answers).
-    """
-
-    def body() -> bool:
-        with IPRoute() as ipr:
-            index = _lookup(ipr, name)
-            have = ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
-            if have.lower() != pod_mac.lower():
-                return False
-            ipr.link("set", index=index, address="fe" + pod_mac[2:])
-            return True
-
-    return bool(netns.run_in_netns(ns, body))
-
-
 def plain_veth(bridge_ns: str, name: str, peer_ns: str, p: Pod) -> None:
     """A veth port `name` on the plain bridge, its other end eth0 in `peer_ns` with the pod's
     MAC and address (what `attach_veth` does on a tenant network)."""
@@ -561,14 +542,6 @@ async def traffic(
                 natives[where].start()
         if vms is not None:
             fds = [host.create_tap(net, p.ifname, p.mac) for p in vm_pods]
-            for p in vm_pods:
-                if unclash_tap_mac(router, p.ifname, p.mac):
-                    emit(
-                        {
-                            "bench": "note",
-                            "note": f"tap {p.ifname} had the pod's MAC {p.mac}: changed to fe:...",
-                        }
-                    )
             await vms.start(vm_pods, fds)  # the runtime owns the fds from here on
         where_taps = "tenant"
         flushed = False

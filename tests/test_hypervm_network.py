@@ -103,13 +103,6 @@ class TenantNet:
         "the runtime closed it" can be told apart from "the number was reused since"."""
         fd = self.host.create_tap(self.net, pod.ifname, pod.mac)
         try:
-            # create_tap gives the tap (the bridge port) the guest's own MAC; the bridge then takes
-            # that MAC as its own (a local fdb entry) and never forwards frames for the guest to
-            # its port: only the gateway could reach it. As libvirt does, the host end gets the
-            # guest's MAC with first byte fe. A no-op once hypernetes.network does this itself.
-            show = sh("ip", "-o", "link", "show", pod.ifname, netns=self.router).stdout
-            if pod.mac in show:
-                sh("ip", "link", "set", pod.ifname, "address", "fe" + pod.mac[2:], netns=self.router)
             return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FD_FLOOR)
         finally:
             os.close(fd)

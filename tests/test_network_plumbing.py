@@ -27,6 +27,7 @@ from hypernetes.network import (
     TenantNetworkHost,
 )
 from hypernetes.network import nft as nftmod
+from hypernetes.network.host import tap_mac
 from hypernetes.network.state import DEFAULT_LINK_POOL, validate
 from tests.support.netns import (
     NO_ANSWER,
@@ -226,7 +227,7 @@ def test_tap_fd_works_from_outside_the_router_namespace(lab: Lab) -> None:
     fd = lab.host.create_tap(a, p2.ifname, p2.mac)
     try:
         show = sh("ip", "-d", "link", "show", p2.ifname, netns=lab.router(a)).stdout
-        assert p2.mac in show and "master br0" in show and "tun" in show
+        assert tap_mac(p2.mac) in show and "master br0" in show and "tun" in show
         vnet = b"\0" * 10  # the virtio-net header QEMU would read and write
 
         def gateway_mac_via_tap(sender_ip: str) -> str | None:

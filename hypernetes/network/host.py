@@ -225,7 +225,7 @@ class TenantNetworkHost:
     # -- ports -----------------------------------------------------------------------------
 
     def create_tap(self, network: Network, name: str, mac: str, *, vnet_hdr: bool = True) -> int:
-        """Open a tap named `name` with MAC `mac` on the network's bridge; return its fd.
+        """Open a tap named `name` for a guest NIC with MAC `mac` on the network's bridge; return its fd.
 
         The tap lives in the router namespace but the fd works from anywhere: give it to QEMU
         (`-netdev tap,fd=N`, passing the fd; it is close-on-exec). The tap disappears when the
@@ -291,7 +291,13 @@ class TenantNetworkHost:
 
 def open_tap(name: str, mac: str, mtu: int, bridge: str, *, vnet_hdr: bool = True) -> int:
     """Open a tap `name` (IFF_TAP | IFF_NO_PI, with IFF_VNET_HDR unless told not to) in the calling
-    thread's namespace, give it `mac` and `mtu`, put it up on `bridge` and return its fd.
+    thread's namespace for a guest whose NIC has `mac`, put it up on `bridge` with `mtu` and
+    return its fd.
+
+    The tap itself gets `tap_mac(mac)`, never the guest's MAC: a bridge takes its ports' own
+    addresses as local and would deliver frames for the guest to itself instead of out of the
+    tap (only the gateway could then reach the VM). Anti-spoofing matches the frames' source MAC
+    and the port's name, not the tap's address.
 
     A tap is created in the namespace of its opener: call this inside `netns.run_in_netns`. The
     fd then works from anywhere, and the tap disappears when the last fd on it closes.
@@ -305,12 +311,18 @@ def open_tap(name: str, mac: str, mtu: int, bridge: str, *, vnet_hdr: bool = Tru
             if br is None:
                 raise NoBridgeError(f"no bridge {bridge} in this namespace")
             index = _lookup(ipr, name)
-            ipr.link("set", index=index, address=mac, mtu=mtu)
+            ipr.link("set", index=index, address=tap_mac(mac), mtu=mtu)
             ipr.link("set", index=index, master=br, state="up")
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def tap_mac(guest_mac: str) -> str:
+    """The host end's MAC for a guest's: `fe` for the first byte, as libvirt does (locally
+    administered, unicast, and sorting after every `02:` guest MAC)."""
+    return "fe" + guest_mac[2:]
 
 
 def _router_sysctls() -> None:
