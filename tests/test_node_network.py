@@ -114,14 +114,25 @@ def subset(*ips: str, port: int = 8080, name: str = "http", not_ready: tuple[str
 
 
 PLURAL = {"Network": "networks", "Namespace": "namespaces", "Service": "services", "Endpoints": "endpoints",
-          "Pod": "pods"}
+          "Pod": "pods", "IPAllocation": "ipallocations"}
 
 
-def objects(*items: Obj) -> dict[str, dict[str, Obj]]:
-    """The informers' stores, keyed as PodNetworks keeps them."""
+def id_record(net: Obj) -> Obj:
+    """The controller's record that gives a network its id."""
+    nid = net["spec"]["id"]
+    owner = {"kind": "Network", "name": net["metadata"]["name"], "uid": net["metadata"].get("uid")}
+    return {"apiVersion": GV, "kind": "IPAllocation", "metadata": {"name": f"networkid.{nid}"},
+            "spec": {"networkID": nid, "owner": owner}}
+
+
+def objects(*items: Obj, records: bool = True) -> dict[str, dict[str, Obj]]:
+    """The informers' stores, keyed as PodNetworks keeps them; with `records`, every network with
+    an id holds it (the first one listed, when two claim one id)."""
     out: dict[str, dict[str, Obj]] = {k: {} for k in nodenet.KINDS}
     for o in items:
         out[PLURAL[o["kind"]]][PodNetworks._key(o)] = o
+        if records and o["kind"] == "Network" and "id" in o["spec"]:
+            out["ipallocations"].setdefault(f"networkid.{o['spec']['id']}", id_record(o))
     return out
 
 
@@ -199,12 +210,16 @@ def test_a_network_the_host_cannot_build_is_skipped(spec: Obj) -> None:
     assert len(d.skipped) == 1 and d.skipped[0].startswith("pod web/b: network bad")
 
 
-def test_two_networks_with_one_id_are_neither_built() -> None:
-    d = build(network("a", 3), network("b", 3, "10.2.0.0/24", "10.2.0.1"),
-              network("c", 4, "10.3.0.0/24", "10.3.0.1"), namespace("web"), pod("pa", net="a", i=5),
-              pod("pb", net="b", ip="10.2.0.6", i=6), pod("pc", net="c", ip="10.3.0.7", i=7))
-    assert [n.id for n in d.state.networks] == [4] and d.names == {4: "c"}
-    assert any("id 3" in s for s in d.skipped)
+def test_of_two_networks_with_one_id_only_the_holder_is_built() -> None:
+    items = (network("a", 3), network("b", 3, "10.2.0.0/24", "10.2.0.1"),
+             network("c", 4, "10.3.0.0/24", "10.3.0.1"), namespace("web"), pod("pa", net="a", i=5),
+             pod("pb", net="b", ip="10.2.0.6", i=6), pod("pc", net="c", ip="10.3.0.7", i=7))
+    d = build(*items)
+    assert [n.id for n in d.state.networks] == [3, 4] and d.names == {3: "a", 4: "c"}
+    assert any("does not hold its id 3" in s for s in d.skipped)
+    # without the records (say, a store restored by hand) neither would be safe: neither is built
+    bare = build_state(objects(*items, records=False), NODE)
+    assert bare.state.networks == () and len(bare.skipped) == 3
 
 
 def test_services_follow_the_namespace_to_its_network() -> None:
@@ -402,7 +417,10 @@ class Node:
         return sh("ip", "-o", "-d", "link", "show", netns=netns).stdout
 
     async def create(self, obj: Obj) -> Obj:
-        return await self.client.create("v1" if obj["apiVersion"] == "v1" else GV, PLURAL[obj["kind"]], obj)
+        made = await self.client.create("v1" if obj["apiVersion"] == "v1" else GV, PLURAL[obj["kind"]], obj)
+        if obj["kind"] == "Network" and "id" in obj["spec"]:  # as the controller does
+            await self.client.create(GV, "ipallocations", id_record(made))
+        return dict(made)
 
 
 @pytest.fixture

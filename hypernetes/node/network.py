@@ -31,8 +31,10 @@ from hypernetes.network.objects import (
     IP_ANNOTATION,
     MAC_ANNOTATION,
     NETWORK_ANNOTATION,
+    holds_network_id,
     namespace_network,
     network_id,
+    network_id_record,
 )
 from hypernetes.network.state import (
     Endpoint,
@@ -55,7 +57,7 @@ DEBOUNCE = 0.05  # changes arriving together (a deployment's pods, a service and
 RETRY = 5.0  # a failed apply is tried again this often
 ATTACH_TIMEOUT = 30.0
 MAX_NAMESERVERS, MAX_SEARCHES = 3, 6  # what the C library reads
-KINDS = ("networks", "namespaces", "services", "endpoints", "pods")
+KINDS = ("networks", "ipallocations", "namespaces", "services", "endpoints", "pods")
 
 
 class NetworkNotReady(ConfigError):
@@ -204,6 +206,12 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         if base is None:
             skipped.append(f"{what}: network {addr.network} does not exist or has no id yet")
             continue
+        assert net_obj is not None
+        if not holds_network_id(net_obj, objs["ipallocations"].get(network_id_record(base.id))):
+            # an operator chose an id another network holds: building it would share that one's
+            # router names and link addresses
+            skipped.append(f"{what}: network {addr.network} does not hold its id {base.id} (yet)")
+            continue
         n = nets.setdefault(addr.network, _Net(addr.network, base))
         cidr = ipaddress.IPv4Network(base.cidr)
         taken = seen.setdefault(addr.network, set())
@@ -238,11 +246,11 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         if spec.get("type") == "ExternalName":
             continue
         cip = spec.get("clusterIP")
-        if cip == "None":
-            continue  # headless: DNS only
+        if cip == "None" or not cip:
+            continue  # headless: DNS only; none yet: the controller is about to give it one
         cidr = ipaddress.IPv4Network(n.spec.cidr)
         try:
-            if not cip or ipaddress.IPv4Address(str(cip)) in cidr:
+            if ipaddress.IPv4Address(str(cip)) in cidr:
                 raise ValueError
         except ValueError:
             skipped.append(f"service {ns}/{name}: cluster IP {cip!r} is not usable in {n.name}")
@@ -342,6 +350,7 @@ class PodNetworks:
     async def run(self) -> None:
         watches = [
             self._watch("networks", GROUP_VERSION, "networks"),
+            self._watch("ipallocations", GROUP_VERSION, "ipallocations"),
             self._watch("namespaces", "v1", "namespaces"),
             self._watch("services", "v1", "services"),
             self._watch("endpoints", "v1", "endpoints"),
