@@ -282,7 +282,10 @@ def test_headless_and_external_name_services_are_dns_only() -> None:
 def test_an_unusable_cluster_ip_is_skipped(cip: str) -> None:
     d = build(*WEB, pod("a", i=5), service("bad", cluster_ip=cip), service("ok", cluster_ip="10.96.0.11"))
     assert [s.name for s in d.state.network(1).services] == ["web/ok"]
-    assert len(d.skipped) == 1 and d.skipped[0].startswith("service web/bad: cluster IP")
+    if cip:  # none yet is normal for a moment (the controller gives it): not worth a warning
+        assert len(d.skipped) == 1 and d.skipped[0].startswith("service web/bad: cluster IP")
+    else:
+        assert d.skipped == []
     assert sorted(o["metadata"]["name"] for o in d.dns[1][0]) == ["bad", "ok"]  # DNS still knows it
 
 
