@@ -175,7 +175,7 @@ def test_pods_get_addresses_in_their_tenant_network(world: World) -> None:
 def test_same_tenant_ping_and_http(world: World) -> None:
     w, ns = world, world.acme_ns
     web1 = ip_of(w, w.alice, ns, "web-1")
-    _, out = sh_in(w, w.alice, ns, "client", f"ping -c 2 -W 5 {web1} && wget -q -O - -T 10 http://{web1}/")
+    _, out = sh_in(w, w.alice, ns, "client", f"ping -c 2 -W 5 {web1} && timeout 10 wget -q -O - http://{web1}/")
     assert "web-1" in out
 
 
@@ -187,11 +187,11 @@ def test_cross_tenant_fails_both_ways(world: World) -> None:
     for name, ip in acme_ips.items():
         if ip == g_ip:
             continue
-        code, out = sh_in(w, w.bob, w.globex_ns, "g-web", f"wget -q -O - -T 3 http://{ip}/", check=False)
+        code, out = sh_in(w, w.bob, w.globex_ns, "g-web", f"timeout 3 wget -q -O - http://{ip}/", check=False)
         assert code != 0 and name not in out, (name, out)
     # acme -> globex's address: whatever answers (an acme pod with the same address, or nobody),
     # it is never globex's pod
-    code, out = sh_in(w, w.alice, w.acme_ns, "client", f"wget -q -O - -T 3 http://{g_ip}/", check=False)
+    code, out = sh_in(w, w.alice, w.acme_ns, "client", f"timeout 3 wget -q -O - http://{g_ip}/", check=False)
     assert "globex-secret" not in out
 
 
@@ -236,12 +236,12 @@ def test_cluster_ip_spreads_over_ready_endpoints_only(world: World) -> None:
     w, ns = world, world.acme_ns
     cip = get(w, w.alice, ns, "svc", "web")["spec"]["clusterIP"]
     _, out = sh_in(w, w.alice, ns, "client",
-                   f"for i in $(seq 30); do wget -q -O - -T 5 http://{cip}/; done")
+                   f"for i in $(seq 30); do timeout 5 wget -q -O - http://{cip}/; done")
     seen = set(out.split())
     assert {"web-1", "web-2"} <= seen, out
     assert "web-3" not in seen  # unready: not an endpoint
     # a port the service does not have is refused at once, not timed out
-    code, _ = sh_in(w, w.alice, ns, "client", f"wget -q -O - -T 5 http://{cip}:81/", check=False)
+    code, _ = sh_in(w, w.alice, ns, "client", f"timeout 5 wget -q -O - http://{cip}:81/", check=False)
     assert code != 0
 
 
@@ -250,7 +250,7 @@ def test_dns_names_resolve_only_inside_their_tenant(world: World) -> None:
     cip = get(w, w.alice, w.acme_ns, "svc", "web")["spec"]["clusterIP"]
     g_cip = get(w, w.bob, w.globex_ns, "svc", "web")["spec"]["clusterIP"]
     _, out = sh_in(w, w.alice, w.acme_ns, "client",
-                   f"nslookup web.{w.acme_ns}.svc.cluster.local; wget -q -O - -T 5 http://web/")
+                   f"nslookup web.{w.acme_ns}.svc.cluster.local; timeout 5 wget -q -O - http://web/")
     assert cip in out and ("web-1" in out or "web-2" in out)
     # the other tenant's names are not served here, even the service of the same name
     code, out = sh_in(w, w.alice, w.acme_ns, "client", f"nslookup web.{w.globex_ns}.svc.cluster.local",
