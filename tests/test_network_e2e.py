@@ -268,6 +268,20 @@ def test_node_port_answers_from_outside(world: World) -> None:
     assert seen <= {"web-1", "web-2"} and seen, seen
 
 
+def test_pod_networks_survive_a_node_agent_restart(world: World) -> None:
+    """`up` stops and starts again (the VMs keep running and are adopted): the first apply of the
+    new agent keeps their taps, so pods, services and DNS work as before."""
+    w, ns = world, world.acme_ns
+    w.cluster.stop()
+    w.cluster.start()
+    web1 = ip_of(w, w.alice, ns, "web-1")
+    w.cluster.wait_for("the client reaches web-1 again", lambda: sh_in(
+        w, w.alice, ns, "client", f"timeout 5 wget -q -O - http://{web1}/", check=False)[0] == 0, timeout=120)
+    _, out = sh_in(w, w.alice, ns, "client", "timeout 5 wget -q -O - http://web/")
+    assert out.strip() in ("web-1", "web-2")
+    assert {http_get(w.outside_ns, HOST_IP, NODE_PORT) for _ in range(4)} <= {"web-1", "web-2"}
+
+
 def test_everything_is_gone_after_deletion(world: World) -> None:
     w = world
     as_user(w.cluster, w.alice, "delete", "ns", w.acme_ns, "--wait=true", timeout=300)
