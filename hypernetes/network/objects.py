@@ -25,23 +25,24 @@ NETWORK_IDS = range(1, 8192)
 NETWORK_ID_PREFIX = "networkid."  # the IPAllocation that makes a network id unique: networkid.<id>
 
 
-def _meta(obj: Obj) -> Obj:
+def meta_of(obj: Obj) -> Obj:
+    """The object's metadata, {} when absent or not an object (objects may come from anywhere)."""
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
 
 
-def _spec(obj: Obj | None) -> Obj:
+def spec_of(obj: Obj | None) -> Obj:
     spec = (obj or {}).get("spec")
     return spec if isinstance(spec, dict) else {}
 
 
 def _deleting(obj: Obj) -> bool:
-    return bool(_meta(obj).get("deletionTimestamp"))
+    return bool(meta_of(obj).get("deletionTimestamp"))
 
 
 def network_id(net: Obj) -> int | None:
     """The network's cluster-wide id (spec.id, set by the controller), or None if not yet set."""
-    value = _spec(net).get("id")
+    value = spec_of(net).get("id")
     return value if isinstance(value, int) and not isinstance(value, bool) and value in NETWORK_IDS else None
 
 
@@ -56,20 +57,20 @@ def holds_network_id(net: Obj, record: Obj | None) -> bool:
     whose id another network holds (an operator chose a taken id) must not be built: two routers
     would share names and link addresses."""
     value = network_id(net)
-    if value is None or record is None or _meta(record).get("name") != network_id_record(value):
+    if value is None or record is None or meta_of(record).get("name") != network_id_record(value):
         return False
-    owner = _spec(record).get("owner") or {}
-    return (owner.get("kind") == "Network" and owner.get("name") == _meta(net).get("name")
-            and owner.get("uid") == _meta(net).get("uid") and _spec(record).get("networkID") == value)
+    owner = spec_of(record).get("owner") or {}
+    return (owner.get("kind") == "Network" and owner.get("name") == meta_of(net).get("name")
+            and owner.get("uid") == meta_of(net).get("uid") and spec_of(record).get("networkID") == value)
 
 
 def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:
     """The tenant's default network (for no tenant: the cluster network `default`)."""
     for net in networks:
-        if tenant is None and _meta(net).get("name") == CLUSTER_NETWORK:
+        if tenant is None and meta_of(net).get("name") == CLUSTER_NETWORK:
             return net
-        if tenant is not None and (_meta(net).get("labels") or {}).get(DEFAULT_LABEL) == "true" \
-                and _spec(net).get("tenant") == tenant and not _deleting(net):
+        if tenant is not None and (meta_of(net).get("labels") or {}).get(DEFAULT_LABEL) == "true" \
+                and spec_of(net).get("tenant") == tenant and not _deleting(net):
             return net
     return None
 
@@ -79,11 +80,11 @@ def namespace_network(ns: Obj, networks: Iterable[Obj]) -> Obj | None:
     tenant (admission checks this; a network moved or deleted since is ignored), else the
     tenant's default, else (operators' namespaces) the cluster network."""
     nets = list(networks)
-    tenant = (_meta(ns).get("labels") or {}).get(TENANT_LABEL) or None
-    named = (_meta(ns).get("annotations") or {}).get(NETWORK_ANNOTATION)
+    tenant = (meta_of(ns).get("labels") or {}).get(TENANT_LABEL) or None
+    named = (meta_of(ns).get("annotations") or {}).get(NETWORK_ANNOTATION)
     if named:
         for net in nets:
-            if _meta(net).get("name") == named and (_spec(net).get("tenant") or None) == tenant \
+            if meta_of(net).get("name") == named and (spec_of(net).get("tenant") or None) == tenant \
                     and not _deleting(net):
                 return net
     return default_network(tenant, nets)

@@ -32,9 +32,11 @@ from hypernetes.network.objects import (
     MAC_ANNOTATION,
     NETWORK_ANNOTATION,
     holds_network_id,
+    meta_of,
     namespace_network,
     network_id,
     network_id_record,
+    spec_of,
 )
 from hypernetes.network.state import (
     Endpoint,
@@ -91,16 +93,6 @@ def pod_address(pod: Obj) -> PodAddress | None:
     return PodAddress(str(network), str(ip), str(mac))
 
 
-def _meta(obj: Obj) -> Obj:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _spec(obj: Obj | None) -> Obj:
-    spec = (obj or {}).get("spec")
-    return spec if isinstance(spec, dict) else {}
-
-
 def _finished(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -146,7 +138,7 @@ class Desired:
 
 
 def _network_of(net: Obj, mtu: int) -> Network | None:
-    spec, nid = _spec(net), network_id(net)
+    spec, nid = spec_of(net), network_id(net)
     try:
         cidr = ipaddress.IPv4Network(str(spec.get("cidr")))
         gateway = str(ipaddress.IPv4Address(str(spec.get("gateway"))))
@@ -162,7 +154,7 @@ def _service_ports(svc: Obj, ep: Obj | None, cidr: ipaddress.IPv4Network, gatewa
     """Each TCP/UDP port of the service with its ready endpoints. An Endpoints subset names its
     ports as the service does and carries the resolved (possibly named) target port, which may
     differ between subsets."""
-    spec = _spec(svc)
+    spec = spec_of(svc)
     node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
     out = []
     for p in spec.get("ports") or []:
@@ -196,11 +188,11 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
     nets: dict[str, _Net] = {}
     skipped: list[str] = []
     seen: dict[str, set[str]] = {}
-    for pod in sorted(objs["pods"].values(), key=lambda p: str(_meta(p).get("uid"))):
+    for pod in sorted(objs["pods"].values(), key=lambda p: str(meta_of(p).get("uid"))):
         addr = pod_address(pod)
-        if addr is None or _finished(pod) or _spec(pod).get("nodeName") != node:
+        if addr is None or _finished(pod) or spec_of(pod).get("nodeName") != node:
             continue
-        what = f"pod {_meta(pod).get('namespace')}/{_meta(pod).get('name')}"
+        what = f"pod {meta_of(pod).get('namespace')}/{meta_of(pod).get('name')}"
         net_obj = networks.get(addr.network)
         base = _network_of(net_obj, mtu) if net_obj is not None else None
         if base is None:
@@ -220,7 +212,7 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             skipped.append(f"{what}: address {addr.ip} / {addr.mac} is invalid or taken in {addr.network}")
             continue
         taken |= {addr.ip, addr.mac}
-        n.pods.append(Pod(tap_name(str(_meta(pod).get("uid"))), addr.mac, addr.ip))
+        n.pods.append(Pod(tap_name(str(meta_of(pod).get("uid"))), addr.mac, addr.ip))
     by_id: dict[int, _Net] = {}
     for n in list(nets.values()):
         if n.spec.id in by_id:  # an operator gave two networks one id: neither is safe to build
@@ -230,11 +222,11 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             continue
         by_id[n.spec.id] = n
     node_ports: set[tuple[str, int | None]] = set()
-    for svc in sorted(objs["services"].values(), key=lambda s: str(_meta(s).get("uid"))):
-        ns, name = str(_meta(svc).get("namespace")), str(_meta(svc).get("name"))
+    for svc in sorted(objs["services"].values(), key=lambda s: str(meta_of(s).get("uid"))):
+        ns, name = str(meta_of(svc).get("namespace")), str(meta_of(svc).get("name"))
         ns_obj = objs["namespaces"].get(ns)
         home = namespace_network(ns_obj, networks.values()) if ns_obj is not None else None
-        found = nets.get(str(_meta(home).get("name"))) if home is not None else None
+        found = nets.get(str(meta_of(home).get("name"))) if home is not None else None
         if found is None:
             continue  # its network has no pod on this node
         n = found
@@ -242,7 +234,7 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         n.service_objs.append(svc)
         if ep is not None:
             n.endpoint_objs.append(ep)
-        spec = _spec(svc)
+        spec = spec_of(svc)
         if spec.get("type") == "ExternalName":
             continue
         cip = spec.get("clusterIP")
@@ -283,8 +275,8 @@ def guest_dns(pod: Obj, gateway: str, upstreams: list[str]) -> tuple[tuple[str, 
     dnsConfig as upstream: ClusterFirst (the default) is the network's DNS server on the gateway
     with the namespace search path and ndots:5; Default is the network's upstream resolvers (the
     gateway forwards when it has none of its own); None is only what dnsConfig says."""
-    spec = _spec(pod)
-    ns = str(_meta(pod).get("namespace") or "default")
+    spec = spec_of(pod)
+    ns = str(meta_of(pod).get("namespace") or "default")
     policy = spec.get("dnsPolicy") or "ClusterFirst"
     servers: list[str] = []
     searches: list[str] = []
@@ -311,9 +303,9 @@ def guest_dns(pod: Obj, gateway: str, upstreams: list[str]) -> tuple[tuple[str, 
 
 def guest_hosts(pod: Obj, ip: str) -> tuple[str, ...]:
     """/etc/hosts lines beyond localhost: the pod's own name, then its hostAliases, as kubelet."""
-    spec = _spec(pod)
-    hostname = str(spec.get("hostname") or _meta(pod).get("name"))
-    ns = str(_meta(pod).get("namespace") or "default")
+    spec = spec_of(pod)
+    hostname = str(spec.get("hostname") or meta_of(pod).get("name"))
+    ns = str(meta_of(pod).get("namespace") or "default")
     names = [hostname]
     if spec.get("subdomain"):
         names.insert(0, f"{hostname}.{spec['subdomain']}.{ns}.svc.{DOMAIN}")
@@ -369,7 +361,7 @@ class PodNetworks:
 
     @staticmethod
     def _key(obj: Obj) -> str:
-        meta = _meta(obj)
+        meta = meta_of(obj)
         return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta.get("name"))
 
     async def _watch(self, kind: str, api_version: str, plural: str, field_selector: str = "") -> None:
@@ -437,7 +429,7 @@ class PodNetworks:
             services, endpoints = desired.dns[net.id]
             try:
                 self.dns.set_records(str(net.id), records_for(services, endpoints, DOMAIN))
-                upstreams = _spec(self.objs["networks"].get(desired.names[net.id])).get("dnsServers")
+                upstreams = spec_of(self.objs["networks"].get(desired.names[net.id])).get("dnsServers")
                 await self.dns.serve_network(str(net.id), self.host.router_netns(net.id), net.gateway,
                                              upstreams=upstreams or None)
                 self._served.add(net.id)
@@ -484,7 +476,7 @@ class PodNetworks:
         addr = pod_address(pod)
         if addr is None:
             raise NetworkNotReady("waiting for the pod's address from the network controller")
-        ifname = tap_name(str(_meta(pod).get("uid")))
+        ifname = tap_name(str(meta_of(pod).get("uid")))
         deadline = time.monotonic() + ATTACH_TIMEOUT
         while (net := self._placed(ifname)) is None:
             waiter = self._applied_event
@@ -499,7 +491,7 @@ class PodNetworks:
             fd = await asyncio.to_thread(self.host.create_tap, net, ifname, addr.mac)
         except RuntimeError as e:  # the router went away meanwhile (its network deleted)
             raise NetworkNotReady(f"network {addr.network}: {e}") from e
-        upstreams = [str(s) for s in _spec(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
+        upstreams = [str(s) for s in spec_of(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
         servers, searches, options = guest_dns(pod, net.gateway, upstreams)
         return NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,
                              mtu=net.mtu, dns_servers=servers, dns_search=searches, dns_options=options,
@@ -508,7 +500,7 @@ class PodNetworks:
     def _why_not(self, pod: Obj, addr: PodAddress) -> str:
         if len(self._synced) < len(KINDS):
             return "the node has not yet read the cluster's networks"
-        what = f"pod {_meta(pod).get('namespace')}/{_meta(pod).get('name')}"
+        what = f"pod {meta_of(pod).get('namespace')}/{meta_of(pod).get('name')}"
         for why in (self.applied.skipped if self.applied is not None else []):
             if why.startswith(what):
                 return why
