@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
@@ -213,14 +214,6 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             continue
         taken |= {addr.ip, addr.mac}
         n.pods.append(Pod(tap_name(str(meta_of(pod).get("uid"))), addr.mac, addr.ip))
-    by_id: dict[int, _Net] = {}
-    for n in list(nets.values()):
-        if n.spec.id in by_id:  # an operator gave two networks one id: neither is safe to build
-            skipped.append(f"network {n.name}: id {n.spec.id} is also network {by_id[n.spec.id].name}'s")
-            nets.pop(n.name)
-            nets.pop(by_id[n.spec.id].name, None)
-            continue
-        by_id[n.spec.id] = n
     node_ports: set[tuple[str, int | None]] = set()
     for svc in sorted(objs["services"].values(), key=lambda s: str(meta_of(s).get("uid"))):
         ns, name = str(meta_of(svc).get("namespace")), str(meta_of(svc).get("name"))
@@ -487,15 +480,24 @@ class PodNetworks:
                 raise NetworkNotReady(f"network {addr.network} is not set up on this node: {why}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), min(left, 1.0))
-        try:
-            fd = await asyncio.to_thread(self.host.create_tap, net, ifname, addr.mac)
-        except RuntimeError as e:  # the router went away meanwhile (its network deleted)
-            raise NetworkNotReady(f"network {addr.network}: {e}") from e
         upstreams = [str(s) for s in spec_of(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
         servers, searches, options = guest_dns(pod, net.gateway, upstreams)
-        return NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,
-                             mtu=net.mtu, dns_servers=servers, dns_search=searches, dns_options=options,
-                             hosts=guest_hosts(pod, addr.ip), tap_fd=fd)
+        config = NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,
+                               mtu=net.mtu, dns_servers=servers, dns_search=searches, dns_options=options,
+                               hosts=guest_hosts(pod, addr.ip))
+        return replace(config, tap_fd=await self._open_tap(net, ifname, addr))
+
+    async def _open_tap(self, net: Network, ifname: str, addr: PodAddress) -> int:
+        """create_tap in a thread; if our caller is cancelled meanwhile, the fd the thread still
+        returns is closed, so no tap outlives a pod worker that gave up on it."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self.host.create_tap, net, ifname, addr.mac))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_result)
+            raise
+        except RuntimeError as e:  # the router went away meanwhile (its network deleted)
+            raise NetworkNotReady(f"network {addr.network}: {e}") from e
 
     def _why_not(self, pod: Obj, addr: PodAddress) -> str:
         if len(self._synced) < len(KINDS):
@@ -510,3 +512,8 @@ class PodNetworks:
             return failed
         return "the pod is not yet in this node's view of the cluster"
 
+
+def _close_result(task: asyncio.Future[int]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        with contextlib.suppress(OSError):
+            os.close(task.result())
