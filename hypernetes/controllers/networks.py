@@ -42,6 +42,7 @@ from hypernetes.network.objects import (
     MAC_ANNOTATION,
     NETWORK_ANNOTATION,
     NETWORK_IDS,
+    NODE_PORTS,
     POD_ANNOTATIONS,
     TENANT_LABEL,
     default_network,
@@ -61,7 +62,6 @@ __all__ = [  # the model's names, re-exported for admission and tests
 
 DEFAULT_CIDR = "10.0.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
-NODE_PORTS = range(30000, 32768)
 MIN_PREFIX, MAX_PREFIX = 16, 28
 SERVICE_MIN_PREFIX = 12
 

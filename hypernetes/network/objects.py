@@ -22,6 +22,9 @@ CLUSTER_NETWORK = "default"
 # 0 is never allocated, so an absent id can never be mistaken for one. The default link pool
 # (169.254.0.0/17) has room for 8192 /30s.
 NETWORK_IDS = range(1, 8192)
+# The cluster's node port range, as upstream's default --service-node-port-range: the schema
+# checks chosen ones against it, the controller allocates from it.
+NODE_PORTS = range(30000, 32768)
 NETWORK_ID_PREFIX = "networkid."  # the IPAllocation that makes a network id unique: networkid.<id>
 
 

@@ -12,14 +12,12 @@ from hypernetes.api.schema import formats, structural, volumes
 from hypernetes.api.schema.errors import FieldError
 from hypernetes.api.schema.kinds import Kind
 from hypernetes.api.schema.podspec import pod_spec_update, validate_labels, validate_pod_spec
+from hypernetes.network.objects import NODE_PORTS
 
 JSON = dict[str, Any]
 Errs = list[FieldError]
 
 _STANDARD_FINALIZERS = ("kubernetes", "orphan", "foregroundDeletion")
-# the cluster's node port range (the network controller's NODE_PORTS), as upstream's default
-# --service-node-port-range
-NODE_PORTS = range(30000, 32768)
 _NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 _MAX_ANNOTATIONS = 256 * 1024
 _MAX_DATA = 1024 * 1024  # ConfigMap and Secret payloads
