@@ -84,16 +84,17 @@ def open_netns(name: str | None) -> int:
 
 
 def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
-    """Call fn() in a thread inside namespace `name` (None: right here) and return its result."""
-    if name is None:
-        return fn()
-    fd = open_netns(name)  # opened here so a missing namespace raises in the caller
+    """Call fn() in a thread inside namespace `name` (None: the process's own) and return its
+    result. A thread even for None: pyroute2's synchronous IPRoute refuses to open on a thread
+    that runs an asyncio loop ("This event loop is already running"), and callers on the
+    host-namespace path must not differ from the netns path the tests take."""
+    fd = open_netns(name) if name is not None else -1  # a missing namespace raises in the caller
     result: list[T] = []
     error: list[BaseException] = []
 
     def body() -> None:
         try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            if fd >= 0 and _libc.setns(fd, _CLONE_NEWNET) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, f"setns into {name}: {os.strerror(err)}")
             result.append(fn())
@@ -101,11 +102,12 @@ def run_in_netns(name: str | None, fn: Callable[[], T]) -> T:
             error.append(exc)
 
     try:
-        thread = threading.Thread(target=body, name=f"netns-{name}", daemon=True)
+        thread = threading.Thread(target=body, name=f"netns-{name or 'self'}", daemon=True)
         thread.start()
         thread.join()
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     if error:
         raise error[0]
     return result[0]
