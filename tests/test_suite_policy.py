@@ -29,9 +29,9 @@ def _run(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-q", "-p", "no:cacheprovider",
-                           "--rootdir", str(tmp_path), str(tmp_path / "test_probe.py")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-q", "-p", "no:cacheprovider",
+           "--rootdir", str(tmp_path), str(tmp_path / "test_probe.py")]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_on_ci_an_unmarked_skip_fails(tmp_path: Path) -> None:
