@@ -9,9 +9,9 @@ export HYPERNETES_KERNEL_DIR := $(KERNEL_DIR)
 APT_PACKAGES = qemu-system-x86 qemu-utils linux-source-6.1 linux-image-cloud-amd64 \
 	busybox-static musl-tools erofs-utils e2fsprogs nftables iproute2 docker-registry skopeo \
 	umoci crun runsc openssl flex bison bc libelf-dev libssl-dev cpio xz-utils make gcc kmod \
-	keystone dnsutils
+	keystone dnsutils curl
 
-.PHONY: setup apt venv guest kernel demo test check lint bench clean
+.PHONY: setup apt venv guest kernel demo registry test check lint bench clean
 
 setup: apt venv guest kernel
 
@@ -34,6 +34,12 @@ kernel:
 
 demo: setup
 	$(VENV)/bin/python tools/demo.py
+
+# Debian's docker-registry on 127.0.0.1:$(REGISTRY_PORT) with busybox:1 pushed, for the README.
+REGISTRY_PORT ?= 5000
+REGISTRY_DIR ?= /var/lib/hypernetes-registry
+registry: setup
+	$(VENV)/bin/python tools/registry.py start --port $(REGISTRY_PORT) --dir $(REGISTRY_DIR)
 
 test: setup
 	$(VENV)/bin/pytest -m "" -q

@@ -348,6 +348,7 @@ class PodNetworks:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._converge_once_more()
             if self.dns is not None:
                 for nid in list(self._served):
                     await self.dns.stop_network(str(nid))
@@ -384,6 +385,16 @@ class PodNetworks:
             except Exception:  # never let one bad round end the node's networking
                 log.exception("tenant networks: reconciling failed; retrying in %.0f s", RETRY)
                 asyncio.get_running_loop().call_later(RETRY, self._dirty.set)
+
+    async def _converge_once_more(self) -> None:
+        """On the way out, apply what the last changes asked for (a network whose last pod left
+        within the debounce): stopping the agent must not leave a router namespace behind."""
+        if not self._dirty.is_set() or len(self._synced) < len(KINDS):
+            return
+        try:
+            await asyncio.to_thread(self.host.apply, build_state(self.objs, self.node, self.mtu).state)
+        except Exception as e:  # best effort: the next start converges anyway
+            log.warning("tenant networks: last apply before stopping failed: %s", e)
 
     async def _apply(self, desired: Desired) -> None:
         for why in desired.skipped:
