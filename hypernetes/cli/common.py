@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hypernetes.runtime.paths import default_data_dir
+from hypernetes.runtime.paths import PRIVATE_DIR, PRIVATE_FILE, default_data_dir, private_dir
 
 if TYPE_CHECKING:
     from hypernetes.runtime.images import ImageStore
@@ -29,9 +31,26 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# What under a data dir holds tenant data or credentials. Whoever makes these makes them owner-only;
+# a data dir written by an older version (0755 dirs, 0644 files) is tightened on every start.
+PRIVATE_DIRS = ("runtime", "runtime/hypervm", "images", "volumes", "pki")
+PRIVATE_FILES = ("state.db", "state.db-wal", "state.db-shm", "admin.kubeconfig")
+PRIVATE_GLOBS = ("audit*.log*", "runtime/hypervm/*/state.json", "runtime/hypervm/*/volumes.erofs",
+                 "runtime/hypervm/*/logs/*")
+
+
 def data_dir(args: argparse.Namespace) -> Path:
-    path: Path = args.data_dir or default_data_dir()
-    path.mkdir(parents=True, exist_ok=True)
+    """The data dir, made (or tightened to) 0700: no other local user may reach a tenant's data."""
+    path = private_dir(args.data_dir or default_data_dir())
+    for name in PRIVATE_DIRS:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path / name, PRIVATE_DIR)
+    for sandbox in path.glob("runtime/hypervm/*/"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(sandbox, PRIVATE_DIR)
+    for file in [*(path / n for n in PRIVATE_FILES), *(p for g in PRIVATE_GLOBS for p in path.glob(g))]:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(file, PRIVATE_FILE)
     return path
 
 
@@ -39,7 +58,9 @@ def image_store(args: argparse.Namespace) -> ImageStore:
     from hypernetes.runtime.images import ImageStore, RegistryAuth
 
     auth = RegistryAuth.from_docker_config(args.registry_auth) if args.registry_auth else None
-    return ImageStore(data_dir(args) / "images", insecure_registries=args.insecure_registry, auth=auth)
+    # private images are tenant data: the store's dir is owner-only
+    return ImageStore(private_dir(data_dir(args) / "images"), insecure_registries=args.insecure_registry,
+                      auth=auth, tenant_policy=getattr(args, "registry_policy", None))
 
 
 def kernel_registry(args: argparse.Namespace) -> KernelRegistry:

@@ -21,9 +21,10 @@ from typing import Any
 
 from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.node.admission import Rejection, admit
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
-from hypernetes.node.podstatus import rfc3339
+from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
 from hypernetes.node.worker import PodWorker, VolumeUsers
 from hypernetes.runtime.interface import Runtime
 from hypernetes.runtime.sizing import MiB
@@ -41,6 +42,7 @@ RECLAIM_RETRY = 30.0  # a failed disk deletion or finalizer removal is tried aga
 PLURALS = {"ConfigMap": "configmaps", "Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims",
            "PersistentVolume": "persistentvolumes", "Namespace": "namespaces"}
 RESIZE_CONDITIONS = ("FileSystemResizePending", "Resizing")
+FINALIZE_TRIES = 8  # deleting a stopped pod's object: retried 1 s doubling to 30 s, then left
 
 
 def host_ip() -> str:
@@ -143,8 +145,19 @@ class ClientNodeAPI:
         meta = pod["metadata"]
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                 "preconditions": {"uid": meta.get("uid")}}
-        with contextlib.suppress(ApiException):
-            await self.client.delete("v1", "pods", meta["name"], meta.get("namespace"), body)
+        delay = 1.0
+        for _ in range(FINALIZE_TRIES):  # a pod left Terminating would stay in its tenant's quota
+            try:
+                await self.client.delete("v1", "pods", meta["name"], meta.get("namespace"), body)
+                return
+            except ApiException as e:
+                if e.status in (404, 409):  # gone, or another pod by that name now
+                    return
+                log.warning("finalizing pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
+            except OSError as e:
+                log.warning("finalizing pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
@@ -187,6 +200,9 @@ class NodeAgent:
         self._pvs: dict[str, Obj] = {}  # this node's local PVs, by name
         self._reclaim_wake = asyncio.Event()
         self._pods_synced = asyncio.Event()
+        self._rejected: set[str] = set()  # pods refused at admission: they never run here
+        self._rejections: set[asyncio.Task[None]] = set()
+        self._allocatable: Obj | None = None
 
     @staticmethod
     def default_name() -> str:
@@ -231,6 +247,7 @@ class NodeAgent:
 
     async def register(self) -> None:
         node = self.node_object()
+        self._allocatable = node["status"]["allocatable"]
         existing = await self.client.get_or_none("v1", "nodes", self.name)
         if existing is None:
             try:
@@ -309,7 +326,9 @@ class NodeAgent:
 
     async def _sync(self, pods: list[Obj], adopted: dict[str, Any]) -> None:
         live = {sandbox_id(p) for p in pods}
-        for pod in pods:
+        # admitted in the kubelet's order: what already runs, then the oldest first
+        for pod in sorted(pods, key=lambda p: (sandbox_id(p) not in adopted,
+                                               str(p["metadata"].get("creationTimestamp") or ""))):
             self._seen(pod, adopting=sandbox_id(pod) in adopted)
         for sid in set(adopted) - live:
             log.info("removing sandbox %s: its pod is gone", sid)
@@ -324,8 +343,17 @@ class NodeAgent:
             worker.update(pod)
             return
         phase = (pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed") and not adopting and not pod["metadata"].get("deletionTimestamp"):
-            return  # finished before this agent started: nothing to run
+        if not adopting and not pod["metadata"].get("deletionTimestamp"):
+            if phase in TERMINAL_PHASES or uid in self._rejected:
+                return  # finished before this agent started, or refused: nothing to run
+            rejection = admit(pod, [w.pod for w in self.workers.values() if w.holds_resources],
+                              self._allocatable or self.node_object()["status"]["allocatable"])
+            if rejection is not None:
+                self._rejected.add(uid)
+                task = asyncio.create_task(self._reject(pod, rejection), name=f"reject-{uid}")
+                self._rejections.add(task)
+                task.add_done_callback(self._rejections.discard)
+                return
         worker = PodWorker(pod, self.runtime, self.api, self.ip, self.volumes, self.volume_users,
                            self.networks)
         if adopting:
@@ -335,6 +363,12 @@ class NodeAgent:
         task = asyncio.create_task(worker.adopt() if adopting else worker.run(), name=f"pod-{uid}")
         self._tasks[uid] = task
         task.add_done_callback(self._done)
+
+    async def _reject(self, pod: Obj, rejection: Rejection) -> None:
+        log.warning("pod %s/%s rejected: %s", pod["metadata"].get("namespace"), pod["metadata"]["name"],
+                    rejection.message)
+        await self.api.event(pod, "Warning", rejection.reason, rejection.message)
+        await self.api.update_pod_status(pod, rejection.status())
 
     def _gone(self, pod: Obj) -> None:
         """The pod object is deleted: its worker must stop the VM right away."""

@@ -13,6 +13,7 @@ from typing import Any
 from hypernetes.runtime.interface import ContainerState, ContainerStatus
 
 Obj = dict[str, Any]
+TERMINAL_PHASES = ("Succeeded", "Failed")  # a pod in one of these never runs again
 
 
 def rfc3339(ts: float | None = None) -> str:
@@ -134,7 +135,7 @@ def pod_status(
     old = (pod.get("status") or {}).get("conditions") or []
     now = rfc3339()
     all_ready = bool(statuses) and all(s["ready"] for s in statuses)
-    not_ready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
+    not_ready = "PodCompleted" if phase in TERMINAL_PHASES else "ContainersNotReady"
     status: Obj = {
         "phase": phase,
         "conditions": [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -33,12 +34,20 @@ from hypernetes.node.podspec import (
     sandbox_id,
     storage_size,
 )
-from hypernetes.node.podstatus import ContainerRecord, pod_status, terminated_state
+from hypernetes.node.podstatus import (
+    TERMINAL_PHASES,
+    ContainerRecord,
+    container_status,
+    pod_phase,
+    pod_status,
+    terminated_state,
+)
 from hypernetes.node.probes import ProbeRunner
 from hypernetes.runtime.interface import (
     ContainerState,
     ImagePullFailed,
     PodRuntimeError,
+    PodSpec,
     Runtime,
     SandboxFailed,
     SandboxNotFound,
@@ -54,6 +63,9 @@ BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0  # running this long forgives earlier crashes, as kubelet does
 CONFIG_RETRY = 10.0
+# A runtime that does not stop a sandbox within its grace period plus this is not waited for: the
+# sandbox is removed (its VM killed) and the pod finalized all the same.
+STOP_MARGIN = 30.0
 
 
 class NodeAPI(Protocol):
@@ -168,16 +180,24 @@ class PodWorker:
         self.probes: ProbeRunner | None = None
         self._restarts: set[asyncio.Task[None]] = set()
         self._handled: set[str] = set()  # containers whose current instance's exit was acted on
+        self._spec_key = _spec_key(pod)
+        self._stopped = False  # the sandbox of a finished pod was stopped
 
     # --- inputs ----------------------------------------------------------------------------------
 
     def update(self, pod: Obj) -> None:
         self.pod = pod
+        self._spec_key = _spec_key(pod)
         self.changed.set()
 
     @property
     def deleting(self) -> bool:
         return bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    @property
+    def holds_resources(self) -> bool:
+        """Counted in the node's admission: its VM runs or will (a finished pod's is stopped)."""
+        return not self._stopped and (self.pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
 
     @property
     def name(self) -> str:
@@ -220,26 +240,20 @@ class PodWorker:
         await self._terminate()
 
     async def _create(self) -> bool:
-        """Make the sandbox and start the containers; False if the pod was deleted meanwhile."""
+        """Make the sandbox and start the containers; False if the pod was deleted meanwhile.
+
+        Failures back off as the kubelet's do (10 s doubling to 5 min; pulls and sandbox creation
+        each their own), and only the pod's deletion or a change of its spec cuts a back-off short:
+        the worker's own status writes come back as pod updates and must not."""
         self.start_time = time.time()
+        pull_backoff, create_backoff = _Backoff(), _Backoff()
         while not self.deleting:
-            try:
-                objects = await self._referenced_objects()
-                lookup = _lookup_in(objects)
-                block_path = None if self.volumes is None else self._block_path
-                spec = pod_spec(self.pod, lookup, block_path)
-                await self._prepare_volumes(claim_disks(self.pod, lookup), objects)
-                break
-            except ConfigError as e:
-                await self._waiting_all(e.reason, str(e))
-                await self.api.event(self.pod, "Warning", e.event, e.event_message)
-                await self._sleep_or_change(CONFIG_RETRY)
-        else:
-            return False
-        for rec in self.records.values():
-            await self.api.event(self.pod, "Normal", "Pulling", f'Pulling image "{rec.image}"')
-        pull_backoff = _Backoff()
-        while True:
+            spec = await self._spec_until_valid()
+            if spec is None:
+                return False
+            for rec in self.records.values():
+                await self.api.event(self.pod, "Normal", "Pulling", f'Pulling image "{rec.image}"')
+            key = self._spec_key
             try:
                 if self.networks is not None:
                     # a tap per attempt: a failed create closes the one it was given
@@ -251,10 +265,11 @@ class PodWorker:
                 await self.api.event(self.pod, "Warning", e.event, e.event_message)
                 delay = CONFIG_RETRY
             except ImagePullFailed as e:
-                await self._waiting_all("ErrImagePull", str(e))
+                await self._waiting_all(e.reason, str(e))
                 await self.api.event(self.pod, "Warning", "Failed", f"Failed to pull image: {e}")
                 delay = pull_backoff.next()
-                await self._waiting_all("ImagePullBackOff", f"Back-off pulling image: {e}")
+                if e.reason == "ErrImagePull":  # between tries, as the kubelet says it
+                    await self._waiting_all("ImagePullBackOff", f"Back-off pulling image: {e}")
                 await self.api.event(self.pod, "Normal", "BackOff", "Back-off pulling image")
             except (PodRuntimeError, OSError) as e:
                 if isinstance(e, OSError):
@@ -262,9 +277,12 @@ class PodWorker:
                 await self._waiting_all("CreateContainerError", str(e))
                 await self.api.event(self.pod, "Warning", "FailedCreatePodSandBox",
                                      f"Failed to create pod sandbox: {e}")
-                delay = pull_backoff.next()
-            if await self._sleep_or_change(delay) and self.deleting:
-                return False
+                delay = create_backoff.next()
+            log.info("pod %s: sandbox not created, next try in %.0f s", self.name, delay)
+            if await self._wait_backoff(delay, key) == "spec":
+                pull_backoff, create_backoff = _Backoff(), _Backoff()  # a new spec starts afresh
+        else:
+            return False
         self.sandbox_ready = True
         self.pod_ip = spec.network.addresses[0].split("/")[0] if spec.network.addresses else None
         for rec in self.records.values():
@@ -273,6 +291,26 @@ class PodWorker:
         for name in self.records:
             await self._start(name)
         return True
+
+    async def _spec_until_valid(self) -> PodSpec | None:
+        """The runtime spec of the pod, once what it references exists; None if deleted first."""
+        while not self.deleting:
+            key = self._spec_key
+            try:
+                objects = await self._referenced_objects()
+                lookup = _lookup_in(objects)
+                block_path = None if self.volumes is None else self._block_path
+                spec = pod_spec(self.pod, lookup, block_path)
+                await self._prepare_volumes(claim_disks(self.pod, lookup), objects)
+                for c in spec.containers:  # a spec change may have changed an image
+                    if c.name in self.records:
+                        self.records[c.name].image = c.image
+                return spec
+            except ConfigError as e:
+                await self._waiting_all(e.reason, str(e))
+                await self.api.event(self.pod, "Warning", e.event, e.event_message)
+                await self._wait_backoff(CONFIG_RETRY, key)
+        return None
 
     async def _referenced_objects(self) -> Objects:
         ns = self.pod["metadata"].get("namespace", "default")
@@ -381,6 +419,8 @@ class PodWorker:
                 pending = self._restart_pending(policy)
                 if not waiters and not pending:
                     await self._report()
+                    if self._finished():
+                        await self._stop_finished()
                     await self._sleep_or_change(None)  # finished: wait for deletion
                     continue
                 change = asyncio.create_task(self.changed.wait())
@@ -456,6 +496,32 @@ class PodWorker:
 
     # --- termination -------------------------------------------------------------------------------
 
+    def _finished(self) -> bool:
+        """Succeeded or Failed: no container runs and none will be restarted."""
+        statuses = [container_status(r) for r in self.records.values()]
+        return pod_phase(self.pod, statuses) in TERMINAL_PHASES
+
+    async def _stop_finished(self) -> None:
+        """A finished pod keeps no VM, as the kubelet kills a terminal pod's sandbox: else it would
+        go on taking host CPU and memory that neither quotas nor the scheduler count. Its logs
+        stay readable (the runtime keeps them until the pod is deleted); its claims are let go."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.probes is not None:
+            await self.probes.stop()
+        try:
+            await asyncio.wait_for(self.runtime.stop_sandbox(self.id, 0), STOP_MARGIN)
+        except SandboxNotFound:
+            pass
+        except (TimeoutError, PodRuntimeError) as e:
+            log.warning("pod %s finished: stopping its sandbox: %r; removing it", self.name, e)
+            await self.runtime.remove_sandbox(self.id)
+        self.users.release(self.id)
+        self.sandbox_ready = False
+        log.info("pod %s finished: its sandbox is stopped", self.name)
+        await self._report()
+
     async def _terminate(self) -> None:
         if not self.deleting:
             return
@@ -463,8 +529,16 @@ class PodWorker:
         for name, rec in self.records.items():
             if rec.runtime is not None and rec.runtime.state is ContainerState.RUNNING:
                 await self.api.event(self.pod, "Normal", "Killing", f"Stopping container {name}")
-        with contextlib.suppress(SandboxNotFound):
-            await self.runtime.stop_sandbox(self.id, None if grace is None else int(grace))
+        if grace is None:
+            grace = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        try:
+            # bounded whatever the runtime and the guest do: removal below kills what is left
+            await asyncio.wait_for(self.runtime.stop_sandbox(self.id, int(grace)),
+                                   max(0, int(grace)) + STOP_MARGIN)
+        except SandboxNotFound:
+            pass
+        except TimeoutError:
+            log.warning("pod %s: the sandbox did not stop within %s s of grace; killing it", self.name, grace)
         await self.runtime.remove_sandbox(self.id)
         self.users.release(self.id)  # the VM is gone, and its disks with it
         await self.api.finalize_pod(self.pod)
@@ -488,6 +562,20 @@ class PodWorker:
                                                 **_deletion_fields(self.pod, updated)}}
         self._last_status = status
 
+    async def _wait_backoff(self, seconds: float, key: str) -> str:
+        """Sleep out a back-off. "deleted" or "spec" (the pod's spec is no longer the one `key`
+        was taken from) end it early; any other pod update (our own status writes) does not."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.deleting:
+                return "deleted"
+            if self._spec_key != key:
+                return "spec"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            await self._sleep_or_change(left)
+
     async def _sleep_or_change(self, seconds: float | None) -> bool:
         """Sleep, waking early on a pod update; True if woken by an update."""
         with contextlib.suppress(TimeoutError):
@@ -495,6 +583,10 @@ class PodWorker:
             self.changed.clear()
             return True
         return False
+
+
+def _spec_key(pod: Obj) -> str:
+    return json.dumps(pod.get("spec"), sort_keys=True)
 
 
 def _lookup_in(objects: Objects) -> Callable[[str, str, str], Obj | None]:

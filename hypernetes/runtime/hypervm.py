@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -34,6 +35,7 @@ from hypernetes.runtime.agentclient import (
     AgentUnavailable,
     GuestProcess,
     ProcessSpec,
+    Runstate,
 )
 from hypernetes.runtime.hypervm_state import (
     disk_from_dict,
@@ -68,6 +70,7 @@ from hypernetes.runtime.interface import (
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, new_instance
+from hypernetes.runtime.paths import open_private, private_dir
 from hypernetes.runtime.qemu import (
     MAC,
     Disk,
@@ -92,6 +95,7 @@ BOOT_TIMEOUT_TCG = 90.0  # a loaded 2-core host under TCG needs this much, rarel
 BOOT_TIMEOUT_KVM = 20.0
 START_TIMEOUT = 60.0
 SHUTDOWN_MARGIN = 15.0  # beyond the grace period, for sync and power-off
+KILL_TIMEOUT = 10.0  # QMP quit, then SIGKILL, must have ended QEMU by then
 
 
 @dataclass
@@ -227,7 +231,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         _check_disk_count(len(disks), has_files, len(block_disks), bool(scratch), kernel.acpi, nics)
         sandbox_dir = self.root / pod.id
         shutil.rmtree(sandbox_dir, ignore_errors=True)
-        sandbox_dir.mkdir(parents=True)
+        private_dir(self.root)
+        private_dir(sandbox_dir)  # the pod's disks, state (its env) and logs: its tenant's only
         if has_files:
             try:
                 volume_disk = await asyncio.to_thread(_build_volume_disk, sandbox_dir, pod.volumes)
@@ -237,7 +242,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             disks[VOLUME_DISK] = Disk(volume_disk, VOLUME_DISK)
         disks.update((d.serial, d) for d in block_disks)
         if scratch:
-            path = sandbox_dir / "scratch.img"
+            path = sandbox_dir / SCRATCH_FILE
             sizes = [v.size_limit or DEFAULT_SCRATCH_SIZE for v in scratch]
             try:
                 await asyncio.to_thread(_build_scratch_disk, path, sizes)
@@ -469,19 +474,47 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         return proc
 
     async def stop_sandbox(self, sandbox_id: str, grace_seconds: int | None = None) -> None:
+        """Stop the VM: the guest gets the grace period to end its processes, sync and power
+        off; past that (plus SHUTDOWN_MARGIN) the VM is killed whatever the guest does, even a
+        hung one that no longer reads its channel. The record, its state and the containers'
+        logs stay (until `remove_sandbox`); the disks made for the VM, its data, go now."""
         sandbox = self._get(sandbox_id)
-        grace = sandbox.pod.termination_grace_seconds if grace_seconds is None else grace_seconds
-        if sandbox.vm.alive() and sandbox.client.state.value == "running":
+        grace = max(0, sandbox.pod.termination_grace_seconds if grace_seconds is None else grace_seconds)
+        if sandbox.vm.alive() and sandbox.client.state is Runstate.RUNNING:
             sandbox.state = SandboxState.STOPPED
-            tlv = gp.TLV().add_u32(gp.TAG_GRACE_MS, max(0, grace) * 1000)
-            with contextlib.suppress(AgentUnavailable, AgentError):
-                await sandbox.client.request(gp.MSG_SHUTDOWN, tlv, timeout=grace + SHUTDOWN_MARGIN)
-            # After ACK the guest syncs and powers off; a guest that does not is killed.
-            await sandbox.vm.wait(SHUTDOWN_MARGIN)
+            try:
+                await asyncio.wait_for(self._shutdown(sandbox, grace), grace + SHUTDOWN_MARGIN)
+            except TimeoutError:
+                log.warning("sandbox %s: the guest did not power off within %d s; killing the VM",
+                            sandbox_id, grace + SHUTDOWN_MARGIN)
         sandbox.state = SandboxState.STOPPED
-        await sandbox.vm.kill()
+        await self._kill(sandbox)
         for c in sandbox.containers.values():
             self._mark_lost(c, "the sandbox was stopped")
+            if c.log is not None:
+                c.log.flush_partial()
+        for disk in (VOLUME_DISK_FILE, SCRATCH_FILE):
+            (sandbox.dir / disk).unlink(missing_ok=True)
+        remove_socket_dir(sandbox.dir)
+        self._save(sandbox)
+
+    async def _shutdown(self, sandbox: _Sandbox, grace: int) -> None:
+        tlv = gp.TLV().add_u32(gp.TAG_GRACE_MS, grace * 1000)
+        with contextlib.suppress(AgentUnavailable, AgentError):
+            await sandbox.client.request(gp.MSG_SHUTDOWN, tlv, timeout=grace + SHUTDOWN_MARGIN)
+        # After ACK the guest syncs and powers off.
+        await sandbox.vm.exited.wait()
+
+    async def _kill(self, sandbox: _Sandbox) -> None:
+        """QMP quit, then SIGKILL (QemuVM.kill); a QEMU that still lingers (stopped, or stuck in
+        the kernel) gets SIGKILL again and is left to the kernel: the caller is not held up."""
+        try:
+            await asyncio.wait_for(sandbox.vm.kill(), KILL_TIMEOUT)
+        except TimeoutError:
+            if sandbox.vm.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(sandbox.vm.pid, signal.SIGKILL)
+            log.error("sandbox %s: QEMU (pid %s) did not exit after SIGKILL", sandbox.pod.id, sandbox.vm.pid)
 
     async def remove_sandbox(self, sandbox_id: str) -> None:
         sandbox = self._sandboxes.get(sandbox_id)
@@ -496,7 +529,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def _destroy(self, sandbox: _Sandbox) -> None:
         await sandbox.client.close("sandbox removed")
-        await sandbox.vm.kill()
+        await self._kill(sandbox)
         if sandbox.watcher is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await sandbox.watcher
@@ -516,6 +549,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             {
                 "pod": pod_to_dict(sandbox.pod),
                 "created_at": sandbox.created_at,
+                # a stopped sandbox (a finished pod's) is kept for its logs, also across restarts
+                "stopped": sandbox.state is SandboxState.STOPPED,
+                "message": sandbox.message,
                 "disks": [disk_to_dict(d) for d in sandbox.vm.cfg.disks],
                 "volume_disks": sandbox.volume_disks,
                 "next_process_id": sandbox.client.next_process_id,
@@ -544,6 +580,10 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 continue
             state = read_state(directory)
             pid = running_qemu(directory)
+            if state is not None and pid is None and state.get("stopped") is True:
+                with contextlib.suppress(PodRuntimeError, KeyError, TypeError, ValueError, OSError):
+                    adopted.append(self._adopt_stopped(directory, state))
+                    continue
             if state is None or pid is None:
                 _kill_leftover(directory)
                 shutil.rmtree(directory, ignore_errors=True)
@@ -555,6 +595,31 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 _kill_leftover(directory)
                 shutil.rmtree(directory, ignore_errors=True)
         return adopted
+
+    def _adopt_stopped(self, directory: Path, state: dict[str, Any]) -> SandboxStatus:
+        """Take back the record of a sandbox stopped on purpose (a finished pod's): no VM, only
+        its containers' last status and logs, kept until the pod is deleted."""
+        pod = pod_from_dict(state["pod"])
+        vm = QemuVM(VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0,
+                             memory_mib=0))
+        vm.exited.set()
+        containers: dict[str, _Container] = {}
+        for name, rec in state["containers"].items():
+            image = self.images.get(rec["image_id"])
+            if image is None:
+                raise PodRuntimeError(f"image {rec['image_id']} of container {name} is gone")
+            spec = next(c for c in pod.containers if c.name == name)
+            proc_spec = ProcessSpec(**{**rec["process"], "groups": tuple(rec["process"]["groups"])})
+            c = _Container(spec, image, proc_spec, rec["disk_serial"], status_from_dict(rec["status"]),
+                           LogWriter(directory / "logs" / f"{name}.log"))
+            c.done.set()
+            containers[name] = c
+        sandbox = _Sandbox(pod, directory, vm, AgentClient(f"agent-{pod.id}"), containers,
+                           state=SandboxState.STOPPED, message=str(state.get("message") or ""),
+                           created_at=float(state["created_at"]))
+        self._sandboxes[pod.id] = sandbox
+        log.info("took back stopped sandbox %s (its logs)", pod.id)
+        return self._status(sandbox)
 
     async def _adopt_one(self, directory: Path, state: dict[str, Any], pid: int) -> SandboxStatus:
         pod = pod_from_dict(state["pod"])
@@ -683,6 +748,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
 VOLUME_DISK = "vol0"  # serial of the read-only disk holding the pod's file volumes
 SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per disk emptyDir
+VOLUME_DISK_FILE = "volumes.erofs"  # in the sandbox dir; holds the pod's secrets and token
+SCRATCH_FILE = "scratch.img"
 # Filesystems a block volume may have: every kernel we boot has ext4 (kernels.DRIVERS), which
 # also mounts ext3 and ext2; nothing else is built in, nor loaded from a module.
 FS_TYPES = ("ext4", "ext3", "ext2")
@@ -828,7 +895,7 @@ def _build_scratch_disk(path: Path, sizes: list[int]) -> None:
         parts.append((offset, size))
         offset += size
     total = offset + MIB  # the backup GPT lives in the last MiB
-    with open(path, "wb") as f:
+    with os.fdopen(open_private(path), "wb") as f:
         f.truncate(total)
     for start, size in parts:
         # mkfs's discard punches the (already sparse) range, which lets it skip zeroing the
@@ -884,8 +951,8 @@ def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Pa
     for v in volumes:
         if v.kind != "files":
             continue
-        root = src / v.name
-        root.mkdir(parents=True, mode=0o755)
+        root = private_dir(src) / v.name
+        root.mkdir(mode=0o755)  # the volume's root dir mode as the guest sees it
         for f in v.files:
             target = (root / f.path).resolve()
             if not target.is_relative_to(root.resolve()):
@@ -893,7 +960,8 @@ def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Pa
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(f.data)
             target.chmod(f.mode & 0o7777)
-    disk = sandbox_dir / "volumes.erofs"
+    disk = sandbox_dir / VOLUME_DISK_FILE
+    os.close(open_private(disk))  # mkfs.erofs truncates it and keeps its mode: never the umask's
     command = ["mkfs.erofs", "--quiet", "--all-root", str(disk), str(src)]
     subprocess.run(command, check=True, capture_output=True)
     shutil.rmtree(src)

@@ -25,6 +25,7 @@ from hypernetes.runtime.interface import (
     PodSpec,
     VolumeSpec,
 )
+from hypernetes.runtime.paths import open_private
 from hypernetes.runtime.qemu import Disk
 
 STATE_FILE = "state.json"
@@ -36,6 +37,7 @@ def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
         dataclasses.replace(v, files=()) for v in pod.volumes)))
     # An fd number means nothing to the next process: the running QEMU holds the tap itself.
     data["network"].pop("tap_fd", None)
+    data.pop("pull_credentials", None)  # registry passwords stay in memory, off the disk
     return data
 
 
@@ -85,7 +87,8 @@ def status_from_dict(data: dict[str, Any]) -> ContainerStatus:
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
     tmp = directory / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state))
+    with os.fdopen(open_private(tmp), "w") as f:  # it holds the pod's env: tenant secrets
+        f.write(json.dumps(state))
     os.replace(tmp, directory / STATE_FILE)
 
 

@@ -11,8 +11,10 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from hypernetes.runtime.interface import LogLine, PodRuntimeError, Stream
+from hypernetes.runtime.paths import open_private, private_dir
 
 MAX_LINE = 16 * 1024
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -31,8 +33,8 @@ class LogWriter:
         self.path = path
         self.max_bytes = max_bytes
         self._pending: dict[Stream, bytes] = {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab")  # noqa: SIM115 - held for the container's life
+        private_dir(path.parent)  # a container's output is its tenant's data
+        self._file = _open_append(path)  # held for the container's life
         self._size = self._file.tell()
 
     def write(self, stream: Stream, data: bytes) -> None:
@@ -73,8 +75,12 @@ class LogWriter:
     def _rotate(self) -> None:
         self._file.close()
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._file = _open_append(self.path)
         self._size = 0
+
+
+def _open_append(path: Path) -> BinaryIO:
+    return os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
 
 
 def parse_line(raw: bytes) -> LogLine | None:

@@ -11,6 +11,9 @@ from hypernetes.runtime.interface import ContainerSpec
 from hypernetes.runtime.sizing import VMSize, parse_cpu, parse_memory, vm_size
 
 Obj = dict[str, Any]
+# What a pod that asks for no CPU costs a node (the scheduler and the node's admission): CPU is
+# time-shared, so not a whole vCPU, but not nothing either.
+DEFAULT_POD_MILLICPU = 100
 
 
 def container_limits(container: Obj) -> tuple[int | None, int | None]:
@@ -31,6 +34,13 @@ def pod_cpu_and_vm(pod: Obj) -> tuple[int, VMSize]:
         millicpu += cpu or 0
         specs.append(ContainerSpec(name=c.get("name", ""), image="", cpu_limit_millis=cpu, memory_limit=mem))
     return millicpu, vm_size(specs)
+
+
+def node_cost(pod: Obj) -> tuple[int, int]:
+    """(millicores, memory bytes) the pod takes from a node: its CPU ask (DEFAULT_POD_MILLICPU if
+    none) and its VM's memory. ValueError for an impossible size."""
+    millicpu, size = pod_cpu_and_vm(pod)
+    return millicpu or DEFAULT_POD_MILLICPU, size.memory
 
 
 def pod_vm(pod: Obj) -> VMSize:

@@ -3,7 +3,7 @@
 Memory cannot be overcommitted safely (a VM's RAM is really taken), so a pod costs exactly its
 VM's memory: the containers' memory limits plus the guest overhead (`runtime/sizing.py`). CPU is
 time-shared: a VM's vCPUs are host threads, so a pod costs the CPU its containers ask for (limits,
-or requests when no limit is set) and DEFAULT_POD_MILLICPU when they ask for none, not
+or requests when no limit is set) and podsize.DEFAULT_POD_MILLICPU when they ask for none, not
 whole vCPUs; otherwise a 2-core node would hold two pods.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hypernetes.runtime.podsize import pod_cpu_and_vm
+from hypernetes.runtime.podsize import node_cost
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 
@@ -29,13 +29,11 @@ class Resources:
         return Resources(self.millicpu - other.millicpu, self.memory - other.memory, self.pods - other.pods)
 
 
-DEFAULT_POD_MILLICPU = 100
-
-
 def pod_vm_size(pod: dict[str, Any]) -> Resources:
-    """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead."""
-    millicpu, size = pod_cpu_and_vm(pod)
-    return Resources(millicpu=millicpu or DEFAULT_POD_MILLICPU, memory=size.memory, pods=1)
+    """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead
+    (the node agent admits by the same `node_cost`)."""
+    millicpu, memory = node_cost(pod)
+    return Resources(millicpu=millicpu, memory=memory, pods=1)
 
 
 def node_allocatable(node: dict[str, Any]) -> Resources:

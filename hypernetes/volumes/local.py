@@ -289,6 +289,7 @@ class LocalVolumes:
     def _dirs(self) -> None:
         for d in (self.root, self.root / ".locks", self.root / ".work", self.root / ".resizing"):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)  # also one an older version made by the umask: tenants' disks
 
     def _tmp(self, handle: str, n: int) -> Path:
         # named by a digest (a 253-character handle would not fit) and fixed per handle: the

@@ -1,0 +1,63 @@
+"""Whether this node takes a pod bound to it, whoever bound it: the kubelet's resource admission
+(`lifecycle/predicate.go`). The scheduler already placed most pods by the same sums, but a pod
+bound without it (spec.nodeName set by its creator) must fit too: a VM's memory is really taken,
+so a node that started every pod bound to it would start a 40 GiB VM on a 24 GiB host.
+
+A pod costs what the scheduler counts (`podsize.node_cost`): its CPU ask and its VM's memory.
+Used is the sum over the pods this node runs and has not finished; capacity the Node's
+allocatable. A rejected pod is Failed with the kubelet's reason (`OutOfcpu`, `OutOfmemory`,
+`OutOfpods`) and message, and never gets a VM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hypernetes.runtime.podsize import node_cost
+from hypernetes.runtime.sizing import parse_cpu, parse_memory
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    message: str
+
+    def status(self) -> Obj:
+        """The pod status the kubelet writes for a pod it rejects."""
+        return {"phase": "Failed", "reason": self.reason, "message": f"Pod was rejected: {self.message}"}
+
+
+def capacity(allocatable: Obj) -> tuple[int, int, int]:
+    """(millicores, memory bytes, pods) of a Node's status.allocatable."""
+    cpu, memory = str(allocatable.get("cpu", "0")), str(allocatable.get("memory", "0"))
+    return (parse_cpu(cpu) if cpu != "0" else 0, parse_memory(memory) if memory != "0" else 0,
+            int(allocatable.get("pods", 110)))
+
+
+def admit(pod: Obj, running: Iterable[Obj], allocatable: Obj) -> Rejection | None:
+    """None if `pod` fits next to the `running` pods (admitted, not finished); else why not, for
+    the first resource that does not fit in the kubelet's order (pods, cpu, memory)."""
+    try:
+        cpu, memory = node_cost(pod)
+    except ValueError as e:
+        return Rejection("UnexpectedAdmissionError", f"cannot size the pod's VM: {e}")
+    costs = [_cost_or_zero(other) for other in running]
+    used_cpu, used_memory, used_pods = sum(c for c, _ in costs), sum(m for _, m in costs), len(costs)
+    cap_cpu, cap_memory, cap_pods = capacity(allocatable)
+    for name, requested, used, cap in (("pods", 1, used_pods, cap_pods), ("cpu", cpu, used_cpu, cap_cpu),
+                                       ("memory", memory, used_memory, cap_memory)):
+        if used + requested > cap:
+            return Rejection(f"OutOf{name}", f"Node didn't have enough resource: {name}, "
+                                             f"requested: {requested}, used: {used}, capacity: {cap}")
+    return None
+
+
+def _cost_or_zero(pod: Obj) -> tuple[int, int]:
+    try:
+        return node_cost(pod)
+    except ValueError:
+        return 0, 0  # never admitted, so never running
