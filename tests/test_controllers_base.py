@@ -20,7 +20,7 @@ from hypernetes.controllers import ControllerManager
 from hypernetes.controllers.base import Expectations
 from hypernetes.controllers.informer import Informer
 from hypernetes.controllers.meta import selector_matches, selector_string
-from hypernetes.controllers.queue import WorkQueue
+from hypernetes.controllers.queue import ItemExponentialBackoff, WorkQueue
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 
@@ -260,7 +260,7 @@ async def test_queue_dedups_and_never_hands_a_key_to_two_workers() -> None:
 
 
 async def test_queue_rate_limited_backoff() -> None:
-    q = WorkQueue(base_delay=0.05)
+    q = WorkQueue(ItemExponentialBackoff(0.05, 1.0))
     q.add_rate_limited("k")
     q.add_rate_limited("k")
     assert q.failures("k") == 2

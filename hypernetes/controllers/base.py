@@ -1,5 +1,9 @@
 """What every controller shares: the worker loop over a rate-limited work queue, expectations
-(so a burst of events does not create too many pods), and a few write helpers."""
+(so a burst of events does not create too many pods), and a few write helpers.
+
+A sync that did not reach its goal raises (after writing what it could, such as a status
+condition): the key then comes back with per-key back-off. A sync that swallows its failure
+and returns would be forgotten by the queue and retried as fast as the next event arrives."""
 
 from __future__ import annotations
 
@@ -12,10 +16,15 @@ from typing import Any
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers.events import EventRecorder
 from hypernetes.controllers.informer import Informer, InformerFactory, key_of
-from hypernetes.controllers.queue import WorkQueue
+from hypernetes.controllers.queue import RateLimiter, WorkQueue, controller_rate_limiter
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+
+
+class Retry(Exception):
+    """A sync that cannot finish yet for a reason worth a log line, not a traceback: the key
+    backs off as after any failure."""
 
 
 class Controller:
@@ -27,11 +36,16 @@ class Controller:
 
     def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
         self.client, self.informers = client, informers
-        self.queue = WorkQueue()
+        self.queue = WorkQueue(self.rate_limiter())
         self.events = EventRecorder(client, f"{self.name}-controller")
         self._watched: list[Informer] = []
         self.syncs = self.sync_errors = 0  # for the manager's metrics
         self.sync_seconds = 0.0
+
+    @staticmethod
+    def rate_limiter() -> RateLimiter:
+        """How failed keys back off; client-go's default unless a controller says otherwise."""
+        return controller_rate_limiter()
 
     def informer(self, api_version: str, plural: str) -> Informer:
         inf = self.informers.get(api_version, plural)
@@ -63,10 +77,11 @@ class Controller:
                 self.queue.forget(key)
             except asyncio.CancelledError:
                 raise
-            except ApiException as e:
+            except (ApiException, Retry) as e:
                 # conflicts are routine (our cache was behind): retry quietly
-                level = logging.DEBUG if e.status in (404, 409) else logging.WARNING
-                log.log(level, "%s: sync %s: %s", self.name, key, e)
+                quiet = isinstance(e, ApiException) and e.status in (404, 409)
+                log.log(logging.DEBUG if quiet else logging.WARNING, "%s: sync %s: %s (retry %d)",
+                        self.name, key, e, self.queue.failures(key) + 1)
                 self.sync_errors += 1
                 self.queue.add_rate_limited(key)
             except Exception:

@@ -153,6 +153,7 @@ class JobController(Controller):
         if not status.get("startTime") and not suspended:
             status["startTime"] = m.rfc3339()
 
+        failure: ApiException | None = None
         target = self._finish_target(job, status, active, succeeded, failed)
         if target is not None:
             m.set_condition(status, target)
@@ -164,7 +165,10 @@ class JobController(Controller):
             await self._delete_pods(key, job, active)
             active = []
         else:
-            active = await self._manage(key, job, status, active, succeeded, terminating)
+            try:
+                active = await self._manage(key, job, status, active, succeeded, terminating)
+            except ApiException as e:
+                failure = e  # the status is still written, then the key backs off
         self._set_suspended(status, suspended and ending is None)
 
         status["active"] = len(active)
@@ -174,6 +178,8 @@ class JobController(Controller):
         job = await self._count(job, pods)
         if ending is not None and not self._still_running(pods):
             await self._terminal(job, ending)
+        if failure is not None:
+            raise failure
 
     def _finish_target(self, job: Obj, status: Obj, active: list[Obj], succeeded: int,
                        failed: int) -> Obj | None:

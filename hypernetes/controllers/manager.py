@@ -60,6 +60,8 @@ class ControllerManager:
              lambda c: c.sync_seconds),
             ("hypernetes_controller_queue_depth", "gauge", "Keys waiting to be synced.",
              lambda c: len(c.queue)),
+            ("hypernetes_controller_queue_delayed", "gauge",
+             "Keys due later: backing off after a failed sync, or scheduled.", lambda c: c.queue.waiting),
         )
         lines = []
         for metric, kind, text, value in series:

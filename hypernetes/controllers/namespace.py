@@ -10,15 +10,16 @@ from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
-from hypernetes.controllers.base import Controller
+from hypernetes.controllers.base import Controller, Retry
 from hypernetes.controllers.discovery import Resource, ResourceDiscovery
 from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.controllers.queue import RateLimiter, controller_rate_limiter
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 FINALIZER = "kubernetes"
-RECHECK = 1.0  # seconds between looks at content that is still going away
+RECHECK = 1.0  # seconds between looks at content that is going away by itself
 
 
 def _group_resource(r: Resource) -> str:
@@ -35,6 +36,11 @@ class NamespaceController(Controller):
         self.discovery = ResourceDiscovery(client)
         self.namespaces.add_handler(Handler(add=self._maybe, update=lambda old, new: self._maybe(new)))
 
+    @staticmethod
+    def rate_limiter() -> RateLimiter:
+        """As upstream's namespace controller: back off, but look again at least every minute."""
+        return controller_rate_limiter(max_delay=60.0)
+
     def _maybe(self, ns: Obj) -> None:
         if m.deleting(ns):
             self.enqueue(ns)
@@ -47,7 +53,11 @@ class NamespaceController(Controller):
             return
         remaining, finalizers, errors = await self._delete_content(key)
         ns = await self._set_conditions(ns, remaining, finalizers, errors)
-        if remaining or errors:
+        if errors:
+            raise Retry("deleting content: " + ", ".join(errors))
+        if finalizers:  # held by someone else's finalizer: as upstream, back off until it goes
+            raise Retry("content remaining: " + ", ".join(sorted(finalizers)))
+        if remaining:  # deleted, going away (pods wait for their node): upstream's estimate
             self.queue.add_after(key, RECHECK)
             return
         ns["spec"]["finalizers"] = [f for f in ns["spec"]["finalizers"] if f != FINALIZER]

@@ -97,21 +97,26 @@ class ReplicaSetController(Controller):
         active = [p for p in self.pods.list(ns) if m.pod_active(p)]
         pods = await claim(self.client, self.pods, rs, spec.get("selector"), active,
                            fresh_owner_check(self.client, rs, "replicasets"))
-        error: str | None = None
+        failure: ApiException | None = None
         if self.expectations.satisfied(key) and not m.deleting(rs):
-            error = await self._manage(key, rs, pods)
-        await self._update_status(rs, pods, error)
+            try:
+                await self._manage(key, rs, pods)
+            except ApiException as e:
+                failure = e
+        await self._update_status(rs, pods, failure)
+        if failure is not None:
+            raise failure  # back off: the next attempt is 5 ms, 10 ms ... up to 1000 s later
         min_ready = int(spec.get("minReadySeconds") or 0)
         if min_ready and any(m.pod_ready(p) and not m.pod_available(p, min_ready) for p in pods):
             self.queue.add_after(key, min_ready)
 
-    async def _manage(self, key: str, rs: Obj, pods: list[Obj]) -> str | None:
-        """Create or delete pods towards spec.replicas; an error message for ReplicaFailure."""
+    async def _manage(self, key: str, rs: Obj, pods: list[Obj]) -> None:
+        """Create or delete pods towards spec.replicas; raises what refused a write."""
         want = int((rs.get("spec") or {}).get("replicas", 1))
         diff = len(pods) - want
         if diff < 0:
-            return await self._create(key, rs, min(-diff, BURST))
-        if diff > 0:
+            await self._create(key, rs, min(-diff, BURST))
+        elif diff > 0:
             victims = pods_to_delete(pods, min(diff, BURST))
             self.expectations.expect(key, deletes=[m.uid(p) for p in victims])
             results = await asyncio.gather(*(self._delete_pod(key, rs, p) for p in victims),
@@ -119,9 +124,8 @@ class ReplicaSetController(Controller):
             for r in results:
                 if isinstance(r, BaseException):
                     raise r
-        return None
 
-    async def _create(self, key: str, rs: Obj, count: int) -> str | None:
+    async def _create(self, key: str, rs: Obj, count: int) -> None:
         """Slow start, as upstream: batches of 1, 2, 4 ... so a failing create (quota, a bad
         template) fails once, not `count` times."""
         self.expectations.expect(key, adds=count)
@@ -143,12 +147,10 @@ class ReplicaSetController(Controller):
                 err = errors[0]
                 if isinstance(err, ApiException):
                     if namespace_terminating(err):
-                        return None
+                        return
                     await self.events.warning(rs, "FailedCreate", f"Error creating: {err.message}")
-                    return err.message
                 raise err
             batch *= 2
-        return None
 
     async def _delete_pod(self, key: str, rs: Obj, pod: Obj) -> None:
         try:
@@ -164,7 +166,7 @@ class ReplicaSetController(Controller):
         else:
             await self.events.normal(rs, "SuccessfulDelete", f"Deleted pod: {m.name(pod)}")
 
-    async def _update_status(self, rs: Obj, pods: list[Obj], error: str | None) -> None:
+    async def _update_status(self, rs: Obj, pods: list[Obj], failure: ApiException | None) -> None:
         spec = rs.get("spec") or {}
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         min_ready = int(spec.get("minReadySeconds") or 0)
@@ -177,9 +179,13 @@ class ReplicaSetController(Controller):
             "observedGeneration": int(m.meta(rs).get("generation") or 0),
         }
         status.update({k: v for k, v in counts.items() if v})  # zeros are omitted, as Go's omitempty
-        if error:
-            m.set_condition(status, m.condition("ReplicaFailure", "True", "FailedCreate", error))
-        else:
+        # set once, as upstream's calculateStatus: a message that changed with every attempt
+        # (it names the refused pod) would make each retry a status write, and each write an
+        # update event that starts the next attempt at once, past the back-off
+        if failure is not None and m.get_condition(status, "ReplicaFailure") is None:
+            reason = "FailedCreate" if len(pods) < int(spec.get("replicas", 1)) else "FailedDelete"
+            m.set_condition(status, m.condition("ReplicaFailure", "True", reason, failure.message))
+        elif failure is None:
             m.remove_condition(status, "ReplicaFailure")
         if status == (rs.get("status") or {}):
             return
