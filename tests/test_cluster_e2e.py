@@ -31,12 +31,15 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, data: Path, port: int, network_args: list[str] | None = None) -> None:
+    def __init__(self, data: Path, port: int, network_args: list[str] | None = None,
+                 allow_registries: tuple[str, ...] = ("127.0.0.1",)) -> None:
         """`network_args`: the `up --network-*` options of a test that made its own host network
         namespace; without them the cluster builds no tenant networks (tests touch nothing on the
-        real host's network)."""
+        real host's network). `allow_registries`: `up --allow-registry` entries; by default every
+        port of 127.0.0.1, where the test registries listen (loopback is refused otherwise)."""
         self.data, self.port = data, port
         self.network_args = network_args or ["--no-network"]
+        self.allow_args = [f"--allow-registry={a}" for a in allow_registries]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data.parent / "up.log"
 
@@ -54,6 +57,7 @@ class Cluster:
                     "--node-name",
                     "node1",
                     *self.network_args,
+                    *self.allow_args,
                 ],
                 stdout=log,
                 stderr=log,

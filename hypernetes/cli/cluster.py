@@ -36,6 +36,7 @@ from hypernetes.network.netns import local_subnets
 from hypernetes.node.agent import NodeAgent
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.proxy import NodePodProxy
+from hypernetes.runtime.images import RegistryPolicy
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
 from hypernetes.store import open_store
@@ -113,6 +114,21 @@ def _networks(args: argparse.Namespace, client: ApiClient, node_name: str) -> Po
     return PodNetworks(client, host, node_name, dns=DnsServer(), mtu=args.network_mtu)
 
 
+def _registry_policy(args: argparse.Namespace) -> RegistryPolicy:
+    """What the node agent may pull from for tenants: not loopback, link-local or the management
+    networks (those given, and the subnets of this host's own interfaces, where the agent pulls
+    from), except the registries the operator allows."""
+    management = list(args.network_management or [])
+    try:
+        management += [n for n in local_subnets(None, args.network_prefix) if n not in management]
+    except OSError as e:
+        log.warning("cannot read this host's subnets for the registry policy: %s", e)
+    log.info("registries: pods never pull from loopback, link-local or %s%s",
+             ", ".join(management) or "(no management network)",
+             f"; allowed: {', '.join(args.allow_registry)}" if args.allow_registry else "")
+    return RegistryPolicy(allow=args.allow_registry, management=management)
+
+
 def handle(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("hypernetes").setLevel(logging.INFO)
@@ -131,6 +147,8 @@ async def _up(args: argparse.Namespace) -> int:
         hosts.append(args.host)
     ca = ensure_ca(data / "pki", hosts=hosts)
     store = open_store(args.store or f"sqlite:///{data / 'state.db'}")
+    if not args.no_node:
+        args.registry_policy = _registry_policy(args)  # read by image_store(): pulls for tenants
     runtime = make_runtime(args) if not args.no_node else None
     proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
     tenancy, authenticator, keystone = _identity(args, ca, store)

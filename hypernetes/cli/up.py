@@ -51,10 +51,21 @@ def register(sub: Any) -> None:
                    "the subnets of the host's own interfaces)")
     p.add_argument("--network-mtu", type=int, default=1500, metavar="BYTES",
                    help="MTU of tenant bridges, taps and pod interfaces (default 1500)")
+    p.add_argument("--allow-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   type=_allow_entry,
+                   help="let pods pull from this registry even though it is on loopback, link-local or a "
+                   "management network, which are refused by default (repeatable; HOST alone: any port)")
     add_data_dir(p)
     p.set_defaults(handler=handle)
 
 
+def _allow_entry(text: str) -> str:
+    from hypernetes.runtime.images.policy import parse_allow_entry
+
+    try:
+        return str(parse_allow_entry(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def handle(args: argparse.Namespace) -> int:

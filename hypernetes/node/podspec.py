@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hypernetes.runtime.images import Credentials, ImageError, RegistryAuth
 from hypernetes.runtime.interface import (
     BlockDevice,
     ContainerSpec,
@@ -229,6 +230,7 @@ def container_spec(pod: Obj, container: Obj, lookup: Lookup,
             for m in container.get("volumeMounts") or []
         ),
         devices=tuple(_device(volumes, container["name"], d) for d in container.get("volumeDevices") or []),
+        pull_policy=str(container.get("imagePullPolicy") or "IfNotPresent"),
     )
 
 
@@ -265,7 +267,38 @@ def pod_spec(pod: Obj, lookup: Lookup, block_path: BlockPath | None = None) -> P
         termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
         volumes=volumes,
         fs_group=((spec.get("securityContext") or {}).get("fsGroup")),
+        pull_credentials=pull_credentials(pod, lookup),
     )
+
+
+# imagePullSecrets types and the key of their docker JSON, as upstream's credentialprovider
+_PULL_SECRET_KEYS = {"kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+                     "kubernetes.io/dockercfg": ".dockercfg"}
+
+
+def pull_credentials(pod: Obj, lookup: Lookup) -> tuple[tuple[str, Credentials], ...]:
+    """(registry, credentials) from the pod's imagePullSecrets, earlier secrets first. As the
+    kubelet does, a secret that is missing or of another type is skipped (the pull then runs
+    without it); one whose docker JSON is malformed is an error the tenant can fix."""
+    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    found: dict[str, Credentials] = {}
+    for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+        name = str((ref or {}).get("name") or "")
+        secret = lookup("Secret", ns, name) if name else None
+        key = _PULL_SECRET_KEYS.get(str((secret or {}).get("type") or ""))
+        if secret is None or key is None:
+            continue
+        text = _data(secret, "Secret").get(key, "")
+        try:
+            auth = RegistryAuth.from_docker_json(text, f'imagePullSecret "{name}"',
+                                                 legacy=key == ".dockercfg")
+        except ImageError as e:
+            raise ConfigError(str(e)) from e
+        for registry in auth.registries:
+            creds = auth.lookup(registry)
+            if creds is not None:
+                found.setdefault(registry, creds)
+    return tuple(found.items())
 
 
 def _key_files(obj: Obj | None, kind: str, ref: Obj, default_mode: int, namespace: str) -> list[VolumeFile]:
@@ -490,6 +523,9 @@ def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
     known once the claims are read: `claim_volume_names`."""
     wanted: set[tuple[str, str]] = set()
     spec = pod.get("spec") or {}
+    for ref in spec.get("imagePullSecrets") or []:
+        if (ref or {}).get("name"):
+            wanted.add(("Secret", str(ref["name"])))
     for c in spec.get("containers") or []:
         for src in c.get("envFrom") or []:
             for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):

@@ -36,7 +36,7 @@ from typing import Any
 from hypernetes.runtime import ocispec
 from hypernetes.runtime.gvisor_process import SandboxProcess, set_winsize
 from hypernetes.runtime.gvisor_rootfs import RootfsError, ensure_pause, ensure_rootfs
-from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
+from hypernetes.runtime.images import Image, ImageError, ImageStore, RegistryAuth, resolve_user
 from hypernetes.runtime.interface import (
     ContainerSpec,
     ContainerState,
@@ -53,6 +53,7 @@ from hypernetes.runtime.interface import (
     SandboxStatus,
     StartFailed,
     Stream,
+    image_pull_error,
 )
 from hypernetes.runtime.logs import LogWriter, new_instance
 from hypernetes.runtime.runsc import RUNSC_FAILED, Runsc, RunscError, decode_exit, last_error
@@ -179,11 +180,13 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def _pull(self, pod: PodSpec) -> dict[str, Image]:
         images: dict[str, Image] = {}
+        auth = RegistryAuth(dict(pod.pull_credentials))  # the pod's imagePullSecrets
         for c in pod.containers:
             try:
-                images[c.name] = await asyncio.to_thread(self.images.ensure, c.image)
+                images[c.name] = await asyncio.to_thread(
+                    self.images.ensure_for_pod, c.image, c.pull_policy, auth)
             except ImageError as e:
-                raise ImagePullFailed(str(e)) from e
+                raise image_pull_error(e) from e
         return images
 
     async def _unpack(self, images: dict[str, Image]) -> dict[str, Path]:

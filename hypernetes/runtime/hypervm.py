@@ -47,7 +47,7 @@ from hypernetes.runtime.hypervm_state import (
     status_to_dict,
     write_state,
 )
-from hypernetes.runtime.images import Image, ImageError, ImageStore, resolve_user
+from hypernetes.runtime.images import Image, ImageError, ImageStore, RegistryAuth, resolve_user
 from hypernetes.runtime.interface import (
     ContainerSpec,
     ContainerState,
@@ -55,7 +55,6 @@ from hypernetes.runtime.interface import (
     DeviceSpec,
     ExecSpec,
     ExitStatus,
-    ImagePullFailed,
     MountSpec,
     PodRuntimeError,
     PodSpec,
@@ -67,6 +66,7 @@ from hypernetes.runtime.interface import (
     SandboxStatus,
     StartFailed,
     VolumeSpec,
+    image_pull_error,
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, new_instance
@@ -290,11 +290,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def _pull(self, pod: PodSpec) -> dict[str, Image]:
         images: dict[str, Image] = {}
+        auth = RegistryAuth(dict(pod.pull_credentials))  # the pod's imagePullSecrets
         for c in pod.containers:
             try:
-                images[c.name] = await asyncio.to_thread(self.images.ensure, c.image)
+                images[c.name] = await asyncio.to_thread(
+                    self.images.ensure_for_pod, c.image, c.pull_policy, auth)
             except ImageError as e:
-                raise ImagePullFailed(str(e)) from e
+                raise image_pull_error(e) from e
         return images
 
     def _prepare(self, pod: PodSpec, spec: ContainerSpec, image: Image, serial: str) -> _Container:

@@ -12,6 +12,14 @@ import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from hypernetes.runtime.images.auth import Credentials
+from hypernetes.runtime.images.errors import (
+    ImageNotPresent,
+    InvalidReference,
+    RegistryNotAllowed,
+    Unauthorized,
+)
+
 
 class PodRuntimeError(Exception):
     """Base of runtime errors; str() is a one-line message fit for a pod status or event."""
@@ -45,6 +53,29 @@ class StartFailed(PodRuntimeError):
 
 class ImagePullFailed(PodRuntimeError):
     reason = "ErrImagePull"
+    transient = True  # a registry or network hiccup: worth retrying on the usual back-off
+
+
+class ImagePullRefused(ImagePullFailed):
+    """Refused for good until someone changes something: the registry is not one the operator
+    allows, or it will not let this pod's credentials pull the image."""
+
+    transient = False
+
+
+class ImageNeverPull(ImagePullRefused):
+    """`imagePullPolicy: Never` and the image is not on the node."""
+
+    reason = "ErrImageNeverPull"
+
+
+def image_pull_error(exc: Exception) -> ImagePullFailed:
+    """The runtime error for a failed image lookup or pull, keyed on whether retrying helps."""
+    if isinstance(exc, ImageNotPresent):
+        return ImageNeverPull(str(exc))
+    if isinstance(exc, (RegistryNotAllowed, Unauthorized, InvalidReference)):
+        return ImagePullRefused(str(exc))
+    return ImagePullFailed(str(exc))
 
 
 @dataclass(frozen=True)
@@ -110,6 +141,7 @@ class ContainerSpec:
     memory_limit: int | None = None  # bytes
     mounts: tuple[MountSpec, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()  # raw block volumes (volumeMode: Block)
+    pull_policy: str = "IfNotPresent"  # imagePullPolicy: "Always" | "IfNotPresent" | "Never"
 
 
 @dataclass(frozen=True)
@@ -145,6 +177,9 @@ class PodSpec:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     volumes: tuple[VolumeSpec, ...] = ()
     fs_group: int | None = None
+    # The pod's imagePullSecrets: (registry host, credentials). Used for pulls and for checking
+    # that this pod may use a cached image; never persisted with the sandbox's state.
+    pull_credentials: tuple[tuple[str, Credentials], ...] = field(default=(), repr=False)
 
 
 class ContainerState(enum.Enum):

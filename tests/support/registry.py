@@ -262,3 +262,52 @@ def running_registry(workdir: Path, **kw: Any) -> Iterator[Registry]:
         yield registry
     finally:
         registry.stop()
+
+
+class BlobRedirector:
+    """A registry front in a thread, as registries backed by object storage behave: answers
+    `/v2/` and manifests by asking `upstream` (`host:port`, plain HTTP), and answers blob
+    downloads with a 307 to `redirect_base` + the same path. `hits` counts requests per path."""
+
+    def __init__(self, upstream: str, redirect_base: str) -> None:
+        self.hits: dict[str, int] = {}
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self, body: bool) -> None:
+                front.hits[self.path] = front.hits.get(self.path, 0) + 1
+                if "/blobs/" in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", redirect_base + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
+                url = f"http://{upstream}{self.path}"
+                resp = httpx.request(self.command, url, headers=headers, timeout=10)
+                self.send_response(resp.status_code)
+                for key in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate"):
+                    if key in resp.headers:
+                        self.send_header(key, resp.headers[key])
+                self.send_header("Content-Length", resp.headers.get("Content-Length", str(len(resp.content))))
+                self.end_headers()
+                if body:
+                    self.wfile.write(resp.content)
+
+            def do_GET(self) -> None:
+                self._serve(True)
+
+            def do_HEAD(self) -> None:
+                self._serve(False)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

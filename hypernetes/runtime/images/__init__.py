@@ -10,10 +10,12 @@ from .errors import (
     DiskBuildError,
     ImageError,
     ImageNotFound,
+    ImageNotPresent,
     InvalidArchive,
     InvalidReference,
     ManifestUnknown,
     RegistryError,
+    RegistryNotAllowed,
     RegistryUnreachable,
     StoreError,
     Unauthorized,
@@ -23,6 +25,7 @@ from .errors import (
 )
 from .image import Image, resolve_user
 from .manifest import ImageConfig
+from .policy import RegistryPolicy, parse_allow_entry
 from .progress import ProgressCallback, ProgressEvent, terminal_progress
 from .reference import Reference, parse_reference
 from .store import ImageStore
@@ -35,6 +38,7 @@ __all__ = [
     "ImageConfig",
     "ImageError",
     "ImageNotFound",
+    "ImageNotPresent",
     "ImageStore",
     "InvalidArchive",
     "InvalidReference",
@@ -44,12 +48,15 @@ __all__ = [
     "Reference",
     "RegistryAuth",
     "RegistryError",
+    "RegistryNotAllowed",
+    "RegistryPolicy",
     "RegistryUnreachable",
     "StoreError",
     "Unauthorized",
     "UnknownUser",
     "UnsafeLayer",
     "UnsupportedImage",
+    "parse_allow_entry",
     "parse_reference",
     "resolve_user",
     "terminal_progress",

@@ -52,18 +52,32 @@ class RegistryAuth:
     def registries(self) -> tuple[str, ...]:
         return tuple(sorted(self._by_host))
 
+    def merged_over(self, fallback: RegistryAuth) -> RegistryAuth:
+        """These credentials, and `fallback`'s for registries these do not name."""
+        merged = RegistryAuth()
+        merged._by_host = {**fallback._by_host, **self._by_host}
+        return merged
+
     @classmethod
     def from_docker_config(cls, path: Path) -> RegistryAuth:
         """Read a docker `config.json` / podman `auth.json`: `{"auths": {host: {"auth": b64}}}`."""
         try:
-            doc = json.loads(path.read_text())
+            text = path.read_text()
         except OSError as exc:
             raise ImageError(f"cannot read registry auth file {path}: {exc.strerror}") from None
+        return cls.from_docker_json(text, f"registry auth file {path}")
+
+    @classmethod
+    def from_docker_json(cls, text: str | bytes, source: str, *, legacy: bool = False) -> RegistryAuth:
+        """Parse docker's JSON: `{"auths": {...}}`, or with `legacy` the old `.dockercfg` whose
+        top level is the map of hosts (Kubernetes' `kubernetes.io/dockercfg` secrets)."""
+        try:
+            doc = json.loads(text)
         except ValueError as exc:
-            raise ImageError(f"registry auth file {path} is not valid JSON: {exc}") from None
-        auths = doc.get("auths") if isinstance(doc, dict) else None
+            raise ImageError(f"{source} is not valid JSON: {exc}") from None
+        auths = doc if legacy else doc.get("auths") if isinstance(doc, dict) else None
         if not isinstance(auths, dict):
-            raise ImageError(f"registry auth file {path} has no 'auths' object")
+            raise ImageError(f"{source} has no 'auths' object")
         creds: dict[str, Credentials] = {}
         for key, entry in auths.items():
             if not isinstance(entry, dict):
@@ -75,7 +89,7 @@ class RegistryAuth:
                     sep = ""
                 if not sep:
                     raise ImageError(
-                        f"registry auth file {path}: entry {key!r} has a malformed 'auth' "
+                        f"{source}: entry {key!r} has a malformed 'auth' "
                         "(expected base64 of user:password)"
                     )
             elif isinstance(entry.get("username"), str):

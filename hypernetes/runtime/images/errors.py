@@ -32,6 +32,15 @@ class RegistryUnreachable(ImageError):
     """Connection refused, DNS failure, timeout or TLS failure talking to a registry."""
 
 
+class RegistryNotAllowed(ImageError):
+    """The operator's registry policy forbids connecting there (loopback, link-local, a
+    management network, ...): retrying will not help until the operator allows it."""
+
+
+class ImageNotPresent(ImageError):
+    """`imagePullPolicy: Never` and the image is not on this node."""
+
+
 class RegistryError(ImageError):
     """The registry answered, but with something we cannot use (5xx, bad JSON, too big)."""
 

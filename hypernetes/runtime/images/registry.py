@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import httpcore
 import httpx
 
 from .auth import Credentials
@@ -27,10 +28,12 @@ from .errors import (
     ImageNotFound,
     ManifestUnknown,
     RegistryError,
+    RegistryNotAllowed,
     RegistryUnreachable,
     Unauthorized,
 )
 from .manifest import ACCEPT, MAX_MANIFEST_BYTES, Descriptor, sha256_digest
+from .policy import RegistryPolicy, VettingBackend
 from .reference import is_digest
 
 CONNECT_TIMEOUT = 10.0
@@ -117,6 +120,24 @@ def describe_network_error(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _VettedTransport(httpx.HTTPTransport):
+    """httpx's transport over a pool whose every TCP connection the policy vets.
+
+    httpx has no parameter for httpcore's network backend, so the pool it built is replaced by
+    one with the same settings and a vetting backend (no proxies: trust_env is off)."""
+
+    def __init__(self, verify: ssl.SSLContext | bool, policy: RegistryPolicy) -> None:
+        super().__init__(verify=verify, trust_env=False)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=self._pool._ssl_context,  # the context httpx made from `verify`
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=VettingBackend(policy),
+        )
+
+
 def _basic(creds: Credentials) -> str:
     raw = f"{creds.username}:{creds.password}".encode()
     return "Basic " + base64.b64encode(raw).decode()
@@ -131,7 +152,10 @@ class RegistryClient:
         credentials: Credentials | None = None,
         ca_file: Path | None = None,
         io_timeout: float = IO_TIMEOUT,
+        policy: RegistryPolicy | None = None,
     ) -> None:
+        """`policy`: vet every connection (registry, redirects, token realm) for a pull on a
+        tenant's behalf; None for the operator's own pulls, which may go anywhere."""
         self.host = host
         self._insecure = insecure
         self._credentials = credentials
@@ -148,6 +172,7 @@ class RegistryClient:
         self._http = httpx.Client(
             timeout=timeout, verify=verify, follow_redirects=True, max_redirects=5,
             headers={"User-Agent": "hypernetes"}, trust_env=False,
+            transport=_VettedTransport(verify, policy) if policy is not None else None,
         )
         self._base: str | None = None
         self._challenge: tuple[str, dict[str, str]] | None = None
@@ -233,6 +258,8 @@ class RegistryClient:
             with self._http.stream("GET", realm, params=query, auth=auth) as resp:
                 body = self._read_bounded(resp, MAX_TOKEN_BYTES, "token response")
                 status = resp.status_code
+        except RegistryNotAllowed as exc:
+            raise exc.prefixed(f"token realm {realm}") from exc
         except httpx.HTTPError as exc:
             raise RegistryUnreachable(
                 f"token server {realm} unreachable: {describe_network_error(exc)}"
@@ -351,6 +378,15 @@ class RegistryClient:
                 f"{actual}; refusing it"
             )
         return body, content_type, actual
+
+    def check_manifest(self, repo: str, digest: str) -> None:
+        """Ask whether our credentials may read the manifest `digest` of `repo` (a HEAD, no
+        body): returns if so, raises Unauthorized / ImageNotFound / ... if not."""
+        scope = f"repository:{repo}:pull"
+        with self._request(
+            "HEAD", f"/v2/{repo}/manifests/{digest}", scope, {"Accept": ACCEPT}
+        ) as resp:
+            self._raise_for_status(resp, repo, f"digest {digest}")
 
     def fetch_blob(
         self,

@@ -31,12 +31,13 @@ from .archive import import_path
 from .auth import RegistryAuth
 from .blobs import BlobStore, fsync_dir
 from .erofs import build_erofs
-from .errors import ImageError, ImageNotFound, InvalidReference, StoreError
+from .errors import ImageError, ImageNotFound, ImageNotPresent, InvalidReference, StoreError
 from .image import Candidate, Image, ImageMeta, load_meta
 from .manifest import MAX_CONFIG_BYTES, parse_config
+from .policy import RegistryPolicy
 from .progress import ProgressCallback, ProgressEvent, short
 from .pull import fetch_blobs, resolve
-from .reference import parse_reference
+from .reference import Reference, parse_reference
 from .registry import RegistryClient, is_insecure
 from .unpack import LayerApplier, read_file_in_root
 from .users import UserDb
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _ID_PREFIX = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 REFS_VERSION = 1
+# Where a name came from (refs.json "source"): a registry, or `import` on this node. Names from
+# before this field count as pulled: their use is checked against the registry.
+SOURCE_REGISTRY, SOURCE_IMPORT = "registry", "import"
 
 
 def _rmtree(path: Path) -> None:
@@ -84,8 +88,13 @@ class ImageStore:
         auth: RegistryAuth | None = None,
         ca_file: Path | None = None,
         compressor: str | None = None,
+        tenant_policy: RegistryPolicy | None = None,
     ) -> None:
+        """`tenant_policy`: this store pulls for tenants (the node agent's): every connection is
+        vetted by the policy, and `ensure_for_pod` asks the registry, with the pod's own
+        credentials, before a cached image is used. None: the operator's own store."""
         self.root = Path(root)
+        self.tenant_policy = tenant_policy
         self.insecure_registries = tuple(insecure_registries)
         self.auth = auth or RegistryAuth()
         self.ca_file = ca_file
@@ -150,20 +159,29 @@ class ImageStore:
 
     # -- pull and import --------------------------------------------------------------------
 
-    def pull(self, ref: str, progress: ProgressCallback | None = None) -> Image:
-        """Resolve `ref` on its registry, download what is missing, build the disk if needed."""
+    def _client(self, ref: Reference, auth: RegistryAuth | None) -> RegistryClient:
+        """A client for `ref`'s registry with `auth`'s credentials (the store's where `auth`
+        names none), vetted by the tenant policy if this store has one."""
+        host = ref.api_host
+        creds = auth.merged_over(self.auth) if auth is not None else self.auth
+        return RegistryClient(
+            host,
+            insecure=is_insecure(host, self.insecure_registries),
+            credentials=creds.lookup(ref.domain),
+            ca_file=self.ca_file,
+            policy=self.tenant_policy,
+        )
+
+    def pull(
+        self, ref: str, progress: ProgressCallback | None = None, *, auth: RegistryAuth | None = None
+    ) -> Image:
+        """Resolve `ref` on its registry, download what is missing, build the disk if needed.
+        `auth`: credentials to use before the store's own (a pod's pull secrets)."""
         parsed = parse_reference(ref)
-        host = parsed.api_host
         fetched: list[str] = []
         with self._lock("gc", shared=True) as gc_fd:
             try:
-                client = RegistryClient(
-                    host,
-                    insecure=is_insecure(host, self.insecure_registries),
-                    credentials=self.auth.lookup(parsed.domain),
-                    ca_file=self.ca_file,
-                )
-                with client:
+                with self._client(parsed, auth) as client:
                     if progress:
                         progress(ProgressEvent(str(parsed), "resolve"))
                     resolved = resolve(client, parsed, self.blobs, fetched)
@@ -177,7 +195,7 @@ class ImageStore:
                     tuple(names), resolved.top_digest, resolved.manifest_digest,
                     resolved.manifest, resolved.blobs,
                 )
-                return self._install(candidate, progress)
+                return self._install(candidate, progress, SOURCE_REGISTRY)
             except ImageError as exc:
                 self._discard(gc_fd, fetched)
                 raise exc.prefixed(f"pull {ref}") from exc
@@ -201,7 +219,7 @@ class ImageStore:
         with self._lock("gc", shared=True) as gc_fd:
             try:
                 candidates = import_path(Path(path), self.blobs, fetched, repository)
-                return [self._install(c, progress) for c in candidates]
+                return [self._install(c, progress, SOURCE_IMPORT) for c in candidates]
             except ImageError as exc:
                 self._discard(gc_fd, fetched)
                 raise exc.prefixed(f"import {path}") from exc
@@ -224,7 +242,7 @@ class ImageStore:
                 if digest not in keep:
                     self.blobs.remove(digest)
 
-    def _install(self, c: Candidate, progress: ProgressCallback | None) -> Image:
+    def _install(self, c: Candidate, progress: ProgressCallback | None, source: str) -> Image:
         image_id = c.manifest.config.digest
         name = c.names[0] if c.names else image_id
         with self._lock(image_id.split(":", 1)[1]):
@@ -243,7 +261,7 @@ class ImageStore:
                 _write_atomic(image_dir / "meta.json", json.dumps(meta.to_json()).encode())
             with self._refs_txn() as refs:
                 for n in c.names:
-                    refs[n] = {"id": image_id, "digest": c.top_digest}
+                    refs[n] = {"id": image_id, "digest": c.top_digest, "source": source}
             image = self._load(image_id)
         if image is None:
             raise ImageError(f"image {image_id} vanished right after it was built")
@@ -334,6 +352,54 @@ class ImageStore:
     def ensure(self, ref: str, progress: ProgressCallback | None = None) -> Image:
         """The local image if there is one (no registry round-trip), else pull it."""
         return self.get(ref) or self.pull(ref, progress)
+
+    def ensure_for_pod(
+        self,
+        ref: str,
+        pull_policy: str = "IfNotPresent",
+        auth: RegistryAuth | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Image:
+        """The image for a pod's container, by its `imagePullPolicy`, pulled with the pod's
+        credentials (`auth`, over the store's own).
+
+        On a tenant store, a cached image pulled from a registry is used only after that
+        registry, asked with the pod's credentials, serves its manifest: pulling rights are
+        checked for every use, not only the first pull. Images imported on this node by the
+        operator have no registry behind them and are used as they are.
+        """
+        if self.tenant_policy is None:
+            if pull_policy == "Always":
+                return self.pull(ref, progress, auth=auth)
+            image = self.get(ref)
+            if image is None and pull_policy == "Never":
+                raise ImageNotPresent(f'image "{ref}" is not present on this node and its pull '
+                                      "policy is Never")
+            return image or self.pull(ref, progress, auth=auth)
+        parsed = parse_reference(ref)  # a pod names images by reference, not by local ID
+        entry = self._read_refs().get(str(parsed))
+        image = self._load(entry["id"]) if entry is not None else None
+        if image is not None and entry is not None and entry.get("source") == SOURCE_IMPORT:
+            return image
+        if pull_policy == "Always" or (image is None and pull_policy != "Never"):
+            return self.pull(ref, progress, auth=auth)
+        if image is None or entry is None:
+            raise ImageNotPresent(f'image "{ref}" is not present on this node and its pull '
+                                  "policy is Never")
+        self._check_access(parsed, entry["digest"], auth, ref)
+        return image
+
+    def _check_access(
+        self, ref: Reference, digest: str, auth: RegistryAuth | None, name: str
+    ) -> None:
+        try:
+            with self._client(ref, auth) as client:
+                client.check_manifest(ref.path, digest)
+        except ImageError as exc:
+            raise exc.prefixed(
+                f"image {name} is cached on this node, but its registry must confirm that this "
+                "pod may pull it"
+            ) from exc
 
     def list(self) -> list[Image]:
         refs = self._read_refs()
