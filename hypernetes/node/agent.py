@@ -16,11 +16,11 @@ import os
 import platform
 import socket
 import time
-import uuid
 from typing import Any
 
 from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.node.admission import Rejection, admit
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
@@ -124,22 +124,14 @@ class ClientNodeAPI:
         return None
 
     async def event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
-        meta = pod["metadata"]
-        now = rfc3339()
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-                         "namespace": meta.get("namespace")},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                               "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message[:1024], "type": type_,
-            "source": {"component": "kubelet", "host": self.node_name},
-            "reportingComponent": "kubelet", "reportingInstance": self.node_name,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        with contextlib.suppress(ApiException):
-            await self.client.create("v1", "events", event)
+        """Through the shared recorder, as the kubelet's: a pod failing the same way again and
+        again (an image that cannot be pulled) counts up one Event, not one Event a try."""
+        recorder: EventRecorder | None = getattr(self, "_recorder", None)  # one per agent, on first use
+        if recorder is None:
+            recorder = self._recorder = EventRecorder(self.client, "kubelet", host=self.node_name,
+                                                      instance=self.node_name)
+        ref = object_reference({"apiVersion": "v1", "kind": "Pod", **pod})  # list items may lack kind
+        await recorder.record(ref, type_, reason, message[:1024])
 
     async def finalize_pod(self, pod: Obj) -> None:
         meta = pod["metadata"]
