@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -206,18 +206,11 @@ class PodWorker:
     # --- the worker --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        try:
-            if await self._create():
-                await self._supervise()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("pod worker %s failed", self.name)
-            raise
-        finally:
-            if self.probes is not None:
-                await self.probes.stop()
-        await self._terminate()
+        await self._guarded(self._run())
+
+    async def _run(self) -> None:
+        if await self._create():
+            await self._supervise()
 
     async def adopt(self) -> None:
         """Continue a pod whose sandbox survived a node agent restart. (The agent has noted the
@@ -236,7 +229,26 @@ class PodWorker:
                             if s.get("name") == cs.name), {})
                 rec.restart_count = int(old.get("restartCount", 0))
                 rec.last_terminated = (old.get("lastState") or {}).get("terminated")
-        await self._supervise()
+        await self._guarded(self._supervise())
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run the pod, then tear it down once deleted. A worker whose loop failed still waits for
+        the deletion and tears down: else the VM would outlive its pod, and the pod stay
+        Terminating (and counted in its tenant's quota) for good."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("pod worker %s failed; its pod is torn down when deleted", self.name)
+            self.message = f"node agent error: {e}"
+            with contextlib.suppress(Exception):
+                await self._report()
+        finally:
+            if self.probes is not None:
+                await self.probes.stop()
+        while not self.deleting:
+            await self._sleep_or_change(None)
         await self._terminate()
 
     async def _create(self) -> bool:

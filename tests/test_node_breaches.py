@@ -1,0 +1,257 @@
+"""Breaches of issue 12 on the node side, each tried against a real `hypernetes up` (real VMs under
+TCG, the real registry, the real kubectl): finished pods' VMs, pods bound without the scheduler,
+hung VMs on deletion, pull and create hot loops, and tenant data readable by other local users."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypernetes.node.admission import admit
+from tests.conftest import ImageFactory, qemu_processes_under
+from tests.support.imagebuild import busybox_image
+from tests.test_cluster_e2e import Cluster, free_port, phase, pod_manifest
+
+NOBODY = "65534"
+
+
+# --- admission, as a pure function -------------------------------------------------------------
+
+
+def _pod(memory: str, cpu: str = "500m", phase: str = "Running") -> dict[str, Any]:
+    return {"metadata": {"name": "p"}, "status": {"phase": phase},
+            "spec": {"containers": [{"name": "c", "image": "x",
+                                     "resources": {"limits": {"memory": memory, "cpu": cpu}}}]}}
+
+
+def test_admission_sums_the_running_pods_vms() -> None:
+    allocatable = {"cpu": "2", "memory": "1Gi", "pods": "3"}
+    running = [_pod("400Mi")]  # a VM of 432 MiB (guest overhead included)
+    assert admit(_pod("400Mi"), running, allocatable) is None
+    second = admit(_pod("400Mi"), [*running, _pod("400Mi")], allocatable)
+    assert second is not None and second.reason == "OutOfmemory"
+    assert second.message == ("Node didn't have enough resource: memory, requested: 452984832, used: "
+                              "905969664, capacity: 1073741824")
+    assert second.status() == {"phase": "Failed", "reason": "OutOfmemory",
+                               "message": f"Pod was rejected: {second.message}"}
+    cpu = admit(_pod("64Mi", cpu="1500m"), [_pod("64Mi", cpu="1")], allocatable)
+    assert cpu is not None and cpu.reason == "OutOfcpu" and "requested: 1500, used: 1000" in cpu.message
+    full = admit(_pod("1Mi"), [_pod("1Mi")] * 3, allocatable)
+    assert full is not None and full.reason == "OutOfpods"
+
+
+# --- a real cluster ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    # Under a directory any user may enter, so that only the data dir's own modes protect it
+    # (pytest's tmp dirs are 0700 and would hide everything from other users anyway).
+    base = Path(tempfile.mkdtemp(prefix="hn-breaches-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    c = Cluster(base / "data", free_port())
+    c.start()
+    yield c
+    c.stop()
+    for pid in qemu_processes_under(c.data):
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _apply(cluster: Cluster, manifest: str) -> None:
+    cluster.kubectl("apply", "-f", "-", input=manifest)
+
+
+def _sandbox(cluster: Cluster, name: str) -> Path:
+    uid = str(cluster.get("pod", name)["metadata"]["uid"])
+    return cluster.data / "runtime" / "hypervm" / uid.lower()
+
+
+def _failed_status(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    status: dict[str, Any] = cluster.get("pod", name)["status"]
+    return status if status.get("phase") == "Failed" else None
+
+
+def _gone(cluster: Cluster, name: str) -> bool:
+    return cluster.kubectl("get", "pod", name, check=False).returncode != 0
+
+
+def _event_count(cluster: Cluster, name: str, reason: str) -> int:
+    events = cluster.get("events", "--field-selector", f"involvedObject.name={name}")["items"]
+    return sum(int(e.get("count") or 1) for e in events if e.get("reason") == reason)
+
+
+def _waiting_reason(cluster: Cluster, name: str) -> str:
+    statuses = cluster.get("pod", name)["status"].get("containerStatuses") or [{}]
+    return str(statuses[0].get("state", {}).get("waiting", {}).get("reason", ""))
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _private(path: Path, mode: int) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@pytest.mark.slow
+def test_tenant_data_is_owner_only(cluster: Cluster, busybox_ref: str) -> None:
+    """A pod with a secret and its service-account token: no other local user reads either, nor
+    anything else under the data dir; a data dir left open by an older version is closed on start."""
+    cluster.kubectl("create", "secret", "generic", "vault", "--from-literal=key=tenant-secret-42")
+    pod = json.loads(pod_manifest("secretive", busybox_ref, "while true; do sleep 1; done"))
+    pod["spec"]["volumes"] = [{"name": "v", "secret": {"secretName": "vault"}}]
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "v", "mountPath": "/vault"}]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cluster.wait_for("secretive running", lambda: phase(cluster, "secretive") == "Running")
+    assert cluster.kubectl("exec", "secretive", "--", "cat", "/vault/key").stdout == "tenant-secret-42"
+    sandbox = _sandbox(cluster, "secretive")
+    assert (sandbox / "volumes.erofs").exists()
+
+    def owner_only() -> list[str]:
+        dirs = (cluster.data, cluster.data / "runtime" / "hypervm", sandbox, sandbox / "logs",
+                cluster.data / "images", cluster.data / "volumes", cluster.data / "pki")
+        wrong = [str(p) for p in dirs if p.exists() and not _private(p, 0o700)]
+        files = [sandbox / "volumes.erofs", sandbox / "state.json", *(sandbox / "logs").iterdir(),
+                 cluster.data / "state.db", cluster.data / "admin.kubeconfig"]
+        return wrong + [str(p) for p in files if not _private(p, 0o600)]
+
+    assert owner_only() == []
+    readable = _as_nobody("find", str(cluster.data), "-readable", "-type", "f")
+    assert readable.stdout == "", readable.stdout
+    assert _as_nobody("cat", str(sandbox / "volumes.erofs")).returncode != 0
+    grep = _as_nobody("grep", "-rl", "tenant-secret-42", str(cluster.data))
+    assert grep.stdout == ""
+
+    # an older version's modes: tightened when the cluster starts again (the VM is adopted)
+    cluster.stop()
+    for path in (cluster.data, cluster.data / "runtime" / "hypervm", sandbox):
+        os.chmod(path, 0o755)
+    os.chmod(sandbox / "state.json", 0o644)
+    cluster.start()
+    assert owner_only() == []
+    assert cluster.kubectl("exec", "secretive", "--", "cat", "/vault/key").stdout == "tenant-secret-42"
+    cluster.kubectl("delete", "pod", "secretive")
+    cluster.kubectl("delete", "secret", "vault")
+
+
+@pytest.mark.slow
+def test_finished_pods_keep_no_vm_but_keep_their_logs(cluster: Cluster, busybox_ref: str) -> None:
+    cluster.kubectl("apply", "-f", "-", input=pod_manifest("done", busybox_ref, "echo finished-ok",
+                                                            restartPolicy="Never"))
+    # finishes while the node agent is down: the adopted VM is stopped once its exit is seen
+    cluster.kubectl("apply", "-f", "-", input=pod_manifest("later", busybox_ref,
+                                                            "sleep 20; echo later-ok", restartPolicy="Never"))
+    cluster.wait_for("done succeeded", lambda: phase(cluster, "done") == "Succeeded")
+    done = _sandbox(cluster, "done")
+    cluster.wait_for("done's VM stopped", lambda: not qemu_processes_under(done), timeout=60)
+    assert not (done / "volumes.erofs").exists(), "a stopped VM's disks (its token) stay behind"
+    assert cluster.kubectl("logs", "done").stdout == "finished-ok\n"
+    conditions = {c["type"]: c["status"] for c in cluster.get("pod", "done")["status"]["conditions"]}
+    assert conditions["PodReadyToStartContainers"] == "False"
+
+    cluster.wait_for("later running", lambda: phase(cluster, "later") == "Running")
+    later = _sandbox(cluster, "later")
+    started = time.monotonic()
+    assert qemu_processes_under(later)
+    cluster.stop()
+    time.sleep(max(0.0, 30 - (time.monotonic() - started)))  # its container ends meanwhile
+    cluster.start()
+    cluster.wait_for("later succeeded", lambda: phase(cluster, "later") == "Succeeded")
+    cluster.wait_for("later's VM stopped", lambda: not qemu_processes_under(later), timeout=60)
+    assert cluster.kubectl("logs", "later").stdout == "later-ok\n"
+    assert cluster.kubectl("logs", "done").stdout == "finished-ok\n", "logs lost over a restart"
+    cluster.kubectl("delete", "pod", "done", "later")
+    assert not done.exists() and not later.exists()
+
+
+@pytest.mark.slow
+def test_node_rejects_a_pod_bound_to_it_that_does_not_fit(cluster: Cluster, busybox_ref: str) -> None:
+    """Bound straight to the node (no scheduler): refused as the kubelet refuses, never started."""
+    for name, limits, reason in (("huge", {"cpu": "1", "memory": "1000Gi"}, "OutOfmemory"),
+                                 ("wide", {"cpu": "64", "memory": "64Mi"}, "OutOfcpu")):
+        pod = json.loads(pod_manifest(name, busybox_ref, "sleep 1000", nodeName="node1"))
+        pod["spec"]["containers"][0]["resources"]["limits"] = limits
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        status = cluster.wait_for(f"{name} rejected", lambda n=name: _failed_status(cluster, n))
+        assert status["reason"] == reason
+        resource = reason.removeprefix("OutOf")
+        assert status["message"].startswith(
+            f"Pod was rejected: Node didn't have enough resource: {resource}, ")
+        assert reason in cluster.kubectl("get", "pod", name).stdout
+        assert _event_count(cluster, name, reason) >= 1
+        assert not qemu_processes_under(_sandbox(cluster, name))
+    cluster.kubectl("delete", "pod", "huge", "wide", timeout=60)
+
+
+@pytest.mark.slow
+def test_a_hung_vm_is_killed_after_the_grace_period(cluster: Cluster, busybox_ref: str) -> None:
+    """QEMU stopped (SIGSTOP): neither the guest nor QEMU answers anything, as a VM whose memory
+    ran out. The pod is gone within its grace period plus the shutdown and kill margins."""
+    grace = 3
+    _apply(cluster, pod_manifest("hung", busybox_ref, "while true; do sleep 1; done",
+                                 terminationGracePeriodSeconds=grace))
+    cluster.wait_for("hung running", lambda: phase(cluster, "hung") == "Running")
+    sandbox = _sandbox(cluster, "hung")
+    [pid] = qemu_processes_under(sandbox)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        cluster.kubectl("delete", "pod", "hung", "--wait=false")
+        cluster.wait_for("hung gone", lambda: _gone(cluster, "hung"), timeout=120)
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    # grace + SHUTDOWN_MARGIN (15 s) + QMP quit then SIGKILL (5 s), and a little for the API
+    assert took < grace + 15 + 5 + 5, f"took {took:.0f} s"
+    assert not Path(f"/proc/{pid}").exists() or b"qemu" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+@pytest.mark.slow
+def test_image_pulls_back_off_and_a_new_spec_retries_at_once(cluster: Cluster, busybox_ref: str) -> None:
+    registry = busybox_ref.split("/")[0]
+    _apply(cluster, pod_manifest("nopull", f"{registry}/does/not:exist", "sleep 1000"))
+    cluster.wait_for("ImagePullBackOff", lambda: _waiting_reason(cluster, "nopull") == "ImagePullBackOff")
+    first = time.monotonic()
+    time.sleep(35)
+    # tries at 0, 10 and 30 s: 3 (a hot loop made ~100)
+    assert _event_count(cluster, "nopull", "Failed") <= 3
+    assert _waiting_reason(cluster, "nopull") == "ImagePullBackOff"
+    # the next try is due ~40 s after the last: a new image is tried at once
+    cluster.kubectl("set", "image", "pod/nopull", f"main={busybox_ref}")
+    changed = time.monotonic()
+    cluster.wait_for("pull of the new image", lambda: any(
+        busybox_ref in e["message"] for e in cluster.get("events", "--field-selector",
+                                                          "involvedObject.name=nopull")["items"]
+        if e["reason"] == "Pulling"), timeout=30)
+    assert time.monotonic() - changed < 15 and time.monotonic() - first < 70
+    cluster.wait_for("nopull running", lambda: phase(cluster, "nopull") == "Running")
+    cluster.kubectl("delete", "pod", "nopull")
+
+
+@pytest.mark.slow
+def test_sandbox_creation_failures_back_off(cluster: Cluster, image_factory: ImageFactory) -> None:
+    """An image with no command, and the pod gives none: the sandbox cannot be made, again and
+    again; tried 10 s doubling, not as fast as the node can."""
+    ref = image_factory.push(busybox_image(cmd=None), "test/nocmd:1")
+    pod = json.loads(pod_manifest("nocmd", ref, "unused"))
+    del pod["spec"]["containers"][0]["command"]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cluster.wait_for("CreateContainerError",
+                     lambda: _waiting_reason(cluster, "nocmd") == "CreateContainerError")
+    time.sleep(25)
+    assert _event_count(cluster, "nocmd", "FailedCreatePodSandBox") <= 3
+    cluster.kubectl("delete", "pod", "nocmd")
