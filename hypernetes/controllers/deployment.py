@@ -6,6 +6,7 @@ deployments; revisionHistoryLimit; status and the Available/Progressing conditio
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -19,6 +20,8 @@ from hypernetes.controllers.informer import Handler, InformerFactory, key_of
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+
+RS_CREATE_ERROR = "ReplicaSetCreateError"  # upstream's FailedRSCreateReason
 
 
 class DeploymentController(Controller):
@@ -149,6 +152,7 @@ class DeploymentController(Controller):
             created: Obj = await self.client.create("apps/v1", "replicasets", rs, m.namespace(d))
         except ApiException as e:
             if e.status != 409:
+                await self._create_failed(d, rs, e)
                 raise
             found = await self.client.get_or_none("apps/v1", "replicasets", m.name(rs), m.namespace(d))
             if found is not None and m.controlled_by(found, d) and r.equal_ignore_hash(
@@ -170,6 +174,18 @@ class DeploymentController(Controller):
                 "Progressing", "True", r.NEW_RS_CREATED, f'Created new replica set "{m.name(created)}"'))
             await self._write_status(d, status)
         return created
+
+    async def _create_failed(self, d: Obj, rs: Obj, e: ApiException) -> None:
+        """As upstream: Progressing False (ReplicaSetCreateError) and a warning; the sync then
+        fails and the deployment backs off."""
+        msg = f'Failed to create new replica set "{m.name(rs)}": {e.message}'
+        if r.progress_deadline(d) is not None:
+            status = copy.deepcopy(d.get("status") or {})
+            r.set_deploy_condition(status, r.deploy_condition("Progressing", "False", RS_CREATE_ERROR, msg))
+            if status != (d.get("status") or {}):
+                with contextlib.suppress(ApiException):  # the create's error is the one to report
+                    await self._write_status(d, status)
+        await self.events.warning(d, RS_CREATE_ERROR, msg)
 
     async def _write_rs(self, rs: Obj) -> Obj:
         out: Obj = await self.client.replace("apps/v1", "replicasets", rs)

@@ -190,5 +190,10 @@ class EndpointsController(Controller):
         except ApiException as e:
             if namespace_terminating(e):
                 return
+            if e.status != 409:  # a conflict only means our cache was behind
+                reason, what = ("FailedToCreateEndpoint", "create endpoint for service") if current is None \
+                    else ("FailedToUpdateEndpoint", "update endpoint")
+                message = f"Failed to {what} {ns}/{name}: {e.message}"
+                await self.events.warning(current or body, reason, message)
             raise
         self.endpoints.written(out)
