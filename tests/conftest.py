@@ -132,9 +132,11 @@ def qemu_processes_under(path: Path) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        # A zombie has an empty cmdline, so only live QEMUs match.
-        if b"qemu-system" in cmdline and str(path).encode() in cmdline:
+        # A zombie has an empty cmdline, so only live QEMUs match. A jailed QEMU's arguments
+        # hold only jail paths; its environment names its sandbox directory.
+        if b"qemu-system" in cmdline and str(path).encode() in cmdline + environ:
             found.append(int(proc.name))
     return found

@@ -203,6 +203,11 @@ def _limit(container: Obj, what: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _cpu_request(container: Obj) -> int | None:
+    value = ((container.get("resources") or {}).get("requests") or {}).get("cpu")
+    return parse_cpu(str(value)) if value is not None else None
+
+
 def container_spec(pod: Obj, container: Obj, lookup: Lookup,
                    volumes: dict[str, VolumeSpec] | None = None) -> ContainerSpec:
     """`volumes` (the pod's, by name) makes mounts of a read-only disk read-only and checks
@@ -223,6 +228,7 @@ def container_spec(pod: Obj, container: Obj, lookup: Lookup,
         tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")),
         cpu_limit_millis=parse_cpu(cpu) if cpu else None,
+        cpu_request_millis=_cpu_request(container),
         memory_limit=parse_memory(mem) if mem else None,
         mounts=tuple(
             MountSpec(m["name"], m["mountPath"],

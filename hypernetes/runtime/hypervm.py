@@ -37,6 +37,7 @@ from hypernetes.runtime.agentclient import (
     ProcessSpec,
     Runstate,
 )
+from hypernetes.runtime.confine import ConfineError, Confiner
 from hypernetes.runtime.hypervm_state import (
     disk_from_dict,
     disk_to_dict,
@@ -144,6 +145,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         self._accel: str | None = None
         self._die_with_parent = die_with_parent
         self._sandboxes: dict[str, _Sandbox] = {}
+        self._confiner = Confiner()  # each VM's uid, jail and cgroup (root only)
 
     # --- accelerator ---------------------------------------------------------------------------
 
@@ -172,14 +174,19 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         )
         client = AgentClient("kvm-probe")
         try:
+            # jailed as pods are, so that KVM is chosen only if a jailed QEMU can use it
+            vm.cfg.jail = await asyncio.to_thread(
+                self._confiner.prepare, "kvm-probe", probe_dir, (), vm_size(()), kernel.image,
+                kernel.initrd, "kvm", True, cgroup=False)
             await vm.start()
             await client.connect(str(vm.cfg.ctl_socket), PROBE_TIMEOUT, vm.alive)
             return True
-        except (AgentUnavailable, OSError):
+        except (AgentUnavailable, *ConfineError):
             return False
         finally:
             await client.close()
             await vm.kill()
+            await asyncio.to_thread(self._confiner.release, "kvm-probe", probe_dir)
             shutil.rmtree(probe_dir, ignore_errors=True)
             remove_socket_dir(probe_dir)
 
@@ -259,6 +266,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         nic = None
         if tap.fd is not None and pod.network.mac:
             nic = Nic(tap.fd, pod.network.mac, vhost=vhost_usable(accel))
+        try:
+            jail = await asyncio.to_thread(
+                self._confiner.prepare, pod.id, sandbox_dir, pod.containers, size, kernel.image,
+                kernel.initrd, accel, self._die_with_parent)
+        except ConfineError as e:
+            shutil.rmtree(sandbox_dir, ignore_errors=True)
+            raise SandboxFailed(f"cannot confine the VM: {e}") from e
         vm = QemuVM(
             VMConfig(
                 name=f"hn-{pod.id}",
@@ -273,6 +287,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 disks=list(disks.values()),
                 nic=nic,
                 die_with_parent=self._die_with_parent,
+                jail=jail,
             )
         )
         client = AgentClient(f"agent-{pod.id}")
@@ -522,12 +537,18 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             # Nothing known in memory; still clear what a crashed process may have left.
-            _kill_leftover(self.root / sandbox_id)
-            shutil.rmtree(self.root / sandbox_id, ignore_errors=True)
+            await self._clear_leftover(self.root / sandbox_id)
             return
         if sandbox.vm.alive():
             await self.stop_sandbox(sandbox_id, grace_seconds=0)
         await self._destroy(sandbox)
+
+    async def _clear_leftover(self, sandbox_dir: Path) -> None:
+        """Kill the sandbox's QEMU, remove its cgroup, free its uid, delete its directory."""
+        _kill_leftover(sandbox_dir)
+        with contextlib.suppress(*ConfineError):
+            await asyncio.to_thread(self._confiner.release, sandbox_dir.name, sandbox_dir)
+        shutil.rmtree(sandbox_dir, ignore_errors=True)
 
     async def _destroy(self, sandbox: _Sandbox) -> None:
         await sandbox.client.close("sandbox removed")
@@ -539,8 +560,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             if c.log is not None:
                 c.log.close()
             c.done.set()
-        _kill_leftover(sandbox.dir)
-        shutil.rmtree(sandbox.dir, ignore_errors=True)
+        await self._clear_leftover(sandbox.dir)
         self._sandboxes.pop(sandbox.pod.id, None)
 
     # --- adoption: surviving a node agent restart ------------------------------------------------
@@ -587,15 +607,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                     adopted.append(self._adopt_stopped(directory, state))
                     continue
             if state is None or pid is None:
-                _kill_leftover(directory)
-                shutil.rmtree(directory, ignore_errors=True)
+                await self._clear_leftover(directory)
                 continue
             try:
                 adopted.append(await self._adopt_one(directory, state, pid))
             except (AgentUnavailable, PodRuntimeError, KeyError, TypeError, ValueError, OSError) as e:
                 log.warning("cannot adopt sandbox %s: %s; removing it", directory.name, e)
-                _kill_leftover(directory)
-                shutil.rmtree(directory, ignore_errors=True)
+                await self._clear_leftover(directory)
         return adopted
 
     def _adopt_stopped(self, directory: Path, state: dict[str, Any]) -> SandboxStatus:

@@ -141,6 +141,7 @@ class ContainerSpec:
     memory_limit: int | None = None  # bytes
     mounts: tuple[MountSpec, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()  # raw block volumes (volumeMode: Block)
+    cpu_request_millis: int | None = None  # requests.cpu: the VM's CPU weight (None: the limit)
     pull_policy: str = "IfNotPresent"  # imagePullPolicy: "Always" | "IfNotPresent" | "Never"
 
 

@@ -1,7 +1,13 @@
 """One QEMU `-M microvm` process: its command line, its life, its QMP monitor, its console.
 
-The VM's files live in one directory (sockets, pid file, QEMU's own stderr, the console tail),
-so that removing a sandbox is removing that directory after the process is gone.
+The VM's files live in one directory (pid file, QEMU's own stderr, the console tail) and its
+sockets in a short one under the run directory, so that removing a sandbox is removing those
+after the process is gone.
+
+QEMU opens nothing of the pod's by path: its disks (an fd set each, `/dev/fdset/N`), its tap and
+vhost-net, and its QMP, console and agent sockets (bound and listening here) are opened by the
+node agent and inherited. Only the kernel, initrd and QEMU's own files are opened by path, which
+is what lets `jail.py` run it in a chroot holding nothing else, as a uid that owns nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,11 +23,15 @@ import os
 import re
 import shutil
 import signal
+import socket
+import subprocess
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qemu.qmp import QMPClient
+
+from hypernetes.runtime.jail import Jail, launcher
 
 log = logging.getLogger(__name__)
 # qemu.qmp logs every failed connect at ERROR; a VM that already exited is not an error to us.
@@ -39,6 +50,8 @@ BASE_CMDLINE = (
 )
 
 PR_SET_PDEATHSIG = 1
+SANDBOX_ENV = "HYPERNETES_SANDBOX"  # in QEMU's environment: which sandbox directory it serves
+JAIL_KERNEL, JAIL_INITRD = "/vm/kernel", "/vm/initrd"
 
 
 # microvm has a fixed set of virtio-mmio transports: 8 without ACPI, 24 with it (QEMU 7.2,
@@ -88,7 +101,7 @@ class Disk:
     discard: bool = False  # pass the guest's discards on: they punch holes in a sparse file
 
 
-def _blockdev(disk: Disk, node: str) -> str:
+def _blockdev(disk: Disk, node: str, host_device: bool | None = None) -> str:
     """The -blockdev JSON of one disk: JSON needs no escaping of commas in paths, and names the
     file protocol explicitly, so a path is never parsed as "proto:..." or "json:{...}"."""
     spec: dict[str, object] = {
@@ -97,7 +110,8 @@ def _blockdev(disk: Disk, node: str) -> str:
         "read-only": disk.readonly,
         "cache": {"direct": disk.cache == "none", "no-flush": not disk.flush},
         # QEMU's image lock: a second VM cannot open for writing what one is using
-        "file": {"driver": "host_device" if disk.path.is_block_device() else "file",
+        "file": {"driver": "host_device" if (disk.path.is_block_device() if host_device is None
+                                             else host_device) else "file",
                  "filename": str(disk.path), "locking": "on"},
     }
     if disk.discard:
@@ -121,6 +135,7 @@ class VMConfig:
     disks: list[Disk] = field(default_factory=list)
     nic: Nic | None = None
     die_with_parent: bool = False
+    jail: Jail | None = None  # None: QEMU runs as the caller, unconfined (not root)
 
     @property
     def sock_dir(self) -> Path:
@@ -178,7 +193,30 @@ def host_tsc_khz() -> int | None:
     return None
 
 
-def command_line(cfg: VMConfig) -> list[str]:
+@dataclass
+class HandedFds:
+    """The descriptors QEMU inherits, by number (the same in the child): its three listening
+    sockets, one per disk, and vhost-net's."""
+
+    console: int
+    ctl: int
+    qmp: int
+    disks: list[int]
+    vhost: int | None = None
+
+    def all(self) -> tuple[int, ...]:
+        vhost = () if self.vhost is None else (self.vhost,)
+        return (self.console, self.ctl, self.qmp, *self.disks, *vhost)
+
+    def close(self) -> None:
+        for fd in self.all():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
+    """QEMU's arguments; with `fds`, the sockets and disks are the inherited descriptors, else
+    (for reading the arguments) their paths."""
     # Under TCG there is no kvmclock, so the guest reads the wall clock from the CMOS RTC; without
     # one that read spins for a second ("Unable to read current time from RTC") on every boot.
     rtc = "off" if cfg.accel == "kvm" else "on"
@@ -193,6 +231,11 @@ def command_line(cfg: VMConfig) -> list[str]:
     khz = host_tsc_khz() if cfg.accel == "tcg" else None
     if khz:
         cmdline += f" tsc_early_khz={khz}"
+    kernel, initrd = (JAIL_KERNEL, JAIL_INITRD) if cfg.jail else (str(cfg.kernel), str(cfg.initrd))
+
+    def sock(name: str, path: Path) -> str:
+        return f"fd={getattr(fds, name)}" if fds is not None else f"path={path}"
+
     args = [
         QEMU, "-name", cfg.name, "-M", machine, "-accel", accel, "-cpu", cpu,
         "-m", str(cfg.memory_mib), "-smp", str(cfg.vcpus),
@@ -203,36 +246,66 @@ def command_line(cfg: VMConfig) -> list[str]:
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         # Defence in depth for the VMM itself: no new processes, no privilege changes.
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        "-kernel", str(cfg.kernel), "-initrd", str(cfg.initrd),
+        "-kernel", kernel, "-initrd", initrd,
         "-append", cmdline,
         "-device", "virtio-serial-device,max_ports=2",
-        "-chardev", f"socket,id=con,path={cfg.console_socket},server=on,wait=off",
+        "-chardev", f"socket,id=con,{sock('console', cfg.console_socket)},server=on,wait=off",
         "-device", "virtconsole,chardev=con",
-        "-chardev", f"socket,id=ctl,path={cfg.ctl_socket},server=on,wait=off",
+        "-chardev", f"socket,id=ctl,{sock('ctl', cfg.ctl_socket)},server=on,wait=off",
         "-device", "virtserialport,chardev=ctl,name=hn.agent",
         # Free page reporting: pages the guest frees (its init memory, dropped caches) go back
         # to the host instead of staying in the VM's footprint.
         "-device", "virtio-balloon-device,free-page-reporting=on",
-        "-object", "rng-random,filename=/dev/urandom,id=rng0",
+        # getrandom(2): no /dev/urandom to open (nor to put in the jail)
+        "-object", "rng-builtin,id=rng0",
         "-device", "virtio-rng-device,rng=rng0",
-        "-qmp", f"unix:{cfg.qmp_socket},server=on,wait=off",
-        "-pidfile", str(cfg.pidfile),
+        "-chardev", f"socket,id=qmp,{sock('qmp', cfg.qmp_socket)},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
     ]
     if cfg.nic is not None:
         # fd=: QEMU uses the inherited tap as is (it probes the vnet header itself) and runs no
-        # ifup script, so -sandbox spawn=deny stays on.
+        # ifup script, so -sandbox spawn=deny stays on; vhostfd=: nor opens /dev/vhost-net.
         vhost = "on" if cfg.nic.vhost else "off"
+        if cfg.nic.vhost and fds is not None and fds.vhost is not None:
+            vhost += f",vhostfd={fds.vhost}"
         args += ["-netdev", f"tap,id=net0,fd={cfg.nic.fd},vhost={vhost}",
                  "-device", f"virtio-net-device,netdev=net0,mac={cfg.nic.mac}"]
     for i, disk in enumerate(cfg.disks):
+        host_device = disk.path.is_block_device()
+        if fds is not None:
+            # an fd set per disk: QEMU dups the one whose access mode matches what it opens
+            args += ["-add-fd", f"fd={fds.disks[i]},set={i + 1}"]
+            disk = dataclasses.replace(disk, path=Path(f"/dev/fdset/{i + 1}"))
         # write-cache=on: the guest sees a volatile cache and sends flushes, which reach the host
         # file as fdatasync (if disk.flush). An I/O error (a full host filesystem) is reported
         # to the guest instead of pausing the VM, which nothing would resume.
         device = f"virtio-blk-device,drive=disk{i},serial={disk.serial},write-cache=on"
         if not disk.readonly:
             device += ",werror=report,rerror=report"
-        args += ["-blockdev", _blockdev(disk, f"disk{i}"), "-device", device]
+        args += ["-blockdev", _blockdev(disk, f"disk{i}", host_device), "-device", device]
     return args
+
+
+def _listen(path: Path, opened: list[int]) -> int:
+    """A listening Unix socket at `path` for QEMU to accept on: bound here, so QEMU needs no
+    writable directory, and a client may connect before QEMU runs (it waits in the backlog)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(8)
+    except OSError:
+        sock.close()
+        raise
+    opened.append(sock.fileno())
+    return sock.detach()
+
+
+def qemu_binary() -> str:
+    """QEMU's absolute path: the jail binds it there, and exec does not search PATH in it."""
+    found = shutil.which(QEMU)
+    return os.path.abspath(found) if found else QEMU
 
 
 def _die_with_parent() -> None:
@@ -252,20 +325,66 @@ class QemuVM:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        """Start QEMU with its descriptors handed in, in its cgroup and jail if it has one.
+
+        OSError if it cannot be started: a disk that cannot be opened, a jail that cannot be
+        built (the message says which step failed)."""
         self.cfg.dir.mkdir(parents=True, exist_ok=True)
         self.cfg.sock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.cfg.dir / "qemu.log", "wb") as errlog:
-            self.proc = await asyncio.create_subprocess_exec(
-                *command_line(self.cfg),
-                stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if self.cfg.die_with_parent else None,
-                # the tap keeps its number in the child (and loses close-on-exec there only)
-                pass_fds=(self.cfg.nic.fd,) if self.cfg.nic is not None else (),
-            )
+        fds = self._open_fds()
+        args = command_line(self.cfg, fds)
+        args[0] = qemu_binary()
+        jail = self.cfg.jail
+        preexec = launcher(jail) if jail else _die_with_parent if self.cfg.die_with_parent else None
+        nic = (self.cfg.nic.fd,) if self.cfg.nic is not None else ()
+        try:
+            with open(self.cfg.dir / "qemu.log", "wb") as errlog:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *args,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                    start_new_session=True, preexec_fn=preexec,
+                    # the agent's environment may hold credentials: QEMU gets only the marker
+                    # that ties it to its sandbox (running_qemu) and PATH
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                         SANDBOX_ENV: str(self.cfg.dir.resolve())},
+                    # the fds keep their numbers in the child (and lose close-on-exec there only)
+                    pass_fds=(*fds.all(), *nic),
+                )
+        except subprocess.SubprocessError as e:  # the jail's preexec step failed
+            raise OSError(self.qemu_errors() or str(e)) from e
+        finally:
+            fds.close()  # QEMU holds its copies: they go away with it
         self.pid = self.proc.pid
+        tmp = self.cfg.pidfile.with_suffix(".tmp")
+        tmp.write_text(f"{self.pid}\n")
+        os.replace(tmp, self.cfg.pidfile)
         self._tasks.append(asyncio.create_task(self._watch()))
         self._tasks.append(asyncio.create_task(self._read_console()))
+
+    def _open_fds(self) -> HandedFds:
+        opened: list[int] = []
+        try:
+            sockets = [_listen(path, opened) for path in
+                       (self.cfg.console_socket, self.cfg.ctl_socket, self.cfg.qmp_socket)]
+            disks = []
+            for disk in self.cfg.disks:
+                flags = os.O_RDONLY if disk.readonly else os.O_RDWR
+                flags |= os.O_DIRECT if disk.cache == "none" else 0
+                try:
+                    disks.append(os.open(disk.path, flags | os.O_CLOEXEC))
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot open disk {disk.path}: {e.strerror}") from e
+                opened.append(disks[-1])
+            vhost = None
+            if self.cfg.nic is not None and self.cfg.nic.vhost:
+                vhost = os.open(VHOST_NET, os.O_RDWR | os.O_CLOEXEC)
+                opened.append(vhost)
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+        console, ctl, qmp = sockets
+        return HandedFds(console, ctl, qmp, disks=disks, vhost=vhost)
 
     async def attach(self, pid: int) -> None:
         """Take over a QEMU started by an earlier process (node agent restart).
@@ -378,10 +497,13 @@ class QemuVM:
 
 
 def running_qemu(directory: Path) -> int | None:
-    """The pid of the QEMU whose pid file is in `directory`, if that pid really is that QEMU."""
+    """The pid of the QEMU whose pid file is in `directory`, if that pid really is that QEMU
+    (its environment names the directory; a jailed QEMU's arguments hold only jail paths)."""
     try:
         pid = int((directory / "qemu.pid").read_text().strip())
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if str(directory).encode() in cmdline else None
+    marker = f"{SANDBOX_ENV}={directory.resolve()}".encode()
+    return pid if marker in environ or str(directory).encode() in cmdline else None
