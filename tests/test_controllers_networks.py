@@ -34,7 +34,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     c = ControllersThread(api, only=["networks", "tenant", "namespace"]).start()
     try:
         for tenant in ("acme", "globex"):
-            w.create_tenant(tenant)
+            # the id tests make 35 networks of acme: more than a tenant's default quota
+            w.create_tenant(tenant, {"quota": {"count/networks.hypernetes.io": "50"}})
             w.create_user(f"{tenant}-admin", tenant, "admin")
             w.create_namespace(f"{tenant}-admin", f"{tenant}-a", tenant)
         yield w, c

@@ -1269,7 +1269,7 @@ POLICY_CASES: list[tuple[str, Callable[[JSON], None], int, str]] = [
     ("runtimeClassName", _spec(runtimeClassName="gvisor"), 403,
      'runtimeClassName: runtime class "gvisor" is not allowed for tenant "umbrella" (allowed: hypervm)'),
     ("kernel", _annotate(**{"hypernetes.io/kernel": "custom-6.6"}), 403,
-     'kernel "custom-6.6" is not allowed for tenant "umbrella" (allowed: default, lts-6.1)'),
+     'kernel "custom-6.6" is not allowed for tenant "umbrella" (allowed: hypernetes, lts-6.1)'),
 ]
 
 
@@ -1290,11 +1290,17 @@ def test_pod_policy(world: TenantWorld, umbrella: str, kind: str, case: str, cha
     assert r.status_code == code, r.text
     message = r.json()["message"]
     assert words in message, message
-    if case != "kernel":  # the field path names the pod's spec or the template's
+    if case == "kernel":  # the field path names the pod's metadata or the template's
+        assert ("" if kind == "pods" else "spec.template.") + "metadata.annotations[hypernetes.io/kernel]" \
+            in message
+    else:  # the pod's spec or the template's
         assert ("spec." if kind == "pods" else "spec.template.spec.") + words.split(":")[0] in message
 
 
 def test_pod_policy_allows_what_the_tenant_may(world: TenantWorld, umbrella: str) -> None:
+    # a kernel is admitted only if a node offers it: node-a's agent says it has lts-6.1
+    world.op("PATCH", "/api/v1/nodes/node-a", {"metadata": {"annotations": {
+        "hypernetes.io/kernels": "hypernetes,lts-6.1"}}}, headers=MERGE)
     pod = PODS.body("allowed", "umbrella-a")
     pod["metadata"]["annotations"] = {"hypernetes.io/kernel": "lts-6.1"}
     pod["spec"]["runtimeClassName"] = "hypervm"

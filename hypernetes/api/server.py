@@ -26,8 +26,10 @@ from hypernetes.api import eventttl, objects, reviews, schema
 from hypernetes.api.audit import MUTATING, AuditLog
 from hypernetes.api.authn import Authenticator, AuthUnavailable, UserInfo
 from hypernetes.api.authz import Attributes, Authorizer, Decision, forbidden_message
+from hypernetes.api.connections import ConnectionGate, ConnectionLimits, GatedSite, quiet_accept_errors
 from hypernetes.api.crud import Resources
 from hypernetes.api.discovery import Discovery
+from hypernetes.api.fairness import FairnessConfig, FlowControl
 from hypernetes.api.metrics import Metrics
 from hypernetes.api.routing import (
     AUDIT_TARGET,
@@ -73,6 +75,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESOURCE_ROUTES = frozenset(("/api/{version}/{tail}", "/apis/{group}/{version}/{tail}"))
 USER = web.RequestKey("user", UserInfo)
 METRIC = web.RequestKey("metric", tuple[str, str, str])
+MAX_BODY = 3 * 1024 * 1024  # upstream's limit on a request body
 
 
 class CountingStore(Store):
@@ -210,7 +213,8 @@ class ApiServer:
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=self.metrics.render(),
+            text=self.metrics.render() + request.app[FAIRNESS].render_metrics()
+            + (request.app[CONNECTIONS].render_metrics() if CONNECTIONS in request.app else ""),
             content_type="text/plain",
             headers={"X-Content-Type-Options": "nosniff"},
         )
@@ -293,6 +297,8 @@ SWEEPER = web.AppKey("hypernetes.api.event_sweeper", asyncio.Task[None])
 
 
 TENANCY = web.AppKey("hypernetes.api.tenancy", Tenancy)
+FAIRNESS = web.AppKey("hypernetes.api.fairness", FlowControl)
+CONNECTIONS = web.AppKey("hypernetes.api.connections", ConnectionGate)
 
 
 def create_app(
@@ -306,9 +312,11 @@ def create_app(
     event_ttl: float = 3600.0,
     tenancy: Tenancy | None = None,
     audit: AuditLog | None = None,
+    fairness: FairnessConfig | None = None,
 ) -> web.Application:
     """The API server application over `store`. Default namespaces are created on startup;
-    events older than `event_ttl` seconds are deleted (0: never)."""
+    events older than `event_ttl` seconds are deleted (0: never); `fairness`: per-tenant flow
+    control limits (hypernetes.api.fairness)."""
     metrics = Metrics()
     counted = CountingStore(store, metrics)
     caches = WatchCaches(counted, queue_limit=watch_queue_limit)
@@ -328,7 +336,13 @@ def create_app(
         audit,
     )
     metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
-    app = web.Application(middlewares=[server.middleware], client_max_size=3 * 1024 * 1024)
+    flow = FlowControl(fairness or FairnessConfig(), lambda r: r.get(USER))
+    # the gate counts what authentication costs, the server's middleware authenticates, then a
+    # request waits for its flow's turn (hypernetes.api.fairness)
+    app = web.Application(middlewares=[flow.gate, server.middleware, flow.middleware],
+                          client_max_size=MAX_BODY)
+    app.on_response_prepare.append(flow.on_response_prepare)
+    app[FAIRNESS] = flow
     app[APP_KEY] = server
     app[EVENT_TTL] = event_ttl
     if tenancy is not None:
@@ -399,13 +413,19 @@ def server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:
     return ctx
 
 
-async def serve(app: web.Application, host: str, port: int, tls: TLSFiles) -> web.AppRunner:
-    """Listen with TLS on host:port (0 = any free port; see `bound_port`). Stop with
-    `await runner.cleanup()`."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+async def serve(app: web.Application, host: str, port: int, tls: TLSFiles,
+                limits: ConnectionLimits | None = None) -> web.AppRunner:
+    """Listen with TLS on host:port (0 = any free port; see `bound_port`), connections bounded by
+    `limits` (hypernetes.api.connections). Stop with `await runner.cleanup()`."""
+    limits = limits or ConnectionLimits()
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=limits.idle_timeout)
+    gate = ConnectionGate(limits, server_ssl_context(tls), lambda: runner.server())  # type: ignore[misc]
+    app.middlewares.insert(0, gate.track)
+    app[CONNECTIONS] = gate
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=server_ssl_context(tls), backlog=512)
-    await site.start()
+    quiet_accept_errors(asyncio.get_running_loop(), gate.shed)
+    await GatedSite(runner, host, port, gate=gate, backlog=512).start()
     return runner
 
 

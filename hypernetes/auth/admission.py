@@ -13,12 +13,18 @@ a tenant's deployments and those pods must obey the same quota and policy.
   namespace's `hypernetes.io/network` annotation must name a network of the namespace's tenant.
   A pod's address annotations (`hypernetes.io/ip`, `.../mac`, `.../network`) are the network
   controller's: other callers may not set or change them.
-- Pods and pod templates: no host namespaces, no privileged containers, runtime classes and
-  kernels only from the tenant's allowed lists.
+- Pods and pod templates in a tenant's namespaces, whoever writes them (a controller creating a
+  tenant's pods is held to the tenant's rules): no host namespaces, no privileged containers, no
+  node chosen (placement is the scheduler's), runtime classes and registries only from the
+  tenant's allowed lists, a kernel (`hypernetes.io/kernel`) only if its name is well-formed, the
+  tenant may use it and some Node offers it. A template is checked when the workload is written;
+  an update that leaves a pod or template as it was is not checked again.
 - Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
   overhead included), namespaces, persistent volume claims and the storage they request (on
-  create, and when a bound claim grows). A refusal says which quota, what was asked, used and
-  allowed.
+  create, and when a bound claim grows), node ports, and the number of objects of every other
+  kind a tenant can create (`count/<resource>.<group>`, the kinds in controllers/tenant.py;
+  Networks and Users by their spec.tenant). A new Tenant gets a default for every key it was not
+  given. A refusal says which quota, what was asked, used and allowed.
 - Persistent volumes, in every namespace (upstream's DefaultStorageClass,
   StorageObjectInUseProtection and PersistentVolumeClaimResize admission plugins): a new claim
   without a class gets the default class, claims and PVs get their protection finalizers, a
@@ -44,6 +50,14 @@ from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import TENANT_LABEL, UserInfo
 from hypernetes.auth.podtoken import add_token_volume
 from hypernetes.controllers.networks import apply_defaults, validate_network
+from hypernetes.controllers.tenant import (
+    COUNTED,
+    COUNTED_BY_KIND,
+    DEFAULT_QUOTA,
+    NODE_PORTS_KEY,
+    Counted,
+    node_ports,
+)
 from hypernetes.controllers.volumes import (
     BACKING_FILE,
     BETA_CLASS,
@@ -57,15 +71,25 @@ from hypernetes.controllers.volumes import (
     storage_usage,
 )
 from hypernetes.network.objects import DEFAULT_LABEL, NETWORK_ANNOTATION, POD_ANNOTATIONS
+from hypernetes.runtime import kernels
+from hypernetes.runtime.images.errors import InvalidReference
+from hypernetes.runtime.images.reference import parse_reference
 from hypernetes.runtime.podsize import pod_vm, quota_usage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.store.keys import key_prefix, object_key
 
 JSON = dict[str, Any]
-KERNEL_ANNOTATION = "hypernetes.io/kernel"
+KERNEL_ANNOTATION = kernels.POD_ANNOTATION
 TENANT_FINALIZER = "hypernetes.io/tenant"
-QUOTA_KEYS = ("pods", "vcpus", "memory", "namespaces", "storage", "persistentvolumeclaims")
+QUOTA_KEYS = ("pods", "vcpus", "memory", "namespaces", "storage", "persistentvolumeclaims", NODE_PORTS_KEY,
+              *(c.key for c in COUNTED))
 TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
+# Writes whose quota check must not interleave with another write of the same tenant (the API
+# server holds `lock_for` from admission to commit): creates of every counted kind, and updates
+# that can take more (a claim growing, a service taking node ports).
+LOCKED_CREATES = frozenset(("Pod", "Namespace", "PersistentVolumeClaim", *COUNTED_BY_KIND))
+LOCKED_UPDATES = frozenset(("PersistentVolumeClaim", "Service"))
+CONTAINER_GROUPS = ("initContainers", "containers", "ephemeralContainers")
 _LABEL_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -127,6 +151,30 @@ def pod_templates(kind: str, obj: JSON) -> Iterator[tuple[str, JSON]]:
             yield "spec.template.spec", tmpl
 
 
+def _meta_path(spec_path: str) -> str:
+    """`metadata` for a pod's `spec`, `spec.template.metadata` for a template's."""
+    return "metadata" if spec_path == "spec" else spec_path.removesuffix(".spec") + ".metadata"
+
+
+def _policy_view(holder: JSON) -> tuple[Any, Any]:
+    """What pod policy looks at: the spec and the kernel annotation."""
+    notes = (holder.get("metadata") or {}).get("annotations") or {}
+    return holder.get("spec"), notes.get(KERNEL_ANNOTATION)
+
+
+def registry_host(entry: str) -> str | None:
+    """An allow-list entry (`host[:port]`) as image references name the registry (the shared
+    parser: `index.docker.io` is `docker.io`), or None if it is not one."""
+    if not entry or "/" in entry or "@" in entry:
+        return None
+    try:
+        ref = parse_reference(f"{entry}/x")
+    except InvalidReference:
+        return None
+    # a bare word ("busybox") is a Docker Hub repository, not a registry
+    return ref.domain.lower() if ref.path in ("x", "library/x") else None
+
+
 class TenantAdmission:
     def __init__(self, directory: Directory) -> None:
         self.d = directory
@@ -151,9 +199,11 @@ class TenantAdmission:
             return
         if kind == "User":
             await self._user(user, obj, old)
+            if old is None:
+                await self._count_quota(str(user_spec(obj).get("tenant") or ""), kind)
             return
         if kind == "Tenant":
-            self._tenant(obj)
+            self._tenant(obj, old)
             if old is None:  # the tenant controller deletes its namespaces and users before it goes
                 finalizers = obj["metadata"].setdefault("finalizers", [])
                 if TENANT_FINALIZER not in finalizers:
@@ -164,11 +214,19 @@ class TenantAdmission:
             return
         if kind == "Network":
             await self._network(user, obj, old)
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            # a tenant's default network is the network controller's and always made (only
+            # operators may set the label); every other one counts
+            if old is None and labels.get(DEFAULT_LABEL) != "true":
+                await self._count_quota(str((obj.get("spec") or {}).get("tenant") or ""), kind)
             return
         if not namespace:
             return
-        if not user.operator:
-            for path, holder in pod_templates(kind, obj):
+        tenant = await self.d.fetch_namespace_owner(namespace)
+        for path, holder in pod_templates(kind, obj):
+            # operators change pods' addresses (the network controller); but a pod they create or
+            # a template they write in a tenant's namespace is the tenant's, so its rules apply
+            if not user.operator or (tenant is not None and (old is None or kind in TEMPLATE_KINDS)):
                 self._pod_network_annotations(path, holder, old)
         if kind == "PersistentVolumeClaim":
             await self._claim(obj, old)
@@ -176,23 +234,25 @@ class TenantAdmission:
             kv = await self.d.store.get(object_key("", "serviceaccounts", namespace, str(
                 (obj.get("spec") or {}).get("serviceAccountName") or "default")))
             add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
-        tenant = await self.d.fetch_namespace_owner(namespace)
+        t = await self.d.fetch_tenant(tenant) if tenant is not None else None
+        tspec: JSON = (t or {}).get("spec") or {}
+        for path, holder in pod_templates(kind, obj):
+            before = next((h for _, h in pod_templates(kind, old)), None) if old is not None else None
+            await self._pod_policy(tenant, tspec, kind, path, holder, before)
         if tenant is None:
             return  # operators' namespaces
-        spec = await self.d.fetch_tenant(tenant) or {}
-        for path, holder in pod_templates(kind, obj):
-            self._pod_policy(tenant, spec.get("spec") or {}, path, holder)
-        if kind == "Pod" and old is None and user.tenant and (obj.get("spec") or {}).get("nodeName"):
-            # placement is the scheduler's: a tenant must not pick the host its VM shares
-            raise Denied("spec.nodeName: tenants may not choose a node; the scheduler places pods")
         if kind == "Pod" and old is None:
             # a new pod starts Pending whatever its body claims (upstream drops a created status):
             # quotas skip finished pods, so one created as "Succeeded" would never count
             qos = (obj.get("status") or {}).get("qosClass")
             obj["status"] = {"phase": "Pending", **({"qosClass": qos} if qos else {})}
-            await self._pod_quota(tenant, spec.get("spec") or {}, obj)
+            await self._pod_quota(tenant, tspec, obj)
         if kind == "PersistentVolumeClaim":
-            await self._claim_quota(tenant, spec.get("spec") or {}, obj, old)
+            await self._claim_quota(tenant, tspec, obj, old)
+        if kind == "Service":
+            await self._node_port_quota(tenant, tspec, namespace, obj, old)
+        if old is None:
+            await self._count_quota(tenant, kind, tspec)
 
     # -- namespaces, users, tenants --------------------------------------------------------------
 
@@ -229,8 +289,19 @@ class TenantAdmission:
             raise Invalid("spec.tenant", f'tenant "{tenant}" does not exist')
 
     @staticmethod
-    def _tenant(obj: JSON) -> None:
-        quota = (obj.get("spec") or {}).get("quota") or {}
+    def _tenant(obj: JSON, old: JSON | None) -> None:
+        spec = obj.setdefault("spec", {})
+        if old is None:  # a new tenant is limited in everything it did not set
+            spec["quota"] = {**DEFAULT_QUOTA, **(spec.get("quota") or {})}
+        for i, name in enumerate(spec.get("allowedKernels") or []):
+            problem = kernels.name_problem(str(name))
+            if problem is not None:
+                raise Invalid(f"spec.allowedKernels[{i}]", f"Invalid value: {name!r}: {problem}")
+        for i, entry in enumerate(spec.get("allowedRegistries") or []):
+            if registry_host(str(entry)) is None:
+                raise Invalid(f"spec.allowedRegistries[{i}]", f"Invalid value: {entry!r}: must be a "
+                              "registry host, with a port if it has one (host[:port])")
+        quota = spec.get("quota") or {}
         for key, value in quota.items():
             if key not in QUOTA_KEYS:
                 raise Invalid(f"spec.quota[{key}]", f"unsupported quota; supported: {', '.join(QUOTA_KEYS)}")
@@ -310,8 +381,7 @@ class TenantAdmission:
                 before = (old_holder.get("metadata") or {}).get("annotations") or {}
         for key in POD_ANNOTATIONS:
             if notes.get(key) != before.get(key):
-                where = "metadata" if path == "spec" else path.removesuffix(".spec") + ".metadata"
-                raise Denied(f"{where}.annotations[{key}]: set by the network controller only")
+                raise Denied(f"{_meta_path(path)}.annotations[{key}]: set by the network controller only")
 
     # -- persistent volumes ----------------------------------------------------------------------
 
@@ -390,13 +460,24 @@ class TenantAdmission:
 
     # -- pods ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _pod_policy(tenant: str, tspec: JSON, path: str, holder: JSON) -> None:
+    async def _pod_policy(self, tenant: str | None, tspec: JSON, kind: str, path: str, holder: JSON,
+                          before: JSON | None) -> None:
+        """`holder` (a pod, or a template with metadata and spec) in a namespace of `tenant` (None:
+        the operators'); `before`: the same as it was, on an update."""
+        if before is not None and _policy_view(before) == _policy_view(holder):
+            return  # an update leaving it as it was: what was admitted stays admitted
+        await self._kernel(tenant, tspec, path, holder)
+        if tenant is None:
+            return
         spec = holder.get("spec") or {}
         for field in ("hostNetwork", "hostPID", "hostIPC"):
             if spec.get(field) is True:
                 raise Denied(f"{path}.{field}: a pod VM has no access to the host's namespaces")
-        for group in ("initContainers", "containers"):
+        # placement is the scheduler's: a tenant must not pick the host its VM shares. A pod gets a
+        # node later only through a binding; a template never has one
+        if spec.get("nodeName") and (kind != "Pod" or before is None):
+            raise Denied(f"{path}.nodeName: tenants may not choose a node; the scheduler places pods")
+        for group in CONTAINER_GROUPS:
             for i, c in enumerate(spec.get(group) or []):
                 sc = (c or {}).get("securityContext") or {}
                 if sc.get("privileged") is True:
@@ -414,13 +495,45 @@ class TenantAdmission:
                 f'{path}.runtimeClassName: runtime class "{rc}" is not allowed for tenant "{tenant}" '
                 f"(allowed: {', '.join(allowed_rc) or 'none'})"
             )
-        kernel = ((holder.get("metadata") or {}).get("annotations") or {}).get(KERNEL_ANNOTATION)
-        allowed_k = tspec.get("allowedKernels")
-        if kernel and kernel != "default" and allowed_k is not None and kernel not in allowed_k:
-            raise Denied(
-                f'metadata.annotations[{KERNEL_ANNOTATION}]: kernel "{kernel}" is not allowed for '
-                f'tenant "{tenant}" (allowed: {", ".join(["default", *allowed_k])})'
-            )
+        self._registries(tenant, tspec, path, spec)
+
+    async def _kernel(self, tenant: str | None, tspec: JSON, path: str, holder: JSON) -> None:
+        """The pod's kernel: a well-formed name (it becomes a path on the node), one the tenant may
+        use, registered on some node (its agent lists them on its Node)."""
+        name = ((holder.get("metadata") or {}).get("annotations") or {}).get(KERNEL_ANNOTATION)
+        if name is None or name == kernels.KernelRegistry.DEFAULT:
+            return  # the node's default kernel: always there, always allowed
+        field = f"{_meta_path(path)}.annotations[{KERNEL_ANNOTATION}]"
+        problem = kernels.name_problem(str(name))
+        if problem is not None:
+            raise Invalid(field, f"Invalid value: {name!r}: {problem}")
+        allowed = tspec.get("allowedKernels")
+        if tenant is not None and allowed is not None and name not in allowed:
+            raise Denied(f'{field}: kernel "{name}" is not allowed for tenant "{tenant}" '
+                         f'(allowed: {", ".join([kernels.KernelRegistry.DEFAULT, *allowed])})')
+        res = await self.d.store.list(key_prefix("", "nodes", None))
+        if not any(name in kernels.offered(json.loads(kv.value)) for kv in res.items):
+            raise Denied(f'{field}: kernel "{name}" is not registered on any node (`hypernetes kernel '
+                         f'register` on the nodes that should offer it)')
+
+    @staticmethod
+    def _registries(tenant: str, tspec: JSON, path: str, spec: JSON) -> None:
+        """Every image from a registry the tenant may pull from (absent list: any)."""
+        allowed = tspec.get("allowedRegistries")
+        if allowed is None:
+            return
+        hosts = {registry_host(str(a)) for a in allowed}
+        for group in CONTAINER_GROUPS:
+            for i, c in enumerate(spec.get(group) or []):
+                image = str((c or {}).get("image") or "")
+                field = f"{path}.{group}[{i}].image"
+                try:
+                    ref = parse_reference(image)
+                except InvalidReference as e:
+                    raise Invalid(field, f"Invalid value: {image!r}: {e}") from None
+                if ref.domain.lower() not in hosts:
+                    raise Denied(f'{field}: registry "{ref.domain}" is not allowed for tenant "{tenant}" '
+                                 f"(allowed: {', '.join(map(str, allowed)) or 'none'})")
 
     async def namespaces_of(self, tenant: str) -> list[str]:
         """The tenant's namespaces as the store has them now. Not the directory's copy: it follows
@@ -452,6 +565,41 @@ class TenantAdmission:
         self._check(tenant, tspec, "pods", 1, used.pods)
         self._check(tenant, tspec, "vcpus", vm.vcpus, used.vcpus)
         self._check(tenant, tspec, "memory", vm.memory, used.memory)
+
+    async def count(self, tenant: str, c: Counted) -> int:
+        """How many objects of kind `c` the tenant has now, read from the store."""
+        if not c.namespaced:  # networks and users: theirs by spec.tenant
+            res = await self.d.store.list(key_prefix(c.group, c.plural, None))
+            specs = ((json.loads(kv.value).get("spec") or {}) for kv in res.items)
+            return sum(1 for spec in specs if spec.get("tenant") == tenant)
+        total = 0
+        for ns in await self.namespaces_of(tenant):
+            total += len((await self.d.store.list(key_prefix(c.group, c.plural, ns))).items)
+        return total
+
+    async def _count_quota(self, tenant: str, kind: str, tspec: JSON | None = None) -> None:
+        c = COUNTED_BY_KIND.get(kind)
+        if c is None or not tenant:
+            return
+        if tspec is None:
+            tspec = ((await self.d.fetch_tenant(tenant)) or {}).get("spec") or {}
+        if c.key in (tspec.get("quota") or {}):
+            self._check(tenant, tspec, c.key, 1, await self.count(tenant, c))
+
+    async def _node_port_quota(self, tenant: str, tspec: JSON, namespace: str, obj: JSON,
+                               old: JSON | None) -> None:
+        """Node ports come from one range for the whole cluster: a tenant takes its quota's worth."""
+        asked = node_ports(obj)
+        if NODE_PORTS_KEY not in (tspec.get("quota") or {}) or asked <= (node_ports(old) if old else 0):
+            return
+        name = (obj.get("metadata") or {}).get("name")
+        used = 0
+        for ns in await self.namespaces_of(tenant):
+            for kv in (await self.d.store.list(key_prefix("", "services", ns))).items:
+                svc = json.loads(kv.value)
+                if (ns, (svc.get("metadata") or {}).get("name")) != (namespace, name):
+                    used += node_ports(svc)
+        self._check(tenant, tspec, NODE_PORTS_KEY, asked, used)
 
     @staticmethod
     def _check(tenant: str, tspec: JSON, key: str, asked: int, used: int) -> None:

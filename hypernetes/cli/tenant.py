@@ -1,4 +1,4 @@
-"""`hypernetes tenant create|ls|rm|quota`: Tenant objects (hypernetes.io/v1), for operators.
+"""`hypernetes tenant create|update|ls|rm|quota`: Tenant objects (hypernetes.io/v1), for operators.
 
 Everything here is a plain API call; quota checks, usage and the deletion of a tenant's namespaces
 and users belong to the API server's admission and the tenant controller.
@@ -27,23 +27,35 @@ from hypernetes.cli.login import (
 JSON = dict[str, Any]
 TENANTS = "/apis/hypernetes.io/v1/tenants"
 QUOTA_EXAMPLE = "pods=10,vcpus=8,memory=16Gi,namespaces=5"
+QUOTA_HELP = ("also storage, persistentvolumeclaims, services.nodeports and object counts such as "
+              "count/secrets, count/deployments.apps, count/networks.hypernetes.io")
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("tenant", help="manage tenants (operators)",
                             description="Create, list, remove tenants and set their quotas.")
     tsub = parser.add_subparsers(dest="tenant_command", metavar="ACTION", required=True)
-    create = tsub.add_parser("create", help="create a tenant", description="Create a tenant.")
-    create.add_argument("name")
-    create.add_argument("--display-name", help="a human-readable name")
-    create.add_argument("--quota", action="append", default=[], metavar="K=V,...",
-                        help=f"hard limits across the tenant's namespaces, e.g. {QUOTA_EXAMPLE} "
-                        "(also storage, persistentvolumeclaims; absent: unlimited)")
-    create.add_argument("--allow-runtime-class", action="append", metavar="CLASS",
-                        help="a runtime class its pods may use (repeatable; default: any)")
-    create.add_argument("--allow-kernel", action="append", metavar="KERNEL",
-                        help="a guest kernel its pods may pick besides the default (repeatable; "
-                        "default: any)")
+    create = tsub.add_parser("create", help="create a tenant",
+                             description="Create a tenant. Every quota it is not given gets the "
+                             "server's default for new tenants; the quota is printed.")
+    update = tsub.add_parser("update", help="change a tenant's quota or policy",
+                             description="Change a tenant's display name, quota or allowed lists.")
+    for p in (create, update):
+        p.add_argument("name")
+        p.add_argument("--display-name", help="a human-readable name")
+        p.add_argument("--quota", action="append", default=[], metavar="K=V,...",
+                       help=f"hard limits across the tenant's namespaces, e.g. {QUOTA_EXAMPLE} "
+                       f"({QUOTA_HELP})")
+        p.add_argument("--allow-runtime-class", action="append", metavar="CLASS",
+                       help="a runtime class its pods may use (repeatable; default: any)")
+        p.add_argument("--allow-kernel", action="append", metavar="KERNEL",
+                       help="a guest kernel its pods may pick besides the default (repeatable; default: any)")
+        p.add_argument("--allow-registry", action="append", metavar="HOST[:PORT]",
+                       help="a registry its pods' images may come from (repeatable; default: any the "
+                       "cluster allows)")
+    for what in ("runtime-class", "kernel", "registry"):
+        update.add_argument(f"--any-{what}", action="store_true",
+                            help=f"drop the {what} allow-list (any allowed again)")
     ls = tsub.add_parser("ls", help="list tenants", description="List tenants with their usage.")
     rm = tsub.add_parser("rm", help="delete a tenant, its namespaces and users",
                          description="Delete a tenant. Its namespaces (with everything in them, pod "
@@ -58,31 +70,56 @@ def register(sub: Any) -> None:
                        help=f"set limits, e.g. {QUOTA_EXAMPLE}")
     quota.add_argument("--unset", action="append", default=[], metavar="K,...",
                        help="remove limits (unlimited again)")
-    for p in (create, ls, rm, quota):
+    for p in (create, update, ls, rm, quota):
         add_kubeconfig(p)
         p.set_defaults(handler=lambda a: run(_handle, a))
 
 
 def _handle(args: argparse.Namespace) -> int:
     cluster = connect(args.kubeconfig)
-    action = {"create": _create, "ls": _ls, "rm": _rm, "quota": _quota}[args.tenant_command]
-    return action(cluster, args)
+    actions = {"create": _create, "update": _update, "ls": _ls, "rm": _rm, "quota": _quota}
+    return actions[args.tenant_command](cluster, args)
 
 
-def _create(cluster: Cluster, args: argparse.Namespace) -> int:
+ALLOW_FLAGS = (("allow_runtime_class", "allowedRuntimeClasses"), ("allow_kernel", "allowedKernels"),
+               ("allow_registry", "allowedRegistries"))
+
+
+def _spec(args: argparse.Namespace) -> JSON:
+    """The spec fields the flags set."""
     spec: JSON = {}
     if args.display_name:
         spec["displayName"] = args.display_name
     quota = split_pairs(args.quota, "--quota")
     if quota:
         spec["quota"] = quota
-    if args.allow_runtime_class:
-        spec["allowedRuntimeClasses"] = args.allow_runtime_class
-    if args.allow_kernel:
-        spec["allowedKernels"] = args.allow_kernel
-    cluster.call("POST", TENANTS, {"apiVersion": "hypernetes.io/v1", "kind": "Tenant",
-                                   "metadata": {"name": args.name}, "spec": spec})
+    for flag, field in ALLOW_FLAGS:
+        if getattr(args, flag):
+            spec[field] = getattr(args, flag)
+    return spec
+
+
+def _create(cluster: Cluster, args: argparse.Namespace) -> int:
+    tenant = cluster.call("POST", TENANTS, {"apiVersion": "hypernetes.io/v1", "kind": "Tenant",
+                                            "metadata": {"name": args.name}, "spec": _spec(args)})
     print(f'tenant "{args.name}" created')
+    _print_quota(args.name, tenant)
+    return 0
+
+
+def _update(cluster: Cluster, args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    for flag, field in ALLOW_FLAGS:
+        any_flag = flag.replace("allow_", "any_")
+        if getattr(args, any_flag):
+            if field in spec:
+                raise CliError(f"--{flag} and --{any_flag} contradict each other".replace("_", "-"))
+            spec[field] = None  # a merge patch's null removes the list
+    if not spec:
+        raise CliError("nothing to change: give --quota, --display-name or an --allow-/--any- flag")
+    tenant = cluster.call("PATCH", f"{TENANTS}/{quote(args.name)}", {"spec": spec}, content_type=MERGE_PATCH)
+    print(f'tenant "{args.name}" updated')
+    _print_quota(args.name, tenant)
     return 0
 
 
@@ -124,14 +161,19 @@ def _quota(cluster: Cluster, args: argparse.Namespace) -> int:
         tenant = cluster.call("PATCH", url, {"spec": {"quota": changes}}, content_type=MERGE_PATCH)
     else:
         tenant = cluster.call("GET", url)
+    _print_quota(args.name, tenant)
+    return 0
+
+
+def _print_quota(name: str, tenant: JSON) -> None:
+    """Each limit with its use (the tenant controller's count; `-` until it has counted)."""
     limits = (tenant.get("spec") or {}).get("quota") or {}
     used = (tenant.get("status") or {}).get("used") or {}
     keys = sorted(set(limits) | set(used))
     if not keys:
-        print(f'tenant "{args.name}" has no quota (unlimited)')
-        return 0
+        print(f'tenant "{name}" has no quota (unlimited)')
+        return
     width = max(len(k) for k in keys)
     print(f"{'RESOURCE':<{max(width, 8)}}   {'USED':<10} LIMIT")
     for k in keys:
         print(f"{k:<{max(width, 8)}}   {used.get(k, '-'):<10} {limits.get(k, 'unlimited')}")
-    return 0

@@ -12,7 +12,9 @@
   serviceCIDR; node ports come from 30000-32767, unique in the cluster. Headless services get none.
 - Networks: every one gets `spec.id` (1-8191, unique in the cluster, lowest free first), which
   hosts derive router names and link addresses from; an operator's choice is recorded as it is,
-  or warned about (NetworkIDInUse) while another network holds it.
+  or warned about (NetworkIDInUse) while another network holds it. The range is shared, so no
+  tenant may exhaust it: a tenant's other networks hold at most 63 ids, and the last 1024 free
+  ids go to default networks only (NetworkIDLimit while a network waits).
 
 Uniqueness does not come from this process's memory: every address (node port, network id) taken
 is an `IPAllocation` object whose name is the address, and the store's create-if-absent refuses a
@@ -64,6 +66,8 @@ DEFAULT_CIDR = "10.0.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
 MIN_PREFIX, MAX_PREFIX = 16, 28
 SERVICE_MIN_PREFIX = 12
+TENANT_NETWORK_IDS = 64  # the most network ids one tenant holds, its default network's included
+DEFAULT_NETWORK_RESERVE = 1024  # the last free ids, for tenants' default networks only
 
 
 # -- the model: defaults and validation, shared with admission ---------------------------------
@@ -261,9 +265,10 @@ class NetworkController(Controller):
             for key in self._waiting.pop(str(spec.get("network") or "nodeport"), set()):
                 self.queue.add(key)
         if spec.get("networkID") is not None:
-            # a network given this id by an operator while another held it may have it now
+            # a network given this id by an operator while another held it may have it now; one
+            # waiting for any id (a tenant's cap, the reserve) may take one now
             for net in self.networks.list():
-                if network_id(net) == spec["networkID"]:
+                if network_id(net) in (spec["networkID"], None):
                     self.queue.add(f"network/{m.name(net)}")
 
     def _allocation(self, a: Obj) -> None:
@@ -425,6 +430,16 @@ class NetworkController(Controller):
         if _spec(net).get("id") is not None or m.deleting(net):
             return  # an invalid id (validation refuses those); or on its way out: no new id
         held = sorted(int(_spec(a)["networkID"]) for a in mine)
+        refused = None if held else self._id_refused(net)
+        if refused is not None:
+            if (uid, 0) not in self._id_warned:
+                self._id_warned.add((uid, 0))
+                await self.events.warning({"apiVersion": GROUP_VERSION, "kind": "Network", **net},
+                                          "NetworkIDLimit", f"{refused}: nodes do not build this network "
+                                          "until it has an id")
+            self.queue.add_after(f"network/{name}", 60.0)  # and whenever an id is released
+            return
+        self._id_warned.discard((uid, 0))
         value = held[0] if held else await self._allocate_network_id(owner)
         body = {"metadata": {"resourceVersion": m.meta(net).get("resourceVersion")}, "spec": {"id": value}}
         try:
@@ -440,6 +455,26 @@ class NetworkController(Controller):
         for a in mine:
             if _spec(a).get("networkID") != value:
                 await self._release(a)
+
+    def _id_refused(self, net: Obj) -> str | None:
+        """Why `net` may not take an id now, or None. Ids are one range for the whole cluster, so a
+        tenant's networks besides its default hold at most TENANT_NETWORK_IDS - 1 of them, and
+        the last DEFAULT_NETWORK_RESERVE free ones go to default networks only: a tenant's pods
+        always get a network, whatever other tenants made."""
+        tenant = _spec(net).get("tenant")
+        if not tenant or m.labels(net).get(DEFAULT_LABEL) == "true":
+            return None
+        records = [a for a in self.allocations.list() if _spec(a).get("networkID") is not None]
+        extra = {m.name(n) for n in self.tenant_networks(str(tenant))
+                 if m.labels(n).get(DEFAULT_LABEL) != "true"}
+        held = sum(1 for a in records if (_spec(a).get("owner") or {}).get("name") in extra)
+        if held >= TENANT_NETWORK_IDS - 1:
+            return (f"tenant {tenant} holds {held} network ids besides its default network's, the most "
+                    "one tenant may")
+        free = len(NETWORK_IDS) - len(records)
+        if free <= DEFAULT_NETWORK_RESERVE:
+            return f"only {free} network ids are free, kept for tenants' default networks"
+        return None
 
     async def _allocate_network_id(self, owner: Obj) -> int:
         """The lowest id neither recorded nor set on a network (an operator's choice not yet

@@ -1,10 +1,15 @@
-"""The tenant controller: a Tenant's status (phase, the namespaces it owns, what its pods' VMs and
-its persistent volume claims use against its quota), and its deletion: every namespace it owns
-and every user of it goes first (namespace deletion takes the pods' VMs with it), then the
-`hypernetes.io/tenant` finalizer that admission put on the Tenant is removed and the object goes."""
+"""The tenant controller: a Tenant's status (phase, the namespaces it owns, what its pods' VMs,
+its persistent volume claims and its objects of every other kind use against its quota), and its
+deletion: every namespace it owns and every user of it goes first (namespace deletion takes the
+pods' VMs with it), then the `hypernetes.io/tenant` finalizer that admission put on the Tenant is
+removed and the object goes.
+
+`COUNTED` is the one list of object-count quotas (upstream's `count/<resource>.<group>`), read by
+admission too; `DEFAULT_QUOTA` is what a new tenant gets for every key it was not given."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
@@ -19,6 +24,59 @@ GROUP_VERSION = "hypernetes.io/v1"
 TENANT_LABEL = "hypernetes.io/tenant"
 FINALIZER = "hypernetes.io/tenant"
 MiB = 1024 * 1024
+NODE_PORTS_KEY = "services.nodeports"  # upstream's quota key: node ports taken from the shared range
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A kind every object of which counts against the quota key `count/<plural>[.<group>]`."""
+
+    group: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"count/{self.plural}" + (f".{self.group}" if self.group else "")
+
+    @property
+    def api_version(self) -> str:
+        return {"": "v1", "apps": "apps/v1", "batch": "batch/v1"}.get(self.group, f"{self.group}/v1")
+
+
+# Every kind a tenant can create besides pods, namespaces and claims (their own keys below):
+# nothing a tenant makes may grow without bound, in its namespaces or cluster-wide. (EndpointSlices
+# join when the API serves them.)
+COUNTED = (
+    Counted("", "services", "Service"), Counted("", "secrets", "Secret"),
+    Counted("", "configmaps", "ConfigMap"), Counted("", "serviceaccounts", "ServiceAccount"),
+    Counted("", "endpoints", "Endpoints"), Counted("", "events", "Event"),
+    Counted("apps", "deployments", "Deployment"), Counted("apps", "replicasets", "ReplicaSet"),
+    Counted("batch", "jobs", "Job"), Counted("coordination.k8s.io", "leases", "Lease"),
+    Counted("hypernetes.io", "networks", "Network", namespaced=False),
+    Counted("hypernetes.io", "users", "User", namespaced=False),
+)
+COUNTED_BY_KIND = {c.kind: c for c in COUNTED}
+
+
+def node_ports(service: Obj) -> int:
+    """How many node ports of the cluster-wide range a service takes (one per port)."""
+    spec = service.get("spec") or {}
+    if spec.get("type") not in ("NodePort", "LoadBalancer"):
+        return 0
+    ports = spec.get("ports")
+    return len(ports) if isinstance(ports, list) else 0
+# A new tenant's limits for what it did not set: generous for real use, far from what would hurt
+# the cluster. Resource sizes (vcpus, memory, storage) stay the operator's choice.
+DEFAULT_QUOTA: dict[str, str] = {
+    "pods": "100", "namespaces": "20", "persistentvolumeclaims": "50", NODE_PORTS_KEY: "10",
+    "count/services": "100", "count/secrets": "500", "count/configmaps": "500",
+    "count/serviceaccounts": "200", "count/endpoints": "200", "count/events": "2000",
+    "count/deployments.apps": "100", "count/replicasets.apps": "1100", "count/jobs.batch": "200",
+    "count/leases.coordination.k8s.io": "100",
+    "count/networks.hypernetes.io": "16", "count/users.hypernetes.io": "100",
+}
 
 
 def owner(ns: Obj) -> str | None:
@@ -35,12 +93,22 @@ class TenantController(Controller):
         self.namespaces = self.informer("v1", "namespaces")
         self.pods = self.informer("v1", "pods")
         self.claims = self.informer("v1", "persistentvolumeclaims")
+        # shared with the garbage collector, which informs every kind anyway
+        self.counted = {c: self.informer(c.api_version, c.plural) for c in COUNTED}
         self.tenants.add_handler(Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new)))
         self.namespaces.add_handler(Handler(add=self._ns, update=self._ns_moved, delete=self._ns))
         self.pods.add_handler(Handler(add=self._member, update=lambda old, new: self._member(new),
                                       delete=self._member))
         # claims count whatever their state: only their arrival, growth and departure matter
         self.claims.add_handler(Handler(add=self._member, update=self._claim_changed, delete=self._member))
+        for c, informer in self.counted.items():
+            if c.kind == "Service":  # its node ports count too, and may change
+                informer.add_handler(Handler(add=self._member, update=lambda old, new: self._member(new),
+                                             delete=self._member))
+            elif c.namespaced:
+                informer.add_handler(Handler(add=self._member, delete=self._member))
+            else:
+                informer.add_handler(Handler(add=self._spec_tenant, delete=self._spec_tenant))
 
     def _ns_moved(self, old: Obj, new: Obj) -> None:
         self._ns(old)
@@ -55,6 +123,11 @@ class TenantController(Controller):
         ns = self.namespaces.get(m.namespace(obj))
         if ns is not None:
             self._ns(ns)
+
+    def _spec_tenant(self, obj: Obj) -> None:
+        tenant = (obj.get("spec") or {}).get("tenant")
+        if isinstance(tenant, str) and tenant:
+            self.queue.add(tenant)
 
     def _claim_changed(self, old: Obj, new: Obj) -> None:
         if (old.get("spec") or {}).get("resources") != (new.get("spec") or {}).get("resources"):
@@ -81,7 +154,7 @@ class TenantController(Controller):
         status = {"phase": "Active", "namespaces": names,
                   "used": {"pods": str(count), "vcpus": str(vcpus), "memory": f"{memory // MiB}Mi",
                            "namespaces": str(len(names)), "storage": format_storage(storage),
-                           "persistentvolumeclaims": str(claims)}}
+                           "persistentvolumeclaims": str(claims), **self._counts(m.name(tenant), names)}}
         if tenant.get("status") == status:
             return
         try:
@@ -90,6 +163,19 @@ class TenantController(Controller):
         except ApiException as e:
             if e.status != 404:
                 raise
+
+    def _counts(self, tenant: str, namespaces: list[str]) -> dict[str, str]:
+        """Usage of every object-count quota (and of services.nodeports)."""
+        out: dict[str, str] = {}
+        for c, informer in self.counted.items():
+            if c.namespaced:
+                objs = [o for n in namespaces for o in informer.list(n)]
+            else:
+                objs = [o for o in informer.list() if (o.get("spec") or {}).get("tenant") == tenant]
+            out[c.key] = str(len(objs))
+            if c.kind == "Service":
+                out[NODE_PORTS_KEY] = str(sum(node_ports(s) for s in objs))
+        return out
 
     async def _finalize(self, tenant: Obj, namespaces: list[Obj]) -> None:
         name = m.name(tenant)

@@ -27,6 +27,7 @@ from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sand
 from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
 from hypernetes.node.worker import PodWorker, VolumeUsers
 from hypernetes.runtime.interface import Runtime
+from hypernetes.runtime.kernels import NODE_ANNOTATION, KernelRegistry
 from hypernetes.runtime.sizing import MiB
 from hypernetes.volumes.local import LocalVolumes, VolumeError
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
@@ -206,9 +207,11 @@ class NodeAgent:
         cpus, memory = machine_capacity()
         allocatable_mem = max(memory - SYSTEM_RESERVED_MEMORY, 0)
         now = rfc3339()
+        kernels = getattr(self.runtime, "kernels", None)  # admission lets pods pick only these
+        notes = {NODE_ANNOTATION: ",".join(kernels.names())} if isinstance(kernels, KernelRegistry) else {}
         return {
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.name, "labels": {
+            "metadata": {"name": self.name, "annotations": notes, "labels": {
                 "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64", "hypernetes.io/runtime": self.runtime.name, **self.labels}},
             "spec": {},
@@ -251,7 +254,7 @@ class NodeAgent:
             except ApiException as e:
                 if e.status != 409:
                     raise
-        patch = {"metadata": {"labels": node["metadata"]["labels"]}}
+        patch = {"metadata": {k: node["metadata"][k] for k in ("labels", "annotations")}}
         await self.client.patch("v1", "nodes", self.name, patch)
         await self.client.patch("v1", "nodes", self.name, {"status": node["status"]}, subresource="status")
 

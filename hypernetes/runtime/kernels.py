@@ -46,7 +46,11 @@ AGENT_PATH = "/sbin/hn-agent"  # in the guest; guest/modload/modload.c execs thi
 LOAD_LIST = "lib/modules/hn-load.list"  # read by modload.c
 INITRD_FORMAT = "hn-initrd-1"  # bump when the initrd layout changes, to rebuild cached ones
 METADATA_FORMAT = 1
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
+# A kernel name becomes a directory under the registry and is read from a pod's annotation: DNS-1123
+# labels joined by dots (no '/', no '..', nothing path-like), at most 63 characters.
+NAME_RE = re.compile(r"(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+POD_ANNOTATION = "hypernetes.io/kernel"  # a pod's choice of kernel (absent: the default)
+NODE_ANNOTATION = "hypernetes.io/kernels"  # on a Node: the kernels registered there, comma-separated
 VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")  # becomes a path in the initrd
 MAX_CMDLINE = 1024  # x86 allows 2048 in all; leave room for the runtime's own arguments
 
@@ -493,10 +497,25 @@ def _copy_module(src: Path, rel: str, dest_dir: Path) -> _Module:
 # ---- small checks and helpers
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a kernel, or None if it can."""
+    if NAME_RE.fullmatch(name):
+        return None
+    return (f"bad kernel name {name!r}: use 1-63 of a-z 0-9 . - in dot-separated parts that start "
+            "and end with a letter or digit")
+
+
+def offered(node: dict[str, Any]) -> set[str]:
+    """The kernel names a Node object says its agent has registered (NODE_ANNOTATION)."""
+    text = ((node.get("metadata") or {}).get("annotations") or {}).get(NODE_ANNOTATION)
+    names = text.split(",") if isinstance(text, str) else []
+    return {n for n in names if NAME_RE.fullmatch(n)}
+
+
 def _check_name(name: str) -> None:
-    if not NAME_RE.fullmatch(name):
-        raise KernelError(f"bad kernel name {name!r}: use 1-63 of a-z 0-9 . - "
-                          "starting with a letter or digit")
+    problem = name_problem(name)
+    if problem is not None:
+        raise KernelError(problem)
 
 
 def _check_cmdline(cmdline: str) -> None:

@@ -228,7 +228,8 @@ def _namespace(obj: JSON) -> None:
     meta = _d(obj, "metadata")
     name = meta.get("name")
     if isinstance(name, str) and name:
-        _d(meta, "labels").setdefault("kubernetes.io/metadata.name", name)
+        # forced, on create and update, as upstream's namespace strategy: namespace selectors trust it
+        _d(meta, "labels")["kubernetes.io/metadata.name"] = name
     spec = _d(obj, "spec")
     spec.setdefault("finalizers", ["kubernetes"])
     _sd(_d(obj, "status"), "phase", "Active")

@@ -52,7 +52,9 @@ def _list(kind: str) -> JSON:
 
 _AMOUNTS = (
     "Amounts by name: pods, vcpus (whole vCPUs of the pods' VMs), memory (the VMs' memory, "
-    "guest overhead included), namespaces, storage, persistentvolumeclaims."
+    "guest overhead included), namespaces, storage, persistentvolumeclaims, services.nodeports, "
+    "and object counts count/<resource>[.<group>] (count/secrets, count/deployments.apps, "
+    "count/networks.hypernetes.io, ...)."
 )
 _RESOURCE_LIST: JSON = {"type": "object", "additionalProperties": {"$ref": _Q}, "description": _AMOUNTS}
 
@@ -74,7 +76,7 @@ DEFINITIONS: dict[str, JSON] = {
                 **_RESOURCE_LIST,
                 "description": "Hard limits across all the tenant's namespaces. "
                 + _AMOUNTS
-                + " Absent: unlimited.",
+                + " A new tenant gets the server's default for every key not given; absent: unlimited.",
             },
             "allowedRuntimeClasses": {
                 "type": "array",
@@ -84,8 +86,14 @@ DEFINITIONS: dict[str, JSON] = {
             "allowedKernels": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "Guest kernels (hypernetes.io/kernel) pods may pick; absent: any; "
-                "the node's default kernel is always allowed.",
+                "description": "Guest kernels (hypernetes.io/kernel) pods may pick; absent: any "
+                "registered on a node; the node's default kernel (hypernetes) is always allowed.",
+            },
+            "allowedRegistries": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Registries (host[:port], as image references name them: docker.io "
+                "for Docker Hub) pods' images may come from; absent: any the cluster allows.",
             },
         },
     },
