@@ -20,10 +20,9 @@ import copy
 import json
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from aiohttp import web
 
-from hypernetes.api import objects, schema
+from hypernetes.api import bodies, objects, schema
 from hypernetes.api.status import ApiError, bad_request, not_found
 
 if TYPE_CHECKING:
@@ -205,10 +204,10 @@ def record_update(new: JSON, old: JSON | None, manager: str, api_version: str,
     _set_entries(new, out)
 
 
-def _parse_applied(raw: bytes) -> JSON:
-    try:
-        obj = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
+async def _parse_applied(raw: bytes) -> JSON:
+    try:  # kubectl sends JSON; YAML is bounded like every body (hypernetes.api.bodies)
+        obj = await bodies.off_loop(bodies.yaml_or_json, raw)
+    except bodies.BodyError as e:
         raise bad_request(f"error decoding YAML: {e}") from None
     if not isinstance(obj, dict):
         raise bad_request("apply patch: the body must be an object")
@@ -217,7 +216,7 @@ def _parse_applied(raw: bytes) -> JSON:
 
 async def server_side_apply(res: Resources, request: web.Request, t: Target, raw: bytes,
                             manager: str, *, force: bool) -> web.StreamResponse:
-    applied = _parse_applied(raw)
+    applied = await _parse_applied(raw)
     res._check_type(t, applied)
     if not applied.get("apiVersion") or not applied.get("kind"):
         raise bad_request("apply patch: apiVersion and kind are required")

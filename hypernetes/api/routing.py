@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from hypernetes.api import schema
+from hypernetes.api import bodies, schema
 from hypernetes.api.protobuf import PROTOBUF, decode_protobuf
 from hypernetes.api.status import ApiError, bad_request, no_such_path, unsupported_media_type
 from hypernetes.auth.identity import UserInfo
@@ -155,9 +155,12 @@ def wants(header: str | None, as_: str) -> bool:
     return False
 
 
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
 def wants_yaml(header: str | None) -> bool:
     mts = parse_accept(header)
-    return bool(mts) and mts[0].type in ("application/yaml", "application/x-yaml", "text/yaml")
+    return bool(mts) and mts[0].type in YAML_TYPES
 
 
 def respond(body: JSON, status: int = 200, content_type: str = JSON_CT,
@@ -174,28 +177,31 @@ def respond(body: JSON, status: int = 200, content_type: str = JSON_CT,
 
 
 def error_response(err: ApiError) -> web.Response:
-    return respond(err.status(), err.code)
+    resp = respond(err.status(), err.code)
+    if err.retry_after:
+        resp.headers["Retry-After"] = str(err.retry_after)
+    return resp
 
 
 async def read_body(request: web.Request, *, protobuf_ok: bool = True) -> JSON:
     """A create/update body as a dict: JSON (also without a Content-Type, as the Python client
-    sends), YAML, or the Kubernetes protobuf envelope for the kinds kubectl's generators build."""
+    sends), YAML, or the Kubernetes protobuf envelope for the kinds kubectl's generators build.
+    Decoding is bounded (hypernetes.api.bodies): depth, YAML alias expansion, off the loop when big."""
     raw = await request.read()
     ctype = (request.headers.get("Content-Type") or JSON_CT).split(";")[0].strip().lower()
     if ctype == PROTOBUF and protobuf_ok:
         return decode_protobuf(raw)
     if ctype in (JSON_CT, "*/*", ""):
-        try:
-            obj = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            raise bad_request(f"couldn't get version/kind; json parse error: {e}") from None
-    elif ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
-        try:
-            obj = yaml.safe_load(raw)
-        except (yaml.YAMLError, RecursionError) as e:
-            raise bad_request(f"error converting YAML to JSON: {e}") from None
+        decode = bodies.json_value
+    elif ctype in YAML_TYPES:
+        decode = bodies.yaml_value
     else:
         raise unsupported_media_type(ctype)
+    try:
+        obj = await bodies.off_loop(decode, raw)
+    except bodies.BodyError as e:
+        raise bad_request(f"couldn't get version/kind; {e}" if decode is bodies.json_value
+                          else str(e)) from None
     if not isinstance(obj, dict):
         raise bad_request("Object 'Kind' is missing in the request body: expected a JSON object")
     return obj

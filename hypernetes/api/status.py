@@ -14,9 +14,11 @@ JSON = dict[str, Any]
 class ApiError(Exception):
     """An error that becomes a metav1.Status response."""
 
-    def __init__(self, code: int, reason: str, message: str, details: JSON | None = None) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: JSON | None = None,
+                 retry_after: int = 0) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
+        self.retry_after = retry_after  # seconds, sent as Retry-After (client-go waits that long)
 
     def status(self) -> JSON:
         return status_body(self.code, self.reason, self.message, self.details)
@@ -114,6 +116,11 @@ def gone(message: str) -> ApiError:
 
 def no_such_path() -> ApiError:
     return ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def too_many_requests(message: str, retry_after: int) -> ApiError:
+    """429, as APF refuses: kubectl and client-go wait Retry-After seconds and try again."""
+    return ApiError(429, "TooManyRequests", message, {"retryAfterSeconds": retry_after}, retry_after)
 
 
 def internal(message: str) -> ApiError:

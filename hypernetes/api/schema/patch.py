@@ -12,6 +12,7 @@ import copy
 import json
 from typing import Any
 
+from hypernetes.api import bodies
 from hypernetes.api.schema import smp
 from hypernetes.api.schema.errors import PatchError
 from hypernetes.api.schema.kinds import Kind
@@ -31,7 +32,8 @@ def apply_patch(kind: Kind, obj: JSON, patch: bytes, content_type: str) -> JSON:
     if ctype not in PATCH_TYPES:
         raise PatchError(f"unsupported patch type {ctype!r}; supported: {', '.join(PATCH_TYPES)}")
     try:
-        doc = json.loads(patch or b"null") if ctype != APPLY else _yaml_or_json(patch)
+        # bounded decoding (depth, YAML aliases): a patch body is a request body like any other
+        doc = bodies.json_value(patch) if ctype != APPLY else bodies.yaml_or_json(patch)
     except (ValueError, UnicodeDecodeError) as e:
         raise PatchError(f"invalid JSON in patch: {e}") from None
     if ctype == JSON_PATCH:
@@ -51,18 +53,6 @@ def apply_patch(kind: Kind, obj: JSON, patch: bytes, content_type: str) -> JSON:
     if not isinstance(result, dict):
         raise PatchError("the patched object is not a JSON object")
     return result
-
-
-def _yaml_or_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        import yaml  # kubectl sends JSON; other appliers may send YAML
-
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ValueError(str(e)) from None
 
 
 # -- RFC 7386 ----------------------------------------------------------------------------------
