@@ -114,7 +114,7 @@ class Shell:
         cmd = self.setup.rewrite(readme_cmd)
         self.type(cmd)
         for _ in answers:
-            self.child.expect(r"[Pp]assword[^:\n]*: ", timeout=timeout)
+            self.child.expect(r"[Pp]assword[^\n]*: ", timeout=timeout)
             self.child.sendline(PASSWORD)
         rc, out = self.prompt(timeout)
         assert rc == 0, f"`{cmd}` exited {rc}:\n{out[-4000:]}"
@@ -226,7 +226,7 @@ def _logs_and_exec(sh: Shell, cmd: str) -> None:
     sh.type(sh.setup.rewrite(cmd))
     sh.child.expect("hi from a VM", timeout=120)
     assert re.search(r"hello\s+1/1\s+Running", sh.child.before or ""), sh.child.before
-    sh.child.expect(r"[#$] $", timeout=120)  # the shell in the VM, on a real terminal
+    sh.child.expect(r"/ # ", timeout=120)  # busybox sh in the VM, on a real terminal
     sh.child.sendline("echo vm-$((6*7)) $(cat /proc/1/comm)")
     sh.child.expect("vm-42", timeout=60)
     sh.child.sendline("exit")
@@ -296,9 +296,9 @@ WALKTHROUGH = {
     "kubectl get pvc data": _expect(r"data\s+Bound\s+pvc-"),
     "kubectl delete pod db; kubectl delete pvc data":
         _expect('pod "db" deleted', 'persistentvolumeclaim "data" deleted', timeout=VM),
-    "kubectl delete deployment web --cascade=foreground; kubectl delete svc web   # waits for the VMs":
-        _expect('deployment.apps "web" deleted',
-                'service "web" deleted', timeout=VM),
+    "kubectl delete deployment web; kubectl delete svc web":
+        _expect('deployment.apps "web" deleted', 'service "web" deleted'),
+    "kubectl wait --for=delete pod -l app=web --timeout=5m  # their VMs are gone": _expect(timeout=VM),
     "hypernetes tenant rm acme --yes": _expect(),
     "kill %1; wait                                 # stops `hypernetes up`": _host_clean_after_stop,
     "tools/registry.py stop": _expect(),

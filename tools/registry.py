@@ -28,10 +28,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
+from tests.support.imagebuild import BUSYBOX, ImageSpec, Layer, LayerBuilder, OciLayout, busybox_base  # noqa: E402
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 IMAGE = "busybox:1"
+
+
+def busybox_full() -> ImageSpec:
+    """busybox with every applet it has (wget, hostname, df, ...), as the Docker Hub image."""
+    listed = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True)
+    links = LayerBuilder()
+    for applet in listed.stdout.split():
+        if applet != "busybox":
+            links.symlink(f"bin/{applet}", "/bin/busybox")
+    return ImageSpec([Layer(busybox_base()), Layer(links.tar())], cmd=["sh"],
+                     env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
 
 
 def _config(directory: Path, port: int) -> str:
@@ -86,7 +97,7 @@ def start(directory: Path, port: int) -> int:
             time.sleep(0.1)
     with tempfile.TemporaryDirectory() as tmp:
         layout = OciLayout(Path(tmp) / "busybox")
-        layout.add(busybox_image(), "t")
+        layout.add(busybox_full(), "t")
         subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout.root}:t",
                         f"docker://127.0.0.1:{port}/{IMAGE}"], check=True)
     print(f"registry: 127.0.0.1:{port}/{IMAGE} is ready (data in {directory}; stop: tools/registry.py stop)")
