@@ -19,7 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hypernetes.api import apply, bodies, deletion, objects, schema
+from hypernetes.api import apply, deletion, objects, schema
+from hypernetes.api.history import TenantView
 from hypernetes.api.routing import (
     AUDIT_TARGET,
     CALLER,
@@ -120,9 +121,28 @@ class Resources:
 
     async def _get_kv(self, t: Target) -> KeyValue:
         kv = await self.store.get(self.key(t))
+        if kv is not None and (view := await self._view()) is not None:
+            # a leftover of a namespace's or tenant's earlier holder is not there for this one
+            await view.sync(kv.mod_revision)
+            if not view.visible(objects.decode(kv), kv.create_revision, max(view.revision, kv.mod_revision)):
+                kv = None
         if kv is None:
             raise not_found(t.resource, t.name or "", t.group)
         return kv
+
+    async def _view(self) -> TenantView | None:
+        """The current caller's part of history (None: it may see all of it)."""
+        return await self.caches.ownership.view(CALLER.get())
+
+    @staticmethod
+    def _check_floor(view: TenantView | None, t: Target, revision: int, continuing: bool) -> None:
+        """A list or watch from before the caller's holding of the tenant or namespace began is
+        expired, as compacted history is: clients list again."""
+        if view is None or not revision:
+            return
+        floor = view.floor(t.namespace, bool(t.kind.namespaced))
+        if revision < floor:
+            raise Resources._expired_continue() if continuing else too_old(revision, floor)
 
     async def _check_namespace(self, t: Target) -> None:
         """Objects can only be created in a namespace that exists and is not terminating."""
@@ -187,7 +207,9 @@ class Resources:
                 raise bad_request("continue key is not valid: it belongs to another list")
         elif q.get("resourceVersion") not in (None, "", "0") and q.get("resourceVersionMatch") == "Exact":
             revision = self._rv(q["resourceVersion"])
-        items, rev, more_key = await self._list_page(prefix, sel, start, limit, revision, t)
+        view = await self._view()
+        self._check_floor(view, t, revision, bool(q.get("continue")))
+        items, rev, more_key = await self._list_page(prefix, sel, start, limit, revision, t, view)
         meta: JSON = {"resourceVersion": str(rev)}
         if more_key:
             meta["continue"] = _continue_token(rev, more_key)
@@ -212,9 +234,13 @@ class Resources:
             raise bad_request(f'invalid resource version "{value}"') from None
 
     async def _list_page(self, prefix: str, sel: Selectors, start: str, limit: int, revision: int,
-                         t: Target) -> tuple[list[JSON], int, str]:
+                         t: Target, view: TenantView | None) -> tuple[list[JSON], int, str]:
         """Up to `limit` matching objects after key `start`, all read at one revision; the key to
-        continue after ("" at the end). Filtering pages fill up by reading further, as upstream."""
+        continue after ("" at the end). Filtering pages fill up by reading further, as upstream.
+        `view`: a tenant caller's part of history, which filters too."""
+        def keep(kv: KeyValue, obj: JSON, rev: int) -> bool:
+            return sel.matches(obj) and (view is None or view.visible(obj, kv.create_revision, rev))
+
         name = sel.fields.exact_name()
         if name is not None and not start and (not t.kind.namespaced or t.namespace):
             # `fieldSelector=metadata.name=X` (kubectl delete/wait): one key, not a scan. A list (not
@@ -222,10 +248,12 @@ class Resources:
             try:
                 res = await self.store.list(prefix + name, limit=1, revision=revision)
             except Compacted:
-                raise self._expired_continue(prefix, start) from None
+                raise self._expired_continue() from None
             rev = res.revision
-            objs = [objects.decode(kv, None) for kv in res.items if kv.key == prefix + name]
-            return [o for o in objs if sel.matches(o)], rev, ""
+            if view is not None:
+                await view.sync(rev)
+            found = [(kv, objects.decode(kv, None)) for kv in res.items if kv.key == prefix + name]
+            return [o for kv, o in found if keep(kv, o, rev)], rev, ""
         items: list[JSON] = []
         rev = revision
         while True:
@@ -234,11 +262,13 @@ class Resources:
             try:
                 res = await self.store.list(prefix, start_after=start, limit=batch, revision=rev)
             except Compacted:
-                raise self._expired_continue(prefix, start) from None
+                raise self._expired_continue() from None
             rev = res.revision
+            if view is not None:
+                await view.sync(rev)
             for i, kv in enumerate(res.items):
                 obj = objects.decode(kv)
-                if sel.matches(obj):
+                if keep(kv, obj, rev):
                     items.append(obj)
                     if limit and len(items) >= limit:
                         last = kv.key
@@ -248,7 +278,8 @@ class Resources:
                 return items, rev, ""
             start = res.items[-1].key
 
-    def _expired_continue(self, prefix: str, start: str) -> ApiError:
+    @staticmethod
+    def _expired_continue() -> ApiError:
         err = ApiError(410, "Expired",
                        "The provided continue parameter is too old to display a consistent list "
                        "result. You can start a new list without the continue parameter, or use "
@@ -272,12 +303,14 @@ class Resources:
         rv = q.get("resourceVersion")
         send_initial = q.get("sendInitialEvents")
         initial: list[JSON] = []
+        view = await self._view()
         if rv in (None, "", "0") or truthy(send_initial):
             if send_initial is not None and not truthy(send_initial) and rv in (None, ""):
                 after = await self.store.current_revision()
             else:
-                items, after, _ = await self._list_page(key_prefix, sel, "", 0,
-                                                        0 if rv in (None, "", "0") else self._rv(rv), t)
+                at = 0 if rv in (None, "", "0") else self._rv(rv)
+                self._check_floor(view, t, at, False)
+                items, after, _ = await self._list_page(key_prefix, sel, "", 0, at, t, view)
                 initial = items
         else:
             after = self._rv(rv)
@@ -293,17 +326,30 @@ class Resources:
                 return {"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": str(r)}}
         wr = WatchRequest(prefix, key_prefix, after, initial, sel.matches, render, bookmark, timeout,
                           self.bookmark_every, initial_events_end=truthy(send_initial), plain=plain)
+        expired: ApiError | None = None
+        if view is not None:
+            wr.sync = view.sync
+            wr.visible = lambda ev: view.visible(ev.obj, ev.created, ev.revision)
+            try:
+                self._check_floor(view, t, after, False)
+            except ApiError as e:
+                expired = e  # as compacted history: an ERROR event in the stream, as upstream
         resp = web.StreamResponse(status=200)
         table = not plain and wants(request.headers.get("Accept"), "Table")
         resp.headers["Content-Type"] = TABLE_CT if table else JSON_CT
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        if expired is not None:
+            await resp.write(error_line(expired.status()))
+            return resp
         if wr.initial or wr.initial_events_end:
             await resp.write(initial_lines(wr))
         try:
             await stream_watch(resp, self.caches, wr)
         except Compacted as e:
             await resp.write(error_line(too_old(e.requested, e.compacted).status()))
+        except ApiError as e:  # the ownership timeline did not catch up: the client watches again
+            await resp.write(error_line(e.status()))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         return resp
@@ -493,7 +539,7 @@ class Resources:
             raw = await request.read()
             if raw.strip():
                 try:
-                    body = bodies.json_value(raw)  # bounded depth, as every body
+                    body = json.loads(raw)
                 except ValueError:
                     raise bad_request("DeleteOptions: invalid JSON body") from None
         opts = deletion.parse_options(body, dict(request.query))
@@ -531,7 +577,7 @@ class Resources:
         if dry_run(request):
             opts = deletion.DeleteOptions(opts.grace, opts.propagation, None, None, True)
         prefix = objects.key_prefix(t.group, t.resource, t.namespace if t.kind.namespaced else None)
-        items, rev, _ = await self._list_page(prefix, sel, "", 0, 0, t)
+        items, rev, _ = await self._list_page(prefix, sel, "", 0, 0, t, await self._view())
         out = []
         for obj in items:
             meta = obj["metadata"]

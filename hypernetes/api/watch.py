@@ -15,10 +15,11 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypernetes.api.history import Ownership
 from hypernetes.store.interface import Compacted, Event, EventType, Store
 
 JSON = dict[str, Any]
@@ -34,6 +35,7 @@ class CachedEvent:
     deleted: bool
     obj: JSON  # the new state; for a deletion, the last state with the deletion's RV
     prev: JSON | None
+    created: int = 0  # the object's create_revision (which incarnation of its name)
     _lines: dict[str, bytes] = field(default_factory=dict)
 
     def line(self, etype: str) -> bytes:
@@ -52,7 +54,7 @@ def decode_event(ev: Event) -> CachedEvent:
     if ev.prev is not None:
         prev = json.loads(ev.prev.value)
         prev.setdefault("metadata", {})["resourceVersion"] = str(ev.prev.mod_revision)
-    return CachedEvent(ev.revision, ev.kv.key, ev.type is EventType.DELETE, obj, prev)
+    return CachedEvent(ev.revision, ev.kv.key, ev.type is EventType.DELETE, obj, prev, ev.kv.create_revision)
 
 
 class Subscriber:
@@ -168,6 +170,8 @@ class WatchCaches:
         self.capacity, self.queue_limit = capacity, queue_limit
         self._caches: dict[str, ResourceCache] = {}
         self._direct: set[asyncio.Task[None]] = set()
+        # who held which namespace and tenant name when: what tenants may see of history
+        self.ownership = Ownership(store)
 
     def cache(self, prefix: str) -> ResourceCache:
         c = self._caches.get(prefix)
@@ -216,6 +220,7 @@ class WatchCaches:
             t.cancel()
         for c in self._caches.values():
             await c.stop()
+        await self.ownership.stop()
 
 
 async def aiter_events(s: Subscriber, timeout: float) -> AsyncIterator[list[CachedEvent]]:
@@ -239,6 +244,9 @@ class WatchRequest:
     bookmark_every: float = 60.0
     initial_events_end: bool = False  # sendInitialEvents: mark the end of the initial ADDEDs
     plain: bool = True  # render is the identity: events can share their encoded lines
+    # a tenant's part of history (api/history.py): events it may see, once `sync` has caught up
+    visible: Callable[[CachedEvent], bool] | None = None
+    sync: Callable[[int], Awaitable[None]] | None = None
 
 
 def _line(etype: str, obj: JSON) -> bytes:
@@ -248,7 +256,7 @@ def _line(etype: str, obj: JSON) -> bytes:
 def transition(ev: CachedEvent, wr: WatchRequest) -> tuple[str, JSON] | None:
     """The event this watcher sees, with selectors: an object entering the selection is ADDED,
     one leaving it DELETED (its previous state at the event's RV), as the apiserver's cache does."""
-    if not ev.key.startswith(wr.key_prefix):
+    if not ev.key.startswith(wr.key_prefix) or (wr.visible is not None and not wr.visible(ev)):
         return None
     now = wr.matches(ev.obj)
     if ev.deleted:
@@ -303,6 +311,8 @@ async def stream(resp: Any, caches: WatchCaches, wr: WatchRequest) -> None:
                 break
             batch = await s.next_batch(max(0.0, min(deadline, next_bookmark) - now))
             if batch:
+                if wr.sync is not None:
+                    await wr.sync(batch[-1].revision)
                 data = encode_batch(batch, wr)
                 if data:
                     await resp.write(data)
