@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hypernetes.api.history import Ownership
 from hypernetes.store import open_store
 from hypernetes.store.interface import Store
 from tests.support.apifixtures import have_kubectl
@@ -368,3 +369,37 @@ def test_users_and_networks_whose_names_another_tenant_takes(world: TenantWorld)
         assert leaked not in json.dumps(events), events
         names = [e["object"]["metadata"].get("name") for e in events if e["type"] != "BOOKMARK"]
         assert names and set(names) <= {"carol", "shared-net", "globex-admin"}, names
+
+
+def test_a_namespace_handed_over_by_its_label(world: TenantWorld) -> None:
+    """An operator hands a namespace to a tenant (`kubectl label ns`): the tenant gets what is in
+    it now, not what it held before; a timeline loaded afresh from the store (a restarted server)
+    finds the same start of the holding."""
+    ns = "handed-over"
+    world.op("POST", NS, {"metadata": {"name": ns}})
+    first = world.op("POST", SECRETS.path(ns), secret("pre", ns, "before-the-hand-over"))
+    world.op("PATCH", SECRETS.path(ns, "pre"), {"stringData": {"password": "handed-over-value"}},
+             headers={"Content-Type": "application/merge-patch+json"})
+    out = world.kubectl("operator", "label", "namespace", ns, "hypernetes.io/tenant=globex")
+    assert out.returncode == 0, out.stderr
+    poll(lambda: world.api.tenancy is not None
+         and world.api.tenancy.directory.namespace_owner(ns) == "globex", "handed over")
+    handed = rv_of(world.op("GET", f"{NS}/{ns}"))
+    g = world.http("globex-admin")
+    items = g.get(SECRETS.path(ns)).json()["items"]
+    assert [o["data"]["password"] for o in items] == [b64("handed-over-value")]
+    before = {"resourceVersion": str(rv_of(first)), "resourceVersionMatch": "Exact"}
+    assert_expired(g.get(SECRETS.path(ns), params=before), b64("before-the-hand-over"))
+    events = watch_events(world, "globex-admin", SECRETS.path(ns), {"resourceVersion": str(rv_of(first))})
+    assert_watch_expired(events, b64("before-the-hand-over"))
+    at = g.get(SECRETS.path(ns), params={"resourceVersion": str(handed), "resourceVersionMatch": "Exact"})
+    assert [o["metadata"]["name"] for o in at.json()["items"]] == ["pre"]
+    store = world.api.store
+    assert store is not None
+    fresh = Ownership(store)
+    try:
+        world.api.call(fresh.start())
+        span = fresh.namespaces.current(ns)
+        assert span is not None and (span.owner, span.start) == ("globex", handed)
+    finally:
+        world.api.call(fresh.stop())
