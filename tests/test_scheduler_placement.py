@@ -143,3 +143,31 @@ def test_scheduler_caches_find_volumes_by_name() -> None:
     user = pod(volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}])
     user["metadata"]["namespace"] = "ns"
     assert volume_terms(user, {_key(claim): claim}, {_key(pv): pv}) == []
+
+
+def test_ephemeral_storage_counts_scratch_disks_and_asks() -> None:
+    from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE, emptydir_sizes, pod_ephemeral_storage
+
+    Gi = 1 << 30
+    p = pod(volumes=[{"name": "big", "emptyDir": {"sizeLimit": "500Gi"}}, {"name": "plain", "emptyDir": {}},
+                     {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}])
+    assert emptydir_sizes(p) == {"big": 500 * Gi, "plain": DEFAULT_EMPTYDIR_SIZE}
+    assert pod_ephemeral_storage(p) == 500 * Gi + DEFAULT_EMPTYDIR_SIZE
+    # an emptyDir without sizeLimit is bounded by the pod's ephemeral-storage limit, as upstream
+    limited = pod(volumes=[{"name": "plain", "emptyDir": {}}])
+    limited["spec"]["containers"][0]["resources"] = {"requests": {"ephemeral-storage": "1Gi"},
+                                                     "limits": {"ephemeral-storage": "3Gi"}}
+    assert emptydir_sizes(limited) == {"plain": 3 * Gi}
+    assert pod_ephemeral_storage(limited) == 3 * Gi
+    # 500Gi of scratch on a node with 77Gi of allocatable disk does not fit (issue 12)
+    n = node("n1")
+    n["status"]["allocatable"]["ephemeral-storage"] = "77Gi"
+    fits, reasons = feasible(p, node_infos([n], []))
+    assert not fits and reasons == {"Insufficient ephemeral-storage": 1}
+    # bound pods' scratch disks count
+    small = pod(volumes=[{"name": "s", "emptyDir": {"sizeLimit": "40Gi"}}])
+    bound = [{**small, "spec": {**small["spec"], "nodeName": "n1"}, "status": {"phase": "Running"}}]
+    assert feasible(small, node_infos([n], []))[0]
+    assert not feasible(small, node_infos([n], bound))[0]
+    # a node that publishes no ephemeral-storage is not limited by it
+    assert feasible(p, node_infos([node("n2")], []))[0]

@@ -14,6 +14,9 @@ Obj = dict[str, Any]
 # What a pod that asks for no CPU costs a node (the scheduler and the node's admission): CPU is
 # time-shared, so not a whole vCPU, but not nothing either.
 DEFAULT_POD_MILLICPU = 100
+# The host disk a disk-backed emptyDir without sizeLimit may fill (its scratch partition's size),
+# unless the pod's ephemeral-storage limit says otherwise.
+DEFAULT_EMPTYDIR_SIZE = 1 << 30
 
 
 def container_limits(container: Obj) -> tuple[int | None, int | None]:
@@ -41,6 +44,39 @@ def node_cost(pod: Obj) -> tuple[int, int]:
     none) and its VM's memory. ValueError for an impossible size."""
     millicpu, size = pod_cpu_and_vm(pod)
     return millicpu or DEFAULT_POD_MILLICPU, size.memory
+
+
+def _ephemeral(container: Obj, kind: str) -> int:
+    value = ((container.get("resources") or {}).get(kind) or {}).get("ephemeral-storage")
+    return parse_memory(str(value)) if value is not None else 0
+
+
+def emptydir_sizes(pod: Obj) -> dict[str, int]:
+    """Each disk-backed emptyDir's size in bytes (its scratch partition on the host): sizeLimit,
+    else the pod's ephemeral-storage limit, else DEFAULT_EMPTYDIR_SIZE. ValueError for a bad
+    quantity. (medium: Memory lives in the VM's RAM, already counted.)"""
+    spec = pod.get("spec") or {}
+    limit = sum(_ephemeral(c, "limits") for c in spec.get("containers") or [])
+    sizes = {}
+    for v in spec.get("volumes") or []:
+        empty = (v or {}).get("emptyDir")
+        if not isinstance(empty, dict) or empty.get("medium") == "Memory":
+            continue
+        size = empty.get("sizeLimit")
+        sizes[str(v.get("name", ""))] = parse_memory(str(size)) if size is not None else \
+            (limit or DEFAULT_EMPTYDIR_SIZE)
+    return sizes
+
+
+def pod_ephemeral_storage(pod: Obj) -> int:
+    """Bytes of a node's disk the pod may take: its scratch disk (every disk emptyDir at its full
+    size: the disk is the limit the guest cannot exceed), and at least what its containers request
+    or limit. What the scheduler places by, nodes admit by and tenant quotas count. ValueError for
+    a bad quantity."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    asked = max(sum(_ephemeral(c, "requests") for c in containers),
+                sum(_ephemeral(c, "limits") for c in containers))
+    return max(sum(emptydir_sizes(pod).values()), asked)
 
 
 def pod_vm(pod: Obj) -> VMSize:

@@ -49,7 +49,9 @@ def _fits_resources(pod: Obj, info: NodeInfo) -> str | None:
     free = node_allocatable(info.node) - info.used
     short = [reason for lacking, reason in ((need.pods > free.pods, "Too many pods"),
                                             (need.millicpu > free.millicpu, "Insufficient cpu"),
-                                            (need.memory > free.memory, "Insufficient memory")) if lacking]
+                                            (need.memory > free.memory, "Insufficient memory"),
+                                            (need.storage > free.storage, "Insufficient ephemeral-storage"))
+             if lacking]
     return "\n".join(short) or None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hypernetes.runtime.podsize import node_cost
+from hypernetes.runtime.podsize import node_cost, pod_ephemeral_storage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 
@@ -21,19 +21,22 @@ class Resources:
     millicpu: int = 0
     memory: int = 0
     pods: int = 0
+    storage: int = 0  # ephemeral-storage: bytes of the node's disk (scratch disks)
 
     def __add__(self, other: Resources) -> Resources:
-        return Resources(self.millicpu + other.millicpu, self.memory + other.memory, self.pods + other.pods)
+        return Resources(self.millicpu + other.millicpu, self.memory + other.memory, self.pods + other.pods,
+                         self.storage + other.storage)
 
     def __sub__(self, other: Resources) -> Resources:
-        return Resources(self.millicpu - other.millicpu, self.memory - other.memory, self.pods - other.pods)
+        return Resources(self.millicpu - other.millicpu, self.memory - other.memory, self.pods - other.pods,
+                         self.storage - other.storage)
 
 
 def pod_vm_size(pod: dict[str, Any]) -> Resources:
     """What this pod's VM takes from a node: its CPU ask and its memory including guest overhead
     (the node agent admits by the same `node_cost`)."""
     millicpu, memory = node_cost(pod)
-    return Resources(millicpu=millicpu, memory=memory, pods=1)
+    return Resources(millicpu=millicpu, memory=memory, pods=1, storage=pod_ephemeral_storage(pod))
 
 
 def node_allocatable(node: dict[str, Any]) -> Resources:
@@ -42,4 +45,6 @@ def node_allocatable(node: dict[str, Any]) -> Resources:
         millicpu=parse_cpu(str(alloc.get("cpu", "0"))) if alloc.get("cpu") not in (None, "0") else 0,
         memory=parse_memory(str(alloc.get("memory", "0"))) if alloc.get("memory") not in (None, "0") else 0,
         pods=int(alloc.get("pods", 110)),
+        # a node that does not say how much disk it has is not limited by it (upstream, too)
+        storage=parse_memory(str(alloc["ephemeral-storage"])) if "ephemeral-storage" in alloc else 1 << 62,
     )
