@@ -10,28 +10,28 @@
 
 `login` answers with {token, expirationTimestamp} in the shape of an ExecCredential status, which
 `hypernetes login` (a kubectl credential plugin) passes to kubectl as is. Failed logins are
-answered after the same slow hash as good ones and throttled per user name.
+answered after the same slow hash as good ones. Guessing is throttled by source address and
+delayed per user name, never by locking the user out (`hypernetes.auth.throttle`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 from aiohttp import web
 
 from hypernetes.api.authn import bearer_token
 from hypernetes.api.routing import AUDIT_TARGET, CALLER, read_body, respond
-from hypernetes.api.status import ApiError, bad_request, forbidden, not_found, unauthorized
+from hypernetes.api.status import ApiError, bad_request, forbidden, not_found, too_many_requests, unauthorized
 from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.directory import user_spec
 from hypernetes.auth.identity import AuthUnavailable, IdentityBackend, IssuedToken, LoginFailed, UserInfo
 from hypernetes.auth.passwords import check_new_password
+from hypernetes.auth.throttle import LoginThrottle, Throttled
 
 JSON = dict[str, Any]
 DEFAULT_TTL = 3600.0
-MAX_FAILURES, FAILURE_WINDOW = 5, 60.0  # per user name: more failures in the window get 429
 
 
 def token_body(issued: IssuedToken) -> JSON:
@@ -63,7 +63,7 @@ def _caller() -> UserInfo:
 class IdentityRoutes:
     def __init__(self, backend: IdentityBackend, builtin: BuiltinIdentity | None) -> None:
         self.backend, self.builtin = backend, builtin
-        self._failures: dict[str, list[float]] = {}
+        self.throttle = LoginThrottle()
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_post("/hypernetes/v1/login", self.login)
@@ -72,27 +72,26 @@ class IdentityRoutes:
         app.router.add_put("/hypernetes/v1/users/{name}/password", self.password)
         app.router.add_post("/hypernetes/v1/users/{name}/revoke", self.revoke)
 
-    def _throttled(self, user: str) -> bool:
-        now = time.monotonic()
-        recent = [t for t in self._failures.get(user, []) if now - t < FAILURE_WINDOW]
-        self._failures[user] = recent
-        if len(self._failures) > 10000:  # bound the table against name spraying
-            self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < FAILURE_WINDOW}
-        return len(recent) >= MAX_FAILURES
-
     async def login(self, request: web.Request) -> web.Response:
         body = await read_body(request, protobuf_ok=False)
         tenant, user, password = _str(body, "tenant"), _str(body, "user"), _str(body, "password")
+        ttl = _ttl(body)
         request[AUDIT_TARGET] = ("login", "", "", f"{tenant}/{user}")  # who tried, even if it fails
-        if self._throttled(user):
-            raise ApiError(429, "TooManyRequests", "too many failed logins; try again in a minute")
         try:
-            issued = await self.backend.login(tenant, user, password, _ttl(body))
+            attempt = self.throttle.begin(request.remote or "", user)
+        except Throttled as e:
+            raise too_many_requests(f"{e}; try again in {e.retry_after}s", e.retry_after) from None
+        ok: bool | None = None
+        try:
+            issued = await self.backend.login(tenant, user, password, ttl)
+            ok = True
         except LoginFailed as e:
-            self._failures.setdefault(user, []).append(time.monotonic())
+            ok = False
             raise unauthorized(str(e)) from None
         except AuthUnavailable as e:
             raise ApiError(503, "ServiceUnavailable", str(e)) from None
+        finally:
+            self.throttle.end(attempt, ok)
         return respond(token_body(issued), 201)
 
     async def logout(self, request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import WSMsgType, web
 
 from hypernetes.api import spdy
+from hypernetes.api.audit import stream_detail, stream_started
 from hypernetes.api.status import bad_request
 
 JSON = dict[str, Any]
@@ -41,8 +42,9 @@ class PortForwarder(Protocol):
 class _Forwards:
     """The port-forward side of one SPDY session: a connection per (error, data) stream pair."""
 
-    def __init__(self, pod: JSON, forwarder: PortForwarder) -> None:
+    def __init__(self, pod: JSON, forwarder: PortForwarder, ports: list[int]) -> None:
         self.pod, self.forwarder = pod, forwarder
+        self.ports = ports  # every port a connection was asked for, for the audit record
         self.session: spdy.SpdyServerSession | None = None
         self.pairs: dict[str, dict[str, spdy.SpdyStream]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -61,6 +63,8 @@ class _Forwards:
         assert session is not None
         try:
             port = int(data.headers.get("port", ""))
+            if port not in self.ports:
+                self.ports.append(port)
             reader, writer = await self.forwarder.port_forward(self.pod, port)
         except Exception as e:
             err = self.pairs.get(rid, {}).get("error")
@@ -101,6 +105,12 @@ def _ws_protocols(request: web.Request) -> list[str]:
     return [p.strip() for h in request.headers.getall("Sec-WebSocket-Protocol", []) for p in h.split(",")]
 
 
+def _audit_ports(request: web.Request) -> list[int]:
+    """The list the stream's audit records show its ports in (filled as connections come)."""
+    ports: list[int] = stream_detail(request).setdefault("ports", [])
+    return ports
+
+
 async def serve(request: web.Request, pod: JSON, forwarder: PortForwarder) -> web.StreamResponse:
     if spdy.is_spdy_upgrade(request):
         return await _direct_spdy(request, pod, forwarder)
@@ -114,7 +124,8 @@ async def serve(request: web.Request, pod: JSON, forwarder: PortForwarder) -> we
 async def _direct_spdy(request: web.Request, pod: JSON, forwarder: PortForwarder) -> web.StreamResponse:
     if spdy.chosen_protocol(request, SPDY_PROTOCOL) is None:
         raise bad_request(f"port-forward over SPDY needs the {SPDY_PROTOCOL} protocol")
-    forwards = _Forwards(pod, forwarder)
+    forwards = _Forwards(pod, forwarder, _audit_ports(request))
+    stream_started(request)
     resp, session = await spdy.upgrade(request, SPDY_PROTOCOL, forwards.on_stream)
     forwards.session = session
     try:
@@ -133,9 +144,10 @@ async def _direct_spdy(request: web.Request, pod: JSON, forwarder: PortForwarder
 async def _spdy_over_websocket(request: web.Request, pod: JSON,
                                forwarder: PortForwarder) -> web.StreamResponse:
     ws = web.WebSocketResponse(protocols=(SPDY_OVER_WS,), autoping=True)
+    forwards = _Forwards(pod, forwarder, _audit_ports(request))
+    stream_started(request)
     await ws.prepare(request)
     outbox: asyncio.Queue[bytes] = asyncio.Queue()
-    forwards = _Forwards(pod, forwarder)
     session = spdy.SpdyServerSession(outbox.put_nowait, forwards.on_stream)
     forwards.session = session
 
@@ -171,6 +183,8 @@ async def _channels(request: web.Request, pod: JSON, forwarder: PortForwarder) -
     if not ports:
         raise bad_request("query parameter \"port\" is required")
     ws = web.WebSocketResponse(protocols=CHANNEL_PROTOCOLS, autoping=True)
+    _audit_ports(request).extend(ports)
+    stream_started(request)
     await ws.prepare(request)
     writers: dict[int, asyncio.StreamWriter] = {}
     pumps: list[asyncio.Task[None]] = []

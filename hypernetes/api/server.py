@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from hypernetes.api import eventttl, objects, reviews, schema
-from hypernetes.api.audit import MUTATING, AuditLog
+from hypernetes.api.audit import AUDIT_DETAIL, AUDIT_STARTED, CONNECT, AuditLog, audited, connect_detail
 from hypernetes.api.authn import Authenticator, AuthUnavailable, UserInfo
 from hypernetes.api.authz import Attributes, Authorizer, Decision, forbidden_message
 from hypernetes.api.connections import ConnectionGate, ConnectionLimits, GatedSite, quiet_accept_errors
@@ -247,7 +247,14 @@ class ApiServer:
                         route is None or route.canonical not in RESOURCE_ROUTES):
                     # discovery, OpenAPI, metrics: authorized by path; resources once parsed
                     await self.authorize(user, Attributes(user, request.method.lower(), False, request.path))
-            resp = await handler(request)
+            if self.audit is not None:  # streams record their start (they may last for hours)
+                request[AUDIT_STARTED] = lambda: self._audit(request, 101, "ResponseStarted")
+            try:
+                resp = await handler(request)
+            except asyncio.CancelledError:
+                if self._audited(request):  # the client left mid-stream: still on record
+                    self._audit(request, 499)
+                raise
         except ApiError as e:
             resp = error_response(e)
         except web.HTTPNotFound:
@@ -265,11 +272,16 @@ class ApiServer:
             resp = error_response(internal(str(e)))
         verb, resource, sub = request.get(METRIC, (request.method, "", ""))
         self.metrics.observe(verb, resource, sub, resp.status, time.monotonic() - start)
-        if self.audit is not None and request.method in MUTATING:
+        if self._audited(request):
             self._audit(request, resp.status)
         return resp
 
-    def _audit(self, request: web.Request, code: int) -> None:
+    def _audited(self, request: web.Request) -> bool:
+        """Writes, and every exec/attach/port-forward whatever its method (a WebSocket is a GET)."""
+        sub = request.get(AUDIT_TARGET, ("", ""))[1] or request.path.rstrip("/").rsplit("/", 1)[-1]
+        return self.audit is not None and audited(request.method, sub)  # (no target: refused unauthenticated)
+
+    def _audit(self, request: web.Request, code: int, stage: str = "ResponseComplete") -> None:
         assert self.audit is not None
         user = request.get(USER)
         resource, sub, ns, name = request.get(AUDIT_TARGET, ("", "", "", ""))
@@ -277,6 +289,9 @@ class ApiServer:
         if not tenant and ns and self.admission is not None:
             tenant = self.admission.d.namespace_owner(ns) or ""
         verb = request.get(METRIC, (request.method,))[0].lower()
+        detail = request.get(AUDIT_DETAIL)
+        if sub in CONNECT:
+            detail = {**connect_detail(request), **(detail or {})}
         self.audit.record(
             user=user,
             tenant=tenant,
@@ -288,6 +303,9 @@ class ApiServer:
             name=name,
             code=code,
             source=request.remote or "",
+            stage=stage,
+            detail=detail,
+            query=request.query_string,
         )
 
 

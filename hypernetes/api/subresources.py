@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import WSMsgType, web
 
 from hypernetes.api import deletion, objects, portforward, spdy
+from hypernetes.api.audit import stream_ended, stream_started
 from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
 from hypernetes.api.status import ApiError, bad_request, conflict, not_found, success, unsupported_media_type
 from hypernetes.api.tokenrequest import token_request
@@ -191,7 +192,7 @@ class Subresources:
             proxy = self._need_proxy()
             if not isinstance(proxy, portforward.PortForwarder):
                 raise ApiError(503, "ServiceUnavailable", "the node agent does not serve port-forward")
-            return await portforward.serve(request, pod, proxy)
+            return await portforward.serve(request, pod, proxy)  # it audits the ports it forwards
         raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
                        f"requested resource ({method} {t.resource}/{sub})")
 
@@ -260,6 +261,15 @@ class Subresources:
 
         async def run(io: StreamIO) -> JSON:
             try:
+                status = await serve(io)
+            except asyncio.CancelledError:
+                stream_ended(request, outcome="the client left; the process was stopped")
+                raise
+            stream_ended(request, **_outcome(status))
+            return status
+
+        async def serve(io: StreamIO) -> JSON:
+            try:
                 if t.sub == "exec":
                     return exit_status(await proxy.exec(pod, container, command, io))
                 return exit_status(await proxy.attach(pod, container, io))
@@ -270,6 +280,11 @@ class Subresources:
                 log.exception("%s in %s/%s failed", t.sub, t.namespace, t.name)
                 return {"metadata": {}, "status": "Failure", "message": f"{t.sub} failed: {e}",
                         "reason": "InternalError", "code": 500}
+
+        detail: JSON = {"container": container, "stdin": stdin, "tty": tty}
+        if t.sub == "exec":
+            detail["command"] = command
+        stream_started(request, **detail)
 
         if spdy.is_spdy_upgrade(request):
             return await spdy.serve_spdy(request, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
@@ -406,6 +421,17 @@ async def until_client_leaves(work: Awaitable[JSON], gone: asyncio.Future[Any]) 
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     return None
+
+
+def _outcome(status: JSON) -> JSON:
+    """An exec/attach's end, for its audit record: the exit code, or why it failed."""
+    if status.get("status") == "Success":
+        return {"exitCode": 0}
+    if status.get("reason") == "NonZeroExitCode":
+        causes = (status.get("details") or {}).get("causes") or [{}]
+        with contextlib.suppress(ValueError, TypeError):
+            return {"exitCode": int(causes[0].get("message"))}
+    return {"error": str(status.get("message") or "failed")}
 
 
 def _spdy_io(session: spdy.SpdyServerSession, streams: dict[str, spdy.SpdyStream], *, stdin: bool,

@@ -234,16 +234,17 @@ class TenantAuthorizer:
             return ALLOW if own else deny("only a tenant admin manages users")
         if a.subresource:
             return deny()
+        if a.verb == "create":
+            # named or not, and whoever holds the name: admission checks the new user's tenant is
+            # the caller's, and a taken name is the store's 409 (docs/tenants.md, "Names")
+            return ALLOW
         if not a.name:
             if a.verb in ("list", "watch"):
                 return Decision(True, scope=lambda o: user_spec(o).get("tenant") == u.tenant)
-            if a.verb == "create":
-                return ALLOW  # admission checks the new user's tenant is the caller's
             return deny()
         user = await self.d.fetch_user(a.name)
-        if user is None:
-            return ALLOW if a.verb == "create" else deny()
-        return ALLOW if user_spec(user).get("tenant") == u.tenant else deny()
+        # one refusal for absent and foreign names
+        return ALLOW if user is not None and user_spec(user).get("tenant") == u.tenant else deny()
 
     async def _networks(self, a: Attributes) -> Decision:
         """Every role reads its tenant's networks; admins create, change and delete them

@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -54,9 +55,9 @@ class CliError(Exception):
 class RequestFailed(CliError):
     """The server refused (a Status), or could not be reached (status 0)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after: int = 0) -> None:
         super().__init__(message)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.retry_after = status, reason, retry_after
 
 
 # -- HTTPS ----------------------------------------------------------------------------------------
@@ -104,8 +105,10 @@ class Cluster:
                 return _decode(resp.read())
         except urllib.error.HTTPError as e:
             status = _decode(e.read())
+            retry = (status.get("details") or {}).get("retryAfterSeconds")
             raise RequestFailed(e.code, str(status.get("reason") or e.reason),
-                                str(status.get("message") or e.reason or f"HTTP {e.code}")) from None
+                                str(status.get("message") or e.reason or f"HTTP {e.code}"),
+                                retry if isinstance(retry, int) else 0) from None
         except (urllib.error.URLError, OSError) as e:
             why = getattr(e, "reason", e)
             raise RequestFailed(0, "Unreachable", f"cannot reach {self.server}: {why}") from None
@@ -540,9 +543,8 @@ def _login(args: argparse.Namespace) -> int:
         else:
             password = ask_password(f"Password for {who}: ")
         try:
-            issued = cluster.call("POST", "/hypernetes/v1/login", {
-                "tenant": args.tenant, "user": args.user, "password": password,
-                "expirationSeconds": int(args.ttl)})
+            issued = _login_call(cluster, {"tenant": args.tenant, "user": args.user, "password": password,
+                                           "expirationSeconds": int(args.ttl)})
         except RequestFailed as e:
             if e.status == 401:
                 raise CliError(f"login failed for {who}: invalid user name, password or tenant") from None
@@ -559,6 +561,19 @@ def _login(args: argparse.Namespace) -> int:
     json.dump(credential, sys.stdout)
     sys.stdout.write("\n")
     return 0
+
+
+def _login_call(cluster: Cluster, body: JSON, patience: float = 30.0) -> JSON:
+    """POST /login; a login the server delays (429 with a retry time: someone else is guessing
+    this user's password) is sent again when its turn comes, for up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return cluster.call("POST", "/hypernetes/v1/login", body)
+        except RequestFailed as e:
+            if e.status != 429 or not e.retry_after or time.monotonic() + e.retry_after > deadline:
+                raise
+            time.sleep(e.retry_after)
 
 
 def _logout(args: argparse.Namespace) -> int:

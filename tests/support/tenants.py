@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import kubernetes.client as kc
 
+from hypernetes.api.audit import AuditLog
 from tests.support.apiserver import ApiServerThread
 
 JSON = dict[str, Any]
@@ -430,9 +431,8 @@ class TenantWorld:
                 for path in paths for o in self.op("GET", path)["items"]}
 
     def audit(self) -> list[JSON]:
-        """The entries of the server's audit log (tmp/audit.log)."""
-        path = self.api.workdir / "audit.log"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        """The entries of the server's audit trail (tmp/audit.log and its per-tenant files)."""
+        return AuditLog.read(self.api.workdir / "audit.log")
 
     def create_tenant(self, name: str, spec: JSON | None = None) -> JSON:
         return self.op("POST", TENANTS_PATH, {"apiVersion": "hypernetes.io/v1", "kind": "Tenant",
