@@ -371,3 +371,26 @@ def test_pull_secrets_to_pod_spec() -> None:
     pod["spec"]["imagePullSecrets"] = [{"name": "bad"}]
     with pytest.raises(ConfigError, match='imagePullSecret "bad" has no \'auths\' object'):
         pod_spec(pod, lookup)
+
+
+def test_up_builds_the_node_policy_from_its_flags(tmp_path: Path) -> None:
+    """`up`'s node agent: management networks given and the host's own subnets, plus the
+    operator's allow-list; the operator's CLI stores get no policy."""
+    from hypernetes.cli.cluster import _registry_policy
+    from hypernetes.cli.main import build_parser
+    from hypernetes.network.netns import local_subnets
+
+    args = build_parser().parse_args(["up", "--allow-registry", "127.0.0.1:5000", "--allow-registry",
+                                      "Registry.Example", "--network-management", "10.99.0.0/16"])
+    policy = _registry_policy(args)
+    assert [str(a) for a in policy.allow] == ["127.0.0.1:5000", "registry.example"]
+    assert {str(n) for n in policy.management} == {"10.99.0.0/16", *local_subnets(None, "hn")}
+    assert policy.vet("127.0.0.1", 5000) == "127.0.0.1"
+    with pytest.raises(RegistryNotAllowed, match="loopback"):
+        policy.vet("127.0.0.1", 5001)
+    from hypernetes.cli.common import image_store
+
+    operator = build_parser().parse_args(["image", "pull", "x", "--data-dir", str(tmp_path)])
+    assert image_store(operator).tenant_policy is None
+    args.data_dir, args.registry_policy = tmp_path, policy  # as `up` sets it for its node agent
+    assert image_store(args).tenant_policy is policy
