@@ -20,6 +20,7 @@ import pytest
 from hypernetes.node.podspec import ConfigError, pod_spec, referenced_objects
 from hypernetes.runtime.images import (
     Credentials,
+    ImageNotFound,
     ImageNotPresent,
     ImageStore,
     ManifestUnknown,
@@ -34,6 +35,7 @@ from hypernetes.runtime.images.policy import refusal
 from hypernetes.runtime.interface import ImageNeverPull, ImagePullRefused, image_pull_error
 from tests.support.registry import (
     BlobRedirector,
+    ManifestServer,
     Registry,
     TokenServer,
     have_registry,
@@ -285,6 +287,28 @@ def test_cached_private_image_needs_the_pods_own_rights(tmp_path: Path, private_
         store.ensure_for_pod(by_digest, "IfNotPresent", None)
     with pytest.raises(ImageNotPresent, match="pull policy is Never"):
         store.ensure_for_pod(f"{reg.host}/private/other:1", "Never", a)
+
+
+def test_a_manifest_alone_does_not_unlock_a_cached_image(
+    tmp_path: Path, private_registry: Registry
+) -> None:
+    """Tenant B learnt the digests of tenant A's private image and serves its manifest from a
+    registry of its own, under another name: the node must not answer the blobs from its cache."""
+    reg = private_registry
+    store = tenant_store(tmp_path, reg.host, "127.0.0.1")
+    a = creds(USER, PASSWORD, reg.host)
+    image = store.ensure_for_pod(f"{reg.host}/private/app:1", "IfNotPresent", a)
+    manifest = store.blobs.read(image.digest, 1 << 22)
+    evil = ManifestServer(manifest, json.loads(manifest)["mediaType"])
+    try:
+        for ref in (f"{evil.host}/b/app@{image.digest}", f"{evil.host}/b/app:1"):
+            with pytest.raises(ImageNotFound, match="not found in b/app"):
+                store.ensure_for_pod(ref, "IfNotPresent")
+        assert evil.blob_requests >= 2
+        # A's own repository needs no second download
+        assert store.pull(f"{reg.host}/private/app:1", auth=a).id == image.id
+    finally:
+        evil.close()
 
 
 def test_cached_image_the_registry_stopped_serving(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.server
 import json
 import shutil
@@ -296,6 +297,55 @@ class BlobRedirector:
                 self.end_headers()
                 if body:
                     self.wfile.write(resp.content)
+
+            def do_GET(self) -> None:
+                self._serve(True)
+
+            def do_HEAD(self) -> None:
+                self._serve(False)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class ManifestServer:
+    """A hostile registry in a thread: it serves one manifest it was given (for any repository,
+    tag or digest) but holds none of the blobs it names, as a tenant who learnt another tenant's
+    image digests could run. `blob_requests` counts the blob downloads asked of it."""
+
+    def __init__(self, manifest: bytes, media_type: str) -> None:
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        self.blob_requests = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes, headers: dict[str, str], send: bool) -> None:
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if send:
+                    self.wfile.write(body)
+
+            def _serve(self, send: bool) -> None:
+                if "/manifests/" in self.path:
+                    self._reply(200, manifest, {"Content-Type": media_type,
+                                                "Docker-Content-Digest": digest}, send)
+                elif "/blobs/" in self.path:
+                    server.blob_requests += 1
+                    error = json.dumps({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]})
+                    self._reply(404, error.encode(), {"Content-Type": "application/json"}, send)
+                else:
+                    self._reply(200, b"{}", {"Content-Type": "application/json"}, send)
 
             def do_GET(self) -> None:
                 self._serve(True)

@@ -66,9 +66,12 @@ def fetch_blobs(
     blobs: BlobStore,
     progress: ProgressCallback | None,
     fetched: list[str],
+    *,
+    refetch: bool = False,
 ) -> None:
     """Download the config, then the missing layers (a few at a time, like Docker), each
-    verified; `fetched` collects the digests added to the store."""
+    verified; `fetched` collects the digests added to the store. With `refetch`, blobs already
+    in the store are downloaded (and verified) again: the registry must show it has them."""
     if manifest.config.size > MAX_CONFIG_BYTES:
         raise UnsupportedImage(
             f"image config is {manifest.config.size} bytes, more than {MAX_CONFIG_BYTES} allowed"
@@ -83,7 +86,7 @@ def fetch_blobs(
 
     def fetch(desc: Descriptor, is_layer: bool) -> None:
         item = short(desc.digest)
-        if blobs.has(desc.digest):
+        if blobs.has(desc.digest) and not refetch:
             if is_layer:
                 report(ProgressEvent(name, "exists", item, desc.size, desc.size))
             return

@@ -185,9 +185,11 @@ class ImageStore:
                     if progress:
                         progress(ProgressEvent(str(parsed), "resolve"))
                     resolved = resolve(client, parsed, self.blobs, fetched)
-                    if self._load(resolved.manifest.config.digest) is None:
+                    image_id = resolved.manifest.config.digest
+                    present = self._load(image_id) is not None
+                    if not present or not self._pulled_from(parsed, image_id):
                         fetch_blobs(client, parsed, resolved.manifest, self.blobs, progress,
-                                    fetched)
+                                    fetched, refetch=present)
                 names = [f"{parsed.repository}@{resolved.top_digest}"]
                 if parsed.tag and not parsed.digest:
                     names.insert(0, str(parsed))
@@ -202,6 +204,23 @@ class ImageStore:
             except OSError as exc:
                 self._discard(gc_fd, fetched)
                 raise StoreError.from_os_error(exc).prefixed(f"pull {ref}") from exc
+
+    def _pulled_from(self, ref: Reference, image_id: str) -> bool:
+        """Whether this store may take `image_id` for `ref` without downloading its blobs again.
+
+        On a tenant store, only if the image was pulled from `ref`'s repository before: content
+        digests are not secrets, so a registry that serves a manifest naming another tenant's
+        private layers has not shown it holds them until it has served every blob.
+        """
+        if self.tenant_policy is None:
+            return True
+        for name, entry in self._read_refs().items():
+            if entry.get("id") != image_id or entry.get("source") != SOURCE_REGISTRY:
+                continue
+            with contextlib.suppress(InvalidReference):
+                if parse_reference(name).repository == ref.repository:
+                    return True
+        return False
 
     def import_archive(
         self,
