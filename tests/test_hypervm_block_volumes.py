@@ -148,10 +148,18 @@ async def test_read_only_volume_stays_read_only(hypervm: HyperVM, busybox_ref: s
     assert "Read-only file system" in out and "rc=1" in out and "rc2=1" in out, out
     assert "dd=1" in out, out
     # the guest kernel refused those writes; a guest kernel that would not is refused by QEMU
+    # (QEMU gets the disk as an inherited fd in an fd set: the fd is read-only, and so is the node)
     pid = running_qemu(hypervm.root / "ro")
     args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    fds = [f for f in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(f) == str(disk)]
+    assert fds and all(int(_fdinfo(pid, f.name)["flags"], 8) & os.O_ACCMODE == os.O_RDONLY for f in fds)
+    fdsets = await hypervm._sandboxes["ro"].vm.qmp("query-fdsets")
+    assert isinstance(fdsets, list)
+    sets = {s["fdset-id"] for s in fdsets for f in s["fds"]
+            if os.readlink(f"/proc/{pid}/fd/{f['fd']}") == str(disk)}
     specs = [json.loads(a) for a in args if a.startswith(b"{")]
-    assert [d["read-only"] for d in specs if d["file"]["filename"] == str(disk)] == [True]
+    names = {f"/dev/fdset/{n}" for n in sets}
+    assert [d["read-only"] for d in specs if d["file"]["filename"] in names] == [True]
     await hypervm.remove_sandbox("ro")
     assert sha256(disk) == before
 
@@ -323,3 +331,8 @@ async def test_bad_volumes_are_refused_clearly(hypervm: HyperVM, busybox_ref: st
         await hypervm.start_container("br", "c")
     st = await hypervm.status("br")
     assert st.containers[0].state is ContainerState.EXITED and st.containers[0].reason == "StartError"
+
+
+def _fdinfo(pid: int, fd: str) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
