@@ -170,6 +170,32 @@ def test_connects_to_the_vetted_address(tmp_path: Path, registry: Registry, busy
         httpx.get(f"http://{name}/v2/", timeout=5)
 
 
+def test_only_vetted_addresses_are_dialled(tmp_path: Path, registry: Registry, busybox_ref: str) -> None:
+    """A name with several addresses: the refused ones are never dialled, the vetted ones are
+    tried in order (as create_connection does)."""
+    port = int(registry.host.split(":")[1])
+    host_service = socket.socket()
+    host_service.bind(("127.0.0.2", port))  # a host service where the name also points
+    host_service.listen(8)
+    answers = ["127.0.0.2", "127.0.0.3", "127.0.0.1"]
+
+    def resolver(host: str, p: int, *_: Any) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, p)) for a in answers]
+
+    name = f"registry.test:{port}"
+    path = busybox_ref.split("/", 1)[1]
+    # 127.0.0.3 and 127.0.0.1 allowed by address: .3 refuses the connection, .1 is the registry
+    policy = RegistryPolicy(allow=[f"127.0.0.3:{port}", f"127.0.0.1:{port}"], resolver=resolver)
+    try:
+        store = ImageStore(tmp_path, insecure_registries=[name], tenant_policy=policy)
+        assert store.pull(f"{name}/{path}").refs
+        host_service.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            host_service.accept()  # never dialled
+    finally:
+        host_service.close()
+
+
 def test_redirect_to_loopback_is_refused(tmp_path: Path, registry: Registry, busybox_ref: str) -> None:
     """An allowed registry whose blob downloads redirect to a host service: the hop is vetted."""
     port = registry.host.split(":")[1]
@@ -409,7 +435,7 @@ def test_up_builds_the_node_policy_from_its_flags(tmp_path: Path) -> None:
     policy = _registry_policy(args)
     assert [str(a) for a in policy.allow] == ["127.0.0.1:5000", "registry.example"]
     assert {str(n) for n in policy.management} == {"10.99.0.0/16", *local_subnets(None, "hn")}
-    assert policy.vet("127.0.0.1", 5000) == "127.0.0.1"
+    assert policy.vet("127.0.0.1", 5000) == ["127.0.0.1"]
     with pytest.raises(RegistryNotAllowed, match="loopback"):
         policy.vet("127.0.0.1", 5001)
     from hypernetes.cli.common import image_store

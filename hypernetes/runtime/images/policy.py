@@ -121,21 +121,22 @@ class RegistryPolicy:
             raise httpcore.ConnectError(f"cannot resolve {host}: no addresses")
         return found
 
-    def vet(self, host: str, port: int) -> str:
-        """The address to connect to for `host:port`; RegistryNotAllowed if none may be used.
-
-        Allowed hosts (by name or address) may use any address they resolve to; otherwise the
-        first address that passes the checks is used, and the others are never tried.
-        """
+    def vet(self, host: str, port: int) -> list[str]:
+        """The addresses `host:port` may be reached at, in resolver order; RegistryNotAllowed
+        if there are none. An allowed host (by name) may use every address it resolves to;
+        otherwise only the addresses allowed by name or passing the checks are returned."""
         addresses = self._addresses(host, port)
         if self._allowed(host, port):
-            return str(addresses[0])
-        reasons = []
+            return [str(a) for a in addresses]
+        usable, reasons = [], []
         for addr in addresses:
             why = None if self._allowed(host, port, addr) else refusal(addr, self.management)
             if why is None:
-                return str(addr)
-            reasons.append(why)
+                usable.append(str(addr))
+            else:
+                reasons.append(why)
+        if usable:
+            return usable
         detail = reasons[0]
         if str(addresses[0]) != host.strip("[]"):
             detail += f" ({host} resolves to it)"
@@ -160,5 +161,11 @@ class VettingBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        address = self.policy.vet(host, port)
-        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+        last: Exception | None = None
+        for address in self.policy.vet(host, port):  # as create_connection: each in turn
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
