@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
                            description="Pull an image (OCI distribution API) and build its disk.")
     pull.add_argument("ref", help="image reference, e.g. 127.0.0.1:5000/busybox:1")
     imp = isub.add_parser("import", help="import an OCI layout/archive or `docker save` tarball",
-                          description="Import an OCI image layout (dir or tar) or a docker save archive.")
+                          description="Import an OCI image layout (dir or tar) or a docker save archive. "
+                          "Imported images have no registry to ask whether a pod may pull them: every "
+                          "tenant's pods on this node may use them by name.")
     imp.add_argument("file", type=Path)
     ls = isub.add_parser("ls", help="list images", description="List local images.")
     ls.add_argument("-q", "--quiet", action="store_true", help="only print image ids")
