@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hypernetes.api.audit import AuditLog
 from tests.conftest import qemu_processes_under
 from tests.test_cluster_e2e import Cluster, free_port, pod_manifest
 
@@ -191,7 +192,7 @@ def test_tenant_pod_vm_quota_policy_and_isolation(cluster: Cluster, busybox_ref:
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
 
     # the audit log names who did what, including the refusals
-    audit = [json.loads(line) for line in (cluster.data / "audit.log").read_text().splitlines()]
+    audit = AuditLog.read(cluster.data / "audit.log")  # with the per-tenant files
     assert any(
         e["user"] == "alice" and e["tenant"] == "acme" and e["resource"] == "pods" and e["name"] == "web"
         for e in audit
