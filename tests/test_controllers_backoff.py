@@ -253,3 +253,52 @@ async def test_node_events_are_counted_not_repeated(world: TenantWorld) -> None:
     assert e["involvedObject"]["kind"] == "Pod" and e["involvedObject"]["uid"] == pod["metadata"]["uid"]
     described = world.kubectl(admin, "describe", "pod", "stuck", "-n", ns).stdout
     assert "x25 over" in described and "Failed to pull image" in described, described
+
+
+def test_deployment_whose_replica_set_is_refused(world: TenantWorld, controllers: ControllersThread) -> None:
+    admin = world.fresh_tenant("rolly", {"quota": {**QUOTA, "pods": "4", "count/replicasets.apps": "1"}})
+    ns = "rolly-a"
+    proc = world.kubectl(admin, "create", "deployment", "web", "--image=registry.invalid/busybox:1", "-n", ns)
+    assert proc.returncode == 0, proc.stderr
+    wait_for(lambda: controllers.items("apps/v1", "replicasets", ns), what="the first replica set")
+    proc = world.kubectl(admin, "set", "image", "deployment/web", "busybox=registry.invalid/busybox:2",
+                         "-n", ns)
+    assert proc.returncode == 0, proc.stderr
+    queue = controllers.manager["deployment"].queue
+    wait_for(lambda: queue.failures(f"{ns}/web") >= 5, what="refused attempts")
+    d = controllers.get("apps/v1", "deployments", "web", ns) or {}
+    progressing = next(c for c in d["status"]["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "ReplicaSetCreateError"), progressing
+    assert 'count/replicasets.apps' in progressing["message"]
+    warned = [e for e in events_about(controllers, ns, "web") if e["reason"] == "ReplicaSetCreateError"]
+    assert len(warned) == 1 and warned[0]["count"] >= 5 and warned[0]["type"] == "Warning", warned
+
+
+def test_endpoints_refused_warn_and_back_off(world: TenantWorld, controllers: ControllersThread) -> None:
+    admin = world.fresh_tenant("servy", {"quota": {**QUOTA, "count/endpoints": "0"}})
+    ns = "servy-a"
+    service = f"apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\n" \
+        "spec: {selector: {app: web}, ports: [{port: 80}]}\n"
+    proc = world.kubectl(admin, "apply", "-f", "-", input=service)
+    assert proc.returncode == 0, proc.stderr
+    queue = controllers.manager["endpoints"].queue
+    wait_for(lambda: queue.failures(f"{ns}/web") >= 5, what="refused attempts")
+    warned = [e for e in events_about(controllers, ns, "web") if e["reason"] == "FailedToCreateEndpoint"]
+    assert len(warned) == 1 and warned[0]["count"] >= 5, warned
+    assert warned[0]["message"].startswith(f"Failed to create endpoint for service {ns}/web: ")
+
+
+def test_namespace_held_by_a_finalizer_backs_off(world: TenantWorld, controllers: ControllersThread) -> None:
+    limiter = controllers.manager["namespace"].rate_limiter()
+    assert max(limiter.when("k") for _ in range(30)) == 60.0  # upstream's namespace controller cap
+    ns = controllers.namespace("held")
+    held = {"metadata": {"name": "cm", "finalizers": ["example.com/hold"]}}
+    controllers.create("v1", "configmaps", held, ns)
+    controllers.delete("v1", "namespaces", ns)
+    queue = controllers.manager["namespace"].queue
+    wait_for(lambda: queue.failures(ns) >= 5, what="the namespace controller backing off")
+    status = (controllers.get("v1", "namespaces", ns) or {}).get("status") or {}
+    cond = next(c for c in status["conditions"] if c["type"] == "NamespaceFinalizersRemaining")
+    assert cond["status"] == "True" and "example.com/hold in 1 resource instances" in cond["message"]
+    controllers.patch("v1", "configmaps", "cm", {"metadata": {"finalizers": None}}, ns)
+    wait_for(lambda: controllers.get("v1", "namespaces", ns) is None, timeout=40, what="the namespace gone")
