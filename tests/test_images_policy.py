@@ -417,6 +417,11 @@ def test_pull_secrets_to_pod_spec() -> None:
                                            "other.example": Credentials("bob", "pw")}
     assert spec.containers[0].pull_policy == "Never"
     assert "s3cret" not in repr(spec)
+    # the sandbox's saved state (for adoption) never holds them
+    from hypernetes.runtime.hypervm_state import pod_from_dict, pod_to_dict
+
+    saved = json.dumps(pod_to_dict(spec))
+    assert "s3cret" not in saved and pod_from_dict(json.loads(saved)).pull_credentials == ()
     assert {("Secret", "json"), ("Secret", "missing")} <= referenced_objects(pod)
     pod["spec"]["imagePullSecrets"] = [{"name": "bad"}]
     with pytest.raises(ConfigError, match='imagePullSecret "bad" has no \'auths\' object'):
