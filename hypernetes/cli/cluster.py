@@ -119,10 +119,8 @@ def _registry_policy(args: argparse.Namespace) -> RegistryPolicy:
     networks (those given, and the subnets of this host's own interfaces, where the agent pulls
     from), except the registries the operator allows."""
     management = list(args.network_management or [])
-    try:
-        management += [n for n in local_subnets(None, args.network_prefix) if n not in management]
-    except OSError as e:
-        log.warning("cannot read this host's subnets for the registry policy: %s", e)
+    # no try: without the host's subnets the policy would fail open
+    management += [n for n in local_subnets(None, args.network_prefix) if n not in management]
     log.info("registries: pods never pull from loopback, link-local or %s%s",
              ", ".join(management) or "(no management network)",
              f"; allowed: {', '.join(args.allow_registry)}" if args.allow_registry else "")
