@@ -449,3 +449,59 @@ def test_exec_into_a_real_vm_is_audited(tmp_path_factory: pytest.TempPathFactory
         cluster.stop()
         for pid in qemu_processes_under(cluster.data):
             os.kill(pid, signal.SIGKILL)
+
+
+# == the mechanisms alone, on a clock the test turns ===============================================
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_forgets_and_refunds() -> None:
+    clock = Clock()
+    t = throttle.LoginThrottle(clock)
+    for _ in range(throttle.PAIR_FREE):
+        t.end(t.begin("a", "u"), False)
+    with pytest.raises(throttle.Throttled) as e:
+        t.begin("a", "u")
+    assert e.value.retry_after == 1
+    t.end(t.begin("b", "u"), None)  # another address is not held back
+    clock.now += 1
+    t.end(t.begin("a", "u"), True)  # a success forgets the address's failures...
+    t.end(t.begin("a", "u"), False)  # ... so one more failure does not hold it back
+    t.end(t.begin("a", "u"), True)
+    # successes cost the user's bucket nothing; failures do, and a drained bucket gives turns
+    for i in range(throttle.USER_BURST):
+        t.end(t.begin(f"bot-{i}", "v"), False)
+    with pytest.raises(throttle.Throttled) as e:
+        t.begin("late", "v")
+    assert e.value.retry_after == throttle.USER_REFILL
+    with pytest.raises(throttle.Throttled):
+        t.begin("late", "v")  # too early for its turn
+    clock.now += throttle.USER_REFILL
+    t.end(t.begin("late", "v"), True)  # its turn
+
+
+def test_refusals_past_the_budget_aggregate_by_kind(tmp_path: Path) -> None:
+    from hypernetes.api import audit
+    from hypernetes.auth.identity import tenant_user
+
+    clock = Clock()
+    log = AuditLog(tmp_path / "audit.log", window=60, clock=clock)
+    prober = tenant_user("prober", "globex", "admin")
+    n = int(audit.REFUSAL_BURST) + 500
+    for i in range(n):  # a name-spraying probe, all refused, in one second
+        log.record(user=prober, tenant="globex", verb="get", path=f"/apis/x/users/n{i}", resource="users",
+                   subresource="", namespace="", name=f"n{i}", code=403, source="10.0.0.9")
+    clock.now += 61
+    log.close()
+    lines = AuditLog.read(tmp_path / "audit.log")
+    assert len(lines) < int(audit.REFUSAL_BURST) + 10
+    assert sum(e.get("count", 1) for e in lines) == n
+    [summary] = [e for e in lines if e["stage"] == "Aggregated"]
+    assert summary["name"] is None and len(summary["names"]) == 10 and summary["count"] >= 490
