@@ -26,6 +26,7 @@ the same name from the old one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -227,6 +228,10 @@ class NetworkController(Controller):
         self._waiting: dict[str, set[str]] = {}
         # (network uid, id) already warned about: NetworkIDInUse once, not on every status count
         self._id_warned: set[tuple[str, int]] = set()
+        # the limits on ids are checked and an id taken under one lock (workers run concurrently),
+        # counting the records this process made that the informer has not shown yet
+        self._id_lock = asyncio.Lock()
+        self._id_records_made: dict[str, str] = {}  # record name -> network name
 
         def each(prefix: str) -> Handler:
             def add(o: Obj) -> None:
@@ -273,6 +278,7 @@ class NetworkController(Controller):
 
     def _allocation(self, a: Obj) -> None:
         self._taken.discard(m.name(a))  # the informer holds it (or it is gone) from now on
+        self._id_records_made.pop(m.name(a), None)
         if _spec(a).get("network"):
             self.queue.add(f"network/{_spec(a)['network']}")  # its counts
         o = _spec(a).get("owner") or {}
@@ -430,7 +436,7 @@ class NetworkController(Controller):
         if _spec(net).get("id") is not None or m.deleting(net):
             return  # an invalid id (validation refuses those); or on its way out: no new id
         held = sorted(int(_spec(a)["networkID"]) for a in mine)
-        refused = None if held else self._id_refused(net)
+        value, refused = (held[0], None) if held else await self._new_network_id(net, owner)
         if refused is not None:
             if (uid, 0) not in self._id_warned:
                 self._id_warned.add((uid, 0))
@@ -440,7 +446,6 @@ class NetworkController(Controller):
             self.queue.add_after(f"network/{name}", 60.0)  # and whenever an id is released
             return
         self._id_warned.discard((uid, 0))
-        value = held[0] if held else await self._allocate_network_id(owner)
         body = {"metadata": {"resourceVersion": m.meta(net).get("resourceVersion")}, "spec": {"id": value}}
         try:
             self.networks.written(await self.client.patch(GROUP_VERSION, "networks", name, body,
@@ -464,10 +469,12 @@ class NetworkController(Controller):
         tenant = _spec(net).get("tenant")
         if not tenant or m.labels(net).get(DEFAULT_LABEL) == "true":
             return None
-        records = [a for a in self.allocations.list() if _spec(a).get("networkID") is not None]
+        records = {m.name(a): str((_spec(a).get("owner") or {}).get("name")) for a in self.allocations.list()
+                   if _spec(a).get("networkID") is not None}
+        records.update((r, n) for r, n in self._id_records_made.items() if r in self._taken)
         extra = {m.name(n) for n in self.tenant_networks(str(tenant))
                  if m.labels(n).get(DEFAULT_LABEL) != "true"}
-        held = sum(1 for a in records if (_spec(a).get("owner") or {}).get("name") in extra)
+        held = sum(1 for owner in records.values() if owner in extra)
         if held >= TENANT_NETWORK_IDS - 1:
             return (f"tenant {tenant} holds {held} network ids besides its default network's, the most "
                     "one tenant may")
@@ -475,6 +482,16 @@ class NetworkController(Controller):
         if free <= DEFAULT_NETWORK_RESERVE:
             return f"only {free} network ids are free, kept for tenants' default networks"
         return None
+
+    async def _new_network_id(self, net: Obj, owner: Obj) -> tuple[int, str | None]:
+        """(a new id, None), or (0, why the network may not have one now)."""
+        async with self._id_lock:
+            refused = self._id_refused(net)
+            if refused is not None:
+                return 0, refused
+            value = await self._allocate_network_id(owner)
+            self._id_records_made[network_id_record(value)] = m.name(net)
+            return value, None
 
     async def _allocate_network_id(self, owner: Obj) -> int:
         """The lowest id neither recorded nor set on a network (an operator's choice not yet
