@@ -328,3 +328,5 @@ def test_manager_metrics(controllers: ControllersThread) -> None:
                  if ln.startswith('hypernetes_controller_syncs_total{controller="serviceaccount"}'))
     assert int(syncs.split()[-1]) >= 1
     assert 'hypernetes_controller_queue_depth{controller="garbagecollector"}' in text
+    assert 'hypernetes_controller_queue_delayed{controller="replicaset"}' in text
+    assert 'hypernetes_controller_events_dropped_total{controller="replicaset"}' in text

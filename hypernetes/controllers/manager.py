@@ -62,6 +62,11 @@ class ControllerManager:
              lambda c: len(c.queue)),
             ("hypernetes_controller_queue_delayed", "gauge",
              "Keys due later: backing off after a failed sync, or scheduled.", lambda c: c.queue.waiting),
+            ("hypernetes_controller_events_written_total", "counter",
+             "Events created or counted up (PATCH) in the API.", lambda c: c.events.recorder.written),
+            ("hypernetes_controller_events_dropped_total", "counter",
+             "Events the spam filter kept from the API (25 per object, then 1 per 5 minutes).",
+             lambda c: c.events.recorder.dropped),
         )
         lines = []
         for metric, kind, text, value in series:
