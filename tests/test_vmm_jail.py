@@ -300,3 +300,24 @@ async def test_jailed_qemu_opens_kvm(hypervm: HyperVM, tmp_path: Path) -> None:
     assert "Permission denied" not in log, log
     _, log = await start("kvm-nogroup", drop_group=True)
     assert "Permission denied" in log, log
+
+
+@needs_root
+def test_sweep_removes_old_empty_pod_cgroups_only() -> None:
+    """VMs killed while no agent watched (the agent gone, a kill from outside) leave empty
+    cgroups; a new runtime removes those, not young ones nor ones with processes."""
+    groups = cg.Cgroups.for_host()
+    assert groups is not None
+    old, young = f"hn-sweep-old-{os.getpid()}", f"hn-sweep-young-{os.getpid()}"
+    lim = cg.Limits(2, None, 64 * MiB, 8)
+    groups.create(old, lim)
+    groups.create(young, lim)
+    try:
+        for d in groups.dirs(old):
+            os.utime(d, (time.time() - 3600, time.time() - 3600))
+        swept = groups.sweep()
+        assert old in swept and young not in swept
+        assert not groups.exists(old) and groups.exists(young)
+    finally:
+        groups.remove(old)
+        groups.remove(young)

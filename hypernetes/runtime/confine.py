@@ -9,6 +9,7 @@ sandbox finds them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -46,6 +47,10 @@ class Confiner:
         if self._cgroups is None:
             log.warning("no cgroup v1 or v2 hierarchy with cpu and memory on this host: "
                         "pod VMs run jailed but without cgroup limits")
+            return
+        with contextlib.suppress(OSError):
+            if swept := self._cgroups.sweep():
+                log.info("removed %d empty pod VM cgroups left by VMs that died unwatched", len(swept))
 
     @property
     def cgroups(self) -> Cgroups | None:
