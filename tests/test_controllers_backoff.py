@@ -302,3 +302,21 @@ def test_namespace_held_by_a_finalizer_backs_off(world: TenantWorld, controllers
     assert cond["status"] == "True" and "example.com/hold in 1 resource instances" in cond["message"]
     controllers.patch("v1", "configmaps", "cm", {"metadata": {"finalizers": None}}, ns)
     wait_for(lambda: controllers.get("v1", "namespaces", ns) is None, timeout=40, what="the namespace gone")
+
+
+async def test_a_deleted_event_is_created_again(world: TenantWorld) -> None:
+    """An Event expires after an hour (or someone deletes it): the next repeat writes it anew."""
+    api = world.api
+    async with ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert) as client:
+        recorder = EventRecorder(client, "test-controller")
+        ref = {"kind": "ConfigMap", "apiVersion": "v1", "namespace": "default", "name": "cfg", "uid": "u-cfg"}
+        await recorder.record(ref, "Normal", "Checked", "all good")
+        first = [e for e in (await client.list("v1", "events", "default"))["items"]
+                 if e["involvedObject"]["name"] == "cfg"]
+        assert len(first) == 1 and first[0]["count"] == 1
+        await client.delete("v1", "events", first[0]["metadata"]["name"], "default")
+        await recorder.record(ref, "Normal", "Checked", "all good")
+        again = [e for e in (await client.list("v1", "events", "default"))["items"]
+                 if e["involvedObject"]["name"] == "cfg"]
+    assert len(again) == 1 and again[0]["count"] == 2 and recorder.written == 2, again
+    assert again[0]["metadata"]["name"] == first[0]["metadata"]["name"]
