@@ -49,6 +49,7 @@ class ApiServerThread:
         self.token = self.ca.admin_token
         self._store_factory = store_factory or self._memory
         self._proxy, self._authorizer, self._app_kw = pod_proxy, authorizer or AllowAll(), app_kw
+        self._limits = app_kw.pop("connection_limits", None)  # for serve(), not create_app()
         self._users = {self.token: ADMIN, **(extra_users or {})}
         self._with_tenancy = tenancy
         self.tenancy: Tenancy | None = None
@@ -83,7 +84,7 @@ class ApiServerThread:
         self.app = create_app(self.store, authenticator=authenticator,
                               authorizer=self._authorizer, pod_proxy=self._proxy, **self._app_kw)
         self.app.on_response_prepare.append(self._track)
-        self._runner = await serve(self.app, "127.0.0.1", 0, self.ca.server)
+        self._runner = await serve(self.app, "127.0.0.1", 0, self.ca.server, self._limits)
         self.port = bound_port(self._runner)
 
     async def _track(self, request: web.Request, response: web.StreamResponse) -> None:
