@@ -26,6 +26,7 @@ from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
 from hypernetes.node.worker import PodWorker, VolumeUsers
+from hypernetes.runtime.cgroups import allocatable_millicpu
 from hypernetes.runtime.interface import Runtime
 from hypernetes.runtime.kernels import NODE_ANNOTATION, KernelRegistry
 from hypernetes.runtime.sizing import MiB
@@ -217,7 +218,9 @@ class NodeAgent:
             "spec": {},
             "status": {
                 "capacity": {"cpu": str(cpus), "memory": f"{memory // 1024}Ki", "pods": "110"},
-                "allocatable": {"cpu": str(cpus), "memory": f"{allocatable_mem // 1024}Ki", "pods": "110"},
+                # less what the node keeps for itself: the pod VMs' parent cgroup is capped there
+                "allocatable": {"cpu": f"{allocatable_millicpu(cpus)}m",
+                                "memory": f"{allocatable_mem // 1024}Ki", "pods": "110"},
                 "conditions": [
                     {"type": "Ready", "status": "True", "reason": "KubeletReady",
                      "message": f"hypernetes node agent is posting ready status ({self.runtime.name})",
