@@ -56,7 +56,7 @@ class NamespaceController(Controller):
         if errors:
             raise Retry("deleting content: " + ", ".join(errors))
         if finalizers:  # held by someone else's finalizer: as upstream, back off until it goes
-            raise Retry("content remaining: " + ", ".join(sorted(finalizers)))
+            raise Retry("content held by finalizers: " + ", ".join(sorted(finalizers)))
         if remaining:  # deleted, going away (pods wait for their node): upstream's estimate
             self.queue.add_after(key, RECHECK)
             return
