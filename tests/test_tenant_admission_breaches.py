@@ -48,6 +48,7 @@ from tests.support.tenants import (
     dry,
     kubectl_forbidden,
     poll,
+    user_object,
 )
 from tests.test_controllers_base import ControllersThread, wait_for
 
@@ -350,11 +351,8 @@ def test_networks_and_users_count(env: Env) -> None:
     r = w.http("operator").post(dry(NETS), json=default)
     assert r.status_code == 201, r.text
     # users: the admin is one
-    user = {"apiVersion": "hypernetes.io/v1", "kind": "User", "metadata": {"name": "netcount-u1"},
-            "spec": {"tenant": "netcount", "role": "member"}}
-    assert h.post(USERS, json=user).status_code == 201
-    user["metadata"]["name"] = "netcount-u2"
-    r = h.post(USERS, json=user)
+    assert h.post(USERS, json=user_object("netcount-u1", "netcount", "member")).status_code == 201
+    r = h.post(USERS, json=user_object("netcount-u2", "netcount", "member"))
     assert r.status_code == 403 and "count/users.hypernetes.io: requested 1, used 2" in r.json()["message"]
 
 
