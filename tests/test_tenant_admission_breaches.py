@@ -455,6 +455,36 @@ def test_one_tenant_cannot_exhaust_the_network_ids(env: Env, monkeypatch: pytest
              what="latecomer's default id")
 
 
+def test_one_tenant_cannot_exhaust_the_node_ports(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node ports are one range for the cluster: the network controller gives one tenant at most
+    TENANT_NODE_PORTS of them (here 2), whatever its quota; another tenant still gets its own."""
+    w, c = env
+    monkeypatch.setattr(networks, "TENANT_NODE_PORTS", 2)
+    svcs = KIND["services"]
+    h = w.http(w.fresh_tenant("porthog", {"quota": {"services.nodeports": "50"}}))
+    body = svcs.body("many", "porthog-a")
+    body["spec"].update(type="NodePort", ports=[{"name": f"p{i}", "port": 80 + i} for i in range(3)])
+    assert h.post(svcs.path("porthog-a"), json=body).status_code == 201
+
+    def refused() -> JSON | None:
+        events = c.items("v1", "events", "porthog-a")
+        return next((e for e in events if e["reason"] == "AddressesExhausted"), None)
+    event = wait_for(refused, what="AddressesExhausted")
+    assert "tenant porthog holds 2 node ports, the most one tenant may" in event["message"], event
+    records = [a for a in c.items(*ALLOC) if a["spec"].get("nodePort")
+               and a["spec"]["owner"].get("namespace") == "porthog-a"]
+    assert len(records) == 2
+    other = svcs.body("one", "acme-a")
+    other["spec"].update(type="NodePort")
+    assert w.http("acme-member").post(svcs.path("acme-a"), json=other).status_code == 201
+
+    def port() -> int | None:
+        spec = (c.get("v1", "services", "one", "acme-a") or {}).get("spec") or {}
+        value = (spec.get("ports") or [{}])[0].get("nodePort")
+        return int(value) if value else None
+    wait_for(port, what="acme's node port")
+
+
 # == registries ================================================================================
 
 REGISTRIES = {"allowedRegistries": ["127.0.0.1:5000", "docker.io"]}

@@ -14,7 +14,8 @@
   hosts derive router names and link addresses from; an operator's choice is recorded as it is,
   or warned about (NetworkIDInUse) while another network holds it. The range is shared, so no
   tenant may exhaust it: a tenant's other networks hold at most 63 ids, and the last 1024 free
-  ids go to default networks only (NetworkIDLimit while a network waits).
+  ids go to default networks only (NetworkIDLimit while a network waits). Node ports are shared
+  too: one tenant's services hold at most 256 (besides its `services.nodeports` quota).
 
 Uniqueness does not come from this process's memory: every address (node port, network id) taken
 is an `IPAllocation` object whose name is the address, and the store's create-if-absent refuses a
@@ -69,6 +70,7 @@ MIN_PREFIX, MAX_PREFIX = 16, 28
 SERVICE_MIN_PREFIX = 12
 TENANT_NETWORK_IDS = 64  # the most network ids one tenant holds, its default network's included
 DEFAULT_NETWORK_RESERVE = 1024  # the last free ids, for tenants' default networks only
+TENANT_NODE_PORTS = 256  # the most node ports (of 2768, shared by the cluster) one tenant holds
 
 
 # -- the model: defaults and validation, shared with admission ---------------------------------
@@ -232,6 +234,8 @@ class NetworkController(Controller):
         # counting the records this process made that the informer has not shown yet
         self._id_lock = asyncio.Lock()
         self._id_records_made: dict[str, str] = {}  # record name -> network name
+        self._port_lock = asyncio.Lock()  # the same for node ports
+        self._ports_made: dict[str, str] = {}  # record name -> its service's namespace
 
         def each(prefix: str) -> Handler:
             def add(o: Obj) -> None:
@@ -279,6 +283,7 @@ class NetworkController(Controller):
     def _allocation(self, a: Obj) -> None:
         self._taken.discard(m.name(a))  # the informer holds it (or it is gone) from now on
         self._id_records_made.pop(m.name(a), None)
+        self._ports_made.pop(m.name(a), None)
         if _spec(a).get("network"):
             self.queue.add(f"network/{_spec(a)['network']}")  # its counts
         o = _spec(a).get("owner") or {}
@@ -640,16 +645,17 @@ class NetworkController(Controller):
         if _wants_node_ports(svc):
             spare = sorted(held - {p.get("nodePort") for p in ports})
             changed = False
-            for p in ports:
-                if p.get("nodePort"):
-                    port = int(p["nodePort"])
-                    if port not in held and not (self._free(nodeport_name(port)) and await self._take(
-                            nodeport_name(port), {"nodePort": port, "owner": self._owner("Service", svc)})):
-                        self._waiting.setdefault("nodeport", set()).add(f"service/{key}")  # taken when freed
-                        await self.events.warning(svc, "NodePortInUse", f"node port {port} is taken")
-                    continue
-                p["nodePort"] = spare.pop(0) if spare else await self._node_port(svc)
-                changed = True
+            async with self._port_lock:  # a tenant's share is checked and taken at once
+                for p in ports:
+                    if p.get("nodePort"):
+                        port = int(p["nodePort"])
+                        if port not in held and not await self._take_port(svc, port):
+                            # taken when freed
+                            self._waiting.setdefault("nodeport", set()).add(f"service/{key}")
+                            await self.events.warning(svc, "NodePortInUse", f"node port {port} is taken")
+                        continue
+                    p["nodePort"] = spare.pop(0) if spare else await self._node_port(svc)
+                    changed = True
             if changed:
                 patch["ports"] = ports
         # what the service no longer uses goes back
@@ -680,10 +686,27 @@ class NetworkController(Controller):
         start = int(hashlib.sha256(m.uid(svc).encode()).hexdigest(), 16) % len(NODE_PORTS)
         for i in range(len(NODE_PORTS)):
             port = NODE_PORTS[(start + i) % len(NODE_PORTS)]
-            if self._free(nodeport_name(port)) and await self._take(
-                    nodeport_name(port), {"nodePort": port, "owner": self._owner("Service", svc)}):
+            if await self._take_port(svc, port):
                 return port
         raise Exhausted("no free node port in 30000-32767")
+
+    async def _take_port(self, svc: Obj, port: int) -> bool:
+        """Take `port` for `svc` if free; Exhausted if its tenant holds its share of the range."""
+        name = nodeport_name(port)
+        if not self._free(name):
+            return False
+        tenant = m.labels(self.namespaces.get(m.namespace(svc)) or {}).get(TENANT_LABEL)
+        if tenant:
+            mine = {m.name(n) for n in self.namespaces.list() if m.labels(n).get(TENANT_LABEL) == tenant}
+            held = {m.name(a) for a in self.allocations.list()
+                    if _spec(a).get("nodePort") and (_spec(a).get("owner") or {}).get("namespace") in mine}
+            held |= {r for r, ns in self._ports_made.items() if r in self._taken and ns in mine}
+            if len(held) >= TENANT_NODE_PORTS:
+                raise Exhausted(f"tenant {tenant} holds {len(held)} node ports, the most one tenant may")
+        if not await self._take(name, {"nodePort": port, "owner": self._owner("Service", svc)}):
+            return False
+        self._ports_made[name] = m.namespace(svc)
+        return True
 
     @staticmethod
     async def _ignore_gone(call: Any) -> None:
