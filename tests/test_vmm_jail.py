@@ -262,6 +262,7 @@ async def test_adopted_vm_keeps_its_cgroup_and_uid(hypervm: HyperVM, busybox_ref
 
 @pytest.mark.slow
 @needs_root
+@pytest.mark.allow_skip_on_ci("a CI machine may have no /dev/kvm")
 @pytest.mark.skipif(not Path("/dev/kvm").exists(), reason="no /dev/kvm on this host")
 async def test_jailed_qemu_opens_kvm(hypervm: HyperVM, tmp_path: Path) -> None:
     """Under KVM the jail holds /dev/kvm and the uid gets the device's group; without that group
