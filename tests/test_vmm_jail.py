@@ -322,3 +322,19 @@ def test_sweep_removes_old_empty_pod_cgroups_only() -> None:
     finally:
         groups.remove(old)
         groups.remove(young)
+
+
+@needs_root
+def test_quota_above_the_nodes_allocatable_is_capped() -> None:
+    """A VM as large as the host (2 vCPUs here) asks more than the parent's cap: cgroup v1 would
+    refuse that quota (EINVAL) and fail the pod; it gets the parent's instead."""
+    groups = cg.Cgroups.for_host()
+    assert groups is not None
+    name = f"hn-quota-{os.getpid()}"
+    big = cg.Limits(2048, cg.quota_us((os.cpu_count() or 1) * 1000 + 1000), 64 * MiB, 8)
+    try:
+        groups.create(name, big)
+        quota = read_limits(groups, name)["quota"]
+        assert quota is not None and quota <= cg.quota_us(groups.allocatable)
+    finally:
+        groups.remove(name)

@@ -24,6 +24,7 @@ Per VM, as the kubelet maps a pod's resources (pkg/kubelet/cm/helpers_linux.go):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -233,6 +234,9 @@ class Cgroups:
         """Make the VM's cgroup with its limits; returns the cgroup.procs files the launcher
         writes its pid to before exec."""
         self.ensure_parent()
+        if limits.cpu_quota_us is not None:  # never more than all pods together may have
+            cap = quota_us(self.allocatable)
+            limits = dataclasses.replace(limits, cpu_quota_us=min(limits.cpu_quota_us, cap))
         try:
             for d in self.dirs(name):
                 d.mkdir(exist_ok=True)
@@ -249,7 +253,14 @@ class Cgroups:
         cpu, mem = self.controller_dir("cpu", name), self.controller_dir("memory", name)
         _write(cpu / "cpu.shares", str(lim.cpu_shares))
         _write(cpu / "cpu.cfs_period_us", str(PERIOD_US))
-        _write(cpu / "cpu.cfs_quota_us", str(lim.cpu_quota_us or -1))
+        quota = lim.cpu_quota_us or -1
+        with contextlib.suppress(OSError, ValueError):
+            # v1 refuses a child quota above its parent's (EINVAL), which another runtime with
+            # another reserve may have set lower than ours
+            parent = int((cpu.parent / "cpu.cfs_quota_us").read_text())
+            if parent > 0:
+                quota = parent if quota < 0 else min(quota, parent)
+        _write(cpu / "cpu.cfs_quota_us", str(quota))
         _write(mem / "memory.limit_in_bytes", str(lim.memory_max))
         _write_if_present(mem / "memory.memsw.limit_in_bytes", str(lim.memory_max))
         if "pids" in self.layout.mounts:
