@@ -150,8 +150,10 @@ def test_uid_pool_unique_reclaimed_and_ranged(tmp_path: Path) -> None:
     assert pool.held_by(owners[0]) is None and pool.held_by(owners[1]) == uids[1]
 
 
-def test_unprivileged_runs_unconfined() -> None:
+def test_unprivileged_runs_unconfined(caplog: pytest.LogCaptureFixture) -> None:
     confiner = Confiner(enabled=False)
+    assert "not running as root: pod VMs run as uid" in caplog.text
+    assert "without a jail or cgroups" in caplog.text
     assert confiner.prepare("p", Path("/nonexistent"), (), VMSize(1, 64 * MiB), Path("/k"), Path("/i"),
                             "tcg", False) is None
 
@@ -201,6 +203,11 @@ async def test_qemu_is_jailed_and_in_its_cgroup(hypervm: HyperVM, busybox_ref: s
         ours = set(controllers.split(",")) & {"cpu", "memory", "pids"}
         if ours or (groups.layout.version == 2 and not controllers):
             assert path.endswith(f"/{name}"), line
+    # the parent of all pod VMs is capped at the node's allocatable CPU (its CPUs less the reserve)
+    parent = groups.controller_dir("cpu", "")
+    parent_quota = ((parent / "cpu.max").read_text().split()[0] if groups.layout.version == 2
+                    else (parent / "cpu.cfs_quota_us").read_text().strip())
+    assert int(parent_quota) == cg.quota_us((os.cpu_count() or 1) * 1000 - cg.reserved_millicpu())
     size = vm_size(spec.containers)
     limits = read_limits(groups, name)
     assert limits["quota"] == 50_000 and limits["period"] == 100_000
