@@ -170,14 +170,19 @@ class Jail:
     die_with_parent: bool = False
 
 
-@functools.cache
 def vmm_binds(qemu: str) -> tuple[Bind, ...]:
     """QEMU's binary, the shared libraries it and its accelerator modules load (by `ldd`), and
-    the microvm firmware, each bound at the path QEMU and the dynamic loader look for it."""
+    the microvm firmware, each bound at the path QEMU and the dynamic loader look for it.
+    Worked out again when the binary changes (a package upgrade under a running agent)."""
     binary = shutil.which(qemu)
     if binary is None:
         raise JailError(f"{qemu} not found")
     binary = os.path.abspath(binary)
+    return _vmm_binds(binary, os.stat(binary).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _vmm_binds(binary: str, _mtime_ns: int) -> tuple[Bind, ...]:
     files = [binary]
     libs = _ldd(binary)
     libc = next((p for p in libs if Path(p).name.startswith("libc.so")), None)
