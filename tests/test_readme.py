@@ -169,7 +169,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 def _force_cleanup(s: Setup, before: dict[str, set[str]]) -> None:
     """After a failure, leave nothing behind: the cluster, its VMs, the registry, its plumbing."""
-    for pid in _pids_with(str(s.data)) + _pids_with(str(s.registry_dir)):
+    for pid in qemu_processes_under(s.data) + _pids_with(str(s.data)) + _pids_with(str(s.registry_dir)):
         with _ignore_gone():
             os.kill(pid, signal.SIGKILL)
     for ns in _netns() - before["network namespaces"]:
