@@ -58,7 +58,7 @@ class FairnessConfig:
     """Limits; `hypernetes up` sets the main ones from flags (docs/api.md)."""
 
     system_seats: int = 16
-    workload_seats: int = 4
+    workload_seats: int = 2
     global_seats: int = 4
     unauthenticated_seats: int = 2
     queue_length: int = 200  # waiting requests per flow; a queued request costs a future, no CPU
@@ -70,6 +70,8 @@ class FairnessConfig:
     auth_failure_rate: float = 10.0  # failed authentications a source may make per second ...
     auth_failure_burst: float = 50.0  # ... after a burst of this many
     reject_delay: float = 1.0  # a refused request is answered after this long: floods slow down
+    time_share: bool = True  # while several flows are active, each gets at most its share of time
+    watch_event_cost: float = 0.0001  # seconds a write costs per watch of its flow (fan-out)
 
 
 class Rejected(Exception):
@@ -81,25 +83,33 @@ class Rejected(Exception):
 class PriorityLevel:
     """Seats of one priority level and the per-flow queues in front of them."""
 
-    def __init__(self, name: str, seats: int, queue_length: int, queue_timeout: float) -> None:
+    def __init__(self, name: str, seats: int, queue_length: int, queue_timeout: float,
+                 active_window: float = 1.0, time_share: bool = True) -> None:
         self.name, self.seats = name, seats
         self.queue_length, self.queue_timeout = queue_length, queue_timeout
+        self.active_window, self.time_share = active_window, time_share
+        self._not_before: dict[str, float] = {}  # flow -> when its time share lets it start again
+        self._timer: asyncio.TimerHandle | None = None
+        self._active = 1
         self.executing = 0
         self.executing_by_flow: dict[str, int] = defaultdict(int)
         self.queues: dict[str, deque[asyncio.Future[None]]] = {}
-        self._served: dict[str, int] = {}  # flow -> dispatch tick of its last request (round robin)
-        self._tick = 0
+        self._seen: dict[str, float] = {}  # flow -> when it last started a request
+        self._cap = seats  # the most seats one flow may hold now
 
     @property
     def waiting(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
-    async def acquire(self, flow: str) -> None:
-        """Returns holding a seat (give it back with `release`); Rejected when the flow's queue is
-        full or its wait is over."""
-        if self.executing < self.seats and not self.queues:
+    async def acquire(self, flow: str) -> float:
+        """Returns holding a seat, with the time it started (give both back to `release`);
+        Rejected when the flow's queue is full or its wait is over."""
+        now = time.monotonic()
+        self._seen.setdefault(flow, now)  # a newcomer counts as active at once
+        self._update_cap()
+        if self.executing < self.seats and not self.queues and self._eligible(flow, now):
             self._start(flow)
-            return
+            return now
         q = self.queues.setdefault(flow, deque())
         if len(q) >= self.queue_length:
             raise Rejected("queue-full")
@@ -109,11 +119,12 @@ class PriorityLevel:
         try:
             async with asyncio.timeout(self.queue_timeout):
                 await asyncio.shield(fut)
+            return time.monotonic()
         except BaseException as e:
             if fut.done() and not fut.cancelled():
                 if isinstance(e, TimeoutError):
-                    return  # the seat came just as the wait ended: use it
-                self.release(flow)
+                    return time.monotonic()  # the seat came just as the wait ended: use it
+                self.release(flow, time.monotonic())
             else:
                 fut.cancel()
                 self._forget(flow, fut)
@@ -121,18 +132,48 @@ class PriorityLevel:
                 raise Rejected("time-out") from None
             raise
 
-    def release(self, flow: str) -> None:
+    def release(self, flow: str, started: float, extra: float = 0.0) -> None:
+        """`extra`: work the request caused after it ended (its watch events), in seconds."""
+        now = time.monotonic()
         self.executing -= 1
         self.executing_by_flow[flow] -= 1
         if self.executing_by_flow[flow] <= 0:
             del self.executing_by_flow[flow]
+        if self.time_share and self._active > 1:
+            # the loop is one core: while others are active, a flow that held a seat for t waits
+            # t*(active-1)/share before its next start, so it takes at most its share of the
+            # time and a quiet flow's request mostly finds the loop free (not work-conserving)
+            hold = min(1.0, (now - started + extra) * (self._active - 1) / self._cap)
+            self._not_before[flow] = max(self._not_before.get(flow, 0.0), now) + hold
+        self._dispatch()
+
+    def _eligible(self, flow: str, now: float) -> bool:
+        return self.executing_by_flow.get(flow, 0) < self._cap and self._not_before.get(flow, 0.0) <= now
+
+    def _wake(self) -> None:
+        self._timer = None
         self._dispatch()
 
     def _start(self, flow: str) -> None:
         self.executing += 1
         self.executing_by_flow[flow] += 1
-        self._tick += 1
-        self._served[flow] = self._tick
+        self._seen[flow] = time.monotonic()
+
+    def _update_cap(self) -> None:
+        """Seats are shared equally among the flows active now (executing, waiting, or started a
+        request within `active_window`): a flood keeps a seat free for a tenant that sends one
+        request at a time, instead of making it wait for one and then share the loop with all."""
+        horizon = time.monotonic() - self.active_window
+        if len(self._seen) > 64:
+            self._seen = {f: t for f, t in self._seen.items()
+                          if t >= horizon or f in self.executing_by_flow or f in self.queues}
+        self._active = max(1, sum(1 for f, t in self._seen.items()
+                                  if t >= horizon or f in self.executing_by_flow or f in self.queues))
+        self._cap = max(1, self.seats // self._active)
+        if self._active == 1:
+            self._not_before.clear()
+        elif len(self._not_before) > 64:
+            self._not_before = {f: t for f, t in self._not_before.items() if t > horizon}
 
     def _forget(self, flow: str, fut: asyncio.Future[None]) -> None:
         q = self.queues.get(flow)
@@ -143,9 +184,19 @@ class PriorityLevel:
                 del self.queues[flow]
 
     def _dispatch(self) -> None:
+        self._update_cap()
+        now = time.monotonic()
         while self.executing < self.seats and self.queues:
-            # the flow with the fewest executing requests; among equals, the longest unserved
-            flow = min(self.queues, key=lambda f: (self.executing_by_flow.get(f, 0), self._served.get(f, 0)))
+            # the flow with the fewest executing requests, within its share; among equals the one
+            # that started a request longest ago
+            eligible = [f for f in self.queues if self._eligible(f, now)]
+            if not eligible:  # the free seats are kept for the other active flows
+                waits = [self._not_before[f] for f in self.queues if f in self._not_before
+                         and self._not_before[f] > now and self.executing_by_flow.get(f, 0) < self._cap]
+                if waits and self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_at(min(waits), self._wake)
+                return
+            flow = min(eligible, key=lambda f: (self.executing_by_flow.get(f, 0), self._seen.get(f, 0.0)))
             q = self.queues[flow]
             fut = q.popleft()
             if not q:
@@ -154,9 +205,6 @@ class PriorityLevel:
                 continue
             fut.set_result(None)
             self._start(flow)
-        if len(self._served) > 4 * (len(self.queues) + len(self.executing_by_flow)) + 1024:
-            live = set(self.queues) | set(self.executing_by_flow)
-            self._served = {f: t for f, t in self._served.items() if f in live}
 
 
 class TokenBucket:
@@ -191,7 +239,8 @@ class FlowControl:
     def __init__(self, config: FairnessConfig, user_of: Callable[[web.Request], UserInfo | None]) -> None:
         self.config, self.user_of = config, user_of
         c = config
-        self.levels = {name: PriorityLevel(name, seats, c.queue_length, c.queue_timeout) for name, seats in (
+        self.levels = {name: PriorityLevel(name, seats, c.queue_length, c.queue_timeout,
+                                           time_share=c.time_share) for name, seats in (
             (SYSTEM, c.system_seats), (WORKLOAD, c.workload_seats), (GLOBAL, c.global_seats),
             (UNAUTHENTICATED, c.unauthenticated_seats))}
         self.long_running: dict[tuple[str, str], int] = defaultdict(int)  # (kind, flow) -> open
@@ -222,7 +271,7 @@ class FlowControl:
         level = self.levels[c.level]
         if c.long_running:
             return await self._long_running(request, handler, c, level)
-        await self._acquire(level, c)
+        started = await self._acquire(level, c)
         try:
             async with asyncio.timeout(self.config.request_timeout):
                 return await handler(request)
@@ -230,7 +279,7 @@ class FlowControl:
             raise ApiError(504, "Timeout", "Timeout: request did not complete within requested timeout "
                            f"- context deadline exceeded ({self.config.request_timeout:g}s)") from None
         finally:
-            level.release(c.flow)
+            level.release(c.flow, started, self._fan_out(request, c))
 
     async def _long_running(self, request: web.Request, handler: Handler, c: Classified,
                             level: PriorityLevel) -> web.StreamResponse:
@@ -243,14 +292,14 @@ class FlowControl:
                                     "allowed; close some and try again", 1)
         self.long_running[key] += 1
         try:
-            await self._acquire(level, c)
+            started = await self._acquire(level, c)
             held = True
 
             def release() -> None:
                 nonlocal held
                 if held:
                     held = False
-                    level.release(c.flow)
+                    level.release(c.flow, started)
             request[SEAT_RELEASE] = _Release(release)  # called once the response starts (server.py signal)
             try:
                 return await handler(request)
@@ -261,14 +310,21 @@ class FlowControl:
             if self.long_running[key] <= 0:
                 del self.long_running[key]
 
+    def _fan_out(self, request: web.Request, c: Classified) -> float:
+        """What a write's watch events will cost, as APF's work estimate counts them: a tenant's
+        writes are seen by the tenant's own watches (and the system's few)."""
+        if request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            return 0.0
+        return self.long_running.get(("watch", c.flow), 0) * self.config.watch_event_cost
+
     def _long_running_limit(self, c: Classified) -> int:
         if c.level == SYSTEM:
             return 0  # node agents and controllers hold as many watches as they need
         return self.config.max_watches if c.long_running == "watch" else self.config.max_long_running
 
-    async def _acquire(self, level: PriorityLevel, c: Classified) -> None:
+    async def _acquire(self, level: PriorityLevel, c: Classified) -> float:
         try:
-            await level.acquire(c.flow)
+            return await level.acquire(c.flow)
         except Rejected as e:
             await self._refuse(level.name, e.reason, delay=e.reason == "queue-full")
             raise too_many_requests("Too many requests, please try again later.", 1) from None
