@@ -54,7 +54,7 @@ from hypernetes.api.status import (
 from hypernetes.api.subresources import PodProxy, Subresources
 from hypernetes.api.tenancy import Tenancy
 from hypernetes.api.watch import WatchCaches
-from hypernetes.auth.admission import TenantAdmission
+from hypernetes.auth.admission import LOCKED_CREATES, LOCKED_UPDATES, TenantAdmission
 from hypernetes.auth.ca import TLSFiles
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store
 
@@ -182,9 +182,9 @@ class ApiServer:
         if t.sub:
             return await self.subresources.handle(request, t)
         lock = None
-        # quota: creates, and claims growing (update/patch), take the tenant's lock
-        quota_kinds = ("Pod", "Namespace", "PersistentVolumeClaim") if verb == "create" else \
-            ("PersistentVolumeClaim",) if verb in ("update", "patch") else ()
+        # quota: creates of counted kinds, and updates that may take more, take the tenant's lock
+        quota_kinds = LOCKED_CREATES if verb == "create" else \
+            LOCKED_UPDATES if verb in ("update", "patch") else frozenset()
         if self.admission is not None and t.kind.kind in quota_kinds:
             lock = await self.admission.lock_for(user, t.namespace)
         if lock is None:
