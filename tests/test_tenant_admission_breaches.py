@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from hypernetes.node.agent import NodeAgent
 from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KERNEL_CACHE_DIR, KERNEL_DIR_ENV, KernelError, KernelRegistry
+from hypernetes.store import open_store
+from hypernetes.store.interface import Store
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
 from tests.support.tenants import (
@@ -327,6 +330,26 @@ def test_every_kind_a_tenant_creates_counts(env: Env, kind: Kind) -> None:
     # the tenant controller shows what is used
     wait_for(lambda: (w.op("GET", f"/apis/hypernetes.io/v1/tenants/{tenant}").get("status") or {})
              .get("used", {}).get(key) == "2", what=f"{key} used 2")
+
+
+def test_counted_creates_in_parallel_never_pass_the_quota(tmp_path: Path) -> None:
+    """16 configmaps at once against a quota of 3, on the SQLite store (whose calls yield, so
+    requests interleave): the tenant's lock spans the count and the write."""
+    async def sqlite() -> Store:
+        return open_store(f"sqlite:///{tmp_path}/state.db")
+    api = ApiServerThread(tmp_path, store_factory=sqlite, tenancy=True).start()
+    w = TenantWorld(api)
+    try:
+        cms = KIND["configmaps"]
+        h = w.http(w.fresh_tenant("racer", {"quota": {"count/configmaps": "3"}}))
+        with ThreadPoolExecutor(16) as pool:
+            codes = sorted(pool.map(lambda i: h.post(cms.path("racer-a"), json=cms.body(f"c{i}", "racer-a"))
+                                    .status_code, range(16)))
+        assert codes == [201] * 3 + [403] * 13
+        assert len(w.op("GET", cms.path("racer-a"))["items"]) == 3
+    finally:
+        w.close()
+        api.stop()
 
 
 def test_networks_and_users_count(env: Env) -> None:
