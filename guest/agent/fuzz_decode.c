@@ -64,6 +64,7 @@ static void parse_all(const uint8_t *p, size_t len)
 	struct msg_remove rm;
 	struct msg_shutdown sd;
 	struct msg_probe pr;
+	struct msg_write_files wf;
 	int rc;
 
 	walk_tlv(p, len, 0);
@@ -106,6 +107,19 @@ static void parse_all(const uint8_t *p, size_t len)
 	}
 	for (size_t i = 0; rc == 0 && i < c.ndevices; i++)
 		(void)strlen(c.devices[i].serial), (void)strlen(c.devices[i].target);
+	msg_arena_free(&a);
+	/* the files WRITE_FILES would write: paths and every byte of their data */
+	rc = msg_parse_write_files(p, len, &a, &wf, &e);
+	count(rc);
+	for (size_t i = 0; rc == 0 && i < wf.nfiles; i++) {
+		unsigned sum = 0;
+		(void)strlen(wf.files[i].path);
+		for (size_t j = 0; j < wf.files[i].len; j++)
+			sum += wf.files[i].data[j];
+		(void)sum;
+	}
+	if (rc == 0)
+		(void)strlen(wf.name);
 	msg_arena_free(&a);
 }
 

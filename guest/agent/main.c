@@ -226,6 +226,14 @@ static void on_frame(const struct frame_hdr *h, const uint8_t *payload)
 			reply_error(h->id, &e);
 		break;
 	}
+	case MSG_WRITE_FILES: {
+		struct msg_write_files m;
+		rc = msg_parse_write_files(payload, h->len, &arena, &m, &e);
+		if (rc == 0)
+			rc = mount_write_files(&m, &e);
+		reply(h->id, rc, &e);
+		break;
+	}
 	case MSG_SHUTDOWN: {
 		struct msg_shutdown m;
 		rc = msg_parse_shutdown(payload, h->len, &m, &e);

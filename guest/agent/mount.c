@@ -311,6 +311,104 @@ static int mount_pod_volume(const struct msg_mount *m, char *dir, size_t cap, st
 	return do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts, e);
 }
 
+/* The directory of `rel`'s parent under `root`, made if missing, walked one component at a time
+ * without following symlinks; *base points at the last component. Returns an fd or -errno. */
+static int open_parent(int root, const char *rel, const char **base)
+{
+	char comp[256];
+	int fd = dup(root);
+	const char *c = rel;
+
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		const char *next = strchr(c, '/');
+		size_t n;
+		int sub;
+		if (!next) {
+			*base = c;
+			return fd;
+		}
+		n = (size_t)(next - c);
+		if (n >= sizeof(comp)) {
+			close(fd);
+			return -ENAMETOOLONG;
+		}
+		memcpy(comp, c, n);
+		comp[n] = '\0';
+		if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
+			int err = errno;
+			close(fd);
+			return -err;
+		}
+		sub = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		if (sub < 0)
+			return -errno;
+		fd = sub;
+		c = next + 1;
+	}
+}
+
+/* One file, replaced atomically: written beside it under a temporary name, then renamed over it,
+ * so a reader sees the old contents or the new, never a part. */
+static int write_one(int root, const struct msg_file *f, struct hn_err *e)
+{
+	char tmp[300];
+	const char *base = f->path;
+	int dir = open_parent(root, f->path, &base);
+	int fd, rc;
+
+	if (dir < 0)
+		return hn_fail(e, -dir, "file %s: its directory: %s", f->path, strerror(-dir));
+	if (strlen(base) > 255 - 10) {
+		close(dir);
+		return hn_fail(e, ENAMETOOLONG, "file %s: name too long", f->path);
+	}
+	snprintf(tmp, sizeof(tmp), ".%s.hn-tmp", base);
+	fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		close(dir);
+		return hn_fail(e, -rc, "file %s: %s", f->path, strerror(-rc));
+	}
+	rc = hn_write_all(fd, f->data, f->len);
+	if (rc == 0 && fchmod(fd, (mode_t)f->mode) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && renameat(dir, tmp, dir, base) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(dir, tmp, 0);
+	close(dir);
+	return rc < 0 ? hn_fail(e, -rc, "file %s: %s", f->path, strerror(-rc)) : 0;
+}
+
+int mount_write_files(const struct msg_write_files *m, struct hn_err *e)
+{
+	char dir[128];
+	int root, rc = 0;
+
+	snprintf(dir, sizeof(dir), HN_VOLUMES_DIR "/%s", m->name);
+	if (!is_mountpoint(dir)) {
+		rc = hn_mkdir_p(dir, 0755);
+		if (rc < 0)
+			return hn_fail(e, -rc, "mkdir %s: %s", dir, strerror(-rc));
+		/* only the agent writes here; containers get read-only binds */
+		rc = do_mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=" HN_FILES_MAX, e);
+		if (rc < 0)
+			return rc;
+	}
+	root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (root < 0)
+		return hn_fail(e, errno, "open %s: %s", dir, strerror(errno));
+	for (size_t i = 0; i < m->nfiles && rc == 0; i++)
+		rc = write_one(root, &m->files[i], e);
+	close(root);
+	return rc;
+}
+
 static int chmod_fd(int fd, mode_t mode)
 {
 	char p[40];

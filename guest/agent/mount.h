@@ -14,12 +14,17 @@
 #define HN_CONTAINERS_DIR "/run/hn/c"
 #define HN_DISKS_DIR "/run/hn/disks"     /* volume disks, each mounted once per VM */
 #define HN_VOLUMES_DIR "/run/hn/volumes" /* pod volumes: one tmpfs each */
+#define HN_FILES_MAX "16m" /* tmpfs size of a file volume (configMap, secret, projected) */
 #define HN_CGROUP_DIR "/sys/fs/cgroup"
 
 /* PID 1 boot: makes / pivotable, mounts /proc /sys /dev /dev/pts /dev/shm /run cgroup2. */
 int mount_boot(void);
 
 /* /dev path of the virtio-blk disk whose serial is `serial`. */
+/* WRITE_FILES: (re)write files of the file volume HN_VOLUMES_DIR/<name> (a tmpfs, made by the
+ * first WRITE_FILES), each replaced atomically; files not named are left as they are. */
+int mount_write_files(const struct msg_write_files *m, struct hn_err *e);
+
 int mount_find_disk(const char *serial, char *dev, size_t cap, struct hn_err *e);
 /* Mounts the erofs image disk read-only under HN_IMAGES_DIR/<serial> unless already there. */
 int mount_image(const char *serial, char *dir, size_t cap, struct hn_err *e);

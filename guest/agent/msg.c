@@ -896,3 +896,90 @@ int msg_parse_probe(const uint8_t *p, size_t len, struct msg_arena *a, struct ms
 		return hn_fail(e, EINVAL, "PROBE: TIMEOUT_MS must be at most %d", MSG_MAX_PROBE_TIMEOUT_MS);
 	return 0;
 }
+
+/* Relative, at least one component, none empty, "." or "..": a file inside a volume. */
+static int valid_file_path(const char *s)
+{
+	const char *c = s;
+
+	if (!*s || s[0] == '/')
+		return 0;
+	for (;;) {
+		const char *next = strchr(c, '/');
+		size_t n = next ? (size_t)(next - c) : strlen(c);
+		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return 0;
+		if (!next)
+			return 1;
+		c = next + 1;
+	}
+}
+
+static int parse_file(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_file *f,
+		      struct hn_err *e)
+{
+	struct tlv_iter it;
+	struct tlv t;
+	int rc, has_data = 0;
+
+	memset(f, 0, sizeof(*f));
+	f->mode = 0644;
+	tlv_iter_init(&it, p, len);
+	while ((rc = tlv_next(&it, &t)) > 0) {
+		if (t.tag == TAG_SUBPATH)
+			rc = get_str(a, &t, MSG_MAX_PATH, &f->path, e, "FILE.SUBPATH");
+		else if (t.tag == TAG_MODE)
+			rc = get_u32(&t, &f->mode, e, "FILE.MODE");
+		else if (t.tag == TAG_DATA) {
+			f->data = t.val;
+			f->len = t.len;
+			has_data = 1;
+		}
+		if (rc < 0)
+			return rc;
+	}
+	if (rc < 0)
+		return hn_fail(e, EBADMSG, "FILE: malformed TLV");
+	if (!f->path || !valid_file_path(f->path))
+		return hn_fail(e, EINVAL, "FILE: SUBPATH must be a relative path without empty, . or .. components");
+	if (!has_data)
+		return hn_fail(e, EINVAL, "FILE %s: no DATA", f->path);
+	if (f->mode > 0777)
+		return hn_fail(e, EINVAL, "FILE %s: MODE %o is more than permission bits", f->path, f->mode);
+	return 0;
+}
+
+int msg_parse_write_files(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_write_files *m,
+			  struct hn_err *e)
+{
+	static const uint16_t tags[] = {TAG_FILE};
+	const char *source = NULL;
+	struct tlv_iter it;
+	struct tlv t;
+	size_t count;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	if (count_tags(p, len, tags, &count, 1, e, "WRITE_FILES") < 0)
+		return -EBADMSG;
+	if (count > MSG_MAX_FILES)
+		return hn_fail(e, E2BIG, "WRITE_FILES: more than %d files", MSG_MAX_FILES);
+	m->files = arena_alloc(a, count ? count : 1, sizeof(*m->files));
+	if (!m->files)
+		return hn_fail(e, ENOMEM, "WRITE_FILES: out of memory");
+	tlv_iter_init(&it, p, len);
+	while ((rc = tlv_next(&it, &t)) > 0) {
+		if (t.tag == TAG_SOURCE)
+			rc = get_str(a, &t, MSG_MAX_SOURCE, &source, e, "SOURCE");
+		else if (t.tag == TAG_FILE)
+			rc = parse_file(t.val, t.len, a, &m->files[m->nfiles++], e);
+		if (rc < 0)
+			return rc;
+	}
+	if (rc < 0)
+		return hn_fail(e, EBADMSG, "WRITE_FILES: malformed TLV");
+	if (!source || strncmp(source, "pod:", 4) != 0 || !valid_volume_name(source + 4))
+		return hn_fail(e, EINVAL, "WRITE_FILES: SOURCE must be pod:<name>, name [a-z0-9-]{1,63}");
+	m->name = source + 4;
+	return 0;
+}

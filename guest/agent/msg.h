@@ -34,6 +34,7 @@
 #define MSG_MAX_PROBE_PATH 2048
 #define MSG_MAX_PROBE_TIMEOUT_MS 600000
 #define MSG_DEFAULT_PROBE_TIMEOUT_MS 1000
+#define MSG_MAX_FILES 256 /* files per WRITE_FILES */
 
 /* Every string and array of one parsed message lives in its arena; msg_arena_free drops all. */
 struct msg_arena {
@@ -168,6 +169,19 @@ struct msg_probe {
 	size_t nheaders;
 };
 
+struct msg_file {
+	const char *path; /* relative, no empty, "." or ".." component */
+	const uint8_t *data; /* into the frame's payload */
+	size_t len;
+	uint32_t mode;
+};
+
+struct msg_write_files {
+	const char *name; /* the pod volume's name (from SOURCE "pod:<name>") */
+	struct msg_file *files;
+	size_t nfiles;
+};
+
 /* Each returns 0, or -errno with e set (EINVAL/EBADMSG/E2BIG/ENOMEM). */
 int msg_parse_setup(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_setup *m, struct hn_err *e);
 int msg_parse_create(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_create *m, struct hn_err *e);
@@ -177,6 +191,8 @@ int msg_parse_resize(const uint8_t *p, size_t len, struct msg_resize *m, struct 
 int msg_parse_remove(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_remove *m, struct hn_err *e);
 int msg_parse_shutdown(const uint8_t *p, size_t len, struct msg_shutdown *m, struct hn_err *e);
 int msg_parse_probe(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_probe *m, struct hn_err *e);
+int msg_parse_write_files(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_write_files *m,
+			  struct hn_err *e);
 
 /* "10.0.0.2/24", "fd00::2/64"; with want_prefix=0 a bare address (prefix = full length). */
 int msg_parse_cidr(const char *s, int want_prefix, struct msg_cidr *c);

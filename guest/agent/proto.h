@@ -64,6 +64,7 @@
 #define MSG_SHUTDOWN 40     /* GRACE_MS: SIGTERM all, wait, SIGKILL, sync, ACK, power off */
 #define MSG_PING 41         /* -> ACK */
 #define MSG_PROBE 42        /* tcp/http probe from the pod's network namespace -> ACK(STATUS_CODE) */
+#define MSG_WRITE_FILES 43  /* SOURCE "pod:<name>", FILE...: (re)write files of a file volume -> ACK */
 
 /* TLV tags */
 #define TAG_VERSION 1       /* u32 */
@@ -131,5 +132,8 @@
 #define TAG_PARTITION 72    /* u32, in MOUNT with DISK: 1..128, a partition of DISK; 0 = the whole disk */
 #define TAG_DEVICE 73       /* nested, repeated, in CREATE: SOURCE (disk serial), TARGET, READONLY:
                                the raw disk as a block device node in the container */
+#define TAG_FILE 74         /* nested, repeated, in WRITE_FILES: SUBPATH (the file's path), DATA, MODE */
+#define TAG_DATA 75         /* bytes: a file's contents */
+#define TAG_MODE 76         /* u32: a file's permission bits (0..0777) */
 
 #endif

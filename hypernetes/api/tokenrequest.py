@@ -15,11 +15,12 @@ from hypernetes.store.interface import Store
 from hypernetes.store.keys import object_key
 
 JSON = dict[str, Any]
+# A token lives as long as asked, within these bounds; never longer (no equivalent of
+# kube-apiserver's --service-account-extend-token-expiration): a pod's projected token is
+# refreshed in its VM by the node agent at 80% of its lifetime, as the kubelet does, so an hour
+# is enough for it, and a token taken from a pod is worth an hour at most. A pod-bound token also
+# dies with its pod (checked on every use).
 MIN_TTL, DEFAULT_TTL, MAX_TTL = 600, 3600, 48 * 3600
-# kube-apiserver's --service-account-extend-token-expiration: the admission-injected volume asks for
-# 3607 s; such pod-bound tokens are issued for a year, since a pod VM's files are written once at
-# boot and not refreshed. They still die with the pod (checked on every use).
-LEGACY_SECONDS, EXTENDED_TTL = 3607, 365 * 24 * 3600
 
 
 async def _get(store: Store, resource: str, namespace: str, name: str) -> JSON | None:
@@ -65,7 +66,7 @@ async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target,
     node = caller.node if caller is not None else None
     if node is not None and (pod is None or (pod.get("spec") or {}).get("nodeName") != node):
         raise forbidden(f"a node may ask for tokens bound to its own pods only (node {node})")
-    lifetime = EXTENDED_TTL if (ttl == LEGACY_SECONDS and pod is not None) else min(ttl, MAX_TTL)
+    lifetime = min(ttl, MAX_TTL)
     issued, aud = issuer.issue_service_account(ns, sa, float(lifetime), pod=pod, audiences=audiences)
     expires = dt.datetime.fromtimestamp(issued.expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {

@@ -11,7 +11,8 @@ from typing import Any
 JSON = dict[str, Any]
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
-# upstream's value; the API server extends such pod-bound tokens (see api/tokenrequest.py)
+# upstream's value: the token expires an hour after it is issued; the node agent puts a fresh one
+# into the pod's VM once 80% of that has passed (node/worker.py), as the kubelet does
 TOKEN_SECONDS = 3607
 
 

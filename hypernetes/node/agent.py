@@ -25,7 +25,7 @@ from hypernetes.node.admission import Rejection, admit
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
-from hypernetes.node.worker import PodWorker, VolumeUsers
+from hypernetes.node.worker import TOKEN_REFRESH, PodWorker, VolumeUsers
 from hypernetes.runtime.cgroups import allocatable_millicpu
 from hypernetes.runtime.interface import Runtime
 from hypernetes.runtime.kernels import NODE_ANNOTATION, KernelRegistry
@@ -174,10 +174,12 @@ def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
 class NodeAgent:
     def __init__(self, client: ApiClient, runtime: Runtime, node_name: str | None = None,
                  labels: dict[str, str] | None = None, volumes: LocalVolumes | None = None,
-                 networks: PodNetworks | None = None) -> None:
+                 networks: PodNetworks | None = None, token_refresh: float = TOKEN_REFRESH) -> None:
         """`volumes`: this node's local volume store (DATA/volumes); without it pods with
         persistent volume claims wait with an error and PVs are not reclaimed here.
-        `networks`: this node's tenant networks; without it pod VMs have no network."""
+        `networks`: this node's tenant networks; without it pod VMs have no network.
+        `token_refresh`: the fraction of a projected token's lifetime after which pods get a new one."""
+        self.token_refresh = token_refresh
         self.client = client
         self.runtime = runtime
         self.name = node_name or self.default_name()
@@ -353,7 +355,7 @@ class NodeAgent:
                 task.add_done_callback(self._rejections.discard)
                 return
         worker = PodWorker(pod, self.runtime, self.api, self.ip, self.volumes, self.volume_users,
-                           self.networks)
+                           self.networks, self.token_refresh)
         if adopting:
             # its VM has its disks: known before the PV reclaimer runs (see _reclaim_volumes)
             self.volume_users.hold(uid, worker.name, pod_claims(pod))

@@ -66,6 +66,10 @@ CONFIG_RETRY = 10.0
 # A runtime that does not stop a sandbox within its grace period plus this is not waited for: the
 # sandbox is removed (its VM killed) and the pod finalized all the same.
 STOP_MARGIN = 30.0
+# A projected service-account token is replaced in the VM once this much of its lifetime has
+# passed (the kubelet's token manager); a failed refresh is retried with the usual back-off.
+TOKEN_REFRESH = 0.8
+DEFAULT_TOKEN_SECONDS = 3600  # a serviceAccountToken source without expirationSeconds
 
 
 class NodeAPI(Protocol):
@@ -158,8 +162,9 @@ class _Backoff:
 class PodWorker:
     def __init__(self, pod: Obj, runtime: Runtime, api: NodeAPI, host_ip: str,
                  volumes: LocalVolumes | None = None, users: VolumeUsers | None = None,
-                 networks: PodNetworks | None = None) -> None:
-        """`networks`: this node's tenant networks; without it the VM has no network interface."""
+                 networks: PodNetworks | None = None, token_refresh: float = TOKEN_REFRESH) -> None:
+        """`networks`: this node's tenant networks; without it the VM has no network interface.
+        `token_refresh`: the fraction of a projected token's lifetime after which it is replaced."""
         self.pod = pod
         self.networks = networks
         self.pod_ip: str | None = None
@@ -182,6 +187,8 @@ class PodWorker:
         self._handled: set[str] = set()  # containers whose current instance's exit was acted on
         self._spec_key = _spec_key(pod)
         self._stopped = False  # the sandbox of a finished pod was stopped
+        self.token_refresh = token_refresh
+        self._tokens: asyncio.Task[None] | None = None
 
     # --- inputs ----------------------------------------------------------------------------------
 
@@ -229,6 +236,7 @@ class PodWorker:
                             if s.get("name") == cs.name), {})
                 rec.restart_count = int(old.get("restartCount", 0))
                 rec.last_terminated = (old.get("lastState") or {}).get("terminated")
+        self._start_token_refresh(fresh=False)  # when its tokens were issued is not known
         await self._guarded(self._supervise())
 
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
@@ -245,6 +253,7 @@ class PodWorker:
             with contextlib.suppress(Exception):
                 await self._report()
         finally:
+            await self._stop_token_refresh()
             if self.probes is not None:
                 await self.probes.stop()
         while not self.deleting:
@@ -290,7 +299,8 @@ class PodWorker:
                 await self.api.event(self.pod, "Warning", "FailedCreatePodSandBox",
                                      f"Failed to create pod sandbox: {e}")
                 delay = create_backoff.next()
-            log.info("pod %s: sandbox not created, next try in %.0f s", self.name, delay)
+            why = next(iter(self.records.values())).waiting[1] if self.records else ""
+            log.info("pod %s: sandbox not created (%s), next try in %.0f s", self.name, why, delay)
             if await self._wait_backoff(delay, key) == "spec":
                 pull_backoff, create_backoff = _Backoff(), _Backoff()  # a new spec starts afresh
         else:
@@ -302,6 +312,7 @@ class PodWorker:
         self.probes = ProbeRunner(self.pod, self.runtime, self.id, self._on_probe)
         for name in self.records:
             await self._start(name)
+        self._start_token_refresh(fresh=True)
         return True
 
     async def _spec_until_valid(self) -> PodSpec | None:
@@ -487,6 +498,48 @@ class PodWorker:
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
+    # --- projected service-account tokens ----------------------------------------------------------
+
+    def _start_token_refresh(self, fresh: bool) -> None:
+        volumes = token_volumes(self.pod)
+        if volumes and self._tokens is None:
+            self._tokens = asyncio.create_task(self._refresh_tokens(volumes, fresh), name=f"tokens-{self.id}")
+
+    async def _stop_token_refresh(self) -> None:
+        task, self._tokens = self._tokens, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _refresh_tokens(self, volumes: dict[str, int], fresh: bool) -> None:
+        """Put new tokens into the VM's projected volumes once `token_refresh` of the shortest
+        lifetime has passed, as the kubelet's token manager does: a pod-bound token expires (an
+        hour, by default), and a pod that reads its token file again keeps working."""
+        period = self.token_refresh * min(volumes.values())
+        delay = period if fresh else 0.0
+        retry = _Backoff()
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._write_tokens(volumes)
+                delay, retry = period, _Backoff()
+            except Exception as e:  # whatever failed, a token is due: try again
+                delay = min(retry.next(), period)
+                log.warning("pod %s: refreshing its service-account token: %r; again in %.0f s",
+                            self.name, e, delay)
+
+    async def _write_tokens(self, volumes: dict[str, int]) -> None:
+        update = getattr(self.runtime, "update_files", None)
+        if update is None:
+            raise PodRuntimeError(f"the {self.runtime.name} runtime cannot change a running pod's files")
+        objects = await self._referenced_objects()  # new tokens, and the other files of those volumes
+        spec = pod_spec(self.pod, _lookup_in(objects), None if self.volumes is None else self._block_path)
+        for v in spec.volumes:
+            if v.name in volumes:
+                await update(self.id, v.name, v.files)
+        log.info("pod %s: service-account token refreshed", self.name)
+
     async def _on_probe(self, name: str, kind: str, ok: bool, message: str) -> None:
         rec = self.records[name]
         if kind == "readiness":
@@ -520,6 +573,7 @@ class PodWorker:
         if self._stopped:
             return
         self._stopped = True
+        await self._stop_token_refresh()
         if self.probes is not None:
             await self.probes.stop()
         try:
@@ -595,6 +649,19 @@ class PodWorker:
             self.changed.clear()
             return True
         return False
+
+
+def token_volumes(pod: Obj) -> dict[str, int]:
+    """The pod's projected volumes that hold a service-account token, with the shortest lifetime
+    (seconds) one of their tokens asks for."""
+    found: dict[str, int] = {}
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        for source in (v.get("projected") or {}).get("sources") or []:
+            token = source.get("serviceAccountToken")
+            if isinstance(token, dict):
+                seconds = int(token.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS)
+                found[v["name"]] = min(found.get(v["name"], seconds), seconds)
+    return found
 
 
 def _spec_key(pod: Obj) -> str:

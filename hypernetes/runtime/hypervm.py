@@ -66,6 +66,7 @@ from hypernetes.runtime.interface import (
     SandboxState,
     SandboxStatus,
     StartFailed,
+    VolumeFile,
     VolumeSpec,
     image_pull_error,
 )
@@ -234,19 +235,11 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         _check_mounts(pod)
         volume_disks, block_disks = _block_disks(pod)
         scratch = [v for v in pod.volumes if v.kind == "emptyDir" and v.medium != "Memory"]
-        has_files = any(v.kind == "files" for v in pod.volumes)
-        _check_disk_count(len(disks), has_files, len(block_disks), bool(scratch), kernel.acpi, nics)
+        _check_disk_count(len(disks), len(block_disks), bool(scratch), kernel.acpi, nics)
         sandbox_dir = self.root / pod.id
         shutil.rmtree(sandbox_dir, ignore_errors=True)
         private_dir(self.root)
         private_dir(sandbox_dir)  # the pod's disks, state (its env) and logs: its tenant's only
-        if has_files:
-            try:
-                volume_disk = await asyncio.to_thread(_build_volume_disk, sandbox_dir, pod.volumes)
-            except (OSError, subprocess.CalledProcessError, ValueError) as e:
-                shutil.rmtree(sandbox_dir, ignore_errors=True)
-                raise SandboxFailed(f"cannot build the pod's volume disk: {e}") from e
-            disks[VOLUME_DISK] = Disk(volume_disk, VOLUME_DISK)
         disks.update((d.serial, d) for d in block_disks)
         if scratch:
             path = sandbox_dir / SCRATCH_FILE
@@ -295,6 +288,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         self._sandboxes[pod.id] = sandbox
         try:
             await self._boot(sandbox, kernel, accel, tap)
+            for v in pod.volumes:
+                if v.kind == "files":
+                    await self._write_files(sandbox, v.name, v.files)
         except BaseException:
             await self._destroy(sandbox)
             raise
@@ -373,6 +369,40 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 raise SandboxFailed(f"QEMU could not start the VM: {err}") from e
             raise SandboxFailed(self._explain(sandbox, f"guest did not come up: {e}")) from e
 
+    async def _write_files(self, sandbox: _Sandbox, volume: str, files: tuple[VolumeFile, ...]) -> None:
+        """Write a file volume's files into the guest (WRITE_FILES), in frames under the
+        protocol's payload limit: they live in the guest's memory only, never on the host's disk."""
+        batch, size = gp.TLV().add_str(gp.TAG_SOURCE, f"pod:{volume}"), 0
+        for f in files:
+            entry = gp.TLV().add_str(gp.TAG_SUBPATH, f.path).add(gp.TAG_DATA, f.data)
+            entry.add_u32(gp.TAG_MODE, f.mode & 0o777)
+            if size and size + len(f.data) > FILES_BATCH:
+                await self._request_files(sandbox, volume, batch)
+                batch, size = gp.TLV().add_str(gp.TAG_SOURCE, f"pod:{volume}"), 0
+            batch.add_tlv(gp.TAG_FILE, entry)
+            size += len(f.path) + len(f.data) + 32
+        await self._request_files(sandbox, volume, batch)
+
+    async def _request_files(self, sandbox: _Sandbox, volume: str, tlv: gp.TLV) -> None:
+        try:
+            await sandbox.client.request(gp.MSG_WRITE_FILES, tlv)
+        except AgentError as e:
+            raise SandboxFailed(f"volume {volume}: the guest could not write its files: {e}") from e
+        except AgentUnavailable as e:
+            raise SandboxFailed(self._explain(sandbox, str(e))) from e
+
+    async def update_files(self, sandbox_id: str, volume: str, files: tuple[VolumeFile, ...]) -> None:
+        """Replace files of a running pod's file volume (a refreshed service-account token): each
+        file atomically, seen at once by containers that mount the volume (not by a subPath
+        mount of one of its files, as upstream)."""
+        sandbox = self._get(sandbox_id)
+        if sandbox.state is not SandboxState.READY:
+            raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
+        if any(d.serial == VOLUME_DISK for d in sandbox.vm.cfg.disks):
+            raise PodRuntimeError(f"volume {volume} is on a read-only disk (a VM started by an older "
+                                  "version): its files cannot change")
+        await self._write_files(sandbox, volume, files)
+
     def _explain(self, sandbox: _Sandbox, what: str) -> str:
         vm = sandbox.vm
         parts = [what]
@@ -415,8 +445,10 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         tlv.add_tlv(gp.TAG_PROCESS, c.process.encode(proc.id))
         tlv.add_u64(gp.TAG_MEMORY_LIMIT, c.spec.memory_limit or 0)
         volumes = {v.name: v for v in sandbox.pod.volumes}
+        files_disk = any(d.serial == VOLUME_DISK for d in sandbox.vm.cfg.disks)
         for m in c.spec.mounts:
-            tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m, sandbox.volume_disks.get(m.volume)))
+            tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m, sandbox.volume_disks.get(m.volume),
+                                                 files_disk))
         for d in c.spec.devices:
             tlv.add_tlv(gp.TAG_DEVICE, _device_tlv(volumes[d.volume], d, sandbox.volume_disks.get(d.volume)))
         if sandbox.pod.fs_group is not None:
@@ -766,9 +798,12 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
 
 
-VOLUME_DISK = "vol0"  # serial of the read-only disk holding the pod's file volumes
+# serial of the read-only erofs disk that held the pod's file volumes in VMs started by older
+# versions (adopted ones); file volumes are now written into the guest (WRITE_FILES)
+VOLUME_DISK = "vol0"
+FILES_BATCH = 512 * 1024  # file bytes per WRITE_FILES, well under the protocol's payload limit
 SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per disk emptyDir
-VOLUME_DISK_FILE = "volumes.erofs"  # in the sandbox dir; holds the pod's secrets and token
+VOLUME_DISK_FILE = "volumes.erofs"  # the vol0 disk of such a VM; held the pod's secrets and token
 SCRATCH_FILE = "scratch.img"
 # Filesystems a block volume may have: every kernel we boot has ext4 (kernels.DRIVERS), which
 # also mounts ext3 and ext2; nothing else is built in, nor loaded from a module.
@@ -872,15 +907,12 @@ def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
     return cache
 
 
-def _check_disk_count(images: int, files: bool, blocks: int, scratch: bool, acpi: bool,
-                      nics: int = 0) -> None:
+def _check_disk_count(images: int, blocks: int, scratch: bool, acpi: bool, nics: int = 0) -> None:
     slots = disk_slots(acpi, nics)
-    needed = images + files + blocks + scratch
+    needed = images + blocks + scratch
     if needed <= slots:
         return
     parts = [f"{images} image disk{'s' * (images != 1)}"]
-    if files:
-        parts.append("1 for configMap/secret/projected volumes")
     if blocks:
         parts.append(f"{blocks} persistent volume{'s' * (blocks != 1)}")
     if scratch:
@@ -965,34 +997,18 @@ def _cmd_error(e: OSError | subprocess.SubprocessError) -> str:
     return str(e)
 
 
-def _build_volume_disk(sandbox_dir: Path, volumes: tuple[VolumeSpec, ...]) -> Path:
-    """One read-only erofs disk with a directory per file volume (configMap, secret, ...)."""
-    src = sandbox_dir / "volumes-src"
-    for v in volumes:
-        if v.kind != "files":
-            continue
-        root = private_dir(src) / v.name
-        root.mkdir(mode=0o755)  # the volume's root dir mode as the guest sees it
-        for f in v.files:
-            target = (root / f.path).resolve()
-            if not target.is_relative_to(root.resolve()):
-                raise ValueError(f"volume {v.name}: path {f.path!r} escapes the volume")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.data)
-            target.chmod(f.mode & 0o7777)
-    disk = sandbox_dir / VOLUME_DISK_FILE
-    os.close(open_private(disk))  # mkfs.erofs truncates it and keeps its mode: never the umask's
-    command = ["mkfs.erofs", "--quiet", "--all-root", str(disk), str(src)]
-    subprocess.run(command, check=True, capture_output=True)
-    shutil.rmtree(src)
-    return disk
-
-
-def _mount_tlv(volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None) -> gp.TLV:
+def _mount_tlv(volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None,
+               files_disk: bool = False) -> gp.TLV:
+    """`files_disk`: the VM (started by an older version) has its file volumes on an erofs disk."""
     tlv = gp.TLV().add_str(gp.TAG_TARGET, m.path)
-    if volume.kind == "files":
+    if volume.kind == "files" and files_disk:
         sub = f"{volume.name}/{m.sub_path}".rstrip("/")
         tlv.add_str(gp.TAG_SOURCE, VOLUME_DISK).add_str(gp.TAG_FSTYPE, "erofs").add_str(gp.TAG_SUBPATH, sub)
+        return tlv.add_bool(gp.TAG_READONLY, True)
+    if volume.kind == "files":  # the pod volume WRITE_FILES made and keeps up to date
+        tlv.add_str(gp.TAG_SOURCE, f"pod:{volume.name}")
+        if m.sub_path:
+            tlv.add_str(gp.TAG_SUBPATH, m.sub_path)
         return tlv.add_bool(gp.TAG_READONLY, True)
     if m.sub_path:
         tlv.add_str(gp.TAG_SUBPATH, m.sub_path)
