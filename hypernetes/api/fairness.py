@@ -14,8 +14,16 @@ Each level has its own seats (requests executing at once), so tenants can never 
 capacity of the system components. Within a level, a request that finds no free seat waits in
 its flow's queue (bounded length, bounded wait: then 429 with Retry-After, as APF); a freed seat
 goes to the waiting flow with the fewest requests executing, so a flow that floods only ever
-competes with itself. A Python server executes on one core, so few seats cost no throughput on
-CPU-bound requests and keep an executing quiet request from sharing the loop with many others.
+competes with itself. Two choices differ from upstream because this server executes on one
+event loop, one core, where a request cannot be preempted and every executing request shares
+the loop with the others:
+- seats are divided among the flows active now (executing, queued, or started a request in the
+  last second): a flood keeps a seat free for a tenant that sends one request at a time;
+- while several flows are active, a flow that held a seat for t waits t*(active-1)/share before
+  its next start (writes count their watch fan-out, as APF's work estimate does), so it takes
+  at most its share of the loop's time. This is not work-conserving: with a quiet tenant active,
+  a flood gets half the loop even if the quiet tenant uses little of the rest; alone, it gets
+  all of it. `time_share=False` turns it off.
 
 Long-running requests (watches, exec/attach/port-forward, followed logs) pass the queue like the
 others but hold their seat only until their response starts (APF does the same for a watch's
@@ -36,7 +44,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -66,7 +74,7 @@ class FairnessConfig:
     max_watches: int = 100  # per tenant (or user) outside the system level
     max_long_running: int = 50  # exec, attach, port-forward, followed logs per tenant (or user)
     request_timeout: float = 60.0  # upstream's --request-timeout
-    unknown_credential_inflight: int = 16  # per source address
+    unknown_credential_inflight: int = 16  # new credentials being tried at once, per source address
     auth_failure_rate: float = 10.0  # failed authentications a source may make per second ...
     auth_failure_burst: float = 50.0  # ... after a burst of this many
     reject_delay: float = 1.0  # a refused request is answered after this long: floods slow down
@@ -247,7 +255,8 @@ class FlowControl:
         self.rejected: dict[tuple[str, str], int] = defaultdict(int)  # (level, reason) -> count
         self._known: OrderedDict[bytes, float] = OrderedDict()  # credential digest -> last success
         self._failures: OrderedDict[str, TokenBucket] = OrderedDict()  # source -> failure budget
-        self._unknown_inflight: dict[str, int] = defaultdict(int)
+        # source -> credentials not known yet being authenticated from it (-> requests)
+        self._unknown_inflight: dict[str, Counter[bytes]] = defaultdict(Counter)
 
     # -- classification ------------------------------------------------------------------------
 
@@ -353,19 +362,22 @@ class FlowControl:
             return resp
         source = request.remote or ""
         bucket = self._failures.get(source)
-        if (bucket is not None and bucket.empty()) or \
-                self._unknown_inflight[source] >= self.config.unknown_credential_inflight:
+        trying = self._unknown_inflight[source]
+        if (bucket is not None and bucket.empty()) or (
+                digest not in trying and len(trying) >= self.config.unknown_credential_inflight):
             await self._refuse(UNAUTHENTICATED, "authentication")
             return error_response(too_many_requests(
                 "Too many requests with credentials that do not authenticate from this address, "
                 "please try again later.", 1))
-        self._unknown_inflight[source] += 1
+        trying[digest] += 1  # a client's first burst with one new token is one credential to try
         try:
             resp = await handler(request)
         finally:
-            self._unknown_inflight[source] -= 1
-            if self._unknown_inflight[source] <= 0:
-                del self._unknown_inflight[source]
+            trying[digest] -= 1
+            if trying[digest] <= 0:
+                del trying[digest]
+            if not trying:
+                self._unknown_inflight.pop(source, None)
         if self.user_of(request) is not None:
             self._known[digest] = time.monotonic()
             self._known.move_to_end(digest)

@@ -30,6 +30,7 @@ from hypernetes.apiclient import ApiClient
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
 from hypernetes.cli.common import data_dir, fail
 from hypernetes.cli.run import make_runtime
+from hypernetes.cli.up import api_limits
 from hypernetes.network import TenantNetworkHost
 from hypernetes.network.dns import DnsServer
 from hypernetes.network.netns import local_subnets
@@ -151,8 +152,9 @@ async def _up(args: argparse.Namespace) -> int:
     proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
     tenancy, authenticator, keystone = _identity(args, ca, store)
     audit = AuditLog(Path(args.audit_log) if args.audit_log else data / "audit.log")
+    limits = api_limits(args)  # per-tenant fairness, connection caps (cli/up.py flags)
     app = create_app(store, authenticator=authenticator, authorizer=tenancy.authorizer,
-                     pod_proxy=proxy, tenancy=tenancy, audit=audit)
+                     pod_proxy=proxy, tenancy=tenancy, audit=audit, fairness=limits[0])
     url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
     node_client = None
@@ -165,7 +167,7 @@ async def _up(args: argparse.Namespace) -> int:
                          networks=_networks(args, node_client, node_name))
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
-    runner = await serve(app, args.host, args.port, ca.server)
+    runner = await serve(app, args.host, args.port, ca.server, limits[1])
     kubeconfig = data / "admin.kubeconfig"
     write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
     tasks = [asyncio.create_task(Scheduler(client, args.scheduling).run(), name="scheduler")]

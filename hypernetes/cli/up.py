@@ -55,8 +55,41 @@ def register(sub: Any) -> None:
                    type=_allow_entry,
                    help="let pods pull from this registry even though it is on loopback, link-local or a "
                    "management network, which are refused by default (repeatable; HOST alone: any port)")
+    _add_api_limits(p)
     add_data_dir(p)
     p.set_defaults(handler=handle)
+
+
+def _add_api_limits(p: argparse.ArgumentParser) -> None:
+    """Per-tenant fairness and connection limits of the API server (docs/api.md)."""
+    g = p.add_argument_group("API fairness and connection limits")
+    g.add_argument("--tenant-concurrency", type=int, default=2, metavar="N",
+                   help="tenant requests executing at once, shared fairly among tenants (default 2)")
+    g.add_argument("--system-concurrency", type=int, default=16, metavar="N",
+                   help="requests of operators, node agents and controllers executing at once (default 16)")
+    g.add_argument("--max-watches-per-tenant", type=int, default=100, metavar="N",
+                   help="open watches per tenant, or per user outside tenants (default 100)")
+    g.add_argument("--max-streams-per-tenant", type=int, default=50, metavar="N",
+                   help="open exec/attach/port-forward/followed logs per tenant (default 50)")
+    g.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="longest a non-streaming request may take (default 60)")
+    g.add_argument("--max-connections", type=int, default=0, metavar="N",
+                   help="open connections (default: the open-file limit minus 1024, at most 20000)")
+    g.add_argument("--max-connections-per-address", type=int, default=1000, metavar="N",
+                   help="open connections from one client address (default 1000)")
+
+
+def api_limits(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(FairnessConfig, ConnectionLimits) from the flags."""
+    from hypernetes.api.connections import ConnectionLimits
+    from hypernetes.api.fairness import FairnessConfig
+
+    fairness = FairnessConfig(
+        workload_seats=args.tenant_concurrency, system_seats=args.system_concurrency,
+        max_watches=args.max_watches_per_tenant, max_long_running=args.max_streams_per_tenant,
+        request_timeout=args.request_timeout)
+    return fairness, ConnectionLimits(max_connections=args.max_connections,
+                                      max_per_source=args.max_connections_per_address)
 
 
 def _allow_entry(text: str) -> str:
