@@ -51,7 +51,7 @@ class World:
 
 # -- the server ----------------------------------------------------------------------------------
 
-async def _serve(workdir: Path, fairness: bool) -> None:
+async def _serve(workdir: Path, fairness: bool, overrides: dict[str, Any]) -> None:
     from hypernetes.api.audit import AuditLog
     from hypernetes.api.fairness import FairnessConfig
     from hypernetes.api.server import bound_port, create_app, serve
@@ -63,9 +63,9 @@ async def _serve(workdir: Path, fairness: bool) -> None:
     store = MemoryStore()
     tenants, authenticator = build_tenancy(store, ca.dir, ca.admin_token)
     # without fairness: every limit out of reach, as the server was before issue 12
-    cfg = FairnessConfig() if fairness else FairnessConfig(
+    cfg = FairnessConfig(**overrides) if fairness else FairnessConfig(
         system_seats=100_000, workload_seats=100_000, global_seats=100_000, max_watches=100_000,
-        max_long_running=100_000, reject_delay=0)
+        max_long_running=100_000, reject_delay=0, time_share=False)
     app = create_app(store, authenticator=authenticator, authorizer=tenants.authorizer, pod_proxy=None,
                      tenancy=tenants, audit=AuditLog(workdir / "audit.log"), fairness=cfg)
     runner = await serve(app, "127.0.0.1", 0, ca.server)
@@ -79,9 +79,12 @@ async def _serve(workdir: Path, fairness: bool) -> None:
 
 
 @contextlib.contextmanager
-def server(workdir: Path, *, fairness: bool = True) -> Iterator[tuple[str, str, Path, int]]:
-    """(url, admin token, CA file, pid) of the multi-tenant server in a child process."""
-    cmd = [sys.executable, "-m", "tests.support.noisy", "serve", str(workdir)]
+def server(workdir: Path, *, fairness: bool = True,
+           overrides: dict[str, Any] | None = None) -> Iterator[tuple[str, str, Path, int]]:
+    """(url, admin token, CA file, pid) of the multi-tenant server in a child process;
+    `overrides`: FairnessConfig fields."""
+    cmd = [sys.executable, "-m", "tests.support.noisy", "serve", str(workdir), "--config",
+           json.dumps(overrides or {})]
     proc = subprocess.Popen(cmd + ([] if fairness else ["--no-fairness"]), stdout=subprocess.PIPE, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     with proc:
@@ -129,16 +132,21 @@ async def populate(url: str, admin_token: str, ca: Path, *,
 
 # -- the quiet tenant ----------------------------------------------------------------------------
 
-async def quiet(url: str, token: str, ca: Path, namespace: str, seconds: float) -> dict[str, Any]:
-    """One request at a time for `seconds`: get, list, merge patch of the tenant's configmaps."""
+async def quiet(url: str, token: str, ca: Path, namespace: str, seconds: float,
+                rate: float = 50.0) -> dict[str, Any]:
+    """For `seconds`, `rate` requests a second, one at a time (a request later than its turn starts
+    when the one before ends): get, list, merge patch of the tenant's configmaps. As a person's
+    kubectl or a small controller would, not a closed loop that keeps the server busy itself."""
     lat: list[float] = []
     errors: Counter[str] = Counter()
     async with ApiClient(url, token=token, ca_file=ca) as c:
         await c.list("v1", "configmaps", namespace)  # a warm connection
-        deadline = time.monotonic() + seconds
+        start = time.monotonic()
+        deadline = start + seconds
         i = 0
         while time.monotonic() < deadline:
             i += 1
+            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
             name = f"seed-{random.randrange(50)}"
             t0 = time.monotonic()
             try:
@@ -239,6 +247,7 @@ def main() -> None:
     s = sub.add_parser("serve")
     s.add_argument("workdir", type=Path)
     s.add_argument("--no-fairness", action="store_true")
+    s.add_argument("--config", default="{}", help="FairnessConfig fields, as JSON")
     h = sub.add_parser("hostile")
     for a in ("url", "token", "ca", "namespace"):
         h.add_argument(a)
@@ -247,7 +256,7 @@ def main() -> None:
     h.add_argument("--seconds", type=float, default=10)
     args = ap.parse_args()
     if args.cmd == "serve":
-        asyncio.run(_serve(args.workdir, not args.no_fairness))
+        asyncio.run(_serve(args.workdir, not args.no_fairness, json.loads(args.config)))
     else:
         print(json.dumps(asyncio.run(hostile(args.url, args.token, Path(args.ca), args.namespace,
                                              clients=args.clients, watches=args.watches,
