@@ -36,7 +36,7 @@ from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
-from hypernetes.controllers.base import Controller
+from hypernetes.controllers.base import Controller, Retry
 from hypernetes.controllers.informer import Handler, InformerFactory, split_key
 from hypernetes.network.objects import (
     CLUSTER_NETWORK,
@@ -586,7 +586,7 @@ class NetworkController(Controller):
                 return
         net = self.network_of(ns)
         if net is None:
-            raise RuntimeError(f"pod {key}: its namespace has no network yet")
+            raise Retry(f"pod {key}: its namespace has no network yet")
         network = m.name(net)
         # a record we made before the pod's patch failed (or a crash) is reused, not leaked
         ip = next((str(_spec(a)["ip"]) for a in mine if _spec(a).get("network") == network), None)
@@ -623,7 +623,7 @@ class NetworkController(Controller):
         net = self.network_of(ns)
         if _wants_cluster_ip(svc) and not spec.get("clusterIP"):
             if net is None:
-                raise RuntimeError(f"service {key}: its namespace has no network yet")
+                raise Retry(f"service {key}: its namespace has no network yet")
             network = m.name(net)
             ip = next((str(_spec(a)["ip"]) for a in mine if _spec(a).get("network") == network
                        and _spec(a).get("ip")), None)
