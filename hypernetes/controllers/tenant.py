@@ -191,12 +191,21 @@ class TenantController(Controller):
                 await self._ignore_gone(self.client.delete(GROUP_VERSION, "users", m.name(user)))
         if namespaces:
             return  # namespaces are still finalizing; their deletion events bring us back
+        # Then its cluster-scoped objects (networks: their pods are gone with the namespaces), so a
+        # tenant created again under this name inherits nothing of this one.
+        left = [(c, obj) for c in COUNTED if not c.namespaced for obj in self.counted[c].list()
+                if (obj.get("spec") or {}).get("tenant") == name]
+        for c, obj in left:
+            if not m.deleting(obj):
+                await self._ignore_gone(self.client.delete(c.api_version, c.plural, m.name(obj)))
+        if left:
+            return  # their deletion events bring us back
         finalizers = [f for f in (m.meta(tenant).get("finalizers") or []) if f != FINALIZER]
         if finalizers != (m.meta(tenant).get("finalizers") or []):
             rv = m.meta(tenant).get("resourceVersion")
             await self._ignore_gone(self.client.patch(GROUP_VERSION, "tenants", name, {
                 "metadata": {"finalizers": finalizers, "resourceVersion": rv}}))
-            await self.events.normal(tenant, "Deleted", f"tenant {name}: namespaces and users deleted")
+            await self.events.normal(tenant, "Deleted", f"tenant {name}: everything it held is deleted")
 
     @staticmethod
     async def _ignore_gone(call: Any) -> None:
