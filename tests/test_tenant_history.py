@@ -301,6 +301,11 @@ def test_leftovers_and_events_about_the_previous_holding_are_hidden(world: Tenan
     store = world.api.store
     assert store is not None
     world.api.call(store.create(f"/registry/secrets/{ns}/ghost", json.dumps(ghost).encode()))
+    ghost_pod = {"apiVersion": "v1", "kind": "Pod",
+                 "metadata": {"name": "ghost", "namespace": ns, "uid": "0ghost-pod",
+                              "creationTimestamp": "2026-01-01T00:00:00Z"},
+                 "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "node-a"}}
+    world.api.call(store.create(f"/registry/pods/{ns}/ghost", json.dumps(ghost_pod).encode()))
     world.create_namespace("globex-admin", ns, "globex")
     late = {"metadata": {"name": "acme-only.late"}, "involvedObject": {
         "kind": "Secret", "apiVersion": "v1", "namespace": ns, "name": "acme-only",
@@ -314,8 +319,9 @@ def test_leftovers_and_events_about_the_previous_holding_are_hidden(world: Tenan
     assert world.names("globex-admin", SECRETS.path(ns)) == set()
     assert world.names("globex-admin", SECRETS.path(None)) & {f"{ns}/ghost"} == set()
     assert world.names("globex-admin", EVENTS.path(ns)) == {f"{ns}/own"}
-    for path in (SECRETS.path(ns, "ghost"), EVENTS.path(ns, "acme-only.late")):
-        assert world.http("globex-admin").get(path).status_code == 404, path
+    pod = f"/api/v1/namespaces/{ns}/pods/ghost"
+    for path in (SECRETS.path(ns, "ghost"), EVENTS.path(ns, "acme-only.late"), pod, f"{pod}/log"):
+        assert world.http("globex-admin").get(path).status_code == 404, path  # log: as exec and attach
     events = watch_events(world, "globex-admin", EVENTS.path(ns), {"resourceVersion": "0"}, until="own")
     assert [e["object"]["metadata"]["name"] for e in events] == ["own"]
     out = world.kubectl("globex-admin", "get", "secrets,events", "-n", ns, "-o", "name")
