@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException, WatchEvent
+from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.scheduler.placement import (
     BIN_PACKING,
     NodeInfo,
@@ -55,6 +55,7 @@ class Scheduler:
         self.volumes: dict[str, Obj] = {}  # persistent volumes by name
         self._wake = asyncio.Event()
         self._reported: dict[str, str] = {}  # pod key -> last FailedScheduling message
+        self.events = EventRecorder(client, SCHEDULER_NAME)
         self.bound = 0
 
     def pending(self) -> list[Obj]:
@@ -166,30 +167,6 @@ class Scheduler:
         await self._event(pod, "Warning", "FailedScheduling", message)
 
     async def _event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
-        meta = pod["metadata"]
-        now = _now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
-                "namespace": meta.get("namespace"),
-            },
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": meta["name"],
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "source": {"component": SCHEDULER_NAME},
-            "reportingComponent": SCHEDULER_NAME,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        with contextlib.suppress(ApiException):
-            await self.client.create("v1", "events", event)
+        # through the shared correlator: a pod that fits nowhere for hours is one counted Event
+        ref = object_reference({**pod, "kind": "Pod", "apiVersion": "v1"})
+        await self.events.record(ref, type_, reason, message)
