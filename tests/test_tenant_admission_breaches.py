@@ -397,6 +397,27 @@ def test_node_ports_are_a_quota(env: Env) -> None:
     assert r.status_code == 403 and "services.nodeports" in r.json()["message"], r.text
 
 
+def test_ephemeral_storage_is_a_quota(env: Env) -> None:
+    """An emptyDir of 500Gi (its scratch disk on a node's disk) is not free: the tenant's
+    ephemeral-storage quota counts pods' scratch disks at their full size."""
+    w, c = env
+    h = w.http(w.fresh_tenant("disks", {"quota": {"ephemeral-storage": "5Gi"}}))
+
+    def pod(name: str, size: str | None) -> JSON:
+        body = PODS.body(name, "disks-a")
+        body["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": size} if size else {}}]
+        return body
+    assert h.post(PODS.path("disks-a"), json=pod("four", "4Gi")).status_code == 201
+    r = h.post(PODS.path("disks-a"), json=pod("huge", "500Gi"))
+    assert_forbidden(r.status_code, r.json())
+    assert "ephemeral-storage: requested 500Gi, used 4Gi, limited 5Gi (over by 499Gi)" in r.json()["message"]
+    # an emptyDir without sizeLimit is 1Gi of scratch disk, and counts as such
+    assert h.post(PODS.path("disks-a"), json=pod("plain", None)).status_code == 201
+    assert h.post(PODS.path("disks-a"), json=pod("one-more", None)).status_code == 403
+    wait_for(lambda: (c.get("hypernetes.io/v1", "tenants", "disks") or {}).get("status", {}).get("used", {})
+             .get("ephemeral-storage") == "5Gi", what="the tenant's ephemeral-storage usage")
+
+
 def test_a_new_tenant_gets_default_quotas(env: Env) -> None:
     w, _ = env
     assert w.create_tenant("defaulted")["spec"]["quota"] == DEFAULT_QUOTA

@@ -74,15 +74,16 @@ from hypernetes.network.objects import DEFAULT_LABEL, NETWORK_ANNOTATION, POD_AN
 from hypernetes.runtime import kernels
 from hypernetes.runtime.images.errors import InvalidReference
 from hypernetes.runtime.images.reference import parse_reference
-from hypernetes.runtime.podsize import pod_vm, quota_usage
+from hypernetes.runtime.podsize import pod_ephemeral_storage, pod_vm, quota_usage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.store.keys import key_prefix, object_key
 
 JSON = dict[str, Any]
 KERNEL_ANNOTATION = kernels.POD_ANNOTATION
 TENANT_FINALIZER = "hypernetes.io/tenant"
-QUOTA_KEYS = ("pods", "vcpus", "memory", "namespaces", "storage", "persistentvolumeclaims", NODE_PORTS_KEY,
-              *(c.key for c in COUNTED))
+EPHEMERAL = "ephemeral-storage"  # pods' scratch disks on nodes (podsize.pod_ephemeral_storage)
+QUOTA_KEYS = ("pods", "vcpus", "memory", EPHEMERAL, "namespaces", "storage", "persistentvolumeclaims",
+              NODE_PORTS_KEY, *(c.key for c in COUNTED))
 TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
 # Writes whose quota check must not interleave with another write of the same tenant (the API
 # server holds `lock_for` from admission to commit): creates of every counted kind, and updates
@@ -110,7 +111,7 @@ def quantity(key: str, value: Any) -> int:
     text = str(value)
     if text.strip() in ("0", "0.0"):
         return 0  # a quota of zero forbids the resource (the parsers below refuse a zero size)
-    if key == "storage":
+    if key in ("storage", EPHEMERAL):
         return storage_bytes(text)  # a Kubernetes quantity ("500M" is bytes, not docker's MiB)
     if key == "memory":
         return parse_memory(text)
@@ -122,7 +123,7 @@ def quantity(key: str, value: Any) -> int:
 
 def show(key: str, amount: int) -> str:
     """Memory and storage in Gi, Mi or Ki when whole (else bytes), counts as they are."""
-    if key in ("memory", "storage"):
+    if key in ("memory", "storage", EPHEMERAL):
         return format_storage(amount)
     return str(amount)
 
@@ -133,12 +134,13 @@ class Usage:
     vcpus: int = 0
     memory: int = 0
     namespaces: int = 0
+    ephemeral_storage: int = 0
 
     def get(self, key: str) -> int:
-        return int(getattr(self, key, 0))
+        return int(getattr(self, key.replace("-", "_"), 0))
 
     def as_quantities(self) -> dict[str, str]:
-        return {k: show(k, self.get(k)) for k in ("pods", "vcpus", "memory", "namespaces")}
+        return {k: show(k, self.get(k)) for k in ("pods", "vcpus", "memory", EPHEMERAL, "namespaces")}
 
 
 def pod_templates(kind: str, obj: JSON) -> Iterator[tuple[str, JSON]]:
@@ -550,21 +552,26 @@ class TenantAdmission:
         for ns in namespaces:
             res = await self.d.store.list(key_prefix("", "pods", ns))
             pods.extend(json.loads(kv.value) for kv in res.items)
-        count, vcpus, memory = quota_usage(pods)
-        return Usage(count, vcpus, memory, len(namespaces))
+        count, vcpus, memory, ephemeral = quota_usage(pods)
+        return Usage(count, vcpus, memory, len(namespaces), ephemeral)
 
     async def _pod_quota(self, tenant: str, tspec: JSON, pod: JSON) -> None:
         quota = tspec.get("quota") or {}
-        if not any(k in quota for k in ("pods", "vcpus", "memory")):
+        if not any(k in quota for k in ("pods", "vcpus", "memory", EPHEMERAL)):
             return
         try:
             vm = pod_vm(pod)
         except ValueError as e:
             raise Invalid("spec.containers", str(e)) from None
+        try:
+            disk = pod_ephemeral_storage(pod)
+        except ValueError as e:
+            raise Invalid("spec.volumes", str(e)) from None
         used = await self.usage(tenant)
         self._check(tenant, tspec, "pods", 1, used.pods)
         self._check(tenant, tspec, "vcpus", vm.vcpus, used.vcpus)
         self._check(tenant, tspec, "memory", vm.memory, used.memory)
+        self._check(tenant, tspec, EPHEMERAL, disk, used.ephemeral_storage)
 
     async def count(self, tenant: str, c: Counted) -> int:
         """How many objects of kind `c` the tenant has now, read from the store."""

@@ -149,10 +149,11 @@ class TenantController(Controller):
     async def _status(self, tenant: Obj, namespaces: list[Obj]) -> None:
         names = sorted(m.name(ns) for ns in namespaces)
         pods = [p for n in names for p in self.pods.list(n)]
-        count, vcpus, memory = quota_usage(pods)
+        count, vcpus, memory, ephemeral = quota_usage(pods)
         claims, storage = storage_usage(c for n in names for c in self.claims.list(n))
         status = {"phase": "Active", "namespaces": names,
                   "used": {"pods": str(count), "vcpus": str(vcpus), "memory": f"{memory // MiB}Mi",
+                           "ephemeral-storage": format_storage(ephemeral),
                            "namespaces": str(len(names)), "storage": format_storage(storage),
                            "persistentvolumeclaims": str(claims), **self._counts(m.name(tenant), names)}}
         if tenant.get("status") == status:

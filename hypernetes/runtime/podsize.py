@@ -89,15 +89,16 @@ def holds_vm(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
-def quota_usage(pods: Iterable[Obj]) -> tuple[int, int, int]:
-    """(pods, vCPUs, memory bytes) the VMs of `pods` take, as tenant quotas count them."""
-    count = vcpus = memory = 0
+def quota_usage(pods: Iterable[Obj]) -> tuple[int, int, int, int]:
+    """(pods, vCPUs, memory bytes, ephemeral-storage bytes) the VMs of `pods` take, as tenant
+    quotas count them."""
+    count = vcpus = memory = storage = 0
     for pod in pods:
         if not holds_vm(pod):
             continue
         try:
-            vm = pod_vm(pod)
+            vm, disk = pod_vm(pod), pod_ephemeral_storage(pod)
         except ValueError:
             continue  # refused at admission; never runs
-        count, vcpus, memory = count + 1, vcpus + vm.vcpus, memory + vm.memory
-    return count, vcpus, memory
+        count, vcpus, memory, storage = count + 1, vcpus + vm.vcpus, memory + vm.memory, storage + disk
+    return count, vcpus, memory, storage
