@@ -36,6 +36,7 @@ from hypernetes.node.worker import MultiAttachError, VolumeUsers
 from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KernelRegistry
+from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE
 from hypernetes.volumes import LocalVolumes, VolumeError
 from tests.conftest import qemu_processes_under
 from tests.support.apiserver import ApiServerThread
@@ -434,7 +435,8 @@ def test_empty_dir_medium() -> None:
                               {"name": "disk", "emptyDir": {}}]
     mem, disk = pod_spec(pod, World().lookup).volumes
     assert (mem.kind, mem.medium, mem.size_limit) == ("emptyDir", "Memory", 16 * MiB)
-    assert (disk.medium, disk.size_limit) == ("", 0)
+    # a disk emptyDir without sizeLimit gets the partition it was scheduled and counted by
+    assert (disk.medium, disk.size_limit) == ("", DEFAULT_EMPTYDIR_SIZE)
     pod["spec"]["volumes"] = [{"name": "huge", "emptyDir": {"medium": "HugePages"}}]
     with pytest.raises(ConfigError, match='emptyDir medium "HugePages" is not supported'):
         pod_spec(pod, World().lookup)

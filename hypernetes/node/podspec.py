@@ -23,6 +23,7 @@ from hypernetes.runtime.interface import (
     VolumeFile,
     VolumeSpec,
 )
+from hypernetes.runtime.podsize import emptydir_sizes
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
@@ -354,8 +355,9 @@ def volume_spec(pod: Obj, volume: Obj, lookup: Lookup, block_path: BlockPath | N
         medium = (volume["emptyDir"] or {}).get("medium") or ""
         if medium not in ("", "Memory"):
             raise ConfigError(f'volume {name}: emptyDir medium "{medium}" is not supported ("" or "Memory")')
-        return VolumeSpec(name, "emptyDir", size_limit=parse_memory(str(limit)) if limit else 0,
-                          medium=medium)
+        # a disk emptyDir's partition is exactly what the pod was scheduled and counted by
+        size = parse_memory(str(limit)) if medium == "Memory" and limit else emptydir_sizes(pod).get(name, 0)
+        return VolumeSpec(name, "emptyDir", size_limit=size, medium=medium)
     if "persistentVolumeClaim" in volume:
         disk = claim_disk(pod, volume, lookup)
         if block_path is None:
