@@ -145,7 +145,10 @@ class ClientNodeAPI:
                 await self.client.delete("v1", "pods", meta["name"], meta.get("namespace"), body)
                 return
             except ApiException as e:
-                if e.status in (404, 409):  # gone, or another pod by that name now
+                # only a busy or failing server is worth asking again: 404 (gone), 409 (another
+                # pod by that name now), 403 (no longer ours, or gone) will not change
+                if e.status != 429 and e.status < 500:
+                    log.debug("finalizing pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
                     return
                 log.warning("finalizing pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
             except OSError as e:
