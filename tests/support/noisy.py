@@ -1,5 +1,6 @@
 """A quiet tenant next to a hostile one, against the multi-tenant API server in a process of its
-own (issue 12): used by tests/test_api_fairness.py (short) and bench/noisy_neighbour.py (long).
+own, on SQLite as `hypernetes up` (issue 12): used by tests/test_api_fairness.py (short) and
+bench/noisy_neighbour.py (long).
 
     python -m tests.support.noisy serve WORKDIR [--no-fairness]     # the server; prints READY <port>
     python -m tests.support.noisy hostile URL TOKEN CA NS [--clients 64 --watches 300 --seconds 10]
@@ -57,10 +58,11 @@ async def _serve(workdir: Path, fairness: bool, overrides: dict[str, Any]) -> No
     from hypernetes.api.server import bound_port, create_app, serve
     from hypernetes.api.tenancy import build_tenancy
     from hypernetes.auth.ca import ensure_ca
-    from tests.support.memstore import MemoryStore
+    from hypernetes.store import open_store
 
     ca = ensure_ca(workdir / "pki")
-    store = MemoryStore()
+    # SQLite, as `hypernetes up` (a memory store keeps all history in the heap: longer GC pauses)
+    store = open_store(f"sqlite:///{workdir}/state.db")
     tenants, authenticator = build_tenancy(store, ca.dir, ca.admin_token)
     # without fairness: every limit out of reach, as the server was before issue 12
     cfg = FairnessConfig(**overrides) if fairness else FairnessConfig(
