@@ -407,3 +407,16 @@ def test_a_hostile_tenant_in_another_process_does_not_take_the_quiet_ones_capaci
     assert hostile["watches"] == {"200": 100, "429": 200}
     alone = min(before["mean_ms"], after["mean_ms"])
     assert beside["mean_ms"] < 15 * alone and beside["p99_ms"] < 250, (before, beside, after)
+
+
+@pytest.mark.parametrize("body", ["{", "[]", json.dumps({"spec": nested(400)})])
+def test_a_scale_body_is_decoded_like_every_other(api: ApiServerThread, body: str) -> None:
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sc"},
+           "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "sc"}},
+                    "template": {"metadata": {"labels": {"app": "sc"}},
+                                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    with client(api) as c:
+        c.post(path, json=dep)
+        r = c.put(path + "/sc/scale", content=body, headers={"Content-Type": "application/json"})
+        assert_status(r, 400, "BadRequest")

@@ -443,12 +443,24 @@ async def serve(app: web.Application, host: str, port: int, tls: TLSFiles,
     app.middlewares.insert(0, gate.track)
     app[CONNECTIONS] = gate
     await runner.setup()
-    # what exists now (schemas, routes, the tenancy directory) lives as long as the process: keep
-    # it out of full collections, whose pauses (40-70 ms here) every tenant's request waits for
-    gc.freeze()
+    _freeze_heap()
     quiet_accept_errors(asyncio.get_running_loop(), gate.shed)
     await GatedSite(runner, host, port, gate=gate, backlog=512).start()
     return runner
+
+
+_frozen = False
+
+
+def _freeze_heap() -> None:
+    """What exists once the first server is set up (schemas, routes, the tenancy directory) lives
+    as long as the process: keep it out of full collections, whose pauses (40-70 ms beside a
+    flood) every tenant's request waits for. Once per process (tests start many servers)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def bound_port(runner: web.AppRunner) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from hypernetes.api import deletion, objects, portforward, spdy
+from hypernetes.api import bodies, deletion, objects, portforward, spdy
 from hypernetes.api.audit import stream_ended, stream_started
 from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
 from hypernetes.api.status import ApiError, bad_request, conflict, success, unsupported_media_type
@@ -378,13 +378,19 @@ class Subresources:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on scale")
         raw = await request.read()
         ctype = (request.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        try:  # bounded, as every body (hypernetes.api.bodies)
+            body = bodies.json_value(raw or b"{}")
+        except bodies.BodyError as e:
+            raise bad_request(f"Scale: {e}") from None
+        if not isinstance(body, dict):
+            raise bad_request("Scale: the body must be a JSON object")
 
         async def set_replicas(cur: JSON) -> JSON:
             scale = self._scale_of(cur)
             if request.method == "PUT" or ctype == "application/json":
-                new = json.loads(raw or b"{}")
+                new = body
             elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                new = merge_patch(copy.deepcopy(scale), json.loads(raw or b"{}"))
+                new = merge_patch(copy.deepcopy(scale), body)
             else:
                 raise unsupported_media_type(ctype)
             rv = (new.get("metadata") or {}).get("resourceVersion")
