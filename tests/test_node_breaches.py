@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -24,13 +25,16 @@ import pytest
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.node.admission import admit
 from hypernetes.node.agent import NodeAgent
+from hypernetes.runtime import guestproto as gp
+from hypernetes.runtime.agentclient import AgentError
 from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
-from hypernetes.runtime.interface import PodRuntimeError
+from hypernetes.runtime.interface import ExitStatus, PodRuntimeError
 from hypernetes.runtime.kernels import KernelRegistry
 from tests.conftest import ImageFactory, qemu_processes_under
 from tests.support.apiserver import ApiServerThread
 from tests.support.imagebuild import busybox_image
+from tests.test_agent_volumes_probes import booted, start, vol
 from tests.test_cluster_e2e import Cluster, free_port, phase, pod_manifest
 
 NOBODY = "65534"
@@ -366,3 +370,45 @@ async def _wait_async(what: str, check: Callable[[], Awaitable[Any]], timeout: f
             return last
         await asyncio.sleep(1)
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+@pytest.mark.slow
+async def test_write_files_replaces_files_atomically_and_refuses_escapes(
+        tmp_path: Path, kernels: KernelRegistry, busybox_ref: str) -> None:
+    """WRITE_FILES on a real guest: a container bound to the volume sees new contents at once,
+    modes are kept, the volume stays read-only to it, and paths that would leave the volume, bad
+    names and modes fail the request with EINVAL, not the VM."""
+    image = ImageStore(tmp_path / "images").ensure(busybox_ref).disk
+
+    def files(source: str, *entries: tuple[str, bytes, int]) -> gp.TLV:
+        tlv = gp.TLV().add_str(gp.TAG_SOURCE, source)
+        for path, data, mode in entries:
+            tlv.add_tlv(gp.TAG_FILE, gp.TLV().add_str(gp.TAG_SUBPATH, path).add(gp.TAG_DATA, data)
+                        .add_u32(gp.TAG_MODE, mode))
+        return tlv
+
+    async with booted(tmp_path, kernels, image) as client:
+        await client.request(gp.MSG_WRITE_FILES, files("pod:tok", ("token", b"one", 0o640),
+                                                       ("dir/ca.crt", b"ca", 0o644)))
+        proc, out = await start(client, "reader", "cat /t/token; echo; stat -c %a /t/token; "
+                                "touch /t/x 2>&1; while [ \"$(cat /t/token)\" = one ]; do sleep 0.2; done; "
+                                "cat /t/token /t/dir/ca.crt",
+                                mounts=[vol("pod:tok", "/t", readonly=True)])
+        await asyncio.sleep(2)
+        await client.request(gp.MSG_WRITE_FILES, files("pod:tok", ("token", b"two", 0o640)))
+        status = await asyncio.wait_for(proc.wait(), 60)
+        text = b"".join(out).decode()
+        assert status == ExitStatus(code=0), text
+        assert text.splitlines()[:2] == ["one", "640"] and "Read-only file system" in text
+        assert text.endswith("twoca"), text
+        for bad, message in [
+            (files("pod:tok", ("../escape", b"x", 0o644)), "SUBPATH must be a relative path"),
+            (files("pod:tok", ("/etc/passwd", b"x", 0o644)), "SUBPATH must be a relative path"),
+            (files("pod:tok", ("a//b", b"x", 0o644)), "SUBPATH must be a relative path"),
+            (files("pod:tok", ("ok", b"x", 0o4755)), "more than permission bits"),
+            (files("disk0", ("ok", b"x", 0o644)), "SOURCE must be pod:<name>"),
+        ]:
+            with pytest.raises(AgentError, match=message) as err:
+                await client.request(gp.MSG_WRITE_FILES, bad)
+            assert err.value.errno == errno.EINVAL
+        assert await client.request(gp.MSG_PING, gp.TLV()) is not None

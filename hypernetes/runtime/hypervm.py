@@ -374,6 +374,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         protocol's payload limit: they live in the guest's memory only, never on the host's disk."""
         batch, size = gp.TLV().add_str(gp.TAG_SOURCE, f"pod:{volume}"), 0
         for f in files:
+            if len(f.data) > FILES_MAX_FILE:
+                raise SandboxFailed(f"volume {volume}: file {f.path} has {len(f.data)} bytes; a file "
+                                    f"volume's file may have at most {FILES_MAX_FILE}")
             entry = gp.TLV().add_str(gp.TAG_SUBPATH, f.path).add(gp.TAG_DATA, f.data)
             entry.add_u32(gp.TAG_MODE, f.mode & 0o777)
             if size and size + len(f.data) > FILES_BATCH:
@@ -802,6 +805,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 # versions (adopted ones); file volumes are now written into the guest (WRITE_FILES)
 VOLUME_DISK = "vol0"
 FILES_BATCH = 512 * 1024  # file bytes per WRITE_FILES, well under the protocol's payload limit
+FILES_MAX_FILE = gp.PROTO_MAX_PAYLOAD - 64 * 1024  # one file in one frame, with room for its path
 SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per disk emptyDir
 VOLUME_DISK_FILE = "volumes.erofs"  # the vol0 disk of such a VM; held the pod's secrets and token
 SCRATCH_FILE = "scratch.img"
