@@ -375,6 +375,7 @@ class NodeAgent:
 
     def _gone(self, pod: Obj) -> None:
         """The pod object is deleted: its worker must stop the VM right away."""
+        self._rejected.discard(sandbox_id(pod))
         worker = self.workers.get(sandbox_id(pod))
         if worker is None:
             return
