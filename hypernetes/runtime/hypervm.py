@@ -548,6 +548,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         for disk in (VOLUME_DISK_FILE, SCRATCH_FILE):
             (sandbox.dir / disk).unlink(missing_ok=True)
         remove_socket_dir(sandbox.dir)
+        with contextlib.suppress(*ConfineError):  # no cgroup nor uid held for a VM that is gone
+            await asyncio.to_thread(self._confiner.release, sandbox_id, sandbox.dir)
         self._save(sandbox)
 
     async def _shutdown(self, sandbox: _Sandbox, grace: int) -> None:
