@@ -256,9 +256,12 @@ class AgentClient:
         fut: asyncio.Future[gp.Frame] = asyncio.get_running_loop().create_future()
         self._pending[ident] = fut
         try:
-            await self._send(gp.encode_frame(mtype, ident, tlv.encode()))
             try:
-                frame = await asyncio.wait_for(asyncio.shield(fut), max(timeout, 0.1))
+                # the write too: a guest that stops reading its channel fills it, and a write
+                # then waits (flow control) for as long as the guest hangs
+                async with asyncio.timeout(max(timeout, 0.1)):
+                    await self._send(gp.encode_frame(mtype, ident, tlv.encode()))
+                    frame = await asyncio.shield(fut)
             except TimeoutError:
                 raise AgentUnavailable(
                     f"agent did not answer message {mtype} within {timeout:.0f}s"
