@@ -135,7 +135,8 @@ def pod_manifest(name: str, image: str, command: str, **extra: Any) -> str:
                     "name": "main",
                     "image": image,
                     "command": ["sh", "-c", command],
-                    "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+                    # half a CPU: the node keeps some for itself, and tests run two such pods at once
+                    "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
                 }
             ],
             "terminationGracePeriodSeconds": 5,

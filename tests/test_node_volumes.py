@@ -562,15 +562,20 @@ class Node:
                       devices: dict[str, str] | None = None) -> None:
         container = {
             "name": "main", "image": self.image, "command": ["sh", "-c", command],
-            "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+            # small enough that the node admits the waiting pods beside the running one
+            "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
             "volumeMounts": [{"name": v, "mountPath": p} for v, p in mounts.items()],
             "volumeDevices": [{"name": v, "devicePath": p} for v, p in (devices or {}).items()],
         }
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": {
-            "nodeName": "node1", "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 1, "containers": [container],
             "volumes": [{"name": v, "persistentVolumeClaim": {"claimName": c}} for v, c in claims.items()]}}
         await self.client.create("v1", "pods", pod, NS)
+        # placed as the scheduler places it: a tenant's pod may not name its node itself
+        await self.client.create("v1", "pods", {"apiVersion": "v1", "kind": "Binding", "metadata": {
+            "name": name, "namespace": NS}, "target": {"apiVersion": "v1", "kind": "Node", "name": "node1"}},
+            NS, subresource="binding", name=name)
 
     async def pod(self, name: str) -> dict[str, Any]:
         return dict(await self.client.get_or_none("v1", "pods", name, NS) or {})
