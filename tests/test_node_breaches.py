@@ -65,6 +65,20 @@ def test_admission_sums_the_running_pods_vms() -> None:
     assert full is not None and full.reason == "OutOfpods"
 
 
+def test_admission_counts_scratch_disks() -> None:
+    def with_scratch(size: str) -> dict[str, Any]:
+        pod = _pod("64Mi")
+        pod["spec"]["volumes"] = [{"name": "s", "emptyDir": {"sizeLimit": size}}]
+        return pod
+    allocatable = {"cpu": "2", "memory": "1Gi", "pods": "3", "ephemeral-storage": "77Gi"}
+    assert admit(with_scratch("40Gi"), [], allocatable) is None
+    disk = admit(with_scratch("40Gi"), [with_scratch("40Gi")], allocatable)
+    assert disk is not None and disk.reason == "OutOfephemeral-storage"
+    assert "requested: 42949672960, used: 42949672960, capacity: 82678120448" in disk.message
+    # a node that publishes no ephemeral-storage does not limit it
+    assert admit(with_scratch("500Gi"), [], {"cpu": "2", "memory": "1Gi", "pods": "3"}) is None
+
+
 # --- a real cluster ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -200,10 +214,15 @@ def test_finished_pods_keep_no_vm_but_keep_their_logs(cluster: Cluster, busybox_
 @pytest.mark.slow
 def test_node_rejects_a_pod_bound_to_it_that_does_not_fit(cluster: Cluster, busybox_ref: str) -> None:
     """Bound straight to the node (no scheduler): refused as the kubelet refuses, never started."""
+    node = cluster.get("node", "node1")["status"]
+    assert node["allocatable"]["ephemeral-storage"].endswith("Ki")  # 90% of the data dir's disk
     for name, limits, reason in (("huge", {"cpu": "1", "memory": "1000Gi"}, "OutOfmemory"),
-                                 ("wide", {"cpu": "64", "memory": "64Mi"}, "OutOfcpu")):
+                                 ("wide", {"cpu": "64", "memory": "64Mi"}, "OutOfcpu"),
+                                 ("disk", {"cpu": "100m", "memory": "64Mi"}, "OutOfephemeral-storage")):
         pod = json.loads(pod_manifest(name, busybox_ref, "sleep 1000", nodeName="node1"))
         pod["spec"]["containers"][0]["resources"]["limits"] = limits
+        if name == "disk":  # an emptyDir bigger than the host's disk, as the issue's 500Gi one
+            pod["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": "100Ti"}}]
         cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
         status = cluster.wait_for(f"{name} rejected", lambda n=name: _failed_status(cluster, n))
         assert status["reason"] == reason
@@ -213,7 +232,7 @@ def test_node_rejects_a_pod_bound_to_it_that_does_not_fit(cluster: Cluster, busy
         assert reason in cluster.kubectl("get", "pod", name).stdout
         assert _event_count(cluster, name, reason) >= 1
         assert not qemu_processes_under(_sandbox(cluster, name))
-    cluster.kubectl("delete", "pod", "huge", "wide", timeout=60)
+    cluster.kubectl("delete", "pod", "huge", "wide", "disk", timeout=60)
 
 
 @pytest.mark.slow

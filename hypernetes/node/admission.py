@@ -5,8 +5,9 @@ so a node that started every pod bound to it would start a 40 GiB VM on a 24 GiB
 
 A pod costs what the scheduler counts (`podsize.node_cost`): its CPU ask and its VM's memory.
 Used is the sum over the pods this node runs and has not finished; capacity the Node's
-allocatable. A rejected pod is Failed with the kubelet's reason (`OutOfcpu`, `OutOfmemory`,
-`OutOfpods`) and message, and never gets a VM.
+allocatable. Disk counts too: a pod's scratch disk at full size (`podsize.pod_ephemeral_storage`)
+against allocatable ephemeral-storage. A rejected pod is Failed with the kubelet's reason
+(`OutOfcpu`, `OutOfmemory`, `OutOfpods`, `OutOfephemeral-storage`) and message, and never gets a VM.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hypernetes.runtime.podsize import node_cost
+from hypernetes.runtime.podsize import node_cost, pod_ephemeral_storage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 Obj = dict[str, Any]
@@ -40,24 +41,32 @@ def capacity(allocatable: Obj) -> tuple[int, int, int]:
 
 def admit(pod: Obj, running: Iterable[Obj], allocatable: Obj) -> Rejection | None:
     """None if `pod` fits next to the `running` pods (admitted, not finished); else why not, for
-    the first resource that does not fit in the kubelet's order (pods, cpu, memory)."""
+    the first resource that does not fit in the kubelet's order (pods, cpu, memory, storage)."""
     try:
-        cpu, memory = node_cost(pod)
+        cpu, memory, disk = _cost(pod)
     except ValueError as e:
         return Rejection("UnexpectedAdmissionError", f"cannot size the pod's VM: {e}")
     costs = [_cost_or_zero(other) for other in running]
-    used_cpu, used_memory, used_pods = sum(c for c, _ in costs), sum(m for _, m in costs), len(costs)
+    used_cpu, used_memory, used_disk = (sum(c[i] for c in costs) for i in range(3))
     cap_cpu, cap_memory, cap_pods = capacity(allocatable)
-    for name, requested, used, cap in (("pods", 1, used_pods, cap_pods), ("cpu", cpu, used_cpu, cap_cpu),
-                                       ("memory", memory, used_memory, cap_memory)):
-        if used + requested > cap:
+    disk_text = allocatable.get("ephemeral-storage")
+    cap_disk = parse_memory(str(disk_text)) if disk_text is not None else None  # unpublished: unlimited
+    for name, requested, used, cap in (("pods", 1, len(costs), cap_pods), ("cpu", cpu, used_cpu, cap_cpu),
+                                       ("memory", memory, used_memory, cap_memory),
+                                       ("ephemeral-storage", disk, used_disk, cap_disk)):
+        if cap is not None and used + requested > cap:
             return Rejection(f"OutOf{name}", f"Node didn't have enough resource: {name}, "
                                              f"requested: {requested}, used: {used}, capacity: {cap}")
     return None
 
 
-def _cost_or_zero(pod: Obj) -> tuple[int, int]:
+def _cost(pod: Obj) -> tuple[int, int, int]:
+    cpu, memory = node_cost(pod)
+    return cpu, memory, pod_ephemeral_storage(pod)
+
+
+def _cost_or_zero(pod: Obj) -> tuple[int, int, int]:
     try:
-        return node_cost(pod)
+        return _cost(pod)
     except ValueError:
-        return 0, 0  # never admitted, so never running
+        return 0, 0, 0  # never admitted, so never running

@@ -16,6 +16,7 @@ import os
 import platform
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from hypernetes import __version__
@@ -59,6 +60,15 @@ def machine_capacity() -> tuple[int, int]:
     with open("/proc/meminfo") as f:
         mem_kib = int(f.readline().split()[1])
     return cpus, mem_kib * 1024
+
+
+def disk_capacity(path: Path) -> tuple[int, int]:
+    """(capacity, allocatable) ephemeral-storage in bytes: the size of the filesystem holding the
+    pods' scratch disks, and that less the kubelet's default hard eviction threshold
+    (nodefs.available < 10%), which pods may never take (the host's own files need it)."""
+    st = os.statvfs(path)
+    size = st.f_blocks * st.f_frsize
+    return size, size - size // 10
 
 
 class ClientNodeAPI:
@@ -212,6 +222,11 @@ class NodeAgent:
     def node_object(self) -> Obj:
         cpus, memory = machine_capacity()
         allocatable_mem = max(memory - SYSTEM_RESERVED_MEMORY, 0)
+        disk: Obj = {}
+        root = getattr(self.runtime, "root", None)  # where the pods' scratch disks are made
+        if isinstance(root, Path):
+            size, allocatable_disk = disk_capacity(next(p for p in (root, *root.parents) if p.exists()))
+            disk = {"capacity": f"{size // 1024}Ki", "allocatable": f"{allocatable_disk // 1024}Ki"}
         now = rfc3339()
         kernels = getattr(self.runtime, "kernels", None)  # admission lets pods pick only these
         notes = {NODE_ANNOTATION: ",".join(kernels.names())} if isinstance(kernels, KernelRegistry) else {}
@@ -222,10 +237,12 @@ class NodeAgent:
                 "kubernetes.io/arch": "amd64", "hypernetes.io/runtime": self.runtime.name, **self.labels}},
             "spec": {},
             "status": {
-                "capacity": {"cpu": str(cpus), "memory": f"{memory // 1024}Ki", "pods": "110"},
+                "capacity": {"cpu": str(cpus), "memory": f"{memory // 1024}Ki", "pods": "110",
+                             **({"ephemeral-storage": disk["capacity"]} if disk else {})},
                 # less what the node keeps for itself: the pod VMs' parent cgroup is capped there
                 "allocatable": {"cpu": f"{allocatable_millicpu(cpus)}m",
-                                "memory": f"{allocatable_mem // 1024}Ki", "pods": "110"},
+                                "memory": f"{allocatable_mem // 1024}Ki", "pods": "110",
+                                **({"ephemeral-storage": disk["allocatable"]} if disk else {})},
                 "conditions": [
                     {"type": "Ready", "status": "True", "reason": "KubeletReady",
                      "message": f"hypernetes node agent is posting ready status ({self.runtime.name})",

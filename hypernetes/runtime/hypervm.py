@@ -73,6 +73,7 @@ from hypernetes.runtime.interface import (
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter, new_instance
 from hypernetes.runtime.paths import open_private, private_dir
+from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE
 from hypernetes.runtime.qemu import (
     MAC,
     Disk,
@@ -243,7 +244,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         disks.update((d.serial, d) for d in block_disks)
         if scratch:
             path = sandbox_dir / SCRATCH_FILE
-            sizes = [v.size_limit or DEFAULT_SCRATCH_SIZE for v in scratch]
+            sizes = [v.size_limit or DEFAULT_EMPTYDIR_SIZE for v in scratch]
             try:
                 await asyncio.to_thread(_build_scratch_disk, path, sizes)
                 cache = "none" if _direct_io(path) else "writeback"
@@ -814,7 +815,6 @@ SCRATCH_FILE = "scratch.img"
 # Filesystems a block volume may have: every kernel we boot has ext4 (kernels.DRIVERS), which
 # also mounts ext3 and ext2; nothing else is built in, nor loaded from a module.
 FS_TYPES = ("ext4", "ext3", "ext2")
-DEFAULT_SCRATCH_SIZE = 10 << 30  # an emptyDir without sizeLimit; sparse: costs what is written
 MIB = 1 << 20
 
 
