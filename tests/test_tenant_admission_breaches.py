@@ -232,6 +232,24 @@ async def _register_node(api: ApiServerThread, token: str, node: str, kernels: K
         await client.close()
 
 
+async def _heartbeat_until(api: ApiServerThread, token: str, node: str, kernels: KernelRegistry,
+                           tmp: Path, kernel: str) -> None:
+    """Run the node's heartbeat until its Node offers `kernel` (registered after it joined)."""
+    client = ApiClient(api.url, token=token, ca_file=api.ca.ca_cert)
+    agent = NodeAgent(client, HyperVM(tmp / "rt", ImageStore(tmp / "images"), kernels), node)
+    beat = asyncio.create_task(agent.heartbeat())
+    try:
+        for _ in range(100):
+            notes = (await client.get("v1", "nodes", node))["metadata"].get("annotations") or {}
+            if kernel in notes.get("hypernetes.io/kernels", "").split(","):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{node} never offered {kernel}")
+    finally:
+        beat.cancel()
+        await client.close()
+
+
 @pytest.mark.skipif(not (DEFAULT_KERNEL_DIR / "config").exists(), reason="guest kernel not built")
 def test_kernel_must_be_offered_by_a_node_and_allowed(env: Env, tmp_path: Path) -> None:
     w, _ = env
@@ -263,6 +281,10 @@ def test_kernel_must_be_offered_by_a_node_and_allowed(env: Env, tmp_path: Path) 
     r = create(kern, "kern-a", "elsewhere", "replicasets")
     assert r.status_code == 403 and f'spec.template.metadata.annotations[{KERNEL}]: kernel "elsewhere" is ' \
         "not registered on any node" in r.json()["message"], r.text
+    # registered on the node later: its next heartbeat offers it, no agent restart needed
+    registry.register("elsewhere", DEFAULT_KERNEL_DIR / "bzImage", config=DEFAULT_KERNEL_DIR / "config")
+    asyncio.run(_heartbeat_until(w.api, w.node_token("node-k"), "node-k", registry, tmp_path, "elsewhere"))
+    assert create(kern, "kern-a", "elsewhere", "replicasets").status_code == 201
     # on a node, but not the tenant's to use; and the operator's controllers are held to it too
     for who in (strict, "operator"):
         r = create(who, "strict-a", "lts-6.1")

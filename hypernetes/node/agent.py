@@ -205,6 +205,7 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._published_notes: Obj | None = None  # the annotations the last heartbeat left on the Node
         self._adopted: dict[str, Any] | None = None
         self._pvs: dict[str, Obj] = {}  # this node's local PVs, by name
         self._reclaim_wake = asyncio.Event()
@@ -299,9 +300,14 @@ class NodeAgent:
                     if e.status != 404:
                         raise
                     await self.client.create("coordination.k8s.io/v1", "leases", lease, lease_ns)
-                conditions = self.node_object()["status"]["conditions"]
-                await self.client.patch("v1", "nodes", self.name, {"status": {"conditions": conditions}},
+                node = self.node_object()
+                await self.client.patch("v1", "nodes", self.name,
+                                        {"status": {"conditions": node["status"]["conditions"]}},
                                         subresource="status")
+                notes = node["metadata"]["annotations"]
+                if notes != self._published_notes:  # a kernel registered since: pods may now pick it
+                    await self.client.patch("v1", "nodes", self.name, {"metadata": {"annotations": notes}})
+                    self._published_notes = notes
             except (ApiException, OSError) as e:
                 log.warning("heartbeat: %s", e)
             await asyncio.sleep(HEARTBEAT)
