@@ -68,7 +68,21 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenServer:
+class ThreadedServer:
+    """An HTTP server on 127.0.0.1:<free port> in a daemon thread, for the fakes below."""
+
+    def serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> int:
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return int(self._httpd.server_address[1])
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class TokenServer(ThreadedServer):
     """A Docker-style token endpoint (`GET /token?service=&scope=`) in a thread.
 
     Requires HTTP basic credentials when `users` is set, like Docker Hub's auth server.
@@ -109,10 +123,7 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/token"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self.url = f"http://127.0.0.1:{self.serve(Handler)}/token"
 
     def _check_auth(self, header: str | None) -> str | None:
         """The user name ("" if no auth is required), or None if the credentials are bad."""
@@ -140,10 +151,6 @@ class TokenServer:
             input=signing_input.encode(), check=True, capture_output=True,
         ).stdout
         return f"{signing_input}.{_b64url(sig)}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 @dataclass
@@ -265,7 +272,7 @@ def running_registry(workdir: Path, **kw: Any) -> Iterator[Registry]:
         registry.stop()
 
 
-class BlobRedirector:
+class BlobRedirector(ThreadedServer):
     """A registry front in a thread, as registries backed by object storage behave: answers
     `/v2/` and manifests by asking `upstream` (`host:port`, plain HTTP), and answers blob
     downloads with a 307 to `redirect_base` + the same path. `hits` counts requests per path."""
@@ -304,17 +311,10 @@ class BlobRedirector:
             def do_HEAD(self) -> None:
                 self._serve(False)
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self.host = f"127.0.0.1:{self.serve(Handler)}"
 
 
-class ManifestServer:
+class ManifestServer(ThreadedServer):
     """A hostile registry in a thread: it serves one manifest it was given (for any repository,
     tag or digest) but holds none of the blobs it names, as a tenant who learnt another tenant's
     image digests could run. `blob_requests` counts the blob downloads asked of it."""
@@ -353,11 +353,4 @@ class ManifestServer:
             def do_HEAD(self) -> None:
                 self._serve(False)
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self.host = f"127.0.0.1:{self.serve(Handler)}"
