@@ -39,9 +39,9 @@ from tests.support.registry import (
     Registry,
     TokenServer,
     have_registry,
-    htpasswd_line,
     start_registry,
 )
+from tests.support.registry import private_registry as running_private_registry
 
 pytestmark = pytest.mark.skipif(
     not have_registry() or shutil.which("openssl") is None,
@@ -279,16 +279,9 @@ def test_refusals_are_not_transient() -> None:
 
 @pytest.fixture(scope="module")
 def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    from tests.support.imagebuild import OciLayout, busybox_image
-
-    if htpasswd_line(USER, PASSWORD) is None:
-        pytest.skip("no bcrypt-capable crypt() to write an htpasswd file")
-    work = tmp_path_factory.mktemp("policy-private")
-    OciLayout(work / "layout").add(busybox_image(), "t")
-    reg = start_registry(work / "reg", htpasswd=(USER, PASSWORD))
-    reg.push(work / "layout", "t", "private/app:1")
-    yield reg
-    reg.stop()
+    with running_private_registry(tmp_path_factory.mktemp("policy-private"), USER, PASSWORD,
+                                  "private/app:1") as reg:
+        yield reg
 
 
 def creds(user: str, password: str, host: str) -> RegistryAuth:

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import qemu_processes_under
-from tests.support.imagebuild import OciLayout, busybox_image
-from tests.support.registry import Registry, htpasswd_line, start_registry
+from tests.support.registry import Registry, private_registry
 from tests.test_cluster_e2e import Cluster, free_port, pod_manifest
 from tests.test_tenant_e2e import as_user, make_user
 
@@ -25,14 +24,8 @@ USER, PASSWORD = "acme-puller", "acme-registry-password"
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    if htpasswd_line(USER, PASSWORD) is None:
-        pytest.skip("no bcrypt-capable crypt() to write an htpasswd file")
-    work = tmp_path_factory.mktemp("private-registry")
-    OciLayout(work / "layout").add(busybox_image(), "t")
-    reg = start_registry(work / "reg", htpasswd=(USER, PASSWORD))
-    reg.push(work / "layout", "t", "acme/app:1")
-    yield reg
-    reg.stop()
+    with private_registry(tmp_path_factory.mktemp("private-registry"), USER, PASSWORD, "acme/app:1") as reg:
+        yield reg
 
 
 @pytest.fixture(scope="module")

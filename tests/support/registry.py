@@ -272,6 +272,22 @@ def running_registry(workdir: Path, **kw: Any) -> Iterator[Registry]:
         registry.stop()
 
 
+@contextlib.contextmanager
+def private_registry(workdir: Path, user: str, password: str, repository: str) -> Iterator[Registry]:
+    """A registry behind htpasswd basic auth holding the busybox test image as `repository`
+    (pytest skips where no bcrypt-capable crypt() can write the htpasswd file)."""
+    import pytest
+
+    from tests.support.imagebuild import OciLayout, busybox_image
+
+    if htpasswd_line(user, password) is None:
+        pytest.skip("no bcrypt-capable crypt() to write an htpasswd file")
+    OciLayout(workdir / "layout").add(busybox_image(), "t")
+    with running_registry(workdir / "reg", htpasswd=(user, password)) as reg:
+        reg.push(workdir / "layout", "t", repository)
+        yield reg
+
+
 class BlobRedirector(ThreadedServer):
     """A registry front in a thread, as registries backed by object storage behave: answers
     `/v2/` and manifests by asking `upstream` (`host:port`, plain HTTP), and answers blob
