@@ -38,7 +38,9 @@ def register(sub: Any) -> None:
     p.add_argument("--keystone-cache-ttl", type=float, default=60.0, metavar="SECONDS",
                    help="how long a Keystone answer is trusted (default 60)")
     p.add_argument("--audit-log", default=None, metavar="FILE",
-                   help="audit log of every mutating request (default: DATA/audit.log)")
+                   help="audit log of every mutating request and every exec, attach and port-forward, "
+                   "operators' and nodes' here, each tenant's in FILE's directory as "
+                   "audit-tenant-NAME.log (default: DATA/audit.log)")
     p.add_argument("--no-network", action="store_true",
                    help="no tenant networks: pod VMs get no network interface (default: on when root)")
     p.add_argument("--network-prefix", default="hn", metavar="NAME",
