@@ -25,6 +25,7 @@ from hypernetes.api.server import FAIRNESS
 from hypernetes.auth.identity import tenant_user
 from tests.support import noisy
 from tests.support.apiserver import ApiServerThread
+from tests.support.tenants import LineReader
 
 TOKENS = {"acme-token": tenant_user("alice", "acme", "admin"),
           "globex-token": tenant_user("gina", "globex", "admin")}
@@ -420,3 +421,30 @@ def test_a_scale_body_is_decoded_like_every_other(api: ApiServerThread, body: st
         c.post(path, json=dep)
         r = c.put(path + "/sc/scale", content=body, headers={"Content-Type": "application/json"})
         assert_status(r, 400, "BadRequest")
+
+
+def test_kubectl_waits_out_a_429_and_its_watch_gets_in(tight: ApiServerThread) -> None:
+    """The real kubectl honours the Status and Retry-After of a refused watch: with acme's three
+    watches taken, `kubectl get -w` is refused, waits, retries, and is in once one is closed (the
+    count of acme's watches is back to three and kubectl is still watching)."""
+    watch = CM + "?watch=true"
+    with client(tight, "acme-token") as acme, contextlib.ExitStack() as stack:
+        held = [stack.enter_context(acme.stream("GET", watch)) for _ in range(3)]
+        proc = tight.kubectl_popen("--token=acme-token", "get", "configmaps", "-w", "-o", "name")
+        out = LineReader(proc)
+        try:
+            poll(lambda: tight.app[FAIRNESS].rejected.get(("workload", "too-many-watch"), 0) >= 1,
+                 "kubectl's watch refused", timeout=20)
+            held[0].close()
+            # in: acme holds three watches again, kubectl stops being refused (it retried every
+            # Retry-After second) and is still running
+            fc = tight.app[FAIRNESS]
+            refused = fc.rejected[("workload", "too-many-watch")]
+            time.sleep(2.5)
+            while fc.rejected[("workload", "too-many-watch")] != refused:
+                refused = fc.rejected[("workload", "too-many-watch")]
+                time.sleep(2.5)
+            assert fc.long_running.get(("watch", "tenant:acme"), 0) == 3
+            assert proc.poll() is None, out.stop()
+        finally:
+            out.stop()
