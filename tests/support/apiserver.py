@@ -59,7 +59,7 @@ class ApiServerThread:
         self.store: Store | None = None
         self.port = 0
         self._py_clients: list[Any] = []
-        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
 
     @staticmethod
     async def _memory() -> Store:
