@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hypernetes.api import apply, deletion, objects, schema
+from hypernetes.api import apply, bodies, deletion, objects, schema
 from hypernetes.api.history import TenantView
 from hypernetes.api.routing import (
     AUDIT_TARGET,
@@ -539,7 +539,7 @@ class Resources:
             raw = await request.read()
             if raw.strip():
                 try:
-                    body = json.loads(raw)
+                    body = bodies.json_value(raw)  # bounded depth, as every body
                 except ValueError:
                     raise bad_request("DeleteOptions: invalid JSON body") from None
         opts = deletion.parse_options(body, dict(request.query))
