@@ -42,7 +42,7 @@ registry: setup
 	$(VENV)/bin/python tools/registry.py start --port $(REGISTRY_PORT) --dir $(REGISTRY_DIR)
 
 test: setup
-	$(VENV)/bin/pytest -m "" -q
+	$(VENV)/bin/pytest -m "" -q --durations=30
 
 check: lint
 	$(VENV)/bin/pytest -m "not slow" -q
