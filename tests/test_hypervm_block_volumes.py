@@ -239,12 +239,12 @@ async def test_emptydir_scratch_disk(hypervm: HyperVM, busybox_ref: str) -> None
     lines = out.splitlines()
     assert lines[:3] == ["ext2/ext3", "tmpfs", "ext2/ext3"], out
     assert lines[3:5] == ["777", "0"], out  # an emptyDir's mode, no lost+found
-    assert 9 << 20 < int(lines[5]) <= 10 << 20, out  # the default size, 10 GiB, in KiB
+    assert 900 << 10 < int(lines[5]) <= 1 << 20, out  # the default size, 1 GiB, in KiB
     assert lines[6] == "No space left on device", out
     assert int(lines[7]) <= 4096, out
     assert lines[8] == "No space left", out
     scratch = hypervm.root / "ed" / "scratch.img"
-    assert scratch.stat().st_blocks * 512 < 32 << 20  # sparse: a 10 GiB emptyDir costs little
+    assert scratch.stat().st_blocks * 512 < 32 << 20  # sparse: a 1 GiB emptyDir costs little
     await hypervm.remove_sandbox("ed")
     assert not scratch.exists()
 
