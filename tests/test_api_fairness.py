@@ -316,9 +316,9 @@ def test_silent_and_slow_header_connections_time_out_but_watches_stay(tmp_path: 
     limits = ConnectionLimits(header_timeout=1, idle_timeout=2)
     api = ApiServerThread(tmp_path, extra_users=TOKENS, connection_limits=limits).start()
     ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
+    silent, slow = (ctx.wrap_socket(socket.create_connection(("127.0.0.1", api.port)),
+                                    server_hostname="127.0.0.1") for _ in range(2))
     try:
-        silent, slow = (ctx.wrap_socket(socket.create_connection(("127.0.0.1", api.port)),
-                                        server_hostname="127.0.0.1") for _ in range(2))
         slow.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n")  # and never the rest
         t0 = time.monotonic()
         with client(api, "acme-token") as acme, acme.stream("GET", CM + "?watch=true") as w:
@@ -332,6 +332,8 @@ def test_silent_and_slow_header_connections_time_out_but_watches_stay(tmp_path: 
             assert acme.get(CM).status_code == 200  # the idle keep-alive was cut, a new one works
             assert not w.is_closed  # the watch lived well past the idle timeout
     finally:
+        silent.close()
+        slow.close()
         api.stop()
 
 
