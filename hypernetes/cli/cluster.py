@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ from hypernetes.api.server import create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from hypernetes.api.tenancy import Tenancy, build_tenancy
 from hypernetes.apiclient import ApiClient
+from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
 from hypernetes.cli.common import data_dir, fail
 from hypernetes.cli.run import make_runtime
@@ -191,11 +191,7 @@ async def _up(args: argparse.Namespace) -> int:
             log.error("%s failed: %r", task.get_name(), task.exception())
             code = 1
     print("hypernetes: stopping", file=sys.stderr, flush=True)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_and_wait(tasks)
     if node is not None:
         await node.shutdown(stop_pods=args.stop_pods)
     if node_client is not None:

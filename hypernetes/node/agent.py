@@ -21,6 +21,7 @@ from typing import Any
 
 from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.asyncwait import cancel_and_wait, wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.node.admission import Rejection, admit
 from hypernetes.node.network import PodNetworks
@@ -455,8 +456,7 @@ class NodeAgent:
                         await self._reclaim(volumes, pv)
                     except (ApiException, OSError) as e:
                         log.warning("persistentvolume %s: %s", meta["name"], e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reclaim_wake.wait(), RECLAIM_RETRY)
+            await wait_event(self._reclaim_wake, RECLAIM_RETRY)
 
     async def _reclaim(self, volumes: LocalVolumes, pv: Obj) -> None:
         """Delete a deleted PV's disk (unless a pod here still uses it), then its finalizer."""
@@ -498,11 +498,7 @@ class NodeAgent:
     async def shutdown(self, stop_pods: bool) -> None:
         """Stop the agent; with stop_pods the VMs go too, else they keep running for adoption."""
         self._stopping = True
-        for task in self._tasks.values():
-            task.cancel()
-        for task in list(self._tasks.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._tasks.values()))
         if stop_pods:
             for sandbox in await self.runtime.list_sandboxes():
                 await self.runtime.remove_sandbox(sandbox.id)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.asyncwait import wait_event
 from hypernetes.network import NetworkApplyError, TenantNetworkHost
 from hypernetes.network.dns import DnsServer, records_for
 from hypernetes.network.objects import (
@@ -489,8 +490,7 @@ class PodNetworks:
             if left <= 0:
                 why = self._why_not(pod, addr)
                 raise NetworkNotReady(f"network {addr.network} is not set up on this node: {why}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), min(left, 1.0))
+            await wait_event(waiter, min(left, 1.0))
         upstreams = [str(s) for s in spec_of(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
         servers, searches, options = guest_dns(pod, net.gateway, upstreams)
         config = NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from hypernetes.asyncwait import wait_event
 from hypernetes.node.network import NetworkNotReady, PodNetworks, pod_address
 from hypernetes.node.podspec import (
     CLUSTER_KINDS,
@@ -644,8 +645,7 @@ class PodWorker:
 
     async def _sleep_or_change(self, seconds: float | None) -> bool:
         """Sleep, waking early on a pod update; True if woken by an update."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), seconds)
+        if await wait_event(self.changed, seconds):
             self.changed.clear()
             return True
         return False

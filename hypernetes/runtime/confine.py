@@ -40,9 +40,8 @@ class Confiner:
         self.enabled = can_jail() if enabled is None else enabled
         self._cgroups: Cgroups | None = None
         if not self.enabled:
-            if enabled is None:  # asked for off (a benchmark's baseline) needs no warning
-                log.warning("not running as root: pod VMs run as uid %d without a jail or cgroups "
-                            "(no per-pod uid, chroot, namespaces or CPU/memory/pids limits)", os.geteuid())
+            log.warning("not running as root: pod VMs run as uid %d without a jail or cgroups "
+                        "(no per-pod uid, chroot, namespaces or CPU/memory/pids limits)", os.geteuid())
             return
         self._cgroups = Cgroups.for_host()
         if self._cgroups is None:

@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException, WatchEvent
+from hypernetes.asyncwait import wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.scheduler.placement import (
     BIN_PACKING,
@@ -85,8 +86,7 @@ class Scheduler:
         ]
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), RETRY_SECONDS)
+                await wait_event(self._wake, RETRY_SECONDS)
                 self._wake.clear()
                 await self.schedule_pending()
         finally:
