@@ -75,7 +75,12 @@ class Cluster:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never left running behind the suite
+                self.proc.wait()
+                raise AssertionError(f"up did not stop within 60 s of SIGINT; see {self.log}") from None
 
     def kubectl_args(self, *args: str, version: str = "32") -> list[str]:
         return [KUBECTL.format(version), "--kubeconfig", str(self.data / "admin.kubeconfig"), *args]
