@@ -4,7 +4,8 @@ each VM in its own cgroup (jailed, as the node runs them as root) and without (a
 Prints one JSON object per slice and per summary, then a Markdown table on stderr.
 
 Per configuration (confined, unconfined): a fresh HyperVM runtime; one quiet pod (1 vCPU) and
-`--spinners` hostile pods (1 vCPU each, no CPU limit: the VM's vCPU is all they may take) whose
+`--spinners` hostile pods (1 vCPU each, no CPU request or limit: the VM's vCPU is all they may
+take; the quiet pod requests `--quiet-cpu-request`, its weight when confined) whose
 container spins only while /tmp/spin says 1, so that the neighbour is switched on and off by an
 exec instead of VM boots. Slices of `--execs` execs of `true` in the quiet pod, alone and beside
 the spinning neighbours, in ABBA order, `--rounds` times; medians of the slices' p50 and p99.
@@ -43,8 +44,9 @@ CLI = str(REPO / ".venv" / "bin" / "hypernetes")
 SPIN = 'while :; do read -r on < /tmp/spin; if [ "$on" = 1 ]; then :; else sleep 0.2; fi; done 2>/dev/null'
 
 
-def pod(pid: str, command: str) -> PodSpec:
-    main = ContainerSpec(name="main", image=IMAGE, command=("sh", "-c", command), memory_limit=64 << 20)
+def pod(pid: str, command: str, cpu_request: int | None) -> PodSpec:
+    main = ContainerSpec(name="main", image=IMAGE, command=("sh", "-c", command), memory_limit=64 << 20,
+                         cpu_request_millis=cpu_request)
     return PodSpec(id=pid, name=pid, containers=(main,), termination_grace_seconds=1)
 
 
@@ -68,7 +70,9 @@ async def configuration(name: str, data: Path, kernels: KernelRegistry,
     pods = ["quiet", *(f"spin{i}" for i in range(args.spinners))]
     try:
         for pid in pods:
-            await runtime.create_sandbox(pod(pid, "sleep 3600" if pid == "quiet" else SPIN))
+            quiet = pid == "quiet"
+            await runtime.create_sandbox(pod(pid, "sleep 3600" if quiet else SPIN,
+                                             args.quiet_cpu_request if quiet else None))
             await runtime.start_container(pid, "main")
         for _ in range(5):  # warm the quiet VM's exec path
             await run(runtime, "quiet", "true")
@@ -105,6 +109,9 @@ def main() -> int:
     p.add_argument("--spinners", type=int, default=2)
     p.add_argument("--execs", type=int, default=40)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quiet-cpu-request", type=int, default=None, metavar="MILLICPU",
+                   help="the quiet pod's requests.cpu (its CPU weight when confined; default: none, "
+                   "the same weight as the spinners)")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("run as root: the confined configuration needs cgroups and the jail", file=sys.stderr)
