@@ -56,10 +56,12 @@ async def test_cancel_and_wait_cancels_again_and_is_bounded() -> None:
             swallowed += 1  # as a loop that lost its cancellation goes on
         await asyncio.sleep(30)
 
-    async def never_ends() -> None:
-        while True:
+    stop = False
+
+    async def never_ends() -> None:  # until the test lets it, whatever cancels it
+        while not stop:
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(30)
+                await asyncio.sleep(0.1)
 
     stubborn, forever = asyncio.create_task(swallows_one()), asyncio.create_task(never_ends(), name="forever")
     await asyncio.sleep(0)  # both are running
@@ -68,4 +70,5 @@ async def test_cancel_and_wait_cancels_again_and_is_bounded() -> None:
     await cancel_and_wait([stubborn, forever], within=1.5)
     assert stubborn.cancelled() and swallowed == 1
     assert not forever.done() and loop.time() - start < 3  # left running, the caller not hung
-    forever.cancel()
+    stop = True
+    await forever  # it ends: nothing outlives the test's loop
