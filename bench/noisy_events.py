@@ -35,13 +35,20 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: noisy-a, labels: {hypernetes.io/tenant: noisy}}
 """
-REQUEST = re.compile(r'apiserver_request_total\{verb="(\w+)",resource="([\w.]*)",subresource="(\w*)",'
-                     r'code="\d+"\} (\d+)')
+REQUEST = re.compile(
+    r'apiserver_request_total\{verb="(\w+)",resource="([\w.]*)",subresource="(\w*)",'
+    r'code="\d+"\} (\d+)'
+)
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], input=stdin,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise SystemExit(f"kubectl {' '.join(args)}: {proc.stderr}")
     return proc.stdout
@@ -55,21 +62,31 @@ def requests(http: httpx.Client) -> collections.Counter[str]:
 
 
 def events(kubeconfig: Path) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = json.loads(kubectl(kubeconfig, "get", "events", "-n", "noisy-a",
-                                                     "-o", "json"))["items"]
+    items: list[dict[str, Any]] = json.loads(
+        kubectl(kubeconfig, "get", "events", "-n", "noisy-a", "-o", "json")
+    )["items"]
     return items
 
 
 def measure(kubeconfig: Path, port: int, warmup: float, window: float) -> dict[str, Any]:
     token = re.search(r"token: (\S+)", kubeconfig.read_text())
     assert token is not None
-    http = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False,
-                        headers={"Authorization": f"Bearer {token[1]}"})
+    http = httpx.Client(
+        base_url=f"https://127.0.0.1:{port}", verify=False, headers={"Authorization": f"Bearer {token[1]}"}
+    )
     kubectl(kubeconfig, "apply", "-f", "-", stdin=TENANT)
     time.sleep(2)  # the namespace's owner reaches admission
     kubectl(kubeconfig, "-n", "noisy-a", "run", "stuck", "--image=registry.invalid/nope:2")
-    kubectl(kubeconfig, "-n", "noisy-a", "create", "deployment", "web", "--image=registry.invalid/nope:1",
-            "--replicas=3")
+    kubectl(
+        kubeconfig,
+        "-n",
+        "noisy-a",
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.invalid/nope:1",
+        "--replicas=3",
+    )
     time.sleep(warmup)
     r0, e0, t0 = requests(http), events(kubeconfig), time.monotonic()
     time.sleep(window)
@@ -79,15 +96,18 @@ def measure(kubeconfig: Path, port: int, warmup: float, window: float) -> dict[s
     delta["LIST events"] -= 1  # our own reading
     delta["GET "] -= 1  # our own /metrics
     return {
-        "warmup_s": warmup, "window_s": round(dt, 1),
+        "warmup_s": warmup,
+        "window_s": round(dt, 1),
         "event_objects_created_per_s": round((len(e1) - len(e0)) / dt, 2),
-        "events_occurred_per_s": round((sum(e.get("count") or 1 for e in e1)
-                                        - sum(e.get("count") or 1 for e in e0)) / dt, 2),
+        "events_occurred_per_s": round(
+            (sum(e.get("count") or 1 for e in e1) - sum(e.get("count") or 1 for e in e0)) / dt, 2
+        ),
         "api_requests_per_s": round(sum(delta.values()) / dt, 2),
         "by_request_per_s": {k: round(v / dt, 2) for k, v in sorted(delta.items()) if v > 0},
         "event_objects_total": len(e1),
-        "events_by_reason": dict(collections.Counter(f'{e["involvedObject"]["kind"]}/{e["reason"]}'
-                                                     for e in e1)),
+        "events_by_reason": dict(
+            collections.Counter(f"{e['involvedObject']['kind']}/{e['reason']}" for e in e1)
+        ),
     }
 
 
@@ -101,15 +121,35 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="noisy-events-"))
     kubeconfig = data / "admin.kubeconfig"
     with open(data / "up.log", "w") as log:
-        up = subprocess.Popen([sys.executable, "-m", "hypernetes.cli.main", "up", "--data-dir", str(data),
-                               "--port", str(args.port), "--no-network", "--stop-pods"],
-                              cwd=args.tree, env={**os.environ, "PYTHONPATH": str(args.tree)},
-                              stdout=log, stderr=subprocess.STDOUT)
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hypernetes.cli.main",
+                "up",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(args.port),
+                "--no-network",
+                "--stop-pods",
+            ],
+            cwd=args.tree,
+            env={**os.environ, "PYTHONPATH": str(args.tree)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             for _ in range(120):
-                if kubeconfig.exists() and subprocess.run(
-                        ["kubectl", f"--kubeconfig={kubeconfig}", "get", "nodes"], capture_output=True,
-                        check=False).returncode == 0:
+                if (
+                    kubeconfig.exists()
+                    and subprocess.run(
+                        ["kubectl", f"--kubeconfig={kubeconfig}", "get", "nodes"],
+                        capture_output=True,
+                        check=False,
+                    ).returncode
+                    == 0
+                ):
                     break
                 time.sleep(1)
             result = measure(kubeconfig, args.port, args.warmup, args.window)

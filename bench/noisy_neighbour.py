@@ -42,10 +42,21 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "loadavg": os.getloadavg()}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg": os.getloadavg(),
+    }
 
 
 def run(fair: bool, args: argparse.Namespace) -> dict[str, Any]:
@@ -57,6 +68,7 @@ def run(fair: bool, args: argparse.Namespace) -> dict[str, Any]:
         def quiet() -> dict[str, Any]:
             q = noisy.quiet(url, tokens["quiet"], ca, ns["quiet"], args.seconds, args.quiet_rate)
             return asyncio.run(q)
+
         for i, phase in enumerate(order):
             cpu0, t0 = process_cpu(pid), time.monotonic()
             if phase == "alone":
@@ -64,21 +76,42 @@ def run(fair: bool, args: argparse.Namespace) -> dict[str, Any]:
                 hostile: dict[str, Any] = {}
             else:
                 seconds = args.seconds + args.warmup
-                with noisy.hostile_process(url, tokens["noisy"], ca, ns["noisy"], clients=args.clients,
-                                           watches=args.watches, seconds=seconds) as hostile:
+                with noisy.hostile_process(
+                    url,
+                    tokens["noisy"],
+                    ca,
+                    ns["noisy"],
+                    clients=args.clients,
+                    watches=args.watches,
+                    seconds=seconds,
+                ) as hostile:
                     time.sleep(args.warmup)  # its watches open and its flood is running
                     res = quiet()
             slices[phase].append(res)
-            emit({"fairness": fair, "slice": i, "phase": phase, "quiet": res, "hostile": hostile,
-                  "server_cpu_util": round((process_cpu(pid) - cpu0) / (time.monotonic() - t0), 2),
-                  "loadavg": os.getloadavg()[0]})
-    med = {phase: {k: percentile([s[k] for s in xs], 50) for k in ("mean_ms", "p50_ms", "p99_ms")}
-           for phase, xs in slices.items()}
-    summary = {"fairness": fair, "quiet_alone": med["alone"], "quiet_with_neighbour": med["neighbour"],
-               "p50_ratio": round(med["neighbour"]["p50_ms"] / max(med["alone"]["p50_ms"], 1e-3), 2),
-               "p99_ratio": round(med["neighbour"]["p99_ms"] / max(med["alone"]["p99_ms"], 1e-3), 2),
-               "mean_ratio": round(med["neighbour"]["mean_ms"] / max(med["alone"]["mean_ms"], 1e-3), 2),
-               "quiet_errors": sum(sum(s["errors"].values()) for xs in slices.values() for s in xs)}
+            emit(
+                {
+                    "fairness": fair,
+                    "slice": i,
+                    "phase": phase,
+                    "quiet": res,
+                    "hostile": hostile,
+                    "server_cpu_util": round((process_cpu(pid) - cpu0) / (time.monotonic() - t0), 2),
+                    "loadavg": os.getloadavg()[0],
+                }
+            )
+    med = {
+        phase: {k: percentile([s[k] for s in xs], 50) for k in ("mean_ms", "p50_ms", "p99_ms")}
+        for phase, xs in slices.items()
+    }
+    summary = {
+        "fairness": fair,
+        "quiet_alone": med["alone"],
+        "quiet_with_neighbour": med["neighbour"],
+        "p50_ratio": round(med["neighbour"]["p50_ms"] / max(med["alone"]["p50_ms"], 1e-3), 2),
+        "p99_ratio": round(med["neighbour"]["p99_ms"] / max(med["alone"]["p99_ms"], 1e-3), 2),
+        "mean_ratio": round(med["neighbour"]["mean_ms"] / max(med["alone"]["mean_ms"], 1e-3), 2),
+        "quiet_errors": sum(sum(s["errors"].values()) for xs in slices.values() for s in xs),
+    }
     emit({"summary": summary})
     return summary
 

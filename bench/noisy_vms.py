@@ -45,8 +45,13 @@ SPIN = 'while :; do read -r on < /tmp/spin; if [ "$on" = 1 ]; then :; else sleep
 
 
 def pod(pid: str, command: str, cpu_request: int | None) -> PodSpec:
-    main = ContainerSpec(name="main", image=IMAGE, command=("sh", "-c", command), memory_limit=64 << 20,
-                         cpu_request_millis=cpu_request)
+    main = ContainerSpec(
+        name="main",
+        image=IMAGE,
+        command=("sh", "-c", command),
+        memory_limit=64 << 20,
+        cpu_request_millis=cpu_request,
+    )
     return PodSpec(id=pid, name=pid, containers=(main,), termination_grace_seconds=1)
 
 
@@ -62,8 +67,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def configuration(name: str, data: Path, kernels: KernelRegistry,
-                        args: argparse.Namespace) -> dict[str, object]:
+async def configuration(
+    name: str, data: Path, kernels: KernelRegistry, args: argparse.Namespace
+) -> dict[str, object]:
     runtime = HyperVM(data / name, ImageStore(data / "images"), kernels, die_with_parent=True)
     if name == "unconfined":
         runtime._confiner = Confiner(enabled=False)  # as before: no uid, jail or cgroup per VM
@@ -71,8 +77,9 @@ async def configuration(name: str, data: Path, kernels: KernelRegistry,
     try:
         for pid in pods:
             quiet = pid == "quiet"
-            await runtime.create_sandbox(pod(pid, "sleep 3600" if quiet else SPIN,
-                                             args.quiet_cpu_request if quiet else None))
+            await runtime.create_sandbox(
+                pod(pid, "sleep 3600" if quiet else SPIN, args.quiet_cpu_request if quiet else None)
+            )
             await runtime.start_container(pid, "main")
         for _ in range(5):  # warm the quiet VM's exec path
             await run(runtime, "quiet", "true")
@@ -86,8 +93,18 @@ async def configuration(name: str, data: Path, kernels: KernelRegistry,
                 times = [await run(runtime, "quiet", "true") for _ in range(args.execs)]
                 p50, p99 = percentile(times, 0.5) * 1000, percentile(times, 0.99) * 1000
                 slices[phase].append((p50, p99))
-                print(json.dumps({"bench": "noisy_vms", "config": name, "phase": phase,
-                                  "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "bench": "noisy_vms",
+                            "config": name,
+                            "phase": phase,
+                            "p50_ms": round(p50, 2),
+                            "p99_ms": round(p99, 2),
+                        }
+                    ),
+                    flush=True,
+                )
         out: dict[str, object] = {"bench": "noisy_vms_summary", "config": name}
         for phase, values in slices.items():
             out[f"{phase}_p50_ms"] = round(statistics.median(v[0] for v in values), 2)
@@ -109,28 +126,52 @@ def main() -> int:
     p.add_argument("--spinners", type=int, default=2)
     p.add_argument("--execs", type=int, default=40)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--quiet-cpu-request", type=int, default=None, metavar="MILLICPU",
-                   help="the quiet pod's requests.cpu (its CPU weight when confined; default: none, "
-                   "the same weight as the spinners)")
+    p.add_argument(
+        "--quiet-cpu-request",
+        type=int,
+        default=None,
+        metavar="MILLICPU",
+        help="the quiet pod's requests.cpu (its CPU weight when confined; default: none, "
+        "the same weight as the spinners)",
+    )
     args = p.parse_args()
     if os.geteuid() != 0:
         print("run as root: the confined configuration needs cgroups and the jail", file=sys.stderr)
         return 1
-    print(json.dumps({"bench": "machine", "cpus": os.cpu_count(), "kernel": platform.release(),
-                      "python": platform.python_version(), "loadavg": os.getloadavg()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "machine",
+                "cpus": os.cpu_count(),
+                "kernel": platform.release(),
+                "python": platform.python_version(),
+                "loadavg": os.getloadavg(),
+            }
+        ),
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="noisy-vms-") as tmp:
         data = Path(tmp)
         layout = OciLayout(data / "oci")
         layout.add(busybox_image(), IMAGE)
-        subprocess.run([CLI, "image", "import", "--data-dir", str(data), str(layout.root)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [CLI, "image", "import", "--data-dir", str(data), str(layout.root)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         kernels = KernelRegistry(data / "kernels", agent_binary())
         rows = [asyncio.run(configuration(name, data, kernels, args)) for name in ("confined", "unconfined")]
-    print("\n| VMs | quiet alone p50 / p99 ms | beside spinners p50 / p99 ms | ratio p50 / p99 |\n"
-          "|---|---|---|---|", file=sys.stderr)
+    print(
+        "\n| VMs | quiet alone p50 / p99 ms | beside spinners p50 / p99 ms | ratio p50 / p99 |\n"
+        "|---|---|---|---|",
+        file=sys.stderr,
+    )
     for r in rows:
-        print(f"| {r['config']} | {r['alone_p50_ms']} / {r['alone_p99_ms']} | {r['beside_p50_ms']} / "
-              f"{r['beside_p99_ms']} | {r['ratio_p50']} / {r['ratio_p99']} |", file=sys.stderr)
+        print(
+            f"| {r['config']} | {r['alone_p50_ms']} / {r['alone_p99_ms']} | {r['beside_p50_ms']} / "
+            f"{r['beside_p99_ms']} | {r['ratio_p50']} / {r['ratio_p99']} |",
+            file=sys.stderr,
+        )
     return 0
 
 

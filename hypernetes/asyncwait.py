@@ -42,5 +42,8 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]], *, within: floa
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: asyncio would otherwise log it as never retrieved
     if pending:
-        log.warning("still running after %.0f s of cancelling: %s", within,
-                    ", ".join(sorted(t.get_name() for t in pending)))
+        log.warning(
+            "still running after %.0f s of cancelling: %s",
+            within,
+            ", ".join(sorted(t.get_name() for t in pending)),
+        )

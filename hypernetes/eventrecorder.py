@@ -71,6 +71,7 @@ class _LRU(Generic[V]):
 
 # -- keys, as upstream's (events_cache.go) --------------------------------------------------------
 
+
 def _source(ev: Obj) -> tuple[str, ...]:
     src = ev.get("source") or {}
     return str(src.get("component") or ""), str(src.get("host") or "")
@@ -78,15 +79,24 @@ def _source(ev: Obj) -> tuple[str, ...]:
 
 def _object(ev: Obj, *, field_path: bool = False) -> tuple[str, ...]:
     o = ev.get("involvedObject") or {}
-    names = ("kind", "namespace", "name", "fieldPath", "uid", "apiVersion") if field_path else \
-        ("kind", "namespace", "name", "uid", "apiVersion")
+    names = (
+        ("kind", "namespace", "name", "fieldPath", "uid", "apiVersion")
+        if field_path
+        else ("kind", "namespace", "name", "uid", "apiVersion")
+    )
     return tuple(str(o.get(n) or "") for n in names)
 
 
 def event_key(ev: Obj) -> tuple[str, ...]:
     """What makes two events the same one (only count and time may differ)."""
-    return ("event", *_source(ev), *_object(ev, field_path=True), str(ev.get("type") or ""),
-            str(ev.get("reason") or ""), str(ev.get("message") or ""))
+    return (
+        "event",
+        *_source(ev),
+        *_object(ev, field_path=True),
+        str(ev.get("type") or ""),
+        str(ev.get("reason") or ""),
+        str(ev.get("message") or ""),
+    )
 
 
 def spam_key(ev: Obj) -> tuple[str, ...]:
@@ -95,11 +105,19 @@ def spam_key(ev: Obj) -> tuple[str, ...]:
 
 def aggregate_key(ev: Obj) -> tuple[str, ...]:
     """Events that differ only in their message."""
-    return ("similar", *_source(ev), *_object(ev), str(ev.get("type") or ""), str(ev.get("reason") or ""),
-            str(ev.get("reportingComponent") or ""), str(ev.get("reportingInstance") or ""))
+    return (
+        "similar",
+        *_source(ev),
+        *_object(ev),
+        str(ev.get("type") or ""),
+        str(ev.get("reason") or ""),
+        str(ev.get("reportingComponent") or ""),
+        str(ev.get("reportingInstance") or ""),
+    )
 
 
 # -- the correlator ------------------------------------------------------------------------------
+
 
 @dataclass
 class _Similar:
@@ -159,9 +177,14 @@ class EventCorrelator:
     def written(self, event: Obj) -> None:
         """Remember what the API server returned (its name and count) for the next patch."""
         meta = event.get("metadata") or {}
-        self._written.put(event_key(event), _Written(int(event.get("count") or 1),
-                                                     str(event.get("firstTimestamp") or ""),
-                                                     str(meta.get("name") or "")))
+        self._written.put(
+            event_key(event),
+            _Written(
+                int(event.get("count") or 1),
+                str(event.get("firstTimestamp") or ""),
+                str(meta.get("name") or ""),
+            ),
+        )
 
     def _aggregate(self, event: Obj, now: float) -> tuple[Obj, tuple[str, ...]]:
         key = aggregate_key(event)
@@ -189,10 +212,14 @@ class EventCorrelator:
             event["metadata"]["name"] = last.name
             event["firstTimestamp"] = last.first_timestamp
             event["count"] = last.count + 1
-            patch = {"count": event["count"], "lastTimestamp": event["lastTimestamp"],
-                     "message": event["message"]}
-        self._written.put(key, _Written(int(event["count"]), str(event["firstTimestamp"]),
-                                        str(event["metadata"]["name"])))
+            patch = {
+                "count": event["count"],
+                "lastTimestamp": event["lastTimestamp"],
+                "message": event["message"],
+            }
+        self._written.put(
+            key, _Written(int(event["count"]), str(event["firstTimestamp"]), str(event["metadata"]["name"]))
+        )
         return event, patch
 
 
@@ -204,9 +231,14 @@ def new_name(event: Obj) -> str:
 def object_reference(obj: Obj, field_path: str = "") -> Obj:
     """The involvedObject of an event about `obj`."""
     meta = obj.get("metadata") or {}
-    ref: Obj = {"kind": obj.get("kind", ""), "apiVersion": obj.get("apiVersion", ""),
-                "namespace": meta.get("namespace") or None, "name": meta.get("name", ""),
-                "uid": meta.get("uid", ""), "resourceVersion": meta.get("resourceVersion", "")}
+    ref: Obj = {
+        "kind": obj.get("kind", ""),
+        "apiVersion": obj.get("apiVersion", ""),
+        "namespace": meta.get("namespace") or None,
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "resourceVersion": meta.get("resourceVersion", ""),
+    }
     if field_path:
         ref["fieldPath"] = field_path
     return ref
@@ -217,14 +249,22 @@ class EventRecorder:
     EventCorrelator. Events about one object are written one at a time, in order, so that a
     repeat patches the Event its predecessor created."""
 
-    def __init__(self, client: ApiClient, component: str, *, host: str = "", instance: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        component: str,
+        *,
+        host: str = "",
+        instance: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client, self.component, self.host = client, component, host
         self.instance = instance or component
         self.correlator = EventCorrelator(clock)
         self.clock = clock
-        self._locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = \
+        self._locks: weakref.WeakValueDictionary[tuple[str, ...], asyncio.Lock] = (
             weakref.WeakValueDictionary()
+        )
         self.written = self.dropped = 0  # for metrics and tests
 
     def event(self, ref: Obj, etype: str, reason: str, message: str) -> Obj:
@@ -232,11 +272,19 @@ class EventRecorder:
         now = rfc3339(self.clock())
         source = {"component": self.component, **({"host": self.host} if self.host else {})}
         event: Obj = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"name": "", "namespace": ref.get("namespace") or "default"},
-            "involvedObject": ref, "reason": reason, "message": message, "type": etype,
-            "source": source, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "reportingComponent": self.component, "reportingInstance": self.instance,
+            "involvedObject": ref,
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "source": source,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance,
         }
         event["metadata"]["name"] = new_name(event)
         return event
@@ -252,22 +300,28 @@ class EventRecorder:
             out = self.correlator.correlate(event)
             if out is None:
                 self.dropped += 1
-                log.debug("event %s about %s/%s dropped by the spam filter", reason,
-                          ref.get("namespace"), ref.get("name"))
+                log.debug(
+                    "event %s about %s/%s dropped by the spam filter",
+                    reason,
+                    ref.get("namespace"),
+                    ref.get("name"),
+                )
                 return
             try:
                 self.correlator.written(await self._write(out))
                 self.written += 1
             except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as e:
-                log.debug("event %s about %s/%s not recorded: %s", reason, ref.get("namespace"),
-                          ref.get("name"), e)
+                log.debug(
+                    "event %s about %s/%s not recorded: %s", reason, ref.get("namespace"), ref.get("name"), e
+                )
 
     async def _write(self, out: Correlated) -> Obj:
         meta = out.event["metadata"]
         if out.patch is not None:
             try:
-                patched: Obj = await self.client.patch("v1", "events", meta["name"], out.patch,
-                                                       meta["namespace"])
+                patched: Obj = await self.client.patch(
+                    "v1", "events", meta["name"], out.patch, meta["namespace"]
+                )
                 return patched
             except ApiException as e:
                 if e.status != 404:  # 404: expired (events live an hour) or deleted: create again

@@ -30,8 +30,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if (report.skipped and os.environ.get("CI") and not hasattr(report, "wasxfail")
-            and item.get_closest_marker("allow_skip_on_ci") is None):
+    if (
+        report.skipped
+        and os.environ.get("CI")
+        and not hasattr(report, "wasxfail")
+        and item.get_closest_marker("allow_skip_on_ci") is None
+    ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped on CI, which has every tool and privilege: {reason}"

@@ -27,15 +27,22 @@ from tests.support import noisy
 from tests.support.apiserver import ApiServerThread
 from tests.support.tenants import LineReader
 
-TOKENS = {"acme-token": tenant_user("alice", "acme", "admin"),
-          "globex-token": tenant_user("gina", "globex", "admin")}
+TOKENS = {
+    "acme-token": tenant_user("alice", "acme", "admin"),
+    "globex-token": tenant_user("gina", "globex", "admin"),
+}
 CM = "/api/v1/namespaces/default/configmaps"
 
 
 def bomb(levels: int) -> str:
     """A billion-laughs YAML ConfigMap: `levels` of 9 aliases each, ~400 bytes."""
-    lines = ["apiVersion: v1", "kind: ConfigMap", "metadata: {name: lol}", "x:",
-             "  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines = [
+        "apiVersion: v1",
+        "kind: ConfigMap",
+        "metadata: {name: lol}",
+        "x:",
+        "  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+    ]
     lines += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
     return "\n".join(lines) + "\n"
 
@@ -69,12 +76,16 @@ def assert_status(r: httpx.Response, code: int, reason: str) -> dict[str, Any]:
 # -- 1. bodies -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path,ctype,method", [
-    (CM, "application/yaml", "POST"),
-    (CM + "/lol?fieldManager=t", "application/apply-patch+yaml", "PATCH"),
-])
-def test_yaml_alias_bomb_is_refused_without_stalling_the_server(api: ApiServerThread, path: str, ctype: str,
-                                                                method: str) -> None:
+@pytest.mark.parametrize(
+    "path,ctype,method",
+    [
+        (CM, "application/yaml", "POST"),
+        (CM + "/lol?fieldManager=t", "application/apply-patch+yaml", "PATCH"),
+    ],
+)
+def test_yaml_alias_bomb_is_refused_without_stalling_the_server(
+    api: ApiServerThread, path: str, ctype: str, method: str
+) -> None:
     """9 levels of aliases (~600 bytes) stalled the server for 99 s; now a quick 400, and another
     caller is served meanwhile."""
     body = bomb(9)
@@ -86,6 +97,7 @@ def test_yaml_alias_bomb_is_refused_without_stalling_the_server(api: ApiServerTh
             t0 = time.monotonic()
             other.get("/api/v1/namespaces")
             done.append(time.monotonic() - t0)
+
         t = threading.Timer(0.2, bystander)  # asks while the bomb is being handled
         t.start()
         r = c.request(method, path, content=body, headers={"Content-Type": ctype})
@@ -96,8 +108,10 @@ def test_yaml_alias_bomb_is_refused_without_stalling_the_server(api: ApiServerTh
 
 
 def test_small_aliases_still_work_and_are_independent_copies(api: ApiServerThread) -> None:
-    doc = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: anchors\n  labels: &l {app: web}\n"
-           "  annotations: *l\ndata: {when: 2024-01-01T00:00:00Z}\n")
+    doc = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: anchors\n  labels: &l {app: web}\n"
+        "  annotations: *l\ndata: {when: 2024-01-01T00:00:00Z}\n"
+    )
     with client(api) as c:
         r = c.post(CM, content=doc, headers={"Content-Type": "application/yaml"})
         assert r.status_code == 201, r.text
@@ -107,8 +121,9 @@ def test_small_aliases_still_work_and_are_independent_copies(api: ApiServerThrea
         c.delete(CM + "/anchors")
 
 
-@pytest.mark.parametrize("how", ["create-json", "create-yaml", "merge-patch", "json-patch", "apply",
-                                 "delete-options"])
+@pytest.mark.parametrize(
+    "how", ["create-json", "create-yaml", "merge-patch", "json-patch", "apply", "delete-options"]
+)
 def test_deep_nesting_is_refused_at_decoding(api: ApiServerThread, how: str) -> None:
     deep = nested(400)
     with client(api) as c:
@@ -120,14 +135,23 @@ def test_deep_nesting_is_refused_at_decoding(api: ApiServerThread, how: str) -> 
             case "create-yaml":
                 r = c.post(CM, content=json.dumps(obj), headers={"Content-Type": "application/yaml"})
             case "merge-patch":
-                r = c.patch(CM + "/deep", content=json.dumps({"x": deep}),
-                            headers={"Content-Type": "application/merge-patch+json"})
+                r = c.patch(
+                    CM + "/deep",
+                    content=json.dumps({"x": deep}),
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
             case "json-patch":
-                r = c.patch(CM + "/deep", content=json.dumps([{"op": "add", "path": "/x", "value": deep}]),
-                            headers={"Content-Type": "application/json-patch+json"})
+                r = c.patch(
+                    CM + "/deep",
+                    content=json.dumps([{"op": "add", "path": "/x", "value": deep}]),
+                    headers={"Content-Type": "application/json-patch+json"},
+                )
             case "apply":
-                r = c.patch(CM + "/deep2?fieldManager=t", content=json.dumps(obj),
-                            headers={"Content-Type": "application/apply-patch+yaml"})
+                r = c.patch(
+                    CM + "/deep2?fieldManager=t",
+                    content=json.dumps(obj),
+                    headers={"Content-Type": "application/apply-patch+yaml"},
+                )
             case _:
                 r = c.request("DELETE", CM + "/deep", content=json.dumps({"x": deep}))
         assert r.status_code in (400, 422), f"{r.status_code}: {r.text[:300]}"
@@ -144,6 +168,7 @@ def test_body_over_3mib_is_413(api: ApiServerThread) -> None:
 
 # -- 2. fairness between tenants -----------------------------------------------------------------
 
+
 class SlowUpload:
     """A create whose body trickles in: it holds its seat (the handler is reading the body) until
     `finish`. Raw TLS, so nothing buffers the body client-side."""
@@ -154,8 +179,10 @@ class SlowUpload:
         ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
         raw = socket.create_connection(("127.0.0.1", api.port), timeout=30, source_address=(source, 0))
         self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-        head = (f"POST {CM} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(self.BODY)}\r\n\r\n")
+        head = (
+            f"POST {CM} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(self.BODY)}\r\n\r\n"
+        )
         self.sock.sendall(head.encode() + self.BODY[:5])
 
     def finish(self) -> int:
@@ -186,8 +213,16 @@ def poll(cond: Any, what: str, timeout: float = 10.0) -> None:
 @pytest.fixture()
 def tight(tmp_path: Path) -> Iterator[ApiServerThread]:
     """One tenant seat, two queued requests a flow, short waits, no reject delay."""
-    cfg = FairnessConfig(workload_seats=1, queue_length=2, queue_timeout=3, reject_delay=0, max_watches=3,
-                         request_timeout=30, auth_failure_burst=5, auth_failure_rate=0.01)
+    cfg = FairnessConfig(
+        workload_seats=1,
+        queue_length=2,
+        queue_timeout=3,
+        reject_delay=0,
+        max_watches=3,
+        request_timeout=30,
+        auth_failure_burst=5,
+        auth_failure_rate=0.01,
+    )
     a = ApiServerThread(tmp_path, extra_users=TOKENS, fairness=cfg).start()
     yield a
     a.stop()
@@ -226,8 +261,12 @@ def test_a_flooding_tenant_queues_behind_itself_not_others(tight: ApiServerThrea
 
 def test_watches_are_limited_per_tenant(tight: ApiServerThread) -> None:
     watch = CM + "?watch=true"
-    with client(tight, "acme-token") as acme, client(tight, "globex-token") as globex, \
-            client(tight) as admin, contextlib.ExitStack() as stack:
+    with (
+        client(tight, "acme-token") as acme,
+        client(tight, "globex-token") as globex,
+        client(tight) as admin,
+        contextlib.ExitStack() as stack,
+    ):
         open_ = [stack.enter_context(acme.stream("GET", watch)) for _ in range(3)]
         assert all(w.status_code == 200 for w in open_)
         with acme.stream("GET", watch) as extra:
@@ -242,11 +281,13 @@ def test_watches_are_limited_per_tenant(tight: ApiServerThread) -> None:
         def reopened() -> bool:
             with acme.stream("GET", watch) as w:
                 return w.status_code == 200
+
         poll(reopened, "acme's closed watch to be counted out")
 
 
 def test_credentials_that_fail_are_throttled_per_source_without_locking_out_good_ones(
-        tight: ApiServerThread) -> None:
+    tight: ApiServerThread,
+) -> None:
     """Requests whose credential fails cost the source a failure budget (5 here); once spent, they
     are refused before authenticating. A credential that works keeps working from that address
     (a new one waits for the budget to refill, as a NAT'd victim of a flood would)."""
@@ -272,9 +313,12 @@ def test_a_request_is_bounded_in_time(tmp_path: Path) -> None:
 
 # -- 3. connections ------------------------------------------------------------------------------
 
+
 def raw_connections(api: ApiServerThread, n: int, source: str) -> list[socket.socket]:
-    return [socket.create_connection(("127.0.0.1", api.port), timeout=5, source_address=(source, 0))
-            for _ in range(n)]
+    return [
+        socket.create_connection(("127.0.0.1", api.port), timeout=5, source_address=(source, 0))
+        for _ in range(n)
+    ]
 
 
 def closed_by_server(s: socket.socket, wait: float) -> bool:
@@ -288,7 +332,8 @@ def closed_by_server(s: socket.socket, wait: float) -> bool:
 
 
 def test_connections_over_the_per_source_cap_are_closed_before_tls_and_logged_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A tenant's half-open connections from one address: beyond the cap each is closed as it
     arrives (no handshake, one log line for the burst), the rest end at the handshake timeout,
     and other addresses are served throughout."""
@@ -316,8 +361,10 @@ def test_silent_and_slow_header_connections_time_out_but_watches_stay(tmp_path: 
     limits = ConnectionLimits(header_timeout=1, idle_timeout=2)
     api = ApiServerThread(tmp_path, extra_users=TOKENS, connection_limits=limits).start()
     ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
-    silent, slow = (ctx.wrap_socket(socket.create_connection(("127.0.0.1", api.port)),
-                                    server_hostname="127.0.0.1") for _ in range(2))
+    silent, slow = (
+        ctx.wrap_socket(socket.create_connection(("127.0.0.1", api.port)), server_hostname="127.0.0.1")
+        for _ in range(2)
+    )
     try:
         slow.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n")  # and never the rest
         t0 = time.monotonic()
@@ -341,8 +388,9 @@ def _hostile_sockets(port: int, n: int) -> list[socket.socket]:
     out = []
     for _ in range(n):
         with contextlib.suppress(OSError):
-            out.append(socket.create_connection(("127.0.0.1", port), timeout=2,
-                                                source_address=("127.0.0.2", 0)))
+            out.append(
+                socket.create_connection(("127.0.0.1", port), timeout=2, source_address=("127.0.0.2", 0))
+            )
     return out
 
 
@@ -356,27 +404,39 @@ def test_a_connection_flood_never_reaches_the_descriptor_limit(tmp_path: Path) -
 
     def low_limits() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (200, 700))
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.serve_api", str(tmp_path), "memory"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
-                            preexec_fn=low_limits)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.serve_api", str(tmp_path), "memory"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        preexec_fn=low_limits,
+    )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline().split()[1])
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
-        assert any(line.startswith("Max open files") and line.split()[3:5] == ["700", "700"]
-                   for line in limits.splitlines()), limits
+        assert any(
+            line.startswith("Max open files") and line.split()[3:5] == ["700", "700"]
+            for line in limits.splitlines()
+        ), limits
         flood = _hostile_sockets(port, 900)
         time.sleep(1)
         token = (tmp_path / "pki" / "admin.token").read_text().strip()
         for s in flood:
             s.close()
         time.sleep(0.5)
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(tmp_path / "pki" / "ca.crt"),
-                          headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
+        with httpx.Client(
+            base_url=f"https://127.0.0.1:{port}",
+            verify=str(tmp_path / "pki" / "ca.crt"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ) as c:
             assert c.get("/api/v1/namespaces").status_code == 200
     finally:
         proc.terminate()
@@ -386,6 +446,7 @@ def test_a_connection_flood_never_reaches_the_descriptor_limit(tmp_path: Path) -
 
 
 # -- 2b. a flood from another process ------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_hostile_tenant_in_another_process_does_not_take_the_quiet_ones_capacity(tmp_path: Path) -> None:
@@ -399,9 +460,11 @@ def test_a_hostile_tenant_in_another_process_does_not_take_the_quiet_ones_capaci
 
         def quiet() -> dict[str, Any]:
             return asyncio.run(noisy.quiet(url, tokens["quiet"], ca, ns["quiet"], 3))
+
         before = quiet()
-        with noisy.hostile_process(url, tokens["noisy"], ca, ns["noisy"], clients=64, watches=300,
-                                   seconds=5) as hostile:
+        with noisy.hostile_process(
+            url, tokens["noisy"], ca, ns["noisy"], clients=64, watches=300, seconds=5
+        ) as hostile:
             time.sleep(2)
             beside = quiet()
         after = quiet()
@@ -414,10 +477,19 @@ def test_a_hostile_tenant_in_another_process_does_not_take_the_quiet_ones_capaci
 
 @pytest.mark.parametrize("body", ["{", "[]", json.dumps({"spec": nested(400)})])
 def test_a_scale_body_is_decoded_like_every_other(api: ApiServerThread, body: str) -> None:
-    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sc"},
-           "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "sc"}},
-                    "template": {"metadata": {"labels": {"app": "sc"}},
-                                 "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "sc"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "sc"}},
+            "template": {
+                "metadata": {"labels": {"app": "sc"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
     path = "/apis/apps/v1/namespaces/default/deployments"
     with client(api) as c:
         c.post(path, json=dep)
@@ -435,8 +507,11 @@ def test_kubectl_waits_out_a_429_and_its_watch_gets_in(tight: ApiServerThread) -
         proc = tight.kubectl_popen("--token=acme-token", "get", "configmaps", "-w", "-o", "name")
         out = LineReader(proc)
         try:
-            poll(lambda: tight.app[FAIRNESS].rejected.get(("workload", "too-many-watch"), 0) >= 1,
-                 "kubectl's watch refused", timeout=20)
+            poll(
+                lambda: tight.app[FAIRNESS].rejected.get(("workload", "too-many-watch"), 0) >= 1,
+                "kubectl's watch refused",
+                timeout=20,
+            )
             held[0].close()
             # in: acme holds three watches again, kubectl stops being refused (it retried every
             # Retry-After second) and is still running

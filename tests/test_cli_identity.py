@@ -43,35 +43,52 @@ def env(api: ApiServerThread, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {**out, "HOME": str(home), "KUBECONFIG": str(api.kubeconfig)}
 
 
-def hn(env: dict[str, str], *args: str, input: str | None = None,
-       extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def hn(
+    env: dict[str, str], *args: str, input: str | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # a new session: no controlling terminal, so nothing can prompt on the one running the tests
-    return subprocess.run([*HN, *args], input=input, capture_output=True, text=True,
-                          env={**env, **(extra_env or {})}, timeout=60, start_new_session=True,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+    return subprocess.run(
+        [*HN, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**env, **(extra_env or {})},
+        timeout=60,
+        start_new_session=True,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
 
 
 def ok(env: dict[str, str], *args: str, input: str | None = None) -> str:
     proc = hn(env, *args, input=input)
-    assert proc.returncode == 0, \
+    assert proc.returncode == 0, (
         f"hypernetes {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc.stdout
 
 
 def kubectl(env: dict[str, str], kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(kubectl_path("1.32")), "--kubeconfig", str(kubeconfig), *args],
-                          capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    return subprocess.run(
+        [str(kubectl_path("1.32")), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
-def on_tty(env: dict[str, str], args: list[str], answers: list[tuple[str, str]], *,
-           program: list[str] = HN) -> tuple[int, str]:
+def on_tty(
+    env: dict[str, str], args: list[str], answers: list[tuple[str, str]], *, program: list[str] = HN
+) -> tuple[int, str]:
     """Run `hypernetes ARGS` (or `program ARGS`) with a new pseudo-terminal as its stdin, stdout,
     stderr and controlling terminal (/dev/tty, where getpass asks), typing each answer once its
     prompt shows."""
     master, slave = os.openpty()
-    proc = subprocess.Popen(["setsid", "-w", "-c", *program, *args], stdin=slave, stdout=slave,
-                            stderr=slave, env=env)
+    proc = subprocess.Popen(
+        ["setsid", "-w", "-c", *program, *args], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
     os.close(slave)
     out, pending, deadline = b"", list(answers), time.monotonic() + 30
     try:
@@ -99,8 +116,18 @@ def on_tty(env: dict[str, str], args: list[str], answers: list[tuple[str, str]],
 
 
 def make_user(env: dict[str, str], name: str, tenant: str, role: str, password: str = PASSWORD) -> None:
-    ok(env, "user", "create", name, "--tenant", tenant, "--role", role, "--password-stdin",
-       input=password + "\n")
+    ok(
+        env,
+        "user",
+        "create",
+        name,
+        "--tenant",
+        tenant,
+        "--role",
+        role,
+        "--password-stdin",
+        input=password + "\n",
+    )
 
 
 def login_args(api: ApiServerThread, tenant: str, user: str) -> list[str]:
@@ -121,10 +148,22 @@ def whoami(env: dict[str, str], kubeconfig: Path) -> str:
 
 # -- tenants and users ---------------------------------------------------------------------------------
 
+
 def test_tenants_and_users(env: dict[str, str]) -> None:
-    out = ok(env, "tenant", "create", "acme", "--display-name", "ACME Corp", "--quota",
-             "pods=10,vcpus=8,memory=16Gi,namespaces=5", "--allow-runtime-class", "hypervm",
-             "--allow-kernel", "debian")
+    out = ok(
+        env,
+        "tenant",
+        "create",
+        "acme",
+        "--display-name",
+        "ACME Corp",
+        "--quota",
+        "pods=10,vcpus=8,memory=16Gi,namespaces=5",
+        "--allow-runtime-class",
+        "hypervm",
+        "--allow-kernel",
+        "debian",
+    )
     assert out.startswith('tenant "acme" created\n')  # then its quota, the server's defaults filled in
     assert {line.split()[0]: line.split()[-1] for line in out.splitlines()[2:]}["pods"] == "10"
     again = hn(env, "tenant", "create", "acme")
@@ -142,27 +181,52 @@ def test_tenants_and_users(env: dict[str, str]) -> None:
 
     quota = ok(env, "tenant", "quota", "acme", "--set", "pods=3,memory=2Gi", "--unset", "vcpus")
     limits = {line.split()[0]: line.split()[-1] for line in quota.splitlines()[1:]}
-    assert {k: limits[k] for k in ("pods", "memory", "namespaces")} == {"pods": "3", "memory": "2Gi",
-                                                                         "namespaces": "5"}
+    assert {k: limits[k] for k in ("pods", "memory", "namespaces")} == {
+        "pods": "3",
+        "memory": "2Gi",
+        "namespaces": "5",
+    }
     assert limits.get("vcpus", "unlimited") == "unlimited"
     assert ok(env, "tenant", "quota", "acme") == quota
 
     make_user(env, "ann", "acme", "admin")
     make_user(env, "bob", "acme", "member")
     make_user(env, "gil", "globex", "viewer")
-    short = hn(env, "user", "create", "tom", "--tenant", "acme", "--role", "member", "--password-stdin",
-               input="short\n")
+    short = hn(
+        env,
+        "user",
+        "create",
+        "tom",
+        "--tenant",
+        "acme",
+        "--role",
+        "member",
+        "--password-stdin",
+        input="short\n",
+    )
     assert short.returncode == 1 and "password must be at least 8 characters" in short.stderr
     role = hn(env, "user", "create", "tom", "--tenant", "acme", "--role", "owner", "--password-stdin")
     assert role.returncode == 2 and "invalid choice: 'owner'" in role.stderr
-    nowhere = hn(env, "user", "create", "tom", "--tenant", "nope", "--role", "member", "--password-stdin",
-                 input=PASSWORD + "\n")
+    nowhere = hn(
+        env,
+        "user",
+        "create",
+        "tom",
+        "--tenant",
+        "nope",
+        "--role",
+        "member",
+        "--password-stdin",
+        input=PASSWORD + "\n",
+    )
     assert nowhere.returncode == 1 and 'tenant "nope" does not exist' in nowhere.stderr
 
     listed = ok(env, "user", "ls", "--tenant", "acme").splitlines()
     assert listed[0].split() == ["NAME", "TENANT", "ROLE", "DISABLED"]
-    assert [line.split() for line in listed[1:]] == [["ann", "acme", "admin", "false"],
-                                                      ["bob", "acme", "member", "false"]]
+    assert [line.split() for line in listed[1:]] == [
+        ["ann", "acme", "admin", "false"],
+        ["bob", "acme", "member", "false"],
+    ]
     everyone = ok(env, "user", "ls")
     assert "gil" in everyone and "tom" not in everyone  # the failed creates left nothing behind
 
@@ -190,10 +254,12 @@ def test_user_create_asks_twice_on_a_terminal(api: ApiServerThread, env: dict[st
 
 # -- kubeconfigs -----------------------------------------------------------------------------------------
 
+
 def test_kubeconfig_with_token(env: dict[str, str], tmp_path: Path) -> None:
     kc = tmp_path / "ann.kubeconfig"
-    proc = hn(env, "kubeconfig", "--tenant", "acme", "--user", "ann", "--ttl", "2h", "-n", "acme-dev",
-              "-o", str(kc))
+    proc = hn(
+        env, "kubeconfig", "--tenant", "acme", "--user", "ann", "--ttl", "2h", "-n", "acme-dev", "-o", str(kc)
+    )
     assert proc.returncode == 0, proc.stderr
     assert "token of user ann of tenant acme expires" in proc.stderr
     assert stat.S_IMODE(kc.stat().st_mode) == 0o600
@@ -220,8 +286,19 @@ def test_kubeconfig_with_token(env: dict[str, str], tmp_path: Path) -> None:
 
 def test_exec_plugin(api: ApiServerThread, env: dict[str, str], tmp_path: Path) -> None:
     kc = tmp_path / "bob.kubeconfig"
-    ok(env, "kubeconfig", "--exec", "--tenant", "acme", "--user", "bob", "--ca", str(api.ca.ca_cert),
-       "-o", str(kc))
+    ok(
+        env,
+        "kubeconfig",
+        "--exec",
+        "--tenant",
+        "acme",
+        "--user",
+        "bob",
+        "--ca",
+        str(api.ca.ca_cert),
+        "-o",
+        str(kc),
+    )
     user = yaml.safe_load(kc.read_text())["users"][0]["user"]
     assert "token" not in user
     plugin = user["exec"]
@@ -250,9 +327,15 @@ def test_exec_plugin(api: ApiServerThread, env: dict[str, str], tmp_path: Path) 
     assert stat.S_IMODE(cached.parent.stat().st_mode) == 0o700
 
     assert whoami(env, kc) == "bob"  # kubectl ran the plugin, which answered from the cache
-    noninteractive = {"KUBERNETES_EXEC_INFO": json.dumps({
-        "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-        "spec": {"interactive": False}})}
+    noninteractive = {
+        "KUBERNETES_EXEC_INFO": json.dumps(
+            {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "spec": {"interactive": False},
+            }
+        )
+    }
     again = hn(env, "login", *login_args(api, "acme", "bob"), extra_env=noninteractive)
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == cred["status"]
 
@@ -276,9 +359,12 @@ def test_exec_plugin_asks_on_the_terminal(api: ApiServerThread, env: dict[str, s
     kc = tmp_path / "hal.kubeconfig"
     ok(env, "kubeconfig", "--exec", "--tenant", "acme", "--user", "hal", "-o", str(kc))  # CA embedded
     assert "--ca-data" in yaml.safe_load(kc.read_text())["users"][0]["user"]["exec"]["args"]
-    code, out = on_tty(env, ["--kubeconfig", str(kc), "auth", "whoami"],
-                       [(f"Password for user hal of tenant acme at {api.url}: ", PASSWORD)],
-                       program=[str(kubectl_path("1.32"))])
+    code, out = on_tty(
+        env,
+        ["--kubeconfig", str(kc), "auth", "whoami"],
+        [(f"Password for user hal of tenant acme at {api.url}: ", PASSWORD)],
+        program=[str(kubectl_path("1.32"))],
+    )
     assert code == 0 and "hal" in out and PASSWORD not in out, out
     assert whoami(env, kc) == "hal"  # now from the cache, without asking
     # by hand on a terminal, login says where it stands instead of printing the bearer token
@@ -322,15 +408,27 @@ def test_logout_of_a_dead_token_just_forgets_it(api: ApiServerThread, env: dict[
 
 def test_logout_revokes_the_cached_token(api: ApiServerThread, env: dict[str, str], tmp_path: Path) -> None:
     make_user(env, "eli", "acme", "member")
-    cred = json.loads(ok(env, "login", *login_args(api, "acme", "eli"), "--password-stdin",
-                         input=PASSWORD + "\n"))
+    cred = json.loads(
+        ok(env, "login", *login_args(api, "acme", "eli"), "--password-stdin", input=PASSWORD + "\n")
+    )
     kc = tmp_path / "eli.kubeconfig"
-    kc.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": api.url,
-                                               "certificate-authority": str(api.ca.ca_cert)}}],
-        "users": [{"name": "u", "user": {"token": cred["status"]["token"]}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    kc.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": api.url, "certificate-authority": str(api.ca.ca_cert)},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": cred["status"]["token"]}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
     assert whoami(env, kc) == "eli"
     proc = hn(env, "logout", *login_args(api, "acme", "eli"))
     assert proc.returncode == 0, proc.stderr
@@ -352,6 +450,7 @@ def test_tenant_admin_and_users_themselves(api: ApiServerThread, env: dict[str, 
 
 # -- deleting a tenant -------------------------------------------------------------------------------------
 
+
 def test_tenant_rm_asks_first(env: dict[str, str], tmp_path: Path) -> None:
     ok(env, "tenant", "create", "initech")
     make_user(env, "ivy", "initech", "admin")
@@ -362,8 +461,10 @@ def test_tenant_rm_asks_first(env: dict[str, str], tmp_path: Path) -> None:
 
     blind = hn(env, "tenant", "rm", "initech")
     assert blind.returncode == 1
-    assert ('Deleting tenant "initech" also deletes its 2 namespaces (initech-a, initech-b) with everything '
-            "in them, pod VMs included, and all its users.") in blind.stderr
+    assert (
+        'Deleting tenant "initech" also deletes its 2 namespaces (initech-a, initech-b) with everything '
+        "in them, pod VMs included, and all its users."
+    ) in blind.stderr
     assert "give --yes" in blind.stderr
     code, out = on_tty(env, ["tenant", "rm", "initech"], [("to confirm", "initec")])
     assert code == 1 and "not confirmed; nothing deleted" in out

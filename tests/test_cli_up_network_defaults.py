@@ -26,9 +26,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenant networks are o
 def _host_subnets() -> set[str]:
     """The host's IPv4 subnets as iproute2 sees them (not loopback)."""
     out = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], check=True, capture_output=True).stdout)
-    return {str(ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network)
-            for link in out if link["ifname"] != "lo" and not link["ifname"].startswith("hn-")
-            for a in link.get("addr_info", []) if a.get("family") == "inet"}
+    return {
+        str(ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}").network)
+        for link in out
+        if link["ifname"] != "lo" and not link["ifname"].startswith("hn-")
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    }
 
 
 async def test_host_namespace_netlink_works_inside_the_event_loop() -> None:

@@ -31,8 +31,13 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, data: Path, port: int, network_args: list[str] | None = None,
-                 allow_registries: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    def __init__(
+        self,
+        data: Path,
+        port: int,
+        network_args: list[str] | None = None,
+        allow_registries: tuple[str, ...] = ("127.0.0.1",),
+    ) -> None:
         """`network_args`: the `up --network-*` options of a test that made its own host network
         namespace; without them the cluster builds no tenant networks (tests touch nothing on the
         real host's network). `allow_registries`: `up --allow-registry` entries; by default every

@@ -62,9 +62,14 @@ def controllers(world: TenantWorld) -> Iterator[ControllersThread]:
 
 def requests(api: ApiServerThread, verb: str, resource: str, subresource: str = "") -> int:
     """Requests the API server has answered so far, by verb and resource (its /metrics counters)."""
+
     async def read() -> int:
-        return sum(n for (v, r, s, _), n in api.server.metrics.requests.items()
-                   if (v, r, s) == (verb, resource, subresource))
+        return sum(
+            n
+            for (v, r, s, _), n in api.server.metrics.requests.items()
+            if (v, r, s) == (verb, resource, subresource)
+        )
+
     return api.call(read())
 
 
@@ -73,6 +78,7 @@ def events_about(c: ControllersThread, ns: str, name: str) -> list[Obj]:
 
 
 # -- the rate limiters, alone ------------------------------------------------------------------
+
 
 def test_item_backoff_doubles_from_5ms_to_1000s() -> None:
     b = ItemExponentialBackoff()
@@ -119,12 +125,25 @@ async def test_delayed_keys_keep_their_earliest_time() -> None:
 
 # -- the event correlator, alone ---------------------------------------------------------------
 
+
 def event(message: str, reason: str = "FailedCreate", name: str = "rs") -> Obj:
-    return {"metadata": {"name": f"{name}.{message[-4:]}", "namespace": "ns"},
-            "involvedObject": {"kind": "ReplicaSet", "namespace": "ns", "name": name, "uid": "u1",
-                               "apiVersion": "apps/v1"},
-            "reason": reason, "message": message, "type": "Warning", "source": {"component": "c"},
-            "firstTimestamp": "t0", "lastTimestamp": "t1", "count": 1}
+    return {
+        "metadata": {"name": f"{name}.{message[-4:]}", "namespace": "ns"},
+        "involvedObject": {
+            "kind": "ReplicaSet",
+            "namespace": "ns",
+            "name": name,
+            "uid": "u1",
+            "apiVersion": "apps/v1",
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "c"},
+        "firstTimestamp": "t0",
+        "lastTimestamp": "t1",
+        "count": 1,
+    }
 
 
 def test_identical_events_patch_one_event() -> None:
@@ -145,10 +164,14 @@ def test_similar_events_are_combined_after_ten() -> None:
     plain = [o for o in outs if o and not o.event["message"].startswith(COMBINED)]
     combined = [o for o in outs if o and o.event["message"].startswith(COMBINED)]
     assert len(plain) == 9 and len(combined) == 5
-    assert combined[0].patch is None and {o.event["metadata"]["name"] for o in combined} == \
-        {combined[0].event["metadata"]["name"]}  # one Event, counted up
-    assert combined[-1].patch == {"count": 5, "lastTimestamp": combined[-1].event["lastTimestamp"],
-                                  "message": COMBINED + "pod x0013 refused"}
+    assert combined[0].patch is None and {o.event["metadata"]["name"] for o in combined} == {
+        combined[0].event["metadata"]["name"]
+    }  # one Event, counted up
+    assert combined[-1].patch == {
+        "count": 5,
+        "lastTimestamp": combined[-1].event["lastTimestamp"],
+        "message": COMBINED + "pod x0013 refused",
+    }
     clock.now += 601  # ten quiet minutes: messages stand alone again
     out = c.correlate(event("pod y0000 refused"))
     assert out is not None and out.event["message"] == "pod y0000 refused"
@@ -169,17 +192,20 @@ def test_spam_filter_25_then_one_per_5_minutes() -> None:
 
 # -- a Deployment over its tenant's quota --------------------------------------------------------
 
+
 def test_deployment_over_quota_backs_off(world: TenantWorld, controllers: ControllersThread) -> None:
     admin = world.fresh_tenant("noisy", {"quota": QUOTA})
     ns = "noisy-a"
     creates0, rs_writes0 = requests(world.api, "CREATE", "pods"), requests(world.api, "UPDATE", "replicasets")
     events0 = requests(world.api, "CREATE", "events") + requests(world.api, "PATCH", "events")
-    proc = world.kubectl(admin, "create", "deployment", "web", "--image=registry.invalid/busybox:1",
-                         "--replicas=3", "-n", ns)
+    proc = world.kubectl(
+        admin, "create", "deployment", "web", "--image=registry.invalid/busybox:1", "--replicas=3", "-n", ns
+    )
     assert proc.returncode == 0, proc.stderr
     start = time.monotonic()
-    rs: Obj = wait_for(lambda: next(iter(controllers.items("apps/v1", "replicasets", ns)), None),
-                       what="the replica set")
+    rs: Obj = wait_for(
+        lambda: next(iter(controllers.items("apps/v1", "replicasets", ns)), None), what="the replica set"
+    )
     key = f"{ns}/{rs['metadata']['name']}"
     queue = controllers.manager["replicaset"].queue
     wait_for(lambda: queue.failures(key) >= 10, what="ten refused attempts")
@@ -204,15 +230,17 @@ def test_deployment_over_quota_backs_off(world: TenantWorld, controllers: Contro
     assert "(combined from similar events)" in described
 
     # the quota grows: the next attempt (a few seconds away at most, this early) creates them
-    r = world.http("operator").patch(f"{TENANTS_PATH}/noisy", json={"spec": {"quota": {"pods": "3"}}},
-                                     headers=MERGE)
+    r = world.http("operator").patch(
+        f"{TENANTS_PATH}/noisy", json={"spec": {"quota": {"pods": "3"}}}, headers=MERGE
+    )
     assert r.status_code == 200, r.text
     wait_for(lambda: len(controllers.pods(ns)) == 3, timeout=40, what="3 pods once the quota allows")
     wait_for(lambda: queue.failures(key) == 0, what="the key forgotten after a good sync")
 
 
-def test_job_over_quota_writes_status_then_backs_off(world: TenantWorld,
-                                                     controllers: ControllersThread) -> None:
+def test_job_over_quota_writes_status_then_backs_off(
+    world: TenantWorld, controllers: ControllersThread
+) -> None:
     admin = world.fresh_tenant("batchy", {"quota": {**QUOTA, "pods": "0"}})
     ns = "batchy-a"
     job = KIND["jobs"].body("work", ns)
@@ -229,6 +257,7 @@ def test_job_over_quota_writes_status_then_backs_off(world: TenantWorld,
 
 
 # -- the node agent's events -----------------------------------------------------------------------
+
 
 async def test_node_events_are_counted_not_repeated(world: TenantWorld) -> None:
     admin = world.fresh_tenant("pully", {"quota": QUOTA})
@@ -261,15 +290,16 @@ def test_deployment_whose_replica_set_is_refused(world: TenantWorld, controllers
     proc = world.kubectl(admin, "create", "deployment", "web", "--image=registry.invalid/busybox:1", "-n", ns)
     assert proc.returncode == 0, proc.stderr
     wait_for(lambda: controllers.items("apps/v1", "replicasets", ns), what="the first replica set")
-    proc = world.kubectl(admin, "set", "image", "deployment/web", "busybox=registry.invalid/busybox:2",
-                         "-n", ns)
+    proc = world.kubectl(
+        admin, "set", "image", "deployment/web", "busybox=registry.invalid/busybox:2", "-n", ns
+    )
     assert proc.returncode == 0, proc.stderr
     queue = controllers.manager["deployment"].queue
     wait_for(lambda: queue.failures(f"{ns}/web") >= 5, what="refused attempts")
     d = controllers.get("apps/v1", "deployments", "web", ns) or {}
     progressing = next(c for c in d["status"]["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("False", "ReplicaSetCreateError"), progressing
-    assert 'count/replicasets.apps' in progressing["message"]
+    assert "count/replicasets.apps" in progressing["message"]
     warned = [e for e in events_about(controllers, ns, "web") if e["reason"] == "ReplicaSetCreateError"]
     assert len(warned) == 1 and warned[0]["count"] >= 5 and warned[0]["type"] == "Warning", warned
 
@@ -277,8 +307,10 @@ def test_deployment_whose_replica_set_is_refused(world: TenantWorld, controllers
 def test_endpoints_refused_warn_and_back_off(world: TenantWorld, controllers: ControllersThread) -> None:
     admin = world.fresh_tenant("servy", {"quota": {**QUOTA, "count/endpoints": "0"}})
     ns = "servy-a"
-    service = f"apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\n" \
+    service = (
+        f"apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\n"
         "spec: {selector: {app: web}, ports: [{port: 80}]}\n"
+    )
     proc = world.kubectl(admin, "apply", "-f", "-", input=service)
     assert proc.returncode == 0, proc.stderr
     queue = controllers.manager["endpoints"].queue
@@ -311,12 +343,18 @@ async def test_a_deleted_event_is_created_again(world: TenantWorld) -> None:
         recorder = EventRecorder(client, "test-controller")
         ref = {"kind": "ConfigMap", "apiVersion": "v1", "namespace": "default", "name": "cfg", "uid": "u-cfg"}
         await recorder.record(ref, "Normal", "Checked", "all good")
-        first = [e for e in (await client.list("v1", "events", "default"))["items"]
-                 if e["involvedObject"]["name"] == "cfg"]
+        first = [
+            e
+            for e in (await client.list("v1", "events", "default"))["items"]
+            if e["involvedObject"]["name"] == "cfg"
+        ]
         assert len(first) == 1 and first[0]["count"] == 1
         await client.delete("v1", "events", first[0]["metadata"]["name"], "default")
         await recorder.record(ref, "Normal", "Checked", "all good")
-        again = [e for e in (await client.list("v1", "events", "default"))["items"]
-                 if e["involvedObject"]["name"] == "cfg"]
+        again = [
+            e
+            for e in (await client.list("v1", "events", "default"))["items"]
+            if e["involvedObject"]["name"] == "cfg"
+        ]
     assert len(again) == 1 and again[0]["count"] == 2 and recorder.written == 2, again
     assert again[0]["metadata"]["name"] == first[0]["metadata"]["name"]

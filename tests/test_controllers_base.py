@@ -80,14 +80,24 @@ class FakeKubelet:
             return  # a pod no node has picked up (yet)
         if meta.get("deletionTimestamp"):
             await asyncio.sleep(float(notes.get(FAKE + "termination-delay", 0)))
-            await self.client.delete("v1", "pods", name, ns, {"gracePeriodSeconds": 0,
-                                                              "preconditions": {"uid": meta["uid"]}})
+            await self.client.delete(
+                "v1", "pods", name, ns, {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+            )
             return
         if not spec.get("nodeName"):
-            await self.client.create("v1", "pods", {
-                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.NODE}},
-                ns, subresource="binding", name=name)
+            await self.client.create(
+                "v1",
+                "pods",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": self.NODE},
+                },
+                ns,
+                subresource="binding",
+                name=name,
+            )
             return
         if status.get("phase") not in (None, "Pending"):
             return
@@ -109,32 +119,62 @@ class FakeKubelet:
                 if not await self._set_status(pod, "Running", ip, ready=False, restarts=restarts):
                     return
             await asyncio.sleep(run)
-            await self._set_status(pod, "Succeeded" if code == 0 else "Failed", ip, ready=False,
-                                   exit_code=code)
+            await self._set_status(
+                pod, "Succeeded" if code == 0 else "Failed", ip, ready=False, exit_code=code
+            )
 
-    async def _set_status(self, pod: Obj, phase: str, ip: str, *, ready: bool,
-                          exit_code: int | None = None, restarts: int = 0) -> bool:
+    async def _set_status(
+        self, pod: Obj, phase: str, ip: str, *, ready: bool, exit_code: int | None = None, restarts: int = 0
+    ) -> bool:
         """False once the pod is gone."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         containers = (pod.get("spec") or {}).get("containers") or []
-        state: Obj = {"running": {"startedAt": now}} if exit_code is None else {
-            "terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                           "startedAt": now, "finishedAt": now}}
+        state: Obj = (
+            {"running": {"startedAt": now}}
+            if exit_code is None
+            else {
+                "terminated": {
+                    "exitCode": exit_code,
+                    "reason": "Completed" if exit_code == 0 else "Error",
+                    "startedAt": now,
+                    "finishedAt": now,
+                }
+            }
+        )
         flag = "True" if ready else "False"
         status = {
-            "phase": phase, "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "192.0.2.1",
+            "phase": phase,
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "hostIP": "192.0.2.1",
             "startTime": now,
-            "conditions": [{"type": t, "status": s, "lastTransitionTime": now}
-                           for t, s in (("PodScheduled", "True"), ("Initialized", "True"),
-                                        ("ContainersReady", flag), ("Ready", flag))],
-            "containerStatuses": [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
-                                   "ready": ready, "restartCount": restarts, "started": exit_code is None,
-                                   "state": state} for c in containers],
+            "conditions": [
+                {"type": t, "status": s, "lastTransitionTime": now}
+                for t, s in (
+                    ("PodScheduled", "True"),
+                    ("Initialized", "True"),
+                    ("ContainersReady", flag),
+                    ("Ready", flag),
+                )
+            ],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "started": exit_code is None,
+                    "state": state,
+                }
+                for c in containers
+            ],
         }
         m = pod["metadata"]
         try:
-            await self.client.patch("v1", "pods", m["name"], {"status": status}, m["namespace"],
-                                    subresource="status")
+            await self.client.patch(
+                "v1", "pods", m["name"], {"status": status}, m["namespace"], subresource="status"
+            )
         except ApiException as e:
             if e.status == 404:
                 return False
@@ -146,8 +186,14 @@ class ControllersThread:
     """The controller manager (and the fake kubelet) on their own loop in a thread, so that
     blocking kubectl calls in a test do not stop them."""
 
-    def __init__(self, server: ApiServerThread, *, only: Iterable[str] | None = None, kubelet: bool = True,
-                 tune: Callable[[ControllerManager], None] | None = None) -> None:
+    def __init__(
+        self,
+        server: ApiServerThread,
+        *,
+        only: Iterable[str] | None = None,
+        kubelet: bool = True,
+        tune: Callable[[ControllerManager], None] | None = None,
+    ) -> None:
         self.api, self.only, self.with_kubelet, self.tune = server, only, kubelet, tune
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="controllers", daemon=True)
@@ -178,6 +224,7 @@ class ControllersThread:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.client.close()
             await asyncio.sleep(0.3)  # lets aiohttp's TLS transports finish closing
+
         self.call(_stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
@@ -196,12 +243,20 @@ class ControllersThread:
     def create(self, api_version: str, plural: str, obj: Obj, ns: str | None = None) -> Obj:
         return self.call(self.client.create(api_version, plural, obj, ns))
 
-    def patch(self, api_version: str, plural: str, name: str, patch: Obj, ns: str | None = None,
-              subresource: str | None = None) -> Obj:
+    def patch(
+        self,
+        api_version: str,
+        plural: str,
+        name: str,
+        patch: Obj,
+        ns: str | None = None,
+        subresource: str | None = None,
+    ) -> Obj:
         return self.call(self.client.patch(api_version, plural, name, patch, ns, subresource=subresource))
 
-    def delete(self, api_version: str, plural: str, name: str, ns: str | None = None,
-               body: Obj | None = None) -> Obj | None:
+    def delete(
+        self, api_version: str, plural: str, name: str, ns: str | None = None, body: Obj | None = None
+    ) -> Obj | None:
         return self.call(self.client.delete(api_version, plural, name, ns, body))
 
     def namespace(self, name: str) -> str:
@@ -240,6 +295,7 @@ def controllers(api: ApiServerThread) -> Iterator[ControllersThread]:  # noqa: F
 
 
 # -- the shared parts, alone -------------------------------------------------------------------
+
 
 async def test_queue_dedups_and_never_hands_a_key_to_two_workers() -> None:
     q = WorkQueue()
@@ -287,9 +343,13 @@ def test_expectations() -> None:
 
 
 def test_selectors() -> None:
-    sel = {"matchLabels": {"app": "web"},
-           "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
-                                {"key": "canary", "operator": "DoesNotExist"}]}
+    sel = {
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["a", "b"]},
+            {"key": "canary", "operator": "DoesNotExist"},
+        ],
+    }
     assert selector_matches(sel, {"app": "web", "tier": "a"})
     assert not selector_matches(sel, {"app": "web", "tier": "c"})
     assert not selector_matches(sel, {"app": "web", "tier": "a", "canary": "1"})
@@ -324,8 +384,11 @@ def test_manager_metrics(controllers: ControllersThread) -> None:
     wait_for(lambda: controllers.get("v1", "serviceaccounts", "default", "metrics"), what="default sa")
     text = controllers.manager.metrics()
     assert "# TYPE hypernetes_controller_syncs_total counter" in text
-    syncs = next(ln for ln in text.splitlines()
-                 if ln.startswith('hypernetes_controller_syncs_total{controller="serviceaccount"}'))
+    syncs = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('hypernetes_controller_syncs_total{controller="serviceaccount"}')
+    )
     assert int(syncs.split()[-1]) >= 1
     assert 'hypernetes_controller_queue_depth{controller="garbagecollector"}' in text
     assert 'hypernetes_controller_queue_delayed{controller="replicaset"}' in text

@@ -46,20 +46,28 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def pod(name: str, **notes: str) -> JSON:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": notes},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": notes},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]},
+    }
 
 
 def annotated(c: ControllersThread, ns: str, name: str) -> JSON:
     def got() -> JSON | None:
         p = c.get("v1", "pods", name, ns)
         return p if p and IP in (p["metadata"].get("annotations") or {}) else None
+
     return wait_for(got, what=f"address of {ns}/{name}")
 
 
 def allocations(c: ControllersThread, kind: str, ns: str) -> list[JSON]:
-    return [a for a in c.items(*ALLOC) if a["spec"]["owner"]["kind"] == kind
-            and a["spec"]["owner"]["namespace"] == ns]
+    return [
+        a
+        for a in c.items(*ALLOC)
+        if a["spec"]["owner"]["kind"] == kind and a["spec"]["owner"]["namespace"] == ns
+    ]
 
 
 def test_every_tenant_and_the_cluster_get_a_default_network(env: Env) -> None:
@@ -68,6 +76,7 @@ def test_every_tenant_and_the_cluster_get_a_default_network(env: Env) -> None:
     def defaults() -> dict[str, JSON] | None:
         found = {n["metadata"]["name"]: n for n in c.items(*NET)}
         return found if {"default", "acme", "globex"} <= set(found) else None
+
     nets = wait_for(defaults, what="three default networks")
     for name, tenant in (("acme", "acme"), ("globex", "globex"), ("default", None)):
         spec = nets[name]["spec"]
@@ -76,8 +85,10 @@ def test_every_tenant_and_the_cluster_get_a_default_network(env: Env) -> None:
         assert nets[name]["metadata"]["labels"]["hypernetes.io/default-network"] == "true"
     # a deleted default network comes back
     c.delete(*NET, "globex")
-    wait_for(lambda: (n := c.get(*NET, "globex")) and not n["metadata"].get("deletionTimestamp"),
-             what="globex's network again")
+    wait_for(
+        lambda: (n := c.get(*NET, "globex")) and not n["metadata"].get("deletionTimestamp"),
+        what="globex's network again",
+    )
 
 
 def test_fifty_pods_at_once_never_share_an_address(env: Env) -> None:
@@ -109,19 +120,29 @@ def test_fifty_pods_at_once_never_share_an_address(env: Env) -> None:
     # a released address is given again
     w.op("POST", f"/api/v1/namespaces/{ns}/pods", pod("again"))
     assert annotated(c, ns, "again")["metadata"]["annotations"][IP] in gone
-    status = wait_for(lambda: (c.get(*NET, "acme") or {}).get("status", {}).get("allocatedIPs") == 40 or None,
-                      what="acme's status counts 40 addresses")
+    status = wait_for(
+        lambda: (c.get(*NET, "acme") or {}).get("status", {}).get("allocatedIPs") == 40 or None,
+        what="acme's status counts 40 addresses",
+    )
     assert status
 
 
 def test_a_namespace_on_another_network_of_its_tenant(env: Env) -> None:
     w, c = env
-    r = w.http("acme-admin").post("/apis/hypernetes.io/v1/networks", json={
-        "apiVersion": "hypernetes.io/v1", "kind": "Network", "metadata": {"name": "acme-small"},
-        "spec": {"cidr": "192.168.7.0/28"}})
+    r = w.http("acme-admin").post(
+        "/apis/hypernetes.io/v1/networks",
+        json={
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": "acme-small"},
+            "spec": {"cidr": "192.168.7.0/28"},
+        },
+    )
     assert r.status_code == 201, r.text
-    r = w.http("acme-admin").post("/api/v1/namespaces", json={"metadata": {
-        "name": "acme-small-ns", "annotations": {NETWORK: "acme-small"}}})
+    r = w.http("acme-admin").post(
+        "/api/v1/namespaces",
+        json={"metadata": {"name": "acme-small-ns", "annotations": {NETWORK: "acme-small"}}},
+    )
     assert r.status_code == 201, r.text
     wait_for(lambda: c.get("v1", "namespaces", "acme-small-ns"), what="namespace")
     # 192.168.7.0/28: hosts .1-.14, .1 is the gateway: 13 addresses for 14 pods
@@ -129,8 +150,12 @@ def test_a_namespace_on_another_network_of_its_tenant(env: Env) -> None:
         w.op("POST", "/api/v1/namespaces/acme-small-ns/pods", pod(f"s{i}"))
 
     def addressed() -> dict[str, str]:
-        return {p["metadata"]["name"]: p["metadata"]["annotations"][IP] for p in c.pods("acme-small-ns")
-                if IP in (p["metadata"].get("annotations") or {})}
+        return {
+            p["metadata"]["name"]: p["metadata"]["annotations"][IP]
+            for p in c.pods("acme-small-ns")
+            if IP in (p["metadata"].get("annotations") or {})
+        }
+
     got = wait_for(lambda: a if len(a := addressed()) == 13 else None, what="13 pods with addresses")
     assert sorted(got.values(), key=ipaddress.ip_address) == [f"192.168.7.{n}" for n in range(2, 15)]
     (waiting,) = {f"s{i}" for i in range(14)} - set(got)  # the network is full: it waits
@@ -144,25 +169,35 @@ def test_cluster_ips_and_node_ports(env: Env) -> None:
     ns = "globex-a"
 
     def svc(name: str, stype: str = "ClusterIP", **spec: object) -> JSON:
-        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                "spec": {"type": stype, "selector": {"a": "b"}, "ports": [{"port": 80}], **spec}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"type": stype, "selector": {"a": "b"}, "ports": [{"port": 80}], **spec},
+        }
+
     for s in (svc("web"), svc("headless", clusterIP="None"), svc("mine", clusterIP="10.96.7.7")):
         w.op("POST", f"/api/v1/namespaces/{ns}/services", s)
 
     def field(name: str, get: str) -> object:
         s = c.get("v1", "services", name, ns) or {}
         return s.get("spec", {}).get(get)
+
     web_ip = str(wait_for(lambda: field("web", "clusterIP"), what="web's clusterIP"))
     assert ipaddress.ip_address(web_ip) in ipaddress.ip_network("10.96.0.0/16")
     assert field("web", "clusterIPs") == [web_ip]
     assert field("headless", "clusterIP") == "None"
-    wait_for(lambda: {a["spec"].get("ip") for a in allocations(c, "Service", ns)} >= {web_ip, "10.96.7.7"},
-             what="records of web and mine")
+    wait_for(
+        lambda: {a["spec"].get("ip") for a in allocations(c, "Service", ns)} >= {web_ip, "10.96.7.7"},
+        what="records of web and mine",
+    )
     assert not any(a["spec"]["owner"]["name"] == "headless" for a in allocations(c, "Service", ns))
     # the same ClusterIP range in another network is another range
     w.op("POST", "/api/v1/namespaces/acme-a/services", svc("web"))
-    wait_for(lambda: (c.get("v1", "services", "web", "acme-a") or {}).get("spec", {}).get("clusterIP"),
-             what="acme's web")
+    wait_for(
+        lambda: (c.get("v1", "services", "web", "acme-a") or {}).get("spec", {}).get("clusterIP"),
+        what="acme's web",
+    )
     # released with the service
     for name in ("web", "mine"):
         w.op("DELETE", f"/api/v1/namespaces/{ns}/services/{name}")
@@ -176,12 +211,17 @@ def test_node_port_services(env: Env) -> None:
     ns = "globex-a"
 
     def np(name: str, **port: int) -> JSON:
-        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                "spec": {"type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 80, **port}]}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"type": "NodePort", "selector": {"a": "b"}, "ports": [{"port": 80, **port}]},
+        }
 
     def node_port(name: str) -> int | None:
         s = c.get("v1", "services", name, ns) or {}
         return (s.get("spec", {}).get("ports") or [{}])[0].get("nodePort")
+
     w.op("POST", f"/api/v1/namespaces/{ns}/services", np("np"))
     port = int(wait_for(lambda: node_port("np"), what="np's node port"))
     assert 30000 <= port <= 32767
@@ -192,16 +232,28 @@ def test_node_port_services(env: Env) -> None:
     w.op("POST", f"/api/v1/namespaces/{ns}/services", np("np-clash", nodePort=port))
 
     def warned() -> JSON | None:
-        return next((e for e in c.items("v1", "events", ns) if e["reason"] == "NodePortInUse"
-                     and e["involvedObject"]["name"] == "np-clash"), None)
+        return next(
+            (
+                e
+                for e in c.items("v1", "events", ns)
+                if e["reason"] == "NodePortInUse" and e["involvedObject"]["name"] == "np-clash"
+            ),
+            None,
+        )
+
     assert str(port) in wait_for(warned, what="NodePortInUse event")["message"]
     assert c.get(*ALLOC, f"nodeport.{port}")["spec"]["owner"]["name"] == "np"
     # NodePort -> ClusterIP: the API wipes the node port, the controller releases its record
     c.patch("v1", "services", "np", {"spec": {"type": "ClusterIP"}}, ns)
     assert node_port("np") is None
     # ... and np-clash, waiting for that port, now holds it
-    wait_for(lambda: (c.get(*ALLOC, f"nodeport.{port}") or {}).get("spec", {}).get("owner", {}).get("name")
-             == "np-clash", what="np-clash holds the port it chose")
+    wait_for(
+        lambda: (
+            (c.get(*ALLOC, f"nodeport.{port}") or {}).get("spec", {}).get("owner", {}).get("name")
+            == "np-clash"
+        ),
+        what="np-clash holds the port it chose",
+    )
     for name in ("np", "np-clash"):
         w.op("DELETE", f"/api/v1/namespaces/{ns}/services/{name}")
     wait_for(lambda: not allocations(c, "Service", ns), what="records released")
@@ -210,7 +262,13 @@ def test_node_port_services(env: Env) -> None:
 @pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 def test_kubectl_shows_the_node_port(env: Env) -> None:
     w, c = env
-    w.api.kubectl("-n", "acme-a", "apply", "-f", "-", input="""
+    w.api.kubectl(
+        "-n",
+        "acme-a",
+        "apply",
+        "-f",
+        "-",
+        input="""
 apiVersion: v1
 kind: Service
 metadata: {name: published}
@@ -218,7 +276,8 @@ spec:
   type: NodePort
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
-""")
+""",
+    )
     wait_for(lambda: c.get(*ALLOC, "nodeport.30080"), what="the node port's record")
     out = w.api.kubectl("-n", "acme-a", "get", "svc", "published")
     _, row = out.stdout.splitlines()
@@ -237,6 +296,7 @@ def test_node_ports_are_unique_records(env: Env) -> None:
     async def many() -> list[int]:
         svcs = [{"metadata": {"name": f"s{i}", "namespace": "globex-a", "uid": "one-uid"}} for i in range(20)]
         return list(await asyncio.gather(*(ctl._node_port(s) for s in svcs)))
+
     ports = c.call(many())
     assert len(set(ports)) == 20 and all(30000 <= p <= 32767 for p in ports)
     # the owners do not exist: the records are released as orphans
@@ -252,8 +312,12 @@ def id_records(c: ControllersThread) -> dict[int, JSON]:
 
 
 def net(name: str, **spec: object) -> JSON:
-    return {"apiVersion": "hypernetes.io/v1", "kind": "Network", "metadata": {"name": name},
-            "spec": {"cidr": "10.0.0.0/16", **spec}}
+    return {
+        "apiVersion": "hypernetes.io/v1",
+        "kind": "Network",
+        "metadata": {"name": name},
+        "spec": {"cidr": "10.0.0.0/16", **spec},
+    }
 
 
 def test_network_ids(env: Env) -> None:
@@ -264,8 +328,12 @@ def test_network_ids(env: Env) -> None:
     for name in ("default", "acme", "globex"):
         wait_for(lambda n=name: n in ids(c), what=f"{name}'s id")
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: w.op("POST", "/apis/hypernetes.io/v1/networks",
-                                     net(f"many-{i}", tenant="acme")), range(30)))
+        list(
+            pool.map(
+                lambda i: w.op("POST", "/apis/hypernetes.io/v1/networks", net(f"many-{i}", tenant="acme")),
+                range(30),
+            )
+        )
     names = {f"many-{i}" for i in range(30)}
     got = wait_for(lambda: x if names <= set(x := ids(c)) else None, what="30 ids")
     assert len(set(got.values())) == len(got), got  # unique across every network
@@ -288,8 +356,11 @@ def test_network_ids(env: Env) -> None:
         other.stop()
 
     # fixed once set, even for operators
-    r = w.http("operator").patch("/apis/hypernetes.io/v1/networks/many-0", json={"spec": {"id": 8000}},
-                                 headers={"Content-Type": "application/merge-patch+json"})
+    r = w.http("operator").patch(
+        "/apis/hypernetes.io/v1/networks/many-0",
+        json={"spec": {"id": 8000}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 422 and "spec.id" in r.text, r.text
 
     # released with the network, then given again: lowest free first
@@ -302,8 +373,9 @@ def test_network_ids(env: Env) -> None:
     assert set(gone.values()) <= set(range(1, max(expect) + 1))
     for i in range(5):
         w.op("POST", "/apis/hypernetes.io/v1/networks", net(f"again-{i}", tenant="acme"))
-    again = wait_for(lambda: x if all(f"again-{i}" in (x := ids(c)) for i in range(5)) else None,
-                     what="ids again")
+    again = wait_for(
+        lambda: x if all(f"again-{i}" in (x := ids(c)) for i in range(5)) else None, what="ids again"
+    )
     assert sorted(again[f"again-{i}"] for i in range(5)) == expect
     assert set(gone.values()) <= set(expect)
 
@@ -312,16 +384,25 @@ def test_network_ids(env: Env) -> None:
     w.op("POST", "/apis/hypernetes.io/v1/networks", net("clash", id=taken))
 
     def warned() -> JSON | None:
-        return next((e for e in c.items("v1", "events", "default") if e["reason"] == "NetworkIDInUse"
-                     and e["involvedObject"]["name"] == "clash"), None)
+        return next(
+            (
+                e
+                for e in c.items("v1", "events", "default")
+                if e["reason"] == "NetworkIDInUse" and e["involvedObject"]["name"] == "clash"
+            ),
+            None,
+        )
+
     event = wait_for(warned, what="NetworkIDInUse event")
     assert event["type"] == "Warning" and "many-10" in event["message"]
     assert c.get(*NET, "clash")["spec"]["id"] == taken
     assert id_records(c)[taken]["spec"]["owner"]["name"] == "many-10"
     # the holder goes: the waiting network gets its record
     w.op("DELETE", "/apis/hypernetes.io/v1/networks/many-10")
-    wait_for(lambda: (id_records(c).get(taken) or {}).get("spec", {}).get("owner", {}).get("name") == "clash",
-             what="clash holds its id")
+    wait_for(
+        lambda: (id_records(c).get(taken) or {}).get("spec", {}).get("owner", {}).get("name") == "clash",
+        what="clash holds its id",
+    )
     # an operator's free choice is recorded as it is
     w.op("POST", "/apis/hypernetes.io/v1/networks", net("chosen", id=8100))
     rec = wait_for(lambda: id_records(c).get(8100), what="the chosen id's record")
@@ -333,15 +414,24 @@ def test_network_ids(env: Env) -> None:
 @pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 def test_kubectl_shows_the_service_ip_and_the_allocations(env: Env) -> None:
     w, c = env
-    w.api.kubectl("-n", "acme-a", "apply", "-f", "-", input="""
+    w.api.kubectl(
+        "-n",
+        "acme-a",
+        "apply",
+        "-f",
+        "-",
+        input="""
 apiVersion: v1
 kind: Service
 metadata: {name: shown}
 spec:
   ports: [{port: 80, targetPort: 8080}]
-""")
-    ip = wait_for(lambda: (c.get("v1", "services", "shown", "acme-a") or {}).get("spec", {}).get("clusterIP"),
-                  what="shown's clusterIP")
+""",
+    )
+    ip = wait_for(
+        lambda: (c.get("v1", "services", "shown", "acme-a") or {}).get("spec", {}).get("clusterIP"),
+        what="shown's clusterIP",
+    )
     out = w.api.kubectl("-n", "acme-a", "get", "svc", "shown")
     assert ip in out.stdout
     out = w.api.kubectl("get", "ipallocations")
@@ -354,13 +444,22 @@ def test_a_tenants_networks_go_with_it(env: Env) -> None:
     w.create_user("initech-admin", "initech", "admin")
     w.create_namespace("initech-admin", "initech-a", "initech")
     wait_for(lambda: c.get(*NET, "initech"), what="initech's network")
-    r = w.http("initech-admin").post("/apis/hypernetes.io/v1/networks", json={
-        "apiVersion": "hypernetes.io/v1", "kind": "Network", "metadata": {"name": "initech-2"},
-        "spec": {"cidr": "10.0.0.0/16"}})
+    r = w.http("initech-admin").post(
+        "/apis/hypernetes.io/v1/networks",
+        json={
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": "initech-2"},
+            "spec": {"cidr": "10.0.0.0/16"},
+        },
+    )
     assert r.status_code == 201, r.text
     w.op("POST", "/api/v1/namespaces/initech-a/pods", pod("x"))
     annotated(c, "initech-a", "x")
     w.op("DELETE", "/apis/hypernetes.io/v1/tenants/initech")
-    wait_for(lambda: c.get(*NET, "initech") is None and c.get(*NET, "initech-2") is None,
-             timeout=40, what="initech's networks gone")
+    wait_for(
+        lambda: c.get(*NET, "initech") is None and c.get(*NET, "initech-2") is None,
+        timeout=40,
+        what="initech's networks gone",
+    )
     assert not [a for a in c.items(*ALLOC) if a["spec"].get("network", "").startswith("initech")]

@@ -47,8 +47,9 @@ def ext4(path: Path, size: str = "32M", content: Path | None = None) -> Path:
 
 def debugfs_cat(image: Path, path: str) -> bytes:
     """Read a file out of an ext4 image on the host without mounting it."""
-    return subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], check=True,
-                          capture_output=True).stdout
+    return subprocess.run(
+        ["debugfs", "-R", f"cat {path}", str(image)], check=True, capture_output=True
+    ).stdout
 
 
 def sha256(path: Path) -> str:
@@ -76,16 +77,18 @@ async def wait_for_line(rt: HyperVM, sandbox: str, container: str, line: bytes, 
     raise AssertionError(f"{container} never printed {line!r}")
 
 
-async def test_data_survives_pod_deletion_and_qemu_kill(hypervm: HyperVM, busybox_ref: str,
-                                                        tmp_path: Path) -> None:
+async def test_data_survives_pod_deletion_and_qemu_kill(
+    hypervm: HyperVM, busybox_ref: str, tmp_path: Path
+) -> None:
     disk = ext4(tmp_path / "pv.raw")
     volumes = (block("data", disk, fs_type="ext4"),)
     mounts = (MountSpec("data", "/data"),)
 
     # written without an explicit sync: deleting the pod shuts the guest down, which syncs
     script = "head -c 1048576 /dev/urandom > /data/blob && sha256sum /data/blob"
-    spec = PodSpec(id="pva", name="a", containers=(sh("w", busybox_ref, script, mounts=mounts),),
-                   volumes=volumes)
+    spec = PodSpec(
+        id="pva", name="a", containers=(sh("w", busybox_ref, script, mounts=mounts),), volumes=volumes
+    )
     status, out = await output(hypervm, spec)
     assert status == ExitStatus(code=0), out
     digest = out.split()[0]
@@ -93,8 +96,9 @@ async def test_data_survives_pod_deletion_and_qemu_kill(hypervm: HyperVM, busybo
 
     # the same bytes in a new pod; then a write, a sync, and QEMU is SIGKILLed right after
     script = "sha256sum /data/blob; echo after-kill > /data/g; sync; echo synced; sleep 600"
-    spec = PodSpec(id="pvb", name="b", containers=(sh("r", busybox_ref, script, mounts=mounts),),
-                   volumes=volumes)
+    spec = PodSpec(
+        id="pvb", name="b", containers=(sh("r", busybox_ref, script, mounts=mounts),), volumes=volumes
+    )
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("pvb", "r")
     await wait_for_line(hypervm, "pvb", "r", b"synced")
@@ -117,15 +121,15 @@ async def test_data_survives_pod_deletion_and_qemu_kill(hypervm: HyperVM, busybo
 
     # and in a third pod, whose kernel replays the journal itself
     script = "cat /data/g; sha256sum /data/blob"
-    spec = PodSpec(id="pvc", name="c", containers=(sh("r", busybox_ref, script, mounts=mounts),),
-                   volumes=volumes)
+    spec = PodSpec(
+        id="pvc", name="c", containers=(sh("r", busybox_ref, script, mounts=mounts),), volumes=volumes
+    )
     status, out = await output(hypervm, spec)
     assert status == ExitStatus(code=0), out
     assert out.split()[:2] == ["after-kill", digest]
 
 
-async def test_read_only_volume_stays_read_only(hypervm: HyperVM, busybox_ref: str,
-                                                tmp_path: Path) -> None:
+async def test_read_only_volume_stays_read_only(hypervm: HyperVM, busybox_ref: str, tmp_path: Path) -> None:
     content = tmp_path / "content"
     content.mkdir()
     (content / "f").write_text("original\n")
@@ -136,13 +140,17 @@ async def test_read_only_volume_stays_read_only(hypervm: HyperVM, busybox_ref: s
     script = (
         "cat /data/f; echo x >> /data/f; echo rc=$?;"
         " mount -o remount,rw /data; echo y >> /data/f; echo rc2=$?;"
-        " for d in /sys/block/vd*; do [ \"$(cat $d/serial)\" = pv0 ] &&"
+        ' for d in /sys/block/vd*; do [ "$(cat $d/serial)" = pv0 ] &&'
         " mknod /tmp/raw b $(cut -d: -f1 $d/dev) $(cut -d: -f2 $d/dev); done;"
         " blockdev --setrw /tmp/raw; dd if=/dev/zero of=/tmp/raw bs=4096 count=16 conv=fsync;"
         " echo dd=$?"
     )
-    spec = PodSpec(id="ro", name="ro", volumes=(block("data", disk, fs_type="ext4", read_only=True),),
-                   containers=(sh("c", busybox_ref, script, mounts=(MountSpec("data", "/data"),)),))
+    spec = PodSpec(
+        id="ro",
+        name="ro",
+        volumes=(block("data", disk, fs_type="ext4", read_only=True),),
+        containers=(sh("c", busybox_ref, script, mounts=(MountSpec("data", "/data"),)),),
+    )
     status, out = await output(hypervm, spec)
     assert status == ExitStatus(code=0) and out.startswith("original\n"), out
     assert "Read-only file system" in out and "rc=1" in out and "rc2=1" in out, out
@@ -155,8 +163,12 @@ async def test_read_only_volume_stays_read_only(hypervm: HyperVM, busybox_ref: s
     assert fds and all(int(_fdinfo(pid, f.name)["flags"], 8) & os.O_ACCMODE == os.O_RDONLY for f in fds)
     fdsets = await hypervm._sandboxes["ro"].vm.qmp("query-fdsets")
     assert isinstance(fdsets, list)
-    sets = {s["fdset-id"] for s in fdsets for f in s["fds"]
-            if os.readlink(f"/proc/{pid}/fd/{f['fd']}") == str(disk)}
+    sets = {
+        s["fdset-id"]
+        for s in fdsets
+        for f in s["fds"]
+        if os.readlink(f"/proc/{pid}/fd/{f['fd']}") == str(disk)
+    }
     specs = [json.loads(a) for a in args if a.startswith(b"{")]
     names = {f"/dev/fdset/{n}" for n in sets}
     assert [d["read-only"] for d in specs if d["file"]["filename"] in names] == [True]
@@ -164,20 +176,33 @@ async def test_read_only_volume_stays_read_only(hypervm: HyperVM, busybox_ref: s
     assert sha256(disk) == before
 
 
-async def test_qcow2_subpath_fsgroup_shared_by_two_containers(hypervm: HyperVM, busybox_ref: str,
-                                                              tmp_path: Path) -> None:
+async def test_qcow2_subpath_fsgroup_shared_by_two_containers(
+    hypervm: HyperVM, busybox_ref: str, tmp_path: Path
+) -> None:
     raw = ext4(tmp_path / "base.raw")
     disk = tmp_path / "pv.qcow2"
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(disk)], check=True)
-    writer = sh("writer", busybox_ref,
-                "id -G; echo from-writer > /sub/f && stat -c '%g %A' /data /data/a/b; sleep 600",
-                user="1000:1000",
-                mounts=(MountSpec("shared", "/data"), MountSpec("shared", "/sub", sub_path="a/b")))
-    reader = sh("reader", busybox_ref,
-                "while [ ! -s /in/f ]; do sleep 0.1; done; cat /in/f; touch /in/x; echo rc=$?",
-                user="1000:1000", mounts=(MountSpec("shared", "/in", read_only=True, sub_path="a/b"),))
-    spec = PodSpec(id="qc", name="qc", containers=(writer, reader), fs_group=2000,
-                   volumes=(block("shared", disk, format="qcow2", fs_type="ext4"),))
+    writer = sh(
+        "writer",
+        busybox_ref,
+        "id -G; echo from-writer > /sub/f && stat -c '%g %A' /data /data/a/b; sleep 600",
+        user="1000:1000",
+        mounts=(MountSpec("shared", "/data"), MountSpec("shared", "/sub", sub_path="a/b")),
+    )
+    reader = sh(
+        "reader",
+        busybox_ref,
+        "while [ ! -s /in/f ]; do sleep 0.1; done; cat /in/f; touch /in/x; echo rc=$?",
+        user="1000:1000",
+        mounts=(MountSpec("shared", "/in", read_only=True, sub_path="a/b"),),
+    )
+    spec = PodSpec(
+        id="qc",
+        name="qc",
+        containers=(writer, reader),
+        fs_group=2000,
+        volumes=(block("shared", disk, format="qcow2", fs_type="ext4"),),
+    )
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("qc", "writer")
     await hypervm.start_container("qc", "reader")
@@ -211,8 +236,13 @@ async def test_raw_block_devices(hypervm: HyperVM, busybox_ref: str, tmp_path: P
     )
     devices = (DeviceSpec("blk", "/dev/xvda"), DeviceSpec("blkro", "/mnt/dev/ro"))
     c = sh("c", busybox_ref, script, devices=devices, user="1000:1000")
-    spec = PodSpec(id="rb", name="rb", containers=(c,), fs_group=2000,
-                   volumes=(block("blk", rw), block("blkro", ro, read_only=True)))
+    spec = PodSpec(
+        id="rb",
+        name="rb",
+        containers=(c,),
+        fs_group=2000,
+        volumes=(block("blk", rw), block("blkro", ro, read_only=True)),
+    )
     status, out = await output(hypervm, spec)
     assert status == ExitStatus(code=0)
     expected = ["brw-rw----", "br--r-----", "2000", "w=0", "payload", "readonly-bytes", "wro=1"]
@@ -229,11 +259,16 @@ async def test_emptydir_scratch_disk(hypervm: HyperVM, busybox_ref: str) -> None
         " du -k /s/fill | cut -f1; dd if=/dev/zero of=/m/fill bs=1M count=2 2>&1 | grep -o 'No space left'"
     )
     mounts = (MountSpec("scratch", "/s"), MountSpec("mem", "/m"), MountSpec("big", "/b"))
-    spec = PodSpec(id="ed", name="ed", containers=(sh("c", busybox_ref, script, mounts=mounts),), volumes=(
-        VolumeSpec("scratch", "emptyDir", size_limit=4 << 20),
-        VolumeSpec("mem", "emptyDir", size_limit=1 << 20, medium="Memory"),
-        VolumeSpec("big", "emptyDir"),
-    ))
+    spec = PodSpec(
+        id="ed",
+        name="ed",
+        containers=(sh("c", busybox_ref, script, mounts=mounts),),
+        volumes=(
+            VolumeSpec("scratch", "emptyDir", size_limit=4 << 20),
+            VolumeSpec("mem", "emptyDir", size_limit=1 << 20, medium="Memory"),
+            VolumeSpec("big", "emptyDir"),
+        ),
+    )
     status, out = await output(hypervm, spec)
     assert status == ExitStatus(code=0), out
     lines = out.splitlines()
@@ -254,8 +289,12 @@ async def test_adopted_sandbox_keeps_its_disks(hypervm: HyperVM, busybox_ref: st
     mounts = (MountSpec("data", "/data"), MountSpec("scratch", "/s"))
     first = sh("first", busybox_ref, "echo pv > /data/x; echo sc > /s/y; sleep 600", mounts=mounts)
     late = sh("late", busybox_ref, "cat /data/x /s/y; df -k /s | tail -1 | awk '{print $2}'", mounts=mounts)
-    spec = PodSpec(id="ad", name="ad", containers=(first, late), volumes=(
-        block("data", disk, fs_type="ext4"), VolumeSpec("scratch", "emptyDir", size_limit=8 << 20)))
+    spec = PodSpec(
+        id="ad",
+        name="ad",
+        containers=(first, late),
+        volumes=(block("data", disk, fs_type="ext4"), VolumeSpec("scratch", "emptyDir", size_limit=8 << 20)),
+    )
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("ad", "first")
     # QEMU's image lock: a second VM cannot open a volume another one is writing
@@ -287,33 +326,56 @@ async def test_bad_volumes_are_refused_clearly(hypervm: HyperVM, busybox_ref: st
     garbage.write_bytes(os.urandom(1 << 20))
     mounts = (MountSpec("v", "/v"),)
 
-    async def refused(volume: VolumeSpec, match: str, *, devices: tuple[DeviceSpec, ...] = (),
-                      exc: type[Exception] = SandboxFailed) -> None:
+    async def refused(
+        volume: VolumeSpec,
+        match: str,
+        *,
+        devices: tuple[DeviceSpec, ...] = (),
+        exc: type[Exception] = SandboxFailed,
+    ) -> None:
         c = sh("c", busybox_ref, "true", mounts=() if devices else mounts, devices=devices)
         with pytest.raises(exc, match=match):
             await hypervm.create_sandbox(PodSpec(id="bad", name="bad", containers=(c,), volumes=(volume,)))
 
-    await refused(block("v", tmp_path / "missing.raw", fs_type="ext4"),
-                  r"volume v: backing file .*missing.raw: No such file or directory")
-    await refused(block("v", garbage, fs_type="ext4"),
-                  r"holds no ext4 filesystem .*not formatted, or corrupt")
+    await refused(
+        block("v", tmp_path / "missing.raw", fs_type="ext4"),
+        r"volume v: backing file .*missing.raw: No such file or directory",
+    )
+    await refused(
+        block("v", garbage, fs_type="ext4"), r"holds no ext4 filesystem .*not formatted, or corrupt"
+    )
     await refused(block("v", good, fs_type="ext4", format="qcow2"), r"is not a qcow2 image")
     await refused(block("v", good, fs_type="xfs"), r"fsType 'xfs' is not supported by the guest kernel")
     await refused(block("v", good, fs_type="ext4,rw;x"), r"fsType 'ext4,rw;x' is not supported")
     await refused(block("v", good, fs_type="ext4", format="vmdk"), r"unknown disk format 'vmdk'")
-    await refused(block("v", good), r"raw block device .* volumeDevices, not volumeMounts",
-                  exc=PodRuntimeError)
-    await refused(block("v", good, fs_type="ext4"), r"volumeDevices need a raw block volume",
-                  devices=(DeviceSpec("v", "/dev/x"),), exc=PodRuntimeError)
-    await refused(block("v", good), r"bad devicePath", devices=(DeviceSpec("v", "/dev/../x"),),
-                  exc=PodRuntimeError)
+    await refused(
+        block("v", good), r"raw block device .* volumeDevices, not volumeMounts", exc=PodRuntimeError
+    )
+    await refused(
+        block("v", good, fs_type="ext4"),
+        r"volumeDevices need a raw block volume",
+        devices=(DeviceSpec("v", "/dev/x"),),
+        exc=PodRuntimeError,
+    )
+    await refused(
+        block("v", good), r"bad devicePath", devices=(DeviceSpec("v", "/dev/../x"),), exc=PodRuntimeError
+    )
     # more disks than the micro-VM has virtio-mmio transports for
     files = [ext4(tmp_path / f"d{i}.raw", "4M") for i in range(6)]
     c = sh("c", busybox_ref, "true")
-    with pytest.raises(SandboxFailed, match=r"needs 7 virtio disks \(1 image disk, 6 persistent volumes\) "
-                                            r"but a micro-VM without ACPI has room for 5"):
-        await hypervm.create_sandbox(PodSpec(id="bad", name="bad", containers=(c,),
-                                             volumes=tuple(block(f"v{i}", f) for i, f in enumerate(files))))
+    with pytest.raises(
+        SandboxFailed,
+        match=r"needs 7 virtio disks \(1 image disk, 6 persistent volumes\) "
+        r"but a micro-VM without ACPI has room for 5",
+    ):
+        await hypervm.create_sandbox(
+            PodSpec(
+                id="bad",
+                name="bad",
+                containers=(c,),
+                volumes=tuple(block(f"v{i}", f) for i, f in enumerate(files)),
+            )
+        )
     assert not (hypervm.root / "bad").exists()
 
     # a filesystem the host cannot tell is broken (its group descriptors zeroed): the guest's
@@ -324,8 +386,12 @@ async def test_bad_volumes_are_refused_clearly(hypervm: HyperVM, busybox_ref: st
         size = 1024 << int.from_bytes(f.read(4), "little")
         f.seek(max(2048, size))
         f.write(bytes(size))
-    spec = PodSpec(id="br", name="br", containers=(sh("c", busybox_ref, "true", mounts=mounts),),
-                   volumes=(block("v", broken, fs_type="ext4"),))
+    spec = PodSpec(
+        id="br",
+        name="br",
+        containers=(sh("c", busybox_ref, "true", mounts=mounts),),
+        volumes=(block("v", broken, fs_type="ext4"),),
+    )
     await hypervm.create_sandbox(spec)
     with pytest.raises(StartFailed, match=r"container c: mount /dev/vd. on /run/hn/disks/pv0 \(ext4\)"):
         await hypervm.start_container("br", "c")

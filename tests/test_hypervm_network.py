@@ -36,8 +36,9 @@ from hypernetes.runtime.qemu import Nic, VMConfig, command_line, vhost_usable
 from tests.support.netns import Namespaces, leftovers, sh, unique_prefix
 from tests.support.pods import collect
 
-needs_netns = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
-                                 reason="needs root and iproute2 to make network namespaces")
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2 to make network namespaces"
+)
 
 CIDR, GW, MTU = "10.0.0.0/16", "10.0.0.1", 1400
 VM1 = Pod("hnvm1", "02:00:00:00:00:05", "10.0.0.5")
@@ -49,18 +50,40 @@ FD_FLOOR = 1000  # handed-over fds are moved up here: a freed low number is soon
 
 
 def test_command_line_has_the_nic_on_the_inherited_fd(tmp_path: Path) -> None:
-    cfg = VMConfig(name="n", dir=tmp_path, kernel=tmp_path / "k", initrd=tmp_path / "i", vcpus=1,
-                   memory_mib=128, nic=Nic(fd=7, mac="02:00:00:00:00:05"))
+    cfg = VMConfig(
+        name="n",
+        dir=tmp_path,
+        kernel=tmp_path / "k",
+        initrd=tmp_path / "i",
+        vcpus=1,
+        memory_mib=128,
+        nic=Nic(fd=7, mac="02:00:00:00:00:05"),
+    )
     args = command_line(cfg)
     i = args.index("-netdev")
-    assert args[i:i + 4] == ["-netdev", "tap,id=net0,fd=7,vhost=off",
-                             "-device", "virtio-net-device,netdev=net0,mac=02:00:00:00:00:05"]
+    assert args[i : i + 4] == [
+        "-netdev",
+        "tap,id=net0,fd=7,vhost=off",
+        "-device",
+        "virtio-net-device,netdev=net0,mac=02:00:00:00:00:05",
+    ]
     assert args[args.index("-sandbox") + 1].startswith("on,")  # a passed fd needs no ifup script
-    with_vhost = command_line(VMConfig(name="n", dir=tmp_path, kernel=tmp_path, initrd=tmp_path, vcpus=1,
-                                       memory_mib=128, accel="kvm", nic=Nic(9, "02:00:00:00:00:05", True)))
+    with_vhost = command_line(
+        VMConfig(
+            name="n",
+            dir=tmp_path,
+            kernel=tmp_path,
+            initrd=tmp_path,
+            vcpus=1,
+            memory_mib=128,
+            accel="kvm",
+            nic=Nic(9, "02:00:00:00:00:05", True),
+        )
+    )
     assert "tap,id=net0,fd=9,vhost=on" in with_vhost
-    no_nic = command_line(VMConfig(name="n", dir=tmp_path, kernel=tmp_path, initrd=tmp_path, vcpus=1,
-                                   memory_mib=128))
+    no_nic = command_line(
+        VMConfig(name="n", dir=tmp_path, kernel=tmp_path, initrd=tmp_path, vcpus=1, memory_mib=128)
+    )
     assert "-netdev" not in no_nic and not any("virtio-net" in a for a in no_nic)
     assert not vhost_usable("tcg")
     with pytest.raises(ValueError, match="bad MAC"):
@@ -71,9 +94,12 @@ def test_command_line_has_the_nic_on_the_inherited_fd(tmp_path: Path) -> None:
 
 def test_the_nic_takes_a_disk_slot() -> None:
     _check_disk_count(1, 4, False, False)  # 5 disks fit a micro-VM without ACPI
-    with pytest.raises(SandboxFailed, match=r"needs 5 virtio disks \(1 image disk, 4 persistent volumes\) "
-                                            r"but a micro-VM without ACPI has room for 4 \(virtio-mmio "
-                                            r"transports; its network interface takes one more\)"):
+    with pytest.raises(
+        SandboxFailed,
+        match=r"needs 5 virtio disks \(1 image disk, 4 persistent volumes\) "
+        r"but a micro-VM without ACPI has room for 4 \(virtio-mmio "
+        r"transports; its network interface takes one more\)",
+    ):
         _check_disk_count(1, 4, False, False, nics=1)
     _check_disk_count(1, 18, True, True, nics=1)  # 20 disks + NIC + 3 fixed devices: ACPI's 24
     with pytest.raises(SandboxFailed, match="has room for 20"):
@@ -151,9 +177,14 @@ def closed(fd: int) -> bool:
 
 def network(pod: Pod, fd: int | None) -> NetworkConfig:
     return NetworkConfig(
-        mac=pod.mac, addresses=(f"{pod.ip}/16",), gateway=GW, mtu=MTU,
-        dns_servers=("10.96.0.10",), dns_search=("default.svc.cluster.local", "svc.cluster.local"),
-        dns_options=("ndots:5", "timeout:2"), hosts=(f"{VM2.ip}\tvm2 vm2.example", "10.0.0.7\tother"),
+        mac=pod.mac,
+        addresses=(f"{pod.ip}/16",),
+        gateway=GW,
+        mtu=MTU,
+        dns_servers=("10.96.0.10",),
+        dns_search=("default.svc.cluster.local", "svc.cluster.local"),
+        dns_options=("ndots:5", "timeout:2"),
+        hosts=(f"{VM2.ip}\tvm2 vm2.example", "10.0.0.7\tother"),
         tap_fd=fd,
     )
 
@@ -170,8 +201,11 @@ async def sh_in(rt: HyperVM, sandbox: str, script: str, timeout: float = 90) -> 
 async def test_two_vms_on_one_tenant_network(hypervm: HyperVM, busybox_ref: str, tenant: TenantNet) -> None:
     fd1, fd2 = tenant.tap(VM1), tenant.tap(VM2)
     main = ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600"))
-    web = ContainerSpec(name="main", image=busybox_ref, command=(
-        "sh", "-c", "echo hello-from-vm2 > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"))
+    web = ContainerSpec(
+        name="main",
+        image=busybox_ref,
+        command=("sh", "-c", "echo hello-from-vm2 > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"),
+    )
     started = time.monotonic()
     await asyncio.gather(
         hypervm.create_sandbox(PodSpec(id="vm1", name="vm1", containers=(main,), network=network(VM1, fd1))),
@@ -185,19 +219,25 @@ async def test_two_vms_on_one_tenant_network(hypervm: HyperVM, busybox_ref: str,
     await hypervm.start_container("vm1", "main")
     await hypervm.start_container("vm2", "main")
 
-    code, out = await sh_in(hypervm, "vm1", f"""
+    code, out = await sh_in(
+        hypervm,
+        "vm1",
+        f"""
         for d in /sys/class/net/*; do [ "$(cat $d/address)" = {VM1.mac} ] && dev=${{d##*/}}; done
         echo "dev=$dev mtu=$(cat /sys/class/net/$dev/mtu) state=$(cat /sys/class/net/$dev/operstate)"
         busybox ip -4 -o addr show dev $dev; busybox ip -4 route; echo ---; cat /etc/resolv.conf
-        echo ---; cat /etc/hosts""")
+        echo ---; cat /etc/hosts""",
+    )
     assert code == 0, out
     dev = out.split("dev=", 1)[1].split()[0]
     assert f"dev={dev} mtu={MTU} state=up" in out
     assert f"inet {VM1.ip}/16" in out
     assert f"default via {GW} dev {dev}" in out
     resolv = out.split("---\n")[1]
-    assert resolv == ("nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\n"
-                      "options ndots:5 timeout:2\n")
+    assert resolv == (
+        "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\n"
+        "options ndots:5 timeout:2\n"
+    )
     hosts = out.split("---\n")[2]
     assert f"{VM2.ip}\tvm2 vm2.example\n" in hosts and "10.0.0.7\tother\n" in hosts
 
@@ -208,8 +248,12 @@ async def test_two_vms_on_one_tenant_network(hypervm: HyperVM, busybox_ref: str,
     assert code == 0, out
     assert "2 packets received" in out
     # httpd in VM 2 may still be starting: retry for a while (busybox wget -T segfaults here)
-    code, out = await sh_in(hypervm, "vm1", "for i in $(seq 60); do busybox wget -q -O - "
-                            f"http://{VM2.ip}:8080/ && exit 0; sleep 0.5; done; exit 1")
+    code, out = await sh_in(
+        hypervm,
+        "vm1",
+        "for i in $(seq 60); do busybox wget -q -O - "
+        f"http://{VM2.ip}:8080/ && exit 0; sleep 0.5; done; exit 1",
+    )
     assert (code, out) == (0, "hello-from-vm2\n")
     print(f"two VMs with NICs booted in {boot:.1f}s; 4 pings took {ping_time:.1f}s")
 
@@ -222,12 +266,17 @@ async def test_two_vms_on_one_tenant_network(hypervm: HyperVM, busybox_ref: str,
 
 @pytest.mark.slow
 @needs_netns
-async def test_failed_creates_close_the_fd_and_leave_no_tap(hypervm: HyperVM, busybox_ref: str,
-                                                            tenant: TenantNet) -> None:
+async def test_failed_creates_close_the_fd_and_leave_no_tap(
+    hypervm: HyperVM, busybox_ref: str, tenant: TenantNet
+) -> None:
     missing = busybox_ref.rsplit("/test/", 1)[0] + "/test/not-there:1"
     fd = tenant.tap(VM1)
-    spec = PodSpec(id="bad", name="bad", containers=(ContainerSpec(name="main", image=missing),),
-                   network=network(VM1, fd))
+    spec = PodSpec(
+        id="bad",
+        name="bad",
+        containers=(ContainerSpec(name="main", image=missing),),
+        network=network(VM1, fd),
+    )
     with pytest.raises(ImagePullFailed):
         await hypervm.create_sandbox(spec)
     assert closed(fd)
@@ -236,8 +285,14 @@ async def test_failed_creates_close_the_fd_and_leave_no_tap(hypervm: HyperVM, bu
     # refused before anything is pulled: a tap without a usable MAC
     fd = tenant.tap(VM1)
     with pytest.raises(PodRuntimeError, match="needs a MAC"):
-        await hypervm.create_sandbox(PodSpec(id="bad", name="bad", containers=(
-            ContainerSpec(name="main", image=busybox_ref),), network=NetworkConfig(tap_fd=fd)))
+        await hypervm.create_sandbox(
+            PodSpec(
+                id="bad",
+                name="bad",
+                containers=(ContainerSpec(name="main", image=busybox_ref),),
+                network=NetworkConfig(tap_fd=fd),
+            )
+        )
     assert closed(fd)
     assert await tenant.wait_gone(VM1.ifname), tenant.links()
 
@@ -245,8 +300,11 @@ async def test_failed_creates_close_the_fd_and_leave_no_tap(hypervm: HyperVM, bu
     fd = tenant.tap(VM1)
     bad = NetworkConfig(mac=VM1.mac, addresses=(f"{VM1.ip}/16",), dns_options=("nd ots",), tap_fd=fd)
     with pytest.raises(SandboxFailed, match="DNS_OPTION"):
-        await hypervm.create_sandbox(PodSpec(id="bad", name="bad", containers=(
-            ContainerSpec(name="main", image=busybox_ref),), network=bad))
+        await hypervm.create_sandbox(
+            PodSpec(
+                id="bad", name="bad", containers=(ContainerSpec(name="main", image=busybox_ref),), network=bad
+            )
+        )
     assert closed(fd)
     assert await tenant.wait_gone(VM1.ifname), tenant.links()
     assert await hypervm.list_sandboxes() == []
@@ -256,8 +314,12 @@ async def test_failed_creates_close_the_fd_and_leave_no_tap(hypervm: HyperVM, bu
 async def test_mac_without_a_tap_still_gets_dns(hypervm: HyperVM, busybox_ref: str) -> None:
     """No NIC, so no interface is configured (the guest would fail SETUP looking for the MAC);
     resolv.conf and hosts are written all the same."""
-    spec = PodSpec(id="nonic", name="nonic", containers=(
-        ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600")),), network=network(VM1, None))
+    spec = PodSpec(
+        id="nonic",
+        name="nonic",
+        containers=(ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600")),),
+        network=network(VM1, None),
+    )
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("nonic", "main")
     code, out = await sh_in(hypervm, "nonic", "ls /sys/class/net; cat /etc/resolv.conf /etc/hosts")

@@ -91,8 +91,10 @@ def listener() -> Iterator[Listener]:
 
 def test_default_refuses_loopback_without_connecting(tmp_path: Path, listener: Listener) -> None:
     store = tenant_store(tmp_path)
-    for ref, shown in ((f"127.0.0.1:{listener.port}/x:1", f"127.0.0.1:{listener.port}"),
-                       (f"[::ffff:127.0.0.1]:{listener.port}/x:1", f"[::ffff:127.0.0.1]:{listener.port}")):
+    for ref, shown in (
+        (f"127.0.0.1:{listener.port}/x:1", f"127.0.0.1:{listener.port}"),
+        (f"[::ffff:127.0.0.1]:{listener.port}/x:1", f"[::ffff:127.0.0.1]:{listener.port}"),
+    ):
         with pytest.raises(RegistryNotAllowed) as err:
             store.pull(ref)
         assert f"registry {shown} is not allowed: loopback address 127.0.0.1" in str(err.value)
@@ -108,14 +110,17 @@ def test_host_name_resolving_to_loopback_is_refused(tmp_path: Path, listener: Li
     assert listener.accepted == 0
 
 
-@pytest.mark.parametrize(("ref", "why"), [
-    ("169.254.169.254/latest/x:1", "link-local address 169.254.169.254"),  # cloud metadata
-    ("[fe80::1]:5000/x:1", "link-local address fe80::1"),
-    ("0.0.0.0:5000/x:1", "unspecified address 0.0.0.0"),
-    ("0.1.2.3:5000/x:1", "unspecified address 0.1.2.3"),
-    ("224.0.0.1:5000/x:1", "multicast address 224.0.0.1"),
-    ("10.99.3.4:5000/x:1", "address 10.99.3.4 is in the management network 10.99.0.0/16"),
-])
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        ("169.254.169.254/latest/x:1", "link-local address 169.254.169.254"),  # cloud metadata
+        ("[fe80::1]:5000/x:1", "link-local address fe80::1"),
+        ("0.0.0.0:5000/x:1", "unspecified address 0.0.0.0"),
+        ("0.1.2.3:5000/x:1", "unspecified address 0.1.2.3"),
+        ("224.0.0.1:5000/x:1", "multicast address 224.0.0.1"),
+        ("10.99.3.4:5000/x:1", "address 10.99.3.4 is in the management network 10.99.0.0/16"),
+    ],
+)
 def test_default_refuses_special_and_management_addresses(tmp_path: Path, ref: str, why: str) -> None:
     with pytest.raises(RegistryNotAllowed, match=why):
         tenant_store(tmp_path, management=("10.99.0.0/16",)).pull(ref)
@@ -124,14 +129,19 @@ def test_default_refuses_special_and_management_addresses(tmp_path: Path, ref: s
 def test_host_name_resolving_to_management_network_is_refused(tmp_path: Path) -> None:
     """Resolved by the policy's resolver (getaddrinfo's signature): here a fixed answer, since
     the test may not edit /etc/hosts."""
+
     def resolver(host: str, port: int, *_: Any) -> list[tuple[Any, ...]]:
         assert host == "registry.corp"
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.99.3.4", port))]
 
-    store = ImageStore(tmp_path, tenant_policy=RegistryPolicy(management=("10.99.0.0/16",),
-                                                              resolver=resolver))
-    with pytest.raises(RegistryNotAllowed, match=r"registry registry.corp:443 is not allowed: address "
-                       r"10.99.3.4 is in the management network 10.99.0.0/16 \(registry.corp resolves"):
+    store = ImageStore(
+        tmp_path, tenant_policy=RegistryPolicy(management=("10.99.0.0/16",), resolver=resolver)
+    )
+    with pytest.raises(
+        RegistryNotAllowed,
+        match=r"registry registry.corp:443 is not allowed: address "
+        r"10.99.3.4 is in the management network 10.99.0.0/16 \(registry.corp resolves",
+    ):
         store.pull("registry.corp/x:1")
 
 
@@ -162,8 +172,9 @@ def test_connects_to_the_vetted_address(tmp_path: Path, registry: Registry, busy
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
 
     name = f"registry.test:{port}"
-    store = ImageStore(tmp_path, insecure_registries=[name],
-                       tenant_policy=RegistryPolicy(allow=[name], resolver=resolver))
+    store = ImageStore(
+        tmp_path, insecure_registries=[name], tenant_policy=RegistryPolicy(allow=[name], resolver=resolver)
+    )
     image = store.pull(f"{name}/test/busybox:1")
     assert image.refs and set(asked) == {"registry.test"}
     with pytest.raises(httpx.ConnectError):  # the system resolver does not know the name
@@ -251,8 +262,12 @@ def test_allow_entry_parsing() -> None:
     for bad in ("a:b", "a:0", "a:70000", "[::1", "10.0.0.0/8", ""):
         with pytest.raises(ValueError):
             parse_allow_entry(bad)
-    proc = subprocess.run([str(REPO / ".venv/bin/hypernetes"), "up", "--allow-registry", "host:port"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/hypernetes"), "up", "--allow-registry", "host:port"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "--allow-registry" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -279,8 +294,9 @@ def test_refusals_are_not_transient() -> None:
 
 @pytest.fixture(scope="module")
 def private_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with running_private_registry(tmp_path_factory.mktemp("policy-private"), USER, PASSWORD,
-                                  "private/app:1") as reg:
+    with running_private_registry(
+        tmp_path_factory.mktemp("policy-private"), USER, PASSWORD, "private/app:1"
+    ) as reg:
         yield reg
 
 
@@ -295,8 +311,11 @@ def test_cached_private_image_needs_the_pods_own_rights(tmp_path: Path, private_
     a = creds(USER, PASSWORD, reg.host)
     image = store.ensure_for_pod(ref, "IfNotPresent", a)  # tenant A pulls with its secret
     for policy in ("IfNotPresent", "Never"):
-        with pytest.raises(Unauthorized, match=f"image {ref} is cached on this node, but its registry "
-                           "must confirm that this pod may pull it: .*no credentials"):
+        with pytest.raises(
+            Unauthorized,
+            match=f"image {ref} is cached on this node, but its registry "
+            "must confirm that this pod may pull it: .*no credentials",
+        ):
             store.ensure_for_pod(ref, policy, None)  # tenant B, no secret
         with pytest.raises(Unauthorized, match="rejected the credentials of user 'mallory'"):
             store.ensure_for_pod(ref, policy, creds("mallory", "guess", reg.host))
@@ -308,9 +327,7 @@ def test_cached_private_image_needs_the_pods_own_rights(tmp_path: Path, private_
         store.ensure_for_pod(f"{reg.host}/private/other:1", "Never", a)
 
 
-def test_a_manifest_alone_does_not_unlock_a_cached_image(
-    tmp_path: Path, private_registry: Registry
-) -> None:
+def test_a_manifest_alone_does_not_unlock_a_cached_image(tmp_path: Path, private_registry: Registry) -> None:
     """Tenant B learnt the digests of tenant A's private image and serves its manifest from a
     registry of its own, under another name: the node must not answer the blobs from its cache."""
     reg = private_registry
@@ -382,32 +399,52 @@ def test_operator_store_uses_its_cache(tmp_path: Path) -> None:
 
 def _secret(name: str, kind: str, key: str, doc: object) -> dict[str, Any]:
     raw = json.dumps(doc).encode()
-    return {"metadata": {"name": name, "namespace": "ns"}, "type": kind,
-            "data": {key: base64.b64encode(raw).decode()}}
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "type": kind,
+        "data": {key: base64.b64encode(raw).decode()},
+    }
 
 
 def test_pull_secrets_to_pod_spec() -> None:
     auth = base64.b64encode(b"alice:s3cret").decode()
     secrets = {
-        "json": _secret("json", "kubernetes.io/dockerconfigjson", ".dockerconfigjson",
-                        {"auths": {"reg.example:5000": {"auth": auth}}}),
-        "legacy": _secret("legacy", "kubernetes.io/dockercfg", ".dockercfg",
-                          {"https://other.example/v1/": {"username": "bob", "password": "pw"}}),
+        "json": _secret(
+            "json",
+            "kubernetes.io/dockerconfigjson",
+            ".dockerconfigjson",
+            {"auths": {"reg.example:5000": {"auth": auth}}},
+        ),
+        "legacy": _secret(
+            "legacy",
+            "kubernetes.io/dockercfg",
+            ".dockercfg",
+            {"https://other.example/v1/": {"username": "bob", "password": "pw"}},
+        ),
         "opaque": _secret("opaque", "Opaque", "x", {}),
         "bad": _secret("bad", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", {"auths": 1}),
     }
-    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
-           "spec": {"containers": [{"name": "c", "image": "reg.example:5000/a:1",
-                                    "imagePullPolicy": "Never"}],
-                    "imagePullSecrets": [{"name": "json"}, {"name": "legacy"}, {"name": "opaque"},
-                                         {"name": "missing"}]}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "containers": [{"name": "c", "image": "reg.example:5000/a:1", "imagePullPolicy": "Never"}],
+            "imagePullSecrets": [
+                {"name": "json"},
+                {"name": "legacy"},
+                {"name": "opaque"},
+                {"name": "missing"},
+            ],
+        },
+    }
 
     def lookup(kind: str, ns: str, name: str) -> dict[str, Any] | None:
         return secrets.get(name) if kind == "Secret" and ns == "ns" else None
 
     spec = pod_spec(pod, lookup)
-    assert dict(spec.pull_credentials) == {"reg.example:5000": Credentials("alice", "s3cret"),
-                                           "other.example": Credentials("bob", "pw")}
+    assert dict(spec.pull_credentials) == {
+        "reg.example:5000": Credentials("alice", "s3cret"),
+        "other.example": Credentials("bob", "pw"),
+    }
     assert spec.containers[0].pull_policy == "Never"
     assert "s3cret" not in repr(spec)
     # the sandbox's saved state (for adoption) never holds them
@@ -417,7 +454,7 @@ def test_pull_secrets_to_pod_spec() -> None:
     assert "s3cret" not in saved and pod_from_dict(json.loads(saved)).pull_credentials == ()
     assert {("Secret", "json"), ("Secret", "missing")} <= referenced_objects(pod)
     pod["spec"]["imagePullSecrets"] = [{"name": "bad"}]
-    with pytest.raises(ConfigError, match='imagePullSecret "bad" has no \'auths\' object'):
+    with pytest.raises(ConfigError, match="imagePullSecret \"bad\" has no 'auths' object"):
         pod_spec(pod, lookup)
 
 
@@ -428,8 +465,17 @@ def test_up_builds_the_node_policy_from_its_flags(tmp_path: Path) -> None:
     from hypernetes.cli.main import build_parser
     from hypernetes.network.netns import local_subnets
 
-    args = build_parser().parse_args(["up", "--allow-registry", "127.0.0.1:5000", "--allow-registry",
-                                      "Registry.Example", "--network-management", "10.99.0.0/16"])
+    args = build_parser().parse_args(
+        [
+            "up",
+            "--allow-registry",
+            "127.0.0.1:5000",
+            "--allow-registry",
+            "Registry.Example",
+            "--network-management",
+            "10.99.0.0/16",
+        ]
+    )
     policy = _registry_policy(args)
     assert [str(a) for a in policy.allow] == ["127.0.0.1:5000", "registry.example"]
     assert {str(n) for n in policy.management} == {"10.99.0.0/16", *local_subnets(None, "hn")}

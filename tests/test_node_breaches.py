@@ -44,9 +44,15 @@ NOBODY = "65534"
 
 
 def _pod(memory: str, cpu: str = "500m", phase: str = "Running") -> dict[str, Any]:
-    return {"metadata": {"name": "p"}, "status": {"phase": phase},
-            "spec": {"containers": [{"name": "c", "image": "x",
-                                     "resources": {"limits": {"memory": memory, "cpu": cpu}}}]}}
+    return {
+        "metadata": {"name": "p"},
+        "status": {"phase": phase},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "x", "resources": {"limits": {"memory": memory, "cpu": cpu}}}
+            ]
+        },
+    }
 
 
 def test_admission_sums_the_running_pods_vms() -> None:
@@ -55,10 +61,15 @@ def test_admission_sums_the_running_pods_vms() -> None:
     assert admit(_pod("400Mi"), running, allocatable) is None
     second = admit(_pod("400Mi"), [*running, _pod("400Mi")], allocatable)
     assert second is not None and second.reason == "OutOfmemory"
-    assert second.message == ("Node didn't have enough resource: memory, requested: 452984832, used: "
-                              "905969664, capacity: 1073741824")
-    assert second.status() == {"phase": "Failed", "reason": "OutOfmemory",
-                               "message": f"Pod was rejected: {second.message}"}
+    assert second.message == (
+        "Node didn't have enough resource: memory, requested: 452984832, used: "
+        "905969664, capacity: 1073741824"
+    )
+    assert second.status() == {
+        "phase": "Failed",
+        "reason": "OutOfmemory",
+        "message": f"Pod was rejected: {second.message}",
+    }
     cpu = admit(_pod("64Mi", cpu="1500m"), [_pod("64Mi", cpu="1")], allocatable)
     assert cpu is not None and cpu.reason == "OutOfcpu" and "requested: 1500, used: 1000" in cpu.message
     full = admit(_pod("1Mi"), [_pod("1Mi")] * 3, allocatable)
@@ -70,6 +81,7 @@ def test_admission_counts_scratch_disks() -> None:
         pod = _pod("64Mi")
         pod["spec"]["volumes"] = [{"name": "s", "emptyDir": {"sizeLimit": size}}]
         return pod
+
     allocatable = {"cpu": "2", "memory": "1Gi", "pods": "3", "ephemeral-storage": "77Gi"}
     assert admit(with_scratch("40Gi"), [], allocatable) is None
     disk = admit(with_scratch("40Gi"), [with_scratch("40Gi")], allocatable)
@@ -80,6 +92,7 @@ def test_admission_counts_scratch_disks() -> None:
 
 
 # --- a real cluster ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
@@ -117,8 +130,11 @@ def _gone(cluster: Cluster, name: str) -> bool:
 
 def _event_count(cluster: Cluster, name: str, reason: str, message: str = "") -> int:
     events = cluster.get("events", "--field-selector", f"involvedObject.name={name}")["items"]
-    return sum(int(e.get("count") or 1) for e in events
-               if e.get("reason") == reason and str(e.get("message", "")).startswith(message))
+    return sum(
+        int(e.get("count") or 1)
+        for e in events
+        if e.get("reason") == reason and str(e.get("message", "")).startswith(message)
+    )
 
 
 def _waiting_reason(cluster: Cluster, name: str) -> str:
@@ -127,8 +143,12 @@ def _waiting_reason(cluster: Cluster, name: str) -> str:
 
 
 def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _private(path: Path, mode: int) -> bool:
@@ -147,8 +167,9 @@ def test_tenant_data_is_owner_only(cluster: Cluster, busybox_ref: str) -> None:
     cluster.wait_for("secretive running", lambda: phase(cluster, "secretive") == "Running")
     assert cluster.kubectl("exec", "secretive", "--", "cat", "/vault/key").stdout == "tenant-secret-42"
     sandbox = _sandbox(cluster, "secretive")
-    token = cluster.kubectl("exec", "secretive", "--", "cat",
-                            "/var/run/secrets/kubernetes.io/serviceaccount/token").stdout
+    token = cluster.kubectl(
+        "exec", "secretive", "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ).stdout
     claims = _claims(token)
     assert claims["exp"] - claims["iat"] <= 3607, "a pod's token valid longer than an hour"
     # the secret and the token are in the VM's memory only: nowhere on the host's disk
@@ -157,11 +178,22 @@ def test_tenant_data_is_owner_only(cluster: Cluster, busybox_ref: str) -> None:
         assert found.stdout == "", found.stdout
 
     def owner_only() -> list[str]:
-        dirs = (cluster.data, cluster.data / "runtime" / "hypervm", sandbox, sandbox / "logs",
-                cluster.data / "images", cluster.data / "volumes", cluster.data / "pki")
+        dirs = (
+            cluster.data,
+            cluster.data / "runtime" / "hypervm",
+            sandbox,
+            sandbox / "logs",
+            cluster.data / "images",
+            cluster.data / "volumes",
+            cluster.data / "pki",
+        )
         wrong = [str(p) for p in dirs if p.exists() and not _private(p, 0o700)]
-        files = [sandbox / "state.json", *(sandbox / "logs").iterdir(),
-                 cluster.data / "state.db", cluster.data / "admin.kubeconfig"]
+        files = [
+            sandbox / "state.json",
+            *(sandbox / "logs").iterdir(),
+            cluster.data / "state.db",
+            cluster.data / "admin.kubeconfig",
+        ]
         return wrong + [str(p) for p in files if not _private(p, 0o600)]
 
     assert owner_only() == []
@@ -183,11 +215,16 @@ def test_tenant_data_is_owner_only(cluster: Cluster, busybox_ref: str) -> None:
 
 @pytest.mark.slow
 def test_finished_pods_keep_no_vm_but_keep_their_logs(cluster: Cluster, busybox_ref: str) -> None:
-    cluster.kubectl("apply", "-f", "-", input=pod_manifest("done", busybox_ref, "echo finished-ok",
-                                                            restartPolicy="Never"))
+    cluster.kubectl(
+        "apply", "-f", "-", input=pod_manifest("done", busybox_ref, "echo finished-ok", restartPolicy="Never")
+    )
     # finishes while the node agent is down: the adopted VM is stopped once its exit is seen
-    cluster.kubectl("apply", "-f", "-", input=pod_manifest("later", busybox_ref,
-                                                            "sleep 20; echo later-ok", restartPolicy="Never"))
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=pod_manifest("later", busybox_ref, "sleep 20; echo later-ok", restartPolicy="Never"),
+    )
     cluster.wait_for("done succeeded", lambda: phase(cluster, "done") == "Succeeded")
     done = _sandbox(cluster, "done")
     cluster.wait_for("done's VM stopped", lambda: not qemu_processes_under(done), timeout=60)
@@ -210,8 +247,9 @@ def test_finished_pods_keep_no_vm_but_keep_their_logs(cluster: Cluster, busybox_
     cluster.kubectl("delete", "pod", "done", "later")
     # once seen under full-suite load: a sandbox directory still there as kubectl returned; it
     # must be gone soon after, never left behind
-    cluster.wait_for("the sandboxes' files removed", lambda: not done.exists() and not later.exists(),
-                     timeout=30)
+    cluster.wait_for(
+        "the sandboxes' files removed", lambda: not done.exists() and not later.exists(), timeout=30
+    )
 
 
 @pytest.mark.slow
@@ -219,9 +257,11 @@ def test_node_rejects_a_pod_bound_to_it_that_does_not_fit(cluster: Cluster, busy
     """Bound straight to the node (no scheduler): refused as the kubelet refuses, never started."""
     node = cluster.get("node", "node1")["status"]
     assert node["allocatable"]["ephemeral-storage"].endswith("Ki")  # 90% of the data dir's disk
-    for name, limits, reason in (("huge", {"cpu": "1", "memory": "1000Gi"}, "OutOfmemory"),
-                                 ("wide", {"cpu": "64", "memory": "64Mi"}, "OutOfcpu"),
-                                 ("disk", {"cpu": "100m", "memory": "64Mi"}, "OutOfephemeral-storage")):
+    for name, limits, reason in (
+        ("huge", {"cpu": "1", "memory": "1000Gi"}, "OutOfmemory"),
+        ("wide", {"cpu": "64", "memory": "64Mi"}, "OutOfcpu"),
+        ("disk", {"cpu": "100m", "memory": "64Mi"}, "OutOfephemeral-storage"),
+    ):
         pod = json.loads(pod_manifest(name, busybox_ref, "sleep 1000", nodeName="node1"))
         pod["spec"]["containers"][0]["resources"]["limits"] = limits
         if name == "disk":  # an emptyDir bigger than the host's disk, as the issue's 500Gi one
@@ -231,7 +271,8 @@ def test_node_rejects_a_pod_bound_to_it_that_does_not_fit(cluster: Cluster, busy
         assert status["reason"] == reason
         resource = reason.removeprefix("OutOf")
         assert status["message"].startswith(
-            f"Pod was rejected: Node didn't have enough resource: {resource}, ")
+            f"Pod was rejected: Node didn't have enough resource: {resource}, "
+        )
         assert reason in cluster.kubectl("get", "pod", name).stdout
         assert _event_count(cluster, name, reason) >= 1
         assert not qemu_processes_under(_sandbox(cluster, name))
@@ -243,8 +284,12 @@ def test_a_hung_vm_is_killed_after_the_grace_period(cluster: Cluster, busybox_re
     """QEMU stopped (SIGSTOP): neither the guest nor QEMU answers anything, as a VM whose memory
     ran out. The pod is gone within its grace period plus the shutdown and kill margins."""
     grace = 3
-    _apply(cluster, pod_manifest("hung", busybox_ref, "while true; do sleep 1; done",
-                                 terminationGracePeriodSeconds=grace))
+    _apply(
+        cluster,
+        pod_manifest(
+            "hung", busybox_ref, "while true; do sleep 1; done", terminationGracePeriodSeconds=grace
+        ),
+    )
     cluster.wait_for("hung running", lambda: phase(cluster, "hung") == "Running")
     sandbox = _sandbox(cluster, "hung")
     [pid] = qemu_processes_under(sandbox)
@@ -278,10 +323,15 @@ def test_image_pulls_back_off_and_a_new_spec_retries_at_once(cluster: Cluster, b
     # the next try is due ~40 s after the last: a new image is tried at once
     cluster.kubectl("set", "image", "pod/nopull", f"main={busybox_ref}")
     changed = time.monotonic()
-    cluster.wait_for("pull of the new image", lambda: any(
-        busybox_ref in e["message"] for e in cluster.get("events", "--field-selector",
-                                                          "involvedObject.name=nopull")["items"]
-        if e["reason"] == "Pulling"), timeout=30)
+    cluster.wait_for(
+        "pull of the new image",
+        lambda: any(
+            busybox_ref in e["message"]
+            for e in cluster.get("events", "--field-selector", "involvedObject.name=nopull")["items"]
+            if e["reason"] == "Pulling"
+        ),
+        timeout=30,
+    )
     assert time.monotonic() - changed < 15 and time.monotonic() - first < 70
     cluster.wait_for("nopull running", lambda: phase(cluster, "nopull") == "Running")
     cluster.kubectl("delete", "pod", "nopull")
@@ -295,8 +345,9 @@ def test_sandbox_creation_failures_back_off(cluster: Cluster, image_factory: Ima
     pod = json.loads(pod_manifest("nocmd", ref, "unused"))
     del pod["spec"]["containers"][0]["command"]
     cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
-    cluster.wait_for("CreateContainerError",
-                     lambda: _waiting_reason(cluster, "nocmd") == "CreateContainerError")
+    cluster.wait_for(
+        "CreateContainerError", lambda: _waiting_reason(cluster, "nocmd") == "CreateContainerError"
+    )
     # updates that leave the spec alone (a controller's or a user's annotation) must not cut the
     # back-off short
     deadline = time.monotonic() + 25
@@ -319,8 +370,9 @@ def _claims(token: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(tmp_path: Path, kernels: KernelRegistry,
-                                                                  busybox_ref: str) -> None:
+async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(
+    tmp_path: Path, kernels: KernelRegistry, busybox_ref: str
+) -> None:
     """A token asked for 600 s lives 600 s, and the node puts a new one into the running VM once
     the set fraction of that has passed (here 3%, 18 s, to keep the test short; 80% by default):
     the container reads the new token from the same file, which the API server accepts."""
@@ -335,23 +387,46 @@ async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(tmp_path: Pat
     task = asyncio.create_task(agent.run())
     try:
         ns = "default"
-        await client.create("v1", "serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
-                                                      "metadata": {"name": "default", "namespace": ns}}, ns)
-        volume = {"name": "tok", "projected": {"sources": [
-            {"serviceAccountToken": {"expirationSeconds": 600, "path": "token"}}]}}
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader", "namespace": ns}, "spec": {
-            "nodeName": "node1", "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
-            "volumes": [volume], "containers": [{
-                "name": "main", "image": busybox_ref, "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
-                "command": ["sh", "-c", "while true; do echo \"T $(cat /tok/token)\"; sleep 2; done"],
-                "volumeMounts": [{"name": "tok", "mountPath": "/tok"}]}]}}
+        await client.create(
+            "v1",
+            "serviceaccounts",
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}},
+            ns,
+        )
+        volume = {
+            "name": "tok",
+            "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 600, "path": "token"}}]},
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "reader", "namespace": ns},
+            "spec": {
+                "nodeName": "node1",
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 1,
+                "volumes": [volume],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": busybox_ref,
+                        "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+                        "command": ["sh", "-c", 'while true; do echo "T $(cat /tok/token)"; sleep 2; done'],
+                        "volumeMounts": [{"name": "tok", "mountPath": "/tok"}],
+                    }
+                ],
+            },
+        }
         created = await client.create("v1", "pods", pod, ns)
         uid = created["metadata"]["uid"]
 
         async def tokens() -> list[str]:
             with contextlib.suppress(PodRuntimeError):
-                seen = [line.data.decode()[2:] async for line in runtime.logs(uid, "main")
-                        if line.data.startswith(b"T ")]
+                seen = [
+                    line.data.decode()[2:]
+                    async for line in runtime.logs(uid, "main")
+                    if line.data.startswith(b"T ")
+                ]
                 return list(dict.fromkeys(t for t in seen if t))
             return []
 
@@ -399,7 +474,8 @@ async def _wait_async(what: str, check: Callable[[], Awaitable[Any]], timeout: f
 
 @pytest.mark.slow
 async def test_write_files_replaces_files_atomically_and_refuses_escapes(
-        tmp_path: Path, kernels: KernelRegistry, busybox_ref: str) -> None:
+    tmp_path: Path, kernels: KernelRegistry, busybox_ref: str
+) -> None:
     """WRITE_FILES on a real guest: a container bound to the volume sees new contents at once,
     modes are kept, the volume stays read-only to it, and paths that would leave the volume, bad
     names and modes fail the request with EINVAL, not the VM."""
@@ -408,17 +484,24 @@ async def test_write_files_replaces_files_atomically_and_refuses_escapes(
     def files(source: str, *entries: tuple[str, bytes, int]) -> gp.TLV:
         tlv = gp.TLV().add_str(gp.TAG_SOURCE, source)
         for path, data, mode in entries:
-            tlv.add_tlv(gp.TAG_FILE, gp.TLV().add_str(gp.TAG_SUBPATH, path).add(gp.TAG_DATA, data)
-                        .add_u32(gp.TAG_MODE, mode))
+            tlv.add_tlv(
+                gp.TAG_FILE,
+                gp.TLV().add_str(gp.TAG_SUBPATH, path).add(gp.TAG_DATA, data).add_u32(gp.TAG_MODE, mode),
+            )
         return tlv
 
     async with booted(tmp_path, kernels, image) as client:
-        await client.request(gp.MSG_WRITE_FILES, files("pod:tok", ("token", b"one", 0o640),
-                                                       ("dir/ca.crt", b"ca", 0o644)))
-        proc, out = await start(client, "reader", "cat /t/token; echo; stat -c %a /t/token; "
-                                "touch /t/x 2>&1; while [ \"$(cat /t/token)\" = one ]; do sleep 0.2; done; "
-                                "cat /t/token /t/dir/ca.crt",
-                                mounts=[vol("pod:tok", "/t", readonly=True)])
+        await client.request(
+            gp.MSG_WRITE_FILES, files("pod:tok", ("token", b"one", 0o640), ("dir/ca.crt", b"ca", 0o644))
+        )
+        proc, out = await start(
+            client,
+            "reader",
+            "cat /t/token; echo; stat -c %a /t/token; "
+            'touch /t/x 2>&1; while [ "$(cat /t/token)" = one ]; do sleep 0.2; done; '
+            "cat /t/token /t/dir/ca.crt",
+            mounts=[vol("pod:tok", "/t", readonly=True)],
+        )
         await asyncio.sleep(2)
         await client.request(gp.MSG_WRITE_FILES, files("pod:tok", ("token", b"two", 0o640)))
         status = await asyncio.wait_for(proc.wait(), 60)

@@ -59,8 +59,9 @@ def fs_bytes(path: Path) -> int:
 
 
 def qemu_img_info(path: Path) -> dict[str, Any]:
-    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     return dict(json.loads(out))
 
 
@@ -166,8 +167,9 @@ def test_a_crashed_creation_never_looks_like_a_volume(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / ".work").iterdir()) == []
 
 
-@pytest.mark.parametrize("handle", ["", "../etc", "a/b", "UPPER", ".hidden", "-x", "a..b", "x" * 254,
-                                    "a b", "a\nb", "pvc_1"])
+@pytest.mark.parametrize(
+    "handle", ["", "../etc", "a/b", "UPPER", ".hidden", "-x", "a..b", "x" * 254, "a b", "a\nb", "pvc_1"]
+)
 def test_bad_handles_are_refused(tmp_path: Path, handle: str) -> None:
     vols = LocalVolumes(tmp_path / "v")
     with pytest.raises(VolumeError, match="invalid volume handle"):
@@ -228,12 +230,19 @@ except VolumeError as e:
 """
 
 
-@pytest.mark.parametrize("op, fmt, message", [
-    ("ensure", "raw", "cannot create volume full: File too large"),
-    ("grow", "raw", "cannot grow volume full: File too large"),
-    ("grow", "qcow2", "volume full: qemu-img failed: qemu-img: the volume: error while converting raw: "
-                      "Could not resize file: File too large"),
-])
+@pytest.mark.parametrize(
+    "op, fmt, message",
+    [
+        ("ensure", "raw", "cannot create volume full: File too large"),
+        ("grow", "raw", "cannot grow volume full: File too large"),
+        (
+            "grow",
+            "qcow2",
+            "volume full: qemu-img failed: qemu-img: the volume: error while converting raw: "
+            "Could not resize file: File too large",
+        ),
+    ],
+)
 def test_a_write_error_is_a_clear_message(tmp_path: Path, op: str, fmt: str, message: str) -> None:
     """A real write failure, not a mock: the volume store's process may not write past 1 MiB
     (RLIMIT_FSIZE: writes fail with EFBIG, as they fail with ENOSPC on a full disk), for Python's
@@ -245,8 +254,13 @@ def test_a_write_error_is_a_clear_message(tmp_path: Path, op: str, fmt: str, mes
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (MiB, MiB))
 
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), op, str(GiB), fmt],
-                          capture_output=True, text=True, preexec_fn=limit, cwd=Path(__file__).parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), op, str(GiB), fmt],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        cwd=Path(__file__).parent.parent,
+    )
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == f"VolumeError: {message}\n" and proc.stderr == ""
     assert vols.handles() == ([] if op == "ensure" else ["full"])
@@ -258,8 +272,9 @@ def test_a_write_error_is_a_clear_message(tmp_path: Path, op: str, fmt: str, mes
 def test_delete_and_concurrent_ensure(tmp_path: Path) -> None:
     vols = LocalVolumes(tmp_path)
     paths: list[Path] = []
-    threads = [threading.Thread(target=lambda: paths.append(vols.ensure("same", 128 * MiB)))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: paths.append(vols.ensure("same", 128 * MiB))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -275,30 +290,57 @@ def test_delete_and_concurrent_ensure(tmp_path: Path) -> None:
 # --- claim → PV → disk -----------------------------------------------------------------------------
 
 
-def pv(name: str = "pvc-u1", node: str = "n1", tenant: str | None = "acme", mode: str = "Filesystem",
-       **spec: Any) -> dict[str, Any]:
+def pv(
+    name: str = "pvc-u1", node: str = "n1", tenant: str | None = "acme", mode: str = "Filesystem", **spec: Any
+) -> dict[str, Any]:
     labels = {"hypernetes.io/tenant": tenant} if tenant else {}
     return {
-        "metadata": {"name": name, "labels": labels, "uid": f"uid-of-{name}",
-                     "finalizers": ["kubernetes.io/pv-protection", "local.hypernetes.io/backing-file"]},
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "uid": f"uid-of-{name}",
+            "finalizers": ["kubernetes.io/pv-protection", "local.hypernetes.io/backing-file"],
+        },
         "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "volumeMode": mode,
-            "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "local",
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "volumeMode": mode,
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": "local",
             "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "ns", "name": "data", "uid": "u1"},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}},
-            "csi": {"driver": "local.hypernetes.io", "volumeHandle": name, "fsType": "ext4",
-                    "volumeAttributes": {"format": "raw"}},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                            ]
+                        }
+                    ]
+                }
+            },
+            "csi": {
+                "driver": "local.hypernetes.io",
+                "volumeHandle": name,
+                "fsType": "ext4",
+                "volumeAttributes": {"format": "raw"},
+            },
             **spec,
         },
     }
 
 
 def pvc(name: str = "data", volume: str = "pvc-u1", bound: bool = True, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "ns", "uid": "u1"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-                     **({"volumeName": volume} if bound else {}), **spec},
-            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}} if bound else {"phase": "Pending"}}
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+            **({"volumeName": volume} if bound else {}),
+            **spec,
+        },
+        "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}} if bound else {"phase": "Pending"},
+    }
 
 
 class World(dict[tuple[str, str, str], dict[str, Any]]):
@@ -313,17 +355,26 @@ class World(dict[tuple[str, str, str], dict[str, Any]]):
         return self.get((kind, ns, name))
 
 
-def claim_pod(mounts: list[dict[str, Any]] | None = None, devices: list[dict[str, Any]] | None = None,
-              read_only: bool = False) -> dict[str, Any]:
+def claim_pod(
+    mounts: list[dict[str, Any]] | None = None,
+    devices: list[dict[str, Any]] | None = None,
+    read_only: bool = False,
+) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "c", "image": "busybox"}
     if mounts is not None:
         container["volumeMounts"] = mounts
     if devices is not None:
         container["volumeDevices"] = devices
-    return {"metadata": {"name": "p", "namespace": "ns", "uid": "pod-1"},
-            "spec": {"nodeName": "n1", "containers": [container],
-                     "volumes": [{"name": "vol", "persistentVolumeClaim": {"claimName": "data",
-                                                                          "readOnly": read_only}}]}}
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "pod-1"},
+        "spec": {
+            "nodeName": "n1",
+            "containers": [container],
+            "volumes": [
+                {"name": "vol", "persistentVolumeClaim": {"claimName": "data", "readOnly": read_only}}
+            ],
+        },
+    }
 
 
 def block_path(handle: str, fmt: str) -> str:
@@ -340,19 +391,30 @@ def test_a_claim_resolves_to_its_pvs_disk() -> None:
     (vol,) = spec.volumes
     assert vol.kind == "block" and vol.block is not None
     assert (vol.block.path, vol.block.format, vol.block.fs_type, vol.block.read_only) == (
-        "/data/volumes/pvc-u1.raw", "raw", "ext4", False)
+        "/data/volumes/pvc-u1.raw",
+        "raw",
+        "ext4",
+        False,
+    )
     assert [(m.volume, m.path, m.read_only) for m in spec.containers[0].mounts] == [("vol", "/data", False)]
     (disk,) = claim_disks(pod, world.lookup)
     assert (disk.handle, disk.size, disk.key, disk.pv, disk.format) == (
-        "pvc-u1", GiB, "ns/data", "pvc-u1", "raw")
+        "pvc-u1",
+        GiB,
+        "ns/data",
+        "pvc-u1",
+        "raw",
+    )
     assert pod_claims(pod) == {"ns/data": False}
     with pytest.raises(VolumeConfigError, match="this node has no volume store"):
         pod_spec(pod, world.lookup)
 
 
 def test_read_only_claims() -> None:
-    mounts: list[dict[str, Any]] = [{"name": "vol", "mountPath": "/data"},
-                                    {"name": "vol", "mountPath": "/ro", "readOnly": True}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "vol", "mountPath": "/data"},
+        {"name": "vol", "mountPath": "/ro", "readOnly": True},
+    ]
     world = World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv()))
     spec = pod_spec(claim_pod(mounts=mounts), world.lookup, block_path)
     assert spec.volumes[0].block is not None and not spec.volumes[0].block.read_only
@@ -368,14 +430,27 @@ def test_read_only_claims() -> None:
 
 
 def test_block_mode_claims_become_devices() -> None:
-    world = World(("PersistentVolumeClaim", pvc(volumeMode="Block")),
-                  ("PersistentVolume", pv(mode="Block", csi={"driver": "local.hypernetes.io",
-                                                             "volumeHandle": "pvc-u1",
-                                                             "volumeAttributes": {"format": "qcow2"}})))
+    world = World(
+        ("PersistentVolumeClaim", pvc(volumeMode="Block")),
+        (
+            "PersistentVolume",
+            pv(
+                mode="Block",
+                csi={
+                    "driver": "local.hypernetes.io",
+                    "volumeHandle": "pvc-u1",
+                    "volumeAttributes": {"format": "qcow2"},
+                },
+            ),
+        ),
+    )
     spec = pod_spec(claim_pod(devices=[{"name": "vol", "devicePath": "/dev/xvda"}]), world.lookup, block_path)
     block = spec.volumes[0].block
     assert block is not None and (block.path, block.format, block.fs_type) == (
-        "/data/volumes/pvc-u1.qcow2", "qcow2", "")
+        "/data/volumes/pvc-u1.qcow2",
+        "qcow2",
+        "",
+    )
     assert [(d.volume, d.path) for d in spec.containers[0].devices] == [("vol", "/dev/xvda")]
     with pytest.raises(VolumeConfigError, match="volumeMode Block: use volumeDevices, not volumeMounts"):
         pod_spec(claim_pod(mounts=[{"name": "vol", "mountPath": "/x"}]), world.lookup, block_path)
@@ -394,29 +469,41 @@ def _refused(world: World, pattern: str, pod: dict[str, Any] | None = None) -> N
 def test_claims_that_cannot_be_attached() -> None:
     _refused(World(("PersistentVolume", pv())), 'persistentvolumeclaim "data" not found')
     _refused(World(("PersistentVolumeClaim", pvc(bound=False))), 'persistentvolumeclaim "data" is not bound')
-    _refused(World(("PersistentVolumeClaim", pvc())),
-             'persistentvolume "pvc-u1" bound to claim "data" not found')
-    _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(node="n2"))),
-             'volume node affinity conflict: persistentvolume "pvc-u1" is on node "n2", '
-             'this pod is on node "n1"')
-    _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(nodeAffinity=None))),
-             "is on no node")
-    _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(tenant="other"))),
-             'persistentvolume "pvc-u1" belongs to tenant "other", namespace "ns" to tenant "acme"')
-    _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(tenant=None))),
-             'belongs to no tenant, namespace "ns" to tenant "acme"')
+    _refused(
+        World(("PersistentVolumeClaim", pvc())), 'persistentvolume "pvc-u1" bound to claim "data" not found'
+    )
+    _refused(
+        World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(node="n2"))),
+        'volume node affinity conflict: persistentvolume "pvc-u1" is on node "n2", this pod is on node "n1"',
+    )
+    _refused(
+        World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(nodeAffinity=None))), "is on no node"
+    )
+    _refused(
+        World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(tenant="other"))),
+        'persistentvolume "pvc-u1" belongs to tenant "other", namespace "ns" to tenant "acme"',
+    )
+    _refused(
+        World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", pv(tenant=None))),
+        'belongs to no tenant, namespace "ns" to tenant "acme"',
+    )
     stolen = pv(claimRef={"namespace": "ns", "name": "data", "uid": "someone-else"})
     _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", stolen)), "bound to another claim")
     host = pv(csi=None, hostPath={"path": "/etc"})
-    _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", host)),
-             "is not a local.hypernetes.io volume")
+    _refused(
+        World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", host)),
+        "is not a local.hypernetes.io volume",
+    )
     evil = pv(csi={"driver": "local.hypernetes.io", "volumeHandle": "../../etc/shadow"})
     _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", evil)), "invalid volume handle")
     xfs = pv(csi={"driver": "local.hypernetes.io", "volumeHandle": "pvc-u1", "fsType": "xfs"})
-    _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", xfs)),
-             "fsType xfs is not supported")
-    _refused(World(("PersistentVolumeClaim", pvc(volumeMode="Block")), ("PersistentVolume", pv())),
-             "has volumeMode Filesystem, its claim Block")
+    _refused(
+        World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", xfs)), "fsType xfs is not supported"
+    )
+    _refused(
+        World(("PersistentVolumeClaim", pvc(volumeMode="Block")), ("PersistentVolume", pv())),
+        "has volumeMode Filesystem, its claim Block",
+    )
     deleting = pv()
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     _refused(World(("PersistentVolumeClaim", pvc()), ("PersistentVolume", deleting)), "is being deleted")
@@ -431,8 +518,10 @@ def test_claims_that_cannot_be_attached() -> None:
 
 def test_empty_dir_medium() -> None:
     pod = claim_pod()
-    pod["spec"]["volumes"] = [{"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                              {"name": "disk", "emptyDir": {}}]
+    pod["spec"]["volumes"] = [
+        {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "disk", "emptyDir": {}},
+    ]
     mem, disk = pod_spec(pod, World().lookup).volumes
     assert (mem.kind, mem.medium, mem.size_limit) == ("emptyDir", "Memory", 16 * MiB)
     # a disk emptyDir without sizeLimit gets the partition it was scheduled and counted by
@@ -444,8 +533,24 @@ def test_empty_dir_medium() -> None:
 
 def test_pv_node() -> None:
     assert pv_node(pv(node="n7")) == "n7"
-    assert pv_node(pv(nodeAffinity={"required": {"nodeSelectorTerms": [{"matchExpressions": [
-        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["a", "b"]}]}]}})) is None
+    assert (
+        pv_node(
+            pv(
+                nodeAffinity={
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["a", "b"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            )
+        )
+        is None
+    )
     assert pv_node({"spec": {}}) is None
 
 
@@ -460,8 +565,9 @@ def test_volume_users() -> None:
     users.acquire("a", "ns/a", [ro])
     users.acquire("b", "ns/b", [ro])  # readers share
     assert not users.sole("ns/data", "a")
-    with pytest.raises(MultiAttachError,
-                       match=r'Multi-Attach error for volume "pvc-u1": .* pod\(s\) ns/a, ns/b'):
+    with pytest.raises(
+        MultiAttachError, match=r'Multi-Attach error for volume "pvc-u1": .* pod\(s\) ns/a, ns/b'
+    ):
         users.acquire("c", "ns/c", [rw])
     users.release("a")
     users.release("b")
@@ -480,13 +586,20 @@ def test_volume_users() -> None:
 
 def test_resized_claim_status() -> None:
     claim = pvc()
-    claim["status"] = {"phase": "Bound", "capacity": {"storage": "1Gi"},
-                       "allocatedResourceStatuses": {"storage": "NodeResizePending"},
-                       "conditions": [{"type": "FileSystemResizePending", "status": "True"},
-                                      {"type": "Other", "status": "True"}]}
+    claim["status"] = {
+        "phase": "Bound",
+        "capacity": {"storage": "1Gi"},
+        "allocatedResourceStatuses": {"storage": "NodeResizePending"},
+        "conditions": [
+            {"type": "FileSystemResizePending", "status": "True"},
+            {"type": "Other", "status": "True"},
+        ],
+    }
     assert resized_claim_status(claim, "2Gi") == {
-        "capacity": {"storage": "2Gi"}, "conditions": [{"type": "Other", "status": "True"}],
-        "allocatedResourceStatuses": {"storage": None}}
+        "capacity": {"storage": "2Gi"},
+        "conditions": [{"type": "Other", "status": "True"}],
+        "allocatedResourceStatuses": {"storage": None},
+    }
     claim["status"] = {"phase": "Bound", "capacity": {"storage": "2Gi"}}
     assert resized_claim_status(claim, "2Gi") is None
     assert resized_claim_status(claim, "3Gi") == {"capacity": {"storage": "3Gi"}, "conditions": None}
@@ -499,20 +612,43 @@ NS = "vols"
 
 def pv_object(name: str, claim: dict[str, Any], size: str, mode: str, fmt: str) -> dict[str, Any]:
     """A PV as docs/volumes.md has the volume controller make it, bound to `claim`, on node1."""
-    obj = pv(name=name, node="node1", mode=mode, capacity={"storage": size},
-             claimRef={"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": NS,
-                       "name": claim["metadata"]["name"], "uid": claim["metadata"]["uid"]},
-             csi={"driver": "local.hypernetes.io", "volumeHandle": name, "fsType": "ext4",
-                  "volumeAttributes": {"format": fmt}})
+    obj = pv(
+        name=name,
+        node="node1",
+        mode=mode,
+        capacity={"storage": size},
+        claimRef={
+            "kind": "PersistentVolumeClaim",
+            "apiVersion": "v1",
+            "namespace": NS,
+            "name": claim["metadata"]["name"],
+            "uid": claim["metadata"]["uid"],
+        },
+        csi={
+            "driver": "local.hypernetes.io",
+            "volumeHandle": name,
+            "fsType": "ext4",
+            "volumeAttributes": {"format": fmt},
+        },
+    )
     obj["metadata"].pop("uid")
     obj["metadata"]["annotations"] = {"pv.kubernetes.io/provisioned-by": "local.hypernetes.io"}
     return {"apiVersion": "v1", "kind": "PersistentVolume", **obj}
 
 
 def claim_object(name: str, volume: str, size: str, mode: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": NS},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}},
-                     "storageClassName": "local", "volumeMode": mode, "volumeName": volume}}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+            "storageClassName": "local",
+            "volumeMode": mode,
+            "volumeName": volume,
+        },
+    }
 
 
 class Node:
@@ -532,8 +668,9 @@ class Node:
         self.start_agent()
 
     def start_agent(self) -> None:
-        self.runtime = HyperVM(self.tmp / "rt", ImageStore(self.tmp / "images"), self.kernels,
-                               die_with_parent=True)
+        self.runtime = HyperVM(
+            self.tmp / "rt", ImageStore(self.tmp / "images"), self.kernels, die_with_parent=True
+        )
         self.agent = NodeAgent(self.node_client, self.runtime, "node1", volumes=self.volumes)
         self.task = asyncio.create_task(self.agent.run())
 
@@ -551,31 +688,61 @@ class Node:
 
     async def bound_claim(self, name: str, pv_name: str, size: str, mode: str, fmt: str) -> None:
         """A claim and its PV, bound by hand as the volume controller would bind them."""
-        claim = await self.client.create("v1", "persistentvolumeclaims",
-                                         claim_object(name, pv_name, size, mode), NS)
+        claim = await self.client.create(
+            "v1", "persistentvolumeclaims", claim_object(name, pv_name, size, mode), NS
+        )
         await self.client.create("v1", "persistentvolumes", pv_object(pv_name, claim, size, mode, fmt))
         status = {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": size}}
-        await self.client.patch("v1", "persistentvolumeclaims", name, {"status": status}, NS,
-                                subresource="status")
+        await self.client.patch(
+            "v1", "persistentvolumeclaims", name, {"status": status}, NS, subresource="status"
+        )
 
-    async def run_pod(self, name: str, command: str, claims: dict[str, str], mounts: dict[str, str],
-                      devices: dict[str, str] | None = None) -> None:
+    async def run_pod(
+        self,
+        name: str,
+        command: str,
+        claims: dict[str, str],
+        mounts: dict[str, str],
+        devices: dict[str, str] | None = None,
+    ) -> None:
         container = {
-            "name": "main", "image": self.image, "command": ["sh", "-c", command],
+            "name": "main",
+            "image": self.image,
+            "command": ["sh", "-c", command],
             # small enough that the node admits the waiting pods beside the running one
             "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
             "volumeMounts": [{"name": v, "mountPath": p} for v, p in mounts.items()],
             "volumeDevices": [{"name": v, "devicePath": p} for v, p in (devices or {}).items()],
         }
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1, "containers": [container],
-            "volumes": [{"name": v, "persistentVolumeClaim": {"claimName": c}} for v, c in claims.items()]}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [container],
+                "volumes": [
+                    {"name": v, "persistentVolumeClaim": {"claimName": c}} for v, c in claims.items()
+                ],
+            },
+        }
         await self.client.create("v1", "pods", pod, NS)
         # placed as the scheduler places it: a tenant's pod may not name its node itself
-        await self.client.create("v1", "pods", {"apiVersion": "v1", "kind": "Binding", "metadata": {
-            "name": name, "namespace": NS}, "target": {"apiVersion": "v1", "kind": "Node", "name": "node1"}},
-            NS, subresource="binding", name=name)
+        await self.client.create(
+            "v1",
+            "pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name, "namespace": NS},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": "node1"},
+            },
+            NS,
+            subresource="binding",
+            name=name,
+        )
 
     async def pod(self, name: str) -> dict[str, Any]:
         return dict(await self.client.get_or_none("v1", "pods", name, NS) or {})
@@ -600,8 +767,9 @@ class Node:
         await wait_for(f"pod {name} gone", lambda: self.pod(name), want=False, timeout=60)
 
 
-async def wait_for(what: str, check: Callable[[], Awaitable[Any]], want: bool = True,
-                   timeout: float = 150) -> Any:
+async def wait_for(
+    what: str, check: Callable[[], Awaitable[Any]], want: bool = True, timeout: float = 150
+) -> Any:
     """Poll until check() is truthy (or falsy, with want=False); return its last value."""
     deadline = time.monotonic() + timeout
     last = None
@@ -620,8 +788,9 @@ def df_kib(output: str, marker: str) -> int:
 
 
 @pytest.mark.slow
-async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelRegistry,
-                                                busybox_ref: str) -> None:
+async def test_persistent_volumes_with_real_vms(
+    tmp_path: Path, kernels: KernelRegistry, busybox_ref: str
+) -> None:
     """Write in one pod VM, read in the next; grow the volume and see the bigger filesystem; a
     volume in use waits for its pod before its PV's disk is deleted; claims that cannot be
     attached leave pods waiting with FailedMount/FailedAttachVolume events."""
@@ -629,23 +798,48 @@ async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelR
     node = Node(tmp_path, kernels, busybox_ref)
     client, volumes = node.client, node.volumes
     try:
-        await client.create("hypernetes.io/v1", "tenants", {
-            "apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}})
-        await client.create("v1", "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": NS, "labels": {"hypernetes.io/tenant": "acme"}}})
+        await client.create(
+            "hypernetes.io/v1",
+            "tenants",
+            {"apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}},
+        )
+        await client.create(
+            "v1",
+            "namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": NS, "labels": {"hypernetes.io/tenant": "acme"}},
+            },
+        )
         if await client.get_or_none("storage.k8s.io/v1", "storageclasses", "local") is None:
-            await client.create("storage.k8s.io/v1", "storageclasses", {  # as the API server makes it
-                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "local"},
-                "provisioner": "local.hypernetes.io", "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
-                "volumeBindingMode": "Immediate", "parameters": {"fsType": "ext4", "format": "raw"}})
+            await client.create(
+                "storage.k8s.io/v1",
+                "storageclasses",
+                {  # as the API server makes it
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {"name": "local"},
+                    "provisioner": "local.hypernetes.io",
+                    "reclaimPolicy": "Delete",
+                    "allowVolumeExpansion": True,
+                    "volumeBindingMode": "Immediate",
+                    "parameters": {"fsType": "ext4", "format": "raw"},
+                },
+            )
         await node.bound_claim("data", "pv-data", "64Mi", "Filesystem", "raw")
         await node.bound_claim("raw", "pv-raw", "16Mi", "Block", "qcow2")
 
         # a claim that does not exist: the pod waits, as upstream, with FailedMount events
         await node.run_pod("lost", "true", {"d": "nope"}, {"d": "/d"})
-        await node.run_pod("writer", "echo persisted > /data/file; echo rawdata | dd of=/dev/rawdisk "
-                           "conv=fsync; sync; echo df; df -k /data | tail -1; echo written",
-                           {"data": "data", "raw": "raw"}, {"data": "/data"}, {"raw": "/dev/rawdisk"})
+        await node.run_pod(
+            "writer",
+            "echo persisted > /data/file; echo rawdata | dd of=/dev/rawdisk "
+            "conv=fsync; sync; echo df; df -k /data | tail -1; echo written",
+            {"data": "data", "raw": "raw"},
+            {"data": "/data"},
+            {"raw": "/dev/rawdisk"},
+        )
         lost = await wait_for("FailedMount", lambda: node.events("lost"))
         assert ("FailedMount", 'volume "d": persistentvolumeclaim "nope" not found') in lost
         waiting = (await node.pod("lost"))["status"]["containerStatuses"][0]["state"]["waiting"]
@@ -662,15 +856,31 @@ async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelR
 
         # expansion as the volume controller does it: the claim asks, the PV's capacity grows,
         # the claim waits for the node to grow the filesystem
-        await client.patch("v1", "persistentvolumeclaims", "data",
-                           {"spec": {"resources": {"requests": {"storage": "256Mi"}}}}, NS)
+        await client.patch(
+            "v1",
+            "persistentvolumeclaims",
+            "data",
+            {"spec": {"resources": {"requests": {"storage": "256Mi"}}}},
+            NS,
+        )
         await client.patch("v1", "persistentvolumes", "pv-data", {"spec": {"capacity": {"storage": "256Mi"}}})
         pending = {"type": "FileSystemResizePending", "status": "True"}
-        await client.patch("v1", "persistentvolumeclaims", "data", {"status": {"conditions": [pending]}}, NS,
-                           subresource="status")
-        await node.run_pod("reader", "cat /data/file; head -c 7 /dev/rawdisk; echo; echo df; "
-                           "df -k /data | tail -1; echo ready; sleep 600",
-                           {"data": "data", "raw": "raw"}, {"data": "/data"}, {"raw": "/dev/rawdisk"})
+        await client.patch(
+            "v1",
+            "persistentvolumeclaims",
+            "data",
+            {"status": {"conditions": [pending]}},
+            NS,
+            subresource="status",
+        )
+        await node.run_pod(
+            "reader",
+            "cat /data/file; head -c 7 /dev/rawdisk; echo; echo df; "
+            "df -k /data | tail -1; echo ready; sleep 600",
+            {"data": "data", "raw": "raw"},
+            {"data": "/data"},
+            {"raw": "/dev/rawdisk"},
+        )
         read = await wait_for("the reader", lambda: _with(node.output("reader"), "ready"))
         assert read.splitlines()[:2] == ["persisted", "rawdata"], read
         assert df_kib(read, "df") > 200 * 1024  # the filesystem grew from 64 to 256 MiB
@@ -681,8 +891,9 @@ async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelR
         # a second pod may not attach the same read-write volume to its own VM
         await node.run_pod("second", "true", {"d": "data"}, {"d": "/d"})
         second = await wait_for("FailedAttachVolume", lambda: node.events("second"))
-        assert any(r == "FailedAttachVolume" and "Multi-Attach error" in m and "vols/reader" in m
-                   for r, m in second), second
+        assert any(
+            r == "FailedAttachVolume" and "Multi-Attach error" in m and "vols/reader" in m for r, m in second
+        ), second
         await node.delete_pod("second")
 
         # deleting PVs while the node agent is down: the next agent adopts the reader's VM, and
@@ -698,8 +909,9 @@ async def test_persistent_volumes_with_real_vms(tmp_path: Path, kernels: KernelR
         assert "local.hypernetes.io/backing-file" in pv_data["metadata"]["finalizers"]
         await node.delete_pod("reader")
         for name in ("pv-data", "pv-raw"):
-            await wait_for(f"{name}'s finalizer removed", partial(_ours_left, client, name), want=False,
-                           timeout=30)
+            await wait_for(
+                f"{name}'s finalizer removed", partial(_ours_left, client, name), want=False, timeout=30
+            )
             pv_obj = await client.get("v1", "persistentvolumes", name)
             assert pv_obj["metadata"]["finalizers"] == ["kubernetes.io/pv-protection"]
         assert volumes.handles() == [] and not list((tmp_path / "volumes" / ".locks").iterdir())

@@ -48,8 +48,8 @@ RUNTIME = ("## Using the runtime directly", "## Docs")
 def readme_commands(text: str, sections: tuple[str, str] = CLUSTER) -> list[str]:
     """The shell commands between two README headings, one entry per command as typed:
     continuation lines joined, a here-document kept with its command."""
-    section = text[text.index(sections[0]):]
-    section = section[:section.index(sections[1])]
+    section = text[text.index(sections[0]) :]
+    section = section[: section.index(sections[1])]
     commands: list[str] = []
     for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
         lines = block.splitlines()
@@ -78,8 +78,10 @@ class Setup:
 
     def rewrite(self, cmd: str) -> str:
         """A README command with this run's own data dir and ports; nothing else changes."""
-        cmd = cmd.replace("make registry", f"make registry REGISTRY_PORT={self.registry_port} "
-                          f"REGISTRY_DIR={self.registry_dir}")
+        cmd = cmd.replace(
+            "make registry",
+            f"make registry REGISTRY_PORT={self.registry_port} REGISTRY_DIR={self.registry_dir}",
+        )
         cmd = cmd.replace("tools/registry.py stop", f"tools/registry.py stop --dir {self.registry_dir}")
         cmd = cmd.replace("hypernetes up ", f"hypernetes up --data-dir {self.data} --port {self.api_port} ")
         cmd = cmd.replace("/var/lib/hypernetes/", f"{self.data}/")
@@ -100,8 +102,16 @@ class Shell:
         unset = ("KUBECONFIG", "VIRTUAL_ENV", "HYPERNETES_KERNEL_DIR", "CI", "PYTEST_CURRENT_TEST")
         env = {k: v for k, v in os.environ.items() if k not in unset}
         env.update(TERM="dumb", PS1="__HN_RC=$?__$ ", PS2="", PATH=_path_without_venv())
-        self.child = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], cwd=str(REPO), env=env,
-                                   encoding="utf-8", codec_errors="replace", dimensions=(50, 400), timeout=60)
+        self.child = pexpect.spawn(
+            "bash",
+            ["--norc", "--noprofile", "-i"],
+            cwd=str(REPO),
+            env=env,
+            encoding="utf-8",
+            codec_errors="replace",
+            dimensions=(50, 400),
+            timeout=60,
+        )
         self.child.expect(PROMPT)
 
     def type(self, cmd: str) -> None:
@@ -255,6 +265,7 @@ def _expect(*needles: str, timeout: float = 120, answers: tuple[str, ...] = ()) 
         out = sh.run(cmd, timeout=timeout, answers=answers)
         for needle in needles:
             assert re.search(needle, out), f"{needle!r} not in the output of `{cmd}`:\n{out[-3000:]}"
+
     return check
 
 
@@ -270,41 +281,49 @@ WALKTHROUGH = {
     'hypernetes up --allow-registry 127.0.0.1:5000 &      # wait for "hypernetes is up"': _up,
     "export KUBECONFIG=/var/lib/hypernetes/admin.kubeconfig": _expect(),
     "kubectl get nodes -o wide": _get_nodes,
-    "kubectl run hello --image=127.0.0.1:5000/busybox:1 -- sh -c 'echo hi from a VM; sleep 3600'":
-        _expect("pod/hello created"),
-    "kubectl wait --for=condition=Ready pod/hello --timeout=5m   # pulls the image, boots the VM":
-        _expect("condition met", timeout=VM),
+    "kubectl run hello --image=127.0.0.1:5000/busybox:1 -- sh -c 'echo hi from a VM; sleep 3600'": _expect(
+        "pod/hello created"
+    ),
+    "kubectl wait --for=condition=Ready pod/hello --timeout=5m   # pulls the image, boots the VM": _expect(
+        "condition met", timeout=VM
+    ),
     "kubectl get pods -o wide; kubectl logs hello; kubectl exec -it hello -- sh": _logs_and_exec,
     "kubectl create deployment web --image=127.0.0.1:5000/busybox:1 --replicas=2 -- \\\n"
-    "  sh -c 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'":
-        _expect("deployment.apps/web created"),
+    "  sh -c 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www'": _expect(
+        "deployment.apps/web created"
+    ),
     "kubectl expose deployment web --port=80 --type=NodePort": _expect("service/web exposed"),
     "kubectl rollout status deployment/web --timeout=5m": _expect("successfully rolled out", timeout=VM),
     "kubectl get pods -o wide; kubectl get svc web": _expect(r"web\s+NodePort\s+10\.", r"80:3\d{4}/TCP"),
-    "kubectl exec deploy/web -- wget -q -O - http://web/                 # by name, inside the network":
-        _web_page,
+    "kubectl exec deploy/web -- wget -q -O - http://web/                 # by name, inside the network": _web_page,  # noqa: E501
     "NODE_IP=$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[0].address}')": _expect(),
     "NODE_PORT=$(kubectl get svc web -o jsonpath='{.spec.ports[0].nodePort}')": _expect(),
     "curl -s http://$NODE_IP:$NODE_PORT/                                 # from the host": _web_page,
-    "kubectl delete pod hello                      # returns once the VM is gone":
-        _expect('pod "hello" deleted', timeout=VM),
+    "kubectl delete pod hello                      # returns once the VM is gone": _expect(
+        'pod "hello" deleted', timeout=VM
+    ),
     "hypernetes tenant create acme --quota pods=10,vcpus=8,memory=8Gi,namespaces=3": _expect("acme"),
-    "hypernetes user create alice --tenant acme --role admin        # asks for a password":
-        _expect("alice", answers=("password", "repeat")),
+    "hypernetes user create alice --tenant acme --role admin        # asks for a password": _expect(
+        "alice", answers=("password", "repeat")
+    ),
     "hypernetes kubeconfig --tenant acme --user alice --exec -o alice.kubeconfig": _expect(),
-    "KUBECONFIG=alice.kubeconfig kubectl create namespace acme-web  # asks alice's password once":
-        _expect("namespace/acme-web created", answers=("password",)),
+    "KUBECONFIG=alice.kubeconfig kubectl create namespace acme-web  # asks alice's password once": _expect(
+        "namespace/acme-web created", answers=("password",)
+    ),
     "KUBECONFIG=alice.kubeconfig kubectl auth whoami": _expect(r"alice"),
     "KUBECONFIG=alice.kubeconfig kubectl get pods -A                # only acme's": _alice_pods,
-    "kubectl apply -f - <<EOF\n" + README.read_text().split("kubectl apply -f - <<EOF\n", 1)[1]
-    .split("\nEOF\n", 1)[0] + "\nEOF": _expect("persistentvolumeclaim/data created", "pod/db created"),
+    "kubectl apply -f - <<EOF\n"
+    + README.read_text().split("kubectl apply -f - <<EOF\n", 1)[1].split("\nEOF\n", 1)[0]
+    + "\nEOF": _expect("persistentvolumeclaim/data created", "pod/db created"),
     "kubectl wait --for=condition=Ready pod/db --timeout=5m": _expect("condition met", timeout=VM),
     "kubectl exec db -- sh -c 'echo kept > /data/f && sync && df -h /data'": _expect(r"(?m)/data\r?$"),
     "kubectl get pvc data": _expect(r"data\s+Bound\s+pvc-"),
-    "kubectl delete pod db; kubectl delete pvc data":
-        _expect('pod "db" deleted', 'persistentvolumeclaim "data" deleted', timeout=VM),
-    "kubectl delete deployment web; kubectl delete svc web":
-        _expect('deployment.apps "web" deleted', 'service "web" deleted'),
+    "kubectl delete pod db; kubectl delete pvc data": _expect(
+        'pod "db" deleted', 'persistentvolumeclaim "data" deleted', timeout=VM
+    ),
+    "kubectl delete deployment web; kubectl delete svc web": _expect(
+        'deployment.apps "web" deleted', 'service "web" deleted'
+    ),
     "kubectl wait --for=delete pod -l app=web --timeout=5m  # their VMs are gone": _expect(timeout=VM),
     "hypernetes tenant rm acme --yes": _expect(),
     "kill %1; wait                                 # stops `hypernetes up`": _host_clean_after_stop,
@@ -348,19 +367,23 @@ def _debian_kernel(sh: Shell, cmd: str) -> None:
 
 RUNTIME_WALKTHROUGH = {
     ". .venv/bin/activate": _expect(),
-    "hypernetes image pull 127.0.0.1:5000/busybox:1      # OCI distribution API; loopback is plain HTTP":
-        _expect(r"127\.0\.0\.1:\d+/busybox:1"),
+    "hypernetes image pull 127.0.0.1:5000/busybox:1      # OCI distribution API; loopback is plain HTTP": _expect(  # noqa: E501
+        r"127\.0\.0\.1:\d+/busybox:1"
+    ),
     "skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/busybox:1 oci-archive:busybox-oci.tar:busybox:1":  # noqa: E501
-        _expect(),
-    "hypernetes image import busybox-oci.tar            # OCI layout/archive or `docker save` tarball":
-        _expect("docker.io/library/busybox:1"),
+    _expect(),
+    "hypernetes image import busybox-oci.tar            # OCI layout/archive or `docker save` tarball": _expect(  # noqa: E501
+        "docker.io/library/busybox:1"
+    ),
     "hypernetes image ls": _expect(r"docker\.io/library/busybox:1\s+[0-9a-f]{12}"),
-    "hypernetes run busybox:1 -- sh -c 'echo hello from $(uname -r)'": _expect(r"hello from 6\.1", timeout=VM),  # noqa: E501
+    "hypernetes run busybox:1 -- sh -c 'echo hello from $(uname -r)'": _expect(
+        r"hello from 6\.1", timeout=VM
+    ),
     "hypernetes run -it busybox:1 -- sh                 # a terminal in the VM": _terminal_in_vm,
     "hypernetes run --cpus 2 --memory 256Mi -e A=b busybox:1 -- env": _expect(r"(?m)^A=b\r?$", timeout=VM),
     "hypernetes run --runtime gvisor busybox:1 -- echo hi": _expect(r"(?m)^hi\r?$", timeout=VM),
     "hypernetes kernel register debian-cloud /boot/vmlinuz-*-cloud-amd64 --modules /lib/modules/*-cloud-amd64":  # noqa: E501
-        _expect(timeout=VM),
+    _expect(timeout=VM),
     "hypernetes run --kernel debian-cloud busybox:1 -- uname -a": _debian_kernel,
     "tools/registry.py stop": _expect(),
 }

@@ -121,8 +121,22 @@ def test_volume_topology_places_pods_where_their_volumes_are() -> None:
     user = pod(volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}])
     user["metadata"]["namespace"] = "ns"
     claims = {"ns/data": {"spec": {"volumeName": "pv-1"}, "status": {"phase": "Bound"}}}
-    pv = {"metadata": {"name": "pv-1"}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}]}]}}}}
+    pv = {
+        "metadata": {"name": "pv-1"},
+        "spec": {
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["b"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+    }
     terms = volume_terms(user, claims, {"pv-1": pv})
     assert isinstance(terms, list) and len(terms) == 1
     nodes = [node(n, labels={"kubernetes.io/hostname": n}) for n in ("a", "b", "c")]
@@ -138,8 +152,11 @@ def test_scheduler_caches_find_volumes_by_name() -> None:
     from hypernetes.scheduler.loop import _key
 
     pv = {"metadata": {"name": "pv-1"}, "spec": {}}
-    claim = {"metadata": {"name": "data", "namespace": "ns"}, "spec": {"volumeName": "pv-1"},
-             "status": {"phase": "Bound"}}
+    claim = {
+        "metadata": {"name": "data", "namespace": "ns"},
+        "spec": {"volumeName": "pv-1"},
+        "status": {"phase": "Bound"},
+    }
     user = pod(volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}])
     user["metadata"]["namespace"] = "ns"
     assert volume_terms(user, {_key(claim): claim}, {_key(pv): pv}) == []
@@ -149,14 +166,21 @@ def test_ephemeral_storage_counts_scratch_disks_and_asks() -> None:
     from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE, emptydir_sizes, pod_ephemeral_storage
 
     Gi = 1 << 30
-    p = pod(volumes=[{"name": "big", "emptyDir": {"sizeLimit": "500Gi"}}, {"name": "plain", "emptyDir": {}},
-                     {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}])
+    p = pod(
+        volumes=[
+            {"name": "big", "emptyDir": {"sizeLimit": "500Gi"}},
+            {"name": "plain", "emptyDir": {}},
+            {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}},
+        ]
+    )
     assert emptydir_sizes(p) == {"big": 500 * Gi, "plain": DEFAULT_EMPTYDIR_SIZE}
     assert pod_ephemeral_storage(p) == 500 * Gi + DEFAULT_EMPTYDIR_SIZE
     # an emptyDir without sizeLimit is bounded by the pod's ephemeral-storage limit, as upstream
     limited = pod(volumes=[{"name": "plain", "emptyDir": {}}])
-    limited["spec"]["containers"][0]["resources"] = {"requests": {"ephemeral-storage": "1Gi"},
-                                                     "limits": {"ephemeral-storage": "3Gi"}}
+    limited["spec"]["containers"][0]["resources"] = {
+        "requests": {"ephemeral-storage": "1Gi"},
+        "limits": {"ephemeral-storage": "3Gi"},
+    }
     assert emptydir_sizes(limited) == {"plain": 3 * Gi}
     assert pod_ephemeral_storage(limited) == 3 * Gi
     # 500Gi of scratch on a node with 77Gi of allocatable disk does not fit (issue 12)

@@ -134,7 +134,14 @@ def test_template_naming_a_node_is_refused(env: Env, resource: str) -> None:
 
 def test_kubectl_apply_of_a_pinned_deployment(env: Env) -> None:
     w, _ = env
-    proc = w.kubectl("acme-member", "apply", "-n", "acme-a", "-f", "-", input="""
+    proc = w.kubectl(
+        "acme-member",
+        "apply",
+        "-n",
+        "acme-a",
+        "-f",
+        "-",
+        input="""
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: pinned-by-kubectl}
@@ -145,7 +152,8 @@ spec:
     spec:
       nodeName: node-a
       containers: [{name: c, image: busybox}]
-""")
+""",
+    )
     kubectl_forbidden(proc)
     assert f"spec.template.spec.nodeName: {NOT_A_NODE}" in proc.stderr
 
@@ -181,12 +189,14 @@ def test_a_replicaset_written_before_makes_no_pinned_pod(env: Env) -> None:
     assert w.api.tenancy is not None
     d = w.api.tenancy.directory
     poll(lambda: d.namespace_owner("legacy") == "acme", "legacy handed to acme")
-    r = w.http("acme-member").patch(rs_kind.path("legacy", "old") + "/scale", json={"spec": {"replicas": 2}},
-                                    headers=MERGE)
+    r = w.http("acme-member").patch(
+        rs_kind.path("legacy", "old") + "/scale", json={"spec": {"replicas": 2}}, headers=MERGE
+    )
     assert r.status_code == 200, r.text
 
     def refused() -> JSON | None:
         return next((e for e in c.items("v1", "events", "legacy") if e["reason"] == "FailedCreate"), None)
+
     event = wait_for(refused, what="FailedCreate")
     assert f"spec.nodeName: {NOT_A_NODE}" in event["message"], event
     assert c.pods("legacy") == []
@@ -217,13 +227,18 @@ def test_kernel_registry_refuses_path_like_names(tmp_path: Path, name: str) -> N
     registry = KernelRegistry(tmp_path / "kernels", agent)
     with pytest.raises(KernelError, match="bad kernel name"):
         registry.register(name, Path("/nonexistent"))
-    proc = subprocess.run([*HN, "kernel", "register", name, "/nonexistent", "--data-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*HN, "kernel", "register", name, "/nonexistent", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "bad kernel name" in proc.stderr, proc.stderr
 
 
-async def _register_node(api: ApiServerThread, token: str, node: str, kernels: KernelRegistry,
-                         tmp: Path) -> None:
+async def _register_node(
+    api: ApiServerThread, token: str, node: str, kernels: KernelRegistry, tmp: Path
+) -> None:
     client = ApiClient(api.url, token=token, ca_file=api.ca.ca_cert)
     try:
         runtime = HyperVM(tmp / "rt", ImageStore(tmp / "images"), kernels)
@@ -232,8 +247,9 @@ async def _register_node(api: ApiServerThread, token: str, node: str, kernels: K
         await client.close()
 
 
-async def _heartbeat_until(api: ApiServerThread, token: str, node: str, kernels: KernelRegistry,
-                           tmp: Path, kernel: str) -> None:
+async def _heartbeat_until(
+    api: ApiServerThread, token: str, node: str, kernels: KernelRegistry, tmp: Path, kernel: str
+) -> None:
     """Run the node's heartbeat until its Node offers `kernel` (registered after it joined)."""
     client = ApiClient(api.url, token=token, ca_file=api.ca.ca_cert)
     agent = NodeAgent(client, HyperVM(tmp / "rt", ImageStore(tmp / "images"), kernels), node)
@@ -265,8 +281,10 @@ def test_kernel_must_be_offered_by_a_node_and_allowed(env: Env, tmp_path: Path) 
 
     r = create(kern, "kern-a", "lts-6.1")
     assert_forbidden(r.status_code, r.json())
-    assert f'metadata.annotations[{KERNEL}]: kernel "lts-6.1" is not registered on any node' \
+    assert (
+        f'metadata.annotations[{KERNEL}]: kernel "lts-6.1" is not registered on any node'
         in r.json()["message"]
+    )
     # a node agent with lts-6.1 registered (the project's kernel, under another name) joins
     agent = tmp_path / "hn-agent"
     agent.write_bytes(b"agent")
@@ -279,8 +297,11 @@ def test_kernel_must_be_offered_by_a_node_and_allowed(env: Env, tmp_path: Path) 
         assert create(kern, "kern-a", "lts-6.1", resource).status_code == 201
     # allowed, but no node has it
     r = create(kern, "kern-a", "elsewhere", "replicasets")
-    assert r.status_code == 403 and f'spec.template.metadata.annotations[{KERNEL}]: kernel "elsewhere" is ' \
-        "not registered on any node" in r.json()["message"], r.text
+    assert (
+        r.status_code == 403
+        and f'spec.template.metadata.annotations[{KERNEL}]: kernel "elsewhere" is not registered on any node'
+        in r.json()["message"]
+    ), r.text
     # registered on the node later: its next heartbeat offers it, no agent restart needed
     registry.register("elsewhere", DEFAULT_KERNEL_DIR / "bzImage", config=DEFAULT_KERNEL_DIR / "config")
     asyncio.run(_heartbeat_until(w.api, w.node_token("node-k"), "node-k", registry, tmp_path, "elsewhere"))
@@ -288,14 +309,23 @@ def test_kernel_must_be_offered_by_a_node_and_allowed(env: Env, tmp_path: Path) 
     # on a node, but not the tenant's to use; and the operator's controllers are held to it too
     for who in (strict, "operator"):
         r = create(who, "strict-a", "lts-6.1")
-        assert r.status_code == 403 and 'kernel "lts-6.1" is not allowed for tenant "strict" ' \
-            "(allowed: hypernetes)" in r.json()["message"], r.text
+        assert (
+            r.status_code == 403
+            and 'kernel "lts-6.1" is not allowed for tenant "strict" (allowed: hypernetes)'
+            in r.json()["message"]
+        ), r.text
     # the default kernel, named or not, is always there and always allowed
     for name in (None, "hypernetes"):
         assert create(strict, "strict-a", name).status_code == 201
-    r = w.http("operator").post("/apis/hypernetes.io/v1/tenants", json={
-        "apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "badk"},
-        "spec": {"allowedKernels": ["../etc"]}})
+    r = w.http("operator").post(
+        "/apis/hypernetes.io/v1/tenants",
+        json={
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Tenant",
+            "metadata": {"name": "badk"},
+            "spec": {"allowedKernels": ["../etc"]},
+        },
+    )
     assert invalid_field(r) == "spec.allowedKernels[0]"
 
 
@@ -329,7 +359,8 @@ def test_namespace_name_label_is_always_its_own_name(env: Env, who: str) -> None
 
 def quota_key(kind: Kind) -> str:
     return {"Pod": "pods", "PersistentVolumeClaim": "persistentvolumeclaims"}.get(
-        kind.kind) or COUNTED_BY_KIND[kind.kind].key
+        kind.kind
+    ) or COUNTED_BY_KIND[kind.kind].key
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.resource)
@@ -350,23 +381,36 @@ def test_every_kind_a_tenant_creates_counts(env: Env, kind: Kind) -> None:
     r = w.http("operator").post(kind.path(ns), json=kind.body("o3", ns))
     assert r.status_code == 403, r.text
     # the tenant controller shows what is used
-    wait_for(lambda: (w.op("GET", f"/apis/hypernetes.io/v1/tenants/{tenant}").get("status") or {})
-             .get("used", {}).get(key) == "2", what=f"{key} used 2")
+    wait_for(
+        lambda: (
+            (w.op("GET", f"/apis/hypernetes.io/v1/tenants/{tenant}").get("status") or {})
+            .get("used", {})
+            .get(key)
+            == "2"
+        ),
+        what=f"{key} used 2",
+    )
 
 
 def test_counted_creates_in_parallel_never_pass_the_quota(tmp_path: Path) -> None:
     """16 configmaps at once against a quota of 3, on the SQLite store (whose calls yield, so
     requests interleave): the tenant's lock spans the count and the write."""
+
     async def sqlite() -> Store:
         return open_store(f"sqlite:///{tmp_path}/state.db")
+
     api = ApiServerThread(tmp_path, store_factory=sqlite, tenancy=True).start()
     w = TenantWorld(api)
     try:
         cms = KIND["configmaps"]
         h = w.http(w.fresh_tenant("racer", {"quota": {"count/configmaps": "3"}}))
         with ThreadPoolExecutor(16) as pool:
-            codes = sorted(pool.map(lambda i: h.post(cms.path("racer-a"), json=cms.body(f"c{i}", "racer-a"))
-                                    .status_code, range(16)))
+            codes = sorted(
+                pool.map(
+                    lambda i: h.post(cms.path("racer-a"), json=cms.body(f"c{i}", "racer-a")).status_code,
+                    range(16),
+                )
+            )
         assert codes == [201] * 3 + [403] * 13
         assert len(w.op("GET", cms.path("racer-a"))["items"]) == 3
     finally:
@@ -376,20 +420,27 @@ def test_counted_creates_in_parallel_never_pass_the_quota(tmp_path: Path) -> Non
 
 def test_networks_and_users_count(env: Env) -> None:
     w, c = env
-    admin = w.fresh_tenant("netcount", {"quota": {"count/networks.hypernetes.io": "3",
-                                                  "count/users.hypernetes.io": "2"}}, namespaces=())
+    admin = w.fresh_tenant(
+        "netcount",
+        {"quota": {"count/networks.hypernetes.io": "3", "count/users.hypernetes.io": "2"}},
+        namespaces=(),
+    )
     wait_for(lambda: c.get(*NET, "netcount"), what="netcount's default network")
     h = w.http(admin)
 
     def network(name: str, **labels: str) -> JSON:
-        return {"apiVersion": "hypernetes.io/v1", "kind": "Network",
-                "metadata": {"name": name, "labels": labels},
-                "spec": {"tenant": "netcount", "cidr": "10.0.0.0/16"}}
+        return {
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"tenant": "netcount", "cidr": "10.0.0.0/16"},
+        }
+
     for i in range(2):
         assert h.post(NETS, json=network(f"netcount-{i}")).status_code == 201
     r = h.post(NETS, json=network("netcount-2"))
     assert_forbidden(r.status_code, r.json())
-    assert 'count/networks.hypernetes.io: requested 1, used 3, limited 3' in r.json()["message"]
+    assert "count/networks.hypernetes.io: requested 1, used 3, limited 3" in r.json()["message"]
     assert w.http("operator").post(NETS, json=network("netcount-3")).status_code == 403
     # a default network (only the network controller and operators make one) is never refused
     default = network("netcount-d", **{"hypernetes.io/default-network": "true"})
@@ -410,6 +461,7 @@ def test_node_ports_are_a_quota(env: Env) -> None:
         body = svcs.body(name, "ports-a")
         body["spec"].update(type=type_, ports=[{"name": f"p{i}", "port": 80 + i} for i in range(ports)])
         return body
+
     assert h.post(svcs.path("ports-a"), json=service("two", "NodePort", 2)).status_code == 201
     r = h.post(svcs.path("ports-a"), json=service("one-more", "NodePort", 1))
     assert_forbidden(r.status_code, r.json())
@@ -429,6 +481,7 @@ def test_ephemeral_storage_is_a_quota(env: Env) -> None:
         body = PODS.body(name, "disks-a")
         body["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": size} if size else {}}]
         return body
+
     assert h.post(PODS.path("disks-a"), json=pod("four", "4Gi")).status_code == 201
     r = h.post(PODS.path("disks-a"), json=pod("huge", "500Gi"))
     assert_forbidden(r.status_code, r.json())
@@ -436,8 +489,16 @@ def test_ephemeral_storage_is_a_quota(env: Env) -> None:
     # an emptyDir without sizeLimit is 1Gi of scratch disk, and counts as such
     assert h.post(PODS.path("disks-a"), json=pod("plain", None)).status_code == 201
     assert h.post(PODS.path("disks-a"), json=pod("one-more", None)).status_code == 403
-    wait_for(lambda: (c.get("hypernetes.io/v1", "tenants", "disks") or {}).get("status", {}).get("used", {})
-             .get("ephemeral-storage") == "5Gi", what="the tenant's ephemeral-storage usage")
+    wait_for(
+        lambda: (
+            (c.get("hypernetes.io/v1", "tenants", "disks") or {})
+            .get("status", {})
+            .get("used", {})
+            .get("ephemeral-storage")
+            == "5Gi"
+        ),
+        what="the tenant's ephemeral-storage usage",
+    )
 
 
 def test_a_new_tenant_gets_default_quotas(env: Env) -> None:
@@ -450,25 +511,32 @@ def test_a_new_tenant_gets_default_quotas(env: Env) -> None:
 
 
 def hn(w: TenantWorld, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HN, *args, "--kubeconfig", str(w.api.kubeconfig)], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*HN, *args, "--kubeconfig", str(w.api.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def limits(out: str) -> dict[str, str]:
     rows = [line.split() for line in out.splitlines()]
     start = next(i for i, row in enumerate(rows) if row and row[0] == "RESOURCE")
-    return {row[0]: row[-1] for row in rows[start + 1:] if row}
+    return {row[0]: row[-1] for row in rows[start + 1 :] if row}
 
 
 def test_cli_shows_and_sets_quotas_and_allow_lists(env: Env) -> None:
     w, _ = env
-    proc = hn(w, "tenant", "create", "clitenant", "--quota", "count/secrets=7",
-              "--allow-registry", "127.0.0.1:5000")
+    proc = hn(
+        w, "tenant", "create", "clitenant", "--quota", "count/secrets=7", "--allow-registry", "127.0.0.1:5000"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith('tenant "clitenant" created\n')
     assert limits(proc.stdout) == {**DEFAULT_QUOTA, "count/secrets": "7"}
-    proc = hn(w, "tenant", "update", "clitenant", "--quota", "count/configmaps=9",
-              "--allow-kernel", "lts-6.1")
+    proc = hn(
+        w, "tenant", "update", "clitenant", "--quota", "count/configmaps=9", "--allow-kernel", "lts-6.1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert limits(proc.stdout)["count/configmaps"] == "9" and limits(proc.stdout)["count/secrets"] == "7"
     spec = w.op("GET", "/apis/hypernetes.io/v1/tenants/clitenant")["spec"]
@@ -493,32 +561,47 @@ def test_one_tenant_cannot_exhaust_the_network_ids(env: Env, monkeypatch: pytest
     wait_for(lambda: "id" in ((c.get(*NET, "hoarder") or {}).get("spec") or {}), what="hoarder's default id")
     names = [f"hoard-{i}" for i in range(6)]
     for name in names:
-        r = h.post(NETS, json={"apiVersion": "hypernetes.io/v1", "kind": "Network",
-                               "metadata": {"name": name}, "spec": {"cidr": "10.0.0.0/16"}})
+        r = h.post(
+            NETS,
+            json={
+                "apiVersion": "hypernetes.io/v1",
+                "kind": "Network",
+                "metadata": {"name": name},
+                "spec": {"cidr": "10.0.0.0/16"},
+            },
+        )
         assert r.status_code == 201, r.text
 
     def with_ids() -> list[str]:
         return [n for n in names if "id" in ((c.get(*NET, n) or {}).get("spec") or {})]
 
     def limited() -> set[str]:
-        return {e["involvedObject"]["name"] for e in c.items("v1", "events", "default")
-                if e["reason"] == "NetworkIDLimit"}
+        return {
+            e["involvedObject"]["name"]
+            for e in c.items("v1", "events", "default")
+            if e["reason"] == "NetworkIDLimit"
+        }
+
     wait_for(lambda: len(with_ids()) == 3 and len(limited()) == 3, what="3 ids and 3 NetworkIDLimit events")
     time.sleep(1.0)
     assert len(with_ids()) == 3
     assert "tenant hoarder holds 3 network ids besides its default network's" in next(
-        e["message"] for e in c.items("v1", "events", "default") if e["reason"] == "NetworkIDLimit")
+        e["message"] for e in c.items("v1", "events", "default") if e["reason"] == "NetworkIDLimit"
+    )
     # every free id kept for default networks: a released id does not go to the hoarder
     monkeypatch.setattr(networks, "DEFAULT_NETWORK_RESERVE", len(NETWORK_IDS))
     holding = with_ids()[0]
     assert h.delete(f"{NETS}/{holding}").status_code == 200
-    wait_for(lambda: holding not in {a["spec"]["owner"]["name"] for a in id_records(c).values()},
-             what="its id released")
+    wait_for(
+        lambda: holding not in {a["spec"]["owner"]["name"] for a in id_records(c).values()},
+        what="its id released",
+    )
     time.sleep(1.5)
     assert len(with_ids()) == 2
     w.create_tenant("latecomer")
-    wait_for(lambda: "id" in ((c.get(*NET, "latecomer") or {}).get("spec") or {}),
-             what="latecomer's default id")
+    wait_for(
+        lambda: "id" in ((c.get(*NET, "latecomer") or {}).get("spec") or {}), what="latecomer's default id"
+    )
 
 
 def test_one_tenant_cannot_exhaust_the_node_ports(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -535,10 +618,14 @@ def test_one_tenant_cannot_exhaust_the_node_ports(env: Env, monkeypatch: pytest.
     def refused() -> JSON | None:
         events = c.items("v1", "events", "porthog-a")
         return next((e for e in events if e["reason"] == "AddressesExhausted"), None)
+
     event = wait_for(refused, what="AddressesExhausted")
     assert "tenant porthog holds 2 node ports, the most one tenant may" in event["message"], event
-    records = [a for a in c.items(*ALLOC) if a["spec"].get("nodePort")
-               and a["spec"]["owner"].get("namespace") == "porthog-a"]
+    records = [
+        a
+        for a in c.items(*ALLOC)
+        if a["spec"].get("nodePort") and a["spec"]["owner"].get("namespace") == "porthog-a"
+    ]
     assert len(records) == 2
     other = svcs.body("one", "acme-a")
     other["spec"].update(type="NodePort")
@@ -548,6 +635,7 @@ def test_one_tenant_cannot_exhaust_the_node_ports(env: Env, monkeypatch: pytest.
         spec = (c.get("v1", "services", "one", "acme-a") or {}).get("spec") or {}
         value = (spec.get("ports") or [{}])[0].get("nodePort")
         return int(value) if value else None
+
     wait_for(port, what="acme's node port")
 
 
@@ -561,22 +649,26 @@ def regs(env: Env) -> str:
     return env[0].fresh_tenant("regs", REGISTRIES)
 
 
-@pytest.mark.parametrize(("resource", "group", "image", "code"), [
-    ("pods", "containers", "busybox", 201),
-    ("pods", "containers", "index.docker.io/library/busybox:1", 201),
-    ("pods", "containers", "127.0.0.1:5000/app:1", 201),
-    ("pods", "containers", "127.0.0.1:5001/app:1", 403),
-    ("pods", "containers", "localhost:5000/app", 403),
-    ("pods", "containers", "registry.invalid/busybox:1", 403),
-    ("pods", "initContainers", "10.0.0.1/x:1", 403),
-    ("pods", "containers", "Busybox", 422),
-    ("deployments", "containers", "registry.invalid/x:1", 403),
-    ("deployments", "containers", "127.0.0.1:5000/x:1", 201),
-    ("jobs", "initContainers", "registry.invalid/x:1", 403),
-])
+@pytest.mark.parametrize(
+    ("resource", "group", "image", "code"),
+    [
+        ("pods", "containers", "busybox", 201),
+        ("pods", "containers", "index.docker.io/library/busybox:1", 201),
+        ("pods", "containers", "127.0.0.1:5000/app:1", 201),
+        ("pods", "containers", "127.0.0.1:5001/app:1", 403),
+        ("pods", "containers", "localhost:5000/app", 403),
+        ("pods", "containers", "registry.invalid/busybox:1", 403),
+        ("pods", "initContainers", "10.0.0.1/x:1", 403),
+        ("pods", "containers", "Busybox", 422),
+        ("deployments", "containers", "registry.invalid/x:1", 403),
+        ("deployments", "containers", "127.0.0.1:5000/x:1", 201),
+        ("jobs", "initContainers", "registry.invalid/x:1", 403),
+    ],
+)
 @pytest.mark.parametrize("who", ("member", "operator"))
-def test_registry_allow_list(env: Env, regs: str, who: str, resource: str, group: str, image: str,
-                             code: int) -> None:
+def test_registry_allow_list(
+    env: Env, regs: str, who: str, resource: str, group: str, image: str, code: int
+) -> None:
     w, _ = env
     k = KIND[resource]
     body = k.body("reg", "regs-a")
@@ -608,7 +700,13 @@ def test_kubectl_run_from_another_registry(env: Env, regs: str) -> None:
 @pytest.mark.parametrize("entry", ("http://x/", "a/b", "", "x@sha256", "busybox"))
 def test_registry_allow_list_entries_are_hosts(env: Env, entry: str) -> None:
     w, _ = env
-    r = w.http("operator").post("/apis/hypernetes.io/v1/tenants", json={
-        "apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "badreg"},
-        "spec": {"allowedRegistries": ["docker.io", entry]}})
+    r = w.http("operator").post(
+        "/apis/hypernetes.io/v1/tenants",
+        json={
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Tenant",
+            "metadata": {"name": "badreg"},
+            "spec": {"allowedRegistries": ["docker.io", entry]},
+        },
+    )
     assert invalid_field(r) == "spec.allowedRegistries[1]"

@@ -33,8 +33,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def http(cluster: Cluster) -> httpx.Client:
-    return httpx.Client(base_url=f"https://127.0.0.1:{cluster.port}", verify=str(cluster.data / "pki/ca.crt"),
-                        timeout=30)
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{cluster.port}", verify=str(cluster.data / "pki/ca.crt"), timeout=30
+    )
 
 
 def make_user(
@@ -197,8 +198,14 @@ def test_tenant_pod_vm_quota_policy_and_isolation(cluster: Cluster, busybox_ref:
         e["user"] == "alice" and e["tenant"] == "acme" and e["resource"] == "pods" and e["name"] == "web"
         for e in audit
     )
-    assert any(e["user"] == "bob" and e["resource"] == "configmaps" and e["namespace"] == "acme-web"
-               and e["code"] == 403 and e["result"] == "denied" for e in audit)
+    assert any(
+        e["user"] == "bob"
+        and e["resource"] == "configmaps"
+        and e["namespace"] == "acme-web"
+        and e["code"] == 403
+        and e["result"] == "denied"
+        for e in audit
+    )
     assert not any(e["verb"] in ("get", "list", "watch") for e in audit)  # reads are not audited
 
     # deleting the tenant takes its namespaces, pods and VMs with it

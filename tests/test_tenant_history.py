@@ -68,8 +68,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantWorld]:
 
 
 def secret(name: str, namespace: str, password: str) -> JSON:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-            "stringData": {"password": password}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"password": password},
+    }
 
 
 def b64(text: str) -> str:
@@ -101,13 +105,15 @@ def assert_expired(r: httpx.Response, leaked: str) -> None:
     assert leaked not in r.text
 
 
-def watch_events(w: TenantWorld, who: str, path: str, params: dict[str, Any],
-                 until: str | None = None, timeout: float = 5) -> list[JSON]:
+def watch_events(
+    w: TenantWorld, who: str, path: str, params: dict[str, Any], until: str | None = None, timeout: float = 5
+) -> list[JSON]:
     """The events of a raw watch: all of them until the server ends it (`timeoutSeconds`), or up
     to the first whose object is named `until`."""
     events: list[JSON] = []
-    with w.http(who).stream("GET", path, params={"watch": "1", "timeoutSeconds": str(int(timeout)),
-                                                 **params}) as r:
+    with w.http(who).stream(
+        "GET", path, params={"watch": "1", "timeoutSeconds": str(int(timeout)), **params}
+    ) as r:
         assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if not line.strip():
@@ -144,8 +150,9 @@ class Reused:
         for i in range(3):
             create(w, "acme-admin", CMS.path(ns), {"metadata": {"name": f"cm-{i}"}, "data": {"k": "v"}})
         # acme's own history, read back by acme while it holds the namespace: the positive control
-        r = w.http("acme-admin").get(SECRETS.path(ns), params={
-            "resourceVersion": str(self.old), "resourceVersionMatch": "Exact"})
+        r = w.http("acme-admin").get(
+            SECRETS.path(ns), params={"resourceVersion": str(self.old), "resourceVersionMatch": "Exact"}
+        )
         assert r.status_code == 200 and [o["metadata"]["name"] for o in r.json()["items"]] == ["acme-only"]
         page = w.http("acme-admin").get(CMS.path(ns), params={"limit": "1"}).json()
         self.token = page["metadata"]["continue"]  # a continue token handed out to acme
@@ -167,13 +174,19 @@ def test_lists_at_an_old_revision_are_expired_for_the_new_holder(world: TenantWo
     exact = {"resourceVersion": str(reused.old), "resourceVersionMatch": "Exact"}
     assert_expired(g.get(SECRETS.path(ns), params=exact), leaked)
     assert_expired(g.get(SECRETS.path(None), params=exact), leaked)  # across its namespaces
-    assert_expired(g.get(SECRETS.path(ns), params={**exact, "fieldSelector": "metadata.name=acme-only"}),
-                   leaked)
-    assert_expired(g.get(SECRETS.path(ns), params={"resourceVersion": "1", "resourceVersionMatch": "Exact"}),
-                   leaked)
+    assert_expired(
+        g.get(SECRETS.path(ns), params={**exact, "fieldSelector": "metadata.name=acme-only"}), leaked
+    )
+    assert_expired(
+        g.get(SECRETS.path(ns), params={"resourceVersion": "1", "resourceVersionMatch": "Exact"}), leaked
+    )
     # NotOlderThan, 0 and no resourceVersion are served at the newest revision: globex's own only
-    for params in ({"resourceVersion": "1", "resourceVersionMatch": "NotOlderThan"},
-                   {"resourceVersion": "1"}, {"resourceVersion": "0"}, {}):
+    for params in (
+        {"resourceVersion": "1", "resourceVersionMatch": "NotOlderThan"},
+        {"resourceVersion": "1"},
+        {"resourceVersion": "0"},
+        {},
+    ):
         assert world.names("globex-admin", SECRETS.path(ns), **params) == {f"{ns}/mine"}, params
     # the operator still reads history
     r = world.http("operator").get(SECRETS.path(ns), params=exact)
@@ -204,13 +217,20 @@ def test_a_get_never_reads_history(world: TenantWorld, reused: Reused) -> None:
 
 def test_kubectl_raw_reads_nothing_of_the_previous_holder(world: TenantWorld, reused: Reused) -> None:
     ns, leaked = reused.ns, b64(reused.password)
-    out = world.kubectl("globex-admin", "get", "--raw",
-                        f"/api/v1/namespaces/{ns}/secrets?resourceVersion={reused.old}"
-                        "&resourceVersionMatch=Exact")
+    out = world.kubectl(
+        "globex-admin",
+        "get",
+        "--raw",
+        f"/api/v1/namespaces/{ns}/secrets?resourceVersion={reused.old}&resourceVersionMatch=Exact",
+    )
     assert out.returncode != 0 and leaked not in out.stdout + out.stderr
     assert "Expired" in out.stderr or "too old" in out.stderr, out.stderr
-    out = world.kubectl("globex-admin", "get", "--raw",
-                        f"/api/v1/namespaces/{ns}/secrets?watch=1&resourceVersion=1&timeoutSeconds=3")
+    out = world.kubectl(
+        "globex-admin",
+        "get",
+        "--raw",
+        f"/api/v1/namespaces/{ns}/secrets?watch=1&resourceVersion=1&timeoutSeconds=3",
+    )
     assert leaked not in out.stdout and "acme-only" not in out.stdout
     assert '"code":410' in out.stdout, out.stdout
     out = world.kubectl("globex-admin", "get", "secrets", "-n", ns, "-o", "name")
@@ -225,23 +245,38 @@ def test_watches_from_before_the_holding_are_expired(world: TenantWorld, reused:
         bookmarks = {"resourceVersion": "1", "allowWatchBookmarks": "true"}
         assert_watch_expired(watch_events(world, "globex-admin", path, bookmarks), leaked)
     # a streaming list (sendInitialEvents) at an old revision
-    r = world.http("globex-admin").get(SECRETS.path(ns), params={
-        "watch": "1", "sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan",
-        "resourceVersion": str(reused.old), "allowWatchBookmarks": "true", "timeoutSeconds": "2"})
+    r = world.http("globex-admin").get(
+        SECRETS.path(ns),
+        params={
+            "watch": "1",
+            "sendInitialEvents": "true",
+            "resourceVersionMatch": "NotOlderThan",
+            "resourceVersion": str(reused.old),
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "2",
+        },
+    )
     assert_expired(r, leaked)
     # from the holding's own revisions on, the watch works (positive control)
-    events = watch_events(world, "globex-admin", SECRETS.path(ns),
-                          {"resourceVersion": str(rv_of(reused.mine) - 1)}, until="mine")
+    events = watch_events(
+        world,
+        "globex-admin",
+        SECRETS.path(ns),
+        {"resourceVersion": str(rv_of(reused.mine) - 1)},
+        until="mine",
+    )
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "mine")]
     # and the operator still watches history
-    events = watch_events(world, "operator", SECRETS.path(ns), {"resourceVersion": str(reused.old - 1)},
-                          until="acme-only")
+    events = watch_events(
+        world, "operator", SECRETS.path(ns), {"resourceVersion": str(reused.old - 1)}, until="acme-only"
+    )
     assert events[-1]["object"]["data"]["password"] == leaked
 
 
 def test_kubectl_get_watch_shows_only_the_new_holding(world: TenantWorld, reused: Reused) -> None:
-    proc = world.kubectl_popen("globex-admin", "get", "secrets", "-n", reused.ns, "--watch",
-                               "--output-watch-events", "-o", "name")
+    proc = world.kubectl_popen(
+        "globex-admin", "get", "secrets", "-n", reused.ns, "--watch", "--output-watch-events", "-o", "name"
+    )
     lines = LineReader(proc)
     try:
         lines.wait_for(lambda line: "secret/mine" in line)
@@ -261,8 +296,9 @@ def test_a_lagging_watch_never_delivers_the_previous_holders_events(world: Tenan
     g = world.http("globex-admin")
     start = g.get(SECRETS.path(None)).json()["metadata"]["resourceVersion"]
     filler = "x" * (700 * 1024)
-    with g.stream("GET", SECRETS.path(None), params={"watch": "1", "resourceVersion": start,
-                                                     "timeoutSeconds": "120"}) as r:
+    with g.stream(
+        "GET", SECRETS.path(None), params={"watch": "1", "resourceVersion": start, "timeoutSeconds": "120"}
+    ) as r:
         assert r.status_code == 200
         # ~22 MB of globex's own events: more than the sockets buffer, so the server's writer
         # blocks and what follows stays queued until the client reads
@@ -294,23 +330,48 @@ def test_leftovers_and_events_about_the_previous_holding_are_hidden(world: Tenan
     world.create_namespace("acme-admin", ns, "acme")
     old = create(world, "acme-admin", SECRETS.path(ns), secret("acme-only", ns, "acme-password-left"))
     delete_namespace(world, "acme-admin", ns)
-    ghost = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-             "metadata": {"name": "ghost", "namespace": ns, "uid": "0ghost",
-                          "creationTimestamp": "2026-01-01T00:00:00Z"},
-             "data": {"password": b64("ghost-password")}}
+    ghost = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": "ghost",
+            "namespace": ns,
+            "uid": "0ghost",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "data": {"password": b64("ghost-password")},
+    }
     store = world.api.store
     assert store is not None
     world.api.call(store.create(f"/registry/secrets/{ns}/ghost", json.dumps(ghost).encode()))
-    ghost_pod = {"apiVersion": "v1", "kind": "Pod",
-                 "metadata": {"name": "ghost", "namespace": ns, "uid": "0ghost-pod",
-                              "creationTimestamp": "2026-01-01T00:00:00Z"},
-                 "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "node-a"}}
+    ghost_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "ghost",
+            "namespace": ns,
+            "uid": "0ghost-pod",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "node-a"},
+    }
     world.api.call(store.create(f"/registry/pods/{ns}/ghost", json.dumps(ghost_pod).encode()))
     world.create_namespace("globex-admin", ns, "globex")
-    late = {"metadata": {"name": "acme-only.late"}, "involvedObject": {
-        "kind": "Secret", "apiVersion": "v1", "namespace": ns, "name": "acme-only",
-        "uid": old["metadata"]["uid"], "resourceVersion": old["metadata"]["resourceVersion"]},
-        "reason": "Rotated", "message": "acme-only rotated", "type": "Normal"}
+    late = {
+        "metadata": {"name": "acme-only.late"},
+        "involvedObject": {
+            "kind": "Secret",
+            "apiVersion": "v1",
+            "namespace": ns,
+            "name": "acme-only",
+            "uid": old["metadata"]["uid"],
+            "resourceVersion": old["metadata"]["resourceVersion"],
+        },
+        "reason": "Rotated",
+        "message": "acme-only rotated",
+        "type": "Normal",
+    }
     create(world, "operator", EVENTS.path(ns), late)
     create(world, "globex-admin", EVENTS.path(ns), EVENTS.body("own", ns))
     # the operator sees both; globex neither, however it asks
@@ -333,11 +394,22 @@ def test_leftovers_and_events_about_the_previous_holding_are_hidden(world: Tenan
 
 def test_a_tenant_created_again_under_the_same_name_sees_nothing_of_the_first(world: TenantWorld) -> None:
     world.fresh_tenant("initech")
-    bob = world.op("POST", USERS_PATH, user_object("initech-bob", "initech", "member",
-                                                  displayName="the first initech's bob"))
-    create(world, "initech-admin", NETS, {"apiVersion": "hypernetes.io/v1", "kind": "Network",
-                                          "metadata": {"name": "initech-net"},
-                                          "spec": {"cidr": "10.9.0.0/24"}})
+    bob = world.op(
+        "POST",
+        USERS_PATH,
+        user_object("initech-bob", "initech", "member", displayName="the first initech's bob"),
+    )
+    create(
+        world,
+        "initech-admin",
+        NETS,
+        {
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": "initech-net"},
+            "spec": {"cidr": "10.9.0.0/24"},
+        },
+    )
     old = rv_of(bob)
     out = world.kubectl("operator", "delete", "tenants.hypernetes.io", "initech", "--timeout=60s", timeout=90)
     assert out.returncode == 0, out.stderr
@@ -360,17 +432,35 @@ def test_users_and_networks_whose_names_another_tenant_takes(world: TenantWorld)
     """Cluster-scoped objects carry their tenant: another tenant's history under the same name is
     filtered out of lists and watches at revisions the new holder may read."""
     user = world.op("POST", USERS_PATH, user_object("carol", "acme", "member", displayName="acme's carol"))
-    net = create(world, "acme-admin", NETS, {"apiVersion": "hypernetes.io/v1", "kind": "Network",
-                                             "metadata": {"name": "shared-net"},
-                                             "spec": {"cidr": "10.8.0.0/24", "dnsServers": ["10.8.0.53"]}})
+    net = create(
+        world,
+        "acme-admin",
+        NETS,
+        {
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": "shared-net"},
+            "spec": {"cidr": "10.8.0.0/24", "dnsServers": ["10.8.0.53"]},
+        },
+    )
     world.op("DELETE", f"{USERS_PATH}/carol")
     world.op("DELETE", f"{NETS}/shared-net")
     world.op("POST", USERS_PATH, user_object("carol", "globex", "member", displayName="globex's carol"))
-    create(world, "globex-admin", NETS, {"apiVersion": "hypernetes.io/v1", "kind": "Network",
-                                         "metadata": {"name": "shared-net"}, "spec": {"cidr": "10.7.0.0/24"}})
+    create(
+        world,
+        "globex-admin",
+        NETS,
+        {
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": "shared-net"},
+            "spec": {"cidr": "10.7.0.0/24"},
+        },
+    )
     for path, rv, leaked in ((USERS_PATH, rv_of(user), "acme's carol"), (NETS, rv_of(net), "10.8.0.53")):
-        r = world.http("globex-admin").get(path, params={"resourceVersion": str(rv),
-                                                         "resourceVersionMatch": "Exact"})
+        r = world.http("globex-admin").get(
+            path, params={"resourceVersion": str(rv), "resourceVersionMatch": "Exact"}
+        )
         assert r.status_code == 200 and leaked not in r.text, r.text
         events = watch_events(world, "globex-admin", path, {"resourceVersion": str(rv - 1)})
         assert leaked not in json.dumps(events), events
@@ -385,12 +475,18 @@ def test_a_namespace_handed_over_by_its_label(world: TenantWorld) -> None:
     ns = "handed-over"
     world.op("POST", NS, {"metadata": {"name": ns}})
     first = world.op("POST", SECRETS.path(ns), secret("pre", ns, "before-the-hand-over"))
-    world.op("PATCH", SECRETS.path(ns, "pre"), {"stringData": {"password": "handed-over-value"}},
-             headers={"Content-Type": "application/merge-patch+json"})
+    world.op(
+        "PATCH",
+        SECRETS.path(ns, "pre"),
+        {"stringData": {"password": "handed-over-value"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     out = world.kubectl("operator", "label", "namespace", ns, "hypernetes.io/tenant=globex")
     assert out.returncode == 0, out.stderr
-    poll(lambda: world.api.tenancy is not None
-         and world.api.tenancy.directory.namespace_owner(ns) == "globex", "handed over")
+    poll(
+        lambda: world.api.tenancy is not None and world.api.tenancy.directory.namespace_owner(ns) == "globex",
+        "handed over",
+    )
     handed = rv_of(world.op("GET", f"{NS}/{ns}"))
     g = world.http("globex-admin")
     items = g.get(SECRETS.path(ns)).json()["items"]

@@ -97,8 +97,9 @@ def test_world_has_every_kind_everywhere(world: TenantWorld) -> None:
 @pytest.mark.parametrize("verb", VERBS)
 @pytest.mark.parametrize("kind", KINDS, ids=by_kind)
 @pytest.mark.parametrize(("who", "namespace"), ATTACKS)
-def test_foreign_namespace_refused(world: TenantWorld, who: str, namespace: str, kind: Kind,
-                                   verb: str) -> None:
+def test_foreign_namespace_refused(
+    world: TenantWorld, who: str, namespace: str, kind: Kind, verb: str
+) -> None:
     code, body = world.py(who).verb(kind, verb, namespace)
     assert_forbidden(code, body, who)
 
@@ -150,20 +151,24 @@ def test_create_with_body_namespace_of_other_tenant(world: TenantWorld) -> None:
     assert "acme-a/smuggled" not in world.names("operator", "/api/v1/pods")
 
 
-@pytest.mark.parametrize(("version", "args"), [
-    ("1.32", ("get", "pod", "web", "-n", "acme-a")),
-    ("1.27", ("get", "secrets", "-n", "acme-a", "-o", "json")),
-    ("1.33", ("get", "deploy,rs,jobs,svc,ep,cm,sa,pvc,leases,events", "-n", "acme-a")),
-    ("1.32", ("create", "configmap", "x", "-n", "acme-a", "--from-literal=a=b")),
-    ("1.32", ("label", "pod", "web", "-n", "acme-a", "pwned=1")),
-    ("1.27", ("annotate", "deployment", "web", "-n", "acme-a", "pwned=1")),
-    ("1.32", ("edit", "configmap", "web", "-n", "acme-a")),
-    ("1.32", ("delete", "secret", "web", "-n", "acme-a")),
-    ("1.33", ("delete", "pods", "--all", "-n", "acme-a")),
-    ("1.32", ("apply", "--server-side", "-f", "-")),
-    ("1.27", ("apply", "-f", "-")),
-    ("1.32", ("replace", "-f", "-")),
-], ids=lambda v: " ".join(v[:4]) if isinstance(v, tuple) else v)
+@pytest.mark.parametrize(
+    ("version", "args"),
+    [
+        ("1.32", ("get", "pod", "web", "-n", "acme-a")),
+        ("1.27", ("get", "secrets", "-n", "acme-a", "-o", "json")),
+        ("1.33", ("get", "deploy,rs,jobs,svc,ep,cm,sa,pvc,leases,events", "-n", "acme-a")),
+        ("1.32", ("create", "configmap", "x", "-n", "acme-a", "--from-literal=a=b")),
+        ("1.32", ("label", "pod", "web", "-n", "acme-a", "pwned=1")),
+        ("1.27", ("annotate", "deployment", "web", "-n", "acme-a", "pwned=1")),
+        ("1.32", ("edit", "configmap", "web", "-n", "acme-a")),
+        ("1.32", ("delete", "secret", "web", "-n", "acme-a")),
+        ("1.33", ("delete", "pods", "--all", "-n", "acme-a")),
+        ("1.32", ("apply", "--server-side", "-f", "-")),
+        ("1.27", ("apply", "-f", "-")),
+        ("1.32", ("replace", "-f", "-")),
+    ],
+    ids=lambda v: " ".join(v[:4]) if isinstance(v, tuple) else v,
+)
 def test_kubectl_foreign_namespace(world: TenantWorld, version: str, args: tuple[str, ...]) -> None:
     manifest = json.dumps(CMS.body(OBJECT, "acme-a", {"pwned": "1"}))
     proc = world.kubectl("globex-admin", *args, version=version, input=manifest)
@@ -189,8 +194,9 @@ def test_all_namespaces_list_filtered(world: TenantWorld, who: str, kind: Kind) 
 
 @pytest.mark.parametrize("version", ("1.27", "1.32", "1.33"))
 def test_kubectl_get_all_namespaces(world: TenantWorld, version: str) -> None:
-    proc = world.kubectl("globex-member", "get", ",".join(k.resource for k in KINDS), "-A", "-o", "json",
-                         version=version)
+    proc = world.kubectl(
+        "globex-member", "get", ",".join(k.resource for k in KINDS), "-A", "-o", "json", version=version
+    )
     got = {f"{o['kind']}:{qualified(o)}" for o in json.loads(proc.stdout)["items"]}
     assert got == {f"{k.kind}:{n}" for k in KINDS for n in world.visible(k, "globex")}
     assert f"Secret:globex-a/{OBJECT}" in got
@@ -202,8 +208,11 @@ def test_kubectl_get_all_namespaces(world: TenantWorld, version: str) -> None:
 def test_kubectl_watch_all_namespaces(world: TenantWorld) -> None:
     """`kubectl get pods -A --watch` as globex while acme creates, updates and deletes a pod: not
     one acme line; the operator's identical watch shows them (the control)."""
-    cols = ("-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name,V:.metadata.labels.v",
-            "--no-headers")
+    cols = (
+        "-o",
+        "custom-columns=NS:.metadata.namespace,NAME:.metadata.name,V:.metadata.labels.v",
+        "--no-headers",
+    )
     spy = LineReader(world.kubectl_popen("globex-member", "get", "pods", "-A", "--watch", *cols))
     control = LineReader(world.kubectl_popen("operator", "get", "pods", "-A", "--watch", *cols))
     acme, globex = world.http("acme-member"), world.http("globex-member")
@@ -228,14 +237,25 @@ def test_kubectl_watch_all_namespaces(world: TenantWorld) -> None:
 def test_kubectl_watch_only_configmaps(world: TenantWorld) -> None:
     """kubectl 1.27 `--watch-only` on configmaps -A: live (a globex change shows), then acme's
     changes never appear."""
-    spy = LineReader(world.kubectl_popen(
-        "globex-admin", "get", "configmaps", "-A", "--watch-only", "--no-headers",
-        "-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name", version="1.27"))
+    spy = LineReader(
+        world.kubectl_popen(
+            "globex-admin",
+            "get",
+            "configmaps",
+            "-A",
+            "--watch-only",
+            "--no-headers",
+            "-o",
+            "custom-columns=NS:.metadata.namespace,NAME:.metadata.name",
+            version="1.27",
+        )
+    )
     globex, acme = world.http("globex-admin"), world.http("acme-member")
     try:
         for i in range(100):  # until the watch is live: a globex change shows up
-            globex.patch(CMS.path("globex-a", OBJECT), json={"metadata": {"labels": {"n": str(i)}}},
-                         headers=MERGE)
+            globex.patch(
+                CMS.path("globex-a", OBJECT), json={"metadata": {"labels": {"n": str(i)}}}, headers=MERGE
+            )
             try:
                 spy.wait_for(lambda line: line.split() == ["globex-a", OBJECT], timeout=0.3)
                 break
@@ -255,7 +275,8 @@ def test_kubectl_watch_only_configmaps(world: TenantWorld) -> None:
 
 def test_raw_watch_pods_from_resource_version_0(world: TenantWorld) -> None:
     resp = world.py("globex-admin").core.list_pod_for_all_namespaces(
-        watch=True, resource_version="0", timeout_seconds=30, _preload_content=False)
+        watch=True, resource_version="0", timeout_seconds=30, _preload_content=False
+    )
     acme, globex = world.http("acme-admin"), world.http("globex-admin")
 
     def act() -> None:
@@ -322,23 +343,47 @@ def _labels(value: Any) -> JSON:
     return {"metadata": {"labels": value}}
 
 
-@pytest.mark.parametrize(("method", "ctype", "body"), [
-    ("PATCH", "merge-patch+json", _labels({TENANT_LABEL: "acme"})),
-    ("PATCH", "merge-patch+json", _labels({TENANT_LABEL: None})),
-    ("PATCH", "merge-patch+json", _labels(None)),
-    ("PATCH", "strategic-merge-patch+json", _labels({TENANT_LABEL: "acme"})),
-    ("PATCH", "json-patch+json", [{"op": "remove", "path": "/metadata/labels/hypernetes.io~1tenant"}]),
-    ("PATCH", "json-patch+json",
-     [{"op": "replace", "path": "/metadata/labels/hypernetes.io~1tenant", "value": "acme"}]),
-    ("PATCH", "json-patch+json", [{"op": "replace", "path": "/metadata/labels", "value": {}}]),
-    ("PUT", "json", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "globex-a"}}),
-    ("PUT", "json", {"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": "globex-a", "labels": {TENANT_LABEL: "acme"}}}),
-], ids=["merge-set", "merge-null", "merge-labels-null", "strategic", "json-remove", "json-replace",
-        "json-labels", "put-none", "put-acme"])
+@pytest.mark.parametrize(
+    ("method", "ctype", "body"),
+    [
+        ("PATCH", "merge-patch+json", _labels({TENANT_LABEL: "acme"})),
+        ("PATCH", "merge-patch+json", _labels({TENANT_LABEL: None})),
+        ("PATCH", "merge-patch+json", _labels(None)),
+        ("PATCH", "strategic-merge-patch+json", _labels({TENANT_LABEL: "acme"})),
+        ("PATCH", "json-patch+json", [{"op": "remove", "path": "/metadata/labels/hypernetes.io~1tenant"}]),
+        (
+            "PATCH",
+            "json-patch+json",
+            [{"op": "replace", "path": "/metadata/labels/hypernetes.io~1tenant", "value": "acme"}],
+        ),
+        ("PATCH", "json-patch+json", [{"op": "replace", "path": "/metadata/labels", "value": {}}]),
+        ("PUT", "json", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "globex-a"}}),
+        (
+            "PUT",
+            "json",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": "globex-a", "labels": {TENANT_LABEL: "acme"}},
+            },
+        ),
+    ],
+    ids=[
+        "merge-set",
+        "merge-null",
+        "merge-labels-null",
+        "strategic",
+        "json-remove",
+        "json-replace",
+        "json-labels",
+        "put-none",
+        "put-acme",
+    ],
+)
 def test_namespace_owner_label_cannot_change(world: TenantWorld, method: str, ctype: str, body: Any) -> None:
-    r = world.http("globex-admin").request(method, f"{NS}/globex-a", json=body,
-                                           headers={"Content-Type": f"application/{ctype}"})
+    r = world.http("globex-admin").request(
+        method, f"{NS}/globex-a", json=body, headers={"Content-Type": f"application/{ctype}"}
+    )
     assert_forbidden(r.status_code, r.json())
     assert TENANT_LABEL in r.json()["message"]
     assert owner_label(world, "globex-a") == "globex"
@@ -350,23 +395,31 @@ def test_namespace_other_labels_may_change(world: TenantWorld) -> None:
     assert r.status_code == 200 and r.json()["metadata"]["labels"][TENANT_LABEL] == "globex", r.text
 
 
-@pytest.mark.parametrize("args", [
-    ("namespace", "globex-a", "hypernetes.io/tenant=acme", "--overwrite"),
-    ("namespace", "globex-a", "hypernetes.io/tenant-"),
-    ("namespace", "acme-a", "hypernetes.io/tenant=globex", "--overwrite"),
-], ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("namespace", "globex-a", "hypernetes.io/tenant=acme", "--overwrite"),
+        ("namespace", "globex-a", "hypernetes.io/tenant-"),
+        ("namespace", "acme-a", "hypernetes.io/tenant=globex", "--overwrite"),
+    ],
+    ids=lambda a: " ".join(a),
+)
 def test_kubectl_label_namespace_owner(world: TenantWorld, args: tuple[str, ...]) -> None:
     kubectl_forbidden(world.kubectl("globex-admin", "label", *args))
 
 
-@pytest.mark.parametrize("args", [
-    ("namespaces", "-l", "hypernetes.io/tenant=acme"),
-    ("namespaces", "-l", "hypernetes.io/tenant!=globex"),
-    ("namespaces", "--field-selector", "metadata.name=acme-a"),
-    ("pods", "-A", "-l", "hypernetes.io/tenant=acme"),
-    ("pods,configmaps,secrets", "-A", "--field-selector", "metadata.namespace=acme-a"),
-    ("pods", "-A", "--field-selector", "metadata.namespace!=globex-a"),
-], ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("namespaces", "-l", "hypernetes.io/tenant=acme"),
+        ("namespaces", "-l", "hypernetes.io/tenant!=globex"),
+        ("namespaces", "--field-selector", "metadata.name=acme-a"),
+        ("pods", "-A", "-l", "hypernetes.io/tenant=acme"),
+        ("pods,configmaps,secrets", "-A", "--field-selector", "metadata.namespace=acme-a"),
+        ("pods", "-A", "--field-selector", "metadata.namespace!=globex-a"),
+    ],
+    ids=lambda a: " ".join(a),
+)
 def test_kubectl_selectors_show_nothing_foreign(world: TenantWorld, args: tuple[str, ...]) -> None:
     proc = world.kubectl("globex-admin", "get", *args, "-o", "name")
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
@@ -381,47 +434,86 @@ def test_selectors_with_python_client(world: TenantWorld) -> None:
     assert g.list_secret_for_all_namespaces(field_selector="metadata.namespace=acme-a").items == []
     assert g.list_namespace(field_selector="metadata.name=acme-a").items == []
     mine = world.py("acme-member").core.list_secret_for_all_namespaces(
-        field_selector="metadata.namespace=acme-a")
+        field_selector="metadata.namespace=acme-a"
+    )
     assert OBJECT in {s.metadata.name for s in mine.items}  # the control
 
 
 # == 4. subresources across the boundary =========================================================
 
-BINDING = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": OBJECT},
-           "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"}}
+BINDING = {
+    "apiVersion": "v1",
+    "kind": "Binding",
+    "metadata": {"name": OBJECT},
+    "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"},
+}
 EVICTION = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": OBJECT}}
 RAW: JSON = {"_preload_content": False}
 # name -> (the call, the status the owner's admin gets: authorized, then served or refused by design)
 SUBRESOURCES: dict[str, tuple[Callable[[PyCaller, str], Any], int]] = {
     "pods/log": (lambda p, ns: p.core.read_namespaced_pod_log(OBJECT, ns, **RAW), 503),  # no node agent
-    "pods/exec": (lambda p, ns: p.core.connect_get_namespaced_pod_exec(
-        OBJECT, ns, command=["true"], stdout=True, **RAW), 400),  # not an upgrade request
-    "pods/exec-post": (lambda p, ns: p.core.connect_post_namespaced_pod_exec(
-        OBJECT, ns, command=["true"], stdout=True, **RAW), 400),
-    "pods/attach": (lambda p, ns: p.core.connect_get_namespaced_pod_attach(
-        OBJECT, ns, stdout=True, **RAW), 400),
-    "pods/portforward": (lambda p, ns: p.core.connect_get_namespaced_pod_portforward(
-        OBJECT, ns, ports="80", **RAW), 503),
+    "pods/exec": (
+        lambda p, ns: p.core.connect_get_namespaced_pod_exec(
+            OBJECT, ns, command=["true"], stdout=True, **RAW
+        ),
+        400,
+    ),  # not an upgrade request
+    "pods/exec-post": (
+        lambda p, ns: p.core.connect_post_namespaced_pod_exec(
+            OBJECT, ns, command=["true"], stdout=True, **RAW
+        ),
+        400,
+    ),
+    "pods/attach": (
+        lambda p, ns: p.core.connect_get_namespaced_pod_attach(OBJECT, ns, stdout=True, **RAW),
+        400,
+    ),
+    "pods/portforward": (
+        lambda p, ns: p.core.connect_get_namespaced_pod_portforward(OBJECT, ns, ports="80", **RAW),
+        503,
+    ),
     "pods/status-get": (lambda p, ns: p.core.read_namespaced_pod_status(OBJECT, ns, **RAW), 200),
-    "pods/status-patch": (lambda p, ns: p.core.patch_namespaced_pod_status(
-        OBJECT, ns, {"status": {"phase": "Running"}}, **RAW), 403),  # status is the node's
+    "pods/status-patch": (
+        lambda p, ns: p.core.patch_namespaced_pod_status(OBJECT, ns, {"status": {"phase": "Running"}}, **RAW),
+        403,
+    ),  # status is the node's
     "pods/binding": (lambda p, ns: p.core.create_namespaced_pod_binding(OBJECT, ns, BINDING, **RAW), 403),
-    "pods/eviction": (lambda p, ns: p.core.create_namespaced_pod_eviction(
-        OBJECT, ns, EVICTION, dry_run="All", **RAW), 201),
+    "pods/eviction": (
+        lambda p, ns: p.core.create_namespaced_pod_eviction(OBJECT, ns, EVICTION, dry_run="All", **RAW),
+        201,
+    ),
     "deployments/scale-get": (lambda p, ns: p.apps.read_namespaced_deployment_scale(OBJECT, ns, **RAW), 200),
-    "deployments/scale-patch": (lambda p, ns: p.apps.patch_namespaced_deployment_scale(
-        OBJECT, ns, {"spec": {"replicas": 0}}, **RAW), 200),
-    "deployments/status-patch": (lambda p, ns: p.apps.patch_namespaced_deployment_status(
-        OBJECT, ns, {"status": {"replicas": 9}}, **RAW), 403),
-    "replicasets/scale-patch": (lambda p, ns: p.apps.patch_namespaced_replica_set_scale(
-        OBJECT, ns, {"spec": {"replicas": 0}}, **RAW), 200),
-    "serviceaccounts/token": (lambda p, ns: p.core.create_namespaced_service_account_token(
-        OBJECT, ns, {"spec": {"expirationSeconds": 600}}, **RAW), 201),
+    "deployments/scale-patch": (
+        lambda p, ns: p.apps.patch_namespaced_deployment_scale(OBJECT, ns, {"spec": {"replicas": 0}}, **RAW),
+        200,
+    ),
+    "deployments/status-patch": (
+        lambda p, ns: p.apps.patch_namespaced_deployment_status(
+            OBJECT, ns, {"status": {"replicas": 9}}, **RAW
+        ),
+        403,
+    ),
+    "replicasets/scale-patch": (
+        lambda p, ns: p.apps.patch_namespaced_replica_set_scale(OBJECT, ns, {"spec": {"replicas": 0}}, **RAW),
+        200,
+    ),
+    "serviceaccounts/token": (
+        lambda p, ns: p.core.create_namespaced_service_account_token(
+            OBJECT, ns, {"spec": {"expirationSeconds": 600}}, **RAW
+        ),
+        201,
+    ),
     "namespaces/status-get": (lambda p, ns: p.core.read_namespace_status(ns, **RAW), 200),
-    "namespaces/status-patch": (lambda p, ns: p.core.patch_namespace_status(
-        ns, {"status": {"phase": "Terminating"}}, **RAW), 403),
-    "namespaces/finalize": (lambda p, ns: p.core.replace_namespace_finalize(
-        ns, {"metadata": {"name": ns}, "spec": {"finalizers": []}}, **RAW), 403),
+    "namespaces/status-patch": (
+        lambda p, ns: p.core.patch_namespace_status(ns, {"status": {"phase": "Terminating"}}, **RAW),
+        403,
+    ),
+    "namespaces/finalize": (
+        lambda p, ns: p.core.replace_namespace_finalize(
+            ns, {"metadata": {"name": ns}, "spec": {"finalizers": []}}, **RAW
+        ),
+        403,
+    ),
 }
 
 
@@ -442,21 +534,37 @@ def test_own_subresource_control(world: TenantWorld, sub: str) -> None:
         assert "acme-admin" in body["message"]
 
 
-@pytest.mark.parametrize(("args", "body"), [
-    (("logs", "web"), None),
-    (("exec", "web", "--", "true"), None),
-    (("attach", "web"), None),
-    (("port-forward", "pod/web", "18080:80"), None),
-    (("scale", "deployment", "web", "--replicas=3"), None),
-    (("create", "token", "web"), None),
-    (("patch", "pod", "web", "--subresource=status", "--type=merge", "-p", '{"status":{"phase":"Running"}}'),
-     None),
-    (("get", "--raw", "/api/v1/namespaces/acme-a/status"), None),
-    (("replace", "--raw", "/api/v1/namespaces/acme-a/finalize", "-f", "-"),
-     {"metadata": {"name": "acme-a"}, "spec": {"finalizers": []}}),
-    (("create", "--raw", "/api/v1/namespaces/acme-a/pods/web/eviction", "-f", "-"), EVICTION),
-    (("create", "--raw", "/api/v1/namespaces/acme-a/pods/web/binding", "-f", "-"), BINDING),
-], ids=lambda v: " ".join(v[:2]) if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(
+    ("args", "body"),
+    [
+        (("logs", "web"), None),
+        (("exec", "web", "--", "true"), None),
+        (("attach", "web"), None),
+        (("port-forward", "pod/web", "18080:80"), None),
+        (("scale", "deployment", "web", "--replicas=3"), None),
+        (("create", "token", "web"), None),
+        (
+            (
+                "patch",
+                "pod",
+                "web",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                '{"status":{"phase":"Running"}}',
+            ),
+            None,
+        ),
+        (("get", "--raw", "/api/v1/namespaces/acme-a/status"), None),
+        (
+            ("replace", "--raw", "/api/v1/namespaces/acme-a/finalize", "-f", "-"),
+            {"metadata": {"name": "acme-a"}, "spec": {"finalizers": []}},
+        ),
+        (("create", "--raw", "/api/v1/namespaces/acme-a/pods/web/eviction", "-f", "-"), EVICTION),
+        (("create", "--raw", "/api/v1/namespaces/acme-a/pods/web/binding", "-f", "-"), BINDING),
+    ],
+    ids=lambda v: " ".join(v[:2]) if isinstance(v, tuple) else "",
+)
 def test_kubectl_foreign_subresource(world: TenantWorld, args: tuple[str, ...], body: JSON | None) -> None:
     proc = world.kubectl("globex-admin", "-n", "acme-a", *args, input=json.dumps(body or {}), timeout=30)
     kubectl_forbidden(proc)
@@ -468,8 +576,9 @@ NODE_CALLS: dict[str, Callable[[PyCaller], Any]] = {
     "get": lambda p: p.core.read_node("node-a", **RAW),
     "list": lambda p: p.core.list_node(**RAW),
     "patch": lambda p: p.core.patch_node("node-a", _labels({"pwned": "1"}), **RAW),
-    "patch-status": lambda p: p.core.patch_node_status("node-a", {"status": {"capacity": {"pods": "1"}}},
-                                                       **RAW),
+    "patch-status": lambda p: p.core.patch_node_status(
+        "node-a", {"status": {"capacity": {"pods": "1"}}}, **RAW
+    ),
     "delete": lambda p: p.core.delete_node("node-a", **RAW),
     "create": lambda p: p.core.create_node({"metadata": {"name": "node-z"}}, **RAW),
 }
@@ -484,22 +593,53 @@ def test_tenant_users_cannot_touch_nodes(world: TenantWorld, who: str, verb: str
 def test_kubectl_nodes_and_volumes_forbidden(world: TenantWorld) -> None:
     kubectl_forbidden(world.kubectl("globex-admin", "get", "nodes"))
     kubectl_forbidden(world.kubectl("acme-admin", "cordon", "node-a"))
-    kubectl_forbidden(world.kubectl("acme-admin", "create", "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "stolen"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "claimRef": {"namespace": "globex-a", "name": OBJECT}}})))
+    kubectl_forbidden(
+        world.kubectl(
+            "acme-admin",
+            "create",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": "stolen"},
+                    "spec": {
+                        "capacity": {"storage": "1Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "claimRef": {"namespace": "globex-a", "name": OBJECT},
+                    },
+                }
+            ),
+        )
+    )
     assert "node-a" in world.kubectl("operator", "get", "nodes", "-o", "name").stdout  # the control
 
 
 def test_other_tenants_volumes_invisible(world: TenantWorld) -> None:
     """PVs are cluster-scoped: a tenant lists only those labelled with it, and a get of another
     tenant's PV is refused exactly like one of a name nobody uses (PV names carry claim uids)."""
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-          "metadata": {"name": "pvc-acme-secret", "labels": {"hypernetes.io/tenant": "acme"}},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                   "csi": {"driver": "local.hypernetes.io", "volumeHandle": "pvc-acme-secret"},
-                   "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                       {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-a"]}]}]}}}}
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "pvc-acme-secret", "labels": {"hypernetes.io/tenant": "acme"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": "local.hypernetes.io", "volumeHandle": "pvc-acme-secret"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-a"]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
     world.op("POST", "/api/v1/persistentvolumes", pv)
     assert "pvc-acme-secret" in world.names("acme-viewer", "/api/v1/persistentvolumes")  # the control
     for who in ("globex-admin", "globex-member"):
@@ -507,8 +647,9 @@ def test_other_tenants_volumes_invisible(world: TenantWorld) -> None:
         foreign = world.http(who).get("/api/v1/persistentvolumes/pvc-acme-secret")
         absent = world.http(who).get("/api/v1/persistentvolumes/pvc-nobody")
         assert_forbidden(foreign.status_code, foreign.json(), who)
-        assert foreign.json()["message"].replace("pvc-acme-secret", "X") == \
-            absent.json()["message"].replace("pvc-nobody", "X")
+        assert foreign.json()["message"].replace("pvc-acme-secret", "X") == absent.json()["message"].replace(
+            "pvc-nobody", "X"
+        )
     assert world.kubectl("globex-admin", "get", "pv", "-o", "name").stdout.split() == []
     kubectl_forbidden(world.kubectl("globex-admin", "get", "pv", "pvc-acme-secret"))
     kubectl_forbidden(world.kubectl("acme-admin", "delete", "pv", "pvc-acme-secret"))
@@ -520,19 +661,30 @@ def test_tenants_only_own_visible_none_writable(world: TenantWorld) -> None:
     assert world.names("acme-viewer", TENANTS) == {"acme"}
     assert g.get(f"{TENANTS}/globex").status_code == 200
     tenant = {"apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "globex"}, "spec": {}}
-    for r in (g.get(f"{TENANTS}/acme"),
-              g.post(TENANTS, json={**tenant, "metadata": {"name": "evil"}}),
-              g.patch(f"{TENANTS}/globex", json={"spec": {"quota": {"pods": "1000"}}}, headers=MERGE),
-              g.patch(f"{TENANTS}/globex/status", json={"status": {"phase": "Active"}}, headers=MERGE),
-              g.put(f"{TENANTS}/globex", json=tenant),
-              g.delete(f"{TENANTS}/globex"),
-              g.delete(f"{TENANTS}/acme"),
-              g.patch(f"{TENANTS}/acme", json={"spec": {"quota": {"pods": "0"}}}, headers=MERGE)):
+    for r in (
+        g.get(f"{TENANTS}/acme"),
+        g.post(TENANTS, json={**tenant, "metadata": {"name": "evil"}}),
+        g.patch(f"{TENANTS}/globex", json={"spec": {"quota": {"pods": "1000"}}}, headers=MERGE),
+        g.patch(f"{TENANTS}/globex/status", json={"status": {"phase": "Active"}}, headers=MERGE),
+        g.put(f"{TENANTS}/globex", json=tenant),
+        g.delete(f"{TENANTS}/globex"),
+        g.delete(f"{TENANTS}/acme"),
+        g.patch(f"{TENANTS}/acme", json={"spec": {"quota": {"pods": "0"}}}, headers=MERGE),
+    ):
         assert_forbidden(r.status_code, r.json(), "globex-admin")
     out = world.kubectl("globex-admin", "get", "tenants", "-o", "name").stdout.split()
     assert out == ["tenant.hypernetes.io/globex"]
-    kubectl_forbidden(world.kubectl("globex-admin", "patch", "tenant", "globex", "--type=merge", "-p",
-                                    '{"spec":{"quota":{"pods":"1000"}}}'))
+    kubectl_forbidden(
+        world.kubectl(
+            "globex-admin",
+            "patch",
+            "tenant",
+            "globex",
+            "--type=merge",
+            "-p",
+            '{"spec":{"quota":{"pods":"1000"}}}',
+        )
+    )
 
 
 def users_of(w: TenantWorld, tenant: str) -> set[str]:
@@ -544,15 +696,18 @@ def test_tenant_admin_manages_only_own_users(world: TenantWorld) -> None:
     globex_users = users_of(world, "globex")
     assert world.names("globex-admin", USERS) == globex_users >= {"globex-admin", "globex-member"}
     assert "acme" not in world.kubectl("globex-admin", "get", "users", "-o", "name").stdout
-    for r in (g.get(f"{USERS}/acme-admin"), g.get(f"{USERS}/no-such-user"),
-              g.post(USERS, json=user_object("globex-spy", "acme", "admin")),
-              g.patch(f"{USERS}/acme-member", json={"spec": {"role": "viewer"}}, headers=MERGE),
-              g.patch(f"{USERS}/acme-member", json={"spec": {"tenant": "globex"}}, headers=MERGE),
-              g.delete(f"{USERS}/acme-viewer"),
-              g.put("/hypernetes/v1/users/acme-member/password", json={"password": "taken-over-1"}),
-              g.post("/hypernetes/v1/users/acme-admin/revoke"),
-              g.post("/hypernetes/v1/tokens", json={"user": "acme-admin"}),
-              g.post("/hypernetes/v1/tokens", json={"user": "no-such-user"})):
+    for r in (
+        g.get(f"{USERS}/acme-admin"),
+        g.get(f"{USERS}/no-such-user"),
+        g.post(USERS, json=user_object("globex-spy", "acme", "admin")),
+        g.patch(f"{USERS}/acme-member", json={"spec": {"role": "viewer"}}, headers=MERGE),
+        g.patch(f"{USERS}/acme-member", json={"spec": {"tenant": "globex"}}, headers=MERGE),
+        g.delete(f"{USERS}/acme-viewer"),
+        g.put("/hypernetes/v1/users/acme-member/password", json={"password": "taken-over-1"}),
+        g.post("/hypernetes/v1/users/acme-admin/revoke"),
+        g.post("/hypernetes/v1/tokens", json={"user": "acme-admin"}),
+        g.post("/hypernetes/v1/tokens", json={"user": "no-such-user"}),
+    ):
         assert_forbidden(r.status_code, r.json())
     # a user's tenant never changes, even by its own admin
     r = g.patch(f"{USERS}/globex-member", json={"spec": {"tenant": "acme"}}, headers=MERGE)
@@ -568,11 +723,14 @@ def test_tenant_admin_manages_only_own_users(world: TenantWorld) -> None:
 @pytest.mark.parametrize("who", ("acme-member", "acme-viewer"))
 def test_member_and_viewer_cannot_manage_users(world: TenantWorld, who: str) -> None:
     h = world.http(who)
-    for r in (h.post(dry(USERS), json=user_object("acme-new", "acme", "viewer")), h.get(USERS),
-              h.get(f"{USERS}/acme-admin"),
-              h.patch(f"{USERS}/{who}", json={"spec": {"role": "admin"}}, headers=MERGE),
-              h.post("/hypernetes/v1/tokens", json={"user": "acme-admin"}),
-              h.put("/hypernetes/v1/users/acme-admin/password", json={"password": "taken-over-1"})):
+    for r in (
+        h.post(dry(USERS), json=user_object("acme-new", "acme", "viewer")),
+        h.get(USERS),
+        h.get(f"{USERS}/acme-admin"),
+        h.patch(f"{USERS}/{who}", json={"spec": {"role": "admin"}}, headers=MERGE),
+        h.post("/hypernetes/v1/tokens", json={"user": "acme-admin"}),
+        h.put("/hypernetes/v1/users/acme-admin/password", json={"password": "taken-over-1"}),
+    ):
         assert_forbidden(r.status_code, r.json())
     assert h.get(f"{USERS}/{who}").status_code == 200  # its own user object it may read
     assert world.op("GET", f"{USERS}/{who}")["spec"]["role"] == who.split("-")[1]
@@ -587,19 +745,23 @@ def test_no_user_named_like_a_system_identity(world: TenantWorld, name: str) -> 
 def test_identity_endpoints_refuse_nodes_and_service_accounts(world: TenantWorld, robot: str) -> None:
     for who in ("node-a", robot):
         h = world.http(who)
-        for r in (h.post("/hypernetes/v1/tokens", json={"user": "acme-member"}),
-                  h.put("/hypernetes/v1/users/acme-member/password", json={"password": "taken-over-1"}),
-                  h.post("/hypernetes/v1/users/acme-member/revoke")):
+        for r in (
+            h.post("/hypernetes/v1/tokens", json={"user": "acme-member"}),
+            h.put("/hypernetes/v1/users/acme-member/password", json={"password": "taken-over-1"}),
+            h.post("/hypernetes/v1/users/acme-member/revoke"),
+        ):
             assert_forbidden(r.status_code, r.json())
 
 
 def test_other_tenants_namespaces(world: TenantWorld) -> None:
     g = world.py("globex-admin").core
-    for call in (lambda: g.read_namespace("acme-a", **RAW),
-                 lambda: g.patch_namespace("acme-a", _labels({"x": "y"}), **RAW),
-                 lambda: g.replace_namespace("acme-a", {"metadata": {"name": "acme-a"}}, **RAW),
-                 lambda: g.delete_namespace("acme-a", **RAW),
-                 lambda: g.delete_namespace("no-such-namespace", **RAW)):
+    for call in (
+        lambda: g.read_namespace("acme-a", **RAW),
+        lambda: g.patch_namespace("acme-a", _labels({"x": "y"}), **RAW),
+        lambda: g.replace_namespace("acme-a", {"metadata": {"name": "acme-a"}}, **RAW),
+        lambda: g.delete_namespace("acme-a", **RAW),
+        lambda: g.delete_namespace("no-such-namespace", **RAW),
+    ):
         assert_forbidden(*status_of(call), "globex-admin")
     kubectl_forbidden(world.kubectl("globex-admin", "delete", "namespace", "acme-a"))
     kubectl_forbidden(world.kubectl("globex-admin", "get", "namespace", "acme-a"))
@@ -610,9 +772,11 @@ def test_other_tenants_namespaces(world: TenantWorld) -> None:
 def test_operator_namespaces_out_of_reach(world: TenantWorld, namespace: str) -> None:
     p = world.py("acme-admin")
     assert namespace not in world.names("acme-admin", NS)
-    for call in (lambda: p.core.read_namespace(namespace, **RAW),
-                 lambda: p.core.patch_namespace(namespace, _labels({TENANT_LABEL: "acme"}), **RAW),
-                 lambda: p.core.delete_namespace(namespace, **RAW)):
+    for call in (
+        lambda: p.core.read_namespace(namespace, **RAW),
+        lambda: p.core.patch_namespace(namespace, _labels({TENANT_LABEL: "acme"}), **RAW),
+        lambda: p.core.delete_namespace(namespace, **RAW),
+    ):
         assert_forbidden(*status_of(call), "acme-admin")
     for verb in ("list", "create"):
         assert_forbidden(*p.verb(CMS, verb, namespace), "acme-admin")
@@ -652,8 +816,11 @@ ROLE_CASES: list[tuple[str, str, str, JSON | None, int]] = [
 ]
 
 
-@pytest.mark.parametrize(("who", "method", "path", "body", "want"), ROLE_CASES,
-                         ids=[f"{c[0]}-{c[1]}-{c[2].split('?')[0]}" for c in ROLE_CASES])
+@pytest.mark.parametrize(
+    ("who", "method", "path", "body", "want"),
+    ROLE_CASES,
+    ids=[f"{c[0]}-{c[1]}-{c[2].split('?')[0]}" for c in ROLE_CASES],
+)
 def test_roles(world: TenantWorld, who: str, method: str, path: str, body: JSON | None, want: int) -> None:
     r = world.http(who).request(method, path, json=body)
     assert r.status_code == want, r.text
@@ -661,13 +828,17 @@ def test_roles(world: TenantWorld, who: str, method: str, path: str, body: JSON 
         assert_forbidden(r.status_code, r.json(), who)
 
 
-@pytest.mark.parametrize("args", [
-    ("exec", "web", "-n", "acme-a", "--", "true"),
-    ("get", "secrets", "-n", "acme-a"),
-    ("create", "configmap", "v", "-n", "acme-a", "--from-literal=a=b"),
-    ("delete", "pod", "web", "-n", "acme-a"),
-    ("create", "namespace", "acme-v"),
-], ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("exec", "web", "-n", "acme-a", "--", "true"),
+        ("get", "secrets", "-n", "acme-a"),
+        ("create", "configmap", "v", "-n", "acme-a", "--from-literal=a=b"),
+        ("delete", "pod", "web", "-n", "acme-a"),
+        ("create", "namespace", "acme-v"),
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
 def test_kubectl_viewer(world: TenantWorld, args: tuple[str, ...]) -> None:
     kubectl_forbidden(world.kubectl("acme-viewer", *args))
 
@@ -690,14 +861,20 @@ CAN_I: list[tuple[str, tuple[str, ...], tuple[str, str, JSON | None]]] = [
     ("globex-admin", ("get", "pods", "-n", "acme-a"), ("GET", PODS.path("acme-a", OBJECT), None)),
     ("globex-admin", ("get", "pods", "-n", "globex-a"), ("GET", PODS.path("globex-a", OBJECT), None)),
     ("globex-member", ("list", "pods", "-A"), ("GET", PODS.path(None), None)),
-    ("acme-viewer", ("create", "pods", "-n", "acme-a"),
-     ("POST", dry(PODS.path("acme-a")), PODS.body("c", "acme-a"))),
+    (
+        "acme-viewer",
+        ("create", "pods", "-n", "acme-a"),
+        ("POST", dry(PODS.path("acme-a")), PODS.body("c", "acme-a")),
+    ),
     ("acme-viewer", ("get", "secrets", "-n", "acme-a"), ("GET", SECRETS.path("acme-a", OBJECT), None)),
     ("acme-viewer", ("list", "pods", "-n", "acme-a"), ("GET", PODS.path("acme-a"), None)),
     ("acme-viewer", ("create", "pods", "--subresource=exec", "-n", "acme-a"), ("GET", EXEC, None)),
     ("acme-member", ("create", "pods", "--subresource=exec", "-n", "acme-a"), ("GET", EXEC, None)),
-    ("acme-member", ("patch", "pods", "--subresource=status", "-n", "acme-a"),
-     ("PATCH", PODS.path("acme-a", OBJECT) + "/status", {"status": {}})),
+    (
+        "acme-member",
+        ("patch", "pods", "--subresource=status", "-n", "acme-a"),
+        ("PATCH", PODS.path("acme-a", OBJECT) + "/status", {"status": {}}),
+    ),
     ("acme-member", ("create", "namespaces"), CREATE_NS),
     ("acme-admin", ("create", "namespaces"), CREATE_NS),
     ("acme-member", ("create", "users.hypernetes.io"), CREATE_USER),
@@ -706,16 +883,23 @@ CAN_I: list[tuple[str, tuple[str, ...], tuple[str, str, JSON | None]]] = [
     ("globex-admin", ("list", "nodes"), ("GET", "/api/v1/nodes", None)),
     ("acme-admin", ("get", "tenants.hypernetes.io/globex"), ("GET", f"{TENANTS}/globex", None)),
     ("acme-admin", ("get", "tenants.hypernetes.io/acme"), ("GET", f"{TENANTS}/acme", None)),
-    ("node-a", ("get", "secrets/used-secret", "-n", "acme-a"),
-     ("GET", SECRETS.path("acme-a", "used-secret"), None)),
-    ("node-a", ("get", "secrets/unused-secret", "-n", "acme-a"),
-     ("GET", SECRETS.path("acme-a", "unused-secret"), None)),
+    (
+        "node-a",
+        ("get", "secrets/used-secret", "-n", "acme-a"),
+        ("GET", SECRETS.path("acme-a", "used-secret"), None),
+    ),
+    (
+        "node-a",
+        ("get", "secrets/unused-secret", "-n", "acme-a"),
+        ("GET", SECRETS.path("acme-a", "unused-secret"), None),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("who", "args", "request_"), CAN_I, ids=[f"{c[0]}:{' '.join(c[1])}" for c in CAN_I])
-def test_can_i_matches_reality(world: TenantWorld, who: str, args: tuple[str, ...],
-                               request_: tuple[str, str, JSON | None]) -> None:
+def test_can_i_matches_reality(
+    world: TenantWorld, who: str, args: tuple[str, ...], request_: tuple[str, str, JSON | None]
+) -> None:
     proc = world.kubectl(who, "auth", "can-i", *args)
     answer = proc.stdout.split(" ")[0].strip()  # "no - <the authorizer's reason>"
     assert answer in ("yes", "no") and proc.returncode == (0 if answer == "yes" else 1), proc
@@ -726,11 +910,17 @@ def test_can_i_matches_reality(world: TenantWorld, who: str, args: tuple[str, ..
 
 
 @pytest.mark.parametrize("version", ("1.27", "1.32", "1.33"))
-@pytest.mark.parametrize(("who", "name", "tenant", "role"), [
-    ("acme-viewer", "acme-viewer", "acme", "viewer"), ("globex-admin", "globex-admin", "globex", "admin"),
-    ("node-a", "system:node:node-a", None, None)])
-def test_whoami(world: TenantWorld, version: str, who: str, name: str, tenant: str | None,
-                role: str | None) -> None:
+@pytest.mark.parametrize(
+    ("who", "name", "tenant", "role"),
+    [
+        ("acme-viewer", "acme-viewer", "acme", "viewer"),
+        ("globex-admin", "globex-admin", "globex", "admin"),
+        ("node-a", "system:node:node-a", None, None),
+    ],
+)
+def test_whoami(
+    world: TenantWorld, version: str, who: str, name: str, tenant: str | None, role: str | None
+) -> None:
     proc = world.kubectl(who, "auth", "whoami", "-o", "json", version=version)
     info = json.loads(proc.stdout)["status"]["userInfo"]
     assert info["username"] == name
@@ -765,7 +955,8 @@ def test_node_lists_only_its_pods(world: TenantWorld) -> None:
 
 def test_node_watch_sees_only_its_pods(world: TenantWorld) -> None:
     resp = world.py("node-a").core.list_pod_for_all_namespaces(
-        watch=True, resource_version="0", timeout_seconds=30, _preload_content=False)
+        watch=True, resource_version="0", timeout_seconds=30, _preload_content=False
+    )
 
     def act() -> None:
         world.bound_pod("globex-member", "globex-a", "late-b", "node-b")
@@ -789,8 +980,16 @@ NODE_A_CASES: list[tuple[str, str, str, Any, int]] = [
     ("labels of own pod", "PATCH", ON_A, _labels({"app": "db"}), 403),
     ("delete node-b's pod", "DELETE", ON_B, None, 403),
     ("exec in node-b's pod", "GET", ON_B + "/exec?command=sh&stdout=1", None, 403),
-    ("create pod", "POST", PODS.path("acme-a"), {**PODS.body("n", "acme-a"), "spec": {
-        "nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]}}, 403),
+    (
+        "create pod",
+        "POST",
+        PODS.path("acme-a"),
+        {
+            **PODS.body("n", "acme-a"),
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]},
+        },
+        403,
+    ),
     ("used secret", "GET", SECRETS.path("acme-a", "used-secret"), None, 200),
     ("unused secret", "GET", SECRETS.path("acme-a", "unused-secret"), None, 403),
     ("other tenant's secret", "GET", SECRETS.path("globex-a", OBJECT), None, 403),
@@ -804,8 +1003,13 @@ NODE_A_CASES: list[tuple[str, str, str, Any, int]] = [
     ("patch node-b status", "PATCH", "/api/v1/nodes/node-b/status", {"status": {"conditions": []}}, 403),
     ("delete node-b", "DELETE", "/api/v1/nodes/node-b", None, 403),
     ("patch own node", "PATCH", "/api/v1/nodes/node-a", _labels({"zone": "z1"}), 200),
-    ("patch own node status", "PATCH", "/api/v1/nodes/node-a/status",
-     {"status": {"capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"}}}, 200),
+    (
+        "patch own node status",
+        "PATCH",
+        "/api/v1/nodes/node-a/status",
+        {"status": {"capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"}}},
+        200,
+    ),
     ("lease of node-b", "PATCH", f"{LEASES}/node-b", {"spec": {"holderIdentity": "node-a"}}, 403),
     ("delete lease of node-b", "DELETE", f"{LEASES}/node-b", None, 403),
     ("own lease", "PATCH", f"{LEASES}/node-a", {"spec": {"holderIdentity": "node-a"}}, 200),
@@ -818,10 +1022,12 @@ NODE_A_CASES: list[tuple[str, str, str, Any, int]] = [
 ]
 
 
-@pytest.mark.parametrize(("what", "method", "path", "body", "want"), NODE_A_CASES,
-                         ids=[c[0] for c in NODE_A_CASES])
-def test_node_restriction(world: TenantWorld, what: str, method: str, path: str, body: Any,
-                          want: int) -> None:
+@pytest.mark.parametrize(
+    ("what", "method", "path", "body", "want"), NODE_A_CASES, ids=[c[0] for c in NODE_A_CASES]
+)
+def test_node_restriction(
+    world: TenantWorld, what: str, method: str, path: str, body: Any, want: int
+) -> None:
     r = world.http("node-a").request(method, path, json=body, headers=MERGE if method == "PATCH" else {})
     assert r.status_code == want, r.text
     if want == 403:
@@ -836,9 +1042,11 @@ def test_node_registers_itself_only(world: TenantWorld) -> None:
     node = {"apiVersion": "v1", "kind": "Node"}
     assert h.post("/api/v1/nodes", json={**node, "metadata": {"name": "node-c"}}).status_code == 201
     assert h.post(LEASES, json={**lease, "metadata": {"name": "node-c"}}).status_code == 201
-    for r in (h.post("/api/v1/nodes", json={**node, "metadata": {"name": "node-d"}}),
-              h.post(LEASES, json={**lease, "metadata": {"name": "node-d"}}),
-              h.post(KIND["leases"].path("acme-a"), json={**lease, "metadata": {"name": "node-c"}})):
+    for r in (
+        h.post("/api/v1/nodes", json={**node, "metadata": {"name": "node-d"}}),
+        h.post(LEASES, json={**lease, "metadata": {"name": "node-d"}}),
+        h.post(KIND["leases"].path("acme-a"), json={**lease, "metadata": {"name": "node-c"}}),
+    ):
         assert_forbidden(r.status_code, r.json(), "node-c")
 
 
@@ -846,8 +1054,17 @@ def test_node_service_account_tokens(world: TenantWorld) -> None:
     """A node gets tokens only for the accounts of its pods, bound to them."""
     pod = world.op("GET", ON_A)
     tokens = "/api/v1/namespaces/acme-a/serviceaccounts/default/token"
-    bound = {"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "on-node-a",
-                                         "uid": pod["metadata"]["uid"]}, "expirationSeconds": 600}}
+    bound = {
+        "spec": {
+            "boundObjectRef": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "name": "on-node-a",
+                "uid": pod["metadata"]["uid"],
+            },
+            "expirationSeconds": 600,
+        }
+    }
     assert world.http("node-a").post(tokens, json=bound).status_code == 201
     other = {"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": OBJECT}}}
     for who, body in (("node-a", {"spec": {"expirationSeconds": 600}}), ("node-a", other), ("node-b", bound)):
@@ -865,8 +1082,9 @@ def signer(w: TenantWorld) -> TokenSigner:
 
 def test_expired_token(world: TenantWorld) -> None:
     extra = {"hn.uid": world.users["globex-member"]["metadata"]["uid"]}
-    old, _ = signer(world).issue("globex-member", "user", 60, tenant="globex", extra=extra,
-                                 now=time.time() - 3600)
+    old, _ = signer(world).issue(
+        "globex-member", "user", 60, tenant="globex", extra=extra, now=time.time() - 3600
+    )
     fresh, _ = signer(world).issue("globex-member", "user", 60, tenant="globex", extra=extra)
     assert not world.works(old)
     assert world.works(fresh)  # the control: the same claims, unexpired
@@ -886,14 +1104,28 @@ def forgeries(token: str) -> dict[str, str]:
         "alg-none": reencode(token, lambda hd, _p: hd.update(alg="none"), sig=""),
         "alg-none-kept-sig": reencode(token, lambda hd, _p: hd.update(alg="none")),
         "alg-HS512": reencode(token, lambda hd, _p: hd.update(alg="HS512")),
-        "other-key": TokenSigner(os.urandom(32)).issue("globex-member", "user", 3600, tenant="globex",
-                                                       extra={"hn.uid": jwt_parts(token)[1]["hn.uid"]})[0],
+        "other-key": TokenSigner(os.urandom(32)).issue(
+            "globex-member", "user", 3600, tenant="globex", extra={"hn.uid": jwt_parts(token)[1]["hn.uid"]}
+        )[0],
     }
 
 
-@pytest.mark.parametrize("forgery", ["tampered-sub", "tampered-tenant", "tampered-exp", "node-kind",
-                                     "flipped-char", "forged-signature", "no-signature", "alg-none",
-                                     "alg-none-kept-sig", "alg-HS512", "other-key"])
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        "tampered-sub",
+        "tampered-tenant",
+        "tampered-exp",
+        "node-kind",
+        "flipped-char",
+        "forged-signature",
+        "no-signature",
+        "alg-none",
+        "alg-none-kept-sig",
+        "alg-HS512",
+        "other-key",
+    ],
+)
 def test_forged_tokens(world: TenantWorld, forgery: str) -> None:
     token = world.tokens["globex-member"]
     assert world.works(token)
@@ -978,10 +1210,15 @@ def test_demoted_admin_loses_writes_at_once(world: TenantWorld) -> None:
 def test_wrong_passwords_say_nothing(world: TenantWorld) -> None:
     world.create_user("login-user", "globex", "member")
     world.set_password("login-user", "right-password")
-    answers = [world.login(*args) for args in (("globex", "login-user", "wrong-password"),
-                                               ("acme", "login-user", "right-password"),
-                                               ("globex", "no-such-user", "right-password"),
-                                               ("no-such-tenant", "login-user", "right-password"))]
+    answers = [
+        world.login(*args)
+        for args in (
+            ("globex", "login-user", "wrong-password"),
+            ("acme", "login-user", "right-password"),
+            ("globex", "no-such-user", "right-password"),
+            ("no-such-tenant", "login-user", "right-password"),
+        )
+    ]
     for r in answers:
         assert_unauthorized(r)
     assert len({r.json()["message"] for r in answers}) == 1
@@ -1001,9 +1238,20 @@ def test_login_throttled_after_5_failures(world: TenantWorld) -> None:
 
 
 GARBAGE_AUTH = [
-    "Bearer", "Bearer  x", "Basic YWRtaW46YWRtaW4=", "bearer", "Bearer eyJ.eyJ.x", "Bearer eyJ..",
-    "Bearer ...", "Bearer eyJhbGciOiJub25lIn0.e30.", "Bearer eyJ" + "a" * 7000 + ".b.c",
-    "Bearer " + "a" * 8000, "Token abc", "Bearer a b c", "Negotiate YII=", "Bearer %00",
+    "Bearer",
+    "Bearer  x",
+    "Basic YWRtaW46YWRtaW4=",
+    "bearer",
+    "Bearer eyJ.eyJ.x",
+    "Bearer eyJ..",
+    "Bearer ...",
+    "Bearer eyJhbGciOiJub25lIn0.e30.",
+    "Bearer eyJ" + "a" * 7000 + ".b.c",
+    "Bearer " + "a" * 8000,
+    "Token abc",
+    "Bearer a b c",
+    "Negotiate YII=",
+    "Bearer %00",
     "Bearer eyJ.eyJ.\\u00e9",
 ]
 
@@ -1049,24 +1297,29 @@ def robot(world: TenantWorld) -> str:
     return "sa-robot"
 
 
-@pytest.mark.parametrize(("method", "path", "body", "want"), [
-    ("GET", PODS.path("acme-a"), None, 200),
-    ("POST", dry(CMS.path("acme-a")), CMS.body("sa-made", "acme-a"), 201),
-    ("GET", SECRETS.path("acme-a", OBJECT), None, 200),
-    ("GET", PODS.path("acme-b"), None, 403),
-    ("POST", dry(CMS.path("acme-b")), CMS.body("sa-made", "acme-b"), 403),
-    ("GET", PODS.path("globex-a"), None, 403),
-    ("GET", SECRETS.path("globex-a", OBJECT), None, 403),
-    ("POST", dry(NS), {"metadata": {"name": "sa-ns"}}, 403),
-    ("GET", f"{NS}/acme-a", None, 403),
-    ("GET", TENANTS, None, 403),
-    ("GET", USERS, None, 403),
-    ("POST", dry(USERS), user_object("sa-user", "acme", "admin"), 403),
-    ("GET", "/api/v1/nodes", None, 403),
-    ("PATCH", PODS.path("acme-a", OBJECT) + "/status", {"status": {}}, 403),
-], ids=lambda v: v if isinstance(v, str) else None)
-def test_member_service_account_stays_in_its_namespace(world: TenantWorld, robot: str, method: str, path: str,
-                                                       body: JSON | None, want: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "want"),
+    [
+        ("GET", PODS.path("acme-a"), None, 200),
+        ("POST", dry(CMS.path("acme-a")), CMS.body("sa-made", "acme-a"), 201),
+        ("GET", SECRETS.path("acme-a", OBJECT), None, 200),
+        ("GET", PODS.path("acme-b"), None, 403),
+        ("POST", dry(CMS.path("acme-b")), CMS.body("sa-made", "acme-b"), 403),
+        ("GET", PODS.path("globex-a"), None, 403),
+        ("GET", SECRETS.path("globex-a", OBJECT), None, 403),
+        ("POST", dry(NS), {"metadata": {"name": "sa-ns"}}, 403),
+        ("GET", f"{NS}/acme-a", None, 403),
+        ("GET", TENANTS, None, 403),
+        ("GET", USERS, None, 403),
+        ("POST", dry(USERS), user_object("sa-user", "acme", "admin"), 403),
+        ("GET", "/api/v1/nodes", None, 403),
+        ("PATCH", PODS.path("acme-a", OBJECT) + "/status", {"status": {}}, 403),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_member_service_account_stays_in_its_namespace(
+    world: TenantWorld, robot: str, method: str, path: str, body: JSON | None, want: int
+) -> None:
     r = world.http(robot).request(method, path, json=body, headers=MERGE if method == "PATCH" else {})
     assert r.status_code == want, r.text
 
@@ -1105,8 +1358,10 @@ def test_service_account_token_for_another_audience(world: TenantWorld) -> None:
     world.create_sa("acme-admin", "acme-a", "aud-robot", "member")
 
     def token(audiences: list[str]) -> str:
-        r = world.http("acme-admin").post("/api/v1/namespaces/acme-a/serviceaccounts/aud-robot/token",
-                                          json={"spec": {"audiences": audiences}})
+        r = world.http("acme-admin").post(
+            "/api/v1/namespaces/acme-a/serviceaccounts/aud-robot/token",
+            json={"spec": {"audiences": audiences}},
+        )
         assert r.status_code == 201 and r.json()["spec"]["audiences"] == audiences, r.text
         return str(r.json()["status"]["token"])
 
@@ -1131,8 +1386,10 @@ def test_bound_token_dies_with_pod_and_account(world: TenantWorld) -> None:
     world.create_sa("acme-admin", "acme-b", "bound", "member")  # same name, new account
     assert not world.works(unbound)
     # a token bound to a pod that runs as another account is refused
-    r = world.http("acme-admin").post("/api/v1/namespaces/acme-b/serviceaccounts/bound/token", json={"spec": {
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": OBJECT}}})
+    r = world.http("acme-admin").post(
+        "/api/v1/namespaces/acme-b/serviceaccounts/bound/token",
+        json={"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": OBJECT}}},
+    )
     assert r.status_code == 422, r.text
 
 
@@ -1146,8 +1403,10 @@ def test_quota_pods_memory_namespaces(world: TenantWorld) -> None:
     h = world.http(admin)
     r = h.post(PODS.path("initech-a"), json=pod_with("huge", "initech-a", memory="2Gi"))
     assert_forbidden(r.status_code, r.json())
-    assert ('exceeded quota of tenant "initech": memory: requested 2080Mi, used 0, limited 1Gi '
-            "(over by 1056Mi)" in r.json()["message"]), r.json()["message"]
+    assert (
+        'exceeded quota of tenant "initech": memory: requested 2080Mi, used 0, limited 1Gi '
+        "(over by 1056Mi)" in r.json()["message"]
+    ), r.json()["message"]
     for name in ("p1", "p2"):
         assert h.post(PODS.path("initech-a"), json=pod_with(name, "initech-a")).status_code == 201
     proc = world.kubectl(admin, "run", "p3", "--image=busybox", "-n", "initech-a")
@@ -1161,8 +1420,9 @@ def test_quota_pods_memory_namespaces(world: TenantWorld) -> None:
     # the quota holds across the tenant's namespaces, and a finished pod frees its slot
     r = h.post(PODS.path("initech-b"), json=pod_with("p3", "initech-b"))
     assert r.status_code == 403 and "pods: requested 1, used 2" in r.json()["message"]
-    world.op("PATCH", PODS.path("initech-a", "p1") + "/status", {"status": {"phase": "Succeeded"}},
-             headers=MERGE)
+    world.op(
+        "PATCH", PODS.path("initech-a", "p1") + "/status", {"status": {"phase": "Succeeded"}}, headers=MERGE
+    )
     assert h.post(PODS.path("initech-b"), json=pod_with("p3", "initech-b")).status_code == 201
 
 
@@ -1183,14 +1443,19 @@ def test_quota_applies_to_operator_created_pods(world: TenantWorld) -> None:
     deployments = KIND["deployments"]
     deploy = deployments.body("app", "initech3-a")
     assert world.http(admin).post(deployments.path("initech3-a"), json=deploy).status_code == 201
-    r = world.http(admin).patch(deployments.path("initech3-a", "app") + "/scale",
-                                json={"spec": {"replicas": 5}}, headers=MERGE)
+    r = world.http(admin).patch(
+        deployments.path("initech3-a", "app") + "/scale", json={"spec": {"replicas": 5}}, headers=MERGE
+    )
     assert r.status_code == 200 and r.json()["spec"]["replicas"] == 5, r.text
     template = deploy["spec"]["template"]
     codes = []
     for i in range(5):
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": f"app-{i}"},
-               "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {**template["metadata"], "name": f"app-{i}"},
+            "spec": template["spec"],
+        }
         r = world.http("operator").post(PODS.path("initech3-a"), json=pod)
         codes.append(r.status_code)
         if r.status_code == 403:
@@ -1224,8 +1489,9 @@ def test_quota_under_concurrent_creates(world: TenantWorld, round_: int) -> None
 
 
 def test_quota_storage_and_claims(world: TenantWorld) -> None:
-    h = world.http(world.fresh_tenant("initech5", {"quota": {"persistentvolumeclaims": "1",
-                                                              "storage": "1Gi"}}))
+    h = world.http(
+        world.fresh_tenant("initech5", {"quota": {"persistentvolumeclaims": "1", "storage": "1Gi"}})
+    )
     claims = KIND["persistentvolumeclaims"]
     big = claims.body("big", "initech5-a")
     big["spec"]["resources"]["requests"]["storage"] = "5Gi"
@@ -1259,17 +1525,37 @@ POLICY_CASES: list[tuple[str, Callable[[JSON], None], int, str]] = [
     ("hostNetwork", _spec(hostNetwork=True), 403, f"hostNetwork: {NO_HOST}"),
     ("hostPID", _spec(hostPID=True), 403, f"hostPID: {NO_HOST}"),
     ("hostIPC", _spec(hostIPC=True), 403, f"hostIPC: {NO_HOST}"),
-    ("privileged", _container(securityContext=PRIVILEGED), 403,
-     f"containers[0].securityContext.privileged: {NOT_PRIVILEGED}"),
-    ("privileged-init", _spec(initContainers=[{"name": "i", "image": "x", "securityContext": PRIVILEGED}]),
-     403, f"initContainers[0].securityContext.privileged: {NOT_PRIVILEGED}"),
+    (
+        "privileged",
+        _container(securityContext=PRIVILEGED),
+        403,
+        f"containers[0].securityContext.privileged: {NOT_PRIVILEGED}",
+    ),
+    (
+        "privileged-init",
+        _spec(initContainers=[{"name": "i", "image": "x", "securityContext": PRIVILEGED}]),
+        403,
+        f"initContainers[0].securityContext.privileged: {NOT_PRIVILEGED}",
+    ),
     # refused before admission: validation knows no hostPath volumes at all
-    ("hostPath", _spec(volumes=[{"name": "h", "hostPath": {"path": "/etc"}}]), 422,
-     'volumes[0].hostPath: Unsupported value: "hostPath"'),
-    ("runtimeClassName", _spec(runtimeClassName="gvisor"), 403,
-     'runtimeClassName: runtime class "gvisor" is not allowed for tenant "umbrella" (allowed: hypervm)'),
-    ("kernel", _annotate(**{"hypernetes.io/kernel": "custom-6.6"}), 403,
-     'kernel "custom-6.6" is not allowed for tenant "umbrella" (allowed: hypernetes, lts-6.1)'),
+    (
+        "hostPath",
+        _spec(volumes=[{"name": "h", "hostPath": {"path": "/etc"}}]),
+        422,
+        'volumes[0].hostPath: Unsupported value: "hostPath"',
+    ),
+    (
+        "runtimeClassName",
+        _spec(runtimeClassName="gvisor"),
+        403,
+        'runtimeClassName: runtime class "gvisor" is not allowed for tenant "umbrella" (allowed: hypervm)',
+    ),
+    (
+        "kernel",
+        _annotate(**{"hypernetes.io/kernel": "custom-6.6"}),
+        403,
+        'kernel "custom-6.6" is not allowed for tenant "umbrella" (allowed: hypernetes, lts-6.1)',
+    ),
 ]
 
 
@@ -1281,8 +1567,15 @@ def umbrella(world: TenantWorld) -> str:
 
 @pytest.mark.parametrize("kind", ("pods", "deployments", "replicasets", "jobs"))
 @pytest.mark.parametrize(("case", "change", "code", "words"), POLICY_CASES, ids=[c[0] for c in POLICY_CASES])
-def test_pod_policy(world: TenantWorld, umbrella: str, kind: str, case: str, change: Callable[[JSON], None],
-                    code: int, words: str) -> None:
+def test_pod_policy(
+    world: TenantWorld,
+    umbrella: str,
+    kind: str,
+    case: str,
+    change: Callable[[JSON], None],
+    code: int,
+    words: str,
+) -> None:
     k = KIND[kind]
     obj = k.body(f"pol-{case.lower()}", "umbrella-a")
     change(obj if kind == "pods" else obj["spec"]["template"])
@@ -1291,16 +1584,21 @@ def test_pod_policy(world: TenantWorld, umbrella: str, kind: str, case: str, cha
     message = r.json()["message"]
     assert words in message, message
     if case == "kernel":  # the field path names the pod's metadata or the template's
-        assert ("" if kind == "pods" else "spec.template.") + "metadata.annotations[hypernetes.io/kernel]" \
-            in message
+        assert (
+            "" if kind == "pods" else "spec.template."
+        ) + "metadata.annotations[hypernetes.io/kernel]" in message
     else:  # the pod's spec or the template's
         assert ("spec." if kind == "pods" else "spec.template.spec.") + words.split(":")[0] in message
 
 
 def test_pod_policy_allows_what_the_tenant_may(world: TenantWorld, umbrella: str) -> None:
     # a kernel is admitted only if a node offers it: node-a's agent says it has lts-6.1
-    world.op("PATCH", "/api/v1/nodes/node-a", {"metadata": {"annotations": {
-        "hypernetes.io/kernels": "hypernetes,lts-6.1"}}}, headers=MERGE)
+    world.op(
+        "PATCH",
+        "/api/v1/nodes/node-a",
+        {"metadata": {"annotations": {"hypernetes.io/kernels": "hypernetes,lts-6.1"}}},
+        headers=MERGE,
+    )
     pod = PODS.body("allowed", "umbrella-a")
     pod["metadata"]["annotations"] = {"hypernetes.io/kernel": "lts-6.1"}
     pod["spec"]["runtimeClassName"] = "hypervm"
@@ -1322,12 +1620,16 @@ def test_pod_policy_on_template_update(world: TenantWorld, umbrella: str) -> Non
     k = KIND["deployments"]
     r = world.http(umbrella).post(k.path("umbrella-a"), json=k.body("tmpl", "umbrella-a"))
     assert r.status_code == 201
-    r = world.http(umbrella).patch(k.path("umbrella-a", "tmpl"), headers=MERGE,
-                                   json={"spec": {"template": {"spec": {"hostNetwork": True}}}})
+    r = world.http(umbrella).patch(
+        k.path("umbrella-a", "tmpl"),
+        headers=MERGE,
+        json={"spec": {"template": {"spec": {"hostNetwork": True}}}},
+    )
     assert_forbidden(r.status_code, r.json())
     assert f"spec.template.spec.hostNetwork: {NO_HOST}" in r.json()["message"]
-    proc = world.kubectl(umbrella, "run", "k", "--image=busybox", "-n", "umbrella-a",
-                         '--overrides={"spec":{"hostPID":true}}')
+    proc = world.kubectl(
+        umbrella, "run", "k", "--image=busybox", "-n", "umbrella-a", '--overrides={"spec":{"hostPID":true}}'
+    )
     kubectl_forbidden(proc)
     assert f"spec.hostPID: {NO_HOST}" in proc.stderr
 
@@ -1370,4 +1672,5 @@ def test_audit_node_and_subresources(world: TenantWorld) -> None:
     assert r.status_code == 403
     assert [(e["user"], e["tenant"], e["verb"], e["subresource"], e["code"]) for e in world.audit()[-2:]] == [
         ("system:node:node-a", "acme", "patch", "status", 200),
-        ("globex-admin", "globex", "create", "token", 403)]
+        ("globex-admin", "globex", "create", "token", 403),
+    ]

@@ -42,16 +42,21 @@ def read_limits(groups: cg.Cgroups, name: str) -> dict[str, int | None]:
     cpu, mem = groups.controller_dir("cpu", name), groups.controller_dir("memory", name)
     if groups.layout.version == 2:
         quota, period = (cpu / "cpu.max").read_text().split()
-        return {"quota": None if quota == "max" else int(quota), "period": int(period),
-                "weight": int((cpu / "cpu.weight").read_text()),
-                "memory": int((mem / "memory.max").read_text()),
-                "pids": int((groups.controller_dir("pids", name) / "pids.max").read_text())}
+        return {
+            "quota": None if quota == "max" else int(quota),
+            "period": int(period),
+            "weight": int((cpu / "cpu.weight").read_text()),
+            "memory": int((mem / "memory.max").read_text()),
+            "pids": int((groups.controller_dir("pids", name) / "pids.max").read_text()),
+        }
     quota_us = int((cpu / "cpu.cfs_quota_us").read_text())
-    return {"quota": None if quota_us < 0 else quota_us,
-            "period": int((cpu / "cpu.cfs_period_us").read_text()),
-            "weight": int((cpu / "cpu.shares").read_text()),
-            "memory": int((mem / "memory.limit_in_bytes").read_text()),
-            "pids": int((groups.controller_dir("pids", name) / "pids.max").read_text())}
+    return {
+        "quota": None if quota_us < 0 else quota_us,
+        "period": int((cpu / "cpu.cfs_period_us").read_text()),
+        "weight": int((cpu / "cpu.shares").read_text()),
+        "memory": int((mem / "memory.limit_in_bytes").read_text()),
+        "pids": int((groups.controller_dir("pids", name) / "pids.max").read_text()),
+    }
 
 
 def cpu_stat(groups: cg.Cgroups, name: str) -> tuple[int, float]:
@@ -90,10 +95,13 @@ def test_detect_v1_hybrid_and_v2(tmp_path: Path) -> None:
     (v1 / "unified").mkdir(parents=True)
     (v1 / "unified" / "cgroup.controllers").write_text("\n")  # a hybrid host's empty cgroup2
     info = tmp_path / "mountinfo"
-    info.write_text("".join(
-        f"{30 + i} 25 0:{40 + i} / {v1}/{c} rw,relatime shared:{i} - cgroup cgroup rw,{c}\n"
-        for i, c in enumerate(("cpu", "cpuacct", "memory", "pids", "blkio")))
-        + f"50 25 0:60 / {v1}/unified rw shared:9 - cgroup2 cgroup2 rw\n")
+    info.write_text(
+        "".join(
+            f"{30 + i} 25 0:{40 + i} / {v1}/{c} rw,relatime shared:{i} - cgroup cgroup rw,{c}\n"
+            for i, c in enumerate(("cpu", "cpuacct", "memory", "pids", "blkio"))
+        )
+        + f"50 25 0:60 / {v1}/unified rw shared:9 - cgroup2 cgroup2 rw\n"
+    )
     own = tmp_path / "cgroup"
     own.write_text("5:memory:/agent.service\n4:cpu:/\n0::/\n")
     layout = cg.detect(info, own)
@@ -125,7 +133,10 @@ def test_v2_files_written(tmp_path: Path) -> None:
     assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +memory +pids +io"
     assert (tmp_path / "hypernetes.slice" / "cpu.max").read_text() == "190000 100000"
     assert {f: (d / f).read_text() for f in ("cpu.max", "cpu.weight", "memory.max")} == {
-        "cpu.max": "50000 100000", "cpu.weight": "20", "memory.max": str(200 * MiB)}
+        "cpu.max": "50000 100000",
+        "cpu.weight": "20",
+        "memory.max": str(200 * MiB),
+    }
 
 
 def test_uid_pool_unique_reclaimed_and_ranged(tmp_path: Path) -> None:
@@ -154,8 +165,12 @@ def test_unprivileged_runs_unconfined(caplog: pytest.LogCaptureFixture) -> None:
     confiner = Confiner(enabled=False)
     assert "not running as root: pod VMs run as uid" in caplog.text
     assert "without a jail or cgroups" in caplog.text
-    assert confiner.prepare("p", Path("/nonexistent"), (), VMSize(1, 64 * MiB), Path("/k"), Path("/i"),
-                            "tcg", False) is None
+    assert (
+        confiner.prepare(
+            "p", Path("/nonexistent"), (), VMSize(1, 64 * MiB), Path("/k"), Path("/i"), "tcg", False
+        )
+        is None
+    )
 
 
 # -- real VMs -------------------------------------------------------------------------------------
@@ -164,8 +179,16 @@ def test_unprivileged_runs_unconfined(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.slow
 @needs_root
 async def test_qemu_is_jailed_and_in_its_cgroup(hypervm: HyperVM, busybox_ref: str, tmp_path: Path) -> None:
-    spec = pod("jail1", ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600"),
-                                      cpu_limit_millis=500, memory_limit=64 * MiB))
+    spec = pod(
+        "jail1",
+        ContainerSpec(
+            name="main",
+            image=busybox_ref,
+            command=("sleep", "600"),
+            cpu_limit_millis=500,
+            memory_limit=64 * MiB,
+        ),
+    )
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("jail1", "main")
     sandbox_dir = hypervm.root / "jail1"
@@ -205,8 +228,11 @@ async def test_qemu_is_jailed_and_in_its_cgroup(hypervm: HyperVM, busybox_ref: s
             assert path.endswith(f"/{name}"), line
     # the parent of all pod VMs is capped at the node's allocatable CPU (its CPUs less the reserve)
     parent = groups.controller_dir("cpu", "")
-    parent_quota = ((parent / "cpu.max").read_text().split()[0] if groups.layout.version == 2
-                    else (parent / "cpu.cfs_quota_us").read_text().strip())
+    parent_quota = (
+        (parent / "cpu.max").read_text().split()[0]
+        if groups.layout.version == 2
+        else (parent / "cpu.cfs_quota_us").read_text().strip()
+    )
     assert int(parent_quota) == cg.quota_us((os.cpu_count() or 1) * 1000 - cg.reserved_millicpu())
     size = vm_size(spec.containers)
     limits = read_limits(groups, name)
@@ -243,8 +269,9 @@ async def test_cpu_limit_throttles_a_spinning_guest(hypervm: HyperVM, busybox_re
 
 @pytest.mark.slow
 @needs_root
-async def test_adopted_vm_keeps_its_cgroup_and_uid(hypervm: HyperVM, busybox_ref: str,
-                                                   tmp_path: Path) -> None:
+async def test_adopted_vm_keeps_its_cgroup_and_uid(
+    hypervm: HyperVM, busybox_ref: str, tmp_path: Path
+) -> None:
     spec = pod("jail2", ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600")))
     await hypervm.create_sandbox(spec)
     await hypervm.start_container("jail2", "main")
@@ -281,14 +308,27 @@ async def test_jailed_qemu_opens_kvm(hypervm: HyperVM, tmp_path: Path) -> None:
 
     async def start(name: str, drop_group: bool) -> tuple[object, str]:
         vm_dir = tmp_path / name
-        jail = confiner.prepare(name, vm_dir, (), VMSize(1, 64 * MiB), kernel.image, kernel.initrd,
-                                "kvm", True)
+        jail = confiner.prepare(
+            name, vm_dir, (), VMSize(1, 64 * MiB), kernel.image, kernel.initrd, "kvm", True
+        )
         assert jail is not None
         if drop_group:
             jail = dataclasses.replace(jail, groups=())
-        vm = QemuVM(VMConfig(name=name, dir=vm_dir, kernel=kernel.image, initrd=kernel.initrd, vcpus=1,
-                             memory_mib=64, accel="kvm", acpi=kernel.acpi, cmdline=kernel.cmdline,
-                             die_with_parent=True, jail=jail))
+        vm = QemuVM(
+            VMConfig(
+                name=name,
+                dir=vm_dir,
+                kernel=kernel.image,
+                initrd=kernel.initrd,
+                vcpus=1,
+                memory_mib=64,
+                accel="kvm",
+                acpi=kernel.acpi,
+                cmdline=kernel.cmdline,
+                die_with_parent=True,
+                jail=jail,
+            )
+        )
         try:
             await vm.start()
             assert vm.pid is not None

@@ -41,19 +41,26 @@ def busybox_full() -> ImageSpec:
     for applet in listed.stdout.split():
         if applet != "busybox":
             links.symlink(f"bin/{applet}", "/bin/busybox")
-    return ImageSpec([Layer(busybox_base()), Layer(links.tar())], cmd=["sh"],
-                     env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    return ImageSpec(
+        [Layer(busybox_base()), Layer(links.tar())],
+        cmd=["sh"],
+        env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    )
 
 
 def _config(directory: Path, port: int) -> str:
     # JSON is YAML: the registry reads it as its config file
-    return json.dumps({
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(directory / "storage")},
-                    "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": os.urandom(16).hex()},
-    })
+    return json.dumps(
+        {
+            "version": 0.1,
+            "log": {"level": "warn", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(directory / "storage")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": f"127.0.0.1:{port}", "secret": os.urandom(16).hex()},
+        }
+    )
 
 
 def _answers(port: int) -> bool:
@@ -72,7 +79,7 @@ def _pid(directory: Path) -> int | None:
         return None
     # a zombie (no init reaping in a container) is gone; a reused pid is not our registry
     fields = stat.rsplit(")", 1)[1].split()
-    comm = stat[stat.find("(") + 1:stat.rfind(")")]
+    comm = stat[stat.find("(") + 1 : stat.rfind(")")]
     return pid if fields[0] != "Z" and "registry" in comm else None
 
 
@@ -84,9 +91,13 @@ def start(directory: Path, port: int) -> int:
             return 1
         (directory / "config.yml").write_text(_config(directory, port))
         with open(directory / "registry.log", "ab") as log:
-            proc = subprocess.Popen([REGISTRY_BIN, "serve", str(directory / "config.yml")],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # outlives `make`
+            proc = subprocess.Popen(
+                [REGISTRY_BIN, "serve", str(directory / "config.yml")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # outlives `make`
         (directory / "registry.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 20
         while not _answers(port):
@@ -98,8 +109,17 @@ def start(directory: Path, port: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         layout = OciLayout(Path(tmp) / "busybox")
         layout.add(busybox_full(), "t")
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout.root}:t",
-                        f"docker://127.0.0.1:{port}/{IMAGE}"], check=True)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"oci:{layout.root}:t",
+                f"docker://127.0.0.1:{port}/{IMAGE}",
+            ],
+            check=True,
+        )
     print(f"registry: 127.0.0.1:{port}/{IMAGE} is ready (data in {directory}; stop: tools/registry.py stop)")
     return 0
 
@@ -119,8 +139,11 @@ def stop(directory: Path) -> int:
 
 
 def main() -> int:
-    default_dir = Path("/var/lib/hypernetes-registry") if os.geteuid() == 0 else \
-        Path.home() / ".local/share/hypernetes-registry"
+    default_dir = (
+        Path("/var/lib/hypernetes-registry")
+        if os.geteuid() == 0
+        else Path.home() / ".local/share/hypernetes-registry"
+    )
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=("start", "stop"))
     p.add_argument("--port", type=int, default=5000)

@@ -32,8 +32,17 @@ if TYPE_CHECKING:
 JSON = dict[str, Any]
 Path = tuple[str, ...]
 
-_LIST_KEYS = (("containerPort", "protocol"), ("port", "protocol"), ("name",), ("mountPath",),
-              ("devicePath",), ("ip",), ("type",), ("key",), ("topologyKey",))
+_LIST_KEYS = (
+    ("containerPort", "protocol"),
+    ("port", "protocol"),
+    ("name",),
+    ("mountPath",),
+    ("devicePath",),
+    ("ip",),
+    ("type",),
+    ("key",),
+    ("topologyKey",),
+)
 _META_TRACKED = ("labels", "annotations", "finalizers", "ownerReferences")
 
 
@@ -93,8 +102,10 @@ def value_at(obj: Any, path: Path) -> Any:
             want = json.loads(tok[2:])
             if not isinstance(cur, list):
                 return _MISSING
-            cur = next((i for i in cur if isinstance(i, dict)
-                        and all(i.get(k) == v for k, v in want.items())), _MISSING)
+            cur = next(
+                (i for i in cur if isinstance(i, dict) and all(i.get(k) == v for k, v in want.items())),
+                _MISSING,
+            )
             if cur is _MISSING:
                 return cur
     return cur
@@ -116,8 +127,9 @@ def _remove(obj: JSON, path: Path) -> None:
         parent.pop(last[2:], None)
     elif last.startswith("k:") and isinstance(parent, list):
         want = json.loads(last[2:])
-        parent[:] = [i for i in parent if not (isinstance(i, dict)
-                                               and all(i.get(k) == v for k, v in want.items()))]
+        parent[:] = [
+            i for i in parent if not (isinstance(i, dict) and all(i.get(k) == v for k, v in want.items()))
+        ]
 
 
 def to_fields_v1(paths: set[Path]) -> JSON:
@@ -168,20 +180,28 @@ def _set_entries(obj: JSON, entries: list[JSON]) -> None:
 
 
 def _entry(manager: str, operation: str, api_version: str, paths: set[Path], subresource: str) -> JSON:
-    e: JSON = {"manager": manager, "operation": operation, "apiVersion": api_version,
-               "time": objects.now(), "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(paths)}
+    e: JSON = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": objects.now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(paths),
+    }
     if subresource:
         e["subresource"] = subresource
     return e
 
 
 def _same(e: JSON, manager: str, operation: str, subresource: str) -> bool:
-    return bool(e.get("manager") == manager and e.get("operation") == operation
-                and e.get("subresource", "") == subresource)
+    return bool(
+        e.get("manager") == manager
+        and e.get("operation") == operation
+        and e.get("subresource", "") == subresource
+    )
 
 
-def record_update(new: JSON, old: JSON | None, manager: str, api_version: str,
-                  subresource: str = "") -> None:
+def record_update(new: JSON, old: JSON | None, manager: str, api_version: str, subresource: str = "") -> None:
     """managedFields after a non-apply write of `new` (over `old`) by `manager`."""
     new_fields = field_set(new, subresource)
     changed = new_fields if old is None else {p for p in new_fields if value_at(new, p) != value_at(old, p)}
@@ -214,8 +234,9 @@ async def _parse_applied(raw: bytes) -> JSON:
     return obj
 
 
-async def server_side_apply(res: Resources, request: web.Request, t: Target, raw: bytes,
-                            manager: str, *, force: bool) -> web.StreamResponse:
+async def server_side_apply(
+    res: Resources, request: web.Request, t: Target, raw: bytes, manager: str, *, force: bool
+) -> web.StreamResponse:
     applied = await _parse_applied(raw)
     res._check_type(t, applied)
     if not applied.get("apiVersion") or not applied.get("kind"):
@@ -268,17 +289,24 @@ async def server_side_apply(res: Resources, request: web.Request, t: Target, raw
                 continue
             paths -= taken
             if paths:
-                out.append(e if paths == from_fields_v1(e.get("fieldsV1") or {})
-                           else {**e, "fieldsV1": to_fields_v1(paths)})
+                out.append(
+                    e
+                    if paths == from_fields_v1(e.get("fieldsV1") or {})
+                    else {**e, "fieldsV1": to_fields_v1(paths)}
+                )
         patch = {k: v for k, v in applied.items() if k != "metadata"}
         patch["metadata"] = {k: v for k, v in applied["metadata"].items() if k in _META_TRACKED}
-        new = schema.apply_patch(t.kind, copy.deepcopy(cur), json.dumps(patch).encode(),
-                                 "application/strategic-merge-patch+json")
+        new = schema.apply_patch(
+            t.kind, copy.deepcopy(cur), json.dumps(patch).encode(), "application/strategic-merge-patch+json"
+        )
         others -= taken
         for p in sorted(mine_before - fields - others, key=len, reverse=True):
             _remove(new, p)
-        mine = mine_entry if mine_entry is not None and mine_before == fields \
+        mine = (
+            mine_entry
+            if mine_entry is not None and mine_before == fields
             else _entry(manager, "Apply", t.kind.api_version, fields, sub)
+        )
         out.insert(at if at >= 0 else len(out), mine)
         _set_entries(new, out)
         return new
@@ -287,8 +315,14 @@ async def server_side_apply(res: Resources, request: web.Request, t: Target, raw
 
 
 def _conflict_error(conflicts: list[tuple[str, Path]], api_version: str) -> ApiError:
-    causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}" using {api_version}',
-               "field": human(p)} for m, p in conflicts]
+    causes = [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f'conflict with "{m}" using {api_version}',
+            "field": human(p),
+        }
+        for m, p in conflicts
+    ]
     lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
     n = len(conflicts)
     if n == 1:

@@ -138,9 +138,17 @@ class _Bucket:
 
 
 class AuditLog:
-    def __init__(self, path: Path, *, max_bytes: int = 50 * 1024 * 1024, backups: int = 5,
-                 tenant_max_bytes: int = 16 * 1024 * 1024, tenant_backups: int = 4,
-                 window: float = WINDOW, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 50 * 1024 * 1024,
+        backups: int = 5,
+        tenant_max_bytes: int = 16 * 1024 * 1024,
+        tenant_backups: int = 4,
+        window: float = WINDOW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.window, self._clock = path, window, clock
         self._sizes = {MAIN: (max_bytes, backups)}
@@ -175,8 +183,9 @@ class AuditLog:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         max_bytes, backups = self._sizes.get(stream, self._tenant_size)
-        h = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
-                                                 encoding="utf-8")
+        h = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
         h.setFormatter(logging.Formatter("%(message)s"))
         self._handlers[stream] = h
         while len(self._handlers) > MAX_OPEN:
@@ -184,14 +193,35 @@ class AuditLog:
         return h
 
     def _write(self, stream: str, entry: JSON) -> None:
-        self._handler(stream).emit(logging.makeLogRecord({
-            "msg": json.dumps(entry, separators=(",", ":")), "levelno": logging.INFO, "levelname": "INFO"}))
+        self._handler(stream).emit(
+            logging.makeLogRecord(
+                {
+                    "msg": json.dumps(entry, separators=(",", ":")),
+                    "levelno": logging.INFO,
+                    "levelname": "INFO",
+                }
+            )
+        )
 
     # -- records ---------------------------------------------------------------------------------
 
-    def record(self, *, user: UserInfo | None, tenant: str, verb: str, path: str, resource: str,
-               subresource: str, namespace: str, name: str, code: int, source: str,
-               stage: str = "ResponseComplete", detail: JSON | None = None, query: str = "") -> None:
+    def record(
+        self,
+        *,
+        user: UserInfo | None,
+        tenant: str,
+        verb: str,
+        path: str,
+        resource: str,
+        subresource: str,
+        namespace: str,
+        name: str,
+        code: int,
+        source: str,
+        stage: str = "ResponseComplete",
+        detail: JSON | None = None,
+        query: str = "",
+    ) -> None:
         now = self._clock()
         entry: JSON = {
             "ts": now_ts(now),
@@ -233,8 +263,16 @@ class AuditLog:
             pending = self._pending[exact]
             pending.written += 1
             return
-        coarse = (stream, entry["user"], entry["verb"], entry["resource"], entry["subresource"],
-                  entry["namespace"], entry["code"], entry["source"])
+        coarse = (
+            stream,
+            entry["user"],
+            entry["verb"],
+            entry["resource"],
+            entry["subresource"],
+            entry["namespace"],
+            entry["code"],
+            entry["source"],
+        )
         pending = self._pending.get(coarse)
         if pending is None:
             pending = _Pending({**entry, "name": None, "path": None}, now)
@@ -247,8 +285,12 @@ class AuditLog:
         pending.count += 1
         pending.last = now
         name = entry.get("name")
-        if name and pending.entry.get("name") is None and len(pending.names) < 10 \
-                and name not in pending.names:
+        if (
+            name
+            and pending.entry.get("name") is None
+            and len(pending.names) < 10
+            and name not in pending.names
+        ):
             pending.names.append(str(name))
 
     def _hold(self, key: tuple[Any, ...], pending: _Pending) -> None:
@@ -260,8 +302,14 @@ class AuditLog:
     def _emit(self, key: tuple[Any, ...], p: _Pending) -> None:
         if p.count == 0:
             return
-        out = {**p.entry, "ts": now_ts(p.last), "stage": "Aggregated", "count": p.count,
-               "firstTs": now_ts(p.first), "lastTs": now_ts(p.last)}
+        out = {
+            **p.entry,
+            "ts": now_ts(p.last),
+            "stage": "Aggregated",
+            "count": p.count,
+            "firstTs": now_ts(p.first),
+            "lastTs": now_ts(p.last),
+        }
         if p.names:
             out["names"] = p.names  # a sample of what was asked for
         self._write(key[0], out)

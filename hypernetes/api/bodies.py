@@ -96,14 +96,18 @@ def check_node_graph(root: yaml.Node) -> int:
         stack.append((node, True))
         for kid in _children(node):
             if id(kid) in on_path:
-                raise BodyError(f"YAML alias at line {kid.start_mark.line + 1} refers to a node that "
-                                "contains it; JSON has no recursive values")
+                raise BodyError(
+                    f"YAML alias at line {kid.start_mark.line + 1} refers to a node that "
+                    "contains it; JSON has no recursive values"
+                )
             if id(kid) not in sizes:
                 stack.append((kid, False))
     expanded = sizes[id(root)][0]
     if expanded - len(sizes) > ALIAS_EXPANSION:
-        raise BodyError(f"YAML aliases expand the body to {expanded} nodes from {len(sizes)} written "
-                        f"out; at most {ALIAS_EXPANSION} more are allowed")
+        raise BodyError(
+            f"YAML aliases expand the body to {expanded} nodes from {len(sizes)} written "
+            f"out; at most {ALIAS_EXPANSION} more are allowed"
+        )
     return expanded - len(sizes)
 
 
@@ -125,6 +129,7 @@ def yaml_value(raw: bytes | str) -> Any:
 
 
 # -- JSON ----------------------------------------------------------------------------------------
+
 
 def check_depth(value: Any) -> None:
     """Refuses a JSON value nesting deeper than MAX_DEPTH (walks containers only, iteratively)."""

@@ -75,8 +75,12 @@ class ShedLog:
     def note(self, reason: str, source: str, detail: str) -> None:
         self.total[reason] += 1
         if self._handle is None:
-            log.warning("refusing connections: %s (from %s); summaries follow every %gs while it lasts",
-                        detail, source or "?", self.every)
+            log.warning(
+                "refusing connections: %s (from %s); summaries follow every %gs while it lasts",
+                detail,
+                source or "?",
+                self.every,
+            )
             self._started = time.monotonic()
             self._handle = asyncio.get_running_loop().call_later(self.every, self._summary)
         self.counts[(reason, source)] += 1
@@ -90,9 +94,13 @@ class ShedLog:
         for (reason, source), n in self.counts.items():
             by_reason[reason] += n
             by_source[source] += n
-        log.warning("refused %d connections in the last %.0fs (%s); top sources: %s", sum(by_reason.values()),
-                    time.monotonic() - self._started, ", ".join(f"{r}={n}" for r, n in by_reason.items()),
-                    ", ".join(f"{s}={n}" for s, n in by_source.most_common(3)))
+        log.warning(
+            "refused %d connections in the last %.0fs (%s); top sources: %s",
+            sum(by_reason.values()),
+            time.monotonic() - self._started,
+            ", ".join(f"{r}={n}" for r, n in by_reason.items()),
+            ", ".join(f"{s}={n}" for s, n in by_source.most_common(3)),
+        )
         self.counts.clear()
         self._started = time.monotonic()
         self._handle = asyncio.get_running_loop().call_later(self.every, self._summary)
@@ -135,8 +143,12 @@ class _Conn(asyncio.Protocol):
         assert self.raw is not None
         try:
             tls = await asyncio.get_running_loop().start_tls(
-                self.raw, self, self.gate.ssl_context, server_side=True,
-                ssl_handshake_timeout=self.gate.limits.handshake_timeout)
+                self.raw,
+                self,
+                self.gate.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.gate.limits.handshake_timeout,
+            )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, asyncio.CancelledError):
             self.raw.abort()
             return
@@ -191,8 +203,9 @@ class _Conn(asyncio.Protocol):
 
 
 class ConnectionGate:
-    def __init__(self, limits: ConnectionLimits, ssl_context: ssl.SSLContext,
-                 factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(
+        self, limits: ConnectionLimits, ssl_context: ssl.SSLContext, factory: Callable[[], asyncio.Protocol]
+    ) -> None:
         self.limits, self.ssl_context, self.factory = limits, ssl_context, factory
         self.max_total = connection_cap(limits, raise_nofile_limit())
         self.total = 0
@@ -209,8 +222,11 @@ class ConnectionGate:
             self.shed.note("total", conn.source, f"{self.total} open, the most allowed")
             return False
         if self.by_source[conn.source] >= self.limits.max_per_source:
-            self.shed.note("per-source", conn.source,
-                           f"{self.by_source[conn.source]} open from one address, the most allowed")
+            self.shed.note(
+                "per-source",
+                conn.source,
+                f"{self.by_source[conn.source]} open from one address, the most allowed",
+            )
             return False
         conn.admitted = True
         self.total += 1
@@ -266,21 +282,30 @@ class ConnectionGate:
                 await self._sweeper
 
     def render_metrics(self) -> str:
-        out = ["# TYPE apiserver_open_connections gauge", f"apiserver_open_connections {self.total}",
-               "# TYPE apiserver_max_connections gauge", f"apiserver_max_connections {self.max_total}",
-               "# TYPE apiserver_refused_connections_total counter"]
-        out += [f'apiserver_refused_connections_total{{reason="{r}"}} {n}'
-                for r, n in sorted(self.shed.total.items())]
-        out += ["# TYPE apiserver_timed_out_connections_total counter",
-                f"apiserver_timed_out_connections_total {self.timed_out}"]
+        out = [
+            "# TYPE apiserver_open_connections gauge",
+            f"apiserver_open_connections {self.total}",
+            "# TYPE apiserver_max_connections gauge",
+            f"apiserver_max_connections {self.max_total}",
+            "# TYPE apiserver_refused_connections_total counter",
+        ]
+        out += [
+            f'apiserver_refused_connections_total{{reason="{r}"}} {n}'
+            for r, n in sorted(self.shed.total.items())
+        ]
+        out += [
+            "# TYPE apiserver_timed_out_connections_total counter",
+            f"apiserver_timed_out_connections_total {self.timed_out}",
+        ]
         return "\n".join(out) + "\n"
 
 
 class GatedSite(web.TCPSite):
     """A TLS listener whose connections pass a ConnectionGate (aiohttp's TCPSite otherwise)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, gate: ConnectionGate,
-                 backlog: int = 512) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, *, gate: ConnectionGate, backlog: int = 512
+    ) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self.gate = gate
 
@@ -291,8 +316,13 @@ class GatedSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self.gate), self._host, self._port,
-                                                backlog=self._backlog, reuse_address=self._reuse_address)
+        self._server = await loop.create_server(
+            lambda: _Conn(self.gate),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+        )
         sock = self._server.sockets[0] if self._server.sockets else None
         self._bound_port = sock.getsockname()[1] if sock is not None else self._port
 
@@ -314,4 +344,5 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, shed: ShedLog) -> None:
             previous(lp, context)
         else:
             lp.default_exception_handler(context)
+
     loop.set_exception_handler(handler)

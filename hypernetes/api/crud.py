@@ -67,8 +67,11 @@ from hypernetes.store.interface import (
 JSON = dict[str, Any]
 Mutate = Callable[[JSON], Awaitable[JSON]]
 
-PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
-               "application/strategic-merge-patch+json")
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 APPLY_TYPE = "application/apply-patch+yaml"
 MAX_LIMIT = 10000
 
@@ -83,15 +86,22 @@ def _parse_continue(token: str) -> tuple[int, str]:
         d = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         return int(d["rv"]), str(d["start"])
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise bad_request("continue key is not valid: incorrect encoded start resourceVersion "
-                          "(version meta.k8s.io/v1)") from None
+        raise bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"
+        ) from None
 
 
 class Resources:
     """The resource handlers; one per server, sharing the store and the watch caches."""
 
-    def __init__(self, store: Store, caches: WatchCaches, *, bookmark_every: float = 60.0,
-                 admission: TenantAdmission | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        caches: WatchCaches,
+        *,
+        bookmark_every: float = 60.0,
+        admission: TenantAdmission | None = None,
+    ) -> None:
         self.store, self.caches = store, caches
         self.bookmark_every = bookmark_every
         self.admission = admission
@@ -105,11 +115,17 @@ class Resources:
             await self.admission.admit(user, t.kind.kind, t.namespace, obj, old)
         except Denied as e:
             meta = obj.get("metadata") or {}
-            raise forbidden(f'{t.resource} "{meta.get("name") or ""}" is forbidden: {e}',
-                            {"name": meta.get("name") or "", "kind": t.resource}) from None
+            raise forbidden(
+                f'{t.resource} "{meta.get("name") or ""}" is forbidden: {e}',
+                {"name": meta.get("name") or "", "kind": t.resource},
+            ) from None
         except Invalid as e:
-            raise invalid(t.kind.kind, (obj.get("metadata") or {}).get("name") or "", t.group, [{
-                "reason": "FieldValueForbidden", "message": str(e), "field": e.field}]) from None
+            raise invalid(
+                t.kind.kind,
+                (obj.get("metadata") or {}).get("name") or "",
+                t.group,
+                [{"reason": "FieldValueForbidden", "message": str(e), "field": e.field}],
+            ) from None
 
     # -- keys and reads ------------------------------------------------------------------------
 
@@ -154,10 +170,19 @@ class Resources:
         if deletion.terminating(json.loads(kv.value)):
             raise forbidden(
                 f'{t.resource} "{t.name or ""}" is forbidden: unable to create new content in namespace '
-                f'{t.namespace} because it is being terminated',
-                {"name": t.name or "", "kind": t.resource, "causes": [{
-                    "reason": "NamespaceTerminating", "field": "metadata.namespace",
-                    "message": f"namespace {t.namespace} is being terminated"}]})
+                f"{t.namespace} because it is being terminated",
+                {
+                    "name": t.name or "",
+                    "kind": t.resource,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "field": "metadata.namespace",
+                            "message": f"namespace {t.namespace} is being terminated",
+                        }
+                    ],
+                },
+            )
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -188,9 +213,11 @@ class Resources:
     def _selectors(self, request: web.Request, t: Target) -> Selectors:
         q = request.query
         scope = request.get(SCOPE)
-        return Selectors(parse_label_selector(q.get("labelSelector")),
-                         parse_field_selector(q.get("fieldSelector"), t.group, t.kind.kind),
-                         scope if callable(scope) else None)
+        return Selectors(
+            parse_label_selector(q.get("labelSelector")),
+            parse_field_selector(q.get("fieldSelector"), t.group, t.kind.kind),
+            scope if callable(scope) else None,
+        )
 
     async def list_(self, request: web.Request, t: Target) -> web.StreamResponse:
         q = request.query
@@ -219,11 +246,19 @@ class Resources:
             table["metadata"] = meta
             return respond(table, 200, TABLE_CT)
         if wants(accept, "PartialObjectMetadataList"):
-            body = {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-                    "items": [objects.partial_metadata(o) for o in items]}
+            body = {
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": [objects.partial_metadata(o) for o in items],
+            }
             return respond(body, 200, PARTIAL_LIST_CT)
-        body = {"kind": t.kind.kind + "List", "apiVersion": t.kind.api_version, "metadata": meta,
-                "items": items}
+        body = {
+            "kind": t.kind.kind + "List",
+            "apiVersion": t.kind.api_version,
+            "metadata": meta,
+            "items": items,
+        }
         return respond(body, 200, accept=accept)
 
     @staticmethod
@@ -233,11 +268,20 @@ class Resources:
         except ValueError:
             raise bad_request(f'invalid resource version "{value}"') from None
 
-    async def _list_page(self, prefix: str, sel: Selectors, start: str, limit: int, revision: int,
-                         t: Target, view: TenantView | None) -> tuple[list[JSON], int, str]:
+    async def _list_page(
+        self,
+        prefix: str,
+        sel: Selectors,
+        start: str,
+        limit: int,
+        revision: int,
+        t: Target,
+        view: TenantView | None,
+    ) -> tuple[list[JSON], int, str]:
         """Up to `limit` matching objects after key `start`, all read at one revision; the key to
         continue after ("" at the end). Filtering pages fill up by reading further, as upstream.
         `view`: a tenant caller's part of history, which filters too."""
+
         def keep(kv: KeyValue, obj: JSON, rev: int) -> bool:
             return sel.matches(obj) and (view is None or view.visible(obj, kv.create_revision, rev))
 
@@ -280,13 +324,16 @@ class Resources:
 
     @staticmethod
     def _expired_continue() -> ApiError:
-        err = ApiError(410, "Expired",
-                       "The provided continue parameter is too old to display a consistent list "
-                       "result. You can start a new list without the continue parameter, or use "
-                       "the continue token in this response to retrieve the remainder of the "
-                       "results. Continuing with the provided token results in an inconsistent "
-                       "list - objects that were created, modified, or deleted between the time "
-                       "the first chunk was returned and now may show up in the list.")
+        err = ApiError(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list "
+            "result. You can start a new list without the continue parameter, or use "
+            "the continue token in this response to retrieve the remainder of the "
+            "results. Continuing with the provided token results in an inconsistent "
+            "list - objects that were created, modified, or deleted between the time "
+            "the first chunk was returned and now may show up in the list.",
+        )
         err.details = None
         return err
 
@@ -294,9 +341,15 @@ class Resources:
         q = request.query
         sel = self._selectors(request, t)
         if t.name:  # the deprecated `GET .../pods/NAME?watch=true`
-            sel = Selectors(sel.labels, parse_field_selector(
-                f"metadata.name={t.name}" + (f",{q['fieldSelector']}" if q.get("fieldSelector") else ""),
-                t.group, t.kind.kind), sel.scope)
+            sel = Selectors(
+                sel.labels,
+                parse_field_selector(
+                    f"metadata.name={t.name}" + (f",{q['fieldSelector']}" if q.get("fieldSelector") else ""),
+                    t.group,
+                    t.kind.kind,
+                ),
+                sel.scope,
+            )
         ns = t.namespace if t.kind.namespaced else None
         prefix = objects.key_prefix(t.group, t.resource, None)
         key_prefix = objects.key_prefix(t.group, t.resource, ns)
@@ -322,10 +375,23 @@ class Resources:
         av, kind = t.kind.api_version, t.kind.kind
         bookmark = None
         if truthy(q.get("allowWatchBookmarks")):
+
             def bookmark(r: int) -> JSON:
                 return {"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": str(r)}}
-        wr = WatchRequest(prefix, key_prefix, after, initial, sel.matches, render, bookmark, timeout,
-                          self.bookmark_every, initial_events_end=truthy(send_initial), plain=plain)
+
+        wr = WatchRequest(
+            prefix,
+            key_prefix,
+            after,
+            initial,
+            sel.matches,
+            render,
+            bookmark,
+            timeout,
+            self.bookmark_every,
+            initial_events_end=truthy(send_initial),
+            plain=plain,
+        )
         expired: ApiError | None = None
         if view is not None:
             wr.sync = view.sync
@@ -359,18 +425,22 @@ class Resources:
     def _check_type(self, t: Target, obj: JSON) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
         if av and av != t.kind.api_version:
-            raise bad_request(f"the API version in the data ({av}) does not match the expected API "
-                              f"version ({t.kind.api_version})")
+            raise bad_request(
+                f"the API version in the data ({av}) does not match the expected API "
+                f"version ({t.kind.api_version})"
+            )
         if kind and kind != t.kind.kind:
-            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind "
-                              f"({t.kind.kind})")
+            raise bad_request(
+                f"the kind in the data ({kind}) does not match the expected kind ({t.kind.kind})"
+            )
         meta = obj.get("metadata")
         if meta is not None and not isinstance(meta, dict):
             raise bad_request("metadata must be an object")
         ns = (meta or {}).get("namespace")
         if t.kind.namespaced and ns and t.namespace and ns != t.namespace:
-            raise bad_request("the namespace of the provided object does not match the namespace "
-                              "sent on the request")
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
 
     def _validate(self, t: Target, obj: JSON, old: JSON | None) -> None:
         errors = schema.validate(t.kind, obj, old)
@@ -393,11 +463,24 @@ class Resources:
     async def prepare_create(self, t: Target, obj: JSON, manager: str) -> JSON:
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and not meta.get("generateName"):
-            raise invalid(t.kind.kind, "", t.group, [{
-                "reason": "FieldValueRequired", "field": "metadata.name",
-                "message": "Required value: name or generateName is required"}])
-        objects.stamp_create(obj, api_version=t.kind.api_version, kind=t.kind.kind,
-                             namespace=t.namespace if t.kind.namespaced else None)
+            raise invalid(
+                t.kind.kind,
+                "",
+                t.group,
+                [
+                    {
+                        "reason": "FieldValueRequired",
+                        "field": "metadata.name",
+                        "message": "Required value: name or generateName is required",
+                    }
+                ],
+            )
+        objects.stamp_create(
+            obj,
+            api_version=t.kind.api_version,
+            kind=t.kind.kind,
+            namespace=t.namespace if t.kind.namespaced else None,
+        )
         t = Target(t.kind, t.namespace, meta["name"], None)
         await self._check_namespace(t)
         if t.kind.kind == "Namespace":
@@ -427,8 +510,9 @@ class Resources:
         self._check_type(t, body)
         name = (body.get("metadata") or {}).get("name")
         if name and name != t.name:
-            raise bad_request(f"the name of the object ({name}) does not match the name on the URL "
-                              f"({t.name})")
+            raise bad_request(
+                f"the name of the object ({name}) does not match the name on the URL ({t.name})"
+            )
         body.setdefault("metadata", {})["name"] = t.name
         manager = field_manager(request)
 
@@ -439,8 +523,9 @@ class Resources:
                 raise conflict(t.resource, t.name or "", t.group, STALE)
             return new
 
-        return await self.update_with(request, t, mutate, manager, conditional=bool(
-            body["metadata"].get("resourceVersion")))
+        return await self.update_with(
+            request, t, mutate, manager, conditional=bool(body["metadata"].get("resourceVersion"))
+        )
 
     async def patch(self, request: web.Request, t: Target) -> web.StreamResponse:
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -448,10 +533,15 @@ class Resources:
         manager = field_manager(request)
         if ctype == APPLY_TYPE:
             if not request.query.get("fieldManager"):
-                raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: "
-                               "Required value: is required for apply patch")
-            return await apply.server_side_apply(self, request, t, raw, manager,
-                                                 force=truthy(request.query.get("force")))
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
+                    "Required value: is required for apply patch",
+                )
+            return await apply.server_side_apply(
+                self, request, t, raw, manager, force=truthy(request.query.get("force"))
+            )
         if ctype not in PATCH_TYPES:
             raise unsupported_media_type(ctype)
 
@@ -459,8 +549,11 @@ class Resources:
             try:
                 new = schema.apply_patch(t.kind, copy.deepcopy(cur), raw, ctype)
             except schema.PatchError as e:
-                raise ApiError(422 if "invalid" in str(e).lower() else 400, "BadRequest"
-                               if "invalid" not in str(e).lower() else "Invalid", str(e)) from None
+                raise ApiError(
+                    422 if "invalid" in str(e).lower() else 400,
+                    "BadRequest" if "invalid" not in str(e).lower() else "Invalid",
+                    str(e),
+                ) from None
             rv = (new.get("metadata") or {}).get("resourceVersion")
             if rv and rv != cur["metadata"]["resourceVersion"]:
                 raise conflict(t.resource, t.name or "", t.group, STALE)
@@ -468,14 +561,31 @@ class Resources:
 
         return await self.update_with(request, t, mutate, manager, conditional=False)
 
-    async def update_with(self, request: web.Request, t: Target, mutate: Mutate, manager: str,
-                          *, conditional: bool, operation: str = "Update") -> web.StreamResponse:
-        obj = await self.update_object(t, mutate, manager, conditional=conditional,
-                                       operation=operation, dry_run=dry_run(request))
+    async def update_with(
+        self,
+        request: web.Request,
+        t: Target,
+        mutate: Mutate,
+        manager: str,
+        *,
+        conditional: bool,
+        operation: str = "Update",
+    ) -> web.StreamResponse:
+        obj = await self.update_object(
+            t, mutate, manager, conditional=conditional, operation=operation, dry_run=dry_run(request)
+        )
         return self._render_one(request, t, obj)
 
-    async def update_object(self, t: Target, mutate: Mutate, manager: str, *, conditional: bool,
-                            operation: str = "Update", dry_run: bool = False) -> JSON:
+    async def update_object(
+        self,
+        t: Target,
+        mutate: Mutate,
+        manager: str,
+        *,
+        conditional: bool,
+        operation: str = "Update",
+        dry_run: bool = False,
+    ) -> JSON:
         """Read, mutate, write with compare-and-swap; unconditional changes retry on a race.
         Returns the object as stored (or as it would be, for a dry run)."""
         for _ in range(20):
@@ -587,6 +697,10 @@ class Resources:
             except ApiError as e:
                 if e.code != 404:
                     raise
-        body = {"kind": t.kind.kind + "List", "apiVersion": t.kind.api_version,
-                "metadata": {"resourceVersion": str(rev)}, "items": out}
+        body = {
+            "kind": t.kind.kind + "List",
+            "apiVersion": t.kind.api_version,
+            "metadata": {"resourceVersion": str(rev)},
+            "items": out,
+        }
         return respond(body)

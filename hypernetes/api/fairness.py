@@ -91,8 +91,15 @@ class Rejected(Exception):
 class PriorityLevel:
     """Seats of one priority level and the per-flow queues in front of them."""
 
-    def __init__(self, name: str, seats: int, queue_length: int, queue_timeout: float,
-                 active_window: float = 1.0, time_share: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        seats: int,
+        queue_length: int,
+        queue_timeout: float,
+        active_window: float = 1.0,
+        time_share: bool = True,
+    ) -> None:
         self.name, self.seats = name, seats
         self.queue_length, self.queue_timeout = queue_length, queue_timeout
         self.active_window, self.time_share = active_window, time_share
@@ -173,10 +180,19 @@ class PriorityLevel:
         request at a time, instead of making it wait for one and then share the loop with all."""
         horizon = time.monotonic() - self.active_window
         if len(self._seen) > 64:
-            self._seen = {f: t for f, t in self._seen.items()
-                          if t >= horizon or f in self.executing_by_flow or f in self.queues}
-        self._active = max(1, sum(1 for f, t in self._seen.items()
-                                  if t >= horizon or f in self.executing_by_flow or f in self.queues))
+            self._seen = {
+                f: t
+                for f, t in self._seen.items()
+                if t >= horizon or f in self.executing_by_flow or f in self.queues
+            }
+        self._active = max(
+            1,
+            sum(
+                1
+                for f, t in self._seen.items()
+                if t >= horizon or f in self.executing_by_flow or f in self.queues
+            ),
+        )
         self._cap = max(1, self.seats // self._active)
         if self._active == 1:
             self._not_before.clear()
@@ -199,8 +215,13 @@ class PriorityLevel:
             # that started a request longest ago
             eligible = [f for f in self.queues if self._eligible(f, now)]
             if not eligible:  # the free seats are kept for the other active flows
-                waits = [self._not_before[f] for f in self.queues if f in self._not_before
-                         and self._not_before[f] > now and self.executing_by_flow.get(f, 0) < self._cap]
+                waits = [
+                    self._not_before[f]
+                    for f in self.queues
+                    if f in self._not_before
+                    and self._not_before[f] > now
+                    and self.executing_by_flow.get(f, 0) < self._cap
+                ]
                 if waits and self._timer is None:
                     self._timer = asyncio.get_running_loop().call_at(min(waits), self._wake)
                 return
@@ -247,10 +268,15 @@ class FlowControl:
     def __init__(self, config: FairnessConfig, user_of: Callable[[web.Request], UserInfo | None]) -> None:
         self.config, self.user_of = config, user_of
         c = config
-        self.levels = {name: PriorityLevel(name, seats, c.queue_length, c.queue_timeout,
-                                           time_share=c.time_share) for name, seats in (
-            (SYSTEM, c.system_seats), (WORKLOAD, c.workload_seats), (GLOBAL, c.global_seats),
-            (UNAUTHENTICATED, c.unauthenticated_seats))}
+        self.levels = {
+            name: PriorityLevel(name, seats, c.queue_length, c.queue_timeout, time_share=c.time_share)
+            for name, seats in (
+                (SYSTEM, c.system_seats),
+                (WORKLOAD, c.workload_seats),
+                (GLOBAL, c.global_seats),
+                (UNAUTHENTICATED, c.unauthenticated_seats),
+            )
+        }
         self.long_running: dict[tuple[str, str], int] = defaultdict(int)  # (kind, flow) -> open
         self.rejected: dict[tuple[str, str], int] = defaultdict(int)  # (level, reason) -> count
         self._known: OrderedDict[bytes, float] = OrderedDict()  # credential digest -> last success
@@ -285,20 +311,28 @@ class FlowControl:
             async with asyncio.timeout(self.config.request_timeout):
                 return await handler(request)
         except TimeoutError:
-            raise ApiError(504, "Timeout", "Timeout: request did not complete within requested timeout "
-                           f"- context deadline exceeded ({self.config.request_timeout:g}s)") from None
+            raise ApiError(
+                504,
+                "Timeout",
+                "Timeout: request did not complete within requested timeout "
+                f"- context deadline exceeded ({self.config.request_timeout:g}s)",
+            ) from None
         finally:
             level.release(c.flow, started, self._fan_out(request, c))
 
-    async def _long_running(self, request: web.Request, handler: Handler, c: Classified,
-                            level: PriorityLevel) -> web.StreamResponse:
+    async def _long_running(
+        self, request: web.Request, handler: Handler, c: Classified, level: PriorityLevel
+    ) -> web.StreamResponse:
         limit = self._long_running_limit(c)
         key = (c.long_running, c.flow)
         if limit and self.long_running[key] >= limit:
             what = "watches" if c.long_running == "watch" else "long-running requests"
             await self._refuse(level.name, f"too-many-{c.long_running}")
-            raise too_many_requests(f"Too many requests: {c.flow} has {limit} {what} open, the most "
-                                    "allowed; close some and try again", 1)
+            raise too_many_requests(
+                f"Too many requests: {c.flow} has {limit} {what} open, the most "
+                "allowed; close some and try again",
+                1,
+            )
         self.long_running[key] += 1
         try:
             started = await self._acquire(level, c)
@@ -309,6 +343,7 @@ class FlowControl:
                 if held:
                     held = False
                     level.release(c.flow, started)
+
             request[SEAT_RELEASE] = _Release(release)  # called once the response starts (server.py signal)
             try:
                 return await handler(request)
@@ -350,8 +385,9 @@ class FlowControl:
     @web.middleware
     async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         cred = request.headers.get("Authorization")
-        digest = hashlib.blake2b(cred.encode("utf-8", "surrogateescape"), digest_size=16).digest() \
-            if cred else b""
+        digest = (
+            hashlib.blake2b(cred.encode("utf-8", "surrogateescape"), digest_size=16).digest() if cred else b""
+        )
         if not cred or digest in self._known:
             resp = await handler(request)
             if cred and self.user_of(request) is None:
@@ -364,11 +400,16 @@ class FlowControl:
         bucket = self._failures.get(source)
         trying = self._unknown_inflight[source]
         if (bucket is not None and bucket.empty()) or (
-                digest not in trying and len(trying) >= self.config.unknown_credential_inflight):
+            digest not in trying and len(trying) >= self.config.unknown_credential_inflight
+        ):
             await self._refuse(UNAUTHENTICATED, "authentication")
-            return error_response(too_many_requests(
-                "Too many requests with credentials that do not authenticate from this address, "
-                "please try again later.", 1))
+            return error_response(
+                too_many_requests(
+                    "Too many requests with credentials that do not authenticate from this address, "
+                    "please try again later.",
+                    1,
+                )
+            )
         trying[digest] += 1  # a client's first burst with one new token is one credential to try
         try:
             resp = await handler(request)
@@ -390,8 +431,9 @@ class FlowControl:
     def _failure(self, source: str) -> None:
         bucket = self._failures.get(source)
         if bucket is None:
-            bucket = self._failures[source] = TokenBucket(self.config.auth_failure_rate,
-                                                           self.config.auth_failure_burst)
+            bucket = self._failures[source] = TokenBucket(
+                self.config.auth_failure_rate, self.config.auth_failure_burst
+            )
             if len(self._failures) > 10_000:
                 self._failures.popitem(last=False)  # the source that failed least recently
         self._failures.move_to_end(source)
@@ -407,24 +449,38 @@ class FlowControl:
     # -- /metrics --------------------------------------------------------------------------------
 
     def render_metrics(self) -> str:
-        out = ["# HELP apiserver_flowcontrol_current_executing_requests Requests executing, by level.",
-               "# TYPE apiserver_flowcontrol_current_executing_requests gauge"]
-        out += [f'apiserver_flowcontrol_current_executing_requests{{priority_level="{n}"}} {lv.executing}'
-                for n, lv in self.levels.items()]
-        out += ["# HELP apiserver_flowcontrol_current_inqueue_requests Requests waiting for a seat.",
-                "# TYPE apiserver_flowcontrol_current_inqueue_requests gauge"]
-        out += [f'apiserver_flowcontrol_current_inqueue_requests{{priority_level="{n}"}} {lv.waiting}'
-                for n, lv in self.levels.items()]
-        out += ["# HELP apiserver_flowcontrol_rejected_requests_total Requests refused with 429.",
-                "# TYPE apiserver_flowcontrol_rejected_requests_total counter"]
-        out += [f'apiserver_flowcontrol_rejected_requests_total{{priority_level="{lv}",reason="{r}"}} {n}'
-                for (lv, r), n in sorted(self.rejected.items())]
-        out += ["# HELP apiserver_longrunning_requests Open watches and streams.",
-                "# TYPE apiserver_longrunning_requests gauge",
-                f'apiserver_longrunning_requests{{kind="watch"}} '
-                f'{sum(n for (k, _), n in self.long_running.items() if k == "watch")}',
-                f'apiserver_longrunning_requests{{kind="stream"}} '
-                f'{sum(n for (k, _), n in self.long_running.items() if k == "stream")}']
+        out = [
+            "# HELP apiserver_flowcontrol_current_executing_requests Requests executing, by level.",
+            "# TYPE apiserver_flowcontrol_current_executing_requests gauge",
+        ]
+        out += [
+            f'apiserver_flowcontrol_current_executing_requests{{priority_level="{n}"}} {lv.executing}'
+            for n, lv in self.levels.items()
+        ]
+        out += [
+            "# HELP apiserver_flowcontrol_current_inqueue_requests Requests waiting for a seat.",
+            "# TYPE apiserver_flowcontrol_current_inqueue_requests gauge",
+        ]
+        out += [
+            f'apiserver_flowcontrol_current_inqueue_requests{{priority_level="{n}"}} {lv.waiting}'
+            for n, lv in self.levels.items()
+        ]
+        out += [
+            "# HELP apiserver_flowcontrol_rejected_requests_total Requests refused with 429.",
+            "# TYPE apiserver_flowcontrol_rejected_requests_total counter",
+        ]
+        out += [
+            f'apiserver_flowcontrol_rejected_requests_total{{priority_level="{lv}",reason="{r}"}} {n}'
+            for (lv, r), n in sorted(self.rejected.items())
+        ]
+        out += [
+            "# HELP apiserver_longrunning_requests Open watches and streams.",
+            "# TYPE apiserver_longrunning_requests gauge",
+            f'apiserver_longrunning_requests{{kind="watch"}} '
+            f"{sum(n for (k, _), n in self.long_running.items() if k == 'watch')}",
+            f'apiserver_longrunning_requests{{kind="stream"}} '
+            f"{sum(n for (k, _), n in self.long_running.items() if k == 'stream')}",
+        ]
         return "\n".join(out) + "\n"
 
 
@@ -437,7 +493,7 @@ SEAT_RELEASE = web.RequestKey("fairness_seat_release", _Release)
 
 
 def long_running_kind(request: web.Request) -> str:
-    """"watch", "stream" (exec, attach, port-forward, a followed log) or "" for the rest."""
+    """ "watch", "stream" (exec, attach, port-forward, a followed log) or "" for the rest."""
     mi = request.match_info
     if "tail" not in mi or "version" not in mi:
         return ""
@@ -445,8 +501,12 @@ def long_running_kind(request: web.Request) -> str:
         t = parse_target(mi.get("group", ""), mi["version"], mi["tail"])
     except ApiError:
         return ""
-    if request.method == "GET" and not t.sub and "watch" in request.query \
-            and truthy(request.query.get("watch")):
+    if (
+        request.method == "GET"
+        and not t.sub
+        and "watch" in request.query
+        and truthy(request.query.get("watch"))
+    ):
         return "watch"
     if t.sub in STREAMS or (t.sub == "log" and truthy(request.query.get("follow"))):
         return "stream"

@@ -155,8 +155,11 @@ class Ownership:
         while self.seen < revision:
             left = deadline - loop.time()
             if left <= 0:
-                raise ApiError(503, "ServiceUnavailable", "namespace ownership is not known yet at "
-                               f"revision {revision}; try again")
+                raise ApiError(
+                    503,
+                    "ServiceUnavailable",
+                    f"namespace ownership is not known yet at revision {revision}; try again",
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._advanced.wait(), left)
 

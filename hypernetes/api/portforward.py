@@ -69,8 +69,12 @@ class _Forwards:
         except Exception as e:
             err = self.pairs.get(rid, {}).get("error")
             if err is not None:
-                session.send(err.id, f"error forwarding port {data.headers.get('port')} to pod "
-                                     f"{self.pod['metadata']['name']}: {e}".encode(), fin=True)
+                session.send(
+                    err.id,
+                    f"error forwarding port {data.headers.get('port')} to pod "
+                    f"{self.pod['metadata']['name']}: {e}".encode(),
+                    fin=True,
+                )
             session.send(data.id, b"", fin=True)
             return
 
@@ -141,8 +145,9 @@ async def _direct_spdy(request: web.Request, pod: JSON, forwarder: PortForwarder
     return resp
 
 
-async def _spdy_over_websocket(request: web.Request, pod: JSON,
-                               forwarder: PortForwarder) -> web.StreamResponse:
+async def _spdy_over_websocket(
+    request: web.Request, pod: JSON, forwarder: PortForwarder
+) -> web.StreamResponse:
     ws = web.WebSocketResponse(protocols=(SPDY_OVER_WS,), autoping=True)
     forwards = _Forwards(pod, forwarder, _audit_ports(request))
     stream_started(request)
@@ -181,7 +186,7 @@ async def _channels(request: web.Request, pod: JSON, forwarder: PortForwarder) -
     except ValueError:
         raise bad_request("ports must be integers") from None
     if not ports:
-        raise bad_request("query parameter \"port\" is required")
+        raise bad_request('query parameter "port" is required')
     ws = web.WebSocketResponse(protocols=CHANNEL_PROTOCOLS, autoping=True)
     _audit_ports(request).extend(ports)
     stream_started(request)

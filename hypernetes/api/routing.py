@@ -76,8 +76,11 @@ def parse_target(group: str, version: str, tail: str) -> Target:
     sub = segs[2] if len(segs) > 2 else None
     if kind.namespaced and name is not None and ns is None:
         raise no_such_path()  # a namespaced object is only addressed within its namespace
-    if sub is not None and sub not in kind.subresources and not (
-            sub in STREAMS_WITH_EXEC and "exec" in kind.subresources):
+    if (
+        sub is not None
+        and sub not in kind.subresources
+        and not (sub in STREAMS_WITH_EXEC and "exec" in kind.subresources)
+    ):
         raise no_such_path()
     return Target(kind, ns, name, sub)
 
@@ -120,8 +123,8 @@ def field_manager(request: web.Request) -> str:
     return ua.split("/")[0] or "unknown"  # upstream's default: the user agent's program name
 
 
-
 # -- media types -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MediaType:
@@ -147,8 +150,11 @@ def wants(header: str | None, as_: str) -> bool:
     """True if the Accept header asks for a meta.k8s.io `as=` rendering (Table, PartialObjectMetadata)
     in a version we serve, before any plain form."""
     for mt in parse_accept(header):
-        if mt.params.get("as") == as_ and mt.params.get("g") == "meta.k8s.io" \
-                and mt.params.get("v") in ("v1", "v1beta1"):
+        if (
+            mt.params.get("as") == as_
+            and mt.params.get("g") == "meta.k8s.io"
+            and mt.params.get("v") in ("v1", "v1beta1")
+        ):
             return True
         if "as" not in mt.params:
             return False
@@ -163,11 +169,15 @@ def wants_yaml(header: str | None) -> bool:
     return bool(mts) and mts[0].type in YAML_TYPES
 
 
-def respond(body: JSON, status: int = 200, content_type: str = JSON_CT,
-            accept: str | None = None) -> web.Response:
+def respond(
+    body: JSON, status: int = 200, content_type: str = JSON_CT, accept: str | None = None
+) -> web.Response:
     if content_type == JSON_CT and wants_yaml(accept):
-        return web.Response(status=status, body=yaml.safe_dump(body, sort_keys=False).encode(),
-                            content_type="application/yaml")
+        return web.Response(
+            status=status,
+            body=yaml.safe_dump(body, sort_keys=False).encode(),
+            content_type="application/yaml",
+        )
     data = json.dumps(body, separators=(",", ":")).encode()
     resp = web.Response(status=status, body=data)
     resp.headers["Content-Type"] = content_type
@@ -200,8 +210,9 @@ async def read_body(request: web.Request, *, protobuf_ok: bool = True) -> JSON:
     try:
         obj = await bodies.off_loop(decode, raw)
     except bodies.BodyError as e:
-        raise bad_request(f"couldn't get version/kind; {e}" if decode is bodies.json_value
-                          else str(e)) from None
+        raise bad_request(
+            f"couldn't get version/kind; {e}" if decode is bodies.json_value else str(e)
+        ) from None
     if not isinstance(obj, dict):
         raise bad_request("Object 'Kind' is missing in the request body: expected a JSON object")
     return obj

@@ -67,10 +67,14 @@ PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version", "/hyperne
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # the default StorageClass (docs/volumes.md): one sparse disk file per volume on a node
 DEFAULT_STORAGE_CLASS: dict[str, Any] = {
-    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
     "metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-    "provisioner": "local.hypernetes.io", "reclaimPolicy": "Delete", "allowVolumeExpansion": True,
-    "volumeBindingMode": "Immediate", "parameters": {"fsType": "ext4", "format": "raw"},
+    "provisioner": "local.hypernetes.io",
+    "reclaimPolicy": "Delete",
+    "allowVolumeExpansion": True,
+    "volumeBindingMode": "Immediate",
+    "parameters": {"fsType": "ext4", "format": "raw"},
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESOURCE_ROUTES = frozenset(("/api/{version}/{tail}", "/apis/{group}/{version}/{tail}"))
@@ -89,8 +93,9 @@ class CountingStore(Store):
         self._ops["get"] += 1
         return await self.inner.get(key)
 
-    async def list(self, prefix: str, *, start_after: str = "", limit: int = 0,
-                   revision: int = 0) -> ListResult:
+    async def list(
+        self, prefix: str, *, start_after: str = "", limit: int = 0, revision: int = 0
+    ) -> ListResult:
         self._ops["list"] += 1
         return await self.inner.list(prefix, start_after=start_after, limit=limit, revision=revision)
 
@@ -143,8 +148,9 @@ class ApiServer:
                 details = {"name": attrs.name, "kind": attrs.resource}
                 if attrs.api_group:
                     details["group"] = attrs.api_group
-            raise forbidden(forbidden_message(attrs) + (f": {decision.reason}" if decision.reason else ""),
-                            details)
+            raise forbidden(
+                forbidden_message(attrs) + (f": {decision.reason}" if decision.reason else ""), details
+            )
         return decision
 
     async def resource(self, request: web.Request) -> web.StreamResponse:
@@ -155,8 +161,7 @@ class ApiServer:
         connect = t.sub in ("exec", "attach", "portforward", "log")
         if connect and t.sub != "log":
             verb = "create"  # upstream authorizes these connect requests as create (since 1.30)
-        request[METRIC] = ("CONNECT" if connect else verb.upper(),
-                             t.resource, t.sub or "")
+        request[METRIC] = ("CONNECT" if connect else verb.upper(), t.resource, t.sub or "")
         user = request[USER]
         request[AUDIT_TARGET] = (t.resource, t.sub or "", t.namespace or "", t.name or "")
         decision = await self.authorize(
@@ -184,8 +189,13 @@ class ApiServer:
             return await self.subresources.handle(request, t)
         lock = None
         # quota: creates of counted kinds, and updates that may take more, take the tenant's lock
-        quota_kinds = LOCKED_CREATES if verb == "create" else \
-            LOCKED_UPDATES if verb in ("update", "patch") else frozenset()
+        quota_kinds = (
+            LOCKED_CREATES
+            if verb == "create"
+            else LOCKED_UPDATES
+            if verb in ("update", "patch")
+            else frozenset()
+        )
         if self.admission is not None and t.kind.kind in quota_kinds:
             lock = await self.admission.lock_for(user, t.namespace)
         if lock is None:
@@ -214,7 +224,8 @@ class ApiServer:
 
     async def metrics_text(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=self.metrics.render() + request.app[FAIRNESS].render_metrics()
+            text=self.metrics.render()
+            + request.app[FAIRNESS].render_metrics()
             + (request.app[CONNECTIONS].render_metrics() if CONNECTIONS in request.app else ""),
             content_type="text/plain",
             headers={"X-Content-Type-Options": "nosniff"},
@@ -245,7 +256,8 @@ class ApiServer:
                 CALLER.set(user)
                 route = request.match_info.route.resource
                 if not request.path.startswith(IDENTITY_PATHS) and (
-                        route is None or route.canonical not in RESOURCE_ROUTES):
+                    route is None or route.canonical not in RESOURCE_ROUTES
+                ):
                     # discovery, OpenAPI, metrics: authorized by path; resources once parsed
                     await self.authorize(user, Attributes(user, request.method.lower(), False, request.path))
             if self.audit is not None:  # streams record their start (they may last for hours)
@@ -358,8 +370,9 @@ def create_app(
     flow = FlowControl(fairness or FairnessConfig(), lambda r: r.get(USER))
     # the gate counts what authentication costs, the server's middleware authenticates, then a
     # request waits for its flow's turn (hypernetes.api.fairness)
-    app = web.Application(middlewares=[flow.gate, server.middleware, flow.middleware],
-                          client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[flow.gate, server.middleware, flow.middleware], client_max_size=MAX_BODY
+    )
     app.on_response_prepare.append(flow.on_response_prepare)
     app[FAIRNESS] = flow
     app[APP_KEY] = server
@@ -399,7 +412,8 @@ async def _bootstrap(app: web.Application) -> None:
     classes = schema.kind_for("storage.k8s.io", "v1", "storageclasses")
     assert kind is not None and classes is not None
     wanted: list[tuple[Target, dict[str, Any]]] = [
-        (Target(kind, None, name, None), {"metadata": {"name": name}}) for name in DEFAULT_NAMESPACES]
+        (Target(kind, None, name, None), {"metadata": {"name": name}}) for name in DEFAULT_NAMESPACES
+    ]
     wanted.append((Target(classes, None, "local", None), copy.deepcopy(DEFAULT_STORAGE_CLASS)))
     for t, body in wanted:
         if await server.store.get(server.resources.key(t)) is not None:
@@ -432,13 +446,19 @@ def server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:
     return ctx
 
 
-async def serve(app: web.Application, host: str, port: int, tls: TLSFiles,
-                limits: ConnectionLimits | None = None) -> web.AppRunner:
+async def serve(
+    app: web.Application, host: str, port: int, tls: TLSFiles, limits: ConnectionLimits | None = None
+) -> web.AppRunner:
     """Listen with TLS on host:port (0 = any free port; see `bound_port`), connections bounded by
     `limits` (hypernetes.api.connections). Stop with `await runner.cleanup()`."""
     limits = limits or ConnectionLimits()
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0,
-                           keepalive_timeout=limits.idle_timeout)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=2.0,
+        keepalive_timeout=limits.idle_timeout,
+    )
     gate = ConnectionGate(limits, server_ssl_context(tls), lambda: runner.server())  # type: ignore[misc]
     app.middlewares.insert(0, gate.track)
     app[CONNECTIONS] = gate

@@ -14,8 +14,9 @@ JSON = dict[str, Any]
 class ApiError(Exception):
     """An error that becomes a metav1.Status response."""
 
-    def __init__(self, code: int, reason: str, message: str, details: JSON | None = None,
-                 retry_after: int = 0) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: JSON | None = None, retry_after: int = 0
+    ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
         self.retry_after = retry_after  # seconds, sent as Retry-After (client-go waits that long)
@@ -25,8 +26,15 @@ class ApiError(Exception):
 
 
 def status_body(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:
-    body: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                  "message": message, "reason": reason, "code": code}
+    body: JSON = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if details:
         body["details"] = details
     return body
@@ -52,27 +60,36 @@ def qualified(resource: str, group: str) -> str:
 
 
 def not_found(resource: str, name: str, group: str = "") -> ApiError:
-    return ApiError(404, "NotFound", f'{qualified(resource, group)} "{name}" not found',
-                    _details(resource, name, group))
+    return ApiError(
+        404, "NotFound", f'{qualified(resource, group)} "{name}" not found', _details(resource, name, group)
+    )
 
 
 def already_exists(resource: str, name: str, group: str = "") -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{qualified(resource, group)} "{name}" already exists',
-                    _details(resource, name, group))
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f'{qualified(resource, group)} "{name}" already exists',
+        _details(resource, name, group),
+    )
 
 
 def conflict(resource: str, name: str, group: str, why: str) -> ApiError:
-    return ApiError(409, "Conflict",
-                    f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {why}',
-                    _details(resource, name, group))
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(resource, group)} "{name}": {why}',
+        _details(resource, name, group),
+    )
 
 
 STALE = "the object has been modified; please apply your changes to the latest version and try again"
 
 
 def invalid(kind: str, name: str, group: str, causes: list[JSON]) -> ApiError:
-    summary = ", ".join(f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"])
-                        for c in causes)
+    summary = ", ".join(
+        f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"]) for c in causes
+    )
     if len(causes) > 1:
         summary = f"[{summary}]"
     details: JSON = {"name": name, "kind": kind, "causes": causes}
@@ -94,20 +111,28 @@ def unauthorized(message: str = "Unauthorized") -> ApiError:
 
 
 def method_not_allowed(method: str) -> ApiError:
-    return ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
-                    f"requested resource ({method})")
+    return ApiError(
+        405, "MethodNotAllowed", f"the server does not allow this method on the requested resource ({method})"
+    )
 
 
 def not_acceptable(accept: str) -> ApiError:
-    return ApiError(406, "NotAcceptable", f"only the following media types are accepted: "
-                    f"application/json, application/yaml (asked for {accept})")
+    return ApiError(
+        406,
+        "NotAcceptable",
+        f"only the following media types are accepted: "
+        f"application/json, application/yaml (asked for {accept})",
+    )
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType",
-                    f'the body of the request was in an unknown format - accepted media types '
-                    f'include: application/json, application/yaml, application/vnd.kubernetes.protobuf '
-                    f'(got "{content_type}")')
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types "
+        f"include: application/json, application/yaml, application/vnd.kubernetes.protobuf "
+        f'(got "{content_type}")',
+    )
 
 
 def gone(message: str) -> ApiError:

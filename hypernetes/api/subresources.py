@@ -63,8 +63,15 @@ class TerminalSize:
 class StreamIO:
     """The client's side of an exec/attach session, as the node agent sees it."""
 
-    def __init__(self, send: Callable[[int, bytes], Awaitable[None]], *, stdin: bool, stdout: bool,
-                 stderr: bool, tty: bool) -> None:
+    def __init__(
+        self,
+        send: Callable[[int, bytes], Awaitable[None]],
+        *,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> None:
         self._send_raw = send  # (channel, data) onto the transport: WebSocket or SPDY
         self.stdin, self.stdout, self.stderr, self.tty = stdin, stdout, stderr, tty
         self._stdin: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -127,16 +134,23 @@ class PodProxy(Protocol):
 def exit_status(code: int) -> JSON:
     if code == 0:
         return {"metadata": {}, "status": "Success"}
-    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-            "message": f"command terminated with non-zero exit code: exit status {code}",
-            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "message": f"command terminated with non-zero exit code: exit status {code}",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }
 
 
 def _container(pod: JSON, wanted: str | None) -> str:
     spec = pod.get("spec") or {}
     names = [c.get("name", "") for c in spec.get("containers") or []]
-    names_all = names + [c.get("name", "") for c in spec.get("initContainers") or []] + \
-        [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
+    names_all = (
+        names
+        + [c.get("name", "") for c in spec.get("initContainers") or []]
+        + [c.get("name", "") for c in spec.get("ephemeralContainers") or []]
+    )
     name = pod["metadata"]["name"]
     if wanted:
         if wanted not in names_all:
@@ -144,8 +158,9 @@ def _container(pod: JSON, wanted: str | None) -> str:
         return wanted
     if len(names) == 1:
         return str(names[0])
-    raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                      f"[{' '.join(names)}]")
+    raise bad_request(
+        f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+    )
 
 
 def _int(q: Any, name: str) -> int | None:
@@ -159,8 +174,9 @@ def _int(q: Any, name: str) -> int | None:
 
 
 class Subresources:
-    def __init__(self, resources: Resources, proxy: PodProxy | None,
-                 token_issuer: BuiltinIdentity | None = None) -> None:
+    def __init__(
+        self, resources: Resources, proxy: PodProxy | None, token_issuer: BuiltinIdentity | None = None
+    ) -> None:
         self.res, self.proxy = resources, proxy
         self.token_issuer = token_issuer
 
@@ -193,8 +209,11 @@ class Subresources:
             if not isinstance(proxy, portforward.PortForwarder):
                 raise ApiError(503, "ServiceUnavailable", "the node agent does not serve port-forward")
             return await portforward.serve(request, pod, proxy)  # it audits the ports it forwards
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the "
-                       f"requested resource ({method} {t.resource}/{sub})")
+        raise ApiError(
+            405,
+            "MethodNotAllowed",
+            f"the server does not allow this method on the requested resource ({method} {t.resource}/{sub})",
+        )
 
     async def _pod(self, t: Target) -> JSON:
         # read as a get is: a leftover of a namespace's earlier holder is not there for a tenant
@@ -209,10 +228,15 @@ class Subresources:
         pod = await self._pod(t)
         q = request.query
         container = _container(pod, q.get("container"))
-        opts = LogOptions(follow=truthy(q.get("follow")), tail_lines=_int(q, "tailLines"),
-                          since_seconds=_int(q, "sinceSeconds"), since_time=q.get("sinceTime"),
-                          timestamps=truthy(q.get("timestamps")), previous=truthy(q.get("previous")),
-                          limit_bytes=_int(q, "limitBytes"))
+        opts = LogOptions(
+            follow=truthy(q.get("follow")),
+            tail_lines=_int(q, "tailLines"),
+            since_seconds=_int(q, "sinceSeconds"),
+            since_time=q.get("sinceTime"),
+            timestamps=truthy(q.get("timestamps")),
+            previous=truthy(q.get("previous")),
+            limit_bytes=_int(q, "limitBytes"),
+        )
         proxy = self._need_proxy()
         chunks = proxy.logs(pod, container, opts)
         try:
@@ -240,8 +264,10 @@ class Subresources:
     async def stream(self, request: web.Request, t: Target) -> web.StreamResponse:
         upgrade = request.headers.get("Upgrade", "").lower()
         if upgrade != "websocket" and not spdy.is_spdy_upgrade(request):
-            raise bad_request("Upgrade request required: exec and attach are served over WebSocket "
-                              "(v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1 (v4.channel.k8s.io)")
+            raise bad_request(
+                "Upgrade request required: exec and attach are served over WebSocket "
+                "(v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1 (v4.channel.k8s.io)"
+            )
         if spdy.is_spdy_upgrade(request) and spdy.chosen_protocol(request) is None:
             raise ApiError(403, "Forbidden", "SPDY exec needs the v4.channel.k8s.io protocol")
         pod = await self._pod(t)
@@ -272,12 +298,22 @@ class Subresources:
                     return exit_status(await proxy.exec(pod, container, command, io))
                 return exit_status(await proxy.attach(pod, container, io))
             except PodProxyError as e:
-                return {"metadata": {}, "status": "Failure", "message": str(e), "reason": "InternalError",
-                        "code": 500}
+                return {
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": str(e),
+                    "reason": "InternalError",
+                    "code": 500,
+                }
             except Exception as e:
                 log.exception("%s in %s/%s failed", t.sub, t.namespace, t.name)
-                return {"metadata": {}, "status": "Failure", "message": f"{t.sub} failed: {e}",
-                        "reason": "InternalError", "code": 500}
+                return {
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": f"{t.sub} failed: {e}",
+                    "reason": "InternalError",
+                    "code": 500,
+                }
 
         detail: JSON = {"container": container, "stdin": stdin, "tty": tty}
         if t.sub == "exec":
@@ -285,11 +321,18 @@ class Subresources:
         stream_started(request, **detail)
 
         if spdy.is_spdy_upgrade(request):
-            return await spdy.serve_spdy(request, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
-                                         run=run, until=until_client_leaves,
-                                         make_io=lambda session, streams: _spdy_io(
-                                             session, streams, stdin=stdin, stdout=stdout, stderr=stderr,
-                                             tty=tty))
+            return await spdy.serve_spdy(
+                request,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                tty=tty,
+                run=run,
+                until=until_client_leaves,
+                make_io=lambda session, streams: _spdy_io(
+                    session, streams, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
+                ),
+            )
         ws = web.WebSocketResponse(protocols=CHANNEL_PROTOCOLS, autoping=True)
         await ws.prepare(request)
         v5 = ws.ws_protocol == "v5.channel.k8s.io"
@@ -331,16 +374,20 @@ class Subresources:
             raise ApiError(422, "Invalid", 'Binding "" is invalid: target.name: Required value')
         ns = (body.get("metadata") or {}).get("namespace")
         if ns and ns != t.namespace:
-            raise bad_request("the namespace of the provided object does not match the namespace sent "
-                              "on the request")
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+
         async def bind(cur: JSON) -> JSON:
             if cur["metadata"].get("deletionTimestamp"):
-                raise conflict(t.resource, t.name or "", t.group, "pod is being deleted, cannot be assigned "
-                               "to a host")
+                raise conflict(
+                    t.resource, t.name or "", t.group, "pod is being deleted, cannot be assigned to a host"
+                )
             current = (cur.get("spec") or {}).get("nodeName")
             if current:
-                raise conflict(t.resource, t.name or "", t.group,
-                               f"pod {t.name} is already assigned to node \"{current}\"")
+                raise conflict(
+                    t.resource, t.name or "", t.group, f'pod {t.name} is already assigned to node "{current}"'
+                )
             cur.setdefault("spec", {})["nodeName"] = node
             annotations = (body.get("metadata") or {}).get("annotations")
             if annotations:
@@ -362,13 +409,21 @@ class Subresources:
     def _scale_of(obj: JSON) -> JSON:
         meta = obj["metadata"]
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        labels = ((spec.get("selector") or {}).get("matchLabels") or {})
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                                   "creationTimestamp") if k in meta},
-                "spec": {"replicas": spec.get("replicas", 1)},
-                "status": {"replicas": status.get("replicas", 0),
-                           "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))}}
+        labels = (spec.get("selector") or {}).get("matchLabels") or {}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
+            "spec": {"replicas": spec.get("replicas", 1)},
+            "status": {
+                "replicas": status.get("replicas", 0),
+                "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            },
+        }
 
     async def scale(self, request: web.Request, t: Target) -> web.StreamResponse:
         obj_t = Target(t.kind, t.namespace, t.name, None)
@@ -395,17 +450,27 @@ class Subresources:
                 raise unsupported_media_type(ctype)
             rv = (new.get("metadata") or {}).get("resourceVersion")
             if rv and rv != cur["metadata"]["resourceVersion"]:
-                raise conflict(t.resource, t.name or "", t.group, "the object has been modified; please "
-                               "apply your changes to the latest version and try again")
+                raise conflict(
+                    t.resource,
+                    t.name or "",
+                    t.group,
+                    "the object has been modified; please "
+                    "apply your changes to the latest version and try again",
+                )
             replicas = (new.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
-                raise ApiError(422, "Invalid", f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: '
-                               f"Invalid value: {replicas}: must be greater than or equal to 0")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: '
+                    f"Invalid value: {replicas}: must be greater than or equal to 0",
+                )
             cur.setdefault("spec", {})["replicas"] = replicas
             return cur
 
-        obj = await self.res.update_object(obj_t, set_replicas, field_manager(request), conditional=False,
-                                           dry_run=dry_run(request))
+        obj = await self.res.update_object(
+            obj_t, set_replicas, field_manager(request), conditional=False, dry_run=dry_run(request)
+        )
         return respond(self._scale_of(obj))
 
 
@@ -438,8 +503,15 @@ def _outcome(status: JSON) -> JSON:
     return {"error": str(status.get("message") or "failed")}
 
 
-def _spdy_io(session: spdy.SpdyServerSession, streams: dict[str, spdy.SpdyStream], *, stdin: bool,
-             stdout: bool, stderr: bool, tty: bool) -> StreamIO:
+def _spdy_io(
+    session: spdy.SpdyServerSession,
+    streams: dict[str, spdy.SpdyStream],
+    *,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> StreamIO:
     """A StreamIO over SPDY streams: channels map to the client's streams by type."""
     by_channel = {STDOUT: streams.get("stdout"), STDERR: streams.get("stderr")}
 

@@ -38,8 +38,9 @@ async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target,
     spec: JSON = body["spec"] if isinstance(body.get("spec"), dict) else {}
     ttl = spec.get("expirationSeconds", DEFAULT_TTL)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < MIN_TTL:
-        raise ApiError(422, "Invalid", f"spec.expirationSeconds: may not specify a duration less than "
-                       f"{MIN_TTL} seconds")
+        raise ApiError(
+            422, "Invalid", f"spec.expirationSeconds: may not specify a duration less than {MIN_TTL} seconds"
+        )
     audiences = spec.get("audiences") or None
     if audiences is not None and not (
         isinstance(audiences, list) and all(isinstance(a, str) for a in audiences)

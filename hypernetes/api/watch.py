@@ -231,6 +231,7 @@ async def aiter_events(s: Subscriber, timeout: float) -> AsyncIterator[list[Cach
 
 # -- the HTTP side: one chunked response of newline-delimited events ---------------------------
 
+
 @dataclass
 class WatchRequest:
     prefix: str  # the resource's key prefix (all namespaces): the cache's key

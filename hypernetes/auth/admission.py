@@ -82,8 +82,17 @@ JSON = dict[str, Any]
 KERNEL_ANNOTATION = kernels.POD_ANNOTATION
 TENANT_FINALIZER = "hypernetes.io/tenant"
 EPHEMERAL = "ephemeral-storage"  # pods' scratch disks on nodes (podsize.pod_ephemeral_storage)
-QUOTA_KEYS = ("pods", "vcpus", "memory", EPHEMERAL, "namespaces", "storage", "persistentvolumeclaims",
-              NODE_PORTS_KEY, *(c.key for c in COUNTED))
+QUOTA_KEYS = (
+    "pods",
+    "vcpus",
+    "memory",
+    EPHEMERAL,
+    "namespaces",
+    "storage",
+    "persistentvolumeclaims",
+    NODE_PORTS_KEY,
+    *(c.key for c in COUNTED),
+)
 TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
 # Writes whose quota check must not interleave with another write of the same tenant (the API
 # server holds `lock_for` from admission to commit): creates of every counted kind, and updates
@@ -190,8 +199,9 @@ class TenantAdmission:
         tenant = user.tenant or (await self.d.fetch_namespace_owner(namespace) if namespace else None)
         return self.lock(tenant) if tenant else None
 
-    async def admit(self, user: UserInfo, kind: str, namespace: str | None, obj: JSON,
-                    old: JSON | None) -> None:
+    async def admit(
+        self, user: UserInfo, kind: str, namespace: str | None, obj: JSON, old: JSON | None
+    ) -> None:
         """Mutates `obj` (the namespace owner stamp) or raises Denied / Invalid."""
         node = user.node
         if node is not None and kind in ("Node", "Lease") and (obj.get("metadata") or {}).get("name") != node:
@@ -233,8 +243,14 @@ class TenantAdmission:
         if kind == "PersistentVolumeClaim":
             await self._claim(obj, old)
         if kind == "Pod" and old is None:
-            kv = await self.d.store.get(object_key("", "serviceaccounts", namespace, str(
-                (obj.get("spec") or {}).get("serviceAccountName") or "default")))
+            kv = await self.d.store.get(
+                object_key(
+                    "",
+                    "serviceaccounts",
+                    namespace,
+                    str((obj.get("spec") or {}).get("serviceAccountName") or "default"),
+                )
+            )
             add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
         t = await self.d.fetch_tenant(tenant) if tenant is not None else None
         tspec: JSON = (t or {}).get("spec") or {}
@@ -301,8 +317,11 @@ class TenantAdmission:
                 raise Invalid(f"spec.allowedKernels[{i}]", f"Invalid value: {name!r}: {problem}")
         for i, entry in enumerate(spec.get("allowedRegistries") or []):
             if registry_host(str(entry)) is None:
-                raise Invalid(f"spec.allowedRegistries[{i}]", f"Invalid value: {entry!r}: must be a "
-                              "registry host, with a port if it has one (host[:port])")
+                raise Invalid(
+                    f"spec.allowedRegistries[{i}]",
+                    f"Invalid value: {entry!r}: must be a "
+                    "registry host, with a port if it has one (host[:port])",
+                )
         quota = spec.get("quota") or {}
         for key, value in quota.items():
             if key not in QUOTA_KEYS:
@@ -321,8 +340,11 @@ class TenantAdmission:
             obj.pop("status", None)  # the controller and the nodes write it, as upstream drops it
         name = str(meta.get("name") or "")
         if old is None and not _LABEL_NAME.fullmatch(name):
-            raise Invalid("metadata.name", f"Invalid value: {name!r}: a network's name must be a DNS-1123 "
-                          "label (lower case alphanumerics and '-', at most 63 characters)")
+            raise Invalid(
+                "metadata.name",
+                f"Invalid value: {name!r}: a network's name must be a DNS-1123 "
+                "label (lower case alphanumerics and '-', at most 63 characters)",
+            )
         if caller.tenant:
             if old is None:
                 spec.setdefault("tenant", caller.tenant)
@@ -337,8 +359,9 @@ class TenantAdmission:
         if old_id is not None and spec.get("id") is None:
             spec["id"] = old_id  # kept as upstream keeps an allocated clusterIP on a PUT without it
         if not caller.operator and spec.get("id") != old_id:
-            raise Denied("spec.id: a network's id is given by the network controller; only operators may "
-                         "choose it")
+            raise Denied(
+                "spec.id: a network's id is given by the network controller; only operators may choose it"
+            )
         tenant = spec.get("tenant")
         if tenant:
             labels[TENANT_LABEL] = tenant  # for label selectors: kubectl get networks -l
@@ -368,8 +391,10 @@ class TenantAdmission:
         tenant = owner(obj)
         if net is None or ((net.get("spec") or {}).get("tenant") or None) != tenant:
             whose = f'tenant "{tenant}"' if tenant else "the operators (no tenant)"
-            raise Invalid(f"metadata.annotations[{NETWORK_ANNOTATION}]",
-                          f'network "{named}" does not exist or does not belong to {whose}')
+            raise Invalid(
+                f"metadata.annotations[{NETWORK_ANNOTATION}]",
+                f'network "{named}" does not exist or does not belong to {whose}',
+            )
 
     @staticmethod
     def _pod_network_annotations(path: str, holder: JSON, old: JSON | None) -> None:
@@ -411,8 +436,9 @@ class TenantAdmission:
         before.pop("status", None)
         after.pop("status", None)
         if before != after or not removed_only:
-            raise Denied(f"node {user.node} may only remove the {BACKING_FILE} finalizer of a "
-                         "persistentvolume")
+            raise Denied(
+                f"node {user.node} may only remove the {BACKING_FILE} finalizer of a persistentvolume"
+            )
 
     async def _class(self, name: str) -> JSON | None:
         if not name:
@@ -437,8 +463,10 @@ class TenantAdmission:
         if claim_request(obj) > claim_request(old):
             cls = await self._class(claim_class(old))
             if cls is None or cls.get("allowVolumeExpansion") is not True:
-                raise Denied("only dynamically provisioned pvc can be resized and the storageclass that "
-                             "provisions the pvc must support resize")
+                raise Denied(
+                    "only dynamically provisioned pvc can be resized and the storageclass that "
+                    "provisions the pvc must support resize"
+                )
 
     async def claim_usage(self, tenant: str) -> tuple[int, int]:
         """(claims, storage bytes requested) in the tenant's namespaces, read from the store."""
@@ -462,8 +490,9 @@ class TenantAdmission:
 
     # -- pods ------------------------------------------------------------------------------------
 
-    async def _pod_policy(self, tenant: str | None, tspec: JSON, kind: str, path: str, holder: JSON,
-                          before: JSON | None) -> None:
+    async def _pod_policy(
+        self, tenant: str | None, tspec: JSON, kind: str, path: str, holder: JSON, before: JSON | None
+    ) -> None:
         """`holder` (a pod, or a template with metadata and spec) in a namespace of `tenant` (None:
         the operators'); `before`: the same as it was, on an update."""
         if before is not None and _policy_view(before) == _policy_view(holder):
@@ -511,12 +540,16 @@ class TenantAdmission:
             raise Invalid(field, f"Invalid value: {name!r}: {problem}")
         allowed = tspec.get("allowedKernels")
         if tenant is not None and allowed is not None and name not in allowed:
-            raise Denied(f'{field}: kernel "{name}" is not allowed for tenant "{tenant}" '
-                         f'(allowed: {", ".join([kernels.KernelRegistry.DEFAULT, *allowed])})')
+            raise Denied(
+                f'{field}: kernel "{name}" is not allowed for tenant "{tenant}" '
+                f"(allowed: {', '.join([kernels.KernelRegistry.DEFAULT, *allowed])})"
+            )
         res = await self.d.store.list(key_prefix("", "nodes", None))
         if not any(name in kernels.offered(json.loads(kv.value)) for kv in res.items):
-            raise Denied(f'{field}: kernel "{name}" is not registered on any node (`hypernetes kernel '
-                         f'register` on the nodes that should offer it)')
+            raise Denied(
+                f'{field}: kernel "{name}" is not registered on any node (`hypernetes kernel '
+                f"register` on the nodes that should offer it)"
+            )
 
     @staticmethod
     def _registries(tenant: str, tspec: JSON, path: str, spec: JSON) -> None:
@@ -534,8 +567,10 @@ class TenantAdmission:
                 except InvalidReference as e:
                     raise Invalid(field, f"Invalid value: {image!r}: {e}") from None
                 if ref.domain.lower() not in hosts:
-                    raise Denied(f'{field}: registry "{ref.domain}" is not allowed for tenant "{tenant}" '
-                                 f"(allowed: {', '.join(map(str, allowed)) or 'none'})")
+                    raise Denied(
+                        f'{field}: registry "{ref.domain}" is not allowed for tenant "{tenant}" '
+                        f"(allowed: {', '.join(map(str, allowed)) or 'none'})"
+                    )
 
     async def namespaces_of(self, tenant: str) -> list[str]:
         """The tenant's namespaces as the store has them now. Not the directory's copy: it follows
@@ -593,8 +628,9 @@ class TenantAdmission:
         if c.key in (tspec.get("quota") or {}):
             self._check(tenant, tspec, c.key, 1, await self.count(tenant, c))
 
-    async def _node_port_quota(self, tenant: str, tspec: JSON, namespace: str, obj: JSON,
-                               old: JSON | None) -> None:
+    async def _node_port_quota(
+        self, tenant: str, tspec: JSON, namespace: str, obj: JSON, old: JSON | None
+    ) -> None:
         """Node ports come from one range for the whole cluster: a tenant takes its quota's worth."""
         asked = node_ports(obj)
         if NODE_PORTS_KEY not in (tspec.get("quota") or {}) or asked <= (node_ports(old) if old else 0):

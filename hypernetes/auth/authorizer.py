@@ -41,21 +41,37 @@ Scope = Callable[[JSON], bool]
 READ = frozenset(("get", "list", "watch"))
 WRITE = frozenset(("create", "update", "patch", "delete", "deletecollection"))
 # Namespaced kinds a tenant works with (group, resource); writes need member.
-TENANT_KINDS = frozenset((
-    ("", "pods"), ("", "services"), ("", "endpoints"), ("", "configmaps"), ("", "secrets"),
-    ("", "serviceaccounts"), ("", "events"), ("", "persistentvolumeclaims"),
-    ("apps", "deployments"), ("apps", "replicasets"), ("batch", "jobs"), ("coordination.k8s.io", "leases"),
-    ("discovery.k8s.io", "endpointslices"),
-))
+TENANT_KINDS = frozenset(
+    (
+        ("", "pods"),
+        ("", "services"),
+        ("", "endpoints"),
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("", "serviceaccounts"),
+        ("", "events"),
+        ("", "persistentvolumeclaims"),
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("coordination.k8s.io", "leases"),
+        ("discovery.k8s.io", "endpointslices"),
+    )
+)
 # Subresources a member may write (status belongs to controllers and nodes; binding to the scheduler).
 MEMBER_SUBRESOURCES = frozenset(("exec", "attach", "portforward", "eviction", "scale", "token"))
 # What a node may read when a pod bound to it names the object.
-NODE_READABLE = frozenset((("", "configmaps"), ("", "secrets"), ("", "serviceaccounts"),
-                           ("", "persistentvolumeclaims")))
+NODE_READABLE = frozenset(
+    (("", "configmaps"), ("", "secrets"), ("", "serviceaccounts"), ("", "persistentvolumeclaims"))
+)
 # Review kinds every authenticated caller may create about itself.
-SELF_REVIEWS = frozenset((
-    ("authentication.k8s.io", "selfsubjectreviews"), ("authorization.k8s.io", "selfsubjectaccessreviews"),
-    ("authorization.k8s.io", "selfsubjectrulesreviews")))
+SELF_REVIEWS = frozenset(
+    (
+        ("authentication.k8s.io", "selfsubjectreviews"),
+        ("authorization.k8s.io", "selfsubjectaccessreviews"),
+        ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    )
+)
 PUBLIC_READS = frozenset((("storage.k8s.io", "storageclasses"),))
 NON_RESOURCE_OK = ("/api", "/apis", "/openapi/", "/version", "/healthz", "/livez", "/readyz")
 
@@ -137,8 +153,9 @@ class TenantAuthorizer:
         if u.operator:
             return ALLOW
         if not a.resource_request:
-            if a.verb == "get" and any(a.path == p or a.path.startswith(p.rstrip("/") + "/")
-                                       for p in NON_RESOURCE_OK):
+            if a.verb == "get" and any(
+                a.path == p or a.path.startswith(p.rstrip("/") + "/") for p in NON_RESOURCE_OK
+            ):
                 return ALLOW
             return deny()
         if (a.api_group, a.resource) in SELF_REVIEWS and a.verb == "create":
@@ -161,6 +178,7 @@ class TenantAuthorizer:
 
         def scope(obj: JSON) -> bool:
             return d.namespace_owner(str(_meta(obj).get("namespace", ""))) == tenant
+
         return scope
 
     async def _tenant_user(self, a: Attributes) -> Decision:
@@ -219,12 +237,16 @@ class TenantAuthorizer:
 
         def own(o: JSON) -> bool:
             return (_meta(o).get("labels") or {}).get(TENANT_LABEL) == u.tenant
+
         if a.verb in ("list", "watch"):
             return Decision(True, scope=own)  # with or without a name (a watch of one)
         pv = await self._volume(a.name) if a.name else None
         # one refusal for absent and foreign: a 404 would tell that a name is free
-        return ALLOW if pv is not None and own(pv) else deny("the persistentvolume belongs to no tenant "
-                                                              "of the caller")
+        return (
+            ALLOW
+            if pv is not None and own(pv)
+            else deny("the persistentvolume belongs to no tenant of the caller")
+        )
 
     async def _users(self, a: Attributes) -> Decision:
         u = a.user
@@ -254,6 +276,7 @@ class TenantAuthorizer:
 
         def own(o: JSON) -> bool:
             return ((o.get("spec") or {}).get("tenant") or None) == u.tenant
+
         if a.subresource and a.verb not in READ:
             return deny("network status belongs to the nodes")
         if a.verb in ("list", "watch"):
@@ -308,22 +331,31 @@ class TenantAuthorizer:
         claim_status = gr == ("", "persistentvolumeclaims") and a.subresource == "status"
         if claim_status and v in ("get", "update", "patch"):
             # the node writes a claim's new capacity once it has grown the disk
-            return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(
-                f"no pod bound to node {node} uses this persistentvolumeclaim")
-        if gr in (("", "services"), ("", "endpoints"), (GROUP, "networks"), (GROUP, "ipallocations")) \
-                and v in READ:
+            return (
+                ALLOW
+                if await self._node_uses(node, a.namespace, a.resource, a.name)
+                else deny(f"no pod bound to node {node} uses this persistentvolumeclaim")
+            )
+        if (
+            gr in (("", "services"), ("", "endpoints"), (GROUP, "networks"), (GROUP, "ipallocations"))
+            and v in READ
+        ):
             return ALLOW  # a node builds every network its pods use and serves their services
         if gr == (GROUP, "networks") and a.subresource == "status" and v in ("update", "patch"):
             return ALLOW  # status.hosts: what each host built
         token = a.subresource == "token" and v == "create"
         if gr in NODE_READABLE and ((v == "get" and not a.subresource) or token):
-            return ALLOW if await self._node_uses(node, a.namespace, a.resource, a.name) else deny(
-                f"no pod bound to node {node} uses this {a.resource[:-1]}")
+            return (
+                ALLOW
+                if await self._node_uses(node, a.namespace, a.resource, a.name)
+                else deny(f"no pod bound to node {node} uses this {a.resource[:-1]}")
+            )
         return deny()
 
     async def _node_pods(self, a: Attributes, node: str) -> Decision:
         def on_node(o: JSON) -> bool:
             return (o.get("spec") or {}).get("nodeName") == node
+
         if a.verb in ("list", "watch") and not a.name:
             return Decision(True, scope=on_node)
         if not a.name or a.subresource not in ("", "status", "log", "exec", "attach", "portforward"):
@@ -341,8 +373,10 @@ class TenantAuthorizer:
         """Lists and watches: the PVs on the node. A get: those and the PVs bound to claims its pods
         use. Updates: only PVs on the node (it removes its backing-file finalizer; admission checks
         that it changes nothing else)."""
+
         def on_node(o: JSON) -> bool:
             return pv_node(o) == node
+
         if a.verb in ("list", "watch"):
             return Decision(True, scope=on_node)
         if a.subresource or a.verb not in ("get", "update", "patch") or not a.name:
@@ -353,8 +387,13 @@ class TenantAuthorizer:
         if on_node(pv):
             return ALLOW
         ref = (pv.get("spec") or {}).get("claimRef") or {}
-        if a.verb == "get" and ref.get("name") and await self._node_uses(
-                node, str(ref.get("namespace") or ""), "persistentvolumeclaims", str(ref["name"])):
+        if (
+            a.verb == "get"
+            and ref.get("name")
+            and await self._node_uses(
+                node, str(ref.get("namespace") or ""), "persistentvolumeclaims", str(ref["name"])
+            )
+        ):
             return ALLOW
         return deny(f"the persistentvolume is not on node {node}")
 
@@ -371,8 +410,12 @@ class TenantAuthorizer:
 
 def pod_references(spec: JSON) -> dict[str, set[str]]:
     """The configmaps, secrets, service accounts and claims a pod spec names."""
-    refs: dict[str, set[str]] = {"configmaps": set(), "secrets": set(), "serviceaccounts": set(),
-                                 "persistentvolumeclaims": set()}
+    refs: dict[str, set[str]] = {
+        "configmaps": set(),
+        "secrets": set(),
+        "serviceaccounts": set(),
+        "persistentvolumeclaims": set(),
+    }
     sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     refs["serviceaccounts"].add(str(sa))
     for s in spec.get("imagePullSecrets") or []:

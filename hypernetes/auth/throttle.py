@@ -120,8 +120,10 @@ class LoginThrottle:
         """This attempt may check its password now; Throttled (come back later) otherwise."""
         now = self._clock()
         pair = self._pairs.get((source, user))
-        wait = max(pair.wait(now, PAIR_FREE, PAIR_DECAY) if pair else 0.0,
-                   src.wait(now, SOURCE_FREE, SOURCE_DECAY) if (src := self._sources.get(source)) else 0.0)
+        wait = max(
+            pair.wait(now, PAIR_FREE, PAIR_DECAY) if pair else 0.0,
+            src.wait(now, SOURCE_FREE, SOURCE_DECAY) if (src := self._sources.get(source)) else 0.0,
+        )
         if wait > 0:
             raise Throttled(wait, "too many failed logins from this address")
         if (source, user) in self._inflight:

@@ -90,8 +90,12 @@ def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Te
     keystone = None
     if args.keystone_url:
         from hypernetes.auth.keystone import KeystoneBackend
-        role_map = dict(pair.split("=", 1) for pair in args.keystone_role_map.split(",")) \
-            if args.keystone_role_map else None
+
+        role_map = (
+            dict(pair.split("=", 1) for pair in args.keystone_role_map.split(","))
+            if args.keystone_role_map
+            else None
+        )
         keystone = KeystoneBackend(args.keystone_url, role_map=role_map, cache_ttl=args.keystone_cache_ttl)
     tenancy, authenticator = build_tenancy(store, ca.dir, ca.admin_token, external=keystone)
     return tenancy, authenticator, keystone
@@ -102,16 +106,26 @@ def _networks(args: argparse.Namespace, client: ApiClient, node_name: str) -> Po
     a VM runtime: gVisor sandboxes take no tap)."""
     if args.no_network:
         return None
-    missing = [why for bad, why in ((os.geteuid() != 0, "root"), (shutil.which("nft") is None, "nft"),
-                                    (not os.path.exists("/dev/net/tun"), "/dev/net/tun"),
-                                    (args.runtime != "hypervm", "the hypervm runtime")) if bad]
+    missing = [
+        why
+        for bad, why in (
+            (os.geteuid() != 0, "root"),
+            (shutil.which("nft") is None, "nft"),
+            (not os.path.exists("/dev/net/tun"), "/dev/net/tun"),
+            (args.runtime != "hypervm", "the hypervm runtime"),
+        )
+        if bad
+    ]
     if missing:
         log.warning("tenant networks are off (they need %s): pods get no network", ", ".join(missing))
         return None
     management = args.network_management or local_subnets(args.network_netns, args.network_prefix)
     host = TenantNetworkHost(args.network_netns, args.network_prefix, management=management)
-    log.info("tenant networks: prefix %s, pods never reach %s", args.network_prefix,
-             ", ".join(management) or "no management network")
+    log.info(
+        "tenant networks: prefix %s, pods never reach %s",
+        args.network_prefix,
+        ", ".join(management) or "no management network",
+    )
     return PodNetworks(client, host, node_name, dns=DnsServer(), mtu=args.network_mtu)
 
 
@@ -122,9 +136,11 @@ def _registry_policy(args: argparse.Namespace) -> RegistryPolicy:
     management = list(args.network_management or [])
     # no try: without the host's subnets the policy would fail open
     management += [n for n in local_subnets(None, args.network_prefix) if n not in management]
-    log.info("registries: pods never pull from loopback, link-local or %s%s",
-             ", ".join(management) or "(no management network)",
-             f"; allowed: {', '.join(args.allow_registry)}" if args.allow_registry else "")
+    log.info(
+        "registries: pods never pull from loopback, link-local or %s%s",
+        ", ".join(management) or "(no management network)",
+        f"; allowed: {', '.join(args.allow_registry)}" if args.allow_registry else "",
+    )
     return RegistryPolicy(allow=args.allow_registry, management=management)
 
 
@@ -132,7 +148,8 @@ def handle(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("hypernetes").setLevel(logging.INFO)
         logging.getLogger().handlers[0].setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
     try:
         return asyncio.run(_up(args))
     except OSError as e:
@@ -153,8 +170,15 @@ async def _up(args: argparse.Namespace) -> int:
     tenancy, authenticator, keystone = _identity(args, ca, store)
     audit = AuditLog(Path(args.audit_log) if args.audit_log else data / "audit.log")
     limits = api_limits(args)  # per-tenant fairness, connection caps (cli/up.py flags)
-    app = create_app(store, authenticator=authenticator, authorizer=tenancy.authorizer,
-                     pod_proxy=proxy, tenancy=tenancy, audit=audit, fairness=limits[0])
+    app = create_app(
+        store,
+        authenticator=authenticator,
+        authorizer=tenancy.authorizer,
+        pod_proxy=proxy,
+        tenancy=tenancy,
+        audit=audit,
+        fairness=limits[0],
+    )
     url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
     node_client = None
@@ -163,8 +187,13 @@ async def _up(args: argparse.Namespace) -> int:
         # the node agent runs with a node identity (NodeRestriction), not as an operator
         node_name = args.node_name or NodeAgent.default_name()
         node_client = ApiClient(url, token=tenancy.issuer.issue_node(node_name).token, ca_file=ca.ca_cert)
-        node = NodeAgent(node_client, runtime, node_name, volumes=LocalVolumes(data / "volumes"),
-                         networks=_networks(args, node_client, node_name))
+        node = NodeAgent(
+            node_client,
+            runtime,
+            node_name,
+            volumes=LocalVolumes(data / "volumes"),
+            networks=_networks(args, node_client, node_name),
+        )
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
     runner = await serve(app, args.host, args.port, ca.server, limits[1])
@@ -176,8 +205,11 @@ async def _up(args: argparse.Namespace) -> int:
         tasks.append(asyncio.create_task(manager, name="controllers"))
     if node is not None:
         tasks.append(asyncio.create_task(node.run(), name="node-agent"))
-    print(f"hypernetes is up: {url}\n  export KUBECONFIG={kubeconfig}\n  kubectl get nodes",
-          file=sys.stderr, flush=True)
+    print(
+        f"hypernetes is up: {url}\n  export KUBECONFIG={kubeconfig}\n  kubectl get nodes",
+        file=sys.stderr,
+        flush=True,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -203,4 +235,3 @@ async def _up(args: argparse.Namespace) -> int:
     await store.close()
     waiter.cancel()
     return code
-

@@ -18,15 +18,23 @@ if TYPE_CHECKING:
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data-dir", type=Path, default=None,
+        "--data-dir",
+        type=Path,
+        default=None,
         help=f"where images, kernels and sandboxes live (default: {default_data_dir()})",
     )
     parser.add_argument(
-        "--registry-auth", type=Path, default=None, metavar="FILE",
-        help="docker-style auth file (config.json with \"auths\") for registry credentials",
+        "--registry-auth",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='docker-style auth file (config.json with "auths") for registry credentials',
     )
     parser.add_argument(
-        "--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
         help="allow plain HTTP to this registry (loopback registries always are); repeatable",
     )
 
@@ -35,8 +43,12 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 # a data dir written by an older version (0755 dirs, 0644 files) is tightened on every start.
 PRIVATE_DIRS = ("runtime", "runtime/hypervm", "images", "volumes", "pki")
 PRIVATE_FILES = ("state.db", "state.db-wal", "state.db-shm", "admin.kubeconfig")
-PRIVATE_GLOBS = ("audit*.log*", "runtime/hypervm/*/state.json", "runtime/hypervm/*/volumes.erofs",
-                 "runtime/hypervm/*/logs/*")
+PRIVATE_GLOBS = (
+    "audit*.log*",
+    "runtime/hypervm/*/state.json",
+    "runtime/hypervm/*/volumes.erofs",
+    "runtime/hypervm/*/logs/*",
+)
 
 
 def data_dir(args: argparse.Namespace) -> Path:
@@ -59,8 +71,12 @@ def image_store(args: argparse.Namespace) -> ImageStore:
 
     auth = RegistryAuth.from_docker_config(args.registry_auth) if args.registry_auth else None
     # private images are tenant data: the store's dir is owner-only
-    return ImageStore(private_dir(data_dir(args) / "images"), insecure_registries=args.insecure_registry,
-                      auth=auth, tenant_policy=getattr(args, "registry_policy", None))
+    return ImageStore(
+        private_dir(data_dir(args) / "images"),
+        insecure_registries=args.insecure_registry,
+        auth=auth,
+        tenant_policy=getattr(args, "registry_policy", None),
+    )
 
 
 def kernel_registry(args: argparse.Namespace) -> KernelRegistry:

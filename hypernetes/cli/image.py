@@ -14,13 +14,19 @@ def register(sub: Any) -> None:
         "image", help="manage images", description="Pull, import, list and remove images."
     )
     isub = parser.add_subparsers(dest="image_command", metavar="ACTION", required=True)
-    pull = isub.add_parser("pull", help="pull an image from a registry",
-                           description="Pull an image (OCI distribution API) and build its disk.")
+    pull = isub.add_parser(
+        "pull",
+        help="pull an image from a registry",
+        description="Pull an image (OCI distribution API) and build its disk.",
+    )
     pull.add_argument("ref", help="image reference, e.g. 127.0.0.1:5000/busybox:1")
-    imp = isub.add_parser("import", help="import an OCI layout/archive or `docker save` tarball",
-                          description="Import an OCI image layout (dir or tar) or a docker save archive. "
-                          "Imported images have no registry to ask whether a pod may pull them: every "
-                          "tenant's pods on this node may use them by name.")
+    imp = isub.add_parser(
+        "import",
+        help="import an OCI layout/archive or `docker save` tarball",
+        description="Import an OCI image layout (dir or tar) or a docker save archive. "
+        "Imported images have no registry to ask whether a pod may pull them: every "
+        "tenant's pods on this node may use them by name.",
+    )
     imp.add_argument("file", type=Path)
     ls = isub.add_parser("ls", help="list images", description="List local images.")
     ls.add_argument("-q", "--quiet", action="store_true", help="only print image ids")

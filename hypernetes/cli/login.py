@@ -62,8 +62,10 @@ class RequestFailed(CliError):
 
 # -- HTTPS ----------------------------------------------------------------------------------------
 
-def ssl_context(ca_file: str | None = None, ca_data: bytes | None = None, *,
-                insecure: bool = False) -> ssl.SSLContext:
+
+def ssl_context(
+    ca_file: str | None = None, ca_data: bytes | None = None, *, insecure: bool = False
+) -> ssl.SSLContext:
     """Pinned to the cluster CA when one is given: the system store is not consulted then."""
     if insecure:
         ctx = ssl.create_default_context()
@@ -87,9 +89,18 @@ class Cluster:
     ca_file: str | None = None  # where the pinned CA came from, when it was a file
     ca_data: bytes | None = None
 
-    def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-             accept: str = "application/json", content_type: str = "application/json",
-             params: dict[str, str] | None = None, timeout: float = 30.0) -> JSON:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> JSON:
         url = self.server.rstrip("/") + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
         headers = {"Accept": accept, "User-Agent": "hypernetes-cli"}
         bearer = token if token is not None else self.token
@@ -106,9 +117,12 @@ class Cluster:
         except urllib.error.HTTPError as e:
             status = _decode(e.read())
             retry = (status.get("details") or {}).get("retryAfterSeconds")
-            raise RequestFailed(e.code, str(status.get("reason") or e.reason),
-                                str(status.get("message") or e.reason or f"HTTP {e.code}"),
-                                retry if isinstance(retry, int) else 0) from None
+            raise RequestFailed(
+                e.code,
+                str(status.get("reason") or e.reason),
+                str(status.get("message") or e.reason or f"HTTP {e.code}"),
+                retry if isinstance(retry, int) else 0,
+            ) from None
         except (urllib.error.URLError, OSError) as e:
             why = getattr(e, "reason", e)
             raise RequestFailed(0, "Unreachable", f"cannot reach {self.server}: {why}") from None
@@ -124,18 +138,27 @@ def _decode(payload: bytes) -> JSON:
 
 def whoami(cluster: Cluster) -> JSON:
     """The caller's userInfo, as `kubectl auth whoami` asks for it."""
-    review = cluster.call("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                          {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    review = cluster.call(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
     info = (review.get("status") or {}).get("userInfo")
     return info if isinstance(info, dict) else {}
 
 
 # -- kubeconfigs ------------------------------------------------------------------------------------
 
+
 def add_kubeconfig(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kubeconfig", type=Path, default=None, metavar="FILE",
-                        help="whose credentials to use (default: $KUBECONFIG, else the operator's "
-                        f"{default_data_dir() / 'admin.kubeconfig'})")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="whose credentials to use (default: $KUBECONFIG, else the operator's "
+        f"{default_data_dir() / 'admin.kubeconfig'})",
+    )
 
 
 def kubeconfig_path(arg: Path | None) -> Path:
@@ -180,8 +203,14 @@ def read_kubeconfig(path: Path) -> Kubeconfig:
     if ca_file and not Path(ca_file).is_absolute():
         ca_file = str(path.parent / ca_file)  # relative to the kubeconfig, as client-go resolves it
     ca_data = cluster.get("certificate-authority-data")
-    return Kubeconfig(path, str(cluster["server"]), ca_file, base64.b64decode(ca_data) if ca_data else None,
-                      bool(cluster.get("insecure-skip-tls-verify")), user or {})
+    return Kubeconfig(
+        path,
+        str(cluster["server"]),
+        ca_file,
+        base64.b64decode(ca_data) if ca_data else None,
+        bool(cluster.get("insecure-skip-tls-verify")),
+        user or {},
+    )
 
 
 def connect(path_arg: Path | None) -> Cluster:
@@ -195,10 +224,17 @@ def connect(path_arg: Path | None) -> Cluster:
     if not token and isinstance(user.get("exec"), dict):
         token = _exec_plugin(user["exec"], kc.path.parent)
     if not token:
-        raise CliError(f"kubeconfig {kc.path}: the current user has no token (client certificates "
-                       "are not supported by this command)")
-    return Cluster(kc.server, ssl_context(kc.ca_file, kc.ca_data, insecure=kc.insecure), str(token),
-                   kc.ca_file, kc.ca_data)
+        raise CliError(
+            f"kubeconfig {kc.path}: the current user has no token (client certificates "
+            "are not supported by this command)"
+        )
+    return Cluster(
+        kc.server,
+        ssl_context(kc.ca_file, kc.ca_data, insecure=kc.insecure),
+        str(token),
+        kc.ca_file,
+        kc.ca_data,
+    )
 
 
 def _exec_plugin(spec: JSON, base: Path) -> str:
@@ -206,14 +242,26 @@ def _exec_plugin(spec: JSON, base: Path) -> str:
     command = str(spec.get("command") or "")
     if os.sep in command and not Path(command).is_absolute():
         command = str(base / command)
-    env = {**os.environ, **{str(e.get("name")): str(e.get("value", "")) for e in spec.get("env") or []
-                            if isinstance(e, dict)}}
+    env = {
+        **os.environ,
+        **{str(e.get("name")): str(e.get("value", "")) for e in spec.get("env") or [] if isinstance(e, dict)},
+    }
     interactive = sys.stdin.isatty() and spec.get("interactiveMode") != "Never"
-    env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": spec.get("apiVersion", EXEC_API),
-                                              "kind": "ExecCredential", "spec": {"interactive": interactive}})
+    env["KUBERNETES_EXEC_INFO"] = json.dumps(
+        {
+            "apiVersion": spec.get("apiVersion", EXEC_API),
+            "kind": "ExecCredential",
+            "spec": {"interactive": interactive},
+        }
+    )
     try:
-        proc = subprocess.run([command, *map(str, spec.get("args") or [])], env=env, stdout=subprocess.PIPE,
-                              stdin=None if interactive else subprocess.DEVNULL, timeout=300)
+        proc = subprocess.run(
+            [command, *map(str, spec.get("args") or [])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stdin=None if interactive else subprocess.DEVNULL,
+            timeout=300,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise CliError(f"credential plugin {command}: {e}") from None
     if proc.returncode != 0:
@@ -333,36 +381,58 @@ def run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
 
 # -- sub-commands ----------------------------------------------------------------------------------
 
+
 def register(sub: Any) -> None:
     kc = sub.add_parser(
-        "kubeconfig", help="write a kubeconfig for a tenant user",
+        "kubeconfig",
+        help="write a kubeconfig for a tenant user",
         description="Write a kubeconfig for USER of TENANT. By default it embeds a token obtained with "
         "the operator's or the tenant admin's kubeconfig (no password needed; the file is a secret "
         "until the token expires). With --exec it holds no token: kubectl runs `hypernetes login`, "
-        "which asks the user's password and caches the token.")
+        "which asks the user's password and caches the token.",
+    )
     kc.add_argument("--tenant", required=True)
     kc.add_argument("--user", required=True)
     kc.add_argument("--server", help="API server URL (default: the --kubeconfig's)")
-    kc.add_argument("--ca", type=Path, metavar="FILE", help="cluster CA certificate (default: the "
-                    "--kubeconfig's)")
-    kc.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here, mode 0600 "
-                    "(default: stdout)")
-    kc.add_argument("--ttl", type=duration, default=duration(DEFAULT_TTL), metavar="DURATION",
-                    help=f"token lifetime, e.g. 8h or 7d (at most 7 days; default {DEFAULT_TTL})")
-    kc.add_argument("--exec", dest="exec_mode", action="store_true",
-                    help="store no token: kubectl runs `hypernetes login` to get one")
+    kc.add_argument(
+        "--ca", type=Path, metavar="FILE", help="cluster CA certificate (default: the --kubeconfig's)"
+    )
+    kc.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write here, mode 0600 (default: stdout)"
+    )
+    kc.add_argument(
+        "--ttl",
+        type=duration,
+        default=duration(DEFAULT_TTL),
+        metavar="DURATION",
+        help=f"token lifetime, e.g. 8h or 7d (at most 7 days; default {DEFAULT_TTL})",
+    )
+    kc.add_argument(
+        "--exec",
+        dest="exec_mode",
+        action="store_true",
+        help="store no token: kubectl runs `hypernetes login` to get one",
+    )
     kc.add_argument("-n", "--namespace", help="the context's namespace")
     add_kubeconfig(kc)
     kc.set_defaults(handler=lambda a: run(_kubeconfig, a))
 
-    for name, text in (("login", "log in as a tenant user (a kubectl credential plugin)"),
-                       ("logout", "revoke and forget the cached token of a tenant user")):
-        p = sub.add_parser(name, help=text, description=(
-            "Print a client.authentication.k8s.io/v1 ExecCredential for USER of TENANT: the cached "
-            "token while it has more than a minute left, else a new one from the password (asked on "
-            "the terminal, or read from stdin with --password-stdin). kubectl runs this from a "
-            "kubeconfig written by `hypernetes kubeconfig --exec`." if name == "login" else
-            "Revoke the cached token of USER of TENANT on the server and delete it from the cache."))
+    for name, text in (
+        ("login", "log in as a tenant user (a kubectl credential plugin)"),
+        ("logout", "revoke and forget the cached token of a tenant user"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=(
+                "Print a client.authentication.k8s.io/v1 ExecCredential for USER of TENANT: the cached "
+                "token while it has more than a minute left, else a new one from the password (asked on "
+                "the terminal, or read from stdin with --password-stdin). kubectl runs this from a "
+                "kubeconfig written by `hypernetes kubeconfig --exec`."
+                if name == "login"
+                else "Revoke the cached token of USER of TENANT on the server and delete it from the cache."
+            ),
+        )
         p.add_argument("--server", required=True, help="API server URL")
         ca = p.add_mutually_exclusive_group(required=True)
         ca.add_argument("--ca", metavar="FILE", help="cluster CA certificate (the only CA trusted)")
@@ -370,14 +440,21 @@ def register(sub: Any) -> None:
         p.add_argument("--tenant", required=True)
         p.add_argument("--user", required=True)
         if name == "login":
-            p.add_argument("--password-stdin", action="store_true",
-                           help="read the password from the first line of stdin")
-            p.add_argument("--ttl", type=duration, default=duration(DEFAULT_TTL), metavar="DURATION",
-                           help=f"lifetime of a new token (default {DEFAULT_TTL}, at most 7 days)")
+            p.add_argument(
+                "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+            )
+            p.add_argument(
+                "--ttl",
+                type=duration,
+                default=duration(DEFAULT_TTL),
+                metavar="DURATION",
+                help=f"lifetime of a new token (default {DEFAULT_TTL}, at most 7 days)",
+            )
         p.set_defaults(handler=lambda a: run(_login if a.command_name == "login" else _logout, a))
 
 
 # -- kubeconfig ------------------------------------------------------------------------------------
+
 
 def _kubeconfig(args: argparse.Namespace) -> int:
     ca_data = args.ca.read_bytes() if args.ca else None
@@ -401,29 +478,59 @@ def _kubeconfig(args: argparse.Namespace) -> int:
         else:  # the CA came embedded: keep the kubeconfig one self-contained file
             ca_args = ["--ca-data", base64.b64encode(ca_data).decode()]
         command = _self_command()
-        user: JSON = {"exec": {
-            "apiVersion": EXEC_API, "command": command[0],
-            "args": [*command[1:], "login", "--server", server, *ca_args, "--tenant", args.tenant,
-                     "--user", args.user, "--ttl", f"{int(args.ttl)}s"],
-            "interactiveMode": "IfAvailable", "provideClusterInfo": False,
-            "installHint": "this kubeconfig logs in with the `hypernetes` command: install hypernetes "
-                           "or put it on your PATH"}}
+        user: JSON = {
+            "exec": {
+                "apiVersion": EXEC_API,
+                "command": command[0],
+                "args": [
+                    *command[1:],
+                    "login",
+                    "--server",
+                    server,
+                    *ca_args,
+                    "--tenant",
+                    args.tenant,
+                    "--user",
+                    args.user,
+                    "--ttl",
+                    f"{int(args.ttl)}s",
+                ],
+                "interactiveMode": "IfAvailable",
+                "provideClusterInfo": False,
+                "installHint": "this kubeconfig logs in with the `hypernetes` command: install hypernetes "
+                "or put it on your PATH",
+            }
+        }
         note = f"kubectl will run `hypernetes login` for user {args.user} of tenant {args.tenant}"
     else:
         assert cluster is not None
-        issued = cluster.call("POST", "/hypernetes/v1/tokens", {"user": args.user, "tenant": args.tenant,
-                                                                "expirationSeconds": int(args.ttl)})
+        issued = cluster.call(
+            "POST",
+            "/hypernetes/v1/tokens",
+            {"user": args.user, "tenant": args.tenant, "expirationSeconds": int(args.ttl)},
+        )
         user = {"token": issued["token"]}
         note = f"token of user {args.user} of tenant {args.tenant} expires {issued['expirationTimestamp']}"
     context: JSON = {"cluster": "hypernetes", "user": name}
     if args.namespace:
         context["namespace"] = args.namespace
-    doc = {"apiVersion": "v1", "kind": "Config", "preferences": {},
-           "clusters": [{"name": "hypernetes", "cluster": {
-               "server": server, "certificate-authority-data": base64.b64encode(ca_data).decode()}}],
-           "users": [{"name": name, "user": user}],
-           "contexts": [{"name": name, "context": context}],
-           "current-context": name}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [
+            {
+                "name": "hypernetes",
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_data).decode(),
+                },
+            }
+        ],
+        "users": [{"name": name, "user": user}],
+        "contexts": [{"name": name, "context": context}],
+        "current-context": name,
+    }
     import yaml
 
     text = yaml.safe_dump(doc, sort_keys=False)
@@ -447,6 +554,7 @@ def _self_command() -> list[str]:
 
 # -- the credential plugin ---------------------------------------------------------------------------
 
+
 class TokenCache:
     """~/.cache/hypernetes/tokens/<hash>.json (0600, directory 0700): one file per server, tenant
     and user, so several clusters and users do not overwrite each other."""
@@ -463,8 +571,12 @@ class TokenCache:
             entry = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(entry, dict) or (entry.get("server"), entry.get("tenant"), entry.get("user")) != \
-                (self.server, self.tenant, self.user) or not isinstance(entry.get("token"), str):
+        if (
+            not isinstance(entry, dict)
+            or (entry.get("server"), entry.get("tenant"), entry.get("user"))
+            != (self.server, self.tenant, self.user)
+            or not isinstance(entry.get("token"), str)
+        ):
             return None
         return entry
 
@@ -472,8 +584,18 @@ class TokenCache:
         for d in (self.dir.parent, self.dir):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             d.chmod(0o700)
-        write_private(self.path, json.dumps({"server": self.server, "tenant": self.tenant, "user": self.user,
-                                             "token": token, "expirationTimestamp": expires}))
+        write_private(
+            self.path,
+            json.dumps(
+                {
+                    "server": self.server,
+                    "tenant": self.tenant,
+                    "user": self.user,
+                    "token": token,
+                    "expirationTimestamp": expires,
+                }
+            ),
+        )
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -514,9 +636,13 @@ def _still_accepted(cluster: Cluster, token: str) -> bool:
     """Whether the server still takes `token`: a password change or `user revoke` may have killed
     it, and kubectl would otherwise be handed the dead token again until it expires."""
     try:
-        cluster.call("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                     {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}, token=token,
-                     timeout=10)
+        cluster.call(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            token=token,
+            timeout=10,
+        )
     except RequestFailed as e:
         return e.status != 401  # unreachable or other trouble: let kubectl report it
     return True
@@ -536,15 +662,24 @@ def _login(args: argparse.Namespace) -> int:
         if args.password_stdin:
             password = read_stdin_lines(1)[0]
         elif not interactive:
-            raise CliError(f"not logged in as {who}, and kubectl runs this plugin without a terminal: "
-                           f"log in first with `hypernetes login --server {args.server} --tenant "
-                           f"{args.tenant} --user {args.user} --ca ...` in a terminal (or with "
-                           "--password-stdin)")
+            raise CliError(
+                f"not logged in as {who}, and kubectl runs this plugin without a terminal: "
+                f"log in first with `hypernetes login --server {args.server} --tenant "
+                f"{args.tenant} --user {args.user} --ca ...` in a terminal (or with "
+                "--password-stdin)"
+            )
         else:
             password = ask_password(f"Password for {who}: ")
         try:
-            issued = _login_call(cluster, {"tenant": args.tenant, "user": args.user, "password": password,
-                                           "expirationSeconds": int(args.ttl)})
+            issued = _login_call(
+                cluster,
+                {
+                    "tenant": args.tenant,
+                    "user": args.user,
+                    "password": password,
+                    "expirationSeconds": int(args.ttl),
+                },
+            )
         except RequestFailed as e:
             if e.status == 401:
                 raise CliError(f"login failed for {who}: invalid user name, password or tenant") from None
@@ -553,11 +688,17 @@ def _login(args: argparse.Namespace) -> int:
         cache.save(entry["token"], entry["expirationTimestamp"])
     if info is None and sys.stdout.isatty():
         # by hand at a terminal: do not paint a bearer token on the screen (and its scrollback)
-        print(f"logged in as user {args.user} of tenant {args.tenant}; token cached until "
-              f"{entry['expirationTimestamp']}", file=sys.stderr)
+        print(
+            f"logged in as user {args.user} of tenant {args.tenant}; token cached until "
+            f"{entry['expirationTimestamp']}",
+            file=sys.stderr,
+        )
         return 0
-    credential = {"apiVersion": EXEC_API, "kind": "ExecCredential",
-                  "status": {"token": entry["token"], "expirationTimestamp": entry["expirationTimestamp"]}}
+    credential = {
+        "apiVersion": EXEC_API,
+        "kind": "ExecCredential",
+        "status": {"token": entry["token"], "expirationTimestamp": entry["expirationTimestamp"]},
+    }
     json.dump(credential, sys.stdout)
     sys.stdout.write("\n")
     return 0
@@ -598,4 +739,3 @@ def _logout(args: argparse.Namespace) -> int:
     cache.remove()
     print(f"logged out {who}", file=sys.stderr)
     return 0
-

@@ -16,7 +16,8 @@ BIN_PACKING, SPREADING = "binpack", "spread"  # hypernetes.scheduler.placement's
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "up", help="run a whole single-host cluster in the foreground",
+        "up",
+        help="run a whole single-host cluster in the foreground",
         description="Run the API server, scheduler, controllers and a node agent in one process; "
         "writes DATA/admin.kubeconfig. Ctrl-C stops it; running again on the same data dir continues.",
     )
@@ -29,34 +30,77 @@ def register(sub: Any) -> None:
     p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
     p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
     p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
-    p.add_argument("--keystone-url", default=None, metavar="URL",
-                   help="check tenant users' passwords and tokens against this OpenStack Keystone "
-                   "(v3 API); the Keystone project is the tenant (default: built-in users)")
-    p.add_argument("--keystone-role-map", default=None, metavar="KS=ROLE,...",
-                   help="Keystone role names to admin|member|viewer (default: admin=admin,member=member,"
-                   "_member_=member,reader=viewer)")
-    p.add_argument("--keystone-cache-ttl", type=float, default=60.0, metavar="SECONDS",
-                   help="how long a Keystone answer is trusted (default 60)")
-    p.add_argument("--audit-log", default=None, metavar="FILE",
-                   help="audit log of every mutating request and every exec, attach and port-forward, "
-                   "operators' and nodes' here, each tenant's in FILE's directory as "
-                   "audit-tenant-NAME.log (default: DATA/audit.log)")
-    p.add_argument("--no-network", action="store_true",
-                   help="no tenant networks: pod VMs get no network interface (default: on when root)")
-    p.add_argument("--network-prefix", default="hn", metavar="NAME",
-                   help="names of this host's router namespaces and links: NAME-<id> (default hn)")
-    p.add_argument("--network-netns", default=None, metavar="NETNS",
-                   help="build tenant networks against this network namespace instead of the host's "
-                   "own (for tests and trials)")
-    p.add_argument("--network-management", action="append", default=None, metavar="CIDR",
-                   help="a network pods must never reach, even with egress on (repeatable; default: "
-                   "the subnets of the host's own interfaces)")
-    p.add_argument("--network-mtu", type=int, default=1500, metavar="BYTES",
-                   help="MTU of tenant bridges, taps and pod interfaces (default 1500)")
-    p.add_argument("--allow-registry", action="append", default=[], metavar="HOST[:PORT]",
-                   type=_allow_entry,
-                   help="let pods pull from this registry even though it is on loopback, link-local or a "
-                   "management network, which are refused by default (repeatable; HOST alone: any port)")
+    p.add_argument(
+        "--keystone-url",
+        default=None,
+        metavar="URL",
+        help="check tenant users' passwords and tokens against this OpenStack Keystone "
+        "(v3 API); the Keystone project is the tenant (default: built-in users)",
+    )
+    p.add_argument(
+        "--keystone-role-map",
+        default=None,
+        metavar="KS=ROLE,...",
+        help="Keystone role names to admin|member|viewer (default: admin=admin,member=member,"
+        "_member_=member,reader=viewer)",
+    )
+    p.add_argument(
+        "--keystone-cache-ttl",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a Keystone answer is trusted (default 60)",
+    )
+    p.add_argument(
+        "--audit-log",
+        default=None,
+        metavar="FILE",
+        help="audit log of every mutating request and every exec, attach and port-forward, "
+        "operators' and nodes' here, each tenant's in FILE's directory as "
+        "audit-tenant-NAME.log (default: DATA/audit.log)",
+    )
+    p.add_argument(
+        "--no-network",
+        action="store_true",
+        help="no tenant networks: pod VMs get no network interface (default: on when root)",
+    )
+    p.add_argument(
+        "--network-prefix",
+        default="hn",
+        metavar="NAME",
+        help="names of this host's router namespaces and links: NAME-<id> (default hn)",
+    )
+    p.add_argument(
+        "--network-netns",
+        default=None,
+        metavar="NETNS",
+        help="build tenant networks against this network namespace instead of the host's "
+        "own (for tests and trials)",
+    )
+    p.add_argument(
+        "--network-management",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="a network pods must never reach, even with egress on (repeatable; default: "
+        "the subnets of the host's own interfaces)",
+    )
+    p.add_argument(
+        "--network-mtu",
+        type=int,
+        default=1500,
+        metavar="BYTES",
+        help="MTU of tenant bridges, taps and pod interfaces (default 1500)",
+    )
+    p.add_argument(
+        "--allow-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        type=_allow_entry,
+        help="let pods pull from this registry even though it is on loopback, link-local or a "
+        "management network, which are refused by default (repeatable; HOST alone: any port)",
+    )
     _add_api_limits(p)
     add_data_dir(p)
     p.set_defaults(handler=handle)
@@ -65,20 +109,55 @@ def register(sub: Any) -> None:
 def _add_api_limits(p: argparse.ArgumentParser) -> None:
     """Per-tenant fairness and connection limits of the API server (docs/api.md)."""
     g = p.add_argument_group("API fairness and connection limits")
-    g.add_argument("--tenant-concurrency", type=int, default=2, metavar="N",
-                   help="tenant requests executing at once, shared fairly among tenants (default 2)")
-    g.add_argument("--system-concurrency", type=int, default=16, metavar="N",
-                   help="requests of operators, node agents and controllers executing at once (default 16)")
-    g.add_argument("--max-watches-per-tenant", type=int, default=100, metavar="N",
-                   help="open watches per tenant, or per user outside tenants (default 100)")
-    g.add_argument("--max-streams-per-tenant", type=int, default=50, metavar="N",
-                   help="open exec/attach/port-forward/followed logs per tenant (default 50)")
-    g.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="longest a non-streaming request may take (default 60)")
-    g.add_argument("--max-connections", type=int, default=0, metavar="N",
-                   help="open connections (default: the open-file limit minus 1024, at most 20000)")
-    g.add_argument("--max-connections-per-address", type=int, default=1000, metavar="N",
-                   help="open connections from one client address (default 1000)")
+    g.add_argument(
+        "--tenant-concurrency",
+        type=int,
+        default=2,
+        metavar="N",
+        help="tenant requests executing at once, shared fairly among tenants (default 2)",
+    )
+    g.add_argument(
+        "--system-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests of operators, node agents and controllers executing at once (default 16)",
+    )
+    g.add_argument(
+        "--max-watches-per-tenant",
+        type=int,
+        default=100,
+        metavar="N",
+        help="open watches per tenant, or per user outside tenants (default 100)",
+    )
+    g.add_argument(
+        "--max-streams-per-tenant",
+        type=int,
+        default=50,
+        metavar="N",
+        help="open exec/attach/port-forward/followed logs per tenant (default 50)",
+    )
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="longest a non-streaming request may take (default 60)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="open connections (default: the open-file limit minus 1024, at most 20000)",
+    )
+    g.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="open connections from one client address (default 1000)",
+    )
 
 
 def api_limits(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -87,11 +166,15 @@ def api_limits(args: argparse.Namespace) -> tuple[Any, Any]:
     from hypernetes.api.fairness import FairnessConfig
 
     fairness = FairnessConfig(
-        workload_seats=args.tenant_concurrency, system_seats=args.system_concurrency,
-        max_watches=args.max_watches_per_tenant, max_long_running=args.max_streams_per_tenant,
-        request_timeout=args.request_timeout)
-    return fairness, ConnectionLimits(max_connections=args.max_connections,
-                                      max_per_source=args.max_connections_per_address)
+        workload_seats=args.tenant_concurrency,
+        system_seats=args.system_concurrency,
+        max_watches=args.max_watches_per_tenant,
+        max_long_running=args.max_streams_per_tenant,
+        request_timeout=args.request_timeout,
+    )
+    return fairness, ConnectionLimits(
+        max_connections=args.max_connections, max_per_source=args.max_connections_per_address
+    )
 
 
 def _allow_entry(text: str) -> str:

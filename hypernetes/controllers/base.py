@@ -60,8 +60,9 @@ class Controller:
 
     async def run(self) -> None:
         await self.informers.wait_synced(self._watched)
-        workers = [asyncio.create_task(self._worker(), name=f"{self.name} worker")
-                   for _ in range(self.workers)]
+        workers = [
+            asyncio.create_task(self._worker(), name=f"{self.name} worker") for _ in range(self.workers)
+        ]
         try:
             await asyncio.gather(*workers)
         finally:
@@ -80,8 +81,14 @@ class Controller:
             except (ApiException, Retry) as e:
                 # conflicts are routine (our cache was behind): retry quietly
                 quiet = isinstance(e, ApiException) and e.status in (404, 409)
-                log.log(logging.DEBUG if quiet else logging.WARNING, "%s: sync %s: %s (retry %d)",
-                        self.name, key, e, self.queue.failures(key) + 1)
+                log.log(
+                    logging.DEBUG if quiet else logging.WARNING,
+                    "%s: sync %s: %s (retry %d)",
+                    self.name,
+                    key,
+                    e,
+                    self.queue.failures(key) + 1,
+                )
                 self.sync_errors += 1
                 self.queue.add_rate_limited(key)
             except Exception:
@@ -133,8 +140,9 @@ class Expectations:
         self._stamp.pop(key, None)
 
 
-async def update_status(client: ApiClient, api_version: str, plural: str, obj: Obj,
-                        status: Obj) -> Obj | None:
+async def update_status(
+    client: ApiClient, api_version: str, plural: str, obj: Obj, status: Obj
+) -> Obj | None:
     """Write a status we computed in full (PUT .../status), retrying once on a stale
     resourceVersion. None if the object is gone."""
     for attempt in range(2):

@@ -33,8 +33,9 @@ class DeploymentController(Controller):
         self.deployments = self.informer("apps/v1", "deployments")
         self.rs = self.informer("apps/v1", "replicasets")
         self.pods = self.informer("v1", "pods")
-        self.deployments.add_handler(Handler(add=self.enqueue, update=lambda o, n: self.enqueue(n),
-                                             delete=self.enqueue))
+        self.deployments.add_handler(
+            Handler(add=self.enqueue, update=lambda o, n: self.enqueue(n), delete=self.enqueue)
+        )
         self.rs.add_handler(Handler(add=self._rs_changed, update=self._rs_updated, delete=self._rs_changed))
         self.pods.add_handler(Handler(delete=self._pod_deleted))
 
@@ -56,8 +57,10 @@ class DeploymentController(Controller):
                     self.enqueue(d)
 
     def _rs_updated(self, old: Obj, new: Obj) -> None:
-        old_key, key = self._owner(old, "Deployment", m.namespace(old)), self._owner(new, "Deployment",
-                                                                                       m.namespace(new))
+        old_key, key = (
+            self._owner(old, "Deployment", m.namespace(old)),
+            self._owner(new, "Deployment", m.namespace(new)),
+        )
         if old_key and old_key != key:
             self.queue.add(old_key)
         self._rs_changed(new)
@@ -95,8 +98,14 @@ class DeploymentController(Controller):
 
     async def _claim(self, d: Obj) -> list[Obj]:
         candidates = self.rs.list(m.namespace(d))
-        claimed = await claim(self.client, self.rs, d, (d.get("spec") or {}).get("selector"), candidates,
-                              fresh_owner_check(self.client, d, "deployments"))
+        claimed = await claim(
+            self.client,
+            self.rs,
+            d,
+            (d.get("spec") or {}).get("selector"),
+            candidates,
+            fresh_owner_check(self.client, d, "deployments"),
+        )
         return [copy.deepcopy(rs) for rs in claimed]
 
     # -- ReplicaSets ---------------------------------------------------------------------------
@@ -125,8 +134,12 @@ class DeploymentController(Controller):
         status = d.get("status") or {}
         if r.progress_deadline(d) is not None and m.get_condition(status, "Progressing") is None:
             status = copy.deepcopy(d.get("status") or {})
-            r.set_deploy_condition(status, r.deploy_condition(
-                "Progressing", "True", r.FOUND_NEW_RS, f'Found new replica set "{m.name(rs)}"'))
+            r.set_deploy_condition(
+                status,
+                r.deploy_condition(
+                    "Progressing", "True", r.FOUND_NEW_RS, f'Found new replica set "{m.name(rs)}"'
+                ),
+            )
             await self._write_status(d, status)
         return rs
 
@@ -140,11 +153,20 @@ class DeploymentController(Controller):
         selector = copy.deepcopy(spec["selector"])
         selector["matchLabels"] = {**(selector.get("matchLabels") or {}), r.HASH_LABEL: h}
         rs: Obj = {
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": f"{m.name(d)}-{h}", "namespace": m.namespace(d),
-                         "labels": dict(tmeta["labels"]), "ownerReferences": [m.owner_ref(d)]},
-            "spec": {"replicas": 0, "minReadySeconds": spec.get("minReadySeconds", 0),
-                     "selector": selector, "template": template},
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{m.name(d)}-{h}",
+                "namespace": m.namespace(d),
+                "labels": dict(tmeta["labels"]),
+                "ownerReferences": [m.owner_ref(d)],
+            },
+            "spec": {
+                "replicas": 0,
+                "minReadySeconds": spec.get("minReadySeconds", 0),
+                "selector": selector,
+                "template": template,
+            },
         }
         rs["spec"]["replicas"] = r.new_rs_replicas(d, [*old, rs], rs)
         r.set_new_rs_annotations(d, rs, new_revision, exists=False)
@@ -155,8 +177,13 @@ class DeploymentController(Controller):
                 await self._create_failed(d, rs, e)
                 raise
             found = await self.client.get_or_none("apps/v1", "replicasets", m.name(rs), m.namespace(d))
-            if found is not None and m.controlled_by(found, d) and r.equal_ignore_hash(
-                    (found.get("spec") or {}).get("template") or {}, spec.get("template") or {}):
+            if (
+                found is not None
+                and m.controlled_by(found, d)
+                and r.equal_ignore_hash(
+                    (found.get("spec") or {}).get("template") or {}, spec.get("template") or {}
+                )
+            ):
                 return found  # ours, from a sync whose create we did not observe yet
             # a hash collision: another template already has this name
             status = copy.deepcopy(d.get("status") or {})
@@ -165,13 +192,20 @@ class DeploymentController(Controller):
             raise
         self.rs.written(created)
         if r.replicas(created):
-            await self.events.normal(d, "ScalingReplicaSet", f"Scaled up replica set {m.name(created)} "
-                                     f"from 0 to {r.replicas(created)}")
+            await self.events.normal(
+                d,
+                "ScalingReplicaSet",
+                f"Scaled up replica set {m.name(created)} from 0 to {r.replicas(created)}",
+            )
         await self._set_revision(d, str(new_revision))
         if r.progress_deadline(d) is not None:
             status = copy.deepcopy(d.get("status") or {})
-            r.set_deploy_condition(status, r.deploy_condition(
-                "Progressing", "True", r.NEW_RS_CREATED, f'Created new replica set "{m.name(created)}"'))
+            r.set_deploy_condition(
+                status,
+                r.deploy_condition(
+                    "Progressing", "True", r.NEW_RS_CREATED, f'Created new replica set "{m.name(created)}"'
+                ),
+            )
             await self._write_status(d, status)
         return created
 
@@ -201,16 +235,23 @@ class DeploymentController(Controller):
         out = await self._write_rs(want)
         if r.replicas(rs) != count:
             verb = "up" if count > r.replicas(rs) else "down"
-            await self.events.normal(d, "ScalingReplicaSet", f"Scaled {verb} replica set {m.name(rs)} "
-                                     f"from {r.replicas(rs)} to {count}")
+            await self.events.normal(
+                d,
+                "ScalingReplicaSet",
+                f"Scaled {verb} replica set {m.name(rs)} from {r.replicas(rs)} to {count}",
+            )
         return r.replicas(rs) != count, out
 
     async def _set_revision(self, d: Obj, rev: str) -> None:
         if not rev or r.annotation(d, r.REVISION) == rev:
             return
-        out: Obj = await self.client.patch("apps/v1", "deployments", m.name(d), {"metadata": {
-            "annotations": {r.REVISION: rev}, "resourceVersion": m.meta(d)["resourceVersion"]}},
-            m.namespace(d))
+        out: Obj = await self.client.patch(
+            "apps/v1",
+            "deployments",
+            m.name(d),
+            {"metadata": {"annotations": {r.REVISION: rev}, "resourceVersion": m.meta(d)["resourceVersion"]}},
+            m.namespace(d),
+        )
         self.deployments.written(out)
         d["metadata"] = out["metadata"]
 
@@ -300,9 +341,10 @@ class DeploymentController(Controller):
         if any(r.status_int(rs, "replicas") > 0 for rs in old):
             return True
         uids = {m.uid(rs) for rs in old}
-        return any((m.controller_ref(p) or {}).get("uid") in uids
-                   and m.pod_phase(p) not in ("Succeeded", "Failed")
-                   for p in self.pods.list(m.namespace(old[0])))
+        return any(
+            (m.controller_ref(p) or {}).get("uid") in uids and m.pod_phase(p) not in ("Succeeded", "Failed")
+            for p in self.pods.list(m.namespace(old[0]))
+        )
 
     async def _scaling_event(self, d: Obj, rss: list[Obj]) -> bool:
         new, old = await self._get_all(d, rss, create=False)
@@ -338,11 +380,13 @@ class DeploymentController(Controller):
         to_add = allowed - sum(r.replicas(rs) for rs in live)
         if to_add == 0:
             return
+
         # bigger ReplicaSets take the change first; among equals, the newer when growing and
         # the older when shrinking (upstream's ReplicaSetsBySizeNewer / BySizeOlder)
         def created(rs: Obj) -> float:
             t = m.parse_time(m.meta(rs).get("creationTimestamp"))
             return t.timestamp() if t else 0.0
+
         sign = -1 if to_add > 0 else 1
         order = sorted(live, key=lambda rs: (-r.replicas(rs), sign * created(rs)))
         added, sizes = 0, {}
@@ -368,12 +412,16 @@ class DeploymentController(Controller):
             return
         alive.sort(key=lambda rs: (r.revision(rs), m.meta(rs).get("creationTimestamp") or ""))
         for rs in alive[:diff]:
-            if r.status_int(rs, "replicas") or r.replicas(rs) or \
-                    int(m.meta(rs).get("generation") or 0) > r.status_int(rs, "observedGeneration"):
+            if (
+                r.status_int(rs, "replicas")
+                or r.replicas(rs)
+                or int(m.meta(rs).get("generation") or 0) > r.status_int(rs, "observedGeneration")
+            ):
                 continue
             log.info("deployment %s: deleting old replica set %s", key_of(d), m.name(rs))
-            await self.client.delete("apps/v1", "replicasets", m.name(rs), m.namespace(rs),
-                                     {"preconditions": {"uid": m.uid(rs)}})
+            await self.client.delete(
+                "apps/v1", "replicasets", m.name(rs), m.namespace(rs), {"preconditions": {"uid": m.uid(rs)}}
+            )
 
     # -- status --------------------------------------------------------------------------------
 
@@ -387,11 +435,13 @@ class DeploymentController(Controller):
         paused = bool((d.get("spec") or {}).get("paused"))
         was_paused = cond is not None and cond.get("reason") == r.PAUSED
         if paused and not was_paused:
-            r.set_deploy_condition(status, r.deploy_condition("Progressing", "Unknown", r.PAUSED,
-                                                              "Deployment is paused"))
+            r.set_deploy_condition(
+                status, r.deploy_condition("Progressing", "Unknown", r.PAUSED, "Deployment is paused")
+            )
         elif was_paused and not paused:
-            r.set_deploy_condition(status, r.deploy_condition("Progressing", "Unknown", r.RESUMED,
-                                                              "Deployment is resumed"))
+            r.set_deploy_condition(
+                status, r.deploy_condition("Progressing", "Unknown", r.RESUMED, "Deployment is resumed")
+            )
         else:
             return d
         await self._write_status(d, status)
@@ -410,13 +460,20 @@ class DeploymentController(Controller):
         if deadline is None:
             m.remove_condition(status, "Progressing")
         cond = m.get_condition(status, "Progressing")
-        done = (int(status.get("replicas") or 0) == int(status.get("updatedReplicas") or 0)
-                and cond is not None and cond.get("reason") == r.NEW_RS_AVAILABLE)
+        done = (
+            int(status.get("replicas") or 0) == int(status.get("updatedReplicas") or 0)
+            and cond is not None
+            and cond.get("reason") == r.NEW_RS_AVAILABLE
+        )
         subject = f'ReplicaSet "{m.name(new)}"' if new else "Deployment"
         if deadline is not None and not done:
             if r.complete(d, status):
-                r.set_deploy_condition(status, r.deploy_condition(
-                    "Progressing", "True", r.NEW_RS_AVAILABLE, f"{subject} has successfully progressed."))
+                r.set_deploy_condition(
+                    status,
+                    r.deploy_condition(
+                        "Progressing", "True", r.NEW_RS_AVAILABLE, f"{subject} has successfully progressed."
+                    ),
+                )
             elif r.progressing(d, status):
                 c = r.deploy_condition("Progressing", "True", r.RS_UPDATED, f"{subject} is progressing.")
                 if cond is not None and cond.get("status") == "True":
@@ -424,14 +481,31 @@ class DeploymentController(Controller):
                 m.remove_condition(status, "Progressing")
                 r.set_deploy_condition(status, c)
             elif r.timed_out(d, status):
-                r.set_deploy_condition(status, r.deploy_condition(
-                    "Progressing", "False", r.TIMED_OUT, f"{subject} has timed out progressing."))
-        failure = next((c for rs in all_rss for c in (rs.get("status") or {}).get("conditions") or []
-                        if c.get("type") == "ReplicaFailure"), None)
+                r.set_deploy_condition(
+                    status,
+                    r.deploy_condition(
+                        "Progressing", "False", r.TIMED_OUT, f"{subject} has timed out progressing."
+                    ),
+                )
+        failure = next(
+            (
+                c
+                for rs in all_rss
+                for c in (rs.get("status") or {}).get("conditions") or []
+                if c.get("type") == "ReplicaFailure"
+            ),
+            None,
+        )
         if failure is not None:
-            r.set_deploy_condition(status, r.deploy_condition("ReplicaFailure", failure.get("status", "True"),
-                                                              failure.get("reason", ""),
-                                                              failure.get("message", "")))
+            r.set_deploy_condition(
+                status,
+                r.deploy_condition(
+                    "ReplicaFailure",
+                    failure.get("status", "True"),
+                    failure.get("reason", ""),
+                    failure.get("message", ""),
+                ),
+            )
         else:
             m.remove_condition(status, "ReplicaFailure")
         if status != (d.get("status") or {}):

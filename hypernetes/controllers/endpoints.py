@@ -141,10 +141,12 @@ class EndpointsController(Controller):
         self.services = self.informer("v1", "services")
         self.pods = self.informer("v1", "pods")
         self.endpoints = self.informer("v1", "endpoints")
-        self.services.add_handler(Handler(add=self.enqueue, update=lambda o, n: self.enqueue(n),
-                                          delete=self.enqueue))
-        self.pods.add_handler(Handler(add=self._pod_changed, update=self._pod_updated,
-                                      delete=self._pod_changed))
+        self.services.add_handler(
+            Handler(add=self.enqueue, update=lambda o, n: self.enqueue(n), delete=self.enqueue)
+        )
+        self.pods.add_handler(
+            Handler(add=self._pod_changed, update=self._pod_updated, delete=self._pod_changed)
+        )
         self.endpoints.add_handler(Handler(update=lambda o, n: self.enqueue(n), delete=self.enqueue))
 
     def _pod_changed(self, pod: Obj) -> None:
@@ -174,11 +176,17 @@ class EndpointsController(Controller):
         if (svc.get("spec") or {}).get("clusterIP") == "None":
             labels[HEADLESS_LABEL] = ""
         current = self.endpoints.get(key)
-        if current is not None and (current.get("subsets") or []) == want_subsets \
-                and m.labels(current) == labels:
+        if (
+            current is not None
+            and (current.get("subsets") or []) == want_subsets
+            and m.labels(current) == labels
+        ):
             return
-        body: Obj = {"apiVersion": "v1", "kind": "Endpoints",
-                     "metadata": {"name": name, "namespace": ns, "labels": labels or None}}
+        body: Obj = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": name, "namespace": ns, "labels": labels or None},
+        }
         if want_subsets:
             body["subsets"] = want_subsets
         try:
@@ -191,8 +199,11 @@ class EndpointsController(Controller):
             if namespace_terminating(e):
                 return
             if e.status != 409:  # a conflict only means our cache was behind
-                reason, what = ("FailedToCreateEndpoint", "create endpoint for service") if current is None \
+                reason, what = (
+                    ("FailedToCreateEndpoint", "create endpoint for service")
+                    if current is None
                     else ("FailedToUpdateEndpoint", "update endpoint")
+                )
                 message = f"Failed to {what} {ns}/{name}: {e.message}"
                 await self.events.warning(current or body, reason, message)
             raise

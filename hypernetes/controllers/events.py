@@ -15,8 +15,9 @@ Obj = dict[str, Any]
 
 class EventRecorder:
     def __init__(self, client: ApiClient, component: str) -> None:
-        self.recorder = eventrecorder.EventRecorder(client, component,
-                                                    instance=f"{component}-{socket.gethostname()}")
+        self.recorder = eventrecorder.EventRecorder(
+            client, component, instance=f"{component}-{socket.gethostname()}"
+        )
 
     async def record(self, obj: Obj, etype: str, reason: str, message: str) -> None:
         """Best effort: a lost event is not worth failing (or retrying) a sync for."""

@@ -32,7 +32,7 @@ POD_KEY = "pod:"  # queue keys of pods whose tracking finalizer may have to go
 
 
 def finished(job: Obj) -> str | None:
-    """"Complete" or "Failed" once the job has that condition."""
+    """ "Complete" or "Failed" once the job has that condition."""
     for c in (job.get("status") or {}).get("conditions") or []:
         if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
             return str(c["type"])
@@ -60,10 +60,12 @@ class JobController(Controller):
         self.pods = self.informer("v1", "pods")
         self.expectations = Expectations()
         self._failures: dict[str, tuple[int, float]] = {}  # key: (failures since a success, when)
-        self.jobs.add_handler(Handler(add=self.enqueue, update=lambda o, n: self.enqueue(n),
-                                      delete=self._job_deleted))
-        self.pods.add_handler(Handler(add=self._pod_added, update=self._pod_updated,
-                                      delete=self._pod_deleted))
+        self.jobs.add_handler(
+            Handler(add=self.enqueue, update=lambda o, n: self.enqueue(n), delete=self._job_deleted)
+        )
+        self.pods.add_handler(
+            Handler(add=self._pod_added, update=self._pod_updated, delete=self._pod_deleted)
+        )
 
     # -- events --------------------------------------------------------------------------------
 
@@ -111,7 +113,7 @@ class JobController(Controller):
 
     async def reconcile(self, key: str) -> None:
         if key.startswith(POD_KEY):
-            await self._orphan_pod(key[len(POD_KEY):])
+            await self._orphan_pod(key[len(POD_KEY) :])
             return
         cached = self.jobs.get(key)
         if cached is None:
@@ -120,8 +122,14 @@ class JobController(Controller):
         job = copy.deepcopy(cached)
         spec = job.get("spec") or {}
         candidates = self.pods.list(m.namespace(job))
-        pods = await claim(self.client, self.pods, job, spec.get("selector"), candidates,
-                           fresh_owner_check(self.client, job, "jobs"))
+        pods = await claim(
+            self.client,
+            self.pods,
+            job,
+            spec.get("selector"),
+            candidates,
+            fresh_owner_check(self.client, job, "jobs"),
+        )
         if m.deleting(job) or finished(job):
             await self._untrack(key, [p for p in pods if tracked(p)])
             if finished(job) and not m.deleting(job):
@@ -181,28 +189,39 @@ class JobController(Controller):
         if failure is not None:
             raise failure
 
-    def _finish_target(self, job: Obj, status: Obj, active: list[Obj], succeeded: int,
-                       failed: int) -> Obj | None:
+    def _finish_target(
+        self, job: Obj, status: Obj, active: list[Obj], succeeded: int, failed: int
+    ) -> Obj | None:
         """The first terminal verdict (FailureTarget or SuccessCriteriaMet), if reached now."""
         if m.get_condition(status, "FailureTarget") or m.get_condition(status, "SuccessCriteriaMet"):
             return None
         spec = job.get("spec") or {}
         completions = spec.get("completions")
         limit = int(spec.get("backoffLimit", 6))
-        if (completions is not None and succeeded >= int(completions)) or \
-                (completions is None and succeeded > 0 and not active):
-            return m.condition("SuccessCriteriaMet", "True", "CompletionsReached",
-                               "Reached expected number of succeeded pods")
+        if (completions is not None and succeeded >= int(completions)) or (
+            completions is None and succeeded > 0 and not active
+        ):
+            return m.condition(
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            )
         if failed > limit or self._past_backoff_on_failure(job, active, limit):
-            return m.condition("FailureTarget", "True", "BackoffLimitExceeded",
-                               "Job has reached the specified backoff limit")
+            return m.condition(
+                "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            )
         deadline = spec.get("activeDeadlineSeconds")
         started = m.parse_time(status.get("startTime"))
         if deadline is not None and started is not None and not spec.get("suspend"):
             left = started.timestamp() + int(deadline) - time.time()
             if left <= 0:
-                return m.condition("FailureTarget", "True", "DeadlineExceeded",
-                                   "Job was active longer than specified deadline")
+                return m.condition(
+                    "FailureTarget",
+                    "True",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                )
             self.queue.add_after(key_of(job), left + 0.5)
         return None
 
@@ -230,8 +249,9 @@ class JobController(Controller):
         delay = min(self.backoff_base * float(2 ** (count - 1)), self.backoff_max)
         return at + delay - time.monotonic()
 
-    async def _manage(self, key: str, job: Obj, status: Obj, active: list[Obj], succeeded: int,
-                      terminating: int) -> list[Obj]:
+    async def _manage(
+        self, key: str, job: Obj, status: Obj, active: list[Obj], succeeded: int, terminating: int
+    ) -> list[Obj]:
         """Create or delete pods towards the wanted number running; the active pods after."""
         if not self.expectations.satisfied(key):
             return active  # earlier creations or deletions not seen yet: counts would be off
@@ -284,17 +304,22 @@ class JobController(Controller):
         if not indexed(job):
             return [None] * count
         running = {pod_index(p) for p in active}
-        free = [i for i in range(int((job.get("spec") or {}).get("completions") or 0))
-                if i not in done and i not in running]
+        free = [
+            i
+            for i in range(int((job.get("spec") or {}).get("completions") or 0))
+            if i not in done and i not in running
+        ]
         out: list[int | None] = list(free[:count])
         return out
 
     def _pod(self, job: Obj, index: int | None) -> Obj:
         if index is None:
-            return m.pod_from_template((job.get("spec") or {}).get("template") or {}, job,
-                                       finalizers=[TRACKING])
-        return m.pod_from_template(template_for(job, index), job, finalizers=[TRACKING],
-                                   generate_name=f"{m.name(job)}-{index}-")
+            return m.pod_from_template(
+                (job.get("spec") or {}).get("template") or {}, job, finalizers=[TRACKING]
+            )
+        return m.pod_from_template(
+            template_for(job, index), job, finalizers=[TRACKING], generate_name=f"{m.name(job)}-{index}-"
+        )
 
     async def _create(self, key: str, job: Obj, indexes: list[int | None]) -> None:
         count = len(indexes)
@@ -304,9 +329,13 @@ class JobController(Controller):
         done, batch = 0, 1
         while done < count:  # slow start, as the ReplicaSet controller
             n = min(batch, count - done)
-            results = await asyncio.gather(*(self.client.create("v1", "pods", self._pod(job, i),
-                                                                m.namespace(job))
-                                             for i in indexes[done:done + n]), return_exceptions=True)
+            results = await asyncio.gather(
+                *(
+                    self.client.create("v1", "pods", self._pod(job, i), m.namespace(job))
+                    for i in indexes[done : done + n]
+                ),
+                return_exceptions=True,
+            )
             done += n
             for res in results:
                 if isinstance(res, dict):
@@ -330,8 +359,9 @@ class JobController(Controller):
         for p in pods:
             try:
                 await self._untrack(key, [p])
-                await self.client.delete("v1", "pods", m.name(p), m.namespace(p),
-                                         {"preconditions": {"uid": m.uid(p)}})
+                await self.client.delete(
+                    "v1", "pods", m.name(p), m.namespace(p), {"preconditions": {"uid": m.uid(p)}}
+                )
             except ApiException as e:
                 self.expectations.deleted(key, m.uid(p))  # no deletion to wait for
                 if e.status not in (404, 409):
@@ -347,9 +377,18 @@ class JobController(Controller):
                 continue
             finalizers = [f for f in m.meta(p).get("finalizers") or [] if f != TRACKING]
             try:
-                out = await self.client.patch("v1", "pods", m.name(p), {"metadata": {
-                    "finalizers": finalizers or None, "resourceVersion": m.meta(p)["resourceVersion"]}},
-                    m.namespace(p))
+                out = await self.client.patch(
+                    "v1",
+                    "pods",
+                    m.name(p),
+                    {
+                        "metadata": {
+                            "finalizers": finalizers or None,
+                            "resourceVersion": m.meta(p)["resourceVersion"],
+                        }
+                    },
+                    m.namespace(p),
+                )
             except ApiException as e:
                 if e.status == 404:
                     continue
@@ -375,8 +414,9 @@ class JobController(Controller):
         return await self._write(job, status)
 
     def _still_running(self, pods: list[Obj]) -> bool:
-        return any(m.pod_active(p) or (m.deleting(p) and m.pod_phase(p) not in ("Succeeded", "Failed"))
-                   for p in pods)
+        return any(
+            m.pod_active(p) or (m.deleting(p) and m.pod_phase(p) not in ("Succeeded", "Failed")) for p in pods
+        )
 
     async def _terminal(self, job: Obj, ending: Obj) -> None:
         status = copy.deepcopy(job.get("status") or {})
@@ -426,8 +466,13 @@ class JobController(Controller):
             return
         log.info("job %s: deleting %ss after it finished", key, ttl)
         try:
-            await self.client.delete("batch/v1", "jobs", m.name(job), m.namespace(job), {
-                "propagationPolicy": "Foreground", "preconditions": {"uid": m.uid(job)}})
+            await self.client.delete(
+                "batch/v1",
+                "jobs",
+                m.name(job),
+                m.namespace(job),
+                {"propagationPolicy": "Foreground", "preconditions": {"uid": m.uid(job)}},
+            )
         except ApiException as e:
             if e.status != 409:
                 raise

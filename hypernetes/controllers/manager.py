@@ -24,9 +24,19 @@ from hypernetes.controllers.volumes import VolumeController
 log = logging.getLogger(__name__)
 
 CONTROLLERS: dict[str, type[Controller]] = {
-    c.name: c for c in (NamespaceController, ServiceAccountController, ReplicaSetController,
-                        DeploymentController, JobController, EndpointsController, GarbageCollector,
-                        TenantController, VolumeController, NetworkController)
+    c.name: c
+    for c in (
+        NamespaceController,
+        ServiceAccountController,
+        ReplicaSetController,
+        DeploymentController,
+        JobController,
+        EndpointsController,
+        GarbageCollector,
+        TenantController,
+        VolumeController,
+        NetworkController,
+    )
 }
 
 
@@ -43,7 +53,8 @@ class ControllerManager:
         if unknown:
             raise ValueError(f"unknown controllers: {', '.join(sorted(unknown))}")
         self.controllers: dict[str, Controller] = {
-            n: CONTROLLERS[n](client, self.informers) for n in names if n in CONTROLLERS}
+            n: CONTROLLERS[n](client, self.informers) for n in names if n in CONTROLLERS
+        }
         if RootCAPublisher.name in names:
             self.controllers[RootCAPublisher.name] = RootCAPublisher(client, self.informers, root_ca)
 
@@ -54,19 +65,42 @@ class ControllerManager:
         """Prometheus text exposition of every controller's syncs, errors and queue depth."""
         series = (
             ("hypernetes_controller_syncs_total", "counter", "Keys synced.", lambda c: c.syncs),
-            ("hypernetes_controller_sync_errors_total", "counter", "Syncs that failed and were requeued.",
-             lambda c: c.sync_errors),
-            ("hypernetes_controller_sync_seconds_total", "counter", "Time spent syncing.",
-             lambda c: c.sync_seconds),
-            ("hypernetes_controller_queue_depth", "gauge", "Keys waiting to be synced.",
-             lambda c: len(c.queue)),
-            ("hypernetes_controller_queue_delayed", "gauge",
-             "Keys due later: backing off after a failed sync, or scheduled.", lambda c: c.queue.waiting),
-            ("hypernetes_controller_events_written_total", "counter",
-             "Events created or counted up (PATCH) in the API.", lambda c: c.events.recorder.written),
-            ("hypernetes_controller_events_dropped_total", "counter",
-             "Events the spam filter kept from the API (25 per object, then 1 per 5 minutes).",
-             lambda c: c.events.recorder.dropped),
+            (
+                "hypernetes_controller_sync_errors_total",
+                "counter",
+                "Syncs that failed and were requeued.",
+                lambda c: c.sync_errors,
+            ),
+            (
+                "hypernetes_controller_sync_seconds_total",
+                "counter",
+                "Time spent syncing.",
+                lambda c: c.sync_seconds,
+            ),
+            (
+                "hypernetes_controller_queue_depth",
+                "gauge",
+                "Keys waiting to be synced.",
+                lambda c: len(c.queue),
+            ),
+            (
+                "hypernetes_controller_queue_delayed",
+                "gauge",
+                "Keys due later: backing off after a failed sync, or scheduled.",
+                lambda c: c.queue.waiting,
+            ),
+            (
+                "hypernetes_controller_events_written_total",
+                "counter",
+                "Events created or counted up (PATCH) in the API.",
+                lambda c: c.events.recorder.written,
+            ),
+            (
+                "hypernetes_controller_events_dropped_total",
+                "counter",
+                "Events the spam filter kept from the API (25 per object, then 1 per 5 minutes).",
+                lambda c: c.events.recorder.dropped,
+            ),
         )
         lines = []
         for metric, kind, text, value in series:

@@ -90,46 +90,94 @@ class NamespaceController(Controller):
                     finalizers[f] = finalizers.get(f, 0) + 1
         return remaining, finalizers, errors
 
-    async def _set_conditions(self, ns: Obj, remaining: dict[str, int], finalizers: dict[str, int],
-                              errors: list[str]) -> Obj:
+    async def _set_conditions(
+        self, ns: Obj, remaining: dict[str, int], finalizers: dict[str, int], errors: list[str]
+    ) -> Obj:
         old_conditions = (ns.get("status") or {}).get("conditions") or []
         status: Obj = {"phase": "Terminating", "conditions": list(old_conditions)}
-        m.set_condition(status, m.condition(
-            "NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered",
-            "All resources successfully discovered"))
-        m.set_condition(status, m.condition(
-            "NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
-            "All legacy kube types successfully parsed"))
+        m.set_condition(
+            status,
+            m.condition(
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered",
+            ),
+        )
+        m.set_condition(
+            status,
+            m.condition(
+                "NamespaceDeletionGroupVersionParsingFailure",
+                "False",
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed",
+            ),
+        )
         if errors:
-            m.set_condition(status, m.condition(
-                "NamespaceDeletionContentFailure", "True", "ContentDeletionFailed",
-                "Failed to delete all resource types, " + ", ".join(errors)))
+            m.set_condition(
+                status,
+                m.condition(
+                    "NamespaceDeletionContentFailure",
+                    "True",
+                    "ContentDeletionFailed",
+                    "Failed to delete all resource types, " + ", ".join(errors),
+                ),
+            )
         else:
-            m.set_condition(status, m.condition(
-                "NamespaceDeletionContentFailure", "False", "ContentDeleted",
-                "All content successfully deleted, may be waiting on finalization"))
+            m.set_condition(
+                status,
+                m.condition(
+                    "NamespaceDeletionContentFailure",
+                    "False",
+                    "ContentDeleted",
+                    "All content successfully deleted, may be waiting on finalization",
+                ),
+            )
         if remaining:
-            m.set_condition(status, m.condition(
-                "NamespaceContentRemaining", "True", "SomeResourcesRemain",
-                "Some resources are remaining: " + ", ".join(
-                    f"{k} has {v} resource instances" for k, v in sorted(remaining.items()))))
+            m.set_condition(
+                status,
+                m.condition(
+                    "NamespaceContentRemaining",
+                    "True",
+                    "SomeResourcesRemain",
+                    "Some resources are remaining: "
+                    + ", ".join(f"{k} has {v} resource instances" for k, v in sorted(remaining.items())),
+                ),
+            )
         else:
-            m.set_condition(status, m.condition(
-                "NamespaceContentRemaining", "False", "ContentRemoved", "All content successfully removed"))
+            m.set_condition(
+                status,
+                m.condition(
+                    "NamespaceContentRemaining", "False", "ContentRemoved", "All content successfully removed"
+                ),
+            )
         if finalizers:
-            m.set_condition(status, m.condition(
-                "NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
-                "Some content in the namespace has finalizers remaining: " + ", ".join(
-                    f"{k} in {v} resource instances" for k, v in sorted(finalizers.items()))))
+            m.set_condition(
+                status,
+                m.condition(
+                    "NamespaceFinalizersRemaining",
+                    "True",
+                    "SomeFinalizersRemain",
+                    "Some content in the namespace has finalizers remaining: "
+                    + ", ".join(f"{k} in {v} resource instances" for k, v in sorted(finalizers.items())),
+                ),
+            )
         else:
-            m.set_condition(status, m.condition(
-                "NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers",
-                "All content-preserving finalizers finished"))
+            m.set_condition(
+                status,
+                m.condition(
+                    "NamespaceFinalizersRemaining",
+                    "False",
+                    "ContentHasNoFinalizers",
+                    "All content-preserving finalizers finished",
+                ),
+            )
         if _strip_times(status) == _strip_times(ns.get("status") or {}):
             return ns
         try:
-            out: Obj = await self.client.replace("v1", "namespaces", {**ns, "status": status},
-                                                 subresource="status")
+            out: Obj = await self.client.replace(
+                "v1", "namespaces", {**ns, "status": status}, subresource="status"
+            )
             return out
         except ApiException as e:
             if e.status != 409:
@@ -138,6 +186,13 @@ class NamespaceController(Controller):
 
 
 def _strip_times(status: Obj) -> Obj:
-    return {**status, "conditions": sorted(
-        ({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status.get("conditions") or []),
-        key=lambda c: str(c.get("type")))}
+    return {
+        **status,
+        "conditions": sorted(
+            (
+                {k: v for k, v in c.items() if k != "lastTransitionTime"}
+                for c in status.get("conditions") or []
+            ),
+            key=lambda c: str(c.get("type")),
+        ),
+    }

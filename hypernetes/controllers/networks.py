@@ -59,9 +59,21 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 __all__ = [  # the model's names, re-exported for admission and tests
-    "CLUSTER_NETWORK", "DEFAULT_LABEL", "GROUP_VERSION", "IP_ANNOTATION", "MAC_ANNOTATION",
-    "NETWORK_ANNOTATION", "NETWORK_IDS", "POD_ANNOTATIONS", "TENANT_LABEL", "NetworkController",
-    "apply_defaults", "mac_for", "network_spec", "pod_hosts", "validate_network",
+    "CLUSTER_NETWORK",
+    "DEFAULT_LABEL",
+    "GROUP_VERSION",
+    "IP_ANNOTATION",
+    "MAC_ANNOTATION",
+    "NETWORK_ANNOTATION",
+    "NETWORK_IDS",
+    "POD_ANNOTATIONS",
+    "TENANT_LABEL",
+    "NetworkController",
+    "apply_defaults",
+    "mac_for",
+    "network_spec",
+    "pod_hosts",
+    "validate_network",
 ]
 
 DEFAULT_CIDR = "10.0.0.0/16"
@@ -82,8 +94,12 @@ def first_host(cidr: str) -> str:
 
 def network_spec(tenant: str | None, cidr: str = DEFAULT_CIDR) -> Obj:
     """A full spec, every default written out: nodes read the fields, not these defaults."""
-    spec: Obj = {"cidr": cidr, "gateway": first_host(cidr), "egressNAT": True,
-                 "serviceCIDR": DEFAULT_SERVICE_CIDR}
+    spec: Obj = {
+        "cidr": cidr,
+        "gateway": first_host(cidr),
+        "egressNAT": True,
+        "serviceCIDR": DEFAULT_SERVICE_CIDR,
+    }
     if tenant:
         spec = {"tenant": tenant, **spec}
     return spec
@@ -144,8 +160,13 @@ def validate_network(spec: Obj, old: Obj | None = None) -> list[tuple[str, str]]
             errs.append((f"spec.dnsServers[{i}]", f"Invalid value: {d!r}: must be an IPv4 address"))
     nid = spec.get("id")
     if nid is not None and (not isinstance(nid, int) or isinstance(nid, bool) or nid not in NETWORK_IDS):
-        errs.append(("spec.id", f"Invalid value: {nid!r}: must be between {NETWORK_IDS.start} and "
-                                f"{NETWORK_IDS.stop - 1}, inclusive"))
+        errs.append(
+            (
+                "spec.id",
+                f"Invalid value: {nid!r}: must be between {NETWORK_IDS.start} and "
+                f"{NETWORK_IDS.stop - 1}, inclusive",
+            )
+        )
     if old is not None:
         for f in ("tenant", "cidr", "gateway", "serviceCIDR"):
             if (old.get(f) or None) != (spec.get(f) or None):
@@ -198,8 +219,10 @@ def _finished(pod: Obj) -> bool:
 
 def _wants_cluster_ip(svc: Obj) -> bool:
     spec = _spec(svc)
-    return spec.get("type", "ClusterIP") in ("ClusterIP", "NodePort", "LoadBalancer") \
+    return (
+        spec.get("type", "ClusterIP") in ("ClusterIP", "NodePort", "LoadBalancer")
         and spec.get("clusterIP") != "None"
+    )
 
 
 def _wants_node_ports(svc: Obj) -> bool:
@@ -240,15 +263,18 @@ class NetworkController(Controller):
         def each(prefix: str) -> Handler:
             def add(o: Obj) -> None:
                 self.queue.add(self._key(prefix, o))
+
             return Handler(add=add, update=lambda old, new: add(new), delete=add)
+
         self.tenants.add_handler(each("tenant"))
         self.networks.add_handler(each("network"))
         # a tenant's deleted default network comes back
         self.networks.add_handler(Handler(delete=self._network_gone))
         self.pods.add_handler(each("pod"))
         self.services.add_handler(each("service"))
-        self.namespaces.add_handler(Handler(add=self._namespace, update=lambda o, n: self._namespace(n),
-                                            delete=self._namespace))
+        self.namespaces.add_handler(
+            Handler(add=self._namespace, update=lambda o, n: self._namespace(n), delete=self._namespace)
+        )
         self.allocations.add_handler(Handler(add=self._allocation, delete=self._released))
 
     @staticmethod
@@ -311,8 +337,9 @@ class NetworkController(Controller):
                 # not an error to back off from: it waits for a release (or a minute)
                 obj = (self.pods if kind == "pod" else self.services).get(rest)
                 net = self.network_of(split_key(rest)[0] or "")
-                self._waiting.setdefault(m.name(net) if net and "node port" not in str(e) else "nodeport",
-                                         set()).add(key)
+                self._waiting.setdefault(
+                    m.name(net) if net and "node port" not in str(e) else "nodeport", set()
+                ).add(key)
                 self.queue.add_after(key, 60.0)
                 if obj is not None:
                     await self.events.warning(obj, "AddressesExhausted", str(e))
@@ -320,9 +347,12 @@ class NetworkController(Controller):
     # -- networks ------------------------------------------------------------------------------
 
     async def _create_network(self, name: str, tenant: str | None) -> None:
-        body: Obj = {"apiVersion": GROUP_VERSION, "kind": "Network",
-                     "metadata": {"name": name, "labels": {DEFAULT_LABEL: "true"}},
-                     "spec": network_spec(tenant)}
+        body: Obj = {
+            "apiVersion": GROUP_VERSION,
+            "kind": "Network",
+            "metadata": {"name": name, "labels": {DEFAULT_LABEL: "true"}},
+            "spec": network_spec(tenant),
+        }
         if tenant:
             body["metadata"]["labels"][TENANT_LABEL] = tenant
         try:
@@ -378,14 +408,21 @@ class NetworkController(Controller):
                 else:
                     svc_ips += 1
         status = dict(net.get("status") or {})
-        want = {**status, "phase": "Terminating" if m.deleting(net) else "Active", "allocatedIPs": ips,
-                "allocatedClusterIPs": svc_ips}
+        want = {
+            **status,
+            "phase": "Terminating" if m.deleting(net) else "Active",
+            "allocatedIPs": ips,
+            "allocatedClusterIPs": svc_ips,
+        }
         if want != status:
             try:
-                await self.client.patch(GROUP_VERSION, "networks", name,
-                                        {"status": {k: want[k] for k in ("phase", "allocatedIPs",
-                                                                         "allocatedClusterIPs")}},
-                                        subresource="status")
+                await self.client.patch(
+                    GROUP_VERSION,
+                    "networks",
+                    name,
+                    {"status": {k: want[k] for k in ("phase", "allocatedIPs", "allocatedClusterIPs")}},
+                    subresource="status",
+                )
             except ApiException as e:
                 if e.status != 404:
                     raise
@@ -393,9 +430,13 @@ class NetworkController(Controller):
     # -- network ids -------------------------------------------------------------------------------
 
     def _id_records(self, name: str) -> list[Obj]:
-        return [a for a in self.allocations.list() if _spec(a).get("networkID") is not None
-                and (_spec(a).get("owner") or {}).get("kind") == "Network"
-                and (_spec(a).get("owner") or {}).get("name") == name]
+        return [
+            a
+            for a in self.allocations.list()
+            if _spec(a).get("networkID") is not None
+            and (_spec(a).get("owner") or {}).get("kind") == "Network"
+            and (_spec(a).get("owner") or {}).get("name") == name
+        ]
 
     async def _release_network_ids(self, name: str) -> None:
         records = self._id_records(name)
@@ -425,7 +466,8 @@ class NetworkController(Controller):
                 if m.name(a) != record:  # taken for this network, but it was given another
                     await self._release(a)
             if any(m.name(a) == record for a in mine) or (
-                    self._free(record) and await self._take(record, {"networkID": value, "owner": owner})):
+                self._free(record) and await self._take(record, {"networkID": value, "owner": owner})
+            ):
                 self._id_warned.discard((uid, value))
                 return
             if self.allocations.get(record) is None and record in self._taken:
@@ -434,9 +476,12 @@ class NetworkController(Controller):
             if (uid, value) not in self._id_warned:
                 self._id_warned.add((uid, value))
                 holder = (_spec(self.allocations.get(record)).get("owner") or {}).get("name") or "another"
-                await self.events.warning({"apiVersion": GROUP_VERSION, "kind": "Network", **net},
-                                          "NetworkIDInUse", f"network id {value} is held by {holder}: "
-                                          "nodes do not build this network until it has an id of its own")
+                await self.events.warning(
+                    {"apiVersion": GROUP_VERSION, "kind": "Network", **net},
+                    "NetworkIDInUse",
+                    f"network id {value} is held by {holder}: "
+                    "nodes do not build this network until it has an id of its own",
+                )
             return
         if _spec(net).get("id") is not None or m.deleting(net):
             return  # an invalid id (validation refuses those); or on its way out: no new id
@@ -445,16 +490,21 @@ class NetworkController(Controller):
         if refused is not None:
             if (uid, 0) not in self._id_warned:
                 self._id_warned.add((uid, 0))
-                await self.events.warning({"apiVersion": GROUP_VERSION, "kind": "Network", **net},
-                                          "NetworkIDLimit", f"{refused}: nodes do not build this network "
-                                          "until it has an id")
+                await self.events.warning(
+                    {"apiVersion": GROUP_VERSION, "kind": "Network", **net},
+                    "NetworkIDLimit",
+                    f"{refused}: nodes do not build this network until it has an id",
+                )
             self.queue.add_after(f"network/{name}", 60.0)  # and whenever an id is released
             return
         self._id_warned.discard((uid, 0))
         body = {"metadata": {"resourceVersion": m.meta(net).get("resourceVersion")}, "spec": {"id": value}}
         try:
-            self.networks.written(await self.client.patch(GROUP_VERSION, "networks", name, body,
-                                                          content_type="application/merge-patch+json"))
+            self.networks.written(
+                await self.client.patch(
+                    GROUP_VERSION, "networks", name, body, content_type="application/merge-patch+json"
+                )
+            )
         except ApiException as e:
             if e.status == 404:
                 return  # gone: the deletion event releases the record
@@ -474,15 +524,21 @@ class NetworkController(Controller):
         tenant = _spec(net).get("tenant")
         if not tenant or m.labels(net).get(DEFAULT_LABEL) == "true":
             return None
-        records = {m.name(a): str((_spec(a).get("owner") or {}).get("name")) for a in self.allocations.list()
-                   if _spec(a).get("networkID") is not None}
+        records = {
+            m.name(a): str((_spec(a).get("owner") or {}).get("name"))
+            for a in self.allocations.list()
+            if _spec(a).get("networkID") is not None
+        }
         records.update((r, n) for r, n in self._id_records_made.items() if r in self._taken)
-        extra = {m.name(n) for n in self.tenant_networks(str(tenant))
-                 if m.labels(n).get(DEFAULT_LABEL) != "true"}
+        extra = {
+            m.name(n) for n in self.tenant_networks(str(tenant)) if m.labels(n).get(DEFAULT_LABEL) != "true"
+        }
         held = sum(1 for owner in records.values() if owner in extra)
         if held >= TENANT_NETWORK_IDS - 1:
-            return (f"tenant {tenant} holds {held} network ids besides its default network's, the most "
-                    "one tenant may")
+            return (
+                f"tenant {tenant} holds {held} network ids besides its default network's, the most "
+                "one tenant may"
+            )
         free = len(NETWORK_IDS) - len(records)
         if free <= DEFAULT_NETWORK_RESERVE:
             return f"only {free} network ids are free, kept for tenants' default networks"
@@ -504,8 +560,11 @@ class NetworkController(Controller):
         used = {network_id(n) for n in self.networks.list()}
         for value in NETWORK_IDS:
             record = network_id_record(value)
-            if value not in used and self._free(record) and await self._take(
-                    record, {"networkID": value, "owner": owner}):
+            if (
+                value not in used
+                and self._free(record)
+                and await self._take(record, {"networkID": value, "owner": owner})
+            ):
                 return value
         raise Exhausted(f"no free network id in {NETWORK_IDS.start}-{NETWORK_IDS.stop - 1}")
 
@@ -580,8 +639,10 @@ class NetworkController(Controller):
             held = {(str(_spec(a).get("network")), str(_spec(a).get("ip"))) for a in mine}
             if (notes.get(NETWORK_ANNOTATION, ""), notes[IP_ANNOTATION]) in held:
                 for a in mine:  # a second record, from a retry that crashed half way
-                    if (_spec(a).get("network"), _spec(a).get("ip")) != (notes.get(NETWORK_ANNOTATION),
-                                                                          notes[IP_ANNOTATION]):
+                    if (_spec(a).get("network"), _spec(a).get("ip")) != (
+                        notes.get(NETWORK_ANNOTATION),
+                        notes[IP_ANNOTATION],
+                    ):
                         await self._release(a)
                 return
         net = self.network_of(ns)
@@ -592,8 +653,11 @@ class NetworkController(Controller):
         ip = next((str(_spec(a)["ip"]) for a in mine if _spec(a).get("network") == network), None)
         if ip is None:
             ip = await self._allocate(network, pod_hosts(_spec(net)), self._owner("Pod", pod))
-        patch = {"metadata": {"annotations": {NETWORK_ANNOTATION: network, IP_ANNOTATION: ip,
-                                              MAC_ANNOTATION: mac_for(uid)}}}
+        patch = {
+            "metadata": {
+                "annotations": {NETWORK_ANNOTATION: network, IP_ANNOTATION: ip, MAC_ANNOTATION: mac_for(uid)}
+            }
+        }
         try:
             self.pods.written(await self.client.patch("v1", "pods", name, patch, ns))
         except ApiException as e:
@@ -625,8 +689,14 @@ class NetworkController(Controller):
             if net is None:
                 raise Retry(f"service {key}: its namespace has no network yet")
             network = m.name(net)
-            ip = next((str(_spec(a)["ip"]) for a in mine if _spec(a).get("network") == network
-                       and _spec(a).get("ip")), None)
+            ip = next(
+                (
+                    str(_spec(a)["ip"])
+                    for a in mine
+                    if _spec(a).get("network") == network and _spec(a).get("ip")
+                ),
+                None,
+            )
             if ip is None:
                 ip = await self._allocate(network, service_hosts(_spec(net)), self._owner("Service", svc))
             patch["clusterIP"], patch["clusterIPs"] = ip, [ip]
@@ -635,11 +705,15 @@ class NetworkController(Controller):
             ip = str(spec["clusterIP"])
             name_ = allocation_name(m.name(net), ip)
             if not any(m.name(a) == name_ for a in mine) and not (
-                    self._free(name_) and await self._take(name_, {"network": m.name(net), "ip": ip,
-                                                                   "owner": self._owner("Service", svc)})):
+                self._free(name_)
+                and await self._take(
+                    name_, {"network": m.name(net), "ip": ip, "owner": self._owner("Service", svc)}
+                )
+            ):
                 self._waiting.setdefault(m.name(net), set()).add(f"service/{key}")  # until it is released
-                await self.events.warning(svc, "ClusterIPInUse",
-                                          f"clusterIP {ip} is already allocated in network {m.name(net)}")
+                await self.events.warning(
+                    svc, "ClusterIPInUse", f"clusterIP {ip} is already allocated in network {m.name(net)}"
+                )
         ports = [dict(p) for p in spec.get("ports") or []]
         held = {int(_spec(a)["nodePort"]) for a in mine if _spec(a).get("nodePort")}
         if _wants_node_ports(svc):
@@ -665,8 +739,10 @@ class NetworkController(Controller):
             s = _spec(a)
             stale_port = bool(s.get("nodePort")) and s["nodePort"] not in in_use
             # a service without its clusterIP yet keeps the record it is about to be given
-            stale_ip = bool(s.get("ip")) and (not _wants_cluster_ip(svc) or (
-                bool(spec.get("clusterIP") or patch) and s["ip"] not in cluster_ips))
+            stale_ip = bool(s.get("ip")) and (
+                not _wants_cluster_ip(svc)
+                or (bool(spec.get("clusterIP") or patch) and s["ip"] not in cluster_ips)
+            )
             if stale_port or stale_ip:
                 await self._release(a)
         if not patch:
@@ -674,8 +750,11 @@ class NetworkController(Controller):
         # the resourceVersion makes the patch conditional: ports are replaced as a whole
         body = {"metadata": {"resourceVersion": m.meta(svc).get("resourceVersion")}, "spec": patch}
         try:
-            self.services.written(await self.client.patch("v1", "services", name, body, ns,
-                                                          content_type="application/merge-patch+json"))
+            self.services.written(
+                await self.client.patch(
+                    "v1", "services", name, body, ns, content_type="application/merge-patch+json"
+                )
+            )
         except ApiException as e:
             if e.status not in (404, 409):
                 raise
@@ -698,8 +777,11 @@ class NetworkController(Controller):
         tenant = m.labels(self.namespaces.get(m.namespace(svc)) or {}).get(TENANT_LABEL)
         if tenant:
             mine = {m.name(n) for n in self.namespaces.list() if m.labels(n).get(TENANT_LABEL) == tenant}
-            held = {m.name(a) for a in self.allocations.list()
-                    if _spec(a).get("nodePort") and (_spec(a).get("owner") or {}).get("namespace") in mine}
+            held = {
+                m.name(a)
+                for a in self.allocations.list()
+                if _spec(a).get("nodePort") and (_spec(a).get("owner") or {}).get("namespace") in mine
+            }
             held |= {r for r, ns in self._ports_made.items() if r in self._taken and ns in mine}
             if len(held) >= TENANT_NODE_PORTS:
                 raise Exhausted(f"tenant {tenant} holds {len(held)} node ports, the most one tenant may")

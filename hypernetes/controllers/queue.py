@@ -41,7 +41,7 @@ class ItemExponentialBackoff:
         self._failures[key] = n + 1
         if n > 64:  # 2**n would only overflow the float: the cap applies long before
             return self.max
-        return min(self.base * 2.0 ** n, self.max)
+        return min(self.base * 2.0**n, self.max)
 
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)
@@ -139,6 +139,7 @@ class WorkQueue:
         def fire() -> None:
             self._waiting.pop(key, None)
             self.add(key)
+
         self._waiting[key] = (due, loop.call_at(due, fire))
 
     def add_rate_limited(self, key: str) -> None:

@@ -28,10 +28,12 @@ class ReplicaSetController(Controller):
         self.rs = self.informer("apps/v1", "replicasets")
         self.pods = self.informer("v1", "pods")
         self.expectations = Expectations()
-        self.rs.add_handler(Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new),
-                                    delete=self._rs_deleted))
-        self.pods.add_handler(Handler(add=self._pod_added, update=self._pod_updated,
-                                      delete=self._pod_deleted))
+        self.rs.add_handler(
+            Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new), delete=self._rs_deleted)
+        )
+        self.pods.add_handler(
+            Handler(add=self._pod_added, update=self._pod_updated, delete=self._pod_deleted)
+        )
 
     # -- events --------------------------------------------------------------------------------
 
@@ -95,8 +97,14 @@ class ReplicaSetController(Controller):
         spec = rs.get("spec") or {}
         ns = m.namespace(rs)
         active = [p for p in self.pods.list(ns) if m.pod_active(p)]
-        pods = await claim(self.client, self.pods, rs, spec.get("selector"), active,
-                           fresh_owner_check(self.client, rs, "replicasets"))
+        pods = await claim(
+            self.client,
+            self.pods,
+            rs,
+            spec.get("selector"),
+            active,
+            fresh_owner_check(self.client, rs, "replicasets"),
+        )
         failure: ApiException | None = None
         if self.expectations.satisfied(key) and not m.deleting(rs):
             try:
@@ -119,8 +127,9 @@ class ReplicaSetController(Controller):
         elif diff > 0:
             victims = pods_to_delete(pods, min(diff, BURST))
             self.expectations.expect(key, deletes=[m.uid(p) for p in victims])
-            results = await asyncio.gather(*(self._delete_pod(key, rs, p) for p in victims),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._delete_pod(key, rs, p) for p in victims), return_exceptions=True
+            )
             for r in results:
                 if isinstance(r, BaseException):
                     raise r
@@ -136,7 +145,8 @@ class ReplicaSetController(Controller):
             pod = m.pod_from_template(template, rs)
             results = await asyncio.gather(
                 *(self.client.create("v1", "pods", pod, m.namespace(rs)) for _ in range(n)),
-                return_exceptions=True)
+                return_exceptions=True,
+            )
             for res in results:
                 if isinstance(res, dict):
                     await self.events.normal(rs, "SuccessfulCreate", f"Created pod: {m.name(res)}")
@@ -154,8 +164,9 @@ class ReplicaSetController(Controller):
 
     async def _delete_pod(self, key: str, rs: Obj, pod: Obj) -> None:
         try:
-            out = await self.client.delete("v1", "pods", m.name(pod), m.namespace(pod),
-                                           {"preconditions": {"uid": m.uid(pod)}})
+            out = await self.client.delete(
+                "v1", "pods", m.name(pod), m.namespace(pod), {"preconditions": {"uid": m.uid(pod)}}
+            )
         except ApiException as e:
             self.expectations.deleted(key, m.uid(pod))  # no event will come for it
             if e.status != 409:  # 409: a different pod by that name now

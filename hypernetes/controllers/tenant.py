@@ -49,11 +49,16 @@ class Counted:
 # nothing a tenant makes may grow without bound, in its namespaces or cluster-wide. (EndpointSlices
 # join when the API serves them.)
 COUNTED = (
-    Counted("", "services", "Service"), Counted("", "secrets", "Secret"),
-    Counted("", "configmaps", "ConfigMap"), Counted("", "serviceaccounts", "ServiceAccount"),
-    Counted("", "endpoints", "Endpoints"), Counted("", "events", "Event"),
-    Counted("apps", "deployments", "Deployment"), Counted("apps", "replicasets", "ReplicaSet"),
-    Counted("batch", "jobs", "Job"), Counted("coordination.k8s.io", "leases", "Lease"),
+    Counted("", "services", "Service"),
+    Counted("", "secrets", "Secret"),
+    Counted("", "configmaps", "ConfigMap"),
+    Counted("", "serviceaccounts", "ServiceAccount"),
+    Counted("", "endpoints", "Endpoints"),
+    Counted("", "events", "Event"),
+    Counted("apps", "deployments", "Deployment"),
+    Counted("apps", "replicasets", "ReplicaSet"),
+    Counted("batch", "jobs", "Job"),
+    Counted("coordination.k8s.io", "leases", "Lease"),
     Counted("hypernetes.io", "networks", "Network", namespaced=False),
     Counted("hypernetes.io", "users", "User", namespaced=False),
 )
@@ -67,15 +72,27 @@ def node_ports(service: Obj) -> int:
         return 0
     ports = spec.get("ports")
     return len(ports) if isinstance(ports, list) else 0
+
+
 # A new tenant's limits for what it did not set: generous for real use, far from what would hurt
 # the cluster. Resource sizes (vcpus, memory, storage) stay the operator's choice.
 DEFAULT_QUOTA: dict[str, str] = {
-    "pods": "100", "namespaces": "20", "persistentvolumeclaims": "50", NODE_PORTS_KEY: "10",
-    "count/services": "100", "count/secrets": "500", "count/configmaps": "500",
-    "count/serviceaccounts": "200", "count/endpoints": "200", "count/events": "2000",
-    "count/deployments.apps": "100", "count/replicasets.apps": "1100", "count/jobs.batch": "200",
+    "pods": "100",
+    "namespaces": "20",
+    "persistentvolumeclaims": "50",
+    NODE_PORTS_KEY: "10",
+    "count/services": "100",
+    "count/secrets": "500",
+    "count/configmaps": "500",
+    "count/serviceaccounts": "200",
+    "count/endpoints": "200",
+    "count/events": "2000",
+    "count/deployments.apps": "100",
+    "count/replicasets.apps": "1100",
+    "count/jobs.batch": "200",
     "count/leases.coordination.k8s.io": "100",
-    "count/networks.hypernetes.io": "16", "count/users.hypernetes.io": "100",
+    "count/networks.hypernetes.io": "16",
+    "count/users.hypernetes.io": "100",
 }
 
 
@@ -97,14 +114,16 @@ class TenantController(Controller):
         self.counted = {c: self.informer(c.api_version, c.plural) for c in COUNTED}
         self.tenants.add_handler(Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new)))
         self.namespaces.add_handler(Handler(add=self._ns, update=self._ns_moved, delete=self._ns))
-        self.pods.add_handler(Handler(add=self._member, update=lambda old, new: self._member(new),
-                                      delete=self._member))
+        self.pods.add_handler(
+            Handler(add=self._member, update=lambda old, new: self._member(new), delete=self._member)
+        )
         # claims count whatever their state: only their arrival, growth and departure matter
         self.claims.add_handler(Handler(add=self._member, update=self._claim_changed, delete=self._member))
         for c, informer in self.counted.items():
             if c.kind == "Service":  # its node ports count too, and may change
-                informer.add_handler(Handler(add=self._member, update=lambda old, new: self._member(new),
-                                             delete=self._member))
+                informer.add_handler(
+                    Handler(add=self._member, update=lambda old, new: self._member(new), delete=self._member)
+                )
             elif c.namespaced:
                 informer.add_handler(Handler(add=self._member, delete=self._member))
             else:
@@ -151,16 +170,26 @@ class TenantController(Controller):
         pods = [p for n in names for p in self.pods.list(n)]
         count, vcpus, memory, ephemeral = quota_usage(pods)
         claims, storage = storage_usage(c for n in names for c in self.claims.list(n))
-        status = {"phase": "Active", "namespaces": names,
-                  "used": {"pods": str(count), "vcpus": str(vcpus), "memory": f"{memory // MiB}Mi",
-                           "ephemeral-storage": format_storage(ephemeral),
-                           "namespaces": str(len(names)), "storage": format_storage(storage),
-                           "persistentvolumeclaims": str(claims), **self._counts(m.name(tenant), names)}}
+        status = {
+            "phase": "Active",
+            "namespaces": names,
+            "used": {
+                "pods": str(count),
+                "vcpus": str(vcpus),
+                "memory": f"{memory // MiB}Mi",
+                "ephemeral-storage": format_storage(ephemeral),
+                "namespaces": str(len(names)),
+                "storage": format_storage(storage),
+                "persistentvolumeclaims": str(claims),
+                **self._counts(m.name(tenant), names),
+            },
+        }
         if tenant.get("status") == status:
             return
         try:
-            await self.client.patch(GROUP_VERSION, "tenants", m.name(tenant), {"status": status},
-                                    subresource="status")
+            await self.client.patch(
+                GROUP_VERSION, "tenants", m.name(tenant), {"status": status}, subresource="status"
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -182,8 +211,9 @@ class TenantController(Controller):
         name = m.name(tenant)
         if (tenant.get("status") or {}).get("phase") != "Terminating":
             terminating = {"status": {"phase": "Terminating"}}
-            await self._ignore_gone(self.client.patch(GROUP_VERSION, "tenants", name, terminating,
-                                                      subresource="status"))
+            await self._ignore_gone(
+                self.client.patch(GROUP_VERSION, "tenants", name, terminating, subresource="status")
+            )
         for ns in namespaces:
             if not m.deleting(ns):
                 await self._ignore_gone(self.client.delete("v1", "namespaces", m.name(ns)))
@@ -194,8 +224,13 @@ class TenantController(Controller):
             return  # namespaces are still finalizing; their deletion events bring us back
         # Then its cluster-scoped objects (networks: their pods are gone with the namespaces), so a
         # tenant created again under this name inherits nothing of this one.
-        left = [(c, obj) for c in COUNTED if not c.namespaced for obj in self.counted[c].list()
-                if (obj.get("spec") or {}).get("tenant") == name]
+        left = [
+            (c, obj)
+            for c in COUNTED
+            if not c.namespaced
+            for obj in self.counted[c].list()
+            if (obj.get("spec") or {}).get("tenant") == name
+        ]
         for c, obj in left:
             if not m.deleting(obj):
                 await self._ignore_gone(self.client.delete(c.api_version, c.plural, m.name(obj)))
@@ -204,8 +239,14 @@ class TenantController(Controller):
         finalizers = [f for f in (m.meta(tenant).get("finalizers") or []) if f != FINALIZER]
         if finalizers != (m.meta(tenant).get("finalizers") or []):
             rv = m.meta(tenant).get("resourceVersion")
-            await self._ignore_gone(self.client.patch(GROUP_VERSION, "tenants", name, {
-                "metadata": {"finalizers": finalizers, "resourceVersion": rv}}))
+            await self._ignore_gone(
+                self.client.patch(
+                    GROUP_VERSION,
+                    "tenants",
+                    name,
+                    {"metadata": {"finalizers": finalizers, "resourceVersion": rv}},
+                )
+            )
             await self.events.normal(tenant, "Deleted", f"tenant {name}: everything it held is deleted")
 
     @staticmethod

@@ -128,6 +128,7 @@ def write_sysctl(key: str, value: str, *, optional: bool = False) -> None:
 def local_subnets(name: str | None, exclude_prefix: str) -> list[str]:
     """The IPv4 subnets of the namespace's own interfaces (not loopback, not links named
     `<exclude_prefix>-…`): by default, the management networks pods must never reach."""
+
     def read() -> list[str]:
         with IPRoute() as ipr:
             names = {link["index"]: link.get("ifname") or "" for link in ipr.get_links()}

@@ -35,8 +35,11 @@ class Rejection:
 def capacity(allocatable: Obj) -> tuple[int, int, int]:
     """(millicores, memory bytes, pods) of a Node's status.allocatable."""
     cpu, memory = str(allocatable.get("cpu", "0")), str(allocatable.get("memory", "0"))
-    return (parse_cpu(cpu) if cpu != "0" else 0, parse_memory(memory) if memory != "0" else 0,
-            int(allocatable.get("pods", 110)))
+    return (
+        parse_cpu(cpu) if cpu != "0" else 0,
+        parse_memory(memory) if memory != "0" else 0,
+        int(allocatable.get("pods", 110)),
+    )
 
 
 def admit(pod: Obj, running: Iterable[Obj], allocatable: Obj) -> Rejection | None:
@@ -51,12 +54,18 @@ def admit(pod: Obj, running: Iterable[Obj], allocatable: Obj) -> Rejection | Non
     cap_cpu, cap_memory, cap_pods = capacity(allocatable)
     disk_text = allocatable.get("ephemeral-storage")
     cap_disk = parse_memory(str(disk_text)) if disk_text is not None else None  # unpublished: unlimited
-    for name, requested, used, cap in (("pods", 1, len(costs), cap_pods), ("cpu", cpu, used_cpu, cap_cpu),
-                                       ("memory", memory, used_memory, cap_memory),
-                                       ("ephemeral-storage", disk, used_disk, cap_disk)):
+    for name, requested, used, cap in (
+        ("pods", 1, len(costs), cap_pods),
+        ("cpu", cpu, used_cpu, cap_cpu),
+        ("memory", memory, used_memory, cap_memory),
+        ("ephemeral-storage", disk, used_disk, cap_disk),
+    ):
         if cap is not None and used + requested > cap:
-            return Rejection(f"OutOf{name}", f"Node didn't have enough resource: {name}, "
-                                             f"requested: {requested}, used: {used}, capacity: {cap}")
+            return Rejection(
+                f"OutOf{name}",
+                f"Node didn't have enough resource: {name}, "
+                f"requested: {requested}, used: {used}, capacity: {cap}",
+            )
     return None
 
 

@@ -43,8 +43,13 @@ HEARTBEAT = 10.0
 SYSTEM_RESERVED_MEMORY = 512 * MiB  # for the host, the agent and QEMU's own overhead
 BACKING_FILE_FINALIZER = "local.hypernetes.io/backing-file"
 RECLAIM_RETRY = 30.0  # a failed disk deletion or finalizer removal is tried again this often
-PLURALS = {"ConfigMap": "configmaps", "Secret": "secrets", "PersistentVolumeClaim": "persistentvolumeclaims",
-           "PersistentVolume": "persistentvolumes", "Namespace": "namespaces"}
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "PersistentVolume": "persistentvolumes",
+    "Namespace": "namespaces",
+}
 RESIZE_CONDITIONS = ("FileSystemResizePending", "Resizing")
 FINALIZE_TRIES = 8  # deleting a stopped pod's object: retried 1 s doubling to 30 s, then left
 
@@ -94,10 +99,13 @@ class ClientNodeAPI:
                 status = resized_claim_status(pvc, capacity)
                 if status is None:
                     return
-                patch = {"metadata": {"resourceVersion": pvc["metadata"]["resourceVersion"]},
-                         "status": status}
-                await self.client.patch("v1", "persistentvolumeclaims", name, patch, namespace,
-                                        subresource="status")
+                patch = {
+                    "metadata": {"resourceVersion": pvc["metadata"]["resourceVersion"]},
+                    "status": status,
+                }
+                await self.client.patch(
+                    "v1", "persistentvolumeclaims", name, patch, namespace, subresource="status"
+                )
                 log.info("claim %s/%s: capacity %s", namespace, name, capacity)
                 return
             except ApiException as e:
@@ -109,13 +117,17 @@ class ClientNodeAPI:
         meta = pod["metadata"]
         account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         bound = {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta.get("uid")}
-        body: Obj = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                     "spec": {"expirationSeconds": expiration, "boundObjectRef": bound}}
+        body: Obj = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": expiration, "boundObjectRef": bound},
+        }
         if audience:
             body["spec"]["audiences"] = [audience]
         try:
-            answer = await self.client.create("v1", "serviceaccounts", body, meta.get("namespace"),
-                                              name=account, subresource="token")
+            answer = await self.client.create(
+                "v1", "serviceaccounts", body, meta.get("namespace"), name=account, subresource="token"
+            )
         except ApiException as e:
             log.warning("token for pod %s/%s: %s", meta.get("namespace"), meta["name"], e)
             return None
@@ -126,8 +138,14 @@ class ClientNodeAPI:
         meta = pod["metadata"]
         for _ in range(5):
             try:
-                return await self.client.patch("v1", "pods", meta["name"], {"status": status},
-                                               meta.get("namespace"), subresource="status")
+                return await self.client.patch(
+                    "v1",
+                    "pods",
+                    meta["name"],
+                    {"status": status},
+                    meta.get("namespace"),
+                    subresource="status",
+                )
             except ApiException as e:
                 if e.status == 404:
                     return None
@@ -141,15 +159,20 @@ class ClientNodeAPI:
         again (an image that cannot be pulled) counts up one Event, not one Event a try."""
         recorder: EventRecorder | None = getattr(self, "_recorder", None)  # one per agent, on first use
         if recorder is None:
-            recorder = self._recorder = EventRecorder(self.client, "kubelet", host=self.node_name,
-                                                      instance=self.node_name)
+            recorder = self._recorder = EventRecorder(
+                self.client, "kubelet", host=self.node_name, instance=self.node_name
+            )
         ref = object_reference({"apiVersion": "v1", "kind": "Pod", **pod})  # list items may lack kind
         await recorder.record(ref, type_, reason, message[:1024])
 
     async def finalize_pod(self, pod: Obj) -> None:
         meta = pod["metadata"]
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": meta.get("uid")}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": meta.get("uid")},
+        }
         delay = 1.0
         for _ in range(FINALIZE_TRIES):  # a pod left Terminating would stay in its tenant's quota
             try:
@@ -176,8 +199,11 @@ def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
     conditions = status.get("conditions") or []
     kept = [c for c in conditions if c.get("type") not in RESIZE_CONDITIONS]
     allocated = status.get("allocatedResourceStatuses") or {}
-    if ((status.get("capacity") or {}).get("storage") == capacity and len(kept) == len(conditions)
-            and "storage" not in allocated):
+    if (
+        (status.get("capacity") or {}).get("storage") == capacity
+        and len(kept) == len(conditions)
+        and "storage" not in allocated
+    ):
         return None
     patch: Obj = {"capacity": {"storage": capacity}, "conditions": kept or None}
     if "storage" in allocated:
@@ -186,9 +212,16 @@ def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
 
 
 class NodeAgent:
-    def __init__(self, client: ApiClient, runtime: Runtime, node_name: str | None = None,
-                 labels: dict[str, str] | None = None, volumes: LocalVolumes | None = None,
-                 networks: PodNetworks | None = None, token_refresh: float = TOKEN_REFRESH) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        runtime: Runtime,
+        node_name: str | None = None,
+        labels: dict[str, str] | None = None,
+        volumes: LocalVolumes | None = None,
+        networks: PodNetworks | None = None,
+        token_refresh: float = TOKEN_REFRESH,
+    ) -> None:
         """`volumes`: this node's local volume store (DATA/volumes); without it pods with
         persistent volume claims wait with an error and PVs are not reclaimed here.
         `networks`: this node's tenant networks; without it pod VMs have no network.
@@ -233,36 +266,74 @@ class NodeAgent:
         kernels = getattr(self.runtime, "kernels", None)  # admission lets pods pick only these
         notes = {NODE_ANNOTATION: ",".join(kernels.names())} if isinstance(kernels, KernelRegistry) else {}
         return {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.name, "annotations": notes, "labels": {
-                "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64", "hypernetes.io/runtime": self.runtime.name, **self.labels}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "annotations": notes,
+                "labels": {
+                    "kubernetes.io/hostname": self.name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "hypernetes.io/runtime": self.runtime.name,
+                    **self.labels,
+                },
+            },
             "spec": {},
             "status": {
-                "capacity": {"cpu": str(cpus), "memory": f"{memory // 1024}Ki", "pods": "110",
-                             **({"ephemeral-storage": disk["capacity"]} if disk else {})},
+                "capacity": {
+                    "cpu": str(cpus),
+                    "memory": f"{memory // 1024}Ki",
+                    "pods": "110",
+                    **({"ephemeral-storage": disk["capacity"]} if disk else {}),
+                },
                 # less what the node keeps for itself: the pod VMs' parent cgroup is capped there
-                "allocatable": {"cpu": f"{allocatable_millicpu(cpus)}m",
-                                "memory": f"{allocatable_mem // 1024}Ki", "pods": "110",
-                                **({"ephemeral-storage": disk["allocatable"]} if disk else {})},
+                "allocatable": {
+                    "cpu": f"{allocatable_millicpu(cpus)}m",
+                    "memory": f"{allocatable_mem // 1024}Ki",
+                    "pods": "110",
+                    **({"ephemeral-storage": disk["allocatable"]} if disk else {}),
+                },
                 "conditions": [
-                    {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                     "message": f"hypernetes node agent is posting ready status ({self.runtime.name})",
-                     "lastHeartbeatTime": now, "lastTransitionTime": now},
-                    *({"type": t, "status": "False", "reason": f"KubeletHas{r}", "message": m,
-                       "lastHeartbeatTime": now, "lastTransitionTime": now}
-                      for t, r, m in (("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory"),
-                                      ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
-                                      ("PIDPressure", "SufficientPID", "kubelet has sufficient PID"))),
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": f"hypernetes node agent is posting ready status ({self.runtime.name})",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    },
+                    *(
+                        {
+                            "type": t,
+                            "status": "False",
+                            "reason": f"KubeletHas{r}",
+                            "message": m,
+                            "lastHeartbeatTime": now,
+                            "lastTransitionTime": now,
+                        }
+                        for t, r, m in (
+                            ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory"),
+                            ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                            ("PIDPressure", "SufficientPID", "kubelet has sufficient PID"),
+                        )
+                    ),
                 ],
-                "addresses": [{"type": "InternalIP", "address": self.ip},
-                              {"type": "Hostname", "address": self.name}],
+                "addresses": [
+                    {"type": "InternalIP", "address": self.ip},
+                    {"type": "Hostname", "address": self.name},
+                ],
                 "nodeInfo": {
-                    "machineID": _machine_id(), "systemUUID": _machine_id(), "bootID": _boot_id(),
-                    "kernelVersion": platform.release(), "osImage": _os_image(),
+                    "machineID": _machine_id(),
+                    "systemUUID": _machine_id(),
+                    "bootID": _boot_id(),
+                    "kernelVersion": platform.release(),
+                    "osImage": _os_image(),
                     "containerRuntimeVersion": f"{self.runtime.name}://{__version__}",
-                    "kubeletVersion": "v1.32.0-hypernetes", "kubeProxyVersion": "",
-                    "operatingSystem": "linux", "architecture": "amd64",
+                    "kubeletVersion": "v1.32.0-hypernetes",
+                    "kubeProxyVersion": "",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
                 },
             },
         }
@@ -274,8 +345,9 @@ class NodeAgent:
         if existing is None:
             try:
                 created = await self.client.create("v1", "nodes", node)
-                await self.client.patch("v1", "nodes", self.name, {"status": node["status"]},
-                                        subresource="status")
+                await self.client.patch(
+                    "v1", "nodes", self.name, {"status": node["status"]}, subresource="status"
+                )
                 log.info("registered node %s", created["metadata"]["name"])
                 return
             except ApiException as e:
@@ -289,22 +361,33 @@ class NodeAgent:
         lease_ns = "kube-node-lease"
         while not self._stopping:
             now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": self.name, "namespace": lease_ns},
-                     "spec": {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS,
-                              "renewTime": now}}
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": lease_ns},
+                "spec": {
+                    "holderIdentity": self.name,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "renewTime": now,
+                },
+            }
             try:
                 try:
-                    await self.client.patch("coordination.k8s.io/v1", "leases", self.name,
-                                            {"spec": lease["spec"]}, lease_ns)
+                    await self.client.patch(
+                        "coordination.k8s.io/v1", "leases", self.name, {"spec": lease["spec"]}, lease_ns
+                    )
                 except ApiException as e:
                     if e.status != 404:
                         raise
                     await self.client.create("coordination.k8s.io/v1", "leases", lease, lease_ns)
                 node = self.node_object()
-                await self.client.patch("v1", "nodes", self.name,
-                                        {"status": {"conditions": node["status"]["conditions"]}},
-                                        subresource="status")
+                await self.client.patch(
+                    "v1",
+                    "nodes",
+                    self.name,
+                    {"status": {"conditions": node["status"]["conditions"]}},
+                    subresource="status",
+                )
                 notes = node["metadata"]["annotations"]
                 if notes != self._published_notes:  # a kernel registered since: pods may now pick it
                     await self.client.patch("v1", "nodes", self.name, {"metadata": {"annotations": notes}})
@@ -327,8 +410,10 @@ class NodeAgent:
         if self.networks is not None:
             background.append(asyncio.create_task(self.networks.run()))
         if self.volumes is not None:
-            background += [asyncio.create_task(self._watch_volumes()),
-                           asyncio.create_task(self._reclaim_volumes(self.volumes))]
+            background += [
+                asyncio.create_task(self._watch_volumes()),
+                asyncio.create_task(self._reclaim_volumes(self.volumes)),
+            ]
         try:
             await self.adopt()
             adopted, self._adopted = self._adopted or {}, {}
@@ -354,8 +439,10 @@ class NodeAgent:
     async def _sync(self, pods: list[Obj], adopted: dict[str, Any]) -> None:
         live = {sandbox_id(p) for p in pods}
         # admitted in the kubelet's order: what already runs, then the oldest first
-        for pod in sorted(pods, key=lambda p: (sandbox_id(p) not in adopted,
-                                               str(p["metadata"].get("creationTimestamp") or ""))):
+        for pod in sorted(
+            pods,
+            key=lambda p: (sandbox_id(p) not in adopted, str(p["metadata"].get("creationTimestamp") or "")),
+        ):
             self._seen(pod, adopting=sandbox_id(pod) in adopted)
         for sid in set(adopted) - live:
             log.info("removing sandbox %s: its pod is gone", sid)
@@ -373,16 +460,27 @@ class NodeAgent:
         if not adopting and not pod["metadata"].get("deletionTimestamp"):
             if phase in TERMINAL_PHASES or uid in self._rejected:
                 return  # finished before this agent started, or refused: nothing to run
-            rejection = admit(pod, [w.pod for w in self.workers.values() if w.holds_resources],
-                              self._allocatable or self.node_object()["status"]["allocatable"])
+            rejection = admit(
+                pod,
+                [w.pod for w in self.workers.values() if w.holds_resources],
+                self._allocatable or self.node_object()["status"]["allocatable"],
+            )
             if rejection is not None:
                 self._rejected.add(uid)
                 task = asyncio.create_task(self._reject(pod, rejection), name=f"reject-{uid}")
                 self._rejections.add(task)
                 task.add_done_callback(self._rejections.discard)
                 return
-        worker = PodWorker(pod, self.runtime, self.api, self.ip, self.volumes, self.volume_users,
-                           self.networks, self.token_refresh)
+        worker = PodWorker(
+            pod,
+            self.runtime,
+            self.api,
+            self.ip,
+            self.volumes,
+            self.volume_users,
+            self.networks,
+            self.token_refresh,
+        )
         if adopting:
             # its VM has its disks: known before the PV reclaimer runs (see _reclaim_volumes)
             self.volume_users.hold(uid, worker.name, pod_claims(pod))
@@ -392,8 +490,12 @@ class NodeAgent:
         task.add_done_callback(self._done)
 
     async def _reject(self, pod: Obj, rejection: Rejection) -> None:
-        log.warning("pod %s/%s rejected: %s", pod["metadata"].get("namespace"), pod["metadata"]["name"],
-                    rejection.message)
+        log.warning(
+            "pod %s/%s rejected: %s",
+            pod["metadata"].get("namespace"),
+            pod["metadata"]["name"],
+            rejection.message,
+        )
         await self.api.event(pod, "Warning", rejection.reason, rejection.message)
         await self.api.update_pod_status(pod, rejection.status())
 
@@ -436,8 +538,9 @@ class NodeAgent:
                 await asyncio.sleep(RECLAIM_RETRY)
         async for ev in self.client.informer("v1", "persistentvolumes"):
             if ev.type == "SYNC":
-                self._pvs = {pv["metadata"]["name"]: pv for pv in ev.object.get("items") or []
-                             if self._ours(pv)}
+                self._pvs = {
+                    pv["metadata"]["name"]: pv for pv in ev.object.get("items") or [] if self._ours(pv)
+                }
             elif ev.type != "DELETED" and self._ours(ev.object):
                 self._pvs[ev.object["metadata"]["name"]] = ev.object
             else:
@@ -466,8 +569,11 @@ class NodeAgent:
         handle = str(((pv.get("spec") or {}).get("csi") or {}).get("volumeHandle") or "")
         if not self.volume_users.begin_delete(claim, str(pv["metadata"].get("uid") or "")):
             assert claim is not None
-            log.info("persistentvolume %s is being deleted: its disk waits for pod(s) %s", name,
-                     ", ".join(self.volume_users.users(claim)))
+            log.info(
+                "persistentvolume %s is being deleted: its disk waits for pod(s) %s",
+                name,
+                ", ".join(self.volume_users.users(claim)),
+            )
             return
         try:
             if handle:  # no handle, no disk: nothing was ever made for it
@@ -477,8 +583,12 @@ class NodeAgent:
             return
         for _ in range(5):
             finalizers = [f for f in pv["metadata"].get("finalizers") or [] if f != BACKING_FILE_FINALIZER]
-            patch = {"metadata": {"finalizers": finalizers or None,
-                                  "resourceVersion": pv["metadata"]["resourceVersion"]}}
+            patch = {
+                "metadata": {
+                    "finalizers": finalizers or None,
+                    "resourceVersion": pv["metadata"]["resourceVersion"],
+                }
+            }
             try:
                 await self.client.patch("v1", "persistentvolumes", name, patch)
                 log.info("persistentvolume %s: disk %s deleted, finalizer removed", name, handle)
@@ -487,8 +597,9 @@ class NodeAgent:
                 if e.status == 404:
                     return
                 if e.status != 409:
-                    log.warning("persistentvolume %s: removing the %s finalizer: %s", name,
-                                BACKING_FILE_FINALIZER, e)
+                    log.warning(
+                        "persistentvolume %s: removing the %s finalizer: %s", name, BACKING_FILE_FINALIZER, e
+                    )
                     return
             fresh = await self.client.get_or_none("v1", "persistentvolumes", name)
             if fresh is None or BACKING_FILE_FINALIZER not in (fresh["metadata"].get("finalizers") or []):

@@ -104,8 +104,9 @@ def _host_address(cidr: ipaddress.IPv4Network, gateway: str, ip: Any) -> bool:
         addr = ipaddress.IPv4Address(str(ip))
     except ValueError:
         return False
-    return addr in cidr and addr not in (cidr.network_address, cidr.broadcast_address) \
-        and str(addr) != gateway
+    return (
+        addr in cidr and addr not in (cidr.network_address, cidr.broadcast_address) and str(addr) != gateway
+    )
 
 
 def _usable_mac(mac: str) -> bool:
@@ -166,9 +167,15 @@ def _service_ports(svc: Obj, ep: Obj | None, cidr: ipaddress.IPv4Network, gatewa
             continue
         endpoints: list[Endpoint] = []
         for subset in (ep or {}).get("subsets") or []:
-            target = next((sp.get("port") for sp in subset.get("ports") or []
-                           if (sp.get("name") or "") == (p.get("name") or "")
-                           and (sp.get("protocol") or "TCP") == proto), None)
+            target = next(
+                (
+                    sp.get("port")
+                    for sp in subset.get("ports") or []
+                    if (sp.get("name") or "") == (p.get("name") or "")
+                    and (sp.get("protocol") or "TCP") == proto
+                ),
+                None,
+            )
             if not isinstance(target, int) or not 1 <= target <= 65535:
                 continue
             for a in subset.get("addresses") or []:  # the ready ones; notReadyAddresses never
@@ -209,8 +216,13 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         n = nets.setdefault(addr.network, _Net(addr.network, base))
         cidr = ipaddress.IPv4Network(base.cidr)
         taken = seen.setdefault(addr.network, set())
-        if not _host_address(cidr, base.gateway, addr.ip) or addr.ip in taken or addr.mac in taken \
-                or addr.mac == base.gateway_mac or not _usable_mac(addr.mac):
+        if (
+            not _host_address(cidr, base.gateway, addr.ip)
+            or addr.ip in taken
+            or addr.mac in taken
+            or addr.mac == base.gateway_mac
+            or not _usable_mac(addr.mac)
+        ):
             skipped.append(f"{what}: address {addr.ip} / {addr.mac} is invalid or taken in {addr.network}")
             continue
         taken |= {addr.ip, addr.mac}
@@ -256,15 +268,29 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
                     node_ports.add((p.protocol, p.node_port))
             kept.append(p)
         n.services.append(Service(f"{ns}/{name}", str(cip), tuple(kept)))
-    built = tuple(Network(id=n.spec.id, cidr=n.spec.cidr, gateway=n.spec.gateway, mtu=n.spec.mtu,
-                          egress=n.spec.egress, pods=tuple(n.pods), services=tuple(n.services))
-                  for n in sorted(nets.values(), key=lambda n: n.spec.id))
-    return Desired(NetworkState(built), {n.spec.id: n.name for n in nets.values()},
-                   {n.spec.id: (n.service_objs, n.endpoint_objs) for n in nets.values()}, skipped)
+    built = tuple(
+        Network(
+            id=n.spec.id,
+            cidr=n.spec.cidr,
+            gateway=n.spec.gateway,
+            mtu=n.spec.mtu,
+            egress=n.spec.egress,
+            pods=tuple(n.pods),
+            services=tuple(n.services),
+        )
+        for n in sorted(nets.values(), key=lambda n: n.spec.id)
+    )
+    return Desired(
+        NetworkState(built),
+        {n.spec.id: n.name for n in nets.values()},
+        {n.spec.id: (n.service_objs, n.endpoint_objs) for n in nets.values()},
+        skipped,
+    )
 
 
-def guest_dns(pod: Obj, gateway: str, upstreams: list[str]) -> tuple[tuple[str, ...], tuple[str, ...],
-                                                                     tuple[str, ...]]:
+def guest_dns(
+    pod: Obj, gateway: str, upstreams: list[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(nameservers, searches, options) for the pod's resolv.conf, after its dnsPolicy and
     dnsConfig as upstream: ClusterFirst (the default) is the network's DNS server on the gateway
     with the namespace search path and ndots:5; Default is the network's upstream resolvers (the
@@ -315,8 +341,15 @@ class PodNetworks:
     """See the module docstring. `dns`: serve each network's DNS on its gateway (None: no DNS,
     for tests of the plumbing alone). `mtu`: of every bridge, tap and guest interface."""
 
-    def __init__(self, client: ApiClient, host: TenantNetworkHost, node_name: str, *,
-                 dns: DnsServer | None = None, mtu: int = 1500) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        host: TenantNetworkHost,
+        node_name: str,
+        *,
+        dns: DnsServer | None = None,
+        mtu: int = 1500,
+    ) -> None:
         self.client = client
         self.host = host
         self.node = node_name
@@ -414,8 +447,11 @@ class PodNetworks:
             if errors:
                 log.warning("tenant networks: %s", "; ".join(f"{k}: {v}" for k, v in errors.items()))
                 asyncio.get_running_loop().call_later(RETRY, self._dirty.set)
-            log.debug("tenant networks: applied %d networks in %.0f ms", len(desired.state.networks),
-                      (time.monotonic() - started) * 1000)
+            log.debug(
+                "tenant networks: applied %d networks in %.0f ms",
+                len(desired.state.networks),
+                (time.monotonic() - started) * 1000,
+            )
         self.applied = desired
         await self._serve_dns(desired)
         await self._report(desired)
@@ -435,8 +471,9 @@ class PodNetworks:
             try:
                 self.dns.set_records(str(net.id), records_for(services, endpoints, DOMAIN))
                 upstreams = spec_of(self.objs["networks"].get(desired.names[net.id])).get("dnsServers")
-                await self.dns.serve_network(str(net.id), self.host.router_netns(net.id), net.gateway,
-                                             upstreams=upstreams or None)
+                await self.dns.serve_network(
+                    str(net.id), self.host.router_netns(net.id), net.gateway, upstreams=upstreams or None
+                )
                 self._served.add(net.id)
             except (ValueError, OSError) as e:
                 log.warning("tenant network %s: DNS: %s", desired.names[net.id], e)
@@ -452,14 +489,22 @@ class PodNetworks:
             entry = (failed is None, failed or "")
             if self._reported.get(name) == entry:
                 continue
-            host: Obj = {"node": self.node, "ready": entry[0],
-                         "lastUpdateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            host: Obj = {
+                "node": self.node,
+                "ready": entry[0],
+                "lastUpdateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             if failed:
                 host["message"] = failed[:1024]
             try:
-                await self.client.patch(GROUP_VERSION, "networks", name, {"status": {"hosts": [host]}},
-                                        subresource="status",
-                                        content_type="application/strategic-merge-patch+json")
+                await self.client.patch(
+                    GROUP_VERSION,
+                    "networks",
+                    name,
+                    {"status": {"hosts": [host]}},
+                    subresource="status",
+                    content_type="application/strategic-merge-patch+json",
+                )
                 self._reported[name] = entry
             except (ApiException, OSError) as e:
                 log.warning("tenant network %s: status: %s", name, e)
@@ -493,9 +538,16 @@ class PodNetworks:
             await wait_event(waiter, min(left, 1.0))
         upstreams = [str(s) for s in spec_of(self.objs["networks"].get(addr.network)).get("dnsServers") or []]
         servers, searches, options = guest_dns(pod, net.gateway, upstreams)
-        config = NetworkConfig(mac=addr.mac, addresses=(f"{addr.ip}/{net.prefixlen}",), gateway=net.gateway,
-                               mtu=net.mtu, dns_servers=servers, dns_search=searches, dns_options=options,
-                               hosts=guest_hosts(pod, addr.ip))
+        config = NetworkConfig(
+            mac=addr.mac,
+            addresses=(f"{addr.ip}/{net.prefixlen}",),
+            gateway=net.gateway,
+            mtu=net.mtu,
+            dns_servers=servers,
+            dns_search=searches,
+            dns_options=options,
+            hosts=guest_hosts(pod, addr.ip),
+        )
         return replace(config, tap_fd=await self._open_tap(net, ifname, addr))
 
     async def _open_tap(self, net: Network, ifname: str, addr: PodAddress) -> int:
@@ -514,7 +566,7 @@ class PodNetworks:
         if len(self._synced) < len(KINDS):
             return "the node has not yet read the cluster's networks"
         what = f"pod {meta_of(pod).get('namespace')}/{meta_of(pod).get('name')}"
-        for why in (self.applied.skipped if self.applied is not None else []):
+        for why in self.applied.skipped if self.applied is not None else []:
             if why.startswith(what):
                 return why
         net = self.objs["networks"].get(addr.network)

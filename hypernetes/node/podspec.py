@@ -209,8 +209,9 @@ def _cpu_request(container: Obj) -> int | None:
     return parse_cpu(str(value)) if value is not None else None
 
 
-def container_spec(pod: Obj, container: Obj, lookup: Lookup,
-                   volumes: dict[str, VolumeSpec] | None = None) -> ContainerSpec:
+def container_spec(
+    pod: Obj, container: Obj, lookup: Lookup, volumes: dict[str, VolumeSpec] | None = None
+) -> ContainerSpec:
     """`volumes` (the pod's, by name) makes mounts of a read-only disk read-only and checks
     volumeDevices name a raw block volume."""
     env = container_env(pod, container, lookup)
@@ -232,8 +233,12 @@ def container_spec(pod: Obj, container: Obj, lookup: Lookup,
         cpu_request_millis=_cpu_request(container),
         memory_limit=parse_memory(mem) if mem else None,
         mounts=tuple(
-            MountSpec(m["name"], m["mountPath"],
-                      bool(m.get("readOnly")) or _read_only_disk(volumes, m["name"]), m.get("subPath", ""))
+            MountSpec(
+                m["name"],
+                m["mountPath"],
+                bool(m.get("readOnly")) or _read_only_disk(volumes, m["name"]),
+                m.get("subPath", ""),
+            )
             for m in container.get("volumeMounts") or []
         ),
         devices=tuple(_device(volumes, container["name"], d) for d in container.get("volumeDevices") or []),
@@ -249,8 +254,10 @@ def _read_only_disk(volumes: dict[str, VolumeSpec] | None, name: str) -> bool:
 def _device(volumes: dict[str, VolumeSpec] | None, container: str, d: Obj) -> DeviceSpec:
     v = (volumes or {}).get(d.get("name", ""))
     if v is None or v.block is None or v.block.fs_type:
-        raise VolumeConfigError(f'container {container}: volumeDevices "{d.get("name")}" must name a '
-                                "persistentVolumeClaim volume of volumeMode Block")
+        raise VolumeConfigError(
+            f'container {container}: volumeDevices "{d.get("name")}" must name a '
+            "persistentVolumeClaim volume of volumeMode Block"
+        )
     return DeviceSpec(v.name, d["devicePath"])
 
 
@@ -279,8 +286,10 @@ def pod_spec(pod: Obj, lookup: Lookup, block_path: BlockPath | None = None) -> P
 
 
 # imagePullSecrets types and the key of their docker JSON, as upstream's credentialprovider
-_PULL_SECRET_KEYS = {"kubernetes.io/dockerconfigjson": ".dockerconfigjson",
-                     "kubernetes.io/dockercfg": ".dockercfg"}
+_PULL_SECRET_KEYS = {
+    "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+    "kubernetes.io/dockercfg": ".dockercfg",
+}
 
 
 def pull_credentials(pod: Obj, lookup: Lookup) -> tuple[tuple[str, Credentials], ...]:
@@ -297,8 +306,9 @@ def pull_credentials(pod: Obj, lookup: Lookup) -> tuple[tuple[str, Credentials],
             continue
         text = _data(secret, "Secret").get(key, "")
         try:
-            auth = RegistryAuth.from_docker_json(text, f'imagePullSecret "{name}"',
-                                                 legacy=key == ".dockercfg")
+            auth = RegistryAuth.from_docker_json(
+                text, f'imagePullSecret "{name}"', legacy=key == ".dockercfg"
+            )
         except ImageError as e:
             raise ConfigError(str(e)) from e
         for registry in auth.registries:
@@ -442,31 +452,43 @@ def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
     pv_meta, pv_spec = pv.get("metadata") or {}, pv.get("spec") or {}
     ref = pv_spec.get("claimRef") or {}
     pvc_uid = (pvc.get("metadata") or {}).get("uid")
-    if ref.get("namespace") != ns or ref.get("name") != claim_name or (
-            ref.get("uid") and pvc_uid and ref["uid"] != pvc_uid):
-        raise fail(f'persistentvolume "{pv_name}" is bound to another claim '
-                   f'({ref.get("namespace")}/{ref.get("name")})')
+    if (
+        ref.get("namespace") != ns
+        or ref.get("name") != claim_name
+        or (ref.get("uid") and pvc_uid and ref["uid"] != pvc_uid)
+    ):
+        raise fail(
+            f'persistentvolume "{pv_name}" is bound to another claim '
+            f"({ref.get('namespace')}/{ref.get('name')})"
+        )
     if pv_meta.get("deletionTimestamp"):
         raise fail(f'persistentvolume "{pv_name}" is being deleted')
     csi = pv_spec.get("csi") or {}
     if csi.get("driver") != LOCAL_DRIVER:
-        raise fail(f'persistentvolume "{pv_name}" is not a {LOCAL_DRIVER} volume: only those can be '
-                   "attached to pod VMs")
+        raise fail(
+            f'persistentvolume "{pv_name}" is not a {LOCAL_DRIVER} volume: only those can be '
+            "attached to pod VMs"
+        )
     node = pv_node(pv)
     if node is None or node != spec.get("nodeName"):
         where = f'on node "{node}"' if node else "on no node (no kubernetes.io/hostname node affinity)"
-        raise fail(f'volume node affinity conflict: persistentvolume "{pv_name}" is {where}, '
-                   f'this pod is on node "{spec.get("nodeName")}"')
+        raise fail(
+            f'volume node affinity conflict: persistentvolume "{pv_name}" is {where}, '
+            f'this pod is on node "{spec.get("nodeName")}"'
+        )
     namespace = lookup(NS_KIND, "", ns)
     if namespace is None:
         raise fail(f'namespace "{ns}" not found')
     ns_tenant = ((namespace.get("metadata") or {}).get("labels") or {}).get(TENANT_LABEL) or None
     pv_tenant = (pv_meta.get("labels") or {}).get(TENANT_LABEL) or None
     if ns_tenant != pv_tenant:
+
         def who(t: str | None) -> str:
             return f'tenant "{t}"' if t else "no tenant"
-        raise fail(f'persistentvolume "{pv_name}" belongs to {who(pv_tenant)}, '
-                   f'namespace "{ns}" to {who(ns_tenant)}')
+
+        raise fail(
+            f'persistentvolume "{pv_name}" belongs to {who(pv_tenant)}, namespace "{ns}" to {who(ns_tenant)}'
+        )
     mode = pv_spec.get("volumeMode") or "Filesystem"
     claim_mode = (pvc.get("spec") or {}).get("volumeMode") or "Filesystem"
     if mode not in ("Filesystem", "Block") or mode != claim_mode:
@@ -477,8 +499,9 @@ def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
         if mode == "Block" and mounted:
             raise fail(f"container {c.get('name')}: volumeMode Block: use volumeDevices, not volumeMounts")
         if mode == "Filesystem" and device:
-            raise fail(f"container {c.get('name')}: volumeMode Filesystem: use volumeMounts, "
-                       "not volumeDevices")
+            raise fail(
+                f"container {c.get('name')}: volumeMode Filesystem: use volumeMounts, not volumeDevices"
+            )
     handle = str(csi.get("volumeHandle") or "")
     fmt = str((csi.get("volumeAttributes") or {}).get("format") or "raw")
     fs_type = "" if mode == "Block" else str(csi.get("fsType") or "ext4")
@@ -487,20 +510,26 @@ def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
     except VolumeError as e:
         raise fail(f'persistentvolume "{pv_name}": {e}') from e
     if fs_type and fs_type not in FS_TYPES:
-        raise fail(f'persistentvolume "{pv_name}": fsType {fs_type} is not supported '
-                   f"(supported: {', '.join(FS_TYPES)})")
+        raise fail(
+            f'persistentvolume "{pv_name}": fsType {fs_type} is not supported '
+            f"(supported: {', '.join(FS_TYPES)})"
+        )
     size = storage_size(pv, "spec.capacity")
     if not size:
         raise fail(f'persistentvolume "{pv_name}" has no valid capacity.storage')
     modes = set((pvc.get("spec") or {}).get("accessModes") or [])
     read_only = bool(source.get("readOnly")) or modes == {"ReadOnlyMany"}
-    return ClaimDisk(name, ns, claim_name, pv_name, str(pv_meta.get("uid") or ""), handle, fmt, fs_type, size,
-                     read_only)
+    return ClaimDisk(
+        name, ns, claim_name, pv_name, str(pv_meta.get("uid") or ""), handle, fmt, fs_type, size, read_only
+    )
 
 
 def claim_disks(pod: Obj, lookup: Lookup) -> list[ClaimDisk]:
-    return [claim_disk(pod, v, lookup) for v in (pod.get("spec") or {}).get("volumes") or []
-            if "persistentVolumeClaim" in v]
+    return [
+        claim_disk(pod, v, lookup)
+        for v in (pod.get("spec") or {}).get("volumes") or []
+        if "persistentVolumeClaim" in v
+    ]
 
 
 def pod_claims(pod: Obj) -> dict[str, bool]:
@@ -564,5 +593,8 @@ def referenced_objects(pod: Obj) -> set[tuple[str, str]]:
 
 def claim_volume_names(claims: list[Obj]) -> set[tuple[str, str]]:
     """(PV_KIND, name) of the PVs the given claims are bound to."""
-    return {(PV_KIND, str((c.get("spec") or {}).get("volumeName")))
-            for c in claims if (c.get("spec") or {}).get("volumeName")}
+    return {
+        (PV_KIND, str((c.get("spec") or {}).get("volumeName")))
+        for c in claims
+        if (c.get("spec") or {}).get("volumeName")
+    }

@@ -120,7 +120,8 @@ class VolumeUsers:
                 names = ", ".join(sorted(name for _, name in others.values()))
                 raise MultiAttachError(
                     f'Multi-Attach error for volume "{d.pv}": volume is already used by pod(s) {names}; '
-                    "a local volume is attached read-write to one pod VM at a time")
+                    "a local volume is attached read-write to one pod VM at a time"
+                )
         self.hold(uid, pod, {d.key: d.read_only for d in disks})
 
     def hold(self, uid: str, pod: str, claims: dict[str, bool]) -> None:
@@ -161,9 +162,17 @@ class _Backoff:
 
 
 class PodWorker:
-    def __init__(self, pod: Obj, runtime: Runtime, api: NodeAPI, host_ip: str,
-                 volumes: LocalVolumes | None = None, users: VolumeUsers | None = None,
-                 networks: PodNetworks | None = None, token_refresh: float = TOKEN_REFRESH) -> None:
+    def __init__(
+        self,
+        pod: Obj,
+        runtime: Runtime,
+        api: NodeAPI,
+        host_ip: str,
+        volumes: LocalVolumes | None = None,
+        users: VolumeUsers | None = None,
+        networks: PodNetworks | None = None,
+        token_refresh: float = TOKEN_REFRESH,
+    ) -> None:
         """`networks`: this node's tenant networks; without it the VM has no network interface.
         `token_refresh`: the fraction of a projected token's lifetime after which it is replaced."""
         self.pod = pod
@@ -233,8 +242,14 @@ class PodWorker:
             if rec is not None:
                 rec.runtime, rec.waiting = cs, ("", "")
                 rec.container_id = f"{self.runtime.name}://{self.id}/{cs.name}"
-                old: Obj = next((s for s in (self.pod.get("status") or {}).get("containerStatuses") or []
-                            if s.get("name") == cs.name), {})
+                old: Obj = next(
+                    (
+                        s
+                        for s in (self.pod.get("status") or {}).get("containerStatuses") or []
+                        if s.get("name") == cs.name
+                    ),
+                    {},
+                )
                 rec.restart_count = int(old.get("restartCount", 0))
                 rec.last_terminated = (old.get("lastState") or {}).get("terminated")
         self._start_token_refresh(fresh=False)  # when its tokens were issued is not known
@@ -297,8 +312,9 @@ class PodWorker:
                 if isinstance(e, OSError):
                     log.exception("creating the sandbox of %s", self.name)
                 await self._waiting_all("CreateContainerError", str(e))
-                await self.api.event(self.pod, "Warning", "FailedCreatePodSandBox",
-                                     f"Failed to create pod sandbox: {e}")
+                await self.api.event(
+                    self.pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}"
+                )
                 delay = create_backoff.next()
             why = next(iter(self.records.values())).waiting[1] if self.records else ""
             log.info("pod %s: sandbox not created (%s), next try in %.0f s", self.name, why, delay)
@@ -369,16 +385,21 @@ class PodWorker:
         self.users.acquire(self.id, self.name, disks)
         for d in disks:
             try:
-                await asyncio.to_thread(volumes.ensure, d.handle, d.size, d.fs_type or "ext4", d.format,
-                                        not d.fs_type)
+                await asyncio.to_thread(
+                    volumes.ensure, d.handle, d.size, d.fs_type or "ext4", d.format, not d.fs_type
+                )
                 before = await asyncio.to_thread(volumes.capacity, d.handle, d.format)
                 if self.users.sole(d.key, self.id) and await asyncio.to_thread(
-                        volumes.grow, d.handle, d.size, d.fs_type, d.format):
+                    volumes.grow, d.handle, d.size, d.fs_type, d.format
+                ):
                     after = await asyncio.to_thread(volumes.capacity, d.handle, d.format)
                     what = "disk and filesystem" if d.fs_type else "disk"
-                    await self.api.event(self.pod, "Normal", "VolumeResized",
-                                         f'volume "{d.volume}" ({d.pv}): {what} grown from '
-                                         f"{before} to {after} bytes")
+                    await self.api.event(
+                        self.pod,
+                        "Normal",
+                        "VolumeResized",
+                        f'volume "{d.volume}" ({d.pv}): {what} grown from {before} to {after} bytes',
+                    )
                 else:
                     after = before
             except VolumeError as e:
@@ -386,8 +407,10 @@ class PodWorker:
                 raise VolumeConfigError(f'volume "{d.volume}": {e}') from e
             pvc = objects.get((PVC_KIND, d.namespace, d.claim)) or {}
             reported = storage_size(pvc, "status.capacity")
-            pending = any(c.get("type") == "FileSystemResizePending"
-                          for c in (pvc.get("status") or {}).get("conditions") or [])
+            pending = any(
+                c.get("type") == "FileSystemResizePending"
+                for c in (pvc.get("status") or {}).get("conditions") or []
+            )
             if after >= d.size and (reported != d.size or pending):
                 pv = objects.get((PV_KIND, "", d.pv)) or {}
                 capacity = str(((pv.get("spec") or {}).get("capacity") or {}).get("storage"))
@@ -479,11 +502,18 @@ class PodWorker:
             return  # the VM is gone: nothing to restart in; deletion/re-creation is above us
         rec.last_terminated = terminated_state(rec.runtime)
         delay = self.backoff[name].next()
-        rec.waiting = ("CrashLoopBackOff", f"back-off {delay:.0f}s restarting failed container={name} "
-                       f"pod={self.pod['metadata']['name']}_{self.pod['metadata'].get('namespace')}"
-                       f"({self.pod['metadata'].get('uid')})")
-        await self.api.event(self.pod, "Warning", "BackOff", "Back-off restarting failed container "
-                             f"{name} in pod {self.pod['metadata']['name']}")
+        rec.waiting = (
+            "CrashLoopBackOff",
+            f"back-off {delay:.0f}s restarting failed container={name} "
+            f"pod={self.pod['metadata']['name']}_{self.pod['metadata'].get('namespace')}"
+            f"({self.pod['metadata'].get('uid')})",
+        )
+        await self.api.event(
+            self.pod,
+            "Warning",
+            "BackOff",
+            f"Back-off restarting failed container {name} in pod {self.pod['metadata']['name']}",
+        )
         await self._report()
         self._spawn_restart(name, delay)
 
@@ -527,8 +557,9 @@ class PodWorker:
                 delay, retry = period, _Backoff()
             except Exception as e:  # whatever failed, a token is due: try again
                 delay = min(retry.next(), period)
-                log.warning("pod %s: refreshing its service-account token: %r; again in %.0f s",
-                            self.name, e, delay)
+                log.warning(
+                    "pod %s: refreshing its service-account token: %r; again in %.0f s", self.name, e, delay
+                )
 
     async def _write_tokens(self, volumes: dict[str, int]) -> None:
         update = getattr(self.runtime, "update_files", None)
@@ -552,8 +583,9 @@ class PodWorker:
             await self._report()
         elif kind == "liveness" and not ok:
             await self.api.event(self.pod, "Warning", "Unhealthy", f"Liveness probe failed: {message}")
-            await self.api.event(self.pod, "Normal", "Killing",
-                                 f"Container {name} failed liveness probe, will be restarted")
+            await self.api.event(
+                self.pod, "Normal", "Killing", f"Container {name} failed liveness probe, will be restarted"
+            )
             with contextlib.suppress(PodRuntimeError):
                 await self.runtime.signal_container(self.id, name, signal.SIGKILL)
         if not ok and kind != "liveness":
@@ -600,8 +632,9 @@ class PodWorker:
             grace = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
         try:
             # bounded whatever the runtime and the guest do: removal below kills what is left
-            await asyncio.wait_for(self.runtime.stop_sandbox(self.id, int(grace)),
-                                   max(0, int(grace)) + STOP_MARGIN)
+            await asyncio.wait_for(
+                self.runtime.stop_sandbox(self.id, int(grace)), max(0, int(grace)) + STOP_MARGIN
+            )
         except SandboxNotFound:
             pass
         except TimeoutError:
@@ -618,15 +651,20 @@ class PodWorker:
         await self._report()
 
     async def _report(self) -> None:
-        status = pod_status(self.pod, list(self.records.values()), pod_ip=self.pod_ip, host_ip=self.host_ip,
-                            start_time=self.start_time, sandbox_ready=self.sandbox_ready,
-                            message=self.message)
+        status = pod_status(
+            self.pod,
+            list(self.records.values()),
+            pod_ip=self.pod_ip,
+            host_ip=self.host_ip,
+            start_time=self.start_time,
+            sandbox_ready=self.sandbox_ready,
+            message=self.message,
+        )
         if status == self._last_status:
             return
         updated = await self.api.update_pod_status(self.pod, status)
         if updated is not None:
-            self.pod = {**updated, "metadata": {**updated["metadata"],
-                                                **_deletion_fields(self.pod, updated)}}
+            self.pod = {**updated, "metadata": {**updated["metadata"], **_deletion_fields(self.pod, updated)}}
         self._last_status = status
 
     async def _wait_backoff(self, seconds: float, key: str) -> str:
@@ -679,4 +717,3 @@ def _deletion_fields(old: Obj, new: Obj) -> Obj:
     """Never forget a deletion we have seen, even if a status reply raced with it."""
     keys = ("deletionTimestamp", "deletionGracePeriodSeconds")
     return {k: old["metadata"][k] for k in keys if k in old["metadata"] and k not in new["metadata"]}
-

@@ -75,8 +75,9 @@ OutputSink = Callable[[Stream, bytes], None]
 class GuestProcess(Process):
     """A process in the guest. Output goes to `sink` (e.g. a log) and, if attached, to a queue."""
 
-    def __init__(self, client: AgentClient, process_id: int, sink: OutputSink | None,
-                 attach: bool, stdin: bool) -> None:
+    def __init__(
+        self, client: AgentClient, process_id: int, sink: OutputSink | None, attach: bool, stdin: bool
+    ) -> None:
         self.client = client
         self.id = process_id
         self.pid: int | None = None
@@ -247,8 +248,9 @@ class AgentClient:
         reply = await self._await_reply(mtype, tlv, timeout, None)
         return gp.TLV.decode(reply.payload)
 
-    async def _await_reply(self, mtype: int, tlv: gp.TLV, timeout: float,
-                           alive: Callable[[], bool] | None) -> gp.Frame:
+    async def _await_reply(
+        self, mtype: int, tlv: gp.TLV, timeout: float, alive: Callable[[], bool] | None
+    ) -> gp.Frame:
         if self.state is not Runstate.RUNNING:
             raise AgentUnavailable(f"agent channel is {self.state.value}: {self.disconnect_reason}")
         ident = self._next_id

@@ -88,8 +88,12 @@ def pod_limits(containers: Iterable[ContainerSpec], size: VMSize) -> Limits:
     limits = [c.cpu_limit_millis for c in specs]
     cap = size.vcpus * 1000
     cpu = min(cap, sum(x or 0 for x in limits)) if all(limits) else cap
-    return Limits(cpu_shares=shares(requests), cpu_quota_us=quota_us(cpu),
-                  memory_max=size.memory + QEMU_OVERHEAD, pids_max=PIDS_BASE + size.vcpus)
+    return Limits(
+        cpu_shares=shares(requests),
+        cpu_quota_us=quota_us(cpu),
+        memory_max=size.memory + QEMU_OVERHEAD,
+        pids_max=PIDS_BASE + size.vcpus,
+    )
 
 
 def reserved_millicpu() -> int:
@@ -127,8 +131,9 @@ class Layout:
         return out
 
 
-def detect(mountinfo: Path = Path("/proc/self/mountinfo"),
-           own: Path = Path("/proc/self/cgroup")) -> Layout | None:
+def detect(
+    mountinfo: Path = Path("/proc/self/mountinfo"), own: Path = Path("/proc/self/cgroup")
+) -> Layout | None:
     """v2 if a cgroup2 mount offers cpu and memory, else v1 if cpu and memory hierarchies are
     mounted (a hybrid host's empty cgroup2 does not count), else None."""
     v1: dict[str, Path] = {}
@@ -169,8 +174,7 @@ def detect(mountinfo: Path = Path("/proc/self/mountinfo"),
 class Cgroups:
     """The pod VMs' parent cgroup and one child per VM."""
 
-    def __init__(self, layout: Layout, parent: str | None = None,
-                 allocatable: int | None = None) -> None:
+    def __init__(self, layout: Layout, parent: str | None = None, allocatable: int | None = None) -> None:
         self.layout = layout
         self.parent_override = parent or os.environ.get("HYPERNETES_CGROUP_PARENT") or None
         self.allocatable = allocatable if allocatable is not None else allocatable_millicpu()
@@ -217,8 +221,7 @@ class Cgroups:
         """v2: each level from the hierarchy's root down to `parent` must pass the controllers
         on (`cgroup.subtree_control`); a level that holds processes itself refuses (EBUSY)."""
         mount = self.layout.mounts["cpu"]
-        wanted = [c for c in V2_CONTROLLERS
-                  if c in (mount / "cgroup.controllers").read_text().split()]
+        wanted = [c for c in V2_CONTROLLERS if c in (mount / "cgroup.controllers").read_text().split()]
         levels = [parent, *parent.parents]
         for level in reversed([p for p in levels if p.is_relative_to(mount)]):
             try:
@@ -227,7 +230,8 @@ class Cgroups:
                 if e.errno == errno.EBUSY:
                     raise CgroupError(
                         f"cannot enable {wanted} below {level}: it holds processes; run the node agent "
-                        "in a delegated cgroup or set HYPERNETES_CGROUP_PARENT") from e
+                        "in a delegated cgroup or set HYPERNETES_CGROUP_PARENT"
+                    ) from e
                 raise
 
     def create(self, name: str, limits: Limits) -> tuple[Path, ...]:

@@ -40,13 +40,18 @@ class Confiner:
         self.enabled = can_jail() if enabled is None else enabled
         self._cgroups: Cgroups | None = None
         if not self.enabled:
-            log.warning("not running as root: pod VMs run as uid %d without a jail or cgroups "
-                        "(no per-pod uid, chroot, namespaces or CPU/memory/pids limits)", os.geteuid())
+            log.warning(
+                "not running as root: pod VMs run as uid %d without a jail or cgroups "
+                "(no per-pod uid, chroot, namespaces or CPU/memory/pids limits)",
+                os.geteuid(),
+            )
             return
         self._cgroups = Cgroups.for_host()
         if self._cgroups is None:
-            log.warning("no cgroup v1 or v2 hierarchy with cpu and memory on this host: "
-                        "pod VMs run jailed but without cgroup limits")
+            log.warning(
+                "no cgroup v1 or v2 hierarchy with cpu and memory on this host: "
+                "pod VMs run jailed but without cgroup limits"
+            )
             return
         with contextlib.suppress(OSError):
             if swept := self._cgroups.sweep():
@@ -60,9 +65,18 @@ class Confiner:
     def uids() -> UidPool:
         return UidPool(run_dir() / "vmm-uids")
 
-    def prepare(self, sandbox_id: str, sandbox_dir: Path, containers: Iterable[ContainerSpec],
-                size: VMSize, kernel: Path, initrd: Path, accel: str, die_with_parent: bool,
-                cgroup: bool = True) -> Jail | None:
+    def prepare(
+        self,
+        sandbox_id: str,
+        sandbox_dir: Path,
+        containers: Iterable[ContainerSpec],
+        size: VMSize,
+        kernel: Path,
+        initrd: Path,
+        accel: str,
+        die_with_parent: bool,
+        cgroup: bool = True,
+    ) -> Jail | None:
         """The VM's uid and cgroup, and the jail QEMU is launched into (None: unconfined).
         One of ConfineError if they cannot be made; whatever was made is then released."""
         if not self.enabled:
@@ -71,18 +85,29 @@ class Confiner:
         try:
             procs: tuple[Path, ...] = ()
             if cgroup and self._cgroups is not None:
-                procs = self._cgroups.create(cgroup_name(sandbox_id, sandbox_dir),
-                                             pod_limits(containers, size))
-            binds = [*vmm_binds(qemu_binary()),
-                     _guest_file(kernel, JAIL_KERNEL), _guest_file(initrd, JAIL_INITRD)]
+                procs = self._cgroups.create(
+                    cgroup_name(sandbox_id, sandbox_dir), pod_limits(containers, size)
+                )
+            binds = [
+                *vmm_binds(qemu_binary()),
+                _guest_file(kernel, JAIL_KERNEL),
+                _guest_file(initrd, JAIL_INITRD),
+            ]
             groups: tuple[int, ...] = ()
             if accel == "kvm":
                 kvm, groups = kvm_binds_and_groups()
                 binds += kvm
             root = run_dir() / "jail-root"  # empty; each jail mounts its own tmpfs over it
             root.mkdir(parents=True, exist_ok=True, mode=0o755)
-            return Jail(uid=uid, gid=uid, root=root, binds=tuple(binds), groups=groups,
-                        cgroup_procs=procs, die_with_parent=die_with_parent)
+            return Jail(
+                uid=uid,
+                gid=uid,
+                root=root,
+                binds=tuple(binds),
+                groups=groups,
+                cgroup_procs=procs,
+                die_with_parent=die_with_parent,
+            )
         except BaseException:
             self.release(sandbox_id, sandbox_dir)
             raise
@@ -102,6 +127,8 @@ def _guest_file(path: Path, target: str) -> Bind:
     and must be readable by all."""
     st = path.stat()
     if not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IROTH:
-        raise JailError(f"{path} must be a regular file readable by all (mode "
-                        f"{oct(st.st_mode & 0o777)}): the jailed QEMU reads it as its own uid")
+        raise JailError(
+            f"{path} must be a regular file readable by all (mode "
+            f"{oct(st.st_mode & 0o777)}): the jailed QEMU reads it as its own uid"
+        )
     return Bind(path, target)

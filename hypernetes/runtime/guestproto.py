@@ -181,6 +181,7 @@ class FrameDecoder:
 
 # --- TLV -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class TLV:
     """An ordered list of (tag, raw value) pairs with typed accessors that validate."""

@@ -110,8 +110,15 @@ class _Sandbox:
 class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
     name = "gvisor"
 
-    def __init__(self, root: Path, images: ImageStore, *, platform: str = "ptrace",
-                 die_with_parent: bool = False, ignore_cgroups: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        images: ImageStore,
+        *,
+        platform: str = "ptrace",
+        die_with_parent: bool = False,
+        ignore_cgroups: bool = False,
+    ) -> None:
         self.root = root / "gvisor"
         self.images = images
         self.runsc = Runsc(self.root / "state", platform, ignore_cgroups)
@@ -131,8 +138,9 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         if pod.network.tap_fd is not None:
             # Ours to close either way; runsc has no way to take a tap, so the pod gets no NIC
             # (closing the fd makes the tap go away).
-            log.warning("sandbox %s: the gvisor runtime cannot use a tap; the pod has no network "
-                        "interface", pod.id)
+            log.warning(
+                "sandbox %s: the gvisor runtime cannot use a tap; the pod has no network interface", pod.id
+            )
             with contextlib.suppress(OSError):
                 os.close(pod.network.tap_fd)
             pod = dataclasses.replace(pod, network=dataclasses.replace(pod.network, tap_fd=None))
@@ -157,7 +165,10 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox_dir.mkdir(parents=True)
         containers = {
             c.name: _Container(
-                c, images[c.name], f"{pod.id}_{c.name}", processes[c.name],
+                c,
+                images[c.name],
+                f"{pod.id}_{c.name}",
+                processes[c.name],
                 ContainerStatus(name=c.name, image=c.image, image_id=images[c.name].digest),
                 LogWriter(sandbox_dir / "logs" / f"{c.name}.log"),
             )
@@ -184,7 +195,8 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         for c in pod.containers:
             try:
                 images[c.name] = await asyncio.to_thread(
-                    self.images.ensure_for_pod, c.image, c.pull_policy, auth)
+                    self.images.ensure_for_pod, c.image, c.pull_policy, auth
+                )
             except ImageError as e:
                 raise image_pull_error(e) from e
         return images
@@ -195,7 +207,8 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             if image.id not in rootfs:
                 try:
                     rootfs[image.id] = await asyncio.to_thread(
-                        ensure_rootfs, self.root / "rootfs", image.id, image.disk)
+                        ensure_rootfs, self.root / "rootfs", image.id, image.disk
+                    )
                 except RootfsError as e:
                     raise ImagePullFailed(f"image {image.short_id}: {e}") from e
         return rootfs
@@ -218,8 +231,12 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         env["HOSTNAME"] = pod.hostname or pod.name
         env.update(spec.env)
         return ocispec.ProcessConfig(
-            args=tuple(argv), env=tuple(f"{k}={v}" for k, v in env.items()),
-            cwd=spec.working_dir or cfg.working_dir or "/", uid=uid, gid=gid, groups=groups,
+            args=tuple(argv),
+            env=tuple(f"{k}={v}" for k, v in env.items()),
+            cwd=spec.working_dir or cfg.working_dir or "/",
+            uid=uid,
+            gid=gid,
+            groups=groups,
             terminal=spec.tty,
         )
 
@@ -259,12 +276,15 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def _boot(self, sandbox: _Sandbox, pause: Path) -> None:
         pod = sandbox.pod
-        spec = ocispec.container(ocispec.ContainerConfig(
-            root=pause, process=ocispec.ProcessConfig(args=("/pause",)),
-            hostname=(pod.hostname or pod.name)[:63],
-            annotations={ocispec.CONTAINER_TYPE: "sandbox", ocispec.SANDBOX_ID: pod.id},
-            resources=self._resources(sandbox),
-        ))
+        spec = ocispec.container(
+            ocispec.ContainerConfig(
+                root=pause,
+                process=ocispec.ProcessConfig(args=("/pause",)),
+                hostname=(pod.hostname or pod.name)[:63],
+                annotations={ocispec.CONTAINER_TYPE: "sandbox", ocispec.SANDBOX_ID: pod.id},
+                resources=self._resources(sandbox),
+            )
+        )
         bundle = self._write_bundle(sandbox, "pause", spec)
         errors = sandbox.errlog("run")
         errors.parent.mkdir(exist_ok=True)
@@ -272,7 +292,8 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             # `run` (not create+start) keeps runsc attached: its sandbox gets PDEATHSIG from it,
             # so with die_with_parent the whole pod goes if this process dies.
             sandbox.run = await self.runsc.spawn(
-                "run", f"--bundle={bundle}", pod.id, log=errors, die_with_parent=self._die_with_parent)
+                "run", f"--bundle={bundle}", pod.id, log=errors, die_with_parent=self._die_with_parent
+            )
         except RunscError as e:
             raise SandboxFailed(str(e)) from e
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -286,11 +307,15 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             await asyncio.sleep(0.01)
 
     async def _create(self, sandbox: _Sandbox, c: _Container) -> None:
-        spec = ocispec.container(ocispec.ContainerConfig(
-            root=c.rootfs, process=c.process, hostname=(sandbox.pod.hostname or sandbox.pod.name)[:63],
-            annotations={ocispec.CONTAINER_TYPE: "container", ocispec.SANDBOX_ID: sandbox.pod.id},
-            mounts=sandbox.mounts,
-        ))
+        spec = ocispec.container(
+            ocispec.ContainerConfig(
+                root=c.rootfs,
+                process=c.process,
+                hostname=(sandbox.pod.hostname or sandbox.pod.name)[:63],
+                annotations={ocispec.CONTAINER_TYPE: "container", ocispec.SANDBOX_ID: sandbox.pod.id},
+                mounts=sandbox.mounts,
+            )
+        )
         bundle = self._write_bundle(sandbox, c.spec.name, spec)
         args = ["create", f"--bundle={bundle}"]
         with contextlib.ExitStack() as stack:
@@ -349,8 +374,9 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
                 readers = [(out_r, Stream.STDOUT), (err_r, Stream.STDERR)]
                 stdio = [stdin_r, out_w, err_w]
             try:
-                runsc = await self.runsc.spawn("start", c.id, log=errors, stdin=stdio[0],
-                                               stdout=stdio[1], stderr=stdio[2])
+                runsc = await self.runsc.spawn(
+                    "start", c.id, log=errors, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2]
+                )
             except RunscError as e:
                 code, why = RUNSC_FAILED, str(e)
             else:
@@ -424,9 +450,15 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         env = dict(kv.split("=", 1) for kv in c.process.env)
         env.update(spec.env)
         pconf = ocispec.ProcessConfig(
-            args=spec.command, env=tuple(f"{k}={v}" for k, v in env.items()),
-            cwd=spec.working_dir or c.process.cwd, uid=uid, gid=gid, groups=groups,
-            terminal=spec.tty, rows=spec.rows, cols=spec.cols,
+            args=spec.command,
+            env=tuple(f"{k}={v}" for k, v in env.items()),
+            cwd=spec.working_dir or c.process.cwd,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            terminal=spec.tty,
+            rows=spec.rows,
+            cols=spec.cols,
         )
         sandbox.calls += 1
         base = sandbox.dir / "exec" / str(sandbox.calls)
@@ -447,8 +479,9 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         self._spawn_task(sandbox, self._reap_exec(sandbox, proc, runsc, base))
         return proc
 
-    async def _spawn_exec(self, sandbox: _Sandbox, c: _Container, proc: SandboxProcess,
-                          spec: ExecSpec, base: Path) -> asyncio.subprocess.Process:
+    async def _spawn_exec(
+        self, sandbox: _Sandbox, c: _Container, proc: SandboxProcess, spec: ExecSpec, base: Path
+    ) -> asyncio.subprocess.Process:
         args = ["exec", f"--internal-pid-file={base / 'pid'}", f"--process={base / 'process.json'}", c.id]
         with contextlib.ExitStack() as fds:
             if spec.tty:
@@ -469,14 +502,16 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
                 proc.pump(err_r, Stream.STDERR)
                 proc.set_stdin(stdin_w if stdin_w >= 0 else None)
             try:
-                return await self.runsc.spawn(*args, log=base / "errors.json", stdin=stdio[0],
-                                              stdout=stdio[1], stderr=stdio[2])
+                return await self.runsc.spawn(
+                    *args, log=base / "errors.json", stdin=stdio[0], stdout=stdio[1], stderr=stdio[2]
+                )
             except RunscError as e:
                 proc.abort()
                 raise StartFailed(f"exec in {c.spec.name}: {e}") from e
 
-    async def _reap_exec(self, sandbox: _Sandbox, proc: SandboxProcess,
-                         runsc: asyncio.subprocess.Process, base: Path) -> None:
+    async def _reap_exec(
+        self, sandbox: _Sandbox, proc: SandboxProcess, runsc: asyncio.subprocess.Process, base: Path
+    ) -> None:
         code = await runsc.wait()
         await proc.finish(decode_exit(code) if code >= 0 else ExitStatus())
         sandbox.execs.discard(proc)
@@ -605,10 +640,12 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         await self.start_container(sandbox_id, name)
 
 
-
-
-_ERRNOS = {"no such file or directory": errno.ENOENT, "permission denied": errno.EACCES,
-           "exec format error": errno.ENOEXEC, "not a directory": errno.ENOTDIR}
+_ERRNOS = {
+    "no such file or directory": errno.ENOENT,
+    "permission denied": errno.EACCES,
+    "exec format error": errno.ENOEXEC,
+    "not a directory": errno.ENOTDIR,
+}
 
 
 def _errno_of(message: str) -> int:

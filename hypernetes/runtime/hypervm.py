@@ -178,8 +178,17 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         try:
             # jailed as pods are, so that KVM is chosen only if a jailed QEMU can use it
             vm.cfg.jail = await asyncio.to_thread(
-                self._confiner.prepare, "kvm-probe", probe_dir, (), vm_size(()), kernel.image,
-                kernel.initrd, "kvm", True, cgroup=False)
+                self._confiner.prepare,
+                "kvm-probe",
+                probe_dir,
+                (),
+                vm_size(()),
+                kernel.image,
+                kernel.initrd,
+                "kvm",
+                True,
+                cgroup=False,
+            )
             await vm.start()
             await client.connect(str(vm.cfg.ctl_socket), PROBE_TIMEOUT, vm.alive)
             return True
@@ -199,8 +208,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         # so that the tap never outlives the VM. The kept spec carries no fd number.
         tap = _HandedFd(pod.network.tap_fd)
         try:
-            return await self._create(dataclasses.replace(
-                pod, network=dataclasses.replace(pod.network, tap_fd=None)), tap)
+            return await self._create(
+                dataclasses.replace(pod, network=dataclasses.replace(pod.network, tap_fd=None)), tap
+            )
         finally:
             tap.close()
 
@@ -215,8 +225,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         if len(set(names)) != len(names) or not all(CONTAINER_NAME.match(n) for n in names):
             raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
         if tap.fd is not None and not (pod.network.mac and MAC.match(pod.network.mac)):
-            raise PodRuntimeError(f"the pod's NIC needs a MAC address aa:bb:cc:dd:ee:ff, "
-                                  f"not {pod.network.mac!r}")
+            raise PodRuntimeError(
+                f"the pod's NIC needs a MAC address aa:bb:cc:dd:ee:ff, not {pod.network.mac!r}"
+            )
         nics = 0 if tap.fd is None else 1
         try:
             kernel = self.kernels.get(pod.kernel)
@@ -262,8 +273,16 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             nic = Nic(tap.fd, pod.network.mac, vhost=vhost_usable(accel))
         try:
             jail = await asyncio.to_thread(
-                self._confiner.prepare, pod.id, sandbox_dir, pod.containers, size, kernel.image,
-                kernel.initrd, accel, self._die_with_parent)
+                self._confiner.prepare,
+                pod.id,
+                sandbox_dir,
+                pod.containers,
+                size,
+                kernel.image,
+                kernel.initrd,
+                accel,
+                self._die_with_parent,
+            )
         except ConfineError as e:
             shutil.rmtree(sandbox_dir, ignore_errors=True)
             raise SandboxFailed(f"cannot confine the VM: {e}") from e
@@ -306,7 +325,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         for c in pod.containers:
             try:
                 images[c.name] = await asyncio.to_thread(
-                    self.images.ensure_for_pod, c.image, c.pull_policy, auth)
+                    self.images.ensure_for_pod, c.image, c.pull_policy, auth
+                )
             except ImageError as e:
                 raise image_pull_error(e) from e
         return images
@@ -376,8 +396,10 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         batch, size = gp.TLV().add_str(gp.TAG_SOURCE, f"pod:{volume}"), 0
         for f in files:
             if len(f.data) > FILES_MAX_FILE:
-                raise SandboxFailed(f"volume {volume}: file {f.path} has {len(f.data)} bytes; a file "
-                                    f"volume's file may have at most {FILES_MAX_FILE}")
+                raise SandboxFailed(
+                    f"volume {volume}: file {f.path} has {len(f.data)} bytes; a file "
+                    f"volume's file may have at most {FILES_MAX_FILE}"
+                )
             entry = gp.TLV().add_str(gp.TAG_SUBPATH, f.path).add(gp.TAG_DATA, f.data)
             entry.add_u32(gp.TAG_MODE, f.mode & 0o777)
             if size and size + len(f.data) > FILES_BATCH:
@@ -403,8 +425,10 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         if sandbox.state is not SandboxState.READY:
             raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
         if any(d.serial == VOLUME_DISK for d in sandbox.vm.cfg.disks):
-            raise PodRuntimeError(f"volume {volume} is on a read-only disk (a VM started by an older "
-                                  "version): its files cannot change")
+            raise PodRuntimeError(
+                f"volume {volume} is on a read-only disk (a VM started by an older "
+                "version): its files cannot change"
+            )
         await self._write_files(sandbox, volume, files)
 
     def _explain(self, sandbox: _Sandbox, what: str) -> str:
@@ -451,8 +475,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         volumes = {v.name: v for v in sandbox.pod.volumes}
         files_disk = any(d.serial == VOLUME_DISK for d in sandbox.vm.cfg.disks)
         for m in c.spec.mounts:
-            tlv.add_tlv(gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m, sandbox.volume_disks.get(m.volume),
-                                                 files_disk))
+            tlv.add_tlv(
+                gp.TAG_MOUNT, _mount_tlv(volumes[m.volume], m, sandbox.volume_disks.get(m.volume), files_disk)
+            )
         for d in c.spec.devices:
             tlv.add_tlv(gp.TAG_DEVICE, _device_tlv(volumes[d.volume], d, sandbox.volume_disks.get(d.volume)))
         if sandbox.pod.fs_group is not None:
@@ -538,8 +563,11 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             try:
                 await asyncio.wait_for(self._shutdown(sandbox, grace), grace + SHUTDOWN_MARGIN)
             except TimeoutError:
-                log.warning("sandbox %s: the guest did not power off within %d s; killing the VM",
-                            sandbox_id, grace + SHUTDOWN_MARGIN)
+                log.warning(
+                    "sandbox %s: the guest did not power off within %d s; killing the VM",
+                    sandbox_id,
+                    grace + SHUTDOWN_MARGIN,
+                )
         sandbox.state = SandboxState.STOPPED
         await self._kill(sandbox)
         for c in sandbox.containers.values():
@@ -658,8 +686,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         """Take back the record of a sandbox stopped on purpose (a finished pod's): no VM, only
         its containers' last status and logs, kept until the pod is deleted."""
         pod = pod_from_dict(state["pod"])
-        vm = QemuVM(VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0,
-                             memory_mib=0))
+        vm = QemuVM(
+            VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0, memory_mib=0)
+        )
         vm.exited.set()
         containers: dict[str, _Container] = {}
         for name, rec in state["containers"].items():
@@ -668,13 +697,26 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 raise PodRuntimeError(f"image {rec['image_id']} of container {name} is gone")
             spec = next(c for c in pod.containers if c.name == name)
             proc_spec = ProcessSpec(**{**rec["process"], "groups": tuple(rec["process"]["groups"])})
-            c = _Container(spec, image, proc_spec, rec["disk_serial"], status_from_dict(rec["status"]),
-                           LogWriter(directory / "logs" / f"{name}.log"))
+            c = _Container(
+                spec,
+                image,
+                proc_spec,
+                rec["disk_serial"],
+                status_from_dict(rec["status"]),
+                LogWriter(directory / "logs" / f"{name}.log"),
+            )
             c.done.set()
             containers[name] = c
-        sandbox = _Sandbox(pod, directory, vm, AgentClient(f"agent-{pod.id}"), containers,
-                           state=SandboxState.STOPPED, message=str(state.get("message") or ""),
-                           created_at=float(state["created_at"]))
+        sandbox = _Sandbox(
+            pod,
+            directory,
+            vm,
+            AgentClient(f"agent-{pod.id}"),
+            containers,
+            state=SandboxState.STOPPED,
+            message=str(state.get("message") or ""),
+            created_at=float(state["created_at"]),
+        )
         self._sandboxes[pod.id] = sandbox
         log.info("took back stopped sandbox %s (its logs)", pod.id)
         return self._status(sandbox)
@@ -682,11 +724,19 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
     async def _adopt_one(self, directory: Path, state: dict[str, Any], pid: int) -> SandboxStatus:
         pod = pod_from_dict(state["pod"])
         disks = [disk_from_dict(d) for d in state.get("disks", ())]
-        volume_disks = {name: (str(serial), int(part))
-                        for name, (serial, part) in state.get("volume_disks", {}).items()}
+        volume_disks = {
+            name: (str(serial), int(part)) for name, (serial, part) in state.get("volume_disks", {}).items()
+        }
         vm = QemuVM(
-            VMConfig(name=f"hn-{pod.id}", dir=directory, kernel=Path(), initrd=Path(), vcpus=0, memory_mib=0,
-                     disks=disks)
+            VMConfig(
+                name=f"hn-{pod.id}",
+                dir=directory,
+                kernel=Path(),
+                initrd=Path(),
+                vcpus=0,
+                memory_mib=0,
+                disks=disks,
+            )
         )
         await vm.attach(pid)
         client = AgentClient(f"agent-{pod.id}")
@@ -802,8 +852,6 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         await self.start_container(sandbox_id, name)
 
 
-
-
 # serial of the read-only erofs disk that held the pod's file volumes in VMs started by older
 # versions (adopted ones); file volumes are now written into the guest (WRITE_FILES)
 VOLUME_DISK = "vol0"
@@ -833,13 +881,17 @@ def _check_mounts(pod: PodSpec) -> None:
                 raise PodRuntimeError(f"container {c.name}: bad mount {m.path!r} (subPath {m.sub_path!r})")
             block = volumes[m.volume].block
             if volumes[m.volume].kind == "block" and block is not None and not block.fs_type:
-                raise PodRuntimeError(f"container {c.name}: volume {m.volume!r} is a raw block device "
-                                      "(volumeMode: Block): it goes in volumeDevices, not volumeMounts")
+                raise PodRuntimeError(
+                    f"container {c.name}: volume {m.volume!r} is a raw block device "
+                    "(volumeMode: Block): it goes in volumeDevices, not volumeMounts"
+                )
         for d in c.devices:
             dev = volumes.get(d.volume)
             if dev is None or dev.kind != "block" or dev.block is None or dev.block.fs_type:
-                raise PodRuntimeError(f"container {c.name}: volumeDevices need a raw block volume "
-                                      f"(volumeMode: Block), {d.volume!r} is not one")
+                raise PodRuntimeError(
+                    f"container {c.name}: volumeDevices need a raw block volume "
+                    f"(volumeMode: Block), {d.volume!r} is not one"
+                )
             parts = d.path.split("/")
             if not d.path.startswith("/") or d.path == "/" or "." in parts or ".." in parts:
                 raise PodRuntimeError(f"container {c.name}: bad devicePath {d.path!r}")
@@ -860,8 +912,10 @@ def _block_disks(pod: PodSpec) -> tuple[dict[str, tuple[str, int]], list[Disk]]:
         if b.format not in ("raw", "qcow2"):
             raise SandboxFailed(f"volume {v.name}: unknown disk format {b.format!r} (raw or qcow2)")
         if b.fs_type and b.fs_type not in FS_TYPES:
-            raise SandboxFailed(f"volume {v.name}: fsType {b.fs_type!r} is not supported by the "
-                                f"guest kernel (supported: {', '.join(FS_TYPES)})")
+            raise SandboxFailed(
+                f"volume {v.name}: fsType {b.fs_type!r} is not supported by the "
+                f"guest kernel (supported: {', '.join(FS_TYPES)})"
+            )
         path = Path(b.path)
         if not path.is_absolute():
             raise SandboxFailed(f"volume {v.name}: backing file {b.path!r} is not an absolute path")
@@ -908,8 +962,10 @@ def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
     if fmt == "qcow2" and head != b"QFI\xfb":
         raise SandboxFailed(f"volume {name}: backing file {path} is not a qcow2 image")
     if fmt == "raw" and fs_type.startswith("ext") and magic != b"\x53\xef":
-        raise SandboxFailed(f"volume {name}: backing file {path} holds no {fs_type} filesystem "
-                            "(no ext2/3/4 superblock): it is not formatted, or corrupt")
+        raise SandboxFailed(
+            f"volume {name}: backing file {path} holds no {fs_type} filesystem "
+            "(no ext2/3/4 superblock): it is not formatted, or corrupt"
+        )
     return cache
 
 
@@ -926,7 +982,8 @@ def _check_disk_count(images: int, blocks: int, scratch: bool, acpi: bool, nics:
     nic = "; its network interface takes one more" if nics else ""
     raise SandboxFailed(
         f"the pod needs {needed} virtio disks ({', '.join(parts)}) but a micro-VM "
-        f"{'with' if acpi else 'without'} ACPI has room for {slots} (virtio-mmio transports{nic})")
+        f"{'with' if acpi else 'without'} ACPI has room for {slots} (virtio-mmio transports{nic})"
+    )
 
 
 class _HandedFd:
@@ -959,9 +1016,23 @@ def _build_scratch_disk(path: Path, sizes: list[int]) -> None:
         # mkfs's discard punches the (already sparse) range, which lets it skip zeroing the
         # inode tables: the file stays a few MiB however large the emptyDir
         subprocess.run(
-            ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-             "-E", f"offset={start},root_owner=0:0", str(path), f"{size // 1024}k"],
-            check=True, capture_output=True, timeout=120)
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+                "-E",
+                f"offset={start},root_owner=0:0",
+                str(path),
+                f"{size // 1024}k",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     primary, backup = _gpt(total, parts)
     with open(path, "r+b") as f:
         f.write(primary)
@@ -978,14 +1049,39 @@ def _gpt(total: int, parts: list[tuple[int, int]]) -> tuple[bytes, bytes]:
     linux_fs = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
     entries = bytearray(nentries * entry_size)
     for i, (start, size) in enumerate(parts):
-        struct.pack_into("<16s16sQQQ72s", entries, i * entry_size, linux_fs, uuid.uuid4().bytes_le,
-                         start // sector, (start + size) // sector - 1, 0, "emptydir".encode("utf-16-le"))
+        struct.pack_into(
+            "<16s16sQQQ72s",
+            entries,
+            i * entry_size,
+            linux_fs,
+            uuid.uuid4().bytes_le,
+            start // sector,
+            (start + size) // sector - 1,
+            0,
+            "emptydir".encode("utf-16-le"),
+        )
     disk_guid, entries_crc = uuid.uuid4().bytes_le, zlib.crc32(entries)
 
     def header(my_lba: int, alt_lba: int, entries_lba: int) -> bytes:
-        h = bytearray(struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, my_lba, alt_lba,
-                                  2 + entry_sectors, last - 1 - entry_sectors, disk_guid, entries_lba,
-                                  nentries, entry_size, entries_crc))
+        h = bytearray(
+            struct.pack(
+                "<8sIIIIQQQQ16sQIII",
+                b"EFI PART",
+                0x10000,
+                92,
+                0,
+                0,
+                my_lba,
+                alt_lba,
+                2 + entry_sectors,
+                last - 1 - entry_sectors,
+                disk_guid,
+                entries_lba,
+                nentries,
+                entry_size,
+                entries_crc,
+            )
+        )
         struct.pack_into("<I", h, 16, zlib.crc32(h))
         return bytes(h).ljust(sector, b"\0")
 
@@ -1003,8 +1099,9 @@ def _cmd_error(e: OSError | subprocess.SubprocessError) -> str:
     return str(e)
 
 
-def _mount_tlv(volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None,
-               files_disk: bool = False) -> gp.TLV:
+def _mount_tlv(
+    volume: VolumeSpec, m: MountSpec, disk: tuple[str, int] | None, files_disk: bool = False
+) -> gp.TLV:
     """`files_disk`: the VM (started by an older version) has its file volumes on an erofs disk."""
     tlv = gp.TLV().add_str(gp.TAG_TARGET, m.path)
     if volume.kind == "files" and files_disk:

@@ -33,8 +33,9 @@ STATE_FILE = "state.json"
 
 def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
     # File volumes' contents are on the VM's volume disk already; adoption does not need them.
-    data = dataclasses.asdict(dataclasses.replace(pod, volumes=tuple(
-        dataclasses.replace(v, files=()) for v in pod.volumes)))
+    data = dataclasses.asdict(
+        dataclasses.replace(pod, volumes=tuple(dataclasses.replace(v, files=()) for v in pod.volumes))
+    )
     # An fd number means nothing to the next process: the running QEMU holds the tap itself.
     data["network"].pop("tap_fd", None)
     data.pop("pull_credentials", None)  # registry passwords stay in memory, off the disk
@@ -43,10 +44,15 @@ def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
 
 def pod_from_dict(data: dict[str, Any]) -> PodSpec:
     containers = tuple(
-        ContainerSpec(**{**c, **{k: _tuple(c.get(k)) for k in ("command", "args")},
-                         "env": tuple(tuple(kv) for kv in c.get("env", ())),
-                         "mounts": tuple(MountSpec(**m) for m in c.get("mounts", ())),
-                         "devices": tuple(DeviceSpec(**d) for d in c.get("devices", ()))})
+        ContainerSpec(
+            **{
+                **c,
+                **{k: _tuple(c.get(k)) for k in ("command", "args")},
+                "env": tuple(tuple(kv) for kv in c.get("env", ())),
+                "mounts": tuple(MountSpec(**m) for m in c.get("mounts", ())),
+                "devices": tuple(DeviceSpec(**d) for d in c.get("devices", ())),
+            }
+        )
         for c in data["containers"]
     )
     volumes = tuple(
@@ -54,7 +60,8 @@ def pod_from_dict(data: dict[str, Any]) -> PodSpec:
         for v in data.get("volumes", ())
     )
     net: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("network") or {}).items()
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in (data.get("network") or {}).items()
         if k != "tap_fd"
     }
     network = NetworkConfig(**net)

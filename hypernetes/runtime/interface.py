@@ -307,8 +307,9 @@ class Runtime(abc.ABC):
     async def exec(self, sandbox_id: str, container: str, spec: ExecSpec) -> Process: ...
 
     @abc.abstractmethod
-    def logs(self, sandbox_id: str, container: str, follow: bool = False,
-             previous: bool = False) -> AsyncIterator[LogLine]:
+    def logs(
+        self, sandbox_id: str, container: str, follow: bool = False, previous: bool = False
+    ) -> AsyncIterator[LogLine]:
         """The container's kept log, oldest first; with follow, then new lines as they come.
         With previous, the log of the instance before the last restart."""
 

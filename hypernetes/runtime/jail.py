@@ -224,8 +224,10 @@ def kvm_binds_and_groups() -> tuple[tuple[Bind, ...], tuple[int, ...]]:
     if st.st_mode & 0o006 == 0o006:
         return (Bind(KVM, str(KVM), device=True),), ()
     if st.st_gid == 0 or st.st_mode & 0o060 != 0o060:
-        raise JailError(f"{KVM} is not read-write for a group other than root "
-                        f"(mode {oct(st.st_mode & 0o777)}, gid {st.st_gid}): a jailed QEMU cannot open it")
+        raise JailError(
+            f"{KVM} is not read-write for a group other than root "
+            f"(mode {oct(st.st_mode & 0o777)}, gid {st.st_gid}): a jailed QEMU cannot open it"
+        )
     return (Bind(KVM, str(KVM), device=True),), (st.st_gid,)
 
 
@@ -238,8 +240,9 @@ def launcher(jail: Jail) -> Callable[[], None]:
     the step that failed, then raised (subprocess reports it as a SubprocessError)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     root = os.fsencode(jail.root)
-    binds = [(os.fsencode(b.source), root + os.fsencode(b.target), b.source.is_dir(), b.device)
-             for b in jail.binds]
+    binds = [
+        (os.fsencode(b.source), root + os.fsencode(b.target), b.source.is_dir(), b.device) for b in jail.binds
+    ]
     last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     procs = [os.fsencode(p) for p in jail.cgroup_procs]
 
@@ -248,8 +251,9 @@ def launcher(jail: Jail) -> Callable[[], None]:
             err = ctypes.get_errno()
             raise OSError(err, f"{step}: {os.strerror(err)}")
 
-    def mount(src: bytes | None, dst: bytes, fstype: bytes | None, flags: int, data: bytes | None,
-              step: str) -> None:
+    def mount(
+        src: bytes | None, dst: bytes, fstype: bytes | None, flags: int, data: bytes | None, step: str
+    ) -> None:
         check(libc.mount(src, dst, fstype, ctypes.c_ulong(flags), data), step)
 
     def child() -> None:
@@ -259,8 +263,14 @@ def launcher(jail: Jail) -> Callable[[], None]:
                     f.write(b"0")  # "0": the writing process itself
             check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
             mount(None, b"/", None, MS_REC | MS_PRIVATE, None, "make mounts private")
-            mount(b"hn-jail", root, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, JAIL_TMPFS.encode(),
-                  "mount the jail's tmpfs")
+            mount(
+                b"hn-jail",
+                root,
+                b"tmpfs",
+                MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                JAIL_TMPFS.encode(),
+                "mount the jail's tmpfs",
+            )
             for src, dst, is_dir, device in binds:
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 if is_dir:
@@ -270,8 +280,14 @@ def launcher(jail: Jail) -> Callable[[], None]:
                 mount(src, dst, None, MS_BIND, None, f"bind {src.decode()}")
                 ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (0 if device else MS_NODEV)
                 mount(None, dst, None, ro, None, f"make {dst.decode()} read-only")
-            mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  JAIL_TMPFS.encode(), "make the jail read-only")
+            mount(
+                None,
+                root,
+                None,
+                MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                JAIL_TMPFS.encode(),
+                "make the jail read-only",
+            )
             os.chdir(root)
             check(libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
             check(libc.umount2(b".", MNT_DETACH), "detach the host's root")

@@ -100,8 +100,9 @@ class KernelRegistry:
     boot_dir = Path("/boot")  # where register() looks for config-<version>
     modules_root = Path("/lib/modules")  # ... and <version>/ when modules_dir is not given
 
-    def __init__(self, root: Path, agent: Path, *, modload: Path | None = None,
-                 default_dir: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, agent: Path, *, modload: Path | None = None, default_dir: Path | None = None
+    ) -> None:
         self.root = root
         self.agent = agent
         # Both guest binaries are built by `make -C guest` into guest/build/.
@@ -121,16 +122,20 @@ class KernelRegistry:
         if image is None or not config.is_file():
             raise KernelNotFound(
                 f"the default guest kernel is not built (no vmlinux or bzImage and config in "
-                f"{base}): run `make kernel`, or point {KERNEL_DIR_ENV} at a build")
+                f"{base}): run `make kernel`, or point {KERNEL_DIR_ENV} at a build"
+            )
         text = config.read_text()
         kconfig = parse_config(text)
         acpi = _check_config(self.DEFAULT, kconfig)
         needed = [module for sym, module, _ in DRIVERS if kconfig.get(sym) == "m"]
         if needed:
-            raise KernelError(f"the default kernel in {found} has modules ({', '.join(needed)});"
-                              " it must have everything built in")
-        version = (bzimage_version(found / "bzImage") if (found / "bzImage").is_file()
-                   else None) or config_version(text)
+            raise KernelError(
+                f"the default kernel in {found} has modules ({', '.join(needed)});"
+                " it must have everything built in"
+            )
+        version = (
+            bzimage_version(found / "bzImage") if (found / "bzImage").is_file() else None
+        ) or config_version(text)
         initrd = self._initrd(self.root / ".default", None, [], None)
         return Kernel(self.DEFAULT, image, initrd, acpi, "", version)
 
@@ -144,15 +149,15 @@ class KernelRegistry:
         if not image.is_file():
             raise KernelError(f"kernel {name!r} is damaged: {image} is missing; register it again")
         initrd = self._initrd(home, home / "modules", modules, meta["version"])
-        return Kernel(name, image, initrd, meta["acpi"], meta["cmdline"],
-                      meta["version"])
+        return Kernel(name, image, initrd, meta["acpi"], meta["cmdline"], meta["version"])
 
     def names(self) -> builtins.list[str]:
         """Registered names, the default first; builds nothing."""
         names = [self.DEFAULT]
         if self.root.is_dir():
-            names += sorted(p.parent.name for p in self.root.glob("*/kernel.json")
-                            if NAME_RE.fullmatch(p.parent.name))
+            names += sorted(
+                p.parent.name for p in self.root.glob("*/kernel.json") if NAME_RE.fullmatch(p.parent.name)
+            )
         return names
 
     def list(self) -> builtins.list[Kernel]:
@@ -168,8 +173,15 @@ class KernelRegistry:
 
     # ---- registration
 
-    def register(self, name: str, image: Path, *, modules_dir: Path | None = None,
-                 config: Path | None = None, cmdline: str = "") -> Kernel:
+    def register(
+        self,
+        name: str,
+        image: Path,
+        *,
+        modules_dir: Path | None = None,
+        config: Path | None = None,
+        cmdline: str = "",
+    ) -> Kernel:
         _check_name(name)
         if name == self.DEFAULT:
             raise KernelError(f"kernel name {name!r} is reserved for the project's kernel")
@@ -203,7 +215,8 @@ class KernelRegistry:
             if modules_dir is None or not modules_dir.is_dir():
                 raise KernelError(
                     f"kernel {name!r} has {', '.join(wanted)} as modules: pass modules_dir "
-                    f"(the kernel's /lib/modules/<version> directory)")
+                    f"(the kernel's /lib/modules/<version> directory)"
+                )
             modules = resolve_modules(modules_dir, wanted)
         self.root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
@@ -212,11 +225,20 @@ class KernelRegistry:
             shutil.copyfile(image, work / image_name)
             shutil.copyfile(config, work / "config")
             copied = [_copy_module(src, rel, work / "modules") for rel, src in modules.items()]
-            meta = {"format": METADATA_FORMAT, "name": name, "image": image_name, "acpi": acpi,
-                    "cmdline": cmdline, "version": version,
-                    "modules": [{"path": m.path, "sha256": m.sha256} for m in copied],
-                    "source": {"image": str(image), "config": str(config),
-                               "modules_dir": str(modules_dir) if modules_dir else None}}
+            meta = {
+                "format": METADATA_FORMAT,
+                "name": name,
+                "image": image_name,
+                "acpi": acpi,
+                "cmdline": cmdline,
+                "version": version,
+                "modules": [{"path": m.path, "sha256": m.sha256} for m in copied],
+                "source": {
+                    "image": str(image),
+                    "config": str(config),
+                    "modules_dir": str(modules_dir) if modules_dir else None,
+                },
+            }
             _write_atomic(work / "kernel.json", json.dumps(meta, indent=2).encode() + b"\n")
             self._initrd(work, work / "modules", copied, version)  # fail now, not at pod start
             try:
@@ -226,8 +248,7 @@ class KernelRegistry:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        log.info("kernel registered name=%s version=%s acpi=%s modules=%d",
-                 name, version, acpi, len(copied))
+        log.info("kernel registered name=%s version=%s acpi=%s modules=%d", name, version, acpi, len(copied))
         return self.get(name)
 
     def unregister(self, name: str) -> None:
@@ -251,8 +272,9 @@ class KernelRegistry:
             raise KernelError(f"registration of kernel {name!r} in {path} is corrupt: {e}") from e
         return meta  # type: ignore[no-any-return]
 
-    def _initrd(self, home: Path, module_dir: Path | None, modules: builtins.list[_Module],
-                version: str | None) -> Path:
+    def _initrd(
+        self, home: Path, module_dir: Path | None, modules: builtins.list[_Module], version: str | None
+    ) -> Path:
         """The initrd for these modules and the current agent, built if not cached."""
         if not self.agent.is_file():
             raise KernelError(f"guest agent not built: {self.agent} (run `make -C guest`)")
@@ -315,8 +337,10 @@ def image_kind(image: Path) -> str:
         except (struct.error, IndexError):  # truncated or malformed headers
             pvh = False
         if not pvh:
-            raise KernelError(f"{image} is an ELF kernel without a PVH entry note "
-                              "(CONFIG_PVH): QEMU cannot boot it; use its bzImage")
+            raise KernelError(
+                f"{image} is an ELF kernel without a PVH entry note "
+                "(CONFIG_PVH): QEMU cannot boot it; use its bzImage"
+            )
         return "elf"
     raise KernelError(f"{image} is neither a bzImage nor an ELF vmlinux")
 
@@ -356,7 +380,7 @@ def parse_config(text: str) -> dict[str, str]:
     config = {}
     for line in text.splitlines():
         if line.startswith("CONFIG_") and "=" in line:
-            key, _, value = line[len("CONFIG_"):].partition("=")
+            key, _, value = line[len("CONFIG_") :].partition("=")
             config[key] = value.strip('"')
     return config
 
@@ -365,18 +389,18 @@ def _has_pvh_note(elf: bytes) -> bool:
     """True if a PT_NOTE segment has the Xen PHYS32_ENTRY note that QEMU's PVH loader needs."""
     if elf[4] != 2 or elf[5] != 1:  # 64-bit, little-endian: all x86-64 kernels
         return False
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     for i in range(phnum):
-        p_type, = struct.unpack_from("<I", elf, phoff + i * phentsize)
+        (p_type,) = struct.unpack_from("<I", elf, phoff + i * phentsize)
         if p_type != 4:  # PT_NOTE
             continue
-        offset, = struct.unpack_from("<Q", elf, phoff + i * phentsize + 8)
-        size, = struct.unpack_from("<Q", elf, phoff + i * phentsize + 32)
+        (offset,) = struct.unpack_from("<Q", elf, phoff + i * phentsize + 8)
+        (size,) = struct.unpack_from("<Q", elf, phoff + i * phentsize + 32)
         pos, end = offset, offset + size
         while pos + 12 <= end:
             namesz, descsz, ntype = struct.unpack_from("<III", elf, pos)
-            name = elf[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+            name = elf[pos + 12 : pos + 12 + namesz].rstrip(b"\0")
             if name == b"Xen" and ntype == 18:  # XEN_ELFNOTE_PHYS32_ENTRY
                 return True
             pos += 12 + _align4(namesz) + _align4(descsz)
@@ -390,14 +414,19 @@ def _align4(n: int) -> int:
 def _check_config(name: str, config: Mapping[str, str]) -> bool:
     """Refuse a kernel that cannot run the agent; return whether it needs ACPI."""
     missing = [f"CONFIG_{sym}" for sym in BUILTIN if config.get(sym) != "y"]
-    missing += [f"CONFIG_{sym} ({module})" for sym, module, required in DRIVERS
-                if required and config.get(sym) not in ("y", "m")]
+    missing += [
+        f"CONFIG_{sym} ({module})"
+        for sym, module, required in DRIVERS
+        if required and config.get(sym) not in ("y", "m")
+    ]
     if missing:
         raise KernelError(f"kernel {name!r} lacks {', '.join(missing)}")
     acpi = config.get("ACPI") == "y"
     if not acpi and config.get("VIRTIO_MMIO_CMDLINE_DEVICES") != "y":
-        raise KernelError(f"kernel {name!r} has neither CONFIG_ACPI nor "
-                          "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES: it cannot find virtio-mmio devices")
+        raise KernelError(
+            f"kernel {name!r} has neither CONFIG_ACPI nor "
+            "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES: it cannot find virtio-mmio devices"
+        )
     if not acpi and config.get("VIRTIO_MMIO") != "y":
         # Without ACPI, QEMU lists the devices as virtio_mmio.device= on the kernel command
         # line; only a built-in virtio_mmio reads that (kmod's modprobe would, modload does not).
@@ -447,8 +476,10 @@ def resolve_modules(modules_dir: Path, wanted: list[str]) -> dict[str, Path]:
 
     for name in wanted:
         if name not in by_name:
-            raise KernelError(f"module {name} is not in {modules_dir}: the kernel's config has "
-                              "it as a module, so its modules directory must have it")
+            raise KernelError(
+                f"module {name} is not in {modules_dir}: the kernel's config has "
+                "it as a module, so its modules directory must have it"
+            )
         visit(by_name[name])
     return order
 
@@ -501,8 +532,10 @@ def name_problem(name: str) -> str | None:
     """Why `name` cannot name a kernel, or None if it can."""
     if NAME_RE.fullmatch(name):
         return None
-    return (f"bad kernel name {name!r}: use 1-63 of a-z 0-9 . - in dot-separated parts that start "
-            "and end with a letter or digit")
+    return (
+        f"bad kernel name {name!r}: use 1-63 of a-z 0-9 . - in dot-separated parts that start "
+        "and end with a letter or digit"
+    )
 
 
 def offered(node: dict[str, Any]) -> set[str]:
@@ -520,8 +553,9 @@ def _check_name(name: str) -> None:
 
 def _check_cmdline(cmdline: str) -> None:
     if len(cmdline) > MAX_CMDLINE or not all(" " <= c <= "~" for c in cmdline):
-        raise KernelError(f"bad kernel cmdline: printable ASCII on one line, at most "
-                          f"{MAX_CMDLINE} characters")
+        raise KernelError(
+            f"bad kernel cmdline: printable ASCII on one line, at most {MAX_CMDLINE} characters"
+        )
 
 
 def _good_rel(rel: str) -> bool:
@@ -536,8 +570,9 @@ def _check_meta(meta: Any) -> None:
         raise ValueError("bad image")
     if not isinstance(meta["acpi"], bool) or not isinstance(meta["cmdline"], str):
         raise TypeError("bad acpi or cmdline")
-    if meta["version"] is not None and (not isinstance(meta["version"], str)
-                                        or not VERSION_RE.fullmatch(meta["version"])):
+    if meta["version"] is not None and (
+        not isinstance(meta["version"], str) or not VERSION_RE.fullmatch(meta["version"])
+    ):
         raise ValueError("bad version")
     for module in meta["modules"]:
         if not isinstance(module["path"], str) or not _good_rel(module["path"]):

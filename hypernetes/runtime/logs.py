@@ -148,8 +148,9 @@ def new_instance(writer: LogWriter) -> LogWriter:
     return LogWriter(writer.path, writer.max_bytes)
 
 
-async def container_logs(path: Path, done: asyncio.Event, follow: bool,
-                         previous: bool) -> AsyncIterator[LogLine]:
+async def container_logs(
+    path: Path, done: asyncio.Event, follow: bool, previous: bool
+) -> AsyncIterator[LogLine]:
     """A container's log as `Runtime.logs` serves it: the current instance (followed until it
     exits), or with `previous` the one before the last restart."""
     if not previous:

@@ -63,8 +63,9 @@ def emptydir_sizes(pod: Obj) -> dict[str, int]:
         if not isinstance(empty, dict) or empty.get("medium") == "Memory":
             continue
         size = empty.get("sizeLimit")
-        sizes[str(v.get("name", ""))] = parse_memory(str(size)) if size is not None else \
-            (limit or DEFAULT_EMPTYDIR_SIZE)
+        sizes[str(v.get("name", ""))] = (
+            parse_memory(str(size)) if size is not None else (limit or DEFAULT_EMPTYDIR_SIZE)
+        )
     return sizes
 
 
@@ -74,8 +75,9 @@ def pod_ephemeral_storage(pod: Obj) -> int:
     or limit. What the scheduler places by, nodes admit by and tenant quotas count. ValueError for
     a bad quantity."""
     containers = (pod.get("spec") or {}).get("containers") or []
-    asked = max(sum(_ephemeral(c, "requests") for c in containers),
-                sum(_ephemeral(c, "limits") for c in containers))
+    asked = max(
+        sum(_ephemeral(c, "requests") for c in containers), sum(_ephemeral(c, "limits") for c in containers)
+    )
     return max(sum(emptydir_sizes(pod).values()), asked)
 
 

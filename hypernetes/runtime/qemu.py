@@ -110,9 +110,13 @@ def _blockdev(disk: Disk, node: str, host_device: bool | None = None) -> str:
         "read-only": disk.readonly,
         "cache": {"direct": disk.cache == "none", "no-flush": not disk.flush},
         # QEMU's image lock: a second VM cannot open for writing what one is using
-        "file": {"driver": "host_device" if (disk.path.is_block_device() if host_device is None
-                                             else host_device) else "file",
-                 "filename": str(disk.path), "locking": "on"},
+        "file": {
+            "driver": "host_device"
+            if (disk.path.is_block_device() if host_device is None else host_device)
+            else "file",
+            "filename": str(disk.path),
+            "locking": "on",
+        },
     }
     if disk.discard:
         spec["discard"] = "unmap"
@@ -160,8 +164,10 @@ class VMConfig:
 
 def run_dir() -> Path:
     """Host-wide runtime state that lives as long as the host's boot (sockets, the KVM verdict)."""
-    return Path(os.environ.get("HYPERNETES_RUN_DIR") or (
-        "/run/hypernetes" if os.geteuid() == 0 else f"/tmp/hypernetes-{os.geteuid()}"))
+    return Path(
+        os.environ.get("HYPERNETES_RUN_DIR")
+        or ("/run/hypernetes" if os.geteuid() == 0 else f"/tmp/hypernetes-{os.geteuid()}")
+    )
 
 
 def socket_dir(vm_dir: Path) -> Path:
@@ -237,30 +243,61 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
         return f"fd={getattr(fds, name)}" if fds is not None else f"path={path}"
 
     args = [
-        QEMU, "-name", cfg.name, "-M", machine, "-accel", accel, "-cpu", cpu,
-        "-m", str(cfg.memory_mib), "-smp", str(cfg.vcpus),
+        QEMU,
+        "-name",
+        cfg.name,
+        "-M",
+        machine,
+        "-accel",
+        accel,
+        "-cpu",
+        cpu,
+        "-m",
+        str(cfg.memory_mib),
+        "-smp",
+        str(cfg.vcpus),
         # Guest RAM on a memfd: small pages (anonymous RAM would get transparent huge pages, so
         # every touched byte costs 2 MiB of host memory), and a file the host could share later.
-        "-object", f"memory-backend-memfd,id=ram,size={cfg.memory_mib}M",
-        "-machine", "memory-backend=ram",
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-object",
+        f"memory-backend-memfd,id=ram,size={cfg.memory_mib}M",
+        "-machine",
+        "memory-backend=ram",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
         # Defence in depth for the VMM itself: no new processes, no privilege changes.
-        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        "-kernel", kernel, "-initrd", initrd,
-        "-append", cmdline,
-        "-device", "virtio-serial-device,max_ports=2",
-        "-chardev", f"socket,id=con,{sock('console', cfg.console_socket)},server=on,wait=off",
-        "-device", "virtconsole,chardev=con",
-        "-chardev", f"socket,id=ctl,{sock('ctl', cfg.ctl_socket)},server=on,wait=off",
-        "-device", "virtserialport,chardev=ctl,name=hn.agent",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-kernel",
+        kernel,
+        "-initrd",
+        initrd,
+        "-append",
+        cmdline,
+        "-device",
+        "virtio-serial-device,max_ports=2",
+        "-chardev",
+        f"socket,id=con,{sock('console', cfg.console_socket)},server=on,wait=off",
+        "-device",
+        "virtconsole,chardev=con",
+        "-chardev",
+        f"socket,id=ctl,{sock('ctl', cfg.ctl_socket)},server=on,wait=off",
+        "-device",
+        "virtserialport,chardev=ctl,name=hn.agent",
         # Free page reporting: pages the guest frees (its init memory, dropped caches) go back
         # to the host instead of staying in the VM's footprint.
-        "-device", "virtio-balloon-device,free-page-reporting=on",
+        "-device",
+        "virtio-balloon-device,free-page-reporting=on",
         # getrandom(2): no /dev/urandom to open (nor to put in the jail)
-        "-object", "rng-builtin,id=rng0",
-        "-device", "virtio-rng-device,rng=rng0",
-        "-chardev", f"socket,id=qmp,{sock('qmp', cfg.qmp_socket)},server=on,wait=off",
-        "-mon", "chardev=qmp,mode=control",
+        "-object",
+        "rng-builtin,id=rng0",
+        "-device",
+        "virtio-rng-device,rng=rng0",
+        "-chardev",
+        f"socket,id=qmp,{sock('qmp', cfg.qmp_socket)},server=on,wait=off",
+        "-mon",
+        "chardev=qmp,mode=control",
     ]
     if cfg.nic is not None:
         # fd=: QEMU uses the inherited tap as is (it probes the vnet header itself) and runs no
@@ -268,8 +305,12 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
         vhost = "on" if cfg.nic.vhost else "off"
         if cfg.nic.vhost and fds is not None and fds.vhost is not None:
             vhost += f",vhostfd={fds.vhost}"
-        args += ["-netdev", f"tap,id=net0,fd={cfg.nic.fd},vhost={vhost}",
-                 "-device", f"virtio-net-device,netdev=net0,mac={cfg.nic.mac}"]
+        args += [
+            "-netdev",
+            f"tap,id=net0,fd={cfg.nic.fd},vhost={vhost}",
+            "-device",
+            f"virtio-net-device,netdev=net0,mac={cfg.nic.mac}",
+        ]
     for i, disk in enumerate(cfg.disks):
         host_device = disk.path.is_block_device()
         if fds is not None:
@@ -341,12 +382,17 @@ class QemuVM:
             with open(self.cfg.dir / "qemu.log", "wb") as errlog:
                 self.proc = await asyncio.create_subprocess_exec(
                     *args,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=errlog, stderr=errlog,
-                    start_new_session=True, preexec_fn=preexec,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=errlog,
+                    stderr=errlog,
+                    start_new_session=True,
+                    preexec_fn=preexec,
                     # the agent's environment may hold credentials: QEMU gets only the marker
                     # that ties it to its sandbox (running_qemu) and PATH
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                         SANDBOX_ENV: str(self.cfg.dir.resolve())},
+                    env={
+                        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                        SANDBOX_ENV: str(self.cfg.dir.resolve()),
+                    },
                     # the fds keep their numbers in the child (and lose close-on-exec there only)
                     pass_fds=(*fds.all(), *nic),
                 )
@@ -364,8 +410,10 @@ class QemuVM:
     def _open_fds(self) -> HandedFds:
         opened: list[int] = []
         try:
-            sockets = [_listen(path, opened) for path in
-                       (self.cfg.console_socket, self.cfg.ctl_socket, self.cfg.qmp_socket)]
+            sockets = [
+                _listen(path, opened)
+                for path in (self.cfg.console_socket, self.cfg.ctl_socket, self.cfg.qmp_socket)
+            ]
             disks = []
             for disk in self.cfg.disks:
                 flags = os.O_RDONLY if disk.readonly else os.O_RDWR
@@ -453,8 +501,9 @@ class QemuVM:
             return ""
         return " ".join(data.decode(errors="replace").split())[-500:]
 
-    async def qmp(self, command: str, arguments: dict[str, object] | None = None,
-                  timeout: float = 5.0) -> object:
+    async def qmp(
+        self, command: str, arguments: dict[str, object] | None = None, timeout: float = 5.0
+    ) -> object:
         client = QMPClient(self.cfg.name)
         try:
             await asyncio.wait_for(client.connect(str(self.cfg.qmp_socket)), timeout)

@@ -36,7 +36,7 @@ RETRY_SECONDS = 10.0
 
 
 def _key(obj: Obj) -> str:
-    """"ns/name", or "name" for cluster-scoped objects (as volume_terms looks PVs up)."""
+    """ "ns/name", or "name" for cluster-scoped objects (as volume_terms looks PVs up)."""
     meta = obj["metadata"]
     ns = meta.get("namespace")
     return f"{ns}/{meta['name']}" if ns else str(meta["name"])

@@ -47,11 +47,16 @@ def _fits_resources(pod: Obj, info: NodeInfo) -> str | None:
     """Every resource that does not fit, as upstream's NodeResourcesFit lists them."""
     need = pod_vm_size(pod)
     free = node_allocatable(info.node) - info.used
-    short = [reason for lacking, reason in ((need.pods > free.pods, "Too many pods"),
-                                            (need.millicpu > free.millicpu, "Insufficient cpu"),
-                                            (need.memory > free.memory, "Insufficient memory"),
-                                            (need.storage > free.storage, "Insufficient ephemeral-storage"))
-             if lacking]
+    short = [
+        reason
+        for lacking, reason in (
+            (need.pods > free.pods, "Too many pods"),
+            (need.millicpu > free.millicpu, "Insufficient cpu"),
+            (need.memory > free.memory, "Insufficient memory"),
+            (need.storage > free.storage, "Insufficient ephemeral-storage"),
+        )
+        if lacking
+    ]
     return "\n".join(short) or None
 
 
@@ -169,14 +174,17 @@ def volume_terms(pod: Obj, claims: Mapping[str, Obj], volumes: Mapping[str, Obj]
 
 def volume_filter(terms: list[list[Obj]]) -> Filter:
     """A filter for the nodes every one of the pod's volumes can be attached on."""
+
     def check(pod: Obj, info: NodeInfo) -> str | None:
         ok = all(any(_term_matches(t, info.node) for t in pv_terms) for pv_terms in terms)
         return None if ok else VOLUME_CONFLICT
+
     return check
 
 
-def feasible(pod: Obj, infos: Iterable[NodeInfo],
-             extra: Iterable[Filter] = ()) -> tuple[list[NodeInfo], Counter[str]]:
+def feasible(
+    pod: Obj, infos: Iterable[NodeInfo], extra: Iterable[Filter] = ()
+) -> tuple[list[NodeInfo], Counter[str]]:
     fits, reasons = [], Counter[str]()
     checks = (*FILTERS, *extra)
     for info in infos:

@@ -24,12 +24,20 @@ class Resources:
     storage: int = 0  # ephemeral-storage: bytes of the node's disk (scratch disks)
 
     def __add__(self, other: Resources) -> Resources:
-        return Resources(self.millicpu + other.millicpu, self.memory + other.memory, self.pods + other.pods,
-                         self.storage + other.storage)
+        return Resources(
+            self.millicpu + other.millicpu,
+            self.memory + other.memory,
+            self.pods + other.pods,
+            self.storage + other.storage,
+        )
 
     def __sub__(self, other: Resources) -> Resources:
-        return Resources(self.millicpu - other.millicpu, self.memory - other.memory, self.pods - other.pods,
-                         self.storage - other.storage)
+        return Resources(
+            self.millicpu - other.millicpu,
+            self.memory - other.memory,
+            self.pods - other.pods,
+            self.storage - other.storage,
+        )
 
 
 def pod_vm_size(pod: dict[str, Any]) -> Resources:

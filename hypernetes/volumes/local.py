@@ -49,8 +49,10 @@ class VolumeError(Exception):
 def check_handle(handle: str, fmt: str = "raw") -> None:
     """Handles come from API objects: anything that could name another file is refused."""
     if not isinstance(handle, str) or not HANDLE.fullmatch(handle) or ".." in handle:
-        raise VolumeError(f"invalid volume handle {handle!r}: it must match [a-z0-9][a-z0-9.-]{{0,252}} "
-                          "and not contain '..'")
+        raise VolumeError(
+            f"invalid volume handle {handle!r}: it must match [a-z0-9][a-z0-9.-]{{0,252}} "
+            "and not contain '..'"
+        )
     if fmt not in FORMATS:
         raise VolumeError(f"volume {handle}: format {fmt!r} is not supported (raw or qcow2)")
     if len(handle) + 1 + len(fmt) > NAME_MAX:
@@ -59,8 +61,9 @@ def check_handle(handle: str, fmt: str = "raw") -> None:
 
 def check_fs_type(fs_type: str) -> None:
     if fs_type not in FS_TYPES:
-        raise VolumeError(f"fsType {fs_type!r} is not supported for local volumes "
-                          f"(supported: {', '.join(FS_TYPES)})")
+        raise VolumeError(
+            f"fsType {fs_type!r} is not supported for local volumes (supported: {', '.join(FS_TYPES)})"
+        )
 
 
 def align(size: int) -> int:
@@ -68,8 +71,13 @@ def align(size: int) -> int:
 
 
 def _human(n: int) -> str:
-    for unit, scale in (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
-                        ("KiB", 1 << 10)):
+    for unit, scale in (
+        ("PiB", 1 << 50),
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"
@@ -107,13 +115,17 @@ class LocalVolumes:
         return 0 if path is None else path.stat().st_blocks * 512
 
     def handles(self) -> list[str]:
-        return sorted(p.name.rsplit(".", 1)[0] for p in self.root.glob("*.*")
-                      if p.suffix[1:] in FORMATS and HANDLE.fullmatch(p.name.rsplit(".", 1)[0]))
+        return sorted(
+            p.name.rsplit(".", 1)[0]
+            for p in self.root.glob("*.*")
+            if p.suffix[1:] in FORMATS and HANDLE.fullmatch(p.name.rsplit(".", 1)[0])
+        )
 
     # --- changes -------------------------------------------------------------------------------
 
-    def ensure(self, handle: str, size_bytes: int, fs_type: str = "ext4", fmt: str = "raw",
-               block_mode: bool = False) -> Path:
+    def ensure(
+        self, handle: str, size_bytes: int, fs_type: str = "ext4", fmt: str = "raw", block_mode: bool = False
+    ) -> Path:
         """The volume's file, made if missing: sparse, with a filesystem unless block_mode.
         An existing volume is returned as it is (see `grow`)."""
         check_handle(handle, fmt)
@@ -137,8 +149,18 @@ class LocalVolumes:
                         if not block_mode:
                             self._mkfs(handle, raw, fs_type or "ext4")
                         if fmt == "qcow2":  # mkfs writes raw: convert (zeroes stay unallocated)
-                            self._run(handle, "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
-                                      str(raw), str(out))
+                            self._run(
+                                handle,
+                                "qemu-img",
+                                "convert",
+                                "-q",
+                                "-f",
+                                "raw",
+                                "-O",
+                                "qcow2",
+                                str(raw),
+                                str(out),
+                            )
                         else:
                             os.rename(raw, out)
                     os.chmod(out, 0o600)  # tenant data (qemu-img makes files by the umask)
@@ -147,8 +169,13 @@ class LocalVolumes:
                     _fsync(self.root)
             finally:
                 _unlink(raw, out)
-        log.info("created volume %s (%s, %s, %s)", handle, _human(size), fmt,
-                 "block" if block_mode else fs_type or "ext4")
+        log.info(
+            "created volume %s (%s, %s, %s)",
+            handle,
+            _human(size),
+            fmt,
+            "block" if block_mode else fs_type or "ext4",
+        )
         self._warn_overcommit()
         return path
 
@@ -170,8 +197,12 @@ class LocalVolumes:
                 pending = fmt == "raw" and bool(fs_type) and marker.exists()
                 if target <= current and not pending:
                     if target < current:
-                        log.info("volume %s is %d bytes, larger than the %d asked: volumes never shrink",
-                                 handle, current, target)
+                        log.info(
+                            "volume %s is %d bytes, larger than the %d asked: volumes never shrink",
+                            handle,
+                            current,
+                            target,
+                        )
                     return False
                 if fmt == "raw":
                     if target > current:
@@ -248,8 +279,9 @@ class LocalVolumes:
 
     def _run(self, handle: str, *cmd: str, ok_codes: tuple[int, ...] = (0,)) -> None:
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL
+            )
         except FileNotFoundError:
             raise VolumeError(f"volume {handle}: {cmd[0]} is not installed on this node") from None
         if proc.returncode not in ok_codes:
@@ -269,8 +301,9 @@ class LocalVolumes:
         st = os.statvfs(self.root)
         free = st.f_bavail * st.f_frsize
         if free < needed:
-            raise VolumeError(f"cannot {what}: only {_human(free)} free on the node's volume "
-                              f"filesystem ({self.root})")
+            raise VolumeError(
+                f"cannot {what}: only {_human(free)} free on the node's volume filesystem ({self.root})"
+            )
 
     def _warn_overcommit(self) -> None:
         """Sparse volumes can together promise more than the disk holds: say so in the log."""
@@ -283,8 +316,12 @@ class LocalVolumes:
             st = os.statvfs(self.root)
             free = st.f_bavail * st.f_frsize
             if promised > free:
-                log.warning("local volumes are overcommitted: %s not yet written, %s free on %s",
-                            _human(promised), _human(free), self.root)
+                log.warning(
+                    "local volumes are overcommitted: %s not yet written, %s free on %s",
+                    _human(promised),
+                    _human(free),
+                    self.root,
+                )
 
     def _dirs(self) -> None:
         for d in (self.root, self.root / ".locks", self.root / ".work", self.root / ".resizing"):

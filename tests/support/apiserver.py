@@ -40,10 +40,17 @@ def kubectl_path(version: str) -> Path:
 
 
 class ApiServerThread:
-    def __init__(self, workdir: Path, *, store_factory: Callable[[], Awaitable[Store]] | None = None,
-                 pod_proxy: PodProxy | None = None, authorizer: Authorizer | None = None,
-                 extra_users: dict[str, UserInfo] | None = None, tenancy: bool = False,
-                 **app_kw: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        store_factory: Callable[[], Awaitable[Store]] | None = None,
+        pod_proxy: PodProxy | None = None,
+        authorizer: Authorizer | None = None,
+        extra_users: dict[str, UserInfo] | None = None,
+        tenancy: bool = False,
+        **app_kw: Any,
+    ) -> None:
         self.workdir = workdir
         self.ca: ClusterCA = ensure_ca(workdir / "pki")
         self.token = self.ca.admin_token
@@ -81,8 +88,13 @@ class ApiServerThread:
             authenticator = UnionAuthenticator([authenticator, builtin])
             self._authorizer = self.tenancy.authorizer
             self._app_kw["tenancy"] = self.tenancy
-        self.app = create_app(self.store, authenticator=authenticator,
-                              authorizer=self._authorizer, pod_proxy=self._proxy, **self._app_kw)
+        self.app = create_app(
+            self.store,
+            authenticator=authenticator,
+            authorizer=self._authorizer,
+            pod_proxy=self._proxy,
+            **self._app_kw,
+        )
         self.app.on_response_prepare.append(self._track)
         self._runner = await serve(self.app, "127.0.0.1", 0, self.ca.server, self._limits)
         self.port = bound_port(self._runner)
@@ -107,6 +119,7 @@ class ApiServerThread:
     def stop(self) -> None:
         for c in self._py_clients:
             c.close()
+
         async def _stop() -> None:
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -117,6 +130,7 @@ class ApiServerThread:
                 t.abort()
             if self.store is not None:
                 await self.store.close()
+
         self.call(_stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
@@ -124,16 +138,29 @@ class ApiServerThread:
 
     # -- clients -------------------------------------------------------------------------------
 
-    def kubectl(self, *args: str, version: str = "1.32", input: str | None = None,
-                check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        *args: str,
+        version: str = "1.32",
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
         home = self.workdir / f"home-{version}"
         home.mkdir(exist_ok=True)
         env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(self.kubeconfig)}
-        proc = subprocess.run([str(kubectl_path(version)), *args], input=input, capture_output=True,
-                              text=True, env=env, timeout=timeout)
+        proc = subprocess.run(
+            [str(kubectl_path(version)), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def kubectl_env(self, version: str = "1.32") -> dict[str, str]:
@@ -148,11 +175,18 @@ class ApiServerThread:
         home = self.workdir / f"home-{version}"
         home.mkdir(exist_ok=True)
         env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(self.kubeconfig)}
-        return subprocess.Popen([str(kubectl_path(version)), *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(
+            [str(kubectl_path(version)), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     def python_client(self) -> Any:
         import kubernetes.client as kc
+
         cfg = kc.Configuration()
         cfg.host = self.url
         cfg.ssl_ca_cert = str(self.ca.ca_cert)

@@ -52,6 +52,7 @@ class World:
 
 # -- the server ----------------------------------------------------------------------------------
 
+
 async def _serve(workdir: Path, fairness: bool, overrides: dict[str, Any]) -> None:
     from hypernetes.api.audit import AuditLog
     from hypernetes.api.fairness import FairnessConfig
@@ -65,11 +66,28 @@ async def _serve(workdir: Path, fairness: bool, overrides: dict[str, Any]) -> No
     store = open_store(f"sqlite:///{workdir}/state.db")
     tenants, authenticator = build_tenancy(store, ca.dir, ca.admin_token)
     # without fairness: every limit out of reach, as the server was before issue 12
-    cfg = FairnessConfig(**overrides) if fairness else FairnessConfig(
-        system_seats=100_000, workload_seats=100_000, global_seats=100_000, max_watches=100_000,
-        max_long_running=100_000, reject_delay=0, time_share=False)
-    app = create_app(store, authenticator=authenticator, authorizer=tenants.authorizer, pod_proxy=None,
-                     tenancy=tenants, audit=AuditLog(workdir / "audit.log"), fairness=cfg)
+    cfg = (
+        FairnessConfig(**overrides)
+        if fairness
+        else FairnessConfig(
+            system_seats=100_000,
+            workload_seats=100_000,
+            global_seats=100_000,
+            max_watches=100_000,
+            max_long_running=100_000,
+            reject_delay=0,
+            time_share=False,
+        )
+    )
+    app = create_app(
+        store,
+        authenticator=authenticator,
+        authorizer=tenants.authorizer,
+        pod_proxy=None,
+        tenancy=tenants,
+        audit=AuditLog(workdir / "audit.log"),
+        fairness=cfg,
+    )
     runner = await serve(app, "127.0.0.1", 0, ca.server)
     print(f"READY {bound_port(runner)}", flush=True)
     stop = asyncio.Event()
@@ -81,14 +99,27 @@ async def _serve(workdir: Path, fairness: bool, overrides: dict[str, Any]) -> No
 
 
 @contextlib.contextmanager
-def server(workdir: Path, *, fairness: bool = True,
-           overrides: dict[str, Any] | None = None) -> Iterator[tuple[str, str, Path, int]]:
+def server(
+    workdir: Path, *, fairness: bool = True, overrides: dict[str, Any] | None = None
+) -> Iterator[tuple[str, str, Path, int]]:
     """(url, admin token, CA file, pid) of the multi-tenant server in a child process;
     `overrides`: FairnessConfig fields."""
-    cmd = [sys.executable, "-m", "tests.support.noisy", "serve", str(workdir), "--config",
-           json.dumps(overrides or {})]
-    proc = subprocess.Popen(cmd + ([] if fairness else ["--no-fairness"]), stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.support.noisy",
+        "serve",
+        str(workdir),
+        "--config",
+        json.dumps(overrides or {}),
+    ]
+    proc = subprocess.Popen(
+        cmd + ([] if fairness else ["--no-fairness"]),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     with proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -102,20 +133,31 @@ def server(workdir: Path, *, fairness: bool = True,
             proc.wait(10)
 
 
-async def populate(url: str, admin_token: str, ca: Path, *,
-                   seeds: int = 50) -> tuple[dict[str, str], dict[str, str]]:
+async def populate(
+    url: str, admin_token: str, ca: Path, *, seeds: int = 50
+) -> tuple[dict[str, str], dict[str, str]]:
     """Tenants `quiet` and `noisy`, a namespace and an admin user each, `seeds` configmaps in each
     namespace: (tokens, namespaces) by tenant."""
     tokens, namespaces = {}, {}
     async with ApiClient(url, token=admin_token, ca_file=ca) as c:
         for tenant in ("quiet", "noisy"):
-            await c.create(GROUP_V, "tenants", {"apiVersion": GROUP_V, "kind": "Tenant",
-                                                "metadata": {"name": tenant}, "spec": {}})
+            await c.create(
+                GROUP_V,
+                "tenants",
+                {"apiVersion": GROUP_V, "kind": "Tenant", "metadata": {"name": tenant}, "spec": {}},
+            )
             ns = namespaces[tenant] = f"{tenant}-ns"
             await c.create("v1", "namespaces", {"metadata": {"name": ns, "labels": {TENANT_LABEL: tenant}}})
-            await c.create(GROUP_V, "users", {"apiVersion": GROUP_V, "kind": "User",
-                                              "metadata": {"name": f"{tenant}-user"},
-                                              "spec": {"tenant": tenant, "role": "admin"}})
+            await c.create(
+                GROUP_V,
+                "users",
+                {
+                    "apiVersion": GROUP_V,
+                    "kind": "User",
+                    "metadata": {"name": f"{tenant}-user"},
+                    "spec": {"tenant": tenant, "role": "admin"},
+                },
+            )
             asked = {"user": f"{tenant}-user", "expirationSeconds": 3600}
             tokens[tenant] = str((await c.request("POST", "/hypernetes/v1/tokens", asked))["token"])
             for i in range(seeds):
@@ -134,8 +176,10 @@ async def populate(url: str, admin_token: str, ca: Path, *,
 
 # -- the quiet tenant ----------------------------------------------------------------------------
 
-async def quiet(url: str, token: str, ca: Path, namespace: str, seconds: float,
-                rate: float = 50.0) -> dict[str, Any]:
+
+async def quiet(
+    url: str, token: str, ca: Path, namespace: str, seconds: float, rate: float = 50.0
+) -> dict[str, Any]:
     """For `seconds`, `rate` requests a second, one at a time (a request later than its turn starts
     when the one before ends): get, list, merge patch of the tenant's configmaps. As a person's
     kubectl or a small controller would, not a closed loop that keeps the server busy itself."""
@@ -162,19 +206,29 @@ async def quiet(url: str, token: str, ca: Path, namespace: str, seconds: float,
                 errors[str(e.status)] += 1
                 continue
             lat.append(time.monotonic() - t0)
+
     def ms(x: float) -> float:
         return round(x * 1000, 2)
-    return {"requests": len(lat), "errors": dict(errors), "mean_ms": ms(sum(lat) / max(1, len(lat))),
-            "p50_ms": ms(percentile(lat, 50)), "p99_ms": ms(percentile(lat, 99)),
-            "max_ms": ms(max(lat, default=0))}
+
+    return {
+        "requests": len(lat),
+        "errors": dict(errors),
+        "mean_ms": ms(sum(lat) / max(1, len(lat))),
+        "p50_ms": ms(percentile(lat, 50)),
+        "p99_ms": ms(percentile(lat, 99)),
+        "max_ms": ms(max(lat, default=0)),
+    }
 
 
 # -- the hostile tenant --------------------------------------------------------------------------
 
-async def hostile(url: str, token: str, ca: Path, namespace: str, *, clients: int, watches: int,
-                  seconds: float) -> dict[str, Any]:
+
+async def hostile(
+    url: str, token: str, ca: Path, namespace: str, *, clients: int, watches: int, seconds: float
+) -> dict[str, Any]:
     """Watches and a closed-loop request flood from HOSTILE_ADDRESS; what the server answered."""
     import ssl
+
     ctx = ssl.create_default_context(cafile=str(ca))
     conn = aiohttp.TCPConnector(ssl=ctx, limit=0, local_addr=(HOSTILE_ADDRESS, 0))
     codes: Counter[str] = Counter()
@@ -182,8 +236,9 @@ async def hostile(url: str, token: str, ca: Path, namespace: str, *, clients: in
     base = f"{url}/api/v1/namespaces/{namespace}/configmaps"
     deadline = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with aiohttp.ClientSession(connector=conn, timeout=timeout,
-                                     headers={"Authorization": f"Bearer {token}"}) as http:
+    async with aiohttp.ClientSession(
+        connector=conn, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
         held: list[aiohttp.ClientResponse] = []
 
         async def watch() -> None:
@@ -213,6 +268,7 @@ async def hostile(url: str, token: str, ca: Path, namespace: str, *, clients: in
                     codes[str(r.status)] += 1
                 except (TimeoutError, aiohttp.ClientError) as e:
                     codes[type(e).__name__] += 1
+
         await asyncio.gather(*(watch() for _ in range(watches)))
         await asyncio.gather(*(flood(k) for k in range(clients)))
         for r in held:
@@ -221,15 +277,31 @@ async def hostile(url: str, token: str, ca: Path, namespace: str, *, clients: in
 
 
 @contextlib.contextmanager
-def hostile_process(url: str, token: str, ca: Path, namespace: str, *, clients: int, watches: int,
-                    seconds: float) -> Iterator[dict[str, Any]]:
+def hostile_process(
+    url: str, token: str, ca: Path, namespace: str, *, clients: int, watches: int, seconds: float
+) -> Iterator[dict[str, Any]]:
     """The hostile tenant in a process of its own (its own CPU and GIL), for `seconds`; the dict
     yielded holds what the server answered it once the block has ended."""
-    cmd = [sys.executable, "-m", "tests.support.noisy", "hostile", url, token, str(ca), namespace,
-           "--clients", str(clients), "--watches", str(watches), "--seconds", str(seconds)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.support.noisy",
+        "hostile",
+        url,
+        token,
+        str(ca),
+        namespace,
+        "--clients",
+        str(clients),
+        "--watches",
+        str(watches),
+        "--seconds",
+        str(seconds),
+    ]
     result: dict[str, Any] = {}
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}) as proc:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    ) as proc:
         try:
             yield result
         finally:
@@ -260,9 +332,22 @@ def main() -> None:
     if args.cmd == "serve":
         asyncio.run(_serve(args.workdir, not args.no_fairness, json.loads(args.config)))
     else:
-        print(json.dumps(asyncio.run(hostile(args.url, args.token, Path(args.ca), args.namespace,
-                                             clients=args.clients, watches=args.watches,
-                                             seconds=args.seconds))), flush=True)
+        print(
+            json.dumps(
+                asyncio.run(
+                    hostile(
+                        args.url,
+                        args.token,
+                        Path(args.ca),
+                        args.namespace,
+                        clients=args.clients,
+                        watches=args.watches,
+                        seconds=args.seconds,
+                    )
+                )
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,27 @@ def make_cert(directory: Path, cn: str, *, ip: str | None = None) -> tuple[Path,
     cert, key = directory / f"{cn}.crt", directory / f"{cn}.key"
     san = f"IP:{ip},DNS:localhost" if ip else f"DNS:{cn}"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
-         "-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            "-addext",
+            f"subjectAltName={san}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -96,7 +113,8 @@ class TokenServer(ThreadedServer):
         self.cert, self.key = make_cert(workdir, "token-issuer")
         der = subprocess.run(
             ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         ).stdout
         self._x5c = base64.b64encode(der).decode()
         self.requests: list[tuple[str | None, str]] = []
@@ -142,13 +160,22 @@ class TokenServer(ThreadedServer):
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
-        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + 300,
-                  "nbf": now - 10, "iat": now, "jti": f"{now}-{len(self.requests)}",
-                  "access": access}
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": f"{now}-{len(self.requests)}",
+            "access": access,
+        }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         sig = subprocess.run(
             ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
-            input=signing_input.encode(), check=True, capture_output=True,
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
         ).stdout
         return f"{signing_input}.{_b64url(sig)}"
 
@@ -164,8 +191,9 @@ class Registry:
     log: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def push(self, layout: Path, src_tag: str, dest: str, *, v2s2: bool = False,
-             all_images: bool = False) -> None:
+    def push(
+        self, layout: Path, src_tag: str, dest: str, *, v2s2: bool = False, all_images: bool = False
+    ) -> None:
         """`skopeo copy oci:LAYOUT:SRC_TAG docker://HOST/DEST`."""
         cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
         if v2s2:
@@ -221,8 +249,11 @@ def start_registry(
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
-                    "maintenance": {"uploadpurging": {"enabled": False}}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage)},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
         "http": {"addr": host, "secret": "hypernetes-test"},
     }
     ca = None
@@ -238,13 +269,20 @@ def start_registry(
         config["auth"] = {"htpasswd": {"realm": "hypernetes-test", "path": str(workdir / "htpasswd")}}
         creds = htpasswd
     if token:
-        config["auth"] = {"token": {"realm": token.url, "service": token.service,
-                                    "issuer": token.issuer, "rootcertbundle": str(token.cert)}}
+        config["auth"] = {
+            "token": {
+                "realm": token.url,
+                "service": token.service,
+                "issuer": token.issuer,
+                "rootcertbundle": str(token.cert),
+            }
+        }
     (workdir / "config.yml").write_text(_yaml(config) + "\n")
     log = workdir / "registry.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(workdir / "config.yml")],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(workdir / "config.yml")], stdout=out, stderr=subprocess.STDOUT
+        )
     scheme = "https" if tls else "http"
     registry = Registry(host, storage, proc, scheme, ca, creds, log)
     deadline = time.monotonic() + 15
@@ -257,9 +295,7 @@ def start_registry(
         except httpx.HTTPError as exc:
             if time.monotonic() > deadline:
                 registry.stop()
-                raise RuntimeError(
-                    f"docker-registry did not start: {log.read_text()[-2000:]}"
-                ) from exc
+                raise RuntimeError(f"docker-registry did not start: {log.read_text()[-2000:]}") from exc
             time.sleep(0.05)
 
 
@@ -354,8 +390,9 @@ class ManifestServer(ThreadedServer):
 
             def _serve(self, send: bool) -> None:
                 if "/manifests/" in self.path:
-                    self._reply(200, manifest, {"Content-Type": media_type,
-                                                "Docker-Content-Digest": digest}, send)
+                    self._reply(
+                        200, manifest, {"Content-Type": media_type, "Docker-Content-Digest": digest}, send
+                    )
                 elif "/blobs/" in self.path:
                     server.blob_requests += 1
                     error = json.dumps({"errors": [{"code": "BLOB_UNKNOWN", "message": "blob unknown"}]})

@@ -78,8 +78,12 @@ class Kind:
             case "Job":
                 obj["spec"] = {"template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}}
             case "Event":
-                obj.update(involvedObject={"kind": "Pod", "name": "web", "namespace": namespace},
-                           reason="Probe", message="hello", type="Normal")
+                obj.update(
+                    involvedObject={"kind": "Pod", "name": "web", "namespace": namespace},
+                    reason="Probe",
+                    message="hello",
+                    type="Normal",
+                )
             case "Lease":
                 obj["spec"] = {"holderIdentity": name}
             case "PersistentVolumeClaim":
@@ -159,8 +163,12 @@ def dry(path: str) -> str:
 
 
 def user_object(name: str, tenant: str, role: str, **spec: Any) -> JSON:
-    return {"apiVersion": "hypernetes.io/v1", "kind": "User", "metadata": {"name": name},
-            "spec": {"tenant": tenant, "role": role, **spec}}
+    return {
+        "apiVersion": "hypernetes.io/v1",
+        "kind": "User",
+        "metadata": {"name": name},
+        "spec": {"tenant": tenant, "role": role, **spec},
+    }
 
 
 def pod_with(name: str, namespace: str, memory: str | None = None, status: JSON | None = None) -> JSON:
@@ -317,8 +325,16 @@ class PyCaller:
             self._apis[name] = getattr(kc, name)(self.client)
         return self._apis[name]
 
-    def verb(self, kind: Kind, verb: str, namespace: str | None, name: str = OBJECT, *,
-             body: JSON | None = None, dry_run: bool = False) -> tuple[int, JSON]:
+    def verb(
+        self,
+        kind: Kind,
+        verb: str,
+        namespace: str | None,
+        name: str = OBJECT,
+        *,
+        body: JSON | None = None,
+        dry_run: bool = False,
+    ) -> tuple[int, JSON]:
         """`verb` on `kind` through its typed API (read_namespaced_pod, ...): (status, body).
         `namespace` None: across all namespaces (list and watch)."""
         s = kind.snake
@@ -332,8 +348,10 @@ class PyCaller:
         new = body or kind.body(name, namespace or "", {"probe": "1"})
         patch = body or {"metadata": {"labels": {"probe": "patched"}}}
         many: Callable[..., Any] = (
-            (lambda **kw: method("list_namespaced_")(namespace, **kw)) if namespace
-            else (lambda **kw: method("list_", "_for_all_namespaces")(**kw)))
+            (lambda **kw: method("list_namespaced_")(namespace, **kw))
+            if namespace
+            else (lambda **kw: method("list_", "_for_all_namespaces")(**kw))
+        )
         calls: dict[str, Callable[[], Any]] = {
             "get": lambda: method("read_namespaced_")(name, namespace, **opts),
             "list": lambda: many(**opts),
@@ -374,15 +392,18 @@ class TenantWorld:
         key = f"{who}:{tok}"
         if key not in self._http:
             headers = {"Authorization": f"Bearer {tok}"} if tok else {}
-            self._http[key] = httpx.Client(base_url=self.api.url, verify=str(self.api.ca.ca_cert),
-                                           headers=headers, timeout=30)
+            self._http[key] = httpx.Client(
+                base_url=self.api.url, verify=str(self.api.ca.ca_cert), headers=headers, timeout=30
+            )
         return self._http[key]
 
-    def kubectl(self, who: str, *args: str, version: str = "1.32", input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, who: str, *args: str, version: str = "1.32", input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """The real kubectl as `who` (`--token=` overrides the admin kubeconfig's token)."""
-        return self.api.kubectl(f"--token={self.token(who)}", *args, version=version, input=input,
-                                check=False, timeout=timeout)
+        return self.api.kubectl(
+            f"--token={self.token(who)}", *args, version=version, input=input, check=False, timeout=timeout
+        )
 
     def kubectl_popen(self, who: str, *args: str, version: str = "1.32") -> subprocess.Popen[str]:
         return self.api.kubectl_popen(f"--token={self.token(who)}", *args, version=version)
@@ -416,8 +437,11 @@ class TenantWorld:
 
     def owned(self, tenant: str) -> set[str]:
         """The namespaces `tenant` owns, by their labels."""
-        return {o["metadata"]["name"] for o in self.op("GET", "/api/v1/namespaces")["items"]
-                if (o["metadata"].get("labels") or {}).get("hypernetes.io/tenant") == tenant}
+        return {
+            o["metadata"]["name"]
+            for o in self.op("GET", "/api/v1/namespaces")["items"]
+            if (o["metadata"].get("labels") or {}).get("hypernetes.io/tenant") == tenant
+        }
 
     def visible(self, kind: Kind, tenant: str) -> set[str]:
         """The objects of `kind` that lie in `tenant`'s namespaces: all that its users may see."""
@@ -427,16 +451,27 @@ class TenantWorld:
     def snapshot(self) -> dict[str, str]:
         """The resourceVersion of every object of a tenant kind, namespace, tenant and user."""
         paths = [k.path(None) for k in KINDS] + ["/api/v1/namespaces", TENANTS_PATH, USERS_PATH]
-        return {f"{path}:{qualified(o)}": o["metadata"]["resourceVersion"]
-                for path in paths for o in self.op("GET", path)["items"]}
+        return {
+            f"{path}:{qualified(o)}": o["metadata"]["resourceVersion"]
+            for path in paths
+            for o in self.op("GET", path)["items"]
+        }
 
     def audit(self) -> list[JSON]:
         """The entries of the server's audit trail (tmp/audit.log and its per-tenant files)."""
         return AuditLog.read(self.api.workdir / "audit.log")
 
     def create_tenant(self, name: str, spec: JSON | None = None) -> JSON:
-        return self.op("POST", TENANTS_PATH, {"apiVersion": "hypernetes.io/v1", "kind": "Tenant",
-                                              "metadata": {"name": name}, "spec": spec or {}})
+        return self.op(
+            "POST",
+            TENANTS_PATH,
+            {
+                "apiVersion": "hypernetes.io/v1",
+                "kind": "Tenant",
+                "metadata": {"name": name},
+                "spec": spec or {},
+            },
+        )
 
     def create_user(self, name: str, tenant: str, role: str) -> str:
         """Create User `name` (as the operator) and return a token for it that already works."""
@@ -450,8 +485,10 @@ class TenantWorld:
         user = self.op("GET", f"{USERS_PATH}/{name}")
         assert self.api.tenancy is not None
         token = self.api.tenancy.issuer.issue_user(user, ttl).token
-        poll(lambda: self.http(token=token).post(WHOAMI, json=REVIEW).status_code == 201,
-             f"token of {name} accepted")
+        poll(
+            lambda: self.http(token=token).post(WHOAMI, json=REVIEW).status_code == 201,
+            f"token of {name} accepted",
+        )
         return token
 
     def node_token(self, node: str) -> str:
@@ -464,8 +501,9 @@ class TenantWorld:
         self.op("PUT", f"/hypernetes/v1/users/{user}/password", {"password": password})
 
     def login(self, tenant: str, user: str, password: str) -> httpx.Response:
-        return self.http().post("/hypernetes/v1/login", json={"tenant": tenant, "user": user,
-                                                              "password": password})
+        return self.http().post(
+            "/hypernetes/v1/login", json={"tenant": tenant, "user": user, "password": password}
+        )
 
     def create_namespace(self, admin: str, namespace: str, tenant: str) -> None:
         r = self.http(admin).post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
@@ -497,15 +535,20 @@ class TenantWorld:
         """A TokenRequest by `who` for account `sa` (bound to `pod`, if given)."""
         spec: JSON = {"expirationSeconds": 600}
         if pod is not None:
-            spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": pod["metadata"]["name"],
-                                      "uid": pod["metadata"]["uid"]}
+            spec["boundObjectRef"] = {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
+            }
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"
         r = self.http(who).post(path, json={"spec": spec})
         assert r.status_code == 201, r.text
         return str(r.json()["status"]["token"])
 
-    def bound_pod(self, who: str, namespace: str, name: str, node: str, *, configmap: str = "",
-                  secret: str = "") -> JSON:
+    def bound_pod(
+        self, who: str, namespace: str, name: str, node: str, *, configmap: str = "", secret: str = ""
+    ) -> JSON:
         """A pod created by `who` and bound to `node` by the operator (as the scheduler binds)."""
         pod = KIND["pods"].body(name, namespace)
         spec = pod["spec"]
@@ -516,9 +559,16 @@ class TenantWorld:
             spec["containers"][0]["volumeMounts"] = [{"name": "s", "mountPath": "/s"}]
         r = self.http(who).post(KIND["pods"].path(namespace), json=pod)
         assert r.status_code == 201, r.text
-        self.op("POST", KIND["pods"].path(namespace, name) + "/binding", {
-            "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+        self.op(
+            "POST",
+            KIND["pods"].path(namespace, name) + "/binding",
+            {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            },
+        )
         return self.op("GET", KIND["pods"].path(namespace, name))
 
     # -- the world -----------------------------------------------------------------------------
@@ -544,12 +594,23 @@ class TenantWorld:
                     assert r.status_code == 201, f"{kind.resource} in {ns}: {r.text}"
         for node in ("node-a", "node-b"):
             w.op("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
-            w.op("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": node, "namespace": "kube-node-lease"}, "spec": {"holderIdentity": node}})
+            w.op(
+                "POST",
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": node, "namespace": "kube-node-lease"},
+                    "spec": {"holderIdentity": node},
+                },
+            )
             w.node_token(node)
-        for resource, name in (("configmaps", "used-cm"), ("configmaps", "unused-cm"),
-                               ("secrets", "used-secret"), ("secrets", "unused-secret")):
+        for resource, name in (
+            ("configmaps", "used-cm"),
+            ("configmaps", "unused-cm"),
+            ("secrets", "used-secret"),
+            ("secrets", "unused-secret"),
+        ):
             k = KIND[resource]
             r = w.http("acme-member").post(k.path("acme-a"), json=k.body(name, "acme-a"))
             assert r.status_code == 201, r.text

@@ -25,8 +25,12 @@ def _obj(kind: str, description: str, spec: str | None, status: str | None) -> J
         props["spec"] = {"$ref": PREFIX + spec, "description": f"The desired state of the {kind}."}
     if status:
         props["status"] = {"$ref": PREFIX + status, "description": f"The observed state of the {kind}."}
-    return {"type": "object", "description": description, "properties": props,
-            "x-kubernetes-group-version-kind": [{"group": "hypernetes.io", "kind": kind, "version": "v1"}]}
+    return {
+        "type": "object",
+        "description": description,
+        "properties": props,
+        "x-kubernetes-group-version-kind": [{"group": "hypernetes.io", "kind": kind, "version": "v1"}],
+    }
 
 
 def _list(kind: str) -> JSON:
@@ -138,113 +142,140 @@ DEFINITIONS: dict[str, JSON] = {
 }
 
 _COND = _META + "Condition"
-DEFINITIONS.update({
-    PREFIX + "Network": _obj(
-        "Network",
-        "A tenant network: one L2 segment of a tenant with its own router on every host, so two "
-        "tenants may use the same CIDR. Pods of a namespace get their addresses from the network "
-        "the namespace names (annotation hypernetes.io/network), else from their tenant's default "
-        "network.",
-        "NetworkSpec",
-        "NetworkStatus",
-    ),
-    PREFIX + "NetworkList": _list("Network"),
-    PREFIX + "NetworkSpec": {
-        "type": "object",
-        "required": ["cidr"],
-        "description": "The addresses of a network and how it reaches the outside.",
-        "properties": {
-            "tenant": _s("The tenant that owns the network; absent: an operators' network. Immutable."),
-            "id": {"type": "integer", "format": "int32",
-                   "description": "The network's cluster-wide number, 1-8191: the same on every host "
-                   "(router namespace names and link addresses derive from it). Given by the network "
-                   "controller when absent; only operators may choose it. Immutable once set."},
-            "cidr": _s("The pods' IPv4 subnet, e.g. 10.0.0.0/16; prefix /16 to /28. Immutable."),
-            "gateway": _s("The router's address on the network (pods' default route and DNS server). "
-                          "Default: the first host address of cidr. Immutable."),
-            "dnsServers": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Upstream resolvers (IPv4 addresses, at most 3) for names outside "
-                "cluster.local; absent: the host's.",
+DEFINITIONS.update(
+    {
+        PREFIX + "Network": _obj(
+            "Network",
+            "A tenant network: one L2 segment of a tenant with its own router on every host, so two "
+            "tenants may use the same CIDR. Pods of a namespace get their addresses from the network "
+            "the namespace names (annotation hypernetes.io/network), else from their tenant's default "
+            "network.",
+            "NetworkSpec",
+            "NetworkStatus",
+        ),
+        PREFIX + "NetworkList": _list("Network"),
+        PREFIX + "NetworkSpec": {
+            "type": "object",
+            "required": ["cidr"],
+            "description": "The addresses of a network and how it reaches the outside.",
+            "properties": {
+                "tenant": _s("The tenant that owns the network; absent: an operators' network. Immutable."),
+                "id": {
+                    "type": "integer",
+                    "format": "int32",
+                    "description": "The network's cluster-wide number, 1-8191: the same on every host "
+                    "(router namespace names and link addresses derive from it). Given by the network "
+                    "controller when absent; only operators may choose it. Immutable once set.",
+                },
+                "cidr": _s("The pods' IPv4 subnet, e.g. 10.0.0.0/16; prefix /16 to /28. Immutable."),
+                "gateway": _s(
+                    "The router's address on the network (pods' default route and DNS server). "
+                    "Default: the first host address of cidr. Immutable."
+                ),
+                "dnsServers": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Upstream resolvers (IPv4 addresses, at most 3) for names outside "
+                    "cluster.local; absent: the host's.",
+                },
+                "egressNAT": {
+                    "type": "boolean",
+                    "description": "Whether pods reach outside the cluster, masqueraded behind the "
+                    "host. Default: true.",
+                },
+                "serviceCIDR": _s(
+                    "The range ClusterIPs of the network's Services come from. Default: "
+                    "10.96.0.0/16 (each network has its own, as each has its own router). "
+                    "Must not overlap cidr. Immutable."
+                ),
             },
-            "egressNAT": {
-                "type": "boolean",
-                "description": "Whether pods reach outside the cluster, masqueraded behind the "
-                "host. Default: true.",
+        },
+        PREFIX + "NetworkStatus": {
+            "type": "object",
+            "description": "Observed state of a network.",
+            "properties": {
+                "phase": _s(
+                    "Active (addresses are given out), or Terminating while it is being deleted; "
+                    "what the hosts built is in hosts."
+                ),
+                "allocatedIPs": {
+                    "type": "integer",
+                    "format": "int32",
+                    "description": "Pod addresses allocated from cidr.",
+                },
+                "allocatedClusterIPs": {
+                    "type": "integer",
+                    "format": "int32",
+                    "description": "Service addresses allocated from serviceCIDR.",
+                },
+                "hosts": {
+                    "type": "array",
+                    "items": {"$ref": PREFIX + "NetworkHost"},
+                    "description": "What each host has built for the network (written by the nodes; "
+                    "a strategic merge patch changes one node's entry).",
+                    "x-kubernetes-patch-merge-key": "node",
+                    "x-kubernetes-patch-strategy": "merge",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["node"],
+                },
+                "conditions": {
+                    "type": "array",
+                    "items": {"$ref": _COND},
+                    "description": "Observations of the network's state.",
+                },
             },
-            "serviceCIDR": _s("The range ClusterIPs of the network's Services come from. Default: "
-                              "10.96.0.0/16 (each network has its own, as each has its own router). "
-                              "Must not overlap cidr. Immutable."),
         },
-    },
-    PREFIX + "NetworkStatus": {
-        "type": "object",
-        "description": "Observed state of a network.",
-        "properties": {
-            "phase": _s("Active (addresses are given out), or Terminating while it is being deleted; "
-                       "what the hosts built is in hosts."),
-            "allocatedIPs": {"type": "integer", "format": "int32",
-                             "description": "Pod addresses allocated from cidr."},
-            "allocatedClusterIPs": {"type": "integer", "format": "int32",
-                                    "description": "Service addresses allocated from serviceCIDR."},
-            "hosts": {
-                "type": "array",
-                "items": {"$ref": PREFIX + "NetworkHost"},
-                "description": "What each host has built for the network (written by the nodes; "
-                "a strategic merge patch changes one node's entry).",
-                "x-kubernetes-patch-merge-key": "node",
-                "x-kubernetes-patch-strategy": "merge",
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["node"],
+        PREFIX + "NetworkHost": {
+            "type": "object",
+            "required": ["node"],
+            "description": "The network as one host built it.",
+            "properties": {
+                "node": _s("The node's name."),
+                "ready": {"type": "boolean", "description": "Router, bridge and rules are in place."},
+                "message": _s("Why it is not ready."),
+                "lastUpdateTime": {"$ref": _META + "Time", "description": "When the node last wrote this."},
             },
-            "conditions": {"type": "array", "items": {"$ref": _COND},
-                           "description": "Observations of the network's state."},
         },
-    },
-    PREFIX + "NetworkHost": {
-        "type": "object",
-        "required": ["node"],
-        "description": "The network as one host built it.",
-        "properties": {
-            "node": _s("The node's name."),
-            "ready": {"type": "boolean", "description": "Router, bridge and rules are in place."},
-            "message": _s("Why it is not ready."),
-            "lastUpdateTime": {"$ref": _META + "Time", "description": "When the node last wrote this."},
+        PREFIX + "IPAllocation": _obj(
+            "IPAllocation",
+            "One address (or node port, or network id) taken: the record whose create-if-absent makes "
+            "allocations unique, as upstream's IPAddress objects. Named <network>.<ip with dashes> "
+            "(nodeport.<port> for a node port, networkid.<id> for a network id). Written by the network "
+            "controller.",
+            "IPAllocationSpec",
+            None,
+        ),
+        PREFIX + "IPAllocationList": _list("IPAllocation"),
+        PREFIX + "IPAllocationSpec": {
+            "type": "object",
+            "required": ["owner"],
+            "description": "What is taken, and by whom.",
+            "properties": {
+                "network": _s("The network the address belongs to (absent for a node port)."),
+                "ip": _s("The address."),
+                "nodePort": {
+                    "type": "integer",
+                    "format": "int32",
+                    "description": "A node port, 30000-32767.",
+                },
+                "networkID": {
+                    "type": "integer",
+                    "format": "int32",
+                    "description": "A network id, 1-8191 (the owner is the Network).",
+                },
+                "owner": {"$ref": PREFIX + "IPAllocationOwner", "description": "The object holding it."},
+            },
         },
-    },
-    PREFIX + "IPAllocation": _obj(
-        "IPAllocation",
-        "One address (or node port, or network id) taken: the record whose create-if-absent makes "
-        "allocations unique, as upstream's IPAddress objects. Named <network>.<ip with dashes> "
-        "(nodeport.<port> for a node port, networkid.<id> for a network id). Written by the network "
-        "controller.",
-        "IPAllocationSpec",
-        None,
-    ),
-    PREFIX + "IPAllocationList": _list("IPAllocation"),
-    PREFIX + "IPAllocationSpec": {
-        "type": "object",
-        "required": ["owner"],
-        "description": "What is taken, and by whom.",
-        "properties": {
-            "network": _s("The network the address belongs to (absent for a node port)."),
-            "ip": _s("The address."),
-            "nodePort": {"type": "integer", "format": "int32", "description": "A node port, 30000-32767."},
-            "networkID": {"type": "integer", "format": "int32",
-                          "description": "A network id, 1-8191 (the owner is the Network)."},
-            "owner": {"$ref": PREFIX + "IPAllocationOwner", "description": "The object holding it."},
+        PREFIX + "IPAllocationOwner": {
+            "type": "object",
+            "required": ["kind", "name"],
+            "description": "The Pod, Service or Network an allocation belongs to.",
+            "properties": {
+                "kind": _s("Pod, Service or Network."),
+                "namespace": _s("Its namespace (absent for a Network)."),
+                "name": _s("Its name."),
+                "uid": _s("Its uid: a new object of the same name is another owner."),
+            },
         },
-    },
-    PREFIX + "IPAllocationOwner": {
-        "type": "object",
-        "required": ["kind", "name"],
-        "description": "The Pod, Service or Network an allocation belongs to.",
-        "properties": {
-            "kind": _s("Pod, Service or Network."),
-            "namespace": _s("Its namespace (absent for a Network)."),
-            "name": _s("Its name."),
-            "uid": _s("Its uid: a new object of the same name is another owner."),
-        },
-    },
-})
+    }
+)

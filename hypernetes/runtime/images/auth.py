@@ -89,8 +89,7 @@ class RegistryAuth:
                     sep = ""
                 if not sep:
                     raise ImageError(
-                        f"{source}: entry {key!r} has a malformed 'auth' "
-                        "(expected base64 of user:password)"
+                        f"{source}: entry {key!r} has a malformed 'auth' (expected base64 of user:password)"
                     )
             elif isinstance(entry.get("username"), str):
                 user, password = entry["username"], str(entry.get("password", ""))

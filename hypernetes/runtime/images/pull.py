@@ -32,9 +32,7 @@ def _keep(blobs: BlobStore, body: bytes, digest: str, fetched: list[str]) -> Non
         fetched.append(digest)
 
 
-def resolve(
-    client: RegistryClient, ref: Reference, blobs: BlobStore, fetched: list[str]
-) -> Resolved:
+def resolve(client: RegistryClient, ref: Reference, blobs: BlobStore, fetched: list[str]) -> Resolved:
     """Fetch the manifest (via the index if there is one) and keep the documents;
     `fetched` collects the digests this added to the store."""
     body, content_type, top = client.get_manifest(ref.path, ref.object)
@@ -46,9 +44,7 @@ def resolve(
         desc = choose_platform(doc)
         body, content_type, digest = client.get_manifest(ref.path, desc.digest)
         if len(body) != desc.size:
-            raise DigestMismatch(
-                f"manifest {desc.digest}: {len(body)} bytes, the index declares {desc.size}"
-            )
+            raise DigestMismatch(f"manifest {desc.digest}: {len(body)} bytes, the index declares {desc.size}")
         doc = parse_document(body, content_type)
         if isinstance(doc, Index):
             raise UnsupportedImage("nested image indexes are not supported")
@@ -92,6 +88,7 @@ def fetch_blobs(
             return
         on_bytes: Callable[[int], None] | None = None
         if is_layer and progress is not None:
+
             def on_bytes(n: int) -> None:
                 report(ProgressEvent(name, "download", item, n, desc.size))
 
@@ -118,4 +115,3 @@ def _filler(
         client.fetch_blob(ref.path, desc, out, on_bytes)
 
     return fill
-

@@ -170,8 +170,12 @@ class RegistryClient:
             if ca_file is not None:
                 verify.load_verify_locations(cafile=str(ca_file))
         self._http = httpx.Client(
-            timeout=timeout, verify=verify, follow_redirects=True, max_redirects=5,
-            headers={"User-Agent": "hypernetes"}, trust_env=False,
+            timeout=timeout,
+            verify=verify,
+            follow_redirects=True,
+            max_redirects=5,
+            headers={"User-Agent": "hypernetes"},
+            trust_env=False,
             transport=_VettedTransport(verify, policy) if policy is not None else None,
         )
         self._base: str | None = None
@@ -210,15 +214,12 @@ class RegistryClient:
             elif resp.status_code >= 400 and resp.status_code != 404:
                 # Something answered, but not a registry we can use (some reply 404 here).
                 raise RegistryError(
-                    f"{self.host} does not look like a registry: GET /v2/ answered HTTP "
-                    f"{resp.status_code}"
+                    f"{self.host} does not look like a registry: GET /v2/ answered HTTP {resp.status_code}"
                 )
             self._base = base
             return base
         assert last is not None
-        raise RegistryUnreachable(
-            f"registry unreachable: {describe_network_error(last)}"
-        ) from last
+        raise RegistryUnreachable(f"registry unreachable: {describe_network_error(last)}") from last
 
     def _authorization(self, scope: str) -> str | None:
         if self._challenge is None:
@@ -241,8 +242,12 @@ class RegistryClient:
         if not realm.startswith(("https://", "http://")):
             raise Unauthorized(f"registry {self.host} sent a bad token realm {realm!r}")
         realm_host = realm.split("://", 1)[1].split("/", 1)[0]
-        if (realm.startswith("http://") and self._credentials is not None
-                and not self._insecure and not is_loopback(realm_host)):
+        if (
+            realm.startswith("http://")
+            and self._credentials is not None
+            and not self._insecure
+            and not is_loopback(realm_host)
+        ):
             raise Unauthorized(
                 f"registry {self.host} wants our credentials sent to {realm} over plain HTTP; "
                 "refusing (list the registry as insecure to allow it)"
@@ -252,7 +257,8 @@ class RegistryClient:
             query["service"] = params["service"]
         auth = (
             httpx.BasicAuth(self._credentials.username, self._credentials.password)
-            if self._credentials else None
+            if self._credentials
+            else None
         )
         try:
             with self._http.stream("GET", realm, params=query, auth=auth) as resp:
@@ -279,10 +285,7 @@ class RegistryClient:
 
     def _denied_message(self, what: str) -> str:
         if self._credentials is None:
-            return (
-                f"{what}: authentication required by {self.host} and no credentials are "
-                "configured for it"
-            )
+            return f"{what}: authentication required by {self.host} and no credentials are configured for it"
         return f"{what}: {self.host} rejected the credentials of user {self._credentials.username!r}"
 
     @contextmanager
@@ -311,9 +314,7 @@ class RegistryClient:
                     yield resp
                     return
             except httpx.HTTPError as exc:
-                raise RegistryUnreachable(
-                    f"registry unreachable: {describe_network_error(exc)}"
-                ) from exc
+                raise RegistryUnreachable(f"registry unreachable: {describe_network_error(exc)}") from exc
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -362,9 +363,7 @@ class RegistryClient:
         """Fetch a manifest or index by tag or digest: (body, content type, verified digest)."""
         scope = f"repository:{repo}:pull"
         what = f"digest {obj}" if is_digest(obj) else f"tag {obj!r}"
-        with self._request(
-            "GET", f"/v2/{repo}/manifests/{obj}", scope, {"Accept": ACCEPT}
-        ) as resp:
+        with self._request("GET", f"/v2/{repo}/manifests/{obj}", scope, {"Accept": ACCEPT}) as resp:
             self._raise_for_status(resp, repo, what)
             body = self._read_bounded(resp, MAX_MANIFEST_BYTES, f"manifest {obj}")
             content_type = resp.headers.get("content-type", "")
@@ -383,9 +382,7 @@ class RegistryClient:
         """Ask whether our credentials may read the manifest `digest` of `repo` (a HEAD, no
         body): returns if so, raises Unauthorized / ImageNotFound / ... if not."""
         scope = f"repository:{repo}:pull"
-        with self._request(
-            "HEAD", f"/v2/{repo}/manifests/{digest}", scope, {"Accept": ACCEPT}
-        ) as resp:
+        with self._request("HEAD", f"/v2/{repo}/manifests/{digest}", scope, {"Accept": ACCEPT}) as resp:
             self._raise_for_status(resp, repo, f"digest {digest}")
 
     def fetch_blob(
@@ -422,11 +419,8 @@ class RegistryClient:
                 ) from exc
         if count != desc.size:
             raise DigestMismatch(
-                f"blob {desc.digest}: got {count} bytes, the manifest declares {desc.size}; "
-                "refusing it"
+                f"blob {desc.digest}: got {count} bytes, the manifest declares {desc.size}; refusing it"
             )
         actual = "sha256:" + hasher.hexdigest()
         if actual != desc.digest:
-            raise DigestMismatch(
-                f"blob {desc.digest}: content hashes to {actual}; refusing it"
-            )
+            raise DigestMismatch(f"blob {desc.digest}: content hashes to {actual}; refusing it")

@@ -188,14 +188,18 @@ class ImageStore:
                     image_id = resolved.manifest.config.digest
                     present = self._load(image_id) is not None
                     if not present or not self._pulled_from(parsed, image_id):
-                        fetch_blobs(client, parsed, resolved.manifest, self.blobs, progress,
-                                    fetched, refetch=present)
+                        fetch_blobs(
+                            client, parsed, resolved.manifest, self.blobs, progress, fetched, refetch=present
+                        )
                 names = [f"{parsed.repository}@{resolved.top_digest}"]
                 if parsed.tag and not parsed.digest:
                     names.insert(0, str(parsed))
                 candidate = Candidate(
-                    tuple(names), resolved.top_digest, resolved.manifest_digest,
-                    resolved.manifest, resolved.blobs,
+                    tuple(names),
+                    resolved.top_digest,
+                    resolved.manifest_digest,
+                    resolved.manifest,
+                    resolved.blobs,
                 )
                 return self._install(candidate, progress, SOURCE_REGISTRY)
             except ImageError as exc:
@@ -272,11 +276,13 @@ class ImageStore:
                     self._delete_dir(image_dir)
                 meta = self._build(c, name, progress)
             elif meta.digest != c.top_digest or not set(c.blobs) <= set(meta.blobs):
-                meta = ImageMeta(**{
-                    **meta.__dict__,
-                    "digest": c.top_digest,
-                    "blobs": tuple(dict.fromkeys((*meta.blobs, *c.blobs))),
-                })
+                meta = ImageMeta(
+                    **{
+                        **meta.__dict__,
+                        "digest": c.top_digest,
+                        "blobs": tuple(dict.fromkeys((*meta.blobs, *c.blobs))),
+                    }
+                )
                 _write_atomic(image_dir / "meta.json", json.dumps(meta.to_json()).encode())
             with self._refs_txn() as refs:
                 for n in c.names:
@@ -295,8 +301,7 @@ class ImageStore:
         layers = c.manifest.layers
         if parsed.diff_ids and len(parsed.diff_ids) != len(layers):
             raise ImageError(
-                f"image config lists {len(parsed.diff_ids)} layers but the manifest has "
-                f"{len(layers)}"
+                f"image config lists {len(parsed.diff_ids)} layers but the manifest has {len(layers)}"
             )
         work = Path(tempfile.mkdtemp(prefix=f"build-{short(image_id)}-", dir=self.tmp))
         try:
@@ -305,8 +310,7 @@ class ImageStore:
             with LayerApplier(rootfs) as applier:
                 for i, layer in enumerate(layers):
                     if progress:
-                        progress(ProgressEvent(name, "unpack", short(layer.digest), i + 1,
-                                               len(layers)))
+                        progress(ProgressEvent(name, "unpack", short(layer.digest), i + 1, len(layers)))
                     diff_id = parsed.diff_ids[i] if parsed.diff_ids else None
                     applier.apply(self.blobs.path(layer.digest), layer.digest, diff_id)
                 newest = applier.newest_mtime
@@ -316,8 +320,7 @@ class ImageStore:
             if progress:
                 progress(ProgressEvent(name, "build"))
             disk = out / "disk.erofs"
-            build_erofs(rootfs, disk, image_id=image_id, newest_mtime=newest,
-                        compressor=self.compressor)
+            build_erofs(rootfs, disk, image_id=image_id, newest_mtime=newest, compressor=self.compressor)
             _rmtree(rootfs)
             os.chmod(disk, 0o444)
             meta = ImageMeta(
@@ -392,8 +395,9 @@ class ImageStore:
                 return self.pull(ref, progress, auth=auth)
             image = self.get(ref)
             if image is None and pull_policy == "Never":
-                raise ImageNotPresent(f'image "{ref}" is not present on this node and its pull '
-                                      "policy is Never")
+                raise ImageNotPresent(
+                    f'image "{ref}" is not present on this node and its pull policy is Never'
+                )
             return image or self.pull(ref, progress, auth=auth)
         parsed = parse_reference(ref)  # a pod names images by reference, not by local ID
         entry = self._read_refs().get(str(parsed))
@@ -403,14 +407,11 @@ class ImageStore:
         if pull_policy == "Always" or (image is None and pull_policy != "Never"):
             return self.pull(ref, progress, auth=auth)
         if image is None or entry is None:
-            raise ImageNotPresent(f'image "{ref}" is not present on this node and its pull '
-                                  "policy is Never")
+            raise ImageNotPresent(f'image "{ref}" is not present on this node and its pull policy is Never')
         self._check_access(parsed, entry["digest"], auth, ref)
         return image
 
-    def _check_access(
-        self, ref: Reference, digest: str, auth: RegistryAuth | None, name: str
-    ) -> None:
+    def _check_access(self, ref: Reference, digest: str, auth: RegistryAuth | None, name: str) -> None:
         try:
             with self._client(ref, auth) as client:
                 client.check_manifest(ref.path, digest)
