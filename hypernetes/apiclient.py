@@ -14,7 +14,9 @@ import asyncio
 import base64
 import builtins
 import json
+import random
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +199,10 @@ class ApiClient:
         """List then watch forever, re-listing on 410 and reconnecting after errors.
 
         Yields WatchEvent("SYNC", list) after each (re-)list, then ADDED/MODIFIED/DELETED events.
+        Failures back off as client-go's reflector does, so an API server in trouble (or one
+        shedding load with 429s) is not hammered by every informer of every component at once.
         """
+        backoff = RetryBackoff()
         while True:
             try:
                 listed = await self.list(api_version, plural, namespace, label_selector=label_selector,
@@ -214,7 +219,26 @@ class ApiClient:
             except Expired:
                 continue
             except (aiohttp.ClientError, ApiException, TimeoutError, ConnectionError, ValueError):
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(backoff.next_delay())
+
+
+class RetryBackoff:
+    """client-go's reflector back-off: 0.8 s doubling to 30 s, jittered up to 2x, and forgotten
+    once the last failure is more than two minutes old (a healthy stretch)."""
+
+    def __init__(self, initial: float = 0.8, cap: float = 30.0, reset_after: float = 120.0) -> None:
+        self.initial, self.cap, self.reset_after = initial, cap, reset_after
+        self._delay = initial
+        self._last_failure = float("-inf")
+
+    def next_delay(self) -> float:
+        now = time.monotonic()
+        if now - self._last_failure > self.reset_after:
+            self._delay = self.initial
+        self._last_failure = now
+        delay = self._delay
+        self._delay = min(self._delay * 2, self.cap)
+        return delay * (1 + random.random())
 
 
 def _json(payload: bytes) -> Obj:
