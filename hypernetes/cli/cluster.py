@@ -22,7 +22,7 @@ from typing import Any
 
 from hypernetes.api.audit import AuditLog
 from hypernetes.api.authn import Authenticator
-from hypernetes.api.server import create_app, serve
+from hypernetes.api.server import bound_port, create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from hypernetes.api.tenancy import Tenancy, build_tenancy
 from hypernetes.apiclient import ApiClient
@@ -197,6 +197,11 @@ async def _up(args: argparse.Namespace) -> int:
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
     runner = await serve(app, args.host, args.port, ca.server, limits[1])
+    if args.port == 0:  # any free port (tests): the kubeconfig and our own clients get the one bound
+        url = f"{url.rsplit(':', 1)[0]}:{bound_port(runner)}"
+        for c in (client, node_client):
+            if c is not None:
+                c.server = url
     kubeconfig = data / "admin.kubeconfig"
     write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
     tasks = [asyncio.create_task(Scheduler(client, args.scheduling).run(), name="scheduler")]

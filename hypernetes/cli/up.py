@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
         "writes DATA/admin.kubeconfig. Ctrl-C stops it; running again on the same data dir continues.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address the API server listens on")
-    p.add_argument("--port", type=int, default=6443, help="API server port (default 6443)")
+    p.add_argument("--port", type=int, default=6443, help="API server port (default 6443; 0: any free one)")
     p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
     p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
