@@ -57,7 +57,7 @@ from hypernetes.api.tenancy import Tenancy
 from hypernetes.api.watch import WatchCaches
 from hypernetes.auth.admission import LOCKED_CREATES, LOCKED_UPDATES, TenantAdmission
 from hypernetes.auth.ca import TLSFiles
-from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store
+from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,8 @@ class ApiServer:
                 raise
         except ApiError as e:
             resp = error_response(e)
+        except StoreUnavailable as e:  # no etcd quorum or member: the client retries later
+            resp = error_response(ApiError(503, "ServiceUnavailable", str(e), retry_after=1))
         except web.HTTPNotFound:
             resp = error_response(no_such_path())
         except web.HTTPMethodNotAllowed:

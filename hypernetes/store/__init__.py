@@ -13,6 +13,7 @@ from hypernetes.store.interface import (
     RevisionConflict,
     Store,
     StoreError,
+    StoreUnavailable,
 )
 from hypernetes.store.watchhub import WatchLagged
 
@@ -27,13 +28,15 @@ __all__ = [
     "RevisionConflict",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "WatchLagged",
     "open_store",
 ]
 
 
 def open_store(url: str) -> Store:
-    """Open the store named by `url`: `sqlite:///abs/path/state.db` (or `sqlite://rel/path.db`)."""
+    """Open the store named by `url`: `sqlite:///abs/path/state.db` (or `sqlite://rel/path.db`),
+    or `etcd://HOST:PORT[,HOST:PORT...]` / `etcds://...` (parameters: store/etcdconfig.py)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise StoreError(f"store URL {url!r} has no scheme; expected sqlite:///path/state.db")
@@ -44,5 +47,8 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(rest)
     if scheme in ("etcd", "etcds"):
-        raise StoreError(f"store URL {url!r}: the etcd backend is not implemented yet")
-    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (supported: sqlite)")
+        from hypernetes.store.etcd import EtcdStore
+        from hypernetes.store.etcdconfig import parse_etcd_url
+
+        return EtcdStore(parse_etcd_url(url))
+    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (supported: sqlite, etcd, etcds)")

@@ -2,7 +2,7 @@
 
 Keys are strings like `/registry/pods/default/web-1`; values are the objects' JSON bytes. Every
 write gets the next store-wide revision (the objects' resourceVersion). SQLite implements this
-now (kine-style: the row id is the revision); etcd later (its revision is the revision).
+now (kine-style: the row id is the revision), etcd too (its revision is the revision).
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ class RevisionConflict(StoreError):
     def __init__(self, key: str, expected: int, actual: int) -> None:
         super().__init__(f"{key}: expected revision {expected}, found {actual}")
         self.key, self.expected, self.actual = key, expected, actual
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot answer now (no quorum, no member reachable, timed out): the API's 503.
+    A write that raised it may or may not have been applied."""
 
 
 class Compacted(StoreError):
