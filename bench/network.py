@@ -76,7 +76,7 @@ from hypernetes.runtime.interface import ContainerSpec, ExecSpec, NetworkConfig,
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
 from hypernetes.runtime.qemu import running_qemu  # noqa: E402
-from tests.support.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image  # noqa: E402
+from tools.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/netperf:bench"
 CLI = str(REPO / ".venv" / "bin" / "hypernetes")

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hypernetes.apiclient import ApiClient  # noqa: E402
-from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
+from tools.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:bench"
 CLI = str(REPO / ".venv" / "bin" / "hypernetes")

@@ -40,7 +40,7 @@ from hypernetes.runtime.interface import ContainerSpec, PodSpec, Runtime  # noqa
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
 from hypernetes.runtime.qemu import host_tsc_khz  # noqa: E402
-from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
+from tools.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:bench"
 CLI = str(REPO / ".venv" / "bin" / "hypernetes")

@@ -73,7 +73,7 @@ from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
 from hypernetes.runtime.qemu import running_qemu, socket_dir  # noqa: E402
 from hypernetes.volumes.local import LocalVolumes  # noqa: E402
-from tests.support.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image  # noqa: E402
+from tools.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/fio:bench"
 CLI = str(REPO / ".venv" / "bin" / "hypernetes")

@@ -12,9 +12,8 @@ import pytest
 from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KernelRegistry
-from tests.guests import build
-from tests.support.imagebuild import ImageSpec, OciLayout, busybox_image
-from tests.support.registry import Registry, have_registry, start_registry
+from tests.support.guests import build, qemu_processes_under
+from tests.support.registry import ImageFactory, Registry, have_registry, start_registry
 
 # -- skips: on CI (CI=1, as `.ci/run` sets it: root, every tool installed) a skip is a failure --------
 #
@@ -44,41 +43,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # -- images: a real registry and images built from busybox ---------------------------------
 
 
-class ImageFactory:
-    """Builds OCI layouts under `workdir` and pushes them to `registry` with skopeo."""
-
-    def __init__(self, workdir: Path, registry: Registry) -> None:
-        self.workdir = workdir
-        self.registry = registry
-        self._n = 0
-        self._busybox: str | None = None
-
-    def layout(self) -> tuple[OciLayout, Path]:
-        self._n += 1
-        path = self.workdir / f"layout-{self._n}"
-        return OciLayout(path), path
-
-    def push(self, spec: ImageSpec, dest: str, *, v2s2: bool = False) -> str:
-        """Push `spec` as `registry/dest`; returns the full reference."""
-        layout, path = self.layout()
-        layout.add(spec, "t")
-        self.registry.push(path, "t", dest, v2s2=v2s2)
-        return f"{self.registry.host}/{dest}"
-
-    def push_index(self, specs: list[ImageSpec], dest: str) -> str:
-        layout, path = self.layout()
-        layout.add_index(specs, "t")
-        self.registry.push(path, "t", dest, all_images=True)
-        return f"{self.registry.host}/{dest}"
-
-    @property
-    def busybox(self) -> str:
-        """The standard busybox test image (pushed once per session)."""
-        if self._busybox is None:
-            self._busybox = self.push(busybox_image(), "test/busybox:1")
-        return self._busybox
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """Debian's docker-registry on 127.0.0.1:<free port>, plain HTTP, no auth."""
@@ -106,10 +70,6 @@ def image_store(tmp_path: Path) -> ImageStore:
     return ImageStore(tmp_path / "image-store")
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
 # -- runtime: real pod VMs under the machine's accelerator (TCG here) -------------------------
 
 
@@ -128,19 +88,3 @@ async def hypervm(tmp_path: Path, kernels: KernelRegistry) -> AsyncIterator[Hype
         await runtime.remove_sandbox(sandbox.id)
     assert not [p for p in (tmp_path / "rt" / "hypervm").glob("*") if p.name != "accel.json"]
     assert not qemu_processes_under(tmp_path)
-
-
-def qemu_processes_under(path: Path) -> list[int]:
-    """Pids of QEMU processes whose command line mentions `path`."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        # A zombie has an empty cmdline, so only live QEMUs match. A jailed QEMU's arguments
-        # hold only jail paths; its environment names its sandbox directory.
-        if b"qemu-system" in cmdline and str(path).encode() in cmdline + environ:
-            found.append(int(proc.name))
-    return found

@@ -5,159 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import qemu_processes_under
+from tests.support.cluster import Cluster, phase, pod_manifest, running_cluster
+from tests.support.guests import qemu_processes_under
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
-KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.{}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cluster:
-    def __init__(
-        self,
-        data: Path,
-        port: int,
-        network_args: list[str] | None = None,
-        allow_registries: tuple[str, ...] = ("127.0.0.1",),
-    ) -> None:
-        """`network_args`: the `up --network-*` options of a test that made its own host network
-        namespace; without them the cluster builds no tenant networks (tests touch nothing on the
-        real host's network). `allow_registries`: `up --allow-registry` entries; by default every
-        port of 127.0.0.1, where the test registries listen (loopback is refused otherwise)."""
-        self.data, self.port = data, port
-        self.network_args = network_args or ["--no-network"]
-        self.allow_args = [f"--allow-registry={a}" for a in allow_registries]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data.parent / "up.log"
-
-    def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(REPO / ".venv/bin/hypernetes"),
-                    "up",
-                    "--data-dir",
-                    str(self.data),
-                    "--port",
-                    str(self.port),
-                    "--node-name",
-                    "node1",
-                    *self.network_args,
-                    *self.allow_args,
-                ],
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (self.data / "admin.kubeconfig").exists():
-                ok = subprocess.run(self.kubectl_args("get", "nodes", "node1"), capture_output=True)
-                if ok.returncode == 0:
-                    return
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.5)
-        raise AssertionError(f"cluster did not come up: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # never left running behind the suite
-                self.proc.wait()
-                raise AssertionError(f"up did not stop within 60 s of SIGINT; see {self.log}") from None
-
-    def kubectl_args(self, *args: str, version: str = "32") -> list[str]:
-        return [KUBECTL.format(version), "--kubeconfig", str(self.data / "admin.kubeconfig"), *args]
-
-    def kubectl(
-        self,
-        *args: str,
-        version: str = "32",
-        input: str | None = None,
-        check: bool = True,
-        timeout: float = 120,
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            self.kubectl_args(*args, version=version),
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}\n{self.log.read_text()[-2000:]}")
-        return result
-
-    def get(self, *args: str) -> Any:
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-
-    def wait_for(self, what: str, check: Any, timeout: float = 180) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(1)
-        raise AssertionError(f"timed out waiting for {what}; last: {last}\n{self.log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("cluster") / "data", free_port())
-    c.start()
-    yield c
-    c.stop()
-    # remaining pods are adopted on restart, so the test stops them itself at the end
-    for pid in qemu_processes_under(c.data):
-        os.kill(pid, signal.SIGKILL)
-
-
-def pod_manifest(name: str, image: str, command: str, **extra: Any) -> str:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "command": ["sh", "-c", command],
-                    # half a CPU: the node keeps some for itself, and tests run two such pods at once
-                    "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
-                }
-            ],
-            "terminationGracePeriodSeconds": 5,
-            **extra,
-        },
-    }
-    return json.dumps(pod)
-
-
-def phase(cluster: Cluster, name: str) -> str:
-    return str(cluster.get("pod", name)["status"].get("phase"))
+    with running_cluster(tmp_path_factory.mktemp("cluster") / "data") as c:
+        yield c
 
 
 def test_pod_lifecycle_logs_exec_delete(cluster: Cluster, busybox_ref: str) -> None:

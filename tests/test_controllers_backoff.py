@@ -26,8 +26,9 @@ from hypernetes.controllers.queue import (
 from hypernetes.eventrecorder import COMBINED, EventCorrelator, EventRecorder
 from hypernetes.node.agent import ClientNodeAPI
 from tests.support.apiserver import ApiServerThread
+from tests.support.controllers import ControllersThread, Obj
 from tests.support.tenants import KIND, MERGE, TENANTS_PATH, TenantWorld
-from tests.test_controllers_base import ControllersThread, Obj, wait_for
+from tests.support.waiting import wait_for
 
 QUOTA = {"pods": "1", "namespaces": "3"}
 

@@ -11,7 +11,8 @@ import time
 from hypernetes.controllers import rollout as r
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.test_controllers_base import FAKE, ControllersThread, Obj, controllers, wait_for  # noqa: F401
+from tests.support.controllers import FAKE, ControllersThread, Obj, controllers  # noqa: F401
+from tests.support.waiting import wait_for
 
 DEPLOY = """
 apiVersion: apps/v1

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.test_controllers_base import FAKE, ControllersThread, Obj, controllers, wait_for  # noqa: F401
+from tests.support.controllers import FAKE, ControllersThread, Obj, controllers  # noqa: F401
+from tests.support.waiting import wait_for
 
 
 def pod(name: str, *, ready: bool = True, ports: list[Obj] | None = None, ignore: bool = False,

@@ -11,7 +11,8 @@ from hypernetes.controllers.jobindex import INDEX_KEY as INDEX
 from hypernetes.controllers.jobindex import format_ranges, parse_ranges
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.test_controllers_base import FAKE, ControllersThread, Obj, controllers, wait_for  # noqa: F401
+from tests.support.controllers import FAKE, ControllersThread, Obj, controllers  # noqa: F401
+from tests.support.waiting import wait_for
 
 JOB = """
 apiVersion: batch/v1

@@ -14,7 +14,8 @@ from hypernetes.store import open_store
 from hypernetes.store.interface import Store
 from tests.support.apifixtures import KUBECTL_VERSIONS
 from tests.support.apiserver import ApiServerThread
-from tests.test_controllers_base import FAKE, ControllersThread, quick_backoff, wait_for
+from tests.support.controllers import FAKE, ControllersThread, quick_backoff
+from tests.support.waiting import wait_for
 
 APP = """
 apiVersion: apps/v1

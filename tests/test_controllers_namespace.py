@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.test_controllers_base import ControllersThread, Obj, controllers, wait_for  # noqa: F401
+from tests.support.controllers import ControllersThread, Obj, controllers  # noqa: F401
+from tests.support.waiting import wait_for
 
 CONTENT = """
 apiVersion: v1

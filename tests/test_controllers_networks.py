@@ -17,8 +17,9 @@ import pytest
 from hypernetes.controllers.networks import NetworkController, mac_for
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
+from tests.support.controllers import ControllersThread
 from tests.support.tenants import JSON, TenantWorld
-from tests.test_controllers_base import ControllersThread, wait_for
+from tests.support.waiting import wait_for
 
 NET = ("hypernetes.io/v1", "networks")
 Env = tuple[TenantWorld, ControllersThread]

@@ -9,7 +9,8 @@ import time
 from hypernetes.controllers.replicaset import pods_to_delete
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.test_controllers_base import ControllersThread, Obj, controllers, wait_for  # noqa: F401
+from tests.support.controllers import ControllersThread, Obj, controllers  # noqa: F401
+from tests.support.waiting import wait_for
 
 RS = """
 apiVersion: apps/v1

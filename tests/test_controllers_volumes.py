@@ -19,8 +19,9 @@ import pytest
 
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
+from tests.support.controllers import ControllersThread
 from tests.support.tenants import MERGE, TenantWorld
-from tests.test_controllers_base import ControllersThread, wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 

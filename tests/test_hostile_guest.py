@@ -17,7 +17,7 @@ from hypernetes.runtime.agentclient import MAX_LOG_LINES, AgentClient, AgentUnav
 from hypernetes.runtime.initrd import build_initrd
 from hypernetes.runtime.interface import ExitStatus
 from hypernetes.runtime.qemu import QemuVM, VMConfig
-from tests.guests import build, default_kernel
+from tests.support.guests import build, default_kernel
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from hypernetes.runtime.interface import (
     StartFailed,
     Stream,
 )
-from tests.conftest import qemu_processes_under
+from tests.support.guests import qemu_processes_under
 from tests.support.pods import collect, pod, run
 
 pytestmark = pytest.mark.slow

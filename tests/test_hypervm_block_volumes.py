@@ -32,7 +32,7 @@ from hypernetes.runtime.interface import (
     VolumeSpec,
 )
 from hypernetes.runtime.qemu import running_qemu
-from tests.conftest import qemu_processes_under
+from tests.support.guests import qemu_processes_under
 from tests.support.pods import collect, run
 
 pytestmark = pytest.mark.slow

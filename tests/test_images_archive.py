@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hypernetes.runtime.images import DigestMismatch, ImageStore, InvalidArchive
-from tests.support import imagebuild as ib
-from tests.support.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image
+from tools import imagebuild as ib
+from tools.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image
 
 needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 

@@ -20,7 +20,6 @@ from hypernetes.runtime.images import (
     Unauthorized,
 )
 from hypernetes.runtime.images.registry import RegistryClient, is_insecure, parse_challenge
-from tests.support.imagebuild import OciLayout, busybox_image
 from tests.support.registry import (
     Registry,
     TokenServer,
@@ -28,6 +27,7 @@ from tests.support.registry import (
     htpasswd_line,
     start_registry,
 )
+from tools.imagebuild import OciLayout, busybox_image
 
 pytestmark = pytest.mark.skipif(
     not have_registry() or shutil.which("openssl") is None,

@@ -226,7 +226,7 @@ def test_redirect_to_loopback_is_refused(tmp_path: Path, registry: Registry, bus
 
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenServer]]:
-    from tests.support.imagebuild import OciLayout, busybox_image
+    from tools.imagebuild import OciLayout, busybox_image
 
     work = tmp_path_factory.mktemp("policy-token")
     layout = work / "layout"
@@ -348,7 +348,7 @@ def test_a_manifest_alone_does_not_unlock_a_cached_image(tmp_path: Path, private
 
 
 def test_cached_image_the_registry_stopped_serving(tmp_path: Path) -> None:
-    from tests.support.imagebuild import OciLayout, busybox_image
+    from tools.imagebuild import OciLayout, busybox_image
 
     OciLayout(tmp_path / "layout").add(busybox_image(), "t")
     reg = start_registry(tmp_path / "reg")
@@ -368,7 +368,7 @@ def test_cached_image_the_registry_stopped_serving(tmp_path: Path) -> None:
 
 
 def test_imported_images_stay_usable(tmp_path: Path) -> None:
-    from tests.support.imagebuild import OciLayout, busybox_image
+    from tools.imagebuild import OciLayout, busybox_image
 
     layout = tmp_path / "layout"
     OciLayout(layout).add(busybox_image(), "1")
@@ -381,7 +381,7 @@ def test_imported_images_stay_usable(tmp_path: Path) -> None:
 
 def test_operator_store_uses_its_cache(tmp_path: Path) -> None:
     """The operator's own store (`hypernetes run`) trusts its cache: no registry to ask here."""
-    from tests.support.imagebuild import OciLayout, busybox_image
+    from tools.imagebuild import OciLayout, busybox_image
 
     OciLayout(tmp_path / "layout").add(busybox_image(), "t")
     reg = start_registry(tmp_path / "reg")

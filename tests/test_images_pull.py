@@ -25,9 +25,8 @@ from hypernetes.runtime.images import (
 )
 from hypernetes.runtime.images.manifest import ACCEPT
 from hypernetes.runtime.images.registry import RegistryClient
-from tests.conftest import ImageFactory
-from tests.support.imagebuild import Layer, LayerBuilder, busybox_image
-from tests.support.registry import Registry
+from tests.support.registry import ImageFactory, Registry
+from tools.imagebuild import Layer, LayerBuilder, busybox_image
 
 
 def registry_manifest(registry: Registry, repo: str, tag: str) -> tuple[str, dict[str, object]]:

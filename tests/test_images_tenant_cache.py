@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import qemu_processes_under
+from tests.support.cluster import Cluster, as_user, make_user, pod_manifest
+from tests.support.guests import qemu_processes_under
 from tests.support.registry import Registry, private_registry
-from tests.test_cluster_e2e import Cluster, free_port, pod_manifest
-from tests.test_tenant_e2e import as_user, make_user
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "acme-puller", "acme-registry-password"
@@ -32,7 +31,7 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 def cluster(tmp_path_factory: pytest.TempPathFactory, private: Registry) -> Iterator[Cluster]:
     # only the private registry is allowed: the session's open test registry is not
     c = Cluster(
-        tmp_path_factory.mktemp("images-cluster") / "data", free_port(), allow_registries=(private.host,)
+        tmp_path_factory.mktemp("images-cluster") / "data", allow_registries=(private.host,)
     )
     c.start()
     yield c

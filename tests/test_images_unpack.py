@@ -12,8 +12,8 @@ import pytest
 
 from hypernetes.runtime.images import DigestMismatch, ImageStore, UnsafeLayer
 from hypernetes.runtime.images.unpack import LayerApplier
-from tests.support import imagebuild as ib
-from tests.support.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image
+from tools import imagebuild as ib
+from tools.imagebuild import Layer, LayerBuilder, OciLayout, busybox_image
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="ownership and device nodes need root")

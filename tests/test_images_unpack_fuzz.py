@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from hypernetes.runtime.images import ImageError
 from hypernetes.runtime.images.unpack import LayerApplier
-from tests.support import imagebuild as ib
-from tests.support.imagebuild import LayerBuilder
+from tools import imagebuild as ib
+from tools.imagebuild import LayerBuilder
 
 COMPONENTS = st.sampled_from(["a", "b", "..", ".", "l", ".wh.a", ".wh..wh..opq"])
 PATHS = st.lists(COMPONENTS, min_size=1, max_size=4).map("/".join)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hypernetes.runtime.images import Image, ImageStore, UnknownUser, resolve_user
-from tests.support.imagebuild import ImageSpec, Layer, LayerBuilder, OciLayout, busybox_image
+from tools.imagebuild import ImageSpec, Layer, LayerBuilder, OciLayout, busybox_image
 
 
 def imported(tmp_path: Path, spec: ImageSpec) -> Image:

@@ -24,7 +24,7 @@ from hypernetes.runtime.kernels import (
     KernelRegistry,
     resolve_modules,
 )
-from tests.guests import BUILD, REPO, build
+from tests.support.guests import BUILD, REPO, build
 
 DEFAULT_DIR = Path(os.environ.get(KERNEL_DIR_ENV) or KERNEL_CACHE_DIR) / "default"
 DEBIAN_IMAGES = sorted(Path("/boot").glob("vmlinuz-*-cloud-amd64"))

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import is_root, qemu_processes_under
+from tests.support.cluster import Cluster, as_user, make_user
+from tests.support.guests import qemu_processes_under
+from tests.support.host import is_root
 from tests.support.netns import Namespaces, Responder, leftovers, ns_socket, sh, tcp_ask, unique_prefix
-from tests.test_cluster_e2e import Cluster, free_port
-from tests.test_tenant_e2e import as_user, make_user
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not is_root(), reason="tenant networks need root (netns, nftables, taps)")]
@@ -131,7 +131,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, busybox_ref: str) -> Iterato
     try:
         host_ns, outside_ns = spaces.add("host"), spaces.add("out")
         spaces.wire(host_ns, "eth0", f"{HOST_IP}/24", outside_ns, "eth0", f"{OUTSIDE_IP}/24")
-        cluster = Cluster(tmp_path_factory.mktemp("network-cluster") / "data", free_port(),
+        cluster = Cluster(tmp_path_factory.mktemp("network-cluster") / "data",
                           ["--network-netns", host_ns, "--network-prefix", prefix])
         cluster.start()
         alice = make_user(cluster, "acme", "alice", "admin")

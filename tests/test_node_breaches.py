@@ -31,11 +31,12 @@ from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.interface import ExitStatus, PodRuntimeError
 from hypernetes.runtime.kernels import KernelRegistry
-from tests.conftest import ImageFactory, qemu_processes_under
+from tests.support.agent import booted, start, vol
 from tests.support.apiserver import ApiServerThread
-from tests.support.imagebuild import busybox_image
-from tests.test_agent_volumes_probes import booted, start, vol
-from tests.test_cluster_e2e import Cluster, free_port, phase, pod_manifest
+from tests.support.cluster import Cluster, phase, pod_manifest
+from tests.support.guests import qemu_processes_under
+from tests.support.registry import ImageFactory
+from tools.imagebuild import busybox_image
 
 NOBODY = "65534"
 
@@ -100,7 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # (pytest's tmp dirs are 0700 and would hide everything from other users anyway).
     base = Path(tempfile.mkdtemp(prefix="hn-breaches-", dir="/tmp"))
     os.chmod(base, 0o755)
-    c = Cluster(base / "data", free_port())
+    c = Cluster(base / "data")
     c.start()
     yield c
     c.stop()

@@ -38,8 +38,8 @@ from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE
 from hypernetes.volumes import LocalVolumes, VolumeError
-from tests.conftest import qemu_processes_under
 from tests.support.apiserver import ApiServerThread
+from tests.support.guests import qemu_processes_under
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -216,7 +216,7 @@ from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.volumes import LocalVolumes, VolumeError
-from tests.conftest import qemu_processes_under
+from tests.support.guests import qemu_processes_under
 from tests.support.apiserver import ApiServerThread
 vols = LocalVolumes(Path(sys.argv[1]))
 try:

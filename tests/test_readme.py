@@ -27,7 +27,7 @@ from pathlib import Path
 import pexpect  # type: ignore[import-untyped]
 import pytest
 
-from tests.conftest import qemu_processes_under
+from tests.support.guests import qemu_processes_under
 from tests.support.registry import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -40,6 +40,7 @@ from hypernetes.store import open_store
 from hypernetes.store.interface import Store
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
+from tests.support.controllers import ControllersThread
 from tests.support.tenants import (
     JSON,
     KIND,
@@ -53,7 +54,7 @@ from tests.support.tenants import (
     poll,
     user_object,
 )
-from tests.test_controllers_base import ControllersThread, wait_for
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 

@@ -33,6 +33,7 @@ from hypernetes.api.audit import AuditLog
 from hypernetes.auth import throttle
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
+from tests.support.podproxy import ScriptedProxy
 from tests.support.tenants import (
     JSON,
     KIND,
@@ -43,7 +44,6 @@ from tests.support.tenants import (
     poll,
     user_object,
 )
-from tests.test_api_streams import ScriptedProxy
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 
@@ -538,11 +538,10 @@ def test_exec_into_a_real_vm_is_audited(tmp_path_factory: pytest.TempPathFactory
     """`hypernetes up` with a tenant's pod VM: its user's kubectl exec (a WebSocket GET) is in the
     tenant's audit file with the command and the real process's exit code; another tenant's
     attempt at the same stream is on record too, in that tenant's file."""
-    from tests.conftest import qemu_processes_under
-    from tests.test_cluster_e2e import Cluster, free_port, pod_manifest
-    from tests.test_tenant_e2e import as_user, make_user
+    from tests.support.cluster import Cluster, as_user, make_user, pod_manifest
+    from tests.support.guests import qemu_processes_under
 
-    cluster = Cluster(tmp_path_factory.mktemp("audit-vm") / "data", free_port())
+    cluster = Cluster(tmp_path_factory.mktemp("audit-vm") / "data")
     cluster.start()
     try:
         alice = make_user(cluster, "acme", "alice", "admin")

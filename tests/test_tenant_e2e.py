@@ -9,80 +9,24 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import pytest
 
 from hypernetes.api.audit import AuditLog
-from tests.conftest import qemu_processes_under
-from tests.test_cluster_e2e import Cluster, free_port, pod_manifest
+from tests.support.cluster import Cluster, as_user, make_user, pod_manifest
+from tests.support.guests import qemu_processes_under
 
 pytestmark = pytest.mark.slow
-PASSWORD = "tenant-e2e-password"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("tenant-cluster") / "data", free_port())
+    c = Cluster(tmp_path_factory.mktemp("tenant-cluster") / "data")
     c.start()
     yield c
     c.stop()
     for pid in qemu_processes_under(c.data):
         os.kill(pid, signal.SIGKILL)
-
-
-def http(cluster: Cluster) -> httpx.Client:
-    return httpx.Client(
-        base_url=f"https://127.0.0.1:{cluster.port}", verify=str(cluster.data / "pki/ca.crt"), timeout=30
-    )
-
-
-def make_user(
-    cluster: Cluster, tenant: str, name: str, role: str, quota: dict[str, str] | None = None
-) -> str:
-    """Tenant and user made by the operator; the user's token from a password login."""
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "hypernetes.io/v1",
-                "kind": "Tenant",
-                "metadata": {"name": tenant},
-                "spec": {"quota": quota} if quota else {},
-            }
-        ),
-    )
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "hypernetes.io/v1",
-                "kind": "User",
-                "metadata": {"name": name},
-                "spec": {"tenant": tenant, "role": role},
-            }
-        ),
-    )
-    admin = (cluster.data / "pki/admin.token").read_text().strip()
-    with http(cluster) as h:
-        r = h.put(
-            f"/hypernetes/v1/users/{name}/password",
-            json={"password": PASSWORD},
-            headers={"Authorization": f"Bearer {admin}"},
-        )
-        assert r.status_code == 200, r.text
-        r = h.post("/hypernetes/v1/login", json={"tenant": tenant, "user": name, "password": PASSWORD})
-        assert r.status_code == 201, r.text
-        return str(r.json()["token"])
-
-
-def as_user(cluster: Cluster, token: str, *args: str, **kw: Any) -> Any:
-    return cluster.kubectl(f"--token={token}", *args, **kw)
 
 
 def test_tenant_pod_vm_quota_policy_and_isolation(cluster: Cluster, busybox_ref: str) -> None:

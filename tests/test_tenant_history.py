@@ -25,6 +25,7 @@ from hypernetes.store import open_store
 from hypernetes.store.interface import Store
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
+from tests.support.controllers import ControllersThread
 from tests.support.tenants import (
     JSON,
     KIND,
@@ -35,7 +36,6 @@ from tests.support.tenants import (
     poll,
     user_object,
 )
-from tests.test_controllers_base import ControllersThread
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 

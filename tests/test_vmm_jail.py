@@ -19,7 +19,8 @@ from hypernetes.runtime.interface import ContainerSpec, ExecSpec
 from hypernetes.runtime.jail import JailError, UidPool, uid_range
 from hypernetes.runtime.qemu import QemuVM, VMConfig, running_qemu
 from hypernetes.runtime.sizing import MiB, VMSize, vm_size
-from tests.conftest import is_root, qemu_processes_under
+from tests.support.guests import qemu_processes_under
+from tests.support.host import is_root
 from tests.support.pods import collect, pod
 
 needs_root = pytest.mark.skipif(not is_root(), reason="the jail and cgroups need root")

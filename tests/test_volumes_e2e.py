@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import qemu_processes_under
-from tests.test_cluster_e2e import Cluster, free_port
-from tests.test_tenant_e2e import as_user, make_user
+from tests.support.cluster import Cluster, as_user, make_user
+from tests.support.guests import qemu_processes_under
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("volume-cluster") / "data", free_port())
+    c = Cluster(tmp_path_factory.mktemp("volume-cluster") / "data")
     c.start()
     yield c
     c.stop()

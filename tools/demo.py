@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
+from tools.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:demo"
 SCRIPT = (

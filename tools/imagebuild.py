@@ -1,5 +1,6 @@
-"""Build test images in Python from Debian's static busybox: OCI layouts, OCI archives,
-`docker save` tarballs, and deliberately malicious layers.
+"""Build images in Python from Debian's static busybox: OCI layouts, OCI archives, `docker save`
+tarballs, and deliberately malicious layers. Used by the demo and the README's registry (tools/),
+the tests and the benchmarks; it imports nothing from them.
 
 Everything is deterministic (fixed mtimes, sorted JSON), so digests are stable per machine.
 """

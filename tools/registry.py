@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.imagebuild import BUSYBOX, ImageSpec, Layer, LayerBuilder, OciLayout, busybox_base  # noqa: E402
+from tools.imagebuild import BUSYBOX, ImageSpec, Layer, LayerBuilder, OciLayout, busybox_base  # noqa: E402
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 IMAGE = "busybox:1"

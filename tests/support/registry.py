@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from tools.imagebuild import ImageSpec, OciLayout, busybox_image
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
@@ -314,8 +316,6 @@ def private_registry(workdir: Path, user: str, password: str, repository: str) -
     (pytest skips where no bcrypt-capable crypt() can write the htpasswd file)."""
     import pytest
 
-    from tests.support.imagebuild import OciLayout, busybox_image
-
     if htpasswd_line(user, password) is None:
         pytest.skip("no bcrypt-capable crypt() to write an htpasswd file")
     OciLayout(workdir / "layout").add(busybox_image(), "t")
@@ -407,3 +407,38 @@ class ManifestServer(ThreadedServer):
                 self._serve(False)
 
         self.host = f"127.0.0.1:{self.serve(Handler)}"
+
+
+class ImageFactory:
+    """Builds OCI layouts under `workdir` and pushes them to `registry` with skopeo."""
+
+    def __init__(self, workdir: Path, registry: Registry) -> None:
+        self.workdir = workdir
+        self.registry = registry
+        self._n = 0
+        self._busybox: str | None = None
+
+    def layout(self) -> tuple[OciLayout, Path]:
+        self._n += 1
+        path = self.workdir / f"layout-{self._n}"
+        return OciLayout(path), path
+
+    def push(self, spec: ImageSpec, dest: str, *, v2s2: bool = False) -> str:
+        """Push `spec` as `registry/dest`; returns the full reference."""
+        layout, path = self.layout()
+        layout.add(spec, "t")
+        self.registry.push(path, "t", dest, v2s2=v2s2)
+        return f"{self.registry.host}/{dest}"
+
+    def push_index(self, specs: list[ImageSpec], dest: str) -> str:
+        layout, path = self.layout()
+        layout.add_index(specs, "t")
+        self.registry.push(path, "t", dest, all_images=True)
+        return f"{self.registry.host}/{dest}"
+
+    @property
+    def busybox(self) -> str:
+        """The standard busybox test image (pushed once per session)."""
+        if self._busybox is None:
+            self._busybox = self.push(busybox_image(), "test/busybox:1")
+        return self._busybox
