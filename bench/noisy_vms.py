@@ -30,13 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hypernetes.runtime.confine import Confiner  # noqa: E402
 from hypernetes.runtime.hypervm import HyperVM  # noqa: E402
 from hypernetes.runtime.images import ImageStore  # noqa: E402
 from hypernetes.runtime.interface import ContainerSpec, ExecSpec, PodSpec  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
-from tools.imagebuild import OciLayout, busybox_image  # noqa: E402
+from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:noisy"
 CLI = str(REPO / ".venv" / "bin" / "hypernetes")
@@ -70,9 +69,10 @@ def percentile(values: list[float], q: float) -> float:
 async def configuration(
     name: str, data: Path, kernels: KernelRegistry, args: argparse.Namespace
 ) -> dict[str, object]:
-    runtime = HyperVM(data / name, ImageStore(data / "images"), kernels, die_with_parent=True)
-    if name == "unconfined":
-        runtime._confiner = Confiner(enabled=False)  # as before: no uid, jail or cgroup per VM
+    # "unconfined": as before per-VM confinement existed, no uid, jail or cgroup per VM
+    confine = None if name == "confined" else False
+    images = ImageStore(data / "images")
+    runtime = HyperVM(data / name, images, kernels, die_with_parent=True, confine=confine)
     pods = ["quiet", *(f"spin{i}" for i in range(args.spinners))]
     try:
         for pid in pods:

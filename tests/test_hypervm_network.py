@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from hypernetes.network import Network, NetworkState, Pod, TenantNetworkHost
-from hypernetes.runtime.hypervm import HyperVM, _check_disk_count
+from hypernetes.runtime.disks import check_disk_count
+from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.hypervm_state import pod_from_dict, pod_to_dict
 from hypernetes.runtime.interface import (
     ContainerSpec,
@@ -93,17 +94,17 @@ def test_command_line_has_the_nic_on_the_inherited_fd(tmp_path: Path) -> None:
 
 
 def test_the_nic_takes_a_disk_slot() -> None:
-    _check_disk_count(1, 4, False, False)  # 5 disks fit a micro-VM without ACPI
+    check_disk_count(1, 4, False, False)  # 5 disks fit a micro-VM without ACPI
     with pytest.raises(
         SandboxFailed,
         match=r"needs 5 virtio disks \(1 image disk, 4 persistent volumes\) "
         r"but a micro-VM without ACPI has room for 4 \(virtio-mmio "
         r"transports; its network interface takes one more\)",
     ):
-        _check_disk_count(1, 4, False, False, nics=1)
-    _check_disk_count(1, 18, True, True, nics=1)  # 20 disks + NIC + 3 fixed devices: ACPI's 24
+        check_disk_count(1, 4, False, False, nics=1)
+    check_disk_count(1, 18, True, True, nics=1)  # 20 disks + NIC + 3 fixed devices: ACPI's 24
     with pytest.raises(SandboxFailed, match="has room for 20"):
-        _check_disk_count(1, 19, True, True, nics=1)
+        check_disk_count(1, 19, True, True, nics=1)
 
 
 def test_state_file_never_holds_the_fd() -> None:

@@ -562,14 +562,11 @@ class PodWorker:
                 )
 
     async def _write_tokens(self, volumes: dict[str, int]) -> None:
-        update = getattr(self.runtime, "update_files", None)
-        if update is None:
-            raise PodRuntimeError(f"the {self.runtime.name} runtime cannot change a running pod's files")
         objects = await self._referenced_objects()  # new tokens, and the other files of those volumes
         spec = pod_spec(self.pod, _lookup_in(objects), None if self.volumes is None else self._block_path)
         for v in spec.volumes:
             if v.name in volumes:
-                await update(self.id, v.name, v.files)
+                await self.runtime.update_files(self.id, v.name, v.files)
         log.info("pod %s: service-account token refreshed", self.name)
 
     async def _on_probe(self, name: str, kind: str, ok: bool, message: str) -> None:

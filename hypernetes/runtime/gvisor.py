@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -36,7 +35,7 @@ from typing import Any
 from hypernetes.runtime import ocispec
 from hypernetes.runtime.gvisor_process import SandboxProcess, set_winsize
 from hypernetes.runtime.gvisor_rootfs import RootfsError, ensure_pause, ensure_rootfs
-from hypernetes.runtime.images import Image, ImageError, ImageStore, RegistryAuth, resolve_user
+from hypernetes.runtime.images import Image, ImageStore
 from hypernetes.runtime.interface import (
     ContainerSpec,
     ContainerState,
@@ -53,23 +52,37 @@ from hypernetes.runtime.interface import (
     SandboxStatus,
     StartFailed,
     Stream,
-    image_pull_error,
 )
-from hypernetes.runtime.logs import LogWriter, new_instance
+from hypernetes.runtime.logs import LogWriter
+from hypernetes.runtime.prepare import (
+    SANDBOX_ID,
+    ProcessPlan,
+    check_pod,
+    container_process,
+    exec_process,
+    pod_hostname,
+    pull_images,
+)
 from hypernetes.runtime.runsc import RUNSC_FAILED, Runsc, RunscError, decode_exit, last_error
-from hypernetes.runtime.sandboxes import SandboxTable
+from hypernetes.runtime.sandboxes import (
+    SandboxTable,
+    check_exited,
+    exited,
+    lost,
+    new_container_instance,
+    start_failed,
+    started,
+)
 
 log = logging.getLogger(__name__)
 
-SANDBOX_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-CONTAINER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 30.0
 START_TIMEOUT = 30.0
 KILL_TIMEOUT = 10.0
 # The sentry, gofers and the in-memory overlays are charged to the pod's cgroup.
 SANDBOX_OVERHEAD = 64 * 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+LOST = "SandboxExited"  # the reason of a container whose sandbox ended under it
 
 
 @dataclass
@@ -77,7 +90,7 @@ class _Container:
     spec: ContainerSpec
     image: Image
     id: str  # runsc's container id: <sandbox>_<name> (sandbox ids have no "_")
-    process: ocispec.ProcessConfig
+    process: ProcessPlan
     status: ContainerStatus
     log: LogWriter
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -144,21 +157,13 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             with contextlib.suppress(OSError):
                 os.close(pod.network.tap_fd)
             pod = dataclasses.replace(pod, network=dataclasses.replace(pod.network, tap_fd=None))
-        if not SANDBOX_ID.match(pod.id):
-            raise PodRuntimeError(f"invalid sandbox id {pod.id!r}")
-        if pod.id in self._sandboxes:
-            raise PodRuntimeError(f"sandbox {pod.id} already exists")
-        if not pod.containers:
-            raise PodRuntimeError("a pod needs at least one container")
-        names = [c.name for c in pod.containers]
-        if len(set(names)) != len(names) or not all(CONTAINER_NAME.match(n) for n in names):
-            raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
+        check_pod(pod, self._sandboxes)
         if not Runsc.available():
             raise SandboxFailed("runsc not found: install Debian's runsc package")
-        images = await self._pull(pod)
+        images = await pull_images(self.images, pod)
         rootfs = await self._unpack(images)
         pause = await asyncio.to_thread(ensure_pause, self.root)
-        processes = {c.name: self._process(pod, c, images[c.name]) for c in pod.containers}
+        processes = {c.name: container_process(pod, c, images[c.name]) for c in pod.containers}
 
         sandbox_dir = self.root / "sandboxes" / pod.id
         await self._cleanup(pod.id, sandbox_dir)  # a previous crash's leftovers
@@ -189,18 +194,6 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox.watcher = asyncio.create_task(self._watch(sandbox))
         return self._status(sandbox)
 
-    async def _pull(self, pod: PodSpec) -> dict[str, Image]:
-        images: dict[str, Image] = {}
-        auth = RegistryAuth(dict(pod.pull_credentials))  # the pod's imagePullSecrets
-        for c in pod.containers:
-            try:
-                images[c.name] = await asyncio.to_thread(
-                    self.images.ensure_for_pod, c.image, c.pull_policy, auth
-                )
-            except ImageError as e:
-                raise image_pull_error(e) from e
-        return images
-
     async def _unpack(self, images: dict[str, Image]) -> dict[str, Path]:
         rootfs: dict[str, Path] = {}
         for image in images.values():
@@ -213,38 +206,11 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
                     raise ImagePullFailed(f"image {image.short_id}: {e}") from e
         return rootfs
 
-    def _process(self, pod: PodSpec, spec: ContainerSpec, image: Image) -> ocispec.ProcessConfig:
-        """argv, env, user and cwd exactly as the hypervm runtime derives them."""
-        cfg = image.config
-        if spec.command is not None:
-            argv = [*spec.command, *(spec.args or ())]
-        else:
-            argv = [*cfg.entrypoint, *(spec.args if spec.args is not None else cfg.cmd)]
-        if not argv:
-            raise StartFailed(f"container {spec.name}: no command given and image has none")
-        try:
-            uid, gid, groups = resolve_user(image, spec.user or cfg.user or "0")
-        except ImageError as e:
-            raise StartFailed(f"container {spec.name}: {e}") from e
-        env = dict(kv.split("=", 1) for kv in cfg.env if "=" in kv)
-        env.setdefault("PATH", DEFAULT_PATH)
-        env["HOSTNAME"] = pod.hostname or pod.name
-        env.update(spec.env)
-        return ocispec.ProcessConfig(
-            args=tuple(argv),
-            env=tuple(f"{k}={v}" for k, v in env.items()),
-            cwd=spec.working_dir or cfg.working_dir or "/",
-            uid=uid,
-            gid=gid,
-            groups=groups,
-            terminal=spec.tty,
-        )
-
     def _etc_files(self, sandbox: _Sandbox) -> tuple[ocispec.BindMount, ...]:
         pod, net = sandbox.pod, sandbox.pod.network
         etc = sandbox.dir / "etc"
         etc.mkdir()
-        hostname = (pod.hostname or pod.name)[:63]
+        hostname = pod_hostname(pod)
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost", f"127.0.1.1\t{hostname}", *net.hosts]
         resolv = [f"nameserver {s}" for s in net.dns_servers]
         if net.dns_search:
@@ -280,7 +246,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             ocispec.ContainerConfig(
                 root=pause,
                 process=ocispec.ProcessConfig(args=("/pause",)),
-                hostname=(pod.hostname or pod.name)[:63],
+                hostname=pod_hostname(pod),
                 annotations={ocispec.CONTAINER_TYPE: "sandbox", ocispec.SANDBOX_ID: pod.id},
                 resources=self._resources(sandbox),
             )
@@ -310,8 +276,8 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         spec = ocispec.container(
             ocispec.ContainerConfig(
                 root=c.rootfs,
-                process=c.process,
-                hostname=(sandbox.pod.hostname or sandbox.pod.name)[:63],
+                process=_oci(c.process),
+                hostname=pod_hostname(sandbox.pod),
                 annotations={ocispec.CONTAINER_TYPE: "container", ocispec.SANDBOX_ID: sandbox.pod.id},
                 mounts=sandbox.mounts,
             )
@@ -347,10 +313,8 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             self._mark_lost(c, sandbox.message or "the sandbox stopped")
 
     def _mark_lost(self, c: _Container, message: str) -> None:
-        if c.status.state in (ContainerState.RUNNING, ContainerState.CREATED) and c.main is None:
-            c.status.state = ContainerState.EXITED
-            c.status.reason, c.status.message = "SandboxExited", message
-            c.done.set()
+        if c.main is None:  # a started container's reaper says how it ended
+            lost(c, LOST, message)
 
     async def start_container(self, sandbox_id: str, name: str, attach: bool = False) -> Process | None:
         sandbox = self._get(sandbox_id)
@@ -392,10 +356,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             if c.tty is None:
                 for fd in (out_r, err_r, *([stdin_w] if stdin_w >= 0 else [])):
                     os.close(fd)
-            c.status.state, c.status.reason, c.status.message = ContainerState.EXITED, "StartError", why
-            c.status.exit = ExitStatus(code=128)
-            c.log.flush_partial()
-            c.done.set()
+            start_failed(c, why)
             raise StartFailed(f"container {name}: {why}", _errno_of(why))
         if c.tty is not None:
             proc.pump(os.dup(c.tty), Stream.STDOUT)
@@ -406,7 +367,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
                 proc.pump(fd, stream)
             proc.set_stdin(stdin_w if stdin_w >= 0 else None)
         c.main = proc
-        c.status.state, c.status.started_at = ContainerState.RUNNING, time.time()
+        started(c)
         self._spawn_task(sandbox, self._reap(sandbox, c, proc))
         return proc if attach else None
 
@@ -418,14 +379,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         except (RunscError, ValueError, KeyError, TypeError) as e:
             log.debug("container %s: runsc wait: %s", c.id, e)
         await proc.finish(status)
-        c.log.flush_partial()
-        c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
-        if status.code is None and status.signal is None:
-            c.status.reason = "SandboxExited"
-            c.status.message = sandbox.message or "the sandbox stopped"
-        else:
-            c.status.reason = "Completed" if status.code == 0 else "Error"
-        c.done.set()
+        exited(c, status, LOST, sandbox.message or "the sandbox stopped")
 
     def _spawn_task(self, sandbox: _Sandbox, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -439,27 +393,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         c = self._container(sandbox, container)
         if c.status.state is not ContainerState.RUNNING:
             raise PodRuntimeError(f"container {container} is not running")
-        if not spec.command:
-            raise StartFailed(f"exec in {container}: empty command")
-        uid, gid, groups = c.process.uid, c.process.gid, c.process.groups
-        if spec.user is not None:
-            try:
-                uid, gid, groups = resolve_user(c.image, spec.user)
-            except ImageError as e:
-                raise StartFailed(str(e)) from e
-        env = dict(kv.split("=", 1) for kv in c.process.env)
-        env.update(spec.env)
-        pconf = ocispec.ProcessConfig(
-            args=spec.command,
-            env=tuple(f"{k}={v}" for k, v in env.items()),
-            cwd=spec.working_dir or c.process.cwd,
-            uid=uid,
-            gid=gid,
-            groups=groups,
-            terminal=spec.tty,
-            rows=spec.rows,
-            cols=spec.cols,
-        )
+        pconf = _oci(exec_process(container, c.process, c.image, spec))
         sandbox.calls += 1
         base = sandbox.dir / "exec" / str(sandbox.calls)
         base.mkdir(parents=True)
@@ -612,6 +546,54 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         _remove_cgroup(self.cgroup_of(sandbox_id))
         shutil.rmtree(sandbox_dir, ignore_errors=True)
 
+    # --- a node agent restart ------------------------------------------------------------------
+
+    async def adopt(self) -> list[SandboxStatus]:
+        """Clear every sandbox an earlier process left, running or not, and adopt none.
+
+        A gVisor sandbox cannot be taken over: its containers' stdio are pipes (or a pty) that
+        only the process which started them held, and runsc keeps no shim that could hand them
+        on. Its pods are re-created by the node agent from the API's state, as upstream's
+        kubelet does with containers whose runtime lost them.
+        """
+        ids: set[str] = set()
+        sandboxes = self.root / "sandboxes"
+        if sandboxes.is_dir():
+            ids.update(d.name for d in sandboxes.iterdir())
+        if self.runsc.state.is_dir():
+            ids.update(
+                p.name.rsplit("_sandbox:", 1)[1].rsplit(".", 1)[0]
+                for p in self.runsc.state.glob("*_sandbox:*")
+            )
+        for sandbox_id in sorted(ids - set(self._sandboxes)):
+            if SANDBOX_ID.match(sandbox_id):
+                log.info(
+                    "clearing sandbox %s left by an earlier process (gVisor sandboxes are not adopted)",
+                    sandbox_id,
+                )
+                await self._cleanup(sandbox_id, sandboxes / sandbox_id)
+        return []
+
+    async def detach_all(self) -> None:
+        """Let go of every sandbox without stopping it: its processes run on (without anyone
+        reading their output, or until `die_with_parent` takes them with this process) until
+        the next `adopt` clears them."""
+        for sandbox in list(self._sandboxes.values()):
+            tasks = [t for t in (sandbox.watcher, *sandbox.tasks) if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for proc in list(sandbox.execs):
+                proc.abort()
+            for c in sandbox.containers.values():
+                if c.main is not None:
+                    c.main.abort()
+                if c.tty is not None:
+                    os.close(c.tty)
+                    c.tty = None
+                c.log.close()
+        self._sandboxes.clear()
+
     # --- queries -------------------------------------------------------------------------------
 
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
@@ -628,16 +610,29 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         memory overlay over the same rootfs, so nothing written by the last instance stays."""
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, name)
-        if c.status.state is not ContainerState.EXITED:
-            raise PodRuntimeError(f"container {name} has not exited")
+        check_exited(c)
         if sandbox.state is not SandboxState.READY:
             raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
         await self.runsc.delete(c.id)
-        c.log = new_instance(c.log)
-        c.main, c.done = None, asyncio.Event()
-        c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
+        new_container_instance(c)
+        c.main = None
         await self._create(sandbox, c)
         await self.start_container(sandbox_id, name)
+
+
+def _oci(plan: ProcessPlan) -> ocispec.ProcessConfig:
+    """The OCI form of a process (stdin is wired by the runtime, not in the spec)."""
+    return ocispec.ProcessConfig(
+        args=plan.args,
+        env=plan.env,
+        cwd=plan.cwd,
+        uid=plan.uid,
+        gid=plan.gid,
+        groups=plan.groups,
+        terminal=plan.terminal,
+        rows=plan.rows,
+        cols=plan.cols,
+    )
 
 
 _ERRNOS = {

@@ -63,7 +63,7 @@ async def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except BlockingIOError:
             await _wait_fd(fd, loop.add_writer, loop.remove_writer)
 

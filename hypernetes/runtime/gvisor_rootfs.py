@@ -55,7 +55,9 @@ def ensure_rootfs(cache: Path, image_id: str, disk: Path) -> Path:
         try:
             proc = subprocess.run(
                 [FSCK, f"--extract={tmp}", "--overwrite", "--preserve", str(disk)],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=EXTRACT_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=EXTRACT_TIMEOUT,
             )
             if proc.returncode != 0:
                 text = (proc.stderr or proc.stdout).decode(errors="replace").strip()
@@ -79,10 +81,14 @@ def pause_elf() -> bytes:
     so every pod gets this as its root container; made here so no pause image is needed.
     """
     base, ehsize, phsize = 0x400000, 64, 56
-    code = bytes.fromhex("b822000000" "0f05" "ebf7")  # mov eax, SYS_pause; syscall; jmp back
+    code = bytes.fromhex("b8220000000f05ebf7")  # mov eax, SYS_pause; syscall; jmp back
     size = ehsize + phsize + len(code)
-    header = b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack(
-        "<HHIQQQIHHHHHH", 2, 62, 1, base + ehsize + phsize, ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0
+    header = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack(
+            "<HHIQQQIHHHHHH", 2, 62, 1, base + ehsize + phsize, ehsize, 0, 0, ehsize, phsize, 1, 0, 0, 0
+        )
     )
     program = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
     return header + program + code

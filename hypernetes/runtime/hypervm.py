@@ -11,18 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
-import re
 import shutil
 import signal
-import stat
-import struct
-import subprocess
 import time
-import uuid
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +31,16 @@ from hypernetes.runtime.agentclient import (
     Runstate,
 )
 from hypernetes.runtime.confine import ConfineError, Confiner
+from hypernetes.runtime.disks import (
+    VOLUME_DISK,
+    VolumeDisks,
+    block_disks,
+    check_disk_count,
+    image_disks,
+    remove_made_disks,
+    scratch_disk,
+    scratch_volumes,
+)
 from hypernetes.runtime.hypervm_state import (
     disk_from_dict,
     disk_to_dict,
@@ -48,14 +51,13 @@ from hypernetes.runtime.hypervm_state import (
     status_to_dict,
     write_state,
 )
-from hypernetes.runtime.images import Image, ImageError, ImageStore, RegistryAuth, resolve_user
+from hypernetes.runtime.images import Image, ImageStore
 from hypernetes.runtime.interface import (
     ContainerSpec,
     ContainerState,
     ContainerStatus,
     DeviceSpec,
     ExecSpec,
-    ExitStatus,
     MountSpec,
     PodRuntimeError,
     PodSpec,
@@ -68,44 +70,57 @@ from hypernetes.runtime.interface import (
     StartFailed,
     VolumeFile,
     VolumeSpec,
-    image_pull_error,
 )
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
-from hypernetes.runtime.logs import LogWriter, new_instance
-from hypernetes.runtime.paths import open_private, private_dir
-from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE
+from hypernetes.runtime.logs import LogWriter
+from hypernetes.runtime.paths import private_dir
+from hypernetes.runtime.prepare import (
+    SANDBOX_ID,
+    ProcessPlan,
+    check_pod,
+    container_process,
+    exec_process,
+    pod_hostname,
+    pull_images,
+)
 from hypernetes.runtime.qemu import (
     MAC,
-    Disk,
     Nic,
     QemuVM,
     VMConfig,
-    disk_slots,
     remove_socket_dir,
     run_dir,
     running_qemu,
     vhost_usable,
 )
-from hypernetes.runtime.sandboxes import SandboxTable
+from hypernetes.runtime.sandboxes import (
+    SandboxTable,
+    check_exited,
+    exited,
+    lost,
+    new_container_instance,
+    start_failed,
+    started,
+)
 from hypernetes.runtime.sizing import vm_size
 
 log = logging.getLogger(__name__)
 
-SANDBOX_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-CONTAINER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT_TCG = 90.0  # a loaded 2-core host under TCG needs this much, rarely
 BOOT_TIMEOUT_KVM = 20.0
 START_TIMEOUT = 60.0
 SHUTDOWN_MARGIN = 15.0  # beyond the grace period, for sync and power-off
 KILL_TIMEOUT = 10.0  # QMP quit, then SIGKILL, must have ended QEMU by then
+LOST = "VMExited"  # the reason of a container whose VM ended under it
+FILES_BATCH = 512 * 1024  # file bytes per WRITE_FILES, well under the protocol's payload limit
+FILES_MAX_FILE = gp.PROTO_MAX_PAYLOAD - 64 * 1024  # one file in one frame, with room for its path
 
 
 @dataclass
 class _Container:
     spec: ContainerSpec
     image: Image
-    process: ProcessSpec
+    process: ProcessPlan
     disk_serial: str
     status: ContainerStatus
     log: LogWriter
@@ -126,7 +141,7 @@ class _Sandbox:
     created_at: float = field(default_factory=time.time)
     watcher: asyncio.Task[None] | None = None
     # volume name -> (disk serial, partition or 0) for block volumes and disk emptyDirs
-    volume_disks: dict[str, tuple[str, int]] = field(default_factory=dict)
+    volume_disks: VolumeDisks = field(default_factory=dict)
 
 
 class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
@@ -139,7 +154,10 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         kernels: KernelRegistry,
         accel: str | None = None,
         die_with_parent: bool = False,
+        confine: bool | None = None,
     ) -> None:
+        """`confine`: give each VM its own uid, jail and cgroup (`confine.py`); None = when
+        this process may (root), False = never (every QEMU runs as this process, unconfined)."""
         self.root = root / "hypervm"
         self.images = images
         self.kernels = kernels
@@ -147,7 +165,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         self._accel: str | None = None
         self._die_with_parent = die_with_parent
         self._sandboxes: dict[str, _Sandbox] = {}
-        self._confiner = Confiner()  # each VM's uid, jail and cgroup (root only)
+        self._confiner = Confiner(enabled=confine)
 
     # --- accelerator ---------------------------------------------------------------------------
 
@@ -215,15 +233,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             tap.close()
 
     async def _create(self, pod: PodSpec, tap: _HandedFd) -> SandboxStatus:
-        if not SANDBOX_ID.match(pod.id):
-            raise PodRuntimeError(f"invalid sandbox id {pod.id!r}")
-        if pod.id in self._sandboxes:
-            raise PodRuntimeError(f"sandbox {pod.id} already exists")
-        if not pod.containers:
-            raise PodRuntimeError("a pod needs at least one container")
-        names = [c.name for c in pod.containers]
-        if len(set(names)) != len(names) or not all(CONTAINER_NAME.match(n) for n in names):
-            raise PodRuntimeError(f"container names must be unique DNS labels: {names}")
+        check_pod(pod, self._sandboxes)
         if tap.fd is not None and not (pod.network.mac and MAC.match(pod.network.mac)):
             raise PodRuntimeError(
                 f"the pod's NIC needs a MAC address aa:bb:cc:dd:ee:ff, not {pod.network.mac!r}"
@@ -234,37 +244,29 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         except KernelError as e:
             raise SandboxFailed(str(e)) from e
         size = vm_size(pod.containers)
-        images = await self._pull(pod)
-        disks: dict[str, Disk] = {}
-        for image in images.values():
-            if image.id not in disks:
-                disks[image.id] = Disk(image.disk, f"img{len(disks)}")
+        images = await pull_images(self.images, pod)
+        disks = image_disks(images.values())
         containers = {
             c.name: self._prepare(pod, c, images[c.name], disks[images[c.name].id].serial)
             for c in pod.containers
         }
 
-        _check_mounts(pod)
-        volume_disks, block_disks = _block_disks(pod)
-        scratch = [v for v in pod.volumes if v.kind == "emptyDir" and v.medium != "Memory"]
-        _check_disk_count(len(disks), len(block_disks), bool(scratch), kernel.acpi, nics)
+        volume_disks, pv_disks = block_disks(pod)
+        scratch = scratch_volumes(pod)
+        check_disk_count(len(disks), len(pv_disks), bool(scratch), kernel.acpi, nics)
         sandbox_dir = self.root / pod.id
         shutil.rmtree(sandbox_dir, ignore_errors=True)
         private_dir(self.root)
         private_dir(sandbox_dir)  # the pod's disks, state (its env) and logs: its tenant's only
-        disks.update((d.serial, d) for d in block_disks)
+        disks.update((d.serial, d) for d in pv_disks)
         if scratch:
-            path = sandbox_dir / SCRATCH_FILE
-            sizes = [v.size_limit or DEFAULT_EMPTYDIR_SIZE for v in scratch]
             try:
-                await asyncio.to_thread(_build_scratch_disk, path, sizes)
-                cache = "none" if _direct_io(path) else "writeback"
-            except (OSError, subprocess.SubprocessError) as e:
+                disk, partitions = await scratch_disk(sandbox_dir, scratch)
+            except SandboxFailed:
                 shutil.rmtree(sandbox_dir, ignore_errors=True)
-                raise SandboxFailed(f"cannot build the pod's scratch disk: {_cmd_error(e)}") from e
-            # it dies with the VM: the guest's flushes need not reach the host's disk
-            disks[SCRATCH_DISK] = Disk(path, SCRATCH_DISK, readonly=False, cache=cache, flush=False)
-            volume_disks.update((v.name, (SCRATCH_DISK, i + 1)) for i, v in enumerate(scratch))
+                raise
+            disks[disk.serial] = disk
+            volume_disks.update(partitions)
         for c in containers.values():
             c.log = LogWriter(sandbox_dir / "logs" / f"{c.spec.name}.log")
         accel = await self.accel()
@@ -319,44 +321,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         self._save(sandbox)
         return self._status(sandbox)
 
-    async def _pull(self, pod: PodSpec) -> dict[str, Image]:
-        images: dict[str, Image] = {}
-        auth = RegistryAuth(dict(pod.pull_credentials))  # the pod's imagePullSecrets
-        for c in pod.containers:
-            try:
-                images[c.name] = await asyncio.to_thread(
-                    self.images.ensure_for_pod, c.image, c.pull_policy, auth
-                )
-            except ImageError as e:
-                raise image_pull_error(e) from e
-        return images
-
     def _prepare(self, pod: PodSpec, spec: ContainerSpec, image: Image, serial: str) -> _Container:
-        cfg = image.config
-        if spec.command is not None:
-            argv = [*spec.command, *(spec.args or ())]
-        else:
-            argv = [*cfg.entrypoint, *(spec.args if spec.args is not None else cfg.cmd)]
-        if not argv:
-            raise StartFailed(f"container {spec.name}: no command given and image has none")
-        try:
-            uid, gid, groups = resolve_user(image, spec.user or cfg.user or "0")
-        except ImageError as e:
-            raise StartFailed(f"container {spec.name}: {e}") from e
-        env = dict(kv.split("=", 1) for kv in cfg.env if "=" in kv)
-        env.setdefault("PATH", DEFAULT_PATH)
-        env["HOSTNAME"] = pod.hostname or pod.name
-        env.update(spec.env)
-        process = ProcessSpec(
-            args=argv,
-            env=[f"{k}={v}" for k, v in env.items()],
-            cwd=spec.working_dir or cfg.working_dir or "/",
-            uid=uid,
-            gid=gid,
-            groups=groups,
-            terminal=spec.tty,
-            stdin=spec.stdin,
-        )
+        process = container_process(pod, spec, image)
         status = ContainerStatus(name=spec.name, image=spec.image, image_id=image.digest)
         return _Container(spec, image, process, serial, status, log=None)  # type: ignore[arg-type]
 
@@ -371,7 +337,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         try:
             await client.connect(str(vm.cfg.ctl_socket), timeout, vm.alive)
             net = pod.network
-            setup = gp.TLV().add_str(gp.TAG_HOSTNAME, (pod.hostname or pod.name)[:63])
+            setup = gp.TLV().add_str(gp.TAG_HOSTNAME, pod_hostname(pod))
             setup.add_u64(gp.TAG_TIME_NS, time.time_ns()).add(gp.TAG_RANDOM_SEED, os.urandom(64))
             setup.add_strs(gp.TAG_DNS_SERVER, net.dns_servers).add_strs(gp.TAG_DNS_SEARCH, net.dns_search)
             setup.add_strs(gp.TAG_DNS_OPTION, net.dns_options)
@@ -456,10 +422,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             sandbox.message = self._explain(sandbox, "the VM ended unexpectedly")
 
     def _mark_lost(self, c: _Container, message: str) -> None:
-        if c.status.state in (ContainerState.RUNNING, ContainerState.CREATED) and c.main is None:
-            c.status.state = ContainerState.EXITED
-            c.status.reason, c.status.message = "VMExited", message
-            c.done.set()
+        if c.main is None:  # a started container's reaper says how it ended
+            lost(c, LOST, message)
 
     async def start_container(self, sandbox_id: str, name: str, attach: bool = False) -> Process | None:
         sandbox = self._get(sandbox_id)
@@ -470,7 +434,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
         proc = sandbox.client.new_process(c.log.write, attach, c.spec.stdin)
         tlv = gp.TLV().add_str(gp.TAG_CONTAINER_ID, name).add_str(gp.TAG_IMAGE_DISK, c.disk_serial)
-        tlv.add_tlv(gp.TAG_PROCESS, c.process.encode(proc.id))
+        tlv.add_tlv(gp.TAG_PROCESS, _wire(c.process).encode(proc.id))
         tlv.add_u64(gp.TAG_MEMORY_LIMIT, c.spec.memory_limit or 0)
         volumes = {v.name: v for v in sandbox.pod.volumes}
         files_disk = any(d.serial == VOLUME_DISK for d in sandbox.vm.cfg.disks)
@@ -485,33 +449,23 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         try:
             await sandbox.client.start(gp.MSG_CREATE, tlv, proc, START_TIMEOUT)
         except AgentError as e:
-            c.status.state, c.status.reason, c.status.message = ContainerState.EXITED, "StartError", str(e)
-            c.status.exit = ExitStatus(code=128)
-            c.log.flush_partial()
-            c.done.set()
+            start_failed(c, str(e))
             raise StartFailed(f"container {name}: {e}", e.errno) from e
         except AgentUnavailable as e:
             raise SandboxFailed(self._explain(sandbox, str(e))) from e
         c.main = proc
-        c.status.state, c.status.pid, c.status.started_at = ContainerState.RUNNING, proc.pid, time.time()
+        started(c, proc.pid)
         c.reaper = asyncio.create_task(self._reap(sandbox, c, proc))
         self._save(sandbox)
         return proc if attach else None
 
     async def _reap(self, sandbox: _Sandbox, c: _Container, proc: GuestProcess) -> None:
         status = await proc.wait()
-        if status.code is None and status.signal is None:
-            # The channel dropped before the guest said how the process ended: the VM is
-            # probably going down; report it together with why, not a bare "ready".
-            if await sandbox.vm.wait(5.0):
-                self._vm_ended(sandbox)
-            c.status.reason = "VMExited"
-            c.status.message = sandbox.message or proc.client.disconnect_reason
-        else:
-            c.status.reason = "Completed" if status.code == 0 else "Error"
-        c.log.flush_partial()
-        c.status.state, c.status.exit, c.status.finished_at = ContainerState.EXITED, status, time.time()
-        c.done.set()
+        # With neither code nor signal, the channel dropped before the guest said how the
+        # process ended: the VM is probably going down; report it with why, not a bare "ready".
+        if status.code is None and status.signal is None and await sandbox.vm.wait(5.0):
+            self._vm_ended(sandbox)
+        exited(c, status, LOST, sandbox.message or proc.client.disconnect_reason)
         if sandbox.state is SandboxState.READY:
             self._save(sandbox)
 
@@ -520,26 +474,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         c = self._container(sandbox, container)
         if c.status.state is not ContainerState.RUNNING:
             raise PodRuntimeError(f"container {container} is not running")
-        uid, gid, groups = c.process.uid, c.process.gid, c.process.groups
-        if spec.user is not None:
-            try:
-                uid, gid, groups = resolve_user(c.image, spec.user)
-            except ImageError as e:
-                raise StartFailed(str(e)) from e
-        env = dict(kv.split("=", 1) for kv in c.process.env)
-        env.update(spec.env)
-        pspec = ProcessSpec(
-            args=list(spec.command),
-            env=[f"{k}={v}" for k, v in env.items()],
-            cwd=spec.working_dir or c.process.cwd,
-            uid=uid,
-            gid=gid,
-            groups=groups,
-            terminal=spec.tty,
-            stdin=spec.stdin,
-            rows=spec.rows,
-            cols=spec.cols,
-        )
+        pspec = _wire(exec_process(container, c.process, c.image, spec))
         proc = sandbox.client.new_process(None, attach=True, stdin=spec.stdin)
         self._save(sandbox)  # the process id is now taken for the life of the VM
         tlv = gp.TLV().add_str(gp.TAG_CONTAINER_ID, container).add_tlv(gp.TAG_PROCESS, pspec.encode(proc.id))
@@ -574,8 +509,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             self._mark_lost(c, "the sandbox was stopped")
             if c.log is not None:
                 c.log.flush_partial()
-        for disk in (VOLUME_DISK_FILE, SCRATCH_FILE):
-            (sandbox.dir / disk).unlink(missing_ok=True)
+        remove_made_disks(sandbox.dir)
         remove_socket_dir(sandbox.dir)
         with contextlib.suppress(*ConfineError):  # no cgroup nor uid held for a VM that is gone
             await asyncio.to_thread(self._confiner.release, sandbox_id, sandbox.dir)
@@ -696,7 +630,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             if image is None:
                 raise PodRuntimeError(f"image {rec['image_id']} of container {name} is gone")
             spec = next(c for c in pod.containers if c.name == name)
-            proc_spec = ProcessSpec(**{**rec["process"], "groups": tuple(rec["process"]["groups"])})
+            proc_spec = _plan_from_dict(rec["process"])
             c = _Container(
                 spec,
                 image,
@@ -746,7 +680,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             image = self.images.get(rec["image_id"])
             if image is None:
                 raise PodRuntimeError(f"image {rec['image_id']} of container {name} is gone")
-            proc_spec = ProcessSpec(**{**rec["process"], "groups": tuple(rec["process"]["groups"])})
+            proc_spec = _plan_from_dict(rec["process"])
             spec = next(c for c in pod.containers if c.name == name)
             c = _Container(
                 spec,
@@ -838,152 +772,28 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
     async def restart_container(self, sandbox_id: str, name: str) -> None:
         sandbox = self._get(sandbox_id)
         c = self._container(sandbox, name)
-        if c.status.state is not ContainerState.EXITED:
-            raise PodRuntimeError(f"container {name} has not exited")
+        check_exited(c)
         try:
             await sandbox.client.request(gp.MSG_REMOVE, gp.TLV().add_str(gp.TAG_CONTAINER_ID, name))
         except AgentError as e:
             log.info("remove of exited container %s: %s", name, e)  # it may never have started
         except AgentUnavailable as e:
             raise SandboxFailed(self._explain(sandbox, str(e))) from e
-        c.log = new_instance(c.log)
-        c.main, c.done = None, asyncio.Event()
-        c.status = ContainerStatus(name=name, image=c.spec.image, image_id=c.image.digest)
+        new_container_instance(c)
+        c.main = None
         await self.start_container(sandbox_id, name)
 
 
-# serial of the read-only erofs disk that held the pod's file volumes in VMs started by older
-# versions (adopted ones); file volumes are now written into the guest (WRITE_FILES)
-VOLUME_DISK = "vol0"
-FILES_BATCH = 512 * 1024  # file bytes per WRITE_FILES, well under the protocol's payload limit
-FILES_MAX_FILE = gp.PROTO_MAX_PAYLOAD - 64 * 1024  # one file in one frame, with room for its path
-SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per disk emptyDir
-VOLUME_DISK_FILE = "volumes.erofs"  # the vol0 disk of such a VM; held the pod's secrets and token
-SCRATCH_FILE = "scratch.img"
-# Filesystems a block volume may have: every kernel we boot has ext4 (kernels.DRIVERS), which
-# also mounts ext3 and ext2; nothing else is built in, nor loaded from a module.
-FS_TYPES = ("ext4", "ext3", "ext2")
-MIB = 1 << 20
+def _wire(plan: ProcessPlan) -> ProcessSpec:
+    """The guest protocol's form of a process."""
+    return ProcessSpec(**{**dataclasses.asdict(plan), "args": list(plan.args), "env": list(plan.env)})
 
 
-def _check_mounts(pod: PodSpec) -> None:
-    volumes = {v.name: v for v in pod.volumes}
-    if len(volumes) != len(pod.volumes):
-        raise PodRuntimeError("volume names must be unique")
-    for v in pod.volumes:
-        if v.kind not in ("emptyDir", "files", "block") or v.medium not in ("", "Memory"):
-            raise PodRuntimeError(f"volume {v.name}: unknown kind {v.kind!r} or medium {v.medium!r}")
-    for c in pod.containers:
-        for m in c.mounts:
-            if m.volume not in volumes:
-                raise PodRuntimeError(f"container {c.name} mounts unknown volume {m.volume!r}")
-            if not m.path.startswith("/") or ".." in m.sub_path.split("/"):
-                raise PodRuntimeError(f"container {c.name}: bad mount {m.path!r} (subPath {m.sub_path!r})")
-            block = volumes[m.volume].block
-            if volumes[m.volume].kind == "block" and block is not None and not block.fs_type:
-                raise PodRuntimeError(
-                    f"container {c.name}: volume {m.volume!r} is a raw block device "
-                    "(volumeMode: Block): it goes in volumeDevices, not volumeMounts"
-                )
-        for d in c.devices:
-            dev = volumes.get(d.volume)
-            if dev is None or dev.kind != "block" or dev.block is None or dev.block.fs_type:
-                raise PodRuntimeError(
-                    f"container {c.name}: volumeDevices need a raw block volume "
-                    f"(volumeMode: Block), {d.volume!r} is not one"
-                )
-            parts = d.path.split("/")
-            if not d.path.startswith("/") or d.path == "/" or "." in parts or ".." in parts:
-                raise PodRuntimeError(f"container {c.name}: bad devicePath {d.path!r}")
-
-
-def _block_disks(pod: PodSpec) -> tuple[dict[str, tuple[str, int]], list[Disk]]:
-    """The disks of the pod's block volumes (serials pv0, pv1, ...), each backing file checked
-    first, so that a missing or unformatted one fails here with a clear message."""
-    serials: dict[str, tuple[str, int]] = {}
-    disks: list[Disk] = []
-    seen: dict[str, str] = {}
-    for v in pod.volumes:
-        if v.kind != "block":
-            continue
-        b = v.block
-        if b is None:
-            raise SandboxFailed(f"volume {v.name}: a block volume without a device")
-        if b.format not in ("raw", "qcow2"):
-            raise SandboxFailed(f"volume {v.name}: unknown disk format {b.format!r} (raw or qcow2)")
-        if b.fs_type and b.fs_type not in FS_TYPES:
-            raise SandboxFailed(
-                f"volume {v.name}: fsType {b.fs_type!r} is not supported by the "
-                f"guest kernel (supported: {', '.join(FS_TYPES)})"
-            )
-        path = Path(b.path)
-        if not path.is_absolute():
-            raise SandboxFailed(f"volume {v.name}: backing file {b.path!r} is not an absolute path")
-        try:
-            key = str(path.resolve(strict=True))
-        except OSError as e:
-            raise SandboxFailed(f"volume {v.name}: backing file {path}: {e.strerror or e}") from e
-        if key in seen:
-            raise SandboxFailed(f"volumes {seen[key]} and {v.name} use the same backing file {path}")
-        seen[key] = v.name
-        cache = _check_backing_file(v.name, path, b.format, b.fs_type)
-        serial = f"pv{len(disks)}"
-        serials[v.name] = (serial, 0)
-        disks.append(Disk(path, serial, readonly=b.read_only, cache=cache, format=b.format, discard=True))
-    return serials, disks
-
-
-def _direct_io(path: Path) -> bool:
-    """Whether the file's filesystem takes O_DIRECT (tmpfs does not)."""
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
-        return False
-    return True
-
-
-def _check_backing_file(name: str, path: Path, fmt: str, fs_type: str) -> str:
-    """Fail clearly on a file QEMU or the guest could not use; return its cache mode: "none"
-    (O_DIRECT: no second copy of a tenant's data in the host's page cache), or "writeback"
-    where the host filesystem has no O_DIRECT. Either way the guest's flushes are fdatasync."""
-    try:
-        st = os.stat(path)
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-            raise SandboxFailed(f"volume {name}: backing file {path} is not a file or block device")
-        with open(path, "rb") as f:
-            head = f.read(4)
-            f.seek(0x438)  # ext2/3/4 superblock (at 1024) magic
-            magic = f.read(2)
-        cache = "none" if _direct_io(path) else "writeback"
-    except OSError as e:
-        raise SandboxFailed(f"volume {name}: backing file {path}: {e.strerror or e}") from e
-    if fmt == "qcow2" and head != b"QFI\xfb":
-        raise SandboxFailed(f"volume {name}: backing file {path} is not a qcow2 image")
-    if fmt == "raw" and fs_type.startswith("ext") and magic != b"\x53\xef":
-        raise SandboxFailed(
-            f"volume {name}: backing file {path} holds no {fs_type} filesystem "
-            "(no ext2/3/4 superblock): it is not formatted, or corrupt"
-        )
-    return cache
-
-
-def _check_disk_count(images: int, blocks: int, scratch: bool, acpi: bool, nics: int = 0) -> None:
-    slots = disk_slots(acpi, nics)
-    needed = images + blocks + scratch
-    if needed <= slots:
-        return
-    parts = [f"{images} image disk{'s' * (images != 1)}"]
-    if blocks:
-        parts.append(f"{blocks} persistent volume{'s' * (blocks != 1)}")
-    if scratch:
-        parts.append("1 scratch disk for emptyDirs")
-    nic = "; its network interface takes one more" if nics else ""
-    raise SandboxFailed(
-        f"the pod needs {needed} virtio disks ({', '.join(parts)}) but a micro-VM "
-        f"{'with' if acpi else 'without'} ACPI has room for {slots} (virtio-mmio transports{nic})"
-    )
+def _plan_from_dict(data: dict[str, Any]) -> ProcessPlan:
+    """A process kept in state.json (JSON lists where the plan has tuples)."""
+    seqs = ("args", "env", "groups")
+    fields: dict[str, Any] = {k: tuple(v) if k in seqs else v for k, v in data.items()}
+    return ProcessPlan(**fields)
 
 
 class _HandedFd:
@@ -997,106 +807,6 @@ class _HandedFd:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _build_scratch_disk(path: Path, sizes: list[int]) -> None:
-    """A sparse disk with a GPT and one ext4 partition per emptyDir, each exactly its size (in
-    whole MiB, at least 1 MiB), so that a full emptyDir is ENOSPC in the guest. Made on the host
-    with mkfs on the file, never mounted here. No journal: the data dies with the VM."""
-    parts: list[tuple[int, int]] = []  # (offset, size) in bytes
-    offset = MIB  # partitions aligned on 1 MiB, as partitioning tools do
-    for size in sizes:
-        size = max(MIB, -(-size // MIB) * MIB)
-        parts.append((offset, size))
-        offset += size
-    total = offset + MIB  # the backup GPT lives in the last MiB
-    with os.fdopen(open_private(path), "wb") as f:
-        f.truncate(total)
-    for start, size in parts:
-        # mkfs's discard punches the (already sparse) range, which lets it skip zeroing the
-        # inode tables: the file stays a few MiB however large the emptyDir
-        subprocess.run(
-            [
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-m",
-                "0",
-                "-O",
-                "^has_journal",
-                "-E",
-                f"offset={start},root_owner=0:0",
-                str(path),
-                f"{size // 1024}k",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    primary, backup = _gpt(total, parts)
-    with open(path, "r+b") as f:
-        f.write(primary)
-        f.seek(total - len(backup))
-        f.write(backup)
-
-
-def _gpt(total: int, parts: list[tuple[int, int]]) -> tuple[bytes, bytes]:
-    """A protective MBR, GPT header and entries (for the start of a disk of `total` bytes), and
-    the backup entries and header (for its end)."""
-    sector, nentries, entry_size = 512, 128, 128
-    last = total // sector - 1
-    entry_sectors = nentries * entry_size // sector
-    linux_fs = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
-    entries = bytearray(nentries * entry_size)
-    for i, (start, size) in enumerate(parts):
-        struct.pack_into(
-            "<16s16sQQQ72s",
-            entries,
-            i * entry_size,
-            linux_fs,
-            uuid.uuid4().bytes_le,
-            start // sector,
-            (start + size) // sector - 1,
-            0,
-            "emptydir".encode("utf-16-le"),
-        )
-    disk_guid, entries_crc = uuid.uuid4().bytes_le, zlib.crc32(entries)
-
-    def header(my_lba: int, alt_lba: int, entries_lba: int) -> bytes:
-        h = bytearray(
-            struct.pack(
-                "<8sIIIIQQQQ16sQIII",
-                b"EFI PART",
-                0x10000,
-                92,
-                0,
-                0,
-                my_lba,
-                alt_lba,
-                2 + entry_sectors,
-                last - 1 - entry_sectors,
-                disk_guid,
-                entries_lba,
-                nentries,
-                entry_size,
-                entries_crc,
-            )
-        )
-        struct.pack_into("<I", h, 16, zlib.crc32(h))
-        return bytes(h).ljust(sector, b"\0")
-
-    mbr = bytearray(sector)
-    struct.pack_into("<B3sB3sII", mbr, 446, 0, b"\0\2\0", 0xEE, b"\xff\xff\xff", 1, min(last, 0xFFFFFFFF))
-    mbr[510:512] = b"\x55\xaa"
-    primary = bytes(mbr) + header(1, last, 2) + bytes(entries)
-    backup = bytes(entries) + header(last, 1, last - entry_sectors)
-    return primary, backup
-
-
-def _cmd_error(e: OSError | subprocess.SubprocessError) -> str:
-    if isinstance(e, subprocess.CalledProcessError):
-        return (e.stderr or b"").decode(errors="replace").strip() or str(e)
-    return str(e)
 
 
 def _mount_tlv(

@@ -317,6 +317,21 @@ class Runtime(abc.ABC):
     async def wait_container(self, sandbox_id: str, container: str) -> ContainerStatus:
         """Wait until the container's current instance has exited."""
 
+    @abc.abstractmethod
+    async def adopt(self) -> list[SandboxStatus]:
+        """Take over the sandboxes an earlier process on this root left (a node agent restart)
+        and return them; clear, leaving nothing behind, every one that cannot be taken over.
+        The node agent re-creates from the API's state the pods whose sandbox is not returned."""
+
+    @abc.abstractmethod
+    async def detach_all(self) -> None:
+        """Let go of every sandbox without stopping it (node agent shutdown): this process stops
+        watching them and closes what it holds; a later `adopt` finds them."""
+
+    async def update_files(self, sandbox_id: str, volume: str, files: tuple[VolumeFile, ...]) -> None:
+        """Replace files of a running pod's file volume (a refreshed service-account token)."""
+        raise PodRuntimeError(f"the {self.name} runtime cannot change a running pod's files")
+
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
         """Deliver a signal to a container's main process (from outside its PID namespace, so
         even a PID 1 without handlers is killed by SIGKILL)."""
