@@ -35,7 +35,7 @@ from hypernetes.runtime.images import ImageStore  # noqa: E402
 from hypernetes.runtime.interface import ContainerSpec, ExecSpec, PodSpec  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
-from tests.support.imagebuild import OciLayout, busybox_image  # noqa: E402
+from tools.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:noisy"
 CLI = str(REPO / ".venv" / "bin" / "hypernetes")

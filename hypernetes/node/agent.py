@@ -24,6 +24,7 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.asyncwait import cancel_and_wait, wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.node.admission import Rejection, admit
+from hypernetes.node.conditions import NodePressure, with_pressure_taints
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
@@ -191,6 +192,15 @@ class ClientNodeAPI:
             delay = min(delay * 2, 30.0)
 
 
+def default_pressure(runtime: Runtime) -> NodePressure:
+    """Upstream's thresholds on the filesystems of the runtime's sandboxes (nodefs) and image
+    store (imagefs)."""
+    root = getattr(runtime, "root", None)
+    nodefs = root if isinstance(root, Path) else Path("/")
+    images = getattr(getattr(runtime, "images", None), "root", None)
+    return NodePressure(nodefs, images if isinstance(images, Path) else nodefs)
+
+
 def resized_claim_status(pvc: Obj, capacity: str) -> Obj | None:
     """The merge patch of a claim's status once its volume has grown to `capacity`: the new
     capacity, without the resize conditions and the storage resize status (as kubelet leaves a
@@ -221,17 +231,23 @@ class NodeAgent:
         volumes: LocalVolumes | None = None,
         networks: PodNetworks | None = None,
         token_refresh: float = TOKEN_REFRESH,
+        address: str | None = None,
+        server_port: int | None = None,
+        pressure: NodePressure | None = None,
     ) -> None:
         """`volumes`: this node's local volume store (DATA/volumes); without it pods with
         persistent volume claims wait with an error and PVs are not reclaimed here.
         `networks`: this node's tenant networks; without it pod VMs have no network.
-        `token_refresh`: the fraction of a projected token's lifetime after which pods get a new one."""
+        `token_refresh`: the fraction of a projected token's lifetime after which pods get a new one.
+        `pressure`: how memory, disk and PID pressure are measured (default: upstream's
+        thresholds on the filesystems of the runtime's sandboxes and images)."""
         self.token_refresh = token_refresh
         self.client = client
         self.runtime = runtime
         self.name = node_name or self.default_name()
         self.labels = labels or {}
-        self.ip = host_ip()
+        self.ip = address or host_ip()
+        self.server_port = server_port  # this node's server (node/server.py), if it runs one
         self.api = ClientNodeAPI(client, self.name)
         self.volumes = volumes
         self.networks = networks
@@ -247,6 +263,9 @@ class NodeAgent:
         self._rejected: set[str] = set()  # pods refused at admission: they never run here
         self._rejections: set[asyncio.Task[None]] = set()
         self._allocatable: Obj | None = None
+        self.pressure = pressure or default_pressure(runtime)
+        self._ready_since = rfc3339()
+        self._posted_taints: list[Obj] | None = None  # the pressure taints last put on the Node
 
     @staticmethod
     def default_name() -> str:
@@ -279,7 +298,7 @@ class NodeAgent:
                     **self.labels,
                 },
             },
-            "spec": {},
+            "spec": {"taints": self.pressure.taints()} if self.pressure.taints() else {},
             "status": {
                 "capacity": {
                     "cpu": str(cpus),
@@ -301,28 +320,20 @@ class NodeAgent:
                         "reason": "KubeletReady",
                         "message": f"hypernetes node agent is posting ready status ({self.runtime.name})",
                         "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
+                        "lastTransitionTime": self._ready_since,
                     },
-                    *(
-                        {
-                            "type": t,
-                            "status": "False",
-                            "reason": f"KubeletHas{r}",
-                            "message": m,
-                            "lastHeartbeatTime": now,
-                            "lastTransitionTime": now,
-                        }
-                        for t, r, m in (
-                            ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory"),
-                            ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
-                            ("PIDPressure", "SufficientPID", "kubelet has sufficient PID"),
-                        )
-                    ),
+                    *self.pressure.conditions(now),
                 ],
                 "addresses": [
                     {"type": "InternalIP", "address": self.ip},
                     {"type": "Hostname", "address": self.name},
                 ],
+                # where the API servers reach this node's server for pod streams (upstream's field)
+                **(
+                    {"daemonEndpoints": {"kubeletEndpoint": {"Port": self.server_port}}}
+                    if self.server_port
+                    else {}
+                ),
                 "nodeInfo": {
                     "machineID": _machine_id(),
                     "systemUUID": _machine_id(),
@@ -339,6 +350,7 @@ class NodeAgent:
         }
 
     async def register(self) -> None:
+        self.pressure.update()
         node = self.node_object()
         self._allocatable = node["status"]["allocatable"]
         existing = await self.client.get_or_none("v1", "nodes", self.name)
@@ -356,6 +368,46 @@ class NodeAgent:
         patch = {"metadata": {k: node["metadata"][k] for k in ("labels", "annotations")}}
         await self.client.patch("v1", "nodes", self.name, patch)
         await self.client.patch("v1", "nodes", self.name, {"status": node["status"]}, subresource="status")
+        await self._sync_taints()
+
+    async def _sync_taints(self) -> None:
+        """Put the taints of the pressure conditions on the Node, keeping everyone else's (the
+        list is replaced as a whole: compare-and-swap on the resourceVersion)."""
+        wanted = self.pressure.taints()
+        if wanted == self._posted_taints:
+            return
+        for _ in range(5):
+            node = await self.client.get("v1", "nodes", self.name)
+            taints = (node.get("spec") or {}).get("taints") or []
+            new = with_pressure_taints(taints, wanted)
+            if _taint_set(new) == _taint_set(taints):
+                self._posted_taints = wanted
+                return
+            patch = {
+                "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
+                "spec": {"taints": new or None},
+            }
+            try:
+                await self.client.patch("v1", "nodes", self.name, patch)
+                log.info("node %s taints: %s", self.name, ", ".join(t["key"] for t in new) or "none")
+                self._posted_taints = wanted
+                return
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+
+    async def report_status(self) -> None:
+        """Measure the host and post the Node's conditions (and the pressure taints, and the
+        kernels pods may pick); once a heartbeat."""
+        self.pressure.update()
+        node = self.node_object()
+        conditions = {"status": {"conditions": node["status"]["conditions"]}}
+        await self.client.patch("v1", "nodes", self.name, conditions, subresource="status")
+        await self._sync_taints()
+        notes = node["metadata"]["annotations"]
+        if notes != self._published_notes:  # a kernel registered since: pods may now pick it
+            await self.client.patch("v1", "nodes", self.name, {"metadata": {"annotations": notes}})
+            self._published_notes = notes
 
     async def heartbeat(self) -> None:
         lease_ns = "kube-node-lease"
@@ -380,18 +432,7 @@ class NodeAgent:
                     if e.status != 404:
                         raise
                     await self.client.create("coordination.k8s.io/v1", "leases", lease, lease_ns)
-                node = self.node_object()
-                await self.client.patch(
-                    "v1",
-                    "nodes",
-                    self.name,
-                    {"status": {"conditions": node["status"]["conditions"]}},
-                    subresource="status",
-                )
-                notes = node["metadata"]["annotations"]
-                if notes != self._published_notes:  # a kernel registered since: pods may now pick it
-                    await self.client.patch("v1", "nodes", self.name, {"metadata": {"annotations": notes}})
-                    self._published_notes = notes
+                await self.report_status()
             except (ApiException, OSError) as e:
                 log.warning("heartbeat: %s", e)
             await asyncio.sleep(HEARTBEAT)
@@ -457,7 +498,7 @@ class NodeAgent:
         if not adopting and not pod["metadata"].get("deletionTimestamp"):
             if phase in TERMINAL_PHASES or uid in self._rejected:
                 return  # finished before this agent started, or refused: nothing to run
-            rejection = admit(
+            rejection = self.pressure.admit(pod) or admit(
                 pod,
                 [w.pod for w in self.workers.values() if w.holds_resources],
                 self._allocatable or self.node_object()["status"]["allocatable"],
@@ -612,6 +653,10 @@ class NodeAgent:
                 await self.runtime.remove_sandbox(sandbox.id)
         else:
             await self.runtime.detach_all()
+
+
+def _taint_set(taints: list[Obj]) -> set[tuple[str, str, str]]:
+    return {(str(t.get("key")), str(t.get("value") or ""), str(t.get("effect"))) for t in taints}
 
 
 def _read(path: str) -> str:
