@@ -1,7 +1,7 @@
 """Discovery and OpenAPI: /api, /apis (aggregated v2/v2beta1 when asked, legacy otherwise),
 /api/v1 and /apis/G/V (APIResourceList), /apis/G (APIGroup), /version, /openapi/v2 and
-/openapi/v3 (index + one document per group version). All derived from the schema package's
-KINDS, computed once per server.
+/openapi/v3 (index + one document per group version). All derived from the registry's entries
+(hypernetes/api/registry), subresources included, computed once per server.
 """
 
 from __future__ import annotations
@@ -9,26 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from typing import Any
 
 from aiohttp import web
 
 from hypernetes import __version__ as hn_version
-from hypernetes.api import openapiv2pb, schema
+from hypernetes.api import openapiv2pb, registry, schema
 from hypernetes.api.routing import parse_accept, respond
 from hypernetes.api.status import no_such_path, not_acceptable
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
 
 K8S_VERSION = (1, 32)  # the Kubernetes API level we follow
 AGG_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGG_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
-SUB_KINDS = {"exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions",
-             "binding": "Binding", "eviction": "Eviction", "scale": "Scale", "proxy": "PodProxyOptions"}
-SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"],
-             "finalize": ["update"], "log": ["get"], "exec": ["create", "get"],
-             "attach": ["create", "get"], "binding": ["create"], "eviction": ["create"]}
-
 
 def _aggregated_version(wanted: str | None) -> str | None:
     """"v2"/"v2beta1" if the Accept header prefers aggregated discovery, else None."""
@@ -41,18 +33,18 @@ def _aggregated_version(wanted: str | None) -> str | None:
     return None
 
 
-def _sub_kind(kind: schema.Kind, sub: str) -> JSON:
-    if sub == "scale":
-        return {"group": "autoscaling", "version": "v1", "kind": "Scale"}
-    if sub in SUB_KINDS:
-        return {"group": "" if sub != "eviction" else "policy", "version": "v1", "kind": SUB_KINDS[sub]}
-    return {"group": kind.group, "version": kind.version, "kind": kind.kind}
+def _sub_kind(kind: registry.Kind, sub: str) -> Obj:
+    return registry.SUBRESOURCES[sub].gvk(kind.group, kind.version, kind.kind)
+
+
+def _sub_verbs(sub: str) -> list[str]:
+    return list(registry.SUBRESOURCES[sub].verbs)
 
 
 class Discovery:
     def __init__(self) -> None:
-        self.kinds = list(schema.KINDS)
-        self.group_versions: dict[str, list[schema.Kind]] = {}
+        self.kinds = list(registry.KINDS)
+        self.group_versions: dict[str, list[registry.Kind]] = {}
         for k in self.kinds:
             self.group_versions.setdefault(k.api_version, []).append(k)
         self._openapi_v3: dict[str, bytes] = {}
@@ -61,8 +53,8 @@ class Discovery:
 
     # -- aggregated ----------------------------------------------------------------------------
 
-    def _agg_resource(self, k: schema.Kind) -> JSON:
-        r: JSON = {"resource": k.plural,
+    def _agg_resource(self, k: registry.Kind) -> Obj:
+        r: Obj = {"resource": k.plural,
                    "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
                    "scope": "Namespaced" if k.namespaced else "Cluster",
                    "singularResource": k.singular, "verbs": sorted(k.verbs)}
@@ -70,13 +62,13 @@ class Discovery:
             r["shortNames"] = list(k.short_names)
         if k.categories:
             r["categories"] = list(k.categories)
-        subs = [{"subresource": s, "responseKind": _sub_kind(k, s), "verbs": SUB_VERBS.get(s, ["get"])}
+        subs = [{"subresource": s, "responseKind": _sub_kind(k, s), "verbs": _sub_verbs(s)}
                 for s in k.subresources]
         if subs:
             r["subresources"] = subs
         return r
 
-    def aggregated(self, legacy: bool, version: str) -> JSON:
+    def aggregated(self, legacy: bool, version: str) -> Obj:
         groups: dict[str, list[str]] = {}
         for gv in self.group_versions:
             group = gv.split("/")[0] if "/" in gv else ""
@@ -87,7 +79,7 @@ class Discovery:
             versions = [{"version": gv.split("/")[-1], "freshness": "Current",
                          "resources": [self._agg_resource(k) for k in self.group_versions[gv]]}
                         for gv in gvs]
-            meta: JSON = {"creationTimestamp": None}
+            meta: Obj = {"creationTimestamp": None}
             if group:
                 meta["name"] = group
             items.append({"metadata": meta, "versions": versions})
@@ -96,13 +88,13 @@ class Discovery:
 
     # -- legacy --------------------------------------------------------------------------------
 
-    def resource_list(self, gv: str) -> JSON:
+    def resource_list(self, gv: str) -> Obj:
         kinds = self.group_versions.get(gv)
         if kinds is None:
             raise no_such_path()
         resources = []
         for k in kinds:
-            r: JSON = {"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+            r: Obj = {"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
                        "kind": k.kind, "verbs": sorted(k.verbs)}
             if k.short_names:
                 r["shortNames"] = list(k.short_names)
@@ -111,14 +103,14 @@ class Discovery:
             resources.append(r)
             for s in k.subresources:
                 sk = _sub_kind(k, s)
-                sub: JSON = {"name": f"{k.plural}/{s}", "singularName": "", "namespaced": k.namespaced,
-                             "kind": sk["kind"], "verbs": SUB_VERBS.get(s, ["get"])}
+                sub: Obj = {"name": f"{k.plural}/{s}", "singularName": "", "namespaced": k.namespaced,
+                             "kind": sk["kind"], "verbs": _sub_verbs(s)}
                 if sk["group"] != k.group:
                     sub["group"], sub["version"] = sk["group"], sk["version"]
                 resources.append(sub)
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
-    def api_group(self, group: str) -> JSON:
+    def api_group(self, group: str) -> Obj:
         gvs = [gv for gv in self.group_versions if gv.split("/")[0] == group and "/" in gv]
         if not gvs:
             raise no_such_path()
@@ -126,7 +118,7 @@ class Discovery:
         return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
                 "preferredVersion": versions[0]}
 
-    def group_list(self) -> JSON:
+    def group_list(self) -> Obj:
         groups = []
         seen: set[str] = set()
         for gv in self.group_versions:
@@ -140,7 +132,7 @@ class Discovery:
     def openapi_doc(self, gv: str) -> bytes:
         cached = self._openapi_v3.get(gv)
         if cached is None:
-            doc: JSON = {"openapi": "3.0.0", "info": {"title": "Kubernetes",
+            doc: Obj = {"openapi": "3.0.0", "info": {"title": "Kubernetes",
                                                       "version": f"v{K8S_VERSION[0]}.{K8S_VERSION[1]}.0"},
                          "paths": {}, "components": {"schemas": {}}}
             for k in self.group_versions[gv]:
@@ -156,7 +148,7 @@ class Discovery:
     def openapi_path(gv: str) -> str:
         return f"api/{gv}" if "/" not in gv else f"apis/{gv}"
 
-    def openapi_index(self) -> JSON:
+    def openapi_index(self) -> Obj:
         paths = {}
         for gv in self.group_versions:
             self.openapi_doc(gv)

@@ -2,6 +2,12 @@
 patch merge keys, Table columns and OpenAPI. The HTTP layer (`hypernetes/api/server*.py`)
 is generic and asks this package everything kind-specific.
 
+Each kind's own knowledge is its entry in the registry (hypernetes/api/registry: one module per
+kind); this package is the generic machinery that reads the entries, the vendored schemas, and
+the pieces entries share (pod spec rules and defaults, metadata rules, common printer columns).
+KINDS, Kind, kind_for, kind_by_name, group_versions and REVIEW_KINDS are the registry's, served
+from here too: resolved on first use, since the registry's entries import this package.
+
 Contract (implemented in the modules of this package; the server relies on these names):
 
     @dataclass(frozen=True)
@@ -52,9 +58,10 @@ Implemented as above, plus (all optional for the server):
 Data: data/k8s-v1.32.json (upstream v1.32 schemas, see data/NOTICE and tools/vendor_schemas.py).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hypernetes.api.schema.defaults import apply_defaults
 from hypernetes.api.schema.errors import FieldError, PatchError
-from hypernetes.api.schema.kinds import KINDS, REVIEW_KINDS, Kind, group_versions, kind_by_name, kind_for
 from hypernetes.api.schema.openapi import (
     openapi_v2,
     openapi_v2_bytes,
@@ -66,6 +73,20 @@ from hypernetes.api.schema.openapi import (
 from hypernetes.api.schema.patch import apply_patch
 from hypernetes.api.schema.table import table
 from hypernetes.api.schema.validation import drop_unknown_fields, validate, validate_body
+
+if TYPE_CHECKING:
+    from hypernetes.api.registry import KINDS, REVIEW_KINDS, Kind, group_versions, kind_by_name, kind_for
+
+_FROM_REGISTRY = frozenset(("KINDS", "REVIEW_KINDS", "Kind", "group_versions", "kind_by_name", "kind_for"))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_REGISTRY:
+        from hypernetes.api import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "KINDS",

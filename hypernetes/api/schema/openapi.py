@@ -3,6 +3,9 @@ vendored schemas. What kubectl needs (reference §1.4, Appendix C): each PATCH o
 an object-valued `x-kubernetes-group-version-kind` and a `fieldValidation` query parameter, so
 `kubectl apply` leaves validation to the server; component schemas carry the array-valued GVK
 and the patch merge keys (for `kubectl explain` and client-side patch computation).
+
+Which kinds, verbs and subresources: the registry (hypernetes/api/registry), imported when a
+document is first built, since the registry's entries are made of this package's pieces.
 """
 
 from __future__ import annotations
@@ -11,34 +14,26 @@ import copy
 import functools
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypernetes.api.schema import schemas
-from hypernetes.api.schema.kinds import KINDS, Kind, group_versions
+from hypernetes.objects import Obj as JSON
 
-JSON = dict[str, Any]
+if TYPE_CHECKING:
+    from hypernetes.api.registry.kind import Kind
+
 
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 _STATUS = _META + "Status"
 _DELETE_OPTIONS = _META + "DeleteOptions"
 _WATCH_EVENT = _META + "WatchEvent"
 _PATCH = _META + "Patch"
-_SCALE = ("io.k8s.api.autoscaling.v1.Scale", {"group": "autoscaling", "version": "v1", "kind": "Scale"})
-_SUBRESOURCE_BODIES = {
-    "binding": ("io.k8s.api.core.v1.Binding", {"group": "", "version": "v1", "kind": "Binding"}),
-    "eviction": ("io.k8s.api.policy.v1.Eviction", {"group": "policy", "version": "v1", "kind": "Eviction"}),
-    "token": ("io.k8s.api.authentication.v1.TokenRequest",
-              {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}),
-}
 _PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
     "application/apply-patch+yaml",
 )
-_GROUP_TOKENS = {"": "Core", "apps": "Apps", "batch": "Batch", "coordination.k8s.io": "Coordination",
-                 "authentication.k8s.io": "Authentication", "authorization.k8s.io": "Authorization",
-                 "storage.k8s.io": "Storage", "hypernetes.io": "Hypernetes"}
 
 
 def _q(name: str, kind: str = "string", description: str = "") -> JSON:
@@ -125,117 +120,126 @@ def _op(
 
 
 def _tag(kind: Kind) -> str:
-    return f"{_GROUP_TOKENS[kind.group].lower()}_{kind.version}"
+    return f"{kind.openapi_token.lower()}_{kind.version}"
+
+
+# verb -> (HTTP method, operation id prefix); connect streams are "connect" + method
+_VERB_OPS = {
+    "get": ("get", "read"),
+    "update": ("put", "replace"),
+    "patch": ("patch", "patch"),
+    "create": ("post", "create"),
+}
 
 
 def _operations(kind: Kind) -> dict[str, tuple[list[str], list[JSON]]]:
-    """path -> (path parameters, operations) for one kind."""
-    g = _GROUP_TOKENS[kind.group] + kind.version.capitalize()
+    """path -> (path parameters, operations) for one kind: its verbs on the collection and the
+    item, and each subresource as registry/subresources.py describes it."""
+    from hypernetes.api.registry import SUBRESOURCES
+
+    g = kind.openapi_token + kind.version.capitalize()
     ns = "Namespaced" if kind.namespaced else ""
     base = _prefix(kind) + ("/namespaces/{namespace}" if kind.namespaced else "")
     pparams = ["namespace"] if kind.namespaced else []
     coll, item = f"{base}/{kind.plural}", f"{base}/{kind.plural}/{{name}}"
-    defn, lst = kind.definition, kind.list_definition
-    paths: dict[str, tuple[list[str], list[JSON]]] = {}
-    if kind.verbs == ("create",):  # reviews: POST only, answered in the response
-        return {
-            coll: (
-                pparams,
-                [
-                    _op(
-                        kind,
-                        "post",
-                        "post",
-                        f"create{g}{ns}{kind.kind}",
-                        body=defn,
-                        response=defn,
-                        params=_WRITE,
-                        description=f"create a {kind.kind}",
-                    )
-                ],
+    defn, lst, name = kind.definition, kind.list_definition, kind.kind
+    verbs = set(kind.verbs)
+    collection: list[JSON] = []
+    if "list" in verbs:
+        collection.append(
+            _op(
+                kind,
+                "get",
+                "list",
+                f"list{g}{ns}{name}",
+                response=lst,
+                params=_LIST,
+                description=f"list or watch objects of kind {name}",
             )
-        }
-    ops = [
-        _op(
-            kind,
-            "get",
-            "list",
-            f"list{g}{ns}{kind.kind}",
-            response=lst,
-            params=_LIST,
-            description=f"list or watch objects of kind {kind.kind}",
-        ),
-        _op(
-            kind,
-            "post",
-            "post",
-            f"create{g}{ns}{kind.kind}",
-            body=defn,
-            response=defn,
-            params=_WRITE,
-            description=f"create a {kind.kind}",
-        ),
-    ]
-    if "deletecollection" in kind.verbs:
-        ops.append(
+        )
+    if "create" in verbs:
+        collection.append(
+            _op(
+                kind,
+                "post",
+                "post",
+                f"create{g}{ns}{name}",
+                body=defn,
+                response=defn,
+                params=_WRITE,
+                description=f"create a {name}",
+            )
+        )
+    if "deletecollection" in verbs:
+        collection.append(
             _op(
                 kind,
                 "delete",
                 "deletecollection",
-                f"delete{g}Collection{ns}{kind.kind}",
+                f"delete{g}Collection{ns}{name}",
                 body=_DELETE_OPTIONS,
                 response=_STATUS,
                 params=_DELETE + _LIST,
-                description=f"delete collection of {kind.kind}",
+                description=f"delete collection of {name}",
             )
         )
-    paths[coll] = (pparams, ops)
-    paths[item] = (
-        [*pparams, "name"],
-        [
+    paths: dict[str, tuple[list[str], list[JSON]]] = {coll: (pparams, collection)}
+    single: list[JSON] = []
+    if "get" in verbs:
+        single.append(
             _op(
                 kind,
                 "get",
                 "get",
-                f"read{g}{ns}{kind.kind}",
+                f"read{g}{ns}{name}",
                 response=defn,
                 params=[],
-                description=f"read the specified {kind.kind}",
-            ),
+                description=f"read the specified {name}",
+            )
+        )
+    if "update" in verbs:
+        single.append(
             _op(
                 kind,
                 "put",
                 "put",
-                f"replace{g}{ns}{kind.kind}",
+                f"replace{g}{ns}{name}",
                 body=defn,
                 response=defn,
                 params=_WRITE,
-                description=f"replace the specified {kind.kind}",
-            ),
+                description=f"replace the specified {name}",
+            )
+        )
+    if "patch" in verbs:
+        single.append(
             _op(
                 kind,
                 "patch",
                 "patch",
-                f"patch{g}{ns}{kind.kind}",
+                f"patch{g}{ns}{name}",
                 body=_PATCH,
                 response=defn,
                 params=[*_WRITE, _FORCE],
                 consumes=_PATCH_TYPES,
-                description=f"partially update the specified {kind.kind}",
-            ),
+                description=f"partially update the specified {name}",
+            )
+        )
+    if "delete" in verbs:
+        single.append(
             _op(
                 kind,
                 "delete",
                 "delete",
-                f"delete{g}{ns}{kind.kind}",
+                f"delete{g}{ns}{name}",
                 body=_DELETE_OPTIONS,
                 response=_STATUS,
                 params=_DELETE,
-                description=f"delete a {kind.kind}",
-            ),
-        ],
-    )
-    if kind.namespaced:
+                description=f"delete a {name}",
+            )
+        )
+    if single:
+        paths[item] = ([*pparams, "name"], single)
+    if kind.namespaced and "list" in verbs:
         paths[f"{_prefix(kind)}/{kind.plural}"] = (
             [],
             [
@@ -243,126 +247,76 @@ def _operations(kind: Kind) -> dict[str, tuple[list[str], list[JSON]]]:
                     kind,
                     "get",
                     "list",
-                    f"list{g}{kind.kind}ForAllNamespaces",
+                    f"list{g}{name}ForAllNamespaces",
                     response=lst,
                     params=_LIST,
-                    description=f"list or watch objects of kind {kind.kind}",
+                    description=f"list or watch objects of kind {name}",
                 )
             ],
         )
-    for sub in kind.subresources:
-        path, params = f"{item}/{sub}", [*pparams, "name"]
-        S = sub.capitalize()
-        if sub in ("status", "scale"):
-            body, gvk = (defn, _gvk(kind)) if sub == "status" else _SCALE
-            paths[path] = (
-                params,
-                [
-                    _op(kind, "get", "get", f"read{g}{ns}{kind.kind}{S}", response=body, params=[], gvk=gvk),
+    for sub_name in kind.subresources:
+        sub = SUBRESOURCES[sub_name]
+        gvk = sub.gvk(kind.group, kind.version, name)
+        body = sub.definition(defn)
+        ops = []
+        for verb in sorted(sub.verbs, key=list(_VERB_OPS).index):
+            method, prefix = _VERB_OPS[verb]
+            suffix = f"{g}{ns}{name}{sub_name.capitalize()}"
+            extra = [_q(p, t) for p, t in sub.params]
+            if sub.connect:
+                ops.append(
                     _op(
                         kind,
-                        "put",
-                        "put",
-                        f"replace{g}{ns}{kind.kind}{S}",
-                        body=body,
-                        response=body,
-                        params=_WRITE,
+                        method,
+                        "connect",
+                        f"connect{method.capitalize()}{suffix}",
+                        response=None,
+                        params=extra,
                         gvk=gvk,
-                    ),
+                        produces=sub.produces,
+                    )
+                )
+            elif verb == "patch":
+                ops.append(
                     _op(
                         kind,
-                        "patch",
-                        "patch",
-                        f"patch{g}{ns}{kind.kind}{S}",
+                        method,
+                        method,
+                        f"{prefix}{suffix}",
                         body=_PATCH,
                         response=body,
                         params=[*_WRITE, _FORCE],
                         gvk=gvk,
                         consumes=_PATCH_TYPES,
-                    ),
-                ],
-            )
-        elif sub == "finalize":
-            paths[path] = (
-                params,
-                [
-                    _op(
-                        kind,
-                        "put",
-                        "put",
-                        f"replace{g}{ns}{kind.kind}Finalize",
-                        body=defn,
-                        response=defn,
-                        params=_WRITE,
                     )
-                ],
-            )
-        elif sub in _SUBRESOURCE_BODIES:
-            body, gvk = _SUBRESOURCE_BODIES[sub]
-            paths[path] = (
-                params,
-                [
+                )
+            elif verb == "get":
+                ops.append(
                     _op(
                         kind,
-                        "post",
-                        "post",
-                        f"create{g}{ns}{kind.kind}{S}",
+                        method,
+                        method,
+                        f"{prefix}{suffix}",
+                        response=body,
+                        params=extra,
+                        gvk=gvk,
+                        produces=sub.produces,
+                    )
+                )
+            else:
+                ops.append(
+                    _op(
+                        kind,
+                        method,
+                        method,
+                        f"{prefix}{suffix}",
                         body=body,
                         response=body,
                         params=_WRITE,
                         gvk=gvk,
                     )
-                ],
-            )
-        elif sub == "log":
-            paths[path] = (
-                params,
-                [
-                    _op(
-                        kind,
-                        "get",
-                        "get",
-                        f"read{g}{ns}{kind.kind}Log",
-                        response=None,
-                        params=[
-                            _q("container"),
-                            _q("follow", "boolean"),
-                            _q("previous", "boolean"),
-                            _q("sinceSeconds", "integer"),
-                            _q("tailLines", "integer"),
-                            _q("timestamps", "boolean"),
-                            _q("limitBytes", "integer"),
-                        ],
-                        produces=("text/plain", "application/json"),
-                    )
-                ],
-            )
-        elif sub == "exec":
-            gvk = {"group": "", "version": "v1", "kind": "PodExecOptions"}
-            eparams = [
-                _q("command"),
-                _q("container"),
-                _q("stdin", "boolean"),
-                _q("stdout", "boolean"),
-                _q("stderr", "boolean"),
-                _q("tty", "boolean"),
-            ]
-            paths[path] = (
-                params,
-                [
-                    _op(
-                        kind,
-                        verb,
-                        "connect",
-                        f"connect{verb.capitalize()}{g}{ns}{kind.kind}Exec",
-                        response=None,
-                        params=eparams,
-                        gvk=gvk,
-                        produces=("*/*",),
-                    )
-                    for verb in ("get", "post")
-                ],
-            )
+                )
+        paths[f"{item}/{sub_name}"] = ([*pparams, "name"], ops)
     return paths
 
 
@@ -481,6 +435,8 @@ def _v2_op(o: JSON) -> JSON:
 
 
 def _gv_kinds(gv: str) -> list[Kind]:
+    from hypernetes.api.registry import KINDS
+
     return [k for k in KINDS if k.api_version == gv]
 
 
@@ -538,6 +494,8 @@ def _v3_doc(path: str) -> str:
 
 def v3_paths() -> list[str]:
     """The group-version keys of the /openapi/v3 index ("api", "api/v1", "apis", "apis/apps/v1", ...)."""
+    from hypernetes.api.registry import group_versions
+
     return ["api", "apis", *(_gv_path(gv) for gv in group_versions())]
 
 
@@ -556,7 +514,7 @@ def openapi_v3(target: Kind | str) -> JSON:
     a path that is not in the index."""
     path = (
         _gv_path(target.api_version)
-        if isinstance(target, Kind)
+        if not isinstance(target, str)
         else target.strip("/").removeprefix("openapi/v3/")
     )
     if path not in v3_paths():
@@ -574,6 +532,8 @@ def openapi_v3_bytes(path: str) -> bytes:
 
 @functools.cache
 def _v2_doc() -> str:
+    from hypernetes.api.registry import KINDS
+
     paths: JSON = {}
     all_ops: list[JSON] = []
     for kind in KINDS:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypernetes.api import bodies
 from hypernetes.api.schema import smp
 from hypernetes.api.schema.errors import PatchError
-from hypernetes.api.schema.kinds import Kind
+from hypernetes.objects import Obj as JSON
 
-JSON = dict[str, Any]
+if TYPE_CHECKING:
+    from hypernetes.api.registry.kind import Kind
+
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"

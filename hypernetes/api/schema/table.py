@@ -1,5 +1,6 @@
 """table(kind, objs): the meta.k8s.io/v1 Table kube-apiserver returns to `kubectl get`, with the
-columns of upstream's printers (pkg/printers/internalversion/printers.go) for each kind.
+columns of upstream's printers (pkg/printers/internalversion/printers.go): the kind's registry
+entry's `printer`, or upstream's default table (Name, Created At) for a kind without one.
 
 kubectl asks for the same Table with or without `-o wide` and hides priority-1 columns itself,
 so the server should pass wide=True (as kube-apiserver does); wide=False leaves them out.
@@ -8,12 +9,14 @@ so the server should pass wide=True (as kube-apiserver does); wide=False leaves 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hypernetes.api.schema.kinds import Kind
-from hypernetes.api.schema.printers import PRINTERS, Column, Context
+from hypernetes.api.schema.printers import Column, Context
+from hypernetes.objects import Obj as JSON
 
-JSON = dict[str, Any]
+if TYPE_CHECKING:
+    from hypernetes.api.registry.kind import Kind
+
 
 _DEFAULT_COLUMNS = (
     Column("Name", "string", "name", "Name must be unique within a namespace."),
@@ -33,17 +36,17 @@ def _default_row(obj: JSON, ctx: Context) -> list[Any]:
 
 def table(kind: Kind, objs: list[JSON], wide: bool = True, *, now: datetime | None = None) -> JSON:
     """A Table of `objs`; `metadata` (resourceVersion, continue) is the server's to fill."""
-    printer = PRINTERS.get(kind.kind)
-    columns, row_fn = printer if printer else (_DEFAULT_COLUMNS, _default_row)
+    printer = kind.printer
+    columns, row_fn = (printer.columns, printer.row) if printer else (_DEFAULT_COLUMNS, _default_row)
+    conditions = printer.conditions if printer else None
     ctx = Context(now or datetime.now(UTC))
     keep = [i for i, c in enumerate(columns) if wide or c.priority == 0]
     rows = []
     for obj in objs:
         cells = row_fn(obj, ctx)
         row: JSON = {"cells": [cells[i] for i in keep], "object": partial_metadata(obj)}
-        conditions = _row_conditions(kind, obj)
-        if conditions:
-            row["conditions"] = conditions
+        if conditions is not None and (conds := conditions(obj)):
+            row["conditions"] = conds
         rows.append(row)
     return {
         "kind": "Table",
@@ -61,24 +64,6 @@ def partial_metadata(obj: JSON) -> JSON:
         "apiVersion": "meta.k8s.io/v1",
         "metadata": _dict(obj.get("metadata")),
     }
-
-
-def _row_conditions(kind: Kind, obj: JSON) -> list[JSON]:
-    if kind.kind != "Pod":
-        return []
-    phase = _dict(obj.get("status")).get("phase")
-    if phase == "Succeeded":
-        return [
-            {
-                "type": "Completed",
-                "status": "True",
-                "reason": "Succeeded",
-                "message": "The pod has completed successfully.",
-            }
-        ]
-    if phase == "Failed":
-        return [{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]
-    return []
 
 
 def _dict(v: Any) -> JSON:

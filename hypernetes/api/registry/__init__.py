@@ -1,0 +1,69 @@
+"""The registry: one entry (`Kind`) per served kind, one module per kind, grouped by API group as
+upstream's pkg/registry/<group>/<kind>/ (core/pod.py, apps/deployment.py, ...). Discovery,
+OpenAPI, Table output, defaults, validation and CRUD read these entries and nothing else.
+
+Adding a kind: write its module (see docs/api.md, "Adding a kind") and list its KIND in its
+group's __init__; tests/test_api_registry.py checks the entry is complete and that discovery,
+OpenAPI and Table agree with it.
+"""
+
+from __future__ import annotations
+
+from hypernetes.api.registry import (
+    apps,
+    authentication,
+    authorization,
+    batch,
+    coordination,
+    core,
+    hypernetesio,
+    storage,
+)
+from hypernetes.api.registry.kind import CRUD, Group, Kind, Printer, no_defaults, schema_only
+from hypernetes.api.registry.subresources import SUBRESOURCES, Subresource
+
+# serving order: discovery lists groups and kinds in this order
+KINDS: tuple[Kind, ...] = (
+    *core.KINDS,
+    *storage.KINDS,
+    *coordination.KINDS,
+    *apps.KINDS,
+    *batch.KINDS,
+    *hypernetesio.KINDS,
+    *authentication.KINDS,
+    *authorization.KINDS,
+)
+REVIEW_KINDS = frozenset(k for k in KINDS if k.creates_only)
+
+_BY_PLURAL = {(k.group, k.version, k.plural): k for k in KINDS}
+_BY_NAME = {(k.api_version, k.kind): k for k in KINDS}
+
+
+def kind_for(group: str, version: str, plural: str) -> Kind | None:
+    return _BY_PLURAL.get((group, version, plural))
+
+
+def kind_by_name(api_version: str, kind: str) -> Kind | None:
+    return _BY_NAME.get((api_version, kind))
+
+
+def group_versions() -> list[str]:
+    """ "v1", "apps/v1", ... in serving order."""
+    return list(dict.fromkeys(k.api_version for k in KINDS))
+
+
+__all__ = [
+    "CRUD",
+    "KINDS",
+    "REVIEW_KINDS",
+    "SUBRESOURCES",
+    "Group",
+    "Kind",
+    "Printer",
+    "Subresource",
+    "group_versions",
+    "kind_by_name",
+    "kind_for",
+    "no_defaults",
+    "schema_only",
+]

@@ -1,0 +1,80 @@
+"""ReplicaSet: keeps a number of pods of one template running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypernetes.api.registry.groups import APPS
+from hypernetes.api.registry.kind import Errs, Printer, kind
+from hypernetes.api.schema.access import as_dict as _d
+from hypernetes.api.schema.defaults import template_defaults
+from hypernetes.api.schema.printers import (
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    NAME,
+    SELECTOR,
+    Column,
+    Context,
+    age_of,
+    containers_images,
+    int_or_zero,
+    name_of,
+    selector_string,
+)
+from hypernetes.api.schema.validation import (
+    non_negative,
+    pod_template,
+    selector_immutable,
+)
+
+JSON = dict[str, Any]
+
+
+def _defaults(obj: JSON) -> None:
+    template_defaults(obj).setdefault("replicas", 1)
+
+
+def _validate(obj: JSON, errs: Errs) -> None:
+    spec = _d(obj.get("spec"))
+    non_negative(spec, ("replicas", "minReadySeconds"), errs)
+    pod_template(spec, errs, restart=("Always",))
+
+
+COLUMNS = (
+    NAME,
+    Column("Desired", "integer", "", "Replicas is the number of desired pods."),
+    Column("Current", "integer", "", "Replicas is the most recently observed number of replicas."),
+    Column("Ready", "integer", "", "The number of ready replicas for this replica set."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+)
+
+
+def _row(obj: JSON, ctx: Context) -> list[Any]:
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    return [
+        name_of(obj),
+        int_or_zero(spec.get("replicas", 1)),
+        int_or_zero(status.get("replicas")),
+        int_or_zero(status.get("readyReplicas")),
+        age_of(obj, ctx),
+        *containers_images(obj),
+        selector_string(spec.get("selector")),
+    ]
+
+
+KIND = kind(
+    APPS,
+    "ReplicaSet",
+    "replicasets",
+    short=("rs",),
+    cats=("all",),
+    subs=("status", "scale"),
+    defaults=_defaults,
+    validate=_validate,
+    validate_update=selector_immutable,
+    printer=Printer(COLUMNS, _row),
+)

@@ -1,0 +1,17 @@
+"""SelfSubjectRulesReview: what the caller may do in a namespace (`kubectl auth can-i --list`); created,
+answered, never stored (api/reviews.py)."""
+
+from __future__ import annotations
+
+from hypernetes.api.registry.groups import AUTHORIZATION
+from hypernetes.api.registry.kind import kind, no_defaults, schema_only
+
+KIND = kind(
+    AUTHORIZATION,
+    "SelfSubjectRulesReview",
+    "selfsubjectrulesreviews",
+    namespaced=False,
+    verbs=("create",),
+    defaults=no_defaults,
+    validate=schema_only,
+)

@@ -1,0 +1,5 @@
+"""batch, one module per kind."""
+
+from hypernetes.api.registry.batch import job
+
+KINDS = (job.KIND,)

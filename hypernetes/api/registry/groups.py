@@ -1,0 +1,15 @@
+"""The API groups the registry serves, as upstream names them (each group's kinds are the modules
+of the package of the same name: core/, apps/, batch/, ...)."""
+
+from __future__ import annotations
+
+from hypernetes.api.registry.kind import Group
+
+CORE = Group("", "Core", "io.k8s.api.core")
+STORAGE = Group("storage.k8s.io", "Storage", "io.k8s.api.storage")
+COORDINATION = Group("coordination.k8s.io", "Coordination", "io.k8s.api.coordination")
+APPS = Group("apps", "Apps", "io.k8s.api.apps")
+BATCH = Group("batch", "Batch", "io.k8s.api.batch")
+HYPERNETES = Group("hypernetes.io", "Hypernetes", "io.hypernetes")
+AUTHENTICATION = Group("authentication.k8s.io", "Authentication", "io.k8s.api.authentication")
+AUTHORIZATION = Group("authorization.k8s.io", "Authorization", "io.k8s.api.authorization")

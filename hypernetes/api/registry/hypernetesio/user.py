@@ -1,0 +1,53 @@
+"""User: a tenant's member, admin or viewer (built-in identity). Its rules are tenant
+admission's (auth/admission.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypernetes.api.registry.groups import HYPERNETES
+from hypernetes.api.registry.kind import Printer, kind, no_defaults, schema_only
+from hypernetes.api.schema.access import as_dict as _d
+from hypernetes.api.schema.printers import (
+    AGE,
+    NAME,
+    Column,
+    Context,
+    age_of,
+    name_of,
+)
+
+JSON = dict[str, Any]
+
+
+COLUMNS = (
+    NAME,
+    Column("Tenant", "string", "", "The tenant the user belongs to."),
+    Column("Role", "string", "", "admin, member or viewer."),
+    Column("Disabled", "boolean", "", "A disabled user cannot log in."),
+    AGE,
+)
+
+
+def _row(obj: JSON, ctx: Context) -> list[Any]:
+    spec = _d(obj.get("spec"))
+    return [
+        name_of(obj),
+        spec.get("tenant") or "",
+        spec.get("role") or "",
+        bool(spec.get("disabled")),
+        age_of(obj, ctx),
+    ]
+
+
+KIND = kind(
+    HYPERNETES,
+    "User",
+    "users",
+    namespaced=False,
+    short=(),
+    subs=(),
+    defaults=no_defaults,
+    validate=schema_only,
+    printer=Printer(COLUMNS, _row),
+)

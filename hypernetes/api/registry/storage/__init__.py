@@ -1,0 +1,5 @@
+"""storage.k8s.io, one module per kind."""
+
+from hypernetes.api.registry.storage import storageclass
+
+KINDS = (storageclass.KIND,)
