@@ -17,7 +17,7 @@ import pytest
 from hypernetes.api.authn import UserInfo
 from hypernetes.api.authz import Attributes, Decision, GroupAuthorizer
 from hypernetes.api.client import ApiException
-from tests.support.apifixtures import running_api
+from tests.support.apifixtures import API_STORES, on_store, running_api
 from tests.support.apiserver import ApiServerThread, async_client
 
 JSON = dict[str, Any]
@@ -25,9 +25,9 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 CM = "/api/v1/namespaces/default/configmaps"
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
-    yield from running_api(tmp_path_factory)
+@pytest.fixture(scope="module", params=API_STORES)
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+    yield from running_api(tmp_path_factory, **on_store(request))
 
 
 class Raw:

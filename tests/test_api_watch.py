@@ -11,13 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from hypernetes.api.client import ApiException
-from tests.support.apifixtures import running_api
+from tests.support.apifixtures import API_STORES, on_store, running_api
 from tests.support.apiserver import ApiServerThread, async_client
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
-    yield from running_api(tmp_path_factory)
+@pytest.fixture(scope="module", params=API_STORES)
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+    yield from running_api(tmp_path_factory, **on_store(request))
 
 
 client = async_client

@@ -230,11 +230,24 @@ def etcd_cluster(workdir: Path, size: int = 1) -> Iterator[EtcdCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    """One single-member etcd for the whole run. Users isolate themselves by key prefix (each
-    store gets its own); the revision counter and compaction are shared, as in a real cluster."""
-    if not have_etcd():
-        pytest.skip("etcd is not installed (Debian's etcd-server and etcd-client)")
-    with etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
-        yield cluster
+_shared: EtcdCluster | None = None
+
+
+def shared_etcd(request: pytest.FixtureRequest) -> EtcdCluster:
+    """The run's one single-member etcd, started on first use and stopped when pytest ends.
+    Users isolate themselves by key prefix (each store gets its own); the revision counter and
+    compaction are shared, as between the tenants of a real cluster."""
+    global _shared
+    if _shared is None:
+        if not have_etcd():
+            pytest.skip("etcd is not installed (Debian's etcd-server and etcd-client)")
+        workdir = request.getfixturevalue("tmp_path_factory").mktemp("etcd")
+        cluster = EtcdCluster(workdir).start()
+        request.config.add_cleanup(cluster.stop)
+        _shared = cluster
+    return _shared
+
+
+@pytest.fixture
+def etcd(request: pytest.FixtureRequest) -> EtcdCluster:
+    return shared_etcd(request)
