@@ -26,7 +26,8 @@ CM = "/api/v1/namespaces/default/configmaps"
 
 
 @pytest.fixture(scope="module", params=API_STORES)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ApiServerThread]:
     yield from running_api(tmp_path_factory, **on_store(request))
 
 

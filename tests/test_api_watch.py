@@ -16,7 +16,8 @@ from tests.support.apiserver import ApiServerThread, async_client
 
 
 @pytest.fixture(scope="module", params=API_STORES)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ApiServerThread]:
     yield from running_api(tmp_path_factory, **on_store(request))
 
 
