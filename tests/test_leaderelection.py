@@ -1,0 +1,422 @@
+"""Leader election (hypernetes/leaderelection.py) against the real API server: the Lease record
+and its compare-and-swap, a leader cut off from the API server that stops acting before another
+starts, and schedulers and controller managers as processes whose leader is SIGKILLed while it
+works: the standby takes over within the lease, and nothing is done twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypernetes.apiclient import ApiClient
+from hypernetes.leaderelection import ElectionTiming, LeaderElector
+from tests.support.apifixtures import api  # noqa: F401
+from tests.support.apiserver import ApiServerThread
+from tests.support.controllers import FAKE, ControllersThread
+from tests.support.waiting import wait_for
+
+Obj = dict[str, Any]
+QUICK = ElectionTiming(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def client(api: ApiServerThread, url: str = "") -> ApiClient:  # noqa: F811
+    return ApiClient(url or api.url, token=api.token, ca_file=api.ca.ca_cert)
+
+
+def test_timing_is_checked_as_client_go_does() -> None:
+    ElectionTiming()  # 15, 10, 2
+    with pytest.raises(ValueError, match="leaseDuration must be greater than renewDeadline"):
+        ElectionTiming(10, 10, 2)
+    with pytest.raises(ValueError, match="renewDeadline must be greater than retryPeriod"):
+        ElectionTiming(15, 2.3, 2)
+
+
+async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -> None:  # noqa: F811
+    async with client(api) as c:
+        electors = [LeaderElector(c, "cas", identity=f"cand-{i}", timing=QUICK) for i in range(6)]
+        won = await asyncio.gather(*(e.try_acquire_or_renew() for e in electors))
+        assert sum(won) == 1, won  # one read-create or read-update wins; the rest see a conflict
+        first = electors[won.index(True)]
+        first.leader = True
+        lease = await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system")
+        spec = lease["spec"]
+        assert spec["holderIdentity"] == first.identity
+        assert spec["leaseDurationSeconds"] == 3 and spec["leaseTransitions"] == 0
+        assert spec["acquireTime"] == spec["renewTime"] and spec["renewTime"].endswith("Z")
+        assert len(spec["renewTime"]) == len("2026-01-01T00:00:00.000000Z")  # MicroTime
+        others = [e for e in electors if e is not first]
+        assert not any(await asyncio.gather(*(e.try_acquire_or_renew() for e in others)))
+        await asyncio.sleep(0.01)
+        assert await first.try_acquire_or_renew()  # renew: same acquireTime, later renewTime
+        renewed = (await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system"))["spec"]
+        assert renewed["acquireTime"] == spec["acquireTime"] and renewed["renewTime"] > spec["renewTime"]
+        assert int(renewed.get("leaseTransitions", 0)) == 0
+        # a stale resourceVersion is refused: the fast path falls back to a read and fails
+        await first.release()
+        released = (await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system"))["spec"]
+        assert not released.get("holderIdentity") and released["leaseDurationSeconds"] == 1
+        await asyncio.sleep(1.1)  # the released record's own duration (1 s), not the 3 s lease
+        assert await others[0].try_acquire_or_renew()
+        taken = (await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system"))["spec"]
+        assert taken["holderIdentity"] == others[0].identity and taken["leaseTransitions"] == 1
+
+
+class Partition:
+    """A TCP relay between one client and the API server that the test can cut: every open
+    connection is dropped and new ones are accepted but never answered (a network partition,
+    not a refusal: the client's own deadline has to notice)."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.cut = port, False
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        if self.cut:
+            await asyncio.sleep(3600)
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers.add(up_w)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await r.read(65536):
+                    if self.cut:
+                        return
+                    w.write(data)
+                    await w.drain()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        for w in (writer, up_w):
+            w.close()
+
+    def partition(self) -> None:
+        self.cut = True
+        for w in self._writers:
+            w.transport.abort()
+
+    async def close(self) -> None:
+        self.partition()
+        self.server.close()
+
+
+async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread) -> None:  # noqa: F811
+    relay = Partition(api.port)
+    port = await relay.start()
+    spans: dict[str, list[list[float]]] = {"a": [], "b": []}
+
+    def work(who: str) -> Any:
+        async def run() -> None:
+            span = [time.monotonic(), float("inf")]
+            spans[who].append(span)
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                span[1] = time.monotonic()
+
+        return run
+
+    ca, cb = client(api, f"https://127.0.0.1:{port}"), client(api)
+    a = LeaderElector(ca, "partition", identity="a", timing=QUICK)
+    b = LeaderElector(cb, "partition", identity="b", timing=QUICK)
+    ta = asyncio.create_task(a.run(work("a")))
+    for _ in range(100):
+        if spans["a"]:
+            break
+        await asyncio.sleep(0.05)
+    tb = asyncio.create_task(b.run(work("b")))
+    await asyncio.sleep(2 * QUICK.lease_duration)
+    assert not spans["b"] and a.leader and not b.leader  # one acts, the other stands by
+    cut_at = time.monotonic()
+    relay.partition()
+    for _ in range(200):
+        if spans["b"]:
+            break
+        await asyncio.sleep(0.05)
+    assert spans["b"], "the standby never took over"
+    a_stopped, b_started = spans["a"][0][1], spans["b"][0][0]
+    assert a_stopped < b_started, "both leaders acted at once"
+    assert a_stopped - cut_at <= QUICK.renew_deadline + 0.3
+    takeover = b_started - cut_at
+    assert takeover <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 0.3, takeover
+    print(f"\nfailover after a partition: {takeover:.2f} s (lease {QUICK.lease_duration} s)")
+    # a is cut off for good: it keeps campaigning, never acting again
+    await asyncio.sleep(QUICK.lease_duration)
+    assert len(spans["a"]) == 1 and not a.leader and b.leader
+    tb.cancel()
+    await asyncio.gather(tb, return_exceptions=True)
+    released = await cb.get("coordination.k8s.io/v1", "leases", "partition", "kube-system")
+    assert not released["spec"].get("holderIdentity")  # b released on a clean stop
+    ta.cancel()
+    await asyncio.gather(ta, return_exceptions=True)
+    await relay.close()
+    await ca.close()
+    await cb.close()
+
+
+# --- processes, SIGKILLed ------------------------------------------------------------------------
+
+
+class Candidates:
+    """Two processes of one component electing through one Lease."""
+
+    def __init__(self, api: ApiServerThread, component: str, lease: str) -> None:  # noqa: F811
+        self.api, self.lease = api, lease
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = []
+        for who in (f"{lease}-a", f"{lease}-b"):
+            log = open(api.workdir / f"{who}.log", "wb")  # noqa: SIM115  closed in stop()
+            self.logs.append(log)
+            self.procs[who] = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.elected", "--server", api.url, "--token", api.token,
+                 "--ca", str(api.ca.ca_cert), "--identity", who, "--lease", lease, "--component", component,
+                 "--lease-duration", str(QUICK.lease_duration), "--renew-deadline", str(QUICK.renew_deadline),
+                 "--retry-period", str(QUICK.retry_period)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )  # fmt: skip
+
+    def holder(self, ctl: ControllersThread) -> str:
+        lease = ctl.get("coordination.k8s.io/v1", "leases", self.lease, "kube-system") or {}
+        return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+    def kill(self, who: str) -> float:
+        self.procs[who].send_signal(signal.SIGKILL)
+        self.procs[who].wait(10)
+        return time.monotonic()
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        for log in self.logs:
+            log.close()
+
+
+class PodLog:
+    """Every pod creation and deletion in a namespace, from a watch, with who created it."""
+
+    def __init__(self, ctl: ControllersThread, ns: str) -> None:
+        self.ctl, self.ns = ctl, ns
+        self.added: list[tuple[float, Obj]] = []
+        self.deleted: list[Obj] = []
+        self.live_max = 0
+        self._live: set[str] = set()
+        self._lock = threading.Lock()
+        self._task = asyncio.run_coroutine_threadsafe(self._watch(), ctl.loop)
+
+    async def _watch(self) -> None:
+        async for ev in self.ctl.client.informer("v1", "pods", self.ns):
+            with self._lock:
+                objs = ev.object.get("items") or [] if ev.type == "SYNC" else [ev.object]
+                for pod in objs:
+                    uid = pod["metadata"]["uid"]
+                    if ev.type in ("SYNC", "ADDED") and uid not in self._live:
+                        self.added.append((time.monotonic(), pod))
+                        self._live.add(uid)
+                    elif ev.type == "DELETED":
+                        self.deleted.append(pod)
+                        self._live.discard(uid)
+                    if ev.type != "DELETED" and pod["metadata"].get("deletionTimestamp"):
+                        self._live.discard(uid)
+                self.live_max = max(self.live_max, len(self._live))
+
+    def creators(self, after: float = 0.0) -> set[str]:
+        with self._lock:
+            return {manager(p) for t, p in self.added if t >= after}
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def manager(obj: Obj) -> str:
+    """Who created the object: the first managedFields entry names the client's User-Agent."""
+    fields = obj["metadata"].get("managedFields") or [{}]
+    return str(fields[0].get("manager", ""))
+
+
+@pytest.fixture(scope="module")
+def kubelet(api: ApiServerThread) -> Iterator[ControllersThread]:  # noqa: F811
+    h = ControllersThread(api, only=[]).start()  # no controllers here: only the fake kubelet
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+def _failover(
+    ctl: ControllersThread, cands: Candidates, log: PodLog, created_before: int
+) -> tuple[str, float]:
+    """Kill the leader once it has created `created_before` pods; (standby, seconds from the
+    kill to the standby's first pod)."""
+    leader = wait_for(lambda: cands.holder(ctl), what="a leader")
+    wait_for(lambda: len(log.added) >= created_before, timeout=30, what="the leader at work")
+    killed = cands.kill(leader)
+    standby = next(w for w in cands.procs if w != leader)
+    first = wait_for(
+        lambda: next((t for t, p in list(log.added) if manager(p) == standby), None),
+        timeout=QUICK.lease_duration * 4,
+        what="the standby's first pod",
+    )
+    assert cands.holder(ctl) == standby
+    return standby, first - killed
+
+
+@pytest.mark.slow
+def test_controller_manager_failover_never_overshoots_a_replicaset(
+    api: ApiServerThread,  # noqa: F811
+    kubelet: ControllersThread,
+) -> None:
+    ns = kubelet.namespace("cm-rs")
+    cands = Candidates(api, "controller-manager", "rs-manager")
+    log = PodLog(kubelet, ns)
+    try:
+        leader = wait_for(lambda: cands.holder(kubelet), timeout=20, what="a leader")
+        labels = {"app": "web"}
+        rs = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 40,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": {FAKE + "ready-delay": "0.2"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        }
+        kubelet.create("apps/v1", "replicasets", rs, ns)
+        # slow start creates 1, 2, 4, 8, 16 ...: killed in the middle of a burst
+        standby, took = _failover(kubelet, cands, log, created_before=7)
+        assert standby != leader
+        wait_for(lambda: len([p for p in kubelet.pods(ns) if p["status"].get("phase") == "Running"]) == 40,
+                 timeout=60, what="40 running pods")  # fmt: skip
+        time.sleep(QUICK.lease_duration)  # anything doubled would show by now
+        assert len(log.added) == 40 and not log.deleted and log.live_max == 40, (
+            len(log.added),
+            len(log.deleted),
+            log.live_max,
+        )
+        assert log.creators() == {leader, standby}
+        print(f"\ncontroller manager failover (SIGKILL to the standby's first pod): {took:.2f} s")
+        assert took <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 1.5
+    finally:
+        log.stop()
+        cands.stop()
+
+
+@pytest.mark.slow
+def test_controller_manager_failover_never_runs_a_job_index_twice(
+    api: ApiServerThread,  # noqa: F811
+    kubelet: ControllersThread,
+) -> None:
+    ns = kubelet.namespace("cm-job")
+    cands = Candidates(api, "controller-manager", "job-manager")
+    log = PodLog(kubelet, ns)
+    try:
+        wait_for(lambda: cands.holder(kubelet), timeout=20, what="a leader")
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "idx"},
+            "spec": {
+                "completionMode": "Indexed",
+                "completions": 12,
+                "parallelism": 4,
+                "template": {
+                    "metadata": {"annotations": {FAKE + "exit-code": "0", FAKE + "run-seconds": "1"}},
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        }
+        kubelet.create("batch/v1", "jobs", job, ns)
+        _failover(kubelet, cands, log, created_before=5)
+        done = wait_for(
+            lambda: (
+                (kubelet.get("batch/v1", "jobs", "idx", ns) or {}).get("status", {}).get("succeeded") == 12
+            ),
+            timeout=90,
+            what="12 indexes done",
+        )
+        assert done
+        indexes = [
+            p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for _, p in log.added
+        ]
+        assert sorted(indexes, key=int) == [str(i) for i in range(12)], indexes  # each ran once
+    finally:
+        log.stop()
+        cands.stop()
+
+
+@pytest.mark.slow
+def test_scheduler_failover_one_binds_then_the_other(
+    api: ApiServerThread,  # noqa: F811
+    kubelet: ControllersThread,
+) -> None:
+    h = kubelet
+    ns = h.namespace("sched")
+    for name in ("sn1", "sn2"):
+        h.create("v1", "nodes", {"metadata": {"name": name}})
+        status = {
+            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        }
+        h.patch("v1", "nodes", name, {"status": status}, subresource="status")
+    cands = Candidates(api, "scheduler", "sched")
+
+    def pod(name: str) -> Obj:
+        # the fake kubelet binds pods itself unless told to leave them alone
+        return {
+            "metadata": {"name": name, "annotations": {FAKE + "ignore": "true"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+
+    def binders() -> dict[str, str]:
+        out = {}
+        for p in h.pods(ns):
+            if p["spec"].get("nodeName"):
+                out[p["metadata"]["name"]] = next(
+                    f["manager"]
+                    for f in p["metadata"]["managedFields"]
+                    if "f:nodeName" in str(f.get("fieldsV1"))
+                )
+        return out
+
+    try:
+        leader = wait_for(lambda: cands.holder(h), timeout=20, what="a leader")
+        for i in range(5):
+            h.create("v1", "pods", pod(f"before-{i}"), ns)
+        wait_for(lambda: len(binders()) == 5, what="5 pods bound")
+        assert set(binders().values()) == {leader}  # the standby binds nothing
+        killed = cands.kill(leader)
+        for i in range(5):
+            h.create("v1", "pods", pod(f"after-{i}"), ns)
+        wait_for(lambda: len(binders()) == 10, timeout=QUICK.lease_duration * 4, what="10 pods bound")
+        took = time.monotonic() - killed
+        standby = next(w for w in cands.procs if w != leader)
+        assert {v for k, v in binders().items() if k.startswith("after")} == {standby}
+        print(f"\nscheduler failover (SIGKILL to 5 pods bound by the standby): {took:.2f} s")
+    finally:
+        cands.stop()
