@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import gc
 import ipaddress
 import os
 import secrets
@@ -504,6 +506,17 @@ async def dig(netns: str, *args: str) -> str:
     return out.decode()
 
 
+@pytest.fixture
+def refusing_udp_port() -> Iterator[str]:
+    """`127.0.0.1:PORT` where nothing answers and every datagram is refused at once (ICMP port
+    unreachable). The port is held for the test by a UDP socket connected elsewhere, which the
+    kernel does not deliver strangers' datagrams to, so no other process can take it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(("127.0.0.1", 9))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
 class FakeUpstream:
     """A resolver on 127.0.0.1 (the host's namespace, unreachable from the tenant namespaces):
     answers `names`, NXDOMAIN otherwise. Per-name tricks: 'silent' never answers; 'tc' answers
@@ -544,21 +557,17 @@ class FakeUpstream:
         return replies
 
     async def start(self) -> FakeUpstream:
+        """Listen on 127.0.0.1 for UDP and TCP on one port, as a resolver does. The kernel picks
+        the UDP port; another process may hold that number for TCP, so then both are dropped and
+        the kernel picks again. Nothing stays open if this fails."""
         loop = asyncio.get_running_loop()
         upstream = self
 
         class Udp(asyncio.DatagramProtocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                upstream._udp = cast(asyncio.DatagramTransport, transport)
-
             def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
                 assert upstream._udp is not None
                 for r in upstream.reply(decode(data), tcp=False):
                     upstream._udp.sendto(r, addr)
-
-        await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        assert self._udp is not None
-        self.port = self._udp.get_extra_info("sockname")[1]
 
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -568,8 +577,19 @@ class FakeUpstream:
                 await writer.drain()
             writer.close()
 
-        self._tcp = await asyncio.start_server(tcp, "127.0.0.1", self.port)
-        return self
+        for _ in range(50):
+            transport, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+            self._udp = cast(asyncio.DatagramTransport, transport)
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(tcp, "127.0.0.1", self.port)
+                return self
+            except OSError as e:
+                self._udp.close()
+                self._udp = None
+                if e.errno != errno.EADDRINUSE:
+                    raise
+        raise AssertionError("no port of 127.0.0.1 was free for both UDP and TCP in 50 tries")
 
     @property
     def address(self) -> str:
@@ -588,10 +608,12 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = await FakeUpstream({"www.example.test": ["192.0.2.10", "192.0.2.11"]},
                               {"slow.example.test": "silent", "big.example.test": "tc",
                                "forged.example.test": "forged"}).start()
-    fake.names["big.example.test"] = [f"192.0.2.{i}" for i in range(1, 101)]
-    fake.names["forged.example.test"] = ["192.0.2.99"]
-    yield fake
-    await fake.stop()
+    try:
+        fake.names["big.example.test"] = [f"192.0.2.{i}" for i in range(1, 101)]
+        fake.names["forged.example.test"] = ["192.0.2.99"]
+        yield fake
+    finally:
+        await fake.stop()
 
 
 @pytest.fixture
@@ -599,6 +621,35 @@ async def server(upstream: FakeUpstream) -> AsyncIterator[DnsServer]:
     srv = DnsServer(upstreams=[upstream.address], upstream_timeout=0.5)
     yield srv
     await srv.close()
+
+
+async def test_fake_upstream_takes_another_port_when_tcp_finds_its_number_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake resolver needs one port for UDP and TCP; another process may hold the UDP port's
+    number for TCP ("address already in use"). It picks again and leaves nothing open behind it
+    (a leaked transport fails some later test through the unraisable-exception check). A
+    collision cannot be arranged on a shared machine, so the first TCP bind is made to fail."""
+    real_start_server = asyncio.start_server
+    refused: list[int] = []
+
+    async def taken_once(*args: Any, **kwargs: Any) -> asyncio.Server:
+        if not refused:
+            refused.append(args[2])
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        return await real_start_server(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "start_server", taken_once)
+    fake = await FakeUpstream({"www.example.test": ["192.0.2.10"]}).start()
+    try:
+        gc.collect()  # a transport left open by the failed try would warn here, failing this test
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            await loop.sock_sendto(sock, query("www.example.test"), ("127.0.0.1", fake.port))
+            reply = decode(await asyncio.wait_for(loop.sock_recv(sock, 4096), 5))
+        assert refused and addresses(reply) == {"192.0.2.10"}
+    finally:
+        await fake.stop()
 
 
 SHOP = records_for(
@@ -701,13 +752,11 @@ async def test_forwarding_from_the_host_namespace(server: DnsServer, upstream: F
 
 
 @needs_netns
-async def test_upstream_timeout_and_failover(upstream: FakeUpstream, make_netns: Callable[..., str]) -> None:
+async def test_upstream_timeout_and_failover(upstream: FakeUpstream, make_netns: Callable[..., str],
+                                             refusing_udp_port: str) -> None:
     ns = make_netns()
-    # the first upstream is a closed port: refused at once, the second answers
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
-    server = DnsServer(upstreams=[dead, upstream.address], upstream_timeout=0.4)
+    # the first upstream refuses at once, the second answers
+    server = DnsServer(upstreams=[refusing_udp_port, upstream.address], upstream_timeout=0.4)
     try:
         await server.serve_network("n", ns, GATEWAY)
         assert addresses(await ask(ns, "www.example.test")) == {"192.0.2.10", "192.0.2.11"}
@@ -738,10 +787,10 @@ async def test_garbage_does_not_hurt(server: DnsServer, make_netns: Callable[...
     loop = asyncio.get_running_loop()
     idle = run_in_netns(ns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     idle.setblocking(False)
-    await loop.sock_connect(idle, (GATEWAY, 53))
-    await loop.sock_sendall(idle, b"\x00\x40\x00")  # promises 64 bytes, sends one
-    assert addresses(await ask(ns, "web.shop.svc.cluster.local", tcp=True)) == {"10.96.0.5"}
-    idle.close()
+    with idle:
+        await loop.sock_connect(idle, (GATEWAY, 53))
+        await loop.sock_sendall(idle, b"\x00\x40\x00")  # promises 64 bytes, sends one
+        assert addresses(await ask(ns, "web.shop.svc.cluster.local", tcp=True)) == {"10.96.0.5"}
     assert addresses(await ask(ns, "web.shop.svc.cluster.local")) == {"10.96.0.5"}
     assert not server.dropped.get(("shop", "error"))
 
