@@ -9,11 +9,14 @@ ports. Every member runs in its own process group in a temp dir and is always ki
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -22,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -46,6 +53,80 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """A CA, the members' serving certificate (for 127.0.0.1) and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def query(self) -> str:
+        return f"cacert={self.ca}&cert={self.client_cert}&key={self.client_key}"
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+def make_tls(directory: Path) -> EtcdTLS:
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+
+    def issue(
+        cn: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name | None,
+        signer: ec.EllipticCurvePrivateKey,
+        usage: list[x509.ObjectIdentifier] | None,
+    ) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(issuer or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+        if usage is None:
+            b = b.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        else:
+            b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False).add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return b.sign(signer, hashes.SHA256())
+
+    def write(name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+        c, k = directory / f"{name}.crt", directory / f"{name}.key"
+        c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        k.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        k.chmod(0o600)
+        return c, k
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("etcd-test-ca", ca_key, None, ca_key, None)
+    ca_path, _ = write("ca", ca, ca_key)
+    srv_key, cli_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    srv = issue(
+        "etcd",
+        srv_key,
+        ca.subject,
+        ca_key,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    cli = issue("apiserver", cli_key, ca.subject, ca_key, [ExtendedKeyUsageOID.CLIENT_AUTH])
+    return EtcdTLS(ca_path, *write("server", srv, srv_key), *write("client", cli, cli_key))
+
+
 @dataclass
 class Member:
     name: str
@@ -53,11 +134,12 @@ class Member:
     peer_port: int
     data_dir: Path
     log: Path
+    tls: EtcdTLS | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     @property
     def endpoint(self) -> str:
@@ -73,7 +155,8 @@ class Member:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
+            ctx = self.tls.client_context() if self.tls else None
+            with urllib.request.urlopen(self.client_url + "/health", timeout=1, context=ctx) as r:
                 return bool(json.load(r).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -90,6 +173,7 @@ class EtcdCluster:
 
     workdir: Path
     size: int = 1
+    tls: EtcdTLS | None = None  # members serve clients over TLS and require client certificates
     members: list[Member] = field(default_factory=list)
 
     @property
@@ -99,6 +183,8 @@ class EtcdCluster:
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"etcds://{self.endpoints}?{self.tls.query()}"
         return f"etcd://{self.endpoints}"
 
     def start(self, timeout: float = 30) -> EtcdCluster:
@@ -116,7 +202,7 @@ class EtcdCluster:
         ports = _free_ports(2 * self.size)
         base = self.workdir / f"try{attempt}"
         self.members = [
-            Member(f"m{i}", ports[2 * i], ports[2 * i + 1], base / f"m{i}", base / f"m{i}.log")
+            Member(f"m{i}", ports[2 * i], ports[2 * i + 1], base / f"m{i}", base / f"m{i}.log", self.tls)
             for i in range(self.size)
         ]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
@@ -149,6 +235,13 @@ class EtcdCluster:
             "--logger=zap",
             "--log-outputs=stderr",
         ]
+        if m.tls:
+            args += [
+                f"--cert-file={m.tls.server_cert}",
+                f"--key-file={m.tls.server_key}",
+                f"--trusted-ca-file={m.tls.ca}",
+                "--client-cert-auth",
+            ]
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(
                 args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
@@ -222,8 +315,8 @@ class EtcdCluster:
 
 
 @contextlib.contextmanager
-def etcd_cluster(workdir: Path, size: int = 1) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(workdir, size)
+def etcd_cluster(workdir: Path, size: int = 1, tls: EtcdTLS | None = None) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(workdir, size, tls)
     try:
         yield cluster.start()
     finally:
@@ -248,6 +341,7 @@ def shared_etcd(request: pytest.FixtureRequest) -> EtcdCluster:
     return _shared
 
 
-@pytest.fixture
-def etcd(request: pytest.FixtureRequest) -> EtcdCluster:
+@pytest.fixture(name="etcd")
+def etcd_fixture(request: pytest.FixtureRequest) -> EtcdCluster:
+    """The shared etcd, for modules that import this fixture."""
     return shared_etcd(request)

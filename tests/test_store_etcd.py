@@ -1,0 +1,349 @@
+"""The etcd store on real etcd (Debian's etcd-server): URLs, the key layout, transactions, lists
+at a revision, watches, compaction as kube-apiserver drives it, TLS with client certificates, and
+member faults on a three-member cluster.
+
+The single-member etcd is shared by the run (tests/support/etcd.py): each test works under a key
+prefix of its own, and asserts revisions relative to its own writes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hypernetes.store import (
+    Compacted,
+    Event,
+    KeyExists,
+    KeyNotFound,
+    KeyValue,
+    RevisionConflict,
+    StoreError,
+    StoreUnavailable,
+    open_store,
+)
+from hypernetes.store.etcd import EtcdStore
+from hypernetes.store.etcdconfig import EtcdConfig, parse_etcd_url
+from tests.support.etcd import ETCDCTL, EtcdCluster, etcd_cluster, etcd_fixture, have_etcd, make_tls
+
+_n = itertools.count()
+__all__ = ["etcd_fixture"]  # the shared etcd, as the `etcd` fixture
+
+
+def store_on(cluster: EtcdCluster, **params: str) -> EtcdStore:
+    params.setdefault("prefix", f"/test{os.getpid()}-{next(_n)}")
+    params.setdefault("compaction-interval", "0")
+    sep = "&" if "?" in cluster.url else "?"
+    s = open_store(cluster.url + sep + "&".join(f"{k}={v}" for k, v in params.items()))
+    assert isinstance(s, EtcdStore)
+    return s
+
+
+@pytest.fixture
+async def store(etcd: EtcdCluster) -> AsyncIterator[EtcdStore]:
+    s = store_on(etcd)
+    yield s
+    await s.close()
+
+
+async def take(it: AsyncIterator[Event], n: int, timeout: float = 10.0) -> list[Event]:
+    async def run() -> list[Event]:
+        return [await anext(it) for _ in range(n)]
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+def summary(events: list[Event]) -> list[tuple[str, str, int]]:
+    return [(e.type.value, e.kv.key, e.revision) for e in events]
+
+
+def etcdctl(cluster: EtcdCluster, *args: str) -> str:
+    return subprocess.run(
+        [ETCDCTL, f"--endpoints={cluster.members[0].client_url}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    ).stdout
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_urls() -> None:
+    c = parse_etcd_url("etcd://10.0.0.1:2379,10.0.0.2:2379")
+    assert c == EtcdConfig(("10.0.0.1:2379", "10.0.0.2:2379"))
+    c = parse_etcd_url(
+        "etcds://[::1]:2379?cacert=/ca.crt&cert=/c.crt&key=/c.key&prefix=/a/&compaction-interval=60"
+    )
+    assert (c.tls, c.endpoints, c.cacert, c.cert, c.key, c.prefix, c.compaction_interval) == (
+        True,
+        ("[::1]:2379",),
+        Path("/ca.crt"),
+        Path("/c.crt"),
+        Path("/c.key"),
+        "/a",
+        60.0,
+    )
+    assert parse_etcd_url(c.url()) == c
+    for url, msg in [
+        ("etcd://", "names no etcd member"),
+        ("etcd://host", "not HOST:PORT"),
+        ("etcd://host:99999", "not HOST:PORT"),
+        ("etcd://::1:2379", "IPv6"),
+        ("etcd://h:1?cacert=/x", "need etcds://"),
+        ("etcds://h:1?cert=/x", "both cert and key"),
+        ("etcd://h:1?prefix=x", "must start with '/'"),
+        ("etcd://h:1?compaction-interval=-1", "compaction-interval must be a number"),
+        ("etcd://h:1?request-timeout=0", "request-timeout must be a number"),
+        ("etcd://h:1?pefix=/a", "unknown parameter 'pefix'"),
+        ("etcd://h:1?prefix=/a&prefix=/b", "given twice"),
+    ]:
+        with pytest.raises(StoreError, match=msg):
+            parse_etcd_url(url)
+    with pytest.raises(StoreError, match="cannot read /nonexistent/ca"):
+        open_store("etcds://127.0.0.1:2379?cacert=/nonexistent/ca")
+    with pytest.raises(StoreError, match="one DNS name"):
+        open_store("etcd://a.example:2379,b.example:2379")
+
+
+# -- CRUD, transactions, layout --------------------------------------------------------------
+
+
+async def test_crud_and_cas(store: EtcdStore) -> None:
+    assert await store.get("/a") is None
+    r1 = await store.create("/a", b"1")
+    assert await store.get("/a") == KeyValue("/a", b"1", r1, r1)
+    with pytest.raises(KeyExists):
+        await store.create("/a", b"again")
+
+    r2 = await store.update("/a", b"2", r1)
+    with pytest.raises(RevisionConflict) as conflict:
+        await store.update("/a", b"stale", r1)
+    assert (conflict.value.key, conflict.value.expected, conflict.value.actual) == ("/a", r1, r2)
+    r3 = await store.update("/a", b"3", 0)  # unconditional
+    assert await store.get("/a") == KeyValue("/a", b"3", r1, r3)
+
+    with pytest.raises(RevisionConflict):
+        await store.delete("/a", r2)
+    gone = await store.delete("/a", r3)
+    assert gone == KeyValue("/a", b"3", r1, gone.mod_revision) and gone.mod_revision > r3
+    assert await store.get("/a") is None
+    for op in (store.update("/a", b"x", 0), store.delete("/a"), store.update("/nope", b"x", 5)):
+        with pytest.raises(KeyNotFound):
+            await op
+    r5 = await store.create("/a", b"new")  # a re-created key: a new create_revision
+    assert await store.get("/a") == KeyValue("/a", b"new", r5, r5) and r5 > gone.mod_revision
+    with pytest.raises(StoreError, match="start with '/'"):
+        await store.get("a")
+
+
+async def test_keys_are_laid_out_as_kubernetes_does(etcd: EtcdCluster) -> None:
+    """Default prefix: the API's keys are etcd's keys, /registry/<resource>/<ns>/<name>; a prefix
+    moves everything under it (several clusters on one etcd)."""
+    plain = store_on(etcd, prefix="")
+    name = f"layout-{os.getpid()}-{next(_n)}"
+    rev = await plain.create(f"/registry/pods/default/{name}", b'{"kind":"Pod"}')
+    out = etcdctl(etcd, "get", f"/registry/pods/default/{name}", "-w", "json")
+    assert f'"mod_revision":{rev}' in out
+    moved = store_on(etcd, prefix="/cluster-b")
+    await moved.create(f"/registry/pods/default/{name}", b"{}")
+    assert etcdctl(
+        etcd, "get", "--prefix", "--keys-only", f"/cluster-b/registry/pods/default/{name}"
+    ).split() == [f"/cluster-b/registry/pods/default/{name}"]
+    assert [kv.key for kv in (await moved.list("/registry/pods/default/")).items] == [
+        f"/registry/pods/default/{name}"
+    ]
+    await plain.delete(f"/registry/pods/default/{name}")
+    await plain.close()
+    await moved.close()
+
+
+async def test_concurrent_cas_one_winner(etcd: EtcdCluster) -> None:
+    """20 updates from one revision through two stores (two API servers): exactly one wins."""
+    a = store_on(etcd)
+    b = store_on(etcd, prefix=a.config.prefix)
+    rev = await a.create("/k", b"0")
+
+    async def attempt(i: int) -> int | None:
+        try:
+            return await (a if i % 2 else b).update("/k", str(i).encode(), rev)
+        except RevisionConflict:
+            return None
+
+    winners = [r for r in await asyncio.gather(*(attempt(i) for i in range(20))) if r is not None]
+    assert len(winners) == 1
+    kv = await b.get("/k")
+    assert kv is not None and kv.mod_revision == winners[0]
+    await a.close()
+    await b.close()
+
+
+# -- lists -----------------------------------------------------------------------------------
+
+
+async def test_list_prefix_limit_continue_at_revision(store: EtcdStore) -> None:
+    for key in ["/a/1", "/a/2", "/a/3", "/ab", "/b/1", "/a"]:
+        await store.create(key, key.encode())
+    before = await store.current_revision()
+    await store.update("/a/2", b"changed", 0)
+    await store.delete("/a/3")
+
+    now = await store.list("/a/")
+    assert [kv.key for kv in now.items] == ["/a/1", "/a/2"] and not now.more
+    assert now.revision == await store.current_revision() and now.items[1].value == b"changed"
+    old = await store.list("/a/", revision=before)
+    assert [(kv.key, kv.value) for kv in old.items] == [
+        ("/a/1", b"/a/1"),
+        ("/a/2", b"/a/2"),
+        ("/a/3", b"/a/3"),
+    ]
+    assert old.revision == before
+
+    page = await store.list("/a/", limit=2, revision=before)
+    assert [kv.key for kv in page.items] == ["/a/1", "/a/2"] and page.more
+    page = await store.list("/a/", limit=2, start_after="/a/2", revision=before)
+    assert [kv.key for kv in page.items] == ["/a/3"] and not page.more
+    assert [kv.key for kv in (await store.list("")).items] == ["/a", "/a/1", "/a/2", "/ab", "/b/1"]
+    assert [kv.key for kv in (await store.list("/a")).items] == ["/a", "/a/1", "/a/2", "/ab"]
+    assert (await store.list("/zzz")).items == []
+    with pytest.raises(StoreError, match="future"):
+        await store.list("/a/", revision=now.revision + 1000)
+
+
+async def test_list_odd_keys(store: EtcdStore) -> None:
+    keys = ["/ns/é", "/ns/\U0010ffff", "/ns/\U0010ffffx", "/ns/z", "/nt"]
+    for key in keys:
+        await store.create(key, b"v")
+    assert [kv.key for kv in (await store.list("/ns/\U0010ffff")).items] == keys[1:3]
+    assert [kv.key for kv in (await store.list("/ns/")).items] == sorted(keys[:4])
+
+
+# -- watches ---------------------------------------------------------------------------------
+
+
+async def test_watch_from_a_revision_with_previous_values(store: EtcdStore) -> None:
+    start = await store.current_revision()
+    r1 = await store.create("/w/a", b"1")
+    await store.create("/other", b"x")
+    r2 = await store.update("/w/a", b"2", r1)
+    r3 = (await store.delete("/w/a")).mod_revision
+
+    events = await take(store.watch("/w/", start), 3)
+    assert summary(events) == [("put", "/w/a", r1), ("put", "/w/a", r2), ("delete", "/w/a", r3)]
+    assert events[0].prev is None
+    assert events[1].prev == KeyValue("/w/a", b"1", r1, r1)
+    assert events[1].kv == KeyValue("/w/a", b"2", r1, r2)
+    assert events[2].kv == KeyValue("/w/a", b"2", r1, r3)
+    assert events[2].prev == KeyValue("/w/a", b"2", r1, r2)
+
+    watch = store.watch("/w/", r2)  # strictly after r2
+    assert summary(await take(watch, 1)) == [("delete", "/w/a", r3)]
+    r4 = await store.create("/w/b", b"live")
+    await store.create("/other2", b"x")
+    assert summary(await take(watch, 1)) == [("put", "/w/b", r4)]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(watch), 0.3)
+
+
+async def test_close_ends_watches(etcd: EtcdCluster) -> None:
+    s = store_on(etcd)
+    await s.create("/a", b"1")
+    watch = s.watch("/", 0)
+    await take(watch, 1)
+    pending = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.1)
+    await s.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 5)
+    with pytest.raises(StoreError, match="closed"):
+        await s.get("/a")
+
+
+# -- compaction ------------------------------------------------------------------------------
+
+
+async def test_compacted_history_is_gone(store: EtcdStore) -> None:
+    r1 = await store.create("/c/a", b"1")
+    mid = await store.update("/c/a", b"2", 0)
+    later = await store.create("/c/b", b"1")
+    at_mid = await store.list("/c/", revision=mid)
+
+    await store.compact(mid)
+    assert await store.compacted_revision() >= mid
+    assert await store.list("/c/", revision=mid) == at_mid  # the compacted revision itself is kept
+    with pytest.raises(Compacted) as err:
+        await store.list("/c/", revision=r1)
+    assert err.value.requested == r1 and err.value.compacted >= mid
+    with pytest.raises(Compacted):
+        await anext(store.watch("/c/", r1 - 1))
+    assert summary(await take(store.watch("/c/", mid), 1)) == [("put", "/c/b", later)]
+    await store.compact(r1)  # already compacted: nothing to do
+    with pytest.raises(StoreError, match="beyond the current revision"):
+        await store.compact(later + 1000)
+
+
+async def test_compaction_rounds_as_kube_apiserver(etcd: EtcdCluster) -> None:
+    """Two API servers run compaction rounds: per interval one wins the epoch transaction on
+    compact_rev_key and compacts to the revision recorded one interval before; the other learns
+    the epoch and compacts nothing."""
+    a, b = store_on(etcd), store_on(etcd)
+    kv = await a.get("/nothing")  # connect
+    assert kv is None
+    out = etcdctl(etcd, "get", "compact_rev_key", "-w", "json")
+    epoch = int(out.split('"version":')[1].split(",")[0].rstrip("}]")) if '"kvs"' in out else 0
+    # round 1 (a wins): records the current revision, compacts nothing yet
+    ea, ra = await a.compact_round(epoch, 0)
+    assert ea == epoch + 1
+    eb, rb = await b.compact_round(epoch, 0)  # b is behind: loses, learns the epoch
+    assert eb == epoch + 1 and rb >= ra
+    before = await a.compacted_revision()
+    await a.create("/x", b"1")
+    # round 2 (b wins now): compacts to the revision recorded in round 1
+    eb2, _ = await b.compact_round(eb, rb)
+    assert eb2 == eb + 1
+    assert await b.compacted_revision() == max(before, rb)
+    ea2, _ = await a.compact_round(ea, ra)  # a's epoch is stale: no second compaction
+    assert ea2 == eb2
+    await a.close()
+    await b.close()
+
+
+async def test_background_compaction(etcd: EtcdCluster) -> None:
+    s = store_on(etcd, **{"compaction-interval": "0.2"})
+    first = await s.create("/k", b"v")
+    async with asyncio.timeout(10):
+        while await s.compacted_revision() < first:
+            await s.update("/k", b"v", 0)
+            await asyncio.sleep(0.1)
+    with pytest.raises(Compacted):
+        await s.list("/", revision=first - 1)
+    await s.close()
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not have_etcd(), reason="etcd is not installed")
+async def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path / "pki")
+    with etcd_cluster(tmp_path / "etcd", tls=tls) as cluster:
+        s = store_on(cluster)
+        rev = await s.create("/secure", b"1")
+        assert (await s.get("/secure")) == KeyValue("/secure", b"1", rev, rev)
+        await s.close()
+        # without a client certificate the members refuse us
+        plain = open_store(f"etcds://{cluster.endpoints}?cacert={tls.ca}&request-timeout=2")
+        with pytest.raises(StoreUnavailable):
+            await plain.get("/secure")
+        await plain.close()
+        # and a plain-text client gets nowhere either
+        nottls = open_store(f"etcd://{cluster.endpoints}?request-timeout=2")
+        with pytest.raises(StoreUnavailable):
+            await nottls.get("/secure")
+        await nottls.close()
