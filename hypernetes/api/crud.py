@@ -483,9 +483,8 @@ class Resources:
         )
         t = Target(t.kind, t.namespace, meta["name"], None)
         await self._check_namespace(t)
-        if t.kind.kind == "Namespace":
-            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            obj.setdefault("status", {})["phase"] = "Active"
+        if t.kind.prepare_create is not None:
+            t.kind.prepare_create(obj)
         schema.apply_defaults(t.kind, obj)
         self._validate(t, obj, None)
         await self.admit(t, obj, None)
@@ -624,7 +623,7 @@ class Resources:
             merged = copy.deepcopy(cur)
             merged.setdefault("spec", {})["finalizers"] = (new.get("spec") or {}).get("finalizers") or []
             new = merged
-        elif "status" in t.kind.subresources or t.kind.kind == "Namespace":
+        elif "status" in t.kind.subresources:
             # the main resource cannot change status when a status subresource exists
             if "status" in cur:
                 new["status"] = copy.deepcopy(cur["status"])

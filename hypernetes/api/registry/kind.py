@@ -80,6 +80,7 @@ class Kind:
     defaults: Defaults | None = None
     validate: Validate | None = None
     validate_update: ValidateUpdate | None = None  # None: no rules beyond metadata's
+    prepare_create: Defaults | None = None  # upstream's PrepareForCreate: what a create forces
     prepare_update: PrepareUpdate | None = None  # upstream's PrepareForUpdate, before validation
     name_format: Callable[[str], list[str]] = formats.dns1123_subdomain
     printer: Printer | None = None

@@ -1,16 +1,14 @@
 """The vendored upstream schemas (data/k8s-v1.32.json, made by tools/vendor_schemas.py) and
-lookups on them: definitions by name, a property's schema, its patch strategy and merge key."""
+lookups on them: definitions by name, a property's schema, its patch strategy and merge key.
+Kinds upstream does not define bring their definitions in their registry entry."""
 
 from __future__ import annotations
 
 import functools
 import json
 from pathlib import Path
-from typing import Any
 
-from hypernetes.api.schema import hypernetes_defs
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 DATA = Path(__file__).parent / "data" / "k8s-v1.32.json"
 
@@ -27,8 +25,11 @@ FREE_FORM = frozenset(
 
 @functools.cache
 def _document() -> JSON:
+    from hypernetes.api.registry import KINDS  # its entries are made of this package: import late
+
     doc: JSON = json.loads(DATA.read_text())
-    doc["definitions"].update(hypernetes_defs.DEFINITIONS)  # our own kinds, beside upstream's
+    for kind in KINDS:
+        doc["definitions"].update(kind.definitions)  # our own kinds, beside upstream's
     return doc
 
 

@@ -39,6 +39,13 @@ def _defaults(obj: JSON) -> None:
     set_default(child(obj, "status"), "phase", "Active")
 
 
+def _prepare_create(obj: JSON) -> None:
+    """A new namespace is Active, whatever its body says, and finalized by the namespace
+    controller (upstream's PrepareForCreate)."""
+    child(obj, "spec").setdefault("finalizers", ["kubernetes"])
+    child(obj, "status")["phase"] = "Active"
+
+
 def _validate(obj: JSON, errs: Errs) -> None:
     for i, f in enumerate(_l(_d(obj.get("spec")).get("finalizers"))):
         if isinstance(f, str) and "/" not in f and f not in STANDARD_FINALIZERS:
@@ -73,6 +80,7 @@ KIND = kind(
     subs=("status", "finalize"),
     # no deletecollection upstream; status and finalize drive a namespace's deletion
     verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+    prepare_create=_prepare_create,
     defaults=_defaults,
     validate=_validate,
     name_format=formats.dns1123_label,

@@ -6,6 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from hypernetes.api.registry.groups import HYPERNETES
+from hypernetes.api.registry.hypernetesio.openapi import (
+    AMOUNTS,
+    PREFIX,
+    RESOURCE_LIST,
+)
+from hypernetes.api.registry.hypernetesio.openapi import (
+    list_definition as _list,
+)
+from hypernetes.api.registry.hypernetesio.openapi import (
+    object_definition as _obj,
+)
+from hypernetes.api.registry.hypernetesio.openapi import (
+    string as _s,
+)
 from hypernetes.api.registry.kind import Printer, kind, no_defaults, schema_only
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import as_list as _l
@@ -53,6 +67,61 @@ def _used_of(status: JSON, spec: JSON, key: str) -> str:
     return f"{used}/{limit}" if limit is not None else str(used)
 
 
+DEFINITIONS: dict[str, JSON] = {
+    PREFIX + "Tenant": _obj(
+        "Tenant",
+        "A tenant: owns namespaces, users and their quota; its workloads are "
+        "isolated from every other tenant's.",
+        "TenantSpec",
+        "TenantStatus",
+    ),
+    PREFIX + "TenantList": _list("Tenant"),
+    PREFIX + "TenantSpec": {
+        "type": "object",
+        "description": "What a tenant is allowed.",
+        "properties": {
+            "displayName": _s("A human-readable name."),
+            "quota": {
+                **RESOURCE_LIST,
+                "description": "Hard limits across all the tenant's namespaces. "
+                + AMOUNTS
+                + " A new tenant gets the server's default for every key not given; absent: unlimited.",
+            },
+            "allowedRuntimeClasses": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Runtime classes pods may name (hypervm, gvisor); absent: any.",
+            },
+            "allowedKernels": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Guest kernels (hypernetes.io/kernel) pods may pick; absent: any "
+                "registered on a node; the node's default kernel (hypernetes) is always allowed.",
+            },
+            "allowedRegistries": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Registries (host[:port], as image references name them: docker.io "
+                "for Docker Hub) pods' images may come from; absent: any the cluster allows.",
+            },
+        },
+    },
+    PREFIX + "TenantStatus": {
+        "type": "object",
+        "description": "Observed state of a tenant.",
+        "properties": {
+            "phase": _s("Active or Terminating."),
+            "namespaces": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The namespaces it owns.",
+            },
+            "used": {**RESOURCE_LIST, "description": "Current usage of what the quota limits."},
+        },
+    },
+}
+
+
 KIND = kind(
     HYPERNETES,
     "Tenant",
@@ -63,4 +132,5 @@ KIND = kind(
     defaults=no_defaults,
     validate=schema_only,
     printer=Printer(COLUMNS, _row),
+    definitions=DEFINITIONS,
 )
