@@ -65,6 +65,13 @@ T = TypeVar("T")
 
 COMPACT_REV_KEY = b"compact_rev_key"  # kube-apiserver's key: shared with it, on purpose
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# A watch stream that breaks in any other way (a member gone mid-write shows as INTERNAL) is reopened.
+_WATCH_FATAL = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.UNIMPLEMENTED,
+)
 _REQUIRE_LEADER = (("hasleader", "true"),)  # as clientv3.WithRequireLeader
 _WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause before reopening a broken watch
 
@@ -298,7 +305,7 @@ class EtcdStore(Store):
                         after = event.revision
                     backoff = _WATCH_BACKOFF[0]
             except grpc.aio.AioRpcError as e:
-                if e.code() not in _TRANSIENT and e.code() != grpc.StatusCode.CANCELLED:
+                if e.code() in _WATCH_FATAL:
                     raise StoreError(f"etcd watch on {prefix}: {e.code().name}: {e.details()}") from e
                 log.info(
                     "etcd watch on %s broke (%s); reopening from revision %d",
