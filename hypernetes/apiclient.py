@@ -26,7 +26,8 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import yaml
 
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
+
 MERGE_PATCH = "application/merge-patch+json"
 
 

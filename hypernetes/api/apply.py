@@ -24,12 +24,12 @@ from aiohttp import web
 
 from hypernetes.api import bodies, objects, schema
 from hypernetes.api.status import ApiError, bad_request, not_found
+from hypernetes.objects import Obj
 
 if TYPE_CHECKING:
     from hypernetes.api.crud import Resources
     from hypernetes.api.routing import Target
 
-JSON = dict[str, Any]
 Path = tuple[str, ...]
 
 _LIST_KEYS = (
@@ -55,7 +55,7 @@ def _list_key(items: list[Any]) -> tuple[str, ...] | None:
     return None
 
 
-def _item_token(item: JSON, keys: tuple[str, ...]) -> str:
+def _item_token(item: Obj, keys: tuple[str, ...]) -> str:
     return "k:" + json.dumps({k: item[k] for k in keys}, separators=(",", ":"), sort_keys=True)
 
 
@@ -74,7 +74,7 @@ def _walk(value: Any, prefix: Path, out: set[Path]) -> None:
     out.add(prefix)
 
 
-def field_set(obj: JSON, subresource: str = "") -> set[Path]:
+def field_set(obj: Obj, subresource: str = "") -> set[Path]:
     """The paths a manager owns for having set `obj` (status only, for the status subresource)."""
     out: set[Path] = set()
     for top, value in obj.items():
@@ -114,7 +114,7 @@ def value_at(obj: Any, path: Path) -> Any:
 _MISSING = object()
 
 
-def _remove(obj: JSON, path: Path) -> None:
+def _remove(obj: Obj, path: Path) -> None:
     if path and path[-1] == ".":
         path = path[:-1]
     parent: Any = obj
@@ -132,8 +132,8 @@ def _remove(obj: JSON, path: Path) -> None:
         ]
 
 
-def to_fields_v1(paths: set[Path]) -> JSON:
-    root: JSON = {}
+def to_fields_v1(paths: set[Path]) -> Obj:
+    root: Obj = {}
     for p in sorted(paths):
         cur = root
         for tok in p:
@@ -141,7 +141,7 @@ def to_fields_v1(paths: set[Path]) -> JSON:
     return root
 
 
-def from_fields_v1(tree: JSON, prefix: Path = ()) -> set[Path]:
+def from_fields_v1(tree: Obj, prefix: Path = ()) -> set[Path]:
     out: set[Path] = set()
     for tok, sub in tree.items():
         p = (*prefix, tok)
@@ -166,11 +166,11 @@ def human(path: Path) -> str:
     return s
 
 
-def _entries(obj: JSON) -> list[JSON]:
+def _entries(obj: Obj) -> list[Obj]:
     return list((obj.get("metadata") or {}).get("managedFields") or [])
 
 
-def _set_entries(obj: JSON, entries: list[JSON]) -> None:
+def _set_entries(obj: Obj, entries: list[Obj]) -> None:
     entries = [e for e in entries if e.get("fieldsV1")]
     meta = obj.setdefault("metadata", {})
     if entries:
@@ -179,8 +179,8 @@ def _set_entries(obj: JSON, entries: list[JSON]) -> None:
         meta.pop("managedFields", None)
 
 
-def _entry(manager: str, operation: str, api_version: str, paths: set[Path], subresource: str) -> JSON:
-    e: JSON = {
+def _entry(manager: str, operation: str, api_version: str, paths: set[Path], subresource: str) -> Obj:
+    e: Obj = {
         "manager": manager,
         "operation": operation,
         "apiVersion": api_version,
@@ -193,7 +193,7 @@ def _entry(manager: str, operation: str, api_version: str, paths: set[Path], sub
     return e
 
 
-def _same(e: JSON, manager: str, operation: str, subresource: str) -> bool:
+def _same(e: Obj, manager: str, operation: str, subresource: str) -> bool:
     return bool(
         e.get("manager") == manager
         and e.get("operation") == operation
@@ -201,7 +201,7 @@ def _same(e: JSON, manager: str, operation: str, subresource: str) -> bool:
     )
 
 
-def record_update(new: JSON, old: JSON | None, manager: str, api_version: str, subresource: str = "") -> None:
+def record_update(new: Obj, old: Obj | None, manager: str, api_version: str, subresource: str = "") -> None:
     """managedFields after a non-apply write of `new` (over `old`) by `manager`."""
     new_fields = field_set(new, subresource)
     changed = new_fields if old is None else {p for p in new_fields if value_at(new, p) != value_at(old, p)}
@@ -224,7 +224,7 @@ def record_update(new: JSON, old: JSON | None, manager: str, api_version: str, s
     _set_entries(new, out)
 
 
-async def _parse_applied(raw: bytes) -> JSON:
+async def _parse_applied(raw: bytes) -> Obj:
     try:  # kubectl sends JSON; YAML is bounded like every body (hypernetes.api.bodies)
         obj = await bodies.off_loop(bodies.yaml_or_json, raw)
     except bodies.BodyError as e:
@@ -263,7 +263,7 @@ async def server_side_apply(
             if e.code != 409:
                 raise  # AlreadyExists: someone created it meanwhile; apply over it
 
-    async def mutate(cur: JSON) -> JSON:
+    async def mutate(cur: Obj) -> Obj:
         entries = _entries(cur)
         conflicts: list[tuple[str, Path]] = []
         others: set[Path] = set()
@@ -279,8 +279,8 @@ async def server_side_apply(
             raise _conflict_error(conflicts, t.kind.api_version)
         taken = {p for _, p in conflicts}
         mine_before: set[Path] = set()
-        mine_entry: JSON | None = None
-        out: list[JSON] = []
+        mine_entry: Obj | None = None
+        out: list[Obj] = []
         at = -1  # where this manager's entry goes: its old place, so a no-op apply changes nothing
         for e in entries:
             paths = from_fields_v1(e.get("fieldsV1") or {})

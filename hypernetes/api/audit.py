@@ -39,8 +39,8 @@ from typing import Any
 from aiohttp import web
 
 from hypernetes.auth.identity import UserInfo
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 MUTATING = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 # upstream's "connect" subresources: a GET upgraded to a WebSocket is a write into the pod
 CONNECT = frozenset(("exec", "attach", "portforward"))
@@ -53,7 +53,7 @@ MAX_OPEN = 64  # files held open; more are reopened on demand
 _SAFE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 
 # details a stream handler adds to its records (container, command, ports, outcome)
-AUDIT_DETAIL: web.RequestKey[JSON] = web.RequestKey("audit_detail")
+AUDIT_DETAIL: web.RequestKey[Obj] = web.RequestKey("audit_detail")
 # set by the server when auditing: a stream handler calls it once the stream is upgraded
 AUDIT_STARTED: web.RequestKey[Callable[[], None]] = web.RequestKey("audit_started")
 
@@ -62,11 +62,11 @@ def audited(method: str, subresource: str) -> bool:
     return method in MUTATING or subresource in CONNECT
 
 
-def connect_detail(request: web.Request) -> JSON:
+def connect_detail(request: web.Request) -> Obj:
     """What a stream request asked for, from its query: also on record when it is refused before
     a handler reads it."""
     q = request.query
-    out: JSON = {"method": request.method}
+    out: Obj = {"method": request.method}
     if q.get("container"):
         out["container"] = q["container"]
     if q.getall("command", []):
@@ -76,7 +76,7 @@ def connect_detail(request: web.Request) -> JSON:
     return out
 
 
-def stream_detail(request: web.Request) -> JSON:
+def stream_detail(request: web.Request) -> Obj:
     detail = request.get(AUDIT_DETAIL)
     if detail is None:
         detail = request[AUDIT_DETAIL] = {}
@@ -114,7 +114,7 @@ def stream_of(user: UserInfo | None) -> str:
 class _Pending:
     """Repeats of one refused request (or, past the budget, of one kind of refusal)."""
 
-    entry: JSON
+    entry: Obj
     opened: float  # the window ends `window` seconds after this
     first: float = 0.0
     last: float = 0.0
@@ -192,7 +192,7 @@ class AuditLog:
             self._handlers.popitem(last=False)[1].close()
         return h
 
-    def _write(self, stream: str, entry: JSON) -> None:
+    def _write(self, stream: str, entry: Obj) -> None:
         self._handler(stream).emit(
             logging.makeLogRecord(
                 {
@@ -219,11 +219,11 @@ class AuditLog:
         code: int,
         source: str,
         stage: str = "ResponseComplete",
-        detail: JSON | None = None,
+        detail: Obj | None = None,
         query: str = "",
     ) -> None:
         now = self._clock()
-        entry: JSON = {
+        entry: Obj = {
             "ts": now_ts(now),
             "stage": stage,
             "user": user.name if user else None,
@@ -249,7 +249,7 @@ class AuditLog:
             return
         self._refused(stream, entry, now)
 
-    def _refused(self, stream: str, entry: JSON, now: float) -> None:
+    def _refused(self, stream: str, entry: Obj, now: float) -> None:
         exact = (stream, json.dumps({k: v for k, v in entry.items() if k != "ts"}, sort_keys=True))
         pending = self._pending.get(exact)
         if pending is not None and pending.written >= FULL_REPEATS:
@@ -279,7 +279,7 @@ class AuditLog:
             self._hold(coarse, pending)
         self._repeat(pending, entry, now)
 
-    def _repeat(self, pending: _Pending, entry: JSON, now: float) -> None:
+    def _repeat(self, pending: _Pending, entry: Obj, now: float) -> None:
         if pending.count == 0:
             pending.first = now
         pending.count += 1
@@ -351,10 +351,10 @@ class AuditLog:
         self._handlers.clear()
 
     @staticmethod
-    def read(path: Path) -> list[JSON]:
+    def read(path: Path) -> list[Obj]:
         """Every record of the trail whose main file is `path` (all files, rotated ones
         included), oldest first."""
-        out: list[JSON] = []
+        out: list[Obj] = []
         for p in AuditLog.files(path):
             out += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
         return sorted(out, key=lambda e: str(e.get("ts")))

@@ -15,7 +15,6 @@ import copy
 import json
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -55,6 +54,7 @@ from hypernetes.api.tables import render_table
 from hypernetes.api.watch import WatchCaches, WatchRequest, error_line, initial_lines
 from hypernetes.api.watch import stream as stream_watch
 from hypernetes.auth.admission import Denied, Invalid, TenantAdmission
+from hypernetes.objects import Obj
 from hypernetes.store.interface import (
     Compacted,
     KeyExists,
@@ -64,8 +64,7 @@ from hypernetes.store.interface import (
     Store,
 )
 
-JSON = dict[str, Any]
-Mutate = Callable[[JSON], Awaitable[JSON]]
+Mutate = Callable[[Obj], Awaitable[Obj]]
 
 PATCH_TYPES = (
     "application/json-patch+json",
@@ -106,7 +105,7 @@ class Resources:
         self.bookmark_every = bookmark_every
         self.admission = admission
 
-    async def admit(self, t: Target, obj: JSON, old: JSON | None) -> None:
+    async def admit(self, t: Target, obj: Obj, old: Obj | None) -> None:
         """Tenant admission for a write by the current caller (none for the server's own)."""
         user = CALLER.get()
         if self.admission is None or user is None:
@@ -186,7 +185,7 @@ class Resources:
 
     # -- rendering -----------------------------------------------------------------------------
 
-    def _render_one(self, request: web.Request, t: Target, obj: JSON, status: int = 200) -> web.Response:
+    def _render_one(self, request: web.Request, t: Target, obj: Obj, status: int = 200) -> web.Response:
         accept = request.headers.get("Accept")
         if wants(accept, "Table"):
             table = render_table(t.kind, [obj], request.query.get("includeObject"))
@@ -195,7 +194,7 @@ class Resources:
             return respond(objects.partial_metadata(obj), status, PARTIAL_CT)
         return respond(obj, status, accept=accept)
 
-    def _event_renderer(self, request: web.Request, t: Target) -> tuple[Callable[[JSON], JSON], bool]:
+    def _event_renderer(self, request: web.Request, t: Target) -> tuple[Callable[[Obj], Obj], bool]:
         accept = request.headers.get("Accept")
         if wants(accept, "Table"):
             include = request.query.get("includeObject")
@@ -237,7 +236,7 @@ class Resources:
         view = await self._view()
         self._check_floor(view, t, revision, bool(q.get("continue")))
         items, rev, more_key = await self._list_page(prefix, sel, start, limit, revision, t, view)
-        meta: JSON = {"resourceVersion": str(rev)}
+        meta: Obj = {"resourceVersion": str(rev)}
         if more_key:
             meta["continue"] = _continue_token(rev, more_key)
         accept = request.headers.get("Accept")
@@ -277,12 +276,12 @@ class Resources:
         revision: int,
         t: Target,
         view: TenantView | None,
-    ) -> tuple[list[JSON], int, str]:
+    ) -> tuple[list[Obj], int, str]:
         """Up to `limit` matching objects after key `start`, all read at one revision; the key to
         continue after ("" at the end). Filtering pages fill up by reading further, as upstream.
         `view`: a tenant caller's part of history, which filters too."""
 
-        def keep(kv: KeyValue, obj: JSON, rev: int) -> bool:
+        def keep(kv: KeyValue, obj: Obj, rev: int) -> bool:
             return sel.matches(obj) and (view is None or view.visible(obj, kv.create_revision, rev))
 
         name = sel.fields.exact_name()
@@ -298,7 +297,7 @@ class Resources:
                 await view.sync(rev)
             found = [(kv, objects.decode(kv, None)) for kv in res.items if kv.key == prefix + name]
             return [o for kv, o in found if keep(kv, o, rev)], rev, ""
-        items: list[JSON] = []
+        items: list[Obj] = []
         rev = revision
         while True:
             want = (limit - len(items)) if limit else 0
@@ -355,7 +354,7 @@ class Resources:
         key_prefix = objects.key_prefix(t.group, t.resource, ns)
         rv = q.get("resourceVersion")
         send_initial = q.get("sendInitialEvents")
-        initial: list[JSON] = []
+        initial: list[Obj] = []
         view = await self._view()
         if rv in (None, "", "0") or truthy(send_initial):
             if send_initial is not None and not truthy(send_initial) and rv in (None, ""):
@@ -376,7 +375,7 @@ class Resources:
         bookmark = None
         if truthy(q.get("allowWatchBookmarks")):
 
-            def bookmark(r: int) -> JSON:
+            def bookmark(r: int) -> Obj:
                 return {"kind": kind, "apiVersion": av, "metadata": {"resourceVersion": str(r)}}
 
         wr = WatchRequest(
@@ -422,7 +421,7 @@ class Resources:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _check_type(self, t: Target, obj: JSON) -> None:
+    def _check_type(self, t: Target, obj: Obj) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
         if av and av != t.kind.api_version:
             raise bad_request(
@@ -442,7 +441,7 @@ class Resources:
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
 
-    def _validate(self, t: Target, obj: JSON, old: JSON | None) -> None:
+    def _validate(self, t: Target, obj: Obj, old: Obj | None) -> None:
         errors = schema.validate(t.kind, obj, old)
         if errors:
             causes = [{"reason": e.type, "message": e.message, "field": e.field} for e in errors]
@@ -460,7 +459,7 @@ class Resources:
         obj = await self.prepare_create(t, obj, field_manager(request))
         return await self.commit_create(request, t, obj)
 
-    async def prepare_create(self, t: Target, obj: JSON, manager: str) -> JSON:
+    async def prepare_create(self, t: Target, obj: Obj, manager: str) -> Obj:
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and not meta.get("generateName"):
             raise invalid(
@@ -491,7 +490,7 @@ class Resources:
         apply.record_update(obj, None, manager, t.kind.api_version)
         return obj
 
-    async def commit_create(self, request: web.Request, t: Target, obj: JSON) -> web.StreamResponse:
+    async def commit_create(self, request: web.Request, t: Target, obj: Obj) -> web.StreamResponse:
         name = obj["metadata"]["name"]
         if dry_run(request):
             if await self.store.get(self.key(t, name)) is not None:
@@ -515,7 +514,7 @@ class Resources:
         body.setdefault("metadata", {})["name"] = t.name
         manager = field_manager(request)
 
-        async def mutate(cur: JSON) -> JSON:
+        async def mutate(cur: Obj) -> Obj:
             new = copy.deepcopy(body)
             rv = new["metadata"].get("resourceVersion")
             if rv and rv != cur["metadata"]["resourceVersion"]:
@@ -544,7 +543,7 @@ class Resources:
         if ctype not in PATCH_TYPES:
             raise unsupported_media_type(ctype)
 
-        async def mutate(cur: JSON) -> JSON:
+        async def mutate(cur: Obj) -> Obj:
             try:
                 new = schema.apply_patch(t.kind, copy.deepcopy(cur), raw, ctype)
             except schema.PatchError as e:
@@ -584,7 +583,7 @@ class Resources:
         conditional: bool,
         operation: str = "Update",
         dry_run: bool = False,
-    ) -> JSON:
+    ) -> Obj:
         """Read, mutate, write with compare-and-swap; unconditional changes retry on a race.
         Returns the object as stored (or as it would be, for a dry run)."""
         for _ in range(20):
@@ -610,7 +609,7 @@ class Resources:
             return new
         raise conflict(t.resource, t.name or "", t.group, "too many concurrent updates")
 
-    def prepare_update(self, t: Target, cur: JSON, new: JSON, manager: str, operation: str) -> JSON:
+    def prepare_update(self, t: Target, cur: Obj, new: Obj, manager: str, operation: str) -> Obj:
         if t.sub == "status":
             # the status subresource changes status only
             merged = copy.deepcopy(cur)
@@ -643,7 +642,7 @@ class Resources:
         return new
 
     async def delete(self, request: web.Request, t: Target) -> web.StreamResponse:
-        body: JSON | None = None
+        body: Obj | None = None
         if request.can_read_body:
             raw = await request.read()
             if raw.strip():
@@ -657,7 +656,7 @@ class Resources:
         obj = await self.delete_one(t, opts)
         return self._render_one(request, t, obj)
 
-    async def delete_one(self, t: Target, opts: deletion.DeleteOptions) -> JSON:
+    async def delete_one(self, t: Target, opts: deletion.DeleteOptions) -> Obj:
         for _ in range(20):
             kv = await self._get_kv(t)
             cur = objects.decode(kv)

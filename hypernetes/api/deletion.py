@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypernetes.api.status import ApiError, bad_request, conflict
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
 
 FOREGROUND, ORPHAN = "foregroundDeletion", "orphan"
 POLICIES = ("Orphan", "Background", "Foreground")
@@ -34,7 +33,7 @@ class DeleteOptions:
     dry_run: bool = False
 
 
-def parse_options(body: JSON | None, query: dict[str, str]) -> DeleteOptions:
+def parse_options(body: Obj | None, query: dict[str, str]) -> DeleteOptions:
     """DeleteOptions from the body (kubectl) or the query string (the Python client, curl)."""
     body = body or {}
     pre = body.get("preconditions") or {}
@@ -58,14 +57,14 @@ def parse_options(body: JSON | None, query: dict[str, str]) -> DeleteOptions:
 @dataclass(frozen=True)
 class Plan:
     remove: bool  # delete from the store now
-    obj: JSON  # the object to store (remove=False) or the last state (remove=True)
+    obj: Obj  # the object to store (remove=False) or the last state (remove=True)
 
 
 def _rfc3339(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_preconditions(obj: JSON, opts: DeleteOptions, resource: str, group: str) -> None:
+def check_preconditions(obj: Obj, opts: DeleteOptions, resource: str, group: str) -> None:
     meta = obj["metadata"]
     if opts.uid is not None and opts.uid != meta.get("uid"):
         raise conflict(resource, meta["name"], group, f"Precondition failed: UID in precondition: "
@@ -76,7 +75,7 @@ def check_preconditions(obj: JSON, opts: DeleteOptions, resource: str, group: st
                        f"{meta.get('resourceVersion')}")
 
 
-def _grace(kind: str, obj: JSON, opts: DeleteOptions) -> int:
+def _grace(kind: str, obj: Obj, opts: DeleteOptions) -> int:
     if kind != "Pod":
         return 0
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
@@ -99,7 +98,7 @@ def _apply_policy(finalizers: list[str], policy: str | None) -> list[str]:
     return out
 
 
-def plan(kind: str, obj: JSON, opts: DeleteOptions, now: datetime | None = None) -> Plan:
+def plan(kind: str, obj: Obj, opts: DeleteOptions, now: datetime | None = None) -> Plan:
     now = now or datetime.now(UTC)
     new = copy.deepcopy(obj)
     meta = new["metadata"]
@@ -130,7 +129,7 @@ def plan(kind: str, obj: JSON, opts: DeleteOptions, now: datetime | None = None)
     return Plan(False, new)
 
 
-def _plan_namespace(ns: JSON, finalizers: list[str], now: datetime) -> Plan:
+def _plan_namespace(ns: Obj, finalizers: list[str], now: datetime) -> Plan:
     meta = ns["metadata"]
     spec_finalizers = (ns.get("spec") or {}).get("finalizers") or []
     if not finalizers and not spec_finalizers:
@@ -144,7 +143,7 @@ def _plan_namespace(ns: JSON, finalizers: list[str], now: datetime) -> Plan:
     return Plan(False, ns)
 
 
-def finished(kind: str, obj: JSON) -> bool:
+def finished(kind: str, obj: Obj) -> bool:
     """After an update: a marked object whose last finalizer is gone (and whose grace period is
     over, for pods) is removed by that update, as upstream."""
     meta = obj.get("metadata") or {}
@@ -155,6 +154,6 @@ def finished(kind: str, obj: JSON) -> bool:
     return not meta.get("deletionGracePeriodSeconds")
 
 
-def terminating(ns: JSON) -> bool:
+def terminating(ns: Obj) -> bool:
     return bool((ns.get("metadata") or {}).get("deletionTimestamp")) or \
         (ns.get("status") or {}).get("phase") == "Terminating"

@@ -31,15 +31,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from hypernetes.api.objects import key_prefix
 from hypernetes.api.status import ApiError
 from hypernetes.auth.directory import GROUP, owner
 from hypernetes.auth.identity import UserInfo
+from hypernetes.objects import Obj
 from hypernetes.store.interface import Compacted, Event, EventType, KeyValue, Store
 
-JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
 NAMESPACES = key_prefix("", "namespaces", None)
@@ -68,7 +67,7 @@ class Span:
 class Timeline:
     """The holdings of every name under one key prefix; unknown history is no holding at all."""
 
-    owner_of: Callable[[JSON], str | None]
+    owner_of: Callable[[Obj], str | None]
     spans: dict[str, list[Span]] = field(default_factory=dict)
 
     def at(self, name: str, revision: int) -> Span | None:
@@ -262,7 +261,7 @@ class TenantView:
     async def sync(self, revision: int) -> None:
         await self.ownership.caught_up(revision)
 
-    def visible(self, obj: JSON, created: int, revision: int) -> bool:
+    def visible(self, obj: Obj, created: int, revision: int) -> bool:
         """May this caller see `obj` (created at `created`) as it was at `revision`?"""
         own = self.ownership
         held = own.tenants.at(self.tenant, revision)
@@ -278,7 +277,7 @@ class TenantView:
         return not _about_older(obj, str(ns), span.created)
 
 
-def _about_older(obj: JSON, namespace: str, incarnation: int) -> bool:
+def _about_older(obj: Obj, namespace: str, incarnation: int) -> bool:
     """An Event about an object version from before its namespace's incarnation."""
     if (obj.get("apiVersion"), obj.get("kind")) not in EVENT_KINDS:
         return False

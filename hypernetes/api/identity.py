@@ -17,7 +17,6 @@ delayed per user name, never by locking the user out (`hypernetes.auth.throttle`
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from aiohttp import web
 
@@ -29,24 +28,24 @@ from hypernetes.auth.directory import user_spec
 from hypernetes.auth.identity import AuthUnavailable, IdentityBackend, IssuedToken, LoginFailed, UserInfo
 from hypernetes.auth.passwords import check_new_password
 from hypernetes.auth.throttle import LoginThrottle, Throttled
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 DEFAULT_TTL = 3600.0
 
 
-def token_body(issued: IssuedToken) -> JSON:
+def token_body(issued: IssuedToken) -> Obj:
     expires = dt.datetime.fromtimestamp(issued.expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"token": issued.token, "expirationTimestamp": expires}
 
 
-def _ttl(body: JSON) -> float:
+def _ttl(body: Obj) -> float:
     value = body.get("expirationSeconds", DEFAULT_TTL)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 60:
         raise bad_request("expirationSeconds must be a number of at least 60")
     return float(value)
 
 
-def _str(body: JSON, key: str) -> str:
+def _str(body: Obj, key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value or len(value) > 1024:
         raise bad_request(f"{key} is required (a string)")
@@ -108,7 +107,7 @@ class IdentityRoutes:
             raise ApiError(501, "NotImplemented", "users are managed by the external identity service")
         return self.builtin
 
-    async def _managed_user(self, caller: UserInfo, name: str, *, self_ok: bool) -> JSON:
+    async def _managed_user(self, caller: UserInfo, name: str, *, self_ok: bool) -> Obj:
         """The User object `name` if the caller may manage it: operators, its tenant's admin, or
         (when `self_ok`) the user itself. Others get 403 whether or not the user exists."""
         builtin = self._need_builtin()

@@ -12,14 +12,13 @@ import json
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.store.interface import KeyValue
 from hypernetes.store.keys import key_prefix, object_key
 
 __all__ = ["key_prefix", "object_key"]
 
-JSON = dict[str, Any]
 
 # metadata fields that clients cannot set (or change) through create/update
 _SERVER_OWNED = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -41,20 +40,20 @@ def generated_name(prefix: str) -> str:
     return prefix[:58] + "".join(secrets.choice(_ALPHABET) for _ in range(5))
 
 
-def encode(obj: JSON) -> bytes:
+def encode(obj: Obj) -> bytes:
     meta = obj.get("metadata") or {}
     if "resourceVersion" in meta:
         obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}}
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def decode(kv: KeyValue, revision: int | None = None) -> JSON:
-    obj: JSON = json.loads(kv.value)
+def decode(kv: KeyValue, revision: int | None = None) -> Obj:
+    obj: Obj = json.loads(kv.value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(revision or kv.mod_revision)
     return obj
 
 
-def stamp_create(obj: JSON, *, api_version: str, kind: str, namespace: str | None) -> None:
+def stamp_create(obj: Obj, *, api_version: str, kind: str, namespace: str | None) -> None:
     """Fill what the server decides on create. `namespace` is None for cluster-scoped kinds."""
     obj["apiVersion"], obj["kind"] = api_version, kind
     meta = obj.setdefault("metadata", {})
@@ -74,13 +73,13 @@ def stamp_create(obj: JSON, *, api_version: str, kind: str, namespace: str | Non
             del meta[empty]  # as upstream: an empty map or list is not stored
 
 
-def spec_changed(new: JSON, old: JSON) -> bool:
+def spec_changed(new: Obj, old: Obj) -> bool:
     """Anything but metadata and status: what bumps metadata.generation."""
     keys = (set(new) | set(old)) - {"metadata", "status", "apiVersion", "kind"}
     return any(new.get(k) != old.get(k) for k in keys)
 
 
-def stamp_update(new: JSON, old: JSON) -> None:
+def stamp_update(new: Obj, old: Obj) -> None:
     """Carry server-owned metadata from `old` into `new` (an update cannot change them)."""
     new["apiVersion"], new["kind"] = old["apiVersion"], old["kind"]
     meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
@@ -96,6 +95,6 @@ def stamp_update(new: JSON, old: JSON) -> None:
             del meta[empty]
 
 
-def partial_metadata(obj: JSON) -> JSON:
+def partial_metadata(obj: Obj) -> Obj:
     return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
             "metadata": copy.deepcopy(obj.get("metadata") or {})}

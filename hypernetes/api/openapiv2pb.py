@@ -12,7 +12,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
+
 # clients ask for "...spec.v2@v1.0+protobuf", but Go's mime parser rejects the "@" in a reply
 MEDIA_TYPE = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
 
@@ -56,7 +57,7 @@ def _any(num: int, v: Any) -> bytes:
     return _len(num, _str(2, json.dumps(v)))
 
 
-def _vendor(num: int, obj: JSON) -> bytes:
+def _vendor(num: int, obj: Obj) -> bytes:
     return b"".join(_len(num, _str(1, k) + _any(2, v)) for k, v in obj.items() if k.startswith("x-"))
 
 
@@ -65,7 +66,7 @@ Enc = Callable[[int, Any], bytes]
 _SCALARS: dict[str, Enc] = {"str": _str, "bool": _bool, "int": _int, "double": _double, "any": _any}
 
 
-def _fields(obj: JSON, spec: dict[str, tuple[int, str]]) -> bytes:
+def _fields(obj: Obj, spec: dict[str, tuple[int, str]]) -> bytes:
     out = bytearray()
     for key, (num, typ) in spec.items():
         if key not in obj:
@@ -90,7 +91,7 @@ _SCHEMA_FIELDS = {"$ref": (1, "str"), "format": (2, "str"), "title": (3, "str"),
                   "example": (30, "any")}
 
 
-def schema(s: JSON) -> bytes:
+def schema(s: Obj) -> bytes:
     out = bytearray(_fields(s, _SCHEMA_FIELDS))
     ap = s.get("additionalProperties")
     if isinstance(ap, dict):
@@ -122,7 +123,7 @@ _NON_BODY = {"header": (1, _PATH, 22), "formData": (2, _QUERY, 23), "query": (3,
              "path": (4, _PATH, 22)}
 
 
-def parameter(p: JSON) -> bytes:
+def parameter(p: Obj) -> bytes:
     """A ParametersItem: a reference, a body parameter or a non-body one."""
     if "$ref" in p:
         return _len(2, _str(1, p["$ref"]) + _str(2, p.get("description", "")))
@@ -136,7 +137,7 @@ def parameter(p: JSON) -> bytes:
     return _len(1, _len(2, _len(num, _fields(p, spec) + _vendor(vendor, p))))
 
 
-def _responses(rs: JSON) -> bytes:
+def _responses(rs: Obj) -> bytes:
     out = bytearray()
     for code, r in rs.items():
         if code.startswith("x-"):
@@ -152,7 +153,7 @@ def _responses(rs: JSON) -> bytes:
     return bytes(out + _vendor(2, rs))
 
 
-def operation(op: JSON) -> bytes:
+def operation(op: Obj) -> bytes:
     out = bytearray(_fields(op, {"tags": (1, "[str]"), "summary": (2, "str"), "description": (3, "str"),
                                  "operationId": (5, "str"), "produces": (6, "[str]"),
                                  "consumes": (7, "[str]"), "schemes": (10, "[str]"),
@@ -166,7 +167,7 @@ def operation(op: JSON) -> bytes:
 _METHODS = {"get": 2, "put": 3, "post": 4, "delete": 5, "options": 6, "head": 7, "patch": 8}
 
 
-def path_item(item: JSON) -> bytes:
+def path_item(item: Obj) -> bytes:
     out = bytearray(_str(1, item.get("$ref", "")))
     for method, num in _METHODS.items():
         if method in item:
@@ -175,7 +176,7 @@ def path_item(item: JSON) -> bytes:
     return bytes(out + _vendor(10, item))
 
 
-def document(doc: JSON) -> bytes:
+def document(doc: Obj) -> bytes:
     info = doc.get("info") or {}
     out = bytearray(_str(1, doc.get("swagger", "2.0")))
     out += _len(2, _fields(info, {"title": (1, "str"), "version": (2, "str"), "description": (3, "str")}))

@@ -16,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from aiohttp import WSMsgType, web
 
 from hypernetes.api import spdy
 from hypernetes.api.audit import stream_detail, stream_started
 from hypernetes.api.status import bad_request
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
 SPDY_OVER_WS = "SPDY/3.1+portforward.k8s.io"
@@ -34,7 +34,7 @@ CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 
 @runtime_checkable
 class PortForwarder(Protocol):
-    async def port_forward(self, pod: JSON, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to `port` inside the pod; raise (PodProxyError) if there is none."""
         ...
 
@@ -42,7 +42,7 @@ class PortForwarder(Protocol):
 class _Forwards:
     """The port-forward side of one SPDY session: a connection per (error, data) stream pair."""
 
-    def __init__(self, pod: JSON, forwarder: PortForwarder, ports: list[int]) -> None:
+    def __init__(self, pod: Obj, forwarder: PortForwarder, ports: list[int]) -> None:
         self.pod, self.forwarder = pod, forwarder
         self.ports = ports  # every port a connection was asked for, for the audit record
         self.session: spdy.SpdyServerSession | None = None
@@ -115,7 +115,7 @@ def _audit_ports(request: web.Request) -> list[int]:
     return ports
 
 
-async def serve(request: web.Request, pod: JSON, forwarder: PortForwarder) -> web.StreamResponse:
+async def serve(request: web.Request, pod: Obj, forwarder: PortForwarder) -> web.StreamResponse:
     if spdy.is_spdy_upgrade(request):
         return await _direct_spdy(request, pod, forwarder)
     if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -125,7 +125,7 @@ async def serve(request: web.Request, pod: JSON, forwarder: PortForwarder) -> we
     return await _channels(request, pod, forwarder)
 
 
-async def _direct_spdy(request: web.Request, pod: JSON, forwarder: PortForwarder) -> web.StreamResponse:
+async def _direct_spdy(request: web.Request, pod: Obj, forwarder: PortForwarder) -> web.StreamResponse:
     if spdy.chosen_protocol(request, SPDY_PROTOCOL) is None:
         raise bad_request(f"port-forward over SPDY needs the {SPDY_PROTOCOL} protocol")
     forwards = _Forwards(pod, forwarder, _audit_ports(request))
@@ -146,7 +146,7 @@ async def _direct_spdy(request: web.Request, pod: JSON, forwarder: PortForwarder
 
 
 async def _spdy_over_websocket(
-    request: web.Request, pod: JSON, forwarder: PortForwarder
+    request: web.Request, pod: Obj, forwarder: PortForwarder
 ) -> web.StreamResponse:
     ws = web.WebSocketResponse(protocols=(SPDY_OVER_WS,), autoping=True)
     forwards = _Forwards(pod, forwarder, _audit_ports(request))
@@ -180,7 +180,7 @@ async def _spdy_over_websocket(
     return ws
 
 
-async def _channels(request: web.Request, pod: JSON, forwarder: PortForwarder) -> web.StreamResponse:
+async def _channels(request: web.Request, pod: Obj, forwarder: PortForwarder) -> web.StreamResponse:
     try:
         ports = [int(p) for v in request.query.getall("ports", []) for p in v.split(",") if p.strip()]
     except ValueError:

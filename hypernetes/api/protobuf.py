@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hypernetes.api.status import ApiError, bad_request
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
 
@@ -184,8 +184,8 @@ def _time(buf: bytes) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _message(buf: bytes, spec: Spec) -> JSON:
-    obj: JSON = {}
+def _message(buf: bytes, spec: Spec) -> Obj:
+    obj: Obj = {}
     for num, v in _fields(buf):
         if num not in spec:
             continue  # fields we do not model are server-set or unused by the generators
@@ -221,7 +221,7 @@ def _message(buf: bytes, spec: Spec) -> JSON:
     return obj
 
 
-def decode_protobuf(body: bytes) -> JSON:
+def decode_protobuf(body: bytes) -> Obj:
     """The JSON form of a protobuf-encoded object; 415 for kinds this server cannot decode."""
     if not body.startswith(MAGIC):
         raise bad_request("protobuf body without the k8s envelope")

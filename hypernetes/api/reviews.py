@@ -4,19 +4,16 @@ whoami`), SelfSubjectAccessReview (`kubectl auth can-i VERB RESOURCE`) and SelfS
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypernetes.api import schema
 from hypernetes.api.authz import Attributes, Authorizer
 from hypernetes.api.status import bad_request
 from hypernetes.auth.authorizer import MEMBER_SUBRESOURCES, READ, TENANT_KINDS, WRITE
 from hypernetes.auth.identity import UserInfo
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 
-
-def user_info(user: UserInfo) -> JSON:
-    out: JSON = {"username": user.name, "groups": list(user.groups)}
+def user_info(user: UserInfo) -> Obj:
+    out: Obj = {"username": user.name, "groups": list(user.groups)}
     if user.uid:
         out["uid"] = user.uid
     extra = {k: list(v) for k, v in user.extra.items()}
@@ -28,10 +25,10 @@ def user_info(user: UserInfo) -> JSON:
     return out
 
 
-async def answer(kind: schema.Kind, body: JSON, user: UserInfo, authorizer: Authorizer) -> JSON:
-    out: JSON = {"kind": kind.kind, "apiVersion": kind.api_version,
+async def answer(kind: schema.Kind, body: Obj, user: UserInfo, authorizer: Authorizer) -> Obj:
+    out: Obj = {"kind": kind.kind, "apiVersion": kind.api_version,
                  "metadata": {"creationTimestamp": None}}
-    spec: JSON = body["spec"] if isinstance(body.get("spec"), dict) else {}
+    spec: Obj = body["spec"] if isinstance(body.get("spec"), dict) else {}
     if kind.kind == "SelfSubjectReview":
         out["status"] = {"userInfo": user_info(user)}
     elif kind.kind == "SelfSubjectAccessReview":
@@ -45,7 +42,7 @@ async def answer(kind: schema.Kind, body: JSON, user: UserInfo, authorizer: Auth
     return out
 
 
-async def _access(spec: JSON, user: UserInfo, authorizer: Authorizer) -> JSON:
+async def _access(spec: Obj, user: UserInfo, authorizer: Authorizer) -> Obj:
     ra, nra = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
     if isinstance(ra, dict):
         attrs = Attributes(user, str(ra.get("verb") or ""), True, "", str(ra.get("group") or ""),
@@ -57,7 +54,7 @@ async def _access(spec: JSON, user: UserInfo, authorizer: Authorizer) -> JSON:
     else:
         raise bad_request("spec.resourceAttributes or spec.nonResourceAttributes is required")
     d = await authorizer.authorize(attrs)
-    status: JSON = {"allowed": d.allowed}
+    status: Obj = {"allowed": d.allowed}
     if d.reason:
         status["reason"] = d.reason
     if not d.allowed:
@@ -65,7 +62,7 @@ async def _access(spec: JSON, user: UserInfo, authorizer: Authorizer) -> JSON:
     return status
 
 
-def rules(user: UserInfo, in_namespace: bool) -> JSON:
+def rules(user: UserInfo, in_namespace: bool) -> Obj:
     """What the caller may do in a namespace (`in_namespace`: one it may work in), as rule lists in
     upstream's shape; kubectl prints them as a table. Filtered lists are not expressible as rules,
     so a tenant's answer is marked incomplete."""
@@ -86,7 +83,7 @@ def rules(user: UserInfo, in_namespace: bool) -> JSON:
             "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
             "incomplete": False,
         }
-    out: list[JSON] = list(reviews)
+    out: list[Obj] = list(reviews)
     if user.role and in_namespace:
         by_group: dict[str, list[str]] = {}
         for g, r in sorted(TENANT_KINDS):

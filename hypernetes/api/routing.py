@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
 from aiohttp import web
@@ -16,8 +15,7 @@ from hypernetes.api import bodies, schema
 from hypernetes.api.protobuf import PROTOBUF, decode_protobuf
 from hypernetes.api.status import ApiError, bad_request, no_such_path, unsupported_media_type
 from hypernetes.auth.identity import UserInfo
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
 
 JSON_CT = "application/json"
 TABLE_CT = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -170,7 +168,7 @@ def wants_yaml(header: str | None) -> bool:
 
 
 def respond(
-    body: JSON, status: int = 200, content_type: str = JSON_CT, accept: str | None = None
+    body: Obj, status: int = 200, content_type: str = JSON_CT, accept: str | None = None
 ) -> web.Response:
     if content_type == JSON_CT and wants_yaml(accept):
         return web.Response(
@@ -193,7 +191,7 @@ def error_response(err: ApiError) -> web.Response:
     return resp
 
 
-async def read_body(request: web.Request, *, protobuf_ok: bool = True) -> JSON:
+async def read_body(request: web.Request, *, protobuf_ok: bool = True) -> Obj:
     """A create/update body as a dict: JSON (also without a Content-Type, as the Python client
     sends), YAML, or the Kubernetes protobuf envelope for the kinds kubectl's generators build.
     Decoding is bounded (hypernetes.api.bodies): depth, YAML alias expansion, off the loop when big."""

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.api.status import bad_request
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
 
 
 @dataclass(frozen=True)
@@ -102,8 +101,8 @@ def parse_label_selector(text: str | None) -> LabelSelector:
 
 # -- fields ------------------------------------------------------------------------------------
 
-def _path(*keys: str) -> Callable[[JSON], Any]:
-    def get(obj: JSON) -> Any:
+def _path(*keys: str) -> Callable[[Obj], Any]:
+    def get(obj: Obj) -> Any:
         cur: Any = obj
         for k in keys:
             if not isinstance(cur, dict):
@@ -114,7 +113,7 @@ def _path(*keys: str) -> Callable[[JSON], Any]:
 
 
 # (group, kind) -> extra selectable fields, as upstream's per-kind field label conversions
-_FIELDS: dict[tuple[str, str], dict[str, Callable[[JSON], Any]]] = {
+_FIELDS: dict[tuple[str, str], dict[str, Callable[[Obj], Any]]] = {
     ("", "Pod"): {f: _path(*f.split(".")) for f in (
         "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
         "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName")},
@@ -152,9 +151,9 @@ class FieldRequirement:
     field: str
     negate: bool
     value: str
-    getter: Callable[[JSON], Any]
+    getter: Callable[[Obj], Any]
 
-    def matches(self, obj: JSON) -> bool:
+    def matches(self, obj: Obj) -> bool:
         return (_as_field(self.getter(obj)) == self.value) != self.negate
 
 
@@ -162,7 +161,7 @@ class FieldRequirement:
 class FieldSelector:
     requirements: tuple[FieldRequirement, ...] = ()
 
-    def matches(self, obj: JSON) -> bool:
+    def matches(self, obj: Obj) -> bool:
         return all(r.matches(obj) for r in self.requirements)
 
     @property
@@ -203,9 +202,9 @@ class Selectors:
     labels: LabelSelector
     fields: FieldSelector
     # the authorizer's limit on what this caller may see (a tenant's namespaces, a node's pods)
-    scope: Callable[[JSON], bool] | None = None
+    scope: Callable[[Obj], bool] | None = None
 
-    def matches(self, obj: JSON) -> bool:
+    def matches(self, obj: Obj) -> bool:
         meta = obj.get("metadata") or {}
         return (self.labels.matches(meta.get("labels")) and self.fields.matches(obj)
                 and (self.scope is None or self.scope(obj)))

@@ -57,6 +57,7 @@ from hypernetes.api.tenancy import Tenancy
 from hypernetes.api.watch import WatchCaches
 from hypernetes.auth.admission import LOCKED_CREATES, LOCKED_UPDATES, TenantAdmission
 from hypernetes.auth.ca import TLSFiles
+from hypernetes.objects.names import DEFAULT_CLASS_ANNOTATION
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 DEFAULT_STORAGE_CLASS: dict[str, Any] = {
     "apiVersion": "storage.k8s.io/v1",
     "kind": "StorageClass",
-    "metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "metadata": {"name": "local", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
     "provisioner": "local.hypernetes.io",
     "reclaimPolicy": "Delete",
     "allowVolumeExpansion": True,

@@ -6,27 +6,25 @@ on a 404 NotFound), so the wording follows kube-apiserver's.
 
 from __future__ import annotations
 
-from typing import Any
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
 
 
 class ApiError(Exception):
     """An error that becomes a metav1.Status response."""
 
     def __init__(
-        self, code: int, reason: str, message: str, details: JSON | None = None, retry_after: int = 0
+        self, code: int, reason: str, message: str, details: Obj | None = None, retry_after: int = 0
     ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
         self.retry_after = retry_after  # seconds, sent as Retry-After (client-go waits that long)
 
-    def status(self) -> JSON:
+    def status(self) -> Obj:
         return status_body(self.code, self.reason, self.message, self.details)
 
 
-def status_body(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:
-    body: JSON = {
+def status_body(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
+    body: Obj = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -40,15 +38,15 @@ def status_body(code: int, reason: str, message: str, details: JSON | None = Non
     return body
 
 
-def success(details: JSON | None = None) -> JSON:
-    body: JSON = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+def success(details: Obj | None = None) -> Obj:
+    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
     if details:
         body["details"] = details
     return body
 
 
-def _details(resource: str, name: str, group: str) -> JSON:
-    d: JSON = {"name": name, "kind": resource}
+def _details(resource: str, name: str, group: str) -> Obj:
+    d: Obj = {"name": name, "kind": resource}
     if group:
         d["group"] = group
     return d
@@ -86,13 +84,13 @@ def conflict(resource: str, name: str, group: str, why: str) -> ApiError:
 STALE = "the object has been modified; please apply your changes to the latest version and try again"
 
 
-def invalid(kind: str, name: str, group: str, causes: list[JSON]) -> ApiError:
+def invalid(kind: str, name: str, group: str, causes: list[Obj]) -> ApiError:
     summary = ", ".join(
         f"{c['field']}: {c['message']}" if c.get("field") else str(c["message"]) for c in causes
     )
     if len(causes) > 1:
         summary = f"[{summary}]"
-    details: JSON = {"name": name, "kind": kind, "causes": causes}
+    details: Obj = {"name": name, "kind": kind, "causes": causes}
     if group:
         details["group"] = group
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details)
@@ -102,7 +100,7 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def forbidden(message: str, details: JSON | None = None) -> ApiError:
+def forbidden(message: str, details: Obj | None = None) -> ApiError:
     return ApiError(403, "Forbidden", message, details)
 
 

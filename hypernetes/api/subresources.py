@@ -27,11 +27,11 @@ from hypernetes.api.routing import Target, dry_run, field_manager, read_body, re
 from hypernetes.api.status import ApiError, bad_request, conflict, success, unsupported_media_type
 from hypernetes.api.tokenrequest import token_request
 from hypernetes.auth.builtin import BuiltinIdentity
+from hypernetes.objects import Obj
 
 if TYPE_CHECKING:
     from hypernetes.api.crud import Resources
 
-JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
 CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -117,21 +117,21 @@ class StreamIO:
 class PodProxy(Protocol):
     """What the node agent provides for a pod's streams (the apiserver → kubelet proxy)."""
 
-    def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+    def logs(self, pod: Obj, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         """The container's log; with follow=True until the container exits. PodProxyError if the
         log cannot be read."""
         ...
 
-    async def exec(self, pod: JSON, container: str, command: list[str], io: StreamIO) -> int:
+    async def exec(self, pod: Obj, container: str, command: list[str], io: StreamIO) -> int:
         """Run `command` in the container; return its exit code."""
         ...
 
-    async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
+    async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
         """Attach to the container's main process; return its exit code when it ends."""
         ...
 
 
-def exit_status(code: int) -> JSON:
+def exit_status(code: int) -> Obj:
     if code == 0:
         return {"metadata": {}, "status": "Success"}
     return {
@@ -143,7 +143,7 @@ def exit_status(code: int) -> JSON:
     }
 
 
-def _container(pod: JSON, wanted: str | None) -> str:
+def _container(pod: Obj, wanted: str | None) -> str:
     spec = pod.get("spec") or {}
     names = [c.get("name", "") for c in spec.get("containers") or []]
     names_all = (
@@ -215,7 +215,7 @@ class Subresources:
             f"the server does not allow this method on the requested resource ({method} {t.resource}/{sub})",
         )
 
-    async def _pod(self, t: Target) -> JSON:
+    async def _pod(self, t: Target) -> Obj:
         # read as a get is: a leftover of a namespace's earlier holder is not there for a tenant
         return objects.decode(await self.res._get_kv(t))
 
@@ -283,7 +283,7 @@ class Subresources:
             stderr = False  # a TTY merges stderr into stdout, as upstream
         proxy = self._need_proxy()
 
-        async def run(io: StreamIO) -> JSON:
+        async def run(io: StreamIO) -> Obj:
             try:
                 status = await serve(io)
             except asyncio.CancelledError:
@@ -292,7 +292,7 @@ class Subresources:
             stream_ended(request, **_outcome(status))
             return status
 
-        async def serve(io: StreamIO) -> JSON:
+        async def serve(io: StreamIO) -> Obj:
             try:
                 if t.sub == "exec":
                     return exit_status(await proxy.exec(pod, container, command, io))
@@ -315,7 +315,7 @@ class Subresources:
                     "code": 500,
                 }
 
-        detail: JSON = {"container": container, "stdin": stdin, "tty": tty}
+        detail: Obj = {"container": container, "stdin": stdin, "tty": tty}
         if t.sub == "exec":
             detail["command"] = command
         stream_started(request, **detail)
@@ -378,7 +378,7 @@ class Subresources:
                 "the namespace of the provided object does not match the namespace sent on the request"
             )
 
-        async def bind(cur: JSON) -> JSON:
+        async def bind(cur: Obj) -> Obj:
             if cur["metadata"].get("deletionTimestamp"):
                 raise conflict(
                     t.resource, t.name or "", t.group, "pod is being deleted, cannot be assigned to a host"
@@ -406,7 +406,7 @@ class Subresources:
     # -- scale (autoscaling/v1 Scale) -----------------------------------------------------------
 
     @staticmethod
-    def _scale_of(obj: JSON) -> JSON:
+    def _scale_of(obj: Obj) -> Obj:
         meta = obj["metadata"]
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         labels = (spec.get("selector") or {}).get("matchLabels") or {}
@@ -440,7 +440,7 @@ class Subresources:
         if not isinstance(body, dict):
             raise bad_request("Scale: the body must be a JSON object")
 
-        async def set_replicas(cur: JSON) -> JSON:
+        async def set_replicas(cur: Obj) -> Obj:
             scale = self._scale_of(cur)
             if request.method == "PUT" or ctype == "application/json":
                 new = body
@@ -474,7 +474,7 @@ class Subresources:
         return respond(self._scale_of(obj))
 
 
-async def until_client_leaves(work: Awaitable[JSON], gone: asyncio.Future[Any]) -> JSON | None:
+async def until_client_leaves(work: Awaitable[Obj], gone: asyncio.Future[Any]) -> Obj | None:
     """Run `work` (the exec/attach) unless the client leaves first (`gone` finishes): then cancel
     it, so the node agent stops the process, as the kubelet does when the stream breaks."""
     task = asyncio.ensure_future(work)
@@ -492,7 +492,7 @@ async def until_client_leaves(work: Awaitable[JSON], gone: asyncio.Future[Any]) 
     return None
 
 
-def _outcome(status: JSON) -> JSON:
+def _outcome(status: Obj) -> Obj:
     """An exec/attach's end, for its audit record: the exit code, or why it failed."""
     if status.get("status") == "Success":
         return {"exitCode": 0}

@@ -8,15 +8,13 @@ kubectl needs the metadata in each row for `-A`'s NAMESPACE column and `--show-l
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from hypernetes.api import objects, schema
 from hypernetes.api.status import bad_request
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 
-
-def render_table(kind: schema.Kind, objs: list[JSON], include_object: str | None) -> JSON:
+def render_table(kind: schema.Kind, objs: list[Obj], include_object: str | None) -> Obj:
     include = include_object or "Metadata"
     if include not in ("None", "Metadata", "Object"):
         raise bad_request(f'includeObject: unsupported value "{include}" '

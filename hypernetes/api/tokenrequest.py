@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
 
 from hypernetes.api.routing import CALLER, Target
 from hypernetes.api.status import ApiError, bad_request, forbidden, not_found
 from hypernetes.auth.builtin import BuiltinIdentity
+from hypernetes.objects import Obj
 from hypernetes.store.interface import Store
 from hypernetes.store.keys import object_key
 
-JSON = dict[str, Any]
 # A token lives as long as asked, within these bounds; never longer (no equivalent of
 # kube-apiserver's --service-account-extend-token-expiration): a pod's projected token is
 # refreshed in its VM by the node agent at 80% of its lifetime, as the kubelet does, so an hour
@@ -23,19 +22,19 @@ JSON = dict[str, Any]
 MIN_TTL, DEFAULT_TTL, MAX_TTL = 600, 3600, 48 * 3600
 
 
-async def _get(store: Store, resource: str, namespace: str, name: str) -> JSON | None:
+async def _get(store: Store, resource: str, namespace: str, name: str) -> Obj | None:
     kv = await store.get(object_key("", resource, namespace, name))
     return None if kv is None else dict(json.loads(kv.value))
 
 
-async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target, body: JSON) -> JSON:
+async def token_request(store: Store, issuer: BuiltinIdentity | None, t: Target, body: Obj) -> Obj:
     if issuer is None:
         raise ApiError(501, "NotImplemented", "this server issues no service-account tokens")
     ns, name = t.namespace or "", t.name or ""
     sa = await _get(store, "serviceaccounts", ns, name)
     if sa is None:
         raise not_found("serviceaccounts", name)
-    spec: JSON = body["spec"] if isinstance(body.get("spec"), dict) else {}
+    spec: Obj = body["spec"] if isinstance(body.get("spec"), dict) else {}
     ttl = spec.get("expirationSeconds", DEFAULT_TTL)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < MIN_TTL:
         raise ApiError(

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypernetes.api.history import Ownership
+from hypernetes.objects import Obj
 from hypernetes.store.interface import Compacted, Event, EventType, Store
 
-JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +33,8 @@ class CachedEvent:
     revision: int
     key: str
     deleted: bool
-    obj: JSON  # the new state; for a deletion, the last state with the deletion's RV
-    prev: JSON | None
+    obj: Obj  # the new state; for a deletion, the last state with the deletion's RV
+    prev: Obj | None
     created: int = 0  # the object's create_revision (which incarnation of its name)
     _lines: dict[str, bytes] = field(default_factory=dict)
 
@@ -48,9 +48,9 @@ class CachedEvent:
 
 
 def decode_event(ev: Event) -> CachedEvent:
-    obj: JSON = json.loads(ev.kv.value)
+    obj: Obj = json.loads(ev.kv.value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(ev.revision)
-    prev: JSON | None = None
+    prev: Obj | None = None
     if ev.prev is not None:
         prev = json.loads(ev.prev.value)
         prev.setdefault("metadata", {})["resourceVersion"] = str(ev.prev.mod_revision)
@@ -237,7 +237,7 @@ class WatchRequest:
     prefix: str  # the resource's key prefix (all namespaces): the cache's key
     key_prefix: str  # the namespace's prefix, or == prefix
     after: int  # deliver changes after this revision
-    initial: list[JSON]  # synthetic ADDED events first (resourceVersion unset or "0")
+    initial: list[Obj]  # synthetic ADDED events first (resourceVersion unset or "0")
     matches: Any  # Callable[[JSON], bool]: label and field selectors
     render: Any  # Callable[[JSON], JSON]: the event object (a one-row Table for `kubectl get -w`)
     bookmark: Any  # Callable[[int], JSON] | None: a BOOKMARK object at a revision (if asked for)
@@ -250,11 +250,11 @@ class WatchRequest:
     sync: Callable[[int], Awaitable[None]] | None = None
 
 
-def _line(etype: str, obj: JSON) -> bytes:
+def _line(etype: str, obj: Obj) -> bytes:
     return json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
-def transition(ev: CachedEvent, wr: WatchRequest) -> tuple[str, JSON] | None:
+def transition(ev: CachedEvent, wr: WatchRequest) -> tuple[str, Obj] | None:
     """The event this watcher sees, with selectors: an object entering the selection is ADDED,
     one leaving it DELETED (its previous state at the event's RV), as the apiserver's cache does."""
     if not ev.key.startswith(wr.key_prefix) or (wr.visible is not None and not wr.visible(ev)):
@@ -285,7 +285,7 @@ def encode_batch(batch: list[CachedEvent], wr: WatchRequest) -> bytes:
     return b"".join(out)
 
 
-def error_line(status: JSON) -> bytes:
+def error_line(status: Obj) -> bytes:
     return _line("ERROR", status)
 
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.auth.directory import Directory, owner, user_spec
-from hypernetes.auth.identity import TENANT_LABEL, UserInfo
+from hypernetes.auth.identity import UserInfo
 from hypernetes.auth.podtoken import add_token_volume
 from hypernetes.controllers.networks import apply_defaults, validate_network
 from hypernetes.controllers.tenant import (
@@ -59,10 +59,6 @@ from hypernetes.controllers.tenant import (
     node_ports,
 )
 from hypernetes.controllers.volumes import (
-    BACKING_FILE,
-    BETA_CLASS,
-    PV_PROTECTION,
-    PVC_PROTECTION,
     claim_class,
     claim_request,
     default_class,
@@ -70,7 +66,19 @@ from hypernetes.controllers.volumes import (
     storage_bytes,
     storage_usage,
 )
-from hypernetes.network.objects import DEFAULT_LABEL, NETWORK_ANNOTATION, POD_ANNOTATIONS
+from hypernetes.network.objects import POD_ANNOTATIONS
+from hypernetes.objects import Obj
+from hypernetes.objects.names import (
+    BACKING_FILE_FINALIZER,
+    BETA_STORAGE_CLASS_ANNOTATION,
+    DEFAULT_NETWORK_LABEL,
+    KERNEL_ANNOTATION,
+    NETWORK_ANNOTATION,
+    PV_PROTECTION_FINALIZER,
+    PVC_PROTECTION_FINALIZER,
+    TENANT_FINALIZER,
+    TENANT_LABEL,
+)
 from hypernetes.runtime import kernels
 from hypernetes.runtime.images.errors import InvalidReference
 from hypernetes.runtime.images.reference import parse_reference
@@ -78,9 +86,6 @@ from hypernetes.runtime.podsize import pod_ephemeral_storage, pod_vm, quota_usag
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.store.keys import key_prefix, object_key
 
-JSON = dict[str, Any]
-KERNEL_ANNOTATION = kernels.POD_ANNOTATION
-TENANT_FINALIZER = "hypernetes.io/tenant"
 EPHEMERAL = "ephemeral-storage"  # pods' scratch disks on nodes (podsize.pod_ephemeral_storage)
 QUOTA_KEYS = (
     "pods",
@@ -152,7 +157,7 @@ class Usage:
         return {k: show(k, self.get(k)) for k in ("pods", "vcpus", "memory", EPHEMERAL, "namespaces")}
 
 
-def pod_templates(kind: str, obj: JSON) -> Iterator[tuple[str, JSON]]:
+def pod_templates(kind: str, obj: Obj) -> Iterator[tuple[str, Obj]]:
     """(field path, pod spec holder) of a pod or of a workload's pod template."""
     if kind == "Pod":
         yield "spec", obj
@@ -167,7 +172,7 @@ def _meta_path(spec_path: str) -> str:
     return "metadata" if spec_path == "spec" else spec_path.removesuffix(".spec") + ".metadata"
 
 
-def _policy_view(holder: JSON) -> tuple[Any, Any]:
+def _policy_view(holder: Obj) -> tuple[Any, Any]:
     """What pod policy looks at: the spec and the kernel annotation."""
     notes = (holder.get("metadata") or {}).get("annotations") or {}
     return holder.get("spec"), notes.get(KERNEL_ANNOTATION)
@@ -200,7 +205,7 @@ class TenantAdmission:
         return self.lock(tenant) if tenant else None
 
     async def admit(
-        self, user: UserInfo, kind: str, namespace: str | None, obj: JSON, old: JSON | None
+        self, user: UserInfo, kind: str, namespace: str | None, obj: Obj, old: Obj | None
     ) -> None:
         """Mutates `obj` (the namespace owner stamp) or raises Denied / Invalid."""
         node = user.node
@@ -229,7 +234,7 @@ class TenantAdmission:
             labels = (obj.get("metadata") or {}).get("labels") or {}
             # a tenant's default network is the network controller's and always made (only
             # operators may set the label); every other one counts
-            if old is None and labels.get(DEFAULT_LABEL) != "true":
+            if old is None and labels.get(DEFAULT_NETWORK_LABEL) != "true":
                 await self._count_quota(str((obj.get("spec") or {}).get("tenant") or ""), kind)
             return
         if not namespace:
@@ -253,7 +258,7 @@ class TenantAdmission:
             )
             add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
         t = await self.d.fetch_tenant(tenant) if tenant is not None else None
-        tspec: JSON = (t or {}).get("spec") or {}
+        tspec: Obj = (t or {}).get("spec") or {}
         for path, holder in pod_templates(kind, obj):
             before = next((h for _, h in pod_templates(kind, old)), None) if old is not None else None
             await self._pod_policy(tenant, tspec, kind, path, holder, before)
@@ -274,7 +279,7 @@ class TenantAdmission:
 
     # -- namespaces, users, tenants --------------------------------------------------------------
 
-    async def _namespace(self, user: UserInfo, obj: JSON, old: JSON | None) -> None:
+    async def _namespace(self, user: UserInfo, obj: Obj, old: Obj | None) -> None:
         labels = obj.setdefault("metadata", {}).setdefault("labels", {}) or {}
         obj["metadata"]["labels"] = labels
         if old is None:
@@ -297,7 +302,7 @@ class TenantAdmission:
             raise Denied(f"the {TENANT_LABEL} label of a namespace may be changed by operators only")
         await self._namespace_network(obj, old)
 
-    async def _user(self, caller: UserInfo, obj: JSON, old: JSON | None) -> None:
+    async def _user(self, caller: UserInfo, obj: Obj, old: Obj | None) -> None:
         tenant = user_spec(obj).get("tenant")
         if old is not None and user_spec(old).get("tenant") != tenant:
             raise Invalid("spec.tenant", "field is immutable")
@@ -307,7 +312,7 @@ class TenantAdmission:
             raise Invalid("spec.tenant", f'tenant "{tenant}" does not exist')
 
     @staticmethod
-    def _tenant(obj: JSON, old: JSON | None) -> None:
+    def _tenant(obj: Obj, old: Obj | None) -> None:
         spec = obj.setdefault("spec", {})
         if old is None:  # a new tenant is limited in everything it did not set
             spec["quota"] = {**DEFAULT_QUOTA, **(spec.get("quota") or {})}
@@ -334,7 +339,7 @@ class TenantAdmission:
 
     # -- networks --------------------------------------------------------------------------------
 
-    async def _network(self, caller: UserInfo, obj: JSON, old: JSON | None) -> None:
+    async def _network(self, caller: UserInfo, obj: Obj, old: Obj | None) -> None:
         meta, spec = obj.setdefault("metadata", {}), obj.setdefault("spec", {})
         if old is None:
             obj.pop("status", None)  # the controller and the nodes write it, as upstream drops it
@@ -353,8 +358,8 @@ class TenantAdmission:
         labels = meta.setdefault("labels", {}) or {}
         meta["labels"] = labels
         old_labels = ((old or {}).get("metadata") or {}).get("labels") or {}
-        if not caller.operator and labels.get(DEFAULT_LABEL) != old_labels.get(DEFAULT_LABEL):
-            raise Denied(f"only operators may set the {DEFAULT_LABEL} label")
+        if not caller.operator and labels.get(DEFAULT_NETWORK_LABEL) != old_labels.get(DEFAULT_NETWORK_LABEL):
+            raise Denied(f"only operators may set the {DEFAULT_NETWORK_LABEL} label")
         old_id = ((old or {}).get("spec") or {}).get("id")
         if old_id is not None and spec.get("id") is None:
             spec["id"] = old_id  # kept as upstream keeps an allocated clusterIP on a PUT without it
@@ -378,7 +383,7 @@ class TenantAdmission:
             (field, first), rest = problems[0], problems[1:]
             raise Invalid(field, first + "".join(f"; {f}: {msg}" for f, msg in rest))
 
-    async def _namespace_network(self, obj: JSON, old: JSON | None) -> None:
+    async def _namespace_network(self, obj: Obj, old: Obj | None) -> None:
         """A namespace may name a network of its own tenant (operators' namespaces: a network
         without a tenant)."""
         meta = obj.get("metadata") or {}
@@ -397,12 +402,12 @@ class TenantAdmission:
             )
 
     @staticmethod
-    def _pod_network_annotations(path: str, holder: JSON, old: JSON | None) -> None:
+    def _pod_network_annotations(path: str, holder: Obj, old: Obj | None) -> None:
         """A pod's address annotations are the network controller's: a caller who could set them
         could take another pod's address (the controller trusts only its own records, but the
         node might start the VM first)."""
         notes = (holder.get("metadata") or {}).get("annotations") or {}
-        before: JSON = {}
+        before: Obj = {}
         if old is not None:
             for _, old_holder in pod_templates(str(old.get("kind") or "Pod"), old):
                 before = (old_holder.get("metadata") or {}).get("annotations") or {}
@@ -413,13 +418,13 @@ class TenantAdmission:
     # -- persistent volumes ----------------------------------------------------------------------
 
     @staticmethod
-    def _volume(user: UserInfo, obj: JSON, old: JSON | None) -> None:
+    def _volume(user: UserInfo, obj: Obj, old: Obj | None) -> None:
         meta = obj.setdefault("metadata", {})
         if old is None:
             obj["status"] = {"phase": "Pending"}  # upstream drops a created status; the controller sets it
             finalizers = meta.setdefault("finalizers", [])
-            if PV_PROTECTION not in finalizers:
-                finalizers.append(PV_PROTECTION)
+            if PV_PROTECTION_FINALIZER not in finalizers:
+                finalizers.append(PV_PROTECTION_FINALIZER)
             return
         if user.node is None:
             return
@@ -428,7 +433,7 @@ class TenantAdmission:
         before, after = dict(old), dict(obj)
         before_meta, after_meta = dict(old.get("metadata") or {}), dict(meta)
         had, has = set(before_meta.get("finalizers") or []), set(after_meta.get("finalizers") or [])
-        removed_only = has <= had and had - has <= {BACKING_FILE}
+        removed_only = has <= had and had - has <= {BACKING_FILE_FINALIZER}
         for md in (before_meta, after_meta):
             for field in ("finalizers", "resourceVersion", "managedFields", "generation"):
                 md.pop(field, None)
@@ -437,24 +442,26 @@ class TenantAdmission:
         after.pop("status", None)
         if before != after or not removed_only:
             raise Denied(
-                f"node {user.node} may only remove the {BACKING_FILE} finalizer of a persistentvolume"
+                f"node {user.node} may only remove the {BACKING_FILE_FINALIZER} finalizer of a "
+                "persistentvolume"
             )
 
-    async def _class(self, name: str) -> JSON | None:
+    async def _class(self, name: str) -> Obj | None:
         if not name:
             return None
         kv = await self.d.store.get(object_key("storage.k8s.io", "storageclasses", None, name))
         return json.loads(kv.value) if kv is not None else None
 
-    async def _claim(self, obj: JSON, old: JSON | None) -> None:
+    async def _claim(self, obj: Obj, old: Obj | None) -> None:
         meta = obj.setdefault("metadata", {})
         if old is None:
             obj["status"] = {"phase": "Pending"}  # a created status could claim to be Bound
             finalizers = meta.setdefault("finalizers", [])
-            if PVC_PROTECTION not in finalizers:
-                finalizers.append(PVC_PROTECTION)
+            if PVC_PROTECTION_FINALIZER not in finalizers:
+                finalizers.append(PVC_PROTECTION_FINALIZER)
             spec = obj.setdefault("spec", {})
-            if "storageClassName" not in spec and BETA_CLASS not in (meta.get("annotations") or {}):
+            beta_class = BETA_STORAGE_CLASS_ANNOTATION in (meta.get("annotations") or {})
+            if "storageClassName" not in spec and not beta_class:
                 res = await self.d.store.list(key_prefix("storage.k8s.io", "storageclasses", None))
                 default = default_class(json.loads(kv.value) for kv in res.items)
                 if default is not None:
@@ -470,13 +477,13 @@ class TenantAdmission:
 
     async def claim_usage(self, tenant: str) -> tuple[int, int]:
         """(claims, storage bytes requested) in the tenant's namespaces, read from the store."""
-        claims: list[JSON] = []
+        claims: list[Obj] = []
         for ns in await self.namespaces_of(tenant):
             res = await self.d.store.list(key_prefix("", "persistentvolumeclaims", ns))
             claims.extend(json.loads(kv.value) for kv in res.items)
         return storage_usage(claims)
 
-    async def _claim_quota(self, tenant: str, tspec: JSON, obj: JSON, old: JSON | None) -> None:
+    async def _claim_quota(self, tenant: str, tspec: Obj, obj: Obj, old: Obj | None) -> None:
         quota = tspec.get("quota") or {}
         if not any(k in quota for k in ("storage", "persistentvolumeclaims")):
             return
@@ -491,7 +498,7 @@ class TenantAdmission:
     # -- pods ------------------------------------------------------------------------------------
 
     async def _pod_policy(
-        self, tenant: str | None, tspec: JSON, kind: str, path: str, holder: JSON, before: JSON | None
+        self, tenant: str | None, tspec: Obj, kind: str, path: str, holder: Obj, before: Obj | None
     ) -> None:
         """`holder` (a pod, or a template with metadata and spec) in a namespace of `tenant` (None:
         the operators'); `before`: the same as it was, on an update."""
@@ -528,7 +535,7 @@ class TenantAdmission:
             )
         self._registries(tenant, tspec, path, spec)
 
-    async def _kernel(self, tenant: str | None, tspec: JSON, path: str, holder: JSON) -> None:
+    async def _kernel(self, tenant: str | None, tspec: Obj, path: str, holder: Obj) -> None:
         """The pod's kernel: a well-formed name (it becomes a path on the node), one the tenant may
         use, registered on some node (its agent lists them on its Node)."""
         name = ((holder.get("metadata") or {}).get("annotations") or {}).get(KERNEL_ANNOTATION)
@@ -552,7 +559,7 @@ class TenantAdmission:
             )
 
     @staticmethod
-    def _registries(tenant: str, tspec: JSON, path: str, spec: JSON) -> None:
+    def _registries(tenant: str, tspec: Obj, path: str, spec: Obj) -> None:
         """Every image from a registry the tenant may pull from (absent list: any)."""
         allowed = tspec.get("allowedRegistries")
         if allowed is None:
@@ -583,14 +590,14 @@ class TenantAdmission:
     async def usage(self, tenant: str) -> Usage:
         """What the tenant's namespaces hold now, read from the store."""
         namespaces = await self.namespaces_of(tenant)
-        pods: list[JSON] = []
+        pods: list[Obj] = []
         for ns in namespaces:
             res = await self.d.store.list(key_prefix("", "pods", ns))
             pods.extend(json.loads(kv.value) for kv in res.items)
         count, vcpus, memory, ephemeral = quota_usage(pods)
         return Usage(count, vcpus, memory, len(namespaces), ephemeral)
 
-    async def _pod_quota(self, tenant: str, tspec: JSON, pod: JSON) -> None:
+    async def _pod_quota(self, tenant: str, tspec: Obj, pod: Obj) -> None:
         quota = tspec.get("quota") or {}
         if not any(k in quota for k in ("pods", "vcpus", "memory", EPHEMERAL)):
             return
@@ -619,7 +626,7 @@ class TenantAdmission:
             total += len((await self.d.store.list(key_prefix(c.group, c.plural, ns))).items)
         return total
 
-    async def _count_quota(self, tenant: str, kind: str, tspec: JSON | None = None) -> None:
+    async def _count_quota(self, tenant: str, kind: str, tspec: Obj | None = None) -> None:
         c = COUNTED_BY_KIND.get(kind)
         if c is None or not tenant:
             return
@@ -629,7 +636,7 @@ class TenantAdmission:
             self._check(tenant, tspec, c.key, 1, await self.count(tenant, c))
 
     async def _node_port_quota(
-        self, tenant: str, tspec: JSON, namespace: str, obj: JSON, old: JSON | None
+        self, tenant: str, tspec: Obj, namespace: str, obj: Obj, old: Obj | None
     ) -> None:
         """Node ports come from one range for the whole cluster: a tenant takes its quota's worth."""
         asked = node_ports(obj)
@@ -645,7 +652,7 @@ class TenantAdmission:
         self._check(tenant, tspec, NODE_PORTS_KEY, asked, used)
 
     @staticmethod
-    def _check(tenant: str, tspec: JSON, key: str, asked: int, used: int) -> None:
+    def _check(tenant: str, tspec: Obj, key: str, asked: int, used: int) -> None:
         limit_text = (tspec.get("quota") or {}).get(key)
         if limit_text is None:
             return

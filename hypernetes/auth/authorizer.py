@@ -28,15 +28,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
-from hypernetes.auth.identity import MASTERS, TENANT_LABEL, UserInfo
+from hypernetes.auth.identity import MASTERS, UserInfo
+from hypernetes.objects import Obj
+from hypernetes.objects.names import TENANT_LABEL
 from hypernetes.store.keys import key_prefix, object_key
 from hypernetes.volumes.objects import pv_node
 
-JSON = dict[str, Any]
-Scope = Callable[[JSON], bool]
+Scope = Callable[[Obj], bool]
 
 READ = frozenset(("get", "list", "watch"))
 WRITE = frozenset(("create", "update", "patch", "delete", "deletecollection"))
@@ -128,7 +129,7 @@ class GroupAuthorizer:
         return deny()
 
 
-def _meta(obj: JSON) -> JSON:
+def _meta(obj: Obj) -> Obj:
     m = obj.get("metadata")
     return m if isinstance(m, dict) else {}
 
@@ -176,7 +177,7 @@ class TenantAuthorizer:
     def _in_tenant(self, tenant: str) -> Scope:
         d = self.d
 
-        def scope(obj: JSON) -> bool:
+        def scope(obj: Obj) -> bool:
             return d.namespace_owner(str(_meta(obj).get("namespace", ""))) == tenant
 
         return scope
@@ -226,7 +227,7 @@ class TenantAuthorizer:
             return ALLOW
         return ALLOW if u.role == "admin" else deny("only a tenant admin changes namespaces")
 
-    async def _volume(self, name: str) -> JSON | None:
+    async def _volume(self, name: str) -> Obj | None:
         kv = await self.d.store.get(object_key("", "persistentvolumes", None, name))
         return json.loads(kv.value) if kv is not None else None
 
@@ -235,7 +236,7 @@ class TenantAuthorizer:
         if a.verb not in READ:
             return deny("persistentvolumes are made by the volume controller and operators")
 
-        def own(o: JSON) -> bool:
+        def own(o: Obj) -> bool:
             return (_meta(o).get("labels") or {}).get(TENANT_LABEL) == u.tenant
 
         if a.verb in ("list", "watch"):
@@ -274,7 +275,7 @@ class TenantAuthorizer:
         so names cannot be probed."""
         u = a.user
 
-        def own(o: JSON) -> bool:
+        def own(o: Obj) -> bool:
             return ((o.get("spec") or {}).get("tenant") or None) == u.tenant
 
         if a.subresource and a.verb not in READ:
@@ -353,7 +354,7 @@ class TenantAuthorizer:
         return deny()
 
     async def _node_pods(self, a: Attributes, node: str) -> Decision:
-        def on_node(o: JSON) -> bool:
+        def on_node(o: Obj) -> bool:
             return (o.get("spec") or {}).get("nodeName") == node
 
         if a.verb in ("list", "watch") and not a.name:
@@ -374,7 +375,7 @@ class TenantAuthorizer:
         use. Updates: only PVs on the node (it removes its backing-file finalizer; admission checks
         that it changes nothing else)."""
 
-        def on_node(o: JSON) -> bool:
+        def on_node(o: Obj) -> bool:
             return pv_node(o) == node
 
         if a.verb in ("list", "watch"):
@@ -408,7 +409,7 @@ class TenantAuthorizer:
         return False
 
 
-def pod_references(spec: JSON) -> dict[str, set[str]]:
+def pod_references(spec: Obj) -> dict[str, set[str]]:
     """The configmaps, secrets, service accounts and claims a pod spec names."""
     refs: dict[str, set[str]] = {
         "configmaps": set(),

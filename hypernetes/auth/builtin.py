@@ -16,11 +16,9 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from hypernetes.auth.directory import Directory, user_spec
 from hypernetes.auth.identity import (
-    ROLE_ANNOTATION,
     ROLES,
     IssuedToken,
     LoginFailed,
@@ -31,10 +29,11 @@ from hypernetes.auth.identity import (
 )
 from hypernetes.auth.passwords import hash_password, verify_password
 from hypernetes.auth.tokens import Claims, TokenInvalid, TokenSigner
+from hypernetes.objects import Obj
+from hypernetes.objects.names import ROLE_ANNOTATION
 from hypernetes.store.interface import KeyExists, KeyNotFound, RevisionConflict
 from hypernetes.store.keys import CREDENTIALS, REVOKED, object_key
 
-JSON = dict[str, Any]
 MAX_USER_TTL = 7 * 24 * 3600.0
 VERIFIED_CACHE = 10000
 SA_AUDIENCE = "https://kubernetes.default.svc"
@@ -146,7 +145,7 @@ class BuiltinIdentity:
             raise LoginFailed("invalid user name, password or tenant")
         return self.issue_user(obj, ttl)
 
-    def issue_user(self, user: JSON, ttl: float) -> IssuedToken:
+    def issue_user(self, user: Obj, ttl: float) -> IssuedToken:
         """A token for User object `user` (ttl clamped to 1 minute .. 7 days)."""
         meta = user.get("metadata") or {}
         token, claims = self.signer.issue(str(meta.get("name")), "user", min(max(ttl, 60.0), MAX_USER_TTL),
@@ -158,12 +157,12 @@ class BuiltinIdentity:
         token, claims = self.signer.issue(node, "node", ttl)
         return IssuedToken(token, claims.exp)
 
-    def issue_service_account(self, namespace: str, sa: JSON, ttl: float, *, pod: JSON | None = None,
+    def issue_service_account(self, namespace: str, sa: Obj, ttl: float, *, pod: Obj | None = None,
                               audiences: list[str] | None = None) -> tuple[IssuedToken, list[str]]:
         """A token for service account object `sa`, bound to `pod` when given (as upstream's
         TokenRequest with a boundObjectRef); the audiences it carries."""
         meta = sa.get("metadata") or {}
-        k8s: JSON = {"namespace": namespace,
+        k8s: Obj = {"namespace": namespace,
                      "serviceaccount": {"name": meta.get("name"), "uid": meta.get("uid")}}
         if pod is not None:
             pm = pod.get("metadata") or {}
@@ -175,14 +174,14 @@ class BuiltinIdentity:
 
     # -- passwords and revocation --------------------------------------------------------------
 
-    async def set_password(self, user: JSON, password: str) -> None:
+    async def set_password(self, user: Obj, password: str) -> None:
         """Store a new hash for User object `user`; every token issued before now stops working."""
         meta = user.get("metadata") or {}
         hashed = await asyncio.to_thread(hash_password, password)
         await self._put_credential(str(meta.get("name")), {"hash": hashed, "uid": meta.get("uid"),
                                                            "notBefore": time.time()})
 
-    async def check_password(self, user: JSON, password: str) -> bool:
+    async def check_password(self, user: Obj, password: str) -> bool:
         meta = user.get("metadata") or {}
         cred = await self.directory.credentials.fetch(str(meta.get("name"))) or {}
         if cred.get("uid") != meta.get("uid"):
@@ -201,7 +200,7 @@ class BuiltinIdentity:
             with contextlib.suppress(KeyNotFound, RevisionConflict):
                 await self.store.delete(kv.key, kv.mod_revision)
 
-    async def _put_credential(self, user: str, record: JSON) -> None:
+    async def _put_credential(self, user: str, record: Obj) -> None:
         value = json.dumps(record).encode()
         for _ in range(10):
             kv = await self.store.get(CREDENTIALS + user)

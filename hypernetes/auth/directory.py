@@ -3,18 +3,16 @@ tenants, users, which tenant owns each namespace, password records and revoked t
 
 from __future__ import annotations
 
-from typing import Any
-
-from hypernetes.auth.identity import TENANT_LABEL
 from hypernetes.auth.mirror import PrefixMirror
+from hypernetes.objects import Obj
+from hypernetes.objects.names import TENANT_LABEL
 from hypernetes.store.interface import Store
 from hypernetes.store.keys import CREDENTIALS, REVOKED, key_prefix
 
-JSON = dict[str, Any]
 GROUP = "hypernetes.io"
 
 
-def owner(namespace: JSON | None) -> str | None:
+def owner(namespace: Obj | None) -> str | None:
     """The tenant that owns a namespace object, or None (an operators' namespace)."""
     if namespace is None:
         return None
@@ -22,7 +20,7 @@ def owner(namespace: JSON | None) -> str | None:
     return label if isinstance(label, str) and label else None
 
 
-def user_spec(user: JSON | None) -> JSON:
+def user_spec(user: Obj | None) -> Obj:
     spec = (user or {}).get("spec")
     return spec if isinstance(spec, dict) else {}
 
@@ -41,7 +39,7 @@ class Directory:
         self._owner_of: dict[str, str] = {}
         self.namespaces.on_change(self._namespace_changed)
 
-    def _namespace_changed(self, name: str, obj: JSON | None) -> None:
+    def _namespace_changed(self, name: str, obj: Obj | None) -> None:
         old = self._owner_of.pop(name, None)
         if old is not None:
             self._owned.get(old, set()).discard(name)
@@ -71,23 +69,23 @@ class Directory:
     def tenant_namespaces(self, tenant: str) -> frozenset[str]:
         return frozenset(self._owned.get(tenant, ()))
 
-    def tenant(self, name: str) -> JSON | None:
+    def tenant(self, name: str) -> Obj | None:
         return self.tenants.get(name)
 
-    async def fetch_tenant(self, name: str) -> JSON | None:
+    async def fetch_tenant(self, name: str) -> Obj | None:
         return await self.tenants.fetch(name)
 
     def tenant_active(self, name: str) -> bool:
         t = self.tenants.get(name)
         return t is not None and not (t.get("metadata") or {}).get("deletionTimestamp")
 
-    def user(self, name: str) -> JSON | None:
+    def user(self, name: str) -> Obj | None:
         return self.users.get(name)
 
-    async def fetch_user(self, name: str) -> JSON | None:
+    async def fetch_user(self, name: str) -> Obj | None:
         return await self.users.fetch(name)
 
-    def credential(self, user: str) -> JSON | None:
+    def credential(self, user: str) -> Obj | None:
         return self.credentials.get(user)
 
     def is_revoked(self, jti: str) -> bool:

@@ -25,8 +25,6 @@ NODES = "system:nodes"
 NODE_PREFIX = "system:node:"
 SA_PREFIX = "system:serviceaccount:"
 SA_GROUP = "system:serviceaccounts"
-TENANT_LABEL = "hypernetes.io/tenant"
-ROLE_ANNOTATION = "hypernetes.io/role"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from typing import Any
 import aiohttp
 
 from hypernetes.auth.identity import ROLES, AuthUnavailable, IssuedToken, LoginFailed, UserInfo, tenant_user
+from hypernetes.objects import Obj
 
 DEFAULT_ROLE_MAP: Mapping[str, str] = {
     "admin": "admin", "member": "member", "_member_": "member", "reader": "viewer"}
@@ -61,7 +62,6 @@ _REFUSED = frozenset({400, 401, 403, 404})  # Keystone answered: these credentia
 _TENANT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: safe as an HTTP header value
 
-JSON = dict[str, Any]
 Result = tuple[UserInfo | None, float]  # the answer and how long (s) it may be cached
 
 
@@ -229,7 +229,7 @@ class KeystoneBackend:
         return status, body, token
 
     async def _request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
-                       json_body: JSON | None = None) -> tuple[int, bytes, str | None]:
+                       json_body: Obj | None = None) -> tuple[int, bytes, str | None]:
         """(status, body, X-Subject-Token) of one call; the body only of a 2xx answer."""
         if self._session is None:
             self._session = aiohttp.ClientSession(

@@ -12,12 +12,11 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.store.interface import Compacted, EventType, Store
 
 log = logging.getLogger(__name__)
-JSON = dict[str, Any]
 
 
 class PrefixMirror:
@@ -26,9 +25,9 @@ class PrefixMirror:
 
     def __init__(self, store: Store, prefix: str) -> None:
         self.store, self.prefix = store, prefix
-        self._items: dict[str, JSON] = {}
+        self._items: dict[str, Obj] = {}
         self._task: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[str, JSON | None], None]] = []
+        self._listeners: list[Callable[[str, Obj | None], None]] = []
         self.revision = 0
 
     async def start(self) -> None:
@@ -79,7 +78,7 @@ class PrefixMirror:
                 log.exception("mirror %s: watch failed; retrying", self.prefix)
                 await asyncio.sleep(1)
 
-    async def fetch(self, name: str) -> JSON | None:
+    async def fetch(self, name: str) -> Obj | None:
         """As get(), but a miss is read from the store: the watch may not yet carry a write
         made a moment ago (a namespace created just before a pod in it)."""
         obj = self._items.get(name)
@@ -89,21 +88,21 @@ class PrefixMirror:
         if kv is None:
             return None
         try:
-            found: JSON = json.loads(kv.value)
+            found: Obj = json.loads(kv.value)
         except ValueError:
             return None
         return found
 
-    def on_change(self, fn: Callable[[str, JSON | None], None]) -> None:
+    def on_change(self, fn: Callable[[str, Obj | None], None]) -> None:
         self._listeners.append(fn)
 
-    def get(self, name: str) -> JSON | None:
+    def get(self, name: str) -> Obj | None:
         return self._items.get(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
 
-    def items(self) -> Iterator[tuple[str, JSON]]:
+    def items(self) -> Iterator[tuple[str, Obj]]:
         return iter(list(self._items.items()))
 
     async def stop(self) -> None:

@@ -6,9 +6,9 @@ pod, the cluster CA, the namespace) mounted read-only at
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
+
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 # upstream's value: the token expires an hour after it is issued; the node agent puts a fresh one
@@ -20,7 +20,7 @@ def _suffix() -> str:
     return "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
 
 
-def token_volume() -> JSON:
+def token_volume() -> Obj:
     return {
         "name": f"kube-api-access-{_suffix()}",
         "projected": {
@@ -43,7 +43,7 @@ def token_volume() -> JSON:
     }
 
 
-def add_token_volume(pod: JSON, account: JSON | None) -> None:
+def add_token_volume(pod: Obj, account: Obj | None) -> None:
     """Mutates a new pod: sets serviceAccountName and, unless the pod or its account opt out, adds
     the token volume and its mounts (containers that already mount that path are left alone)."""
     spec = pod.setdefault("spec", {})

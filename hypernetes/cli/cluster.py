@@ -37,6 +37,7 @@ from hypernetes.network.netns import local_subnets
 from hypernetes.node.agent import NodeAgent
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.proxy import NodePodProxy
+from hypernetes.objects import Obj
 from hypernetes.runtime.images import RegistryPolicy
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
@@ -45,7 +46,6 @@ from hypernetes.store.interface import Store
 from hypernetes.volumes import LocalVolumes
 
 log = logging.getLogger("hypernetes.up")
-Obj = dict[str, Any]
 
 
 class ProxyAdapter:

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.cli.common import fail
+from hypernetes.objects import Obj
 from hypernetes.runtime.paths import default_data_dir
 
-JSON = dict[str, Any]
 EXEC_API = "client.authentication.k8s.io/v1"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -100,7 +100,7 @@ class Cluster:
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
         timeout: float = 30.0,
-    ) -> JSON:
+    ) -> Obj:
         url = self.server.rstrip("/") + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
         headers = {"Accept": accept, "User-Agent": "hypernetes-cli"}
         bearer = token if token is not None else self.token
@@ -128,7 +128,7 @@ class Cluster:
             raise RequestFailed(0, "Unreachable", f"cannot reach {self.server}: {why}") from None
 
 
-def _decode(payload: bytes) -> JSON:
+def _decode(payload: bytes) -> Obj:
     try:
         obj = json.loads(payload) if payload else {}
     except ValueError:
@@ -136,7 +136,7 @@ def _decode(payload: bytes) -> JSON:
     return obj if isinstance(obj, dict) else {}
 
 
-def whoami(cluster: Cluster) -> JSON:
+def whoami(cluster: Cluster) -> Obj:
     """The caller's userInfo, as `kubectl auth whoami` asks for it."""
     review = cluster.call(
         "POST",
@@ -179,7 +179,7 @@ class Kubeconfig:
     ca_file: str | None
     ca_data: bytes | None
     insecure: bool
-    user: JSON
+    user: Obj
 
 
 def read_kubeconfig(path: Path) -> Kubeconfig:
@@ -196,7 +196,7 @@ def read_kubeconfig(path: Path) -> Kubeconfig:
         ctx_name = cfg["current-context"]
         ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-        user: JSON = next((u["user"] for u in cfg.get("users") or [] if u["name"] == ctx.get("user")), {})
+        user: Obj = next((u["user"] for u in cfg.get("users") or [] if u["name"] == ctx.get("user")), {})
     except (KeyError, TypeError, StopIteration):
         raise CliError(f"kubeconfig {path}: no usable current context") from None
     ca_file = cluster.get("certificate-authority")
@@ -237,7 +237,7 @@ def connect(path_arg: Path | None) -> Cluster:
     )
 
 
-def _exec_plugin(spec: JSON, base: Path) -> str:
+def _exec_plugin(spec: Obj, base: Path) -> str:
     """Run a kubeconfig's credential plugin as client-go does, and return its token."""
     command = str(spec.get("command") or "")
     if os.sep in command and not Path(command).is_absolute():
@@ -346,7 +346,7 @@ def split_pairs(text: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def print_table(table: JSON, columns: Sequence[str], *, keep: dict[str, str] | None = None) -> None:
+def print_table(table: Obj, columns: Sequence[str], *, keep: dict[str, str] | None = None) -> None:
     """The named columns of a server-rendered Table (what `kubectl get` prints), optionally only
     the rows whose cells equal `keep`'s values."""
     names = [str(c.get("name")) for c in table.get("columnDefinitions") or []]
@@ -478,7 +478,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
         else:  # the CA came embedded: keep the kubeconfig one self-contained file
             ca_args = ["--ca-data", base64.b64encode(ca_data).decode()]
         command = _self_command()
-        user: JSON = {
+        user: Obj = {
             "exec": {
                 "apiVersion": EXEC_API,
                 "command": command[0],
@@ -511,7 +511,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
         )
         user = {"token": issued["token"]}
         note = f"token of user {args.user} of tenant {args.tenant} expires {issued['expirationTimestamp']}"
-    context: JSON = {"cluster": "hypernetes", "user": name}
+    context: Obj = {"cluster": "hypernetes", "user": name}
     if args.namespace:
         context["namespace"] = args.namespace
     doc = {
@@ -566,7 +566,7 @@ class TokenCache:
         self.dir = base / "hypernetes" / "tokens"
         self.path = self.dir / f"{digest}.json"
 
-    def load(self) -> JSON | None:
+    def load(self) -> Obj | None:
         try:
             entry = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -601,7 +601,7 @@ class TokenCache:
         self.path.unlink(missing_ok=True)
 
 
-def _fresh(entry: JSON) -> bool:
+def _fresh(entry: Obj) -> bool:
     """Whether a cached token has more than REFRESH_MARGIN left (kubectl may take a while)."""
     try:
         expires = dt.datetime.fromisoformat(str(entry.get("expirationTimestamp")).replace("Z", "+00:00"))
@@ -610,7 +610,7 @@ def _fresh(entry: JSON) -> bool:
     return expires > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=REFRESH_MARGIN)
 
 
-def _exec_info() -> JSON | None:
+def _exec_info() -> Obj | None:
     """What kubectl tells its plugin (KUBERNETES_EXEC_INFO), or None when run by hand."""
     raw = os.environ.get("KUBERNETES_EXEC_INFO")
     if not raw:
@@ -704,7 +704,7 @@ def _login(args: argparse.Namespace) -> int:
     return 0
 
 
-def _login_call(cluster: Cluster, body: JSON, patience: float = 30.0) -> JSON:
+def _login_call(cluster: Cluster, body: Obj, patience: float = 30.0) -> Obj:
     """POST /login; a login the server delays (429 with a retry time: someone else is guessing
     this user's password) is sent again when its turn comes, for up to `patience` seconds."""
     deadline = time.monotonic() + patience

@@ -11,7 +11,6 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from hypernetes.auth.identity import TENANT_LABEL
 from hypernetes.cli.login import (
     MERGE_PATCH,
     TABLE,
@@ -23,8 +22,9 @@ from hypernetes.cli.login import (
     run,
     split_pairs,
 )
+from hypernetes.objects import Obj
+from hypernetes.objects.names import TENANT_LABEL
 
-JSON = dict[str, Any]
 TENANTS = "/apis/hypernetes.io/v1/tenants"
 QUOTA_EXAMPLE = "pods=10,vcpus=8,memory=16Gi,namespaces=5"
 QUOTA_HELP = (
@@ -123,9 +123,9 @@ ALLOW_FLAGS = (
 )
 
 
-def _spec(args: argparse.Namespace) -> JSON:
+def _spec(args: argparse.Namespace) -> Obj:
     """The spec fields the flags set."""
-    spec: JSON = {}
+    spec: Obj = {}
     if args.display_name:
         spec["displayName"] = args.display_name
     quota = split_pairs(args.quota, "--quota")
@@ -219,7 +219,7 @@ def _quota(cluster: Cluster, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_quota(name: str, tenant: JSON) -> None:
+def _print_quota(name: str, tenant: Obj) -> None:
     """Each limit with its use (the tenant controller's count; `-` until it has counted)."""
     limits = (tenant.get("spec") or {}).get("quota") or {}
     used = (tenant.get("status") or {}).get("used") or {}

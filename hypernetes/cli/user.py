@@ -25,8 +25,8 @@ from hypernetes.cli.login import (
     run,
     whoami,
 )
+from hypernetes.objects import Obj
 
-JSON = dict[str, Any]
 USERS = "/apis/hypernetes.io/v1/users"
 IDENTITY = "/hypernetes/v1/users"
 
@@ -78,7 +78,7 @@ def _new_password(args: argparse.Namespace, user: str) -> str:
 def _create(args: argparse.Namespace) -> int:
     cluster = connect(args.kubeconfig)
     password = _new_password(args, args.name)  # before anything is created: no half-made user
-    spec: JSON = {"tenant": args.tenant, "role": args.role}
+    spec: Obj = {"tenant": args.tenant, "role": args.role}
     if args.display_name:
         spec["displayName"] = args.display_name
     cluster.call("POST", USERS, {"apiVersion": "hypernetes.io/v1", "kind": "User",
@@ -117,7 +117,7 @@ def _passwd(args: argparse.Namespace) -> int:
     role = ((me.get("extra") or {}).get("hypernetes.io/role") or [""])[0]
     # only a user changing its own password proves it knows the current one (the server checks)
     own = me.get("username") == args.name and MASTERS not in (me.get("groups") or []) and role != "admin"
-    body: JSON = {}
+    body: Obj = {}
     if own and args.password_stdin:
         body["currentPassword"], body["password"] = read_stdin_lines(2)
     elif own:

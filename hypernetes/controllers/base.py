@@ -11,15 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers.events import EventRecorder
 from hypernetes.controllers.informer import Informer, InformerFactory, key_of
 from hypernetes.controllers.queue import RateLimiter, WorkQueue, controller_rate_limiter
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 
 class Retry(Exception):

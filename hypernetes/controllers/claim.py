@@ -5,13 +5,11 @@ orphans (if it is not being deleted) and releases objects its selector no longer
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.informer import Informer
-
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
 
 
 async def claim(client: ApiClient, informer: Informer, owner: Obj, selector: Obj | None,

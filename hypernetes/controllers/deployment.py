@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
@@ -17,9 +16,9 @@ from hypernetes.controllers import rollout as r
 from hypernetes.controllers.base import Controller, update_status
 from hypernetes.controllers.claim import claim, fresh_owner_check
 from hypernetes.controllers.informer import Handler, InformerFactory, key_of
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 RS_CREATE_ERROR = "ReplicaSetCreateError"  # upstream's FailedRSCreateReason
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller, namespace_terminating
 from hypernetes.controllers.informer import Handler, InformerFactory, split_key
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 

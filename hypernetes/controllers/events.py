@@ -5,12 +5,10 @@ spam dropped, as upstream's recorder does."""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from hypernetes import eventrecorder
 from hypernetes.apiclient import ApiClient
-
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
 
 
 class EventRecorder:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.discovery import Resource, ResourceDiscovery
 from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 FOREGROUND, ORPHAN = "foregroundDeletion", "orphan"
 IGNORED = {("v1", "events"), ("events.k8s.io/v1", "events")}  # as upstream: never owners' dependents

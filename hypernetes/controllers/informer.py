@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.apiclient import ApiClient
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 
 @dataclass

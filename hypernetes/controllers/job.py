@@ -14,7 +14,6 @@ import asyncio
 import copy
 import logging
 import time
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
@@ -23,9 +22,9 @@ from hypernetes.controllers.claim import claim, fresh_owner_check
 from hypernetes.controllers.informer import Handler, InformerFactory, key_of
 from hypernetes.controllers.jobindex import format_ranges, indexed, parse_ranges, pod_index, template_for
 from hypernetes.controllers.replicaset import pods_to_delete
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 TRACKING = "batch.kubernetes.io/job-tracking"
 POD_KEY = "pod:"  # queue keys of pods whose tracking finalizer may have to go

@@ -6,11 +6,9 @@ ranges ("0-2,5")."""
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from hypernetes.controllers import meta as m
-
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
 
 
 def meta(obj: Obj) -> Obj:

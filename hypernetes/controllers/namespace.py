@@ -6,7 +6,6 @@ delete the namespace. Conditions as upstream's namespaced_resources_deleter."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
@@ -14,11 +13,11 @@ from hypernetes.controllers.base import Controller, Retry
 from hypernetes.controllers.discovery import Resource, ResourceDiscovery
 from hypernetes.controllers.informer import Handler, InformerFactory
 from hypernetes.controllers.queue import RateLimiter, controller_rate_limiter
+from hypernetes.objects import Obj
+from hypernetes.objects.names import NAMESPACE_FINALIZER
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
-FINALIZER = "kubernetes"
 RECHECK = 1.0  # seconds between looks at content that is going away by itself
 
 
@@ -49,7 +48,7 @@ class NamespaceController(Controller):
         ns = await self.client.get_or_none("v1", "namespaces", key)
         if ns is None or not m.deleting(ns):
             return
-        if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
+        if NAMESPACE_FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return
         remaining, finalizers, errors = await self._delete_content(key)
         ns = await self._set_conditions(ns, remaining, finalizers, errors)
@@ -60,7 +59,7 @@ class NamespaceController(Controller):
         if remaining:  # deleted, going away (pods wait for their node): upstream's estimate
             self.queue.add_after(key, RECHECK)
             return
-        ns["spec"]["finalizers"] = [f for f in ns["spec"]["finalizers"] if f != FINALIZER]
+        ns["spec"]["finalizers"] = [f for f in ns["spec"]["finalizers"] if f != NAMESPACE_FINALIZER]
         await self.client.replace("v1", "namespaces", ns, subresource="finalize")
         log.info("namespace %s finalized", key)
 

@@ -40,34 +40,31 @@ from hypernetes.controllers.base import Controller, Retry
 from hypernetes.controllers.informer import Handler, InformerFactory, split_key
 from hypernetes.network.objects import (
     CLUSTER_NETWORK,
-    DEFAULT_LABEL,
     GROUP_VERSION,
-    IP_ANNOTATION,
-    MAC_ANNOTATION,
-    NETWORK_ANNOTATION,
     NETWORK_IDS,
     NODE_PORTS,
     POD_ANNOTATIONS,
-    TENANT_LABEL,
     default_network,
     namespace_network,
     network_id,
     network_id_record,
 )
+from hypernetes.objects import Obj
+from hypernetes.objects.names import (
+    DEFAULT_NETWORK_LABEL,
+    IP_ANNOTATION,
+    MAC_ANNOTATION,
+    NETWORK_ANNOTATION,
+    TENANT_LABEL,
+)
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 __all__ = [  # the model's names, re-exported for admission and tests
     "CLUSTER_NETWORK",
-    "DEFAULT_LABEL",
     "GROUP_VERSION",
-    "IP_ANNOTATION",
-    "MAC_ANNOTATION",
-    "NETWORK_ANNOTATION",
     "NETWORK_IDS",
     "POD_ANNOTATIONS",
-    "TENANT_LABEL",
     "NetworkController",
     "apply_defaults",
     "mac_for",
@@ -350,7 +347,7 @@ class NetworkController(Controller):
         body: Obj = {
             "apiVersion": GROUP_VERSION,
             "kind": "Network",
-            "metadata": {"name": name, "labels": {DEFAULT_LABEL: "true"}},
+            "metadata": {"name": name, "labels": {DEFAULT_NETWORK_LABEL: "true"}},
             "spec": network_spec(tenant),
         }
         if tenant:
@@ -522,7 +519,7 @@ class NetworkController(Controller):
         the last DEFAULT_NETWORK_RESERVE free ones go to default networks only: a tenant's pods
         always get a network, whatever other tenants made."""
         tenant = _spec(net).get("tenant")
-        if not tenant or m.labels(net).get(DEFAULT_LABEL) == "true":
+        if not tenant or m.labels(net).get(DEFAULT_NETWORK_LABEL) == "true":
             return None
         records = {
             m.name(a): str((_spec(a).get("owner") or {}).get("name"))
@@ -531,7 +528,9 @@ class NetworkController(Controller):
         }
         records.update((r, n) for r, n in self._id_records_made.items() if r in self._taken)
         extra = {
-            m.name(n) for n in self.tenant_networks(str(tenant)) if m.labels(n).get(DEFAULT_LABEL) != "true"
+            m.name(n)
+            for n in self.tenant_networks(str(tenant))
+            if m.labels(n).get(DEFAULT_NETWORK_LABEL) != "true"
         }
         held = sum(1 for owner in records.values() if owner in extra)
         if held >= TENANT_NETWORK_IDS - 1:

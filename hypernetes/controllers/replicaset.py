@@ -12,9 +12,9 @@ from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller, Expectations, namespace_terminating, update_status
 from hypernetes.controllers.claim import claim, fresh_owner_check
 from hypernetes.controllers.informer import Handler, InformerFactory, key_of
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 BURST = 500  # at most this many creations or deletions per sync, as upstream
 

@@ -8,11 +8,9 @@ import copy
 import json
 import math
 from datetime import timedelta
-from typing import Any
 
 from hypernetes.controllers import meta as m
-
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"

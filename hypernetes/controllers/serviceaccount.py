@@ -3,14 +3,12 @@ deleted (upstream pkg/controller/serviceaccount)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller, namespace_terminating
 from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.objects import Obj
 
-Obj = dict[str, Any]
 DEFAULT = "default"
 
 

@@ -17,12 +17,11 @@ from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
 from hypernetes.controllers.volumes import format_storage, storage_usage
+from hypernetes.objects import Obj
+from hypernetes.objects.names import TENANT_FINALIZER, TENANT_LABEL
 from hypernetes.runtime.podsize import quota_usage
 
-Obj = dict[str, Any]
 GROUP_VERSION = "hypernetes.io/v1"
-TENANT_LABEL = "hypernetes.io/tenant"
-FINALIZER = "hypernetes.io/tenant"
 MiB = 1024 * 1024
 NODE_PORTS_KEY = "services.nodeports"  # upstream's quota key: node ports taken from the shared range
 
@@ -236,7 +235,7 @@ class TenantController(Controller):
                 await self._ignore_gone(self.client.delete(c.api_version, c.plural, m.name(obj)))
         if left:
             return  # their deletion events bring us back
-        finalizers = [f for f in (m.meta(tenant).get("finalizers") or []) if f != FINALIZER]
+        finalizers = [f for f in (m.meta(tenant).get("finalizers") or []) if f != TENANT_FINALIZER]
         if finalizers != (m.meta(tenant).get("finalizers") or []):
             rv = m.meta(tenant).get("resourceVersion")
             await self._ignore_gone(

@@ -35,19 +35,22 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
-from hypernetes.volumes.objects import HOSTNAME_LABEL, pv_node
+from hypernetes.objects import Obj
+from hypernetes.objects.names import (
+    BACKING_FILE_FINALIZER,
+    BETA_DEFAULT_CLASS_ANNOTATION,
+    BETA_STORAGE_CLASS_ANNOTATION,
+    DEFAULT_CLASS_ANNOTATION,
+    HOSTNAME_LABEL,
+    PV_PROTECTION_FINALIZER,
+    PVC_PROTECTION_FINALIZER,
+    TENANT_LABEL,
+)
+from hypernetes.volumes.objects import pv_node
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 LOCAL_PROVISIONER = "local.hypernetes.io"
-TENANT_LABEL = "hypernetes.io/tenant"
-PVC_PROTECTION = "kubernetes.io/pvc-protection"
-PV_PROTECTION = "kubernetes.io/pv-protection"
-BACKING_FILE = "local.hypernetes.io/backing-file"
-DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
-BETA_DEFAULT_CLASS = "storageclass.beta.kubernetes.io/is-default-class"
-BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
 BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
@@ -117,12 +120,12 @@ def claim_request(claim: Obj) -> int:
 
 def claim_class(claim: Obj) -> str:
     """The claim's class: the beta annotation wins, as upstream's GetPersistentVolumeClaimClass."""
-    beta = ((claim.get("metadata") or {}).get("annotations") or {}).get(BETA_CLASS)
+    beta = ((claim.get("metadata") or {}).get("annotations") or {}).get(BETA_STORAGE_CLASS_ANNOTATION)
     return str(beta if beta is not None else _spec(claim).get("storageClassName") or "")
 
 
 def pv_class(pv: Obj) -> str:
-    beta = ((pv.get("metadata") or {}).get("annotations") or {}).get(BETA_CLASS)
+    beta = ((pv.get("metadata") or {}).get("annotations") or {}).get(BETA_STORAGE_CLASS_ANNOTATION)
     return str(beta if beta is not None else _spec(pv).get("storageClassName") or "")
 
 
@@ -138,7 +141,7 @@ def tenant_of(obj: Obj) -> str | None:
 
 def is_default_class(sc: Obj) -> bool:
     notes = (sc.get("metadata") or {}).get("annotations") or {}
-    return notes.get(DEFAULT_CLASS) == "true" or notes.get(BETA_DEFAULT_CLASS) == "true"
+    return notes.get(DEFAULT_CLASS_ANNOTATION) == "true" or notes.get(BETA_DEFAULT_CLASS_ANNOTATION) == "true"
 
 
 def default_class(classes: Iterable[Obj]) -> Obj | None:
@@ -386,7 +389,7 @@ class VolumeController(Controller):
     async def _sync_unbound(self, claim: Obj, tenant: str | None) -> None:
         spec = _spec(claim)
         notes = m.meta(claim).get("annotations") or {}
-        if "storageClassName" not in spec and BETA_CLASS not in notes:
+        if "storageClassName" not in spec and BETA_STORAGE_CLASS_ANNOTATION not in notes:
             # retroactive default class (upstream 1.28+): a claim made while there was none
             default = default_class(self.classes.list())
             if default is not None:
@@ -493,7 +496,7 @@ class VolumeController(Controller):
         spec, params = _spec(claim), cls.get("parameters") or {}
         name = f"pvc-{m.uid(claim)}"
         meta: Obj = {"name": name, "annotations": {PROVISIONED_BY: LOCAL_PROVISIONER},
-                     "finalizers": [PV_PROTECTION, BACKING_FILE]}
+                     "finalizers": [PV_PROTECTION_FINALIZER, BACKING_FILE_FINALIZER]}
         if tenant:
             meta["labels"] = {TENANT_LABEL: tenant}
         storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
@@ -602,7 +605,7 @@ class VolumeController(Controller):
     async def _protect(self, claim: Obj) -> None:
         """Remove pvc-protection from a deleted claim once no unfinished pod uses it."""
         finalizers = list(m.meta(claim).get("finalizers") or [])
-        if PVC_PROTECTION not in finalizers:
+        if PVC_PROTECTION_FINALIZER not in finalizers:
             return
         if self._users(claim, self.pods.list(m.namespace(claim))):
             return  # the pods' events bring it back
@@ -610,7 +613,7 @@ class VolumeController(Controller):
         listed = await self.client.list("v1", "pods", m.namespace(claim))
         if self._users(claim, listed.get("items") or []):
             return
-        rest = [f for f in finalizers if f != PVC_PROTECTION]
+        rest = [f for f in finalizers if f != PVC_PROTECTION_FINALIZER]
         await self._write_claim(claim, {"metadata": {"finalizers": rest or None}})
 
     # -- volumes -------------------------------------------------------------------------------
@@ -660,8 +663,9 @@ class VolumeController(Controller):
                     await self._volume_status(pv, "Failed", "VolumeFailedDelete", str(e))
                     await self._say(pv, "Warning", "VolumeFailedDelete", str(e))
             return
-        if m.deleting(pv) and phase != "Bound" and PV_PROTECTION in (m.meta(pv).get("finalizers") or []):
-            rest = [f for f in m.meta(pv).get("finalizers") or [] if f != PV_PROTECTION]
+        protected = PV_PROTECTION_FINALIZER in (m.meta(pv).get("finalizers") or [])
+        if m.deleting(pv) and phase != "Bound" and protected:
+            rest = [f for f in m.meta(pv).get("finalizers") or [] if f != PV_PROTECTION_FINALIZER]
             await self._write_volume(pv, {"metadata": {"finalizers": rest or None}})
 
     # -- writes (merge patches guarded by the resourceVersion read; a 409 requeues) -------------

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from hypernetes.network.netns import netns_path, run_in_netns
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 # -- wire constants ----------------------------------------------------------------------------
 

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hypernetes.network.state import BRIDGE, UPLINK, LinkAddresses, Network
-
-Json = dict[str, Any]
+from hypernetes.objects import Obj
 
 # Router namespace tables, one per concern.
 PORTS = ("bridge", "antispoof")  # what a pod's port may send: its own MAC, ARP and IPv4 source
@@ -31,37 +30,37 @@ class NftError(RuntimeError):
 # -- expression helpers ------------------------------------------------------------------
 
 
-def meta(key: str) -> Json:
+def meta(key: str) -> Obj:
     return {"meta": {"key": key}}
 
 
-def payload(protocol: str, fld: str) -> Json:
+def payload(protocol: str, fld: str) -> Obj:
     return {"payload": {"protocol": protocol, "field": fld}}
 
 
-def ct(key: str) -> Json:
+def ct(key: str) -> Obj:
     return {"ct": {"key": key}}
 
 
-def concat(*items: Any) -> Json:
+def concat(*items: Any) -> Obj:
     return {"concat": list(items)}
 
 
-def match(left: Any, right: Any, op: str = "==") -> Json:
+def match(left: Any, right: Any, op: str = "==") -> Obj:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-def cidr_expr(cidr: str) -> Json:
+def cidr_expr(cidr: str) -> Obj:
     net = ipaddress.IPv4Network(cidr)
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
 
 
-def anon_set(*items: Any) -> Json:
+def anon_set(*items: Any) -> Obj:
     return {"set": list(items)}
 
 
-ACCEPT: Json = {"accept": None}
-DROP: Json = {"drop": None}
+ACCEPT: Obj = {"accept": None}
+DROP: Obj = {"drop": None}
 ESTABLISHED = match(ct("state"), ["established", "related"], "in")
 INVALID = match(ct("state"), "invalid", "in")
 
@@ -75,23 +74,23 @@ class Ruleset:
 
     def __init__(self) -> None:
         self._tables: list[tuple[str, str]] = []
-        self._chains: list[Json] = []
-        self._sets: list[Json] = []
-        self._rules: list[Json] = []
+        self._chains: list[Obj] = []
+        self._sets: list[Obj] = []
+        self._rules: list[Obj] = []
 
     def table(self, family: str, name: str) -> None:
         self._tables.append((family, name))
 
     def chain(self, t: tuple[str, str], name: str, hook: tuple[str, str, int, str] | None = None) -> None:
         """hook: (type, hook, priority, policy) for a base chain."""
-        c: Json = {"family": t[0], "table": t[1], "name": name}
+        c: Obj = {"family": t[0], "table": t[1], "name": name}
         if hook:
             c.update(type=hook[0], hook=hook[1], prio=hook[2], policy=hook[3])
         self._chains.append({"chain": c})
 
     def set(self, t: tuple[str, str], name: str, typ: str | list[str], elems: Sequence[Any],
             *, map_to: str | None = None, flags: Sequence[str] = ()) -> None:
-        s: Json = {"family": t[0], "table": t[1], "name": name, "type": typ}
+        s: Obj = {"family": t[0], "table": t[1], "name": name, "type": typ}
         if map_to:
             s["map"] = map_to
         if flags:
@@ -100,14 +99,14 @@ class Ruleset:
             s["elem"] = list(elems)
         self._sets.append({"map" if map_to else "set": s})
 
-    def rule(self, t: tuple[str, str], chain: str, *expr: Json, comment: str | None = None) -> None:
-        r: Json = {"family": t[0], "table": t[1], "chain": chain, "expr": list(expr)}
+    def rule(self, t: tuple[str, str], chain: str, *expr: Obj, comment: str | None = None) -> None:
+        r: Obj = {"family": t[0], "table": t[1], "chain": chain, "expr": list(expr)}
         if comment:
             r["comment"] = comment
         self._rules.append({"rule": r})
 
-    def commands(self) -> list[Json]:
-        cmds: list[Json] = []
+    def commands(self) -> list[Obj]:
+        cmds: list[Obj] = []
         for family, name in self._tables:
             t = {"table": {"family": family, "name": name}}
             cmds += [{"add": t}, {"delete": t}, {"add": t}]
@@ -118,9 +117,9 @@ class Ruleset:
         return cmds
 
 
-def delete_tables(tables: Sequence[tuple[str, str]]) -> list[Json]:
+def delete_tables(tables: Sequence[tuple[str, str]]) -> list[Obj]:
     """Commands removing these tables, whether they exist or not."""
-    cmds: list[Json] = []
+    cmds: list[Obj] = []
     for family, name in tables:
         t = {"table": {"family": family, "name": name}}
         cmds += [{"add": t}, {"delete": t}]
@@ -141,7 +140,7 @@ def refuse_rules(r: Ruleset, t: tuple[str, str], chain: str) -> None:
 # -- the router namespace ------------------------------------------------------------------
 
 
-def router_ruleset(net: Network, link: LinkAddresses) -> list[Json]:
+def router_ruleset(net: Network, link: LinkAddresses) -> list[Obj]:
     r = Ruleset()
     _antispoof(r, net)
     _filter(r, net, link)
@@ -172,7 +171,7 @@ def _antispoof(r: Ruleset, net: Network) -> None:
            ACCEPT)
 
 
-def _router_addrs(net: Network) -> Json:
+def _router_addrs(net: Network) -> Obj:
     return anon_set(*sorted({net.gateway, net.snat_ip}))
 
 
@@ -268,7 +267,7 @@ def host_table(prefix: str) -> tuple[str, str]:
 
 
 def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Network],
-                 management: Sequence[str]) -> list[Json]:
+                 management: Sequence[str]) -> list[Obj]:
     """links: host veth name → its addresses, for every desired network (same order as nets)."""
     t = host_table(prefix)
     r = Ruleset()
@@ -318,7 +317,7 @@ def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Ne
 # -- running nft ---------------------------------------------------------------------------
 
 
-def apply(commands: list[Json], netns: str | None) -> None:
+def apply(commands: list[Obj], netns: str | None) -> None:
     """Run the commands as one nft transaction in namespace `netns` (None: ours)."""
     cmd = ["nft", "-j", "-f", "-"]
     if netns is not None:
@@ -329,12 +328,12 @@ def apply(commands: list[Json], netns: str | None) -> None:
         raise NftError(f"nft in {netns or 'host'}: {proc.stderr.strip()}")
 
 
-def list_ruleset(netns: str | None) -> list[Json]:
+def list_ruleset(netns: str | None) -> list[Obj]:
     cmd = ["nft", "-j", "list", "ruleset"]
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise NftError(f"nft list in {netns or 'host'}: {proc.stderr.strip()}")
-    items: list[Json] = json.loads(proc.stdout)["nftables"]
+    items: list[Obj] = json.loads(proc.stdout)["nftables"]
     return items

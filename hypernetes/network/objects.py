@@ -6,16 +6,17 @@ maps a namespace to its network. Pure functions of API objects; nothing here all
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
+from hypernetes.objects.names import (
+    DEFAULT_NETWORK_LABEL,
+    IP_ANNOTATION,
+    MAC_ANNOTATION,
+    NETWORK_ANNOTATION,
+    TENANT_LABEL,
+)
 
 GROUP_VERSION = "hypernetes.io/v1"
-TENANT_LABEL = "hypernetes.io/tenant"
-DEFAULT_LABEL = "hypernetes.io/default-network"  # "true" on a tenant's (or the cluster's) default
-NETWORK_ANNOTATION = "hypernetes.io/network"  # on a namespace: its network; on a pod: the one it is on
-IP_ANNOTATION = "hypernetes.io/ip"
-MAC_ANNOTATION = "hypernetes.io/mac"
 POD_ANNOTATIONS = (NETWORK_ANNOTATION, IP_ANNOTATION, MAC_ANNOTATION)
 CLUSTER_NETWORK = "default"
 # Network ids name router namespaces and pick link addresses on every host (and become VNIs);
@@ -72,7 +73,7 @@ def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:
     for net in networks:
         if tenant is None and meta_of(net).get("name") == CLUSTER_NETWORK:
             return net
-        if tenant is not None and (meta_of(net).get("labels") or {}).get(DEFAULT_LABEL) == "true" \
+        if tenant is not None and (meta_of(net).get("labels") or {}).get(DEFAULT_NETWORK_LABEL) == "true" \
                 and spec_of(net).get("tenant") == tenant and not _deleting(net):
             return net
     return None

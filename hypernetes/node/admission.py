@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.runtime.podsize import node_cost, pod_ephemeral_storage
 from hypernetes.runtime.sizing import parse_cpu, parse_memory
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)

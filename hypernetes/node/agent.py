@@ -29,20 +29,27 @@ from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
 from hypernetes.node.worker import TOKEN_REFRESH, PodWorker, VolumeUsers
+from hypernetes.objects import Obj
+from hypernetes.objects.names import (
+    ARCH_LABEL,
+    BACKING_FILE_FINALIZER,
+    HOSTNAME_LABEL,
+    KERNELS_ANNOTATION,
+    OS_LABEL,
+    RUNTIME_LABEL,
+)
 from hypernetes.runtime.cgroups import allocatable_millicpu
 from hypernetes.runtime.interface import Runtime
-from hypernetes.runtime.kernels import NODE_ANNOTATION, KernelRegistry
+from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.sizing import MiB
 from hypernetes.volumes.local import LocalVolumes, VolumeError
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 LEASE_SECONDS = 40
 HEARTBEAT = 10.0
 SYSTEM_RESERVED_MEMORY = 512 * MiB  # for the host, the agent and QEMU's own overhead
-BACKING_FILE_FINALIZER = "local.hypernetes.io/backing-file"
 RECLAIM_RETRY = 30.0  # a failed disk deletion or finalizer removal is tried again this often
 PLURALS = {
     "ConfigMap": "configmaps",
@@ -283,7 +290,7 @@ class NodeAgent:
             disk = {"capacity": f"{size // 1024}Ki", "allocatable": f"{allocatable_disk // 1024}Ki"}
         now = rfc3339()
         kernels = getattr(self.runtime, "kernels", None)  # admission lets pods pick only these
-        notes = {NODE_ANNOTATION: ",".join(kernels.names())} if isinstance(kernels, KernelRegistry) else {}
+        notes = {KERNELS_ANNOTATION: ",".join(kernels.names())} if isinstance(kernels, KernelRegistry) else {}
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -291,10 +298,10 @@ class NodeAgent:
                 "name": self.name,
                 "annotations": notes,
                 "labels": {
-                    "kubernetes.io/hostname": self.name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "hypernetes.io/runtime": self.runtime.name,
+                    HOSTNAME_LABEL: self.name,
+                    OS_LABEL: "linux",
+                    ARCH_LABEL: "amd64",
+                    RUNTIME_LABEL: self.runtime.name,
                     **self.labels,
                 },
             },

@@ -31,10 +31,10 @@ from typing import Any
 
 from hypernetes.node.admission import Rejection
 from hypernetes.node.podstatus import qos_class, rfc3339
+from hypernetes.objects import Obj
 from hypernetes.runtime.sizing import parse_memory
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 MEMORY, NODEFS, NODEFS_INODES = "memory.available", "nodefs.available", "nodefs.inodesFree"
 IMAGEFS, IMAGEFS_INODES, PIDS = "imagefs.available", "imagefs.inodesFree", "pid.available"

@@ -30,9 +30,6 @@ from hypernetes.network import NetworkApplyError, TenantNetworkHost
 from hypernetes.network.dns import DnsServer, records_for
 from hypernetes.network.objects import (
     GROUP_VERSION,
-    IP_ANNOTATION,
-    MAC_ANNOTATION,
-    NETWORK_ANNOTATION,
     holds_network_id,
     meta_of,
     namespace_network,
@@ -51,10 +48,11 @@ from hypernetes.network.state import (
     validate_mac,
 )
 from hypernetes.node.podspec import ConfigError
+from hypernetes.objects import Obj
+from hypernetes.objects.names import IP_ANNOTATION, MAC_ANNOTATION, NETWORK_ANNOTATION
 from hypernetes.runtime.interface import NetworkConfig
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 DOMAIN = "cluster.local"
 DEBOUNCE = 0.05  # changes arriving together (a deployment's pods, a service and its endpoints) apply once

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hypernetes.objects import Obj
+from hypernetes.objects.names import KERNEL_ANNOTATION, TENANT_LABEL
 from hypernetes.runtime.images import Credentials, ImageError, RegistryAuth
 from hypernetes.runtime.interface import (
     BlockDevice,
@@ -28,7 +30,6 @@ from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
-Obj = dict[str, Any]
 # (kind, namespace, name) -> the object, or None if it does not exist; kinds: "ConfigMap",
 # "Secret", "PersistentVolumeClaim", and the cluster-scoped "PersistentVolume" and "Namespace"
 # (namespace "")
@@ -40,9 +41,7 @@ PVC_KIND = "PersistentVolumeClaim"
 PV_KIND = "PersistentVolume"
 NS_KIND = "Namespace"
 CLUSTER_KINDS = frozenset({PV_KIND, NS_KIND})
-TENANT_LABEL = "hypernetes.io/tenant"
 
-KERNEL_ANNOTATION = "hypernetes.io/kernel"
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.runtime.interface import ContainerState, ContainerStatus
 
-Obj = dict[str, Any]
 TERMINAL_PHASES = ("Succeeded", "Failed")  # a pod in one of these never runs again
 
 

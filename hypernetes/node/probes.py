@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.runtime.interface import ExecSpec, PodRuntimeError, ProbeSpec, Runtime
 
-Obj = dict[str, Any]
 Callback = Callable[[str, str, bool, str], Awaitable[None]]
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from hypernetes.node.podspec import sandbox_id
+from hypernetes.objects import Obj
 from hypernetes.runtime.interface import (
     ExecSpec,
     LogLine,
@@ -23,8 +24,6 @@ from hypernetes.runtime.interface import (
     SandboxNotFound,
     Stream,
 )
-
-Obj = dict[str, Any]
 
 
 class LogOptions(Protocol):

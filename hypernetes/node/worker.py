@@ -44,6 +44,7 @@ from hypernetes.node.podstatus import (
     terminated_state,
 )
 from hypernetes.node.probes import ProbeRunner
+from hypernetes.objects import Obj
 from hypernetes.runtime.interface import (
     ContainerState,
     ImagePullFailed,
@@ -57,7 +58,6 @@ from hypernetes.runtime.interface import (
 from hypernetes.volumes.local import LocalVolumes, VolumeError
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 Objects = dict[tuple[str, str, str], Obj]  # (kind, namespace or "", name) -> object
 
 BACKOFF_START = 10.0

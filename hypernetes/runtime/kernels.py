@@ -36,6 +36,7 @@ from typing import Any
 
 import zstandard
 
+from hypernetes.objects.names import KERNELS_ANNOTATION
 from hypernetes.runtime.initrd import Source, Symlink, build_initrd
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ METADATA_FORMAT = 1
 # A kernel name becomes a directory under the registry and is read from a pod's annotation: DNS-1123
 # labels joined by dots (no '/', no '..', nothing path-like), at most 63 characters.
 NAME_RE = re.compile(r"(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-POD_ANNOTATION = "hypernetes.io/kernel"  # a pod's choice of kernel (absent: the default)
-NODE_ANNOTATION = "hypernetes.io/kernels"  # on a Node: the kernels registered there, comma-separated
 VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}")  # becomes a path in the initrd
 MAX_CMDLINE = 1024  # x86 allows 2048 in all; leave room for the runtime's own arguments
 
@@ -540,7 +539,7 @@ def name_problem(name: str) -> str | None:
 
 def offered(node: dict[str, Any]) -> set[str]:
     """The kernel names a Node object says its agent has registered (NODE_ANNOTATION)."""
-    text = ((node.get("metadata") or {}).get("annotations") or {}).get(NODE_ANNOTATION)
+    text = ((node.get("metadata") or {}).get("annotations") or {}).get(KERNELS_ANNOTATION)
     names = text.split(",") if isinstance(text, str) else []
     return {n for n in names if NAME_RE.fullmatch(n)}
 

@@ -5,12 +5,11 @@ lowest room that knows VM sizes)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.runtime.interface import ContainerSpec
 from hypernetes.runtime.sizing import VMSize, parse_cpu, parse_memory, vm_size
 
-Obj = dict[str, Any]
 # What a pod that asks for no CPU costs a node (the scheduler and the node's admission): CPU is
 # time-shared, so not a whole vCPU, but not nothing either.
 DEFAULT_POD_MILLICPU = 100

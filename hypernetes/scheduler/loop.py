@@ -12,11 +12,11 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException, WatchEvent
 from hypernetes.asyncwait import wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
+from hypernetes.objects import Obj
 from hypernetes.scheduler.placement import (
     BIN_PACKING,
     NodeInfo,
@@ -29,7 +29,6 @@ from hypernetes.scheduler.placement import (
 )
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 SCHEDULER_NAME = "default-scheduler"
 RETRY_SECONDS = 10.0

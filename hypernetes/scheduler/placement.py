@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from hypernetes.objects import Obj
 from hypernetes.scheduler.resources import Resources, node_allocatable, pod_vm_size
-
-Obj = dict[str, Any]
 
 BIN_PACKING = "binpack"  # MostAllocated: fill nodes up, keep whole nodes free for big VMs
 SPREADING = "spread"  # LeastAllocated: balance load across nodes

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypernetes.objects.names import HOSTNAME_LABEL
+
 LOCAL_DRIVER = "local.hypernetes.io"  # the CSI driver name and the StorageClass provisioner
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
 def _dict(v: Any) -> dict[str, Any]:

@@ -11,8 +11,7 @@ from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.errors import FieldError
 from hypernetes.api.schema.structural import join
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 _STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 _HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")

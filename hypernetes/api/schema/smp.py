@@ -14,8 +14,7 @@ from typing import Any
 
 from hypernetes.api.schema import schemas
 from hypernetes.api.schema.errors import PatchError
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 _ORDER = "$setElementOrder/"
 _DELETE_PRIMITIVE = "$deleteFromPrimitiveList/"

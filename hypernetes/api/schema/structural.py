@@ -12,8 +12,7 @@ from typing import Any
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats, policy, schemas
 from hypernetes.api.schema.errors import FieldError
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)

@@ -17,9 +17,10 @@ from typing import Any
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.errors import FieldError
-from hypernetes.volumes.objects import HOSTNAME_LABEL, LOCAL_DRIVER, pv_node
+from hypernetes.objects import Obj as JSON
+from hypernetes.objects.names import BETA_STORAGE_CLASS_ANNOTATION, HOSTNAME_LABEL
+from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
-JSON = dict[str, Any]
 Errs = list[FieldError]
 
 ACCESS_MODES = ("ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
@@ -95,7 +96,7 @@ def claim_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
     if not ospec.get("volumeName") and nspec.get("volumeName"):
         ospec["volumeName"] = nspec["volumeName"]
     old_notes = _d(_d(old.get("metadata")).get("annotations"))
-    if ospec.get("storageClassName") is None and "volume.beta.kubernetes.io/storage-class" not in old_notes \
+    if ospec.get("storageClassName") is None and BETA_STORAGE_CLASS_ANNOTATION not in old_notes \
             and nspec.get("storageClassName") is not None:
         ospec["storageClassName"] = nspec["storageClassName"]  # the retroactive default class
     bound = _d(new.get("status")).get("phase") == "Bound"
