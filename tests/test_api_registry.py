@@ -23,6 +23,8 @@ from hypernetes.api import registry, schema
 from hypernetes.api.registry import SUBRESOURCES, Kind, Printer
 from hypernetes.api.schema import schemas
 from hypernetes.api.schema.printers import Context
+from hypernetes.auth import admission
+from hypernetes.controllers import tenant
 from tests.support.apifixtures import running_api
 from tests.support.apiserver import ApiServerThread
 
@@ -291,3 +293,23 @@ def test_the_check_catches_a_path_missing_from_openapi(
     del doc["paths"][path]
     found = entry_problems(_pod(), doc)
     assert any(p.startswith(problem) for p in found), found
+
+
+# -- what rooms below the API keep about kinds agrees with the registry --------------------------
+
+
+def test_tenant_admission_knows_every_kind_with_a_pod_spec() -> None:
+    """A kind whose pod template tenant admission does not know would let a tenant's pods skip
+    pod policy (host namespaces, privileged containers, nodeName, kernels, registries)."""
+    with_spec = {k.kind: k.pod_spec for k in registry.KINDS if k.pod_spec}
+    assert with_spec.pop("Pod") == "spec"
+    assert set(with_spec.values()) == {"spec.template.spec"}
+    assert set(with_spec) == admission.TEMPLATE_KINDS
+
+
+def test_quota_counts_served_kinds() -> None:
+    """The object-count quotas (count/<resource>.<group>) name kinds as the registry serves them."""
+    for c in tenant.COUNTED:
+        kind = registry.kind_by_name(c.api_version, c.kind)
+        assert kind is not None, c
+        assert (kind.group, kind.plural, kind.namespaced) == (c.group, c.plural, c.namespaced)

@@ -84,6 +84,10 @@ class Kind:
     prepare_update: PrepareUpdate | None = None  # upstream's PrepareForUpdate, before validation
     name_format: Callable[[str], list[str]] = formats.dns1123_subdomain
     printer: Printer | None = None
+    # where the kind holds a pod spec: "spec" (a Pod), "spec.template.spec" (a workload's
+    # template). Tenant admission holds every one to the tenant's pod policy; auth sits below
+    # api and keeps its own list (TEMPLATE_KINDS), which tests/test_api_registry.py compares.
+    pod_spec: str | None = None
     # OpenAPI definitions this kind brings (kinds upstream does not define: hypernetes.io)
     definitions: Mapping[str, JSON] = field(default_factory=dict)
 

@@ -142,6 +142,7 @@ KIND = kind(
     short=("deploy",),
     cats=("all",),
     subs=("status", "scale"),
+    pod_spec="spec.template.spec",
     defaults=_defaults,
     validate=_validate,
     validate_update=selector_immutable,

@@ -73,6 +73,7 @@ KIND = kind(
     short=("rs",),
     cats=("all",),
     subs=("status", "scale"),
+    pod_spec="spec.template.spec",
     defaults=_defaults,
     validate=_validate,
     validate_update=selector_immutable,

@@ -151,6 +151,7 @@ KIND = kind(
     "jobs",
     cats=("all",),
     subs=("status",),
+    pod_spec="spec.template.spec",
     defaults=_defaults,
     validate=_validate,
     validate_update=_validate_update,

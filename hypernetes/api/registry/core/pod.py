@@ -246,6 +246,7 @@ KIND = kind(
     short=("po",),
     cats=("all",),
     subs=("status", "binding", "log", "exec", "eviction"),
+    pod_spec="spec",
     defaults=_defaults,
     validate=_validate,
     validate_update=_validate_update,
