@@ -105,6 +105,12 @@ class ApiClient:
         if self._session is not None:
             await self._session.close()
 
+    def set_token(self, token: str) -> None:
+        """Use a renewed credential from the next request on (open watches keep their own)."""
+        self._headers["Authorization"] = f"Bearer {token}"
+        if self._session is not None and not self._session.closed:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
     async def request(self, method: str, url_path: str, body: Obj | builtins.list[Any] | None = None,
                       params: dict[str, str] | None = None,
                       content_type: str = "application/json") -> Obj:

@@ -42,7 +42,8 @@ class ClusterCA:
     admin_token: str
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_private(path: Path, data: bytes, mode: int) -> None:
+    """Write atomically, created with `mode` (never readable by others for a moment)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
@@ -73,8 +74,8 @@ def _new_ca(cert_path: Path, key_path: Path) -> None:
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    _write(key_path, _key_pem(key), 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_private(key_path, _key_pem(key), 0o600)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _names(hosts: Sequence[str]) -> list[str]:
@@ -119,8 +120,8 @@ def _new_server(cert_path: Path, key_path: Path, names: Sequence[str], ca_cert: 
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _write(key_path, _key_pem(key), 0o600)
-    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_private(key_path, _key_pem(key), 0o600)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def ensure_ca(directory: Path, *, hosts: Sequence[str] = ()) -> ClusterCA:
@@ -139,7 +140,7 @@ def ensure_ca(directory: Path, *, hosts: Sequence[str] = ()) -> ClusterCA:
     if not _server_ok(cert_p, names, ca_cert):
         _new_server(cert_p, key_p, names, ca_cert, ca_key)
     if not token_p.exists():
-        _write(token_p, secrets.token_urlsafe(32).encode() + b"\n", 0o600)
+        write_private(token_p, secrets.token_urlsafe(32).encode() + b"\n", 0o600)
     token = token_p.read_text().strip()
     return ClusterCA(directory, ca_cert_p, ca_key_p, TLSFiles(cert_p, key_p, ca_cert_p), token)
 
@@ -160,4 +161,4 @@ def write_kubeconfig(path: Path, server_url: str, ca_cert: Path, token: str, **k
     """Write a kubeconfig (0600: it holds a token) that pins the cluster CA."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = kubeconfig(server_url, ca_cert, token, **kw)
-    _write(path, yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)
+    write_private(path, yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import shutil
 import signal
 import socket
 import sys
@@ -22,23 +20,23 @@ from typing import Any
 
 from hypernetes.api.audit import AuditLog
 from hypernetes.api.authn import Authenticator
+from hypernetes.api.join import NodeJoin
+from hypernetes.api.nodeclient import NodeStreams, RemotePods, client_ssl
 from hypernetes.api.server import bound_port, create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from hypernetes.api.tenancy import Tenancy, build_tenancy
 from hypernetes.apiclient import ApiClient
 from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
+from hypernetes.auth.nodecerts import ensure_apiserver_client
 from hypernetes.cli.common import data_dir, fail
+from hypernetes.cli.nodehost import node_networks, registry_policy
+from hypernetes.cli.observability import configure_logging, node_pressure
 from hypernetes.cli.run import make_runtime
 from hypernetes.cli.up import api_limits
-from hypernetes.network import TenantNetworkHost
-from hypernetes.network.dns import DnsServer
-from hypernetes.network.netns import local_subnets
 from hypernetes.node.agent import NodeAgent
-from hypernetes.node.network import PodNetworks
 from hypernetes.node.proxy import NodePodProxy
 from hypernetes.objects import Obj
-from hypernetes.runtime.images import RegistryPolicy
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
 from hypernetes.store import open_store
@@ -73,6 +71,12 @@ class ProxyAdapter:
         except PodRuntimeError as e:
             raise PodProxyError(str(e)) from e
 
+    async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            return await self.inner.port_forward(pod, port)
+        except PodRuntimeError as e:
+            raise PodProxyError(str(e)) from e
+
 
 def _controllers(client: ApiClient, root_ca: str) -> Any:
     """The controller manager's run() coroutine, once the controllers room provides it."""
@@ -101,55 +105,8 @@ def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Te
     return tenancy, authenticator, keystone
 
 
-def _networks(args: argparse.Namespace, client: ApiClient, node_name: str) -> PodNetworks | None:
-    """This node's tenant networks, unless disabled or impossible here (they need root, nft and
-    a VM runtime: gVisor sandboxes take no tap)."""
-    if args.no_network:
-        return None
-    missing = [
-        why
-        for bad, why in (
-            (os.geteuid() != 0, "root"),
-            (shutil.which("nft") is None, "nft"),
-            (not os.path.exists("/dev/net/tun"), "/dev/net/tun"),
-            (args.runtime != "hypervm", "the hypervm runtime"),
-        )
-        if bad
-    ]
-    if missing:
-        log.warning("tenant networks are off (they need %s): pods get no network", ", ".join(missing))
-        return None
-    management = args.network_management or local_subnets(args.network_netns, args.network_prefix)
-    host = TenantNetworkHost(args.network_netns, args.network_prefix, management=management)
-    log.info(
-        "tenant networks: prefix %s, pods never reach %s",
-        args.network_prefix,
-        ", ".join(management) or "no management network",
-    )
-    return PodNetworks(client, host, node_name, dns=DnsServer(), mtu=args.network_mtu)
-
-
-def _registry_policy(args: argparse.Namespace) -> RegistryPolicy:
-    """What the node agent may pull from for tenants: not loopback, link-local or the management
-    networks (those given, and the subnets of this host's own interfaces, where the agent pulls
-    from), except the registries the operator allows."""
-    management = list(args.network_management or [])
-    # no try: without the host's subnets the policy would fail open
-    management += [n for n in local_subnets(None, args.network_prefix) if n not in management]
-    log.info(
-        "registries: pods never pull from loopback, link-local or %s%s",
-        ", ".join(management) or "(no management network)",
-        f"; allowed: {', '.join(args.allow_registry)}" if args.allow_registry else "",
-    )
-    return RegistryPolicy(allow=args.allow_registry, management=management)
-
-
 def handle(args: argparse.Namespace) -> int:
-    if not args.verbose:
-        logging.getLogger("hypernetes").setLevel(logging.INFO)
-        logging.getLogger().handlers[0].setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-        )
+    configure_logging(args)  # --log-format (cli/observability.py)
     try:
         return asyncio.run(_up(args))
     except OSError as e:
@@ -158,42 +115,49 @@ def handle(args: argparse.Namespace) -> int:
 
 async def _up(args: argparse.Namespace) -> int:
     data = data_dir(args)
-    hosts = ["127.0.0.1", "localhost", socket.gethostname()]
+    hosts = ["127.0.0.1", "localhost", socket.gethostname(), *args.tls_san]
     if args.host not in ("0.0.0.0", "::"):
         hosts.append(args.host)
     ca = ensure_ca(data / "pki", hosts=hosts)
     store = open_store(args.store or f"sqlite:///{data / 'state.db'}")
     if not args.no_node:
-        args.registry_policy = _registry_policy(args)  # read by image_store(): pulls for tenants
+        args.registry_policy = registry_policy(args)  # read by image_store(): pulls for tenants
     runtime = make_runtime(args) if not args.no_node else None
-    proxy = ProxyAdapter(NodePodProxy(runtime)) if runtime is not None else None
     tenancy, authenticator, keystone = _identity(args, ca, store)
     audit = AuditLog(Path(args.audit_log) if args.audit_log else data / "audit.log")
     limits = api_limits(args)  # per-tenant fairness, connection caps (cli/up.py flags)
-    app = create_app(
-        store,
-        authenticator=authenticator,
-        authorizer=tenancy.authorizer,
-        pod_proxy=proxy,
-        tenancy=tenancy,
-        audit=audit,
-        fairness=limits[0],
-    )
     url = f"https://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     client = ApiClient(url, token=ca.admin_token, ca_file=ca.ca_cert)
+    node_name = args.node_name or NodeAgent.default_name()
     node_client = None
     node = None
     if runtime is not None:
         # the node agent runs with a node identity (NodeRestriction), not as an operator
-        node_name = args.node_name or NodeAgent.default_name()
         node_client = ApiClient(url, token=tenancy.issuer.issue_node(node_name).token, ca_file=ca.ca_cert)
         node = NodeAgent(
             node_client,
             runtime,
             node_name,
             volumes=LocalVolumes(data / "volumes"),
-            networks=_networks(args, node_client, node_name),
+            networks=node_networks(args, node_client, node_name),
+            pressure=node_pressure(args, runtime),
         )
+    # pods of this host's node agent in process; those of joined nodes through their servers
+    streams = NodeStreams(
+        RemotePods(store, client_ssl(ca.ca_cert, *ensure_apiserver_client(ca))),
+        local=ProxyAdapter(NodePodProxy(node.runtime, node.networks)) if node is not None else None,
+        local_node=node_name,
+    )
+    app = create_app(
+        store,
+        authenticator=authenticator,
+        authorizer=tenancy.authorizer,
+        pod_proxy=streams,
+        node_join=NodeJoin(store, tenancy.issuer, ca),
+        tenancy=tenancy,
+        audit=audit,
+        fairness=limits[0],
+    )
     if node is not None:
         await node.adopt()  # surviving VMs are known before `kubectl exec` can ask for them
     runner = await serve(app, args.host, args.port, ca.server, limits[1])
@@ -237,6 +201,7 @@ async def _up(args: argparse.Namespace) -> int:
         await keystone.close()
     await client.close()
     await runner.cleanup()
+    await streams.remote.close()
     await store.close()
     waiter.cancel()
     return code

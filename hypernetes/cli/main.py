@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hypernetes import __version__
-from hypernetes.cli import image, kernel, login, run, tenant, up, user
+from hypernetes.cli import image, kernel, login, node, run, tenant, token, up, user
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.register(sub)
     user.register(sub)
     login.register(sub)
+    token.register(sub)
+    node.register(sub)
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=lambda _args: print(f"hypernetes {__version__}") or 0)
     return parser

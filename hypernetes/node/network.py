@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +29,7 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.asyncwait import wait_event
 from hypernetes.network import NetworkApplyError, TenantNetworkHost
 from hypernetes.network.dns import DnsServer, records_for
+from hypernetes.network.netns import run_in_netns
 from hypernetes.network.objects import (
     GROUP_VERSION,
     holds_network_id,
@@ -61,6 +63,8 @@ ATTACH_TIMEOUT = 30.0
 MAX_NAMESERVERS, MAX_SEARCHES = 3, 6  # what the C library reads
 KINDS = ("networks", "ipallocations", "namespaces", "services", "endpoints", "pods")
 
+
+CONNECT_TIMEOUT = 10.0  # a port-forward's connection to a pod
 
 class NetworkNotReady(ConfigError):
     """The pod cannot be given its network yet; it stays ContainerCreating and retries."""
@@ -547,6 +551,30 @@ class PodNetworks:
             hosts=guest_hosts(pod, addr.ip),
         )
         return replace(config, tap_fd=await self._open_tap(net, ifname, addr))
+
+    async def connect(
+        self, pod: Obj, port: int, timeout: float = CONNECT_TIMEOUT
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to the pod's `port` (for port-forward), made from its network's router
+        namespace as the kubelet enters a pod's network namespace: the socket is created in the
+        namespace and keeps it, so the connection leaves from the pod's own L2 network."""
+        addr = pod_address(pod)
+        net = self._placed(tap_name(str(meta_of(pod).get("uid")))) if addr is not None else None
+        if addr is None or net is None:
+            raise NetworkNotReady("the pod has no network on this node")
+        router = self.host.router_netns(net.id)
+
+        def open_socket() -> socket.socket:
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+        sock = await asyncio.to_thread(run_in_netns, router, open_socket)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (addr.ip, port)), timeout)
+            return await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
 
     async def _open_tap(self, net: Network, ifname: str, addr: PodAddress) -> int:
         """create_tap in a thread; if our caller is cancelled meanwhile, the fd the thread still

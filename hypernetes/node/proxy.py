@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from hypernetes.node.podspec import sandbox_id
+from hypernetes.node.podspec import ConfigError, sandbox_id
 from hypernetes.objects import Obj
 from hypernetes.runtime.interface import (
     ExecSpec,
@@ -66,9 +66,15 @@ def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
 
 
+class PodConnector(Protocol):
+    async def connect(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
 class NodePodProxy:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, networks: PodConnector | None = None) -> None:
+        """`networks`: this node's tenant networks, through which port-forward reaches pods."""
         self.runtime = runtime
+        self.networks = networks
 
     def _container(self, pod: Obj, container: str) -> str:
         names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
@@ -146,6 +152,19 @@ class NodePodProxy:
 
     async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
         raise PodRuntimeError("attach is not supported yet: use kubectl logs -f and kubectl exec")
+
+    async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to `port` of the pod, over its tenant network (a pod without one has no
+        TCP port to reach: its VM has no network interface)."""
+        if self.networks is None:
+            raise PodRuntimeError("port-forward needs tenant networks, which are off on this node")
+        try:
+            return await self.networks.connect(pod, port)
+        except (OSError, TimeoutError) as e:
+            name = pod["metadata"]["name"]
+            raise PodRuntimeError(f"cannot connect to port {port} of pod {name}: {e}") from None
+        except ConfigError as e:
+            raise PodRuntimeError(str(e)) from None
 
 
 async def _pump(proc: Process, io: StreamIO) -> int:
