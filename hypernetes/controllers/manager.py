@@ -15,9 +15,11 @@ from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.networks import NetworkController
+from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, NodeLifecycleController
 from hypernetes.controllers.replicaset import ReplicaSetController
 from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
+from hypernetes.controllers.tainteviction import TaintEvictionController
 from hypernetes.controllers.tenant import TenantController
 from hypernetes.controllers.volumes import VolumeController
 
@@ -36,6 +38,8 @@ CONTROLLERS: dict[str, type[Controller]] = {
         TenantController,
         VolumeController,
         NetworkController,
+        NodeLifecycleController,
+        TaintEvictionController,
     )
 }
 
@@ -44,19 +48,33 @@ class ControllerManager:
     """`await ControllerManager(client).run()` runs until cancelled. `only` picks controllers by
     name (see CONTROLLERS); each is reachable as `manager[name]` to tune it before `run`."""
 
-    def __init__(self, client: ApiClient, only: Iterable[str] | None = None, *, root_ca: str = "") -> None:
-        """`root_ca`: the cluster CA (PEM) to publish in every namespace; "" publishes nothing."""
+    def __init__(
+        self,
+        client: ApiClient,
+        only: Iterable[str] | None = None,
+        *,
+        root_ca: str = "",
+        node_lifecycle: NodeLifecycleConfig | None = None,
+    ) -> None:
+        """`root_ca`: the cluster CA (PEM) to publish in every namespace; "" publishes nothing.
+        `node_lifecycle`: grace periods of the node lifecycle and taint eviction controllers."""
         self.client = client
+        self.node_lifecycle = node_lifecycle or NodeLifecycleConfig()
         self.informers = InformerFactory(client)
         names = list(only) if only is not None else [*CONTROLLERS, RootCAPublisher.name]
         unknown = set(names) - set(CONTROLLERS) - {RootCAPublisher.name}
         if unknown:
             raise ValueError(f"unknown controllers: {', '.join(sorted(unknown))}")
         self.controllers: dict[str, Controller] = {
-            n: CONTROLLERS[n](client, self.informers) for n in names if n in CONTROLLERS
+            n: self._new(CONTROLLERS[n]) for n in names if n in CONTROLLERS
         }
         if RootCAPublisher.name in names:
             self.controllers[RootCAPublisher.name] = RootCAPublisher(client, self.informers, root_ca)
+
+    def _new(self, cls: type[Controller]) -> Controller:
+        if issubclass(cls, NodeLifecycleController | TaintEvictionController):
+            return cls(self.client, self.informers, self.node_lifecycle)
+        return cls(self.client, self.informers)
 
     def __getitem__(self, name: str) -> Controller:
         return self.controllers[name]
