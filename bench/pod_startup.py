@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -85,11 +84,8 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        up = subprocess.Popen(
-            [CLI, "up", "--data-dir", str(data), "--port", str(port), "--stop-pods", "--accel", "tcg"],
+        up = subprocess.Popen(  # any free port: the kubeconfig says which
+            [CLI, "up", "--data-dir", str(data), "--port", "0", "--stop-pods", "--accel", "tcg"],
             stderr=subprocess.DEVNULL,
         )
         try:
@@ -97,9 +93,8 @@ def main() -> None:
             while not (data / "admin.kubeconfig").exists():
                 time.sleep(0.2)
             time.sleep(2)  # node registration
-            times = asyncio.run(
-                measure(f"https://127.0.0.1:{port}", token_file.read_text().strip(), ca, args.pods)
-            )
+            server = ApiClient.from_kubeconfig(data / "admin.kubeconfig").server
+            times = asyncio.run(measure(server, token_file.read_text().strip(), ca, args.pods))
         finally:
             up.terminate()
             up.wait(60)

@@ -19,7 +19,7 @@ from aiohttp import web
 from hypernetes.auth.identity import AuthUnavailable, LoginFailed, UserInfo
 from hypernetes.auth.keystone import EXTRA_PROJECT_ID, EXTRA_ROLES, KeystoneBackend
 from tests.support.keystone import Keystone, require_keystone
-from tests.support.registry import free_port
+from tests.support.listening import refusing_port
 
 pytestmark = pytest.mark.keystone
 
@@ -151,13 +151,14 @@ async def test_refused_credentials(world: World) -> None:
 
 
 async def test_not_ours_never_reaches_keystone() -> None:
-    async with backend(f"http://127.0.0.1:{free_port()}", role_map=ROLE_MAP) as b:  # nobody listens
-        for headers in [{}, {"Authorization": "Negotiate abc"}, {"Authorization": "Bearer "},
-                        {"Authorization": "Bearer a b"}, {"Authorization": "Bearer " + "x" * 9000},
-                        {"Authorization": "Basic !!!"}, basic("alice", PW), basic("alice@team-a", ""),
-                        {"Authorization": "Basic " + base64.b64encode(b"\xff@a:b").decode()}]:
-            assert await b.authenticate(headers) is None, headers
-        assert b.stats["requests"] == 0
+    with refusing_port() as port:  # nobody listens
+        async with backend(f"http://127.0.0.1:{port}", role_map=ROLE_MAP) as b:
+            for headers in [{}, {"Authorization": "Negotiate abc"}, {"Authorization": "Bearer "},
+                            {"Authorization": "Bearer a b"}, {"Authorization": "Bearer " + "x" * 9000},
+                            {"Authorization": "Basic !!!"}, basic("alice", PW), basic("alice@team-a", ""),
+                            {"Authorization": "Basic " + base64.b64encode(b"\xff@a:b").decode()}]:
+                assert await b.authenticate(headers) is None, headers
+            assert b.stats["requests"] == 0
 
 
 async def test_revoked_token_refused_after_cache_ttl(world: World) -> None:

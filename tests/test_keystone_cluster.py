@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.keystone import Keystone, require_keystone
-from tests.support.registry import free_port
 
 pytestmark = pytest.mark.keystone
 
@@ -60,15 +60,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for user, project, role in (("kara", "team-k", member), ("jon", "team-j", member),
                                     ("vera", "team-k", reader)):
             ks.grant(ks.create_user(user, PW), ids[project], role)
-        data, port = work / "data", free_port()
+        data = work / "data"
         proc = subprocess.Popen([str(REPO / ".venv/bin/hypernetes"), "up", "--no-node", "--data-dir",
-                                 str(data), "--port", str(port), "--keystone-url", ks.url,
+                                 str(data), "--port", "0", "--keystone-url", ks.url,
                                  "--keystone-cache-ttl", "1"], stdout=log, stderr=log)
-        c = Cluster(ks, data, f"https://127.0.0.1:{port}", proc)
+        c = Cluster(ks, data, "", proc)
         deadline = time.monotonic() + 60
         while not (data / "admin.kubeconfig").exists() or c.kubectl("get", "ns", check=False).returncode:
             assert proc.poll() is None and time.monotonic() < deadline, (work / "up.log").read_text()[-3000:]
             time.sleep(0.3)
+        # up took any free port and wrote the one it got into the kubeconfig
+        c.url = yaml.safe_load((data / "admin.kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
         # the operator makes the tenants the Keystone projects stand for
         for t in ("team-k", "team-j"):
             subprocess.run([KUBECTL, f"--kubeconfig={data / 'admin.kubeconfig'}", "apply", "-f", "-"],

@@ -62,6 +62,7 @@ from hypernetes.network.dns import (
     records_for,
 )
 from hypernetes.network.netns import run_in_netns
+from tests.support.listening import refusing_port
 
 N = name_from_text
 
@@ -508,13 +509,8 @@ async def dig(netns: str, *args: str) -> str:
 
 @pytest.fixture
 def refusing_udp_port() -> Iterator[str]:
-    """`127.0.0.1:PORT` where nothing answers and every datagram is refused at once (ICMP port
-    unreachable). The port is held for the test by a UDP socket connected elsewhere, which the
-    kernel does not deliver strangers' datagrams to, so no other process can take it meanwhile."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.connect(("127.0.0.1", 9))
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    with refusing_port(socket.SOCK_DGRAM) as port:
+        yield f"127.0.0.1:{port}"
 
 
 class FakeUpstream:

@@ -28,7 +28,6 @@ import pexpect  # type: ignore[import-untyped]
 import pytest
 
 from tests.support.guests import qemu_processes_under
-from tests.support.registry import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -71,19 +70,23 @@ def readme_commands(text: str, sections: tuple[str, str] = CLUSTER) -> list[str]
 
 @dataclass
 class Setup:
+    """The API server and the registry take any free port (port 0): `up` writes its port into the
+    kubeconfig the README's commands use, tools/registry.py keeps its in REGISTRY_DIR/port."""
+
     data: Path
     registry_dir: Path
-    api_port: int
-    registry_port: int
+    registry_port: int = 0
 
     def rewrite(self, cmd: str) -> str:
         """A README command with this run's own data dir and ports; nothing else changes."""
+        if not self.registry_port and (self.registry_dir / "port").exists():
+            self.registry_port = int((self.registry_dir / "port").read_text())
         cmd = cmd.replace(
             "make registry",
             f"make registry REGISTRY_PORT={self.registry_port} REGISTRY_DIR={self.registry_dir}",
         )
         cmd = cmd.replace("tools/registry.py stop", f"tools/registry.py stop --dir {self.registry_dir}")
-        cmd = cmd.replace("hypernetes up ", f"hypernetes up --data-dir {self.data} --port {self.api_port} ")
+        cmd = cmd.replace("hypernetes up ", f"hypernetes up --data-dir {self.data} --port 0 ")
         cmd = cmd.replace("/var/lib/hypernetes/", f"{self.data}/")
         cmd = re.sub(r"^hypernetes (image \w+|kernel \w+|run)(?= |$)", rf"\g<0> --data-dir {self.data}", cmd)
         cmd = cmd.replace("busybox-oci.tar", f"{self.data.parent}/busybox-oci.tar")
@@ -165,7 +168,7 @@ def _host_state() -> dict[str, set[str]]:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    s = Setup(tmp_path / "data", tmp_path / "registry", free_port(), free_port())
+    s = Setup(tmp_path / "data", tmp_path / "registry")
     before = _host_state()
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     try:

@@ -33,6 +33,7 @@ from hypernetes.api.audit import AuditLog
 from hypernetes.auth import throttle
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
+from tests.support.listening import forwarded_port
 from tests.support.podproxy import ScriptedProxy
 from tests.support.tenants import (
     JSON,
@@ -41,9 +42,9 @@ from tests.support.tenants import (
     TENANTS_PATH,
     USERS_PATH,
     TenantWorld,
-    poll,
     user_object,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 
@@ -98,7 +99,11 @@ def test_exec_is_audited_allowed_or_not(world: TenantWorld, version: str) -> Non
     p = world.kubectl("acme-member", "exec", "-n", "acme-a", "web", "--", "fail", "7", version=version)
     assert p.returncode == 7, p.stderr
     # the server writes a stream's last record as its handler returns, after kubectl has its answer
-    poll(lambda: len(streams(world, "acme-member", "exec")) >= before + 4, "both execs on record")
+    wait_for(
+        lambda: len(streams(world, "acme-member", "exec")) >= before + 4,
+        interval=0.02,
+        what="both execs on record",
+    )
     mine = streams(world, "acme-member", "exec")[before:]
     fields = ("stage", "tenant", "verb", "namespace", "name", "container", "command", "code")
     assert [tuple(e.get(k) for k in fields) for e in mine] == [
@@ -146,25 +151,26 @@ def test_refused_exec_is_audited_on_every_transport(world: TenantWorld) -> None:
 def test_attach_and_port_forward_are_audited(world: TenantWorld) -> None:
     out = world.kubectl("acme-member", "attach", "-n", "acme-a", "web", timeout=30)
     assert "attached" in out.stdout, out.stderr
-    poll(lambda: len(streams(world, "acme-member", "attach")) == 2, "the attach on record")
+    wait_for(
+        lambda: len(streams(world, "acme-member", "attach")) == 2, interval=0.02, what="the attach on record"
+    )
     attach = streams(world, "acme-member", "attach")
     assert [(e["stage"], e["container"], e.get("exitCode")) for e in attach] == [
         ("ResponseStarted", "c", None),
         ("ResponseComplete", "c", 0),
     ]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        local = s.getsockname()[1]
-    proc = world.kubectl_popen("acme-member", "port-forward", "-n", "acme-a", "pod/web", f"{local}:80")
+    proc = world.kubectl_popen("acme-member", "port-forward", "-n", "acme-a", "pod/web", ":80")
     try:
-        poll(lambda: _echo(local) == b"PING", "port-forward answers", timeout=30, every=0.3)
+        local = forwarded_port(proc, 80)
+        wait_for(lambda: _echo(local) == b"PING", 30, 0.3, what="port-forward answers")
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
-    poll(
+    wait_for(
         lambda: any(e["stage"] == "ResponseComplete" for e in streams(world, "acme-member", "portforward")),
-        "the forward's end is on record",
+        interval=0.02,
+        what="the forward's end is on record",
     )
     fwd = streams(world, "acme-member", "portforward")
     assert fwd[0]["stage"] == "ResponseStarted" and fwd[0]["code"] == 101 and fwd[0]["name"] == "web"
@@ -435,7 +441,9 @@ def test_guesses_from_many_sources_are_delayed_not_denied(world: TenantWorld, tm
             pool.submit(_patient_login, world, f"127.0.2.{i + 1}", "botnet-target", f"guess {i}")
             for i in range(throttle.USER_BURST + extra)
         ]
-        poll(lambda: sum(b.done() for b in bots) >= throttle.USER_BURST, "the burst answered", timeout=60)
+        wait_for(
+            lambda: sum(b.done() for b in bots) >= throttle.USER_BURST, 60, 0.02, what="the burst answered"
+        )
         assert _patient_login(world, "127.0.1.1", "botnet-target", PASSWORD) < ([201], 1.5)  # not slowed
         assert not all(b.done() for b in bots)  # while guesses wait for their turns
         answers = [b.result() for b in bots]
@@ -469,10 +477,11 @@ def test_refused_retries_are_aggregated(world: TenantWorld) -> None:
     spy = world.http("globex-member")
     for _ in range(300):
         assert spy.delete(CMS.path("acme-a", "web")).status_code == 403
-    poll(
+    wait_for(
         lambda: any(e.get("stage") == "Aggregated" and e["user"] == "globex-member" for e in world.audit()),
-        "the repeats are summed up",
-        timeout=WINDOW * 5,
+        WINDOW * 5,
+        0.02,
+        what="the repeats are summed up",
     )
     mine = [
         e
@@ -603,7 +612,7 @@ def test_exec_into_a_real_vm_is_audited(tmp_path_factory: pytest.TempPathFactory
                 else []
             )
 
-        poll(lambda: len(execs("acme")) == 2, "alice's exec on record", timeout=10)
+        wait_for(lambda: len(execs("acme")) == 2, 10, 0.02, what="alice's exec on record")
         started, done = execs("acme")
         assert (started["stage"], started["user"], started["code"], started["method"]) == (
             "ResponseStarted",

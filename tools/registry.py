@@ -14,6 +14,7 @@ loopback on a tenant's behalf unless the operator allows it: `hypernetes up --al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tools.imagebuild import BUSYBOX, ImageSpec, Layer, LayerBuilder, OciLayout, busybox_base  # noqa: E402
+from tools.listening import listening_ports  # noqa: E402
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 IMAGE = "busybox:1"
@@ -84,9 +86,13 @@ def _pid(directory: Path) -> int | None:
 
 
 def start(directory: Path, port: int) -> int:
+    """Port 0: any free port, the one it got kept in DIR/port (a second start reuses it)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if _pid(directory) is None:
-        if _answers(port):
+    if _pid(directory) is not None:
+        with contextlib.suppress(OSError, ValueError):  # kept since port 0 was supported
+            port = int((directory / "port").read_text())
+    else:
+        if port and _answers(port):
             print(f"registry: something else already serves 127.0.0.1:{port}", file=sys.stderr)
             return 1
         (directory / "config.yml").write_text(_config(directory, port))
@@ -100,7 +106,11 @@ def start(directory: Path, port: int) -> int:
             )  # outlives `make`
         (directory / "registry.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 20
-        while not _answers(port):
+        while not port and proc.poll() is None and time.monotonic() < deadline:
+            port = next(iter(listening_ports(proc.pid)), 0)
+            time.sleep(0.05)
+        (directory / "port").write_text(str(port))
+        while not (port and _answers(port)):
             if proc.poll() is not None or time.monotonic() > deadline:
                 print(f"registry: did not start, see {directory / 'registry.log'}", file=sys.stderr)
                 stop(directory)
@@ -135,6 +145,7 @@ def stop(directory: Path) -> int:
         else:
             os.kill(pid, signal.SIGKILL)
     (directory / "registry.pid").unlink(missing_ok=True)
+    (directory / "port").unlink(missing_ok=True)
     return 0
 
 
@@ -146,7 +157,7 @@ def main() -> int:
     )
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=("start", "stop"))
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="default 5000; 0: any free port")
     p.add_argument("--dir", type=Path, default=default_dir)
     args = p.parse_args()
     return start(args.dir, args.port) if args.action == "start" else stop(args.dir)

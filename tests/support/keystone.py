@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.registry import free_port
+from tests.support.listening import listening_port
 
 KEYSTONE_WSGI = Path("/usr/bin/keystone-wsgi-public")
 KEYSTONE_MANAGE = Path("/usr/bin/keystone-manage")
@@ -58,12 +58,18 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class KeystoneServer:
-    """One `keystone-wsgi-public` process on 127.0.0.1:<port>."""
+    """One `keystone-wsgi-public` process on 127.0.0.1:<port>: any free port on the first start
+    (read back from the process), the same one on a restart, as a restarted service keeps its
+    address."""
 
-    def __init__(self, config: Path, log: Path, port: int) -> None:
+    def __init__(self, config: Path, log: Path, port: int = 0) -> None:
         self.config, self.log, self.port = config, log, port
-        self.url = f"http://127.0.0.1:{port}"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.port, "the server has not started yet: its port is not known"
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -71,6 +77,12 @@ class KeystoneServer:
                 [SYSTEM_PYTHON, str(KEYSTONE_WSGI), "--host", "127.0.0.1", "--port", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=_env(self.config),
                 start_new_session=True)
+        if not self.port:
+            try:
+                self.port = listening_port(self._proc, START_TIMEOUT, "keystone")
+            except RuntimeError as e:
+                self.stop()
+                raise RuntimeError(f"{e}:\n{_tail(self.log)}") from None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -117,7 +129,8 @@ class Keystone:
         ks = cls(workdir)
         try:
             ks._setup()
-            ks.primary.start()
+            ks.primary.start()  # before bootstrap, which records the server's URL in the catalog
+            ks._bootstrap()
             ks._admin_token = ks.issue_token("admin", ADMIN_PASSWORD, project="admin")
         except BaseException:
             ks.close()
@@ -169,6 +182,8 @@ password_hash_rounds = 4
         # WAL lets readers and a writer, and the servers sharing this file, coexist
         with contextlib.closing(sqlite3.connect(self.db)) as db:
             db.execute("PRAGMA journal_mode=WAL")
+
+    def _bootstrap(self) -> None:
         failure = self._finish(self._manage("bootstrap", "--bootstrap-password", ADMIN_PASSWORD,
                                             "--bootstrap-public-url", self.url + "/v3"))
         if failure:
@@ -187,7 +202,7 @@ password_hash_rounds = 4
         return f"{proc.args!r} failed ({proc.returncode}):\n" + out.decode(errors="replace")[-3000:]
 
     def _server(self, config: Path) -> KeystoneServer:
-        server = KeystoneServer(config, self.workdir / f"server-{len(self.servers)}.log", free_port())
+        server = KeystoneServer(config, self.workdir / f"server-{len(self.servers)}.log")
         self.servers.append(server)
         return server
 

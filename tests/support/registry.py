@@ -14,7 +14,6 @@ import hashlib
 import http.server
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -26,15 +25,10 @@ from typing import Any
 
 import httpx
 
+from tests.support.listening import listening_port
 from tools.imagebuild import ImageSpec, OciLayout, busybox_image
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def have_registry() -> bool:
@@ -246,8 +240,6 @@ def start_registry(
 ) -> Registry:
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"
-    port = free_port()
-    host = f"127.0.0.1:{port}"
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -256,7 +248,7 @@ def start_registry(
             "delete": {"enabled": True},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
-        "http": {"addr": host, "secret": "hypernetes-test"},
+        "http": {"addr": "127.0.0.1:0", "secret": "hypernetes-test"},  # any free port: read back
     }
     ca = None
     if tls:
@@ -285,6 +277,12 @@ def start_registry(
         proc = subprocess.Popen(
             [REGISTRY_BIN, "serve", str(workdir / "config.yml")], stdout=out, stderr=subprocess.STDOUT
         )
+    try:
+        host = f"127.0.0.1:{listening_port(proc, 15, 'docker-registry')}"
+    except RuntimeError as e:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{e}: {log.read_text()[-2000:]}") from None
     scheme = "https" if tls else "http"
     registry = Registry(host, storage, proc, scheme, ca, creds, log)
     deadline = time.monotonic() + 15
