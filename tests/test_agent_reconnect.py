@@ -15,6 +15,7 @@ from hypernetes.runtime.agentclient import AgentClient, ProcessSpec
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig
+from tests.support.guests import boot_timeout
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ async def test_reconnect_mid_flood(tmp_path: Path, kernels: KernelRegistry, imag
     client = AgentClient("vr")
     writer: asyncio.StreamWriter | None = None
     try:
-        await client.connect(str(vm.cfg.ctl_socket), 90, vm.alive)
+        await client.connect(str(vm.cfg.ctl_socket), boot_timeout(90), vm.alive)
         await client.request(gp.MSG_SETUP, gp.TLV().add_str(gp.TAG_HOSTNAME, "vr"), timeout=30)
         await client.close("first host leaves")
         await asyncio.sleep(0.3)

@@ -17,7 +17,7 @@ from hypernetes.runtime.agentclient import MAX_LOG_LINES, AgentClient, AgentUnav
 from hypernetes.runtime.initrd import build_initrd
 from hypernetes.runtime.interface import ExitStatus
 from hypernetes.runtime.qemu import QemuVM, VMConfig
-from tests.support.guests import build, default_kernel
+from tests.support.guests import boot_timeout, build, default_kernel
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,12 @@ async def _boot(tmp_path: Path, initrd: Path, mode: str) -> AsyncIterator[tuple[
 async def test_bad_handshake_fails_fast(tmp_path: Path, evil_initrd: Path, mode: str, message: str) -> None:
     async for vm, client in _boot(tmp_path, evil_initrd, mode):
         with pytest.raises(AgentUnavailable, match=message):
-            await client.connect(str(vm.cfg.ctl_socket), 20 if mode == "silent" else 60, vm.alive)
+            timeout = 20 if mode == "silent" else boot_timeout(60)
+            await client.connect(str(vm.cfg.ctl_socket), timeout, vm.alive)
 
 
 async def _create(client: AgentClient, vm: QemuVM) -> tuple[object, list[bytes]]:
-    await client.connect(str(vm.cfg.ctl_socket), 60, vm.alive)
+    await client.connect(str(vm.cfg.ctl_socket), boot_timeout(60), vm.alive)
     await client.request(gp.MSG_SETUP, gp.TLV(), timeout=10)
     seen: list[bytes] = []
     proc = client.new_process(lambda _s, data: seen.append(data), attach=False, stdin=False)
@@ -64,7 +65,7 @@ async def _create(client: AgentClient, vm: QemuVM) -> tuple[object, list[bytes]]
 
 async def test_request_that_never_answers_times_out(tmp_path: Path, evil_initrd: Path) -> None:
     async for vm, client in _boot(tmp_path, evil_initrd, "hang"):
-        await client.connect(str(vm.cfg.ctl_socket), 60, vm.alive)
+        await client.connect(str(vm.cfg.ctl_socket), boot_timeout(60), vm.alive)
         with pytest.raises(AgentUnavailable, match="did not answer message 33 within 3s"):
             await client.request(gp.MSG_SETUP, gp.TLV(), timeout=3)
 

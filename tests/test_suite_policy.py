@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.guests import MAX_LOAD_STRETCH, boot_timeout
+
 REPO = Path(__file__).resolve().parent.parent
 
 PROBE = """
@@ -128,3 +132,26 @@ def test_the_policy_sees_an_offence(tmp_path: Path) -> None:
         "tests/test_b.py": ["tests.test_a"],
         "tools/t.py": ["tests.conftest"],
     }
+
+
+# -- guest boots get a deadline that grows with the machine's load --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "expected"),
+    [
+        ((0.3, 0.1, 0.0), 60.0),  # idle: the base figure
+        ((8.0, 2.0, 1.0), 240.0),  # a burst just started: 4 runnable tasks per CPU
+        ((1.0, 6.0, 3.0), 180.0),  # a burst just ended: the 5-minute average still counts
+        ((100.0, 100.0, 100.0), 60.0 * MAX_LOAD_STRETCH),  # a wedged guest must still fail
+    ],
+)
+def test_boot_timeout_grows_with_load(
+    monkeypatch: pytest.MonkeyPatch, loadavg: tuple[float, float, float], expected: float
+) -> None:
+    """Under TCG a boot is CPU-bound: with four runnable tasks per CPU it takes four times as long
+    (the Debian kernel's boot test failed under load with a fixed deadline). A load cannot be
+    made to order on a shared machine, so the load average is given."""
+    monkeypatch.setattr(os, "getloadavg", lambda: loadavg)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert boot_timeout(60) == expected
