@@ -16,8 +16,8 @@ from typing import Any
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.errors import FieldError
 from hypernetes.api.schema.printers import Column, Context
+from hypernetes.objects import Obj as JSON
 
-JSON = dict[str, Any]
 Errs = list[FieldError]
 
 CRUD = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")

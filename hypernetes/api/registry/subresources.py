@@ -7,9 +7,8 @@ each name means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 # the HTTP method of each verb, in the order OpenAPI documents list them
 HTTP = {"get": "get", "update": "put", "patch": "patch", "create": "post"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def as_dict(v: Any) -> JSON:

@@ -29,8 +29,7 @@ from hypernetes.api.schema.validation import (
     pod_template,
     selector_immutable,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _defaults(obj: JSON) -> None:

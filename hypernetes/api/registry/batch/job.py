@@ -31,9 +31,7 @@ from hypernetes.api.schema.validation import (
     pod_template,
     selector_immutable,
 )
-
-JSON = dict[str, Any]
-
+from hypernetes.objects import Obj as JSON
 
 JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 

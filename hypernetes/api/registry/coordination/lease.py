@@ -19,8 +19,7 @@ from hypernetes.api.schema.printers import (
 from hypernetes.api.schema.validation import (
     non_negative,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _validate(obj: JSON, errs: Errs) -> None:

@@ -19,8 +19,7 @@ from hypernetes.api.schema.validation import (
     data_keys,
     immutable_data,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _validate(obj: JSON, errs: Errs) -> None:

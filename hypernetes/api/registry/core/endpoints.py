@@ -22,8 +22,7 @@ from hypernetes.api.schema.printers import (
 from hypernetes.api.schema.validation import (
     check_format,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _defaults(obj: JSON) -> None:

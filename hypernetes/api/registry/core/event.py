@@ -16,8 +16,7 @@ from hypernetes.api.schema.printers import (
     name_of,
     since,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _validate(obj: JSON, errs: Errs) -> None:

@@ -24,8 +24,7 @@ from hypernetes.api.schema.validation import (
     STANDARD_FINALIZERS,
     check_format,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _defaults(obj: JSON) -> None:

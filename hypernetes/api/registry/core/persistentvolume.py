@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hypernetes.api.registry.groups import CORE
-from hypernetes.api.registry.kind import Printer, kind
-from hypernetes.api.schema import volumes
+from hypernetes.api.registry.kind import Errs, Printer, kind
+from hypernetes.api.schema import errors as E
+from hypernetes.api.schema import formats
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.printers import (
     AGE,
@@ -21,8 +23,115 @@ from hypernetes.api.schema.printers import (
     storage_class_of,
     storage_string,
 )
+from hypernetes.api.schema.volumes import (
+    FORMATS,
+    FS_TYPES,
+    canonical_quantities,
+    check_access_modes,
+    positive_quantity,
+)
+from hypernetes.objects import Obj as JSON
+from hypernetes.objects.names import HOSTNAME_LABEL
+from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
-JSON = dict[str, Any]
+# a handle names a file DATA/volumes/<handle>.<format> (hypernetes/volumes/local.py)
+_HANDLE = re.compile(r"[a-z0-9][a-z0-9.-]{0,248}")
+
+
+def _validate(obj: JSON, errs: Errs) -> None:
+    spec = _d(obj.get("spec"))
+    capacity = _d(spec.get("capacity"))
+    if not capacity:
+        errs.append(E.required("spec.capacity"))
+    else:
+        for key in capacity:
+            if key != "storage":
+                errs.append(E.not_supported("spec.capacity", key, ("storage",)))
+        if "storage" not in capacity:
+            errs.append(E.required("spec.capacity[storage]"))
+        else:
+            positive_quantity(capacity["storage"], "spec.capacity[storage]", errs)
+    check_access_modes(spec.get("accessModes"), "spec.accessModes", errs)
+    ref = spec.get("claimRef")
+    if isinstance(ref, dict):
+        for field in ("namespace", "name"):
+            if not ref.get(field):
+                errs.append(E.required(f"spec.claimRef.{field}"))
+    name = spec.get("storageClassName")
+    if isinstance(name, str) and name:
+        errs.extend(E.invalid("spec.storageClassName", name, msg) for msg in formats.dns1123_subdomain(name))
+    csi = spec.get("csi")
+    if not isinstance(csi, dict):
+        errs.append(E.required("spec", "must specify a volume type"))
+        return
+    if csi.get("driver") != LOCAL_DRIVER:
+        return  # refused by the schema walk (policy.SUPPORTED_VALUES)
+    handle = csi.get("volumeHandle")
+    if isinstance(handle, str) and (not _HANDLE.fullmatch(handle) or ".." in handle):
+        errs.append(
+            E.invalid(
+                "spec.csi.volumeHandle",
+                handle,
+                "a local volume handle names a file: lower-case letters, digits, '-' and "
+                "'.' (not '..'), starting with a letter or digit, at most 249 characters",
+            )
+        )
+    fs = csi.get("fsType")
+    if isinstance(fs, str) and fs and fs not in FS_TYPES:
+        errs.append(
+            E.not_supported(
+                "spec.csi.fsType",
+                fs,
+                detail=(
+                    f"{E.UNSUPPORTED_BY_US}: a volume's filesystem must grow offline (resize2fs); supported "
+                    "values: " + ", ".join(f'"{t}"' for t in FS_TYPES)
+                ),
+            )
+        )
+    for key, value in _d(csi.get("volumeAttributes")).items():
+        path = f"spec.csi.volumeAttributes[{key}]"
+        if key != "format":
+            errs.append(E.not_supported(path, key, ("format",)))
+        elif value not in FORMATS:
+            errs.append(E.not_supported(path, value, FORMATS))
+    if pv_node({"spec": spec}) is None:
+        errs.append(
+            E.required(
+                "spec.nodeAffinity",
+                (
+                    "a local.hypernetes.io volume lives on one node: a required node selector term "
+                    f"{HOSTNAME_LABEL} In [<node>]"
+                ),
+            )
+        )
+
+
+def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
+    if sub == "status":
+        return
+    nspec, ospec = _d(new.get("spec")), _d(old.get("spec"))
+    if nspec.get("csi") != ospec.get("csi"):
+        errs.append(
+            E.forbidden(
+                "spec.persistentvolumesource", "spec.persistentvolumesource is immutable after creation"
+            )
+        )
+    for field in ("volumeMode", "nodeAffinity"):
+        if nspec.get(field) != ospec.get(field):
+            errs.append(E.immutable(f"spec.{field}"))
+
+
+def _defaults(obj: JSON) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        if not spec.get("persistentVolumeReclaimPolicy"):
+            spec["persistentVolumeReclaimPolicy"] = "Retain"
+        if not spec.get("volumeMode"):
+            spec["volumeMode"] = "Filesystem"
+        canonical_quantities(spec.get("capacity"))
+    status = obj.setdefault("status", {})
+    if isinstance(status, dict) and not status.get("phase"):
+        status["phase"] = "Pending"
 
 
 COLUMNS = (
@@ -113,8 +222,8 @@ KIND = kind(
     namespaced=False,
     short=("pv",),
     subs=("status",),
-    defaults=volumes.volume_defaults,
-    validate=volumes.volume,
-    validate_update=volumes.volume_update,
+    defaults=_defaults,
+    validate=_validate,
+    validate_update=_validate_update,
     printer=Printer(COLUMNS, _row),
 )

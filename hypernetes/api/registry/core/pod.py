@@ -27,8 +27,7 @@ from hypernetes.api.schema.printers import (
     name_of,
     parse_time,
 )
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _defaults(obj: JSON) -> None:

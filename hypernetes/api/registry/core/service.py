@@ -28,8 +28,7 @@ from hypernetes.api.schema.validation import (
     check_format,
 )
 from hypernetes.network.objects import NODE_PORTS
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj as JSON
 
 
 def _defaults(obj: JSON) -> None:

@@ -15,9 +15,7 @@ from hypernetes.api.schema.printers import (
     age_of,
     name_of,
 )
-
-JSON = dict[str, Any]
-
+from hypernetes.objects import Obj as JSON
 
 COLUMNS = (
     NAME,

@@ -30,9 +30,7 @@ from hypernetes.api.schema.printers import (
     int_or_zero,
     name_of,
 )
-
-JSON = dict[str, Any]
-
+from hypernetes.objects import Obj as JSON
 
 COLUMNS = (
     NAME,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from hypernetes.api.registry.groups import STORAGE
-from hypernetes.api.registry.kind import Printer, kind
-from hypernetes.api.schema import volumes
+from hypernetes.api.registry.kind import Errs, Printer, kind
+from hypernetes.api.schema import errors as E
+from hypernetes.api.schema import formats
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.printers import (
     AGE,
@@ -16,8 +17,49 @@ from hypernetes.api.schema.printers import (
     age_of,
     name_of,
 )
+from hypernetes.api.schema.volumes import (
+    FORMATS,
+    FS_TYPES,
+    LOCAL_PARAMETERS,
+)
+from hypernetes.objects import Obj as JSON
+from hypernetes.volumes.objects import LOCAL_DRIVER
 
-JSON = dict[str, Any]
+
+def _validate(obj: JSON, errs: Errs) -> None:
+    provisioner = obj.get("provisioner")
+    if isinstance(provisioner, str) and provisioner:
+        errs.extend(
+            E.invalid("provisioner", provisioner, msg) for msg in formats.qualified_name(provisioner.lower())
+        )
+    if provisioner != LOCAL_DRIVER:
+        return  # another provisioner's parameters are its own business
+    for key, value in _d(obj.get("parameters")).items():
+        path = f"parameters[{key}]"
+        if key not in LOCAL_PARAMETERS:
+            errs.append(E.not_supported(path, key, LOCAL_PARAMETERS))
+        elif key == "fsType" and value not in FS_TYPES:
+            errs.append(E.not_supported(path, value, FS_TYPES))
+        elif key == "format" and value not in FORMATS:
+            errs.append(E.not_supported(path, value, FORMATS))
+
+
+def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
+    if _d(new.get("parameters")) != _d(old.get("parameters")):
+        errs.append(E.forbidden("parameters", "updates to parameters are forbidden."))
+    if new.get("provisioner") != old.get("provisioner"):
+        errs.append(E.forbidden("provisioner", "updates to provisioner are forbidden."))
+    if new.get("reclaimPolicy") != old.get("reclaimPolicy"):
+        errs.append(E.forbidden("reclaimPolicy", "updates to reclaimPolicy are forbidden."))
+    if new.get("volumeBindingMode") != old.get("volumeBindingMode"):
+        errs.append(E.immutable("volumeBindingMode"))
+
+
+def _defaults(obj: JSON) -> None:
+    if not obj.get("reclaimPolicy"):
+        obj["reclaimPolicy"] = "Delete"
+    if not obj.get("volumeBindingMode"):
+        obj["volumeBindingMode"] = "Immediate"
 
 
 COLUMNS = (
@@ -72,8 +114,8 @@ KIND = kind(
     "storageclasses",
     namespaced=False,
     short=("sc",),
-    defaults=volumes.storage_class_defaults,
-    validate=volumes.storage_class,
-    validate_update=volumes.storage_class_update,
+    defaults=_defaults,
+    validate=_validate,
+    validate_update=_validate_update,
     printer=Printer(COLUMNS, _row),
 )
