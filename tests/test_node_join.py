@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -74,10 +75,14 @@ def join(host: Host, cp: ControlPlane, token: str, *extra: str) -> subprocess.Co
     )  # fmt: skip
 
 
-def start_node(host: Host, cp: ControlPlane, token: str, *extra: str) -> None:
+def start_node(host: Host, cp: ControlPlane, token: str, *extra: str, network: bool = False) -> None:
+    """`node join` in the background; with `network`, tenant networks on (router namespaces named
+    after the host: namespace names are global on this one machine)."""
+    name = host.name.rsplit("x", 1)[1]
+    networking = ["--network-prefix", f"{host.name}n"] if network else ["--no-network"]
     host.start(
         "node", "join", cp.url, "--token", token, "--data-dir", str(host.data),
-        "--node-name", host.name.rsplit("x", 1)[1], "--no-network", *extra, log="node.log",
+        "--node-name", name, *networking, *extra, log="node.log",
     )  # fmt: skip
 
 
@@ -238,6 +243,20 @@ def test_the_node_server_serves_only_the_api_servers(cp: ControlPlane, gnode: Ho
 # -- end to end with VMs -------------------------------------------------------------------------
 
 
+def port_forwarded(cp: ControlPlane, pod: str, path: str) -> str:
+    """GET `path` from the pod's port 8080 through `kubectl port-forward` (API server → node)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [KUBECTL, f"--kubeconfig={cp.kubeconfig}", "port-forward", f"pod/{pod}", f"{port}:8080"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as forward:
+        try:
+            assert forward.stdout is not None and "Forwarding from" in forward.stdout.readline()
+            return httpx.get(f"http://127.0.0.1:{port}{path.removeprefix('/etc')}", timeout=30).text
+        finally:
+            forward.terminate()
+
+
 def _pods(cp: ControlPlane, selector: str) -> list[dict[str, object]]:
     listed = json.loads(cp.kubectl("get", "pods", "-l", selector, "-o", "json").stdout)["items"]
     return [p for p in listed if p["status"].get("phase") == "Running"]
@@ -253,12 +272,14 @@ def test_pods_on_two_joined_hosts_serve_logs_and_exec(
         image = served + "/" + busybox_ref.split("/", 1)[1]
         nodes = [underlay.add(n) for n in ("n1", "n2")]
         for host in nodes:
-            start_node(host, cp, cp.token(), "--allow-registry", served, "--insecure-registry", served)
+            start_node(
+                host, cp, cp.token(), "--allow-registry", served, "--insecure-registry", served, network=True
+            )
         for host in nodes:
             name = host.name.rsplit("x", 1)[1]
             wait_for(lambda n=name: node_ready(cp, n), timeout=90, interval=0.5, what=host.log("node.log"))
         cp.kubectl("create", "deployment", "web", f"--image={image}", "--replicas=2", "--", "sh", "-c",
-                   "echo started on $(hostname); exec sleep 3600")  # fmt: skip
+                   "echo started on $(hostname); exec httpd -f -p 8080 -h /etc")  # fmt: skip
         pods = wait_for(
             lambda: len(running := _pods(cp, "app=web")) == 2 and running,
             timeout=300,
@@ -274,6 +295,7 @@ def test_pods_on_two_joined_hosts_serve_logs_and_exec(
                 "exec", "-i", name, "--", "sh", "-c", "cat; exit 3", check=False, input="via node\n"
             )
             assert ran.stdout == "via node\n" and ran.returncode == 3, ran.stderr
+            assert port_forwarded(cp, name, "/etc/hostname") == f"{name}\n"
         # a host dies (agent and VMs): its VMs are gone with it, the other host keeps serving
         n2 = nodes[1]
         n2.kill()
