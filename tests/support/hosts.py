@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hypernetes.network.netns import list_netns
 from tests.support.guests import qemu_processes_under
 from tests.support.netns import sh
 
@@ -179,8 +180,10 @@ class Hosts:
             host.kill()
         for relay in self.relays:
             relay.close()
-        for host in self.hosts:
-            sh("ip", "netns", "delete", host.name, check=False)
+        # the hosts, and what their node agents made (router namespaces are named after the host)
+        for name in list_netns():
+            if name.startswith(self.prefix) and name != self.underlay:
+                sh("ip", "netns", "delete", name, check=False)
         sh("ip", "link", "delete", self._gw_if, check=False)
         sh("ip", "netns", "delete", self.underlay, check=False)
 
