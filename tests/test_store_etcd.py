@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,10 +34,11 @@ from hypernetes.store import (
 from hypernetes.store.etcd import EtcdStore
 from hypernetes.store.etcdconfig import EtcdConfig, parse_etcd_url
 from hypernetes.store.interface import Store
-from tests.support.apiserver import ApiServerThread, async_client
+from tests.support.apiserver import ApiServerThread, async_client, kubectl_path
 from tests.support.etcd import ETCDCTL, EtcdCluster, etcd_cluster, etcd_fixture, have_etcd, make_tls
 
 _n = itertools.count()
+REPO = Path(__file__).resolve().parent.parent
 __all__ = ["etcd_fixture"]  # the shared etcd, as the `etcd` fixture
 
 
@@ -517,3 +520,103 @@ async def test_watches_reopen_across_member_kills(tmp_path: Path, caplog: pytest
             assert x == acked
         assert "reopening" in caplog.text  # some stream did break and was resumed
         await s.close()
+
+
+# -- hypernetes up on etcd ---------------------------------------------------------------------
+
+
+def _up(data: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [
+                str(REPO / ".venv/bin/hypernetes"),
+                "up",
+                "--no-node",
+                "--no-network",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data),
+                *args,
+            ],
+            stdout=out,
+            stderr=out,
+        )
+
+
+def _kubectl(data: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(kubectl_path("1.32")), "--kubeconfig", str(data / "admin.kubeconfig"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+def _wait_up(proc: subprocess.Popen[bytes], data: Path, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if (data / "admin.kubeconfig").exists() and _kubectl(
+            data, "get", "ns", "default", check=False
+        ).returncode == 0:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"up did not come up on etcd: {log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@pytest.mark.slow
+def test_up_on_etcd(tmp_path: Path, etcd: EtcdCluster) -> None:
+    """`hypernetes up --store etcd://...`: objects made with kubectl are etcd keys laid out as
+    Kubernetes does (resourceVersion = their mod revision), and outlive the process."""
+    data, log = tmp_path / "data", tmp_path / "up.log"
+    prefix = f"/up{os.getpid()}-{next(_n)}"
+    flags = ["--store", etcd.url, "--etcd-prefix", prefix, "--etcd-compaction-interval", "0"]
+    proc = _up(data, log, *flags)
+    try:
+        _wait_up(proc, data, log)
+        _kubectl(data, "create", "configmap", "on-etcd", "--from-literal=k=v")
+        rv = _kubectl(
+            data, "get", "configmap", "on-etcd", "-o", "jsonpath={.metadata.resourceVersion}"
+        ).stdout
+        out = etcdctl(etcd, "get", f"{prefix}/registry/configmaps/default/on-etcd", "-w", "json")
+        assert f'"mod_revision":{rv},' in out
+        assert _stop(proc) == 0
+        proc = _up(data, log, *flags)  # the state is etcd's: a new process serves it
+        _wait_up(proc, data, log)
+        got = _kubectl(
+            data, "get", "configmap", "on-etcd", "-o", "jsonpath={.data.k}@{.metadata.resourceVersion}"
+        )
+        assert got.stdout == f"v@{rv}"
+    finally:
+        assert _stop(proc) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--etcd-cafile", "/ca.crt"], "need --store etcd://"),
+        (["--store", "etcd://host"], "not HOST:PORT"),
+        (["--store", "etcd://127.0.0.1:2379", "--etcd-certfile", "/c.crt"], "need etcds://"),
+        (["--store", "etcd://127.0.0.1:2379", "--etcd-compaction-interval", "soon"], "compaction-interval"),
+    ],
+)
+def test_up_refuses_bad_store_flags(tmp_path: Path, args: list[str], words: str) -> None:
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/hypernetes"), "up", "--no-node", "--data-dir", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hypernetes.cli.common import add_data_dir
+from hypernetes.cli.common import add_data_dir, fail
+from hypernetes.cli.storeflags import add_store_options, resolve_store
 
 BIN_PACKING, SPREADING = "binpack", "spread"  # hypernetes.scheduler.placement's strategy names
 
@@ -26,7 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
     p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
-    p.add_argument("--store", default=None, help="state store URL (default: sqlite:///DATA/state.db)")
+    add_store_options(p)
     p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
     p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
     p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
@@ -189,4 +190,6 @@ def _allow_entry(text: str) -> str:
 def handle(args: argparse.Namespace) -> int:
     from hypernetes.cli.cluster import handle as run_cluster
 
+    if (error := resolve_store(args)) is not None:  # --store and --etcd-*, before anything starts
+        return fail(error, 2)
     return run_cluster(args)
