@@ -5,8 +5,6 @@ real fault for the control plane: its Lease stops being renewed. Grace periods a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +12,11 @@ from typing import Any
 
 import pytest
 
-from hypernetes.apiclient import ApiClient, ApiException
-from hypernetes.controllers import ControllerManager
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, desired_taints
 from hypernetes.controllers.tainteviction import FOREVER, eviction_delay
 from hypernetes.objects.taints import NOT_READY, UNREACHABLE, UNSCHEDULABLE
-from hypernetes.scheduler.loop import Scheduler
-from hypernetes.scheduler.placement import SPREADING
 from tests.support.apiserver import ApiServerThread
-from tests.support.controllers import ControllersThread
+from tests.support.nodes import NodesCluster as Cluster
 from tests.support.waiting import wait_for
 
 Obj = dict[str, Any]
@@ -37,155 +31,10 @@ CONFIG = NodeLifecycleConfig(
 )
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class FakeNode:
-    """One node as the control plane sees it: Node, Lease renewed every `period`, its pods run."""
-
-    def __init__(self, client: ApiClient, name: str, period: float = 0.3) -> None:
-        self.client, self.name, self.period = client, name, period
-        self.finalized: list[str] = []
-
-    async def run(self) -> None:
-        if await self.client.get_or_none("v1", "nodes", self.name) is None:
-            await self.client.create("v1", "nodes", {"metadata": {"name": self.name}})
-        with contextlib.suppress(ApiException):
-            await self.client.create("v1", "namespaces", {"metadata": {"name": "kube-node-lease"}})
-        await asyncio.gather(self._heartbeat(), self._pods())
-
-    async def _heartbeat(self) -> None:
-        while True:
-            renew = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-            spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": renew}
-            try:
-                await self.client.patch(
-                    "coordination.k8s.io/v1", "leases", self.name, {"spec": spec}, "kube-node-lease"
-                )
-            except ApiException:
-                body = {"metadata": {"name": self.name}, "spec": spec}
-                await self.client.create("coordination.k8s.io/v1", "leases", body, "kube-node-lease")
-            t = now()
-            conditions = [
-                {
-                    "type": ctype,
-                    "status": status,
-                    "reason": reason,
-                    "lastHeartbeatTime": t,
-                    "lastTransitionTime": t,
-                }
-                for ctype, status, reason in (
-                    ("Ready", "True", "KubeletReady"),
-                    ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-                    ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-                    ("PIDPressure", "False", "KubeletHasSufficientPID"),
-                )
-            ]
-            status = {
-                "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-                "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-                "conditions": conditions,
-            }
-            await self.client.patch("v1", "nodes", self.name, {"status": status}, subresource="status")
-            await asyncio.sleep(self.period)
-
-    async def _pods(self) -> None:
-        async for ev in self.client.informer("v1", "pods", field_selector=f"spec.nodeName={self.name}"):
-            for pod in ev.object.get("items") or [] if ev.type == "SYNC" else [ev.object]:
-                if ev.type != "DELETED":
-                    with contextlib.suppress(ApiException):
-                        await self._handle(pod)
-
-    async def _handle(self, pod: Obj) -> None:
-        meta = pod["metadata"]
-        if meta.get("deletionTimestamp"):  # the agent stops the VM, then finalizes
-            self.finalized.append(meta["name"])
-            body = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
-            await self.client.delete("v1", "pods", meta["name"], meta["namespace"], body)
-            return
-        if (pod.get("status") or {}).get("phase") == "Running":
-            return
-        t = now()
-        status = {
-            "phase": "Running",
-            "conditions": [
-                {"type": c, "status": "True", "lastTransitionTime": t}
-                for c in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-            ],
-        }
-        await self.client.patch(
-            "v1", "pods", meta["name"], {"status": status}, meta["namespace"], subresource="status"
-        )
-
-
-class Cluster:
-    """The API server, the controller manager (replicaset, nodelifecycle, tainteviction) and the
-    scheduler on one loop, and fake nodes that can be stopped and started."""
-
-    def __init__(self, api: ApiServerThread) -> None:
-        self.api = api
-        self.ctl = ControllersThread(api, only=[], kubelet=False).start()
-        self.ctl.manager = self.ctl.call(self._manager())
-        self.nodes: dict[str, tuple[FakeNode, asyncio.Task[None]]] = {}
-
-    async def _manager(self) -> ControllerManager:
-        manager = ControllerManager(
-            self.ctl.client, ["replicaset", "nodelifecycle", "tainteviction"], node_lifecycle=CONFIG
-        )
-        self.tasks = [
-            asyncio.create_task(manager.run()),
-            asyncio.create_task(Scheduler(self.ctl.client, SPREADING).run()),
-        ]
-        return manager
-
-    def start_node(self, name: str) -> FakeNode:
-        async def start() -> tuple[FakeNode, asyncio.Task[None]]:
-            node = FakeNode(self.ctl.client, name)
-            return node, asyncio.create_task(node.run())
-
-        self.nodes[name] = self.ctl.call(start())
-        return self.nodes[name][0]
-
-    def stop_node(self, name: str) -> float:
-        async def stop() -> None:
-            task = self.nodes.pop(name)[1]
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-        self.ctl.call(stop())
-        return time.monotonic()
-
-    def stop(self) -> None:
-        async def stop() -> None:
-            for t in [*self.tasks, *(t for _, t in self.nodes.values())]:
-                t.cancel()
-            await asyncio.gather(*self.tasks, *(t for _, t in self.nodes.values()), return_exceptions=True)
-
-        self.ctl.call(stop())
-        self.ctl.stop()
-
-    # -- reads ---------------------------------------------------------------------------------
-
-    def node(self, name: str) -> Obj:
-        got = self.ctl.get("v1", "nodes", name)
-        assert got is not None
-        return got
-
-    def condition(self, name: str, ctype: str) -> Obj:
-        return next(c for c in self.node(name)["status"]["conditions"] if c["type"] == ctype)
-
-    def taints(self, name: str) -> set[tuple[str, str]]:
-        return {(t["key"], t["effect"]) for t in (self.node(name).get("spec") or {}).get("taints") or []}
-
-    def pods_on(self, ns: str, node: str) -> list[Obj]:
-        return [p for p in self.ctl.pods(ns) if p["spec"].get("nodeName") == node]
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     api = ApiServerThread(tmp_path).start()
-    c = Cluster(api)
+    c = Cluster(api, CONFIG)
     try:
         yield c
     finally:

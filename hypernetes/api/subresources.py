@@ -398,7 +398,12 @@ class Subresources:
         return respond(success(), 201)
 
     async def eviction(self, request: web.Request, t: Target) -> web.StreamResponse:
+        """policy/v1 Eviction (`kubectl drain`): deletes the pod as a DELETE with the Eviction's
+        deleteOptions would. PodDisruptionBudgets are not served yet (their own issue), so no
+        eviction is refused with 429 for a budget: drain evicts every pod of the node at once."""
         body = await read_body(request)
+        if (body.get("metadata") or {}).get("name") != t.name:
+            raise bad_request("name in URL does not match name in Eviction object")
         opts = deletion.parse_options(body.get("deleteOptions"), dict(request.query))
         await self.res.delete_one(Target(t.kind, t.namespace, t.name, None), opts)
         return respond(success(), 201)

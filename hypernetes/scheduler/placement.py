@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from hypernetes.objects import Obj
+from hypernetes.objects.taints import NO_EXECUTE, NO_SCHEDULE, UNSCHEDULABLE, node_taints, tolerations_for
 from hypernetes.scheduler.resources import Resources, node_allocatable, pod_vm_size
 
 BIN_PACKING = "binpack"  # MostAllocated: fill nodes up, keep whole nodes free for big VMs
@@ -112,31 +113,29 @@ def _selector_and_affinity(pod: Obj, info: NodeInfo) -> str | None:
     return None
 
 
-def _tolerates(taint: Obj, tolerations: list[Obj]) -> bool:
-    for tol in tolerations:
-        if tol.get("effect") and tol["effect"] != taint.get("effect"):
-            continue
-        if tol.get("operator") == "Exists":
-            if not tol.get("key") or tol["key"] == taint.get("key"):
-                return True
-        elif tol.get("key") == taint.get("key") and tol.get("value", "") == taint.get("value", ""):
-            return True
-    return False
+def _unschedulable(pod: Obj, info: NodeInfo) -> str | None:
+    """Upstream's NodeUnschedulable: a cordoned node (spec.unschedulable) takes only pods that
+    tolerate node.kubernetes.io/unschedulable:NoSchedule, whether or not the node lifecycle
+    controller has put that taint on it yet."""
+    if not (info.node.get("spec") or {}).get("unschedulable"):
+        return None
+    taint = {"key": UNSCHEDULABLE, "effect": NO_SCHEDULE}
+    if tolerations_for(taint, (pod.get("spec") or {}).get("tolerations") or []):
+        return None
+    return "node(s) were unschedulable"
 
 
 def _taints(pod: Obj, info: NodeInfo) -> str | None:
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
-    taints = list((info.node.get("spec") or {}).get("taints") or [])
-    if (info.node.get("spec") or {}).get("unschedulable"):
-        taints.append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
-    for taint in taints:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(taint, tolerations):
+    for taint in node_taints(info.node):
+        if taint.get("effect") in (NO_SCHEDULE, NO_EXECUTE) and not tolerations_for(taint, tolerations):
             return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
     return None
 
 
 Filter = Callable[[Obj, NodeInfo], str | None]  # None if the node fits, else why not
 FILTERS: tuple[Filter, ...] = (
+    _unschedulable,
     _node_name,
     _node_ready,
     _taints,
