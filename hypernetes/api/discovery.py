@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 
 from aiohttp import web
@@ -22,8 +20,9 @@ K8S_VERSION = (1, 32)  # the Kubernetes API level we follow
 AGG_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGG_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
 
+
 def _aggregated_version(wanted: str | None) -> str | None:
-    """"v2"/"v2beta1" if the Accept header prefers aggregated discovery, else None."""
+    """ "v2"/"v2beta1" if the Accept header prefers aggregated discovery, else None."""
     for mt in parse_accept(wanted):
         if mt.params.get("as") == "APIGroupDiscoveryList" and mt.params.get("g") == "apidiscovery.k8s.io":
             if mt.params.get("v") in ("v2", "v2beta1"):
@@ -47,23 +46,26 @@ class Discovery:
         self.group_versions: dict[str, list[registry.Kind]] = {}
         for k in self.kinds:
             self.group_versions.setdefault(k.api_version, []).append(k)
-        self._openapi_v3: dict[str, bytes] = {}
-        self._openapi_hash: dict[str, str] = {}
         self._openapi_v2_pb: bytes | None = None
 
     # -- aggregated ----------------------------------------------------------------------------
 
     def _agg_resource(self, k: registry.Kind) -> Obj:
-        r: Obj = {"resource": k.plural,
-                   "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
-                   "scope": "Namespaced" if k.namespaced else "Cluster",
-                   "singularResource": k.singular, "verbs": sorted(k.verbs)}
+        r: Obj = {
+            "resource": k.plural,
+            "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+            "scope": "Namespaced" if k.namespaced else "Cluster",
+            "singularResource": k.singular,
+            "verbs": sorted(k.verbs),
+        }
         if k.short_names:
             r["shortNames"] = list(k.short_names)
         if k.categories:
             r["categories"] = list(k.categories)
-        subs = [{"subresource": s, "responseKind": _sub_kind(k, s), "verbs": _sub_verbs(s)}
-                for s in k.subresources]
+        subs = [
+            {"subresource": s, "responseKind": _sub_kind(k, s), "verbs": _sub_verbs(s)}
+            for s in k.subresources
+        ]
         if subs:
             r["subresources"] = subs
         return r
@@ -76,15 +78,24 @@ class Discovery:
                 groups.setdefault(group, []).append(gv)
         items = []
         for group, gvs in groups.items():
-            versions = [{"version": gv.split("/")[-1], "freshness": "Current",
-                         "resources": [self._agg_resource(k) for k in self.group_versions[gv]]}
-                        for gv in gvs]
+            versions = [
+                {
+                    "version": gv.split("/")[-1],
+                    "freshness": "Current",
+                    "resources": [self._agg_resource(k) for k in self.group_versions[gv]],
+                }
+                for gv in gvs
+            ]
             meta: Obj = {"creationTimestamp": None}
             if group:
                 meta["name"] = group
             items.append({"metadata": meta, "versions": versions})
-        return {"kind": "APIGroupDiscoveryList", "apiVersion": f"apidiscovery.k8s.io/{version}",
-                "metadata": {}, "items": items}
+        return {
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": f"apidiscovery.k8s.io/{version}",
+            "metadata": {},
+            "items": items,
+        }
 
     # -- legacy --------------------------------------------------------------------------------
 
@@ -94,8 +105,13 @@ class Discovery:
             raise no_such_path()
         resources = []
         for k in kinds:
-            r: Obj = {"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
-                       "kind": k.kind, "verbs": sorted(k.verbs)}
+            r: Obj = {
+                "name": k.plural,
+                "singularName": k.singular,
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": sorted(k.verbs),
+            }
             if k.short_names:
                 r["shortNames"] = list(k.short_names)
             if k.categories:
@@ -103,8 +119,13 @@ class Discovery:
             resources.append(r)
             for s in k.subresources:
                 sk = _sub_kind(k, s)
-                sub: Obj = {"name": f"{k.plural}/{s}", "singularName": "", "namespaced": k.namespaced,
-                             "kind": sk["kind"], "verbs": _sub_verbs(s)}
+                sub: Obj = {
+                    "name": f"{k.plural}/{s}",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "kind": sk["kind"],
+                    "verbs": _sub_verbs(s),
+                }
                 if sk["group"] != k.group:
                     sub["group"], sub["version"] = sk["group"], sk["version"]
                 resources.append(sub)
@@ -115,8 +136,13 @@ class Discovery:
         if not gvs:
             raise no_such_path()
         versions = [{"groupVersion": gv, "version": gv.split("/")[1]} for gv in gvs]
-        return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
-                "preferredVersion": versions[0]}
+        return {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": versions,
+            "preferredVersion": versions[0],
+        }
 
     def group_list(self) -> Obj:
         groups = []
@@ -127,35 +153,6 @@ class Discovery:
                 groups.append({k: v for k, v in self.api_group(g).items() if k not in ("kind", "apiVersion")})
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
-    # -- OpenAPI -------------------------------------------------------------------------------
-
-    def openapi_doc(self, gv: str) -> bytes:
-        cached = self._openapi_v3.get(gv)
-        if cached is None:
-            doc: Obj = {"openapi": "3.0.0", "info": {"title": "Kubernetes",
-                                                      "version": f"v{K8S_VERSION[0]}.{K8S_VERSION[1]}.0"},
-                         "paths": {}, "components": {"schemas": {}}}
-            for k in self.group_versions[gv]:
-                part = schema.openapi_v3(k)
-                doc["paths"].update(part.get("paths") or {})
-                doc["components"]["schemas"].update((part.get("components") or {}).get("schemas") or {})
-            cached = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-            self._openapi_v3[gv] = cached
-            self._openapi_hash[gv] = hashlib.sha512(cached).hexdigest()[:128].upper()
-        return cached
-
-    @staticmethod
-    def openapi_path(gv: str) -> str:
-        return f"api/{gv}" if "/" not in gv else f"apis/{gv}"
-
-    def openapi_index(self) -> Obj:
-        paths = {}
-        for gv in self.group_versions:
-            self.openapi_doc(gv)
-            p = self.openapi_path(gv)
-            paths[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={self._openapi_hash[gv]}"}
-        return {"paths": paths}
-
     # -- handlers ------------------------------------------------------------------------------
 
     async def api(self, request: web.Request) -> web.Response:
@@ -163,8 +160,13 @@ class Discovery:
         if v:
             return respond(self.aggregated(True, v), content_type=AGG_V2 if v == "v2" else AGG_V2BETA1)
         host = request.host or "127.0.0.1"
-        return respond({"kind": "APIVersions", "versions": ["v1"],
-                        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]})
+        return respond(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+            }
+        )
 
     async def apis(self, request: web.Request) -> web.Response:
         v = _aggregated_version(request.headers.get("Accept"))
@@ -183,22 +185,32 @@ class Discovery:
 
     async def version(self, request: web.Request) -> web.Response:
         major, minor = K8S_VERSION
-        return respond({"major": str(major), "minor": str(minor),
-                        "gitVersion": f"v{major}.{minor}.0-hypernetes",
-                        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
-                        "goVersion": f"python{platform.python_version()}", "compiler": "cpython",
-                        "platform": f"linux/{platform.machine()}", "hypernetesVersion": hn_version})
+        return respond(
+            {
+                "major": str(major),
+                "minor": str(minor),
+                "gitVersion": f"v{major}.{minor}.0-hypernetes",
+                "gitCommit": "",
+                "gitTreeState": "clean",
+                "buildDate": "1970-01-01T00:00:00Z",
+                "goVersion": f"python{platform.python_version()}",
+                "compiler": "cpython",
+                "platform": f"linux/{platform.machine()}",
+                "hypernetesVersion": hn_version,
+            }
+        )
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
-        return respond(self.openapi_index())
+        return respond(schema.openapi_v3_index())
 
     async def openapi_v3_doc(self, request: web.Request) -> web.Response:
-        p = request.match_info["path"]
-        gv = p[len("api/"):] if p.startswith("api/") else p[len("apis/"):] if p.startswith("apis/") else ""
-        if gv not in self.group_versions:
-            raise no_such_path()
-        resp = web.Response(body=self.openapi_doc(gv), content_type="application/json")
-        if request.query.get("hash") == self._openapi_hash.get(gv):
+        path = request.match_info["path"]
+        try:
+            body = schema.openapi_v3_bytes(path)
+        except KeyError:
+            raise no_such_path() from None
+        resp = web.Response(body=body, content_type="application/json")
+        if request.query.get("hash") == schema.openapi_v3_hash(path):
             resp.headers["Cache-Control"] = "public, immutable"  # the hash names this exact document
         return resp
 

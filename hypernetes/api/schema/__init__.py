@@ -67,6 +67,7 @@ from hypernetes.api.schema.openapi import (
     openapi_v2_bytes,
     openapi_v3,
     openapi_v3_bytes,
+    openapi_v3_hash,
     openapi_v3_index,
     v3_paths,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "openapi_v2_bytes",
     "openapi_v3",
     "openapi_v3_bytes",
+    "openapi_v3_hash",
     "openapi_v3_index",
     "table",
     "v3_paths",

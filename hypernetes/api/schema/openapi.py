@@ -501,11 +501,15 @@ def v3_paths() -> list[str]:
 
 def openapi_v3_index() -> JSON:
     """GET /openapi/v3: each document's URL carries a hash of its content, which kubectl caches by."""
-    out: JSON = {}
-    for p in v3_paths():
-        digest = hashlib.sha512(_v3_doc(p).encode()).hexdigest()[:128].upper()
-        out[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={digest}"}
-    return {"paths": out}
+    return {
+        "paths": {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash={openapi_v3_hash(p)}"} for p in v3_paths()}
+    }
+
+
+@functools.cache
+def openapi_v3_hash(path: str) -> str:
+    """The hash in a document's index URL (upstream: SHA-512, upper-case hex)."""
+    return hashlib.sha512(_v3_doc(path).encode()).hexdigest()[:128].upper()
 
 
 def openapi_v3(target: Kind | str) -> JSON:
