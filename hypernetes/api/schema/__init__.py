@@ -10,19 +10,11 @@ from here too: resolved on first use, since the registry's entries import this p
 
 Contract (implemented in the modules of this package; the server relies on these names):
 
-    @dataclass(frozen=True)
-    class Kind:
-        group: str            # "" for core
-        version: str          # "v1"
-        kind: str             # "Pod"
-        plural: str           # "pods"
-        singular: str         # "pod"
-        namespaced: bool
-        short_names: tuple[str, ...]
-        categories: tuple[str, ...]      # ("all",) for pods, services, deployments...
-        subresources: tuple[str, ...]    # ("status", "binding", "log", "exec") ...
-        verbs: tuple[str, ...]
-        @property api_version -> "v1" | "apps/v1"
+    Kind: the registry entry (hypernetes/api/registry/kind.py): group, version, kind, plural,
+        singular, namespaced, short_names, categories, subresources (names described in
+        registry/subresources.py), verbs, definition, api_version; and the strategy: defaults,
+        validate, validate_update, prepare_create, prepare_update, name_format, printer,
+        definitions (OpenAPI of kinds upstream does not define), pod_spec.
 
     KINDS: tuple[Kind, ...]
     def kind_for(group: str, version: str, plural: str) -> Kind | None
