@@ -17,8 +17,9 @@ from hypernetes.objects import Obj
 def render_table(kind: schema.Kind, objs: list[Obj], include_object: str | None) -> Obj:
     include = include_object or "Metadata"
     if include not in ("None", "Metadata", "Object"):
-        raise bad_request(f'includeObject: unsupported value "{include}" '
-                          f'(supported: "None", "Metadata", "Object")')
+        raise bad_request(
+            f'includeObject: unsupported value "{include}" (supported: "None", "Metadata", "Object")'
+        )
     table = schema.table(kind, objs, True)
     table["kind"], table["apiVersion"] = "Table", "meta.k8s.io/v1"
     table.setdefault("metadata", {})

@@ -67,7 +67,7 @@ def apply_defaults(kind: Kind, obj: JSON) -> None:
         kind.defaults(obj)
 
 
-# -- pods --------------------------------------------------------------------------------------
+# -- pod specs (Pods and every pod template) ---------------------------------------------------
 
 
 def pull_policy(image: str) -> str:
@@ -187,8 +187,3 @@ def template_defaults(obj: JSON) -> JSON:
     if isinstance(tmpl, dict):
         pod_spec_defaults(child(tmpl, "spec"), pod=False)
     return spec
-
-
-# -- other kinds -------------------------------------------------------------------------------
-
-

@@ -65,9 +65,27 @@ SUPPORTED_VOLUMES = ("configMap", "downwardAPI", "emptyDir", "persistentVolumeCl
 # What a PersistentVolume can be: a local.hypernetes.io CSI volume (a disk file on one node, see
 # docs/volumes.md). The in-tree sources would be mounted on the host or need a cloud; none is wired.
 PV_SOURCES = (
-    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "fc", "flexVolume", "flocker",
-    "gcePersistentDisk", "glusterfs", "hostPath", "iscsi", "local", "nfs", "photonPersistentDisk",
-    "portworxVolume", "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume",
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "local",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
 )
 _PV_ONLY_CSI = "persistent volumes are local.hypernetes.io CSI volumes (spec.csi)"
 _NO_ATTRIBUTES_CLASS = "no VolumeAttributesClass API"
@@ -86,11 +104,13 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
     (_C + "CSIPersistentVolumeSource", "nodeExpandSecretRef"): _NO_SECRETS,
     (_C + "CSIPersistentVolumeSource", "nodePublishSecretRef"): _NO_SECRETS,
     (_C + "CSIPersistentVolumeSource", "nodeStageSecretRef"): _NO_SECRETS,
-    (_C + "CSIPersistentVolumeSource", "readOnly"):
-        "set readOnly on the pod's volume, or give the claim only the ReadOnlyMany access mode",
+    (
+        _C + "CSIPersistentVolumeSource",
+        "readOnly",
+    ): "set readOnly on the pod's volume, or give the claim only the ReadOnlyMany access mode",
     (_STORAGE + "StorageClass", "mountOptions"): "the guest mounts volumes with its own options",
     (_STORAGE + "StorageClass", "allowedTopologies"): "local volumes go to the Ready node with the "
-                                                      "least volume capacity",
+    "least volume capacity",
     (_C + "PodSpec", "ephemeralContainers"): "no ephemeralcontainers subresource (use kubectl exec)",
     (_C + "PodSpec", "resourceClaims"): "no dynamic resource allocation",
     (_C + "PodSpec", "schedulingGates"): "the scheduler does not hold pods at gates",
@@ -124,8 +144,11 @@ SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
 
 # (definition, field, value) -> why that value is refused: said after the supported values
 VALUE_REASONS: dict[tuple[str, str, str], str] = {
-    (_C + "ServiceSpec", "type", "LoadBalancer"):
-        "no load balancer provider gives these services an address; use NodePort",
+    (
+        _C + "ServiceSpec",
+        "type",
+        "LoadBalancer",
+    ): "no load balancer provider gives these services an address; use NodePort",
 }
 
 

@@ -1,4 +1,6 @@
-"""Per-kind Table columns and cells, as upstream's printers compute them."""
+"""What Table printers share, as upstream's printers compute it: the column type, ages
+(HumanDuration), the Name and Age columns, selectors and labels as text, the pod template
+columns of workloads, the storage cells. Each kind's columns and row are in its registry entry."""
 
 from __future__ import annotations
 
@@ -114,16 +116,13 @@ AGE = Column(
 )
 
 
-# -- pods --------------------------------------------------------------------------------------
+# -- conditions, workloads ---------------------------------------------------------------------
 
 
 def condition_true(status: JSON, ctype: str) -> bool:
     return any(
         _d(c).get("type") == ctype and _d(c).get("status") == "True" for c in _l(status.get("conditions"))
     )
-
-
-# -- workloads ---------------------------------------------------------------------------------
 
 
 def int_or_zero(v: Any) -> int:
@@ -176,16 +175,7 @@ IMAGES = Column("Images", "string", "", "Images referenced by each container in 
 SELECTOR = Column("Selector", "string", "", "Label selector for pods.", 1)
 
 
-# -- services and endpoints --------------------------------------------------------------------
-
-
-# -- cluster -----------------------------------------------------------------------------------
-
-
-# -- config ------------------------------------------------------------------------------------
-
-
-# -- storage -----------------------------------------------------------------------------------
+# -- storage (PersistentVolume, PersistentVolumeClaim) -----------------------------------------
 
 PV_MORE_INFO = "More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes"
 _BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
@@ -194,8 +184,12 @@ _BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
 def access_modes(modes: Any) -> str:
     """upstream's GetAccessModesAsString: RWO,ROX,RWX,RWOP in that order, each once."""
     have = set(_l(modes))
-    short = (("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"),
-             ("ReadWriteOncePod", "RWOP"))
+    short = (
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    )
     return ",".join(abbr for mode, abbr in short if mode in have)
 
 
@@ -220,5 +214,3 @@ def phase_of(obj: JSON) -> str:
     if _d(obj.get("metadata")).get("deletionTimestamp"):
         return "Terminating"
     return str(_d(obj.get("status")).get("phase") or "")
-
-

@@ -126,7 +126,8 @@ def _policy(defn: str, field: str, v: Any, path: str, errs: list[FieldError]) ->
             E.not_supported(
                 path,
                 v,
-                detail=f"{E.UNSUPPORTED_BY_US}; supported values: " + ", ".join(f'"{x}"' for x in ours)
+                detail=f"{E.UNSUPPORTED_BY_US}; supported values: "
+                + ", ".join(f'"{x}"' for x in ours)
                 + (f" ({why})" if why else ""),
             )
         )

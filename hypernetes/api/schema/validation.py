@@ -134,7 +134,7 @@ def _metadata_update(meta: JSON, old: JSON, errs: Errs) -> None:
             errs.append(E.immutable(f"metadata.{field}"))
 
 
-# -- per-kind rules ----------------------------------------------------------------------------
+# -- rules several kinds share (their entries call them) ---------------------------------------
 
 
 def label_selector(sel: Any, path: str, errs: Errs, *, required: bool = True) -> None:
@@ -260,5 +260,3 @@ def selector_immutable(new: JSON, old: JSON, sub: str | None, errs: Errs) -> Non
         return
     if _d(new.get("spec")).get("selector") != _d(old.get("spec")).get("selector"):
         errs.append(E.immutable("spec.selector"))
-
-

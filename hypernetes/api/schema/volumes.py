@@ -52,9 +52,16 @@ def check_access_modes(modes: Any, path: str, errs: Errs) -> None:
         if mode in OUR_ACCESS_MODES:
             continue
         if mode in ACCESS_MODES:
-            errs.append(E.not_supported(path, mode, detail=(
-                f"{E.UNSUPPORTED_BY_US}: a volume is a block device attached read-write to one pod VM "
-                'at a time; supported values: "ReadWriteOnce", "ReadOnlyMany"')))
+            errs.append(
+                E.not_supported(
+                    path,
+                    mode,
+                    detail=(
+                        f"{E.UNSUPPORTED_BY_US}: a volume is a block device attached read-write to one "
+                        'pod VM at a time; supported values: "ReadWriteOnce", "ReadOnlyMany"'
+                    ),
+                )
+            )
         else:
             errs.append(E.not_supported(path, mode, ACCESS_MODES))
 
@@ -73,5 +80,3 @@ def canonical_quantities(quantities: Any) -> None:
 
 
 # -- classes -----------------------------------------------------------------------------------
-
-
