@@ -18,6 +18,7 @@ from hypernetes.auth.authorizer import TenantAuthorizer
 from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.directory import Directory
 from hypernetes.auth.identity import IdentityBackend
+from hypernetes.auth.tenantlock import TenantLocks
 from hypernetes.auth.tokens import TokenSigner, load_or_create_key
 from hypernetes.store.interface import Store
 
@@ -45,6 +46,7 @@ def build_tenancy(store: Store, pki_dir: Path, admin_token: str, *,
     authenticators: list[Authenticator] = [TokenAuthenticator({admin_token: ADMIN}), builtin]
     if external is not None:
         authenticators.append(external)
-    tenancy = Tenancy(directory, TenantAdmission(directory), builtin,
+    locks = TenantLocks(store if store.shared else None)  # quota checks of every server, serialized
+    tenancy = Tenancy(directory, TenantAdmission(directory, locks), builtin,
                       IdentityRoutes(external or builtin, builtin))
     return tenancy, UnionAuthenticator(authenticators)

@@ -32,13 +32,12 @@ a tenant's deployments and those pods must obey the same quota and policy.
   change a PV only by removing its `local.hypernetes.io/backing-file` finalizer.
 
 Quota checks and the write they admit must not interleave with another write of the same tenant,
-or two pods could both take the last slot: `lock(tenant)` serializes them (one API server; several
-servers on etcd would need a compare-and-swap on a usage record, as upstream's ResourceQuota).
+or two pods could both take the last slot: `lock(tenant)` serializes them, across every API server
+when they share the store (etcd; auth/tenantlock.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -49,6 +48,7 @@ from typing import Any
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import UserInfo
 from hypernetes.auth.podtoken import add_token_volume
+from hypernetes.auth.tenantlock import TenantLocks
 from hypernetes.controllers.networks import apply_defaults, validate_network
 from hypernetes.controllers.tenant import (
     COUNTED,
@@ -62,8 +62,6 @@ from hypernetes.controllers.volumes import (
     claim_class,
     claim_request,
     default_class,
-    format_storage,
-    storage_bytes,
     storage_usage,
 )
 from hypernetes.network.objects import POD_ANNOTATIONS
@@ -79,11 +77,11 @@ from hypernetes.objects.names import (
     TENANT_FINALIZER,
     TENANT_LABEL,
 )
+from hypernetes.objects.quantity import Quantity, format_bytes
 from hypernetes.runtime import kernels
 from hypernetes.runtime.images.errors import InvalidReference
 from hypernetes.runtime.images.reference import parse_reference
 from hypernetes.runtime.podsize import pod_ephemeral_storage, pod_vm, quota_usage
-from hypernetes.runtime.sizing import parse_cpu, parse_memory
 from hypernetes.store.keys import key_prefix, object_key
 
 EPHEMERAL = "ephemeral-storage"  # pods' scratch disks on nodes (podsize.pod_ephemeral_storage)
@@ -121,24 +119,23 @@ class Invalid(Exception):
 
 
 def quantity(key: str, value: Any) -> int:
-    """A quota amount as an integer: bytes for memory/storage, counts otherwise."""
-    text = str(value)
-    if text.strip() in ("0", "0.0"):
-        return 0  # a quota of zero forbids the resource (the parsers below refuse a zero size)
-    if key in ("storage", EPHEMERAL):
-        return storage_bytes(text)  # a Kubernetes quantity ("500M" is bytes, not docker's MiB)
-    if key == "memory":
-        return parse_memory(text)
-    millis = parse_cpu(text)
+    """A quota amount as an integer: bytes for memory and storage (a Kubernetes quantity, rounded
+    up as upstream's Value(): "500M" and "1k" are decimal, "512m" is milli), counts otherwise.
+    ValueError if it is not a quantity, or a count is not whole."""
+    amount = Quantity.from_json(value)
+    if key in ("memory", "storage", EPHEMERAL):
+        return amount.value()
+    millis = amount.milli_value()
     if millis % 1000:
         raise ValueError(f"{key} must be a whole number")
     return millis // 1000
 
 
 def show(key: str, amount: int) -> str:
-    """Memory and storage in Gi, Mi or Ki when whole (else bytes), counts as they are."""
+    """Memory and storage as a canonical binary quantity (5Gi, 1536Mi, 1000000000), counts as
+    they are."""
     if key in ("memory", "storage", EPHEMERAL):
-        return format_storage(amount)
+        return format_bytes(amount)
     return str(amount)
 
 
@@ -192,14 +189,16 @@ def registry_host(entry: str) -> str | None:
 
 
 class TenantAdmission:
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, locks: TenantLocks | None = None) -> None:
         self.d = directory
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks = locks or TenantLocks()
 
-    def lock(self, tenant: str) -> asyncio.Lock:
-        return self._locks.setdefault(tenant, asyncio.Lock())
+    def lock(self, tenant: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.locks.hold(tenant)
 
-    async def lock_for(self, user: UserInfo, namespace: str | None) -> asyncio.Lock | None:
+    async def lock_for(
+        self, user: UserInfo, namespace: str | None
+    ) -> contextlib.AbstractAsyncContextManager[None] | None:
         """The lock a create must hold from admission to commit: its tenant's, if any."""
         tenant = user.tenant or (await self.d.fetch_namespace_owner(namespace) if namespace else None)
         return self.lock(tenant) if tenant else None

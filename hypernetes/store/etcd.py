@@ -77,6 +77,8 @@ _WATCH_BACKOFF = (0.05, 2.0)  # first and longest pause before reopening a broke
 
 
 class EtcdStore(Store):
+    shared = True  # several API servers, one etcd
+
     def __init__(self, config: EtcdConfig) -> None:
         self.config = config
         self._root = config.prefix.encode()

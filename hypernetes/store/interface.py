@@ -75,6 +75,10 @@ class ListResult:
 
 
 class Store(abc.ABC):
+    # whether several API servers may use this store at once (etcd): then whatever one server
+    # serializes in memory (the per-tenant quota lock) must be serialized through the store
+    shared: bool = False
+
     @abc.abstractmethod
     async def get(self, key: str) -> KeyValue | None: ...
 
