@@ -217,7 +217,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             resolv.append("search " + " ".join(net.dns_search))
         if net.dns_options:
             resolv.append("options " + " ".join(net.dns_options))
-        files = {"hosts": hosts, "hostname": [hostname], "resolv.conf": resolv}
+        files = {"hosts": hosts, "hostname": [hostname], "resolv.conf": resolv}  # rootfs ETC_MOUNTS
         for name, lines in files.items():
             (etc / name).write_text("".join(f"{line}\n" for line in lines))
         return tuple(ocispec.BindMount(etc / name, f"/etc/{name}") for name in files)

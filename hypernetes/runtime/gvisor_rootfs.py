@@ -65,6 +65,7 @@ def ensure_rootfs(cache: Path, image_id: str, disk: Path) -> Path:
                 raise RootfsError(f"cannot unpack {disk}: {FSCK} says {why}")
             # mkdtemp made the top directory 0700; containers running as non-root need to walk it.
             os.chmod(tmp, 0o755)
+            add_etc_mount_points(tmp)
             os.rename(tmp, target)
         except subprocess.TimeoutExpired:
             raise RootfsError(f"{FSCK} did not finish within {EXTRACT_TIMEOUT:.0f}s") from None
@@ -72,6 +73,32 @@ def ensure_rootfs(cache: Path, image_id: str, disk: Path) -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# The files each container gets bind-mounted from its pod (gvisor.py `_etc_files`).
+ETC_MOUNTS = ("hosts", "hostname", "resolv.conf")
+
+
+def add_etc_mount_points(root: Path) -> None:
+    """Create the files the pod's /etc bind mounts land on, where the image has none: runsc
+    would otherwise create them in this shared tree when the first container starts. The
+    image's symlinks are never followed (the image is the tenant's): if one is in the way, the
+    tree is left as it is."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        etc = os.open(root / "etc", flags)
+    except FileNotFoundError:
+        os.mkdir(root / "etc", 0o755)
+        etc = os.open(root / "etc", flags)
+    except OSError:  # a symlink, or not a directory
+        return
+    create = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        for name in ETC_MOUNTS:
+            with contextlib.suppress(FileExistsError):  # also a symlink of that name: not followed
+                os.close(os.open(name, create, 0o644, dir_fd=etc))
+    finally:
+        os.close(etc)
 
 
 def pause_elf() -> bytes:

@@ -105,6 +105,10 @@ class Runsc:
                 proc.kill()
             await proc.wait()
             raise RunscError(f"runsc {args[0]} did not finish within {timeout}s") from None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):  # no helper outlives its caller
+                proc.kill()
+            raise
         if proc.returncode != 0:
             text = err.decode(errors="replace").strip()
             raise RunscError(text.splitlines()[-1] if text else f"runsc {args[0]} exited {proc.returncode}")
