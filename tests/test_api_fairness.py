@@ -26,6 +26,7 @@ from hypernetes.auth.identity import tenant_user
 from tests.support import noisy
 from tests.support.apiserver import ApiServerThread
 from tests.support.tenants import LineReader
+from tests.support.waiting import wait_for
 
 TOKENS = {
     "acme-token": tenant_user("alice", "acme", "admin"),
@@ -203,13 +204,6 @@ class SlowUpload:
         return int(data.split()[1]) if data.startswith(b"HTTP/1.1") else 0
 
 
-def poll(cond: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @pytest.fixture()
 def tight(tmp_path: Path) -> Iterator[ApiServerThread]:
     """One tenant seat, two queued requests a flow, short waits, no reject delay."""
@@ -238,9 +232,9 @@ def test_a_flooding_tenant_queues_behind_itself_not_others(tight: ApiServerThrea
     system level (the operator, node agents, controllers) is not touched."""
     workload = level(tight, "workload")
     first = SlowUpload(tight, "acme-token")
-    poll(lambda: workload.executing == 1, "acme holding the seat")
+    wait_for(lambda: workload.executing == 1, interval=0.02, what="acme holding the seat")
     queued = [SlowUpload(tight, "acme-token") for _ in range(2)]
-    poll(lambda: workload.waiting == 2, "acme's queue filling")
+    wait_for(lambda: workload.waiting == 2, interval=0.02, what="acme's queue filling")
     with client(tight, "acme-token") as acme, client(tight, "globex-token") as globex, client(tight) as admin:
         r = acme.get(CM)
         body = assert_status(r, 429, "TooManyRequests")
@@ -249,12 +243,16 @@ def test_a_flooding_tenant_queues_behind_itself_not_others(tight: ApiServerThrea
         got: list[int] = []
         t = threading.Thread(target=lambda: got.append(globex.get(CM).status_code))
         t.start()
-        poll(lambda: workload.waiting == 3, "globex queued")
+        wait_for(lambda: workload.waiting == 3, interval=0.02, what="globex queued")
         assert first.finish() == 201
         t.join(10)
         assert got == [200]  # before either of acme's queued uploads (each would hold the seat)
         # the first queued upload now holds the seat; the second waits out its 3 s and is refused
-        poll(lambda: workload.executing == 1 and workload.waiting == 1, "acme's upload seated")
+        wait_for(
+            lambda: workload.executing == 1 and workload.waiting == 1,
+            interval=0.02,
+            what="acme's upload seated",
+        )
         assert queued[1].status() == 429
         assert queued[0].finish() == 201
 
@@ -282,7 +280,7 @@ def test_watches_are_limited_per_tenant(tight: ApiServerThread) -> None:
             with acme.stream("GET", watch) as w:
                 return w.status_code == 200
 
-        poll(reopened, "acme's closed watch to be counted out")
+        wait_for(reopened, interval=0.02, what="acme's closed watch to be counted out")
 
 
 def test_credentials_that_fail_are_throttled_per_source_without_locking_out_good_ones(
@@ -507,10 +505,11 @@ def test_kubectl_waits_out_a_429_and_its_watch_gets_in(tight: ApiServerThread) -
         proc = tight.kubectl_popen("--token=acme-token", "get", "configmaps", "-w", "-o", "name")
         out = LineReader(proc)
         try:
-            poll(
+            wait_for(
                 lambda: tight.app[FAIRNESS].rejected.get(("workload", "too-many-watch"), 0) >= 1,
-                "kubectl's watch refused",
-                timeout=20,
+                20,
+                0.02,
+                what="kubectl's watch refused",
             )
             held[0].close()
             # in: acme holds three watches again, kubectl stops being refused (it retried every

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from hypernetes.node.network import (
 )
 from tests.support.apiserver import ApiServerThread, async_client
 from tests.support.netns import Namespaces, leftovers, ns_socket, sh, unique_prefix
+from tests.support.waiting import wait_for_async
 
 Obj = dict[str, Any]
 NODE = "node1"
@@ -369,20 +369,6 @@ root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                           reason="tenant network plumbing needs root and iproute2")
 
 
-async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """`check()`'s first truthy result (awaited if it is awaitable), polled until `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if inspect.isawaitable(got):
-            got = await got
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @dataclass
 class Node:
     api: ApiServerThread
@@ -506,7 +492,7 @@ async def test_attach_dns_status_restart_and_delete(node: Node, monkeypatch: pyt
         net = await node.client.get(GV, "networks", "default")
         hosts = (net.get("status") or {}).get("hosts") or []
         return next((h for h in hosts if h.get("node") == NODE and h.get("ready") is True), None)
-    await until("status.hosts for node1", reported)
+    await wait_for_async(reported, 10, 0.05, "status.hosts for node1")
 
     # a "pod" on the bridge asks the gateway for the service
     peer_ns = node.ns.add("peer")
@@ -520,7 +506,7 @@ async def test_attach_dns_status_restart_and_delete(node: Node, monkeypatch: pyt
     # an agent restart: the live VM's tap (and the veth pod) outlive the new instance's first apply
     await node.stop(pn)
     pn2 = node.start()
-    await until("the new instance's first apply", lambda: pn2.applied)
+    await wait_for_async(lambda: pn2.applied, 10, 0.05, "the new instance's first apply")
     await asyncio.sleep(0.1)
     links = node.links(router)
     assert f"{tap}:" in links and f"{peer_tap}@" in links
@@ -530,13 +516,13 @@ async def test_attach_dns_status_restart_and_delete(node: Node, monkeypatch: pyt
     # closing the fd (QEMU exiting) removes the tap
     os.close(cfg.tap_fd)
     node.fds.remove(cfg.tap_fd)
-    await until("the tap to go", lambda: f"{tap}:" not in node.links(router))
+    await wait_for_async(lambda: f"{tap}:" not in node.links(router), 10, 0.05, "the tap to go")
 
     # deleting the pods removes the router and everything of the prefix
     for name in ("a", "b"):
         await node.client.delete("v1", "pods", name, "web", body={"gracePeriodSeconds": 0})
-    await until("an empty state applied",
-                lambda: pn2.applied is not None and pn2.applied.state.networks == ())
+    await wait_for_async(lambda: pn2.applied is not None and pn2.applied.state.networks == (), 10, 0.05,
+                         "an empty state applied")
     assert not pn2.errors
     assert [n for n in leftovers(node.prefix) if n.startswith(f"{node.prefix}-")] == []
     assert f"{node.prefix}-" not in node.links(node.host_ns)

@@ -13,8 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from hypernetes.runtime.podsize import DEFAULT_EMPTYDIR_SIZE
 from hypernetes.volumes import LocalVolumes, VolumeError
 from tests.support.apiserver import ApiServerThread
 from tests.support.guests import qemu_processes_under
+from tests.support.waiting import wait_for_async
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -764,21 +764,12 @@ class Node:
 
     async def delete_pod(self, name: str) -> None:
         await self.client.delete("v1", "pods", name, NS)
-        await wait_for(f"pod {name} gone", lambda: self.pod(name), want=False, timeout=60)
+        await wait_for_async(lambda: _gone(self.pod(name)), 60, 0.5, f"pod {name} gone")
 
 
-async def wait_for(
-    what: str, check: Callable[[], Awaitable[Any]], want: bool = True, timeout: float = 150
-) -> Any:
-    """Poll until check() is truthy (or falsy, with want=False); return its last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if bool(last) == want:
-            return last
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+async def _gone(check: Awaitable[Any]) -> bool:
+    """For wait_for_async: true once `check` gives nothing."""
+    return not await check
 
 
 def df_kib(output: str, marker: str) -> int:
@@ -840,13 +831,13 @@ async def test_persistent_volumes_with_real_vms(
             {"data": "/data"},
             {"raw": "/dev/rawdisk"},
         )
-        lost = await wait_for("FailedMount", lambda: node.events("lost"))
+        lost = await wait_for_async(lambda: node.events("lost"), 150, 0.5, "FailedMount")
         assert ("FailedMount", 'volume "d": persistentvolumeclaim "nope" not found') in lost
         waiting = (await node.pod("lost"))["status"]["containerStatuses"][0]["state"]["waiting"]
         assert waiting["reason"] == "ContainerCreating"
         await node.delete_pod("lost")
 
-        await wait_for("the writer's end", lambda: _done(node.phase("writer")))
+        await wait_for_async(lambda: _done(node.phase("writer")), 150, 0.5, "the writer's end")
         written = await node.output("writer")
         assert await node.phase("writer") == "Succeeded" and "written" in written, written
         assert 50 * 1024 < df_kib(written, "df") <= 64 * 1024
@@ -881,7 +872,7 @@ async def test_persistent_volumes_with_real_vms(
             {"data": "/data"},
             {"raw": "/dev/rawdisk"},
         )
-        read = await wait_for("the reader", lambda: _with(node.output("reader"), "ready"))
+        read = await wait_for_async(lambda: _with(node.output("reader"), "ready"), 150, 0.5, "the reader")
         assert read.splitlines()[:2] == ["persisted", "rawdata"], read
         assert df_kib(read, "df") > 200 * 1024  # the filesystem grew from 64 to 256 MiB
         assert any(r == "VolumeResized" and "pv-data" in m for r, m in await node.events("reader"))
@@ -890,7 +881,7 @@ async def test_persistent_volumes_with_real_vms(
 
         # a second pod may not attach the same read-write volume to its own VM
         await node.run_pod("second", "true", {"d": "data"}, {"d": "/d"})
-        second = await wait_for("FailedAttachVolume", lambda: node.events("second"))
+        second = await wait_for_async(lambda: node.events("second"), 150, 0.5, "FailedAttachVolume")
         assert any(
             r == "FailedAttachVolume" and "Multi-Attach error" in m and "vols/reader" in m for r, m in second
         ), second
@@ -909,8 +900,8 @@ async def test_persistent_volumes_with_real_vms(
         assert "local.hypernetes.io/backing-file" in pv_data["metadata"]["finalizers"]
         await node.delete_pod("reader")
         for name in ("pv-data", "pv-raw"):
-            await wait_for(
-                f"{name}'s finalizer removed", partial(_ours_left, client, name), want=False, timeout=30
+            await wait_for_async(
+                lambda n=name: _gone(_ours_left(client, n)), 30, 0.5, f"{name}'s finalizer removed"
             )
             pv_obj = await client.get("v1", "persistentvolumes", name)
             assert pv_obj["metadata"]["finalizers"] == ["kubernetes.io/pv-protection"]

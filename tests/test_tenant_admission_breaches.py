@@ -51,7 +51,6 @@ from tests.support.tenants import (
     assert_forbidden,
     dry,
     kubectl_forbidden,
-    poll,
     user_object,
 )
 from tests.support.waiting import wait_for
@@ -189,7 +188,7 @@ def test_a_replicaset_written_before_makes_no_pinned_pod(env: Env) -> None:
     w.op("PATCH", f"{NS}/legacy", {"metadata": {"labels": {"hypernetes.io/tenant": "acme"}}}, headers=MERGE)
     assert w.api.tenancy is not None
     d = w.api.tenancy.directory
-    poll(lambda: d.namespace_owner("legacy") == "acme", "legacy handed to acme")
+    wait_for(lambda: d.namespace_owner("legacy") == "acme", interval=0.02, what="legacy handed to acme")
     r = w.http("acme-member").patch(
         rs_kind.path("legacy", "old") + "/scale", json={"spec": {"replicas": 2}}, headers=MERGE
     )
@@ -344,7 +343,7 @@ def test_namespace_name_label_is_always_its_own_name(env: Env, who: str) -> None
     if who != "operator":
         assert w.api.tenancy is not None
         d = w.api.tenancy.directory
-        poll(lambda: d.namespace_owner(ns) == "acme", f"{ns} owned")
+        wait_for(lambda: d.namespace_owner(ns) == "acme", interval=0.02, what=f"{ns} owned")
     for change in ({"metadata": {"labels": {LABEL: "acme-a"}}}, {"metadata": {"labels": {LABEL: None}}}):
         r = h.patch(f"{NS}/{ns}", json=change, headers=MERGE)
         assert r.status_code == 200 and r.json()["metadata"]["labels"][LABEL] == ns, r.text

@@ -33,9 +33,9 @@ from tests.support.tenants import (
     USERS_PATH,
     LineReader,
     TenantWorld,
-    poll,
     user_object,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 
@@ -94,7 +94,7 @@ def delete_namespace(w: TenantWorld, who: str, ns: str) -> None:
     """The real kubectl, which waits until the namespace controller has emptied and removed it."""
     out = w.kubectl(who, "delete", "namespace", ns, "--timeout=60s", timeout=90)
     assert out.returncode == 0, out.stderr
-    poll(lambda: w.http("operator").get(f"{NS}/{ns}").status_code == 404, f"{ns} gone", 30)
+    wait_for(lambda: w.http("operator").get(f"{NS}/{ns}").status_code == 404, 30, 0.02, what=f"{ns} gone")
 
 
 def assert_expired(r: httpx.Response, leaked: str) -> None:
@@ -279,9 +279,9 @@ def test_kubectl_get_watch_shows_only_the_new_holding(world: TenantWorld, reused
     )
     lines = LineReader(proc)
     try:
-        lines.wait_for(lambda line: "secret/mine" in line)
+        lines.next_line(lambda line: "secret/mine" in line)
         create(world, "globex-admin", SECRETS.path(reused.ns), secret("later", reused.ns, "x"))
-        lines.wait_for(lambda line: "secret/later" in line)
+        lines.next_line(lambda line: "secret/later" in line)
     finally:
         lines.stop()
     assert not any("acme-only" in line for line in lines.lines), lines.lines
@@ -483,9 +483,10 @@ def test_a_namespace_handed_over_by_its_label(world: TenantWorld) -> None:
     )
     out = world.kubectl("operator", "label", "namespace", ns, "hypernetes.io/tenant=globex")
     assert out.returncode == 0, out.stderr
-    poll(
+    wait_for(
         lambda: world.api.tenancy is not None and world.api.tenancy.directory.namespace_owner(ns) == "globex",
-        "handed over",
+        interval=0.02,
+        what="handed over",
     )
     handed = rv_of(world.op("GET", f"{NS}/{ns}"))
     g = world.http("globex-admin")

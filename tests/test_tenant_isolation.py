@@ -217,15 +217,15 @@ def test_kubectl_watch_all_namespaces(world: TenantWorld) -> None:
     control = LineReader(world.kubectl_popen("operator", "get", "pods", "-A", "--watch", *cols))
     acme, globex = world.http("acme-member"), world.http("globex-member")
     try:
-        spy.wait_for(lambda line: line.split()[:2] == ["globex-a", OBJECT])
-        control.wait_for(lambda line: line.split()[:2] == ["acme-a", OBJECT])
+        spy.next_line(lambda line: line.split()[:2] == ["globex-a", OBJECT])
+        control.next_line(lambda line: line.split()[:2] == ["acme-a", OBJECT])
         assert acme.post(PODS.path("acme-a"), json=PODS.body("watched", "acme-a")).status_code == 201
         r = acme.patch(PODS.path("acme-a", "watched"), json=_labels({"v": "2"}), headers=MERGE)
         assert r.status_code == 200
         assert acme.delete(PODS.path("acme-a", "watched")).status_code == 200
         assert globex.post(PODS.path("globex-a"), json=PODS.body("sentinel", "globex-a")).status_code == 201
-        spy.wait_for(lambda line: "sentinel" in line)
-        control.wait_for(lambda line: "sentinel" in line)
+        spy.next_line(lambda line: "sentinel" in line)
+        control.next_line(lambda line: "sentinel" in line)
     finally:
         spy.stop()
         control.stop()
@@ -257,7 +257,7 @@ def test_kubectl_watch_only_configmaps(world: TenantWorld) -> None:
                 CMS.path("globex-a", OBJECT), json={"metadata": {"labels": {"n": str(i)}}}, headers=MERGE
             )
             try:
-                spy.wait_for(lambda line: line.split() == ["globex-a", OBJECT], timeout=0.3)
+                spy.next_line(lambda line: line.split() == ["globex-a", OBJECT], timeout=0.3)
                 break
             except AssertionError:
                 assert spy.proc.poll() is None, spy.stop()
@@ -266,7 +266,7 @@ def test_kubectl_watch_only_configmaps(world: TenantWorld) -> None:
         assert r.status_code == 200
         assert acme.delete(CMS.path("acme-b", "watched")).status_code == 200
         assert globex.post(CMS.path("globex-a"), json=CMS.body("sentinel", "globex-a")).status_code == 201
-        spy.wait_for(lambda line: "sentinel" in line)
+        spy.next_line(lambda line: "sentinel" in line)
     finally:
         spy.stop()
         globex.delete(CMS.path("globex-a", "sentinel"))

@@ -25,6 +25,7 @@ import kubernetes.client as kc
 
 from hypernetes.api.audit import AuditLog
 from tests.support.apiserver import ApiServerThread
+from tests.support.waiting import wait_for
 
 JSON = dict[str, Any]
 IMAGE = "registry.invalid/busybox:1"
@@ -189,14 +190,6 @@ def named(name: str) -> Callable[[JSON], bool]:
     return lambda o: (o.get("metadata") or {}).get("name") == name
 
 
-def poll(cond: Callable[[], bool], what: str, timeout: float = 10.0, every: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(every)
-
-
 # -- tokens --------------------------------------------------------------------------------------
 
 
@@ -270,7 +263,7 @@ class LineReader:
             self._q.put(line.rstrip("\n"))
         self._q.put(None)
 
-    def wait_for(self, pred: Callable[[str], bool], timeout: float = 15.0) -> str:
+    def next_line(self, pred: Callable[[str], bool], timeout: float = 15.0) -> str:
         """The first line from now on that satisfies `pred`; every line read is kept in `lines`."""
         deadline = time.monotonic() + timeout
         while True:
@@ -485,9 +478,10 @@ class TenantWorld:
         user = self.op("GET", f"{USERS_PATH}/{name}")
         assert self.api.tenancy is not None
         token = self.api.tenancy.issuer.issue_user(user, ttl).token
-        poll(
+        wait_for(
             lambda: self.http(token=token).post(WHOAMI, json=REVIEW).status_code == 201,
-            f"token of {name} accepted",
+            interval=0.02,
+            what=f"token of {name} accepted",
         )
         return token
 
@@ -510,7 +504,11 @@ class TenantWorld:
         assert r.status_code == 201, r.text
         assert self.api.tenancy is not None
         d = self.api.tenancy.directory
-        poll(lambda: d.namespace_owner(namespace) == tenant, f"{namespace} owned by {tenant}")
+        wait_for(
+            lambda: d.namespace_owner(namespace) == tenant,
+            interval=0.02,
+            what=f"{namespace} owned by {tenant}",
+        )
 
     def fresh_tenant(self, name: str, spec: JSON | None = None, namespaces: tuple[str, ...] = ("a",)) -> str:
         """A new tenant `name` with an admin user `NAME-admin` who creates namespaces `NAME-SUFFIX`;
