@@ -14,15 +14,17 @@ import binascii
 import copy
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
 from hypernetes.api import apply, bodies, deletion, objects, schema
 from hypernetes.api.history import TenantView
+from hypernetes.api.loopslice import LoopBudget, dumps_list
 from hypernetes.api.routing import (
     AUDIT_TARGET,
     CALLER,
+    GZIP_ABOVE,
     JSON_CT,
     PARTIAL_CT,
     PARTIAL_LIST_CT,
@@ -35,6 +37,7 @@ from hypernetes.api.routing import (
     respond,
     truthy,
     wants,
+    wants_yaml,
 )
 from hypernetes.api.selectors import Selectors, parse_field_selector, parse_label_selector
 from hypernetes.api.status import (
@@ -51,7 +54,7 @@ from hypernetes.api.status import (
     unsupported_media_type,
 )
 from hypernetes.api.tables import render_table
-from hypernetes.api.watch import WatchCaches, WatchRequest, error_line, initial_lines
+from hypernetes.api.watch import WatchCaches, WatchRequest, error_line, initial_chunks
 from hypernetes.api.watch import stream as stream_watch
 from hypernetes.auth.admission import Denied, Invalid, TenantAdmission
 from hypernetes.objects import Obj
@@ -88,6 +91,18 @@ def _parse_continue(token: str) -> tuple[int, str]:
         raise bad_request(
             "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"
         ) from None
+
+
+async def _respond_list(
+    head: Obj, field: str, items: Iterable[Obj], content_type: str, budget: LoopBudget
+) -> web.Response:
+    """`head` with `field` = the items, as `respond` would send it, encoded a slice at a time."""
+    data = await dumps_list(head, field, items, budget)
+    resp = web.Response(status=200, body=data)
+    resp.headers["Content-Type"] = content_type
+    if len(data) > GZIP_ABOVE:
+        resp.enable_compression()  # gzip when the client accepts it (in aiohttp's executor)
+    return resp
 
 
 class Resources:
@@ -235,30 +250,32 @@ class Resources:
             revision = self._rv(q["resourceVersion"])
         view = await self._view()
         self._check_floor(view, t, revision, bool(q.get("continue")))
-        items, rev, more_key = await self._list_page(prefix, sel, start, limit, revision, t, view)
+        # decoding, filtering and encoding yield to the loop every slice (api/loopslice.py)
+        budget = LoopBudget()
+        items, rev, more_key = await self._list_page(
+            prefix, sel, start, limit, revision, t, view, budget=budget
+        )
         meta: Obj = {"resourceVersion": str(rev)}
         if more_key:
             meta["continue"] = _continue_token(rev, more_key)
         accept = request.headers.get("Accept")
         if wants(accept, "Table"):
-            table = render_table(t.kind, items, q.get("includeObject"))
+            include = q.get("includeObject")
+            table = render_table(t.kind, [], include)  # the columns (and includeObject checked)
             table["metadata"] = meta
-            return respond(table, 200, TABLE_CT)
+            rows: list[Obj] = []
+            for i in range(0, len(items), 50):
+                rows += render_table(t.kind, items[i : i + 50], include)["rows"]
+                await budget.tick()
+            return await _respond_list(table, "rows", rows, TABLE_CT, budget)
         if wants(accept, "PartialObjectMetadataList"):
-            body = {
-                "kind": "PartialObjectMetadataList",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": meta,
-                "items": [objects.partial_metadata(o) for o in items],
-            }
-            return respond(body, 200, PARTIAL_LIST_CT)
-        body = {
-            "kind": t.kind.kind + "List",
-            "apiVersion": t.kind.api_version,
-            "metadata": meta,
-            "items": items,
-        }
-        return respond(body, 200, accept=accept)
+            head = {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
+            partial = (objects.partial_metadata(o) for o in items)
+            return await _respond_list(head, "items", partial, PARTIAL_LIST_CT, budget)
+        head = {"kind": t.kind.kind + "List", "apiVersion": t.kind.api_version, "metadata": meta}
+        if wants_yaml(accept):
+            return respond({**head, "items": items}, 200, accept=accept)
+        return await _respond_list(head, "items", items, JSON_CT, budget)
 
     @staticmethod
     def _rv(value: str) -> int:
@@ -276,10 +293,14 @@ class Resources:
         revision: int,
         t: Target,
         view: TenantView | None,
+        *,
+        budget: LoopBudget | None = None,
     ) -> tuple[list[Obj], int, str]:
         """Up to `limit` matching objects after key `start`, all read at one revision; the key to
         continue after ("" at the end). Filtering pages fill up by reading further, as upstream.
-        `view`: a tenant caller's part of history, which filters too."""
+        `view`: a tenant caller's part of history, which filters too. Decoding yields to the loop
+        every slice of `budget`."""
+        budget = budget or LoopBudget()
 
         def keep(kv: KeyValue, obj: Obj, rev: int) -> bool:
             return sel.matches(obj) and (view is None or view.visible(obj, kv.create_revision, rev))
@@ -310,6 +331,8 @@ class Resources:
             if view is not None:
                 await view.sync(rev)
             for i, kv in enumerate(res.items):
+                if budget.spent():
+                    await budget.pause()
                 obj = objects.decode(kv)
                 if keep(kv, obj, rev):
                     items.append(obj)
@@ -382,8 +405,8 @@ class Resources:
             prefix,
             key_prefix,
             after,
-            initial,
-            sel.matches,
+            initial,  # (emptied as its events are sent: api/watch.py initial_chunks)
+            None if sel.empty else sel.matches,
             render,
             bookmark,
             timeout,
@@ -394,7 +417,7 @@ class Resources:
         expired: ApiError | None = None
         if view is not None:
             wr.sync = view.sync
-            wr.visible = lambda ev: view.visible(ev.obj, ev.created, ev.revision)
+            wr.visible = lambda ev: view.visible_at(ev.namespace, ev.subject, ev.created, ev.revision)
             try:
                 self._check_floor(view, t, after, False)
             except ApiError as e:
@@ -407,8 +430,8 @@ class Resources:
         if expired is not None:
             await resp.write(error_line(expired.status()))
             return resp
-        if wr.initial or wr.initial_events_end:
-            await resp.write(initial_lines(wr))
+        async for chunk in initial_chunks(wr):
+            await resp.write(chunk)
         try:
             await stream_watch(resp, self.caches, wr)
         except Compacted as e:

@@ -263,26 +263,33 @@ class TenantView:
 
     def visible(self, obj: Obj, created: int, revision: int) -> bool:
         """May this caller see `obj` (created at `created`) as it was at `revision`?"""
+        meta = obj.get("metadata") or {}
+        return self.visible_at(str(meta.get("namespace") or ""), subject_version(obj), created, revision)
+
+    def visible_at(self, namespace: str, subject: int | None, created: int, revision: int) -> bool:
+        """`visible` from what it looks at: the object's namespace ("" if cluster-scoped) and, for
+        an Event, `subject_version` (the watch cache keeps these, not the decoded object)."""
         own = self.ownership
         held = own.tenants.at(self.tenant, revision)
         if held is None or held.created != self.incarnation:
             return False
-        meta = obj.get("metadata") or {}
-        ns = meta.get("namespace")
-        if not ns:
+        if not namespace:
             return True
-        span = own.namespaces.at(str(ns), revision)
+        span = own.namespaces.at(namespace, revision)
         if span is None or span.owner != self.tenant or created <= span.created:
             return False
-        return not _about_older(obj, str(ns), span.created)
+        # an Event about an object version from before its namespace's incarnation
+        return subject is None or subject > span.created
 
 
-def _about_older(obj: Obj, namespace: str, incarnation: int) -> bool:
-    """An Event about an object version from before its namespace's incarnation."""
+def subject_version(obj: Obj) -> int | None:
+    """For an Event about an object in the Event's own namespace, that object's resourceVersion
+    (None for anything else): what decides whether the Event is about an older incarnation."""
     if (obj.get("apiVersion"), obj.get("kind")) not in EVENT_KINDS:
-        return False
+        return None
     ref = obj.get("involvedObject") or obj.get("regarding")
+    namespace = (obj.get("metadata") or {}).get("namespace")
     if not isinstance(ref, dict) or (ref.get("namespace") or namespace) != namespace:
-        return False
+        return None
     rv = str(ref.get("resourceVersion") or "")
-    return rv.isdigit() and int(rv) <= incarnation
+    return int(rv) if rv.isdigit() else None
