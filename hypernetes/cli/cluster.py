@@ -14,7 +14,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,12 @@ from hypernetes.cli.nodehost import node_networks, registry_policy
 from hypernetes.cli.observability import configure_logging, node_pressure
 from hypernetes.cli.run import make_runtime
 from hypernetes.cli.up import api_limits
+from hypernetes.leaderelection import (
+    CONTROLLER_MANAGER_LEASE,
+    SCHEDULER_LEASE,
+    ElectionTiming,
+    LeaderElector,
+)
 from hypernetes.node.agent import NodeAgent
 from hypernetes.node.proxy import NodePodProxy
 from hypernetes.objects import Obj
@@ -78,14 +84,30 @@ class ProxyAdapter:
             raise PodProxyError(str(e)) from e
 
 
-def _controllers(client: ApiClient, root_ca: str) -> Any:
-    """The controller manager's run() coroutine, once the controllers room provides it."""
+Work = Callable[[], Awaitable[None]]
+
+
+def _controllers(client: ApiClient, root_ca: str, args: argparse.Namespace) -> Work | None:
+    """Makes the controller manager and runs it (a fresh one for each term as leader), once the
+    controllers room provides it."""
     try:
         from hypernetes import controllers
     except ImportError:
         return None
     manager = getattr(controllers, "ControllerManager", None)
-    return None if manager is None else manager(client, root_ca=root_ca).run()
+    if manager is None:
+        return None
+    lifecycle = getattr(args, "node_lifecycle", None)
+    return lambda: manager(client, root_ca=root_ca, node_lifecycle=lifecycle).run()
+
+
+async def _elected(client: ApiClient, timing: ElectionTiming | None, lease: str, work: Work) -> None:
+    """`work` while this host holds the Lease (every control-plane host campaigns), or at once
+    with --no-leader-elect."""
+    if timing is None:
+        await work()
+    else:
+        await LeaderElector(client, lease, timing=timing).run(work)
 
 
 def _identity(args: argparse.Namespace, ca: ClusterCA, store: Store) -> tuple[Tenancy, Authenticator, Any]:
@@ -168,10 +190,13 @@ async def _up(args: argparse.Namespace) -> int:
                 c.server = url
     kubeconfig = data / "admin.kubeconfig"
     write_kubeconfig(kubeconfig, url, ca.ca_cert, ca.admin_token)
-    tasks = [asyncio.create_task(Scheduler(client, args.scheduling).run(), name="scheduler")]
-    manager = _controllers(client, ca.ca_cert.read_text())
+    timing = getattr(args, "election", ElectionTiming())  # set by up's flags (--leader-elect-*)
+    scheduler = _elected(client, timing, SCHEDULER_LEASE, lambda: Scheduler(client, args.scheduling).run())
+    tasks = [asyncio.create_task(scheduler, name="scheduler")]
+    manager = _controllers(client, ca.ca_cert.read_text(), args)
     if manager is not None:
-        tasks.append(asyncio.create_task(manager, name="controllers"))
+        elected = _elected(client, timing, CONTROLLER_MANAGER_LEASE, manager)
+        tasks.append(asyncio.create_task(elected, name="controllers"))
     if node is not None:
         tasks.append(asyncio.create_task(node.run(), name="node-agent"))
     print(

@@ -24,12 +24,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address the API server listens on")
     p.add_argument("--port", type=int, default=6443, help="API server port (default 6443; 0: any free one)")
-    p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
-    p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
+    p.add_argument(
+        "--tls-san",
+        action="append",
+        default=[],
+        metavar="NAME|IP",
+        help="another name or address of the API server in its certificate, as nodes and clients "
+        "on other hosts reach it (repeatable)",
+    )
     add_store_options(p)
     p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
-    p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
     p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
     p.add_argument(
         "--keystone-url",
@@ -60,6 +64,18 @@ def register(sub: Any) -> None:
         "operators' and nodes' here, each tenant's in FILE's directory as "
         "audit-tenant-NAME.log (default: DATA/audit.log)",
     )
+    add_node_options(p)
+    _add_api_limits(p)
+    add_data_dir(p)
+    p.set_defaults(handler=handle)
+
+
+def add_node_options(p: argparse.ArgumentParser) -> None:
+    """What a host's node agent runs with: `up` and `node join` take the same."""
+    p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
+    p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
+    p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
     p.add_argument(
         "--no-network",
         action="store_true",
@@ -102,9 +118,6 @@ def register(sub: Any) -> None:
         help="let pods pull from this registry even though it is on loopback, link-local or a "
         "management network, which are refused by default (repeatable; HOST alone: any port)",
     )
-    _add_api_limits(p)
-    add_data_dir(p)
-    p.set_defaults(handler=handle)
 
 
 def _add_api_limits(p: argparse.ArgumentParser) -> None:
