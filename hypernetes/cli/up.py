@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from hypernetes.cli.common import add_data_dir, fail
+from hypernetes.cli.controlplaneflags import add_controller_options, resolve_controller_options
 from hypernetes.cli.storeflags import add_store_options, resolve_store
 
 BIN_PACKING, SPREADING = "binpack", "spread"  # hypernetes.scheduler.placement's strategy names
@@ -35,6 +36,7 @@ def register(sub: Any) -> None:
     add_store_options(p)
     p.add_argument("--scheduling", choices=(BIN_PACKING, SPREADING), default=BIN_PACKING)
     p.add_argument("--no-node", action="store_true", help="control plane only, no node agent")
+    add_controller_options(p)
     p.add_argument(
         "--keystone-url",
         default=None,
@@ -204,5 +206,7 @@ def handle(args: argparse.Namespace) -> int:
     from hypernetes.cli.cluster import handle as run_cluster
 
     if (error := resolve_store(args)) is not None:  # --store and --etcd-*, before anything starts
+        return fail(error, 2)
+    if (error := resolve_controller_options(args)) is not None:  # leader election, node lifecycle
         return fail(error, 2)
     return run_cluster(args)
