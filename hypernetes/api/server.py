@@ -31,6 +31,8 @@ from hypernetes.api.connections import ConnectionGate, ConnectionLimits, GatedSi
 from hypernetes.api.crud import Resources
 from hypernetes.api.discovery import Discovery
 from hypernetes.api.fairness import FairnessConfig, FlowControl
+from hypernetes.api.join import PUBLIC as JOIN_PUBLIC
+from hypernetes.api.join import NodeJoin
 from hypernetes.api.metrics import Metrics
 from hypernetes.api.routing import (
     AUDIT_TARGET,
@@ -64,7 +66,8 @@ log = logging.getLogger(__name__)
 
 # authorized by their handlers, which know whose user a password or token belongs to
 IDENTITY_PATHS = "/hypernetes/v1/"
-PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version", "/hypernetes/v1/login"))
+# (joining: the CA, checked by its hash, and the join itself, authorized by its bootstrap token)
+PUBLIC_PATHS = frozenset(("/healthz", "/livez", "/readyz", "/version", "/hypernetes/v1/login")) | JOIN_PUBLIC
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # the default StorageClass (docs/volumes.md): one sparse disk file per volume on a node
 DEFAULT_STORAGE_CLASS: dict[str, Any] = {
@@ -347,6 +350,7 @@ def create_app(
     tenancy: Tenancy | None = None,
     audit: AuditLog | None = None,
     fairness: FairnessConfig | None = None,
+    node_join: NodeJoin | None = None,
 ) -> web.Application:
     """The API server application over `store`. Default namespaces are created on startup;
     events older than `event_ttl` seconds are deleted (0: never); `fairness`: per-tenant flow
@@ -383,6 +387,8 @@ def create_app(
     if tenancy is not None:
         app[TENANCY] = tenancy
         tenancy.identity.add_to(app)
+    if node_join is not None:  # hosts join as nodes (`hypernetes node join`)
+        node_join.add_to(app)
     d = server.discovery
     app.router.add_get("/healthz", server.ok)
     app.router.add_get("/livez", server.ok)
