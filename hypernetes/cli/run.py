@@ -30,7 +30,7 @@ from hypernetes.runtime.interface import (
     StartFailed,
     Stream,
 )
-from hypernetes.runtime.sizing import parse_cpu, parse_memory
+from hypernetes.runtime.sizing import positive_bytes, positive_millicpu
 
 EXIT_POD_FAILED = 125
 EXIT_START_FAILED = 126
@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
                    help="hypervm accelerator (default: KVM only if a probe guest boots)")
     p.add_argument("--cpus", help="CPU limit, e.g. 2 or 500m (VM vCPUs = ceil)")
-    p.add_argument("--memory", help="memory limit, e.g. 256Mi, 1G, 512m")
+    p.add_argument("--memory", help="memory limit, e.g. 256Mi, 1G, or as docker: 512m (MiB), 1g (GiB)")
     p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an env var")
@@ -76,6 +76,18 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
                    die_with_parent=one_off)
 
 
+# `run` takes docker's `--memory` units too: one lowercase letter, binary (512m is 512 MiB)
+_DOCKER_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def cli_memory(text: str) -> int:
+    """`--memory` in bytes: docker's `<n>b|k|m|g`, else a Kubernetes quantity (256Mi, 1G)."""
+    t = text.strip()
+    if t[-1:] in _DOCKER_UNITS and t[:-1].isdigit():
+        return int(t[:-1]) * _DOCKER_UNITS[t[-1]]
+    return positive_bytes(t)
+
+
 def container_spec(args: argparse.Namespace) -> ContainerSpec:
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -92,8 +104,8 @@ def container_spec(args: argparse.Namespace) -> ContainerSpec:
         args=tuple(command) if command and not args.entrypoint else None,
         env=tuple(env), working_dir=args.workdir, user=args.user, tty=args.tty,
         stdin=args.interactive,
-        cpu_limit_millis=parse_cpu(args.cpus) if args.cpus else None,
-        memory_limit=parse_memory(args.memory) if args.memory else None,
+        cpu_limit_millis=positive_millicpu(args.cpus) if args.cpus else None,
+        memory_limit=cli_memory(args.memory) if args.memory else None,
     )
 
 

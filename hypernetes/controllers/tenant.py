@@ -16,9 +16,10 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
-from hypernetes.controllers.volumes import format_storage, storage_usage
+from hypernetes.controllers.volumes import storage_usage
 from hypernetes.objects import Obj
 from hypernetes.objects.names import TENANT_FINALIZER, TENANT_LABEL
+from hypernetes.objects.quantity import format_bytes
 from hypernetes.runtime.podsize import quota_usage
 
 GROUP_VERSION = "hypernetes.io/v1"
@@ -176,9 +177,9 @@ class TenantController(Controller):
                 "pods": str(count),
                 "vcpus": str(vcpus),
                 "memory": f"{memory // MiB}Mi",
-                "ephemeral-storage": format_storage(ephemeral),
+                "ephemeral-storage": format_bytes(ephemeral),
                 "namespaces": str(len(names)),
-                "storage": format_storage(storage),
+                "storage": format_bytes(storage),
                 "persistentvolumeclaims": str(claims),
                 **self._counts(m.name(tenant), names),
             },

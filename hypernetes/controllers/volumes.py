@@ -25,10 +25,7 @@ The helpers at the top are pure, shared with tenant admission and the tenant con
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
@@ -46,6 +43,7 @@ from hypernetes.objects.names import (
     PVC_PROTECTION_FINALIZER,
     TENANT_LABEL,
 )
+from hypernetes.objects.quantity import quantity_value
 from hypernetes.volumes.objects import pv_node
 
 log = logging.getLogger(__name__)
@@ -62,37 +60,6 @@ LOST_MESSAGE = "Bound claim has lost its PersistentVolume. Data on the volume is
 
 # -- pure helpers ------------------------------------------------------------------------------
 
-_QUANTITY = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+))([eE][+-]?\d+|[KMGTPE]i|[numkMGTPE])?")
-_FACTORS: dict[str, int | Decimal] = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-GiB, MiB, KiB = 2**30, 2**20, 2**10
-
-
-def storage_bytes(value: Any) -> int:
-    """A Kubernetes quantity ("10Gi", "500M", "1e9") in whole bytes, rounded up; ValueError if it
-    is not one. (runtime.sizing.parse_memory reads "512m" as docker's MiB: not for storage.)"""
-    match = _QUANTITY.fullmatch(str(value).strip())
-    if match is None:
-        raise ValueError(f"invalid quantity {value!r}")
-    try:
-        number = Decimal(match.group(1))
-    except InvalidOperation:
-        raise ValueError(f"invalid quantity {value!r}") from None
-    suffix = match.group(2) or ""
-    exponent = suffix[:1] in ("e", "E")
-    return math.ceil(number.scaleb(int(suffix[1:])) if exponent else number * _FACTORS[suffix])
-
-
-def format_storage(amount: int) -> str:
-    """Bytes as the largest binary unit that divides them: 5Gi, 1536Mi, 1000000000."""
-    for unit, size in (("Gi", GiB), ("Mi", MiB), ("Ki", KiB)):
-        if amount and amount % size == 0:
-            return f"{amount // size}{unit}"
-    return str(amount)
-
-
 def _spec(obj: Obj) -> Obj:
     spec = obj.get("spec")
     return spec if isinstance(spec, dict) else {}
@@ -108,7 +75,7 @@ def _quantity_of(holder: Any) -> int:
     if value is None:
         return 0
     try:
-        return storage_bytes(value)
+        return quantity_value(value)
     except ValueError:
         return 0
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hypernetes.objects import Obj
+from hypernetes.objects.quantity import quantity_milli_value, quantity_value
 from hypernetes.runtime.podsize import node_cost, pod_ephemeral_storage
-from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,9 @@ class Rejection:
 
 def capacity(allocatable: Obj) -> tuple[int, int, int]:
     """(millicores, memory bytes, pods) of a Node's status.allocatable."""
-    cpu, memory = str(allocatable.get("cpu", "0")), str(allocatable.get("memory", "0"))
     return (
-        parse_cpu(cpu) if cpu != "0" else 0,
-        parse_memory(memory) if memory != "0" else 0,
+        quantity_milli_value(allocatable.get("cpu", "0")),
+        quantity_value(allocatable.get("memory", "0")),
         int(allocatable.get("pods", 110)),
     )
 
@@ -51,7 +50,7 @@ def admit(pod: Obj, running: Iterable[Obj], allocatable: Obj) -> Rejection | Non
     used_cpu, used_memory, used_disk = (sum(c[i] for c in costs) for i in range(3))
     cap_cpu, cap_memory, cap_pods = capacity(allocatable)
     disk_text = allocatable.get("ephemeral-storage")
-    cap_disk = parse_memory(str(disk_text)) if disk_text is not None else None  # unpublished: unlimited
+    cap_disk = quantity_value(disk_text) if disk_text is not None else None  # unpublished: unlimited
     for name, requested, used, cap in (
         ("pods", 1, len(costs), cap_pods),
         ("cpu", cpu, used_cpu, cap_cpu),

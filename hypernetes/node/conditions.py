@@ -32,7 +32,7 @@ from typing import Any
 from hypernetes.node.admission import Rejection
 from hypernetes.node.podstatus import qos_class, rfc3339
 from hypernetes.objects import Obj
-from hypernetes.runtime.sizing import parse_memory
+from hypernetes.objects.quantity import quantity_value
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def parse_thresholds(text: str) -> tuple[Threshold, ...]:
                 raise ValueError(f"{part!r}: a percentage is between 0% and 100%")
             out[signal] = Threshold(signal, percentage=pct)
             continue
-        try:  # byte sizes for memory and disks, plain counts for inodes and PIDs
-            amount = parse_memory(value) if signal in (MEMORY, NODEFS, IMAGEFS) else int(value)
+        try:  # quantities, as upstream's ParseThresholdConfig: bytes, or counts for inodes and PIDs
+            amount = quantity_value(value)
         except ValueError:
             raise ValueError(f"{part!r}: {value!r} is not a quantity") from None
         if amount < 0:

@@ -25,8 +25,8 @@ from hypernetes.runtime.interface import (
     VolumeFile,
     VolumeSpec,
 )
-from hypernetes.runtime.podsize import emptydir_sizes
-from hypernetes.runtime.sizing import parse_cpu, parse_memory
+from hypernetes.runtime.podsize import container_limits, emptydir_sizes
+from hypernetes.runtime.sizing import positive_bytes, positive_millicpu
 from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
@@ -136,10 +136,11 @@ def _resource_ref(container: Obj, ref: Obj) -> str:
     value = limits.get(what)
     if value is None:
         return "0"
-    divisor = str(ref.get("divisor") or "1")
+    divisor = ref.get("divisor") or "1"
+    # upstream's ExtractContainerResourceValue: ceil(value / divisor), CPU in millicores
     if what == "cpu":
-        return str(-(-parse_cpu(str(value)) // parse_cpu(divisor)))
-    return str(-(-parse_memory(str(value)) // parse_memory(divisor)))
+        return str(-(-positive_millicpu(value) // positive_millicpu(divisor)))
+    return str(-(-positive_bytes(value) // positive_bytes(divisor)))
 
 
 def container_env(pod: Obj, container: Obj, lookup: Lookup) -> list[tuple[str, str]]:
@@ -197,15 +198,9 @@ def _user(pod: Obj, container: Obj) -> str | None:
     return f"{uid}:{gid}" if gid is not None else str(uid)
 
 
-def _limit(container: Obj, what: str) -> str | None:
-    res = container.get("resources") or {}
-    value = (res.get("limits") or {}).get(what) or (res.get("requests") or {}).get(what)
-    return None if value is None else str(value)
-
-
 def _cpu_request(container: Obj) -> int | None:
     value = ((container.get("resources") or {}).get("requests") or {}).get("cpu")
-    return parse_cpu(str(value)) if value is not None else None
+    return positive_millicpu(value) if value is not None else None
 
 
 def container_spec(
@@ -217,7 +212,7 @@ def container_spec(
     env_map = dict(env)
     command = container.get("command")
     args = container.get("args")
-    cpu, mem = _limit(container, "cpu"), _limit(container, "memory")
+    cpu, mem = container_limits(container)  # as admission and the scheduler sized its VM
     return ContainerSpec(
         name=container["name"],
         image=container["image"],
@@ -228,9 +223,9 @@ def container_spec(
         user=_user(pod, container),
         tty=bool(container.get("tty")),
         stdin=bool(container.get("stdin")),
-        cpu_limit_millis=parse_cpu(cpu) if cpu else None,
+        cpu_limit_millis=cpu,
         cpu_request_millis=_cpu_request(container),
-        memory_limit=parse_memory(mem) if mem else None,
+        memory_limit=mem,
         mounts=tuple(
             MountSpec(
                 m["name"],
@@ -365,7 +360,7 @@ def volume_spec(pod: Obj, volume: Obj, lookup: Lookup, block_path: BlockPath | N
         if medium not in ("", "Memory"):
             raise ConfigError(f'volume {name}: emptyDir medium "{medium}" is not supported ("" or "Memory")')
         # a disk emptyDir's partition is exactly what the pod was scheduled and counted by
-        size = parse_memory(str(limit)) if medium == "Memory" and limit else emptydir_sizes(pod).get(name, 0)
+        size = positive_bytes(limit) if medium == "Memory" and limit else emptydir_sizes(pod).get(name, 0)
         return VolumeSpec(name, "emptyDir", size_limit=size, medium=medium)
     if "persistentVolumeClaim" in volume:
         disk = claim_disk(pod, volume, lookup)
@@ -420,7 +415,7 @@ def storage_size(obj: Obj, where: str) -> int | None:
     if value is None:
         return None
     try:
-        return parse_memory(str(value))
+        return positive_bytes(value)
     except ValueError:
         return None
 

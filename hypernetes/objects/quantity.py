@@ -156,7 +156,7 @@ class Quantity:
             amount = Decimal(MAX_INT64)
         if fmt is Format.BINARY_SI and 0 < amount < 1:
             fmt = Format.DECIMAL_SI
-        return cls(amount if positive else -amount, fmt, text=kept)
+        return cls(amount if positive else amount.copy_negate(), fmt, text=kept)
 
     @classmethod
     def from_json(cls, value: Any) -> Quantity:
@@ -174,7 +174,7 @@ class Quantity:
         QuantityError past int64, where upstream would overflow."""
         scaled = _CTX.scaleb(self.amount, -scale)
         whole = scaled.to_integral_value(rounding=decimal.ROUND_UP, context=_CTX)
-        if abs(whole) > MAX_INT64:
+        if whole.copy_abs() > MAX_INT64:
             raise QuantityError(f"quantity {self} is too large")
         return int(whole)
 
@@ -208,19 +208,20 @@ class Quantity:
             fmt = Format.DECIMAL_SI  # small or fractional binary values print in decimal
         sign = "-" if self.amount < 0 else ""
         if fmt is Format.BINARY_SI:
-            n, power = int(abs(self.amount)), 0
+            n, power = int(self.amount.copy_abs()), 0
             while n >= 1024 and n % 1024 == 0:
                 n, power = n // 1024, power + 1
             return f"{sign}{n}{_BINARY_SUFFIX.get(power, '')}"
         digits = "".join(map(str, self.amount.as_tuple().digits))
-        stripped = digits.rstrip("0")
-        mantissa, exp = int(stripped), _exponent(self.amount) + len(digits) - len(stripped)
-        while exp % 3:
-            mantissa, exp = mantissa * 10, exp - 1
+        # digits as text: a quantity may have more digits than int() converts
+        mantissa = digits.rstrip("0")
+        exp = _exponent(self.amount) + len(digits) - len(mantissa)
+        pad = exp % 3  # the exponent becomes a multiple of 3, the mantissa takes the zeros
+        mantissa, exp = mantissa + "0" * pad, exp - pad
         if fmt is Format.DECIMAL_EXPONENT:
             return f"{sign}{mantissa}" + (f"e{exp}" if exp else "")
         if exp > 18:
-            mantissa, exp = mantissa * 10 ** (exp - 18), 18
+            mantissa, exp = mantissa + "0" * (exp - 18), 18
         return f"{sign}{mantissa}{_DECIMAL_SUFFIX[exp]}"
 
     def __repr__(self) -> str:

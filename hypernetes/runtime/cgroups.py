@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypernetes.runtime.interface import ContainerSpec
-from hypernetes.runtime.sizing import MiB, VMSize, parse_cpu
+from hypernetes.runtime.sizing import MiB, VMSize, positive_millicpu
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def pod_limits(containers: Iterable[ContainerSpec], size: VMSize) -> Limits:
 
 
 def reserved_millicpu() -> int:
-    return parse_cpu(os.environ.get("HYPERNETES_SYSTEM_RESERVED_CPU") or SYSTEM_RESERVED_CPU)
+    return positive_millicpu(os.environ.get("HYPERNETES_SYSTEM_RESERVED_CPU") or SYSTEM_RESERVED_CPU)
 
 
 def allocatable_millicpu(cpus: int | None = None) -> int:

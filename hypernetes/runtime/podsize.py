@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from hypernetes.objects import Obj
 from hypernetes.runtime.interface import ContainerSpec
-from hypernetes.runtime.sizing import VMSize, parse_cpu, parse_memory, vm_size
+from hypernetes.runtime.sizing import VMSize, positive_bytes, positive_millicpu, vm_size
 
 # What a pod that asks for no CPU costs a node (the scheduler and the node's admission): CPU is
 # time-shared, so not a whole vCPU, but not nothing either.
@@ -19,11 +19,13 @@ DEFAULT_EMPTYDIR_SIZE = 1 << 30
 
 
 def container_limits(container: Obj) -> tuple[int | None, int | None]:
-    """A container's CPU (millicores) and memory limits; requests stand in when limits are unset."""
+    """A container's CPU (millicores) and memory (bytes) limits; requests stand in when limits are
+    unset. What the VM is sized by, on the node as in admission and the scheduler. ValueError for
+    a size that is not a positive quantity."""
     res = container.get("resources") or {}
     limits = {**(res.get("requests") or {}), **(res.get("limits") or {})}
-    cpu = parse_cpu(str(limits["cpu"])) if "cpu" in limits else None
-    mem = parse_memory(str(limits["memory"])) if "memory" in limits else None
+    cpu = positive_millicpu(limits["cpu"]) if "cpu" in limits else None
+    mem = positive_bytes(limits["memory"]) if "memory" in limits else None
     return cpu, mem
 
 
@@ -47,7 +49,7 @@ def node_cost(pod: Obj) -> tuple[int, int]:
 
 def _ephemeral(container: Obj, kind: str) -> int:
     value = ((container.get("resources") or {}).get(kind) or {}).get("ephemeral-storage")
-    return parse_memory(str(value)) if value is not None else 0
+    return positive_bytes(value) if value is not None else 0
 
 
 def emptydir_sizes(pod: Obj) -> dict[str, int]:
@@ -63,7 +65,7 @@ def emptydir_sizes(pod: Obj) -> dict[str, int]:
             continue
         size = empty.get("sizeLimit")
         sizes[str(v.get("name", ""))] = (
-            parse_memory(str(size)) if size is not None else (limit or DEFAULT_EMPTYDIR_SIZE)
+            positive_bytes(size) if size is not None else (limit or DEFAULT_EMPTYDIR_SIZE)
         )
     return sizes
 

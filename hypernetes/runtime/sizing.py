@@ -2,7 +2,12 @@
 
 vCPUs  = ceil(sum of the containers' CPU limits), at least 1; DEFAULT_VCPUS if none is set.
 memory = sum of the containers' memory limits + GUEST_OVERHEAD; a container without a limit
-         counts DEFAULT_CONTAINER_MEMORY. Rounded up to whole MiB.
+         counts DEFAULT_CONTAINER_MEMORY. Rounded up to whole MiB, so the smallest VM has
+         GUEST_OVERHEAD + 1 MiB.
+
+Limits are Kubernetes quantities read as upstream reads them (hypernetes.objects.quantity, whole
+bytes and millicores rounded up); admission, quotas, the scheduler and the node all size a pod's
+VM through `runtime.podsize`, which reads them here.
 
 GUEST_OVERHEAD covers the guest kernel (~10 MiB with our minimal config), the agent, page tables,
 and the tmpfs that holds each container's writable layer metadata; it is charged to the VM, not
@@ -15,6 +20,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hypernetes.objects.quantity import quantity_milli_value, quantity_value
 from hypernetes.runtime.interface import ContainerSpec
 
 MiB = 1024 * 1024
@@ -47,40 +53,20 @@ def vm_size(containers: Iterable[ContainerSpec]) -> VMSize:
     return VMSize(vcpus=max(1, vcpus), memory=math.ceil(total / MiB) * MiB)
 
 
-_SUFFIXES = {
-    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
-    "k": 1000, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4, "": 1,
-}
+def positive_bytes(value: object) -> int:
+    """A size the pod asks for (a memory or storage limit, an emptyDir's sizeLimit): a Kubernetes
+    quantity in whole bytes, rounded up as upstream's Value() (`512m` is 0.512 bytes: 1 byte;
+    `1k` is 1000). ValueError if it is not a quantity or not positive: no VM or disk has no size."""
+    amount = quantity_value(value)
+    if amount <= 0:
+        raise ValueError(f"invalid size {value!r}: must be greater than zero")
+    return amount
 
 
-def parse_memory(text: str) -> int:
-    """Kubernetes/Docker-style sizes: 128Mi, 1G, 512m (docker: MiB), 1073741824."""
-    t = text.strip()
-    docker = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-    if t and t[-1] in docker and t[:-1].isdigit():
-        return int(t[:-1]) * docker[t[-1]]
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if suffix and t.endswith(suffix):
-            number = t[: -len(suffix)]
-            break
-    else:
-        suffix, number = "", t
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"invalid memory size {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"invalid memory size {text!r}")
-    return math.ceil(value * _SUFFIXES[suffix])
-
-
-def parse_cpu(text: str) -> int:
-    """Kubernetes CPU quantities in millicores: "2", "0.5", "500m"."""
-    t = text.strip()
-    try:
-        millis = int(t[:-1]) if t.endswith("m") else math.ceil(float(t) * 1000)
-    except ValueError:
-        raise ValueError(f"invalid CPU quantity {text!r}") from None
+def positive_millicpu(value: object) -> int:
+    """A CPU limit or request in millicores, rounded up as upstream's MilliValue() ("2", "0.5",
+    "500m"). ValueError if it is not a quantity or not positive."""
+    millis = quantity_milli_value(value)
     if millis <= 0:
-        raise ValueError(f"invalid CPU quantity {text!r}")
+        raise ValueError(f"invalid CPU quantity {value!r}: must be greater than zero")
     return millis

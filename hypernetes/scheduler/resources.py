@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hypernetes.objects.quantity import quantity_milli_value, quantity_value
 from hypernetes.runtime.podsize import node_cost, pod_ephemeral_storage
-from hypernetes.runtime.sizing import parse_cpu, parse_memory
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ def pod_vm_size(pod: dict[str, Any]) -> Resources:
 def node_allocatable(node: dict[str, Any]) -> Resources:
     alloc = (node.get("status") or {}).get("allocatable") or {}
     return Resources(
-        millicpu=parse_cpu(str(alloc.get("cpu", "0"))) if alloc.get("cpu") not in (None, "0") else 0,
-        memory=parse_memory(str(alloc.get("memory", "0"))) if alloc.get("memory") not in (None, "0") else 0,
+        millicpu=quantity_milli_value(alloc.get("cpu", "0")),
+        memory=quantity_value(alloc.get("memory", "0")),
         pods=int(alloc.get("pods", 110)),
         # a node that does not say how much disk it has is not limited by it (upstream, too)
-        storage=parse_memory(str(alloc["ephemeral-storage"])) if "ephemeral-storage" in alloc else 1 << 62,
+        storage=quantity_value(alloc["ephemeral-storage"]) if "ephemeral-storage" in alloc else 1 << 62,
     )
