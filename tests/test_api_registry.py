@@ -154,6 +154,12 @@ def entry_problems(kind: Kind, doc: JSON) -> list[str]:
                 problems.append(
                     f"{name}: its row has {len(cells)} cells for {len(kind.printer.columns)} columns"
                 )
+    for label, path in kind.field_selectors.items() if kind.definition in schemas.definitions() else ():
+        node: JSON | None = {"$ref": kind.definition}
+        for key in path.split("."):
+            node = schemas.prop(node, key)
+        if node is None:
+            problems.append(f"{name}: field selector {label} reads {path}, which its schema does not have")
     collection, item = _paths(kind)
     gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
     have = {**_actions(doc["paths"].get(collection)), **_actions(doc["paths"].get(item))}
@@ -255,8 +261,9 @@ def _pod() -> Kind:
         ({"subresources": ("status", "scale")}, "v1 Pod: scale has OpenAPI actions []"),
         ({"subresources": ("status", "resize")}, "v1 Pod: subresource resize is not described"),
         ({"verbs": (*registry.CRUD, "proxy")}, "KeyError"),
+        ({"field_selectors": {"spec.node": "spec.node"}}, "v1 Pod: field selector spec.node reads"),
     ],
-    ids=["defaults", "validate", "printer", "definition", "subresource-path", "subresource", "verb"],
+    ids=["defaults", "validate", "printer", "definition", "subresource-path", "subresource", "verb", "field"],
 )
 def test_the_check_catches_a_piece_taken_from_an_entry(
     openapi: dict[str, JSON], change: JSON, problem: str

@@ -2,7 +2,8 @@
 
 Grammar as upstream: requirements joined by commas (AND). Labels support `k=v`, `k==v`, `k!=v`,
 `k in (a,b)`, `k notin (a,b)`, `k` and `!k`; fields support `=`, `==` and `!=` on the fields a
-kind declares selectable (upstream's field label conversion), anything else is a 400.
+kind's registry entry declares selectable (upstream's field label conversion), anything else is
+a 400.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hypernetes.api import registry
 from hypernetes.api.status import bad_request
 from hypernetes.objects import Obj
 
@@ -112,29 +114,6 @@ def _path(*keys: str) -> Callable[[Obj], Any]:
     return get
 
 
-# (group, kind) -> extra selectable fields, as upstream's per-kind field label conversions
-_FIELDS: dict[tuple[str, str], dict[str, Callable[[Obj], Any]]] = {
-    ("", "Pod"): {f: _path(*f.split(".")) for f in (
-        "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-        "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName")},
-    ("", "Event"): {
-        **{f: _path(*f.split(".")) for f in (
-            "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-            "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-            "involvedObject.fieldPath", "reason", "reportingComponent", "type")},
-        "source": _path("source", "component"),
-    },
-    ("events.k8s.io", "Event"): {f: _path(*f.split(".")) for f in (
-        "regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid",
-        "reason", "reportingController", "type")},
-    ("", "Secret"): {"type": _path("type")},
-    ("", "Namespace"): {"status.phase": _path("status", "phase")},
-    ("", "Node"): {"spec.unschedulable": _path("spec", "unschedulable")},
-    ("", "ReplicationController"): {"status.replicas": _path("status", "replicas")},
-    ("apps", "ReplicaSet"): {"status.replicas": _path("status", "replicas")},
-    ("batch", "Job"): {"status.successful": _path("status", "succeeded")},
-    ("certificates.k8s.io", "CertificateSigningRequest"): {"spec.signerName": _path("spec", "signerName")},
-}
 _COMMON = {"metadata.name": _path("metadata", "name"), "metadata.namespace": _path("metadata", "namespace")}
 
 
@@ -183,7 +162,9 @@ def _unescape(s: str) -> str:
 def parse_field_selector(text: str | None, group: str, kind: str) -> FieldSelector:
     if not text or not text.strip():
         return FieldSelector()
-    fields = {**_COMMON, **_FIELDS.get((group, kind), {})}
+    entry = registry.kind_in_group(group, kind)
+    declared = entry.field_selectors if entry is not None else {}
+    fields = {**_COMMON, **{label: _path(*path.split(".")) for label, path in declared.items()}}
     reqs: list[FieldRequirement] = []
     for part in re.split(r"(?<!\\),", text):
         m = re.match(r"^\s*([^=!\s]+)\s*(==|!=|=)(.*)$", part)

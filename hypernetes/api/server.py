@@ -33,7 +33,7 @@ from hypernetes.api.discovery import Discovery
 from hypernetes.api.fairness import FairnessConfig, FlowControl
 from hypernetes.api.join import PUBLIC as JOIN_PUBLIC
 from hypernetes.api.join import NodeJoin
-from hypernetes.api.metrics import Metrics
+from hypernetes.api.metrics import ConnectionMetrics, FlowControlMetrics, Metrics
 from hypernetes.api.routing import (
     AUDIT_TARGET,
     CALLER,
@@ -59,6 +59,7 @@ from hypernetes.api.tenancy import Tenancy
 from hypernetes.api.watch import WatchCaches
 from hypernetes.auth.admission import LOCKED_CREATES, LOCKED_UPDATES, TenantAdmission
 from hypernetes.auth.ca import TLSFiles
+from hypernetes.metrics import CONTENT_TYPE, REGISTRY, exposition
 from hypernetes.objects.names import DEFAULT_CLASS_ANNOTATION
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store, StoreUnavailable
 
@@ -227,12 +228,12 @@ class ApiServer:
         return await handler(request, t)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
+        """This server's metrics and the process's (hypernetes.metrics: every other component)."""
+        app = request.app
+        gate = [ConnectionMetrics(app[CONNECTIONS])] if CONNECTIONS in app else []
+        text = exposition(self.metrics.registry, FlowControlMetrics(app[FAIRNESS]), *gate, REGISTRY)
         return web.Response(
-            text=self.metrics.render()
-            + request.app[FAIRNESS].render_metrics()
-            + (request.app[CONNECTIONS].render_metrics() if CONNECTIONS in request.app else ""),
-            content_type="text/plain",
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=text, headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"}
         )
 
     @staticmethod

@@ -37,6 +37,7 @@ REVIEW_KINDS = frozenset(k for k in KINDS if k.creates_only)
 
 _BY_PLURAL = {(k.group, k.version, k.plural): k for k in KINDS}
 _BY_NAME = {(k.api_version, k.kind): k for k in KINDS}
+_BY_GROUP_KIND = {(k.group, k.kind): k for k in reversed(KINDS)}
 
 
 def kind_for(group: str, version: str, plural: str) -> Kind | None:
@@ -45,6 +46,11 @@ def kind_for(group: str, version: str, plural: str) -> Kind | None:
 
 def kind_by_name(api_version: str, kind: str) -> Kind | None:
     return _BY_NAME.get((api_version, kind))
+
+
+def kind_in_group(group: str, kind: str) -> Kind | None:
+    """The served kind of that name in `group`, whatever its version (the first served)."""
+    return _BY_GROUP_KIND.get((group, kind))
 
 
 def group_versions() -> list[str]:
@@ -64,6 +70,7 @@ __all__ = [
     "group_versions",
     "kind_by_name",
     "kind_for",
+    "kind_in_group",
     "no_defaults",
     "schema_only",
 ]

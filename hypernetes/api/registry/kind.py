@@ -88,6 +88,9 @@ class Kind:
     # template). Tenant admission holds every one to the tenant's pod policy; auth sits below
     # api and keeps its own list (TEMPLATE_KINDS), which tests/test_api_registry.py compares.
     pod_spec: str | None = None
+    # fieldSelector labels beyond metadata.name and metadata.namespace -> the dotted path of
+    # the value they select on (upstream's GetAttrs and field label conversion)
+    field_selectors: Mapping[str, str] = field(default_factory=dict)
     # OpenAPI definitions this kind brings (kinds upstream does not define: hypernetes.io)
     definitions: Mapping[str, JSON] = field(default_factory=dict)
 

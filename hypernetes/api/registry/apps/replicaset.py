@@ -76,5 +76,8 @@ KIND = kind(
     defaults=_defaults,
     validate=_validate,
     validate_update=selector_immutable,
+    field_selectors={
+        "status.replicas": "status.replicas",
+    },
     printer=Printer(COLUMNS, _row),
 )

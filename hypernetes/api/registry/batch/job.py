@@ -153,5 +153,8 @@ KIND = kind(
     defaults=_defaults,
     validate=_validate,
     validate_update=_validate_update,
+    field_selectors={
+        "status.successful": "status.succeeded",
+    },
     printer=Printer(COLUMNS, _row),
 )

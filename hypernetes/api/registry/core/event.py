@@ -100,5 +100,18 @@ KIND = kind(
     short=("ev",),
     defaults=no_defaults,
     validate=_validate,
+    field_selectors={
+        "involvedObject.kind": "involvedObject.kind",
+        "involvedObject.namespace": "involvedObject.namespace",
+        "involvedObject.name": "involvedObject.name",
+        "involvedObject.uid": "involvedObject.uid",
+        "involvedObject.apiVersion": "involvedObject.apiVersion",
+        "involvedObject.resourceVersion": "involvedObject.resourceVersion",
+        "involvedObject.fieldPath": "involvedObject.fieldPath",
+        "reason": "reason",
+        "reportingComponent": "reportingComponent",
+        "type": "type",
+        "source": "source.component",
+    },
     printer=Printer(COLUMNS, _row),
 )

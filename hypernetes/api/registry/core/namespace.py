@@ -83,5 +83,8 @@ KIND = kind(
     defaults=_defaults,
     validate=_validate,
     name_format=formats.dns1123_label,
+    field_selectors={
+        "status.phase": "status.phase",
+    },
     printer=Printer(COLUMNS, _row),
 )

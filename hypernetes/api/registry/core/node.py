@@ -115,5 +115,8 @@ KIND = kind(
     subs=("status",),
     defaults=_defaults,
     validate=_validate,
+    field_selectors={
+        "spec.unschedulable": "spec.unschedulable",
+    },
     printer=Printer(COLUMNS, _row),
 )

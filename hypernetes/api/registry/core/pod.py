@@ -249,5 +249,15 @@ KIND = kind(
     defaults=_defaults,
     validate=_validate,
     validate_update=_validate_update,
+    field_selectors={
+        "spec.nodeName": "spec.nodeName",
+        "spec.restartPolicy": "spec.restartPolicy",
+        "spec.schedulerName": "spec.schedulerName",
+        "spec.serviceAccountName": "spec.serviceAccountName",
+        "spec.hostNetwork": "spec.hostNetwork",
+        "status.phase": "status.phase",
+        "status.podIP": "status.podIP",
+        "status.nominatedNodeName": "status.nominatedNodeName",
+    },
     printer=Printer(COLUMNS, _row, _row_conditions),
 )

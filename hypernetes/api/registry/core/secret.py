@@ -83,5 +83,8 @@ KIND = kind(
     defaults=_defaults,
     validate=_validate,
     validate_update=_validate_update,
+    field_selectors={
+        "type": "type",
+    },
     printer=Printer(COLUMNS, _row),
 )
