@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hypernetes.apiclient import ApiClient
@@ -24,6 +28,8 @@ from hypernetes.leaderelection import ElectionTiming, LeaderElector
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import FAKE, ControllersThread
+from tests.support.etcd import etcd_cluster, have_etcd
+from tests.support.hosts import HYPERNETES
 from tests.support.waiting import wait_for
 
 Obj = dict[str, Any]
@@ -420,3 +426,136 @@ def test_scheduler_failover_one_binds_then_the_other(
         print(f"\nscheduler failover (SIGKILL to 5 pods bound by the standby): {took:.2f} s")
     finally:
         cands.stop()
+
+
+# --- `hypernetes up` on two control-plane hosts sharing etcd -------------------------------------
+
+
+class UpHost:
+    """`hypernetes up --no-node` on a shared etcd with shortened leases, its log kept."""
+
+    def __init__(self, data: Path, store: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.data, self.url = data, f"https://127.0.0.1:{self.port}"
+        self.log_path = data.parent / f"{data.name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115  closed in stop()
+        self.proc = subprocess.Popen(
+            [*HYPERNETES, "up", "--no-node", "--store", store, "--port", str(self.port),
+             "--data-dir", str(data), "--leader-elect-lease-duration", "3",
+             "--leader-elect-renew-deadline", "2", "--leader-elect-retry-period", "0.5"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(self._ready, timeout=60, interval=0.3, what=f"API server on {data}")
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, self.log_path.read_text()[-2000:]
+        try:
+            return httpx.get(f"{self.url}/readyz", verify=False, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def http(self) -> httpx.Client:
+        token = (self.data / "pki" / "admin.token").read_text().strip()
+        ca = str(self.data / "pki" / "ca.crt")
+        return httpx.Client(
+            base_url=self.url, verify=ca, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def leads(self, lease: str, holder: str) -> bool:
+        return f"leader election {lease}: {holder} became leader" in self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not have_etcd(), reason="etcd is not installed (make setup)")
+def test_up_on_two_hosts_the_controllers_fail_over_once(tmp_path: Path) -> None:
+    with etcd_cluster(tmp_path / "etcd") as etcd:
+        store = f"{etcd.url}?prefix=/elect"
+        a = UpHost(tmp_path / "a", store)
+        (tmp_path / "b").mkdir(mode=0o700)
+        shutil.copytree(tmp_path / "a" / "pki", tmp_path / "b" / "pki")  # as an operator copies it
+        b = UpHost(tmp_path / "b", store)
+        try:
+            with a.http() as ha, b.http() as hb:
+                lease_path = (
+                    "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager"
+                )
+
+                def holder() -> str:
+                    r = hb.get(lease_path)
+                    return str(r.json()["spec"].get("holderIdentity") or "") if r.status_code == 200 else ""
+
+                first = wait_for(holder, timeout=30, what="a controller manager leader")
+                leader, standby = (a, b) if a.leads("kube-controller-manager", first) else (b, a)
+                assert leader.leads("kube-controller-manager", first) and not standby.leads(
+                    "kube-controller-manager", first
+                )
+                survivor = hb if standby is b else ha
+                wait_for(
+                    lambda: (
+                        survivor.get("/api/v1/namespaces/default/serviceaccounts/default").status_code == 200
+                    )
+                )
+                events: list[tuple[str, str]] = []
+                watch = threading.Thread(target=_watch_pods, args=(survivor, events), daemon=True)
+                watch.start()
+                rs = {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": {"name": "web"},
+                    "spec": {
+                        "replicas": 30,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "web"}},
+                            "spec": {"containers": [{"name": "c", "image": "busybox:1"}]},
+                        },
+                    },
+                }
+                assert (
+                    survivor.post("/apis/apps/v1/namespaces/default/replicasets", json=rs).status_code == 201
+                )
+                wait_for(lambda: len(events) >= 3, timeout=30, what="the leader creating pods")
+                leader.proc.send_signal(signal.SIGKILL)
+                killed = time.monotonic()
+                leader.proc.wait(10)
+                second = wait_for(lambda: (h := holder()) != first and h, timeout=15, what="a new leader")
+                took = time.monotonic() - killed
+                assert standby.leads("kube-controller-manager", second)
+                wait_for(
+                    lambda: len([e for e in events if e[0] == "ADDED"]) >= 30, timeout=60, what="30 pods"
+                )
+                time.sleep(3)  # a doubled creation would show by now
+                added = [n for t, n in events if t == "ADDED"]
+                assert len(added) == 30 and len(set(added)) == 30, len(added)
+                assert not [n for t, n in events if t == "DELETED"]
+                print(
+                    f"\nup on two hosts: controller manager failover after SIGKILL: {took:.2f} s (lease 3 s)"
+                )
+        finally:
+            for host in (a, b):
+                with contextlib.suppress(NameError):
+                    host.stop()
+
+
+def _watch_pods(http: httpx.Client, events: list[tuple[str, str]]) -> None:
+    with (
+        contextlib.suppress(httpx.HTTPError),
+        http.stream(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            params={"watch": "true", "timeoutSeconds": "120"},
+            timeout=None,
+        ) as r,
+    ):
+        for line in r.iter_lines():
+            if line.strip():
+                ev = json.loads(line)
+                events.append((ev["type"], ev["object"]["metadata"]["name"]))
