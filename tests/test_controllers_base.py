@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Expectations
 from hypernetes.controllers.informer import Informer
 from hypernetes.controllers.meta import selector_matches, selector_string
 from hypernetes.controllers.queue import ItemExponentialBackoff, WorkQueue
+from hypernetes.metrics import REGISTRY, exposition
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import ControllersThread, controllers  # noqa: F401
@@ -102,16 +105,31 @@ async def test_informer_keeps_our_newer_write(api: ApiServerThread) -> None:  # 
 
 
 def test_manager_metrics(controllers: ControllersThread) -> None:  # noqa: F811
+    """Upstream's workqueue metrics per controller and ours per sync, on the process's registry
+    while the manager runs (what /metrics serves), parsed as Prometheus text."""
     controllers.namespace("metrics")
     wait_for(lambda: controllers.get("v1", "serviceaccounts", "default", "metrics"), what="default sa")
-    text = controllers.manager.metrics()
-    assert "# TYPE hypernetes_controller_syncs_total counter" in text
-    syncs = next(
-        ln
-        for ln in text.splitlines()
-        if ln.startswith('hypernetes_controller_syncs_total{controller="serviceaccount"}')
+    text = exposition(REGISTRY).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["hypernetes_controller_syncs"].type == "counter"
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        return next(s.value for s in families[family].samples if s.name == sample and s.labels == labels)
+
+    assert (
+        value("hypernetes_controller_syncs", "hypernetes_controller_syncs_total", controller="serviceaccount")
+        >= 1
     )
-    assert int(syncs.split()[-1]) >= 1
-    assert 'hypernetes_controller_queue_depth{controller="garbagecollector"}' in text
-    assert 'hypernetes_controller_queue_delayed{controller="replicaset"}' in text
-    assert 'hypernetes_controller_events_dropped_total{controller="replicaset"}' in text
+    assert value("workqueue_adds", "workqueue_adds_total", name="serviceaccount") >= 1
+    assert value("workqueue_depth", "workqueue_depth", name="garbagecollector") >= 0
+    assert value("workqueue_retries", "workqueue_retries_total", name="replicaset") >= 0
+    assert value("hypernetes_workqueue_delayed", "hypernetes_workqueue_delayed", name="replicaset") >= 0
+    assert (
+        value(
+            "hypernetes_controller_events_dropped",
+            "hypernetes_controller_events_dropped_total",
+            controller="replicaset",
+        )
+        >= 0
+    )
+    assert 'workqueue_depth{name="namespace"}' in controllers.manager.metrics()  # its own, alone

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hypernetes.metrics import REGISTRY, exposition
 from hypernetes.network import dns
 from hypernetes.network.dns import (
     AAAA,
@@ -760,9 +761,12 @@ async def test_upstream_timeout_and_failover(upstream: FakeUpstream, make_netns:
         msg = await ask(ns, "slow.example.test")
         assert msg.rcode == SERVFAIL and not msg.answers
         assert 0.3 < time.monotonic() - start < 2.0
-        assert "hypernetes_dns_upstream_failures_total" in server.metrics_text()
+        failures = f'hypernetes_dns_upstream_failures_total{{upstream="{refusing_udp_port}"}} '
+        assert failures in server.metrics_text()
+        assert failures in exposition(REGISTRY).decode()  # on the process's /metrics while serving
     finally:
         await server.close()
+    assert failures not in exposition(REGISTRY).decode()  # and off it once closed
 
 
 @needs_netns

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +20,9 @@ import psutil
 import pytest
 
 from hypernetes.apiclient import ApiClient
+from hypernetes.controllers.manager import ControllerManager
+from hypernetes.logfmt import JsonFormatter
+from hypernetes.metrics import REGISTRY, exposition
 from hypernetes.node.agent import NodeAgent
 from hypernetes.node.conditions import (
     IMAGEFS,
@@ -28,6 +34,7 @@ from hypernetes.node.conditions import (
     observe,
     parse_thresholds,
 )
+from hypernetes.node.podspec import TENANT_LABEL
 from hypernetes.node.podstatus import rfc3339
 from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
@@ -101,15 +108,10 @@ def test_memory_and_pid_pressure_flip_at_thresholds_over_the_real_figures(tmp_pa
     assert by_type["MemoryPressure"]["message"] == "kubelet has insufficient memory available"
     assert by_type["PIDPressure"]["reason"] == "KubeletHasInsufficientPID"
     assert by_type["DiskPressure"]["reason"] == "KubeletHasNoDiskPressure"
-    assert {t["key"] for t in pressure.taints()} == {
-        "node.kubernetes.io/memory-pressure",
-        "node.kubernetes.io/pid-pressure",
-    }
     below = parse_thresholds("memory.available<1Mi,pid.available<1")
     pressure.thresholds = below
     clock.now += 10
     assert pressure.update() == {"MemoryPressure": False, "DiskPressure": False, "PIDPressure": False}
-    assert pressure.taints() == []
     by_type = {c["type"]: c for c in pressure.conditions("2027-01-01T00:00:10Z")}
     assert by_type["MemoryPressure"]["reason"] == "KubeletHasSufficientMemory"
     assert by_type["PIDPressure"]["message"] == "kubelet has sufficient PID available"
@@ -148,7 +150,6 @@ def test_disk_and_inode_pressure_on_a_filled_tmpfs_with_upstreams_defaults(small
     assert pressure.update()["DiskPressure"] is False
     filler = fill(small_fs, 14 * MiB)  # 2 MiB left: under 15% (imagefs), over 10% (nodefs)
     assert pressure.update()["DiskPressure"] is True
-    assert [t["key"] for t in pressure.taints()] == ["node.kubernetes.io/disk-pressure"]
     filler.unlink()
     assert pressure.update()["DiskPressure"] is False
     for i in range(960):  # inodes: 1000 minus the root and 960 files leaves under 5% free
@@ -188,13 +189,21 @@ def _pod(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+async def taints(admin: ApiClient, count: int = 2) -> list[dict[str, Any]] | None:
+    """The Node's taints once there are `count` of them."""
+    node = await admin.get("v1", "nodes", "node1")
+    got = [{k: v for k, v in t.items() if k != "timeAdded"} for t in node["spec"].get("taints") or []]
+    return got if len(got) == count else None
+
+
 async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent_refuses_pods(
     small_fs: Path, kernels: KernelRegistry
 ) -> None:
-    """Through the real API server (the agent as a node identity), the real scheduler and the
-    node agent: DiskPressure with its reason and taint (an operator's taint kept), a pod left
-    Pending with upstream's taint message, a pod bound straight to the node Failed as the kubelet
-    rejects it; once the disk is freed, the taint goes and the pending pod is bound."""
+    """Through the real API server (the agent as a node identity), the node agent, the node
+    lifecycle controller (which taints by condition) and the scheduler: DiskPressure with its
+    reason, its taint (an operator's taint kept), a pod left Pending with upstream's taint message,
+    pods bound to the node anyway Failed as the kubelet rejects them; once the disk is freed, the
+    condition and the taint go and the pending pod is bound."""
     api = ApiServerThread(small_fs.parent / "api", tenancy=True).start()
     assert api.tenancy is not None
     admin = ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert)
@@ -204,7 +213,8 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
     clock = Clock()
     pressure = NodePressure(small_fs / "rt", small_fs / "images", transition_period=0, clock=clock)
     agent = NodeAgent(node_client, runtime, "node1", pressure=pressure)
-    tasks: list[asyncio.Task[None]] = []
+    lifecycle = ControllerManager(admin, only=["nodelifecycle"])
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(lifecycle.run())]
     try:
         await agent.register()
         node = await admin.get("v1", "nodes", "node1")
@@ -226,14 +236,34 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
             conditions["DiskPressure"]["lastTransitionTime"]
             != conditions["MemoryPressure"]["lastTransitionTime"]
         )
-        assert node["spec"]["taints"] == [
+        tainted = await wait_for_async(lambda: taints(admin), what="the disk-pressure taint")
+        assert tainted == [
             operator_taint,
             {"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"},
         ]
 
-        tasks = [asyncio.create_task(Scheduler(admin).run()), asyncio.create_task(agent.run())]
+        shop = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": {TENANT_LABEL: "acme"}},
+        }
+        acme = {"apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}}
+        await admin.create("hypernetes.io/v1", "tenants", acme)
+        await admin.create("v1", "namespaces", shop)
+        logs = io.StringIO()
+        handler = logging.StreamHandler(logs)
+        handler.setFormatter(JsonFormatter())
+        logging.getLogger("hypernetes.node").addHandler(handler)
+        tasks += [asyncio.create_task(Scheduler(admin).run()), asyncio.create_task(agent.run())]
         await admin.create("v1", "pods", _pod("pending"), "default")
         await admin.create("v1", "pods", _pod("bound", nodeName="node1"), "default")
+        # a tenant's pod that tolerates the taint: placed there by the scheduler, refused by the node
+        tolerant = _pod(
+            "tolerant", tolerations=[{"key": "node.kubernetes.io/disk-pressure", "operator": "Exists"}]
+        )
+        tolerant_pod = await admin.create(
+            "v1", "pods", {**tolerant, "metadata": {"name": "tolerant"}}, "shop"
+        )
 
         async def scheduling_message() -> str | None:
             pod = await admin.get("v1", "pods", "pending", "default")
@@ -250,15 +280,33 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
             return status if status.get("phase") == "Failed" else None
 
         status = await wait_for_async(rejected, what="the bound pod refused by the node")
+
+        async def tolerant_rejected() -> bool:
+            status = (await admin.get("v1", "pods", "tolerant", "shop")).get("status") or {}
+            return status.get("reason") == "Evicted"
+
+        await wait_for_async(tolerant_rejected, what="the tolerant pod scheduled there and refused")
         assert status["reason"] == "Evicted"
         assert status["message"] == "Pod was rejected: The node had condition: [DiskPressure]. "
+        # the agent's line about it, as JSON, with the pod's fields (hypernetes.logfmt)
+        logging.getLogger("hypernetes.node").removeHandler(handler)
+        lines = [json.loads(x) for x in logs.getvalue().splitlines()]
+        by_pod = {x.get("pod"): x for x in lines if "rejected" in x["msg"]}
+        assert by_pod["bound"]["namespace"] == "default" and "tenant" not in by_pod["bound"]
+        line = by_pod["tolerant"]
+        assert (line["namespace"], line["tenant"]) == ("shop", "acme")
+        assert line["sandbox"] == tolerant_pod["metadata"]["uid"]
+        # and its metrics on the process's registry while it runs
+        scraped = exposition(REGISTRY).decode()
+        assert "kubelet_running_pods 0.0" in scraped and "kubelet_started_pods_total 0.0" in scraped
 
         tasks.pop().cancel()  # no agent from here: the pod bound below gets no VM
         filler.unlink()
         clock.now += 10
         await agent.report_status()
+        untainted = await wait_for_async(lambda: taints(admin, 1), what="the disk-pressure taint removed")
+        assert untainted == [operator_taint]
         node = await admin.get("v1", "nodes", "node1")
-        assert node["spec"]["taints"] == [operator_taint]
         after = {c["type"]: c for c in node["status"]["conditions"]}
         assert after["DiskPressure"]["status"] == "False"
         assert after["DiskPressure"]["lastTransitionTime"] != conditions["DiskPressure"]["lastTransitionTime"]

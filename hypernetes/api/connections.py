@@ -281,24 +281,6 @@ class ConnectionGate:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
-    def render_metrics(self) -> str:
-        out = [
-            "# TYPE apiserver_open_connections gauge",
-            f"apiserver_open_connections {self.total}",
-            "# TYPE apiserver_max_connections gauge",
-            f"apiserver_max_connections {self.max_total}",
-            "# TYPE apiserver_refused_connections_total counter",
-        ]
-        out += [
-            f'apiserver_refused_connections_total{{reason="{r}"}} {n}'
-            for r, n in sorted(self.shed.total.items())
-        ]
-        out += [
-            "# TYPE apiserver_timed_out_connections_total counter",
-            f"apiserver_timed_out_connections_total {self.timed_out}",
-        ]
-        return "\n".join(out) + "\n"
-
 
 class GatedSite(web.TCPSite):
     """A TLS listener whose connections pass a ConnectionGate (aiohttp's TCPSite otherwise)."""

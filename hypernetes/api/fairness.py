@@ -446,43 +446,6 @@ class FlowControl:
         if release is not None:
             release.fn()
 
-    # -- /metrics --------------------------------------------------------------------------------
-
-    def render_metrics(self) -> str:
-        out = [
-            "# HELP apiserver_flowcontrol_current_executing_requests Requests executing, by level.",
-            "# TYPE apiserver_flowcontrol_current_executing_requests gauge",
-        ]
-        out += [
-            f'apiserver_flowcontrol_current_executing_requests{{priority_level="{n}"}} {lv.executing}'
-            for n, lv in self.levels.items()
-        ]
-        out += [
-            "# HELP apiserver_flowcontrol_current_inqueue_requests Requests waiting for a seat.",
-            "# TYPE apiserver_flowcontrol_current_inqueue_requests gauge",
-        ]
-        out += [
-            f'apiserver_flowcontrol_current_inqueue_requests{{priority_level="{n}"}} {lv.waiting}'
-            for n, lv in self.levels.items()
-        ]
-        out += [
-            "# HELP apiserver_flowcontrol_rejected_requests_total Requests refused with 429.",
-            "# TYPE apiserver_flowcontrol_rejected_requests_total counter",
-        ]
-        out += [
-            f'apiserver_flowcontrol_rejected_requests_total{{priority_level="{lv}",reason="{r}"}} {n}'
-            for (lv, r), n in sorted(self.rejected.items())
-        ]
-        out += [
-            "# HELP apiserver_longrunning_requests Open watches and streams.",
-            "# TYPE apiserver_longrunning_requests gauge",
-            f'apiserver_longrunning_requests{{kind="watch"}} '
-            f"{sum(n for (k, _), n in self.long_running.items() if k == 'watch')}",
-            f'apiserver_longrunning_requests{{kind="stream"}} '
-            f"{sum(n for (k, _), n in self.long_running.items() if k == 'stream')}",
-        ]
-        return "\n".join(out) + "\n"
-
 
 class _Release:
     def __init__(self, fn: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypernetes.cli.common import add_data_dir, fail
 from hypernetes.cli.controlplaneflags import add_controller_options, resolve_controller_options
+from hypernetes.cli.observability import add_log_options, add_node_pressure_options
 from hypernetes.cli.storeflags import add_store_options, resolve_store
 
 BIN_PACKING, SPREADING = "binpack", "spread"  # hypernetes.scheduler.placement's strategy names
@@ -69,11 +70,13 @@ def register(sub: Any) -> None:
     add_node_options(p)
     _add_api_limits(p)
     add_data_dir(p)
+    add_log_options(p)
     p.set_defaults(handler=handle)
 
 
 def add_node_options(p: argparse.ArgumentParser) -> None:
     """What a host's node agent runs with: `up` and `node join` take the same."""
+    add_node_pressure_options(p)
     p.add_argument("--node-name", default=None, help="this node's name (default: hostname)")
     p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)

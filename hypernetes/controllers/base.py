@@ -16,6 +16,7 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers.events import EventRecorder
 from hypernetes.controllers.informer import Informer, InformerFactory, key_of
 from hypernetes.controllers.queue import RateLimiter, WorkQueue, controller_rate_limiter
+from hypernetes.logfmt import log_fields
 from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -71,33 +72,35 @@ class Controller:
 
     async def _worker(self) -> None:
         while (key := await self.queue.get()) is not None:
-            start = time.monotonic()
-            try:
-                await self.reconcile(key)
-                self.queue.forget(key)
-            except asyncio.CancelledError:
-                raise
-            except (ApiException, Retry) as e:
-                # conflicts are routine (our cache was behind): retry quietly
-                quiet = isinstance(e, ApiException) and e.status in (404, 409)
-                log.log(
-                    logging.DEBUG if quiet else logging.WARNING,
-                    "%s: sync %s: %s (retry %d)",
-                    self.name,
-                    key,
-                    e,
-                    self.queue.failures(key) + 1,
-                )
-                self.sync_errors += 1
-                self.queue.add_rate_limited(key)
-            except Exception:
-                log.exception("%s: sync %s failed", self.name, key)
-                self.sync_errors += 1
-                self.queue.add_rate_limited(key)
-            finally:
-                self.syncs += 1
-                self.sync_seconds += time.monotonic() - start
-                self.queue.done(key)
+            namespace, _, name = key.rpartition("/")
+            with log_fields(controller=self.name, namespace=namespace, name=name):  # hypernetes.logfmt
+                start = time.monotonic()
+                try:
+                    await self.reconcile(key)
+                    self.queue.forget(key)
+                except asyncio.CancelledError:
+                    raise
+                except (ApiException, Retry) as e:
+                    # conflicts are routine (our cache was behind): retry quietly
+                    quiet = isinstance(e, ApiException) and e.status in (404, 409)
+                    log.log(
+                        logging.DEBUG if quiet else logging.WARNING,
+                        "%s: sync %s: %s (retry %d)",
+                        self.name,
+                        key,
+                        e,
+                        self.queue.failures(key) + 1,
+                    )
+                    self.sync_errors += 1
+                    self.queue.add_rate_limited(key)
+                except Exception:
+                    log.exception("%s: sync %s failed", self.name, key)
+                    self.sync_errors += 1
+                    self.queue.add_rate_limited(key)
+                finally:
+                    self.syncs += 1
+                    self.sync_seconds += time.monotonic() - start
+                    self.queue.done(key)
 
 
 class Expectations:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
@@ -22,6 +26,7 @@ from hypernetes.controllers.serviceaccount import ServiceAccountController
 from hypernetes.controllers.tainteviction import TaintEvictionController
 from hypernetes.controllers.tenant import TenantController
 from hypernetes.controllers.volumes import VolumeController
+from hypernetes.metrics import attached, exposition
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,86 @@ CONTROLLERS: dict[str, type[Controller]] = {
         TaintEvictionController,
     )
 }
+
+
+class ControllerMetrics:
+    """Every controller's work queue under upstream's names (`workqueue_*{name}`), and its syncs
+    and events (`hypernetes_controller_*{controller}`), read when scraped."""
+
+    def __init__(self, controllers: dict[str, Controller]) -> None:
+        self.controllers = controllers
+
+    def collect(self) -> Iterator[Metric]:
+        series: tuple[tuple[type[Any], str, str, str, Callable[[Controller], float]], ...] = (
+            (
+                GaugeMetricFamily,
+                "workqueue_depth",
+                "name",
+                "Current depth of workqueue.",
+                lambda c: len(c.queue),
+            ),
+            (
+                CounterMetricFamily,
+                "workqueue_adds",
+                "name",
+                "Total number of adds handled by workqueue.",
+                lambda c: c.queue.adds,
+            ),
+            (
+                CounterMetricFamily,
+                "workqueue_retries",
+                "name",
+                "Total number of retries handled by workqueue.",
+                lambda c: c.queue.retries,
+            ),
+            (
+                GaugeMetricFamily,
+                "hypernetes_workqueue_delayed",
+                "name",
+                "Keys due later: backing off after a failed sync, or scheduled.",
+                lambda c: c.queue.waiting,
+            ),
+            (
+                CounterMetricFamily,
+                "hypernetes_controller_syncs",
+                "controller",
+                "Keys synced.",
+                lambda c: c.syncs,
+            ),
+            (
+                CounterMetricFamily,
+                "hypernetes_controller_sync_errors",
+                "controller",
+                "Syncs that failed and were requeued.",
+                lambda c: c.sync_errors,
+            ),
+            (
+                CounterMetricFamily,
+                "hypernetes_controller_sync_seconds",
+                "controller",
+                "Time spent syncing.",
+                lambda c: c.sync_seconds,
+            ),
+            (
+                CounterMetricFamily,
+                "hypernetes_controller_events_written",
+                "controller",
+                "Events created or counted up (PATCH) in the API.",
+                lambda c: c.events.recorder.written,
+            ),
+            (
+                CounterMetricFamily,
+                "hypernetes_controller_events_dropped",
+                "controller",
+                "Events the spam filter kept from the API (25 per object, then 1 per 5 minutes).",
+                lambda c: c.events.recorder.dropped,
+            ),
+        )
+        for family, metric, label, text, value in series:
+            out = family(metric, text, labels=[label])
+            for name, c in self.controllers.items():
+                out.add_metric([name], value(c))
+            yield out
 
 
 class ControllerManager:
@@ -70,6 +155,7 @@ class ControllerManager:
         }
         if RootCAPublisher.name in names:
             self.controllers[RootCAPublisher.name] = RootCAPublisher(client, self.informers, root_ca)
+        self.collector = ControllerMetrics(self.controllers)
 
     def _new(self, cls: type[Controller]) -> Controller:
         if issubclass(cls, NodeLifecycleController | TaintEvictionController):
@@ -80,58 +166,16 @@ class ControllerManager:
         return self.controllers[name]
 
     def metrics(self) -> str:
-        """Prometheus text exposition of every controller's syncs, errors and queue depth."""
-        series = (
-            ("hypernetes_controller_syncs_total", "counter", "Keys synced.", lambda c: c.syncs),
-            (
-                "hypernetes_controller_sync_errors_total",
-                "counter",
-                "Syncs that failed and were requeued.",
-                lambda c: c.sync_errors,
-            ),
-            (
-                "hypernetes_controller_sync_seconds_total",
-                "counter",
-                "Time spent syncing.",
-                lambda c: c.sync_seconds,
-            ),
-            (
-                "hypernetes_controller_queue_depth",
-                "gauge",
-                "Keys waiting to be synced.",
-                lambda c: len(c.queue),
-            ),
-            (
-                "hypernetes_controller_queue_delayed",
-                "gauge",
-                "Keys due later: backing off after a failed sync, or scheduled.",
-                lambda c: c.queue.waiting,
-            ),
-            (
-                "hypernetes_controller_events_written_total",
-                "counter",
-                "Events created or counted up (PATCH) in the API.",
-                lambda c: c.events.recorder.written,
-            ),
-            (
-                "hypernetes_controller_events_dropped_total",
-                "counter",
-                "Events the spam filter kept from the API (25 per object, then 1 per 5 minutes).",
-                lambda c: c.events.recorder.dropped,
-            ),
-        )
-        lines = []
-        for metric, kind, text, value in series:
-            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
-            lines += [f'{metric}{{controller="{n}"}} {value(c)}' for n, c in self.controllers.items()]
-        return "\n".join(lines) + "\n"
+        """Prometheus text of the controllers' metrics (served with the process's, see run)."""
+        return exposition(self.collector).decode()
 
     async def run(self) -> None:
         self.informers.start()
         tasks = [asyncio.create_task(c.run(), name=f"controller {n}") for n, c in self.controllers.items()]
         log.info("controllers running: %s", ", ".join(self.controllers))
         try:
-            await asyncio.gather(*tasks)
+            with attached(self.collector):  # on the process's /metrics while running
+                await asyncio.gather(*tasks)
         finally:
             for t in tasks:
                 t.cancel()

@@ -104,6 +104,7 @@ class WorkQueue:
         self._waiting: dict[str, tuple[float, asyncio.TimerHandle]] = {}  # key: (due, timer)
         self.rate_limiter = rate_limiter or controller_rate_limiter()
         self._shut = False
+        self.adds = self.retries = 0  # upstream's workqueue_adds_total, workqueue_retries_total
 
     def __len__(self) -> int:
         return self._queue.qsize()
@@ -116,6 +117,7 @@ class WorkQueue:
     def add(self, key: str) -> None:
         if self._shut or key in self._dirty:
             return
+        self.adds += 1
         self._dirty.add(key)
         if key not in self._processing:
             self._queue.put_nowait(key)
@@ -144,6 +146,7 @@ class WorkQueue:
 
     def add_rate_limited(self, key: str) -> None:
         """Requeue a key whose sync failed, when the rate limiter allows."""
+        self.retries += 1
         self.add_after(key, self.rate_limiter.when(key))
 
     def forget(self, key: str) -> None:

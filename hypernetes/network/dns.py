@@ -28,10 +28,14 @@ import socket
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from hypernetes.metrics import attach, detach, exposition
 from hypernetes.network.netns import netns_path, run_in_netns
 from hypernetes.objects import Obj
 
@@ -846,6 +850,7 @@ class DnsServer:
             tcp_sock.close()
             raise
         net.listeners[key] = _Listener(udp, tcp, inode)
+        attach(self)
         log.info("dns network=%s listening netns=%s address=%s port=%d", network_id, netns, address, port)
 
     async def stop_network(self, network_id: str) -> None:
@@ -865,27 +870,30 @@ class DnsServer:
     async def close(self) -> None:
         for network_id in list(self._networks):
             await self.stop_network(network_id)
+        detach(self)
 
     def networks(self) -> list[str]:
         return sorted(self._networks)
 
+    def collect(self) -> Iterator[Metric]:
+        """Its metrics, on the process's /metrics while it serves (hypernetes.metrics)."""
+        series: tuple[tuple[str, str, list[str], Mapping[Any, int]], ...] = (
+            ("hypernetes_dns_responses", "DNS responses by tenant network and rcode.",
+             ["network", "rcode"], self.responses),
+            ("hypernetes_dns_dropped", "DNS queries dropped unanswered, by reason.",
+             ["network", "reason"], self.dropped),
+            ("hypernetes_dns_upstream_failures", "Forwarded queries an upstream failed.",
+             ["upstream"], self.upstream_failures),
+        )
+        for name, text, labels, counts in series:
+            family = CounterMetricFamily(name, text, labels=labels)
+            for key, n in sorted(counts.items()):
+                family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+            yield family
+
     def metrics_text(self) -> str:
-        """Prometheus text for the node agent's /metrics."""
-        def q(v: str) -> str:
-            return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        out = ["# HELP hypernetes_dns_responses_total DNS responses by tenant network and rcode.",
-               "# TYPE hypernetes_dns_responses_total counter"]
-        out += [f'hypernetes_dns_responses_total{{network="{q(n)}",rcode="{r}"}} {c}'
-                for (n, r), c in sorted(self.responses.items())]
-        out += ["# HELP hypernetes_dns_dropped_total DNS queries dropped unanswered, by reason.",
-                "# TYPE hypernetes_dns_dropped_total counter"]
-        out += [f'hypernetes_dns_dropped_total{{network="{q(n)}",reason="{r}"}} {c}'
-                for (n, r), c in sorted(self.dropped.items())]
-        out += ["# HELP hypernetes_dns_upstream_failures_total Forwarded queries an upstream failed.",
-                "# TYPE hypernetes_dns_upstream_failures_total counter"]
-        out += [f'hypernetes_dns_upstream_failures_total{{upstream="{q(u)}"}} {c}'
-                for u, c in sorted(self.upstream_failures.items())]
-        return "\n".join(out) + "\n"
+        """Prometheus text of its metrics alone."""
+        return exposition(self).decode()
 
     # -- transports
 

@@ -16,6 +16,7 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ from hypernetes import __version__
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.asyncwait import cancel_and_wait, wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
+from hypernetes.logfmt import bind
+from hypernetes.metrics import attach, detach
 from hypernetes.node.admission import Rejection, admit
-from hypernetes.node.conditions import NodePressure, with_pressure_taints
+from hypernetes.node.conditions import NodePressure
+from hypernetes.node.metrics import NodeMetrics
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
 from hypernetes.node.podstatus import TERMINAL_PHASES, rfc3339
@@ -37,6 +41,7 @@ from hypernetes.objects.names import (
     KERNELS_ANNOTATION,
     OS_LABEL,
     RUNTIME_LABEL,
+    TENANT_LABEL,
 )
 from hypernetes.runtime.cgroups import allocatable_millicpu
 from hypernetes.runtime.interface import Runtime
@@ -88,9 +93,10 @@ def disk_capacity(path: Path) -> tuple[int, int]:
 class ClientNodeAPI:
     """`NodeAPI` over the API server, for pod workers."""
 
-    def __init__(self, client: ApiClient, node_name: str) -> None:
+    def __init__(self, client: ApiClient, node_name: str, metrics: NodeMetrics | None = None) -> None:
         self.client = client
         self.node_name = node_name
+        self.metrics = metrics or NodeMetrics()
 
     async def lookup(self, kind: str, namespace: str, name: str) -> Obj | None:
         ns = None if kind in CLUSTER_KINDS else namespace
@@ -144,6 +150,7 @@ class ClientNodeAPI:
 
     async def update_pod_status(self, pod: Obj, status: Obj) -> Obj | None:
         meta = pod["metadata"]
+        self.metrics.status_posted(sandbox_id(pod), status)
         for _ in range(5):
             try:
                 return await self.client.patch(
@@ -255,7 +262,8 @@ class NodeAgent:
         self.labels = labels or {}
         self.ip = address or host_ip()
         self.server_port = server_port  # this node's server (node/server.py), if it runs one
-        self.api = ClientNodeAPI(client, self.name)
+        self.metrics = NodeMetrics()
+        self.api = ClientNodeAPI(client, self.name, self.metrics)
         self.volumes = volumes
         self.networks = networks
         self.volume_users = VolumeUsers()
@@ -272,7 +280,6 @@ class NodeAgent:
         self._allocatable: Obj | None = None
         self.pressure = pressure or default_pressure(runtime)
         self._ready_since = rfc3339()
-        self._posted_taints: list[Obj] | None = None  # the pressure taints last put on the Node
 
     @staticmethod
     def default_name() -> str:
@@ -305,7 +312,7 @@ class NodeAgent:
                     **self.labels,
                 },
             },
-            "spec": {"taints": self.pressure.taints()} if self.pressure.taints() else {},
+            "spec": {},
             "status": {
                 "capacity": {
                     "cpu": str(cpus),
@@ -375,42 +382,15 @@ class NodeAgent:
         patch = {"metadata": {k: node["metadata"][k] for k in ("labels", "annotations")}}
         await self.client.patch("v1", "nodes", self.name, patch)
         await self.client.patch("v1", "nodes", self.name, {"status": node["status"]}, subresource="status")
-        await self._sync_taints()
-
-    async def _sync_taints(self) -> None:
-        """Put the taints of the pressure conditions on the Node, keeping everyone else's (the
-        list is replaced as a whole: compare-and-swap on the resourceVersion)."""
-        wanted = self.pressure.taints()
-        if wanted == self._posted_taints:
-            return
-        for _ in range(5):
-            node = await self.client.get("v1", "nodes", self.name)
-            taints = (node.get("spec") or {}).get("taints") or []
-            new = with_pressure_taints(taints, wanted)
-            if _taint_set(new) == _taint_set(taints):
-                self._posted_taints = wanted
-                return
-            patch = {
-                "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                "spec": {"taints": new or None},
-            }
-            try:
-                await self.client.patch("v1", "nodes", self.name, patch)
-                log.info("node %s taints: %s", self.name, ", ".join(t["key"] for t in new) or "none")
-                self._posted_taints = wanted
-                return
-            except ApiException as e:
-                if e.status != 409:
-                    raise
 
     async def report_status(self) -> None:
-        """Measure the host and post the Node's conditions (and the pressure taints, and the
-        kernels pods may pick); once a heartbeat."""
+        """Measure the host and post the Node's conditions (the node lifecycle controller taints
+        the node by them) and the kernels pods may pick; once a heartbeat."""
         self.pressure.update()
+        self.metrics.running_pods.set(len(await self.runtime.list_sandboxes()))
         node = self.node_object()
         conditions = {"status": {"conditions": node["status"]["conditions"]}}
         await self.client.patch("v1", "nodes", self.name, conditions, subresource="status")
-        await self._sync_taints()
         notes = node["metadata"]["annotations"]
         if notes != self._published_notes:  # a kernel registered since: pods may now pick it
             await self.client.patch("v1", "nodes", self.name, {"metadata": {"annotations": notes}})
@@ -462,6 +442,7 @@ class NodeAgent:
                 asyncio.create_task(self._watch_volumes()),
                 asyncio.create_task(self._reclaim_volumes(self.volumes)),
             ]
+        attach(self.metrics.registry)  # on the process's /metrics while it runs
         try:
             await self.adopt()
             adopted, self._adopted = self._adopted or {}, {}
@@ -475,6 +456,7 @@ class NodeAgent:
                 else:
                     self._seen(ev.object)
         finally:
+            detach(self.metrics.registry)
             for task in background:
                 task.cancel()
 
@@ -512,10 +494,14 @@ class NodeAgent:
             )
             if rejection is not None:
                 self._rejected.add(uid)
-                task = asyncio.create_task(self._reject(pod, rejection), name=f"reject-{uid}")
+                task = asyncio.create_task(
+                    self._as_pod(pod, lambda: self._reject(pod, rejection)), name=f"reject-{uid}"
+                )
                 self._rejections.add(task)
                 task.add_done_callback(self._rejections.discard)
                 return
+        if not adopting:
+            self.metrics.seen(uid)
         worker = PodWorker(
             pod,
             self.runtime,
@@ -530,9 +516,24 @@ class NodeAgent:
             # its VM has its disks: known before the PV reclaimer runs (see _reclaim_volumes)
             self.volume_users.hold(uid, worker.name, pod_claims(pod))
         self.workers[uid] = worker
-        task = asyncio.create_task(worker.adopt() if adopting else worker.run(), name=f"pod-{uid}")
+        task = asyncio.create_task(
+            self._as_pod(pod, worker.adopt if adopting else worker.run), name=f"pod-{uid}"
+        )
         self._tasks[uid] = task
         task.add_done_callback(self._done)
+
+    async def _as_pod(self, pod: Obj, work: Callable[[], Awaitable[None]]) -> None:
+        """`work` with the pod's log fields on everything it logs, the runtime's lines included
+        (the task's own context: hypernetes.logfmt). The tenant is its namespace's label."""
+        meta = pod["metadata"]
+        ns = meta.get("namespace") or ""
+        bind(pod=meta["name"], namespace=ns, sandbox=sandbox_id(pod))
+        try:
+            namespace = await self.api.lookup("Namespace", "", ns)
+        except ConfigError:
+            namespace = None  # the fields are worth less than starting the pod
+        bind(tenant=((namespace or {}).get("metadata", {}).get("labels") or {}).get(TENANT_LABEL))
+        await work()
 
     async def _reject(self, pod: Obj, rejection: Rejection) -> None:
         log.warning(
@@ -557,6 +558,7 @@ class NodeAgent:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         uid = task.get_name().removeprefix("pod-")
+        self.metrics.forget(uid)
         self.workers.pop(uid, None)
         self._tasks.pop(uid, None)
         if not task.cancelled() and task.exception() is not None:
@@ -660,10 +662,6 @@ class NodeAgent:
                 await self.runtime.remove_sandbox(sandbox.id)
         else:
             await self.runtime.detach_all()
-
-
-def _taint_set(taints: list[Obj]) -> set[tuple[str, str, str]]:
-    return {(str(t.get("key")), str(t.get("value") or ""), str(t.get("effect"))) for t in taints}
 
 
 def _read(path: str) -> str:

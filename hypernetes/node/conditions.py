@@ -15,8 +15,10 @@ signal's capacity, comma separated; the defaults are upstream's (`DefaultEvictio
 As upstream, giving the flag replaces the whole set. A threshold met turns the condition that
 signal belongs to True; the condition stays True until the threshold has not been met for the
 pressure transition period (upstream's `evictionPressureTransitionPeriod`, 5 minutes), so a node
-hovering at a threshold does not flap. Each pressure condition has its NoSchedule taint
-(`node.kubernetes.io/memory-pressure`, ...), which keeps the scheduler away from the node.
+hovering at a threshold does not flap. The node lifecycle controller turns each pressure
+condition into its NoSchedule taint (`node.kubernetes.io/memory-pressure`, ...), which keeps the
+scheduler away; pods bound to the node anyway are refused as the kubelet's eviction manager does
+(`NodePressure.admit`). Pods already running are not evicted.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hypernetes.node.admission import Rejection
 from hypernetes.node.podstatus import qos_class, rfc3339
 from hypernetes.objects import Obj
 from hypernetes.objects.quantity import quantity_value
+from hypernetes.objects.taints import MEMORY_PRESSURE, NO_SCHEDULE, tolerations_for
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ DEFAULT_EVICTION_HARD = (
     "imagefs.available<15%,imagefs.inodesFree<5%"
 )
 DEFAULT_TRANSITION_PERIOD = 300.0
+MEMORY_PRESSURE_TAINT: Obj = {"key": MEMORY_PRESSURE, "effect": NO_SCHEDULE}
 SYSTEM_CRITICAL_PRIORITY = 2_000_000_000  # upstream's scheduling.SystemCriticalPriority
 
 
@@ -52,7 +56,6 @@ SYSTEM_CRITICAL_PRIORITY = 2_000_000_000  # upstream's scheduling.SystemCritical
 class PressureCondition:
     type: str
     signals: tuple[str, ...]
-    taint: str
     # (reason, message) when the pressure is on and when it is off: upstream's nodestatus setters
     on: tuple[str, str]
     off: tuple[str, str]
@@ -62,26 +65,22 @@ CONDITIONS = (
     PressureCondition(
         "MemoryPressure",
         (MEMORY,),
-        "node.kubernetes.io/memory-pressure",
         ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
         ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
     ),
     PressureCondition(
         "DiskPressure",
         (NODEFS, NODEFS_INODES, IMAGEFS, IMAGEFS_INODES),
-        "node.kubernetes.io/disk-pressure",
         ("KubeletHasDiskPressure", "kubelet has disk pressure"),
         ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     ),
     PressureCondition(
         "PIDPressure",
         (PIDS,),
-        "node.kubernetes.io/pid-pressure",
         ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
         ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
     ),
 )
-PRESSURE_TAINTS = frozenset(c.taint for c in CONDITIONS)
 
 
 @dataclass(frozen=True)
@@ -247,14 +246,6 @@ class NodePressure:
             )
         return out
 
-    def taints(self) -> list[Obj]:
-        """The NoSchedule taints of the conditions now under pressure."""
-        return [
-            {"key": c.taint, "effect": "NoSchedule"}
-            for c in CONDITIONS
-            if self._status.get(c.type, (False, 0.0))[0]
-        ]
-
     def admit(self, pod: Obj) -> Rejection | None:
         """Upstream's eviction-manager admission: under memory pressure alone a node still takes
         pods that are not BestEffort (or tolerate the memory-pressure taint); under any other
@@ -265,24 +256,7 @@ class NodePressure:
             return None
         if under == ["MemoryPressure"] and (
             qos_class(pod) != "BestEffort"
-            or _tolerates(spec.get("tolerations") or [], "node.kubernetes.io/memory-pressure")
+            or tolerations_for(MEMORY_PRESSURE_TAINT, spec.get("tolerations") or [])
         ):
             return None
         return Rejection("Evicted", f"The node had condition: [{' '.join(under)}]. ")
-
-
-def _tolerates(tolerations: list[Obj], key: str) -> bool:
-    """Whether a toleration matches the NoSchedule taint `key` (no value)."""
-    for t in tolerations:
-        if t.get("effect") not in (None, "", "NoSchedule"):
-            continue
-        if t.get("operator") == "Exists" and t.get("key") in (None, "", key):
-            return True
-        if t.get("key") == key and not t.get("value"):
-            return True
-    return False
-
-
-def with_pressure_taints(taints: list[Obj], wanted: list[Obj]) -> list[Obj]:
-    """A Node's taints with the pressure taints replaced by `wanted`; everyone else's kept."""
-    return [t for t in taints if t.get("key") not in PRESSURE_TAINTS] + wanted

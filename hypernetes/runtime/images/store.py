@@ -37,6 +37,7 @@ from .manifest import MAX_CONFIG_BYTES, parse_config
 from .policy import RegistryPolicy
 from .progress import ProgressCallback, ProgressEvent, short
 from .pull import fetch_blobs, resolve
+from .pullmetrics import timed_pull
 from .reference import Reference, parse_reference
 from .registry import RegistryClient, is_insecure
 from .unpack import LayerApplier, read_file_in_root
@@ -172,6 +173,7 @@ class ImageStore:
             policy=self.tenant_policy,
         )
 
+    @timed_pull
     def pull(
         self, ref: str, progress: ProgressCallback | None = None, *, auth: RegistryAuth | None = None
     ) -> Image:

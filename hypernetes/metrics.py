@@ -1,0 +1,61 @@
+"""The process's Prometheus registry (prometheus_client), shared by every component in it.
+
+A component makes its metrics on a `CollectorRegistry` of its own and, while it runs, attaches
+that registry here (`attached`); whoever serves /metrics for the process serves `REGISTRY`. In
+`hypernetes up` every component runs in one process, so the API server's /metrics shows them
+all. An API server's own request counters stay on its application (`exposition(app, REGISTRY)`):
+tests run several API servers in one process, and each must count only its own requests.
+
+Names follow upstream's where upstream has the metric (`apiserver_request_total`,
+`workqueue_depth`, `kubelet_pod_start_duration_seconds`, ...), `hypernetes_*` otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry(auto_describe=False)  # components attach and detach: no name checks
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+
+
+def attach(collector: Collector, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve `collector` with the process's metrics (until `detach`); idempotent."""
+    registry.register(collector)  # a collector without describe() is never refused
+
+
+def detach(collector: Collector, registry: CollectorRegistry = REGISTRY) -> None:
+    with contextlib.suppress(KeyError):  # not there
+        registry.unregister(collector)
+
+
+@contextlib.contextmanager
+def attached(collector: Collector, registry: CollectorRegistry = REGISTRY) -> Iterator[None]:
+    """`collector` is served with the process's metrics for the duration of the block."""
+    attach(collector, registry)
+    try:
+        yield
+    finally:
+        detach(collector, registry)
+
+
+class _Union:
+    def __init__(self, parts: Iterable[Collector]) -> None:
+        self.parts = list(parts)
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+
+
+def exposition(*collectors: Collector) -> bytes:
+    """The Prometheus text format of every metric of `collectors` (registries or collectors)."""
+    return generate_latest(_Union(collectors))
