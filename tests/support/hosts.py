@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,9 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from hypernetes.network.netns import list_netns
 from tests.support.guests import qemu_processes_under
 from tests.support.netns import sh
+from tests.support.waiting import wait_for
 
 HYPERNETES = [str(Path(sys.executable).with_name("hypernetes"))]
 
@@ -195,3 +201,92 @@ def hosts(root: Path) -> Iterator[Hosts]:
         yield made
     finally:
         made.close()
+
+
+# -- control planes and nodes on those hosts -------------------------------------------------
+
+KUBECTL = "kubectl"
+API_PORT = 6443
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HYPERNETES, *args], capture_output=True, text=True, timeout=120)
+
+
+class ControlPlane:
+    """`hypernetes up --no-node` on a host of its own, reached by its underlay address. `pki`: a
+    copy of another control plane's (an API server that shares a store shares its CA and keys)."""
+
+    def __init__(self, underlay: Hosts, *extra: str, name: str = "cp", pki: Path | None = None) -> None:
+        self.host = underlay.add(name)
+        if pki is not None:
+            self.host.data.mkdir(parents=True, mode=0o700)
+            shutil.copytree(pki, self.host.data / "pki")
+        self.url = f"https://{self.host.address}:{API_PORT}"
+        self.host.start(
+            "up", "--no-node", "--host", self.host.address, "--port", str(API_PORT),
+            "--data-dir", str(self.host.data), "--tls-san", self.host.address, *extra, log="up.log",
+        )  # fmt: skip
+        self.kubeconfig = self.host.data / "admin.kubeconfig"
+        wait_for(self._ready, timeout=90, interval=0.5, what=f"the control plane: {self.host.log('up.log')}")
+
+    def _ready(self) -> bool:
+        return (
+            self.kubeconfig.exists() and self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0
+        )
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [KUBECTL, f"--kubeconfig={self.kubeconfig}", *args], capture_output=True, text=True, input=input,
+            timeout=120,
+        )  # fmt: skip
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def token(self, *args: str) -> str:
+        made = cli("token", "create", "--data-dir", str(self.host.data), *args)
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        self.host.kill(sig)
+
+    def audit(self) -> str:
+        path = self.host.data / "audit.log"
+        return path.read_text() if path.exists() else ""
+
+
+def start_node(host: Host, cp: ControlPlane, token: str, *extra: str, network: bool = False) -> None:
+    """`node join` in the background; with `network`, tenant networks on (router namespaces named
+    after the host: namespace names are global on this one machine)."""
+    name = host.name.rsplit("x", 1)[1]
+    networking = ["--network-prefix", f"{host.name}n"] if network else ["--no-network"]
+    host.start(
+        "node", "join", cp.url, "--token", token, "--data-dir", str(host.data),
+        "--node-name", name, *networking, *extra, log="node.log",
+    )  # fmt: skip
+
+
+def node_ready(cp: ControlPlane, name: str) -> bool:
+    got = cp.kubectl("get", "node", name, "-o", "json", check=False)
+    if got.returncode != 0:
+        return False
+    conditions = json.loads(got.stdout)["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def port_forwarded(cp: ControlPlane, pod: str, path: str) -> str:
+    """GET `path` from the pod's port 8080 through `kubectl port-forward` (API server → node)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [KUBECTL, f"--kubeconfig={cp.kubeconfig}", "port-forward", f"pod/{pod}", f"{port}:8080"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as forward:
+        try:
+            assert forward.stdout is not None and "Forwarding from" in forward.stdout.readline()
+            return httpx.get(f"http://127.0.0.1:{port}{path.removeprefix('/etc')}", timeout=30).text
+        finally:
+            forward.terminate()
