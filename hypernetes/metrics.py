@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
@@ -54,6 +55,23 @@ class _Union:
     def collect(self) -> Iterator[Metric]:
         for part in self.parts:
             yield from part.collect()
+
+
+async def serve(host: str, port: int) -> web.AppRunner:
+    """Plain HTTP /metrics of the process's registry on host:port (0: any free port), for a
+    component that runs without an API server in its process (`hypernetes node join
+    --metrics-bind-address`). Unauthenticated, as kube-proxy's: bind it to loopback or a
+    management network. Stop with `await runner.cleanup()`."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=exposition(REGISTRY), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 def exposition(*collectors: Collector) -> bytes:

@@ -174,3 +174,34 @@ def test_up_logs_json_and_serves_every_components_metrics(tmp_path: Path) -> Non
     ]
     assert logged and all({"time", "level", "logger", "msg"} <= set(x) for x in logged)
     assert any(x["msg"].startswith("controllers running:") for x in logged)
+
+
+async def test_a_component_alone_serves_the_process_registry(tmp_path: Path) -> None:
+    """`node join --metrics-bind-address`: the process's registry over plain HTTP, with what
+    is attached to it at the time of the scrape."""
+    from hypernetes.cli.main import build_parser
+    from hypernetes.cli.observability import serve_metrics
+    from hypernetes.metrics import attached
+    from hypernetes.node.metrics import NodeMetrics
+
+    args = build_parser().parse_args(
+        ["node", "join", "https://127.0.0.1:6443", "--token", "x", "--metrics-bind-address", "127.0.0.1:0"]
+    )
+    assert args.metrics_bind_address == ("127.0.0.1", 0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["node", "join", "https://h:1", "--token", "x", "--metrics-bind-address", "10249"]
+        )
+    runner = await serve_metrics(args)
+    try:
+        port = runner.addresses[0][1]
+        node = NodeMetrics()
+        node.running_pods.set(3)
+        async with httpx.AsyncClient() as c:
+            with attached(node.registry):
+                during = _families((await c.get(f"http://127.0.0.1:{port}/metrics")).text)
+            after = _families((await c.get(f"http://127.0.0.1:{port}/metrics")).text)
+        assert during["kubelet_running_pods"] == [("kubelet_running_pods", {}, 3.0)]
+        assert "kubelet_running_pods" not in after and "process_cpu_seconds" in after
+    finally:
+        await runner.cleanup()

@@ -30,6 +30,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hypernetes.cli.common import add_data_dir, data_dir, fail
+from hypernetes.cli.observability import (
+    add_log_options,
+    add_metrics_options,
+    configure_logging,
+    serve_metrics,
+)
 from hypernetes.cli.up import add_node_options
 
 log = logging.getLogger("hypernetes.node")
@@ -58,6 +64,8 @@ def register(sub: Any) -> None:
     )
     add_node_options(join)
     add_data_dir(join)
+    add_log_options(join)
+    add_metrics_options(join)
     join.set_defaults(handler=handle_join)
 
 
@@ -189,6 +197,8 @@ class NodeIdentity:
 def handle_join(args: argparse.Namespace) -> int:
     from hypernetes.auth.jointoken import BadJoinToken, parse
 
+    configure_logging(args)  # --log-format (cli/observability.py)
+
     try:
         token = parse(args.token)
     except BadJoinToken as e:
@@ -240,6 +250,7 @@ async def _join(args: argparse.Namespace, server: str, pin: str, bootstrap: str)
     runner = await NodeServer(NodePodProxy(runtime, agent.networks), name).start(
         args.node_listen or address, args.node_port, tls
     )
+    metrics = await serve_metrics(args)  # --metrics-bind-address: no API server in this process
 
     async def rotate() -> None:
         while True:
@@ -277,6 +288,8 @@ async def _join(args: argparse.Namespace, server: str, pin: str, bootstrap: str)
     await cancel_and_wait(tasks)
     await agent.shutdown(stop_pods=args.stop_pods)
     await runner.cleanup()
+    if metrics is not None:
+        await metrics.cleanup()
     await client.close()
     waiter.cancel()
     return code

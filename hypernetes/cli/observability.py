@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hypernetes.node.conditions import NodePressure, Threshold
@@ -28,6 +28,33 @@ def configure_logging(args: argparse.Namespace) -> None:
     from hypernetes.logfmt import configure
 
     configure(args.log_format, logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+
+
+def add_metrics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-bind-address",
+        type=_host_port,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve this process's Prometheus metrics at http://HOST:PORT/metrics, plain HTTP "
+        "without authentication as kube-proxy's: a loopback or management address (default: off)",
+    )
+
+
+async def serve_metrics(args: argparse.Namespace) -> Any:
+    """The metrics listener of --metrics-bind-address (an aiohttp runner), or None."""
+    if args.metrics_bind_address is None:
+        return None
+    from hypernetes.metrics import serve
+
+    return await serve(*args.metrics_bind_address)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: HOST:PORT, e.g. 127.0.0.1:10249 ([::1]:10249 for IPv6)")
+    return host.strip("[]"), int(port)
 
 
 def add_node_pressure_options(p: argparse.ArgumentParser) -> None:
