@@ -347,4 +347,4 @@ def test_selector_string() -> None:
         )
         == "!a,b,c notin (x)"
     )
-    assert selector_string({}) == ""
+    assert selector_string({}) == "<none>" == selector_string(None)  # metav1.FormatLabelSelector

@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Expectations
 from hypernetes.controllers.informer import Informer
-from hypernetes.controllers.meta import selector_matches, selector_string
 from hypernetes.controllers.queue import ItemExponentialBackoff, WorkQueue
 from hypernetes.metrics import REGISTRY, exposition
 from tests.support.apifixtures import api  # noqa: F401
@@ -65,22 +64,6 @@ def test_expectations() -> None:
     assert not e.satisfied("rs")
     e.deleted("rs", "u1")
     assert e.satisfied("rs")
-
-
-def test_selectors() -> None:
-    sel = {
-        "matchLabels": {"app": "web"},
-        "matchExpressions": [
-            {"key": "tier", "operator": "In", "values": ["a", "b"]},
-            {"key": "canary", "operator": "DoesNotExist"},
-        ],
-    }
-    assert selector_matches(sel, {"app": "web", "tier": "a"})
-    assert not selector_matches(sel, {"app": "web", "tier": "c"})
-    assert not selector_matches(sel, {"app": "web", "tier": "a", "canary": "1"})
-    assert not selector_matches(None, {"app": "web"})
-    assert selector_matches({}, {"anything": "x"})
-    assert selector_string(sel) == "app=web,tier in (a,b),!canary"
 
 
 async def test_informer_keeps_our_newer_write(api: ApiServerThread) -> None:  # noqa: F811

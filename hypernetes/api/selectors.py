@@ -9,96 +9,23 @@ a 400.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.api import registry
 from hypernetes.api.status import bad_request
 from hypernetes.objects import Obj
+from hypernetes.objects.selectors import Selector, SelectorError, parse_selector
 
 
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    op: str  # "=", "!=", "in", "notin", "exists", "!exists"
-    values: frozenset[str]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        if self.op == "exists":
-            return present
-        if self.op == "!exists":
-            return not present
-        if self.op in ("=", "in"):
-            return present and labels[self.key] in self.values
-        # "!=" and "notin" match objects without the label, as upstream
-        return not present or labels[self.key] not in self.values
-
-
-@dataclass(frozen=True)
-class LabelSelector:
-    requirements: tuple[Requirement, ...] = ()
-
-    def matches(self, labels: Mapping[str, str] | None) -> bool:
-        labels = labels or {}
-        return all(r.matches(labels) for r in self.requirements)
-
-    @property
-    def empty(self) -> bool:
-        return not self.requirements
-
-
-_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
-_SET_RE = re.compile(rf"^\s*({_KEY})\s+(in|notin)\s*\((.*)\)\s*$")
-_EQ_RE = re.compile(rf"^\s*({_KEY})\s*(==|!=|=)\s*(.*?)\s*$")
-_EXISTS_RE = re.compile(rf"^\s*(!?)\s*({_KEY})\s*$")
-_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas that are not inside parentheses."""
-    parts: list[str] = []
-    cur: list[str] = []
-    depth = 0
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
-
-
-def _value(v: str, text: str) -> str:
-    if not _VALUE_RE.match(v) or len(v) > 63:
-        raise bad_request(f'unable to parse requirement: invalid label value: "{v}" in "{text}"')
-    return v
-
-
-def parse_label_selector(text: str | None) -> LabelSelector:
-    if not text or not text.strip():
-        return LabelSelector()
-    reqs: list[Requirement] = []
-    for part in _split_top(text):
-        if not part.strip():
-            raise bad_request(f"unable to parse requirement: found '', expected: identifier in {text!r}")
-        if m := _SET_RE.match(part):
-            values = frozenset(_value(v.strip(), text) for v in m.group(4).split(","))
-            reqs.append(Requirement(m.group(1), m.group(3), values))
-        elif m := _EQ_RE.match(part):
-            op = "=" if m.group(3) in ("=", "==") else "!="
-            reqs.append(Requirement(m.group(1), op, frozenset([_value(m.group(4), text)])))
-        elif m := _EXISTS_RE.match(part):
-            reqs.append(Requirement(m.group(2), "!exists" if m.group(1) else "exists", frozenset()))
-        else:
-            raise bad_request(f"unable to parse requirement: {part!r} in label selector {text!r}")
-    return LabelSelector(tuple(reqs))
+def parse_label_selector(text: str | None) -> Selector:
+    """The `labelSelector=` parameter, read by the object model's parser (upstream's
+    labels.Parse); a 400 with upstream's message if it does not parse."""
+    try:
+        return parse_selector(text)
+    except SelectorError as e:
+        raise bad_request(str(e)) from None
 
 
 # -- fields ------------------------------------------------------------------------------------
@@ -180,7 +107,7 @@ def parse_field_selector(text: str | None, group: str, kind: str) -> FieldSelect
 
 @dataclass(frozen=True)
 class Selectors:
-    labels: LabelSelector
+    labels: Selector
     fields: FieldSelector
     # the authorizer's limit on what this caller may see (a tenant's namespaces, a node's pods)
     scope: Callable[[Obj], bool] | None = None

@@ -28,6 +28,7 @@ from hypernetes.api.status import ApiError, bad_request, conflict, success, unsu
 from hypernetes.api.tokenrequest import token_request
 from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.objects import Obj
+from hypernetes.objects.selectors import SelectorError, selector_string
 
 if TYPE_CHECKING:
     from hypernetes.api.crud import Resources
@@ -414,7 +415,10 @@ class Subresources:
     def _scale_of(obj: Obj) -> Obj:
         meta = obj["metadata"]
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        labels = (spec.get("selector") or {}).get("matchLabels") or {}
+        try:  # the whole selector, matchExpressions too, as upstream's LabelSelectorAsSelector
+            selector = selector_string(spec.get("selector"))
+        except SelectorError:
+            selector = ""  # validation keeps such selectors out
         return {
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
@@ -426,7 +430,7 @@ class Subresources:
             "spec": {"replicas": spec.get("replicas", 1)},
             "status": {
                 "replicas": status.get("replicas", 0),
-                "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                "selector": selector,
             },
         }
 

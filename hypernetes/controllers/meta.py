@@ -1,4 +1,5 @@
-"""Object helpers shared by the controllers: label selectors, owner references, times, pod state."""
+"""Object helpers shared by the controllers: times, pod state, conditions; the object model's
+accessors and selector matching (hypernetes.objects) re-exported."""
 
 from __future__ import annotations
 
@@ -6,89 +7,18 @@ from datetime import UTC, datetime
 
 from hypernetes.objects import Obj
 
-
-def meta(obj: Obj) -> Obj:
-    m: Obj = obj.setdefault("metadata", {})
-    return m
-
-
-def uid(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("uid", ""))
-
-
-def name(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
-
-
-def namespace(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "")
-
-
-def labels(obj: Obj) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("labels") or {})
-
-
-def deleting(obj: Obj) -> bool:
-    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
-
-
-# -- label selectors ---------------------------------------------------------------------------
-
-def selector_matches(selector: Obj | None, lbls: dict[str, str]) -> bool:
-    """A metav1.LabelSelector; None selects nothing, {} selects everything (as upstream)."""
-    if selector is None:
-        return False
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if lbls.get(k) != v:
-            return False
-    for req in selector.get("matchExpressions") or []:
-        key, op, values = req.get("key", ""), req.get("operator", ""), req.get("values") or []
-        if op == "In" and lbls.get(key) not in values:
-            return False
-        if op == "NotIn" and key in lbls and lbls[key] in values:
-            return False
-        if op == "Exists" and key not in lbls:
-            return False
-        if op == "DoesNotExist" and key in lbls:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False
-    return True
-
-
-def selector_string(selector: Obj) -> str:
-    """The label selector as a query string (for the API and for Scale.status.selector)."""
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for req in selector.get("matchExpressions") or []:
-        key, op, values = req["key"], req["operator"], ",".join(req.get("values") or [])
-        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
-                      "Exists": key, "DoesNotExist": f"!{key}"}[op])
-    return ",".join(parts)
-
-
-# -- owner references --------------------------------------------------------------------------
-
-def controller_ref(obj: Obj) -> Obj | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return dict(ref)
-    return None
-
-
-def owner_ref(owner: Obj, *, controller: bool = True, block: bool = True) -> Obj:
-    ref: Obj = {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": name(owner),
-                "uid": uid(owner)}
-    if controller:
-        ref["controller"] = True
-    if block:
-        ref["blockOwnerDeletion"] = True
-    return ref
-
-
-def controlled_by(obj: Obj, owner: Obj) -> bool:
-    ref = controller_ref(obj)
-    return ref is not None and ref.get("uid") == uid(owner)
-
+# the object model's accessors and selector matching, re-exported for the controllers' `m.` calls
+from hypernetes.objects.meta import controlled_by as controlled_by
+from hypernetes.objects.meta import controller_ref as controller_ref
+from hypernetes.objects.meta import deleting as deleting
+from hypernetes.objects.meta import get_condition as get_condition
+from hypernetes.objects.meta import labels as labels
+from hypernetes.objects.meta import meta as meta
+from hypernetes.objects.meta import name as name
+from hypernetes.objects.meta import namespace as namespace
+from hypernetes.objects.meta import owner_ref as owner_ref
+from hypernetes.objects.meta import uid as uid
+from hypernetes.objects.selectors import selector_matches as selector_matches
 
 # -- times -------------------------------------------------------------------------------------
 
@@ -113,10 +43,7 @@ def parse_time(ts: str | None) -> datetime | None:
 # -- pods --------------------------------------------------------------------------------------
 
 def pod_condition(pod: Obj, ctype: str) -> Obj | None:
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return dict(c)
-    return None
+    return get_condition(pod.get("status") or {}, ctype)
 
 
 def pod_ready(pod: Obj) -> bool:
@@ -168,13 +95,6 @@ def pod_from_template(template: Obj, owner: Obj, *, generate_name: str | None = 
 
 
 # -- conditions --------------------------------------------------------------------------------
-
-def get_condition(status: Obj, ctype: str) -> Obj | None:
-    for c in status.get("conditions") or []:
-        if c.get("type") == ctype:
-            return dict(c)
-    return None
-
 
 def set_condition(status: Obj, cond: Obj) -> None:
     """Replace the condition of the same type; keep lastTransitionTime when status is unchanged."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypernetes.api.schema.formats import canonical_quantity
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.selectors import format_label_selector
 
 
 @dataclass(frozen=True)
@@ -130,28 +131,8 @@ def int_or_zero(v: Any) -> int:
 
 
 def selector_string(sel: Any) -> str:
-    """metav1.LabelSelectorAsSelector(...).String(): requirements sorted by key."""
-    if not isinstance(sel, dict):
-        return "<none>"
-    reqs: list[tuple[str, str]] = []
-    for k, v in _d(sel.get("matchLabels")).items():
-        reqs.append((k, f"{k}={v}"))
-    for r in _l(sel.get("matchExpressions")):
-        r = _d(r)
-        key, op, values = (
-            str(r.get("key", "")),
-            r.get("operator"),
-            sorted(str(x) for x in _l(r.get("values"))),
-        )
-        if op == "In":
-            reqs.append((key, f"{key} in ({','.join(values)})"))
-        elif op == "NotIn":
-            reqs.append((key, f"{key} notin ({','.join(values)})"))
-        elif op == "Exists":
-            reqs.append((key, key))
-        elif op == "DoesNotExist":
-            reqs.append((key, f"!{key}"))
-    return ",".join(text for _, text in sorted(reqs, key=lambda r: r[0]))
+    """kubectl's SELECTOR column: upstream's metav1.FormatLabelSelector."""
+    return format_label_selector(sel)
 
 
 def format_labels(labels: Any) -> str:

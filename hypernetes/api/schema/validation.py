@@ -14,6 +14,7 @@ from hypernetes.api.schema.errors import FieldError
 from hypernetes.api.schema.podspec import validate_labels, validate_pod_spec
 from hypernetes.network.objects import NODE_PORTS  # noqa: F401  (read here by tests/test_networks_api.py)
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.selectors import SelectorError, from_label_selector
 
 if TYPE_CHECKING:
     from hypernetes.api.registry.kind import Kind
@@ -164,22 +165,12 @@ def label_selector(sel: Any, path: str, errs: Errs, *, required: bool = True) ->
 
 
 def selector_matches(sel: JSON, labels: JSON) -> bool:
-    """Whether a LabelSelector selects `labels` (used to check pod templates against selectors)."""
-    for k, v in _d(sel.get("matchLabels")).items():
-        if labels.get(k) != v:
-            return False
-    for r in _l(sel.get("matchExpressions")):
-        r = _d(r)
-        key, op, values = str(r.get("key")), r.get("operator"), _l(r.get("values"))
-        present = key in labels
-        if (
-            (op == "In" and (not present or labels[key] not in values))
-            or (op == "NotIn" and present and labels[key] in values)
-            or (op == "Exists" and not present)
-            or (op == "DoesNotExist" and present)
-        ):
-            return False
-    return True
+    """Whether a LabelSelector selects a template's `labels`. One that does not convert is not
+    checked (its own errors are reported), as upstream's ValidateDeploymentSpec."""
+    try:
+        return from_label_selector(sel).matches(labels)
+    except SelectorError:
+        return True
 
 
 def pod_template(spec: JSON, errs: Errs, *, restart: tuple[str, ...], selector_required: bool = True) -> None:
