@@ -104,8 +104,8 @@ def test_image_pulls_are_timed(tmp_path: Path, busybox_ref: str) -> None:
 @pytest.mark.slow
 def test_up_logs_json_and_serves_every_components_metrics(tmp_path: Path) -> None:
     """A control plane (`up --no-node`): each line on stderr is a JSON object (but the banner
-    for people), controllers' lines carry their fields; /metrics has the API server's requests,
-    the controllers' work queues and the process's own figures, for operators only."""
+    for people); /metrics has the API server's requests, the controllers' work queues, the
+    scheduler's attempts and the process's own figures, for operators only."""
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [
@@ -142,6 +142,8 @@ def test_up_logs_json_and_serves_every_components_metrics(tmp_path: Path) -> Non
 
             before = sa_adds()
             c.post(f"{url}/api/v1/namespaces", json={"metadata": {"name": "obs"}}).raise_for_status()
+            pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
+            c.post(f"{url}/api/v1/namespaces/obs/pods", json=pod).raise_for_status()  # no node for it
             # the service account controller's queue takes the new namespace (its default account)
             wait_for(
                 lambda: sa_adds() > before, timeout=30, what="workqueue_adds_total{name=serviceaccount} up"
@@ -157,6 +159,18 @@ def test_up_logs_json_and_serves_every_components_metrics(tmp_path: Path) -> Non
             assert created and created[0] >= 1
             assert "process_resident_memory_bytes" in fams and "apiserver_request_duration_seconds" in fams
             assert "apiserver_flowcontrol_current_executing_requests" in fams
+
+            def unschedulable() -> list[float]:
+                fams = _families(c.get(f"{url}/metrics").text)
+                return [
+                    v
+                    for _, lb, v in fams.get("scheduler_pending_pods", [])
+                    if lb == {"queue": "unschedulable"} and v
+                ]
+
+            assert wait_for(unschedulable, timeout=30, what="the pod pending as unschedulable") == [1.0]
+            attempts = _families(c.get(f"{url}/metrics").text)["scheduler_schedule_attempts"]
+            assert [lb["result"] for _, lb, v in attempts if v >= 1] == ["unschedulable"]
         anonymous = httpx.get(f"{url}/metrics", verify=ca)
         assert anonymous.status_code == 401
     finally:

@@ -16,7 +16,9 @@ from collections import Counter
 from hypernetes.apiclient import ApiClient, ApiException, WatchEvent
 from hypernetes.asyncwait import wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
+from hypernetes.metrics import attach, detach
 from hypernetes.objects import Obj
+from hypernetes.scheduler.metrics import ERROR, SCHEDULED, UNSCHEDULABLE, SchedulerMetrics
 from hypernetes.scheduler.placement import (
     BIN_PACKING,
     NodeInfo,
@@ -57,6 +59,7 @@ class Scheduler:
         self._reported: dict[str, str] = {}  # pod key -> last FailedScheduling message
         self.events = EventRecorder(client, SCHEDULER_NAME)
         self.bound = 0
+        self.metrics = SchedulerMetrics(self._pending_counts)
 
     def pending(self) -> list[Obj]:
         out = []
@@ -76,6 +79,12 @@ class Scheduler:
             ),
         )
 
+    def _pending_counts(self) -> tuple[int, int]:
+        """(pods to try, pods found unschedulable) for scheduler_pending_pods."""
+        pending = self.pending()
+        unschedulable = sum(1 for p in pending if _key(p) in self._reported)
+        return len(pending) - unschedulable, unschedulable
+
     async def run(self) -> None:
         watchers = [
             asyncio.create_task(self._follow("pods", self.pods)),
@@ -83,12 +92,14 @@ class Scheduler:
             asyncio.create_task(self._follow("persistentvolumeclaims", self.claims)),
             asyncio.create_task(self._follow("persistentvolumes", self.volumes)),
         ]
+        attach(self.metrics.registry)  # on the process's /metrics while it runs
         try:
             while True:
                 await wait_event(self._wake, RETRY_SECONDS)
                 self._wake.clear()
                 await self.schedule_pending()
         finally:
+            detach(self.metrics.registry)
             for task in watchers:
                 task.cancel()
 
@@ -118,6 +129,7 @@ class Scheduler:
         else:
             fits, reasons = feasible(pod, infos, (volume_filter(terms),) if terms else ())
         if not fits:
+            self.metrics.attempt(UNSCHEDULABLE)
             message = unschedulable_message(len(infos), reasons) if infos else "0/0 nodes are available."
             if self._reported.get(key) != message:
                 self._reported[key] = message
@@ -136,11 +148,13 @@ class Scheduler:
             )
         except ApiException as e:
             log.info("binding %s to %s: %s", key, node, e)
+            self.metrics.attempt(ERROR)
             return None
         # Count the pod against the node at once: the watch event may come after the next pod.
         self.pods[key] = {**pod, "spec": {**pod.get("spec", {}), "nodeName": node}}
         self._reported.pop(key, None)
         self.bound += 1
+        self.metrics.attempt(SCHEDULED)
         await self._event(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}")
         return node
 
