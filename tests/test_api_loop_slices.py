@@ -12,9 +12,12 @@ wall-clock lag mostly measures the neighbours.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gc
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +26,7 @@ import pytest
 from hypernetes.api import schema
 from hypernetes.api.objects import key_prefix
 from hypernetes.api.routing import Target
-from hypernetes.api.watch import CachedEvent
+from hypernetes.api.watch import CachedEvent, WatchCaches, WatchRequest, stream
 from hypernetes.store import open_store
 from hypernetes.store.interface import Store
 from tests.support.apiserver import ApiServerThread
@@ -187,3 +190,73 @@ def _tracked_reachable(events: list[CachedEvent]) -> int:
         seen.add(id(o))
         todo.extend(r for r in gc.get_referents(o) if not isinstance(r, type))
     return len(seen)
+
+
+# -- watch fan-out -----------------------------------------------------------------------------
+
+
+async def test_a_write_wakes_only_the_watches_of_its_namespace(tmp_path: Path) -> None:
+    """Another tenant's writes cost none of this tenant's watches a step."""
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    caches = WatchCaches(store)
+    prefix = key_prefix("", "configmaps", None)
+    try:
+        quiet = [await caches.subscribe(prefix, 0, key_prefix("", "configmaps", "a")) for _ in range(50)]
+        busy, c = await caches.subscribe(prefix, 0, key_prefix("", "configmaps", "b"))
+        for i in range(5):
+            await store.create(key_prefix("", "configmaps", "b") + f"cm{i}", b'{"metadata":{}}')
+        assert len(await busy.next_batch(5)) >= 1
+        assert all(not s.queue and not s.wake.is_set() for s, _ in quiet)
+        await store.create(key_prefix("", "configmaps", "a") + "cm", b'{"metadata":{}}')
+        assert [len(await s.next_batch(5)) for s, _ in quiet] == [1] * 50
+        for s, cache in [*quiet, (busy, c)]:
+            caches.release(s, cache)
+    finally:
+        await caches.close()
+        await store.close()
+
+
+class _Wire:
+    """Stands in for a watch response's connection: each write costs `cost` seconds of CPU (TLS
+    and the socket, for a real one) and the first one lets a request in, as one arriving mid
+    fan-out would."""
+
+    def __init__(self, cost: float, log: list[str], request: Callable[[], None]) -> None:
+        self.cost, self.log, self.request = cost, log, request
+
+    async def write(self, data: bytes) -> None:
+        if not self.log:
+            asyncio.get_running_loop().call_soon(self.request)
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < self.cost:
+            pass
+        self.log.append("watch")
+
+
+async def test_a_fan_out_takes_turns_with_requests(tmp_path: Path) -> None:
+    """One write to a resource with 100 watches: a request that becomes ready during the
+    deliveries waits for a slice of them (api/loopslice.py Turnstile), not for all 100."""
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    caches = WatchCaches(store)
+    log: list[str] = []
+    prefix = key_prefix("", "configmaps", None)
+    wr = WatchRequest(prefix, prefix, await store.current_revision(), [], None, None, None, 10.0)
+    wires = [_Wire(0.0005, log, lambda: log.append("request")) for _ in range(100)]
+    streams = [asyncio.create_task(stream(w, caches, dataclasses.replace(wr))) for w in wires]
+    try:
+        await asyncio.sleep(0.1)  # all subscribed
+        await store.create(prefix + "ns/cm", b'{"metadata":{"namespace":"ns"}}')
+        for _ in range(200):
+            if log.count("watch") == 100:
+                break
+            await asyncio.sleep(0.05)
+        assert log.count("watch") == 100 and "request" in log
+        # 100 writes of 0.5 ms: unsliced, the request came after all 50 ms of them
+        before = log.index("request")
+        assert before * 0.5 < 8, f"the request waited for {before} deliveries"
+    finally:
+        for t in streams:
+            t.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+        await caches.close()
+        await store.close()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypernetes.api.history import Ownership, subject_version
-from hypernetes.api.loopslice import LoopBudget
+from hypernetes.api.loopslice import LoopBudget, Turnstile
 from hypernetes.objects import Obj
 from hypernetes.store.interface import Compacted, Event, EventType, Store
 
@@ -92,9 +92,12 @@ def decode_event(ev: Event) -> CachedEvent:
 class Subscriber:
     """One watcher's queue. `push` never blocks: past `limit` the subscriber is closed instead."""
 
-    def __init__(self, after: int, limit: int) -> None:
+    def __init__(self, after: int, limit: int, key_prefix: str = "") -> None:
         self.after = after  # deliver only events with revision > after
         self.limit = limit
+        # only events under this prefix (the watch's namespace) wake it: another tenant's writes
+        # do not cost a step of every one of this tenant's watches (issue 12)
+        self.key_prefix = key_prefix
         self.queue: deque[CachedEvent] = deque()
         self.wake = asyncio.Event()
         self.closed = False
@@ -103,7 +106,7 @@ class Subscriber:
         self.task: asyncio.Task[None] | None = None  # its own store watch, if not the cache's
 
     def push(self, ev: CachedEvent) -> None:
-        if self.closed or ev.revision <= self.after:
+        if self.closed or ev.revision <= self.after or not ev.key.startswith(self.key_prefix):
             return
         if len(self.queue) >= self.limit:
             self.close()
@@ -115,11 +118,17 @@ class Subscriber:
         self.closed, self.error = True, error
         self.wake.set()
 
-    async def next_batch(self, timeout: float) -> list[CachedEvent]:
-        """Queued events, waiting up to `timeout` for one; [] on timeout or when closed."""
+    async def next_batch(self, timeout: float, turnstile: Turnstile | None = None) -> list[CachedEvent]:
+        """Queued events, waiting up to `timeout` for one; [] on timeout or when closed. With a
+        `turnstile`, events are taken once it is this watcher's turn (api/loopslice.py)."""
         if not self.queue and not self.closed:
+            # (not wait_for: in 3.11 it wraps the wait in a task of its own, three loop steps
+            # per event per watcher where this takes one)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+        if turnstile is not None and self.queue:
+            await turnstile.turn()
         self.wake.clear()
         batch = list(self.queue)
         self.queue.clear()
@@ -170,12 +179,13 @@ class ResourceCache:
             if s.closed:
                 self.subscribers.discard(s)
 
-    def subscribe(self, after: int) -> Subscriber | None:
-        """A subscriber fed from `after` on, or None if the buffer does not reach back that far.
-        Replay and registration happen without an await in between, so nothing is missed."""
+    def subscribe(self, after: int, key_prefix: str = "") -> Subscriber | None:
+        """A subscriber fed from `after` on with the events under `key_prefix`, or None if the
+        buffer does not reach back that far. Replay and registration happen without an await in
+        between, so nothing is missed."""
         if after < self.floor:
             return None
-        s = Subscriber(after, self.queue_limit)
+        s = Subscriber(after, self.queue_limit, key_prefix)
         for ce in self.buffer:
             s.push(ce)
         s.progress = max(after, self.latest)
@@ -202,6 +212,7 @@ class WatchCaches:
         self.capacity, self.queue_limit = capacity, queue_limit
         self._caches: dict[str, ResourceCache] = {}
         self._direct: set[asyncio.Task[None]] = set()
+        self.turnstile = Turnstile()  # watchers take their events in turns (api/loopslice.py)
         # who held which namespace and tenant name when: what tenants may see of history
         self.ownership = Ownership(store)
 
@@ -211,12 +222,15 @@ class WatchCaches:
             c = self._caches[prefix] = ResourceCache(self.store, prefix, self.capacity, self.queue_limit)
         return c
 
-    async def subscribe(self, prefix: str, after: int) -> tuple[Subscriber, ResourceCache]:
+    async def subscribe(
+        self, prefix: str, after: int, key_prefix: str = ""
+    ) -> tuple[Subscriber, ResourceCache]:
+        """A subscriber to resource `prefix`'s events under `key_prefix` (default: all of them)."""
         c = self.cache(prefix)
         await c.start()
-        s = c.subscribe(after)
+        s = c.subscribe(after, key_prefix)
         if s is None:
-            s = Subscriber(after, self.queue_limit)
+            s = Subscriber(after, self.queue_limit, key_prefix)
             task = asyncio.create_task(self._direct_watch(prefix, s), name=f"watch {prefix}@{after}")
             self._direct.add(task)
             task.add_done_callback(self._direct.discard)
@@ -351,7 +365,7 @@ async def stream(resp: Any, caches: WatchCaches, wr: WatchRequest) -> None:
     """Write events to `resp` (an aiohttp StreamResponse) until the timeout, the client leaves,
     or the subscriber is closed (slow client, or history compacted: raises Compacted)."""
     loop = asyncio.get_running_loop()
-    s, c = await caches.subscribe(wr.prefix, wr.after)
+    s, c = await caches.subscribe(wr.prefix, wr.after, wr.key_prefix)
     try:
         deadline = loop.time() + wr.timeout
         next_bookmark = loop.time() + wr.bookmark_every
@@ -359,7 +373,7 @@ async def stream(resp: Any, caches: WatchCaches, wr: WatchRequest) -> None:
             now = loop.time()
             if now >= deadline:
                 break
-            batch = await s.next_batch(max(0.0, min(deadline, next_bookmark) - now))
+            batch = await s.next_batch(max(0.0, min(deadline, next_bookmark) - now), caches.turnstile)
             if batch:
                 if wr.sync is not None:
                     await wr.sync(batch[-1].revision)
