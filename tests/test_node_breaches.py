@@ -436,6 +436,8 @@ async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(
         assert claims["exp"] - claims["iat"] <= 600, "a pod's token outlives what it asked for"
         assert claims["kubernetes.io"]["pod"]["uid"] == uid
         both = await _wait_async("a refreshed token", lambda: _more_than_one(tokens), timeout=60)
+        sample = agent.metrics.registry.get_sample_value  # the start counted once, with its latency
+        assert sample("kubelet_started_pods_total") == 1 == sample("kubelet_pod_start_duration_seconds_count")
         fresh = _claims(both[-1])
         assert fresh["iat"] > claims["iat"] and fresh["exp"] > claims["exp"]
         as_pod = ApiClient(api.url, token=both[-1], ca_file=api.ca.ca_cert)
