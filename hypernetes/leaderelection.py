@@ -34,16 +34,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.eventrecorder import EventRecorder, object_reference
+from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 LEASES = ("coordination.k8s.io/v1", "leases")
 LEASE_NAMESPACE = "kube-system"

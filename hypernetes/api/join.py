@@ -31,10 +31,10 @@ from hypernetes.auth import jointoken
 from hypernetes.auth.builtin import BuiltinIdentity
 from hypernetes.auth.ca import ClusterCA
 from hypernetes.auth.nodecerts import BadCSR, sign_node_serving
+from hypernetes.objects import Obj
 from hypernetes.store.interface import Store
 from hypernetes.store.keys import object_key
 
-JSON = dict[str, Any]
 NODE_TOKEN_TTL = 24 * 3600.0
 LIVE_LEASE = 40.0  # upstream's node-monitor-grace-period
 PUBLIC = frozenset(("/cacerts", "/hypernetes/v1/nodes/join"))
@@ -82,7 +82,7 @@ class NodeJoin:
         request[AUDIT_TARGET] = ("nodes", "credential", "", name)
         return respond(self._credential(name, body), 201)
 
-    def _credential(self, name: str, body: JSON) -> JSON:
+    def _credential(self, name: str, body: Obj) -> Obj:
         csr = body.get("csr")
         if not isinstance(csr, str):
             raise bad_request("csr is required: the PEM certificate request of the node server's key")
@@ -96,7 +96,7 @@ class NodeJoin:
             "caCertificate": self.ca.ca_cert.read_text(),
         }
 
-    async def _get(self, group: str, plural: str, namespace: str, name: str) -> JSON | None:
+    async def _get(self, group: str, plural: str, namespace: str, name: str) -> Obj | None:
         kv = await self.store.get(object_key(group, plural, namespace, name))
         return None if kv is None else json.loads(kv.value)
 

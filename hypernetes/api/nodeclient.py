@@ -25,10 +25,10 @@ from typing import Any
 import aiohttp
 
 from hypernetes.api.subresources import LogOptions, PodProxy, PodProxyError, StreamIO
+from hypernetes.objects import Obj
 from hypernetes.store.interface import Store
 from hypernetes.store.keys import object_key
 
-JSON = dict[str, Any]
 STDOUT, STDERR, STATUS = 1, 2, 3
 CONNECT_TIMEOUT = 10.0
 
@@ -39,7 +39,7 @@ def client_ssl(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _camel(options: LogOptions) -> JSON:
+def _camel(options: LogOptions) -> Obj:
     names = {
         "tail_lines": "tailLines",
         "since_seconds": "sinceSeconds",
@@ -68,7 +68,7 @@ class RemotePods:
         if self._session is not None:
             await self._session.close()
 
-    async def _endpoint(self, pod: JSON) -> tuple[str, str]:
+    async def _endpoint(self, pod: Obj) -> tuple[str, str]:
         """(base URL, node name) of the node server the pod is on."""
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
@@ -84,7 +84,7 @@ class RemotePods:
         host = f"[{address}]" if ":" in address else address
         return f"https://{host}:{port}", node
 
-    async def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+    async def logs(self, pod: Obj, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         base, node = await self._endpoint(pod)
         body = {"pod": pod, "container": container, "options": _camel(options)}
         try:
@@ -97,7 +97,7 @@ class RemotePods:
             raise PodProxyError(f"cannot reach node {node}: {e}") from None
 
     async def _stream(
-        self, pod: JSON, path: str, opening: JSON
+        self, pod: Obj, path: str, opening: Obj
     ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
         base, node = await self._endpoint(pod)
         try:
@@ -109,13 +109,13 @@ class RemotePods:
         await ws.send_str(json.dumps({"pod": pod, **opening}))
         return ws, node
 
-    async def exec(self, pod: JSON, container: str, command: list[str], io: StreamIO) -> int:
+    async def exec(self, pod: Obj, container: str, command: list[str], io: StreamIO) -> int:
         return await self._session_io(pod, container, command, io)
 
-    async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
+    async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
         return await self._session_io(pod, container, None, io)
 
-    async def _session_io(self, pod: JSON, container: str, command: list[str] | None, io: StreamIO) -> int:
+    async def _session_io(self, pod: Obj, container: str, command: list[str] | None, io: StreamIO) -> int:
         opening = {
             "container": container,
             "command": command,
@@ -147,7 +147,7 @@ class RemotePods:
                 await pump
             await ws.close()
 
-    async def port_forward(self, pod: JSON, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A local socket pair whose far end is spliced to the node's connection to the pod's port."""
         ws, node = await self._stream(pod, "/v1/portforward", {"port": port})
         first = await ws.receive(timeout=CONNECT_TIMEOUT + 20)
@@ -164,7 +164,7 @@ class RemotePods:
         return reader, writer
 
 
-def _json_object(text: Any) -> JSON | None:
+def _json_object(text: Any) -> Obj | None:
     with contextlib.suppress(ValueError, TypeError):
         value = json.loads(text)
         return value if isinstance(value, dict) else None
@@ -224,21 +224,21 @@ class NodeStreams:
     def __init__(self, remote: RemotePods, local: PodProxy | None = None, local_node: str = "") -> None:
         self.remote, self.local, self.local_node = remote, local, local_node
 
-    def _for(self, pod: JSON) -> Any:
+    def _for(self, pod: Obj) -> Any:
         if self.local is not None and (pod.get("spec") or {}).get("nodeName") == self.local_node:
             return self.local
         return self.remote
 
-    def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+    def logs(self, pod: Obj, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         return self._for(pod).logs(pod, container, options)  # type: ignore[no-any-return]
 
-    async def exec(self, pod: JSON, container: str, command: list[str], io: StreamIO) -> int:
+    async def exec(self, pod: Obj, container: str, command: list[str], io: StreamIO) -> int:
         return int(await self._for(pod).exec(pod, container, command, io))
 
-    async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
+    async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
         return int(await self._for(pod).attach(pod, container, io))
 
-    async def port_forward(self, pod: JSON, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         target = self._for(pod)
         forward = getattr(target, "port_forward", None)
         if forward is None:

@@ -10,6 +10,7 @@ from hypernetes.api.status import bad_request
 from hypernetes.auth.authorizer import MEMBER_SUBRESOURCES, READ, TENANT_KINDS, WRITE
 from hypernetes.auth.identity import UserInfo
 from hypernetes.objects import Obj
+from hypernetes.objects.names import ROLE_EXTRA, TENANT_EXTRA
 
 
 def user_info(user: UserInfo) -> Obj:
@@ -18,8 +19,8 @@ def user_info(user: UserInfo) -> Obj:
         out["uid"] = user.uid
     extra = {k: list(v) for k, v in user.extra.items()}
     if user.tenant:
-        extra["hypernetes.io/tenant"] = [user.tenant]
-        extra["hypernetes.io/role"] = [user.role]
+        extra[TENANT_EXTRA] = [user.tenant]
+        extra[ROLE_EXTRA] = [user.role]
     if extra:
         out["extra"] = extra
     return out

@@ -62,6 +62,7 @@ from hypernetes.auth.ca import TLSFiles
 from hypernetes.metrics import CONTENT_TYPE, REGISTRY, exposition
 from hypernetes.objects.names import DEFAULT_CLASS_ANNOTATION
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store, StoreUnavailable
+from hypernetes.volumes.objects import LOCAL_DRIVER
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ DEFAULT_STORAGE_CLASS: dict[str, Any] = {
     "apiVersion": "storage.k8s.io/v1",
     "kind": "StorageClass",
     "metadata": {"name": "local", "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
-    "provisioner": "local.hypernetes.io",
+    "provisioner": LOCAL_DRIVER,
     "reclaimPolicy": "Delete",
     "allowVolumeExpansion": True,
     "volumeBindingMode": "Immediate",

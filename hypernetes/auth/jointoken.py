@@ -21,12 +21,11 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-Obj = dict[str, Any]
+from hypernetes.objects import Obj
 
 PREFIX = "HN10"
 SECRET_TYPE = "bootstrap.kubernetes.io/token"

@@ -26,6 +26,7 @@ from hypernetes.cli.login import (
     whoami,
 )
 from hypernetes.objects import Obj
+from hypernetes.objects.names import ROLE_EXTRA
 
 USERS = "/apis/hypernetes.io/v1/users"
 IDENTITY = "/hypernetes/v1/users"
@@ -114,7 +115,7 @@ def _rm(args: argparse.Namespace) -> int:
 def _passwd(args: argparse.Namespace) -> int:
     cluster = connect(args.kubeconfig)
     me = whoami(cluster)
-    role = ((me.get("extra") or {}).get("hypernetes.io/role") or [""])[0]
+    role = ((me.get("extra") or {}).get(ROLE_EXTRA) or [""])[0]
     # only a user changing its own password proves it knows the current one (the server checks)
     own = me.get("username") == args.name and MASTERS not in (me.get("groups") or []) and role != "admin"
     body: Obj = {}

@@ -44,11 +44,10 @@ from hypernetes.objects.names import (
     TENANT_LABEL,
 )
 from hypernetes.objects.quantity import quantity_value
-from hypernetes.volumes.objects import pv_node
+from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
 
 log = logging.getLogger(__name__)
 
-LOCAL_PROVISIONER = "local.hypernetes.io"
 BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
@@ -375,7 +374,7 @@ class VolumeController(Controller):
             return
         cls_name = claim_class(claim)
         cls = self.classes.get(cls_name) if cls_name else None
-        if cls is not None and cls.get("provisioner") == LOCAL_PROVISIONER and not m.deleting(cls):
+        if cls is not None and cls.get("provisioner") == LOCAL_DRIVER and not m.deleting(cls):
             await self._provision(claim, cls, tenant)
         elif cls is not None:
             await self._claim_phase(claim, "Pending")
@@ -436,9 +435,9 @@ class VolumeController(Controller):
 
     async def _create_volume(self, claim: Obj, cls: Obj, tenant: str | None, node: str) -> bool:
         notes = m.meta(claim).get("annotations") or {}
-        if notes.get(STORAGE_PROVISIONER) != LOCAL_PROVISIONER:
+        if notes.get(STORAGE_PROVISIONER) != LOCAL_DRIVER:
             written = await self._write_claim(claim, {"metadata": {"annotations": {
-                STORAGE_PROVISIONER: LOCAL_PROVISIONER, BETA_STORAGE_PROVISIONER: LOCAL_PROVISIONER}}})
+                STORAGE_PROVISIONER: LOCAL_DRIVER, BETA_STORAGE_PROVISIONER: LOCAL_DRIVER}}})
             if written is None:
                 return False
             claim = written
@@ -462,7 +461,7 @@ class VolumeController(Controller):
         """The PV the contract (docs/volumes.md) prescribes for a claim of a local class."""
         spec, params = _spec(claim), cls.get("parameters") or {}
         name = f"pvc-{m.uid(claim)}"
-        meta: Obj = {"name": name, "annotations": {PROVISIONED_BY: LOCAL_PROVISIONER},
+        meta: Obj = {"name": name, "annotations": {PROVISIONED_BY: LOCAL_DRIVER},
                      "finalizers": [PV_PROTECTION_FINALIZER, BACKING_FILE_FINALIZER]}
         if tenant:
             meta["labels"] = {TENANT_LABEL: tenant}
@@ -479,7 +478,7 @@ class VolumeController(Controller):
                              "namespace": m.namespace(claim), "name": m.name(claim), "uid": m.uid(claim)},
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}]}]}},
-                "csi": {"driver": LOCAL_PROVISIONER, "volumeHandle": name,
+                "csi": {"driver": LOCAL_DRIVER, "volumeHandle": name,
                         "fsType": params.get("fsType") or "ext4",
                         "volumeAttributes": {"format": params.get("format") or "raw"}},
             },

@@ -32,10 +32,10 @@ from aiohttp import WSMsgType, web
 
 from hypernetes.auth.nodecerts import APISERVER_CLIENT
 from hypernetes.node.proxy import NodePodProxy
+from hypernetes.objects import Obj
 from hypernetes.runtime.interface import PodRuntimeError
 
 log = logging.getLogger(__name__)
-Obj = dict[str, Any]
 
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 DEFAULT_PORT = 10250

@@ -25,6 +25,10 @@ IP_ANNOTATION = "hypernetes.io/ip"
 MAC_ANNOTATION = "hypernetes.io/mac"
 # "true" on a tenant's (or the cluster's) default network.
 DEFAULT_NETWORK_LABEL = "hypernetes.io/default-network"
+# UserInfo.extra keys our authenticators set (what SelfSubjectReview shows): the user's tenant
+# and role.
+TENANT_EXTRA = "hypernetes.io/tenant"
+ROLE_EXTRA = "hypernetes.io/role"
 # On a local PersistentVolume: its backing file still exists on its node.
 BACKING_FILE_FINALIZER = "local.hypernetes.io/backing-file"
 
@@ -33,6 +37,9 @@ BACKING_FILE_FINALIZER = "local.hypernetes.io/backing-file"
 # On every namespace, forced to its name (namespace selectors trust it).
 METADATA_NAME_LABEL = "kubernetes.io/metadata.name"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+# A Node's roles (kubectl's ROLES column): node-role.kubernetes.io/<role>, or the older label.
+NODE_ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
+NODE_ROLE_LABEL = "kubernetes.io/role"
 OS_LABEL = "kubernetes.io/os"
 ARCH_LABEL = "kubernetes.io/arch"
 # spec.finalizers of a namespace: its content is being deleted.

@@ -7,6 +7,8 @@ Both tables are keyed by (definition, property), so a rule holds wherever the ty
 
 from __future__ import annotations
 
+from hypernetes.volumes.objects import LOCAL_DRIVER
+
 _C = "io.k8s.api.core.v1."
 _APPS = "io.k8s.api.apps.v1."
 _BATCH = "io.k8s.api.batch.v1."
@@ -135,7 +137,7 @@ SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName", "NodePort"),
     # containers live inside the VM: mounts cannot propagate to or from the host
     (_C + "VolumeMount", "mountPropagation"): ("None",),
-    (_C + "CSIPersistentVolumeSource", "driver"): ("local.hypernetes.io",),
+    (_C + "CSIPersistentVolumeSource", "driver"): (LOCAL_DRIVER,),
     # Recycle (rm -rf on the volume) is deprecated upstream; nothing here mounts a volume to do it
     (_C + "PersistentVolumeSpec", "persistentVolumeReclaimPolicy"): ("Delete", "Retain"),
     # the scheduler holds a pod until its claims are bound: binding cannot wait for the pod

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypernetes.api.schema.formats import canonical_quantity
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.names import BETA_STORAGE_CLASS_ANNOTATION
 from hypernetes.objects.selectors import format_label_selector
 
 
@@ -159,7 +160,6 @@ SELECTOR = Column("Selector", "string", "", "Label selector for pods.", 1)
 # -- storage (PersistentVolume, PersistentVolumeClaim) -----------------------------------------
 
 PV_MORE_INFO = "More info: https://kubernetes.io/docs/concepts/storage/persistent-volumes"
-_BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
 
 
 def access_modes(modes: Any) -> str:
@@ -187,7 +187,7 @@ def storage_string(quantities: Any) -> str:
 
 def storage_class_of(obj: JSON) -> str:
     """GetPersistentVolume(Claim)Class: the beta annotation wins over spec.storageClassName."""
-    beta = _d(_d(obj.get("metadata")).get("annotations")).get(_BETA_CLASS)
+    beta = _d(_d(obj.get("metadata")).get("annotations")).get(BETA_STORAGE_CLASS_ANNOTATION)
     return str(beta if beta is not None else _d(obj.get("spec")).get("storageClassName") or "")
 
 

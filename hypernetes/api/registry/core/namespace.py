@@ -25,6 +25,7 @@ from hypernetes.api.schema.validation import (
     check_format,
 )
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.names import METADATA_NAME_LABEL
 
 
 def _defaults(obj: JSON) -> None:
@@ -32,7 +33,7 @@ def _defaults(obj: JSON) -> None:
     name = meta.get("name")
     if isinstance(name, str) and name:
         # forced, on create and update, as upstream's namespace strategy: namespace selectors trust it
-        child(meta, "labels")["kubernetes.io/metadata.name"] = name
+        child(meta, "labels")[METADATA_NAME_LABEL] = name
     spec = child(obj, "spec")
     spec.setdefault("finalizers", ["kubernetes"])
     set_default(child(obj, "status"), "phase", "Active")

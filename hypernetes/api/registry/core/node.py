@@ -21,6 +21,7 @@ from hypernetes.api.schema.validation import (
     check_format,
 )
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.names import NODE_ROLE_LABEL, NODE_ROLE_LABEL_PREFIX
 
 
 def _defaults(obj: JSON) -> None:
@@ -80,9 +81,9 @@ def _row(obj: JSON, ctx: Context) -> list[Any]:
         states.append("SchedulingDisabled")
     roles: set[str] = set()
     for k, v in _d(meta.get("labels")).items():
-        if k.startswith("node-role.kubernetes.io/") and k[len("node-role.kubernetes.io/") :]:
-            roles.add(k[len("node-role.kubernetes.io/") :])
-        elif k == "kubernetes.io/role" and v:
+        if k.startswith(NODE_ROLE_LABEL_PREFIX) and k[len(NODE_ROLE_LABEL_PREFIX) :]:
+            roles.add(k[len(NODE_ROLE_LABEL_PREFIX) :])
+        elif k == NODE_ROLE_LABEL and v:
             roles.add(str(v))
     info = _d(status.get("nodeInfo"))
 

@@ -23,6 +23,7 @@ from hypernetes.api.schema.volumes import (
     LOCAL_PARAMETERS,
 )
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.names import BETA_DEFAULT_CLASS_ANNOTATION, DEFAULT_CLASS_ANNOTATION
 from hypernetes.volumes.objects import LOCAL_DRIVER
 
 
@@ -94,8 +95,8 @@ def _row(obj: JSON, ctx: Context) -> list[Any]:
     notes = _d(_d(obj.get("metadata")).get("annotations"))
     name = name_of(obj)
     if "true" in (
-        notes.get("storageclass.kubernetes.io/is-default-class"),
-        notes.get("storageclass.beta.kubernetes.io/is-default-class"),
+        notes.get(DEFAULT_CLASS_ANNOTATION),
+        notes.get(BETA_DEFAULT_CLASS_ANNOTATION),
     ):
         name += " (default)"
     return [
