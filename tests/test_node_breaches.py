@@ -8,7 +8,9 @@ import asyncio
 import base64
 import contextlib
 import errno
+import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.logfmt import JsonFormatter
 from hypernetes.node.admission import admit
 from hypernetes.node.agent import NodeAgent
 from hypernetes.runtime import guestproto as gp
@@ -385,6 +388,12 @@ async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(
     node_client = ApiClient(api.url, token=node_token, ca_file=api.ca.ca_cert)
     runtime = HyperVM(tmp_path / "rt", ImageStore(tmp_path / "images"), kernels, die_with_parent=True)
     agent = NodeAgent(node_client, runtime, "node1", token_refresh=0.03)
+    logs = io.StringIO()  # what the pod's work logs, as JSON lines (hypernetes.logfmt)
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("hypernetes").addHandler(handler)
+    level = logging.getLogger("hypernetes").level
+    logging.getLogger("hypernetes").setLevel(logging.DEBUG)
     task = asyncio.create_task(agent.run())
     try:
         ns = "default"
@@ -436,6 +445,10 @@ async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(
         assert claims["exp"] - claims["iat"] <= 600, "a pod's token outlives what it asked for"
         assert claims["kubernetes.io"]["pod"]["uid"] == uid
         both = await _wait_async("a refreshed token", lambda: _more_than_one(tokens), timeout=60)
+        lines = [json.loads(x) for x in logs.getvalue().splitlines()]
+        ours = [x for x in lines if x.get("sandbox") == uid]
+        assert ours and all((x["pod"], x["namespace"]) == ("reader", ns) for x in ours), lines
+        assert {x["logger"] for x in ours} - {"hypernetes.node.agent"}, "the worker's and runtime's lines too"
         sample = agent.metrics.registry.get_sample_value  # the start counted once, with its latency
         assert sample("kubelet_started_pods_total") == 1 == sample("kubelet_pod_start_duration_seconds_count")
         fresh = _claims(both[-1])
@@ -450,6 +463,8 @@ async def test_projected_tokens_expire_and_are_refreshed_in_the_vm(
         finally:
             await as_pod.close()
     finally:
+        logging.getLogger("hypernetes").removeHandler(handler)
+        logging.getLogger("hypernetes").setLevel(level)
         await agent.shutdown(stop_pods=True)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
