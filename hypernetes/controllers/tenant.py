@@ -23,7 +23,6 @@ from hypernetes.objects.quantity import format_bytes
 from hypernetes.runtime.podsize import quota_usage
 
 GROUP_VERSION = "hypernetes.io/v1"
-MiB = 1024 * 1024
 NODE_PORTS_KEY = "services.nodeports"  # upstream's quota key: node ports taken from the shared range
 
 
@@ -176,7 +175,7 @@ class TenantController(Controller):
             "used": {
                 "pods": str(count),
                 "vcpus": str(vcpus),
-                "memory": f"{memory // MiB}Mi",
+                "memory": format_bytes(memory),
                 "ephemeral-storage": format_bytes(ephemeral),
                 "namespaces": str(len(names)),
                 "storage": format_bytes(storage),

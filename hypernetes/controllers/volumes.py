@@ -33,6 +33,7 @@ from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
 from hypernetes.objects import Obj
+from hypernetes.objects.meta import condition_true
 from hypernetes.objects.names import (
     BACKING_FILE_FINALIZER,
     BETA_DEFAULT_CLASS_ANNOTATION,
@@ -146,10 +147,7 @@ def storage_usage(claims: Iterable[Obj]) -> tuple[int, int]:
 def _node_ready(node: Obj) -> bool:
     if _spec(node).get("unschedulable"):
         return False
-    for cond in _status(node).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
+    return condition_true(_status(node), "Ready")
 
 
 def _has_modes(pv: Obj, wanted: Iterable[str]) -> bool:

@@ -94,14 +94,14 @@ def controlled_by(obj: Obj, owner: Obj) -> bool:
 
 def get_condition(status: Obj, ctype: str) -> Obj | None:
     """A copy of the condition of type `ctype` in a `status` (None if absent)."""
-    for c in status.get("conditions") or []:
+    conditions = status.get("conditions")
+    for c in conditions if isinstance(conditions, list) else []:
         if isinstance(c, dict) and c.get("type") == ctype:
             return dict(c)
     return None
 
 
-def condition_true(obj: Obj, ctype: str) -> bool:
-    """The object's `status.conditions[type=ctype].status` is "True"."""
-    status = obj.get("status")
-    c = get_condition(status, ctype) if isinstance(status, dict) else None
+def condition_true(status: Obj, ctype: str) -> bool:
+    """`status.conditions[type=ctype].status` is "True"."""
+    c = get_condition(status, ctype)
     return c is not None and c.get("status") == "True"

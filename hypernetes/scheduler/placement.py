@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from hypernetes.objects import Obj
+from hypernetes.objects.meta import condition_true
 from hypernetes.objects.taints import NO_EXECUTE, NO_SCHEDULE, UNSCHEDULABLE, node_taints, tolerations_for
 from hypernetes.scheduler.resources import Resources, node_allocatable, pod_vm_size
 
@@ -60,10 +61,7 @@ def _fits_resources(pod: Obj, info: NodeInfo) -> str | None:
 
 
 def _node_ready(pod: Obj, info: NodeInfo) -> str | None:
-    for cond in (info.node.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return None if cond.get("status") == "True" else "node(s) were not ready"
-    return "node(s) were not ready"
+    return None if condition_true(info.node.get("status") or {}, "Ready") else "node(s) were not ready"
 
 
 def _node_name(pod: Obj, info: NodeInfo) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from hypernetes.api.schema.formats import canonical_quantity
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.meta import condition_true as condition_true  # re-exported for the registry
 from hypernetes.objects.names import BETA_STORAGE_CLASS_ANNOTATION
 from hypernetes.objects.selectors import format_label_selector
 
@@ -119,12 +120,6 @@ AGE = Column(
 
 
 # -- conditions, workloads ---------------------------------------------------------------------
-
-
-def condition_true(status: JSON, ctype: str) -> bool:
-    return any(
-        _d(c).get("type") == ctype and _d(c).get("status") == "True" for c in _l(status.get("conditions"))
-    )
 
 
 def int_or_zero(v: Any) -> int:
