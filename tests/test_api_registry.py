@@ -15,6 +15,7 @@ import ssl
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +24,11 @@ from hypernetes.api import registry, schema
 from hypernetes.api.registry import SUBRESOURCES, Kind, Printer
 from hypernetes.api.schema import schemas
 from hypernetes.api.schema.printers import Context
-from hypernetes.auth import admission
+from hypernetes.api.tenancy import build_tenancy
 from hypernetes.controllers import tenant
 from tests.support.apifixtures import running_api
 from tests.support.apiserver import ApiServerThread
+from tests.support.memstore import MemoryStore
 
 JSON = dict[str, Any]
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
@@ -43,6 +45,7 @@ ACTIONS = {
     "deletecollection": "deletecollection",
 }
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+POD_SPEC = "io.k8s.api.core.v1.PodSpec"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,18 @@ def _actions(path_item: JSON | None) -> dict[str, JSON]:
     return {op["x-kubernetes-action"]: op for op in ops}
 
 
+def _pod_specs(definition: str, path: str = "", seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    """The paths at which objects of `definition` hold a PodSpec (outside their status)."""
+    node = schemas.definition(definition)
+    for key, prop in (node.get("properties") or {}).items():
+        ref = prop.get("$ref") or (prop.get("items") or {}).get("$ref")
+        here = f"{path}.{key}" if path else key
+        if ref == POD_SPEC:
+            yield here
+        elif ref and ref not in seen and key != "status":
+            yield from _pod_specs(ref, here, seen | {definition})
+
+
 def entry_problems(kind: Kind, doc: JSON) -> list[str]:
     """What the entry of `kind` lacks, or where the OpenAPI document `doc` of its group-version
     disagrees with it. Empty when the kind is complete."""
@@ -160,6 +175,10 @@ def entry_problems(kind: Kind, doc: JSON) -> list[str]:
             node = schemas.prop(node, key)
         if node is None:
             problems.append(f"{name}: field selector {label} reads {path}, which its schema does not have")
+    if kind.definition in schemas.definitions():
+        held = sorted(_pod_specs(kind.definition))
+        if held != ([kind.pod_spec] if kind.pod_spec else []):
+            problems.append(f"{name}: holds a pod spec at {held}, its entry says pod_spec={kind.pod_spec!r}")
     collection, item = _paths(kind)
     gvk = {"group": kind.group, "version": kind.version, "kind": kind.kind}
     have = {**_actions(doc["paths"].get(collection)), **_actions(doc["paths"].get(item))}
@@ -262,8 +281,19 @@ def _pod() -> Kind:
         ({"subresources": ("status", "resize")}, "v1 Pod: subresource resize is not described"),
         ({"verbs": (*registry.CRUD, "proxy")}, "KeyError"),
         ({"field_selectors": {"spec.node": "spec.node"}}, "v1 Pod: field selector spec.node reads"),
+        ({"pod_spec": None}, "v1 Pod: holds a pod spec at ['spec']"),
     ],
-    ids=["defaults", "validate", "printer", "definition", "subresource-path", "subresource", "verb", "field"],
+    ids=[
+        "defaults",
+        "validate",
+        "printer",
+        "definition",
+        "subresource-path",
+        "subresource",
+        "verb",
+        "field",
+        "pod-spec",
+    ],
 )
 def test_the_check_catches_a_piece_taken_from_an_entry(
     openapi: dict[str, JSON], change: JSON, problem: str
@@ -305,13 +335,12 @@ def test_the_check_catches_a_path_missing_from_openapi(
 # -- what rooms below the API keep about kinds agrees with the registry --------------------------
 
 
-def test_tenant_admission_knows_every_kind_with_a_pod_spec() -> None:
-    """A kind whose pod template tenant admission does not know would let a tenant's pods skip
-    pod policy (host namespaces, privileged containers, nodeName, kernels, registries)."""
-    with_spec = {k.kind: k.pod_spec for k in registry.KINDS if k.pod_spec}
-    assert with_spec.pop("Pod") == "spec"
-    assert set(with_spec.values()) == {"spec.template.spec"}
-    assert set(with_spec) == admission.TEMPLATE_KINDS
+def test_tenant_admission_holds_every_pod_spec_the_registry_declares(tmp_path: Path) -> None:
+    """Tenant admission (below the API, it cannot import the registry) is given the entries'
+    pod_spec paths: a kind it did not know would let a tenant's pods skip pod policy."""
+    tenancy, _ = build_tenancy(MemoryStore(), tmp_path, "admin-token")
+    assert tenancy.admission.pod_specs == registry.POD_SPECS
+    assert registry.POD_SPECS["Pod"] == "spec"
 
 
 def test_quota_counts_served_kinds() -> None:

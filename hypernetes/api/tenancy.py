@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hypernetes.api import registry
 from hypernetes.api.authn import ADMIN, Authenticator, TokenAuthenticator, UnionAuthenticator
 from hypernetes.api.identity import IdentityRoutes
 from hypernetes.auth.admission import TenantAdmission
@@ -47,6 +48,7 @@ def build_tenancy(store: Store, pki_dir: Path, admin_token: str, *,
     if external is not None:
         authenticators.append(external)
     locks = TenantLocks(store if store.shared else None)  # quota checks of every server, serialized
-    tenancy = Tenancy(directory, TenantAdmission(directory, locks), builtin,
+    admission = TenantAdmission(directory, locks, pod_specs=registry.POD_SPECS)
+    tenancy = Tenancy(directory, admission, builtin,
                       IdentityRoutes(external or builtin, builtin))
     return tenancy, UnionAuthenticator(authenticators)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,6 @@ QUOTA_KEYS = (
     NODE_PORTS_KEY,
     *(c.key for c in COUNTED),
 )
-TEMPLATE_KINDS = frozenset(("Deployment", "ReplicaSet", "Job"))
 # Writes whose quota check must not interleave with another write of the same tenant (the API
 # server holds `lock_for` from admission to commit): creates of every counted kind, and updates
 # that can take more (a claim growing, a service taking node ports).
@@ -154,16 +153,6 @@ class Usage:
         return {k: show(k, self.get(k)) for k in ("pods", "vcpus", "memory", EPHEMERAL, "namespaces")}
 
 
-def pod_templates(kind: str, obj: Obj) -> Iterator[tuple[str, Obj]]:
-    """(field path, pod spec holder) of a pod or of a workload's pod template."""
-    if kind == "Pod":
-        yield "spec", obj
-    elif kind in TEMPLATE_KINDS:
-        tmpl = (obj.get("spec") or {}).get("template")
-        if isinstance(tmpl, dict):
-            yield "spec.template.spec", tmpl
-
-
 def _meta_path(spec_path: str) -> str:
     """`metadata` for a pod's `spec`, `spec.template.metadata` for a template's."""
     return "metadata" if spec_path == "spec" else spec_path.removesuffix(".spec") + ".metadata"
@@ -189,9 +178,27 @@ def registry_host(entry: str) -> str | None:
 
 
 class TenantAdmission:
-    def __init__(self, directory: Directory, locks: TenantLocks | None = None) -> None:
+    """`pod_specs`: where each kind with a pod spec holds it ("spec" for a Pod,
+    "spec.template.spec" for a workload's template), as the API's registry entries say
+    (hypernetes/api/registry, which this room cannot import); every one is held to pod policy."""
+
+    def __init__(
+        self, directory: Directory, locks: TenantLocks | None = None, *, pod_specs: Mapping[str, str]
+    ) -> None:
         self.d = directory
         self.locks = locks or TenantLocks()
+        self.pod_specs = dict(pod_specs)
+
+    def pod_templates(self, kind: str, obj: Obj) -> Iterator[tuple[str, Obj]]:
+        """(field path, pod spec holder) of a pod or of a workload's pod template."""
+        path = self.pod_specs.get(kind)
+        if path is None:
+            return
+        holder: Any = obj
+        for key in path.split(".")[:-1]:  # the holder has the spec and its metadata
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            yield path, holder
 
     def lock(self, tenant: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self.locks.hold(tenant)
@@ -239,10 +246,11 @@ class TenantAdmission:
         if not namespace:
             return
         tenant = await self.d.fetch_namespace_owner(namespace)
-        for path, holder in pod_templates(kind, obj):
+        template = self.pod_specs.get(kind, "spec") != "spec"  # a workload's, not a Pod's
+        for path, holder in self.pod_templates(kind, obj):
             # operators change pods' addresses (the network controller); but a pod they create or
             # a template they write in a tenant's namespace is the tenant's, so its rules apply
-            if not user.operator or (tenant is not None and (old is None or kind in TEMPLATE_KINDS)):
+            if not user.operator or (tenant is not None and (old is None or template)):
                 self._pod_network_annotations(path, holder, old)
         if kind == "PersistentVolumeClaim":
             await self._claim(obj, old)
@@ -258,8 +266,8 @@ class TenantAdmission:
             add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
         t = await self.d.fetch_tenant(tenant) if tenant is not None else None
         tspec: Obj = (t or {}).get("spec") or {}
-        for path, holder in pod_templates(kind, obj):
-            before = next((h for _, h in pod_templates(kind, old)), None) if old is not None else None
+        for path, holder in self.pod_templates(kind, obj):
+            before = next((h for _, h in self.pod_templates(kind, old)), None) if old is not None else None
             await self._pod_policy(tenant, tspec, kind, path, holder, before)
         if tenant is None:
             return  # operators' namespaces
@@ -400,15 +408,14 @@ class TenantAdmission:
                 f'network "{named}" does not exist or does not belong to {whose}',
             )
 
-    @staticmethod
-    def _pod_network_annotations(path: str, holder: Obj, old: Obj | None) -> None:
+    def _pod_network_annotations(self, path: str, holder: Obj, old: Obj | None) -> None:
         """A pod's address annotations are the network controller's: a caller who could set them
         could take another pod's address (the controller trusts only its own records, but the
         node might start the VM first)."""
         notes = (holder.get("metadata") or {}).get("annotations") or {}
         before: Obj = {}
         if old is not None:
-            for _, old_holder in pod_templates(str(old.get("kind") or "Pod"), old):
+            for _, old_holder in self.pod_templates(str(old.get("kind") or "Pod"), old):
                 before = (old_holder.get("metadata") or {}).get("annotations") or {}
         for key in POD_ANNOTATIONS:
             if notes.get(key) != before.get(key):

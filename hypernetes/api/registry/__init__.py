@@ -34,6 +34,8 @@ KINDS: tuple[Kind, ...] = (
     *authorization.KINDS,
 )
 REVIEW_KINDS = frozenset(k for k in KINDS if k.creates_only)
+# kind -> where it holds a pod spec, for tenant admission (auth/ cannot import the registry)
+POD_SPECS = {k.kind: k.pod_spec for k in KINDS if k.pod_spec}
 
 _BY_PLURAL = {(k.group, k.version, k.plural): k for k in KINDS}
 _BY_NAME = {(k.api_version, k.kind): k for k in KINDS}
@@ -61,6 +63,7 @@ def group_versions() -> list[str]:
 __all__ = [
     "CRUD",
     "KINDS",
+    "POD_SPECS",
     "REVIEW_KINDS",
     "SUBRESOURCES",
     "Group",

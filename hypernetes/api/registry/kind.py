@@ -85,8 +85,8 @@ class Kind:
     name_format: Callable[[str], list[str]] = formats.dns1123_subdomain
     printer: Printer | None = None
     # where the kind holds a pod spec: "spec" (a Pod), "spec.template.spec" (a workload's
-    # template). Tenant admission holds every one to the tenant's pod policy; auth sits below
-    # api and keeps its own list (TEMPLATE_KINDS), which tests/test_api_registry.py compares.
+    # template). Tenant admission holds every one to the tenant's pod policy: auth sits below
+    # api, so the server hands it these (registry.POD_SPECS) when it builds it (api/tenancy.py).
     pod_spec: str | None = None
     # fieldSelector labels beyond metadata.name and metadata.namespace -> the dotted path of
     # the value they select on (upstream's GetAttrs and field label conversion)
