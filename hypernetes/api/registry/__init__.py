@@ -2,7 +2,7 @@
 upstream's pkg/registry/<group>/<kind>/ (core/pod.py, apps/deployment.py, ...). Discovery,
 OpenAPI, Table output, defaults, validation and CRUD read these entries and nothing else.
 
-Adding a kind: write its module (see docs/api.md, "Adding a kind") and list its KIND in its
+Adding a kind: write its module (see docs/api-schema.md, "Adding a kind") and list its KIND in its
 group's __init__; tests/test_api_registry.py checks the entry is complete and that discovery,
 OpenAPI and Table agree with it.
 """
