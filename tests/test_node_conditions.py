@@ -236,6 +236,10 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
             conditions["DiskPressure"]["lastTransitionTime"]
             != conditions["MemoryPressure"]["lastTransitionTime"]
         )
+        events = (await admin.list("v1", "events", "default"))["items"]
+        node_events = [(e["reason"], e["message"]) for e in events if e["involvedObject"]["kind"] == "Node"]
+        assert ("NodeHasDiskPressure", "Node node1 status is now: NodeHasDiskPressure") in node_events
+        assert ("NodeHasSufficientMemory", "Node node1 status is now: NodeHasSufficientMemory") in node_events
         tainted = await wait_for_async(lambda: taints(admin), what="the disk-pressure taint")
         assert tainted == [
             operator_taint,

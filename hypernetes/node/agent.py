@@ -172,13 +172,22 @@ class ClientNodeAPI:
     async def event(self, pod: Obj, type_: str, reason: str, message: str) -> None:
         """Through the shared recorder, as the kubelet's: a pod failing the same way again and
         again (an image that cannot be pulled) counts up one Event, not one Event a try."""
-        recorder: EventRecorder | None = getattr(self, "_recorder", None)  # one per agent, on first use
+        ref = object_reference({"apiVersion": "v1", "kind": "Pod", **pod})  # list items may lack kind
+        await self._recorder().record(ref, type_, reason, message[:1024])
+
+    async def node_event(self, reason: str) -> None:
+        """A Normal event about this Node, as the kubelet records its status changes."""
+        # upstream's node reference: the node's name stands for its uid
+        ref = {"kind": "Node", "apiVersion": "v1", "name": self.node_name, "uid": self.node_name}
+        await self._recorder().record(ref, "Normal", reason, f"Node {self.node_name} status is now: {reason}")
+
+    def _recorder(self) -> EventRecorder:
+        recorder: EventRecorder | None = getattr(self, "_events", None)  # one per agent, on first use
         if recorder is None:
-            recorder = self._recorder = EventRecorder(
+            recorder = self._events = EventRecorder(
                 self.client, "kubelet", host=self.node_name, instance=self.node_name
             )
-        ref = object_reference({"apiVersion": "v1", "kind": "Pod", **pod})  # list items may lack kind
-        await recorder.record(ref, type_, reason, message[:1024])
+        return recorder
 
     async def finalize_pod(self, pod: Obj) -> None:
         meta = pod["metadata"]
@@ -280,6 +289,7 @@ class NodeAgent:
         self._allocatable: Obj | None = None
         self.pressure = pressure or default_pressure(runtime)
         self._ready_since = rfc3339()
+        self._pressure_reported: dict[str, bool] = {}  # condition type -> pressure, as last posted
 
     @staticmethod
     def default_name() -> str:
@@ -364,7 +374,7 @@ class NodeAgent:
         }
 
     async def register(self) -> None:
-        self.pressure.update()
+        await self._measure()
         node = self.node_object()
         self._allocatable = node["status"]["allocatable"]
         existing = await self.client.get_or_none("v1", "nodes", self.name)
@@ -383,10 +393,19 @@ class NodeAgent:
         await self.client.patch("v1", "nodes", self.name, patch)
         await self.client.patch("v1", "nodes", self.name, {"status": node["status"]}, subresource="status")
 
+    async def _measure(self) -> None:
+        """Measure the host's pressure (off the loop: a stuck filesystem must not stall it) and
+        record the kubelet's Node events for what changed (NodeHasDiskPressure, ...)."""
+        now = await asyncio.to_thread(self.pressure.update)
+        changed = [t for t, on in now.items() if self._pressure_reported.get(t) != on]
+        self._pressure_reported = now
+        for reason in self.pressure.event_reasons(changed):
+            await self.api.node_event(reason)
+
     async def report_status(self) -> None:
         """Measure the host and post the Node's conditions (the node lifecycle controller taints
         the node by them) and the kernels pods may pick; once a heartbeat."""
-        self.pressure.update()
+        await self._measure()
         self.metrics.running_pods.set(len(await self.runtime.list_sandboxes()))
         node = self.node_object()
         conditions = {"status": {"conditions": node["status"]["conditions"]}}

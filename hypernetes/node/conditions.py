@@ -228,6 +228,16 @@ class NodePressure:
             out[c.type] = pressure
         return out
 
+    def event_reasons(self, types: list[str]) -> list[str]:
+        """The kubelet's Node event reasons for these conditions as they are now
+        (NodeHasDiskPressure, NodeHasSufficientMemory, ...)."""
+        out = []
+        for c in CONDITIONS:
+            if c.type in types:
+                reason = (c.on if self._status.get(c.type, (False, 0.0))[0] else c.off)[0]
+                out.append(reason.replace("Kubelet", "Node", 1))
+        return out
+
     def conditions(self, heartbeat: str) -> list[Obj]:
         """The pressure conditions as Node status conditions, from the last `update`."""
         out = []
