@@ -26,11 +26,11 @@ from hypernetes.api.schema import schemas
 from hypernetes.api.schema.printers import Context
 from hypernetes.api.tenancy import build_tenancy
 from hypernetes.controllers import tenant
+from hypernetes.objects import Obj
 from tests.support.apifixtures import running_api
 from tests.support.apiserver import ApiServerThread
 from tests.support.memstore import MemoryStore
 
-JSON = dict[str, Any]
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 # how OpenAPI names the action of each verb ("watch" is the list operation's ?watch=true)
@@ -68,8 +68,8 @@ class Served:
 
     group: str
     version: str
-    resource: JSON
-    subresources: dict[str, JSON]
+    resource: Obj
+    subresources: dict[str, Obj]
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -98,7 +98,7 @@ def served(api: ApiServerThread) -> dict[tuple[str, str, str], Served]:
 
 
 @pytest.fixture(scope="module")
-def openapi(api: ApiServerThread) -> dict[str, JSON]:
+def openapi(api: ApiServerThread) -> dict[str, Obj]:
     """The served /openapi/v3 documents, by group-version ("v1", "apps/v1")."""
     docs = {}
     for path, entry in get(api, "/openapi/v3")["paths"].items():
@@ -108,12 +108,12 @@ def openapi(api: ApiServerThread) -> dict[str, JSON]:
     return docs
 
 
-def sample(kind: Kind) -> JSON:
+def sample(kind: Kind) -> Obj:
     """A minimal object of `kind` as the server stores it: metadata and the kind's defaults."""
-    meta: JSON = {"name": "sample", "uid": "0", "creationTimestamp": "2025-12-31T23:00:00Z"}
+    meta: Obj = {"name": "sample", "uid": "0", "creationTimestamp": "2025-12-31T23:00:00Z"}
     if kind.namespaced:
         meta["namespace"] = "default"
-    obj: JSON = {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta}
+    obj: Obj = {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta}
     schema.apply_defaults(kind, obj)
     return obj
 
@@ -124,7 +124,7 @@ def _paths(kind: Kind) -> tuple[str, str]:
     return f"{base}/{kind.plural}", f"{base}/{kind.plural}/{{name}}"
 
 
-def _actions(path_item: JSON | None) -> dict[str, JSON]:
+def _actions(path_item: Obj | None) -> dict[str, Obj]:
     """action -> operation of one OpenAPI path."""
     ops = [op for m, op in (path_item or {}).items() if m in ("get", "put", "post", "patch", "delete")]
     return {op["x-kubernetes-action"]: op for op in ops}
@@ -142,7 +142,7 @@ def _pod_specs(definition: str, path: str = "", seen: frozenset[str] = frozenset
             yield from _pod_specs(ref, here, seen | {definition})
 
 
-def entry_problems(kind: Kind, doc: JSON) -> list[str]:
+def entry_problems(kind: Kind, doc: Obj) -> list[str]:
     """What the entry of `kind` lacks, or where the OpenAPI document `doc` of its group-version
     disagrees with it. Empty when the kind is complete."""
     problems = []
@@ -170,7 +170,7 @@ def entry_problems(kind: Kind, doc: JSON) -> list[str]:
                     f"{name}: its row has {len(cells)} cells for {len(kind.printer.columns)} columns"
                 )
     for label, path in kind.field_selectors.items() if kind.definition in schemas.definitions() else ():
-        node: JSON | None = {"$ref": kind.definition}
+        node: Obj | None = {"$ref": kind.definition}
         for key in path.split("."):
             node = schemas.prop(node, key)
         if node is None:
@@ -208,7 +208,7 @@ def test_the_served_kinds_are_the_registry(served: dict[tuple[str, str, str], Se
 
 
 def test_every_served_kind_has_a_complete_entry(
-    served: dict[tuple[str, str, str], Served], openapi: dict[str, JSON]
+    served: dict[tuple[str, str, str], Served], openapi: dict[str, Obj]
 ) -> None:
     problems = []
     for group, version, plural in served:
@@ -296,7 +296,7 @@ def _pod() -> Kind:
     ],
 )
 def test_the_check_catches_a_piece_taken_from_an_entry(
-    openapi: dict[str, JSON], change: JSON, problem: str
+    openapi: dict[str, Obj], change: Obj, problem: str
 ) -> None:
     broken = dataclasses.replace(_pod(), **change)
     try:
@@ -306,7 +306,7 @@ def test_the_check_catches_a_piece_taken_from_an_entry(
     assert any(p.startswith(problem) for p in found), found
 
 
-def test_the_check_catches_a_printer_whose_row_and_columns_differ(openapi: dict[str, JSON]) -> None:
+def test_the_check_catches_a_printer_whose_row_and_columns_differ(openapi: dict[str, Obj]) -> None:
     pod = _pod()
     assert pod.printer is not None
     short = Printer(pod.printer.columns[:-1], pod.printer.row)
@@ -323,7 +323,7 @@ def test_the_check_catches_a_printer_whose_row_and_columns_differ(openapi: dict[
     ],
 )
 def test_the_check_catches_a_path_missing_from_openapi(
-    openapi: dict[str, JSON], path: str, problem: str
+    openapi: dict[str, Obj], path: str, problem: str
 ) -> None:
     assert entry_problems(_pod(), openapi["v1"]) == []
     doc = copy.deepcopy(openapi["v1"])

@@ -17,10 +17,10 @@ import pytest
 from hypernetes.api.authn import UserInfo
 from hypernetes.api.authz import Attributes, Decision, GroupAuthorizer
 from hypernetes.api.client import ApiException
+from hypernetes.objects import Obj
 from tests.support.apifixtures import API_STORES, on_store, running_api
 from tests.support.apiserver import ApiServerThread, async_client
 
-JSON = dict[str, Any]
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 CM = "/api/v1/namespaces/default/configmaps"
 
@@ -56,7 +56,7 @@ class Raw:
             return resp.status, resp.headers.get("Content-Type", ""), parsed
 
 
-def lines(body: Any) -> list[JSON]:
+def lines(body: Any) -> list[Obj]:
     """Watch events from a body Raw parsed (one event parses as JSON) or kept as text."""
     if isinstance(body, dict):
         return [body]
@@ -355,7 +355,7 @@ async def test_deletecollection(api: ApiServerThread) -> None:
 async def test_server_side_apply_ownership(api: ApiServerThread) -> None:
     async with client(api) as c:
         path = CM + "/ssa"
-        cfg: JSON = {"apiVersion": "v1", "kind": "ConfigMap",
+        cfg: Obj = {"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": "ssa", "labels": {"a": "1"}}, "data": {"x": "1", "y": "1"}}
         apply_ct = "application/apply-patch+yaml"
         created = await c.request("PATCH", path, cfg, {"fieldManager": "alice"}, apply_ct)

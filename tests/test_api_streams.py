@@ -10,7 +10,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -18,8 +17,6 @@ from tests.support.apifixtures import running_api
 from tests.support.apiserver import ApiServerThread, kubectl_path
 from tests.support.listening import forwarded_port
 from tests.support.podproxy import ScriptedProxy
-
-JSON = dict[str, Any]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from hypernetes.objects import Obj
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import ControllersThread
@@ -25,7 +26,6 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 
-Obj = dict[str, Any]
 PVS = "/api/v1/persistentvolumes"
 CLASSES = "/apis/storage.k8s.io/v1/storageclasses"
 BACKING_FILE = "local.hypernetes.io/backing-file"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
+from hypernetes.objects import Obj
 from hypernetes.objects.taints import UNSCHEDULABLE
 from hypernetes.scheduler.placement import feasible, node_infos
 from tests.support.apifixtures import have_kubectl
@@ -21,7 +22,6 @@ from tests.support.nodes import NodesCluster
 from tests.support.tenants import TenantWorld
 from tests.support.waiting import wait_for
 
-Obj = dict[str, Any]
 CONTROLLERS = ("serviceaccount", "replicaset", "nodelifecycle", "tainteviction")
 
 pytestmark = pytest.mark.skipif(not have_kubectl("1.32"), reason="kubectl 1.32 is not installed")

@@ -37,11 +37,11 @@ from hypernetes.node.network import (
     guest_hosts,
     tap_name,
 )
+from hypernetes.objects import Obj
 from tests.support.apiserver import ApiServerThread, async_client
 from tests.support.netns import Namespaces, leftovers, ns_socket, sh, unique_prefix
 from tests.support.waiting import wait_for_async
 
-Obj = dict[str, Any]
 NODE = "node1"
 GV = "hypernetes.io/v1"
 CIDR, GW = "10.1.0.0/24", "10.1.0.1"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from hypernetes.node.podspec import container_spec
+from hypernetes.objects import Obj
 from hypernetes.runtime.podsize import pod_vm
 from hypernetes.runtime.sizing import GUEST_OVERHEAD, MiB, vm_size
 from hypernetes.scheduler.loop import Scheduler
@@ -23,13 +24,12 @@ from tests.support.controllers import ControllersThread
 from tests.support.tenants import KIND, TenantWorld
 from tests.support.waiting import wait_for, wait_for_async
 
-JSON = dict[str, Any]
 PODS = KIND["pods"]
 # the VM of a pod whose one container asks for 1 byte: the guest overhead, rounded up to a MiB
 SMALLEST_VM = GUEST_OVERHEAD + MiB
 
 
-def milli_memory_pod(name: str, namespace: str) -> JSON:
+def milli_memory_pod(name: str, namespace: str) -> Obj:
     body = PODS.body(name, namespace)
     body["spec"]["containers"][0]["resources"] = {"limits": {"memory": "512m", "cpu": "100m"}}
     return body
@@ -73,7 +73,7 @@ def test_a_kilo_is_1000_bytes_in_quotas(tenants: tuple[TenantWorld, ControllersT
     world, controllers = tenants
     h = world.http(world.fresh_tenant("kilo", {"quota": {"ephemeral-storage": "1k"}}))
 
-    def pod(name: str, size: str) -> JSON:
+    def pod(name: str, size: str) -> Obj:
         body = PODS.body(name, "kilo-a")
         body["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {"sizeLimit": size}}]
         return body

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from hypernetes.objects import Obj
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
 from tests.support.tenants import MERGE, TenantWorld, assert_forbidden, kubectl_forbidden
 
 pytestmark = pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
 
-JSON = dict[str, Any]
 PVS = "/api/v1/persistentvolumes"
 CLASSES = "/apis/storage.k8s.io/v1/storageclasses"
 NOT_OURS = "not supported by hypernetes"
@@ -34,18 +34,18 @@ def claims_path(ns: str, name: str = "") -> str:
     return f"/api/v1/namespaces/{ns}/persistentvolumeclaims" + (f"/{name}" if name else "")
 
 
-def claim(name: str, size: str = "1Gi", **spec: Any) -> JSON:
-    body: JSON = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+def claim(name: str, size: str = "1Gi", **spec: Any) -> Obj:
+    body: Obj = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
     body["spec"].update(spec)
     return body
 
 
-def local_pv(name: str, node: str, tenant: str | None = None, size: str = "1Gi", **spec: Any) -> JSON:
-    meta: JSON = {"name": name}
+def local_pv(name: str, node: str, tenant: str | None = None, size: str = "1Gi", **spec: Any) -> Obj:
+    meta: Obj = {"name": name}
     if tenant:
         meta["labels"] = {"hypernetes.io/tenant": tenant}
-    body: JSON = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta, "spec": {
+    body: Obj = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta, "spec": {
         "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
         "csi": {"driver": "local.hypernetes.io", "volumeHandle": name, "fsType": "ext4"},
         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
@@ -54,7 +54,7 @@ def local_pv(name: str, node: str, tenant: str | None = None, size: str = "1Gi",
     return body
 
 
-def storage_class(name: str, **fields: Any) -> JSON:
+def storage_class(name: str, **fields: Any) -> Obj:
     return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
             "provisioner": "local.hypernetes.io", **fields}
 
@@ -147,7 +147,7 @@ def test_claim_gets_default_class_finalizer_and_no_status(world: TenantWorld) ->
     assert world.op("POST", claims_path("default"), claim("ops"))["spec"]["storageClassName"] == "local"
 
 
-def class_of(obj: JSON) -> str:
+def class_of(obj: Obj) -> str:
     return str(obj["spec"].get("storageClassName"))
 
 
@@ -183,7 +183,7 @@ PVC = claim("c")
 SC = storage_class("s")
 
 
-def _with(body: JSON, path: str, value: Any) -> JSON:
+def _with(body: Obj, path: str, value: Any) -> Obj:
     out = copy.deepcopy(body)
     node = out
     keys = path.split(".")
@@ -197,7 +197,7 @@ def _with(body: JSON, path: str, value: Any) -> JSON:
 
 
 # (id, where to post, body, field, what the message says)
-INVALID: list[tuple[str, str, JSON, str, str]] = [
+INVALID: list[tuple[str, str, Obj, str, str]] = [
     ("rwx", "pvc", _with(PVC, "spec.accessModes", ["ReadWriteMany"]), "spec.accessModes", NOT_OURS),
     ("rwop", "pvc", _with(PVC, "spec.accessModes", ["ReadWriteOncePod"]), "spec.accessModes",
      "attached read-write to one pod VM at a time"),
@@ -248,7 +248,7 @@ INVALID: list[tuple[str, str, JSON, str, str]] = [
 
 @pytest.mark.parametrize(("where", "body", "field", "text"), [c[1:] for c in INVALID],
                          ids=[c[0] for c in INVALID])
-def test_invalid_is_refused_with_its_field(world: TenantWorld, where: str, body: JSON, field: str,
+def test_invalid_is_refused_with_its_field(world: TenantWorld, where: str, body: Obj, field: str,
                                            text: str) -> None:
     path = {"pvc": claims_path("default"), "pv": PVS, "sc": CLASSES}[where]
     r = world.http("operator").post(path + "?dryRun=All", json=body)
@@ -264,7 +264,7 @@ def test_kubectl_says_why_rwx_is_refused(world: TenantWorld) -> None:
             f'"ReadWriteMany": {NOT_OURS}') in out.stderr, out.stderr
 
 
-def grow(size: str) -> JSON:
+def grow(size: str) -> Obj:
     return {"spec": {"resources": {"requests": {"storage": size}}}}
 
 

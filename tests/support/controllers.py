@@ -17,11 +17,11 @@ import pytest
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import ControllerManager
+from hypernetes.objects import Obj
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 
 T = TypeVar("T")
-Obj = dict[str, Any]
 FAKE = "fake.hypernetes.io/"  # pod annotations that tell the fake kubelet what to do
 
 

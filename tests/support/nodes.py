@@ -10,17 +10,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import ControllerManager
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
+from hypernetes.objects import Obj
 from hypernetes.scheduler.loop import Scheduler
 from hypernetes.scheduler.placement import SPREADING
 from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import ControllersThread
-
-Obj = dict[str, Any]
 
 
 def now() -> str:

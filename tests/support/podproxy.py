@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
-
-JSON = dict[str, Any]
+from hypernetes.objects import Obj
 
 
 class ScriptedProxy:
@@ -20,7 +18,7 @@ class ScriptedProxy:
         self.echo: asyncio.Server | None = None
         self.cancelled: list[str] = []
 
-    async def logs(self, pod: JSON, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+    async def logs(self, pod: Obj, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         if container == "broken":
             raise PodProxyError(f'container "{container}" is waiting to start')
         lines = [f"line {i} of {container}\n".encode() for i in range(5)]
@@ -32,7 +30,7 @@ class ScriptedProxy:
             await asyncio.sleep(0.2)
             yield b"followed\n"
 
-    async def exec(self, pod: JSON, container: str, command: list[str], io: StreamIO) -> int:
+    async def exec(self, pod: Obj, container: str, command: list[str], io: StreamIO) -> int:
         if command[0] == "echo":
             await io.write_stdout((" ".join(command[1:]) + "\n").encode())
             return 0
@@ -56,11 +54,11 @@ class ScriptedProxy:
             return 0
         raise PodProxyError(f"executable file not found: {command[0]}")
 
-    async def attach(self, pod: JSON, container: str, io: StreamIO) -> int:
+    async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
         await io.write_stdout(b"attached\n")
         return 0
 
-    async def port_forward(self, pod: JSON, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Port 80 of every pod is an upper-casing echo server on 127.0.0.1."""
         if port != 80:
             raise PodProxyError(f"connection refused on port {port}")

@@ -24,10 +24,10 @@ import httpx
 import kubernetes.client as kc
 
 from hypernetes.api.audit import AuditLog
+from hypernetes.objects import Obj as JSON
 from tests.support.apiserver import ApiServerThread
 from tests.support.waiting import wait_for
 
-JSON = dict[str, Any]
 IMAGE = "registry.invalid/busybox:1"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 USERS_PATH = "/apis/hypernetes.io/v1/users"
