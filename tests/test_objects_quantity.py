@@ -306,6 +306,8 @@ def test_values_past_int64_are_refused_not_built() -> None:
     assert str(q) == "10e999999999"
     with pytest.raises(QuantityError, match="too large"):
         q.value()
+    with pytest.raises(QuantityError):  # an exponent past int32 (upstream would wrap it around)
+        Quantity.parse("1e" + "9" * 5000)
 
 
 def test_comparison_is_by_value() -> None:

@@ -98,7 +98,7 @@ def _interpret(suffix: str) -> tuple[int, int, Format]:
         return 2, _BINARY[suffix], Format.BINARY_SI
     if len(suffix) > 1 and suffix[0] in "eE":
         digits = suffix[1:].removeprefix("+").removeprefix("-")
-        if digits and all(c in _DIGITS for c in digits):
+        if 0 < len(digits) <= 10 and all(c in _DIGITS for c in digits):  # int32 has 10 digits
             exponent = int(suffix[1:])
             if -_INT32 <= exponent < _INT32:
                 return 10, exponent, Format.DECIMAL_EXPONENT
