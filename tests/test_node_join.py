@@ -228,6 +228,9 @@ def test_pods_on_two_joined_hosts_serve_logs_and_exec(
             )
             assert ran.stdout == "via node\n" and ran.returncode == 3, ran.stderr
             assert port_forwarded(cp, name, "/etc/hostname") == f"{name}\n"
+            # attach goes the same way (the node's server): refused stdin says why
+            refused = cp.kubectl("attach", "-i", name, check=False, input="x\n")
+            assert "does not keep stdin open" in refused.stderr, refused.stderr
         # a host dies (agent and VMs): its VMs are gone with it, the other host keeps serving
         n2 = nodes[1]
         n2.kill()

@@ -151,7 +151,20 @@ class NodePodProxy:
         return await _pump(proc, io)
 
     async def attach(self, pod: Obj, container: str, io: StreamIO) -> int:
-        raise PodRuntimeError("attach is not supported yet: use kubectl logs -f and kubectl exec")
+        """The main process's output from now on, its stdin if the container keeps it open; the
+        session ends when the process does (runtime/attach.py)."""
+        name = self._container(pod, container)
+        spec = next(c for c in pod["spec"]["containers"] if c["name"] == name)
+        if io.stdin and not spec.get("stdin"):
+            raise PodRuntimeError(
+                f"cannot attach to the stdin of container {name}: it does not keep stdin open "
+                "(set stdin: true in its spec), attach without -i"
+            )
+        try:
+            proc = await self.runtime.attach(sandbox_id(pod), name)
+        except SandboxNotFound:
+            raise PodRuntimeError(f"pod {pod['metadata']['name']} has no running sandbox") from None
+        return await _pump(proc, io)
 
     async def port_forward(self, pod: Obj, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to `port` of the pod, over its tenant network (a pod without one has no

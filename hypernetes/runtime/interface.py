@@ -318,6 +318,11 @@ class Runtime(abc.ABC):
         """Wait until the container's current instance has exited."""
 
     @abc.abstractmethod
+    async def attach(self, sandbox_id: str, container: str) -> Process:
+        """A handle on the running container's main process (`kubectl attach`): its output from
+        now on, its stdin if the container keeps stdin open, resize if it has a terminal."""
+
+    @abc.abstractmethod
     async def adopt(self) -> list[SandboxStatus]:
         """Take over the sandboxes an earlier process on this root left (a node agent restart)
         and return them; clear, leaving nothing behind, every one that cannot be taken over.

@@ -10,14 +10,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Generic, Protocol, TypeVar
 
+from hypernetes.runtime.attach import AttachedContainer
 from hypernetes.runtime.interface import (
     ContainerNotFound,
+    ContainerSpec,
     ContainerState,
     ContainerStatus,
     ExitStatus,
     LogLine,
     PodRuntimeError,
     PodSpec,
+    Process,
     SandboxNotFound,
     SandboxState,
     SandboxStatus,
@@ -29,6 +32,12 @@ class ContainerRecord(Protocol):
     status: ContainerStatus
     log: LogWriter
     done: asyncio.Event
+
+    @property
+    def spec(self) -> ContainerSpec: ...
+
+    @property
+    def main(self) -> Process | None: ...
 
 
 C = TypeVar("C", bound=ContainerRecord)
@@ -90,6 +99,21 @@ class SandboxTable(Generic[S, C]):
         c = self._container(self._get(sandbox_id), container)
         await c.done.wait()
         return c.status
+
+    async def attach(self, sandbox_id: str, container: str) -> Process:
+        c = self._container(self._get(sandbox_id), container)
+        if c.main is None or c.status.state is not ContainerState.RUNNING:
+            raise PodRuntimeError(f"container {container} is not running")
+        skip = 0  # what was written before the client came is `kubectl logs`', not the attach's
+        async for _ in container_logs(c.log.path, c.done, False, False):
+            skip += 1
+
+        async def wait() -> ExitStatus:
+            status = await self.wait_container(sandbox_id, container)
+            return status.exit or ExitStatus()
+
+        lines = container_logs(c.log.path, c.done, True, False)
+        return AttachedContainer(c.main, c.spec, lines, skip, wait)
 
 
 # --- a container's status, the same under every runtime ----------------------------------------
