@@ -213,7 +213,9 @@ async def test_a_component_alone_serves_the_process_registry(tmp_path: Path) -> 
         node.running_pods.set(3)
         async with httpx.AsyncClient() as c:
             with attached(node.registry):
-                during = _families((await c.get(f"http://127.0.0.1:{port}/metrics")).text)
+                text = (await c.get(f"http://127.0.0.1:{port}/metrics")).text
+                during = _families(text)
+            assert "_created" not in text  # as upstream's exposition: no creation-time series
             after = _families((await c.get(f"http://127.0.0.1:{port}/metrics")).text)
         assert during["kubelet_running_pods"] == [("kubelet_running_pods", {}, 3.0)]
         assert "kubelet_running_pods" not in after and "process_cpu_seconds" in after
