@@ -620,3 +620,53 @@ def test_up_refuses_bad_store_flags(tmp_path: Path, args: list[str], words: str)
         timeout=60,
     )
     assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not have_etcd(), reason="etcd is not installed")
+async def test_backup_and_restore_with_etcdctl_snapshot(tmp_path: Path) -> None:
+    """docs/cluster.md's backup and restore: `etcdctl snapshot save` while the store runs, then
+    `snapshot restore` into the member's data dir: the store reads the state of the snapshot."""
+    with etcd_cluster(tmp_path / "etcd") as cluster:
+        s = store_on(cluster, prefix="")
+        await s.create("/registry/configmaps/default/a", b"a")
+        await s.create("/registry/configmaps/default/b", b"b")
+        snap = tmp_path / "backup.db"
+        etcdctl(cluster, "snapshot", "save", str(snap))
+        at_snapshot = await s.current_revision()
+        await s.create("/registry/configmaps/default/after", b"c")
+        await s.delete("/registry/configmaps/default/a")
+        await s.close()
+
+        m = cluster.members[0]
+        cluster.kill(m)
+        restored = m.data_dir.with_name(m.data_dir.name + "-restored")
+        subprocess.run(
+            [
+                ETCDCTL,
+                "snapshot",
+                "restore",
+                str(snap),
+                f"--name={m.name}",
+                f"--data-dir={restored}",
+                f"--initial-cluster={m.name}={m.peer_url}",
+                f"--initial-advertise-peer-urls={m.peer_url}",
+                "--initial-cluster-token=restored",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        m.data_dir = restored
+        await asyncio.to_thread(cluster.restart, m)
+
+        s = store_on(cluster, prefix="")
+        items = await s.list("/registry/configmaps/")
+        assert [(kv.key, kv.value) for kv in items.items] == [
+            ("/registry/configmaps/default/a", b"a"),
+            ("/registry/configmaps/default/b", b"b"),
+        ]
+        assert items.revision == at_snapshot
+        assert await s.create("/registry/configmaps/default/new", b"n") == at_snapshot + 1
+        await s.close()

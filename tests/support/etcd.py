@@ -9,6 +9,7 @@ ports. Every member runs in its own process group in a temp dir and is always ki
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import ipaddress
 import json
@@ -37,6 +38,11 @@ _START_TRIES = 5
 
 def have_etcd() -> bool:
     return os.access(ETCD, os.X_OK) and os.access(ETCDCTL, os.X_OK)
+
+
+def _die_with_parent() -> None:
+    """A member outlives no test run, even one killed with SIGKILL (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -244,7 +250,12 @@ class EtcdCluster:
             ]
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(
-                args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                args,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def log_tail(self, m: Member, lines: int = 15) -> str:
