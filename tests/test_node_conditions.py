@@ -178,6 +178,8 @@ def test_thresholds_in_kubelet_syntax() -> None:
     assert [str(x) for x in t] == ["memory.available<104857600", "nodefs.inodesFree<5%", "pid.available<1000"]
     assert t[1].limit(2000) == 100 and t[0].limit(1) == 100 * MiB
     assert parse_thresholds("") == ()
+    pressure = NodePressure(Path("/"), Path("/"), parse_thresholds("nodefs.available<1Mi"))
+    assert pressure.threshold(NODEFS, 10 * MiB) == MiB and pressure.threshold(MEMORY, 10 * MiB) == 0
 
 
 def _pod(name: str, **spec: Any) -> dict[str, Any]:
@@ -222,6 +224,12 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
         assert conditions["DiskPressure"]["status"] == "False"
         assert conditions["DiskPressure"]["reason"] == "KubeletHasNoDiskPressure"
         assert not node["spec"].get("taints")
+        # allocatable ephemeral-storage keeps nodefs.available's threshold (10%) back, as the kubelet's
+        assert node["status"]["capacity"]["ephemeral-storage"] == f"{TMPFS_SIZE // 1024}Ki"
+        assert (
+            node["status"]["allocatable"]["ephemeral-storage"]
+            == f"{(TMPFS_SIZE - TMPFS_SIZE // 10) // 1024}Ki"
+        )
         operator_taint = {"key": "example.com/maintenance", "value": "soon", "effect": "PreferNoSchedule"}
         await admin.patch("v1", "nodes", "node1", {"spec": {"taints": [operator_taint]}})
 
@@ -272,8 +280,9 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
         async def scheduling_message() -> str | None:
             pod = await admin.get("v1", "pods", "pending", "default")
             for c in (pod.get("status") or {}).get("conditions") or []:
-                if c["type"] == "PodScheduled" and c["status"] == "False":
-                    return str(c.get("message"))
+                # (the scheduler may answer "0/0 nodes" before its node cache fills)
+                if c["type"] == "PodScheduled" and c["status"] == "False" and "1 node(s)" in c["message"]:
+                    return str(c["message"])
             return None
 
         message = await wait_for_async(scheduling_message, what="the pod's PodScheduled=False")

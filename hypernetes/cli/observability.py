@@ -11,8 +11,6 @@ if TYPE_CHECKING:
     from hypernetes.node.conditions import NodePressure, Threshold
     from hypernetes.runtime.interface import Runtime
 
-DEFAULT_TRANSITION_PERIOD = 300.0  # upstream's evictionPressureTransitionPeriod
-
 
 def add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -58,7 +56,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def add_node_pressure_options(p: argparse.ArgumentParser) -> None:
-    from hypernetes.node.conditions import DEFAULT_EVICTION_HARD
+    from hypernetes.node.conditions import DEFAULT_EVICTION_HARD, DEFAULT_TRANSITION_PERIOD
 
     p.add_argument(
         "--eviction-hard",

@@ -27,7 +27,7 @@ from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.logfmt import bind
 from hypernetes.metrics import attach, detach
 from hypernetes.node.admission import Rejection, admit
-from hypernetes.node.conditions import NodePressure
+from hypernetes.node.conditions import NODEFS, NodePressure
 from hypernetes.node.metrics import NodeMetrics
 from hypernetes.node.network import PodNetworks
 from hypernetes.node.podspec import CLUSTER_KINDS, ConfigError, pod_claims, sandbox_id
@@ -81,13 +81,13 @@ def machine_capacity() -> tuple[int, int]:
     return cpus, mem_kib * 1024
 
 
-def disk_capacity(path: Path) -> tuple[int, int]:
+def disk_capacity(path: Path, pressure: NodePressure) -> tuple[int, int]:
     """(capacity, allocatable) ephemeral-storage in bytes: the size of the filesystem holding the
-    pods' scratch disks, and that less the kubelet's default hard eviction threshold
-    (nodefs.available < 10%), which pods may never take (the host's own files need it)."""
+    pods' scratch disks, and that less the hard eviction threshold of nodefs.available (10% by
+    default), which pods may never take: as the kubelet's allocatable."""
     st = os.statvfs(path)
     size = st.f_blocks * st.f_frsize
-    return size, size - size // 10
+    return size, size - pressure.threshold(NODEFS, size)
 
 
 class ClientNodeAPI:
@@ -303,7 +303,9 @@ class NodeAgent:
         disk: Obj = {}
         root = getattr(self.runtime, "root", None)  # where the pods' scratch disks are made
         if isinstance(root, Path):
-            size, allocatable_disk = disk_capacity(next(p for p in (root, *root.parents) if p.exists()))
+            size, allocatable_disk = disk_capacity(
+                next(p for p in (root, *root.parents) if p.exists()), self.pressure
+            )
             disk = {"capacity": f"{size // 1024}Ki", "allocatable": f"{allocatable_disk // 1024}Ki"}
         now = rfc3339()
         kernels = getattr(self.runtime, "kernels", None)  # admission lets pods pick only these

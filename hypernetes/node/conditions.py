@@ -228,6 +228,10 @@ class NodePressure:
             out[c.type] = pressure
         return out
 
+    def threshold(self, signal: str, capacity: int) -> int:
+        """How much of `signal` its threshold keeps back, for a resource of `capacity` (0: none)."""
+        return next((t.limit(capacity) for t in self.thresholds if t.signal == signal), 0)
+
     def event_reasons(self, types: list[str]) -> list[str]:
         """The kubelet's Node event reasons for these conditions as they are now
         (NodeHasDiskPressure, NodeHasSufficientMemory, ...)."""
