@@ -3,8 +3,10 @@
 A component makes its metrics on a `CollectorRegistry` of its own and, while it runs, attaches
 that registry here (`attached`); whoever serves /metrics for the process serves `REGISTRY`. In
 `hypernetes up` every component runs in one process, so the API server's /metrics shows them
-all. An API server's own request counters stay on its application (`exposition(app, REGISTRY)`):
-tests run several API servers in one process, and each must count only its own requests.
+all. An API server's own request counters stay on its application (its /metrics serves them
+and `REGISTRY`): tests run several API servers in one process, and each must count only its own
+requests. Two running components of one kind in one process (only tests do that) would show
+their series twice.
 
 Names follow upstream's where upstream has the metric (`apiserver_request_total`,
 `workqueue_depth`, `kubelet_pod_start_duration_seconds`, ...), `hypernetes_*` otherwise.
