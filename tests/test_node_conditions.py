@@ -328,6 +328,17 @@ async def test_a_full_disk_taints_the_node_the_scheduler_avoids_it_and_the_agent
             == conditions["MemoryPressure"]["lastTransitionTime"]
         )
 
+        # an agent started again (later) keeps the transition times of what did not change
+        again = NodeAgent(
+            node_client, runtime, "node1", pressure=NodePressure(small_fs / "rt", small_fs / "images")
+        )
+        await again.register()
+        restarted = {c["type"]: c for c in (await admin.get("v1", "nodes", "node1"))["status"]["conditions"]}
+        assert {t: c["lastTransitionTime"] for t, c in restarted.items()} == {
+            t: c["lastTransitionTime"] for t, c in after.items()
+        }
+        assert restarted["Ready"]["lastHeartbeatTime"] >= after["Ready"]["lastHeartbeatTime"]
+
         async def bound() -> str | None:
             pod = await admin.get("v1", "pods", "pending", "default")
             return str(pod["spec"].get("nodeName") or "") or None

@@ -376,10 +376,16 @@ class NodeAgent:
         }
 
     async def register(self) -> None:
+        existing = await self.client.get_or_none("v1", "nodes", self.name)
+        if existing is not None:  # a restarted agent: conditions that did not change keep their times
+            conditions = (existing.get("status") or {}).get("conditions") or []
+            self.pressure.seed(conditions)
+            ready: Obj = next((c for c in conditions if c.get("type") == "Ready"), {})
+            if ready.get("status") == "True" and ready.get("lastTransitionTime"):
+                self._ready_since = str(ready["lastTransitionTime"])
         await self._measure()
         node = self.node_object()
         self._allocatable = node["status"]["allocatable"]
-        existing = await self.client.get_or_none("v1", "nodes", self.name)
         if existing is None:
             try:
                 created = await self.client.create("v1", "nodes", node)

@@ -23,6 +23,8 @@ scheduler away; pods bound to the node anyway are refused as the kubelet's evict
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import logging
 import os
 import time
@@ -199,6 +201,17 @@ class NodePressure:
     _last_met: dict[str, float] = field(default_factory=dict)  # condition type -> when a threshold last was
     _status: dict[str, tuple[bool, float]] = field(default_factory=dict)  # type -> (pressure, since)
     _met: frozenset[str] = frozenset()
+
+    def seed(self, conditions: list[Obj]) -> None:
+        """Start from the conditions the Node has (an agent restarted): one whose status is
+        still what it was keeps its lastTransitionTime, as the kubelet's."""
+        for c in conditions:
+            if c.get("type") in {p.type for p in CONDITIONS} and c.get("status") in ("True", "False"):
+                with contextlib.suppress(TypeError, ValueError):
+                    since = calendar.timegm(
+                        time.strptime(str(c.get("lastTransitionTime")), "%Y-%m-%dT%H:%M:%SZ")
+                    )
+                    self._status[c["type"]] = (c["status"] == "True", float(since))
 
     def update(self) -> dict[str, bool]:
         """Measure, and return each condition's pressure (True: under pressure)."""
