@@ -8,18 +8,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, desired_taints
 from hypernetes.controllers.tainteviction import FOREVER, eviction_delay
+from hypernetes.objects import Obj
 from hypernetes.objects.taints import NOT_READY, UNREACHABLE, UNSCHEDULABLE
 from tests.support.apiserver import ApiServerThread
 from tests.support.nodes import NodesCluster as Cluster
 from tests.support.waiting import wait_for
 
-Obj = dict[str, Any]
 GRACE = 2.0  # node-monitor-grace-period
 TOLERATION = 3.0  # default-unreachable-toleration-seconds
 CONFIG = NodeLifecycleConfig(

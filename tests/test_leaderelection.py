@@ -25,6 +25,7 @@ import pytest
 
 from hypernetes.apiclient import ApiClient
 from hypernetes.leaderelection import ElectionTiming, LeaderElector
+from hypernetes.objects import Obj
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import FAKE, ControllersThread
@@ -32,7 +33,6 @@ from tests.support.etcd import etcd_cluster, have_etcd
 from tests.support.hosts import HYPERNETES
 from tests.support.waiting import wait_for
 
-Obj = dict[str, Any]
 QUICK = ElectionTiming(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
 ROOT = Path(__file__).resolve().parent.parent
 
