@@ -173,18 +173,18 @@ class ClientNodeAPI:
         """Through the shared recorder, as the kubelet's: a pod failing the same way again and
         again (an image that cannot be pulled) counts up one Event, not one Event a try."""
         ref = object_reference({"apiVersion": "v1", "kind": "Pod", **pod})  # list items may lack kind
-        await self._recorder().record(ref, type_, reason, message[:1024])
+        await self._events().record(ref, type_, reason, message[:1024])
 
     async def node_event(self, reason: str) -> None:
         """A Normal event about this Node, as the kubelet records its status changes."""
         # upstream's node reference: the node's name stands for its uid
         ref = {"kind": "Node", "apiVersion": "v1", "name": self.node_name, "uid": self.node_name}
-        await self._recorder().record(ref, "Normal", reason, f"Node {self.node_name} status is now: {reason}")
+        await self._events().record(ref, "Normal", reason, f"Node {self.node_name} status is now: {reason}")
 
-    def _recorder(self) -> EventRecorder:
-        recorder: EventRecorder | None = getattr(self, "_events", None)  # one per agent, on first use
+    def _events(self) -> EventRecorder:
+        recorder: EventRecorder | None = getattr(self, "_recorder", None)  # one per agent, on first use
         if recorder is None:
-            recorder = self._events = EventRecorder(
+            recorder = self._recorder = EventRecorder(
                 self.client, "kubelet", host=self.node_name, instance=self.node_name
             )
         return recorder
