@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.etcd import etcd_cluster, have_etcd
+from tests.support.guests import qemu_processes_under
 from tests.support.hosts import ControlPlane, hosts, node_ready, port_forwarded, start_node
 from tests.support.waiting import wait_for
 
@@ -55,9 +56,11 @@ def test_two_control_planes_two_nodes_on_three_etcd_members(
         served = underlay.expose(int(busybox_ref.split("/")[0].rsplit(":", 1)[1]))
         image = served + "/" + busybox_ref.split("/", 1)[1]
         nodes = [underlay.add(n) for n in ("n1", "n2")]
+        tokens: dict[str, str] = {}
         for host in nodes:  # nodes talk to cp2, the API server that stays
             allow = ["--allow-registry", served, "--insecure-registry", served]
-            start_node(host, cp2, cp2.token(), *allow, network=True)
+            tokens[host.name] = cp2.token()
+            start_node(host, cp2, tokens[host.name], *allow, network=True)
         for name in ("n1", "n2"):
             wait_for(lambda n=name: node_ready(cp2, n), timeout=90, interval=0.5, what=f"node {name}")
 
@@ -79,19 +82,28 @@ def test_two_control_planes_two_nodes_on_three_etcd_members(
             assert cp.kubectl("exec", name, "--", "cat", "/etc/hostname").stdout == f"{name}\n"
             assert port_forwarded(cp, name, "/etc/hostname") == f"{name}\n"
 
-        # node host n2 dies (agent and VMs): it goes NotReady, its pods come back on n1
+        # n2's agent dies and its VMs run on, unreachable: n2 goes NotReady, its pods come back on n1
         on_n2 = {p["metadata"]["name"] for p in pods if p["spec"]["nodeName"] == "n2"}
-        nodes[1].kill()
+        orphans = qemu_processes_under(nodes[1].data)
+        assert len(orphans) == 2
+        nodes[1].kill(vms=False)
         wait_for(lambda: not node_ready(cp2, "n2"), timeout=60, interval=1, what="n2 NotReady")
         pods = wait_for(
-            lambda: len(now := running(cp2, "app=web")) == 4
-            and not on_n2 & {p["metadata"]["name"] for p in now}
-            and now,
+            lambda: (
+                len(now := running(cp2, "app=web")) == 4
+                and not on_n2 & {p["metadata"]["name"] for p in now}
+                and now
+            ),
             timeout=180,
             interval=1,
             what="4 web pods again, none of n2's",
-        )  # fmt: skip
+        )
         assert {p["spec"]["nodeName"] for p in pods} == {"n1"}
+        # n2 comes back (as systemd restarts it: same command; it renews its saved credential) and
+        # stops the VMs of pods that are gone
+        start_node(nodes[1], cp2, tokens[nodes[1].name], *allow, network=True)
+        wait_for(lambda: node_ready(cp2, "n2"), timeout=90, interval=0.5, what="n2 back")
+        wait_for(lambda: not qemu_processes_under(nodes[1].data), timeout=60, what="n2's orphan VMs stopped")
 
         # the leading control plane dies: the other takes the leases, its controllers carry on
         cp1.stop()

@@ -57,13 +57,14 @@ class Host:
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh(*cmd, netns=self.name, check=check)
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = signal.SIGKILL, *, vms: bool = True) -> None:
         """Every process this host started and the pod VMs under its data dir, as a host dies
-        (VMs are in sessions of their own: they outlive an agent that stops, by design)."""
+        (VMs are in sessions of their own: they outlive an agent that stops, by design); with
+        vms=False only the processes, as when an agent dies and its VMs run on."""
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-        for pid in qemu_processes_under(self.data):
+        for pid in qemu_processes_under(self.data) if vms else ():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         for proc in self.procs:
