@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from hypernetes.apiclient import ApiClient
-from hypernetes.cli.cluster import _networks
+from hypernetes.cli.nodehost import node_networks
 from hypernetes.cli.main import build_parser
 from hypernetes.network.netns import local_subnets, run_in_netns
 
@@ -46,7 +46,7 @@ async def test_up_defaults_build_networks_on_the_host_with_its_subnets_as_manage
     assert args.network_netns is None and not args.no_network and args.network_management is None
     client = ApiClient("https://127.0.0.1:1", token="unused")
     try:
-        networks = _networks(args, client, "node-a")
+        networks = node_networks(args, client, "node-a")
     finally:
         await client.close()
     assert networks is not None, "tenant networks must be on by default as root"

@@ -461,7 +461,7 @@ def test_pull_secrets_to_pod_spec() -> None:
 def test_up_builds_the_node_policy_from_its_flags(tmp_path: Path) -> None:
     """`up`'s node agent: management networks given and the host's own subnets, plus the
     operator's allow-list; the operator's CLI stores get no policy."""
-    from hypernetes.cli.cluster import _registry_policy
+    from hypernetes.cli.nodehost import registry_policy
     from hypernetes.cli.main import build_parser
     from hypernetes.network.netns import local_subnets
 
@@ -476,7 +476,7 @@ def test_up_builds_the_node_policy_from_its_flags(tmp_path: Path) -> None:
             "10.99.0.0/16",
         ]
     )
-    policy = _registry_policy(args)
+    policy = registry_policy(args)
     assert [str(a) for a in policy.allow] == ["127.0.0.1:5000", "registry.example"]
     assert {str(n) for n in policy.management} == {"10.99.0.0/16", *local_subnets(None, "hn")}
     assert policy.vet("127.0.0.1", 5000) == ["127.0.0.1"]
