@@ -417,13 +417,15 @@ def _credentials(config: EtcdConfig) -> grpc.ChannelCredentials | None:
 
 def _target(config: EtcdConfig) -> tuple[str, list[tuple[str, Any]]]:
     """A gRPC target over every member, balanced round robin (a dead member is skipped once
-    its connection fails), with keepalives that notice a silent member within seconds."""
+    its connection fails), with keepalives that notice a silent member within 15 s."""
     hosts = [e.rpartition(":")[0].strip("[]") for e in config.endpoints]
     options: list[tuple[str, Any]] = [
         ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.keepalive_time_ms", 2_000),
-        ("grpc.keepalive_timeout_ms", 2_000),
-        ("grpc.keepalive_permit_without_calls", 1),
+        # etcd answers pings more often than every 5 s, or without a call open, with GOAWAY
+        # (--grpc-keepalive-min-time): ping every 10 s while calls (watches) are open
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
         ("grpc.max_receive_message_length", 64 << 20),
