@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hypernetes.node.podspec import container_spec
+from hypernetes.node.podspec import container_env, container_spec
 from hypernetes.objects import Obj
 from hypernetes.runtime.podsize import pod_vm
 from hypernetes.runtime.sizing import GUEST_OVERHEAD, MiB, vm_size
@@ -122,6 +122,24 @@ def test_the_node_boots_the_vm_admission_and_the_scheduler_sized() -> None:
     assert spec.memory_limit == 1 and spec.cpu_limit_millis == 100
     assert vm_size([spec]) == pod_vm(pod)
     assert pod_vm(pod).memory == SMALLEST_VM
+
+
+def test_the_downward_api_divides_by_upstream_quantities() -> None:
+    """resourceFieldRef divisors are quantities too: 1M of memory in units of 1k is 1000 (1024
+    would make it 977), 512m of memory in bytes is 1, and 1500m of CPU in 1m units is 1500."""
+    pod = milli_memory_pod("tiny", "default")
+    container = pod["spec"]["containers"][0]
+    container["resources"]["limits"] = {"memory": "1M", "cpu": "1500m", "ephemeral-storage": "512m"}
+    container["env"] = [
+        {"name": n, "valueFrom": {"resourceFieldRef": {"resource": r, "divisor": d}}}
+        for n, r, d in (
+            ("MEM", "limits.memory", "1k"),
+            ("DISK", "limits.ephemeral-storage", "1"),
+            ("CPU", "limits.cpu", "1m"),
+        )
+    ]
+    env = dict(container_env(pod, container, lookup=lambda *_: None))
+    assert (env["MEM"], env["DISK"], env["CPU"]) == ("1000", "1", "1500")
 
 
 @pytest.mark.skipif(not have_kubectl(), reason="kubectl 1.32 is not installed")
