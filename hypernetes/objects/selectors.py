@@ -27,6 +27,9 @@ from hypernetes.objects.formats import label_value, qualified_name
 EQUALS, DOUBLE_EQUALS, NOT_EQUALS = "=", "==", "!="
 IN, NOT_IN, EXISTS, DOES_NOT_EXIST = "in", "notin", "exists", "!"
 GREATER_THAN, LESS_THAN = "gt", "lt"
+_OPERATORS = frozenset(
+    (EQUALS, DOUBLE_EQUALS, NOT_EQUALS, IN, NOT_IN, EXISTS, DOES_NOT_EXIST, GREATER_THAN, LESS_THAN)
+)
 # metav1.LabelSelectorOperator -> selection.Operator
 _EXPRESSION_OPS = {"In": IN, "NotIn": NOT_IN, "Exists": EXISTS, "DoesNotExist": DOES_NOT_EXIST}
 
@@ -59,17 +62,7 @@ class Requirement:
             errs.append(
                 "values: Invalid value: for 'Gt', 'Lt' operators, exactly one integer value is required"
             )
-        elif op not in (
-            IN,
-            NOT_IN,
-            EQUALS,
-            DOUBLE_EQUALS,
-            NOT_EQUALS,
-            EXISTS,
-            DOES_NOT_EXIST,
-            GREATER_THAN,
-            LESS_THAN,
-        ):
+        elif op not in _OPERATORS:
             errs.append(f'operator: Unsupported value: "{op}"')
         errs += [f'values[{key}]: Invalid value: "{v}": {e}' for v in vals for e in label_value(v)]
         if errs:
@@ -102,8 +95,9 @@ class Requirement:
         return self.key + {GREATER_THAN: ">", LESS_THAN: "<"}.get(self.op, self.op) + values
 
 
-def _int64(value: str | None) -> int | None:
-    if value is None or not re.fullmatch(r"[+-]?[0-9]+", value):
+def _int64(value: object) -> int | None:
+    """strconv.ParseInt(value, 10, 64), or None."""
+    if not isinstance(value, str) or not re.fullmatch(r"[+-]?[0-9]{1,19}", value):
         return None
     n = int(value)
     return n if -(2**63) <= n < 2**63 else None
