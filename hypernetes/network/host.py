@@ -30,10 +30,14 @@ from hypernetes.network.state import (
     DEFAULT_LINK_POOL,
     RESERVED_IFNAMES,
     UPLINK,
+    VXLAN,
+    VXLAN_PORT,
     LinkAddresses,
     Network,
     NetworkState,
+    Overlay,
     link_addresses,
+    router_mac,
     validate,
     validate_ifname,
     validate_mac,
@@ -45,6 +49,9 @@ _TUNSETIFF = 0x400454CA
 _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000
 _IFF_VNET_HDR = 0x4000
+_NTF_SELF, _NTF_MASTER = 0x02, 0x04
+_NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
+_AF_BRIDGE = 7
 
 
 class NoBridgeError(RuntimeError):
@@ -177,6 +184,18 @@ class TenantNetworkHost:
             netns.run_in_netns(ns, lambda: self._router_links(net, link, host_fd))
         finally:
             os.close(host_fd)
+        ov = net.overlay
+        if ov is None:
+            netns.run_in_netns(ns, lambda: _delete_link(VXLAN))
+            return
+        if not netns.run_in_netns(ns, lambda: _vxlan_matches(net.id, ov.local)):
+            netns.run_in_netns(ns, lambda: _delete_link(VXLAN))
+            router_fd = netns.open_netns(ns)
+            try:
+                netns.run_in_netns(self.host_netns, lambda: _create_vxlan(net.id, ov.local, router_fd))
+            finally:
+                os.close(router_fd)
+        netns.run_in_netns(ns, lambda: _program_overlay(net, ov))
 
     def _router_links(self, net: Network, link: LinkAddresses, host_fd: int) -> None:
         with IPRoute() as ipr:
@@ -373,6 +392,92 @@ def _forget_stale_udp(net: Network, link: LinkAddresses) -> None:
         except NetlinkError as exc:
             if exc.code != errno.ENOENT:  # expired meanwhile
                 raise
+
+
+def _vxlan_matches(vni: int, local: str) -> bool:
+    with IPRoute() as ipr:
+        index = _lookup(ipr, VXLAN)
+        if index is None:
+            return False
+        data = ipr.get_links(index)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+        return data is not None and data.get("IFLA_VXLAN_ID") == vni and data.get("IFLA_VXLAN_LOCAL") == local
+
+
+def _create_vxlan(vni: int, local: str, router_fd: int) -> None:
+    """Called in the host's namespace: the device goes straight into the router namespace, its UDP
+    socket stays here, on the underlay. No learning (forwarding is programmed from the API), ARP
+    answered by the device from its neighbour table (`proxy`, so ARP never crosses hosts), and no
+    default (all-zeros) forwarding entry, so unknown and broadcast frames are never sent."""
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=VXLAN, kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=VXLAN_PORT,
+                 vxlan_learning=0, vxlan_proxy=1, vxlan_ttl=64, net_ns_fd=router_fd)
+
+
+def _fdb(ipr: IPRoute, index: int, flags: int) -> dict[str, str | None]:
+    """The link's static forwarding entries of one kind (self: the VXLAN's own, mac → remote
+    address; master: the bridge's, mac → this port)."""
+    out: dict[str, str | None] = {}
+    for e in ipr.get_neighbours(family=_AF_BRIDGE, ifindex=index):
+        if e["ifindex"] != index or not e["flags"] & flags or not e["state"] & (_NUD_NOARP | _NUD_PERMANENT):
+            continue
+        if flags == _NTF_MASTER and e["state"] & _NUD_PERMANENT:
+            continue  # the port's own address, the bridge's to keep
+        out[str(e.get_attr("NDA_LLADDR"))] = e.get_attr("NDA_DST")
+    return out
+
+
+def _program_overlay(net: Network, ov: Overlay) -> None:
+    """Called in the router namespace: make the VXLAN port's forwarding entries, its ARP answers and
+    the routes to the other hosts' routers exactly what `ov` says (l2population, programmed)."""
+    wanted = {p.mac: p.host for p in ov.remote_pods} | {router_mac(h): h for h in ov.peers}
+    arp = {p.ip: p.mac for p in ov.remote_pods}
+    with IPRoute() as ipr:
+        br, vx = _lookup(ipr, BRIDGE), _lookup(ipr, VXLAN)
+        assert br is not None and vx is not None
+        ipr.link("set", index=vx, master=br, mtu=net.mtu, state="up")
+        ipr.brport("set", index=vx, learning=0)
+        have = _fdb(ipr, vx, _NTF_SELF)
+        for mac, dst in have.items():
+            if wanted.get(mac) != dst:
+                ipr.fdb("del", ifindex=vx, lladdr=mac, dst=dst)
+        for mac, dst in wanted.items():
+            if have.get(mac) != dst:
+                ipr.fdb("append", ifindex=vx, lladdr=mac, dst=dst, state=_NUD_PERMANENT)
+        # the bridge's own entries, so it never floods a remote pod's frames to local ports
+        have_master = _fdb(ipr, vx, _NTF_MASTER)
+        for mac in set(have_master) - set(wanted):
+            ipr.fdb("del", ifindex=vx, lladdr=mac, flags=_NTF_MASTER)
+        for mac in set(wanted) - set(have_master):
+            ipr.fdb("add", ifindex=vx, lladdr=mac, flags=_NTF_MASTER, state=_NUD_NOARP)
+        # frames other hosts' routers send to this one's router MAC are the bridge's own
+        ipr.fdb("replace", ifindex=br, lladdr=router_mac(ov.local), flags=_NTF_SELF, state=_NUD_PERMANENT)
+        _set_neighbours(ipr, vx, arp)
+        # other hosts' SNAT addresses: on the segment, at their router's MAC
+        _set_neighbours(ipr, br, {h: router_mac(h) for h in ov.peers})
+        have_routes = {
+            r.get_attr("RTA_DST")
+            for r in ipr.get_routes(family=socket.AF_INET, oif=br)
+            if r["dst_len"] == 32 and r["proto"] == 4  # RTPROT_STATIC: ours
+        }
+        for h in have_routes - set(ov.peers):
+            ipr.route("del", dst=f"{h}/32", oif=br)
+        for h in set(ov.peers) - have_routes:
+            ipr.route("replace", dst=f"{h}/32", oif=br, proto=4)
+
+
+def _set_neighbours(ipr: IPRoute, index: int, wanted: dict[str, str]) -> None:
+    """Exactly these permanent IPv4 neighbours on the link (ip → mac); dynamic ones left alone."""
+    have = {
+        str(n.get_attr("NDA_DST")): str(n.get_attr("NDA_LLADDR"))
+        for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)
+        if n["ifindex"] == index and n["state"] & _NUD_PERMANENT
+    }
+    for ip, mac in have.items():
+        if wanted.get(ip) != mac:
+            ipr.neigh("del", dst=ip, ifindex=index)
+    for ip, mac in wanted.items():
+        if have.get(ip) != mac:
+            ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=index, state=_NUD_PERMANENT)
 
 
 def _lookup_once(ifname: str) -> int | None:

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from hypernetes.network.state import BRIDGE, UPLINK, LinkAddresses, Network
+from hypernetes.network.state import BRIDGE, UPLINK, VXLAN, VXLAN_PORT, LinkAddresses, Network, router_mac
 from hypernetes.objects import Obj
 
 # Router namespace tables, one per concern.
@@ -149,16 +149,33 @@ def router_ruleset(net: Network, link: LinkAddresses) -> list[Obj]:
 
 
 def _antispoof(r: Ruleset, net: Network) -> None:
-    """Bridge-family ingress check of every frame a port sends. Ports not listed (a stray link,
-    a future VXLAN port) send nothing at all: the base chain's policy is drop."""
+    """Bridge-family ingress check of every frame a port sends. Ports not listed (a stray link)
+    send nothing at all: the base chain's policy is drop. The VXLAN port is held to the same
+    rules with what the API says lives behind it: the remote pods' MAC and IP pairs (ARP too:
+    the VXLAN device answers ARP for them), and the other hosts' routers (their MAC, and their
+    underlay address as source: the SNAT of their service traffic)."""
     t = PORTS
     r.table(*t)
     r.chain(t, "from_ip")
     r.chain(t, "from_arp")
     r.chain(t, "prerouting", ("filter", "prerouting", -200, "drop"))
-    r.set(t, "macs", ["ifname", "ether_addr"], [concat(p.ifname, p.mac) for p in net.pods])
-    r.set(t, "ips", ["ifname", "ipv4_addr"], [concat(p.ifname, p.ip) for p in net.pods])
-    r.set(t, "arps", ["ifname", "ether_addr", "ipv4_addr"], [concat(p.ifname, p.mac, p.ip) for p in net.pods])
+    macs = [concat(p.ifname, p.mac) for p in net.pods]
+    ips = [concat(p.ifname, p.ip) for p in net.pods]
+    arps = [concat(p.ifname, p.mac, p.ip) for p in net.pods]
+    ov = net.overlay
+    if ov is not None:
+        macs += [concat(VXLAN, p.mac) for p in ov.remote_pods] + [concat(VXLAN, router_mac(h)) for h in ov.peers]
+        ips += [concat(VXLAN, p.ip) for p in ov.remote_pods] + [concat(VXLAN, h) for h in ov.peers]
+        arps += [concat(VXLAN, p.mac, p.ip) for p in ov.remote_pods]
+    r.set(t, "macs", ["ifname", "ether_addr"], macs)
+    r.set(t, "ips", ["ifname", "ipv4_addr"], ips)
+    r.set(t, "arps", ["ifname", "ether_addr", "ipv4_addr"], arps)
+    if ov is not None:
+        # The router's frames leave for other hosts with this host's router MAC: every host has
+        # the gateway's MAC, and a bridge must never see its own address come in from a port.
+        r.chain(t, "postrouting", ("filter", "postrouting", 0, "accept"))
+        r.rule(t, "postrouting", match(meta("oifname"), VXLAN), match(payload("ether", "saddr"), net.gateway_mac),
+               {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}})
     # Only the port's own MAC, and then only IPv4 and ARP (no IPv6, VLAN tags or other types).
     r.rule(t, "prerouting",
            match(concat(meta("iifname"), payload("ether", "saddr")), "@macs"),
@@ -188,6 +205,8 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
         for sp in s.ports if sp.node_port and not sp.endpoints
     })
     r.set(t, "cluster_ips", "ipv4_addr", cluster_ips)
+    peers = list(net.overlay.peers) if net.overlay is not None else []
+    r.set(t, "remote_routers", "ipv4_addr", peers)
     r.set(t, "dead_nodeports", ["inet_proto", "inet_service"], [concat(p, n) for p, n in dead_nodeports])
     refuse_rules(r, t, "refuse")
 
@@ -203,7 +222,15 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
            match(concat(meta("l4proto"), payload("th", "dport")), "@dead_nodeports"),
            {"goto": {"target": "refuse"}}, comment="node port without ready endpoints")
 
-    # Through the router.
+    # Through the router. An endpoint here answering another host's router (its SNAT address)
+    # sends the reply to its own gateway, this router, which never saw the flow: passed on over
+    # the segment untracked (routes to those addresses point at the other routers' MACs).
+    if net.overlay is not None:
+        r.chain(t, "raw", ("filter", "prerouting", -300, "accept"))
+        r.rule(t, "raw", match(meta("iifname"), BRIDGE), match(payload("ip", "daddr"), "@remote_routers"),
+               {"notrack": None})
+    r.rule(t, "forward", match(meta("iifname"), BRIDGE), match(meta("oifname"), BRIDGE),
+           match(payload("ip", "daddr"), "@remote_routers"), ACCEPT, comment="to other hosts' routers")
     r.rule(t, "forward", ESTABLISHED, ACCEPT)
     r.rule(t, "forward", INVALID, DROP)
     # A cluster IP still in place here was not DNAT'd: no ready endpoint, or not a service port.
@@ -255,7 +282,7 @@ def _nat(r: Ruleset, net: Network, link: LinkAddresses) -> None:
     # Replies from an endpoint must come back through this router to be un-DNAT'd: the client may
     # sit on the same bridge, where the endpoint would answer it directly from the wrong address.
     r.rule(t, "postrouting", match(meta("oifname"), BRIDGE), match(ct("status"), "dnat", "in"),
-           {"snat": {"family": "ip", "addr": net.snat_ip}}, comment="service hairpin")
+           {"snat": {"family": "ip", "addr": net.hairpin_ip}}, comment="service hairpin")
     r.rule(t, "postrouting", match(meta("oifname"), UPLINK), {"masquerade": None}, comment="egress")
 
 
@@ -300,6 +327,7 @@ def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Ne
     r.rule(t, "forward", match(meta("iifname"), "@routers"), match(payload("ip", "daddr"), "@management"),
            DROP)
     r.rule(t, "forward", match(meta("iifname"), "@no_egress"), DROP)
+    _vxlan_filter(r, t, nets)
 
     # Node ports: the host's own addresses, from outside or from the host itself; never from a
     # router (a pod reaches its services by cluster IP).
@@ -312,6 +340,29 @@ def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Ne
     r.rule(t, "postrouting", match(meta("iifname"), "@routers"), match(meta("oifname"), "@routers", "!="),
            {"masquerade": None})
     return r.commands()
+
+
+VNI = {"payload": {"base": "th", "offset": 96, "len": 24}}  # VXLAN header bytes 4-6, after UDP's 8
+
+
+def _vxlan_filter(r: Ruleset, t: tuple[str, str], nets: Sequence[Network]) -> None:
+    """VXLAN to this host's underlay address only from the hosts of that very VNI: an unknown
+    sender, or a known host sending into a network it does not share with us, is dropped before
+    the VXLAN driver sees it (the driver itself would take any sender, for any VNI with a device)."""
+    overlays = [(net.id, net.overlay) for net in nets if net.overlay is not None]
+    if not overlays:
+        return
+    local = overlays[0][1].local
+    verdicts = []
+    for vni, ov in overlays:
+        chain = f"vni_{vni}"
+        r.chain(t, chain)
+        if ov.peers:
+            r.rule(t, chain, match(payload("ip", "saddr"), anon_set(*sorted(ov.peers))), ACCEPT)
+        verdicts.append([vni, {"jump": {"target": chain}}])
+    to_us = [match(payload("ip", "daddr"), local), match(payload("udp", "dport"), VXLAN_PORT)]
+    r.rule(t, "input", *to_us, {"vmap": {"key": VNI, "data": anon_set(*verdicts)}})
+    r.rule(t, "input", *to_us, {"counter": None}, DROP, comment="VXLAN from an unknown host or for another VNI")
 
 
 # -- running nft ---------------------------------------------------------------------------

@@ -18,7 +18,10 @@ Protocol = Literal["TCP", "UDP"]
 IFNAMSIZ = 15  # usable characters of a Linux interface name (16 with the NUL)
 BRIDGE = "br0"  # inside a router namespace, which is ours alone, fixed names are safe
 UPLINK = "uplink"  # router end of the veth pair to the host
-RESERVED_IFNAMES = frozenset({"lo", BRIDGE, UPLINK})
+VXLAN = "vxlan0"  # the network's VXLAN port on the bridge (its UDP socket lives in the host's namespace)
+RESERVED_IFNAMES = frozenset({"lo", BRIDGE, UPLINK, VXLAN})
+VXLAN_PORT = 4789  # IANA
+VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 # The default pool stays below 169.254.128.0 so that 169.254.169.254 (cloud metadata) is never
 # routed to a router: 8192 networks per host, one /30 each.
 DEFAULT_LINK_POOL = "169.254.0.0/17"
@@ -61,6 +64,37 @@ class Pod:
 
 
 @dataclass(frozen=True)
+class RemotePod:
+    """A pod of the network on another host: its frames go to `host`, that host's underlay address."""
+
+    mac: str
+    ip: str
+    host: str
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The network as one L2 segment across hosts over VXLAN (VNI = the network's id).
+
+    local: this host's underlay address. It is also the source address of the service traffic
+    this host's router sends onto the segment (the hairpin SNAT): unique per host, so an endpoint
+    on another host answers this host's router, not its own (every host has the gateway's address
+    and MAC). peers: the underlay addresses of the other hosts of the network, the only ones it
+    accepts VXLAN from. remote_pods: forwarding and ARP entries, programmed, never learnt."""
+
+    local: str
+    peers: tuple[str, ...] = ()
+    remote_pods: tuple[RemotePod, ...] = ()
+
+
+def router_mac(underlay: str) -> str:
+    """The MAC this host's router uses on a segment (frames it sends over VXLAN, the address other
+    hosts reach its SNAT address at): from the host's underlay address, so every host agrees."""
+    b = ipaddress.IPv4Address(underlay).packed
+    return "06:68:" + ":".join(f"{x:02x}" for x in b)
+
+
+@dataclass(frozen=True)
 class Network:
     id: int  # small integer chosen by the controllers; names and link addresses derive from it
     cidr: str
@@ -72,6 +106,7 @@ class Network:
     service_ip: str | None = None
     pods: tuple[Pod, ...] = ()
     services: tuple[Service, ...] = ()
+    overlay: Overlay | None = None  # None: the network lives on this host alone
 
     @property
     def prefixlen(self) -> int:
@@ -79,7 +114,14 @@ class Network:
 
     @property
     def snat_ip(self) -> str:
+        """The router's own address on the bridge besides the gateway."""
         return self.service_ip or self.gateway
+
+    @property
+    def hairpin_ip(self) -> str:
+        """The source of service traffic the router sends onto the segment: with an overlay, this
+        host's underlay address (see Overlay), else `snat_ip`."""
+        return self.overlay.local if self.overlay is not None else self.snat_ip
 
     @property
     def gateway_mac(self) -> str:
@@ -180,6 +222,8 @@ def validate(state: NetworkState, prefix: str, pool: str) -> None:
                 raise ValueError(f"pod {pod.ifname}: MAC {pod.mac} is the gateway's")
             if _host_in(cidr, pod.ip, f"pod {pod.ifname} IP") in (gw, snat):
                 raise ValueError(f"pod {pod.ifname}: IP {pod.ip} is the router's")
+        if net.overlay is not None:
+            _validate_overlay(net, cidr)
         keys: list[tuple[str, str, int]] = []
         for svc in net.services:
             if svc.cluster_ip is None:
@@ -205,3 +249,26 @@ def validate(state: NetworkState, prefix: str, pool: str) -> None:
                         raise ValueError(f"node port {sp.protocol}/{sp.node_port} used twice")
                     node_ports.add(np)
         _unique(keys, f"service address in network {net.id}")
+
+
+def _validate_overlay(net: Network, cidr: ipaddress.IPv4Network) -> None:
+    ov = net.overlay
+    assert ov is not None
+    hosts = [ipaddress.IPv4Address(ov.local), *(ipaddress.IPv4Address(p) for p in ov.peers)]
+    _unique(hosts, f"underlay address in network {net.id}")
+    for h in hosts:
+        if h in cidr:  # the SNAT address and the routes to other hosts' routers would shadow pods
+            raise ValueError(f"network {net.id}: underlay address {h} is inside {cidr}")
+    if not 1 <= net.id < 1 << 24:
+        raise ValueError(f"network {net.id}: not a VNI")
+    local_macs = {p.mac for p in net.pods}
+    local_ips = {p.ip for p in net.pods}
+    _unique((p.mac for p in ov.remote_pods), f"remote MAC in network {net.id}")
+    _unique((p.ip for p in ov.remote_pods), f"remote pod IP in network {net.id}")
+    gw = ipaddress.IPv4Address(net.gateway)
+    for rp in ov.remote_pods:
+        validate_mac(rp.mac)
+        if rp.mac in local_macs or rp.ip in local_ips or rp.mac == net.gateway_mac:
+            raise ValueError(f"network {net.id}: remote pod {rp.ip}/{rp.mac} clashes with a local one")
+        if _host_in(cidr, rp.ip, "remote pod IP") == gw or rp.host not in ov.peers:
+            raise ValueError(f"network {net.id}: remote pod {rp.ip} on unknown host {rp.host}")

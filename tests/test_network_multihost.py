@@ -1,0 +1,243 @@
+"""Tenant networks across hosts over VXLAN, on real netlink and nftables: each host a namespace on
+an underlay bridge with its own `TenantNetworkHost`, pods as namespaces on its bridges (the VM
+path is the same tap on the same bridge; tests/test_network_e2e.py covers it on one host).
+
+Two tenants on the same CIDR, with the same pod addresses and MACs, each with a pod on both
+hosts: pods reach each other across hosts by IP, a ClusterIP reaches its endpoint on the other
+host, a NodePort answers on the host without an endpoint; nothing crosses between tenants; VXLAN
+forged on the underlay (unknown sender, a VNI the sender does not share, a spoofed inner source)
+reaches no pod; forwarding entries follow the pods; a host rebuilt from scratch works again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pytest
+
+from hypernetes.network import Endpoint, Network, NetworkState, Pod, Service, ServicePort, TenantNetworkHost
+from hypernetes.network.netns import delete as delete_netns
+from hypernetes.network.state import VXLAN_PORT, Overlay, RemotePod, router_mac
+from tests.support.netns import (
+    NO_ANSWER,
+    Namespaces,
+    Responder,
+    Sniffer,
+    leftovers,
+    sh,
+    tcp_ask,
+    udp_frame,
+    unique_prefix,
+)
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network plumbing needs root")
+
+UNDERLAY = "10.77.0.0/24"
+H1, H2, OUTSIDER = "10.77.0.1", "10.77.0.2", "10.77.0.9"
+CIDR, GW, CLUSTER_IP = "10.1.0.0/24", "10.1.0.1", "10.96.0.10"
+A, B, C = 7, 8, 9  # network ids: tenant A, tenant B (same CIDR), tenant C (on h2 only)
+POD1 = Pod("p1", "02:00:00:00:00:01", "10.1.0.5")  # on h1, in every network
+POD2 = Pod("p2", "02:00:00:00:00:02", "10.1.0.6")  # on h2, in every network
+NODE_PORT = 30080
+
+
+def network(
+    nid: int, here: Pod, there: Pod | None, local: str, peer: str | None, services: tuple[Service, ...] = ()
+) -> Network:
+    remote = (RemotePod(there.mac, there.ip, peer),) if there and peer else ()
+    overlay = Overlay(local, (peer,) if peer else (), remote)
+    return Network(id=nid, cidr=CIDR, gateway=GW, mtu=1450, pods=(here,), services=services, overlay=overlay)
+
+
+def web(endpoints: tuple[Endpoint, ...]) -> tuple[Service, ...]:
+    return (Service("a/web", CLUSTER_IP, (ServicePort("TCP", 80, endpoints, node_port=NODE_PORT),)),)
+
+
+@dataclass
+class World:
+    ns: Namespaces
+    h1: str
+    h2: str
+    outsider: str
+    host1: TenantNetworkHost
+    host2: TenantNetworkHost
+    pods: dict[tuple[int, str], str]  # (network, "p1"/"p2") -> the pod's namespace
+    state1: NetworkState
+    state2: NetworkState
+
+
+def states() -> tuple[NetworkState, NetworkState]:
+    ep = (Endpoint(POD2.ip, 8080),)  # the service's only endpoint is on h2
+    s1 = NetworkState((network(A, POD1, POD2, H1, H2, web(ep)), network(B, POD1, POD2, H1, H2)))
+    s2 = NetworkState(
+        (
+            network(A, POD2, POD1, H2, H1, web(ep)),
+            network(B, POD2, POD1, H2, H1),
+            network(C, POD2, None, H2, None),
+        )
+    )
+    return s1, s2
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    prefix = unique_prefix()
+    ns = Namespaces(prefix)
+    try:
+        under = ns.add("u")
+        sh("ip", "link", "add", "br0", "type", "bridge", netns=under)
+        sh("ip", "link", "set", "br0", "up", netns=under)
+        made = {}
+        for name, addr in (("h1", H1), ("h2", H2), ("o", OUTSIDER)):
+            host = ns.add(name)
+            sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", name, "netns", under, netns=host)
+            sh("ip", "addr", "add", f"{addr}/24", "dev", "eth0", netns=host)
+            sh("ip", "link", "set", "eth0", "up", netns=host)
+            sh("ip", "link", "set", name, "master", "br0", "up", netns=under)
+            made[name] = host
+        host1 = TenantNetworkHost(made["h1"], f"{prefix}a", management=[UNDERLAY])
+        host2 = TenantNetworkHost(made["h2"], f"{prefix}b", management=[UNDERLAY])
+        s1, s2 = states()
+        host1.apply(s1)
+        host2.apply(s2)
+        pods: dict[tuple[int, str], str] = {}
+        for host, state in ((host1, s1), (host2, s2)):
+            for net in state.networks:
+                p = net.pods[0]
+                pod_ns = ns.add(f"{p.ifname}n{net.id}")
+                host.attach_veth(net, p.ifname, p.mac, pod_ns, ip=p.ip)
+                pods[(net.id, p.ifname)] = pod_ns
+        yield World(ns, made["h1"], made["h2"], made["o"], host1, host2, pods, s1, s2)
+        host1.apply(NetworkState())
+        host2.apply(NetworkState())
+    finally:
+        ns.close()
+    assert leftovers(prefix) == []
+
+
+@pytest.fixture(scope="module")
+def responders(world: World) -> Iterator[dict[tuple[int, str], Responder]]:
+    made = {key: Responder(pod_ns, f"{key[1]}@{key[0]}", 8080) for key, pod_ns in world.pods.items()}
+    yield made
+    for r in made.values():
+        r.close()
+
+
+def test_pods_reach_each_other_across_hosts_inside_their_tenant_only(
+    world: World, responders: dict[tuple[int, str], Responder]
+) -> None:
+    for nid in (A, B):
+        assert wait_for(
+            lambda n=nid: tcp_ask(world.pods[(n, "p1")], POD2.ip, 8080) == f"p2@{n}",
+            timeout=10,
+            what=f"p1 → p2 in network {nid}",
+        )
+        assert tcp_ask(world.pods[(nid, "p2")], POD1.ip, 8080) == f"p1@{nid}"
+    # C lives on h2 alone: its pod sees nobody at p1's address, though A's and B's p1 are there
+    assert tcp_ask(world.pods[(C, "p2")], POD1.ip, 8080) == NO_ANSWER
+
+
+def test_mtu_leaves_room_for_vxlan(world: World) -> None:
+    out = sh("ip", "-o", "link", "show", "vxlan0", netns=world.host1.router_netns(A)).stdout
+    assert (
+        "mtu 1450" in out
+        and "nolearning" in sh("ip", "-d", "link", "show", "vxlan0", netns=world.host1.router_netns(A)).stdout
+    )
+
+
+def test_cluster_ip_and_node_port_reach_an_endpoint_on_the_other_host(
+    world: World, responders: dict[tuple[int, str], Responder]
+) -> None:
+    assert wait_for(lambda: tcp_ask(world.pods[(A, "p1")], CLUSTER_IP, 80) == f"p2@{A}", timeout=10)
+    # the node port on h1, which runs no endpoint, from outside the cluster
+    assert tcp_ask(world.outsider, H1, NODE_PORT) == f"p2@{A}"
+    assert tcp_ask(world.outsider, H2, NODE_PORT) == f"p2@{A}"
+    # tenant B has no such service: its pod is refused or unanswered, never served A's
+    assert tcp_ask(world.pods[(B, "p1")], CLUSTER_IP, 80) != f"p2@{A}"
+
+
+def vxlan_packet(src: str, dst: str, vni: int, inner: bytes) -> bytes:
+    """IPv4 + UDP (no checksum) + VXLAN header + the inner Ethernet frame, for a raw socket."""
+    vxlan = struct.pack("!II", 0x08000000, vni << 8) + inner
+    udp = struct.pack("!HHHH", 40000, VXLAN_PORT, 8 + len(vxlan), 0) + vxlan
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst)
+    )
+    return ip + udp
+
+
+def send_ip(netns: str, packet: bytes, dst: str) -> None:
+    from tests.support.netns import ns_socket
+
+    with ns_socket(netns, socket.SOCK_RAW, socket.AF_INET, socket.IPPROTO_RAW) as s:
+        s.sendto(packet, (dst, 0))
+
+
+def test_forged_vxlan_reaches_no_pod(world: World) -> None:
+    """Sent from the underlay with a raw socket: only a packet from a host that shares the VNI,
+    with an inner source that the API puts behind that host, gets through (the control)."""
+    sh("ip", "addr", "add", f"{H1}/32", "dev", "lo", netns=world.outsider)  # to spoof h1
+    try:
+
+        def forge(token: bytes, src: str, vni: int, inner_src: Pod = POD1) -> bytes:
+            return vxlan_packet(
+                src, H2, vni, udp_frame(inner_src.mac, POD2.mac, inner_src.ip, POD2.ip, token)
+            )
+
+        cases = {
+            b"control-known-host": forge(b"control-known-host", H1, A),
+            b"unknown-host": forge(b"unknown-host", OUTSIDER, A),
+            b"vni-not-shared": forge(b"vni-not-shared", H1, C),  # h1 has no pod of C
+            b"inner-spoofed": forge(b"inner-spoofed", H1, A, Pod("x", "02:00:00:00:00:99", "10.1.0.99")),
+            b"inner-gateway": forge(b"inner-gateway", H1, A, Pod("x", "02:68:6e:00:00:07", GW)),
+        }
+        sniffers = {nid: Sniffer(world.pods[(nid, "p2")], "eth0") for nid in (A, B, C)}
+        try:
+            for packet in cases.values():
+                send_ip(world.outsider, packet, H2)
+            assert sniffers[A].saw(b"control-known-host", wait=3)
+            for token in cases:
+                for nid, sniffer in sniffers.items():
+                    if (token, nid) != (b"control-known-host", A):
+                        assert not sniffer.saw(token, wait=0.2), (token, nid)
+        finally:
+            for s in sniffers.values():
+                s.close()
+        dropped = sh(
+            "nft", "list", "chain", "inet", world.host2.prefix + "_host", "input", netns=world.h2
+        ).stdout
+        assert "packets 0 " not in dropped.split("unknown host")[0].rsplit("counter", 1)[-1]
+    finally:
+        sh("ip", "addr", "del", f"{H1}/32", "dev", "lo", netns=world.outsider)
+
+
+def fdb(world: World, host: TenantNetworkHost, nid: int) -> str:
+    return sh("bridge", "fdb", "show", "dev", "vxlan0", netns=host.router_netns(nid)).stdout
+
+
+def test_forwarding_follows_the_pods_and_a_rebuilt_host_works_again(
+    world: World, responders: dict[tuple[int, str], Responder]
+) -> None:
+    # p2 leaves network B: h1 forgets it (no forwarding entry, no ARP answer), A is untouched
+    s1 = world.state1
+    gone = NetworkState((s1.networks[0], replace(s1.networks[1], overlay=Overlay(H1, (H2,), ()))))
+    world.host1.apply(gone)
+    assert POD2.mac not in fdb(world, world.host1, B) and f"{POD2.mac} dst {H2}" in fdb(world, world.host1, A)
+    assert POD2.ip not in sh("ip", "neigh", "show", "dev", "vxlan0", netns=world.host1.router_netns(B)).stdout
+    world.host1.apply(s1)
+    assert f"{POD2.mac} dst {H2}" in fdb(world, world.host1, B)
+    # h2 loses every router (a reboot): apply builds them again; its pods' ports come back with them
+    for net in world.state2.networks:
+        delete_netns(world.host2.router_netns(net.id))
+    world.host2.apply(world.state2)
+    for net in world.state2.networks:
+        p = net.pods[0]
+        world.host2.attach_veth(net, p.ifname, p.mac, world.pods[(net.id, p.ifname)], ip=None)
+    assert wait_for(lambda: tcp_ask(world.pods[(A, "p1")], POD2.ip, 8080) == f"p2@{A}", timeout=10)
+    assert tcp_ask(world.pods[(A, "p1")], CLUSTER_IP, 80) == f"p2@{A}"
+    assert router_mac(H1) in fdb(world, world.host2, A)
