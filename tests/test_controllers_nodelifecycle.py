@@ -5,19 +5,28 @@ real fault for the control plane: its Lease stops being renewed. Grace periods a
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from hypernetes.apiclient import ApiClient
+from hypernetes.asyncwait import cancel_and_wait
+from hypernetes.controllers import ControllerManager
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, desired_taints
 from hypernetes.controllers.tainteviction import FOREVER, eviction_delay
+from hypernetes.node.agent import NodeAgent
 from hypernetes.objects import Obj
 from hypernetes.objects.taints import NOT_READY, UNREACHABLE, UNSCHEDULABLE
+from hypernetes.runtime.hypervm import HyperVM
+from hypernetes.runtime.images import ImageStore
+from hypernetes.runtime.kernels import KernelRegistry
 from tests.support.apiserver import ApiServerThread
 from tests.support.nodes import NodesCluster as Cluster
-from tests.support.waiting import wait_for
+from tests.support.partition import Partition
+from tests.support.waiting import wait_for, wait_for_async
 
 GRACE = 2.0  # node-monitor-grace-period
 TOLERATION = 3.0  # default-unreachable-toleration-seconds
@@ -224,3 +233,80 @@ def test_eviction_delay_as_upstream() -> None:
     assert eviction_delay(pod, [unreachable, other], defaults) == 10.0
     pod["spec"]["tolerations"] = [{"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": -5}]
     assert eviction_delay(pod, [unreachable], defaults) == 0.0
+
+
+# -- with the real node agent and a pod VM ------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_node_cut_off_and_back_gets_its_pods_ready_again(
+    tmp_path: Path, kernels: KernelRegistry, busybox_ref: str
+) -> None:
+    """The node agent reaches the API server through a relay the test cuts: its Lease stops, the
+    controller marks the node Unknown and its pod not Ready; once healed, the agent's heartbeat
+    makes the node Ready and its pod worker posts the pod Ready again (it reconciles a status
+    someone else overwrote, as the kubelet's status manager does)."""
+    (tmp_path / "api").mkdir()
+    api = ApiServerThread(tmp_path / "api", tenancy=True).start()
+    assert api.tenancy is not None
+    relay = Partition(api.port)
+    port = await relay.start()
+    admin = ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert)
+    node_token = api.tenancy.issuer.issue_node("node1").token
+    node_client = ApiClient(f"https://127.0.0.1:{port}", token=node_token, ca_file=api.ca.ca_cert)
+    runtime = HyperVM(tmp_path / "rt", ImageStore(tmp_path / "images"), kernels, die_with_parent=True)
+    agent = NodeAgent(node_client, runtime, "node1")
+    # the agent renews every 10 s (upstream's kubelet too): the grace must be longer (upstream: 40 s)
+    config = NodeLifecycleConfig(monitor_grace_period=15, startup_grace_period=30, monitor_period=0.3)
+    manager = ControllerManager(admin, ["nodelifecycle"], node_lifecycle=config)
+    tasks = [asyncio.create_task(agent.run()), asyncio.create_task(manager.run())]
+
+    async def pod_ready() -> str:
+        pod = await admin.get("v1", "pods", "web", "default")
+        return next((c["status"] for c in pod["status"].get("conditions") or [] if c["type"] == "Ready"), "")
+
+    async def node_ready() -> str:
+        node = await admin.get("v1", "nodes", "node1")
+        return next((c["status"] for c in node["status"].get("conditions") or [] if c["type"] == "Ready"), "")
+
+    try:
+        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+        await admin.create("v1", "serviceaccounts", sa, "default")
+        container = {
+            "name": "main",
+            "image": busybox_ref,
+            "command": ["sleep", "3600"],
+            "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+        }
+        pod = {
+            "metadata": {"name": "web"},
+            "spec": {
+                "nodeName": "node1",
+                "automountServiceAccountToken": False,  # no root CA publisher here
+                "terminationGracePeriodSeconds": 1,
+                "containers": [container],
+            },
+        }
+        await admin.create("v1", "pods", pod, "default")
+        try:
+            await wait_for_async(lambda: _is(pod_ready, "True"), timeout=240, what="the pod VM Ready")
+        except AssertionError:
+            print((await admin.get("v1", "pods", "web", "default"))["status"])
+            raise
+        relay.partition()
+        await wait_for_async(lambda: _is(node_ready, "Unknown"), timeout=30, what="node Unknown")
+        await wait_for_async(lambda: _is(pod_ready, "False"), timeout=10, what="pod not Ready")
+        relay.heal()
+        await wait_for_async(lambda: _is(node_ready, "True"), timeout=30, what="node Ready again")
+        await wait_for_async(lambda: _is(pod_ready, "True"), timeout=30, what="pod Ready again")
+    finally:
+        await agent.shutdown(stop_pods=True)
+        await cancel_and_wait(tasks)
+        await relay.close()
+        await admin.close()
+        await node_client.close()
+        api.stop()
+
+
+async def _is(read: Callable[[], Awaitable[str]], want: str) -> bool:
+    return await read() == want

@@ -31,6 +31,7 @@ from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import FAKE, ControllersThread
 from tests.support.etcd import etcd_cluster, have_etcd
 from tests.support.hosts import HYPERNETES
+from tests.support.partition import Partition
 from tests.support.waiting import wait_for
 
 QUICK = ElectionTiming(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
@@ -77,48 +78,6 @@ async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -
         assert await others[0].try_acquire_or_renew()
         taken = (await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system"))["spec"]
         assert taken["holderIdentity"] == others[0].identity and taken["leaseTransitions"] == 1
-
-
-class Partition:
-    """A TCP relay between one client and the API server that the test can cut: every open
-    connection is dropped and new ones are accepted but never answered (a network partition,
-    not a refusal: the client's own deadline has to notice)."""
-
-    def __init__(self, port: int) -> None:
-        self.target, self.cut = port, False
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        if self.cut:
-            await asyncio.sleep(3600)
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers.add(up_w)
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await r.read(65536):
-                    if self.cut:
-                        return
-                    w.write(data)
-                    await w.drain()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        for w in (writer, up_w):
-            w.close()
-
-    def partition(self) -> None:
-        self.cut = True
-        for w in self._writers:
-            w.transport.abort()
-
-    async def close(self) -> None:
-        self.partition()
-        self.server.close()
 
 
 async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread) -> None:  # noqa: F811

@@ -192,6 +192,7 @@ class PodWorker:
         self.start_time: float | None = None
         self.message = ""
         self._last_status: Obj | None = None
+        self._written_rv = 0  # resourceVersion of our last status write
         self.probes: ProbeRunner | None = None
         self._restarts: set[asyncio.Task[None]] = set()
         self._handled: set[str] = set()  # containers whose current instance's exit was acted on
@@ -205,6 +206,10 @@ class PodWorker:
     def update(self, pod: Obj) -> None:
         self.pod = pod
         self._spec_key = _spec_key(pod)
+        if self._last_status is not None and _overwritten(pod, self._last_status, self._written_rv):
+            # someone else changed our status (the node lifecycle controller marks pods not Ready
+            # while their node is unreachable): post ours again, as the kubelet's status manager does
+            self._last_status = None
         self.changed.set()
 
     @property
@@ -661,6 +666,7 @@ class PodWorker:
             return
         updated = await self.api.update_pod_status(self.pod, status)
         if updated is not None:
+            self._written_rv = _rv(updated)
             self.pod = {**updated, "metadata": {**updated["metadata"], **_deletion_fields(self.pod, updated)}}
         self._last_status = status
 
@@ -708,6 +714,20 @@ def _lookup_in(objects: Objects) -> Callable[[str, str, str], Obj | None]:
         return objects.get((kind, namespace, name))
 
     return lookup
+
+
+def _rv(pod: Obj) -> int:
+    rv = str(pod["metadata"].get("resourceVersion") or "0")
+    return int(rv) if rv.isdigit() else 0
+
+
+def _overwritten(pod: Obj, ours: Obj, written_rv: int) -> bool:
+    """A newer version of the pod than our last status write, whose conditions say otherwise."""
+
+    def conditions(status: Obj) -> dict[str, str]:
+        return {str(c.get("type")): str(c.get("status")) for c in status.get("conditions") or []}
+
+    return _rv(pod) > written_rv and conditions(pod.get("status") or {}) != conditions(ours)
 
 
 def _deletion_fields(old: Obj, new: Obj) -> Obj:
