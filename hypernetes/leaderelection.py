@@ -261,12 +261,12 @@ class LeaderElector:
                 self.leader = False
                 if not lost:
                     await self.release()
+            ended = worker if not lost else keeper  # the work's own end, or a bug in renewing
+            error = None if ended.cancelled() else ended.exception()
+            if error is not None:
+                raise error
             if not lost:
-                if not worker.cancelled() and worker.exception() is not None:
-                    raise worker.exception()  # type: ignore[misc]
                 return
-            if not keeper.cancelled() and keeper.exception() is not None:
-                raise keeper.exception()  # type: ignore[misc]
             log.warning("leader election %s: %s stopped leading; campaigning again", self.name, self.identity)
 
     def metrics(self) -> str:

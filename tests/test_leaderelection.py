@@ -80,6 +80,19 @@ async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -
         assert taken["holderIdentity"] == others[0].identity and taken["leaseTransitions"] == 1
 
 
+async def test_work_that_fails_is_raised_after_the_lease_is_released(api: ApiServerThread) -> None:  # noqa: F811
+    async with client(api) as c:
+
+        async def broken() -> None:
+            raise RuntimeError("controller crashed")
+
+        elector = LeaderElector(c, "crash", identity="x", timing=QUICK)
+        with pytest.raises(RuntimeError, match="controller crashed"):
+            await asyncio.wait_for(elector.run(broken), 10)
+        lease = await c.get("coordination.k8s.io/v1", "leases", "crash", "kube-system")
+        assert not lease["spec"].get("holderIdentity") and not elector.leader
+
+
 async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread) -> None:  # noqa: F811
     relay = Partition(api.port)
     port = await relay.start()
