@@ -33,6 +33,7 @@ from typing import Protocol
 from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
 from hypernetes.auth.identity import MASTERS, UserInfo
 from hypernetes.objects import Obj
+from hypernetes.objects.meta import metadata
 from hypernetes.objects.names import TENANT_LABEL
 from hypernetes.store.keys import key_prefix, object_key
 from hypernetes.volumes.objects import pv_node
@@ -129,11 +130,6 @@ class GroupAuthorizer:
         return deny()
 
 
-def _meta(obj: Obj) -> Obj:
-    m = obj.get("metadata")
-    return m if isinstance(m, dict) else {}
-
-
 def role_allows(role: str, verb: str, sub: str) -> bool:
     """The verbs of a tenant role on the tenant's namespaced workloads."""
     if sub in ("log",) or (sub and verb in READ):
@@ -178,7 +174,7 @@ class TenantAuthorizer:
         d = self.d
 
         def scope(obj: Obj) -> bool:
-            return d.namespace_owner(str(_meta(obj).get("namespace", ""))) == tenant
+            return d.namespace_owner(str(metadata(obj).get("namespace", ""))) == tenant
 
         return scope
 
@@ -192,7 +188,7 @@ class TenantAuthorizer:
                 return deny("tenants are managed by operators")
             if a.name:
                 return ALLOW if a.name == u.tenant else deny()
-            return Decision(True, scope=lambda o: _meta(o).get("name") == u.tenant)
+            return Decision(True, scope=lambda o: metadata(o).get("name") == u.tenant)
         if gr == (GROUP, "users"):
             return await self._users(a)
         if gr == (GROUP, "networks"):
@@ -237,7 +233,7 @@ class TenantAuthorizer:
             return deny("persistentvolumes are made by the volume controller and operators")
 
         def own(o: Obj) -> bool:
-            return (_meta(o).get("labels") or {}).get(TENANT_LABEL) == u.tenant
+            return (metadata(o).get("labels") or {}).get(TENANT_LABEL) == u.tenant
 
         if a.verb in ("list", "watch"):
             return Decision(True, scope=own)  # with or without a name (a watch of one)
@@ -303,7 +299,7 @@ class TenantAuthorizer:
         if a.namespace:
             return ALLOW if a.namespace == own_ns else deny("a service account acts in its own namespace")
         if a.verb in ("list", "watch"):
-            return Decision(True, scope=lambda o: _meta(o).get("namespace") == own_ns)
+            return Decision(True, scope=lambda o: metadata(o).get("namespace") == own_ns)
         return deny()
 
     # -- node agents (NodeRestriction) -----------------------------------------------------------

@@ -50,6 +50,7 @@ from hypernetes.network.objects import (
     network_id_record,
 )
 from hypernetes.objects import Obj
+from hypernetes.objects.meta import annotations_of
 from hypernetes.objects.names import (
     DEFAULT_NETWORK_LABEL,
     IP_ANNOTATION,
@@ -204,10 +205,6 @@ def service_hosts(spec: Obj) -> Iterator[str]:
 def _spec(obj: Obj | None) -> Obj:
     s = (obj or {}).get("spec")
     return s if isinstance(s, dict) else {}
-
-
-def _annotations(obj: Obj) -> dict[str, str]:
-    return m.meta(obj).get("annotations") or {}
 
 
 def _finished(pod: Obj) -> bool:
@@ -633,7 +630,7 @@ class NetworkController(Controller):
         if not live or pod is None or m.deleting(pod):
             return
         mine = [a for a in owned if (_spec(a).get("owner") or {}).get("uid") == uid]
-        notes = _annotations(pod)
+        notes = annotations_of(pod)
         if notes.get(IP_ANNOTATION):
             held = {(str(_spec(a).get("network")), str(_spec(a).get("ip"))) for a in mine}
             if (notes.get(NETWORK_ANNOTATION, ""), notes[IP_ANNOTATION]) in held:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hypernetes.objects import Obj
+from hypernetes.objects.meta import deleting, metadata
 from hypernetes.objects.names import (
     DEFAULT_NETWORK_LABEL,
     IP_ANNOTATION,
@@ -29,19 +30,9 @@ NODE_PORTS = range(30000, 32768)
 NETWORK_ID_PREFIX = "networkid."  # the IPAllocation that makes a network id unique: networkid.<id>
 
 
-def meta_of(obj: Obj) -> Obj:
-    """The object's metadata, {} when absent or not an object (objects may come from anywhere)."""
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
 def spec_of(obj: Obj | None) -> Obj:
     spec = (obj or {}).get("spec")
     return spec if isinstance(spec, dict) else {}
-
-
-def _deleting(obj: Obj) -> bool:
-    return bool(meta_of(obj).get("deletionTimestamp"))
 
 
 def network_id(net: Obj) -> int | None:
@@ -61,20 +52,20 @@ def holds_network_id(net: Obj, record: Obj | None) -> bool:
     whose id another network holds (an operator chose a taken id) must not be built: two routers
     would share names and link addresses."""
     value = network_id(net)
-    if value is None or record is None or meta_of(record).get("name") != network_id_record(value):
+    if value is None or record is None or metadata(record).get("name") != network_id_record(value):
         return False
     owner = spec_of(record).get("owner") or {}
-    return (owner.get("kind") == "Network" and owner.get("name") == meta_of(net).get("name")
-            and owner.get("uid") == meta_of(net).get("uid") and spec_of(record).get("networkID") == value)
+    return (owner.get("kind") == "Network" and owner.get("name") == metadata(net).get("name")
+            and owner.get("uid") == metadata(net).get("uid") and spec_of(record).get("networkID") == value)
 
 
 def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:
     """The tenant's default network (for no tenant: the cluster network `default`)."""
     for net in networks:
-        if tenant is None and meta_of(net).get("name") == CLUSTER_NETWORK:
+        if tenant is None and metadata(net).get("name") == CLUSTER_NETWORK:
             return net
-        if tenant is not None and (meta_of(net).get("labels") or {}).get(DEFAULT_NETWORK_LABEL) == "true" \
-                and spec_of(net).get("tenant") == tenant and not _deleting(net):
+        if tenant is not None and (metadata(net).get("labels") or {}).get(DEFAULT_NETWORK_LABEL) == "true" \
+                and spec_of(net).get("tenant") == tenant and not deleting(net):
             return net
     return None
 
@@ -84,11 +75,11 @@ def namespace_network(ns: Obj, networks: Iterable[Obj]) -> Obj | None:
     tenant (admission checks this; a network moved or deleted since is ignored), else the
     tenant's default, else (operators' namespaces) the cluster network."""
     nets = list(networks)
-    tenant = (meta_of(ns).get("labels") or {}).get(TENANT_LABEL) or None
-    named = (meta_of(ns).get("annotations") or {}).get(NETWORK_ANNOTATION)
+    tenant = (metadata(ns).get("labels") or {}).get(TENANT_LABEL) or None
+    named = (metadata(ns).get("annotations") or {}).get(NETWORK_ANNOTATION)
     if named:
         for net in nets:
-            if meta_of(net).get("name") == named and (spec_of(net).get("tenant") or None) == tenant \
-                    and not _deleting(net):
+            if metadata(net).get("name") == named and (spec_of(net).get("tenant") or None) == tenant \
+                    and not deleting(net):
                 return net
     return default_network(tenant, nets)

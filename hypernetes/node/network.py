@@ -33,7 +33,6 @@ from hypernetes.network.netns import run_in_netns
 from hypernetes.network.objects import (
     GROUP_VERSION,
     holds_network_id,
-    meta_of,
     namespace_network,
     network_id,
     network_id_record,
@@ -51,6 +50,7 @@ from hypernetes.network.state import (
 )
 from hypernetes.node.podspec import ConfigError
 from hypernetes.objects import Obj
+from hypernetes.objects.meta import metadata
 from hypernetes.objects.names import IP_ANNOTATION, MAC_ANNOTATION, NETWORK_ANNOTATION
 from hypernetes.runtime.interface import NetworkConfig
 
@@ -199,11 +199,11 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
     nets: dict[str, _Net] = {}
     skipped: list[str] = []
     seen: dict[str, set[str]] = {}
-    for pod in sorted(objs["pods"].values(), key=lambda p: str(meta_of(p).get("uid"))):
+    for pod in sorted(objs["pods"].values(), key=lambda p: str(metadata(p).get("uid"))):
         addr = pod_address(pod)
         if addr is None or _finished(pod) or spec_of(pod).get("nodeName") != node:
             continue
-        what = f"pod {meta_of(pod).get('namespace')}/{meta_of(pod).get('name')}"
+        what = f"pod {metadata(pod).get('namespace')}/{metadata(pod).get('name')}"
         net_obj = networks.get(addr.network)
         base = _network_of(net_obj, mtu) if net_obj is not None else None
         if base is None:
@@ -228,13 +228,13 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             skipped.append(f"{what}: address {addr.ip} / {addr.mac} is invalid or taken in {addr.network}")
             continue
         taken |= {addr.ip, addr.mac}
-        n.pods.append(Pod(tap_name(str(meta_of(pod).get("uid"))), addr.mac, addr.ip))
+        n.pods.append(Pod(tap_name(str(metadata(pod).get("uid"))), addr.mac, addr.ip))
     node_ports: set[tuple[str, int | None]] = set()
-    for svc in sorted(objs["services"].values(), key=lambda s: str(meta_of(s).get("uid"))):
-        ns, name = str(meta_of(svc).get("namespace")), str(meta_of(svc).get("name"))
+    for svc in sorted(objs["services"].values(), key=lambda s: str(metadata(s).get("uid"))):
+        ns, name = str(metadata(svc).get("namespace")), str(metadata(svc).get("name"))
         ns_obj = objs["namespaces"].get(ns)
         home = namespace_network(ns_obj, networks.values()) if ns_obj is not None else None
-        found = nets.get(str(meta_of(home).get("name"))) if home is not None else None
+        found = nets.get(str(metadata(home).get("name"))) if home is not None else None
         if found is None:
             continue  # its network has no pod on this node
         n = found
@@ -298,7 +298,7 @@ def guest_dns(
     with the namespace search path and ndots:5; Default is the network's upstream resolvers (the
     gateway forwards when it has none of its own); None is only what dnsConfig says."""
     spec = spec_of(pod)
-    ns = str(meta_of(pod).get("namespace") or "default")
+    ns = str(metadata(pod).get("namespace") or "default")
     policy = spec.get("dnsPolicy") or "ClusterFirst"
     servers: list[str] = []
     searches: list[str] = []
@@ -326,8 +326,8 @@ def guest_dns(
 def guest_hosts(pod: Obj, ip: str) -> tuple[str, ...]:
     """/etc/hosts lines beyond localhost: the pod's own name, then its hostAliases, as kubelet."""
     spec = spec_of(pod)
-    hostname = str(spec.get("hostname") or meta_of(pod).get("name"))
-    ns = str(meta_of(pod).get("namespace") or "default")
+    hostname = str(spec.get("hostname") or metadata(pod).get("name"))
+    ns = str(metadata(pod).get("namespace") or "default")
     names = [hostname]
     if spec.get("subdomain"):
         names.insert(0, f"{hostname}.{spec['subdomain']}.{ns}.svc.{DOMAIN}")
@@ -391,7 +391,7 @@ class PodNetworks:
 
     @staticmethod
     def _key(obj: Obj) -> str:
-        meta = meta_of(obj)
+        meta = metadata(obj)
         return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else str(meta.get("name"))
 
     async def _watch(self, kind: str, api_version: str, plural: str, field_selector: str = "") -> None:
@@ -528,7 +528,7 @@ class PodNetworks:
         addr = pod_address(pod)
         if addr is None:
             raise NetworkNotReady("waiting for the pod's address from the network controller")
-        ifname = tap_name(str(meta_of(pod).get("uid")))
+        ifname = tap_name(str(metadata(pod).get("uid")))
         deadline = time.monotonic() + ATTACH_TIMEOUT
         while (net := self._placed(ifname)) is None:
             waiter = self._applied_event
@@ -559,7 +559,7 @@ class PodNetworks:
         namespace as the kubelet enters a pod's network namespace: the socket is created in the
         namespace and keeps it, so the connection leaves from the pod's own L2 network."""
         addr = pod_address(pod)
-        net = self._placed(tap_name(str(meta_of(pod).get("uid")))) if addr is not None else None
+        net = self._placed(tap_name(str(metadata(pod).get("uid")))) if addr is not None else None
         if addr is None or net is None:
             raise NetworkNotReady("the pod has no network on this node")
         router = self.host.router_netns(net.id)
@@ -591,7 +591,7 @@ class PodNetworks:
     def _why_not(self, pod: Obj, addr: PodAddress) -> str:
         if len(self._synced) < len(KINDS):
             return "the node has not yet read the cluster's networks"
-        what = f"pod {meta_of(pod).get('namespace')}/{meta_of(pod).get('name')}"
+        what = f"pod {metadata(pod).get('namespace')}/{metadata(pod).get('name')}"
         for why in self.applied.skipped if self.applied is not None else []:
             if why.startswith(what):
                 return why

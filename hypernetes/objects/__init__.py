@@ -10,7 +10,7 @@ A leaf package: it imports no room of hypernetes, and every room may import it.
 
 from hypernetes.objects.meta import (
     Obj,
-    annotations,
+    annotations_of,
     condition_true,
     controlled_by,
     controller_ref,
@@ -28,7 +28,7 @@ from hypernetes.objects.meta import (
 
 __all__ = [
     "Obj",
-    "annotations",
+    "annotations_of",
     "condition_true",
     "controlled_by",
     "controller_ref",

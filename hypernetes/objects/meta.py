@@ -6,7 +6,8 @@ on purpose: they read objects a client sent (not yet validated) and never raise 
 null `metadata`.
 """
 
-# (no `from __future__ import annotations`: it would shadow the `annotations` accessor)
+from __future__ import annotations
+
 from typing import Any
 
 Obj = dict[str, Any]
@@ -18,47 +19,50 @@ def meta(obj: Obj) -> Obj:
     return m
 
 
-def _meta(obj: Obj) -> Obj:
+def metadata(obj: Obj) -> Obj:
+    """The object's metadata, {} when absent or not an object (for readers: objects may come from
+    anywhere)."""
     m = obj.get("metadata")
     return m if isinstance(m, dict) else {}
 
 
 def name(obj: Obj) -> str:
-    return str(_meta(obj).get("name") or "")
+    return str(metadata(obj).get("name") or "")
 
 
 def namespace(obj: Obj) -> str:
-    return str(_meta(obj).get("namespace") or "")
+    return str(metadata(obj).get("namespace") or "")
 
 
 def uid(obj: Obj) -> str:
-    return str(_meta(obj).get("uid") or "")
+    return str(metadata(obj).get("uid") or "")
 
 
 def labels(obj: Obj) -> dict[str, str]:
     """A copy of the object's labels ({} if none)."""
-    return dict(_meta(obj).get("labels") or {})
+    return dict(metadata(obj).get("labels") or {})
 
 
-def annotations(obj: Obj) -> dict[str, str]:
-    """A copy of the object's annotations ({} if none)."""
-    return dict(_meta(obj).get("annotations") or {})
+def annotations_of(obj: Obj) -> dict[str, str]:
+    """A copy of the object's annotations ({} if none). (Not `annotations`: that name is
+    `from __future__ import annotations`'s in most modules.)"""
+    return dict(metadata(obj).get("annotations") or {})
 
 
 def finalizers(obj: Obj) -> list[str]:
-    return list(_meta(obj).get("finalizers") or [])
+    return list(metadata(obj).get("finalizers") or [])
 
 
 def deleting(obj: Obj) -> bool:
     """Has a deletionTimestamp: being deleted, waiting for its finalizers."""
-    return bool(_meta(obj).get("deletionTimestamp"))
+    return bool(metadata(obj).get("deletionTimestamp"))
 
 
 # -- owner references --------------------------------------------------------------------------
 
 
 def owner_refs(obj: Obj) -> list[Obj]:
-    return [dict(r) for r in _meta(obj).get("ownerReferences") or [] if isinstance(r, dict)]
+    return [dict(r) for r in metadata(obj).get("ownerReferences") or [] if isinstance(r, dict)]
 
 
 def controller_ref(obj: Obj) -> Obj | None:
