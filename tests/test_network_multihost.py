@@ -106,11 +106,11 @@ def world() -> Iterator[World]:
         host1.apply(s1)
         host2.apply(s2)
         pods: dict[tuple[int, str], str] = {}
-        for host, state in ((host1, s1), (host2, s2)):
+        for plumbing, state in ((host1, s1), (host2, s2)):
             for net in state.networks:
                 p = net.pods[0]
                 pod_ns = ns.add(f"{p.ifname}n{net.id}")
-                host.attach_veth(net, p.ifname, p.mac, pod_ns, ip=p.ip)
+                plumbing.attach_veth(net, p.ifname, p.mac, pod_ns, ip=p.ip)
                 pods[(net.id, p.ifname)] = pod_ns
         yield World(ns, made["h1"], made["h2"], made["o"], host1, host2, pods, s1, s2)
         host1.apply(NetworkState())
@@ -132,11 +132,8 @@ def test_pods_reach_each_other_across_hosts_inside_their_tenant_only(
     world: World, responders: dict[tuple[int, str], Responder]
 ) -> None:
     for nid in (A, B):
-        assert wait_for(
-            lambda n=nid: tcp_ask(world.pods[(n, "p1")], POD2.ip, 8080) == f"p2@{n}",
-            timeout=10,
-            what=f"p1 → p2 in network {nid}",
-        )
+        client = world.pods[(nid, "p1")]
+        assert wait_for(lambda: tcp_ask(client, POD2.ip, 8080) == f"p2@{nid}", timeout=10, what=f"net {nid}")
         assert tcp_ask(world.pods[(nid, "p2")], POD1.ip, 8080) == f"p1@{nid}"
     # C lives on h2 alone: its pod sees nobody at p1's address, though A's and B's p1 are there
     assert tcp_ask(world.pods[(C, "p2")], POD1.ip, 8080) == NO_ANSWER
@@ -237,7 +234,7 @@ def test_forwarding_follows_the_pods_and_a_rebuilt_host_works_again(
     world.host2.apply(world.state2)
     for net in world.state2.networks:
         p = net.pods[0]
-        world.host2.attach_veth(net, p.ifname, p.mac, world.pods[(net.id, p.ifname)], ip=None)
+        world.host2.attach_veth(net, p.ifname, p.mac, world.pods[(net.id, p.ifname)], ip=p.ip)
     assert wait_for(lambda: tcp_ask(world.pods[(A, "p1")], POD2.ip, 8080) == f"p2@{A}", timeout=10)
     assert tcp_ask(world.pods[(A, "p1")], CLUSTER_IP, 80) == f"p2@{A}"
     assert router_mac(H1) in fdb(world, world.host2, A)

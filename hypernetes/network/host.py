@@ -418,7 +418,9 @@ def _fdb(ipr: IPRoute, index: int, flags: int) -> dict[str, str | None]:
     address; master: the bridge's, mac → this port)."""
     out: dict[str, str | None] = {}
     for e in ipr.get_neighbours(family=_AF_BRIDGE, ifindex=index):
-        if e["ifindex"] != index or not e["flags"] & flags or not e["state"] & (_NUD_NOARP | _NUD_PERMANENT):
+        # the bridge reports its entries without NTF_MASTER but with NDA_MASTER
+        kind = _NTF_SELF if e["flags"] & _NTF_SELF else _NTF_MASTER if e.get_attr("NDA_MASTER") else 0
+        if e["ifindex"] != index or kind != flags or not e["state"] & (_NUD_NOARP | _NUD_PERMANENT):
             continue
         if flags == _NTF_MASTER and e["state"] & _NUD_PERMANENT:
             continue  # the port's own address, the bridge's to keep
@@ -449,8 +451,6 @@ def _program_overlay(net: Network, ov: Overlay) -> None:
             ipr.fdb("del", ifindex=vx, lladdr=mac, flags=_NTF_MASTER)
         for mac in set(wanted) - set(have_master):
             ipr.fdb("add", ifindex=vx, lladdr=mac, flags=_NTF_MASTER, state=_NUD_NOARP)
-        # frames other hosts' routers send to this one's router MAC are the bridge's own
-        ipr.fdb("replace", ifindex=br, lladdr=router_mac(ov.local), flags=_NTF_SELF, state=_NUD_PERMANENT)
         _set_neighbours(ipr, vx, arp)
         # other hosts' SNAT addresses: on the segment, at their router's MAC
         _set_neighbours(ipr, br, {h: router_mac(h) for h in ov.peers})

@@ -164,7 +164,8 @@ def _antispoof(r: Ruleset, net: Network) -> None:
     arps = [concat(p.ifname, p.mac, p.ip) for p in net.pods]
     ov = net.overlay
     if ov is not None:
-        macs += [concat(VXLAN, p.mac) for p in ov.remote_pods] + [concat(VXLAN, router_mac(h)) for h in ov.peers]
+        macs += [concat(VXLAN, p.mac) for p in ov.remote_pods]
+        macs += [concat(VXLAN, router_mac(h)) for h in ov.peers]
         ips += [concat(VXLAN, p.ip) for p in ov.remote_pods] + [concat(VXLAN, h) for h in ov.peers]
         arps += [concat(VXLAN, p.mac, p.ip) for p in ov.remote_pods]
     r.set(t, "macs", ["ifname", "ether_addr"], macs)
@@ -174,8 +175,16 @@ def _antispoof(r: Ruleset, net: Network) -> None:
         # The router's frames leave for other hosts with this host's router MAC: every host has
         # the gateway's MAC, and a bridge must never see its own address come in from a port.
         r.chain(t, "postrouting", ("filter", "postrouting", 0, "accept"))
-        r.rule(t, "postrouting", match(meta("oifname"), VXLAN), match(payload("ether", "saddr"), net.gateway_mac),
-               {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}})
+        r.rule(t, "postrouting", match(meta("oifname"), VXLAN),
+               match(payload("ether", "saddr"), net.gateway_mac), {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}})
+    if ov is not None:
+        # Frames other hosts' routers send to this router (replies to its SNAT address) come to
+        # its router MAC: handed to the router as its own (the IP stack drops a frame for another
+        # MAC, even one the bridge delivers locally).
+        r.rule(t, "prerouting", match(meta("iifname"), VXLAN),
+               match(payload("ether", "daddr"), router_mac(ov.local)),
+               {"mangle": {"key": payload("ether", "daddr"), "value": net.gateway_mac}},
+               {"mangle": {"key": meta("pkttype"), "value": "host"}})
     # Only the port's own MAC, and then only IPv4 and ARP (no IPv6, VLAN tags or other types).
     r.rule(t, "prerouting",
            match(concat(meta("iifname"), payload("ether", "saddr")), "@macs"),
@@ -362,7 +371,8 @@ def _vxlan_filter(r: Ruleset, t: tuple[str, str], nets: Sequence[Network]) -> No
         verdicts.append([vni, {"jump": {"target": chain}}])
     to_us = [match(payload("ip", "daddr"), local), match(payload("udp", "dport"), VXLAN_PORT)]
     r.rule(t, "input", *to_us, {"vmap": {"key": VNI, "data": anon_set(*verdicts)}})
-    r.rule(t, "input", *to_us, {"counter": None}, DROP, comment="VXLAN from an unknown host or for another VNI")
+    r.rule(t, "input", *to_us, {"counter": None}, DROP,
+           comment="VXLAN from an unknown host or for another VNI")
 
 
 # -- running nft ---------------------------------------------------------------------------
