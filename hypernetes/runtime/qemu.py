@@ -52,6 +52,7 @@ BASE_CMDLINE = (
 PR_SET_PDEATHSIG = 1
 SANDBOX_ENV = "HYPERNETES_SANDBOX"  # in QEMU's environment: which sandbox directory it serves
 JAIL_KERNEL, JAIL_INITRD = "/vm/kernel", "/vm/initrd"
+JAIL_RAM = "/vm/ram"  # a template's RAM file, bound into a clone's jail
 
 
 # microvm has a fixed set of virtio-mmio transports: 8 without ACPI, 24 with it (QEMU 7.2,
@@ -140,6 +141,11 @@ class VMConfig:
     nic: Nic | None = None
     die_with_parent: bool = False
     jail: Jail | None = None  # None: QEMU runs as the caller, unconfined (not root)
+    # Templates (templates.py): guest RAM on this file instead of a memfd; `memory_shared`: the
+    # template writes its RAM into the file (share=on), else a clone maps it copy-on-write.
+    memory_file: Path | None = None
+    memory_shared: bool = False
+    incoming_fd: int | None = None  # a clone: its device state is read from this inherited fd
 
     @property
     def sock_dir(self) -> Path:
@@ -242,6 +248,14 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
     def sock(name: str, path: Path) -> str:
         return f"fd={getattr(fds, name)}" if fds is not None else f"path={path}"
 
+    if cfg.memory_file is not None:
+        share = "on" if cfg.memory_shared else "off"
+        path = JAIL_RAM if cfg.jail else str(cfg.memory_file)
+        ram = f"memory-backend-file,id=ram,size={cfg.memory_mib}M,mem-path={path},share={share}"
+    else:
+        # Guest RAM on a memfd: small pages (anonymous RAM would get transparent huge pages, so
+        # every touched byte costs 2 MiB of host memory), and a file the host could share later.
+        ram = f"memory-backend-memfd,id=ram,size={cfg.memory_mib}M"
     args = [
         QEMU,
         "-name",
@@ -256,10 +270,8 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
         str(cfg.memory_mib),
         "-smp",
         str(cfg.vcpus),
-        # Guest RAM on a memfd: small pages (anonymous RAM would get transparent huge pages, so
-        # every touched byte costs 2 MiB of host memory), and a file the host could share later.
         "-object",
-        f"memory-backend-memfd,id=ram,size={cfg.memory_mib}M",
+        ram,
         "-machine",
         "memory-backend=ram",
         "-nodefaults",
@@ -299,6 +311,9 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
         "-mon",
         "chardev=qmp,mode=control",
     ]
+    if cfg.incoming_fd is not None:
+        # a clone: its device state comes in once QMP has set x-ignore-shared (templates.py)
+        args += ["-incoming", "defer"]
     if cfg.nic is not None:
         # fd=: QEMU uses the inherited tap as is (it probes the vnet header itself) and runs no
         # ifup script, so -sandbox spawn=deny stays on; vhostfd=: nor opens /dev/vhost-net.
@@ -377,7 +392,9 @@ class QemuVM:
         args[0] = qemu_binary()
         jail = self.cfg.jail
         preexec = launcher(jail) if jail else _die_with_parent if self.cfg.die_with_parent else None
-        nic = (self.cfg.nic.fd,) if self.cfg.nic is not None else ()
+        inherited: tuple[int, ...] = (self.cfg.nic.fd,) if self.cfg.nic is not None else ()
+        if self.cfg.incoming_fd is not None:
+            inherited += (self.cfg.incoming_fd,)
         try:
             with open(self.cfg.dir / "qemu.log", "wb") as errlog:
                 self.proc = await asyncio.create_subprocess_exec(
@@ -394,7 +411,7 @@ class QemuVM:
                         SANDBOX_ENV: str(self.cfg.dir.resolve()),
                     },
                     # the fds keep their numbers in the child (and lose close-on-exec there only)
-                    pass_fds=(*fds.all(), *nic),
+                    pass_fds=(*fds.all(), *inherited),
                 )
         except subprocess.SubprocessError as e:  # the jail's preexec step failed
             raise OSError(self.qemu_errors() or str(e)) from e

@@ -1,0 +1,275 @@
+"""Pod VM templates: boot a VM of a shape once, save it, start pods as copy-on-write clones.
+
+A template is a VM booted to the point where the guest agent has said READY and waits for its
+SETUP, then paused: its guest RAM is a file on tmpfs (QEMU's `memory-backend-file,share=on`
+wrote every page there) and its device state a small file QEMU's migration wrote with the
+`x-ignore-shared` capability (the RAM is not in the stream: it is the file). A clone is a QEMU
+with the same command line except that its RAM maps that file privately (`share=off`: pages
+are shared with the template until the guest writes them) and its device state comes in as an
+incoming migration; the guest resumes where the template stopped, still waiting for SETUP,
+which gives it its identity (hostname, clock, entropy, network). Kata Containers' VM factory
+(`virtcontainers/factory/template`) does the same.
+
+A template fits a VM only if everything the guest saw is the same: kernel, initrd (the agent),
+QEMU, vCPUs, memory, the machine's devices in the same order, including one placeholder per
+disk slot (read-only or not, as virtio-blk tells the guest) and the NIC slot. Placeholder disks
+are empty files: the guest's kernel reads nothing of a disk with no sectors, so no pod can see
+data of a placeholder; a clone's slots are backed by the pod's own files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu.qmp import QMPClient
+
+from hypernetes.runtime.agentclient import AgentClient, AgentUnavailable
+from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, qemu_binary
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hn-template-1"  # bump when what a template holds changes: older ones are rebuilt
+SAVE_TIMEOUT = 60.0
+STATE_FD_NAME = "template-state"
+# the RAM is the template's file, which the clone maps: only device state goes through migration
+IGNORE_SHARED = {"capabilities": [{"capability": "x-ignore-shared", "state": True}]}
+
+
+class TemplateError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a guest sees of its VM before SETUP: a template fits exactly the VMs of its shape."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    acpi: bool
+    accel: str
+    vcpus: int
+    memory_mib: int
+    disks: tuple[bool, ...]  # one slot per disk, in order: read-only or not
+    nic: bool = False
+
+    @staticmethod
+    def of(cfg: VMConfig) -> Shape:
+        return Shape(
+            kernel=cfg.kernel,
+            initrd=cfg.initrd,
+            cmdline=cfg.cmdline,
+            acpi=cfg.acpi,
+            accel=cfg.accel,
+            vcpus=cfg.vcpus,
+            memory_mib=cfg.memory_mib,
+            disks=tuple(d.readonly for d in cfg.disks),
+            nic=cfg.nic is not None,
+        )
+
+    def key(self) -> str:
+        """Changes when anything the saved guest depends on changes: the kernel's and initrd's
+        bytes, QEMU's binary, the shape."""
+        h = hashlib.sha256(FORMAT.encode())
+        for path in (self.kernel, self.initrd, Path(qemu_binary())):
+            h.update(_file_digest(path).encode())
+        fields = dataclasses.asdict(self) | {"kernel": "", "initrd": ""}
+        h.update(json.dumps(fields, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> str:
+    """A file's content hash, cached by (path, size, mtime): kernels and QEMU are megabytes."""
+    st = path.stat()
+    return _digest_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
+    key = (path, size, mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+@dataclass(frozen=True)
+class Template:
+    dir: Path
+    shape: Shape
+    key: str
+
+    @property
+    def ram(self) -> Path:
+        return self.dir / "ram"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+
+def template_root() -> Path:
+    """Templates live on tmpfs: their RAM file is guest memory that clones map."""
+    return Path(os.environ.get("HYPERNETES_TEMPLATE_DIR") or f"/dev/shm/hypernetes-{os.geteuid()}/templates")
+
+
+def load(root: Path, shape: Shape) -> Template | None:
+    """The saved template of `shape`, if there is a complete one."""
+    key = shape.key()
+    directory = root / key
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key or not (directory / "ram").is_file() or not (directory / "state").is_file():
+        return None
+    return Template(directory, shape, key)
+
+
+async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
+    """Boot a VM of `shape` up to the agent's READY, pause it and save it under root/KEY.
+
+    The directory appears complete or not at all (built under a temporary name, then renamed)."""
+    key = shape.key()
+    final = root / key
+    work = root / f".build-{key}-{os.getpid()}-{time.monotonic_ns()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, mode=0o700)
+    try:
+        ram = work / "ram"
+        with open(ram, "wb") as f:
+            f.truncate(shape.memory_mib << 20)
+        placeholders = []
+        for i, readonly in enumerate(shape.disks):
+            path = work / f"slot{i}.img"
+            path.touch()  # no sectors: the guest reads nothing from it
+            placeholders.append(Disk(path=path, serial=f"hn-slot{i}", readonly=readonly))
+        if shape.nic:
+            raise TemplateError("templates with a NIC slot are not built yet")
+        cfg = VMConfig(
+            name=f"hn-template-{key[:12]}",
+            dir=work / "vm",
+            kernel=shape.kernel,
+            initrd=shape.initrd,
+            vcpus=shape.vcpus,
+            memory_mib=shape.memory_mib,
+            accel=shape.accel,
+            acpi=shape.acpi,
+            cmdline=shape.cmdline,
+            disks=placeholders,
+            die_with_parent=True,
+            memory_file=ram,
+            memory_shared=True,
+        )
+        vm = QemuVM(cfg)
+        client = AgentClient(f"template-{key[:12]}")
+        try:
+            await vm.start()
+            await client.connect(str(cfg.ctl_socket), timeout, vm.alive)
+            await save_state(vm, work / "state")
+        except (OSError, AgentUnavailable) as e:
+            raise TemplateError(
+                f"template VM did not come up: {e}; {vm.qemu_errors()} {vm.console_tail()}"
+            ) from e
+        finally:
+            await client.close("template saved")
+            await vm.kill()
+            shutil.rmtree(cfg.dir, ignore_errors=True)
+            from hypernetes.runtime.qemu import remove_socket_dir
+
+            remove_socket_dir(cfg.dir)
+        (work / "meta.json").write_text(
+            json.dumps({"key": key, "shape": dataclasses.asdict(shape)}, default=str)
+        )
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Template(final, shape, key)
+
+
+async def save_state(vm: QemuVM, path: Path, timeout: float = SAVE_TIMEOUT) -> None:
+    """Pause the VM and write its device state (not its RAM: x-ignore-shared) to `path`.
+
+    QEMU 7.2 has no `file:` migration and its sandbox forbids `exec:`; it gets the open file
+    as a descriptor over QMP (getfd) and migrates to it."""
+    client = QMPClient(vm.cfg.name)
+    await asyncio.wait_for(client.connect(str(vm.cfg.qmp_socket)), timeout)
+    try:
+        await client.execute("stop")
+        await client.execute("migrate-set-capabilities", IGNORE_SHARED)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            client.send_fd_scm(fd)
+        finally:
+            os.close(fd)
+        await client.execute("getfd", {"fdname": STATE_FD_NAME})
+        await client.execute("migrate", {"uri": f"fd:{STATE_FD_NAME}"})
+        await _migrated(client, timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+async def _migrated(client: QMPClient, timeout: float) -> None:
+    """Wait for the migration (out or in) to complete."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await client.execute("query-migrate")
+        status = info.get("status") if isinstance(info, dict) else None
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled") or time.monotonic() > deadline:
+            raise TemplateError(f"migration {status}: {info}")
+        await asyncio.sleep(0.005)
+
+
+def clone_config(template: Template, cfg: VMConfig) -> VMConfig:
+    """`cfg` (a pod's VM, of the template's shape) as a clone of `template`: its RAM the
+    template's file mapped privately, its device state the template's. The caller owns the
+    returned config's `incoming_fd` (QEMU inherits it; close it after start)."""
+    if Shape.of(cfg) != template.shape:
+        raise TemplateError("the VM does not have the template's shape")
+    fd = os.open(template.state, os.O_RDONLY | os.O_CLOEXEC)
+    return dataclasses.replace(cfg, memory_file=template.ram, memory_shared=False, incoming_fd=fd)
+
+
+async def restore(vm: QemuVM, timeout: float = SAVE_TIMEOUT) -> None:
+    """Load a started clone's device state (its `incoming_fd`, inherited by QEMU under the same
+    number); the guest runs from there."""
+    fd = vm.cfg.incoming_fd
+    if fd is None:
+        raise TemplateError("not a clone")
+    client = QMPClient(vm.cfg.name)
+    try:
+        await asyncio.wait_for(client.connect(str(vm.cfg.qmp_socket)), timeout)
+        await client.execute("migrate-set-capabilities", IGNORE_SHARED)
+        await client.execute("migrate-incoming", {"uri": f"fd:{fd}"})
+        await _migrated(client, timeout)
+        # the template was paused when saved, so the clone is too: resume it
+        await client.execute("cont")
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+def qemu_version() -> str:
+    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else ""
