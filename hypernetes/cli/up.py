@@ -110,9 +110,10 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--network-mtu",
         type=int,
-        default=1500,
+        default=None,
         metavar="BYTES",
-        help="MTU of tenant bridges, taps and pod interfaces (default 1500)",
+        help="MTU of tenant bridges, taps and pod interfaces (default: the underlay link's, less 50 "
+        "for VXLAN)",
     )
     p.add_argument(
         "--allow-registry",

@@ -640,6 +640,8 @@ class NetworkController(Controller):
                         notes[IP_ANNOTATION],
                     ):
                         await self._release(a)
+                    elif _spec(a).get("ip") == notes[IP_ANNOTATION]:
+                        await self._locate(a, pod)
                 return
         net = self.network_of(ns)
         if net is None:
@@ -660,6 +662,21 @@ class NetworkController(Controller):
             if e.status != 404:
                 raise
             # gone: its record is released on the pod's deletion event
+
+    async def _locate(self, record: Obj, pod: Obj) -> None:
+        """Publish where the pod's address lives (l2population, as Neutron's server does): its node
+        and MAC on the record, which every node reads, so the nodes of its network program
+        forwarding and ARP entries for it. Nodes see only their own pods."""
+        want = {"node": _spec(pod).get("nodeName") or None, "mac": annotations_of(pod).get(MAC_ANNOTATION)}
+        if all(_spec(record).get(k) == v for k, v in want.items()):
+            return
+        try:
+            self.allocations.written(
+                await self.client.patch(GROUP_VERSION, "ipallocations", m.name(record), {"spec": want})
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     # -- services --------------------------------------------------------------------------------
 

@@ -241,6 +241,18 @@ class TenantNetworkHost:
                 ipr.link("set", index=index, mtu=net.mtu, state="up")
                 _set_addresses(ipr, index, {(link.host, link.prefixlen)})
 
+    def underlay_mtu(self, address: str) -> int | None:
+        """The MTU of the host's link holding `address` (None if no link has it)."""
+
+        def find() -> int | None:
+            with IPRoute() as ipr:
+                for a in ipr.get_addr(family=socket.AF_INET):
+                    if a.get_attr("IFA_ADDRESS") == address:
+                        return int(ipr.get_links(a["index"])[0].get_attr("IFLA_MTU"))
+            return None
+
+        return netns.run_in_netns(self.host_netns, find)
+
     # -- ports -----------------------------------------------------------------------------
 
     def create_tap(self, network: Network, name: str, mac: str, *, vnet_hdr: bool = True) -> int:

@@ -176,7 +176,8 @@ def _antispoof(r: Ruleset, net: Network) -> None:
         # the gateway's MAC, and a bridge must never see its own address come in from a port.
         r.chain(t, "postrouting", ("filter", "postrouting", 0, "accept"))
         r.rule(t, "postrouting", match(meta("oifname"), VXLAN),
-               match(payload("ether", "saddr"), net.gateway_mac), {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}})
+               match(payload("ether", "saddr"), net.gateway_mac),
+               {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}})
     if ov is not None:
         # Frames other hosts' routers send to this router (replies to its SNAT address) come to
         # its router MAC: handed to the router as its own (the IP stack drops a frame for another

@@ -83,3 +83,22 @@ def namespace_network(ns: Obj, networks: Iterable[Obj]) -> Obj | None:
                     and not deleting(net):
                 return net
     return default_network(tenant, nets)
+
+
+UNDERLAY_ANNOTATION = "hypernetes.io/underlay-address"
+
+
+def underlay_address(node: Obj | None) -> str | None:
+    """Where other hosts send a node's VXLAN: its `hypernetes.io/underlay-address` annotation if
+    set, else its InternalIP (`node join --node-ip`, by default the address it reaches the API
+    server from)."""
+    if node is None:
+        return None
+    noted = (metadata(node).get("annotations") or {}).get(UNDERLAY_ANNOTATION)
+    if noted:
+        return str(noted)
+    status = node.get("status")
+    for a in (status.get("addresses") if isinstance(status, dict) else None) or []:
+        if isinstance(a, dict) and a.get("type") == "InternalIP" and a.get("address"):
+            return str(a["address"])
+    return None

@@ -37,13 +37,17 @@ from hypernetes.network.objects import (
     network_id,
     network_id_record,
     spec_of,
+    underlay_address,
 )
 from hypernetes.network.state import (
+    VXLAN_OVERHEAD,
     Endpoint,
     Network,
     NetworkState,
+    Overlay,
     Pod,
     Protocol,
+    RemotePod,
     Service,
     ServicePort,
     validate_mac,
@@ -61,7 +65,7 @@ DEBOUNCE = 0.05  # changes arriving together (a deployment's pods, a service and
 RETRY = 5.0  # a failed apply is tried again this often
 ATTACH_TIMEOUT = 30.0
 MAX_NAMESERVERS, MAX_SEARCHES = 3, 6  # what the C library reads
-KINDS = ("networks", "ipallocations", "namespaces", "services", "endpoints", "pods")
+KINDS = ("networks", "ipallocations", "namespaces", "services", "endpoints", "pods", "nodes")
 
 
 CONNECT_TIMEOUT = 10.0  # a port-forward's connection to a pod
@@ -270,6 +274,7 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
                     node_ports.add((p.protocol, p.node_port))
             kept.append(p)
         n.services.append(Service(f"{ns}/{name}", str(cip), tuple(kept)))
+    local = underlay_address(objs["nodes"].get(node))
     built = tuple(
         Network(
             id=n.spec.id,
@@ -279,6 +284,7 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             egress=n.spec.egress,
             pods=tuple(n.pods),
             services=tuple(n.services),
+            overlay=_overlay(objs, node, local, n, skipped) if local else None,
         )
         for n in sorted(nets.values(), key=lambda n: n.spec.id)
     )
@@ -288,6 +294,47 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         {n.spec.id: (n.service_objs, n.endpoint_objs) for n in nets.values()},
         skipped,
     )
+
+
+def _overlay(objs: dict[str, dict[str, Obj]], node: str, local: str, n: _Net, skipped: list[str]) -> Overlay:
+    """The network's pods on other nodes, from the address records the network controller
+    locates (node and MAC: nodes see only their own pods), at their nodes' underlay addresses."""
+    cidr = ipaddress.IPv4Network(n.spec.cidr)
+    taken = {p.ip for p in n.pods} | {p.mac for p in n.pods} | {local}
+    remote: list[RemotePod] = []
+    for rec in sorted(objs["ipallocations"].values(), key=lambda r: str(metadata(r).get("name"))):
+        spec = spec_of(rec)
+        owner = spec.get("owner") or {}
+        there, ip, mac = spec.get("node"), spec.get("ip"), spec.get("mac")
+        if spec.get("network") != n.name or owner.get("kind") != "Pod" or not there or there == node:
+            continue
+        host = underlay_address(objs["nodes"].get(str(there)))
+        if host is None:
+            skipped.append(f"remote pod {ip} in {n.name}: node {there} has no underlay address")
+            continue
+        mac = str(mac or "")
+        if (
+            not _host_address(cidr, n.spec.gateway, ip)
+            or not _usable_mac(mac)
+            or mac == n.spec.gateway_mac
+            or ip in taken
+            or mac in taken
+            or _inside(cidr, host)
+        ):
+            skipped.append(f"remote pod {ip} / {mac} in {n.name}: invalid or taken")
+            continue
+        taken |= {str(ip), mac}
+        remote.append(RemotePod(mac, str(ip), host))
+    peers = tuple(sorted({p.host for p in remote} - {local}))
+    return Overlay(local, peers, tuple(p for p in remote if p.host in peers))
+
+
+def _inside(cidr: ipaddress.IPv4Network, address: str) -> bool:
+    """An underlay address inside a tenant's cidr would shadow a pod (and is refused by validate)."""
+    try:
+        return ipaddress.IPv4Address(address) in cidr
+    except ValueError:
+        return True
 
 
 def guest_dns(
@@ -350,13 +397,14 @@ class PodNetworks:
         node_name: str,
         *,
         dns: DnsServer | None = None,
-        mtu: int = 1500,
+        mtu: int | None = None,
     ) -> None:
         self.client = client
         self.host = host
         self.node = node_name
         self.dns = dns
-        self.mtu = mtu
+        self.mtu = mtu  # None: the underlay's less the VXLAN overhead
+        self._underlay_mtu: dict[str, int] = {}
         self.objs: dict[str, dict[str, Obj]] = {k: {} for k in KINDS}
         self._synced: set[str] = set()
         self._dirty = asyncio.Event()
@@ -376,6 +424,7 @@ class PodNetworks:
             self._watch("services", "v1", "services"),
             self._watch("endpoints", "v1", "endpoints"),
             self._watch("pods", "v1", "pods", f"spec.nodeName={self.node}"),
+            self._watch("nodes", "v1", "nodes"),
         ]
         tasks = [asyncio.create_task(w) for w in watches]
         try:
@@ -417,10 +466,24 @@ class PodNetworks:
             if len(self._synced) < len(KINDS):
                 continue  # a partial view would delete the routers and taps of pods not yet seen
             try:
-                await self._apply(build_state(self.objs, self.node, self.mtu))
+                await self._apply(build_state(self.objs, self.node, await self._mtu()))
             except Exception:  # never let one bad round end the node's networking
                 log.exception("tenant networks: reconciling failed; retrying in %.0f s", RETRY)
                 asyncio.get_running_loop().call_later(RETRY, self._dirty.set)
+
+    async def _mtu(self) -> int:
+        """Of bridges, taps and guests: as configured, else the MTU of the link holding this node's
+        underlay address less the VXLAN overhead."""
+        if self.mtu is not None:
+            return self.mtu
+        local = underlay_address(self.objs["nodes"].get(self.node))
+        if local is not None and local not in self._underlay_mtu:
+            found = await asyncio.to_thread(self.host.underlay_mtu, local)
+            if found is not None:
+                self._underlay_mtu[local] = found
+        if local is None:
+            return 1500  # no underlay address: no overlay either
+        return self._underlay_mtu.get(local, 1500) - VXLAN_OVERHEAD
 
     async def _converge_once_more(self) -> None:
         """On the way out, apply what the last changes asked for (a network whose last pod left
@@ -428,7 +491,8 @@ class PodNetworks:
         if not self._dirty.is_set() or len(self._synced) < len(KINDS):
             return
         try:
-            await asyncio.to_thread(self.host.apply, build_state(self.objs, self.node, self.mtu).state)
+            desired = build_state(self.objs, self.node, await self._mtu())
+            await asyncio.to_thread(self.host.apply, desired.state)
         except Exception as e:  # best effort: the next start converges anyway
             log.warning("tenant networks: last apply before stopping failed: %s", e)
 

@@ -76,6 +76,11 @@ DEFINITIONS: dict[str, JSON] = {
                 "description": "A network id, 1-8191 (the owner is the Network).",
             },
             "owner": {"$ref": PREFIX + "IPAllocationOwner", "description": "The object holding it."},
+            "node": _s(
+                "A pod's address: the node the pod is bound to (network controller; the nodes of "
+                "its network program VXLAN forwarding from it)."
+            ),
+            "mac": _s("A pod's address: the pod's MAC (network controller)."),
         },
     },
     PREFIX + "IPAllocationOwner": {
