@@ -176,7 +176,9 @@ def test_encode_truncates_whole_sections_over_udp_and_keeps_what_fits_over_tcp()
 
 # -- fuzzing -----------------------------------------------------------------------------------
 
-labels = st.binary(min_size=1, max_size=12)
+# lower case: compression matches names case-insensitively, as DNS compares them (a pointer to the
+# question gives answers the asker's case, tested above), so mixed case does not round-trip exactly
+labels = st.binary(min_size=1, max_size=12).map(bytes.lower)
 names = st.lists(labels, max_size=5).map(tuple)
 
 
