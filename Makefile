@@ -41,14 +41,26 @@ REGISTRY_DIR ?= /var/lib/hypernetes-registry
 registry: setup
 	$(VENV)/bin/python tools/registry.py start --port $(REGISTRY_PORT) --dir $(REGISTRY_DIR)
 
-test: setup
-	$(VENV)/bin/pytest -m "" -q --durations=30
+# Coverage floor: line coverage of hypernetes/ in the pytest process (pyproject.toml
+# [tool.coverage]). Measured 2026-12-07 on 23 fast test files (API semantics, watch, schema, units;
+# replicaset, deployment, job, namespace controllers; image unpack, manifest, reference; SQLite
+# store; scheduler; guest protocol; DNS; tenant isolation; node pods; CLI identity; volume and
+# network APIs): 56.9% of 26,856 statements. Both `make test` and `make check` run those files
+# and more, and a suite covers every line a subset of it covers, so 55 holds for both until
+# coverage is lost. Raise it from the total a full run prints; never lower it to pass.
+# Cost: about +15% wall time on CPU-bound API tests (ABBA, 5 files), less where tests wait on VMs.
+COVERAGE_FLOOR ?= 55
+COVERAGE = --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
+
+test: setup lint
+	$(VENV)/bin/pytest -m "" -q --durations=30 $(COVERAGE)
 
 check: lint
-	$(VENV)/bin/pytest -m "not slow" -q
+	$(VENV)/bin/pytest -m "not slow" -q $(COVERAGE)
 
 lint:
 	$(VENV)/bin/ruff check hypernetes tests bench tools
+	$(VENV)/bin/ruff format --check hypernetes tests bench tools
 	$(VENV)/bin/mypy
 
 bench: setup
