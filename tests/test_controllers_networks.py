@@ -464,3 +464,27 @@ def test_a_tenants_networks_go_with_it(env: Env) -> None:
         what="initech's networks gone",
     )
     assert not [a for a in c.items(*ALLOC) if a["spec"].get("network", "").startswith("initech")]
+
+
+def test_a_bound_pods_address_record_says_where_it_lives(env: Env) -> None:
+    """l2population: nodes see only their own pods, so the record every node reads carries the
+    pod's node and MAC once the pod is bound (issue 16)."""
+    w, c = env
+    ns = "acme-a"
+    w.op("POST", f"/api/v1/namespaces/{ns}/pods", pod("located"))
+    got = annotated(c, ns, "located")
+    node = wait_for(lambda: (c.get("v1", "pods", "located", ns) or {}).get("spec", {}).get("nodeName"))
+    located = wait_for(
+        lambda: next(
+            (
+                a
+                for a in allocations(c, "Pod", ns)
+                if a["spec"]["owner"]["name"] == "located" and a["spec"].get("node")
+            ),
+            None,
+        ),
+        what="the record located",
+    )
+    assert located["spec"]["node"] == node
+    assert located["spec"]["mac"] == got["metadata"]["annotations"][MAC]
+    assert located["spec"]["ip"] == got["metadata"]["annotations"][IP]

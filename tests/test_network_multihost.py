@@ -132,8 +132,12 @@ def test_pods_reach_each_other_across_hosts_inside_their_tenant_only(
     world: World, responders: dict[tuple[int, str], Responder]
 ) -> None:
     for nid in (A, B):
-        client = world.pods[(nid, "p1")]
-        assert wait_for(lambda: tcp_ask(client, POD2.ip, 8080) == f"p2@{nid}", timeout=10, what=f"net {nid}")
+        client, want = world.pods[(nid, "p1")], f"p2@{nid}"
+
+        def answered(c: str = client, w: str = want) -> bool:
+            return tcp_ask(c, POD2.ip, 8080) == w
+
+        assert wait_for(answered, timeout=10, what=want)
         assert tcp_ask(world.pods[(nid, "p2")], POD1.ip, 8080) == f"p1@{nid}"
     # C lives on h2 alone: its pod sees nobody at p1's address, though A's and B's p1 are there
     assert tcp_ask(world.pods[(C, "p2")], POD1.ip, 8080) == NO_ANSWER
@@ -238,3 +242,54 @@ def test_forwarding_follows_the_pods_and_a_rebuilt_host_works_again(
     assert wait_for(lambda: tcp_ask(world.pods[(A, "p1")], POD2.ip, 8080) == f"p2@{A}", timeout=10)
     assert tcp_ask(world.pods[(A, "p1")], CLUSTER_IP, 80) == f"p2@{A}"
     assert router_mac(H1) in fdb(world, world.host2, A)
+
+
+def test_build_state_puts_the_other_nodes_pods_behind_their_underlay_address() -> None:
+    """From API objects: this node's pods are ports, the other nodes' pods of the same network
+    (from the address records the controller locates) are remote pods at those nodes' underlay
+    addresses; another network's, an unlocated one's and one on a node without address are not."""
+    from hypernetes.node.network import build_state
+
+    def node(name: str, ip: str | None) -> dict[str, object]:
+        addrs = [{"type": "InternalIP", "address": ip}] if ip else []
+        return {"metadata": {"name": name}, "status": {"addresses": addrs}}
+
+    def record(net: str, ip: str, mac: str, where: str | None) -> dict[str, object]:
+        spec = {"network": net, "ip": ip, "mac": mac, "owner": {"kind": "Pod", "namespace": "a", "name": ip}}
+        return {"metadata": {"name": f"{net}.{ip}"}, "spec": spec | ({"node": where} if where else {})}
+
+    net = {"metadata": {"name": "acme", "uid": "u1"}, "spec": {"id": A, "cidr": CIDR, "gateway": GW}}
+    pod = {
+        "metadata": {"name": "p1", "namespace": "a", "uid": "1111",
+                     "annotations": {"hypernetes.io/network": "acme", "hypernetes.io/ip": POD1.ip,
+                                     "hypernetes.io/mac": POD1.mac}},
+        "spec": {"nodeName": "n1"},
+    }  # fmt: skip
+    records = [
+        record("acme", POD1.ip, POD1.mac, "n1"),
+        record("acme", POD2.ip, POD2.mac, "n2"),
+        record("acme", "10.1.0.7", "02:00:00:00:00:07", None),  # not bound yet
+        record("acme", "10.1.0.8", "02:00:00:00:00:08", "n3"),  # n3 has no address
+        record("globex", "10.1.0.9", "02:00:00:00:00:09", "n2"),
+    ]
+    allocs = {str(r["metadata"]["name"]): r for r in records}  # type: ignore[index]
+    owner = {"kind": "Network", "name": "acme", "uid": "u1"}
+    allocs[f"networkid.{A}"] = {
+        "metadata": {"name": f"networkid.{A}"},
+        "spec": {"networkID": A, "owner": owner},
+    }
+    objs = {
+        "networks": {"acme": net},
+        "ipallocations": allocs,
+        "namespaces": {},
+        "services": {},
+        "endpoints": {},
+        "pods": {"a/p1": pod},
+        "nodes": {"n1": node("n1", H1), "n2": node("n2", H2), "n3": node("n3", None)},
+    }
+    desired = build_state(objs, "n1", 1450)
+    (built,) = desired.state.networks
+    assert built.overlay == Overlay(H1, (H2,), (RemotePod(POD2.mac, POD2.ip, H2),))
+    assert any("node n3 has no underlay address" in why for why in desired.skipped)
+    objs["nodes"] = {}
+    assert build_state(objs, "n1", 1450).state.networks[0].overlay is None
