@@ -293,3 +293,27 @@ def test_build_state_puts_the_other_nodes_pods_behind_their_underlay_address() -
     assert any("node n3 has no underlay address" in why for why in desired.skipped)
     objs["nodes"] = {}
     assert build_state(objs, "n1", 1450).state.networks[0].overlay is None
+    # n1's pods alone: no overlay at all (no VXLAN device; the gateway stays the hairpin's source)
+    objs["nodes"] = {"n1": node("n1", H1)}
+    objs["ipallocations"] = {k: v for k, v in allocs.items() if POD2.ip not in k}
+    assert build_state(objs, "n1", 1450).state.networks[0].overlay is None
+    # a node port: the network is built on a node without its pods too, and all nodes are its hosts
+    objs["nodes"] = {"n1": node("n1", H1), "n2": node("n2", H2), "n4": node("n4", OUTSIDER)}
+    objs["ipallocations"] = allocs
+    objs["namespaces"] = {"a": {"metadata": {"name": "a", "annotations": {"hypernetes.io/network": "acme"}}}}
+    objs["services"] = {
+        "a/np": {
+            "metadata": {"name": "np", "namespace": "a", "uid": "s1"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": CLUSTER_IP,
+                "ports": [{"port": 80, "nodePort": NODE_PORT}],
+            },
+        }
+    }
+    (np_net,) = build_state(objs, "n4", 1450).state.networks
+    assert np_net.pods == () and np_net.services[0].ports[0].node_port == NODE_PORT
+    assert np_net.overlay == Overlay(
+        OUTSIDER, (H1, H2), (RemotePod(POD1.mac, POD1.ip, H1), RemotePod(POD2.mac, POD2.ip, H2))
+    )
+    assert build_state(objs, "n1", 1450).state.networks[0].overlay.peers == (H2, OUTSIDER)  # type: ignore[union-attr]

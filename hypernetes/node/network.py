@@ -233,11 +233,24 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             continue
         taken |= {addr.ip, addr.mac}
         n.pods.append(Pod(tap_name(str(metadata(pod).get("uid"))), addr.mac, addr.ip))
+    # A node port answers on every node: a network with one is built on every node, with or
+    # without pods here, and every node with an underlay address is one of its hosts.
+    everywhere: set[str] = set()
+    for svc in objs["services"].values():
+        home = _home(objs, svc)
+        if home is None or spec_of(svc).get("type") not in ("NodePort", "LoadBalancer"):
+            continue
+        name = str(metadata(home).get("name"))
+        everywhere.add(name)
+        base = _network_of(home, mtu)
+        if name not in nets and base is not None and holds_network_id(
+            home, objs["ipallocations"].get(network_id_record(base.id))
+        ):
+            nets[name] = _Net(name, base)
     node_ports: set[tuple[str, int | None]] = set()
     for svc in sorted(objs["services"].values(), key=lambda s: str(metadata(s).get("uid"))):
         ns, name = str(metadata(svc).get("namespace")), str(metadata(svc).get("name"))
-        ns_obj = objs["namespaces"].get(ns)
-        home = namespace_network(ns_obj, networks.values()) if ns_obj is not None else None
+        home = _home(objs, svc)
         found = nets.get(str(metadata(home).get("name"))) if home is not None else None
         if found is None:
             continue  # its network has no pod on this node
@@ -284,7 +297,7 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             egress=n.spec.egress,
             pods=tuple(n.pods),
             services=tuple(n.services),
-            overlay=_overlay(objs, node, local, n, skipped) if local else None,
+            overlay=_overlay(objs, node, local, n, n.name in everywhere, skipped) if local else None,
         )
         for n in sorted(nets.values(), key=lambda n: n.spec.id)
     )
@@ -296,9 +309,20 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
     )
 
 
-def _overlay(objs: dict[str, dict[str, Obj]], node: str, local: str, n: _Net, skipped: list[str]) -> Overlay:
+def _home(objs: dict[str, dict[str, Obj]], svc: Obj) -> Obj | None:
+    """The network of the service's namespace."""
+    ns_obj = objs["namespaces"].get(str(metadata(svc).get("namespace")))
+    return namespace_network(ns_obj, objs["networks"].values()) if ns_obj is not None else None
+
+
+def _overlay(
+    objs: dict[str, dict[str, Obj]], node: str, local: str, n: _Net, everywhere: bool, skipped: list[str]
+) -> Overlay | None:
     """The network's pods on other nodes, from the address records the network controller
-    locates (node and MAC: nodes see only their own pods), at their nodes' underlay addresses."""
+    locates (node and MAC: nodes see only their own pods), at their nodes' underlay addresses;
+    None while the network lives on this node alone. Its hosts: the nodes of its pods, or every
+    node with an underlay address if it has a node port (`everywhere`). Every node computes the
+    same set from the same objects, so each accepts VXLAN from exactly the others."""
     cidr = ipaddress.IPv4Network(n.spec.cidr)
     taken = {p.ip for p in n.pods} | {p.mac for p in n.pods} | {local}
     remote: list[RemotePod] = []
@@ -325,7 +349,12 @@ def _overlay(objs: dict[str, dict[str, Obj]], node: str, local: str, n: _Net, sk
             continue
         taken |= {str(ip), mac}
         remote.append(RemotePod(mac, str(ip), host))
-    peers = tuple(sorted({p.host for p in remote} - {local}))
+    hosts = {p.host for p in remote}
+    if everywhere:
+        hosts |= {a for a in map(underlay_address, objs["nodes"].values()) if a and not _inside(cidr, a)}
+    peers = tuple(sorted(hosts - {local}))
+    if not peers:
+        return None  # this node alone: no VXLAN device, the gateway is the hairpin's source
     return Overlay(local, peers, tuple(p for p in remote if p.host in peers))
 
 
