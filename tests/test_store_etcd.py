@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -694,3 +695,29 @@ async def test_backup_and_restore_with_etcdctl_snapshot(tmp_path: Path) -> None:
         assert items.revision == at_snapshot
         assert await s.create("/registry/configmaps/default/new", b"n") == at_snapshot + 1
         await s.close()
+
+
+def test_up_without_etcd_says_so(tmp_path: Path) -> None:
+    """No member answers: `up` stops with the store's reason, not a traceback."""
+    with socket.socket() as held:  # bound, never listening: connections to it are refused
+        held.bind(("127.0.0.1", 0))
+        url = f"etcd://127.0.0.1:{held.getsockname()[1]}?request-timeout=1"
+        proc = subprocess.run(
+            [
+                str(REPO / ".venv/bin/hypernetes"),
+                "up",
+                "--no-node",
+                "--no-network",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path),
+                "--store",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "etcd did not answer" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

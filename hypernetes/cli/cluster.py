@@ -46,7 +46,7 @@ from hypernetes.objects import Obj
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
 from hypernetes.store import open_store
-from hypernetes.store.interface import Store
+from hypernetes.store.interface import Store, StoreError
 from hypernetes.volumes import LocalVolumes
 
 log = logging.getLogger("hypernetes.up")
@@ -131,7 +131,7 @@ def handle(args: argparse.Namespace) -> int:
     configure_logging(args)  # --log-format (cli/observability.py)
     try:
         return asyncio.run(_up(args))
-    except OSError as e:
+    except (OSError, StoreError) as e:  # StoreError: e.g. no etcd member answers
         return fail(str(e))
 
 

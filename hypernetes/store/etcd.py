@@ -152,14 +152,16 @@ class EtcdStore(Store):
         if start_after:
             start = max(start, self._key(start_after) + b"\0")
         resp: RangeResponse = await self._at_revision(
-            revision, kv.get(start, end, revision=revision, limit=limit, timeout=self._timeout)
+            f"list {prefix}",
+            revision,
+            kv.get(start, end, revision=revision, limit=limit, timeout=self._timeout),
         )
         items = [self._kv_of(x) for x in resp.kvs]
         return ListResult(items, revision or resp.header.revision, bool(resp.more))
 
-    async def _at_revision(self, revision: int, op: Awaitable[T]) -> T:
+    async def _at_revision(self, what: str, revision: int, op: Awaitable[T]) -> T:
         try:
-            return await self._call(f"read at revision {revision}", op)
+            return await self._call(f"{what} at revision {revision}" if revision else what, op)
         except StoreError as e:
             cause = e.__cause__
             if isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.OUT_OF_RANGE:
