@@ -50,6 +50,20 @@ def test_timing_is_checked_as_client_go_does() -> None:
         ElectionTiming(15, 2.3, 2)
 
 
+def test_up_refuses_lease_timings_that_do_not_fit(tmp_path: Path) -> None:
+    for flags, message in (
+        (["--leader-elect-renew-deadline", "20"], "leaseDuration must be greater than renewDeadline"),
+        (["--leader-elect-retry-period", "9"], "renewDeadline must be greater than retryPeriod*JitterFactor"),
+    ):
+        up = [*HYPERNETES, "up", "--no-node", "--data-dir", str(tmp_path), *flags]
+        proc = subprocess.run(up, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = subprocess.run(
+        [*HYPERNETES, "up", "--node-monitor-grace-period", "soon"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "not a duration: 'soon'" in proc.stderr, proc.stderr
+
+
 async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -> None:  # noqa: F811
     async with client(api) as c:
         electors = [LeaderElector(c, "cas", identity=f"cand-{i}", timing=QUICK) for i in range(6)]

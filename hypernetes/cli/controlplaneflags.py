@@ -44,13 +44,13 @@ def add_controller_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a node whose Lease is not renewed this long is NotReady (Ready=Unknown) (default 40)",
     )
-    for which in ("not-ready", "unreachable"):
+    for which, node in (("not-ready", "a not-ready"), ("unreachable", "an unreachable")):
         g.add_argument(
             f"--default-{which}-toleration-seconds",
             type=_seconds,
             default=300.0,
             metavar="SECONDS",
-            help=f"pods on a {which} node that do not tolerate it themselves are deleted (and "
+            help=f"pods on {node} node that do not tolerate it themselves are deleted (and "
             "recreated elsewhere by their controllers) this long after (default 300)",
         )
 
