@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,13 @@ import pytest
 from hypernetes.runtime import guestproto as gp
 from hypernetes.runtime import templates
 from hypernetes.runtime.agentclient import AgentClient, AgentUnavailable
+from hypernetes.runtime.hypervm import HyperVM
+from hypernetes.runtime.images import ImageStore
+from hypernetes.runtime.interface import ContainerSpec, MountSpec, PodSpec, VolumeSpec
 from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.qemu import QemuVM, VMConfig, remove_socket_dir
+from tests.support.guests import qemu_processes_under
+from tests.support.pods import pod, run
 
 pytestmark = pytest.mark.slow
 
@@ -76,3 +82,59 @@ async def test_clone_resumes_waiting_for_setup(kernels: KernelRegistry, tmp_path
     print(f"cold {cold[2]:.2f}s clone {clone[2]:.2f}s")
     await _stop(*cold[:2])
     await _stop(*clone[:2])
+
+
+IDENTITY = (
+    "cat /proc/sys/kernel/random/boot_id /proc/sys/kernel/random/uuid; "
+    "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' '; date +%s; hostname; "
+    "echo data > /scratch/f && cat /scratch/f && df -k /scratch | tail -1"
+)
+
+
+def _identity_pod(name: str, image: str) -> PodSpec:
+    scratch = VolumeSpec(name="scratch", kind="emptyDir", size_limit=64 << 20)
+    main = ContainerSpec(
+        name="main", image=image, command=("sh", "-c", IDENTITY), mounts=(MountSpec("scratch", "/scratch"),)
+    )
+    return pod(name, main, volumes=(scratch,))
+
+
+@pytest.fixture
+async def templated(tmp_path: Path, kernels: KernelRegistry) -> AsyncIterator[HyperVM]:
+    store = templates.TemplateStore(tmp_path / "templates")
+    rt = HyperVM(
+        tmp_path / "rt", ImageStore(tmp_path / "images"), kernels, die_with_parent=True, templates=store
+    )
+    yield rt
+    for sandbox in await rt.list_sandboxes():
+        await rt.remove_sandbox(sandbox.id)
+    await store.close()
+    assert not qemu_processes_under(tmp_path)
+
+
+async def test_pods_from_a_template_have_their_own_identity_and_disks(
+    templated: HyperVM, busybox_ref: str
+) -> None:
+    """The first pod of a shape boots cold and has its template built; the next ones are clones
+    that see their own disks (the scratch disk's partition, written and read) and differ in
+    everything that identifies a boot."""
+    store = templated.templates
+    assert store is not None
+    outputs = {}
+    for name in ("cold", "clone-a", "clone-b"):
+        status, out, err = await run(templated, _identity_pod(name, busybox_ref))
+        assert status.code == 0, (name, out, err)
+        outputs[name] = out.decode().split("\n")
+        if name == "cold":
+            assert store.clones == 0
+            await store.wait_built()
+            assert store.builds == 1
+    assert store.clones == 2
+    ids = {name: tuple(lines[:3]) for name, lines in outputs.items()}
+    for i in range(3):  # boot_id, a random uuid, 16 bytes of /dev/urandom
+        assert len({v[i] for v in ids.values()}) == 3, ids
+    for name, lines in outputs.items():
+        assert abs(int(lines[3]) - time.time()) < 30, (name, lines)
+        assert lines[4] == name
+        assert lines[5] == "data"
+        assert int(lines[6].split()[1]) > 32 * 1024, lines  # the pod's 64 MiB partition, not 0

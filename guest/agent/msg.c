@@ -688,6 +688,11 @@ int msg_parse_setup(const uint8_t *p, size_t len, struct msg_arena *a, struct ms
 		case TAG_ROUTE:
 			rc = parse_route(t.val, t.len, a, &m->routes[m->nroutes++], e);
 			break;
+		case TAG_RESTORED:
+			rc = tlv_bool(&t, &m->restored) < 0
+				     ? hn_fail(e, EINVAL, "RESTORED: expected a 1-byte bool")
+				     : 0;
+			break;
 		default:
 			rc = 0;
 		}

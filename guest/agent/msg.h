@@ -122,6 +122,7 @@ struct msg_setup {
 	const char *hostname; /* NULL = leave as is */
 	uint64_t time_ns;
 	int has_time;
+	int restored; /* RESTORED: re-probe the disks (a clone of a template) */
 	const uint8_t *seed;
 	size_t seed_len;
 	const char **dns_servers;

@@ -255,7 +255,9 @@ static int add_entropy(const uint8_t *seed, size_t len)
 	info->buf_size = (int)len;
 	memcpy(info->buf, seed, len);
 	fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0)
+	/* Reseed the CRNG now: once it is initialised, added entropy is otherwise used only at its
+	 * next periodic reseed, and clones of one template would meanwhile draw the same bytes. */
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0 || ioctl(fd, RNDRESEEDCRNG) < 0)
 		rc = -errno;
 	if (fd >= 0)
 		close(fd);
@@ -338,6 +340,36 @@ static int write_resolv(const struct msg_setup *m)
 	return rc;
 }
 
+#define VIRTIO_BLK_DRIVER "/sys/bus/virtio/drivers/virtio_blk"
+#define MAX_REPROBE 32
+
+/* A clone of a template probed its disks as the template's placeholders, which have no sectors
+ * (so nothing of them was read, nor is cached). Unbinding and binding each virtio-blk device
+ * makes the kernel probe the pod's disk behind the slot: its size and partition table. */
+static int reprobe_disks(void)
+{
+	char names[MAX_REPROBE][32];
+	size_t n = 0;
+	struct dirent *de;
+	DIR *d = opendir(VIRTIO_BLK_DRIVER);
+	int rc = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d)) != NULL && n < MAX_REPROBE) {
+		size_t len = strlen(de->d_name);
+		if (strncmp(de->d_name, "virtio", 6) == 0 && len < sizeof(names[0]))
+			memcpy(names[n++], de->d_name, len + 1);
+	}
+	closedir(d);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		rc = hn_write_file(VIRTIO_BLK_DRIVER "/unbind", names[i], strlen(names[i]), 0, 0);
+		if (rc == 0)
+			rc = hn_write_file(VIRTIO_BLK_DRIVER "/bind", names[i], strlen(names[i]), 0, 0);
+	}
+	return rc;
+}
+
 int net_setup(const struct msg_setup *m, struct hn_err *e)
 {
 	int rc;
@@ -351,6 +383,11 @@ int net_setup(const struct msg_setup *m, struct hn_err *e)
 	rc = add_entropy(m->seed, m->seed_len);
 	if (rc < 0)
 		return hn_fail(e, -rc, "RNDADDENTROPY: %s", strerror(-rc));
+	if (m->restored) {
+		rc = reprobe_disks();
+		if (rc < 0)
+			return hn_fail(e, -rc, "re-probe disks: %s", strerror(-rc));
+	}
 	if (m->hostname) {
 		if (sethostname(m->hostname, strlen(m->hostname)) < 0)
 			return hn_fail(e, errno, "sethostname: %s", strerror(errno));

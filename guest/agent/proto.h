@@ -135,5 +135,6 @@
 #define TAG_FILE 74         /* nested, repeated, in WRITE_FILES: SUBPATH (the file's path), DATA, MODE */
 #define TAG_DATA 75         /* bytes: a file's contents */
 #define TAG_MODE 76         /* u32: a file's permission bits (0..0777) */
+#define TAG_RESTORED 77     /* bool, in SETUP: the VM is a clone of a template: re-probe its disks */
 
 #endif

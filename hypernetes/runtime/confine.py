@@ -27,7 +27,7 @@ from hypernetes.runtime.jail import (
     kvm_binds_and_groups,
     vmm_binds,
 )
-from hypernetes.runtime.qemu import JAIL_INITRD, JAIL_KERNEL, qemu_binary, run_dir
+from hypernetes.runtime.qemu import JAIL_INITRD, JAIL_KERNEL, JAIL_RAM, qemu_binary, run_dir
 from hypernetes.runtime.sizing import VMSize
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class Confiner:
         accel: str,
         die_with_parent: bool,
         cgroup: bool = True,
+        template_ram: Path | None = None,
     ) -> Jail | None:
         """The VM's uid and cgroup, and the jail QEMU is launched into (None: unconfined).
         One of ConfineError if they cannot be made; whatever was made is then released."""
@@ -93,6 +94,8 @@ class Confiner:
                 _guest_file(kernel, JAIL_KERNEL),
                 _guest_file(initrd, JAIL_INITRD),
             ]
+            if template_ram is not None:  # a clone maps it privately; see templates.py
+                binds.append(Bind(template_ram, JAIL_RAM, writable=True))
             groups: tuple[int, ...] = ()
             if accel == "kvm":
                 kvm, groups = kvm_binds_and_groups()

@@ -84,6 +84,7 @@ from hypernetes.runtime.prepare import (
     pull_images,
 )
 from hypernetes.runtime.qemu import (
+    JAIL_RAM,
     MAC,
     Nic,
     QemuVM,
@@ -103,6 +104,8 @@ from hypernetes.runtime.sandboxes import (
     started,
 )
 from hypernetes.runtime.sizing import vm_size
+from hypernetes.runtime.templates import Shape, Template, TemplateError, TemplateStore, clone_config
+from hypernetes.runtime.templates import restore as restore_clone
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +158,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         accel: str | None = None,
         die_with_parent: bool = False,
         confine: bool | None = None,
+        templates: TemplateStore | None = None,
+        template_scope: str = "namespace",
     ) -> None:
         """`confine`: give each VM its own uid, jail and cgroup (`confine.py`); None = when
-        this process may (root), False = never (every QEMU runs as this process, unconfined)."""
+        this process may (root), False = never (every QEMU runs as this process, unconfined).
+        `templates`: start VMs as clones of templates (`templates.py`), else every VM boots
+        cold; `template_scope`: "namespace" (a template serves one namespace's pods) or "node"."""
         self.root = root / "hypervm"
         self.images = images
         self.kernels = kernels
@@ -166,6 +173,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         self._die_with_parent = die_with_parent
         self._sandboxes: dict[str, _Sandbox] = {}
         self._confiner = Confiner(enabled=confine)
+        self.templates = templates
+        self._template_scope = template_scope
 
     # --- accelerator ---------------------------------------------------------------------------
 
@@ -273,8 +282,23 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         nic = None
         if tap.fd is not None and pod.network.mac:
             nic = Nic(tap.fd, pod.network.mac, vhost=vhost_usable(accel))
+        cfg = VMConfig(
+            name=f"hn-{pod.id}",
+            dir=sandbox_dir,
+            kernel=kernel.image,
+            initrd=kernel.initrd,
+            vcpus=size.vcpus,
+            memory_mib=size.memory_mib,
+            accel=accel,
+            acpi=kernel.acpi,
+            cmdline=kernel.cmdline,
+            disks=list(disks.values()),
+            nic=nic,
+            die_with_parent=self._die_with_parent,
+        )
+        template = self._template_for(pod, cfg)
         try:
-            jail = await asyncio.to_thread(
+            cfg.jail = await asyncio.to_thread(
                 self._confiner.prepare,
                 pod.id,
                 sandbox_dir,
@@ -284,32 +308,20 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 kernel.initrd,
                 accel,
                 self._die_with_parent,
+                template_ram=template.ram if template is not None else None,
             )
         except ConfineError as e:
             shutil.rmtree(sandbox_dir, ignore_errors=True)
             raise SandboxFailed(f"cannot confine the VM: {e}") from e
-        vm = QemuVM(
-            VMConfig(
-                name=f"hn-{pod.id}",
-                dir=sandbox_dir,
-                kernel=kernel.image,
-                initrd=kernel.initrd,
-                vcpus=size.vcpus,
-                memory_mib=size.memory_mib,
-                accel=accel,
-                acpi=kernel.acpi,
-                cmdline=kernel.cmdline,
-                disks=list(disks.values()),
-                nic=nic,
-                die_with_parent=self._die_with_parent,
-                jail=jail,
-            )
-        )
+        vm = QemuVM(cfg)
         client = AgentClient(f"agent-{pod.id}")
         sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers, volume_disks=volume_disks)
         self._sandboxes[pod.id] = sandbox
         try:
-            await self._boot(sandbox, kernel, accel, tap)
+            if template is not None:
+                await self._boot_clone(sandbox, template, accel, tap)
+            else:
+                await self._boot(sandbox, kernel, accel, tap)
             for v in pod.volumes:
                 if v.kind == "files":
                     await self._write_files(sandbox, v.name, v.files)
@@ -326,18 +338,71 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         status = ContainerStatus(name=spec.name, image=spec.image, image_id=image.digest)
         return _Container(spec, image, process, serial, status, log=None)  # type: ignore[arg-type]
 
-    async def _boot(self, sandbox: _Sandbox, kernel: Kernel, accel: str, tap: _HandedFd) -> None:
+    def _template_for(self, pod: PodSpec, cfg: VMConfig) -> Template | None:
+        """The template this VM can be a clone of (a build starts on a shape's first use)."""
+        if self.templates is None or cfg.nic is not None:  # NIC slots: not yet (docs/runtime.md)
+            return None
+        scope = pod.namespace if self._template_scope == "namespace" else ""
+        return self.templates.get(Shape.of(cfg, scope))
+
+    async def _boot_clone(self, sandbox: _Sandbox, template: Template, accel: str, tap: _HandedFd) -> None:
+        """Start the VM as a clone of `template`; if that fails, boot it cold (and drop the
+        template, rebuilt on next use)."""
+        cold = sandbox.vm.cfg
+        try:
+            clone = clone_config(template, cold)
+        except (TemplateError, OSError) as e:
+            clone = None
+            reason = str(e)
+        if clone is not None:
+            sandbox.vm = QemuVM(clone)
+            try:
+                await self._boot(sandbox, None, accel, tap, restore=True)
+                tap.close()
+                return
+            except SandboxFailed as e:
+                reason = str(e)
+            finally:
+                assert clone.incoming_fd is not None
+                with contextlib.suppress(OSError):
+                    os.close(clone.incoming_fd)
+            await sandbox.client.close("restore failed")
+            await self._kill(sandbox)
+            remove_socket_dir(cold.dir)
+        log.warning(
+            "sandbox %s: restore from template %s failed, booting cold: %s",
+            sandbox.pod.id,
+            template.key[:12],
+            reason,
+        )
+        assert self.templates is not None
+        self.templates.discard(template, reason)
+        if cold.jail is not None:  # the template's RAM file may be gone: not bound any more
+            binds = tuple(b for b in cold.jail.binds if b.target != JAIL_RAM)
+            cold.jail = dataclasses.replace(cold.jail, binds=binds)
+        sandbox.vm = QemuVM(cold)
+        sandbox.client = AgentClient(f"agent-{sandbox.pod.id}")
+        await self._boot(sandbox, None, accel, tap)
+
+    async def _boot(
+        self, sandbox: _Sandbox, kernel: Kernel | None, accel: str, tap: _HandedFd, restore: bool = False
+    ) -> None:
         vm, client, pod = sandbox.vm, sandbox.client, sandbox.pod
         try:
             await vm.start()
         except OSError as e:
             raise SandboxFailed(f"cannot start QEMU: {e}") from e
-        tap.close()  # QEMU has its copy: the tap now goes away with the QEMU process
+        if not restore:
+            tap.close()  # QEMU has its copy: the tap now goes away with the QEMU process
         timeout = BOOT_TIMEOUT_KVM if accel == "kvm" else BOOT_TIMEOUT_TCG
         try:
+            if restore:
+                await restore_clone(vm)
             await client.connect(str(vm.cfg.ctl_socket), timeout, vm.alive)
             net = pod.network
             setup = gp.TLV().add_str(gp.TAG_HOSTNAME, pod_hostname(pod))
+            if restore:  # the guest probed the template's empty placeholder disks: re-probe
+                setup.add_bool(gp.TAG_RESTORED, True)
             setup.add_u64(gp.TAG_TIME_NS, time.time_ns()).add(gp.TAG_RANDOM_SEED, os.urandom(64))
             setup.add_strs(gp.TAG_DNS_SERVER, net.dns_servers).add_strs(gp.TAG_DNS_SEARCH, net.dns_search)
             setup.add_strs(gp.TAG_DNS_OPTION, net.dns_options)
@@ -349,6 +414,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                     route = gp.TLV().add_str(gp.TAG_DEST, "0.0.0.0/0")
                     setup.add_tlv(gp.TAG_ROUTE, route.add_str(gp.TAG_GATEWAY, net.gateway))
             await client.request(gp.MSG_SETUP, setup)
+        except TemplateError as e:
+            raise SandboxFailed(f"cannot restore the VM from its template: {e}") from e
         except (AgentUnavailable, AgentError) as e:
             await vm.wait(2.0)  # a dead channel usually means QEMU is exiting: say why
             if vm.exited.is_set() and vm.returncode and (err := vm.qemu_errors()):

@@ -157,6 +157,7 @@ class Bind:
     source: Path  # on the host
     target: str  # absolute, inside the jail
     device: bool = False  # a device node (/dev/kvm): its mount must not be nodev
+    writable: bool = False  # a template's RAM file, which QEMU 7.2 opens O_RDWR (templates.py)
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ def launcher(jail: Jail) -> Callable[[], None]:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     root = os.fsencode(jail.root)
     binds = [
-        (os.fsencode(b.source), root + os.fsencode(b.target), b.source.is_dir(), b.device) for b in jail.binds
+        (os.fsencode(b.source), root + os.fsencode(b.target), b.source.is_dir(), b.device, b.writable)
+        for b in jail.binds
     ]
     last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     procs = [os.fsencode(p) for p in jail.cgroup_procs]
@@ -271,14 +273,15 @@ def launcher(jail: Jail) -> Callable[[], None]:
                 JAIL_TMPFS.encode(),
                 "mount the jail's tmpfs",
             )
-            for src, dst, is_dir, device in binds:
+            for src, dst, is_dir, device, writable in binds:
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 if is_dir:
                     os.makedirs(dst, exist_ok=True)
                 else:
                     os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o000))
                 mount(src, dst, None, MS_BIND, None, f"bind {src.decode()}")
-                ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (0 if device else MS_NODEV)
+                ro = MS_BIND | MS_REMOUNT | (0 if writable else MS_RDONLY) | MS_NOSUID
+                ro |= 0 if device else MS_NODEV
                 mount(None, dst, None, ro, None, f"make {dst.decode()} read-only")
             mount(
                 None,

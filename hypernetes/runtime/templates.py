@@ -27,15 +27,14 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu.qmp import QMPClient
+from qemu.qmp import QMPClient, QMPError
 
 from hypernetes.runtime.agentclient import AgentClient, AgentUnavailable
-from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, qemu_binary
+from hypernetes.runtime.qemu import Disk, QemuVM, VMConfig, qemu_binary, remove_socket_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +62,10 @@ class Shape:
     memory_mib: int
     disks: tuple[bool, ...]  # one slot per disk, in order: read-only or not
     nic: bool = False
+    scope: str = ""  # "" = the node's; else whose (a namespace) the template is
 
     @staticmethod
-    def of(cfg: VMConfig) -> Shape:
+    def of(cfg: VMConfig, scope: str = "") -> Shape:
         return Shape(
             kernel=cfg.kernel,
             initrd=cfg.initrd,
@@ -76,6 +76,7 @@ class Shape:
             memory_mib=cfg.memory_mib,
             disks=tuple(d.readonly for d in cfg.disks),
             nic=cfg.nic is not None,
+            scope=scope,
         )
 
     def key(self) -> str:
@@ -155,6 +156,9 @@ async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
         ram = work / "ram"
         with open(ram, "wb") as f:
             f.truncate(shape.memory_mib << 20)
+        # A jailed clone's QEMU (its own uid) must open it O_RDWR (QEMU 7.2 has no read-only file
+        # with private writable mapping): only through its jail's bind, the directory is 0700.
+        ram.chmod(0o666)
         placeholders = []
         for i, readonly in enumerate(shape.disks):
             path = work / f"slot{i}.img"
@@ -191,8 +195,6 @@ async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
             await client.close("template saved")
             await vm.kill()
             shutil.rmtree(cfg.dir, ignore_errors=True)
-            from hypernetes.runtime.qemu import remove_socket_dir
-
             remove_socket_dir(cfg.dir)
         (work / "meta.json").write_text(
             json.dumps({"key": key, "shape": dataclasses.asdict(shape)}, default=str)
@@ -211,8 +213,8 @@ async def save_state(vm: QemuVM, path: Path, timeout: float = SAVE_TIMEOUT) -> N
     QEMU 7.2 has no `file:` migration and its sandbox forbids `exec:`; it gets the open file
     as a descriptor over QMP (getfd) and migrates to it."""
     client = QMPClient(vm.cfg.name)
-    await asyncio.wait_for(client.connect(str(vm.cfg.qmp_socket)), timeout)
     try:
+        await asyncio.wait_for(client.connect(str(vm.cfg.qmp_socket)), timeout)
         await client.execute("stop")
         await client.execute("migrate-set-capabilities", IGNORE_SHARED)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -223,6 +225,8 @@ async def save_state(vm: QemuVM, path: Path, timeout: float = SAVE_TIMEOUT) -> N
         await client.execute("getfd", {"fdname": STATE_FD_NAME})
         await client.execute("migrate", {"uri": f"fd:{STATE_FD_NAME}"})
         await _migrated(client, timeout)
+    except (QMPError, OSError, TimeoutError) as e:
+        raise TemplateError(f"saving the template's state: {e or type(e).__name__}") from e
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
@@ -245,7 +249,7 @@ def clone_config(template: Template, cfg: VMConfig) -> VMConfig:
     """`cfg` (a pod's VM, of the template's shape) as a clone of `template`: its RAM the
     template's file mapped privately, its device state the template's. The caller owns the
     returned config's `incoming_fd` (QEMU inherits it; close it after start)."""
-    if Shape.of(cfg) != template.shape:
+    if Shape.of(cfg, template.shape.scope) != template.shape:
         raise TemplateError("the VM does not have the template's shape")
     fd = os.open(template.state, os.O_RDONLY | os.O_CLOEXEC)
     return dataclasses.replace(cfg, memory_file=template.ram, memory_shared=False, incoming_fd=fd)
@@ -265,11 +269,86 @@ async def restore(vm: QemuVM, timeout: float = SAVE_TIMEOUT) -> None:
         await _migrated(client, timeout)
         # the template was paused when saved, so the clone is too: resume it
         await client.execute("cont")
+    except (QMPError, OSError, TimeoutError) as e:  # a QEMU that refused the state exits
+        raise TemplateError(f"{e or type(e).__name__}; {vm.qemu_errors()}") from e
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
 
 
-def qemu_version() -> str:
-    out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.splitlines()[0] if out.stdout else ""
+USED = "used"  # touched at every clone: its mtime says when the template last served a VM
+
+
+class TemplateStore:
+    """The node's templates: looked up per VM, built in the background on a shape's first use
+    (that VM boots cold), removed when unused for `max_idle` seconds or when anything they were
+    built from changed (their key then is never asked for again)."""
+
+    def __init__(self, root: Path, max_idle: float = 3600.0, retry_after: float = 600.0) -> None:
+        self.root = root
+        self.max_idle = max_idle
+        self.retry_after = retry_after
+        self._building: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, float] = {}  # key -> when its build failed: not retried before
+        self.builds = 0
+        self.clones = 0
+
+    def get(self, shape: Shape) -> Template | None:
+        """The template of `shape`, or None, after starting its build if none is under way."""
+        template = load(self.root, shape)
+        if template is not None:
+            with contextlib.suppress(OSError):
+                (template.dir / USED).touch()
+            self.clones += 1
+            return template
+        key = shape.key()
+        failed = self._failed.get(key)
+        if key not in self._building and (failed is None or time.monotonic() - failed > self.retry_after):
+            self._building[key] = asyncio.create_task(self._build(key, shape), name=f"template-{key[:12]}")
+        return None
+
+    async def wait_built(self) -> None:
+        """Wait for the builds under way (tests, benchmarks, node start-up)."""
+        while self._building:
+            await asyncio.gather(*self._building.values(), return_exceptions=True)
+
+    async def _build(self, key: str, shape: Shape) -> None:
+        try:
+            t0 = time.monotonic()
+            await build(self.root, shape)
+            self.builds += 1
+            log.info("template %s built in %.1fs", key[:12], time.monotonic() - t0)
+        except (TemplateError, OSError) as e:
+            self._failed[key] = time.monotonic()
+            log.warning("template %s: build failed: %s", key[:12], e)
+        finally:
+            self._building.pop(key, None)
+            self.prune()
+
+    def discard(self, template: Template, reason: str) -> None:
+        """A template a clone could not be restored from: removed, rebuilt on next use."""
+        log.warning("template %s: removed: %s", template.key[:12], reason)
+        shutil.rmtree(template.dir, ignore_errors=True)
+
+    def prune(self) -> None:
+        """Remove templates unused for max_idle, and leftovers of interrupted builds. Running
+        clones keep their mappings of a removed RAM file: tmpfs frees it after the last."""
+        now = time.time()
+        for directory in self.root.glob("*") if self.root.exists() else []:
+            building = directory.name.startswith(".build-") and any(
+                directory.name.startswith(f".build-{k}-{os.getpid()}-") for k in self._building
+            )
+            if building:
+                continue
+            try:
+                stamp = directory / USED if (directory / USED).exists() else directory / "meta.json"
+                idle = now - stamp.stat().st_mtime
+            except OSError:
+                idle = self.max_idle + 1
+            if idle > self.max_idle or directory.name.startswith(".build-"):
+                shutil.rmtree(directory, ignore_errors=True)
+
+    async def close(self) -> None:
+        for task in list(self._building.values()):
+            task.cancel()
+        await asyncio.gather(*self._building.values(), return_exceptions=True)
