@@ -31,15 +31,18 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.eventrecorder import EventRecorder, object_reference
+from hypernetes.metrics import attached
 from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -245,6 +248,10 @@ class LeaderElector:
         """Campaign; while leader run `work()` (a fresh call each term: caches and expectations
         from an earlier term are stale). Returns when `work()` returns (after releasing the
         lease); raises what `work()` raised; on cancellation stops the work, then releases."""
+        with attached(self):  # leader_election_master_status on the process's /metrics
+            await self._run(work)
+
+    async def _run(self, work: Callable[[], Awaitable[None]]) -> None:
         margin = self.timing.lease_duration - self.timing.renew_deadline
         while True:
             await self._acquire()
@@ -269,10 +276,13 @@ class LeaderElector:
                 return
             log.warning("leader election %s: %s stopped leading; campaigning again", self.name, self.identity)
 
-    def metrics(self) -> str:
+    def collect(self) -> Iterator[Metric]:
         """client-go's leader_election_master_status gauge."""
-        return (
-            "# HELP leader_election_master_status 1 while this process holds the lease.\n"
-            "# TYPE leader_election_master_status gauge\n"
-            f'leader_election_master_status{{name="{self.name}"}} {int(self.leader)}\n'
+        gauge = GaugeMetricFamily(
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, "
+            "1 indicates master. 'name' is the string used to identify the lease.",
+            labels=["name"],
         )
+        gauge.add_metric([self.name], int(self.leader))
+        yield gauge

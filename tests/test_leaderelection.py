@@ -25,6 +25,7 @@ import pytest
 
 from hypernetes.apiclient import ApiClient
 from hypernetes.leaderelection import ElectionTiming, LeaderElector
+from hypernetes.metrics import REGISTRY, exposition
 from hypernetes.objects import Obj
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
@@ -134,6 +135,9 @@ async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread
     tb = asyncio.create_task(b.run(work("b")))
     await asyncio.sleep(2 * QUICK.lease_duration)
     assert not spans["b"] and a.leader and not b.leader  # one acts, the other stands by
+    served = exposition(REGISTRY).decode()  # what the process's /metrics shows
+    assert 'leader_election_master_status{name="partition"} 1.0' in served
+    assert 'leader_election_master_status{name="partition"} 0.0' in served
     cut_at = time.monotonic()
     relay.partition()
     for _ in range(200):
