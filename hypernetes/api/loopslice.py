@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,27 +57,66 @@ async def dumps_list(head: dict[str, Any], field: str, items: Iterable[Any], bud
 
 class Turnstile:
     """Many small steps of background work (a watch event for each of hundreds of watchers) share
-    the loop with requests: at most `slice` seconds of such steps run back to back, then the
-    others wait for the next loop iteration, behind what became ready meanwhile (a request's next
-    step), and take their turns in the order they came. Without it one write to a resource with
-    100 watches put ~5 ms of steps ahead of every request (issue 12); waiting also lets events
-    that arrive meanwhile go out in the same write."""
+    the loop with requests: about `slice` seconds of such steps run back to back, the others wait
+    in order and are let through a batch per loop iteration, after what became ready meanwhile (a
+    request's next step). Without it one write to a resource with 100 watches put ~5 ms of steps
+    ahead of every request (issue 12); waiting also lets events that arrive meanwhile go out in
+    the same write. A batch is as many turns as fit in a slice, by a moving average of their cost.
+    """
 
-    __slots__ = ("_reopen", "slice", "until")
+    __slots__ = ("_batch_start", "_fresh", "_opening", "_released", "_waiting", "cost", "slice", "until")
 
     def __init__(self, slice_seconds: float = SLICE) -> None:
         self.slice = slice_seconds
-        self.until = 0.0
-        self._reopen: asyncio.Handle | None = None
+        self.until = 0.0  # the end of the slice running now
+        self.cost = slice_seconds / 20  # seconds one turn takes, on average
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._opening: asyncio.Handle | None = None  # the next batch's release, scheduled
+        self._fresh = True  # a loop iteration has begun since the last slice or batch started
+        self._batch_start = 0.0
+        self._released = 0
 
     async def turn(self) -> None:
-        while time.perf_counter() >= self.until:
-            if self._reopen is None:
-                # queued now, it runs early in the next iteration: the steps that wait below are
-                # queued after it, and a request's step queued meanwhile is not held by them
-                self._reopen = asyncio.get_running_loop().call_soon(self._open)
-            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            now = time.perf_counter()
+            if now < self.until:
+                return
+            if self._fresh:  # nothing ran in turns this iteration: a slice starts now
+                self._start_slice(loop, now)
+                return
+        fut = loop.create_future()
+        self._waiting.append(fut)
+        if self._opening is None:
+            self._opening = loop.call_soon(self._release)
+        await fut
+        if not self._batch_start:
+            self._batch_start = time.perf_counter()
 
-    def _open(self) -> None:
-        self._reopen = None
-        self.until = time.perf_counter() + self.slice
+    def _start_slice(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self.until, self._fresh = now + self.slice, False
+        loop.call_soon(self._new_iteration)
+
+    def _new_iteration(self) -> None:
+        self._fresh = True
+
+    def _release(self) -> None:
+        """Let the next batch through: its steps run in the next iteration, after the callbacks
+        that are queued now, and the release after it is queued behind them."""
+        loop = asyncio.get_running_loop()
+        self._opening = None
+        now = time.perf_counter()
+        if self._released and self._batch_start:
+            self.cost += ((now - self._batch_start) / self._released - self.cost) / 4
+        self._batch_start, self._released = 0.0, 0
+        n = max(1, int(self.slice / max(self.cost, 1e-6)))
+        while self._waiting and self._released < n:
+            fut = self._waiting.popleft()
+            if not fut.done():  # (a cancelled waiter)
+                fut.set_result(None)
+                self._released += 1
+        # the batch is the next slice: whoever comes meanwhile queues behind it
+        self.until, self._fresh = 0.0, False
+        loop.call_soon(self._new_iteration)
+        if self._waiting:
+            self._opening = loop.call_soon(self._release)
