@@ -138,3 +138,24 @@ async def test_pods_from_a_template_have_their_own_identity_and_disks(
         assert lines[4] == name
         assert lines[5] == "data"
         assert int(lines[6].split()[1]) > 32 * 1024, lines  # the pod's 64 MiB partition, not 0
+
+
+async def test_a_broken_template_falls_back_to_a_cold_boot(
+    templated: HyperVM, busybox_ref: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A template whose saved state QEMU refuses: the pod boots cold, the log says so, and the
+    template is dropped (the next pod of the shape starts its rebuild)."""
+    store = templated.templates
+    assert store is not None
+    spec = ContainerSpec(name="main", image=busybox_ref, command=("echo", "hi"))
+    status, out, _ = await run(templated, pod("first", spec))
+    assert (status.code, out) == (0, b"hi\n")
+    await store.wait_built()
+    [template] = [d for d in store.root.iterdir() if (d / "state").exists()]
+    (template / "state").write_bytes((template / "state").read_bytes()[:200])  # truncated
+
+    status, out, _ = await run(templated, pod("second", spec))
+    assert (status.code, out) == (0, b"hi\n")
+    assert store.clones == 1
+    assert "restore from template" in caplog.text and "booting cold" in caplog.text
+    assert not template.exists()
