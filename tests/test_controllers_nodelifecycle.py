@@ -26,6 +26,7 @@ from hypernetes.runtime.kernels import KernelRegistry
 from tests.support.apiserver import ApiServerThread
 from tests.support.nodes import NodesCluster as Cluster
 from tests.support.partition import Partition
+from tests.support.tenants import TenantWorld
 from tests.support.waiting import wait_for, wait_for_async
 
 GRACE = 2.0  # node-monitor-grace-period
@@ -310,3 +311,37 @@ async def test_a_node_cut_off_and_back_gets_its_pods_ready_again(
 
 async def _is(read: Callable[[], Awaitable[str]], want: str) -> bool:
     return await read() == want
+
+
+def test_a_lost_nodes_pods_stop_counting_in_the_tenants_quota(tmp_path: Path) -> None:
+    """A tenant at its pod quota loses a node: its evicted pods stay Terminating there (nobody
+    finalizes them), and must stop counting once past their deletion grace (upstream's
+    QuotaV1Pod), or their replacements would be refused on the live node for good."""
+    api = ApiServerThread(tmp_path, tenancy=True).start()
+    world = TenantWorld(api)
+    cluster = Cluster(api, CONFIG, ("serviceaccount", "replicaset", "nodelifecycle", "tainteviction"))
+    try:
+        world.fresh_tenant("acme", {"quota": {"pods": "2"}})  # namespace acme-a
+        cluster.start_node("alive")
+        cluster.start_node("dead")
+        ctl, ns = cluster.ctl, "acme-a"
+        wait_for(lambda: ctl.get("v1", "serviceaccounts", "default", ns), what="the default account")
+        rs = replicaset("web", 2)
+        rs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+        ctl.create("apps/v1", "replicasets", rs, ns)
+        wait_for(
+            lambda: len(cluster.pods_on(ns, "dead")) == 1 and len(cluster.pods_on(ns, "alive")) == 1,
+            what="spread",
+        )
+        cluster.stop_node("dead")
+        wait_for(
+            lambda: len([p for p in cluster.pods_on(ns, "alive") if ready(p) == "True"]) == 2,
+            timeout=GRACE + TOLERATION + 20,
+            what="the replacement on the live node, within the tenant's quota of 2",
+        )
+        stuck = [p for p in cluster.pods_on(ns, "dead") if p["metadata"].get("deletionTimestamp")]
+        assert len(stuck) == 1  # still there, Terminating, not counted
+    finally:
+        cluster.stop()
+        world.close()
+        api.stop()

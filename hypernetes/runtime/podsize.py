@@ -4,7 +4,9 @@ lowest room that knows VM sizes)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from datetime import datetime
 
 from hypernetes.objects import Obj
 from hypernetes.runtime.interface import ContainerSpec
@@ -87,9 +89,21 @@ def pod_vm(pod: Obj) -> VMSize:
     return pod_cpu_and_vm(pod)[1]
 
 
-def holds_vm(pod: Obj) -> bool:
-    """Pods that hold (or will hold) a VM count against quotas; finished ones do not."""
-    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+def holds_vm(pod: Obj, now: float | None = None) -> bool:
+    """Pods that hold (or will hold) a VM count against quotas; finished ones do not, nor (as
+    upstream's QuotaV1Pod) one still terminating past deletionTimestamp + its grace period: its
+    node is lost, and charging it would keep its replacement from starting on another node."""
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return False
+    meta = pod.get("metadata") or {}
+    stamp, grace = meta.get("deletionTimestamp"), meta.get("deletionGracePeriodSeconds")
+    if not isinstance(stamp, str) or not isinstance(grace, int):
+        return True
+    try:
+        deadline = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() + grace
+    except ValueError:
+        return True
+    return (now if now is not None else time.time()) <= deadline
 
 
 def quota_usage(pods: Iterable[Obj]) -> tuple[int, int, int, int]:
