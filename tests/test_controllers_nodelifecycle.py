@@ -132,6 +132,10 @@ def test_a_silent_node_goes_unknown_its_pods_move_and_it_comes_back(cluster: Clu
         return pod is None or bool(pod["metadata"].get("deletionTimestamp"))
 
     wait_for(lambda: evicted("leaves-at-once"), timeout=3, what="tolerationSeconds 0: evicted at once")
+    warned = {
+        e["involvedObject"]["name"] for e in ctl.items("v1", "events", ns) if e["reason"] == "NodeNotReady"
+    }
+    assert doomed <= warned  # as upstream: "Node is not ready" on each pod
     # after the toleration the RS's pods are deleted and replaced on the live node
     wait_for(
         lambda: len([p for p in cluster.pods_on(ns, "alive") if ready(p) == "True"]) == 4,

@@ -288,5 +288,6 @@ class NodeLifecycleController(Controller):
                 continue
             if written is not None:
                 self.pods.written(written)
+                await self.events.warning(written, "NodeNotReady", "Node is not ready")
         if failed is not None:
             raise failed
