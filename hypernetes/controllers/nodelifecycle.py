@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
-from hypernetes.controllers.base import Controller, update_status
+from hypernetes.controllers.base import Controller
 from hypernetes.controllers.informer import Handler, InformerFactory
 from hypernetes.objects import Obj
 from hypernetes.objects.taints import (
@@ -239,7 +239,7 @@ class NodeLifecycleController(Controller):
             conditions = unknown_conditions(node, m.rfc3339())
             if conditions is not None:
                 status = {**(node.get("status") or {}), "conditions": conditions}
-                written = await update_status(self.client, "v1", "nodes", node, status)
+                written = await self._write_status("nodes", node, status)
                 if written is None:
                     return
                 log.warning("node %s: no heartbeat for %.0f s: Ready is Unknown", key, grace)
@@ -249,6 +249,21 @@ class NodeLifecycleController(Controller):
         await self._taint(node, self._full_disruption())
         if ready_status(node) != "True":
             await self._pods_not_ready(node)
+
+    async def _write_status(self, plural: str, obj: Obj, status: Obj) -> Obj | None:
+        """PUT the status we computed from `obj`, only over that very version (its
+        resourceVersion): if the agent wrote in between (it is back), the 409 sends the key back
+        to be judged again on the fresh object, never overwriting the agent's news with ours.
+        None if the object is gone."""
+        try:
+            written: Obj = await self.client.replace(
+                "v1", plural, {**obj, "status": status}, subresource="status"
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return written
 
     async def _taint(self, node: Obj, full_disruption: bool) -> None:
         taints = desired_taints(node, full_disruption)
@@ -282,7 +297,7 @@ class NodeLifecycleController(Controller):
             status = dict(pod.get("status") or {})
             m.set_condition(status, {**ready, "status": "False", "lastTransitionTime": m.rfc3339()})
             try:
-                written = await update_status(self.client, "v1", "pods", pod, status)
+                written = await self._write_status("pods", pod, status)
             except ApiException as e:
                 failed = e
                 continue
