@@ -31,12 +31,14 @@ from tests.support.waiting import wait_for, wait_for_async
 
 GRACE = 2.0  # node-monitor-grace-period
 TOLERATION = 3.0  # default-unreachable-toleration-seconds
+CHECK_WAIT = 10.0  # quarantine (1 s) + a tick
 CONFIG = NodeLifecycleConfig(
     monitor_grace_period=GRACE,
     startup_grace_period=GRACE,
     monitor_period=0.3,
     not_ready_toleration=TOLERATION,
     unreachable_toleration=TOLERATION,
+    orphan_pod_quarantine=1.0,
 )
 
 
@@ -163,6 +165,29 @@ def test_a_silent_node_goes_unknown_its_pods_move_and_it_comes_back(cluster: Clu
     )
     rs = ctl.get("apps/v1", "replicasets", "web", ns)
     assert rs is not None and rs["status"].get("readyReplicas") == 4
+
+
+def test_deleting_a_lost_node_removes_its_terminating_pods(cluster: Cluster) -> None:
+    """The operator deletes the Node of a host that is gone for good: the pods evicted from it,
+    Terminating with nobody to finalize them, are force-deleted after the quarantine (podgc)."""
+    ctl = cluster.ctl
+    cluster.start_node("alive")
+    cluster.start_node("gone")
+    ns = ctl.namespace("gone")
+    ctl.create("apps/v1", "replicasets", replicaset("web", 2), ns)
+    wait_for(lambda: len(cluster.pods_on(ns, "gone")) == 1, what="a pod on each node")
+    cluster.stop_node("gone")
+    stuck = wait_for(
+        lambda: [p for p in cluster.pods_on(ns, "gone") if p["metadata"].get("deletionTimestamp")],
+        timeout=GRACE + TOLERATION + 10,
+        what="the evicted pod Terminating",
+    )
+    time.sleep(CONFIG.orphan_pod_quarantine + 1)
+    held = [p["metadata"]["uid"] for p in cluster.pods_on(ns, "gone")]
+    assert held == [p["metadata"]["uid"] for p in stuck]  # kept while its Node exists
+    assert ctl.delete("v1", "nodes", "gone") is not None
+    wait_for(lambda: cluster.pods_on(ns, "gone") == [], timeout=CHECK_WAIT, what="the orphan removed")
+    assert len([p for p in cluster.pods_on(ns, "alive") if ready(p) == "True"]) == 2
 
 
 def test_no_eviction_when_every_node_is_down(cluster: Cluster) -> None:

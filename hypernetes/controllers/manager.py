@@ -20,6 +20,7 @@ from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.networks import NetworkController
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, NodeLifecycleController
+from hypernetes.controllers.podgc import PodGCController
 from hypernetes.controllers.replicaset import ReplicaSetController
 from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
@@ -45,6 +46,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
         NetworkController,
         NodeLifecycleController,
         TaintEvictionController,
+        PodGCController,
     )
 }
 
@@ -158,7 +160,7 @@ class ControllerManager:
         self.collector = ControllerMetrics(self.controllers)
 
     def _new(self, cls: type[Controller]) -> Controller:
-        if issubclass(cls, NodeLifecycleController | TaintEvictionController):
+        if issubclass(cls, NodeLifecycleController | TaintEvictionController | PodGCController):
             return cls(self.client, self.informers, self.node_lifecycle)
         return cls(self.client, self.informers)
 

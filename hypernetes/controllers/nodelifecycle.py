@@ -79,6 +79,7 @@ class NodeLifecycleConfig:
     monitor_period: float = 5.0  # --node-monitor-period
     not_ready_toleration: float = 300.0  # --default-not-ready-toleration-seconds
     unreachable_toleration: float = 300.0  # --default-unreachable-toleration-seconds
+    orphan_pod_quarantine: float = 40.0  # podgc.py: a missing node's pods go after this long
 
 
 @dataclass

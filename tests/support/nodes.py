@@ -111,7 +111,7 @@ class NodesCluster:
         self,
         api: ApiServerThread,
         config: NodeLifecycleConfig,
-        controllers: Iterable[str] = ("replicaset", "nodelifecycle", "tainteviction"),
+        controllers: Iterable[str] = ("replicaset", "nodelifecycle", "tainteviction", "podgc"),
     ) -> None:
         self.api, self.config, self.only = api, config, list(controllers)
         self.ctl = ControllersThread(api, only=[], kubelet=False).start()
