@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
     p.add_argument("--kernel", help="registered guest kernel name (hypervm; default: ours)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
                    help="hypervm accelerator (default: KVM only if a probe guest boots)")
+    p.add_argument("--no-templates", action="store_true",
+                   help="hypervm: boot the VM cold instead of cloning a template VM")
     p.add_argument("--cpus", help="CPU limit, e.g. 2 or 500m (VM vCPUs = ceil)")
     p.add_argument("--memory", help="memory limit, e.g. 256Mi, 1G, or as docker: 512m (MiB), 1g (GiB)")
     p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
@@ -72,8 +74,11 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
 
     # A one-off `run` takes its VM down with it; `up` leaves VMs for the next agent to adopt.
     one_off = args.command_name == "run"
+    from hypernetes.runtime.templates import TemplateStore, template_root
+
+    templates = None if getattr(args, "no_templates", False) else TemplateStore(template_root())
     return HyperVM(root, image_store(args), kernel_registry(args), accel=args.accel,
-                   die_with_parent=one_off)
+                   die_with_parent=one_off, templates=templates)
 
 
 # `run` takes docker's `--memory` units too: one lowercase letter, binary (512m is 512 MiB)
@@ -137,6 +142,8 @@ async def _run(runtime: Runtime, pod: PodSpec, spec: ContainerSpec) -> int:
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(runtime.remove_sandbox(pod.id))
+        if (templates := getattr(runtime, "templates", None)) is not None:
+            await templates.wait_built()  # outlives this run: the next one clones it
 
 
 async def _attach(proc: Process, spec: ContainerSpec) -> int:

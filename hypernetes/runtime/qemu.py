@@ -146,6 +146,10 @@ class VMConfig:
     memory_file: Path | None = None
     memory_shared: bool = False
     incoming_fd: int | None = None  # a clone: its device state is read from this inherited fd
+    # Off for templates and their clones: QEMU 7.2 discards reported pages of a file-backed RAM
+    # block with fallocate(PUNCH_HOLE) even when it is mapped privately, which would punch
+    # holes in the template's file, under every other clone.
+    free_page_reporting: bool = True
 
     @property
     def sock_dir(self) -> Path:
@@ -300,7 +304,7 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
         # Free page reporting: pages the guest frees (its init memory, dropped caches) go back
         # to the host instead of staying in the VM's footprint.
         "-device",
-        "virtio-balloon-device,free-page-reporting=on",
+        f"virtio-balloon-device,free-page-reporting={'on' if cfg.free_page_reporting else 'off'}",
         # getrandom(2): no /dev/urandom to open (nor to put in the jail)
         "-object",
         "rng-builtin,id=rng0",

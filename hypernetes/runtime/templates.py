@@ -180,6 +180,7 @@ async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
             die_with_parent=True,
             memory_file=ram,
             memory_shared=True,
+            free_page_reporting=False,
         )
         vm = QemuVM(cfg)
         client = AgentClient(f"template-{key[:12]}")
@@ -252,7 +253,9 @@ def clone_config(template: Template, cfg: VMConfig) -> VMConfig:
     if Shape.of(cfg, template.shape.scope) != template.shape:
         raise TemplateError("the VM does not have the template's shape")
     fd = os.open(template.state, os.O_RDONLY | os.O_CLOEXEC)
-    return dataclasses.replace(cfg, memory_file=template.ram, memory_shared=False, incoming_fd=fd)
+    return dataclasses.replace(
+        cfg, memory_file=template.ram, memory_shared=False, incoming_fd=fd, free_page_reporting=False
+    )
 
 
 async def restore(vm: QemuVM, timeout: float = SAVE_TIMEOUT) -> None:
@@ -277,6 +280,19 @@ async def restore(vm: QemuVM, timeout: float = SAVE_TIMEOUT) -> None:
 
 
 USED = "used"  # touched at every clone: its mtime says when the template last served a VM
+
+
+def _builder_alive(name: str) -> bool:
+    """Whether the process building `.build-KEY-PID-NS` (this one or another node agent
+    sharing the directory) still runs."""
+    try:
+        pid = int(name.split("-")[2])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class TemplateStore:
@@ -335,17 +351,16 @@ class TemplateStore:
         clones keep their mappings of a removed RAM file: tmpfs frees it after the last."""
         now = time.time()
         for directory in self.root.glob("*") if self.root.exists() else []:
-            building = directory.name.startswith(".build-") and any(
-                directory.name.startswith(f".build-{k}-{os.getpid()}-") for k in self._building
-            )
-            if building:
+            if directory.name.startswith(".build-"):
+                if not _builder_alive(directory.name):
+                    shutil.rmtree(directory, ignore_errors=True)
                 continue
             try:
                 stamp = directory / USED if (directory / USED).exists() else directory / "meta.json"
                 idle = now - stamp.stat().st_mtime
             except OSError:
                 idle = self.max_idle + 1
-            if idle > self.max_idle or directory.name.startswith(".build-"):
+            if idle > self.max_idle:
                 shutil.rmtree(directory, ignore_errors=True)
 
     async def close(self) -> None:

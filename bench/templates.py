@@ -1,0 +1,154 @@
+"""Pod VMs from templates (issue 15): start time and idle memory, template vs cold vs gVisor.
+
+Start: seconds from exec of `hypernetes run IMAGE -- echo first` to its first output line, image
+cached, in ABBA order (each round runs the peers forward, the next backward), for
+  - template   hypervm, a clone of the shape's template (built by a warm-up run first)
+  - cold       hypervm `--no-templates`: the kernel boots
+  - gvisor     `--runtime gvisor`
+  - crun       `crun run` of the same rootfs (no isolation beyond namespaces), if crun works
+Memory: host PSS per idle `sleep` pod with 1, 4 and 16 pods running at once (128 MiB VMs), for
+the same peers but crun. A template's RAM file (tmpfs, once per shape on the node) is counted in
+the clones' PSS only for the pages they map; its whole resident size is reported beside them.
+
+Run as root after `make setup`: `.venv/bin/python bench/templates.py --rounds 5`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.startup import (  # noqa: E402
+    CLI,
+    IMAGE,
+    crun_bundle,
+    crun_command,
+    first_line_time,
+    idle_pss,
+    machine,
+    prepare_image,
+    summarize,
+)
+from hypernetes.runtime.images import ImageStore  # noqa: E402
+from hypernetes.runtime.interface import Runtime  # noqa: E402
+from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
+from hypernetes.runtime.paths import agent_binary  # noqa: E402
+
+
+def tmpfs_resident_mib(root: Path) -> float:
+    """Memory the template files hold on tmpfs (allocated blocks, not their sizes)."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file()) / (1 << 20)
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+async def memory(data: Path, tpl_root: Path, counts: list[int], skip: list[str]) -> list[dict[str, object]]:
+    """Idle PSS per pod, in one event loop (a template build runs in it)."""
+    from hypernetes.runtime.gvisor import GVisor
+    from hypernetes.runtime.hypervm import HyperVM
+    from hypernetes.runtime.templates import TemplateStore
+
+    store = ImageStore(data / "images")
+    kernels = KernelRegistry(data / "kernels", agent_binary())
+    templates = TemplateStore(tpl_root)
+    runtimes: list[tuple[str, Runtime]] = [
+        ("template", HyperVM(data / "rt-tpl", store, kernels, accel="tcg", templates=templates)),
+        ("cold", HyperVM(data / "rt-cold", store, kernels, accel="tcg")),
+        ("gvisor", GVisor(data / "rt-gvisor", store)),
+    ]
+    if "template" not in skip:  # the first pod of the 128 MiB shape boots cold and has it built
+        await idle_pss(runtimes[0][1], "pss-warmup", 1)
+        await templates.wait_built()
+    rows = []
+    for count in counts:
+        for name, runtime in runtimes:
+            if name in skip:
+                continue
+            clones = templates.clones
+            row = await idle_pss(runtime, f"pss{name}", count)
+            row["peer"] = name
+            if name == "template":
+                row["clones"] = templates.clones - clones
+                row["template_tmpfs_mib"] = round(tmpfs_resident_mib(tpl_root), 1)
+            row["loadavg"] = loadavg()
+            print(json.dumps({**row, "bench": "idle_pss_detail"}), flush=True)
+            rows.append(row)
+    await templates.close()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="ABBA rounds (runs per peer)")
+    parser.add_argument("--pods", type=int, action="append", default=None, help="idle pod counts")
+    parser.add_argument("--skip", action="append", default=[], help="peer names to skip")
+    args = parser.parse_args()
+    counts = args.pods or [1, 4, 16]
+    print(json.dumps({"bench": "machine", **machine(), "loadavg_start": loadavg()}), flush=True)
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="hn-bench-tpl-") as tmp:
+        work = Path(tmp)
+        data = work / "data"
+        tpl_root = Path(tempfile.mkdtemp(prefix="hn-bench-templates-", dir="/dev/shm"))
+        env = {**os.environ, "HYPERNETES_ACCEL": "tcg", "HYPERNETES_TEMPLATE_DIR": str(tpl_root)}
+        try:
+            prepare_image(data)
+            base = [CLI, "run", "--data-dir", str(data)]
+            peers: dict[str, object] = {
+                "template": lambda i: [*base, IMAGE, "--", "echo", "first"],
+                "cold": lambda i: [*base, "--no-templates", IMAGE, "--", "echo", "first"],
+                "gvisor": lambda i: [*base, "--runtime", "gvisor", IMAGE, "--", "echo", "first"],
+            }
+            if shutil.which("crun"):
+                bundle = crun_bundle(data, work)
+                peers["crun"] = lambda i: crun_command(bundle, i)
+            names = [n for n in peers if n not in args.skip]
+            # warm-up: builds the template (the run itself boots cold), fills caches for all
+            for name in names:
+                first_line_time(peers[name](0), b"first", 120, env)  # type: ignore[operator]
+            times: dict[str, list[float | None]] = {n: [] for n in names}
+            for r in range(args.rounds):
+                for name in names if r % 2 == 0 else reversed(names):
+                    times[name].append(first_line_time(peers[name](r + 1), b"first", 120, env))  # type: ignore[operator]
+            for name in names:
+                rows.append(summarize(name, times[name]))
+
+            rows += asyncio.run(memory(data, tpl_root, counts, args.skip))
+        finally:
+            shutil.rmtree(tpl_root, ignore_errors=True)
+    print(json.dumps({"bench": "machine_end", "loadavg_end": loadavg(), "time": time.time()}), flush=True)
+    print("\n| peer | p50 s | p90 s | min s | failed/runs |\n|---|---|---|---|---|", file=sys.stderr)
+    for row in rows:
+        if row["bench"] == "start":
+            print(
+                f"| {row['peer']} | {row.get('p50_s', '-')} | {row.get('p90_s', '-')} | "
+                f"{row.get('min_s', '-')} | {row['failed']}/{row['runs']} |",
+                file=sys.stderr,
+            )
+    print("\n| peer | pods | PSS MiB/pod | template tmpfs MiB |\n|---|---|---|---|", file=sys.stderr)
+    for row in rows:
+        if row["bench"] == "idle_pss":
+            print(
+                f"| {row['peer']} | {row['pods']} | {row['pss_mib_per_pod']} | "
+                f"{row.get('template_tmpfs_mib', '')} |",
+                file=sys.stderr,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
