@@ -43,12 +43,20 @@ class FakeKubelet:
         self._again: dict[str, Obj] = {}
 
     async def run(self) -> None:
-        async for ev in self.client.informer("v1", "pods"):
-            pods = ev.object.get("items", []) if ev.type == "SYNC" else [ev.object]
-            if ev.type == "DELETED":
-                continue
-            for pod in pods:
-                self._schedule(pod)
+        from tests.support.nodes import FakeNode  # (it imports this module)
+
+        # its Node exists and stays Ready, as a live agent's: the node lifecycle controller and
+        # the pod garbage collector (orphans of missing nodes) leave its pods alone
+        beat = asyncio.create_task(FakeNode(self.client, self.NODE, period=5.0).heartbeat())
+        try:
+            async for ev in self.client.informer("v1", "pods"):
+                pods = ev.object.get("items", []) if ev.type == "SYNC" else [ev.object]
+                if ev.type == "DELETED":
+                    continue
+                for pod in pods:
+                    self._schedule(pod)
+        finally:
+            beat.cancel()
 
     def _schedule(self, pod: Obj) -> None:
         uid = pod["metadata"]["uid"]

@@ -33,11 +33,16 @@ class FakeNode:
         self.finalized: list[str] = []
 
     async def run(self) -> None:
+        await asyncio.gather(self.heartbeat(), self._pods())
+
+    async def heartbeat(self) -> None:
+        """Register the Node, then keep it Ready and its Lease renewed (without running pods)."""
         if await self.client.get_or_none("v1", "nodes", self.name) is None:
-            await self.client.create("v1", "nodes", {"metadata": {"name": self.name}})
+            with contextlib.suppress(ApiException):  # 409: made meanwhile
+                await self.client.create("v1", "nodes", {"metadata": {"name": self.name}})
         with contextlib.suppress(ApiException):
             await self.client.create("v1", "namespaces", {"metadata": {"name": "kube-node-lease"}})
-        await asyncio.gather(self._heartbeat(), self._pods())
+        await self._heartbeat()
 
     async def _heartbeat(self) -> None:
         while True:
