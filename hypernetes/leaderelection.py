@@ -108,6 +108,7 @@ class LeaderElector:
         self.leader = False
         self.terms = 0  # how often this candidate became leader
         self.events = EventRecorder(client, name, instance=self.identity)
+        self._event: asyncio.Task[None] | None = None
 
     # --- one attempt (client-go's tryAcquireOrRenew) -----------------------------------------------
 
@@ -201,7 +202,9 @@ class LeaderElector:
         log.info("leader election %s: %s became leader", self.name, self.identity)
         if self._lease is not None:
             ref = object_reference({**self._lease, "kind": "Lease", "apiVersion": LEASES[0]})
-            await self.events.record(ref, "Normal", "LeaderElection", f"{self.identity} became leader")
+            # in the background: a slow API must not hold up the work, nor the first renewal
+            event = self.events.record(ref, "Normal", "LeaderElection", f"{self.identity} became leader")
+            self._event = asyncio.create_task(event, name=f"lease {self.name} event")
 
     async def _keep(self) -> None:
         """Renew until we cannot within the renew deadline or someone else holds the lease."""

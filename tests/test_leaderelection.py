@@ -151,6 +151,9 @@ async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread
     takeover = b_started - cut_at
     assert takeover <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 0.3, takeover
     print(f"\nfailover after a partition: {takeover:.2f} s (lease {QUICK.lease_duration} s)")
+    events = (await cb.list("v1", "events", "kube-system"))["items"]
+    said = {e["message"] for e in events if e["involvedObject"].get("name") == "partition"}
+    assert {"a became leader", "b became leader"} <= said  # LeaderElection events, as client-go's
     # a is cut off for good: it keeps campaigning, never acting again
     await asyncio.sleep(QUICK.lease_duration)
     assert len(spans["a"]) == 1 and not a.leader and b.leader
