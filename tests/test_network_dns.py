@@ -74,8 +74,11 @@ def query(name: str, qtype: int = A, *, qid: int = 0x4242, edns: Edns | None = N
 
 
 def addresses(msg: Message) -> set[str]:
-    return {str(ipaddress.ip_address(rr.rdata)) for rr in msg.answers
-            if rr.rtype in (A, AAAA) and isinstance(rr.rdata, bytes)}
+    return {
+        str(ipaddress.ip_address(rr.rdata))
+        for rr in msg.answers
+        if rr.rtype in (A, AAAA) and isinstance(rr.rdata, bytes)
+    }
 
 
 # -- codec -------------------------------------------------------------------------------------
@@ -91,16 +94,32 @@ def test_decode_a_query_as_dig_sends_it() -> None:
 
 def test_roundtrip_compresses_names_and_keeps_every_field() -> None:
     owner = N("web.shop.svc.cluster.local")
-    msg = Message(id=7, qr=True, aa=True, rd=True, ra=True, cd=True, rcode=NXDOMAIN,
-                  questions=[Question(owner, ANY)],
-                  answers=[RR(owner, A, CLASS_IN, 5, bytes([10, 0, 0, 1])),
-                           RR(owner, CNAME, CLASS_IN, 5, NameData(N("x.cluster.local"))),
-                           RR(owner, SRV, CLASS_IN, 5, SrvData(0, 100, 80, owner))],
-                  authority=[RR(N("cluster.local"), SOA, CLASS_IN, 5,
-                                SoaData(N("ns.dns.cluster.local"), N("hostmaster.cluster.local"),
-                                        1, 2, 3, 4, 5))],
-                  additional=[RR(N("t.example"), TXT, CLASS_IN, 60, b"\x02hi")],
-                  edns=Edns(udp_size=1232, do=True, options=b"\x00\x0a\x00\x02ab"))
+    msg = Message(
+        id=7,
+        qr=True,
+        aa=True,
+        rd=True,
+        ra=True,
+        cd=True,
+        rcode=NXDOMAIN,
+        questions=[Question(owner, ANY)],
+        answers=[
+            RR(owner, A, CLASS_IN, 5, bytes([10, 0, 0, 1])),
+            RR(owner, CNAME, CLASS_IN, 5, NameData(N("x.cluster.local"))),
+            RR(owner, SRV, CLASS_IN, 5, SrvData(0, 100, 80, owner)),
+        ],
+        authority=[
+            RR(
+                N("cluster.local"),
+                SOA,
+                CLASS_IN,
+                5,
+                SoaData(N("ns.dns.cluster.local"), N("hostmaster.cluster.local"), 1, 2, 3, 4, 5),
+            )
+        ],
+        additional=[RR(N("t.example"), TXT, CLASS_IN, 60, b"\x02hi")],
+        edns=Edns(udp_size=1232, do=True, options=b"\x00\x0a\x00\x02ab"),
+    )
     wire = encode(msg)
     assert decode(wire) == msg
     # owners are pointers to the question; the SRV target is not compressed (RFC 2782)
@@ -117,17 +136,23 @@ def test_extended_rcode_travels_in_opt() -> None:
     assert decode(wire).rcode == dns.BADVERS
 
 
-@pytest.mark.parametrize(("body", "why"), [
-    (b"\xc0\x0c\x00\x01\x00\x01", "pointer to itself"),
-    (b"\xc0\x0e\x00\x01\x00\x01", "pointer forwards"),
-    (b"\x01a\xc0\x0c\x00\x01\x00\x01", "pointer back into its own name"),
-    (b"\x41" + b"a" * 65 + b"\x00\x00\x01\x00\x01", "extended label type"),
-    (b"\x81a\x00\x00\x01\x00\x01", "reserved label type"),
-    (b"".join(b"\x3f" + c * 63 for c in (b"a", b"b", b"c", b"d")) + b"\x00\x00\x01\x00\x01", "name over 255"),
-    (b"\x07example\x03com\x00\x00\x01", "truncated question"),
-    (b"\x07exam", "truncated label"),
-    (b"\x07example\x03com\x00\x00\x01\x00\x01\x00", "trailing byte"),
-])
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"\xc0\x0c\x00\x01\x00\x01", "pointer to itself"),
+        (b"\xc0\x0e\x00\x01\x00\x01", "pointer forwards"),
+        (b"\x01a\xc0\x0c\x00\x01\x00\x01", "pointer back into its own name"),
+        (b"\x41" + b"a" * 65 + b"\x00\x00\x01\x00\x01", "extended label type"),
+        (b"\x81a\x00\x00\x01\x00\x01", "reserved label type"),
+        (
+            b"".join(b"\x3f" + c * 63 for c in (b"a", b"b", b"c", b"d")) + b"\x00\x00\x01\x00\x01",
+            "name over 255",
+        ),
+        (b"\x07example\x03com\x00\x00\x01", "truncated question"),
+        (b"\x07exam", "truncated label"),
+        (b"\x07example\x03com\x00\x00\x01\x00\x01\x00", "trailing byte"),
+    ],
+)
 def test_malformed_questions_are_rejected(body: bytes, why: str) -> None:
     with pytest.raises(DnsError):
         decode(bytes.fromhex("000101000001000000000000") + body)
@@ -145,11 +170,14 @@ def test_pointer_chains_are_bounded() -> None:
         decode(data)
 
 
-@pytest.mark.parametrize("additional", [
-    b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00" * 2,  # two OPT records
-    b"\x01a\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00",  # OPT not at the root
-    b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x03\x00\x01\x00",  # option TLV cut short
-])
+@pytest.mark.parametrize(
+    "additional",
+    [
+        b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00" * 2,  # two OPT records
+        b"\x01a\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00",  # OPT not at the root
+        b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x03\x00\x01\x00",  # option TLV cut short
+    ],
+)
 def test_bad_opt_records_are_rejected(additional: bytes) -> None:
     n = 2 if additional.count(b"\x29\x04\xd0") == 2 else 1
     data = bytes.fromhex("00010100000100000000") + struct.pack("!H", n) + b"\x01a\x00\x00\x01\x00\x01"
@@ -203,13 +231,18 @@ def messages(draw: st.DrawFn) -> Message:
         return RR(draw(names), kind, CLASS_IN, draw(st.integers(0, 2**31)), data)
 
     return Message(
-        id=draw(st.integers(0, 65535)), qr=draw(st.booleans()), aa=draw(st.booleans()),
-        rd=draw(st.booleans()), rcode=draw(st.integers(0, 15)),
-        questions=[Question(draw(names), draw(st.integers(0, 65535)))
-                   for _ in range(draw(st.integers(0, 2)))],
+        id=draw(st.integers(0, 65535)),
+        qr=draw(st.booleans()),
+        aa=draw(st.booleans()),
+        rd=draw(st.booleans()),
+        rcode=draw(st.integers(0, 15)),
+        questions=[
+            Question(draw(names), draw(st.integers(0, 65535))) for _ in range(draw(st.integers(0, 2)))
+        ],
         answers=[rr() for _ in range(draw(st.integers(0, 4)))],
         authority=[rr() for _ in range(draw(st.integers(0, 2)))],
-        edns=draw(st.one_of(st.none(), st.builds(Edns, st.integers(0, 65535)))))
+        edns=draw(st.one_of(st.none(), st.builds(Edns, st.integers(0, 65535)))),
+    )
 
 
 @settings(max_examples=400, deadline=None)
@@ -219,16 +252,18 @@ def test_fuzz_roundtrip(msg: Message) -> None:
 
 
 @settings(max_examples=1000, deadline=None)
-@given(messages(), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6),
-       st.integers(0, 400))
-def test_fuzz_mutated_messages_decode_or_raise_dns_error(msg: Message, flips: list[tuple[int, int]],
-                                                         cut: int) -> None:
+@given(
+    messages(), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6), st.integers(0, 400)
+)
+def test_fuzz_mutated_messages_decode_or_raise_dns_error(
+    msg: Message, flips: list[tuple[int, int]], cut: int
+) -> None:
     data = bytearray(encode(msg))
     for pos, value in flips:
         if pos < len(data):
             data[pos] = value
     with contextlib.suppress(DnsError):
-        decode(bytes(data[:len(data) - cut % (len(data) + 1)]))
+        decode(bytes(data[: len(data) - cut % (len(data) + 1)]))
 
 
 @settings(max_examples=1500, deadline=None)
@@ -239,11 +274,18 @@ def test_fuzz_random_bytes_decode_or_raise_dns_error(data: bytes) -> None:
 
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(st.binary(max_size=700),
-                 st.builds(lambda m, b: encode(m)[:12] + b, messages(), st.binary(max_size=80)),
-                 messages().map(lambda m: encode(Message(id=m.id, questions=m.questions[:1] or
-                                                         [Question((b"x",), A)], edns=m.edns)))),
-       st.booleans())
+@given(
+    st.one_of(
+        st.binary(max_size=700),
+        st.builds(lambda m, b: encode(m)[:12] + b, messages(), st.binary(max_size=80)),
+        messages().map(
+            lambda m: encode(
+                Message(id=m.id, questions=m.questions[:1] or [Question((b"x",), A)], edns=m.edns)
+            )
+        ),
+    ),
+    st.booleans(),
+)
 def test_fuzz_the_query_path_never_crashes_nor_amplifies(data: bytes, tcp: bool) -> None:
     server = DnsServer(upstreams=[], rate=0)
     server.set_records("n", {"web.shop.svc.cluster.local": ["10.96.0.5"]})
@@ -260,8 +302,13 @@ def test_fuzz_the_query_path_never_crashes_nor_amplifies(data: bytes, tcp: bool)
 # -- records from API objects ------------------------------------------------------------------
 
 
-def svc(name: str, ns: str, cluster_ip: str | list[str] | None, ports: list[dict[str, Any]] | None = None,
-        **spec: Any) -> dict[str, Any]:
+def svc(
+    name: str,
+    ns: str,
+    cluster_ip: str | list[str] | None,
+    ports: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
     s: dict[str, Any] = {"ports": ports or [], **spec}
     if isinstance(cluster_ip, list):
         s["clusterIP"], s["clusterIPs"] = cluster_ip[0], cluster_ip
@@ -270,8 +317,13 @@ def svc(name: str, ns: str, cluster_ip: str | list[str] | None, ports: list[dict
     return {"kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": s}
 
 
-def endpoints(name: str, ns: str, addrs: list[dict[str, Any]], ports: list[dict[str, Any]] | None = None,
-              not_ready: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def endpoints(
+    name: str,
+    ns: str,
+    addrs: list[dict[str, Any]],
+    ports: list[dict[str, Any]] | None = None,
+    not_ready: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     subset: dict[str, Any] = {"addresses": addrs, "ports": ports or []}
     if not_ready:
         subset["notReadyAddresses"] = not_ready
@@ -279,9 +331,21 @@ def endpoints(name: str, ns: str, addrs: list[dict[str, Any]], ports: list[dict[
 
 
 def test_records_for_cluster_ip_services() -> None:
-    recs = records_for([svc("web", "shop", ["10.96.0.5", "fd00::5"],
-                            [{"name": "http", "port": 80, "protocol": "TCP"}, {"port": 81},
-                             {"name": "dns", "port": 53, "protocol": "UDP"}])], [])
+    recs = records_for(
+        [
+            svc(
+                "web",
+                "shop",
+                ["10.96.0.5", "fd00::5"],
+                [
+                    {"name": "http", "port": 80, "protocol": "TCP"},
+                    {"port": 81},
+                    {"name": "dns", "port": 53, "protocol": "UDP"},
+                ],
+            )
+        ],
+        [],
+    )
     fqdn = "web.shop.svc.cluster.local"
     assert recs[fqdn] == [ipaddress.ip_address("10.96.0.5"), ipaddress.ip_address("fd00::5")]
     assert recs[f"_http._tcp.{fqdn}"] == [Srv(0, 100, 80, fqdn)]
@@ -294,25 +358,41 @@ def test_records_for_cluster_ip_services() -> None:
 def test_records_for_headless_services() -> None:
     recs = records_for(
         [svc("db", "shop", "None", [{"name": "pg", "port": 5432}]), svc("empty", "shop", "None")],
-        [endpoints("db", "shop", [{"ip": "10.1.0.7", "hostname": "db-0"}, {"ip": "10.1.0.8"}],
-                   [{"name": "pg", "port": 5432, "protocol": "TCP"}], not_ready=[{"ip": "10.1.0.9"}]),
-         endpoints("other", "shop", [{"ip": "10.1.0.10"}])])
+        [
+            endpoints(
+                "db",
+                "shop",
+                [{"ip": "10.1.0.7", "hostname": "db-0"}, {"ip": "10.1.0.8"}],
+                [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+                not_ready=[{"ip": "10.1.0.9"}],
+            ),
+            endpoints("other", "shop", [{"ip": "10.1.0.10"}]),
+        ],
+    )
     fqdn = "db.shop.svc.cluster.local"
     assert set(recs[fqdn]) == {ipaddress.ip_address("10.1.0.7"), ipaddress.ip_address("10.1.0.8")}
     assert recs[f"db-0.{fqdn}"] == [ipaddress.ip_address("10.1.0.7")]
     assert recs[f"10-1-0-8.{fqdn}"] == [ipaddress.ip_address("10.1.0.8")]
-    assert set(recs[f"_pg._tcp.{fqdn}"]) == {Srv(0, 50, 5432, f"db-0.{fqdn}"),
-                                            Srv(0, 50, 5432, f"10-1-0-8.{fqdn}")}
+    assert set(recs[f"_pg._tcp.{fqdn}"]) == {
+        Srv(0, 50, 5432, f"db-0.{fqdn}"),
+        Srv(0, 50, 5432, f"10-1-0-8.{fqdn}"),
+    }
     assert recs["7.0.1.10.in-addr.arpa"] == [Ptr(f"db-0.{fqdn}")]
     assert recs["empty.shop.svc.cluster.local"] == []  # exists, no addresses
     assert not any("10.1.0.9" in str(v) or "10-1-0-9" in k for k, vs in recs.items() for v in vs)
 
 
 def test_records_for_external_names_and_junk() -> None:
-    recs = records_for([svc("ext", "shop", None, type="ExternalName", externalName="db.Example.com"),
-                        svc("bad name", "shop", "10.96.0.9"), svc("noip", "shop", None),
-                        svc("x", "shop", "not-an-ip"), {"spec": None}],
-                       [{"metadata": None}])
+    recs = records_for(
+        [
+            svc("ext", "shop", None, type="ExternalName", externalName="db.Example.com"),
+            svc("bad name", "shop", "10.96.0.9"),
+            svc("noip", "shop", None),
+            svc("x", "shop", "not-an-ip"),
+            {"spec": None},
+        ],
+        [{"metadata": None}],
+    )
     assert recs == {"ext.shop.svc.cluster.local": [Cname("db.example.com.")]}
     Zone(recs)  # everything records_for makes is servable
 
@@ -333,10 +413,16 @@ async def ask_direct(server: DnsServer, data: bytes, tcp: bool = False) -> Messa
 
 
 async def test_authoritative_answers() -> None:
-    server = served(records_for(
-        [svc("web", "shop", "10.96.0.5"), svc("db", "shop", "None"),
-         svc("ext", "shop", None, type="ExternalName", externalName="web.shop.svc.cluster.local")],
-        [endpoints("db", "shop", [{"ip": "10.1.0.7", "hostname": "db-0"}])]))
+    server = served(
+        records_for(
+            [
+                svc("web", "shop", "10.96.0.5"),
+                svc("db", "shop", "None"),
+                svc("ext", "shop", None, type="ExternalName", externalName="web.shop.svc.cluster.local"),
+            ],
+            [endpoints("db", "shop", [{"ip": "10.1.0.7", "hostname": "db-0"}])],
+        )
+    )
     msg = await ask_direct(server, query("WEB.Shop.svc.cluster.local"))
     assert (msg.rcode, msg.aa, addresses(msg)) == (NOERROR, True, {"10.96.0.5"})
     assert msg.questions[0].name == (b"WEB", b"Shop", b"svc", b"cluster", b"local")  # the asker's case
@@ -363,10 +449,13 @@ async def test_protocol_errors() -> None:
     server = served({"web.shop.svc.cluster.local": ["10.96.0.5"]})
     two = bytearray(query("a.cluster.local"))
     two[5] = 2
-    for data, rcode in ((bytes(two), FORMERR), (query("x") + b"\x00", FORMERR),
-                        (bytes([0, 1, 0x28, 0]) + query("x")[4:], NOTIMP),  # opcode UPDATE
-                        (query("cluster.local", AXFR), REFUSED),
-                        (encode(Message(id=1, questions=[Question(N("x"), A, 3)])), REFUSED)):  # CHAOS
+    for data, rcode in (
+        (bytes(two), FORMERR),
+        (query("x") + b"\x00", FORMERR),
+        (bytes([0, 1, 0x28, 0]) + query("x")[4:], NOTIMP),  # opcode UPDATE
+        (query("cluster.local", AXFR), REFUSED),
+        (encode(Message(id=1, questions=[Question(N("x"), A, 3)])), REFUSED),
+    ):  # CHAOS
         msg = await ask_direct(server, data)
         assert msg.rcode == rcode and msg.qr
     msg = await ask_direct(server, query("x.cluster.local", edns=Edns(version=1)))
@@ -379,8 +468,12 @@ async def test_protocol_errors() -> None:
 
 async def test_truncation_follows_edns_up_to_the_bound() -> None:
     eps = [{"ip": f"10.1.{i // 250}.{i % 250 + 1}"} for i in range(100)]
-    server = served(records_for([svc("big", "t", "None"), svc("mid", "t", "None")],
-                                [endpoints("big", "t", eps), endpoints("mid", "t", eps[:60])]))
+    server = served(
+        records_for(
+            [svc("big", "t", "None"), svc("mid", "t", "None")],
+            [endpoints("big", "t", eps), endpoints("mid", "t", eps[:60])],
+        )
+    )
     mid = "mid.t.svc.cluster.local"
     msg = await ask_direct(server, query(mid))  # 60 records do not fit 512 bytes
     assert msg.tc and not msg.answers
@@ -414,7 +507,8 @@ def test_rate_limit_per_source() -> None:
 def test_guest_resolv_conf() -> None:
     assert dns.guest_resolv_conf("shop", "10.0.0.1") == (
         "search shop.svc.cluster.local svc.cluster.local cluster.local\n"
-        "nameserver 10.0.0.1\noptions ndots:5\n")
+        "nameserver 10.0.0.1\noptions ndots:5\n"
+    )
 
 
 def test_upstream_parsing_and_resolv_conf(tmp_path: Any) -> None:
@@ -425,16 +519,19 @@ def test_upstream_parsing_and_resolv_conf(tmp_path: Any) -> None:
     with pytest.raises(ValueError):
         dns.parse_upstream("resolver.example")
     conf = tmp_path / "resolv.conf"
-    conf.write_text("# x\nsearch a\nnameserver 10.0.0.1\nnameserver bogus\nnameserver ::1\n"
-                    "nameserver 10.0.0.2\nnameserver 10.0.0.3\n")
+    conf.write_text(
+        "# x\nsearch a\nnameserver 10.0.0.1\nnameserver bogus\nnameserver ::1\n"
+        "nameserver 10.0.0.2\nnameserver 10.0.0.3\n"
+    )
     assert dns.read_resolv_conf(str(conf)) == ["10.0.0.1", "::1", "10.0.0.2"]
     assert dns.read_resolv_conf(str(tmp_path / "missing")) == []
 
 
 # -- real servers in network namespaces --------------------------------------------------------
 
-needs_netns = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
-                                 reason="needs root and iproute2 to make network namespaces")
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2 to make network namespaces"
+)
 GATEWAY = "10.77.0.1"
 
 
@@ -464,8 +561,9 @@ def make_netns() -> Iterator[Callable[..., str]]:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
 
 
-async def exchange(netns: str, data: bytes, *, tcp: bool = False, timeout: float = 3.0,
-                   port: int = 53) -> bytes | None:
+async def exchange(
+    netns: str, data: bytes, *, tcp: bool = False, timeout: float = 3.0, port: int = 53
+) -> bytes | None:
     """Send raw bytes to the gateway from a socket made inside `netns`; None if no reply."""
     loop = asyncio.get_running_loop()
     kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
@@ -492,8 +590,15 @@ async def exchange(netns: str, data: bytes, *, tcp: bool = False, timeout: float
         sock.close()
 
 
-async def ask(netns: str, name: str, qtype: int = A, *, tcp: bool = False, timeout: float = 3.0,
-              edns: Edns | None = None) -> Message:
+async def ask(
+    netns: str,
+    name: str,
+    qtype: int = A,
+    *,
+    tcp: bool = False,
+    timeout: float = 3.0,
+    edns: Edns | None = None,
+) -> Message:
     qid = secrets.randbits(16)
     reply = await exchange(netns, query(name, qtype, qid=qid, edns=edns), tcp=tcp, timeout=timeout)
     assert reply is not None, f"no answer for {name}"
@@ -504,8 +609,18 @@ async def ask(netns: str, name: str, qtype: int = A, *, tcp: bool = False, timeo
 
 async def dig(netns: str, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, "dig", f"@{GATEWAY}", "+time=2", "+tries=1", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "dig",
+        f"@{GATEWAY}",
+        "+time=2",
+        "+tries=1",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await proc.communicate()
     return out.decode()
 
@@ -541,17 +656,26 @@ class FakeUpstream:
             out.tc = True
             return [encode(out)]
         if text in self.names:
-            out.answers = [RR(q.name, A, CLASS_IN, 30, ipaddress.ip_address(ip).packed)
-                           for ip in self.names[text]]
+            out.answers = [
+                RR(q.name, A, CLASS_IN, 30, ipaddress.ip_address(ip).packed) for ip in self.names[text]
+            ]
             out.additional = [RR(N("glue.example"), A, CLASS_IN, 30, b"\x01\x02\x03\x04")]
         else:
             out.rcode = NXDOMAIN
         replies = [encode(out)]
         if trick == "forged":
-            bad_id = Message(id=msg.id ^ 1, qr=True, questions=[q], answers=[
-                RR(q.name, A, CLASS_IN, 30, bytes([6, 6, 6, 6]))])
-            bad_q = Message(id=msg.id, qr=True, questions=[Question(N("evil.example"), A)], answers=[
-                RR(N("evil.example"), A, CLASS_IN, 30, bytes([6, 6, 6, 6]))])
+            bad_id = Message(
+                id=msg.id ^ 1,
+                qr=True,
+                questions=[q],
+                answers=[RR(q.name, A, CLASS_IN, 30, bytes([6, 6, 6, 6]))],
+            )
+            bad_q = Message(
+                id=msg.id,
+                qr=True,
+                questions=[Question(N("evil.example"), A)],
+                answers=[RR(N("evil.example"), A, CLASS_IN, 30, bytes([6, 6, 6, 6]))],
+            )
             replies = [encode(bad_id), encode(bad_q), b"\xff" * 7, *replies]
         return replies
 
@@ -604,9 +728,10 @@ class FakeUpstream:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = await FakeUpstream({"www.example.test": ["192.0.2.10", "192.0.2.11"]},
-                              {"slow.example.test": "silent", "big.example.test": "tc",
-                               "forged.example.test": "forged"}).start()
+    fake = await FakeUpstream(
+        {"www.example.test": ["192.0.2.10", "192.0.2.11"]},
+        {"slow.example.test": "silent", "big.example.test": "tc", "forged.example.test": "forged"},
+    ).start()
     try:
         fake.names["big.example.test"] = [f"192.0.2.{i}" for i in range(1, 101)]
         fake.names["forged.example.test"] = ["192.0.2.99"]
@@ -623,7 +748,8 @@ async def server(upstream: FakeUpstream) -> AsyncIterator[DnsServer]:
 
 
 async def test_fake_upstream_takes_another_port_when_tcp_finds_its_number_taken(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The fake resolver needs one port for UDP and TCP; another process may hold the UDP port's
     number for TCP ("address already in use"). It picks again and leaves nothing open behind it
     (a leaked transport fails some later test through the unraisable-exception check). A
@@ -652,16 +778,26 @@ async def test_fake_upstream_takes_another_port_when_tcp_finds_its_number_taken(
 
 
 SHOP = records_for(
-    [svc("web", "shop", "10.96.0.5", [{"name": "http", "port": 80}]),
-     svc("db", "shop", "None", [{"name": "pg", "port": 5432}])],
-    [endpoints("db", "shop", [{"ip": "10.1.0.7", "hostname": "db-0"}, {"ip": "10.1.0.8", "hostname": "db-1"}],
-               [{"name": "pg", "port": 5432, "protocol": "TCP"}])])
+    [
+        svc("web", "shop", "10.96.0.5", [{"name": "http", "port": 80}]),
+        svc("db", "shop", "None", [{"name": "pg", "port": 5432}]),
+    ],
+    [
+        endpoints(
+            "db",
+            "shop",
+            [{"ip": "10.1.0.7", "hostname": "db-0"}, {"ip": "10.1.0.8", "hostname": "db-1"}],
+            [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+        )
+    ],
+)
 BANK = records_for([svc("vault", "bank", "10.96.0.5"), svc("web", "bank", "10.96.0.77")], [])
 
 
 @needs_netns
 async def test_two_networks_same_address_each_sees_only_its_own(
-        server: DnsServer, make_netns: Callable[..., str]) -> None:
+    server: DnsServer, make_netns: Callable[..., str]
+) -> None:
     shop, bank = make_netns(), make_netns()
     server.set_records("shop", SHOP)
     server.set_records("bank", BANK)
@@ -670,8 +806,12 @@ async def test_two_networks_same_address_each_sees_only_its_own(
     await server.serve_network("bank", bank, GATEWAY)  # idempotent
     assert addresses(await ask(shop, "web.shop.svc.cluster.local")) == {"10.96.0.5"}
     assert addresses(await ask(bank, "web.bank.svc.cluster.local")) == {"10.96.0.77"}
-    for netns, name in ((shop, "vault.bank.svc.cluster.local"), (shop, "web.bank.svc.cluster.local"),
-                        (bank, "web.shop.svc.cluster.local"), (bank, "db-0.db.shop.svc.cluster.local")):
+    for netns, name in (
+        (shop, "vault.bank.svc.cluster.local"),
+        (shop, "web.bank.svc.cluster.local"),
+        (bank, "web.shop.svc.cluster.local"),
+        (bank, "db-0.db.shop.svc.cluster.local"),
+    ):
         msg = await ask(netns, name)
         assert msg.rcode == NXDOMAIN and not msg.answers and msg.authority[0].rtype == SOA
     # the same IP has a different name in each network
@@ -694,24 +834,30 @@ async def test_headless_srv_and_tcp(server: DnsServer, make_netns: Callable[...,
         assert addresses(await ask(ns, "db-1.db.shop.svc.cluster.local", tcp=tcp)) == {"10.1.0.8"}
         srv = await ask(ns, "_pg._tcp.db.shop.svc.cluster.local", SRV, tcp=tcp)
         assert {(r.rdata.port, r.rdata.target) for r in srv.answers if isinstance(r.rdata, SrvData)} == {
-            (5432, N("db-0.db.shop.svc.cluster.local")), (5432, N("db-1.db.shop.svc.cluster.local"))}
+            (5432, N("db-0.db.shop.svc.cluster.local")),
+            (5432, N("db-1.db.shop.svc.cluster.local")),
+        }
     srv = await ask(ns, "_http._tcp.web.shop.svc.cluster.local", SRV)
     assert srv.answers[0].rdata == SrvData(0, 100, 80, N("web.shop.svc.cluster.local"))
 
 
 @needs_netns
-async def test_dig_in_the_namespace(server: DnsServer, make_netns: Callable[..., str],
-                                    upstream: FakeUpstream) -> None:
+async def test_dig_in_the_namespace(
+    server: DnsServer, make_netns: Callable[..., str], upstream: FakeUpstream
+) -> None:
     if not shutil.which("dig"):
         pytest.skip("dig is not installed (apt-get install dnsutils)")
     ns = make_netns()
     server.set_records("shop", SHOP)
     await server.serve_network("shop", ns, GATEWAY)
     assert (await dig(ns, "+short", "web.shop.svc.cluster.local")).split() == ["10.96.0.5"]
-    assert sorted((await dig(ns, "+short", "+tcp", "db.shop.svc.cluster.local")).split()) == ["10.1.0.7",
-                                                                                            "10.1.0.8"]
-    assert "0 50 5432 db-0.db.shop.svc.cluster.local." in await dig(ns, "+short", "SRV",
-                                                                     "_pg._tcp.db.shop.svc.cluster.local")
+    assert sorted((await dig(ns, "+short", "+tcp", "db.shop.svc.cluster.local")).split()) == [
+        "10.1.0.7",
+        "10.1.0.8",
+    ]
+    assert "0 50 5432 db-0.db.shop.svc.cluster.local." in await dig(
+        ns, "+short", "SRV", "_pg._tcp.db.shop.svc.cluster.local"
+    )
     out = await dig(ns, "nope.shop.svc.cluster.local")
     assert "status: NXDOMAIN" in out and "hostmaster.cluster.local." in out
     assert sorted((await dig(ns, "+short", "www.example.test")).split()) == ["192.0.2.10", "192.0.2.11"]
@@ -721,8 +867,9 @@ async def test_dig_in_the_namespace(server: DnsServer, make_netns: Callable[...,
 
 
 @needs_netns
-async def test_forwarding_from_the_host_namespace(server: DnsServer, upstream: FakeUpstream,
-                                                  make_netns: Callable[..., str]) -> None:
+async def test_forwarding_from_the_host_namespace(
+    server: DnsServer, upstream: FakeUpstream, make_netns: Callable[..., str]
+) -> None:
     ns = make_netns()
     server.set_records("shop", {**SHOP, "ext.shop.svc.cluster.local": [Cname("www.example.test")]})
     await server.serve_network("shop", ns, GATEWAY)
@@ -751,8 +898,9 @@ async def test_forwarding_from_the_host_namespace(server: DnsServer, upstream: F
 
 
 @needs_netns
-async def test_upstream_timeout_and_failover(upstream: FakeUpstream, make_netns: Callable[..., str],
-                                             refusing_udp_port: str) -> None:
+async def test_upstream_timeout_and_failover(
+    upstream: FakeUpstream, make_netns: Callable[..., str], refusing_udp_port: str
+) -> None:
     ns = make_netns()
     # the first upstream refuses at once, the second answers
     server = DnsServer(upstreams=[refusing_udp_port, upstream.address], upstream_timeout=0.4)
@@ -777,8 +925,15 @@ async def test_garbage_does_not_hurt(server: DnsServer, make_netns: Callable[...
     server.set_records("shop", SHOP)
     await server.serve_network("shop", ns, GATEWAY)
     loop_pointer = bytes.fromhex("abcd01000001000000000000") + b"\xc0\x0c\x00\x01\x00\x01"
-    for junk in (b"", b"\x00", os.urandom(11), os.urandom(300), loop_pointer, b"\xff" * 3000,
-                 query("x.cluster.local") * 3):
+    for junk in (
+        b"",
+        b"\x00",
+        os.urandom(11),
+        os.urandom(300),
+        loop_pointer,
+        b"\xff" * 3000,
+        query("x.cluster.local") * 3,
+    ):
         reply = await exchange(ns, junk, timeout=0.3)
         if reply is not None:
             msg = decode(reply)
@@ -828,8 +983,9 @@ async def test_rate_limit_and_stop(upstream: FakeUpstream, make_netns: Callable[
 
 
 @needs_netns
-async def test_serving_an_address_not_configured_yet(server: DnsServer,
-                                                     make_netns: Callable[..., str]) -> None:
+async def test_serving_an_address_not_configured_yet(
+    server: DnsServer, make_netns: Callable[..., str]
+) -> None:
     ns = make_netns()
     server.set_records("shop", SHOP)
     await server.serve_network("shop", ns, "10.78.0.1")  # the bridge is not up yet
@@ -844,8 +1000,9 @@ async def test_serving_an_address_not_configured_yet(server: DnsServer,
 
 
 @needs_netns
-async def test_a_namespace_made_again_gets_new_sockets(server: DnsServer,
-                                                       make_netns: Callable[..., str]) -> None:
+async def test_a_namespace_made_again_gets_new_sockets(
+    server: DnsServer, make_netns: Callable[..., str]
+) -> None:
     ns = make_netns()
     server.set_records("shop", SHOP)
     await server.serve_network("shop", ns, GATEWAY)

@@ -18,7 +18,7 @@ from tools.imagebuild import OciLayout, busybox_image  # noqa: E402
 
 IMAGE = "localhost/busybox:demo"
 SCRIPT = (
-    "echo; echo \"Hello from a container in a pod VM: $(hostname)\"; "
+    'echo; echo "Hello from a container in a pod VM: $(hostname)"; '
     "echo \"kernel: $(uname -sr)   vCPUs: $(nproc)   memory: $(free -m | awk '/Mem/{print $2}') MiB\"; "
     "echo \"PID 1 of this container: $(cat /proc/1/cmdline | tr '\\0' ' ')\"; echo"
 )
@@ -32,8 +32,9 @@ def main() -> int:
         print(f"importing {IMAGE} (busybox from Debian, built as an OCI image)", flush=True)
         subprocess.run([*cli, "image", "import", str(layout.root)], check=True)
     print(f"hypernetes run --cpus 2 --memory 256Mi {IMAGE} -- sh -c ...", flush=True)
-    return subprocess.run([*cli, "run", "--name", "demo", "--cpus", "2", "--memory", "256Mi",
-                           IMAGE, "--", "sh", "-c", SCRIPT]).returncode
+    return subprocess.run(
+        [*cli, "run", "--name", "demo", "--cpus", "2", "--memory", "256Mi", IMAGE, "--", "sh", "-c", SCRIPT]
+    ).returncode
 
 
 if __name__ == "__main__":

@@ -23,9 +23,33 @@ import zstandard
 BUSYBOX = Path("/bin/busybox")
 MTIME = 1_700_000_000
 APPLETS = (
-    "sh", "echo", "cat", "ls", "sleep", "id", "env", "pwd", "head", "yes", "wc", "true", "false",
-    "kill", "ps", "mkdir", "touch", "httpd", "dd", "sync", "stat", "sha256sum", "seq", "tr",
-    "grep", "od", "printf",
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "sleep",
+    "id",
+    "env",
+    "pwd",
+    "head",
+    "yes",
+    "wc",
+    "true",
+    "false",
+    "kill",
+    "ps",
+    "mkdir",
+    "touch",
+    "httpd",
+    "dd",
+    "sync",
+    "stat",
+    "sha256sum",
+    "seq",
+    "tr",
+    "grep",
+    "od",
+    "printf",
 )
 
 PASSWD = (
@@ -73,8 +97,14 @@ class LayerBuilder:
         return self
 
     def file(
-        self, name: str, data: bytes | str = b"", mode: int = 0o644, uid: int = 0, gid: int = 0,
-        mtime: int = MTIME, xattrs: dict[str, str] | None = None,
+        self,
+        name: str,
+        data: bytes | str = b"",
+        mode: int = 0o644,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: int = MTIME,
+        xattrs: dict[str, str] | None = None,
     ) -> LayerBuilder:
         raw = data.encode() if isinstance(data, str) else data
         info = self._info(name, tarfile.REGTYPE, mode, uid, gid)
@@ -96,8 +126,9 @@ class LayerBuilder:
         self._tar.addfile(info)
         return self
 
-    def device(self, name: str, char: bool, major: int, minor: int, mode: int = 0o666,
-               uid: int = 0, gid: int = 0) -> LayerBuilder:
+    def device(
+        self, name: str, char: bool, major: int, minor: int, mode: int = 0o666, uid: int = 0, gid: int = 0
+    ) -> LayerBuilder:
         info = self._info(name, tarfile.CHRTYPE if char else tarfile.BLKTYPE, mode, uid, gid)
         info.devmajor, info.devminor = major, minor
         self._tar.addfile(info)
@@ -171,13 +202,15 @@ class ImageSpec:
             cfg["Cmd"] = self.cmd
         if self.labels:
             cfg["Labels"] = self.labels
-        return canonical({
-            "architecture": self.architecture,
-            "os": "linux",
-            "created": "2023-11-14T22:13:20Z",
-            "config": cfg,
-            "rootfs": {"type": "layers", "diff_ids": [digest_of(x.tar) for x in self.layers]},
-        })
+        return canonical(
+            {
+                "architecture": self.architecture,
+                "os": "linux",
+                "created": "2023-11-14T22:13:20Z",
+                "config": cfg,
+                "rootfs": {"type": "layers", "diff_ids": [digest_of(x.tar) for x in self.layers]},
+            }
+        )
 
 
 def busybox_image(extra: Sequence[Layer] = (), **kw: Any) -> ImageSpec:
@@ -205,14 +238,20 @@ class OciLayout:
         for layer in spec.layers:
             data, media_type = layer.blob()
             layers.append({"mediaType": media_type, "digest": self.blob(data), "size": len(data)})
-        manifest = canonical({
-            "schemaVersion": 2,
+        manifest = canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": self.blob(config), "size": len(config)},
+                "layers": layers,
+            }
+        )
+        return {
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": self.blob(config), "size": len(config)},
-            "layers": layers,
-        })
-        return {"mediaType": OCI_MANIFEST, "digest": self.blob(manifest), "size": len(manifest),
-                "platform": {"os": "linux", "architecture": spec.architecture}}
+            "digest": self.blob(manifest),
+            "size": len(manifest),
+            "platform": {"os": "linux", "architecture": spec.architecture},
+        }
 
     def add(self, spec: ImageSpec, tag: str | None = None) -> str:
         desc = self.manifest(spec)
@@ -220,11 +259,13 @@ class OciLayout:
         return self._add(desc, tag)
 
     def add_index(self, specs: Iterable[ImageSpec], tag: str | None = None) -> str:
-        index = canonical({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [self.manifest(s) for s in specs],
-        })
+        index = canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [self.manifest(s) for s in specs],
+            }
+        )
         desc = {"mediaType": OCI_INDEX, "digest": self.blob(index), "size": len(index)}
         return self._add(desc, tag)
 
@@ -232,9 +273,15 @@ class OciLayout:
         if tag is not None:
             desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
         self.entries.append(desc)
-        (self.root / "index.json").write_bytes(canonical({
-            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.entries,
-        }))
+        (self.root / "index.json").write_bytes(
+            canonical(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_INDEX,
+                    "manifests": self.entries,
+                }
+            )
+        )
         return str(desc["digest"])
 
 
@@ -277,6 +324,7 @@ def write_docker_save(dest: Path, images: Sequence[tuple[ImageSpec, list[str]]])
 
 # -- malicious layers ---------------------------------------------------------------------
 
+
 def evil_dotdot(target_name: str) -> bytes:
     """Writes ../../<target_name> after a harmless entry."""
     return LayerBuilder().file("ok", "fine").file(f"../../{target_name}", "pwned").tar()
@@ -308,6 +356,7 @@ def evil_hardlink_via_symlink(host_dir: Path, name: str) -> bytes:
 
 # -- inspecting built erofs disks ------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ErofsInode:
     kind: str  # "regular file", "directory", "symlink file", "char dev", "block dev", "FIFO file"
@@ -323,8 +372,9 @@ def erofs_stat(disk: Path, path: str) -> ErofsInode | None:
     import re
     import subprocess
 
-    proc = subprocess.run(["dump.erofs", f"--path={path}", str(disk)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["dump.erofs", f"--path={path}", str(disk)], capture_output=True, text=True, check=False
+    )
     out = proc.stdout
     m = re.search(r"Size: \d+\s+On-disk size: \d+\s+(.+)\n", out)
     if proc.returncode != 0 or m is None:
@@ -333,8 +383,14 @@ def erofs_stat(disk: Path, path: str) -> ErofsInode | None:
     links = re.search(r"Links: (\d+)", out)
     ts = re.search(r"Timestamp: (.+)", out)
     assert ids and links and ts, out
-    return ErofsInode(m.group(1).strip(), int(ids.group(1)), int(ids.group(2)),
-                      int(ids.group(3), 8), int(links.group(1)), ts.group(1).strip())
+    return ErofsInode(
+        m.group(1).strip(),
+        int(ids.group(1)),
+        int(ids.group(2)),
+        int(ids.group(3), 8),
+        int(links.group(1)),
+        ts.group(1).strip(),
+    )
 
 
 def mount_erofs(disk: Path, where: Path) -> bool:
@@ -342,8 +398,9 @@ def mount_erofs(disk: Path, where: Path) -> bool:
     import subprocess
 
     where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "erofs", "-o", "loop,ro", str(disk), str(where)],
-                          capture_output=True, check=False)
+    proc = subprocess.run(
+        ["mount", "-t", "erofs", "-o", "loop,ro", str(disk), str(where)], capture_output=True, check=False
+    )
     return proc.returncode == 0
 
 

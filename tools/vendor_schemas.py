@@ -58,8 +58,11 @@ ROOTS = [
     "io.k8s.api.authorization.v1.SelfSubjectRulesReview",
     "io.k8s.api.authorization.v1.SubjectAccessReview",
     # persistent volumes (volumes issue)
-    *(f"io.k8s.api.core.v1.{k}{s}" for k in ("PersistentVolume", "PersistentVolumeClaim")
-      for s in ("", "List")),
+    *(
+        f"io.k8s.api.core.v1.{k}{s}"
+        for k in ("PersistentVolume", "PersistentVolumeClaim")
+        for s in ("", "List")
+    ),
     "io.k8s.api.storage.v1.StorageClass",
     "io.k8s.api.storage.v1.StorageClassList",
     "io.k8s.apimachinery.pkg.apis.meta.v1.Status",

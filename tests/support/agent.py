@@ -17,12 +17,24 @@ from tests.support.guests import boot_timeout
 
 
 @asynccontextmanager
-async def booted(tmp_path: Path, kernels: KernelRegistry, image: Path,
-                 extra: Sequence[Disk] = ()) -> AsyncIterator[AgentClient]:
+async def booted(
+    tmp_path: Path, kernels: KernelRegistry, image: Path, extra: Sequence[Disk] = ()
+) -> AsyncIterator[AgentClient]:
     kernel = kernels.default()
-    vm = QemuVM(VMConfig(name="vp", dir=tmp_path / "vm", kernel=kernel.image, initrd=kernel.initrd,
-                         vcpus=1, memory_mib=192, acpi=kernel.acpi, cmdline=kernel.cmdline,
-                         disks=[Disk(image, "img0"), *extra], die_with_parent=True))
+    vm = QemuVM(
+        VMConfig(
+            name="vp",
+            dir=tmp_path / "vm",
+            kernel=kernel.image,
+            initrd=kernel.initrd,
+            vcpus=1,
+            memory_mib=192,
+            acpi=kernel.acpi,
+            cmdline=kernel.cmdline,
+            disks=[Disk(image, "img0"), *extra],
+            die_with_parent=True,
+        )
+    )
     await vm.start()
     client = AgentClient("vp")
     try:
@@ -38,8 +50,15 @@ async def booted(tmp_path: Path, kernels: KernelRegistry, image: Path,
         await vm.kill()
 
 
-def vol(source: str, target: str, *, subpath: str | None = None, size: int | None = None,
-        readonly: bool = False, fstype: str | None = None) -> gp.TLV:
+def vol(
+    source: str,
+    target: str,
+    *,
+    subpath: str | None = None,
+    size: int | None = None,
+    readonly: bool = False,
+    fstype: str | None = None,
+) -> gp.TLV:
     t = gp.TLV().add_str(gp.TAG_SOURCE, source).add_str(gp.TAG_TARGET, target)
     if subpath is not None:
         t.add_str(gp.TAG_SUBPATH, subpath)
@@ -50,8 +69,16 @@ def vol(source: str, target: str, *, subpath: str | None = None, size: int | Non
     return t.add_bool(gp.TAG_READONLY, readonly)
 
 
-async def start(client: AgentClient, cid: str, script: str, *, mounts: Sequence[gp.TLV] = (),
-                fsgroup: int | None = None, uid: int = 0, gid: int = 0) -> tuple[GuestProcess, list[bytes]]:
+async def start(
+    client: AgentClient,
+    cid: str,
+    script: str,
+    *,
+    mounts: Sequence[gp.TLV] = (),
+    fsgroup: int | None = None,
+    uid: int = 0,
+    gid: int = 0,
+) -> tuple[GuestProcess, list[bytes]]:
     out: list[bytes] = []
     proc = client.new_process(lambda _s, data: out.append(data), attach=False, stdin=False)
     spec = ProcessSpec(args=["sh", "-c", script], env=["PATH=/bin:/usr/bin"], uid=uid, gid=gid)

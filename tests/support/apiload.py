@@ -40,8 +40,13 @@ class ServerProcess:
 def _child_server(workdir: Path, store_url: str, tenancy: bool) -> Iterator[ServerProcess]:
     """tests/support/serve_api.py in a child process, until the block ends."""
     cmd = [sys.executable, "-m", "tests.support.serve_api", str(workdir), store_url]
-    proc = subprocess.Popen([*cmd, "--tenancy"] if tenancy else cmd, stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [*cmd, "--tenancy"] if tenancy else cmd,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     with proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -50,8 +55,9 @@ def _child_server(workdir: Path, store_url: str, tenancy: bool) -> Iterator[Serv
         port = int(line.split()[1])
         try:
             token = (workdir / "pki" / "admin.token").read_text().strip()
-            yield ServerProcess(f"https://127.0.0.1:{port}", token, workdir / "pki" / "ca.crt", proc.pid,
-                                workdir)
+            yield ServerProcess(
+                f"https://127.0.0.1:{port}", token, workdir / "pki" / "ca.crt", proc.pid, workdir
+            )
         finally:
             proc.terminate()
             proc.wait(10)
@@ -125,8 +131,17 @@ class RequestMix:
         return random.choices(*MIX)[0]
 
 
-async def request_latency(url: str, token: str, ca: Path, *, rate: float = 200, seconds: float = 10,
-                          namespace: str = "load", seed: bool = True, prefix: str = "c") -> dict[str, Any]:
+async def request_latency(
+    url: str,
+    token: str,
+    ca: Path,
+    *,
+    rate: float = 200,
+    seconds: float = 10,
+    namespace: str = "load",
+    seed: bool = True,
+    prefix: str = "c",
+) -> dict[str, Any]:
     """Open-loop load at `rate` requests/s: 50% get, 25% create, 25% merge patch of configmaps.
     `seed=False`: the namespace and its seed configmaps exist already (seed_configmaps)."""
     async with ApiClient(url, token=token, ca_file=ca) as c:
@@ -157,9 +172,14 @@ async def request_latency(url: str, token: str, ca: Path, *, rate: float = 200, 
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - start
         every = [x for v in lat.values() for x in v]
-        out: dict[str, Any] = {"rate": rate, "achieved_rate": round(n / elapsed, 1), "requests": n,
-                               "errors": errors, "p50_ms": _ms(percentile(every, 50)),
-                               "p99_ms": _ms(percentile(every, 99))}
+        out: dict[str, Any] = {
+            "rate": rate,
+            "achieved_rate": round(n / elapsed, 1),
+            "requests": n,
+            "errors": errors,
+            "p50_ms": _ms(percentile(every, 50)),
+            "p99_ms": _ms(percentile(every, 99)),
+        }
         for verb, xs in lat.items():
             out[f"{verb}_p99_ms"] = _ms(percentile(xs, 99))
         return out
@@ -182,13 +202,24 @@ async def _burst(mix: RequestMix, clients: int, seconds: float) -> tuple[list[fl
                 errors += 1
                 continue
             lat.append(time.monotonic() - t0)
+
     await asyncio.gather(*(client() for _ in range(clients)))
     return lat, errors
 
 
-async def closed_loop(url: str, tokens: dict[str, str], ca: Path, *, order: list[str], namespace: str,
-                      clients: int = 16, seconds: float = 2, warmup: float = 2, prefix: str = "t",
-                      server_pid: int | None = None) -> list[dict[str, Any]]:
+async def closed_loop(
+    url: str,
+    tokens: dict[str, str],
+    ca: Path,
+    *,
+    order: list[str],
+    namespace: str,
+    clients: int = 16,
+    seconds: float = 2,
+    warmup: float = 2,
+    prefix: str = "t",
+    server_pid: int | None = None,
+) -> list[dict[str, Any]]:
     """Maximum throughput of the request mix from `clients` concurrent callers in a closed loop,
     in slices of `seconds`, one per entry of `order` naming whose token (of `tokens`) the slice's
     callers use. Short alternating slices see the same machine (other work on it comes and goes);
@@ -210,10 +241,17 @@ async def closed_loop(url: str, tokens: dict[str, str], ca: Path, *, order: list
             cpu = process_cpu(server_pid) - cpu0 if server_pid else 0.0
             n = len(lat)
             res: dict[str, Any] = {
-                "slice": i, "as": who, "clients": clients, "seconds": round(elapsed, 3), "requests": n,
-                "errors": errors, "req_per_s": round(n / elapsed, 1), "p50_ms": _ms(percentile(lat, 50)),
+                "slice": i,
+                "as": who,
+                "clients": clients,
+                "seconds": round(elapsed, 3),
+                "requests": n,
+                "errors": errors,
+                "req_per_s": round(n / elapsed, 1),
+                "p50_ms": _ms(percentile(lat, 50)),
                 "p99_ms": _ms(percentile(lat, 99)),
-                "client_cpu_us_per_req": round((time.process_time() - mine0) / max(n, 1) * 1e6)}
+                "client_cpu_us_per_req": round((time.process_time() - mine0) / max(n, 1) * 1e6),
+            }
             if server_pid:
                 res["server_cpu_s"] = round(cpu, 3)
                 res["server_cpu_us_per_req"] = round(cpu / max(n, 1) * 1e6)
@@ -222,8 +260,9 @@ async def closed_loop(url: str, tokens: dict[str, str], ca: Path, *, order: list
         return out
 
 
-async def list_latency(url: str, token: str, ca: Path, *, plural: str = "pods", repeats: int = 30,
-                       server_pid: int | None = None) -> dict[str, Any]:
+async def list_latency(
+    url: str, token: str, ca: Path, *, plural: str = "pods", repeats: int = 30, server_pid: int | None = None
+) -> dict[str, Any]:
     """`GET /api/v1/<plural>` (all namespaces; the server filters it to what the caller may see),
     one at a time: latency, items returned and the server's CPU time per list."""
     async with ApiClient(url, token=token, ca_file=ca) as c:
@@ -236,16 +275,30 @@ async def list_latency(url: str, token: str, ca: Path, *, plural: str = "pods", 
             items = len((await c.list("v1", plural))["items"])
             lat.append(time.monotonic() - t0)
         cpu = process_cpu(server_pid) - cpu0 if server_pid else 0.0
-    out: dict[str, Any] = {"list": plural, "items": items, "repeats": repeats,
-                           "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99))}
+    out: dict[str, Any] = {
+        "list": plural,
+        "items": items,
+        "repeats": repeats,
+        "p50_ms": _ms(percentile(lat, 50)),
+        "p99_ms": _ms(percentile(lat, 99)),
+    }
     if server_pid:
         out["server_cpu_ms_per_list"] = round(cpu / repeats * 1000, 1)
     return out
 
 
-async def watch_fanout(url: str, token: str, ca: Path, *, watchers: int = 100, events: int = 20,
-                       namespace: str = "fanout", prefix: str = "w", all_namespaces: bool = False,
-                       create_namespace: bool = True) -> dict[str, Any]:
+async def watch_fanout(
+    url: str,
+    token: str,
+    ca: Path,
+    *,
+    watchers: int = 100,
+    events: int = 20,
+    namespace: str = "fanout",
+    prefix: str = "w",
+    all_namespaces: bool = False,
+    create_namespace: bool = True,
+) -> dict[str, Any]:
     """Latency from a write's request to its event's arrival at each of `watchers` watches of
     `namespace`'s configmaps (of every namespace's with `all_namespaces`; the server filters them
     for each watcher). The writes are configmaps `<prefix><i>` in `namespace`."""
@@ -292,13 +345,20 @@ async def watch_fanout(url: str, token: str, ca: Path, *, watchers: int = 100, e
                 for t in tasks:
                     t.cancel()
         lat = [t - sent[name] for name, t in arrivals]
-        return {"watchers": watchers, "events": events, "all_namespaces": all_namespaces,
-                "delivered": len(lat), "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99))}
+        return {
+            "watchers": watchers,
+            "events": events,
+            "all_namespaces": all_namespaces,
+            "delivered": len(lat),
+            "p50_ms": _ms(percentile(lat, 50)),
+            "p99_ms": _ms(percentile(lat, 99)),
+        }
 
 
 def main() -> None:
     import argparse
     import tempfile
+
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--store", default="memory", help="memory or sqlite")
     ap.add_argument("--rate", type=float, default=200)
@@ -307,7 +367,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         url_store = "memory" if args.store == "memory" else f"sqlite:///{d}/state.db"
         with server_process(Path(d), url_store) as (url, token, ca):
-            print(json.dumps({"store": args.store, **asyncio.run(
-                request_latency(url, token, ca, rate=args.rate, seconds=args.seconds))}))
+            print(
+                json.dumps(
+                    {
+                        "store": args.store,
+                        **asyncio.run(request_latency(url, token, ca, rate=args.rate, seconds=args.seconds)),
+                    }
+                )
+            )
             print(json.dumps({"store": args.store, **asyncio.run(watch_fanout(url, token, ca))}))
-

@@ -75,8 +75,12 @@ class KeystoneServer:
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
                 [SYSTEM_PYTHON, str(KEYSTONE_WSGI), "--host", "127.0.0.1", "--port", str(self.port)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=_env(self.config),
-                start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_env(self.config),
+                start_new_session=True,
+            )
         if not self.port:
             try:
                 self.port = listening_port(self._proc, START_TIMEOUT, "keystone")
@@ -94,8 +98,9 @@ class KeystoneServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"keystone did not answer on {self.url} in {START_TIMEOUT:.0f} s:\n"
-                           f"{_tail(self.log)}")
+        raise RuntimeError(
+            f"keystone did not answer on {self.url} in {START_TIMEOUT:.0f} s:\n{_tail(self.log)}"
+        )
 
     @property
     def running(self) -> bool:
@@ -164,16 +169,27 @@ password_hash_rounds = 4
         return path
 
     def _manage(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([str(KEYSTONE_MANAGE), "--config-file", str(self.config), *args],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=_env())
+        return subprocess.Popen(
+            [str(KEYSTONE_MANAGE), "--config-file", str(self.config), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
 
     def _setup(self) -> None:
-        owner = ["--keystone-user", pwd.getpwuid(os.getuid()).pw_name,
-                 "--keystone-group", grp.getgrgid(os.getgid()).gr_name]
+        owner = [
+            "--keystone-user",
+            pwd.getpwuid(os.getuid()).pw_name,
+            "--keystone-group",
+            grp.getgrgid(os.getgid()).gr_name,
+        ]
         # the key repositories do not need the database: set all three up at once (~4 s saved)
-        keys = [self._manage("db_sync"), self._manage("fernet_setup", *owner),
-                self._manage("credential_setup", *owner)]
+        keys = [
+            self._manage("db_sync"),
+            self._manage("fernet_setup", *owner),
+            self._manage("credential_setup", *owner),
+        ]
         failures = [f for f in map(self._finish, keys) if f]  # wait for all before failing
         if failures:
             raise RuntimeError(failures[0])
@@ -184,14 +200,21 @@ password_hash_rounds = 4
             db.execute("PRAGMA journal_mode=WAL")
 
     def _bootstrap(self) -> None:
-        failure = self._finish(self._manage("bootstrap", "--bootstrap-password", ADMIN_PASSWORD,
-                                            "--bootstrap-public-url", self.url + "/v3"))
+        failure = self._finish(
+            self._manage(
+                "bootstrap",
+                "--bootstrap-password",
+                ADMIN_PASSWORD,
+                "--bootstrap-public-url",
+                self.url + "/v3",
+            )
+        )
         if failure:
             raise RuntimeError(failure)
 
     @staticmethod
     def _finish(proc: subprocess.Popen[bytes]) -> str:
-        """"" if `proc` succeeded, else what went wrong."""
+        """ "" if `proc` succeeded, else what went wrong."""
         try:
             out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
@@ -222,8 +245,16 @@ password_hash_rounds = 4
 
     # -- REST API ---------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None,
-              url: str | None = None, expect: tuple[int, ...] = (200, 201, 204)) -> httpx.Response:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        url: str | None = None,
+        expect: tuple[int, ...] = (200, 201, 204),
+    ) -> httpx.Response:
         h = {"X-Auth-Token": self._admin_token} if self._admin_token else {}
         h.update(headers or {})
         resp = httpx.request(method, (url or self.url) + "/v3" + path, json=body, headers=h, timeout=30)
@@ -231,12 +262,23 @@ password_hash_rounds = 4
             raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
         return resp
 
-    def issue_token(self, user: str, password: str, *, project: str | None = None,
-                    domain: str = "Default", project_domain: str | None = None,
-                    url: str | None = None) -> str:
+    def issue_token(
+        self,
+        user: str,
+        password: str,
+        *,
+        project: str | None = None,
+        domain: str = "Default",
+        project_domain: str | None = None,
+        url: str | None = None,
+    ) -> str:
         """A token for `user` (a name in `domain`): scoped to `project` or, without one, unscoped."""
-        auth: dict[str, Any] = {"identity": {"methods": ["password"], "password": {"user": {
-            "name": user, "domain": {"name": domain}, "password": password}}}}
+        auth: dict[str, Any] = {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": user, "domain": {"name": domain}, "password": password}},
+            }
+        }
         if project is not None:
             auth["scope"] = {"project": {"name": project, "domain": {"name": project_domain or domain}}}
         resp = httpx.post((url or self.url) + "/v3/auth/tokens?nocatalog", json={"auth": auth}, timeout=30)
@@ -267,4 +309,3 @@ password_hash_rounds = 4
 
     def grant(self, user_id: str, project_id: str, role_id: str) -> None:
         self._call("PUT", f"/projects/{project_id}/users/{user_id}/roles/{role_id}")
-

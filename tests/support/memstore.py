@@ -50,8 +50,9 @@ class MemoryStore(Store):
                 state[ev.kv.key] = ev.prev
         return state
 
-    async def list(self, prefix: str, *, start_after: str = "", limit: int = 0,
-                   revision: int = 0) -> ListResult:
+    async def list(
+        self, prefix: str, *, start_after: str = "", limit: int = 0, revision: int = 0
+    ) -> ListResult:
         self.ops += 1
         if revision and revision < self._compacted:
             raise Compacted(revision, self._compacted)

@@ -64,8 +64,9 @@ def leftovers(prefix: str) -> list[str]:
     return [n for n in list_netns() if n.startswith(prefix)]
 
 
-def ns_socket(netns: str, kind: int = socket.SOCK_STREAM, family: int = socket.AF_INET,
-              proto: int = 0) -> socket.socket:
+def ns_socket(
+    netns: str, kind: int = socket.SOCK_STREAM, family: int = socket.AF_INET, proto: int = 0
+) -> socket.socket:
     return run_in_netns(netns, lambda: socket.socket(family, kind, proto))
 
 
@@ -142,8 +143,9 @@ def tcp_ask(netns: str, ip: str, port: int, timeout: float = TIMEOUT) -> str:
             return UNREACHABLE
 
 
-def udp_ask(netns: str, ip: str, port: int, timeout: float = TIMEOUT, src: str | None = None,
-            src_port: int = 0) -> str:
+def udp_ask(
+    netns: str, ip: str, port: int, timeout: float = TIMEOUT, src: str | None = None, src_port: int = 0
+) -> str:
     with ns_socket(netns, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if src or src_port:
@@ -180,16 +182,37 @@ def _checksum(data: bytes) -> int:
 
 def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: bytes, port: int = 9) -> bytes:
     udp = struct.pack("!HHHH", port, port, 8 + len(payload), 0) + payload
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                      socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
+    hdr = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        17,
+        0,
+        socket.inet_aton(src_ip),
+        socket.inet_aton(dst_ip),
+    )
     hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
     return mac_bytes(dst_mac) + mac_bytes(src_mac) + b"\x08\x00" + hdr + udp
 
 
 def arp_frame(src_mac: str, sender_mac: str, sender_ip: str, target_ip: str, op: int = 1) -> bytes:
     """An ARP request (op 1) broadcast from `src_mac` claiming sender_ip is at sender_mac."""
-    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, mac_bytes(sender_mac),
-                      socket.inet_aton(sender_ip), b"\0" * 6, socket.inet_aton(target_ip))
+    arp = struct.pack(
+        "!HHBBH6s4s6s4s",
+        1,
+        0x0800,
+        6,
+        4,
+        op,
+        mac_bytes(sender_mac),
+        socket.inet_aton(sender_ip),
+        b"\0" * 6,
+        socket.inet_aton(target_ip),
+    )
     return b"\xff" * 6 + mac_bytes(src_mac) + b"\x08\x06" + arp
 
 

@@ -23,7 +23,7 @@ class ScriptedProxy:
             raise PodProxyError(f'container "{container}" is waiting to start')
         lines = [f"line {i} of {container}\n".encode() for i in range(5)]
         if options.tail_lines is not None:
-            lines = lines[-options.tail_lines:]
+            lines = lines[-options.tail_lines :]
         for line in lines:
             yield line
         if options.follow:
@@ -63,10 +63,12 @@ class ScriptedProxy:
         if port != 80:
             raise PodProxyError(f"connection refused on port {port}")
         if self.echo is None:
+
             async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
                 while data := await r.read(65536):
                     w.write(data.upper())
                     await w.drain()
                 w.close()
+
             self.echo = await asyncio.start_server(serve, "127.0.0.1", 0)
         return await asyncio.open_connection("127.0.0.1", self.echo.sockets[0].getsockname()[1])

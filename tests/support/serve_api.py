@@ -27,11 +27,21 @@ async def main(workdir: Path, store_url: str, tenancy: bool = False) -> None:
     store: Store = MemoryStore() if store_url == "memory" else open_store(store_url)
     if tenancy:
         tenants, authenticator = build_tenancy(store, ca.dir, ca.admin_token)
-        app = create_app(store, authenticator=authenticator, authorizer=tenants.authorizer, pod_proxy=None,
-                         tenancy=tenants, audit=AuditLog(workdir / "audit.log"))
+        app = create_app(
+            store,
+            authenticator=authenticator,
+            authorizer=tenants.authorizer,
+            pod_proxy=None,
+            tenancy=tenants,
+            audit=AuditLog(workdir / "audit.log"),
+        )
     else:
-        app = create_app(store, authenticator=TokenAuthenticator({ca.admin_token: ADMIN}),
-                         authorizer=AllowAll(), pod_proxy=None)
+        app = create_app(
+            store,
+            authenticator=TokenAuthenticator({ca.admin_token: ADMIN}),
+            authorizer=AllowAll(),
+            pod_proxy=None,
+        )
     runner = await serve(app, "127.0.0.1", 0, ca.server)
     print(f"READY {bound_port(runner)}", flush=True)
     stop = asyncio.Event()
