@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,17 +62,23 @@ class Cluster:
                 stdout=log,
                 stderr=log,
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if kubeconfig.exists():
-                ok = subprocess.run(self.kubectl_args("get", "nodes", "node1"), capture_output=True)
-                if ok.returncode == 0:
-                    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-                    self.port = int(server.rsplit(":", 1)[1])
-                    return
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.5)
-        raise AssertionError(f"cluster did not come up: {self.log.read_text()[-3000:]}")
+        try:
+            wait_for(self._node_listed, 60, 0.5, "the cluster to come up")
+        except BaseException as e:
+            self.proc.kill()  # a cluster that did not come up is not left running behind the suite
+            self.proc.wait()
+            if isinstance(e, AssertionError):
+                raise AssertionError(f"{e}\n{self.log.read_text()[-3000:]}") from None
+            raise
+        server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        self.port = int(server.rsplit(":", 1)[1])
+
+    def _node_listed(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, "up exited"
+        if not (self.data / "admin.kubeconfig").exists():
+            return False
+        return subprocess.run(self.kubectl_args("get", "nodes", "node1"), capture_output=True).returncode == 0
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
