@@ -11,7 +11,7 @@ _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
+    inodes: set[str] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
