@@ -6,6 +6,8 @@ cached, in ABBA order (each round runs the peers forward, the next backward), fo
   - cold       hypervm `--no-templates`: the kernel boots
   - gvisor     `--runtime gvisor`
   - crun       `crun run` of the same rootfs (no isolation beyond namespaces), if crun works
+The same in the node agent's process (create the sandbox, start `echo first`, its output),
+without the CLI's own start-up (Python, imports, registries), ABBA, template/cold/gvisor.
 Memory: host PSS per idle `sleep` pod with 1, 4 and 16 pods running at once (128 MiB VMs), for
 the same peers but crun. A template's RAM file (tmpfs, once per shape on the node) is counted in
 the clones' PSS only for the pages they map; its whole resident size is reported beside them.
@@ -40,7 +42,7 @@ from bench.startup import (  # noqa: E402
     summarize,
 )
 from hypernetes.runtime.images import ImageStore  # noqa: E402
-from hypernetes.runtime.interface import Runtime  # noqa: E402
+from hypernetes.runtime.interface import ContainerSpec, PodSpec, Runtime  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
 
@@ -54,8 +56,27 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
 
-async def memory(data: Path, tpl_root: Path, counts: list[int], skip: list[str]) -> list[dict[str, object]]:
-    """Idle PSS per pod, in one event loop (a template build runs in it)."""
+async def start_once(runtime: Runtime, name: str) -> float | None:
+    """In the node agent's process: create the sandbox, start `echo first`, its output."""
+    spec = ContainerSpec(name="main", image=IMAGE, command=("echo", "first"))
+    t0 = time.monotonic()
+    try:
+        await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(spec,)))
+        proc = await runtime.start_container(name, "main", attach=True)
+        assert proc is not None
+        async for _stream, data in proc.output():
+            if b"first" in data:
+                return time.monotonic() - t0
+        return None
+    finally:
+        await runtime.remove_sandbox(name)
+
+
+async def in_process(
+    data: Path, tpl_root: Path, rounds: int, counts: list[int], skip: list[str]
+) -> list[dict[str, object]]:
+    """Start time inside one process (no CLI start-up), then idle PSS per pod, in one event
+    loop (a template build runs in it)."""
     from hypernetes.runtime.gvisor import GVisor
     from hypernetes.runtime.hypervm import HyperVM
     from hypernetes.runtime.templates import TemplateStore
@@ -68,10 +89,21 @@ async def memory(data: Path, tpl_root: Path, counts: list[int], skip: list[str])
         ("cold", HyperVM(data / "rt-cold", store, kernels, accel="tcg")),
         ("gvisor", GVisor(data / "rt-gvisor", store)),
     ]
+    rows: list[dict[str, object]] = []
+    active = [(n, r) for n, r in runtimes if n not in skip]
+    for name, runtime in active:  # warm-up; the first pod of the shape has its template built
+        await start_once(runtime, f"warm-{name}")
+    await templates.wait_built()
+    times: dict[str, list[float | None]] = {n: [] for n, _ in active}
+    for i in range(rounds):
+        for name, runtime in active if i % 2 == 0 else list(reversed(active)):
+            times[name].append(await start_once(runtime, f"s{i}-{name}"))
+    for name, _ in active:
+        row = summarize(f"{name}-in-process", times[name])
+        rows.append(row)
     if "template" not in skip:  # the first pod of the 128 MiB shape boots cold and has it built
         await idle_pss(runtimes[0][1], "pss-warmup", 1)
         await templates.wait_built()
-    rows = []
     for count in counts:
         for name, runtime in runtimes:
             if name in skip:
@@ -127,7 +159,7 @@ def main() -> int:
             for name in names:
                 rows.append(summarize(name, times[name]))
 
-            rows += asyncio.run(memory(data, tpl_root, counts, args.skip))
+            rows += asyncio.run(in_process(data, tpl_root, args.rounds, counts, args.skip))
         finally:
             shutil.rmtree(tpl_root, ignore_errors=True)
     print(json.dumps({"bench": "machine_end", "loadavg_end": loadavg(), "time": time.time()}), flush=True)

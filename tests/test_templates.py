@@ -168,3 +168,18 @@ async def test_a_broken_template_falls_back_to_a_cold_boot(
     assert store.clones == 1
     assert "restore from template" in caplog.text and "booting cold" in caplog.text
     assert not template.exists()
+
+
+def test_store_keeps_the_recently_used_templates(tmp_path: Path) -> None:
+    """Pruning: idle templates and the least recently used beyond the cap go, builds of dead
+    processes go, a build under way stays."""
+    store = templates.TemplateStore(tmp_path, max_idle=100, max_templates=2)
+    now = time.time()
+    for name, age in (("a", 10), ("b", 20), ("c", 30), ("idle", 200)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text("{}")
+        os.utime(tmp_path / name / "meta.json", (now - age, now - age))
+    (tmp_path / f".build-k-{os.getpid()}-1").mkdir()
+    (tmp_path / ".build-k-999999999-1").mkdir()  # no such pid
+    store.prune()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".build-k-{os.getpid()}-1", "a", "b"]

@@ -297,12 +297,16 @@ def _builder_alive(name: str) -> bool:
 
 class TemplateStore:
     """The node's templates: looked up per VM, built in the background on a shape's first use
-    (that VM boots cold), removed when unused for `max_idle` seconds or when anything they were
-    built from changed (their key then is never asked for again)."""
+    (that VM boots cold), removed when unused for `max_idle` seconds, when anything they were
+    built from changed (their key then is never asked for again: it idles out), and beyond
+    `max_templates`, the least recently used first."""
 
-    def __init__(self, root: Path, max_idle: float = 3600.0, retry_after: float = 600.0) -> None:
+    def __init__(
+        self, root: Path, max_idle: float = 3600.0, retry_after: float = 600.0, max_templates: int = 8
+    ) -> None:
         self.root = root
         self.max_idle = max_idle
+        self.max_templates = max_templates  # each holds its guest's touched RAM on tmpfs
         self.retry_after = retry_after
         self._building: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}  # key -> when its build failed: not retried before
@@ -350,6 +354,7 @@ class TemplateStore:
         """Remove templates unused for max_idle, and leftovers of interrupted builds. Running
         clones keep their mappings of a removed RAM file: tmpfs frees it after the last."""
         now = time.time()
+        kept: list[tuple[float, Path]] = []
         for directory in self.root.glob("*") if self.root.exists() else []:
             if directory.name.startswith(".build-"):
                 if not _builder_alive(directory.name):
@@ -357,11 +362,15 @@ class TemplateStore:
                 continue
             try:
                 stamp = directory / USED if (directory / USED).exists() else directory / "meta.json"
-                idle = now - stamp.stat().st_mtime
+                used = stamp.stat().st_mtime
             except OSError:
-                idle = self.max_idle + 1
-            if idle > self.max_idle:
+                used = 0.0
+            if now - used > self.max_idle:
                 shutil.rmtree(directory, ignore_errors=True)
+            else:
+                kept.append((used, directory))
+        for _used, directory in sorted(kept, reverse=True)[self.max_templates :]:
+            shutil.rmtree(directory, ignore_errors=True)  # the least recently used beyond the cap
 
     async def close(self) -> None:
         for task in list(self._building.values()):
