@@ -230,6 +230,11 @@ def test_forwarding_follows_the_pods_and_a_rebuilt_host_works_again(
     world.host1.apply(gone)
     assert POD2.mac not in fdb(world, world.host1, B) and f"{POD2.mac} dst {H2}" in fdb(world, world.host1, A)
     assert POD2.ip not in sh("ip", "neigh", "show", "dev", "vxlan0", netns=world.host1.router_netns(B)).stdout
+    # B on h1 alone again: no VXLAN port, no route or neighbour for h2's router left behind
+    world.host1.apply(NetworkState((s1.networks[0], replace(s1.networks[1], overlay=None))))
+    router_b = world.host1.router_netns(B)
+    assert "vxlan0" not in sh("ip", "-o", "link", netns=router_b).stdout
+    assert H2 not in sh("ip", "route", netns=router_b).stdout + sh("ip", "neigh", netns=router_b).stdout
     world.host1.apply(s1)
     assert f"{POD2.mac} dst {H2}" in fdb(world, world.host1, B)
     # h2 loses every router (a reboot): apply builds them again; its pods' ports come back with them

@@ -52,6 +52,7 @@ _IFF_VNET_HDR = 0x4000
 _NTF_SELF, _NTF_MASTER = 0x02, 0x04
 _NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
 _AF_BRIDGE = 7
+_RTPROT_STATIC = 4
 
 
 class NoBridgeError(RuntimeError):
@@ -185,8 +186,9 @@ class TenantNetworkHost:
         finally:
             os.close(host_fd)
         ov = net.overlay
-        if ov is None:
+        if ov is None:  # on this host alone (again): no VXLAN port, no routes to other routers
             netns.run_in_netns(ns, lambda: _delete_link(VXLAN))
+            netns.run_in_netns(ns, lambda: _program_peers(()))
             return
         if not netns.run_in_netns(ns, lambda: _vxlan_matches(net.id, ov.local)):
             netns.run_in_netns(ns, lambda: _delete_link(VXLAN))
@@ -464,17 +466,26 @@ def _program_overlay(net: Network, ov: Overlay) -> None:
         for mac in set(wanted) - set(have_master):
             ipr.fdb("add", ifindex=vx, lladdr=mac, flags=_NTF_MASTER, state=_NUD_NOARP)
         _set_neighbours(ipr, vx, arp)
-        # other hosts' SNAT addresses: on the segment, at their router's MAC
-        _set_neighbours(ipr, br, {h: router_mac(h) for h in ov.peers})
+    _program_peers(ov.peers)
+
+
+def _program_peers(peers: Sequence[str]) -> None:
+    """Called in the router namespace: the other hosts' SNAT addresses (their underlay addresses)
+    on the segment, at their routers' MACs: a route and a permanent neighbour entry each."""
+    with IPRoute() as ipr:
+        br = _lookup(ipr, BRIDGE)
+        if br is None:
+            return
+        _set_neighbours(ipr, br, {h: router_mac(h) for h in peers})
         have_routes = {
             r.get_attr("RTA_DST")
             for r in ipr.get_routes(family=socket.AF_INET, oif=br)
-            if r["dst_len"] == 32 and r["proto"] == 4  # RTPROT_STATIC: ours
+            if r["dst_len"] == 32 and r["proto"] == _RTPROT_STATIC  # ours: the kernel's are proto kernel
         }
-        for h in have_routes - set(ov.peers):
+        for h in have_routes - set(peers):
             ipr.route("del", dst=f"{h}/32", oif=br)
-        for h in set(ov.peers) - have_routes:
-            ipr.route("replace", dst=f"{h}/32", oif=br, proto=4)
+        for h in set(peers) - have_routes:
+            ipr.route("replace", dst=f"{h}/32", oif=br, proto=_RTPROT_STATIC)
 
 
 def _set_neighbours(ipr: IPRoute, index: int, wanted: dict[str, str]) -> None:

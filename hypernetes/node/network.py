@@ -482,7 +482,12 @@ class PodNetworks:
             elif ev.type == "DELETED":
                 store.pop(self._key(ev.object), None)
             else:
-                store[self._key(ev.object)] = ev.object
+                key = self._key(ev.object)
+                before = store.get(key)
+                store[key] = ev.object
+                heartbeat = kind == "nodes" and before is not None
+                if heartbeat and underlay_address(before) == underlay_address(ev.object):
+                    continue  # only a node's underlay address matters here
             self._dirty.set()
 
     # -- reconciling ----------------------------------------------------------------------------
