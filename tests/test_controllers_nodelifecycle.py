@@ -18,6 +18,7 @@ from hypernetes.controllers import ControllerManager
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, desired_taints
 from hypernetes.controllers.tainteviction import FOREVER, eviction_delay
 from hypernetes.node.agent import NodeAgent
+from hypernetes.node.podspec import sandbox_id
 from hypernetes.objects import Obj
 from hypernetes.objects.taints import NOT_READY, UNREACHABLE, UNSCHEDULABLE
 from hypernetes.runtime.hypervm import HyperVM
@@ -273,9 +274,11 @@ async def test_a_node_cut_off_and_back_gets_its_pods_ready_again(
     tmp_path: Path, kernels: KernelRegistry, busybox_ref: str
 ) -> None:
     """The node agent reaches the API server through a relay the test cuts: its Lease stops, the
-    controller marks the node Unknown and its pod not Ready; once healed, the agent's heartbeat
-    makes the node Ready and its pod worker posts the pod Ready again (it reconciles a status
-    someone else overwrote, as the kubelet's status manager does)."""
+    controller marks the node Unknown and its pods not Ready, and one of them is deleted for good
+    meanwhile (as podgc or `kubectl delete --force` would); once healed, the agent's heartbeat
+    makes the node Ready, its pod worker posts the other pod Ready again (it reconciles a status
+    someone else overwrote, as the kubelet's status manager does) and the deleted pod's VM is
+    stopped and removed."""
     (tmp_path / "api").mkdir()
     api = ApiServerThread(tmp_path / "api", tenancy=True).start()
     assert api.tenancy is not None
@@ -291,8 +294,8 @@ async def test_a_node_cut_off_and_back_gets_its_pods_ready_again(
     manager = ControllerManager(admin, ["nodelifecycle"], node_lifecycle=config)
     tasks = [asyncio.create_task(agent.run()), asyncio.create_task(manager.run())]
 
-    async def pod_ready() -> str:
-        pod = await admin.get("v1", "pods", "web", "default")
+    async def pod_ready(name: str = "web") -> str:
+        pod = await admin.get("v1", "pods", name, "default")
         return next((c["status"] for c in pod["status"].get("conditions") or [] if c["type"] == "Ready"), "")
 
     async def node_ready() -> str:
@@ -306,7 +309,7 @@ async def test_a_node_cut_off_and_back_gets_its_pods_ready_again(
             "name": "main",
             "image": busybox_ref,
             "command": ["sleep", "3600"],
-            "resources": {"limits": {"cpu": "1", "memory": "64Mi"}},
+            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},  # two fit on 2 cores
         }
         pod = {
             "metadata": {"name": "web"},
@@ -318,17 +321,25 @@ async def test_a_node_cut_off_and_back_gets_its_pods_ready_again(
             },
         }
         await admin.create("v1", "pods", pod, "default")
+        gone = await admin.create("v1", "pods", {**pod, "metadata": {"name": "gone"}}, "default")
         try:
             await wait_for_async(lambda: _is(pod_ready, "True"), timeout=240, what="the pod VM Ready")
+            await wait_for_async(lambda: _is(lambda: pod_ready("gone"), "True"), timeout=240, what="2nd VM")
         except AssertionError:
             print((await admin.get("v1", "pods", "web", "default"))["status"])
             raise
         relay.partition()
         await wait_for_async(lambda: _is(node_ready, "Unknown"), timeout=30, what="node Unknown")
         await wait_for_async(lambda: _is(pod_ready, "False"), timeout=10, what="pod not Ready")
+        await admin.delete("v1", "pods", "gone", "default", {"gracePeriodSeconds": 0})
         relay.heal()
         await wait_for_async(lambda: _is(node_ready, "True"), timeout=30, what="node Ready again")
         await wait_for_async(lambda: _is(pod_ready, "True"), timeout=30, what="pod Ready again")
+
+        async def removed() -> bool:
+            return sandbox_id(gone) not in {s.id for s in await runtime.list_sandboxes()}
+
+        await wait_for_async(removed, timeout=60, what="the deleted pod's VM stopped and removed")
     finally:
         await agent.shutdown(stop_pods=True)
         await cancel_and_wait(tasks)
