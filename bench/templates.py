@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -36,9 +37,10 @@ from bench.startup import (  # noqa: E402
     crun_bundle,
     crun_command,
     first_line_time,
-    idle_pss,
     machine,
+    pids_matching,
     prepare_image,
+    pss_kib,
     summarize,
 )
 from hypernetes.runtime.images import ImageStore  # noqa: E402
@@ -54,6 +56,39 @@ def tmpfs_resident_mib(root: Path) -> float:
 
 def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+async def idle_pss(runtime: Runtime, prefix: str, count: int) -> dict[str, object]:
+    """Mean PSS per pod of `count` idle pods running at once (shared pages split among them).
+    As bench/startup.py's, with names that are not prefixes of one another (pod 1 of 16 would
+    otherwise also match the processes of pods 10 to 15)."""
+    names = [f"{prefix}-{count}-{i:03d}" for i in range(count)]
+    try:
+        for name in names:
+            container = ContainerSpec(
+                name="main",
+                image=IMAGE,
+                command=("sh", "-c", "echo up; exec sleep 600"),
+                memory_limit=96 << 20,
+            )
+            await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(container,)))
+            proc = await runtime.start_container(name, "main", attach=True)
+            assert proc is not None
+            async for _stream, data in proc.output():
+                if b"up" in data:
+                    break
+        await asyncio.sleep(3)  # let the guests settle into idle
+        per_pod = [pss_kib(pids_matching(name)) for name in names]
+        return {
+            "bench": "idle_pss",
+            "peer": runtime.name,
+            "pods": count,
+            "processes_per_pod": len(pids_matching(names[0])),
+            "pss_mib_per_pod": round(statistics.mean(per_pod) / 1024, 1),
+        }
+    finally:
+        for name in names:
+            await runtime.remove_sandbox(name)
 
 
 async def start_once(runtime: Runtime, name: str) -> float | None:
@@ -98,9 +133,8 @@ async def in_process(
     for i in range(rounds):
         for name, runtime in active if i % 2 == 0 else list(reversed(active)):
             times[name].append(await start_once(runtime, f"s{i}-{name}"))
-    for name, _ in active:
-        row = summarize(f"{name}-in-process", times[name])
-        rows.append(row)
+    for name, _ in active if rounds else []:
+        rows.append(summarize(f"{name}-in-process", times[name]))
     if "template" not in skip:  # the first pod of the 128 MiB shape boots cold and has it built
         await idle_pss(runtimes[0][1], "pss-warmup", 1)
         await templates.wait_built()
@@ -128,6 +162,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="ABBA rounds (runs per peer)")
     parser.add_argument("--pods", type=int, action="append", default=None, help="idle pod counts")
     parser.add_argument("--skip", action="append", default=[], help="peer names to skip")
+    parser.add_argument("--memory-only", action="store_true", help="no start-time runs")
     args = parser.parse_args()
     counts = args.pods or [1, 4, 16]
     print(json.dumps({"bench": "machine", **machine(), "loadavg_start": loadavg()}), flush=True)
@@ -148,7 +183,7 @@ def main() -> int:
             if shutil.which("crun"):
                 bundle = crun_bundle(data, work)
                 peers["crun"] = lambda i: crun_command(bundle, i)
-            names = [n for n in peers if n not in args.skip]
+            names = [n for n in peers if n not in args.skip and not args.memory_only]
             # warm-up: builds the template (the run itself boots cold), fills caches for all
             for name in names:
                 first_line_time(peers[name](0), b"first", 120, env)  # type: ignore[operator]
@@ -159,7 +194,8 @@ def main() -> int:
             for name in names:
                 rows.append(summarize(name, times[name]))
 
-            rows += asyncio.run(in_process(data, tpl_root, args.rounds, counts, args.skip))
+            rounds = 0 if args.memory_only else args.rounds
+            rows += asyncio.run(in_process(data, tpl_root, rounds, counts, args.skip))
         finally:
             shutil.rmtree(tpl_root, ignore_errors=True)
     print(json.dumps({"bench": "machine_end", "loadavg_end": loadavg(), "time": time.time()}), flush=True)
