@@ -8,6 +8,7 @@ prefix of its own, and asserts revisions relative to its own writes."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import os
@@ -22,6 +23,7 @@ import aiohttp
 import pytest
 
 from hypernetes.apiclient import ApiClient, ApiException
+from hypernetes.cli.storeflags import resolve_store
 from hypernetes.store import (
     Compacted,
     Event,
@@ -721,3 +723,33 @@ def test_up_without_etcd_says_so(tmp_path: Path) -> None:
         )
     assert proc.returncode == 1, proc.stderr
     assert "etcd did not answer" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_up_folds_etcd_flags_into_the_store_url() -> None:
+    args = argparse.Namespace(
+        store="etcds://10.0.0.1:2379,10.0.0.2:2379",
+        etcd_cafile="/etc/etcd/ca.crt",
+        etcd_certfile="/etc/etcd/client.crt",
+        etcd_keyfile="/etc/etcd/client.key",
+        etcd_prefix="/cluster-a",
+        etcd_compaction_interval="60",
+    )
+    assert resolve_store(args) is None
+    c = parse_etcd_url(args.store)
+    assert (c.endpoints, c.cacert, c.cert, c.key, c.prefix, c.compaction_interval) == (
+        ("10.0.0.1:2379", "10.0.0.2:2379"),
+        Path("/etc/etcd/ca.crt"),
+        Path("/etc/etcd/client.crt"),
+        Path("/etc/etcd/client.key"),
+        "/cluster-a",
+        60.0,
+    )
+    plain = argparse.Namespace(
+        store=None,
+        etcd_cafile=None,
+        etcd_certfile=None,
+        etcd_keyfile=None,
+        etcd_prefix=None,
+        etcd_compaction_interval=None,
+    )
+    assert resolve_store(plain) is None and plain.store is None  # `up` keeps its SQLite default
