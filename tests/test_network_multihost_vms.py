@@ -82,9 +82,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: object, busybox_re
         served = underlay.expose(int(busybox_ref.split("/")[0].rsplit(":", 1)[1]))
         image = served + "/" + busybox_ref.split("/", 1)[1]
         nodes = {n: underlay.add(n) for n in ("n1", "n2")}
-        for host in nodes.values():
+        for name, host in nodes.items():
             allow = ["--allow-registry", served, "--insecure-registry", served]
-            start_node(host, cp, cp.token(), *allow, network=True)
+            # n2 names its underlay address itself; n1 leaves it to its InternalIP
+            underlay_flag = ["--network-underlay-ip", host.address] if name == "n2" else []
+            start_node(host, cp, cp.token(), *allow, *underlay_flag, network=True)
         for name in nodes:
 
             def joined(n: str = name) -> bool:
@@ -131,6 +133,8 @@ def test_pods_reach_each_other_across_hosts(world: World) -> None:
         pod = json.loads(w.cp.kubectl("get", "pod", "-n", ns, name, "-o", "json").stdout)
         assert pod["spec"]["nodeName"] == ("n1" if name.endswith("1") else "n2")
     assert w.ips["a1"] == w.ips["g1"] or w.ips["a2"] == w.ips["g2"]  # the same CIDR, the same addresses
+    n2 = json.loads(w.cp.kubectl("get", "node", "n2", "-o", "json").stdout)
+    assert n2["metadata"]["annotations"]["hypernetes.io/underlay-address"] == w.nodes["n2"].address
     assert wait_for(lambda: fetch(w, "a1", f"http://{w.ips['a2']}/") == "a2", timeout=30, what="a1 → a2")
     assert fetch(w, "a2", f"http://{w.ips['a1']}/") == "a1"
     assert wait_for(lambda: fetch(w, "g2", f"http://{w.ips['g1']}/") == "g1", timeout=30, what="g2 → g1")

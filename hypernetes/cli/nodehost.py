@@ -43,7 +43,9 @@ def node_networks(args: argparse.Namespace, client: ApiClient, node_name: str) -
         args.network_prefix,
         ", ".join(management) or "no management network",
     )
-    return PodNetworks(client, host, node_name, dns=DnsServer(), mtu=args.network_mtu)
+    return PodNetworks(
+        client, host, node_name, dns=DnsServer(), mtu=args.network_mtu, underlay=args.network_underlay_ip
+    )
 
 
 def registry_policy(args: argparse.Namespace) -> RegistryPolicy:

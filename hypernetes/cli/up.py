@@ -111,6 +111,13 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         "the subnets of the host's own interfaces)",
     )
     p.add_argument(
+        "--network-underlay-ip",
+        default=None,
+        metavar="ADDRESS",
+        help="this node's address for tenant networks' VXLAN between nodes, published on its Node "
+        "(default: its InternalIP, i.e. --node-ip)",
+    )
+    p.add_argument(
         "--network-mtu",
         type=int,
         default=None,

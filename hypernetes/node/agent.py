@@ -26,6 +26,7 @@ from hypernetes.asyncwait import cancel_and_wait, wait_event
 from hypernetes.eventrecorder import EventRecorder, object_reference
 from hypernetes.logfmt import bind
 from hypernetes.metrics import attach, detach
+from hypernetes.network.objects import UNDERLAY_ANNOTATION
 from hypernetes.node.admission import Rejection, admit
 from hypernetes.node.conditions import NODEFS, NodePressure
 from hypernetes.node.metrics import NodeMetrics
@@ -310,6 +311,8 @@ class NodeAgent:
         now = rfc3339()
         kernels = getattr(self.runtime, "kernels", None)  # admission lets pods pick only these
         notes = {KERNELS_ANNOTATION: ",".join(kernels.names())} if isinstance(kernels, KernelRegistry) else {}
+        if self.networks is not None and self.networks.underlay:  # where other nodes send its VXLAN
+            notes[UNDERLAY_ANNOTATION] = self.networks.underlay
         return {
             "apiVersion": "v1",
             "kind": "Node",

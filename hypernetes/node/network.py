@@ -417,7 +417,8 @@ def guest_hosts(pod: Obj, ip: str) -> tuple[str, ...]:
 
 class PodNetworks:
     """See the module docstring. `dns`: serve each network's DNS on its gateway (None: no DNS,
-    for tests of the plumbing alone). `mtu`: of every bridge, tap and guest interface."""
+    for tests of the plumbing alone). `mtu`: of every bridge, tap and guest interface.
+    `underlay`: this node's address for other nodes' VXLAN, published on its Node object."""
 
     def __init__(
         self,
@@ -427,12 +428,14 @@ class PodNetworks:
         *,
         dns: DnsServer | None = None,
         mtu: int | None = None,
+        underlay: str | None = None,
     ) -> None:
         self.client = client
         self.host = host
         self.node = node_name
         self.dns = dns
         self.mtu = mtu  # None: the underlay's less the VXLAN overhead
+        self.underlay = underlay  # published on the Node (the agent); None: its InternalIP
         self._underlay_mtu: dict[str, int] = {}
         self.objs: dict[str, dict[str, Obj]] = {k: {} for k in KINDS}
         self._synced: set[str] = set()
