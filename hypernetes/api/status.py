@@ -23,6 +23,24 @@ class ApiError(Exception):
         return status_body(self.code, self.reason, self.message, self.details)
 
 
+# Field order of metav1.Status, StatusDetails and StatusCause as upstream's Go structs declare
+# them (encoding/json writes struct fields in that order): clients that compare bodies byte for
+# byte, or print them, see what kube-apiserver sends.
+_DETAILS_ORDER = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+_CAUSE_ORDER = ("reason", "message", "field")
+
+
+def _in_order(obj: Obj, order: tuple[str, ...]) -> Obj:
+    return {k: obj[k] for k in order if k in obj} | {k: v for k, v in obj.items() if k not in order}
+
+
+def _upstream_details(details: Obj) -> Obj:
+    out = _in_order(details, _DETAILS_ORDER)
+    if isinstance(out.get("causes"), list):
+        out["causes"] = [_in_order(c, _CAUSE_ORDER) if isinstance(c, dict) else c for c in out["causes"]]
+    return out
+
+
 def status_body(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
     body: Obj = {
         "kind": "Status",
@@ -31,25 +49,24 @@ def status_body(code: int, reason: str, message: str, details: Obj | None = None
         "status": "Failure",
         "message": message,
         "reason": reason,
-        "code": code,
     }
     if details:
-        body["details"] = details
+        body["details"] = _upstream_details(details)
+    body["code"] = code  # last, after details, as in metav1.Status
     return body
 
 
 def success(details: Obj | None = None) -> Obj:
     body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
     if details:
-        body["details"] = details
+        body["details"] = _upstream_details(details)
     return body
 
 
 def _details(resource: str, name: str, group: str) -> Obj:
-    d: Obj = {"name": name, "kind": resource}
-    if group:
-        d["group"] = group
-    return d
+    return _upstream_details(
+        {"name": name, "group": group, "kind": resource} if group else {"name": name, "kind": resource}
+    )
 
 
 def qualified(resource: str, group: str) -> str:

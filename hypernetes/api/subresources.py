@@ -138,8 +138,8 @@ def exit_status(code: int) -> Obj:
     return {
         "metadata": {},
         "status": "Failure",
-        "reason": "NonZeroExitCode",
         "message": f"command terminated with non-zero exit code: exit status {code}",
+        "reason": "NonZeroExitCode",
         "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
     }
 
