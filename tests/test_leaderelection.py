@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from hypernetes.apiclient import ApiClient
+from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.leaderelection import ElectionTiming, LeaderElector
 from hypernetes.metrics import REGISTRY, exposition
 from hypernetes.objects import Obj
@@ -33,9 +34,10 @@ from tests.support.controllers import FAKE, ControllersThread
 from tests.support.etcd import etcd_cluster, have_etcd
 from tests.support.hosts import HYPERNETES
 from tests.support.partition import Partition
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_for_async
 
-QUICK = ElectionTiming(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+# shortened, yet a renewal may take a few seconds on a loaded 2-core machine without a failover
+QUICK = ElectionTiming(lease_duration=5.0, renew_deadline=3.5, retry_period=0.5)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,7 +77,7 @@ async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -
         lease = await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system")
         spec = lease["spec"]
         assert spec["holderIdentity"] == first.identity
-        assert spec["leaseDurationSeconds"] == 3 and spec["leaseTransitions"] == 0
+        assert spec["leaseDurationSeconds"] == 5 and spec["leaseTransitions"] == 0
         assert spec["acquireTime"] == spec["renewTime"] and spec["renewTime"].endswith("Z")
         assert len(spec["renewTime"]) == len("2026-01-01T00:00:00.000000Z")  # MicroTime
         others = [e for e in electors if e is not first]
@@ -89,7 +91,7 @@ async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -
         await first.release()
         released = (await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system"))["spec"]
         assert not released.get("holderIdentity") and released["leaseDurationSeconds"] == 1
-        await asyncio.sleep(1.1)  # the released record's own duration (1 s), not the 3 s lease
+        await asyncio.sleep(1.1)  # the released record's own duration (1 s), not the 5 s lease
         assert await others[0].try_acquire_or_renew()
         taken = (await c.get("coordination.k8s.io/v1", "leases", "cas", "kube-system"))["spec"]
         assert taken["holderIdentity"] == others[0].identity and taken["leaseTransitions"] == 1
@@ -128,44 +130,39 @@ async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread
     a = LeaderElector(ca, "partition", identity="a", timing=QUICK)
     b = LeaderElector(cb, "partition", identity="b", timing=QUICK)
     ta = asyncio.create_task(a.run(work("a")))
-    for _ in range(100):
-        if spans["a"]:
-            break
-        await asyncio.sleep(0.05)
-    tb = asyncio.create_task(b.run(work("b")))
-    await asyncio.sleep(2 * QUICK.lease_duration)
-    assert not spans["b"] and a.leader and not b.leader  # one acts, the other stands by
-    served = exposition(REGISTRY).decode()  # what the process's /metrics shows
-    assert 'leader_election_master_status{name="partition"} 1.0' in served
-    assert 'leader_election_master_status{name="partition"} 0.0' in served
-    cut_at = time.monotonic()
-    relay.partition()
-    for _ in range(200):
-        if spans["b"]:
-            break
-        await asyncio.sleep(0.05)
-    assert spans["b"], "the standby never took over"
-    a_stopped, b_started = spans["a"][0][1], spans["b"][0][0]
-    assert a_stopped < b_started, "both leaders acted at once"
-    assert a_stopped - cut_at <= QUICK.renew_deadline + 0.3
-    takeover = b_started - cut_at
-    assert takeover <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 0.3, takeover
-    print(f"\nfailover after a partition: {takeover:.2f} s (lease {QUICK.lease_duration} s)")
-    events = (await cb.list("v1", "events", "kube-system"))["items"]
-    said = {e["message"] for e in events if e["involvedObject"].get("name") == "partition"}
-    assert {"a became leader", "b became leader"} <= said  # LeaderElection events, as client-go's
-    # a is cut off for good: it keeps campaigning, never acting again
-    await asyncio.sleep(QUICK.lease_duration)
-    assert len(spans["a"]) == 1 and not a.leader and b.leader
-    tb.cancel()
-    await asyncio.gather(tb, return_exceptions=True)
-    released = await cb.get("coordination.k8s.io/v1", "leases", "partition", "kube-system")
-    assert not released["spec"].get("holderIdentity")  # b released on a clean stop
-    ta.cancel()
-    await asyncio.gather(ta, return_exceptions=True)
-    await relay.close()
-    await ca.close()
-    await cb.close()
+    tb: asyncio.Task[None] | None = None
+    try:
+        await wait_for_async(lambda: spans["a"], what="a leading")
+        tb = asyncio.create_task(b.run(work("b")))
+        await asyncio.sleep(2 * QUICK.lease_duration)
+        assert not spans["b"] and a.leader and not b.leader  # one acts, the other stands by
+        served = exposition(REGISTRY).decode()  # what the process's /metrics shows
+        assert 'leader_election_master_status{name="partition"} 1.0' in served
+        assert 'leader_election_master_status{name="partition"} 0.0' in served
+        cut_at = time.monotonic()
+        relay.partition()
+        await wait_for_async(lambda: spans["b"], timeout=3 * QUICK.lease_duration, what="the standby leading")
+        a_stopped, b_started = spans["a"][0][1], spans["b"][0][0]
+        assert a_stopped < b_started, "both leaders acted at once"
+        assert a_stopped - cut_at <= QUICK.renew_deadline + 0.3
+        takeover = b_started - cut_at
+        assert takeover <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 0.5, takeover
+        print(f"\nfailover after a partition: {takeover:.2f} s (lease {QUICK.lease_duration} s)")
+        events = (await cb.list("v1", "events", "kube-system"))["items"]
+        said = {e["message"] for e in events if e["involvedObject"].get("name") == "partition"}
+        assert {"a became leader", "b became leader"} <= said  # LeaderElection events, as client-go's
+        # a is cut off for good: it keeps campaigning, never acting again
+        await asyncio.sleep(QUICK.lease_duration)
+        assert len(spans["a"]) == 1 and not a.leader and b.leader
+        tb.cancel()
+        await asyncio.gather(tb, return_exceptions=True)
+        released = await cb.get("coordination.k8s.io/v1", "leases", "partition", "kube-system")
+        assert not released["spec"].get("holderIdentity")  # b released on a clean stop
+    finally:
+        await cancel_and_wait([t for t in (ta, tb) if t is not None])
+        await relay.close()
+        await ca.close()
+        await cb.close()
 
 
 # --- processes, SIGKILLed ------------------------------------------------------------------------
@@ -436,8 +433,9 @@ class UpHost:
         self.log = open(self.log_path, "wb")  # noqa: SIM115  closed in stop()
         self.proc = subprocess.Popen(
             [*HYPERNETES, "up", "--no-node", "--store", store, "--port", str(self.port),
-             "--data-dir", str(data), "--leader-elect-lease-duration", "3",
-             "--leader-elect-renew-deadline", "2", "--leader-elect-retry-period", "0.5"],
+             "--data-dir", str(data), "--leader-elect-lease-duration", str(QUICK.lease_duration),
+             "--leader-elect-renew-deadline", str(QUICK.renew_deadline),
+             "--leader-elect-retry-period", str(QUICK.retry_period)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(self._ready, timeout=60, interval=0.3, what=f"API server on {data}")
@@ -519,7 +517,11 @@ def test_up_on_two_hosts_the_controllers_fail_over_once(tmp_path: Path) -> None:
                 leader.proc.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
                 leader.proc.wait(10)
-                second = wait_for(lambda: (h := holder()) != first and h, timeout=15, what="a new leader")
+                second = wait_for(
+                    lambda: (h := holder()) != first and h,
+                    timeout=4 * QUICK.lease_duration,
+                    what="a new leader",
+                )
                 took = time.monotonic() - killed
                 assert standby.leads("kube-controller-manager", second)
                 wait_for(
@@ -530,7 +532,8 @@ def test_up_on_two_hosts_the_controllers_fail_over_once(tmp_path: Path) -> None:
                 assert len(added) == 30 and len(set(added)) == 30, len(added)
                 assert not [n for t, n in events if t == "DELETED"]
                 print(
-                    f"\nup on two hosts: controller manager failover after SIGKILL: {took:.2f} s (lease 3 s)"
+                    f"\nup on two hosts: controller manager failover after SIGKILL: {took:.2f} s "
+                    f"(lease {QUICK.lease_duration} s)"
                 )
         finally:
             for host in (a, b):
