@@ -30,7 +30,7 @@ from tests.support.partition import Partition
 from tests.support.tenants import TenantWorld
 from tests.support.waiting import wait_for, wait_for_async
 
-GRACE = 2.0  # node-monitor-grace-period
+GRACE = 4.0  # node-monitor-grace-period (heartbeats every 0.3 s, late ones under load)
 TOLERATION = 3.0  # default-unreachable-toleration-seconds
 CHECK_WAIT = 10.0  # quarantine (1 s) + a tick
 CONFIG = NodeLifecycleConfig(
