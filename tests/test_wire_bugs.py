@@ -5,6 +5,7 @@ the protobuf bodies kubectl 1.32+ sends for `kubectl create service|job|...`."""
 
 from __future__ import annotations
 
+import gc
 import json
 import ssl
 import urllib.error
@@ -79,3 +80,65 @@ def test_status_invalid_bytes_as_upstream(api: ApiServerThread) -> None:
     )
     assert code == 422
     assert list(json.loads(body)["details"]) == ["name", "group", "kind", "causes"]
+
+
+# -- WebSocket text frames on exec and port-forward: kube-apiserver reads both kinds of frame,
+# the channel being the first byte of either
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_python_client_exec_with_string_stdin(api: ApiServerThread) -> None:
+    from kubernetes import client as kc
+    from kubernetes.stream import stream
+
+    v1 = kc.CoreV1Api(api.python_client())
+    resp = stream(
+        v1.connect_get_namespaced_pod_exec,
+        "box",
+        "default",
+        command=["cat"],
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+    )
+    resp.write_stdin("echo hi\n")  # a str: the client sends it as a text frame
+    out = ""
+    for _ in range(50):
+        resp.update(timeout=0.2)
+        out += resp.read_stdout(timeout=0.1) if resp.peek_stdout() else ""
+        if out:
+            break
+    resp.write_stdin(b"bytes too\n")  # and bytes as a binary frame
+    for _ in range(50):
+        resp.update(timeout=0.2)
+        out += resp.read_stdout(timeout=0.1) if resp.peek_stdout() else ""
+        if out.endswith("too\n"):
+            break
+    resp.close()
+    del resp
+    gc.collect()
+    assert out == "echo hi\nbytes too\n"
+
+
+def test_port_forward_channels_read_text_frames(api: ApiServerThread) -> None:
+    import websocket  # websocket-client, the Python client's own WebSocket library
+
+    url = api.url.replace("https://", "wss://") + "/api/v1/namespaces/default/pods/box/portforward?ports=80"
+    ws = websocket.create_connection(
+        url,
+        header=[f"Authorization: Bearer {api.token}"],
+        subprotocols=["v4.channel.k8s.io"],
+        sslopt={"ca_certs": str(api.ca.ca_cert)},
+        timeout=10,
+    )
+    try:
+        port = (80).to_bytes(2, "little")
+        assert ws.recv() == b"\x00" + port and ws.recv() == b"\x01" + port  # data, error channels
+        ws.send("\x00hello")  # a text frame, as the Python client writes a str
+        assert ws.recv() == b"\x00HELLO"
+        ws.send_binary(b"\x00again")
+        assert ws.recv() == b"\x00AGAIN"
+    finally:
+        ws.close()

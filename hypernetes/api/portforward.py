@@ -18,7 +18,7 @@ import contextlib
 import logging
 from typing import Protocol, runtime_checkable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from hypernetes.api import spdy
 from hypernetes.api.audit import stream_detail, stream_started
@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 SPDY_OVER_WS = "SPDY/3.1+portforward.k8s.io"
 SPDY_PROTOCOL = "portforward.k8s.io"
 CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+
+
+def channel_frame(msg: WSMessage) -> bytes | None:
+    """The bytes of a channel-protocol message (channel byte first), or None for other frames.
+
+    kube-apiserver (wsstream) reads text frames as well as binary ones, the first byte being the
+    channel either way; the official Python client sends `str` data as text frames."""
+    if msg.type == WSMsgType.BINARY:
+        return bytes(msg.data)
+    if msg.type == WSMsgType.TEXT:
+        return str(msg.data).encode()
+    return None
 
 
 @runtime_checkable
@@ -214,8 +226,8 @@ async def _channels(request: web.Request, pod: Obj, forwarder: PortForwarder) ->
         pumps.append(asyncio.create_task(pump(i, reader)))
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.BINARY and msg.data:
-                ch, payload = msg.data[0], msg.data[1:]
+            if data := channel_frame(msg):
+                ch, payload = data[0], data[1:]
                 w = writers.get(ch // 2)
                 if ch % 2 == 0 and w is not None and payload:
                     w.write(payload)

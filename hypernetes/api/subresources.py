@@ -357,11 +357,11 @@ class Subresources:
     async def _read_client(ws: web.WebSocketResponse, io: StreamIO, v5: bool) -> None:
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.BINARY and msg.data:
-                    ch = msg.data[0]
+                if data := portforward.channel_frame(msg):
+                    ch = data[0]
                     if ch == CLOSE and not v5:
                         continue
-                    io.feed(ch, msg.data[1:])
+                    io.feed(ch, data[1:])
                 elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
         finally:
