@@ -191,6 +191,28 @@ def test_deleting_a_lost_node_removes_its_terminating_pods(cluster: Cluster) -> 
     assert len([p for p in cluster.pods_on(ns, "alive") if ready(p) == "True"]) == 2
 
 
+def test_an_operators_no_execute_taint_evicts_by_toleration(cluster: Cluster) -> None:
+    ctl = cluster.ctl
+    cluster.start_node("maint")
+    ns = ctl.namespace("maint")
+    taint = {"key": "example.com/maintenance", "effect": "NoExecute"}
+    ctl.create("v1", "pods", bare_pod("plain", "maint", []), ns)
+    ctl.create(
+        "v1",
+        "pods",
+        bare_pod("patient", "maint", [{**taint, "operator": "Exists", "tolerationSeconds": 2}]),
+        ns,
+    )
+    ctl.create("v1", "pods", bare_pod("forever", "maint", [{**taint, "operator": "Exists"}]), ns)
+    wait_for(lambda: all(ready(p) == "True" for p in ctl.pods(ns)) and len(ctl.pods(ns)) == 3, what="Ready")
+    ctl.patch("v1", "nodes", "maint", {"spec": {"taints": [taint]}})  # as kubectl taint, no timeAdded
+    tainted = time.monotonic()
+    wait_for(lambda: ctl.get("v1", "pods", "plain", ns) is None, timeout=5, what="the intolerant pod gone")
+    wait_for(lambda: ctl.get("v1", "pods", "patient", ns) is None, timeout=8, what="evicted after 2 s")
+    assert time.monotonic() - tainted >= 1.5
+    assert ctl.get("v1", "pods", "forever", ns) is not None
+
+
 def test_no_eviction_when_every_node_is_down(cluster: Cluster) -> None:
     ctl = cluster.ctl
     cluster.start_node("only")

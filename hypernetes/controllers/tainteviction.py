@@ -77,6 +77,14 @@ class TaintEvictionController(Controller):
         self.nodes.add_handler(Handler(add=self._node, update=lambda old, new: self._node_changed(old, new)))
         self.pods.add_handler(Handler(add=self._pod, update=lambda _old, new: self._pod(new)))
         self.evicted = 0  # for tests and metrics
+        self._seen: dict[tuple[str, str], float] = {}  # (node, taint key) -> first seen
+
+    def _added(self, node: str, taint: Obj) -> float:
+        """The taint's timeAdded; for one without (an operator's), when we first saw it."""
+        added = m.parse_time(taint.get("timeAdded"))
+        if added is not None:
+            return added.timestamp()
+        return self._seen.setdefault((node, str(taint.get("key"))), self.clock())
 
     def _node(self, node: Obj) -> None:
         if any(t.get("effect") == NO_EXECUTE for t in node_taints(node)):
@@ -109,8 +117,7 @@ class TaintEvictionController(Controller):
         delay = eviction_delay(pod, taints, self.defaults)
         if delay == FOREVER:
             return
-        added = [m.parse_time(t.get("timeAdded")) for t in taints]
-        since = min((t.timestamp() for t in added if t is not None), default=self.clock())
+        since = min(self._added(m.name(node), t) for t in taints)
         left = since + delay - self.clock()
         if left > 0:
             self.queue.add_after(key, left)
