@@ -1,5 +1,6 @@
 """Decoding the Kubernetes protobuf envelope for the few kinds kubectl's generators send that way
-(`kubectl create namespace|configmap|secret|serviceaccount|deployment`). kubectl does not retry with JSON
+(`kubectl create namespace|configmap|secret|serviceaccount|deployment|service|job|token`, and
+kubectl 1.32+ sends every built-in kind it creates this way). kubectl does not retry with JSON
 after a 415, so without this those commands cannot work.
 
 Envelope: b"k8s\\x00" + runtime.Unknown{1: TypeMeta{1: apiVersion, 2: kind}, 2: raw,
@@ -21,7 +22,8 @@ MAGIC = b"k8s\x00"
 
 # A message spec: field number -> (json name, type, spec of sub-message or None).
 # Types: "str", "bytes" (base64 in JSON), "int", "bool" ("int?"/"bool?": omitted when zero), "msg",
-# "time", "[str]"/"[msg]" (repeated), "{str}"/"{bytes}"/"{qty}" (map<string, string|bytes|Quantity>).
+# "intstr" (IntOrString), "time", "[str]"/"[msg]" (repeated),
+# "{str}"/"{bytes}"/"{qty}" (map<string, string|bytes|Quantity>).
 # Only the fields kubectl's generators set are modelled; the rest are skipped.
 Spec = dict[int, tuple[str, str, Any]]
 
@@ -53,14 +55,46 @@ CONTAINER: Spec = {
 POD_SPEC: Spec = {2: ("containers", "[msg]", CONTAINER), 3: ("restartPolicy", "str", None),
                   6: ("dnsPolicy", "str", None), 7: ("nodeSelector", "{str}", None),
                   8: ("serviceAccountName", "str", None)}
+POD_TEMPLATE: Spec = {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}
 DEPLOYMENT_SPEC: Spec = {
     1: ("replicas", "int", None), 2: ("selector", "msg", LABEL_SELECTOR),
-    3: ("template", "msg", {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}),
+    3: ("template", "msg", POD_TEMPLATE),
     4: ("strategy", "msg", {1: ("type", "str", None)}), 5: ("minReadySeconds", "int?", None),
     6: ("revisionHistoryLimit", "int", None), 7: ("paused", "bool?", None),
     9: ("progressDeadlineSeconds", "int", None)}
 
+# k8s.io/api/core/v1 ServiceSpec and ServicePort: `kubectl create service clusterip|nodeport|
+# loadbalancer|externalname` set ports, selector, type, clusterIP ("None" for headless) and
+# externalName; the rest is there so a client's protobuf Service is not quietly cut down.
+SERVICE_PORT: Spec = {1: ("name", "str", None), 2: ("protocol", "str", None), 3: ("port", "int", None),
+                      4: ("targetPort", "intstr", None), 5: ("nodePort", "int?", None),
+                      6: ("appProtocol", "str", None)}
+SERVICE_SPEC: Spec = {
+    1: ("ports", "[msg]", SERVICE_PORT), 2: ("selector", "{str}", None), 3: ("clusterIP", "str", None),
+    18: ("clusterIPs", "[str]", None), 4: ("type", "str", None), 5: ("externalIPs", "[str]", None),
+    7: ("sessionAffinity", "str", None), 8: ("loadBalancerIP", "str", None),
+    9: ("loadBalancerSourceRanges", "[str]", None), 10: ("externalName", "str", None),
+    11: ("externalTrafficPolicy", "str", None), 12: ("healthCheckNodePort", "int?", None),
+    13: ("publishNotReadyAddresses", "bool?", None),
+    14: ("sessionAffinityConfig", "msg", {1: ("clientIP", "msg", {1: ("timeoutSeconds", "int", None)})}),
+    19: ("ipFamilies", "[str]", None), 17: ("ipFamilyPolicy", "str", None),
+    20: ("allocateLoadBalancerNodePorts", "bool", None), 21: ("loadBalancerClass", "str", None),
+    22: ("internalTrafficPolicy", "str", None), 23: ("trafficDistribution", "str", None)}
+# k8s.io/api/batch/v1 JobSpec (every field a pointer but the template: sent only when set)
+JOB_SPEC: Spec = {
+    1: ("parallelism", "int", None), 2: ("completions", "int", None),
+    3: ("activeDeadlineSeconds", "int", None), 7: ("backoffLimit", "int", None),
+    12: ("backoffLimitPerIndex", "int", None), 13: ("maxFailedIndexes", "int", None),
+    4: ("selector", "msg", LABEL_SELECTOR), 5: ("manualSelector", "bool", None),
+    6: ("template", "msg", POD_TEMPLATE), 8: ("ttlSecondsAfterFinished", "int", None),
+    9: ("completionMode", "str", None), 10: ("suspend", "bool", None),
+    14: ("podReplacementPolicy", "str", None), 15: ("managedBy", "str", None)}
+
 KINDS: dict[tuple[str, str], Spec] = {
+    ("v1", "Service"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC),
+                        3: ("status", "msg", {})},
+    ("batch/v1", "Job"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC),
+                          3: ("status", "msg", {})},
     ("apps/v1", "Deployment"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", DEPLOYMENT_SPEC),
                                 3: ("status", "msg", {})},
     ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META),
@@ -176,6 +210,12 @@ def _bytes(v: int | bytes) -> bytes:
     return v
 
 
+def _int(v: int | bytes) -> int:
+    if not isinstance(v, int):
+        raise _Malformed("expected a varint")
+    return v
+
+
 def _time(buf: bytes) -> str:
     seconds = 0
     for num, v in _fields(buf):
@@ -202,6 +242,10 @@ def _message(buf: bytes, spec: Spec) -> Obj:
                 raise _Malformed(f"{name}: expected a varint")
             if v or not typ.endswith("?"):  # "?": Go omits the zero value (omitempty, not a pointer)
                 obj[name] = bool(v) if typ.startswith("bool") else _signed(v)
+        elif typ == "intstr":  # util/intstr.IntOrString{1: type (0 int, 1 string), 2: intVal, 3: strVal}
+            f = dict(_fields(_bytes(v)))
+            is_str = f.get(1) == 1
+            obj[name] = _bytes(f.get(3, b"")).decode() if is_str else _signed(_int(f.get(2, 0)))
         elif typ == "time":
             obj[name] = _time(_bytes(v))
         elif typ == "msg":
@@ -234,7 +278,7 @@ def decode_protobuf(body: bytes) -> Obj:
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"protobuf is supported for {', '.join(k for _, k in KINDS)} only "
+                f"protobuf is supported for {', '.join(sorted({k for _, k in KINDS}))} only "
                 f"(got {api_version} {kind}); send JSON (kubectl create -f / apply -f)",
             )
         obj = _message(unknown.get("raw", b""), spec)
