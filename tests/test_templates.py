@@ -23,6 +23,16 @@ from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.qemu import QemuVM, VMConfig, remove_socket_dir
 from tests.support.guests import qemu_processes_under
 from tests.support.pods import pod, run
+from tests.test_hypervm_network import (  # noqa: F401 (tenant: a fixture)
+    GW,
+    VM1,
+    VM2,
+    TenantNet,
+    needs_netns,
+    network,
+    sh_in,
+    tenant,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +126,7 @@ async def templated(tmp_path: Path, kernels: KernelRegistry) -> AsyncIterator[Hy
 
 
 async def test_pods_from_a_template_have_their_own_identity_and_disks(
-    templated: HyperVM, busybox_ref: str
+    templated: HyperVM, busybox_ref: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first pod of a shape boots cold and has its template built; the next ones are clones
     that see their own disks (the scratch disk's partition, written and read) and differ in
@@ -137,6 +147,7 @@ async def test_pods_from_a_template_have_their_own_identity_and_disks(
             [ram] = store.root.glob("*/ram")
             before = hashlib.sha256(ram.read_bytes()).hexdigest()
     assert store.clones == 2
+    assert "booting cold" not in caplog.text  # clones indeed, not the fallback
     # what clones wrote or freed stayed theirs: the template's RAM is as it was saved
     assert hashlib.sha256(ram.read_bytes()).hexdigest() == before
     ids = {name: tuple(lines[:3]) for name, lines in outputs.items()}
@@ -183,3 +194,35 @@ def test_store_keeps_the_recently_used_templates(tmp_path: Path) -> None:
     (tmp_path / ".build-k-999999999-1").mkdir()  # no such pid
     store.prune()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".build-k-{os.getpid()}-1", "a", "b"]
+
+
+@needs_netns
+async def test_a_clone_on_a_tenant_network_has_the_pods_mac(
+    templated: HyperVM,
+    busybox_ref: str,
+    tenant: TenantNet,  # noqa: F811 (the fixture imported above)
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The template's NIC slot, on a tap of its own, becomes the pod's: on the pod's tap, with
+    the pod's MAC (set by the agent from SETUP), reaching a cold-booted VM and the gateway."""
+    store = templated.templates
+    assert store is not None
+    sleeper = ContainerSpec(name="main", image=busybox_ref, command=("sleep", "600"))
+    cold = PodSpec(id="vm1", name="vm1", containers=(sleeper,), network=network(VM1, tenant.tap(VM1)))
+    await templated.create_sandbox(cold)
+    await templated.start_container("vm1", "main")
+    await store.wait_built()
+    assert store.builds == 1
+    clone = PodSpec(id="vm2", name="vm2", containers=(sleeper,), network=network(VM2, tenant.tap(VM2)))
+    await templated.create_sandbox(clone)
+    assert store.clones == 1
+    await templated.start_container("vm2", "main")
+    code, out = await sh_in(
+        templated,
+        "vm2",
+        f"cat /sys/class/net/eth0/address; busybox ping -c 2 -W 10 {GW} && busybox ping -c 2 -W 10 {VM1.ip}",
+    )
+    assert code == 0, out
+    assert out.splitlines()[0] == VM2.mac
+    assert out.count("2 packets received") == 2, out
+    assert "booting cold" not in caplog.text  # a clone indeed, not the fallback

@@ -217,12 +217,53 @@ static void wait_running(const char *name)
 	close(s);
 }
 
-static int setup_iface(const struct msg_iface *f, struct hn_err *e)
+/* A clone of a template has the template's NIC, with the template's MAC: the only Ethernet
+ * interface (our VMs have at most one NIC) takes the pod's MAC, which the virtio-net driver
+ * also tells the device (its receive filter). */
+static int take_mac(const uint8_t hw[6], char *name, size_t cap)
+{
+	DIR *d = opendir("/sys/class/net");
+	struct dirent *de;
+	struct ifreq ifr;
+	int found = 0, rc = 0, s;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d)) != NULL) {
+		char path[300], line[16];
+		if (de->d_name[0] == '.' || strlen(de->d_name) >= cap || strlen(de->d_name) >= IFNAMSIZ)
+			continue;
+		snprintf(path, sizeof(path), "/sys/class/net/%s/type", de->d_name);
+		if (hn_read_line(path, line, sizeof(line)) < 0 || strcmp(line, "1") != 0)
+			continue; /* ARPHRD_ETHER only: not lo */
+		if (found++)
+			break;
+		memcpy(name, de->d_name, strlen(de->d_name) + 1);
+	}
+	closedir(d);
+	if (found != 1)
+		return -ENODEV;
+	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	memset(&ifr, 0, sizeof(ifr));
+	memcpy(ifr.ifr_name, name, strlen(name) + 1);
+	ifr.ifr_hwaddr.sa_family = 1; /* ARPHRD_ETHER */
+	memcpy(ifr.ifr_hwaddr.sa_data, hw, 6);
+	if (ioctl(s, SIOCSIFHWADDR, &ifr) < 0)
+		rc = -errno;
+	close(s);
+	return rc;
+}
+
+static int setup_iface(const struct msg_iface *f, int restored, struct hn_err *e)
 {
 	char name[IFNAMSIZ + 1];
 	unsigned idx;
 	int rc = find_iface(f->hwaddr, name, sizeof(name));
 
+	if (rc < 0 && restored)
+		rc = take_mac(f->hwaddr, name, sizeof(name));
 	if (rc < 0)
 		return hn_fail(e, -rc, "IFACE %s: no interface with that MAC", f->mac);
 	idx = if_nametoindex(name);
@@ -396,7 +437,7 @@ int net_setup(const struct msg_setup *m, struct hn_err *e)
 			return hn_fail(e, -rc, "write hostname: %s", strerror(-rc));
 	}
 	for (size_t i = 0; i < m->nifaces; i++) {
-		rc = setup_iface(&m->ifaces[i], e);
+		rc = setup_iface(&m->ifaces[i], m->restored, e);
 		if (rc < 0)
 			return rc;
 	}

@@ -340,7 +340,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
     def _template_for(self, pod: PodSpec, cfg: VMConfig) -> Template | None:
         """The template this VM can be a clone of (a build starts on a shape's first use)."""
-        if self.templates is None or cfg.nic is not None:  # NIC slots: not yet (docs/runtime.md)
+        if self.templates is None:
             return None
         scope = pod.namespace if self._template_scope == "namespace" else ""
         return self.templates.get(Shape.of(cfg, scope))
