@@ -78,7 +78,8 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
 
     templates = None if getattr(args, "no_templates", False) else TemplateStore(template_root())
     return HyperVM(root, image_store(args), kernel_registry(args), accel=args.accel,
-                   die_with_parent=one_off, templates=templates)
+                   die_with_parent=one_off, templates=templates,
+                   template_scope=getattr(args, "template_scope", "namespace"))
 
 
 # `run` takes docker's `--memory` units too: one lowercase letter, binary (512m is 512 MiB)

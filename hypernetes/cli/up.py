@@ -85,6 +85,12 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
         "--no-templates", action="store_true", help="boot every pod VM cold (no template VMs)"
     )
     p.add_argument(
+        "--template-scope",
+        choices=("namespace", "node"),
+        default="namespace",
+        help="whose pods a template VM serves: one namespace's (default) or the whole node's",
+    )
+    p.add_argument(
         "--no-network",
         action="store_true",
         help="no tenant networks: pod VMs get no network interface (default: on when root)",

@@ -173,6 +173,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         self._die_with_parent = die_with_parent
         self._sandboxes: dict[str, _Sandbox] = {}
         self._confiner = Confiner(enabled=confine)
+        if template_scope not in ("namespace", "node"):
+            raise ValueError(f"template scope {template_scope!r}: expected namespace or node")
         self.templates = templates
         self._template_scope = template_scope
 
