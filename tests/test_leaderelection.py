@@ -67,6 +67,43 @@ def test_up_refuses_lease_timings_that_do_not_fit(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not a duration: 'soon'" in proc.stderr, proc.stderr
 
 
+def test_up_on_sqlite_elects_nobody_and_on_etcd_by_default(tmp_path: Path) -> None:
+    """SQLite is this process's alone: no Lease to take, none to wait out after a crash."""
+    from hypernetes.cli.controlplaneflags import resolve_controller_options
+    from hypernetes.cli.main import build_parser
+
+    for argv, electing in (
+        (["up"], False),
+        (["up", "--store", "sqlite:///x.db"], False),
+        (["up", "--store", "etcd://127.0.0.1:2379"], True),
+        (["up", "--leader-elect"], True),
+        (["up", "--store", "etcd://127.0.0.1:2379", "--no-leader-elect"], False),
+    ):
+        args = build_parser().parse_args(argv)
+        assert resolve_controller_options(args) is None
+        assert (args.election is not None) is electing, argv
+    up = subprocess.Popen(
+        [*HYPERNETES, "up", "--no-node", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        kubectl = ["kubectl", f"--kubeconfig={tmp_path / 'admin.kubeconfig'}"]
+
+        def controllers_ran() -> bool:  # the service-account controller made default's account
+            got = subprocess.run([*kubectl, "get", "serviceaccount", "default"], capture_output=True)
+            return got.returncode == 0
+
+        wait_for(controllers_ran, timeout=60, interval=0.5, what="the controllers running")
+        leases = subprocess.run(
+            [*kubectl, "-n", "kube-system", "get", "leases", "-o", "name"], capture_output=True
+        )
+        assert leases.returncode == 0 and b"kube-controller-manager" not in leases.stdout
+    finally:
+        up.terminate()
+        up.wait(30)
+
+
 async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -> None:  # noqa: F811
     async with client(api) as c:
         electors = [LeaderElector(c, "cas", identity=f"cand-{i}", timing=QUICK) for i in range(6)]
@@ -144,9 +181,11 @@ async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread
         await wait_for_async(lambda: spans["b"], timeout=3 * QUICK.lease_duration, what="the standby leading")
         a_stopped, b_started = spans["a"][0][1], spans["b"][0][0]
         assert a_stopped < b_started, "both leaders acted at once"
-        assert a_stopped - cut_at <= QUICK.renew_deadline + 0.3
+        # the order above is the guarantee; these bounds only catch a leader that ignores its
+        # deadline, with room for a loaded 2-core machine's scheduling delays
+        assert a_stopped - cut_at <= QUICK.renew_deadline + 2 * QUICK.retry_period + 1.0
         takeover = b_started - cut_at
-        assert takeover <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 0.5, takeover
+        assert takeover <= QUICK.lease_duration + 2 * QUICK.retry_period * 1.2 + 2.0, takeover
         print(f"\nfailover after a partition: {takeover:.2f} s (lease {QUICK.lease_duration} s)")
         events = (await cb.list("v1", "events", "kube-system"))["items"]
         said = {e["message"] for e in events if e["involvedObject"].get("name") == "partition"}

@@ -20,10 +20,11 @@ def add_controller_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="run the scheduler and the controller manager only while this host holds their Lease "
         "(kube-system/kube-scheduler, kube-system/kube-controller-manager), so that of several "
-        "control-plane hosts on one store one of each acts (default: on)",
+        "control-plane hosts on one store one of each acts (default: on with etcd; off on SQLite, "
+        "which only this process can use: nothing to elect, and no lease to wait out after a crash)",
     )
     for flag, default, text in (
         ("lease-duration", 15.0, "how long a standby waits after the leader's last renewal"),
@@ -61,16 +62,17 @@ def resolve_controller_options(args: argparse.Namespace) -> str | None:
     from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
     from hypernetes.leaderelection import ElectionTiming
 
-    args.election = None
-    if args.leader_elect:
-        try:
-            args.election = ElectionTiming(
-                args.leader_elect_lease_duration,
-                args.leader_elect_renew_deadline,
-                args.leader_elect_retry_period,
-            )
-        except ValueError as e:
-            return f"--leader-elect-*: {e}"
+    try:  # checked even when not electing: a bad flag is a mistake either way
+        timing = ElectionTiming(
+            args.leader_elect_lease_duration,
+            args.leader_elect_renew_deadline,
+            args.leader_elect_retry_period,
+        )
+    except ValueError as e:
+        return f"--leader-elect-*: {e}"
+    if args.leader_elect is None:  # (resolve_store has run: args.store is the final URL)
+        args.leader_elect = bool(args.store) and args.store.startswith(("etcd://", "etcds://"))
+    args.election = timing if args.leader_elect else None
     args.node_lifecycle = NodeLifecycleConfig(
         monitor_grace_period=args.node_monitor_grace_period,
         not_ready_toleration=args.default_not_ready_toleration_seconds,
