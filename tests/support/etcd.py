@@ -187,7 +187,7 @@ class EtcdCluster:
             return f"etcds://{self.endpoints}?{self.tls.query()}"
         return f"etcd://{self.endpoints}"
 
-    def start(self, timeout: float = 30) -> EtcdCluster:
+    def start(self, timeout: float = 90) -> EtcdCluster:
         last: Exception | None = None
         for attempt in range(_START_TRIES):
             try:
@@ -306,7 +306,7 @@ class EtcdCluster:
             os.killpg(m.proc.pid, signal.SIGKILL)
             m.proc.wait(10)
 
-    def restart(self, m: Member, timeout: float = 30) -> None:
+    def restart(self, m: Member, timeout: float = 90) -> None:
         """Start a killed member again on its data dir and ports."""
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
         self._spawn(m, initial, "existing")
