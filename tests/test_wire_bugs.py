@@ -6,11 +6,13 @@ the protobuf bodies kubectl 1.32+ sends for `kubectl create service|job|...`."""
 from __future__ import annotations
 
 import gc
+import ipaddress
 import json
 import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -233,3 +235,130 @@ def _pb(field: int, value: bytes) -> bytes:
     """One length-delimited protobuf field (short values only)."""
     assert len(value) < 128
     return bytes([field << 3 | 2, len(value)]) + value
+
+
+# -- Services: status and clusterIP in the create response, as upstream's service REST storage
+
+
+def _network_namespace(api: ApiServerThread, ns: str, service_cidr: str) -> None:
+    """A namespace on a network of its own (what the network controller would have made)."""
+    net = {
+        "apiVersion": "hypernetes.io/v1",
+        "kind": "Network",
+        "metadata": {"name": ns},
+        "spec": {"cidr": "10.0.0.0/16", "serviceCIDR": service_cidr},
+    }
+    api.kubectl("create", "-f", "-", input=json.dumps(net))
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": ns, "annotations": {"hypernetes.io/network": ns}},
+    }
+    api.kubectl("create", "-f", "-", input=json.dumps(namespace))
+
+
+def _records(api: ApiServerThread, ns: str) -> dict[str, str]:
+    """Service name -> the address its IPAllocation record holds, for services of `ns`."""
+    items = json.loads(api.kubectl("get", "ipallocations", "-o", "json").stdout)["items"]
+    return {
+        a["spec"]["owner"]["name"]: a["spec"]["ip"]
+        for a in items
+        if (a["spec"].get("owner") or {}).get("namespace") == ns and a["spec"].get("ip")
+    }
+
+
+def test_service_create_response_has_cluster_ip_and_status(api: ApiServerThread) -> None:
+    _network_namespace(api, "svc-wide", "10.97.0.0/16")
+    for version in ("1.27", "1.33"):
+        out = api.kubectl(
+            "create",
+            "service",
+            "clusterip",
+            f"web{version[2:]}",
+            "--tcp=80",
+            "-n",
+            "svc-wide",
+            "-o",
+            "json",
+            version=version,
+        ).stdout
+        svc = json.loads(out)
+        ip = svc["spec"]["clusterIP"]
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.97.0.0/16")
+        assert svc["spec"]["clusterIPs"] == [ip] and svc["status"] == {"loadBalancer": {}}
+        assert _records(api, "svc-wide")[svc["metadata"]["name"]] == ip
+    # a headless service gets no address; the Python client reads the status it is given
+    from kubernetes import client as kc
+
+    v1 = kc.CoreV1Api(api.python_client())
+    body = kc.V1Service(
+        metadata=kc.V1ObjectMeta(name="headless"),
+        spec=kc.V1ServiceSpec(cluster_ip="None", selector={"a": "b"}),
+    )
+    made = v1.create_namespaced_service("svc-wide", body)
+    assert made.spec.cluster_ip == "None" and made.status.load_balancer is not None
+    assert "headless" not in _records(api, "svc-wide")
+
+
+def test_service_create_never_gives_one_address_twice(api: ApiServerThread) -> None:
+    # 14 addresses in a /28, 20 creates at once: 14 get distinct ones, 6 are refused
+    _network_namespace(api, "svc-tiny", "10.98.0.0/28")
+    from kubernetes import client as kc
+
+    v1 = kc.CoreV1Api(api.python_client())
+
+    def create(i: int) -> str:
+        body = kc.V1Service(
+            metadata=kc.V1ObjectMeta(name=f"s{i}"), spec=kc.V1ServiceSpec(ports=[kc.V1ServicePort(port=80)])
+        )
+        try:
+            return str(v1.create_namespaced_service("svc-tiny", body).spec.cluster_ip)
+        except kc.ApiException as e:
+            assert e.status == 500 and "range is full" in e.body, e.body
+            return ""
+
+    with ThreadPoolExecutor(8) as pool:
+        ips = [ip for ip in pool.map(create, range(20)) if ip]
+    assert len(ips) == 14 and len(set(ips)) == 14
+    assert sorted(_records(api, "svc-tiny").values()) == sorted(ips)
+    # a create that fails after its allocation (the name is taken) gives the address back
+    name_of_ip = {ip: n for n, ip in _records(api, "svc-tiny").items()}
+    v1.delete_namespaced_service(name_of_ip[ips[0]], "svc-tiny")
+    api.kubectl("delete", "ipallocation", "svc-tiny." + ips[0].replace(".", "-"))  # the controller's part
+    taken = kc.V1Service(
+        metadata=kc.V1ObjectMeta(name=name_of_ip[ips[1]]),
+        spec=kc.V1ServiceSpec(ports=[kc.V1ServicePort(port=80)]),
+    )
+    with pytest.raises(kc.ApiException) as err:
+        v1.create_namespaced_service("svc-tiny", taken)
+    assert err.value.status == 409
+    assert len(_records(api, "svc-tiny")) == 13
+    again = kc.V1Service(
+        metadata=kc.V1ObjectMeta(name="again"), spec=kc.V1ServiceSpec(ports=[kc.V1ServicePort(port=80)])
+    )
+    assert v1.create_namespaced_service("svc-tiny", again).spec.cluster_ip == ips[0]
+
+
+def test_service_asking_for_a_cluster_ip(api: ApiServerThread) -> None:
+    _network_namespace(api, "svc-ask", "10.99.0.0/24")
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "a"},
+        "spec": {"clusterIP": "10.99.0.7", "ports": [{"port": 80}]},
+    }
+    made = json.loads(
+        api.kubectl("create", "-n", "svc-ask", "-o", "json", "-f", "-", input=json.dumps(svc)).stdout
+    )
+    assert made["spec"]["clusterIPs"] == ["10.99.0.7"] and _records(api, "svc-ask") == {"a": "10.99.0.7"}
+    svc["metadata"]["name"] = "b"
+    p = api.kubectl("create", "-n", "svc-ask", "-f", "-", input=json.dumps(svc), check=False)
+    assert p.returncode == 1 and (
+        'spec.clusterIPs: Invalid value: ["10.99.0.7"]: '
+        "failed to allocate IP 10.99.0.7: provided IP is already allocated" in p.stderr
+    ), p.stderr
+    svc["spec"]["clusterIP"] = "10.96.0.7"
+    p = api.kubectl("create", "-n", "svc-ask", "-f", "-", input=json.dumps(svc), check=False)
+    assert "provided IP is not in the valid range. The range of valid IPs is 10.99.0.0/24" in p.stderr, (
+        p.stderr
+    )

@@ -519,10 +519,15 @@ class Resources:
             if await self.store.get(self.key(t, name)) is not None:
                 raise already_exists(t.resource, name, t.group)
             return self._render_one(request, t, obj, 201)
+        finish = await t.kind.begin_create(self.store, obj) if t.kind.begin_create else None
         try:
             rev = await self.store.create(self.key(t, name), objects.encode(obj))
-        except KeyExists:
-            raise already_exists(t.resource, name, t.group) from None
+        except BaseException as e:
+            if finish is not None:
+                await finish(False)  # release what begin_create took
+            if isinstance(e, KeyExists):
+                raise already_exists(t.resource, name, t.group) from None
+            raise
         obj["metadata"]["resourceVersion"] = str(rev)
         return self._render_one(request, t, obj, 201)
 

@@ -722,7 +722,7 @@ class NetworkController(Controller):
                 and await self._take(
                     name_, {"network": m.name(net), "ip": ip, "owner": self._owner("Service", svc)}
                 )
-            ):
+            ) and not await self._held_for(name_, uid):
                 self._waiting.setdefault(m.name(net), set()).add(f"service/{key}")  # until it is released
                 await self.events.warning(
                     svc, "ClusterIPInUse", f"clusterIP {ip} is already allocated in network {m.name(net)}"
@@ -772,6 +772,12 @@ class NetworkController(Controller):
             if e.status not in (404, 409):
                 raise
             self.queue.add_rate_limited(f"service/{key}")  # changed meanwhile: look again
+
+    async def _held_for(self, record: str, uid: str) -> bool:
+        """Whether `record` is held for the object `uid` (the API server takes a service's
+        clusterIP in its create: our informer may not have seen that record yet)."""
+        rec = await self.client.get_or_none(GROUP_VERSION, "ipallocations", record)
+        return rec is not None and (_spec(rec).get("owner") or {}).get("uid") == uid
 
     async def _node_port(self, svc: Obj) -> int:
         # start from a point derived from the service, so concurrent services rarely collide

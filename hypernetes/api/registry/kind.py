@@ -9,14 +9,17 @@ common printer columns) live in `hypernetes.api.schema` and entries call them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.errors import FieldError
 from hypernetes.api.schema.printers import Column, Context
 from hypernetes.objects import Obj as JSON
+
+if TYPE_CHECKING:
+    from hypernetes.store.interface import Store
 
 Errs = list[FieldError]
 
@@ -28,6 +31,11 @@ Validate = Callable[[JSON, Errs], None]
 ValidateUpdate = Callable[[JSON, JSON, "str | None", Errs], None]
 PrepareUpdate = Callable[[JSON, JSON], None]
 Row = Callable[[JSON, Context], list[Any]]
+# upstream's BeginCreate: allocate what the create hands out (a Service's clusterIP) with the
+# store's own create-if-absent, just before the object is stored; the returned function is told
+# whether it was stored, to release the allocation if not. None: nothing to allocate.
+Finish = Callable[[bool], Awaitable[None]]
+BeginCreate = Callable[["Store", JSON], Awaitable["Finish | None"]]
 RowConditions = Callable[[JSON], list[JSON]]
 
 
@@ -82,6 +90,7 @@ class Kind:
     validate_update: ValidateUpdate | None = None  # None: no rules beyond metadata's
     prepare_create: Defaults | None = None  # upstream's PrepareForCreate: what a create forces
     prepare_update: PrepareUpdate | None = None  # upstream's PrepareForUpdate, before validation
+    begin_create: BeginCreate | None = None  # allocations made in the create (not on dry run)
     name_format: Callable[[str], list[str]] = formats.dns1123_subdomain
     printer: Printer | None = None
     # where the kind holds a pod spec: "spec" (a Pod), "spec.template.spec" (a workload's

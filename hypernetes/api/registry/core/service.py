@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypernetes.api.registry.core.serviceips import allocate_cluster_ip
 from hypernetes.api.registry.groups import CORE
 from hypernetes.api.registry.kind import Errs, Printer, kind
 from hypernetes.api.schema import errors as E
@@ -48,6 +49,13 @@ def _defaults(obj: JSON) -> None:
         set_default(spec, "internalTrafficPolicy", "Cluster")
     if stype == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)
+    child(child(obj, "status"), "loadBalancer")
+
+
+def _prepare_create(obj: JSON) -> None:
+    # upstream's PrepareForCreate: a new service has no status yet, which Go serializes as
+    # {"loadBalancer": {}} (the struct is not omitempty)
+    obj["status"] = {"loadBalancer": {}}
 
 
 def _validate(obj: JSON, errs: Errs) -> None:
@@ -238,7 +246,9 @@ KIND = kind(
     defaults=_defaults,
     validate=_validate,
     validate_update=_validate_update,
+    prepare_create=_prepare_create,
     prepare_update=_drop_type_dependent,
+    begin_create=allocate_cluster_ip,
     name_format=formats.dns1035_label,
     printer=Printer(COLUMNS, _row),
 )
