@@ -40,6 +40,7 @@ def test_pod_lifecycle_logs_exec_delete(cluster: Cluster, busybox_ref: str) -> N
     assert out.stdout.split() == ["exec-ok", "1"]
     piped = cluster.kubectl("exec", "-i", "hello", "--", "sha256sum", input="through stdin\n")
     assert piped.stdout.split()[0] == hashlib.sha256(b"through stdin\n").hexdigest()
+    assert _python_client_cat(cluster, "hello", "text frames\n") == "text frames\n"
     tty = subprocess.run(
         [
             "script",
@@ -72,6 +73,35 @@ def test_pod_lifecycle_logs_exec_delete(cluster: Cluster, busybox_ref: str) -> N
     assert time.monotonic() - started < 60
     assert cluster.kubectl("get", "pod", "hello", check=False).returncode != 0
     assert not qemu_processes_under(cluster.data), "delete returned before the VM was gone"
+
+
+def _python_client_cat(cluster: Cluster, pod: str, text: str) -> str:
+    """`cat` in the pod through the official Python client, its stdin a str: the client sends
+    that as WebSocket text frames, which the API server must read as kube-apiserver does."""
+    from kubernetes import config
+    from kubernetes.client import CoreV1Api
+    from kubernetes.stream import stream
+
+    with config.new_client_from_config(str(cluster.data / "admin.kubeconfig")) as client:
+        resp = stream(
+            CoreV1Api(client).connect_get_namespaced_pod_exec,
+            pod,
+            "default",
+            command=["cat"],
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+        )
+        resp.write_stdin(text)
+        out, deadline = "", time.monotonic() + 60
+        while len(out) < len(text) and time.monotonic() < deadline:
+            resp.update(timeout=1)
+            if resp.peek_stdout():
+                out += resp.read_stdout()
+        resp.close()
+    return out
 
 
 def test_failed_pull_and_crash_loop_and_unschedulable(cluster: Cluster, busybox_ref: str) -> None:
