@@ -231,6 +231,44 @@ def test_protobuf_kind_not_decoded_is_a_clear_415(api: ApiServerThread) -> None:
     assert "Service" in body["message"] and "Job" in body["message"] and "v1 Endpoints" in body["message"]
 
 
+def test_protobuf_field_not_decoded_is_refused_not_dropped(api: ApiServerThread) -> None:
+    # a Deployment whose pod template sets hostNetwork (PodSpec field 11), which this server does
+    # not decode: refused with the field's place, rather than created without it
+    labels = _pb(11, _pb(1, b"app") + _pb(2, b"hostnet"))  # map<string, string> entry
+    container = _pb(1, b"c") + _pb(2, b"busybox")
+    pod_spec = _pb(2, container) + bytes([11 << 3, 1])
+    template = _pb(1, labels) + _pb(2, pod_spec)
+    selector = _pb(1, _pb(1, b"app") + _pb(2, b"hostnet"))
+    raw = _pb(1, _pb(1, b"hostnet")) + _pb(2, _pb(2, selector) + _pb(3, template))
+    envelope = b"k8s\x00" + _pb(1, _pb(1, b"apps/v1") + _pb(2, b"Deployment")) + _pb(2, raw)
+    ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
+    req = urllib.request.Request(
+        api.url + "/apis/apps/v1/namespaces/default/deployments",
+        data=envelope,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {api.token}",
+            "Content-Type": "application/vnd.kubernetes.protobuf",
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, context=ctx, timeout=30)
+    body = json.loads(err.value.read())
+    assert err.value.code == 415, body
+    assert "spec.template.spec: field number 11 is not decoded" in body["message"]
+    assert api.kubectl("get", "deployment", "hostnet", check=False).returncode == 1
+
+
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+def test_kubectl_expose_makes_a_service(api: ApiServerThread, version: str) -> None:
+    name = f"exposed-{version.replace('.', '')}"
+    api.kubectl("create", "deployment", name, "--image=busybox", "--port=8080", version=version)
+    api.kubectl("expose", "deployment", name, "--port=80", "--target-port=8080", version=version)
+    svc = json.loads(api.kubectl("get", "service", name, "-o", "json").stdout)
+    assert svc["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 8080}]
+    assert svc["spec"]["selector"] == {"app": name}
+
+
 def _pb(field: int, value: bytes) -> bytes:
     """One length-delimited protobuf field (short values only)."""
     assert len(value) < 128

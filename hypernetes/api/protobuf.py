@@ -24,95 +24,199 @@ MAGIC = b"k8s\x00"
 # Types: "str", "bytes" (base64 in JSON), "int", "bool" ("int?"/"bool?": omitted when zero), "msg",
 # "intstr" (IntOrString), "time", "[str]"/"[msg]" (repeated),
 # "{str}"/"{bytes}"/"{qty}" (map<string, string|bytes|Quantity>).
-# Only the fields kubectl's generators set are modelled; the rest are skipped.
+# Only the fields kubectl's generators set are modelled ("skip": server-set, ignored); another
+# field set to anything but its zero value is refused (415), never dropped.
 Spec = dict[int, tuple[str, str, Any]]
 
-OWNER_REF: Spec = {1: ("kind", "str", None), 3: ("name", "str", None), 4: ("uid", "str", None),
-                   5: ("apiVersion", "str", None), 6: ("controller", "bool", None),
-                   7: ("blockOwnerDeletion", "bool", None)}
+OWNER_REF: Spec = {
+    1: ("kind", "str", None),
+    3: ("name", "str", None),
+    4: ("uid", "str", None),
+    5: ("apiVersion", "str", None),
+    6: ("controller", "bool", None),
+    7: ("blockOwnerDeletion", "bool", None),
+}
 OBJECT_META: Spec = {
-    1: ("name", "str", None), 2: ("generateName", "str", None), 3: ("namespace", "str", None),
-    5: ("uid", "str", None), 6: ("resourceVersion", "str", None), 7: ("generation", "int?", None),
-    11: ("labels", "{str}", None), 12: ("annotations", "{str}", None),
-    13: ("ownerReferences", "[msg]", OWNER_REF), 14: ("finalizers", "[str]", None)}
-OBJECT_REF: Spec = {1: ("kind", "str", None), 2: ("namespace", "str", None), 3: ("name", "str", None),
-                    4: ("uid", "str", None), 5: ("apiVersion", "str", None),
-                    6: ("resourceVersion", "str", None), 7: ("fieldPath", "str", None)}
+    4: ("selfLink", "skip", None),
+    8: ("creationTimestamp", "skip", None),
+    9: ("deletionTimestamp", "skip", None),
+    10: ("deletionGracePeriodSeconds", "skip", None),
+    17: ("managedFields", "skip", None),  # server-set: a create or update replaces them
+    1: ("name", "str", None),
+    2: ("generateName", "str", None),
+    3: ("namespace", "str", None),
+    5: ("uid", "str", None),
+    6: ("resourceVersion", "str", None),
+    7: ("generation", "int?", None),
+    11: ("labels", "{str}", None),
+    12: ("annotations", "{str}", None),
+    13: ("ownerReferences", "[msg]", OWNER_REF),
+    14: ("finalizers", "[str]", None),
+}
+OBJECT_REF: Spec = {
+    1: ("kind", "str", None),
+    2: ("namespace", "str", None),
+    3: ("name", "str", None),
+    4: ("uid", "str", None),
+    5: ("apiVersion", "str", None),
+    6: ("resourceVersion", "str", None),
+    7: ("fieldPath", "str", None),
+}
 
-LABEL_SELECTOR: Spec = {1: ("matchLabels", "{str}", None), 2: ("matchExpressions", "[msg]", {
-    1: ("key", "str", None), 2: ("operator", "str", None), 3: ("values", "[str]", None)})}
+LABEL_SELECTOR: Spec = {
+    1: ("matchLabels", "{str}", None),
+    2: (
+        "matchExpressions",
+        "[msg]",
+        {1: ("key", "str", None), 2: ("operator", "str", None), 3: ("values", "[str]", None)},
+    ),
+}
 QUANTITIES = "{qty}"
 CONTAINER: Spec = {
-    1: ("name", "str", None), 2: ("image", "str", None), 3: ("command", "[str]", None),
-    4: ("args", "[str]", None), 5: ("workingDir", "str", None),
-    6: ("ports", "[msg]", {1: ("name", "str", None), 2: ("hostPort", "int?", None),
-                           3: ("containerPort", "int", None), 4: ("protocol", "str", None),
-                           5: ("hostIP", "str", None)}),
+    1: ("name", "str", None),
+    2: ("image", "str", None),
+    3: ("command", "[str]", None),
+    4: ("args", "[str]", None),
+    5: ("workingDir", "str", None),
+    6: (
+        "ports",
+        "[msg]",
+        {
+            1: ("name", "str", None),
+            2: ("hostPort", "int?", None),
+            3: ("containerPort", "int", None),
+            4: ("protocol", "str", None),
+            5: ("hostIP", "str", None),
+        },
+    ),
     7: ("env", "[msg]", {1: ("name", "str", None), 2: ("value", "str", None)}),
     8: ("resources", "msg", {1: ("limits", QUANTITIES, None), 2: ("requests", QUANTITIES, None)}),
-    14: ("imagePullPolicy", "str", None), 16: ("stdin", "bool?", None), 17: ("stdinOnce", "bool?", None),
-    18: ("tty", "bool?", None)}
-POD_SPEC: Spec = {2: ("containers", "[msg]", CONTAINER), 3: ("restartPolicy", "str", None),
-                  6: ("dnsPolicy", "str", None), 7: ("nodeSelector", "{str}", None),
-                  8: ("serviceAccountName", "str", None)}
+    14: ("imagePullPolicy", "str", None),
+    16: ("stdin", "bool?", None),
+    17: ("stdinOnce", "bool?", None),
+    18: ("tty", "bool?", None),
+}
+POD_SPEC: Spec = {
+    2: ("containers", "[msg]", CONTAINER),
+    3: ("restartPolicy", "str", None),
+    6: ("dnsPolicy", "str", None),
+    7: ("nodeSelector", "{str}", None),
+    8: ("serviceAccountName", "str", None),
+}
 POD_TEMPLATE: Spec = {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", POD_SPEC)}
 DEPLOYMENT_SPEC: Spec = {
-    1: ("replicas", "int", None), 2: ("selector", "msg", LABEL_SELECTOR),
+    1: ("replicas", "int", None),
+    2: ("selector", "msg", LABEL_SELECTOR),
     3: ("template", "msg", POD_TEMPLATE),
-    4: ("strategy", "msg", {1: ("type", "str", None)}), 5: ("minReadySeconds", "int?", None),
-    6: ("revisionHistoryLimit", "int", None), 7: ("paused", "bool?", None),
-    9: ("progressDeadlineSeconds", "int", None)}
+    4: ("strategy", "msg", {1: ("type", "str", None)}),
+    5: ("minReadySeconds", "int?", None),
+    6: ("revisionHistoryLimit", "int", None),
+    7: ("paused", "bool?", None),
+    9: ("progressDeadlineSeconds", "int", None),
+}
 
 # k8s.io/api/core/v1 ServiceSpec and ServicePort: `kubectl create service clusterip|nodeport|
 # loadbalancer|externalname` set ports, selector, type, clusterIP ("None" for headless) and
 # externalName; the rest is there so a client's protobuf Service is not quietly cut down.
-SERVICE_PORT: Spec = {1: ("name", "str", None), 2: ("protocol", "str", None), 3: ("port", "int", None),
-                      4: ("targetPort", "intstr", None), 5: ("nodePort", "int?", None),
-                      6: ("appProtocol", "str", None)}
+SERVICE_PORT: Spec = {
+    1: ("name", "str", None),
+    2: ("protocol", "str", None),
+    3: ("port", "int", None),
+    4: ("targetPort", "intstr", None),
+    5: ("nodePort", "int?", None),
+    6: ("appProtocol", "str", None),
+}
 SERVICE_SPEC: Spec = {
-    1: ("ports", "[msg]", SERVICE_PORT), 2: ("selector", "{str}", None), 3: ("clusterIP", "str", None),
-    18: ("clusterIPs", "[str]", None), 4: ("type", "str", None), 5: ("externalIPs", "[str]", None),
-    7: ("sessionAffinity", "str", None), 8: ("loadBalancerIP", "str", None),
-    9: ("loadBalancerSourceRanges", "[str]", None), 10: ("externalName", "str", None),
-    11: ("externalTrafficPolicy", "str", None), 12: ("healthCheckNodePort", "int?", None),
+    1: ("ports", "[msg]", SERVICE_PORT),
+    2: ("selector", "{str}", None),
+    3: ("clusterIP", "str", None),
+    18: ("clusterIPs", "[str]", None),
+    4: ("type", "str", None),
+    5: ("externalIPs", "[str]", None),
+    7: ("sessionAffinity", "str", None),
+    8: ("loadBalancerIP", "str", None),
+    9: ("loadBalancerSourceRanges", "[str]", None),
+    10: ("externalName", "str", None),
+    11: ("externalTrafficPolicy", "str", None),
+    12: ("healthCheckNodePort", "int?", None),
     13: ("publishNotReadyAddresses", "bool?", None),
     14: ("sessionAffinityConfig", "msg", {1: ("clientIP", "msg", {1: ("timeoutSeconds", "int", None)})}),
-    19: ("ipFamilies", "[str]", None), 17: ("ipFamilyPolicy", "str", None),
-    20: ("allocateLoadBalancerNodePorts", "bool", None), 21: ("loadBalancerClass", "str", None),
-    22: ("internalTrafficPolicy", "str", None), 23: ("trafficDistribution", "str", None)}
+    19: ("ipFamilies", "[str]", None),
+    17: ("ipFamilyPolicy", "str", None),
+    20: ("allocateLoadBalancerNodePorts", "bool", None),
+    21: ("loadBalancerClass", "str", None),
+    22: ("internalTrafficPolicy", "str", None),
+    23: ("trafficDistribution", "str", None),
+}
 # k8s.io/api/batch/v1 JobSpec (every field a pointer but the template: sent only when set)
 JOB_SPEC: Spec = {
-    1: ("parallelism", "int", None), 2: ("completions", "int", None),
-    3: ("activeDeadlineSeconds", "int", None), 7: ("backoffLimit", "int", None),
-    12: ("backoffLimitPerIndex", "int", None), 13: ("maxFailedIndexes", "int", None),
-    4: ("selector", "msg", LABEL_SELECTOR), 5: ("manualSelector", "bool", None),
-    6: ("template", "msg", POD_TEMPLATE), 8: ("ttlSecondsAfterFinished", "int", None),
-    9: ("completionMode", "str", None), 10: ("suspend", "bool", None),
-    14: ("podReplacementPolicy", "str", None), 15: ("managedBy", "str", None)}
+    1: ("parallelism", "int", None),
+    2: ("completions", "int", None),
+    3: ("activeDeadlineSeconds", "int", None),
+    7: ("backoffLimit", "int", None),
+    12: ("backoffLimitPerIndex", "int", None),
+    13: ("maxFailedIndexes", "int", None),
+    4: ("selector", "msg", LABEL_SELECTOR),
+    5: ("manualSelector", "bool", None),
+    6: ("template", "msg", POD_TEMPLATE),
+    8: ("ttlSecondsAfterFinished", "int", None),
+    9: ("completionMode", "str", None),
+    10: ("suspend", "bool", None),
+    14: ("podReplacementPolicy", "str", None),
+    15: ("managedBy", "str", None),
+}
 
 KINDS: dict[tuple[str, str], Spec] = {
-    ("v1", "Service"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", SERVICE_SPEC),
-                        3: ("status", "msg", {})},
-    ("batch/v1", "Job"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC),
-                          3: ("status", "msg", {})},
-    ("apps/v1", "Deployment"): {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", DEPLOYMENT_SPEC),
-                                3: ("status", "msg", {})},
-    ("v1", "Namespace"): {1: ("metadata", "msg", OBJECT_META),
-                          2: ("spec", "msg", {1: ("finalizers", "[str]", None)}),
-                          3: ("status", "msg", {1: ("phase", "str", None)})},
-    ("v1", "ConfigMap"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "{str}", None),
-                          3: ("binaryData", "{bytes}", None), 4: ("immutable", "bool", None)},
-    ("v1", "Secret"): {1: ("metadata", "msg", OBJECT_META), 2: ("data", "{bytes}", None),
-                       3: ("type", "str", None), 4: ("stringData", "{str}", None),
-                       5: ("immutable", "bool", None)},
-    ("v1", "ServiceAccount"): {1: ("metadata", "msg", OBJECT_META), 2: ("secrets", "[msg]", OBJECT_REF),
-                               3: ("imagePullSecrets", "[msg]", {1: ("name", "str", None)}),
-                               4: ("automountServiceAccountToken", "bool", None)},
+    ("v1", "Service"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", SERVICE_SPEC),
+        3: ("status", "skip", None),
+    },
+    ("batch/v1", "Job"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", JOB_SPEC),
+        3: ("status", "skip", None),
+    },
+    ("apps/v1", "Deployment"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", DEPLOYMENT_SPEC),
+        3: ("status", "skip", None),
+    },
+    ("v1", "Namespace"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", {1: ("finalizers", "[str]", None)}),
+        3: ("status", "msg", {1: ("phase", "str", None)}),
+    },
+    ("v1", "ConfigMap"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("data", "{str}", None),
+        3: ("binaryData", "{bytes}", None),
+        4: ("immutable", "bool", None),
+    },
+    ("v1", "Secret"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("data", "{bytes}", None),
+        3: ("type", "str", None),
+        4: ("stringData", "{str}", None),
+        5: ("immutable", "bool", None),
+    },
+    ("v1", "ServiceAccount"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("secrets", "[msg]", OBJECT_REF),
+        3: ("imagePullSecrets", "[msg]", {1: ("name", "str", None)}),
+        4: ("automountServiceAccountToken", "bool", None),
+    },
 }
 # reviews and token requests (k8s.io/api/authentication|authorization/v1/generated.proto)
-_RESOURCE_ATTRS: Spec = {1: ("namespace", "str", None), 2: ("verb", "str", None), 3: ("group", "str", None),
-                         4: ("version", "str", None), 5: ("resource", "str", None),
-                         6: ("subresource", "str", None), 7: ("name", "str", None)}
+_RESOURCE_ATTRS: Spec = {
+    1: ("namespace", "str", None),
+    2: ("verb", "str", None),
+    3: ("group", "str", None),
+    4: ("version", "str", None),
+    5: ("resource", "str", None),
+    6: ("subresource", "str", None),
+    7: ("name", "str", None),
+}
 _ACCESS_SPEC: Spec = {
     1: ("resourceAttributes", "msg", _RESOURCE_ATTRS),
     2: ("nonResourceAttributes", "msg", {1: ("path", "str", None), 2: ("verb", "str", None)}),
@@ -146,6 +250,7 @@ KINDS.update(
                     4: ("expirationSeconds", "int", None),
                 },
             ),
+            3: ("status", "skip", None),  # its zero expirationTimestamp is a non-zero Timestamp
         },
     }
 )
@@ -159,6 +264,10 @@ UNKNOWN: Spec = {
 
 class _Malformed(Exception):
     pass
+
+
+class _Unsupported(Exception):
+    """A field of a decoded kind that this server does not model."""
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -224,12 +333,28 @@ def _time(buf: bytes) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _message(buf: bytes, spec: Spec) -> Obj:
+def _zero(v: int | bytes) -> bool:
+    """Go's protobuf writes every non-pointer field, set or not: a zero varint, an empty string,
+    or a message of zeros says nothing."""
+    if isinstance(v, int) or not v:
+        return not v
+    try:
+        return all(_zero(sub) for _, sub in _fields(v))
+    except _Malformed:
+        return False  # not a message: a non-empty string or bytes
+
+
+def _message(buf: bytes, spec: Spec, path: str = "") -> Obj:
     obj: Obj = {}
     for num, v in _fields(buf):
         if num not in spec:
-            continue  # fields we do not model are server-set or unused by the generators
+            if _zero(v):
+                continue
+            # a field this server does not decode: refuse rather than drop what the client set
+            raise _Unsupported(f"{path.rstrip('.') or 'the object'}: field number {num}")
         name, typ, sub = spec[num]
+        if typ == "skip":
+            continue
         if typ == "str":
             if v:  # Go's JSON omits empty strings (omitempty); protobuf always sends them
                 obj[name] = _bytes(v).decode()
@@ -249,11 +374,11 @@ def _message(buf: bytes, spec: Spec) -> Obj:
         elif typ == "time":
             obj[name] = _time(_bytes(v))
         elif typ == "msg":
-            obj[name] = _message(_bytes(v), sub)
+            obj[name] = _message(_bytes(v), sub, f"{path}{name}.")
         elif typ == "[str]":
             obj.setdefault(name, []).append(_bytes(v).decode())
         elif typ == "[msg]":
-            obj.setdefault(name, []).append(_message(_bytes(v), sub))
+            obj.setdefault(name, []).append(_message(_bytes(v), sub, f"{path}{name}[]."))
         elif typ == QUANTITIES:  # map<string, Quantity{1: string}>
             entry = dict(_fields(_bytes(v)))
             qty = dict(_fields(_bytes(entry.get(2, b""))))
@@ -282,6 +407,13 @@ def decode_protobuf(body: bytes) -> Obj:
                 f"(got {api_version} {kind}); send JSON (kubectl create -f / apply -f)",
             )
         obj = _message(unknown.get("raw", b""), spec)
+    except _Unsupported as e:
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"protobuf {api_version} {kind}: {e} is not decoded by this server; send JSON "
+            "(kubectl create -f / apply -f)",
+        ) from None
     except _Malformed as e:
         raise bad_request(f"malformed protobuf body: {e}") from None
     return {"apiVersion": api_version, "kind": kind, **obj}
