@@ -2,7 +2,9 @@
 
 sqlite3 blocks, so the event loop never touches a connection. Writes run on one dedicated writer
 thread (one connection; SQLite admits one writer anyway), reads on a small pool of threads with a
-connection each (WAL lets them read while the writer writes).
+connection each (WAL lets them read while the writer writes). Point reads (one key, the current
+revision) have a thread of their own: they never queue behind scans of thousands of rows, which
+another tenant's lists can keep the pool busy with (issue 12).
 
 Watches: the table is the single source of truth. A committed local write is handed to the watch
 hub at once if it is the next revision; anything else (another process's writes, a gap) is read
@@ -66,6 +68,7 @@ class SqliteStore(Store):
         self._conns_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, "store-writer", initializer=self._open_conn)
         self._readers = ThreadPoolExecutor(readers, "store-reader", initializer=self._open_conn)
+        self._point = ThreadPoolExecutor(1, "store-point-reader", initializer=self._open_conn)
         try:
             # Opening is synchronous (open_store is): a fraction of a millisecond on a warm disk.
             current = self._writer.submit(self._in_thread, _init).result()
@@ -106,6 +109,10 @@ class SqliteStore(Store):
         loop = self._start()
         return await loop.run_in_executor(self._readers, self._in_thread, fn, *args)
 
+    async def _point_read(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = self._start()
+        return await loop.run_in_executor(self._point, self._in_thread, fn, *args)
+
     async def _write(self, fn: Callable[..., sqldb.Row], *args: Any) -> sqldb.Row:
         loop = self._start()
         return await loop.run_in_executor(self._writer, self._write_job, fn, *args)
@@ -126,7 +133,7 @@ class SqliteStore(Store):
     # -- Store ---------------------------------------------------------------------------------
 
     async def get(self, key: str) -> KeyValue | None:
-        return await self._read(sqldb.get, key)
+        return await self._point_read(sqldb.get, key)
 
     async def list(self, prefix: str, *, start_after: str = "", limit: int = 0,
                    revision: int = 0) -> ListResult:
@@ -143,11 +150,11 @@ class SqliteStore(Store):
         return (await self._write(sqldb.delete, key, expected_revision)).event().kv
 
     async def current_revision(self) -> int:
-        return await self._read(sqldb.current_revision)
+        return await self._point_read(sqldb.current_revision)
 
     async def compacted_revision(self) -> int:
         """The revision history was compacted to (0: never); older lists/watches are Compacted."""
-        return await self._read(sqldb.compact_revision)
+        return await self._point_read(sqldb.compact_revision)
 
     async def compact(self, revision: int) -> None:
         loop = self._start()
@@ -196,6 +203,7 @@ class SqliteStore(Store):
     def _shutdown(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._point.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._conns:
                 conn.close()
