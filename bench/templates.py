@@ -12,6 +12,9 @@ Memory: host PSS per idle `sleep` pod with 1, 4 and 16 pods running at once (128
 the same peers but crun. A template's RAM file (tmpfs, once per shape on the node) is counted in
 the clones' PSS only for the pages they map; its whole resident size is reported beside them.
 
+`--control-plane 20`: instead, POST Pod → Running seen by a watch for 20 pods one after another,
+through `hypernetes up` with templates, then with `--no-templates`.
+
 Run as root after `make setup`: `.venv/bin/python bench/templates.py --rounds 5`.
 """
 
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -155,6 +159,48 @@ async def in_process(
     return rows
 
 
+def control_plane(work: Path, pods: int) -> list[dict[str, object]]:
+    """POST Pod → Running seen by a watch (bench/pod_startup.py's measure), through `hypernetes
+    up` with templates and with --no-templates. One pod first: it boots cold and has its shape's
+    template built (with templates), then the pods measured one after another."""
+    from bench.pod_startup import measure
+    from hypernetes.apiclient import ApiClient
+
+    rows: list[dict[str, object]] = []
+    for name, flags in (("template", []), ("cold", ["--no-templates"])):
+        data = work / f"cp-{name}"
+        prepare_image(data)
+        up = subprocess.Popen(
+            [CLI, "up", "--data-dir", str(data), "--port", "0", "--stop-pods", "--accel", "tcg", *flags],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            token_file, ca = data / "pki" / "admin.token", data / "pki" / "ca.crt"
+            while not (data / "admin.kubeconfig").exists():
+                time.sleep(0.2)
+            time.sleep(2)  # node registration
+            server = ApiClient.from_kubeconfig(data / "admin.kubeconfig").server
+            token = token_file.read_text().strip()
+            asyncio.run(measure(server, token, ca, 1))
+            time.sleep(10)  # the template's build
+            times = sorted(asyncio.run(measure(server, token, ca, pods)))
+        finally:
+            up.terminate()
+            up.wait(60)
+        row: dict[str, object] = {
+            "bench": "control_plane",
+            "peer": name,
+            "pods": len(times),
+            "p50_s": round(statistics.median(times), 3),
+            "p99_s": round(times[min(len(times) - 1, int(0.99 * len(times)))], 3),
+            "min_s": round(times[0], 3),
+            "loadavg": loadavg(),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,6 +209,7 @@ def main() -> int:
     parser.add_argument("--pods", type=int, action="append", default=None, help="idle pod counts")
     parser.add_argument("--skip", action="append", default=[], help="peer names to skip")
     parser.add_argument("--memory-only", action="store_true", help="no start-time runs")
+    parser.add_argument("--control-plane", type=int, default=0, metavar="PODS", help="only that")
     args = parser.parse_args()
     counts = args.pods or [1, 4, 16]
     print(json.dumps({"bench": "machine", **machine(), "loadavg_start": loadavg()}), flush=True)
@@ -173,6 +220,9 @@ def main() -> int:
         tpl_root = Path(tempfile.mkdtemp(prefix="hn-bench-templates-", dir="/dev/shm"))
         env = {**os.environ, "HYPERNETES_ACCEL": "tcg", "HYPERNETES_TEMPLATE_DIR": str(tpl_root)}
         try:
+            if args.control_plane:
+                control_plane(work, args.control_plane)
+                return 0
             prepare_image(data)
             base = [CLI, "run", "--data-dir", str(data)]
             peers: dict[str, object] = {
