@@ -21,7 +21,6 @@ from hypernetes.controllers.networks import (
     DEFAULT_SERVICE_CIDR,
     GROUP_VERSION,
     allocation_name,
-    service_hosts,
 )
 from hypernetes.network.objects import namespace_network
 from hypernetes.objects import Obj
@@ -66,12 +65,18 @@ async def _take(store: Store, network: str, ip: str, svc: Obj) -> str | None:
 
 
 def _candidates(spec: Obj, held: set[str] | None) -> Iterator[str]:
-    hosts = list(service_hosts(spec))
+    """The service CIDR's host addresses (service_hosts), without listing a /12's million."""
+    net = ipaddress.IPv4Network(str(spec.get("serviceCIDR") or DEFAULT_SERVICE_CIDR))
+    first, count = int(net.network_address) + 1, net.num_addresses - 2
     if held is None:  # first a few random picks, as upstream's allocator: creates rarely collide
-        yield from random.sample(hosts, min(RANDOM_PROBES, len(hosts)))
-    else:
-        start = random.randrange(len(hosts)) if hosts else 0
-        yield from (ip for ip in hosts[start:] + hosts[:start] if ip not in held)
+        for i in random.sample(range(count), min(RANDOM_PROBES, count)):
+            yield str(ipaddress.IPv4Address(first + i))
+        return
+    start = random.randrange(count)
+    for i in range(count):
+        ip = str(ipaddress.IPv4Address(first + (start + i) % count))
+        if ip not in held:
+            yield ip
 
 
 async def _held(store: Store, network: str) -> set[str]:
