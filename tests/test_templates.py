@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -226,3 +228,24 @@ async def test_a_clone_on_a_tenant_network_has_the_pods_mac(
     assert out.splitlines()[0] == VM2.mac
     assert out.count("2 packets received") == 2, out
     assert "booting cold" not in caplog.text  # a clone indeed, not the fallback
+
+
+def test_hypernetes_run_clones_the_template_its_first_run_built(tmp_path: Path, busybox_ref: str) -> None:
+    """`hypernetes run`: the first run of a shape boots cold and leaves its template built, the
+    next run is a clone of it; `--no-templates` boots cold and does not touch it."""
+    env = {**os.environ, "HYPERNETES_TEMPLATE_DIR": str(tmp_path / "templates"), "HYPERNETES_ACCEL": "tcg"}
+    cli = [str(Path(sys.executable).parent / "hypernetes"), "run", "--data-dir", str(tmp_path / "data")]
+
+    def run_cli(*flags: str) -> None:
+        done = subprocess.run(
+            [*cli, *flags, busybox_ref, "--", "echo", "hi"], env=env, capture_output=True, timeout=180
+        )
+        assert (done.returncode, done.stdout) == (0, b"hi\n"), done.stderr
+
+    run_cli()
+    [template] = [d for d in (tmp_path / "templates").iterdir() if (d / "state").exists()]
+    assert not (template / "used").exists()
+    run_cli()
+    used = (template / "used").stat().st_mtime_ns
+    run_cli("--no-templates")
+    assert (template / "used").stat().st_mtime_ns == used
