@@ -237,6 +237,12 @@ def test_forwarding_follows_the_pods_and_a_rebuilt_host_works_again(
     assert H2 not in sh("ip", "route", netns=router_b).stdout + sh("ip", "neigh", netns=router_b).stdout
     world.host1.apply(s1)
     assert f"{POD2.mac} dst {H2}" in fdb(world, world.host1, B)
+    # an entry the bridge learnt (a port up before its learning was off, an older agent) yields
+    router_a = world.host1.router_netns(A)
+    sh("bridge", "fdb", "del", POD2.mac, "dev", "vxlan0", "master", netns=router_a)
+    sh("bridge", "fdb", "add", POD2.mac, "dev", "vxlan0", "master", "dynamic", netns=router_a)
+    world.host1.apply(s1)
+    assert f"{POD2.mac} master br0 static" in fdb(world, world.host1, A)
     # h2 loses every router (a reboot): apply builds them again; its pods' ports come back with them
     for net in world.state2.networks:
         delete_netns(world.host2.router_netns(net.id))

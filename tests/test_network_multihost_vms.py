@@ -34,6 +34,7 @@ class World:
     cp: ControlPlane
     nodes: dict[str, Host]
     ips: dict[str, str]  # pod name -> IP
+    allow: list[str]  # the nodes' registry flags
 
 
 def web_pod(name: str, ns: str, node: str, image: str, app: str) -> dict[str, Any]:
@@ -82,8 +83,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: object, busybox_re
         served = underlay.expose(int(busybox_ref.split("/")[0].rsplit(":", 1)[1]))
         image = served + "/" + busybox_ref.split("/", 1)[1]
         nodes = {n: underlay.add(n) for n in ("n1", "n2")}
+        allow = ["--allow-registry", served, "--insecure-registry", served]
         for name, host in nodes.items():
-            allow = ["--allow-registry", served, "--insecure-registry", served]
             # n2 names its underlay address itself; n1 leaves it to its InternalIP
             underlay_flag = ["--network-underlay-ip", host.address] if name == "n2" else []
             start_node(host, cp, cp.token(), *allow, *underlay_flag, network=True)
@@ -115,7 +116,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: object, busybox_re
         except AssertionError as e:
             described = cp.kubectl("describe", "pods", "-A", check=False).stdout[-4000:]
             raise AssertionError(f"{e}\n{described}\n{nodes['n1'].log('node.log')}") from None
-        yield World(underlay, cp, nodes, ips)
+        yield World(underlay, cp, nodes, ips, allow)
 
 
 def in_pod(w: World, name: str, script: str) -> tuple[int, str]:
@@ -174,6 +175,25 @@ def test_the_other_tenant_reaches_nothing(world: World) -> None:
     assert fetch(w, "g1", "http://web.acme-mh.svc.cluster.local/") not in ("a1", "a2")
 
 
+def test_a_guest_cannot_spoof_across_hosts(world: World) -> None:
+    """a1 (n1) poses as another address, or another MAC, towards a2 (n2): the frames die at a1's
+    port on n1, whatever their destination; its own address works before and after."""
+    w, target = world, world.ips["a2"]
+    assert in_pod(w, "a1", f"ping -c 1 -W 5 {target}")[0] == 0
+    code, out = in_pod(
+        w, "a1", f"ip addr add 10.0.200.200/16 dev eth0 && ping -c 2 -W 3 -I 10.0.200.200 {target}"
+    )
+    in_pod(w, "a1", "ip addr del 10.0.200.200/16 dev eth0")
+    assert code != 0, out
+    code, out = in_pod(
+        w, "a1",
+        "old=$(cat /sys/class/net/eth0/address); ip link set eth0 address 02:66:66:66:66:66 && "
+        f"ping -c 2 -W 3 {target}; rc=$?; ip link set eth0 address $old; exit $rc",
+    )  # fmt: skip
+    assert code != 0, out
+    assert in_pod(w, "a1", f"ping -c 1 -W 5 {target}")[0] == 0
+
+
 def test_a_node_agent_restarted_with_its_vxlan_gone_rebuilds_its_side(world: World) -> None:
     w = world
     n1 = w.nodes["n1"]
@@ -186,6 +206,27 @@ def test_a_node_agent_restarted_with_its_vxlan_gone_rebuilds_its_side(world: Wor
     for router in routers:
         sh("ip", "link", "delete", "vxlan0", netns=router, check=False)
     assert fetch(w, "a1", f"http://{w.ips['a2']}/") != "a2"
-    start_node(n1, w.cp, w.cp.token(), network=True)
+    start_node(n1, w.cp, w.cp.token(), *w.allow, network=True)
     assert wait_for(lambda: fetch(w, "a1", f"http://{w.ips['a2']}/") == "a2", timeout=120, what="rebuilt")
     assert fetch(w, "a2", "http://web/") == "a2"
+
+
+def test_an_endpoint_that_moves_host_keeps_its_service_reachable(world: World) -> None:
+    """a2 is deleted on n2 and comes back on n1 (as a Deployment's pod would, elsewhere): the
+    service follows it, from a1 and from the node port on n2, which now runs no endpoint."""
+    w = world
+    image = w.cp.kubectl(
+        "get", "pod", "-n", "acme-mh", "a2", "-o", "jsonpath={.spec.containers[0].image}"
+    ).stdout
+    w.cp.kubectl("delete", "pod", "-n", "acme-mh", "a2", "--wait=true")
+    apply(w.cp, web_pod("a2", "acme-mh", "n1", image, "web"))
+    try:
+        moved = wait_for(lambda: ready_ips(w.cp, {"a2": "acme-mh"}), timeout=180, interval=2, what="a2 on n1")
+    except AssertionError as e:
+        described = w.cp.kubectl("describe", "pod", "-n", "acme-mh", "a2", check=False).stdout[-3000:]
+        raise AssertionError(f"{e}\n{described}\n{w.nodes['n1'].log('node.log')}") from None
+    w.ips["a2"] = moved["a2"]
+    assert wait_for(lambda: fetch(w, "a1", "http://web/") == "a2", timeout=60, what="web after the move")
+    n2 = w.nodes["n2"].address
+    got = sh("timeout", "10", "busybox", "wget", "-q", "-O", "-", f"http://{n2}:{NODE_PORT}/", check=False)
+    assert got.stdout.strip() == "a2"

@@ -450,21 +450,23 @@ def _program_overlay(net: Network, ov: Overlay) -> None:
     with IPRoute() as ipr:
         br, vx = _lookup(ipr, BRIDGE), _lookup(ipr, VXLAN)
         assert br is not None and vx is not None
-        ipr.link("set", index=vx, master=br, mtu=net.mtu, state="up")
+        # learning off before the port is up: a learnt entry would block the static one
+        ipr.link("set", index=vx, master=br, mtu=net.mtu)
         ipr.brport("set", index=vx, learning=0)
+        ipr.link("set", index=vx, state="up")
         have = _fdb(ipr, vx, _NTF_SELF)
         for mac, dst in have.items():
             if wanted.get(mac) != dst:
-                ipr.fdb("del", ifindex=vx, lladdr=mac, dst=dst)
+                ipr.fdb("del", ifindex=vx, lladdr=mac, dst=dst, flags=_NTF_SELF)
         for mac, dst in wanted.items():
             if have.get(mac) != dst:
-                ipr.fdb("append", ifindex=vx, lladdr=mac, dst=dst, state=_NUD_PERMANENT)
+                ipr.fdb("replace", ifindex=vx, lladdr=mac, dst=dst, flags=_NTF_SELF, state=_NUD_PERMANENT)
         # the bridge's own entries, so it never floods a remote pod's frames to local ports
         have_master = _fdb(ipr, vx, _NTF_MASTER)
         for mac in set(have_master) - set(wanted):
             ipr.fdb("del", ifindex=vx, lladdr=mac, flags=_NTF_MASTER)
-        for mac in set(wanted) - set(have_master):
-            ipr.fdb("add", ifindex=vx, lladdr=mac, flags=_NTF_MASTER, state=_NUD_NOARP)
+        for mac in set(wanted) - set(have_master):  # replace: over an entry learnt meanwhile, too
+            ipr.fdb("replace", ifindex=vx, lladdr=mac, flags=_NTF_MASTER, state=_NUD_NOARP)
         _set_neighbours(ipr, vx, arp)
     _program_peers(ov.peers)
 
