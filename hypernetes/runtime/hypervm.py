@@ -71,6 +71,7 @@ from hypernetes.runtime.interface import (
     VolumeFile,
     VolumeSpec,
 )
+from hypernetes.runtime.jail import Jail
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter
 from hypernetes.runtime.paths import private_dir
@@ -177,6 +178,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             raise ValueError(f"template scope {template_scope!r}: expected namespace or node")
         self.templates = templates
         self._template_scope = template_scope
+        if templates is not None:
+            templates.confine = _TemplateConfine(self._confiner)
 
     # --- accelerator ---------------------------------------------------------------------------
 
@@ -863,6 +866,35 @@ def _plan_from_dict(data: dict[str, Any]) -> ProcessPlan:
     seqs = ("args", "env", "groups")
     fields: dict[str, Any] = {k: tuple(v) if k in seqs else v for k, v in data.items()}
     return ProcessPlan(**fields)
+
+
+class _TemplateConfine:
+    """A template's QEMU jailed as a pod's (its own uid, chroot, no capabilities), no cgroup."""
+
+    def __init__(self, confiner: Confiner) -> None:
+        self._confiner = confiner
+
+    async def jail(self, name: str, directory: Path, shape: Shape, ram: Path) -> Jail | None:
+        try:
+            return await asyncio.to_thread(
+                self._confiner.prepare,
+                name,
+                directory,
+                (),
+                vm_size(()),
+                shape.kernel,
+                shape.initrd,
+                shape.accel,
+                True,
+                cgroup=False,
+                template_ram=ram,
+            )
+        except ConfineError as e:
+            raise TemplateError(f"cannot confine the template VM: {e}") from e
+
+    async def release(self, name: str, directory: Path) -> None:
+        with contextlib.suppress(*ConfineError):
+            await asyncio.to_thread(self._confiner.release, name, directory)
 
 
 class _HandedFd:

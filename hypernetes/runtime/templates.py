@@ -32,10 +32,12 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from qemu.qmp import QMPClient, QMPError
 
 from hypernetes.runtime.agentclient import AgentClient, AgentUnavailable
+from hypernetes.runtime.jail import Jail
 from hypernetes.runtime.qemu import (
     Disk,
     Nic,
@@ -170,7 +172,15 @@ def load(root: Path, shape: Shape) -> Template | None:
     return Template(directory, shape, key)
 
 
-async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
+class Confine(Protocol):
+    """Jails a template's QEMU as pods' are (the runtime's confiner), and frees what that took."""
+
+    async def jail(self, name: str, directory: Path, shape: Shape, ram: Path) -> Jail | None: ...
+
+    async def release(self, name: str, directory: Path) -> None: ...
+
+
+async def build(root: Path, shape: Shape, timeout: float = 90.0, confine: Confine | None = None) -> Template:
     """Boot a VM of `shape` up to the agent's READY, pause it and save it under root/KEY.
 
     The directory appears complete or not at all (built under a temporary name, then renamed)."""
@@ -215,6 +225,8 @@ async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
         client = AgentClient(f"template-{key[:12]}")
         try:
             try:
+                if confine is not None:
+                    cfg.jail = await confine.jail(f"template-{key[:12]}", cfg.dir, shape, ram)
                 await vm.start()
             finally:
                 if nic is not None:
@@ -228,6 +240,8 @@ async def build(root: Path, shape: Shape, timeout: float = 90.0) -> Template:
         finally:
             await client.close("template saved")
             await vm.kill()
+            if confine is not None:
+                await confine.release(f"template-{key[:12]}", cfg.dir)
             shutil.rmtree(cfg.dir, ignore_errors=True)
             remove_socket_dir(cfg.dir)
         (work / "meta.json").write_text(
@@ -343,6 +357,7 @@ class TemplateStore:
         self.retry_after = retry_after
         self._building: dict[str, asyncio.Task[None]] = {}
         self._failed: dict[str, float] = {}  # key -> when its build failed: not retried before
+        self.confine: Confine | None = None  # set by the runtime that jails its VMs
         self.builds = 0
         self.clones = 0
 
@@ -368,7 +383,7 @@ class TemplateStore:
     async def _build(self, key: str, shape: Shape) -> None:
         try:
             t0 = time.monotonic()
-            await build(self.root, shape)
+            await build(self.root, shape, confine=self.confine)
             self.builds += 1
             log.info("template %s built in %.1fs", key[:12], time.monotonic() - t0)
         except (TemplateError, OSError) as e:
