@@ -205,6 +205,26 @@ def test_cluster_ips_and_node_ports(env: Env) -> None:
     wait_for(lambda: not allocations(c, "Service", ns), what="service records released")
 
 
+def test_a_cluster_ip_record_waits_for_its_service(env: Env) -> None:
+    """The API server writes a service's clusterIP record just before the service (issue 18): the
+    controller must not take it for an orphan's and release it, or two creates share the address."""
+    _, c = env
+    rec = {
+        "apiVersion": "hypernetes.io/v1",
+        "kind": "IPAllocation",
+        "metadata": {"name": "globex.10-96-200-1"},
+        "spec": {
+            "network": "globex",
+            "ip": "10.96.200.1",
+            "owner": {"kind": "Service", "namespace": "globex-a", "name": "later", "uid": "not-stored-yet"},
+        },
+    }
+    c.create(*ALLOC, rec)
+    time.sleep(2)  # the record's add event queues its owner at once: time to (wrongly) release it
+    assert c.get(*ALLOC, "globex.10-96-200-1") is not None
+    c.delete(*ALLOC, "globex.10-96-200-1")
+
+
 def test_node_port_services(env: Env) -> None:
     """A NodePort service gets a port from 30000-32767 (its record `nodeport.<port>`); a chosen
     port someone holds gets a Warning event; turned ClusterIP, the port goes back."""

@@ -192,3 +192,51 @@ def test_a_watch_on_one_server_sees_writes_through_the_other(two_servers: tuple[
                 assert http.post("/api/v1/namespaces/q1/configmaps", json=cm).status_code == 201
         done.result(timeout=30)
     assert seen == ["cm0", "cm1", "cm2"]
+
+
+def test_services_created_through_both_servers_never_share_a_cluster_ip(
+    two_servers: tuple[Server, Server],
+) -> None:
+    # each create takes its address in the store (issue 18): 14 addresses in a /28, 20 creates
+    # through both servers at once
+    a, b = two_servers
+    with a.http() as http:
+        net = {
+            "apiVersion": "hypernetes.io/v1",
+            "kind": "Network",
+            "metadata": {"name": "tiny"},
+            "spec": {"cidr": "10.0.0.0/16", "serviceCIDR": "10.98.0.0/28"},
+        }
+        assert http.post("/apis/hypernetes.io/v1/networks", json=net).status_code == 201
+        ns = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "svcs", "annotations": {"hypernetes.io/network": "tiny"}},
+        }
+        assert http.post("/api/v1/namespaces", json=ns).status_code == 201
+
+    def create_many(server: Server, names: range) -> list[str]:
+        with server.http() as http:
+            out = []
+            for i in names:
+                svc = {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": f"s{i}"},
+                    "spec": {"ports": [{"port": 80}]},
+                }
+                resp = http.post("/api/v1/namespaces/svcs/services", json=svc)
+                assert resp.status_code in (201, 500), resp.text
+                out.append(resp.json()["spec"]["clusterIP"] if resp.status_code == 201 else "")
+            return out
+
+    with ThreadPoolExecutor(4) as pool:
+        batches = [pool.submit(create_many, s, range(k * 5, k * 5 + 5)) for k, s in enumerate((a, b, a, b))]
+        ips = [ip for batch in batches for ip in batch.result() if ip]
+    assert len(ips) == 14 and len(set(ips)) == 14, sorted(ips)
+    with b.http() as http:
+        time.sleep(1)  # the network controller (one of the two) has seen them: nothing to change
+        items = http.get("/api/v1/namespaces/svcs/services").json()["items"]
+        assert sorted(s["spec"]["clusterIP"] for s in items) == sorted(ips)
+        events = http.get("/api/v1/namespaces/svcs/events").json()["items"]
+        assert not [e for e in events if e.get("reason") == "ClusterIPInUse"], events

@@ -223,6 +223,14 @@ def _wants_node_ports(svc: Obj) -> bool:
     return _spec(svc).get("type") in ("NodePort", "LoadBalancer")
 
 
+CREATE_GRACE = 30.0  # seconds a service's clusterIP record may wait for its service (see above)
+
+
+def _grace_left(record: Obj) -> float:
+    made = m.parse_time(m.meta(record).get("creationTimestamp"))
+    return 0.0 if made is None else max(0.0, CREATE_GRACE - (m.now() - made).total_seconds())
+
+
 class Exhausted(Exception):
     """A network (or the node port range) has no free address left."""
 
@@ -266,10 +274,18 @@ class NetworkController(Controller):
         self.networks.add_handler(Handler(delete=self._network_gone))
         self.pods.add_handler(each("pod"))
         self.services.add_handler(each("service"))
+        # uids of services seen deleted: their young records go at once (see _release_orphans)
+        self._services_gone: dict[str, None] = {}
+        self.services.add_handler(Handler(delete=self._service_gone))
         self.namespaces.add_handler(
             Handler(add=self._namespace, update=lambda o, n: self._namespace(n), delete=self._namespace)
         )
         self.allocations.add_handler(Handler(add=self._allocation, delete=self._released))
+
+    def _service_gone(self, svc: Obj) -> None:
+        self._services_gone[m.uid(svc)] = None
+        while len(self._services_gone) > 4096:
+            del self._services_gone[next(iter(self._services_gone))]
 
     @staticmethod
     def _key(prefix: str, o: Obj) -> str:
@@ -688,14 +704,11 @@ class NetworkController(Controller):
         if svc is None:
             if owned and await self.client.get_or_none("v1", "services", name, ns) is not None:
                 return
-            for a in owned:
-                await self._release(a)
+            await self._release_orphans(key, owned)
             return
         uid, spec = m.uid(svc), _spec(svc)
         mine = [a for a in owned if (_spec(a).get("owner") or {}).get("uid") == uid]
-        for a in owned:
-            if a not in mine:
-                await self._release(a)
+        await self._release_orphans(key, [a for a in owned if a not in mine])
         patch: Obj = {}
         net = self.network_of(ns)
         if _wants_cluster_ip(svc) and not spec.get("clusterIP"):
@@ -772,6 +785,23 @@ class NetworkController(Controller):
             if e.status not in (404, 409):
                 raise
             self.queue.add_rate_limited(f"service/{key}")  # changed meanwhile: look again
+
+    async def _release_orphans(self, key: str, records: list[Obj]) -> None:
+        """Release records of a service that is gone (or was replaced), but not a clusterIP record
+        younger than CREATE_GRACE for a service not seen deleted: the API server writes it just
+        before the service it is for (api/registry/core/serviceips.py), so its owner may not be
+        stored or seen yet."""
+        wait = 0.0
+        for a in records:
+            owner = str((_spec(a).get("owner") or {}).get("uid"))
+            fresh = _spec(a).get("ip") and owner not in self._services_gone
+            left = _grace_left(a) if fresh else 0.0
+            if left > 0:
+                wait = max(wait, left)
+            else:
+                await self._release(a)
+        if wait:
+            self.queue.add_after(f"service/{key}", wait + 1)
 
     async def _held_for(self, record: str, uid: str) -> bool:
         """Whether `record` is held for the object `uid` (the API server takes a service's
