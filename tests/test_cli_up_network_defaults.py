@@ -16,8 +16,8 @@ import subprocess
 import pytest
 
 from hypernetes.apiclient import ApiClient
-from hypernetes.cli.nodehost import node_networks
 from hypernetes.cli.main import build_parser
+from hypernetes.cli.nodehost import node_networks
 from hypernetes.network.netns import local_subnets, run_in_netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenant networks are on by default only as root")

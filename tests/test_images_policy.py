@@ -461,8 +461,8 @@ def test_pull_secrets_to_pod_spec() -> None:
 def test_up_builds_the_node_policy_from_its_flags(tmp_path: Path) -> None:
     """`up`'s node agent: management networks given and the host's own subnets, plus the
     operator's allow-list; the operator's CLI stores get no policy."""
-    from hypernetes.cli.nodehost import registry_policy
     from hypernetes.cli.main import build_parser
+    from hypernetes.cli.nodehost import registry_policy
     from hypernetes.network.netns import local_subnets
 
     args = build_parser().parse_args(
