@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import copy
+import itertools
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from hypernetes.api import apply, bodies, deletion, objects, schema
 from hypernetes.api.history import TenantView
-from hypernetes.api.loopslice import LoopBudget, dumps_list
+from hypernetes.api.loopslice import LoopBudget, drain, dumps_list
 from hypernetes.api.routing import (
     AUDIT_TARGET,
     CALLER,
@@ -264,18 +265,19 @@ class Resources:
             table = render_table(t.kind, [], include)  # the columns (and includeObject checked)
             table["metadata"] = meta
             rows: list[Obj] = []
-            for i in range(0, len(items), 50):
-                rows += render_table(t.kind, items[i : i + 50], include)["rows"]
+            source = drain(items)
+            while chunk := list(itertools.islice(source, 10)):  # (a row costs up to ~80 us)
+                rows += render_table(t.kind, chunk, include)["rows"]
                 await budget.tick()
-            return await _respond_list(table, "rows", rows, TABLE_CT, budget)
+            return await _respond_list(table, "rows", drain(rows), TABLE_CT, budget)
         if wants(accept, "PartialObjectMetadataList"):
             head = {"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta}
-            partial = (objects.partial_metadata(o) for o in items)
+            partial = (objects.partial_metadata(o) for o in drain(items))
             return await _respond_list(head, "items", partial, PARTIAL_LIST_CT, budget)
         head = {"kind": t.kind.kind + "List", "apiVersion": t.kind.api_version, "metadata": meta}
         if wants_yaml(accept):
             return respond({**head, "items": items}, 200, accept=accept)
-        return await _respond_list(head, "items", items, JSON_CT, budget)
+        return await _respond_list(head, "items", drain(items), JSON_CT, budget)
 
     @staticmethod
     def _rv(value: str) -> int:

@@ -14,8 +14,10 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SLICE = 0.002  # seconds: about one small request's own work
 
@@ -52,7 +54,12 @@ async def dumps_list(head: dict[str, Any], field: str, items: Iterable[Any], bud
         parts.append(json.dumps(item, separators=(",", ":")).encode())
         if budget.spent():
             await budget.pause()
-    return opening + b",".join(parts) + b"]}"
+    if not parts:
+        return opening + b"]}"
+    # one join: each copy of a body of megabytes is a step of milliseconds (fresh pages)
+    parts[0] = opening + parts[0]
+    parts[-1] += b"]}"
+    return b",".join(parts)
 
 
 class Turnstile:
@@ -120,3 +127,12 @@ class Turnstile:
         loop.call_soon(self._new_iteration)
         if self._waiting:
             self._opening = loop.call_soon(self._release)
+
+
+def drain(objs: list[T]) -> Iterator[T]:
+    """The items of `objs` in order, each taken out of the list as it is handed on: a loop that
+    encodes them a slice at a time then also frees them a slice at a time. Freed all at once when
+    a handler returns, 2000 decoded objects and their Table rows took 10-15 ms in one step."""
+    objs.reverse()
+    while objs:
+        yield objs.pop()

@@ -38,11 +38,12 @@ class LoopSteps:
             if threading.get_ident() != me.thread:
                 original(handle)
                 return
+            resumed = _describe(handle)
             gc0, t0 = me._gc_total, time.thread_time()
             original(handle)
             spent = (time.thread_time() - t0) - (me._gc_total - gc0)
             if spent > 0.001:
-                me.steps.append((spent * 1000, _describe(handle)))
+                me.steps.append((spent * 1000, f"{resumed} -> {_describe(handle)}"))
 
         asyncio.events.Handle._run = run  # type: ignore[method-assign]
         gc.callbacks.append(self._on_gc)
@@ -71,7 +72,8 @@ class LoopSteps:
 
 
 def _describe(handle: asyncio.events.Handle) -> str:
-    """The task's coroutine and where the step ended (its next await), or the callback."""
+    """The task's coroutine and where it is suspended (before a step: where it resumes; after:
+    where it ended), or the callback."""
     cb = getattr(handle, "_callback", None)
     task = getattr(cb, "__self__", None)
     if isinstance(task, asyncio.Task):
