@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,10 +25,9 @@ from hypernetes.api.server import bound_port, create_app, serve
 from hypernetes.api.subresources import LogOptions, PodProxyError, StreamIO
 from hypernetes.api.tenancy import Tenancy, build_tenancy
 from hypernetes.apiclient import ApiClient
-from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.auth.ca import ClusterCA, ensure_ca, write_kubeconfig
 from hypernetes.auth.nodecerts import ensure_apiserver_client
-from hypernetes.cli.common import data_dir, fail
+from hypernetes.cli.common import data_dir, fail, run_until_stopped
 from hypernetes.cli.nodehost import node_networks, registry_policy
 from hypernetes.cli.observability import configure_logging, node_pressure
 from hypernetes.cli.run import make_runtime
@@ -205,19 +203,7 @@ async def _up(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    for task in done:
-        if task is not waiter and task.exception() is not None:
-            log.error("%s failed: %r", task.get_name(), task.exception())
-            code = 1
-    print("hypernetes: stopping", file=sys.stderr, flush=True)
-    await cancel_and_wait(tasks)
+    code = await run_until_stopped(tasks, log)
     if node is not None:
         await node.shutdown(stop_pods=args.stop_pods)
     if node_client is not None:
@@ -228,5 +214,4 @@ async def _up(args: argparse.Namespace) -> int:
     await runner.cleanup()
     await streams.remote.close()
     await store.close()
-    waiter.cancel()
     return code

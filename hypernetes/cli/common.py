@@ -1,14 +1,19 @@
-"""Options and objects shared by sub-commands: data dir, image store, kernels, runtimes."""
+"""Options and objects shared by sub-commands: data dir, image store, kernels, runtimes, and how
+the long-running ones stop."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hypernetes.asyncwait import cancel_and_wait
 from hypernetes.runtime.paths import PRIVATE_DIR, PRIVATE_FILE, default_data_dir, private_dir
 
 if TYPE_CHECKING:
@@ -88,4 +93,23 @@ def kernel_registry(args: argparse.Namespace) -> KernelRegistry:
 
 def fail(message: str, code: int = 1) -> int:
     print(f"hypernetes: {message}", file=sys.stderr)
+    return code
+
+
+async def run_until_stopped(tasks: list[asyncio.Task[None]], log: logging.Logger) -> int:
+    """Wait for SIGINT/SIGTERM or for one of `tasks` to end, then cancel them all; 1 if a task
+    failed (logged), else 0. The long-running commands (`up`, `node join`) stop this way."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not waiter and task.exception() is not None:
+            log.error("%s failed: %r", task.get_name(), task.exception())
+            code = 1
+    print("hypernetes: stopping", file=sys.stderr, flush=True)
+    await cancel_and_wait([*tasks, waiter])
     return code

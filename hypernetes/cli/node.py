@@ -19,7 +19,6 @@ import asyncio
 import base64
 import json
 import logging
-import signal
 import socket
 import ssl
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hypernetes.cli.common import add_data_dir, data_dir, fail
+from hypernetes.cli.common import add_data_dir, data_dir, fail, run_until_stopped
 from hypernetes.cli.observability import (
     add_log_options,
     add_metrics_options,
@@ -216,7 +215,6 @@ def handle_join(args: argparse.Namespace) -> int:
 
 async def _join(args: argparse.Namespace, server: str, pin: str, bootstrap: str) -> int:
     from hypernetes.apiclient import ApiClient
-    from hypernetes.asyncwait import cancel_and_wait
     from hypernetes.auth.ca import write_private
     from hypernetes.cli.nodehost import node_networks, registry_policy
     from hypernetes.cli.run import make_runtime
@@ -274,22 +272,10 @@ async def _join(args: argparse.Namespace, server: str, pin: str, bootstrap: str)
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    for task in done:
-        if task is not waiter and task.exception() is not None:
-            log.error("%s failed: %r", task.get_name(), task.exception())
-            code = 1
-    await cancel_and_wait(tasks)
+    code = await run_until_stopped(tasks, log)
     await agent.shutdown(stop_pods=args.stop_pods)
     await runner.cleanup()
     if metrics is not None:
         await metrics.cleanup()
     await client.close()
-    waiter.cancel()
     return code
