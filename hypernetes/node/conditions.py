@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from hypernetes.node.admission import Rejection
-from hypernetes.node.podstatus import qos_class, rfc3339
+from hypernetes.node.podstatus import rfc3339
 from hypernetes.objects import Obj
+from hypernetes.objects.pod import qos_class
 from hypernetes.objects.quantity import quantity_value
 from hypernetes.objects.taints import MEMORY_PRESSURE, NO_SCHEDULE, tolerations_for
 
@@ -282,7 +283,7 @@ class NodePressure:
         if not under or int(spec.get("priority") or 0) >= SYSTEM_CRITICAL_PRIORITY:
             return None
         if under == ["MemoryPressure"] and (
-            qos_class(pod) != "BestEffort"
+            qos_class(pod.get("spec") or {}) != "BestEffort"
             or tolerations_for(MEMORY_PRESSURE_TAINT, spec.get("tolerations") or [])
         ):
             return None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypernetes.objects import Obj
+from hypernetes.objects.pod import qos_class
 from hypernetes.runtime.interface import ContainerState, ContainerStatus
 
 TERMINAL_PHASES = ("Succeeded", "Failed")  # a pod in one of these never runs again
@@ -148,7 +149,7 @@ def pod_status(
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "containerStatuses": statuses,
-        "qosClass": qos_class(pod),
+        "qosClass": qos_class(pod.get("spec") or {}),
     }
     if pod_ip:
         status["podIP"], status["podIPs"] = pod_ip, [{"ip": pod_ip}]
@@ -157,18 +158,3 @@ def pod_status(
     if message:
         status["message"] = message
     return status
-
-
-def qos_class(pod: Obj) -> str:
-    containers = (pod.get("spec") or {}).get("containers") or []
-    any_set, guaranteed = False, True
-    for c in containers:
-        res = c.get("resources") or {}
-        limits, requests = res.get("limits") or {}, res.get("requests") or {}
-        any_set = any_set or bool(limits or requests)
-        for what in ("cpu", "memory"):
-            if what not in limits or requests.get(what, limits[what]) != limits[what]:
-                guaranteed = False
-    if guaranteed and containers:
-        return "Guaranteed"
-    return "Burstable" if any_set else "BestEffort"

@@ -10,10 +10,8 @@ from typing import Any
 from hypernetes.api.registry.groups import CORE
 from hypernetes.api.registry.kind import Errs, Printer, kind
 from hypernetes.api.schema import errors as E
-from hypernetes.api.schema import formats
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import as_list as _l
-from hypernetes.api.schema.access import dicts as _dicts
 from hypernetes.api.schema.defaults import child, pod_spec_defaults, set_default
 from hypernetes.api.schema.podspec import pod_spec_update, validate_pod_spec
 from hypernetes.api.schema.printers import (
@@ -28,6 +26,7 @@ from hypernetes.api.schema.printers import (
     parse_time,
 )
 from hypernetes.objects import Obj as JSON
+from hypernetes.objects.pod import qos_class
 
 
 def _defaults(obj: JSON) -> None:
@@ -37,29 +36,6 @@ def _defaults(obj: JSON) -> None:
     status = child(obj, "status")
     set_default(status, "phase", "Pending")
     set_default(status, "qosClass", qos_class(spec))
-
-
-def qos_class(spec: JSON) -> str:
-    """Guaranteed (every container's cpu and memory limits equal its requests), BestEffort (no
-    requests or limits at all) or Burstable."""
-    containers = _dicts(spec.get("containers")) + _dicts(spec.get("initContainers"))
-    res = [c["resources"] if isinstance(c.get("resources"), dict) else {} for c in containers]
-    reqs = [r["requests"] if isinstance(r.get("requests"), dict) else {} for r in res]
-    lims = [r["limits"] if isinstance(r.get("limits"), dict) else {} for r in res]
-    if not any(reqs) and not any(lims):
-        return "BestEffort"
-    for req, lim in zip(reqs, lims, strict=True):
-        for name in ("cpu", "memory"):
-            if name not in lim or _quantity(req.get(name, lim[name])) != _quantity(lim[name]):
-                return "Burstable"
-    return "Guaranteed"
-
-
-def _quantity(v: Any) -> Any:
-    try:
-        return formats.parse_quantity(v)[0]
-    except ValueError:
-        return v
 
 
 def _validate(obj: JSON, errs: Errs) -> None:
