@@ -45,8 +45,11 @@ class Host:
         """`hypernetes ARGS` in this host's namespace, in its own process group, logging to DATA/LOG."""
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.data / log, "ab") as out:
+            # nsenter, not `ip netns exec`: that one gives the process a mount namespace of its own,
+            # where the router namespaces a node agent makes (bind mounts in /run/netns) stay
+            # hidden from everyone else and die with the agent (a restarted agent made new ones)
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.name, *HYPERNETES, *args],
+                ["nsenter", f"--net=/run/netns/{self.name}", "--", *HYPERNETES, *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
