@@ -730,12 +730,16 @@ class NetworkController(Controller):
             # a clusterIP the user chose: record it, so that nobody else is given it
             ip = str(spec["clusterIP"])
             name_ = allocation_name(m.name(net), ip)
-            if not any(m.name(a) == name_ for a in mine) and not (
-                self._free(name_)
-                and await self._take(
-                    name_, {"network": m.name(net), "ip": ip, "owner": self._owner("Service", svc)}
+            if (
+                not any(m.name(a) == name_ for a in mine)
+                and not (
+                    self._free(name_)
+                    and await self._take(
+                        name_, {"network": m.name(net), "ip": ip, "owner": self._owner("Service", svc)}
+                    )
                 )
-            ) and not await self._held_for(name_, uid):
+                and not await self._held_for(name_, uid)
+            ):
                 self._waiting.setdefault(m.name(net), set()).add(f"service/{key}")  # until it is released
                 await self.events.warning(
                     svc, "ClusterIPInUse", f"clusterIP {ip} is already allocated in network {m.name(net)}"

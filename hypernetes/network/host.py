@@ -99,8 +99,14 @@ class TenantNetworkHost:
     (the hosts' own network, the API servers).
     """
 
-    def __init__(self, host_netns: str | None, prefix: str, *, link_pool: str = DEFAULT_LINK_POOL,
-                 management: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        host_netns: str | None,
+        prefix: str,
+        *,
+        link_pool: str = DEFAULT_LINK_POOL,
+        management: Sequence[str] = (),
+    ) -> None:
         validate_prefix(prefix)
         self.host_netns = host_netns
         self.prefix = prefix
@@ -145,8 +151,9 @@ class TenantNetworkHost:
                     errors[ns] = exc
         links = {self.host_ifname(n.id): self.link(n.id) for n in desired.networks}
         if desired.networks:
-            nft.apply(nft.host_ruleset(self.prefix, links, desired.networks, self.management),
-                      self.host_netns)
+            nft.apply(
+                nft.host_ruleset(self.prefix, links, desired.networks, self.management), self.host_netns
+            )
         else:
             nft.apply(nft.delete_tables([nft.host_table(self.prefix)]), self.host_netns)
             if errors:
@@ -212,8 +219,12 @@ class TenantNetworkHost:
             _set_addresses(ipr, br, {(net.gateway, net.prefixlen), (net.snat_ip, net.prefixlen)})
             up = _lookup(ipr, UPLINK)
             if up is None:
-                ipr.link("add", ifname=UPLINK, kind="veth",
-                         peer={"ifname": self.host_ifname(net.id), "net_ns_fd": host_fd})
+                ipr.link(
+                    "add",
+                    ifname=UPLINK,
+                    kind="veth",
+                    peer={"ifname": self.host_ifname(net.id), "net_ns_fd": host_fd},
+                )
                 up = _lookup(ipr, UPLINK)
             assert up is not None
             ipr.link("set", index=up, mtu=net.mtu, state="up")
@@ -277,8 +288,16 @@ class TenantNetworkHost:
         with self._lock:
             return netns.run_in_netns(self.router_netns(network.id), body)
 
-    def attach_veth(self, network: Network, name: str, mac: str, peer_netns: str, *,
-                    ip: str | None = None, peer_ifname: str = "eth0") -> None:
+    def attach_veth(
+        self,
+        network: Network,
+        name: str,
+        mac: str,
+        peer_netns: str,
+        *,
+        ip: str | None = None,
+        peer_ifname: str = "eth0",
+    ) -> None:
         """Put a veth port `name` on the bridge whose other end, `peer_ifname` with MAC `mac`,
         is in `peer_netns`, and (with `ip`) give that end the pod's address and a default route
         via the gateway. For sandboxes that take a namespace rather than a tap (gVisor), and
@@ -423,8 +442,18 @@ def _create_vxlan(vni: int, local: str, router_fd: int) -> None:
     answered by the device from its neighbour table (`proxy`, so ARP never crosses hosts), and no
     default (all-zeros) forwarding entry, so unknown and broadcast frames are never sent."""
     with IPRoute() as ipr:
-        ipr.link("add", ifname=VXLAN, kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_port=VXLAN_PORT,
-                 vxlan_learning=0, vxlan_proxy=1, vxlan_ttl=64, net_ns_fd=router_fd)
+        ipr.link(
+            "add",
+            ifname=VXLAN,
+            kind="vxlan",
+            vxlan_id=vni,
+            vxlan_local=local,
+            vxlan_port=VXLAN_PORT,
+            vxlan_learning=0,
+            vxlan_proxy=1,
+            vxlan_ttl=64,
+            net_ns_fd=router_fd,
+        )
 
 
 def _fdb(ipr: IPRoute, index: int, flags: int) -> dict[str, str | None]:

@@ -88,8 +88,16 @@ class Ruleset:
             c.update(type=hook[0], hook=hook[1], prio=hook[2], policy=hook[3])
         self._chains.append({"chain": c})
 
-    def set(self, t: tuple[str, str], name: str, typ: str | list[str], elems: Sequence[Any],
-            *, map_to: str | None = None, flags: Sequence[str] = ()) -> None:
+    def set(
+        self,
+        t: tuple[str, str],
+        name: str,
+        typ: str | list[str],
+        elems: Sequence[Any],
+        *,
+        map_to: str | None = None,
+        flags: Sequence[str] = (),
+    ) -> None:
         s: Obj = {"family": t[0], "table": t[1], "name": name, "type": typ}
         if map_to:
             s["map"] = map_to
@@ -175,27 +183,46 @@ def _antispoof(r: Ruleset, net: Network) -> None:
         # The router's frames leave for other hosts with this host's router MAC: every host has
         # the gateway's MAC, and a bridge must never see its own address come in from a port.
         r.chain(t, "postrouting", ("filter", "postrouting", 0, "accept"))
-        r.rule(t, "postrouting", match(meta("oifname"), VXLAN),
-               match(payload("ether", "saddr"), net.gateway_mac),
-               {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}})
+        r.rule(
+            t,
+            "postrouting",
+            match(meta("oifname"), VXLAN),
+            match(payload("ether", "saddr"), net.gateway_mac),
+            {"mangle": {"key": payload("ether", "saddr"), "value": router_mac(ov.local)}},
+        )
     if ov is not None:
         # Frames other hosts' routers send to this router (replies to its SNAT address) come to
         # its router MAC: handed to the router as its own (the IP stack drops a frame for another
         # MAC, even one the bridge delivers locally).
-        r.rule(t, "prerouting", match(meta("iifname"), VXLAN),
-               match(payload("ether", "daddr"), router_mac(ov.local)),
-               {"mangle": {"key": payload("ether", "daddr"), "value": net.gateway_mac}},
-               {"mangle": {"key": meta("pkttype"), "value": "host"}})
+        r.rule(
+            t,
+            "prerouting",
+            match(meta("iifname"), VXLAN),
+            match(payload("ether", "daddr"), router_mac(ov.local)),
+            {"mangle": {"key": payload("ether", "daddr"), "value": net.gateway_mac}},
+            {"mangle": {"key": meta("pkttype"), "value": "host"}},
+        )
     # Only the port's own MAC, and then only IPv4 and ARP (no IPv6, VLAN tags or other types).
-    r.rule(t, "prerouting",
-           match(concat(meta("iifname"), payload("ether", "saddr")), "@macs"),
-           {"vmap": {"key": payload("ether", "type"),
-                     "data": anon_set(["ip", {"jump": {"target": "from_ip"}}],
-                                      ["arp", {"jump": {"target": "from_arp"}}])}})
+    r.rule(
+        t,
+        "prerouting",
+        match(concat(meta("iifname"), payload("ether", "saddr")), "@macs"),
+        {
+            "vmap": {
+                "key": payload("ether", "type"),
+                "data": anon_set(
+                    ["ip", {"jump": {"target": "from_ip"}}], ["arp", {"jump": {"target": "from_arp"}}]
+                ),
+            }
+        },
+    )
     r.rule(t, "from_ip", match(concat(meta("iifname"), payload("ip", "saddr")), "@ips"), ACCEPT)
-    r.rule(t, "from_arp",
-           match(concat(meta("iifname"), payload("arp", "saddr ether"), payload("arp", "saddr ip")), "@arps"),
-           ACCEPT)
+    r.rule(
+        t,
+        "from_arp",
+        match(concat(meta("iifname"), payload("arp", "saddr ether"), payload("arp", "saddr ip")), "@arps"),
+        ACCEPT,
+    )
 
 
 def _router_addrs(net: Network) -> Obj:
@@ -209,11 +236,15 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
     r.chain(t, "input", ("filter", "input", 0, "drop"))
     r.chain(t, "forward", ("filter", "forward", 0, "drop"))
     cluster_ips = sorted({s.cluster_ip for s in net.services if s.cluster_ip})
-    dead_nodeports = sorted({
-        (proto(sp.protocol), sp.node_port)
-        for s in net.services if s.cluster_ip
-        for sp in s.ports if sp.node_port and not sp.endpoints
-    })
+    dead_nodeports = sorted(
+        {
+            (proto(sp.protocol), sp.node_port)
+            for s in net.services
+            if s.cluster_ip
+            for sp in s.ports
+            if sp.node_port and not sp.endpoints
+        }
+    )
     r.set(t, "cluster_ips", "ipv4_addr", cluster_ips)
     peers = list(net.overlay.peers) if net.overlay is not None else []
     r.set(t, "remote_routers", "ipv4_addr", peers)
@@ -224,35 +255,85 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
     r.rule(t, "input", ESTABLISHED, ACCEPT)
     r.rule(t, "input", INVALID, DROP)
     r.rule(t, "input", match(meta("iifname"), "lo"), ACCEPT)
-    r.rule(t, "input", match(meta("iifname"), BRIDGE), match(payload("ip", "daddr"), _router_addrs(net)),
-           match(meta("l4proto"), anon_set("tcp", "udp")), match(payload("th", "dport"), 53), ACCEPT)
-    r.rule(t, "input", match(meta("iifname"), BRIDGE), match(payload("ip", "daddr"), _router_addrs(net)),
-           match(payload("icmp", "type"), "echo-request"), ACCEPT)
-    r.rule(t, "input", match(meta("iifname"), UPLINK),
-           match(concat(meta("l4proto"), payload("th", "dport")), "@dead_nodeports"),
-           {"goto": {"target": "refuse"}}, comment="node port without ready endpoints")
+    r.rule(
+        t,
+        "input",
+        match(meta("iifname"), BRIDGE),
+        match(payload("ip", "daddr"), _router_addrs(net)),
+        match(meta("l4proto"), anon_set("tcp", "udp")),
+        match(payload("th", "dport"), 53),
+        ACCEPT,
+    )
+    r.rule(
+        t,
+        "input",
+        match(meta("iifname"), BRIDGE),
+        match(payload("ip", "daddr"), _router_addrs(net)),
+        match(payload("icmp", "type"), "echo-request"),
+        ACCEPT,
+    )
+    r.rule(
+        t,
+        "input",
+        match(meta("iifname"), UPLINK),
+        match(concat(meta("l4proto"), payload("th", "dport")), "@dead_nodeports"),
+        {"goto": {"target": "refuse"}},
+        comment="node port without ready endpoints",
+    )
 
     # Through the router. An endpoint here answering another host's router (its SNAT address)
     # sends the reply to its own gateway, this router, which never saw the flow: passed on over
     # the segment untracked (routes to those addresses point at the other routers' MACs).
     if net.overlay is not None:
         r.chain(t, "raw", ("filter", "prerouting", -300, "accept"))
-        r.rule(t, "raw", match(meta("iifname"), BRIDGE), match(payload("ip", "daddr"), "@remote_routers"),
-               {"notrack": None})
-    r.rule(t, "forward", match(meta("iifname"), BRIDGE), match(meta("oifname"), BRIDGE),
-           match(payload("ip", "daddr"), "@remote_routers"), ACCEPT, comment="to other hosts' routers")
+        r.rule(
+            t,
+            "raw",
+            match(meta("iifname"), BRIDGE),
+            match(payload("ip", "daddr"), "@remote_routers"),
+            {"notrack": None},
+        )
+    r.rule(
+        t,
+        "forward",
+        match(meta("iifname"), BRIDGE),
+        match(meta("oifname"), BRIDGE),
+        match(payload("ip", "daddr"), "@remote_routers"),
+        ACCEPT,
+        comment="to other hosts' routers",
+    )
     r.rule(t, "forward", ESTABLISHED, ACCEPT)
     r.rule(t, "forward", INVALID, DROP)
     # A cluster IP still in place here was not DNAT'd: no ready endpoint, or not a service port.
     r.rule(t, "forward", match(payload("ip", "daddr"), "@cluster_ips"), {"goto": {"target": "refuse"}})
-    r.rule(t, "forward", match(meta("iifname"), BRIDGE), match(meta("oifname"), BRIDGE), ACCEPT,
-           comment="service traffic back onto the bridge")
-    r.rule(t, "forward", match(meta("iifname"), UPLINK), match(meta("oifname"), BRIDGE),
-           match(ct("status"), "dnat", "in"), ACCEPT, comment="node ports")
+    r.rule(
+        t,
+        "forward",
+        match(meta("iifname"), BRIDGE),
+        match(meta("oifname"), BRIDGE),
+        ACCEPT,
+        comment="service traffic back onto the bridge",
+    )
+    r.rule(
+        t,
+        "forward",
+        match(meta("iifname"), UPLINK),
+        match(meta("oifname"), BRIDGE),
+        match(ct("status"), "dnat", "in"),
+        ACCEPT,
+        comment="node ports",
+    )
     if net.egress:
         # Never the host's link, other routers' links or link-local services (cloud metadata).
-        r.rule(t, "forward", match(meta("iifname"), BRIDGE), match(meta("oifname"), UPLINK),
-               match(payload("ip", "daddr"), cidr_expr(LINK_LOCAL), "!="), ACCEPT, comment="egress")
+        r.rule(
+            t,
+            "forward",
+            match(meta("iifname"), BRIDGE),
+            match(meta("oifname"), UPLINK),
+            match(payload("ip", "daddr"), cidr_expr(LINK_LOCAL), "!="),
+            ACCEPT,
+            comment="egress",
+        )
 
 
 def _nat(r: Ruleset, net: Network, link: LinkAddresses) -> None:
@@ -273,26 +354,57 @@ def _nat(r: Ruleset, net: Network, link: LinkAddresses) -> None:
             n += 1
             r.chain(t, chain)
             backends = [[i, concat(ep.ip, ep.port)] for i, ep in enumerate(sp.endpoints)]
-            r.rule(t, chain, match(meta("l4proto"), proto(sp.protocol)),
-                   {"dnat": {"family": "ip", "addr": {"map": {
-                       "key": {"numgen": {"mode": "random", "mod": len(backends), "offset": 0}},
-                       "data": anon_set(*backends)}}}},
-                   comment=_comment(f"{svc.name} {sp.protocol}/{sp.port}"))
+            r.rule(
+                t,
+                chain,
+                match(meta("l4proto"), proto(sp.protocol)),
+                {
+                    "dnat": {
+                        "family": "ip",
+                        "addr": {
+                            "map": {
+                                "key": {"numgen": {"mode": "random", "mod": len(backends), "offset": 0}},
+                                "data": anon_set(*backends),
+                            }
+                        },
+                    }
+                },
+                comment=_comment(f"{svc.name} {sp.protocol}/{sp.port}"),
+            )
             jump = {"goto": {"target": chain}}
             services.append([concat(svc.cluster_ip, proto(sp.protocol), sp.port), jump])
             if sp.node_port:
                 nodeports.append([concat(proto(sp.protocol), sp.node_port), jump])
     r.set(t, "services", ["ipv4_addr", "inet_proto", "inet_service"], services, map_to="verdict")
     r.set(t, "nodeports", ["inet_proto", "inet_service"], nodeports, map_to="verdict")
-    r.rule(t, "prerouting", match(meta("iifname"), BRIDGE),
-           {"vmap": {"key": concat(payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")),
-                     "data": "@services"}})
-    r.rule(t, "prerouting", match(meta("iifname"), UPLINK), match(payload("ip", "daddr"), link.router),
-           {"vmap": {"key": concat(meta("l4proto"), payload("th", "dport")), "data": "@nodeports"}})
+    r.rule(
+        t,
+        "prerouting",
+        match(meta("iifname"), BRIDGE),
+        {
+            "vmap": {
+                "key": concat(payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")),
+                "data": "@services",
+            }
+        },
+    )
+    r.rule(
+        t,
+        "prerouting",
+        match(meta("iifname"), UPLINK),
+        match(payload("ip", "daddr"), link.router),
+        {"vmap": {"key": concat(meta("l4proto"), payload("th", "dport")), "data": "@nodeports"}},
+    )
     # Replies from an endpoint must come back through this router to be un-DNAT'd: the client may
     # sit on the same bridge, where the endpoint would answer it directly from the wrong address.
-    r.rule(t, "postrouting", match(meta("oifname"), BRIDGE), match(ct("status"), "dnat", "in"),
-           {"snat": {"family": "ip", "addr": net.hairpin_ip}}, comment="service hairpin")
+    r.rule(
+        t,
+        "postrouting",
+        match(meta("oifname"), BRIDGE),
+        match(ct("status"), "dnat", "in"),
+        {"snat": {"family": "ip", "addr": net.hairpin_ip}},
+        comment="service hairpin",
+    )
     r.rule(t, "postrouting", match(meta("oifname"), UPLINK), {"masquerade": None}, comment="egress")
 
 
@@ -303,8 +415,9 @@ def host_table(prefix: str) -> tuple[str, str]:
     return ("inet", f"{prefix}_host")
 
 
-def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Network],
-                 management: Sequence[str]) -> list[Obj]:
+def host_ruleset(
+    prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Network], management: Sequence[str]
+) -> list[Obj]:
     """links: host veth name → its addresses, for every desired network (same order as nets)."""
     t = host_table(prefix)
     r = Ruleset()
@@ -323,8 +436,10 @@ def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Ne
     nodeports = [
         [concat(proto(sp.protocol), sp.node_port), link.router]
         for (name, link), net in zip(links.items(), nets, strict=True)
-        for s in net.services if s.cluster_ip
-        for sp in s.ports if sp.node_port
+        for s in net.services
+        if s.cluster_ip
+        for sp in s.ports
+        if sp.node_port
     ]
     r.set(t, "nodeports", ["inet_proto", "inet_service"], nodeports, map_to="ipv4_addr")
 
@@ -334,21 +449,31 @@ def host_ruleset(prefix: str, links: dict[str, LinkAddresses], nets: Sequence[Ne
     # Never from one tenant network to another, whatever the addresses (they may overlap).
     r.rule(t, "forward", match(meta("iifname"), "@routers"), match(meta("oifname"), "@routers"), DROP)
     r.rule(t, "forward", ESTABLISHED, ACCEPT)
-    r.rule(t, "forward", match(meta("iifname"), "@routers"), match(payload("ip", "daddr"), "@management"),
-           DROP)
+    r.rule(
+        t, "forward", match(meta("iifname"), "@routers"), match(payload("ip", "daddr"), "@management"), DROP
+    )
     r.rule(t, "forward", match(meta("iifname"), "@no_egress"), DROP)
     _vxlan_filter(r, t, nets)
 
     # Node ports: the host's own addresses, from outside or from the host itself; never from a
     # router (a pod reaches its services by cluster IP).
-    dnat = {"dnat": {"family": "ip", "addr": {"map": {
-        "key": concat(meta("l4proto"), payload("th", "dport")), "data": "@nodeports"}}}}
+    dnat = {
+        "dnat": {
+            "family": "ip",
+            "addr": {"map": {"key": concat(meta("l4proto"), payload("th", "dport")), "data": "@nodeports"}},
+        }
+    }
     local = match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
     r.rule(t, "prerouting", match(meta("iifname"), "@routers", "!="), local, dnat)
     r.rule(t, "output", local, match(payload("ip", "daddr"), cidr_expr("127.0.0.0/8"), "!="), dnat)
     # Egress leaves with the host's address; the router already hid the pod's behind its own.
-    r.rule(t, "postrouting", match(meta("iifname"), "@routers"), match(meta("oifname"), "@routers", "!="),
-           {"masquerade": None})
+    r.rule(
+        t,
+        "postrouting",
+        match(meta("iifname"), "@routers"),
+        match(meta("oifname"), "@routers", "!="),
+        {"masquerade": None},
+    )
     return r.commands()
 
 
@@ -372,8 +497,9 @@ def _vxlan_filter(r: Ruleset, t: tuple[str, str], nets: Sequence[Network]) -> No
         verdicts.append([vni, {"jump": {"target": chain}}])
     to_us = [match(payload("ip", "daddr"), local), match(payload("udp", "dport"), VXLAN_PORT)]
     r.rule(t, "input", *to_us, {"vmap": {"key": VNI, "data": anon_set(*verdicts)}})
-    r.rule(t, "input", *to_us, {"counter": None}, DROP,
-           comment="VXLAN from an unknown host or for another VNI")
+    r.rule(
+        t, "input", *to_us, {"counter": None}, DROP, comment="VXLAN from an unknown host or for another VNI"
+    )
 
 
 # -- running nft ---------------------------------------------------------------------------

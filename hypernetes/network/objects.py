@@ -55,8 +55,12 @@ def holds_network_id(net: Obj, record: Obj | None) -> bool:
     if value is None or record is None or metadata(record).get("name") != network_id_record(value):
         return False
     owner = spec_of(record).get("owner") or {}
-    return (owner.get("kind") == "Network" and owner.get("name") == metadata(net).get("name")
-            and owner.get("uid") == metadata(net).get("uid") and spec_of(record).get("networkID") == value)
+    return (
+        owner.get("kind") == "Network"
+        and owner.get("name") == metadata(net).get("name")
+        and owner.get("uid") == metadata(net).get("uid")
+        and spec_of(record).get("networkID") == value
+    )
 
 
 def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:
@@ -64,8 +68,12 @@ def default_network(tenant: str | None, networks: Iterable[Obj]) -> Obj | None:
     for net in networks:
         if tenant is None and metadata(net).get("name") == CLUSTER_NETWORK:
             return net
-        if tenant is not None and (metadata(net).get("labels") or {}).get(DEFAULT_NETWORK_LABEL) == "true" \
-                and spec_of(net).get("tenant") == tenant and not deleting(net):
+        if (
+            tenant is not None
+            and (metadata(net).get("labels") or {}).get(DEFAULT_NETWORK_LABEL) == "true"
+            and spec_of(net).get("tenant") == tenant
+            and not deleting(net)
+        ):
             return net
     return None
 
@@ -79,8 +87,11 @@ def namespace_network(ns: Obj, networks: Iterable[Obj]) -> Obj | None:
     named = (metadata(ns).get("annotations") or {}).get(NETWORK_ANNOTATION)
     if named:
         for net in nets:
-            if metadata(net).get("name") == named and (spec_of(net).get("tenant") or None) == tenant \
-                    and not deleting(net):
+            if (
+                metadata(net).get("name") == named
+                and (spec_of(net).get("tenant") or None) == tenant
+                and not deleting(net)
+            ):
                 return net
     return default_network(tenant, nets)
 

@@ -70,6 +70,7 @@ KINDS = ("networks", "ipallocations", "namespaces", "services", "endpoints", "po
 
 CONNECT_TIMEOUT = 10.0  # a port-forward's connection to a pod
 
+
 class NetworkNotReady(ConfigError):
     """The pod cannot be given its network yet; it stays ContainerCreating and retries."""
 
@@ -243,8 +244,10 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         name = str(metadata(home).get("name"))
         everywhere.add(name)
         base = _network_of(home, mtu)
-        if name not in nets and base is not None and holds_network_id(
-            home, objs["ipallocations"].get(network_id_record(base.id))
+        if (
+            name not in nets
+            and base is not None
+            and holds_network_id(home, objs["ipallocations"].get(network_id_record(base.id)))
         ):
             nets[name] = _Net(name, base)
     node_ports: set[tuple[str, int | None]] = set()
