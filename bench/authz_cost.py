@@ -66,14 +66,20 @@ def namespace_name(tenant: int, j: int) -> str:
     return f"{tenant_name(tenant)}-ns{j:02d}"
 
 
-async def _create_all(c: ApiClient, api_version: str, plural: str,
-                      objs: list[tuple[dict[str, Any], str | None]], parallel: int = 16) -> None:
+async def _create_all(
+    c: ApiClient,
+    api_version: str,
+    plural: str,
+    objs: list[tuple[dict[str, Any], str | None]],
+    parallel: int = 16,
+) -> None:
     """Create (object, namespace) pairs, `parallel` at a time."""
     sem = asyncio.Semaphore(parallel)
 
     async def one(obj: dict[str, Any], ns: str | None) -> None:
         async with sem:
             await c.create(api_version, plural, obj, ns)
+
     await asyncio.gather(*(one(o, ns) for o, ns in objs))
 
 
@@ -82,19 +88,54 @@ async def populate(srv: ServerProcess, tenants: int, namespaces: int, pods: int)
     t0 = time.monotonic()
     per_tenant = max(1, namespaces // tenants)
     async with ApiClient(srv.url, token=srv.admin_token, ca_file=srv.ca) as c:
-        await _create_all(c, GROUP_V, "tenants", [
-            ({"apiVersion": GROUP_V, "kind": "Tenant", "metadata": {"name": tenant_name(i)},
-              "spec": {"displayName": f"bench tenant {i}"}}, None) for i in range(tenants)])
+        await _create_all(
+            c,
+            GROUP_V,
+            "tenants",
+            [
+                (
+                    {
+                        "apiVersion": GROUP_V,
+                        "kind": "Tenant",
+                        "metadata": {"name": tenant_name(i)},
+                        "spec": {"displayName": f"bench tenant {i}"},
+                    },
+                    None,
+                )
+                for i in range(tenants)
+            ],
+        )
         names = [(i % tenants, namespace_name(i % tenants, i // tenants)) for i in range(namespaces)]
-        await _create_all(c, "v1", "namespaces", [
-            ({"metadata": {"name": n, "labels": {TENANT_LABEL: tenant_name(t)}}}, None) for t, n in names])
+        await _create_all(
+            c,
+            "v1",
+            "namespaces",
+            [({"metadata": {"name": n, "labels": {TENANT_LABEL: tenant_name(t)}}}, None) for t, n in names],
+        )
         spec = {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "inf"]}]}
-        await _create_all(c, "v1", "pods", [
-            ({"metadata": {"name": f"p{k}"}, "spec": spec}, n) for _, n in names for k in range(pods)])
-        await c.create(GROUP_V, "users", {"apiVersion": GROUP_V, "kind": "User", "metadata": {"name": USER},
-                                          "spec": {"tenant": tenant_name(0), "role": "member"}})
-        token = str((await c.request("POST", "/hypernetes/v1/tokens",
-                                     {"user": USER, "expirationSeconds": 24 * 3600}))["token"])
+        await _create_all(
+            c,
+            "v1",
+            "pods",
+            [({"metadata": {"name": f"p{k}"}, "spec": spec}, n) for _, n in names for k in range(pods)],
+        )
+        await c.create(
+            GROUP_V,
+            "users",
+            {
+                "apiVersion": GROUP_V,
+                "kind": "User",
+                "metadata": {"name": USER},
+                "spec": {"tenant": tenant_name(0), "role": "member"},
+            },
+        )
+        token = str(
+            (
+                await c.request(
+                    "POST", "/hypernetes/v1/tokens", {"user": USER, "expirationSeconds": 24 * 3600}
+                )
+            )["token"]
+        )
         load_ns = namespace_name(0, 0)
         await seed_configmaps(c, load_ns, create_namespace=False)
     # the directory (watch-fed mirrors) must have caught up before the user's token works
@@ -112,11 +153,21 @@ async def populate(srv: ServerProcess, tenants: int, namespaces: int, pods: int)
         except ApiException as e:
             leak = e.status != 403
     if mine != per_tenant or leak:
-        raise RuntimeError(f"tenancy not in force: the user sees {mine} namespaces; "
-                           f"other tenants' pods: {leak}")
-    emit({"setup": {"tenants": tenants, "namespaces": namespaces, "pods": namespaces * pods,
-                    "tenant_namespaces": mine, "seconds": round(time.monotonic() - t0, 1),
-                    "loadavg": os.getloadavg()}})
+        raise RuntimeError(
+            f"tenancy not in force: the user sees {mine} namespaces; other tenants' pods: {leak}"
+        )
+    emit(
+        {
+            "setup": {
+                "tenants": tenants,
+                "namespaces": namespaces,
+                "pods": namespaces * pods,
+                "tenant_namespaces": mine,
+                "seconds": round(time.monotonic() - t0, 1),
+                "loadavg": os.getloadavg(),
+            }
+        }
+    )
     return token, load_ns
 
 
@@ -153,9 +204,13 @@ async def auth_micro(srv: ServerProcess, tenant_token: str, load_ns: str, n: int
             t0 = time.perf_counter()
             visible = sum(1 for p in pods if decision.scope is None or decision.scope(p))
             scope_ms = (time.perf_counter() - t0) * 1000
-            out[who] = {"authenticate_us": round(authn_us, 2), "authorize_us": round(authz_us, 2),
-                        "list_scope_ms": round(scope_ms, 3), "pods_scanned": len(pods),
-                        "pods_visible": visible}
+            out[who] = {
+                "authenticate_us": round(authn_us, 2),
+                "authorize_us": round(authz_us, 2),
+                "list_scope_ms": round(scope_ms, 3),
+                "pods_scanned": len(pods),
+                "pods_visible": visible,
+            }
     finally:
         await tenancy.directory.stop()
         await store.close()
@@ -172,8 +227,14 @@ def _orders(rounds: int) -> list[tuple[int, str, int]]:
 
 
 def _tagged(bench: str, who: str, r: int, pos: int, res: dict[str, Any]) -> dict[str, Any]:
-    out = {"bench": bench, "as": who, "round": r, "first": "admin" if r % 2 == 0 else "tenant",
-           "position": pos, **res}
+    out = {
+        "bench": bench,
+        "as": who,
+        "round": r,
+        "first": "admin" if r % 2 == 0 else "tenant",
+        "position": pos,
+        **res,
+    }
     emit(out)
     return out
 
@@ -185,8 +246,10 @@ def _mean(results: list[dict[str, Any]], who: str, key: str) -> float:
 def throughput_summary(thr: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals per identity over all its slices; tenant/admin ratios overall, per adjacent pair
     (median and range) and by which went first in the pair."""
-    tot = {w: {k: sum(r[k] for r in thr if r["as"] == w) for k in ("requests", "seconds", "server_cpu_s")}
-           for w in ("admin", "tenant")}
+    tot = {
+        w: {k: sum(r[k] for r in thr if r["as"] == w) for k in ("requests", "seconds", "server_cpu_s")}
+        for w in ("admin", "tenant")
+    }
     rate = {w: tot[w]["requests"] / tot[w]["seconds"] for w in tot}
     cpu = {w: tot[w]["server_cpu_s"] / tot[w]["requests"] * 1e6 for w in tot}
     ratios: dict[str, list[float]] = {"admin": [], "tenant": []}
@@ -195,7 +258,8 @@ def throughput_summary(thr: list[dict[str, Any]]) -> dict[str, Any]:
         ratios[thr[i]["as"]].append(by["tenant"] / by["admin"])
     every = sorted(ratios["admin"] + ratios["tenant"])
     return {
-        "slices": len(thr), "admin_req_per_s": round(rate["admin"], 1),
+        "slices": len(thr),
+        "admin_req_per_s": round(rate["admin"], 1),
         "tenant_req_per_s": round(rate["tenant"], 1),
         "throughput_ratio": round(rate["tenant"] / rate["admin"], 3),
         "pair_ratio_median": round(statistics.median(every), 3),
@@ -210,10 +274,21 @@ def throughput_summary(thr: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "loadavg": os.getloadavg()}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "loadavg": os.getloadavg(),
+    }
 
 
 async def run(args: argparse.Namespace, srv: ServerProcess) -> None:
@@ -221,37 +296,88 @@ async def run(args: argparse.Namespace, srv: ServerProcess) -> None:
     tokens = {"admin": srv.admin_token, "tenant": token}
     pid = srv.pid
     order = [who for _, who, _ in _orders(args.slices // 2)]
-    thr = await closed_loop(srv.url, tokens, srv.ca, order=order, namespace=ns, clients=args.clients,
-                            seconds=args.slice_seconds, server_pid=pid)
+    thr = await closed_loop(
+        srv.url,
+        tokens,
+        srv.ca,
+        order=order,
+        namespace=ns,
+        clients=args.clients,
+        seconds=args.slice_seconds,
+        server_pid=pid,
+    )
     for res in thr:
         emit({"bench": "throughput", **res})
     lat: list[dict[str, Any]] = []
     for r, who, pos in _orders(args.rounds):
-        lat.append(_tagged("latency", who, r, pos, await request_latency(
-            srv.url, tokens[who], srv.ca, rate=args.rate, seconds=args.latency_seconds, namespace=ns,
-            seed=False, prefix=f"lat{r}{who[0]}")))
+        lat.append(
+            _tagged(
+                "latency",
+                who,
+                r,
+                pos,
+                await request_latency(
+                    srv.url,
+                    tokens[who],
+                    srv.ca,
+                    rate=args.rate,
+                    seconds=args.latency_seconds,
+                    namespace=ns,
+                    seed=False,
+                    prefix=f"lat{r}{who[0]}",
+                ),
+            )
+        )
     lists: list[dict[str, Any]] = []
     for r, who, pos in _orders(args.rounds):
-        lists.append(_tagged("list_all_pods", who, r, pos, await list_latency(
-            srv.url, tokens[who], srv.ca, repeats=args.list_repeats, server_pid=pid)))
+        lists.append(
+            _tagged(
+                "list_all_pods",
+                who,
+                r,
+                pos,
+                await list_latency(srv.url, tokens[who], srv.ca, repeats=args.list_repeats, server_pid=pid),
+            )
+        )
     fans: list[dict[str, Any]] = []
     for all_ns in (False, True):
         for r, who, pos in _orders(args.rounds):
-            fans.append(_tagged("watch_fanout", who, r, pos, await watch_fanout(
-                srv.url, tokens[who], srv.ca, namespace=ns, create_namespace=False, all_namespaces=all_ns,
-                prefix=f"w{r}{who[0]}{int(all_ns)}x")))
+            fans.append(
+                _tagged(
+                    "watch_fanout",
+                    who,
+                    r,
+                    pos,
+                    await watch_fanout(
+                        srv.url,
+                        tokens[who],
+                        srv.ca,
+                        namespace=ns,
+                        create_namespace=False,
+                        all_namespaces=all_ns,
+                        prefix=f"w{r}{who[0]}{int(all_ns)}x",
+                    ),
+                )
+            )
     if (srv.workdir / "state.db").exists():
         emit({"bench": "auth_per_call", **await auth_micro(srv, token, ns)})
     summary: dict[str, Any] = {
-        "summary": True, **machine(),
-        "tenants": args.tenants, "namespaces": args.namespaces, "clients": args.clients,
+        "summary": True,
+        **machine(),
+        "tenants": args.tenants,
+        "namespaces": args.namespaces,
+        "clients": args.clients,
         **throughput_summary(thr),
         "latency_p50_ms": {w: round(_mean(lat, w, "p50_ms"), 1) for w in ("admin", "tenant")},
         "latency_p99_ms": {w: round(_mean(lat, w, "p99_ms"), 1) for w in ("admin", "tenant")},
         "list_all_pods_p50_ms": {w: round(_mean(lists, w, "p50_ms"), 1) for w in ("admin", "tenant")},
-        "fanout_p99_ms": {f"{w}{'_all_namespaces' if a else ''}": round(statistics.fmean(
-            f["p99_ms"] for f in fans if f["as"] == w and f["all_namespaces"] == a), 1)
-            for w in ("admin", "tenant") for a in (False, True)},
+        "fanout_p99_ms": {
+            f"{w}{'_all_namespaces' if a else ''}": round(
+                statistics.fmean(f["p99_ms"] for f in fans if f["as"] == w and f["all_namespaces"] == a), 1
+            )
+            for w in ("admin", "tenant")
+            for a in (False, True)
+        },
     }
     summary["bar_met"] = summary["throughput_ratio"] >= 0.85
     emit(summary)

@@ -34,9 +34,19 @@ async def measure(name: str, n: int, concurrency: int, op: Callable[[int], Await
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - t0
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    print(json.dumps({"op": name, "n": n, "concurrency": concurrency,
-                      "ops_per_s": round(n / elapsed), "p50_ms": round(q[49] * 1e3, 3),
-                      "p99_ms": round(q[98] * 1e3, 3), "max_ms": round(max(latencies) * 1e3, 3)}))
+    print(
+        json.dumps(
+            {
+                "op": name,
+                "n": n,
+                "concurrency": concurrency,
+                "ops_per_s": round(n / elapsed),
+                "p50_ms": round(q[49] * 1e3, 3),
+                "p99_ms": round(q[98] * 1e3, 3),
+                "max_ms": round(max(latencies) * 1e3, 3),
+            }
+        )
+    )
 
 
 async def main() -> None:
@@ -60,8 +70,7 @@ async def main() -> None:
         await measure("get", n, c, lambda i: store.get(f"/registry/pods/default/p{i:06d}"))
         await measure("update", n, c, update)
         await measure(f"list {n} keys", 20, 1, lambda i: store.list("/registry/pods/default/"))
-        await measure("list 500 (page)", 20, 1,
-                      lambda i: store.list("/registry/pods/default/", limit=500))
+        await measure("list 500 (page)", 20, 1, lambda i: store.list("/registry/pods/default/", limit=500))
         await store.close()
 
 

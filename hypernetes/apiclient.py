@@ -51,8 +51,13 @@ class WatchEvent:
         return str((self.object.get("metadata") or {}).get("resourceVersion", ""))
 
 
-def path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
-         subresource: str | None = None) -> str:
+def path(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     if namespace and plural != "namespaces":
         base += f"/namespaces/{quote(namespace)}"
@@ -65,14 +70,25 @@ def path(api_version: str, plural: str, namespace: str | None = None, name: str 
 
 
 class ApiClient:
-    def __init__(self, server: str, *, token: str, ca_file: Path | str | None = None,
-                 ca_data: bytes | None = None, user_agent: str = "hypernetes") -> None:
+    def __init__(
+        self,
+        server: str,
+        *,
+        token: str,
+        ca_file: Path | str | None = None,
+        ca_data: bytes | None = None,
+        user_agent: str = "hypernetes",
+    ) -> None:
         self.server = server.rstrip("/")
         # only the cluster CA is trusted (pinned), never the system store
-        self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None,
-                                               cadata=ca_data.decode() if ca_data else None)
-        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
-                         "User-Agent": user_agent}
+        self._ssl = ssl.create_default_context(
+            cafile=str(ca_file) if ca_file else None, cadata=ca_data.decode() if ca_data else None
+        )
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": user_agent,
+        }
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -83,8 +99,12 @@ class ApiClient:
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
         ca_data = cluster.get("certificate-authority-data")
-        return cls(cluster["server"], token=user["token"], ca_file=cluster.get("certificate-authority"),
-                   ca_data=base64.b64decode(ca_data) if ca_data else None)
+        return cls(
+            cluster["server"],
+            token=user["token"],
+            ca_file=cluster.get("certificate-authority"),
+            ca_data=base64.b64decode(ca_data) if ca_data else None,
+        )
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -111,14 +131,20 @@ class ApiClient:
         if self._session is not None and not self._session.closed:
             self._session.headers["Authorization"] = f"Bearer {token}"
 
-    async def request(self, method: str, url_path: str, body: Obj | builtins.list[Any] | None = None,
-                      params: dict[str, str] | None = None,
-                      content_type: str = "application/json") -> Obj:
+    async def request(
+        self,
+        method: str,
+        url_path: str,
+        body: Obj | builtins.list[Any] | None = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
         url = self.server + url_path + (f"?{urlencode(params)}" if params else "")
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if data is not None else {}
-        async with self._http().request(method, url, data=data, headers=headers,
-                                        timeout=aiohttp.ClientTimeout(total=60)) as resp:
+        async with self._http().request(
+            method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=60)
+        ) as resp:
             payload = await resp.read()
             if resp.status >= 400:
                 raise _error(resp.status, _json(payload))
@@ -126,12 +152,19 @@ class ApiClient:
 
     # --- verbs -----------------------------------------------------------------------------------
 
-    async def get(self, api_version: str, plural: str, name: str, namespace: str | None = None,
-                  subresource: str | None = None) -> Obj:
+    async def get(
+        self,
+        api_version: str,
+        plural: str,
+        name: str,
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> Obj:
         return await self.request("GET", path(api_version, plural, namespace, name, subresource))
 
-    async def get_or_none(self, api_version: str, plural: str, name: str,
-                          namespace: str | None = None) -> Obj | None:
+    async def get_or_none(
+        self, api_version: str, plural: str, name: str, namespace: str | None = None
+    ) -> Obj | None:
         try:
             return await self.get(api_version, plural, name, namespace)
         except ApiException as e:
@@ -139,32 +172,63 @@ class ApiClient:
                 return None
             raise
 
-    async def list(self, api_version: str, plural: str, namespace: str | None = None, *,
-                   label_selector: str = "", field_selector: str = "", limit: int = 0,
-                   continue_: str = "") -> Obj:
-        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector),
-                                    ("limit", str(limit) if limit else ""), ("continue", continue_)) if v}
+    async def list(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_: str = "",
+    ) -> Obj:
+        params = {
+            k: v
+            for k, v in (
+                ("labelSelector", label_selector),
+                ("fieldSelector", field_selector),
+                ("limit", str(limit) if limit else ""),
+                ("continue", continue_),
+            )
+            if v
+        }
         return await self.request("GET", path(api_version, plural, namespace), params=params or None)
 
-    async def create(self, api_version: str, plural: str, obj: Obj, namespace: str | None = None,
-                     subresource: str | None = None, name: str | None = None) -> Obj:
+    async def create(
+        self,
+        api_version: str,
+        plural: str,
+        obj: Obj,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        name: str | None = None,
+    ) -> Obj:
         ns = namespace or (obj.get("metadata") or {}).get("namespace")
         return await self.request("POST", path(api_version, plural, ns, name, subresource), obj)
 
-    async def replace(self, api_version: str, plural: str, obj: Obj,
-                      subresource: str | None = None) -> Obj:
+    async def replace(self, api_version: str, plural: str, obj: Obj, subresource: str | None = None) -> Obj:
         meta = obj["metadata"]
         url = path(api_version, plural, meta.get("namespace"), meta["name"], subresource)
         return await self.request("PUT", url, obj)
 
-    async def patch(self, api_version: str, plural: str, name: str, patch: Obj | builtins.list[Any],
-                    namespace: str | None = None, *, subresource: str | None = None,
-                    content_type: str = MERGE_PATCH) -> Obj:
+    async def patch(
+        self,
+        api_version: str,
+        plural: str,
+        name: str,
+        patch: Obj | builtins.list[Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> Obj:
         url = path(api_version, plural, namespace, name, subresource)
         return await self.request("PATCH", url, patch, content_type=content_type)
 
-    async def delete(self, api_version: str, plural: str, name: str, namespace: str | None = None,
-                     body: Obj | None = None) -> Obj | None:
+    async def delete(
+        self, api_version: str, plural: str, name: str, namespace: str | None = None, body: Obj | None = None
+    ) -> Obj | None:
         """Delete; None if it was already gone."""
         try:
             return await self.request("DELETE", path(api_version, plural, namespace, name), body)
@@ -173,19 +237,38 @@ class ApiClient:
                 return None
             raise
 
-    async def delete_collection(self, api_version: str, plural: str, namespace: str | None = None, *,
-                                label_selector: str = "", body: Obj | None = None) -> Obj:
+    async def delete_collection(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        body: Obj | None = None,
+    ) -> Obj:
         params = {"labelSelector": label_selector} if label_selector else None
         return await self.request("DELETE", path(api_version, plural, namespace), body, params=params)
 
-    async def watch(self, api_version: str, plural: str, namespace: str | None = None, *,
-                    resource_version: str = "", label_selector: str = "", field_selector: str = "",
-                    timeout_seconds: int = 300, bookmarks: bool = True) -> AsyncIterator[WatchEvent]:
+    async def watch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        resource_version: str = "",
+        label_selector: str = "",
+        field_selector: str = "",
+        timeout_seconds: int = 300,
+        bookmarks: bool = True,
+    ) -> AsyncIterator[WatchEvent]:
         params = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
         if bookmarks:
             params["allowWatchBookmarks"] = "true"
-        for key, value in (("resourceVersion", resource_version), ("labelSelector", label_selector),
-                           ("fieldSelector", field_selector)):
+        for key, value in (
+            ("resourceVersion", resource_version),
+            ("labelSelector", label_selector),
+            ("fieldSelector", field_selector),
+        ):
             if value:
                 params[key] = value
         url = self.server + path(api_version, plural, namespace) + "?" + urlencode(params)
@@ -201,8 +284,15 @@ class ApiClient:
                     raise _error(int(event["object"].get("code", 500)), event["object"])
                 yield WatchEvent(event["type"], event["object"])
 
-    async def informer(self, api_version: str, plural: str, namespace: str | None = None, *,
-                       label_selector: str = "", field_selector: str = "") -> AsyncIterator[WatchEvent]:
+    async def informer(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> AsyncIterator[WatchEvent]:
         """List then watch forever, re-listing on 410 and reconnecting after errors.
 
         Yields WatchEvent("SYNC", list) after each (re-)list, then ADDED/MODIFIED/DELETED events.
@@ -212,14 +302,24 @@ class ApiClient:
         backoff = RetryBackoff()
         while True:
             try:
-                listed = await self.list(api_version, plural, namespace, label_selector=label_selector,
-                                         field_selector=field_selector)
+                listed = await self.list(
+                    api_version,
+                    plural,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                )
                 rv = listed["metadata"]["resourceVersion"]
                 yield WatchEvent("SYNC", listed)
                 while True:
-                    async for ev in self.watch(api_version, plural, namespace, resource_version=rv,
-                                               label_selector=label_selector,
-                                               field_selector=field_selector):
+                    async for ev in self.watch(
+                        api_version,
+                        plural,
+                        namespace,
+                        resource_version=rv,
+                        label_selector=label_selector,
+                        field_selector=field_selector,
+                    ):
                         rv = ev.resource_version or rv
                         if ev.type != "BOOKMARK":
                             yield ev

@@ -27,9 +27,20 @@ def image_disk(busybox_ref: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 async def test_reconnect_mid_flood(tmp_path: Path, kernels: KernelRegistry, image_disk: Path) -> None:
     kernel = kernels.default()
-    vm = QemuVM(VMConfig(name="vr", dir=tmp_path / "vm", kernel=kernel.image, initrd=kernel.initrd,
-                         vcpus=1, memory_mib=192, acpi=kernel.acpi, cmdline=kernel.cmdline,
-                         disks=[Disk(image_disk, "img0")], die_with_parent=True))
+    vm = QemuVM(
+        VMConfig(
+            name="vr",
+            dir=tmp_path / "vm",
+            kernel=kernel.image,
+            initrd=kernel.initrd,
+            vcpus=1,
+            memory_mib=192,
+            acpi=kernel.acpi,
+            cmdline=kernel.cmdline,
+            disks=[Disk(image_disk, "img0")],
+            die_with_parent=True,
+        )
+    )
     await vm.start()
     client = AgentClient("vr")
     writer: asyncio.StreamWriter | None = None
@@ -43,8 +54,10 @@ async def test_reconnect_mid_flood(tmp_path: Path, kernels: KernelRegistry, imag
         # answers), then goes away: the agent's queue is long and its head frame often partly
         # written
         reader, writer = await asyncio.open_unix_connection(str(vm.cfg.ctl_socket))
-        script = ("sleep 1000 | nc -l -p 8080 >/dev/null & "
-                  "until netstat -ltn | grep -q :8080; do sleep 0.1; done; yes")
+        script = (
+            "sleep 1000 | nc -l -p 8080 >/dev/null & "
+            "until netstat -ltn | grep -q :8080; do sleep 0.1; done; yes"
+        )
         spec = ProcessSpec(args=["sh", "-c", script], env=["PATH=/bin:/usr/bin"])
         create = gp.TLV().add_str(gp.TAG_CONTAINER_ID, "c1").add_str(gp.TAG_IMAGE_DISK, "img0")
         create.add_tlv(gp.TAG_PROCESS, spec.encode(7))

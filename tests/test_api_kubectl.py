@@ -17,6 +17,7 @@ from tests.support.apiserver import ApiServerThread
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
     yield from running_api(tmp_path_factory)
 
+
 POD = """
 apiVersion: v1
 kind: Pod
@@ -82,8 +83,10 @@ def test_bad_manifest_names_the_field(api: ApiServerThread, version: str) -> Non
     bad = POD.format(name="bad", image="nginx").replace("containerPort: 80", "containerPort: 99999")
     p = api.kubectl("apply", "-f", "-", input=bad, version=version, check=False)
     assert p.returncode == 1
-    assert 'The Pod "bad" is invalid: spec.containers[0].ports[0].containerPort: Invalid value: 99999' \
+    assert (
+        'The Pod "bad" is invalid: spec.containers[0].ports[0].containerPort: Invalid value: 99999'
         in p.stderr
+    )
 
 
 def test_create_in_missing_namespace(api: ApiServerThread) -> None:
@@ -96,7 +99,7 @@ def test_create_twice_is_already_exists(api: ApiServerThread) -> None:
     api.kubectl("create", "-f", "-", input=POD.format(name="dup", image="nginx"))
     p = api.kubectl("create", "-f", "-", input=POD.format(name="dup", image="nginx"), check=False)
     assert p.returncode == 1
-    assert 'Error from server (AlreadyExists)' in p.stderr and 'pods "dup" already exists' in p.stderr
+    assert "Error from server (AlreadyExists)" in p.stderr and 'pods "dup" already exists' in p.stderr
     api.kubectl("delete", "pod", "dup")
 
 
@@ -111,8 +114,9 @@ def test_label_annotate_and_selectors(api: ApiServerThread) -> None:
     assert names == ["pod/sel-1", "pod/sel-2"]
     names = api.kubectl("get", "pods", "-l", "app=sel,!tier", "-o", "name").stdout.split()
     assert names == ["pod/sel-1", "pod/sel-2"]
-    names = api.kubectl("get", "pods", "--field-selector", "metadata.name!=sel-1", "-l", "app=sel",
-                        "-o", "name").stdout.split()
+    names = api.kubectl(
+        "get", "pods", "--field-selector", "metadata.name!=sel-1", "-l", "app=sel", "-o", "name"
+    ).stdout.split()
     assert names == ["pod/sel-0", "pod/sel-2"]
     p = api.kubectl("get", "pods", "--field-selector", "spec.bogus=x", check=False)
     assert p.returncode == 1 and "field label not supported: spec.bogus" in p.stderr
@@ -176,8 +180,16 @@ def test_other_everyday_commands(api: ApiServerThread) -> None:
     api.kubectl("create", "deployment", "d1", "--image=nginx", "-n", "daily")
     out = api.kubectl("get", "all", "-n", "daily").stdout
     assert "pod/p1" in out and "deployment.apps/d1" in out
-    api.kubectl("patch", "pod", "p1", "-n", "daily", "--type=json",
-                "-p", '[{"op":"add","path":"/metadata/labels/extra","value":"1"}]')
+    api.kubectl(
+        "patch",
+        "pod",
+        "p1",
+        "-n",
+        "daily",
+        "--type=json",
+        "-p",
+        '[{"op":"add","path":"/metadata/labels/extra","value":"1"}]',
+    )
     assert "extra=1" in api.kubectl("get", "pod", "p1", "-n", "daily", "--show-labels").stdout
     manifest = api.kubectl("get", "pod", "p1", "-n", "daily", "-o", "yaml").stdout
     out = api.kubectl("replace", "--force", "-f", "-", input=manifest).stdout

@@ -38,8 +38,9 @@ def _measure(tmp_path: Path, store_url: str) -> tuple[dict[str, Any], dict[str, 
         load = asyncio.run(request_latency(url, token, ca, rate=200, seconds=5))
         server = asyncio.run(_server_p99_bucket(url, token, ca))
         fan = asyncio.run(watch_fanout(url, token, ca))
-    print(json.dumps({"store": store_url.split(":")[0], "load": load, "server_p99_le_s": server,
-                      "fanout": fan}))
+    print(
+        json.dumps({"store": store_url.split(":")[0], "load": load, "server_p99_le_s": server, "fanout": fan})
+    )
     assert load["errors"] == 0
     assert fan["delivered"] == 2000
     return load, server, fan

@@ -33,7 +33,7 @@ spec:
 """
 
 
-def test_apply_twice_and_diff_are_stable(api: ApiServerThread) -> None:  # noqa: F811
+def test_apply_twice_and_diff_are_stable(api: ApiServerThread) -> None:
     manifest = DEPLOYMENT % "volumeMounts: [{name: cache, mountPath: /cache}]"
     manifest = manifest.replace(
         "      containers:", "      volumes: [{name: cache, emptyDir: {}}]\n      containers:"
@@ -51,13 +51,13 @@ def test_apply_twice_and_diff_are_stable(api: ApiServerThread) -> None:  # noqa:
     api.kubectl("delete", "deploy", "web")
 
 
-def test_unknown_field_is_rejected_with_its_path(api: ApiServerThread) -> None:  # noqa: F811
+def test_unknown_field_is_rejected_with_its_path(api: ApiServerThread) -> None:
     p = api.kubectl("apply", "-f", "-", input=DEPLOYMENT % "imagePullPolicyy: Always", check=False)
     assert p.returncode != 0
     assert "spec.template.spec.containers[0].imagePullPolicyy" in p.stderr
 
 
-def test_unsupported_field_is_a_clear_422(api: ApiServerThread) -> None:  # noqa: F811
+def test_unsupported_field_is_a_clear_422(api: ApiServerThread) -> None:
     manifest = (DEPLOYMENT % "").replace(
         "      containers:", "      volumes: [{name: h, hostPath: {path: /}}]\n      containers:"
     )
@@ -67,7 +67,7 @@ def test_unsupported_field_is_a_clear_422(api: ApiServerThread) -> None:  # noqa
     assert "is invalid" in p.stderr
 
 
-def test_explain_reads_our_openapi(api: ApiServerThread) -> None:  # noqa: F811
+def test_explain_reads_our_openapi(api: ApiServerThread) -> None:
     out = api.kubectl("explain", "pods.spec.containers.ports").stdout
     assert "containerPort" in out and "<integer> -required-" in out
 
@@ -114,7 +114,7 @@ spec:
 """
 
 
-def test_apply_removals_and_reorders_through_strategic_merge(api: ApiServerThread) -> None:  # noqa: F811
+def test_apply_removals_and_reorders_through_strategic_merge(api: ApiServerThread) -> None:
     """kubectl computes the three-way patch (deletions, $setElementOrder, $retainKeys); the
     server must apply it so that the live object ends up as the file says."""
     import json

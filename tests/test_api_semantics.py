@@ -26,8 +26,9 @@ CM = "/api/v1/namespaces/default/configmaps"
 
 
 @pytest.fixture(scope="module", params=API_STORES)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[ApiServerThread]:
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServerThread]:
     yield from running_api(tmp_path_factory, **on_store(request))
 
 
@@ -39,15 +40,25 @@ class Raw:
         self.ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
         self.token = api.token if token is None else token
 
-    async def __call__(self, method: str, path: str, body: Any = None, *, ctype: str = "application/json",
-                       accept: str = "application/json", raw: bytes | None = None,
-                       stream: io.BytesIO | None = None) -> tuple[int, str, Any]:
+    async def __call__(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        ctype: str = "application/json",
+        accept: str = "application/json",
+        raw: bytes | None = None,
+        stream: io.BytesIO | None = None,
+    ) -> tuple[int, str, Any]:
         headers = {"Accept": accept, "Content-Type": ctype}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data: Any = raw if raw is not None else (json.dumps(body).encode() if body is not None else stream)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ctx)) as s, \
-                s.request(method, self.api.url + path, data=data, headers=headers) as resp:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ctx)) as s,
+            s.request(method, self.api.url + path, data=data, headers=headers) as resp,
+        ):
             text = await resp.text()
             try:
                 parsed = json.loads(text)
@@ -68,6 +79,7 @@ client = async_client
 
 # -- authentication, authorization, errors -------------------------------------------------------
 
+
 async def test_unauthenticated_is_401_status(api: ApiServerThread) -> None:
     for token in ("", "wrong"):
         code, _, body = await Raw(api, token)("GET", "/api/v1/namespaces")
@@ -80,8 +92,9 @@ async def test_unauthenticated_is_401_status(api: ApiServerThread) -> None:
 
 def test_forbidden_for_users_outside_the_allowed_groups(tmp_path_factory: pytest.TempPathFactory) -> None:
     users = {"bob-token": UserInfo("bob", groups=("tenants",))}
-    for server in running_api(tmp_path_factory, authorizer=GroupAuthorizer(("system:masters",)),
-                              extra_users=users):
+    for server in running_api(
+        tmp_path_factory, authorizer=GroupAuthorizer(("system:masters",)), extra_users=users
+    ):
         server.call(_forbidden(server))
 
 
@@ -98,8 +111,11 @@ def test_authorizer_sees_upstream_attributes(tmp_path_factory: pytest.TempPathFa
     rec = Recorder()
     for server in running_api(tmp_path_factory, authorizer=rec):
         server.call(_requests(Raw(server)))
-    got = [(a.verb, a.resource_request, a.resource, a.subresource, a.namespace, a.name, a.path)
-           for a in rec.seen if a.user.name == "admin"]
+    got = [
+        (a.verb, a.resource_request, a.resource, a.subresource, a.namespace, a.name, a.path)
+        for a in rec.seen
+        if a.user.name == "admin"
+    ]
     assert ("watch", True, "pods", "", "", "", "/api/v1/pods") in got
     assert ("get", False, "", "", "", "", "/apis/apps/v1") in got
     assert ("create", True, "pods", "exec", "default", "p", "/api/v1/namespaces/default/pods/p/exec") in got
@@ -115,11 +131,13 @@ async def _requests(raw: Raw) -> None:
 async def _forbidden(server: ApiServerThread) -> None:
     code, _, body = await Raw(server, "bob-token")("GET", "/api/v1/namespaces/default/pods")
     assert code == 403 and body["reason"] == "Forbidden"
-    assert body["message"].startswith('pods is forbidden: User "bob" cannot list resource "pods" '
-                                      'in API group "" in the namespace "default"')
+    assert body["message"].startswith(
+        'pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default"'
+    )
     code, _, body = await Raw(server, "bob-token")("GET", "/api/v1/pods")
     assert code == 403 and body["message"].startswith(
-        'pods is forbidden: User "bob" cannot list resource "pods" in API group "" at the cluster scope')
+        'pods is forbidden: User "bob" cannot list resource "pods" in API group "" at the cluster scope'
+    )
     code, _, _ = await Raw(server, "bob-token")("GET", "/api")
     assert code == 403
     code, _, _ = await Raw(server)("GET", "/api/v1/namespaces/default/pods")
@@ -139,13 +157,16 @@ async def test_status_errors(api: ApiServerThread) -> None:
     assert code == 415 and body["reason"] == "UnsupportedMediaType"
     code, _, body = await raw("POST", CM + "/x", {"metadata": {"name": "x"}})
     assert code == 405 and body["reason"] == "MethodNotAllowed"
-    code, _, body = await raw("POST", "/api/v1/namespaces/default/pods",
-                              {"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]}})
+    code, _, body = await raw(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        {"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]}},
+    )
     assert code == 422 and body["reason"] == "Invalid"
-    assert {"reason": "FieldValueRequired", "field": "spec.containers[0].image"}.items() <= \
-        body["details"]["causes"][0].items()
-    code, _, body = await raw("POST", CM,
-                              {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})
+    assert {"reason": "FieldValueRequired", "field": "spec.containers[0].image"}.items() <= body["details"][
+        "causes"
+    ][0].items()
+    code, _, body = await raw("POST", CM, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})
     assert code == 400 and "does not match the expected kind" in body["message"]
 
 
@@ -168,10 +189,18 @@ async def test_conflict_on_stale_resource_version(api: ApiServerThread) -> None:
 
 async def test_generation_uid_and_generate_name(api: ApiServerThread) -> None:
     async with client(api) as c:
-        dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"generateName": "web-"},
-               "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
-                   "metadata": {"labels": {"a": "b"}},
-                   "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+        dep = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"generateName": "web-"},
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {
+                    "metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            },
+        }
         d = await c.create("apps/v1", "deployments", dep, "default")
         name = d["metadata"]["name"]
         assert name.startswith("web-") and len(name) == 9 and d["metadata"]["generation"] == 1
@@ -179,14 +208,16 @@ async def test_generation_uid_and_generate_name(api: ApiServerThread) -> None:
         assert d["metadata"]["generation"] == 1
         d = await c.patch("apps/v1", "deployments", name, {"spec": {"replicas": 5}}, "default")
         assert d["metadata"]["generation"] == 2
-        s = await c.patch("apps/v1", "deployments", name, {"status": {"replicas": 5}}, "default",
-                          subresource="status")
+        s = await c.patch(
+            "apps/v1", "deployments", name, {"status": {"replicas": 5}}, "default", subresource="status"
+        )
         assert s["metadata"]["generation"] == 2 and s["status"]["replicas"] == 5
         # the main resource ignores status; the status subresource ignores everything else
         d = await c.patch("apps/v1", "deployments", name, {"status": {"replicas": 1}}, "default")
         assert d["status"]["replicas"] == 5
-        s = await c.patch("apps/v1", "deployments", name, {"spec": {"replicas": 1}}, "default",
-                          subresource="status")
+        s = await c.patch(
+            "apps/v1", "deployments", name, {"spec": {"replicas": 1}}, "default", subresource="status"
+        )
         assert s["spec"]["replicas"] == 5
         listed = await c.list("apps/v1", "deployments")  # all namespaces
         assert name in [i["metadata"]["name"] for i in listed["items"]]
@@ -194,13 +225,13 @@ async def test_generation_uid_and_generate_name(api: ApiServerThread) -> None:
 
 async def test_dry_run_writes_nothing(api: ApiServerThread) -> None:
     raw = Raw(api)
-    code, _, body = await raw("POST", CM + "?dryRun=All",
-                              {"metadata": {"name": "dry"}, "data": {"a": "1"}})
+    code, _, body = await raw("POST", CM + "?dryRun=All", {"metadata": {"name": "dry"}, "data": {"a": "1"}})
     assert code == 201 and body["metadata"]["uid"]
     assert (await raw("GET", CM + "/dry"))[0] == 404
     await raw("POST", CM, {"metadata": {"name": "dry"}, "data": {"a": "1"}})
-    code, _, body = await raw("PATCH", CM + "/dry?dryRun=All",
-                              {"data": {"a": "2"}}, ctype="application/merge-patch+json")
+    code, _, body = await raw(
+        "PATCH", CM + "/dry?dryRun=All", {"data": {"a": "2"}}, ctype="application/merge-patch+json"
+    )
     assert code == 200 and body["data"] == {"a": "2"}
     code, _, body = await raw("DELETE", CM + "/dry?dryRun=All")
     assert code == 200
@@ -210,8 +241,9 @@ async def test_dry_run_writes_nothing(api: ApiServerThread) -> None:
 
 async def test_finalizers_and_propagation(api: ApiServerThread) -> None:
     async with client(api) as c:
-        await c.create("v1", "configmaps", {"metadata": {"name": "held", "finalizers": ["example.com/x"]}},
-                       "default")
+        await c.create(
+            "v1", "configmaps", {"metadata": {"name": "held", "finalizers": ["example.com/x"]}}, "default"
+        )
         gone = await c.delete("v1", "configmaps", "held", "default")
         assert gone is not None and gone["metadata"]["deletionTimestamp"]
         held = await c.get("v1", "configmaps", "held", "default")
@@ -220,8 +252,9 @@ async def test_finalizers_and_propagation(api: ApiServerThread) -> None:
         assert await c.get_or_none("v1", "configmaps", "held", "default") is None
         for policy, finalizer in (("Foreground", "foregroundDeletion"), ("Orphan", "orphan")):
             await c.create("v1", "configmaps", {"metadata": {"name": policy.lower()}}, "default")
-            out = await c.delete("v1", "configmaps", policy.lower(), "default",
-                                 body={"propagationPolicy": policy})
+            out = await c.delete(
+                "v1", "configmaps", policy.lower(), "default", body={"propagationPolicy": policy}
+            )
             assert out is not None and out["metadata"]["finalizers"] == [finalizer]
         await c.create("v1", "configmaps", {"metadata": {"name": "bg"}}, "default")
         await c.delete("v1", "configmaps", "bg", "default", body={"propagationPolicy": "Background"})
@@ -231,8 +264,9 @@ async def test_finalizers_and_propagation(api: ApiServerThread) -> None:
         with pytest.raises(ApiException) as err:
             await c.delete("v1", "configmaps", "pre", "default", body={"preconditions": {"uid": "other"}})
         assert err.value.status == 409
-        await c.delete("v1", "configmaps", "pre", "default",
-                       body={"preconditions": {"uid": cm["metadata"]["uid"]}})
+        await c.delete(
+            "v1", "configmaps", "pre", "default", body={"preconditions": {"uid": cm["metadata"]["uid"]}}
+        )
 
 
 async def test_namespace_lifecycle(api: ApiServerThread) -> None:
@@ -254,8 +288,9 @@ async def test_limit_continue_and_expiry(api: ApiServerThread) -> None:
     async with client(api) as c:
         await c.create("v1", "namespaces", {"metadata": {"name": "pages"}})
         for i in range(5):
-            await c.create("v1", "configmaps", {"metadata": {"name": f"p{i}", "labels": {"odd": str(i % 2)}}},
-                           "pages")
+            await c.create(
+                "v1", "configmaps", {"metadata": {"name": f"p{i}", "labels": {"odd": str(i % 2)}}}, "pages"
+            )
         page = await c.list("v1", "configmaps", "pages", limit=2)
         names = [i["metadata"]["name"] for i in page["items"]]
         rv = page["metadata"]["resourceVersion"]
@@ -280,8 +315,7 @@ async def test_limit_continue_and_expiry(api: ApiServerThread) -> None:
 async def test_table_and_partial_metadata(api: ApiServerThread) -> None:
     raw = Raw(api)
     await raw("POST", CM, {"metadata": {"name": "tab", "labels": {"t": "1"}}})
-    code, ctype, table = await raw("GET", CM + "?labelSelector=t%3D1",
-                                   accept=TABLE)
+    code, ctype, table = await raw("GET", CM + "?labelSelector=t%3D1", accept=TABLE)
     assert code == 200 and ctype.startswith("application/json") and table["kind"] == "Table"
     assert table["columnDefinitions"][0]["name"] == "Name" and table["rows"][0]["cells"][0] == "tab"
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
@@ -290,16 +324,20 @@ async def test_table_and_partial_metadata(api: ApiServerThread) -> None:
     assert table["rows"][0]["object"]["kind"] == "ConfigMap"
     _, _, table = await raw("GET", CM + "/tab?includeObject=None", accept=TABLE)
     assert "object" not in table["rows"][0]
-    _, _, plist = await raw("GET", CM,
-                            accept="application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io")
+    _, _, plist = await raw(
+        "GET", CM, accept="application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+    )
     assert plist["kind"] == "PartialObjectMetadataList" and "data" not in plist["items"][0]
 
 
 async def test_discovery_and_openapi(api: ApiServerThread) -> None:
     raw = Raw(api)
     for v in ("v2", "v2beta1"):
-        code, ctype, body = await raw("GET", "/apis", accept=f"application/json;g=apidiscovery.k8s.io;v={v};"
-                                      "as=APIGroupDiscoveryList,application/json")
+        code, ctype, body = await raw(
+            "GET",
+            "/apis",
+            accept=f"application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList,application/json",
+        )
         assert ctype == f"application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
         assert {i["metadata"]["name"] for i in body["items"]} >= {"apps", "batch"}
     _, _, legacy = await raw("GET", "/api")
@@ -352,17 +390,24 @@ async def test_deletecollection(api: ApiServerThread) -> None:
 
 # -- server-side apply -----------------------------------------------------------------------------
 
+
 async def test_server_side_apply_ownership(api: ApiServerThread) -> None:
     async with client(api) as c:
         path = CM + "/ssa"
-        cfg: Obj = {"apiVersion": "v1", "kind": "ConfigMap",
-                     "metadata": {"name": "ssa", "labels": {"a": "1"}}, "data": {"x": "1", "y": "1"}}
+        cfg: Obj = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ssa", "labels": {"a": "1"}},
+            "data": {"x": "1", "y": "1"},
+        }
         apply_ct = "application/apply-patch+yaml"
         created = await c.request("PATCH", path, cfg, {"fieldManager": "alice"}, apply_ct)
         mf = created["metadata"]["managedFields"]
         assert mf[0]["manager"] == "alice" and mf[0]["operation"] == "Apply"
-        assert mf[0]["fieldsV1"] == {"f:data": {"f:x": {}, "f:y": {}},
-                                     "f:metadata": {"f:labels": {"f:a": {}}}}
+        assert mf[0]["fieldsV1"] == {
+            "f:data": {"f:x": {}, "f:y": {}},
+            "f:metadata": {"f:labels": {"f:a": {}}},
+        }
         # bob changes x with an ordinary update: he now owns it
         await c.patch("v1", "configmaps", "ssa", {"data": {"x": "bob"}}, "default")
         with pytest.raises(ApiException) as err:
@@ -373,8 +418,13 @@ async def test_server_side_apply_ownership(api: ApiServerThread) -> None:
         cfg2 = {**cfg, "data": {"x": "bob"}}
         out = await c.request("PATCH", path, cfg2, {"fieldManager": "alice"}, apply_ct)
         assert out["data"] == {"x": "bob"}
-        forced = await c.request("PATCH", path, {**cfg, "data": {"x": "alice"}},
-                                 {"fieldManager": "alice", "force": "true"}, apply_ct)
+        forced = await c.request(
+            "PATCH",
+            path,
+            {**cfg, "data": {"x": "alice"}},
+            {"fieldManager": "alice", "force": "true"},
+            apply_ct,
+        )
         assert forced["data"] == {"x": "alice"}
         owners = {e["manager"]: e["fieldsV1"] for e in forced["metadata"]["managedFields"]}
         assert "f:x" in owners["alice"]["f:data"] and "f:data" not in owners.get("OpenAPI-Generator", {})
@@ -418,8 +468,10 @@ async def test_large_responses_are_gzipped(api: ApiServerThread) -> None:
             await c.create("v1", "configmaps", cm, "big")
     ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
     headers = {"Authorization": f"Bearer {api.token}", "Accept-Encoding": "gzip"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s, \
-            s.get(api.url + "/api/v1/namespaces/big/configmaps", headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s,
+        s.get(api.url + "/api/v1/namespaces/big/configmaps", headers=headers) as resp,
+    ):
         assert resp.headers.get("Content-Encoding") == "gzip"
         assert len((await resp.json())["items"]) == 4
     await asyncio.sleep(0.2)

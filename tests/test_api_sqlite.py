@@ -26,6 +26,7 @@ spec:
 def sqlite_server(workdir: Path) -> ApiServerThread:
     async def factory() -> Store:
         return open_store(f"sqlite:///{workdir}/state.db")
+
     return ApiServerThread(workdir, store_factory=factory).start()
 
 
@@ -33,10 +34,14 @@ def sqlite_server(workdir: Path) -> ApiServerThread:
 def test_kubectl_on_sqlite(tmp_path: Path, version: str) -> None:
     api = sqlite_server(tmp_path)
     try:
-        assert "pod/web created" in api.kubectl("apply", "-f", "-", input=POD.format(image="nginx:1"),
-                                                version=version).stdout
-        assert "pod/web configured" in api.kubectl("apply", "-f", "-", input=POD.format(image="nginx:2"),
-                                                   version=version).stdout
+        assert (
+            "pod/web created"
+            in api.kubectl("apply", "-f", "-", input=POD.format(image="nginx:1"), version=version).stdout
+        )
+        assert (
+            "pod/web configured"
+            in api.kubectl("apply", "-f", "-", input=POD.format(image="nginx:2"), version=version).stdout
+        )
         out = api.kubectl("get", "pods", "-o", "wide", version=version).stdout
         assert out.splitlines()[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
         assert "web" in out
@@ -57,8 +62,9 @@ async def test_restart_keeps_state_and_watch_resumes(tmp_path: Path) -> None:
     api = sqlite_server(tmp_path)
     try:
         async with async_client(api) as c:
-            cm = await c.create("v1", "configmaps", {"metadata": {"name": "kept"}, "data": {"a": "1"}},
-                                "default")
+            cm = await c.create(
+                "v1", "configmaps", {"metadata": {"name": "kept"}, "data": {"a": "1"}}, "default"
+            )
             rv = cm["metadata"]["resourceVersion"]
     finally:
         api.stop()
@@ -69,8 +75,12 @@ async def test_restart_keeps_state_and_watch_resumes(tmp_path: Path) -> None:
             assert again["metadata"]["resourceVersion"] == rv
             assert again["metadata"]["uid"] == cm["metadata"]["uid"]
             await c.patch("v1", "configmaps", "kept", {"data": {"a": "2"}}, "default")
-            events = [e async for e in c.watch("v1", "configmaps", "default", resource_version=rv,
-                                               timeout_seconds=1, bookmarks=False)]
+            events = [
+                e
+                async for e in c.watch(
+                    "v1", "configmaps", "default", resource_version=rv, timeout_seconds=1, bookmarks=False
+                )
+            ]
             assert [(e.type, e.object["data"]) for e in events] == [("MODIFIED", {"a": "2"})]
             await c.patch("v1", "configmaps", "kept", {"data": {"a": "3"}}, "default")
             store = api.store

@@ -55,16 +55,27 @@ def test_exec_tty_resize(api: ApiServerThread, proxy: ScriptedProxy, version: st
     # kubectl sends its terminal size (channel 4, or SPDY's resize stream) when stdin is a
     # terminal; `script` gives it one
     cmd = api.kubectl_cmdline("exec", "-it", "box", "--", "size", version=version)
-    proc = subprocess.run(["script", "-qec", f"stty cols 91 rows 17; {cmd}", "/dev/null"],
-                          capture_output=True, text=True, timeout=60, env=api.kubectl_env(version))
+    proc = subprocess.run(
+        ["script", "-qec", f"stty cols 91 rows 17; {cmd}", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=api.kubectl_env(version),
+    )
     assert "91x17 tty=True" in proc.stdout, proc.stdout + proc.stderr
     assert (91, 17) in proxy.resizes
 
 
 def test_exec_over_spdy_when_websockets_are_off(api: ApiServerThread) -> None:
     env = {**api.kubectl_env(), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
-    p = subprocess.run([str(kubectl_path("1.33")), "exec", "-i", "box", "--", "cat"], input="spdy\n",
-                       capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run(
+        [str(kubectl_path("1.33")), "exec", "-i", "box", "--", "cat"],
+        input="spdy\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert p.returncode == 0 and p.stdout == "spdy\n", p.stderr
 
 
@@ -79,9 +90,18 @@ def test_python_client_exec_and_logs(api: ApiServerThread) -> None:
     # the client's websocket leaves its socket to the garbage collector: collect it here
     from kubernetes import client as kc
     from kubernetes.stream import stream
+
     v1 = kc.CoreV1Api(api.python_client())
-    out = stream(v1.connect_get_namespaced_pod_exec, "box", "default", command=["echo", "py"],
-                 stderr=True, stdin=False, stdout=True, tty=False)
+    out = stream(
+        v1.connect_get_namespaced_pod_exec,
+        "box",
+        "default",
+        command=["echo", "py"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+    )
     assert out == "py\n"
     assert v1.read_namespaced_pod_log("box", "default", tail_lines=1) == "line 4 of box\n"
     del out
@@ -90,10 +110,13 @@ def test_python_client_exec_and_logs(api: ApiServerThread) -> None:
 
 def test_binding_and_graceful_delete(api: ApiServerThread) -> None:
     from kubernetes import client as kc
+
     v1 = kc.CoreV1Api(api.python_client())
     api.kubectl("run", "bound", "--image=busybox")
-    body = kc.V1Binding(metadata=kc.V1ObjectMeta(name="bound"),
-                        target=kc.V1ObjectReference(api_version="v1", kind="Node", name="node-1"))
+    body = kc.V1Binding(
+        metadata=kc.V1ObjectMeta(name="bound"),
+        target=kc.V1ObjectReference(api_version="v1", kind="Node", name="node-1"),
+    )
     # the client cannot decode the Status the server answers (as upstream): read it raw
     resp = v1.create_namespaced_pod_binding("bound", "default", body, _preload_content=False)
     assert resp.status == 201 and json.loads(resp.read())["status"] == "Success"
@@ -147,6 +170,7 @@ def test_kubectl_port_forward(api: ApiServerThread, version: str) -> None:
 def test_python_client_port_forward(api: ApiServerThread) -> None:
     from kubernetes import client as kc
     from kubernetes.stream import portforward
+
     v1 = kc.CoreV1Api(api.python_client())
     pf = portforward(v1.connect_get_namespaced_pod_portforward, "box", "default", ports="80")
     sock = pf.socket(80)
@@ -168,8 +192,9 @@ def test_kubectl_attach(api: ApiServerThread, version: str) -> None:
 
 
 @pytest.mark.parametrize("version", ["1.27", "1.32"])
-def test_exec_is_cancelled_when_the_client_leaves(api: ApiServerThread, proxy: ScriptedProxy,
-                                                 version: str) -> None:
+def test_exec_is_cancelled_when_the_client_leaves(
+    api: ApiServerThread, proxy: ScriptedProxy, version: str
+) -> None:
     proc = api.kubectl_popen("exec", "box", "--", "hang", version, version=version)
     time.sleep(1.5)
     proc.kill()

@@ -18,20 +18,23 @@ from tests.support.memstore import MemoryStore
 # -- selectors -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("selector", "labels", "match"), [
-    ("app=web", {"app": "web"}, True),
-    ("app==web", {"app": "db"}, False),
-    ("app!=web", {}, True),
-    ("app!=web", {"app": "web"}, False),
-    ("tier in (a, b)", {"tier": "b"}, True),
-    ("tier notin (a,b)", {"tier": "b"}, False),
-    ("tier notin (a,b)", {}, True),
-    ("app", {"app": ""}, True),
-    ("!app", {"app": "x"}, False),
-    ("app=web,tier in (a,b),!gone", {"app": "web", "tier": "a"}, True),
-    ("example.com/role=x", {"example.com/role": "x"}, True),
-    ("", {"anything": "1"}, True),
-])
+@pytest.mark.parametrize(
+    ("selector", "labels", "match"),
+    [
+        ("app=web", {"app": "web"}, True),
+        ("app==web", {"app": "db"}, False),
+        ("app!=web", {}, True),
+        ("app!=web", {"app": "web"}, False),
+        ("tier in (a, b)", {"tier": "b"}, True),
+        ("tier notin (a,b)", {"tier": "b"}, False),
+        ("tier notin (a,b)", {}, True),
+        ("app", {"app": ""}, True),
+        ("!app", {"app": "x"}, False),
+        ("app=web,tier in (a,b),!gone", {"app": "web", "tier": "a"}, True),
+        ("example.com/role=x", {"example.com/role": "x"}, True),
+        ("", {"anything": "1"}, True),
+    ],
+)
 def test_label_selectors(selector: str, labels: dict[str, str], match: bool) -> None:
     assert parse_label_selector(selector).matches(labels) is match
 
@@ -47,14 +50,20 @@ def test_bad_label_selectors_are_400(bad: str) -> None:
 
 
 def test_field_selectors() -> None:
-    pod = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "n1", "hostNetwork": True},
-           "status": {"phase": "Running"}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {"nodeName": "n1", "hostNetwork": True},
+        "status": {"phase": "Running"},
+    }
     assert parse_field_selector("spec.nodeName=n1,status.phase!=Pending", "", "Pod").matches(pod)
     assert parse_field_selector("spec.hostNetwork=true", "", "Pod").matches(pod)
     assert not parse_field_selector("metadata.name==q", "", "Pod").matches(pod)
     assert parse_field_selector("spec.nodeName=", "", "Pod").matches({"metadata": {}})  # unscheduled
-    ev = {"metadata": {"name": "e"}, "involvedObject": {"name": "p", "uid": "u"},
-          "source": {"component": "k"}}
+    ev = {
+        "metadata": {"name": "e"},
+        "involvedObject": {"name": "p", "uid": "u"},
+        "source": {"component": "k"},
+    }
     sel = parse_field_selector("involvedObject.name=p,involvedObject.uid=u,source=k", "", "Event")
     assert sel.matches(ev)
     with pytest.raises(ApiError) as err:
@@ -64,6 +73,7 @@ def test_field_selectors() -> None:
 
 
 # -- protobuf ------------------------------------------------------------------------------------
+
 
 def _pb_str(num: int, s: str | bytes) -> bytes:
     b = s.encode() if isinstance(s, str) else s
@@ -75,8 +85,13 @@ def test_protobuf_namespace_envelope() -> None:
     raw = _pb_str(1, meta) + _pb_str(2, b"") + _pb_str(3, b"")
     unknown = _pb_str(1, _pb_str(1, "v1") + _pb_str(2, "Namespace")) + _pb_str(2, raw) + _pb_str(3, "")
     obj = protobuf.decode_protobuf(protobuf.MAGIC + unknown)
-    assert obj == {"apiVersion": "v1", "kind": "Namespace",
-                   "metadata": {"name": "team-a", "labels": {"k": "v"}}, "spec": {}, "status": {}}
+    assert obj == {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "team-a", "labels": {"k": "v"}},
+        "spec": {},
+        "status": {},
+    }
 
 
 def test_protobuf_rejects_unknown_kinds_and_garbage() -> None:
@@ -127,14 +142,19 @@ def test_propagation_policies_set_finalizers() -> None:
 
 # -- managedFields -------------------------------------------------------------------------------
 
+
 def test_field_sets_and_fields_v1_round_trip() -> None:
-    obj = {"metadata": {"name": "x", "labels": {"a": "1"}},
-           "spec": {"containers": [{"name": "web", "image": "i", "ports": [{"containerPort": 80}]}],
-                    "args": ["a", "b"]}}
+    obj = {
+        "metadata": {"name": "x", "labels": {"a": "1"}},
+        "spec": {
+            "containers": [{"name": "web", "image": "i", "ports": [{"containerPort": 80}]}],
+            "args": ["a", "b"],
+        },
+    }
     paths = apply.field_set(obj)
     v1 = apply.to_fields_v1(paths)
     assert v1["f:spec"]["f:containers"]['k:{"name":"web"}']["f:image"] == {}
-    assert '.' in v1["f:spec"]["f:containers"]['k:{"name":"web"}']
+    assert "." in v1["f:spec"]["f:containers"]['k:{"name":"web"}']
     assert v1["f:spec"]["f:args"] == {}
     assert v1["f:metadata"] == {"f:labels": {"f:a": {}}}
     assert apply.from_fields_v1(v1) == paths
@@ -154,14 +174,29 @@ def test_updates_take_ownership_of_what_they_change() -> None:
 
 # -- OpenAPI v2 protobuf -----------------------------------------------------------------------------
 
+
 def test_openapi_v2_protobuf_encodes_definitions_and_extensions() -> None:
-    doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-           "paths": {"/api/v1/pods": {"get": {"operationId": "list", "parameters": [
-               {"name": "limit", "in": "query", "type": "integer", "uniqueItems": True}],
-               "responses": {"200": {"description": "OK", "schema": {"$ref": "#/definitions/x"}}}}}},
-           "definitions": {"x": {"type": "object", "required": ["a"], "properties": {
-               "a": {"type": "string"}, "n": {"type": "integer", "minimum": 0}},
-               "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "X"}]}}}
+    doc = {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": {
+            "/api/v1/pods": {
+                "get": {
+                    "operationId": "list",
+                    "parameters": [{"name": "limit", "in": "query", "type": "integer", "uniqueItems": True}],
+                    "responses": {"200": {"description": "OK", "schema": {"$ref": "#/definitions/x"}}},
+                }
+            }
+        },
+        "definitions": {
+            "x": {
+                "type": "object",
+                "required": ["a"],
+                "properties": {"a": {"type": "string"}, "n": {"type": "integer", "minimum": 0}},
+                "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "X"}],
+            }
+        },
+    }
     data = openapiv2pb.document(doc)
     fields = dict(protobuf._fields(data))
     assert fields[1] == b"2.0"
@@ -177,6 +212,7 @@ def test_openapi_v2_protobuf_encodes_definitions_and_extensions() -> None:
 
 # -- watch cache -------------------------------------------------------------------------------------
 
+
 async def test_watch_cache_fans_out_one_store_watch_and_drops_slow_watchers() -> None:
     store = MemoryStore()
     caches = WatchCaches(store, queue_limit=5)
@@ -187,6 +223,7 @@ async def test_watch_cache_fans_out_one_store_watch_and_drops_slow_watchers() ->
         nonlocal watch_calls
         watch_calls += 1
         return real_watch(prefix, rev)
+
     store.watch = counting  # type: ignore[method-assign]
     subs = [await caches.subscribe("/registry/configmaps/", 0) for _ in range(50)]
     await asyncio.sleep(0.01)
@@ -208,6 +245,7 @@ async def test_watch_cache_fans_out_one_store_watch_and_drops_slow_watchers() ->
 
 # -- cluster CA ----------------------------------------------------------------------------------------
 
+
 def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object) -> None:
     import ipaddress
     import stat
@@ -216,6 +254,7 @@ def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object)
     from cryptography import x509
 
     from hypernetes.auth.ca import ensure_ca, write_kubeconfig
+
     d = Path(str(tmp_path)) / "pki"
     first = ensure_ca(d)
     cert = x509.load_pem_x509_certificate(first.server.cert.read_bytes())
@@ -229,8 +268,11 @@ def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object)
     assert again.server.cert.read_bytes() == first.server.cert.read_bytes()
     more = ensure_ca(d, hosts=["api.example.test", "10.1.2.3"])
     assert more.ca_cert.read_bytes() == first.ca_cert.read_bytes()
-    san = x509.load_pem_x509_certificate(more.server.cert.read_bytes()).extensions \
-        .get_extension_for_class(x509.SubjectAlternativeName).value
+    san = (
+        x509.load_pem_x509_certificate(more.server.cert.read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     assert "api.example.test" in san.get_values_for_type(x509.DNSName)
     kc = Path(str(tmp_path)) / "admin.kubeconfig"
     write_kubeconfig(kc, "https://127.0.0.1:6443", more.ca_cert, more.admin_token)
@@ -239,13 +281,19 @@ def test_cluster_ca_is_created_once_and_reissues_for_new_names(tmp_path: object)
 
 # -- event expiry --------------------------------------------------------------------------------------
 
+
 async def test_events_expire_after_their_ttl() -> None:
     from hypernetes.api import eventttl
+
     store = MemoryStore()
-    old = {"metadata": {"name": "old", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
-           "lastTimestamp": "2026-01-01T00:10:00Z"}
-    recent = {"metadata": {"name": "recent", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
-              "lastTimestamp": "2026-01-01T00:59:00Z"}
+    old = {
+        "metadata": {"name": "old", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "lastTimestamp": "2026-01-01T00:10:00Z",
+    }
+    recent = {
+        "metadata": {"name": "recent", "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "lastTimestamp": "2026-01-01T00:59:00Z",
+    }
     for ev in (old, recent):
         await store.create(f"/registry/events/ns/{ev['metadata']['name']}", json.dumps(ev).encode())  # type: ignore[index]
     await store.create("/registry/configmaps/ns/old", json.dumps(old).encode())

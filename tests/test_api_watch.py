@@ -16,8 +16,9 @@ from tests.support.apiserver import ApiServerThread, async_client
 
 
 @pytest.fixture(scope="module", params=API_STORES)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[ApiServerThread]:
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServerThread]:
     yield from running_api(tmp_path_factory, **on_store(request))
 
 
@@ -25,8 +26,12 @@ client = async_client
 
 
 def cm(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels or {}},
-            "data": {"k": "v"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}},
+        "data": {"k": "v"},
+    }
 
 
 def test_kubectl_get_watch_prints_rows(api: ApiServerThread) -> None:
@@ -49,29 +54,40 @@ def test_kubectl_get_watch_prints_rows(api: ApiServerThread) -> None:
 def test_python_client_watch_with_bookmarks(api: ApiServerThread) -> None:
     from kubernetes import client as kc
     from kubernetes import watch
+
     v1 = kc.CoreV1Api(api.python_client())
     api.kubectl("create", "namespace", "pyw")
     rv = v1.list_namespaced_config_map("pyw").metadata.resource_version
     v1.create_namespaced_config_map("pyw", cm("one"))
     v1.patch_namespaced_config_map("one", "pyw", {"data": {"k": "w"}})
     v1.delete_namespaced_config_map("one", "pyw")
-    seen = [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(
-        v1.list_namespaced_config_map, "pyw", resource_version=rv, timeout_seconds=2,
-        allow_watch_bookmarks=True) if e["type"] != "BOOKMARK"]
+    seen = [
+        (e["type"], e["object"].metadata.name)
+        for e in watch.Watch().stream(
+            v1.list_namespaced_config_map,
+            "pyw",
+            resource_version=rv,
+            timeout_seconds=2,
+            allow_watch_bookmarks=True,
+        )
+        if e["type"] != "BOOKMARK"
+    ]
     assert seen == [("ADDED", "one"), ("MODIFIED", "one"), ("DELETED", "one")]
 
 
 async def test_resume_and_410_after_compaction(api: ApiServerThread) -> None:
     async with client(api) as c:
         await c.create("v1", "namespaces", {"metadata": {"name": "resume"}})
-        a = await c.create("v1", "secrets", {"metadata": {"name": "a"}, "stringData": {"x": "1"}},
-                           namespace="resume")
+        a = await c.create(
+            "v1", "secrets", {"metadata": {"name": "a"}, "stringData": {"x": "1"}}, namespace="resume"
+        )
         await c.create("v1", "secrets", {"metadata": {"name": "b"}}, namespace="resume")
         await c.patch("v1", "secrets", "a", {"metadata": {"labels": {"l": "1"}}}, namespace="resume")
         events = []
         rv = a["metadata"]["resourceVersion"]
-        async for ev in c.watch("v1", "secrets", namespace="resume", resource_version=rv,
-                                timeout_seconds=1, bookmarks=False):
+        async for ev in c.watch(
+            "v1", "secrets", namespace="resume", resource_version=rv, timeout_seconds=1, bookmarks=False
+        ):
             events.append((ev.type, ev.object["metadata"]["name"]))
         assert events == [("ADDED", "b"), ("MODIFIED", "a")]
         old = int(a["metadata"]["resourceVersion"]) - 1
@@ -96,9 +112,18 @@ async def test_selector_transitions(api: ApiServerThread) -> None:
         await c.patch("v1", "configmaps", "x", {"data": {"k": "2"}}, namespace="trans")
         await c.patch("v1", "configmaps", "x", {"metadata": {"labels": {"app": "out"}}}, namespace="trans")
         await c.delete("v1", "configmaps", "x", namespace="trans")
-        events = [(ev.type, ev.object["metadata"].get("labels")) async for ev in c.watch(
-            "v1", "configmaps", namespace="trans", resource_version=rv, label_selector="app=in",
-            timeout_seconds=1, bookmarks=False)]
+        events = [
+            (ev.type, ev.object["metadata"].get("labels"))
+            async for ev in c.watch(
+                "v1",
+                "configmaps",
+                namespace="trans",
+                resource_version=rv,
+                label_selector="app=in",
+                timeout_seconds=1,
+                bookmarks=False,
+            )
+        ]
         assert events == [("ADDED", {"app": "in"}), ("MODIFIED", {"app": "in"}), ("DELETED", {"app": "in"})]
 
 
@@ -122,8 +147,9 @@ async def test_fanout_to_100_watchers(api: ApiServerThread) -> None:
         arrivals: dict[str, list[float]] = {}
 
         async def watcher() -> None:
-            async for ev in c.watch("v1", "configmaps", namespace="fan", resource_version=rv,
-                                    timeout_seconds=30, bookmarks=False):
+            async for ev in c.watch(
+                "v1", "configmaps", namespace="fan", resource_version=rv, timeout_seconds=30, bookmarks=False
+            ):
                 arrivals.setdefault(ev.object["metadata"]["name"], []).append(time.monotonic())
                 if ev.object["metadata"]["name"] == f"w{writes - 1}":
                     return
@@ -139,5 +165,13 @@ async def test_fanout_to_100_watchers(api: ApiServerThread) -> None:
         lat = sorted(t - sent[name] for name, ts in arrivals.items() for t in ts)
         assert len(lat) == n * writes
         p99 = lat[int(len(lat) * 0.99) - 1]
-        print(json.dumps({"watchers": n, "events": writes, "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
-                          "p99_ms": round(p99 * 1000, 1)}))  # timing: bench/api_latency.py
+        print(
+            json.dumps(
+                {
+                    "watchers": n,
+                    "events": writes,
+                    "p50_ms": round(lat[len(lat) // 2] * 1000, 1),
+                    "p99_ms": round(p99 * 1000, 1),
+                }
+            )
+        )  # timing: bench/api_latency.py

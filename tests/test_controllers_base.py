@@ -66,7 +66,7 @@ def test_expectations() -> None:
     assert e.satisfied("rs")
 
 
-async def test_informer_keeps_our_newer_write(api: ApiServerThread) -> None:  # noqa: F811
+async def test_informer_keeps_our_newer_write(api: ApiServerThread) -> None:
     async with ApiClient(api.url, token=api.token, ca_file=api.ca.ca_cert) as c:
         cm = await c.create("v1", "configmaps", {"metadata": {"name": "inf"}, "data": {"k": "1"}}, "default")
         inf = Informer(c, "v1", "configmaps")
@@ -87,7 +87,7 @@ async def test_informer_keeps_our_newer_write(api: ApiServerThread) -> None:  # 
         task.cancel()
 
 
-def test_manager_metrics(controllers: ControllersThread) -> None:  # noqa: F811
+def test_manager_metrics(controllers: ControllersThread) -> None:
     """Upstream's workqueue metrics per controller and ours per sync, on the process's registry
     while the manager runs (what /metrics serves), parsed as Prometheus text."""
     controllers.namespace("metrics")

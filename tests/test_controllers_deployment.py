@@ -31,20 +31,26 @@ spec:
 """
 
 
-def deploy(server: ApiServerThread, name: str, ns: str, replicas: int = 3, extra: str = "",
-           notes: str = "") -> None:
-    server.kubectl("apply", "-f", "-", input=DEPLOY.format(name=name, ns=ns, replicas=replicas, extra=extra,
-                                                        notes=notes))
+def deploy(
+    server: ApiServerThread, name: str, ns: str, replicas: int = 3, extra: str = "", notes: str = ""
+) -> None:
+    server.kubectl(
+        "apply", "-f", "-", input=DEPLOY.format(name=name, ns=ns, replicas=replicas, extra=extra, notes=notes)
+    )
 
 
 def replica_sets(c: ControllersThread, ns: str) -> list[Obj]:
     """By creation; timestamps have whole seconds, so the first revision breaks ties."""
+
     def first_revision(rs: Obj) -> int:
         notes = rs["metadata"].get("annotations") or {}
         history = notes.get("deployment.kubernetes.io/revision-history")
         return int((history or notes.get("deployment.kubernetes.io/revision", "0")).split(",")[0])
-    return sorted(c.items("apps/v1", "replicasets", ns),
-                  key=lambda rs: (rs["metadata"]["creationTimestamp"], first_revision(rs)))
+
+    return sorted(
+        c.items("apps/v1", "replicasets", ns),
+        key=lambda rs: (rs["metadata"]["creationTimestamp"], first_revision(rs)),
+    )
 
 
 def conditions(obj: Obj) -> dict[str, Obj]:
@@ -61,8 +67,9 @@ def get_deploy(c: ControllersThread, ns: str, name: str) -> Obj:
 
 
 def rollout_status(server: ApiServerThread, name: str, ns: str, timeout: str = "60s") -> str:
-    return server.kubectl("rollout", "status", f"deployment/{name}", "-n", ns, f"--timeout={timeout}",
-                       timeout=90).stdout
+    return server.kubectl(
+        "rollout", "status", f"deployment/{name}", "-n", ns, f"--timeout={timeout}", timeout=90
+    ).stdout
 
 
 class PodSampler(threading.Thread):
@@ -77,8 +84,14 @@ class PodSampler(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             pods = [p for p in self.c.pods(self.ns) if not p["metadata"].get("deletionTimestamp")]
-            ready = [p for p in pods if any(cd["type"] == "Ready" and cd["status"] == "True"
-                                            for cd in (p.get("status") or {}).get("conditions") or [])]
+            ready = [
+                p
+                for p in pods
+                if any(
+                    cd["type"] == "Ready" and cd["status"] == "True"
+                    for cd in (p.get("status") or {}).get("conditions") or []
+                )
+            ]
             hashes = {p["metadata"]["labels"].get("pod-template-hash", "") for p in self.c.pods(self.ns)}
             self.samples.append((len(pods), len(ready), hashes))
             time.sleep(0.03)
@@ -89,7 +102,7 @@ class PodSampler(threading.Thread):
         return self.samples
 
 
-def test_create_and_rollout_status(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_create_and_rollout_status(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("dep-create")
     deploy(api, "web", ns)
     assert 'deployment "web" successfully rolled out' in rollout_status(api, "web", ns)
@@ -109,10 +122,16 @@ def test_create_and_rollout_status(api: ApiServerThread, controllers: Controller
         assert p["metadata"]["name"].startswith(f"web-{h}-")
         assert p["metadata"]["labels"]["pod-template-hash"] == h
     status = d["status"]
-    assert {k: status[k] for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
-                                   "observedGeneration")} == {"replicas": 3, "updatedReplicas": 3,
-                                                              "readyReplicas": 3, "availableReplicas": 3,
-                                                              "observedGeneration": 1}
+    assert {
+        k: status[k]
+        for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "observedGeneration")
+    } == {
+        "replicas": 3,
+        "updatedReplicas": 3,
+        "readyReplicas": 3,
+        "availableReplicas": 3,
+        "observedGeneration": 1,
+    }
     assert "unavailableReplicas" not in status
     cond = conditions(d)
     assert reason(d, "Available") == ("True", "MinimumReplicasAvailable")
@@ -124,8 +143,10 @@ def test_create_and_rollout_status(api: ApiServerThread, controllers: Controller
     assert f"Scaled up replica set web-{h} from 0 to 3" in described, described
 
 
-def test_rolling_update_within_surge_and_unavailable(api: ApiServerThread,  # noqa: F811
-                                                    controllers: ControllersThread) -> None:  # noqa: F811
+def test_rolling_update_within_surge_and_unavailable(
+    api: ApiServerThread,
+    controllers: ControllersThread,
+) -> None:
     ns = controllers.namespace("dep-roll")
     strategy = "strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}"
     deploy(api, "web", ns, replicas=4, extra=strategy, notes=f'"{FAKE}ready-delay": "0.4"')
@@ -158,21 +179,24 @@ def test_rolling_update_within_surge_and_unavailable(api: ApiServerThread,  # no
     assert back["spec"]["replicas"] == 4 and rss[new["metadata"]["name"]]["spec"]["replicas"] == 0
     assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1"
-    images = {p["spec"]["containers"][0]["image"] for p in controllers.pods(ns)
-              if not p["metadata"].get("deletionTimestamp")}
+    images = {
+        p["spec"]["containers"][0]["image"]
+        for p in controllers.pods(ns)
+        if not p["metadata"].get("deletionTimestamp")
+    }
     assert images == {"nginx:1"}
     history = api.kubectl("rollout", "history", "deployment/web", "-n", ns).stdout
     assert [ln.split()[0] for ln in history.splitlines()[2:] if ln.strip()] == ["2", "3"], history
 
 
-def test_recreate_never_mixes_versions(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_recreate_never_mixes_versions(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("dep-recreate")
     deploy(api, "web", ns, replicas=3, extra="strategy: {type: Recreate}")
     rollout_status(api, "web", ns)
     sampler = PodSampler(controllers, ns)
     sampler.start()
     api.kubectl("set", "image", "deployment/web", "-n", ns, "c=nginx:2")
-    assert 'successfully rolled out' in rollout_status(api, "web", ns)
+    assert "successfully rolled out" in rollout_status(api, "web", ns)
     samples = sampler.stop()
     assert all(len(h) <= 1 for _, _, h in samples), samples  # old pods all gone before new ones
     seen = [next(iter(h)) for _, _, h in samples if h]
@@ -180,19 +204,22 @@ def test_recreate_never_mixes_versions(api: ApiServerThread, controllers: Contro
     assert [rs["spec"]["replicas"] for rs in replica_sets(controllers, ns)] == [0, 3]
 
 
-def test_pause_scale_resume(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_pause_scale_resume(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("dep-pause")
     deploy(api, "web", ns, replicas=2)
     rollout_status(api, "web", ns)
     api.kubectl("rollout", "pause", "deployment/web", "-n", ns)
     api.kubectl("set", "image", "deployment/web", "-n", ns, "c=nginx:2")
-    wait_for(lambda: reason(get_deploy(controllers, ns, "web"), "Progressing")[1] == "DeploymentPaused",
-             what="DeploymentPaused")
+    wait_for(
+        lambda: reason(get_deploy(controllers, ns, "web"), "Progressing")[1] == "DeploymentPaused",
+        what="DeploymentPaused",
+    )
     cond = conditions(get_deploy(controllers, ns, "web"))["Progressing"]
     assert (cond["status"], cond["message"]) == ("Unknown", "Deployment is paused")
     api.kubectl("scale", "deployment/web", "-n", ns, "--replicas=4")
-    wait_for(lambda: get_deploy(controllers, ns, "web")["status"].get("availableReplicas") == 4,
-             what="scaled")
+    wait_for(
+        lambda: get_deploy(controllers, ns, "web")["status"].get("availableReplicas") == 4, what="scaled"
+    )
     (rs,) = replica_sets(controllers, ns)  # paused: no new ReplicaSet for the new template
     assert rs["spec"]["replicas"] == 4
     assert rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] == "4"
@@ -202,25 +229,26 @@ def test_pause_scale_resume(api: ApiServerThread, controllers: ControllersThread
     assert (old["spec"]["replicas"], new["spec"]["replicas"]) == (0, 4)
 
 
-def test_revision_history_limit(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_revision_history_limit(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("dep-history")
     deploy(api, "web", ns, replicas=1, extra="revisionHistoryLimit: 1")
     for tag in ("2", "3", "4"):
         rollout_status(api, "web", ns)
         api.kubectl("set", "image", "deployment/web", "-n", ns, f"c=nginx:{tag}")
     rollout_status(api, "web", ns)
-    rss = wait_for(lambda: (lambda x: x if len(x) == 2 else None)(replica_sets(controllers, ns)),
-                   what="2 replica sets")
+    rss = wait_for(
+        lambda: (lambda x: x if len(x) == 2 else None)(replica_sets(controllers, ns)), what="2 replica sets"
+    )
     revisions = sorted(int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]) for rs in rss)
     assert revisions == [3, 4]
 
 
-def test_progress_deadline_exceeded(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_progress_deadline_exceeded(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("dep-deadline")
-    deploy(api, "stuck", ns, replicas=2, extra="progressDeadlineSeconds: 2",
-           notes=f'"{FAKE}ready": "false"')
-    proc = api.kubectl("rollout", "status", "deployment/stuck", "-n", ns, "--timeout=30s", check=False,
-                       timeout=60)
+    deploy(api, "stuck", ns, replicas=2, extra="progressDeadlineSeconds: 2", notes=f'"{FAKE}ready": "false"')
+    proc = api.kubectl(
+        "rollout", "status", "deployment/stuck", "-n", ns, "--timeout=30s", check=False, timeout=60
+    )
     assert proc.returncode != 0
     assert 'deployment "stuck" exceeded its progress deadline' in proc.stderr
     d = get_deploy(controllers, ns, "stuck")
@@ -229,30 +257,53 @@ def test_progress_deadline_exceeded(api: ApiServerThread, controllers: Controlle
     assert get_deploy(controllers, ns, "stuck")["status"]["unavailableReplicas"] == 2
 
 
-def test_proportional_scaling_during_a_rollout(api: ApiServerThread,  # noqa: F811
-                                               controllers: ControllersThread) -> None:  # noqa: F811
+def test_proportional_scaling_during_a_rollout(
+    api: ApiServerThread,
+    controllers: ControllersThread,
+) -> None:
     ns = controllers.namespace("dep-proportional")
     strategy = "strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 2, maxUnavailable: 0}}"
     deploy(api, "web", ns, replicas=4, extra=strategy)
     rollout_status(api, "web", ns)
     # the new version never becomes ready: the rollout stays half-way
-    api.kubectl("patch", "deployment/web", "-n", ns, "-p",
-                json.dumps({"spec": {"template": {"metadata": {"annotations": {FAKE + "ready": "false"}}}}}))
-    wait_for(lambda: [rs["spec"]["replicas"] for rs in replica_sets(controllers, ns)] == [4, 2],
-             what="surged to 4 + 2")
+    api.kubectl(
+        "patch",
+        "deployment/web",
+        "-n",
+        ns,
+        "-p",
+        json.dumps({"spec": {"template": {"metadata": {"annotations": {FAKE + "ready": "false"}}}}}),
+    )
+    wait_for(
+        lambda: [rs["spec"]["replicas"] for rs in replica_sets(controllers, ns)] == [4, 2],
+        what="surged to 4 + 2",
+    )
     api.kubectl("scale", "deployment/web", "-n", ns, "--replicas=8")
-    wait_for(lambda: [rs["spec"]["replicas"] for rs in replica_sets(controllers, ns)] == [7, 3],
-             what="8 + 2 split proportionally")
+    wait_for(
+        lambda: [rs["spec"]["replicas"] for rs in replica_sets(controllers, ns)] == [7, 3],
+        what="8 + 2 split proportionally",
+    )
 
 
 def _d(replicas: int, surge: int | str, unavailable: int | str) -> Obj:
-    return {"metadata": {"name": "d"}, "spec": {"replicas": replicas, "strategy": {
-        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}}
+    return {
+        "metadata": {"name": "d"},
+        "spec": {
+            "replicas": replicas,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
+            },
+        },
+    }
 
 
 def _rs(replicas: int, available: int = 0) -> Obj:
-    return {"metadata": {"name": "rs"}, "spec": {"replicas": replicas},
-            "status": {"availableReplicas": available}}
+    return {
+        "metadata": {"name": "rs"},
+        "spec": {"replicas": replicas},
+        "status": {"availableReplicas": available},
+    }
 
 
 def test_fenceposts_and_new_replica_set_size() -> None:

@@ -29,12 +29,14 @@ spec:
 
 def start_rs(server: ApiServerThread, c: ControllersThread, ns: str, delay: float = 0) -> Obj:
     server.kubectl("apply", "-f", "-", input=RS.format(ns=ns, fake=FAKE, delay=delay))
-    wait_for(lambda: len([p for p in c.pods(ns) if (p.get("status") or {}).get("phase") == "Running"]) == 2,
-             what="2 running pods")
+    wait_for(
+        lambda: len([p for p in c.pods(ns) if (p.get("status") or {}).get("phase") == "Running"]) == 2,
+        what="2 running pods",
+    )
     return c.get("apps/v1", "replicasets", "web", ns) or {}
 
 
-def test_background_deletes_dependents(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_background_deletes_dependents(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("gc-background")
     start_rs(api, controllers, ns)
     assert 'replicaset.apps "web" deleted' in api.kubectl("delete", "rs", "web", "-n", ns).stdout
@@ -42,10 +44,18 @@ def test_background_deletes_dependents(api: ApiServerThread, controllers: Contro
     wait_for(lambda: not controllers.pods(ns), what="pods collected")
 
 
-def test_deleting_a_deployment_deletes_everything(api: ApiServerThread,  # noqa: F811
-                                                  controllers: ControllersThread) -> None:  # noqa: F811
+def test_deleting_a_deployment_deletes_everything(
+    api: ApiServerThread,
+    controllers: ControllersThread,
+) -> None:
     ns = controllers.namespace("gc-deploy")
-    api.kubectl("create", "-n", ns, "-f", "-", input="""
+    api.kubectl(
+        "create",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input="""
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -55,14 +65,17 @@ spec:
   template:
     metadata: {labels: {app: web}}
     spec: {containers: [{name: c, image: nginx}]}
-""")
+""",
+    )
     api.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=60s", timeout=90)
     api.kubectl("delete", "deployment", "web", "-n", ns)
-    wait_for(lambda: not controllers.items("apps/v1", "replicasets", ns) and not controllers.pods(ns),
-             what="replica sets and pods collected")
+    wait_for(
+        lambda: not controllers.items("apps/v1", "replicasets", ns) and not controllers.pods(ns),
+        what="replica sets and pods collected",
+    )
 
 
-def test_foreground_waits_for_dependents(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_foreground_waits_for_dependents(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("gc-foreground")
     start_rs(api, controllers, ns, delay=1.5)
     api.kubectl("delete", "rs", "web", "-n", ns, "--cascade=foreground", "--wait=false")
@@ -77,7 +90,7 @@ def test_foreground_waits_for_dependents(api: ApiServerThread, controllers: Cont
     assert controllers.pods(ns) == []  # gone before their owner
 
 
-def test_orphan_keeps_dependents(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_orphan_keeps_dependents(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("gc-orphan")
     start_rs(api, controllers, ns)
     api.kubectl("delete", "rs", "web", "-n", ns, "--cascade=orphan")
@@ -85,17 +98,22 @@ def test_orphan_keeps_dependents(api: ApiServerThread, controllers: ControllersT
     time.sleep(1.0)
     pods = controllers.pods(ns)
     assert len(pods) == 2
-    assert all(not p["metadata"].get("ownerReferences") and not p["metadata"].get("deletionTimestamp")
-               for p in pods)
+    assert all(
+        not p["metadata"].get("ownerReferences") and not p["metadata"].get("deletionTimestamp") for p in pods
+    )
 
 
-def test_a_living_owner_keeps_its_dependent(api: ApiServerThread,  # noqa: F811
-                                            controllers: ControllersThread) -> None:  # noqa: F811
+def test_a_living_owner_keeps_its_dependent(
+    api: ApiServerThread,
+    controllers: ControllersThread,
+) -> None:
     ns = controllers.namespace("gc-owners")
     a = controllers.create("v1", "configmaps", {"metadata": {"name": "a"}}, ns)
     b = controllers.create("v1", "configmaps", {"metadata": {"name": "b"}}, ns)
-    refs = [{"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"],
-             "uid": o["metadata"]["uid"]} for o in (a, b)]
+    refs = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]}
+        for o in (a, b)
+    ]
     controllers.create("v1", "configmaps", {"metadata": {"name": "both", "ownerReferences": refs}}, ns)
     controllers.create("v1", "configmaps", {"metadata": {"name": "only-a", "ownerReferences": refs[:1]}}, ns)
     # an owner reference to something that never existed counts as gone
@@ -104,7 +122,10 @@ def test_a_living_owner_keeps_its_dependent(api: ApiServerThread,  # noqa: F811
     api.kubectl("delete", "configmap", "a", "-n", ns)
     wait_for(lambda: controllers.get("v1", "configmaps", "only-a", ns) is None, what="only-a collected")
     wait_for(lambda: controllers.get("v1", "configmaps", "haunted", ns) is None, what="haunted collected")
-    both = wait_for(lambda: (lambda o: o if o and len(o["metadata"].get("ownerReferences") or []) == 1
-                             else None)(controllers.get("v1", "configmaps", "both", ns)),
-                    what="the reference to the deleted owner dropped")
+    both = wait_for(
+        lambda: (lambda o: o if o and len(o["metadata"].get("ownerReferences") or []) == 1 else None)(
+            controllers.get("v1", "configmaps", "both", ns)
+        ),
+        what="the reference to the deleted owner dropped",
+    )
     assert both["metadata"]["ownerReferences"][0]["name"] == "b"

@@ -57,6 +57,7 @@ def sqlite_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerTh
 
     async def sqlite() -> Store:
         return open_store(f"sqlite:///{work / 'state.db'}")
+
     server = ApiServerThread(work, store_factory=sqlite).start()
     try:
         yield server
@@ -79,13 +80,16 @@ def test_session(sqlite_api: ApiServerThread, ctrl: ControllersThread, version: 
 
     def k(*args: str, input: str | None = None) -> str:
         return sqlite_api.kubectl(*args, "-n", ns, version=version, timeout=90, input=input).stdout
+
     sqlite_api.kubectl("create", "namespace", ns, version=version)
     k("apply", "-f", "-", input=APP.format(fake=FAKE))
     assert "successfully rolled out" in k("rollout", "status", "deployment/shop", "--timeout=60s")
     assert "condition met" in k("wait", "--for=condition=complete", "job/migrate", "--timeout=60s")
+
     def addresses() -> list[str]:
         ep = ctrl.get("v1", "endpoints", ns=ns, name="shop") or {}
         return [a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or []]
+
     wait_for(lambda: len(addresses()) == 3, what="3 endpoints")
     assert wait_for(lambda: ctrl.get("v1", "serviceaccounts", "default", ns), what="default sa")
 
@@ -102,10 +106,16 @@ def test_session(sqlite_api: ApiServerThread, ctrl: ControllersThread, version: 
     assert len(ctrl.items("apps/v1", "replicasets", ns)) == 3
 
     k("scale", "deployment/shop", "--replicas=1")
-    wait_for(lambda: len([p for p in ctrl.pods(ns, "app=shop") if not p["metadata"].get("deletionTimestamp")])
-             == 1, what="scaled to 1")
+    wait_for(
+        lambda: (
+            len([p for p in ctrl.pods(ns, "app=shop") if not p["metadata"].get("deletionTimestamp")]) == 1
+        ),
+        what="scaled to 1",
+    )
     wait_for(lambda: len(addresses()) == 1, what="1 endpoint")
 
-    assert f'namespace "{ns}" deleted' in sqlite_api.kubectl("delete", "namespace", ns, version=version,
-                                                             timeout=90).stdout
+    assert (
+        f'namespace "{ns}" deleted'
+        in sqlite_api.kubectl("delete", "namespace", ns, version=version, timeout=90).stdout
+    )
     assert ctrl.get("v1", "namespaces", ns) is None

@@ -19,9 +19,7 @@ def test_constants_match_proto_h() -> None:
 
 
 def test_roundtrip_frame_and_tlv() -> None:
-    tlv = gp.TLV().add_u32(gp.TAG_VERSION, 1).add_str(gp.TAG_AGENT, "hn-agent").add_u64(
-        gp.TAG_TIME_NS, 2**40
-    )
+    tlv = gp.TLV().add_u32(gp.TAG_VERSION, 1).add_str(gp.TAG_AGENT, "hn-agent").add_u64(gp.TAG_TIME_NS, 2**40)
     frame = gp.encode_frame(gp.MSG_READY, 7, tlv.encode())
     frames = list(gp.FrameDecoder().feed(frame))
     assert frames == [gp.Frame(gp.MSG_READY, 7, tlv.encode())]

@@ -29,9 +29,18 @@ def evil_initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def _boot(tmp_path: Path, initrd: Path, mode: str) -> AsyncIterator[tuple[QemuVM, AgentClient]]:
-    vm = QemuVM(VMConfig(name=f"evil-{mode}", dir=tmp_path / "vm", kernel=default_kernel(),
-                         initrd=initrd, vcpus=1, memory_mib=96, cmdline=f"hn.evil={mode}",
-                         die_with_parent=True))
+    vm = QemuVM(
+        VMConfig(
+            name=f"evil-{mode}",
+            dir=tmp_path / "vm",
+            kernel=default_kernel(),
+            initrd=initrd,
+            vcpus=1,
+            memory_mib=96,
+            cmdline=f"hn.evil={mode}",
+            die_with_parent=True,
+        )
+    )
     await vm.start()
     client = AgentClient(mode)
     try:
@@ -42,11 +51,14 @@ async def _boot(tmp_path: Path, initrd: Path, mode: str) -> AsyncIterator[tuple[
         assert not vm.alive()
 
 
-@pytest.mark.parametrize("mode, message", [
-    ("garbage", "guest broke the protocol: non-zero flags"),
-    ("oversize", "frame of 4294967280 bytes exceeds 1048576"),
-    ("silent", "did not answer message 32"),
-])
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("garbage", "guest broke the protocol: non-zero flags"),
+        ("oversize", "frame of 4294967280 bytes exceeds 1048576"),
+        ("silent", "did not answer message 32"),
+    ],
+)
 async def test_bad_handshake_fails_fast(tmp_path: Path, evil_initrd: Path, mode: str, message: str) -> None:
     async for vm, client in _boot(tmp_path, evil_initrd, mode):
         with pytest.raises(AgentUnavailable, match=message):

@@ -49,18 +49,22 @@ def test_oci_layout_directory_and_tar(tmp_path: Path) -> None:
 
 def test_oci_layout_with_index_picks_amd64(tmp_path: Path) -> None:
     layout = OciLayout(tmp_path / "layout")
-    layout.add_index([busybox_image([marker("arm")], architecture="arm64"),
-                      busybox_image([marker("amd")])], "multi")
+    layout.add_index(
+        [busybox_image([marker("arm")], architecture="arm64"), busybox_image([marker("amd")])], "multi"
+    )
     [image] = ImageStore(tmp_path / "s").import_archive(tmp_path / "layout", repository="m")
     assert image.config.architecture == "amd64"
     assert read(image.disk, "marker", tmp_path / "x") == "amd"
 
 
 def test_docker_save_archive(tmp_path: Path) -> None:
-    archive = ib.write_docker_save(tmp_path / "save.tar", [
-        (busybox_image([marker("a")], entrypoint=["/bin/sh", "-c"]), ["myapp:1", "myapp:latest"]),
-        (busybox_image([marker("b")]), ["registry.example:5000/b:2"]),
-    ])
+    archive = ib.write_docker_save(
+        tmp_path / "save.tar",
+        [
+            (busybox_image([marker("a")], entrypoint=["/bin/sh", "-c"]), ["myapp:1", "myapp:latest"]),
+            (busybox_image([marker("b")]), ["registry.example:5000/b:2"]),
+        ],
+    )
     store = ImageStore(tmp_path / "store")
     a, b = store.import_archive(archive)
     assert a.refs[:2] == ("docker.io/library/myapp:1", "docker.io/library/myapp:latest")
@@ -76,8 +80,10 @@ def test_archives_written_by_skopeo(tmp_path: Path) -> None:
     layout = OciLayout(tmp_path / "layout")
     layout.add(busybox_image([marker("skopeo")]), "t")
     src = f"oci:{tmp_path / 'layout'}:t"
-    for dest in (f"docker-archive:{tmp_path / 'docker.tar'}:skopeo/app:3",
-                 f"oci-archive:{tmp_path / 'oci.tar'}:example.com/skopeo/app:4"):
+    for dest in (
+        f"docker-archive:{tmp_path / 'docker.tar'}:skopeo/app:3",
+        f"oci-archive:{tmp_path / 'oci.tar'}:example.com/skopeo/app:4",
+    ):
         subprocess.run(["skopeo", "copy", "--quiet", src, dest], check=True, capture_output=True)
     store = ImageStore(tmp_path / "store")
     [from_docker] = store.import_archive(tmp_path / "docker.tar")

@@ -162,8 +162,14 @@ def test_challenge_parsing() -> None:
     assert parse_challenge(
         'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
         'scope="repository:library/busybox:pull"'
-    ) == ("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                     "scope": "repository:library/busybox:pull"})
+    ) == (
+        "bearer",
+        {
+            "realm": "https://auth.docker.io/token",
+            "service": "registry.docker.io",
+            "scope": "repository:library/busybox:pull",
+        },
+    )
     assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
 
 
@@ -177,10 +183,16 @@ def test_auth_file_errors(tmp_path: Path) -> None:
         RegistryAuth.from_docker_config(path)
     with pytest.raises(ImageError, match="cannot read registry auth file"):
         RegistryAuth.from_docker_config(tmp_path / "missing.json")
-    path.write_text(json.dumps({"auths": {
-        "https://index.docker.io/v1/": {"auth": base64.b64encode(b"u:p:q").decode()},
-        "r.io:5000": {"username": "bob", "password": "pw"},
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": base64.b64encode(b"u:p:q").decode()},
+                    "r.io:5000": {"username": "bob", "password": "pw"},
+                }
+            }
+        )
+    )
     auth = RegistryAuth.from_docker_config(path)
     assert auth.lookup("docker.io") == Credentials("u", "p:q")
     assert auth.lookup("r.io:5000") == Credentials("bob", "pw")

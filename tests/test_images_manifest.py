@@ -23,9 +23,12 @@ LAYER = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": D
 
 
 def manifest(**kw: object) -> bytes:
-    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": D,
-                      "size": 2}, "layers": [LAYER]}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": D, "size": 2},
+        "layers": [LAYER],
+    }
     doc.update(kw)
     return json.dumps(doc).encode()
 
@@ -49,8 +52,11 @@ def test_manifest_and_index() -> None:
         (json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(), UnsupportedImage, "schema-1"),
         (manifest(mediaType="application/x-thing"), UnsupportedImage, "unsupported manifest"),
         (manifest(layers=[LAYER] * (MAX_LAYERS + 1)), UnsupportedImage, "more than the 128"),
-        (manifest(layers=[{**LAYER, "mediaType": "application/x-helm"}]), UnsupportedImage,
-         "unsupported media type application/x-helm"),
+        (
+            manifest(layers=[{**LAYER, "mediaType": "application/x-helm"}]),
+            UnsupportedImage,
+            "unsupported media type application/x-helm",
+        ),
         (manifest(layers=[{**LAYER, "digest": "sha256:12"}]), ImageError, "invalid digest"),
         (manifest(layers=[{**LAYER, "size": -1}]), ImageError, "invalid size"),
     ],
@@ -66,12 +72,24 @@ def test_platform_choice() -> None:
         if variant:
             plat["variant"] = variant
         media = "application/vnd.oci.image.manifest.v1+json"
-        return {"mediaType": media, "digest": "sha256:" + arch[0] * 63 + (variant or "0")[-1],
-                "size": 1, "platform": plat}
+        return {
+            "mediaType": media,
+            "digest": "sha256:" + arch[0] * 63 + (variant or "0")[-1],
+            "size": 1,
+            "platform": plat,
+        }
 
-    idx = parse_document(json.dumps({"manifests": [
-        entry("arm64", "v8"), entry("amd64", "v3"), entry("amd64"),
-    ]}).encode())
+    idx = parse_document(
+        json.dumps(
+            {
+                "manifests": [
+                    entry("arm64", "v8"),
+                    entry("amd64", "v3"),
+                    entry("amd64"),
+                ]
+            }
+        ).encode()
+    )
     assert isinstance(idx, Index)
     assert choose_platform(idx).platform == ("linux", "amd64", "")
     only_arm = Index(OCI_INDEX, idx.manifests[:1])
@@ -81,13 +99,26 @@ def test_platform_choice() -> None:
 
 
 def test_config() -> None:
-    parsed = parse_config(json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-        "config": {"Entrypoint": ["/e"], "Cmd": ["c"], "Env": ["A=1", "B=x=y"],
-                   "WorkingDir": "/w", "User": "1:2", "Labels": {"k": "v"},
-                   "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGQUIT"},
-        "rootfs": {"type": "layers", "diff_ids": [D]},
-    }).encode())
+    parsed = parse_config(
+        json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "2024-01-01T00:00:00Z",
+                "config": {
+                    "Entrypoint": ["/e"],
+                    "Cmd": ["c"],
+                    "Env": ["A=1", "B=x=y"],
+                    "WorkingDir": "/w",
+                    "User": "1:2",
+                    "Labels": {"k": "v"},
+                    "ExposedPorts": {"80/tcp": {}},
+                    "StopSignal": "SIGQUIT",
+                },
+                "rootfs": {"type": "layers", "diff_ids": [D]},
+            }
+        ).encode()
+    )
     c = parsed.config
     assert (c.entrypoint, c.cmd, c.working_dir, c.user) == (("/e",), ("c",), "/w", "1:2")
     assert c.env_map == {"A": "1", "B": "x=y"} and c.labels == {"k": "v"}

@@ -45,8 +45,9 @@ def marker(text: str) -> Layer:
     return Layer(LayerBuilder().file("marker", text).tar())
 
 
-def test_pull_oci_image(image_store: ImageStore, busybox_ref: str, registry: Registry,
-                        tmp_path: Path) -> None:
+def test_pull_oci_image(
+    image_store: ImageStore, busybox_ref: str, registry: Registry, tmp_path: Path
+) -> None:
     image = image_store.pull(busybox_ref)
     digest, manifest = registry_manifest(registry, "test/busybox", "1")
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
@@ -64,8 +65,9 @@ def test_pull_oci_image(image_store: ImageStore, busybox_ref: str, registry: Reg
     assert image_store.get(f"{registry.host}/test/busybox@{digest}") == image
 
 
-def test_pull_docker_schema2(image_store: ImageStore, image_factory: ImageFactory,
-                             registry: Registry) -> None:
+def test_pull_docker_schema2(
+    image_store: ImageStore, image_factory: ImageFactory, registry: Registry
+) -> None:
     ref = image_factory.push(busybox_image([marker("v2s2")]), "test/v2s2:1", v2s2=True)
     _, manifest = registry_manifest(registry, "test/v2s2", "1")
     assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
@@ -74,8 +76,9 @@ def test_pull_docker_schema2(image_store: ImageStore, image_factory: ImageFactor
     assert len(image.layers) == 2
 
 
-def test_pull_index_picks_linux_amd64(image_store: ImageStore, image_factory: ImageFactory,
-                                      registry: Registry, tmp_path: Path) -> None:
+def test_pull_index_picks_linux_amd64(
+    image_store: ImageStore, image_factory: ImageFactory, registry: Registry, tmp_path: Path
+) -> None:
     arm = busybox_image([marker("arm64")], architecture="arm64")
     amd = busybox_image([marker("amd64")], architecture="amd64")
     ref = image_factory.push_index([arm, amd], "test/multi:1")
@@ -89,16 +92,11 @@ def test_pull_index_picks_linux_amd64(image_store: ImageStore, image_factory: Im
     assert image_store.get(f"{registry.host}/test/multi@{index_digest}") == image
 
 
-def test_index_without_amd64_is_refused(image_store: ImageStore,
-                                        image_factory: ImageFactory) -> None:
-    ref = image_factory.push_index(
-        [busybox_image([marker("arm")], architecture="arm64")], "test/armonly:1"
-    )
+def test_index_without_amd64_is_refused(image_store: ImageStore, image_factory: ImageFactory) -> None:
+    ref = image_factory.push_index([busybox_image([marker("arm")], architecture="arm64")], "test/armonly:1")
     with pytest.raises(UnsupportedImage) as info:
         image_store.pull(ref)
-    assert str(info.value) == (
-        f"pull {ref}: no linux/amd64 image in the index (platforms: linux/arm64)"
-    )
+    assert str(info.value) == (f"pull {ref}: no linux/amd64 image in the index (platforms: linux/arm64)")
 
 
 def test_pull_by_digest(image_store: ImageStore, busybox_ref: str, registry: Registry) -> None:
@@ -142,19 +140,19 @@ def test_stalled_registry_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         host = f"127.0.0.1:{listener.getsockname()[1]}"
-        with RegistryClient(host, insecure=True, io_timeout=0.3) as client, \
-                pytest.raises(RegistryUnreachable, match=r"registry unreachable: timed out"):
+        with (
+            RegistryClient(host, insecure=True, io_timeout=0.3) as client,
+            pytest.raises(RegistryUnreachable, match=r"registry unreachable: timed out"),
+        ):
             client.get_manifest("x", "1")
 
 
-def test_unknown_tag_and_repository(image_store: ImageStore, busybox_ref: str,
-                                    registry: Registry) -> None:
+def test_unknown_tag_and_repository(image_store: ImageStore, busybox_ref: str, registry: Registry) -> None:
     missing_tag = busybox_ref.replace(":1", ":nope")
     with pytest.raises(ManifestUnknown) as info:
         image_store.pull(missing_tag)
     assert str(info.value) == (
-        f"pull {missing_tag}: manifest unknown: tag 'nope' not found in test/busybox on "
-        f"{registry.host}"
+        f"pull {missing_tag}: manifest unknown: tag 'nope' not found in test/busybox on {registry.host}"
     )
     with pytest.raises(ImageNotFound) as info2:
         image_store.pull(f"{registry.host}/no/such:1")
@@ -213,9 +211,7 @@ def test_remove_and_prune(image_store: ImageStore, image_factory: ImageFactory) 
 def test_remove_by_id_drops_every_ref(image_store: ImageStore, busybox_ref: str) -> None:
     image = image_store.pull(busybox_ref)
     image_store.remove(image.short_id)
-    assert image_store.list() == [] and json.loads(
-        (image_store.root / "refs.json").read_text()
-    )["refs"] == {}
+    assert image_store.list() == [] and json.loads((image_store.root / "refs.json").read_text())["refs"] == {}
 
 
 def test_progress_on_a_real_terminal(busybox_ref: str, tmp_path: Path) -> None:
@@ -241,8 +237,9 @@ def test_progress_on_a_real_terminal(busybox_ref: str, tmp_path: Path) -> None:
     assert "downloading" in text and f"{busybox_ref}: ready" in text
 
 
-def test_many_layers_with_repeats(image_store: ImageStore, image_factory: ImageFactory,
-                                  tmp_path: Path) -> None:
+def test_many_layers_with_repeats(
+    image_store: ImageStore, image_factory: ImageFactory, tmp_path: Path
+) -> None:
     """Layers download in parallel; a layer listed twice (common for empty layers) is fetched
     once and applied twice, in order."""
     a, b = marker("first"), marker("second")

@@ -30,9 +30,7 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, private: Registry) -> Iterator[Cluster]:
     # only the private registry is allowed: the session's open test registry is not
-    c = Cluster(
-        tmp_path_factory.mktemp("images-cluster") / "data", allow_registries=(private.host,)
-    )
+    c = Cluster(tmp_path_factory.mktemp("images-cluster") / "data", allow_registries=(private.host,))
     c.start()
     yield c
     c.stop()

@@ -161,15 +161,27 @@ OLD = 1_234_567_890
 def rich_layers() -> tuple[bytes, bytes]:
     lower = (
         LayerBuilder()
-        .dir("data").file("data/a", "A").file("data/b", "B").dir("data/sub").file("data/sub/c", "C")
-        .dir("opq").file("opq/x", "x").file("opq/y", "y")
-        .dir("opq2").file("opq2/old", "old")
+        .dir("data")
+        .file("data/a", "A")
+        .file("data/b", "B")
+        .dir("data/sub")
+        .file("data/sub/c", "C")
+        .dir("opq")
+        .file("opq/x", "x")
+        .file("opq/y", "y")
+        .dir("opq2")
+        .file("opq2/old", "old")
         .file("gone", "bye")
-        .dir("bin").file("bin/suid", "#!", 0o4755).file("bin/sgid", "#!", 0o2755, gid=50)
+        .dir("bin")
+        .file("bin/suid", "#!", 0o4755)
+        .file("bin/sgid", "#!", 0o2755, gid=50)
         .file("owned", "o", 0o640, uid=1000, gid=2000)
         .file("old", "old", mtime=OLD)
-        .dir("dev").device("dev/null", True, 1, 3).device("dev/loop9", False, 7, 9, 0o660, gid=6)
-        .dir("run").fifo("run/fifo", 0o620)
+        .dir("dev")
+        .device("dev/null", True, 1, 3)
+        .device("dev/loop9", False, 7, 9, 0o660, gid=6)
+        .dir("run")
+        .fifo("run/fifo", 0o620)
         .symlink("link", "/etc/passwd")
         .hardlink("hard", "data/a")
         .dir("sticky", 0o1777)
@@ -179,8 +191,10 @@ def rich_layers() -> tuple[bytes, bytes]:
     upper = (
         LayerBuilder()
         .whiteout("gone")
-        .opaque("opq").file("opq/z", "z")
-        .file("opq2/new", "new").opaque("opq2")  # marker after a sibling: the sibling stays
+        .opaque("opq")
+        .file("opq/z", "z")
+        .file("opq2/new", "new")
+        .opaque("opq2")  # marker after a sibling: the sibling stays
         .whiteout("data/sub")
         .file("data/new", "N")
         .dir("data/b")  # a file becomes a directory
@@ -294,8 +308,10 @@ def test_limits(tmp_path: Path) -> None:
     tar = LayerBuilder().file("a", "x").file("b", "x").file("c", "x").tar()
     blob = tmp_path / "r" / "blob"
     blob.write_bytes(tar)
-    with LayerApplier(tmp_path / "r2", max_entries=2) as applier, \
-            pytest.raises(UnsafeLayer, match="more than 2 entries"):
+    with (
+        LayerApplier(tmp_path / "r2", max_entries=2) as applier,
+        pytest.raises(UnsafeLayer, match="more than 2 entries"),
+    ):
         applier.apply(blob, ib.digest_of(tar))
 
 
@@ -309,8 +325,14 @@ def test_whiteout_of_missing_path_creates_nothing(tmp_path: Path) -> None:
 def test_unprivileged_unpack_keeps_what_it_can(tmp_path: Path) -> None:
     rootfs = tmp_path / "r" / "rootfs"
     rootfs.parent.mkdir()
-    tar = (LayerBuilder().dir("ro", 0o555).file("ro/f", "x", 0o400, uid=1000)
-           .device("null", True, 1, 3).fifo("p").tar())
+    tar = (
+        LayerBuilder()
+        .dir("ro", 0o555)
+        .file("ro/f", "x", 0o400, uid=1000)
+        .device("null", True, 1, 3)
+        .fifo("p")
+        .tar()
+    )
     blob = tmp_path / "r" / "blob"
     blob.write_bytes(tar)
     with LayerApplier(rootfs, privileged=False) as applier:

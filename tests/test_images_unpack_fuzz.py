@@ -19,9 +19,7 @@ from tools.imagebuild import LayerBuilder
 COMPONENTS = st.sampled_from(["a", "b", "..", ".", "l", ".wh.a", ".wh..wh..opq"])
 PATHS = st.lists(COMPONENTS, min_size=1, max_size=4).map("/".join)
 # Escapes aim at a sentinel directory, never at the real host's paths: a bug must not hurt.
-TARGETS = st.sampled_from(
-    ["..", "../..", "../../host", "../../../host", "a", "l/a", "HOST", "HOST/f"]
-)
+TARGETS = st.sampled_from(["..", "../..", "../../host", "../../../host", "a", "l/a", "HOST", "HOST/f"])
 ENTRY = st.tuples(st.sampled_from(["file", "dir", "symlink", "hardlink"]), PATHS, TARGETS, PATHS)
 
 

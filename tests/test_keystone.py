@@ -140,8 +140,13 @@ async def test_refused_credentials(world: World) -> None:
         assert await b.authenticate(bearer(carol)) is None
         alice_other = world.ks.issue_token("alice", PW, project="team-a", project_domain="other")
         assert await b.authenticate(bearer(alice_other)) is None
-        for tenant, user, pw in [("team-a", "alice", "wrong"), ("team-a", "bob", PW),
-                                 ("nope", "alice", PW), ("team-a", "carol", PW), ("bad name", "alice", PW)]:
+        for tenant, user, pw in [
+            ("team-a", "alice", "wrong"),
+            ("team-a", "bob", PW),
+            ("nope", "alice", PW),
+            ("team-a", "carol", PW),
+            ("bad name", "alice", PW),
+        ]:
             with pytest.raises(LoginFailed):
                 await b.login(tenant, user, pw, ttl=600)
         # a refusal is cached briefly: the same wrong password again costs Keystone nothing
@@ -153,10 +158,17 @@ async def test_refused_credentials(world: World) -> None:
 async def test_not_ours_never_reaches_keystone() -> None:
     with refusing_port() as port:  # nobody listens
         async with backend(f"http://127.0.0.1:{port}", role_map=ROLE_MAP) as b:
-            for headers in [{}, {"Authorization": "Negotiate abc"}, {"Authorization": "Bearer "},
-                            {"Authorization": "Bearer a b"}, {"Authorization": "Bearer " + "x" * 9000},
-                            {"Authorization": "Basic !!!"}, basic("alice", PW), basic("alice@team-a", ""),
-                            {"Authorization": "Basic " + base64.b64encode(b"\xff@a:b").decode()}]:
+            for headers in [
+                {},
+                {"Authorization": "Negotiate abc"},
+                {"Authorization": "Bearer "},
+                {"Authorization": "Bearer a b"},
+                {"Authorization": "Bearer " + "x" * 9000},
+                {"Authorization": "Basic !!!"},
+                basic("alice", PW),
+                basic("alice@team-a", ""),
+                {"Authorization": "Basic " + base64.b64encode(b"\xff@a:b").decode()},
+            ]:
                 assert await b.authenticate(headers) is None, headers
             assert b.stats["requests"] == 0
 
@@ -218,11 +230,14 @@ async def test_concurrent_requests_share_one_keystone_call(world: World) -> None
 
 # -- a misbehaving "Keystone": faults a real one would only produce on a bad day ----------------
 
-GOOD_TOKEN = {"token": {
-    "expires_at": "2099-01-01T00:00:00.000000Z",
-    "user": {"id": "u1", "name": "alice", "domain": {"id": "default", "name": "Default"}},
-    "project": {"id": "p1", "name": "team-a", "domain": {"id": "default", "name": "Default"}},
-    "roles": [{"id": "r1", "name": "k8s-admin"}]}}
+GOOD_TOKEN = {
+    "token": {
+        "expires_at": "2099-01-01T00:00:00.000000Z",
+        "user": {"id": "u1", "name": "alice", "domain": {"id": "default", "name": "Default"}},
+        "project": {"id": "p1", "name": "team-a", "domain": {"id": "default", "name": "Default"}},
+        "roles": [{"id": "r1", "name": "k8s-admin"}],
+    }
+}
 
 
 def _with(path: str, value: object) -> bytes:
@@ -339,8 +354,9 @@ async def test_garbage_from_keystone_is_unavailable(fault: str) -> None:
             await b.authenticate(bearer("tok"))
 
 
-@pytest.mark.parametrize("reply", [
-    b"", b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{"])
+@pytest.mark.parametrize(
+    "reply", [b"", b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{"]
+)
 async def test_broken_connections_are_unavailable(reply: bytes) -> None:
     async with raw_server(reply) as url, backend(url, role_map=ROLE_MAP, timeout=2.0) as b:
         with pytest.raises(AuthUnavailable, match="identity service unavailable"):

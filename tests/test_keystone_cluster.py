@@ -31,8 +31,9 @@ class Cluster:
     url: str
     proc: subprocess.Popen[bytes]
 
-    def kubectl(self, *args: str, token: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, token: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [KUBECTL, f"--kubeconfig={self.data / 'admin.kubeconfig'}"]
         if token is not None:
             cmd.append(f"--token={token}")
@@ -57,13 +58,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         member = ks.role_id("member")
         reader = ks.role_id("reader")
         ids = {p: ks.create_project(p) for p in ("team-k", "team-j")}
-        for user, project, role in (("kara", "team-k", member), ("jon", "team-j", member),
-                                    ("vera", "team-k", reader)):
+        for user, project, role in (
+            ("kara", "team-k", member),
+            ("jon", "team-j", member),
+            ("vera", "team-k", reader),
+        ):
             ks.grant(ks.create_user(user, PW), ids[project], role)
         data = work / "data"
-        proc = subprocess.Popen([str(REPO / ".venv/bin/hypernetes"), "up", "--no-node", "--data-dir",
-                                 str(data), "--port", "0", "--keystone-url", ks.url,
-                                 "--keystone-cache-ttl", "1"], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [
+                str(REPO / ".venv/bin/hypernetes"),
+                "up",
+                "--no-node",
+                "--data-dir",
+                str(data),
+                "--port",
+                "0",
+                "--keystone-url",
+                ks.url,
+                "--keystone-cache-ttl",
+                "1",
+            ],
+            stdout=log,
+            stderr=log,
+        )
         c = Cluster(ks, data, "", proc)
         deadline = time.monotonic() + 60
         while not (data / "admin.kubeconfig").exists() or c.kubectl("get", "ns", check=False).returncode:
@@ -73,9 +91,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.url = yaml.safe_load((data / "admin.kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
         # the operator makes the tenants the Keystone projects stand for
         for t in ("team-k", "team-j"):
-            subprocess.run([KUBECTL, f"--kubeconfig={data / 'admin.kubeconfig'}", "apply", "-f", "-"],
-                           check=True, input=json.dumps({"apiVersion": "hypernetes.io/v1", "kind": "Tenant",
-                                             "metadata": {"name": t}}), text=True, capture_output=True)
+            subprocess.run(
+                [KUBECTL, f"--kubeconfig={data / 'admin.kubeconfig'}", "apply", "-f", "-"],
+                check=True,
+                input=json.dumps(
+                    {"apiVersion": "hypernetes.io/v1", "kind": "Tenant", "metadata": {"name": t}}
+                ),
+                text=True,
+                capture_output=True,
+            )
         yield c
     finally:
         if proc is not None:

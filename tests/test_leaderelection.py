@@ -41,7 +41,7 @@ QUICK = ElectionTiming(lease_duration=5.0, renew_deadline=3.5, retry_period=0.5)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def client(api: ApiServerThread, url: str = "") -> ApiClient:  # noqa: F811
+def client(api: ApiServerThread, url: str = "") -> ApiClient:
     return ApiClient(url or api.url, token=api.token, ca_file=api.ca.ca_cert)
 
 
@@ -104,7 +104,7 @@ def test_up_on_sqlite_elects_nobody_and_on_etcd_by_default(tmp_path: Path) -> No
         up.wait(30)
 
 
-async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -> None:  # noqa: F811
+async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -> None:
     async with client(api) as c:
         electors = [LeaderElector(c, "cas", identity=f"cand-{i}", timing=QUICK) for i in range(6)]
         won = await asyncio.gather(*(e.try_acquire_or_renew() for e in electors))
@@ -134,7 +134,7 @@ async def test_lease_record_compare_and_swap_and_release(api: ApiServerThread) -
         assert taken["holderIdentity"] == others[0].identity and taken["leaseTransitions"] == 1
 
 
-async def test_work_that_fails_is_raised_after_the_lease_is_released(api: ApiServerThread) -> None:  # noqa: F811
+async def test_work_that_fails_is_raised_after_the_lease_is_released(api: ApiServerThread) -> None:
     async with client(api) as c:
 
         async def broken() -> None:
@@ -147,7 +147,7 @@ async def test_work_that_fails_is_raised_after_the_lease_is_released(api: ApiSer
         assert not lease["spec"].get("holderIdentity") and not elector.leader
 
 
-async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread) -> None:  # noqa: F811
+async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread) -> None:
     relay = Partition(api.port)
     port = await relay.start()
     spans: dict[str, list[list[float]]] = {"a": [], "b": []}
@@ -210,7 +210,7 @@ async def test_a_leader_cut_off_stops_before_another_starts(api: ApiServerThread
 class Candidates:
     """Two processes of one component electing through one Lease."""
 
-    def __init__(self, api: ApiServerThread, component: str, lease: str) -> None:  # noqa: F811
+    def __init__(self, api: ApiServerThread, component: str, lease: str) -> None:
         self.api, self.lease = api, lease
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = []
@@ -291,7 +291,7 @@ def manager(obj: Obj) -> str:
 
 
 @pytest.fixture(scope="module")
-def kubelet(api: ApiServerThread) -> Iterator[ControllersThread]:  # noqa: F811
+def kubelet(api: ApiServerThread) -> Iterator[ControllersThread]:
     h = ControllersThread(api, only=[]).start()  # no controllers here: only the fake kubelet
     try:
         yield h
@@ -319,7 +319,7 @@ def _failover(
 
 @pytest.mark.slow
 def test_controller_manager_failover_never_overshoots_a_replicaset(
-    api: ApiServerThread,  # noqa: F811
+    api: ApiServerThread,
     kubelet: ControllersThread,
 ) -> None:
     ns = kubelet.namespace("cm-rs")
@@ -363,7 +363,7 @@ def test_controller_manager_failover_never_overshoots_a_replicaset(
 
 @pytest.mark.slow
 def test_controller_manager_failover_never_runs_a_job_index_twice(
-    api: ApiServerThread,  # noqa: F811
+    api: ApiServerThread,
     kubelet: ControllersThread,
 ) -> None:
     ns = kubelet.namespace("cm-job")
@@ -406,7 +406,7 @@ def test_controller_manager_failover_never_runs_a_job_index_twice(
 
 @pytest.mark.slow
 def test_scheduler_failover_one_binds_then_the_other(
-    api: ApiServerThread,  # noqa: F811
+    api: ApiServerThread,
     kubelet: ControllersThread,
 ) -> None:
     h = kubelet

@@ -25,8 +25,10 @@ from tests.support.guests import qemu_processes_under
 from tests.support.host import is_root
 from tests.support.netns import Namespaces, Responder, leftovers, ns_socket, sh, tcp_ask, unique_prefix
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not is_root(), reason="tenant networks need root (netns, nftables, taps)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not is_root(), reason="tenant networks need root (netns, nftables, taps)"),
+]
 
 HOST_IP, OUTSIDE_IP = "192.168.77.1", "192.168.77.2"
 NODE_PORT = 30080
@@ -44,24 +46,38 @@ class World:
     globex_ns: str = "globex-net"
 
 
-def web_pod(name: str, image: str, *, ready: bool = True, labels: dict[str, str] | None = None,
-            text: str | None = None) -> dict[str, Any]:
+def web_pod(
+    name: str,
+    image: str,
+    *,
+    ready: bool = True,
+    labels: dict[str, str] | None = None,
+    text: str | None = None,
+) -> dict[str, Any]:
     """busybox httpd on port 80 (named http) serving its own name; an unready one's readiness
     probe asks a port nothing listens on."""
     probe_port = 80 if ready else 81
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "labels": labels or {"app": "web"}},
         "spec": {
             "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "web", "image": image,
-                "command": ["sh", "-c", f"mkdir -p /www && echo {text or name} > /www/index.html && "
-                            "exec httpd -f -p 80 -h /www"],
-                "ports": [{"name": "http", "containerPort": 80}],
-                "readinessProbe": {"tcpSocket": {"port": probe_port}, "periodSeconds": 2},
-                "resources": {"limits": {"memory": "64Mi"}},
-            }],
+            "containers": [
+                {
+                    "name": "web",
+                    "image": image,
+                    "command": [
+                        "sh",
+                        "-c",
+                        f"mkdir -p /www && echo {text or name} > /www/index.html && "
+                        "exec httpd -f -p 80 -h /www",
+                    ],
+                    "ports": [{"name": "http", "containerPort": 80}],
+                    "readinessProbe": {"tcpSocket": {"port": probe_port}, "periodSeconds": 2},
+                    "resources": {"limits": {"memory": "64Mi"}},
+                }
+            ],
         },
     }
 
@@ -110,8 +126,9 @@ def wait_ready(w: World, token: str, ns: str, names: list[str], ready: set[str])
             st = (pods.get(n) or {}).get("status") or {}
             if st.get("phase") != "Running" or not st.get("podIP"):
                 return False
-            is_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                           for c in st.get("conditions") or [])
+            is_ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+            )
             if is_ready != (n in ready):
                 return False
         return True
@@ -131,17 +148,22 @@ def world(tmp_path_factory: pytest.TempPathFactory, busybox_ref: str) -> Iterato
     try:
         host_ns, outside_ns = spaces.add("host"), spaces.add("out")
         spaces.wire(host_ns, "eth0", f"{HOST_IP}/24", outside_ns, "eth0", f"{OUTSIDE_IP}/24")
-        cluster = Cluster(tmp_path_factory.mktemp("network-cluster") / "data",
-                          ["--network-netns", host_ns, "--network-prefix", prefix])
+        cluster = Cluster(
+            tmp_path_factory.mktemp("network-cluster") / "data",
+            ["--network-netns", host_ns, "--network-prefix", prefix],
+        )
         cluster.start()
         alice = make_user(cluster, "acme", "alice", "admin")
         bob = make_user(cluster, "globex", "bob", "admin")
         w = World(cluster, prefix, host_ns, outside_ns, alice, bob)
         as_user(cluster, alice, "create", "ns", w.acme_ns)
         as_user(cluster, bob, "create", "ns", w.globex_ns)
-        acme = [web_pod("web-1", busybox_ref), web_pod("web-2", busybox_ref),
-                web_pod("web-3", busybox_ref, ready=False),
-                web_pod("client", busybox_ref, labels={"app": "client"})]
+        acme = [
+            web_pod("web-1", busybox_ref),
+            web_pod("web-2", busybox_ref),
+            web_pod("web-3", busybox_ref, ready=False),
+            web_pod("client", busybox_ref, labels={"app": "client"}),
+        ]
         for manifest in [*acme, service("web"), service("web-np", node_port=NODE_PORT)]:
             as_user(cluster, alice, "apply", "-n", w.acme_ns, "-f", "-", input=json.dumps(manifest))
         for manifest in (web_pod("g-web", busybox_ref, text="globex-secret"), service("web")):
@@ -164,8 +186,9 @@ def test_pods_get_addresses_in_their_tenant_network(world: World) -> None:
     globex = ip_of(world, world.bob, world.globex_ns, "g-web")
     assert len(set(acme)) == 4 and all(ip.startswith("10.0.") for ip in acme)
     assert globex.startswith("10.0.")  # the same CIDR: isolation does not depend on addresses
-    _, out = sh_in(world, world.alice, world.acme_ns, "client",
-                   "ip -4 addr show eth0; ip route; cat /etc/resolv.conf")
+    _, out = sh_in(
+        world, world.alice, world.acme_ns, "client", "ip -4 addr show eth0; ip route; cat /etc/resolv.conf"
+    )
     client_ip = ip_of(world, world.alice, world.acme_ns, "client")
     assert f"inet {client_ip}/16" in out and "default via 10.0.0.1" in out
     assert f"search {world.acme_ns}.svc.cluster.local svc.cluster.local cluster.local" in out
@@ -175,7 +198,9 @@ def test_pods_get_addresses_in_their_tenant_network(world: World) -> None:
 def test_same_tenant_ping_and_http(world: World) -> None:
     w, ns = world, world.acme_ns
     web1 = ip_of(w, w.alice, ns, "web-1")
-    _, out = sh_in(w, w.alice, ns, "client", f"ping -c 2 -W 5 {web1} && timeout 10 wget -q -O - http://{web1}/")
+    _, out = sh_in(
+        w, w.alice, ns, "client", f"ping -c 2 -W 5 {web1} && timeout 10 wget -q -O - http://{web1}/"
+    )
     assert "web-1" in out
 
 
@@ -202,13 +227,19 @@ def test_pod_cannot_reach_host_or_management(world: World) -> None:
     try:
         assert tcp_ask(w.outside_ns, HOST_IP, 8080, timeout=5) == "host-answered"  # they do listen
         for target in (HOST_IP, OUTSIDE_IP):
-            _, out = sh_in(w, w.alice, w.acme_ns, "client",
-                           f"nc -w 3 {target} 8080 </dev/null; ping -c 1 -W 2 {target} && echo REACHED",
-                           check=False)
+            _, out = sh_in(
+                w,
+                w.alice,
+                w.acme_ns,
+                "client",
+                f"nc -w 3 {target} 8080 </dev/null; ping -c 1 -W 2 {target} && echo REACHED",
+                check=False,
+            )
             assert "answered" not in out and "REACHED" not in out, (target, out)
         for target in ("169.254.0.1", "169.254.169.254"):  # the host's link to routers, metadata
-            _, out = sh_in(w, w.alice, w.acme_ns, "client", f"ping -c 1 -W 2 {target} && echo REACHED",
-                           check=False)
+            _, out = sh_in(
+                w, w.alice, w.acme_ns, "client", f"ping -c 1 -W 2 {target} && echo REACHED", check=False
+            )
             assert "REACHED" not in out, (target, out)
     finally:
         host.close()
@@ -220,14 +251,25 @@ def test_pod_cannot_spoof_address_or_mac(world: World) -> None:
     web1 = ip_of(w, w.alice, ns, "web-1")
     # control: its own address works
     sh_in(w, w.alice, ns, "client", f"ping -c 1 -W 5 {web1}")
-    code, out = sh_in(w, w.alice, ns, "client",
-                      f"ip addr add 10.0.200.200/16 dev eth0 && ping -c 2 -W 3 -I 10.0.200.200 {web1}",
-                      check=False)
+    code, out = sh_in(
+        w,
+        w.alice,
+        ns,
+        "client",
+        f"ip addr add 10.0.200.200/16 dev eth0 && ping -c 2 -W 3 -I 10.0.200.200 {web1}",
+        check=False,
+    )
     sh_in(w, w.alice, ns, "client", "ip addr del 10.0.200.200/16 dev eth0", check=False)
     assert code != 0, out
-    code, out = sh_in(w, w.alice, ns, "client",
-                      "old=$(cat /sys/class/net/eth0/address); ip link set eth0 address 02:66:66:66:66:66 && "
-                      f"ping -c 2 -W 3 {web1}; rc=$?; ip link set eth0 address $old; exit $rc", check=False)
+    code, out = sh_in(
+        w,
+        w.alice,
+        ns,
+        "client",
+        "old=$(cat /sys/class/net/eth0/address); ip link set eth0 address 02:66:66:66:66:66 && "
+        f"ping -c 2 -W 3 {web1}; rc=$?; ip link set eth0 address $old; exit $rc",
+        check=False,
+    )
     assert code != 0, out
     sh_in(w, w.alice, ns, "client", f"ping -c 1 -W 5 {web1}")  # and back to normal
 
@@ -235,8 +277,9 @@ def test_pod_cannot_spoof_address_or_mac(world: World) -> None:
 def test_cluster_ip_spreads_over_ready_endpoints_only(world: World) -> None:
     w, ns = world, world.acme_ns
     cip = get(w, w.alice, ns, "svc", "web")["spec"]["clusterIP"]
-    _, out = sh_in(w, w.alice, ns, "client",
-                   f"for i in $(seq 30); do timeout 5 wget -q -O - http://{cip}/; done")
+    _, out = sh_in(
+        w, w.alice, ns, "client", f"for i in $(seq 30); do timeout 5 wget -q -O - http://{cip}/; done"
+    )
     seen = set(out.split())
     assert {"web-1", "web-2"} <= seen, out
     assert "web-3" not in seen  # unready: not an endpoint
@@ -249,16 +292,23 @@ def test_dns_names_resolve_only_inside_their_tenant(world: World) -> None:
     w = world
     cip = get(w, w.alice, w.acme_ns, "svc", "web")["spec"]["clusterIP"]
     g_cip = get(w, w.bob, w.globex_ns, "svc", "web")["spec"]["clusterIP"]
-    _, out = sh_in(w, w.alice, w.acme_ns, "client",
-                   f"nslookup web.{w.acme_ns}.svc.cluster.local; timeout 5 wget -q -O - http://web/")
+    _, out = sh_in(
+        w,
+        w.alice,
+        w.acme_ns,
+        "client",
+        f"nslookup web.{w.acme_ns}.svc.cluster.local; timeout 5 wget -q -O - http://web/",
+    )
     assert cip in out and ("web-1" in out or "web-2" in out)
     # the other tenant's names are not served here, even the service of the same name
-    code, out = sh_in(w, w.alice, w.acme_ns, "client", f"nslookup web.{w.globex_ns}.svc.cluster.local",
-                      check=False)
+    code, out = sh_in(
+        w, w.alice, w.acme_ns, "client", f"nslookup web.{w.globex_ns}.svc.cluster.local", check=False
+    )
     assert g_cip not in out or g_cip == cip
     assert code != 0 or "NXDOMAIN" in out or "can't find" in out, out
-    code, out = sh_in(w, w.bob, w.globex_ns, "g-web", f"nslookup web-np.{w.acme_ns}.svc.cluster.local",
-                      check=False)
+    code, out = sh_in(
+        w, w.bob, w.globex_ns, "g-web", f"nslookup web-np.{w.acme_ns}.svc.cluster.local", check=False
+    )
     assert code != 0 or "can't find" in out or "NXDOMAIN" in out, out
 
 
@@ -275,8 +325,13 @@ def test_pod_networks_survive_a_node_agent_restart(world: World) -> None:
     w.cluster.stop()
     w.cluster.start()
     web1 = ip_of(w, w.alice, ns, "web-1")
-    w.cluster.wait_for("the client reaches web-1 again", lambda: sh_in(
-        w, w.alice, ns, "client", f"timeout 5 wget -q -O - http://{web1}/", check=False)[0] == 0, timeout=120)
+    w.cluster.wait_for(
+        "the client reaches web-1 again",
+        lambda: (
+            sh_in(w, w.alice, ns, "client", f"timeout 5 wget -q -O - http://{web1}/", check=False)[0] == 0
+        ),
+        timeout=120,
+    )
     _, out = sh_in(w, w.alice, ns, "client", "timeout 5 wget -q -O - http://web/")
     assert out.strip() in ("web-1", "web-2")
     assert {http_get(w.outside_ns, HOST_IP, NODE_PORT) for _ in range(4)} <= {"web-1", "web-2"}
@@ -287,8 +342,11 @@ def test_everything_is_gone_after_deletion(world: World) -> None:
     as_user(w.cluster, w.alice, "delete", "ns", w.acme_ns, "--wait=true", timeout=300)
     as_user(w.cluster, w.bob, "delete", "ns", w.globex_ns, "--wait=true", timeout=300)
     routers = f"{w.prefix}-"
-    w.cluster.wait_for("router namespaces removed",
-                       lambda: not [n for n in leftovers(w.prefix) if n.startswith(routers)], timeout=60)
+    w.cluster.wait_for(
+        "router namespaces removed",
+        lambda: not [n for n in leftovers(w.prefix) if n.startswith(routers)],
+        timeout=60,
+    )
     links = sh("ip", "-o", "link", netns=w.host_ns).stdout
     assert f"{w.prefix}-" not in links, links
     tables = sh("nft", "list", "tables", netns=w.host_ns).stdout

@@ -234,7 +234,7 @@ def test_tap_fd_works_from_outside_the_router_namespace(lab: Lab) -> None:
         def gateway_mac_via_tap(sender_ip: str) -> str | None:
             os.write(fd, vnet + arp_frame(p2.mac, p2.mac, sender_ip, GW))
             while select.select([fd], [], [], 0.3)[0]:
-                reply = parse_arp_reply(os.read(fd, 65536)[len(vnet):])
+                reply = parse_arp_reply(os.read(fd, 65536)[len(vnet) :])
                 if reply and reply[0] == GW:
                     return reply[1]
             return None
@@ -426,8 +426,12 @@ def test_apply_empty_leaves_nothing(lab: Lab) -> None:
         (NetworkState((network(1, Pod("p2", "02:00:00:00:00:02", GW)),)), "router's"),
         (NetworkState((network(1, pod(2), pod(2)),)), "duplicate port name"),
         (NetworkState((network(1, services=(web(ip="10.1.0.50"),)),)), "inside"),
-        (NetworkState((network(1, services=(web(node_port=30080),)),
-                       network(2, services=(web(node_port=30080),)))), "node port"),
+        (
+            NetworkState(
+                (network(1, services=(web(node_port=30080),)), network(2, services=(web(node_port=30080),)))
+            ),
+            "node port",
+        ),
     ],
 )
 def test_validation(state: NetworkState, error: str) -> None:

@@ -50,8 +50,16 @@ SEARCH = ("web.svc.cluster.local", "svc.cluster.local", "cluster.local")
 # -- API objects, as the informers deliver them ------------------------------------------------
 
 
-def network(name: str, nid: int | None, cidr: str = CIDR, gateway: str = GW, *, tenant: str | None = None,
-            default: bool = False, **spec: Any) -> Obj:
+def network(
+    name: str,
+    nid: int | None,
+    cidr: str = CIDR,
+    gateway: str = GW,
+    *,
+    tenant: str | None = None,
+    default: bool = False,
+    **spec: Any,
+) -> Obj:
     meta: Obj = {"name": name}
     if default:
         meta["labels"] = {"hypernetes.io/default-network": "true"}
@@ -80,49 +88,94 @@ def uid(i: int) -> str:
     return f"{i:08x}-0000-4000-8000-000000000000"
 
 
-def pod(name: str, ns: str = "web", *, net: str | None = "default", ip: str | None = None,
-        i: int = 5, node: str | None = NODE, phase: str | None = None, **spec: Any) -> Obj:
-    notes = {} if net is None else {"hypernetes.io/network": net, "hypernetes.io/ip": ip or f"10.1.0.{i}",
-                                    "hypernetes.io/mac": mac(i)}
+def pod(
+    name: str,
+    ns: str = "web",
+    *,
+    net: str | None = "default",
+    ip: str | None = None,
+    i: int = 5,
+    node: str | None = NODE,
+    phase: str | None = None,
+    **spec: Any,
+) -> Obj:
+    notes = (
+        {}
+        if net is None
+        else {
+            "hypernetes.io/network": net,
+            "hypernetes.io/ip": ip or f"10.1.0.{i}",
+            "hypernetes.io/mac": mac(i),
+        }
+    )
     body: Obj = {"containers": [{"name": "c", "image": "busybox"}], **spec}
     if node is not None:
         body["nodeName"] = node
-    obj: Obj = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": ns, "uid": uid(i), "annotations": notes},
-                "spec": body}
+    obj: Obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": uid(i), "annotations": notes},
+        "spec": body,
+    }
     if phase is not None:
         obj["status"] = {"phase": phase}
     return obj
 
 
-def service(name: str, ns: str = "web", cluster_ip: str = "10.96.0.10", ports: list[Obj] | None = None,
-            **spec: Any) -> Obj:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "uid": f"svc-{ns}-{name}"},
-            "spec": {"clusterIP": cluster_ip, "ports": ports if ports is not None else
-                     [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}], **spec}}
+def service(
+    name: str, ns: str = "web", cluster_ip: str = "10.96.0.10", ports: list[Obj] | None = None, **spec: Any
+) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "uid": f"svc-{ns}-{name}"},
+        "spec": {
+            "clusterIP": cluster_ip,
+            "ports": ports
+            if ports is not None
+            else [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+            **spec,
+        },
+    }
 
 
 def endpoints(name: str, ns: str = "web", *subsets: Obj) -> Obj:
-    return {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns},
-            "subsets": list(subsets)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": ns},
+        "subsets": list(subsets),
+    }
 
 
 def subset(*ips: str, port: int = 8080, name: str = "http", not_ready: tuple[str, ...] = ()) -> Obj:
-    return {"addresses": [{"ip": ip} for ip in ips], "notReadyAddresses": [{"ip": ip} for ip in not_ready],
-            "ports": [{"name": name, "port": port, "protocol": "TCP"}]}
+    return {
+        "addresses": [{"ip": ip} for ip in ips],
+        "notReadyAddresses": [{"ip": ip} for ip in not_ready],
+        "ports": [{"name": name, "port": port, "protocol": "TCP"}],
+    }
 
 
-PLURAL = {"Network": "networks", "Namespace": "namespaces", "Service": "services", "Endpoints": "endpoints",
-          "Pod": "pods", "IPAllocation": "ipallocations"}
+PLURAL = {
+    "Network": "networks",
+    "Namespace": "namespaces",
+    "Service": "services",
+    "Endpoints": "endpoints",
+    "Pod": "pods",
+    "IPAllocation": "ipallocations",
+}
 
 
 def id_record(net: Obj) -> Obj:
     """The controller's record that gives a network its id."""
     nid = net["spec"]["id"]
     owner = {"kind": "Network", "name": net["metadata"]["name"], "uid": net["metadata"].get("uid")}
-    return {"apiVersion": GV, "kind": "IPAllocation", "metadata": {"name": f"networkid.{nid}"},
-            "spec": {"networkID": nid, "owner": owner}}
+    return {
+        "apiVersion": GV,
+        "kind": "IPAllocation",
+        "metadata": {"name": f"networkid.{nid}"},
+        "spec": {"networkID": nid, "owner": owner},
+    }
 
 
 def objects(*items: Obj, records: bool = True) -> dict[str, dict[str, Obj]]:
@@ -152,16 +205,23 @@ def test_a_pod_puts_its_network_in_the_state_with_its_port() -> None:
     d = build(*WEB, pod("a", i=5), pod("b", i=6))
     (net,) = d.state.networks
     assert (net.id, net.cidr, net.gateway, net.mtu, net.egress) == (1, CIDR, GW, 1500, True)
-    assert set(net.pods) == {Pod(tap_name(uid(5)), mac(5), "10.1.0.5"),
-                             Pod(tap_name(uid(6)), mac(6), "10.1.0.6")}
+    assert set(net.pods) == {
+        Pod(tap_name(uid(5)), mac(5), "10.1.0.5"),
+        Pod(tap_name(uid(6)), mac(6), "10.1.0.6"),
+    }
     assert d.names == {1: "default"} and d.skipped == []
     assert tap_name(uid(5)) == "tap000000050000" and len(tap_name(uid(5))) == 15
 
 
 def test_only_this_nodes_running_addressed_pods_count() -> None:
-    d = build(*WEB, pod("other", i=5, node="node2"), pod("unbound", i=6, node=None),
-              pod("done", i=7, phase="Succeeded"), pod("failed", i=8, phase="Failed"),
-              pod("bare", net=None, i=9))
+    d = build(
+        *WEB,
+        pod("other", i=5, node="node2"),
+        pod("unbound", i=6, node=None),
+        pod("done", i=7, phase="Succeeded"),
+        pod("failed", i=8, phase="Failed"),
+        pod("bare", net=None, i=9),
+    )
     assert d.state.networks == () and d.skipped == []
     d = build(*WEB, pod("other", i=5, node="node2"), pod("running", i=6, phase="Running"))
     assert [p.ip for p in d.state.network(1).pods] == ["10.1.0.6"]
@@ -175,14 +235,17 @@ def test_a_network_without_id_is_skipped_with_the_reason() -> None:
     assert d.skipped[1].startswith("pod web/b: network missing")
 
 
-@pytest.mark.parametrize("notes", [
-    {"ip": "10.1.0.5"},  # the same IP as the first pod
-    {"mac": mac(5)},  # the same MAC
-    {"ip": GW},  # the gateway's
-    {"ip": "10.1.0.255"},  # broadcast
-    {"ip": "10.2.0.7"},  # outside the cidr
-    {"ip": "not-an-ip"},
-])
+@pytest.mark.parametrize(
+    "notes",
+    [
+        {"ip": "10.1.0.5"},  # the same IP as the first pod
+        {"mac": mac(5)},  # the same MAC
+        {"ip": GW},  # the gateway's
+        {"ip": "10.1.0.255"},  # broadcast
+        {"ip": "10.2.0.7"},  # outside the cidr
+        {"ip": "not-an-ip"},
+    ],
+)
 def test_a_second_pod_with_a_taken_or_bad_address_is_skipped(notes: dict[str, str]) -> None:
     second = pod("b", i=6)
     for k, v in notes.items():
@@ -201,8 +264,16 @@ def test_a_pod_with_an_unusable_mac_is_skipped_not_fatal_to_the_state(bad: str) 
     assert len(d.skipped) == 1 and d.skipped[0].startswith("pod web/b: address")
 
 
-@pytest.mark.parametrize("spec", [{"gateway": "10.9.0.1"}, {"gateway": "10.1.0.0"}, {"cidr": "10.1.0.0/31"},
-                                  {"cidr": "10.1.0.1/24"}, {"gateway": "nope"}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"gateway": "10.9.0.1"},
+        {"gateway": "10.1.0.0"},
+        {"cidr": "10.1.0.0/31"},
+        {"cidr": "10.1.0.1/24"},
+        {"gateway": "nope"},
+    ],
+)
 def test_a_network_the_host_cannot_build_is_skipped(spec: Obj) -> None:
     bad = network("bad", 2, **spec)
     d = build(*WEB, bad, pod("a", i=5), pod("b", net="bad", i=6))
@@ -211,9 +282,15 @@ def test_a_network_the_host_cannot_build_is_skipped(spec: Obj) -> None:
 
 
 def test_of_two_networks_with_one_id_only_the_holder_is_built() -> None:
-    items = (network("a", 3), network("b", 3, "10.2.0.0/24", "10.2.0.1"),
-             network("c", 4, "10.3.0.0/24", "10.3.0.1"), namespace("web"), pod("pa", net="a", i=5),
-             pod("pb", net="b", ip="10.2.0.6", i=6), pod("pc", net="c", ip="10.3.0.7", i=7))
+    items = (
+        network("a", 3),
+        network("b", 3, "10.2.0.0/24", "10.2.0.1"),
+        network("c", 4, "10.3.0.0/24", "10.3.0.1"),
+        namespace("web"),
+        pod("pa", net="a", i=5),
+        pod("pb", net="b", ip="10.2.0.6", i=6),
+        pod("pc", net="c", ip="10.3.0.7", i=7),
+    )
     d = build(*items)
     assert [n.id for n in d.state.networks] == [3, 4] and d.names == {3: "a", 4: "c"}
     assert any("does not hold its id 3" in s for s in d.skipped)
@@ -223,27 +300,49 @@ def test_of_two_networks_with_one_id_only_the_holder_is_built() -> None:
 
 
 def test_services_follow_the_namespace_to_its_network() -> None:
-    nets = (network("default", 1), network("acme", 2, "10.2.0.0/24", "10.2.0.1", tenant="acme", default=True),
-            network("acme-db", 3, "10.3.0.0/24", "10.3.0.1", tenant="acme"))
-    spaces = (namespace("web"), namespace("shop", tenant="acme"),
-              namespace("db", tenant="acme", net="acme-db"))
-    pods = (pod("w", i=5), pod("s", "shop", net="acme", ip="10.2.0.5", i=6),
-            pod("d", "db", net="acme-db", ip="10.3.0.5", i=7))
-    svcs = (service("web", "web", "10.96.0.1"), service("shop", "shop", "10.96.0.2"),
-            service("db", "db", "10.96.0.3"))
-    eps = (endpoints("web", "web", subset("10.1.0.5")), endpoints("shop", "shop", subset("10.2.0.5")),
-           endpoints("db", "db", subset("10.3.0.5")))
+    nets = (
+        network("default", 1),
+        network("acme", 2, "10.2.0.0/24", "10.2.0.1", tenant="acme", default=True),
+        network("acme-db", 3, "10.3.0.0/24", "10.3.0.1", tenant="acme"),
+    )
+    spaces = (
+        namespace("web"),
+        namespace("shop", tenant="acme"),
+        namespace("db", tenant="acme", net="acme-db"),
+    )
+    pods = (
+        pod("w", i=5),
+        pod("s", "shop", net="acme", ip="10.2.0.5", i=6),
+        pod("d", "db", net="acme-db", ip="10.3.0.5", i=7),
+    )
+    svcs = (
+        service("web", "web", "10.96.0.1"),
+        service("shop", "shop", "10.96.0.2"),
+        service("db", "db", "10.96.0.3"),
+    )
+    eps = (
+        endpoints("web", "web", subset("10.1.0.5")),
+        endpoints("shop", "shop", subset("10.2.0.5")),
+        endpoints("db", "db", subset("10.3.0.5")),
+    )
     d = build(*nets, *spaces, *pods, *svcs, *eps)
     got = {n.id: [(s.name, s.cluster_ip, s.ports[0].endpoints) for s in n.services] for n in d.state.networks}
-    assert got == {1: [("web/web", "10.96.0.1", (Endpoint("10.1.0.5", 8080),))],
-                   2: [("shop/shop", "10.96.0.2", (Endpoint("10.2.0.5", 8080),))],
-                   3: [("db/db", "10.96.0.3", (Endpoint("10.3.0.5", 8080),))]}
+    assert got == {
+        1: [("web/web", "10.96.0.1", (Endpoint("10.1.0.5", 8080),))],
+        2: [("shop/shop", "10.96.0.2", (Endpoint("10.2.0.5", 8080),))],
+        3: [("db/db", "10.96.0.3", (Endpoint("10.3.0.5", 8080),))],
+    }
     for nid, name in ((1, "web"), (2, "shop"), (3, "db")):
         svc_objs, ep_objs = d.dns[nid]
         assert [o["metadata"]["name"] for o in svc_objs] == [name] == [o["metadata"]["name"] for o in ep_objs]
     # a tenant's namespace never lands on the cluster network, even naming it
-    d = build(*nets, namespace("sneaky", tenant="acme", net="default"), pod("w", i=5),
-              pod("s", "shop", net="acme", ip="10.2.0.5", i=6), service("x", "sneaky", "10.96.0.9"))
+    d = build(
+        *nets,
+        namespace("sneaky", tenant="acme", net="default"),
+        pod("w", i=5),
+        pod("s", "shop", net="acme", ip="10.2.0.5", i=6),
+        service("x", "sneaky", "10.96.0.9"),
+    )
     assert [s.name for s in d.state.network(2).services] == ["sneaky/x"]
     assert d.state.network(1).services == ()
 
@@ -256,21 +355,33 @@ def test_only_ready_addresses_in_the_cidr_become_endpoints() -> None:
 
 
 def test_named_target_ports_are_resolved_per_subset() -> None:
-    ports = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"},
-             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]
-    ep = endpoints("web", "web", subset("10.1.0.5", port=8080), subset("10.1.0.6", port=9090),
-                   {"addresses": [{"ip": "10.1.0.5"}],
-                    "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}]})
+    ports = [
+        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"},
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+    ]
+    ep = endpoints(
+        "web",
+        "web",
+        subset("10.1.0.5", port=8080),
+        subset("10.1.0.6", port=9090),
+        {"addresses": [{"ip": "10.1.0.5"}], "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}]},
+    )
     d = build(*WEB, pod("a", i=5), service("web", ports=ports), ep)
     (svc,) = d.state.network(1).services
-    assert svc.ports == (ServicePort("TCP", 80, (Endpoint("10.1.0.5", 8080), Endpoint("10.1.0.6", 9090))),
-                         ServicePort("UDP", 53, (Endpoint("10.1.0.5", 5353),)))
+    assert svc.ports == (
+        ServicePort("TCP", 80, (Endpoint("10.1.0.5", 8080), Endpoint("10.1.0.6", 9090))),
+        ServicePort("UDP", 53, (Endpoint("10.1.0.5", 5353),)),
+    )
 
 
 def test_headless_and_external_name_services_are_dns_only() -> None:
-    d = build(*WEB, pod("a", i=5), service("hl", cluster_ip="None"),
-              endpoints("hl", "web", subset("10.1.0.5")),
-              service("ext", cluster_ip="", type="ExternalName", externalName="example.com"))
+    d = build(
+        *WEB,
+        pod("a", i=5),
+        service("hl", cluster_ip="None"),
+        endpoints("hl", "web", subset("10.1.0.5")),
+        service("ext", cluster_ip="", type="ExternalName", externalName="example.com"),
+    )
     assert d.state.network(1).services == ()
     svc_objs, ep_objs = d.dns[1]
     assert sorted(o["metadata"]["name"] for o in svc_objs) == ["ext", "hl"]
@@ -291,13 +402,26 @@ def test_an_unusable_cluster_ip_is_skipped(cip: str) -> None:
 
 def test_node_ports_are_carried_and_one_node_port_is_published_once() -> None:
     def np(name: str, ns: str, cip: str, node_port: int, kind: str = "NodePort") -> Obj:
-        return service(name, ns, cip, [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080,
-                                        "nodePort": node_port}], type=kind)
-    d = build(network("default", 1), network("other", 2, "10.2.0.0/24", "10.2.0.1"), namespace("web"),
-              namespace("o", net="other"), pod("a", i=5), pod("b", "o", net="other", ip="10.2.0.5", i=6),
-              np("web", "web", "10.96.0.1", 30080), np("clash", "o", "10.96.0.1", 30080),
-              np("lb", "o", "10.96.0.2", 30081, "LoadBalancer"), service("plain", "web", "10.96.0.3",
-                                                                       [{"port": 81, "nodePort": 30082}]))
+        return service(
+            name,
+            ns,
+            cip,
+            [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": node_port}],
+            type=kind,
+        )
+
+    d = build(
+        network("default", 1),
+        network("other", 2, "10.2.0.0/24", "10.2.0.1"),
+        namespace("web"),
+        namespace("o", net="other"),
+        pod("a", i=5),
+        pod("b", "o", net="other", ip="10.2.0.5", i=6),
+        np("web", "web", "10.96.0.1", 30080),
+        np("clash", "o", "10.96.0.1", 30080),
+        np("lb", "o", "10.96.0.2", 30081, "LoadBalancer"),
+        service("plain", "web", "10.96.0.3", [{"port": 81, "nodePort": 30082}]),
+    )
     ports = {s.name: s.ports[0].node_port for n in d.state.networks for s in n.services}
     # the first by uid keeps it ("svc-o-clash" < "svc-web-web"); the other is still a ClusterIP
     assert ports == {"o/clash": 30080, "web/web": None, "o/lb": 30081, "web/plain": None}
@@ -305,20 +429,35 @@ def test_node_ports_are_carried_and_one_node_port_is_published_once() -> None:
 
 
 def test_services_of_networks_without_local_pods_are_absent() -> None:
-    d = build(network("default", 1), network("other", 2, "10.2.0.0/24", "10.2.0.1"), namespace("web"),
-              namespace("o", net="other"), pod("a", i=5), pod("far", "o", net="other", ip="10.2.0.5", i=6,
-                                                              node="node2"),
-              service("web"), service("o", "o"), service("orphan", "nowhere"))
+    d = build(
+        network("default", 1),
+        network("other", 2, "10.2.0.0/24", "10.2.0.1"),
+        namespace("web"),
+        namespace("o", net="other"),
+        pod("a", i=5),
+        pod("far", "o", net="other", ip="10.2.0.5", i=6, node="node2"),
+        service("web"),
+        service("o", "o"),
+        service("orphan", "nowhere"),
+    )
     assert [n.id for n in d.state.networks] == [1] and set(d.dns) == {1}
     assert [s.name for s in d.state.network(1).services] == ["web/web"]
 
 
 def test_services_on_the_same_port_are_all_published_but_one_address_only_once() -> None:
-    d = build(*WEB, pod("a", i=5), service("one", cluster_ip="10.96.0.1"),
-              service("two", cluster_ip="10.96.0.2"), service("three", cluster_ip="10.96.0.1"))
+    d = build(
+        *WEB,
+        pod("a", i=5),
+        service("one", cluster_ip="10.96.0.1"),
+        service("two", cluster_ip="10.96.0.2"),
+        service("three", cluster_ip="10.96.0.1"),
+    )
     got = [(s.name, s.cluster_ip, [p.port for p in s.ports]) for s in d.state.network(1).services]
-    assert got == [("web/one", "10.96.0.1", [80]), ("web/three", "10.96.0.1", []),
-                   ("web/two", "10.96.0.2", [80])]
+    assert got == [
+        ("web/one", "10.96.0.1", [80]),
+        ("web/three", "10.96.0.1", []),
+        ("web/two", "10.96.0.2", [80]),
+    ]
     assert d.skipped == ["service web/three: 10.96.0.1 TCP/80 is another service's"]
 
 
@@ -334,9 +473,15 @@ def test_an_egress_off_network_and_the_mtu_are_carried() -> None:
 
 def test_cluster_first_is_the_gateway_with_the_search_path() -> None:
     assert guest_dns(pod("a"), GW, ["9.9.9.9"]) == ((GW,), SEARCH, ("ndots:5",))
-    p = pod("a", dnsPolicy="ClusterFirst", dnsConfig={
-        "nameservers": ["1.1.1.1", GW], "searches": ["corp.example", "svc.cluster.local"],
-        "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}, {"value": "nameless"}]})
+    p = pod(
+        "a",
+        dnsPolicy="ClusterFirst",
+        dnsConfig={
+            "nameservers": ["1.1.1.1", GW],
+            "searches": ["corp.example", "svc.cluster.local"],
+            "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}, {"value": "nameless"}],
+        },
+    )
     assert guest_dns(p, GW, []) == ((GW, "1.1.1.1"), (*SEARCH, "corp.example"), ("ndots:2", "edns0"))
 
 
@@ -348,8 +493,11 @@ def test_default_is_the_networks_upstreams_else_the_gateway() -> None:
 
 def test_none_is_only_the_dns_config_within_the_c_librarys_limits() -> None:
     assert guest_dns(pod("a", dnsPolicy="None"), GW, ["9.9.9.9"]) == ((), (), ())
-    cfg = {"nameservers": [f"10.0.0.{i}" for i in range(5)], "searches": [f"s{i}.example" for i in range(8)],
-           "options": [{"name": "timeout", "value": "1"}]}
+    cfg = {
+        "nameservers": [f"10.0.0.{i}" for i in range(5)],
+        "searches": [f"s{i}.example" for i in range(8)],
+        "options": [{"name": "timeout", "value": "1"}],
+    }
     servers, searches, options = guest_dns(pod("a", dnsPolicy="None", dnsConfig=cfg), GW, [])
     assert servers == ("10.0.0.0", "10.0.0.1", "10.0.0.2")
     assert searches == tuple(f"s{i}.example" for i in range(6)) and options == ("timeout:1",)
@@ -357,16 +505,26 @@ def test_none_is_only_the_dns_config_within_the_c_librarys_limits() -> None:
 
 def test_hosts_has_the_pod_its_subdomain_name_and_its_aliases() -> None:
     assert guest_hosts(pod("a"), "10.1.0.5") == ("10.1.0.5\ta",)
-    p = pod("a", hostname="db-0", subdomain="db", hostAliases=[
-        {"ip": "10.9.0.1", "hostnames": ["foo", "foo.local"]}, {"ip": "10.9.0.2", "hostnames": []}])
-    assert guest_hosts(p, "10.1.0.5") == ("10.1.0.5\tdb-0.db.web.svc.cluster.local db-0",
-                                          "10.9.0.1\tfoo foo.local")
+    p = pod(
+        "a",
+        hostname="db-0",
+        subdomain="db",
+        hostAliases=[
+            {"ip": "10.9.0.1", "hostnames": ["foo", "foo.local"]},
+            {"ip": "10.9.0.2", "hostnames": []},
+        ],
+    )
+    assert guest_hosts(p, "10.1.0.5") == (
+        "10.1.0.5\tdb-0.db.web.svc.cluster.local db-0",
+        "10.9.0.1\tfoo foo.local",
+    )
 
 
 # -- PodNetworks, as root ----------------------------------------------------------------------
 
-root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                          reason="tenant network plumbing needs root and iproute2")
+root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="tenant network plumbing needs root and iproute2"
+)
 
 
 @dataclass
@@ -393,10 +551,12 @@ class Node:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+
         # a cancelled apply may still run in its worker thread: wait for the host's lock
         def idle() -> None:
             with pn.host._lock:
                 pass
+
         await asyncio.to_thread(idle)
 
     def router(self, nid: int) -> str:
@@ -456,8 +616,9 @@ def dns_query(netns: str, server: str, name: str) -> list[str]:
         s.sendto(encode(Message(id=0x1234, rd=True, questions=[Question(labels, A)])), (server, 53))
         reply = decode(s.recv(4096))
     assert reply.id == 0x1234 and reply.qr
-    return [socket.inet_ntoa(rr.rdata) for rr in reply.answers
-            if rr.rtype == A and isinstance(rr.rdata, bytes)]
+    return [
+        socket.inet_ntoa(rr.rdata) for rr in reply.answers if rr.rtype == A and isinstance(rr.rdata, bytes)
+    ]
 
 
 def pod_body(name: str, i: int, net: str = "default", ip: str | None = None) -> Obj:
@@ -492,6 +653,7 @@ async def test_attach_dns_status_restart_and_delete(node: Node, monkeypatch: pyt
         net = await node.client.get(GV, "networks", "default")
         hosts = (net.get("status") or {}).get("hosts") or []
         return next((h for h in hosts if h.get("node") == NODE and h.get("ready") is True), None)
+
     await wait_for_async(reported, 10, 0.05, "status.hosts for node1")
 
     # a "pod" on the bridge asks the gateway for the service
@@ -521,8 +683,12 @@ async def test_attach_dns_status_restart_and_delete(node: Node, monkeypatch: pyt
     # deleting the pods removes the router and everything of the prefix
     for name in ("a", "b"):
         await node.client.delete("v1", "pods", name, "web", body={"gracePeriodSeconds": 0})
-    await wait_for_async(lambda: pn2.applied is not None and pn2.applied.state.networks == (), 10, 0.05,
-                         "an empty state applied")
+    await wait_for_async(
+        lambda: pn2.applied is not None and pn2.applied.state.networks == (),
+        10,
+        0.05,
+        "an empty state applied",
+    )
     assert not pn2.errors
     assert [n for n in leftovers(node.prefix) if n.startswith(f"{node.prefix}-")] == []
     assert f"{node.prefix}-" not in node.links(node.host_ns)
@@ -531,8 +697,9 @@ async def test_attach_dns_status_restart_and_delete(node: Node, monkeypatch: pyt
 
 
 @root
-async def test_pods_that_cannot_be_attached_are_not_ready(node: Node,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_pods_that_cannot_be_attached_are_not_ready(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(nodenet, "DEBOUNCE", 0.01)
     monkeypatch.setattr(nodenet, "ATTACH_TIMEOUT", 1.0)
     for obj in (network("default", 7), network("noid", None, "10.2.0.0/24", "10.2.0.1"), namespace("web")):

@@ -50,6 +50,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def take(it: AsyncIterator[Event], n: int, timeout: float = 5.0) -> list[Event]:
     async def run() -> list[Event]:
         return [await anext(it) for _ in range(n)]
+
     return await asyncio.wait_for(run(), timeout)
 
 
@@ -70,8 +71,11 @@ async def test_open_store_urls(tmp_path: Path) -> None:
     assert await s.create("/k", b"v") == 1
     await s.close()
     assert (tmp_path / "sub" / "state.db").stat().st_mode & 0o777 == 0o600
-    for url, msg in [("mysql://x", "unknown scheme"),
-                     ("state.db", "no scheme"), ("sqlite://", "names no file")]:
+    for url, msg in [
+        ("mysql://x", "unknown scheme"),
+        ("state.db", "no scheme"),
+        ("sqlite://", "names no file"),
+    ]:
         with pytest.raises(StoreError, match=msg):
             open_store(url)
 
@@ -159,8 +163,11 @@ async def test_list_prefix_limit_start_after_revision(store: SqliteStore) -> Non
     assert now.items[1].value == b"changed"
 
     old = await store.list("/a/", revision=before)
-    assert [(kv.key, kv.value) for kv in old.items] == [("/a/1", b"/a/1"), ("/a/2", b"/a/2"),
-                                                        ("/a/3", b"/a/3")]
+    assert [(kv.key, kv.value) for kv in old.items] == [
+        ("/a/1", b"/a/1"),
+        ("/a/2", b"/a/2"),
+        ("/a/3", b"/a/3"),
+    ]
     assert old.revision == before
 
     page = await store.list("/a/", limit=2, revision=before)
@@ -309,11 +316,13 @@ async def _race(path: Path, ops: list[tuple[int, int, int]], starts: list[tuple[
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 4), st.integers(0, 3)),
-                    min_size=1, max_size=40),
-       starts=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 10)), min_size=1, max_size=4))
-def test_watch_races_writes_no_gaps_no_duplicates(ops: list[tuple[int, int, int]],
-                                                  starts: list[tuple[int, int]]) -> None:
+@given(
+    ops=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 4), st.integers(0, 3)), min_size=1, max_size=40),
+    starts=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 10)), min_size=1, max_size=4),
+)
+def test_watch_races_writes_no_gaps_no_duplicates(
+    ops: list[tuple[int, int, int]], starts: list[tuple[int, int]]
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_race(Path(tmp) / "s.db", ops, starts))
 
@@ -335,8 +344,9 @@ asyncio.run(main())
 
 
 def spawn_writer(path: Path, n: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", CHILD_WRITER, str(path), str(n)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_WRITER, str(path), str(n)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
 
 
 async def test_watch_sees_another_process(tmp_path: Path) -> None:
@@ -417,8 +427,10 @@ async def test_compaction(tmp_path: Path) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(ops=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["put", "delete"])), max_size=60),
-       data=st.data())
+@given(
+    ops=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["put", "delete"])), max_size=60),
+    data=st.data(),
+)
 def test_compaction_keeps_every_view_after_it(ops: list[tuple[int, str]], data: st.DataObject) -> None:
     async def run(path: Path) -> None:
         s = new_store(path, compact_batch=3)
@@ -448,8 +460,7 @@ def test_compaction_keeps_every_view_after_it(ops: list[tuple[int, str]], data: 
 
 
 async def test_auto_compaction(tmp_path: Path) -> None:
-    s = new_store(tmp_path / "s.db",
-                  compaction=CompactionPolicy(interval=0.05, keep_revisions=10, min_age=0))
+    s = new_store(tmp_path / "s.db", compaction=CompactionPolicy(interval=0.05, keep_revisions=10, min_age=0))
     for i in range(30):
         await s.create(f"/k/{i}", b"v")
     async with asyncio.timeout(5):
@@ -459,8 +470,7 @@ async def test_auto_compaction(tmp_path: Path) -> None:
 
 
 async def test_auto_compaction_respects_min_age(tmp_path: Path) -> None:
-    s = new_store(tmp_path / "s.db",
-                  compaction=CompactionPolicy(interval=0.05, keep_revisions=1, min_age=60))
+    s = new_store(tmp_path / "s.db", compaction=CompactionPolicy(interval=0.05, keep_revisions=1, min_age=60))
     for i in range(20):
         await s.create(f"/k/{i}", b"v")
     await asyncio.sleep(0.3)

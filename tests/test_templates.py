@@ -25,7 +25,7 @@ from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.qemu import QemuVM, VMConfig, remove_socket_dir
 from tests.support.guests import qemu_processes_under
 from tests.support.pods import pod, run
-from tests.test_hypervm_network import (  # noqa: F401 (tenant: a fixture)
+from tests.support.tenantnet import (
     GW,
     VM1,
     VM2,
@@ -33,7 +33,7 @@ from tests.test_hypervm_network import (  # noqa: F401 (tenant: a fixture)
     needs_netns,
     network,
     sh_in,
-    tenant,
+    tenant,  # noqa: F401 (a fixture)
 )
 
 pytestmark = pytest.mark.slow
@@ -202,7 +202,7 @@ def test_store_keeps_the_recently_used_templates(tmp_path: Path) -> None:
 async def test_a_clone_on_a_tenant_network_has_the_pods_mac(
     templated: HyperVM,
     busybox_ref: str,
-    tenant: TenantNet,  # noqa: F811 (the fixture imported above)
+    tenant: TenantNet,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The template's NIC slot, on a tap of its own, becomes the pod's: on the pod's tap, with

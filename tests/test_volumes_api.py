@@ -35,8 +35,12 @@ def claims_path(ns: str, name: str = "") -> str:
 
 
 def claim(name: str, size: str = "1Gi", **spec: Any) -> Obj:
-    body: Obj = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-                  "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+    }
     body["spec"].update(spec)
     return body
 
@@ -45,18 +49,40 @@ def local_pv(name: str, node: str, tenant: str | None = None, size: str = "1Gi",
     meta: Obj = {"name": name}
     if tenant:
         meta["labels"] = {"hypernetes.io/tenant": tenant}
-    body: Obj = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta, "spec": {
-        "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-        "csi": {"driver": "local.hypernetes.io", "volumeHandle": name, "fsType": "ext4"},
-        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}}
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": meta,
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "csi": {"driver": "local.hypernetes.io", "volumeHandle": name, "fsType": "ext4"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
     body["spec"].update(spec)
     return body
 
 
 def storage_class(name: str, **fields: Any) -> Obj:
-    return {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
-            "provisioner": "local.hypernetes.io", **fields}
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "local.hypernetes.io",
+        **fields,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +107,10 @@ def table(stdout: str) -> list[dict[str, str]]:
     names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
     rows = []
     for line in lines[1:]:
-        cells = [line[a:b].strip() if b else line[a:].strip()
-                 for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        cells = [
+            line[a:b].strip() if b else line[a:].strip()
+            for a, b in zip(starts, [*starts[1:], None], strict=True)
+        ]
         rows.append(dict(zip(names, cells, strict=True)))
     return rows
 
@@ -109,12 +137,23 @@ def error_causes(r: Any) -> list[tuple[str, str]]:
 def test_default_storage_class_made_at_start(world: TenantWorld) -> None:
     out = world.kubectl("acme-viewer", "get", "storageclasses")  # every user may read classes
     assert out.returncode == 0, out.stderr
-    assert header(out.stdout) == ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE",
-                                  "ALLOWVOLUMEEXPANSION", "AGE"]
+    assert header(out.stdout) == [
+        "NAME",
+        "PROVISIONER",
+        "RECLAIMPOLICY",
+        "VOLUMEBINDINGMODE",
+        "ALLOWVOLUMEEXPANSION",
+        "AGE",
+    ]
     row = table(out.stdout)[0]
-    assert row | {"AGE": ""} == {"NAME": "local (default)", "PROVISIONER": "local.hypernetes.io",
-                                 "RECLAIMPOLICY": "Delete", "VOLUMEBINDINGMODE": "Immediate",
-                                 "ALLOWVOLUMEEXPANSION": "true", "AGE": ""}
+    assert row | {"AGE": ""} == {
+        "NAME": "local (default)",
+        "PROVISIONER": "local.hypernetes.io",
+        "RECLAIMPOLICY": "Delete",
+        "VOLUMEBINDINGMODE": "Immediate",
+        "ALLOWVOLUMEEXPANSION": "true",
+        "AGE": "",
+    }
     sc = world.op("GET", f"{CLASSES}/local")
     assert sc["parameters"] == {"fsType": "ext4", "format": "raw"}
     assert sc["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
@@ -199,57 +238,149 @@ def _with(body: Obj, path: str, value: Any) -> Obj:
 # (id, where to post, body, field, what the message says)
 INVALID: list[tuple[str, str, Obj, str, str]] = [
     ("rwx", "pvc", _with(PVC, "spec.accessModes", ["ReadWriteMany"]), "spec.accessModes", NOT_OURS),
-    ("rwop", "pvc", _with(PVC, "spec.accessModes", ["ReadWriteOncePod"]), "spec.accessModes",
-     "attached read-write to one pod VM at a time"),
-    ("mode-typo", "pvc", _with(PVC, "spec.accessModes", ["ReadWriteSometimes"]), "spec.accessModes",
-     'supported values: "ReadOnlyMany"'),
+    (
+        "rwop",
+        "pvc",
+        _with(PVC, "spec.accessModes", ["ReadWriteOncePod"]),
+        "spec.accessModes",
+        "attached read-write to one pod VM at a time",
+    ),
+    (
+        "mode-typo",
+        "pvc",
+        _with(PVC, "spec.accessModes", ["ReadWriteSometimes"]),
+        "spec.accessModes",
+        'supported values: "ReadOnlyMany"',
+    ),
     ("no-modes", "pvc", _with(PVC, "spec.accessModes", None), "spec.accessModes", "Required value"),
-    ("no-storage", "pvc", _with(PVC, "spec.resources", {"requests": {}}), "spec.resources[storage]",
-     "Required value"),
-    ("zero", "pvc", _with(PVC, "spec.resources.requests.storage", "0"), "spec.resources[storage]",
-     "must be greater than zero"),
-    ("data-source", "pvc", _with(PVC, "spec.dataSource", {"kind": "PersistentVolumeClaim", "name": "x"}),
-     "spec.dataSource", NOT_OURS),
-    ("attributes-class", "pvc", _with(PVC, "spec.volumeAttributesClassName", "gold"),
-     "spec.volumeAttributesClassName", NOT_OURS),
-    ("volume-mode", "pvc", _with(PVC, "spec.volumeMode", "Raw"), "spec.volumeMode",
-     'Unsupported value: "Raw"'),
-    ("nfs", "pv", _with(_with(PV, "spec.csi", None), "spec.nfs", {"server": "x", "path": "/"}), "spec.nfs",
-     NOT_OURS),
+    (
+        "no-storage",
+        "pvc",
+        _with(PVC, "spec.resources", {"requests": {}}),
+        "spec.resources[storage]",
+        "Required value",
+    ),
+    (
+        "zero",
+        "pvc",
+        _with(PVC, "spec.resources.requests.storage", "0"),
+        "spec.resources[storage]",
+        "must be greater than zero",
+    ),
+    (
+        "data-source",
+        "pvc",
+        _with(PVC, "spec.dataSource", {"kind": "PersistentVolumeClaim", "name": "x"}),
+        "spec.dataSource",
+        NOT_OURS,
+    ),
+    (
+        "attributes-class",
+        "pvc",
+        _with(PVC, "spec.volumeAttributesClassName", "gold"),
+        "spec.volumeAttributesClassName",
+        NOT_OURS,
+    ),
+    (
+        "volume-mode",
+        "pvc",
+        _with(PVC, "spec.volumeMode", "Raw"),
+        "spec.volumeMode",
+        'Unsupported value: "Raw"',
+    ),
+    (
+        "nfs",
+        "pv",
+        _with(_with(PV, "spec.csi", None), "spec.nfs", {"server": "x", "path": "/"}),
+        "spec.nfs",
+        NOT_OURS,
+    ),
     ("host-path", "pv", _with(PV, "spec.hostPath", {"path": "/etc"}), "spec.hostPath", NOT_OURS),
     ("no-source", "pv", _with(PV, "spec.csi", None), "spec", "must specify a volume type"),
-    ("other-driver", "pv", _with(PV, "spec.csi.driver", "ebs.csi.aws.com"), "spec.csi.driver",
-     '"local.hypernetes.io"'),
+    (
+        "other-driver",
+        "pv",
+        _with(PV, "spec.csi.driver", "ebs.csi.aws.com"),
+        "spec.csi.driver",
+        '"local.hypernetes.io"',
+    ),
     ("xfs", "pv", _with(PV, "spec.csi.fsType", "xfs"), "spec.csi.fsType", NOT_OURS),
-    ("format", "pv", _with(PV, "spec.csi.volumeAttributes", {"format": "vmdk"}),
-     "spec.csi.volumeAttributes[format]", 'Unsupported value: "vmdk"'),
-    ("handle", "pv", _with(PV, "spec.csi.volumeHandle", "../../etc/passwd"), "spec.csi.volumeHandle",
-     "names a file"),
-    ("secrets", "pv", _with(PV, "spec.csi.nodePublishSecretRef", {"name": "s", "namespace": "x"}),
-     "spec.csi.nodePublishSecretRef", NOT_OURS),
+    (
+        "format",
+        "pv",
+        _with(PV, "spec.csi.volumeAttributes", {"format": "vmdk"}),
+        "spec.csi.volumeAttributes[format]",
+        'Unsupported value: "vmdk"',
+    ),
+    (
+        "handle",
+        "pv",
+        _with(PV, "spec.csi.volumeHandle", "../../etc/passwd"),
+        "spec.csi.volumeHandle",
+        "names a file",
+    ),
+    (
+        "secrets",
+        "pv",
+        _with(PV, "spec.csi.nodePublishSecretRef", {"name": "s", "namespace": "x"}),
+        "spec.csi.nodePublishSecretRef",
+        NOT_OURS,
+    ),
     ("no-node", "pv", _with(PV, "spec.nodeAffinity", None), "spec.nodeAffinity", "lives on one node"),
-    ("recycle", "pv", _with(PV, "spec.persistentVolumeReclaimPolicy", "Recycle"),
-     "spec.persistentVolumeReclaimPolicy", NOT_OURS),
+    (
+        "recycle",
+        "pv",
+        _with(PV, "spec.persistentVolumeReclaimPolicy", "Recycle"),
+        "spec.persistentVolumeReclaimPolicy",
+        NOT_OURS,
+    ),
     ("no-capacity", "pv", _with(PV, "spec.capacity", None), "spec.capacity", "Required value"),
     ("pv-rwx", "pv", _with(PV, "spec.accessModes", ["ReadWriteMany"]), "spec.accessModes", NOT_OURS),
     ("mount-options", "pv", _with(PV, "spec.mountOptions", ["noatime"]), "spec.mountOptions", NOT_OURS),
-    ("wait-for-consumer", "sc", _with(SC, "volumeBindingMode", "WaitForFirstConsumer"), "volumeBindingMode",
-     NOT_OURS),
-    ("sc-recycle", "sc", _with(SC, "reclaimPolicy", "Recycle"), "reclaimPolicy",
-     'Unsupported value: "Recycle"'),
-    ("parameter", "sc", _with(SC, "parameters", {"iops": "100"}), "parameters[iops]",
-     'supported values: "fsType", "format"'),
-    ("sc-fstype", "sc", _with(SC, "parameters", {"fsType": "btrfs"}), "parameters[fsType]",
-     'Unsupported value: "btrfs"'),
-    ("topologies", "sc", _with(SC, "allowedTopologies", [{"matchLabelExpressions": []}]), "allowedTopologies",
-     NOT_OURS),
+    (
+        "wait-for-consumer",
+        "sc",
+        _with(SC, "volumeBindingMode", "WaitForFirstConsumer"),
+        "volumeBindingMode",
+        NOT_OURS,
+    ),
+    (
+        "sc-recycle",
+        "sc",
+        _with(SC, "reclaimPolicy", "Recycle"),
+        "reclaimPolicy",
+        'Unsupported value: "Recycle"',
+    ),
+    (
+        "parameter",
+        "sc",
+        _with(SC, "parameters", {"iops": "100"}),
+        "parameters[iops]",
+        'supported values: "fsType", "format"',
+    ),
+    (
+        "sc-fstype",
+        "sc",
+        _with(SC, "parameters", {"fsType": "btrfs"}),
+        "parameters[fsType]",
+        'Unsupported value: "btrfs"',
+    ),
+    (
+        "topologies",
+        "sc",
+        _with(SC, "allowedTopologies", [{"matchLabelExpressions": []}]),
+        "allowedTopologies",
+        NOT_OURS,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("where", "body", "field", "text"), [c[1:] for c in INVALID],
-                         ids=[c[0] for c in INVALID])
-def test_invalid_is_refused_with_its_field(world: TenantWorld, where: str, body: Obj, field: str,
-                                           text: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "body", "field", "text"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+)
+def test_invalid_is_refused_with_its_field(
+    world: TenantWorld, where: str, body: Obj, field: str, text: str
+) -> None:
     path = {"pvc": claims_path("default"), "pv": PVS, "sc": CLASSES}[where]
     r = world.http("operator").post(path + "?dryRun=All", json=body)
     assert r.status_code == 422, r.text
@@ -260,8 +391,10 @@ def test_kubectl_says_why_rwx_is_refused(world: TenantWorld) -> None:
     body = _with(PVC, "spec.accessModes", ["ReadWriteMany"])
     out = world.kubectl("acme-admin", "apply", "-n", "acme-a", "-f", "-", input=json.dumps(body))
     assert out.returncode != 0
-    assert ('The PersistentVolumeClaim "c" is invalid: spec.accessModes: Unsupported value: '
-            f'"ReadWriteMany": {NOT_OURS}') in out.stderr, out.stderr
+    assert (
+        'The PersistentVolumeClaim "c" is invalid: spec.accessModes: Unsupported value: '
+        f'"ReadWriteMany": {NOT_OURS}'
+    ) in out.stderr, out.stderr
 
 
 def grow(size: str) -> Obj:
@@ -275,17 +408,27 @@ def test_claim_spec_is_immutable_but_a_bound_claim_grows(world: TenantWorld) -> 
     r = h.patch(claims_path("acme-a", "fixed"), json=grow("2Gi"), headers=MERGE)
     assert r.status_code == 422 and error_causes(r)[0][0] == "spec.resources", r.text
     assert "spec is immutable after creation except resources.requests" in r.text
-    r = h.patch(claims_path("acme-a", "fixed"), json={"spec": {"accessModes": ["ReadOnlyMany"]}},
-                headers=MERGE)
+    r = h.patch(
+        claims_path("acme-a", "fixed"), json={"spec": {"accessModes": ["ReadOnlyMany"]}}, headers=MERGE
+    )
     assert r.status_code == 422 and [f for f, _ in error_causes(r)] == ["spec.accessModes"], r.text
     fake_bind(world, "acme-a", "fixed", "pv-fixed", "1Gi")
     r = h.patch(claims_path("acme-a", "fixed"), json=grow("2Gi"), headers=MERGE)
     assert r.status_code == 200, r.text
-    out = world.kubectl("acme-admin", "patch", "pvc", "fixed", "-n", "acme-a", "-p",
-                        '{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}')
+    out = world.kubectl(
+        "acme-admin",
+        "patch",
+        "pvc",
+        "fixed",
+        "-n",
+        "acme-a",
+        "-p",
+        '{"spec":{"resources":{"requests":{"storage":"1Gi"}}}}',
+    )
     assert out.returncode != 0
-    assert ("spec.resources.requests.storage: Forbidden: field can not be less than previous value"
-            in out.stderr), out.stderr
+    assert (
+        "spec.resources.requests.storage: Forbidden: field can not be less than previous value" in out.stderr
+    ), out.stderr
     r = h.patch(claims_path("acme-a", "fixed"), json={"spec": {"volumeName": "another"}}, headers=MERGE)
     assert r.status_code == 422 and [f for f, _ in error_causes(r)] == ["spec.volumeName"], r.text
 
@@ -300,7 +443,8 @@ def test_growth_needs_a_class_that_allows_it(world: TenantWorld) -> None:
     assert r.status_code == 403, r.text
     assert r.json()["message"] == (
         'persistentvolumeclaims "small" is forbidden: only dynamically provisioned pvc can be resized and '
-        "the storageclass that provisions the pvc must support resize")
+        "the storageclass that provisions the pvc must support resize"
+    )
 
 
 def test_class_and_volume_updates(world: TenantWorld) -> None:
@@ -322,10 +466,30 @@ def test_class_and_volume_updates(world: TenantWorld) -> None:
 
 # == tables =======================================================================================
 
-PVC_HEADER = ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS",
-              "AGE", "VOLUMEMODE"]
-PV_HEADER = ["NAME", "CAPACITY", "ACCESS MODES", "RECLAIM POLICY", "STATUS", "CLAIM", "STORAGECLASS",
-             "VOLUMEATTRIBUTESCLASS", "REASON", "AGE", "VOLUMEMODE"]
+PVC_HEADER = [
+    "NAME",
+    "STATUS",
+    "VOLUME",
+    "CAPACITY",
+    "ACCESS MODES",
+    "STORAGECLASS",
+    "VOLUMEATTRIBUTESCLASS",
+    "AGE",
+    "VOLUMEMODE",
+]
+PV_HEADER = [
+    "NAME",
+    "CAPACITY",
+    "ACCESS MODES",
+    "RECLAIM POLICY",
+    "STATUS",
+    "CLAIM",
+    "STORAGECLASS",
+    "VOLUMEATTRIBUTESCLASS",
+    "REASON",
+    "AGE",
+    "VOLUMEMODE",
+]
 
 
 def test_claim_and_volume_tables_as_upstream(world: TenantWorld) -> None:
@@ -333,9 +497,18 @@ def test_claim_and_volume_tables_as_upstream(world: TenantWorld) -> None:
     world.op("POST", claims_path("tables"), claim("pending", "2Gi", volumeMode="Block"))
     both = ["ReadWriteOnce", "ReadOnlyMany"]
     world.op("POST", claims_path("tables"), claim("bound", "1536Mi", accessModes=both))
-    world.op("POST", PVS, local_pv("table-pv", "n1", size="1536Mi", accessModes=both[::-1],
-                                   persistentVolumeReclaimPolicy="Delete",
-                                   claimRef={"namespace": "tables", "name": "bound"}))
+    world.op(
+        "POST",
+        PVS,
+        local_pv(
+            "table-pv",
+            "n1",
+            size="1536Mi",
+            accessModes=both[::-1],
+            persistentVolumeReclaimPolicy="Delete",
+            claimRef={"namespace": "tables", "name": "bound"},
+        ),
+    )
     failed = {"phase": "Failed", "reason": "VolumeFailedDelete"}
     world.op("PATCH", f"{PVS}/table-pv/status", {"status": failed}, headers=MERGE)
     fake_bind(world, "tables", "bound", "table-pv", "1536Mi")
@@ -343,25 +516,52 @@ def test_claim_and_volume_tables_as_upstream(world: TenantWorld) -> None:
     assert header(out.stdout) == PVC_HEADER
     rows = {r["NAME"]: r for r in table(out.stdout)}
     assert rows["pending"] | {"AGE": ""} == {
-        "NAME": "pending", "STATUS": "Pending", "VOLUME": "", "CAPACITY": "", "ACCESS MODES": "",
-        "STORAGECLASS": "local", "VOLUMEATTRIBUTESCLASS": "<unset>", "AGE": "", "VOLUMEMODE": "Block"}
+        "NAME": "pending",
+        "STATUS": "Pending",
+        "VOLUME": "",
+        "CAPACITY": "",
+        "ACCESS MODES": "",
+        "STORAGECLASS": "local",
+        "VOLUMEATTRIBUTESCLASS": "<unset>",
+        "AGE": "",
+        "VOLUMEMODE": "Block",
+    }
     assert rows["bound"] | {"AGE": ""} == {
-        "NAME": "bound", "STATUS": "Bound", "VOLUME": "table-pv", "CAPACITY": "1536Mi", "ACCESS MODES": "RWO",
-        "STORAGECLASS": "local", "VOLUMEATTRIBUTESCLASS": "<unset>", "AGE": "", "VOLUMEMODE": "Filesystem"}
+        "NAME": "bound",
+        "STATUS": "Bound",
+        "VOLUME": "table-pv",
+        "CAPACITY": "1536Mi",
+        "ACCESS MODES": "RWO",
+        "STORAGECLASS": "local",
+        "VOLUMEATTRIBUTESCLASS": "<unset>",
+        "AGE": "",
+        "VOLUMEMODE": "Filesystem",
+    }
     assert re.fullmatch(r"\d+s", rows["bound"]["AGE"])
     assert header(world.kubectl("operator", "get", "pvc", "-n", "tables").stdout) == PVC_HEADER[:-1]
     out = world.kubectl("operator", "get", "pv", "table-pv", "-o", "wide")
     assert header(out.stdout) == PV_HEADER
     row = table(out.stdout)[0]
-    assert row | {"AGE": ""} == {"NAME": "table-pv", "CAPACITY": "1536Mi", "ACCESS MODES": "RWO,ROX",
-                                 "RECLAIM POLICY": "Delete", "STATUS": "Failed", "CLAIM": "tables/bound",
-                                 "STORAGECLASS": "manual", "VOLUMEATTRIBUTESCLASS": "<unset>",
-                                 "REASON": "VolumeFailedDelete", "AGE": "", "VOLUMEMODE": "Filesystem"}
+    assert row | {"AGE": ""} == {
+        "NAME": "table-pv",
+        "CAPACITY": "1536Mi",
+        "ACCESS MODES": "RWO,ROX",
+        "RECLAIM POLICY": "Delete",
+        "STATUS": "Failed",
+        "CLAIM": "tables/bound",
+        "STORAGECLASS": "manual",
+        "VOLUMEATTRIBUTESCLASS": "<unset>",
+        "REASON": "VolumeFailedDelete",
+        "AGE": "",
+        "VOLUMEMODE": "Filesystem",
+    }
     # deleting: the protection finalizers hold both (no controller here), shown as Terminating
     world.kubectl("operator", "delete", "pvc", "pending", "-n", "tables", "--wait=false")
     world.kubectl("operator", "delete", "pv", "table-pv", "--wait=false")
-    assert table(world.kubectl("operator", "get", "pvc", "pending", "-n", "tables").stdout)[0]["STATUS"] == \
-        "Terminating"
+    assert (
+        table(world.kubectl("operator", "get", "pvc", "pending", "-n", "tables").stdout)[0]["STATUS"]
+        == "Terminating"
+    )
     assert table(world.kubectl("operator", "get", "pv", "table-pv").stdout)[0]["STATUS"] == "Terminating"
 
 
@@ -372,9 +572,11 @@ def test_storage_quota_on_create_and_growth(world: TenantWorld) -> None:
     admin = world.fresh_tenant("initech", {"quota": {"storage": "3Gi", "persistentvolumeclaims": "2"}})
     big = world.kubectl(admin, "apply", "-n", "initech-a", "-f", "-", input=json.dumps(claim("big", "5Gi")))
     assert big.returncode != 0
-    assert ('Error from server (Forbidden): error when creating "STDIN": persistentvolumeclaims "big" is '
-            'forbidden: exceeded quota of tenant "initech": storage: requested 5Gi, used 0, limited 3Gi '
-            "(over by 2Gi)") in big.stderr, big.stderr
+    assert (
+        'Error from server (Forbidden): error when creating "STDIN": persistentvolumeclaims "big" is '
+        'forbidden: exceeded quota of tenant "initech": storage: requested 5Gi, used 0, limited 3Gi '
+        "(over by 2Gi)"
+    ) in big.stderr, big.stderr
     h = world.http(admin)
     assert h.post(claims_path("initech-a"), json=claim("one", "1Gi")).status_code == 201
     assert h.post(claims_path("initech-a"), json=claim("two", "1Gi")).status_code == 201
@@ -382,15 +584,26 @@ def test_storage_quota_on_create_and_growth(world: TenantWorld) -> None:
     assert r.status_code == 403
     assert r.json()["message"].endswith(
         'exceeded quota of tenant "initech": persistentvolumeclaims: requested 1, used 2, limited 2 '
-        "(over by 1)")
+        "(over by 1)"
+    )
     fake_bind(world, "initech-a", "one", "pv-one", "1Gi")
     fake_bind(world, "initech-a", "two", "pv-two", "1Gi")
     assert h.patch(claims_path("initech-a", "one"), json=grow("2Gi"), headers=MERGE).status_code == 200  # 3Gi
-    out = world.kubectl(admin, "patch", "pvc", "two", "-n", "initech-a", "-p",
-                        '{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}')
+    out = world.kubectl(
+        admin,
+        "patch",
+        "pvc",
+        "two",
+        "-n",
+        "initech-a",
+        "-p",
+        '{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}',
+    )
     assert out.returncode != 0
-    assert ('persistentvolumeclaims "two" is forbidden: exceeded quota of tenant "initech": storage: '
-            "requested 2Gi, used 3Gi, limited 3Gi (over by 2Gi)") in out.stderr, out.stderr
+    assert (
+        'persistentvolumeclaims "two" is forbidden: exceeded quota of tenant "initech": storage: '
+        "requested 2Gi, used 3Gi, limited 3Gi (over by 2Gi)"
+    ) in out.stderr, out.stderr
     # an operator's write into the tenant's namespace counts against the tenant too
     r = world.http("operator").post(claims_path("initech-a"), json=claim("by-operator"))
     assert r.status_code == 403 and "persistentvolumeclaims: requested 1, used 2" in r.json()["message"]
@@ -415,20 +628,36 @@ def volumes(world: TenantWorld) -> None:
     """acme-disk (acme's, on node-1) and globex-disk (globex's, on node-2, bound to globex-a/gclaim, which a
     pod on node-1 uses)."""
     world.op("POST", PVS, local_pv("acme-disk", "node-1", "acme"))
-    world.op("POST", PVS, local_pv("globex-disk", "node-2", "globex",
-                                   claimRef={"namespace": "globex-a", "name": "gclaim"}))
+    world.op(
+        "POST",
+        PVS,
+        local_pv("globex-disk", "node-2", "globex", claimRef={"namespace": "globex-a", "name": "gclaim"}),
+    )
     for node in ("node-1", "node-2"):
         world.op("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
         world.node_token(node)
     assert world.http("globex-admin").post(claims_path("globex-a"), json=claim("gclaim")).status_code == 201
     assert world.http("globex-admin").post(claims_path("globex-a"), json=claim("unused")).status_code == 201
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "uses-gclaim"}, "spec": {
-        "containers": [{"name": "c", "image": "registry.invalid/busybox:1"}],
-        "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "gclaim"}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "uses-gclaim"},
+        "spec": {
+            "containers": [{"name": "c", "image": "registry.invalid/busybox:1"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "gclaim"}}],
+        },
+    }
     assert world.http("globex-admin").post("/api/v1/namespaces/globex-a/pods", json=pod).status_code == 201
-    world.op("POST", "/api/v1/namespaces/globex-a/pods/uses-gclaim/binding", {
-        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "uses-gclaim"},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}})
+    world.op(
+        "POST",
+        "/api/v1/namespaces/globex-a/pods/uses-gclaim/binding",
+        {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": "uses-gclaim"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"},
+        },
+    )
 
 
 def names(world: TenantWorld, who: str, path: str = PVS) -> set[str]:
@@ -458,11 +687,15 @@ def test_other_tenants_volume_names_cannot_be_probed(world: TenantWorld) -> None
     foreign, absent = g.get(f"{PVS}/acme-disk"), g.get(f"{PVS}/no-such-disk")
     assert_forbidden(foreign.status_code, foreign.json(), "globex-admin")
     assert_forbidden(absent.status_code, absent.json(), "globex-admin")
-    said = (foreign.json()["message"].replace("acme-disk", "X"),
-            absent.json()["message"].replace("no-such-disk", "X"))
+    said = (
+        foreign.json()["message"].replace("acme-disk", "X"),
+        absent.json()["message"].replace("no-such-disk", "X"),
+    )
     assert said[0] == said[1]
-    for r in (g.get(f"{PVS}/acme-disk/status"),
-              g.get(PVS, params={"fieldSelector": "metadata.name=acme-disk"})):
+    for r in (
+        g.get(f"{PVS}/acme-disk/status"),
+        g.get(PVS, params={"fieldSelector": "metadata.name=acme-disk"}),
+    ):
         assert r.status_code == 403 or r.json()["items"] == [], r.text
     # a claim naming another tenant's volume is admitted like one naming no volume at all
     for name, volume in (("probe-foreign", "acme-disk"), ("probe-absent", "no-such-disk")):
@@ -474,13 +707,18 @@ def test_other_tenants_volume_names_cannot_be_probed(world: TenantWorld) -> None
 @pytest.mark.usefixtures("volumes")
 def test_tenants_never_write_volumes(world: TenantWorld) -> None:
     g = world.http("globex-admin")
-    for r in (g.post(PVS, json=local_pv("mine", "node-2", "globex")),
-              g.patch(f"{PVS}/globex-disk", json={"spec": {"claimRef": None}}, headers=MERGE),
-              g.patch(f"{PVS}/globex-disk/status", json={"status": {"phase": "Available"}}, headers=MERGE),
-              g.delete(f"{PVS}/globex-disk"),
-              g.delete(f"{PVS}/acme-disk"),
-              g.patch(f"{PVS}/acme-disk", json={"metadata": {"labels": {"hypernetes.io/tenant": "globex"}}},
-                      headers=MERGE)):
+    for r in (
+        g.post(PVS, json=local_pv("mine", "node-2", "globex")),
+        g.patch(f"{PVS}/globex-disk", json={"spec": {"claimRef": None}}, headers=MERGE),
+        g.patch(f"{PVS}/globex-disk/status", json={"status": {"phase": "Available"}}, headers=MERGE),
+        g.delete(f"{PVS}/globex-disk"),
+        g.delete(f"{PVS}/acme-disk"),
+        g.patch(
+            f"{PVS}/acme-disk",
+            json={"metadata": {"labels": {"hypernetes.io/tenant": "globex"}}},
+            headers=MERGE,
+        ),
+    ):
         assert_forbidden(r.status_code, r.json(), "globex-admin")
     kubectl_forbidden(world.kubectl("globex-admin", "label", "pv", "acme-disk", "a=b"))
     assert world.op("GET", f"{PVS}/acme-disk")["metadata"]["labels"] == {"hypernetes.io/tenant": "acme"}
@@ -498,18 +736,25 @@ def test_node_reads_and_changes_only_its_volumes(world: TenantWorld) -> None:
     assert world.http("node-2").get(f"{PVS}/acme-disk").status_code == 403
     # finalizers: only removed; nothing else changes
     world.op("PATCH", f"{PVS}/acme-disk", {"metadata": {"finalizers": BOTH_FINALIZERS}}, headers=MERGE)
-    for patch in ({"metadata": {"labels": {"hypernetes.io/tenant": "globex"}}},
-                  {"metadata": {"finalizers": [*BOTH_FINALIZERS, "evil/keep"]}},
-                  {"metadata": {"finalizers": ["local.hypernetes.io/backing-file"]}},  # pv-protection
-                  {"spec": {"claimRef": {"namespace": "globex-a", "name": "x"}}}):
+    for patch in (
+        {"metadata": {"labels": {"hypernetes.io/tenant": "globex"}}},
+        {"metadata": {"finalizers": [*BOTH_FINALIZERS, "evil/keep"]}},
+        {"metadata": {"finalizers": ["local.hypernetes.io/backing-file"]}},  # pv-protection
+        {"spec": {"claimRef": {"namespace": "globex-a", "name": "x"}}},
+    ):
         r = n1.patch(f"{PVS}/acme-disk", json=patch, headers=MERGE)
         assert r.status_code == 403, r.text
         assert "may only remove the local.hypernetes.io/backing-file finalizer" in r.text, r.text
-    r = n1.patch(f"{PVS}/acme-disk", json={"metadata": {"finalizers": ["kubernetes.io/pv-protection"]}},
-                 headers=MERGE)
+    r = n1.patch(
+        f"{PVS}/acme-disk", json={"metadata": {"finalizers": ["kubernetes.io/pv-protection"]}}, headers=MERGE
+    )
     assert r.status_code == 200, r.text
-    assert world.http("node-2").patch(f"{PVS}/acme-disk", json={"metadata": {"finalizers": None}},
-                                  headers=MERGE).status_code == 403
+    assert (
+        world.http("node-2")
+        .patch(f"{PVS}/acme-disk", json={"metadata": {"finalizers": None}}, headers=MERGE)
+        .status_code
+        == 403
+    )
     unfinalize = {"metadata": {"finalizers": None}}
     assert n1.patch(f"{PVS}/globex-disk", json=unfinalize, headers=MERGE).status_code == 403
     assert n1.post(PVS, json=local_pv("node-made", "node-1")).status_code == 403
@@ -520,5 +765,9 @@ def test_node_reads_and_changes_only_its_volumes(world: TenantWorld) -> None:
     assert n1.patch(gclaim, json=status, headers=MERGE).status_code == 200
     assert n1.patch(unused, json=status, headers=MERGE).status_code == 403
     assert world.http("node-2").patch(gclaim, json=status, headers=MERGE).status_code == 403
-    assert n1.patch(claims_path("globex-a", "gclaim"), json={"metadata": {"labels": {"a": "b"}}},
-                    headers=MERGE).status_code == 403
+    assert (
+        n1.patch(
+            claims_path("globex-a", "gclaim"), json={"metadata": {"labels": {"a": "b"}}}, headers=MERGE
+        ).status_code
+        == 403
+    )

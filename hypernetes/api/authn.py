@@ -9,8 +9,15 @@ from collections.abc import Mapping, Sequence
 
 from hypernetes.auth.identity import ADMIN, Authenticator, AuthUnavailable, UserInfo
 
-__all__ = ["ADMIN", "AuthUnavailable", "Authenticator", "TokenAuthenticator", "UnionAuthenticator",
-           "UserInfo", "bearer_token"]
+__all__ = [
+    "ADMIN",
+    "AuthUnavailable",
+    "Authenticator",
+    "TokenAuthenticator",
+    "UnionAuthenticator",
+    "UserInfo",
+    "bearer_token",
+]
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

@@ -13,8 +13,16 @@ from hypernetes.auth.authorizer import (
     TenantAuthorizer,
 )
 
-__all__ = ["AllowAll", "Attributes", "Authorizer", "Decision", "GroupAuthorizer", "Scope",
-           "TenantAuthorizer", "forbidden_message"]
+__all__ = [
+    "AllowAll",
+    "Attributes",
+    "Authorizer",
+    "Decision",
+    "GroupAuthorizer",
+    "Scope",
+    "TenantAuthorizer",
+    "forbidden_message",
+]
 
 
 def forbidden_message(attrs: Attributes) -> str:
@@ -25,5 +33,7 @@ def forbidden_message(attrs: Attributes) -> str:
     what = f'{res} "{attrs.name}"' if attrs.name else res
     where = f' in the namespace "{attrs.namespace}"' if attrs.namespace else ""
     scope = "" if attrs.namespace else " at the cluster scope"
-    return (f'{what} is forbidden: User "{user}" cannot {attrs.verb} resource "{res}" in API group '
-            f'"{attrs.api_group}"{where}{scope}')
+    return (
+        f'{what} is forbidden: User "{user}" cannot {attrs.verb} resource "{res}" in API group '
+        f'"{attrs.api_group}"{where}{scope}'
+    )

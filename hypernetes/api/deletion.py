@@ -42,16 +42,25 @@ def parse_options(body: Obj | None, query: dict[str, str]) -> DeleteOptions:
     if policy is None and body.get("orphanDependents", query.get("orphanDependents")) in (True, "true"):
         policy = "Orphan"
     if policy is not None and policy not in POLICIES:
-        raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
-                       f'Unsupported value: "{policy}": supported values: "Foreground", "Background", '
-                       '"Orphan"')
+        raise ApiError(
+            422,
+            "Invalid",
+            f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+            f'Unsupported value: "{policy}": supported values: "Foreground", "Background", '
+            '"Orphan"',
+        )
     try:
         grace_i = None if grace is None else int(grace)
     except (TypeError, ValueError):
         raise bad_request(f"invalid gracePeriodSeconds: {grace!r}") from None
     dry = body.get("dryRun") or ([query["dryRun"]] if "dryRun" in query else [])
-    return DeleteOptions(grace=grace_i, propagation=policy, uid=pre.get("uid"),
-                         resource_version=pre.get("resourceVersion"), dry_run="All" in dry)
+    return DeleteOptions(
+        grace=grace_i,
+        propagation=policy,
+        uid=pre.get("uid"),
+        resource_version=pre.get("resourceVersion"),
+        dry_run="All" in dry,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,12 +76,21 @@ def _rfc3339(t: datetime) -> str:
 def check_preconditions(obj: Obj, opts: DeleteOptions, resource: str, group: str) -> None:
     meta = obj["metadata"]
     if opts.uid is not None and opts.uid != meta.get("uid"):
-        raise conflict(resource, meta["name"], group, f"Precondition failed: UID in precondition: "
-                       f"{opts.uid}, UID in object meta: {meta.get('uid')}")
+        raise conflict(
+            resource,
+            meta["name"],
+            group,
+            f"Precondition failed: UID in precondition: {opts.uid}, UID in object meta: {meta.get('uid')}",
+        )
     if opts.resource_version is not None and opts.resource_version != meta.get("resourceVersion"):
-        raise conflict(resource, meta["name"], group, f"Precondition failed: ResourceVersion in "
-                       f"precondition: {opts.resource_version}, ResourceVersion in object meta: "
-                       f"{meta.get('resourceVersion')}")
+        raise conflict(
+            resource,
+            meta["name"],
+            group,
+            f"Precondition failed: ResourceVersion in "
+            f"precondition: {opts.resource_version}, ResourceVersion in object meta: "
+            f"{meta.get('resourceVersion')}",
+        )
 
 
 def _grace(kind: str, obj: Obj, opts: DeleteOptions) -> int:
@@ -155,5 +173,7 @@ def finished(kind: str, obj: Obj) -> bool:
 
 
 def terminating(ns: Obj) -> bool:
-    return bool((ns.get("metadata") or {}).get("deletionTimestamp")) or \
-        (ns.get("status") or {}).get("phase") == "Terminating"
+    return (
+        bool((ns.get("metadata") or {}).get("deletionTimestamp"))
+        or (ns.get("status") or {}).get("phase") == "Terminating"
+    )

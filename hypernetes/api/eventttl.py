@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 def _last_seen(event: dict[str, object]) -> str:
     meta = event.get("metadata")
     series = event.get("series")
-    candidates = [event.get("lastTimestamp"), event.get("eventTime"),
-                  series.get("lastObservedTime") if isinstance(series, dict) else None,
-                  meta.get("creationTimestamp") if isinstance(meta, dict) else None]
+    candidates = [
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        series.get("lastObservedTime") if isinstance(series, dict) else None,
+        meta.get("creationTimestamp") if isinstance(meta, dict) else None,
+    ]
     return max((str(c)[:19] for c in candidates if c), default="")
 
 
@@ -34,8 +37,9 @@ async def sweep(store: Store, ttl: float, now: datetime | None = None) -> int:
             continue
         start = ""
         while True:
-            page = await store.list(objects.key_prefix(kind.group, kind.plural, None), start_after=start,
-                                    limit=500)
+            page = await store.list(
+                objects.key_prefix(kind.group, kind.plural, None), start_after=start, limit=500
+            )
             for kv in page.items:
                 try:
                     seen = _last_seen(json.loads(kv.value))

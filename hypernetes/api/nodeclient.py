@@ -96,9 +96,7 @@ class RemotePods:
         except (aiohttp.ClientError, OSError, ssl.SSLError) as e:
             raise PodProxyError(f"cannot reach node {node}: {e}") from None
 
-    async def _stream(
-        self, pod: Obj, path: str, opening: Obj
-    ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    async def _stream(self, pod: Obj, path: str, opening: Obj) -> tuple[aiohttp.ClientWebSocketResponse, str]:
         base, node = await self._endpoint(pod)
         try:
             ws = await self._http().ws_connect(

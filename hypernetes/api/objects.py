@@ -21,8 +21,14 @@ __all__ = ["key_prefix", "object_key"]
 
 
 # metadata fields that clients cannot set (or change) through create/update
-_SERVER_OWNED = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                 "generation", "selfLink")
+_SERVER_OWNED = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+)
 # upstream's name suffix alphabet: no vowels (no words), no 0/1/3 (look like letters)
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -96,5 +102,8 @@ def stamp_update(new: Obj, old: Obj) -> None:
 
 
 def partial_metadata(obj: Obj) -> Obj:
-    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-            "metadata": copy.deepcopy(obj.get("metadata") or {})}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": copy.deepcopy(obj.get("metadata") or {}),
+    }

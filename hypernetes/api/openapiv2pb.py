@@ -81,14 +81,31 @@ def _fields(obj: Obj, spec: dict[str, tuple[int, str]]) -> bytes:
     return bytes(out)
 
 
-_SCHEMA_FIELDS = {"$ref": (1, "str"), "format": (2, "str"), "title": (3, "str"), "description": (4, "str"),
-                  "default": (5, "any"), "multipleOf": (6, "double"), "maximum": (7, "double"),
-                  "exclusiveMaximum": (8, "bool"), "minimum": (9, "double"), "exclusiveMinimum": (10, "bool"),
-                  "maxLength": (11, "int"), "minLength": (12, "int"), "pattern": (13, "str"),
-                  "maxItems": (14, "int"), "minItems": (15, "int"), "uniqueItems": (16, "bool"),
-                  "maxProperties": (17, "int"), "minProperties": (18, "int"), "required": (19, "[str]"),
-                  "enum": (20, "[any]"), "discriminator": (26, "str"), "readOnly": (27, "bool"),
-                  "example": (30, "any")}
+_SCHEMA_FIELDS = {
+    "$ref": (1, "str"),
+    "format": (2, "str"),
+    "title": (3, "str"),
+    "description": (4, "str"),
+    "default": (5, "any"),
+    "multipleOf": (6, "double"),
+    "maximum": (7, "double"),
+    "exclusiveMaximum": (8, "bool"),
+    "minimum": (9, "double"),
+    "exclusiveMinimum": (10, "bool"),
+    "maxLength": (11, "int"),
+    "minLength": (12, "int"),
+    "pattern": (13, "str"),
+    "maxItems": (14, "int"),
+    "minItems": (15, "int"),
+    "uniqueItems": (16, "bool"),
+    "maxProperties": (17, "int"),
+    "minProperties": (18, "int"),
+    "required": (19, "[str]"),
+    "enum": (20, "[any]"),
+    "discriminator": (26, "str"),
+    "readOnly": (27, "bool"),
+    "example": (30, "any"),
+}
 
 
 def schema(s: Obj) -> bytes:
@@ -112,15 +129,37 @@ def schema(s: Obj) -> bytes:
     return bytes(out)
 
 
-_QUERY = {"required": (1, "bool"), "in": (2, "str"), "description": (3, "str"), "name": (4, "str"),
-          "allowEmptyValue": (5, "bool"), "type": (6, "str"), "format": (7, "str"),
-          "collectionFormat": (9, "str"), "default": (10, "any"), "uniqueItems": (20, "bool"),
-          "enum": (21, "[any]")}
-_PATH = {"required": (1, "bool"), "in": (2, "str"), "description": (3, "str"), "name": (4, "str"),
-         "type": (5, "str"), "format": (6, "str"), "collectionFormat": (8, "str"), "default": (9, "any"),
-         "uniqueItems": (19, "bool"), "enum": (20, "[any]")}
-_NON_BODY = {"header": (1, _PATH, 22), "formData": (2, _QUERY, 23), "query": (3, _QUERY, 23),
-             "path": (4, _PATH, 22)}
+_QUERY = {
+    "required": (1, "bool"),
+    "in": (2, "str"),
+    "description": (3, "str"),
+    "name": (4, "str"),
+    "allowEmptyValue": (5, "bool"),
+    "type": (6, "str"),
+    "format": (7, "str"),
+    "collectionFormat": (9, "str"),
+    "default": (10, "any"),
+    "uniqueItems": (20, "bool"),
+    "enum": (21, "[any]"),
+}
+_PATH = {
+    "required": (1, "bool"),
+    "in": (2, "str"),
+    "description": (3, "str"),
+    "name": (4, "str"),
+    "type": (5, "str"),
+    "format": (6, "str"),
+    "collectionFormat": (8, "str"),
+    "default": (9, "any"),
+    "uniqueItems": (19, "bool"),
+    "enum": (20, "[any]"),
+}
+_NON_BODY = {
+    "header": (1, _PATH, 22),
+    "formData": (2, _QUERY, 23),
+    "query": (3, _QUERY, 23),
+    "path": (4, _PATH, 22),
+}
 
 
 def parameter(p: Obj) -> bytes:
@@ -128,8 +167,9 @@ def parameter(p: Obj) -> bytes:
     if "$ref" in p:
         return _len(2, _str(1, p["$ref"]) + _str(2, p.get("description", "")))
     if p.get("in") == "body":
-        body = _fields(p, {"description": (1, "str"), "name": (2, "str"), "in": (3, "str"),
-                           "required": (4, "bool")})
+        body = _fields(
+            p, {"description": (1, "str"), "name": (2, "str"), "in": (3, "str"), "required": (4, "bool")}
+        )
         if "schema" in p:
             body += _len(5, schema(p["schema"]))
         return _len(1, _len(1, body + _vendor(6, p)))
@@ -154,10 +194,21 @@ def _responses(rs: Obj) -> bytes:
 
 
 def operation(op: Obj) -> bytes:
-    out = bytearray(_fields(op, {"tags": (1, "[str]"), "summary": (2, "str"), "description": (3, "str"),
-                                 "operationId": (5, "str"), "produces": (6, "[str]"),
-                                 "consumes": (7, "[str]"), "schemes": (10, "[str]"),
-                                 "deprecated": (11, "bool")}))
+    out = bytearray(
+        _fields(
+            op,
+            {
+                "tags": (1, "[str]"),
+                "summary": (2, "str"),
+                "description": (3, "str"),
+                "operationId": (5, "str"),
+                "produces": (6, "[str]"),
+                "consumes": (7, "[str]"),
+                "schemes": (10, "[str]"),
+                "deprecated": (11, "bool"),
+            },
+        )
+    )
     out += b"".join(_len(8, parameter(p)) for p in op.get("parameters") or [])
     if "responses" in op:
         out += _len(9, _responses(op["responses"]))
@@ -180,8 +231,16 @@ def document(doc: Obj) -> bytes:
     info = doc.get("info") or {}
     out = bytearray(_str(1, doc.get("swagger", "2.0")))
     out += _len(2, _fields(info, {"title": (1, "str"), "version": (2, "str"), "description": (3, "str")}))
-    out += _fields(doc, {"host": (3, "str"), "basePath": (4, "str"), "schemes": (5, "[str]"),
-                         "consumes": (6, "[str]"), "produces": (7, "[str]")})
+    out += _fields(
+        doc,
+        {
+            "host": (3, "str"),
+            "basePath": (4, "str"),
+            "schemes": (5, "[str]"),
+            "consumes": (6, "[str]"),
+            "produces": (7, "[str]"),
+        },
+    )
     paths = doc.get("paths") or {}
     named = (_len(2, _str(1, p) + _len(2, path_item(item))) for p, item in paths.items() if p.startswith("/"))
     out += _len(8, _vendor(1, paths) + b"".join(named))

@@ -27,8 +27,7 @@ def user_info(user: UserInfo) -> Obj:
 
 
 async def answer(kind: schema.Kind, body: Obj, user: UserInfo, authorizer: Authorizer) -> Obj:
-    out: Obj = {"kind": kind.kind, "apiVersion": kind.api_version,
-                 "metadata": {"creationTimestamp": None}}
+    out: Obj = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"creationTimestamp": None}}
     spec: Obj = body["spec"] if isinstance(body.get("spec"), dict) else {}
     if kind.kind == "SelfSubjectReview":
         out["status"] = {"userInfo": user_info(user)}
@@ -46,10 +45,18 @@ async def answer(kind: schema.Kind, body: Obj, user: UserInfo, authorizer: Autho
 async def _access(spec: Obj, user: UserInfo, authorizer: Authorizer) -> Obj:
     ra, nra = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
     if isinstance(ra, dict):
-        attrs = Attributes(user, str(ra.get("verb") or ""), True, "", str(ra.get("group") or ""),
-                           str(ra.get("version") or ""), str(ra.get("resource") or ""),
-                           str(ra.get("subresource") or ""), str(ra.get("namespace") or ""),
-                           str(ra.get("name") or ""))
+        attrs = Attributes(
+            user,
+            str(ra.get("verb") or ""),
+            True,
+            "",
+            str(ra.get("group") or ""),
+            str(ra.get("version") or ""),
+            str(ra.get("resource") or ""),
+            str(ra.get("subresource") or ""),
+            str(ra.get("namespace") or ""),
+            str(ra.get("name") or ""),
+        )
     elif isinstance(nra, dict):
         attrs = Attributes(user, str(nra.get("verb") or ""), False, str(nra.get("path") or ""))
     else:
@@ -67,9 +74,23 @@ def rules(user: UserInfo, in_namespace: bool) -> Obj:
     """What the caller may do in a namespace (`in_namespace`: one it may work in), as rule lists in
     upstream's shape; kubectl prints them as a table. Filtered lists are not expressible as rules,
     so a tenant's answer is marked incomplete."""
-    non_resource = [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi",
-                                                          "/openapi/*", "/version", "/healthz", "/livez",
-                                                          "/readyz"]}]
+    non_resource = [
+        {
+            "verbs": ["get"],
+            "nonResourceURLs": [
+                "/api",
+                "/api/*",
+                "/apis",
+                "/apis/*",
+                "/openapi",
+                "/openapi/*",
+                "/version",
+                "/healthz",
+                "/livez",
+                "/readyz",
+            ],
+        }
+    ]
     reviews = [
         {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]},
         {

@@ -30,6 +30,7 @@ def parse_label_selector(text: str | None) -> Selector:
 
 # -- fields ------------------------------------------------------------------------------------
 
+
 def _path(*keys: str) -> Callable[[Obj], Any]:
     def get(obj: Obj) -> Any:
         cur: Any = obj
@@ -38,6 +39,7 @@ def _path(*keys: str) -> Callable[[Obj], Any]:
                 return None
             cur = cur.get(k)
         return cur
+
     return get
 
 
@@ -100,7 +102,7 @@ def parse_field_selector(text: str | None, group: str, kind: str) -> FieldSelect
         field, op, value = m.group(1), m.group(2), _unescape(m.group(3).strip())
         getter = fields.get(field)
         if getter is None:
-            raise bad_request(f'field label not supported: {field}')
+            raise bad_request(f"field label not supported: {field}")
         reqs.append(FieldRequirement(field, op == "!=", value, getter))
     return FieldSelector(tuple(reqs))
 
@@ -114,8 +116,11 @@ class Selectors:
 
     def matches(self, obj: Obj) -> bool:
         meta = obj.get("metadata") or {}
-        return (self.labels.matches(meta.get("labels")) and self.fields.matches(obj)
-                and (self.scope is None or self.scope(obj)))
+        return (
+            self.labels.matches(meta.get("labels"))
+            and self.fields.matches(obj)
+            and (self.scope is None or self.scope(obj))
+        )
 
     @property
     def empty(self) -> bool:

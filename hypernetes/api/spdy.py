@@ -30,23 +30,82 @@ log = logging.getLogger(__name__)
 
 # The SPDY/3 header compression dictionary (draft-mbelshe-httpbis-spdy-00 §2.6.10.1): length-
 # prefixed header names and values, then status lines, dates and media types.
-_WORDS = ("options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-          "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-          "cache-control", "connection", "content-base", "content-encoding", "content-language",
-          "content-length", "content-location", "content-md5", "content-range", "content-type", "date",
-          "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match",
-          "if-range", "if-unmodified-since", "last-modified", "location", "max-forwards", "pragma",
-          "proxy-authenticate", "proxy-authorization", "range", "referer", "retry-after", "server", "te",
-          "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via", "warning",
-          "www-authenticate", "method", "get", "status", "200 OK", "version", "HTTP/1.1", "url",
-          "public", "set-cookie", "keep-alive", "origin")
-_TAIL = ("100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505"
-         "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 "
-         "Unauthorized403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 "
-         "Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, "
-         "Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,image/jpg,image/gif,"
-         "application/xml,application/xhtml+xml,text/plain,text/javascript,publicprivatemax-age="
-         "gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.")
+_WORDS = (
+    "options",
+    "head",
+    "post",
+    "put",
+    "delete",
+    "trace",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "age",
+    "allow",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-base",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-md5",
+    "content-range",
+    "content-type",
+    "date",
+    "etag",
+    "expect",
+    "expires",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "last-modified",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "referer",
+    "retry-after",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "vary",
+    "via",
+    "warning",
+    "www-authenticate",
+    "method",
+    "get",
+    "status",
+    "200 OK",
+    "version",
+    "HTTP/1.1",
+    "url",
+    "public",
+    "set-cookie",
+    "keep-alive",
+    "origin",
+)
+_TAIL = (
+    "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505"
+    "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 "
+    "Unauthorized403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 "
+    "Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, "
+    "Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,image/jpg,image/gif,"
+    "application/xml,application/xhtml+xml,text/plain,text/javascript,publicprivatemax-age="
+    "gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0."
+)
 
 
 def _dictionary() -> bytes:
@@ -72,8 +131,9 @@ class SpdyStream:
 class SpdyServerSession:
     """The server side of one SPDY/3.1 connection: streams opened by the client."""
 
-    def __init__(self, write: Callable[[bytes], None],
-                 on_stream: Callable[[SpdyStream], None] | None = None) -> None:
+    def __init__(
+        self, write: Callable[[bytes], None], on_stream: Callable[[SpdyStream], None] | None = None
+    ) -> None:
         self._write = write
         self._on_stream = on_stream
         self._buf = bytearray()
@@ -94,8 +154,8 @@ class SpdyServerSession:
                 return
             if len(self._buf) < 8 + length:
                 return
-            head, body = bytes(self._buf[:8]), bytes(self._buf[8:8 + length])
-            del self._buf[:8 + length]
+            head, body = bytes(self._buf[:8]), bytes(self._buf[8 : 8 + length])
+            del self._buf[: 8 + length]
             try:
                 self._frame(head, body)
             except (zlib.error, ValueError, struct.error) as e:
@@ -141,11 +201,11 @@ class SpdyServerSession:
         n = int.from_bytes(raw[0:4], "big")
         out, i = {}, 4
         for _ in range(n):
-            klen = int.from_bytes(raw[i:i + 4], "big")
-            key = raw[i + 4:i + 4 + klen].decode().lower()
+            klen = int.from_bytes(raw[i : i + 4], "big")
+            key = raw[i + 4 : i + 4 + klen].decode().lower()
             i += 4 + klen
-            vlen = int.from_bytes(raw[i:i + 4], "big")
-            out[key] = raw[i + 4:i + 4 + vlen].decode().split("\x00")[0]
+            vlen = int.from_bytes(raw[i : i + 4], "big")
+            out[key] = raw[i + 4 : i + 4 + vlen].decode().split("\x00")[0]
             i += 4 + vlen
         return out
 
@@ -154,7 +214,8 @@ class SpdyServerSession:
     def _header_block(self, headers: dict[str, str]) -> bytes:
         raw = struct.pack(">I", len(headers)) + b"".join(
             struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
-            for k, v in headers.items())
+            for k, v in headers.items()
+        )
         return self._deflate.compress(raw) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
 
     def _control(self, ftype: int, flags: int, body: bytes) -> None:
@@ -165,10 +226,11 @@ class SpdyServerSession:
         if self.closed:
             return
         for i in range(0, max(len(data), 1), 64 * 1024):
-            chunk = data[i:i + 64 * 1024]
+            chunk = data[i : i + 64 * 1024]
             last = fin and i + 64 * 1024 >= len(data)
-            self._write(struct.pack(">II", sid & 0x7FFFFFFF, (FLAG_FIN if last else 0) << 24 | len(chunk))
-                        + chunk)
+            self._write(
+                struct.pack(">II", sid & 0x7FFFFFFF, (FLAG_FIN if last else 0) << 24 | len(chunk)) + chunk
+            )
 
     def goaway(self) -> None:
         self._control(GOAWAY, 0, struct.pack(">II", 0, 0))
@@ -197,8 +259,9 @@ class SpdyServerSession:
 
 
 def chosen_protocol(request: web.Request, wanted: str = "v4.channel.k8s.io") -> str | None:
-    offers = [p.strip() for h in request.headers.getall("X-Stream-Protocol-Version", [])
-              for p in h.split(",")]
+    offers = [
+        p.strip() for h in request.headers.getall("X-Stream-Protocol-Version", []) for p in h.split(",")
+    ]
     return wanted if wanted in offers else None
 
 
@@ -230,12 +293,16 @@ async def _closed(session: SpdyServerSession) -> None:
         await session.changed.wait()
 
 
-async def upgrade(request: web.Request, protocol: str,
-                  on_stream: Callable[[SpdyStream], None] | None = None,
-                  ) -> tuple[web.StreamResponse, SpdyServerSession]:
+async def upgrade(
+    request: web.Request,
+    protocol: str,
+    on_stream: Callable[[SpdyStream], None] | None = None,
+) -> tuple[web.StreamResponse, SpdyServerSession]:
     """Answer 101 and take the connection over as a SPDY session."""
-    resp = web.StreamResponse(status=101, headers={
-        "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": protocol})
+    resp = web.StreamResponse(
+        status=101,
+        headers={"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": protocol},
+    )
     transport = request.transport
     assert transport is not None
     session = SpdyServerSession(transport.write, on_stream)
@@ -244,17 +311,29 @@ async def upgrade(request: web.Request, protocol: str,
     return resp, session
 
 
-async def serve_spdy(request: web.Request, *, stdin: bool, stdout: bool, stderr: bool, tty: bool,
-                     run: Callable[[Any], Awaitable[dict[str, Any]]],
-                     until: Callable[..., Awaitable[dict[str, Any] | None]],
-                     make_io: Callable[..., Any]) -> web.StreamResponse:
+async def serve_spdy(
+    request: web.Request,
+    *,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    run: Callable[[Any], Awaitable[dict[str, Any]]],
+    until: Callable[..., Awaitable[dict[str, Any] | None]],
+    make_io: Callable[..., Any],
+) -> web.StreamResponse:
     """Upgrade `request` to SPDY, wait for the channel streams, call `run(io)` (which returns
     the v4 Status) and close. `make_io(...)` builds the StreamIO over the session."""
     resp, session = await upgrade(request, chosen_protocol(request) or "")
     transport = request.transport
     assert transport is not None
-    want = {"error"} | ({"stdin"} if stdin else set()) | ({"stdout"} if stdout else set()) | \
-        ({"stderr"} if stderr and not tty else set()) | ({"resize"} if tty else set())
+    want = (
+        {"error"}
+        | ({"stdin"} if stdin else set())
+        | ({"stdout"} if stdout else set())
+        | ({"stderr"} if stderr and not tty else set())
+        | ({"resize"} if tty else set())
+    )
     try:
         streams = await session.wait_streams(want, 30)
         io = make_io(session, streams)

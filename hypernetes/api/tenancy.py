@@ -38,8 +38,9 @@ class Tenancy:
         self.authorizer = TenantAuthorizer(self.directory)
 
 
-def build_tenancy(store: Store, pki_dir: Path, admin_token: str, *,
-                  external: IdentityBackend | None = None) -> tuple[Tenancy, Authenticator]:
+def build_tenancy(
+    store: Store, pki_dir: Path, admin_token: str, *, external: IdentityBackend | None = None
+) -> tuple[Tenancy, Authenticator]:
     """`external` (Keystone) checks tenant users' logins and tokens instead of the built-in users;
     service-account and node tokens are the cluster's own either way."""
     directory = Directory(store)
@@ -49,6 +50,5 @@ def build_tenancy(store: Store, pki_dir: Path, admin_token: str, *,
         authenticators.append(external)
     locks = TenantLocks(store if store.shared else None)  # quota checks of every server, serialized
     admission = TenantAdmission(directory, locks, pod_specs=registry.POD_SPECS)
-    tenancy = Tenancy(directory, admission, builtin,
-                      IdentityRoutes(external or builtin, builtin))
+    tenancy = Tenancy(directory, admission, builtin, IdentityRoutes(external or builtin, builtin))
     return tenancy, UnionAuthenticator(authenticators)

@@ -86,8 +86,9 @@ class BuiltinIdentity:
         spec = user_spec(user)
         if user is None or spec.get("disabled") or spec.get("tenant") != c.tenant:
             return None
-        if (user.get("metadata") or {}).get("deletionTimestamp") or \
-                not self.directory.tenant_active(c.tenant):
+        if (user.get("metadata") or {}).get("deletionTimestamp") or not self.directory.tenant_active(
+            c.tenant
+        ):
             return None
         uid = str((user.get("metadata") or {}).get("uid", ""))
         if c.extra.get("hn.uid") != uid:
@@ -125,8 +126,9 @@ class BuiltinIdentity:
         tenant = await self.directory.fetch_namespace_owner(ns) or ""
         role = (meta.get("annotations") or {}).get(ROLE_ANNOTATION, "")
         role = role if role in ("member", "viewer") else ""  # an account never administers a tenant
-        extra = {"authentication.kubernetes.io/pod-name": (str(pod["name"]),)} \
-            if isinstance(pod, dict) else {}
+        extra = (
+            {"authentication.kubernetes.io/pod-name": (str(pod["name"]),)} if isinstance(pod, dict) else {}
+        )
         return service_account_user(ns, str(sa.get("name")), str(sa.get("uid")), tenant, role, extra)
 
     # -- issuing -------------------------------------------------------------------------------
@@ -140,36 +142,59 @@ class BuiltinIdentity:
         stored = str((cred or {}).get("hash") or _DUMMY_HASH)
         ok = await asyncio.to_thread(verify_password, password, stored)
         spec = user_spec(obj)
-        if not ok or cred is None or obj is None or spec.get("disabled") or spec.get("tenant") != tenant \
-                or not self.directory.tenant_active(tenant):
+        if (
+            not ok
+            or cred is None
+            or obj is None
+            or spec.get("disabled")
+            or spec.get("tenant") != tenant
+            or not self.directory.tenant_active(tenant)
+        ):
             raise LoginFailed("invalid user name, password or tenant")
         return self.issue_user(obj, ttl)
 
     def issue_user(self, user: Obj, ttl: float) -> IssuedToken:
         """A token for User object `user` (ttl clamped to 1 minute .. 7 days)."""
         meta = user.get("metadata") or {}
-        token, claims = self.signer.issue(str(meta.get("name")), "user", min(max(ttl, 60.0), MAX_USER_TTL),
-                                          tenant=str(user_spec(user).get("tenant")),
-                                          extra={"hn.uid": str(meta.get("uid", ""))})
+        token, claims = self.signer.issue(
+            str(meta.get("name")),
+            "user",
+            min(max(ttl, 60.0), MAX_USER_TTL),
+            tenant=str(user_spec(user).get("tenant")),
+            extra={"hn.uid": str(meta.get("uid", ""))},
+        )
         return IssuedToken(token, claims.exp)
 
     def issue_node(self, node: str, ttl: float = 365 * 24 * 3600.0) -> IssuedToken:
         token, claims = self.signer.issue(node, "node", ttl)
         return IssuedToken(token, claims.exp)
 
-    def issue_service_account(self, namespace: str, sa: Obj, ttl: float, *, pod: Obj | None = None,
-                              audiences: list[str] | None = None) -> tuple[IssuedToken, list[str]]:
+    def issue_service_account(
+        self,
+        namespace: str,
+        sa: Obj,
+        ttl: float,
+        *,
+        pod: Obj | None = None,
+        audiences: list[str] | None = None,
+    ) -> tuple[IssuedToken, list[str]]:
         """A token for service account object `sa`, bound to `pod` when given (as upstream's
         TokenRequest with a boundObjectRef); the audiences it carries."""
         meta = sa.get("metadata") or {}
-        k8s: Obj = {"namespace": namespace,
-                     "serviceaccount": {"name": meta.get("name"), "uid": meta.get("uid")}}
+        k8s: Obj = {
+            "namespace": namespace,
+            "serviceaccount": {"name": meta.get("name"), "uid": meta.get("uid")},
+        }
         if pod is not None:
             pm = pod.get("metadata") or {}
             k8s["pod"] = {"name": pm.get("name"), "uid": pm.get("uid")}
         aud = audiences or [SA_AUDIENCE]
-        token, claims = self.signer.issue(f"system:serviceaccount:{namespace}:{meta.get('name')}",
-                                          "serviceaccount", ttl, extra={"kubernetes.io": k8s, "aud": aud})
+        token, claims = self.signer.issue(
+            f"system:serviceaccount:{namespace}:{meta.get('name')}",
+            "serviceaccount",
+            ttl,
+            extra={"kubernetes.io": k8s, "aud": aud},
+        )
         return IssuedToken(token, claims.exp), aud
 
     # -- passwords and revocation --------------------------------------------------------------
@@ -178,8 +203,9 @@ class BuiltinIdentity:
         """Store a new hash for User object `user`; every token issued before now stops working."""
         meta = user.get("metadata") or {}
         hashed = await asyncio.to_thread(hash_password, password)
-        await self._put_credential(str(meta.get("name")), {"hash": hashed, "uid": meta.get("uid"),
-                                                           "notBefore": time.time()})
+        await self._put_credential(
+            str(meta.get("name")), {"hash": hashed, "uid": meta.get("uid"), "notBefore": time.time()}
+        )
 
     async def check_password(self, user: Obj, password: str) -> bool:
         meta = user.get("metadata") or {}

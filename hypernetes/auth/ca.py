@@ -52,8 +52,9 @@ def write_private(path: Path, data: bytes, mode: int) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _now() -> dt.datetime:
@@ -64,16 +65,32 @@ def _new_ca(cert_path: Path, key_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hypernetes-ca")])
     now = _now()
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     write_private(key_path, _key_pem(key), 0o600)
     write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -104,22 +121,31 @@ def _server_ok(cert_path: Path, names: Sequence[str], ca_cert: x509.Certificate)
     return set(_san(names)) <= have
 
 
-def _new_server(cert_path: Path, key_path: Path, names: Sequence[str], ca_cert: x509.Certificate,
-                ca_key: ec.EllipticCurvePrivateKey) -> None:
+def _new_server(
+    cert_path: Path,
+    key_path: Path,
+    names: Sequence[str],
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hypernetes-apiserver")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-            .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hypernetes-apiserver")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     write_private(key_path, _key_pem(key), 0o600)
     write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -145,16 +171,32 @@ def ensure_ca(directory: Path, *, hosts: Sequence[str] = ()) -> ClusterCA:
     return ClusterCA(directory, ca_cert_p, ca_key_p, TLSFiles(cert_p, key_p, ca_cert_p), token)
 
 
-def kubeconfig(server_url: str, ca_cert: Path, token: str, *, cluster: str = "hypernetes",
-               user: str = "admin", namespace: str = "default") -> dict[str, object]:
+def kubeconfig(
+    server_url: str,
+    ca_cert: Path,
+    token: str,
+    *,
+    cluster: str = "hypernetes",
+    user: str = "admin",
+    namespace: str = "default",
+) -> dict[str, object]:
     ca_data = base64.b64encode(ca_cert.read_bytes()).decode()
-    return {"apiVersion": "v1", "kind": "Config", "preferences": {},
-            "clusters": [{"name": cluster, "cluster": {"server": server_url,
-                                                       "certificate-authority-data": ca_data}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": f"{user}@{cluster}",
-                          "context": {"cluster": cluster, "user": user, "namespace": namespace}}],
-            "current-context": f"{user}@{cluster}"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [
+            {"name": cluster, "cluster": {"server": server_url, "certificate-authority-data": ca_data}}
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": f"{user}@{cluster}",
+                "context": {"cluster": cluster, "user": user, "namespace": namespace},
+            }
+        ],
+        "current-context": f"{user}@{cluster}",
+    }
 
 
 def write_kubeconfig(path: Path, server_url: str, ca_cert: Path, token: str, **kw: str) -> None:

@@ -51,20 +51,34 @@ class UserInfo:
 ADMIN = UserInfo("admin", groups=(MASTERS, AUTHENTICATED))
 
 
-def tenant_user(name: str, tenant: str, role: str, *, uid: str = "",
-                extra: Mapping[str, tuple[str, ...]] | None = None) -> UserInfo:
-    return UserInfo(name, uid, (f"hypernetes:tenant:{tenant}", AUTHENTICATED),
-                    dict(extra or {}), tenant, role)
+def tenant_user(
+    name: str, tenant: str, role: str, *, uid: str = "", extra: Mapping[str, tuple[str, ...]] | None = None
+) -> UserInfo:
+    return UserInfo(
+        name, uid, (f"hypernetes:tenant:{tenant}", AUTHENTICATED), dict(extra or {}), tenant, role
+    )
 
 
 def node_user(node: str) -> UserInfo:
     return UserInfo(NODE_PREFIX + node, groups=(NODES, AUTHENTICATED))
 
 
-def service_account_user(namespace: str, name: str, uid: str, tenant: str, role: str,
-                         extra: Mapping[str, tuple[str, ...]] | None = None) -> UserInfo:
-    return UserInfo(f"{SA_PREFIX}{namespace}:{name}", uid,
-                    (SA_GROUP, f"{SA_GROUP}:{namespace}", AUTHENTICATED), dict(extra or {}), tenant, role)
+def service_account_user(
+    namespace: str,
+    name: str,
+    uid: str,
+    tenant: str,
+    role: str,
+    extra: Mapping[str, tuple[str, ...]] | None = None,
+) -> UserInfo:
+    return UserInfo(
+        f"{SA_PREFIX}{namespace}:{name}",
+        uid,
+        (SA_GROUP, f"{SA_GROUP}:{namespace}", AUTHENTICATED),
+        dict(extra or {}),
+        tenant,
+        role,
+    )
 
 
 class AuthUnavailable(Exception):

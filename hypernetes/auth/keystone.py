@@ -44,7 +44,11 @@ from hypernetes.auth.identity import ROLES, AuthUnavailable, IssuedToken, LoginF
 from hypernetes.objects import Obj
 
 DEFAULT_ROLE_MAP: Mapping[str, str] = {
-    "admin": "admin", "member": "member", "_member_": "member", "reader": "viewer"}
+    "admin": "admin",
+    "member": "member",
+    "_member_": "member",
+    "reader": "viewer",
+}
 NAME_PREFIX = "keystone:"
 # the same extra keys as cloud-provider-openstack's k8s-keystone-auth, so tooling reads both
 EXTRA_ROLES = "alpha.kubernetes.io/identity/roles"
@@ -72,9 +76,18 @@ def _unavailable(why: str) -> AuthUnavailable:
 class KeystoneBackend:
     """IdentityBackend over Keystone's v3 API at `url` (with or without the `/v3` suffix)."""
 
-    def __init__(self, url: str, *, role_map: Mapping[str, str] | None = None, domain: str = "Default",
-                 cache_ttl: float = 60.0, timeout: float = 5.0, ca_file: str | None = None,
-                 negative_ttl: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        role_map: Mapping[str, str] | None = None,
+        domain: str = "Default",
+        cache_ttl: float = 60.0,
+        timeout: float = 5.0,
+        ca_file: str | None = None,
+        negative_ttl: float = 5.0,
+        max_entries: int = 10_000,
+    ) -> None:
         base = url.rstrip("/").removesuffix("/v3")
         parts = urllib.parse.urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -199,7 +212,8 @@ class KeystoneBackend:
 
     async def _validate(self, token: str) -> Result:
         status, body, _ = await self._request(
-            "GET", "/auth/tokens?nocatalog", headers={"X-Auth-Token": token, "X-Subject-Token": token})
+            "GET", "/auth/tokens?nocatalog", headers={"X-Auth-Token": token, "X-Subject-Token": token}
+        )
         if status in _REFUSED:
             return None, self._negative_ttl
         if status != 200:
@@ -219,26 +233,40 @@ class KeystoneBackend:
     async def _issue(self, user: str, project: str, password: str) -> tuple[int, bytes, str | None]:
         """POST /v3/auth/tokens with the password method, scoped to `project` in our domain."""
         domain = {"name": self.domain}
-        auth = {"auth": {
-            "identity": {"methods": ["password"],
-                         "password": {"user": {"name": user, "domain": domain, "password": password}}},
-            "scope": {"project": {"name": project, "domain": domain}}}}
+        auth = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": user, "domain": domain, "password": password}},
+                },
+                "scope": {"project": {"name": project, "domain": domain}},
+            }
+        }
         status, body, token = await self._request("POST", "/auth/tokens?nocatalog", json_body=auth)
         if status not in _REFUSED and status != 201:
             raise _unavailable(f"Keystone answered HTTP {status} to a password login")
         return status, body, token
 
-    async def _request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
-                       json_body: Obj | None = None) -> tuple[int, bytes, str | None]:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json_body: Obj | None = None,
+    ) -> tuple[int, bytes, str | None]:
         """(status, body, X-Subject-Token) of one call; the body only of a 2xx answer."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
-                cookie_jar=aiohttp.DummyCookieJar(), timeout=self._timeout)
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self._timeout,
+            )
         self.stats["requests"] += 1
         try:
-            async with self._session.request(method, self.url + path, headers=headers, json=json_body,
-                                             allow_redirects=False) as resp:
+            async with self._session.request(
+                method, self.url + path, headers=headers, json=json_body, allow_redirects=False
+            ) as resp:
                 if not 200 <= resp.status < 300:
                     return resp.status, b"", None
                 if (resp.content_length or 0) > MAX_RESPONSE_BYTES:
@@ -273,17 +301,25 @@ class KeystoneBackend:
         project_id, project_name = _field(project, "id", str), _field(project, "name", str)
         project_domain = _field(project, "domain", dict)
         roles = [_field(r, "name", str) for r in _field(token, "roles", list)]
-        if (expires <= time.time()
-                or _field(user_domain, "name", str) != self.domain
-                or _field(project_domain, "name", str) != self.domain
-                or not _TENANT.fullmatch(project_name) or not user_id or not user_name):
+        if (
+            expires <= time.time()
+            or _field(user_domain, "name", str) != self.domain
+            or _field(project_domain, "name", str) != self.domain
+            or not _TENANT.fullmatch(project_name)
+            or not user_id
+            or not user_name
+        ):
             return None, expires
         mapped = [self._roles[r.lower()] for r in roles if r.lower() in self._roles]
         if not mapped:
             return None, expires
-        extra = {EXTRA_ROLES: tuple(sorted(roles)), EXTRA_PROJECT_ID: (project_id,),
-                 EXTRA_PROJECT_NAME: (project_name,),
-                 EXTRA_DOMAIN_ID: (_field(user_domain, "id", str),), EXTRA_DOMAIN_NAME: (self.domain,)}
+        extra = {
+            EXTRA_ROLES: tuple(sorted(roles)),
+            EXTRA_PROJECT_ID: (project_id,),
+            EXTRA_PROJECT_NAME: (project_name,),
+            EXTRA_DOMAIN_ID: (_field(user_domain, "id", str),),
+            EXTRA_DOMAIN_NAME: (self.domain,),
+        }
         role = max(mapped, key=_RANK.__getitem__)
         return tenant_user(NAME_PREFIX + user_name, project_name, role, uid=user_id, extra=extra), expires
 

@@ -76,23 +76,44 @@ class TokenSigner:
     def _sign(self, signing_input: str) -> str:
         return _b64(hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest())
 
-    def issue(self, sub: str, kind: str, ttl: float, *, tenant: str = "",
-              extra: dict[str, Any] | None = None, now: float | None = None) -> tuple[str, Claims]:
+    def issue(
+        self,
+        sub: str,
+        kind: str,
+        ttl: float,
+        *,
+        tenant: str = "",
+        extra: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> tuple[str, Claims]:
         if kind not in KINDS:
             raise ValueError(f"unknown token kind {kind!r}")
         iat = time.time() if now is None else now
-        claims = Claims(sub, kind, round(iat, 3), int(iat + ttl), secrets.token_hex(16), tenant,
-                        dict(extra or {}))
-        payload = {"iss": ISSUER, "sub": sub, "hn.kind": kind, "iat": round(iat, 3), "exp": int(claims.exp),
-                   "jti": claims.jti, "hn.tenant": tenant, **claims.extra}
+        claims = Claims(
+            sub, kind, round(iat, 3), int(iat + ttl), secrets.token_hex(16), tenant, dict(extra or {})
+        )
+        payload = {
+            "iss": ISSUER,
+            "sub": sub,
+            "hn.kind": kind,
+            "iat": round(iat, 3),
+            "exp": int(claims.exp),
+            "jti": claims.jti,
+            "hn.tenant": tenant,
+            **claims.extra,
+        }
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         signing_input = f"{self._header}.{body}"
         return f"{signing_input}.{self._sign(signing_input)}", claims
 
     @staticmethod
     def looks_like_ours(token: str) -> bool:
-        return token.count(".") == 2 and token.startswith("eyJ") and len(token) <= MAX_TOKEN_BYTES \
+        return (
+            token.count(".") == 2
+            and token.startswith("eyJ")
+            and len(token) <= MAX_TOKEN_BYTES
             and token.isascii()
+        )
 
     def verify(self, token: str, *, now: float | None = None) -> Claims:
         """The claims of a genuine, unexpired token; TokenInvalid otherwise."""
@@ -111,11 +132,21 @@ class TokenSigner:
             raise TokenInvalid("bad payload")
         sub, kind, jti = payload.get("sub"), payload.get("hn.kind"), payload.get("jti")
         iat, exp, tenant = payload.get("iat"), payload.get("exp"), payload.get("hn.tenant", "")
-        if not (isinstance(sub, str) and kind in KINDS and isinstance(jti, str) and isinstance(tenant, str)
-                and isinstance(iat, (int, float)) and isinstance(exp, int) and not isinstance(iat, bool)):
+        if not (
+            isinstance(sub, str)
+            and kind in KINDS
+            and isinstance(jti, str)
+            and isinstance(tenant, str)
+            and isinstance(iat, (int, float))
+            and isinstance(exp, int)
+            and not isinstance(iat, bool)
+        ):
             raise TokenInvalid("bad claims")
         if (time.time() if now is None else now) >= exp:
             raise TokenInvalid("expired")
-        extra = {k: v for k, v in payload.items()
-                 if k not in ("iss", "sub", "hn.kind", "iat", "exp", "jti", "hn.tenant")}
+        extra = {
+            k: v
+            for k, v in payload.items()
+            if k not in ("iss", "sub", "hn.kind", "iat", "exp", "jti", "hn.tenant")
+        }
         return Claims(sub, str(kind), float(iat), float(exp), jti, tenant, extra)

@@ -39,16 +39,24 @@ EXIT_NOT_FOUND = 127
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "run", help="run a one-off pod VM (like docker run)",
+        "run",
+        help="run a one-off pod VM (like docker run)",
         description="Run IMAGE in a one-off pod sandbox and stream its output; exits with the "
         "container's exit code (128+N for signal N).",
     )
     p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
     p.add_argument("--kernel", help="registered guest kernel name (hypervm; default: ours)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None,
-                   help="hypervm accelerator (default: KVM only if a probe guest boots)")
-    p.add_argument("--no-templates", action="store_true",
-                   help="hypervm: boot the VM cold instead of cloning a template VM")
+    p.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default=None,
+        help="hypervm accelerator (default: KVM only if a probe guest boots)",
+    )
+    p.add_argument(
+        "--no-templates",
+        action="store_true",
+        help="hypervm: boot the VM cold instead of cloning a template VM",
+    )
     p.add_argument("--cpus", help="CPU limit, e.g. 2 or 500m (VM vCPUs = ceil)")
     p.add_argument("--memory", help="memory limit, e.g. 256Mi, 1G, or as docker: 512m (MiB), 1g (GiB)")
     p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
@@ -77,9 +85,15 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
     from hypernetes.runtime.templates import TemplateStore, template_root
 
     templates = None if getattr(args, "no_templates", False) else TemplateStore(template_root())
-    return HyperVM(root, image_store(args), kernel_registry(args), accel=args.accel,
-                   die_with_parent=one_off, templates=templates,
-                   template_scope=getattr(args, "template_scope", "namespace"))
+    return HyperVM(
+        root,
+        image_store(args),
+        kernel_registry(args),
+        accel=args.accel,
+        die_with_parent=one_off,
+        templates=templates,
+        template_scope=getattr(args, "template_scope", "namespace"),
+    )
 
 
 # `run` takes docker's `--memory` units too: one lowercase letter, binary (512m is 512 MiB)
@@ -105,10 +119,14 @@ def container_spec(args: argparse.Namespace) -> ContainerSpec:
             raise ValueError(f"invalid -e {item!r}: expected KEY=VALUE")
         env.append((key, value if sep else os.environ.get(key, "")))
     return ContainerSpec(
-        name="main", image=args.image,
+        name="main",
+        image=args.image,
         command=(args.entrypoint, *command) if args.entrypoint else None,
         args=tuple(command) if command and not args.entrypoint else None,
-        env=tuple(env), working_dir=args.workdir, user=args.user, tty=args.tty,
+        env=tuple(env),
+        working_dir=args.workdir,
+        user=args.user,
+        tty=args.tty,
         stdin=args.interactive,
         cpu_limit_millis=positive_millicpu(args.cpus) if args.cpus else None,
         memory_limit=cli_memory(args.memory) if args.memory else None,
@@ -125,8 +143,7 @@ def handle(args: argparse.Namespace) -> int:
     except (OSError, PodRuntimeError) as e:
         return fail(str(e), EXIT_POD_FAILED)
     name = args.name or f"run-{secrets.token_hex(4)}"
-    pod = PodSpec(id=name, name=name, containers=(spec,), kernel=args.kernel,
-                  termination_grace_seconds=10)
+    pod = PodSpec(id=name, name=name, containers=(spec,), kernel=args.kernel, termination_grace_seconds=10)
     return asyncio.run(_run(runtime, pod, spec))
 
 

@@ -81,9 +81,7 @@ def add_node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=("hypervm", "gvisor"), default="hypervm")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default=None)
     p.add_argument("--stop-pods", action="store_true", help="stop pod VMs when exiting")
-    p.add_argument(
-        "--no-templates", action="store_true", help="boot every pod VM cold (no template VMs)"
-    )
+    p.add_argument("--no-templates", action="store_true", help="boot every pod VM cold (no template VMs)")
     p.add_argument(
         "--template-scope",
         choices=("namespace", "node"),

@@ -33,17 +33,27 @@ IDENTITY = "/hypernetes/v1/users"
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("user", help="manage tenant users",
-                            description="Create, list and remove users, set passwords, revoke tokens.")
+    parser = sub.add_parser(
+        "user",
+        help="manage tenant users",
+        description="Create, list and remove users, set passwords, revoke tokens.",
+    )
     usub = parser.add_subparsers(dest="user_command", metavar="ACTION", required=True)
-    create = usub.add_parser("create", help="create a user and set its password",
-                             description="Create a user of TENANT with ROLE, then set its password "
-                             "(asked twice on the terminal, or the first line of stdin).")
+    create = usub.add_parser(
+        "create",
+        help="create a user and set its password",
+        description="Create a user of TENANT with ROLE, then set its password "
+        "(asked twice on the terminal, or the first line of stdin).",
+    )
     create.add_argument("name")
     create.add_argument("--tenant", required=True)
-    create.add_argument("--role", required=True, choices=ROLES,
-                        help="admin: also the tenant's namespaces and users; member: reads and writes "
-                        "workloads; viewer: reads")
+    create.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="admin: also the tenant's namespaces and users; member: reads and writes "
+        "workloads; viewer: reads",
+    )
     create.add_argument("--display-name", help="a human-readable name")
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     ls = usub.add_parser("ls", help="list users", description="List users (a tenant admin sees its own).")
@@ -51,14 +61,19 @@ def register(sub: Any) -> None:
     rm = usub.add_parser("rm", help="delete a user", description="Delete a user; its tokens stop working.")
     rm.add_argument("name")
     passwd = usub.add_parser(
-        "passwd", help="set a user's password (revokes its tokens)",
+        "passwd",
+        help="set a user's password (revokes its tokens)",
         description="Set a user's password; every token it had stops working. Operators and the tenant's "
         "admin set it outright; a user changing its own password gives the current one too (with "
-        "--password-stdin: the current password on the first line, the new one on the second).")
+        "--password-stdin: the current password on the first line, the new one on the second).",
+    )
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password(s) from stdin")
-    revoke = usub.add_parser("revoke", help="revoke every token of a user",
-                             description="Every token the user holds stops working; the password stays.")
+    revoke = usub.add_parser(
+        "revoke",
+        help="revoke every token of a user",
+        description="Every token the user holds stops working; the password stays.",
+    )
     revoke.add_argument("name")
     for p in (create, ls, rm, passwd, revoke):
         add_kubeconfig(p)
@@ -82,8 +97,11 @@ def _create(args: argparse.Namespace) -> int:
     spec: Obj = {"tenant": args.tenant, "role": args.role}
     if args.display_name:
         spec["displayName"] = args.display_name
-    cluster.call("POST", USERS, {"apiVersion": "hypernetes.io/v1", "kind": "User",
-                                 "metadata": {"name": args.name}, "spec": spec})
+    cluster.call(
+        "POST",
+        USERS,
+        {"apiVersion": "hypernetes.io/v1", "kind": "User", "metadata": {"name": args.name}, "spec": spec},
+    )
     try:
         cluster.call("PUT", f"{IDENTITY}/{quote(args.name)}/password", {"password": password})
     except RequestFailed as e:
@@ -91,9 +109,10 @@ def _create(args: argparse.Namespace) -> int:
         try:
             cluster.call("DELETE", f"{USERS}/{quote(args.name)}")
         except RequestFailed as undo:
-            raise CliError(f"setting the password failed ({e}), and so did deleting the new user "
-                           f'"{args.name}" ({undo}): delete it with `hypernetes user rm {args.name}`'
-                           ) from None
+            raise CliError(
+                f"setting the password failed ({e}), and so did deleting the new user "
+                f'"{args.name}" ({undo}): delete it with `hypernetes user rm {args.name}`'
+            ) from None
         raise CliError(f'user "{args.name}" not created: {e}') from None
     print(f'user "{args.name}" created in tenant "{args.tenant}" with role {args.role}')
     return 0
@@ -101,8 +120,9 @@ def _create(args: argparse.Namespace) -> int:
 
 def _ls(args: argparse.Namespace) -> int:
     table = connect(args.kubeconfig).call("GET", USERS, accept=TABLE)
-    print_table(table, ["Name", "Tenant", "Role", "Disabled"],
-                keep={"Tenant": args.tenant} if args.tenant else None)
+    print_table(
+        table, ["Name", "Tenant", "Role", "Disabled"], keep={"Tenant": args.tenant} if args.tenant else None
+    )
     return 0
 
 

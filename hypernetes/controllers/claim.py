@@ -12,8 +12,14 @@ from hypernetes.controllers.informer import Informer
 from hypernetes.objects import Obj
 
 
-async def claim(client: ApiClient, informer: Informer, owner: Obj, selector: Obj | None,
-                candidates: list[Obj], can_adopt: Callable[[], Awaitable[bool]]) -> list[Obj]:
+async def claim(
+    client: ApiClient,
+    informer: Informer,
+    owner: Obj,
+    selector: Obj | None,
+    candidates: list[Obj],
+    can_adopt: Callable[[], Awaitable[bool]],
+) -> list[Obj]:
     """The candidates `owner` controls, after adopting and releasing."""
     claimed: list[Obj] = []
     adopt_ok: bool | None = None
@@ -27,8 +33,12 @@ async def claim(client: ApiClient, informer: Informer, owner: Obj, selector: Obj
             if matches or m.deleting(owner):
                 claimed.append(obj)
             else:
-                await _set_refs(client, informer, obj,
-                                [r for r in obj["metadata"]["ownerReferences"] if r.get("uid") != owner_uid])
+                await _set_refs(
+                    client,
+                    informer,
+                    obj,
+                    [r for r in obj["metadata"]["ownerReferences"] if r.get("uid") != owner_uid],
+                )
             continue
         if not matches or m.deleting(owner) or m.deleting(obj):
             continue
@@ -46,18 +56,22 @@ async def claim(client: ApiClient, informer: Informer, owner: Obj, selector: Obj
 def fresh_owner_check(client: ApiClient, owner: Obj, plural: str) -> Callable[[], Awaitable[bool]]:
     """Before adopting: the owner read from the API (not the cache) is the same object and is
     not being deleted, so that a stale cache never adopts for a deleted owner."""
+
     async def check() -> bool:
         fresh = await client.get_or_none(owner["apiVersion"], plural, m.name(owner), m.namespace(owner))
         return fresh is not None and m.uid(fresh) == m.uid(owner) and not m.deleting(fresh)
+
     return check
 
 
 async def _set_refs(client: ApiClient, informer: Informer, obj: Obj, refs: list[Obj]) -> Obj | None:
-    patch = {"metadata": {"ownerReferences": refs or None,
-                          "resourceVersion": obj["metadata"]["resourceVersion"]}}
+    patch = {
+        "metadata": {"ownerReferences": refs or None, "resourceVersion": obj["metadata"]["resourceVersion"]}
+    }
     try:
-        out: Obj = await client.patch(informer.api_version, informer.plural, m.name(obj), patch,
-                                      m.namespace(obj))
+        out: Obj = await client.patch(
+            informer.api_version, informer.plural, m.name(obj), patch, m.namespace(obj)
+        )
     except ApiException as e:
         if e.status == 404:
             return None

@@ -41,8 +41,11 @@ class ResourceDiscovery:
             for r in (await self.client.request("GET", url)).get("resources", []):
                 if "/" in r["name"]:
                     continue  # a subresource
-                out.append(Resource(gv, r["name"], r["kind"], bool(r.get("namespaced")),
-                                    frozenset(r.get("verbs") or [])))
+                out.append(
+                    Resource(
+                        gv, r["name"], r["kind"], bool(r.get("namespaced")), frozenset(r.get("verbs") or [])
+                    )
+                )
         self._cache, self._at = out, time.monotonic()
         return out
 

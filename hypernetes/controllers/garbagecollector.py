@@ -91,8 +91,11 @@ class GarbageCollector(Controller):
         self.informers.start()
 
     def _handler(self, res: Resource) -> Handler:
-        return Handler(add=lambda obj: self._observe(res, obj),
-                       update=lambda old, new: self._observe(res, new), delete=self._forget)
+        return Handler(
+            add=lambda obj: self._observe(res, obj),
+            update=lambda old, new: self._observe(res, new),
+            delete=self._forget,
+        )
 
     # -- the graph -----------------------------------------------------------------------------
 
@@ -100,9 +103,15 @@ class GarbageCollector(Controller):
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid", ""))
         old = self.nodes.get(uid)
-        node = Node(res, str(meta.get("namespace") or ""), str(meta.get("name", "")), uid,
-                    list(meta.get("ownerReferences") or []), list(meta.get("finalizers") or []),
-                    bool(meta.get("deletionTimestamp")))
+        node = Node(
+            res,
+            str(meta.get("namespace") or ""),
+            str(meta.get("name", "")),
+            uid,
+            list(meta.get("ownerReferences") or []),
+            list(meta.get("finalizers") or []),
+            bool(meta.get("deletionTimestamp")),
+        )
         self.nodes[uid] = node
         old_owners = {r.get("uid") for r in old.owners} if old else set()
         new_owners = {r.get("uid") for r in node.owners}
@@ -116,8 +125,10 @@ class GarbageCollector(Controller):
             if node.deleting_dependents:
                 for dep in self.dependents.get(uid, ()):
                     self.queue.add(dep)
-        elif any(r.get("uid") not in self.nodes or self.nodes[str(r.get("uid"))].deleting_dependents
-                 for r in node.owners):
+        elif any(
+            r.get("uid") not in self.nodes or self.nodes[str(r.get("uid"))].deleting_dependents
+            for r in node.owners
+        ):
             self.queue.add(uid)  # an owner we have not seen (gone?) or one deleting its dependents
 
     def _forget(self, obj: Obj) -> None:
@@ -156,24 +167,29 @@ class GarbageCollector(Controller):
         """Every owner is in the graph and not deleting its dependents: nothing to check."""
         for ref in node.owners:
             owner = self.nodes.get(str(ref.get("uid")))
-            if owner is None or owner.deleting_dependents or (owner.resource.namespaced
-                                                              and owner.namespace != node.namespace):
+            if (
+                owner is None
+                or owner.deleting_dependents
+                or (owner.resource.namespaced and owner.namespace != node.namespace)
+            ):
                 return False
         return True
 
     async def _latest(self, node: Node) -> Obj | None:
-        obj = await self.client.get_or_none(node.resource.api_version, node.resource.plural, node.name,
-                                            node.namespace or None)
+        obj = await self.client.get_or_none(
+            node.resource.api_version, node.resource.plural, node.name, node.namespace or None
+        )
         return obj if obj is not None and m.uid(obj) == node.uid else None
 
     async def _owner_state(self, ref: Obj, namespace: str) -> str:
-        """"solid", "dangling" (gone) or "waiting" (being deleted in the foreground)."""
+        """ "solid", "dangling" (gone) or "waiting" (being deleted in the foreground)."""
         res = await self.discovery.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", "")))
         if res is None:
             log.warning("garbage collector: unknown owner kind %s %s", ref.get("apiVersion"), ref.get("kind"))
             return "solid"  # what we cannot check, we do not delete
-        owner = await self.client.get_or_none(res.api_version, res.plural, str(ref.get("name", "")),
-                                              namespace if res.namespaced else None)
+        owner = await self.client.get_or_none(
+            res.api_version, res.plural, str(ref.get("name", "")), namespace if res.namespaced else None
+        )
         if owner is None or m.uid(owner) != ref.get("uid"):
             return "dangling"
         if m.deleting(owner) and FOREGROUND in (m.meta(owner).get("finalizers") or []):
@@ -207,22 +223,36 @@ class GarbageCollector(Controller):
             policy = "Foreground"
         else:
             policy = "Background"
-        log.info("garbage collector: deleting %s %s/%s (owners gone), propagation %s",
-                 node.resource.kind, node.namespace, node.name, policy)
+        log.info(
+            "garbage collector: deleting %s %s/%s (owners gone), propagation %s",
+            node.resource.kind,
+            node.namespace,
+            node.name,
+            policy,
+        )
         try:
-            await self.client.delete(node.resource.api_version, node.resource.plural, node.name,
-                                     node.namespace or None,
-                                     {"propagationPolicy": policy, "preconditions": {"uid": node.uid}})
+            await self.client.delete(
+                node.resource.api_version,
+                node.resource.plural,
+                node.name,
+                node.namespace or None,
+                {"propagationPolicy": policy, "preconditions": {"uid": node.uid}},
+            )
         except ApiException as e:
             if e.status != 409:  # 409: a different object by that name now
                 raise
 
     async def _patch_refs(self, node: Node, latest: Obj, refs: list[Obj]) -> Obj | None:
-        patch = {"metadata": {"ownerReferences": refs or None,
-                              "resourceVersion": m.meta(latest)["resourceVersion"]}}
+        patch = {
+            "metadata": {
+                "ownerReferences": refs or None,
+                "resourceVersion": m.meta(latest)["resourceVersion"],
+            }
+        }
         try:
-            out: Obj = await self.client.patch(node.resource.api_version, node.resource.plural, node.name,
-                                               patch, node.namespace or None)
+            out: Obj = await self.client.patch(
+                node.resource.api_version, node.resource.plural, node.name, patch, node.namespace or None
+            )
             return out
         except ApiException as e:
             if e.status == 404:
@@ -271,13 +301,23 @@ class GarbageCollector(Controller):
             if finalizer not in finalizers:
                 return
             finalizers.remove(finalizer)
-            patch = {"metadata": {"finalizers": finalizers or None,
-                                  "resourceVersion": m.meta(latest)["resourceVersion"]}}
+            patch = {
+                "metadata": {
+                    "finalizers": finalizers or None,
+                    "resourceVersion": m.meta(latest)["resourceVersion"],
+                }
+            }
             try:
-                await self.client.patch(node.resource.api_version, node.resource.plural, node.name, patch,
-                                        node.namespace or None)
-                log.info("garbage collector: %s %s/%s: removed %s", node.resource.kind, node.namespace,
-                         node.name, finalizer)
+                await self.client.patch(
+                    node.resource.api_version, node.resource.plural, node.name, patch, node.namespace or None
+                )
+                log.info(
+                    "garbage collector: %s %s/%s: removed %s",
+                    node.resource.kind,
+                    node.namespace,
+                    node.name,
+                    finalizer,
+                )
                 return
             except ApiException as e:
                 if e.status == 404:

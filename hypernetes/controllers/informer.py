@@ -27,7 +27,7 @@ class Handler:
 
 
 def key_of(obj: Obj) -> str:
-    """"namespace/name", or "name" for cluster-scoped objects (client-go's MetaNamespaceKey)."""
+    """ "namespace/name", or "name" for cluster-scoped objects (client-go's MetaNamespaceKey)."""
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta['name']}" if ns else str(meta["name"])

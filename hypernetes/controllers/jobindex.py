@@ -54,8 +54,10 @@ def template_for(job: Obj, index: int) -> Obj:
     tmeta["labels"] = {**(tmeta.get("labels") or {}), INDEX_KEY: str(index)}
     spec = t.setdefault("spec", {})
     spec.setdefault("hostname", f"{m.name(job)}-{index}")
-    env_var = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
-        "apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX_KEY}']"}}}
+    env_var = {
+        "name": "JOB_COMPLETION_INDEX",
+        "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX_KEY}']"}},
+    }
     for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         if not any(e.get("name") == "JOB_COMPLETION_INDEX" for e in c.get("env") or []):
             c["env"] = [*(c.get("env") or []), env_var]

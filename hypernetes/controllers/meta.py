@@ -22,6 +22,7 @@ from hypernetes.objects.selectors import selector_matches as selector_matches
 
 # -- times -------------------------------------------------------------------------------------
 
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -41,6 +42,7 @@ def parse_time(ts: str | None) -> datetime | None:
 
 
 # -- pods --------------------------------------------------------------------------------------
+
 
 def pod_condition(pod: Obj, ctype: str) -> Obj | None:
     return get_condition(pod.get("status") or {}, ctype)
@@ -72,17 +74,26 @@ def pod_active(pod: Obj) -> bool:
 
 
 def restart_count(pod: Obj) -> int:
-    return sum(int(cs.get("restartCount") or 0)
-               for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+    return sum(
+        int(cs.get("restartCount") or 0) for cs in (pod.get("status") or {}).get("containerStatuses") or []
+    )
 
 
-def pod_from_template(template: Obj, owner: Obj, *, generate_name: str | None = None,
-                      extra_labels: dict[str, str] | None = None,
-                      finalizers: list[str] | None = None) -> Obj:
+def pod_from_template(
+    template: Obj,
+    owner: Obj,
+    *,
+    generate_name: str | None = None,
+    extra_labels: dict[str, str] | None = None,
+    finalizers: list[str] | None = None,
+) -> Obj:
     """A pod for `owner` from its pod template (upstream's GetPodFromTemplate)."""
     tmeta = template.get("metadata") or {}
-    m: Obj = {"generateName": generate_name or f"{name(owner)}-", "namespace": namespace(owner),
-              "ownerReferences": [owner_ref(owner)]}
+    m: Obj = {
+        "generateName": generate_name or f"{name(owner)}-",
+        "namespace": namespace(owner),
+        "ownerReferences": [owner_ref(owner)],
+    }
     lbls = {**(tmeta.get("labels") or {}), **(extra_labels or {})}
     if lbls:
         m["labels"] = lbls
@@ -95,6 +106,7 @@ def pod_from_template(template: Obj, owner: Obj, *, generate_name: str | None = 
 
 
 # -- conditions --------------------------------------------------------------------------------
+
 
 def set_condition(status: Obj, cond: Obj) -> None:
     """Replace the condition of the same type; keep lastTransitionTime when status is unchanged."""
@@ -114,11 +126,9 @@ def remove_condition(status: Obj, ctype: str) -> None:
         status.pop("conditions", None)
 
 
-def condition(ctype: str, status: str, reason: str, message: str, *,
-              update_time: bool = False) -> Obj:
+def condition(ctype: str, status: str, reason: str, message: str, *, update_time: bool = False) -> Obj:
     ts = rfc3339()
-    c: Obj = {"type": ctype, "status": status, "lastTransitionTime": ts, "reason": reason,
-              "message": message}
+    c: Obj = {"type": ctype, "status": status, "lastTransitionTime": ts, "reason": reason, "message": message}
     if update_time:
         c["lastUpdateTime"] = ts
     return c

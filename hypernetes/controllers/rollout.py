@@ -18,9 +18,16 @@ DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
 # annotations of a Deployment that are not copied to its ReplicaSets
-SKIPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration", REVISION,
-                                 REVISION_HISTORY, DESIRED, MAX_REPLICAS,
-                                 "deprecated.deployment.rollback.to"})
+SKIPPED_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        REVISION_HISTORY,
+        DESIRED,
+        MAX_REPLICAS,
+        "deprecated.deployment.rollback.to",
+    }
+)
 NO_DEADLINE = 2**31 - 1
 
 # Progressing condition reasons
@@ -36,6 +43,7 @@ _ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
 
 
 # -- small accessors ---------------------------------------------------------------------------
+
 
 def replicas(obj: Obj) -> int:
     return int((obj.get("spec") or {}).get("replicas", 1))
@@ -75,6 +83,7 @@ def active(rss: list[Obj]) -> list[Obj]:
 
 
 # -- hashing and templates ---------------------------------------------------------------------
+
 
 def fnv32a(data: bytes) -> int:
     h = 0x811C9DC5
@@ -118,6 +127,7 @@ def find_new_rs(d: Obj, rss: list[Obj]) -> Obj | None:
 
 
 # -- surge and unavailability ------------------------------------------------------------------
+
 
 def scaled_value(value: int | str | None, total: int, round_up: bool) -> int:
     if value is None:
@@ -175,8 +185,11 @@ def is_saturated(d: Obj, rs: Obj | None) -> bool:
     if rs is None:
         return False
     desired = annotation(rs, DESIRED)
-    return (replicas(rs) == replicas(d) and desired == str(replicas(d))
-            and status_int(rs, "availableReplicas") == replicas(d))
+    return (
+        replicas(rs) == replicas(d)
+        and desired == str(replicas(d))
+        and status_int(rs, "availableReplicas") == replicas(d)
+    )
 
 
 def set_replicas_annotations(rs: Obj, desired: int, max_replicas: int) -> bool:
@@ -226,6 +239,7 @@ def proportion(rs: Obj, d: Obj, to_add: int, added: int) -> int:
 
 # -- status ------------------------------------------------------------------------------------
 
+
 def progress_deadline(d: Obj) -> int | None:
     secs = (d.get("spec") or {}).get("progressDeadlineSeconds")
     return None if secs is None or int(secs) == NO_DEADLINE else int(secs)
@@ -265,19 +279,33 @@ def calculate_status(all_rss: list[Obj], new_rs: Obj | None, d: Obj) -> Obj:
     if old.get("conditions"):
         status["conditions"] = copy.deepcopy(old["conditions"])
     if avail >= replicas(d) - max_unavailable(d):
-        set_deploy_condition(status, deploy_condition("Available", "True", "MinimumReplicasAvailable",
-                                                      "Deployment has minimum availability."))
+        set_deploy_condition(
+            status,
+            deploy_condition(
+                "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
+            ),
+        )
     else:
-        set_deploy_condition(status, deploy_condition("Available", "False", "MinimumReplicasUnavailable",
-                                                      "Deployment does not have minimum availability."))
+        set_deploy_condition(
+            status,
+            deploy_condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            ),
+        )
     return status
 
 
 def complete(d: Obj, status: Obj) -> bool:
     want = replicas(d)
-    return (int(status.get("updatedReplicas") or 0) == want and int(status.get("replicas") or 0) == want
-            and int(status.get("availableReplicas") or 0) == want
-            and int(status.get("observedGeneration") or 0) >= int(m.meta(d).get("generation") or 0))
+    return (
+        int(status.get("updatedReplicas") or 0) == want
+        and int(status.get("replicas") or 0) == want
+        and int(status.get("availableReplicas") or 0) == want
+        and int(status.get("observedGeneration") or 0) >= int(m.meta(d).get("generation") or 0)
+    )
 
 
 def progressing(d: Obj, new: Obj) -> bool:
@@ -285,11 +313,16 @@ def progressing(d: Obj, new: Obj) -> bool:
 
     def get(s: Obj, f: str) -> int:
         return int(s.get(f) or 0)
+
     def outdated(s: Obj) -> int:
         return get(s, "replicas") - get(s, "updatedReplicas")
-    return (get(new, "updatedReplicas") > get(old, "updatedReplicas") or outdated(new) < outdated(old)
-            or get(new, "readyReplicas") > get(old, "readyReplicas")
-            or get(new, "availableReplicas") > get(old, "availableReplicas"))
+
+    return (
+        get(new, "updatedReplicas") > get(old, "updatedReplicas")
+        or outdated(new) < outdated(old)
+        or get(new, "readyReplicas") > get(old, "readyReplicas")
+        or get(new, "availableReplicas") > get(old, "availableReplicas")
+    )
 
 
 def seconds_to_deadline(d: Obj, status: Obj) -> float | None:

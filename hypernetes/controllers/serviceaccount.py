@@ -33,8 +33,12 @@ class ServiceAccountController(Controller):
         if self.accounts.get(f"{key}/{DEFAULT}") is not None:
             return
         try:
-            await self.client.create("v1", "serviceaccounts", {
-                "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": DEFAULT}}, key)
+            await self.client.create(
+                "v1",
+                "serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": DEFAULT}},
+                key,
+            )
         except ApiException as e:
             if e.status != 409 and not namespace_terminating(e) and e.status != 404:
                 raise

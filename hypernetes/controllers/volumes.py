@@ -60,6 +60,7 @@ LOST_MESSAGE = "Bound claim has lost its PersistentVolume. Data on the volume is
 
 # -- pure helpers ------------------------------------------------------------------------------
 
+
 def _spec(obj: Obj) -> Obj:
     spec = obj.get("spec")
     return spec if isinstance(spec, dict) else {}
@@ -162,8 +163,11 @@ def _ref_names(ref: Any, claim: Obj) -> bool:
     """A PV's claimRef names this claim (and this incarnation of it, when it has a uid)."""
     if not isinstance(ref, dict):
         return False
-    return (ref.get("namespace") == m.namespace(claim) and ref.get("name") == m.name(claim)
-            and (not ref.get("uid") or ref.get("uid") == m.uid(claim)))
+    return (
+        ref.get("namespace") == m.namespace(claim)
+        and ref.get("name") == m.name(claim)
+        and (not ref.get("uid") or ref.get("uid") == m.uid(claim))
+    )
 
 
 def selector_ok(claim: Obj, pv: Obj) -> bool:
@@ -206,14 +210,18 @@ class VolumeController(Controller):
         self.nodes = self.informer("v1", "nodes")
         self.pods = self.informer("v1", "pods")
         self.namespaces = self.informer("v1", "namespaces")
-        self.claims.add_handler(Handler(add=self._claim, update=lambda old, new: self._claim(new),
-                                        delete=self._claim_gone))
-        self.volumes.add_handler(Handler(add=self._volume, update=lambda old, new: self._volume(new),
-                                         delete=self._volume_gone))
-        self.pods.add_handler(Handler(add=self._pod, update=lambda old, new: self._pod(new),
-                                      delete=self._pod))
-        self.classes.add_handler(Handler(add=lambda sc: self._pending(),
-                                         update=lambda old, new: self._pending()))
+        self.claims.add_handler(
+            Handler(add=self._claim, update=lambda old, new: self._claim(new), delete=self._claim_gone)
+        )
+        self.volumes.add_handler(
+            Handler(add=self._volume, update=lambda old, new: self._volume(new), delete=self._volume_gone)
+        )
+        self.pods.add_handler(
+            Handler(add=self._pod, update=lambda old, new: self._pod(new), delete=self._pod)
+        )
+        self.classes.add_handler(
+            Handler(add=lambda sc: self._pending(), update=lambda old, new: self._pending())
+        )
         self.nodes.add_handler(Handler(add=lambda n: self._pending(), update=self._node_changed))
         self.namespaces.add_handler(Handler(update=self._namespace_changed))
         # PVs created but not yet seen by the informer: name -> (node, bytes), for node choice
@@ -338,17 +346,23 @@ class VolumeController(Controller):
                 await self._bind(pv, claim)
                 return
             await self._claim_phase(claim, "Pending")
-            await self._say(claim, "Warning", "VolumeMismatch",
-                            f'Cannot bind to requested volume "{volume_name}": {why}')
+            await self._say(
+                claim, "Warning", "VolumeMismatch", f'Cannot bind to requested volume "{volume_name}": {why}'
+            )
             return
         if phase == "Bound":
             await self._claim_phase(claim, "Lost")
-            await self._say(claim, "Warning", "ClaimMisbound",
-                            "Two claims are bound to the same volume, this one is bound incorrectly")
+            await self._say(
+                claim,
+                "Warning",
+                "ClaimMisbound",
+                "Two claims are bound to the same volume, this one is bound incorrectly",
+            )
             return
         await self._claim_phase(claim, "Pending")
-        await self._say(claim, "Warning", "FailedBinding",
-                        f'volume "{volume_name}" already bound to a different claim.')
+        await self._say(
+            claim, "Warning", "FailedBinding", f'volume "{volume_name}" already bound to a different claim.'
+        )
 
     async def _sync_unbound(self, claim: Obj, tenant: str | None) -> None:
         spec = _spec(claim)
@@ -364,8 +378,11 @@ class VolumeController(Controller):
             if _ref_names(_spec(pv).get("claimRef"), claim) and mismatch(pv, claim) is None:
                 await self._bind(pv, claim)
                 return
-        free = [pv for pv in mine if not (_spec(pv).get("claimRef") or {}).get("name")
-                and mismatch(pv, claim) is None]
+        free = [
+            pv
+            for pv in mine
+            if not (_spec(pv).get("claimRef") or {}).get("name") and mismatch(pv, claim) is None
+        ]
         if free:
             best = min(free, key=lambda pv: (pv_capacity(pv), m.name(pv)))
             await self._bind(best, claim)
@@ -376,19 +393,28 @@ class VolumeController(Controller):
             await self._provision(claim, cls, tenant)
         elif cls is not None:
             await self._claim_phase(claim, "Pending")
-            await self._say(claim, "Normal", "ExternalProvisioning",
-                            f"Waiting for a volume to be created either by the external provisioner "
-                            f"'{cls.get('provisioner')}' or manually by the system administrator. If "
-                            "volume creation is delayed, please verify that the provisioner is running "
-                            "and correctly registered.")
+            await self._say(
+                claim,
+                "Normal",
+                "ExternalProvisioning",
+                f"Waiting for a volume to be created either by the external provisioner "
+                f"'{cls.get('provisioner')}' or manually by the system administrator. If "
+                "volume creation is delayed, please verify that the provisioner is running "
+                "and correctly registered.",
+            )
         elif cls_name:
             await self._claim_phase(claim, "Pending")
-            await self._say(claim, "Warning", "ProvisioningFailed",
-                            f'storageclass.storage.k8s.io "{cls_name}" not found')
+            await self._say(
+                claim, "Warning", "ProvisioningFailed", f'storageclass.storage.k8s.io "{cls_name}" not found'
+            )
         else:
             await self._claim_phase(claim, "Pending")
-            await self._say(claim, "Normal", "FailedBinding",
-                            "no persistent volumes available for this claim and no storage class is set")
+            await self._say(
+                claim,
+                "Normal",
+                "FailedBinding",
+                "no persistent volumes available for this claim and no storage class is set",
+            )
 
     # -- provisioning --------------------------------------------------------------------------
 
@@ -417,9 +443,13 @@ class VolumeController(Controller):
         node = self.pick_node()
         if node is None:
             await self._claim_phase(claim, "Pending")
-            await self._say(claim, "Warning", "ProvisioningFailed",
-                            f'failed to provision volume with StorageClass "{m.name(cls)}": '
-                            "no Ready node to put the volume on")
+            await self._say(
+                claim,
+                "Warning",
+                "ProvisioningFailed",
+                f'failed to provision volume with StorageClass "{m.name(cls)}": '
+                "no Ready node to put the volume on",
+            )
             return
         # reserved before the first await: the other worker's next pick counts it
         self._provisioned[name] = (node, claim_request(claim))
@@ -434,24 +464,44 @@ class VolumeController(Controller):
     async def _create_volume(self, claim: Obj, cls: Obj, tenant: str | None, node: str) -> bool:
         notes = m.meta(claim).get("annotations") or {}
         if notes.get(STORAGE_PROVISIONER) != LOCAL_DRIVER:
-            written = await self._write_claim(claim, {"metadata": {"annotations": {
-                STORAGE_PROVISIONER: LOCAL_DRIVER, BETA_STORAGE_PROVISIONER: LOCAL_DRIVER}}})
+            written = await self._write_claim(
+                claim,
+                {
+                    "metadata": {
+                        "annotations": {
+                            STORAGE_PROVISIONER: LOCAL_DRIVER,
+                            BETA_STORAGE_PROVISIONER: LOCAL_DRIVER,
+                        }
+                    }
+                },
+            )
             if written is None:
                 return False
             claim = written
-        await self._say(claim, "Normal", "Provisioning",
-                        f'External provisioner is provisioning volume for claim '
-                        f'"{m.namespace(claim)}/{m.name(claim)}"')
+        await self._say(
+            claim,
+            "Normal",
+            "Provisioning",
+            f'External provisioner is provisioning volume for claim "{m.namespace(claim)}/{m.name(claim)}"',
+        )
         pv = self.volume_for_claim(claim, cls, tenant, node)
         try:
             await self.client.create("v1", "persistentvolumes", pv)
         except ApiException as e:
             if e.status != 409:  # 409: made by an earlier sync whose PV the informer has not shown yet
-                await self._say(claim, "Warning", "ProvisioningFailed",
-                                f'failed to provision volume with StorageClass "{m.name(cls)}": {e}')
+                await self._say(
+                    claim,
+                    "Warning",
+                    "ProvisioningFailed",
+                    f'failed to provision volume with StorageClass "{m.name(cls)}": {e}',
+                )
                 raise
-        await self._say(claim, "Normal", "ProvisioningSucceeded",
-                        f"Successfully provisioned volume {pv['metadata']['name']}")
+        await self._say(
+            claim,
+            "Normal",
+            "ProvisioningSucceeded",
+            f"Successfully provisioned volume {pv['metadata']['name']}",
+        )
         return True
 
     @staticmethod
@@ -459,26 +509,48 @@ class VolumeController(Controller):
         """The PV the contract (docs/volumes.md) prescribes for a claim of a local class."""
         spec, params = _spec(claim), cls.get("parameters") or {}
         name = f"pvc-{m.uid(claim)}"
-        meta: Obj = {"name": name, "annotations": {PROVISIONED_BY: LOCAL_DRIVER},
-                     "finalizers": [PV_PROTECTION_FINALIZER, BACKING_FILE_FINALIZER]}
+        meta: Obj = {
+            "name": name,
+            "annotations": {PROVISIONED_BY: LOCAL_DRIVER},
+            "finalizers": [PV_PROTECTION_FINALIZER, BACKING_FILE_FINALIZER],
+        }
         if tenant:
             meta["labels"] = {TENANT_LABEL: tenant}
         storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
         return {
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta,
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": meta,
             "spec": {
                 "capacity": {"storage": storage},
                 "accessModes": list(spec.get("accessModes") or []),
                 "volumeMode": _mode(claim),
                 "persistentVolumeReclaimPolicy": cls.get("reclaimPolicy") or "Delete",
                 "storageClassName": m.name(cls),
-                "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1",
-                             "namespace": m.namespace(claim), "name": m.name(claim), "uid": m.uid(claim)},
-                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}]}]}},
-                "csi": {"driver": LOCAL_DRIVER, "volumeHandle": name,
-                        "fsType": params.get("fsType") or "ext4",
-                        "volumeAttributes": {"format": params.get("format") or "raw"}},
+                "claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "apiVersion": "v1",
+                    "namespace": m.namespace(claim),
+                    "name": m.name(claim),
+                    "uid": m.uid(claim),
+                },
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}
+                                ]
+                            }
+                        ]
+                    }
+                },
+                "csi": {
+                    "driver": LOCAL_DRIVER,
+                    "volumeHandle": name,
+                    "fsType": params.get("fsType") or "ext4",
+                    "volumeAttributes": {"format": params.get("format") or "raw"},
+                },
             },
         }
 
@@ -489,8 +561,13 @@ class VolumeController(Controller):
         None if an object went away meanwhile."""
         ref = _spec(pv).get("claimRef") or {}
         if ref.get("uid") != m.uid(claim):
-            new_ref = {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": m.namespace(claim),
-                       "name": m.name(claim), "uid": m.uid(claim)}
+            new_ref = {
+                "kind": "PersistentVolumeClaim",
+                "apiVersion": "v1",
+                "namespace": m.namespace(claim),
+                "name": m.name(claim),
+                "uid": m.uid(claim),
+            }
             patch: Obj = {"spec": {"claimRef": new_ref}}
             if not ref.get("name"):  # not pre-bound by its author: ours to undo if the claim goes elsewhere
                 patch["metadata"] = {"annotations": {BOUND_BY_CONTROLLER: "yes"}}
@@ -537,11 +614,16 @@ class VolumeController(Controller):
         if want > have:
             cls = self.classes.get(claim_class(claim))
             if cls is None or cls.get("allowVolumeExpansion") is not True:
-                await self._say(claim, "Warning", "VolumeResizeFailed",
-                                f'storageclass "{claim_class(claim)}" does not allow volume expansion')
+                await self._say(
+                    claim,
+                    "Warning",
+                    "VolumeResizeFailed",
+                    f'storageclass "{claim_class(claim)}" does not allow volume expansion',
+                )
                 return
-            await self._say(claim, "Normal", "ExternalExpanding",
-                            "waiting for an external controller to expand this PVC")
+            await self._say(
+                claim, "Normal", "ExternalExpanding", "waiting for an external controller to expand this PVC"
+            )
             await self._say(claim, "Normal", "Resizing", f"External resizer is resizing volume {m.name(pv)}")
             storage = _spec(claim)["resources"]["requests"]["storage"]
             if await self._write_volume(pv, {"spec": {"capacity": {"storage": storage}}}) is None:
@@ -553,12 +635,15 @@ class VolumeController(Controller):
         storage = _spec(claim)["resources"]["requests"]["storage"]
         cond = m.condition(RESIZE_PENDING, "True", "", RESIZE_MESSAGE)
         del cond["reason"]
-        new_status = {"conditions": [*(status.get("conditions") or []), cond],
-                      "allocatedResources": {"storage": storage},
-                      "allocatedResourceStatuses": {"storage": "NodeResizePending"}}
+        new_status = {
+            "conditions": [*(status.get("conditions") or []), cond],
+            "allocatedResources": {"storage": storage},
+            "allocatedResourceStatuses": {"storage": "NodeResizePending"},
+        }
         if await self._claim_status(claim, new_status) is not None:
-            await self._say(claim, "Normal", "FileSystemResizeRequired",
-                            "Require file system resize of volume on node")
+            await self._say(
+                claim, "Normal", "FileSystemResizeRequired", "Require file system resize of volume on node"
+            )
 
     # -- protection ----------------------------------------------------------------------------
 
@@ -593,8 +678,9 @@ class VolumeController(Controller):
             claim = self.claims.get(key)
             if claim is None or m.uid(claim) != ref["uid"]:
                 # confirm with a fresh read before releasing anything, as upstream does
-                claim = await self.client.get_or_none("v1", "persistentvolumeclaims", str(ref.get("name")),
-                                                      str(ref.get("namespace")))
+                claim = await self.client.get_or_none(
+                    "v1", "persistentvolumeclaims", str(ref.get("name")), str(ref.get("namespace"))
+                )
             if claim is None or m.uid(claim) != ref["uid"]:
                 phase = "Failed" if _status(pv).get("phase") == "Failed" else "Released"
             elif _spec(claim).get("volumeName") == name:
@@ -605,8 +691,10 @@ class VolumeController(Controller):
                     phase = "Available"
             elif (m.meta(pv).get("annotations") or {}).get(BOUND_BY_CONTROLLER):
                 # our binding lost the race: the claim went elsewhere; free the volume
-                unbind = {"metadata": {"annotations": {BOUND_BY_CONTROLLER: None}},
-                          "spec": {"claimRef": None}}
+                unbind = {
+                    "metadata": {"annotations": {BOUND_BY_CONTROLLER: None}},
+                    "spec": {"claimRef": None},
+                }
                 written = await self._write_volume(pv, unbind)
                 if written is None:
                     return
@@ -619,8 +707,9 @@ class VolumeController(Controller):
         if phase == "Released" and not m.deleting(pv):
             if _spec(pv).get("persistentVolumeReclaimPolicy") == "Delete":
                 try:
-                    await self.client.delete("v1", "persistentvolumes", name,
-                                             body={"preconditions": {"uid": m.uid(pv)}})
+                    await self.client.delete(
+                        "v1", "persistentvolumes", name, body={"preconditions": {"uid": m.uid(pv)}}
+                    )
                 except ApiException as e:
                     if e.status == 409:
                         raise
@@ -634,13 +723,20 @@ class VolumeController(Controller):
 
     # -- writes (merge patches guarded by the resourceVersion read; a 409 requeues) -------------
 
-    async def _write(self, informer: Any, plural: str, obj: Obj, patch: Obj,
-                     subresource: str | None = None) -> Obj | None:
-        patch = {**patch, "metadata": {**(patch.get("metadata") or {}),
-                                       "resourceVersion": m.meta(obj).get("resourceVersion")}}
+    async def _write(
+        self, informer: Any, plural: str, obj: Obj, patch: Obj, subresource: str | None = None
+    ) -> Obj | None:
+        patch = {
+            **patch,
+            "metadata": {
+                **(patch.get("metadata") or {}),
+                "resourceVersion": m.meta(obj).get("resourceVersion"),
+            },
+        }
         try:
-            out: Obj = await self.client.patch("v1", plural, m.name(obj), patch, m.namespace(obj) or None,
-                                               subresource=subresource)
+            out: Obj = await self.client.patch(
+                "v1", plural, m.name(obj), patch, m.namespace(obj) or None, subresource=subresource
+            )
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -662,6 +758,10 @@ class VolumeController(Controller):
             await self._claim_status(claim, {"phase": phase})
 
     async def _volume_status(self, pv: Obj, phase: str, reason: str = "", message: str = "") -> Obj | None:
-        status: Obj = {"phase": phase, "lastPhaseTransitionTime": m.rfc3339(),
-                       "reason": reason or None, "message": message or None}
+        status: Obj = {
+            "phase": phase,
+            "lastPhaseTransitionTime": m.rfc3339(),
+            "reason": reason or None,
+            "message": message or None,
+        }
         return await self._write(self.volumes, "persistentvolumes", pv, {"status": status}, "status")

@@ -48,8 +48,15 @@ A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, DNAME, OPT = 1, 2, 5, 6, 12, 15, 16,
 IXFR, AXFR, MAILB, MAILA, ANY = 251, 252, 253, 254, 255
 CLASS_IN = 1
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
-RCODE_NAMES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN",
-               NOTIMP: "NOTIMP", REFUSED: "REFUSED", BADVERS: "BADVERS"}
+RCODE_NAMES = {
+    NOERROR: "NOERROR",
+    FORMERR: "FORMERR",
+    SERVFAIL: "SERVFAIL",
+    NXDOMAIN: "NXDOMAIN",
+    NOTIMP: "NOTIMP",
+    REFUSED: "REFUSED",
+    BADVERS: "BADVERS",
+}
 
 _QR, _AA, _TC, _RD, _RA, _AD, _CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0020, 0x0010
 _HEADER = struct.Struct("!HHHHHH")
@@ -80,6 +87,7 @@ class Question:
 @dataclass(frozen=True, slots=True)
 class NameData:
     """RDATA that is one domain name: CNAME, NS, PTR, DNAME."""
+
     target: Name
 
 
@@ -160,7 +168,7 @@ class _Reader:
         end = self.pos + n
         if end > len(self.data):
             raise DnsError("truncated message")
-        out = self.data[self.pos:end]
+        out = self.data[self.pos : end]
         self.pos = end
         return out
 
@@ -204,7 +212,7 @@ class _Reader:
                 raise DnsError("name longer than 255 octets")
             if pos + 1 + n > len(data):
                 raise DnsError("truncated label")
-            labels.append(data[pos + 1:pos + 1 + n])
+            labels.append(data[pos + 1 : pos + 1 + n])
             pos += 1 + n
         self.pos = after if after is not None else pos
         return tuple(labels)
@@ -246,8 +254,13 @@ def _edns(rr_class: int, ttl: int, options: bytes) -> Edns:
         pos += 4 + olen
     if pos != len(options):
         raise DnsError("truncated EDNS option")
-    return Edns(udp_size=rr_class, ext_rcode=ttl >> 24, version=(ttl >> 16) & 0xFF,
-                do=bool(ttl & 0x8000), options=options)
+    return Edns(
+        udp_size=rr_class,
+        ext_rcode=ttl >> 24,
+        version=(ttl >> 16) & 0xFF,
+        do=bool(ttl & 0x8000),
+        options=options,
+    )
 
 
 def decode(data: bytes) -> Message:
@@ -256,9 +269,18 @@ def decode(data: bytes) -> Message:
         raise DnsError("message too large")
     r = _Reader(data)
     mid, flags, qd, an, ns, ar = r.unpack(_HEADER)
-    msg = Message(id=mid, qr=bool(flags & _QR), opcode=(flags >> 11) & 0xF, aa=bool(flags & _AA),
-                  tc=bool(flags & _TC), rd=bool(flags & _RD), ra=bool(flags & _RA),
-                  ad=bool(flags & _AD), cd=bool(flags & _CD), rcode=flags & 0xF)
+    msg = Message(
+        id=mid,
+        qr=bool(flags & _QR),
+        opcode=(flags >> 11) & 0xF,
+        aa=bool(flags & _AA),
+        tc=bool(flags & _TC),
+        rd=bool(flags & _RD),
+        ra=bool(flags & _RA),
+        ad=bool(flags & _AD),
+        cd=bool(flags & _CD),
+        rcode=flags & 0xF,
+    )
     for _ in range(qd):
         name = r.name()
         qtype, qclass = r.unpack(_QFIXED)
@@ -330,9 +352,17 @@ class _Writer:
 
 
 def _flags(msg: Message, tc: bool) -> int:
-    return ((_QR if msg.qr else 0) | (msg.opcode & 0xF) << 11 | (_AA if msg.aa else 0)
-            | (_TC if tc else 0) | (_RD if msg.rd else 0) | (_RA if msg.ra else 0)
-            | (_AD if msg.ad else 0) | (_CD if msg.cd else 0) | (msg.rcode & 0xF))
+    return (
+        (_QR if msg.qr else 0)
+        | (msg.opcode & 0xF) << 11
+        | (_AA if msg.aa else 0)
+        | (_TC if tc else 0)
+        | (_RD if msg.rd else 0)
+        | (_RA if msg.ra else 0)
+        | (_AD if msg.ad else 0)
+        | (_CD if msg.cd else 0)
+        | (msg.rcode & 0xF)
+    )
 
 
 def encode(msg: Message, limit: int = MAX_MESSAGE, *, partial: bool = False) -> bytes:
@@ -397,9 +427,10 @@ def name_from_text(text: str) -> Name:
 
 def name_to_text(name: Name) -> str:
     """For logs and tests: escaped as in zone files."""
+
     def esc(label: bytes) -> str:
-        return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in b'.\\"();' else f"\\{b:03d}"
-                       for b in label)
+        return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in b'.\\"();' else f"\\{b:03d}" for b in label)
+
     return ".".join(esc(x) for x in name) + "."
 
 
@@ -451,8 +482,9 @@ class Zone:
     version. A name mapped to an empty list exists with no data (a headless service with no
     ready endpoint): NOERROR and no answer rather than NXDOMAIN."""
 
-    def __init__(self, records: Records, domain: str = "cluster.local", ttl: int = 5,
-                 serial: int = 1) -> None:
+    def __init__(
+        self, records: Records, domain: str = "cluster.local", ttl: int = 5, serial: int = 1
+    ) -> None:
         self.domain = name_from_text(domain)
         self.ttl = ttl
         self._rrs: dict[Name, list[RR]] = {}
@@ -470,9 +502,21 @@ class Zone:
                 raise ValueError(f"{text!r} is outside {domain!r} and not a PTR record")
             if any(r.rtype == CNAME for r in rrs) and len(rrs) > 1:
                 raise ValueError(f"{text!r} has a CNAME and other records")
-        self.soa = RR(self.domain, SOA, CLASS_IN, ttl, SoaData(
-            (b"ns", b"dns", *self.domain), (b"hostmaster", *self.domain), serial & 0xFFFFFFFF,
-            7200, 1800, 86400, ttl))
+        self.soa = RR(
+            self.domain,
+            SOA,
+            CLASS_IN,
+            ttl,
+            SoaData(
+                (b"ns", b"dns", *self.domain),
+                (b"hostmaster", *self.domain),
+                serial & 0xFFFFFFFF,
+                7200,
+                1800,
+                86400,
+                ttl,
+            ),
+        )
 
     def _record(self, name: Name, value: Record) -> RR:
         if isinstance(value, Srv):
@@ -491,11 +535,11 @@ class Zone:
     def contains(self, name: Name) -> bool:
         """Whether `name` (lower-cased) is under the zone's domain."""
         n = len(self.domain)
-        return len(name) >= n and name[len(name) - n:] == self.domain
+        return len(name) >= n and name[len(name) - n :] == self.domain
 
     @staticmethod
     def _reverse(name: Name) -> bool:
-        return any(len(name) > len(z) and name[len(name) - len(z):] == z for z in _REVERSE)
+        return any(len(name) > len(z) and name[len(name) - len(z) :] == z for z in _REVERSE)
 
     def authoritative(self, name: Name) -> bool:
         """Under the domain, or a reverse name we hold a PTR for (others are forwarded)."""
@@ -552,8 +596,9 @@ def _meta(obj: Obj) -> tuple[str, str]:
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
-def records_for(services: Iterable[Obj], endpoints: Iterable[Obj],
-                domain: str = "cluster.local") -> dict[str, list[Record]]:
+def records_for(
+    services: Iterable[Obj], endpoints: Iterable[Obj], domain: str = "cluster.local"
+) -> dict[str, list[Record]]:
     """The record map of one tenant network from its Services and Endpoints (API objects), as
     the Kubernetes DNS specification says: a service with a cluster IP -> A/AAAA of its cluster
     IPs; a headless one -> its ready endpoints' IPs, plus `<hostname>.<svc>...` for each ready
@@ -619,8 +664,12 @@ def _srv_owner(port: Any, fqdn: str) -> tuple[str, int] | None:
     if not isinstance(port, dict):
         return None
     pname, proto, num = str(port.get("name") or ""), str(port.get("protocol") or "TCP"), port.get("port")
-    if not _K8S_LABEL.match(pname) or proto not in ("TCP", "UDP", "SCTP") or not isinstance(num, int) \
-            or not 0 < num < 65536:
+    if (
+        not _K8S_LABEL.match(pname)
+        or proto not in ("TCP", "UDP", "SCTP")
+        or not isinstance(num, int)
+        or not 0 < num < 65536
+    ):
         return None
     return f"_{pname}._{proto.lower()}.{fqdn}", num
 
@@ -666,8 +715,9 @@ def read_resolv_conf(path: str = "/etc/resolv.conf") -> list[str]:
 def guest_resolv_conf(namespace: str, nameserver: str, domain: str = "cluster.local") -> str:
     """The resolv.conf of a pod in `namespace` (dnsPolicy ClusterFirst): the search path makes
     `svc` and `svc.ns` resolve, and ndots:5 sends such names through it first, as upstream."""
-    return (f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
-            f"nameserver {nameserver}\noptions ndots:5\n")
+    return (
+        f"search {namespace}.svc.{domain} svc.{domain} {domain}\nnameserver {nameserver}\noptions ndots:5\n"
+    )
 
 
 def parse_upstream(text: str) -> tuple[str, int]:
@@ -770,9 +820,14 @@ class _UpstreamClient(asyncio.DatagramProtocol):
 
 
 def _answers(msg: Message, qid: int, q: Question) -> bool:
-    return (msg.id == qid and msg.qr and msg.opcode == 0 and len(msg.questions) == 1
-            and _lower(msg.questions[0].name) == _lower(q.name)
-            and (msg.questions[0].qtype, msg.questions[0].qclass) == (q.qtype, q.qclass))
+    return (
+        msg.id == qid
+        and msg.qr
+        and msg.opcode == 0
+        and len(msg.questions) == 1
+        and _lower(msg.questions[0].name) == _lower(q.name)
+        and (msg.questions[0].qtype, msg.questions[0].qclass) == (q.qtype, q.qclass)
+    )
 
 
 async def _close_listener(listener: _Listener) -> None:
@@ -785,13 +840,24 @@ class DnsServer:
     """Serves the DNS of many tenant networks from one event loop. Call `set_records` whenever
     a network's Services or Endpoints change, `serve_network` once per listening address."""
 
-    def __init__(self, *, domain: str = "cluster.local", upstreams: Sequence[str] | None = None,
-                 upstream_timeout: float = 2.0, ttl: int = 5, max_udp: int = 1232,
-                 rate: float = 500.0, burst: float = 1000.0, max_inflight: int = 256,
-                 max_tcp_clients: int = 64, tcp_idle: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        domain: str = "cluster.local",
+        upstreams: Sequence[str] | None = None,
+        upstream_timeout: float = 2.0,
+        ttl: int = 5,
+        max_udp: int = 1232,
+        rate: float = 500.0,
+        burst: float = 1000.0,
+        max_inflight: int = 256,
+        max_tcp_clients: int = 64,
+        tcp_idle: float = 10.0,
+    ) -> None:
         self.domain = domain
-        self.default_upstreams = [parse_upstream(u) for u in
-                                  (read_resolv_conf() if upstreams is None else upstreams)]
+        self.default_upstreams = [
+            parse_upstream(u) for u in (read_resolv_conf() if upstreams is None else upstreams)
+        ]
         self.upstream_timeout = upstream_timeout
         self.ttl = ttl
         self.max_udp = max(MIN_UDP, min(max_udp, 4096))
@@ -814,15 +880,22 @@ class DnsServer:
         zone = Zone(records, self.domain, self.ttl, self._serial)
         self._network(network_id).zone = zone
 
-    async def serve_network(self, network_id: str, netns: str | None, address: str, port: int = 53,
-                            upstreams: Sequence[str] | None = None) -> None:
+    async def serve_network(
+        self,
+        network_id: str,
+        netns: str | None,
+        address: str,
+        port: int = 53,
+        upstreams: Sequence[str] | None = None,
+    ) -> None:
         """Listen on `address`:`port` (UDP and TCP) inside network namespace `netns` (None: this
         process's own) for `network_id`. Idempotent for the same netns/address/port; another
         address (say the IPv6 gateway) adds a listener. `upstreams` (default: the host's
         resolv.conf, read when the server was made) replaces the network's upstreams."""
         net = self._network(network_id)
-        net.upstreams = [parse_upstream(u) for u in upstreams] if upstreams is not None \
-            else list(self.default_upstreams)
+        net.upstreams = (
+            [parse_upstream(u) for u in upstreams] if upstreams is not None else list(self.default_upstreams)
+        )
         key = (netns, address, port)
         # Our sockets pin their namespace: if the name now means a new namespace (the network
         # was torn down and made again), the old sockets serve nobody and must be replaced.
@@ -833,8 +906,9 @@ class DnsServer:
                 return
             del net.listeners[key]
             await _close_listener(old)
-        udp_sock, tcp_sock = await asyncio.to_thread(run_in_netns, netns,
-                                                     lambda: _bind_sockets(address, port))
+        udp_sock, tcp_sock = await asyncio.to_thread(
+            run_in_netns, netns, lambda: _bind_sockets(address, port)
+        )
         loop = asyncio.get_running_loop()
         try:
             udp, _ = await loop.create_datagram_endpoint(lambda: _UdpServer(self, net), sock=udp_sock)
@@ -843,8 +917,9 @@ class DnsServer:
             tcp_sock.close()
             raise
         try:
-            tcp = await asyncio.start_server(lambda r, w: self._tcp_client(net, r, w), sock=tcp_sock,
-                                             limit=MAX_MESSAGE + 2)
+            tcp = await asyncio.start_server(
+                lambda r, w: self._tcp_client(net, r, w), sock=tcp_sock, limit=MAX_MESSAGE + 2
+            )
         except BaseException:
             udp.close()
             tcp_sock.close()
@@ -878,12 +953,24 @@ class DnsServer:
     def collect(self) -> Iterator[Metric]:
         """Its metrics, on the process's /metrics while it serves (hypernetes.metrics)."""
         series: tuple[tuple[str, str, list[str], Mapping[Any, int]], ...] = (
-            ("hypernetes_dns_responses", "DNS responses by tenant network and rcode.",
-             ["network", "rcode"], self.responses),
-            ("hypernetes_dns_dropped", "DNS queries dropped unanswered, by reason.",
-             ["network", "reason"], self.dropped),
-            ("hypernetes_dns_upstream_failures", "Forwarded queries an upstream failed.",
-             ["upstream"], self.upstream_failures),
+            (
+                "hypernetes_dns_responses",
+                "DNS responses by tenant network and rcode.",
+                ["network", "rcode"],
+                self.responses,
+            ),
+            (
+                "hypernetes_dns_dropped",
+                "DNS queries dropped unanswered, by reason.",
+                ["network", "reason"],
+                self.dropped,
+            ),
+            (
+                "hypernetes_dns_upstream_failures",
+                "Forwarded queries an upstream failed.",
+                ["upstream"],
+                self.upstream_failures,
+            ),
         )
         for name, text, labels, counts in series:
             family = CounterMetricFamily(name, text, labels=labels)
@@ -924,8 +1011,9 @@ class DnsServer:
         if reply is not None and proto.transport is not None and not proto.transport.is_closing():
             proto.transport.sendto(reply, addr)
 
-    async def _tcp_client(self, net: _Network, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _tcp_client(
+        self, net: _Network, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         if task is not None:  # so stop_network can end it
             net.tasks.add(task)
@@ -1047,8 +1135,9 @@ class DnsServer:
         qid = secrets.randbits(16)
         query = encode(Message(id=qid, rd=True, questions=[q], edns=Edns(udp_size=self.max_udp)))
         loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_datagram_endpoint(lambda: _UpstreamClient(qid, q),
-                                                               remote_addr=upstream)
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: _UpstreamClient(qid, q), remote_addr=upstream
+        )
         try:
             transport.sendto(query)
             reply = await proto.reply

@@ -97,13 +97,23 @@ class ProbeRunner:
                 command = tuple(probe["exec"].get("command") or ())
                 return await asyncio.wait_for(self._exec(name, command), timeout)
             if "tcpSocket" in probe:
-                spec = ProbeSpec("tcp", _port(c, probe["tcpSocket"].get("port")),
-                                 host=probe["tcpSocket"].get("host") or "127.0.0.1", timeout=timeout)
+                spec = ProbeSpec(
+                    "tcp",
+                    _port(c, probe["tcpSocket"].get("port")),
+                    host=probe["tcpSocket"].get("host") or "127.0.0.1",
+                    timeout=timeout,
+                )
             elif "httpGet" in probe:
                 get = probe["httpGet"]
                 headers = tuple((h["name"], h["value"]) for h in get.get("httpHeaders") or [])
-                spec = ProbeSpec("http", _port(c, get.get("port")), host=get.get("host") or "127.0.0.1",
-                                 path=get.get("path") or "/", headers=headers, timeout=timeout)
+                spec = ProbeSpec(
+                    "http",
+                    _port(c, get.get("port")),
+                    host=get.get("host") or "127.0.0.1",
+                    path=get.get("path") or "/",
+                    headers=headers,
+                    timeout=timeout,
+                )
             else:
                 return False, "probe has no handler"
             return await asyncio.wait_for(self.runtime.probe(self.sandbox_id, spec), timeout + 5)

@@ -82,7 +82,8 @@ class NodePodProxy:
             if len(names) != 1:
                 raise PodRuntimeError(
                     f"a container name must be specified for pod {pod['metadata']['name']}, "
-                    f"choose one of: [{' '.join(names)}]")
+                    f"choose one of: [{' '.join(names)}]"
+                )
             return str(names[0])
         if container not in names:
             raise PodRuntimeError(f"container {container} is not valid for pod {pod['metadata']['name']}")
@@ -98,13 +99,15 @@ class NodePodProxy:
         try:
             lines = self.runtime.logs(sandbox_id(pod), name, follow=False, previous=options.previous)
             kept: deque[LogLine] | list[LogLine] = (
-                deque(maxlen=options.tail_lines) if options.tail_lines is not None else [])
+                deque(maxlen=options.tail_lines) if options.tail_lines is not None else []
+            )
             async for line in lines:
                 if since is None or _parse_time(line.timestamp) >= since:
                     kept.append(line)
         except SandboxNotFound:
-            raise PodRuntimeError(f'container "{name}" in pod "{pod["metadata"]["name"]}" '
-                                  "is waiting to start") from None
+            raise PodRuntimeError(
+                f'container "{name}" in pod "{pod["metadata"]["name"]}" is waiting to start'
+            ) from None
         budget = options.limit_bytes
         emitted = 0
 
@@ -142,8 +145,13 @@ class NodePodProxy:
         size = None
         with contextlib.suppress(asyncio.QueueEmpty):
             size = io.resize.get_nowait()
-        spec = ExecSpec(command=tuple(command), tty=io.tty, stdin=io.stdin,
-                        rows=size.height if size else 24, cols=size.width if size else 80)
+        spec = ExecSpec(
+            command=tuple(command),
+            tty=io.tty,
+            stdin=io.stdin,
+            rows=size.height if size else 24,
+            cols=size.width if size else 80,
+        )
         try:
             proc = await self.runtime.exec(sandbox_id(pod), name, spec)
         except SandboxNotFound:

@@ -27,8 +27,7 @@ def boot_id() -> str:
         return "unknown"
 
 
-async def choose_accel(override: str | None, cache: Path,
-                       probe: Callable[[], Awaitable[bool]]) -> str:
+async def choose_accel(override: str | None, cache: Path, probe: Callable[[], Awaitable[bool]]) -> str:
     choice = override or os.environ.get("HYPERNETES_ACCEL") or "auto"
     if choice in ACCELS:
         return choice

@@ -53,8 +53,7 @@ def build_initrd(out: Path, files: Mapping[str, Source], *, level: int = 6) -> P
     try:
         with os.fdopen(fd, "wb") as raw:
             # mtime=0 and no filename keep the gzip header reproducible.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level,
-                               mtime=0) as gz:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as gz:
                 for chunk in _archive(entries):
                     gz.write(chunk)
             raw.flush()

@@ -12,9 +12,20 @@ from typing import Any
 
 OCI_VERSION = "1.0.2"
 DEFAULT_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 )
 CPU_PERIOD_US = 100_000
 # runsc reads these CRI annotations to put several containers in one sandbox.
@@ -59,8 +70,11 @@ def process(p: ProcessConfig) -> dict[str, Any]:
         "env": list(p.env),
         "cwd": p.cwd,
         "capabilities": {
-            "bounding": caps, "effective": granted, "permitted": granted,
-            "inheritable": [], "ambient": [],
+            "bounding": caps,
+            "effective": granted,
+            "permitted": granted,
+            "inheritable": [],
+            "ambient": [],
         },
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
         "noNewPrivileges": False,
@@ -83,19 +97,36 @@ class ContainerConfig:
 def container(c: ContainerConfig) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
     ]
     for m in c.mounts:
         options = ["rbind", "ro" if m.readonly else "rw"]
-        mounts.append({"destination": m.destination, "type": "bind", "source": str(m.source),
-                       "options": options})
+        mounts.append(
+            {"destination": m.destination, "type": "bind", "source": str(m.source), "options": options}
+        )
     linux: dict[str, Any] = {
         "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
         "resources": _resources(c.resources),

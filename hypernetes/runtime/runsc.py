@@ -62,7 +62,8 @@ class Runsc:
     def __init__(self, state: Path, platform: str = "ptrace", ignore_cgroups: bool = False) -> None:
         self.state = state
         self.global_flags = [
-            f"--root={state}", f"--platform={platform}",
+            f"--root={state}",
+            f"--platform={platform}",
             # Tenant networks come later; gVisor's netstack still gives each pod a loopback.
             "--network=none",
             # Each container's root gets a writable overlay in sandbox memory; the shared
@@ -80,9 +81,15 @@ class Runsc:
         flags = [f"--log={log}", "--log-format=json"] if log is not None else []
         return [RUNSC, *self.global_flags, *flags, *args]
 
-    async def spawn(self, *args: str, log: Path | None = None, stdin: int | IO[Any] | None = None,
-                    stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
-                    die_with_parent: bool = False) -> asyncio.subprocess.Process:
+    async def spawn(
+        self,
+        *args: str,
+        log: Path | None = None,
+        stdin: int | IO[Any] | None = None,
+        stdout: int | IO[Any] | None = None,
+        stderr: int | IO[Any] | None = None,
+        die_with_parent: bool = False,
+    ) -> asyncio.subprocess.Process:
         try:
             return await asyncio.create_subprocess_exec(
                 *self.argv(*args, log=log),
@@ -121,8 +128,9 @@ class Runsc:
         except (RunscError, ValueError, AttributeError):
             return None
 
-    async def kill(self, container_id: str, signum: int, *, pid: int | None = None,
-                   all_processes: bool = False) -> None:
+    async def kill(
+        self, container_id: str, signum: int, *, pid: int | None = None, all_processes: bool = False
+    ) -> None:
         flags = [f"--pid={pid}"] if pid is not None else []
         if all_processes:
             flags.append("--all")

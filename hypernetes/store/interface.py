@@ -83,8 +83,9 @@ class Store(abc.ABC):
     async def get(self, key: str) -> KeyValue | None: ...
 
     @abc.abstractmethod
-    async def list(self, prefix: str, *, start_after: str = "", limit: int = 0,
-                   revision: int = 0) -> ListResult:
+    async def list(
+        self, prefix: str, *, start_after: str = "", limit: int = 0, revision: int = 0
+    ) -> ListResult:
         """Keys under `prefix` in key order, after `start_after`, at most `limit` (0 = all),
         as of `revision` (0 = now; an older one raises Compacted if compacted away)."""
 

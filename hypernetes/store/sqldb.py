@@ -57,16 +57,19 @@ class Row(NamedTuple):
         old = self.old_value if self.old_value is not None else b""
         prev = None if self.created else KeyValue(self.name, old, self.create_revision, self.prev_revision)
         if self.deleted:
-            return Event(EventType.DELETE, KeyValue(self.name, old, self.create_revision, self.id),
-                         prev, self.id)
-        return Event(EventType.PUT, KeyValue(self.name, self.value, self.create_revision, self.id),
-                     prev, self.id)
+            return Event(
+                EventType.DELETE, KeyValue(self.name, old, self.create_revision, self.id), prev, self.id
+            )
+        return Event(
+            EventType.PUT, KeyValue(self.name, self.value, self.create_revision, self.id), prev, self.id
+        )
 
 
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, fsync on every commit."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread,
-                           cached_statements=64)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=check_same_thread, cached_statements=64
+    )
     conn.execute("PRAGMA busy_timeout = 10000")  # other processes' writers and checkpoints
     conn.execute("PRAGMA synchronous = FULL")  # per connection: an acknowledged commit is on disk
     conn.execute("PRAGMA journal_size_limit = 67108864")  # shrink the WAL back after a burst
@@ -109,14 +112,16 @@ def compact_revision(conn: sqlite3.Connection) -> int:
 
 
 def latest(conn: sqlite3.Connection, key: str) -> Row | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1",
-                       (key,)).fetchone()
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1", (key,)
+    ).fetchone()
     return Row(*row) if row else None
 
 
 def get(conn: sqlite3.Connection, key: str) -> KeyValue | None:
-    row = conn.execute("SELECT id, deleted, create_revision, value FROM kine WHERE name = ? "
-                       "ORDER BY id DESC LIMIT 1", (key,)).fetchone()
+    row = conn.execute(
+        "SELECT id, deleted, create_revision, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1", (key,)
+    ).fetchone()
     if row is None or row[1]:
         return None
     return KeyValue(key, row[3], row[2], row[0])
@@ -132,8 +137,9 @@ _LIST_BOUNDED = _LIST_SQL.format(upper="AND k.name < ?", limit="LIMIT ?")
 _LIST_OPEN = _LIST_SQL.format(upper="", limit="")
 
 
-def list_at(conn: sqlite3.Connection, prefix: str, start_after: str, limit: int,
-            revision: int) -> tuple[list[KeyValue], int, bool]:
+def list_at(
+    conn: sqlite3.Connection, prefix: str, start_after: str, limit: int, revision: int
+) -> tuple[list[KeyValue], int, bool]:
     """Keys under `prefix` as of `revision` (0 = now) in one read snapshot."""
     conn.execute("BEGIN")
     try:
@@ -148,8 +154,9 @@ def list_at(conn: sqlite3.Connection, prefix: str, start_after: str, limit: int,
         high = prefix_end(prefix)
         rows: Sequence[tuple[str, bytes, int, int]]
         if high is not None:
-            rows = conn.execute(_LIST_BOUNDED, (prefix, start_after, high, revision, revision,
-                                                limit + 1 if limit > 0 else -1)).fetchall()
+            rows = conn.execute(
+                _LIST_BOUNDED, (prefix, start_after, high, revision, revision, limit + 1 if limit > 0 else -1)
+            ).fetchall()
         else:
             cursor = conn.execute(_LIST_OPEN, (prefix, start_after, revision, revision))
             rows = []
@@ -175,8 +182,9 @@ def rows_after(conn: sqlite3.Connection, after: int, limit: int) -> tuple[list[R
     try:
         compacted = compact_revision(conn)
         current = current_revision(conn)
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM kine WHERE id > ? ORDER BY id LIMIT ?",
-                            (after, limit)).fetchall()
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM kine WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
     finally:
         conn.execute("COMMIT")
     return [Row(*r) for r in rows], compacted, current
@@ -191,8 +199,10 @@ def history(conn: sqlite3.Connection, prefix: str, after: int, upto: int, limit:
             raise Compacted(after, compacted)
         high = prefix_end(prefix)
         if high is None:
-            cursor = conn.execute(f"SELECT {_COLUMNS} FROM kine WHERE id > ? AND id <= ? "
-                                  "AND name >= ? ORDER BY id", (after, upto, prefix))
+            cursor = conn.execute(
+                f"SELECT {_COLUMNS} FROM kine WHERE id > ? AND id <= ? AND name >= ? ORDER BY id",
+                (after, upto, prefix),
+            )
             rows = []
             for r in cursor:
                 if r[1].startswith(prefix):
@@ -200,9 +210,11 @@ def history(conn: sqlite3.Connection, prefix: str, after: int, upto: int, limit:
                     if len(rows) >= limit:
                         break
         else:
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM kine WHERE id > ? AND id <= ? "
-                                "AND name >= ? AND name < ? ORDER BY id LIMIT ?",
-                                (after, upto, prefix, high, limit)).fetchall()
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM kine WHERE id > ? AND id <= ? "
+                "AND name >= ? AND name < ? ORDER BY id LIMIT ?",
+                (after, upto, prefix, high, limit),
+            ).fetchall()
     finally:
         conn.execute("COMMIT")
     return [Row(*r) for r in rows]
@@ -275,11 +287,17 @@ def compact_batch(conn: sqlite3.Connection, revision: int, batch: int = 1000) ->
             conn.execute("ROLLBACK")
             return done, True
         upto = min(revision, done + batch)
-        conn.execute("DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine "
-                     "WHERE id > ? AND id <= ? AND prev_revision != 0)", (done, upto))
+        conn.execute(
+            "DELETE FROM kine WHERE id IN (SELECT prev_revision FROM kine "
+            "WHERE id > ? AND id <= ? AND prev_revision != 0)",
+            (done, upto),
+        )
         conn.execute("DELETE FROM kine WHERE id > ? AND id <= ? AND deleted = 1", (done, upto))
-        conn.execute("INSERT INTO meta (key, value) VALUES ('compact_rev', ?) "
-                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (upto,))
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('compact_rev', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (upto,),
+        )
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -55,9 +55,16 @@ class CompactionPolicy:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str | os.PathLike[str], *, readers: int = 2, poll_interval: float = 1.0,
-                 watch_backlog: int = 1000, compaction: CompactionPolicy | None = None,
-                 compact_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readers: int = 2,
+        poll_interval: float = 1.0,
+        watch_backlog: int = 1000,
+        compaction: CompactionPolicy | None = None,
+        compact_batch: int = 1000,
+    ) -> None:
         self.path = Path(path)
         self._compact_batch = compact_batch
         self._poll_interval = poll_interval
@@ -135,8 +142,9 @@ class SqliteStore(Store):
     async def get(self, key: str) -> KeyValue | None:
         return await self._point_read(sqldb.get, key)
 
-    async def list(self, prefix: str, *, start_after: str = "", limit: int = 0,
-                   revision: int = 0) -> ListResult:
+    async def list(
+        self, prefix: str, *, start_after: str = "", limit: int = 0, revision: int = 0
+    ) -> ListResult:
         items, rev, more = await self._read(sqldb.list_at, prefix, start_after, limit, revision)
         return ListResult(items, rev, more)
 
@@ -162,9 +170,9 @@ class SqliteStore(Store):
         await self._poll_once()
         done = False
         while not done:  # one batch per writer job, so local writes interleave
-            _, done = await loop.run_in_executor(self._writer, self._in_thread,
-                                                 sqldb.compact_batch, revision,
-                                                 self._compact_batch)
+            _, done = await loop.run_in_executor(
+                self._writer, self._in_thread, sqldb.compact_batch, revision, self._compact_batch
+            )
 
     def watch(self, prefix: str, from_revision: int) -> AsyncIterator[Event]:
         return self._watch(prefix, from_revision)

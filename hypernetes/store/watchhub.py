@@ -30,8 +30,12 @@ class Subscriber:
     def push(self, event: Event) -> bool:
         """Queue `event`; False (and the subscriber failed) if the backlog is full."""
         if len(self.queue) >= self.backlog:
-            self.fail(WatchLagged(f"watch on {self.prefix!r} fell more than {self.backlog} events "
-                                  f"behind at revision {event.revision}"))
+            self.fail(
+                WatchLagged(
+                    f"watch on {self.prefix!r} fell more than {self.backlog} events "
+                    f"behind at revision {event.revision}"
+                )
+            )
             return False
         self.queue.append(event)
         self._wake.set()
@@ -78,8 +82,11 @@ class WatchHub:
             return
         self.last = event.revision
         key = event.kv.key
-        dropped = [sub for sub in self.subscribers
-                   if key.startswith(sub.prefix) and event.revision > sub.after and not sub.push(event)]
+        dropped = [
+            sub
+            for sub in self.subscribers
+            if key.startswith(sub.prefix) and event.revision > sub.after and not sub.push(event)
+        ]
         for sub in dropped:
             self.subscribers.discard(sub)
 

@@ -278,7 +278,7 @@ def quick_backoff(manager: ControllerManager) -> None:
 
 
 @pytest.fixture(scope="module")
-def controllers(api: ApiServerThread) -> Iterator[ControllersThread]:  # noqa: F811
+def controllers(api: ApiServerThread) -> Iterator[ControllersThread]:
     h = ControllersThread(api, tune=quick_backoff).start()
     try:
         yield h

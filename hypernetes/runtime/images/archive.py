@@ -91,8 +91,9 @@ class _Source:
             raise InvalidArchive(f"{name} is larger than the {limit} bytes allowed")
         return data
 
-    def ingest(self, name: str, blobs: BlobStore, fetched: list[str], digest: str | None,
-               size: int | None = None) -> str:
+    def ingest(
+        self, name: str, blobs: BlobStore, fetched: list[str], digest: str | None, size: int | None = None
+    ) -> str:
         """Copy member `name` into the blob store, verified against `digest` (if known)."""
         if digest is not None and blobs.has(digest):
             return digest

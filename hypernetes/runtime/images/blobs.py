@@ -62,9 +62,7 @@ class BlobStore:
             raise DigestMismatch(f"blob {digest} is larger than the {limit} bytes allowed")
         return data
 
-    def ingest(
-        self, digest: str | None, fill: Callable[[IO[bytes]], None], size: int | None = None
-    ) -> str:
+    def ingest(self, digest: str | None, fill: Callable[[IO[bytes]], None], size: int | None = None) -> str:
         """Run `fill(out)`, then keep the bytes as `digest` only if they hash to it.
 
         With `digest=None` (content whose name we learn by hashing it, e.g. `docker save`

@@ -47,9 +47,7 @@ def build_erofs(
     cmd += [str(out), str(rootfs)]
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C"}
     try:
-        proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise DiskBuildError(f"mkfs.erofs did not finish within {timeout:.0f}s") from None
     if proc.returncode != 0:

@@ -115,9 +115,7 @@ def _descriptor(raw: object, what: str) -> Descriptor:
             str(plat.get("variant", "")),
         )
     ann = raw.get("annotations")
-    annotations = (
-        {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else None
-    )
+    annotations = {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else None
     return Descriptor(media_type, digest, size, platform, annotations)
 
 
@@ -149,34 +147,29 @@ def parse_document(data: bytes, header_type: str | None = None) -> Manifest | In
         if not isinstance(raw_layers, list):
             raise ImageError("manifest has no layers list")
         if len(raw_layers) > MAX_LAYERS:
-            raise UnsupportedImage(
-                f"image has {len(raw_layers)} layers, more than the {MAX_LAYERS} allowed"
-            )
+            raise UnsupportedImage(f"image has {len(raw_layers)} layers, more than the {MAX_LAYERS} allowed")
         layers = tuple(_descriptor(layer, "manifest layer") for layer in raw_layers)
         for layer in layers:
             if layer.media_type not in LAYER_TYPES:
-                raise UnsupportedImage(
-                    f"layer {layer.digest} has unsupported media type {layer.media_type}"
-                )
+                raise UnsupportedImage(f"layer {layer.digest} has unsupported media type {layer.media_type}")
         return Manifest(media_type, config, layers)
     if doc.get("schemaVersion") == 1 or "manifest.v1+" in media_type:
-        raise UnsupportedImage(
-            "Docker schema-1 manifests are not supported (deprecated); re-push the image"
-        )
+        raise UnsupportedImage("Docker schema-1 manifests are not supported (deprecated); re-push the image")
     raise UnsupportedImage(f"unsupported manifest media type {media_type!r}")
 
 
 def choose_platform(index: Index, os: str = PLATFORM_OS, arch: str = PLATFORM_ARCH) -> Descriptor:
     """Pick the manifest for os/arch; skip attestation and other non-image entries."""
     candidates = [
-        d for d in index.manifests
-        if d.platform is not None and d.platform[0] == os and d.platform[1] == arch
+        d
+        for d in index.manifests
+        if d.platform is not None
+        and d.platform[0] == os
+        and d.platform[1] == arch
         and d.media_type in (*MANIFEST_TYPES, *INDEX_TYPES)
     ]
     if not candidates:
-        found = sorted(
-            {f"{d.platform[0]}/{d.platform[1]}" for d in index.manifests if d.platform}
-        )
+        found = sorted({f"{d.platform[0]}/{d.platform[1]}" for d in index.manifests if d.platform})
         have = ", ".join(found) or "none"
         raise UnsupportedImage(f"no {os}/{arch} image in the index (platforms: {have})")
     # Prefer an entry without a variant (amd64 has none; v2/v3 variants are optional extras).

@@ -19,9 +19,7 @@ LEGACY_DOMAINS = frozenset({"index.docker.io", "registry.hub.docker.com"})
 
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
-)
+_DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _ANY_DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
@@ -94,9 +92,7 @@ class Reference:
 
 def _split_domain(name: str) -> tuple[str, str]:
     first, sep, rest = name.partition("/")
-    if not sep or (
-        "." not in first and ":" not in first and first != "localhost" and first.lower() == first
-    ):
+    if not sep or ("." not in first and ":" not in first and first != "localhost" and first.lower() == first):
         domain, path = DEFAULT_DOMAIN, name
     else:
         domain, path = first, rest
@@ -142,9 +138,7 @@ def parse_reference(text: str, *, default_tag: bool = True) -> Reference:
     for component in path.split("/"):
         if not _PATH_COMPONENT.fullmatch(component):
             if component.lower() != component and _PATH_COMPONENT.fullmatch(component.lower()):
-                raise InvalidReference(
-                    f"invalid reference {text!r}: repository name must be lowercase"
-                )
+                raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
             raise InvalidReference(
                 f"invalid reference {text!r}: invalid repository name component {component!r}"
             )

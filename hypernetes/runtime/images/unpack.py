@@ -166,8 +166,7 @@ class LayerApplier:
                     for member in tar:
                         self._apply_member(tar, member)
                 stream.drain()
-            except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile,
-                    zlib.error) as exc:
+            except (tarfile.TarError, EOFError, zstandard.ZstdError, gzip.BadGzipFile, zlib.error) as exc:
                 raise UnsafeLayer(f"layer {self._layer}: not a valid tar archive: {exc}") from None
             except OSError as exc:
                 if exc.errno in _STORE_ERRNOS:
@@ -211,9 +210,7 @@ class LayerApplier:
                             f"layer {self._layer}: path goes through the symlink {where!r}; "
                             "refusing to follow symlinks while unpacking"
                         ) from None
-                    raise UnsafeLayer(
-                        f"layer {self._layer}: {where!r} is not a directory"
-                    ) from None
+                    raise UnsafeLayer(f"layer {self._layer}: {where!r} is not a directory") from None
                 os.close(fd)
                 fd = nfd
         except BaseException:
@@ -357,8 +354,7 @@ class LayerApplier:
                     f"{'a directory' if st else 'missing'} {m.linkname!r}"
                 )
             # linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-            os.link(target[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent,
-                    follow_symlinks=False)
+            os.link(target[-1], name, src_dir_fd=src_parent, dst_dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(src_parent)
 
@@ -376,8 +372,7 @@ class LayerApplier:
         for key, value in m.pax_headers.items():
             if key.startswith("SCHILY.xattr."):
                 try:
-                    os.setxattr(fd, key[len("SCHILY.xattr.") :],
-                                value.encode("utf-8", "surrogateescape"))
+                    os.setxattr(fd, key[len("SCHILY.xattr.") :], value.encode("utf-8", "surrogateescape"))
                 except OSError as exc:
                     log.debug("layer %s: xattr %s on %s: %s", self._layer, key, m.name, exc)
 
@@ -414,8 +409,7 @@ def read_file_in_root(rootfs: Path, path: str, limit: int = 1 << 20) -> bytes | 
             nfd = os.open(comp, _DIR_FLAGS, dir_fd=root)
             os.close(root)
             root = nfd
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                     dir_fd=root)
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=root)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             return None
