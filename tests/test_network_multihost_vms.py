@@ -175,6 +175,22 @@ def test_the_other_tenant_reaches_nothing(world: World) -> None:
     assert fetch(w, "g1", "http://web.acme-mh.svc.cluster.local/") not in ("a1", "a2")
 
 
+def test_guests_never_reach_the_underlay(world: World) -> None:
+    """The hosts' own network (the control plane's API, every node's server) is a management
+    network to a guest, on its own host and across hosts; the control is a pod's port."""
+    w = world
+    control = in_pod(w, "a1", f"timeout 10 nc -w 5 {w.ips['a2']} 80 </dev/null")
+    assert control[0] == 0, control
+    for ip, port in (
+        (w.cp.host.address, 6443),
+        (w.nodes["n1"].address, 10250),
+        (w.nodes["n2"].address, 10250),
+        (w.underlay.gateway, 22),
+    ):
+        code, out = in_pod(w, "a1", f"timeout 10 nc -w 5 {ip} {port} </dev/null")
+        assert code != 0, (ip, port, out)
+
+
 def test_a_guest_cannot_spoof_across_hosts(world: World) -> None:
     """a1 (n1) poses as another address, or another MAC, towards a2 (n2): the frames die at a1's
     port on n1, whatever their destination; its own address works before and after."""
