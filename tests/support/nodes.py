@@ -93,8 +93,12 @@ class FakeNode:
             body = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
             await self.client.delete("v1", "pods", meta["name"], meta["namespace"], body)
             return
-        if (pod.get("status") or {}).get("phase") == "Running":
-            return
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+        )
+        if status.get("phase") == "Running" and ready:
+            return  # (a Running pod someone marked not Ready is posted Ready again, as the kubelet does)
         t = now()
         status = {
             "phase": "Running",
