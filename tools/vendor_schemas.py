@@ -49,6 +49,12 @@ ROOTS = [
     "io.k8s.api.batch.v1.JobList",
     "io.k8s.api.autoscaling.v1.Scale",
     "io.k8s.api.policy.v1.Eviction",
+    # CronJob, PodDisruptionBudget, LimitRange, ResourceQuota (issue 18)
+    "io.k8s.api.batch.v1.CronJob",
+    "io.k8s.api.batch.v1.CronJobList",
+    "io.k8s.api.policy.v1.PodDisruptionBudget",
+    "io.k8s.api.policy.v1.PodDisruptionBudgetList",
+    *(f"io.k8s.api.core.v1.{k}{s}" for k in ("LimitRange", "ResourceQuota") for s in ("", "List")),
     # identity and access reviews (tenants issue)
     "io.k8s.api.authentication.v1.SelfSubjectReview",
     "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
