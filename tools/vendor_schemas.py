@@ -55,6 +55,14 @@ ROOTS = [
     "io.k8s.api.policy.v1.PodDisruptionBudget",
     "io.k8s.api.policy.v1.PodDisruptionBudgetList",
     *(f"io.k8s.api.core.v1.{k}{s}" for k in ("LimitRange", "ResourceQuota") for s in ("", "List")),
+    # StatefulSet, DaemonSet, ControllerRevision, ReplicationController (issue 18, workloads)
+    *(
+        f"io.k8s.api.apps.v1.{k}{s}"
+        for k in ("StatefulSet", "DaemonSet", "ControllerRevision")
+        for s in ("", "List")
+    ),
+    "io.k8s.api.core.v1.ReplicationController",
+    "io.k8s.api.core.v1.ReplicationControllerList",
     # identity and access reviews (tenants issue)
     "io.k8s.api.authentication.v1.SelfSubjectReview",
     "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
