@@ -63,6 +63,8 @@ ROOTS = [
     ),
     "io.k8s.api.core.v1.ReplicationController",
     "io.k8s.api.core.v1.ReplicationControllerList",
+    # HorizontalPodAutoscaler, v2 and v1 (issue 18, metrics)
+    *(f"io.k8s.api.autoscaling.{v}.HorizontalPodAutoscaler{s}" for v in ("v2", "v1") for s in ("", "List")),
     # identity and access reviews (tenants issue)
     "io.k8s.api.authentication.v1.SelfSubjectReview",
     "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
