@@ -65,6 +65,12 @@ ROOTS = [
     "io.k8s.api.core.v1.ReplicationControllerList",
     # HorizontalPodAutoscaler, v2 and v1 (issue 18, metrics)
     *(f"io.k8s.api.autoscaling.{v}.HorizontalPodAutoscaler{s}" for v in ("v2", "v1") for s in ("", "List")),
+    # NetworkPolicy, Ingress, IngressClass (issue 18, networking)
+    *(
+        f"io.k8s.api.networking.v1.{k}{s}"
+        for k in ("NetworkPolicy", "Ingress", "IngressClass")
+        for s in ("", "List")
+    ),
     # identity and access reviews (tenants issue)
     "io.k8s.api.authentication.v1.SelfSubjectReview",
     "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
