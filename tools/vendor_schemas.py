@@ -71,6 +71,14 @@ ROOTS = [
         for k in ("NetworkPolicy", "Ingress", "IngressClass")
         for s in ("", "List")
     ),
+    # RBAC and APIService (issue 18, RBAC inside a tenant)
+    *(
+        f"io.k8s.api.rbac.v1.{k}{s}"
+        for k in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+        for s in ("", "List")
+    ),
+    "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService",
+    "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIServiceList",
     # identity and access reviews (tenants issue)
     "io.k8s.api.authentication.v1.SelfSubjectReview",
     "io.k8s.api.authentication.v1beta1.SelfSubjectReview",
