@@ -7,7 +7,7 @@ certificate (`hypernetes:apiserver`), and the node's certificate must be the clu
 node's *name*, so a Node object that claims another host's address reaches nothing it should not.
 
 `NodeStreams` picks, per pod, this process's own node agent (the all-in-one `hypernetes up`) or
-the remote node.
+the remote node; likewise, per node, for the usage figures metrics are made of (`node_stats`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from hypernetes.store.keys import object_key
 
 STDOUT, STDERR, STATUS = 1, 2, 3
 CONNECT_TIMEOUT = 10.0
+STATS_TIMEOUT = 10.0
+MAX_STATS = 16 * 1024 * 1024  # a node's usage summary: ~400 bytes a pod
 
 
 def client_ssl(ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -73,6 +75,9 @@ class RemotePods:
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
             raise PodProxyError(f"pod {pod['metadata']['name']} is not scheduled to a node yet")
+        return await self._node_endpoint(node)
+
+    async def _node_endpoint(self, node: str) -> tuple[str, str]:
         kv = await self.store.get(object_key("", "nodes", None, node))
         status = (json.loads(kv.value).get("status") or {}) if kv is not None else {}
         address = next(
@@ -83,6 +88,24 @@ class RemotePods:
             raise PodProxyError(f"node {node} does not serve pod streams (no address or port on its Node)")
         host = f"[{address}]" if ":" in address else address
         return f"https://{host}:{port}", node
+
+    async def node_stats(self, node: str) -> Obj:
+        """The node's usage summary (node/stats.py); PodProxyError if it cannot be had."""
+        base, _ = await self._node_endpoint(node)
+        timeout = aiohttp.ClientTimeout(total=STATS_TIMEOUT)
+        try:
+            async with self._http().get(
+                f"{base}/stats/summary", server_hostname=node, timeout=timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise PodProxyError(await _message(resp, node))
+                body = await resp.content.read(MAX_STATS + 1)
+        except (aiohttp.ClientError, OSError, ssl.SSLError, TimeoutError) as e:
+            raise PodProxyError(f"cannot reach node {node}: {e}") from None
+        summary = _json_object(body) if len(body) <= MAX_STATS else None
+        if summary is None:
+            raise PodProxyError(f"node {node} sent no usage summary")
+        return summary
 
     async def logs(self, pod: Obj, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         base, node = await self._endpoint(pod)
@@ -219,8 +242,21 @@ async def _message(resp: aiohttp.ClientResponse, node: str) -> str:
 class NodeStreams:
     """Pod streams: this process's node agent for its own pods, the node's server for others."""
 
-    def __init__(self, remote: RemotePods, local: PodProxy | None = None, local_node: str = "") -> None:
+    def __init__(
+        self,
+        remote: RemotePods,
+        local: PodProxy | None = None,
+        local_node: str = "",
+        local_stats: Callable[[], Awaitable[Obj]] | None = None,
+    ) -> None:
+        """`local_stats`: this process's node agent's usage summary (NodeStats.summary)."""
         self.remote, self.local, self.local_node = remote, local, local_node
+        self.local_stats = local_stats
+
+    async def node_stats(self, node: str) -> Obj:
+        if self.local_stats is not None and node == self.local_node:
+            return await self.local_stats()
+        return await self.remote.node_stats(node)
 
     def _for(self, pod: Obj) -> Any:
         if self.local is not None and (pod.get("spec") or {}).get("nodeName") == self.local_node:

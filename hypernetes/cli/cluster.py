@@ -40,6 +40,7 @@ from hypernetes.leaderelection import (
 )
 from hypernetes.node.agent import NodeAgent
 from hypernetes.node.proxy import NodePodProxy
+from hypernetes.node.stats import NodeStats
 from hypernetes.objects import Obj
 from hypernetes.runtime.interface import PodRuntimeError
 from hypernetes.scheduler.loop import Scheduler
@@ -167,6 +168,7 @@ async def _up(args: argparse.Namespace) -> int:
         RemotePods(store, client_ssl(ca.ca_cert, *ensure_apiserver_client(ca))),
         local=ProxyAdapter(NodePodProxy(node.runtime, node.networks)) if node is not None else None,
         local_node=node_name,
+        local_stats=NodeStats(node.runtime, node_name).summary if node is not None else None,
     )
     app = create_app(
         store,

@@ -12,6 +12,8 @@ mutual TLS: only a client certificate of the cluster CA with the API servers' na
                             status as JSON {exitCode} or {message}, 4 resize, 255 close of stdin)
     GET  /v1/portforward    WebSocket; first a text message {pod, port}, answered by a text message:
                             {} once connected, then the connection's bytes; or {message}
+    GET  /stats/summary     the node's and its pod VMs' CPU and memory use, in the kubelet's
+                            Summary API shape (node/stats.py), for the API servers' metrics
 
 The API server sends the pod it authorized; the node serves it only if it is bound here and its
 sandbox is one of this node's (the runtime finds sandboxes by the pod's uid).
@@ -32,6 +34,7 @@ from aiohttp import WSMsgType, web
 
 from hypernetes.auth.nodecerts import APISERVER_CLIENT
 from hypernetes.node.proxy import NodePodProxy
+from hypernetes.node.stats import NodeStats
 from hypernetes.objects import Obj
 from hypernetes.runtime.interface import PodRuntimeError
 
@@ -137,12 +140,14 @@ def server_ssl(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
 class NodeServer:
     def __init__(self, proxy: NodePodProxy, node_name: str) -> None:
         self.proxy, self.node_name = proxy, node_name
+        self.stats = NodeStats(proxy.runtime, node_name)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._only_apiservers], client_max_size=MAX_OPEN)
         app.router.add_post("/v1/logs", self.logs)
         app.router.add_get("/v1/exec", self.exec)
         app.router.add_get("/v1/portforward", self.port_forward)
+        app.router.add_get("/stats/summary", self.summary)
         return app
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> web.AppRunner:
@@ -190,6 +195,9 @@ class NodeServer:
         except ConnectionResetError:
             pass
         return resp
+
+    async def summary(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.stats.summary())
 
     async def _open(self, request: web.Request) -> tuple[web.WebSocketResponse, Obj | None]:
         ws = web.WebSocketResponse(max_msg_size=4 * 1024 * 1024)

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypernetes.runtime.interface import ContainerSpec
+from hypernetes.runtime.interface import ContainerSpec, Usage
 from hypernetes.runtime.sizing import MiB, VMSize, positive_millicpu
 
 log = logging.getLogger(__name__)
@@ -330,6 +330,37 @@ class Cgroups:
             with contextlib.suppress(OSError, ValueError):
                 return int((d / f).read_text())
         return None
+
+
+    def usage(self, name: str) -> Usage | None:
+        """What the VM's cgroup has used: CPU time since it was made, and its memory working set
+        as the kubelet (cAdvisor) counts it: usage less the inactive file cache, which the kernel
+        reclaims first. None if the cgroup is gone."""
+        cpu, mem = self.controller_dir("cpu", name), self.controller_dir("memory", name)
+        try:
+            if self.layout.version == 2:
+                stat = _keyed(cpu / "cpu.stat")
+                cpu_ns = stat["usage_usec"] * 1000
+                current = int((mem / "memory.current").read_text())
+                inactive = _keyed(mem / "memory.stat").get("inactive_file", 0)
+            else:
+                acct = self.controller_dir("cpuacct", name) if "cpuacct" in self.layout.mounts else cpu
+                cpu_ns = int((acct / "cpuacct.usage").read_text())
+                current = int((mem / "memory.usage_in_bytes").read_text())
+                inactive = _keyed(mem / "memory.stat").get("total_inactive_file", 0)
+        except (OSError, ValueError, KeyError):
+            return None
+        return Usage(cpu_ns, max(0, current - inactive))
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A flat keyed file (cpu.stat, memory.stat): `name value` per line."""
+    out: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = int(value)
+    return out
 
 
 def _kill_all(d: Path) -> None:

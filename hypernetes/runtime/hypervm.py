@@ -30,6 +30,7 @@ from hypernetes.runtime.agentclient import (
     ProcessSpec,
     Runstate,
 )
+from hypernetes.runtime.cgroups import cgroup_name
 from hypernetes.runtime.confine import ConfineError, Confiner
 from hypernetes.runtime.disks import (
     VOLUME_DISK,
@@ -68,6 +69,7 @@ from hypernetes.runtime.interface import (
     SandboxState,
     SandboxStatus,
     StartFailed,
+    Usage,
     VolumeFile,
     VolumeSpec,
 )
@@ -107,6 +109,7 @@ from hypernetes.runtime.sandboxes import (
 from hypernetes.runtime.sizing import vm_size
 from hypernetes.runtime.templates import Shape, Template, TemplateError, TemplateStore, clone_config
 from hypernetes.runtime.templates import restore as restore_clone
+from hypernetes.runtime.usage import vm_usage
 
 log = logging.getLogger(__name__)
 
@@ -586,6 +589,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         with contextlib.suppress(*ConfineError):  # no cgroup nor uid held for a VM that is gone
             await asyncio.to_thread(self._confiner.release, sandbox_id, sandbox.dir)
         self._save(sandbox)
+
+    async def usage(self, sandbox_id: str) -> Usage | None:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None or not sandbox.vm.alive():
+            return None
+        name = cgroup_name(sandbox_id, sandbox.dir)
+        return await asyncio.to_thread(vm_usage, self._confiner.cgroups, name, sandbox.vm.pid)
 
     async def _shutdown(self, sandbox: _Sandbox, grace: int) -> None:
         tlv = gp.TLV().add_u32(gp.TAG_GRACE_MS, grace * 1000)

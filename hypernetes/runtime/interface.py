@@ -237,6 +237,14 @@ class SandboxStatus:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """A sandbox's use so far: cumulative CPU time, and its memory working set now."""
+
+    cpu_ns: int
+    memory_working_set: int
+
+
+@dataclass(frozen=True)
 class ExecSpec:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
@@ -280,6 +288,10 @@ class Runtime(abc.ABC):
     """A pod sandbox implementation. Every method is safe to call again after a failure."""
 
     name: str
+
+    async def usage(self, sandbox_id: str) -> Usage | None:
+        """The sandbox's CPU and memory use as the host sees it (metrics); None: not known."""
+        return None
 
     @abc.abstractmethod
     async def create_sandbox(self, pod: PodSpec) -> SandboxStatus:
