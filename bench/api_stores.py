@@ -26,8 +26,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--rounds", type=int, default=2)
+    # where the stores keep their data (default: the system's temporary directory); /dev/shm
+    # takes the disk out, to tell the members' shared disk from the rest
+    ap.add_argument("--dir", default=None)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(dir=args.dir) as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
         one = stack.enter_context(etcd_cluster(tmp / "etcd1"))
         three = stack.enter_context(etcd_cluster(tmp / "etcd3", size=3))

@@ -246,6 +246,8 @@ async def test_list_prefix_limit_continue_at_revision(store: AnyStore) -> None:
     assert [kv.key for kv in (await store.list("")).items] == ["/a", "/a/1", "/a/2", "/ab", "/b/1"]
     assert [kv.key for kv in (await store.list("/a")).items] == ["/a", "/a/1", "/a/2", "/ab"]
     assert (await store.list("/zzz")).items == []
+    # counted without reading values: deleted keys and older revisions are not counted
+    assert [await store.count(p) for p in ("/a/", "/a", "", "/zzz")] == [2, 4, 5, 0]
     with pytest.raises(StoreError, match="future"):
         await store.list("/a/", revision=now.revision + 1000)
 
@@ -256,6 +258,7 @@ async def test_list_odd_keys(store: AnyStore) -> None:
         await store.create(key, b"v")
     assert [kv.key for kv in (await store.list("/ns/\U0010ffff")).items] == keys[1:3]
     assert [kv.key for kv in (await store.list("/ns/")).items] == sorted(keys[:4])
+    assert (await store.count("/ns/\U0010ffff"), await store.count("/ns/")) == (2, 4)
 
 
 # -- watches ---------------------------------------------------------------------------------

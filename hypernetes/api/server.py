@@ -105,6 +105,10 @@ class CountingStore(Store):
         self._ops["list"] += 1
         return await self.inner.list(prefix, start_after=start_after, limit=limit, revision=revision)
 
+    async def count(self, prefix: str) -> int:
+        self._ops["count"] += 1
+        return await self.inner.count(prefix)
+
     async def create(self, key: str, value: bytes) -> int:
         self._ops["create"] += 1
         return await self.inner.create(key, value)

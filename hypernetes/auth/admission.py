@@ -629,7 +629,7 @@ class TenantAdmission:
             return sum(1 for spec in specs if spec.get("tenant") == tenant)
         total = 0
         for ns in await self.namespaces_of(tenant):
-            total += len((await self.d.store.list(key_prefix(c.group, c.plural, ns))).items)
+            total += await self.d.store.count(key_prefix(c.group, c.plural, ns))
         return total
 
     async def _count_quota(self, tenant: str, kind: str, tspec: Obj | None = None) -> None:

@@ -159,6 +159,12 @@ class EtcdStore(Store):
         items = [self._kv_of(x) for x in resp.kvs]
         return ListResult(items, revision or resp.header.revision, bool(resp.more))
 
+    async def count(self, prefix: str) -> int:
+        kv = self._connect()
+        start, end = self._range(prefix)
+        resp = await self._call(f"count {prefix}", kv.get(start, end, count_only=True, timeout=self._timeout))
+        return int(resp.count)
+
     async def _at_revision(self, what: str, revision: int, op: Awaitable[T]) -> T:
         try:
             return await self._call(f"{what} at revision {revision}" if revision else what, op)

@@ -89,6 +89,11 @@ class Store(abc.ABC):
         """Keys under `prefix` in key order, after `start_after`, at most `limit` (0 = all),
         as of `revision` (0 = now; an older one raises Compacted if compacted away)."""
 
+    async def count(self, prefix: str) -> int:
+        """How many keys are under `prefix` now. Quota admission counts a tenant's objects on
+        every create: a store that can count without reading the values does so."""
+        return len((await self.list(prefix)).items)
+
     @abc.abstractmethod
     async def create(self, key: str, value: bytes) -> int:
         """Create `key`; return the new revision. KeyExists if it exists."""

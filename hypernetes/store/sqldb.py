@@ -176,6 +176,23 @@ def list_at(
     return [KeyValue(name, value, cr, mod) for name, value, cr, mod in rows], revision, more
 
 
+_COUNT_SQL = """
+SELECT COUNT(*) FROM kine AS k
+WHERE k.name >= ? {upper} AND k.deleted = 0
+  AND k.id = (SELECT MAX(l.id) FROM kine AS l WHERE l.name = k.name)
+"""
+_COUNT_BOUNDED = _COUNT_SQL.format(upper="AND k.name < ?")
+
+
+def count(conn: sqlite3.Connection, prefix: str) -> int:
+    """How many live keys are under `prefix` now, without reading their values."""
+    high = prefix_end(prefix)
+    if high is None:  # no upper bound as SQL text: count what a list returns
+        return len(list_at(conn, prefix, "", 0, 0)[0])
+    row = conn.execute(_COUNT_BOUNDED, (prefix, high)).fetchone()
+    return int(row[0])
+
+
 def rows_after(conn: sqlite3.Connection, after: int, limit: int) -> tuple[list[Row], int, int]:
     """Rows with id > `after` (any key), plus the compacted and current revisions, in one snapshot."""
     conn.execute("BEGIN")

@@ -148,6 +148,9 @@ class SqliteStore(Store):
         items, rev, more = await self._read(sqldb.list_at, prefix, start_after, limit, revision)
         return ListResult(items, rev, more)
 
+    async def count(self, prefix: str) -> int:
+        return await self._point_read(sqldb.count, prefix)
+
     async def create(self, key: str, value: bytes) -> int:
         return (await self._write(sqldb.create, key, value)).id
 
