@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:  # aiohttp only where /metrics is served: `hypernetes run` never imports it
+    from aiohttp import web
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -65,6 +68,7 @@ async def serve(host: str, port: int) -> web.AppRunner:
     component that runs without an API server in its process (`hypernetes node join
     --metrics-bind-address`). Unauthenticated, as kube-proxy's: bind it to loopback or a
     management network. Stop with `await runner.cleanup()`."""
+    from aiohttp import web
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=exposition(REGISTRY), headers={"Content-Type": CONTENT_TYPE})

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import logging
@@ -41,6 +40,7 @@ DEFAULT_UID_RANGE = (900_000, 65_536)  # above the usual subuid ranges (100000 +
 SUBUID = Path("/etc/subuid")
 SUBUID_NAME = "hypernetes"  # `hypernetes:START:COUNT` in /etc/subuid reserves the range
 KVM = Path("/dev/kvm")
+LD_CACHE = Path("/etc/ld.so.cache")  # rewritten by ldconfig whenever a library is installed
 JAIL_TMPFS = "size=64k,nr_inodes=1024,mode=0755"  # only placeholders for the binds live in it
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x40000000
@@ -184,6 +184,20 @@ def vmm_binds(qemu: str) -> tuple[Bind, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _vmm_binds(binary: str, _mtime_ns: int) -> tuple[Bind, ...]:
+    # kept across processes (a `hypernetes run` each) while QEMU and the loader's cache stay
+    from hypernetes.runtime.filecache import cached  # here: it imports qemu, which imports us
+
+    files = cached("vmm-files", [Path(binary), LD_CACHE], lambda: _vmm_files(binary))
+    seen: dict[str, Bind] = {}
+    for f in files:
+        seen.setdefault(f, Bind(Path(os.path.realpath(f)), f))
+    # QEMU opens /dev/null to probe for OFD locks (and would fall back to POSIX locks, which a
+    # second open of the same image by the VM itself can lose)
+    seen["/dev/null"] = Bind(Path("/dev/null"), "/dev/null", device=True)
+    return tuple(seen.values())
+
+
+def _vmm_files(binary: str) -> list[str]:
     files = [binary]
     libs = _ldd(binary)
     libc = next((p for p in libs if Path(p).name.startswith("libc.so")), None)
@@ -196,13 +210,7 @@ def _vmm_binds(binary: str, _mtime_ns: int) -> tuple[Bind, ...]:
     datadir = Path(os.path.realpath(binary)).parent.parent / "share" / "qemu"
     # microvm's firmware (QEMU 7.2 loads qboot.rom; later ones name it bios-microvm.bin)
     files += [str(datadir / name) for name in ("qboot.rom", "bios-microvm.bin") if (datadir / name).exists()]
-    seen: dict[str, Bind] = {}
-    for f in files:
-        seen.setdefault(f, Bind(Path(os.path.realpath(f)), f))
-    # QEMU opens /dev/null to probe for OFD locks (and would fall back to POSIX locks, which a
-    # second open of the same image by the VM itself can lose)
-    seen["/dev/null"] = Bind(Path("/dev/null"), "/dev/null", device=True)
-    return tuple(seen.values())
+    return files
 
 
 def _ldd(path: str) -> list[str]:
@@ -239,7 +247,7 @@ def launcher(jail: Jail) -> Callable[[], None]:
     """The preexec function that jails the child. Everything is resolved here, in the parent; the
     child only makes system calls. A failure is written to the child's stderr (QEMU's log) with
     the step that failed, then raised (subprocess reports it as a SubprocessError)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the loaded libc (find_library runs ldconfig -p)
     root = os.fsencode(jail.root)
     binds = [
         (os.fsencode(b.source), root + os.fsencode(b.target), b.source.is_dir(), b.device, b.writable)

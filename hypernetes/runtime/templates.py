@@ -37,6 +37,7 @@ from typing import Protocol
 from qemu.qmp import QMPClient, QMPError
 
 from hypernetes.runtime.agentclient import AgentClient, AgentUnavailable
+from hypernetes.runtime.filecache import cached
 from hypernetes.runtime.jail import Jail
 from hypernetes.runtime.qemu import (
     Disk,
@@ -120,23 +121,17 @@ def _open_tap() -> int:
 
 
 def _file_digest(path: Path) -> str:
-    """A file's content hash, cached by (path, size, mtime): kernels and QEMU are megabytes."""
-    st = path.stat()
-    return _digest_cached(str(path), st.st_size, st.st_mtime_ns)
+    """A file's content hash, kept while the file stays the same (`filecache.py`): kernels
+    and QEMU are megabytes, and every `hypernetes run` is a new process."""
+    return cached("sha256", [path], lambda: _sha256(path))
 
 
-_digests: dict[tuple[str, int, int], str] = {}
-
-
-def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
-    key = (path, size, mtime_ns)
-    if key not in _digests:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        _digests[key] = h.hexdigest()
-    return _digests[key]
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
