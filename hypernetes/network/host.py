@@ -179,7 +179,7 @@ class TenantNetworkHost:
         ns = self.router_netns(net.id)
         link = self.link(net.id)
         netns.create(ns)
-        netns.run_in_netns(ns, _router_sysctls)
+        netns.run_in_netns(ns, lambda: _router_sysctls(bool(net.policies)))
         # Rules before links: a port is filtered from the moment it exists.
         nft.apply(nft.router_ruleset(net, link), ns)
         netns.run_in_netns(ns, lambda: _forget_stale_udp(net, link))
@@ -377,7 +377,7 @@ def tap_mac(guest_mac: str) -> str:
     return "fe" + guest_mac[2:]
 
 
-def _router_sysctls() -> None:
+def _router_sysctls(policies: bool) -> None:
     netns.write_sysctl("net/ipv4/ip_forward", "1")
     # Tenant networks are IPv4 only: no IPv6 addresses on the router for pods to talk to.
     for scope in ("all", "default"):
@@ -386,9 +386,11 @@ def _router_sysctls() -> None:
     # (they would also eat the ICMP rate limit meant for "port unreachable").
     for scope in ("all", "default"):
         netns.write_sysctl(f"net/ipv4/conf/{scope}/send_redirects", "0")
-    # Bridged frames must not go through the inet hooks (the router's filter would drop pod-to-pod
-    # traffic); the bridge family's own rules check them.
-    for table in ("iptables", "ip6tables", "arptables"):
+    # Bridged frames go through the inet hooks only in a network with NetworkPolicies: its router
+    # then filters pod-to-pod traffic too, with connection tracking (which the bridge family lacks
+    # on kernels without nf_conntrack_bridge); otherwise the bridge family's own rules check them.
+    netns.write_sysctl("net/bridge/bridge-nf-call-iptables", "1" if policies else "0", optional=True)
+    for table in ("ip6tables", "arptables"):
         netns.write_sysctl(f"net/bridge/bridge-nf-call-{table}", "0", optional=True)
 
 

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
+from hypernetes.network.policy import PodPolicy, Rule
 from hypernetes.network.state import BRIDGE, UPLINK, VXLAN, VXLAN_PORT, LinkAddresses, Network, router_mac
 from hypernetes.objects import Obj
 
@@ -250,11 +251,14 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
     r.set(t, "remote_routers", "ipv4_addr", peers)
     r.set(t, "dead_nodeports", ["inet_proto", "inet_service"], [concat(p, n) for p, n in dead_nodeports])
     refuse_rules(r, t, "refuse")
+    policies = _policy_chains(r, t, net.policies)
 
     # The router itself: pods may use DNS and ping on the gateway; nothing else is open.
     r.rule(t, "input", ESTABLISHED, ACCEPT)
     r.rule(t, "input", INVALID, DROP)
     r.rule(t, "input", match(meta("iifname"), "lo"), ACCEPT)
+    if policies:  # the gateway's DNS is a destination like any other for an egress policy
+        r.rule(t, "input", match(meta("iifname"), BRIDGE), POLICY_EGRESS)
     r.rule(
         t,
         "input",
@@ -306,6 +310,11 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
     r.rule(t, "forward", INVALID, DROP)
     # A cluster IP still in place here was not DNAT'd: no ready endpoint, or not a service port.
     r.rule(t, "forward", match(payload("ip", "daddr"), "@cluster_ips"), {"goto": {"target": "refuse"}})
+    if policies:
+        # Service traffic other hosts' routers SNAT'd was checked there, against the client pod.
+        r.rule(t, "forward", match(payload("ip", "saddr"), "@remote_routers"), ACCEPT)
+        r.rule(t, "forward", match(meta("iifname"), BRIDGE), POLICY_EGRESS)
+        r.rule(t, "forward", match(meta("oifname"), BRIDGE), POLICY_INGRESS)
     r.rule(
         t,
         "forward",
@@ -333,6 +342,65 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
             match(payload("ip", "daddr"), cidr_expr(LINK_LOCAL), "!="),
             ACCEPT,
             comment="egress",
+        )
+
+
+POLICY_EGRESS: Obj = {"vmap": {"key": payload("ip", "saddr"), "data": "@egress_pods"}}
+POLICY_INGRESS: Obj = {"vmap": {"key": payload("ip", "daddr"), "data": "@ingress_pods"}}
+
+
+def _policy_chains(r: Ruleset, t: tuple[str, str], policies: Sequence[PodPolicy]) -> bool:
+    """NetworkPolicy: a chain per isolated pod and direction, reached through the maps
+    `ingress_pods` (by destination address) and `egress_pods` (by source address). A chain returns
+    when one of its rules allows the packet, else drops it. The router sees pod-to-pod frames too
+    (bridge-nf-call-iptables is on in a network with policies), so the same chains hold for
+    bridged, routed (services, node ports, egress) and cross-host traffic. False: no policy."""
+    ingress: list[Any] = []
+    egress: list[Any] = []
+    for i, pp in enumerate(policies):
+        for rules, addr, kind, out in (
+            (pp.ingress, "saddr", "in", ingress),
+            (pp.egress, "daddr", "eg", egress),
+        ):
+            if rules is None:
+                continue
+            chain = f"{kind}_{i}"
+            r.chain(t, chain)
+            for rule in rules:
+                _policy_rule(r, t, chain, addr, rule)
+            r.rule(
+                t,
+                chain,
+                {"counter": None},
+                DROP,
+                comment=f"{pp.ip} {'ingress' if kind == 'in' else 'egress'}",
+            )
+            out.append([pp.ip, {"jump": {"target": chain}}])
+    if not ingress and not egress:
+        return False
+    r.set(t, "ingress_pods", "ipv4_addr", ingress, map_to="verdict")
+    r.set(t, "egress_pods", "ipv4_addr", egress, map_to="verdict")
+    return True
+
+
+def _policy_rule(r: Ruleset, t: tuple[str, str], chain: str, addr: str, rule: Rule) -> None:
+    peers: list[Obj] = []
+    if rule.peers is not None:
+        if not rule.peers:
+            return  # selects no peer: allows nothing
+        peers = [match(payload("ip", addr), anon_set(*(cidr_expr(c) for c in rule.peers)))]
+    if not rule.ports:
+        r.rule(t, chain, *peers, {"return": None})
+        return
+    for pr in rule.ports:
+        dport: Any = pr.first if pr.first == pr.last else {"range": [pr.first, pr.last]}
+        r.rule(
+            t,
+            chain,
+            *peers,
+            match(meta("l4proto"), proto(pr.protocol)),
+            match(payload("th", "dport"), dport),
+            {"return": None},
         )
 
 

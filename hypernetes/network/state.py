@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hypernetes.network.policy import PodPolicy
+
 Protocol = Literal["TCP", "UDP"]
 
 IFNAMSIZ = 15  # usable characters of a Linux interface name (16 with the NUL)
@@ -107,6 +109,8 @@ class Network:
     pods: tuple[Pod, ...] = ()
     services: tuple[Service, ...] = ()
     overlay: Overlay | None = None  # None: the network lives on this host alone
+    # NetworkPolicy: every isolated pod of the network (local and remote), see network/policy.py
+    policies: tuple[PodPolicy, ...] = ()
 
     @property
     def prefixlen(self) -> int:
