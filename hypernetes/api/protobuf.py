@@ -1,5 +1,5 @@
 """Decoding the Kubernetes protobuf envelope for the few kinds kubectl's generators send that way
-(`kubectl create namespace|configmap|secret|serviceaccount|deployment|service|job|token`, and
+(`kubectl create namespace|configmap|secret|serviceaccount|deployment|service|job|cronjob|token`, and
 kubectl 1.32+ sends every built-in kind it creates this way). kubectl does not retry with JSON
 after a 415, so without this those commands cannot work.
 
@@ -91,6 +91,8 @@ CONTAINER: Spec = {
     ),
     7: ("env", "[msg]", {1: ("name", "str", None), 2: ("value", "str", None)}),
     8: ("resources", "msg", {1: ("limits", QUANTITIES, None), 2: ("requests", QUANTITIES, None)}),
+    13: ("terminationMessagePath", "str", None),  # defaulted: in a template read back (create job --from)
+    20: ("terminationMessagePolicy", "str", None),
     14: ("imagePullPolicy", "str", None),
     16: ("stdin", "bool?", None),
     17: ("stdinOnce", "bool?", None),
@@ -99,6 +101,9 @@ CONTAINER: Spec = {
 POD_SPEC: Spec = {
     2: ("containers", "[msg]", CONTAINER),
     3: ("restartPolicy", "str", None),
+    4: ("terminationGracePeriodSeconds", "int", None),  # the defaulted fields of a template read back
+    19: ("schedulerName", "str", None),
+    14: ("securityContext", "msg", {}),  # {} only: a set field is refused
     6: ("dnsPolicy", "str", None),
     7: ("nodeSelector", "{str}", None),
     8: ("serviceAccountName", "str", None),
@@ -166,7 +171,24 @@ JOB_SPEC: Spec = {
     15: ("managedBy", "str", None),
 }
 
+# k8s.io/api/batch/v1 CronJobSpec (`kubectl create cronjob`)
+CRON_JOB_SPEC: Spec = {
+    1: ("schedule", "str", None),
+    8: ("timeZone", "str", None),
+    2: ("startingDeadlineSeconds", "int", None),
+    3: ("concurrencyPolicy", "str", None),
+    4: ("suspend", "bool", None),
+    5: ("jobTemplate", "msg", {1: ("metadata", "msg", OBJECT_META), 2: ("spec", "msg", JOB_SPEC)}),
+    6: ("successfulJobsHistoryLimit", "int", None),
+    7: ("failedJobsHistoryLimit", "int", None),
+}
+
 KINDS: dict[tuple[str, str], Spec] = {
+    ("batch/v1", "CronJob"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", CRON_JOB_SPEC),
+        3: ("status", "skip", None),
+    },
     ("v1", "Service"): {
         1: ("metadata", "msg", OBJECT_META),
         2: ("spec", "msg", SERVICE_SPEC),

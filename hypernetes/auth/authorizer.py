@@ -56,6 +56,7 @@ TENANT_KINDS = frozenset(
         ("apps", "deployments"),
         ("apps", "replicasets"),
         ("batch", "jobs"),
+        ("batch", "cronjobs"),
         ("coordination.k8s.io", "leases"),
         ("discovery.k8s.io", "endpointslices"),
     )

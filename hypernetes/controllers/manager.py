@@ -12,6 +12,7 @@ from prometheus_client.metrics_core import Metric
 
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
+from hypernetes.controllers.cronjob import CronJobController
 from hypernetes.controllers.deployment import DeploymentController
 from hypernetes.controllers.endpoints import EndpointsController
 from hypernetes.controllers.garbagecollector import GarbageCollector
@@ -39,6 +40,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
         ReplicaSetController,
         DeploymentController,
         JobController,
+        CronJobController,
         EndpointsController,
         GarbageCollector,
         TenantController,

@@ -1,5 +1,5 @@
 """batch, one module per kind."""
 
-from hypernetes.api.registry.batch import job
+from hypernetes.api.registry.batch import cronjob, job
 
-KINDS = (job.KIND,)
+KINDS = (job.KIND, cronjob.KIND)
