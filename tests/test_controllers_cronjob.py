@@ -34,7 +34,7 @@ CLOCK = Clock()
 
 
 @pytest.fixture(scope="module")
-def controllers(api: ApiServerThread) -> Iterator[ControllersThread]:  # noqa: F811
+def controllers(api: ApiServerThread) -> Iterator[ControllersThread]:
     def tune(manager: ControllerManager) -> None:
         quick_backoff(manager)
         manager["cronjob"].clock = CLOCK  # type: ignore[attr-defined]
@@ -142,7 +142,7 @@ def test_schedules_as_robfig_cron() -> None:
 # -- the registry ------------------------------------------------------------------------------
 
 
-def test_validation_and_defaults(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_validation_and_defaults(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("cj-valid")
     cases: list[tuple[Obj, str, str]] = [
         (cronjob("a", "61 * * * *"), "spec.schedule", "end of range (61) above maximum (59): 61"),
@@ -180,7 +180,7 @@ def test_validation_and_defaults(api: ApiServerThread, controllers: ControllersT
 # -- the controller ----------------------------------------------------------------------------
 
 
-def test_runs_on_schedule_and_tracks_status(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_runs_on_schedule_and_tracks_status(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("cj-run")
     controllers.create("batch/v1", "cronjobs", cronjob("tick", timeZone="Asia/Tokyo"), ns)
     born = created(controllers, ns, "tick")
@@ -215,7 +215,7 @@ def test_runs_on_schedule_and_tracks_status(api: ApiServerThread, controllers: C
     assert out[1].split()[:6] == ["tick", "*/5", "*", "*", "*", "*"] and "Asia/Tokyo" in out[1]
 
 
-def test_concurrency_deadline_suspend_history(api: ApiServerThread, controllers: ControllersThread) -> None:  # noqa: F811
+def test_concurrency_deadline_suspend_history(api: ApiServerThread, controllers: ControllersThread) -> None:
     ns = controllers.namespace("cj-policy")
     # Forbid: a Job that never finishes blocks the next time; Replace: it is deleted for the new one
     controllers.create(
@@ -279,7 +279,7 @@ def test_concurrency_deadline_suspend_history(api: ApiServerThread, controllers:
 @pytest.mark.parametrize("version", ["1.32", "1.33"])
 def test_kubectl_create_cronjob_and_job_from(
     api: ApiServerThread, controllers: ControllersThread, version: str
-) -> None:  # noqa: F811
+) -> None:
     if not have_kubectl(version):
         pytest.fail(f"kubectl {version} missing")
     ns = controllers.namespace(f"cj-kubectl-{version.replace('.', '-')}")
