@@ -5,7 +5,9 @@ as an incoming migration, and must then behave as freshly booted VMs of their ow
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -249,3 +251,77 @@ def test_hypernetes_run_clones_the_template_its_first_run_built(tmp_path: Path, 
     used = (template / "used").stat().st_mtime_ns
     run_cli("--no-templates")
     assert (template / "used").stat().st_mtime_ns == used
+
+
+def _stale_template(root: Path, shape: templates.Shape, kernel_name: str) -> Path:
+    """A template left by an earlier node, built from files since replaced (its key is not
+    today's: a pod never asks for it again)."""
+    directory = root / ("f" * 32)
+    directory.mkdir(parents=True)
+    meta = {"key": "f" * 32, "shape": dataclasses.asdict(shape), "kernel": kernel_name}
+    (directory / "meta.json").write_text(json.dumps(meta, default=str))
+    (directory / "used").touch()
+    return directory
+
+
+def test_start_shapes_are_the_default_pods_and_the_recent_ones_with_todays_kernel(
+    tmp_path: Path, kernels: KernelRegistry
+) -> None:
+    store = templates.TemplateStore(tmp_path / "templates")
+    default = kernels.default()
+    old = templates.Shape(Path("/old/vmlinux"), Path("/old/initrd"), "", False, "tcg", 2, 288, (True, False))
+    _stale_template(store.root, dataclasses.replace(old, scope="team-a"), kernels.DEFAULT)
+    shapes = templates.start_shapes(store, kernels, "tcg", ["", "team-b", ""], nic=True)
+    pod = templates.Shape(
+        default.image, default.initrd, default.cmdline, default.acpi, "tcg", 1, 160, (True,), nic=True
+    )
+    today = dataclasses.replace(
+        old, kernel=default.image, initrd=default.initrd, cmdline=default.cmdline, acpi=default.acpi
+    )
+    assert shapes == [
+        (pod, kernels.DEFAULT),
+        (dataclasses.replace(pod, scope="team-b"), kernels.DEFAULT),
+        (dataclasses.replace(today, scope="team-a"), kernels.DEFAULT),
+    ]
+    # a template unused for max_idle is not asked for again
+    store.max_idle = 0
+    os.utime(store.root / ("f" * 32) / "used", (time.time() - 10, time.time() - 10))
+    assert len(templates.start_shapes(store, kernels, "tcg", [""], nic=True)) == 1
+
+
+async def test_a_node_builds_its_start_shapes_templates_when_it_starts(
+    tmp_path: Path, kernels: KernelRegistry, busybox_ref: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`adopt` (a node's start) builds the default pod's template in the background, and drops
+    the one an older kernel build left; the node's first default pod is then a clone."""
+    store = templates.TemplateStore(tmp_path / "templates", max_idle=60)
+    rt = HyperVM(
+        tmp_path / "rt",
+        ImageStore(tmp_path / "images"),
+        kernels,
+        die_with_parent=True,
+        templates=store,
+        template_scope="node",
+        prepare_templates=False,
+    )
+    default = kernels.default()
+    size = (1, 160)  # the default container's 128 MiB and the guest's overhead
+    stale = templates.Shape(Path("/old/vmlinux"), default.initrd, "", default.acpi, "tcg", *size, (True,))
+    old = _stale_template(store.root, stale, kernels.DEFAULT)
+    os.utime(old / "used", (time.time() - 120, time.time() - 120))  # idle beyond max_idle
+    try:
+        assert await rt.adopt() == []
+        assert rt.preparing is not None
+        assert await rt.preparing == 1
+        assert not old.exists()
+        assert store.builds == 1 and store.clones == 0
+        spec = ContainerSpec(name="main", image=busybox_ref, command=("echo", "hi"))
+        status, out, _ = await run(rt, pod("first", spec))
+        assert (status.code, out) == (0, b"hi\n")
+        assert store.clones == 1 and store.builds == 1
+        assert "booting cold" not in caplog.text
+    finally:
+        for sandbox in await rt.list_sandboxes():
+            await rt.remove_sandbox(sandbox.id)
+        await store.close()
+    assert not qemu_processes_under(tmp_path)

@@ -85,6 +85,9 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
     from hypernetes.runtime.templates import TemplateStore, template_root
 
     templates = None if getattr(args, "no_templates", False) else TemplateStore(template_root())
+    # A node (up, node join) builds its start shapes' templates when it starts; the default
+    # pod's with a NIC where pods get one (tenant networks need root; nodehost decides the rest)
+    nic = os.geteuid() == 0 and not getattr(args, "no_network", False)
     return HyperVM(
         root,
         image_store(args),
@@ -93,6 +96,7 @@ def make_runtime(args: argparse.Namespace) -> Runtime:
         die_with_parent=one_off,
         templates=templates,
         template_scope=getattr(args, "template_scope", "namespace"),
+        prepare_templates=None if one_off else nic,
     )
 
 

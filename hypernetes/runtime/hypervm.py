@@ -107,7 +107,14 @@ from hypernetes.runtime.sandboxes import (
     started,
 )
 from hypernetes.runtime.sizing import vm_size
-from hypernetes.runtime.templates import Shape, Template, TemplateError, TemplateStore, clone_config
+from hypernetes.runtime.templates import (
+    Shape,
+    Template,
+    TemplateError,
+    TemplateStore,
+    clone_config,
+    start_shapes,
+)
 from hypernetes.runtime.templates import restore as restore_clone
 from hypernetes.runtime.usage import vm_usage
 
@@ -164,11 +171,14 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         confine: bool | None = None,
         templates: TemplateStore | None = None,
         template_scope: str = "namespace",
+        prepare_templates: bool | None = None,
     ) -> None:
         """`confine`: give each VM its own uid, jail and cgroup (`confine.py`); None = when
         this process may (root), False = never (every QEMU runs as this process, unconfined).
         `templates`: start VMs as clones of templates (`templates.py`), else every VM boots
-        cold; `template_scope`: "namespace" (a template serves one namespace's pods) or "node"."""
+        cold; `template_scope`: "namespace" (a template serves one namespace's pods) or "node";
+        `prepare_templates`: when the node starts (`adopt`), build its start shapes' templates
+        in the background, the default pod's with a NIC (True) or without (False); None: not."""
         self.root = root / "hypervm"
         self.images = images
         self.kernels = kernels
@@ -181,6 +191,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             raise ValueError(f"template scope {template_scope!r}: expected namespace or node")
         self.templates = templates
         self._template_scope = template_scope
+        self._prepare_templates = prepare_templates
+        self.preparing: asyncio.Task[int] | None = None
         if templates is not None:
             templates.confine = _TemplateConfine(self._confiner)
 
@@ -304,7 +316,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             nic=nic,
             die_with_parent=self._die_with_parent,
         )
-        template = self._template_for(pod, cfg)
+        template = self._template_for(pod, cfg, kernel.name)
         try:
             cfg.jail = await asyncio.to_thread(
                 self._confiner.prepare,
@@ -346,12 +358,24 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         status = ContainerStatus(name=spec.name, image=spec.image, image_id=image.digest)
         return _Container(spec, image, process, serial, status, log=None)  # type: ignore[arg-type]
 
-    def _template_for(self, pod: PodSpec, cfg: VMConfig) -> Template | None:
+    def _template_for(self, pod: PodSpec, cfg: VMConfig, kernel: str) -> Template | None:
         """The template this VM can be a clone of (a build starts on a shape's first use)."""
         if self.templates is None:
             return None
         scope = pod.namespace if self._template_scope == "namespace" else ""
-        return self.templates.get(Shape.of(cfg, scope))
+        return self.templates.get(Shape.of(cfg, scope), kernel)
+
+    async def prepare_templates(self, nic: bool) -> int:
+        """Build the missing templates of the node's start shapes (`templates.start_shapes`),
+        one at a time; the scopes of the default pod's shape: the node's, or the namespaces
+        of the pods it runs. How many were built."""
+        if self.templates is None:
+            return 0
+        scopes = (
+            [""] if self._template_scope == "node" else [s.pod.namespace for s in self._sandboxes.values()]
+        )
+        shapes = start_shapes(self.templates, self.kernels, await self.accel(), scopes, nic)
+        return await self.templates.prepare(shapes)
 
     async def _boot_clone(self, sandbox: _Sandbox, template: Template, accel: str, tap: _HandedFd) -> None:
         """Start the VM as a clone of `template`; if that fails, boot it cold (and drop the
@@ -465,6 +489,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox = self._get(sandbox_id)
         if sandbox.state is not SandboxState.READY:
             raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
+        if {v.name: v.kind for v in sandbox.pod.volumes}.get(volume) != "files":
+            raise PodRuntimeError(f"volume {volume!r} is not a file volume of this pod")
         if any(d.serial == VOLUME_DISK for d in sandbox.vm.cfg.disks):
             raise PodRuntimeError(
                 f"volume {volume} is on a read-only disk (a VM started by an older "
@@ -696,7 +722,16 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             except (AgentUnavailable, PodRuntimeError, KeyError, TypeError, ValueError, OSError) as e:
                 log.warning("cannot adopt sandbox %s: %s; removing it", directory.name, e)
                 await self._clear_leftover(directory)
+        if self._prepare_templates is not None and self.templates is not None and self.preparing is None:
+            self.preparing = asyncio.create_task(self._prepare_in_background(self._prepare_templates))
         return adopted
+
+    async def _prepare_in_background(self, nic: bool) -> int:
+        try:
+            return await self.prepare_templates(nic)
+        except (KernelError, OSError) as e:  # no kernel yet: pods cannot start either
+            log.warning("templates not prepared at start: %s", e)
+            return 0
 
     def _adopt_stopped(self, directory: Path, state: dict[str, Any]) -> SandboxStatus:
         """Take back the record of a sandbox stopped on purpose (a finished pod's): no VM, only

@@ -30,6 +30,7 @@ import os
 import shutil
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +39,9 @@ from qemu.qmp import QMPClient, QMPError
 
 from hypernetes.runtime.agentclient import AgentClient, AgentUnavailable
 from hypernetes.runtime.filecache import cached
+from hypernetes.runtime.interface import ContainerSpec
 from hypernetes.runtime.jail import Jail
+from hypernetes.runtime.kernels import KernelError, KernelRegistry
 from hypernetes.runtime.qemu import (
     Disk,
     Nic,
@@ -48,6 +51,7 @@ from hypernetes.runtime.qemu import (
     remove_socket_dir,
     vhost_usable,
 )
+from hypernetes.runtime.sizing import vm_size
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +179,12 @@ class Confine(Protocol):
     async def release(self, name: str, directory: Path) -> None: ...
 
 
-async def build(root: Path, shape: Shape, timeout: float = 90.0, confine: Confine | None = None) -> Template:
+async def build(
+    root: Path, shape: Shape, timeout: float = 90.0, confine: Confine | None = None, kernel_name: str = ""
+) -> Template:
     """Boot a VM of `shape` up to the agent's READY, pause it and save it under root/KEY.
+    `kernel_name`: the registered kernel it runs, kept in its meta.json so that a node starting
+    later can rebuild the shape with that kernel's newer build (`start_shapes`).
 
     The directory appears complete or not at all (built under a temporary name, then renamed)."""
     key = shape.key()
@@ -240,7 +248,7 @@ async def build(root: Path, shape: Shape, timeout: float = 90.0, confine: Confin
             shutil.rmtree(cfg.dir, ignore_errors=True)
             remove_socket_dir(cfg.dir)
         (work / "meta.json").write_text(
-            json.dumps({"key": key, "shape": dataclasses.asdict(shape)}, default=str)
+            json.dumps({"key": key, "shape": dataclasses.asdict(shape), "kernel": kernel_name}, default=str)
         )
         shutil.rmtree(final, ignore_errors=True)
         os.rename(work, final)
@@ -321,6 +329,54 @@ async def restore(vm: QemuVM, timeout: float = SAVE_TIMEOUT) -> None:
             await client.disconnect()
 
 
+def start_shapes(
+    store: TemplateStore, kernels: KernelRegistry, accel: str, scopes: Iterable[str], nic: bool
+) -> list[tuple[Shape, str]]:
+    """The shapes whose templates a node builds when it starts, with today's kernels, agent and
+    QEMU: the default pod's (one container without limits: the default VM size, one read-only
+    image disk, a NIC if the node's pods get one) in each of `scopes`, then each shape a template
+    served within max_idle, with the current build of the kernel it ran. So a kernel, agent or
+    QEMU upgrade has its templates rebuilt before the first pod asks, and the old ones idle out."""
+    default = kernels.default()
+    size = vm_size([ContainerSpec(name="default", image="")])
+    wanted = [
+        (
+            Shape(
+                default.image,
+                default.initrd,
+                default.cmdline,
+                default.acpi,
+                accel,
+                size.vcpus,
+                size.memory_mib,
+                (True,),
+                nic,
+                scope,
+            ),
+            default.name,
+        )
+        for scope in sorted(set(scopes))
+    ]
+    for old, name in store.recent():
+        try:
+            kernel = kernels.get(name or None)
+        except (KernelError, OSError):
+            continue  # unregistered since: its pods cannot ask for it either
+        current = dataclasses.replace(
+            old,
+            kernel=kernel.image,
+            initrd=kernel.initrd,
+            cmdline=kernel.cmdline,
+            acpi=kernel.acpi,
+            accel=accel,
+        )
+        wanted.append((current, kernel.name))
+    unique: dict[Shape, str] = {}
+    for shape, name in wanted:
+        unique.setdefault(shape, name)
+    return list(unique.items())
+
+
 USED = "used"  # touched at every clone: its mtime says when the template last served a VM
 
 
@@ -355,9 +411,14 @@ class TemplateStore:
         self.confine: Confine | None = None  # set by the runtime that jails its VMs
         self.builds = 0
         self.clones = 0
+        self._pruned = time.monotonic()
 
-    def get(self, shape: Shape) -> Template | None:
+    PRUNE_EVERY = 600.0  # seconds: a node that builds nothing still drops idle templates
+
+    def get(self, shape: Shape, kernel_name: str = "") -> Template | None:
         """The template of `shape`, or None, after starting its build if none is under way."""
+        if time.monotonic() - self._pruned > self.PRUNE_EVERY:
+            self.prune()
         template = load(self.root, shape)
         if template is not None:
             with contextlib.suppress(OSError):
@@ -367,18 +428,63 @@ class TemplateStore:
         key = shape.key()
         failed = self._failed.get(key)
         if key not in self._building and (failed is None or time.monotonic() - failed > self.retry_after):
-            self._building[key] = asyncio.create_task(self._build(key, shape), name=f"template-{key[:12]}")
+            self._building[key] = asyncio.create_task(
+                self._build(key, shape, kernel_name), name=f"template-{key[:12]}"
+            )
         return None
+
+    async def prepare(self, shapes: Iterable[tuple[Shape, str]]) -> int:
+        """Build the templates of `shapes` (shape, kernel name) that are missing, one at a time
+        (a node starting up has other work), skipping failed ones as `get` does; how many
+        were built. Pods that ask meanwhile boot cold, as on a shape's first use."""
+        self.prune()
+        built = 0
+        for shape, kernel_name in shapes:
+            if load(self.root, shape) is not None:
+                continue
+            key = shape.key()
+            failed = self._failed.get(key)
+            if failed is not None and time.monotonic() - failed <= self.retry_after:
+                continue
+            task = self._building.get(key)
+            if task is None:
+                task = asyncio.create_task(self._build(key, shape, kernel_name), name=f"template-{key[:12]}")
+                self._building[key] = task
+            await asyncio.shield(task)
+            built += load(self.root, shape) is not None
+        return built
+
+    def recent(self) -> list[tuple[Shape, str]]:
+        """The shapes (and kernel names) of the complete templates used within max_idle, the
+        most recently used first: what this node's pods looked like."""
+        found: list[tuple[float, Shape, str]] = []
+        now = time.time()
+        for directory in self.root.glob("[0-9a-f]*") if self.root.exists() else []:
+            try:
+                meta = json.loads((directory / "meta.json").read_text())
+                fields = dict(meta["shape"])
+                shape = Shape(
+                    **fields
+                    | {"kernel": Path(fields["kernel"]), "initrd": Path(fields["initrd"])}
+                    | {"disks": tuple(bool(d) for d in fields["disks"])}
+                )
+                stamp = directory / USED if (directory / USED).exists() else directory / "meta.json"
+                used = stamp.stat().st_mtime
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if now - used <= self.max_idle:
+                found.append((used, shape, str(meta.get("kernel") or "")))
+        return [(shape, name) for _used, shape, name in sorted(found, key=lambda f: -f[0])]
 
     async def wait_built(self) -> None:
         """Wait for the builds under way (tests, benchmarks, node start-up)."""
         while self._building:
             await asyncio.gather(*self._building.values(), return_exceptions=True)
 
-    async def _build(self, key: str, shape: Shape) -> None:
+    async def _build(self, key: str, shape: Shape, kernel_name: str = "") -> None:
         try:
             t0 = time.monotonic()
-            await build(self.root, shape, confine=self.confine)
+            await build(self.root, shape, confine=self.confine, kernel_name=kernel_name)
             self.builds += 1
             log.info("template %s built in %.1fs", key[:12], time.monotonic() - t0)
         except (TemplateError, OSError) as e:
@@ -397,6 +503,7 @@ class TemplateStore:
         """Remove templates unused for max_idle, and leftovers of interrupted builds. Running
         clones keep their mappings of a removed RAM file: tmpfs frees it after the last."""
         now = time.time()
+        self._pruned = time.monotonic()
         kept: list[tuple[float, Path]] = []
         for directory in self.root.glob("*") if self.root.exists() else []:
             if directory.name.startswith(".build-"):
