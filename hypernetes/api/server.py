@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hypernetes.api import eventttl, objects, reviews, schema
+from hypernetes.api import eventttl, metricsapi, objects, reviews, schema
 from hypernetes.api.audit import AUDIT_DETAIL, AUDIT_STARTED, CONNECT, AuditLog, audited, connect_detail
 from hypernetes.api.authn import Authenticator, AuthUnavailable, UserInfo
 from hypernetes.api.authz import Attributes, Authorizer, Decision, forbidden_message
@@ -149,6 +149,7 @@ class ApiServer:
 
     admission: TenantAdmission | None = None
     audit: AuditLog | None = None
+    resource_metrics: metricsapi.ResourceMetrics | None = None
 
     async def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
         decision = await self.authorizer.authorize(attrs)
@@ -195,6 +196,8 @@ class ApiServer:
             if request.method != "POST":
                 raise method_not_allowed(request.method)
             return respond(await reviews.answer(t.kind, await read_body(request), user, self.authorizer), 201)
+        if metricsapi.served(t.kind):  # metrics.k8s.io: from memory, never stored
+            return await metricsapi.handle(self.resource_metrics, request, t, verb)
         if t.sub:
             return await self.subresources.handle(request, t)
         lock = None
@@ -337,6 +340,7 @@ class ApiServer:
 APP_KEY = web.AppKey("hypernetes.api", ApiServer)
 EVENT_TTL = web.AppKey("hypernetes.api.event_ttl", float)
 SWEEPER = web.AppKey("hypernetes.api.event_sweeper", asyncio.Task[None])
+SCRAPER = web.AppKey("hypernetes.api.metrics_scraper", asyncio.Task[None])
 
 
 TENANCY = web.AppKey("hypernetes.api.tenancy", Tenancy)
@@ -380,6 +384,8 @@ def create_app(
         audit,
     )
     metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
+    # usage from the nodes (metrics.k8s.io) when the pod proxy can reach them
+    server.resource_metrics = metricsapi.ResourceMetrics(counted, metricsapi.stats_source(pod_proxy))
     flow = FlowControl(fairness or FairnessConfig(), lambda r: r.get(USER))
     # the gate counts what authentication costs, the server's middleware authenticates, then a
     # request waits for its flow's turn (hypernetes.api.fairness)
@@ -438,14 +444,16 @@ async def _bootstrap(app: web.Application) -> None:
             await server.store.create(server.resources.key(t), objects.encode(obj))
     if app[EVENT_TTL] > 0:
         app[SWEEPER] = asyncio.create_task(eventttl.run(server.store, app[EVENT_TTL]), name="event-ttl")
+    if server.resource_metrics is not None:
+        app[SCRAPER] = asyncio.create_task(server.resource_metrics.run(), name="metrics-scraper")
 
 
 async def _cleanup(app: web.Application) -> None:
-    task = app.get(SWEEPER)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for task in (app.get(SWEEPER), app.get(SCRAPER)):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await app[APP_KEY].caches.close()
     if TENANCY in app:
         await app[TENANCY].directory.stop()

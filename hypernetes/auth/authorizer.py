@@ -56,6 +56,8 @@ TENANT_KINDS = frozenset(
         ("apps", "deployments"),
         ("apps", "replicasets"),
         ("batch", "jobs"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("metrics.k8s.io", "pods"),  # read-only: the kind serves get and list alone
         ("batch", "cronjobs"),
         ("coordination.k8s.io", "leases"),
         ("discovery.k8s.io", "endpointslices"),

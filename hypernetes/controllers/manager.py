@@ -16,6 +16,7 @@ from hypernetes.controllers.cronjob import CronJobController
 from hypernetes.controllers.deployment import DeploymentController
 from hypernetes.controllers.endpoints import EndpointsController
 from hypernetes.controllers.garbagecollector import GarbageCollector
+from hypernetes.controllers.hpa import HPAController
 from hypernetes.controllers.informer import InformerFactory
 from hypernetes.controllers.job import JobController
 from hypernetes.controllers.namespace import NamespaceController
@@ -49,6 +50,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
         NodeLifecycleController,
         TaintEvictionController,
         PodGCController,
+        HPAController,
     )
 }
 

@@ -41,7 +41,8 @@ class Counted:
 
     @property
     def api_version(self) -> str:
-        return {"": "v1", "apps": "apps/v1", "batch": "batch/v1"}.get(self.group, f"{self.group}/v1")
+        served = {"": "v1", "apps": "apps/v1", "batch": "batch/v1", "autoscaling": "autoscaling/v2"}
+        return served.get(self.group, f"{self.group}/v1")
 
 
 # Every kind a tenant can create besides pods, namespaces and claims (their own keys below):
@@ -57,6 +58,7 @@ COUNTED = (
     Counted("apps", "deployments", "Deployment"),
     Counted("apps", "replicasets", "ReplicaSet"),
     Counted("batch", "jobs", "Job"),
+    Counted("autoscaling", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     Counted("batch", "cronjobs", "CronJob"),
     Counted("coordination.k8s.io", "leases", "Lease"),
     Counted("hypernetes.io", "networks", "Network", namespaced=False),
@@ -90,6 +92,7 @@ DEFAULT_QUOTA: dict[str, str] = {
     "count/deployments.apps": "100",
     "count/replicasets.apps": "1100",
     "count/jobs.batch": "200",
+    "count/horizontalpodautoscalers.autoscaling": "100",
     "count/cronjobs.batch": "100",
     "count/leases.coordination.k8s.io": "100",
     "count/networks.hypernetes.io": "16",

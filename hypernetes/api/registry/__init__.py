@@ -13,10 +13,12 @@ from hypernetes.api.registry import (
     apps,
     authentication,
     authorization,
+    autoscaling,
     batch,
     coordination,
     core,
     hypernetesio,
+    metrics,
     storage,
 )
 from hypernetes.api.registry.kind import CRUD, Group, Kind, Printer, no_defaults, schema_only
@@ -29,9 +31,11 @@ KINDS: tuple[Kind, ...] = (
     *coordination.KINDS,
     *apps.KINDS,
     *batch.KINDS,
+    *autoscaling.KINDS,
     *hypernetesio.KINDS,
     *authentication.KINDS,
     *authorization.KINDS,
+    *metrics.KINDS,
 )
 REVIEW_KINDS = frozenset(k for k in KINDS if k.creates_only)
 # kind -> where it holds a pod spec, for tenant admission (auth/ cannot import the registry)
