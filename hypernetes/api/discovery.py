@@ -12,6 +12,8 @@ from aiohttp import web
 
 from hypernetes import __version__ as hn_version
 from hypernetes.api import openapiv2pb, registry, schema
+from hypernetes.api.customresources.kinds import CustomKinds
+from hypernetes.api.customresources.openapi import CustomOpenAPI
 from hypernetes.api.routing import parse_accept, respond
 from hypernetes.api.status import no_such_path, not_acceptable
 from hypernetes.objects import Obj
@@ -41,12 +43,25 @@ def _sub_verbs(sub: str) -> list[str]:
 
 
 class Discovery:
-    def __init__(self) -> None:
-        self.kinds = list(registry.KINDS)
+    """`custom`: the server's CustomResourceDefinitions' kinds, served after the built-in ones
+    (discovery and OpenAPI are rebuilt when they change)."""
+
+    def __init__(self, custom: CustomKinds | None = None) -> None:
+        self.custom = custom or CustomKinds()
+        self.custom_openapi = CustomOpenAPI(self.custom)
+        self._generation = -1
+        self._openapi_v2_pb: bytes | None = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._generation == self.custom.generation:
+            return
+        self._generation = self.custom.generation
+        self.kinds = [*registry.KINDS, *self.custom.kinds()]
         self.group_versions: dict[str, list[registry.Kind]] = {}
         for k in self.kinds:
             self.group_versions.setdefault(k.api_version, []).append(k)
-        self._openapi_v2_pb: bytes | None = None
+        self._openapi_v2_pb = None
 
     # -- aggregated ----------------------------------------------------------------------------
 
@@ -71,6 +86,7 @@ class Discovery:
         return r
 
     def aggregated(self, legacy: bool, version: str) -> Obj:
+        self._refresh()
         groups: dict[str, list[str]] = {}
         for gv in self.group_versions:
             group = gv.split("/")[0] if "/" in gv else ""
@@ -100,6 +116,7 @@ class Discovery:
     # -- legacy --------------------------------------------------------------------------------
 
     def resource_list(self, gv: str) -> Obj:
+        self._refresh()
         kinds = self.group_versions.get(gv)
         if kinds is None:
             raise no_such_path()
@@ -132,6 +149,7 @@ class Discovery:
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
     def api_group(self, group: str) -> Obj:
+        self._refresh()
         gvs = [gv for gv in self.group_versions if gv.split("/")[0] == group and "/" in gv]
         if not gvs:
             raise no_such_path()
@@ -201,28 +219,32 @@ class Discovery:
         )
 
     async def openapi_v3_index(self, request: web.Request) -> web.Response:
-        return respond(schema.openapi_v3_index())
+        index = schema.openapi_v3_index()
+        index["paths"].update(self.custom_openapi.index_paths())
+        return respond(index)
 
     async def openapi_v3_doc(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
+        custom = self.custom_openapi.v3(path)
         try:
-            body = schema.openapi_v3_bytes(path)
+            body, digest = custom if custom is not None else (schema.openapi_v3_bytes(path), "")
         except KeyError:
             raise no_such_path() from None
         resp = web.Response(body=body, content_type="application/json")
-        if request.query.get("hash") == schema.openapi_v3_hash(path):
+        if request.query.get("hash") == (digest or schema.openapi_v3_hash(path)):
             resp.headers["Cache-Control"] = "public, immutable"  # the hash names this exact document
         return resp
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         types = [mt.type for mt in parse_accept(request.headers.get("Accept"))]
+        self._refresh()
         if any("protobuf" in t for t in types):
             # kubectl 1.27/1.28 validate and compute patches from this (newer ones use v3)
             if self._openapi_v2_pb is None:
-                self._openapi_v2_pb = openapiv2pb.document(schema.openapi_v2())
+                self._openapi_v2_pb = openapiv2pb.document(self.custom_openapi.v2(schema.openapi_v2()))
             resp = web.Response(body=self._openapi_v2_pb)
             resp.headers["Content-Type"] = openapiv2pb.MEDIA_TYPE
             return resp
         if types and not any(t in ("application/json", "*/*") for t in types):
             raise not_acceptable(request.headers.get("Accept", ""))
-        return respond(schema.openapi_v2())
+        return respond(self.custom_openapi.v2(schema.openapi_v2()))

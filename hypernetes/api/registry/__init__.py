@@ -10,6 +10,7 @@ OpenAPI and Table agree with it.
 from __future__ import annotations
 
 from hypernetes.api.registry import (
+    apiextensions,
     apps,
     authentication,
     authorization,
@@ -21,6 +22,7 @@ from hypernetes.api.registry import (
     metrics,
     storage,
 )
+from hypernetes.api.registry.apiextensions.served import SERVED
 from hypernetes.api.registry.kind import CRUD, Group, Kind, Printer, no_defaults, schema_only
 from hypernetes.api.registry.subresources import SUBRESOURCES, Subresource
 
@@ -35,6 +37,7 @@ KINDS: tuple[Kind, ...] = (
     *hypernetesio.KINDS,
     *authentication.KINDS,
     *authorization.KINDS,
+    *apiextensions.KINDS,
     *metrics.KINDS,
 )
 REVIEW_KINDS = frozenset(k for k in KINDS if k.creates_only)
@@ -46,17 +49,32 @@ _BY_NAME = {(k.api_version, k.kind): k for k in KINDS}
 _BY_GROUP_KIND = {(k.group, k.kind): k for k in reversed(KINDS)}
 
 
+# Each lookup falls back to the custom kinds (CustomResourceDefinitions) of the API server serving
+# the current request (apiextensions/served.py); a CRD cannot claim a built-in group.
+
+
 def kind_for(group: str, version: str, plural: str) -> Kind | None:
-    return _BY_PLURAL.get((group, version, plural))
+    k = _BY_PLURAL.get((group, version, plural))
+    custom = SERVED.get() if k is None else None
+    return custom.kind_for(group, version, plural) if custom is not None else k
 
 
 def kind_by_name(api_version: str, kind: str) -> Kind | None:
-    return _BY_NAME.get((api_version, kind))
+    k = _BY_NAME.get((api_version, kind))
+    custom = SERVED.get() if k is None else None
+    return custom.kind_by_name(api_version, kind) if custom is not None else k
 
 
 def kind_in_group(group: str, kind: str) -> Kind | None:
     """The served kind of that name in `group`, whatever its version (the first served)."""
-    return _BY_GROUP_KIND.get((group, kind))
+    k = _BY_GROUP_KIND.get((group, kind))
+    custom = SERVED.get() if k is None else None
+    return custom.kind_in_group(group, kind) if custom is not None else k
+
+
+def builtin_groups() -> frozenset[str]:
+    """The API groups of the built-in kinds (no CustomResourceDefinition may claim one)."""
+    return frozenset(k.group for k in KINDS)
 
 
 def group_versions() -> list[str]:
@@ -74,6 +92,7 @@ __all__ = [
     "Kind",
     "Printer",
     "Subresource",
+    "builtin_groups",
     "group_versions",
     "kind_by_name",
     "kind_for",

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 Errs = list[FieldError]
 
-STANDARD_FINALIZERS = ("kubernetes", "orphan", "foregroundDeletion")
+# (and the CRD cleanup finalizer, which upstream validates with apimachinery's laxer rule)
+STANDARD_FINALIZERS = (
+    "kubernetes",
+    "orphan",
+    "foregroundDeletion",
+    "customresourcecleanup.apiextensions.k8s.io",
+)
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 _MAX_ANNOTATIONS = 256 * 1024
 _MAX_DATA = 1024 * 1024  # ConfigMap and Secret payloads

@@ -1,0 +1,46 @@
+"""What a request for a custom resource does differently from one for a built-in kind, called by
+the API server (server.py) once it knows the target: strategic merge patches are refused (upstream:
+custom resources have no patch strategies), the scale subresource follows the CRD's paths, and a
+CRD written through this server is served by it before the response goes out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from hypernetes.api.customresources import scale as scale_sub
+from hypernetes.api.routing import Target
+from hypernetes.api.status import ApiError
+from hypernetes.objects import Obj
+from hypernetes.store.interface import Store
+
+if TYPE_CHECKING:
+    from hypernetes.api.crud import Resources
+    from hypernetes.api.customresources.informer import CustomResources
+
+STRATEGIC = "application/strategic-merge-patch+json"
+CRD_GROUP = "apiextensions.k8s.io"
+WRITES = frozenset(("create", "update", "patch", "delete", "deletecollection"))
+
+
+def check(request: web.Request, t: Target) -> None:
+    ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if request.method == "PATCH" and ctype == STRATEGIC and t.sub != "scale":
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        )
+
+
+async def scale(res: Resources, request: web.Request, t: Target, config: Obj) -> web.StreamResponse:
+    return await scale_sub.handle(res, request, t, config)
+
+
+async def after_write(custom: CustomResources, store: Store, t: Target, verb: str) -> None:
+    """After a CRD write, wait (briefly) until this server's table has it: a client that creates
+    a CRD and then its objects through the same server finds them served."""
+    if t.group == CRD_GROUP and t.resource == "customresourcedefinitions" and verb in WRITES:
+        await custom.caught_up(await store.current_revision())
