@@ -109,6 +109,7 @@ def pod_usage(metrics: Obj, resource: str) -> dict[str, PodUsage]:
 class HPAController(Controller):
     name = "horizontal-pod-autoscaler"
     workers = 1
+    sync_period = SYNC_PERIOD
 
     def __init__(self, client: Any, informers: InformerFactory) -> None:
         super().__init__(client, informers)
@@ -131,7 +132,7 @@ class HPAController(Controller):
             self.recommenders.pop(key, None)
             return
         await self._sync(key, hpa)
-        self.queue.add_after(key, SYNC_PERIOD)
+        self.queue.add_after(key, self.sync_period)
 
     async def _sync(self, key: str, hpa: Obj) -> None:
         ns, _ = split_key(key)
