@@ -17,8 +17,17 @@ import pytest
 
 from hypernetes.runtime.gvisor import GVisor
 from hypernetes.runtime.gvisor_rootfs import ETC_MOUNTS, add_etc_mount_points, ensure_rootfs, pause_elf
+from hypernetes.runtime.gvisor_volumes import private_root, refuse_unsupported
 from hypernetes.runtime.images import ImageStore
-from hypernetes.runtime.interface import ContainerSpec, ExitStatus
+from hypernetes.runtime.interface import (
+    BlockDevice,
+    ContainerSpec,
+    ExitStatus,
+    MountSpec,
+    PodRuntimeError,
+    VolumeSpec,
+)
+from hypernetes.runtime.ocispec import BindMount
 from hypernetes.runtime.runsc import Runsc, decode_exit
 from tests.support.pods import pod
 from tests.support.runtimes import GVisorHarness, leftover_runsc_processes
@@ -185,3 +194,32 @@ async def test_die_with_parent_then_cleanup(tmp_path: Path, busybox_ref: str) ->
     assert await rt.adopt() == []
     assert not list((rt.root / "sandboxes").glob("*"))
     assert not list((rt.root / "state").glob("*"))
+
+
+def test_mount_points_missing_from_the_image_get_a_private_root(tmp_path: Path) -> None:
+    """runsc makes missing mount points in the container's root on the host: never in the tree
+    every pod of the image shares."""
+    shared = tmp_path / "shared"
+    (shared / "etc").mkdir(parents=True)
+    (shared / "etc" / "hosts").write_text("")
+    (shared / "bin").mkdir()
+    (shared / "bin" / "sh").write_text("#!")
+    (shared / "link").symlink_to("/etc")  # resolved by runsc inside the root: not "present"
+    present = (BindMount(tmp_path, "/etc/hosts"), BindMount(tmp_path, "/etc"))
+    assert private_root(shared, present, tmp_path / "p0") == shared
+    for i, destination in enumerate(("/cfg", "/etc/hosts/x", "/link/hosts", "/etc/new")):
+        private = tmp_path / f"p{i + 1}"
+        assert private_root(shared, (*present, BindMount(tmp_path, destination)), private) == private
+        assert (private / "bin" / "sh").stat().st_ino == (shared / "bin" / "sh").stat().st_ino
+        # made once: a restarted container finds its tree again
+        assert private_root(shared, (BindMount(tmp_path, destination),), private) == private
+        assert not (private / "shared").exists()
+
+
+def test_volumes_gvisor_cannot_serve_are_refused(tmp_path: Path) -> None:
+    c = ContainerSpec(name="c", image="busybox", mounts=(MountSpec("scratch", "/s", sub_path="a"),))
+    with pytest.raises(PodRuntimeError, match="subPath of an emptyDir"):
+        refuse_unsupported(pod("p1", c, volumes=(VolumeSpec("scratch", "emptyDir"),)))
+    block = VolumeSpec("data", "block", block=BlockDevice(str(tmp_path / "disk"), fs_type="ext4"))
+    with pytest.raises(PodRuntimeError, match="cannot attach persistent volumes"):
+        refuse_unsupported(pod("p2", ContainerSpec(name="c", image="busybox"), volumes=(block,)))

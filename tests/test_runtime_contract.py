@@ -41,6 +41,7 @@ from hypernetes.runtime.interface import (
     SandboxState,
     StartFailed,
     Stream,
+    VolumeFile,
     VolumeSpec,
 )
 from hypernetes.runtime.kernels import KernelRegistry
@@ -93,10 +94,30 @@ class Shared:
     fingerprint: str  # of the image before any container wrote anything
 
 
+SHARED_VOLUMES = (
+    VolumeSpec(
+        "cfg",
+        "files",
+        files=(VolumeFile("greeting", b"hello\n"), VolumeFile("keys/secret", b"s3cret\n", 0o600)),
+    ),
+    VolumeSpec("scratch", "emptyDir"),
+)
 SHARED_CONTAINERS = {
-    "main": ContainerSpec(name="main", image="", command=("sleep", "600")),
+    "main": ContainerSpec(
+        name="main",
+        image="",
+        command=("sleep", "600"),
+        mounts=(
+            MountSpec("cfg", "/cfg"),
+            MountSpec("cfg", "/etc/secret", sub_path="keys/secret"),
+            MountSpec("scratch", "/scratch"),
+        ),
+    ),
     "web": ContainerSpec(
-        name="web", image="", command=("sh", "-c", "echo served > /tmp/index.html; httpd -f -p 8080 -h /tmp")
+        name="web",
+        image="",
+        command=("sh", "-c", "echo served > /tmp/index.html; httpd -f -p 8080 -h /tmp"),
+        mounts=(MountSpec("scratch", "/shared"),),
     ),
     "client": ContainerSpec(
         name="client",
@@ -127,7 +148,7 @@ async def shared(
     `main` sleeps, `web` serves on 8080, `client` fetches from it and exits."""
     h = harness(runtime_name, tmp_path_factory.mktemp("shared"), images, kernels)
     containers = [dataclasses.replace(c, image=busybox_ref) for c in SHARED_CONTAINERS.values()]
-    await h.runtime.create_sandbox(pod(SHARED, *containers))
+    await h.runtime.create_sandbox(pod(SHARED, *containers, volumes=SHARED_VOLUMES))
     image = images.ensure(busybox_ref)
     fingerprint = h.image_fingerprint(image)
     for name in ("main", "web", "client"):
@@ -241,6 +262,30 @@ async def test_containers_share_network_not_files(shared: Shared) -> None:
     proc = await rt.exec(SHARED, "web", ExecSpec(command=("cat", "/tmp/index.html")))
     assert await collect(proc) == (b"served\n", b"")
     assert shared.h.image_fingerprint(shared.image) == shared.fingerprint
+
+
+async def test_volumes_files_and_empty_dir(shared: Shared) -> None:
+    """File volumes are read-only and replaced atomically while the pod runs; an emptyDir is one
+    directory for every container that mounts it."""
+    rt = shared.h.runtime
+
+    async def sh(container: str, script: str) -> tuple[int | None, bytes]:
+        proc = await rt.exec(SHARED, container, ExecSpec(command=("sh", "-c", script)))
+        out, _ = await collect(proc)
+        return (await proc.wait()).code, out
+
+    assert await sh("main", "cat /cfg/greeting /etc/secret; stat -c %a /cfg/keys/secret") == (
+        0,
+        b"hello\ns3cret\n600\n",
+    )
+    code, _ = await sh("main", "echo x > /cfg/greeting")
+    assert code != 0
+    assert await sh("main", "echo from-main > /scratch/note") == (0, b"")
+    assert await sh("web", "cat /shared/note") == (0, b"from-main\n")
+    await rt.update_files(SHARED, "cfg", (VolumeFile("greeting", b"renewed\n"),))
+    assert await sh("main", "cat /cfg/greeting") == (0, b"renewed\n")
+    with pytest.raises(PodRuntimeError, match="not a file volume"):
+        await rt.update_files(SHARED, "scratch", (VolumeFile("x", b""),))
 
 
 # --- exec ----------------------------------------------------------------------------------------

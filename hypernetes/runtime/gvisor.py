@@ -35,6 +35,13 @@ from typing import Any
 from hypernetes.runtime import ocispec
 from hypernetes.runtime.gvisor_process import SandboxProcess, set_winsize
 from hypernetes.runtime.gvisor_rootfs import RootfsError, ensure_pause, ensure_rootfs
+from hypernetes.runtime.gvisor_volumes import (
+    container_mounts,
+    make_volume_dirs,
+    private_root,
+    refuse_unsupported,
+    write_files,
+)
 from hypernetes.runtime.images import Image, ImageStore
 from hypernetes.runtime.interface import (
     ContainerSpec,
@@ -52,6 +59,7 @@ from hypernetes.runtime.interface import (
     SandboxStatus,
     StartFailed,
     Stream,
+    VolumeFile,
 )
 from hypernetes.runtime.logs import LogWriter
 from hypernetes.runtime.prepare import (
@@ -105,7 +113,8 @@ class _Sandbox:
     dir: Path
     containers: dict[str, _Container]
     cgroup: str
-    mounts: tuple[ocispec.BindMount, ...] = ()
+    mounts: tuple[ocispec.BindMount, ...] = ()  # every container's: /etc/hosts and such
+    volumes: dict[str, Path] = field(default_factory=dict)  # volume name -> its host directory
     state: SandboxState = SandboxState.CREATING
     message: str = ""
     created_at: float = field(default_factory=time.time)
@@ -158,6 +167,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
                 os.close(pod.network.tap_fd)
             pod = dataclasses.replace(pod, network=dataclasses.replace(pod.network, tap_fd=None))
         check_pod(pod, self._sandboxes)
+        refuse_unsupported(pod)
         if not Runsc.available():
             raise SandboxFailed("runsc not found: install Debian's runsc package")
         images = await pull_images(self.images, pod)
@@ -183,6 +193,7 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         self._sandboxes[pod.id] = sandbox
         try:
             sandbox.mounts = self._etc_files(sandbox)
+            sandbox.volumes = await asyncio.to_thread(make_volume_dirs, sandbox_dir / "volumes", pod)
             await self._boot(sandbox, pause)
             for c in containers.values():
                 c.rootfs = rootfs[c.image.id]
@@ -193,6 +204,17 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox.state = SandboxState.READY
         sandbox.watcher = asyncio.create_task(self._watch(sandbox))
         return self._status(sandbox)
+
+    async def update_files(self, sandbox_id: str, volume: str, files: tuple[VolumeFile, ...]) -> None:
+        """Replace files of a running pod's file volume in its host directory, each atomically
+        (a subPath mount of one of its files keeps the old file, as upstream)."""
+        sandbox = self._get(sandbox_id)
+        if sandbox.state is not SandboxState.READY:
+            raise SandboxFailed(f"sandbox is {sandbox.state.value}: {sandbox.message}")
+        kinds = {v.name: v.kind for v in sandbox.pod.volumes}
+        if kinds.get(volume) != "files":
+            raise PodRuntimeError(f"volume {volume!r} is not a file volume of this pod")
+        await asyncio.to_thread(write_files, sandbox.volumes[volume], files)
 
     async def _unpack(self, images: dict[str, Image]) -> dict[str, Path]:
         rootfs: dict[str, Path] = {}
@@ -273,13 +295,15 @@ class GVisor(SandboxTable[_Sandbox, _Container], Runtime):
             await asyncio.sleep(0.01)
 
     async def _create(self, sandbox: _Sandbox, c: _Container) -> None:
+        mounts = sandbox.mounts + container_mounts(sandbox.volumes, sandbox.pod, c.spec)
+        root = await asyncio.to_thread(private_root, c.rootfs, mounts, sandbox.dir / "roots" / c.spec.name)
         spec = ocispec.container(
             ocispec.ContainerConfig(
-                root=c.rootfs,
+                root=root,
                 process=_oci(c.process),
                 hostname=pod_hostname(sandbox.pod),
                 annotations={ocispec.CONTAINER_TYPE: "container", ocispec.SANDBOX_ID: sandbox.pod.id},
-                mounts=sandbox.mounts,
+                mounts=mounts,
             )
         )
         bundle = self._write_bundle(sandbox, c.spec.name, spec)
