@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from hypernetes.api import bodies, deletion, objects, portforward, spdy
+from hypernetes.api import bodies, deletion, disruption, objects, portforward, spdy
 from hypernetes.api.audit import stream_ended, stream_started
 from hypernetes.api.routing import Target, dry_run, field_manager, read_body, respond, truthy
 from hypernetes.api.status import ApiError, bad_request, conflict, success, unsupported_media_type
@@ -400,12 +400,15 @@ class Subresources:
 
     async def eviction(self, request: web.Request, t: Target) -> web.StreamResponse:
         """policy/v1 Eviction (`kubectl drain`): deletes the pod as a DELETE with the Eviction's
-        deleteOptions would. PodDisruptionBudgets are not served yet (their own issue), so no
-        eviction is refused with 429 for a budget: drain evicts every pod of the node at once."""
+        deleteOptions would, once its PodDisruptionBudget allows (api/disruption.py: 429 if not)."""
         body = await read_body(request)
         if (body.get("metadata") or {}).get("name") != t.name:
             raise bad_request("name in URL does not match name in Eviction object")
         opts = deletion.parse_options(body.get("deleteOptions"), dict(request.query))
+        dry = opts.dry_run or dry_run(request)
+        await disruption.admit_eviction(self.res, Target(t.kind, t.namespace, t.name, None), dry_run=dry)
+        if dry:
+            return respond(success(), 201)
         await self.res.delete_one(Target(t.kind, t.namespace, t.name, None), opts)
         return respond(success(), 201)
 

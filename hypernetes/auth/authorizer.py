@@ -59,6 +59,7 @@ TENANT_KINDS = frozenset(
         ("autoscaling", "horizontalpodautoscalers"),
         ("metrics.k8s.io", "pods"),  # read-only: the kind serves get and list alone
         ("batch", "cronjobs"),
+        ("policy", "poddisruptionbudgets"),
         ("coordination.k8s.io", "leases"),
         ("discovery.k8s.io", "endpointslices"),
     )

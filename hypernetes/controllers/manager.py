@@ -14,6 +14,7 @@ from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.cronjob import CronJobController
 from hypernetes.controllers.deployment import DeploymentController
+from hypernetes.controllers.disruption import DisruptionController
 from hypernetes.controllers.endpoints import EndpointsController
 from hypernetes.controllers.garbagecollector import GarbageCollector
 from hypernetes.controllers.hpa import HPAController
@@ -42,6 +43,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
         DeploymentController,
         JobController,
         CronJobController,
+        DisruptionController,
         EndpointsController,
         GarbageCollector,
         TenantController,

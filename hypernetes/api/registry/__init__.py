@@ -20,6 +20,7 @@ from hypernetes.api.registry import (
     core,
     hypernetesio,
     metrics,
+    policy,
     storage,
 )
 from hypernetes.api.registry.apiextensions.served import SERVED
@@ -33,6 +34,7 @@ KINDS: tuple[Kind, ...] = (
     *coordination.KINDS,
     *apps.KINDS,
     *batch.KINDS,
+    *policy.KINDS,
     *autoscaling.KINDS,
     *hypernetesio.KINDS,
     *authentication.KINDS,

@@ -1,0 +1,228 @@
+"""policy/v1 PodDisruptionBudget on the multi-tenant API server with the controller manager, the
+scheduler and two fake nodes: validation, the disruption controller's status, the eviction
+subresource refusing with upstream's 429 while the budget allows nothing, and the real
+`kubectl drain` (1.32 and 1.33) waiting on a budget until it is relaxed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypernetes.api.disruption import MESSAGE
+from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
+from hypernetes.objects import Obj
+from tests.support.apifixtures import have_kubectl
+from tests.support.apiserver import ApiServerThread
+from tests.support.nodes import NodesCluster
+from tests.support.tenants import TenantWorld
+from tests.support.waiting import wait_for
+
+CONTROLLERS = ("serviceaccount", "replicaset", "disruption", "nodelifecycle", "tainteviction")
+NS = "acme-a"
+
+
+class World:
+    def __init__(self, api: ApiServerThread) -> None:
+        self.api = api
+        self.world = TenantWorld(api)
+        self.admin = self.world.fresh_tenant("acme")  # namespace acme-a
+        self.cluster = NodesCluster(api, NodeLifecycleConfig(monitor_period=0.3), CONTROLLERS)
+        for name in ("n1", "n2"):
+            self.cluster.start_node(name)
+        self.http = self.world.http(self.admin)
+
+    def close(self) -> None:
+        self.cluster.stop()
+        self.world.close()
+
+    def running(self, app: str) -> list[Obj]:
+        return [
+            p
+            for p in self.cluster.ctl.pods(NS, f"app={app}")
+            if not p["metadata"].get("deletionTimestamp")
+            and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or []
+            )
+        ]
+
+    def pdb_status(self, name: str) -> Obj:
+        return (self.cluster.ctl.get("policy/v1", "poddisruptionbudgets", name, NS) or {}).get("status") or {}
+
+    def evict(self, pod: str) -> Any:
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": NS}}
+        return self.http.post(f"/api/v1/namespaces/{NS}/pods/{pod}/eviction", json=body)
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    api = ApiServerThread(Path(tmp_path_factory.mktemp("pdb")), tenancy=True).start()
+    world = World(api)
+    try:
+        yield world
+    finally:
+        world.close()
+        api.stop()
+
+
+def replicaset(name: str, replicas: int) -> Obj:
+    labels = {"app": name}
+    container = {
+        "name": "c",
+        "image": "busybox",
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def pdb(name: str, app: str | None, **spec: Any) -> Obj:
+    if app is not None:
+        spec["selector"] = {"matchLabels": {"app": app}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create(w: World, path: str, obj: Obj) -> Any:
+    base = "/apis/policy/v1" if obj["kind"] == "PodDisruptionBudget" else "/apis/apps/v1"
+    return w.http.post(f"{base}/namespaces/{NS}/{path}", json=obj)
+
+
+def test_validation(w: World) -> None:
+    for body, field, text in (
+        (
+            pdb("both", "x", minAvailable=1, maxUnavailable=1),
+            "spec",
+            "minAvailable and maxUnavailable cannot be both set",
+        ),
+        (pdb("pct", "x", minAvailable="120%"), "spec.minAvailable", "must not be greater than 100%"),
+        (pdb("neg", "x", maxUnavailable=-1), "spec.maxUnavailable", "must be greater than or equal to 0"),
+        (pdb("word", "x", maxUnavailable="half"), "spec.maxUnavailable", "a valid percent string"),
+        (
+            pdb("pol", "x", minAvailable=1, unhealthyPodEvictionPolicy="Never"),
+            "spec.unhealthyPodEvictionPolicy",
+            'supported values: "AlwaysAllow", "IfHealthyBudget"',
+        ),
+    ):
+        r = create(w, "poddisruptionbudgets", body)
+        assert r.status_code == 422, r.text
+        causes = {c["field"]: c["message"] for c in r.json()["details"]["causes"]}
+        assert field in causes and text in causes[field], causes
+
+
+def test_status_and_eviction(w: World) -> None:
+    assert create(w, "replicasets", replicaset("web", 3)).status_code == 201
+    assert create(w, "poddisruptionbudgets", pdb("web", "web", minAvailable=2)).status_code == 201
+    wait_for(lambda: len(w.running("web")) == 3, what="3 ready pods")
+    want = {"expectedPods": 3, "desiredHealthy": 2, "currentHealthy": 3, "disruptionsAllowed": 1}
+    st = wait_for(
+        lambda: (s := w.pdb_status("web")) and all(s.get(k) == v for k, v in want.items()) and s,
+        what=str(want),
+    )
+    cond = next(c for c in st["conditions"] if c["type"] == "DisruptionAllowed")
+    assert (cond["status"], cond["reason"]) == ("True", "SufficientPods")
+    assert st["observedGeneration"] == 1
+    first, second = sorted(p["metadata"]["name"] for p in w.running("web"))[:2]
+    r = w.evict(first)
+    assert r.status_code == 201, r.text
+    st = w.pdb_status("web")
+    assert st["disruptionsAllowed"] == 0 and first in st.get("disruptedPods", {}), st
+    # the budget allows nothing more until the replacement is Ready
+    r = w.evict(second)
+    assert r.status_code == 429, r.text
+    body = r.json()
+    assert (body["reason"], body["message"], body["code"]) == ("TooManyRequests", MESSAGE, 429)
+    # (the controller may have counted the evicted pod out already)
+    assert body["details"]["causes"] in [
+        [
+            {
+                "reason": "DisruptionBudget",
+                "message": f"The disruption budget web needs 2 healthy pods and has {n} currently",
+            }
+        ]
+        for n in (2, 3)
+    ], body
+    assert (w.cluster.ctl.get("v1", "pods", second, NS) or {})["metadata"].get("deletionTimestamp") is None
+    wait_for(
+        lambda: w.pdb_status("web").get("disruptionsAllowed") == 1 and len(w.running("web")) == 3,
+        what="recovered",
+    )
+    assert "disruptedPods" not in w.pdb_status("web")
+    # a percentage of maxUnavailable counts the ReplicaSet's replicas, rounding up
+    assert create(w, "replicasets", replicaset("api", 2)).status_code == 201
+    assert create(w, "poddisruptionbudgets", pdb("api", "api", maxUnavailable="30%")).status_code == 201
+    want = {"expectedPods": 2, "desiredHealthy": 1, "currentHealthy": 2, "disruptionsAllowed": 1}
+    wait_for(lambda: all(w.pdb_status("api").get(k) == v for k, v in want.items()), what=str(want))
+    # two budgets over one pod: the eviction subresource refuses, as upstream
+    assert create(w, "poddisruptionbudgets", pdb("api-too", "api", minAvailable=0)).status_code == 201
+    r = w.evict(w.running("api")[0]["metadata"]["name"])
+    assert r.status_code == 500 and "more than one PodDisruptionBudget" in r.json()["message"], r.text
+    w.cluster.ctl.delete("policy/v1", "poddisruptionbudgets", "api-too", NS)
+    # kubectl's columns as kube-apiserver's printer
+    out = w.world.kubectl(w.admin, "get", "pdb", "-n", NS).stdout.splitlines()
+    assert out[0].split() == [
+        "NAME",
+        "MIN",
+        "AVAILABLE",
+        "MAX",
+        "UNAVAILABLE",
+        "ALLOWED",
+        "DISRUPTIONS",
+        "AGE",
+    ]
+    rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
+    assert rows["web"] == ["2", "N/A", "1"] and rows["api"] == ["N/A", "30%", "1"], out
+
+
+@pytest.mark.parametrize("version", ["1.32", "1.33"])
+def test_kubectl_drain_waits_for_the_budget(w: World, version: str) -> None:
+    if not have_kubectl(version):
+        pytest.fail(f"kubectl {version} is not installed")
+    app = f"db{version.replace('.', '')}"
+    assert create(w, "replicasets", replicaset(app, 2)).status_code == 201
+    assert create(w, "poddisruptionbudgets", pdb(app, app, minAvailable=2)).status_code == 201
+    wait_for(lambda: len(w.running(app)) == 2, what="2 ready pods")
+    wait_for(lambda: w.pdb_status(app).get("expectedPods") == 2, what="budget status")
+    node = w.running(app)[0]["spec"]["nodeName"]
+    proc = w.api.kubectl(
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--pod-selector",
+        f"app={app}",
+        "--timeout=3s",
+        version=version,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and MESSAGE in out, out
+    assert "will retry after 5s" in out, out
+    w.cluster.ctl.patch("policy/v1", "poddisruptionbudgets", app, {"spec": {"minAvailable": 1}}, NS)
+    proc = w.api.kubectl(
+        "drain",
+        node,
+        "--ignore-daemonsets",
+        "--pod-selector",
+        f"app={app}",
+        "--timeout=60s",
+        version=version,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"node/{node} drained" in out, out
+    w.api.kubectl("uncordon", node, version=version)
+    wait_for(lambda: len(w.running(app)) == 2, what="replaced on the other node")
