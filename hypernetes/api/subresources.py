@@ -418,8 +418,11 @@ class Subresources:
     def _scale_of(obj: Obj) -> Obj:
         meta = obj["metadata"]
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        sel = spec.get("selector")
+        if obj.get("kind") == "ReplicationController":  # an equality selector: a plain map
+            sel = {"matchLabels": sel} if isinstance(sel, dict) else None
         try:  # the whole selector, matchExpressions too, as upstream's LabelSelectorAsSelector
-            selector = selector_string(spec.get("selector"))
+            selector = selector_string(sel)
         except SelectorError:
             selector = ""  # validation keeps such selectors out
         return {

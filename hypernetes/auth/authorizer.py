@@ -55,6 +55,9 @@ TENANT_KINDS = frozenset(
         ("", "persistentvolumeclaims"),
         ("apps", "deployments"),
         ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("apps", "controllerrevisions"),
+        ("", "replicationcontrollers"),
         ("batch", "jobs"),
         ("autoscaling", "horizontalpodautoscalers"),
         ("metrics.k8s.io", "pods"),  # read-only: the kind serves get and list alone
@@ -199,6 +202,8 @@ class TenantAuthorizer:
             return await self._networks(a)
         if gr == ("", "persistentvolumes"):
             return await self._tenant_volumes(a)
+        if gr == ("apps", "daemonsets"):
+            return deny("a daemon set runs a pod on every node, and nodes are the operators'")
         if gr not in TENANT_KINDS:
             return deny()
         if not role_allows(u.role, a.verb, a.subresource) or (u.role == "viewer" and a.resource == "secrets"):

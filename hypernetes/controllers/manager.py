@@ -13,6 +13,7 @@ from prometheus_client.metrics_core import Metric
 from hypernetes.apiclient import ApiClient
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.cronjob import CronJobController
+from hypernetes.controllers.daemonset import DaemonSetController
 from hypernetes.controllers.deployment import DeploymentController
 from hypernetes.controllers.disruption import DisruptionController
 from hypernetes.controllers.endpoints import EndpointsController
@@ -24,9 +25,10 @@ from hypernetes.controllers.namespace import NamespaceController
 from hypernetes.controllers.networks import NetworkController
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, NodeLifecycleController
 from hypernetes.controllers.podgc import PodGCController
-from hypernetes.controllers.replicaset import ReplicaSetController
+from hypernetes.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
+from hypernetes.controllers.statefulset import StatefulSetController
 from hypernetes.controllers.tainteviction import TaintEvictionController
 from hypernetes.controllers.tenant import TenantController
 from hypernetes.controllers.volumes import VolumeController
@@ -40,7 +42,10 @@ CONTROLLERS: dict[str, type[Controller]] = {
         NamespaceController,
         ServiceAccountController,
         ReplicaSetController,
+        ReplicationControllerController,
         DeploymentController,
+        StatefulSetController,
+        DaemonSetController,
         JobController,
         CronJobController,
         DisruptionController,

@@ -20,12 +20,16 @@ BURST = 500  # at most this many creations or deletions per sync, as upstream
 
 
 class ReplicaSetController(Controller):
+    """Also the ReplicationController's (a subclass names its kind): the same loop, an
+    equality-only selector."""
+
     name = "replicaset"
     workers = 4
+    api_version, plural, kind = "apps/v1", "replicasets", "ReplicaSet"
 
     def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
         super().__init__(client, informers)
-        self.rs = self.informer("apps/v1", "replicasets")
+        self.rs = self.informer(self.api_version, self.plural)
         self.pods = self.informer("v1", "pods")
         self.expectations = Expectations()
         self.rs.add_handler(
@@ -44,7 +48,7 @@ class ReplicaSetController(Controller):
     def _owner_key(self, pod: Obj) -> str | None:
         """The key of the ReplicaSet controlling this pod, if it is one we know."""
         ref = m.controller_ref(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
+        if ref is None or ref.get("kind") != self.kind:
             return None
         key = f"{m.namespace(pod)}/{ref.get('name')}"
         rs = self.rs.get(key)
@@ -53,7 +57,7 @@ class ReplicaSetController(Controller):
     def _enqueue_matching(self, pod: Obj) -> None:
         """An orphan: every ReplicaSet that could adopt it looks at it."""
         for rs in self.rs.list(m.namespace(pod)):
-            if m.selector_matches((rs.get("spec") or {}).get("selector"), m.labels(pod)):
+            if m.selector_matches(self.selector(rs), m.labels(pod)):
                 self.enqueue(rs)
 
     def _pod_added(self, pod: Obj) -> None:
@@ -87,6 +91,12 @@ class ReplicaSetController(Controller):
             self.expectations.deleted(key, m.uid(pod))
             self.queue.add(key)
 
+    @staticmethod
+    def selector(rs: Obj) -> Obj | None:
+        """The LabelSelector of its pods."""
+        sel: Obj | None = (rs.get("spec") or {}).get("selector")
+        return sel
+
     # -- sync ----------------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
@@ -101,9 +111,9 @@ class ReplicaSetController(Controller):
             self.client,
             self.pods,
             rs,
-            spec.get("selector"),
+            self.selector(rs),
             active,
-            fresh_owner_check(self.client, rs, "replicasets"),
+            fresh_owner_check(self.client, rs, self.plural),
         )
         failure: ApiException | None = None
         if self.expectations.satisfied(key) and not m.deleting(rs):
@@ -200,9 +210,23 @@ class ReplicaSetController(Controller):
             m.remove_condition(status, "ReplicaFailure")
         if status == (rs.get("status") or {}):
             return
-        out = await update_status(self.client, "apps/v1", "replicasets", rs, status)
+        out = await update_status(self.client, self.api_version, self.plural, rs, status)
         if out is not None:
             self.rs.written(out)
+
+
+class ReplicationControllerController(ReplicaSetController):
+    """v1 ReplicationController (upstream runs the ReplicaSet controller for it too)."""
+
+    name = "replicationcontroller"
+    api_version, plural, kind = "v1", "replicationcontrollers", "ReplicationController"
+
+    @staticmethod
+    def selector(rs: Obj) -> Obj | None:
+        """An equality selector (a plain map) is a LabelSelector's matchLabels; an empty one
+        selects nothing (validation refuses it)."""
+        sel = (rs.get("spec") or {}).get("selector")
+        return {"matchLabels": dict(sel)} if isinstance(sel, dict) and sel else None
 
 
 def _rank(pod: Obj, colocated: dict[str, int]) -> tuple[Any, ...]:

@@ -1,5 +1,11 @@
 """apps, one module per kind."""
 
-from hypernetes.api.registry.apps import deployment, replicaset
+from hypernetes.api.registry.apps import controllerrevision, daemonset, deployment, replicaset, statefulset
 
-KINDS = (deployment.KIND, replicaset.KIND)
+KINDS = (
+    deployment.KIND,
+    replicaset.KIND,
+    statefulset.KIND,
+    daemonset.KIND,
+    controllerrevision.KIND,
+)

@@ -9,6 +9,7 @@ from hypernetes.api.registry.core import (
     persistentvolume,
     persistentvolumeclaim,
     pod,
+    replicationcontroller,
     secret,
     service,
     serviceaccount,
@@ -26,4 +27,5 @@ KINDS = (
     serviceaccount.KIND,
     persistentvolumeclaim.KIND,
     persistentvolume.KIND,
+    replicationcontroller.KIND,
 )
