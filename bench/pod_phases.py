@@ -1,0 +1,123 @@
+"""Where a pod's start goes through the control plane: POST → Running, split by what a watch sees.
+
+For each pod (created one after another, as bench/pod_startup.py does): seconds from the POST to
+the first watch event showing it bound to a node (scheduler), carrying its tenant-network address
+(network controller), showing the node agent's first status (the agent took it up), and Running
+(its container started). With `hypernetes up` as root every pod gets a NIC on a tenant network.
+
+Used by `bench/templates.py --control-plane N`; alone:
+`.venv/bin/python bench/pod_phases.py --pods 20 [--no-templates]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.pod_startup import pod  # noqa: E402
+from bench.startup import CLI, prepare_image  # noqa: E402
+from hypernetes.apiclient import ApiClient  # noqa: E402
+from hypernetes.objects.names import IP_ANNOTATION  # noqa: E402
+
+PHASES = ("bound", "address", "agent", "running")
+
+
+def _seen(obj: dict[str, Any]) -> set[str]:
+    status = obj.get("status") or {}
+    seen = set()
+    if (obj.get("spec") or {}).get("nodeName"):
+        seen.add("bound")
+    if ((obj.get("metadata") or {}).get("annotations") or {}).get(IP_ANNOTATION):
+        seen.add("address")
+    if status.get("containerStatuses") or status.get("startTime"):
+        seen.add("agent")
+    if status.get("phase") == "Running":
+        seen.add("running")
+    return seen
+
+
+async def measure_phases(url: str, token: str, ca: Path, count: int, prefix: str) -> list[dict[str, float]]:
+    rows = []
+    async with ApiClient(url, token=token, ca_file=ca) as c:
+        for i in range(count):
+            body = pod(i)
+            name = f"{prefix}-{i:02d}"
+            body["metadata"]["name"] = name
+            listed = await c.list("v1", "pods", "default")
+            rv = listed["metadata"]["resourceVersion"]
+            start = time.monotonic()
+            await c.create("v1", "pods", body, "default")
+            row: dict[str, float] = {}
+            async for ev in c.watch(
+                "v1",
+                "pods",
+                "default",
+                resource_version=rv,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=120,
+            ):
+                now = time.monotonic() - start
+                for phase in _seen(ev.object):
+                    row.setdefault(phase, round(now, 3))
+                if "running" in row:
+                    break
+            rows.append(row)
+            print(json.dumps({"pod": name, **row}), flush=True)
+            await c.delete("v1", "pods", name, "default")
+    return rows
+
+
+def summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for phase in PHASES:
+        values = sorted(r[phase] for r in rows if phase in r)
+        if values:
+            out[f"{phase}_p50_s"] = round(statistics.median(values), 3)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=20)
+    parser.add_argument("--no-templates", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hn-podphases-") as tmp:
+        data = Path(tmp) / "data"
+        prepare_image(data)
+        flags = ["--no-templates"] if args.no_templates else []
+        up = subprocess.Popen(
+            [CLI, "up", "--data-dir", str(data), "--port", "0", "--stop-pods", "--accel", "tcg", *flags],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not (data / "admin.kubeconfig").exists():
+                time.sleep(0.2)
+            time.sleep(2)  # node registration
+            server = ApiClient.from_kubeconfig(data / "admin.kubeconfig").server
+            token = (data / "pki" / "admin.token").read_text().strip()
+            ca = data / "pki" / "ca.crt"
+            asyncio.run(measure_phases(server, token, ca, 1, "warm"))  # has the template built
+            time.sleep(10)
+            rows = asyncio.run(measure_phases(server, token, ca, args.pods, "start"))
+        finally:
+            up.terminate()
+            up.wait(60)
+    print(json.dumps({"bench": "pod_phases", "templates": not args.no_templates, **summary(rows)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
