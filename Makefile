@@ -9,7 +9,7 @@ export HYPERNETES_KERNEL_DIR := $(KERNEL_DIR)
 APT_PACKAGES = qemu-system-x86 qemu-utils linux-source-6.1 linux-image-cloud-amd64 \
 	busybox-static musl-tools erofs-utils e2fsprogs nftables iproute2 docker-registry skopeo \
 	umoci crun runsc openssl flex bison bc libelf-dev libssl-dev cpio xz-utils make gcc kmod \
-	keystone dnsutils curl etcd-server etcd-client
+	keystone dnsutils curl etcd-server etcd-client ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra fio
 
 .PHONY: setup apt venv guest kernel demo registry test check lint bench clean
 

@@ -4,6 +4,7 @@ when they start real services."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.kernels import KernelRegistry
+from tests.support.ceph import CephCluster, have_ceph, running_ceph
 from tests.support.guests import build, qemu_processes_under
 from tests.support.registry import ImageFactory, Registry, have_registry, start_registry
 
@@ -88,3 +90,16 @@ async def hypervm(tmp_path: Path, kernels: KernelRegistry) -> AsyncIterator[Hype
         await runtime.remove_sandbox(sandbox.id)
     assert not [p for p in (tmp_path / "rt" / "hypervm").glob("*") if p.name != "accel.json"]
     assert not qemu_processes_under(tmp_path)
+
+
+# -- volumes: a real Ceph cluster (tests/support/ceph.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ceph() -> Iterator[CephCluster]:
+    """One monitor, one manager, three OSDs on 127.0.0.1; pool `rbd`, user `client.hypernetes`.
+    Under /tmp: the daemons' admin sockets need short paths."""
+    if not have_ceph():
+        pytest.fail("ceph-mon, ceph-mgr, ceph-osd and ceph-common are not installed: run `make setup`")
+    with running_ceph(Path(tempfile.mkdtemp(prefix="hn-ceph-"))) as cluster:
+        yield cluster

@@ -36,6 +36,7 @@ from hypernetes.api.fairness import FairnessConfig, FlowControl
 from hypernetes.api.join import PUBLIC as JOIN_PUBLIC
 from hypernetes.api.join import NodeJoin
 from hypernetes.api.metrics import ConnectionMetrics, FlowControlMetrics, Metrics
+from hypernetes.api.registry import startup
 from hypernetes.api.registry.apiextensions.served import SERVED
 from hypernetes.api.routing import (
     AUDIT_TARGET,
@@ -465,6 +466,7 @@ async def _bootstrap(app: web.Application) -> None:
         obj = await server.resources.prepare_create(t, body, "hypernetes")
         with contextlib.suppress(KeyExists):  # another server process made it
             await server.store.create(server.resources.key(t), objects.encode(obj))
+    await startup.ensure(server.store, server.resources)  # built-in ClusterRoles, local APIServices
     if app[EVENT_TTL] > 0:
         app[SWEEPER] = asyncio.create_task(eventttl.run(server.store, app[EVENT_TTL]), name="event-ttl")
     if server.resource_metrics is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hypernetes.api.registry import (
     apiextensions,
+    apiregistration,
     apps,
     authentication,
     authorization,
@@ -21,6 +22,7 @@ from hypernetes.api.registry import (
     hypernetesio,
     metrics,
     policy,
+    rbac,
     storage,
 )
 from hypernetes.api.registry.apiextensions.served import SERVED
@@ -40,6 +42,8 @@ KINDS: tuple[Kind, ...] = (
     *authentication.KINDS,
     *authorization.KINDS,
     *apiextensions.KINDS,
+    *rbac.KINDS,
+    *apiregistration.KINDS,
     *metrics.KINDS,
 )
 REVIEW_KINDS = frozenset(k for k in KINDS if k.creates_only)

@@ -16,3 +16,7 @@ AUTHENTICATION = Group("authentication.k8s.io", "Authentication", "io.k8s.api.au
 AUTHORIZATION = Group("authorization.k8s.io", "Authorization", "io.k8s.api.authorization")
 AUTOSCALING = Group("autoscaling", "Autoscaling", "io.k8s.api.autoscaling")
 METRICS = Group("metrics.k8s.io", "Metrics", "io.k8s.metrics.pkg.apis.metrics")
+RBAC = Group("rbac.authorization.k8s.io", "RbacAuthorization", "io.k8s.api.rbac")
+APIREGISTRATION = Group(
+    "apiregistration.k8s.io", "Apiregistration", "io.k8s.kube-aggregator.pkg.apis.apiregistration"
+)
