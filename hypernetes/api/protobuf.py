@@ -276,6 +276,43 @@ KINDS.update(
         },
     }
 )
+# `kubectl create role|rolebinding|clusterrole|clusterrolebinding` (k8s.io/api/rbac/v1/generated.proto)
+_POLICY_RULE: Spec = {
+    1: ("verbs", "[str]", None),
+    2: ("apiGroups", "[str]", None),
+    3: ("resources", "[str]", None),
+    4: ("resourceNames", "[str]", None),
+    5: ("nonResourceURLs", "[str]", None),
+}
+_BINDING: Spec = {
+    1: ("metadata", "msg", OBJECT_META),
+    2: (
+        "subjects",
+        "[msg]",
+        {
+            1: ("kind", "str", None),
+            2: ("apiGroup", "str", None),
+            3: ("name", "str", None),
+            4: ("namespace", "str", None),
+        },
+    ),
+    3: ("roleRef", "msg", {1: ("apiGroup", "str", None), 2: ("kind", "str", None), 3: ("name", "str", None)}),
+}
+KINDS.update(
+    {
+        ("rbac.authorization.k8s.io/v1", "Role"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: ("rules", "[msg]", _POLICY_RULE),
+        },
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: ("rules", "[msg]", _POLICY_RULE),
+            3: ("aggregationRule", "msg", {1: ("clusterRoleSelectors", "[msg]", LABEL_SELECTOR)}),
+        },
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"): _BINDING,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _BINDING,
+    }
+)
 UNKNOWN: Spec = {
     1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
     2: ("raw", "raw", None),

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from hypernetes.api import schema
 from hypernetes.api.authz import Attributes, Authorizer
+from hypernetes.api.registry.rbac.builtin import tenant_role_rules
 from hypernetes.api.status import bad_request
-from hypernetes.auth.authorizer import MEMBER_SUBRESOURCES, READ, TENANT_KINDS, WRITE
-from hypernetes.auth.identity import UserInfo
+from hypernetes.auth.authorizer import TenantAuthorizer
+from hypernetes.auth.identity import SA_PREFIX, UserInfo
+from hypernetes.auth.rbac import Request, requests_of, rule
 from hypernetes.objects import Obj
 from hypernetes.objects.names import ROLE_EXTRA, TENANT_EXTRA
 
@@ -36,9 +38,7 @@ async def answer(kind: schema.Kind, body: Obj, user: UserInfo, authorizer: Autho
         out["status"] = await _access(spec, user, authorizer)
     else:
         out["spec"] = spec
-        ns = str(spec.get("namespace") or "")
-        probe = Attributes(user, "list", True, "", "", "v1", "pods", "", ns)
-        out["status"] = rules(user, bool(ns) and (await authorizer.authorize(probe)).allowed)
+        out["status"] = await rules(user, str(spec.get("namespace") or ""), authorizer)
     return out
 
 
@@ -70,10 +70,11 @@ async def _access(spec: Obj, user: UserInfo, authorizer: Authorizer) -> Obj:
     return status
 
 
-def rules(user: UserInfo, in_namespace: bool) -> Obj:
-    """What the caller may do in a namespace (`in_namespace`: one it may work in), as rule lists in
-    upstream's shape; kubectl prints them as a table. Filtered lists are not expressible as rules,
-    so a tenant's answer is marked incomplete."""
+async def rules(user: UserInfo, namespace: str, authorizer: Authorizer) -> Obj:
+    """What the caller may do in `namespace`, as rule lists in upstream's shape; kubectl prints
+    them as a table. Each request the caller's tenant role covers is put to the authorizer itself,
+    so the answer is what `can-i` says, RoleBindings included (and the names a bound rule lists).
+    Filtered lists are not expressible as rules, so a tenant's answer is marked incomplete."""
     non_resource = [
         {
             "verbs": ["get"],
@@ -106,22 +107,30 @@ def rules(user: UserInfo, in_namespace: bool) -> Obj:
             "incomplete": False,
         }
     out: list[Obj] = list(reviews)
-    if user.role and in_namespace:
-        by_group: dict[str, list[str]] = {}
-        for g, r in sorted(TENANT_KINDS):
-            by_group.setdefault(g, []).append(r)
-        verbs = sorted(READ | WRITE) if user.role in ("member", "admin") else sorted(READ)
-        for g, rs in by_group.items():
-            if user.role == "viewer":
-                rs = [r for r in rs if r != "secrets"]  # as upstream's view role
-            out.append({"verbs": verbs, "apiGroups": [g], "resources": rs})
-        out.append({"verbs": sorted(READ), "apiGroups": [""], "resources": ["pods/log", "pods/status"]})
-        if user.role in ("member", "admin"):
-            out.append(
-                {
-                    "verbs": ["create"],
-                    "apiGroups": [""],
-                    "resources": sorted(f"pods/{s}" for s in MEMBER_SUBRESOURCES - {"scale", "token"}),
-                }
-            )
+    role = user.role or ("member" if user.name.startswith(SA_PREFIX) else "")
+    if role and user.tenant and namespace:
+        candidates: list[Obj] = list(tenant_role_rules(role))
+        if isinstance(authorizer, TenantAuthorizer):  # the rules naming objects bound to the caller
+            candidates += [r for r in authorizer.rbac.rules_in(user, namespace) if r.get("resourceNames")]
+        held: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}  # (group, resource, names) -> verbs
+        for r in candidates:
+            for q in requests_of(r) or ():
+                if await _allowed(authorizer, user, namespace, q):
+                    res = f"{q.resource}/{q.subresource}" if q.subresource else q.resource
+                    verbs = held.setdefault((q.group, res, (q.name,) if q.name else ()), [])
+                    if q.verb not in verbs:
+                        verbs.append(q.verb)
+        grouped: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
+        for (group, res, names), held_verbs in sorted(held.items()):
+            grouped.setdefault((group, tuple(held_verbs), names), []).append(res)
+        for (group, verbs, names), resources in grouped.items():
+            r = rule([group], resources, verbs)
+            if names:
+                r["resourceNames"] = list(names)
+            out.append(r)
     return {"resourceRules": out, "nonResourceRules": non_resource, "incomplete": True}
+
+
+async def _allowed(authorizer: Authorizer, user: UserInfo, namespace: str, q: Request) -> bool:
+    attrs = Attributes(user, q.verb, True, "", q.group, "", q.resource, q.subresource, namespace, q.name)
+    return (await authorizer.authorize(attrs)).allowed

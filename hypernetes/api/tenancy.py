@@ -36,6 +36,7 @@ class Tenancy:
 
     def __post_init__(self) -> None:
         self.authorizer = TenantAuthorizer(self.directory)
+        self.admission.escalation = self.authorizer.escalation  # RBAC: no granting what one lacks
 
 
 def build_tenancy(

@@ -1,9 +1,11 @@
 """The identity and ownership facts every request needs, mirrored in memory from the store:
-tenants, users, which tenant owns each namespace, password records and revoked tokens."""
+tenants, users, which tenant owns each namespace, password records, revoked tokens, and the RBAC
+objects that narrow tenants' roles."""
 
 from __future__ import annotations
 
 from hypernetes.auth.mirror import PrefixMirror
+from hypernetes.auth.rbac import RoleBindings
 from hypernetes.objects import Obj
 from hypernetes.objects.names import TENANT_LABEL
 from hypernetes.store.interface import Store
@@ -33,7 +35,15 @@ class Directory:
         self.namespaces = PrefixMirror(store, key_prefix("", "namespaces", None))
         self.credentials = PrefixMirror(store, CREDENTIALS)
         self.revoked = PrefixMirror(store, REVOKED)
-        self._all = (self.tenants, self.users, self.namespaces, self.credentials, self.revoked)
+        self.rbac = RoleBindings(store)  # tenants' Roles and RoleBindings (auth/rbac.py)
+        self._all = (
+            self.tenants,
+            self.users,
+            self.namespaces,
+            self.credentials,
+            self.revoked,
+            *self.rbac.mirrors,
+        )
         # tenant -> its namespaces, kept by the namespace mirror's change feed
         self._owned: dict[str, set[str]] = {}
         self._owner_of: dict[str, str] = {}
