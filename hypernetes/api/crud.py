@@ -22,6 +22,7 @@ from aiohttp import web
 from hypernetes.api import apply, bodies, deletion, objects, schema
 from hypernetes.api.history import TenantView
 from hypernetes.api.loopslice import LoopBudget, drain, dumps_list
+from hypernetes.api.registry.apiextensions.served import SERVED
 from hypernetes.api.routing import (
     AUDIT_TARGET,
     CALLER,
@@ -126,8 +127,12 @@ class Resources:
         user = CALLER.get()
         if self.admission is None or user is None:
             return
+        kind = t.kind.kind
+        custom = SERVED.get()
+        if custom is not None and custom.info(t.kind) is not None:
+            kind = f"{t.resource}.{t.group}"  # a custom kind: never taken for a built-in one of its name
         try:
-            await self.admission.admit(user, t.kind.kind, t.namespace, obj, old)
+            await self.admission.admit(user, kind, t.namespace, obj, old)
         except Denied as e:
             meta = obj.get("metadata") or {}
             raise forbidden(

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,10 @@ from hypernetes.runtime.images.reference import parse_reference
 from hypernetes.runtime.podsize import pod_ephemeral_storage, pod_vm, quota_usage
 from hypernetes.store.keys import key_prefix, object_key
 
+# every custom object (of any CRD) in a tenant's namespaces, under one count: kinds come and go
+# with their CRDs, and none may let a tenant fill the store
+CUSTOM_KEY = "count/customresources"
+CUSTOM_DEFAULT = "1000"
 EPHEMERAL = "ephemeral-storage"  # pods' scratch disks on nodes (podsize.pod_ephemeral_storage)
 QUOTA_KEYS = (
     "pods",
@@ -95,6 +99,7 @@ QUOTA_KEYS = (
     "persistentvolumeclaims",
     NODE_PORTS_KEY,
     *(c.key for c in COUNTED),
+    CUSTOM_KEY,
 )
 # Writes whose quota check must not interleave with another write of the same tenant (the API
 # server holds `lock_for` from admission to commit): creates of every counted kind, and updates
@@ -188,9 +193,6 @@ class TenantAdmission:
         self.d = directory
         self.locks = locks or TenantLocks()
         self.pod_specs = dict(pod_specs)
-        # RBAC's no-escalation rule (TenantAuthorizer.escalation; api/tenancy.py sets it): why a
-        # tenant's caller may not write this Role or RoleBinding, or None
-        self.escalation: Callable[[UserInfo, str, str, Obj], Awaitable[str | None]] | None = None
 
     def pod_templates(self, kind: str, obj: Obj) -> Iterator[tuple[str, Obj]]:
         """(field path, pod spec holder) of a pod or of a workload's pod template."""
@@ -220,10 +222,6 @@ class TenantAdmission:
         node = user.node
         if node is not None and kind in ("Node", "Lease") and (obj.get("metadata") or {}).get("name") != node:
             raise Denied(f"node {node} may create or change only its own {kind}")
-        if kind in ("Role", "RoleBinding") and self.escalation is not None and not user.operator:
-            why = await self.escalation(user, namespace or "", kind, obj)
-            if why is not None:
-                raise Denied(why)
         if kind == "Namespace":
             await self._namespace(user, obj, old)
             return
@@ -251,6 +249,11 @@ class TenantAdmission:
                 await self._count_quota(str((obj.get("spec") or {}).get("tenant") or ""), kind)
             return
         if not namespace:
+            return
+        if "." in kind:  # a custom resource, named plural.group by the API server: it counts
+            tenant = await self.d.fetch_namespace_owner(namespace)
+            if tenant is not None and old is None:
+                await self._custom_quota(tenant)
             return
         tenant = await self.d.fetch_namespace_owner(namespace)
         template = self.pod_specs.get(kind, "spec") != "spec"  # a workload's, not a Pod's
@@ -329,7 +332,7 @@ class TenantAdmission:
     def _tenant(obj: Obj, old: Obj | None) -> None:
         spec = obj.setdefault("spec", {})
         if old is None:  # a new tenant is limited in everything it did not set
-            spec["quota"] = {**DEFAULT_QUOTA, **(spec.get("quota") or {})}
+            spec["quota"] = {**DEFAULT_QUOTA, CUSTOM_KEY: CUSTOM_DEFAULT, **(spec.get("quota") or {})}
         for i, name in enumerate(spec.get("allowedKernels") or []):
             problem = kernels.name_problem(str(name))
             if problem is not None:
@@ -647,6 +650,26 @@ class TenantAdmission:
             tspec = ((await self.d.fetch_tenant(tenant)) or {}).get("spec") or {}
         if c.key in (tspec.get("quota") or {}):
             self._check(tenant, tspec, c.key, 1, await self.count(tenant, c))
+
+    async def custom_count(self, tenant: str) -> int:
+        """How many custom objects (of every namespaced CRD) the tenant's namespaces hold now."""
+        crds = await self.d.store.list(key_prefix("apiextensions.k8s.io", "customresourcedefinitions", None))
+        kinds = []
+        for kv in crds.items:
+            spec = json.loads(kv.value).get("spec") or {}
+            if spec.get("scope") == "Namespaced":
+                names = spec.get("names") or {}
+                kinds.append((str(spec.get("group") or ""), str(names.get("plural") or "")))
+        total = 0
+        for ns in await self.namespaces_of(tenant):
+            for group, plural in kinds:
+                total += await self.d.store.count(key_prefix(group, plural, ns))
+        return total
+
+    async def _custom_quota(self, tenant: str) -> None:
+        tspec = ((await self.d.fetch_tenant(tenant)) or {}).get("spec") or {}
+        if CUSTOM_KEY in (tspec.get("quota") or {}):
+            self._check(tenant, tspec, CUSTOM_KEY, 1, await self.custom_count(tenant))
 
     async def _node_port_quota(
         self, tenant: str, tspec: Obj, namespace: str, obj: Obj, old: Obj | None

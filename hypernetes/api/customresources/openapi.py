@@ -19,6 +19,7 @@ from hypernetes.api.schema import schemas
 from hypernetes.objects import Obj as JSON
 
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
+STRATEGIC = "application/strategic-merge-patch+json"
 _TYPE_META = {
     "apiVersion": {
         "type": "string",
@@ -71,7 +72,15 @@ def definitions(s: Served) -> dict[str, JSON]:
 
 
 def _operations(s: Served) -> dict[str, tuple[list[str], list[JSON]]]:
-    return base._operations(dataclasses.replace(s.kind, definition=s.definition))
+    """The built-in kinds' operations, but a patch of the object or its status does not take
+    strategic merge patches (custom kinds have no patch strategies): kubectl reads that here and
+    sends a merge patch instead."""
+    paths = base._operations(dataclasses.replace(s.kind, definition=s.definition))
+    for p, (_, ops) in paths.items():
+        for o in ops:
+            if o["verb"] == "patch" and not p.endswith("/scale"):
+                o["consumes"] = tuple(t for t in o["consumes"] if t != STRATEGIC)
+    return paths
 
 
 def _ours_and_theirs(served: list[Served], ops: list[JSON]) -> tuple[dict[str, JSON], list[str]]:

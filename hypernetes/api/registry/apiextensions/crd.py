@@ -252,6 +252,7 @@ def _status(obj: JSON, old: JSON | None) -> None:
 
 
 def _prepare_create(obj: JSON) -> None:
+    _defaults(obj)  # (prepare_create runs before the defaults: the accepted names are the defaulted ones)
     finalizers = obj.setdefault("metadata", {}).setdefault("finalizers", [])
     if isinstance(finalizers, list) and CLEANUP_FINALIZER not in finalizers:
         finalizers.append(CLEANUP_FINALIZER)  # its objects go before it does (customresources)

@@ -19,5 +19,8 @@ class CustomLookup(Protocol):
 
     def kind_in_group(self, group: str, kind: str) -> Kind | None: ...
 
+    def info(self, kind: Kind) -> object | None:
+        """What the CRD says of `kind` beyond its entry; None for a built-in kind."""
+
 
 SERVED: ContextVar[CustomLookup | None] = ContextVar("custom_kinds", default=None)
