@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +193,9 @@ class TenantAdmission:
         self.d = directory
         self.locks = locks or TenantLocks()
         self.pod_specs = dict(pod_specs)
+        # RBAC's no-escalation rule (TenantAuthorizer.escalation; api/tenancy.py sets it): why a
+        # tenant's caller may not write this Role or RoleBinding, or None
+        self.escalation: Callable[[UserInfo, str, str, Obj], Awaitable[str | None]] | None = None
 
     def pod_templates(self, kind: str, obj: Obj) -> Iterator[tuple[str, Obj]]:
         """(field path, pod spec holder) of a pod or of a workload's pod template."""
@@ -222,6 +225,10 @@ class TenantAdmission:
         node = user.node
         if node is not None and kind in ("Node", "Lease") and (obj.get("metadata") or {}).get("name") != node:
             raise Denied(f"node {node} may create or change only its own {kind}")
+        if kind in ("Role", "RoleBinding") and self.escalation is not None and not user.operator:
+            why = await self.escalation(user, namespace or "", kind, obj)
+            if why is not None:
+                raise Denied(why)
         if kind == "Namespace":
             await self._namespace(user, obj, old)
             return

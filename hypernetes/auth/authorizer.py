@@ -9,6 +9,9 @@ objects may it see.
   and users); lists and watches across namespaces, of namespaces, tenants and users are
   *filtered* to what is theirs rather than refused;
 - service accounts act as their `hypernetes.io/role` annotation says, in their own namespace only;
+- RoleBindings in a tenant's namespaces narrow what its users and service accounts may do there,
+  within the tenant role (hypernetes/auth/rbac.py has the model); tenants' admins write Roles and
+  RoleBindings, everyone in a tenant reads ClusterRoles;
 - tenant users read their tenant's Networks (`spec.tenant`), admins also write them; IPAllocations
   are operators' (nodes read both, and write Networks' status);
 - tenant users read their tenant's PersistentVolumes (label `hypernetes.io/tenant`) and nothing
@@ -32,7 +35,9 @@ from typing import Protocol
 
 from hypernetes.auth.customkinds import namespaced_custom
 from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
-from hypernetes.auth.identity import MASTERS, UserInfo
+from hypernetes.auth.identity import MASTERS, SA_PREFIX, UserInfo
+from hypernetes.auth.rbac import GROUP as RBAC_GROUP
+from hypernetes.auth.rbac import RBAC_RESOURCES, Request, escalation_message, not_held, rules_allow
 from hypernetes.objects import Obj
 from hypernetes.objects.meta import metadata
 from hypernetes.objects.names import TENANT_LABEL
@@ -60,19 +65,31 @@ TENANT_KINDS = frozenset(
         ("apps", "controllerrevisions"),
         ("", "replicationcontrollers"),
         ("batch", "jobs"),
-        ("autoscaling", "horizontalpodautoscalers"),
-        ("metrics.k8s.io", "pods"),  # read-only: the kind serves get and list alone
         ("batch", "cronjobs"),
         ("policy", "poddisruptionbudgets"),
+        ("", "limitranges"),
+        ("", "resourcequotas"),
+        ("autoscaling", "horizontalpodautoscalers"),
+        ("metrics.k8s.io", "pods"),  # read-only: the kind serves get and list alone
         ("coordination.k8s.io", "leases"),
         ("discovery.k8s.io", "endpointslices"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("networking.k8s.io", "ingresses"),
     )
 )
+# A namespace's limits (upstream: the admin role, not edit): members read them, admins write them.
+ADMIN_WRITTEN = frozenset((("", "limitranges"), ("", "resourcequotas")))
 # Subresources a member may write (status belongs to controllers and nodes; binding to the scheduler).
 MEMBER_SUBRESOURCES = frozenset(("exec", "attach", "portforward", "eviction", "scale", "token"))
 # What a node may read when a pod bound to it names the object.
 NODE_READABLE = frozenset(
     (("", "configmaps"), ("", "secrets"), ("", "serviceaccounts"), ("", "persistentvolumeclaims"))
+)
+# What a node reads to build its networks' policies and ingress routes.
+NODE_NETWORKING = (
+    ("networking.k8s.io", "networkpolicies"),
+    ("networking.k8s.io", "ingresses"),
+    ("networking.k8s.io", "ingressclasses"),
 )
 # Review kinds every authenticated caller may create about itself.
 SELF_REVIEWS = frozenset(
@@ -84,8 +101,10 @@ SELF_REVIEWS = frozenset(
 )
 PUBLIC_READS = frozenset(
     (
-        ("storage.k8s.io", "storageclasses"),
+        ("apiregistration.k8s.io", "apiservices"),
         ("apiextensions.k8s.io", "customresourcedefinitions"),  # which custom kinds exist
+        ("storage.k8s.io", "storageclasses"),
+        ("networking.k8s.io", "ingressclasses"),
     )
 )
 NON_RESOURCE_OK = ("/api", "/apis", "/openapi/", "/version", "/healthz", "/livez", "/readyz")
@@ -154,9 +173,33 @@ def role_allows(role: str, verb: str, sub: str) -> bool:
     return role in ("member", "admin") and verb in WRITE
 
 
+def ceiling_allows(role: str, a: Attributes) -> bool:
+    """What a tenant role allows on namespaced kinds, wherever the caller may act: the ceiling
+    RoleBindings narrow. Roles and RoleBindings are a tenant admin's (as upstream's `admin`)."""
+    gr = (a.api_group, a.resource)
+    if gr in RBAC_RESOURCES:
+        return role == "admin" and not a.subresource and (a.verb in READ or a.verb in WRITE)
+    if namespaced_custom(*gr):  # a tenant's custom objects are its workloads; its operators write status
+        return role_allows(role, a.verb, "" if a.subresource == "status" else a.subresource)
+    if gr not in TENANT_KINDS or not role_allows(role, a.verb, a.subresource):
+        return False
+    if gr in ADMIN_WRITTEN and a.verb not in READ and role != "admin":
+        return False
+    return not (role == "viewer" and a.resource == "secrets")
+
+
+def role_probe(role: str) -> Callable[[Request], bool]:
+    """`ceiling_allows` of `role` for one request (to write the built-in roles out as rules)."""
+    probe = UserInfo("probe")
+    return lambda q: ceiling_allows(
+        role, Attributes(probe, q.verb, True, "", q.group, "", q.resource, q.subresource, "probe", q.name)
+    )
+
+
 class TenantAuthorizer:
     def __init__(self, directory: Directory) -> None:
         self.d = directory
+        self.rbac = directory.rbac
 
     async def authorize(self, a: Attributes) -> Decision:
         u = a.user
@@ -175,11 +218,54 @@ class TenantAuthorizer:
         node = u.node
         if node is not None:
             return await self._node(a, node)
-        if not u.tenant or not u.role or not self.d.tenant_active(u.tenant):
+        if not u.tenant or not self.d.tenant_active(u.tenant):
             return deny("the caller belongs to no active tenant")
-        if u.name.startswith("system:serviceaccount:"):
-            return await self._service_account(a)
+        if u.name.startswith(SA_PREFIX):
+            return await self._service_account(a)  # with or without a role: RoleBindings may grant
+        if not u.role:
+            return deny("the caller belongs to no active tenant")
         return await self._tenant_user(a)
+
+    # -- RBAC inside the tenant (auth/rbac.py) ---------------------------------------------------
+
+    def _bound(self, a: Attributes) -> Callable[[str], bool] | None:
+        """For a caller that RoleBindings of its own tenant name: in which namespaces the rules
+        bound to it allow `a`. None for an unbound caller (its tenant role decides alone)."""
+        u = a.user
+        bound = self.rbac.bound_namespaces(u, self.d.namespace_owner)
+        if not bound:
+            return None
+        q = Request(a.verb, a.api_group, a.resource, a.subresource, a.name)
+        return lambda ns: ns in bound and rules_allow(self.rbac.rules_in(u, ns), q)
+
+    def _bound_list(self, a: Attributes, where: Callable[[str], bool]) -> Decision:
+        """A list or watch across namespaces by a bound caller: the namespaces its rules allow."""
+        allowed = frozenset(ns for ns in self.d.tenant_namespaces(a.user.tenant) if where(ns))
+        return Decision(True, scope=lambda o: metadata(o).get("namespace") in allowed)
+
+    async def escalation(self, user: UserInfo, namespace: str, kind: str, obj: Obj) -> str | None:
+        """Upstream's no-escalation rule for a Role or RoleBinding a tenant's caller writes: why it
+        may not (a rule it does not hold, or a role that does not exist), or None."""
+        if kind == "Role":
+            rules = [r for r in obj.get("rules") or [] if isinstance(r, dict)]
+        else:
+            ref = obj.get("roleRef") or {}
+            found = await self.rbac.fetch_role_rules(namespace, ref)
+            if found is None:
+                what = "roles" if ref.get("kind") == "Role" else "clusterroles"
+                return f'{what}.{RBAC_GROUP} "{ref.get("name") or ""}" not found'
+            rules = found
+
+        async def holds(q: Request) -> bool:
+            if (q.group, q.resource) not in TENANT_KINDS and (q.group, q.resource) not in RBAC_RESOURCES:
+                return False  # a role grants only namespaced kinds, and a tenant holds only its own
+            attrs = Attributes(
+                user, q.verb, True, "", q.group, "", q.resource, q.subresource, namespace, q.name
+            )
+            return (await self.authorize(attrs)).allowed
+
+        missing = await not_held(rules, holds)
+        return escalation_message(user, missing) if missing else None
 
     # -- tenant users ----------------------------------------------------------------------------
 
@@ -210,17 +296,25 @@ class TenantAuthorizer:
             return await self._tenant_volumes(a)
         if gr == ("apps", "daemonsets"):
             return deny("a daemon set runs a pod on every node, and nodes are the operators'")
-        custom = namespaced_custom(*gr)  # a tenant's custom objects are its workloads
-        if gr not in TENANT_KINDS and not custom:
+        if gr == (RBAC_GROUP, "clusterroles"):
+            # to see what `view`, `edit`, `admin` (or an operator's) hold before binding them
+            return ALLOW if a.verb in READ and not a.subresource else deny("clusterroles are operators'")
+        if gr not in TENANT_KINDS and gr not in RBAC_RESOURCES and not namespaced_custom(*gr):
             return deny()
-        sub = "" if custom and a.subresource == "status" else a.subresource  # its operators write status
-        if not role_allows(u.role, a.verb, sub) or (u.role == "viewer" and a.resource == "secrets"):
+        if gr in ADMIN_WRITTEN and a.verb not in READ and u.role != "admin":
+            return deny("only a tenant admin changes limit ranges and resource quotas")
+        if not ceiling_allows(u.role, a):
             return deny(f"role {u.role!r} does not allow it")
+        where = self._bound(a)
         if a.namespace:
             if await self.d.fetch_namespace_owner(a.namespace) != u.tenant:
                 return deny("the namespace belongs to no tenant of the caller")
+            if where is not None and not where(a.namespace):
+                return deny(f'RBAC: no RoleBinding in namespace "{a.namespace}" allows it')
             return ALLOW
         if a.verb in ("list", "watch"):
+            if where is not None:
+                return self._bound_list(a, where)
             return Decision(True, scope=self._in_tenant(u.tenant))
         return deny()
 
@@ -309,17 +403,29 @@ class TenantAuthorizer:
     # -- service accounts ------------------------------------------------------------------------
 
     async def _service_account(self, a: Attributes) -> Decision:
+        """Unbound: its `hypernetes.io/role` in its own namespace (none: nothing). Bound by
+        RoleBindings of its tenant: what they allow, within its role (`member` without one)."""
         u = a.user
         own_ns = u.name.split(":")[2]
-        custom = namespaced_custom(a.api_group, a.resource)
-        sub = "" if custom and a.subresource == "status" else a.subresource
-        known = (a.api_group, a.resource) in TENANT_KINDS or custom
-        if not known or not role_allows(u.role, a.verb, sub):
+        if not ceiling_allows(u.role or "member", a):
+            return deny()
+        where = self._bound(a)
+        if where is None:
+            if not u.role:
+                return deny("the service account has no hypernetes.io/role and no RoleBinding")
+            if a.namespace:
+                return ALLOW if a.namespace == own_ns else deny("a service account acts in its own namespace")
+            if a.verb in ("list", "watch"):
+                return Decision(True, scope=lambda o: metadata(o).get("namespace") == own_ns)
             return deny()
         if a.namespace:
-            return ALLOW if a.namespace == own_ns else deny("a service account acts in its own namespace")
+            if await self.d.fetch_namespace_owner(a.namespace) != u.tenant:
+                return deny("the namespace belongs to no tenant of the caller")
+            if not where(a.namespace):
+                return deny(f'RBAC: no RoleBinding in namespace "{a.namespace}" allows it')
+            return ALLOW
         if a.verb in ("list", "watch"):
-            return Decision(True, scope=lambda o: metadata(o).get("namespace") == own_ns)
+            return self._bound_list(a, where)
         return deny()
 
     # -- node agents (NodeRestriction) -----------------------------------------------------------
@@ -355,9 +461,12 @@ class TenantAuthorizer:
             )
         if (
             gr in (("", "services"), ("", "endpoints"), (GROUP, "networks"), (GROUP, "ipallocations"))
-            and v in READ
-        ):
+            or gr in NODE_NETWORKING
+        ) and v in READ:
             return ALLOW  # a node builds every network its pods use and serves their services
+        ingress_status = gr == ("networking.k8s.io", "ingresses") and a.subresource == "status"
+        if ingress_status and v in ("get", "update", "patch"):
+            return ALLOW  # status.loadBalancer: the nodes serving it
         if gr == (GROUP, "networks") and a.subresource == "status" and v in ("update", "patch"):
             return ALLOW  # status.hosts: what each host built
         token = a.subresource == "token" and v == "create"
