@@ -179,7 +179,15 @@ def test_kubectl_serves_a_crd_at_once(api: ApiServerThread, crontabs: Path, tmp_
 
     obj = tmp_path / "ct.yaml"
     obj.write_text(yaml.safe_dump(cron("my-cron", image="cron:1", unknownField="dropped")))
-    assert "crontab.stable.example.com/my-cron created" in api.kubectl("apply", "-f", str(obj)).stdout
+    # kubectl asks for strict field validation: an unknown field is an error, as upstream
+    refused = api.kubectl("apply", "-f", str(obj), check=False)
+    assert refused.returncode != 0
+    assert (
+        'CronTab in version "v1" cannot be handled as a CronTab: strict decoding error: '
+        'unknown field "spec.unknownField"' in refused.stderr
+    )
+    created = api.kubectl("apply", "--validate=false", "-f", str(obj)).stdout  # (Ignore: pruned)
+    assert "crontab.stable.example.com/my-cron created" in created
     live = json.loads(api.kubectl("get", "cr", "my-cron", "-o", "json").stdout)
     # pruned (unknownField) and defaulted (replicas, mode) as upstream, stored that way
     assert live["spec"] == {"cronSpec": "* * * * */5", "image": "cron:1", "replicas": 1, "mode": "Slow"}

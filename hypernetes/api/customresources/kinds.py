@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from hypernetes.api.customresources import columns
@@ -52,6 +53,23 @@ class Served:
     deprecated: str | None = None
 
 
+# the request's fieldValidation (requests.py sets it): Strict refuses unknown fields, as upstream;
+# Warn (the server's default) and Ignore prune them
+FIELD_VALIDATION: ContextVar[str] = ContextVar("field_validation", default="Warn")
+
+
+def strict(obj: JSON, schema: JSON, kind: str, version: str) -> None:
+    found: list[str] = []
+    crschema.unknown(schema, obj, "", found, root=True)
+    if found:
+        fields = ", ".join(f'unknown field "{p.lstrip(".")}"' for p in found)
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: {fields}',
+        )
+
+
 def _terminating(obj: JSON) -> None:
     raise ApiError(
         405, "MethodNotAllowed", "create not allowed while custom resource definition is terminating"
@@ -77,7 +95,9 @@ def build(crd: JSON) -> list[Served]:
         subs = _d(v.get("subresources"))
         scale = _d(subs.get("scale")) if "scale" in subs else None
 
-        def defaults(obj: JSON, schema: JSON = schema) -> None:
+        def defaults(obj: JSON, schema: JSON = schema, version: str = version) -> None:
+            if FIELD_VALIDATION.get() == "Strict":
+                strict(obj, schema, str(names.get("kind") or ""), version)
             crschema.prune(schema, obj, root=True)
             crschema.default(schema, obj)
 

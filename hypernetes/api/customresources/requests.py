@@ -1,7 +1,8 @@
 """What a request for a custom resource does differently from one for a built-in kind, called by
 the API server (server.py) once it knows the target: strategic merge patches are refused (upstream:
 custom resources have no patch strategies), the scale subresource follows the CRD's paths, and a
-CRD written through this server is served by it before the response goes out."""
+CRD written through this server is served by it before the response goes out; fieldValidation=Strict
+(kubectl's default) refuses unknown fields, which Warn and Ignore prune."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from hypernetes.api.customresources import scale as scale_sub
+from hypernetes.api.customresources.kinds import FIELD_VALIDATION
 from hypernetes.api.routing import Target
-from hypernetes.api.status import ApiError
+from hypernetes.api.status import ApiError, bad_request
 from hypernetes.objects import Obj
 from hypernetes.store.interface import Store
 
@@ -25,6 +27,12 @@ WRITES = frozenset(("create", "update", "patch", "delete", "deletecollection"))
 
 
 def check(request: web.Request, t: Target) -> None:
+    validation = request.query.get("fieldValidation") or "Warn"
+    if validation not in ("Ignore", "Warn", "Strict"):
+        raise bad_request(
+            f'fieldValidation: invalid value "{validation}": valid values are "Ignore", "Warn", "Strict"'
+        )
+    FIELD_VALIDATION.set(validation)
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if request.method == "PATCH" and ctype == STRATEGIC and t.sub != "scale":
         raise ApiError(

@@ -103,6 +103,28 @@ def prune(node: JSON, value: Any, *, root: bool = False) -> None:
             prune(node["items"], v)
 
 
+def unknown(node: JSON, value: Any, path: str, out: list[str], *, root: bool = False) -> None:
+    """The paths of the fields `prune` would drop, in `.spec.x` form as upstream's strict
+    decoding error names them."""
+    if isinstance(value, dict):
+        keep_meta = root or node.get(EMBEDDED) is True
+        props = node.get("properties")
+        addl = node.get("additionalProperties")
+        for k, v in value.items():
+            p = f"{path}.{k}"
+            if keep_meta and k in _TYPE_META:
+                continue
+            if isinstance(props, dict) and k in props:
+                unknown(_d(props[k]), v, p, out)
+            elif isinstance(addl, dict):
+                unknown(addl, v, p, out)
+            elif node.get(PRESERVE) is not True and addl is not True:
+                out.append(p)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, v in enumerate(value):
+            unknown(node["items"], v, f"{path}[{i}]", out)
+
+
 def default(node: JSON, value: Any) -> None:
     """Fill missing fields that declare a `default`, in place, top-down: a default applies only
     where its parent object exists (or was itself defaulted)."""
