@@ -840,6 +840,8 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def detach_all(self) -> None:
         """Let go of every VM without stopping it (node agent shutdown); `adopt` takes them back."""
+        if self.preparing is not None:  # a template build under way: its VM dies with us anyway
+            self.preparing.cancel()
         for sandbox in list(self._sandboxes.values()):
             if sandbox.watcher is not None:
                 sandbox.watcher.cancel()
