@@ -76,6 +76,11 @@ class Kind:
             case "Deployment" | "ReplicaSet":
                 selector = {"matchLabels": {"app": name}}
                 obj["spec"] = {"replicas": 0, "selector": selector, "template": template}
+            case "StatefulSet":
+                selector = {"matchLabels": {"app": name}}
+                obj["spec"] = {"replicas": 0, "serviceName": name, "selector": selector, "template": template}
+            case "ReplicationController":
+                obj["spec"] = {"replicas": 0, "selector": {"app": name}, "template": template}
             case "Job":
                 obj["spec"] = {"template": {**template, "spec": {**pod_spec, "restartPolicy": "Never"}}}
             case "Event":
@@ -103,6 +108,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("persistentvolumeclaims", "v1", "PersistentVolumeClaim", "CoreV1Api", "persistent_volume_claim"),
     Kind("deployments", "apps/v1", "Deployment", "AppsV1Api", "deployment"),
     Kind("replicasets", "apps/v1", "ReplicaSet", "AppsV1Api", "replica_set"),
+    Kind("statefulsets", "apps/v1", "StatefulSet", "AppsV1Api", "stateful_set"),
+    Kind("replicationcontrollers", "v1", "ReplicationController", "CoreV1Api", "replication_controller"),
     Kind("jobs", "batch/v1", "Job", "BatchV1Api", "job"),
     Kind("events", "v1", "Event", "CoreV1Api", "event"),
     Kind("leases", "coordination.k8s.io/v1", "Lease", "CoordinationV1Api", "lease"),
