@@ -47,6 +47,8 @@ from typing import Any
 
 from hypernetes.auth.directory import Directory, owner, user_spec
 from hypernetes.auth.identity import UserInfo
+from hypernetes.auth.limitranger import InvalidDefault, LimitRangeDenied, admit_limits
+from hypernetes.auth.namespacequota import QuotaDenied, admit_quota
 from hypernetes.auth.podtoken import add_token_volume
 from hypernetes.auth.tenantlock import TenantLocks
 from hypernetes.controllers.networks import apply_defaults, validate_network
@@ -286,6 +288,7 @@ class TenantAdmission:
         for path, holder in self.pod_templates(kind, obj):
             before = next((h for _, h in self.pod_templates(kind, old)), None) if old is not None else None
             await self._pod_policy(tenant, tspec, kind, path, holder, before)
+        await self._namespace_limits(kind, namespace, obj, old)
         if tenant is None:
             return  # operators' namespaces
         if kind == "Pod" and old is None:
@@ -300,6 +303,20 @@ class TenantAdmission:
             await self._node_port_quota(tenant, tspec, namespace, obj, old)
         if old is None:
             await self._count_quota(tenant, kind, tspec)
+
+    async def _namespace_limits(self, kind: str, namespace: str, obj: Obj, old: Obj | None) -> None:
+        """The namespace's LimitRanges and ResourceQuotas (limitranger.py, namespacequota.py), in every
+        namespace: they only restrict further, before the tenant's quota."""
+        try:
+            await admit_limits(self.d.store, kind, namespace, obj, old)
+        except LimitRangeDenied as e:
+            raise Denied(str(e)) from None
+        except InvalidDefault as e:
+            raise Invalid(e.field, str(e)) from None
+        try:
+            await admit_quota(self.d.store, kind, namespace, obj, old)
+        except QuotaDenied as e:
+            raise Denied(str(e)) from None
 
     # -- namespaces, users, tenants --------------------------------------------------------------
 

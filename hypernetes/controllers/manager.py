@@ -26,6 +26,7 @@ from hypernetes.controllers.networks import NetworkController
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig, NodeLifecycleController
 from hypernetes.controllers.podgc import PodGCController
 from hypernetes.controllers.replicaset import ReplicaSetController, ReplicationControllerController
+from hypernetes.controllers.resourcequota import ResourceQuotaController
 from hypernetes.controllers.rootca import RootCAPublisher
 from hypernetes.controllers.serviceaccount import ServiceAccountController
 from hypernetes.controllers.statefulset import StatefulSetController
@@ -49,6 +50,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
         JobController,
         CronJobController,
         DisruptionController,
+        ResourceQuotaController,
         EndpointsController,
         GarbageCollector,
         TenantController,
