@@ -168,6 +168,8 @@ def test_member_restricted_to_reading_configmaps_in_one_namespace(world: TenantW
     eventually_can(w, "acme-member", False, "create", "configmaps", "-n", "acme-a")
     assert can_i(w, "acme-member", "list", "configmaps", "-n", "acme-a")
     assert not can_i(w, "acme-member", "list", "pods", "-n", "acme-a")
+    why = w.kubectl("acme-member", "auth", "can-i", "create", "configmaps", "-n", "acme-a").stdout
+    assert why.strip() == 'no - RBAC: no RoleBinding in namespace "acme-a" allows it', why
     assert not can_i(w, "acme-member", "create", "configmaps", "-n", "acme-b")  # bound: nothing elsewhere
     # the same answers from the real requests
     assert w.http("acme-member").get(CM.format(ns="acme-a")).status_code == 200
@@ -520,6 +522,18 @@ def test_clusterroles_builtin_and_operators_only(world: TenantWorld) -> None:
     }
     r = post(w, "operator", f"{RBAC}/clusterrolebindings", crb)
     assert r.status_code == 422 and "subjects[0].namespace" in r.text, r.text
+    aggregated = {"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [{}]}}
+    r = post(w, "operator", f"{RBAC}/clusterroles", aggregated)
+    assert r.status_code == 422 and "not supported by hypernetes" in r.text, r.text
+    # kubectl's generators send these as protobuf
+    ok(w.kubectl("operator", "create", "clusterrole", "pod-reader", "--verb=get,list", "--resource=pods"))
+    ok(
+        w.kubectl(
+            "operator", "create", "clusterrolebinding", "ops-read", "--clusterrole=pod-reader", "--group=ops"
+        )
+    )
+    wide = ok(w.kubectl("operator", "get", "clusterrolebinding", "ops-read", "-o", "wide")).splitlines()
+    assert wide[1].split()[1] == "ClusterRole/pod-reader" and "ops" in wide[1].split(), wide
 
 
 # -- APIService ----------------------------------------------------------------------------------
