@@ -280,8 +280,9 @@ def test_validation_reports_upstream_field_paths(http: httpx.Client, crontabs: P
 
 def test_defaults_and_pruning_reach_nested_fields(http: httpx.Client, crontabs: Path) -> None:
     body = cron("nested", ports=[{"port": 80, "junk": 1}], extra={"kept": {"deep": True}}, note="n")
-    r = http.post(path("crontabs", "default"), json=body)
+    r = http.post(path("crontabs", "default"), json=body)  # (no fieldValidation: Warn)
     assert r.status_code == 201, r.text
+    assert r.headers.get_list("Warning") == ['299 - "unknown field \\"spec.ports[0].junk\\""']
     spec = r.json()["spec"]
     assert spec["ports"] == [{"port": 80, "protocol": "TCP"}]  # item defaulted, unknown pruned
     assert spec["extra"] == {"kept": {"deep": True}}  # x-kubernetes-preserve-unknown-fields

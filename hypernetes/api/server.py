@@ -230,7 +230,7 @@ class ApiServer:
             async with lock:  # quota: no other create of this tenant between its check and its write
                 resp = await self._dispatch(request, t, verb)
         if self.custom is not None:
-            await custom_requests.after_write(self.custom, self.store, t, verb)
+            await custom_requests.finish(self.custom, self.store, t, verb, resp)
         return resp
 
     async def _dispatch(self, request: web.Request, t: Target, verb: str) -> web.StreamResponse:

@@ -94,6 +94,11 @@ class CustomResources:
                 await asyncio.sleep(RETRY)
                 with contextlib.suppress(StoreUnavailable):
                     await self._relist()
+            except Exception:  # never stop following the CRDs: serve what the store says
+                log.exception("CRD watch failed; listing again")
+                await asyncio.sleep(RETRY)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._relist()
 
     # -- cleanup of a deleted CRD's objects --------------------------------------------------------
 

@@ -56,6 +56,8 @@ class Served:
 # the request's fieldValidation (requests.py sets it): Strict refuses unknown fields, as upstream;
 # Warn (the server's default) and Ignore prune them
 FIELD_VALIDATION: ContextVar[str] = ContextVar("field_validation", default="Warn")
+# what Warn found, for the response's Warning headers
+FIELD_WARNINGS: ContextVar[list[str] | None] = ContextVar("field_warnings", default=None)
 
 
 def strict(obj: JSON, schema: JSON, kind: str, version: str) -> None:
@@ -96,8 +98,13 @@ def build(crd: JSON) -> list[Served]:
         scale = _d(subs.get("scale")) if "scale" in subs else None
 
         def defaults(obj: JSON, schema: JSON = schema, version: str = version) -> None:
-            if FIELD_VALIDATION.get() == "Strict":
+            mode = FIELD_VALIDATION.get()
+            if mode == "Strict":
                 strict(obj, schema, str(names.get("kind") or ""), version)
+            elif mode == "Warn" and (warnings := FIELD_WARNINGS.get()) is not None:
+                found: list[str] = []
+                crschema.unknown(schema, obj, "", found, root=True)
+                warnings.extend(f'unknown field "{p.lstrip(".")}"' for p in found)
             crschema.prune(schema, obj, root=True)
             crschema.default(schema, obj)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from hypernetes.api.customresources import scale as scale_sub
-from hypernetes.api.customresources.kinds import FIELD_VALIDATION
+from hypernetes.api.customresources.kinds import FIELD_VALIDATION, FIELD_WARNINGS
 from hypernetes.api.routing import Target
 from hypernetes.api.status import ApiError, bad_request
 from hypernetes.objects import Obj
@@ -33,6 +33,7 @@ def check(request: web.Request, t: Target) -> None:
             f'fieldValidation: invalid value "{validation}": valid values are "Ignore", "Warn", "Strict"'
         )
     FIELD_VALIDATION.set(validation)
+    FIELD_WARNINGS.set([])
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if request.method == "PATCH" and ctype == STRATEGIC and t.sub != "scale":
         raise ApiError(
@@ -47,8 +48,16 @@ async def scale(res: Resources, request: web.Request, t: Target, config: Obj) ->
     return await scale_sub.handle(res, request, t, config)
 
 
-async def after_write(custom: CustomResources, store: Store, t: Target, verb: str) -> None:
-    """After a CRD write, wait (briefly) until this server's table has it: a client that creates
-    a CRD and then its objects through the same server finds them served."""
+async def finish(
+    custom: CustomResources, store: Store, t: Target, verb: str, resp: web.StreamResponse
+) -> None:
+    """After a write: the unknown fields fieldValidation=Warn pruned become Warning headers (as
+    kube-apiserver sends them; kubectl prints them); after a CRD write, wait (briefly) until this
+    server's table has it, so a client that creates a CRD and then its objects through the same
+    server finds them served."""
+    warnings = FIELD_WARNINGS.get()
+    if warnings and not resp.prepared:
+        for w in dict.fromkeys(warnings):
+            resp.headers.add("Warning", '299 - "' + w.replace("\\", "\\\\").replace('"', '\\"') + '"')
     if t.group == CRD_GROUP and t.resource == "customresourcedefinitions" and verb in WRITES:
         await custom.caught_up(await store.current_revision())
