@@ -13,9 +13,10 @@ import pytest
 
 from hypernetes.apiclient import ApiException
 from hypernetes.network.dns import records_for
+from hypernetes.objects import Obj
 from tests.support.apifixtures import api  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.support.controllers import FAKE, ControllersThread, Obj, controllers  # noqa: F401
+from tests.support.controllers import FAKE, ControllersThread, controllers  # noqa: F401
 from tests.support.waiting import wait_for
 
 STS = """
@@ -178,9 +179,12 @@ def test_ordered_creation_identity_claims_and_status(
         ),
         what="3 endpoint addresses",
     )
-    records = records_for(
-        [controllers.get("v1", "services", "web", ns)], [controllers.get("v1", "endpoints", "web", ns)]
-    )  # type: ignore[list-item]
+    service, endpoints = (
+        controllers.get("v1", "services", "web", ns),
+        controllers.get("v1", "endpoints", "web", ns),
+    )
+    assert service is not None and endpoints is not None
+    records = records_for([service], [endpoints])
     by_pod = {p["metadata"]["name"]: p["status"]["podIP"] for p in controllers.pods(ns)}
     for pod_name, ip in by_pod.items():
         assert [str(a) for a in records[f"{pod_name}.web.{ns}.svc.cluster.local"]] == [ip]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from hypernetes.objects import Obj
 from tests.support.apiserver import ApiServerThread
-from tests.support.controllers import ControllersThread, Obj
+from tests.support.controllers import ControllersThread
 from tests.support.tenants import TenantWorld
 from tests.support.waiting import wait_for
 
@@ -161,7 +162,7 @@ def test_claims_and_pods_pass_the_tenants_quota(world: TenantWorld, controllers:
 def test_replication_controller_and_kubectl_scale(world: TenantWorld, controllers: ControllersThread) -> None:
     admin = world.fresh_tenant("rcy")
     ns = "rcy-a"
-    rc = {
+    rc: Obj = {
         "apiVersion": "v1",
         "kind": "ReplicationController",
         "metadata": {"name": "web", "namespace": ns},
