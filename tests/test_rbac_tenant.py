@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import kubernetes.client as kc
 import pytest
-from kubernetes.client.rest import ApiException
 
 from hypernetes.api.registry.rbac.builtin import tenant_role_rules
 from hypernetes.auth.authorizer import role_probe
@@ -495,7 +494,7 @@ def test_watch_rolebindings_python_client(world: TenantWorld) -> None:
         binding("watched", "ClusterRole", "view", user("acme-viewer")),
     )
     seen = []
-    for ev in watch.Watch().stream(
+    for ev in watch.Watch().stream(  # type: ignore[no-untyped-call]
         rbac.list_namespaced_role_binding, "acme-b", resource_version=start, timeout_seconds=5
     ):
         seen.append((ev["type"], ev["object"].metadata.name))
@@ -554,13 +553,13 @@ def test_local_apiservices(world: TenantWorld) -> None:
     ):
         assert rows[name][1:3] == ["Local", "True"], rows.get(name)
     api = kc.ApiregistrationV1Api(w.py("acme-member").client)
-    got = api.read_api_service("v1.apps")
-    assert (got.spec.group, got.spec.version, got.spec.service) == ("apps", "v1", None)
+    spec = api.read_api_service("v1.apps").spec
+    assert spec is not None and (spec.group, spec.version, spec.service) == ("apps", "v1", None)
     raw = w.http("acme-member").get("/apis/apiregistration.k8s.io/v1/apiservices/v1.apps").json()
     assert "service" in raw["spec"] and raw["spec"]["service"] is None
     assert raw["status"]["conditions"][0]["type"] == "Available"
     assert len(api.list_api_service().items) == len(rows)
     # read-only, for operators too
-    with pytest.raises(ApiException) as e:
+    with pytest.raises(kc.ApiException) as e:
         kc.ApiregistrationV1Api(w.py("operator").client).delete_api_service("v1.apps")
     assert e.value.status == 405

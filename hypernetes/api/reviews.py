@@ -117,9 +117,9 @@ async def rules(user: UserInfo, namespace: str, authorizer: Authorizer) -> Obj:
             for q in requests_of(r) or ():
                 if await _allowed(authorizer, user, namespace, q):
                     res = f"{q.resource}/{q.subresource}" if q.subresource else q.resource
-                    verbs = held.setdefault((q.group, res, (q.name,) if q.name else ()), [])
-                    if q.verb not in verbs:
-                        verbs.append(q.verb)
+                    seen = held.setdefault((q.group, res, (q.name,) if q.name else ()), [])
+                    if q.verb not in seen:
+                        seen.append(q.verb)
         grouped: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
         for (group, res, names), held_verbs in sorted(held.items()):
             grouped.setdefault((group, tuple(held_verbs), names), []).append(res)
