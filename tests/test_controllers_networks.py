@@ -488,10 +488,13 @@ def test_a_tenants_networks_go_with_it(env: Env) -> None:
 
 def test_a_bound_pods_address_record_says_where_it_lives(env: Env) -> None:
     """l2population: nodes see only their own pods, so the record every node reads carries the
-    pod's node and MAC once the pod is bound (issue 16)."""
+    pod's node and MAC once the pod is bound (issue 16), and its labels, which follow the pod's
+    (NetworkPolicy peers on other nodes)."""
     w, c = env
     ns = "acme-a"
-    w.op("POST", f"/api/v1/namespaces/{ns}/pods", pod("located"))
+    body = pod("located")
+    body["metadata"]["labels"] = {"app": "web", "tier": "a"}
+    w.op("POST", f"/api/v1/namespaces/{ns}/pods", body)
     got = annotated(c, ns, "located")
     node = wait_for(lambda: (c.get("v1", "pods", "located", ns) or {}).get("spec", {}).get("nodeName"))
     located = wait_for(
@@ -508,3 +511,18 @@ def test_a_bound_pods_address_record_says_where_it_lives(env: Env) -> None:
     assert located["spec"]["node"] == node
     assert located["spec"]["mac"] == got["metadata"]["annotations"][MAC]
     assert located["spec"]["ip"] == got["metadata"]["annotations"][IP]
+    assert located["spec"]["labels"] == {"app": "web", "tier": "a"}
+    w.op(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/pods/located",
+        {"metadata": {"labels": {"app": "api", "tier": None}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    wait_for(
+        lambda: any(
+            a["spec"].get("labels") == {"app": "api"}
+            for a in allocations(c, "Pod", ns)
+            if a["spec"]["owner"]["name"] == "located"
+        ),
+        what="the record's labels follow the pod's",
+    )

@@ -297,6 +297,9 @@ def test_build_state_puts_the_other_nodes_pods_behind_their_underlay_address() -
         "endpoints": {},
         "pods": {"a/p1": pod},
         "nodes": {"n1": node("n1", H1), "n2": node("n2", H2), "n3": node("n3", None)},
+        "networkpolicies": {},
+        "ingresses": {},
+        "ingressclasses": {},
     }
     desired = build_state(objs, "n1", 1450)
     (built,) = desired.state.networks

@@ -285,7 +285,7 @@ def test_ingress_policy_on_the_bridge_and_through_a_service(lab: Lab) -> None:
 def test_egress_policy_and_dns(lab: Lab) -> None:
     base = Network(id=1, cidr=CIDR, gateway=GW, pods=(p(2), p(3), p(4)))
     lab.host.apply(NetworkState((base,)))
-    client, other, web = lab.pod(base, p(2)), lab.pod(base, p(3), 8080), lab.pod(base, p(4), 8080)
+    client, _, web = lab.pod(base, p(2)), lab.pod(base, p(3), 8080), lab.pod(base, p(4), 8080)
     router = lab.host.router_netns(base.id)
     lab.responders.append(Responder(router, "dns", 53))  # stands in for the network's DNS server
 

@@ -27,6 +27,7 @@ import pytest
 from hypernetes.apiclient import ApiClient
 from hypernetes.network import NetworkState, TenantNetworkHost
 from hypernetes.network.dns import A, DnsServer, Message, Question, decode, encode
+from hypernetes.network.policy import PodPolicy, Rule
 from hypernetes.network.state import DEFAULT_LINK_POOL, Endpoint, Pod, ServicePort, validate
 from hypernetes.node import network as nodenet
 from hypernetes.node.network import (
@@ -157,6 +158,7 @@ def subset(*ips: str, port: int = 8080, name: str = "http", not_ready: tuple[str
 
 
 PLURAL = {
+    "NetworkPolicy": "networkpolicies",
     "Network": "networks",
     "Namespace": "namespaces",
     "Service": "services",
@@ -459,6 +461,52 @@ def test_services_on_the_same_port_are_all_published_but_one_address_only_once()
         ("web/two", "10.96.0.2", [80]),
     ]
     assert d.skipped == ["service web/three: 10.96.0.1 TCP/80 is another service's"]
+
+
+def test_network_policies_cover_the_networks_pods_on_every_node_and_no_other_network() -> None:
+    """Policies of the network's namespaces, resolved over its pods on all nodes (a remote pod, known
+    by its address record and the labels the controller copies there, is a peer and is itself held
+    to its policies here); another network's pods and policies never count, even at the same
+    addresses."""
+    web_pod = pod("web", i=5)
+    web_pod["metadata"]["labels"] = {"app": "web"}
+
+    def remote(net: str, ns: str, ip: str, labels: dict[str, str]) -> Obj:
+        owner = {"kind": "Pod", "namespace": ns, "name": ip, "uid": ip}
+        spec = {"network": net, "ip": ip, "mac": mac(9), "node": "node2", "owner": owner, "labels": labels}
+        return {"apiVersion": GV, "kind": "IPAllocation", "metadata": {"name": f"{net}.{ip}"}, "spec": spec}
+
+    client = remote("default", "web", "10.1.0.6", {"app": "client"})
+    other_net = remote("othernet", "other", "10.1.0.7", {"app": "client"})  # another network
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "web", "namespace": "web"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [
+                {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "client"}}}]}
+            ],
+        },
+    }
+    elsewhere = {**policy, "metadata": {"name": "deny", "namespace": "other"}, "spec": {"podSelector": {}}}
+    d = build(
+        *WEB,
+        network("othernet", 2),
+        namespace("other", net="othernet"),
+        web_pod,
+        client,
+        other_net,
+        policy,
+        elsewhere,
+    )
+    (net,) = d.state.networks
+    assert net.policies == (PodPolicy("10.1.0.5", (Rule(("10.1.0.6/32",), ()),), None),)
+    client["spec"]["labels"] = {"app": "stranger"}  # the controller copied a label change
+    assert build(*WEB, web_pod, client, policy).state.network(1).policies == (
+        PodPolicy("10.1.0.5", (Rule((), ()),), None),  # a rule whose peers are no pod
+    )
+    assert build(*WEB, web_pod).state.network(1).policies == ()  # no policy: nothing isolated
 
 
 def test_an_egress_off_network_and_the_mtu_are_carried() -> None:

@@ -11,6 +11,7 @@ import shutil
 from hypernetes.apiclient import ApiClient
 from hypernetes.network import TenantNetworkHost
 from hypernetes.network.dns import DnsServer
+from hypernetes.network.ingress import IngressProxy
 from hypernetes.network.netns import local_subnets
 from hypernetes.node.network import PodNetworks
 from hypernetes.runtime.images import RegistryPolicy
@@ -44,7 +45,13 @@ def node_networks(args: argparse.Namespace, client: ApiClient, node_name: str) -
         ", ".join(management) or "no management network",
     )
     return PodNetworks(
-        client, host, node_name, dns=DnsServer(), mtu=args.network_mtu, underlay=args.network_underlay_ip
+        client,
+        host,
+        node_name,
+        dns=DnsServer(),
+        mtu=args.network_mtu,
+        underlay=args.network_underlay_ip,
+        ingress=IngressProxy(args.network_netns),
     )
 
 

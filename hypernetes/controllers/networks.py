@@ -682,10 +682,16 @@ class NetworkController(Controller):
     async def _locate(self, record: Obj, pod: Obj) -> None:
         """Publish where the pod's address lives (l2population, as Neutron's server does): its node
         and MAC on the record, which every node reads, so the nodes of its network program
-        forwarding and ARP entries for it. Nodes see only their own pods."""
-        want = {"node": _spec(pod).get("nodeName") or None, "mac": annotations_of(pod).get(MAC_ANNOTATION)}
-        if all(_spec(record).get(k) == v for k, v in want.items()):
+        forwarding and ARP entries for it. Nodes see only their own pods. Its labels too: the
+        NetworkPolicy peers of every node's router (a merge patch: removed labels become null)."""
+        labels, had = m.labels(pod), _spec(record).get("labels") or {}
+        want: Obj = {
+            "node": _spec(pod).get("nodeName") or None,
+            "mac": annotations_of(pod).get(MAC_ANNOTATION),
+        }
+        if all(_spec(record).get(k) == v for k, v in want.items()) and had == labels:
             return
+        want["labels"] = {**{k: None for k in had if k not in labels}, **labels} or None
         try:
             self.allocations.written(
                 await self.client.patch(GROUP_VERSION, "ipallocations", m.name(record), {"spec": want})

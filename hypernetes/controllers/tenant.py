@@ -69,6 +69,8 @@ COUNTED = (
     Counted("", "limitranges", "LimitRange"),
     Counted("", "resourcequotas", "ResourceQuota"),
     Counted("coordination.k8s.io", "leases", "Lease"),
+    Counted("networking.k8s.io", "networkpolicies", "NetworkPolicy"),
+    Counted("networking.k8s.io", "ingresses", "Ingress"),
     Counted("hypernetes.io", "networks", "Network", namespaced=False),
     Counted("hypernetes.io", "users", "User", namespaced=False),
 )
@@ -111,6 +113,8 @@ DEFAULT_QUOTA: dict[str, str] = {
     "count/limitranges": "20",
     "count/resourcequotas": "20",
     "count/leases.coordination.k8s.io": "100",
+    "count/networkpolicies.networking.k8s.io": "100",
+    "count/ingresses.networking.k8s.io": "100",
     "count/networks.hypernetes.io": "16",
     "count/users.hypernetes.io": "100",
 }

@@ -408,6 +408,7 @@ def _nat(r: Ruleset, net: Network, link: LinkAddresses) -> None:
     t = NAT
     r.table(*t)
     r.chain(t, "prerouting", ("nat", "prerouting", -100, "accept"))
+    r.chain(t, "output", ("nat", "output", -100, "accept"))
     r.chain(t, "postrouting", ("nat", "postrouting", 100, "accept"))
     services: list[Any] = []
     nodeports: list[Any] = []
@@ -449,6 +450,17 @@ def _nat(r: Ruleset, net: Network, link: LinkAddresses) -> None:
         t,
         "prerouting",
         match(meta("iifname"), BRIDGE),
+        {
+            "vmap": {
+                "key": concat(payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")),
+                "data": "@services",
+            }
+        },
+    )
+    # The router's own connections to services: the node's ingress proxy (network/ingress.py).
+    r.rule(
+        t,
+        "output",
         {
             "vmap": {
                 "key": concat(payload("ip", "daddr"), meta("l4proto"), payload("th", "dport")),

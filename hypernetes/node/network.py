@@ -29,6 +29,7 @@ from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.asyncwait import wait_event
 from hypernetes.network import NetworkApplyError, TenantNetworkHost
 from hypernetes.network.dns import DnsServer, records_for
+from hypernetes.network.ingress import IngressProxy, Routes, routes_for, served_here
 from hypernetes.network.netns import run_in_netns
 from hypernetes.network.objects import (
     GROUP_VERSION,
@@ -39,6 +40,7 @@ from hypernetes.network.objects import (
     spec_of,
     underlay_address,
 )
+from hypernetes.network.policy import PodPolicy, PolicyPod, policy_pod, resolve
 from hypernetes.network.state import (
     VXLAN_OVERHEAD,
     Endpoint,
@@ -65,7 +67,19 @@ DEBOUNCE = 0.05  # changes arriving together (a deployment's pods, a service and
 RETRY = 5.0  # a failed apply is tried again this often
 ATTACH_TIMEOUT = 30.0
 MAX_NAMESERVERS, MAX_SEARCHES = 3, 6  # what the C library reads
-KINDS = ("networks", "ipallocations", "namespaces", "services", "endpoints", "pods", "nodes")
+KINDS = (
+    "networks",
+    "ipallocations",
+    "namespaces",
+    "services",
+    "endpoints",
+    "pods",
+    "nodes",
+    "networkpolicies",
+    "ingresses",
+    "ingressclasses",
+)
+NETWORKING = "networking.k8s.io/v1"
 
 
 CONNECT_TIMEOUT = 10.0  # a port-forward's connection to a pod
@@ -145,6 +159,8 @@ class Desired:
     names: dict[int, str]  # network id -> Network name
     dns: dict[int, tuple[list[Obj], list[Obj]]]
     skipped: list[str]
+    # Ingress: each network with Ingresses served here, its routes and its Ingress objects
+    ingress: dict[int, tuple[Routes, list[Obj]]] = field(default_factory=dict)
 
 
 def _network_of(net: Obj, mtu: int) -> Network | None:
@@ -236,10 +252,15 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
         n.pods.append(Pod(tap_name(str(metadata(pod).get("uid"))), addr.mac, addr.ip))
     # A node port answers on every node: a network with one is built on every node, with or
     # without pods here, and every node with an underlay address is one of its hosts.
+    # So does an Ingress: its network's ingress port is open on every node.
     everywhere: set[str] = set()
-    for svc in objs["services"].values():
+    ingresses = [i for i in objs["ingresses"].values() if served_here(i, objs["ingressclasses"])]
+    published = [
+        s for s in objs["services"].values() if spec_of(s).get("type") in ("NodePort", "LoadBalancer")
+    ]
+    for svc in published + ingresses:
         home = _home(objs, svc)
-        if home is None or spec_of(svc).get("type") not in ("NodePort", "LoadBalancer"):
+        if home is None:
             continue
         name = str(metadata(home).get("name"))
         everywhere.add(name)
@@ -301,15 +322,66 @@ def build_state(objs: dict[str, dict[str, Obj]], node: str, mtu: int = 1500) -> 
             pods=tuple(n.pods),
             services=tuple(n.services),
             overlay=_overlay(objs, node, local, n, n.name in everywhere, skipped) if local else None,
+            policies=_policies(objs, node, n),
         )
         for n in sorted(nets.values(), key=lambda n: n.spec.id)
     )
+    served: dict[int, tuple[Routes, list[Obj]]] = {}
+    for n in nets.values():
+        mine = [
+            i
+            for i in ingresses
+            if (home := _home(objs, i)) is not None and metadata(home).get("name") == n.name
+        ]
+        if mine:
+            services = {
+                f"{metadata(s).get('namespace')}/{metadata(s).get('name')}": s for s in n.service_objs
+            }
+            served[n.spec.id] = (routes_for(mine, services), mine)
     return Desired(
         NetworkState(built),
         {n.spec.id: n.name for n in nets.values()},
         {n.spec.id: (n.service_objs, n.endpoint_objs) for n in nets.values()},
         skipped,
+        served,
     )
+
+
+def _policies(objs: dict[str, dict[str, Obj]], node: str, n: _Net) -> tuple[PodPolicy, ...]:
+    """The network's NetworkPolicies resolved over all its pods, on every node: this node's
+    router checks traffic to and from remote pods too (egress of its own pods to them, and
+    service traffic it sends them on their behalf). Nodes see only their own pods: the others'
+    labels come from their address records (the network controller copies them there), without
+    their container ports, so an egress port by name resolves only against pods of this node."""
+    policies = [
+        pol
+        for pol in objs["networkpolicies"].values()
+        if (home := _home(objs, pol)) is not None and metadata(home).get("name") == n.name
+    ]
+    if not policies:
+        return ()
+    cidr = ipaddress.IPv4Network(n.spec.cidr)
+    pods = [
+        policy_pod(pod, addr.ip)
+        for pod in objs["pods"].values()
+        if (addr := pod_address(pod)) is not None
+        and spec_of(pod).get("nodeName") == node
+        and addr.network == n.name
+        and not _finished(pod)
+        and _host_address(cidr, n.spec.gateway, addr.ip)
+    ]
+    for rec in objs["ipallocations"].values():
+        spec = spec_of(rec)
+        owner = spec.get("owner") or {}
+        if (
+            spec.get("network") == n.name
+            and owner.get("kind") == "Pod"
+            and spec.get("node") not in (None, node)
+            and _host_address(cidr, n.spec.gateway, spec.get("ip"))
+        ):
+            labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+            pods.append(PolicyPod(str(owner.get("namespace")), labels, str(spec["ip"]), {}))
+    return resolve(policies, pods, objs["namespaces"])
 
 
 def _home(objs: dict[str, dict[str, Obj]], svc: Obj) -> Obj | None:
@@ -432,11 +504,13 @@ class PodNetworks:
         dns: DnsServer | None = None,
         mtu: int | None = None,
         underlay: str | None = None,
+        ingress: IngressProxy | None = None,
     ) -> None:
         self.client = client
         self.host = host
         self.node = node_name
         self.dns = dns
+        self.ingress = ingress  # None: no ingress listeners (tests of the plumbing alone)
         self.mtu = mtu  # None: the underlay's less the VXLAN overhead
         self.underlay = underlay  # published on the Node (the agent); None: its InternalIP
         self._underlay_mtu: dict[str, int] = {}
@@ -460,6 +534,9 @@ class PodNetworks:
             self._watch("endpoints", "v1", "endpoints"),
             self._watch("pods", "v1", "pods", f"spec.nodeName={self.node}"),
             self._watch("nodes", "v1", "nodes"),
+            self._watch("networkpolicies", NETWORKING, "networkpolicies"),
+            self._watch("ingresses", NETWORKING, "ingresses"),
+            self._watch("ingressclasses", NETWORKING, "ingressclasses"),
         ]
         tasks = [asyncio.create_task(w) for w in watches]
         try:
@@ -472,6 +549,8 @@ class PodNetworks:
             if self.dns is not None:
                 for nid in list(self._served):
                     await self.dns.stop_network(str(nid))
+            if self.ingress is not None:
+                await self.ingress.close()
 
     @staticmethod
     def _key(obj: Obj) -> str:
@@ -560,6 +639,7 @@ class PodNetworks:
             )
         self.applied = desired
         await self._serve_dns(desired)
+        await self._serve_ingress(desired)
         await self._report(desired)
         self._applied_event.set()
         self._applied_event = asyncio.Event()
@@ -586,6 +666,43 @@ class PodNetworks:
         for nid in self._served - {n.id for n in desired.state.networks}:
             await self.dns.stop_network(str(nid))
             self._served.discard(nid)
+
+    async def _serve_ingress(self, desired: Desired) -> None:
+        """Each network's ingress listener with its routes, and this node's address and port in
+        its Ingresses' status (status.loadBalancer.ingress, one entry per node serving it)."""
+        if self.ingress is None:
+            return
+        for nid, (routes, ingresses) in desired.ingress.items():
+            if self._failed(nid):
+                continue
+            try:
+                port = await self.ingress.serve(nid, self.host.router_netns(nid), routes)
+            except OSError as e:
+                log.warning("tenant network %s: ingress port: %s", desired.names[nid], e)
+                continue
+            address = underlay_address(self.objs["nodes"].get(self.node))
+            if address is not None:
+                for ing in ingresses:
+                    await self._ingress_status(ing, address, port)
+        for nid in self.ingress.networks - set(desired.ingress):
+            await self.ingress.stop(nid)
+
+    async def _ingress_status(self, ing: Obj, address: str, port: int) -> None:
+        status = ing.get("status") or {}
+        entries = [
+            e for e in (status.get("loadBalancer") or {}).get("ingress") or [] if e.get("ip") != address
+        ]
+        mine = {"ip": address, "ports": [{"port": port, "protocol": "TCP"}]}
+        want = sorted([*entries, mine], key=lambda e: str(e.get("ip")))
+        if want == (status.get("loadBalancer") or {}).get("ingress"):
+            return
+        body = {**ing, "status": {**status, "loadBalancer": {"ingress": want}}}
+        try:  # conditional on the resourceVersion: a conflict is retried from the next event
+            self.objs["ingresses"][self._key(ing)] = await self.client.replace(
+                NETWORKING, "ingresses", body, subresource="status"
+            )
+        except (ApiException, OSError) as e:
+            log.info("ingress %s: status: %s", self._key(ing), e)
 
     async def _report(self, desired: Desired) -> None:
         """Each network's `status.hosts` entry for this node: built, or why not."""

@@ -81,6 +81,11 @@ DEFINITIONS: dict[str, JSON] = {
                 "its network program VXLAN forwarding from it)."
             ),
             "mac": _s("A pod's address: the pod's MAC (network controller)."),
+            "labels": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "A pod's address: the pod's labels (network controller; NetworkPolicy peers).",
+            },
         },
     },
     PREFIX + "IPAllocationOwner": {
