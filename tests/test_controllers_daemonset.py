@@ -225,3 +225,25 @@ def test_validation(cluster: NodesCluster) -> None:
         'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"'
         in proc.stderr
     ), proc.stderr
+
+
+def test_the_templates_node_affinity_is_honoured(cluster: NodesCluster) -> None:
+    c = cluster
+    ns = c.ctl.namespace("ds-affinity")
+    for n in NODES:
+        label(c, n, "edge")
+    c.ctl.patch("v1", "nodes", "n2", {"metadata": {"labels": {"zone": "a"}}})
+    affinity = (
+        "affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+        "{nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}"
+    )
+    body = DS.format(name="zonal", ns=ns, extra="").replace("nodeSelector: {role: edge}", affinity)
+    c.api.kubectl("apply", "-f", "-", input=body)
+    out = c.api.kubectl("rollout", "status", "ds/zonal", "-n", ns, "--timeout=60s").stdout
+    assert 'daemon set "zonal" successfully rolled out' in out, out
+    # one pod, on the only node in zone a (a pod pinned to another node would run outside it)
+    assert [p["spec"].get("nodeName") for p in c.ctl.pods(ns)] == ["n2"]
+    assert (c.ctl.get("apps/v1", "daemonsets", "zonal", ns) or {})["status"]["desiredNumberScheduled"] == 1
+    c.ctl.patch("v1", "nodes", "n2", {"metadata": {"labels": {"zone": None}}})
+    for n in NODES:
+        label(c, n, None)

@@ -23,6 +23,7 @@ from hypernetes.controllers.claim import claim, fresh_owner_check
 from hypernetes.controllers.informer import Handler, InformerFactory, key_of
 from hypernetes.controllers.rollout import scaled_value
 from hypernetes.objects import Obj
+from hypernetes.objects.selectors import node_selector_term_matches
 from hypernetes.objects.taints import (
     DISK_PRESSURE,
     MEMORY_PRESSURE,
@@ -59,11 +60,19 @@ def daemon_tolerations(template_spec: Obj) -> list[Obj]:
 
 
 def should_run(ds: Obj, node: Obj) -> bool:
-    """Whether the daemon belongs on this node: its nodeSelector matches, and every NoSchedule
+    """Whether the daemon belongs on this node: its nodeSelector and required node affinity
+    match, and every NoSchedule
     and NoExecute taint is tolerated (with the daemon tolerations added)."""
     tspec = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
     labels = m.labels(node)
     if any(labels.get(k) != v for k, v in (tspec.get("nodeSelector") or {}).items()):
+        return False
+    # the template's required node affinity (its pods carry only the pin to their node)
+    required = ((tspec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if terms and not any(node_selector_term_matches(t, node) for t in terms):
         return False
     tolerations = daemon_tolerations(tspec)
     return all(

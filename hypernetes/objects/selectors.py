@@ -328,3 +328,39 @@ def format_label_selector(sel: Any) -> str:
         return str(from_label_selector(sel)) or "<none>"
     except SelectorError:
         return "<error>"
+
+
+# -- node selector terms (node affinity, PV node affinity) --------------------------------------
+
+
+def _node_requirement(expr: Mapping[str, Any], values: Mapping[str, str]) -> bool:
+    """A NodeSelectorRequirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) against `values`."""
+    key, op, vals = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+    present = key in values
+    if op == "In":
+        return present and values[key] in vals
+    if op == "NotIn":
+        return not present or values[key] not in vals
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and vals:
+        try:
+            have, limit = int(values[key]), int(vals[0])
+        except ValueError:
+            return False
+        return have > limit if op == "Gt" else have < limit
+    return False
+
+
+def node_selector_term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """Whether a NodeSelectorTerm selects `node`: every matchExpressions requirement on its
+    labels and every matchFields one on its fields (`metadata.name`), as upstream's
+    nodeaffinity.NodeSelector (the scheduler's filter and the DaemonSet controller's)."""
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    fields = {"metadata.name": meta.get("name") or ""}
+    return all(_node_requirement(e, labels) for e in term.get("matchExpressions") or []) and all(
+        _node_requirement(e, fields) for e in term.get("matchFields") or []
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from hypernetes.objects import Obj
 from hypernetes.objects.meta import condition_true
+from hypernetes.objects.selectors import node_selector_term_matches
 from hypernetes.objects.taints import NO_EXECUTE, NO_SCHEDULE, UNSCHEDULABLE, node_taints, tolerations_for
 from hypernetes.scheduler.resources import Resources, node_allocatable, pod_vm_size
 
@@ -69,34 +70,6 @@ def _node_name(pod: Obj, info: NodeInfo) -> str | None:
     return None if not wanted or wanted == info.name else "node(s) didn't match the requested node name"
 
 
-def _match_expression(expr: Obj, values: Mapping[str, str]) -> bool:
-    key, op, vals = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
-    present = key in values
-    if op == "In":
-        return present and values[key] in vals
-    if op == "NotIn":
-        return not present or values[key] not in vals
-    if op == "Exists":
-        return present
-    if op == "DoesNotExist":
-        return not present
-    if op in ("Gt", "Lt") and present and vals:
-        try:
-            have, limit = int(values[key]), int(vals[0])
-        except ValueError:
-            return False
-        return have > limit if op == "Gt" else have < limit
-    return False
-
-
-def _term_matches(term: Obj, node: Obj) -> bool:
-    labels = node["metadata"].get("labels") or {}
-    fields = {"metadata.name": node["metadata"]["name"]}
-    return all(_match_expression(e, labels) for e in term.get("matchExpressions") or []) and all(
-        _match_expression(e, fields) for e in term.get("matchFields") or []
-    )
-
-
 def _selector_and_affinity(pod: Obj, info: NodeInfo) -> str | None:
     spec = pod.get("spec") or {}
     labels = info.node["metadata"].get("labels") or {}
@@ -106,7 +79,7 @@ def _selector_and_affinity(pod: Obj, info: NodeInfo) -> str | None:
         "requiredDuringSchedulingIgnoredDuringExecution"
     ) or {}
     terms = required.get("nodeSelectorTerms") or []
-    if terms and not any(_term_matches(t, info.node) for t in terms):
+    if terms and not any(node_selector_term_matches(t, info.node) for t in terms):
         return "node(s) didn't match Pod's node affinity/selector"
     return None
 
@@ -171,7 +144,7 @@ def volume_filter(terms: list[list[Obj]]) -> Filter:
     """A filter for the nodes every one of the pod's volumes can be attached on."""
 
     def check(pod: Obj, info: NodeInfo) -> str | None:
-        ok = all(any(_term_matches(t, info.node) for t in pv_terms) for pv_terms in terms)
+        ok = all(any(node_selector_term_matches(t, info.node) for t in pv_terms) for pv_terms in terms)
         return None if ok else VOLUME_CONFLICT
 
     return check
@@ -218,7 +191,9 @@ def _preferred_affinity(pod: Obj, info: NodeInfo) -> int:
         "preferredDuringSchedulingIgnoredDuringExecution"
     ) or []
     return sum(
-        int(p.get("weight", 0)) for p in preferred if _term_matches(p.get("preference") or {}, info.node)
+        int(p.get("weight", 0))
+        for p in preferred
+        if node_selector_term_matches(p.get("preference") or {}, info.node)
     )
 
 
