@@ -15,10 +15,11 @@ import pytest
 from hypernetes.apiclient import ApiException
 from hypernetes.controllers.cronjob import SCHEDULED_ANNOTATION, CronJobController
 from hypernetes.controllers.manager import ControllerManager
+from hypernetes.objects import Obj
 from hypernetes.objects.cron import ScheduleError, parse_schedule, parse_zone
 from tests.support.apifixtures import api, have_kubectl  # noqa: F401
 from tests.support.apiserver import ApiServerThread
-from tests.support.controllers import FAKE, ControllersThread, Obj, quick_backoff
+from tests.support.controllers import FAKE, ControllersThread, quick_backoff
 from tests.support.waiting import wait_for
 
 
@@ -231,7 +232,11 @@ def test_concurrency_deadline_suspend_history(api: ApiServerThread, controllers:
     first = next_slot(born)
     at(controllers, first + timedelta(seconds=1))
     for n in ("forbid", "replace", "history"):
-        wait_for(lambda n=n: len(jobs_of(controllers, ns, n)) == 1, 10)
+
+        def one_job(n: str = n) -> bool:
+            return len(jobs_of(controllers, ns, n)) == 1
+
+        wait_for(one_job, 10)
     # the history job's first run completes before the next slot
     wait_for(lambda: "active" not in status(controllers, ns, "history"), 20)
     second = first + timedelta(minutes=5)

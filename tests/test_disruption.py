@@ -129,10 +129,12 @@ def test_status_and_eviction(w: World) -> None:
     assert create(w, "poddisruptionbudgets", pdb("web", "web", minAvailable=2)).status_code == 201
     wait_for(lambda: len(w.running("web")) == 3, what="3 ready pods")
     want = {"expectedPods": 3, "desiredHealthy": 2, "currentHealthy": 3, "disruptionsAllowed": 1}
-    st = wait_for(
-        lambda: (s := w.pdb_status("web")) and all(s.get(k) == v for k, v in want.items()) and s,
-        what=str(want),
-    )
+
+    def settled() -> Obj | None:
+        s = w.pdb_status("web")
+        return s if all(s.get(k) == v for k, v in want.items()) else None
+
+    st = wait_for(settled, what=str(want))
     cond = next(c for c in st["conditions"] if c["type"] == "DisruptionAllowed")
     assert (cond["status"], cond["reason"]) == ("True", "SufficientPods")
     assert st["observedGeneration"] == 1

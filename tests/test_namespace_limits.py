@@ -7,6 +7,7 @@ for `create quota`, `create pdb`, `get` and `describe quota`."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ class World:
         )
         self.world.create_user("acme-member", "acme", "member")
         self.cluster = NodesCluster(
-            api, NodeLifecycleConfig(monitor_period=0.3), ("serviceaccount", "resourcequota")
+            api, NodeLifecycleConfig(monitor_period=0.3), ("serviceaccount", "resourcequota", "cronjob")
         )
+        self.now = datetime.now(UTC)
+        self.cluster.ctl.manager["cronjob"].clock = lambda: self.now  # type: ignore[attr-defined]
         self.http = self.world.http(self.admin)
         self.member = self.world.http("acme-member")
 
@@ -258,6 +261,45 @@ def test_resourcequota(w: World) -> None:
     assert 'exceeded quota of tenant "acme": count/configmaps' in msg, msg
 
 
+def test_cronjob_jobs_pass_the_tenants_admission(w: World) -> None:
+    """The controller creates a tenant's Jobs as an operator, but they are held to the namespace's
+    quota and the tenant's pod policy as the tenant's own Jobs would be."""
+    ns = "acme-d"
+    w.world.create_namespace(w.admin, ns, "acme")
+    assert w.post(ns, "resourcequotas", quota("jobs", {"count/jobs.batch": "1"})).status_code == 201
+    tmpl = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
+    cj = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "tick"},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": tmpl}}},
+    }
+    base = f"/apis/batch/v1/namespaces/{ns}/cronjobs"
+    host = {**cj, "metadata": {"name": "host"}}
+    host["spec"] = {
+        **cj["spec"],
+        "jobTemplate": {"spec": {"template": {"spec": {**tmpl["spec"], "hostNetwork": True}}}},
+    }
+    msg = forbidden(w.http.post(base, json=host))
+    assert "spec.jobTemplate.spec.template.spec.hostNetwork" in msg, msg
+    r = w.http.post(base, json=cj)
+    assert r.status_code == 201, r.text
+    born = datetime.fromisoformat(r.json()["metadata"]["creationTimestamp"])
+    slot = born.replace(second=0) + timedelta(minutes=5 - born.minute % 5)
+    ctl = w.cluster.ctl
+    for n, when in enumerate((slot, slot + timedelta(minutes=5))):
+        w.now = when + timedelta(seconds=1)
+        w.cluster.ctl.loop.call_soon_threadsafe(ctl.manager["cronjob"].resync)  # type: ignore[attr-defined]
+        if n == 0:
+            wait_for(lambda: len(ctl.items("batch/v1", "jobs", ns)) == 1, what="the first job")
+    events = lambda: [  # noqa: E731
+        e["message"] for e in ctl.items("v1", "events", ns) if e.get("reason") == "FailedCreate"
+    ]
+    failed = wait_for(events, what="a FailedCreate event")
+    assert "exceeded quota: jobs, requested: count/jobs.batch=1" in failed[0], failed
+    assert len(ctl.items("batch/v1", "jobs", ns)) == 1
+
+
 @pytest.mark.parametrize("version", ["1.32", "1.33"])
 def test_kubectl(w: World, version: str) -> None:
     if not have_kubectl(version):
@@ -292,14 +334,14 @@ def test_kubectl(w: World, version: str) -> None:
             (w.cluster.ctl.get("v1", "resourcequotas", f"kq{tag}", ns) or {}).get("status", {}).get("used")
         )
     )
-    out = k(w.admin, "describe", "quota", f"kq{tag}", "-n", ns, version=version).stdout
-    lines = [line.split() for line in out.splitlines()]
-    assert ["Resource", "Used", "Hard"] in lines, out
+    described = k(w.admin, "describe", "quota", f"kq{tag}", "-n", ns, version=version).stdout
+    lines = [line.split() for line in described.splitlines()]
+    assert ["Resource", "Used", "Hard"] in lines, described
     assert (
         ["limits.cpu", "0", "2"] in lines and ["pods", "0", "10"] in lines and ["services", "0", "3"] in lines
-    ), out
+    ), described
     out = k(w.admin, "get", "quota", f"kq{tag}", "-n", ns, version=version).stdout.splitlines()
     assert out[0].split() == ["NAME", "AGE", "REQUEST", "LIMIT"], out
     assert "pods: 0/10, services: 0/3" in out[1] and out[1].rstrip().endswith("limits.cpu: 0/2"), out
-    out = k(w.admin, "get", "limits", "-n", LIMITED, version=version).stdout.splitlines()
-    assert out[0].split() == ["NAME", "CREATED", "AT"], out
+    limits = k(w.admin, "get", "limits", "-n", LIMITED, version=version).stdout.splitlines()
+    assert limits[0].split() == ["NAME", "CREATED", "AT"], limits
