@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -27,6 +28,7 @@ import pytest
 from hypernetes.apiclient import ApiClient
 from hypernetes.network import NetworkState, TenantNetworkHost
 from hypernetes.network.dns import A, DnsServer, Message, Question, decode, encode
+from hypernetes.network.ingress import IngressProxy
 from hypernetes.network.policy import PodPolicy, Rule
 from hypernetes.network.state import DEFAULT_LINK_POOL, Endpoint, Pod, ServicePort, validate
 from hypernetes.node import network as nodenet
@@ -40,7 +42,8 @@ from hypernetes.node.network import (
 )
 from hypernetes.objects import Obj
 from tests.support.apiserver import ApiServerThread, async_client
-from tests.support.netns import Namespaces, leftovers, ns_socket, sh, unique_prefix
+from tests.support.nethttp import Http, get
+from tests.support.netns import NO_ANSWER, Namespaces, leftovers, ns_socket, sh, tcp_ask, unique_prefix
 from tests.support.waiting import wait_for_async
 
 NODE = "node1"
@@ -796,3 +799,100 @@ async def test_attach_of_a_placed_pod_and_a_router_gone_meanwhile() -> None:
             continue
         with pytest.raises(NetworkNotReady, match="not set up"):
             await pn.attach(pod("a", i=5))
+
+
+@root
+async def test_network_policy_and_ingress_from_the_api(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects created through a real API server reach the host: a NetworkPolicy isolates the web
+    pod (veth "pods" on the bridge), and an Ingress gets this network's ingress port, routes to
+    the web service through the router, and its status names this node's address and the port."""
+    monkeypatch.setattr(nodenet, "DEBOUNCE", 0.01)
+    node_ip = "192.0.2.10"
+    await node.client.create(
+        "v1",
+        "nodes",
+        {"metadata": {"name": NODE, "annotations": {"hypernetes.io/underlay-address": node_ip}}},
+    )
+    for obj in (network("default", 7), namespace("web")):
+        await node.create(obj)
+    pods = {}
+    for name, i, app in (("web", 5, "web"), ("client", 6, "client"), ("other", 7, "other")):
+        body = pod_body(name, i)
+        body["metadata"]["labels"] = {"app": app}
+        pods[name] = await node.create(body)
+    await node.create(service("web"))
+    await node.create(endpoints("web", "web", subset("10.1.0.5")))
+    base = 21000 + secrets.randbelow(4000)
+    pn = PodNetworks(
+        node.client,
+        node.host(),
+        NODE,
+        dns=node.dns,
+        ingress=IngressProxy(node.host_ns, lambda nid: base + nid),
+    )
+    node.tasks.append(asyncio.create_task(pn.run()))
+    await wait_for_async(lambda: pn.applied and pn.applied.state.networks, 10, 0.05, "the network built")
+    assert pn.applied is not None
+    net = pn.applied.state.network(7)
+    spaces = {}
+    for name, i in (("web", 5), ("client", 6), ("other", 7)):
+        spaces[name] = node.ns.add(name)
+        ifname = tap_name(pods[name]["metadata"]["uid"])
+        await asyncio.to_thread(pn.host.attach_veth, net, ifname, mac(i), spaces[name], ip=f"10.1.0.{i}")
+    web = Http(spaces["web"], "web")
+    try:
+        assert (await asyncio.to_thread(get, spaces["other"], "10.1.0.5", 8080, "x"))[0] == 200  # open
+        policy = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "web", "namespace": "web"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}],
+            },
+        }
+        await node.client.create("networking.k8s.io/v1", "networkpolicies", policy)
+        await wait_for_async(
+            lambda: pn.applied and pn.applied.state.network(7).policies, 10, 0.05, "the policy applied"
+        )
+        got = await asyncio.to_thread(get, spaces["client"], "10.1.0.5", 8080, "x")
+        assert got[0] == 200
+        assert await asyncio.to_thread(tcp_ask, spaces["other"], "10.1.0.5", 8080) == NO_ANSWER
+
+        ing = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "shop", "namespace": "web"},
+            "spec": {
+                "rules": [
+                    {
+                        "host": "shop.example",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "web", "port": {"name": "http"}}},
+                                }
+                            ]
+                        },
+                    }
+                ]
+            },
+        }
+        await node.client.create("networking.k8s.io/v1", "ingresses", ing)
+
+        async def published() -> Obj | None:
+            got = await node.client.get("networking.k8s.io/v1", "ingresses", "shop", "web")
+            return next(iter((got.get("status") or {}).get("loadBalancer", {}).get("ingress") or []), None)
+
+        entry = await wait_for_async(published, 10, 0.05, "the Ingress status")
+        assert entry == {"ip": node_ip, "ports": [{"port": base + 7, "protocol": "TCP"}]}
+        status, body = await asyncio.to_thread(get, node.host_ns, "127.0.0.1", base + 7, "shop.example", "/a")
+        assert (status, body.split(" ")[:2]) == (200, ["web", "/a"])
+        assert (await asyncio.to_thread(get, node.host_ns, "127.0.0.1", base + 7, "other.example"))[0] == 404
+        await node.client.delete("networking.k8s.io/v1", "ingresses", "shop", "web")
+        await wait_for_async(lambda: not pn.ingress or not pn.ingress.networks, 10, 0.05, "the port closed")
+    finally:
+        web.close()
+        await node.stop(pn)
