@@ -18,6 +18,7 @@ def test_index_lists_every_group_version_with_a_hash() -> None:
         "api/v1",
         "apis/apps/v1",
         "apis/batch/v1",
+        "apis/policy/v1",
         "apis/coordination.k8s.io/v1",
         "apis/authentication.k8s.io/v1",
         "apis/authentication.k8s.io/v1beta1",
