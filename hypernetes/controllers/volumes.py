@@ -24,13 +24,14 @@ The helpers at the top are pure, shared with tenant admission and the tenant con
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
-from hypernetes.controllers.base import Controller
+from hypernetes.controllers.base import Controller, Retry
 from hypernetes.controllers.informer import Handler, InformerFactory
 from hypernetes.objects import Obj
 from hypernetes.objects.meta import condition_true
@@ -45,7 +46,21 @@ from hypernetes.objects.names import (
     TENANT_LABEL,
 )
 from hypernetes.objects.quantity import quantity_value
+from hypernetes.volumes.local import VolumeError
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
+from hypernetes.volumes.rbd import RbdVolumes
+from hypernetes.volumes.rbd_objects import (
+    DEFAULT_FEATURES,
+    EXPAND_SECRET,
+    FSTYPE,
+    IMAGE_FEATURES,
+    NODE_SECRET,
+    POOL,
+    PROVISIONER_SECRET,
+    RBD_DRIVER,
+    credentials_from_secret,
+    secret_ref,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +72,7 @@ BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 RESIZE_PENDING = "FileSystemResizePending"
 RESIZE_MESSAGE = "Waiting for user to (re-)start a pod to finish file system resize of volume on node."
 LOST_MESSAGE = "Bound claim has lost its PersistentVolume. Data on the volume is lost!"
+PROVISIONERS = (LOCAL_DRIVER, RBD_DRIVER)
 
 # -- pure helpers ------------------------------------------------------------------------------
 
@@ -153,6 +169,11 @@ def _node_ready(node: Obj) -> bool:
 
 def _has_modes(pv: Obj, wanted: Iterable[str]) -> bool:
     return set(wanted) <= set(_spec(pv).get("accessModes") or [])
+
+
+def pv_driver(pv: Obj) -> str:
+    csi = _spec(pv).get("csi")
+    return str(csi.get("driver") or "") if isinstance(csi, dict) else ""
 
 
 def _mode(obj: Obj) -> str:
@@ -389,7 +410,7 @@ class VolumeController(Controller):
             return
         cls_name = claim_class(claim)
         cls = self.classes.get(cls_name) if cls_name else None
-        if cls is not None and cls.get("provisioner") == LOCAL_DRIVER and not m.deleting(cls):
+        if cls is not None and cls.get("provisioner") in PROVISIONERS and not m.deleting(cls):
             await self._provision(claim, cls, tenant)
         elif cls is not None:
             await self._claim_phase(claim, "Pending")
@@ -440,7 +461,7 @@ class VolumeController(Controller):
             await self._claim_phase(claim, "Pending")
             await self._say(claim, "Warning", "ProvisioningFailed", "claim Selector is not supported")
             return
-        node = self.pick_node()
+        node = self.pick_node() if cls.get("provisioner") == LOCAL_DRIVER else ""  # RBD: any node
         if node is None:
             await self._claim_phase(claim, "Pending")
             await self._say(
@@ -463,14 +484,15 @@ class VolumeController(Controller):
 
     async def _create_volume(self, claim: Obj, cls: Obj, tenant: str | None, node: str) -> bool:
         notes = m.meta(claim).get("annotations") or {}
-        if notes.get(STORAGE_PROVISIONER) != LOCAL_DRIVER:
+        driver = str(cls.get("provisioner"))
+        if notes.get(STORAGE_PROVISIONER) != driver:
             written = await self._write_claim(
                 claim,
                 {
                     "metadata": {
                         "annotations": {
-                            STORAGE_PROVISIONER: LOCAL_DRIVER,
-                            BETA_STORAGE_PROVISIONER: LOCAL_DRIVER,
+                            STORAGE_PROVISIONER: driver,
+                            BETA_STORAGE_PROVISIONER: driver,
                         }
                     }
                 },
@@ -485,6 +507,8 @@ class VolumeController(Controller):
             f'External provisioner is provisioning volume for claim "{m.namespace(claim)}/{m.name(claim)}"',
         )
         pv = self.volume_for_claim(claim, cls, tenant, node)
+        if driver == RBD_DRIVER:
+            await self._create_image(claim, cls, pv)
         try:
             await self.client.create("v1", "persistentvolumes", pv)
         except ApiException as e:
@@ -504,11 +528,81 @@ class VolumeController(Controller):
         )
         return True
 
+    # -- Ceph RBD (docs/volumes.md, "Ceph RBD"): the images are made, grown and deleted here, as
+    # ceph-csi's controller plugin does behind upstream's external-provisioner and -resizer
+
+    async def _rbd(self, secret: tuple[str, str] | None, pool: str) -> RbdVolumes:
+        """The backend as the cephx user a class's Secret names; VolumeError says what is wrong."""
+        if secret is None:
+            raise VolumeError("the StorageClass names no Secret for this")
+        ns, name = secret
+        obj = await self.client.get_or_none("v1", "secrets", name, ns)
+        if obj is None:
+            raise VolumeError(f'secret "{ns}/{name}" not found')
+        try:
+            creds = credentials_from_secret(obj)
+        except ValueError as e:
+            raise VolumeError(f'secret "{ns}/{name}": {e}') from None
+        return RbdVolumes(creds, pool)
+
+    async def _create_image(self, claim: Obj, cls: Obj, pv: Obj) -> None:
+        params = cls.get("parameters") or {}
+        csi = _spec(pv)["csi"]
+        try:
+            rbd = await self._rbd(secret_ref(params, PROVISIONER_SECRET), str(params.get(POOL)))
+            fs = None if _mode(claim) == "Block" else str(csi.get("fsType") or "ext4")
+            features = str(params.get(IMAGE_FEATURES) or DEFAULT_FEATURES)
+            await asyncio.to_thread(rbd.create, csi["volumeHandle"], claim_request(claim), features, fs)
+        except VolumeError as e:
+            await self._claim_phase(claim, "Pending")
+            await self._say(
+                claim,
+                "Warning",
+                "ProvisioningFailed",
+                f'failed to provision volume with StorageClass "{m.name(cls)}": {e}',
+            )
+            raise Retry(str(e)) from None
+
+    def _pv_secret(self, pv: Obj, role: str) -> tuple[str, str] | None:
+        """A Secret for work on an existing image: the class's (if it still exists), else the
+        expander's reference the PV carries."""
+        cls = self.classes.get(pv_class(pv))
+        if cls is not None and cls.get("provisioner") == RBD_DRIVER:
+            found = secret_ref(cls.get("parameters") or {}, role)
+            if found is not None:
+                return found
+        ref = _spec(pv)["csi"].get("controllerExpandSecretRef") or {}
+        return (str(ref["namespace"]), str(ref["name"])) if ref.get("name") and ref.get("namespace") else None
+
+    async def _delete_image(self, pv: Obj) -> None:
+        csi = _spec(pv)["csi"]
+        pool = str((csi.get("volumeAttributes") or {}).get(POOL))
+        try:
+            rbd = await self._rbd(self._pv_secret(pv, PROVISIONER_SECRET), pool)
+            await asyncio.to_thread(rbd.delete, str(csi.get("volumeHandle")))
+        except VolumeError as e:
+            # retried with back-off: a VM still holding the image, or Ceph away for a while
+            await self._say(pv, "Warning", "VolumeFailedDelete", str(e))
+            raise Retry(str(e)) from None
+
+    async def _grow_image(self, pv: Obj, claim: Obj, size: int) -> bool:
+        csi = _spec(pv)["csi"]
+        pool = str((csi.get("volumeAttributes") or {}).get(POOL))
+        try:
+            rbd = await self._rbd(self._pv_secret(pv, EXPAND_SECRET), pool)
+            await asyncio.to_thread(rbd.resize, str(csi.get("volumeHandle")), size)
+        except VolumeError as e:
+            await self._say(claim, "Warning", "VolumeResizeFailed", str(e))
+            raise Retry(str(e)) from None
+        return True
+
     @staticmethod
     def volume_for_claim(claim: Obj, cls: Obj, tenant: str | None, node: str) -> Obj:
-        """The PV the contract (docs/volumes.md) prescribes for a claim of a local class."""
+        """The PV the contract (docs/volumes.md) prescribes for a claim of a local or RBD class."""
         spec, params = _spec(claim), cls.get("parameters") or {}
         name = f"pvc-{m.uid(claim)}"
+        if cls.get("provisioner") == RBD_DRIVER:
+            return VolumeController._rbd_volume(claim, cls, tenant, name)
         meta: Obj = {
             "name": name,
             "annotations": {PROVISIONED_BY: LOCAL_DRIVER},
@@ -550,6 +644,51 @@ class VolumeController(Controller):
                     "volumeHandle": name,
                     "fsType": params.get("fsType") or "ext4",
                     "volumeAttributes": {"format": params.get("format") or "raw"},
+                },
+            },
+        }
+
+    @staticmethod
+    def _rbd_volume(claim: Obj, cls: Obj, tenant: str | None, name: str) -> Obj:
+        spec, params = _spec(claim), cls.get("parameters") or {}
+        meta: Obj = {
+            "name": name,
+            "annotations": {PROVISIONED_BY: RBD_DRIVER},
+            "finalizers": [PV_PROTECTION_FINALIZER],
+        }
+        if tenant:
+            meta["labels"] = {TENANT_LABEL: tenant}
+        node_ns, node_name = secret_ref(params, NODE_SECRET) or ("", "")
+        expand_ns, expand_name = secret_ref(params, EXPAND_SECRET) or ("", "")
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": meta,
+            "spec": {
+                "capacity": {"storage": storage},
+                "accessModes": list(spec.get("accessModes") or []),
+                "volumeMode": _mode(claim),
+                "persistentVolumeReclaimPolicy": cls.get("reclaimPolicy") or "Delete",
+                "storageClassName": m.name(cls),
+                "claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "apiVersion": "v1",
+                    "namespace": m.namespace(claim),
+                    "name": m.name(claim),
+                    "uid": m.uid(claim),
+                },
+                # no nodeAffinity: any node reaches the cluster
+                "csi": {
+                    "driver": RBD_DRIVER,
+                    "volumeHandle": name,
+                    "fsType": params.get(FSTYPE) or "ext4",
+                    "volumeAttributes": {
+                        POOL: params.get(POOL),
+                        IMAGE_FEATURES: params.get(IMAGE_FEATURES) or DEFAULT_FEATURES,
+                    },
+                    "nodeStageSecretRef": {"name": node_name, "namespace": node_ns},
+                    "controllerExpandSecretRef": {"name": expand_name, "namespace": expand_ns},
                 },
             },
         }
@@ -626,10 +765,18 @@ class VolumeController(Controller):
             )
             await self._say(claim, "Normal", "Resizing", f"External resizer is resizing volume {m.name(pv)}")
             storage = _spec(claim)["resources"]["requests"]["storage"]
+            if pv_driver(pv) == RBD_DRIVER:
+                await self._grow_image(pv, claim, want)  # live: a VM using it is told by its node
             if await self._write_volume(pv, {"spec": {"capacity": {"storage": storage}}}) is None:
                 return
         elif want <= _quantity_of(status.get("capacity")):
             return  # done (or never needed): the node wrote the new capacity
+        if pv_driver(pv) == RBD_DRIVER and _mode(claim) == "Block":
+            # nothing for a node to do offline: the image is the device (a running VM is told
+            # by its node); a filesystem waits for the guest (docs/volumes.md, "Ceph RBD")
+            storage = _spec(claim)["resources"]["requests"]["storage"]
+            await self._claim_status(claim, {"capacity": {"storage": storage}})
+            return
         if m.get_condition(status, RESIZE_PENDING) is not None:
             return
         storage = _spec(claim)["resources"]["requests"]["storage"]
@@ -706,6 +853,8 @@ class VolumeController(Controller):
             pv = written
         if phase == "Released" and not m.deleting(pv):
             if _spec(pv).get("persistentVolumeReclaimPolicy") == "Delete":
+                if pv_driver(pv) == RBD_DRIVER:
+                    await self._delete_image(pv)  # then the object, as external-provisioner does
                 try:
                     await self.client.delete(
                         "v1", "persistentvolumes", name, body={"preconditions": {"uid": m.uid(pv)}}

@@ -22,60 +22,21 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hypernetes.volumes.local import FS_TYPES, VolumeError, align
+from hypernetes.volumes.rbd_objects import (
+    DEFAULT_FEATURES,
+    IMAGE_NAME,
+    POOL_NAME,
+    CephCredentials,
+    check_features,
+)
 
 log = logging.getLogger(__name__)
 
-RBD_DRIVER = "rbd.hypernetes.io"  # the CSI driver name and the StorageClass provisioner
-# exclusive-lock is what keeps two VMs from writing one image; object-map and fast-diff make
-# deletes and resizes of thin images fast; all are in librbd since Jewel and QEMU handles them
-DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
-FEATURES = frozenset({"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten", "journaling"})
-# what each feature needs (rbd refuses otherwise, with a less clear message)
-FEATURE_NEEDS = {"object-map": "exclusive-lock", "fast-diff": "object-map", "journaling": "exclusive-lock"}
-POOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,252}")
-USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-# a monitor: host:port or [v2:host:port] forms, as ceph.conf's `mon host` takes them
-MONITOR = re.compile(r"(\[?(v[12]:)?[A-Za-z0-9.:\[\]-]+(/\d+)?\]?)")
-# a cephx key is base64 of 28 bytes (40 characters)
-CEPHX_KEY = re.compile(r"[A-Za-z0-9+/]{38,42}={0,2}")
 TIMEOUT = 60.0  # seconds for one CLI call, whatever the cluster does
-
-
-@dataclass(frozen=True)
-class CephCredentials:
-    """A cephx user (without `client.`), its key and the monitors (comma-separated)."""
-
-    monitors: str
-    user: str
-    key: str = field(repr=False)
-
-    def problems(self) -> list[str]:
-        out = []
-        if not self.monitors or not all(MONITOR.fullmatch(m.strip()) for m in self.monitors.split(",")):
-            out.append("monitors: must be a comma-separated list of host:port")
-        if not USER_NAME.fullmatch(self.user or ""):
-            out.append("userID: must be a cephx user name (without client.)")
-        if not CEPHX_KEY.fullmatch(self.key or ""):
-            out.append("userKey: must be a cephx key (base64)")
-        return out
-
-
-def check_features(value: str) -> list[str]:
-    """Problems with an `imageFeatures` parameter (comma-separated feature names)."""
-    names = [f.strip() for f in value.split(",") if f.strip()]
-    if not names:
-        return ["must name at least one image feature"]
-    bad = [f for f in names if f not in FEATURES]
-    if bad:
-        return [f"unsupported image feature(s) {', '.join(bad)}: supported: {', '.join(sorted(FEATURES))}"]
-    return [
-        f"{f} needs {FEATURE_NEEDS[f]}" for f in names if f in FEATURE_NEEDS and FEATURE_NEEDS[f] not in names
-    ]
 
 
 def ceph_conf_text(creds: CephCredentials, keyfile: Path | None = None) -> str:
@@ -137,7 +98,7 @@ class RbdVolumes:
             return None
         return int(info["size"])
 
-    def info(self, image: str) -> dict[str, object]:
+    def info(self, image: str) -> dict[str, Any]:
         return dict(json.loads(self._run("rbd", "info", "--format", "json", self.spec(image))))
 
     def watchers(self, image: str) -> list[str]:
@@ -160,7 +121,7 @@ class RbdVolumes:
         self,
         image: str,
         size_bytes: int,
-        features: str = ",".join(DEFAULT_FEATURES),
+        features: str = DEFAULT_FEATURES,
         fs_type: str | None = "ext4",
     ) -> bool:
         """Make the image (thin), with a filesystem unless fs_type is None (volumeMode Block).

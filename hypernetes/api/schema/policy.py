@@ -8,6 +8,7 @@ Both tables are keyed by (definition, property), so a rule holds wherever the ty
 from __future__ import annotations
 
 from hypernetes.volumes.objects import LOCAL_DRIVER
+from hypernetes.volumes.rbd_objects import RBD_DRIVER
 
 _C = "io.k8s.api.core.v1."
 _APPS = "io.k8s.api.apps.v1."
@@ -91,7 +92,7 @@ PV_SOURCES = (
 )
 _PV_ONLY_CSI = "persistent volumes are local.hypernetes.io CSI volumes (spec.csi)"
 _NO_ATTRIBUTES_CLASS = "no VolumeAttributesClass API"
-_NO_SECRETS = "the local.hypernetes.io driver takes no secrets"
+_NO_SECRETS = "the volume drivers take only nodeStageSecretRef and controllerExpandSecretRef"
 
 # (definition, field) -> why it is rejected. Presence (any non-null value) is rejected.
 UNSUPPORTED: dict[tuple[str, str], str] = {
@@ -101,11 +102,9 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
     (_C + "PersistentVolumeClaimSpec", "volumeAttributesClassName"): _NO_ATTRIBUTES_CLASS,
     (_C + "PersistentVolumeClaimSpec", "dataSource"): "no volume snapshots, cloning or populators",
     (_C + "PersistentVolumeClaimSpec", "dataSourceRef"): "no volume snapshots, cloning or populators",
-    (_C + "CSIPersistentVolumeSource", "controllerExpandSecretRef"): _NO_SECRETS,
     (_C + "CSIPersistentVolumeSource", "controllerPublishSecretRef"): _NO_SECRETS,
     (_C + "CSIPersistentVolumeSource", "nodeExpandSecretRef"): _NO_SECRETS,
     (_C + "CSIPersistentVolumeSource", "nodePublishSecretRef"): _NO_SECRETS,
-    (_C + "CSIPersistentVolumeSource", "nodeStageSecretRef"): _NO_SECRETS,
     (
         _C + "CSIPersistentVolumeSource",
         "readOnly",
@@ -137,7 +136,7 @@ SUPPORTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     (_C + "ServiceSpec", "type"): ("ClusterIP", "ExternalName", "NodePort"),
     # containers live inside the VM: mounts cannot propagate to or from the host
     (_C + "VolumeMount", "mountPropagation"): ("None",),
-    (_C + "CSIPersistentVolumeSource", "driver"): (LOCAL_DRIVER,),
+    (_C + "CSIPersistentVolumeSource", "driver"): (LOCAL_DRIVER, RBD_DRIVER),
     # Recycle (rm -rf on the volume) is deprecated upstream; nothing here mounts a volume to do it
     (_C + "PersistentVolumeSpec", "persistentVolumeReclaimPolicy"): ("Delete", "Retain"),
     # the scheduler holds a pod until its claims are bound: binding cannot wait for the pod

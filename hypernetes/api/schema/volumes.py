@@ -17,6 +17,19 @@ from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.errors import FieldError
 from hypernetes.objects import Obj as JSON
+from hypernetes.volumes.rbd_objects import (
+    FSTYPE,
+    IMAGE_FEATURES,
+    IMAGE_NAME,
+    NODE_SECRET,
+    PARAMETERS,
+    POOL,
+    POOL_NAME,
+    REQUIRED_SECRETS,
+    SECRET_ROLES,
+    check_features,
+    secret_param,
+)
 
 Errs = list[FieldError]
 
@@ -25,6 +38,16 @@ OUR_ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany")
 FS_TYPES = ("ext2", "ext3", "ext4")  # what resize2fs grows offline: the host never mounts a volume
 FORMATS = ("raw", "qcow2")
 LOCAL_PARAMETERS = ("fsType", "format")
+RBD_ATTRIBUTES = (POOL, IMAGE_FEATURES)
+# secret references an RBD PV may carry: the node's (required) and the expander's
+RBD_PV_SECRETS = ("nodeStageSecretRef", "controllerExpandSecretRef")
+CSI_SECRETS = (
+    "controllerExpandSecretRef",
+    "controllerPublishSecretRef",
+    "nodeExpandSecretRef",
+    "nodePublishSecretRef",
+    "nodeStageSecretRef",
+)
 
 
 def _d(v: Any) -> JSON:
@@ -80,3 +103,105 @@ def canonical_quantities(quantities: Any) -> None:
 
 
 # -- classes -----------------------------------------------------------------------------------
+
+
+def check_fs_type(value: Any, path: str, errs: Errs) -> None:
+    if isinstance(value, str) and value and value not in FS_TYPES:
+        errs.append(
+            E.not_supported(
+                path,
+                value,
+                detail=(
+                    f"{E.UNSUPPORTED_BY_US}: a volume's filesystem is made by the control plane or "
+                    "the node, never mounted on a host; supported values: "
+                    + ", ".join(f'"{t}"' for t in FS_TYPES)
+                ),
+            )
+        )
+
+
+def _check_pool(value: Any, path: str, errs: Errs) -> None:
+    if not isinstance(value, str) or not value:
+        errs.append(E.required(path, "the Ceph pool the images go to"))
+    elif not POOL_NAME.fullmatch(value):
+        errs.append(E.invalid(path, value, "a Ceph pool name: letters, digits, '_', '.', '-'"))
+
+
+def _check_features(value: Any, path: str, errs: Errs) -> None:
+    errs.extend(E.invalid(path, value, msg) for msg in check_features(str(value)))
+
+
+def check_rbd_parameters(params: JSON, errs: Errs) -> None:
+    """A `rbd.hypernetes.io` class's parameters (docs/volumes.md, "Ceph RBD")."""
+    for key, value in params.items():
+        path = f"parameters[{key}]"
+        if key not in PARAMETERS:
+            errs.append(E.not_supported(path, key, PARAMETERS))
+        elif key == IMAGE_FEATURES:
+            _check_features(value, path, errs)
+        elif key == FSTYPE:
+            check_fs_type(value, path, errs)
+        elif key.endswith("-secret-name") and value:
+            errs.extend(E.invalid(path, value, m) for m in formats.dns1123_subdomain(str(value)))
+        elif key.endswith("-secret-namespace") and value:
+            errs.extend(E.invalid(path, value, m) for m in formats.dns1123_label(str(value)))
+    _check_pool(params.get(POOL), f"parameters[{POOL}]", errs)
+    for role in SECRET_ROLES:
+        name, ns = secret_param(role, "name"), secret_param(role, "namespace")
+        if role in REQUIRED_SECRETS or params.get(name) or params.get(ns):
+            for key in (name, ns):
+                if not params.get(key):
+                    errs.append(
+                        E.required(f"parameters[{key}]", "the Secret holding userID, userKey and monitors")
+                    )
+
+
+def check_rbd_source(csi: JSON, errs: Errs) -> None:
+    """A `rbd.hypernetes.io` PV's spec.csi: the image, its pool, the node's Secret."""
+    handle = csi.get("volumeHandle")
+    if isinstance(handle, str) and (not IMAGE_NAME.fullmatch(handle) or ".." in handle):
+        errs.append(
+            E.invalid(
+                "spec.csi.volumeHandle",
+                handle,
+                "an RBD image name: lower-case letters, digits, '-' and '.' (not '..'), starting "
+                "with a letter or digit, at most 253 characters",
+            )
+        )
+    check_fs_type(csi.get("fsType"), "spec.csi.fsType", errs)
+    attrs = _d(csi.get("volumeAttributes"))
+    for key, value in attrs.items():
+        path = f"spec.csi.volumeAttributes[{key}]"
+        if key not in RBD_ATTRIBUTES:
+            errs.append(E.not_supported(path, key, RBD_ATTRIBUTES))
+        elif key == IMAGE_FEATURES:
+            _check_features(value, path, errs)
+    _check_pool(attrs.get(POOL), f"spec.csi.volumeAttributes[{POOL}]", errs)
+    for field in CSI_SECRETS:
+        ref = csi.get(field)
+        path = f"spec.csi.{field}"
+        if field not in RBD_PV_SECRETS:
+            if ref is not None:
+                errs.append(
+                    E.forbidden(path, "an RBD volume takes nodeStageSecretRef and controllerExpandSecretRef")
+                )
+            continue
+        if ref is None:
+            if field == "nodeStageSecretRef":
+                errs.append(E.required(path, f"the Secret a node opens the image with ({NODE_SECRET})"))
+            continue
+        for part in ("name", "namespace"):
+            if not _d(ref).get(part):
+                errs.append(E.required(f"{path}.{part}"))
+
+
+def check_no_secrets(csi: JSON, errs: Errs) -> None:
+    """The local driver takes no secrets."""
+    for field in CSI_SECRETS:
+        if csi.get(field) is not None:
+            errs.append(
+                E.forbidden(
+                    f"spec.csi.{field}",
+                    f"{E.UNSUPPORTED_BY_US}: the local.hypernetes.io driver takes no secrets",
+                )
+            )

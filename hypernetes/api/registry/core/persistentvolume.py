@@ -1,4 +1,5 @@
-"""PersistentVolume: a local.hypernetes.io volume on one node (schema/volumes.py)."""
+"""PersistentVolume: a local.hypernetes.io volume on one node, or a rbd.hypernetes.io image any
+node may attach (schema/volumes.py)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ from hypernetes.api.schema.volumes import (
     FS_TYPES,
     canonical_quantities,
     check_access_modes,
+    check_no_secrets,
+    check_rbd_source,
     positive_quantity,
 )
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.names import HOSTNAME_LABEL
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
+from hypernetes.volumes.rbd_objects import RBD_DRIVER
 
 # a handle names a file DATA/volumes/<handle>.<format> (hypernetes/volumes/local.py)
 _HANDLE = re.compile(r"[a-z0-9][a-z0-9.-]{0,248}")
@@ -64,8 +68,12 @@ def _validate(obj: JSON, errs: Errs) -> None:
     if not isinstance(csi, dict):
         errs.append(E.required("spec", "must specify a volume type"))
         return
+    if csi.get("driver") == RBD_DRIVER:
+        check_rbd_source(csi, errs)  # any node may attach it: no node affinity needed
+        return
     if csi.get("driver") != LOCAL_DRIVER:
         return  # refused by the schema walk (policy.SUPPORTED_VALUES)
+    check_no_secrets(csi, errs)
     handle = csi.get("volumeHandle")
     if isinstance(handle, str) and (not _HANDLE.fullmatch(handle) or ".." in handle):
         errs.append(

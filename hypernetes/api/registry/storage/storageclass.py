@@ -21,10 +21,12 @@ from hypernetes.api.schema.volumes import (
     FORMATS,
     FS_TYPES,
     LOCAL_PARAMETERS,
+    check_rbd_parameters,
 )
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.names import BETA_DEFAULT_CLASS_ANNOTATION, DEFAULT_CLASS_ANNOTATION
 from hypernetes.volumes.objects import LOCAL_DRIVER
+from hypernetes.volumes.rbd_objects import RBD_DRIVER
 
 
 def _validate(obj: JSON, errs: Errs) -> None:
@@ -33,6 +35,9 @@ def _validate(obj: JSON, errs: Errs) -> None:
         errs.extend(
             E.invalid("provisioner", provisioner, msg) for msg in formats.qualified_name(provisioner.lower())
         )
+    if provisioner == RBD_DRIVER:
+        check_rbd_parameters(_d(obj.get("parameters")), errs)
+        return
     if provisioner != LOCAL_DRIVER:
         return  # another provisioner's parameters are its own business
     for key, value in _d(obj.get("parameters")).items():
