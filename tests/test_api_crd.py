@@ -526,3 +526,22 @@ def test_a_second_apiserver_on_the_same_etcd_serves_a_new_crd(
     finally:
         b.stop()
         a.stop()
+
+
+def test_versions_in_upstream_priority_and_deprecation_warnings(http: httpx.Client) -> None:
+    body = crd("gizmos", "Gizmo")
+    v1 = body["spec"]["versions"][0]
+    beta = {**copy.deepcopy(v1), "name": "v1beta1", "storage": False, "deprecated": True}
+    alpha = {**copy.deepcopy(v1), "name": "v1alpha1", "storage": False}
+    body["spec"]["versions"] = [alpha, beta, v1]
+    assert http.post(CRDS, json=body).status_code == 201
+    group = http.get(f"/apis/{GROUP}").json()
+    assert group["preferredVersion"]["version"] == "v1"
+    assert [v["version"] for v in group["versions"]] == ["v1", "v1beta1", "v1alpha1"]
+    r = http.post(
+        f"/apis/{GROUP}/v1beta1/namespaces/default/gizmos",
+        json={**cron("old"), "kind": "Gizmo", "apiVersion": f"{GROUP}/v1beta1"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers.get_list("Warning") == [f'299 - "{GROUP}/v1beta1 Gizmo is deprecated"']
+    assert not http.get(f"/apis/{GROUP}/v1/namespaces/default/gizmos").headers.get_list("Warning")

@@ -8,6 +8,7 @@ strategy, the printer columns. `CustomKinds` is the table one API server looks k
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -135,7 +136,9 @@ def build(crd: JSON) -> list[Served]:
             prepare_create=prepare,
             printer=columns.printer(v.get("additionalPrinterColumns")),
         )
-        warning = v.get("deprecationWarning") if v.get("deprecated") is True else None
+        warning = None
+        if v.get("deprecated") is True:  # upstream's default warning unless the CRD gives one
+            warning = v.get("deprecationWarning") or f"{group}/{version} {kind.kind} is deprecated"
         out.append(
             Served(
                 kind,
@@ -147,6 +150,19 @@ def build(crd: JSON) -> list[Served]:
             )
         )
     return out
+
+
+_KUBE_VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Upstream's version order (apimachinery's CompareKubeAwareVersionStrings), as a sort key:
+    GA before beta before alpha, higher numbers first, then other names alphabetically."""
+    m = _KUBE_VERSION.fullmatch(version)
+    if m is None:
+        return (3, 0, 0, version)
+    major, level, minor = int(m.group(1)), m.group(2), int(m.group(3) or 0)
+    return ({None: 0, "beta": 1, "alpha": 2}[level], -major, -minor, "")
 
 
 @dataclass
@@ -162,7 +178,11 @@ class CustomKinds:
     _namespaced: frozenset[tuple[str, str]] = frozenset()
 
     def update(self, crds: Iterable[JSON]) -> None:
-        served = [s for crd in crds for s in build(crd)]
+        # versions in upstream's priority order: discovery's preferred version is the first
+        served = sorted(
+            (s for crd in crds for s in build(crd)),
+            key=lambda s: (s.kind.group, version_priority(s.kind.version)),
+        )
         self._by_plural = {(s.kind.group, s.kind.version, s.kind.plural): s for s in served}
         self._by_name = {(s.kind.api_version, s.kind.kind): s for s in served}
         self._by_group_kind = {}

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from hypernetes.api.customresources import scale as scale_sub
-from hypernetes.api.customresources.kinds import FIELD_VALIDATION, FIELD_WARNINGS
+from hypernetes.api.customresources.kinds import FIELD_VALIDATION, FIELD_WARNINGS, Served
+from hypernetes.api.registry.apiextensions.served import SERVED
 from hypernetes.api.routing import Target
 from hypernetes.api.status import ApiError, bad_request
 from hypernetes.objects import Obj
@@ -33,7 +34,12 @@ def check(request: web.Request, t: Target) -> None:
             f'fieldValidation: invalid value "{validation}": valid values are "Ignore", "Warn", "Strict"'
         )
     FIELD_VALIDATION.set(validation)
-    FIELD_WARNINGS.set([])
+    warnings: list[str] = []
+    FIELD_WARNINGS.set(warnings)
+    custom = SERVED.get()
+    served = custom.info(t.kind) if custom is not None else None
+    if isinstance(served, Served) and served.deprecated is not None:
+        warnings.append(served.deprecated)
     ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if request.method == "PATCH" and ctype == STRATEGIC and t.sub != "scale":
         raise ApiError(
@@ -51,10 +57,10 @@ async def scale(res: Resources, request: web.Request, t: Target, config: Obj) ->
 async def finish(
     custom: CustomResources, store: Store, t: Target, verb: str, resp: web.StreamResponse
 ) -> None:
-    """After a write: the unknown fields fieldValidation=Warn pruned become Warning headers (as
-    kube-apiserver sends them; kubectl prints them); after a CRD write, wait (briefly) until this
-    server's table has it, so a client that creates a CRD and then its objects through the same
-    server finds them served."""
+    """After a request: the unknown fields fieldValidation=Warn pruned and a deprecated version's
+    warning become Warning headers (as kube-apiserver sends them; kubectl prints them). After a
+    CRD write, wait (briefly) until this server's table has it, so a client that creates a CRD
+    and then its objects through the same server finds them served."""
     warnings = FIELD_WARNINGS.get()
     if warnings and not resp.prepared:
         for w in dict.fromkeys(warnings):
