@@ -118,7 +118,7 @@ def test_deleted_and_failed_pods_are_ignored() -> None:
 
 
 def test_missing_request_is_an_error() -> None:
-    p = [PodInfo("pod-0", missing_request="cpu=web", started=LONG_AGO, ready_since=LONG_AGO)]
+    p = [PodInfo("pod-0", missing_requests={"cpu": "web"}, started=LONG_AGO, ready_since=LONG_AGO)]
     with pytest.raises(MetricsUnavailable, match="missing request for cpu"):
         resource_replicas(1, p, usage(100), "cpu", 50, True, NOW)
 

@@ -58,14 +58,14 @@ def pod_info(pod: Obj) -> PodInfo:
     meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
     ready = m.pod_condition(pod, "Ready")
     requests: dict[str, int] = {}
-    missing = {"cpu": "", "memory": ""}
+    missing: dict[str, str] = {}
     for c in spec.get("containers") or []:
         asked = (c.get("resources") or {}).get("requests") or {}
         for resource in ("cpu", "memory"):
             if resource in asked:
                 requests[resource] = requests.get(resource, 0) + milli_usage(resource, asked[resource])
-            elif not missing[resource]:
-                missing[resource] = str(c.get("name") or "")
+            else:
+                missing.setdefault(resource, str(c.get("name") or ""))
     return PodInfo(
         name=str(meta.get("name")),
         phase=str(status.get("phase") or "Pending"),
@@ -74,7 +74,7 @@ def pod_info(pod: Obj) -> PodInfo:
         ready_since=epoch((ready or {}).get("lastTransitionTime")),
         started=epoch(status.get("startTime")),
         requests=requests,
-        missing_request=",".join(f"{k}={v}" for k, v in missing.items() if v),
+        missing_requests=missing,
     )
 
 
@@ -164,7 +164,11 @@ class HPAController(Controller):
         low, high = int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1)
         now = time.time()
         desired, reason = current, ""
-        recommender = self.recommenders.setdefault(key, Recommender())
+        if key not in self.recommenders:
+            # upstream's recordInitialRecommendation: a new HPA (or a restarted controller) starts
+            # its downscale window at today's size, so it never scales down at once
+            self.recommenders[key] = Recommender(recommendations=[(current, now)])
+        recommender = self.recommenders[key]
         if current == 0 and low != 0:
             desired = 0
             m.set_condition(

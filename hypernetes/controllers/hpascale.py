@@ -72,7 +72,8 @@ class PodInfo:
     ready_since: float | None = None  # its lastTransitionTime (epoch seconds)
     started: float | None = None  # status.startTime
     requests: Mapping[str, int] = field(default_factory=dict)  # resource -> milli-units, summed
-    missing_request: str = ""  # a container without a request for the resource (names it)
+    # resource -> the first container without a request for it
+    missing_requests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,9 @@ def resource_replicas(
     requests: dict[str, int] = {}
     if utilization:
         for pod in pods:
-            if pod.missing_request:
+            if container := pod.missing_requests.get(resource):
                 raise MetricsUnavailable(
-                    f"missing request for {resource} in container {pod.missing_request} of Pod {pod.name}"
+                    f"missing request for {resource} in container {container} of Pod {pod.name}"
                 )
             requests[pod.name] = pod.requests.get(resource, 0)
     ratio, shown, average = _usage_ratio(usage, requests, target, utilization)

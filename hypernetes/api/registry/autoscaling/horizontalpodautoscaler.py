@@ -195,7 +195,7 @@ def targets(obj: JSON) -> str:
     return ", ".join(cells) + more
 
 
-def _row(obj: JSON, ctx: Context) -> list[Any]:
+def row(obj: JSON, ctx: Context) -> list[Any]:
     spec, status = _d(obj.get("spec")), _d(obj.get("status"))
     ref = _d(spec.get("scaleTargetRef"))
     low = spec.get("minReplicas")
@@ -220,5 +220,5 @@ KIND = kind(
     subs=("status",),
     defaults=_defaults,
     validate=_validate,
-    printer=Printer(COLUMNS, _row),
+    printer=Printer(COLUMNS, row),
 )

@@ -1,0 +1,91 @@
+"""autoscaling/v1 HorizontalPodAutoscalers over the v2 objects the store holds, as
+kube-apiserver serves a kind in several versions from one storage version: create, get and
+list convert (registry/autoscaling/horizontalpodautoscalerv1.py); the v2 entry's defaults,
+validation, tenant admission and quota apply to what a v1 create stores."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from hypernetes.api import objects
+from hypernetes.api.registry.autoscaling import horizontalpodautoscaler as v2
+from hypernetes.api.registry.autoscaling import horizontalpodautoscalerv1 as v1
+from hypernetes.api.routing import (
+    JSON_CT,
+    SCOPE,
+    TABLE_CT,
+    Target,
+    dry_run,
+    field_manager,
+    read_body,
+    respond,
+    wants,
+)
+from hypernetes.api.selectors import Selectors, parse_field_selector, parse_label_selector
+from hypernetes.api.status import already_exists, method_not_allowed, not_found
+from hypernetes.api.tables import render_table
+from hypernetes.store.interface import KeyExists
+
+
+def served(t: Target) -> bool:
+    return t.kind is v1.KIND
+
+
+def _render(request: web.Request, obj: Any, status: int = 200) -> web.Response:
+    if wants(request.headers.get("Accept"), "Table"):
+        return respond(render_table(v1.KIND, [obj], request.query.get("includeObject")), status, TABLE_CT)
+    return respond(obj, status, accept=request.headers.get("Accept"))
+
+
+async def handle(server: Any, request: web.Request, t: Target, verb: str, user: Any) -> web.StreamResponse:
+    """`server`: the ApiServer (its resources, store and admission); `user`: the caller."""
+    stored = Target(v2.KIND, t.namespace, t.name, None)
+    resources = server.resources
+    if t.sub or verb not in v1.KIND.verbs:
+        raise method_not_allowed(request.method)
+    if verb == "get":
+        kv = await server.store.get(resources.key(stored))
+        if kv is None:
+            raise not_found(t.resource, t.name or "", t.group)
+        return _render(request, v1.to_v1(objects.decode(kv)))
+    if verb == "list":
+        q = request.query
+        scope = request.get(SCOPE)
+        sel = Selectors(
+            parse_label_selector(q.get("labelSelector")),
+            parse_field_selector(q.get("fieldSelector"), t.group, t.kind.kind),
+            scope if callable(scope) else None,
+        )
+        page = await server.store.list(objects.key_prefix(t.group, t.resource, t.namespace))
+        items = [v1.to_v1(o) for kv in page.items if sel.matches(o := objects.decode(kv))]
+        meta = {"resourceVersion": str(page.revision)}
+        if wants(request.headers.get("Accept"), "Table"):
+            table = render_table(v1.KIND, items, q.get("includeObject"))
+            table["metadata"] = meta
+            return respond(table, 200, TABLE_CT)
+        return respond(
+            {"kind": v1.KIND.list_kind, "apiVersion": v1.KIND.api_version, "metadata": meta, "items": items},
+            200,
+            JSON_CT,
+        )
+    if t.namespace is None:
+        raise method_not_allowed("POST")
+    body = await read_body(request)
+    resources._check_type(t, body)
+    obj = v1.to_v2(body)
+    lock = None
+    if server.admission is not None:  # quota: as any counted create of the tenant
+        lock = await server.admission.lock_for(user, t.namespace)
+    async with lock if lock is not None else contextlib.nullcontext():
+        obj = await resources.prepare_create(stored, obj, field_manager(request))
+        name = obj["metadata"]["name"]
+        if not dry_run(request):
+            try:
+                rev = await server.store.create(resources.key(stored, name), objects.encode(obj))
+            except KeyExists:
+                raise already_exists(t.resource, name, t.group) from None
+            obj["metadata"]["resourceVersion"] = str(rev)
+    return _render(request, v1.to_v1(obj), 201)
