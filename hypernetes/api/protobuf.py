@@ -1,7 +1,7 @@
 """Decoding the Kubernetes protobuf envelope for the few kinds kubectl's generators send that way
-(`kubectl create namespace|configmap|secret|serviceaccount|deployment|service|job|cronjob|token`, and
-kubectl 1.32+ sends every built-in kind it creates this way). kubectl does not retry with JSON
-after a 415, so without this those commands cannot work.
+(`kubectl create namespace|configmap|secret|serviceaccount|deployment|service|job|cronjob|quota|
+pdb|token`, and kubectl 1.32+ sends every built-in kind it creates this way). kubectl does not
+retry with JSON after a 415, so without this those commands cannot work.
 
 Envelope: b"k8s\\x00" + runtime.Unknown{1: TypeMeta{1: apiVersion, 2: kind}, 2: raw,
 3: contentEncoding, 4: contentType}; `raw` is the typed message (field numbers from
@@ -183,7 +183,26 @@ CRON_JOB_SPEC: Spec = {
     7: ("failedJobsHistoryLimit", "int", None),
 }
 
+# `kubectl create quota` and `kubectl create poddisruptionbudget`
+RESOURCE_QUOTA_SPEC: Spec = {1: ("hard", QUANTITIES, None), 2: ("scopes", "[str]", None)}
+PDB_SPEC: Spec = {
+    1: ("minAvailable", "intstr", None),
+    2: ("selector", "msg", LABEL_SELECTOR),
+    3: ("maxUnavailable", "intstr", None),
+    4: ("unhealthyPodEvictionPolicy", "str", None),
+}
+
 KINDS: dict[tuple[str, str], Spec] = {
+    ("v1", "ResourceQuota"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", RESOURCE_QUOTA_SPEC),
+        3: ("status", "skip", None),
+    },
+    ("policy/v1", "PodDisruptionBudget"): {
+        1: ("metadata", "msg", OBJECT_META),
+        2: ("spec", "msg", PDB_SPEC),
+        3: ("status", "skip", None),
+    },
     ("batch/v1", "CronJob"): {
         1: ("metadata", "msg", OBJECT_META),
         2: ("spec", "msg", CRON_JOB_SPEC),
@@ -274,6 +293,43 @@ KINDS.update(
             ),
             3: ("status", "skip", None),  # its zero expirationTimestamp is a non-zero Timestamp
         },
+    }
+)
+# `kubectl create role|rolebinding|clusterrole|clusterrolebinding` (k8s.io/api/rbac/v1/generated.proto)
+_POLICY_RULE: Spec = {
+    1: ("verbs", "[str]", None),
+    2: ("apiGroups", "[str]", None),
+    3: ("resources", "[str]", None),
+    4: ("resourceNames", "[str]", None),
+    5: ("nonResourceURLs", "[str]", None),
+}
+_BINDING: Spec = {
+    1: ("metadata", "msg", OBJECT_META),
+    2: (
+        "subjects",
+        "[msg]",
+        {
+            1: ("kind", "str", None),
+            2: ("apiGroup", "str", None),
+            3: ("name", "str", None),
+            4: ("namespace", "str", None),
+        },
+    ),
+    3: ("roleRef", "msg", {1: ("apiGroup", "str", None), 2: ("kind", "str", None), 3: ("name", "str", None)}),
+}
+KINDS.update(
+    {
+        ("rbac.authorization.k8s.io/v1", "Role"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: ("rules", "[msg]", _POLICY_RULE),
+        },
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"): {
+            1: ("metadata", "msg", OBJECT_META),
+            2: ("rules", "[msg]", _POLICY_RULE),
+            3: ("aggregationRule", "msg", {1: ("clusterRoleSelectors", "[msg]", LABEL_SELECTOR)}),
+        },
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"): _BINDING,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _BINDING,
     }
 )
 # `kubectl autoscale` (k8s.io/api/autoscaling/v1/generated.proto)

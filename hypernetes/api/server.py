@@ -29,11 +29,15 @@ from hypernetes.api.authn import Authenticator, AuthUnavailable, UserInfo
 from hypernetes.api.authz import Attributes, Authorizer, Decision, forbidden_message
 from hypernetes.api.connections import ConnectionGate, ConnectionLimits, GatedSite, quiet_accept_errors
 from hypernetes.api.crud import Resources
+from hypernetes.api.customresources import requests as custom_requests
+from hypernetes.api.customresources.informer import CustomResources
 from hypernetes.api.discovery import Discovery
 from hypernetes.api.fairness import FairnessConfig, FlowControl
 from hypernetes.api.join import PUBLIC as JOIN_PUBLIC
 from hypernetes.api.join import NodeJoin
 from hypernetes.api.metrics import ConnectionMetrics, FlowControlMetrics, Metrics
+from hypernetes.api.registry import startup
+from hypernetes.api.registry.apiextensions.served import SERVED
 from hypernetes.api.routing import (
     AUDIT_TARGET,
     CALLER,
@@ -59,6 +63,7 @@ from hypernetes.api.tenancy import Tenancy
 from hypernetes.api.watch import WatchCaches
 from hypernetes.auth.admission import LOCKED_CREATES, LOCKED_UPDATES, TenantAdmission
 from hypernetes.auth.ca import TLSFiles
+from hypernetes.auth.customkinds import NAMESPACED_CUSTOM
 from hypernetes.metrics import CONTENT_TYPE, REGISTRY, exposition
 from hypernetes.objects.names import DEFAULT_CLASS_ANNOTATION
 from hypernetes.store.interface import Event, KeyExists, KeyValue, ListResult, Store, StoreUnavailable
@@ -149,6 +154,7 @@ class ApiServer:
 
     admission: TenantAdmission | None = None
     audit: AuditLog | None = None
+    custom: CustomResources | None = None  # the kinds of its CustomResourceDefinitions
     resource_metrics: metricsapi.ResourceMetrics | None = None
 
     async def authorize(self, user: UserInfo, attrs: Attributes) -> Decision:
@@ -200,6 +206,11 @@ class ApiServer:
             return await metricsapi.handle(self.resource_metrics, request, t, verb)
         if hpaversions.served(t):  # autoscaling/v1: converted to and from the stored v2
             return await hpaversions.handle(self, request, t, verb, user)
+        served = self.custom.kinds.info(t.kind) if self.custom is not None else None
+        if served is not None:  # a custom resource: what differs from built-in kinds
+            custom_requests.check(request, t)
+            if t.sub == "scale" and served.scale is not None:
+                return await custom_requests.scale(self.resources, request, t, served.scale)
         if t.sub:
             return await self.subresources.handle(request, t)
         lock = None
@@ -211,12 +222,18 @@ class ApiServer:
             if verb in ("update", "patch")
             else frozenset()
         )
-        if self.admission is not None and t.kind.kind in quota_kinds:
+        if self.admission is not None and (
+            t.kind.kind in quota_kinds or (served is not None and verb == "create")
+        ):
             lock = await self.admission.lock_for(user, t.namespace)
         if lock is None:
-            return await self._dispatch(request, t, verb)
-        async with lock:  # quota: no other create of this tenant between its check and its write
-            return await self._dispatch(request, t, verb)
+            resp = await self._dispatch(request, t, verb)
+        else:
+            async with lock:  # quota: no other create of this tenant between its check and its write
+                resp = await self._dispatch(request, t, verb)
+        if self.custom is not None:
+            await custom_requests.finish(self.custom, self.store, t, verb, resp)
+        return resp
 
     async def _dispatch(self, request: web.Request, t: Target, verb: str) -> web.StreamResponse:
         if verb not in t.kind.verbs:
@@ -259,6 +276,9 @@ class ApiServer:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.monotonic()
         resp: web.StreamResponse
+        if self.custom is not None:
+            SERVED.set(self.custom.kinds)  # this server's custom kinds, for this request
+            NAMESPACED_CUSTOM.set(self.custom.kinds.namespaced)  # and for its authorizer
         try:
             if request.path not in PUBLIC_PATHS:
                 try:
@@ -372,6 +392,7 @@ def create_app(
     caches = WatchCaches(counted, queue_limit=watch_queue_limit)
     admission = tenancy.admission if tenancy is not None else None
     resources = Resources(counted, caches, bookmark_every=bookmark_every, admission=admission)
+    custom = CustomResources(counted)
     issuer = tenancy.issuer if tenancy is not None else None
     server = ApiServer(
         counted,
@@ -380,10 +401,11 @@ def create_app(
         caches,
         resources,
         Subresources(resources, pod_proxy, issuer),
-        Discovery(),
+        Discovery(custom.kinds),
         metrics,
         admission,
         audit,
+        custom,
     )
     metrics.gauges["apiserver_registered_watchers"] = lambda: float(caches.watchers)
     # usage from the nodes (metrics.k8s.io) when the pod proxy can reach them
@@ -429,6 +451,8 @@ async def _bootstrap(app: web.Application) -> None:
     server = app[APP_KEY]
     if TENANCY in app:
         await app[TENANCY].directory.start()
+    if server.custom is not None:
+        await server.custom.start()
     from hypernetes.api import schema
 
     kind = schema.kind_for("", "v1", "namespaces")
@@ -444,6 +468,7 @@ async def _bootstrap(app: web.Application) -> None:
         obj = await server.resources.prepare_create(t, body, "hypernetes")
         with contextlib.suppress(KeyExists):  # another server process made it
             await server.store.create(server.resources.key(t), objects.encode(obj))
+    await startup.ensure(server.store, server.resources)  # built-in ClusterRoles, local APIServices
     if app[EVENT_TTL] > 0:
         app[SWEEPER] = asyncio.create_task(eventttl.run(server.store, app[EVENT_TTL]), name="event-ttl")
     if server.resource_metrics is not None:
@@ -456,6 +481,9 @@ async def _cleanup(app: web.Application) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+    custom = app[APP_KEY].custom
+    if custom is not None:
+        await custom.stop()
     await app[APP_KEY].caches.close()
     if TENANCY in app:
         await app[TENANCY].directory.stop()
