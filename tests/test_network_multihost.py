@@ -331,3 +331,34 @@ def test_build_state_puts_the_other_nodes_pods_behind_their_underlay_address() -
         OUTSIDER, (H1, H2), (RemotePod(POD1.mac, POD1.ip, H1), RemotePod(POD2.mac, POD2.ip, H2))
     )
     assert build_state(objs, "n1", 1450).state.networks[0].overlay.peers == (H2, OUTSIDER)  # type: ignore[union-attr]
+
+
+def test_network_policy_across_hosts(world: World, responders: dict[tuple[int, str], Responder]) -> None:
+    """Every host holds the network's policies for all its pods: ingress is enforced on the
+    destination's host for pod-to-pod frames over VXLAN, and on the client's host for service
+    traffic (the destination sees the client host's underlay address); egress on the source's."""
+    from hypernetes.network.policy import PodPolicy, Rule
+
+    p1, s1, s2 = world.pods[(A, "p1")], world.state1, world.state2
+
+    def apply(*policies: PodPolicy, on: tuple[int, ...] = (1, 2)) -> None:
+        for i, (host, state) in enumerate(((world.host1, s1), (world.host2, s2)), 1):
+            a = replace(state.networks[0], policies=policies if i in on else ())
+            host.apply(NetworkState((a, *state.networks[1:])))
+
+    try:
+        isolated = PodPolicy(POD2.ip, ingress=())
+        apply(isolated, on=(2,))  # only the destination's host knows: direct frames stop there
+        assert tcp_ask(p1, POD2.ip, 8080) == NO_ANSWER
+        apply(isolated)
+        assert tcp_ask(p1, CLUSTER_IP, 80) == NO_ANSWER  # stopped on h1, before the DNAT'd flow leaves
+        assert tcp_ask(world.pods[(B, "p1")], POD2.ip, 8080) == f"p2@{B}"  # tenant B: same addresses, free
+        apply(PodPolicy(POD2.ip, ingress=(Rule((f"{POD1.ip}/32",), ()),)))
+        assert tcp_ask(p1, POD2.ip, 8080) == f"p2@{A}"
+        assert tcp_ask(p1, CLUSTER_IP, 80) == f"p2@{A}"
+        apply(PodPolicy(POD1.ip, egress=()), on=(1,))  # egress: on the source's host
+        assert tcp_ask(p1, POD2.ip, 8080) == NO_ANSWER
+    finally:
+        world.host1.apply(s1)
+        world.host2.apply(s2)
+    assert tcp_ask(p1, POD2.ip, 8080) == f"p2@{A}"

@@ -297,6 +297,16 @@ def _filter(r: Ruleset, net: Network, link: LinkAddresses) -> None:
             match(payload("ip", "daddr"), "@remote_routers"),
             {"notrack": None},
         )
+        # ... and so are the requests of those flows, which reach this router only as bridged
+        # frames with NetworkPolicy on (bridge-nf-call-iptables): tracked one way, their next
+        # packets would look invalid here.
+        r.rule(
+            t,
+            "raw",
+            match(meta("iifname"), BRIDGE),
+            match(payload("ip", "saddr"), "@remote_routers"),
+            {"notrack": None},
+        )
     r.rule(
         t,
         "forward",
