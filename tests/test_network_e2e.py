@@ -312,6 +312,46 @@ def test_dns_names_resolve_only_inside_their_tenant(world: World) -> None:
     assert code != 0 or "can't find" in out or "NXDOMAIN" in out, out
 
 
+def test_stateful_set_pods_reach_each_other_by_stable_names(world: World) -> None:
+    """A 2-replica StatefulSet (issue 18): each pod's hostname is its name, and each reaches the
+    other at `<pod>.<headless service>`, the record the tenant network's DNS serves from the
+    endpoints' hostnames."""
+    w, ns = world, world.acme_ns
+    image = get(w, w.alice, ns, "pod", "client")["spec"]["containers"][0]["image"]
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "db"},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"name": "http", "port": 80}]},
+    }
+    server = web_pod("db", image, labels={"app": "db"})["spec"]
+    server["containers"][0]["command"] = [
+        "sh",
+        "-c",
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {
+            "serviceName": "db",
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": server},
+        },
+    }
+    for manifest in (headless, sts):
+        as_user(w.cluster, w.alice, "apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
+    as_user(w.cluster, w.alice, "rollout", "status", "sts/db", "-n", ns, "--timeout=400s", timeout=420)
+    for me, peer in (("db-0", "db-1"), ("db-1", "db-0")):
+        _, out = sh_in(w, w.alice, ns, me, f"hostname; timeout 10 wget -q -O - http://{peer}.db/")
+        assert out.split() == [me, peer], out
+        _, out = sh_in(w, w.alice, ns, me, f"nslookup {peer}.db.{ns}.svc.cluster.local")
+        assert ip_of(w, w.alice, ns, peer) in out, out
+    as_user(w.cluster, w.alice, "delete", "-n", ns, "sts/db", "svc/db")
+
+
 def test_node_port_answers_from_outside(world: World) -> None:
     w = world
     seen = {http_get(w.outside_ns, HOST_IP, NODE_PORT) for _ in range(10)}

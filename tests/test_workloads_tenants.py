@@ -216,7 +216,7 @@ def test_replication_controller_and_kubectl_scale(world: TenantWorld, controller
         ).stdout
     )
     assert scale["spec"] == {"replicas": 3} and scale["status"] == {"replicas": 3, "selector": "app=web"}
-    proc = world.kubectl(admin, "scale", "rc", "web", "--replicas=1", "-n", ns)
+    proc = world.kubectl(admin, "scale", "rc", "web", "--replicas=1", "-n", ns, version="1.33")
     assert proc.returncode == 0, proc.stderr
     wait_for(
         lambda: len([p for p in controllers.pods(ns) if not p["metadata"].get("deletionTimestamp")]) == 1,
