@@ -26,6 +26,8 @@ def test_index_lists_every_group_version_with_a_hash() -> None:
         "apis/hypernetes.io/v1",
         "apis/storage.k8s.io/v1",
         "apis/apiextensions.k8s.io/v1",
+        "apis/rbac.authorization.k8s.io/v1",
+        "apis/apiregistration.k8s.io/v1",
     }
     for path, entry in idx.items():
         url = entry["serverRelativeURL"]

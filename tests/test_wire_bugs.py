@@ -207,7 +207,8 @@ def test_kubectl_create_generators_every_served_kind(api: ApiServerThread, versi
 
 @pytest.mark.parametrize("version", ["1.32", "1.33"])
 def test_kubectl_create_of_a_kind_not_served_is_refused_clearly(api: ApiServerThread, version: str) -> None:
-    p = api.kubectl("create", "role", "r", "--verb=get", "--resource=pods", version=version, check=False)
+    # (scheduling.k8s.io is not served; `create role` was the example until RBAC was served)
+    p = api.kubectl("create", "priorityclass", "p", "--value=1", version=version, check=False)
     assert p.returncode != 0 and "the server could not find the requested resource" in p.stderr
 
 
