@@ -545,3 +545,17 @@ def test_versions_in_upstream_priority_and_deprecation_warnings(http: httpx.Clie
     assert r.status_code == 201, r.text
     assert r.headers.get_list("Warning") == [f'299 - "{GROUP}/v1beta1 Gizmo is deprecated"']
     assert not http.get(f"/apis/{GROUP}/v1/namespaces/default/gizmos").headers.get_list("Warning")
+    # stored in v1beta1, served in each version's own apiVersion, and updated through v1
+    old_path = f"/apis/{GROUP}/v1/namespaces/default/gizmos/old"
+    assert http.get(old_path).json()["apiVersion"] == f"{GROUP}/v1"
+    assert http.get(f"/apis/{GROUP}/v1/gizmos").json()["items"][0]["apiVersion"] == f"{GROUP}/v1"
+    assert http.get(old_path.replace("/v1/", "/v1beta1/")).json()["apiVersion"] == f"{GROUP}/v1beta1"
+    r = http.patch(
+        old_path, json={"spec": {"image": "new"}}, headers={"Content-Type": "application/merge-patch+json"}
+    )
+    assert r.status_code == 200 and r.json()["apiVersion"] == f"{GROUP}/v1", r.text
+    with http.stream(
+        "GET", f"/apis/{GROUP}/v1/namespaces/default/gizmos", params={"watch": "1", "timeoutSeconds": "1"}
+    ) as w:
+        events = [json.loads(line) for line in w.iter_lines() if line]
+    assert [(e["type"], e["object"]["apiVersion"]) for e in events] == [("ADDED", f"{GROUP}/v1")]

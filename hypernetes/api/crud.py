@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from hypernetes.api import apply, bodies, deletion, objects, schema
+from hypernetes.api.customresources.convert import converter
 from hypernetes.api.history import TenantView
 from hypernetes.api.loopslice import LoopBudget, drain, dumps_list
 from hypernetes.api.registry.apiextensions.served import SERVED
@@ -207,6 +208,8 @@ class Resources:
     # -- rendering -----------------------------------------------------------------------------
 
     def _render_one(self, request: web.Request, t: Target, obj: Obj, status: int = 200) -> web.Response:
+        if (convert := converter(t.kind)) is not None:  # a custom kind's other version
+            obj = convert(obj)
         accept = request.headers.get("Accept")
         if wants(accept, "Table"):
             table = render_table(t.kind, [obj], request.query.get("includeObject"))
@@ -216,6 +219,11 @@ class Resources:
         return respond(obj, status, accept=accept)
 
     def _event_renderer(self, request: web.Request, t: Target) -> tuple[Callable[[Obj], Obj], bool]:
+        render, plain = self._event_renderer_of(request, t)
+        convert = converter(t.kind)  # a custom kind's other version
+        return (render, plain) if convert is None else ((lambda o: render(convert(o))), False)
+
+    def _event_renderer_of(self, request: web.Request, t: Target) -> tuple[Callable[[Obj], Obj], bool]:
         accept = request.headers.get("Accept")
         if wants(accept, "Table"):
             include = request.query.get("includeObject")
@@ -261,6 +269,8 @@ class Resources:
         items, rev, more_key = await self._list_page(
             prefix, sel, start, limit, revision, t, view, budget=budget
         )
+        if (convert := converter(t.kind)) is not None:  # a custom kind's other version
+            items = [convert(o) for o in items]
         meta: Obj = {"resourceVersion": str(rev)}
         if more_key:
             meta["continue"] = _continue_token(rev, more_key)
@@ -624,6 +634,8 @@ class Resources:
         for _ in range(20):
             kv = await self._get_kv(t)
             cur = objects.decode(kv)
+            if (convert := converter(t.kind)) is not None:  # a custom kind's other version
+                cur = convert(cur)
             new = await mutate(copy.deepcopy(cur))
             new = self.prepare_update(t, cur, new, manager, operation)
             if not t.sub:

@@ -52,6 +52,7 @@ class Served:
     scale: JSON | None
     definition: str
     deprecated: str | None = None
+    versioned: bool = False  # the CRD has several versions: objects may be stored in another
 
 
 # the request's fieldValidation (requests.py sets it): Strict refuses unknown fields, as upstream;
@@ -147,6 +148,7 @@ def build(crd: JSON) -> list[Served]:
                 scale,
                 definition_name(group, version, kind.kind),
                 str(warning) if warning else None,
+                len(spec.get("versions") or []) > 1,
             )
         )
     return out
