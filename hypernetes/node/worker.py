@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from typing import Any, Protocol
 
 from hypernetes.asyncwait import wait_event
@@ -706,7 +706,10 @@ def token_volumes(pod: Obj) -> dict[str, int]:
 
 
 def _spec_key(pod: Obj) -> str:
-    return json.dumps(pod.get("spec"), sort_keys=True)
+    """What ends a back-off when it changes: the spec, and the tenant-network address the network
+    controller annotates (a pod the node saw before its address starts when it has one)."""
+    address = pod_address(pod)
+    return json.dumps([pod.get("spec"), address and astuple(address)], sort_keys=True)
 
 
 def _lookup_in(objects: Objects) -> Callable[[str, str, str], Obj | None]:
