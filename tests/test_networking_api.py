@@ -246,3 +246,27 @@ def test_bad_ingresses_are_422_with_the_field(
     assert r.status_code == 422, r.text
     causes = r.json()["details"]["causes"]
     assert any(c["field"] == field and message in c["message"] for c in causes), causes
+
+
+def test_nodes_read_what_they_build_and_write_only_ingress_status(world: TenantWorld) -> None:
+    """The node agent lists NetworkPolicies, Ingresses and IngressClasses of every tenant (its
+    routers enforce and serve them) and writes an Ingress's status, nothing else of them."""
+    for plural in ("networkpolicies", "ingresses", "ingressclasses"):
+        r = world.http("node-a").get(f"/apis/networking.k8s.io/v1/{plural}")
+        assert r.status_code == 200, (plural, r.text)
+    world.kubectl("acme-member", "apply", "-f", "-", input=INGRESS)
+    body = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "n"},
+        "spec": {},
+    }
+    assert world.http("node-a").post(NP, json=body).status_code == 403
+    got = world.op("GET", f"{ING}/shop")
+    assert world.http("node-a").put(f"{ING}/shop", json=got).status_code == 403
+    got["status"] = {
+        "loadBalancer": {"ingress": [{"ip": "192.0.2.10", "ports": [{"port": 20007, "protocol": "TCP"}]}]}
+    }
+    r = world.http("node-a").put(f"{ING}/shop/status", json=got)
+    assert r.status_code == 200, r.text
+    assert "192.0.2.10" in world.kubectl("acme-viewer", "get", "ingress", "shop", "-n", "acme-a").stdout
