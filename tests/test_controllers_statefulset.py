@@ -428,3 +428,24 @@ def test_validation(api: ApiServerThread, controllers: ControllersThread) -> Non
     )
     # what may change does
     controllers.patch("apps/v1", "statefulsets", "db", {"spec": {"replicas": 0, "minReadySeconds": 5}}, ns)
+
+
+def test_claim_retention_delete(api: ApiServerThread, controllers: ControllersThread) -> None:
+    ns = controllers.namespace("sts-retention")
+    retention = "persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}"
+    apply(api, "web", ns, replicas=2, extra=retention)
+    wait_for(lambda: status(controllers, ns).get("readyReplicas") == 2, what="2 ready")
+
+    def claims() -> list[str]:
+        return sorted(
+            c["metadata"]["name"]
+            for c in controllers.items("v1", "persistentvolumeclaims", ns)
+            if not c["metadata"].get("deletionTimestamp")
+        )
+
+    owner = controllers.get("v1", "persistentvolumeclaims", "data-web-0", ns) or {}
+    assert owner["metadata"]["ownerReferences"][0]["uid"] == sts(controllers, ns)["metadata"]["uid"]
+    api.kubectl("scale", "sts", "web", "-n", ns, "--replicas=1")
+    wait_for(lambda: claims() == ["data-web-0"], what="the scaled-away replica's claim deleted")
+    api.kubectl("delete", "sts", "web", "-n", ns)
+    wait_for(lambda: claims() == [], what="the set's claims deleted with it")
