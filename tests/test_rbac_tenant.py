@@ -563,3 +563,21 @@ def test_local_apiservices(world: TenantWorld) -> None:
     with pytest.raises(kc.ApiException) as e:
         kc.ApiregistrationV1Api(w.py("operator").client).delete_api_service("v1.apps")
     assert e.value.status == 405
+
+
+def test_leftover_binding_under_a_reused_namespace_name_binds_no_one(world: TenantWorld) -> None:
+    """A RoleBinding older than its namespace (left by an earlier namespace of that name, which
+    another tenant may have held) neither grants nor narrows anyone: without the check, acme's
+    members would be bound by it, so refused everywhere else."""
+    w = world
+    stale = binding("left", "ClusterRole", "view", {"kind": "Group", "name": "hypernetes:tenant:acme"})
+    stale["metadata"].update(namespace="acme-reused", uid="0", creationTimestamp="2020-01-01T00:00:00Z")
+    key = "/registry/rbac.authorization.k8s.io/rolebindings/acme-reused/left"
+    w.api.call(w.api.server.store.create(key, json.dumps(stale).encode()))
+    w.create_namespace("acme-admin", "acme-reused", "acme")
+    assert w.api.tenancy is not None
+    wait_for(
+        lambda: w.api.tenancy is not None and w.api.tenancy.directory.rbac.bindings.get("acme-reused/left")
+    )
+    assert can_i(w, "acme-member", "create", "configmaps", "-n", "acme-a")
+    assert post(w, "acme-member", CM.format(ns="acme-reused"), cm("fresh")).status_code == 201

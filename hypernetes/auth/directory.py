@@ -35,7 +35,7 @@ class Directory:
         self.namespaces = PrefixMirror(store, key_prefix("", "namespaces", None))
         self.credentials = PrefixMirror(store, CREDENTIALS)
         self.revoked = PrefixMirror(store, REVOKED)
-        self.rbac = RoleBindings(store)  # tenants' Roles and RoleBindings (auth/rbac.py)
+        self.rbac = RoleBindings(store, self.namespaces)  # tenants' Roles and RoleBindings (auth/rbac.py)
         self._all = (
             self.tenants,
             self.users,

@@ -207,7 +207,8 @@ class RoleBindings:
     """Roles, RoleBindings and ClusterRoles, mirrored from the store (started and stopped with the
     Directory), with the bindings indexed by the subjects they name."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, namespaces: PrefixMirror) -> None:
+        self.namespaces = namespaces  # the Directory's: a binding older than its namespace is void
         self.roles = PrefixMirror(store, key_prefix(GROUP, "roles", None))  # "ns/name"
         self.bindings = PrefixMirror(store, key_prefix(GROUP, "rolebindings", None))
         self.cluster_roles = PrefixMirror(store, key_prefix(GROUP, "clusterroles", None))
@@ -226,11 +227,21 @@ class RoleBindings:
                 self._named.setdefault(s, set()).add(key)
 
     def naming(self, user: UserInfo) -> set[str]:
-        """The "ns/name" of every RoleBinding that names `user`, in any namespace."""
+        """The "ns/name" of every RoleBinding that names `user`, in any namespace: of its
+        namespace's current incarnation (a leftover of an earlier namespace of that name, which
+        another tenant may have held, binds no one; as api/history.py hides leftovers)."""
         out: set[str] = set()
         for s in subject_keys(user):
             out |= self._named.get(s, set())
-        return out
+        return {key for key in out if self._current(key)}
+
+    def _current(self, key: str) -> bool:
+        ns = self.namespaces.get(key.split("/", 1)[0])
+        binding = self.bindings.get(key)
+        if ns is None or binding is None:
+            return False
+        born = str((ns.get("metadata") or {}).get("creationTimestamp") or "")
+        return str((binding.get("metadata") or {}).get("creationTimestamp") or "") >= born
 
     def bound_namespaces(self, user: UserInfo, owner: Callable[[str], str | None]) -> set[str]:
         """The namespaces of `user`'s own tenant in which a RoleBinding names it."""
