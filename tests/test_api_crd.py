@@ -559,3 +559,26 @@ def test_versions_in_upstream_priority_and_deprecation_warnings(http: httpx.Clie
     ) as w:
         events = [json.loads(line) for line in w.iter_lines() if line]
     assert [(e["type"], e["object"]["apiVersion"]) for e in events] == [("ADDED", f"{GROUP}/v1")]
+
+
+def test_a_newer_crd_claiming_a_kind_in_use_is_not_served(http: httpx.Client) -> None:
+    assert http.post(CRDS, json=crd("alphas", "Alpha")).status_code == 201
+    betas = crd("betas", "Alpha")
+    betas["spec"]["names"]["singular"] = "beta"
+    assert http.post(CRDS, json=betas).status_code == 201  # valid on its own
+
+    def conditions() -> dict[str, tuple[str, str]]:
+        got = http.get(f"{CRDS}/betas.{GROUP}").json()
+        return {c["type"]: (c["status"], c["reason"]) for c in got["status"]["conditions"]}
+
+    wait_for(lambda: conditions()["NamesAccepted"] == ("False", "KindConflict"), what="the conflict")
+    assert conditions()["Established"] == ("False", "NotAccepted")
+    assert http.get(path("betas", "default")).status_code == 404
+    assert http.get(path("alphas", "default")).status_code == 200
+    # the older one goes: the newer one's names are accepted and it is served
+    assert http.delete(f"{CRDS}/alphas.{GROUP}").status_code == 200
+    wait_for(lambda: http.get(path("betas", "default")).status_code == 200, what="betas served")
+    assert conditions() == {
+        "NamesAccepted": ("True", "NoConflicts"),
+        "Established": ("True", "InitialNamesAccepted"),
+    }

@@ -15,6 +15,7 @@ import json
 import logging
 
 from hypernetes.api.customresources.kinds import CustomKinds
+from hypernetes.api.objects import now
 from hypernetes.api.registry.apiextensions.crd import CLEANUP_FINALIZER
 from hypernetes.objects import Obj
 from hypernetes.store.interface import (
@@ -44,6 +45,7 @@ class CustomResources:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._cleaning: set[str] = set()
+        self._naming: set[str] = set()
 
     async def start(self) -> None:
         await self._relist()
@@ -75,8 +77,9 @@ class CustomResources:
         async with self._changed:
             self.revision = max(self.revision, revision)
             self._changed.notify_all()
-        for crd in self._crds.values():
+        for key, crd in self._crds.items():
             self._maybe_clean(crd)
+            self._maybe_name(key, crd)
 
     async def _run(self) -> None:
         while True:
@@ -99,6 +102,68 @@ class CustomResources:
                 await asyncio.sleep(RETRY)
                 with contextlib.suppress(StoreUnavailable):
                     await self._relist()
+
+    # -- names: NamesAccepted and Established as the naming controller decides them ----------------
+
+    def _maybe_name(self, key: str, crd: Obj) -> None:
+        name = str((crd.get("metadata") or {}).get("name") or "")
+        want = self.kinds.rejected.get(name)
+        have = {c.get("type"): c for c in (crd.get("status") or {}).get("conditions") or []}
+        accepted = (have.get("NamesAccepted") or {}).get("status") == "True"
+        if (want is None) == accepted or key in self._naming:
+            return
+        self._naming.add(key)
+        task = asyncio.create_task(self._set_names(key, want), name=f"crd-names-{name}")
+        task.add_done_callback(lambda _: self._naming.discard(key))
+
+    async def _set_names(self, key: str, problem: tuple[str, str] | None) -> None:
+        for _ in range(5):
+            kv = await self.store.get(key)
+            if kv is None:
+                return
+            crd = json.loads(kv.value)
+            status = crd.setdefault("status", {})
+            others = [
+                c
+                for c in status.get("conditions") or []
+                if c.get("type") not in ("NamesAccepted", "Established")
+            ]
+            stamp = now()
+            if problem is None:
+                status["acceptedNames"] = dict((crd.get("spec") or {}).get("names") or {})
+                conds = [
+                    {
+                        "type": "NamesAccepted",
+                        "status": "True",
+                        "reason": "NoConflicts",
+                        "message": "no conflicts found",
+                    },
+                    {
+                        "type": "Established",
+                        "status": "True",
+                        "reason": "InitialNamesAccepted",
+                        "message": "the initial names have been accepted",
+                    },
+                ]
+            else:
+                conds = [
+                    {"type": "NamesAccepted", "status": "False", "reason": problem[0], "message": problem[1]},
+                    {
+                        "type": "Established",
+                        "status": "False",
+                        "reason": "NotAccepted",
+                        "message": "not all names are accepted",
+                    },
+                ]
+            status["conditions"] = [{**c, "lastTransitionTime": stamp} for c in conds] + others
+            try:
+                await self.store.update(key, json.dumps(crd, separators=(",", ":")).encode(), kv.mod_revision)
+                return
+            except (RevisionConflict, KeyNotFound):
+                continue
+            except StoreUnavailable as e:
+                log.warning("CRD %s names: store unavailable: %s", key, e)
+                return
 
     # -- cleanup of a deleted CRD's objects --------------------------------------------------------
 

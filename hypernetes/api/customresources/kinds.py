@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from hypernetes.api.customresources import columns
+from hypernetes.api.customresources import columns, naming
 from hypernetes.api.customresources import schema as crschema
 from hypernetes.api.registry.kind import CRUD, Errs, Kind
 from hypernetes.api.schema.errors import FieldError
@@ -178,11 +178,15 @@ class CustomKinds:
     _by_group_kind: dict[tuple[str, str], Served] = field(default_factory=dict)
     _by_entry: dict[int, Served] = field(default_factory=dict)
     _namespaced: frozenset[tuple[str, str]] = frozenset()
+    rejected: dict[str, tuple[str, str]] = field(default_factory=dict)  # CRD name -> (reason, message)
 
     def update(self, crds: Iterable[JSON]) -> None:
+        crds = list(crds)
+        self.rejected = naming.conflicts(crds)
+        accepted = [c for c in crds if _d(c.get("metadata")).get("name") not in self.rejected]
         # versions in upstream's priority order: discovery's preferred version is the first
         served = sorted(
-            (s for crd in crds for s in build(crd)),
+            (s for crd in accepted for s in build(crd)),
             key=lambda s: (s.kind.group, version_priority(s.kind.version)),
         )
         self._by_plural = {(s.kind.group, s.kind.version, s.kind.plural): s for s in served}
