@@ -428,6 +428,14 @@ def test_validation(api: ApiServerThread, controllers: ControllersThread) -> Non
     )
     # what may change does
     controllers.patch("apps/v1", "statefulsets", "db", {"spec": {"replicas": 0, "minReadySeconds": 5}}, ns)
+    # defaults as upstream's: an explicit RollingUpdate gets no rollingUpdate (nor partition)
+    explicit = controllers.create(
+        "apps/v1",
+        "statefulsets",
+        {**spec(updateStrategy={"type": "RollingUpdate"}, replicas=0), "metadata": {"name": "explicit"}},
+        ns,
+    )
+    assert explicit["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
 
 
 def test_claim_retention_delete(api: ApiServerThread, controllers: ControllersThread) -> None:

@@ -45,9 +45,12 @@ def _defaults(obj: JSON) -> None:
     spec = template_defaults(obj)
     set_default(spec, "podManagementPolicy", "OrderedReady")
     strategy = child(spec, "updateStrategy")
-    set_default(strategy, "type", "RollingUpdate")
-    if strategy["type"] == "RollingUpdate":
-        child(strategy, "rollingUpdate").setdefault("partition", 0)
+    if not strategy.get("type"):  # an explicit RollingUpdate gets no rollingUpdate, as upstream
+        strategy["type"] = "RollingUpdate"
+        child(strategy, "rollingUpdate")
+    ru = strategy.get("rollingUpdate")
+    if strategy["type"] == "RollingUpdate" and isinstance(ru, dict):
+        ru.setdefault("partition", 0)
     retention = child(spec, "persistentVolumeClaimRetentionPolicy")
     set_default(retention, "whenDeleted", "Retain")
     set_default(retention, "whenScaled", "Retain")
