@@ -582,3 +582,21 @@ def test_a_newer_crd_claiming_a_kind_in_use_is_not_served(http: httpx.Client) ->
         "NamesAccepted": ("True", "NoConflicts"),
         "Established": ("True", "InitialNamesAccepted"),
     }
+
+
+def test_server_side_apply_of_custom_objects(api: ApiServerThread, crontabs: Path) -> None:
+    first = yaml.safe_dump(cron("ssa", image="one"))
+    assert "serverside-applied" in api.kubectl("apply", "--server-side", "-f", "-", input=first).stdout
+    second = yaml.safe_dump(cron("ssa", image="two"))
+    refused = api.kubectl(
+        "apply", "--server-side", "--field-manager=other", "-f", "-", input=second, check=False
+    )
+    assert (
+        refused.returncode != 0 and "conflict" in refused.stderr.lower() and ".spec.image" in refused.stderr
+    )
+    forced = ("apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-")
+    assert "serverside-applied" in api.kubectl(*forced, input=second).stdout
+    live = json.loads(api.kubectl("get", "cr", "ssa", "-o", "json", "--show-managed-fields").stdout)
+    assert live["spec"]["image"] == "two" and live["spec"]["replicas"] == 1  # defaulted on apply too
+    owners = {m["manager"]: m["fieldsV1"]["f:spec"] for m in live["metadata"]["managedFields"]}
+    assert "f:image" in owners["other"] and "f:image" not in owners["kubectl"]
