@@ -477,7 +477,23 @@ def test_deleting_a_crd_deletes_its_objects(api: ApiServerThread, http: httpx.Cl
     for ns in ("default", "kube-public"):
         body = {**cron("d", ns), "kind": "Doomed"}
         assert http.post(path("doomed", ns), json=body).status_code == 201
+    held = {**cron("held"), "kind": "Doomed"}
+    held["metadata"]["finalizers"] = ["example.com/cleanup"]
+    assert http.post(path("doomed", "default"), json=held).status_code == 201
     assert http.delete(f"{CRDS}/doomed.{GROUP}").status_code == 200
+    # an object with a finalizer is marked deleted and waited for; its controller finishes it
+    held_path = path("doomed", "default", "held")
+    wait_for(
+        lambda: http.get(held_path).json()["metadata"].get("deletionTimestamp"), what="held marked deleted"
+    )
+    assert http.get(f"{CRDS}/doomed.{GROUP}").status_code == 200  # (still there: its objects are not gone)
+    assert http.get(path("doomed", "default", "d")).status_code == 404
+    r = http.patch(
+        held_path,
+        json={"metadata": {"finalizers": None}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
     wait_for(lambda: http.get(f"{CRDS}/doomed.{GROUP}").status_code == 404, what="the CRD gone")
     assert http.get(path("doomed")).status_code == 404
 

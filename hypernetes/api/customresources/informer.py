@@ -3,8 +3,9 @@ watches them, so a CRD written through any server sharing the store (etcd) is se
 them within the watch's latency, and stops being served when it goes.
 
 A deleted CRD carries upstream's `customresourcecleanup.apiextensions.k8s.io` finalizer: the
-first server to see its deletionTimestamp deletes its objects (every namespace), then removes the
-finalizer, and the CRD is gone. Several servers may try at once; compare-and-swap makes that safe.
+first server to see its deletionTimestamp deletes its objects (every namespace; one with
+finalizers is marked deleted and waited for, as a DELETE would), then removes the finalizer, and
+the CRD is gone. Several servers may try at once; compare-and-swap makes that safe.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hypernetes.store.interface import (
     Compacted,
     EventType,
     KeyNotFound,
+    KeyValue,
     RevisionConflict,
     Store,
     StoreUnavailable,
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = key_prefix("apiextensions.k8s.io", "customresourcedefinitions", None)
 RETRY = 1.0  # seconds between attempts when the store is unavailable
+FINALIZER_POLL = 0.5  # seconds between looks at a deleted CRD's objects that wait for finalizers
 
 
 class CustomResources:
@@ -187,14 +190,30 @@ class CustomResources:
                 res = await self.store.list(key_prefix(group, plural, None))
                 if not res.items:
                     break
+                waiting = False
                 for kv in res.items:
                     with contextlib.suppress(KeyNotFound, RevisionConflict):
-                        await self.store.delete(kv.key, kv.mod_revision)
+                        waiting = await self._delete(kv) or waiting
+                if waiting:  # objects with finalizers: their controllers finish them, as upstream
+                    await asyncio.sleep(FINALIZER_POLL)
             await self._drop_finalizer(PREFIX + name)
         except StoreUnavailable as e:
             log.warning("CRD %s cleanup: store unavailable (retried on its next event): %s", name, e)
         except Exception:
             log.exception("CRD %s cleanup failed", name)
+
+    async def _delete(self, kv: KeyValue) -> bool:
+        """Delete one object as a DELETE would: at once, or, if it has finalizers, by marking it
+        deleted (its controller removes them, then the API server removes it). True if it stays."""
+        obj = json.loads(kv.value)
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("finalizers"):
+            await self.store.delete(kv.key, kv.mod_revision)
+            return False
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"], meta["deletionGracePeriodSeconds"] = now(), 0
+            await self.store.update(kv.key, json.dumps(obj, separators=(",", ":")).encode(), kv.mod_revision)
+        return True
 
     async def _drop_finalizer(self, key: str) -> None:
         for _ in range(20):
