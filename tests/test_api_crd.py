@@ -616,3 +616,26 @@ def test_server_side_apply_of_custom_objects(api: ApiServerThread, crontabs: Pat
     assert live["spec"]["image"] == "two" and live["spec"]["replicas"] == 1  # defaulted on apply too
     owners = {m["manager"]: m["fieldsV1"]["f:spec"] for m in live["metadata"]["managedFields"]}
     assert "f:image" in owners["other"] and "f:image" not in owners["kubectl"]
+
+
+def test_openapi_documents_of_custom_kinds(http: httpx.Client, crontabs: Path) -> None:
+    index = http.get("/openapi/v3").json()["paths"]
+    url = index[f"apis/{GROUP}/v1"]["serverRelativeURL"]
+    r = http.get(url)
+    assert r.status_code == 200 and r.headers.get("Cache-Control") == "public, immutable"
+    doc = r.json()
+    component = doc["components"]["schemas"]["com.example.stable.v1.CronTab"]
+    assert component["x-kubernetes-group-version-kind"] == [
+        {"group": GROUP, "kind": "CronTab", "version": "v1"}
+    ]
+    assert component["properties"]["spec"]["properties"]["mode"]["enum"] == ["Fast", "Slow"]
+    patch = doc["paths"][f"/apis/{GROUP}/v1/namespaces/{{namespace}}/crontabs/{{name}}"]["patch"]
+    assert set(patch["requestBody"]["content"]) == {
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    }
+    assert patch["operationId"] == "patchStableExampleComV1NamespacedCronTab"
+    v2 = http.get("/openapi/v2", headers={"Accept": "application/json"}).json()
+    assert "com.example.stable.v1.CronTabList" in v2["definitions"]
+    assert f"/apis/{GROUP}/v1/crontabs" in v2["paths"]
