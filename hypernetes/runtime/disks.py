@@ -11,6 +11,7 @@ host, and deleted when the VM stops.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
 import stat
@@ -33,6 +34,7 @@ VOLUME_DISK = "vol0"
 VOLUME_DISK_FILE = "volumes.erofs"  # the vol0 disk of such a VM; held the pod's secrets and token
 SCRATCH_DISK = "scratch"  # serial of the pod's scratch disk: one partition per disk emptyDir
 SCRATCH_FILE = "scratch.img"
+RBD_DIR = "rbd"  # in the sandbox directory: each RBD disk's client conf and key (rbd_files)
 # Filesystems a block volume may have: every kernel we boot has ext4 (kernels.DRIVERS), which
 # also mounts ext3 and ext2; nothing else is built in, nor loaded from a module.
 FS_TYPES = ("ext4", "ext3", "ext2")
@@ -88,6 +90,25 @@ def block_disks(pod: PodSpec) -> tuple[VolumeDisks, list[Disk]]:
         b = v.block
         if b is None:
             raise SandboxFailed(f"volume {v.name}: a block volume without a device")
+        if b.rbd is not None:
+            if b.fs_type and b.fs_type not in FS_TYPES:
+                raise SandboxFailed(f"volume {v.name}: fsType {b.fs_type!r} is not supported")
+            serial = f"pv{len(disks)}"
+            serials[v.name] = (serial, 0)
+            # the path is made absolute by rbd_files once the sandbox directory exists
+            disks.append(
+                Disk(
+                    Path(f"{RBD_DIR}/{serial}.conf"),
+                    serial,
+                    readonly=b.read_only,
+                    cache="none",
+                    discard=True,
+                    rbd_pool=b.rbd.pool,
+                    rbd_image=b.rbd.image,
+                    rbd_user=b.rbd.user,
+                )
+            )
+            continue
         if b.format not in ("raw", "qcow2"):
             raise SandboxFailed(f"volume {v.name}: unknown disk format {b.format!r} (raw or qcow2)")
         if b.fs_type and b.fs_type not in FS_TYPES:
@@ -110,6 +131,53 @@ def block_disks(pod: PodSpec) -> tuple[VolumeDisks, list[Disk]]:
         serials[v.name] = (serial, 0)
         disks.append(Disk(path, serial, readonly=b.read_only, cache=cache, format=b.format, discard=True))
     return serials, disks
+
+
+def rbd_files(sandbox_dir: Path, pod: PodSpec, disks: list[Disk], uid: int | None) -> list[Disk]:
+    """Write each RBD disk's client conf and cephx key into sandbox/rbd (0700; the key 0400,
+    owned by the VM's uid when jailed, so only that QEMU reads it); the disks pointing at them."""
+    images = {(b.rbd.pool, b.rbd.image): b.rbd for v in pod.volumes if (b := v.block) and b.rbd}
+    if not any(d.rbd_image for d in disks):
+        return disks
+    folder = sandbox_dir / RBD_DIR
+    folder.mkdir(mode=0o700, exist_ok=True)
+    out = []
+    for d in disks:
+        if not d.rbd_image:
+            out.append(d)
+            continue
+        img = images[(d.rbd_pool, d.rbd_image)]
+        d = dataclasses.replace(d, path=folder / f"{d.serial}.conf")
+        out.append(d)
+        for path, text in ((d.path, ceph_conf_text(img.monitors)), (d.path.with_suffix(".key"), img.key)):
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o400)
+            try:
+                os.write(fd, text.encode())
+                if uid is not None:
+                    os.fchown(fd, uid, uid)
+            finally:
+                os.close(fd)
+    if uid is not None:
+        os.chown(folder, uid, uid)  # the jail binds it; nothing else reads it
+    return out
+
+
+def ceph_conf_text(monitors: str) -> str:
+    """librbd's client settings in QEMU: the monitors, and timeouts so that an unreachable
+    cluster becomes an I/O error the guest sees (werror=report) instead of a VM whose I/O hangs
+    forever; no log files (the jail has nowhere to write)."""
+    return (
+        "[global]\n"
+        f"mon host = {monitors}\n"
+        "client mount timeout = 15\n"
+        "rados mon op timeout = 15\n"
+        "rados osd op timeout = 30\n"
+        "log to stderr = false\n"
+        "err to stderr = true\n"
+        "log file = \n"
+        "admin socket = \n"
+    )
 
 
 def direct_io(path: Path) -> bool:

@@ -33,11 +33,13 @@ from hypernetes.runtime.agentclient import (
 from hypernetes.runtime.cgroups import cgroup_name
 from hypernetes.runtime.confine import ConfineError, Confiner
 from hypernetes.runtime.disks import (
+    RBD_DIR,
     VOLUME_DISK,
     VolumeDisks,
     block_disks,
     check_disk_count,
     image_disks,
+    rbd_files,
     remove_made_disks,
     scratch_disk,
     scratch_volumes,
@@ -73,7 +75,7 @@ from hypernetes.runtime.interface import (
     VolumeFile,
     VolumeSpec,
 )
-from hypernetes.runtime.jail import Jail
+from hypernetes.runtime.jail import Jail, JailError, rbd_binds
 from hypernetes.runtime.kernels import Kernel, KernelError, KernelRegistry
 from hypernetes.runtime.logs import LogWriter
 from hypernetes.runtime.paths import private_dir
@@ -88,10 +90,12 @@ from hypernetes.runtime.prepare import (
 )
 from hypernetes.runtime.qemu import (
     JAIL_RAM,
+    JAIL_RBD,
     MAC,
     Nic,
     QemuVM,
     VMConfig,
+    qemu_binary,
     remove_socket_dir,
     run_dir,
     running_qemu,
@@ -333,6 +337,13 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         except ConfineError as e:
             shutil.rmtree(sandbox_dir, ignore_errors=True)
             raise SandboxFailed(f"cannot confine the VM: {e}") from e
+        if any(d.rbd_image for d in cfg.disks):
+            try:
+                self._rbd_jail(cfg, pod, sandbox_dir)
+            except (OSError, JailError) as e:
+                await asyncio.to_thread(self._confiner.release, pod.id, sandbox_dir)
+                shutil.rmtree(sandbox_dir, ignore_errors=True)
+                raise SandboxFailed(f"cannot prepare the RBD volumes: {e}") from e
         vm = QemuVM(cfg)
         client = AgentClient(f"agent-{pod.id}")
         sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers, volume_disks=volume_disks)
@@ -352,6 +363,18 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox.watcher = asyncio.create_task(self._watch(sandbox))
         self._save(sandbox)
         return self._status(sandbox)
+
+    @staticmethod
+    def _rbd_jail(cfg: VMConfig, pod: PodSpec, sandbox_dir: Path) -> None:
+        """RBD disks: their client conf and key files (readable by the VM's uid only), bound into
+        the jail with QEMU's rbd module and libraries; the jail keeps the node's network, which
+        QEMU needs to reach Ceph (docs/volumes.md, "Ceph RBD")."""
+        cfg.disks = rbd_files(sandbox_dir, pod, cfg.disks, cfg.jail.uid if cfg.jail else None)
+        if cfg.jail is not None:
+            have = {b.target for b in cfg.jail.binds}
+            more = rbd_binds(qemu_binary(), sandbox_dir / RBD_DIR, JAIL_RBD)
+            binds = [b for b in more if b.target not in have]
+            cfg.jail = dataclasses.replace(cfg.jail, binds=(*cfg.jail.binds, *binds), host_network=True)
 
     def _prepare(self, pod: PodSpec, spec: ContainerSpec, image: Image, serial: str) -> _Container:
         process = container_process(pod, spec, image)

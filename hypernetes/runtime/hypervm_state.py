@@ -23,6 +23,7 @@ from hypernetes.runtime.interface import (
     MountSpec,
     NetworkConfig,
     PodSpec,
+    RbdImage,
     VolumeSpec,
 )
 from hypernetes.runtime.paths import open_private
@@ -39,6 +40,9 @@ def pod_to_dict(pod: PodSpec) -> dict[str, Any]:
     # An fd number means nothing to the next process: the running QEMU holds the tap itself.
     data["network"].pop("tap_fd", None)
     data.pop("pull_credentials", None)  # registry passwords stay in memory, off the disk
+    for v in data.get("volumes") or ():
+        if (v.get("block") or {}).get("rbd"):
+            v["block"]["rbd"]["key"] = ""  # the cephx key is only in the VM's 0400 key file
     return data
 
 
@@ -56,7 +60,7 @@ def pod_from_dict(data: dict[str, Any]) -> PodSpec:
         for c in data["containers"]
     )
     volumes = tuple(
-        VolumeSpec(**{**v, "files": (), "block": BlockDevice(**v["block"]) if v.get("block") else None})
+        VolumeSpec(**{**v, "files": (), "block": _block(v["block"]) if v.get("block") else None})
         for v in data.get("volumes", ())
     )
     net: dict[str, Any] = {
@@ -67,6 +71,11 @@ def pod_from_dict(data: dict[str, Any]) -> PodSpec:
     network = NetworkConfig(**net)
     fields = {k: v for k, v in data.items() if k not in ("containers", "network", "volumes")}
     return PodSpec(**fields, containers=containers, network=network, volumes=volumes)
+
+
+def _block(data: dict[str, Any]) -> BlockDevice:
+    rbd = data.get("rbd")
+    return BlockDevice(**{**data, "rbd": RbdImage(**rbd) if rbd else None})
 
 
 def disk_to_dict(disk: Disk) -> dict[str, Any]:

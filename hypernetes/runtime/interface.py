@@ -86,14 +86,28 @@ class VolumeFile:
 
 
 @dataclass(frozen=True)
+class RbdImage:
+    """A Ceph RBD image QEMU opens itself through librbd (docs/volumes.md, "Ceph RBD"). The key
+    reaches QEMU only as a secret object read from a 0400 file in its jail."""
+
+    pool: str
+    image: str
+    user: str  # the cephx user, without "client."
+    monitors: str  # comma-separated host:port
+    key: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class BlockDevice:
-    """A host file given to the VM as a virtio-blk disk (a persistent volume). The host never
-    mounts it; the guest agent mounts its filesystem, or hands the raw device to containers."""
+    """A host file given to the VM as a virtio-blk disk (a persistent volume), or an RBD image
+    (`rbd`; `path` is then empty). The host never mounts it; the guest agent mounts its
+    filesystem, or hands the raw device to containers."""
 
     path: str  # the host file
     format: str = "raw"  # "raw" | "qcow2"
     fs_type: str = ""  # "ext4", "xfs", ...: mounted in the guest; "" = a raw block device
     read_only: bool = False
+    rbd: RbdImage | None = None
 
 
 @dataclass(frozen=True)

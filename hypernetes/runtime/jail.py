@@ -169,6 +169,9 @@ class Jail:
     groups: tuple[int, ...] = ()
     cgroup_procs: tuple[Path, ...] = ()  # joined before anything else
     die_with_parent: bool = False
+    # stay in the node's network namespace: a QEMU that opens Ceph RBD images talks to the
+    # monitors and OSDs itself (docs/volumes.md, "Ceph RBD"); every other VMM gets an empty one
+    host_network: bool = False
 
 
 def vmm_binds(qemu: str) -> tuple[Bind, ...]:
@@ -227,6 +230,28 @@ def _ldd(path: str) -> list[str]:
     return libs
 
 
+def rbd_binds(qemu: str, rbd_dir: Path, target: str) -> tuple[Bind, ...]:
+    """What a QEMU that opens RBD images needs beyond vmm_binds: QEMU's rbd block module and the
+    libraries it loads (librbd, librados, ...), Ceph's plugin directory (librados loads its
+    crypto and compressor plugins by path), and the sandbox's client conf and key."""
+    libs = _ldd(qemu)
+    libc = next((p for p in libs if Path(p).name.startswith("libc.so")), None)
+    if libc is None:
+        raise JailError("cannot find QEMU's module directory")
+    libdir = Path(os.path.realpath(libc)).parent
+    module = libdir / "qemu" / "block-rbd.so"
+    if not module.exists():
+        raise JailError(f"{module} is missing: install Debian's qemu-block-extra to use Ceph RBD volumes")
+    seen: dict[str, Bind] = {}
+    for f in [str(module), *_ldd(str(module))]:
+        seen.setdefault(f, Bind(Path(os.path.realpath(f)), f))
+    plugins = libdir / "ceph"
+    if plugins.is_dir():
+        seen[str(plugins)] = Bind(plugins, str(plugins))
+    seen[target] = Bind(rbd_dir, target)
+    return tuple(seen.values())
+
+
 def kvm_binds_and_groups() -> tuple[tuple[Bind, ...], tuple[int, ...]]:
     """/dev/kvm in the jail, and the group that lets the jailed uid open it (never group 0)."""
     st = KVM.stat()
@@ -254,6 +279,7 @@ def launcher(jail: Jail) -> Callable[[], None]:
         for b in jail.binds
     ]
     last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    namespaces = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (0 if jail.host_network else CLONE_NEWNET)
     procs = [os.fsencode(p) for p in jail.cgroup_procs]
 
     def check(result: int, step: str) -> None:
@@ -271,7 +297,7 @@ def launcher(jail: Jail) -> Callable[[], None]:
             for p in procs:
                 with open(p, "wb", buffering=0) as f:
                     f.write(b"0")  # "0": the writing process itself
-            check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+            check(libc.unshare(namespaces), "unshare")
             mount(None, b"/", None, MS_REC | MS_PRIVATE, None, "make mounts private")
             mount(
                 b"hn-jail",

@@ -53,6 +53,7 @@ PR_SET_PDEATHSIG = 1
 SANDBOX_ENV = "HYPERNETES_SANDBOX"  # in QEMU's environment: which sandbox directory it serves
 JAIL_KERNEL, JAIL_INITRD = "/vm/kernel", "/vm/initrd"
 JAIL_RAM = "/vm/ram"  # a template's RAM file, bound into a clone's jail
+JAIL_RBD = "/rbd"  # the sandbox's RBD client files (conf, key), bound read-only
 
 
 # microvm has a fixed set of virtio-mmio transports: 8 without ACPI, 24 with it (QEMU 7.2,
@@ -100,6 +101,11 @@ class Disk:
     flush: bool = True  # the guest's flushes become fdatasync; False only for data that dies with the VM
     format: str = "raw"  # "raw" | "qcow2"
     discard: bool = False  # pass the guest's discards on: they punch holes in a sparse file
+    # an RBD image QEMU opens through librbd: `path` is then its client ceph.conf (monitors,
+    # timeouts) and path.with_suffix(".key") the cephx key, both in the sandbox (disks.rbd_files)
+    rbd_pool: str = ""
+    rbd_image: str = ""
+    rbd_user: str = ""
 
 
 def _blockdev(disk: Disk, node: str, host_device: bool | None = None) -> str:
@@ -222,7 +228,8 @@ class HandedFds:
 
     def all(self) -> tuple[int, ...]:
         vhost = () if self.vhost is None else (self.vhost,)
-        return (self.console, self.ctl, self.qmp, *self.disks, *vhost)
+        disks = (fd for fd in self.disks if fd >= 0)  # -1: an RBD image, opened by QEMU
+        return (self.console, self.ctl, self.qmp, *disks, *vhost)
 
     def close(self) -> None:
         for fd in self.all():
@@ -331,6 +338,9 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
             f"virtio-net-device,netdev=net0,mac={cfg.nic.mac}",
         ]
     for i, disk in enumerate(cfg.disks):
+        if disk.rbd_image:
+            args += _rbd_args(disk, i, cfg.jail is not None)
+            continue
         host_device = disk.path.is_block_device()
         if fds is not None:
             # an fd set per disk: QEMU dups the one whose access mode matches what it opens
@@ -344,6 +354,41 @@ def command_line(cfg: VMConfig, fds: HandedFds | None = None) -> list[str]:
             device += ",werror=report,rerror=report"
         args += ["-blockdev", _blockdev(disk, f"disk{i}", host_device), "-device", device]
     return args
+
+
+def _rbd_args(disk: Disk, i: int, jailed: bool) -> list[str]:
+    """An RBD image through QEMU's own librbd driver: the cephx key is a secret object read from
+    a file (never an argument), the monitors and timeouts come from the client conf file, so a
+    Ceph outage turns into I/O errors reported to the guest rather than a VM stuck forever."""
+    conf = Path(JAIL_RBD) / disk.path.name if jailed else disk.path
+    node = f"disk{i}"
+    spec: dict[str, object] = {
+        "driver": "raw",
+        "node-name": node,
+        "read-only": disk.readonly,
+        "discard": "unmap",
+        "cache": {"direct": True, "no-flush": False},
+        "file": {
+            "driver": "rbd",
+            "pool": disk.rbd_pool,
+            "image": disk.rbd_image,
+            "conf": str(conf),
+            "user": disk.rbd_user,
+            "key-secret": f"{node}-key",
+            "auth-client-required": ["cephx"],
+        },
+    }
+    device = f"virtio-blk-device,drive={node},serial={disk.serial},write-cache=on"
+    if not disk.readonly:
+        device += ",werror=report,rerror=report"
+    return [
+        "-object",
+        f"secret,id={node}-key,format=base64,file={conf.with_suffix('.key')}",
+        "-blockdev",
+        json.dumps(spec, separators=(",", ":")),
+        "-device",
+        device,
+    ]
 
 
 def _listen(path: Path, opened: list[int]) -> int:
@@ -437,6 +482,9 @@ class QemuVM:
             ]
             disks = []
             for disk in self.cfg.disks:
+                if disk.rbd_image:
+                    disks.append(-1)  # QEMU connects to Ceph itself
+                    continue
                 flags = os.O_RDONLY if disk.readonly else os.O_RDWR
                 flags |= os.O_DIRECT if disk.cache == "none" else 0
                 try:
