@@ -192,6 +192,12 @@ def test_rolling_update_within_max_unavailable_and_history(cluster: NodesCluster
     assert (
         proc.returncode != 0 and "data: Invalid value" in proc.stderr and "field is immutable" in proc.stderr
     ), proc.stderr
+    # kubectl rollout undo ds applies revision 1's template; that revision comes back as 3
+    out = c.api.kubectl("rollout", "undo", "ds/agent", "-n", ns).stdout
+    assert "rolled back" in out, out
+    c.api.kubectl("rollout", "status", "ds/agent", "-n", ns, "--timeout=60s")
+    wait_for(lambda: placed(c, ns) == {n: ["agent:1"] for n in NODES}, what="agent:1 everywhere again")
+    assert sorted(r["revision"] for r in c.ctl.items("apps/v1", "controllerrevisions", ns)) == [2, 3]
     for n in NODES:
         label(c, n, None)
 
