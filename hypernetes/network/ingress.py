@@ -150,13 +150,16 @@ class IngressProxy:
             return s
 
         sock = await asyncio.to_thread(run_in_netns, self.host_netns, listen) if self.host_netns else listen()
-        listener = _Listener(None, port, router_netns, routes)  # type: ignore[arg-type]
 
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            listener = self._listeners.get(network_id)
+            if listener is None:  # stopped meanwhile
+                w.close()
+                return
             await self._handle(listener, r, w)
 
-        listener.server = await asyncio.start_server(handle, sock=sock, limit=MAX_HEAD)
-        self._listeners[network_id] = listener
+        server = await asyncio.start_server(handle, sock=sock, limit=MAX_HEAD)
+        self._listeners[network_id] = _Listener(server, port, router_netns, routes)
         return port
 
     async def stop(self, network_id: int) -> None:

@@ -28,8 +28,6 @@ from hypernetes.objects.meta import labels, metadata
 from hypernetes.objects.names import TENANT_LABEL
 from hypernetes.objects.selectors import SelectorError, from_label_selector
 
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-
 
 @dataclass(frozen=True)
 class PortRange:
