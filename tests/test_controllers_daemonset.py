@@ -253,3 +253,40 @@ def test_the_templates_node_affinity_is_honoured(cluster: NodesCluster) -> None:
     c.ctl.patch("v1", "nodes", "n2", {"metadata": {"labels": {"zone": None}}})
     for n in NODES:
         label(c, n, None)
+
+
+def test_surge_update_never_leaves_a_node_without_its_daemon(cluster: NodesCluster) -> None:
+    c = cluster
+    ns = c.ctl.namespace("ds-surge")
+    for n in NODES:
+        label(c, n, "edge")
+    surge = "updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}"
+    c.api.kubectl("apply", "-f", "-", input=DS.format(name="agent", ns=ns, extra=surge))
+    c.api.kubectl("rollout", "status", "ds/agent", "-n", ns, "--timeout=60s")
+    samples: list[list[Obj]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(c.ctl.pods(ns))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        c.api.kubectl("set", "image", "ds/agent", "c=agent:2", "-n", ns)
+        c.api.kubectl("rollout", "status", "ds/agent", "-n", ns, "--timeout=60s")
+        wait_for(lambda: placed(c, ns) == {n: ["agent:2"] for n in NODES}, what="agent:2 alone everywhere")
+    finally:
+        stop.set()
+        sampler.join(10)
+    # the new pod starts beside the old one, which goes once the new one is available; at most
+    # maxSurge nodes have two at once
+    for pods in samples:
+        up = {p["spec"].get("nodeName") for p in pods if available(p)}
+        assert up >= set(NODES), sorted(up)
+        doubled = [n for n in NODES if sum(1 for p in pods if p["spec"].get("nodeName") == n) > 1]
+        assert len(doubled) <= 1, doubled
+    assert any(len(p) > len(NODES) for p in samples)  # a surge was seen
+    for n in NODES:
+        label(c, n, None)
