@@ -581,3 +581,31 @@ def test_leftover_binding_under_a_reused_namespace_name_binds_no_one(world: Tena
     )
     assert can_i(w, "acme-member", "create", "configmaps", "-n", "acme-a")
     assert post(w, "acme-member", CM.format(ns="acme-reused"), cm("fresh")).status_code == 201
+
+
+def test_kubectl_apply_role_and_binding_as_tenant_admin(world: TenantWorld) -> None:
+    """What `kubectl apply -k` of an application carrying a Role and RoleBinding sends: applied
+    twice, the second time unchanged; then deleted."""
+    w = world
+    manifest = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: app-reader, namespace: acme-b}
+rules:
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app-reader, namespace: acme-b}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: app-reader}
+subjects:
+- {kind: ServiceAccount, name: app, namespace: acme-b}
+"""
+    first = ok(w.kubectl("acme-admin", "apply", "-f", "-", input=manifest))
+    assert "role.rbac.authorization.k8s.io/app-reader created" in first
+    assert "rolebinding.rbac.authorization.k8s.io/app-reader created" in first
+    again = ok(w.kubectl("acme-admin", "apply", "-f", "-", input=manifest))
+    assert again.count("unchanged") == 2, again
+    ok(w.kubectl("acme-admin", "delete", "-f", "-", input=manifest))
