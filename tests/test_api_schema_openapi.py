@@ -28,6 +28,10 @@ def test_index_lists_every_group_version_with_a_hash() -> None:
         "apis/apiextensions.k8s.io/v1",
         "apis/rbac.authorization.k8s.io/v1",
         "apis/apiregistration.k8s.io/v1",
+        "apis/networking.k8s.io/v1",
+        "apis/autoscaling/v2",
+        "apis/autoscaling/v1",
+        "apis/metrics.k8s.io/v1beta1",
     }
     for path, entry in idx.items():
         url = entry["serverRelativeURL"]
@@ -38,20 +42,20 @@ def test_index_lists_every_group_version_with_a_hash() -> None:
 def test_every_kind_has_a_patch_op_kubectl_delegates_validation_to(k: schema.Kind) -> None:
     doc = schema.openapi_v3(k)
     assert doc["openapi"].startswith("3.0")
-    prefix = f"/apis/{k.group}/v1" if k.group else "/api/v1"
+    prefix = f"/apis/{k.group}/{k.version}" if k.group else f"/api/{k.version}"
     item = (
         f"{prefix}/namespaces/{{namespace}}/{k.plural}/{{name}}"
         if k.namespaced
         else f"{prefix}/{k.plural}/{{name}}"
     )
     patch = doc["paths"][item]["patch"]
-    assert patch["x-kubernetes-group-version-kind"] == {"group": k.group, "version": "v1", "kind": k.kind}
+    assert patch["x-kubernetes-group-version-kind"] == {"group": k.group, "version": k.version, "kind": k.kind}
     assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in patch["parameters"])
     assert "application/strategic-merge-patch+json" in patch["requestBody"]["content"]
     post = doc["paths"][item.rsplit("/", 1)[0]]["post"]
     assert any(p["name"] == "fieldValidation" for p in post["parameters"])
     comp = doc["components"]["schemas"][k.definition]
-    assert {"group": k.group, "version": "v1", "kind": k.kind} in comp["x-kubernetes-group-version-kind"]
+    assert {"group": k.group, "version": k.version, "kind": k.kind} in comp["x-kubernetes-group-version-kind"]
 
 
 def test_component_schemas_carry_merge_keys_and_resolve() -> None:
