@@ -49,13 +49,14 @@ def test_every_kind_has_a_patch_op_kubectl_delegates_validation_to(k: schema.Kin
         else f"{prefix}/{k.plural}/{{name}}"
     )
     patch = doc["paths"][item]["patch"]
-    assert patch["x-kubernetes-group-version-kind"] == {"group": k.group, "version": k.version, "kind": k.kind}
+    gvk = {"group": k.group, "version": k.version, "kind": k.kind}
+    assert patch["x-kubernetes-group-version-kind"] == gvk
     assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in patch["parameters"])
     assert "application/strategic-merge-patch+json" in patch["requestBody"]["content"]
     post = doc["paths"][item.rsplit("/", 1)[0]]["post"]
     assert any(p["name"] == "fieldValidation" for p in post["parameters"])
     comp = doc["components"]["schemas"][k.definition]
-    assert {"group": k.group, "version": k.version, "kind": k.kind} in comp["x-kubernetes-group-version-kind"]
+    assert gvk in comp["x-kubernetes-group-version-kind"]
 
 
 def test_component_schemas_carry_merge_keys_and_resolve() -> None:
