@@ -367,6 +367,12 @@ def _policy_chains(r: Ruleset, t: tuple[str, str], policies: Sequence[PodPolicy]
     bridged, routed (services, node ports, egress) and cross-host traffic. False: no policy."""
     ingress: list[Any] = []
     egress: list[Any] = []
+    peer_sets: dict[tuple[str, ...], str] = {}  # one named set per distinct peer list, shared by the pods
+    for rule in (rule for pp in policies for rs in (pp.ingress, pp.egress) for rule in rs or ()):
+        if rule.peers and rule.peers not in peer_sets:
+            peer_sets[rule.peers] = f"peers_{len(peer_sets)}"
+    for peers, name in peer_sets.items():
+        r.set(t, name, "ipv4_addr", [cidr_expr(c) for c in peers], flags=["interval"])
     for i, pp in enumerate(policies):
         for rules, addr, kind, out in (
             (pp.ingress, "saddr", "in", ingress),
@@ -377,7 +383,7 @@ def _policy_chains(r: Ruleset, t: tuple[str, str], policies: Sequence[PodPolicy]
             chain = f"{kind}_{i}"
             r.chain(t, chain)
             for rule in rules:
-                _policy_rule(r, t, chain, addr, rule)
+                _policy_rule(r, t, chain, addr, rule, peer_sets)
             r.rule(
                 t,
                 chain,
@@ -393,12 +399,14 @@ def _policy_chains(r: Ruleset, t: tuple[str, str], policies: Sequence[PodPolicy]
     return True
 
 
-def _policy_rule(r: Ruleset, t: tuple[str, str], chain: str, addr: str, rule: Rule) -> None:
+def _policy_rule(
+    r: Ruleset, t: tuple[str, str], chain: str, addr: str, rule: Rule, peer_sets: dict[tuple[str, ...], str]
+) -> None:
     peers: list[Obj] = []
     if rule.peers is not None:
         if not rule.peers:
             return  # selects no peer: allows nothing
-        peers = [match(payload("ip", addr), anon_set(*(cidr_expr(c) for c in rule.peers)))]
+        peers = [match(payload("ip", addr), f"@{peer_sets[rule.peers]}")]
     if not rule.ports:
         r.rule(t, chain, *peers, {"return": None})
         return

@@ -26,7 +26,7 @@ from typing import Any
 from hypernetes.objects import Obj
 from hypernetes.objects.meta import labels, metadata
 from hypernetes.objects.names import TENANT_LABEL
-from hypernetes.objects.selectors import SelectorError, from_label_selector
+from hypernetes.objects.selectors import Selector, SelectorError, from_label_selector
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,12 @@ def _tenant(ns: Obj | None) -> str | None:
     return labels(ns).get(TENANT_LABEL) if ns is not None else None
 
 
-def _selects(sel: Any, labels_: Mapping[str, str]) -> bool:
+def _selector(sel: Any) -> Selector:
     """A selector that does not convert selects nothing (the API refuses it anyway)."""
     try:
-        return from_label_selector(sel if isinstance(sel, Mapping) else None).matches(labels_)
+        return from_label_selector(sel if isinstance(sel, Mapping) else None)
     except SelectorError:
-        return False
+        return Selector(nothing=True)
 
 
 def _block(ip_block: Obj) -> tuple[str, ...]:
@@ -130,20 +130,23 @@ class _Resolver:
             if peer.get("ipBlock"):
                 out.extend(_block(peer["ipBlock"]))
                 continue
-            ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
-            for pod in self.pods:
-                if ns_sel is None:
-                    if pod.namespace != policy_ns:
-                        continue
-                else:
-                    ns = self.namespaces.get(pod.namespace)
-                    if ns is None or not self.same_tenant(policy_ns, pod.namespace):
-                        continue  # never another tenant's namespace, whatever its labels
-                    if not _selects(ns_sel, labels(ns)):
-                        continue
-                if pod_sel is not None and not _selects(pod_sel, pod.labels):
-                    continue
-                out.append(f"{pod.ip}/32")
+            ns_sel = (
+                _selector(peer["namespaceSelector"]) if peer.get("namespaceSelector") is not None else None
+            )
+            pod_sel = _selector(peer["podSelector"]) if peer.get("podSelector") is not None else None
+            if ns_sel is None:
+                spaces = {policy_ns}
+            else:  # never another tenant's namespace, whatever its labels
+                spaces = {
+                    name
+                    for name, ns in self.namespaces.items()
+                    if self.same_tenant(policy_ns, name) and ns_sel.matches(labels(ns))
+                }
+            out.extend(
+                f"{pod.ip}/32"
+                for pod in self.pods
+                if pod.namespace in spaces and (pod_sel is None or pod_sel.matches(pod.labels))
+            )
         return tuple(dict.fromkeys(out))
 
     @staticmethod
@@ -190,28 +193,30 @@ def resolve(
         ns = str(metadata(pol).get("namespace"))
         spec = pol.get("spec") or {}
         types = policy_types(spec)
-        selected = [
-            p for p in r.pods if p.namespace == ns and _selects(spec.get("podSelector") or {}, p.labels)
-        ]
+        chosen = _selector(spec.get("podSelector") or {})
+        selected = [p for p in r.pods if p.namespace == ns and chosen.matches(p.labels)]
+        if not selected:
+            continue
+        # Peers and egress rules are the same for every selected pod (ingress ports by name are not).
+        sources = [(r.peers(ns, rule.get("from")), rule.get("ports")) for rule in spec.get("ingress") or []]
+        outbound: list[Rule] = []
+        for rule in spec.get("egress") or []:
+            peers = r.peers(ns, rule.get("to"))
+            named = [p for p in rule.get("ports") or [] if isinstance(p.get("port"), str)]
+            numbered = [p for p in rule.get("ports") or [] if not isinstance(p.get("port"), str)]
+            if numbered or not named:
+                outbound.append(Rule(peers, r.ports(numbered, {}) or ()))
+            if named:
+                outbound.extend(r.egress_named(peers, named))
         for pod in selected:
             if "Ingress" in types:
                 rules = ingress.setdefault(pod.ip, [])
-                for rule in spec.get("ingress") or []:
-                    ports = r.ports(rule.get("ports"), pod.named_ports)
-                    if ports is not None:
-                        rules.append(Rule(r.peers(ns, rule.get("from")), ports))
+                for peers, ports in sources:
+                    resolved = r.ports(ports, pod.named_ports)
+                    if resolved is not None:
+                        rules.append(Rule(peers, resolved))
             if "Egress" in types:
-                rules = egress.setdefault(pod.ip, [])
-                for rule in spec.get("egress") or []:
-                    peers = r.peers(ns, rule.get("to"))
-                    named = [p for p in rule.get("ports") or [] if isinstance(p.get("port"), str)]
-                    numbered = [p for p in rule.get("ports") or [] if not isinstance(p.get("port"), str)]
-                    if not named:
-                        rules.append(Rule(peers, r.ports(numbered, {}) or ()))
-                        continue
-                    if numbered:
-                        rules.append(Rule(peers, r.ports(numbered, {}) or ()))
-                    rules.extend(r.egress_named(peers, named))
+                egress.setdefault(pod.ip, []).extend(outbound)
     out = []
     for ip in sorted(set(ingress) | set(egress), key=ipaddress.IPv4Address):
         ing, eg = ingress.get(ip), egress.get(ip)
