@@ -88,8 +88,7 @@ from hypernetes.store.keys import key_prefix, object_key
 
 # every custom object (of any CRD) in a tenant's namespaces, under one count: kinds come and go
 # with their CRDs, and none may let a tenant fill the store
-CUSTOM_KEY = "count/customresources"
-CUSTOM_DEFAULT = "1000"
+CUSTOM_KEY = "count/customresources"  # every custom object in the tenant's namespaces
 EPHEMERAL = "ephemeral-storage"  # pods' scratch disks on nodes (podsize.pod_ephemeral_storage)
 QUOTA_KEYS = (
     "pods",
@@ -356,7 +355,7 @@ class TenantAdmission:
     def _tenant(obj: Obj, old: Obj | None) -> None:
         spec = obj.setdefault("spec", {})
         if old is None:  # a new tenant is limited in everything it did not set
-            spec["quota"] = {**DEFAULT_QUOTA, CUSTOM_KEY: CUSTOM_DEFAULT, **(spec.get("quota") or {})}
+            spec["quota"] = {**DEFAULT_QUOTA, **(spec.get("quota") or {})}
         for i, name in enumerate(spec.get("allowedKernels") or []):
             problem = kernels.name_problem(str(name))
             if problem is not None:

@@ -117,6 +117,7 @@ DEFAULT_QUOTA: dict[str, str] = {
     "count/ingresses.networking.k8s.io": "100",
     "count/networks.hypernetes.io": "16",
     "count/users.hypernetes.io": "100",
+    "count/customresources": "1000",  # objects of every CRD together (auth/admission.py)
 }
 
 
