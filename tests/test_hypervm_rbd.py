@@ -19,6 +19,7 @@ from hypernetes.runtime.images import ImageStore
 from hypernetes.runtime.interface import (
     BlockDevice,
     ContainerSpec,
+    ExecSpec,
     ExitStatus,
     MountSpec,
     PodSpec,
@@ -114,3 +115,64 @@ async def test_write_sync_read_back_and_the_key_stays_secret(
     status, out, err = await run(rt, spec)
     assert status == ExitStatus(code=0), err
     assert out.split()[0] == digest
+
+
+WRITER = (
+    "i=0; while true; do i=$((i+1)); "
+    "if echo $i > /data/n && sync /data/n; then echo wrote $i; else echo failed $i; fi; sleep 0.5; done"
+)
+
+
+async def test_a_fenced_client_cannot_write(rt: HyperVM, rbd: RbdVolumes, busybox_ref: str) -> None:
+    """What the node does before attaching an image whose last user's node was declared dead:
+    blocklist every client that has it open (volumes/rbd.py fence). That VM's writes fail from
+    then on, whatever its host does; the next VM owns the image."""
+    await asyncio.to_thread(rbd.create, "vm-f", 64 * MiB)
+    vol = (volume(rbd, "vm-f"),)
+    await rt.create_sandbox(
+        PodSpec(id="rbd-old", name="old", containers=(sh(busybox_ref, WRITER),), volumes=vol)
+    )
+    await rt.start_container("rbd-old", "c")
+    await logged(rt, "rbd-old", b"wrote 3")
+    fenced = await asyncio.to_thread(rbd.fence, "vm-f")
+    assert fenced
+    lines = await logged(rt, "rbd-old", b"failed", timeout=120)
+    last = max(int(ln.split()[1]) for ln in lines if ln.startswith(b"wrote"))
+    assert not await asyncio.to_thread(rbd.lockers, "vm-f")
+    # the next VM mounts (replaying the journal), reads the last synced value, writes its own
+    script = "cat /data/n; echo new > /data/n && sync && echo ok"
+    spec = PodSpec(id="rbd-new", name="new", containers=(sh(busybox_ref, script),), volumes=vol)
+    status, out, err = await run(rt, spec)
+    assert status == ExitStatus(code=0), err
+    assert out.split()[-1] == b"ok"
+    assert int(out.split()[0]) >= last
+    # the old VM is still running, and still cannot write
+    before = len([ln for ln in [x.data async for x in rt.logs("rbd-old", "c")] if ln.startswith(b"failed")])
+    await asyncio.sleep(3)
+    after = [x.data async for x in rt.logs("rbd-old", "c")]
+    assert len([ln for ln in after if ln.startswith(b"failed")]) > before
+    assert not [ln for ln in after[-4:] if ln.startswith(b"wrote")]
+    await rt.remove_sandbox("rbd-old")
+
+
+async def test_an_outage_is_io_errors_not_a_hung_vm(
+    rt: HyperVM, rbd: RbdVolumes, ceph: CephCluster, busybox_ref: str
+) -> None:
+    await asyncio.to_thread(rbd.create, "vm-o", 64 * MiB)
+    vol = (volume(rbd, "vm-o"),)
+    await rt.create_sandbox(
+        PodSpec(id="rbd-out", name="out", containers=(sh(busybox_ref, WRITER),), volumes=vol)
+    )
+    await rt.start_container("rbd-out", "c")
+    await logged(rt, "rbd-out", b"wrote 2")
+    await asyncio.to_thread(ceph.stop_osds)
+    try:
+        # librbd gives up after `rados osd op timeout` (30 s): the guest's sync fails
+        await logged(rt, "rbd-out", b"failed", timeout=120)
+        # the VM is alive and answers: an exec runs
+        proc = await rt.exec("rbd-out", "c", ExecSpec(command=("echo", "alive")))
+        said = b"".join([data async for _, data in proc.output()])
+        assert await asyncio.wait_for(proc.wait(), 30) == ExitStatus(code=0) and b"alive" in said
+    finally:
+        await asyncio.to_thread(ceph.start_osds)
+    await rt.remove_sandbox("rbd-out")

@@ -112,6 +112,16 @@ class CephCluster:
         self._spawn("mon.a", "ceph-mon", "-i", "a")
         self._wait(lambda: self.ceph("-s", "--connect-timeout", "5", timeout=20), 60, "monitor back")
 
+    def stop_osds(self) -> None:
+        """Every OSD gone: clients' I/O cannot complete (the monitor still answers)."""
+        for n in range(OSDS):
+            self._kill(f"osd.{n}")
+
+    def start_osds(self) -> None:
+        for n in range(OSDS):
+            self._spawn(f"osd.{n}", "ceph-osd", "-i", str(n))
+        self._wait(self._osds_up, 90, "OSDs up")
+
     # -- life -----------------------------------------------------------------------------------
 
     def start(self) -> None:
