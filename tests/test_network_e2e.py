@@ -358,6 +358,88 @@ def test_node_port_answers_from_outside(world: World) -> None:
     assert seen <= {"web-1", "web-2"} and seen, seen
 
 
+POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "web-from-clients"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "web"}},
+        "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}], "ports": [{"port": "http"}]}
+        ],
+    },
+}
+INGRESS = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "Ingress",
+    "metadata": {"name": "shop"},
+    "spec": {
+        "rules": [
+            {
+                "host": "shop.example",
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": "web", "port": {"number": 80}}},
+                        }
+                    ]
+                },
+            }
+        ]
+    },
+}
+
+
+def test_network_policy_and_ingress_on_vm_pods(world: World) -> None:
+    """A tenant's NetworkPolicy holds between its VMs (the client may reach the web pods, another
+    web pod may not, by address or by service), and its Ingress answers from outside on its
+    network's ingress port, routed by host to the same pods."""
+    w, ns = world, world.acme_ns
+    web1 = ip_of(w, w.alice, ns, "web-1")
+    reach = f"timeout 5 wget -q -O - http://{web1}/"
+    assert sh_in(w, w.alice, ns, "web-3", reach, check=False)[0] == 0  # open before the policy
+    as_user(w.cluster, w.alice, "apply", "-n", ns, "-f", "-", input=json.dumps(POLICY))
+    as_user(w.cluster, w.alice, "apply", "-n", ns, "-f", "-", input=json.dumps(INGRESS))
+    try:
+        w.cluster.wait_for(
+            "web-3 cut off from web-1",
+            lambda: sh_in(w, w.alice, ns, "web-3", reach, check=False)[0] != 0,
+            timeout=60,
+        )
+        assert sh_in(w, w.alice, ns, "web-3", "timeout 5 wget -q -O - http://web/", check=False)[0] != 0
+        assert sh_in(w, w.alice, ns, "client", reach)[1].strip() == "web-1"
+        lb = w.cluster.wait_for(
+            "the Ingress's address",
+            lambda: (
+                (get(w, w.alice, ns, "ingress", "shop").get("status") or {})
+                .get("loadBalancer", {})
+                .get("ingress")
+            ),
+            timeout=60,
+        )
+        port = lb[0]["ports"][0]["port"]
+        with ns_socket(w.outside_ns) as s:
+            s.settimeout(10)
+            s.connect((HOST_IP, port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        assert data.startswith(b"HTTP/1.") and data.partition(b"\r\n\r\n")[2].decode().strip() in (
+            "web-1",
+            "web-2",
+        )
+    finally:
+        as_user(w.cluster, w.alice, "delete", "-n", ns, "networkpolicy/web-from-clients", "ingress/shop")
+    w.cluster.wait_for(
+        "web-3 reaches web-1 again",
+        lambda: sh_in(w, w.alice, ns, "web-3", reach, check=False)[0] == 0,
+        timeout=60,
+    )
+
+
 def test_pod_networks_survive_a_node_agent_restart(world: World) -> None:
     """`up` stops and starts again (the VMs keep running and are adopted): the first apply of the
     new agent keeps their taps, so pods, services and DNS work as before."""
