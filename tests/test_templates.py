@@ -269,8 +269,11 @@ def test_start_shapes_are_the_default_pods_and_the_recent_ones_with_todays_kerne
 ) -> None:
     store = templates.TemplateStore(tmp_path / "templates")
     default = kernels.default()
-    old = templates.Shape(Path("/old/vmlinux"), Path("/old/initrd"), "", False, "tcg", 2, 288, (True, False))
+    initrd = kernels.root / "old-initrd.img"  # built by this registry before an agent change
+    old = templates.Shape(Path("/old/vmlinux"), initrd, "", False, "tcg", 2, 288, (True, False))
     _stale_template(store.root, dataclasses.replace(old, scope="team-a"), kernels.DEFAULT)
+    other = templates.Shape(Path("/old/vmlinux"), Path("/elsewhere/initrd"), "", False, "tcg", 1, 96, ())
+    (_stale_template(store.root / "other", other, kernels.DEFAULT)).rename(store.root / ("e" * 32))
     shapes = templates.start_shapes(store, kernels, "tcg", ["", "team-b", ""], nic=True)
     pod = templates.Shape(
         default.image, default.initrd, default.cmdline, default.acpi, "tcg", 1, 160, (True,), nic=True

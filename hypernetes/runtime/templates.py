@@ -335,7 +335,8 @@ def start_shapes(
     """The shapes whose templates a node builds when it starts, with today's kernels, agent and
     QEMU: the default pod's (one container without limits: the default VM size, one read-only
     image disk, a NIC if the node's pods get one) in each of `scopes`, then each shape a template
-    served within max_idle, with the current build of the kernel it ran. So a kernel, agent or
+    served within max_idle for a kernel of this node's registry (its initrd was built there),
+    with the current build of that kernel. So a kernel, agent or
     QEMU upgrade has its templates rebuilt before the first pod asks, and the old ones idle out."""
     default = kernels.default()
     size = vm_size([ContainerSpec(name="default", image="")])
@@ -358,6 +359,8 @@ def start_shapes(
         for scope in sorted(set(scopes))
     ]
     for old, name in store.recent():
+        if not old.initrd.is_relative_to(kernels.root):
+            continue  # another registry's (another data dir's node, a test): not this node's pods
         try:
             kernel = kernels.get(name or None)
         except (KernelError, OSError):
