@@ -313,8 +313,28 @@ def test_kubectl_autoscale_scales_a_deployment_up_and_down(
             "spec.behavior.scaleUp.stabilizationWindowSeconds",
             "less than or equal to 3600",
         ),
+        (
+            {
+                "maxReplicas": 2,
+                "scaleTargetRef": {"kind": "Deployment", "name": "../../globex-a/deployments/web"},
+            },
+            "spec.scaleTargetRef.name",
+            "may not contain '/'",
+        ),
+        (
+            {
+                "maxReplicas": 2,
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1/namespaces/globex-a",
+                    "kind": "Deployment",
+                    "name": "x",
+                },
+            },
+            "spec.scaleTargetRef.apiVersion",
+            "group/version",
+        ),
     ],
-    ids=["max-below-min", "pods-metric", "no-utilization", "window"],
+    ids=["max-below-min", "pods-metric", "no-utilization", "window", "name-path", "version-path"],
 )
 def test_invalid_autoscalers_are_refused_with_the_field(
     world: TenantWorld, spec: Obj, field: str, message: str

@@ -29,6 +29,7 @@ from hypernetes.controllers.hpascale import (
     epoch,
     milli_usage,
     resource_replicas,
+    target_ref_problems,
 )
 from hypernetes.controllers.informer import Handler, InformerFactory, key_of, split_key
 from hypernetes.objects import Obj
@@ -143,6 +144,8 @@ class HPAController(Controller):
         plural = PLURALS.get(str(ref.get("kind")), str(ref.get("kind", "")).lower() + "s")
         reference = f"{ref.get('kind')}/{ref.get('name')}"
         try:
+            if problems := target_ref_problems(ref):  # (validation keeps these out of the store)
+                raise ApiException(422, "Invalid", f"spec.scaleTargetRef.{problems[0][0]}: {problems[0][2]}")
             scale = await self.client.get(target_api, plural, str(ref.get("name")), ns, subresource="scale")
         except ApiException as e:
             message = f"the HPA controller was unable to get the target's current scale: {e}"

@@ -13,6 +13,7 @@ replica_calculator.go and horizontal.go), free of I/O so it can be fed metrics a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,9 @@ INITIAL_READINESS_DELAY = 30.0  # --horizontal-pod-autoscaler-initial-readiness-
 DOWNSCALE_STABILIZATION = 300  # --horizontal-pod-autoscaler-downscale-stabilization (seconds)
 DEFAULT_CPU_UTILIZATION = 80
 SELECT_POLICIES = ("Disabled", "Max", "Min")
+GROUP_VERSION = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[0-9]+[a-z0-9]*"
+)
 # upstream's defaults for a behavior given without them (pkg/apis/autoscaling/v2/defaults.go);
 # a scale-down window left unset takes DOWNSCALE_STABILIZATION in the controller
 SCALE_UP_RULES: Obj = {
@@ -54,6 +58,26 @@ UP_STABILIZED = (
 
 class MetricsUnavailable(Exception):
     """No replica count can be computed from this metric now (upstream: FailedGetResourceMetric)."""
+
+
+def target_ref_problems(ref: Obj) -> list[tuple[str, str, str]]:
+    """(field, value, message) for each unusable part of a scaleTargetRef: kind and name are path
+    segments (upstream's IsValidPathSegmentName), apiVersion is [group/]version. The controller
+    builds a URL of them with its own rights: nothing may lead it outside the HPA's namespace."""
+    out = []
+    for key in ("kind", "name"):
+        value = ref.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if value in (".", ".."):
+            out.append((key, value, f"may not be '{value}'"))
+        for bad in ("/", "%"):
+            if bad in value:
+                out.append((key, value, f"may not contain '{bad}'"))
+    version = ref.get("apiVersion")
+    if version is not None and (not isinstance(version, str) or not GROUP_VERSION.fullmatch(version)):
+        out.append(("apiVersion", str(version), "must be a version or group/version, e.g. apps/v1"))
+    return out
 
 
 def milli_usage(resource: str, value: object) -> int:

@@ -18,6 +18,7 @@ from hypernetes.controllers.hpascale import (
     SCALE_DOWN_RULES,
     SCALE_UP_RULES,
     SELECT_POLICIES,
+    target_ref_problems,
 )
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.quantity import QuantityError, parse_quantity
@@ -125,6 +126,8 @@ def _validate(obj: JSON, errs: Errs) -> None:
     for k in ("kind", "name"):
         if not ref.get(k):
             errs.append(E.required(f"spec.scaleTargetRef.{k}"))
+    for k, value, message in target_ref_problems(ref):
+        errs.append(E.invalid(f"spec.scaleTargetRef.{k}", value, message))
     low, high = spec.get("minReplicas"), spec.get("maxReplicas")
     if low is not None:
         _positive_int(low, "spec.minReplicas", errs)
