@@ -270,3 +270,27 @@ def test_nodes_read_what_they_build_and_write_only_ingress_status(world: TenantW
     r = world.http("node-a").put(f"{ING}/shop/status", json=got)
     assert r.status_code == 200, r.text
     assert "192.0.2.10" in world.kubectl("acme-viewer", "get", "ingress", "shop", "-n", "acme-a").stdout
+
+
+def test_kubectl_create_ingress(world: TenantWorld) -> None:
+    """kubectl 1.32 sends `create ingress` as protobuf; the rule's inline http value is decoded."""
+    out = world.kubectl(
+        "acme-member",
+        "create",
+        "ingress",
+        "quick",
+        "-n",
+        "acme-a",
+        "--class=hypernetes",
+        "--rule=shop.example/api*=api:http",
+        "--rule=shop.example/=web:80,tls=shop-cert",
+        "--default-backend=web:80",
+    )
+    assert out.returncode == 0, out.stderr
+    spec = world.op("GET", f"{ING}/quick")["spec"]
+    assert spec["ingressClassName"] == "hypernetes"
+    assert spec["defaultBackend"] == {"service": {"name": "web", "port": {"number": 80}}}
+    assert spec["tls"] == [{"hosts": ["shop.example"], "secretName": "shop-cert"}]
+    paths = [p for r in spec["rules"] for p in r["http"]["paths"]]
+    assert {(p["path"], p["pathType"]) for p in paths} == {("/api", "Prefix"), ("/", "Exact")}
+    assert {"service": {"name": "api", "port": {"name": "http"}}} in [p["backend"] for p in paths]

@@ -351,6 +351,49 @@ KINDS[("autoscaling/v1", "HorizontalPodAutoscaler")] = {
     ),
     3: ("status", "skip", None),
 }
+# `kubectl create ingress` (k8s.io/api/networking/v1/generated.proto)
+_INGRESS_BACKEND: Spec = {
+    1: (
+        "resource",
+        "msg",
+        {1: ("apiGroup", "str", None), 2: ("kind", "str", None), 3: ("name", "str", None)},
+    ),
+    4: (
+        "service",
+        "msg",
+        {
+            1: ("name", "str", None),
+            2: ("port", "msg", {1: ("name", "str", None), 2: ("number", "int?", None)}),
+        },
+    ),
+}
+_HTTP_PATH: Spec = {
+    1: ("path", "str", None),
+    2: ("backend", "msg", _INGRESS_BACKEND),
+    3: ("pathType", "str", None),
+}
+KINDS[("networking.k8s.io/v1", "Ingress")] = {
+    1: ("metadata", "msg", OBJECT_META),
+    2: (
+        "spec",
+        "msg",
+        {
+            1: ("defaultBackend", "msg", _INGRESS_BACKEND),
+            2: ("tls", "[msg]", {1: ("hosts", "[str]", None), 2: ("secretName", "str", None)}),
+            3: (
+                "rules",
+                "[msg]",
+                {
+                    1: ("host", "str", None),
+                    # IngressRuleValue is inline in JSON: its `http` sits in the rule itself
+                    2: ("", "inline", {1: ("http", "msg", {1: ("paths", "[msg]", _HTTP_PATH)})}),
+                },
+            ),
+            4: ("ingressClassName", "str", None),
+        },
+    ),
+    3: ("status", "skip", None),
+}
 UNKNOWN: Spec = {
     1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
     2: ("raw", "raw", None),
@@ -472,6 +515,8 @@ def _message(buf: bytes, spec: Spec, path: str = "") -> Obj:
             obj[name] = _time(_bytes(v))
         elif typ == "msg":
             obj[name] = _message(_bytes(v), sub, f"{path}{name}.")
+        elif typ == "inline":  # a Go struct embedded with `json:",inline"`
+            obj.update(_message(_bytes(v), sub, path))
         elif typ == "[str]":
             obj.setdefault(name, []).append(_bytes(v).decode())
         elif typ == "[msg]":
