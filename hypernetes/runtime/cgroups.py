@@ -331,7 +331,6 @@ class Cgroups:
                 return int((d / f).read_text())
         return None
 
-
     def usage(self, name: str) -> Usage | None:
         """What the VM's cgroup has used: CPU time since it was made, and its memory working set
         as the kubelet (cAdvisor) counts it: usage less the inactive file cache, which the kernel
