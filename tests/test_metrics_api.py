@@ -134,6 +134,13 @@ def test_kubectl_top_pods_nodes_and_containers(world: TenantWorld) -> None:
     assert nodes["node-a"][2] == "3072Mi"  # (no CPU% and MEMORY% columns: fake nodes have no capacity)
 
 
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+def test_kubectl_top_of_other_versions(world: TenantWorld, version: str) -> None:
+    wait_for(lambda: world.kubectl("acme-member", "top", "pods", "-n", "acme-a").returncode == 0, 20)
+    out = world.kubectl("acme-member", "top", "pods", "-n", "acme-a", "--containers", version=version)
+    assert out.returncode == 0 and out.stdout.split()[4:6] == ["on-node-a", "c"], out
+
+
 def test_a_tenant_sees_only_its_pods_metrics(world: TenantWorld) -> None:
     wait_for(lambda: len(top(world, "operator", "pods", "-A")) == 2, 20)
     assert [r[:2] for r in top(world, "acme-member", "pods", "-A")] == [["acme-a", "on-node-a"]]
@@ -281,6 +288,16 @@ def test_kubectl_autoscale_scales_a_deployment_up_and_down(
         {"type": "Percent", "value": 100, "periodSeconds": 15},
     ]  # upstream's defaults filled in
     assert replicas(world, ns) == 2  # the next pod waits for the policy's minute
+    described = world.kubectl("acme-member", "describe", "hpa", "shop", "-n", ns)
+    assert described.returncode == 0, described.stderr
+    for text in (
+        "Reference:",
+        "Deployment/shop",
+        "resource cpu on pods",
+        "ScaleDownLimit",
+        "SuccessfulRescale",
+    ):
+        assert text in described.stdout, described.stdout
     events = world.op("GET", f"/api/v1/namespaces/{ns}/events")["items"]
     assert any(e["reason"] == "SuccessfulRescale" and "New size: 2" in e["message"] for e in events)
 
