@@ -174,7 +174,11 @@ class Liar:
                 pod(
                     "mine",
                     "u-mine",
-                    [{"name": "c", **figures(self.cpu)}, {"name": "ghost", **figures(self.cpu)}],
+                    [
+                        {"name": "c", **figures(self.cpu)},
+                        {"name": "ghost", **figures(self.cpu)},
+                        {"name": ["c"], **figures(self.cpu)},  # not even a name
+                    ],
                 ),
                 pod("theirs", "u-theirs", [{"name": "c", **figures(self.cpu)}]),  # bound elsewhere
                 pod("nobody", "u-nobody", [{"name": "c", **figures(self.cpu)}]),  # no such pod

@@ -68,21 +68,18 @@ def _counter(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_COUNTER else None
 
 
+def _figure(figures: Obj, section: str, key: str) -> int | None:
+    part = figures.get(section)
+    return _counter(part.get(key)) if isinstance(part, dict) else None
+
+
 def point(figures: Any, at: float) -> Point | None:
     """A Summary entry's cpu/memory, checked: None if either is missing or not a counter."""
     if not isinstance(figures, dict):
         return None
-    cpu = _counter(
-        (figures.get("cpu") or {}).get("usageCoreNanoSeconds")
-        if isinstance(figures.get("cpu"), dict)
-        else None
-    )
-    mem = _counter(
-        (figures.get("memory") or {}).get("workingSetBytes")
-        if isinstance(figures.get("memory"), dict)
-        else None
-    )
-    return Point(at, cpu, mem) if cpu is not None and mem is not None else None
+    cpu = _figure(figures, "cpu", "usageCoreNanoSeconds")
+    memory = _figure(figures, "memory", "workingSetBytes")
+    return Point(at, cpu, memory) if cpu is not None and memory is not None else None
 
 
 @dataclass
@@ -208,7 +205,7 @@ class ResourceMetrics:
             containers = entry.get("containers")
             for c in containers if isinstance(containers, list) else []:
                 cp = point(c, now) if isinstance(c, dict) else None
-                if cp is not None and c.get("name") in names:
+                if cp is not None and isinstance(c.get("name"), str) and c["name"] in names:
                     series.containers.setdefault(str(c["name"]), Series()).add(cp)
             series.seen = now
             live[key] = pod

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from hypernetes.apiclient import ApiException
+from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import meta as m
 from hypernetes.controllers.base import Controller
 from hypernetes.controllers.hpascale import (
@@ -112,7 +112,7 @@ class HPAController(Controller):
     workers = 1
     sync_period = SYNC_PERIOD
 
-    def __init__(self, client: Any, informers: InformerFactory) -> None:
+    def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
         super().__init__(client, informers)
         self.hpas = self.informer(API_VERSION, PLURAL)
         self.hpas.add_handler(Handler(add=self.enqueue, update=self._updated, delete=self._deleted))
