@@ -11,6 +11,7 @@ reaches no pod; forwarding entries follow the pods; a host rebuilt from scratch 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
@@ -362,3 +363,29 @@ def test_network_policy_across_hosts(world: World, responders: dict[tuple[int, s
         world.host1.apply(s1)
         world.host2.apply(s2)
     assert tcp_ask(p1, POD2.ip, 8080) == f"p2@{A}"
+
+
+async def test_ingress_on_a_host_without_the_endpoint(
+    world: World, responders: dict[tuple[int, str], Responder]
+) -> None:
+    """h1's ingress proxy for tenant A reaches the service's only endpoint, on h2, through A's router:
+    DNAT'd on h1, over VXLAN, answered back to h1's router (the hairpin SNAT to its underlay address)."""
+    from hypernetes.network.ingress import IngressProxy, Path, Routes, Rule, Target
+    from tests.support.nethttp import Http, get
+
+    web = Http(world.pods[(A, "p2")], "p2-http", port=8081)
+    proxy = IngressProxy(world.h1, port_of=lambda nid: 24000 + nid)
+    try:
+        routes = Routes((Rule("shop.example", (Path("/", "Prefix", Target("a/web", (CLUSTER_IP, 81))),)),))
+        s1, s2 = world.state1, world.state2
+        svc = (Service("a/web", CLUSTER_IP, (ServicePort("TCP", 81, (Endpoint(POD2.ip, 8081),)),)),)
+        world.host1.apply(NetworkState((replace(s1.networks[0], services=svc), *s1.networks[1:])))
+        world.host2.apply(NetworkState((replace(s2.networks[0], services=svc), *s2.networks[1:])))
+        port = await proxy.serve(A, world.host1.router_netns(A), routes)
+        status, body = await asyncio.to_thread(get, world.outsider, H1, port, "shop.example", "/x")
+        assert (status, body.split(" ")[:2]) == (200, ["p2-http", "/x"])
+    finally:
+        await proxy.close()
+        web.close()
+        world.host1.apply(world.state1)
+        world.host2.apply(world.state2)
