@@ -183,8 +183,9 @@ def resource_replicas(
     if not pods:
         raise MetricsUnavailable("no pods returned by selector while calculating replica count")
     ready, unready, missing, ignored = _group(pods, metrics, resource, now)
-    usage = {p: m.value for p, m in metrics.items() if p not in ignored and p not in unready}
-    usage = {p: v for p, v in usage.items() if any(x.name == p for x in pods)}
+    # the metrics of the selected pods only, less those ignored (deleting, failed) or not ready
+    known = {p.name for p in pods} - ignored - unready
+    usage = {p: m.value for p, m in metrics.items() if p in known}
     requests: dict[str, int] = {}
     if utilization:
         for pod in pods:
