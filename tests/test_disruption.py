@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from hypernetes.api.disruption import MESSAGE
+from hypernetes.api.disruption import MESSAGE, MORE_THAN_ONE
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
 from hypernetes.objects import Obj
 from tests.support.apifixtures import have_kubectl
@@ -172,7 +173,7 @@ def test_status_and_eviction(w: World) -> None:
     # two budgets over one pod: the eviction subresource refuses, as upstream
     assert create(w, "poddisruptionbudgets", pdb("api-too", "api", minAvailable=0)).status_code == 201
     r = w.evict(w.running("api")[0]["metadata"]["name"])
-    assert r.status_code == 500 and "more than one PodDisruptionBudget" in r.json()["message"], r.text
+    assert (r.status_code, r.json()["status"], r.json()["code"]) == (201, "Failure", 500), r.text
     w.cluster.ctl.delete("policy/v1", "poddisruptionbudgets", "api-too", NS)
     # kubectl's columns as kube-apiserver's printer
     out = w.world.kubectl(w.admin, "get", "pdb", "-n", NS).stdout.splitlines()
@@ -188,6 +189,72 @@ def test_status_and_eviction(w: World) -> None:
     ]
     rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
     assert rows["web"] == ["2", "N/A", "1"] and rows["api"] == ["N/A", "30%", "1"], out
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """An API server with no controllers: a budget's status stays as created (not yet observed)."""
+    api = ApiServerThread(Path(tmp_path_factory.mktemp("bare"))).start()
+    headers = {"Authorization": f"Bearer {api.token}"}
+    with httpx.Client(base_url=api.url, verify=str(api.ca.ca_cert), headers=headers, timeout=30) as c:
+        yield c
+    api.stop()
+
+
+def test_eviction_answers_as_upstream_before_the_controller_and_under_two_budgets(
+    bare: httpx.Client,
+) -> None:
+    """pkg/registry/core/pod/storage/eviction.go: createTooManyRequestsError (429, Retry-After 10)
+    while the budget's generation is unobserved; two budgets: a Failure Status (code 500, no
+    reason) as the body of the create's 201."""
+    assert bare.post("/api/v1/namespaces", json={"metadata": {"name": "ev"}}).status_code == 201
+    pod = {
+        "metadata": {"name": "p", "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    r = bare.post("/api/v1/namespaces/ev/pods", json=pod)
+    assert r.status_code == 201, r.text
+    running = r.json()
+    running["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    r = bare.put("/api/v1/namespaces/ev/pods/p/status", json=running)
+    assert r.status_code == 200, r.text
+    budget = pdb("one", "x", minAvailable=1)
+    assert bare.post("/apis/policy/v1/namespaces/ev/poddisruptionbudgets", json=budget).status_code == 201
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "ev"}}
+    r = bare.post("/api/v1/namespaces/ev/pods/p/eviction", json=eviction)
+    assert (r.status_code, r.headers.get("Retry-After")) == (429, "10"), r.text
+    assert r.json()["details"] == {
+        "causes": [
+            {
+                "reason": "DisruptionBudget",
+                "message": "The disruption budget one is still being processed by the server.",
+            }
+        ],
+        "retryAfterSeconds": 10,
+    }, r.text
+    budget = pdb("two", "x", maxUnavailable=1)
+    assert bare.post("/apis/policy/v1/namespaces/ev/poddisruptionbudgets", json=budget).status_code == 201
+    r = bare.post("/api/v1/namespaces/ev/pods/p/eviction", json=eviction)
+    assert r.status_code == 201, r.text
+    assert r.json() == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": MORE_THAN_ONE,
+        "code": 500,
+    }, r.text
+    assert bare.get("/api/v1/namespaces/ev/pods/p").json()["metadata"].get("deletionTimestamp") is None
+    # printPodDisruptionBudget's columns, descriptions included
+    table = bare.get(
+        "/apis/policy/v1/namespaces/ev/poddisruptionbudgets",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    ).json()
+    cols = {c["name"]: (c["type"], c["description"]) for c in table["columnDefinitions"]}
+    assert cols["Min Available"] == ("string", "The minimum number of pods that must be available.")
+    assert cols["Max Unavailable"] == ("string", "The maximum number of pods that may be unavailable.")
+    assert cols["Allowed Disruptions"][0] == "integer"
+    assert [r["cells"][1:4] for r in table["rows"]] == [["1", "N/A", 0], ["N/A", "1", 0]], table["rows"]
 
 
 @pytest.mark.parametrize("version", ["1.32", "1.33"])

@@ -4,7 +4,9 @@ deleted goes without asking; one covered by a budget goes only if the budget's s
 by the disruption controller, for the budget's current generation) allows a disruption, which
 the eviction takes (disruptionsAllowed - 1, the pod noted in disruptedPods) with a
 compare-and-swap write before the delete. Otherwise 429 TooManyRequests with upstream's
-message and a DisruptionBudget cause: `kubectl drain` retries those until the budget allows."""
+message and a DisruptionBudget cause (and Retry-After: 10 while the budget's generation is not
+yet observed): `kubectl drain` retries those until the budget allows. A pod under two budgets
+gets upstream's odd answer: a Failure Status (code 500) as the create's 201 response body."""
 
 from __future__ import annotations
 
@@ -29,10 +31,35 @@ MORE_THAN_ONE = (
     "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
 )
 MAX_DISRUPTED_PODS = 2000  # upstream's MaxDisruptedPodSize
+# createTooManyRequestsError's suggestion while the controller has not seen the budget's spec
+PROCESSING_RETRY_AFTER = 10
 
 
-def too_many_requests(cause: str) -> ApiError:
-    return ApiError(429, "TooManyRequests", MESSAGE, {"causes": [{"reason": CAUSE, "message": cause}]})
+def too_many_requests(cause: str, retry_after: int = 0) -> ApiError:
+    """errors.NewTooManyRequests(MESSAGE, retry_after) with a DisruptionBudget cause."""
+    details: Obj = {"causes": [{"reason": CAUSE, "message": cause}]}
+    if retry_after:
+        details["retryAfterSeconds"] = retry_after
+    return ApiError(429, "TooManyRequests", MESSAGE, details, retry_after)
+
+
+class MoreThanOneBudget(ApiError):
+    """upstream's EvictionREST.Create returns, not raises, a Status{Failure, Code: 500} here, so
+    the create handler writes it with its own 201: clients (client-go, kubectl drain) read the
+    Failure body and report MORE_THAN_ONE as a 500 error, with no reason and no details."""
+
+    def __init__(self) -> None:
+        super().__init__(201, "", MORE_THAN_ONE)
+
+    def status(self) -> Obj:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": MORE_THAN_ONE,
+            "code": 500,
+        }
 
 
 def can_ignore_budgets(pod: Obj) -> bool:
@@ -58,12 +85,7 @@ async def admit_eviction(res: Resources, pod_target: Target, *, dry_run: bool) -
         return
     budgets = await budgets_of(res, pod)
     if len(budgets) > 1:
-        raise ApiError(
-            500,
-            "InternalError",
-            f"Internal error occurred: {MORE_THAN_ONE}",
-            {"causes": [{"message": MORE_THAN_ONE}]},
-        )
+        raise MoreThanOneBudget()
     kind = kind_for("policy", "v1", "poddisruptionbudgets")
     if budgets and kind is not None:
         target = Target(kind, pod_target.namespace, budgets[0]["metadata"]["name"], "status")
@@ -86,7 +108,10 @@ async def take_disruption(res: Resources, pdb_target: Target, pod: Obj, *, dry_r
             if policy == "AlwaysAllow" or (healthy >= desired > 0):
                 return pdb
         if int(status.get("observedGeneration") or 0) < int(pdb["metadata"].get("generation") or 0):
-            raise too_many_requests(f"The disruption budget {name} is still being processed by the server.")
+            raise too_many_requests(
+                f"The disruption budget {name} is still being processed by the server.",
+                PROCESSING_RETRY_AFTER,
+            )
         allowed = int(status.get("disruptionsAllowed") or 0)
         if allowed < 0:
             raise ApiError(

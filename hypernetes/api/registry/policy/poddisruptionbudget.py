@@ -59,12 +59,8 @@ def _cell(v: Any) -> str:
 
 COLUMNS = (
     NAME,
-    Column(
-        "Min Available", "string", "", "The minimum number of pods that must be available simultaneously."
-    ),
-    Column(
-        "Max Unavailable", "string", "", "The maximum number of pods that may be unavailable simultaneously."
-    ),
+    Column("Min Available", "string", "", "The minimum number of pods that must be available."),
+    Column("Max Unavailable", "string", "", "The maximum number of pods that may be unavailable."),
     Column(
         "Allowed Disruptions", "integer", "", "Calculated number of pods that may be disrupted at this time."
     ),
