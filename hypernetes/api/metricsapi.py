@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from hypernetes.api import schema
+from hypernetes.api.loopslice import LoopBudget
 from hypernetes.api.routing import JSON_CT, SCOPE, TABLE_CT, Target, respond, wants
 from hypernetes.api.selectors import Selectors, parse_field_selector, parse_label_selector
 from hypernetes.api.status import method_not_allowed, not_found
@@ -153,7 +154,13 @@ class ResourceMetrics:
     async def _list(self, group: str, plural: str) -> list[Obj]:
         assert self.store is not None
         page = await self.store.list(key_prefix(group, plural, None))
-        return [json.loads(kv.value) for kv in page.items]
+        # decoded a slice at a time (api/loopslice.py): thousands of pods every round would
+        # otherwise hold the API server's loop for hundreds of milliseconds
+        budget, out = LoopBudget(), []
+        for kv in page.items:
+            out.append(json.loads(kv.value))
+            await budget.tick()
+        return out
 
     async def scrape(self) -> None:
         assert self.source is not None
