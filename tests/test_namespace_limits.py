@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from hypernetes.api.registry.core import resourcequota
+from hypernetes.api.schema.printers import Context
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
 from hypernetes.objects import Obj
 from tests.support.apifixtures import have_kubectl
@@ -124,6 +126,37 @@ def test_limitrange_validation_and_defaults(w: World) -> None:
             "spec.limits[1].type",
             "Duplicate value",
         ),
+        # pkg/apis/core/validation: validateLimitRangeTypeName, validateContainerResourceName,
+        # validateResourceName and the no-overcommit rule, each with its own message
+        (
+            limitrange("g", {"type": "container"}),
+            "spec.limits[0].type",
+            'Invalid value: "container": must be a standard limit type or fully qualified',
+        ),
+        (
+            limitrange("h", {"type": "Container", "max": {"storage": "1Gi"}}),
+            "spec.limits[0].max[storage]",
+            'Invalid value: "storage": must be a standard resource for containers',
+        ),
+        (
+            limitrange(
+                "i", {"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"disk": "1"}}
+            ),
+            "spec.limits[0].max[disk]",
+            'Invalid value: "disk": must be a standard resource type or fully qualified',
+        ),
+        (
+            limitrange(
+                "j",
+                {
+                    "type": "Container",
+                    "default": {"example.com/gpu": "2"},
+                    "defaultRequest": {"example.com/gpu": "1"},
+                },
+            ),
+            "spec.limits[0].defaultRequest[example.com/gpu]",
+            "default value 2 must equal to defaultRequest value 1 in example.com/gpu",
+        ),
     ):
         r = w.post(LIMITED, "limitranges", body)
         assert r.status_code == 422, r.text
@@ -220,12 +253,32 @@ def test_resourcequota(w: World) -> None:
             "spec.scopes",
             "conflicting scopes",
         ),
-        (quota("what", {"pods": "1"}, scopes=["Sometimes"]), "spec.scopes", "Unsupported value"),
+        (
+            quota("what", {"pods": "1"}, scopes=["Sometimes"]),
+            "spec.scopes",
+            'Invalid value: ["Sometimes"]: unsupported scope',
+        ),
+        # ValidateResourceQuotaResourceName: a typo is no silent no-op
+        (
+            quota("typo", {"request.cpu": "1"}),
+            "spec.hard[request.cpu]",
+            "must be a standard resource for quota",
+        ),
+        # podComputeQuotaResources has no ephemeral-storage; the error names the scopes
+        (
+            quota("eph", {"ephemeral-storage": "1Gi"}, scopes=["NotTerminating"]),
+            "spec.scopes",
+            'Invalid value: ["NotTerminating"]: unsupported scope applied to resource',
+        ),
     ):
         r = w.post(QUOTED, "resourcequotas", body)
         assert r.status_code == 422, r.text
         causes = {c["field"]: c["message"] for c in r.json()["details"]["causes"]}
         assert field in causes and text in causes[field], causes
+    # only standard quota names are held to a scope: object counts and extended resources are not
+    r = w.post(QUOTED, "resourcequotas", quota("be", {"count/pods": "3", "pods": "3"}, scopes=["BestEffort"]))
+    assert r.status_code == 201, r.text
+    w.http.delete(f"/api/v1/namespaces/{QUOTED}/resourcequotas/be")
     hard = {"pods": "2", "requests.cpu": "1", "limits.memory": "1Gi", "count/configmaps": "1"}
     assert w.post(QUOTED, "resourcequotas", quota("q", hard), w.member).status_code == 403
     assert w.post(QUOTED, "resourcequotas", quota("q", hard)).status_code == 201
@@ -259,6 +312,32 @@ def test_resourcequota(w: World) -> None:
         assert w.post("acme-c", "configmaps", {**cm, "metadata": {"name": f"cm{i}"}}).status_code == 201
     msg = forbidden(w.post("acme-c", "configmaps", {**cm, "metadata": {"name": "over"}}))
     assert 'exceeded quota of tenant "acme": count/configmaps' in msg, msg
+
+
+def test_tables_as_upstream_printers(w: World) -> None:
+    """LimitRange has no printer upstream (the default table); printResourceQuota walks
+    status.hard, so a quota the controller has not taken up yet shows no cells."""
+    r = w.post(LIMITED, "limitranges", limitrange("tbl", {"type": "Container", "max": {"cpu": "1"}}))
+    assert r.status_code == 201, r.text
+    table = w.http.get(
+        f"/api/v1/namespaces/{LIMITED}/limitranges/tbl",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    ).json()
+    w.http.delete(f"/api/v1/namespaces/{LIMITED}/limitranges/tbl")
+    assert [(c["name"], c["type"], c["format"]) for c in table["columnDefinitions"]] == [
+        ("Name", "string", "name"),
+        ("Created At", "date", ""),
+    ]
+    assert table["columnDefinitions"][1]["description"] == (
+        "CreationTimestamp is a timestamp representing the server time when this object was created."
+    )
+    assert table["rows"][0]["cells"] == ["tbl", r.json()["metadata"]["creationTimestamp"]]
+    pending = quota("pending", {"pods": "2", "limits.cpu": "1"})
+    pending["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    pending["status"] = {"hard": {"pods": "2"}, "used": {"pods": "1"}}
+    assert resourcequota.KIND.printer is not None
+    cells = resourcequota.KIND.printer.row(pending, Context(datetime(2026, 1, 1, 0, 5, tzinfo=UTC)))
+    assert cells == ["pending", "5m", "pods: 1/2", ""], cells
 
 
 def test_cronjob_jobs_pass_the_tenants_admission(w: World) -> None:

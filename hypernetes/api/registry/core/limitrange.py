@@ -1,22 +1,22 @@
 """LimitRange: a namespace's defaults and bounds for containers, pods and claims (upstream
 pkg/registry/core/limitrange, pkg/apis/core/validation ValidateLimitRange, v1 defaults).
-Enforced by admission (auth/limitranger.py)."""
+Enforced by admission (auth/limitranger.py). No printer upstream: `kubectl get limits` shows the
+default table (Name, Created At)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hypernetes.api.registry.groups import CORE
-from hypernetes.api.registry.kind import Errs, Printer, kind
+from hypernetes.api.registry.kind import Errs, kind
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
+from hypernetes.api.schema import resourcenames as names
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import dicts
-from hypernetes.api.schema.printers import NAME, Column, Context, name_of
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.quantity import Quantity, QuantityError
 
-CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 FIELDS = ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio")
 
 
@@ -47,19 +47,20 @@ def _q(v: Any) -> Quantity | None:
         return None  # the schema walk reports it
 
 
+def _type_name(ltype: str, path: str, errs: Errs) -> None:
+    """validateLimitRangeTypeName: a qualified name, and unprefixed only if a standard type."""
+    msgs = formats.qualified_name(ltype)
+    errs.extend(E.invalid(path, ltype, msg) for msg in msgs)
+    if not msgs and "/" not in ltype and ltype not in names.STANDARD_LIMIT_RANGE_TYPES:
+        errs.append(E.invalid(path, ltype, "must be a standard limit type or fully qualified"))
+
+
 def _resource_name(ltype: str, name: str, path: str, errs: Errs) -> None:
-    """validateLimitRangeResourceName: standard names, or fully qualified ones (extended)."""
-    if "/" in name:
-        for msg in formats.qualified_name(name):
-            errs.append(E.invalid(path, name, msg))
-        return
-    standard = ("storage",) if ltype == "PersistentVolumeClaim" else CONTAINER_RESOURCES
-    if (
-        ltype in ("Container", "Pod", "PersistentVolumeClaim")
-        and name not in standard
-        and not name.startswith("hugepages-")
-    ):
-        errs.append(E.invalid(path, name, "must be a standard limit type or fully qualified"))
+    """validateLimitRangeResourceName: container resources for Pod and Container limits."""
+    if ltype in ("Pod", "Container"):
+        errs.extend(names.container_resource_name(name, path))
+    else:
+        errs.extend(names.resource_name(name, path))
 
 
 def _validate(obj: JSON, errs: Errs) -> None:
@@ -70,14 +71,15 @@ def _validate(obj: JSON, errs: Errs) -> None:
         if not ltype:
             errs.append(E.required(f"{p}.type"))
         else:
-            for msg in formats.qualified_name(ltype):
-                errs.append(E.invalid(f"{p}.type", ltype, msg))
+            _type_name(ltype, f"{p}.type", errs)
             if ltype in seen:
                 errs.append(E.duplicate(f"{p}.type", ltype))
             seen.add(ltype)
         q: dict[str, dict[str, Quantity]] = {}
         for field in FIELDS:
             q[field] = {}
+            if ltype == "Pod" and field in ("default", "defaultRequest"):
+                continue  # forbidden below, not otherwise checked (upstream)
             for k, v in _d(item.get(field)).items():
                 _resource_name(ltype, k, f"{p}.{field}[{k}]", errs)
                 parsed = _q(v)
@@ -136,13 +138,13 @@ def _validate(obj: JSON, errs: Errs) -> None:
             if dflt is not None and lo is not None and lo > dflt:
                 errs.append(
                     E.invalid(
-                        f"{p}.default[{k}]", str(dflt), f"min value {lo} is greater than default value {dflt}"
+                        f"{p}.default[{k}]", str(lo), f"min value {lo} is greater than default value {dflt}"
                     )
                 )
             if dflt is not None and hi is not None and dflt > hi:
                 errs.append(
                     E.invalid(
-                        f"{p}.default[{k}]", str(dflt), f"default value {dflt} is greater than max value {hi}"
+                        f"{p}.default[{k}]", str(hi), f"default value {dflt} is greater than max value {hi}"
                     )
                 )
             if ratio is not None and ratio < Quantity(1):
@@ -159,13 +161,15 @@ def _validate(obj: JSON, errs: Errs) -> None:
                             f"ratio {ratio} is greater than max/min = {bound:f}",
                         )
                     )
-
-
-COLUMNS = (NAME, Column("Created At", "date", "", "Date of creation"))
-
-
-def _row(obj: JSON, ctx: Context) -> list[Any]:
-    return [name_of(obj), str(_d(obj.get("metadata")).get("creationTimestamp") or "")]
+            # resources that may not be overcommitted (hugepages, extended): default == request
+            if not names.is_overcommit_allowed(k) and dflt is not None and dreq is not None and dflt != dreq:
+                errs.append(
+                    E.invalid(
+                        f"{p}.defaultRequest[{k}]",
+                        str(dreq),
+                        f"default value {dflt} must equal to defaultRequest value {dreq} in {k}",
+                    )
+                )
 
 
 KIND = kind(
@@ -175,5 +179,4 @@ KIND = kind(
     short=("limits",),
     defaults=_defaults,
     validate=_validate,
-    printer=Printer(COLUMNS, _row),
 )

@@ -9,7 +9,7 @@ from typing import Any
 from hypernetes.api.registry.groups import CORE
 from hypernetes.api.registry.kind import Errs, Printer, kind, no_defaults
 from hypernetes.api.schema import errors as E
-from hypernetes.api.schema import formats
+from hypernetes.api.schema import resourcenames as names
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import as_list as _l
 from hypernetes.api.schema.printers import AGE, NAME, Column, Context, age_of, name_of
@@ -24,56 +24,33 @@ SCOPES = (
     "PriorityClass",
     "CrossNamespacePodAffinity",
 )
-# what a scoped quota may track: pod counts under BestEffort, compute resources too under the others
-POD_COUNTS = ("pods", "count/pods")
-POD_COMPUTE = (
-    "cpu",
-    "memory",
-    "requests.cpu",
-    "requests.memory",
-    "limits.cpu",
-    "limits.memory",
-    "ephemeral-storage",
-    "requests.ephemeral-storage",
-    "limits.ephemeral-storage",
-)
-# integer-valued resources (IsIntegerResourceName)
-INTEGER = (
-    "pods",
-    "services",
-    "replicationcontrollers",
-    "resourcequotas",
-    "secrets",
-    "configmaps",
-    "persistentvolumeclaims",
-    "services.nodeports",
-    "services.loadbalancers",
-)
 
 
 def _quantities(values: Any, path: str, errs: Errs) -> None:
+    """Each key a quota resource name, each value non-negative and whole where it counts
+    (ValidateResourceQuotaResourceName, ValidateResourceQuantityValue)."""
     for k, v in _d(values).items():
         p = f"{path}[{k}]"
-        if "/" in k and not k.startswith("count/"):
-            for msg in formats.qualified_name(k):
-                errs.append(E.invalid(p, k, msg))
+        errs.extend(names.quota_resource_name(k, p))
         try:
             q = Quantity.from_json(v)
         except QuantityError:
             continue  # the schema walk reports it
         if q.sign() < 0:
-            errs.append(E.invalid(p, v, "must be greater than or equal to 0"))
-        if (k in INTEGER or k.startswith("count/")) and q.amount != q.amount.to_integral_value():
+            errs.append(E.invalid(p, str(q), "must be greater than or equal to 0"))
+        if names.is_integer(k) and q.amount != q.amount.to_integral_value():
             errs.append(E.invalid(p, v, "must be an integer"))
 
 
-def _validate(obj: JSON, errs: Errs) -> None:
-    spec = _d(obj.get("spec"))
-    _quantities(spec.get("hard"), "spec.hard", errs)
+def _scopes(spec: JSON, errs: Errs) -> None:
+    """validateResourceQuotaScopes: errors name spec.scopes and show the whole list."""
     scopes = [str(s) for s in _l(spec.get("scopes"))]
+    if not scopes:
+        return
+    hard = sorted(_d(spec.get("hard")))
     for s in scopes:
         if s not in SCOPES:
-            errs.append(E.not_supported("spec.scopes", s, SCOPES))
+            errs.append(E.invalid("spec.scopes", scopes, "unsupported scope"))
         elif s in ("PriorityClass", "CrossNamespacePodAffinity"):
             errs.append(
                 E.forbidden(
@@ -81,14 +58,18 @@ def _validate(obj: JSON, errs: Errs) -> None:
                     f"{s}: {E.UNSUPPORTED_BY_US} (no PriorityClass API, no pod affinity across namespaces)",
                 )
             )
+        for k in hard:
+            if names.is_standard_quota(k) and not names.scope_allows(s, k):
+                errs.append(E.invalid("spec.scopes", scopes, "unsupported scope applied to resource"))
     for a, b in (("BestEffort", "NotBestEffort"), ("Terminating", "NotTerminating")):
         if a in scopes and b in scopes:
             errs.append(E.invalid("spec.scopes", scopes, "conflicting scopes"))
-    allowed = POD_COUNTS if "BestEffort" in scopes else POD_COUNTS + POD_COMPUTE
-    if scopes:
-        for k in _d(spec.get("hard")):
-            if k not in allowed:
-                errs.append(E.invalid("spec.hard", k, "unsupported scope applied to resource"))
+
+
+def _validate(obj: JSON, errs: Errs) -> None:
+    spec = _d(obj.get("spec"))
+    _quantities(spec.get("hard"), "spec.hard", errs)
+    _scopes(spec, errs)
     if spec.get("scopeSelector") is not None:
         errs.append(E.forbidden("spec.scopeSelector", f"{E.UNSUPPORTED_BY_US}: use spec.scopes"))
     status = _d(obj.get("status"))
@@ -120,12 +101,13 @@ COLUMNS = (
 
 
 def _row(obj: JSON, ctx: Context) -> list[Any]:
-    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    status = _d(obj.get("status"))
     used, hard = _d(status.get("used")), _d(status.get("hard"))
     requests: list[str] = []
     limits: list[str] = []
-    for name in sorted(_d(spec.get("hard"))):
-        cell = f"{name}: {used.get(name, '0')}/{hard.get(name, '0')}"
+    # printResourceQuota walks status.hard: nothing until the controller has taken the quota up
+    for name in sorted(hard):
+        cell = f"{name}: {used.get(name, '0')}/{hard[name]}"
         pieces = name.split(".")
         (limits if len(pieces) > 1 and pieces[0] == "limits" else requests).append(cell)
     return [name_of(obj), age_of(obj, ctx), ", ".join(requests), ", ".join(limits)]
