@@ -409,3 +409,20 @@ def test_autoscaling_v1_is_served_from_the_v2_objects(world: TenantWorld) -> Non
     assert old["apiVersion"] == "autoscaling/v1" and old["spec"]["targetCPUUtilizationPercentage"] == 60
     listed = world.op("GET", f"/apis/autoscaling/v1/namespaces/{ns}/horizontalpodautoscalers")
     assert [o["metadata"]["name"] for o in listed["items"]] == ["web"]
+
+
+def test_kubectl_133_autoscale_creates_v2_directly(world: TenantWorld) -> None:
+    """kubectl 1.33 POSTs autoscaling/v2 as protobuf first (and falls back to v1 on an error)."""
+    made = world.kubectl(
+        "acme-member", "autoscale", "deployment", "web", "-n", "acme-b", "--max=2", "-v=6", version="1.33"
+    )
+    assert made.returncode == 0, made.stderr
+    posts = [
+        line
+        for line in made.stderr.splitlines()
+        if 'verb="POST"' in line and "horizontalpodautoscalers" in line
+    ]
+    assert posts and all("/apis/autoscaling/v2/" in line for line in posts), posts
+    assert any('status="201 Created"' in line for line in posts), posts
+    stored = world.op("GET", "/apis/autoscaling/v2/namespaces/acme-b/horizontalpodautoscalers/web")
+    assert stored["spec"]["maxReplicas"] == 2 and stored["spec"]["metrics"][0]["resource"]["name"] == "cpu"

@@ -394,6 +394,58 @@ KINDS[("networking.k8s.io/v1", "Ingress")] = {
     ),
     3: ("status", "skip", None),
 }
+# `kubectl autoscale` of kubectl 1.33 (k8s.io/api/autoscaling/v2/generated.proto): a Resource
+# metric's Utilization target; any other metric source or target field is refused (415)
+_HPA_SCALING_RULES: Spec = {
+    1: ("selectPolicy", "str", None),
+    2: (
+        "policies",
+        "[msg]",
+        {1: ("type", "str", None), 2: ("value", "int", None), 3: ("periodSeconds", "int", None)},
+    ),
+    3: ("stabilizationWindowSeconds", "int", None),
+}
+KINDS[("autoscaling/v2", "HorizontalPodAutoscaler")] = {
+    1: ("metadata", "msg", OBJECT_META),
+    2: (
+        "spec",
+        "msg",
+        {
+            1: (
+                "scaleTargetRef",
+                "msg",
+                {1: ("kind", "str", None), 2: ("name", "str", None), 3: ("apiVersion", "str", None)},
+            ),
+            2: ("minReplicas", "int", None),
+            3: ("maxReplicas", "int", None),
+            4: (
+                "metrics",
+                "[msg]",
+                {
+                    1: ("type", "str", None),
+                    4: (
+                        "resource",
+                        "msg",
+                        {
+                            1: ("name", "str", None),
+                            2: (
+                                "target",
+                                "msg",
+                                {1: ("type", "str", None), 4: ("averageUtilization", "int", None)},
+                            ),
+                        },
+                    ),
+                },
+            ),
+            5: (
+                "behavior",
+                "msg",
+                {1: ("scaleUp", "msg", _HPA_SCALING_RULES), 2: ("scaleDown", "msg", _HPA_SCALING_RULES)},
+            ),
+        },
+    ),
+    3: ("status", "skip", None),
+}
 UNKNOWN: Spec = {
     1: ("typeMeta", "msg", {1: ("apiVersion", "str", None), 2: ("kind", "str", None)}),
     2: ("raw", "raw", None),
