@@ -411,6 +411,38 @@ def test_autoscaling_v1_is_served_from_the_v2_objects(world: TenantWorld) -> Non
     assert [o["metadata"]["name"] for o in listed["items"]] == ["web"]
 
 
+LEGACY = """
+apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata: {{name: legacy}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  maxReplicas: {max}
+  targetCPUUtilizationPercentage: 70
+"""
+
+
+def test_kubectl_apply_of_a_v1_manifest_twice_keeps_the_v2_fields(world: TenantWorld) -> None:
+    """A chart's autoscaling/v1 HPA: created, then re-applied (a v1 strategic merge patch) after
+    someone gave it a v2 behavior, which the v1 patch must not drop."""
+    path = "/apis/autoscaling/v2/namespaces/acme-a/horizontalpodautoscalers/legacy"
+    first = world.kubectl("acme-member", "apply", "-n", "acme-a", "-f", "-", input=LEGACY.format(max=3))
+    assert first.returncode == 0 and "created" in first.stdout, first.stderr
+    world.http("acme-member").patch(
+        path,
+        json={"spec": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    ).raise_for_status()
+    again = world.kubectl("acme-member", "apply", "-n", "acme-a", "-f", "-", input=LEGACY.format(max=5))
+    assert again.returncode == 0 and "configured" in again.stdout, again.stderr
+    stored = world.op("GET", path)
+    assert stored["spec"]["maxReplicas"] == 5
+    assert stored["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
+    assert stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    bad = world.kubectl("acme-member", "apply", "-n", "acme-a", "-f", "-", input=LEGACY.format(max=0))
+    assert bad.returncode != 0 and "spec.maxReplicas" in bad.stderr, bad.stderr
+
+
 def test_kubectl_133_autoscale_creates_v2_directly(world: TenantWorld) -> None:
     """kubectl 1.33 POSTs autoscaling/v2 as protobuf first (and falls back to v1 on an error)."""
     made = world.kubectl(

@@ -1,16 +1,18 @@
 """autoscaling/v1 HorizontalPodAutoscalers over the v2 objects the store holds, as
 kube-apiserver serves a kind in several versions from one storage version: create, get and
-list convert (registry/autoscaling/horizontalpodautoscalerv1.py); the v2 entry's defaults,
-validation, tenant admission and quota apply to what a v1 create stores."""
+list, update and patch convert (registry/autoscaling/horizontalpodautoscalerv1.py); the v2
+entry's defaults, validation, tenant admission and quota apply to what a v1 write stores."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Any
 
 from aiohttp import web
 
-from hypernetes.api import objects
+from hypernetes.api import objects, schema
+from hypernetes.api.crud import PATCH_TYPES
 from hypernetes.api.registry.autoscaling import horizontalpodautoscaler as v2
 from hypernetes.api.registry.autoscaling import horizontalpodautoscalerv1 as v1
 from hypernetes.api.routing import (
@@ -25,8 +27,17 @@ from hypernetes.api.routing import (
     wants,
 )
 from hypernetes.api.selectors import Selectors, parse_field_selector, parse_label_selector
-from hypernetes.api.status import already_exists, method_not_allowed, not_found
+from hypernetes.api.status import (
+    STALE,
+    already_exists,
+    bad_request,
+    conflict,
+    method_not_allowed,
+    not_found,
+    unsupported_media_type,
+)
 from hypernetes.api.tables import render_table
+from hypernetes.objects import Obj
 from hypernetes.store.interface import KeyExists
 
 
@@ -71,6 +82,8 @@ async def handle(server: Any, request: web.Request, t: Target, verb: str, user: 
             200,
             JSON_CT,
         )
+    if verb in ("update", "patch"):
+        return await _update(server, request, t, stored, verb)
     if t.namespace is None:
         raise method_not_allowed("POST")
     body = await read_body(request)
@@ -89,3 +102,38 @@ async def handle(server: Any, request: web.Request, t: Target, verb: str, user: 
                 raise already_exists(t.resource, name, t.group) from None
             obj["metadata"]["resourceVersion"] = str(rev)
     return _render(request, v1.to_v1(obj), 201)
+
+
+async def _update(
+    server: Any, request: web.Request, t: Target, stored: Target, verb: str
+) -> web.StreamResponse:
+    """PUT or PATCH (JSON, merge, strategic merge) of the v1 view, written onto the stored v2."""
+    ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if verb == "patch":
+        if ctype not in PATCH_TYPES:
+            raise unsupported_media_type(ctype)
+        raw = await request.read()
+    else:
+        body = await read_body(request)
+        server.resources._check_type(t, body)
+
+    async def mutate(cur: Obj) -> Obj:
+        view = v1.to_v1(cur)
+        if verb == "patch":
+            try:
+                new = schema.apply_patch(v1.KIND, copy.deepcopy(view), raw, ctype)
+            except schema.PatchError as e:
+                raise bad_request(str(e)) from None
+        else:
+            new = copy.deepcopy(body)
+            new.setdefault("metadata", {})["name"] = t.name
+        rv = (new.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != cur["metadata"]["resourceVersion"]:
+            raise conflict(t.resource, t.name or "", t.group, STALE)
+        return v1.onto_v2(cur, new)
+
+    conditional = verb == "update" and bool((body.get("metadata") or {}).get("resourceVersion"))
+    obj = await server.resources.update_object(
+        stored, mutate, field_manager(request), conditional=conditional, dry_run=dry_run(request)
+    )
+    return _render(request, v1.to_v1(obj))

@@ -1,9 +1,11 @@
 """HorizontalPodAutoscaler autoscaling/v1: what `kubectl autoscale` (1.32) creates. Stored as
 v2 (the v2 entry's defaults and validation apply), served converted (api/hpaversions.py) for
-create, get and list; kubectl reads and edits HPAs in the preferred version, v2."""
+create, get, list, update and patch (kubectl apply of a v1 manifest); kubectl reads and edits
+HPAs in the preferred version, v2. Not served through v1: watch and delete."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypernetes.api.registry.autoscaling import horizontalpodautoscaler as v2
@@ -31,6 +33,31 @@ def to_v2(obj: JSON) -> JSON:
     else:
         meta.pop("annotations", None)
     return {"apiVersion": v2.KIND.api_version, "kind": v2.KIND.kind, "metadata": meta, "spec": out}
+
+
+def onto_v2(cur: JSON, new_v1: JSON) -> JSON:
+    """An update through v1 applied to the stored v2 object: what v1 says replaces what v1 can
+    say (metadata, target, min and max, the CPU utilization target); the rest (behavior, other
+    metrics) stays as it was."""
+    out = copy.deepcopy(cur)
+    out["metadata"] = copy.deepcopy(_d(new_v1.get("metadata")))
+    spec, given = out.setdefault("spec", {}), _d(new_v1.get("spec"))
+    for k in ("scaleTargetRef", "minReplicas", "maxReplicas"):
+        if k in given:
+            spec[k] = given[k]
+        else:
+            spec.pop(k, None)
+    percent = given.get("targetCPUUtilizationPercentage")
+    if percent is not None:
+        target = {"type": "Utilization", "averageUtilization": percent}
+        metrics = [m for m in spec.get("metrics") or [] if not _is_cpu_utilization(m)]
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}, *metrics]
+    return out
+
+
+def _is_cpu_utilization(metric: Any) -> bool:
+    res = _d(_d(metric).get("resource"))
+    return res.get("name") == "cpu" and _d(res.get("target")).get("type") == "Utilization"
 
 
 def _cpu(metrics: Any, field: str, key: str) -> Any:
@@ -84,7 +111,7 @@ KIND = kind(
     version="v1",
     short=("hpa",),
     cats=("all",),
-    verbs=("create", "get", "list"),
+    verbs=("create", "get", "list", "patch", "update"),
     defaults=no_defaults,
     validate=schema_only,
     printer=Printer(v2.COLUMNS, _row),
