@@ -290,6 +290,34 @@ def test_escalation_refused(world: TenantWorld) -> None:
         r = post(w, "acme-admin", roles, role("too-much", rules))
         assert_forbidden(r.status_code, r.json(), "acme-admin")
         assert "attempting to grant RBAC permissions not currently held" in r.json()["message"], r.text
+    # ConfirmNoEscalation names only the pieces not held (BreakdownRule, CompactRules), sorted,
+    # each as rbacv1helpers.CompactString prints it
+    r = post(
+        w,
+        "acme-admin",
+        roles,
+        role(
+            "part",
+            {"verbs": ["get", "delete"], "apiGroups": [""], "resources": ["pods", "nodes"]},
+            {
+                "verbs": ["get"],
+                "apiGroups": ["hypernetes.io"],
+                "resources": ["tenants"],
+                "resourceNames": ["acme"],
+            },
+        ),
+    )
+    assert_forbidden(r.status_code, r.json(), "acme-admin")
+    head, _, held_not = r.json()["message"].partition(
+        " is attempting to grant RBAC permissions not currently held:\n"
+    )
+    assert head.startswith(
+        'roles.rbac.authorization.k8s.io "part" is forbidden: user "acme-admin" (groups=['
+    ), head
+    assert held_not.split("\n") == [
+        '{APIGroups:[""], Resources:["nodes"], Verbs:["get" "delete"]}',
+        '{APIGroups:["hypernetes.io"], Resources:["tenants"], ResourceNames:["acme"], Verbs:["get"]}',
+    ], held_not
     assert (
         post(
             w, "acme-admin", roles, role("fine", {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]})

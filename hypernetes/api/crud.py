@@ -53,6 +53,7 @@ from hypernetes.api.status import (
     invalid,
     method_not_allowed,
     not_found,
+    qualified,
     too_old,
     unsupported_media_type,
 )
@@ -134,12 +135,14 @@ class Resources:
             kind = f"{t.resource}.{t.group}"  # a custom kind: never taken for a built-in one of its name
         try:
             await self.admission.admit(user, kind, t.namespace, obj, old)
-        except Denied as e:
-            meta = obj.get("metadata") or {}
-            raise forbidden(
-                f'{t.resource} "{meta.get("name") or ""}" is forbidden: {e}',
-                {"name": meta.get("name") or "", "kind": t.resource},
-            ) from None
+        except Denied as e:  # admission.NewForbidden: the group-qualified resource, as upstream
+            name = (obj.get("metadata") or {}).get("name") or ""
+            details = (
+                {"name": name, "group": t.group, "kind": t.resource}
+                if t.group
+                else {"name": name, "kind": t.resource}
+            )
+            raise forbidden(f'{qualified(t.resource, t.group)} "{name}" is forbidden: {e}', details) from None
         except Invalid as e:
             raise invalid(
                 t.kind.kind,

@@ -29,6 +29,7 @@ after, and a tenant admin can always bind them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -156,22 +157,58 @@ def requests_of(r: Obj) -> Iterator[Request] | None:
 
 
 def show_rule(r: Obj) -> str:
-    """A rule as upstream's escalation error prints it."""
+    """rbacv1helpers.CompactString: a rule as upstream's escalation error prints it, each
+    non-empty list in this order."""
 
     def q(xs: list[str]) -> str:
-        return "[" + " ".join(f'"{x}"' for x in xs) + "]"
+        return "[" + " ".join(json.dumps(x) for x in xs) + "]"
 
     parts = []
     for key, label in (
         ("apiGroups", "APIGroups"),
         ("resources", "Resources"),
-        ("resourceNames", "ResourceNames"),
         ("nonResourceURLs", "NonResourceURLs"),
+        ("resourceNames", "ResourceNames"),
         ("verbs", "Verbs"),
     ):
-        if _strs(r.get(key)) or (key in ("apiGroups", "verbs") and key in r):
+        if _strs(r.get(key)):
             parts.append(f"{label}:{q(_strs(r.get(key)))}")
     return "{" + ", ".join(parts) + "}"
+
+
+def breakdown(r: Obj) -> list[Obj]:
+    """BreakdownRule's resource part: rules of one group, resource, verb and (if any) name. The
+    non-resource URLs are left out: bound in a namespace they grant nothing (not_held)."""
+    names = _strs(r.get("resourceNames"))
+    return [
+        {"apiGroups": [g], "resources": [res], "verbs": [v], **({"resourceNames": [n]} if n else {})}
+        for g in _strs(r.get("apiGroups"))
+        for res in _strs(r.get("resources"))
+        for v in _strs(r.get("verbs"))
+        for n in (names or [""])
+    ]
+
+
+def compact(rules: list[Obj]) -> list[Obj]:
+    """CompactRules: rules of one group, one resource and at most one name merge their verbs."""
+    merged: dict[tuple[str, str, str | None], Obj] = {}
+    out: list[Obj] = []
+    for r in rules:
+        groups, resources, names = (
+            _strs(r.get("apiGroups")),
+            _strs(r.get("resources")),
+            _strs(r.get("resourceNames")),
+        )
+        simple = len(groups) == 1 and len(resources) == 1 and len(names) <= 1
+        if not simple or _strs(r.get("nonResourceURLs")):
+            out.append(r)
+            continue
+        key = (groups[0], resources[0], names[0] if names else None)
+        if key in merged:
+            merged[key]["verbs"] = [*merged[key]["verbs"], *_strs(r.get("verbs"))]
+        else:
+            merged[key] = {**r, "verbs": _strs(r.get("verbs"))}
+    return out + list(merged.values())
 
 
 # -- the bindings, mirrored ----------------------------------------------------------------------
@@ -281,26 +318,23 @@ Holds = Callable[[Request], Awaitable[bool]]
 
 
 async def not_held(rules: Iterable[Obj], holds: Holds) -> list[Obj]:
-    """The rules (of a Role being written, or of the role a RoleBinding names) that grant
-    something `holds` says the caller does not hold; a wildcard rule is never held by a tenant."""
+    """Upstream's Covers: the single-verb, single-resource pieces of the rules (of a Role being
+    written, or of the role a RoleBinding names) that `holds` says the caller does not hold; a
+    wildcard is never held by a tenant."""
     missing: list[Obj] = []
     for r in rules:
-        if _strs(r.get("nonResourceURLs")) and not _strs(r.get("resources")):
-            continue  # grants nothing in a namespace
-        requests = requests_of(r)
-        if requests is None:
-            missing.append(r)
-            continue
-        for q in requests:
-            if not await holds(q):
-                missing.append(r)
-                break
+        for sub in breakdown(r):
+            requests = requests_of(sub)
+            if requests is None or not all([await holds(q) for q in requests]):
+                missing.append(sub)
     return missing
 
 
 def escalation_message(user: UserInfo, missing: list[Obj]) -> str:
-    groups = " ".join(f'"{g}"' for g in user.groups)
+    """ConfirmNoEscalation's message: the missing pieces compacted, each once, sorted."""
+    groups = " ".join(json.dumps(g) for g in user.groups)
+    held_not = sorted({show_rule(r) for r in compact(missing)})
     return (
-        f'user "{user.name}" (groups=[{groups}]) is attempting to grant RBAC permissions not '
-        "currently held:\n" + "\n".join(show_rule(r) for r in missing)
+        f"user {json.dumps(user.name)} (groups=[{groups}]) is attempting to grant RBAC permissions not "
+        "currently held:\n" + "\n".join(held_not)
     )
