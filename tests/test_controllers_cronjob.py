@@ -133,6 +133,9 @@ def test_schedules_as_robfig_cron() -> None:
         ("*/0 * * * *", "step of range should be a positive number: */0"),
         ("@fortnightly", "unrecognized descriptor: @fortnightly"),
         ("5-1 * * * *", "beginning of range (5) beyond end of range (1): 5-1"),
+        # Go's errors quote with strconv.Quote: double quotes
+        ("x * * * *", 'failed to parse int from x: strconv.Atoi: parsing "x": invalid syntax'),
+        ("@every abc", 'failed to parse duration @every abc: time: invalid duration "abc"'),
     ):
         with pytest.raises(ScheduleError) as e:
             parse_schedule(bad)

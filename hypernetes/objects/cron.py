@@ -14,6 +14,7 @@ Error texts are robfig's, which upstream puts in its 422 (`spec.schedule: Invali
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -49,6 +50,11 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m":
 _SEARCH_YEARS = 5
 
 
+def _quote(text: str) -> str:
+    """Go's strconv.Quote (the errors robfig/cron wraps print with it): double quotes."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 class ScheduleError(ValueError):
     """An unparseable schedule; str(e) is robfig's message."""
 
@@ -58,7 +64,7 @@ def _number(text: str, names: dict[str, int]) -> int:
         return names[text.lower()]
     if not text.isdigit():
         raise ScheduleError(
-            f"failed to parse int from {text}: strconv.Atoi: parsing {text!r}: invalid syntax"
+            f"failed to parse int from {text}: strconv.Atoi: parsing {_quote(text)}: invalid syntax"
         )
     return int(text)
 
@@ -101,7 +107,7 @@ def _field(text: str, low: int, high: int, names: dict[str, int]) -> tuple[froze
 def _duration(text: str) -> timedelta:
     """Go's time.ParseDuration for the units a schedule uses."""
     if not text or _DURATION_PART.sub("", text) != "":
-        raise ScheduleError(f"failed to parse duration @every {text}: time: invalid duration {text!r}")
+        raise ScheduleError(f"failed to parse duration @every {text}: time: invalid duration {_quote(text)}")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
 
