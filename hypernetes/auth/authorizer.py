@@ -469,6 +469,9 @@ class TenantAuthorizer:
             return ALLOW  # status.loadBalancer: the nodes serving it
         if gr == (GROUP, "networks") and a.subresource == "status" and v in ("update", "patch"):
             return ALLOW  # status.hosts: what each host built
+        stage = gr == ("", "secrets") and v == "get" and not a.subresource and bool(a.name)
+        if stage and await self._node_stage_secret(node, a.namespace, a.name):
+            return ALLOW  # an RBD volume's credentials, for the QEMU of a pod it runs
         token = a.subresource == "token" and v == "create"
         if gr in NODE_READABLE and ((v == "get" and not a.subresource) or token):
             return (
@@ -522,6 +525,25 @@ class TenantAuthorizer:
         ):
             return ALLOW
         return deny(f"the persistentvolume is not on node {node}")
+
+    async def _node_stage_secret(self, node: str, namespace: str, name: str) -> bool:
+        """Is this Secret the nodeStageSecretRef of a PV bound to a claim a pod on `node` uses
+        (upstream's node graph has the same PV -> Secret edge)."""
+        res = await self.d.store.list(key_prefix("", "persistentvolumes", None))
+        for kv in res.items:
+            spec = json.loads(kv.value).get("spec") or {}
+            ref = (spec.get("csi") or {}).get("nodeStageSecretRef") or {}
+            claim = spec.get("claimRef") or {}
+            if (
+                ref.get("namespace") == namespace
+                and ref.get("name") == name
+                and claim.get("name")
+                and await self._node_uses(
+                    node, str(claim.get("namespace") or ""), "persistentvolumeclaims", str(claim["name"])
+                )
+            ):
+                return True
+        return False
 
     async def _node_uses(self, node: str, namespace: str, resource: str, name: str) -> bool:
         """Does a pod bound to `node` in `namespace` refer to this object (upstream's node graph)."""

@@ -63,6 +63,7 @@ PLURALS = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "PersistentVolume": "persistentvolumes",
     "Namespace": "namespaces",
+    "Node": "nodes",
 }
 RESIZE_CONDITIONS = ("FileSystemResizePending", "Resizing")
 FINALIZE_TRIES = 8  # deleting a stopped pod's object: retried 1 s doubling to 30 s, then left

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from hypernetes.runtime.interface import (
     DeviceSpec,
     MountSpec,
     PodSpec,
+    RbdImage,
     VolumeFile,
     VolumeSpec,
 )
@@ -29,6 +30,7 @@ from hypernetes.runtime.podsize import container_limits, emptydir_sizes
 from hypernetes.runtime.sizing import positive_bytes, positive_millicpu
 from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
+from hypernetes.volumes.rbd_objects import IMAGE_NAME, POOL, RBD_DRIVER, credentials_from_secret
 
 # (kind, namespace, name) -> the object, or None if it does not exist; kinds: "ConfigMap",
 # "Secret", "PersistentVolumeClaim", and the cluster-scoped "PersistentVolume" and "Namespace"
@@ -40,7 +42,7 @@ BlockPath = Callable[[str, str], str]
 PVC_KIND = "PersistentVolumeClaim"
 PV_KIND = "PersistentVolume"
 NS_KIND = "Namespace"
-CLUSTER_KINDS = frozenset({PV_KIND, NS_KIND})
+CLUSTER_KINDS = frozenset({PV_KIND, NS_KIND, "Node"})
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -82,6 +84,9 @@ class ClaimDisk:
     fs_type: str  # "" for volumeMode Block
     size: int  # bytes: the PV's capacity
     read_only: bool
+    driver: str = LOCAL_DRIVER
+    pool: str = ""  # RBD: the image's pool
+    secret: tuple[str, str] = ("", "")  # RBD: (namespace, name) of the nodeStageSecretRef
 
     @property
     def key(self) -> str:
@@ -364,6 +369,8 @@ def volume_spec(pod: Obj, volume: Obj, lookup: Lookup, block_path: BlockPath | N
         return VolumeSpec(name, "emptyDir", size_limit=size, medium=medium)
     if "persistentVolumeClaim" in volume:
         disk = claim_disk(pod, volume, lookup)
+        if disk.driver == RBD_DRIVER:
+            return VolumeSpec(name, "block", block=rbd_device(disk, lookup))
         if block_path is None:
             raise VolumeConfigError(f'volume "{name}": this node has no volume store for persistent volumes')
         try:
@@ -458,13 +465,14 @@ def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
     if pv_meta.get("deletionTimestamp"):
         raise fail(f'persistentvolume "{pv_name}" is being deleted')
     csi = pv_spec.get("csi") or {}
-    if csi.get("driver") != LOCAL_DRIVER:
+    driver = csi.get("driver")
+    if driver not in (LOCAL_DRIVER, RBD_DRIVER):
         raise fail(
-            f'persistentvolume "{pv_name}" is not a {LOCAL_DRIVER} volume: only those can be '
-            "attached to pod VMs"
+            f'persistentvolume "{pv_name}" is not a {LOCAL_DRIVER} volume nor a {RBD_DRIVER} one: '
+            "only those can be attached to pod VMs"
         )
     node = pv_node(pv)
-    if node is None or node != spec.get("nodeName"):
+    if driver == LOCAL_DRIVER and (node is None or node != spec.get("nodeName")):
         where = f'on node "{node}"' if node else "on no node (no kubernetes.io/hostname node affinity)"
         raise fail(
             f'volume node affinity conflict: persistentvolume "{pv_name}" is {where}, '
@@ -499,10 +507,18 @@ def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
     handle = str(csi.get("volumeHandle") or "")
     fmt = str((csi.get("volumeAttributes") or {}).get("format") or "raw")
     fs_type = "" if mode == "Block" else str(csi.get("fsType") or "ext4")
-    try:
-        check_handle(handle, fmt)
-    except VolumeError as e:
-        raise fail(f'persistentvolume "{pv_name}": {e}') from e
+    pool, secret = "", ("", "")
+    if driver == RBD_DRIVER:
+        fmt, pool = "raw", str((csi.get("volumeAttributes") or {}).get(POOL) or "")
+        ref = csi.get("nodeStageSecretRef") or {}
+        secret = (str(ref.get("namespace") or ""), str(ref.get("name") or ""))
+        if not IMAGE_NAME.fullmatch(handle) or not pool or not all(secret):
+            raise fail(f'persistentvolume "{pv_name}": not a complete {RBD_DRIVER} volume')
+    else:
+        try:
+            check_handle(handle, fmt)
+        except VolumeError as e:
+            raise fail(f'persistentvolume "{pv_name}": {e}') from e
     if fs_type and fs_type not in FS_TYPES:
         raise fail(
             f'persistentvolume "{pv_name}": fsType {fs_type} is not supported '
@@ -514,8 +530,46 @@ def claim_disk(pod: Obj, volume: Obj, lookup: Lookup) -> ClaimDisk:
     modes = set((pvc.get("spec") or {}).get("accessModes") or [])
     read_only = bool(source.get("readOnly")) or modes == {"ReadOnlyMany"}
     return ClaimDisk(
-        name, ns, claim_name, pv_name, str(pv_meta.get("uid") or ""), handle, fmt, fs_type, size, read_only
+        name,
+        ns,
+        claim_name,
+        pv_name,
+        str(pv_meta.get("uid") or ""),
+        handle,
+        fmt,
+        fs_type,
+        size,
+        read_only,
+        str(driver),
+        pool,
+        secret,
     )
+
+
+def rbd_device(disk: ClaimDisk, lookup: Lookup) -> BlockDevice:
+    """An RBD claim's disk: QEMU opens the image with the node-stage Secret's credentials."""
+    ns, name = disk.secret
+    secret = lookup("Secret", ns, name)
+    where = f'secret "{ns}/{name}" (the nodeStageSecretRef of persistentvolume "{disk.pv}")'
+    if secret is None:
+        raise VolumeConfigError(f'volume "{disk.volume}": {where} not found')
+    try:
+        creds = credentials_from_secret(secret)
+    except ValueError as e:
+        raise VolumeConfigError(f'volume "{disk.volume}": {where}: {e}') from None
+    image = RbdImage(disk.pool, disk.handle, creds.user, creds.monitors, creds.key)
+    return BlockDevice("", "raw", disk.fs_type, disk.read_only, rbd=image)
+
+
+def rbd_secrets(pvs: Iterable[Obj]) -> set[tuple[str, str]]:
+    """(namespace, name) of the node-stage Secrets of the RBD PVs among `pvs`."""
+    out = set()
+    for pv in pvs:
+        csi = (pv.get("spec") or {}).get("csi") or {}
+        ref = csi.get("nodeStageSecretRef") or {}
+        if csi.get("driver") == RBD_DRIVER and ref.get("name") and ref.get("namespace"):
+            out.add((str(ref["namespace"]), str(ref["name"])))
+    return out
 
 
 def claim_disks(pod: Obj, lookup: Lookup) -> list[ClaimDisk]:

@@ -31,6 +31,7 @@ from hypernetes.node.podspec import (
     claim_disks,
     claim_volume_names,
     pod_spec,
+    rbd_secrets,
     referenced_objects,
     sandbox_id,
     storage_size,
@@ -56,6 +57,8 @@ from hypernetes.runtime.interface import (
     StartFailed,
 )
 from hypernetes.volumes.local import LocalVolumes, VolumeError
+from hypernetes.volumes.rbd import RbdVolumes
+from hypernetes.volumes.rbd_objects import RBD_DRIVER, credentials_from_secret
 
 log = logging.getLogger(__name__)
 Objects = dict[tuple[str, str, str], Obj]  # (kind, namespace or "", name) -> object
@@ -373,7 +376,52 @@ class PodWorker:
                 if obj is not None:
                     found[key] = obj
             wanted = claim_volume_names([o for (k, _, _), o in found.items() if k == PVC_KIND])
+        # an RBD PV's node-stage Secret, in the namespace the class named
+        for secret_ns, name in rbd_secrets(o for (k, _, _), o in found.items() if k == PV_KIND):
+            obj = await self.api.lookup("Secret", secret_ns, name)
+            if obj is not None:
+                found[("Secret", secret_ns, name)] = obj
         return found
+
+    async def _attach_rbd(self, d: ClaimDisk, objects: Objects) -> None:
+        """Before QEMU opens an image read-write: if a client still has it open (or holds its
+        lock) and the node that attached it last is declared dead (not Ready, or gone), fence
+        it: blocklist its clients, so its VM can never write again even if the node comes back
+        (docs/volumes.md, "Ceph RBD"); if that node is alive, wait as for a Multi-Attach. Then
+        record this node and pod as the holder."""
+        if d.read_only:
+            return
+        secret = objects.get(("Secret", *d.secret)) or {}
+        node = str((self.pod.get("spec") or {}).get("nodeName") or "")
+        me = f"{node}/{self.pod['metadata'].get('uid', '')}"
+        try:
+            rbd = RbdVolumes(credentials_from_secret(secret), d.pool)
+            holder, watchers, locks = await asyncio.to_thread(
+                lambda: (rbd.holder(d.handle), rbd.watchers(d.handle), rbd.lockers(d.handle))
+            )
+            if (watchers or locks) and holder != me:
+                old = holder.split("/", 1)[0]
+                if not holder or old == node or await self._node_ready(old):
+                    raise MultiAttachError(
+                        f'Multi-Attach error for volume "{d.pv}": rbd image {d.pool}/{d.handle} is '
+                        f"in use by {holder or 'a client that is not a pod'}; waiting for it to be released"
+                    )
+                fenced = await asyncio.to_thread(rbd.fence, d.handle)
+                await self.api.event(
+                    self.pod,
+                    "Warning",
+                    "VolumeFenced",
+                    f'volume "{d.volume}": node "{old}" is not Ready: blocklisted its client(s) '
+                    f"{', '.join(fenced)} of rbd image {d.pool}/{d.handle} before attaching it here",
+                )
+            await asyncio.to_thread(rbd.set_holder, d.handle, me)
+        except (VolumeError, ValueError) as e:
+            raise VolumeConfigError(f'volume "{d.volume}": {e}') from None
+
+    async def _node_ready(self, name: str) -> bool:
+        node = await self.api.lookup("Node", "", name)
+        conditions = ((node or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def _block_path(self, handle: str, fmt: str) -> str:
         assert self.volumes is not None
@@ -384,11 +432,19 @@ class PodWorker:
         their PVs' capacity while no other VM here has them, and report the claims' capacity."""
         if not disks:
             return
-        if self.volumes is None:
+        if self.volumes is None and any(d.driver != RBD_DRIVER for d in disks):
             raise VolumeConfigError("this node has no volume store for persistent volumes")
         volumes = self.volumes
         self.users.acquire(self.id, self.name, disks)
         for d in disks:
+            if d.driver == RBD_DRIVER:
+                try:
+                    await self._attach_rbd(d, objects)
+                except ConfigError:
+                    self.users.release(self.id)
+                    raise
+                continue
+            assert volumes is not None
             try:
                 await asyncio.to_thread(
                     volumes.ensure, d.handle, d.size, d.fs_type or "ext4", d.format, not d.fs_type

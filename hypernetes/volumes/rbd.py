@@ -37,6 +37,7 @@ from hypernetes.volumes.rbd_objects import (
 log = logging.getLogger(__name__)
 
 TIMEOUT = 60.0  # seconds for one CLI call, whatever the cluster does
+HOLDER_KEY = "hypernetes.io/holder"  # image metadata: the node and pod that attached it read-write
 
 
 def ceph_conf_text(creds: CephCredentials, keyfile: Path | None = None) -> str:
@@ -114,6 +115,16 @@ class RbdVolumes:
         out = json.loads(self._run("rbd", "lock", "list", "--format", "json", self.spec(image)) or "[]")
         rows = out if isinstance(out, list) else [{"id": k, **v} for k, v in out.items()]
         return [(str(r["locker"]), str(r["id"]), str(r["address"])) for r in rows]
+
+    def holder(self, image: str) -> str:
+        """Who last attached the image read-write (`node/pod uid`), as that node recorded it."""
+        try:
+            return self._run("rbd", "image-meta", "get", self.spec(image), HOLDER_KEY).strip()
+        except _NotFound:
+            return ""
+
+    def set_holder(self, image: str, holder: str) -> None:
+        self._run("rbd", "image-meta", "set", self.spec(image), HOLDER_KEY, holder)
 
     # --- changes ---------------------------------------------------------------------------------
 

@@ -40,15 +40,18 @@ def have_ceph() -> bool:
     return all(shutil.which(t) for t in TOOLS)
 
 
-def _free_port() -> int:
+def _free_port(address: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
 @dataclass
 class CephCluster:
     root: Path
+    # where the daemons listen: loopback, or the test hosts' gateway (tests/support/hosts.py),
+    # since clients connect to every OSD at the address the OSD map gives (a relay cannot do)
+    address: str = "127.0.0.1"
     fsid: str = field(default_factory=lambda: str(uuid.uuid4()))
     port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -64,7 +67,7 @@ class CephCluster:
 
     @property
     def monitors(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def pool(self) -> str:
@@ -127,7 +130,7 @@ class CephCluster:
     def start(self) -> None:
         t0 = time.monotonic()
         for attempt in range(_START_TRIES):
-            self.port = _free_port()
+            self.port = _free_port(self.address)
             try:
                 self._bootstrap()
                 break
@@ -168,7 +171,7 @@ class CephCluster:
             self.fsid,
             "--addv",
             "a",
-            f"[v2:127.0.0.1:{self.port}]",
+            f"[v2:{self.address}:{self.port}]",
             str(monmap),
         )
         (self.root / "mon.a").mkdir()
@@ -250,8 +253,8 @@ class CephCluster:
         r = self.root
         return f"""[global]
 fsid = {self.fsid}
-mon host = [v2:127.0.0.1:{self.port}]
-public addr = 127.0.0.1
+mon host = [v2:{self.address}:{self.port}]
+public addr = {self.address}
 ms bind msgr1 = false
 ms bind ipv6 = false
 auth cluster required = cephx
@@ -344,8 +347,8 @@ osd max backfills = 2
 
 
 @contextlib.contextmanager
-def running_ceph(root: Path) -> Iterator[CephCluster]:
-    cluster = CephCluster(root)
+def running_ceph(root: Path, address: str = "127.0.0.1") -> Iterator[CephCluster]:
+    cluster = CephCluster(root, address)
     try:
         cluster.start()
         yield cluster
