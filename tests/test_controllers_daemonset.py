@@ -231,6 +231,27 @@ def test_validation(cluster: NodesCluster) -> None:
         'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"'
         in proc.stderr
     ), proc.stderr
+    # ValidateDaemonSetUpdateStrategy names the strategy (upstream's order of values); an empty
+    # selector is "invalid for daemonset"; a missing one matches no template labels
+    bad = DS.format(name="x", ns=ns, extra="updateStrategy: {type: Sometimes}")
+    proc = c.api.kubectl("apply", "-f", "-", input=bad, check=False)
+    assert (
+        'spec.updateStrategy: Unsupported value: {"type":"Sometimes"}: '
+        'supported values: "RollingUpdate", "OnDelete"' in proc.stderr
+    ), proc.stderr
+    bad = DS.format(name="x", ns=ns, extra="").replace("selector: {matchLabels: {app: x}}", "selector: {}")
+    proc = c.api.kubectl("apply", "-f", "-", input=bad, check=False)
+    assert "spec.selector: Invalid value: {}: empty selector is invalid for daemonset" in proc.stderr, (
+        proc.stderr
+    )
+    bad = DS.format(name="x", ns=ns, extra="").replace(
+        "selector: {matchLabels: {app: x}}", "minReadySeconds: 0"
+    )
+    proc = c.api.kubectl("create", "-f", "-", "--validate=false", input=bad, check=False)
+    assert (
+        'spec.template.metadata.labels: Invalid value: {"app":"x"}: '
+        "`selector` does not match template `labels`" in proc.stderr
+    ), proc.stderr
 
 
 def test_the_templates_node_affinity_is_honoured(cluster: NodesCluster) -> None:

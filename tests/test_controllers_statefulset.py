@@ -383,6 +383,13 @@ def test_validation(api: ApiServerThread, controllers: ControllersThread) -> Non
     def spec(**kw: object) -> Obj:
         return {**good, "spec": {**good["spec"], **kw}}
 
+    # ValidateStatefulSetName: a DNS label (its pods' hostnames), not a subdomain
+    causes = invalid(controllers, {**good, "metadata": {"name": "db.v1"}}, ns)
+    assert causes[0][0] == "metadata.name" and "a lowercase RFC 1123 label must consist of" in causes[0][1]
+    causes = invalid(controllers, spec(selector={"matchLabels": {}}), ns)
+    assert causes == [
+        ("spec.selector", 'Invalid value: {"matchLabels":{}}: empty selector is invalid for statefulset')
+    ]
     causes = invalid(controllers, spec(podManagementPolicy="Sometimes"), ns)
     assert causes == [
         ("spec.podManagementPolicy", "Invalid value: \"Sometimes\": must be 'OrderedReady' or 'Parallel'")

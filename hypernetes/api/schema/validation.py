@@ -151,7 +151,8 @@ def label_selector(sel: Any, path: str, errs: Errs, *, required: bool = True) ->
         return
     s = _d(sel)
     if required and not s.get("matchLabels") and not s.get("matchExpressions"):
-        errs.append(E.invalid(path, s, "empty selector is not valid: it would select every pod"))
+        # upstream's words for Deployments and ReplicaSets alike; registry/workloads.py rewords it
+        errs.append(E.invalid(path, s, "empty selector is invalid for deployment"))
     validate_labels(_d(s.get("matchLabels")), f"{path}.matchLabels", errs)
     for i, r in enumerate(_l(s.get("matchExpressions"))):
         r = _d(r)

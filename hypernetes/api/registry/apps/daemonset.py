@@ -47,7 +47,16 @@ def _defaults(obj: JSON) -> None:
 def _validate(obj: JSON, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     non_negative(spec, ("minReadySeconds", "revisionHistoryLimit"), errs)
-    workload_template(spec, errs, "DaemonSet")
+    mine: Errs = []
+    workload_template(spec, mine, "DaemonSet")
+    for e in mine:
+        if spec.get("selector") is None and e.field == "spec.selector":
+            # ValidateDaemonSetSpec has no Required: a nil selector matches nothing
+            labels = _d(_d(_d(spec.get("template")).get("metadata")).get("labels"))
+            e = E.invalid(
+                "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
+            )
+        errs.append(e)
     strategy = _d(spec.get("updateStrategy"))
     stype, ru = strategy.get("type"), strategy.get("rollingUpdate")
     path = "spec.updateStrategy.rollingUpdate"
@@ -67,7 +76,8 @@ def _validate(obj: JSON, errs: Errs) -> None:
         elif zero_u and zero_s:
             errs.append(E.required(f"{path}.maxUnavailable", "cannot be 0 when maxSurge is 0"))
     elif stype not in (None, "OnDelete"):
-        errs.append(E.not_supported("spec.updateStrategy.type", stype, ("OnDelete", "RollingUpdate")))
+        # ValidateDaemonSetUpdateStrategy names the strategy, not its type
+        errs.append(E.not_supported("spec.updateStrategy", strategy, ("RollingUpdate", "OnDelete")))
 
 
 COLUMNS = (

@@ -11,6 +11,7 @@ from hypernetes.api.registry.groups import APPS
 from hypernetes.api.registry.kind import Errs, Printer, kind
 from hypernetes.api.registry.workloads import workload_template
 from hypernetes.api.schema import errors as E
+from hypernetes.api.schema import formats
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.defaults import child, set_default, template_defaults
 from hypernetes.api.schema.errors import FieldError
@@ -187,4 +188,5 @@ KIND = kind(
     validate=_validate,
     validate_update=_validate_update,
     printer=Printer(COLUMNS, _row),
+    name_format=formats.dns1123_label,  # ValidateStatefulSetName: its pods' hostnames are "<name>-N"
 )
