@@ -47,18 +47,23 @@ def _seen(obj: dict[str, Any]) -> set[str]:
     return seen
 
 
-async def measure_phases(url: str, token: str, ca: Path, count: int, prefix: str) -> list[dict[str, float]]:
+async def measure_phases(
+    url: str, token: str, ca: Path, count: int, prefix: str, cpus: tuple[str, ...] = ("100m",)
+) -> list[dict[str, Any]]:
+    """`cpus`: the pods' CPU limits, taken in turn (bench/pod_startup.py's pod has 100m)."""
     rows = []
     async with ApiClient(url, token=token, ca_file=ca) as c:
         for i in range(count):
             body = pod(i)
             name = f"{prefix}-{i:02d}"
             body["metadata"]["name"] = name
+            cpu = cpus[i % len(cpus)]
+            body["spec"]["containers"][0]["resources"]["limits"]["cpu"] = cpu
             listed = await c.list("v1", "pods", "default")
             rv = listed["metadata"]["resourceVersion"]
             start = time.monotonic()
             await c.create("v1", "pods", body, "default")
-            row: dict[str, float] = {}
+            row: dict[str, Any] = {"cpu": cpu}
             async for ev in c.watch(
                 "v1",
                 "pods",
@@ -78,12 +83,17 @@ async def measure_phases(url: str, token: str, ca: Path, count: int, prefix: str
     return rows
 
 
-def summary(rows: list[dict[str, float]]) -> dict[str, float]:
+def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     out = {}
-    for phase in PHASES:
-        values = sorted(r[phase] for r in rows if phase in r)
-        if values:
-            out[f"{phase}_p50_s"] = round(statistics.median(values), 3)
+    for cpu in dict.fromkeys(r["cpu"] for r in rows):
+        mine = [r for r in rows if r["cpu"] == cpu]
+        for phase in PHASES:
+            values = sorted(r[phase] for r in mine if phase in r)
+            if values:
+                out[f"cpu_{cpu}_{phase}_p50_s"] = round(statistics.median(values), 3)
+        running = sorted(r["running"] for r in mine if "running" in r)
+        if running:
+            out[f"cpu_{cpu}_running_max_s"] = running[-1]
     return out
 
 
@@ -93,6 +103,9 @@ def main() -> int:
     )
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--no-templates", action="store_true")
+    parser.add_argument(
+        "--cpu", action="append", help="pods' CPU limits, in turn (default 100m; repeat to compare)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hn-podphases-") as tmp:
         data = Path(tmp) / "data"
@@ -111,7 +124,8 @@ def main() -> int:
             ca = data / "pki" / "ca.crt"
             asyncio.run(measure_phases(server, token, ca, 1, "warm"))  # has the template built
             time.sleep(10)
-            rows = asyncio.run(measure_phases(server, token, ca, args.pods, "start"))
+            cpus = tuple(args.cpu or ["100m"])
+            rows = asyncio.run(measure_phases(server, token, ca, args.pods, "start", cpus))
         finally:
             up.terminate()
             up.wait(60)
