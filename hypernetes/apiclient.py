@@ -15,6 +15,7 @@ import base64
 import builtins
 import json
 import random
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,22 @@ class WatchEvent:
         return str((self.object.get("metadata") or {}).get("resourceVersion", ""))
 
 
+_GROUP_VERSION = re.compile(r"v1|[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z]([-a-z0-9]*[a-z0-9])?")
+_RESOURCE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def segment(name: str) -> str:
+    """A name as one segment of a request path, refused as client-go refuses it when it could be
+    anything else: controllers and nodes build paths from names a tenant wrote into its objects
+    (a scale target, a claim, a secret to mount), and "../../other-ns/secrets/x" must not
+    become another object, read or written with their rights."""
+    if name in (".", "..") or "/" in name or "%" in name:
+        raise ApiException(
+            400, "BadRequest", f"invalid resource name {name!r}: may not be '.', '..', or contain '/' or '%'"
+        )
+    return quote(name, safe="")
+
+
 def path(
     api_version: str,
     plural: str,
@@ -58,12 +75,16 @@ def path(
     name: str | None = None,
     subresource: str | None = None,
 ) -> str:
+    # the group/version and resource may come from a tenant's object too (an owner reference,
+    # a scale target): only what can name one
+    if not _GROUP_VERSION.fullmatch(api_version) or not _RESOURCE.fullmatch(plural):
+        raise ApiException(400, "BadRequest", f"invalid resource {api_version!r} {plural!r}")
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     if namespace and plural != "namespaces":
-        base += f"/namespaces/{quote(namespace)}"
+        base += f"/namespaces/{segment(namespace)}"
     base += f"/{plural}"
     if name:
-        base += f"/{quote(name)}"
+        base += f"/{segment(name)}"
     if subresource:
         base += f"/{subresource}"
     return base

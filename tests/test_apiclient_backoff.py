@@ -8,7 +8,7 @@ import itertools
 import pytest
 from aiohttp import web
 
-from hypernetes.apiclient import ApiClient, RetryBackoff
+from hypernetes.apiclient import ApiClient, ApiException, RetryBackoff, path
 
 
 def test_backoff_doubles_to_its_cap_with_jitter_and_resets_after_a_healthy_stretch() -> None:
@@ -62,3 +62,25 @@ async def test_informer_backs_off_instead_of_retrying_every_second(
     assert 2 <= len(attempts) <= 4, attempts
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert all(later >= earlier for earlier, later in itertools.pairwise(gaps)), gaps
+
+
+def test_paths_from_names_a_tenant_wrote_cannot_leave_their_segment() -> None:
+    """Controllers build paths from references in tenants' objects (owner references, scale
+    targets, claims): refused as client-go refuses them, before any request."""
+    assert (
+        path("apps/v1", "deployments", "ns", "web", "scale")
+        == "/apis/apps/v1/namespaces/ns/deployments/web/scale"
+    )
+    assert path("v1", "pods", "ns", "a:b") == "/api/v1/namespaces/ns/pods/a%3Ab"
+    for args in [
+        ("apps/v1", "deployments", "ns", "../../../api/v1/namespaces/other/secrets/token"),
+        ("v1", "secrets", "ns", ".."),
+        ("v1", "secrets", "ns", "."),
+        ("v1", "secrets", "ns", "a%2Fb"),
+        ("v1", "secrets", "../other", "x"),
+        ("v1/namespaces/other/secrets/x?", "pods", "ns", "x"),
+        ("apps/v1", "deployments/../../secrets", "ns", "x"),
+    ]:
+        with pytest.raises(ApiException) as e:
+            path(*args)
+        assert e.value.status == 400
