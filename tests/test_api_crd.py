@@ -334,6 +334,44 @@ def test_defaults_and_pruning_reach_nested_fields(http: httpx.Client, crontabs: 
             "spec.versions[0].schema.openAPIV3Schema",
             "Required value: schemas are required",
         ),
+        # apiextensions validation.go, message for message
+        (
+            lambda c: c["spec"]["versions"].append({**c["spec"]["versions"][0], "storage": False}),
+            "spec.versions",
+            "must contain unique version names",
+        ),
+        (
+            lambda c: c["spec"]["names"].update(kind="Cron_Tab"),
+            "spec.names.kind",
+            'Invalid value: "Cron_Tab": may have mixed case, but should otherwise match: a DNS-1035 label',
+        ),
+        (
+            lambda c: c["spec"]["versions"][0]["additionalPrinterColumns"][0].update(type="timestamp"),
+            "spec.versions[0].additionalPrinterColumns[0].type",
+            'Invalid value: "timestamp": must be one of boolean,date,integer,number,string',
+        ),
+        (
+            lambda c: c["spec"]["versions"][0]["additionalPrinterColumns"][0].pop("jsonPath"),
+            "spec.versions[0].additionalPrinterColumns[0].JSONPath",
+            "Required value",
+        ),
+        (
+            lambda c: c["spec"]["versions"][0]["subresources"]["scale"].update(
+                specReplicasPath="spec.replicas"
+            ),
+            "spec.versions[0].subresources.scale.specReplicasPath",
+            'Invalid value: "spec.replicas": must be a simple json path starting with .',
+        ),
+        (
+            lambda c: c["spec"]["versions"][0]["subresources"]["scale"].update(labelSelectorPath=".selector"),
+            "spec.versions[0].subresources.scale.labelSelectorPath",
+            "should be a json path under either .spec or .status",
+        ),
+        (
+            lambda c: c["spec"].update(preserveUnknownFields=True),
+            "spec.preserveUnknownFields",
+            "cannot set to true, set x-preserve-unknown-fields to true in spec.versions[*].schema instead",
+        ),
     ],
 )
 def test_crd_validation(http: httpx.Client, change: Any, field: str, message: str) -> None:
@@ -341,6 +379,18 @@ def test_crd_validation(http: httpx.Client, change: Any, field: str, message: st
     change(body)
     causes = _causes(http.post(CRDS, json=body))
     assert any(f == field and message in m for f, m in causes), causes
+
+
+def test_crd_required_paths_are_upstreams_once(http: httpx.Client) -> None:
+    """A column's missing jsonPath is reported at upstream's internal path (JSONPath), and each
+    Required once, though the v1 schema also requires them."""
+    body = crd("gadgets", "Gadget")
+    body["spec"]["versions"][0]["additionalPrinterColumns"][0].pop("jsonPath")
+    body["spec"]["versions"][0]["subresources"]["scale"].pop("specReplicasPath")
+    assert sorted(_causes(http.post(CRDS, json=body))) == [
+        ("spec.versions[0].additionalPrinterColumns[0].JSONPath", "Required value"),
+        ("spec.versions[0].subresources.scale.specReplicasPath", "Required value"),
+    ]
 
 
 def test_crd_may_not_take_a_builtin_group(http: httpx.Client) -> None:

@@ -10,7 +10,6 @@ without the api-approved.kubernetes.io annotation."""
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 from hypernetes.api.customresources.schema import structural_errors
@@ -29,7 +28,6 @@ APIEXTENSIONS = Group(
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 APPROVAL = "api-approved.kubernetes.io"
 SCOPES = ("Cluster", "Namespaced")
-_KIND = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _PROTECTED = ("k8s.io", "kubernetes.io")
 
 
@@ -56,77 +54,101 @@ def _builtin_groups() -> frozenset[str]:
     return builtin_groups()
 
 
+def _joined(field: str, v: str, msgs: list[str], errs: Errs, prefix: str = "") -> None:
+    """Upstream joins a name's format errors into one, with ","."""
+    if msgs:
+        errs.append(E.invalid(field, v, prefix + ",".join(msgs)))
+
+
 def _names(names: JSON, path: str, errs: Errs) -> None:
+    """The spec's required names, then ValidateCustomResourceDefinitionNames."""
+    for f in ("plural", "singular", "kind", "listKind"):
+        if not names.get(f):
+            errs.append(E.required(f"{path}.{f}"))
     for f in ("plural", "singular"):
         v = names.get(f)
-        if not v and f == "plural":
-            errs.append(E.required(f"{path}.plural"))
-        elif isinstance(v, str) and v:
-            errs.extend(E.invalid(f"{path}.{f}", v, m) for m in dns1035_label(v))
+        if isinstance(v, str) and v:
+            _joined(f"{path}.{f}", v, dns1035_label(v), errs)
     for f in ("kind", "listKind"):
         v = names.get(f)
-        if not v:
-            errs.append(E.required(f"{path}.{f}"))
-        elif isinstance(v, str) and not _KIND.fullmatch(v):
-            errs.append(
-                E.invalid(
-                    f"{path}.{f}",
-                    v,
-                    "may have mixed case, but should otherwise match: [a-z]([-a-z0-9]*[a-z0-9])?",
-                )
+        if isinstance(v, str) and v:
+            _joined(
+                f"{path}.{f}",
+                v,
+                dns1035_label(v.lower()),
+                errs,
+                "may have mixed case, but should otherwise match: ",
             )
-    if names.get("kind") and names.get("kind") == names.get("listKind"):
-        errs.append(E.invalid(f"{path}.listKind", names["listKind"], "kind and listKind may not be the same"))
     for f in ("shortNames", "categories"):
-        seen: set[str] = set()
         for i, v in enumerate(_l(names.get(f))):
             if isinstance(v, str):
-                errs.extend(E.invalid(f"{path}.{f}[{i}]", v, m) for m in dns1035_label(v))
-                if v in seen:
-                    errs.append(E.duplicate(f"{path}.{f}[{i}]", v))
-                seen.add(v)
+                _joined(f"{path}.{f}[{i}]", v, dns1035_label(v), errs)
+    if names.get("kind") and names.get("kind") == names.get("listKind"):
+        errs.append(E.invalid(f"{path}.listKind", names["listKind"], "kind and listKind may not be the same"))
+
+
+_COLUMN_TYPES = ("boolean", "date", "integer", "number", "string")  # printerColumnDatatypes, sorted
+_COLUMN_FORMATS = ("byte", "date", "date-time", "double", "float", "int32", "int64", "password")
+
+
+def _json_path(path: str, v: Any, errs: Errs) -> bool:
+    """validateSimpleJSONPath; whether it passed."""
+    if v == "" or v is None:
+        errs.append(E.invalid(path, "", "must not be empty"))
+    elif isinstance(v, str) and not v.startswith("."):
+        errs.append(E.invalid(path, v, "must be a simple json path starting with ."))
+    else:
+        return True
+    return False
+
+
+def _scale(scale: JSON, path: str, errs: Errs) -> None:
+    """ValidateCustomResourceDefinitionSubresources' scale: replicas paths required, under .spec and
+    .status; a label selector path under either."""
+    for f, under in (("specReplicasPath", ".spec."), ("statusReplicasPath", ".status.")):
+        p, fp = scale.get(f), f"{path}.{f}"
+        if not p:
+            errs.append(E.required(fp))
+        elif _json_path(fp, p, errs) and not str(p).startswith(under):
+            errs.append(E.invalid(fp, p, f"should be a json path under {under.rstrip('.')}"))
+    sel, fp = scale.get("labelSelectorPath"), f"{path}.labelSelectorPath"
+    if sel and _json_path(fp, sel, errs) and not str(sel).startswith((".spec.", ".status.")):
+        errs.append(E.invalid(fp, sel, "should be a json path under either .spec or .status"))
+
+
+def _column(c: JSON, path: str, errs: Errs) -> None:
+    """ValidateCustomResourceColumnDefinition, at the internal type's paths (JSONPath)."""
+    if not c.get("name"):
+        errs.append(E.required(f"{path}.name"))
+    t = c.get("type")
+    if not t:
+        errs.append(E.required(f"{path}.type", "must be one of " + ",".join(_COLUMN_TYPES)))
+    elif t not in _COLUMN_TYPES:
+        errs.append(E.invalid(f"{path}.type", t, "must be one of " + ",".join(_COLUMN_TYPES)))
+    f = c.get("format")
+    if f and f not in _COLUMN_FORMATS:
+        errs.append(E.invalid(f"{path}.format", f, "must be one of " + ",".join(_COLUMN_FORMATS)))
+    jp = c.get("jsonPath")
+    if not jp:
+        errs.append(E.required(f"{path}.JSONPath"))
+    else:
+        _json_path(f"{path}.JSONPath", jp, errs)
 
 
 def _version(v: JSON, path: str, errs: Errs) -> None:
     name = v.get("name")
-    if isinstance(name, str) and name:
-        errs.extend(E.invalid(f"{path}.name", name, m) for m in dns1035_label(name))
+    if isinstance(name, str):
+        _joined(f"{path}.name", name, dns1035_label(name), errs)
     schema = _d(v.get("schema")).get("openAPIV3Schema")
     if schema is None:
         errs.append(E.required(f"{path}.schema.openAPIV3Schema", "schemas are required"))
     else:
         structural_errors(schema, f"{path}.schema.openAPIV3Schema", errs)
-    subs = _d(v.get("subresources"))
-    scale = subs.get("scale")
+    scale = _d(v.get("subresources")).get("scale")
     if isinstance(scale, dict):
-        for f in ("specReplicasPath", "statusReplicasPath", "labelSelectorPath"):
-            p = scale.get(f)
-            if p is None:
-                continue
-            if not isinstance(p, str) or not p.startswith("."):
-                errs.append(
-                    E.invalid(
-                        f"{path}.subresources.scale.{f}", p, "should be a json path under .spec or .status"
-                    )
-                )
-            elif f == "specReplicasPath" and not p.startswith(".spec."):
-                errs.append(
-                    E.invalid(f"{path}.subresources.scale.{f}", p, "should be a json path under .spec")
-                )
-            elif f == "statusReplicasPath" and not p.startswith(".status."):
-                errs.append(
-                    E.invalid(f"{path}.subresources.scale.{f}", p, "should be a json path under .status")
-                )
+        _scale(scale, f"{path}.subresources.scale", errs)
     for i, col in enumerate(_l(v.get("additionalPrinterColumns"))):
-        c, cp = _d(col), f"{path}.additionalPrinterColumns[{i}]"
-        t = c.get("type")
-        if t is not None and t not in ("integer", "number", "string", "boolean", "date"):
-            errs.append(E.not_supported(f"{cp}.type", t, ("boolean", "date", "integer", "number", "string")))
-        jp = c.get("jsonPath")
-        if isinstance(jp, str) and not jp.startswith("."):
-            errs.append(E.invalid(f"{cp}.jsonPath", jp, "must be a simple json path starting with ."))
-        if isinstance(c.get("priority"), int) and c["priority"] < 0:
-            errs.append(E.invalid(f"{cp}.priority", c["priority"], "must be greater than or equal to 0"))
+        _column(_d(col), f"{path}.additionalPrinterColumns[{i}]", errs)
 
 
 def _validate(obj: JSON, errs: Errs) -> None:
@@ -135,8 +157,11 @@ def _validate(obj: JSON, errs: Errs) -> None:
     if not group:
         errs.append(E.required("spec.group"))
     elif isinstance(group, str):
-        errs.extend(E.invalid("spec.group", group, m) for m in dns1123_subdomain(group))
-        if "." not in group:
+        bad = dns1123_subdomain(group)
+        _joined("spec.group", group, bad, errs)
+        if bad:
+            pass
+        elif "." not in group:
             errs.append(E.invalid("spec.group", group, "should be a domain with at least one dot"))
         elif group in _builtin_groups():
             errs.append(E.invalid("spec.group", group, "is the group of built-in kinds"))
@@ -160,25 +185,16 @@ def _validate(obj: JSON, errs: Errs) -> None:
     elif scope not in SCOPES:
         errs.append(E.not_supported("spec.scope", scope, SCOPES))
     versions = _l(spec.get("versions"))
-    if not versions:
-        errs.append(E.required("spec.versions", "must have exactly one version marked as storage version"))
-    seen: set[str] = set()
     for i, v in enumerate(versions):
-        v = _d(v)
-        if v.get("name") in seen:
-            errs.append(E.duplicate(f"spec.versions[{i}].name", v.get("name")))
-        seen.add(str(v.get("name")))
-        _version(v, f"spec.versions[{i}]", errs)
-    storage = [v for v in versions if _d(v).get("storage") is True]
-    if versions and len(storage) != 1:
+        _version(_d(v), f"spec.versions[{i}]", errs)
+    names_of = [_d(v).get("name") for v in versions]
+    if len(set(map(str, names_of))) != len(names_of):
+        errs.append(E.invalid("spec.versions", _summary(versions), "must contain unique version names"))
+    if len([v for v in versions if _d(v).get("storage") is True]) != 1:
         errs.append(
             E.invalid(
                 "spec.versions", _summary(versions), "must have exactly one version marked as storage version"
             )
-        )
-    if versions and not any(_d(v).get("served") is True for v in versions):
-        errs.append(
-            E.invalid("spec.versions", _summary(versions), "must have at least one version marked as served")
         )
     strategy = _d(spec.get("conversion")).get("strategy")
     if strategy not in (None, "None"):
@@ -190,12 +206,31 @@ def _validate(obj: JSON, errs: Errs) -> None:
                 "(versions differ in apiVersion only)",
             )
         )
-    if spec.get("preserveUnknownFields") is True:
+    if spec.get("preserveUnknownFields") is True:  # validatePreserveUnknownFields (v1)
         errs.append(
             E.invalid(
-                "spec.preserveUnknownFields", True, "must be false in order to use defaults in the schema"
+                "spec.preserveUnknownFields",
+                True,
+                "cannot set to true, set x-preserve-unknown-fields to true in spec.versions[*].schema "
+                "instead",
             )
         )
+    _as_upstream(errs)
+
+
+def _as_upstream(errs: Errs) -> None:
+    """The schema walk's Required errors (v1 paths) where this validation reports upstream's own:
+    a column's missing jsonPath is upstream's `JSONPath` (its internal type's field), and a
+    scale path's Required is said once."""
+    seen: set[E.FieldError] = set()
+    mine = {e.field.removesuffix(".JSONPath") for e in errs if e.field.endswith(".JSONPath")}
+    kept = []
+    for e in errs:
+        dup = e in seen or (e.type == E.REQUIRED and e.field.removesuffix(".jsonPath") in mine)
+        if not dup:
+            kept.append(e)
+        seen.add(e)
+    errs[:] = kept
 
 
 def _summary(versions: list[Any]) -> str:
