@@ -216,6 +216,11 @@ def test_limitranger_defaults_and_bounds(w: World) -> None:
         'pods "small" is forbidden: [minimum cpu usage per Container is 100m, but request is 50m, '
         "cpu max limit to request ratio per Container is 4, but provided ratio is 10.000000]"
     ), msg
+    # utilerrors.NewAggregate says a message once, however many containers break the same bound
+    two = [container(f"c{i}", limits={"cpu": "2"}) for i in range(2)]
+    assert forbidden(w.post(LIMITED, "pods", pod("twice", *two))) == (
+        'pods "twice" is forbidden: maximum cpu usage per Container is 1, but limit is 2'
+    )
     three = [container(f"c{i}", limits={"memory": "400Mi"}) for i in range(3)]
     assert forbidden(w.post(LIMITED, "pods", pod("wide", *three))) == (
         'pods "wide" is forbidden: maximum memory usage per Pod is 1Gi, but limit is 1200Mi'

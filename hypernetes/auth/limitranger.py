@@ -223,7 +223,8 @@ async def admit_limits(store: Store, kind: str, namespace: str, obj: Obj, old: O
 
 
 def _raise(errs: list[str]) -> None:
-    errs = [e for e in errs if e]
+    """utilerrors.NewAggregate's message: each distinct message once, bracketed when several."""
+    errs = list(dict.fromkeys(e for e in errs if e))
     if len(errs) == 1:
         raise LimitRangeDenied(errs[0])
     if errs:
