@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hypernetes.auth.ca import ClusterCA, write_private
+from hypernetes.objects.names import APISERVER_CLIENT
 
 NODE_PREFIX = "system:node:"
-APISERVER_CLIENT = "hypernetes:apiserver"
 NODE_CERT_DAYS = 30
 MAX_CSR_BYTES = 16 * 1024
 

@@ -32,10 +32,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from hypernetes.auth.nodecerts import APISERVER_CLIENT
 from hypernetes.node.proxy import NodePodProxy
 from hypernetes.node.stats import NodeStats
 from hypernetes.objects import Obj
+from hypernetes.objects.names import APISERVER_CLIENT
 from hypernetes.runtime.interface import PodRuntimeError
 
 log = logging.getLogger(__name__)

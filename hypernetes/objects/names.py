@@ -49,3 +49,7 @@ PV_PROTECTION_FINALIZER = "kubernetes.io/pv-protection"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 BETA_DEFAULT_CLASS_ANNOTATION = "storageclass.beta.kubernetes.io/is-default-class"
 BETA_STORAGE_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
+
+# The identity (certificate CN) the API servers present to node servers: the node checks it,
+# auth/nodecerts.py issues it.
+APISERVER_CLIENT = "hypernetes:apiserver"
