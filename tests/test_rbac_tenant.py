@@ -561,6 +561,17 @@ def test_clusterroles_builtin_and_operators_only(world: TenantWorld) -> None:
     )
     wide = ok(w.kubectl("operator", "get", "clusterrolebinding", "ops-read", "-o", "wide")).splitlines()
     assert wide[1].split()[1] == "ClusterRole/pod-reader" and "ops" in wide[1].split(), wide
+    # printClusterRoleBinding's columns name their own kind
+    table = w.http("operator").get(
+        f"{RBAC}/clusterrolebindings/ops-read",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
+    described = {c["name"]: c["description"] for c in table.json()["columnDefinitions"]}
+    assert (described["Users"], described["Groups"], described["ServiceAccounts"]) == (
+        "Users in the clusterRoleBinding",
+        "Groups in the clusterRoleBinding",
+        "ServiceAccounts in the clusterRoleBinding",
+    ), described
 
 
 # -- APIService ----------------------------------------------------------------------------------

@@ -22,5 +22,5 @@ KIND = kind(
     validate=_validate,
     validate_update=policy.role_ref_immutable,
     name_format=policy.path_segment_name,
-    printer=Printer(policy.BINDING_COLUMNS, policy.binding_row),
+    printer=Printer(policy.CLUSTER_BINDING_COLUMNS, policy.binding_row),
 )

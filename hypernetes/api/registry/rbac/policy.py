@@ -139,6 +139,13 @@ BINDING_COLUMNS = (
     Column("Groups", "string", "", "Groups in the roleBinding", 1),
     Column("ServiceAccounts", "string", "", "ServiceAccounts in the roleBinding", 1),
 )
+# printers.go words the subject columns of a ClusterRoleBinding for its own kind
+CLUSTER_BINDING_COLUMNS = (
+    *BINDING_COLUMNS[:3],
+    Column("Users", "string", "", "Users in the clusterRoleBinding", 1),
+    Column("Groups", "string", "", "Groups in the clusterRoleBinding", 1),
+    Column("ServiceAccounts", "string", "", "ServiceAccounts in the clusterRoleBinding", 1),
+)
 
 
 def binding_row(obj: JSON, ctx: Context) -> list[Any]:
