@@ -522,6 +522,34 @@ def test_custom_objects_count_against_the_tenant_quota(world: TenantWorld, cront
     assert tenant["spec"]["quota"]["count/customresources"] == "1000"  # every tenant is limited
 
 
+def test_printer_columns_as_the_tableconvertor(http: httpx.Client) -> None:
+    """apiextensions' tableconvertor: a column without description is described by its path; a
+    string column prints other JSON as Go's fmt (the JSONPath printer); a date that is not one
+    is <invalid>."""
+    body = crd("gizmos", "Gizmo")
+    body["spec"]["versions"][0]["additionalPrinterColumns"] = [
+        {"name": "Ports", "type": "string", "jsonPath": ".spec.ports"},
+        {"name": "When", "type": "date", "jsonPath": ".spec.cronSpec"},
+        {"name": "Image", "type": "string", "jsonPath": ".spec.image", "description": "The image."},
+    ]
+    assert http.post(CRDS, json=body).status_code == 201
+    try:
+        gizmo = {**cron("g", ports=[{"port": 80}], image="busybox"), "kind": "Gizmo"}
+        assert http.post(path("gizmos", "default"), json=gizmo).status_code == 201
+        table = http.get(
+            path("gizmos", "default"), headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
+        ).json()
+        described = [(c["name"], c["description"]) for c in table["columnDefinitions"][1:]]
+        assert described == [
+            ("Ports", "Custom resource definition column (in JSONPath format): .spec.ports"),
+            ("When", "Custom resource definition column (in JSONPath format): .spec.cronSpec"),
+            ("Image", "The image."),
+        ]
+        assert table["rows"][0]["cells"] == ["g", "[map[port:80 protocol:TCP]]", "<invalid>", "busybox"]
+    finally:
+        http.delete(f"{CRDS}/gizmos.{GROUP}")
+
+
 def test_deleting_a_crd_deletes_its_objects(api: ApiServerThread, http: httpx.Client) -> None:
     assert http.post(CRDS, json=crd("doomed", "Doomed")).status_code == 201
     for ns in ("default", "kube-public"):

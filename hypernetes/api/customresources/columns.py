@@ -1,21 +1,28 @@
 """A CRD version's additionalPrinterColumns as a Table printer, as apiextensions-apiserver's
 tableconvertor fills them: Name first, then each column's simple JSON path (`.spec.replicas`,
 `.status.conditions[0].type`, `.metadata.labels['app.kubernetes.io/name']`) evaluated on the
-object; a missing value is an empty cell, a date becomes an age. Without columns: Name and Age."""
+object; a missing value is an empty cell, a date becomes an age (or "<invalid>"), a string column
+prints other values as Go's fmt does (the tableconvertor's JSONPath printer). Without columns: Name
+and Age. A column without a description is described by its path, as upstream."""
 
 from __future__ import annotations
 
-import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from hypernetes.api.registry.kind import Printer
-from hypernetes.api.schema.printers import NAME, Column, Context, name_of, since
+from hypernetes.api.schema.printers import AGE, NAME, Column, Context, name_of, parse_time, since
 from hypernetes.objects import Obj as JSON
 
 _TOKEN = re.compile(r"""\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\["([^"]*)"\]""")
 DEFAULT_COLUMNS = [
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Age",
+        "type": "date",
+        "jsonPath": ".metadata.creationTimestamp",
+        "description": AGE.description,
+    },
 ]
 
 
@@ -57,21 +64,41 @@ def lookup(obj: Any, path: list[str | int]) -> tuple[bool, Any]:
     return True, cur
 
 
+def go_text(value: Any) -> str:
+    """fmt.Fprint of a decoded JSON value: what the JSONPath printer writes for a string column."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "<nil>"
+    if isinstance(value, float):
+        # %v: the shortest digits (repr's), in exponent form only outside [1e-4, 1e21)
+        text = repr(value)
+        if "e" in text and -4 <= int(text.partition("e")[2]) < 21:
+            text = format(Decimal(text), "f")
+        return text.removesuffix(".0")
+    if isinstance(value, list):
+        return "[" + " ".join(go_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{go_text(value[k])}" for k in sorted(value)) + "]"
+    return str(value)
+
+
 def _cell(ctype: str, value: Any, ctx: Context) -> Any:
-    if ctype == "date":
-        return since(value, ctx) if isinstance(value, str) else None
+    if ctype == "date":  # metatable.ConvertToHumanReadableDateType
+        if not isinstance(value, str):
+            return None
+        if value and parse_time(value) is None:
+            return "<invalid>"
+        return since(value, ctx)
     if ctype == "integer":
         return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     if ctype == "number":
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     if ctype == "boolean":
         return value if isinstance(value, bool) else None
-    # string: as kubectl's JSONPath printer prints a value
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value, separators=(",", ":"))
+    return go_text(value)
 
 
 def printer(columns: list[JSON] | None) -> Printer:
@@ -90,7 +117,10 @@ def printer(columns: list[JSON] | None) -> Printer:
                 str(c.get("name") or ""),
                 ctype,
                 str(c.get("format") or ""),
-                str(c.get("description") or ""),
+                str(
+                    c.get("description")
+                    or f"Custom resource definition column (in JSONPath format): {c.get('jsonPath')}"
+                ),
                 int(c.get("priority") or 0),
             )
         )
