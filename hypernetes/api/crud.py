@@ -61,6 +61,8 @@ from hypernetes.api.tables import render_table
 from hypernetes.api.watch import WatchCaches, WatchRequest, error_line, initial_chunks
 from hypernetes.api.watch import stream as stream_watch
 from hypernetes.auth.admission import Denied, Invalid, TenantAdmission
+from hypernetes.auth.rbac import GROUP as RBAC_GROUP
+from hypernetes.auth.rbac import RoleNotFound
 from hypernetes.objects import Obj
 from hypernetes.store.interface import (
     Compacted,
@@ -143,6 +145,8 @@ class Resources:
                 else {"name": name, "kind": t.resource}
             )
             raise forbidden(f'{qualified(t.resource, t.group)} "{name}" is forbidden: {e}', details) from None
+        except RoleNotFound as e:  # the storage read upstream's escalation check makes
+            raise not_found(e.resource, e.name, RBAC_GROUP) from None
         except Invalid as e:
             raise invalid(
                 t.kind.kind,

@@ -37,7 +37,14 @@ from hypernetes.auth.customkinds import namespaced_custom
 from hypernetes.auth.directory import GROUP, Directory, owner, user_spec
 from hypernetes.auth.identity import MASTERS, SA_PREFIX, UserInfo
 from hypernetes.auth.rbac import GROUP as RBAC_GROUP
-from hypernetes.auth.rbac import RBAC_RESOURCES, Request, escalation_message, not_held, rules_allow
+from hypernetes.auth.rbac import (
+    RBAC_RESOURCES,
+    Request,
+    RoleNotFound,
+    escalation_message,
+    not_held,
+    rules_allow,
+)
 from hypernetes.objects import Obj
 from hypernetes.objects.meta import metadata
 from hypernetes.objects.names import TENANT_LABEL
@@ -105,6 +112,7 @@ PUBLIC_READS = frozenset(
         ("apiextensions.k8s.io", "customresourcedefinitions"),  # which custom kinds exist
         ("storage.k8s.io", "storageclasses"),
         ("networking.k8s.io", "ingressclasses"),
+        ("node.k8s.io", "runtimeclasses"),  # which runtimes pods may name
     )
 )
 NON_RESOURCE_OK = ("/api", "/apis", "/openapi/", "/version", "/healthz", "/livez", "/readyz")
@@ -245,15 +253,16 @@ class TenantAuthorizer:
 
     async def escalation(self, user: UserInfo, namespace: str, kind: str, obj: Obj) -> str | None:
         """Upstream's no-escalation rule for a Role or RoleBinding a tenant's caller writes: why it
-        may not (a rule it does not hold, or a role that does not exist), or None."""
+        may not (a rule it does not hold), or None; RoleNotFound for a role that does not exist."""
         if kind == "Role":
             rules = [r for r in obj.get("rules") or [] if isinstance(r, dict)]
         else:
             ref = obj.get("roleRef") or {}
             found = await self.rbac.fetch_role_rules(namespace, ref)
             if found is None:
-                what = "roles" if ref.get("kind") == "Role" else "clusterroles"
-                return f'{what}.{RBAC_GROUP} "{ref.get("name") or ""}" not found'
+                raise RoleNotFound(
+                    "roles" if ref.get("kind") == "Role" else "clusterroles", ref.get("name") or ""
+                )
             rules = found
 
         async def holds(q: Request) -> bool:

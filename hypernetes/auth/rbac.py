@@ -330,6 +330,15 @@ async def not_held(rules: Iterable[Obj], holds: Holds) -> list[Obj]:
     return missing
 
 
+class RoleNotFound(LookupError):
+    """The role a RoleBinding names does not exist: upstream's rule resolver reads it from the
+    storage, so the write fails as that get does (404 NotFound), not as an escalation (403)."""
+
+    def __init__(self, resource: str, name: str) -> None:
+        super().__init__(f'{resource}.{GROUP} "{name}" not found')
+        self.resource, self.name = resource, name
+
+
 def escalation_message(user: UserInfo, missing: list[Obj]) -> str:
     """ConfirmNoEscalation's message: the missing pieces compacted, each once, sorted."""
     groups = " ".join(json.dumps(g) for g in user.groups)
