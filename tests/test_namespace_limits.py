@@ -319,6 +319,21 @@ def test_resourcequota(w: World) -> None:
     assert 'exceeded quota of tenant "acme": count/configmaps' in msg, msg
 
 
+def test_quantities_are_stored_canonical(w: World) -> None:
+    """As the Go types write a Quantity back: "2000m" is "2", "1024Mi" is "1Gi" (and the
+    defaults a LimitRange gets are copied from the canonical max)."""
+    item = {"type": "Container", "max": {"cpu": "2000m", "memory": "1024Mi"}}
+    r = w.post(LIMITED, "limitranges", limitrange("canon", item))
+    assert r.status_code == 201, r.text
+    w.http.delete(f"/api/v1/namespaces/{LIMITED}/limitranges/canon")
+    got = r.json()["spec"]["limits"][0]
+    assert got["max"] == got["default"] == got["defaultRequest"] == {"cpu": "2", "memory": "1Gi"}, got
+    r = w.post(QUOTED, "resourcequotas", quota("canon", {"requests.cpu": "1500m", "limits.memory": "2048Mi"}))
+    assert r.status_code == 201, r.text
+    w.http.delete(f"/api/v1/namespaces/{QUOTED}/resourcequotas/canon")
+    assert r.json()["spec"]["hard"] == {"requests.cpu": "1500m", "limits.memory": "2Gi"}, r.json()
+
+
 def test_tables_as_upstream_printers(w: World) -> None:
     """LimitRange has no printer upstream (the default table); printResourceQuota walks
     status.hard, so a quota the controller has not taken up yet shows no cells."""

@@ -14,6 +14,7 @@ from hypernetes.api.schema import formats
 from hypernetes.api.schema import resourcenames as names
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import dicts
+from hypernetes.api.schema.volumes import canonical_quantities
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.quantity import Quantity, QuantityError
 
@@ -22,8 +23,11 @@ FIELDS = ("max", "min", "default", "defaultRequest", "maxLimitRequestRatio")
 
 def _defaults(obj: JSON) -> None:
     """SetDefaults_LimitRangeItem: a container's default limit is its max, its default request
-    the default limit, else its min."""
+    the default limit, else its min. Quantities are stored canonical ("2000m" is "2"), as the
+    Go types write them back."""
     for item in dicts(_d(obj.get("spec")).get("limits")):
+        for field in FIELDS:
+            canonical_quantities(item.get(field))
         if item.get("type") != "Container":
             continue
         default = dict(_d(item.get("default")))

@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from hypernetes.api.registry.groups import CORE
-from hypernetes.api.registry.kind import Errs, Printer, kind, no_defaults
+from hypernetes.api.registry.kind import Errs, Printer, kind
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import resourcenames as names
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import as_list as _l
 from hypernetes.api.schema.printers import AGE, NAME, Column, Context, age_of, name_of
+from hypernetes.api.schema.volumes import canonical_quantities
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.quantity import Quantity, QuantityError
 
@@ -77,6 +78,14 @@ def _validate(obj: JSON, errs: Errs) -> None:
     _quantities(status.get("used"), "status.used", errs)
 
 
+def _defaults(obj: JSON) -> None:
+    """Quantities stored canonical ("1000m" is "1"), as the Go types write them back."""
+    canonical_quantities(_d(obj.get("spec")).get("hard"))
+    status = _d(obj.get("status"))
+    canonical_quantities(status.get("hard"))
+    canonical_quantities(status.get("used"))
+
+
 def _prepare_create(obj: JSON) -> None:
     obj["status"] = {}  # the controller fills hard and used
 
@@ -119,7 +128,7 @@ KIND = kind(
     "resourcequotas",
     short=("quota",),
     subs=("status",),
-    defaults=no_defaults,
+    defaults=_defaults,
     validate=_validate,
     prepare_create=_prepare_create,
     printer=Printer(COLUMNS, _row),
