@@ -458,3 +458,28 @@ def test_kubectl_133_autoscale_creates_v2_directly(world: TenantWorld) -> None:
     assert any('status="201 Created"' in line for line in posts), posts
     stored = world.op("GET", "/apis/autoscaling/v2/namespaces/acme-b/horizontalpodautoscalers/web")
     assert stored["spec"]["maxReplicas"] == 2 and stored["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_a_new_autoscaler_does_not_scale_down_at_once(
+    scaling: ControllersThread, fed: tuple[ApiServerThread, FedNodes], world: TenantWorld
+) -> None:
+    """Upstream's recordInitialRecommendation: a new HPA (or a controller that just started) keeps
+    today's size as a recommendation, so an idle Deployment of 2 is not cut to 1 until the
+    downscale window (300 s) has seen only lower ones."""
+    ns = "acme-a"
+    idle = DEPLOYMENT.format(cpu=CPU, fake=FAKE).replace("replicas: 1", "replicas: 2").replace('"90"', '"5"')
+    applied = world.kubectl("acme-member", "apply", "-n", ns, "-f", "-", input=idle)
+    assert applied.returncode == 0, applied.stderr
+    made = world.kubectl(
+        "acme-member", "autoscale", "deployment", "shop", "-n", ns, "--cpu-percent=50", "--min=1", "--max=3"
+    )
+    assert made.returncode == 0, made.stderr
+
+    def reason() -> str:
+        conditions = (hpa(world, ns).get("status") or {}).get("conditions") or []
+        return next((c["reason"] for c in conditions if c["type"] == "AbleToScale"), "")
+
+    wait_for(lambda: reason() == "ScaleDownStabilized", 30)
+    time.sleep(2)  # four more syncs
+    assert replicas(world, ns) == 2
+    assert hpa(world, ns)["status"]["desiredReplicas"] == 2
