@@ -95,6 +95,9 @@ ROOTS = [
     ),
     "io.k8s.api.storage.v1.StorageClass",
     "io.k8s.api.storage.v1.StorageClassList",
+    # RuntimeClass (pod overhead, issue 15)
+    "io.k8s.api.node.v1.RuntimeClass",
+    "io.k8s.api.node.v1.RuntimeClassList",
     "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
     "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",

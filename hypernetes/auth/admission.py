@@ -19,12 +19,15 @@ a tenant's deployments and those pods must obey the same quota and policy.
   tenant's allowed lists, a kernel (`hypernetes.io/kernel`) only if its name is well-formed, the
   tenant may use it and some Node offers it. A template is checked when the workload is written;
   an update that leaves a pod or template as it was is not checked again.
+- Pods name a RuntimeClass that exists, and get its overhead and scheduling (auth/runtimeclass.py,
+  upstream's RuntimeClass plugin), before the rules below see them.
 - Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
-  overhead included), namespaces, persistent volume claims and the storage they request (on
-  create, and when a bound claim grows), node ports, and the number of objects of every other
-  kind a tenant can create (`count/<resource>.<group>`, the kinds in controllers/tenant.py;
-  Networks and Users by their spec.tenant). A new Tenant gets a default for every key it was not
-  given. A refusal says which quota, what was asked, used and allowed.
+  overhead included, plus the pod's spec.overhead memory), namespaces, persistent volume claims
+  and the storage they request (on create, and when a bound claim grows), node ports, and the
+  number of objects of every other kind a tenant can create (`count/<resource>.<group>`, the
+  kinds in controllers/tenant.py; Networks and Users by their spec.tenant). A new Tenant gets a
+  default for every key it was not given. A refusal says which quota, what was asked, used and
+  allowed.
 - Persistent volumes, in every namespace (upstream's DefaultStorageClass,
   StorageObjectInUseProtection and PersistentVolumeClaimResize admission plugins): a new claim
   without a class gets the default class, claims and PVs get their protection finalizers, a
@@ -50,6 +53,8 @@ from hypernetes.auth.identity import UserInfo
 from hypernetes.auth.limitranger import InvalidDefault, LimitRangeDenied, admit_limits
 from hypernetes.auth.namespacequota import QuotaDenied, admit_quota
 from hypernetes.auth.podtoken import add_token_volume
+from hypernetes.auth.runtimeclass import RuntimeClassDenied
+from hypernetes.auth.runtimeclass import admit_pod as admit_runtime_class
 from hypernetes.auth.tenantlock import TenantLocks
 from hypernetes.controllers.networks import apply_defaults, validate_network
 from hypernetes.controllers.tenant import (
@@ -83,7 +88,7 @@ from hypernetes.objects.quantity import Quantity, format_bytes
 from hypernetes.runtime import kernels
 from hypernetes.runtime.images.errors import InvalidReference
 from hypernetes.runtime.images.reference import parse_reference
-from hypernetes.runtime.podsize import pod_ephemeral_storage, pod_vm, quota_usage
+from hypernetes.runtime.podsize import pod_ephemeral_storage, pod_vm, quota_usage, tenant_cost
 from hypernetes.store.keys import key_prefix, object_key
 
 # every custom object (of any CRD) in a tenant's namespaces, under one count: kinds come and go
@@ -282,6 +287,10 @@ class TenantAdmission:
                 )
             )
             add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
+            try:  # its RuntimeClass's overhead and scheduling, before policy, limits and quotas
+                await admit_runtime_class(self.d.store, obj)
+            except RuntimeClassDenied as e:
+                raise Denied(str(e)) from None
         t = await self.d.fetch_tenant(tenant) if tenant is not None else None
         tspec: Obj = (t or {}).get("spec") or {}
         for path, holder in self.pod_templates(kind, obj):
@@ -641,17 +650,21 @@ class TenantAdmission:
         if not any(k in quota for k in ("pods", "vcpus", "memory", EPHEMERAL)):
             return
         try:
-            vm = pod_vm(pod)
+            pod_vm(pod)
         except ValueError as e:
             raise Invalid("spec.containers", str(e)) from None
         try:
-            disk = pod_ephemeral_storage(pod)
+            pod_ephemeral_storage(pod)
         except ValueError as e:
             raise Invalid("spec.volumes", str(e)) from None
+        try:
+            vcpus, memory, disk = tenant_cost(pod)  # the VM, plus the overhead's memory
+        except ValueError as e:
+            raise Invalid("spec.overhead", str(e)) from None
         used = await self.usage(tenant)
         self._check(tenant, tspec, "pods", 1, used.pods)
-        self._check(tenant, tspec, "vcpus", vm.vcpus, used.vcpus)
-        self._check(tenant, tspec, "memory", vm.memory, used.memory)
+        self._check(tenant, tspec, "vcpus", vcpus, used.vcpus)
+        self._check(tenant, tspec, "memory", memory, used.memory)
         self._check(tenant, tspec, EPHEMERAL, disk, used.ephemeral_storage)
 
     async def count(self, tenant: str, c: Counted) -> int:

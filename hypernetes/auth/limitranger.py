@@ -206,7 +206,13 @@ async def admit_limits(store: Store, kind: str, namespace: str, obj: Obj, old: O
                     req, lim = _lists(c.get("resources"))
                     _check(item, "Container", req, lim, errs)
             elif item.get("type") == "Pod":
-                _check(item, "Pod", pod_resources(spec, "requests"), pod_resources(spec, "limits"), errs)
+                _check(
+                    item,
+                    "Pod",
+                    pod_resources(spec, "requests", overhead=False),  # upstream: not the overhead's
+                    pod_resources(spec, "limits", overhead=False),
+                    errs,
+                )
         _raise(errs)
     elif kind == "PersistentVolumeClaim":
         items = await limit_items(store, namespace)

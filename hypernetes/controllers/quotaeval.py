@@ -82,9 +82,10 @@ def matches_scopes(scopes: list[str], kind: str, obj: Obj) -> bool:
     return True
 
 
-def pod_resources(spec: Obj, which: str) -> dict[str, Quantity]:
+def pod_resources(spec: Obj, which: str, *, overhead: bool = True) -> dict[str, Quantity]:
     """upstream's PodRequests/PodLimits: the sum over containers, at least the largest init
-    container's (restartable sidecars add up), plus the pod's overhead."""
+    container's (restartable sidecars add up), plus the pod's overhead (quota counts it;
+    LimitRanger does not: `overhead=False`, as its podRequests/podLimits leave it out)."""
     total: dict[str, Quantity] = {}
     for c in spec.get("containers") or []:
         for name, v in (((c or {}).get("resources") or {}).get(which) or {}).items():
@@ -101,7 +102,7 @@ def pod_resources(spec: Obj, which: str) -> dict[str, Quantity]:
             need = add(sidecars.get(name), parse(v))
             if name not in total or need > total[name]:
                 total[name] = need
-    for name, v in (spec.get("overhead") or {}).items():
+    for name, v in (spec.get("overhead") or {}).items() if overhead else ():
         total[name] = add(total.get(name), parse(v))
     return total
 

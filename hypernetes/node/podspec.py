@@ -26,7 +26,7 @@ from hypernetes.runtime.interface import (
     VolumeFile,
     VolumeSpec,
 )
-from hypernetes.runtime.podsize import container_limits, emptydir_sizes
+from hypernetes.runtime.podsize import container_limits, emptydir_sizes, pod_overhead
 from hypernetes.runtime.sizing import positive_bytes, positive_millicpu
 from hypernetes.volumes.local import FS_TYPES, VolumeError, check_handle
 from hypernetes.volumes.objects import LOCAL_DRIVER, pv_node
@@ -270,6 +270,7 @@ def pod_spec(pod: Obj, lookup: Lookup, block_path: BlockPath | None = None) -> P
     meta, spec = pod["metadata"], pod.get("spec") or {}
     volumes = tuple(volume_spec(pod, v, lookup, block_path) for v in spec.get("volumes") or [])
     by_name = {v.name: v for v in volumes}
+    overhead = pod_overhead(pod)  # node admission refused a pod whose overhead is no quantity
     return PodSpec(
         id=sandbox_id(pod),
         name=meta["name"],
@@ -280,6 +281,8 @@ def pod_spec(pod: Obj, lookup: Lookup, block_path: BlockPath | None = None) -> P
         termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
         volumes=volumes,
         fs_group=((spec.get("securityContext") or {}).get("fsGroup")),
+        overhead_millicpu=overhead[0],
+        overhead_memory=overhead[1],
         pull_credentials=pull_credentials(pod, lookup),
     )
 

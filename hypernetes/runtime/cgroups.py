@@ -11,11 +11,13 @@ host's own processes stay outside it: the parent's CPU cap is what the node keep
 `HYPERNETES_CGROUP_PARENT` (a path inside the hierarchy, e.g. `/hypernetes.slice`) overrides.
 
 Per VM, as the kubelet maps a pod's resources (pkg/kubelet/cm/helpers_linux.go):
-- CPU weight: cpu.shares = requests (millicores) * 1024 / 1000, at least 2 (v2: cpu.weight by the
-  kubelet's shares-to-weight formula);
+- CPU weight: cpu.shares = (requests + the pod's overhead) (millicores) * 1024 / 1000, at least 2
+  (v2: cpu.weight by the kubelet's shares-to-weight formula);
 - CPU quota: the pod's CPU limits if every container has one, else its whole vCPUs (the VM's
-  size), per 100 ms period;
-- memory: the VM's memory plus QEMU's own overhead (QEMU_OVERHEAD, measured), no swap beyond it;
+  size), plus the pod's CPU overhead (spec.overhead, from its RuntimeClass: QEMU's own work),
+  per 100 ms period;
+- memory: the VM's memory plus the pod's memory overhead, or QEMU_OVERHEAD (measured) for a pod
+  without one, no swap beyond it;
 - pids: PIDS_BASE plus one per vCPU (QEMU's threads: vCPUs, the main loop, RCU, its I/O pool);
 - IO weight: the same for every VM (a fair share of each disk), where the host's I/O scheduler
   supports weights (v1: BFQ's blkio.bfq.weight; v2: io.weight).
@@ -82,16 +84,21 @@ def quota_us(millicpu: int) -> int:
     return max(MIN_QUOTA_US, millicpu * PERIOD_US // 1000)
 
 
-def pod_limits(containers: Iterable[ContainerSpec], size: VMSize) -> Limits:
+def pod_limits(
+    containers: Iterable[ContainerSpec], size: VMSize, overhead_millicpu: int = 0, overhead_memory: int = 0
+) -> Limits:
+    """The VM's cgroup from its containers, its size and its pod's overhead (spec.overhead)."""
     specs = list(containers)
     requests = sum(c.cpu_request_millis or c.cpu_limit_millis or 0 for c in specs)
     limits = [c.cpu_limit_millis for c in specs]
     cap = size.vcpus * 1000
     cpu = min(cap, sum(x or 0 for x in limits)) if all(limits) else cap
     return Limits(
-        cpu_shares=shares(requests),
-        cpu_quota_us=quota_us(cpu),
-        memory_max=size.memory + QEMU_OVERHEAD,
+        # as the kubelet sizes a pod's cgroup: requests/limits plus the overhead, whose CPU is for
+        # QEMU's own threads (restore, device emulation, I/O), not for more guest vCPUs
+        cpu_shares=shares(requests + overhead_millicpu),
+        cpu_quota_us=quota_us(cpu + overhead_millicpu),
+        memory_max=size.memory + (overhead_memory or QEMU_OVERHEAD),
         pids_max=PIDS_BASE + size.vcpus,
     )
 

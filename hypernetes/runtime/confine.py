@@ -77,8 +77,10 @@ class Confiner:
         die_with_parent: bool,
         cgroup: bool = True,
         template_ram: Path | None = None,
+        overhead: tuple[int, int] = (0, 0),
     ) -> Jail | None:
-        """The VM's uid and cgroup, and the jail QEMU is launched into (None: unconfined).
+        """The VM's uid and cgroup (its limits plus the pod's (millicpu, memory) `overhead`), and
+        the jail QEMU is launched into (None: unconfined).
         One of ConfineError if they cannot be made; whatever was made is then released."""
         if not self.enabled:
             return None
@@ -87,7 +89,7 @@ class Confiner:
             procs: tuple[Path, ...] = ()
             if cgroup and self._cgroups is not None:
                 procs = self._cgroups.create(
-                    cgroup_name(sandbox_id, sandbox_dir), pod_limits(containers, size)
+                    cgroup_name(sandbox_id, sandbox_dir), pod_limits(containers, size, *overhead)
                 )
             binds = [
                 *vmm_binds(qemu_binary()),

@@ -333,6 +333,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
                 accel,
                 self._die_with_parent,
                 template_ram=template.ram if template is not None else None,
+                overhead=(pod.overhead_millicpu, pod.overhead_memory),
             )
         except ConfineError as e:
             shutil.rmtree(sandbox_dir, ignore_errors=True)

@@ -192,6 +192,11 @@ class PodSpec:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     volumes: tuple[VolumeSpec, ...] = ()
     fs_group: int | None = None
+    # The pod's spec.overhead (Pod Overhead, from its RuntimeClass): host CPU (millicores) and
+    # memory (bytes) its sandbox's cgroup gets beside the containers' limits; the VM's own size
+    # does not change. 0: none (the runtime keeps its own headroom).
+    overhead_millicpu: int = 0
+    overhead_memory: int = 0
     # The pod's imagePullSecrets: (registry host, credentials). Used for pulls and for checking
     # that this pod may use a cached image; never persisted with the sandbox's state.
     pull_credentials: tuple[tuple[str, Credentials], ...] = field(default=(), repr=False)

@@ -1,6 +1,8 @@
-"""The VM a Pod object gets, read from its containers' limits: what the scheduler places by and
-what tenant quotas count (the scheduler, admission and the tenant controller all read it here, the
-lowest room that knows VM sizes)."""
+"""The VM a Pod object gets, read from its containers' limits, and its `spec.overhead` (Pod
+Overhead, from its RuntimeClass): what the scheduler places by, the node admits by and tenant
+quotas count (the scheduler, admission, the node and the tenant controller all read it here, the
+lowest room that knows VM sizes). The VM itself (vCPUs, guest RAM) is what the pod asked for; the
+overhead goes to the host's side only: the node's books and the VM's cgroup (runtime/cgroups.py)."""
 
 from __future__ import annotations
 
@@ -42,11 +44,34 @@ def pod_cpu_and_vm(pod: Obj) -> tuple[int, VMSize]:
     return millicpu, vm_size(specs)
 
 
+def pod_overhead(pod: Obj) -> tuple[int, int]:
+    """(millicores, memory bytes) of the pod's `spec.overhead`: what its RuntimeClass says the
+    runtime costs beside the containers (QEMU's own threads and memory), copied in by admission
+    (auth/runtimeclass.py). (0, 0) without one. ValueError for a bad quantity."""
+    overhead = (pod.get("spec") or {}).get("overhead") or {}
+    cpu, memory = overhead.get("cpu"), overhead.get("memory")
+    return (
+        positive_millicpu(cpu) if cpu is not None else 0,
+        positive_bytes(memory) if memory is not None else 0,
+    )
+
+
 def node_cost(pod: Obj) -> tuple[int, int]:
     """(millicores, memory bytes) the pod takes from a node: its CPU ask (DEFAULT_POD_MILLICPU if
-    none) and its VM's memory. ValueError for an impossible size."""
+    none) and its VM's memory, each plus the pod's overhead, as upstream's scheduler and kubelet
+    add it to the requests. ValueError for an impossible size."""
     millicpu, size = pod_cpu_and_vm(pod)
-    return millicpu or DEFAULT_POD_MILLICPU, size.memory
+    cpu_overhead, memory_overhead = pod_overhead(pod)
+    return (millicpu or DEFAULT_POD_MILLICPU) + cpu_overhead, size.memory + memory_overhead
+
+
+def tenant_cost(pod: Obj) -> tuple[int, int, int]:
+    """(vCPUs, memory bytes, ephemeral-storage bytes) a pod counts in its tenant's quota: its VM's
+    vCPUs, its VM's memory plus the overhead's memory (the host really gives it), its node disk.
+    The overhead's CPU is a share of host time for QEMU, not a vCPU the tenant gets: the scheduler
+    and namespace quotas (requests.cpu) count it. ValueError for an impossible size."""
+    vm = pod_vm(pod)
+    return vm.vcpus, vm.memory + pod_overhead(pod)[1], pod_ephemeral_storage(pod)
 
 
 def _ephemeral(container: Obj, kind: str) -> int:
@@ -108,14 +133,14 @@ def holds_vm(pod: Obj, now: float | None = None) -> bool:
 
 def quota_usage(pods: Iterable[Obj]) -> tuple[int, int, int, int]:
     """(pods, vCPUs, memory bytes, ephemeral-storage bytes) the VMs of `pods` take, as tenant
-    quotas count them."""
+    quotas count them (`tenant_cost`)."""
     count = vcpus = memory = storage = 0
     for pod in pods:
         if not holds_vm(pod):
             continue
         try:
-            vm, disk = pod_vm(pod), pod_ephemeral_storage(pod)
+            cpus, mem, disk = tenant_cost(pod)
         except ValueError:
             continue  # refused at admission; never runs
-        count, vcpus, memory, storage = count + 1, vcpus + vm.vcpus, memory + vm.memory, storage + disk
+        count, vcpus, memory, storage = count + 1, vcpus + cpus, memory + mem, storage + disk
     return count, vcpus, memory, storage

@@ -22,6 +22,7 @@ from hypernetes.api.registry import (
     hypernetesio,
     metrics,
     networking,
+    node,
     policy,
     rbac,
     storage,
@@ -34,6 +35,7 @@ from hypernetes.api.registry.subresources import SUBRESOURCES, Subresource
 KINDS: tuple[Kind, ...] = (
     *core.KINDS,
     *storage.KINDS,
+    *node.KINDS,
     *coordination.KINDS,
     *apps.KINDS,
     *batch.KINDS,

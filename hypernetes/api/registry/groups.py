@@ -7,6 +7,7 @@ from hypernetes.api.registry.kind import Group
 
 CORE = Group("", "Core", "io.k8s.api.core")
 STORAGE = Group("storage.k8s.io", "Storage", "io.k8s.api.storage")
+NODE = Group("node.k8s.io", "Node", "io.k8s.api.node")
 COORDINATION = Group("coordination.k8s.io", "Coordination", "io.k8s.api.coordination")
 APPS = Group("apps", "Apps", "io.k8s.api.apps")
 BATCH = Group("batch", "Batch", "io.k8s.api.batch")

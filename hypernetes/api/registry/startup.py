@@ -1,5 +1,6 @@
 """Objects every API server makes when it starts: the built-in ClusterRoles (`cluster-admin`,
-`admin`, `edit`, `view`; auth/rbac.py) and one local APIService per group/version it serves. (The
+`admin`, `edit`, `view`; auth/rbac.py), one local APIService per group/version it serves and the
+built-in RuntimeClasses (registry/node/runtimeclass.py; an operator's edits to them are kept). (The
 default namespaces and StorageClass are api/server.py's.) Missing ones are created; a built-in
 ClusterRole still marked `rbac.authorization.kubernetes.io/autoupdate: "true"` is brought up to
 date, as kube-apiserver reconciles its bootstrap roles, so a kind added to the tenant roles reaches
@@ -15,6 +16,7 @@ from hypernetes.api.crud import Resources
 from hypernetes.api.registry import group_versions
 from hypernetes.api.registry.apiregistration import apiservice
 from hypernetes.api.registry.kind import Kind
+from hypernetes.api.registry.node import runtimeclass
 from hypernetes.api.registry.rbac import clusterrole
 from hypernetes.api.registry.rbac.builtin import cluster_role_rules
 from hypernetes.api.routing import Target
@@ -29,6 +31,7 @@ def startup_objects(served: list[str]) -> list[tuple[Kind, JSON]]:
         (clusterrole.KIND, cluster_role_object(name, cluster_role_rules(name))) for name in CLUSTER_ROLES
     ]
     out += [(apiservice.KIND, apiservice.local(gv, now)) for gv in served]
+    out += [(runtimeclass.KIND, rc) for rc in runtimeclass.builtin_classes()]
     return out
 
 
