@@ -167,6 +167,10 @@ def test_validation_and_defaults(api: ApiServerThread, controllers: ControllersT
     no_schedule = cronjob("i")
     del no_schedule["spec"]["schedule"]
     cases.append((no_schedule, "spec.schedule", "Required value"))
+    # ValidateJobTemplateSpec: the Jobs' selector is generated, a template may not set one
+    chosen = cronjob("j")
+    chosen["spec"]["jobTemplate"]["spec"]["selector"] = {"matchLabels": {"cron": "j"}}
+    cases.append((chosen, "spec.jobTemplate.spec.selector", "`selector` will be auto-generated"))
     for obj, field, text in cases:
         with pytest.raises(ApiException) as e:
             controllers.create("batch/v1", "cronjobs", obj, ns)

@@ -56,6 +56,9 @@ def _job_template(spec: JSON, errs: Errs) -> None:
     ads = jspec.get("activeDeadlineSeconds")
     if isinstance(ads, int) and ads <= 0:
         found.append(E.invalid("spec.activeDeadlineSeconds", ads, "must be greater than 0"))
+    # ValidateJobTemplateSpec: the Jobs get a generated selector, so a template may not name one
+    if jspec.get("selector") is not None:
+        found.append(E.invalid("spec.selector", jspec["selector"], "`selector` will be auto-generated"))
     if jspec.get("manualSelector") is True:
         found.append(E.not_supported("spec.manualSelector", True, ("nil", "false")))
     pod_template(jspec, found, restart=("OnFailure", "Never"), selector_required=False)
@@ -106,16 +109,6 @@ def _validate(obj: JSON, errs: Errs) -> None:
         spec, ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"), errs
     )
     _job_template(spec, errs)
-
-
-def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
-    if sub == "status":
-        return
-    # a template's selector cannot be set through a CronJob (the Job gets its own)
-    nsel = _d(_d(_d(new.get("spec")).get("jobTemplate")).get("spec")).get("selector")
-    osel = _d(_d(_d(old.get("spec")).get("jobTemplate")).get("spec")).get("selector")
-    if nsel != osel:
-        errs.append(E.immutable("spec.jobTemplate.spec.selector"))
 
 
 def _prepare_create(obj: JSON) -> None:
@@ -170,7 +163,6 @@ KIND = kind(
     pod_spec="spec.jobTemplate.spec.template.spec",
     defaults=_defaults,
     validate=_validate,
-    validate_update=_validate_update,
     prepare_create=_prepare_create,
     printer=Printer(COLUMNS, _row),
 )
