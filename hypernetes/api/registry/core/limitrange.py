@@ -1,19 +1,20 @@
 """LimitRange: a namespace's defaults and bounds for containers, pods and claims (upstream
 pkg/registry/core/limitrange, pkg/apis/core/validation ValidateLimitRange, v1 defaults).
 Enforced by admission (auth/limitranger.py). No printer upstream: `kubectl get limits` shows the
-default table (Name, Created At)."""
+default table (Name, Created At), spelled out here."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hypernetes.api.registry.groups import CORE
-from hypernetes.api.registry.kind import Errs, kind
+from hypernetes.api.registry.kind import Errs, Printer, kind
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
 from hypernetes.api.schema import resourcenames as names
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.access import dicts
+from hypernetes.api.schema.printers import AGE, NAME, Column, Context, name_of
 from hypernetes.api.schema.volumes import canonical_quantities
 from hypernetes.objects import Obj as JSON
 from hypernetes.objects.quantity import Quantity, QuantityError
@@ -176,6 +177,14 @@ def _validate(obj: JSON, errs: Errs) -> None:
                 )
 
 
+# rest.NewDefaultTableConvertor's columns and cells: the creation time as RFC 3339, not an age
+COLUMNS = (NAME, Column("Created At", "date", "", AGE.description))
+
+
+def _row(obj: JSON, ctx: Context) -> list[Any]:
+    return [name_of(obj), _d(obj.get("metadata")).get("creationTimestamp") or ""]
+
+
 KIND = kind(
     CORE,
     "LimitRange",
@@ -183,4 +192,5 @@ KIND = kind(
     short=("limits",),
     defaults=_defaults,
     validate=_validate,
+    printer=Printer(COLUMNS, _row),
 )
