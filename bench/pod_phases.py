@@ -6,7 +6,8 @@ the first watch event showing it bound to a node (scheduler), carrying its tenan
 (its container started). With `hypernetes up` as root every pod gets a NIC on a tenant network.
 
 Used by `bench/templates.py --control-plane N`; alone:
-`.venv/bin/python bench/pod_phases.py --pods 20 [--no-templates]`.
+`.venv/bin/python bench/pod_phases.py --pods 20 [--no-templates] [--cpu 100m]
+[--runtime-class none --runtime-class hypervm]` (with and without the class's Pod Overhead).
 """
 
 from __future__ import annotations
@@ -47,10 +48,23 @@ def _seen(obj: dict[str, Any]) -> set[str]:
     return seen
 
 
+def abba(i: int, n: int) -> int:
+    """The variant of the i-th pod: in turn for one or three and more, A B B A for two (so
+    neither is always first after the other as the host's load drifts)."""
+    return (0, 1, 1, 0)[i % 4] if n == 2 else i % n
+
+
 async def measure_phases(
-    url: str, token: str, ca: Path, count: int, prefix: str, cpus: tuple[str, ...] = ("100m",)
+    url: str,
+    token: str,
+    ca: Path,
+    count: int,
+    prefix: str,
+    cpus: tuple[str, ...] = ("100m",),
+    classes: tuple[str, ...] = ("",),
 ) -> list[dict[str, Any]]:
-    """`cpus`: the pods' CPU limits, taken in turn (bench/pod_startup.py's pod has 100m)."""
+    """`cpus`: the pods' CPU limits, taken in turn (bench/pod_startup.py's pod has 100m);
+    `classes`: their runtimeClassName ("": none), ABBA when two."""
     rows = []
     async with ApiClient(url, token=token, ca_file=ca) as c:
         for i in range(count):
@@ -59,11 +73,14 @@ async def measure_phases(
             body["metadata"]["name"] = name
             cpu = cpus[i % len(cpus)]
             body["spec"]["containers"][0]["resources"]["limits"]["cpu"] = cpu
+            rc = classes[abba(i, len(classes))]
+            if rc:
+                body["spec"]["runtimeClassName"] = rc
             listed = await c.list("v1", "pods", "default")
             rv = listed["metadata"]["resourceVersion"]
             start = time.monotonic()
             await c.create("v1", "pods", body, "default")
-            row: dict[str, Any] = {"cpu": cpu}
+            row: dict[str, Any] = {"cpu": cpu + (f"+{rc}" if rc else "")}
             async for ev in c.watch(
                 "v1",
                 "pods",
@@ -106,6 +123,12 @@ def main() -> int:
     parser.add_argument(
         "--cpu", action="append", help="pods' CPU limits, in turn (default 100m; repeat to compare)"
     )
+    parser.add_argument(
+        "--runtime-class",
+        action="append",
+        help="pods' runtimeClassName ('none': without), ABBA when two (e.g. --runtime-class none "
+        "--runtime-class hypervm: the class's Pod Overhead against none)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hn-podphases-") as tmp:
         data = Path(tmp) / "data"
@@ -125,7 +148,8 @@ def main() -> int:
             asyncio.run(measure_phases(server, token, ca, 1, "warm"))  # has the template built
             time.sleep(10)
             cpus = tuple(args.cpu or ["100m"])
-            rows = asyncio.run(measure_phases(server, token, ca, args.pods, "start", cpus))
+            classes = tuple("" if c == "none" else c for c in args.runtime_class or ["none"])
+            rows = asyncio.run(measure_phases(server, token, ca, args.pods, "start", cpus, classes))
         finally:
             up.terminate()
             up.wait(60)
