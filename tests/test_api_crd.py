@@ -393,6 +393,38 @@ def test_crd_required_paths_are_upstreams_once(http: httpx.Client) -> None:
     ]
 
 
+def test_crd_update_rules(http: httpx.Client) -> None:
+    """validateCustomResourceDefinitionSpecUpdate and ValidateCustomResourceDefinitionStoredVersions:
+    scope and kind are fixed once established; a version once stored stays listed."""
+    r = http.post(CRDS, json=crd("shifts", "Shift"))
+    assert r.status_code == 201, r.text
+    try:
+        cur = r.json()
+        moved = copy.deepcopy(cur)
+        moved["spec"]["scope"] = "Cluster"
+        moved["spec"]["names"]["kind"] = "Drift"
+        causes = _causes(http.put(f"{CRDS}/shifts.{GROUP}", json=moved))
+        assert ("spec.scope", 'Invalid value: "Cluster": field is immutable') in causes, causes
+        assert ("spec.names.kind", 'Invalid value: "Drift": field is immutable') in causes, causes
+        v2 = {**copy.deepcopy(cur["spec"]["versions"][0]), "name": "v2"}
+        cur["spec"]["versions"][0]["storage"] = False
+        cur["spec"]["versions"].append(v2)
+        r = http.put(f"{CRDS}/shifts.{GROUP}", json=cur)
+        assert r.status_code == 200 and r.json()["status"]["storedVersions"] == ["v1", "v2"], r.text
+        cur = r.json()
+        cur["spec"]["versions"] = cur["spec"]["versions"][1:]
+        assert _causes(http.put(f"{CRDS}/shifts.{GROUP}", json=cur)) == [
+            (
+                "status.storedVersions[0]",
+                'Invalid value: "v1": missing from spec.versions; v1 was previously a storage version, and '
+                "must remain in spec.versions until a storage migration ensures no data remains persisted "
+                "in v1 and removes v1 from status.storedVersions",
+            )
+        ]
+    finally:
+        http.delete(f"{CRDS}/shifts.{GROUP}")
+
+
 def test_crd_may_not_take_a_builtin_group(http: httpx.Client) -> None:
     causes = _causes(http.post(CRDS, json=crd("widgets", "Widget", group="apps.k8s.io")))
     assert ("metadata.annotations[api-approved.kubernetes.io]") in [f for f, _ in causes]

@@ -238,14 +238,31 @@ def _summary(versions: list[Any]) -> str:
 
 
 def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
+    """validateCustomResourceDefinitionSpecUpdate (the CRD is established at once, so its scope
+    and kind are fixed too) and ValidateCustomResourceDefinitionStoredVersions."""
     ns, os_ = _d(new.get("spec")), _d(old.get("spec"))
-    if ns.get("scope") != os_.get("scope"):
-        errs.append(E.immutable("spec.scope"))
+    nn, on = _d(ns.get("names")), _d(os_.get("names"))
+    for field, now_, was in (
+        ("spec.scope", ns.get("scope"), os_.get("scope")),
+        ("spec.names.kind", nn.get("kind"), on.get("kind")),
+        ("spec.group", ns.get("group"), os_.get("group")),
+        ("spec.names.plural", nn.get("plural"), on.get("plural")),
+    ):
+        if now_ != was:
+            errs.append(E.invalid(field, now_, "field is immutable"))
     stored = _l(_d(new.get("status")).get("storedVersions"))
     served = {_d(v).get("name") for v in _l(ns.get("versions"))}
     for i, v in enumerate(stored):
         if v not in served:
-            errs.append(E.invalid(f"status.storedVersions[{i}]", v, "must appear in spec.versions"))
+            errs.append(
+                E.invalid(
+                    f"status.storedVersions[{i}]",
+                    v,
+                    f"missing from spec.versions; {v} was previously a storage version, and must remain in "
+                    f"spec.versions until a storage migration ensures no data remains persisted in {v} and "
+                    f"removes {v} from status.storedVersions",
+                )
+            )
 
 
 def _condition(ctype: str, reason: str, message: str, old: JSON | None) -> JSON:
