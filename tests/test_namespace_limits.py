@@ -283,6 +283,15 @@ def test_resourcequota(w: World) -> None:
     # only standard quota names are held to a scope: object counts and extended resources are not
     r = w.post(QUOTED, "resourcequotas", quota("be", {"count/pods": "3", "pods": "3"}, scopes=["BestEffort"]))
     assert r.status_code == 201, r.text
+    # ValidateResourceQuotaUpdate: the scopes are fixed
+    r = w.http.patch(
+        f"/api/v1/namespaces/{QUOTED}/resourcequotas/be",
+        json={"spec": {"scopes": ["NotBestEffort"]}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 422, r.text
+    causes = [(c["field"], c["message"]) for c in r.json()["details"]["causes"]]
+    assert ("spec.scopes", 'Invalid value: ["NotBestEffort"]: field is immutable') in causes, causes
     w.http.delete(f"/api/v1/namespaces/{QUOTED}/resourcequotas/be")
     hard = {"pods": "2", "requests.cpu": "1", "limits.memory": "1Gi", "count/configmaps": "1"}
     assert w.post(QUOTED, "resourcequotas", quota("q", hard), w.member).status_code == 403

@@ -78,6 +78,13 @@ def _validate(obj: JSON, errs: Errs) -> None:
     _quantities(status.get("used"), "status.used", errs)
 
 
+def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
+    """ValidateResourceQuotaUpdate: the scopes (as a set) may not change."""
+    scopes = [str(s) for s in _l(_d(new.get("spec")).get("scopes"))]
+    if sub != "status" and set(scopes) != {str(s) for s in _l(_d(old.get("spec")).get("scopes"))}:
+        errs.append(E.invalid("spec.scopes", scopes, "field is immutable"))
+
+
 def _defaults(obj: JSON) -> None:
     """Quantities stored canonical ("1000m" is "1"), as the Go types write them back."""
     canonical_quantities(_d(obj.get("spec")).get("hard"))
@@ -130,6 +137,7 @@ KIND = kind(
     subs=("status",),
     defaults=_defaults,
     validate=_validate,
+    validate_update=_validate_update,
     prepare_create=_prepare_create,
     printer=Printer(COLUMNS, _row),
 )
