@@ -290,8 +290,8 @@ def test_resourcequota(w: World) -> None:
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert r.status_code == 422, r.text
-    causes = [(c["field"], c["message"]) for c in r.json()["details"]["causes"]]
-    assert ("spec.scopes", 'Invalid value: ["NotBestEffort"]: field is immutable') in causes, causes
+    found = [(c["field"], c["message"]) for c in r.json()["details"]["causes"]]
+    assert ("spec.scopes", 'Invalid value: ["NotBestEffort"]: field is immutable') in found, found
     w.http.delete(f"/api/v1/namespaces/{QUOTED}/resourcequotas/be")
     hard = {"pods": "2", "requests.cpu": "1", "limits.memory": "1Gi", "count/configmaps": "1"}
     assert w.post(QUOTED, "resourcequotas", quota("q", hard), w.member).status_code == 403
@@ -376,7 +376,7 @@ def test_cronjob_jobs_pass_the_tenants_admission(w: World) -> None:
     w.world.create_namespace(w.admin, ns, "acme")
     assert w.post(ns, "resourcequotas", quota("jobs", {"count/jobs.batch": "1"})).status_code == 201
     tmpl = {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}
-    cj = {
+    cj: Obj = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {"name": "tick"},
