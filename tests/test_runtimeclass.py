@@ -35,7 +35,9 @@ class World:
         # not that VM plus a 64 MiB overhead
         self.admin = self.world.fresh_tenant("rc", {"quota": {"memory": "200Mi"}}, namespaces=("a", "b"))
         self.http = self.world.http(self.admin)
-        self.cluster = NodesCluster(api, NodeLifecycleConfig(monitor_period=0.3), ("serviceaccount",))
+        self.cluster = NodesCluster(
+            api, NodeLifecycleConfig(monitor_period=0.3), ("serviceaccount", "replicaset")
+        )
         self.cluster.start_node("n1")
         wait_for(lambda: self.node_ready("n1"), timeout=20, what="fake node n1 Ready")
         labels = {"metadata": {"labels": {RUNTIME_LABEL: "hypervm", "pool": "vm"}}}
@@ -300,3 +302,32 @@ def test_scheduler_fits_requests_plus_overhead(w: World) -> None:
     wait_for(lambda: phase("light") == "Running", timeout=20, what="light Running")
     for name in ("heavy-1", "heavy-2", "light"):
         w.http.delete(f"/api/v1/namespaces/{NS}/pods/{name}")
+
+
+# -- pods made by controllers (last: its pod stays) ---------------------------------------------
+
+
+def test_pods_a_controller_creates_get_the_overhead(w: World) -> None:
+    w.make_class("rs", overhead={"podFixed": {"cpu": "100m", "memory": "8Mi"}})
+    template = pod("x", "rs", memory="16Mi")
+    rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "rs"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "rs"}},
+            "template": {"metadata": {"labels": {"app": "rs"}}, "spec": template["spec"]},
+        },
+    }
+    r = w.http.post(f"/apis/apps/v1/namespaces/{NS}/replicasets", json=rs)
+    assert r.status_code == 201, r.text
+    assert "overhead" not in r.json()["spec"]["template"]["spec"]  # pods get it, not templates
+
+    def made() -> list[Obj]:
+        items = w.http.get(f"/api/v1/namespaces/{NS}/pods", params={"labelSelector": "app=rs"}).json()
+        return list(items["items"])
+
+    pods = wait_for(made, timeout=20, what="the ReplicaSet's pod")
+    assert pods[0]["spec"]["overhead"] == {"cpu": "100m", "memory": "8Mi"}
+    w.http.delete(f"/apis/apps/v1/namespaces/{NS}/replicasets/rs")
