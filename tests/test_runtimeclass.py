@@ -229,6 +229,8 @@ def test_node_cost_and_tenant_usage_add_the_overhead() -> None:
     assert node_cost(with_overhead) == (350, 224 << 20)
     # the tenant's vCPUs are the VM's; its memory is what the host gives: VM + overhead
     assert quota_usage([plain, with_overhead]) == (2, 2, (160 + 224) << 20, 0)
+    # a zero overhead is valid (upstream: >= 0) and costs nothing
+    assert node_cost(pod("z", memory="128Mi", overhead={"cpu": "0", "memory": "0"})) == (100, 160 << 20)
 
 
 # -- quotas -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from hypernetes.objects import Obj
+from hypernetes.objects.quantity import quantity_milli_value, quantity_value
 from hypernetes.runtime.interface import ContainerSpec
 from hypernetes.runtime.sizing import VMSize, positive_bytes, positive_millicpu, vm_size
 
@@ -50,10 +51,14 @@ def pod_overhead(pod: Obj) -> tuple[int, int]:
     (auth/runtimeclass.py). (0, 0) without one. ValueError for a bad quantity."""
     overhead = (pod.get("spec") or {}).get("overhead") or {}
     cpu, memory = overhead.get("cpu"), overhead.get("memory")
-    return (
-        positive_millicpu(cpu) if cpu is not None else 0,
-        positive_bytes(memory) if memory is not None else 0,
+    # zero is a valid overhead (upstream: >= 0), unlike a VM's size
+    out = (
+        quantity_milli_value(cpu) if cpu is not None else 0,
+        quantity_value(memory) if memory is not None else 0,
     )
+    if min(out) < 0:
+        raise ValueError(f"invalid overhead {overhead!r}: must be greater than or equal to 0")
+    return out
 
 
 def node_cost(pod: Obj) -> tuple[int, int]:
