@@ -19,8 +19,9 @@ a tenant's deployments and those pods must obey the same quota and policy.
   tenant's allowed lists, a kernel (`hypernetes.io/kernel`) only if its name is well-formed, the
   tenant may use it and some Node offers it. A template is checked when the workload is written;
   an update that leaves a pod or template as it was is not checked again.
-- Pods name a RuntimeClass that exists, and get its overhead and scheduling (auth/runtimeclass.py,
-  upstream's RuntimeClass plugin), before the rules below see them.
+- New pods name a RuntimeClass that exists, and get its overhead and scheduling
+  (auth/runtimeclass.py, upstream's RuntimeClass plugin), after the pod policy above and before
+  LimitRanges and quotas count them.
 - Quota, across all of a tenant's namespaces: pods, vCPUs and memory (each VM's real size, guest
   overhead included, plus the pod's spec.overhead memory), namespaces, persistent volume claims
   and the storage they request (on create, and when a bound claim grows), node ports, and the
@@ -287,15 +288,18 @@ class TenantAdmission:
                 )
             )
             add_token_volume(obj, json.loads(kv.value) if kv is not None else None)
-            try:  # its RuntimeClass's overhead and scheduling, before policy, limits and quotas
-                await admit_runtime_class(self.d.store, obj)
-            except RuntimeClassDenied as e:
-                raise Denied(str(e)) from None
         t = await self.d.fetch_tenant(tenant) if tenant is not None else None
         tspec: Obj = (t or {}).get("spec") or {}
         for path, holder in self.pod_templates(kind, obj):
             before = next((h for _, h in self.pod_templates(kind, old)), None) if old is not None else None
             await self._pod_policy(tenant, tspec, kind, path, holder, before)
+        if kind == "Pod" and old is None:
+            # its RuntimeClass's overhead and scheduling (once the tenant may use the class),
+            # before LimitRanges and quotas count the pod
+            try:
+                await admit_runtime_class(self.d.store, obj)
+            except RuntimeClassDenied as e:
+                raise Denied(str(e)) from None
         await self._namespace_limits(kind, namespace, obj, old)
         if tenant is None:
             return  # operators' namespaces
