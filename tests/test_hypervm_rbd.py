@@ -74,6 +74,13 @@ async def logged(rt: HyperVM, sandbox: str, line: bytes, timeout: float = 90) ->
     raise AssertionError(f"never printed {line!r}")
 
 
+async def sh_exec(rt: HyperVM, sandbox: str, script: str) -> str:
+    proc = await rt.exec(sandbox, "c", ExecSpec(command=("sh", "-c", script)))
+    said = b"".join([data async for _, data in proc.output()])
+    assert await asyncio.wait_for(proc.wait(), 30) == ExitStatus(code=0), said
+    return said.decode()
+
+
 async def test_write_sync_read_back_and_the_key_stays_secret(
     rt: HyperVM, rbd: RbdVolumes, busybox_ref: str
 ) -> None:
@@ -108,6 +115,13 @@ async def test_write_sync_read_back_and_the_key_stays_secret(
     st = keyfile.stat()
     assert st.st_mode & 0o777 == 0o400 and st.st_uid != 0  # the VM's own uid
     assert rbd.creds.key.encode() not in (rt.root / "rbd-w" / "state.json").read_bytes()
+
+    # grown while attached: the image first (the control plane), then QEMU is told (the node)
+    size = "for d in /sys/block/vd*; do [ $(cat $d/serial) = pv0 ] && cat $d/size; done"
+    assert await sh_exec(rt, "rbd-w", size) == f"{64 * MiB // 512}\n"
+    await asyncio.to_thread(rbd.resize, "vm-a", 96 * MiB)
+    await rt.resize_block("rbd-w", "data", 96 * MiB)
+    assert await sh_exec(rt, "rbd-w", size) == f"{96 * MiB // 512}\n"
     await rt.remove_sandbox("rbd-w")
     assert not await asyncio.to_thread(rbd.watchers, "vm-a")
 

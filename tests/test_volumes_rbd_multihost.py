@@ -176,6 +176,28 @@ def test_a_claim_follows_its_pod_to_another_host_and_the_dead_node_is_fenced(
         assert [w["address"] for w in now] != [old] and len(now) == 1
         assert "failed" not in logs(cp, name2)
 
+        # the claim grows while attached: the image grows, n2 tells QEMU, the guest sees it
+        cp.kubectl(
+            "patch",
+            "pvc",
+            "data",
+            "-n",
+            "app",
+            "-p",
+            '{"spec":{"resources":{"requests":{"storage":"96Mi"}}}}',
+        )
+        size = "for d in /sys/block/vd*; do [ $(cat $d/serial) = pv0 ] && cat $d/size; done"
+        wait_for(
+            lambda: cp.kubectl("exec", "-n", "app", name2, "--", "sh", "-c", size).stdout == f"{96 * 2048}\n",
+            timeout=90,
+            interval=2,
+            what="the guest sees 96 MiB",
+        )
+        events = cp.kubectl(
+            "get", "events", "-n", "app", "--field-selector", f"involvedObject.name={name2}"
+        ).stdout
+        assert "VolumeResized" in events
+
         # n1 comes back: it stops its orphan VM (the old pod is gone), which never wrote again
         start_node(nodes[0], cp, tokens[nodes[0].name], *allow)
         wait_for(lambda: node_ready(cp, "n1"), timeout=90, interval=0.5, what="n1 back")

@@ -56,7 +56,7 @@ from hypernetes.runtime.interface import (
     SandboxNotFound,
     StartFailed,
 )
-from hypernetes.volumes.local import LocalVolumes, VolumeError
+from hypernetes.volumes.local import LocalVolumes, VolumeError, align
 from hypernetes.volumes.rbd import RbdVolumes
 from hypernetes.volumes.rbd_objects import RBD_DRIVER, credentials_from_secret
 
@@ -67,6 +67,7 @@ BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0  # running this long forgives earlier crashes, as kubelet does
 CONFIG_RETRY = 10.0
+RBD_RESIZE_POLL = 5.0  # how often a pod with claims reads its PVs for a live-grown RBD image
 # A runtime that does not stop a sandbox within its grace period plus this is not waited for: the
 # sandbox is removed (its VM killed) and the pod finalized all the same.
 STOP_MARGIN = 30.0
@@ -203,6 +204,7 @@ class PodWorker:
         self._stopped = False  # the sandbox of a finished pod was stopped
         self.token_refresh = token_refresh
         self._tokens: asyncio.Task[None] | None = None
+        self._rbd_resize: asyncio.Task[None] | None = None
 
     # --- inputs ----------------------------------------------------------------------------------
 
@@ -261,6 +263,7 @@ class PodWorker:
                 rec.restart_count = int(old.get("restartCount", 0))
                 rec.last_terminated = (old.get("lastState") or {}).get("terminated")
         self._start_token_refresh(fresh=False)  # when its tokens were issued is not known
+        self._start_rbd_resize()
         await self._guarded(self._supervise())
 
     async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
@@ -278,6 +281,7 @@ class PodWorker:
                 await self._report()
         finally:
             await self._stop_token_refresh()
+            await self._stop_rbd_resize()
             if self.probes is not None:
                 await self.probes.stop()
         while not self.deleting:
@@ -338,6 +342,7 @@ class PodWorker:
         for name in self.records:
             await self._start(name)
         self._start_token_refresh(fresh=True)
+        self._start_rbd_resize()
         return True
 
     async def _spec_until_valid(self) -> PodSpec | None:
@@ -590,6 +595,50 @@ class PodWorker:
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
+    # --- RBD volumes grown while attached (docs/volumes.md, "Ceph RBD") ---------------------------
+
+    def _start_rbd_resize(self) -> None:
+        if self._rbd_resize is None and any(
+            ((v.get("persistentVolumeClaim") or {}).get("claimName"))
+            for v in self.pod["spec"].get("volumes") or []
+        ):
+            self._rbd_resize = asyncio.create_task(self._follow_rbd_sizes(), name=f"rbd-resize-{self.id}")
+
+    async def _stop_rbd_resize(self) -> None:
+        task, self._rbd_resize = self._rbd_resize, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow_rbd_sizes(self) -> None:
+        """The control plane grows an RBD image live, then its PV's capacity: tell QEMU, so the
+        guest sees the new size without a restart (the filesystem is not grown: see the docs)."""
+        seen: dict[str, int] = {}
+        while True:
+            try:
+                objects = await self._referenced_objects()
+                disks = [d for d in claim_disks(self.pod, _lookup_in(objects)) if d.driver == RBD_DRIVER]
+                if not disks:
+                    return  # local volumes grow offline only
+                for d in disks:
+                    before = seen.setdefault(d.pv, d.size)
+                    if d.size > before:
+                        await self.runtime.resize_block(self.id, d.volume, align(d.size))
+                        seen[d.pv] = d.size
+                        await self.api.event(
+                            self.pod,
+                            "Normal",
+                            "VolumeResized",
+                            f'volume "{d.volume}" ({d.pv}): device grown from {before} to {d.size} bytes '
+                            "while attached",
+                        )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the next round tries again
+                log.info("pod %s: following RBD volume sizes: %s", self.name, e)
+            await asyncio.sleep(RBD_RESIZE_POLL)
+
     # --- projected service-account tokens ----------------------------------------------------------
 
     def _start_token_refresh(self, fresh: bool) -> None:
@@ -665,6 +714,7 @@ class PodWorker:
             return
         self._stopped = True
         await self._stop_token_refresh()
+        await self._stop_rbd_resize()
         if self.probes is not None:
             await self.probes.stop()
         try:

@@ -522,6 +522,21 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             )
         await self._write_files(sandbox, volume, files)
 
+    async def resize_block(self, sandbox_id: str, volume: str, size: int) -> None:
+        """QMP block_resize of a running VM's RBD disk: QEMU sets the image to that size (already
+        grown by the control plane: no change) and raises virtio-blk's config-change interrupt."""
+        sandbox = self._get(sandbox_id)
+        serial = sandbox.volume_disks.get(volume, ("", 0))[0]
+        index = next(
+            (i for i, d in enumerate(sandbox.vm.cfg.disks) if d.serial == serial and d.rbd_image), None
+        )
+        if index is None:
+            raise PodRuntimeError(f"volume {volume!r} is not an RBD volume of this pod")
+        try:
+            await sandbox.vm.qmp("block_resize", {"node-name": f"disk{index}", "size": size}, timeout=60)
+        except Exception as e:  # QMP errors, a VM gone meanwhile
+            raise PodRuntimeError(f"cannot resize volume {volume}: {e}") from e
+
     def _explain(self, sandbox: _Sandbox, what: str) -> str:
         vm = sandbox.vm
         parts = [what]

@@ -368,6 +368,11 @@ class Runtime(abc.ABC):
         """Replace files of a running pod's file volume (a refreshed service-account token)."""
         raise PodRuntimeError(f"the {self.name} runtime cannot change a running pod's files")
 
+    async def resize_block(self, sandbox_id: str, volume: str, size: int) -> None:
+        """Tell a running VM that a block volume's device grew to `size` bytes (an RBD image the
+        control plane grew); the guest sees the new size at once."""
+        raise PodRuntimeError(f"the {self.name} runtime cannot resize a running pod's volumes")
+
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
         """Deliver a signal to a container's main process (from outside its PID namespace, so
         even a PID 1 without handlers is killed by SIGKILL)."""
