@@ -230,3 +230,35 @@ def test_replication_controller_and_kubectl_scale(world: TenantWorld, controller
     }
     proc = world.kubectl(admin, "create", "-f", "-", input=json.dumps(bad))
     assert proc.returncode != 0 and "spec.selector: Required value" in proc.stderr, proc.stderr
+
+
+def test_created_workloads_carry_upstreams_empty_status(controllers: ControllersThread) -> None:
+    """PrepareForCreate resets the status, and the empty status serializes its counts without
+    omitempty (what kube-apiserver answers a create with; the Python client's models need them)."""
+    ns = controllers.namespace("zero-status")
+    labels = {"app": "z"}
+    tmpl = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": IMAGE}]}}
+    cases: list[tuple[str, str, Obj, Obj]] = [
+        ("apps/v1", "statefulsets", {"serviceName": "z"}, {"replicas": 0, "availableReplicas": 0}),
+        (
+            "apps/v1",
+            "daemonsets",
+            {},
+            {
+                "currentNumberScheduled": 0,
+                "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0,
+                "numberReady": 0,
+            },
+        ),
+        ("v1", "replicationcontrollers", {"replicas": 0}, {"replicas": 0}),
+    ]
+    for api_version, plural, extra, want in cases:
+        selector: Obj = labels if plural == "replicationcontrollers" else {"matchLabels": labels}
+        body = {
+            "metadata": {"name": "z"},
+            "spec": {"selector": selector, "template": tmpl, **extra},
+            "status": {"replicas": 7},  # a client's status is not kept
+        }
+        made = controllers.create(api_version, plural, body, ns)
+        assert made["status"] == want, (plural, made["status"])

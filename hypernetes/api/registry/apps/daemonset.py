@@ -151,6 +151,13 @@ def _row(obj: JSON, ctx: Context) -> list[Any]:
     ]
 
 
+def _prepare_create(obj: JSON) -> None:
+    """PrepareForCreate resets the status; its empty form has the four counts without omitempty."""
+    obj["status"] = dict.fromkeys(
+        ("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled", "numberReady"), 0
+    )
+
+
 KIND = kind(
     APPS,
     "DaemonSet",
@@ -161,6 +168,7 @@ KIND = kind(
     pod_spec="spec.template.spec",
     defaults=_defaults,
     validate=_validate,
+    prepare_create=_prepare_create,
     validate_update=selector_immutable,
     printer=Printer(COLUMNS, _row),
 )

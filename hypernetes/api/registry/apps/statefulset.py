@@ -176,6 +176,11 @@ def _row(obj: JSON, ctx: Context) -> list[Any]:
     ]
 
 
+def _prepare_create(obj: JSON) -> None:
+    """PrepareForCreate resets the status; its empty form has the two counts without omitempty."""
+    obj["status"] = {"replicas": 0, "availableReplicas": 0}
+
+
 KIND = kind(
     APPS,
     "StatefulSet",
@@ -186,6 +191,7 @@ KIND = kind(
     pod_spec="spec.template.spec",
     defaults=_defaults,
     validate=_validate,
+    prepare_create=_prepare_create,
     validate_update=_validate_update,
     printer=Printer(COLUMNS, _row),
     name_format=formats.dns1123_label,  # ValidateStatefulSetName: its pods' hostnames are "<name>-N"

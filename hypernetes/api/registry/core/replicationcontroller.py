@@ -111,6 +111,11 @@ def _row(obj: JSON, ctx: Context) -> list[Any]:
     ]
 
 
+def _prepare_create(obj: JSON) -> None:
+    """PrepareForCreate resets the status; its empty form keeps replicas (no omitempty)."""
+    obj["status"] = {"replicas": 0}
+
+
 KIND = kind(
     CORE,
     "ReplicationController",
@@ -121,6 +126,7 @@ KIND = kind(
     pod_spec="spec.template.spec",
     defaults=_defaults,
     validate=_validate,
+    prepare_create=_prepare_create,
     validate_update=_validate_update,
     field_selectors={"status.replicas": "status.replicas"},
     printer=Printer(COLUMNS, _row),

@@ -50,7 +50,11 @@ def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
 
 
 def _prepare_create(obj: JSON) -> None:
-    obj["status"] = {}  # the disruption controller's; until it writes, nothing may be evicted
+    """The disruption controller's status; until it writes, nothing may be evicted. Upstream's
+    empty status carries its four counts, which have no omitempty."""
+    obj["status"] = dict.fromkeys(
+        ("disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"), 0
+    )
 
 
 def _cell(v: Any) -> str:
