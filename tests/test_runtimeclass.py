@@ -15,6 +15,7 @@ import pytest
 
 from hypernetes.api.registry.node.runtimeclass import HYPERVM_OVERHEAD
 from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
+from hypernetes.node.admission import admit
 from hypernetes.objects import Obj
 from hypernetes.objects.names import RUNTIME_LABEL
 from hypernetes.runtime.podsize import node_cost, quota_usage
@@ -222,13 +223,20 @@ def test_admission_refusals_are_upstreams(w: World) -> None:
 # -- the node's books ---------------------------------------------------------------------------
 
 
-def test_node_cost_and_tenant_usage_add_the_overhead() -> None:
+def test_node_cost_node_admission_and_tenant_usage_add_the_overhead() -> None:
     plain = pod("p", memory="128Mi")
     with_overhead = pod("q", memory="128Mi", overhead={"cpu": "250m", "memory": "64Mi"})
     assert node_cost(plain) == (100, 160 << 20)
     assert node_cost(with_overhead) == (350, 224 << 20)
     # the tenant's vCPUs are the VM's; its memory is what the host gives: VM + overhead
     assert quota_usage([plain, with_overhead]) == (2, 2, (160 + 224) << 20, 0)
+    # the node admits by the same sums (the kubelet's OutOfcpu for a pod bound without the
+    # scheduler): 2 CPUs hold a 1-CPU pod, not that pod with a 1.5-CPU overhead
+    alloc = {"cpu": "2", "memory": "1Gi", "pods": "10"}
+    assert admit(pod("n", cpu="1"), [], alloc) is None
+    rejected = admit(pod("n", cpu="1", overhead={"cpu": "1500m"}), [], alloc)
+    assert rejected is not None and rejected.reason == "OutOfcpu"
+    assert "requested: 2500, used: 0, capacity: 2000" in rejected.message
     # a zero overhead is valid (upstream: >= 0) and costs nothing
     assert node_cost(pod("z", memory="128Mi", overhead={"cpu": "0", "memory": "0"})) == (100, 160 << 20)
 

@@ -3,7 +3,8 @@
 bound without it (spec.nodeName set by its creator) must fit too: a VM's memory is really taken,
 so a node that started every pod bound to it would start a 40 GiB VM on a 24 GiB host.
 
-A pod costs what the scheduler counts (`podsize.node_cost`): its CPU ask and its VM's memory.
+A pod costs what the scheduler counts (`podsize.node_cost`): its CPU ask and its VM's memory,
+each plus the pod's `spec.overhead` (Pod Overhead, from its RuntimeClass).
 Used is the sum over the pods this node runs and has not finished; capacity the Node's
 allocatable. Disk counts too: a pod's scratch disk at full size (`podsize.pod_ephemeral_storage`)
 against allocatable ephemeral-storage. A rejected pod is Failed with the kubelet's reason

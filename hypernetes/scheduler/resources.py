@@ -4,7 +4,9 @@ Memory cannot be overcommitted safely (a VM's RAM is really taken), so a pod cos
 VM's memory: the containers' memory limits plus the guest overhead (`runtime/sizing.py`). CPU is
 time-shared: a VM's vCPUs are host threads, so a pod costs the CPU its containers ask for (limits,
 or requests when no limit is set) and podsize.DEFAULT_POD_MILLICPU when they ask for none, not
-whole vCPUs; otherwise a 2-core node would hold two pods.
+whole vCPUs; otherwise a 2-core node would hold two pods. Both include the pod's `spec.overhead`
+(Pod Overhead: what its RuntimeClass says QEMU costs beside the containers), as upstream's
+scheduler adds it to the requests.
 """
 
 from __future__ import annotations
