@@ -260,3 +260,46 @@ def test_wrong_key_and_outage_show_on_the_claim(world: World) -> None:
         world.ceph.start_mon()
     world.bound("acme-a", "out")  # retried with back-off: it provisions once Ceph is back
     world.w.op("DELETE", "/api/v1/namespaces/acme-a/persistentvolumeclaims/out")
+
+
+def test_a_node_reads_the_stage_secret_only_for_its_pods(world: World) -> None:
+    """NodeRestriction's PV -> Secret edge: a node may read the node-stage Secret of an RBD PV
+    bound to a claim one of its pods uses; no other node, and no other Secret."""
+    w = world.w
+    for n in ("node-a", "node-b"):
+        w.op("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}})
+    w.op("POST", "/api/v1/namespaces/ceph-system/secrets", rbd_secret("other", world.ceph))
+    world.claim("acme-a", "used", "ceph")
+    world.bound("acme-a", "used")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "user"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "volumeMounts": [{"name": "d", "mountPath": "/d"}],
+                }
+            ],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "used"}}],
+        },
+    }
+    r = w.http("acme-admin").post("/api/v1/namespaces/acme-a/pods", json=pod)
+    assert r.status_code == 201, r.text
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "user"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"},
+    }
+    w.op("POST", "/api/v1/namespaces/acme-a/pods/user/binding", binding)
+    for n in ("node-a", "node-b"):
+        w.node_token(n)
+    path = "/api/v1/namespaces/ceph-system/secrets/"
+    assert w.http("node-a").get(path + "ceph").status_code == 200
+    assert w.http("node-b").get(path + "ceph").status_code == 403
+    assert w.http("node-a").get(path + "other").status_code == 403
+    w.op("DELETE", "/api/v1/namespaces/acme-a/pods/user", params={"gracePeriodSeconds": 0})
+    w.op("DELETE", "/api/v1/namespaces/acme-a/persistentvolumeclaims/used")
