@@ -46,8 +46,8 @@ def ceph_conf_text(creds: CephCredentials, keyfile: Path | None = None) -> str:
     lines = [
         "[global]",
         f"mon host = {creds.monitors}",
-        "client mount timeout = 15",
-        "rados mon op timeout = 15",
+        "client mount timeout = 10",
+        "rados mon op timeout = 10",
         "rados osd op timeout = 30",
         "log to stderr = false",
         "err to stderr = true",
