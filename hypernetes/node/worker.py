@@ -389,11 +389,11 @@ class PodWorker:
         return found
 
     async def _attach_rbd(self, d: ClaimDisk, objects: Objects) -> None:
-        """Before QEMU opens an image read-write: if a client still has it open (or holds its
-        lock) and the node that attached it last is declared dead (not Ready, or gone), fence
-        it: blocklist its clients, so its VM can never write again even if the node comes back
-        (docs/volumes.md, "Ceph RBD"); if that node is alive, wait as for a Multi-Attach. Then
-        record this node and pod as the holder."""
+        """Before QEMU opens an image read-write: if a client still has it open and the node
+        that attached it last is declared dead (not Ready, or gone), fence it: blocklist its
+        clients, so its VM can never write again even if the node comes back (docs/volumes.md,
+        "Ceph RBD"); if that node is alive, wait as for a Multi-Attach. Then record this node
+        and pod as the holder."""
         if d.read_only:
             return
         secret = objects.get(("Secret", *d.secret)) or {}
@@ -401,10 +401,10 @@ class PodWorker:
         me = f"{node}/{self.pod['metadata'].get('uid', '')}"
         try:
             rbd = RbdVolumes(credentials_from_secret(secret), d.pool)
-            holder, watchers, locks = await asyncio.to_thread(
-                lambda: (rbd.holder(d.handle), rbd.watchers(d.handle), rbd.lockers(d.handle))
-            )
-            if (watchers or locks) and holder != me:
+            # a lock without a watcher is a dead client's: librbd breaks it (and blocklists that
+            # client) when QEMU first writes; a watcher is a live client, maybe a "dead" node's VM
+            holder, watchers = await asyncio.to_thread(lambda: (rbd.holder(d.handle), rbd.watchers(d.handle)))
+            if watchers and holder != me:
                 old = holder.split("/", 1)[0]
                 if not holder or old == node or await self._node_ready(old):
                     raise MultiAttachError(
