@@ -32,6 +32,7 @@ def test_index_lists_every_group_version_with_a_hash() -> None:
         "apis/autoscaling/v2",
         "apis/autoscaling/v1",
         "apis/metrics.k8s.io/v1beta1",
+        "apis/node.k8s.io/v1",
     }
     for path, entry in idx.items():
         url = entry["serverRelativeURL"]

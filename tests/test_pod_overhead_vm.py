@@ -15,7 +15,7 @@ from hypernetes.runtime.hypervm import HyperVM
 from hypernetes.runtime.interface import ContainerSpec
 from hypernetes.runtime.qemu import running_qemu
 from hypernetes.runtime.sizing import MiB, VMSize, vm_size
-from tests.test_vmm_jail import cgroups_of, needs_root, read_limits
+from tests.support.vmcgroups import cgroups_of, needs_root, read_limits
 
 OVERHEAD = {"cpu": "250m", "memory": "64Mi"}
 
