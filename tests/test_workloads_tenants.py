@@ -90,7 +90,10 @@ def test_daemon_sets_are_refused_to_tenants(world: TenantWorld, controllers: Con
     )
     assert proc.returncode != 0
     assert "Forbidden" in proc.stderr and "nodes are the operators'" in proc.stderr, proc.stderr
-    proc = world.kubectl(admin, "get", "ds", "-n", "dsy-a")
+    # reading is fine (there are none): `kubectl get all` lists daemon sets
+    proc = world.kubectl(admin, "get", "all", "-n", "dsy-a")
+    assert proc.returncode == 0 and "daemonset" not in proc.stdout, proc.stderr
+    proc = world.kubectl(admin, "delete", "ds", "agent", "-n", "dsy-a")
     assert proc.returncode != 0 and "Forbidden" in proc.stderr, proc.stderr
     proc = world.kubectl(admin, "auth", "can-i", "create", "statefulsets", "-n", "dsy-a")
     assert proc.stdout.strip() == "yes", proc.stdout + proc.stderr

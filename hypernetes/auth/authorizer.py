@@ -86,6 +86,9 @@ TENANT_KINDS = frozenset(
 )
 # A namespace's limits (upstream: the admin role, not edit): members read them, admins write them.
 ADMIN_WRITTEN = frozenset((("", "limitranges"), ("", "resourcequotas")))
+# Namespaced kinds a tenant may read in its namespaces (where none can be: `kubectl get all` lists
+# them) but never write: a daemon set runs a pod on every node, and nodes are the operators'.
+READ_ONLY_KINDS = frozenset((("apps", "daemonsets"),))
 # Subresources a member may write (status belongs to controllers and nodes; binding to the scheduler).
 MEMBER_SUBRESOURCES = frozenset(("exec", "attach", "portforward", "eviction", "scale", "token"))
 # What a node may read when a pod bound to it names the object.
@@ -185,6 +188,8 @@ def ceiling_allows(role: str, a: Attributes) -> bool:
     """What a tenant role allows on namespaced kinds, wherever the caller may act: the ceiling
     RoleBindings narrow. Roles and RoleBindings are a tenant admin's (as upstream's `admin`)."""
     gr = (a.api_group, a.resource)
+    if gr in READ_ONLY_KINDS:
+        return a.verb in READ
     if gr in RBAC_RESOURCES:
         return role == "admin" and not a.subresource and (a.verb in READ or a.verb in WRITE)
     if namespaced_custom(*gr):  # a tenant's custom objects are its workloads; its operators write status
@@ -303,12 +308,16 @@ class TenantAuthorizer:
             return await self._networks(a)
         if gr == ("", "persistentvolumes"):
             return await self._tenant_volumes(a)
-        if gr == ("apps", "daemonsets"):
+        if gr in READ_ONLY_KINDS and a.verb not in READ:
             return deny("a daemon set runs a pod on every node, and nodes are the operators'")
         if gr == (RBAC_GROUP, "clusterroles"):
             # to see what `view`, `edit`, `admin` (or an operator's) hold before binding them
             return ALLOW if a.verb in READ and not a.subresource else deny("clusterroles are operators'")
-        if gr not in TENANT_KINDS and gr not in RBAC_RESOURCES and not namespaced_custom(*gr):
+        if (
+            gr not in TENANT_KINDS | READ_ONLY_KINDS
+            and gr not in RBAC_RESOURCES
+            and not namespaced_custom(*gr)
+        ):
             return deny()
         if gr in ADMIN_WRITTEN and a.verb not in READ and u.role != "admin":
             return deny("only a tenant admin changes limit ranges and resource quotas")
