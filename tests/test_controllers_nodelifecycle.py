@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -103,12 +104,16 @@ def test_a_silent_node_goes_unknown_its_pods_move_and_it_comes_back(cluster: Clu
     )
     doomed = {p["metadata"]["name"] for p in cluster.pods_on(ns, "dead")} - {"stays", "leaves-at-once"}
 
-    stopped = cluster.stop_node("dead")
+    cluster.stop_node("dead")
+    # the grace runs from the node's last renewal, which may be before the stop returned (long
+    # before it, on a loaded machine)
+    lease = ctl.get("coordination.k8s.io/v1", "leases", "dead", "kube-node-lease") or {}
+    renewed = datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00")).timestamp()
     wait_for(
         lambda: cluster.condition("dead", "Ready")["status"] == "Unknown", timeout=GRACE + 5, what="Unknown"
     )
-    found = time.monotonic() - stopped
-    assert GRACE - 0.5 <= found <= GRACE + 2, found
+    found = time.time() - renewed
+    assert GRACE - 0.2 <= found <= GRACE + 2, found
     for ctype in ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure"):
         cond = cluster.condition("dead", ctype)
         assert (cond["status"], cond["reason"], cond["message"]) == (
@@ -145,9 +150,9 @@ def test_a_silent_node_goes_unknown_its_pods_move_and_it_comes_back(cluster: Clu
         timeout=TOLERATION + 10,
         what="4 Ready pods on the live node",
     )
-    moved = time.monotonic() - stopped
-    # timeAdded has whole seconds (metav1.Time), the last renewal came up to a period early
-    assert moved >= GRACE + TOLERATION - 1.5, moved
+    moved = time.time() - renewed
+    # timeAdded has whole seconds (metav1.Time)
+    assert moved >= GRACE + TOLERATION - 1, moved
     terminating = {
         p["metadata"]["name"] for p in cluster.pods_on(ns, "dead") if p["metadata"].get("deletionTimestamp")
     }

@@ -475,8 +475,10 @@ def _patient_login(world: TenantWorld, source: str, user: str, password: str) ->
 
 def test_refused_retries_are_aggregated(world: TenantWorld) -> None:
     spy = world.http("globex-member")
+    started = time.monotonic()
     for _ in range(300):
         assert spy.delete(CMS.path("acme-a", "web")).status_code == 403
+    took = time.monotonic() - started
     wait_for(
         lambda: any(e.get("stage") == "Aggregated" and e["user"] == "globex-member" for e in world.audit()),
         WINDOW * 5,
@@ -488,7 +490,9 @@ def test_refused_retries_are_aggregated(world: TenantWorld) -> None:
         for e in world.audit()
         if e["user"] == "globex-member" and e["verb"] == "delete" and e["path"] == CMS.path("acme-a", "web")
     ]
-    assert len(mine) <= 6, mine  # instead of 300 lines
+    # instead of 300 lines: the first few, then a summary a window (more windows when the 300
+    # take longer on a loaded machine)
+    assert len(mine) <= 6 + took / WINDOW, (took, mine)
     assert sum(e.get("count", 1) for e in mine) == 300
     summary = next(e for e in mine if e["stage"] == "Aggregated")
     assert summary["firstTs"] <= summary["lastTs"] and summary["code"] == 403
