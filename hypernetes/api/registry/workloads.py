@@ -1,10 +1,16 @@
-"""What the workload kinds whose pods always restart share (StatefulSet, DaemonSet,
-ReplicationController): the pod template rules, worded per kind as upstream words them."""
+"""What the workload kinds whose pods always restart share: the pod template rules of
+StatefulSet, DaemonSet and ReplicationController, worded per kind as upstream words them, and the
+Table pieces kube-apiserver prints alike (Deployment's and StatefulSet's READY, ReplicaSet's and
+ReplicationController's counts)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypernetes.api.registry.kind import Errs
+from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.errors import FieldError
+from hypernetes.api.schema.printers import Column, Context, age_of, containers_images, int_or_zero, name_of
 from hypernetes.api.schema.validation import pod_template
 from hypernetes.objects import Obj as JSON
 
@@ -26,3 +32,27 @@ def workload_template(spec: JSON, errs: Errs, kind_name: str) -> None:
                 continue
             e = FieldError(e.type, e.field, e.message.replace("deployment", kind_name.lower()))
         errs.append(e)
+
+
+READY = Column("Ready", "string", "", "Number of the pod with ready state")
+
+
+def ready_of_desired(obj: JSON) -> str:
+    """READY as `kubectl get deploy/sts` shows it: ready pods of the desired ones ("2/3")."""
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    return f"{int_or_zero(status.get('readyReplicas'))}/{int_or_zero(spec.get('replicas', 1))}"
+
+
+def replica_counts_row(obj: JSON, ctx: Context, selector: str) -> list[Any]:
+    """A ReplicaSet's or ReplicationController's row: name, desired, current, ready, age,
+    containers, images and the selector (each kind prints its own selector form)."""
+    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
+    return [
+        name_of(obj),
+        int_or_zero(spec.get("replicas", 1)),
+        int_or_zero(status.get("replicas")),
+        int_or_zero(status.get("readyReplicas")),
+        age_of(obj, ctx),
+        *containers_images(obj),
+        selector,
+    ]

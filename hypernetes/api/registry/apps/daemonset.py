@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypernetes.api.registry.apps.deployment import _int_or_percent as int_or_percent
 from hypernetes.api.registry.groups import APPS
 from hypernetes.api.registry.kind import Errs, Printer, kind
 from hypernetes.api.registry.workloads import workload_template
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.defaults import child, set_default, template_defaults
+from hypernetes.api.schema.percent import int_or_percent
 from hypernetes.api.schema.printers import (
     AGE,
     CONTAINERS,

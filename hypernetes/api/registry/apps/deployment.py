@@ -7,9 +7,11 @@ from typing import Any
 
 from hypernetes.api.registry.groups import APPS
 from hypernetes.api.registry.kind import Errs, Printer, kind
+from hypernetes.api.registry.workloads import READY, ready_of_desired
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.defaults import child, set_default, template_defaults
+from hypernetes.api.schema.percent import int_or_percent
 from hypernetes.api.schema.printers import (
     AGE,
     CONTAINERS,
@@ -45,30 +47,6 @@ def _defaults(obj: JSON) -> None:
     spec.setdefault("progressDeadlineSeconds", 600)
 
 
-def _int_or_percent(v: Any, path: str, errs: Errs) -> bool:
-    """True if `v` is a zero value (0 or "0%")."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        if v < 0:
-            errs.append(E.invalid(path, v, "must be greater than or equal to 0"))
-        return v == 0
-    if isinstance(v, str):
-        if not v.endswith("%") or not v[:-1].isdigit():
-            errs.append(
-                E.invalid(
-                    path,
-                    v,
-                    "a valid percent string must be a numeric string followed by an "
-                    "ending '%' (e.g. '1%',  or '93%', regex used for validation is "
-                    "'[0-9]+%')",
-                )
-            )
-            return False
-        if int(v[:-1]) > 100:
-            errs.append(E.invalid(path, v, "must not be greater than 100%"))
-        return int(v[:-1]) == 0
-    return v is None
-
-
 def _validate(obj: JSON, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     non_negative(spec, ("replicas", "minReadySeconds", "revisionHistoryLimit"), errs)
@@ -82,8 +60,8 @@ def _validate(obj: JSON, errs: Errs) -> None:
             )
         )
     elif isinstance(ru, dict):
-        zero_u = _int_or_percent(ru.get("maxUnavailable"), "spec.strategy.rollingUpdate.maxUnavailable", errs)
-        zero_s = _int_or_percent(ru.get("maxSurge"), "spec.strategy.rollingUpdate.maxSurge", errs)
+        zero_u = int_or_percent(ru.get("maxUnavailable"), "spec.strategy.rollingUpdate.maxUnavailable", errs)
+        zero_s = int_or_percent(ru.get("maxSurge"), "spec.strategy.rollingUpdate.maxSurge", errs)
         if zero_u and zero_s and "maxUnavailable" in ru and "maxSurge" in ru:
             errs.append(
                 E.invalid(
@@ -99,7 +77,7 @@ def _validate(obj: JSON, errs: Errs) -> None:
 
 COLUMNS = (
     NAME,
-    Column("Ready", "string", "", "Number of the pod with ready state"),
+    READY,
     Column(
         "Up-to-date",
         "integer",
@@ -122,10 +100,9 @@ COLUMNS = (
 
 def _row(obj: JSON, ctx: Context) -> list[Any]:
     spec, status = _d(obj.get("spec")), _d(obj.get("status"))
-    desired = spec.get("replicas", 1)
     return [
         name_of(obj),
-        f"{int_or_zero(status.get('readyReplicas'))}/{int_or_zero(desired)}",
+        ready_of_desired(obj),
         int_or_zero(status.get("updatedReplicas")),
         int_or_zero(status.get("availableReplicas")),
         age_of(obj, ctx),

@@ -6,6 +6,7 @@ from typing import Any
 
 from hypernetes.api.registry.groups import APPS
 from hypernetes.api.registry.kind import Errs, Printer, kind
+from hypernetes.api.registry.workloads import replica_counts_row
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.defaults import template_defaults
 from hypernetes.api.schema.printers import (
@@ -16,10 +17,6 @@ from hypernetes.api.schema.printers import (
     SELECTOR,
     Column,
     Context,
-    age_of,
-    containers_images,
-    int_or_zero,
-    name_of,
     selector_string,
 )
 from hypernetes.api.schema.validation import (
@@ -53,16 +50,7 @@ COLUMNS = (
 
 
 def _row(obj: JSON, ctx: Context) -> list[Any]:
-    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
-    return [
-        name_of(obj),
-        int_or_zero(spec.get("replicas", 1)),
-        int_or_zero(status.get("replicas")),
-        int_or_zero(status.get("readyReplicas")),
-        age_of(obj, ctx),
-        *containers_images(obj),
-        selector_string(spec.get("selector")),
-    ]
+    return replica_counts_row(obj, ctx, selector_string(_d(obj.get("spec")).get("selector")))
 
 
 KIND = kind(

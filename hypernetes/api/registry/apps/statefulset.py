@@ -9,7 +9,7 @@ from typing import Any
 from hypernetes.api.registry.core import persistentvolumeclaim
 from hypernetes.api.registry.groups import APPS
 from hypernetes.api.registry.kind import Errs, Printer, kind
-from hypernetes.api.registry.workloads import workload_template
+from hypernetes.api.registry.workloads import READY, ready_of_desired, workload_template
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema import formats
 from hypernetes.api.schema.access import as_dict as _d
@@ -20,11 +20,9 @@ from hypernetes.api.schema.printers import (
     CONTAINERS,
     IMAGES,
     NAME,
-    Column,
     Context,
     age_of,
     containers_images,
-    int_or_zero,
     name_of,
 )
 from hypernetes.api.schema.validation import non_negative
@@ -159,7 +157,7 @@ def _validate_update(new: JSON, old: JSON, sub: str | None, errs: Errs) -> None:
 
 COLUMNS = (
     NAME,
-    Column("Ready", "string", "", "Number of the pod with ready state"),
+    READY,
     AGE,
     CONTAINERS,
     IMAGES,
@@ -167,10 +165,9 @@ COLUMNS = (
 
 
 def _row(obj: JSON, ctx: Context) -> list[Any]:
-    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
     return [
         name_of(obj),
-        f"{int_or_zero(status.get('readyReplicas'))}/{int_or_zero(spec.get('replicas', 1))}",
+        ready_of_desired(obj),
         age_of(obj, ctx),
         *containers_images(obj),
     ]

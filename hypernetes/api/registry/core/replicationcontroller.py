@@ -7,7 +7,7 @@ from typing import Any
 
 from hypernetes.api.registry.groups import CORE
 from hypernetes.api.registry.kind import Errs, Printer, kind
-from hypernetes.api.registry.workloads import workload_template
+from hypernetes.api.registry.workloads import replica_counts_row, workload_template
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema.access import as_dict as _d
 from hypernetes.api.schema.defaults import child, template_defaults
@@ -19,11 +19,7 @@ from hypernetes.api.schema.printers import (
     NAME,
     Column,
     Context,
-    age_of,
-    containers_images,
     format_labels,
-    int_or_zero,
-    name_of,
 )
 from hypernetes.api.schema.validation import non_negative
 from hypernetes.objects import Obj as JSON
@@ -99,16 +95,7 @@ COLUMNS = (
 
 
 def _row(obj: JSON, ctx: Context) -> list[Any]:
-    spec, status = _d(obj.get("spec")), _d(obj.get("status"))
-    return [
-        name_of(obj),
-        int_or_zero(spec.get("replicas", 1)),
-        int_or_zero(status.get("replicas")),
-        int_or_zero(status.get("readyReplicas")),
-        age_of(obj, ctx),
-        *containers_images(obj),
-        format_labels(spec.get("selector")),
-    ]
+    return replica_counts_row(obj, ctx, format_labels(_d(obj.get("spec")).get("selector")))
 
 
 def _prepare_create(obj: JSON) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypernetes.api.registry.apps.deployment import _int_or_percent as int_or_percent
 from hypernetes.api.registry.groups import POLICY
 from hypernetes.api.registry.kind import Errs, Printer, kind, no_defaults
 from hypernetes.api.schema import errors as E
 from hypernetes.api.schema.access import as_dict as _d
+from hypernetes.api.schema.percent import int_or_percent
 from hypernetes.api.schema.printers import AGE, NAME, Column, Context, age_of, int_or_zero, name_of
 from hypernetes.api.schema.validation import label_selector
 from hypernetes.objects import Obj as JSON
