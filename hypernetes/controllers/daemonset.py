@@ -18,9 +18,9 @@ import logging
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import history as h
 from hypernetes.controllers import meta as m
-from hypernetes.controllers.base import Controller, Retry, namespace_terminating, update_status
-from hypernetes.controllers.claim import claim, fresh_owner_check
-from hypernetes.controllers.informer import Handler, InformerFactory, key_of
+from hypernetes.controllers.base import Retry, namespace_terminating, update_status
+from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.controllers.podsets import PodSetController
 from hypernetes.controllers.rollout import scaled_value
 from hypernetes.objects import Obj
 from hypernetes.objects.selectors import node_selector_term_matches
@@ -116,22 +116,15 @@ def pinned(template_spec: Obj, node: str) -> Obj:
     return spec
 
 
-class DaemonSetController(Controller):
+class DaemonSetController(PodSetController):
     name = "daemonset"
+    kind = "DaemonSet"
+    plural = "daemonsets"
     workers = 2
 
     def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
         super().__init__(client, informers)
-        self.sets = self.informer("apps/v1", "daemonsets")
-        self.pods = self.informer("v1", "pods")
         self.nodes = self.informer("v1", "nodes")
-        self.revisions = self.informer(h.API_VERSION, h.PLURAL)
-        self.sets.add_handler(
-            Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new), delete=self.enqueue)
-        )
-        self.pods.add_handler(
-            Handler(add=self._pod, update=lambda old, new: self._pod_moved(old, new), delete=self._pod)
-        )
         self.nodes.add_handler(
             Handler(add=self._all, update=lambda old, new: self._node_changed(old, new), delete=self._all)
         )
@@ -147,24 +140,12 @@ class DaemonSetController(Controller):
         if m.labels(old) != m.labels(new) or (old.get("spec") or {}) != (new.get("spec") or {}):
             self._all()
 
-    def _pod(self, pod: Obj) -> None:
-        ref = m.controller_ref(pod)
-        if ref is not None and ref.get("kind") == "DaemonSet":
-            self.queue.add(f"{m.namespace(pod)}/{ref.get('name')}")
-        elif ref is None:
-            for ds in self.sets.list(m.namespace(pod)):
-                if m.selector_matches((ds.get("spec") or {}).get("selector"), m.labels(pod)):
-                    self.enqueue(ds)
-
     def _pod_moved(self, old: Obj, new: Obj) -> None:
         self._pod(new)
         if m.controller_ref(old) != m.controller_ref(new):
             self._pod(old)
         ref = m.controller_ref(new)
-        ds = self.sets.get(f"{m.namespace(new)}/{ref.get('name')}") if ref else None
-        min_ready = int(((ds or {}).get("spec") or {}).get("minReadySeconds") or 0)
-        if ds is not None and min_ready and not m.pod_ready(old) and m.pod_ready(new):
-            self.queue.add_after(key_of(ds), min_ready + 1)
+        self._requeue_when_available(f"{m.namespace(new)}/{ref.get('name')}" if ref else None, old, new)
 
     # -- sync ----------------------------------------------------------------------------------
 
@@ -175,22 +156,9 @@ class DaemonSetController(Controller):
         spec = ds.get("spec") or {}
         ns = m.namespace(ds)
         active = [p for p in self.pods.list(ns) if not m.deleting(p) or m.controlled_by(p, ds)]
-        pods = await claim(
-            self.client,
-            self.pods,
-            ds,
-            spec.get("selector"),
-            active,
-            fresh_owner_check(self.client, ds, "daemonsets"),
-        )
+        pods = await self._claim(ds, active)
         history = h.owned(self.revisions, ds)
-        collisions = int((ds.get("status") or {}).get("collisionCount") or 0)
-        try:
-            revision = await h.update_revision(self.client, self.revisions, ds, history, collisions)
-        except h.Collision:
-            status = {**(ds.get("status") or {}), "collisionCount": collisions + 1}
-            await update_status(self.client, "apps/v1", "daemonsets", ds, status)
-            raise Retry("controller revision name collision") from None
+        revision = await self._update_revision(ds, history)
         current_hash = m.labels(revision).get(h.REVISION_LABEL, "")
         by_node: dict[str, list[Obj]] = {}
         for p in pods:

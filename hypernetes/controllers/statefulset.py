@@ -18,9 +18,9 @@ import re
 from hypernetes.apiclient import ApiClient, ApiException
 from hypernetes.controllers import history as h
 from hypernetes.controllers import meta as m
-from hypernetes.controllers.base import Controller, Retry, namespace_terminating, update_status
-from hypernetes.controllers.claim import claim, fresh_owner_check
-from hypernetes.controllers.informer import Handler, InformerFactory
+from hypernetes.controllers.base import Retry, namespace_terminating, update_status
+from hypernetes.controllers.informer import InformerFactory
+from hypernetes.controllers.podsets import PodSetController
 from hypernetes.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -63,49 +63,24 @@ def _rolling(sts: Obj) -> bool:
     return bool((_spec(sts).get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate")
 
 
-class StatefulSetController(Controller):
+class StatefulSetController(PodSetController):
     name = "statefulset"
+    kind = "StatefulSet"
+    plural = "statefulsets"
     workers = 2
 
     def __init__(self, client: ApiClient, informers: InformerFactory) -> None:
         super().__init__(client, informers)
-        self.sets = self.informer("apps/v1", "statefulsets")
-        self.pods = self.informer("v1", "pods")
         self.claims = self.informer("v1", "persistentvolumeclaims")
-        self.revisions = self.informer(h.API_VERSION, h.PLURAL)
-        self.sets.add_handler(
-            Handler(add=self.enqueue, update=lambda old, new: self.enqueue(new), delete=self.enqueue)
-        )
-        self.pods.add_handler(
-            Handler(add=self._pod, update=lambda old, new: self._pod_moved(old, new), delete=self._pod)
-        )
 
     # -- events --------------------------------------------------------------------------------
-
-    def _owner_key(self, pod: Obj) -> str | None:
-        ref = m.controller_ref(pod)
-        if ref is None or ref.get("kind") != "StatefulSet":
-            return None
-        return f"{m.namespace(pod)}/{ref.get('name')}"
-
-    def _pod(self, pod: Obj) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.queue.add(key)
-        elif m.controller_ref(pod) is None:  # an orphan: a set that matches may adopt it
-            for sts in self.sets.list(m.namespace(pod)):
-                if m.selector_matches(_spec(sts).get("selector"), m.labels(pod)):
-                    self.enqueue(sts)
 
     def _pod_moved(self, old: Obj, new: Obj) -> None:
         old_key = self._owner_key(old)
         if old_key is not None and old_key != self._owner_key(new):
             self.queue.add(old_key)
         self._pod(new)
-        key = self._owner_key(new)
-        min_ready = int(_spec(self.sets.get(key) or {}).get("minReadySeconds") or 0) if key else 0
-        if key and min_ready and not m.pod_ready(old) and m.pod_ready(new):
-            self.queue.add_after(key, min_ready + 1)  # it becomes available then
+        self._requeue_when_available(self._owner_key(new), old, new)
 
     # -- sync ----------------------------------------------------------------------------------
 
@@ -115,22 +90,9 @@ class StatefulSetController(Controller):
             return
         spec = _spec(sts)
         candidates = [p for p in self.pods.list(m.namespace(sts)) if member_of(sts, p)]
-        pods = await claim(
-            self.client,
-            self.pods,
-            sts,
-            spec.get("selector"),
-            candidates,
-            fresh_owner_check(self.client, sts, "statefulsets"),
-        )
+        pods = await self._claim(sts, candidates)
         history = h.owned(self.revisions, sts)
-        collisions = int((sts.get("status") or {}).get("collisionCount") or 0)
-        try:
-            update = await h.update_revision(self.client, self.revisions, sts, history, collisions)
-        except h.Collision:
-            status = {**(sts.get("status") or {}), "collisionCount": collisions + 1}
-            await update_status(self.client, "apps/v1", "statefulsets", sts, status)
-            raise Retry("controller revision name collision") from None
+        update = await self._update_revision(sts, history)
         current = history.named((sts.get("status") or {}).get("currentRevision")) or update
         failure: Exception | None = None
         if not m.deleting(sts):
