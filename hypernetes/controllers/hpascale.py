@@ -275,19 +275,7 @@ class Recommender:
             reason, message = DOWN_STABILIZED
         else:
             reason, message = "ReadyForNewScale", "recommended size matches current size"
-        limit = max(2 * current, 4)
-        if high > limit:
-            top, why, text = (
-                limit,
-                "ScaleUpLimit",
-                "the desired replica count is increasing faster than the maximum scale rate",
-            )
-        else:
-            top, why, text = (
-                high,
-                "TooManyReplicas",
-                "the desired replica count is more than the maximum replica count",
-            )
+        top, why, text = _scale_up_bound(max(2 * current, 4), high)
         if stabilized < low:
             count = low
             why, text = "TooFewReplicas", "the desired replica count is less than the minimum replica count"
@@ -336,18 +324,7 @@ class Recommender:
         if desired > current:
             limit = self._up_limit(up, current, now)
             limit = max(limit, current)  # no further scale-up until the events age out
-            if high > limit:
-                top, why, text = (
-                    limit,
-                    "ScaleUpLimit",
-                    "the desired replica count is increasing faster than the maximum scale rate",
-                )
-            else:
-                top, why, text = (
-                    high,
-                    "TooManyReplicas",
-                    "the desired replica count is more than the maximum replica count",
-                )
+            top, why, text = _scale_up_bound(limit, high)
             if desired > top:
                 return top, why, text
         elif desired < current:
@@ -419,3 +396,15 @@ def epoch(ts: object) -> float | None:
         return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _scale_up_bound(limit: int, high: int) -> tuple[int, str, str]:
+    """The most replicas a scale-up may reach and the ScalingLimited reason: the scale rate's
+    limit, or maxReplicas where that is lower (upstream's reasons and messages)."""
+    if high > limit:
+        return (
+            limit,
+            "ScaleUpLimit",
+            "the desired replica count is increasing faster than the maximum scale rate",
+        )
+    return high, "TooManyReplicas", "the desired replica count is more than the maximum replica count"
