@@ -119,9 +119,15 @@ async def test_write_sync_read_back_and_the_key_stays_secret(
     # grown while attached: the image first (the control plane), then QEMU is told (the node)
     size = "for d in /sys/block/vd*; do [ $(cat $d/serial) = pv0 ] && cat $d/size; done"
     assert await sh_exec(rt, "rbd-w", size) == f"{64 * MiB // 512}\n"
+    fs_kib = "stat -f -c '%b %S' /data | awk '{print $1 * $2 / 1024}'"
+    before = float(await sh_exec(rt, "rbd-w", fs_kib))
     await asyncio.to_thread(rbd.resize, "vm-a", 96 * MiB)
     await rt.resize_block("rbd-w", "data", 96 * MiB)
     assert await sh_exec(rt, "rbd-w", size) == f"{96 * MiB // 512}\n"
+    # and the filesystem on it, online (the guest's EXT4_IOC_RESIZE_FS), with the data in place
+    after = float(await sh_exec(rt, "rbd-w", fs_kib))
+    assert after - before >= 28 * 1024, (before, after)  # of 32 MiB more: less the new metadata
+    assert (await sh_exec(rt, "rbd-w", "sha256sum /data/blob")).split()[0] == digest.decode()
     await rt.remove_sandbox("rbd-w")
     assert not await asyncio.to_thread(rbd.watchers, "vm-a")
 

@@ -65,6 +65,7 @@ static void parse_all(const uint8_t *p, size_t len)
 	struct msg_shutdown sd;
 	struct msg_probe pr;
 	struct msg_write_files wf;
+	struct msg_grow_fs gf;
 	int rc;
 
 	walk_tlv(p, len, 0);
@@ -88,6 +89,11 @@ static void parse_all(const uint8_t *p, size_t len)
 	count(msg_parse_remove(p, len, &a, &rm, &e));
 	msg_arena_free(&a);
 	count(msg_parse_shutdown(p, len, &sd, &e));
+	rc = msg_parse_grow_fs(p, len, &a, &gf, &e);
+	count(rc);
+	if (rc == 0)
+		(void)strlen(gf.serial);
+	msg_arena_free(&a);
 	rc = msg_parse_probe(p, len, &a, &pr, &e);
 	count(rc);
 	for (size_t i = 0; rc == 0 && i < pr.nheaders; i++)

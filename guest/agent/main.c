@@ -234,6 +234,14 @@ static void on_frame(const struct frame_hdr *h, const uint8_t *payload)
 		reply(h->id, rc, &e);
 		break;
 	}
+	case MSG_GROW_FS: {
+		struct msg_grow_fs m;
+		rc = msg_parse_grow_fs(payload, h->len, &arena, &m, &e);
+		if (rc == 0)
+			rc = mount_grow_fs(m.serial, m.size, &e);
+		reply(h->id, rc, &e);
+		break;
+	}
 	case MSG_SHUTDOWN: {
 		struct msg_shutdown m;
 		rc = msg_parse_shutdown(payload, h->len, &m, &e);

@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -237,6 +239,8 @@ void mount_overlay_drop(const char *id)
 
 /* ---- volumes (agent side) ---- */
 
+static int grow_ext4(const char *dir, const char *dev, uint64_t want, struct hn_err *e);
+
 static int mount_disk(const struct msg_mount *m, char *dir, size_t cap, struct hn_err *e)
 {
 	struct statvfs sv;
@@ -264,7 +268,72 @@ static int mount_disk(const struct msg_mount *m, char *dir, size_t cap, struct h
 	rc = hn_mkdir_p(dir, 0755);
 	if (rc < 0)
 		return hn_fail(e, -rc, "mkdir %s: %s", dir, strerror(-rc));
-	return do_mount(dev, dir, m->fstype, m->readonly ? MS_RDONLY : 0, NULL, e);
+	rc = do_mount(dev, dir, m->fstype, m->readonly ? MS_RDONLY : 0, NULL, e);
+	if (rc == 0 && !m->readonly) {
+		/* a disk grown while no VM had it (a claim expanded): the filesystem follows now */
+		struct hn_err grow = {0};
+		if (grow_ext4(dir, dev, 0, &grow) < 0)
+			hn_log("disk %s: %s", m->name, grow.msg);
+	}
+	return rc;
+}
+
+#define EXT4_MAGIC 0xEF53
+#define EXT4_RESIZE_FS _IOW('f', 16, uint64_t) /* EXT4_IOC_RESIZE_FS: new block count */
+
+/* Grow the ext4 at `dir` on device `dev` to fill the device (the kernel refuses to shrink one,
+ * and a count equal to today's is a no-op). */
+static int grow_ext4(const char *dir, const char *dev, uint64_t want, struct hn_err *e)
+{
+	struct statfs sf;
+	uint64_t bytes = 0, blocks;
+	int fd, rc = 0, tries;
+
+	if (statfs(dir, &sf) < 0)
+		return hn_fail(e, errno, "statfs %s: %s", dir, strerror(errno));
+	if (sf.f_type != EXT4_MAGIC || (sf.f_flags & ST_RDONLY) || sf.f_bsize <= 0)
+		return 0;
+	fd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return hn_fail(e, errno, "open %s: %s", dev, strerror(errno));
+	for (tries = 0; tries < 200; tries++) { /* 2 s for the resize to reach the guest */
+		if (ioctl(fd, BLKGETSIZE64, &bytes) < 0) {
+			rc = hn_fail(e, errno, "size of %s: %s", dev, strerror(errno));
+			break;
+		}
+		if (bytes >= want)
+			break;
+		usleep(10000);
+	}
+	close(fd);
+	if (rc < 0)
+		return rc;
+	if (bytes < want)
+		return hn_fail(e, EAGAIN, "disk %s: %llu bytes, not yet the %llu the host gave it", dev,
+			       (unsigned long long)bytes, (unsigned long long)want);
+	blocks = bytes / (uint64_t)sf.f_bsize;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return hn_fail(e, errno, "open %s: %s", dir, strerror(errno));
+	if (ioctl(fd, EXT4_RESIZE_FS, &blocks) < 0)
+		rc = hn_fail(e, errno, "grow the filesystem of %s to %llu blocks: %s", dev,
+			     (unsigned long long)blocks, strerror(errno));
+	close(fd);
+	return rc;
+}
+
+int mount_grow_fs(const char *serial, uint64_t size, struct hn_err *e)
+{
+	char dir[128], dev[64];
+	int rc;
+
+	snprintf(dir, sizeof(dir), HN_DISKS_DIR "/%s", serial);
+	if (!is_mountpoint(dir))
+		return hn_fail(e, ENOENT, "disk \"%s\" is not mounted", serial);
+	rc = mount_find_disk(serial, dev, sizeof(dev), e);
+	if (rc < 0)
+		return rc;
+	return grow_ext4(dir, dev, size, e);
 }
 
 /* A pod volume on a scratch disk (partition): a fresh filesystem the host made for this pod.

@@ -75,4 +75,10 @@ int mount_rootfs(const char *merged, const struct rootfs_mount *mounts, size_t n
 /* Shutdown: detach every container, image, disk and pod volume mount. */
 void mount_teardown(void);
 
+/* Grows the ext4 filesystem mounted read-write from disk `serial` (under HN_DISKS_DIR) to fill
+ * the disk, online (EXT4_IOC_RESIZE_FS); first waits up to 2 s for the guest to see the disk at
+ * `size` bytes when given (a virtio config change is handled asynchronously). A no-op when the
+ * filesystem fills the disk already, or is not a writable ext4. */
+int mount_grow_fs(const char *serial, uint64_t size, struct hn_err *e);
+
 #endif

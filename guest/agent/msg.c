@@ -801,6 +801,31 @@ int msg_parse_shutdown(const uint8_t *p, size_t len, struct msg_shutdown *m, str
 	return 0;
 }
 
+int msg_parse_grow_fs(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_grow_fs *m,
+		      struct hn_err *e)
+{
+	struct tlv_iter it;
+	struct tlv t;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	tlv_iter_init(&it, p, len);
+	while ((rc = tlv_next(&it, &t)) > 0) {
+		if (t.tag == TAG_SOURCE)
+			rc = get_str(a, &t, MSG_MAX_SERIAL, &m->serial, e, "SOURCE");
+		else if (t.tag == TAG_SIZE_LIMIT)
+			rc = tlv_u64(&t, &m->size) < 0 ? hn_fail(e, EINVAL, "SIZE_LIMIT: expected an 8-byte u64")
+						       : 0;
+		if (rc < 0)
+			return rc;
+	}
+	if (rc < 0)
+		return hn_fail(e, EBADMSG, "GROW_FS: malformed TLV");
+	if (!m->serial || !hn_valid_name(m->serial, MSG_MAX_SERIAL))
+		return hn_fail(e, EINVAL, "GROW_FS: SOURCE must be a disk serial");
+	return 0;
+}
+
 /* Printable ASCII without spaces: safe in a request line. */
 static int valid_http_path(const char *s)
 {

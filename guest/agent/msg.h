@@ -190,7 +190,14 @@ int msg_parse_exec(const uint8_t *p, size_t len, struct msg_arena *a, struct msg
 int msg_parse_signal(const uint8_t *p, size_t len, struct msg_signal *m, struct hn_err *e);
 int msg_parse_resize(const uint8_t *p, size_t len, struct msg_resize *m, struct hn_err *e);
 int msg_parse_remove(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_remove *m, struct hn_err *e);
+struct msg_grow_fs {
+	const char *serial;
+	uint64_t size; /* bytes the host made the disk; 0 = whatever the guest sees now */
+};
+
 int msg_parse_shutdown(const uint8_t *p, size_t len, struct msg_shutdown *m, struct hn_err *e);
+int msg_parse_grow_fs(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_grow_fs *m,
+		      struct hn_err *e);
 int msg_parse_probe(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_probe *m, struct hn_err *e);
 int msg_parse_write_files(const uint8_t *p, size_t len, struct msg_arena *a, struct msg_write_files *m,
 			  struct hn_err *e);

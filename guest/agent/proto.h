@@ -65,6 +65,8 @@
 #define MSG_PING 41         /* -> ACK */
 #define MSG_PROBE 42        /* tcp/http probe from the pod's network namespace -> ACK(STATUS_CODE) */
 #define MSG_WRITE_FILES 43  /* SOURCE "pod:<name>", FILE...: (re)write files of a file volume -> ACK */
+#define MSG_GROW_FS 44      /* SOURCE (disk serial), SIZE_LIMIT (the disk's new size): grow the
+                               mounted ext4 on that disk to fill it, online -> ACK */
 
 /* TLV tags */
 #define TAG_VERSION 1       /* u32 */

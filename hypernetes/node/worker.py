@@ -613,7 +613,8 @@ class PodWorker:
 
     async def _follow_rbd_sizes(self) -> None:
         """The control plane grows an RBD image live, then its PV's capacity: tell QEMU, so the
-        guest sees the new size without a restart (the filesystem is not grown: see the docs)."""
+        guest sees the new size without a restart and grows the filesystem on it, then report the
+        claim's new capacity."""
         seen: dict[str, int] = {}
         while True:
             try:
@@ -623,16 +624,28 @@ class PodWorker:
                     return  # local volumes grow offline only
                 for d in disks:
                     before = seen.setdefault(d.pv, d.size)
+                    pvc = objects.get((PVC_KIND, d.namespace, d.claim)) or {}
                     if d.size > before:
                         await self.runtime.resize_block(self.id, d.volume, align(d.size))
                         seen[d.pv] = d.size
+                        what = "device and filesystem" if d.fs_type else "device"
                         await self.api.event(
                             self.pod,
                             "Normal",
                             "VolumeResized",
-                            f'volume "{d.volume}" ({d.pv}): device grown from {before} to {d.size} bytes '
+                            f'volume "{d.volume}" ({d.pv}): {what} grown from {before} to {d.size} bytes '
                             "while attached",
                         )
+                    elif not _resize_pending(pvc, d.size):
+                        continue
+                    # grown live, or when its container mounted it (a claim grown while no pod had
+                    # it): the claim's resize is done, as kubelet reports after NodeExpandVolume
+                    pv = objects.get((PV_KIND, "", d.pv)) or {}
+                    await self.api.claim_resized(
+                        d.namespace,
+                        d.claim,
+                        str(((pv.get("spec") or {}).get("capacity") or {}).get("storage")),
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the next round tries again
@@ -843,3 +856,13 @@ def _deletion_fields(old: Obj, new: Obj) -> Obj:
     """Never forget a deletion we have seen, even if a status reply raced with it."""
     keys = ("deletionTimestamp", "deletionGracePeriodSeconds")
     return {k: old["metadata"][k] for k in keys if k in old["metadata"] and k not in new["metadata"]}
+
+
+def _resize_pending(pvc: Obj, size: int) -> bool:
+    """Whether a claim still waits for its node to finish a resize (FileSystemResizePending, or
+    a reported capacity under its volume's)."""
+    pending = any(
+        c.get("type") == "FileSystemResizePending" for c in (pvc.get("status") or {}).get("conditions") or []
+    )
+    reported = storage_size(pvc, "status.capacity")
+    return pending or reported is None or reported < size

@@ -40,6 +40,7 @@ MSG_SHUTDOWN = 40
 MSG_PING = 41
 MSG_PROBE = 42
 MSG_WRITE_FILES = 43
+MSG_GROW_FS = 44  # SOURCE (disk serial), SIZE_LIMIT (its new size): grow its mounted ext4, online
 
 TAG_VERSION = 1
 TAG_AGENT = 2

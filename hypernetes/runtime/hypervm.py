@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import shutil
@@ -524,7 +525,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
 
     async def resize_block(self, sandbox_id: str, volume: str, size: int) -> None:
         """QMP block_resize of a running VM's RBD disk: QEMU sets the image to that size (already
-        grown by the control plane: no change) and raises virtio-blk's config-change interrupt."""
+        grown by the control plane: no change) and raises virtio-blk's config-change interrupt;
+        then the guest grows the volume's filesystem online (GROW_FS), as kubelet's
+        NodeExpandVolume does."""
         sandbox = self._get(sandbox_id)
         serial = sandbox.volume_disks.get(volume, ("", 0))[0]
         index = next(
@@ -536,6 +539,17 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             await sandbox.vm.qmp("block_resize", {"node-name": f"disk{index}", "size": size}, timeout=60)
         except Exception as e:  # QMP errors, a VM gone meanwhile
             raise PodRuntimeError(f"cannot resize volume {volume}: {e}") from e
+        spec = next((v for v in sandbox.pod.volumes if v.name == volume), None)
+        if spec is None or spec.block is None or not spec.block.fs_type:
+            return  # a raw block volume: the device is all there is
+        tlv = gp.TLV().add_str(gp.TAG_SOURCE, serial).add_u64(gp.TAG_SIZE_LIMIT, size)
+        try:
+            await sandbox.client.request(gp.MSG_GROW_FS, tlv)
+        except AgentError as e:
+            if e.errno != errno.ENOENT:  # not mounted yet: it is grown when a container mounts it
+                raise PodRuntimeError(f"volume {volume}: the guest could not grow its filesystem: {e}") from e
+        except AgentUnavailable as e:
+            raise SandboxFailed(self._explain(sandbox, str(e))) from e
 
     def _explain(self, sandbox: _Sandbox, what: str) -> str:
         vm = sandbox.vm

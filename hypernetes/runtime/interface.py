@@ -370,7 +370,8 @@ class Runtime(abc.ABC):
 
     async def resize_block(self, sandbox_id: str, volume: str, size: int) -> None:
         """Tell a running VM that a block volume's device grew to `size` bytes (an RBD image the
-        control plane grew); the guest sees the new size at once."""
+        control plane grew); the guest sees the new size at once, and a filesystem on it is
+        grown online to fill it."""
         raise PodRuntimeError(f"the {self.name} runtime cannot resize a running pod's volumes")
 
     async def signal_container(self, sandbox_id: str, name: str, signum: int) -> None:
