@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,6 +26,7 @@ from hypernetes.eventrecorder import COMBINED, EventCorrelator, EventRecorder
 from hypernetes.node.agent import ClientNodeAPI
 from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import ControllersThread, Obj
+from tests.support.tenantnodes import module_world, running_controllers
 from tests.support.tenants import KIND, MERGE, TENANTS_PATH, TenantWorld
 from tests.support.waiting import wait_for
 
@@ -43,22 +43,12 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantWorld]:
-    api = ApiServerThread(Path(tmp_path_factory.mktemp("backoff")), tenancy=True).start()
-    w = TenantWorld(api)
-    try:
-        yield w
-    finally:
-        w.close()
-        api.stop()
+    yield from module_world(tmp_path_factory, TenantWorld)
 
 
 @pytest.fixture(scope="module")
 def controllers(world: TenantWorld) -> Iterator[ControllersThread]:
-    h = ControllersThread(world.api).start()
-    try:
-        yield h
-    finally:
-        h.stop()
+    yield from running_controllers(world)
 
 
 def requests(api: ApiServerThread, verb: str, resource: str, subresource: str = "") -> int:

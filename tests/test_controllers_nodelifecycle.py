@@ -28,6 +28,7 @@ from hypernetes.runtime.kernels import KernelRegistry
 from tests.support.apiserver import ApiServerThread
 from tests.support.nodes import NodesCluster as Cluster
 from tests.support.partition import Partition
+from tests.support.tenantnodes import replicaset
 from tests.support.tenants import TenantWorld
 from tests.support.waiting import wait_for, wait_for_async
 
@@ -53,21 +54,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         c.stop()
         api.stop()
-
-
-def replicaset(name: str, replicas: int) -> Obj:
-    labels = {"app": name}
-    container = {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
 
 
 def bare_pod(name: str, node: str, tolerations: list[Obj]) -> Obj:

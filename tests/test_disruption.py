@@ -13,31 +13,23 @@ import httpx
 import pytest
 
 from hypernetes.api.disruption import MESSAGE, MORE_THAN_ONE
-from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
 from hypernetes.objects import Obj
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
-from tests.support.nodes import NodesCluster
-from tests.support.tenants import TenantWorld
+from tests.support.tenantnodes import NodesWorld, module_world
+from tests.support.tenantnodes import replicaset as nodes_replicaset
 from tests.support.waiting import wait_for
 
 CONTROLLERS = ("serviceaccount", "replicaset", "disruption", "nodelifecycle", "tainteviction")
 NS = "acme-a"
 
 
-class World:
+class World(NodesWorld):
     def __init__(self, api: ApiServerThread) -> None:
-        self.api = api
-        self.world = TenantWorld(api)
+        super().__init__(api)
         self.admin = self.world.fresh_tenant("acme")  # namespace acme-a
-        self.cluster = NodesCluster(api, NodeLifecycleConfig(monitor_period=0.3), CONTROLLERS)
-        for name in ("n1", "n2"):
-            self.cluster.start_node(name)
+        self.start_nodes(CONTROLLERS, ("n1", "n2"))
         self.http = self.world.http(self.admin)
-
-    def close(self) -> None:
-        self.cluster.stop()
-        self.world.close()
 
     def running(self, app: str) -> list[Obj]:
         return [
@@ -59,32 +51,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    api = ApiServerThread(Path(tmp_path_factory.mktemp("pdb")), tenancy=True).start()
-    world = World(api)
-    try:
-        yield world
-    finally:
-        world.close()
-        api.stop()
+    yield from module_world(tmp_path_factory, World)
 
 
 def replicaset(name: str, replicas: int) -> Obj:
-    labels = {"app": name}
-    container = {
-        "name": "c",
-        "image": "busybox",
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
+    return nodes_replicaset(name, replicas, cpu="100m", memory="64Mi")
 
 
 def pdb(name: str, app: str | None, **spec: Any) -> Obj:

@@ -7,19 +7,16 @@ cannot cordon or drain; the Eviction subresource itself: dry run, name checks, S
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
 from hypernetes.objects import Obj
 from hypernetes.objects.taints import UNSCHEDULABLE
 from hypernetes.scheduler.placement import feasible, node_infos
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
-from tests.support.nodes import NodesCluster
-from tests.support.tenants import TenantWorld
+from tests.support.tenantnodes import NodesWorld, module_world, replicaset
 from tests.support.waiting import wait_for
 
 CONTROLLERS = ("serviceaccount", "replicaset", "nodelifecycle", "tainteviction")
@@ -27,15 +24,12 @@ CONTROLLERS = ("serviceaccount", "replicaset", "nodelifecycle", "tainteviction")
 pytestmark = pytest.mark.skipif(not have_kubectl("1.32"), reason="kubectl 1.32 is not installed")
 
 
-class Drain:
+class Drain(NodesWorld):
     def __init__(self, api: ApiServerThread) -> None:
-        self.api = api
-        self.world = TenantWorld(api)
+        super().__init__(api)
         self.tenant_admin = self.world.fresh_tenant("acme")  # namespace acme-a
         self.other_admin = self.world.fresh_tenant("globex")  # namespace globex-a
-        self.cluster = NodesCluster(api, NodeLifecycleConfig(monitor_period=0.3), CONTROLLERS)
-        for name in ("n1", "n2"):
-            self.cluster.start_node(name)
+        self.start_nodes(CONTROLLERS, ("n1", "n2"))
 
     def kubectl(self, who: str, *args: str) -> tuple[int, str]:
         proc = self.world.kubectl(who, *args)
@@ -51,35 +45,10 @@ class Drain:
             if not p["metadata"].get("deletionTimestamp")
         )
 
-    def close(self) -> None:
-        self.cluster.stop()
-        self.world.close()
-
 
 @pytest.fixture(scope="module")
 def drain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drain]:
-    api = ApiServerThread(Path(tmp_path_factory.mktemp("drain")), tenancy=True).start()
-    d = Drain(api)
-    try:
-        yield d
-    finally:
-        d.close()
-        api.stop()
-
-
-def replicaset(name: str, replicas: int) -> Obj:
-    labels = {"app": name}
-    container = {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
+    yield from module_world(tmp_path_factory, Drain)
 
 
 def test_cordon_drain_uncordon(drain: Drain) -> None:

@@ -8,44 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hypernetes.api.registry.core import resourcequota
 from hypernetes.api.schema.printers import Context
-from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
 from hypernetes.objects import Obj
 from tests.support.apifixtures import have_kubectl
 from tests.support.apiserver import ApiServerThread
-from tests.support.nodes import NodesCluster
-from tests.support.tenants import TenantWorld
+from tests.support.tenantnodes import NodesWorld, module_world
 from tests.support.waiting import wait_for
 
 LIMITED, QUOTED = "acme-a", "acme-b"  # a namespace with LimitRanges, one with a ResourceQuota
 TENANT_CONFIGMAPS = 4  # the tenant's own count/configmaps
 
 
-class World:
+class World(NodesWorld):
     def __init__(self, api: ApiServerThread) -> None:
-        self.api = api
-        self.world = TenantWorld(api)
+        super().__init__(api)
         self.admin = self.world.fresh_tenant(
             "acme", {"quota": {"count/configmaps": str(TENANT_CONFIGMAPS)}}, namespaces=("a", "b", "c")
         )
         self.world.create_user("acme-member", "acme", "member")
-        self.cluster = NodesCluster(
-            api, NodeLifecycleConfig(monitor_period=0.3), ("serviceaccount", "resourcequota", "cronjob")
-        )
+        self.start_nodes(("serviceaccount", "resourcequota", "cronjob"))
         self.now = datetime.now(UTC)
         self.cluster.ctl.manager["cronjob"].clock = lambda: self.now  # type: ignore[attr-defined]
         self.http = self.world.http(self.admin)
         self.member = self.world.http("acme-member")
-
-    def close(self) -> None:
-        self.cluster.stop()
-        self.world.close()
 
     def post(self, ns: str, plural: str, obj: Obj, who: Any = None) -> Any:
         return (who or self.http).post(f"/api/v1/namespaces/{ns}/{plural}", json=obj)
@@ -53,13 +43,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    api = ApiServerThread(Path(tmp_path_factory.mktemp("limits")), tenancy=True).start()
-    world = World(api)
-    try:
-        yield world
-    finally:
-        world.close()
-        api.stop()
+    yield from module_world(tmp_path_factory, World)
 
 
 def pod(name: str, *containers: Obj) -> Obj:

@@ -8,20 +8,17 @@ tenant's memory quota yes)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hypernetes.api.registry.node.runtimeclass import HYPERVM_OVERHEAD
-from hypernetes.controllers.nodelifecycle import NodeLifecycleConfig
 from hypernetes.node.admission import admit
 from hypernetes.objects import Obj
 from hypernetes.objects.names import RUNTIME_LABEL
 from hypernetes.runtime.podsize import node_cost, quota_usage
 from tests.support.apiserver import ApiServerThread
-from tests.support.nodes import NodesCluster
-from tests.support.tenants import TenantWorld
+from tests.support.tenantnodes import NodesWorld, module_world
 from tests.support.waiting import wait_for
 
 CLASSES = "/apis/node.k8s.io/v1/runtimeclasses"
@@ -29,17 +26,14 @@ NS = "rc-a"  # the tenant's namespace
 LIMITED = "rc-b"  # with a LimitRange and a ResourceQuota
 
 
-class World:
+class World(NodesWorld):
     def __init__(self, api: ApiServerThread) -> None:
-        self.world = TenantWorld(api)
+        super().__init__(api)
         # a tenant memory quota that holds one 160 MiB VM (128Mi asked + the guest's 32 MiB) but
         # not that VM plus a 64 MiB overhead
         self.admin = self.world.fresh_tenant("rc", {"quota": {"memory": "200Mi"}}, namespaces=("a", "b"))
         self.http = self.world.http(self.admin)
-        self.cluster = NodesCluster(
-            api, NodeLifecycleConfig(monitor_period=0.3), ("serviceaccount", "replicaset")
-        )
-        self.cluster.start_node("n1")
+        self.start_nodes(("serviceaccount", "replicaset"), ("n1",))
         wait_for(lambda: self.node_ready("n1"), timeout=20, what="fake node n1 Ready")
         labels = {"metadata": {"labels": {RUNTIME_LABEL: "hypervm", "pool": "vm"}}}
         self.world.op(
@@ -58,20 +52,10 @@ class World:
     def create_pod(self, pod: Obj, ns: str = NS) -> Any:
         return self.http.post(f"/api/v1/namespaces/{ns}/pods", json=pod)
 
-    def close(self) -> None:
-        self.cluster.stop()
-        self.world.close()
-
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    api = ApiServerThread(Path(tmp_path_factory.mktemp("runtimeclass")), tenancy=True).start()
-    world = World(api)
-    try:
-        yield world
-    finally:
-        world.close()
-        api.stop()
+    yield from module_world(tmp_path_factory, World)
 
 
 def pod(name: str, rc: str | None = None, cpu: str = "100m", memory: str = "128Mi", **spec: Any) -> Obj:

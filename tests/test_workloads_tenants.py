@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from hypernetes.objects import Obj
-from tests.support.apiserver import ApiServerThread
 from tests.support.controllers import ControllersThread
+from tests.support.tenantnodes import module_world, running_controllers
 from tests.support.tenants import TenantWorld
 from tests.support.waiting import wait_for
 
@@ -23,22 +22,12 @@ IMAGE = "registry.invalid/busybox:1"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TenantWorld]:
-    api = ApiServerThread(Path(tmp_path_factory.mktemp("workloads")), tenancy=True).start()
-    w = TenantWorld(api)
-    try:
-        yield w
-    finally:
-        w.close()
-        api.stop()
+    yield from module_world(tmp_path_factory, TenantWorld)
 
 
 @pytest.fixture(scope="module")
 def controllers(world: TenantWorld) -> Iterator[ControllersThread]:
-    h = ControllersThread(world.api).start()
-    try:
-        yield h
-    finally:
-        h.stop()
+    yield from running_controllers(world)
 
 
 def sts(name: str, ns: str, replicas: int, pod_extra: Obj | None = None, claims: bool = False) -> str:
