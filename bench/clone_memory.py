@@ -16,18 +16,16 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.startup import IMAGE, pids_matching, prepare_image  # noqa: E402
+from bench.startup import image_and_template_dirs, pids_matching, start_idle  # noqa: E402
 from bench.templates import loadavg, start_once  # noqa: E402
 from hypernetes.runtime import qemu  # noqa: E402
 from hypernetes.runtime.hypervm import HyperVM  # noqa: E402
 from hypernetes.runtime.images import ImageStore  # noqa: E402
-from hypernetes.runtime.interface import ContainerSpec, PodSpec  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
 from hypernetes.runtime.templates import TemplateStore  # noqa: E402
@@ -52,18 +50,7 @@ async def idle_clones(runtime: HyperVM, prefix: str, count: int) -> dict[str, fl
     names = [f"{prefix}-{i:03d}" for i in range(count)]
     try:
         for name in names:
-            spec = ContainerSpec(
-                name="main",
-                image=IMAGE,
-                command=("sh", "-c", "echo up; exec sleep 600"),
-                memory_limit=96 << 20,
-            )
-            await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(spec,)))
-            proc = await runtime.start_container(name, "main", attach=True)
-            assert proc is not None
-            async for _stream, data in proc.output():
-                if b"up" in data:
-                    break
+            await start_idle(runtime, name)
         await asyncio.sleep(3)  # idle
         totals = {"anon": 0.0, "ram": 0.0, "lib": 0.0}
         for name in names:
@@ -117,11 +104,8 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=4)
     args = parser.parse_args()
     print(json.dumps({"loadavg_start": loadavg()}), flush=True)
-    with tempfile.TemporaryDirectory(prefix="hn-bench-clonemem-") as tmp:
-        data = Path(tmp) / "data"
-        prepare_image(data)
-        with tempfile.TemporaryDirectory(prefix="hn-bench-tpl-", dir="/dev/shm") as tpl:
-            asyncio.run(run(data, Path(tpl), args.tb or [2, 4, 8, 16], args.rounds, args.pods))
+    with image_and_template_dirs("hn-bench-clonemem-") as (data, tpl):
+        asyncio.run(run(data, tpl, args.tb or [2, 4, 8, 16], args.rounds, args.pods))
     print(json.dumps({"loadavg_end": loadavg()}), flush=True)
     return 0
 

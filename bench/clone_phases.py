@@ -17,7 +17,6 @@ import functools
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.startup import prepare_image  # noqa: E402
+from bench.startup import image_and_template_dirs  # noqa: E402
 from bench.templates import loadavg, start_once  # noqa: E402
 from hypernetes.runtime import hypervm, qemu  # noqa: E402
 from hypernetes.runtime.images import ImageStore  # noqa: E402
@@ -93,11 +92,8 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hn-bench-phases-") as tmp:
-        data = Path(tmp) / "data"
-        prepare_image(data)
-        with tempfile.TemporaryDirectory(prefix="hn-bench-tpl-", dir="/dev/shm") as tpl:
-            asyncio.run(run(data, Path(tpl), args.runs))
+    with image_and_template_dirs("hn-bench-phases-") as (data, tpl):
+        asyncio.run(run(data, tpl, args.runs))
     return 0
 
 

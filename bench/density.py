@@ -17,31 +17,18 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.startup import IMAGE, pids_matching, prepare_image, pss_kib  # noqa: E402
+from bench.startup import image_and_template_dirs, pids_matching, pss_kib, start_idle  # noqa: E402
 from bench.templates import loadavg, tmpfs_resident_mib  # noqa: E402
 from hypernetes.runtime.images import ImageStore  # noqa: E402
-from hypernetes.runtime.interface import ContainerSpec, PodSpec, Runtime  # noqa: E402
+from hypernetes.runtime.interface import Runtime  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
-
-
-async def start_idle(runtime: Runtime, name: str) -> None:
-    spec = ContainerSpec(
-        name="main", image=IMAGE, command=("sh", "-c", "echo up; exec sleep 600"), memory_limit=96 << 20
-    )
-    await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(spec,)))
-    proc = await runtime.start_container(name, "main", attach=True)
-    assert proc is not None
-    async for _stream, data in proc.output():
-        if b"up" in data:
-            return
 
 
 async def one_peer(
@@ -119,11 +106,8 @@ def main() -> int:
     parser.add_argument("--skip", action="append", default=[], help="peer names to skip")
     args = parser.parse_args()
     print(json.dumps({"bench": "machine", "loadavg_start": loadavg()}), flush=True)
-    with tempfile.TemporaryDirectory(prefix="hn-bench-density-") as tmp:
-        data = Path(tmp) / "data"
-        prepare_image(data)
-        with tempfile.TemporaryDirectory(prefix="hn-bench-tpl-", dir="/dev/shm") as tpl:
-            rows = asyncio.run(run(args, data, Path(tpl)))
+    with image_and_template_dirs("hn-bench-density-") as (data, tpl):
+        rows = asyncio.run(run(args, data, tpl))
     key = f"pods_in_{args.budget_gib:g}_gib"
     budget = f"{args.budget_gib:g} GiB"
     print(f"\n| peer | pods/s ({args.parallel} at a time) | PSS MiB/pod | idle pods in {budget} |")

@@ -21,19 +21,17 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.startup import IMAGE, prepare_image  # noqa: E402
+from bench.startup import image_and_template_dirs, start_idle  # noqa: E402
 from bench.templates import loadavg  # noqa: E402
 from hypernetes.runtime import cgroups as cg  # noqa: E402
 from hypernetes.runtime.hypervm import HyperVM  # noqa: E402
 from hypernetes.runtime.images import ImageStore  # noqa: E402
-from hypernetes.runtime.interface import ContainerSpec, PodSpec  # noqa: E402
 from hypernetes.runtime.kernels import KernelRegistry  # noqa: E402
 from hypernetes.runtime.paths import agent_binary  # noqa: E402
 from hypernetes.runtime.qemu import running_qemu  # noqa: E402
@@ -79,21 +77,10 @@ def cpu_seconds(groups: cg.Cgroups, name: str) -> float:
 async def one(runtime: HyperVM, name: str, idle: float) -> dict[str, float]:
     groups = runtime._confiner.cgroups
     assert groups is not None, "needs root and cgroups"
-    spec = ContainerSpec(
-        name="main",
-        image=IMAGE,
-        command=("sh", "-c", "echo up; exec sleep 600"),
-        memory_limit=128 * MiB,
-        cpu_limit_millis=2000,  # 2 vCPUs' quota: the start is not throttled
-    )
     cgname = cg.cgroup_name(name, runtime.root / name)
     t0 = time.monotonic()
-    await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(spec,)))
-    proc = await runtime.start_container(name, "main", attach=True)
-    assert proc is not None
-    async for _stream, data in proc.output():
-        if b"up" in data:
-            break
+    # 2 vCPUs' quota: the start is not throttled
+    await start_idle(runtime, name, memory_limit=128 * MiB, cpu_limit_millis=2000)
     row: dict[str, float] = {
         "start_s": round(time.monotonic() - t0, 3),
         "start_cpu_s": round(cpu_seconds(groups, cgname), 3),
@@ -139,11 +126,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=5.0)
     args = parser.parse_args()
     print(json.dumps({"loadavg_start": loadavg()}), flush=True)
-    with tempfile.TemporaryDirectory(prefix="hn-bench-overhead-") as tmp:
-        data = Path(tmp) / "data"
-        prepare_image(data)
-        with tempfile.TemporaryDirectory(prefix="hn-bench-tpl-", dir="/dev/shm") as tpl:
-            asyncio.run(run(data, Path(tpl), args.pods, args.idle))
+    with image_and_template_dirs("hn-bench-overhead-") as (data, tpl):
+        asyncio.run(run(data, tpl, args.pods, args.idle))
     print(json.dumps({"loadavg_end": loadavg()}), flush=True)
     return 0
 

@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,6 +184,36 @@ def pss_kib(pids: list[int]) -> int:
     return total
 
 
+@contextmanager
+def image_and_template_dirs(prefix: str) -> Iterator[tuple[Path, Path]]:
+    """A data directory with the bench image imported, and a template root on tmpfs (as a node
+    keeps its templates), both removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        data = Path(tmp) / "data"
+        prepare_image(data)
+        with tempfile.TemporaryDirectory(prefix="hn-bench-tpl-", dir="/dev/shm") as tpl:
+            yield data, Path(tpl)
+
+
+async def start_idle(
+    runtime: Runtime, name: str, memory_limit: int = 96 << 20, cpu_limit_millis: int | None = None
+) -> None:
+    """Create a pod whose container prints `up` and sleeps, and return once it has printed."""
+    spec = ContainerSpec(
+        name="main",
+        image=IMAGE,
+        command=("sh", "-c", "echo up; exec sleep 600"),
+        memory_limit=memory_limit,
+        cpu_limit_millis=cpu_limit_millis,
+    )
+    await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(spec,)))
+    proc = await runtime.start_container(name, "main", attach=True)
+    assert proc is not None
+    async for _stream, data in proc.output():
+        if b"up" in data:
+            return
+
+
 def pids_matching(needle: str) -> list[int]:
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
@@ -199,18 +231,7 @@ async def idle_pss(runtime: Runtime, prefix: str, count: int) -> dict[str, objec
     names = [f"{prefix}-{count}-{i}" for i in range(count)]
     try:
         for name in names:
-            container = ContainerSpec(
-                name="main",
-                image=IMAGE,
-                command=("sh", "-c", "echo up; exec sleep 600"),
-                memory_limit=96 << 20,
-            )
-            await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(container,)))
-            proc = await runtime.start_container(name, "main", attach=True)
-            assert proc is not None
-            async for _stream, data in proc.output():
-                if b"up" in data:
-                    break
+            await start_idle(runtime, name)
         await asyncio.sleep(3)  # let the guests settle into idle
         per_pod = [pss_kib(pids_matching(name)) for name in names]
         row: dict[str, object] = {

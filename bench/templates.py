@@ -45,6 +45,7 @@ from bench.startup import (  # noqa: E402
     pids_matching,
     prepare_image,
     pss_kib,
+    start_idle,
     summarize,
 )
 from hypernetes.runtime.images import ImageStore  # noqa: E402
@@ -69,18 +70,7 @@ async def idle_pss(runtime: Runtime, prefix: str, count: int) -> dict[str, objec
     names = [f"{prefix}-{count}-{i:03d}" for i in range(count)]
     try:
         for name in names:
-            container = ContainerSpec(
-                name="main",
-                image=IMAGE,
-                command=("sh", "-c", "echo up; exec sleep 600"),
-                memory_limit=96 << 20,
-            )
-            await runtime.create_sandbox(PodSpec(id=name, name=name, containers=(container,)))
-            proc = await runtime.start_container(name, "main", attach=True)
-            assert proc is not None
-            async for _stream, data in proc.output():
-                if b"up" in data:
-                    break
+            await start_idle(runtime, name)
         await asyncio.sleep(3)  # let the guests settle into idle
         per_pod = [pss_kib(pids_matching(name)) for name in names]
         return {
