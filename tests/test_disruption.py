@@ -242,31 +242,25 @@ def test_kubectl_drain_waits_for_the_budget(w: World, version: str) -> None:
     wait_for(lambda: len(w.running(app)) == 2, what="2 ready pods")
     wait_for(lambda: w.pdb_status(app).get("expectedPods") == 2, what="budget status")
     node = w.running(app)[0]["spec"]["nodeName"]
-    proc = w.api.kubectl(
-        "drain",
-        node,
-        "--ignore-daemonsets",
-        "--pod-selector",
-        f"app={app}",
-        "--timeout=3s",
-        version=version,
-        check=False,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and MESSAGE in out, out
+
+    def drain(timeout: str) -> tuple[int, str]:
+        proc = w.api.kubectl(
+            "drain",
+            node,
+            "--ignore-daemonsets",
+            "--pod-selector",
+            f"app={app}",
+            f"--timeout={timeout}",
+            version=version,
+            check=False,
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+
+    rc, out = drain("3s")
+    assert rc != 0 and MESSAGE in out, out
     assert "will retry after 5s" in out, out
     w.cluster.ctl.patch("policy/v1", "poddisruptionbudgets", app, {"spec": {"minAvailable": 1}}, NS)
-    proc = w.api.kubectl(
-        "drain",
-        node,
-        "--ignore-daemonsets",
-        "--pod-selector",
-        f"app={app}",
-        "--timeout=60s",
-        version=version,
-        check=False,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and f"node/{node} drained" in out, out
+    rc, out = drain("60s")
+    assert rc == 0 and f"node/{node} drained" in out, out
     w.api.kubectl("uncordon", node, version=version)
     wait_for(lambda: len(w.running(app)) == 2, what="replaced on the other node")
