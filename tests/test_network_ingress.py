@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from hypernetes.network import Endpoint, Network, NetworkState, Pod, Service, ServicePort, TenantNetworkHost
+from hypernetes.network import ingress as ingress_mod
 from hypernetes.network.ingress import IngressProxy, Path, Routes, Rule, Target, pick, routes_for, served_here
+from hypernetes.network.netns import run_in_netns
 from hypernetes.objects import Obj
 from tests.support.nethttp import Http, get
 from tests.support.netns import Namespaces, leftovers, sh, unique_prefix
@@ -175,3 +178,36 @@ async def test_each_tenant_network_has_its_own_ingress_port_and_routes(lab: Lab)
     await lab.proxy.stop(a.id)
     with pytest.raises(ConnectionRefusedError):
         await ask(port_a, "shop.example")
+
+
+@pytestmark_root
+async def test_a_networks_clients_cannot_take_the_agents_descriptors(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections past a network's bound are closed at once, before anything is read or
+    dialled: the proxy lives in the node agent, whose descriptors every tenant needs."""
+    monkeypatch.setattr(ingress_mod, "MAX_CONNECTIONS", 2)
+    web = Service("t/web", CLUSTER_IP, (ServicePort("TCP", 80, (Endpoint("10.1.0.2", 8080),)),))
+    net = Network(id=1, cidr=CIDR, gateway=GW, pods=(pod(2),), services=(web,))
+    lab.host.apply(NetworkState((net,)))
+    lab.pod(net, pod(2), "web")
+    routes = routes_for(
+        [ingress("a", "shop", "shop.example", "web")], {"a/web": service("a", "web", CLUSTER_IP)}
+    )
+    port = await lab.proxy.serve(net.id, lab.host.router_netns(net.id), routes)
+
+    def dial() -> socket.socket:
+        s = run_in_netns(lab.client_ns, lambda: socket.create_connection((HOST_WAN, port), timeout=5))
+        s.settimeout(5)
+        return s
+
+    idle = [await asyncio.to_thread(dial) for _ in range(2)]  # say nothing: held until HEAD_TIMEOUT
+    await asyncio.sleep(0.2)
+    extra = await asyncio.to_thread(dial)
+    assert await asyncio.to_thread(extra.recv, 1) == b""  # closed at once, not a 10 s wait
+    extra.close()
+    for s in idle:
+        s.close()
+    await asyncio.sleep(0.2)
+    status, _ = await asyncio.to_thread(get, lab.client_ns, HOST_WAN, port, "shop.example", "/")
+    assert status == 200

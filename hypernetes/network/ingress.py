@@ -43,7 +43,12 @@ CONTROLLER = "hypernetes.io/ingress"  # IngressClass spec.controller served here
 MAX_HEAD = 32 * 1024
 HEAD_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
+IDLE_TIMEOUT = 120.0  # a proxied exchange with nothing sent either way this long ends (nginx: 60 s)
 CHUNK = 64 * 1024
+# Connections one tenant network's listener holds at once, and all of them together: the proxy
+# runs in the node agent, whose descriptors one network's clients must not use up.
+MAX_CONNECTIONS = 256
+MAX_CONNECTIONS_TOTAL = 1024
 
 
 def ingress_port(network_id: int) -> int:
@@ -119,6 +124,7 @@ class _Listener:
     port: int
     router: str
     routes: Routes
+    open: int = 0  # connections being handled
 
 
 class IngressProxy:
@@ -129,6 +135,7 @@ class IngressProxy:
         self.host_netns = host_netns
         self.port_of = port_of
         self._listeners: dict[int, _Listener] = {}
+        self._open = 0  # connections being handled, every listener
 
     @property
     def networks(self) -> set[int]:
@@ -156,7 +163,16 @@ class IngressProxy:
             if listener is None:  # stopped meanwhile
                 w.close()
                 return
-            await self._handle(listener, r, w)
+            if listener.open >= MAX_CONNECTIONS or self._open >= MAX_CONNECTIONS_TOTAL:
+                w.close()  # shed at once: no head read, no upstream connection
+                return
+            listener.open += 1
+            self._open += 1
+            try:
+                await self._handle(listener, r, w)
+            finally:
+                listener.open -= 1
+                self._open -= 1
 
         server = await asyncio.start_server(handle, sock=sock, limit=MAX_HEAD)
         self._listeners[network_id] = _Listener(server, port, router_netns, routes)
@@ -267,13 +283,13 @@ async def _reply(w: asyncio.StreamWriter, code: int, reason: str) -> None:
 
 async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, *, close: bool) -> None:
     try:
-        while data := await r.read(CHUNK):
+        while data := await asyncio.wait_for(r.read(CHUNK), IDLE_TIMEOUT):
             w.write(data)
             await w.drain()
         if not close and w.can_write_eof():
             w.write_eof()  # the client is done sending; the response may still come
-    except (ConnectionError, OSError):
-        pass
+    except (ConnectionError, OSError, TimeoutError):
+        w.close()  # idle too long, or gone: the other direction ends with it
     finally:
         if close:
             w.close()
