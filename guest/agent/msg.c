@@ -61,6 +61,13 @@ static int get_u32(const struct tlv *t, uint32_t *v, struct hn_err *e, const cha
 	return 0;
 }
 
+static int get_u64(const struct tlv *t, uint64_t *v, struct hn_err *e, const char *what)
+{
+	if (tlv_u64(t, v) < 0)
+		return hn_fail(e, EINVAL, "%s: expected an 8-byte u64", what);
+	return 0;
+}
+
 static int get_bool(const struct tlv *t, int *v, struct hn_err *e, const char *what)
 {
 	if (tlv_bool(t, v) < 0)
@@ -342,9 +349,7 @@ static int parse_mount(const uint8_t *p, size_t len, struct msg_arena *a, struct
 			rc = get_str(a, &t, MSG_MAX_PATH, &m->subpath, e, "SUBPATH");
 			break;
 		case TAG_SIZE_LIMIT:
-			rc = tlv_u64(&t, &m->size_limit) < 0
-				     ? hn_fail(e, EINVAL, "SIZE_LIMIT: expected an 8-byte u64")
-				     : 0;
+			rc = get_u64(&t, &m->size_limit, e, "SIZE_LIMIT");
 			break;
 		default:
 			rc = 0;
@@ -814,8 +819,7 @@ int msg_parse_grow_fs(const uint8_t *p, size_t len, struct msg_arena *a, struct 
 		if (t.tag == TAG_SOURCE)
 			rc = get_str(a, &t, MSG_MAX_SERIAL, &m->serial, e, "SOURCE");
 		else if (t.tag == TAG_SIZE_LIMIT)
-			rc = tlv_u64(&t, &m->size) < 0 ? hn_fail(e, EINVAL, "SIZE_LIMIT: expected an 8-byte u64")
-						       : 0;
+			rc = get_u64(&t, &m->size, e, "SIZE_LIMIT");
 		if (rc < 0)
 			return rc;
 	}
