@@ -51,9 +51,16 @@ def _json(cluster: Cluster, token: str, *args: str) -> Any:
     return json.loads(as_user(cluster, token, *args, "-o", "json").stdout)
 
 
+def _ready(pod: dict[str, Any]) -> bool:
+    """Running and its readiness probe passed: the app has done what it does on start."""
+    conditions = pod["status"].get("conditions") or []
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return bool(pod["status"].get("phase") == "Running" and ready)
+
+
 def _running(cluster: Cluster, token: str, selector: str, count: int) -> list[str]:
     pods = _json(cluster, token, "get", "pods", "-n", NS, "-l", selector)["items"]
-    names = sorted(p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running")
+    names = sorted(p["metadata"]["name"] for p in pods if _ready(p))
     return names if len(names) == count and len(pods) == count else []
 
 
