@@ -26,7 +26,7 @@ from hypernetes.runtime.interface import ContainerSpec, MountSpec, PodSpec, Volu
 from hypernetes.runtime.kernels import KernelRegistry
 from hypernetes.runtime.qemu import QemuVM, VMConfig, remove_socket_dir
 from tests.support.guests import qemu_processes_under
-from tests.support.pods import pod, run
+from tests.support.pods import collect, pod, run
 from tests.support.tenantnet import (
     GW,
     VM1,
@@ -178,8 +178,15 @@ async def test_a_broken_template_falls_back_to_a_cold_boot(
     [template] = [d for d in store.root.iterdir() if (d / "state").exists()]
     (template / "state").write_bytes((template / "state").read_bytes()[:200])  # truncated
 
-    status, out, _ = await run(templated, pod("second", spec))
-    assert (status.code, out) == (0, b"hi\n")
+    second = pod("second", spec)
+    created = await templated.create_sandbox(second)
+    [(reason, message)] = created.warnings  # the node records it as a Warning event on the pod
+    assert reason == "TemplateRestoreFailed" and template.name[:12] in message, message
+    assert "booted cold" in message
+    proc = await templated.start_container("second", "main", attach=True)
+    assert proc is not None
+    out, _ = await collect(proc)
+    assert ((await proc.wait()).code, out) == (0, b"hi\n")
     assert store.clones == 1
     assert "restore from template" in caplog.text and "booting cold" in caplog.text
     assert not template.exists()

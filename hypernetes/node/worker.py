@@ -307,7 +307,7 @@ class PodWorker:
                 if self.networks is not None:
                     # a tap per attempt: a failed create closes the one it was given
                     spec = replace(spec, network=await self.networks.attach(self.pod))
-                await self.runtime.create_sandbox(spec)
+                created = await self.runtime.create_sandbox(spec)
                 break
             except NetworkNotReady as e:
                 await self._waiting_all(e.reason, str(e))
@@ -334,6 +334,8 @@ class PodWorker:
                 pull_backoff, create_backoff = _Backoff(), _Backoff()  # a new spec starts afresh
         else:
             return False
+        for reason, message in created.warnings:
+            await self.api.event(self.pod, "Warning", reason, message)
         self.sandbox_ready = True
         self.pod_ip = spec.network.addresses[0].split("/")[0] if spec.network.addresses else None
         for rec in self.records.values():

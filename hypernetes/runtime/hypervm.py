@@ -350,9 +350,11 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         client = AgentClient(f"agent-{pod.id}")
         sandbox = _Sandbox(pod, sandbox_dir, vm, client, containers, volume_disks=volume_disks)
         self._sandboxes[pod.id] = sandbox
+        warnings: tuple[tuple[str, str], ...] = ()
         try:
             if template is not None:
-                await self._boot_clone(sandbox, template, accel, tap)
+                if failed := await self._boot_clone(sandbox, template, accel, tap):
+                    warnings = (("TemplateRestoreFailed", failed),)
             else:
                 await self._boot(sandbox, kernel, accel, tap)
             for v in pod.volumes:
@@ -364,7 +366,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox.state = SandboxState.READY
         sandbox.watcher = asyncio.create_task(self._watch(sandbox))
         self._save(sandbox)
-        return self._status(sandbox)
+        return dataclasses.replace(self._status(sandbox), warnings=warnings)
 
     @staticmethod
     def _rbd_jail(cfg: VMConfig, pod: PodSpec, sandbox_dir: Path) -> None:
@@ -402,9 +404,9 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         shapes = start_shapes(self.templates, self.kernels, await self.accel(), scopes, nic)
         return await self.templates.prepare(shapes)
 
-    async def _boot_clone(self, sandbox: _Sandbox, template: Template, accel: str, tap: _HandedFd) -> None:
+    async def _boot_clone(self, sandbox: _Sandbox, template: Template, accel: str, tap: _HandedFd) -> str:
         """Start the VM as a clone of `template`; if that fails, boot it cold (and drop the
-        template, rebuilt on next use)."""
+        template, rebuilt on next use) and say why: "" when the clone started."""
         cold = sandbox.vm.cfg
         try:
             clone = clone_config(template, cold)
@@ -416,7 +418,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
             try:
                 await self._boot(sandbox, None, accel, tap, restore=True)
                 tap.close()
-                return
+                return ""
             except SandboxFailed as e:
                 reason = str(e)
             finally:
@@ -440,6 +442,7 @@ class HyperVM(SandboxTable[_Sandbox, _Container], Runtime):
         sandbox.vm = QemuVM(cold)
         sandbox.client = AgentClient(f"agent-{sandbox.pod.id}")
         await self._boot(sandbox, None, accel, tap)
+        return f"Restoring the VM from template {template.key[:12]} failed, booted cold instead: {reason}"
 
     async def _boot(
         self, sandbox: _Sandbox, kernel: Kernel | None, accel: str, tap: _HandedFd, restore: bool = False

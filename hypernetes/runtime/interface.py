@@ -253,6 +253,9 @@ class SandboxStatus:
     message: str = ""
     containers: list[ContainerStatus] = field(default_factory=list)
     created_at: float = 0.0
+    # (reason, message) of what went wrong but did not stop the sandbox (a template restore
+    # that fell back to a cold boot): the node records each as a Warning event on the pod
+    warnings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
