@@ -60,7 +60,16 @@ def machine() -> dict[str, Any]:
 
 
 def run(fair: bool, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as d, noisy.server(Path(d), fairness=fair) as (url, admin, ca, pid):
+    overrides = json.loads(args.config)
+    with (
+        tempfile.TemporaryDirectory() as d,
+        noisy.server(Path(d), fairness=fair, overrides=overrides) as (
+            url,
+            admin,
+            ca,
+            pid,
+        ),
+    ):
         tokens, ns = asyncio.run(noisy.populate(url, admin, ca))
         slices: dict[str, list[dict[str, Any]]] = {"alone": [], "neighbour": []}
         order = ["alone", "neighbour", "neighbour", "alone"] * args.rounds
@@ -125,6 +134,7 @@ def main() -> None:
     ap.add_argument("--watches", type=int, default=300, help="watches the neighbour opens")
     ap.add_argument("--quiet-rate", type=float, default=50.0, help="the quiet tenant's requests a second")
     ap.add_argument("--compare-unfair", action="store_true", help="also run without fairness limits")
+    ap.add_argument("--config", default="{}", help="FairnessConfig fields as JSON: '{\"precedence\": false}'")
     args = ap.parse_args()
     emit({"machine": machine(), "args": vars(args)})
     run(True, args)

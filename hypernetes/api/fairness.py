@@ -25,6 +25,9 @@ the loop with the others:
   request at a time is never held back. This is not work-conserving: with a quiet tenant active,
   a flood gets half the loop even if the quiet tenant uses little of the rest; alone, it gets
   all of it. `time_share=False` turns it off.
+- a request of a flow with no request waiting behind it (and every system request) goes first:
+  while it executes, the others' slices, watch deliveries and next starts wait for it, a bounded
+  time (api/loopslice.py `Precedence`). `precedence=False` turns it off.
 
 Long-running requests (watches, exec/attach/port-forward, followed logs) pass the queue like the
 others but hold their seat only until their response starts (APF does the same for a watch's
@@ -51,6 +54,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from hypernetes.api.loopslice import Precedence, give_way
 from hypernetes.api.routing import error_response, parse_target, truthy
 from hypernetes.api.status import ApiError, too_many_requests
 from hypernetes.auth.identity import UserInfo
@@ -81,6 +85,9 @@ class FairnessConfig:
     reject_delay: float = 1.0  # a refused request is answered after this long: floods slow down
     time_share: bool = True  # while several flows are active, each gets at most its share of time
     watch_event_cost: float = 0.0001  # seconds a write costs per watch of its flow (fan-out)
+    # a request of a flow with none waiting goes before the work of flows with requests waiting
+    # (api/loopslice.py `Precedence`)
+    precedence: bool = True
 
 
 class Rejected(Exception):
@@ -281,6 +288,7 @@ class FlowControl:
                 (UNAUTHENTICATED, c.unauthenticated_seats),
             )
         }
+        self.precedence = Precedence() if c.precedence else None
         self.long_running: dict[tuple[str, str], int] = defaultdict(int)  # (kind, flow) -> open
         self.rejected: dict[tuple[str, str], int] = defaultdict(int)  # (level, reason) -> count
         self._known: OrderedDict[bytes, float] = OrderedDict()  # credential digest -> last success
@@ -313,7 +321,17 @@ class FlowControl:
         started = await self._acquire(level, c)
         try:
             async with asyncio.timeout(self.config.request_timeout):
-                return await handler(request)
+                if self.precedence is None:
+                    return await handler(request)
+                # the system's requests, and a flow's only one, go first (api/loopslice.py)
+                first = c.level == SYSTEM or c.flow not in level.queues
+                with self.precedence.request(first):
+                    if first:
+                        return await handler(request)
+                    await give_way()
+                    response = await handler(request)
+                    await give_way()  # before its response is encoded and written
+                    return response
         except TimeoutError:
             raise ApiError(
                 504,
@@ -350,7 +368,10 @@ class FlowControl:
 
             request[SEAT_RELEASE] = _Release(release)  # called once the response starts (server.py signal)
             try:
-                return await handler(request)
+                if self.precedence is None or c.level == SYSTEM:
+                    return await handler(request)
+                with self.precedence.request(False):  # its events give way (api/loopslice.py)
+                    return await handler(request)
             finally:
                 release()
         finally:
