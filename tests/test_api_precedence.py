@@ -6,14 +6,23 @@ bench/noisy_neighbour.py; these tests hold the order of the loop's steps and the
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import time
+from collections.abc import Iterator
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from hypernetes.api.fairness import WORKLOAD, FairnessConfig, FlowControl
 from hypernetes.api.loopslice import LoopBudget, Precedence, Turnstile, give_way, goes_first
+from hypernetes.api.server import FAIRNESS
 from hypernetes.auth.identity import tenant_user
+from tests.support.apiserver import ApiServerThread
+from tests.support.waiting import wait_for
+
+CM = "/api/v1/namespaces/default/configmaps"
 
 
 async def _flood(p: Precedence, log: list[str], stop: asyncio.Event) -> None:
@@ -159,3 +168,59 @@ async def test_without_the_option_nothing_goes_first() -> None:
 
     await fc.middleware(make_mocked_request("GET", "/api/v1/namespaces/x/configmaps"), handler)
     assert fc.precedence is None and seen == [True]  # nobody gives way: as before the option
+
+
+class _Connection:
+    """One keep-alive TLS connection to the server, raw: a request's head can be sent in parts."""
+
+    def __init__(self, api: ApiServerThread) -> None:
+        ctx = ssl.create_default_context(cafile=str(api.ca.ca_cert))
+        raw = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+        self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.head = f"GET {CM} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer quiet-token\r\n\r\n"
+
+    def response(self) -> int:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.sock.recv(65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        return int(head.split()[1])
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerThread]:
+    users = {"quiet-token": tenant_user("q", "quiet", "admin")}
+    a = ApiServerThread(tmp_path_factory.mktemp("precedence"), extra_users=users).start()
+    yield a
+    a.stop()
+
+
+def test_a_connections_next_request_goes_first_as_its_bytes_arrive(api: ApiServerThread) -> None:
+    """Before a request is parsed nobody knows whose it is, and a flood's slices ran ahead of its
+    parsing: on a connection whose last request went first, the next one goes first from its
+    first bytes (api/connections.py)."""
+    precedence = api.app[FAIRNESS].precedence
+    assert precedence is not None
+    conn = _Connection(api)
+    try:
+        conn.sock.sendall(conn.head.encode()[:20])  # a fresh connection: nothing known of it
+        time.sleep(0.2)
+        assert precedence.running == 0
+        conn.sock.sendall(conn.head.encode()[20:])
+        assert conn.response() == 200
+        assert precedence.running == 0  # the request ended
+
+        conn.sock.sendall(conn.head.encode()[:20])  # the same connection's next request
+        wait_for(lambda: precedence.running == 1, 5, 0.01, what="the request to go first early")
+        conn.sock.sendall(conn.head.encode()[20:])
+        assert conn.response() == 200
+        wait_for(lambda: precedence.running == 0, 5, 0.01, what="the request's end to end it")
+    finally:
+        conn.sock.close()

@@ -30,6 +30,9 @@ from typing import Any
 
 from aiohttp import web
 
+from hypernetes.api.fairness import WENT_FIRST
+from hypernetes.api.loopslice import Precedence
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -124,6 +127,8 @@ class _Conn(asyncio.Protocol):
         self.busy = 0  # requests being handled
         self.since = time.monotonic()  # when the connection last became idle
         self.partial = False  # bytes arrived while idle: a request head is under way
+        self.went_first = False  # its last request went first (api/loopslice.py Precedence) ...
+        self.early: Callable[[], None] | None = None  # ... so the one arriving goes first already
         self._pending: list[bytes] = []
         self._eof = False
 
@@ -172,6 +177,8 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.busy == 0 and not self.partial:
             self.partial, self.since = True, time.monotonic()
+            if self.went_first and self.gate.precedence is not None and self.early is None:
+                self.early = self.gate.precedence.go_first()
         if self.inner is None:
             self._pending.append(data)
         else:
@@ -184,6 +191,7 @@ class _Conn(asyncio.Protocol):
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.end_early()
         self.gate.release(self)
         if self.inner is not None:
             self.inner.connection_lost(exc)
@@ -195,6 +203,11 @@ class _Conn(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+
+    def end_early(self) -> None:
+        if self.early is not None:
+            self.early()
+            self.early = None
 
     def expired(self, now: float, limits: ConnectionLimits) -> bool:
         if self.tls is None or self.busy:
@@ -216,6 +229,7 @@ class ConnectionGate:
         self.timed_out = 0
         self.shed = ShedLog(limits.log_every)
         self._sweeper: asyncio.Task[None] | None = None
+        self.precedence: Precedence | None = None  # the fairness middleware's (server.py)
 
     def admit(self, conn: _Conn) -> bool:
         if self.total >= self.max_total:
@@ -269,6 +283,8 @@ class ConnectionGate:
             return await handler(request)
         finally:
             conn.busy -= 1
+            conn.went_first = request.get(WENT_FIRST, False)
+            conn.end_early()
             if conn.busy == 0:
                 conn.partial, conn.since = False, time.monotonic()
 

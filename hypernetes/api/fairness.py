@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SYSTEM, WORKLOAD, GLOBAL, UNAUTHENTICATED = "system", "workload", "global-default", "unauthenticated"
 STREAMS = frozenset(("exec", "attach", "portforward"))
+WENT_FIRST = web.RequestKey("fairness_went_first", bool)  # it went first (api/loopslice.py)
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ class FlowControl:
                     return await handler(request)
                 # the system's requests, and a flow's only one, go first (api/loopslice.py)
                 first = c.level == SYSTEM or c.flow not in level.queues
+                request[WENT_FIRST] = first  # the connection's next request goes first early
                 with self.precedence.request(first):
                     if first:
                         return await handler(request)

@@ -15,7 +15,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -31,8 +31,9 @@ class Precedence:
     became ready meanwhile: a 2 ms slice of a flood's list, a batch of its watch deliveries, the
     start of its next request. Beside a flood that tripled the quiet tenant's p99 while its p50
     moved little (issue 12, bench/RESULTS.md). So while a request that goes first is executing,
-    the work of a request that does not (`give_way`, at its slice boundaries and deliveries and
-    before its handler) waits for it to end, at most `hold` seconds each time. A request goes
+    the work of a request that does not (`give_way`: at its slice boundaries, its watch
+    deliveries, before its handler and before its response is written) waits for it to end, at
+    most `hold` seconds each time. A request goes
     first for at most `first_for` seconds: one that waits long (on the store, on a webhook) stops
     holding the others back, so a tenant cannot keep a flood waiting by sending slow requests.
     """
@@ -48,25 +49,30 @@ class Precedence:
     def request(self, first: bool) -> Iterator[None]:
         """Around a request's handler (and whatever it starts: a watch's deliveries)."""
         token = _GIVES_WAY.set(None if first else self)
-        going_first = first
-
-        def done() -> None:  # at the end, or after `first_for`, whichever comes first
-            nonlocal going_first
-            if going_first:
-                going_first = False
-                self._done()
-
-        expiry = None
-        if first:
-            self.running += 1
-            expiry = asyncio.get_running_loop().call_later(self.first_for, done)
+        end = self.go_first() if first else None
         try:
             yield
         finally:
             _GIVES_WAY.reset(token)
-            if expiry is not None:
+            if end is not None:
+                end()
+
+    def go_first(self) -> Callable[[], None]:
+        """Others give way from now until the returned function is called, or `first_for` has
+        passed. Also for a request whose bytes are arriving on a connection whose last request
+        went first (api/connections.py): from before it is parsed, whose it is is not known yet."""
+        self.running += 1
+        going_first = True
+
+        def end() -> None:  # at the end, or after `first_for`, whichever comes first
+            nonlocal going_first
+            if going_first:
+                going_first = False
                 expiry.cancel()
-                done()
+                self._done()
+
+        expiry = asyncio.get_running_loop().call_later(self.first_for, end)
+        return end
 
     def _done(self) -> None:
         self.running -= 1

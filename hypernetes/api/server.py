@@ -514,6 +514,7 @@ async def serve(
     )
     gate = ConnectionGate(limits, server_ssl_context(tls), lambda: runner.server())  # type: ignore[misc]
     app.middlewares.insert(0, gate.track)
+    gate.precedence = app[FAIRNESS].precedence if FAIRNESS in app else None
     app[CONNECTIONS] = gate
     await runner.setup()
     _freeze_heap()
