@@ -407,9 +407,11 @@ async def vm_peer(
         pid = running_qemu(rt.root / sandbox)
         assert pid is not None
         vcpus = await vcpu_threads(rt.root / sandbox)
+        # the volume is the pod's one writable disk: under the jail QEMU names it by an fd set
+        # (/dev/fdset/N), not by its path
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        pv = next(a.decode() for a in cmdline if str(path).encode() in a)
-        cache = json.loads(pv)["cache"]
+        blockdevs = [json.loads(a) for a in cmdline if a.startswith(b"{") and b'"node-name"' in a]
+        cache = next(b for b in blockdevs if not b["read-only"])["cache"]
         for job in JOBS:
             if job.name in args.skip and job.timed:
                 continue
