@@ -99,6 +99,8 @@ class CountingStore(Store):
 
     def __init__(self, inner: Store, metrics: Metrics) -> None:
         self.inner, self._ops = inner, metrics.store_ops
+        # awaited after each write: the tenancy directory's mirrors apply it first (auth/directory.py)
+        self.settle: Callable[[str, int], Awaitable[None]] | None = None
 
     async def get(self, key: str) -> KeyValue | None:
         self._ops["get"] += 1
@@ -116,15 +118,24 @@ class CountingStore(Store):
 
     async def create(self, key: str, value: bytes) -> int:
         self._ops["create"] += 1
-        return await self.inner.create(key, value)
+        rev = await self.inner.create(key, value)
+        if self.settle is not None:
+            await self.settle(key, rev)
+        return rev
 
     async def update(self, key: str, value: bytes, expected_revision: int) -> int:
         self._ops["update"] += 1
-        return await self.inner.update(key, value, expected_revision)
+        rev = await self.inner.update(key, value, expected_revision)
+        if self.settle is not None:
+            await self.settle(key, rev)
+        return rev
 
     async def delete(self, key: str, expected_revision: int = 0) -> KeyValue:
         self._ops["delete"] += 1
-        return await self.inner.delete(key, expected_revision)
+        gone = await self.inner.delete(key, expected_revision)
+        if self.settle is not None:
+            await self.settle(key, gone.mod_revision)
+        return gone
 
     def watch(self, prefix: str, from_revision: int) -> AsyncIterator[Event]:
         self._ops["watch"] += 1
@@ -422,6 +433,7 @@ def create_app(
     app[EVENT_TTL] = event_ttl
     if tenancy is not None:
         app[TENANCY] = tenancy
+        counted.settle = tenancy.directory.settled
         tenancy.identity.add_to(app)
     if node_join is not None:  # hosts join as nodes (`hypernetes node join`)
         node_join.add_to(app)

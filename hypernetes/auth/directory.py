@@ -62,6 +62,13 @@ class Directory:
         for m in self._all:
             await m.start()
 
+    async def settled(self, key: str, revision: int) -> None:
+        """After a write of `key` at `revision` through the API: once the mirrors holding it have
+        applied it (PrefixMirror.caught_up), so the next request sees it."""
+        for m in self._all:
+            if key.startswith(m.prefix):
+                await m.caught_up(revision)
+
     async def stop(self) -> None:
         for m in self._all:
             await m.stop()

@@ -28,6 +28,7 @@ class PrefixMirror:
         self._items: dict[str, Obj] = {}
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[str, Obj | None], None]] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (revision, until applied)
         self.revision = 0
 
     async def start(self) -> None:
@@ -42,7 +43,30 @@ class PrefixMirror:
         # keys gone while the watch was broken: their listeners must hear of it too
         for name in before - {kv.key.removeprefix(self.prefix) for kv in res.items}:
             self._drop(self.prefix + name)
-        self.revision = res.revision
+        self._advance(res.revision)
+
+    def _advance(self, revision: int) -> None:
+        self.revision = revision
+        if self._waiters:
+            for rev, fut in self._waiters:
+                if rev <= revision and not fut.done():
+                    fut.set_result(None)
+            self._waiters = [(rev, fut) for rev, fut in self._waiters if not fut.done()]
+
+    async def caught_up(self, revision: int, timeout: float = 2.0) -> None:
+        """Returns once the watch has brought this mirror to `revision` (a write under its prefix
+        made through this server), or after `timeout`: so that the request after a write is
+        authenticated and authorized by what it wrote (a demoted admin loses its writes with the
+        very next request, on etcd too, where the watch event comes a moment after the write)."""
+        if self._task is None or self.revision >= revision:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, fut))
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            log.warning("mirror %s: revision %d not seen within %gs", self.prefix, revision, timeout)
 
     def _put(self, key: str, value: bytes) -> None:
         name = key.removeprefix(self.prefix)
@@ -69,7 +93,7 @@ class PrefixMirror:
                         self._put(ev.kv.key, ev.kv.value)
                     else:
                         self._drop(ev.kv.key)
-                    self.revision = ev.revision
+                    self._advance(ev.revision)
             except Compacted:
                 await self._load()  # missed events: start over from a fresh list
             except asyncio.CancelledError:
